@@ -1,0 +1,62 @@
+/**
+ * # @lean/attention
+ *
+ * Decode-phase attention on GPUs through WebGPU, scheduled with LeanAttention: the work of all
+ * sequences x KV heads x context is cut into equal LeanTiles and spread stream-K style over a
+ * grid sized to the GPU; partial softmax states are merged by a deterministic rescale reduction.
+ * A CPU backend executes the very same plan.
+ *
+ * ```ts
+ * import { createDecoder } from "@lean/attention";
+ *
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * const headDim = 64, numHeads = 4, numKVHeads = 2, seqLens = [100, 37];
+ * const tokens = seqLens.reduce((a, b) => a + b);
+ * const { out, lse } = await decoder.decode({
+ *   q: Float32Array.from({ length: seqLens.length * numHeads * headDim }, Math.random),
+ *   k: Float32Array.from({ length: tokens * numKVHeads * headDim }, Math.random),
+ *   v: Float32Array.from({ length: tokens * numKVHeads * headDim }, Math.random),
+ *   seqLens, numHeads, numKVHeads, headDim,
+ * });
+ * console.log(out.length, lse.length); // 512 8
+ * await decoder.dispose();
+ * ```
+ *
+ * @module
+ */
+
+export type { Backend, BackendName, DeviceProfile } from "./src/backend.ts";
+export { CPU_GRID, executePlanOnCpu } from "./src/cpu_backend.ts";
+export { createDecoder } from "./src/decoder.ts";
+export type { Decoder, DecoderOptions, DecoderPlanOptions } from "./src/decoder.ts";
+export { decodeKV, encodeKV, toBf16Bits, toF16Bits } from "./src/half.ts";
+export { createPlan, describePlan } from "./src/plan.ts";
+export type { Plan, PlanOptions } from "./src/plan.ts";
+export { chooseSplits, partition, segmentTiles } from "./src/planner.ts";
+export type { Partition } from "./src/planner.ts";
+export {
+  KV_DTYPES,
+  MAX_HEAD_DIM,
+  MAX_Q_LEN,
+  resolveScale,
+  STRATEGIES,
+  validateInput,
+  validateShape,
+  validateStrategy,
+} from "./src/problem.ts";
+export type {
+  DecodeInput,
+  DecodeOutput,
+  DecodeShape,
+  KVDtype,
+  Problem,
+  Strategy,
+} from "./src/problem.ts";
+export { mergePartialRow, mergeStates, slotFloats } from "./src/reducer.ts";
+export type { AttentionState } from "./src/reducer.ts";
+export { referenceAttention } from "./src/reference.ts";
+export type { ReferenceOutput } from "./src/reference.ts";
+export { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE, schedule } from "./src/scheduler.ts";
+export type { Schedule } from "./src/scheduler.ts";
+export { tileConfig } from "./src/tile_config.ts";
+export type { TileConfig, TileOptions } from "./src/tile_config.ts";

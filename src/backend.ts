@@ -1,0 +1,31 @@
+/**
+ * What every backend provides: a device profile for the planner and a way to execute a plan.
+ *
+ * @module
+ */
+
+import type { Plan } from "./plan.ts";
+import type { DecodeInput, DecodeOutput } from "./problem.ts";
+
+/** Names of the backends; `"auto"` picks a hardware GPU when there is one, else the CPU. */
+export type BackendName = "cpu" | "webgpu" | "dawn";
+
+/** What the planner needs to know about a device. */
+export interface DeviceProfile {
+  /** Adapter or device description. */
+  readonly name: string;
+  /** Workgroups the device runs at once: the lean grid. */
+  readonly grid: number;
+  /** Where `grid` came from. */
+  readonly source: "builtin" | "table" | "calibrated" | "option";
+}
+
+/** A backend executes plans; created by `createDecoder`. */
+export interface Backend {
+  readonly name: BackendName;
+  readonly profile: DeviceProfile;
+  /** Executes a plan on validated input. */
+  run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput>;
+  /** Releases everything the backend created. */
+  dispose(): Promise<void>;
+}

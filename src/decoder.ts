@@ -1,0 +1,161 @@
+/**
+ * The public entry point: `createDecoder` picks a backend, and the decoder validates, plans and
+ * runs decode calls on it.
+ *
+ * @module
+ */
+
+import type { Backend, BackendName, DeviceProfile } from "./backend.ts";
+import { createCpuBackend } from "./cpu_backend.ts";
+import { createPlan, type Plan } from "./plan.ts";
+import {
+  type DecodeInput,
+  type DecodeOutput,
+  type DecodeShape,
+  resolveScale,
+  type Strategy,
+  validateInput,
+} from "./problem.ts";
+import type { TileOptions } from "./tile_config.ts";
+
+/** Options for {@linkcode createDecoder}. */
+export interface DecoderOptions extends TileOptions {
+  /**
+   * `"cpu"`, `"webgpu"` (the runtime's `navigator.gpu`, or the `gpu`/`device` given), `"dawn"`
+   * (npm `webgpu`, loaded only when asked), or `"auto"` (default): a hardware GPU adapter through
+   * the runtime's WebGPU when there is one, else the CPU.
+   */
+  backend?: "auto" | BackendName;
+  /** A `GPU` object to request the adapter from (for `"webgpu"`). */
+  gpu?: GPU;
+  /** A device the caller owns (for `"webgpu"`); it is not destroyed by `dispose()`. */
+  device?: GPUDevice;
+  /** Overrides the device profile's lean grid (workgroups run at once). */
+  grid?: number;
+}
+
+/** Options for {@linkcode Decoder.plan}. */
+export interface DecoderPlanOptions {
+  /** Partition strategy (default `"lean"`). */
+  strategy?: Strategy;
+}
+
+/**
+ * A decoder bound to one backend.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * console.log(decoder.backend, decoder.profile.grid); // cpu 16
+ * await decoder.dispose();
+ * ```
+ */
+export interface Decoder {
+  /** The backend in use (what `"auto"` picked). */
+  readonly backend: BackendName;
+  /** The device profile the planner uses. */
+  readonly profile: DeviceProfile;
+  /** Plans a batch shape for this decoder's device without running it. */
+  plan(shape: DecodeShape, options?: DecoderPlanOptions): Plan;
+  /** Validates, plans and runs one decode call. */
+  decode(input: DecodeInput): Promise<DecodeOutput>;
+  /** Releases the backend's resources; later calls fail. */
+  dispose(): Promise<void>;
+}
+
+class DecoderImpl implements Decoder {
+  #backend: Backend;
+  #tileOptions: TileOptions;
+  #disposed = false;
+
+  constructor(backend: Backend, tileOptions: TileOptions) {
+    this.#backend = backend;
+    this.#tileOptions = tileOptions;
+  }
+
+  get backend(): BackendName {
+    return this.#backend.name;
+  }
+
+  get profile(): DeviceProfile {
+    return this.#backend.profile;
+  }
+
+  #live(): void {
+    if (this.#disposed) {
+      throw new Error("Decoder is disposed: create a new one with createDecoder()");
+    }
+  }
+
+  plan(shape: DecodeShape, options: DecoderPlanOptions = {}): Plan {
+    this.#live();
+    return createPlan(shape, {
+      ...this.#tileOptions,
+      strategy: options.strategy,
+      grid: this.#backend.profile.grid,
+    });
+  }
+
+  async decode(input: DecodeInput): Promise<DecodeOutput> {
+    this.#live();
+    validateInput(input);
+    const plan = this.plan(input, { strategy: input.strategy });
+    return await this.#backend.run(plan, input, resolveScale(input));
+  }
+
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    await this.#backend.dispose();
+  }
+}
+
+async function openBackend(options: DecoderOptions): Promise<Backend> {
+  const name = options.backend ?? "auto";
+  if (name === "cpu") return createCpuBackend(options.grid);
+  if (name === "webgpu" || name === "dawn" || name === "auto") {
+    const { createWebGPUBackend } = await import("./webgpu_backend.ts");
+    if (name !== "auto") return await createWebGPUBackend({ ...options, flavor: name });
+    const gpu = await createWebGPUBackend({ ...options, flavor: "webgpu", requireHardware: true })
+      .catch(() => undefined);
+    return gpu ?? createCpuBackend(options.grid);
+  }
+  if (typeof name !== "string") throw new TypeError(`backend must be a string: got ${typeof name}`);
+  throw new RangeError(
+    `backend must be one of "auto", "cpu", "webgpu", "dawn": got ${JSON.stringify(name)}`,
+  );
+}
+
+/**
+ * Creates a decoder on the requested backend.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * const { out, lse } = await decoder.decode({
+ *   q: new Float32Array(2 * 64).fill(0.1),
+ *   k: new Float32Array(10 * 64).fill(0.2),
+ *   v: new Float32Array(10 * 64).fill(0.3),
+ *   seqLens: [10], numHeads: 2, numKVHeads: 1, headDim: 64,
+ * });
+ * console.log(out.length, lse.length); // 128 2
+ * await decoder.dispose();
+ * ```
+ */
+export async function createDecoder(options: DecoderOptions = {}): Promise<Decoder> {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `options must be an object: got ${options === null ? "null" : typeof options}`,
+    );
+  }
+  if (options.grid !== undefined && (!Number.isInteger(options.grid) || options.grid < 1)) {
+    throw new RangeError(`grid must be a positive integer: got ${options.grid}`);
+  }
+  const tileOptions: TileOptions = {
+    tileTokens: options.tileTokens,
+    workgroupSize: options.workgroupSize,
+  };
+  return new DecoderImpl(await openBackend(options), tileOptions);
+}

@@ -1,0 +1,118 @@
+/**
+ * The partition planner. All three strategies are expressed the same way: the global order of
+ * LeanTiles (sequence-major, then KV head, then row block, then token) is cut into contiguous
+ * runs, one run per workgroup. They differ only in where the cuts fall:
+ *
+ * - `lean`: equal cuts over the whole order (stream-K), runs cross segment boundaries;
+ * - `split` (FlashDecoding): every segment cut into the same number of balanced chunks;
+ * - `single` (FlashAttention-2): a cut at every segment boundary and nowhere else.
+ *
+ * Cost is O(segments + workgroups): nothing here touches individual tokens.
+ *
+ * @module
+ */
+
+import type { Problem, Strategy } from "./problem.ts";
+import type { TileConfig } from "./tile_config.ts";
+
+/** A partition of the global tile order into per-workgroup runs. */
+export interface Partition {
+  readonly strategy: Strategy;
+  /** Global tile index where each segment starts; `numSegments + 1` entries. */
+  readonly segmentTileStarts: Uint32Array;
+  /** Global tile index where each workgroup's run starts; `workgroups + 1` entries. */
+  readonly runStarts: Uint32Array;
+  /** Chunks per segment for `split` (1 for the others). */
+  readonly splits: number;
+}
+
+/** Counts the tiles of every segment and returns their prefix sums. */
+export function segmentTiles(problem: Problem, tiles: TileConfig): Uint32Array {
+  const { numSeqs, numKVHeads, seqLens } = problem;
+  const perSeq = numKVHeads * tiles.rowBlocks;
+  const starts = new Uint32Array(numSeqs * perSeq + 1);
+  let total = 0;
+  let s = 0;
+  for (let seq = 0; seq < numSeqs; seq++) {
+    const n = Math.ceil(seqLens[seq] / tiles.tileTokens);
+    for (let j = 0; j < perSeq; j++) {
+      starts[s++] = total;
+      total += n;
+    }
+  }
+  if (total > 0xffffffff) throw new RangeError(`total tiles must fit in 32 bits: got ${total}`);
+  starts[s] = total;
+  return starts;
+}
+
+/**
+ * FlashAttention-2's split heuristic: the smallest split count whose wave efficiency over the grid
+ * is within 85% of the best, skipping counts that give the same chunk size as one fewer.
+ */
+export function chooseSplits(segments: number, maxTiles: number, grid: number): number {
+  if (segments >= 0.8 * grid) return 1;
+  const maxSplits = Math.min(128, grid, maxTiles);
+  const efficiency = (n: number) => {
+    const waves = (segments * n) / grid;
+    return waves / Math.ceil(waves);
+  };
+  let best = 0;
+  for (let n = 1; n <= maxSplits; n++) best = Math.max(best, efficiency(n));
+  for (let n = 1; n <= maxSplits; n++) {
+    const eligible = n === 1 || Math.ceil(maxTiles / n) !== Math.ceil(maxTiles / (n - 1));
+    if (eligible && efficiency(n) >= 0.85 * best) return n;
+  }
+  return 1;
+}
+
+/**
+ * Cuts the tile order into runs for a strategy. `grid` is the number of workgroups the device
+ * runs at once (from its profile); `lean` uses exactly `min(grid, tiles)` workgroups.
+ *
+ * @example
+ * ```ts
+ * import { partition, segmentTiles, tileConfig, validateShape } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [1000, 200], numHeads: 4, numKVHeads: 2, headDim: 64 });
+ * const tiles = tileConfig(problem);
+ * const p = partition(segmentTiles(problem, tiles), "lean", 8);
+ * console.log(p.runStarts.length - 1); // 8 workgroups
+ * ```
+ */
+export function partition(
+  segmentTileStarts: Uint32Array,
+  strategy: Strategy,
+  grid: number,
+): Partition {
+  const numSegments = segmentTileStarts.length - 1;
+  const total = segmentTileStarts[numSegments];
+  if (strategy === "single") {
+    return { strategy, segmentTileStarts, runStarts: segmentTileStarts, splits: 1 };
+  }
+  if (strategy === "lean") {
+    const g = Math.max(1, Math.min(grid, total));
+    const runStarts = new Uint32Array(g + 1);
+    const base = Math.floor(total / g);
+    const extra = total % g;
+    for (let i = 0; i <= g; i++) runStarts[i] = i * base + Math.min(i, extra);
+    return { strategy, segmentTileStarts, runStarts, splits: 1 };
+  }
+  let maxTiles = 0;
+  for (let s = 0; s < numSegments; s++) {
+    maxTiles = Math.max(maxTiles, segmentTileStarts[s + 1] - segmentTileStarts[s]);
+  }
+  const splits = chooseSplits(numSegments, maxTiles, grid);
+  let runs = 0;
+  for (let s = 0; s < numSegments; s++) {
+    runs += Math.min(splits, segmentTileStarts[s + 1] - segmentTileStarts[s]);
+  }
+  const runStarts = new Uint32Array(runs + 1);
+  let r = 0;
+  for (let s = 0; s < numSegments; s++) {
+    const start = segmentTileStarts[s];
+    const n = segmentTileStarts[s + 1] - start;
+    const chunks = Math.min(splits, n);
+    for (let c = 0; c < chunks; c++) runStarts[r++] = start + Math.floor((c * n) / chunks);
+  }
+  runStarts[r] = total;
+  return { strategy, segmentTileStarts, runStarts, splits };
+}
