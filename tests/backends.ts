@@ -1,0 +1,145 @@
+/**
+ * The backends under test. "cpu" is always tested; "webgpu" and "dawn" are tested whenever
+ * `createDecoder({ backend })` succeeds on this machine, so the same suite runs against the GPU
+ * backends as soon as they work. A backend that cannot be opened is reported on one line and its
+ * tests are registered as ignored, never as passed.
+ *
+ * @module
+ */
+
+import { type BackendName, createDecoder, type Decoder, type DecoderOptions } from "../mod.ts";
+import { fcParams } from "./helpers.ts";
+
+/** Every backend the suite knows about, in test order. */
+export const ALL_BACKENDS: readonly BackendName[] = ["cpu", "webgpu", "dawn"];
+
+/** Options for a decoder under test (everything but the backend). */
+export type TestDecoderOptions = Omit<DecoderOptions, "backend">;
+
+/** A backend that opened on this machine. */
+export interface BackendUnderTest {
+  readonly name: BackendName;
+  /** Whether Deno's op/resource sanitizers can stay on (GPU runtimes keep handles alive). */
+  readonly sanitize: boolean;
+  /** Opens a fresh decoder; the caller must `dispose()` it. */
+  open(options?: TestDecoderOptions): Promise<Decoder>;
+}
+
+/** Availability of one backend: usable, or the reason it is skipped. */
+export type BackendStatus =
+  | { readonly name: BackendName; readonly ok: true; readonly backend: BackendUnderTest }
+  | { readonly name: BackendName; readonly ok: false; readonly reason: string };
+
+/**
+ * GPU backends named in `LEAN_TEST_BACKENDS` (comma-separated), or all of them when it is unset.
+ * "cpu" is always tested.
+ */
+function wanted(name: BackendName): boolean {
+  if (name === "cpu") return true;
+  const perm = Deno.permissions.querySync({ name: "env", variable: "LEAN_TEST_BACKENDS" });
+  const list = perm.state === "granted" ? Deno.env.get("LEAN_TEST_BACKENDS") : undefined;
+  return list === undefined || list.split(",").map((s) => s.trim()).includes(name);
+}
+
+/**
+ * Extra options of GPU decoders under test: `poison` fills GPU outputs with NaN before every run,
+ * so an element the kernels fail to write fails `assertNoPoison` instead of passing on stale data.
+ */
+const GPU_OPTIONS: TestDecoderOptions = { poison: true } as TestDecoderOptions;
+
+async function probe(name: BackendName): Promise<BackendStatus> {
+  if (!wanted(name)) {
+    const reason = "not listed in LEAN_TEST_BACKENDS";
+    console.log(`skipping backend "${name}": ${reason}`);
+    return { name, ok: false, reason };
+  }
+  let decoder: Decoder;
+  try {
+    decoder = await createDecoder({ backend: name });
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    console.log(`skipping backend "${name}": ${reason}`);
+    return { name, ok: false, reason };
+  }
+  await decoder.dispose();
+  const backend: BackendUnderTest = {
+    name,
+    sanitize: name === "cpu",
+    open: (options = {}) =>
+      createDecoder({ ...options, ...(name === "cpu" ? {} : GPU_OPTIONS), backend: name }),
+  };
+  return { name, ok: true, backend };
+}
+
+let statuses: Promise<readonly BackendStatus[]> | undefined;
+
+/** Probes every backend once per test module and reports the skipped ones. */
+export function backendStatuses(): Promise<readonly BackendStatus[]> {
+  statuses ??= (async () => {
+    const result: BackendStatus[] = [];
+    for (const name of ALL_BACKENDS) result.push(await probe(name));
+    return result;
+  })();
+  return statuses;
+}
+
+/** The decoders under test: "cpu", plus every GPU backend that opens here. */
+export async function listBackends(): Promise<readonly BackendUnderTest[]> {
+  const all = await backendStatuses();
+  return all.flatMap((s) => s.ok ? [s.backend] : []);
+}
+
+const known = await backendStatuses();
+
+/** Options of {@linkcode backendTest}. */
+export interface BackendTestOptions {
+  /** Decoder options (grid, tile sizes) for the decoder handed to the test. */
+  decoder?: TestDecoderOptions;
+}
+
+/**
+ * Registers one `Deno.test` per backend, named `"<name> [<backend>]"`. Each gets a fresh decoder
+ * that is disposed afterwards, whatever the outcome. Backends that did not open are registered
+ * as ignored.
+ */
+export function backendTest(
+  name: string,
+  fn: (decoder: Decoder, backend: BackendName) => Promise<void>,
+  options: BackendTestOptions = {},
+): void {
+  for (const status of known) {
+    const testName = `${name} [${status.name}]`;
+    if (!status.ok) {
+      Deno.test({ name: testName, ignore: true, fn: () => {} });
+      continue;
+    }
+    const backend = status.backend;
+    Deno.test({
+      name: testName,
+      sanitizeOps: backend.sanitize,
+      sanitizeResources: backend.sanitize,
+      fn: async () => {
+        const decoder = await backend.open(options.decoder);
+        try {
+          await fn(decoder, backend.name);
+        } finally {
+          await decoder.dispose();
+        }
+      },
+    });
+  }
+}
+
+/**
+ * fast-check parameters of a property run on a backend: `cpuRuns` cases on the CPU, `gpuRuns` on
+ * GPU backends (slow on a software adapter: every new kernel specialisation compiles). On GPU
+ * backends a failure is reported as found, without shrinking; its message describes the case.
+ */
+export function propertyParams(
+  backend: BackendName,
+  cpuRuns: number,
+  gpuRuns: number,
+): { numRuns: number; seed?: number; endOnFailure?: boolean } {
+  if (backend === "cpu") return fcParams(cpuRuns);
+  return { ...fcParams(gpuRuns), endOnFailure: true };
+}

@@ -1,0 +1,76 @@
+/**
+ * Tile geometry: row blocks bound the per-block query state, hold every row with no empty block,
+ * are as few as the bound allows, and tuning options are checked.
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { KV_DTYPES, MAX_HEAD_DIM, tileConfig } from "../mod.ts";
+import { fcParams } from "./helpers.ts";
+
+Deno.test("row blocks bound the query state, hold every row and are as few as possible", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: MAX_HEAD_DIM / 8 }).map((n) => 8 * n),
+      fc.oneof(fc.integer({ min: 1, max: 32 }), fc.integer({ min: 1, max: 2048 })),
+      fc.constantFrom(...KV_DTYPES),
+      (headDim, rowsPerGroup, kvDtype) => {
+        const c = tileConfig({ headDim, rowsPerGroup, kvDtype });
+        const limit = Math.min(16, Math.floor(2048 / headDim));
+        assert.ok(c.rowsPerBlock >= 1 && c.rowsPerBlock <= limit, `rowsPerBlock ${c.rowsPerBlock}`);
+        assert.ok(c.rowsPerBlock * headDim <= 2048);
+        assert.ok(c.rowBlocks * c.rowsPerBlock >= rowsPerGroup, "every row has a block");
+        assert.ok((c.rowBlocks - 1) * c.rowsPerBlock < rowsPerGroup, "no block is empty");
+        assert.ok((c.rowBlocks - 1) * limit < rowsPerGroup, "fewer blocks could not hold the rows");
+        assert.equal(c.tileTokens, 64);
+        assert.equal(c.workgroupSize, 64);
+      },
+    ),
+    fcParams(500),
+  );
+});
+
+Deno.test("small groups use one block", () => {
+  assert.deepStrictEqual(tileConfig({ headDim: 128, rowsPerGroup: 4, kvDtype: "f16" }), {
+    tileTokens: 64,
+    rowsPerBlock: 4,
+    rowBlocks: 1,
+    workgroupSize: 64,
+  });
+  const c = tileConfig({ headDim: 128, rowsPerGroup: 17, kvDtype: "f32" });
+  assert.deepStrictEqual([c.rowBlocks, c.rowsPerBlock], [2, 9]);
+});
+
+Deno.test("tile and workgroup sizes accept powers of two in range", () => {
+  const p = { headDim: 64, rowsPerGroup: 1, kvDtype: "f32" as const };
+  for (const tileTokens of [16, 32, 64, 128, 256]) {
+    assert.equal(tileConfig(p, { tileTokens }).tileTokens, tileTokens);
+  }
+  for (const workgroupSize of [32, 64, 128, 256]) {
+    assert.equal(tileConfig(p, { workgroupSize }).workgroupSize, workgroupSize);
+  }
+  const bad: [object, typeof TypeError | typeof RangeError, RegExp][] = [
+    [{ tileTokens: 0 }, RangeError, /^tileTokens must be a power of two from 16 to 256: got 0$/],
+    [{ tileTokens: 8 }, RangeError, /^tileTokens .*got 8$/],
+    [{ tileTokens: 48 }, RangeError, /^tileTokens .*got 48$/],
+    [{ tileTokens: 512 }, RangeError, /^tileTokens .*got 512$/],
+    [{ tileTokens: 64.5 }, RangeError, /^tileTokens .*got 64\.5$/],
+    [{ tileTokens: "64" }, TypeError, /^tileTokens must be a number/],
+    [
+      { workgroupSize: 16 },
+      RangeError,
+      /^workgroupSize must be a power of two from 32 to 256: got 16$/,
+    ],
+    [{ workgroupSize: 96 }, RangeError, /^workgroupSize .*got 96$/],
+    [{ workgroupSize: 512 }, RangeError, /^workgroupSize .*got 512$/],
+    [{ workgroupSize: true }, TypeError, /^workgroupSize must be a number/],
+  ];
+  for (const [options, cls, message] of bad) {
+    assert.throws(
+      () => tileConfig(p, options),
+      (e: unknown) =>
+        e instanceof cls && e.constructor === cls && message.test((e as Error).message),
+      JSON.stringify(options),
+    );
+  }
+});

@@ -1,0 +1,452 @@
+/**
+ * Bad input is rejected with the right class (TypeError for a wrong type, RangeError for a wrong
+ * size or value) and a message naming the field and the value; the decoder keeps working after
+ * every rejection; a disposed decoder rejects every call.
+ */
+
+import assert from "node:assert/strict";
+import {
+  createDecoder,
+  createPlan,
+  type DecodeInput,
+  type DecoderOptions,
+  type PlanOptions,
+} from "../mod.ts";
+import { ALL_BACKENDS, backendTest } from "./backends.ts";
+import { assertMatchesReference, makeInput } from "./helpers.ts";
+
+type ErrorClass = typeof TypeError | typeof RangeError | typeof Error;
+
+/** Checks an error's exact class and message. */
+function matches(cls: ErrorClass, message: RegExp): (error: unknown) => boolean {
+  return (error) => {
+    assert.ok(error instanceof Error, `expected an Error, got ${String(error)}`);
+    assert.equal(
+      error.constructor,
+      cls,
+      `expected ${cls.name}, got ${error.name}: ${error.message}`,
+    );
+    assert.match(error.message, message);
+    return true;
+  };
+}
+
+// 4 sequences, 4 query heads over 2 KV heads, headDim 16: q has 256 floats, K and V 768.
+const SHAPE = { seqLens: [5, 9, 3, 7], numHeads: 4, numKVHeads: 2, headDim: 16 };
+const valid = (): DecodeInput => makeInput({ ...SHAPE, seed: 1 });
+// deno-lint-ignore no-explicit-any
+type Loose = Record<string, any>;
+const u16 = (n: number) => new Uint16Array(n);
+const f32 = (n: number) => new Float32Array(n);
+
+interface Case {
+  name: string;
+  change: Loose;
+  error: ErrorClass;
+  message: RegExp;
+}
+
+const CASES: Case[] = [
+  // Wrong types.
+  {
+    name: "q as an Array",
+    change: { q: [0, 1] },
+    error: TypeError,
+    message: /^q .*Float32Array.*got Array$/,
+  },
+  {
+    name: "q as a Float64Array",
+    change: { q: new Float64Array(256) },
+    error: TypeError,
+    message: /^q must be a Float32Array: got Float64Array$/,
+  },
+  { name: "q missing", change: { q: undefined }, error: TypeError, message: /^q .*got undefined$/ },
+  {
+    name: "f16 keys in a Float32Array",
+    change: { kvDtype: "f16", k: f32(768), v: u16(768) },
+    error: TypeError,
+    message: /^k must be a Uint16Array of bit patterns \(kvDtype "f16"\): got Float32Array$/,
+  },
+  {
+    name: "bf16 values in a Float32Array",
+    change: { kvDtype: "bf16", k: u16(768), v: f32(768) },
+    error: TypeError,
+    message: /^v must be a Uint16Array .*"bf16".*got Float32Array$/,
+  },
+  {
+    name: "f32 keys given as a Uint16Array",
+    change: { k: u16(768) },
+    error: TypeError,
+    message: /^k must be a Float32Array \(kvDtype "f32"\): got Uint16Array$/,
+  },
+  {
+    name: "numHeads as a string",
+    change: { numHeads: "4" },
+    error: TypeError,
+    message: /^numHeads must be a number: got "4"$/,
+  },
+  {
+    name: "numKVHeads missing",
+    change: { numKVHeads: undefined },
+    error: TypeError,
+    message: /^numKVHeads must be a number: got undefined$/,
+  },
+  {
+    name: "headDim null",
+    change: { headDim: null },
+    error: TypeError,
+    message: /^headDim must be a number: got null$/,
+  },
+  {
+    name: "qLen as a string",
+    change: { qLen: "1" },
+    error: TypeError,
+    message: /^qLen .*got "1"$/,
+  },
+  {
+    name: "seqLens as a string",
+    change: { seqLens: "5,9" },
+    error: TypeError,
+    message: /^seqLens must be an array of numbers: got "5,9"$/,
+  },
+  {
+    name: "a seqLens entry as a string",
+    change: { seqLens: [5, "9", 3, 7] },
+    error: TypeError,
+    message: /^seqLens\[1\] must be a number: got "9"$/,
+  },
+  {
+    name: "kvDtype as a number",
+    change: { kvDtype: 16 },
+    error: TypeError,
+    message: /^kvDtype .*got 16$/,
+  },
+  {
+    name: "strategy as a boolean",
+    change: { strategy: true },
+    error: TypeError,
+    message: /^strategy .*got true$/,
+  },
+  {
+    name: "scale as a string",
+    change: { scale: "0.25" },
+    error: TypeError,
+    message: /^scale .*got "0.25"$/,
+  },
+  // Wrong sizes and values.
+  {
+    name: "q too short",
+    change: { q: f32(255) },
+    error: RangeError,
+    message: /^q must have 256 elements: got 255$/,
+  },
+  {
+    name: "k too long",
+    change: { k: f32(769) },
+    error: RangeError,
+    message: /^k must have 768 elements: got 769$/,
+  },
+  {
+    name: "f16 values too short",
+    change: { kvDtype: "f16", k: u16(768), v: u16(700) },
+    error: RangeError,
+    message: /^v must have 768 elements: got 700$/,
+  },
+  {
+    name: "a zero-length context",
+    change: { seqLens: [5, 9, 3, 0] },
+    error: RangeError,
+    message: /^seqLens\[3\] must be an integer >= qLen \(1\): got 0$/,
+  },
+  {
+    name: "a fractional context length",
+    change: { seqLens: [5, 2.5, 3, 7] },
+    error: RangeError,
+    message: /^seqLens\[1\] must be an integer >= qLen \(1\): got 2\.5$/,
+  },
+  {
+    name: "a negative context length",
+    change: { seqLens: [-3, 9, 3, 7] },
+    error: RangeError,
+    message: /^seqLens\[0\] .*got -3$/,
+  },
+  {
+    name: "a NaN context length",
+    change: { seqLens: [5, 9, NaN, 7] },
+    error: RangeError,
+    message: /^seqLens\[2\] .*got NaN$/,
+  },
+  {
+    name: "a context shorter than qLen",
+    change: { qLen: 4 },
+    error: RangeError,
+    message: /^seqLens\[2\] must be an integer >= qLen \(4\): got 3$/,
+  },
+  {
+    name: "an empty batch",
+    change: { seqLens: [] },
+    error: RangeError,
+    message: /^seqLens must not be empty/,
+  },
+  {
+    name: "heads not divisible",
+    change: { numHeads: 6, numKVHeads: 4 },
+    error: RangeError,
+    message: /^numHeads \(6\) must be a multiple of numKVHeads: got 4$/,
+  },
+  {
+    name: "more KV heads than heads",
+    change: { numKVHeads: 8 },
+    error: RangeError,
+    message: /^numHeads \(4\) must be a multiple of numKVHeads: got 8$/,
+  },
+  { name: "zero heads", change: { numHeads: 0 }, error: RangeError, message: /^numHeads .*got 0$/ },
+  {
+    name: "fractional heads",
+    change: { numHeads: 2.5 },
+    error: RangeError,
+    message: /^numHeads .*got 2\.5$/,
+  },
+  { name: "headDim 0", change: { headDim: 0 }, error: RangeError, message: /^headDim .*got 0$/ },
+  {
+    name: "headDim 7",
+    change: { headDim: 7 },
+    error: RangeError,
+    message: /^headDim must be a multiple of 8 from 8 to 256: got 7$/,
+  },
+  { name: "headDim 12", change: { headDim: 12 }, error: RangeError, message: /^headDim .*got 12$/ },
+  {
+    name: "headDim 264",
+    change: { headDim: 264 },
+    error: RangeError,
+    message: /^headDim .*256.*got 264$/,
+  },
+  { name: "qLen 0", change: { qLen: 0 }, error: RangeError, message: /^qLen .*got 0$/ },
+  { name: "qLen 17", change: { qLen: 17 }, error: RangeError, message: /^qLen .*16.*got 17$/ },
+  { name: "qLen 1.5", change: { qLen: 1.5 }, error: RangeError, message: /^qLen .*got 1\.5$/ },
+  {
+    name: "an unknown kvDtype",
+    change: { kvDtype: "f64" },
+    error: RangeError,
+    message: /^kvDtype must be one of "f32", "f16", "bf16": got "f64"$/,
+  },
+  {
+    name: "an upper-case kvDtype",
+    change: { kvDtype: "F16" },
+    error: RangeError,
+    message: /^kvDtype .*got "F16"$/,
+  },
+  {
+    name: "an unknown strategy",
+    change: { strategy: "fast" },
+    error: RangeError,
+    message: /^strategy must be one of "lean", "split", "single": got "fast"$/,
+  },
+  { name: "scale 0", change: { scale: 0 }, error: RangeError, message: /^scale .*got 0$/ },
+  {
+    name: "a negative scale",
+    change: { scale: -0.5 },
+    error: RangeError,
+    message: /^scale .*got -0\.5$/,
+  },
+  { name: "a NaN scale", change: { scale: NaN }, error: RangeError, message: /^scale .*got NaN$/ },
+  {
+    name: "an infinite scale",
+    change: { scale: Infinity },
+    error: RangeError,
+    message: /^scale .*got Infinity$/,
+  },
+];
+
+backendTest("every bad input is rejected and the decoder keeps working", async (decoder) => {
+  for (const c of CASES) {
+    const bad = { ...valid(), ...c.change } as DecodeInput;
+    await assert.rejects(() => decoder.decode(bad), matches(c.error, c.message), c.name);
+    const good = valid();
+    assertMatchesReference(good, await decoder.decode(good), `after ${c.name}`);
+  }
+});
+
+backendTest("a non-object input is rejected", async (decoder) => {
+  for (const input of [null, undefined, 42, "q"]) {
+    await assert.rejects(
+      () => decoder.decode(input as unknown as DecodeInput),
+      matches(TypeError, /^input must be an object: got /),
+    );
+  }
+  const good = valid();
+  assertMatchesReference(good, await decoder.decode(good));
+});
+
+backendTest("valid f16 and bf16 inputs pass the same checks", async (decoder) => {
+  for (const kvDtype of ["f16", "bf16"] as const) {
+    const input = makeInput({ ...SHAPE, kvDtype, seed: 2 });
+    assert.ok(input.k instanceof Uint16Array);
+    assertMatchesReference(input, await decoder.decode(input), kvDtype);
+    const wrong = { ...input, kvDtype: kvDtype === "f16" ? "bf16" : "f16" } as DecodeInput;
+    // The other 16-bit dtype is accepted (same storage), but means different numbers.
+    const other = await decoder.decode(wrong);
+    assertMatchesReference(wrong, other, `${kvDtype} bits read as ${wrong.kvDtype}`);
+    assert.notDeepEqual(other.out, (await decoder.decode(input)).out);
+  }
+});
+
+backendTest("decoder.plan rejects bad shapes synchronously", async (decoder) => {
+  assert.throws(() => decoder.plan({ ...SHAPE, headDim: 7 }), matches(RangeError, /^headDim .*7$/));
+  assert.throws(
+    () => decoder.plan({ ...SHAPE, numHeads: "4" as unknown as number }),
+    matches(TypeError, /^numHeads .*"4"$/),
+  );
+  assert.throws(
+    () => decoder.plan(SHAPE, { strategy: "x" as unknown as "lean" }),
+    matches(RangeError, /^strategy .*"x"$/),
+  );
+  const plan = decoder.plan(SHAPE, { strategy: "split" });
+  assert.equal(plan.strategy, "split");
+  await Promise.resolve();
+});
+
+backendTest("a disposed decoder rejects every call", async (decoder) => {
+  const input = valid();
+  await decoder.decode(input);
+  await decoder.dispose();
+  await assert.rejects(() => decoder.decode(input), matches(Error, /disposed/));
+  assert.throws(() => decoder.plan(SHAPE), matches(Error, /disposed/));
+  await decoder.dispose(); // idempotent
+  await assert.rejects(() => decoder.decode(input), matches(Error, /createDecoder/));
+});
+
+interface OptionCase {
+  name: string;
+  options: Loose;
+  error: ErrorClass;
+  message: RegExp;
+}
+
+const OPTION_CASES: OptionCase[] = [
+  { name: "grid 0", options: { grid: 0 }, error: RangeError, message: /^grid .*got 0$/ },
+  { name: "grid -4", options: { grid: -4 }, error: RangeError, message: /^grid .*got -4$/ },
+  { name: "grid 2.5", options: { grid: 2.5 }, error: RangeError, message: /^grid .*got 2\.5$/ },
+  { name: "grid NaN", options: { grid: NaN }, error: RangeError, message: /^grid .*got NaN$/ },
+  {
+    name: "grid as a string",
+    options: { grid: "8" },
+    error: TypeError,
+    message: /^grid must be a number/,
+  },
+  {
+    name: "tileTokens 48",
+    options: { tileTokens: 48 },
+    error: RangeError,
+    message: /^tileTokens must be a power of two from 16 to 256: got 48$/,
+  },
+  {
+    name: "tileTokens 8",
+    options: { tileTokens: 8 },
+    error: RangeError,
+    message: /^tileTokens .*got 8$/,
+  },
+  {
+    name: "tileTokens 512",
+    options: { tileTokens: 512 },
+    error: RangeError,
+    message: /^tileTokens .*got 512$/,
+  },
+  {
+    name: "tileTokens as a string",
+    options: { tileTokens: "64" },
+    error: TypeError,
+    message: /^tileTokens must be a number/,
+  },
+  {
+    name: "workgroupSize 48",
+    options: { workgroupSize: 48 },
+    error: RangeError,
+    message: /^workgroupSize .*got 48$/,
+  },
+  {
+    name: "workgroupSize 512",
+    options: { workgroupSize: 512 },
+    error: RangeError,
+    message: /^workgroupSize .*got 512$/,
+  },
+];
+
+Deno.test("createDecoder rejects bad grid and tile options before opening a backend", async () => {
+  for (const backend of [...ALL_BACKENDS, "auto"]) {
+    for (const c of OPTION_CASES) {
+      const options = { ...c.options, backend } as DecoderOptions;
+      await assert.rejects(
+        () => createDecoder(options),
+        matches(c.error, c.message),
+        `${c.name} (${backend})`,
+      );
+    }
+  }
+});
+
+Deno.test("createDecoder rejects unknown backends and non-object options", async () => {
+  await assert.rejects(
+    () => createDecoder({ backend: "metal" as "cpu" }),
+    matches(RangeError, /^backend must be one of "auto", "cpu", "webgpu", "dawn": got "metal"$/),
+  );
+  await assert.rejects(
+    () => createDecoder({ backend: "CPU" as "cpu" }),
+    matches(RangeError, /^backend .*got "CPU"$/),
+  );
+  await assert.rejects(
+    () => createDecoder({ backend: 3 as unknown as "cpu" }),
+    matches(TypeError, /^backend must be a string: got number$/),
+  );
+  await assert.rejects(
+    () => createDecoder(null as unknown as DecoderOptions),
+    matches(TypeError, /^options must be an object: got null$/),
+  );
+  await assert.rejects(
+    () => createDecoder("cpu" as unknown as DecoderOptions),
+    matches(TypeError, /^options must be an object: got string$/),
+  );
+});
+
+Deno.test("good tile options still produce working decoders", async () => {
+  const decoder = await createDecoder({
+    backend: "cpu",
+    grid: 5,
+    tileTokens: 16,
+    workgroupSize: 32,
+  });
+  try {
+    assert.equal(decoder.profile.grid, 5);
+    const plan = decoder.plan(SHAPE);
+    assert.equal(plan.tiles.tileTokens, 16);
+    assert.equal(plan.tiles.workgroupSize, 32);
+    const input = valid();
+    assertMatchesReference(input, await decoder.decode(input));
+  } finally {
+    await decoder.dispose();
+  }
+});
+
+Deno.test("createPlan rejects bad grids, tiles and strategies", () => {
+  const cases: [Loose, ErrorClass, RegExp][] = [
+    [{}, TypeError, /^grid must be a number/],
+    [{ grid: "8" }, TypeError, /^grid must be a number/],
+    [{ grid: 0 }, RangeError, /^grid must be a positive integer: got 0$/],
+    [{ grid: 1.5 }, RangeError, /^grid .*got 1\.5$/],
+    [{ grid: 8, tileTokens: 100 }, RangeError, /^tileTokens .*got 100$/],
+    [{ grid: 8, workgroupSize: 16 }, RangeError, /^workgroupSize .*got 16$/],
+    [{ grid: 8, strategy: "greedy" }, RangeError, /^strategy .*got "greedy"$/],
+    [{ grid: 8, strategy: 0 }, TypeError, /^strategy must be a string: got 0$/],
+  ];
+  for (const [options, cls, message] of cases) {
+    assert.throws(
+      () => createPlan(SHAPE, options as PlanOptions),
+      matches(cls, message),
+      JSON.stringify(options),
+    );
+  }
+  assert.throws(
+    () => createPlan({ ...SHAPE, seqLens: [1, 0] }, { grid: 8 }),
+    matches(RangeError, /^seqLens\[1\] must be an integer >= qLen \(1\): got 0$/),
+  );
+});
