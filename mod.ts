@@ -25,7 +25,7 @@
  * @module
  */
 
-export type { Backend, BackendName, DeviceProfile } from "./src/backend.ts";
+export type { Backend, BackendName, BackendStats, DeviceProfile } from "./src/backend.ts";
 export { CPU_GRID, executePlanOnCpu } from "./src/cpu_backend.ts";
 export { createDecoder } from "./src/decoder.ts";
 export type { Decoder, DecoderOptions, DecoderPlanOptions } from "./src/decoder.ts";

@@ -20,12 +20,24 @@ export interface DeviceProfile {
   readonly source: "builtin" | "table" | "calibrated" | "option";
 }
 
+/** Counters that show whether steady-state calls allocate. */
+export interface BackendStats {
+  /** GPU buffers created since the backend was made. */
+  readonly buffersCreated: number;
+  /** GPU buffers alive now. */
+  readonly buffersLive: number;
+  /** Compute pipelines compiled since the backend was made. */
+  readonly pipelinesCreated: number;
+}
+
 /** A backend executes plans; created by `createDecoder`. */
 export interface Backend {
   readonly name: BackendName;
   readonly profile: DeviceProfile;
   /** Executes a plan on validated input. */
   run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput>;
+  /** Allocation counters (all zero for the CPU). */
+  stats(): BackendStats;
   /** Releases everything the backend created. */
   dispose(): Promise<void>;
 }

@@ -159,6 +159,7 @@ export function createCpuBackend(grid = CPU_GRID): Backend {
     name: "cpu",
     profile,
     run: (plan, input, scale) => Promise.resolve(executePlanOnCpu(plan, input, scale)),
+    stats: () => ({ buffersCreated: 0, buffersLive: 0, pipelinesCreated: 0 }),
     dispose: () => Promise.resolve(),
   };
 }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Backend, BackendName, DeviceProfile } from "./backend.ts";
+import type { Backend, BackendName, BackendStats, DeviceProfile } from "./backend.ts";
 import { createCpuBackend } from "./cpu_backend.ts";
 import { createPlan, type Plan } from "./plan.ts";
 import {
@@ -16,7 +16,7 @@ import {
   type Strategy,
   validateInput,
 } from "./problem.ts";
-import type { TileOptions } from "./tile_config.ts";
+import { tileConfig, type TileOptions } from "./tile_config.ts";
 
 /** Options for {@linkcode createDecoder}. */
 export interface DecoderOptions extends TileOptions {
@@ -32,6 +32,11 @@ export interface DecoderOptions extends TileOptions {
   device?: GPUDevice;
   /** Overrides the device profile's lean grid (workgroups run at once). */
   grid?: number;
+  /**
+   * Testing aid: fill GPU outputs with NaN before every run, so an element the kernels fail to
+   * write shows up. Off by default.
+   */
+  poison?: boolean;
 }
 
 /** Options for {@linkcode Decoder.plan}. */
@@ -58,6 +63,8 @@ export interface Decoder {
   readonly profile: DeviceProfile;
   /** Plans a batch shape for this decoder's device without running it. */
   plan(shape: DecodeShape, options?: DecoderPlanOptions): Plan;
+  /** Allocation counters: steady same-shaped calls leave them unchanged. */
+  stats(): BackendStats;
   /** Validates, plans and runs one decode call. */
   decode(input: DecodeInput): Promise<DecodeOutput>;
   /** Releases the backend's resources; later calls fail. */
@@ -80,6 +87,10 @@ class DecoderImpl implements Decoder {
 
   get profile(): DeviceProfile {
     return this.#backend.profile;
+  }
+
+  stats(): BackendStats {
+    return this.#backend.stats();
   }
 
   #live(): void {
@@ -150,6 +161,9 @@ export async function createDecoder(options: DecoderOptions = {}): Promise<Decod
       `options must be an object: got ${options === null ? "null" : typeof options}`,
     );
   }
+  if (options.grid !== undefined && typeof options.grid !== "number") {
+    throw new TypeError(`grid must be a number: got ${typeof options.grid}`);
+  }
   if (options.grid !== undefined && (!Number.isInteger(options.grid) || options.grid < 1)) {
     throw new RangeError(`grid must be a positive integer: got ${options.grid}`);
   }
@@ -157,5 +171,7 @@ export async function createDecoder(options: DecoderOptions = {}): Promise<Decod
     tileTokens: options.tileTokens,
     workgroupSize: options.workgroupSize,
   };
+  // Reject bad tile options now rather than on the first decode.
+  tileConfig({ headDim: 8, rowsPerGroup: 1, kvDtype: "f32" }, tileOptions);
   return new DecoderImpl(await openBackend(options), tileOptions);
 }

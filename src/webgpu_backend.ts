@@ -1,27 +1,355 @@
 /**
- * The WebGPU backend (Deno's built-in WebGPU, a caller's device, or Dawn). Placeholder until the
- * kernels land.
+ * The WebGPU backend, for the runtime's WebGPU (Deno's `navigator.gpu`, a browser's), a `GPU` or
+ * `GPUDevice` the caller passes, or Dawn (npm `webgpu`). It uploads the plan's tables, records
+ * the decode dispatch and, when the plan has partial states, the merge dispatch in one compute
+ * pass, and reads output and LSE back in one copy. Pipelines are cached by kernel spec; buffers
+ * are pooled.
  *
  * @module
  */
 
-import type { Backend } from "./backend.ts";
+import { type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.ts";
+import type { Backend, BackendName, BackendStats, DeviceProfile } from "./backend.ts";
+import { BufferPool } from "./buffer_pool.ts";
+import { type KernelKind, PipelineCache } from "./pipeline_cache.ts";
+import { deviceProfile, tableProfile } from "./device_profile.ts";
+import {
+  type AdapterSummary,
+  BufferUsage,
+  loadDawn,
+  MAP_READ,
+  requestDevice,
+  summarizeAdapter,
+} from "./gpu_runtime.ts";
+import type { Plan } from "./plan.ts";
+import type { DecodeInput, DecodeOutput } from "./problem.ts";
+import { slotFloats } from "./reducer.ts";
+import { DIRECT, PIECE_STRIDE } from "./scheduler.ts";
+import { tileConfig, type TileOptions } from "./tile_config.ts";
 
 /** Options for {@linkcode createWebGPUBackend}. */
-export interface WebGPUBackendOptions {
+export interface WebGPUBackendOptions extends TileOptions {
   /** Which WebGPU implementation: the runtime's (`"webgpu"`) or npm `webgpu` (`"dawn"`). */
   flavor: "webgpu" | "dawn";
   /** A `GPU` to request the adapter from. */
   gpu?: GPU;
-  /** A caller-owned device. */
+  /** A caller-owned device; it is left alone by `dispose()`. */
   device?: GPUDevice;
   /** Fail unless the adapter is a hardware GPU (used by `"auto"`). */
   requireHardware?: boolean;
   /** Overrides the profile's grid. */
   grid?: number;
+  /** Fill the output with NaN before every run, so an unwritten element shows (for tests). */
+  poison?: boolean;
 }
 
-/** Creates a WebGPU backend. */
-export function createWebGPUBackend(options: WebGPUBackendOptions): Promise<Backend> {
-  return Promise.reject(new Error(`the ${options.flavor} backend is not implemented yet`));
+const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
+const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
+const UNIFORM = BufferUsage.UNIFORM | BufferUsage.COPY_DST;
+
+/** Splits a workgroup count over x and y when it exceeds the per-dimension limit. */
+export function dispatchSize(count: number, maxPerDim: number): [number, number] {
+  if (count <= maxPerDim) return [count, 1];
+  const y = Math.ceil(count / maxPerDim);
+  return [Math.ceil(count / y), y];
+}
+
+/** The kernel specialisation a plan needs. */
+export function kernelSpec(plan: Plan): KernelSpec {
+  const { headDim, kvDtype } = plan.problem;
+  const { tileTokens, rowsPerBlock, workgroupSize } = plan.tiles;
+  return { headDim, kvDtype, tileTokens, rowsPerBlock, workgroupSize };
+}
+
+class WebGPUBackend implements Backend {
+  readonly name: BackendName;
+  readonly profile: DeviceProfile;
+  readonly adapter: AdapterSummary;
+  #device: GPUDevice;
+  #ownsDevice: boolean;
+  #poison: boolean;
+  #pool: BufferPool;
+  #pipelines: PipelineCache;
+  /** The GPU and adapter the device came from: Dawn's device breaks if they are collected. */
+  #keepAlive: unknown[];
+
+  constructor(
+    name: BackendName,
+    device: GPUDevice,
+    ownsDevice: boolean,
+    adapter: AdapterSummary,
+    profile: DeviceProfile,
+    poison: boolean,
+    pool: BufferPool,
+    pipelines: PipelineCache,
+    keepAlive: unknown[],
+  ) {
+    this.#pipelines = pipelines;
+    this.#keepAlive = keepAlive;
+    this.name = name;
+    this.#device = device;
+    this.#ownsDevice = ownsDevice;
+    this.adapter = adapter;
+    this.profile = profile;
+    this.#poison = poison;
+    this.#pool = pool;
+  }
+
+  /** The device in use. */
+  get device(): GPUDevice {
+    return this.#device;
+  }
+
+  stats(): BackendStats {
+    return {
+      buffersCreated: this.#pool.created,
+      buffersLive: this.#pool.live,
+      pipelinesCreated: this.#pipelines.created,
+    };
+  }
+
+  /** The cached pipeline of a kernel spec, compiled on first use. */
+  pipeline(kind: KernelKind, spec: KernelSpec): GPUComputePipeline {
+    return this.#pipelines.get(kind, spec);
+  }
+
+  /** Uploads a plan and its data and records both dispatches into `pass`. */
+  encodePlan(
+    pass: GPUComputePassEncoder,
+    plan: Plan,
+    input: DecodeInput,
+    scale: number,
+  ): GPUBuffer {
+    const { problem: p, tiles, schedule: s } = plan;
+    const spec = kernelSpec(plan);
+    const device = this.#device;
+    const limits = device.limits;
+    const kvBytes = input.k.byteLength;
+    if (kvBytes > limits.maxStorageBufferBindingSize || kvBytes > limits.maxBufferSize) {
+      throw new RangeError(
+        `k must fit in one storage binding (${limits.maxStorageBufferBindingSize} bytes): got ${kvBytes} bytes`,
+      );
+    }
+    const pieceBase = s.workgroups + 1;
+    const reduceBase = pieceBase + s.pieces.length;
+    const sched = new Uint32Array(reduceBase + s.reduce.length);
+    sched.set(s.pieceOffsets, 0);
+    sched.set(s.pieces, pieceBase);
+    sched.set(s.reduce, reduceBase);
+    const outLen = input.q.length;
+    const resultBytes = 4 * (outLen + p.numSeqs * p.qLen * p.numHeads);
+    const params = (count: number) => {
+      const words = new Uint32Array(PARAMS_WORDS);
+      words.set([
+        p.numHeads,
+        p.qLen,
+        p.groupSize,
+        p.rowsPerGroup,
+        (p.numKVHeads * p.headDim * (p.kvDtype === "f32" ? 4 : 2)) / 16,
+        pieceBase,
+        reduceBase,
+        outLen,
+        count,
+      ]);
+      new Float32Array(words.buffer)[9] = scale * Math.LOG2E;
+      return words;
+    };
+    const pool = this.#pool;
+    const put = (role: string, data: ArrayBufferView, usage = STORAGE_IN) => {
+      const buffer = pool.get(role, Math.max(16, data.byteLength), usage);
+      device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
+      return buffer;
+    };
+    const bQ = put("q", input.q);
+    const bK = put("k", input.k);
+    const bV = put("v", input.v);
+    const bSched = put("sched", sched);
+    const bDecodeParams = put("decode params", params(s.workgroups), UNIFORM);
+    const bResult = pool.get("result", resultBytes, STORAGE_OUT);
+    if (this.#poison) {
+      device.queue.writeBuffer(bResult, 0, new Uint32Array(resultBytes / 4).fill(0x7fc00000));
+    }
+    const bPartials = pool.get(
+      "partials",
+      Math.max(16, 4 * s.partialSlots * slotFloats(tiles.rowsPerBlock, p.headDim)),
+      STORAGE_OUT,
+    );
+    const maxDim = limits.maxComputeWorkgroupsPerDimension;
+    const decode = this.pipeline("decode", spec);
+    pass.setPipeline(decode);
+    pass.setBindGroup(
+      0,
+      device.createBindGroup({
+        layout: decode.getBindGroupLayout(0),
+        entries: [bDecodeParams, bSched, bQ, bK, bV, bResult, bPartials].map((buffer, binding) => ({
+          binding,
+          resource: { buffer },
+        })),
+      }),
+    );
+    pass.dispatchWorkgroups(...dispatchSize(s.workgroups, maxDim));
+    const merges = s.reduce.length / 8;
+    if (merges > 0) {
+      const bMergeParams = put("merge params", params(merges), UNIFORM);
+      const merge = this.pipeline("merge", spec);
+      pass.setPipeline(merge);
+      pass.setBindGroup(
+        0,
+        device.createBindGroup({
+          layout: merge.getBindGroupLayout(0),
+          entries: [bMergeParams, bSched, bPartials, bResult].map((buffer, binding) => ({
+            binding,
+            resource: { buffer },
+          })),
+        }),
+      );
+      pass.dispatchWorkgroups(...dispatchSize(merges, maxDim));
+    }
+    return bResult;
+  }
+
+  async run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput> {
+    const device = this.#device;
+    // Compile before encoding: Dawn on lavapipe was seen to crash compiling inside an open pass.
+    this.pipeline("decode", kernelSpec(plan));
+    if (plan.schedule.reduce.length > 0) this.pipeline("merge", kernelSpec(plan));
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass({});
+    const result = this.encodePlan(pass, plan, input, scale);
+    pass.end();
+    const outLen = input.q.length;
+    const bytes = 4 * (outLen + plan.problem.numSeqs * plan.problem.qLen * plan.problem.numHeads);
+    const readback = this.#pool.takeReadback(bytes);
+    enc.copyBufferToBuffer(result, 0, readback, 0, bytes);
+    device.queue.submit([enc.finish()]);
+    try {
+      await readback.mapAsync(MAP_READ, 0, bytes);
+      const all = new Float32Array(readback.getMappedRange(0, bytes).slice(0));
+      readback.unmap();
+      return { out: all.subarray(0, outLen), lse: all.subarray(outLen) };
+    } finally {
+      this.#pool.releaseReadback(readback);
+    }
+  }
+
+  dispose(): Promise<void> {
+    this.#pool.destroy();
+    this.#pipelines.clear();
+    if (this.#ownsDevice) this.#device.destroy();
+    this.#keepAlive = [];
+    return Promise.resolve();
+  }
+}
+
+/** Builds the calibration probe: `n` workgroups decoding identical pieces with the default spec. */
+function calibrationProbe(
+  device: GPUDevice,
+  pool: BufferPool,
+  pipeline: (spec: KernelSpec) => GPUComputePipeline,
+  software: boolean,
+  tileOptions: TileOptions,
+): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string } {
+  const tiles = tileConfig({ headDim: 128, rowsPerGroup: 4, kvDtype: "f16" }, tileOptions);
+  const spec: KernelSpec = { headDim: 128, kvDtype: "f16", ...tiles };
+  const tokens = software ? 64 : 1024;
+  const maxN = 8192;
+  const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
+  for (let w = 0; w <= maxN; w++) sched[w] = w;
+  for (let w = 0; w < maxN; w++) {
+    sched.set([0, 0, 0, 0, tokens, DIRECT, 0, tokens], maxN + 1 + w * PIECE_STRIDE);
+  }
+  const words = new Uint32Array(PARAMS_WORDS);
+  words.set([4, 1, 4, 4, 16, maxN + 1, 0, 4 * 128, maxN]);
+  const kv = new Uint32Array(tokens * 64).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
+  const buffers = [
+    [words, UNIFORM],
+    [sched, STORAGE_IN],
+    [new Float32Array(4 * 128).fill(0.01), STORAGE_IN],
+    [kv, STORAGE_IN],
+    [kv, STORAGE_IN],
+    [new Float32Array(4 * 129), STORAGE_OUT],
+    [new Float32Array(16), STORAGE_OUT],
+  ] as const;
+  const decode = pipeline(spec);
+  const entries = buffers.map(([data, usage], binding) => {
+    const buffer = pool.get(`calibration ${binding}`, data.byteLength, usage);
+    device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
+    return { binding, resource: { buffer } };
+  });
+  const bindGroup = device.createBindGroup({ layout: decode.getBindGroupLayout(0), entries });
+  return {
+    key: specKey("decode", spec),
+    probe: (pass, n) => {
+      pass.setPipeline(decode);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(n);
+    },
+  };
+}
+
+/**
+ * Creates a WebGPU backend: finds the adapter, requests a device with the adapter's limits,
+ * and profiles it (grid calibration, cached per adapter).
+ */
+export async function createWebGPUBackend(options: WebGPUBackendOptions): Promise<Backend> {
+  const tileOptions: TileOptions = {
+    tileTokens: options.tileTokens,
+    workgroupSize: options.workgroupSize,
+  };
+  let device = options.device;
+  let adapterInfo: GPUAdapterInfo | undefined;
+  const keepAlive: unknown[] = [];
+  if (device) {
+    adapterInfo = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+  } else {
+    const gpu = options.flavor === "dawn"
+      ? await loadDawn()
+      : options.gpu ?? globalThis.navigator?.gpu;
+    if (!gpu) {
+      throw new Error(`the ${options.flavor} backend needs WebGPU: navigator.gpu is not available`);
+    }
+    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+    if (!adapter) throw new Error(`the ${options.flavor} backend found no WebGPU adapter`);
+    adapterInfo = adapter.info;
+    keepAlive.push(gpu, adapter);
+    if (options.requireHardware && summarizeAdapter(adapterInfo).software) {
+      throw new Error(`adapter ${summarizeAdapter(adapterInfo).description} is a software adapter`);
+    }
+    device = await requestDevice(adapter);
+  }
+  const summary = summarizeAdapter(adapterInfo);
+  const owns = options.device === undefined;
+  const pool = new BufferPool(device);
+  const pipelines = new PipelineCache(device);
+  let profile: DeviceProfile;
+  if (options.grid !== undefined) {
+    profile = { name: summary.description, grid: options.grid, source: "option" };
+  } else {
+    const calibrationPool = new BufferPool(device);
+    try {
+      const { probe, key } = calibrationProbe(
+        device,
+        calibrationPool,
+        (spec) => pipelines.get("decode", spec),
+        summary.software,
+        tileOptions,
+      );
+      profile = await deviceProfile(device, summary.description, summary.software, probe, key);
+    } catch {
+      profile = tableProfile(summary.description, summary.software);
+    } finally {
+      calibrationPool.destroy();
+    }
+  }
+  return new WebGPUBackend(
+    options.flavor,
+    device,
+    owns,
+    summary,
+    profile,
+    options.poison ?? false,
+    pool,
+    pipelines,
+    keepAlive,
+  );
 }

@@ -1,0 +1,77 @@
+/**
+ * Finding a WebGPU implementation and a device: the runtime's own `navigator.gpu`, or Dawn from
+ * npm `webgpu`, imported only when asked. Flag values are spelled out here so the backend works
+ * where the WebGPU globals (`GPUBufferUsage`, ...) are not installed, as under Dawn in Node.
+ *
+ * @module
+ */
+
+/** `GPUBufferUsage` bits. */
+export const BufferUsage = {
+  MAP_READ: 0x1,
+  COPY_SRC: 0x4,
+  COPY_DST: 0x8,
+  UNIFORM: 0x40,
+  STORAGE: 0x80,
+  QUERY_RESOLVE: 0x200,
+} as const;
+/** `GPUMapMode.READ`. */
+export const MAP_READ = 0x1;
+
+/** Dawn instance toggles: none are needed, since KV halves are unpacked from `u32`. */
+const DAWN_OPTIONS: string[] = [];
+
+/** Loads Dawn (npm `webgpu`) lazily and returns its `GPU`. */
+export async function loadDawn(): Promise<GPU> {
+  let mod: { create: (options: string[]) => GPU };
+  try {
+    mod = await import("webgpu");
+  } catch (e) {
+    throw new Error(`the dawn backend needs the npm package "webgpu": ${(e as Error).message}`);
+  }
+  return mod.create(DAWN_OPTIONS);
+}
+
+/** Adapter facts the backend reports. */
+export interface AdapterSummary {
+  /** Human description, e.g. `"NVIDIA H100 80GB HBM3"` or `"llvmpipe (LLVM 15.0.6, 256 bits)"`. */
+  readonly description: string;
+  readonly vendor: string;
+  readonly architecture: string;
+  /** True for software adapters (lavapipe, SwiftShader, WARP). */
+  readonly software: boolean;
+}
+
+/** Reads an adapter's info in the same way for Deno and Dawn. */
+export function summarizeAdapter(info: GPUAdapterInfo | undefined): AdapterSummary {
+  const description = String(info?.description || info?.device || "unknown adapter");
+  const fallback =
+    (info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter === true;
+  return {
+    description,
+    vendor: String(info?.vendor ?? ""),
+    architecture: String(info?.architecture ?? ""),
+    software: fallback || /llvmpipe|lavapipe|swiftshader|warp|software/i.test(description),
+  };
+}
+
+/** Features the backend uses when the adapter has them. */
+const OPTIONAL_FEATURES: GPUFeatureName[] = ["timestamp-query"];
+
+/** Requests a device with the adapter's own limits (not the defaults) and useful features. */
+export async function requestDevice(adapter: GPUAdapter): Promise<GPUDevice> {
+  const l = adapter.limits;
+  const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
+  return await adapter.requestDevice({
+    requiredFeatures,
+    requiredLimits: {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+    },
+  });
+}

@@ -1,0 +1,58 @@
+/**
+ * Compute pipelines by kernel spec key, compiled once per device. Shader modules are kept with
+ * their pipelines: Dawn was seen to crash when a module was collected while its pipeline was
+ * still being built.
+ *
+ * @module
+ */
+
+import { decodeKernelWGSL } from "../shaders/decode_kernel.ts";
+import { type KernelSpec, specKey } from "../shaders/kernel_spec.ts";
+import { mergeKernelWGSL } from "../shaders/merge_kernel.ts";
+
+/** The kernels a plan can need. */
+export type KernelKind = "decode" | "merge";
+
+const GENERATORS: Record<KernelKind, (spec: KernelSpec) => string> = {
+  decode: decodeKernelWGSL,
+  merge: mergeKernelWGSL,
+};
+
+/** A per-device cache of compiled kernels. */
+export class PipelineCache {
+  #device: GPUDevice;
+  #entries = new Map<string, { module: GPUShaderModule; pipeline: GPUComputePipeline }>();
+  #created = 0;
+
+  constructor(device: GPUDevice) {
+    this.#device = device;
+  }
+
+  /** Pipelines compiled so far. */
+  get created(): number {
+    return this.#created;
+  }
+
+  /** The pipeline of a kernel spec, compiled on first use. */
+  get(kind: KernelKind, spec: KernelSpec): GPUComputePipeline {
+    const key = specKey(kind, spec);
+    let entry = this.#entries.get(key);
+    if (!entry) {
+      const module = this.#device.createShaderModule({ code: GENERATORS[kind](spec), label: key });
+      const pipeline = this.#device.createComputePipeline({
+        layout: "auto",
+        compute: { module, entryPoint: "main" },
+        label: key,
+      });
+      entry = { module, pipeline };
+      this.#entries.set(key, entry);
+      this.#created++;
+    }
+    return entry.pipeline;
+  }
+
+  /** Forgets every pipeline. */
+  clear(): void {
+    this.#entries.clear();
+  }
+}
