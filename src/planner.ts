@@ -98,14 +98,12 @@ export function partition(
   }
   let maxTiles = 0;
   for (let s = 0; s < numSegments; s++) {
-    maxTiles = Math.max(maxTiles, segmentTileStarts[s + 1] - segmentTileStarts[s]);
+    const n = segmentTileStarts[s + 1] - segmentTileStarts[s];
+    if (n > maxTiles) maxTiles = n;
   }
   const splits = chooseSplits(numSegments, maxTiles, grid);
-  let runs = 0;
-  for (let s = 0; s < numSegments; s++) {
-    runs += Math.min(splits, segmentTileStarts[s + 1] - segmentTileStarts[s]);
-  }
-  const runStarts = new Uint32Array(runs + 1);
+  if (splits === 1) return { strategy, segmentTileStarts, runStarts: segmentTileStarts, splits };
+  const runStarts = new Uint32Array(numSegments * splits + 1);
   let r = 0;
   for (let s = 0; s < numSegments; s++) {
     const start = segmentTileStarts[s];
@@ -114,5 +112,5 @@ export function partition(
     for (let c = 0; c < chunks; c++) runStarts[r++] = start + Math.floor((c * n) / chunks);
   }
   runStarts[r] = total;
-  return { strategy, segmentTileStarts, runStarts, splits };
+  return { strategy, segmentTileStarts, runStarts: runStarts.subarray(0, r + 1), splits };
 }

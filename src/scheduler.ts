@@ -64,63 +64,76 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
   const { segmentTileStarts: segStarts, runStarts } = part;
   const workgroups = runStarts.length - 1;
   const numSegments = segStarts.length - 1;
-  const perSeq = problem.numKVHeads * tiles.rowBlocks;
   const T = tiles.tileTokens;
+  const rowBlocks = tiles.rowBlocks;
+  const numKVHeads = problem.numKVHeads;
+  const { seqLens, kvStarts } = problem;
+  // Upper bounds; the tables returned are views of the filled part.
   const pieces = new Uint32Array((workgroups + numSegments) * PIECE_STRIDE);
   const reduce = new Uint32Array(Math.min(numSegments, 2 * workgroups) * REDUCE_STRIDE);
   const pieceOffsets = new Uint32Array(workgroups + 1);
-  let np = 0;
-  let nr = 0;
+  let o = 0;
+  let r = -REDUCE_STRIDE;
   let slots = 0;
+  // The segment being walked and its (seq, kvHead, rowBlock), advanced incrementally.
   let seg = 0;
+  let seq = 0;
+  let kvHead = 0;
+  let rowBlock = 0;
   let reducedSeg = -1;
   for (let w = 0; w < workgroups; w++) {
-    pieceOffsets[w] = np;
+    pieceOffsets[w] = o / PIECE_STRIDE;
     let a = runStarts[w];
     const b = runStarts[w + 1];
     while (a < b) {
-      while (segStarts[seg + 1] <= a) seg++;
+      while (segStarts[seg + 1] <= a) {
+        seg++;
+        if (++rowBlock === rowBlocks) {
+          rowBlock = 0;
+          if (++kvHead === numKVHeads) {
+            kvHead = 0;
+            seq++;
+          }
+        }
+      }
       const segBegin = segStarts[seg];
       const segEnd = segStarts[seg + 1];
-      const e = Math.min(b, segEnd);
-      const seq = Math.floor(seg / perSeq);
-      const inSeq = seg - seq * perSeq;
-      const kvHead = Math.floor(inSeq / tiles.rowBlocks);
-      const rowBlock = inSeq - kvHead * tiles.rowBlocks;
-      const seqLen = problem.seqLens[seq];
-      const o = np * PIECE_STRIDE;
-      pieces[o + PIECE.seq] = seq;
-      pieces[o + PIECE.kvHead] = kvHead;
-      pieces[o + PIECE.rowBlock] = rowBlock;
-      pieces[o + PIECE.tokenBegin] = (a - segBegin) * T;
-      pieces[o + PIECE.tokenEnd] = Math.min((e - segBegin) * T, seqLen);
-      pieces[o + PIECE.kvStart] = problem.kvStarts[seq];
-      pieces[o + PIECE.seqLen] = seqLen;
+      const e = b < segEnd ? b : segEnd;
+      const seqLen = seqLens[seq];
+      const end = (e - segBegin) * T;
+      // Literal field offsets (see PIECE and REDUCE): this loop is the planner's hot path.
+      pieces[o] = seq;
+      pieces[o + 1] = kvHead;
+      pieces[o + 2] = rowBlock;
+      pieces[o + 3] = (a - segBegin) * T;
+      pieces[o + 4] = end < seqLen ? end : seqLen;
+      pieces[o + 6] = kvStarts[seq];
+      pieces[o + 7] = seqLen;
       if (a === segBegin && e === segEnd) {
-        pieces[o + PIECE.slot] = DIRECT;
+        pieces[o + 5] = DIRECT;
       } else {
-        pieces[o + PIECE.slot] = slots;
+        pieces[o + 5] = slots;
         if (reducedSeg !== seg) {
           reducedSeg = seg;
-          const r = nr++ * REDUCE_STRIDE;
-          reduce[r + REDUCE.seq] = seq;
-          reduce[r + REDUCE.kvHead] = kvHead;
-          reduce[r + REDUCE.rowBlock] = rowBlock;
-          reduce[r + REDUCE.firstSlot] = slots;
+          r += REDUCE_STRIDE;
+          reduce[r] = seq;
+          reduce[r + 1] = kvHead;
+          reduce[r + 2] = rowBlock;
+          reduce[r + 3] = slots;
         }
-        reduce[(nr - 1) * REDUCE_STRIDE + REDUCE.numSlots]++;
+        reduce[r + 4]++;
         slots++;
       }
-      np++;
+      o += PIECE_STRIDE;
       a = e;
     }
   }
-  pieceOffsets[workgroups] = np;
+  pieceOffsets[workgroups] = o / PIECE_STRIDE;
   return {
     workgroups,
     pieceOffsets,
-    pieces: pieces.slice(0, np * PIECE_STRIDE),
-    reduce: reduce.slice(0, nr * REDUCE_STRIDE),
+    pieces: pieces.subarray(0, o),
+    reduce: reduce.subarray(0, r + REDUCE_STRIDE),
     partialSlots: slots,
   };
 }

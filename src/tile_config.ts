@@ -24,7 +24,10 @@ export interface TileConfig {
 export interface TileOptions {
   /** KV tokens per LeanTile (a power of two from 16 to 256). */
   tileTokens?: number;
-  /** Threads per decode workgroup (a power of two from 32 to 256). */
+  /**
+   * Threads per decode workgroup (a power of two from 16 to 256, at most `tileTokens`: the score
+   * phase gives each thread whole tokens). Default: `min(64, tileTokens)`.
+   */
   workgroupSize?: number;
 }
 
@@ -58,7 +61,17 @@ export function tileConfig(
   options: TileOptions = {},
 ): TileConfig {
   const tileTokens = powerOfTwo("tileTokens", options.tileTokens ?? 64, 16, 256);
-  const workgroupSize = powerOfTwo("workgroupSize", options.workgroupSize ?? 64, 32, 256);
+  const workgroupSize = powerOfTwo(
+    "workgroupSize",
+    options.workgroupSize ?? Math.min(64, tileTokens),
+    16,
+    256,
+  );
+  if (workgroupSize > tileTokens) {
+    throw new RangeError(
+      `workgroupSize must be at most tileTokens (${tileTokens}): got ${workgroupSize}`,
+    );
+  }
   const maxRows = Math.max(
     1,
     Math.min(MAX_ROWS_PER_BLOCK, Math.floor(MAX_BLOCK_FLOATS / problem.headDim)),

@@ -46,9 +46,13 @@ Deno.test("tile and workgroup sizes accept powers of two in range", () => {
   for (const tileTokens of [16, 32, 64, 128, 256]) {
     assert.equal(tileConfig(p, { tileTokens }).tileTokens, tileTokens);
   }
-  for (const workgroupSize of [32, 64, 128, 256]) {
-    assert.equal(tileConfig(p, { workgroupSize }).workgroupSize, workgroupSize);
+  for (const workgroupSize of [16, 32, 64, 128, 256]) {
+    const c = tileConfig(p, { workgroupSize, tileTokens: 256 });
+    assert.equal(c.workgroupSize, workgroupSize);
   }
+  // Small tiles shrink the default workgroup: the score phase gives each thread whole tokens.
+  assert.equal(tileConfig(p, { tileTokens: 16 }).workgroupSize, 16);
+  assert.equal(tileConfig(p, { tileTokens: 32 }).workgroupSize, 32);
   const bad: [object, typeof TypeError | typeof RangeError, RegExp][] = [
     [{ tileTokens: 0 }, RangeError, /^tileTokens must be a power of two from 16 to 256: got 0$/],
     [{ tileTokens: 8 }, RangeError, /^tileTokens .*got 8$/],
@@ -57,12 +61,17 @@ Deno.test("tile and workgroup sizes accept powers of two in range", () => {
     [{ tileTokens: 64.5 }, RangeError, /^tileTokens .*got 64\.5$/],
     [{ tileTokens: "64" }, TypeError, /^tileTokens must be a number/],
     [
-      { workgroupSize: 16 },
+      { workgroupSize: 8 },
       RangeError,
-      /^workgroupSize must be a power of two from 32 to 256: got 16$/,
+      /^workgroupSize must be a power of two from 16 to 256: got 8$/,
+    ],
+    [
+      { workgroupSize: 128 },
+      RangeError,
+      /^workgroupSize must be at most tileTokens \(64\): got 128$/,
     ],
     [{ workgroupSize: 96 }, RangeError, /^workgroupSize .*got 96$/],
-    [{ workgroupSize: 512 }, RangeError, /^workgroupSize .*got 512$/],
+    [{ workgroupSize: 512, tileTokens: 256 }, RangeError, /^workgroupSize .*got 512$/],
     [{ workgroupSize: true }, TypeError, /^workgroupSize must be a number/],
   ];
   for (const [options, cls, message] of bad) {
