@@ -41,8 +41,9 @@ export function valueLayout(spec: KernelSpec): {
 
 /** Bytes of workgroup memory the decode kernel declares. */
 export function decodeWorkgroupBytes(spec: KernelSpec): number {
-  const q = spec.rowsPerBlock * spec.headDim * 4;
-  return 2 * q + spec.rowsPerBlock * spec.tileTokens * 4 + spec.rowsPerBlock * 4;
+  const block = spec.rowsPerBlock * spec.headDim * 4; // q_sh
+  const scratch = Math.max(2 * spec.rowsPerBlock * spec.tileTokens * 4, block); // sc
+  return block + scratch + 2 * spec.rowsPerBlock * 4; // red_l and m_sh
 }
 
 function rows(n: number, body: (r: number) => string): string {
@@ -86,7 +87,7 @@ export function decodeKernelWGSL(spec: KernelSpec): string {
       rows(v4, (j) => {
         const at = `${r * (D / 4)}u + c${ci} * ${v4}u + ${j}u`;
         const mine = `o[${(ci * RP + r) * v4 + j}]`;
-        return `        red[${at}] = select(red[${at}] + ${mine}, ${mine}, gg == 0u);`;
+        return `        sc[${at}] = select(sc[${at}] + ${mine}, ${mine}, gg == 0u);`;
       }));
   const chunkVars = rows(
     chunksPerThread,
@@ -95,7 +96,7 @@ export function decodeKernelWGSL(spec: KernelSpec): string {
         ? `  let c${ci} = lid % ${chunks}u;\n  let active${ci} = lid < ${groups * chunks}u;`
         : `  let c${ci} = lid + ${ci * W}u;\n  let active${ci} = c${ci} < ${chunks}u;`,
   );
-  return `// lean-attention decode kernel: D=${D} ${spec.kvDtype} T=${T} RP=${RP} W=${W}
+  return `// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RP} W=${W}
 ${PARAMS_WGSL}
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> sched: array<u32>;
@@ -120,16 +121,17 @@ const NEG: f32 = ${NEG_SCORE.toExponential()};
 const DIRECT: u32 = 0xffffffffu;
 
 var<workgroup> q_sh: array<vec4<f32>, ${RP * (D / 4)}>;
-var<workgroup> red: array<vec4<f32>, ${RP * (D / 4)}>;
-var<workgroup> sc: array<vec4<f32>, ${(RP * T) / 4}>;
+// Scores of two tiles (tile i+1 writes one half while late threads still read tile i's); after
+// the tile loop the same memory holds the token groups' combined output.
+var<workgroup> sc: array<vec4<f32>, ${Math.max(2 * RP * T, RP * D) / 4}>;
 var<workgroup> red_l: array<f32, ${RP}>;
 var<workgroup> m_sh: array<f32, ${RP}>;
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype)}
 
-fn score_at(r: u32, t: u32) -> f32 {
-  let i = r * T + t;
+fn score_at(base: u32, r: u32, t: u32) -> f32 {
+  let i = base + r * T + t;
   return sc[i >> 2u][i & 3u];
 }
 
@@ -182,6 +184,8 @@ ${rows(RP, (r) => `    m[${r}] = NEG;\n    l[${r}] = 0.0;`)}
     workgroupBarrier();
 
     for (var tile = tok_begin; tile < tok_end; tile += T) {
+      // Double-buffered scores: one barrier per tile instead of two.
+      let sb = select(0u, RP * T, ((tile - tok_begin) / T) % 2u == 1u);
       // 1. Scores: one thread per token, every row of the block.
       for (var j = 0u; j < ${tokensPerThread}u; j++) {
         let t = lid + j * ${W}u;
@@ -197,7 +201,7 @@ ${rows(RP, dot)}
         }
 ${
     rows(RP, (r) =>
-      `        sc[(${r * T}u + t) >> 2u][t & 3u] = select(NEG, s[${r}], tok < lim[${r}]);`)
+      `        sc[(sb + ${r * T}u + t) >> 2u][t & 3u] = select(NEG, s[${r}], tok < lim[${r}]);`)
   }
       }
       workgroupBarrier();
@@ -210,7 +214,7 @@ ${
       `      {
         var mx = NEG;
         for (var i = 0u; i < T / 4u; i++) {
-          let s4 = sc[${r * (T / 4)}u + i];
+          let s4 = sc[sb / 4u + ${r * (T / 4)}u + i];
           mx = max(mx, max(max(s4.x, s4.y), max(s4.z, s4.w)));
         }
         let m_new = max(m[${r}], mx);
@@ -225,7 +229,7 @@ ${rescale}
         if (tok < tok_end) {
 ${
     rows(RP, (r) =>
-      `          let s${r} = score_at(${r}u, t);\n          p[${r}] = select(0.0, exp2(s${r} - m[${r}]), s${r} > NEG);\n          l[${r}] += p[${r}];`)
+      `          let s${r} = score_at(sb, ${r}u, t);\n          p[${r}] = select(0.0, exp2(s${r} - m[${r}]), s${r} > NEG);\n          l[${r}] += p[${r}];`)
   }
           let vb = (kv_start + tok) * params.kv_row + kv_head * CHUNKS;
 ${
@@ -236,8 +240,10 @@ ${
   }
         }
       }
-      workgroupBarrier();
     }
+
+    // The combined output reuses the score memory: wait until every thread is past the last tile.
+    workgroupBarrier();
 
     // Combine the token groups in a fixed order.
     for (var gg = 0u; gg < GROUPS; gg++) {
@@ -257,7 +263,7 @@ ${rows(RP, (r) => `            m_sh[${r}] = m[${r}];`)}
     for (var i = lid; i < RP * D; i += ${W}u) {
       let r = i / D;
       if (r < n_rows) {
-        let val = red[i >> 2u][i & 3u];
+        let val = sc[i >> 2u][i & 3u];
         if (slot == DIRECT) {
           result[query_row(seq, kv_head, r0 + r) * D + i % D] = val / red_l[r];
         } else {

@@ -44,7 +44,12 @@ export interface AdapterSummary {
 
 /** Reads an adapter's info in the same way for Deno and Dawn. */
 export function summarizeAdapter(info: GPUAdapterInfo | undefined): AdapterSummary {
-  const description = String(info?.description || info?.device || "unknown adapter");
+  // Deno's wgpu puts the device name in `description`; Dawn puts the driver there (e.g.
+  // "NVIDIA: 580.159.04 ...") and a slug of the device name in `device`: show both.
+  const raw = String(info?.description ?? "");
+  const device = String(info?.device ?? "");
+  const driverOnly = /^[\w ]+: \S/.test(raw) && /[a-z]/i.test(device);
+  const description = driverOnly ? `${device} (${raw})` : raw || device || "unknown adapter";
   const fallback =
     (info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter === true;
   return {
