@@ -412,14 +412,14 @@ Deno.test("good tile options still produce working decoders", async () => {
   const decoder = await createDecoder({
     backend: "cpu",
     grid: 5,
-    tileTokens: 16,
-    workgroupSize: 32,
+    tileTokens: 32,
+    workgroupSize: 16,
   });
   try {
     assert.equal(decoder.profile.grid, 5);
     const plan = decoder.plan(SHAPE);
-    assert.equal(plan.tiles.tileTokens, 16);
-    assert.equal(plan.tiles.workgroupSize, 32);
+    assert.equal(plan.tiles.tileTokens, 32);
+    assert.equal(plan.tiles.workgroupSize, 16);
     const input = valid();
     assertMatchesReference(input, await decoder.decode(input));
   } finally {
@@ -434,7 +434,12 @@ Deno.test("createPlan rejects bad grids, tiles and strategies", () => {
     [{ grid: 0 }, RangeError, /^grid must be a positive integer: got 0$/],
     [{ grid: 1.5 }, RangeError, /^grid .*got 1\.5$/],
     [{ grid: 8, tileTokens: 100 }, RangeError, /^tileTokens .*got 100$/],
-    [{ grid: 8, workgroupSize: 16 }, RangeError, /^workgroupSize .*got 16$/],
+    [{ grid: 8, workgroupSize: 8 }, RangeError, /^workgroupSize .*got 8$/],
+    [
+      { grid: 8, tileTokens: 32, workgroupSize: 64 },
+      RangeError,
+      /^workgroupSize must be at most tileTokens \(32\): got 64$/,
+    ],
     [{ grid: 8, strategy: "greedy" }, RangeError, /^strategy .*got "greedy"$/],
     [{ grid: 8, strategy: 0 }, TypeError, /^strategy must be a string: got 0$/],
   ];
