@@ -25,10 +25,22 @@
  * @module
  */
 
-export type { Backend, BackendName, BackendStats, DeviceProfile } from "./src/backend.ts";
+export type {
+  Backend,
+  BackendName,
+  BackendStats,
+  DeviceProfile,
+  KernelTimingOptions,
+} from "./src/backend.ts";
 export { CPU_GRID, executePlanOnCpu } from "./src/cpu_backend.ts";
 export { createDecoder } from "./src/decoder.ts";
-export type { Decoder, DecoderOptions, DecoderPlanOptions } from "./src/decoder.ts";
+export type {
+  Decoder,
+  DecoderOptions,
+  DecoderPlanOptions,
+  KernelTiming,
+  KernelTimingRequest,
+} from "./src/decoder.ts";
 export { decodeKV, encodeKV, toBf16Bits, toF16Bits } from "./src/half.ts";
 export { createPlan, describePlan } from "./src/plan.ts";
 export type { Plan, PlanOptions } from "./src/plan.ts";

@@ -30,12 +30,29 @@ export interface BackendStats {
   readonly pipelinesCreated: number;
 }
 
+/** How kernels are timed: warm-up passes, timed passes, and K/V copies rotated between them. */
+export interface KernelTimingOptions {
+  readonly runs: number;
+  readonly warmup: number;
+  readonly kvSets: number;
+}
+
 /** A backend executes plans; created by `createDecoder`. */
 export interface Backend {
   readonly name: BackendName;
   readonly profile: DeviceProfile;
   /** Executes a plan on validated input. */
   run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput>;
+  /**
+   * Times the execution of a plan: GPU backends with `timestamp-query` around the compute pass
+   * (no upload, no readback), the CPU with the wall clock. Returns milliseconds per timed run.
+   */
+  time(
+    plan: Plan,
+    input: DecodeInput,
+    scale: number,
+    options: KernelTimingOptions,
+  ): Promise<number[]>;
   /** Allocation counters (all zero for the CPU). */
   stats(): BackendStats;
   /** Releases everything the backend created. */

@@ -160,6 +160,15 @@ export function createCpuBackend(grid = CPU_GRID): Backend {
     profile,
     run: (plan, input, scale) => Promise.resolve(executePlanOnCpu(plan, input, scale)),
     stats: () => ({ buffersCreated: 0, buffersLive: 0, pipelinesCreated: 0 }),
+    time: (plan, input, scale, { runs, warmup }) => {
+      const ms: number[] = [];
+      for (let i = 0; i < warmup + runs; i++) {
+        const t0 = performance.now();
+        executePlanOnCpu(plan, input, scale);
+        if (i >= warmup) ms.push(performance.now() - t0);
+      }
+      return Promise.resolve(ms);
+    },
     dispose: () => Promise.resolve(),
   };
 }

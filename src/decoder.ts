@@ -39,6 +39,24 @@ export interface DecoderOptions extends TileOptions {
   poison?: boolean;
 }
 
+/** Options for {@linkcode Decoder.timeKernels}. */
+export interface KernelTimingRequest {
+  /** Timed runs (default 20). */
+  runs?: number;
+  /** Untimed runs first (default 3). */
+  warmup?: number;
+  /** Copies of K and V rotated between runs, so a cache smaller than L2 is not timed from L2. */
+  kvSets?: number;
+}
+
+/** Kernel times of one decode call. */
+export interface KernelTiming {
+  /** Milliseconds of each timed run. */
+  samplesMs: number[];
+  /** Median of the samples. */
+  medianMs: number;
+}
+
 /** Options for {@linkcode Decoder.plan}. */
 export interface DecoderPlanOptions {
   /** Partition strategy (default `"lean"`). */
@@ -63,6 +81,11 @@ export interface Decoder {
   readonly profile: DeviceProfile;
   /** Plans a batch shape for this decoder's device without running it. */
   plan(shape: DecodeShape, options?: DecoderPlanOptions): Plan;
+  /**
+   * Times the kernels of one decode call: on GPUs the compute pass (decode and merge) measured by
+   * `timestamp-query`, without upload or readback; on the CPU the plan's execution.
+   */
+  timeKernels(input: DecodeInput, options?: KernelTimingRequest): Promise<KernelTiming>;
   /** Allocation counters: steady same-shaped calls leave them unchanged. */
   stats(): BackendStats;
   /** Validates, plans and runs one decode call. */
@@ -113,6 +136,32 @@ class DecoderImpl implements Decoder {
     validateInput(input);
     const plan = this.plan(input, { strategy: input.strategy });
     return await this.#backend.run(plan, input, resolveScale(input));
+  }
+
+  async timeKernels(input: DecodeInput, options: KernelTimingRequest = {}): Promise<KernelTiming> {
+    this.#live();
+    validateInput(input);
+    const count = (name: string, value: number | undefined, fallback: number, min: number) => {
+      const v = value ?? fallback;
+      if (typeof v !== "number") throw new TypeError(`${name} must be a number: got ${typeof v}`);
+      if (!Number.isInteger(v) || v < min || v > 1000) {
+        throw new RangeError(`${name} must be an integer from ${min} to 1000: got ${v}`);
+      }
+      return v;
+    };
+    const runs = count("runs", options.runs, 20, 1);
+    const warmup = count("warmup", options.warmup, 3, 0);
+    const kvSets = count("kvSets", options.kvSets, 1, 1);
+    const plan = this.plan(input, { strategy: input.strategy });
+    const samplesMs = await this.#backend.time(plan, input, resolveScale(input), {
+      runs,
+      warmup,
+      kvSets,
+    });
+    const sorted = [...samplesMs].sort((a, b) => a - b);
+    const mid = sorted.length >> 1;
+    const medianMs = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    return { samplesMs, medianMs };
   }
 
   async dispose(): Promise<void> {

@@ -9,7 +9,13 @@
  */
 
 import { type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.ts";
-import type { Backend, BackendName, BackendStats, DeviceProfile } from "./backend.ts";
+import type {
+  Backend,
+  BackendName,
+  BackendStats,
+  DeviceProfile,
+  KernelTimingOptions,
+} from "./backend.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { type KernelKind, PipelineCache } from "./pipeline_cache.ts";
 import { deviceProfile, tableProfile } from "./device_profile.ts";
@@ -52,6 +58,17 @@ export function dispatchSize(count: number, maxPerDim: number): [number, number]
   if (count <= maxPerDim) return [count, 1];
   const y = Math.ceil(count / maxPerDim);
   return [Math.ceil(count / y), y];
+}
+
+/** A plan uploaded and bound, ready to record. */
+export interface BoundPlan {
+  readonly dispatches: ReadonlyArray<{
+    pipeline: GPUComputePipeline;
+    bindGroup: GPUBindGroup;
+    size: [number, number];
+  }>;
+  readonly result: GPUBuffer;
+  readonly resultBytes: number;
 }
 
 /** The kernel specialisation a plan needs. */
@@ -113,13 +130,11 @@ class WebGPUBackend implements Backend {
     return this.#pipelines.get(kind, spec);
   }
 
-  /** Uploads a plan and its data and records both dispatches into `pass`. */
-  encodePlan(
-    pass: GPUComputePassEncoder,
-    plan: Plan,
-    input: DecodeInput,
-    scale: number,
-  ): GPUBuffer {
+  /**
+   * Uploads a plan and its data and prepares both dispatches. `kvSet` picks which copy of the K/V
+   * buffers to use: benchmarks rotate several so the L2 cache does not hold the whole cache.
+   */
+  bind(plan: Plan, input: DecodeInput, scale: number, kvSet = 0): BoundPlan {
     const { problem: p, tiles, schedule: s } = plan;
     const spec = kernelSpec(plan);
     const device = this.#device;
@@ -160,9 +175,10 @@ class WebGPUBackend implements Backend {
       device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
       return buffer;
     };
+    const suffix = kvSet === 0 ? "" : ` ${kvSet}`;
     const bQ = put("q", input.q);
-    const bK = put("k", input.k);
-    const bV = put("v", input.v);
+    const bK = put(`k${suffix}`, input.k);
+    const bV = put(`v${suffix}`, input.v);
     const bSched = put("sched", sched);
     const bDecodeParams = put("decode params", params(s.workgroups), UNIFORM);
     const bResult = pool.get("result", resultBytes, STORAGE_OUT);
@@ -175,60 +191,109 @@ class WebGPUBackend implements Backend {
       STORAGE_OUT,
     );
     const maxDim = limits.maxComputeWorkgroupsPerDimension;
-    const decode = this.pipeline("decode", spec);
-    pass.setPipeline(decode);
-    pass.setBindGroup(
-      0,
-      device.createBindGroup({
-        layout: decode.getBindGroupLayout(0),
-        entries: [bDecodeParams, bSched, bQ, bK, bV, bResult, bPartials].map((buffer, binding) => ({
-          binding,
-          resource: { buffer },
-        })),
+    const dispatch = (pipeline: GPUComputePipeline, buffers: GPUBuffer[], count: number) => ({
+      pipeline,
+      bindGroup: device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
       }),
-    );
-    pass.dispatchWorkgroups(...dispatchSize(s.workgroups, maxDim));
+      size: dispatchSize(count, maxDim),
+    });
+    const dispatches = [
+      dispatch(
+        this.pipeline("decode", spec),
+        [bDecodeParams, bSched, bQ, bK, bV, bResult, bPartials],
+        s.workgroups,
+      ),
+    ];
     const merges = s.reduce.length / 8;
     if (merges > 0) {
       const bMergeParams = put("merge params", params(merges), UNIFORM);
-      const merge = this.pipeline("merge", spec);
-      pass.setPipeline(merge);
-      pass.setBindGroup(
-        0,
-        device.createBindGroup({
-          layout: merge.getBindGroupLayout(0),
-          entries: [bMergeParams, bSched, bPartials, bResult].map((buffer, binding) => ({
-            binding,
-            resource: { buffer },
-          })),
-        }),
+      dispatches.push(
+        dispatch(this.pipeline("merge", spec), [bMergeParams, bSched, bPartials, bResult], merges),
       );
-      pass.dispatchWorkgroups(...dispatchSize(merges, maxDim));
     }
-    return bResult;
+    return { dispatches, result: bResult, resultBytes };
+  }
+
+  /** Records a bound plan's dispatches (decode, then merge) into a compute pass. */
+  record(pass: GPUComputePassEncoder, bound: BoundPlan): void {
+    for (const d of bound.dispatches) {
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bindGroup);
+      pass.dispatchWorkgroups(d.size[0], d.size[1]);
+    }
   }
 
   async run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput> {
     const device = this.#device;
-    // Compile before encoding: Dawn on lavapipe was seen to crash compiling inside an open pass.
-    this.pipeline("decode", kernelSpec(plan));
-    if (plan.schedule.reduce.length > 0) this.pipeline("merge", kernelSpec(plan));
+    const bound = this.bind(plan, input, scale);
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass({});
-    const result = this.encodePlan(pass, plan, input, scale);
+    this.record(pass, bound);
     pass.end();
-    const outLen = input.q.length;
-    const bytes = 4 * (outLen + plan.problem.numSeqs * plan.problem.qLen * plan.problem.numHeads);
+    const bytes = bound.resultBytes;
     const readback = this.#pool.takeReadback(bytes);
-    enc.copyBufferToBuffer(result, 0, readback, 0, bytes);
+    enc.copyBufferToBuffer(bound.result, 0, readback, 0, bytes);
     device.queue.submit([enc.finish()]);
     try {
       await readback.mapAsync(MAP_READ, 0, bytes);
       const all = new Float32Array(readback.getMappedRange(0, bytes).slice(0));
       readback.unmap();
-      return { out: all.subarray(0, outLen), lse: all.subarray(outLen) };
+      return { out: all.subarray(0, input.q.length), lse: all.subarray(input.q.length) };
     } finally {
       this.#pool.releaseReadback(readback);
+    }
+  }
+
+  async time(
+    plan: Plan,
+    input: DecodeInput,
+    scale: number,
+    options: KernelTimingOptions,
+  ): Promise<number[]> {
+    const device = this.#device;
+    if (!device.features.has("timestamp-query")) {
+      throw new Error(`kernel timing needs the "timestamp-query" feature, which this device lacks`);
+    }
+    const { runs, warmup, kvSets } = options;
+    const bound = Array.from({ length: kvSets }, (_, i) => this.bind(plan, input, scale, i));
+    const total = warmup + runs;
+    const querySet = device.createQuerySet({ type: "timestamp", count: 2 * total });
+    const resolve = device.createBuffer({
+      size: 16 * total,
+      usage: BufferUsage.QUERY_RESOLVE | BufferUsage.COPY_SRC,
+    });
+    const read = device.createBuffer({
+      size: 16 * total,
+      usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST,
+    });
+    try {
+      const enc = device.createCommandEncoder();
+      for (let i = 0; i < total; i++) {
+        const pass = enc.beginComputePass({
+          timestampWrites: {
+            querySet,
+            beginningOfPassWriteIndex: 2 * i,
+            endOfPassWriteIndex: 2 * i + 1,
+          },
+        });
+        this.record(pass, bound[i % kvSets]);
+        pass.end();
+      }
+      enc.resolveQuerySet(querySet, 0, 2 * total, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * total);
+      device.queue.submit([enc.finish()]);
+      await read.mapAsync(MAP_READ);
+      const ts = new BigUint64Array(read.getMappedRange().slice(0));
+      read.unmap();
+      const ms: number[] = [];
+      for (let i = warmup; i < total; i++) ms.push(Number(ts[2 * i + 1] - ts[2 * i]) / 1e6);
+      return ms;
+    } finally {
+      querySet.destroy();
+      resolve.destroy();
+      read.destroy();
     }
   }
 

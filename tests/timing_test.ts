@@ -1,0 +1,35 @@
+/** Kernel timing: positive samples on every backend, bad options rejected, decoder still usable. */
+
+import assert from "node:assert/strict";
+import { backendTest } from "./backends.ts";
+import { assertMatchesReference, type CaseSpec, makeInput } from "./helpers.ts";
+
+const SPEC: CaseSpec = {
+  seqLens: [500, 3],
+  numHeads: 8,
+  numKVHeads: 2,
+  headDim: 64,
+  kvDtype: "f32",
+  seed: 5,
+};
+
+backendTest("timeKernels returns one positive sample per run", async (decoder) => {
+  const input = makeInput(SPEC);
+  const t = await decoder.timeKernels(input, { runs: 5, warmup: 1, kvSets: 2 });
+  assert.equal(t.samplesMs.length, 5);
+  for (const ms of t.samplesMs) assert.ok(ms > 0 && Number.isFinite(ms), `sample ${ms}`);
+  const sorted = [...t.samplesMs].sort((a, b) => a - b);
+  assert.equal(t.medianMs, sorted[2]);
+  // Timing leaves the decoder's results as they were.
+  assertMatchesReference(input, await decoder.decode(input), "after timing");
+});
+
+backendTest("timeKernels rejects bad options", async (decoder) => {
+  const input = makeInput(SPEC);
+  await assert.rejects(() => decoder.timeKernels(input, { runs: 0 }), /^RangeError: runs must be/);
+  await assert.rejects(
+    () => decoder.timeKernels(input, { kvSets: "2" as unknown as number }),
+    /^TypeError: kvSets must be a number/,
+  );
+  await assert.rejects(() => decoder.timeKernels(input, { warmup: -1 }), /got -1$/);
+});
