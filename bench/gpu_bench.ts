@@ -1,0 +1,217 @@
+/**
+ * GPU benchmark (`deno task bench:gpu`): every case of `bench/cases.json` for lean, split and
+ * single, timed with `timestamp-query` (median of 20 runs after 3 warm-ups, K/V copies rotated
+ * when they would fit in L2), beside the adapter's streaming-read ceiling measured in the same run
+ * by a plain WGSL read kernel. With `--anchor=FILE` (from bench/anchors/torch_sdpa.py) it also
+ * prints lean's time over PyTorch's flash kernel.
+ *
+ * Usage: deno run -A bench/gpu_bench.ts [--backend=webgpu|dawn] [--anchor=FILE] [--out=FILE]
+ *        [--only=SUBSTRING]
+ */
+
+import { type BackendName, createDecoder, type DecodeInput, type Strategy } from "../mod.ts";
+import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+import { type BenchCase, loadCases } from "./bench_cases.ts";
+
+const args = new Map(
+  Deno.args.map((a) => {
+    const [k, ...v] = a.replace(/^--/, "").split("=");
+    return [k, v.join("=")] as [string, string];
+  }),
+);
+const backend = (args.get("backend") || "webgpu") as BackendName;
+const anchor = args.get("anchor")
+  ? JSON.parse(await Deno.readTextFile(args.get("anchor")!)) as {
+    ms: Record<string, number | null>;
+  }
+  : undefined;
+const STRATEGY_ORDER: Strategy[] = ["lean", "split", "single"];
+const L2_BYTES = 50e6;
+
+/** Streaming-read ceiling: a grid-stride read of a 1 GiB buffer, 16-byte loads. */
+async function readCeiling(device: GPUDevice): Promise<number> {
+  const bytes = Math.min(
+    1 << 30,
+    device.limits.maxStorageBufferBindingSize,
+    device.limits.maxBufferSize,
+  );
+  const src = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
+  const sink = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+  const module = device.createShaderModule({
+    code: `
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> sink: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  var acc = vec4<u32>(0u);
+  let stride = nwg.x * 256u;
+  let n = arrayLength(&src);
+  for (var i = gid.x; i < n; i += stride) {
+    acc ^= src[i];
+  }
+  if (all(acc == vec4<u32>(0x9e3779b9u))) {
+    sink[0] = acc.x;
+  }
+}`,
+  });
+  const pipeline = device.createComputePipeline({
+    layout: "auto",
+    compute: { module, entryPoint: "main" },
+  });
+  const bindGroup = device.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [{ binding: 0, resource: { buffer: src } }, {
+      binding: 1,
+      resource: { buffer: sink },
+    }],
+  });
+  const runs = 23;
+  const qs = device.createQuerySet({ type: "timestamp", count: 2 * runs });
+  const resolve = device.createBuffer({
+    size: 16 * runs,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  const read = device.createBuffer({
+    size: 16 * runs,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  const enc = device.createCommandEncoder();
+  for (let i = 0; i < runs; i++) {
+    const pass = enc.beginComputePass({
+      timestampWrites: {
+        querySet: qs,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(Math.min(65535, 132 * 32));
+    pass.end();
+  }
+  enc.resolveQuerySet(qs, 0, 2 * runs, resolve, 0);
+  enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * runs);
+  device.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const ts = new BigUint64Array(read.getMappedRange().slice(0));
+  read.unmap();
+  const ms = Array.from(
+    { length: runs - 3 },
+    (_, i) => Number(ts[2 * (i + 3) + 1] - ts[2 * (i + 3)]) / 1e6,
+  )
+    .sort((a, b) => a - b);
+  for (const b of [src, sink, resolve, read]) b.destroy();
+  qs.destroy();
+  return bytes / (ms[ms.length >> 1] / 1e3);
+}
+
+/** Random f16 bit patterns in ±[0.5, 1): fast to make, never zero. */
+function randomHalves(n: number, seed: number): Uint16Array {
+  const out = new Uint16Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = (s & 0x83ff) | 0x3800;
+  }
+  return out;
+}
+
+function makeInput(c: BenchCase): DecodeInput {
+  const tokens = c.seqLens.reduce((a, b) => a + b, 0);
+  const kv = tokens * c.numKVHeads * c.headDim;
+  const q = new Float32Array(c.seqLens.length * c.qLen * c.numHeads * c.headDim);
+  for (let i = 0; i < q.length; i++) q[i] = Math.sin(i * 12.9898) * 0.5;
+  return {
+    q,
+    k: randomHalves(kv, 1),
+    v: randomHalves(kv, 2),
+    seqLens: c.seqLens,
+    numHeads: c.numHeads,
+    numKVHeads: c.numKVHeads,
+    headDim: c.headDim,
+    qLen: c.qLen,
+    kvDtype: "f16",
+  };
+}
+
+const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
+const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+if (!adapter) throw new Error(`no ${backend} adapter`);
+const device = await requestDevice(adapter);
+const ceiling = await readCeiling(device);
+const bindingLimit = device.limits.maxStorageBufferBindingSize;
+device.destroy();
+
+const decoder = await createDecoder({ backend });
+console.log(
+  `backend ${backend}: ${decoder.profile.name}, grid ${decoder.profile.grid} (${decoder.profile.source})`,
+);
+console.log(
+  `read ceiling: ${(ceiling / 1e12).toFixed(2)} TB/s (plain WGSL read kernel, 16-byte loads)\n`,
+);
+const header =
+  "case                      strategy  workgroups   median ms     KV TB/s  of ceiling  vs torch";
+console.log(header);
+console.log("-".repeat(header.length));
+
+const results: Record<string, unknown>[] = [];
+for (const c of await loadCases()) {
+  if (args.get("only") && !c.name.includes(args.get("only")!)) continue;
+  const kvBytes = 2 * c.seqLens.reduce((a, b) => a + b, 0) * c.numKVHeads * c.headDim * 2;
+  if (kvBytes / 2 > bindingLimit) {
+    console.log(
+      `${c.name.padEnd(26)}skipped: K is ${
+        (kvBytes / 2 / 2 ** 30).toFixed(1)
+      } GiB, over one binding (issue 6)`,
+    );
+    results.push({ ...c, skipped: "binding limit" });
+    continue;
+  }
+  const input = makeInput(c);
+  const kvSets = kvBytes < 2 * L2_BYTES ? Math.min(8, Math.ceil((3 * L2_BYTES) / kvBytes)) : 1;
+  const times: Record<string, number> = {};
+  for (const strategy of STRATEGY_ORDER) {
+    const plan = decoder.plan(input, { strategy });
+    const t = await decoder.timeKernels({ ...input, strategy }, { runs: 20, warmup: 3, kvSets });
+    times[strategy] = t.medianMs;
+    const tbps = kvBytes / (t.medianMs / 1e3) / 1e12;
+    const torch = anchor?.ms[c.name];
+    console.log(
+      `${(strategy === "lean" ? c.name : "").padEnd(26)}${strategy.padEnd(10)}` +
+        `${String(plan.schedule.workgroups).padStart(10)}${t.medianMs.toFixed(4).padStart(12)}` +
+        `${tbps.toFixed(2).padStart(12)}${
+          ((100 * tbps * 1e12) / ceiling).toFixed(1).padStart(11)
+        }%` +
+        `${torch ? (t.medianMs / torch).toFixed(2).padStart(9) + "x" : ""}`,
+    );
+    results.push({
+      ...c,
+      seqLens: c.seqLens.length > 8 ? `${c.seqLens.length} seqs` : c.seqLens,
+      strategy,
+      workgroups: plan.schedule.workgroups,
+      medianMs: t.medianMs,
+      kvBytes,
+      kvSets,
+      fractionOfCeiling: (tbps * 1e12) / ceiling,
+      torchMs: torch ?? null,
+    });
+  }
+  console.log(
+    `${"".padEnd(26)}lean speedup: ${(times.split / times.lean).toFixed(2)}x over split, ` +
+      `${(times.single / times.lean).toFixed(2)}x over single`,
+  );
+}
+await decoder.dispose();
+const out = args.get("out");
+if (out) {
+  await Deno.writeTextFile(
+    out,
+    JSON.stringify(
+      { backend, adapter: decoder.profile.name, grid: decoder.profile.grid, ceiling, results },
+      null,
+      1,
+    ),
+  );
+}
