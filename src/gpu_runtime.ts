@@ -18,8 +18,11 @@ export const BufferUsage = {
 /** `GPUMapMode.READ`. */
 export const MAP_READ = 0x1;
 
-/** Dawn instance toggles: none are needed, since KV halves are unpacked from `u32`. */
-const DAWN_OPTIONS: string[] = [];
+/**
+ * Dawn instance toggles. Timestamps are otherwise quantised (to 65.5 us, seen on lavapipe), too
+ * coarse for kernel timing. No `shader-f16` toggle is needed: KV halves are unpacked from `u32`.
+ */
+const DAWN_OPTIONS: string[] = ["disable-dawn-features=timestamp_quantization"];
 
 /** Loads Dawn (npm `webgpu`) lazily and returns its `GPU`. */
 export async function loadDawn(): Promise<GPU> {
