@@ -11,6 +11,7 @@
 
 import { type BackendName, createDecoder, type DecodeInput, type Strategy } from "../mod.ts";
 import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+import { median, timePasses } from "../src/gpu_timing.ts";
 import { type BenchCase, loadCases } from "./bench_cases.ts";
 
 const args = new Map(
@@ -65,44 +66,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       resource: { buffer: sink },
     }],
   });
-  const runs = 23;
-  const qs = device.createQuerySet({ type: "timestamp", count: 2 * runs });
-  const resolve = device.createBuffer({
-    size: 16 * runs,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  const read = device.createBuffer({
-    size: 16 * runs,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  const enc = device.createCommandEncoder();
-  for (let i = 0; i < runs; i++) {
-    const pass = enc.beginComputePass({
-      timestampWrites: {
-        querySet: qs,
-        beginningOfPassWriteIndex: 2 * i,
-        endOfPassWriteIndex: 2 * i + 1,
-      },
-    });
+  const ms = await timePasses(device, 23, (pass) => {
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(Math.min(65535, 132 * 32));
-    pass.end();
-  }
-  enc.resolveQuerySet(qs, 0, 2 * runs, resolve, 0);
-  enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * runs);
-  device.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const ts = new BigUint64Array(read.getMappedRange().slice(0));
-  read.unmap();
-  const ms = Array.from(
-    { length: runs - 3 },
-    (_, i) => Number(ts[2 * (i + 3) + 1] - ts[2 * (i + 3)]) / 1e6,
-  )
-    .sort((a, b) => a - b);
-  for (const b of [src, sink, resolve, read]) b.destroy();
-  qs.destroy();
-  return bytes / (ms[ms.length >> 1] / 1e3);
+  });
+  src.destroy();
+  sink.destroy();
+  return bytes / (median(ms.slice(3)) / 1e3);
 }
 
 /** Random f16 bit patterns in ±[0.5, 1): fast to make, never zero. */

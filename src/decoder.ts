@@ -7,6 +7,7 @@
 
 import type { Backend, BackendName, BackendStats, DeviceProfile } from "./backend.ts";
 import { createCpuBackend } from "./cpu_backend.ts";
+import { median } from "./gpu_timing.ts";
 import { createPlan, type Plan } from "./plan.ts";
 import {
   type DecodeInput,
@@ -158,10 +159,7 @@ class DecoderImpl implements Decoder {
       warmup,
       kvSets,
     });
-    const sorted = [...samplesMs].sort((a, b) => a - b);
-    const mid = sorted.length >> 1;
-    const medianMs = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-    return { samplesMs, medianMs };
+    return { samplesMs, medianMs: median(samplesMs) };
   }
 
   async dispose(): Promise<void> {

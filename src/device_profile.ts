@@ -8,7 +8,7 @@
  */
 
 import type { DeviceProfile } from "./backend.ts";
-import { BufferUsage, MAP_READ } from "./gpu_runtime.ts";
+import { timePasses } from "./gpu_timing.ts";
 
 /** Multiprocessor counts of known adapters, and decode workgroups each runs at once. */
 const KNOWN_ADAPTERS: ReadonlyArray<{ pattern: RegExp; units: number }> = [
@@ -60,51 +60,22 @@ export async function calibrateGrid(
 ): Promise<number | undefined> {
   if (!device.features.has("timestamp-query")) return undefined;
   const sizes = probeSizes().filter((n) => n <= maxSize);
-  const count = sizes.length + 1;
-  const querySet = device.createQuerySet({ type: "timestamp", count: 2 * count });
-  const resolve = device.createBuffer({
-    size: 16 * count,
-    usage: BufferUsage.QUERY_RESOLVE | BufferUsage.COPY_SRC,
-  });
-  const read = device.createBuffer({
-    size: 16 * count,
-    usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST,
-  });
-  try {
-    const enc = device.createCommandEncoder();
-    // The first dispatch (one workgroup, repeated below) warms clocks and caches.
-    [1, ...sizes].forEach((n, i) => {
-      const pass = enc.beginComputePass({
-        timestampWrites: {
-          querySet,
-          beginningOfPassWriteIndex: 2 * i,
-          endOfPassWriteIndex: 2 * i + 1,
-        },
-      });
-      probe(pass, n);
-      pass.end();
-    });
-    enc.resolveQuerySet(querySet, 0, 2 * count, resolve, 0);
-    enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * count);
-    device.queue.submit([enc.finish()]);
-    await read.mapAsync(MAP_READ);
-    const ts = new BigUint64Array(read.getMappedRange().slice(0));
-    read.unmap();
-    const times = sizes.map((_, i) => Number(ts[2 * (i + 1) + 1] - ts[2 * (i + 1)]));
-    const base = Math.min(...times.slice(0, 4));
-    if (!(base > 0)) return undefined;
-    // The grid is the largest size still finishing in about one workgroup's time.
-    let grid = 1;
-    for (let i = 0; i < sizes.length; i++) {
-      if (times[i] <= base * 1.5) grid = sizes[i];
-      else if (times[i] > base * 3) break;
-    }
-    return grid;
-  } finally {
-    resolve.destroy();
-    read.destroy();
-    querySet.destroy();
+  // The first dispatch (one workgroup) warms clocks and caches; it is not used.
+  const all = await timePasses(
+    device,
+    sizes.length + 1,
+    (pass, i) => probe(pass, i ? sizes[i - 1] : 1),
+  );
+  const times = all.slice(1);
+  const base = Math.min(...times.slice(0, 4));
+  if (!(base > 0)) return undefined;
+  // The grid is the largest size still finishing in about one workgroup's time.
+  let grid = 1;
+  for (let i = 0; i < sizes.length; i++) {
+    if (times[i] <= base * 1.5) grid = sizes[i];
+    else if (times[i] > base * 3) break;
   }
+  return grid;
 }
 
 /**

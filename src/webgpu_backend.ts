@@ -27,6 +27,7 @@ import {
   requestDevice,
   summarizeAdapter,
 } from "./gpu_runtime.ts";
+import { timePasses } from "./gpu_timing.ts";
 import type { Plan } from "./plan.ts";
 import type { DecodeInput, DecodeOutput } from "./problem.ts";
 import { slotFloats } from "./reducer.ts";
@@ -252,49 +253,14 @@ class WebGPUBackend implements Backend {
     scale: number,
     options: KernelTimingOptions,
   ): Promise<number[]> {
-    const device = this.#device;
-    if (!device.features.has("timestamp-query")) {
-      throw new Error(`kernel timing needs the "timestamp-query" feature, which this device lacks`);
-    }
     const { runs, warmup, kvSets } = options;
     const bound = Array.from({ length: kvSets }, (_, i) => this.bind(plan, input, scale, i));
-    const total = warmup + runs;
-    const querySet = device.createQuerySet({ type: "timestamp", count: 2 * total });
-    const resolve = device.createBuffer({
-      size: 16 * total,
-      usage: BufferUsage.QUERY_RESOLVE | BufferUsage.COPY_SRC,
-    });
-    const read = device.createBuffer({
-      size: 16 * total,
-      usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST,
-    });
-    try {
-      const enc = device.createCommandEncoder();
-      for (let i = 0; i < total; i++) {
-        const pass = enc.beginComputePass({
-          timestampWrites: {
-            querySet,
-            beginningOfPassWriteIndex: 2 * i,
-            endOfPassWriteIndex: 2 * i + 1,
-          },
-        });
-        this.record(pass, bound[i % kvSets]);
-        pass.end();
-      }
-      enc.resolveQuerySet(querySet, 0, 2 * total, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * total);
-      device.queue.submit([enc.finish()]);
-      await read.mapAsync(MAP_READ);
-      const ts = new BigUint64Array(read.getMappedRange().slice(0));
-      read.unmap();
-      const ms: number[] = [];
-      for (let i = warmup; i < total; i++) ms.push(Number(ts[2 * i + 1] - ts[2 * i]) / 1e6);
-      return ms;
-    } finally {
-      querySet.destroy();
-      resolve.destroy();
-      read.destroy();
-    }
+    const ms = await timePasses(
+      this.#device,
+      warmup + runs,
+      (pass, i) => this.record(pass, bound[i % kvSets]),
+    );
+    return ms.slice(warmup);
   }
 
   dispose(): Promise<void> {
