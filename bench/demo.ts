@@ -21,6 +21,7 @@ import {
   STRATEGIES,
   type Strategy,
 } from "../mod.ts";
+import { mulberry32 } from "./random.ts";
 
 const USAGE = `usage: deno task demo [--backend=auto|cpu|webgpu|dawn] [--runs=N]
 
@@ -70,18 +71,6 @@ function parseArgs(argv: readonly string[]): Args {
     }
   }
   return args;
-}
-
-/** mulberry32: seeded, so every run sees the same data. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Standard normal values (Box-Muller) times `std`. */

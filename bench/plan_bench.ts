@@ -11,21 +11,10 @@
  */
 
 import { createPlan, type DecodeShape, type Strategy } from "../mod.ts";
+import { mulberry32 } from "./random.ts";
 
 /** H100 SXM: 132 SMs. */
 const GRID = 132;
-
-/** mulberry32: a small seeded PRNG, so every run plans the same batch. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Long-tailed context lengths: lognormal (median 1000 tokens, sigma 1.2), clamped to 100..32768. */
 function lognormalLengths(n: number, seed: number): number[] {
