@@ -42,7 +42,9 @@ export type {
   KernelTimingRequest,
 } from "./src/decoder.ts";
 export { decodeKV, encodeKV, toBf16Bits, toF16Bits } from "./src/half.ts";
-export { createPlan, describePlan } from "./src/plan.ts";
+export { kvRowBytes, kvWindowBounds } from "./src/kv_windows.ts";
+export type { KVWindow, KVWindowOptions } from "./src/kv_windows.ts";
+export { createPlan, describePlan, validateFlag, validateMaxBindingBytes } from "./src/plan.ts";
 export type { Plan, PlanOptions } from "./src/plan.ts";
 export { chooseSplits, partition, segmentTiles } from "./src/planner.ts";
 export type { Partition } from "./src/planner.ts";
@@ -71,4 +73,6 @@ export type { ReferenceOutput } from "./src/reference.ts";
 export { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE, schedule } from "./src/scheduler.ts";
 export type { Schedule } from "./src/scheduler.ts";
 export { tileConfig } from "./src/tile_config.ts";
+export { INVARIANT_CHUNK_TILES, scheduleWindows, unitRuns } from "./src/windowed_scheduler.ts";
+export type { WindowedSchedule, WindowedScheduleOptions } from "./src/windowed_scheduler.ts";
 export type { TileConfig, TileOptions } from "./src/tile_config.ts";

@@ -18,6 +18,10 @@ export interface DeviceProfile {
   readonly grid: number;
   /** Where `grid` came from. */
   readonly source: "builtin" | "table" | "calibrated" | "option";
+  /**
+   * Largest K or V binding in bytes; a larger KV cache is split into windows. Absent: no limit.
+   */
+  readonly maxBindingBytes?: number;
 }
 
 /** Counters that show whether steady-state calls allocate. */

@@ -62,7 +62,15 @@ export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number):
   const o = new Float64Array(Rp * D);
   const scores = new Float64Array(Rp * T);
   const kvRow = p.numKVHeads * D;
-  for (let w = 0; w < s.workgroups; w++) {
+  for (const win of s.windows) {
+    // The window's rows only, as the GPU binds them: a read outside it is undefined (NaN).
+    const kWin = k.subarray(win.tokenBegin * kvRow, win.tokenEnd * kvRow);
+    const vWin = v.subarray(win.tokenBegin * kvRow, win.tokenEnd * kvRow);
+    for (let w = win.workgroupBegin; w < win.workgroupEnd; w++) {
+      runWorkgroup(w, kWin, vWin);
+    }
+  }
+  function runWorkgroup(w: number, k: Float32Array, v: Float32Array): void {
     for (let pc = s.pieceOffsets[w]; pc < s.pieceOffsets[w + 1]; pc++) {
       const f = pc * PIECE_STRIDE;
       const seq = s.pieces[f + PIECE.seq];
@@ -148,12 +156,16 @@ export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number):
   return { out, lse };
 }
 
-/** Creates the CPU backend. */
-export function createCpuBackend(grid = CPU_GRID): Backend {
+/**
+ * Creates the CPU backend. `maxBindingBytes` splits KV caches into windows as a GPU with that
+ * binding limit would (the CPU itself has none).
+ */
+export function createCpuBackend(grid = CPU_GRID, maxBindingBytes?: number): Backend {
   const profile: DeviceProfile = {
     name: "cpu (TypeScript, single thread)",
     grid,
     source: grid === CPU_GRID ? "builtin" : "option",
+    ...(maxBindingBytes === undefined ? {} : { maxBindingBytes }),
   };
   return {
     name: "cpu",

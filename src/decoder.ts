@@ -8,7 +8,7 @@
 import type { Backend, BackendName, BackendStats, DeviceProfile } from "./backend.ts";
 import { createCpuBackend } from "./cpu_backend.ts";
 import { median } from "./gpu_timing.ts";
-import { createPlan, type Plan } from "./plan.ts";
+import { createPlan, type Plan, validateFlag, validateMaxBindingBytes } from "./plan.ts";
 import {
   type DecodeInput,
   type DecodeOutput,
@@ -33,6 +33,17 @@ export interface DecoderOptions extends TileOptions {
   device?: GPUDevice;
   /** Overrides the device profile's lean grid (workgroups run at once). */
   grid?: number;
+  /**
+   * Largest K or V binding in bytes (default, and at most: the device's
+   * `maxStorageBufferBindingSize` and `maxBufferSize`; no limit on the CPU). A larger KV cache is
+   * split into windows, each its own decode dispatch; a small value exercises that path.
+   */
+  maxBindingBytes?: number;
+  /**
+   * Plan batch-invariantly: a sequence's output is bitwise the same whatever other sequences share
+   * its batch (fixed split points, merged in a fixed order). Default false.
+   */
+  batchInvariant?: boolean;
   /**
    * Testing aid: fill GPU outputs with NaN before every run, so an element the kernels fail to
    * write shows up. Off by default.
@@ -91,18 +102,34 @@ export interface Decoder {
   stats(): BackendStats;
   /** Validates, plans and runs one decode call. */
   decode(input: DecodeInput): Promise<DecodeOutput>;
-  /** Releases the backend's resources; later calls fail. */
+  /**
+   * Waits for the calls in flight, then releases the backend's resources; later calls reject
+   * with an `Error` saying the decoder is disposed.
+   */
   dispose(): Promise<void>;
 }
 
 class DecoderImpl implements Decoder {
   #backend: Backend;
   #tileOptions: TileOptions;
+  #batchInvariant: boolean;
   #disposed = false;
+  #inFlight = new Set<Promise<unknown>>();
 
-  constructor(backend: Backend, tileOptions: TileOptions) {
+  constructor(backend: Backend, tileOptions: TileOptions, batchInvariant: boolean) {
     this.#backend = backend;
     this.#tileOptions = tileOptions;
+    this.#batchInvariant = batchInvariant;
+  }
+
+  /** Runs a backend call, tracked so that `dispose()` can wait for it. */
+  async #track<T>(call: Promise<T>): Promise<T> {
+    this.#inFlight.add(call);
+    try {
+      return await call;
+    } finally {
+      this.#inFlight.delete(call);
+    }
   }
 
   get backend(): BackendName {
@@ -129,6 +156,8 @@ class DecoderImpl implements Decoder {
       ...this.#tileOptions,
       strategy: options.strategy,
       grid: this.#backend.profile.grid,
+      maxBindingBytes: this.#backend.profile.maxBindingBytes,
+      batchInvariant: this.#batchInvariant,
     });
   }
 
@@ -136,7 +165,7 @@ class DecoderImpl implements Decoder {
     this.#live();
     validateInput(input);
     const plan = this.plan(input, { strategy: input.strategy });
-    return await this.#backend.run(plan, input, resolveScale(input));
+    return await this.#track(this.#backend.run(plan, input, resolveScale(input)));
   }
 
   async timeKernels(input: DecodeInput, options: KernelTimingRequest = {}): Promise<KernelTiming> {
@@ -154,30 +183,31 @@ class DecoderImpl implements Decoder {
     const warmup = count("warmup", options.warmup, 3, 0);
     const kvSets = count("kvSets", options.kvSets, 1, 1);
     const plan = this.plan(input, { strategy: input.strategy });
-    const samplesMs = await this.#backend.time(plan, input, resolveScale(input), {
+    const samplesMs = await this.#track(this.#backend.time(plan, input, resolveScale(input), {
       runs,
       warmup,
       kvSets,
-    });
+    }));
     return { samplesMs, medianMs: median(samplesMs) };
   }
 
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
+    await Promise.allSettled([...this.#inFlight]);
     await this.#backend.dispose();
   }
 }
 
 async function openBackend(options: DecoderOptions): Promise<Backend> {
   const name = options.backend ?? "auto";
-  if (name === "cpu") return createCpuBackend(options.grid);
+  if (name === "cpu") return createCpuBackend(options.grid, options.maxBindingBytes);
   if (name === "webgpu" || name === "dawn" || name === "auto") {
     const { createWebGPUBackend } = await import("./webgpu_backend.ts");
     if (name !== "auto") return await createWebGPUBackend({ ...options, flavor: name });
     const gpu = await createWebGPUBackend({ ...options, flavor: "webgpu", requireHardware: true })
       .catch(() => undefined);
-    return gpu ?? createCpuBackend(options.grid);
+    return gpu ?? createCpuBackend(options.grid, options.maxBindingBytes);
   }
   if (typeof name !== "string") throw new TypeError(`backend must be a string: got ${typeof name}`);
   throw new RangeError(
@@ -218,7 +248,9 @@ export async function createDecoder(options: DecoderOptions = {}): Promise<Decod
     tileTokens: options.tileTokens,
     workgroupSize: options.workgroupSize,
   };
-  // Reject bad tile options now rather than on the first decode.
+  // Reject bad tile and plan options now rather than on the first decode.
   tileConfig({ headDim: 8, rowsPerGroup: 1, kvDtype: "f32" }, tileOptions);
-  return new DecoderImpl(await openBackend(options), tileOptions);
+  validateMaxBindingBytes(options.maxBindingBytes);
+  const batchInvariant = validateFlag("batchInvariant", options.batchInvariant);
+  return new DecoderImpl(await openBackend(options), tileOptions, batchInvariant);
 }

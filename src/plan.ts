@@ -5,6 +5,7 @@
  * @module
  */
 
+import { kvWindowBounds } from "./kv_windows.ts";
 import { type Partition, partition, segmentTiles } from "./planner.ts";
 import {
   type DecodeShape,
@@ -15,6 +16,7 @@ import {
 } from "./problem.ts";
 import { type Schedule, schedule } from "./scheduler.ts";
 import { type TileConfig, tileConfig, type TileOptions } from "./tile_config.ts";
+import { INVARIANT_CHUNK_TILES, scheduleWindows } from "./windowed_scheduler.ts";
 
 /** Options for {@linkcode createPlan}. */
 export interface PlanOptions extends TileOptions {
@@ -22,6 +24,18 @@ export interface PlanOptions extends TileOptions {
   strategy?: Strategy;
   /** Workgroups the device runs at once (the lean grid); from the device profile. */
   grid: number;
+  /**
+   * Largest K (or V) binding in bytes. A cache larger than this is split into KV windows, each
+   * its own decode dispatch (see `src/kv_windows.ts`). Default: no limit.
+   */
+  maxBindingBytes?: number;
+  /**
+   * Cut every sequence at fixed points (every {@linkcode INVARIANT_CHUNK_TILES} tiles from its
+   * start) and merge its chunks in order, so a sequence's output is bitwise the same whatever
+   * other sequences share the batch. `lean` spreads the chunks over the grid in balanced runs,
+   * `split` gives each chunk a workgroup, `single` is unchanged (already invariant). Default false.
+   */
+  batchInvariant?: boolean;
 }
 
 /** A complete, immutable execution plan for one batch shape. */
@@ -37,6 +51,45 @@ export interface Plan {
   readonly numTiles: number;
   /** Segments: sequences x KV heads x row blocks. */
   readonly numSegments: number;
+  /** Whether the plan is batch-invariant (see {@linkcode PlanOptions.batchInvariant}). */
+  readonly batchInvariant: boolean;
+}
+
+/**
+ * Checks a `maxBindingBytes` option: a positive integer, or `undefined`/`Infinity` for no limit.
+ *
+ * @example
+ * ```ts
+ * import { validateMaxBindingBytes } from "@lean/attention";
+ * console.log(validateMaxBindingBytes(1 << 20), validateMaxBindingBytes(undefined)); // 1048576 Infinity
+ * ```
+ */
+export function validateMaxBindingBytes(value: unknown): number {
+  if (value === undefined) return Number.POSITIVE_INFINITY;
+  if (typeof value !== "number") {
+    throw new TypeError(`maxBindingBytes must be a number: got ${typeof value}`);
+  }
+  if (value !== Number.POSITIVE_INFINITY && (!Number.isInteger(value) || value < 1)) {
+    throw new RangeError(`maxBindingBytes must be a positive integer: got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * Checks a boolean option (`undefined` is false).
+ *
+ * @example
+ * ```ts
+ * import { validateFlag } from "@lean/attention";
+ * console.log(validateFlag("batchInvariant", true)); // true
+ * ```
+ */
+export function validateFlag(name: string, value: unknown): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== "boolean") {
+    throw new TypeError(`${name} must be a boolean: got ${typeof value}`);
+  }
+  return value;
 }
 
 /**
@@ -61,10 +114,33 @@ export function createPlan(shape: DecodeShape, options: PlanOptions): Plan {
   if (!Number.isInteger(grid) || grid < 1) {
     throw new RangeError(`grid must be a positive integer: got ${grid}`);
   }
+  const maxBindingBytes = validateMaxBindingBytes(options.maxBindingBytes);
+  const batchInvariant = validateFlag("batchInvariant", options.batchInvariant);
   const tiles = tileConfig(problem, options);
+  const numSegments = problem.numSeqs * problem.numKVHeads * tiles.rowBlocks;
+  const bounds = maxBindingBytes === Number.POSITIVE_INFINITY
+    ? Float64Array.of(0, problem.totalTokens)
+    : kvWindowBounds(problem, {
+      maxBindingBytes,
+      tileTokens: tiles.tileTokens,
+      alignTokens: tiles.tileTokens * (batchInvariant ? INVARIANT_CHUNK_TILES : 1),
+    });
+  if (bounds.length > 2 || batchInvariant) {
+    const windowed = scheduleWindows(problem, tiles, { strategy, grid, bounds, batchInvariant });
+    return {
+      problem,
+      tiles,
+      strategy,
+      grid,
+      partition: windowed.partition,
+      schedule: windowed.schedule,
+      numTiles: windowed.numTiles,
+      numSegments,
+      batchInvariant,
+    };
+  }
   const segStarts = segmentTiles(problem, tiles);
   const part = partition(segStarts, strategy, grid);
-  const numSegments = segStarts.length - 1;
   return {
     problem,
     tiles,
@@ -74,6 +150,7 @@ export function createPlan(shape: DecodeShape, options: PlanOptions): Plan {
     schedule: schedule(problem, tiles, part),
     numTiles: segStarts[numSegments],
     numSegments,
+    batchInvariant,
   };
 }
 
@@ -105,5 +182,7 @@ export function describePlan(plan: Plan): string {
     })` +
     `, ${minRun}..${maxRun} tiles each, ${pieces} pieces`,
     `  ${s.partialSlots} partial states merged into ${s.reduce.length / 8} segments`,
+    ...(s.windows.length > 1 ? [`  ${s.windows.length} KV windows, one decode dispatch each`] : []),
+    ...(plan.batchInvariant ? [`  batch-invariant: chunks of ${INVARIANT_CHUNK_TILES} tiles`] : []),
   ].join("\n");
 }

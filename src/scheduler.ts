@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { KVWindow } from "./kv_windows.ts";
 import type { Partition } from "./planner.ts";
 import type { Problem } from "./problem.ts";
 import type { TileConfig } from "./tile_config.ts";
@@ -19,12 +20,18 @@ export const PIECE = {
   seq: 0,
   kvHead: 1,
   rowBlock: 2,
+  /** First token of the piece, counted from the row `kvStart` (the sequence start, see below). */
   tokenBegin: 3,
   tokenEnd: 4,
   /** Partial slot, or {@linkcode DIRECT} when the piece writes the final output. */
   slot: 5,
-  /** First token of the sequence in the concatenated K/V. */
+  /**
+   * Row of the piece's window where the sequence starts (its first token in the concatenated
+   * K/V when there is one window); 0 when the sequence began in an earlier window, and then
+   * `tokenBegin`, `tokenEnd` and `seqLen` count from the window's first row.
+   */
   kvStart: 6,
+  /** Context length counted from `kvStart`. */
   seqLen: 7,
 } as const;
 /** `u32`s per reduce record. */
@@ -46,6 +53,12 @@ export interface Schedule {
   readonly reduce: Uint32Array;
   /** Partial-state slots the decode kernel writes. */
   readonly partialSlots: number;
+  /**
+   * KV windows, each its own decode dispatch over its workgroups (one window covering the whole
+   * cache unless it is split over several bindings, see `src/kv_windows.ts`). A piece's `kvStart`
+   * is relative to its window's first token row.
+   */
+  readonly windows: readonly KVWindow[];
 }
 
 /**
@@ -135,5 +148,11 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
     pieces: pieces.subarray(0, o),
     reduce: reduce.subarray(0, r + REDUCE_STRIDE),
     partialSlots: slots,
+    windows: [{
+      tokenBegin: 0,
+      tokenEnd: problem.totalTokens,
+      workgroupBegin: 0,
+      workgroupEnd: workgroups,
+    }],
   };
 }
