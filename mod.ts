@@ -41,7 +41,14 @@ export type {
   KernelTiming,
   KernelTimingRequest,
 } from "./src/decoder.ts";
-export { decodeKV, encodeKV, toBf16Bits, toF16Bits } from "./src/half.ts";
+export {
+  decodeKV,
+  encodeKV,
+  fromF16BitsPortable,
+  toBf16Bits,
+  toF16Bits,
+  toF16BitsPortable,
+} from "./src/half.ts";
 export { kvRowBytes, kvWindowBounds } from "./src/kv_windows.ts";
 export type { KVWindow, KVWindowOptions } from "./src/kv_windows.ts";
 export { createPlan, describePlan, validateFlag, validateMaxBindingBytes } from "./src/plan.ts";
