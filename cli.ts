@@ -1,0 +1,83 @@
+/**
+ * # @lean/attention/cli
+ *
+ * The command line of `@lean/attention`:
+ *
+ * ```sh
+ * deno run -A --unstable-webgpu jsr:@lean/attention/cli demo   # the main job (the default)
+ * deno run -A --unstable-webgpu jsr:@lean/attention/cli bench --json
+ * deno run -A jsr:@lean/attention/cli plan --grid=96 --svg=plan.svg
+ * deno run -A --unstable-webgpu jsr:@lean/attention/cli info
+ * ```
+ *
+ * - `demo` picks the best backend (a hardware GPU through the runtime's WebGPU or Dawn, else the
+ *   CPU), runs a realistic ragged decode batch with every strategy, and prints the plan, the
+ *   timings and the error against the float64 reference;
+ * - `bench` sweeps context lengths x strategies with a progress bar, `--json` for JSON;
+ * - `plan` prints a plan and writes an SVG picture of it (workgroups against LeanTiles);
+ * - `info` lists the WebGPU adapters, their features and limits, and the device profiles.
+ *
+ * Bad flags print a usage error naming the flag and the value, and exit with code 2. The
+ * building blocks (flag parser, progress bar, plan picture, the commands) are exported for
+ * scripts and tests.
+ *
+ * @example
+ * ```ts
+ * import { captureIO, runCli } from "@lean/attention/cli";
+ * const io = captureIO();
+ * const code = await runCli(["plan", "--seq-lens=500,60", "--heads=8", "--kv-heads=2",
+ *   "--grid=6", "--no-svg"], io);
+ * console.log(code, io.stdout.includes("6 workgroups")); // 0 true
+ * ```
+ *
+ * @module
+ */
+
+export { maxAbsError, relativeL2 } from "./src/cli/accuracy.ts";
+export { type AdapterReport, probeAdapters, REPORTED_LIMITS } from "./src/cli/adapters.ts";
+export {
+  type FlagSpec,
+  type FlagSpecs,
+  type FlagValue,
+  formatUsage,
+  type ParsedArgs,
+  type ParsedFlags,
+  parseFlags,
+  UsageError,
+} from "./src/cli/args.ts";
+export {
+  type AutoChoice,
+  autoChoice,
+  type BackendChoice,
+  type BackendChoiceOptions,
+  openBestDecoder,
+} from "./src/cli/backend_choice.ts";
+export {
+  BENCH_FLAGS,
+  BENCH_USAGE,
+  benchCommand,
+  type BenchReport,
+  type BenchRow,
+  formatBenchTable,
+} from "./src/cli/bench_command.ts";
+export {
+  DEMO_FLAGS,
+  DEMO_TOLERANCE,
+  DEMO_USAGE,
+  demoCommand,
+  type DemoRow,
+} from "./src/cli/demo_command.ts";
+export { DEMO_SEQ_LENS, demoBatch, type DemoBatchOptions } from "./src/cli/demo_batch.ts";
+export { INFO_FLAGS, INFO_USAGE, type InfoAdapter, infoCommand } from "./src/cli/info_command.ts";
+export { type CapturedIO, captureIO, type CliIO, processIO } from "./src/cli/io.ts";
+export { CLI_USAGE, runCli } from "./src/cli/main.ts";
+export { PLAN_FLAGS, PLAN_USAGE, planCommand, planFromFlags } from "./src/cli/plan_command.ts";
+export { planSvg, type PlanSvgOptions, segmentColour } from "./src/cli/plan_svg.ts";
+export { ProgressBar, type ProgressBarOptions, renderProgress } from "./src/cli/progress_bar.ts";
+export { gaussian, seededRandom } from "./src/cli/random.ts";
+
+if (import.meta.main) {
+  const { runCli } = await import("./src/cli/main.ts");
+  const code = await runCli((globalThis as { Deno: { args: string[] } }).Deno.args);
+  (globalThis as { Deno: { exit(code: number): never } }).Deno.exit(code);
+}

@@ -1,0 +1,99 @@
+/**
+ * What WebGPU this process can reach: the runtime's own `navigator.gpu` (Deno with
+ * `--unstable-webgpu`, a browser) and Dawn (npm `webgpu`). Used by `info` and by the CLI's
+ * choice of the best backend.
+ *
+ * @module
+ */
+
+import { loadDawn, summarizeAdapter } from "../gpu_runtime.ts";
+import type { AdapterSummary } from "../gpu_runtime.ts";
+
+/** One WebGPU implementation and the adapter it offers, or why it offers none. */
+export interface AdapterReport {
+  /** `"webgpu"`: the runtime's `navigator.gpu`; `"dawn"`: npm `webgpu`. */
+  readonly backend: "webgpu" | "dawn";
+  /** Whether an adapter was found. */
+  readonly available: boolean;
+  /** Why there is no adapter (when `available` is false). */
+  readonly reason?: string;
+  /** Adapter description, vendor, architecture and whether it is a software rasteriser. */
+  readonly summary?: AdapterSummary;
+  /** Adapter features, sorted. */
+  readonly features?: readonly string[];
+  /** Adapter limits that matter to the kernels. */
+  readonly limits?: Readonly<Record<string, number>>;
+}
+
+/** Limits printed by `info`. */
+export const REPORTED_LIMITS: readonly string[] = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+];
+
+/** Dawn's `GPU` objects must outlive every adapter and device taken from them. */
+const keepAlive: unknown[] = [];
+
+function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+async function report(backend: "webgpu" | "dawn", gpu: GPU | undefined): Promise<AdapterReport> {
+  if (!gpu) {
+    const hint = (globalThis as { Deno?: unknown }).Deno
+      ? " (run Deno with --unstable-webgpu)"
+      : "";
+    return { backend, available: false, reason: `navigator.gpu is not available${hint}` };
+  }
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch (error) {
+    return { backend, available: false, reason: `requestAdapter failed: ${describeError(error)}` };
+  }
+  if (!adapter) return { backend, available: false, reason: "requestAdapter returned no adapter" };
+  keepAlive.push(adapter);
+  const limits: Record<string, number> = {};
+  const all = adapter.limits as unknown as Record<string, number>;
+  for (const name of REPORTED_LIMITS) limits[name] = Number(all[name]);
+  return {
+    backend,
+    available: true,
+    summary: summarizeAdapter(adapter.info),
+    features: [...adapter.features].map(String).sort(),
+    limits,
+  };
+}
+
+/**
+ * Probes the runtime's WebGPU, and Dawn when `dawn` is true (it loads npm `webgpu`).
+ *
+ * @example
+ * ```ts
+ * import { probeAdapters } from "@lean/attention/cli";
+ * const [runtime] = await probeAdapters({ dawn: false });
+ * console.log(runtime.backend); // webgpu
+ * ```
+ */
+export async function probeAdapters(
+  options: { dawn?: boolean } = {},
+): Promise<AdapterReport[]> {
+  const reports = [await report("webgpu", globalThis.navigator?.gpu)];
+  if (options.dawn ?? true) {
+    let gpu: GPU | undefined;
+    try {
+      gpu = await loadDawn();
+      keepAlive.push(gpu);
+    } catch (error) {
+      reports.push({ backend: "dawn", available: false, reason: describeError(error) });
+      return reports;
+    }
+    reports.push(await report("dawn", gpu));
+  }
+  return reports;
+}

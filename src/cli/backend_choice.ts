@@ -1,0 +1,93 @@
+/**
+ * The CLI's choice of backend. `"auto"` means the fastest thing here: a hardware GPU through the
+ * runtime's WebGPU, else a hardware GPU through Dawn (npm `webgpu`, looked at only when the
+ * runtime has no `navigator.gpu`), else the CPU. Software adapters (lavapipe, SwiftShader) lose
+ * to the CPU backend on decode, so `"auto"` skips them; name the backend to use one anyway.
+ *
+ * @module
+ */
+
+import type { BackendName } from "../backend.ts";
+import { createDecoder, type Decoder } from "../decoder.ts";
+import { type AdapterReport, probeAdapters } from "./adapters.ts";
+
+/** Options for {@linkcode openBestDecoder}. */
+export interface BackendChoiceOptions {
+  /** The backend asked for (default `"auto"`). */
+  backend?: "auto" | BackendName;
+  /** Overrides the device's lean grid. */
+  grid?: number;
+}
+
+/** A backend and why it was chosen. */
+export interface AutoChoice {
+  /** The backend `"auto"` picks. */
+  readonly backend: BackendName;
+  /** Why, e.g. `"no hardware GPU adapter (webgpu: llvmpipe is software)"`. */
+  readonly reason: string;
+}
+
+/**
+ * What `"auto"` picks from probed adapters: the first hardware adapter (runtime WebGPU before
+ * Dawn), else the CPU.
+ *
+ * @example
+ * ```ts
+ * import { autoChoice } from "@lean/attention/cli";
+ * const choice = autoChoice([{ backend: "webgpu", available: false, reason: "no adapter" }]);
+ * console.log(choice.backend, choice.reason); // cpu no hardware GPU adapter (webgpu: no adapter)
+ * ```
+ */
+export function autoChoice(reports: readonly AdapterReport[]): AutoChoice {
+  const notes: string[] = [];
+  for (const r of reports) {
+    if (!r.available) notes.push(`${r.backend}: ${r.reason}`);
+    else if (r.summary?.software) notes.push(`${r.backend}: ${r.summary.description} is software`);
+    else {
+      const via = r.backend === "dawn" ? " via Dawn" : "";
+      return { backend: r.backend, reason: `hardware adapter ${r.summary?.description}${via}` };
+    }
+  }
+  return { backend: "cpu", reason: `no hardware GPU adapter (${notes.join("; ")})` };
+}
+
+/** The decoder opened and a line saying why that backend. */
+export interface BackendChoice {
+  /** The open decoder; the caller disposes it. */
+  readonly decoder: Decoder;
+  /** Why this backend: `"requested"`, or `"auto: "` and {@linkcode AutoChoice.reason}. */
+  readonly reason: string;
+}
+
+/**
+ * Opens a decoder on the requested backend, or on the best one here for `"auto"`.
+ *
+ * @example
+ * ```ts
+ * import { openBestDecoder } from "@lean/attention/cli";
+ * const { decoder, reason } = await openBestDecoder({ backend: "cpu" });
+ * console.log(decoder.backend, reason); // cpu requested
+ * await decoder.dispose();
+ * ```
+ */
+export async function openBestDecoder(options: BackendChoiceOptions = {}): Promise<BackendChoice> {
+  const backend = options.backend ?? "auto";
+  const grid = options.grid;
+  if (backend !== "auto") {
+    return { decoder: await createDecoder({ backend, grid }), reason: "requested" };
+  }
+  const reports = await probeAdapters({ dawn: globalThis.navigator?.gpu === undefined });
+  const choice = autoChoice(reports);
+  try {
+    return {
+      decoder: await createDecoder({ backend: choice.backend, grid }),
+      reason: `auto: ${choice.reason}`,
+    };
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error);
+    return {
+      decoder: await createDecoder({ backend: "cpu", grid }),
+      reason: `auto: ${choice.backend} failed (${why}), using the CPU`,
+    };
+  }
+}

@@ -1,0 +1,242 @@
+/**
+ * `lean-attention bench`: a sweep of context lengths x strategies on one backend, with a progress
+ * bar on standard error and a table (or `--json`) on standard output. Times are the backend's
+ * kernel times (`decoder.timeKernels`: `timestamp-query` on GPUs, the plan's execution on the
+ * CPU), so upload and readback are not included.
+ *
+ * @module
+ */
+
+import type { BackendName } from "../backend.ts";
+import { STRATEGIES, type Strategy } from "../problem.ts";
+import { formatUsage, parseFlags, UsageError } from "./args.ts";
+import { openBestDecoder } from "./backend_choice.ts";
+import { demoBatch } from "./demo_batch.ts";
+import type { CliIO } from "./io.ts";
+import { ProgressBar } from "./progress_bar.ts";
+
+/** Flags of `bench`. */
+export const BENCH_FLAGS = {
+  backend: {
+    kind: "choice",
+    choices: ["auto", "cpu", "webgpu", "dawn"],
+    help: "backend (default auto: a hardware GPU if there is one, else cpu)",
+  },
+  contexts: {
+    kind: "integers",
+    min: 1,
+    max: 1 << 22,
+    maxCount: 64,
+    help: "context lengths to sweep (default 1024,4096,16384,65536 on GPUs; 256,1024,4096 on cpu)",
+  },
+  batch: {
+    kind: "integer",
+    min: 1,
+    max: 1024,
+    help: "sequences per case, all of that length (default 1)",
+  },
+  heads: { kind: "integer", min: 1, max: 256, help: "query heads (default 32)" },
+  "kv-heads": { kind: "integer", min: 1, max: 256, help: "KV heads (default 8)" },
+  "head-dim": { kind: "integer", min: 8, max: 256, help: "head dimension (default 128)" },
+  strategies: {
+    kind: "string",
+    placeholder: "LIST",
+    help: "comma-separated strategies (default lean,split,single)",
+  },
+  runs: {
+    kind: "integer",
+    min: 1,
+    max: 1000,
+    help: "timed runs per case (default 10 on GPUs, 3 on cpu)",
+  },
+  grid: { kind: "integer", min: 1, max: 65536, help: "lean grid (default: the device's)" },
+  json: { kind: "boolean", help: "print the results as JSON" },
+} as const;
+
+/** Usage text of `bench`. */
+export const BENCH_USAGE: string = formatUsage(
+  "lean-attention bench",
+  "Times every strategy over a sweep of context lengths (f16 KV, qLen 1) with the backend's\n" +
+    "kernel timer, and prints a table or JSON.",
+  BENCH_FLAGS,
+);
+
+/** One measured case of the sweep. */
+export interface BenchRow {
+  /** Context length of every sequence. */
+  context: number;
+  /** The strategy. */
+  strategy: Strategy;
+  /** Workgroups of the decode dispatch. */
+  workgroups: number;
+  /** Median kernel time in milliseconds. */
+  medianMs: number;
+  /** K and V bytes read per call over the median time, in GB/s. */
+  kvGBps: number;
+}
+
+/** The JSON `bench --json` prints. */
+export interface BenchReport {
+  /** The backend that ran. */
+  backend: BackendName;
+  /** Why that backend. */
+  reason: string;
+  /** Adapter or CPU description. */
+  device: string;
+  /** Lean grid. */
+  grid: number;
+  /** Shape shared by all cases. */
+  shape: { batch: number; numHeads: number; numKVHeads: number; headDim: number };
+  /** Timed runs per case. */
+  runs: number;
+  /** One row per context and strategy. */
+  rows: BenchRow[];
+}
+
+function parseStrategies(text: string | undefined): Strategy[] {
+  if (text === undefined) return [...STRATEGIES];
+  const list = text.split(",");
+  for (const s of list) {
+    if (!(STRATEGIES as readonly string[]).includes(s)) {
+      throw new UsageError(
+        `Flag --strategies must list strategies from ${STRATEGIES.join(", ")}: got ` +
+          JSON.stringify(text),
+      );
+    }
+  }
+  if (new Set(list).size !== list.length) {
+    throw new UsageError(
+      `Flag --strategies must not repeat a strategy: got ${JSON.stringify(text)}`,
+    );
+  }
+  return list as Strategy[];
+}
+
+/**
+ * Formats a report as a text table with one line per context and the lean speedups.
+ *
+ * @example
+ * ```ts
+ * import { formatBenchTable } from "@lean/attention/cli";
+ * const table = formatBenchTable({
+ *   backend: "cpu", reason: "requested", device: "cpu", grid: 16,
+ *   shape: { batch: 1, numHeads: 32, numKVHeads: 8, headDim: 128 }, runs: 3,
+ *   rows: [
+ *     { context: 1024, strategy: "lean", workgroups: 16, medianMs: 2, kvGBps: 2 },
+ *     { context: 1024, strategy: "single", workgroups: 8, medianMs: 4, kvGBps: 1 },
+ *   ],
+ * });
+ * console.log(table.includes("2.00x")); // true
+ * ```
+ */
+export function formatBenchTable(report: BenchReport): string {
+  const strategies = [...new Set(report.rows.map((r) => r.strategy))];
+  const contexts = [...new Set(report.rows.map((r) => r.context))];
+  const header = [
+    "context".padStart(8),
+    ...strategies.map((s) => `${s} ms`.padStart(11)),
+    ...strategies.map((s) => `${s} GB/s`.padStart(12)),
+    ...strategies.filter((s) => s !== "lean").map((s) => `lean/${s}`.padStart(12)),
+  ];
+  const lines = [
+    `backend ${report.backend} (${report.reason}); ${report.device}, grid ${report.grid}`,
+    `${report.shape.batch} x context, ${report.shape.numHeads}/${report.shape.numKVHeads} heads, ` +
+    `head dim ${report.shape.headDim}, f16 KV; median of ${report.runs} kernel timings`,
+    "",
+    header.join(" "),
+    "-".repeat(header.join(" ").length),
+  ];
+  for (const context of contexts) {
+    const row = (s: Strategy) => report.rows.find((r) => r.context === context && r.strategy === s);
+    const lean = row("lean");
+    lines.push(
+      [
+        String(context).padStart(8),
+        ...strategies.map((s) => (row(s)?.medianMs.toFixed(3) ?? "-").padStart(11)),
+        ...strategies.map((s) => (row(s)?.kvGBps.toFixed(2) ?? "-").padStart(12)),
+        ...strategies.filter((s) => s !== "lean").map((s) => {
+          const other = row(s);
+          return (lean && other ? `${(other.medianMs / lean.medianMs).toFixed(2)}x` : "-")
+            .padStart(12);
+        }),
+      ].join(" "),
+    );
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Runs `bench` with its flags; returns the exit code. Throws `UsageError` for bad flags.
+ *
+ * @example
+ * ```ts
+ * import { benchCommand, captureIO } from "@lean/attention/cli";
+ * const io = captureIO();
+ * await benchCommand(["--backend=cpu", "--contexts=64", "--runs=1", "--json"], io);
+ * console.log(JSON.parse(io.stdout).rows.length); // 3
+ * ```
+ */
+export async function benchCommand(argv: readonly string[], io: CliIO): Promise<number> {
+  const { flags, help } = parseFlags(argv, BENCH_FLAGS);
+  if (help) {
+    io.out(`${BENCH_USAGE}\n`);
+    return 0;
+  }
+  const strategies = parseStrategies(flags.strategies);
+  const requested = (flags.backend ?? "auto") as "auto" | BackendName;
+  const numHeads = flags.heads ?? 32;
+  const numKVHeads = flags["kv-heads"] ?? 8;
+  const headDim = flags["head-dim"] ?? 128;
+  const batch = flags.batch ?? 1;
+  if (numHeads % numKVHeads !== 0) {
+    throw new UsageError(
+      `Flag --heads must be a multiple of --kv-heads (${numKVHeads}): got ${numHeads}`,
+    );
+  }
+  if (headDim % 8 !== 0) {
+    throw new UsageError(`Flag --head-dim must be a multiple of 8: got ${headDim}`);
+  }
+  const { decoder, reason } = await openBestDecoder({ backend: requested, grid: flags.grid });
+  try {
+    const onCpu = decoder.backend === "cpu";
+    const contexts = flags.contexts ?? (onCpu ? [256, 1024, 4096] : [1024, 4096, 16384, 65536]);
+    const runs = flags.runs ?? (onCpu ? 3 : 10);
+    const bar = new ProgressBar({ total: contexts.length * strategies.length, io });
+    const rows: BenchRow[] = [];
+    for (const context of contexts) {
+      const input = demoBatch({
+        seqLens: Array(batch).fill(context),
+        numHeads,
+        numKVHeads,
+        headDim,
+        seed: context,
+      });
+      const kvBytes = 2 * batch * context * numKVHeads * headDim * 2;
+      for (const strategy of strategies) {
+        const timing = await decoder.timeKernels({ ...input, strategy }, { runs, warmup: 1 });
+        rows.push({
+          context,
+          strategy,
+          workgroups: decoder.plan(input, { strategy }).schedule.workgroups,
+          medianMs: timing.medianMs,
+          kvGBps: kvBytes / (timing.medianMs * 1e6),
+        });
+        bar.tick(`${strategy} ${context}`);
+      }
+    }
+    bar.done();
+    const report: BenchReport = {
+      backend: decoder.backend,
+      reason,
+      device: decoder.profile.name,
+      grid: decoder.profile.grid,
+      shape: { batch, numHeads, numKVHeads, headDim },
+      runs,
+      rows,
+    };
+    io.out(flags.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatBenchTable(report)}\n`);
+    return 0;
+  } finally {
+    await decoder.dispose();
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * The demo's batch: a realistic ragged decode step (8 sequences from 37 to 4096 tokens, Llama-like
+ * GQA 32/8 heads, head dim 128, f16 KV), with seeded data, and smaller variants for quick runs.
+ *
+ * @module
+ */
+
+import { encodeKV } from "../half.ts";
+import type { DecodeInput } from "../problem.ts";
+import { gaussian, seededRandom } from "./random.ts";
+
+/** Context lengths of the demo batch's sequences. */
+export const DEMO_SEQ_LENS: readonly number[] = [37, 512, 1000, 4096, 130, 2048, 777, 3000];
+
+/** Options for {@linkcode demoBatch}. */
+export interface DemoBatchOptions {
+  /** Context lengths (default {@linkcode DEMO_SEQ_LENS}). */
+  seqLens?: readonly number[];
+  /** Query heads (default 32). */
+  numHeads?: number;
+  /** KV heads (default 8). */
+  numKVHeads?: number;
+  /** Head dimension (default 128). */
+  headDim?: number;
+  /** Query tokens per sequence (default 1). */
+  qLen?: number;
+  /** Seed of the data (default 0x1ea4). */
+  seed?: number;
+}
+
+/**
+ * Builds a decode batch with unit-variance q, k and v, so scores `q.k / sqrt(headDim)` are about
+ * N(0, 1) as in a trained model's decode step. K and V are f16.
+ *
+ * @example
+ * ```ts
+ * import { demoBatch } from "@lean/attention/cli";
+ * const input = demoBatch({ seqLens: [10, 20], numHeads: 4, numKVHeads: 2, headDim: 16 });
+ * console.log(input.q.length, input.k.length, input.kvDtype); // 128 960 f16
+ * ```
+ */
+export function demoBatch(options: DemoBatchOptions = {}): DecodeInput {
+  const seqLens = [...(options.seqLens ?? DEMO_SEQ_LENS)];
+  const numHeads = options.numHeads ?? 32;
+  const numKVHeads = options.numKVHeads ?? 8;
+  const headDim = options.headDim ?? 128;
+  const qLen = options.qLen ?? 1;
+  const tokens = seqLens.reduce((a, b) => a + b, 0);
+  const rand = seededRandom(options.seed ?? 0x1ea4);
+  const q = gaussian(seqLens.length * qLen * numHeads * headDim, 1, rand);
+  const k = gaussian(tokens * numKVHeads * headDim, 1, rand);
+  const v = gaussian(tokens * numKVHeads * headDim, 1, rand);
+  return {
+    q,
+    k: encodeKV(k, "f16"),
+    v: encodeKV(v, "f16"),
+    seqLens,
+    numHeads,
+    numKVHeads,
+    headDim,
+    qLen,
+    kvDtype: "f16",
+  };
+}

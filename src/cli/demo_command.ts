@@ -1,0 +1,227 @@
+/**
+ * `lean-attention demo`: the main job. Picks the best backend, runs a realistic ragged decode
+ * batch with every strategy, and prints the plan summary, the timings and the error of each
+ * strategy against the float64 reference. Exits 1 when a strategy is out of tolerance.
+ *
+ * @module
+ */
+
+import { median } from "../gpu_timing.ts";
+import { describePlan } from "../plan.ts";
+import { type DecodeInput, STRATEGIES, type Strategy } from "../problem.ts";
+import { referenceAttention } from "../reference.ts";
+import { maxAbsError, relativeL2 } from "./accuracy.ts";
+import { formatUsage, parseFlags } from "./args.ts";
+import { openBestDecoder } from "./backend_choice.ts";
+import { demoBatch } from "./demo_batch.ts";
+import type { CliIO } from "./io.ts";
+
+/** Flags of `demo`. */
+export const DEMO_FLAGS = {
+  backend: {
+    kind: "choice",
+    choices: ["auto", "cpu", "webgpu", "dawn"],
+    help: "backend (default auto: a hardware GPU if there is one, else cpu)",
+  },
+  runs: { kind: "integer", min: 1, max: 1000, help: "timed runs per strategy (default 5)" },
+  grid: { kind: "integer", min: 1, max: 65536, help: "lean grid (default: the device's)" },
+  json: { kind: "boolean", help: "print the results as JSON" },
+} as const;
+
+/** Usage text of `demo`. */
+export const DEMO_USAGE: string = formatUsage(
+  "lean-attention demo",
+  "Runs a ragged 8-sequence GQA decode batch with every strategy on the best backend, times it\n" +
+    "and checks it against a float64 reference.",
+  DEMO_FLAGS,
+);
+
+/** Tolerances against the float64 reference; `demo` exits 1 above them. */
+export const DEMO_TOLERANCE = { relativeL2: 1e-3, lse: 1e-3 } as const;
+
+/** One strategy's result in `demo`. */
+export interface DemoRow {
+  /** The strategy. */
+  strategy: Strategy;
+  /** Workgroups of the decode dispatch. */
+  workgroups: number;
+  /** Partial states merged. */
+  partials: number;
+  /** Median wall time of a decode call (upload, kernels, readback) in milliseconds. */
+  medianMs: number;
+  /** Fastest call in milliseconds. */
+  minMs: number;
+  /** Slowest call in milliseconds. */
+  maxMs: number;
+  /** Relative L2 error of `out` against the float64 reference. */
+  relativeL2: number;
+  /** Largest absolute error of `lse`. */
+  lseError: number;
+  /** Whether both errors are within {@linkcode DEMO_TOLERANCE}. */
+  ok: boolean;
+}
+
+const fmtMs = (ms: number) => (ms < 10 ? ms.toFixed(2) : ms.toFixed(1));
+const fmtErr = (e: number) => e.toExponential(2);
+
+async function runStrategy(
+  decoder: Awaited<ReturnType<typeof openBestDecoder>>["decoder"],
+  input: DecodeInput,
+  strategy: Strategy,
+  runs: number,
+  reference: { out: Float64Array; lse: Float64Array },
+): Promise<DemoRow> {
+  const plan = decoder.plan(input, { strategy });
+  const call = { ...input, strategy };
+  const first = await decoder.decode(call); // warm-up: pipelines, buffers, JIT
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await decoder.decode(call);
+    times.push(performance.now() - t0);
+  }
+  const rel = relativeL2(first.out, reference.out);
+  const lseError = maxAbsError(first.lse, reference.lse);
+  return {
+    strategy,
+    workgroups: plan.schedule.workgroups,
+    partials: plan.schedule.partialSlots,
+    medianMs: median(times),
+    minMs: Math.min(...times),
+    maxMs: Math.max(...times),
+    relativeL2: rel,
+    lseError,
+    ok: rel <= DEMO_TOLERANCE.relativeL2 && lseError <= DEMO_TOLERANCE.lse,
+  };
+}
+
+/**
+ * Runs `demo` with its flags; returns the exit code (0 ok, 1 out of tolerance). Throws
+ * `UsageError` for bad flags.
+ *
+ * @example
+ * ```ts
+ * import { captureIO, demoCommand } from "@lean/attention/cli";
+ * const io = captureIO();
+ * const code = await demoCommand(["--backend=cpu", "--runs=1"], io);
+ * console.log(code, io.stdout.includes("rel L2")); // 0 true
+ * ```
+ */
+export async function demoCommand(argv: readonly string[], io: CliIO): Promise<number> {
+  const { flags, help } = parseFlags(argv, DEMO_FLAGS);
+  if (help) {
+    io.out(`${DEMO_USAGE}\n`);
+    return 0;
+  }
+  const runs = flags.runs ?? 5;
+  const requested = (flags.backend ?? "auto") as "auto" | "cpu" | "webgpu" | "dawn";
+  const { decoder, reason } = await openBestDecoder({ backend: requested, grid: flags.grid });
+  try {
+    const input = demoBatch();
+    const lens = Array.from(input.seqLens);
+    const tokens = lens.reduce((a, b) => a + b, 0);
+    const kvBytes = 2 * tokens * input.numKVHeads * input.headDim * 2;
+    const t0 = performance.now();
+    const reference = referenceAttention(input);
+    const referenceMs = performance.now() - t0;
+    const rows: DemoRow[] = [];
+    for (const strategy of STRATEGIES) {
+      rows.push(await runStrategy(decoder, input, strategy, runs, reference));
+    }
+    const lean = decoder.plan(input, { strategy: "lean" });
+    const split = decoder.plan(input, { strategy: "split" });
+    const failed = rows.some((r) => !r.ok);
+    if (flags.json) {
+      io.out(
+        JSON.stringify(
+          {
+            backend: decoder.backend,
+            reason,
+            profile: decoder.profile,
+            batch: {
+              seqLens: lens,
+              numHeads: input.numHeads,
+              numKVHeads: input.numKVHeads,
+              headDim: input.headDim,
+              qLen: 1,
+              kvDtype: input.kvDtype,
+            },
+            runs,
+            tolerance: DEMO_TOLERANCE,
+            rows,
+          },
+          null,
+          2,
+        ) + "\n",
+      );
+      return failed ? 1 : 0;
+    }
+    const { profile } = decoder;
+    const lines = [
+      "@lean/attention demo: one ragged decode batch, every strategy",
+      "",
+      `backend  ${decoder.backend} (${reason})`,
+      `profile  ${profile.name}; grid ${profile.grid} workgroups (${profile.source})`,
+      `batch    ${lens.length} sequences of ${lens.join(", ")} tokens (${tokens} in all)`,
+      `         ${input.numHeads} query heads / ${input.numKVHeads} KV heads (GQA ` +
+      `${input.numHeads / input.numKVHeads}), head dim ${input.headDim}, qLen 1, KV f16 ` +
+      `(${(kvBytes / 2 ** 20).toFixed(1)} MiB of K and V)`,
+      "",
+      "plan (lean)",
+      ...describePlan(lean).split("\n").map((l) => `  ${l}`),
+      "",
+      `reference: float64, two-pass softmax, ${fmtMs(referenceMs)} ms`,
+      `${runs} timed calls per strategy after 1 warm-up (wall time of decode(): upload, ` +
+      `kernels, readback)`,
+      "",
+    ];
+    const header = [
+      "strategy".padEnd(8),
+      "workgroups".padStart(10),
+      "partials".padStart(8),
+      "median ms".padStart(10),
+      "min..max ms".padStart(15),
+      "KV GB/s".padStart(8),
+      "rel L2 err".padStart(10),
+      "max |dLSE|".padStart(10),
+    ].join("  ");
+    lines.push(header, "-".repeat(header.length));
+    for (const r of rows) {
+      lines.push(
+        [
+          r.strategy.padEnd(8),
+          String(r.workgroups).padStart(10),
+          String(r.partials).padStart(8),
+          fmtMs(r.medianMs).padStart(10),
+          `${fmtMs(r.minMs)}..${fmtMs(r.maxMs)}`.padStart(15),
+          (kvBytes / (r.medianMs * 1e6)).toFixed(2).padStart(8),
+          fmtErr(r.relativeL2).padStart(10),
+          fmtErr(r.lseError).padStart(10),
+        ].join("  ") + (r.ok ? "" : "  FAIL"),
+      );
+    }
+    const byName = Object.fromEntries(rows.map((r) => [r.strategy, r]));
+    lines.push(
+      "",
+      `lean vs split: ${(byName.split.medianMs / byName.lean.medianMs).toFixed(2)}x, ` +
+        `lean vs single: ${(byName.single.medianMs / byName.lean.medianMs).toFixed(2)}x`,
+    );
+    if (split.partition.splits === 1) {
+      lines.push(
+        `note: split chose 1 chunk per segment (${split.numSegments} segments fill grid ` +
+          `${split.grid}), so it runs the same plan as single`,
+      );
+    }
+    io.out(lines.join("\n") + "\n");
+    if (failed) {
+      io.err(
+        `error: a strategy is out of tolerance (relative L2 ${DEMO_TOLERANCE.relativeL2}, ` +
+          `LSE ${DEMO_TOLERANCE.lse})\n`,
+      );
+      return 1;
+    }
+    return 0;
+  } finally {
+    await decoder.dispose();
+  }
+}

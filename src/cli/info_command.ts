@@ -1,0 +1,134 @@
+/**
+ * `lean-attention info`: the runtime, the WebGPU adapters it can reach (runtime WebGPU and Dawn)
+ * with their features and limits, the device profile each would get, and what `auto` picks.
+ *
+ * @module
+ */
+
+import { CPU_GRID } from "../cpu_backend.ts";
+import { createDecoder } from "../decoder.ts";
+import { tableProfile } from "../device_profile.ts";
+import { type AdapterReport, probeAdapters } from "./adapters.ts";
+import { formatUsage, parseFlags } from "./args.ts";
+import { autoChoice } from "./backend_choice.ts";
+import type { CliIO } from "./io.ts";
+
+/** Flags of `info`. */
+export const INFO_FLAGS = {
+  "no-dawn": { kind: "boolean", help: "do not load Dawn (npm webgpu)" },
+  calibrate: {
+    kind: "boolean",
+    help: "open each adapter and calibrate its lean grid (compiles a kernel: slow on software)",
+  },
+  json: { kind: "boolean", help: "print JSON" },
+} as const;
+
+/** Usage text of `info`. */
+export const INFO_USAGE: string = formatUsage(
+  "lean-attention info",
+  "Lists the WebGPU adapters this runtime can reach (its own navigator.gpu and Dawn), their\n" +
+    "features and limits, each one's device profile, and the backend auto picks.",
+  INFO_FLAGS,
+);
+
+/** An adapter report with the device profile the backend would use. */
+export interface InfoAdapter extends AdapterReport {
+  /** Lean grid and where it comes from. */
+  readonly profile?: { grid: number; source: string };
+}
+
+function runtimeName(): string {
+  const g = globalThis as {
+    Deno?: { version: { deno: string; v8: string } };
+    process?: { versions?: { node?: string } };
+  };
+  if (g.Deno) return `Deno ${g.Deno.version.deno} (V8 ${g.Deno.version.v8})`;
+  if (g.process?.versions?.node) return `Node ${g.process.versions.node}`;
+  return "unknown runtime";
+}
+
+/**
+ * Runs `info` with its flags; returns the exit code. Throws `UsageError` for bad flags.
+ *
+ * @example
+ * ```ts
+ * import { captureIO, infoCommand } from "@lean/attention/cli";
+ * const io = captureIO();
+ * await infoCommand(["--no-dawn", "--json"], io);
+ * console.log(JSON.parse(io.stdout).cpu.grid); // 16
+ * ```
+ */
+export async function infoCommand(argv: readonly string[], io: CliIO): Promise<number> {
+  const { flags, help } = parseFlags(argv, INFO_FLAGS);
+  if (help) {
+    io.out(`${INFO_USAGE}\n`);
+    return 0;
+  }
+  const reports = await probeAdapters({ dawn: !flags["no-dawn"] });
+  const adapters: InfoAdapter[] = [];
+  for (const r of reports) {
+    if (!r.available || !r.summary) {
+      adapters.push(r);
+      continue;
+    }
+    let profile = tableProfile(r.summary.description, r.summary.software);
+    if (flags.calibrate) {
+      const decoder = await createDecoder({ backend: r.backend });
+      profile = decoder.profile;
+      await decoder.dispose();
+    }
+    adapters.push({ ...r, profile: { grid: profile.grid, source: profile.source } });
+  }
+  const choice = autoChoice(
+    flags["no-dawn"] || globalThis.navigator?.gpu !== undefined
+      ? reports.filter((r) => r.backend === "webgpu")
+      : reports,
+  );
+  const threads = (globalThis.navigator as { hardwareConcurrency?: number } | undefined)
+    ?.hardwareConcurrency;
+  if (flags.json) {
+    io.out(
+      JSON.stringify(
+        {
+          runtime: runtimeName(),
+          threads,
+          adapters,
+          cpu: { grid: CPU_GRID, source: "builtin" },
+          auto: choice,
+        },
+        null,
+        2,
+      ) + "\n",
+    );
+    return 0;
+  }
+  const lines = [`runtime  ${runtimeName()}, ${threads ?? "?"} CPU threads`, ""];
+  for (const a of adapters) {
+    const title = a.backend === "webgpu"
+      ? "webgpu (the runtime's navigator.gpu)"
+      : "dawn (npm webgpu)";
+    if (!a.available || !a.summary) {
+      lines.push(`${title}: not available: ${a.reason}`, "");
+      continue;
+    }
+    const s = a.summary;
+    lines.push(
+      `${title}: ${s.description}`,
+      `  vendor ${s.vendor || "?"}, architecture ${s.architecture || "?"}, ` +
+        `${s.software ? "software adapter" : "hardware adapter"}`,
+      `  features: ${a.features?.join(", ") || "none"}`,
+      "  limits:",
+      ...Object.entries(a.limits ?? {}).map(([k, v]) => `    ${k.padEnd(34)} ${v}`),
+      `  profile: lean grid ${a.profile?.grid} workgroups (${a.profile?.source}` +
+        `${flags.calibrate ? "" : "; --calibrate measures it"})`,
+      "",
+    );
+  }
+  lines.push(
+    `cpu: always available, lean grid ${CPU_GRID} (builtin)`,
+    "",
+    `auto picks: ${choice.backend} (${choice.reason})`,
+  );
+  io.out(`${lines.join("\n")}\n`);
+  return 0;
+}

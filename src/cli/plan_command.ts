@@ -1,0 +1,146 @@
+/**
+ * `lean-attention plan`: plans a batch shape without running it, prints the plan's summary and
+ * writes its picture (see {@linkcode planSvg}). Needs no GPU when `--grid` is given.
+ *
+ * @module
+ */
+
+import type { BackendName } from "../backend.ts";
+import { createPlan, describePlan, type Plan } from "../plan.ts";
+import type { Strategy } from "../problem.ts";
+import { formatUsage, parseFlags, UsageError } from "./args.ts";
+import { openBestDecoder } from "./backend_choice.ts";
+import { DEMO_SEQ_LENS } from "./demo_batch.ts";
+import type { CliIO } from "./io.ts";
+import { planSvg } from "./plan_svg.ts";
+
+/** Flags of `plan`. */
+export const PLAN_FLAGS = {
+  "seq-lens": {
+    kind: "integers",
+    min: 1,
+    max: 1 << 24,
+    maxCount: 4096,
+    help: "context lengths (default: the demo batch, 37,512,1000,4096,130,2048,777,3000)",
+  },
+  heads: { kind: "integer", min: 1, max: 256, help: "query heads (default 32)" },
+  "kv-heads": { kind: "integer", min: 1, max: 256, help: "KV heads (default 8)" },
+  "head-dim": { kind: "integer", min: 8, max: 256, help: "head dimension (default 128)" },
+  "q-len": { kind: "integer", min: 1, max: 16, help: "query tokens per sequence (default 1)" },
+  strategy: {
+    kind: "choice",
+    choices: ["lean", "split", "single"],
+    help: "partition strategy (default lean)",
+  },
+  grid: {
+    kind: "integer",
+    min: 1,
+    max: 65536,
+    help: "lean grid (default: the grid of --backend's device)",
+  },
+  backend: {
+    kind: "choice",
+    choices: ["auto", "cpu", "webgpu", "dawn"],
+    help: "device whose grid to plan for when --grid is not given (default auto)",
+  },
+  svg: {
+    kind: "string",
+    placeholder: "FILE",
+    help: "where to write the picture (default plan.svg)",
+  },
+  "no-svg": { kind: "boolean", help: "do not write the picture" },
+  width: { kind: "integer", min: 400, max: 20000, help: "picture width in pixels (default 1100)" },
+} as const;
+
+/** Usage text of `plan`. */
+export const PLAN_USAGE: string = formatUsage(
+  "lean-attention plan",
+  "Plans a decode batch shape, prints the plan and writes an SVG picture of it: workgroups\n" +
+    "against LeanTiles, coloured by sequence and head, with head/sequence crossings and merges.",
+  PLAN_FLAGS,
+);
+
+/**
+ * Plans the shape described by `plan`'s flags for a known grid (no GPU needed). Throws
+ * `UsageError` when the flags describe an invalid batch.
+ *
+ * @example
+ * ```ts
+ * import { planFromFlags } from "@lean/attention/cli";
+ * const plan = planFromFlags({ "seq-lens": [1000, 50], heads: 8, "kv-heads": 2 }, 24);
+ * console.log(plan.strategy, plan.grid, plan.numSegments); // lean 24 4
+ * ```
+ */
+export function planFromFlags(
+  flags: {
+    "seq-lens"?: number[];
+    heads?: number;
+    "kv-heads"?: number;
+    "head-dim"?: number;
+    "q-len"?: number;
+    strategy?: string;
+  },
+  grid: number,
+): Plan {
+  const shape = {
+    seqLens: flags["seq-lens"] ?? [...DEMO_SEQ_LENS],
+    numHeads: flags.heads ?? 32,
+    numKVHeads: flags["kv-heads"] ?? 8,
+    headDim: flags["head-dim"] ?? 128,
+    qLen: flags["q-len"] ?? 1,
+  };
+  try {
+    return createPlan(shape, { strategy: (flags.strategy ?? "lean") as Strategy, grid });
+  } catch (error) {
+    if (error instanceof RangeError || error instanceof TypeError) {
+      throw new UsageError(`Flags describe an invalid batch: ${error.message}`);
+    }
+    throw error;
+  }
+}
+
+/**
+ * Runs `plan` with its flags; returns the exit code. Throws `UsageError` for bad flags.
+ *
+ * @example
+ * ```ts
+ * import { captureIO, planCommand } from "@lean/attention/cli";
+ * const io = captureIO();
+ * await planCommand(["--seq-lens=300,40", "--heads=4", "--kv-heads=2", "--grid=8", "--no-svg"], io);
+ * console.log(io.stdout.split("\n")[0]);
+ * // lean: 2 seq x 2 kv heads x 1 row blocks = 4 segments, 12 tiles of 64 tokens
+ * ```
+ */
+export async function planCommand(argv: readonly string[], io: CliIO): Promise<number> {
+  const { flags, help } = parseFlags(argv, PLAN_FLAGS);
+  if (help) {
+    io.out(`${PLAN_USAGE}\n`);
+    return 0;
+  }
+  if (flags["no-svg"] && (flags.svg !== undefined || flags.width !== undefined)) {
+    throw new UsageError(`Flag --no-svg cannot be combined with --svg or --width`);
+  }
+  if (flags.grid !== undefined && flags.backend !== undefined) {
+    throw new UsageError(`Flag --backend is not used when --grid is given: got both`);
+  }
+  let grid = flags.grid;
+  let gridSource = "--grid";
+  if (grid === undefined) {
+    // Check the shape before opening a GPU.
+    planFromFlags(flags, 1);
+    const backend = (flags.backend ?? "auto") as "auto" | BackendName;
+    const { decoder } = await openBestDecoder({ backend });
+    grid = decoder.profile.grid;
+    gridSource = `${decoder.backend} device ${decoder.profile.name}, ${decoder.profile.source}`;
+    await decoder.dispose();
+  }
+  const plan = planFromFlags(flags, grid);
+  const lines = [describePlan(plan), `  grid ${grid} from ${gridSource}`];
+  if (!flags["no-svg"]) {
+    const path = flags.svg ?? "plan.svg";
+    await Deno.writeTextFile(path, planSvg(plan, { width: flags.width }));
+    lines.push(`wrote ${path} (${plan.schedule.workgroups} workgroups x ${plan.numTiles} tiles)`);
+  }
+  io.out(`${lines.join("\n")}\n`);
+  return 0;
+}
