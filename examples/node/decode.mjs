@@ -1,0 +1,71 @@
+// @lean/attention under Node with Dawn (npm `webgpu`).
+//
+//   deno task bundle                      # builds dist/lean_attention.js (ESM, no dependencies)
+//   (cd examples/node && npm install)     # installs webgpu (Dawn)
+//   node examples/node/decode.mjs         # --cpu: the CPU backend; --json: out and lse too
+//
+// Prints what ran and the error against the float64 reference, then one JSON line for scripts.
+// In your own project, import from the package instead of the bundle:
+//   npx jsr add @lean/attention   then   import { createDecoder } from "@lean/attention";
+
+import { create, globals } from "webgpu";
+import { createDecoder, encodeKV, referenceAttention } from "../../dist/lean_attention.js";
+import { demoInput } from "../demo_input.js";
+
+// The library spells out the WebGPU flag values it needs, so this is only for code of your own
+// that uses GPUBufferUsage and friends.
+Object.assign(globalThis, globals);
+
+const useCpu = process.argv.includes("--cpu");
+const printArrays = process.argv.includes("--json");
+
+// A small ragged GQA batch: 3 sequences, 8 query heads sharing 2 KV heads, head dim 64, f16 KV.
+const input = demoInput(encodeKV);
+const tokens = input.seqLens.reduce((a, b) => a + b, 0);
+
+// Keep `gpu` referenced for as long as the decoder lives: Dawn fails if it is garbage-collected.
+const gpu = useCpu ? undefined : create([]);
+let decoder;
+let note = "";
+try {
+  decoder = await createDecoder(useCpu ? { backend: "cpu" } : { backend: "webgpu", gpu });
+} catch (error) {
+  note = `WebGPU through Dawn is not available (${error.message}); using the CPU backend`;
+  decoder = await createDecoder({ backend: "cpu" });
+}
+try {
+  const t0 = performance.now();
+  const { out, lse } = await decoder.decode(input);
+  const ms = performance.now() - t0;
+  const want = referenceAttention(input);
+  let maxError = 0;
+  for (let i = 0; i < out.length; i++) {
+    maxError = Math.max(maxError, Math.abs(out[i] - want.out[i]));
+  }
+  let maxLseError = 0;
+  for (let i = 0; i < lse.length; i++) {
+    maxLseError = Math.max(maxLseError, Math.abs(lse[i] - want.lse[i]));
+  }
+  if (note) console.log(note);
+  console.log(`node ${process.versions.node}, backend ${decoder.backend}: ${decoder.profile.name}`);
+  console.log(
+    `decoded ${input.seqLens.length} sequences (${tokens} tokens) in ${ms.toFixed(1)} ms`,
+  );
+  console.log(
+    `max |out - reference| = ${maxError.toExponential(2)}, max |lse - reference| = ` +
+      `${maxLseError.toExponential(2)}`,
+  );
+  console.log(JSON.stringify({
+    node: process.versions.node,
+    backend: decoder.backend,
+    adapter: decoder.profile.name,
+    note,
+    outLength: out.length,
+    maxError,
+    maxLseError,
+    ...(printArrays ? { out: Array.from(out), lse: Array.from(lse) } : {}),
+  }));
+} finally {
+  // Destroys the device: Dawn keeps a thread busy until then.
+  await decoder.dispose();
+}
