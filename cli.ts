@@ -34,7 +34,12 @@
  */
 
 export { maxAbsError, relativeL2 } from "./src/cli/accuracy.ts";
-export { type AdapterReport, probeAdapters, REPORTED_LIMITS } from "./src/cli/adapters.ts";
+export {
+  type AdapterDescription,
+  type AdapterReport,
+  probeAdapters,
+  REPORTED_LIMITS,
+} from "./src/cli/adapters.ts";
 export {
   type FlagSpec,
   type FlagSpecs,

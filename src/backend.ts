@@ -7,10 +7,28 @@
 import type { Plan } from "./plan.ts";
 import type { DecodeInput, DecodeOutput } from "./problem.ts";
 
-/** Names of the backends; `"auto"` picks a hardware GPU when there is one, else the CPU. */
+/**
+ * Names of the backends; `"auto"` picks a hardware GPU when there is one, else the CPU.
+ *
+ * @example
+ * ```ts
+ * import type { BackendName } from "@lean/attention";
+ * const name: BackendName = "dawn";
+ * ```
+ */
 export type BackendName = "cpu" | "webgpu" | "dawn";
 
-/** What the planner needs to know about a device. */
+/**
+ * What the planner needs to know about a device.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * console.log(decoder.profile); // { name: "cpu (TypeScript, single thread)", grid: 16, source: "builtin" }
+ * await decoder.dispose();
+ * ```
+ */
 export interface DeviceProfile {
   /** Adapter or device description. */
   readonly name: string;
@@ -24,7 +42,17 @@ export interface DeviceProfile {
   readonly maxBindingBytes?: number;
 }
 
-/** Counters that show whether steady-state calls allocate. */
+/**
+ * Counters that show whether steady-state calls allocate.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * console.log(decoder.stats().buffersCreated); // 0
+ * await decoder.dispose();
+ * ```
+ */
 export interface BackendStats {
   /** GPU buffers created since the backend was made. */
   readonly buffersCreated: number;
@@ -34,16 +62,39 @@ export interface BackendStats {
   readonly pipelinesCreated: number;
 }
 
-/** How kernels are timed: warm-up passes, timed passes, and K/V copies rotated between them. */
+/**
+ * How kernels are timed: warm-up passes, timed passes, and K/V copies rotated between them.
+ *
+ * @example
+ * ```ts
+ * import type { KernelTimingOptions } from "@lean/attention";
+ * const options: KernelTimingOptions = { runs: 20, warmup: 3, kvSets: 1 };
+ * ```
+ */
 export interface KernelTimingOptions {
+  /** Timed passes. */
   readonly runs: number;
+  /** Untimed passes first. */
   readonly warmup: number;
+  /** Copies of K and V rotated between passes. */
   readonly kvSets: number;
 }
 
-/** A backend executes plans; created by `createDecoder`. */
+/**
+ * A backend executes plans; created by `createDecoder`.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" }); // wraps a Backend
+ * console.log(decoder.backend); // cpu
+ * await decoder.dispose();
+ * ```
+ */
 export interface Backend {
+  /** Which backend this is. */
   readonly name: BackendName;
+  /** The device profile the planner uses for this backend. */
   readonly profile: DeviceProfile;
   /** Executes a plan on validated input. */
   run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput>;

@@ -13,7 +13,15 @@ import type { DecodeInput, DecodeOutput } from "./problem.ts";
 import { mergePartialRow, slotFloats } from "./reducer.ts";
 import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "./scheduler.ts";
 
-/** The CPU backend's lean grid: fixed, so CPU plans are the same on every machine. */
+/**
+ * The CPU backend's lean grid: fixed, so CPU plans are the same on every machine.
+ *
+ * @example
+ * ```ts
+ * import { CPU_GRID } from "@lean/attention";
+ * console.log(CPU_GRID); // 16
+ * ```
+ */
 export const CPU_GRID = 16;
 
 /** Row `r` of a KV group's rows: its query head within the group and its query position. */

@@ -18,7 +18,16 @@ import { type Schedule, schedule } from "./scheduler.ts";
 import { type TileConfig, tileConfig, type TileOptions } from "./tile_config.ts";
 import { INVARIANT_CHUNK_TILES, scheduleWindows } from "./windowed_scheduler.ts";
 
-/** Options for {@linkcode createPlan}. */
+/**
+ * Options for {@linkcode createPlan}.
+ *
+ * @example
+ * ```ts
+ * import { createPlan, type PlanOptions } from "@lean/attention";
+ * const options: PlanOptions = { strategy: "split", grid: 132 };
+ * console.log(createPlan({ seqLens: [64], numHeads: 1, numKVHeads: 1, headDim: 8 }, options).strategy); // split
+ * ```
+ */
 export interface PlanOptions extends TileOptions {
   /** Partition strategy (default `"lean"`). */
   strategy?: Strategy;
@@ -38,14 +47,28 @@ export interface PlanOptions extends TileOptions {
   batchInvariant?: boolean;
 }
 
-/** A complete, immutable execution plan for one batch shape. */
+/**
+ * A complete, immutable execution plan for one batch shape.
+ *
+ * @example
+ * ```ts
+ * import { createPlan } from "@lean/attention";
+ * const plan = createPlan({ seqLens: [1000], numHeads: 8, numKVHeads: 8, headDim: 64 }, { grid: 16 });
+ * console.log(plan.numTiles, plan.numSegments, plan.schedule.workgroups); // 128 8 16
+ * ```
+ */
 export interface Plan {
+  /** The validated, normalised shape. */
   readonly problem: Problem;
+  /** Tile geometry: tokens per LeanTile, rows per block, workgroup size. */
   readonly tiles: TileConfig;
+  /** The partition strategy. */
   readonly strategy: Strategy;
   /** The grid the plan was cut for. */
   readonly grid: number;
+  /** Where the global tile order is cut into per-workgroup runs. */
   readonly partition: Partition;
+  /** The kernel tables: pieces per workgroup and the reduce list. */
   readonly schedule: Schedule;
   /** Total LeanTiles over all segments. */
   readonly numTiles: number;

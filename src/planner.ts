@@ -17,6 +17,7 @@ import type { TileConfig } from "./tile_config.ts";
 
 /** A partition of the global tile order into per-workgroup runs. */
 export interface Partition {
+  /** The strategy that made the cuts. */
   readonly strategy: Strategy;
   /** Global tile index where each segment starts; `numSegments + 1` entries. */
   readonly segmentTileStarts: Uint32Array;
@@ -26,7 +27,16 @@ export interface Partition {
   readonly splits: number;
 }
 
-/** Counts the tiles of every segment and returns their prefix sums. */
+/**
+ * Counts the tiles of every segment and returns their prefix sums.
+ *
+ * @example
+ * ```ts
+ * import { segmentTiles, tileConfig, validateShape } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [100, 64], numHeads: 2, numKVHeads: 2, headDim: 8 });
+ * console.log(segmentTiles(problem, tileConfig(problem))); // Uint32Array [0, 2, 4, 5, 6]
+ * ```
+ */
 export function segmentTiles(problem: Problem, tiles: TileConfig): Uint32Array {
   const { numSeqs, numKVHeads, seqLens } = problem;
   const perSeq = numKVHeads * tiles.rowBlocks;
@@ -48,6 +58,12 @@ export function segmentTiles(problem: Problem, tiles: TileConfig): Uint32Array {
 /**
  * FlashAttention-2's split heuristic: the smallest split count whose wave efficiency over the grid
  * is within 85% of the best, skipping counts that give the same chunk size as one fewer.
+ *
+ * @example
+ * ```ts
+ * import { chooseSplits } from "@lean/attention";
+ * console.log(chooseSplits(8, 64, 132)); // 16 (chunks per segment)
+ * ```
  */
 export function chooseSplits(segments: number, maxTiles: number, grid: number): number {
   if (segments >= 0.8 * grid) return 1;

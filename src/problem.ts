@@ -5,19 +5,68 @@
  * @module
  */
 
-/** Storage type of K and V. `f16` and `bf16` are passed as `Uint16Array` bit patterns. */
+/**
+ * Storage type of K and V. `f16` and `bf16` are passed as `Uint16Array` bit patterns.
+ *
+ * @example
+ * ```ts
+ * import { encodeKV, type KVDtype } from "@lean/attention";
+ * const dtype: KVDtype = "bf16";
+ * console.log(encodeKV(new Float32Array([1]), dtype)); // Uint16Array [16256]
+ * ```
+ */
 export type KVDtype = "f32" | "f16" | "bf16";
 
-/** How the work is partitioned over workgroups. */
+/**
+ * How the work is partitioned over workgroups.
+ *
+ * @example
+ * ```ts
+ * import type { Strategy } from "@lean/attention";
+ * const strategy: Strategy = "lean";
+ * ```
+ */
 export type Strategy = "lean" | "split" | "single";
 
-/** The KV dtypes this library accepts. */
+/**
+ * The KV dtypes this library accepts.
+ *
+ * @example
+ * ```ts
+ * import { KV_DTYPES } from "@lean/attention";
+ * console.log(KV_DTYPES); // [ "f32", "f16", "bf16" ]
+ * ```
+ */
 export const KV_DTYPES: readonly KVDtype[] = ["f32", "f16", "bf16"];
-/** The partition strategies this library accepts. */
+/**
+ * The partition strategies this library accepts.
+ *
+ * @example
+ * ```ts
+ * import { STRATEGIES } from "@lean/attention";
+ * console.log(STRATEGIES); // [ "lean", "split", "single" ]
+ * ```
+ */
 export const STRATEGIES: readonly Strategy[] = ["lean", "split", "single"];
-/** Largest number of query tokens per sequence (speculative decoding). */
+/**
+ * Largest number of query tokens per sequence (speculative decoding).
+ *
+ * @example
+ * ```ts
+ * import { MAX_Q_LEN } from "@lean/attention";
+ * console.log(MAX_Q_LEN); // 16
+ * ```
+ */
 export const MAX_Q_LEN = 16;
-/** Largest supported head dimension. */
+/**
+ * Largest supported head dimension.
+ *
+ * @example
+ * ```ts
+ * import { MAX_HEAD_DIM } from "@lean/attention";
+ * console.log(MAX_HEAD_DIM); // 256
+ * ```
+ */
 export const MAX_HEAD_DIM = 256;
 
 /**
@@ -69,7 +118,21 @@ export interface DecodeInput extends DecodeShape {
   strategy?: Strategy;
 }
 
-/** Result of a decode call. */
+/**
+ * Result of a decode call.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder, type DecodeOutput } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * const result: DecodeOutput = await decoder.decode({
+ *   q: new Float32Array(8), k: new Float32Array(24), v: new Float32Array(24),
+ *   seqLens: [3], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * });
+ * console.log(result.out.length, result.lse.length); // 8 1
+ * await decoder.dispose();
+ * ```
+ */
 export interface DecodeOutput {
   /** Attention output, shaped like `q`: `[seq][qpos][head][dim]`. */
   out: Float32Array;
@@ -77,22 +140,38 @@ export interface DecodeOutput {
   lse: Float32Array;
 }
 
-/** A validated, normalised shape: the single source of truth for index arithmetic. */
+/**
+ * A validated, normalised shape: the single source of truth for index arithmetic.
+ *
+ * @example
+ * ```ts
+ * import { validateShape } from "@lean/attention";
+ * const p = validateShape({ seqLens: [5, 9], numHeads: 8, numKVHeads: 2, headDim: 64 });
+ * console.log(p.totalTokens, p.groupSize, p.rowsPerGroup); // 14 4 4
+ * ```
+ */
 export interface Problem {
+  /** Number of sequences. */
   readonly numSeqs: number;
   /** Context length of each sequence. */
   readonly seqLens: Uint32Array;
   /** First token of each sequence in the concatenated K/V (length `numSeqs + 1`). */
   readonly kvStarts: Float64Array;
+  /** Tokens of all sequences: the rows of K and V. */
   readonly totalTokens: number;
+  /** Query heads. */
   readonly numHeads: number;
+  /** KV heads. */
   readonly numKVHeads: number;
   /** Query heads per KV head. */
   readonly groupSize: number;
+  /** Head dimension. */
   readonly headDim: number;
+  /** Query tokens per sequence. */
   readonly qLen: number;
   /** Query rows served by one read of a KV head: `groupSize * qLen`. */
   readonly rowsPerGroup: number;
+  /** Storage type of K and V. */
   readonly kvDtype: KVDtype;
 }
 
@@ -128,7 +207,16 @@ function oneOf<T extends string>(name: string, value: unknown, allowed: readonly
   return value as T;
 }
 
-/** Checks a strategy name and returns it typed. */
+/**
+ * Checks a strategy name and returns it typed.
+ *
+ * @example
+ * ```ts
+ * import { validateStrategy } from "@lean/attention";
+ * console.log(validateStrategy("split")); // split
+ * console.log(validateStrategy(undefined)); // lean
+ * ```
+ */
 export function validateStrategy(value: unknown): Strategy {
   return oneOf("strategy", value ?? "lean", STRATEGIES);
 }
@@ -256,7 +344,15 @@ export function validateInput(input: DecodeInput): Problem {
   return p;
 }
 
-/** The softmax scale of an input: its own, or `1 / sqrt(headDim)`. */
+/**
+ * The softmax scale of an input: its own, or `1 / sqrt(headDim)`.
+ *
+ * @example
+ * ```ts
+ * import { resolveScale } from "@lean/attention";
+ * console.log(resolveScale({ headDim: 64 })); // 0.125
+ * ```
+ */
 export function resolveScale(input: { scale?: number; headDim: number }): number {
   return input.scale ?? 1 / Math.sqrt(input.headDim);
 }

@@ -9,12 +9,30 @@
  * @module
  */
 
-/** Floats one partial slot holds: `o[rows][headDim]`, then `m[rows]`, then `l[rows]`. */
+/**
+ * Floats one partial slot holds: `o[rows][headDim]`, then `m[rows]`, then `l[rows]`.
+ *
+ * @example
+ * ```ts
+ * import { slotFloats } from "@lean/attention";
+ * console.log(slotFloats(4, 64)); // 264
+ * ```
+ */
 export function slotFloats(rowsPerBlock: number, headDim: number): number {
   return rowsPerBlock * (headDim + 2);
 }
 
-/** An attention state in FlashInfer's `merge_state` form: normalised output and natural LSE. */
+/**
+ * An attention state in FlashInfer's `merge_state` form: normalised output and natural LSE.
+ *
+ * @example
+ * ```ts
+ * import { type AttentionState, mergeStates } from "@lean/attention";
+ * const a: AttentionState = { out: new Float32Array([1, 0]), lse: new Float32Array([0]) };
+ * const b: AttentionState = { out: new Float32Array([0, 1]), lse: new Float32Array([0]) };
+ * console.log(mergeStates([a, b]).out); // Float32Array [0.5, 0.5]
+ * ```
+ */
 export interface AttentionState {
   /** Normalised output, `[rows][headDim]`. */
   out: Float32Array;
@@ -79,6 +97,16 @@ export function mergeStates(states: readonly AttentionState[]): AttentionState {
 /**
  * Merges the partial states `firstSlot .. firstSlot + numSlots - 1` of one row in slot order and
  * writes the normalised output and natural LSE. This is the CPU twin of the merge kernel.
+ *
+ * @example
+ * ```ts
+ * import { mergePartialRow, slotFloats } from "@lean/attention";
+ * // Two slots of one row (rowsPerBlock 1, headDim 2): o[2], then m, then l.
+ * const partials = new Float32Array([2, 0, 0, 2, 0, 2, 0, 2]); // o=(2,0) m=0 l=2; o=(0,2) m=0 l=2
+ * const out = new Float32Array(2);
+ * const lse = mergePartialRow(partials, slotFloats(1, 2), 1, 2, 0, 2, 0, out, 0);
+ * console.log(out, lse.toFixed(4)); // Float32Array [0.5, 0.5] 1.3863
+ * ```
  */
 export function mergePartialRow(
   partials: Float32Array,

@@ -8,7 +8,19 @@
 import { decodeKV } from "./half.ts";
 import { type DecodeInput, resolveScale, validateInput } from "./problem.ts";
 
-/** Reference result in float64. */
+/**
+ * Reference result in float64.
+ *
+ * @example
+ * ```ts
+ * import { referenceAttention } from "@lean/attention";
+ * const ref = referenceAttention({
+ *   q: new Float32Array(8), k: new Float32Array(16), v: new Float32Array(16).fill(1),
+ *   seqLens: [2], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * });
+ * console.log(ref.out[0], ref.lse[0]); // 1 0.6931471805599453
+ * ```
+ */
 export interface ReferenceOutput {
   /** `[seq][qpos][head][dim]`. */
   out: Float64Array;

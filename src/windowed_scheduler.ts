@@ -27,7 +27,9 @@ export const INVARIANT_CHUNK_TILES = 8;
 
 /** Options for {@linkcode scheduleWindows}. */
 export interface WindowedScheduleOptions {
+  /** Partition strategy. */
   readonly strategy: Strategy;
+  /** Workgroups the device runs at once (the lean grid). */
   readonly grid: number;
   /** Token boundaries of the KV windows (from `kvWindowBounds`). */
   readonly bounds: Float64Array;
@@ -39,6 +41,7 @@ export interface WindowedScheduleOptions {
 export interface WindowedSchedule {
   /** Runs over the units' global tile order (`segmentTileStarts` holds the unit starts). */
   readonly partition: Partition;
+  /** The kernel tables over the units. */
   readonly schedule: Schedule;
   /** Tiles over all units. */
   readonly numTiles: number;

@@ -7,9 +7,38 @@
  */
 
 import { loadDawn, summarizeAdapter } from "../gpu_runtime.ts";
-import type { AdapterSummary } from "../gpu_runtime.ts";
 
-/** One WebGPU implementation and the adapter it offers, or why it offers none. */
+/**
+ * An adapter as the CLI shows it.
+ *
+ * @example
+ * ```ts
+ * import type { AdapterDescription } from "@lean/attention/cli";
+ * const a: AdapterDescription = {
+ *   description: "llvmpipe (LLVM 15.0.6, 256 bits)", vendor: "mesa", architecture: "", software: true,
+ * };
+ * ```
+ */
+export interface AdapterDescription {
+  /** Human description, e.g. `"NVIDIA H100 80GB HBM3"` or `"llvmpipe (LLVM 15.0.6, 256 bits)"`. */
+  readonly description: string;
+  /** Vendor, as the adapter reports it. */
+  readonly vendor: string;
+  /** Architecture, as the adapter reports it. */
+  readonly architecture: string;
+  /** True for software adapters (lavapipe, SwiftShader, WARP). */
+  readonly software: boolean;
+}
+
+/**
+ * One WebGPU implementation and the adapter it offers, or why it offers none.
+ *
+ * @example
+ * ```ts
+ * import type { AdapterReport } from "@lean/attention/cli";
+ * const none: AdapterReport = { backend: "webgpu", available: false, reason: "no adapter" };
+ * ```
+ */
 export interface AdapterReport {
   /** `"webgpu"`: the runtime's `navigator.gpu`; `"dawn"`: npm `webgpu`. */
   readonly backend: "webgpu" | "dawn";
@@ -18,14 +47,22 @@ export interface AdapterReport {
   /** Why there is no adapter (when `available` is false). */
   readonly reason?: string;
   /** Adapter description, vendor, architecture and whether it is a software rasteriser. */
-  readonly summary?: AdapterSummary;
+  readonly summary?: AdapterDescription;
   /** Adapter features, sorted. */
   readonly features?: readonly string[];
   /** Adapter limits that matter to the kernels. */
   readonly limits?: Readonly<Record<string, number>>;
 }
 
-/** Limits printed by `info`. */
+/**
+ * Limits printed by `info`.
+ *
+ * @example
+ * ```ts
+ * import { REPORTED_LIMITS } from "@lean/attention/cli";
+ * console.log(REPORTED_LIMITS[0]); // maxStorageBufferBindingSize
+ * ```
+ */
 export const REPORTED_LIMITS: readonly string[] = [
   "maxStorageBufferBindingSize",
   "maxBufferSize",
@@ -61,10 +98,16 @@ async function report(backend: "webgpu" | "dawn", gpu: GPU | undefined): Promise
   const limits: Record<string, number> = {};
   const all = adapter.limits as unknown as Record<string, number>;
   for (const name of REPORTED_LIMITS) limits[name] = Number(all[name]);
+  const s = summarizeAdapter(adapter.info);
   return {
     backend,
     available: true,
-    summary: summarizeAdapter(adapter.info),
+    summary: {
+      description: s.description,
+      vendor: s.vendor,
+      architecture: s.architecture,
+      software: s.software,
+    },
     features: [...adapter.features].map(String).sort(),
     limits,
   };

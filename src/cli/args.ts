@@ -6,26 +6,40 @@
  * @module
  */
 
-/** A usage mistake on the command line (unknown flag, bad value): exit code 2. */
+/**
+ * A usage mistake on the command line (unknown flag, bad value): exit code 2.
+ *
+ * @example
+ * ```ts
+ * import { UsageError } from "@lean/attention/cli";
+ * const error = new UsageError('Flag --runs must be an integer from 1 to 1000: got "0"');
+ * console.log(error.exitCode, error.name); // 2 UsageError
+ * ```
+ */
 export class UsageError extends Error {
   /** The exit code the CLI returns for usage errors. */
   readonly exitCode: number = 2;
 
-  /**
-   * @example
-   * ```ts
-   * import { UsageError } from "@lean/attention/cli";
-   * const error = new UsageError('Flag --runs must be an integer from 1 to 1000: got "0"');
-   * console.log(error.exitCode, error.name); // 2 UsageError
-   * ```
-   */
+  /** Creates the error with a sentence-case message naming the flag and the value. */
   constructor(message: string) {
     super(message);
     this.name = "UsageError";
   }
 }
 
-/** How one flag is spelled and what values it takes. */
+/**
+ * How one flag is spelled and what values it takes.
+ *
+ * @example
+ * ```ts
+ * import { parseFlags, type FlagSpecs } from "@lean/attention/cli";
+ * const specs: FlagSpecs = {
+ *   backend: { kind: "choice", choices: ["cpu", "webgpu"], help: "backend" },
+ *   "seq-lens": { kind: "integers", min: 1, max: 1 << 20, maxCount: 64, help: "lengths" },
+ * };
+ * console.log(parseFlags(["--seq-lens=5,9"], specs).flags["seq-lens"]); // [ 5, 9 ]
+ * ```
+ */
 export type FlagSpec =
   | { readonly kind: "boolean"; readonly help: string }
   | { readonly kind: "string"; readonly help: string; readonly placeholder: string }
@@ -45,19 +59,58 @@ export type FlagSpec =
     readonly maxCount: number;
   };
 
-/** Flag specs of one command, by flag name without the dashes (`"seq-lens"`). */
+/**
+ * Flag specs of one command, by flag name without the dashes (`"seq-lens"`).
+ *
+ * @example
+ * ```ts
+ * import { parseFlags, type FlagSpecs } from "@lean/attention/cli";
+ * const specs: FlagSpecs = {
+ *   backend: { kind: "choice", choices: ["cpu", "webgpu"], help: "backend" },
+ *   "seq-lens": { kind: "integers", min: 1, max: 1 << 20, maxCount: 64, help: "lengths" },
+ * };
+ * console.log(parseFlags(["--seq-lens=5,9"], specs).flags["seq-lens"]); // [ 5, 9 ]
+ * ```
+ */
 export type FlagSpecs = Readonly<Record<string, FlagSpec>>;
 
-/** The parsed value type of a flag spec. */
+/**
+ * The parsed value type of a flag spec.
+ *
+ * @example
+ * ```ts
+ * import type { FlagValue } from "@lean/attention/cli";
+ * const runs: FlagValue<{ kind: "integer"; help: ""; min: 1; max: 9 }> = 3; // a number
+ * ```
+ */
 export type FlagValue<S extends FlagSpec> = S extends { kind: "boolean" } ? boolean
   : S extends { kind: "integer" } ? number
   : S extends { kind: "integers" } ? number[]
   : string;
 
-/** Parsed flags: only the flags that were given are present. */
+/**
+ * Parsed flags: only the flags that were given are present.
+ *
+ * @example
+ * ```ts
+ * import { parseFlags } from "@lean/attention/cli";
+ * const specs = { json: { kind: "boolean", help: "JSON" } } as const;
+ * const flags = parseFlags([], specs).flags; // ParsedFlags<typeof specs>
+ * console.log(flags.json ?? false); // false
+ * ```
+ */
 export type ParsedFlags<T extends FlagSpecs> = { -readonly [K in keyof T]?: FlagValue<T[K]> };
 
-/** The result of {@linkcode parseFlags}. */
+/**
+ * The result of {@linkcode parseFlags}.
+ *
+ * @example
+ * ```ts
+ * import { parseFlags } from "@lean/attention/cli";
+ * const { help } = parseFlags(["-h"], {});
+ * console.log(help); // true
+ * ```
+ */
 export interface ParsedArgs<T extends FlagSpecs> {
   /** The flags given, parsed and checked. */
   readonly flags: ParsedFlags<T>;

@@ -11,7 +11,15 @@ import type { BackendName } from "../backend.ts";
 import { createDecoder, type Decoder } from "../decoder.ts";
 import { type AdapterReport, probeAdapters } from "./adapters.ts";
 
-/** Options for {@linkcode openBestDecoder}. */
+/**
+ * Options for {@linkcode openBestDecoder}.
+ *
+ * @example
+ * ```ts
+ * import type { BackendChoiceOptions } from "@lean/attention/cli";
+ * const options: BackendChoiceOptions = { backend: "auto", grid: 132 };
+ * ```
+ */
 export interface BackendChoiceOptions {
   /** The backend asked for (default `"auto"`). */
   backend?: "auto" | BackendName;
@@ -19,7 +27,16 @@ export interface BackendChoiceOptions {
   grid?: number;
 }
 
-/** A backend and why it was chosen. */
+/**
+ * A backend and why it was chosen.
+ *
+ * @example
+ * ```ts
+ * import { autoChoice } from "@lean/attention/cli";
+ * const { backend } = autoChoice([]);
+ * console.log(backend); // cpu
+ * ```
+ */
 export interface AutoChoice {
   /** The backend `"auto"` picks. */
   readonly backend: BackendName;
@@ -51,7 +68,16 @@ export function autoChoice(reports: readonly AdapterReport[]): AutoChoice {
   return { backend: "cpu", reason: `no hardware GPU adapter (${notes.join("; ")})` };
 }
 
-/** The decoder opened and a line saying why that backend. */
+/**
+ * The decoder opened and a line saying why that backend.
+ *
+ * @example
+ * ```ts
+ * import { openBestDecoder } from "@lean/attention/cli";
+ * const choice = await openBestDecoder({ backend: "cpu" });
+ * await choice.decoder.dispose();
+ * ```
+ */
 export interface BackendChoice {
   /** The open decoder; the caller disposes it. */
   readonly decoder: Decoder;

@@ -15,7 +15,15 @@ import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
 import { ProgressBar } from "./progress_bar.ts";
 
-/** Flags of `bench`. */
+/**
+ * Flags of `bench`.
+ *
+ * @example
+ * ```ts
+ * import { BENCH_FLAGS, parseFlags } from "@lean/attention/cli";
+ * console.log(parseFlags(["--contexts=1024,4096"], BENCH_FLAGS).flags.contexts); // [ 1024, 4096 ]
+ * ```
+ */
 export const BENCH_FLAGS = {
   backend: {
     kind: "choice",
@@ -53,7 +61,15 @@ export const BENCH_FLAGS = {
   json: { kind: "boolean", help: "print the results as JSON" },
 } as const;
 
-/** Usage text of `bench`. */
+/**
+ * Usage text of `bench`.
+ *
+ * @example
+ * ```ts
+ * import { BENCH_USAGE } from "@lean/attention/cli";
+ * console.log(BENCH_USAGE.includes("--json")); // true
+ * ```
+ */
 export const BENCH_USAGE: string = formatUsage(
   "lean-attention bench",
   "Times every strategy over a sweep of context lengths (f16 KV, qLen 1) with the backend's\n" +
@@ -61,7 +77,15 @@ export const BENCH_USAGE: string = formatUsage(
   BENCH_FLAGS,
 );
 
-/** One measured case of the sweep. */
+/**
+ * One measured case of the sweep.
+ *
+ * @example
+ * ```ts
+ * import type { BenchRow } from "@lean/attention/cli";
+ * const row: BenchRow = { context: 4096, strategy: "lean", workgroups: 132, medianMs: 0.05, kvGBps: 1342 };
+ * ```
+ */
 export interface BenchRow {
   /** Context length of every sequence. */
   context: number;
@@ -75,7 +99,18 @@ export interface BenchRow {
   kvGBps: number;
 }
 
-/** The JSON `bench --json` prints. */
+/**
+ * The JSON `bench --json` prints.
+ *
+ * @example
+ * ```ts
+ * import type { BenchReport } from "@lean/attention/cli";
+ * const report: BenchReport = {
+ *   backend: "cpu", reason: "requested", device: "cpu", grid: 16,
+ *   shape: { batch: 1, numHeads: 32, numKVHeads: 8, headDim: 128 }, runs: 3, rows: [],
+ * };
+ * ```
+ */
 export interface BenchReport {
   /** The backend that ran. */
   backend: BackendName;

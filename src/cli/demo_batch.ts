@@ -9,10 +9,27 @@ import { encodeKV } from "../half.ts";
 import type { DecodeInput } from "../problem.ts";
 import { gaussian, seededRandom } from "./random.ts";
 
-/** Context lengths of the demo batch's sequences. */
+/**
+ * Context lengths of the demo batch's sequences.
+ *
+ * @example
+ * ```ts
+ * import { DEMO_SEQ_LENS } from "@lean/attention/cli";
+ * console.log(DEMO_SEQ_LENS.length); // 8
+ * ```
+ */
 export const DEMO_SEQ_LENS: readonly number[] = [37, 512, 1000, 4096, 130, 2048, 777, 3000];
 
-/** Options for {@linkcode demoBatch}. */
+/**
+ * Options for {@linkcode demoBatch}.
+ *
+ * @example
+ * ```ts
+ * import { demoBatch, type DemoBatchOptions } from "@lean/attention/cli";
+ * const options: DemoBatchOptions = { seqLens: [100], numHeads: 2, numKVHeads: 1, headDim: 8 };
+ * console.log(demoBatch(options).q.length); // 16
+ * ```
+ */
 export interface DemoBatchOptions {
   /** Context lengths (default {@linkcode DEMO_SEQ_LENS}). */
   seqLens?: readonly number[];

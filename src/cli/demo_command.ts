@@ -16,7 +16,15 @@ import { openBestDecoder } from "./backend_choice.ts";
 import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
 
-/** Flags of `demo`. */
+/**
+ * Flags of `demo`.
+ *
+ * @example
+ * ```ts
+ * import { DEMO_FLAGS, parseFlags } from "@lean/attention/cli";
+ * console.log(parseFlags(["--runs=2"], DEMO_FLAGS).flags.runs); // 2
+ * ```
+ */
 export const DEMO_FLAGS = {
   backend: {
     kind: "choice",
@@ -28,7 +36,15 @@ export const DEMO_FLAGS = {
   json: { kind: "boolean", help: "print the results as JSON" },
 } as const;
 
-/** Usage text of `demo`. */
+/**
+ * Usage text of `demo`.
+ *
+ * @example
+ * ```ts
+ * import { DEMO_USAGE } from "@lean/attention/cli";
+ * console.log(DEMO_USAGE.split("\n")[0]); // usage: lean-attention demo [flags]
+ * ```
+ */
 export const DEMO_USAGE: string = formatUsage(
   "lean-attention demo",
   "Runs a ragged 8-sequence GQA decode batch with every strategy on the best backend, times it\n" +
@@ -36,10 +52,29 @@ export const DEMO_USAGE: string = formatUsage(
   DEMO_FLAGS,
 );
 
-/** Tolerances against the float64 reference; `demo` exits 1 above them. */
+/**
+ * Tolerances against the float64 reference; `demo` exits 1 above them.
+ *
+ * @example
+ * ```ts
+ * import { DEMO_TOLERANCE } from "@lean/attention/cli";
+ * console.log(DEMO_TOLERANCE.relativeL2); // 0.001
+ * ```
+ */
 export const DEMO_TOLERANCE = { relativeL2: 1e-3, lse: 1e-3 } as const;
 
-/** One strategy's result in `demo`. */
+/**
+ * One strategy's result in `demo` (`demo --json` prints these).
+ *
+ * @example
+ * ```ts
+ * import type { DemoRow } from "@lean/attention/cli";
+ * const row: DemoRow = {
+ *   strategy: "lean", workgroups: 16, partials: 26, medianMs: 210, minMs: 205, maxMs: 230,
+ *   relativeL2: 3e-8, lseError: 6e-7, ok: true,
+ * };
+ * ```
+ */
 export interface DemoRow {
   /** The strategy. */
   strategy: Strategy;

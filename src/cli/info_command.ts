@@ -13,7 +13,15 @@ import { formatUsage, parseFlags } from "./args.ts";
 import { autoChoice } from "./backend_choice.ts";
 import type { CliIO } from "./io.ts";
 
-/** Flags of `info`. */
+/**
+ * Flags of `info`.
+ *
+ * @example
+ * ```ts
+ * import { INFO_FLAGS, parseFlags } from "@lean/attention/cli";
+ * console.log(parseFlags(["--no-dawn"], INFO_FLAGS).flags["no-dawn"]); // true
+ * ```
+ */
 export const INFO_FLAGS = {
   "no-dawn": { kind: "boolean", help: "do not load Dawn (npm webgpu)" },
   calibrate: {
@@ -23,7 +31,15 @@ export const INFO_FLAGS = {
   json: { kind: "boolean", help: "print JSON" },
 } as const;
 
-/** Usage text of `info`. */
+/**
+ * Usage text of `info`.
+ *
+ * @example
+ * ```ts
+ * import { INFO_USAGE } from "@lean/attention/cli";
+ * console.log(INFO_USAGE.includes("--calibrate")); // true
+ * ```
+ */
 export const INFO_USAGE: string = formatUsage(
   "lean-attention info",
   "Lists the WebGPU adapters this runtime can reach (its own navigator.gpu and Dawn), their\n" +
@@ -31,7 +47,15 @@ export const INFO_USAGE: string = formatUsage(
   INFO_FLAGS,
 );
 
-/** An adapter report with the device profile the backend would use. */
+/**
+ * An adapter report with the device profile the backend would use.
+ *
+ * @example
+ * ```ts
+ * import type { InfoAdapter } from "@lean/attention/cli";
+ * const a: InfoAdapter = { backend: "dawn", available: false, reason: "no adapter" };
+ * ```
+ */
 export interface InfoAdapter extends AdapterReport {
   /** Lean grid and where it comes from. */
   readonly profile?: { grid: number; source: string };

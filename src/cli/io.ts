@@ -5,7 +5,15 @@
  * @module
  */
 
-/** Output streams of a CLI run. */
+/**
+ * Output streams of a CLI run.
+ *
+ * @example
+ * ```ts
+ * import type { CliIO } from "@lean/attention/cli";
+ * const quiet: CliIO = { out() {}, err() {}, errIsTerminal: false };
+ * ```
+ */
 export interface CliIO {
   /** Writes text to standard output (no newline added). */
   out(text: string): void;
@@ -51,7 +59,17 @@ export function processIO(): CliIO {
   };
 }
 
-/** An in-memory {@linkcode CliIO} for tests. */
+/**
+ * An in-memory {@linkcode CliIO} for tests.
+ *
+ * @example
+ * ```ts
+ * import { captureIO, type CapturedIO } from "@lean/attention/cli";
+ * const io: CapturedIO = captureIO();
+ * io.out("x");
+ * console.log(io.stdout); // x
+ * ```
+ */
 export interface CapturedIO extends CliIO {
   /** Everything written to standard output. */
   readonly stdout: string;

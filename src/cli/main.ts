@@ -12,7 +12,15 @@ import { INFO_USAGE, infoCommand } from "./info_command.ts";
 import { type CliIO, processIO } from "./io.ts";
 import { PLAN_USAGE, planCommand } from "./plan_command.ts";
 
-/** The CLI's top-level usage text. */
+/**
+ * The CLI's top-level usage text.
+ *
+ * @example
+ * ```ts
+ * import { CLI_USAGE } from "@lean/attention/cli";
+ * console.log(CLI_USAGE.split("\n")[0]); // usage: lean-attention <command> [flags]
+ * ```
+ */
 export const CLI_USAGE: string = `usage: lean-attention <command> [flags]
 
 Decode-phase attention on WebGPU, scheduled with LeanAttention.

@@ -14,7 +14,15 @@ import { DEMO_SEQ_LENS } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
 import { planSvg } from "./plan_svg.ts";
 
-/** Flags of `plan`. */
+/**
+ * Flags of `plan`.
+ *
+ * @example
+ * ```ts
+ * import { parseFlags, PLAN_FLAGS } from "@lean/attention/cli";
+ * console.log(parseFlags(["--seq-lens=100,7"], PLAN_FLAGS).flags["seq-lens"]); // [ 100, 7 ]
+ * ```
+ */
 export const PLAN_FLAGS = {
   "seq-lens": {
     kind: "integers",
@@ -52,7 +60,15 @@ export const PLAN_FLAGS = {
   width: { kind: "integer", min: 400, max: 20000, help: "picture width in pixels (default 1100)" },
 } as const;
 
-/** Usage text of `plan`. */
+/**
+ * Usage text of `plan`.
+ *
+ * @example
+ * ```ts
+ * import { PLAN_USAGE } from "@lean/attention/cli";
+ * console.log(PLAN_USAGE.includes("--svg=FILE")); // true
+ * ```
+ */
 export const PLAN_USAGE: string = formatUsage(
   "lean-attention plan",
   "Plans a decode batch shape, prints the plan and writes an SVG picture of it: workgroups\n" +

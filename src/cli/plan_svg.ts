@@ -12,7 +12,18 @@
 import type { Plan } from "../plan.ts";
 import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../scheduler.ts";
 
-/** Options for {@linkcode planSvg}. */
+/**
+ * Options for {@linkcode planSvg}.
+ *
+ * @example
+ * ```ts
+ * import { createPlan } from "@lean/attention";
+ * import { planSvg, type PlanSvgOptions } from "@lean/attention/cli";
+ * const options: PlanSvgOptions = { width: 800, title: "one sequence" };
+ * const plan = createPlan({ seqLens: [500], numHeads: 1, numKVHeads: 1, headDim: 8 }, { grid: 3 });
+ * console.log(planSvg(plan, options).includes("one sequence")); // true
+ * ```
+ */
 export interface PlanSvgOptions {
   /** Picture width in pixels (default 1100, at least 400). */
   width?: number;

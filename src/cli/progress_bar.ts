@@ -7,7 +7,16 @@
 
 import type { CliIO } from "./io.ts";
 
-/** Options for {@linkcode ProgressBar}. */
+/**
+ * Options for {@linkcode ProgressBar}.
+ *
+ * @example
+ * ```ts
+ * import { processIO, ProgressBar, type ProgressBarOptions } from "@lean/attention/cli";
+ * const options: ProgressBarOptions = { total: 10, io: processIO(), width: 20 };
+ * const bar = new ProgressBar(options);
+ * ```
+ */
 export interface ProgressBarOptions {
   /** Number of steps. */
   total: number;
