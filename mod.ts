@@ -34,6 +34,7 @@ export type {
 } from "./src/backend.ts";
 export { CPU_GRID, executePlanOnCpu } from "./src/cpu_backend.ts";
 export { createDecoder } from "./src/decoder.ts";
+export { DeviceLostError, GPUAllocationError } from "./src/device_guard.ts";
 export type {
   Decoder,
   DecoderOptions,

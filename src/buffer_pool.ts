@@ -7,9 +7,13 @@
 
 import { BufferUsage } from "./gpu_runtime.ts";
 
-/** Rounds a byte size up to a power of two (at least 256), so growth is rare. */
-function capacityFor(bytes: number): number {
-  return Math.max(256, 2 ** Math.ceil(Math.log2(Math.max(1, bytes))));
+/**
+ * Rounds a byte size up to a power of two (at least 256), so growth is rare, but not beyond the
+ * device's `maxBufferSize` (a request above it is passed on as it is, and fails validation).
+ */
+function capacityFor(bytes: number, maxBufferSize: number): number {
+  const rounded = Math.max(256, 2 ** Math.ceil(Math.log2(Math.max(1, bytes))));
+  return Math.min(rounded, Math.max(bytes, maxBufferSize));
 }
 
 /** Buffers by role, grown on demand and destroyed together. */
@@ -19,6 +23,8 @@ export class BufferPool {
   #readback: GPUBuffer[] = [];
   #all = new Set<GPUBuffer>();
   #created = 0;
+  /** Buffers created since `begin()`, while a call is being bound. */
+  #fresh: GPUBuffer[] | undefined;
 
   constructor(device: GPUDevice) {
     this.#device = device;
@@ -35,9 +41,11 @@ export class BufferPool {
   }
 
   #create(bytes: number, usage: number, label: string): GPUBuffer {
-    const buffer = this.#device.createBuffer({ size: capacityFor(bytes), usage, label });
+    const size = capacityFor(bytes, this.#device.limits?.maxBufferSize ?? Number.MAX_SAFE_INTEGER);
+    const buffer = this.#device.createBuffer({ size, usage, label });
     this.#created++;
     this.#all.add(buffer);
+    this.#fresh?.push(buffer);
     return buffer;
   }
 
@@ -70,6 +78,32 @@ export class BufferPool {
   /** Returns a readback buffer to the free list (it must be unmapped). */
   releaseReadback(buffer: GPUBuffer): void {
     if (this.#all.has(buffer)) this.#readback.push(buffer);
+  }
+
+  /** Starts recording the buffers created, so that a failed call can release them. */
+  begin(): void {
+    this.#fresh = [];
+  }
+
+  /** Stops recording and returns the bytes of the buffers created since `begin()`. */
+  commit(): number {
+    const bytes = (this.#fresh ?? []).reduce((sum, b) => sum + b.size, 0);
+    this.#fresh = undefined;
+    return bytes;
+  }
+
+  /**
+   * Destroys the buffers created since `begin()` and forgets them (a role whose buffer goes gets
+   * a new one on its next use): a failed allocation leaves nothing half-allocated. Returns the bytes released.
+   */
+  rollback(): number {
+    const fresh = new Set(this.#fresh ?? []);
+    const bytes = [...fresh].reduce((sum, b) => sum + b.size, 0);
+    this.#fresh = undefined;
+    for (const [role, buffer] of this.#byRole) if (fresh.has(buffer)) this.#byRole.delete(role);
+    this.#readback = this.#readback.filter((b) => !fresh.has(b));
+    for (const buffer of fresh) this.#destroy(buffer);
+    return bytes;
   }
 
   /** Destroys every buffer. */

@@ -17,6 +17,10 @@ import type {
   KernelTimingOptions,
 } from "./backend.ts";
 import { BufferPool } from "./buffer_pool.ts";
+import { CallGate } from "./call_gate.ts";
+import { DeviceGuard } from "./device_guard.ts";
+import { kvRowBytes } from "./kv_windows.ts";
+import { schedLayout } from "./sched_layout.ts";
 import { type KernelKind, PipelineCache } from "./pipeline_cache.ts";
 import { deviceProfile, tableProfile } from "./device_profile.ts";
 import {
@@ -48,6 +52,11 @@ export interface WebGPUBackendOptions extends TileOptions {
   grid?: number;
   /** Fill the output with NaN before every run, so an unwritten element shows (for tests). */
   poison?: boolean;
+  /**
+   * Largest K or V binding in bytes, capped to the device's `maxStorageBufferBindingSize` and
+   * `maxBufferSize` (the default): larger caches are split into KV windows.
+   */
+  maxBindingBytes?: number;
 }
 
 const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
@@ -85,6 +94,10 @@ class WebGPUBackend implements Backend {
   readonly adapter: AdapterSummary;
   #device: GPUDevice;
   #ownsDevice: boolean;
+  /** Device loss and error scopes. */
+  #guard!: DeviceGuard;
+  /** Held from upload to submit by each call. */
+  #gate = new CallGate();
   #poison: boolean;
   #pool: BufferPool;
   #pipelines: PipelineCache;
@@ -106,6 +119,7 @@ class WebGPUBackend implements Backend {
     this.#keepAlive = keepAlive;
     this.name = name;
     this.#device = device;
+    this.#guard = new DeviceGuard(device);
     this.#ownsDevice = ownsDevice;
     this.adapter = adapter;
     this.profile = profile;
@@ -140,21 +154,24 @@ class WebGPUBackend implements Backend {
     const spec = kernelSpec(plan);
     const device = this.#device;
     const limits = device.limits;
-    const kvBytes = input.k.byteLength;
-    if (kvBytes > limits.maxStorageBufferBindingSize || kvBytes > limits.maxBufferSize) {
-      throw new RangeError(
-        `k must fit in one storage binding (${limits.maxStorageBufferBindingSize} bytes): got ${kvBytes} bytes`,
-      );
-    }
-    const pieceBase = s.workgroups + 1;
-    const reduceBase = pieceBase + s.pieces.length;
-    const sched = new Uint32Array(reduceBase + s.reduce.length);
-    sched.set(s.pieceOffsets, 0);
-    sched.set(s.pieces, pieceBase);
-    sched.set(s.reduce, reduceBase);
+    // K/V windows (src/kv_windows.ts): element ranges, each within one binding and one buffer.
+    const windowLimit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+    const rowElems = p.numKVHeads * p.headDim;
+    const windows = s.windows.map((w) => {
+      const bytes = (w.tokenEnd - w.tokenBegin) * kvRowBytes(p);
+      if (bytes > windowLimit) {
+        throw new RangeError(
+          `maxBindingBytes must be at most the device's binding limit (${windowLimit} bytes): got a KV window of ${bytes} bytes`,
+        );
+      }
+      return { begin: w.tokenBegin * rowElems, end: w.tokenEnd * rowElems };
+    });
+    const layout = schedLayout(s, limits.minStorageBufferOffsetAlignment);
+    const sched = layout.data;
+    const reduceBase = layout.reduceBase;
     const outLen = input.q.length;
     const resultBytes = 4 * (outLen + p.numSeqs * p.qLen * p.numHeads);
-    const params = (count: number) => {
+    const params = (count: number, pieceBase = 0) => {
       const words = new Uint32Array(PARAMS_WORDS);
       words.set([
         p.numHeads,
@@ -178,10 +195,30 @@ class WebGPUBackend implements Backend {
     };
     const suffix = kvSet === 0 ? "" : ` ${kvSet}`;
     const bQ = put("q", input.q);
-    const bK = put(`k${suffix}`, input.k);
-    const bV = put(`v${suffix}`, input.v);
+    // One K and one V buffer per window (`k` and `v` when the cache fits one binding), bound with
+    // their data's size (a pooled buffer may be larger than a binding may be).
+    const putKV = (name: string, data: Float32Array | Uint16Array): GPUBufferBinding[] =>
+      windows.map(({ begin, end }, i) => {
+        const one = windows.length === 1;
+        const view = one ? data : data.subarray(begin, end);
+        const buffer = put(one ? `${name}${suffix}` : `${name}${suffix} window ${i}`, view);
+        return { buffer, offset: 0, size: Math.max(16, view.byteLength) };
+      });
+    const bK = putKV("k", input.k);
+    const bV = putKV("v", input.v);
     const bSched = put("sched", sched);
-    const bDecodeParams = put("decode params", params(s.workgroups), UNIFORM);
+    // One params block per window's decode dispatch (its count and piece_base), each aligned.
+    const paramsStride = Math.max(256, limits.minUniformBufferOffsetAlignment);
+    const paramsData = new Uint32Array((paramsStride / 4) * layout.sections.length);
+    layout.sections.forEach((sec, i) =>
+      paramsData.set(params(sec.workgroups, sec.pieceBase), (i * paramsStride) / 4)
+    );
+    const bParams = put("decode params", paramsData, UNIFORM);
+    const bDecodeParams = layout.sections.map((_, i) => ({
+      buffer: bParams,
+      offset: i * paramsStride,
+      size: 4 * PARAMS_WORDS,
+    }));
     const bResult = pool.get("result", resultBytes, STORAGE_OUT);
     if (this.#poison) {
       device.queue.writeBuffer(bResult, 0, new Uint32Array(resultBytes / 4).fill(0x7fc00000));
@@ -192,21 +229,37 @@ class WebGPUBackend implements Backend {
       STORAGE_OUT,
     );
     const maxDim = limits.maxComputeWorkgroupsPerDimension;
-    const dispatch = (pipeline: GPUComputePipeline, buffers: GPUBuffer[], count: number) => ({
+    const dispatch = (
+      pipeline: GPUComputePipeline,
+      buffers: (GPUBuffer | GPUBufferBinding)[],
+      count: number,
+    ) => ({
       pipeline,
       bindGroup: device.createBindGroup({
         layout: pipeline.getBindGroupLayout(0),
-        entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+        entries: buffers.map((b, binding) => ({
+          binding,
+          resource: "buffer" in b ? b : { buffer: b },
+        })),
       }),
       size: dispatchSize(count, maxDim),
     });
-    const dispatches = [
+    const decode = this.pipeline("decode", spec);
+    const dispatches = layout.sections.map((sec, i) =>
       dispatch(
-        this.pipeline("decode", spec),
-        [bDecodeParams, bSched, bQ, bK, bV, bResult, bPartials],
-        s.workgroups,
-      ),
-    ];
+        decode,
+        [
+          bDecodeParams[i],
+          { buffer: bSched, offset: sec.offset, size: sec.size },
+          bQ,
+          bK[i],
+          bV[i],
+          bResult,
+          bPartials,
+        ],
+        sec.workgroups,
+      )
+    );
     const merges = s.reduce.length / 8;
     if (merges > 0) {
       const bMergeParams = put("merge params", params(merges), UNIFORM);
@@ -228,17 +281,34 @@ class WebGPUBackend implements Backend {
 
   async run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput> {
     const device = this.#device;
-    const bound = this.bind(plan, input, scale);
-    const enc = device.createCommandEncoder();
-    const pass = enc.beginComputePass({});
-    this.record(pass, bound);
-    pass.end();
-    const bytes = bound.resultBytes;
-    const readback = this.#pool.takeReadback(bytes);
-    enc.copyBufferToBuffer(bound.result, 0, readback, 0, bytes);
-    device.queue.submit([enc.finish()]);
+    // Upload to submit under the gate: while a call awaits its allocation check, no other call
+    // may overwrite the pooled buffers it has written and not yet submitted.
+    const release = await this.#gate.acquire();
+    let bound!: BoundPlan;
+    let readback!: GPUBuffer;
     try {
-      await readback.mapAsync(MAP_READ, 0, bytes);
+      // Error scopes: a failed allocation rejects the call and releases what it created.
+      bound = await this.#guard.allocating(this.#pool, () => {
+        const b = this.bind(plan, input, scale);
+        readback = this.#pool.takeReadback(b.resultBytes);
+        return b;
+      });
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass({});
+      this.record(pass, bound);
+      pass.end();
+      enc.copyBufferToBuffer(bound.result, 0, readback, 0, bound.resultBytes);
+      device.queue.submit([enc.finish()]);
+    } catch (e) {
+      if (readback) this.#pool.releaseReadback(readback);
+      throw e;
+    } finally {
+      release();
+    }
+    const bytes = bound.resultBytes;
+    try {
+      // A lost device rejects the map (or would leave it hanging): fail with the loss instead.
+      await this.#guard.whileAlive(readback.mapAsync(MAP_READ, 0, bytes));
       const all = new Float32Array(readback.getMappedRange(0, bytes).slice(0));
       readback.unmap();
       return { out: all.subarray(0, input.q.length), lse: all.subarray(input.q.length) };
@@ -372,6 +442,13 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       calibrationPool.destroy();
     }
   }
+  // KV windows: one binding and one buffer at most, or less where the caller asks (tests).
+  const maxBindingBytes = Math.min(
+    device.limits.maxStorageBufferBindingSize,
+    device.limits.maxBufferSize,
+    options.maxBindingBytes ?? Number.POSITIVE_INFINITY,
+  );
+  profile = { ...profile, maxBindingBytes };
   return new WebGPUBackend(
     options.flavor,
     device,
