@@ -84,3 +84,30 @@ export { tileConfig } from "./src/tile_config.ts";
 export { INVARIANT_CHUNK_TILES, scheduleWindows, unitRuns } from "./src/windowed_scheduler.ts";
 export type { WindowedSchedule, WindowedScheduleOptions } from "./src/windowed_scheduler.ts";
 export type { TileConfig, TileOptions } from "./src/tile_config.ts";
+export { PagePool } from "./src/page_pool.ts";
+export { createKVCache, KVCache } from "./src/kv_cache.ts";
+export type {
+  AppendData,
+  AppendSlots,
+  EncodeAppendOptions,
+  ExtendOptions,
+  KVCacheMemory,
+  KVCacheOptions,
+  KVCacheStats,
+  LayerRows,
+} from "./src/kv_cache.ts";
+export { createPagedPlan, executePagedPlanOnCpu, planForCache } from "./src/paged_plan.ts";
+export type {
+  CachePlanOptions,
+  PagedCpuInput,
+  PagedKV,
+  PagedPlan,
+  PagedPlanOptions,
+  PageTables,
+} from "./src/paged_plan.ts";
+export { AttentionEncoder, createAttentionEncoder } from "./src/attention_encoder.ts";
+export type {
+  AttentionEncoderOptions,
+  AttentionEncoderStats,
+  EncodeAttentionOptions,
+} from "./src/attention_encoder.ts";

@@ -1,0 +1,94 @@
+/**
+ * The append kernel: copies new tokens' K and V rows from a runner's `f32` buffers (layout
+ * `[token][kvHead][dim]`) into their rows of a paged cache layer, packing `f16` and `bf16` two
+ * per `u32` with round-to-nearest-even in integer arithmetic, so the bits are the same as the
+ * host's `toF16Bits` / `toBf16Bits` on every device.
+ *
+ * @module
+ */
+
+import type { KVDtype } from "../src/problem.ts";
+
+/** Threads per workgroup of the append kernel. */
+export const APPEND_WORKGROUP = 64;
+
+/** `u32`s of the append kernel's uniform block. */
+export const APPEND_PARAMS_WORDS = 4;
+
+const CONVERT: Record<Exclude<KVDtype, "f32">, string> = {
+  f16: `fn half_bits(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let sign = (b >> 16u) & 0x8000u;
+  let a = b & 0x7fffffffu;
+  if (a > 0x7f800000u) {
+    return sign | 0x7e00u | ((a >> 13u) & 0x3ffu);
+  }
+  if (a >= 0x477ff000u) {
+    return sign | 0x7c00u;
+  }
+  if (a < 0x38800000u) {
+    // Subnormal or zero: x * 2^24 is exact in f32; round() rounds half to even.
+    return sign | u32(round(bitcast<f32>(a) * 16777216.0));
+  }
+  let r = a - 0x38000000u;
+  return sign | ((r + 0xfffu + ((r >> 13u) & 1u)) >> 13u);
+}`,
+  bf16: `fn half_bits(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffffu) != 0u) {
+    return (b >> 16u) | 0x40u;
+  }
+  return ((b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u) & 0xffffu;
+}`,
+};
+
+/**
+ * Generates the append kernel for a KV dtype. Bindings: 0 params (`tokens`, `row_words`: `u32`s
+ * of a cache row, `src_row`: floats of a source row), 1 `rows` (destination row of each token),
+ * 2 and 3 the source K and V, 4 and 5 the layer's K and V.
+ *
+ * @example
+ * ```ts
+ * import { appendKernelWGSL } from "./append_kernel.ts";
+ * console.log(appendKernelWGSL("bf16").includes("half_bits")); // true
+ * ```
+ */
+export function appendKernelWGSL(kvDtype: KVDtype): string {
+  const word = kvDtype === "f32" ? "f32" : "u32";
+  const load = kvDtype === "f32"
+    ? `  dst_k[dst] = src_k[src];
+  dst_v[dst] = src_v[src];`
+    : `  dst_k[dst] = half_bits(src_k[src]) | (half_bits(src_k[src + 1u]) << 16u);
+  dst_v[dst] = half_bits(src_v[src]) | (half_bits(src_v[src + 1u]) << 16u);`;
+  return `// lean-attention append kernel: ${kvDtype}
+struct AppendParams {
+  tokens: u32,
+  row_words: u32,
+  src_row: u32,
+  _pad: u32,
+}
+@group(0) @binding(0) var<uniform> params: AppendParams;
+@group(0) @binding(1) var<storage, read> rows: array<u32>;
+@group(0) @binding(2) var<storage, read> src_k: array<f32>;
+@group(0) @binding(3) var<storage, read> src_v: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dst_k: array<${word}>;
+@group(0) @binding(5) var<storage, read_write> dst_v: array<${word}>;
+${kvDtype === "f32" ? "" : CONVERT[kvDtype]}
+
+@compute @workgroup_size(${APPEND_WORKGROUP})
+fn main(
+  @builtin(global_invocation_id) gid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let i = gid.x + gid.y * nwg.x * ${APPEND_WORKGROUP}u;
+  if (i >= params.tokens * params.row_words) {
+    return;
+  }
+  let t = i / params.row_words;
+  let w = i % params.row_words;
+  let dst = rows[t] * params.row_words + w;
+  let src = t * params.src_row + w * ${kvDtype === "f32" ? 1 : 2}u;
+${load}
+}
+`;
+}

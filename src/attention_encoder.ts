@@ -1,0 +1,463 @@
+/**
+ * The runner-facing API: attention recorded into the runner's own command encoder on the
+ * runner's `GPUDevice`, reading K/V from a paged {@linkcode KVCache}, with no readback.
+ *
+ * `plan(cache, step)` runs once per decode step on the host (the schedule and the page tables of
+ * the batch) and serves every layer. `encode(encoder, { plan, layer, q, out })` records the
+ * decode and merge dispatches of one layer: the first `encode` of a plan uploads its tables with
+ * `queue.writeBuffer` (so submit a step's command buffer before encoding the next step's plan),
+ * later layers only record. Pipelines, bind groups and internal buffers are cached: steady state
+ * creates nothing.
+ *
+ * @module
+ */
+
+import { type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.ts";
+import { BufferPool } from "./buffer_pool.ts";
+import { tableProfile } from "./device_profile.ts";
+import { BufferUsage, kernelCaps, summarizeAdapter } from "./gpu_runtime.ts";
+import type { KVCache } from "./kv_cache.ts";
+import {
+  type CachePlanOptions,
+  createPagedPlan,
+  type PagedPlan,
+  type PageTables,
+  planForCache,
+} from "./paged_plan.ts";
+import { PipelineCache } from "./pipeline_cache.ts";
+import type { DecodeShape, Strategy } from "./problem.ts";
+import { slotFloats } from "./reducer.ts";
+import { PIECE_STRIDE, REDUCE_STRIDE } from "./scheduler.ts";
+import type { TileOptions } from "./tile_config.ts";
+import { dispatchSize, kernelSpec, type KernelTuning } from "./webgpu_backend.ts";
+
+/** Options of {@linkcode createAttentionEncoder}. */
+export interface AttentionEncoderOptions extends TileOptions {
+  /**
+   * The lean grid (workgroups the device runs at once). Default: the table of known adapters
+   * (e.g. 1056 on an H100); a decoder's calibrated `profile.grid` is a good value.
+   */
+  grid?: number;
+  /** Partition strategy of every plan (default `"lean"`). */
+  strategy?: Strategy;
+  /** Batch-invariant plans (see `PlanOptions.batchInvariant`). Default false. */
+  batchInvariant?: boolean;
+  /** Kernel tuning (subgroups, lanes, unroll), as for decoders. */
+  kernel?: KernelTuning;
+}
+
+/** What {@linkcode AttentionEncoder.encode} records. */
+export interface EncodeAttentionOptions {
+  /** A plan of this encoder (`plan()` or `planPages()`). */
+  plan: PagedPlan;
+  /** Layer of the plan's cache to read (plans from `plan()`). */
+  layer?: number;
+  /** K storage to read instead of a cache layer (plans from `planPages()`). */
+  k?: GPUBuffer;
+  /** V storage, with `k`. */
+  v?: GPUBuffer;
+  /** Queries, `f32`, `[seq][qpos][head][dim]`. */
+  q: GPUBuffer;
+  /** Output, `f32`, shaped like `q`. */
+  out: GPUBuffer;
+  /** Natural-log LSE, `f32`, `[seq][qpos][head]` (optional). */
+  lse?: GPUBuffer;
+}
+
+/** Allocation counters of an encoder. */
+export interface AttentionEncoderStats {
+  readonly buffersCreated: number;
+  readonly buffersLive: number;
+  readonly pipelinesCreated: number;
+  readonly bindGroupsCreated: number;
+}
+
+const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
+const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
+const UNIFORM = BufferUsage.UNIFORM | BufferUsage.COPY_DST;
+
+function isBuffer(x: unknown): x is GPUBuffer {
+  return typeof (x as GPUBuffer)?.destroy === "function" &&
+    typeof (x as GPUBuffer)?.size === "number";
+}
+
+/** The tables of one plan as uploaded: what every layer's bind groups point at. */
+interface Uploaded {
+  plan: PagedPlan;
+  spec: KernelSpec;
+  decode: GPUComputePipeline;
+  merge: GPUComputePipeline | undefined;
+  decodeSize: [number, number];
+  mergeSize: [number, number];
+  lseBytes: number;
+  /** Bind group key prefix: the decode pipeline's spec key. */
+  prefix: string;
+}
+
+/**
+ * Attention for LLM runners on a caller's device; create it with
+ * {@linkcode createAttentionEncoder}.
+ *
+ * @example
+ * ```ts ignore
+ * import { createAttentionEncoder, createKVCache } from "@lean/attention";
+ * const adapter = await navigator.gpu.requestAdapter();
+ * const device = await adapter!.requestDevice();
+ * const cache = createKVCache({ device, numLayers: 2, numKVHeads: 2, headDim: 64, numPages: 64 });
+ * const attention = await createAttentionEncoder(device);
+ * const seq = cache.addSequence();
+ * const slots = cache.extend([seq], 1); // this step's token, every layer
+ * const plan = attention.plan(cache, { seqs: [seq], numHeads: 8 });
+ * const buf = (n: number) => device.createBuffer({ size: 4 * n, usage: GPUBufferUsage.STORAGE });
+ * const k = buf(128), v = buf(128), q = buf(512), out = buf(512);
+ * const enc = device.createCommandEncoder();
+ * for (let layer = 0; layer < 2; layer++) {
+ *   cache.encodeAppend(enc, { slots, layer, k, v }); // the runner's new K/V rows
+ *   attention.encode(enc, { plan, layer, q, out });
+ * }
+ * device.queue.submit([enc.finish()]);
+ * ```
+ */
+export class AttentionEncoder {
+  /** The runner's device. */
+  readonly device: GPUDevice;
+  /** The lean grid plans are cut for. */
+  readonly grid: number;
+  #tiles: TileOptions;
+  #strategy: Strategy | undefined;
+  #batchInvariant: boolean;
+  #caps: ReturnType<typeof kernelCaps>;
+  #tuning: KernelTuning;
+  #pipelines: PipelineCache;
+  #pool: BufferPool;
+  #uploaded: Uploaded | undefined;
+  #buffers: GPUBuffer[] = [];
+  #groups = new Map<string, GPUBindGroup>();
+  #groupsCreated = 0;
+  #ids = new WeakMap<GPUBuffer, number>();
+  #nextId = 0;
+  #disposed = false;
+
+  constructor(
+    device: GPUDevice,
+    grid: number,
+    options: AttentionEncoderOptions,
+    caps: ReturnType<typeof kernelCaps>,
+    pipelines: PipelineCache,
+  ) {
+    this.device = device;
+    this.grid = grid;
+    this.#tiles = { tileTokens: options.tileTokens, workgroupSize: options.workgroupSize };
+    this.#strategy = options.strategy;
+    this.#batchInvariant = options.batchInvariant ?? false;
+    this.#caps = caps;
+    this.#tuning = options.kernel ?? {};
+    this.#pipelines = pipelines;
+    this.#pool = new BufferPool(device);
+  }
+
+  #check(): void {
+    if (this.#disposed) {
+      throw new Error(
+        "AttentionEncoder is disposed: create a new one with createAttentionEncoder()",
+      );
+    }
+  }
+
+  /**
+   * Plans one step over sequences of a cache (host only; reused by every layer). Extend the
+   * sequences with the step's tokens first: a plan sees the lengths and pages of the moment.
+   */
+  plan(cache: KVCache, step: CachePlanOptions): PagedPlan {
+    this.#check();
+    if (cache?.device !== this.device) {
+      throw new TypeError("cache must be a KVCache on this encoder's device");
+    }
+    return planForCache(cache, step, {
+      ...this.#tiles,
+      grid: this.grid,
+      strategy: step?.strategy ?? this.#strategy,
+      batchInvariant: this.#batchInvariant,
+    });
+  }
+
+  /** Plans a batch over explicit page tables (K/V storage passed to `encode` as `k`, `v`). */
+  planPages(
+    shape: DecodeShape,
+    tables: PageTables,
+    options: { scale?: number; strategy?: Strategy } = {},
+  ): PagedPlan {
+    this.#check();
+    return createPagedPlan(shape, tables, {
+      ...this.#tiles,
+      grid: this.grid,
+      strategy: options.strategy ?? this.#strategy,
+      batchInvariant: this.#batchInvariant,
+      scale: options.scale,
+    });
+  }
+
+  #id(buffer: GPUBuffer): number {
+    let id = this.#ids.get(buffer);
+    if (id === undefined) {
+      id = this.#nextId++;
+      this.#ids.set(buffer, id);
+    }
+    return id;
+  }
+
+  /** Takes a pooled buffer; a new buffer for a role drops the bind groups that used the old. */
+  #take(index: number, role: string, bytes: number, usage: number): GPUBuffer {
+    const b = this.#pool.get(role, bytes, usage);
+    if (this.#buffers[index] !== b) {
+      this.#buffers[index] = b;
+      this.#groups.clear();
+    }
+    return b;
+  }
+
+  #upload(plan: PagedPlan): Uploaded {
+    const { problem: p, tiles, schedule: s, paging } = plan;
+    const device = this.device;
+    const spec = kernelSpec(plan, this.#caps, this.#tuning, true);
+    // Capacities are upper bounds for the batch's segments and the grid, so a steady batch
+    // composition never regrows a buffer.
+    const segments = plan.numSegments;
+    const maxWg = Math.max(s.workgroups, Math.min(this.grid, plan.numTiles));
+    const maxPieces = maxWg + segments;
+    const maxReduce = Math.min(segments, 2 * maxWg);
+    const pieceBase = s.workgroups + 1;
+    const reduceBase = pieceBase + s.pieces.length;
+    const sched = new Uint32Array(reduceBase + s.reduce.length);
+    sched.set(s.pieceOffsets, 0);
+    sched.set(s.pieces, pieceBase);
+    sched.set(s.reduce, reduceBase);
+    const schedCap = 4 *
+      Math.max(sched.length, maxWg + 1 + maxPieces * PIECE_STRIDE + maxReduce * REDUCE_STRIDE);
+    const cache = plan.cache;
+    const pagesCap = 4 * Math.max(paging.pages.length, (cache?.numPages ?? 0) + 64, 16);
+    const slot = 4 * slotFloats(tiles.rowsPerBlock, p.headDim);
+    const partialsCap = Math.max(16, slot * Math.max(s.partialSlots, maxPieces));
+    const lseBytes = 4 * p.numSeqs * p.qLen * p.numHeads;
+    const bSched = this.#take(0, "sched", schedCap, STORAGE_IN);
+    const bPages = this.#take(1, "pages", pagesCap, STORAGE_IN);
+    this.#take(2, "partials", partialsCap, STORAGE_OUT);
+    this.#take(3, "lse scratch", Math.max(16, lseBytes), STORAGE_OUT);
+    const bDecodeParams = this.#take(4, "decode params", 4 * PARAMS_WORDS, UNIFORM);
+    const bMergeParams = this.#take(5, "merge params", 4 * PARAMS_WORDS, UNIFORM);
+    const merges = s.reduce.length / REDUCE_STRIDE;
+    const params = (count: number) => {
+      const words = new Uint32Array(PARAMS_WORDS);
+      words.set([
+        p.numHeads,
+        p.qLen,
+        p.groupSize,
+        p.rowsPerGroup,
+        (p.numKVHeads * p.headDim * (p.kvDtype === "f32" ? 4 : 2)) / 16,
+        pieceBase,
+        reduceBase,
+        0,
+        count,
+        0,
+        paging.pageShift,
+        0,
+      ]);
+      new Float32Array(words.buffer)[9] = plan.scale * Math.LOG2E;
+      return words;
+    };
+    const q = device.queue;
+    q.writeBuffer(bSched, 0, sched);
+    q.writeBuffer(
+      bPages,
+      0,
+      (paging.pages.length > 0 ? paging.pages : new Uint32Array(4)) as unknown as ArrayBuffer,
+    );
+    q.writeBuffer(bDecodeParams, 0, params(s.workgroups));
+    q.writeBuffer(bMergeParams, 0, params(merges));
+    const maxDim = device.limits.maxComputeWorkgroupsPerDimension;
+    return {
+      plan,
+      spec,
+      decode: this.#pipelines.get("decode", spec),
+      merge: merges > 0 ? this.#pipelines.get("merge", { ...spec, paged: false }) : undefined,
+      decodeSize: dispatchSize(s.workgroups, maxDim),
+      mergeSize: dispatchSize(Math.max(1, merges), maxDim),
+      lseBytes,
+      prefix: specKey("decode", spec),
+    };
+  }
+
+  /**
+   * Records one layer's attention for a plan: the decode dispatch and, when the plan has partial
+   * states, the merge dispatch, into `target` (a command encoder: in a compute pass of their own;
+   * or an open compute pass). Reads the plan cache's `layer` (or the `k`/`v` given), writes
+   * `out` and, when given, `lse`. Nothing is read back.
+   */
+  encode(target: GPUCommandEncoder | GPUComputePassEncoder, options: EncodeAttentionOptions): void {
+    this.#check();
+    const { plan, q, out, lse } = options ?? ({} as EncodeAttentionOptions);
+    if (!plan?.paging) throw new TypeError("plan must be a paged plan from plan() or planPages()");
+    if (plan.grid !== this.grid) {
+      throw new RangeError(
+        `plan must be cut for this encoder's grid (${this.grid}): got grid ${plan.grid}`,
+      );
+    }
+    let k = options.k;
+    let v = options.v;
+    const cache = plan.cache;
+    if (options.layer !== undefined) {
+      if (!cache) throw new TypeError("layer needs a plan made from a cache: pass k and v instead");
+      if (cache.version !== plan.cacheVersion) {
+        throw new RangeError(
+          `plan is stale: the cache changed (version ${cache.version}, planned at ${plan.cacheVersion}); plan again after extend, fork or free`,
+        );
+      }
+      ({ k, v } = cache.layerBuffers(options.layer));
+    } else if (!isBuffer(k) || !isBuffer(v)) {
+      throw new TypeError("encode needs a layer (plans of a cache) or k and v GPUBuffers");
+    }
+    const p = plan.problem;
+    const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
+    const kvBytes = plan.paging.numPages * plan.paging.pageSize * p.numKVHeads * p.headDim *
+      (p.kvDtype === "f32" ? 4 : 2);
+    const sizes: [string, unknown, number][] = [
+      ["q", q, qBytes],
+      ["out", out, qBytes],
+      ["k", k, kvBytes],
+      ["v", v, kvBytes],
+    ];
+    if (lse !== undefined) sizes.push(["lse", lse, qBytes / p.headDim]);
+    for (const [name, b, bytes] of sizes) {
+      if (!isBuffer(b)) throw new TypeError(`${name} must be a GPUBuffer: got ${typeof b}`);
+      if (b.size < bytes) {
+        throw new RangeError(
+          `${name} must hold at least ${bytes} bytes for this plan: got ${b.size}`,
+        );
+      }
+    }
+    const pass = typeof (target as GPUComputePassEncoder)?.dispatchWorkgroups === "function"
+      ? target as GPUComputePassEncoder
+      : undefined;
+    if (!pass && typeof (target as GPUCommandEncoder)?.beginComputePass !== "function") {
+      throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
+    }
+    let up = this.#uploaded;
+    if (up?.plan !== plan) {
+      up = this.#upload(plan);
+      this.#uploaded = up;
+    }
+    const lseBuffer = lse ?? this.#buffers[3];
+    const kb = k as GPUBuffer;
+    const vb = v as GPUBuffer;
+    const key = `${up.prefix}:${this.#id(q)}:${this.#id(out)}:${this.#id(lseBuffer)}:${
+      this.#id(kb)
+    }:${this.#id(vb)}`;
+    let decodeGroup = this.#groups.get(key);
+    if (!decodeGroup) {
+      const [bSched, bPages, bPartials, , bDecodeParams] = this.#buffers;
+      const entries = [bDecodeParams, bSched, q, kb, vb, out, bPartials, lseBuffer, bPages];
+      decodeGroup = this.device.createBindGroup({
+        layout: up.decode.getBindGroupLayout(0),
+        entries: entries.map((buffer, binding) => ({ binding, resource: { buffer } })),
+      });
+      this.#groupsCreated++;
+      this.#groups.set(key, decodeGroup);
+    }
+    let mergeGroup: GPUBindGroup | undefined;
+    if (up.merge) {
+      const mkey = `merge ${up.prefix}:${this.#id(out)}:${this.#id(lseBuffer)}`;
+      mergeGroup = this.#groups.get(mkey);
+      if (!mergeGroup) {
+        const [bSched, , bPartials, , , bMergeParams] = this.#buffers;
+        const entries = [bMergeParams, bSched, bPartials, out, lseBuffer];
+        mergeGroup = this.device.createBindGroup({
+          layout: up.merge.getBindGroupLayout(0),
+          entries: entries.map((buffer, binding) => ({ binding, resource: { buffer } })),
+        });
+        this.#groupsCreated++;
+        this.#groups.set(mkey, mergeGroup);
+      }
+    }
+    const cp = pass ?? (target as GPUCommandEncoder).beginComputePass({});
+    cp.setPipeline(up.decode);
+    cp.setBindGroup(0, decodeGroup);
+    cp.dispatchWorkgroups(up.decodeSize[0], up.decodeSize[1]);
+    if (up.merge && mergeGroup) {
+      cp.setPipeline(up.merge);
+      cp.setBindGroup(0, mergeGroup);
+      cp.dispatchWorkgroups(up.mergeSize[0], up.mergeSize[1]);
+    }
+    if (!pass) cp.end();
+  }
+
+  /** Allocation counters: steady-state steps leave them unchanged. */
+  stats(): AttentionEncoderStats {
+    return {
+      buffersCreated: this.#pool.created,
+      buffersLive: this.#pool.live,
+      pipelinesCreated: this.#pipelines.created,
+      bindGroupsCreated: this.#groupsCreated,
+    };
+  }
+
+  /** Destroys the encoder's own buffers (the device, cache and runner buffers stay). */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#pool.destroy();
+    this.#pipelines.clear();
+    this.#groups.clear();
+    this.#uploaded = undefined;
+  }
+}
+
+/** Whether the device's WGSL compiler accepts `enable subgroups;` (Tint does, Naga does not). */
+async function acceptsSubgroupsDirective(device: GPUDevice): Promise<boolean> {
+  device.pushErrorScope("validation");
+  device.createShaderModule({
+    code: "enable subgroups;\n@compute @workgroup_size(1) fn main() {}",
+  });
+  return (await device.popErrorScope()) === null;
+}
+
+/**
+ * Creates an attention encoder on a runner's device (Deno's WebGPU, a browser's, or Dawn's).
+ * The device is the caller's: the encoder never destroys it.
+ *
+ * @example
+ * ```ts ignore
+ * import { createAttentionEncoder } from "@lean/attention";
+ * const device = await (await navigator.gpu.requestAdapter())!.requestDevice();
+ * const attention = await createAttentionEncoder(device, { grid: 1056 });
+ * console.log(attention.grid); // 1056
+ * ```
+ */
+export async function createAttentionEncoder(
+  device: GPUDevice,
+  options: AttentionEncoderOptions = {},
+): Promise<AttentionEncoder> {
+  if (typeof device?.createBindGroup !== "function") {
+    throw new TypeError(
+      `device must be a GPUDevice: got ${device === null ? "null" : typeof device}`,
+    );
+  }
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `options must be an object: got ${options === null ? "null" : typeof options}`,
+    );
+  }
+  const info = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+  let grid = options.grid;
+  if (grid === undefined) {
+    const summary = summarizeAdapter(info);
+    grid = tableProfile(summary.description, summary.software).grid;
+  } else if (typeof grid !== "number") {
+    throw new TypeError(`grid must be a number: got ${typeof grid}`);
+  } else if (!Number.isInteger(grid) || grid < 1) {
+    throw new RangeError(`grid must be a positive integer: got ${grid}`);
+  }
+  const caps = kernelCaps(device, info);
+  const enableDirective = caps.subgroups && await acceptsSubgroupsDirective(device);
+  const pipelines = new PipelineCache(device, { enableDirective });
+  return new AttentionEncoder(device, grid, options, caps, pipelines);
+}

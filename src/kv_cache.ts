@@ -1,0 +1,873 @@
+/**
+ * A resident, paged KV cache for LLM runners. A page holds `pageSize` consecutive token rows of
+ * every KV head of one layer (row layout `[kvHead][dim]`, the dense layout, f16/bf16 packed two
+ * per `u32`); each layer has one K and one V buffer of `numPages` pages. Page numbers come from
+ * one {@linkcode PagePool} and mean the same rows in every layer, so one page table per sequence
+ * serves all layers, and one plan per step serves all layers.
+ *
+ * Sequences grow with {@linkcode KVCache.extend} (rows for new tokens in every layer), then the
+ * rows are filled from host arrays ({@linkcode KVCache.write}, {@linkcode KVCache.append}) or
+ * from the runner's GPU buffers with a small copy kernel ({@linkcode KVCache.encodeAppend}).
+ * {@linkcode KVCache.fork} shares a sequence's pages (copy-on-write: extending a sequence whose
+ * partially filled last page is shared copies that page first). Running out of pages throws a
+ * `RangeError` before anything changes.
+ *
+ * With a `device` the pages live in GPU buffers; without, in host memory (the CPU backend reads
+ * them with `executePagedPlanOnCpu`).
+ *
+ * @module
+ */
+
+import {
+  APPEND_PARAMS_WORDS,
+  APPEND_WORKGROUP,
+  appendKernelWGSL,
+} from "../shaders/append_kernel.ts";
+import { BufferUsage, MAP_READ } from "./gpu_runtime.ts";
+import { encodeKV } from "./half.ts";
+import { PagePool } from "./page_pool.ts";
+import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "./problem.ts";
+import { dispatchSize } from "./webgpu_backend.ts";
+
+/** Options of {@linkcode createKVCache}. */
+export interface KVCacheOptions {
+  /** Model layers (each has its own K and V storage). */
+  numLayers: number;
+  /** KV heads per layer. */
+  numKVHeads: number;
+  /** Head dimension: a multiple of 8 from 8 to 256. */
+  headDim: number;
+  /** Storage type (default `"f32"`). */
+  kvDtype?: KVDtype;
+  /** Tokens per page: a power of two from 1 to 65536 (default 16). */
+  pageSize?: number;
+  /** Pages in the pool (each layer stores this many). */
+  numPages: number;
+  /** GPU device to keep the pages on; absent: host memory. */
+  device?: GPUDevice;
+}
+
+/** Rows reserved by one {@linkcode KVCache.extend} call, in every layer. */
+export interface AppendSlots {
+  /** The sequences extended, in call order. */
+  readonly seqs: Uint32Array;
+  /** New tokens of each sequence. */
+  readonly counts: Uint32Array;
+  /** Row of each new token (sequence by sequence, in token order) in every layer's K and V. */
+  readonly rows: Uint32Array;
+}
+
+/** Memory use of a cache. */
+export interface KVCacheMemory {
+  readonly pageSize: number;
+  readonly pagesTotal: number;
+  readonly pagesUsed: number;
+  readonly pagesFree: number;
+  /** Pages referenced by more than one sequence (forks). */
+  readonly pagesShared: number;
+  readonly sequences: number;
+  /** Tokens over all sequences (a shared prefix counted once per sequence). */
+  readonly tokens: number;
+  /** Bytes of one page in every layer, K and V. */
+  readonly bytesPerPage: number;
+  /** Bytes of K and V storage allocated (all pages, all layers). */
+  readonly bytesAllocated: number;
+  /** Bytes of the pages in use. */
+  readonly bytesUsed: number;
+}
+
+/** Options of {@linkcode KVCache.extend}. */
+export interface ExtendOptions {
+  /**
+   * Command encoder to record copy-on-write page copies into (GPU caches). Default: they are
+   * submitted to the device's queue at once.
+   */
+  encoder?: GPUCommandEncoder;
+}
+
+/** Per-layer data of {@linkcode KVCache.append}: one array per layer, `[token][kvHead][dim]`. */
+export interface AppendData {
+  /** Keys: `Float32Array` values, or `Uint16Array` bit patterns for f16/bf16 caches. */
+  k: ReadonlyArray<Float32Array | Uint16Array>;
+  /** Values, like `k`. */
+  v: ReadonlyArray<Float32Array | Uint16Array>;
+}
+
+/** One layer's rows for {@linkcode KVCache.write}. */
+export interface LayerRows {
+  /** Keys of the slots' tokens: `Float32Array` values or `Uint16Array` bits (f16/bf16). */
+  k: Float32Array | Uint16Array;
+  /** Values, like `k`. */
+  v: Float32Array | Uint16Array;
+}
+
+/** Sources of {@linkcode KVCache.encodeAppend}: the runner's GPU buffers. */
+export interface EncodeAppendOptions {
+  /** Rows from {@linkcode KVCache.extend}. */
+  slots: AppendSlots;
+  /** Layer to write. */
+  layer: number;
+  /** `f32` keys of the new tokens, `[token][kvHead][dim]`, tokens in the slots' order. */
+  k: GPUBuffer;
+  /** `f32` values, like `k`. */
+  v: GPUBuffer;
+}
+
+/** A sequence's pages and length. */
+interface Sequence {
+  pages: Uint32Array;
+  numPages: number;
+  length: number;
+}
+
+/** Allocation counters of a GPU cache. */
+export interface KVCacheStats {
+  readonly buffersCreated: number;
+  readonly buffersLive: number;
+  readonly pipelinesCreated: number;
+}
+
+const KV_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;
+
+function positiveInt(name: string, value: unknown, max = 0x7fffffff): number {
+  if (typeof value !== "number") {
+    throw new TypeError(`${name} must be a number: got ${typeof value}`);
+  }
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    throw new RangeError(`${name} must be an integer from 1 to ${max}: got ${value}`);
+  }
+  return value;
+}
+
+function isCommandEncoder(x: unknown): x is GPUCommandEncoder {
+  return typeof (x as GPUCommandEncoder)?.beginComputePass === "function";
+}
+
+function isComputePass(x: unknown): x is GPUComputePassEncoder {
+  return typeof (x as GPUComputePassEncoder)?.dispatchWorkgroups === "function";
+}
+
+function isBuffer(x: unknown): x is GPUBuffer {
+  return typeof (x as GPUBuffer)?.destroy === "function" &&
+    typeof (x as GPUBuffer)?.size === "number";
+}
+
+/**
+ * A paged KV cache; create it with {@linkcode createKVCache}.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache } from "@lean/attention";
+ * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
+ * const a = cache.addSequence();
+ * const row = (x: number) => new Float32Array(8).fill(x);
+ * cache.append(a, { k: [row(1), row(2)], v: [row(3), row(4)] }); // one token, two layers
+ * const b = cache.fork(a);
+ * console.log(cache.length(b), cache.memory().pagesShared); // 1 1
+ * cache.free(a);
+ * cache.free(b);
+ * console.log(cache.memory().pagesUsed); // 0
+ * ```
+ */
+export class KVCache {
+  readonly numLayers: number;
+  readonly numKVHeads: number;
+  readonly headDim: number;
+  readonly kvDtype: KVDtype;
+  readonly pageSize: number;
+  readonly numPages: number;
+  /** The device holding the pages, or `undefined` for a host cache. */
+  readonly device: GPUDevice | undefined;
+  /** `log2(pageSize)`. */
+  readonly pageShift: number;
+  /** KV elements of one token row (all KV heads). */
+  readonly rowElements: number;
+  /** Bytes of one token row in one of K or V. */
+  readonly rowBytes: number;
+  #pool: PagePool;
+  #seqs = new Map<number, Sequence>();
+  #nextId = 0;
+  #hostK: (Float32Array | Uint16Array)[] = [];
+  #hostV: (Float32Array | Uint16Array)[] = [];
+  #gpuK: GPUBuffer[] = [];
+  #gpuV: GPUBuffer[] = [];
+  #scratch: GPUBuffer | undefined;
+  #created = 0;
+  #live = new Set<GPUBuffer>();
+  #pipeline: GPUComputePipeline | undefined;
+  #module: GPUShaderModule | undefined;
+  #rowsBuffer: GPUBuffer | undefined;
+  #paramsBuffer: GPUBuffer | undefined;
+  #uploaded: AppendSlots | undefined;
+  #bindGroups = new Map<string, GPUBindGroup>();
+  #bufferIds = new WeakMap<GPUBuffer, number>();
+  #nextBufferId = 0;
+  #disposed = false;
+  #version = 0;
+
+  constructor(options: KVCacheOptions) {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(
+        `options must be an object: got ${options === null ? "null" : typeof options}`,
+      );
+    }
+    this.numLayers = positiveInt("numLayers", options.numLayers, 4096);
+    this.numKVHeads = positiveInt("numKVHeads", options.numKVHeads, 4096);
+    this.headDim = positiveInt("headDim", options.headDim, MAX_HEAD_DIM);
+    if (this.headDim % 8 !== 0) {
+      throw new RangeError(
+        `headDim must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${this.headDim}`,
+      );
+    }
+    const dtype = options.kvDtype ?? "f32";
+    if (typeof dtype !== "string") {
+      throw new TypeError(`kvDtype must be a string: got ${typeof dtype}`);
+    }
+    if (!KV_DTYPES.includes(dtype)) {
+      throw new RangeError(
+        `kvDtype must be one of "f32", "f16", "bf16": got ${JSON.stringify(dtype)}`,
+      );
+    }
+    this.kvDtype = dtype;
+    const pageSize = positiveInt("pageSize", options.pageSize ?? 16, 65536);
+    if ((pageSize & (pageSize - 1)) !== 0) {
+      throw new RangeError(`pageSize must be a power of two from 1 to 65536: got ${pageSize}`);
+    }
+    this.pageSize = pageSize;
+    this.pageShift = Math.log2(pageSize);
+    this.numPages = positiveInt("numPages", options.numPages);
+    this.rowElements = this.numKVHeads * this.headDim;
+    this.rowBytes = this.rowElements * (dtype === "f32" ? 4 : 2);
+    const layerBytes = this.numPages * pageSize * this.rowBytes;
+    this.#pool = new PagePool(this.numPages);
+    const device = options.device;
+    if (device !== undefined && typeof device?.createBuffer !== "function") {
+      throw new TypeError(`device must be a GPUDevice: got ${typeof device}`);
+    }
+    this.device = device;
+    if (device) {
+      const max = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+      if (layerBytes > max) {
+        throw new RangeError(
+          `numPages must fit one layer's K in one storage binding (${max} bytes, ${
+            Math.floor(max / (pageSize * this.rowBytes))
+          } pages): got ${this.numPages} pages = ${layerBytes} bytes`,
+        );
+      }
+      for (let l = 0; l < this.numLayers; l++) {
+        this.#gpuK.push(this.#createBuffer(layerBytes, KV_USAGE, `kv cache k ${l}`));
+        this.#gpuV.push(this.#createBuffer(layerBytes, KV_USAGE, `kv cache v ${l}`));
+      }
+    } else {
+      const Ctor = dtype === "f32" ? Float32Array : Uint16Array;
+      const elements = this.numPages * pageSize * this.rowElements;
+      for (let l = 0; l < this.numLayers; l++) {
+        this.#hostK.push(new Ctor(elements));
+        this.#hostV.push(new Ctor(elements));
+      }
+    }
+  }
+
+  #createBuffer(bytes: number, usage: number, label: string): GPUBuffer {
+    const buffer = this.device!.createBuffer({
+      size: Math.max(16, Math.ceil(bytes / 4) * 4),
+      usage,
+      label: `lean-attention ${label}`,
+    });
+    this.#created++;
+    this.#live.add(buffer);
+    return buffer;
+  }
+
+  #check(): void {
+    if (this.#disposed) {
+      throw new Error("KVCache is disposed: create a new one with createKVCache()");
+    }
+  }
+
+  #seq(id: unknown, name = "seq"): Sequence {
+    if (typeof id !== "number") throw new TypeError(`${name} must be a number: got ${typeof id}`);
+    const s = this.#seqs.get(id);
+    if (!s) throw new RangeError(`${name} must be a live sequence id: got ${id}`);
+    return s;
+  }
+
+  #layer(layer: unknown): number {
+    if (typeof layer !== "number") {
+      throw new TypeError(`layer must be a number: got ${typeof layer}`);
+    }
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.numLayers) {
+      throw new RangeError(
+        `layer must be an integer from 0 to ${this.numLayers - 1}: got ${layer}`,
+      );
+    }
+    return layer;
+  }
+
+  /**
+   * Counts the changes to sequences (extend, fork, free): a plan made at an older version is
+   * stale, and encoding it throws.
+   */
+  get version(): number {
+    return this.#version;
+  }
+
+  /** Adds an empty sequence and returns its id. */
+  addSequence(): number {
+    this.#check();
+    const id = this.#nextId++;
+    this.#seqs.set(id, { pages: new Uint32Array(8), numPages: 0, length: 0 });
+    return id;
+  }
+
+  /** Ids of the live sequences, in creation order. */
+  sequences(): number[] {
+    return [...this.#seqs.keys()];
+  }
+
+  /** Tokens in a sequence. */
+  length(seq: number): number {
+    return this.#seq(seq).length;
+  }
+
+  /** A copy of a sequence's page table (page numbers, in token order). */
+  pageTable(seq: number): Uint32Array {
+    const s = this.#seq(seq);
+    return s.pages.slice(0, s.numPages);
+  }
+
+  /** Writes a sequence's page table into `target` at `offset`; returns the entries written. */
+  copyPageTable(seq: number, target: Uint32Array, offset: number): number {
+    const s = this.#seq(seq);
+    target.set(s.pages.subarray(0, s.numPages), offset);
+    return s.numPages;
+  }
+
+  /** Pages of a sequence (without copying its table). */
+  pageCount(seq: number): number {
+    return this.#seq(seq).numPages;
+  }
+
+  /** References held on a page: the sequences sharing it (0: free). */
+  pageRefCount(page: number): number {
+    return this.#pool.refCount(page);
+  }
+
+  /**
+   * Forks a sequence: the new sequence shares every page of `seq` (no copy now). Appending to
+   * either copies their shared partially filled last page first. Returns the new id.
+   */
+  fork(seq: number): number {
+    this.#check();
+    const s = this.#seq(seq);
+    for (let i = 0; i < s.numPages; i++) this.#pool.retain(s.pages[i]);
+    const id = this.#nextId++;
+    this.#version++;
+    this.#seqs.set(id, { pages: s.pages.slice(), numPages: s.numPages, length: s.length });
+    return id;
+  }
+
+  /** Frees a sequence: its pages return to the pool unless another sequence still shares them. */
+  free(seq: number): void {
+    this.#check();
+    const s = this.#seq(seq);
+    for (let i = 0; i < s.numPages; i++) this.#pool.release(s.pages[i]);
+    this.#seqs.delete(seq);
+    this.#version++;
+  }
+
+  /** Pages an {@linkcode KVCache.extend} of these sequences would take (new and copied). */
+  pagesNeeded(seqs: ArrayLike<number>, counts: number | ArrayLike<number>): number {
+    return this.#plan(seqs, counts).need;
+  }
+
+  #plan(
+    seqs: ArrayLike<number>,
+    counts: number | ArrayLike<number>,
+  ): { need: number; list: Sequence[]; n: Uint32Array; cow: Uint8Array; tokens: number } {
+    if (seqs === null || typeof seqs !== "object" || typeof seqs.length !== "number") {
+      throw new TypeError(`seqs must be an array of sequence ids: got ${typeof seqs}`);
+    }
+    const m = seqs.length;
+    const n = new Uint32Array(m);
+    if (typeof counts === "number") {
+      if (!Number.isInteger(counts) || counts < 0) {
+        throw new RangeError(`counts must be a non-negative integer: got ${counts}`);
+      }
+      n.fill(counts);
+    } else {
+      if (counts === null || typeof counts !== "object" || counts.length !== m) {
+        throw new TypeError(`counts must be a number or an array of ${m} numbers`);
+      }
+      for (let i = 0; i < m; i++) {
+        const c = counts[i];
+        if (typeof c !== "number") {
+          throw new TypeError(`counts[${i}] must be a number: got ${typeof c}`);
+        }
+        if (!Number.isInteger(c) || c < 0) {
+          throw new RangeError(`counts[${i}] must be a non-negative integer: got ${c}`);
+        }
+        n[i] = c;
+      }
+    }
+    const list: Sequence[] = [];
+    const cow = new Uint8Array(m);
+    const pending = new Map<number, number>();
+    const P = this.pageSize;
+    let need = 0;
+    let tokens = 0;
+    for (let i = 0; i < m; i++) {
+      const s = this.#seq(seqs[i], `seqs[${i}]`);
+      if (list.includes(s)) {
+        throw new RangeError(`seqs must not repeat a sequence: got ${seqs[i]} twice`);
+      }
+      list.push(s);
+      tokens += n[i];
+      if (n[i] === 0) continue;
+      if (s.length + n[i] > 0xffffffff) {
+        throw new RangeError(`counts[${i}] must keep the sequence under 2^32 tokens: got ${n[i]}`);
+      }
+      need += Math.ceil((s.length + n[i]) / P) - s.numPages;
+      if (s.length % P !== 0) {
+        const last = s.pages[s.numPages - 1];
+        const held = pending.get(last) ?? 0;
+        if (this.#pool.refCount(last) - held > 1) {
+          cow[i] = 1;
+          need++;
+          pending.set(last, held + 1);
+        }
+      }
+    }
+    return { need, list, n, cow, tokens };
+  }
+
+  /**
+   * Reserves rows for `counts` new tokens (one count for all, or one per sequence) at the end of
+   * each sequence, in every layer, and returns them. Sequences grow at once; fill the rows with
+   * {@linkcode KVCache.write} or {@linkcode KVCache.encodeAppend} before attention reads them.
+   * A shared partially filled last page is copied first (copy-on-write). Throws `RangeError`
+   * when the pool has too few free pages, before changing anything.
+   */
+  extend(
+    seqs: ArrayLike<number>,
+    counts: number | ArrayLike<number>,
+    options: ExtendOptions = {},
+  ): AppendSlots {
+    this.#check();
+    const { need, list, n, cow, tokens } = this.#plan(seqs, counts);
+    if (need > this.#pool.free) {
+      throw new RangeError(
+        `Out of KV cache pages: extending ${list.length} sequence(s) by ${tokens} token(s) needs ${need} page(s), ${this.#pool.free} free of ${this.numPages}`,
+      );
+    }
+    if (options.encoder !== undefined && !isCommandEncoder(options.encoder)) {
+      throw new TypeError(`encoder must be a GPUCommandEncoder: got ${typeof options.encoder}`);
+    }
+    const P = this.pageSize;
+    const shift = this.pageShift;
+    const rows = new Uint32Array(tokens);
+    this.#version++;
+    let copies: GPUCommandEncoder | undefined;
+    let r = 0;
+    for (let i = 0; i < list.length; i++) {
+      const s = list[i];
+      if (cow[i]) {
+        const old = s.pages[s.numPages - 1];
+        const [page] = this.#pool.allocate(1);
+        if (this.device) {
+          copies ??= options.encoder ?? this.device.createCommandEncoder();
+          this.#copyPageGpu(copies, old, page, s.length % P);
+        } else {
+          this.#copyPageHost(old, page, s.length % P);
+        }
+        this.#pool.release(old);
+        s.pages[s.numPages - 1] = page;
+      }
+      const end = s.length + n[i];
+      const pagesAfter = Math.ceil(end / P);
+      if (pagesAfter > s.numPages) {
+        if (pagesAfter > s.pages.length) {
+          const grown = new Uint32Array(Math.max(pagesAfter, 2 * s.pages.length));
+          grown.set(s.pages.subarray(0, s.numPages));
+          s.pages = grown;
+        }
+        const fresh = this.#pool.allocate(pagesAfter - s.numPages);
+        s.pages.set(fresh, s.numPages);
+        s.numPages = pagesAfter;
+      }
+      for (let t = s.length; t < end; t++) {
+        rows[r++] = s.pages[t >>> shift] * P + (t & (P - 1));
+      }
+      s.length = end;
+    }
+    if (copies && options.encoder === undefined) this.device!.queue.submit([copies.finish()]);
+    return { seqs: Uint32Array.from(seqs), counts: n, rows };
+  }
+
+  #copyPageHost(from: number, to: number, tokens: number): void {
+    const row = this.rowElements;
+    const src = from * this.pageSize * row;
+    const dst = to * this.pageSize * row;
+    for (let l = 0; l < this.numLayers; l++) {
+      this.#hostK[l].copyWithin(dst, src, src + tokens * row);
+      this.#hostV[l].copyWithin(dst, src, src + tokens * row);
+    }
+  }
+
+  #copyPageGpu(encoder: GPUCommandEncoder, from: number, to: number, tokens: number): void {
+    // WebGPU copies never read and write one buffer: go through a scratch page.
+    const pageBytes = this.pageSize * this.rowBytes;
+    this.#scratch ??= this.#createBuffer(pageBytes, KV_USAGE, "kv cache cow scratch");
+    const bytes = tokens * this.rowBytes;
+    for (const buffers of [this.#gpuK, this.#gpuV]) {
+      for (const b of buffers) {
+        encoder.copyBufferToBuffer(b, from * pageBytes, this.#scratch, 0, bytes);
+        encoder.copyBufferToBuffer(this.#scratch, 0, b, to * pageBytes, bytes);
+      }
+    }
+  }
+
+  #checkRows(name: string, data: unknown, tokens: number): Float32Array | Uint16Array {
+    const want = tokens * this.rowElements;
+    if (this.kvDtype === "f32") {
+      if (!(data instanceof Float32Array)) {
+        throw new TypeError(`${name} must be a Float32Array (kvDtype "f32"): got ${typeof data}`);
+      }
+    } else if (!(data instanceof Float32Array) && !(data instanceof Uint16Array)) {
+      throw new TypeError(
+        `${name} must be a Float32Array or a Uint16Array of bit patterns (kvDtype "${this.kvDtype}"): got ${typeof data}`,
+      );
+    }
+    if (data.length !== want) {
+      throw new RangeError(
+        `${name} must have ${want} elements (${tokens} tokens x ${this.numKVHeads} KV heads x ${this.headDim}): got ${data.length}`,
+      );
+    }
+    return data instanceof Float32Array ? encodeKV(data, this.kvDtype) : data;
+  }
+
+  /**
+   * Writes one layer's K and V rows of the tokens reserved by `slots`, from host arrays
+   * (`[token][kvHead][dim]`, tokens in the slots' order). On a GPU cache the writes go through
+   * `queue.writeBuffer`, so they land before the next submitted command buffer.
+   */
+  write(slots: AppendSlots, layer: number, rows: LayerRows): void {
+    this.#check();
+    this.#layer(layer);
+    const n = slots.rows.length;
+    const k = this.#checkRows("k", rows?.k, n);
+    const v = this.#checkRows("v", rows?.v, n);
+    this.#writeRows(slots.rows, layer, k, v);
+  }
+
+  #writeRows(
+    rowIds: Uint32Array,
+    layer: number,
+    k: Float32Array | Uint16Array,
+    v: Float32Array | Uint16Array,
+  ): void {
+    const row = this.rowElements;
+    const n = rowIds.length;
+    for (let i = 0; i < n;) {
+      // A run of consecutive rows is one write.
+      let j = i + 1;
+      while (j < n && rowIds[j] === rowIds[j - 1] + 1) j++;
+      const dst = rowIds[i] * row;
+      const kPart = k.subarray(i * row, j * row);
+      const vPart = v.subarray(i * row, j * row);
+      if (this.device) {
+        const bytes = dst * k.BYTES_PER_ELEMENT;
+        this.device.queue.writeBuffer(this.#gpuK[layer], bytes, kPart as unknown as ArrayBuffer);
+        this.device.queue.writeBuffer(this.#gpuV[layer], bytes, vPart as unknown as ArrayBuffer);
+      } else {
+        this.#hostK[layer].set(kPart, dst);
+        this.#hostV[layer].set(vPart, dst);
+      }
+      i = j;
+    }
+  }
+
+  /**
+   * Appends tokens to one sequence from host arrays, one array per layer (`[token][kvHead][dim]`):
+   * {@linkcode KVCache.extend} then {@linkcode KVCache.write} for every layer. The data is
+   * checked before the sequence grows.
+   */
+  append(seq: number, data: AppendData, options: ExtendOptions = {}): AppendSlots {
+    this.#check();
+    this.#seq(seq);
+    const { k, v } = data ?? {};
+    if (!Array.isArray(k) || !Array.isArray(v)) {
+      throw new TypeError("k and v must be arrays with one array per layer");
+    }
+    if (k.length !== this.numLayers || v.length !== this.numLayers) {
+      throw new RangeError(
+        `k and v must hold one array per layer (${this.numLayers}): got ${k.length} and ${v.length}`,
+      );
+    }
+    const first = k[0]?.length;
+    const tokens = typeof first === "number" ? first / this.rowElements : NaN;
+    if (!Number.isInteger(tokens)) {
+      throw new RangeError(
+        `k[0] must hold whole token rows of ${this.rowElements} elements: got ${first}`,
+      );
+    }
+    const ks = k.map((a, l) => this.#checkRows(`k[${l}]`, a, tokens));
+    const vs = v.map((a, l) => this.#checkRows(`v[${l}]`, a, tokens));
+    const slots = this.extend([seq], tokens, options);
+    for (let l = 0; l < this.numLayers; l++) this.#writeRows(slots.rows, l, ks[l], vs[l]);
+    return slots;
+  }
+
+  #bufferId(buffer: GPUBuffer): number {
+    let id = this.#bufferIds.get(buffer);
+    if (id === undefined) {
+      id = this.#nextBufferId++;
+      this.#bufferIds.set(buffer, id);
+    }
+    return id;
+  }
+
+  /**
+   * Records the append kernel: copies one layer's new K and V rows from the runner's `f32` GPU
+   * buffers into the rows `slots` reserved, converting to the cache's dtype. The slots' rows are
+   * uploaded once (on the first layer), so a command buffer must not hold the appends of two
+   * `extend` calls. Records into a command encoder (its own compute pass) or into an open
+   * compute pass. Steady state creates no buffers.
+   */
+  encodeAppend(
+    target: GPUCommandEncoder | GPUComputePassEncoder,
+    options: EncodeAppendOptions,
+  ): void {
+    this.#check();
+    const device = this.device;
+    if (!device) {
+      throw new TypeError("encodeAppend needs a GPU cache: this cache is in host memory");
+    }
+    const layer = this.#layer(options?.layer);
+    const { slots, k, v } = options;
+    if (!(slots?.rows instanceof Uint32Array)) {
+      throw new TypeError("slots must be the AppendSlots returned by extend()");
+    }
+    if (!isBuffer(k)) throw new TypeError(`k must be a GPUBuffer: got ${typeof k}`);
+    if (!isBuffer(v)) throw new TypeError(`v must be a GPUBuffer: got ${typeof v}`);
+    const tokens = slots.rows.length;
+    const need = tokens * this.rowElements * 4;
+    for (const [name, b] of [["k", k], ["v", v]] as const) {
+      if (b.size < need) {
+        throw new RangeError(
+          `${name} must hold ${tokens} f32 rows of ${this.rowElements} (${need} bytes): got ${b.size} bytes`,
+        );
+      }
+    }
+    const pass = isComputePass(target) ? target : undefined;
+    if (!pass && !isCommandEncoder(target)) {
+      throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
+    }
+    if (tokens === 0) return;
+    if (this.#uploaded !== slots) {
+      const bytes = 4 * tokens;
+      if (!this.#rowsBuffer || this.#rowsBuffer.size < bytes) {
+        if (this.#rowsBuffer) {
+          this.#live.delete(this.#rowsBuffer);
+          this.#rowsBuffer.destroy();
+        }
+        this.#rowsBuffer = this.#createBuffer(
+          Math.max(256, 2 ** Math.ceil(Math.log2(bytes))),
+          BufferUsage.STORAGE | BufferUsage.COPY_DST,
+          "kv append rows",
+        );
+        this.#bindGroups.clear();
+      }
+      this.#paramsBuffer ??= this.#createBuffer(
+        4 * APPEND_PARAMS_WORDS,
+        BufferUsage.UNIFORM | BufferUsage.COPY_DST,
+        "kv append params",
+      );
+      const words = Uint32Array.of(
+        tokens,
+        this.kvDtype === "f32" ? this.rowElements : this.rowElements / 2,
+        this.rowElements,
+        0,
+      );
+      device.queue.writeBuffer(this.#paramsBuffer, 0, words);
+      device.queue.writeBuffer(this.#rowsBuffer, 0, slots.rows as unknown as ArrayBuffer);
+      this.#uploaded = slots;
+    }
+    if (!this.#pipeline) {
+      this.#module = device.createShaderModule({
+        code: appendKernelWGSL(this.kvDtype),
+        label: `lean-attention append ${this.kvDtype}`,
+      });
+      this.#pipeline = device.createComputePipeline({
+        layout: "auto",
+        compute: { module: this.#module, entryPoint: "main" },
+        label: `lean-attention append ${this.kvDtype}`,
+      });
+    }
+    const key = `${layer}:${this.#bufferId(k)}:${this.#bufferId(v)}`;
+    let group = this.#bindGroups.get(key);
+    if (!group) {
+      const buffers = [
+        this.#paramsBuffer!,
+        this.#rowsBuffer!,
+        k,
+        v,
+        this.#gpuK[layer],
+        this.#gpuV[layer],
+      ];
+      group = device.createBindGroup({
+        layout: this.#pipeline.getBindGroupLayout(0),
+        entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+      });
+      this.#bindGroups.set(key, group);
+    }
+    const words = tokens * (this.kvDtype === "f32" ? this.rowElements : this.rowElements / 2);
+    const [x, y] = dispatchSize(
+      Math.ceil(words / APPEND_WORKGROUP),
+      device.limits.maxComputeWorkgroupsPerDimension,
+    );
+    const p = pass ?? (target as GPUCommandEncoder).beginComputePass({});
+    p.setPipeline(this.#pipeline);
+    p.setBindGroup(0, group);
+    p.dispatchWorkgroups(x, y);
+    if (!pass) p.end();
+  }
+
+  /** A GPU cache's K and V buffers of one layer (bound whole by the decode kernel). */
+  layerBuffers(layer: number): { k: GPUBuffer; v: GPUBuffer } {
+    this.#check();
+    this.#layer(layer);
+    if (!this.device) {
+      throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
+    }
+    return { k: this.#gpuK[layer], v: this.#gpuV[layer] };
+  }
+
+  /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, rows of all pages). */
+  layerData(layer: number): { k: Float32Array | Uint16Array; v: Float32Array | Uint16Array } {
+    this.#check();
+    this.#layer(layer);
+    if (this.device) throw new TypeError("layerData needs a host cache: this cache is on a GPU");
+    return { k: this.#hostK[layer], v: this.#hostV[layer] };
+  }
+
+  /**
+   * Reads a sequence's K and V of one layer back as dense arrays (`[token][kvHead][dim]`, the
+   * storage dtype: `Float32Array`, or `Uint16Array` bits). For tests and debugging: on a GPU
+   * cache it creates and destroys a readback buffer.
+   */
+  async read(
+    layer: number,
+    seq: number,
+  ): Promise<{ k: Float32Array | Uint16Array; v: Float32Array | Uint16Array }> {
+    this.#check();
+    this.#layer(layer);
+    const s = this.#seq(seq);
+    const row = this.rowElements;
+    const Ctor = this.kvDtype === "f32" ? Float32Array : Uint16Array;
+    const k = new Ctor(s.length * row);
+    const v = new Ctor(s.length * row);
+    const P = this.pageSize;
+    if (!this.device) {
+      for (let i = 0; i < s.numPages; i++) {
+        const n = Math.min(P, s.length - i * P) * row;
+        const src = s.pages[i] * P * row;
+        k.set(this.#hostK[layer].subarray(src, src + n), i * P * row);
+        v.set(this.#hostV[layer].subarray(src, src + n), i * P * row);
+      }
+      return { k, v };
+    }
+    const pageBytes = P * this.rowBytes;
+    const half = Math.max(16, s.numPages * pageBytes);
+    const staging = this.#createBuffer(
+      2 * half,
+      BufferUsage.MAP_READ | BufferUsage.COPY_DST,
+      "kv read",
+    );
+    try {
+      const enc = this.device.createCommandEncoder();
+      for (let i = 0; i < s.numPages; i++) {
+        enc.copyBufferToBuffer(
+          this.#gpuK[layer],
+          s.pages[i] * pageBytes,
+          staging,
+          i * pageBytes,
+          pageBytes,
+        );
+        enc.copyBufferToBuffer(
+          this.#gpuV[layer],
+          s.pages[i] * pageBytes,
+          staging,
+          half + i * pageBytes,
+          pageBytes,
+        );
+      }
+      this.device.queue.submit([enc.finish()]);
+      await staging.mapAsync(MAP_READ);
+      const all = staging.getMappedRange();
+      k.set(new Ctor(all, 0, k.length));
+      v.set(new Ctor(all, half, v.length));
+      staging.unmap();
+    } finally {
+      this.#live.delete(staging);
+      staging.destroy();
+    }
+    return { k, v };
+  }
+
+  /** Memory use: pages used, free and shared, and bytes. */
+  memory(): KVCacheMemory {
+    let tokens = 0;
+    for (const s of this.#seqs.values()) tokens += s.length;
+    const bytesPerPage = 2 * this.numLayers * this.pageSize * this.rowBytes;
+    return {
+      pageSize: this.pageSize,
+      pagesTotal: this.numPages,
+      pagesUsed: this.#pool.used,
+      pagesFree: this.#pool.free,
+      pagesShared: this.#pool.shared(),
+      sequences: this.#seqs.size,
+      tokens,
+      bytesPerPage,
+      bytesAllocated: bytesPerPage * this.numPages,
+      bytesUsed: bytesPerPage * this.#pool.used,
+    };
+  }
+
+  /** GPU allocation counters: steady-state appends leave them unchanged. */
+  stats(): KVCacheStats {
+    return {
+      buffersCreated: this.#created,
+      buffersLive: this.#live.size,
+      pipelinesCreated: this.#pipeline ? 1 : 0,
+    };
+  }
+
+  /** Destroys the cache's GPU buffers (the device stays the caller's); later calls throw. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const b of this.#live) b.destroy();
+    this.#live.clear();
+    this.#bindGroups.clear();
+    this.#hostK = [];
+    this.#hostV = [];
+  }
+}
+
+/**
+ * Creates a paged KV cache: on `options.device` when given (GPU buffers per layer), else in host
+ * memory.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache } from "@lean/attention";
+ * const cache = createKVCache({
+ *   numLayers: 32, numKVHeads: 8, headDim: 128, kvDtype: "f16", pageSize: 16, numPages: 64,
+ * });
+ * console.log(cache.memory().bytesPerPage); // 2097152
+ * ```
+ */
+export function createKVCache(options: KVCacheOptions): KVCache {
+  return new KVCache(options);
+}
