@@ -1,0 +1,611 @@
+/**
+ * Paged attention: paged plans give bitwise the results of dense plans over the same tokens (on
+ * the CPU and through the GPU kernels), bad page tables are rejected, and the runner API
+ * (`createAttentionEncoder`, `KVCache.encodeAppend`) records steady steps without creating GPU
+ * objects. GPU tests run on every WebGPU implementation that opens here (Deno's, Dawn's) and are
+ * registered as ignored where none does.
+ */
+
+import assert from "node:assert/strict";
+import {
+  createAttentionEncoder,
+  createDecoder,
+  createKVCache,
+  createPagedPlan,
+  createPlan,
+  encodeKV,
+  executePagedPlanOnCpu,
+  executePlanOnCpu,
+  type KVCache,
+  type KVDtype,
+  planForCache,
+  referenceAttention,
+  type Strategy,
+} from "../mod.ts";
+import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+import {
+  assertMatchesReference,
+  assertNoPoison,
+  type CaseSpec,
+  makeInput,
+  OUT_TOLERANCE,
+  randomFloats,
+  relativeL2Error,
+  sameBits,
+  seededRng,
+} from "./helpers.ts";
+
+/** Scatters a dense input's tokens over a shuffled page pool; returns pool storage and tables. */
+function scatter(
+  input: ReturnType<typeof makeInput>,
+  pageSize: number,
+  seed: number,
+): {
+  k: Float32Array | Uint16Array;
+  v: Float32Array | Uint16Array;
+  tables: number[][];
+  numPages: number;
+} {
+  const row = input.numKVHeads * input.headDim;
+  const lens = Array.from(input.seqLens);
+  const numPages = lens.reduce((a, n) => a + Math.ceil(n / pageSize), 0) + 3;
+  const rng = seededRng(seed);
+  const order = Array.from({ length: numPages }, (_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const Ctor = input.k instanceof Float32Array ? Float32Array : Uint16Array;
+  const k = new Ctor(numPages * pageSize * row).fill(Ctor === Float32Array ? NaN : 0x7e00);
+  const v = new Ctor(numPages * pageSize * row).fill(Ctor === Float32Array ? NaN : 0x7e00);
+  const tables: number[][] = [];
+  let next = 0;
+  let start = 0;
+  for (const len of lens) {
+    const table: number[] = [];
+    for (let t = 0; t < len; t += pageSize) {
+      const page = order[next++];
+      table.push(page);
+      const n = Math.min(pageSize, len - t) * row;
+      k.set(
+        input.k.subarray((start + t) * row, (start + t) * row + n) as never,
+        page * pageSize * row,
+      );
+      v.set(
+        input.v.subarray((start + t) * row, (start + t) * row + n) as never,
+        page * pageSize * row,
+      );
+    }
+    tables.push(table);
+    start += len;
+  }
+  return { k, v, tables, numPages };
+}
+
+const CPU_CASES: Array<{ spec: CaseSpec; pageSize: number }> = [
+  {
+    spec: { seqLens: [300, 1, 129], numHeads: 8, numKVHeads: 2, headDim: 64, seed: 1 },
+    pageSize: 16,
+  },
+  {
+    spec: {
+      seqLens: [70, 33],
+      numHeads: 4,
+      numKVHeads: 4,
+      headDim: 32,
+      kvDtype: "f16",
+      qLen: 4,
+      seed: 2,
+    },
+    pageSize: 8,
+  },
+  {
+    spec: {
+      seqLens: [513, 5, 64],
+      numHeads: 8,
+      numKVHeads: 1,
+      headDim: 16,
+      kvDtype: "bf16",
+      seed: 3,
+    },
+    pageSize: 1,
+  },
+];
+
+Deno.test("paged plans on the CPU equal dense plans bit for bit (every strategy, dtype, qLen)", () => {
+  for (const { spec, pageSize } of CPU_CASES) {
+    for (const strategy of ["lean", "split", "single"] as Strategy[]) {
+      const input = makeInput({ ...spec, strategy });
+      const { k, v, tables, numPages } = scatter(input, pageSize, spec.seed);
+      const options = { grid: 7, strategy, tileTokens: 16 };
+      const dense = executePlanOnCpu(
+        createPlan(input, options),
+        input,
+        1 / Math.sqrt(spec.headDim),
+      );
+      const plan = createPagedPlan(input, { pageSize, numPages, pageTables: tables }, options);
+      const paged = executePagedPlanOnCpu(plan, { q: input.q, k, v });
+      const label = `${spec.kvDtype ?? "f32"} qLen ${spec.qLen ?? 1} ${strategy} page ${pageSize}`;
+      assert.ok(sameBits(paged.out, dense.out), `out ${label}`);
+      assert.ok(sameBits(paged.lse, dense.lse), `lse ${label}`);
+      assertMatchesReference(input, paged, label);
+    }
+  }
+});
+
+Deno.test("bad page tables throw RangeError or TypeError naming the entry", () => {
+  const shape = { seqLens: [5, 3], numHeads: 2, numKVHeads: 1, headDim: 8 };
+  const plan = (pageTables: unknown, pageSize = 4, numPages = 4) =>
+    createPagedPlan(shape, { pageSize, numPages, pageTables: pageTables as number[][] }, {
+      grid: 4,
+    });
+  assert.throws(() => plan([[0, 1]]), {
+    name: "RangeError",
+    message: "pageTables must hold one page list per sequence (2): got 1",
+  });
+  assert.throws(() => plan([[0], [1]]), {
+    name: "RangeError",
+    message: "pageTables[0] must hold at least 2 pages for seqLens[0] = 5 tokens: got 1",
+  });
+  assert.throws(() => plan([[0, 4], [1]]), {
+    name: "RangeError",
+    message: "pageTables[0][1] must be a page number from 0 to 3: got 4",
+  });
+  assert.throws(() => plan([[0, 1], [-1]]), /pageTables\[1\]\[0\] must be a page number/);
+  assert.throws(() => plan([[0, 1.5], [2]]), /pageTables\[0\]\[1\] must be a page number/);
+  assert.throws(() => plan([[0, "1"], [2]]), {
+    name: "TypeError",
+    message: /pageTables\[0\]\[1\] must be a number/,
+  });
+  assert.throws(() => plan([[0, 1], 3]), TypeError);
+  assert.throws(
+    () => plan([[0, 1], [2]], 3),
+    /pageSize must be a power of two from 1 to 65536: got 3/,
+  );
+  assert.throws(() => plan([[0, 1], [2]], 4, 0), /numPages must be a positive integer/);
+  const ok = plan([[3, 1, 2], [0]]);
+  assert.deepStrictEqual(Array.from(ok.paging.pages), [3, 1, 0], "extra entries are ignored");
+  // Host storage smaller than the tables' pool is rejected before any read.
+  assert.throws(
+    () =>
+      executePagedPlanOnCpu(ok, {
+        q: new Float32Array(32),
+        k: new Float32Array(8),
+        v: new Float32Array(8),
+      }),
+    /k must hold 4 pages of 4 rows of 8 elements: got 8 elements/,
+  );
+});
+
+/** Appends random tokens to cache sequences and keeps the dense copy of each. */
+function grow(
+  cache: KVCache,
+  seq: number,
+  n: number,
+  dense: Map<number, Float32Array[]>,
+  seed: number,
+): void {
+  const rng = seededRng(seed);
+  const row = cache.rowElements;
+  const k = Array.from({ length: cache.numLayers }, () => randomFloats(rng, n * row));
+  const v = Array.from({ length: cache.numLayers }, () => randomFloats(rng, n * row));
+  cache.append(seq, { k, v });
+  const have = dense.get(seq) ??
+    Array.from({ length: 2 * cache.numLayers }, () => new Float32Array(0));
+  dense.set(seq, have.map((a, i) => new Float32Array([...a, ...(i % 2 === 0 ? k : v)[i >> 1]])));
+}
+
+Deno.test("a cache after forks and appends decodes like the dense tokens, bit for bit (CPU)", () => {
+  for (const kvDtype of ["f32", "bf16"] as KVDtype[]) {
+    const cache = createKVCache({
+      numLayers: 2,
+      numKVHeads: 2,
+      headDim: 16,
+      pageSize: 8,
+      numPages: 64,
+      kvDtype,
+    });
+    const dense = new Map<number, Float32Array[]>();
+    const a = cache.addSequence();
+    grow(cache, a, 37, dense, 1);
+    const b = cache.fork(a);
+    dense.set(b, dense.get(a)!.slice());
+    grow(cache, b, 20, dense, 2);
+    grow(cache, a, 3, dense, 3);
+    const c = cache.addSequence();
+    grow(cache, c, 4, dense, 4);
+    const seqs = [b, a, c];
+    const qLen = 3;
+    const plan = planForCache(cache, { seqs, numHeads: 4, qLen }, { grid: 5, tileTokens: 16 });
+    const q = randomFloats(seededRng(9), 3 * qLen * 4 * 16);
+    for (let layer = 0; layer < 2; layer++) {
+      const paged = executePagedPlanOnCpu(plan, { q, ...cache.layerData(layer) });
+      const cat = (i: number) =>
+        new Float32Array(seqs.flatMap((s) => [...dense.get(s)![2 * layer + i]]));
+      const input = {
+        q,
+        k: encodeKV(cat(0), kvDtype),
+        v: encodeKV(cat(1), kvDtype),
+        seqLens: seqs.map((s) => cache.length(s)),
+        numHeads: 4,
+        numKVHeads: 2,
+        headDim: 16,
+        qLen,
+        kvDtype,
+      };
+      const want = executePlanOnCpu(createPlan(input, { grid: 5, tileTokens: 16 }), input, 0.25);
+      assert.ok(
+        sameBits(paged.out, want.out) && sameBits(paged.lse, want.lse),
+        `${kvDtype} layer ${layer}`,
+      );
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// GPU: every WebGPU implementation that opens here.
+
+interface GpuUnderTest {
+  name: "webgpu" | "dawn";
+  device: GPUDevice;
+  keepAlive: unknown[];
+}
+
+async function openGpu(name: "webgpu" | "dawn"): Promise<GpuUnderTest | string> {
+  try {
+    const gpu = name === "dawn" ? await loadDawn() : navigator.gpu;
+    if (!gpu) return "navigator.gpu is not available";
+    const adapter = await gpu.requestAdapter();
+    if (!adapter) return "no adapter";
+    return { name, device: await requestDevice(adapter), keepAlive: [gpu, adapter] };
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
+
+const STORAGE = 0x80 | 0x8 | 0x4; // STORAGE | COPY_DST | COPY_SRC
+
+function gpuBuffer(device: GPUDevice, data: Float32Array | number): GPUBuffer {
+  const bytes = typeof data === "number" ? data : data.byteLength;
+  const b = device.createBuffer({ size: Math.max(16, bytes), usage: STORAGE });
+  if (typeof data !== "number") device.queue.writeBuffer(b, 0, data as unknown as ArrayBuffer);
+  return b;
+}
+
+async function readF32(
+  device: GPUDevice,
+  buffer: GPUBuffer,
+  floats: number,
+): Promise<Float32Array> {
+  const staging = device.createBuffer({ size: Math.max(16, 4 * floats), usage: 0x1 | 0x8 });
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(buffer, 0, staging, 0, 4 * floats);
+  device.queue.submit([enc.finish()]);
+  await staging.mapAsync(0x1);
+  const out = new Float32Array(staging.getMappedRange().slice(0, 4 * floats));
+  staging.unmap();
+  staging.destroy();
+  return out;
+}
+
+/** The GPU tests' one attention shape (one kernel specialisation per dtype and qLen). */
+const H = 8;
+const KVH = 2;
+const D = 64;
+const GRID = 8;
+
+for (const name of ["webgpu", "dawn"] as const) {
+  const gpu = await openGpu(name);
+  if (typeof gpu === "string") console.log(`skipping paged GPU tests on "${name}": ${gpu}`);
+  const ok = typeof gpu !== "string";
+  if (ok) globalThis.addEventListener("unload", () => gpu.device.destroy());
+  const test = (title: string, fn: (g: GpuUnderTest) => Promise<void>) =>
+    Deno.test({
+      name: `${title} [${name}]`,
+      ignore: !ok,
+      sanitizeOps: false,
+      sanitizeResources: false,
+      fn: () => fn(gpu as GpuUnderTest),
+    });
+
+  test("GPU appends store the host's bits (f32 -> f16, bf16 conversion in WGSL)", async ({ device }) => {
+    for (const kvDtype of ["f16", "bf16", "f32"] as KVDtype[]) {
+      const cache = createKVCache({
+        device,
+        numLayers: 2,
+        numKVHeads: KVH,
+        headDim: D,
+        pageSize: 4,
+        numPages: 8,
+        kvDtype,
+      });
+      const a = cache.addSequence();
+      const b = cache.addSequence();
+      const rng = seededRng(5);
+      const vals = randomFloats(rng, 7 * KVH * D, 70000); // beyond f16's range too
+      vals.set([0, -0, 1e-7, -6.1e-5, 65519, 65520, 3.0517578125e-5, Infinity, NaN], 0);
+      const slots = cache.extend([a, b], [3, 4]);
+      const enc = device.createCommandEncoder();
+      const src = gpuBuffer(device, vals);
+      cache.encodeAppend(enc, { slots, layer: 1, k: src, v: src });
+      device.queue.submit([enc.finish()]);
+      const want = encodeKV(vals, kvDtype);
+      const row = KVH * D;
+      const got = [...(await cache.read(1, a)).k, ...(await cache.read(1, b)).v];
+      const bits = (x: ArrayLike<number>) =>
+        Array.from(
+          x instanceof Float32Array ? new Uint32Array(x.buffer, x.byteOffset, x.length) : x,
+        );
+      const gotBits = bits(kvDtype === "f32" ? new Float32Array(got) : got);
+      const wantBits = bits(want);
+      // NaN payloads may differ; everything else must be exact.
+      for (let i = 0; i < 7 * row; i++) {
+        if (Number.isNaN(vals[i])) continue;
+        assert.equal(gotBits[i], wantBits[i], `${kvDtype} element ${i} (${vals[i]})`);
+      }
+      src.destroy();
+      cache.dispose();
+    }
+  });
+
+  test("paged GPU attention equals the dense GPU kernel bit for bit, after forks", async ({ device }) => {
+    const cache = createKVCache({
+      device,
+      numLayers: 2,
+      numKVHeads: KVH,
+      headDim: D,
+      pageSize: 16,
+      numPages: 64,
+      kvDtype: "f16",
+    });
+    const attention = await createAttentionEncoder(device, { grid: GRID });
+    const decoder = await createDecoder({ backend: name, device, grid: GRID });
+    const dense = new Map<number, Float32Array[]>();
+    try {
+      const a = cache.addSequence();
+      grow(cache, a, 300, dense, 1);
+      const b = cache.fork(a);
+      dense.set(b, dense.get(a)!.slice());
+      grow(cache, b, 9, dense, 2);
+      grow(cache, a, 1, dense, 3);
+      const c = cache.addSequence();
+      grow(cache, c, 129, dense, 4);
+      const seqs = [a, b, c];
+      for (const strategy of ["lean", "single"] as Strategy[]) {
+        const plan = attention.plan(cache, { seqs, numHeads: H, strategy });
+        const q = randomFloats(seededRng(7), 3 * H * D);
+        const qb = gpuBuffer(device, q);
+        const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
+        const lse = gpuBuffer(device, new Float32Array(3 * H).fill(NaN));
+        for (const layer of [1, 0]) {
+          const enc = device.createCommandEncoder();
+          attention.encode(enc, { plan, layer, q: qb, out, lse });
+          device.queue.submit([enc.finish()]);
+          const got = {
+            out: await readF32(device, out, q.length),
+            lse: await readF32(device, lse, 3 * H),
+          };
+          const cat = (i: number) =>
+            new Float32Array(seqs.flatMap((s) => [...dense.get(s)![2 * layer + i]]));
+          const input = {
+            q,
+            k: encodeKV(cat(0), "f16"),
+            v: encodeKV(cat(1), "f16"),
+            seqLens: seqs.map((s) => cache.length(s)),
+            numHeads: H,
+            numKVHeads: KVH,
+            headDim: D,
+            kvDtype: "f16" as const,
+            strategy,
+          };
+          const want = await decoder.decode(input);
+          assertMatchesReference(input, got, `${strategy} layer ${layer}`);
+          assert.ok(sameBits(got.out, want.out), `out ${strategy} layer ${layer}: paged != dense`);
+          assert.ok(sameBits(got.lse, want.lse), `lse ${strategy} layer ${layer}: paged != dense`);
+        }
+        for (const buf of [qb, out, lse]) buf.destroy();
+      }
+    } finally {
+      await decoder.dispose();
+      attention.dispose();
+      cache.dispose();
+    }
+  });
+
+  test("speculative verification: qLen 4 over the paged cache, without an lse buffer", async ({ device }) => {
+    const cache = createKVCache({
+      device,
+      numLayers: 1,
+      numKVHeads: KVH,
+      headDim: D,
+      pageSize: 16,
+      numPages: 32,
+      kvDtype: "f16",
+    });
+    const attention = await createAttentionEncoder(device, { grid: GRID });
+    const dense = new Map<number, Float32Array[]>();
+    try {
+      const a = cache.addSequence();
+      const b = cache.addSequence();
+      grow(cache, a, 100, dense, 1);
+      grow(cache, b, 4, dense, 2);
+      // The 4 draft tokens arrive through the GPU append path.
+      const drafts = randomFloats(seededRng(3), 8 * KVH * D);
+      const slots = cache.extend([a, b], 4);
+      const plan = attention.plan(cache, { seqs: [a, b], numHeads: H, qLen: 4 });
+      const q = randomFloats(seededRng(8), 2 * 4 * H * D);
+      const qb = gpuBuffer(device, q);
+      const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
+      const src = gpuBuffer(device, drafts);
+      const enc = device.createCommandEncoder();
+      cache.encodeAppend(enc, { slots, layer: 0, k: src, v: src });
+      attention.encode(enc, { plan, layer: 0, q: qb, out });
+      device.queue.submit([enc.finish()]);
+      const got = await readF32(device, out, q.length);
+      const row = KVH * D;
+      const cat = (i: number) =>
+        new Float32Array([
+          ...dense.get(a)![i],
+          ...drafts.subarray(0, 4 * row),
+          ...dense.get(b)![i],
+          ...drafts.subarray(4 * row),
+        ]);
+      const input = {
+        q,
+        k: encodeKV(cat(0), "f16"),
+        v: encodeKV(cat(1), "f16"),
+        seqLens: [104, 8],
+        numHeads: H,
+        numKVHeads: KVH,
+        headDim: D,
+        qLen: 4,
+        kvDtype: "f16" as const,
+      };
+      const ref = referenceAttention(input);
+      assertNoPoison("out", got, ref.out.length);
+      const err = relativeL2Error(got, ref.out);
+      assert.ok(err < OUT_TOLERANCE, `qLen 4: relative L2 error ${err}`);
+    } finally {
+      attention.dispose();
+      cache.dispose();
+    }
+  });
+
+  test("1,000 decode steps create no GPU buffers, pipelines or bind groups after warm-up", async ({ device }) => {
+    const cache = createKVCache({
+      device,
+      numLayers: 2,
+      numKVHeads: KVH,
+      headDim: D,
+      pageSize: 16,
+      numPages: 256,
+      kvDtype: "f16",
+    });
+    const attention = await createAttentionEncoder(device, { grid: GRID });
+    try {
+      const seqs = [cache.addSequence(), cache.addSequence(), cache.addSequence()];
+      const dense = new Map<number, Float32Array[]>();
+      seqs.forEach((s, i) => grow(cache, s, [400, 3, 170][i], dense, i));
+      const q = gpuBuffer(device, randomFloats(seededRng(1), 3 * H * D));
+      const out = gpuBuffer(device, 4 * 3 * H * D);
+      const kv = gpuBuffer(device, randomFloats(seededRng(2), 3 * KVH * D));
+      let warm: unknown;
+      let encoders = 0;
+      for (let step = 0; step < 1000; step++) {
+        const slots = cache.extend(seqs, 1);
+        const plan = attention.plan(cache, { seqs, numHeads: H });
+        const enc = device.createCommandEncoder();
+        for (let layer = 0; layer < 2; layer++) {
+          cache.encodeAppend(enc, { slots, layer, k: kv, v: kv });
+          attention.encode(enc, { plan, layer, q, out });
+        }
+        device.queue.submit([enc.finish()]);
+        encoders++;
+        if (step % 250 === 249) await device.queue.onSubmittedWorkDone();
+        if (step === 9) warm = { attention: attention.stats(), cache: cache.stats() };
+      }
+      await device.queue.onSubmittedWorkDone();
+      assert.equal(encoders, 1000);
+      assert.deepStrictEqual({ attention: attention.stats(), cache: cache.stats() }, warm);
+      assert.deepStrictEqual(seqs.map((s) => cache.length(s)), [1400, 1003, 1170]);
+      // The last step's output still matches a dense decode of the cache's contents.
+      const plan = attention.plan(cache, { seqs, numHeads: H });
+      const enc = device.createCommandEncoder();
+      attention.encode(enc, { plan, layer: 1, q, out });
+      device.queue.submit([enc.finish()]);
+      const got = await readF32(device, out, 3 * H * D);
+      const parts = await Promise.all(seqs.map((s) => cache.read(1, s)));
+      const cat = (key: "k" | "v") => {
+        const all = new Uint16Array(parts.reduce((n, p) => n + p[key].length, 0));
+        let o = 0;
+        for (const p of parts) all.set(p[key] as Uint16Array, (o += p[key].length) - p[key].length);
+        return all;
+      };
+      const input = {
+        q: await readF32(device, q, 3 * H * D),
+        k: cat("k"),
+        v: cat("v"),
+        seqLens: [1400, 1003, 1170],
+        numHeads: H,
+        numKVHeads: KVH,
+        headDim: D,
+        kvDtype: "f16" as const,
+      };
+      const ref = assertMatchesReference(input, {
+        out: got,
+        lse: (await createDecoderCpu(input)).lse,
+      }, "step 1000");
+      assert.ok(ref.outError < 2e-5);
+    } finally {
+      attention.dispose();
+      cache.dispose();
+    }
+  });
+
+  test("stale plans, foreign caches and small buffers are clear errors", async ({ device }) => {
+    const cache = createKVCache({
+      device,
+      numLayers: 1,
+      numKVHeads: KVH,
+      headDim: D,
+      pageSize: 16,
+      numPages: 4,
+      kvDtype: "f16",
+    });
+    const attention = await createAttentionEncoder(device, { grid: GRID });
+    try {
+      const a = cache.addSequence();
+      cache.extend([a], 5);
+      const plan = attention.plan(cache, { seqs: [a], numHeads: H });
+      const q = gpuBuffer(device, 4 * H * D);
+      const enc = device.createCommandEncoder();
+      assert.throws(
+        () => attention.encode(enc, { plan, layer: 0, q, out: gpuBuffer(device, 16) }),
+        {
+          name: "RangeError",
+          message: `out must hold at least ${4 * H * D} bytes for this plan: got 16`,
+        },
+      );
+      assert.throws(
+        () => attention.encode(enc, { plan, layer: 1, q, out: q }),
+        /layer must be an integer from 0 to 0/,
+      );
+      cache.extend([a], 1);
+      assert.throws(
+        () => attention.encode(enc, { plan, layer: 0, q, out: q }),
+        /plan is stale: the cache changed/,
+      );
+      assert.throws(
+        () => cache.extend([a], 60),
+        /Out of KV cache pages: .* needs 4 page\(s\), 3 free of 4/,
+      );
+      const host = createKVCache({ numLayers: 1, numKVHeads: KVH, headDim: D, numPages: 4 });
+      host.extend([host.addSequence()], 1);
+      assert.throws(
+        () => attention.plan(host, { seqs: [0], numHeads: H }),
+        /cache must be a KVCache on this encoder's device/,
+      );
+      assert.throws(
+        () => attention.plan(cache, { seqs: [a], numHeads: 3 }),
+        /numHeads \(3\) must be a multiple of numKVHeads/,
+      );
+      assert.throws(
+        () => attention.plan(cache, { seqs: [a], numHeads: H, qLen: 9 }),
+        /must hold at least qLen \(9\) tokens: got 6/,
+      );
+      enc.finish();
+    } finally {
+      attention.dispose();
+      cache.dispose();
+    }
+  });
+}
+
+async function createDecoderCpu(input: Parameters<typeof executePlanOnCpu>[1]) {
+  const d = await createDecoder({ backend: "cpu" });
+  try {
+    return await d.decode(input);
+  } finally {
+    await d.dispose();
+  }
+}
