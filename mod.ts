@@ -32,6 +32,7 @@ export type {
   DeviceProfile,
   KernelTimingOptions,
 } from "./src/backend.ts";
+export { gridFor } from "./src/backend.ts";
 export { CPU_GRID, executePlanOnCpu } from "./src/cpu_backend.ts";
 export { createDecoder } from "./src/decoder.ts";
 export { DeviceLostError, GPUAllocationError } from "./src/device_guard.ts";
@@ -54,6 +55,7 @@ export { kvRowBytes, kvWindowBounds } from "./src/kv_windows.ts";
 export type { KVWindow, KVWindowOptions } from "./src/kv_windows.ts";
 export { createPlan, describePlan, validateFlag, validateMaxBindingBytes } from "./src/plan.ts";
 export type { Plan, PlanOptions } from "./src/plan.ts";
+export type { KernelTuning } from "./src/webgpu_backend.ts";
 export { chooseSplits, partition, segmentTiles } from "./src/planner.ts";
 export type { Partition } from "./src/planner.ts";
 export {

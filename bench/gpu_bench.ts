@@ -9,10 +9,11 @@
  *        [--only=SUBSTRING]
  */
 
-import { type BackendName, createDecoder, type DecodeInput, type Strategy } from "../mod.ts";
+import { type BackendName, createDecoder, type Strategy } from "../mod.ts";
 import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
 import { median, timePasses } from "../src/gpu_timing.ts";
-import { type BenchCase, loadCases } from "./bench_cases.ts";
+import { loadCases } from "./bench_cases.ts";
+import { makeBenchInput } from "./bench_input.ts";
 
 const args = new Map(
   Deno.args.map((a) => {
@@ -76,37 +77,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   return bytes / (median(ms.slice(3)) / 1e3);
 }
 
-/** Random f16 bit patterns in ±[0.5, 1): fast to make, never zero. */
-function randomHalves(n: number, seed: number): Uint16Array {
-  const out = new Uint16Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = (s & 0x83ff) | 0x3800;
-  }
-  return out;
-}
-
-function makeInput(c: BenchCase): DecodeInput {
-  const tokens = c.seqLens.reduce((a, b) => a + b, 0);
-  const kv = tokens * c.numKVHeads * c.headDim;
-  const q = new Float32Array(c.seqLens.length * c.qLen * c.numHeads * c.headDim);
-  for (let i = 0; i < q.length; i++) q[i] = Math.sin(i * 12.9898) * 0.5;
-  return {
-    q,
-    k: randomHalves(kv, 1),
-    v: randomHalves(kv, 2),
-    seqLens: c.seqLens,
-    numHeads: c.numHeads,
-    numKVHeads: c.numKVHeads,
-    headDim: c.headDim,
-    qLen: c.qLen,
-    kvDtype: "f16",
-  };
-}
-
 const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
 const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
 if (!adapter) throw new Error(`no ${backend} adapter`);
@@ -140,7 +110,7 @@ for (const c of await loadCases()) {
     results.push({ ...c, skipped: "binding limit" });
     continue;
   }
-  const input = makeInput(c);
+  const input = makeBenchInput(c);
   const kvSets = kvBytes < 2 * L2_BYTES ? Math.min(8, Math.ceil((3 * L2_BYTES) / kvBytes)) : 1;
   const times: Record<string, number> = {};
   for (const strategy of STRATEGY_ORDER) {

@@ -1,15 +1,16 @@
 /**
- * The decode kernel: each workgroup walks its run of pieces from the schedule table, keeps the
- * online-softmax state of all query rows of its block, and writes either the final output or a
- * partial state.
+ * The decode kernel: each workgroup walks its run of pieces from the schedule table and writes,
+ * per piece, either the final output or a partial state (unnormalised output, max, sum).
  *
- * Per tile of `T` tokens:
- *  1. scores: one thread per token reads its K row once (16-byte loads) and dots it with every
- *     query row of the block (the rows of a GQA group share that read);
- *  2. values: threads own a 16-byte slice of the head dimension and a token group; each reads the
- *     tile's row maxima from workgroup memory, rescales its accumulators and adds `p * v`.
- * Token groups keep separate sums that are combined in a fixed order at the end of a piece, so
- * results never depend on scheduling.
+ * Layout (see {@linkcode kernelLayout}): `lanes` threads share a token. Each lane loads its
+ * 16-byte chunks of the token's K and V rows, so the lanes of a group read whole rows with
+ * consecutive addresses (coalesced), and every group loads `unroll` tokens' K and V before it
+ * computes, to keep many bytes in flight. A lane dots its K chunks with the query rows it holds
+ * in registers; the lanes' partial sums are added with subgroup shuffles (a butterfly, so every
+ * lane gets the same bits) or through workgroup memory. Each token group keeps its own online
+ * softmax state (max, sum, output slice), so a step needs no workgroup-wide max; the groups'
+ * states are merged at the end of a piece with the softmax rescale, in group order, so results
+ * never depend on timing.
  *
  * @module
  */
@@ -17,6 +18,7 @@
 import {
   elementsPerLoad,
   FLAT_WORKGROUP_WGSL,
+  kernelLayout,
   type KernelSpec,
   PARAMS_WGSL,
   QUERY_ROW_WGSL,
@@ -26,28 +28,28 @@ import { kvLoadWGSL } from "./kv_load.ts";
 /** Sentinel for masked scores and empty states; finite so `exp2(NEG - NEG)` stays defined. */
 export const NEG_SCORE = -1e30;
 
-/** Thread layout of the value phase for a spec. */
-export function valueLayout(spec: KernelSpec): {
-  chunks: number;
-  groups: number;
-  chunksPerThread: number;
-} {
-  const chunks = spec.headDim / elementsPerLoad(spec.kvDtype);
-  if (chunks <= spec.workgroupSize) {
-    return { chunks, groups: Math.floor(spec.workgroupSize / chunks), chunksPerThread: 1 };
-  }
-  return { chunks, groups: 1, chunksPerThread: Math.ceil(chunks / spec.workgroupSize) };
+/** Options of the generated source that do not change the kernel (not part of the cache key). */
+export interface WGSLOptions {
+  /** Emit `enable subgroups;` (Tint/Dawn needs it; Naga/Deno rejects it). */
+  enableDirective?: boolean;
 }
 
 /** Bytes of workgroup memory the decode kernel declares. */
 export function decodeWorkgroupBytes(spec: KernelSpec): number {
-  const block = spec.rowsPerBlock * spec.headDim * 4; // q_sh
-  const scratch = Math.max(2 * spec.rowsPerBlock * spec.tileTokens * 4, block); // sc
-  return block + scratch + 2 * spec.rowsPerBlock * 4; // red_l and m_sh
+  const l = kernelLayout(spec);
+  const acc = spec.rowsPerBlock * spec.headDim * 4;
+  const maxima = l.groups * spec.rowsPerBlock * 4 + spec.rowsPerBlock * 4;
+  const entries = l.groups * l.unroll * spec.rowsPerBlock;
+  const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
+  return acc + maxima + exchange;
 }
 
-function rows(n: number, body: (r: number) => string): string {
-  return Array.from({ length: n }, (_, r) => body(r)).join("\n");
+function lines(n: number, body: (i: number) => string): string {
+  return Array.from({ length: n }, (_, i) => body(i)).join("\n");
+}
+
+function grid(a: number, b: number, body: (i: number, j: number) => string): string {
+  return lines(a * b, (x) => body(Math.floor(x / b), x % b));
 }
 
 /**
@@ -57,83 +59,177 @@ function rows(n: number, body: (r: number) => string): string {
  * ```ts
  * import { decodeKernelWGSL } from "./decode_kernel.ts";
  * const wgsl = decodeKernelWGSL({
- *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 4, workgroupSize: 64,
+ *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128,
  * });
  * console.log(wgsl.includes("@compute")); // true
  * ```
  */
-export function decodeKernelWGSL(spec: KernelSpec): string {
+export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const { headDim: D, tileTokens: T, rowsPerBlock: RP, workgroupSize: W } = spec;
-  if (T % W !== 0) {
-    throw new RangeError(`tileTokens (${T}) must be a multiple of workgroupSize: got ${W}`);
-  }
-  const vec = elementsPerLoad(spec.kvDtype);
-  const v4 = vec / 4; // vec4<f32> per 16-byte load
-  const { chunks, groups, chunksPerThread } = valueLayout(spec);
-  const tokensPerThread = T / W;
-  const dot = (r: number) =>
-    rows(v4, (j) => `      s[${r}] += dot(kv[${j}], q_sh[${r * (D / 4)} + ch * ${v4}u + ${j}u]);`);
-  const accumulate = (ci: number) =>
-    rows(
-      RP,
-      (r) => rows(v4, (j) => `          o[${(ci * RP + r) * v4 + j}] += p[${r}] * kv[${j}];`),
+  const L = kernelLayout(spec);
+  const { lanes, chunksPerLane: CPL, groups: G, unroll: U, step } = L;
+  const V4 = elementsPerLoad(spec.kvDtype) / 4; // vec4<f32> per 16-byte chunk
+  const E4 = CPL * V4; // vec4<f32> per lane per row
+  const raw = spec.kvDtype === "f32" ? "vec4<f32>" : "vec4<u32>";
+  const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
+
+  // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
+  // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
+  // requested before this step's arithmetic, so loads stay in flight through it.
+  const issue = (at: string, decl: string, prefix: string) =>
+    lines(
+      U,
+      (u) =>
+        `      let ${prefix}row${u} = kv_row(kv_start, min(${at} + ${
+          u * G
+        }u + g, tok_end - 1u)) * params.kv_row + kv_head * CHUNKS + lane;
+${
+          lines(CPL, (i) =>
+            `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u} + ${
+              i * lanes
+            }u];\n      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}row${u} + ${i * lanes}u];`)
+        }`,
     );
-  const rescale = rows(
-    chunksPerThread * RP * v4,
-    (i) => `    o[${i}] *= alpha[${Math.floor(i / v4) % RP}];`,
+  const tokens = lines(U, (u) => `      let t${u} = s0 + ${u * G}u + g;`);
+  const prefetch = spec.prefetch ?? false;
+  const loads = prefetch
+    ? `${tokens}
+${
+      lines(U, (u) =>
+        lines(
+          CPL,
+          (i) => `      let k${u}_${i} = nk${u}_${i};\n      let v${u}_${i} = nv${u}_${i};`,
+        ))
+    }
+${issue("(s0 + STEP)", "", "n")}`
+    : `${tokens}
+${issue("s0", "let ", "")}`;
+  const prefetchInit = prefetch
+    ? issue("tok_begin", "var ", "n").replace(/^      let nrow/gm, "    let nrow").replace(
+      /^      var /gm,
+      "    var ",
+    )
+    : "";
+  const dots = lines(
+    U,
+    (u) =>
+      `${lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`)}
+${
+        lines(RP, (r) =>
+          `      var d${u}_${r} = ${
+            grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], qv[${qi(r, i, j)}])`).split("\n").join(
+              " + ",
+            )
+          };`)
+      }`,
   );
-  const combine = (ci: number) =>
-    rows(RP, (r) =>
-      rows(v4, (j) => {
-        const at = `${r * (D / 4)}u + c${ci} * ${v4}u + ${j}u`;
-        const mine = `o[${(ci * RP + r) * v4 + j}]`;
-        return `        sc[${at}] = select(sc[${at}] + ${mine}, ${mine}, gg == 0u);`;
-      }));
-  const chunkVars = rows(
-    chunksPerThread,
-    (ci) =>
-      chunks <= W
-        ? `  let c${ci} = lid % ${chunks}u;\n  let active${ci} = lid < ${groups * chunks}u;`
-        : `  let c${ci} = lid + ${ci * W}u;\n  let active${ci} = c${ci} < ${chunks}u;`,
-  );
-  return `// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RP} W=${W}
+  let reduce: string;
+  if (L.subgroups) {
+    const offs: number[] = [];
+    for (let o = lanes / 2; o >= 1; o /= 2) offs.push(o);
+    reduce = offs.length === 0
+      ? ""
+      : grid(U, RP, (u, r) =>
+        offs.map((o) =>
+          `      d${u}_${r} += subgroupShuffleXor(d${u}_${r}, ${o}u);`
+        ).join("\n"));
+  } else if (lanes === 1) {
+    reduce = "";
+  } else {
+    // Workgroup memory: lanes post their partial sums (rows padded to lanes + 1 floats, so the
+    // adding threads hit distinct banks), one thread per (token, row) adds them in lane order,
+    // and the group reads the scores back. Buffers alternate between steps, so two barriers per
+    // step suffice.
+    reduce = `      let odd = ((s0 - tok_begin) / STEP) % 2u == 1u;
+      let xb = select(0u, XHALF, odd);
+      let sb = select(0u, SHALF, odd);
+${
+      grid(U, RP, (u, r) =>
+        `      xs[xb + (g * ${U * RP}u + ${u * RP + r}u) * ${lanes + 1}u + lane] = d${u}_${r};`)
+    }
+      workgroupBarrier();
+      for (var e = lid; e < SHALF; e += ${W}u) {
+        var sum = 0.0;
+        for (var x = 0u; x < LANES; x++) { sum += xs[xb + e * ${lanes + 1}u + x]; }
+        ss[sb + e] = sum;
+      }
+      workgroupBarrier();
+${grid(U, RP, (u, r) => `      d${u}_${r} = ss[sb + g * ${U * RP}u + ${u * RP + r}u];`)}`;
+  }
+  const softmax = lines(RP, (r) =>
+    `      {
+${lines(U, (u) => `        let s${u} = select(NEG, d${u}_${r}, t${u} < lim[${r}]);`)}
+        let mx = max(m[${r}], ${
+      lines(U, (u) => `s${u}`).split("\n").reduce((a, b) => `max(${a}, ${b})`)
+    });
+        let alpha = exp2(m[${r}] - mx);
+        m[${r}] = mx;
+${lines(U, (u) => `        let p${u} = select(0.0, exp2(s${u} - mx), !(s${u} <= NEG));`)}
+        l[${r}] = l[${r}] * alpha + ${lines(U, (u) => `p${u}`).split("\n").join(" + ")};
+${
+      grid(CPL, V4, (i, j) =>
+        `        o[${qi(r, i, j)}] = o[${qi(r, i, j)}] * alpha + ${
+          lines(U, (u) => `select(Z4, p${u} * vf${u}_${i}[${j}], !(s${u} <= NEG))`).split("\n")
+            .join(
+              " + ",
+            )
+        };`)
+    }
+      }`);
+
+  const pagedBinding = L.paged ? `@group(0) @binding(8) var<storage, read> pages: array<u32>;` : "";
+  const kvRow = L.paged
+    ? `fn kv_row(base: u32, t: u32) -> u32 {
+  return (pages[base + (t >> params.page_shift)] << params.page_shift) +
+    (t & ((1u << params.page_shift) - 1u));
+}`
+    : `fn kv_row(base: u32, t: u32) -> u32 {
+  return base + t;
+}`;
+  const entries = G * U * RP; // (token, row) scores per step
+  const exchange = L.subgroups || lanes === 1 ? "" : `const XHALF: u32 = ${entries * (lanes + 1)}u;
+const SHALF: u32 = ${entries}u;
+var<workgroup> xs: array<f32, ${2 * entries * (lanes + 1)}>;
+var<workgroup> ss: array<f32, ${2 * entries}>;`;
+
+  return `${
+    options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
+  }// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
+    L.subgroups ? " subgroups" : ""
+  }${L.paged ? " paged" : ""}
 ${PARAMS_WGSL}
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> sched: array<u32>;
-@group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k_cache: array<${
-    spec.kvDtype === "f32" ? "vec4<f32>" : "vec4<u32>"
-  }>;
-@group(0) @binding(4) var<storage, read> v_cache: array<${
-    spec.kvDtype === "f32" ? "vec4<f32>" : "vec4<u32>"
-  }>;
-@group(0) @binding(5) var<storage, read_write> result: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> k_cache: array<${raw}>;
+@group(0) @binding(4) var<storage, read> v_cache: array<${raw}>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(7) var<storage, read_write> lse_out: array<f32>;
+${pagedBinding}
 
 const D: u32 = ${D}u;
 const D4: u32 = ${D / 4}u;
 const T: u32 = ${T}u;
 const RP: u32 = ${RP}u;
-const CHUNKS: u32 = ${chunks}u;
-const GROUPS: u32 = ${groups}u;
+const CHUNKS: u32 = ${L.chunks}u;
+const LANES: u32 = ${lanes}u;
+const GROUPS: u32 = ${G}u;
+const STEP: u32 = ${step}u;
 const SLOT: u32 = ${RP * (D + 2)}u;
 const NEG: f32 = ${NEG_SCORE.toExponential()};
+const Z4: vec4<f32> = vec4<f32>(0.0);
 const DIRECT: u32 = 0xffffffffu;
 
-var<workgroup> q_sh: array<vec4<f32>, ${RP * (D / 4)}>;
-// Scores of two tiles (tile i+1 writes one half while late threads still read tile i's); after
-// the tile loop the same memory holds the token groups' combined output.
-var<workgroup> sc: array<vec4<f32>, ${Math.max(2 * RP * T, RP * D) / 4}>;
-var<workgroup> red_l: array<f32, ${RP}>;
-var<workgroup> m_sh: array<f32, ${RP}>;
+// The groups' merged output, and each group's row maxima then the merged sums.
+var<workgroup> acc: array<vec4<f32>, ${RP * (D / 4)}>;
+var<workgroup> m_sh: array<f32, ${G * RP}>;
+var<workgroup> l_sh: array<f32, ${RP}>;
+${exchange}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype)}
-
-fn score_at(base: u32, r: u32, t: u32) -> f32 {
-  let i = base + r * T + t;
-  return sc[i >> 2u][i & 3u];
-}
+${kvRow}
 
 @compute @workgroup_size(${W})
 fn main(
@@ -145,8 +241,8 @@ fn main(
   if (w >= params.count) {
     return;
   }
-${chunkVars}
-  let g = lid / ${chunks <= W ? chunks : W}u;
+  let lane = lid % LANES;
+  let g = lid / LANES;
   let p_begin = sched[w];
   let p_end = sched[w + 1u];
   for (var pc = p_begin; pc < p_end; pc++) {
@@ -161,99 +257,70 @@ ${chunkVars}
     let seq_len = sched[f + 7u];
     let n_rows = min(RP, params.rows_per_group - r0);
 
-    // Query rows of the block, pre-scaled into log2 units; missing rows are zero.
-    for (var i = lid; i < RP * D4; i += ${W}u) {
-      let r = i / D4;
-      var qv = vec4<f32>(0.0);
-      if (r < n_rows) {
-        let base = query_row(seq, kv_head, r0 + r) * D + (i % D4) * 4u;
-        qv = vec4<f32>(q[base], q[base + 1u], q[base + 2u], q[base + 3u]) * params.scale_log2;
-      }
-      q_sh[i] = qv;
-    }
-    // Tokens row r may see: causal within the last qLen tokens, and inside this piece.
-    var lim: array<u32, ${RP}>;
+    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
+    var qv = array<vec4<f32>, ${RP * E4}>();
 ${
-    rows(RP, (r) =>
+    lines(RP, (r) =>
+      `    if (${r}u < n_rows) {
+      let qb = query_row(seq, kv_head, r0 + ${r}u) * D4;
+${
+        grid(CPL, V4, (i, j) =>
+          `      qv[${qi(r, i, j)}] = q[qb + (lane + ${
+            i * lanes
+          }u) * ${V4}u + ${j}u] * params.scale_log2;`)
+      }
+    }`)
+  }
+    // Tokens row r may see: causal within the last qLen tokens, and inside this piece.
+    var lim = array<u32, ${RP}>();
+${
+    lines(RP, (r) =>
       `    lim[${r}] = select(0u, min(seq_len - params.q_len + (r0 + ${r}u) % params.q_len + 1u, tok_end), ${r}u < n_rows);`)
   }
-    var m: array<f32, ${RP}>;
-    var l: array<f32, ${RP}>;
-    var o = array<vec4<f32>, ${chunksPerThread * RP * v4}>();
-${rows(RP, (r) => `    m[${r}] = NEG;\n    l[${r}] = 0.0;`)}
-    workgroupBarrier();
+    var m = array<f32, ${RP}>();
+    var l = array<f32, ${RP}>();
+    var o = array<vec4<f32>, ${RP * E4}>();
+${lines(RP, (r) => `    m[${r}] = NEG;`)}
+${prefetchInit}
 
-    for (var tile = tok_begin; tile < tok_end; tile += T) {
-      // Double-buffered scores: one barrier per tile instead of two.
-      let sb = select(0u, RP * T, ((tile - tok_begin) / T) % 2u == 1u);
-      // 1. Scores: one thread per token, every row of the block.
-      for (var j = 0u; j < ${tokensPerThread}u; j++) {
-        let t = lid + j * ${W}u;
-        let tok = tile + t;
-        // Explicit initialisers: a loop-local var was seen keeping its last value (lavapipe).
-        var s = array<f32, ${RP}>();
-        if (tok < tok_end) {
-          let kb = (kv_start + tok) * params.kv_row + kv_head * CHUNKS;
-          for (var ch = 0u; ch < CHUNKS; ch++) {
-            let kv = load_k(kb + ch);
-${rows(RP, dot)}
-          }
-        }
-${
-    rows(RP, (r) =>
-      `        sc[(sb + ${r * T}u + t) >> 2u][t & 3u] = select(NEG, s[${r}], tok < lim[${r}]);`)
-  }
-      }
-      workgroupBarrier();
-
-      // 2. Row maxima of the tile (every thread reads them), rescale, accumulate p * v.
-      var alpha: array<f32, ${RP}>;
-      var p: array<f32, ${RP}>;
-${
-    rows(RP, (r) =>
-      `      {
-        var mx = NEG;
-        for (var i = 0u; i < T / 4u; i++) {
-          let s4 = sc[sb / 4u + ${r * (T / 4)}u + i];
-          mx = max(mx, max(max(s4.x, s4.y), max(s4.z, s4.w)));
-        }
-        let m_new = max(m[${r}], mx);
-        alpha[${r}] = exp2(m[${r}] - m_new);
-        m[${r}] = m_new;
-        l[${r}] *= alpha[${r}];
-      }`)
-  }
-${rescale}
-      for (var t = g; t < T; t += GROUPS) {
-        let tok = tile + t;
-        if (tok < tok_end) {
-${
-    rows(RP, (r) =>
-      `          let s${r} = score_at(sb, ${r}u, t);\n          p[${r}] = select(0.0, exp2(s${r} - m[${r}]), s${r} > NEG);\n          l[${r}] += p[${r}];`)
-  }
-          let vb = (kv_start + tok) * params.kv_row + kv_head * CHUNKS;
-${
-    rows(chunksPerThread, (ci) =>
-      `          if (active${ci}) {\n            let kv = load_v(vb + c${ci});\n${
-        accumulate(ci)
-      }\n          }`)
-  }
-        }
-      }
+    for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {
+${loads}
+${dots}
+${reduce}
+${lines(U, (u) => lines(CPL, (i) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`))}
+${softmax}
     }
 
-    // The combined output reuses the score memory: wait until every thread is past the last tile.
+    // Merge the groups' states: a common max, then the rescaled sums in group order.
     workgroupBarrier();
-
-    // Combine the token groups in a fixed order.
+    if (lane == 0u) {
+${lines(RP, (r) => `      m_sh[g * RP + ${r}u] = m[${r}];`)}
+    }
+    workgroupBarrier();
+    var mm = array<f32, ${RP}>();
+${
+    lines(RP, (r) =>
+      `    mm[${r}] = NEG;
+    for (var gg = 0u; gg < GROUPS; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }
+    {
+      let sc = exp2(m[${r}] - mm[${r}]);
+      l[${r}] *= sc;
+${grid(CPL, V4, (i, j) => `      o[${qi(r, i, j)}] *= sc;`)}
+    }`)
+  }
     for (var gg = 0u; gg < GROUPS; gg++) {
       if (g == gg) {
-${rows(chunksPerThread, (ci) => `        if (active${ci}) {\n${combine(ci)}\n        }`)}
-        if (lid % ${chunks <= W ? chunks : W}u == 0u) {
-${rows(RP, (r) => `          red_l[${r}] = select(red_l[${r}] + l[${r}], l[${r}], gg == 0u);`)}
-          if (gg == 0u) {
-${rows(RP, (r) => `            m_sh[${r}] = m[${r}];`)}
-          }
+${
+    lines(RP, (r) =>
+      grid(CPL, V4, (i, j) => {
+        const at = `${r * (D / 4)}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
+        return `        acc[${at}] = select(acc[${at}] + o[${qi(r, i, j)}], o[${
+          qi(r, i, j)
+        }], gg == 0u);`;
+      }))
+  }
+        if (lane == 0u) {
+${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}], gg == 0u);`)}
         }
       }
       workgroupBarrier();
@@ -263,9 +330,9 @@ ${rows(RP, (r) => `            m_sh[${r}] = m[${r}];`)}
     for (var i = lid; i < RP * D; i += ${W}u) {
       let r = i / D;
       if (r < n_rows) {
-        let val = sc[i >> 2u][i & 3u];
+        let val = acc[i >> 2u][i & 3u];
         if (slot == DIRECT) {
-          result[query_row(seq, kv_head, r0 + r) * D + i % D] = val / red_l[r];
+          out[query_row(seq, kv_head, r0 + r) * D + i % D] = val / l_sh[r];
         } else {
           partials[slot * SLOT + i] = val;
         }
@@ -273,11 +340,10 @@ ${rows(RP, (r) => `            m_sh[${r}] = m[${r}];`)}
     }
     if (lid < n_rows) {
       if (slot == DIRECT) {
-        result[params.lse_base + query_row(seq, kv_head, r0 + lid)] =
-          (m_sh[lid] + log2(red_l[lid])) * 0.6931471805599453;
+        lse_out[query_row(seq, kv_head, r0 + lid)] = (mm[lid] + log2(l_sh[lid])) * 0.6931471805599453;
       } else {
-        partials[slot * SLOT + RP * D + lid] = m_sh[lid];
-        partials[slot * SLOT + RP * D + RP + lid] = red_l[lid];
+        partials[slot * SLOT + RP * D + lid] = mm[lid];
+        partials[slot * SLOT + RP * D + RP + lid] = l_sh[lid];
       }
     }
     workgroupBarrier();

@@ -14,11 +14,116 @@ export interface KernelSpec {
   readonly tileTokens: number;
   readonly rowsPerBlock: number;
   readonly workgroupSize: number;
+  /**
+   * Threads that read one token's K and V row together (a power of two dividing the row's
+   * 16-byte chunks). Default: up to 16 (see {@linkcode kernelLayout}).
+   */
+  readonly lanes?: number;
+  /**
+   * Tokens each lane group loads before it computes (more bytes in flight). Default 4 / chunks
+   * per lane, halved with prefetch.
+   */
+  readonly unroll?: number;
+  /**
+   * Reduce the lanes' partial dot products with subgroup shuffles (needs the `subgroups`
+   * feature and `lanes` at most the adapter's smallest subgroup); workgroup memory otherwise.
+   */
+  readonly subgroups?: boolean;
+  /** Read K and V through page tables (binding 8) instead of dense rows. */
+  readonly paged?: boolean;
+  /** Request the next step's K and V before this step's arithmetic (software pipelining). */
+  readonly prefetch?: boolean;
+}
+
+/** The thread layout a spec resolves to. */
+export interface KernelLayout {
+  /** 16-byte chunks in one token's row of one KV head. */
+  readonly chunks: number;
+  /** Threads sharing one token (they split its chunks). */
+  readonly lanes: number;
+  /** Chunks each lane loads per token. */
+  readonly chunksPerLane: number;
+  /** Token groups in a workgroup (`workgroupSize / lanes`). */
+  readonly groups: number;
+  /** Tokens a group loads per step. */
+  readonly unroll: number;
+  /** Tokens the workgroup covers per step (`groups * unroll`). */
+  readonly step: number;
+  readonly subgroups: boolean;
+  readonly paged: boolean;
+}
+
+/** Most lanes per token by default: 16 lanes x 16 bytes is a 256-byte f16 row of d = 128. */
+export const DEFAULT_MAX_LANES = 16;
+
+/**
+ * Floats of partial sums and scores the workgroup-memory reduction may declare: with the output
+ * block (at most 1024 floats) and the groups' maxima it stays within WebGPU's default 16 KiB.
+ */
+const EXCHANGE_FLOATS = 1920;
+
+function largestPowerOfTwoDividing(n: number, cap: number): number {
+  let p = 1;
+  while (p * 2 <= cap && n % (p * 2) === 0) p *= 2;
+  return p;
+}
+
+/**
+ * Resolves a spec's thread layout: lanes per token, token groups, unroll and step.
+ *
+ * @example
+ * ```ts
+ * import { kernelLayout } from "./kernel_spec.ts";
+ * const l = kernelLayout({
+ *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 1, workgroupSize: 128,
+ * });
+ * console.log(l.lanes, l.groups, l.step); // 16 8 32
+ * ```
+ */
+export function kernelLayout(spec: KernelSpec): KernelLayout {
+  const chunks = spec.headDim / elementsPerLoad(spec.kvDtype);
+  let lanes = spec.lanes ?? largestPowerOfTwoDividing(chunks, DEFAULT_MAX_LANES);
+  if (!Number.isInteger(chunks / lanes) || (lanes & (lanes - 1)) !== 0) {
+    throw new RangeError(`lanes must be a power of two dividing ${chunks}: got ${lanes}`);
+  }
+  if (spec.workgroupSize % lanes !== 0) {
+    throw new RangeError(
+      `workgroupSize must be a multiple of lanes (${lanes}): got ${spec.workgroupSize}`,
+    );
+  }
+  const subgroups = spec.subgroups ?? false;
+  const prefetch = spec.prefetch ?? false;
+  const RP = spec.rowsPerBlock;
+  // Workgroup memory of the reduction through workgroup memory (none with shuffles or 1 lane).
+  const exchange = (l: number, u: number) =>
+    subgroups || l === 1 ? 0 : 2 * (spec.workgroupSize / l) * u * RP * (l + 2);
+  // Without shuffles, fewer lanes when even one token per step would not fit.
+  while (exchange(lanes, 1) > EXCHANGE_FLOATS) lanes /= 2;
+  const chunksPerLane = chunks / lanes;
+  const groups = spec.workgroupSize / lanes;
+  // Registers: each lane holds `unroll` K and V chunks (twice with prefetch); the reduction in
+  // workgroup memory holds unroll x rows sums per group; a step is not longer than a tile.
+  let unroll = spec.unroll ?? Math.max(1, Math.floor((prefetch ? 2 : 4) / chunksPerLane));
+  while (unroll > 1 && exchange(lanes, unroll) > EXCHANGE_FLOATS) unroll--;
+  unroll = Math.max(1, Math.min(unroll, Math.floor(spec.tileTokens / groups)));
+  return {
+    chunks,
+    lanes,
+    chunksPerLane,
+    groups,
+    unroll,
+    step: groups * unroll,
+    subgroups,
+    paged: spec.paged ?? false,
+  };
 }
 
 /** The pipeline cache key of a spec. */
 export function specKey(kind: string, spec: KernelSpec): string {
-  return `${kind}:d${spec.headDim}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}`;
+  const l = kernelLayout(spec);
+  return `${kind}:d${spec.headDim}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
+    l.subgroups ? ":sg" : ""
+  }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}`;
 }
 
 /** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */
@@ -44,10 +149,10 @@ struct Params {
   kv_row: u32,        // 16-byte loads per KV token row (all KV heads)
   piece_base: u32,    // first u32 of the piece records in sched
   reduce_base: u32,   // first u32 of the reduce records in sched
-  lse_base: u32,      // first f32 of the LSE in result
+  lse_base: u32,      // unused (the LSE has its own binding)
   count: u32,         // workgroups (decode) or reduce records (merge)
   scale_log2: f32,    // softmax scale * log2(e)
-  _pad0: u32,
+  page_shift: u32,    // log2 of the page size (paged kernels)
   _pad1: u32,
 }`;
 

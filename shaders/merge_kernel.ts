@@ -1,7 +1,13 @@
 /**
  * The merge kernel, dispatched after the decode kernel in the same compute pass: one workgroup
- * per split segment merges its partial states in slot order (ascending token position) with the
- * softmax rescale and writes the output and the LSE. The WGSL twin of `mergePartialRow`.
+ * per (split segment, query row) merges the segment's partial states in slot order (ascending
+ * token position) with the softmax rescale and writes the output and the LSE (their own
+ * bindings, so a caller's buffers can be bound). The WGSL twin of `mergePartialRow`.
+ *
+ * A segment can have hundreds of partial states (one per workgroup that touched it), so the
+ * slots' maxima and sums are reduced by the whole workgroup in a fixed tree order, their weights
+ * computed once per slot into workgroup memory, and the weighted outputs summed by several slot
+ * groups of threads at once, which are then added in group order. Results never depend on timing.
  *
  * @module
  */
@@ -13,6 +19,14 @@ import {
   PARAMS_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
+
+/** Threads of a merge workgroup. */
+export const MERGE_WORKGROUP = 256;
+
+/** Workgroups of the merge dispatch for `records` reduce records of `rowsPerBlock` rows. */
+export function mergeWorkgroups(records: number, rowsPerBlock: number): number {
+  return records * rowsPerBlock;
+}
 
 /**
  * Generates the merge kernel's WGSL for a spec.
@@ -27,19 +41,45 @@ import {
  * ```
  */
 export function mergeKernelWGSL(spec: KernelSpec): string {
-  const { headDim: D, rowsPerBlock: RP, workgroupSize: W } = spec;
+  const { headDim: D, rowsPerBlock: RP } = spec;
+  const W = MERGE_WORKGROUP;
+  const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
   return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}
 ${PARAMS_WGSL}
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> sched: array<u32>;
 @group(0) @binding(2) var<storage, read> partials: array<f32>;
-@group(0) @binding(3) var<storage, read_write> result: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lse_out: array<f32>;
 
 const D: u32 = ${D}u;
 const RP: u32 = ${RP}u;
 const SLOT: u32 = ${RP * (D + 2)}u;
+const W: u32 = ${W}u;
+const GROUPS: u32 = ${groups}u;
+const NEG: f32 = ${NEG_SCORE.toExponential()};
+
+var<workgroup> red: array<f32, ${W}>;
+var<workgroup> weight: array<f32, ${W}>;
+var<workgroup> part: array<f32, ${groups * D}>;
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
+
+// Tree reduction of red[] in a fixed order; op 0 = max, 1 = sum. Every thread gets red[0].
+fn reduce(lid: u32, op: u32) -> f32 {
+  for (var half = W / 2u; half > 0u; half >>= 1u) {
+    workgroupBarrier();
+    if (lid < half) {
+      let a = red[lid];
+      let b = red[lid + half];
+      red[lid] = select(a + b, max(a, b), op == 0u);
+    }
+  }
+  workgroupBarrier();
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
 
 @compute @workgroup_size(${W})
 fn main(
@@ -47,7 +87,9 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let e = flat_workgroup(wid, nwg);
+  let flat = flat_workgroup(wid, nwg);
+  let e = flat / RP;
+  let r = flat % RP;
   if (e >= params.count) {
     return;
   }
@@ -57,32 +99,69 @@ fn main(
   let r0 = sched[f + 2u] * RP;
   let first = sched[f + 3u];
   let n = sched[f + 4u];
-  let n_rows = min(RP, params.rows_per_group - r0);
-  for (var i = lid; i < n_rows * D; i += ${W}u) {
-    let r = i / D;
-    var mx = ${NEG_SCORE.toExponential()};
-    for (var s = 0u; s < n; s++) {
-      let base = (first + s) * SLOT + RP * D;
-      if (partials[base + RP + r] > 0.0) {
-        mx = max(mx, partials[base + r]);
+  if (r0 + r >= params.rows_per_group) {
+    return;
+  }
+  let mo = RP * D + r; // offset of this row's max in a slot; its sum follows RP floats later
+
+  // The largest max among slots that saw a token (an empty slot has sum 0).
+  var mx = NEG;
+  for (var s = lid; s < n; s += W) {
+    let base = (first + s) * SLOT + mo;
+    if (partials[base + RP] > 0.0) {
+      mx = max(mx, partials[base]);
+    }
+  }
+  red[lid] = mx;
+  let m_all = reduce(lid, 0u);
+
+  // The rescaled sum of the slots' sums.
+  var sum = 0.0;
+  for (var s = lid; s < n; s += W) {
+    let base = (first + s) * SLOT + mo;
+    let l = partials[base + RP];
+    if (l > 0.0) {
+      sum += l * exp2(partials[base] - m_all);
+    }
+  }
+  red[lid] = sum;
+  let l_all = reduce(lid, 1u);
+
+  // Weighted outputs, W slots at a time: weights once per slot, then slot groups of threads.
+  let d = lid % D;
+  let grp = lid / D;
+  var acc = 0.0;
+  for (var c0 = 0u; c0 < n; c0 += W) {
+    var w = 0.0;
+    if (c0 + lid < n) {
+      let base = (first + c0 + lid) * SLOT + mo;
+      let l = partials[base + RP];
+      w = select(0.0, exp2(partials[base] - m_all), l > 0.0);
+    }
+    weight[lid] = w;
+    workgroupBarrier();
+    if (grp < GROUPS) {
+      let cn = min(W, n - c0);
+      for (var s = grp; s < cn; s += GROUPS) {
+        acc += weight[s] * partials[(first + c0 + s) * SLOT + r * D + d];
       }
     }
-    var sum = 0.0;
-    var acc = 0.0;
-    for (var s = 0u; s < n; s++) {
-      let base = (first + s) * SLOT;
-      let l = partials[base + RP * D + RP + r];
-      if (l > 0.0) {
-        let w = exp2(partials[base + RP * D + r] - mx);
-        sum += l * w;
-        acc += w * partials[base + i];
-      }
+    workgroupBarrier();
+  }
+  if (grp < GROUPS) {
+    part[grp * D + d] = acc;
+  }
+  workgroupBarrier();
+  let row = query_row(seq, kv_head, r0 + r);
+  if (lid < D) {
+    var total = 0.0;
+    for (var g = 0u; g < GROUPS; g++) {
+      total += part[g * D + lid];
     }
-    let row = query_row(seq, kv_head, r0 + r);
-    result[row * D + i % D] = acc / sum;
-    if (i % D == 0u) {
-      result[params.lse_base + row] = (mx + log2(sum)) * 0.6931471805599453;
-    }
+    out[row * D + lid] = total / l_all;
+  }
+  if (lid == 0u) {
+    lse_out[row] = (m_all + log2(l_all)) * 0.6931471805599453;
   }
 }
 `;

@@ -13,6 +13,7 @@
  */
 
 import { type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.ts";
+import { mergeWorkgroups } from "../shaders/merge_kernel.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { tableProfile } from "./device_profile.ts";
 import { BufferUsage, kernelCaps, summarizeAdapter } from "./gpu_runtime.ts";
@@ -281,7 +282,7 @@ export class AttentionEncoder {
       decode: this.#pipelines.get("decode", spec),
       merge: merges > 0 ? this.#pipelines.get("merge", { ...spec, paged: false }) : undefined,
       decodeSize: dispatchSize(s.workgroups, maxDim),
-      mergeSize: dispatchSize(Math.max(1, merges), maxDim),
+      mergeSize: dispatchSize(Math.max(1, mergeWorkgroups(merges, spec.rowsPerBlock)), maxDim),
       lseBytes,
       prefix: specKey("decode", spec),
     };

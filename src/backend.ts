@@ -37,9 +37,33 @@ export interface DeviceProfile {
   /** Where `grid` came from. */
   readonly source: "builtin" | "table" | "calibrated" | "option";
   /**
+   * Lean grids calibrated per rows-per-block class (1, 2, 4, 8): kernels that hold more query
+   * rows keep more registers, so fewer of them run at once. Absent: `grid` for every kernel.
+   */
+  readonly gridByRows?: Readonly<Record<number, number>>;
+  /**
    * Largest K or V binding in bytes; a larger KV cache is split into windows. Absent: no limit.
    */
   readonly maxBindingBytes?: number;
+}
+
+/**
+ * The lean grid of a profile for kernels holding `rowsPerBlock` query rows: the grid of the
+ * smallest calibrated class at least that large, else `profile.grid`.
+ *
+ * @example
+ * ```ts
+ * import { gridFor } from "@lean/attention";
+ * const profile = { name: "gpu", grid: 1000, source: "calibrated" as const, gridByRows: { 1: 1000, 2: 800, 4: 400, 8: 250 } };
+ * console.log(gridFor(profile, 3)); // 400
+ * ```
+ */
+export function gridFor(profile: DeviceProfile, rowsPerBlock: number): number {
+  const classes = profile.gridByRows;
+  if (!classes) return profile.grid;
+  const keys = Object.keys(classes).map(Number).sort((a, b) => a - b);
+  const key = keys.find((k) => k >= rowsPerBlock) ?? keys[keys.length - 1];
+  return classes[key] ?? profile.grid;
 }
 
 /**

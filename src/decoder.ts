@@ -5,7 +5,13 @@
  * @module
  */
 
-import type { Backend, BackendName, BackendStats, DeviceProfile } from "./backend.ts";
+import {
+  type Backend,
+  type BackendName,
+  type BackendStats,
+  type DeviceProfile,
+  gridFor,
+} from "./backend.ts";
 import { createCpuBackend } from "./cpu_backend.ts";
 import { median } from "./gpu_timing.ts";
 import { createPlan, type Plan, validateFlag, validateMaxBindingBytes } from "./plan.ts";
@@ -16,8 +22,10 @@ import {
   resolveScale,
   type Strategy,
   validateInput,
+  validateShape,
 } from "./problem.ts";
 import { tileConfig, type TileOptions } from "./tile_config.ts";
+import type { KernelTuning } from "./webgpu_backend.ts";
 
 /** Options for {@linkcode createDecoder}. */
 export interface DecoderOptions extends TileOptions {
@@ -44,6 +52,11 @@ export interface DecoderOptions extends TileOptions {
    * its batch (fixed split points, merged in a fixed order). Default false.
    */
   batchInvariant?: boolean;
+  /**
+   * Kernel tuning for GPU backends: subgroup shuffles (default: used when the device has them),
+   * lanes per token, unroll. The defaults are tuned; see `bench/notes.md`.
+   */
+  kernel?: KernelTuning;
   /**
    * Testing aid: fill GPU outputs with NaN before every run, so an element the kernels fail to
    * write shows up. Off by default.
@@ -152,10 +165,14 @@ class DecoderImpl implements Decoder {
 
   plan(shape: DecodeShape, options: DecoderPlanOptions = {}): Plan {
     this.#live();
+    const profile = this.#backend.profile;
+    const grid = profile.gridByRows
+      ? gridFor(profile, tileConfig(validateShape(shape), this.#tileOptions).rowsPerBlock)
+      : profile.grid;
     return createPlan(shape, {
       ...this.#tileOptions,
       strategy: options.strategy,
-      grid: this.#backend.profile.grid,
+      grid,
       maxBindingBytes: this.#backend.profile.maxBindingBytes,
       batchInvariant: this.#batchInvariant,
     });

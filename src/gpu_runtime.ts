@@ -35,6 +35,21 @@ export async function loadDawn(): Promise<GPU> {
   return mod.create(DAWN_OPTIONS);
 }
 
+/** What a device offers the decode kernel beyond core WebGPU. */
+export interface KernelCaps {
+  /** The `subgroups` feature is enabled on the device. */
+  readonly subgroups: boolean;
+  /** The adapter's smallest subgroup size (0 when unknown). */
+  readonly subgroupMinSize: number;
+}
+
+/** Reads a device's kernel capabilities (the adapter info may come from the device). */
+export function kernelCaps(device: GPUDevice, info: GPUAdapterInfo | undefined): KernelCaps {
+  const min = Number((info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize ?? 0);
+  const subgroups = device.features.has("subgroups" as GPUFeatureName) && min >= 1;
+  return { subgroups, subgroupMinSize: subgroups ? min : 0 };
+}
+
 /** Adapter facts the backend reports. */
 export interface AdapterSummary {
   /** Human description, e.g. `"NVIDIA H100 80GB HBM3"` or `"llvmpipe (LLVM 15.0.6, 256 bits)"`. */
@@ -64,13 +79,18 @@ export function summarizeAdapter(info: GPUAdapterInfo | undefined): AdapterSumma
 }
 
 /** Features the backend uses when the adapter has them. */
-const OPTIONAL_FEATURES: GPUFeatureName[] = ["timestamp-query"];
+const OPTIONAL_FEATURES = ["timestamp-query"] as GPUFeatureName[];
 
-/** Requests a device with the adapter's own limits (not the defaults) and useful features. */
+/**
+ * Requests a device with the adapter's own limits (not the defaults) and useful features.
+ * `subgroups` is asked for even when the adapter does not list it: Deno's WebGPU grants it on
+ * GPUs whose Vulkan driver has subgroup operations without listing it; a refusal just means
+ * the kernels reduce through workgroup memory.
+ */
 export async function requestDevice(adapter: GPUAdapter): Promise<GPUDevice> {
   const l = adapter.limits;
-  const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
-  return await adapter.requestDevice({
+  const features = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
+  const descriptor = (requiredFeatures: GPUFeatureName[]): GPUDeviceDescriptor => ({
     requiredFeatures,
     requiredLimits: {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
@@ -82,4 +102,11 @@ export async function requestDevice(adapter: GPUAdapter): Promise<GPUDevice> {
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
     },
   });
+  try {
+    return await adapter.requestDevice(
+      descriptor([...features, "subgroups" as GPUFeatureName]),
+    );
+  } catch {
+    return await adapter.requestDevice(descriptor(features));
+  }
 }

@@ -6,14 +6,14 @@
  * @module
  */
 
-import { decodeKernelWGSL } from "../shaders/decode_kernel.ts";
+import { decodeKernelWGSL, type WGSLOptions } from "../shaders/decode_kernel.ts";
 import { type KernelSpec, specKey } from "../shaders/kernel_spec.ts";
 import { mergeKernelWGSL } from "../shaders/merge_kernel.ts";
 
 /** The kernels a plan can need. */
 export type KernelKind = "decode" | "merge";
 
-const GENERATORS: Record<KernelKind, (spec: KernelSpec) => string> = {
+const GENERATORS: Record<KernelKind, (spec: KernelSpec, options: WGSLOptions) => string> = {
   decode: decodeKernelWGSL,
   merge: mergeKernelWGSL,
 };
@@ -23,9 +23,12 @@ export class PipelineCache {
   #device: GPUDevice;
   #entries = new Map<string, { module: GPUShaderModule; pipeline: GPUComputePipeline }>();
   #created = 0;
+  #wgsl: WGSLOptions;
 
-  constructor(device: GPUDevice) {
+  /** `wgsl` holds source options of the runtime (e.g. Dawn needs `enable subgroups;`). */
+  constructor(device: GPUDevice, wgsl: WGSLOptions = {}) {
     this.#device = device;
+    this.#wgsl = wgsl;
   }
 
   /** Pipelines compiled so far. */
@@ -38,7 +41,10 @@ export class PipelineCache {
     const key = specKey(kind, spec);
     let entry = this.#entries.get(key);
     if (!entry) {
-      const module = this.#device.createShaderModule({ code: GENERATORS[kind](spec), label: key });
+      const module = this.#device.createShaderModule({
+        code: GENERATORS[kind](spec, this.#wgsl),
+        label: key,
+      });
       const pipeline = this.#device.createComputePipeline({
         layout: "auto",
         compute: { module, entryPoint: "main" },

@@ -25,15 +25,19 @@ export interface TileOptions {
   /** KV tokens per LeanTile (a power of two from 16 to 256). */
   tileTokens?: number;
   /**
-   * Threads per decode workgroup (a power of two from 16 to 256, at most `tileTokens`: the score
-   * phase gives each thread whole tokens). Default: `min(64, tileTokens)`.
+   * Threads per decode workgroup (a power of two from 16 to 256). Threads share tokens in groups
+   * of `lanes` (see the kernel spec), so a workgroup covers `workgroupSize / lanes` tokens at a
+   * time. Default 128.
    */
   workgroupSize?: number;
 }
 
-/** Floats of query state a block may hold: bounds workgroup memory and registers. */
-const MAX_BLOCK_FLOATS = 2048;
-const MAX_ROWS_PER_BLOCK = 16;
+/**
+ * Floats of query state a block may hold: each lane keeps `rows x headDim / lanes` query and
+ * output values in registers (64 each at 16 lanes), and the block's output in workgroup memory.
+ */
+const MAX_BLOCK_FLOATS = 1024;
+const MAX_ROWS_PER_BLOCK = 8;
 
 function powerOfTwo(name: string, value: number, lo: number, hi: number): number {
   if (typeof value !== "number") {
@@ -61,17 +65,7 @@ export function tileConfig(
   options: TileOptions = {},
 ): TileConfig {
   const tileTokens = powerOfTwo("tileTokens", options.tileTokens ?? 64, 16, 256);
-  const workgroupSize = powerOfTwo(
-    "workgroupSize",
-    options.workgroupSize ?? Math.min(64, tileTokens),
-    16,
-    256,
-  );
-  if (workgroupSize > tileTokens) {
-    throw new RangeError(
-      `workgroupSize must be at most tileTokens (${tileTokens}): got ${workgroupSize}`,
-    );
-  }
+  const workgroupSize = powerOfTwo("workgroupSize", options.workgroupSize ?? 128, 16, 256);
   const maxRows = Math.max(
     1,
     Math.min(MAX_ROWS_PER_BLOCK, Math.floor(MAX_BLOCK_FLOATS / problem.headDim)),

@@ -8,7 +8,13 @@
  * @module
  */
 
-import { type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.ts";
+import {
+  DEFAULT_MAX_LANES,
+  elementsPerLoad,
+  type KernelSpec,
+  PARAMS_WORDS,
+  specKey,
+} from "../shaders/kernel_spec.ts";
 import type {
   Backend,
   BackendName,
@@ -26,12 +32,15 @@ import { deviceProfile, tableProfile } from "./device_profile.ts";
 import {
   type AdapterSummary,
   BufferUsage,
+  type KernelCaps,
+  kernelCaps,
   loadDawn,
   MAP_READ,
   requestDevice,
   summarizeAdapter,
 } from "./gpu_runtime.ts";
 import { timePasses } from "./gpu_timing.ts";
+import { mergeWorkgroups } from "../shaders/merge_kernel.ts";
 import type { Plan } from "./plan.ts";
 import type { DecodeInput, DecodeOutput } from "./problem.ts";
 import { slotFloats } from "./reducer.ts";
@@ -57,6 +66,20 @@ export interface WebGPUBackendOptions extends TileOptions {
    * `maxBufferSize` (the default): larger caches are split into KV windows.
    */
   maxBindingBytes?: number;
+  /** Kernel tuning: subgroup shuffles (default: when the device has them), lanes, unroll. */
+  kernel?: KernelTuning;
+}
+
+/** Kernel choices a backend makes for every plan (see `KernelSpec`). */
+export interface KernelTuning {
+  /** Use subgroup shuffles when the device offers them (default true). */
+  subgroups?: boolean;
+  /** Threads per token (default: up to 16, at most the smallest subgroup). */
+  lanes?: number;
+  /** Tokens each lane group loads per step (default 4 / chunks per lane). */
+  unroll?: number;
+  /** Request the next step's K and V before this step's arithmetic (default true). */
+  prefetch?: boolean;
 }
 
 const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
@@ -79,13 +102,42 @@ export interface BoundPlan {
   }>;
   readonly result: GPUBuffer;
   readonly resultBytes: number;
+  /** Byte offset of the LSE in `result` (the output starts at 0). */
+  readonly lseOffset: number;
 }
 
-/** The kernel specialisation a plan needs. */
-export function kernelSpec(plan: Plan): KernelSpec {
+/**
+ * The kernel specialisation a plan needs on a device: lanes per token up to 16 and, with
+ * subgroup shuffles, at most the adapter's smallest subgroup.
+ */
+export function kernelSpec(
+  plan: { problem: { headDim: number; kvDtype: Plan["problem"]["kvDtype"] }; tiles: Plan["tiles"] },
+  caps: KernelCaps = { subgroups: false, subgroupMinSize: 0 },
+  tuning: KernelTuning = {},
+  paged = false,
+): KernelSpec {
   const { headDim, kvDtype } = plan.problem;
   const { tileTokens, rowsPerBlock, workgroupSize } = plan.tiles;
-  return { headDim, kvDtype, tileTokens, rowsPerBlock, workgroupSize };
+  const chunks = headDim / elementsPerLoad(kvDtype);
+  const subgroups = caps.subgroups && tuning.subgroups !== false;
+  let cap = Math.min(DEFAULT_MAX_LANES, workgroupSize);
+  if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
+  let lanes = tuning.lanes ?? 1;
+  if (tuning.lanes === undefined) {
+    while (lanes * 2 <= cap && chunks % (lanes * 2) === 0) lanes *= 2;
+  }
+  return {
+    headDim,
+    kvDtype,
+    tileTokens,
+    rowsPerBlock,
+    workgroupSize,
+    lanes,
+    unroll: tuning.unroll,
+    subgroups: subgroups && lanes > 1 && lanes <= caps.subgroupMinSize,
+    paged,
+    prefetch: tuning.prefetch ?? true,
+  };
 }
 
 class WebGPUBackend implements Backend {
@@ -93,6 +145,8 @@ class WebGPUBackend implements Backend {
   readonly profile: DeviceProfile;
   readonly adapter: AdapterSummary;
   #device: GPUDevice;
+  #caps: KernelCaps;
+  #tuning: KernelTuning;
   #ownsDevice: boolean;
   /** Device loss and error scopes. */
   #guard!: DeviceGuard;
@@ -114,7 +168,11 @@ class WebGPUBackend implements Backend {
     pool: BufferPool,
     pipelines: PipelineCache,
     keepAlive: unknown[],
+    caps: KernelCaps,
+    tuning: KernelTuning,
   ) {
+    this.#caps = caps;
+    this.#tuning = tuning;
     this.#pipelines = pipelines;
     this.#keepAlive = keepAlive;
     this.name = name;
@@ -140,6 +198,11 @@ class WebGPUBackend implements Backend {
     };
   }
 
+  /** The kernel spec this backend uses for a plan. */
+  spec(plan: Plan, paged = false): KernelSpec {
+    return kernelSpec(plan, this.#caps, this.#tuning, paged);
+  }
+
   /** The cached pipeline of a kernel spec, compiled on first use. */
   pipeline(kind: KernelKind, spec: KernelSpec): GPUComputePipeline {
     return this.#pipelines.get(kind, spec);
@@ -151,7 +214,7 @@ class WebGPUBackend implements Backend {
    */
   bind(plan: Plan, input: DecodeInput, scale: number, kvSet = 0): BoundPlan {
     const { problem: p, tiles, schedule: s } = plan;
-    const spec = kernelSpec(plan);
+    const spec = this.spec(plan);
     const device = this.#device;
     const limits = device.limits;
     // K/V windows (src/kv_windows.ts): element ranges, each within one binding and one buffer.
@@ -170,7 +233,11 @@ class WebGPUBackend implements Backend {
     const sched = layout.data;
     const reduceBase = layout.reduceBase;
     const outLen = input.q.length;
-    const resultBytes = 4 * (outLen + p.numSeqs * p.qLen * p.numHeads);
+    // Output then LSE in one buffer (one readback copy), the LSE at an aligned offset.
+    const align = Math.max(256, limits.minStorageBufferOffsetAlignment);
+    const lseOffset = Math.ceil((4 * outLen) / align) * align;
+    const lseBytes = 4 * p.numSeqs * p.qLen * p.numHeads;
+    const resultBytes = lseOffset + lseBytes;
     const params = (count: number, pieceBase = 0) => {
       const words = new Uint32Array(PARAMS_WORDS);
       words.set([
@@ -181,7 +248,7 @@ class WebGPUBackend implements Backend {
         (p.numKVHeads * p.headDim * (p.kvDtype === "f32" ? 4 : 2)) / 16,
         pieceBase,
         reduceBase,
-        outLen,
+        0,
         count,
       ]);
       new Float32Array(words.buffer)[9] = scale * Math.LOG2E;
@@ -231,19 +298,18 @@ class WebGPUBackend implements Backend {
     const maxDim = limits.maxComputeWorkgroupsPerDimension;
     const dispatch = (
       pipeline: GPUComputePipeline,
-      buffers: (GPUBuffer | GPUBufferBinding)[],
+      buffers: GPUBufferBinding[],
       count: number,
     ) => ({
       pipeline,
       bindGroup: device.createBindGroup({
         layout: pipeline.getBindGroupLayout(0),
-        entries: buffers.map((b, binding) => ({
-          binding,
-          resource: "buffer" in b ? b : { buffer: b },
-        })),
+        entries: buffers.map((resource, binding) => ({ binding, resource })),
       }),
       size: dispatchSize(count, maxDim),
     });
+    const out = { buffer: bResult, offset: 0, size: 4 * outLen };
+    const lse = { buffer: bResult, offset: lseOffset, size: lseBytes };
     const decode = this.pipeline("decode", spec);
     const dispatches = layout.sections.map((sec, i) =>
       dispatch(
@@ -251,11 +317,12 @@ class WebGPUBackend implements Backend {
         [
           bDecodeParams[i],
           { buffer: bSched, offset: sec.offset, size: sec.size },
-          bQ,
+          { buffer: bQ },
           bK[i],
           bV[i],
-          bResult,
-          bPartials,
+          out,
+          { buffer: bPartials },
+          lse,
         ],
         sec.workgroups,
       )
@@ -264,10 +331,14 @@ class WebGPUBackend implements Backend {
     if (merges > 0) {
       const bMergeParams = put("merge params", params(merges), UNIFORM);
       dispatches.push(
-        dispatch(this.pipeline("merge", spec), [bMergeParams, bSched, bPartials, bResult], merges),
+        dispatch(
+          this.pipeline("merge", spec),
+          [{ buffer: bMergeParams }, { buffer: bSched }, { buffer: bPartials }, out, lse],
+          mergeWorkgroups(merges, tiles.rowsPerBlock),
+        ),
       );
     }
-    return { dispatches, result: bResult, resultBytes };
+    return { dispatches, result: bResult, resultBytes, lseOffset };
   }
 
   /** Records a bound plan's dispatches (decode, then merge) into a compute pass. */
@@ -311,7 +382,10 @@ class WebGPUBackend implements Backend {
       await this.#guard.whileAlive(readback.mapAsync(MAP_READ, 0, bytes));
       const all = new Float32Array(readback.getMappedRange(0, bytes).slice(0));
       readback.unmap();
-      return { out: all.subarray(0, input.q.length), lse: all.subarray(input.q.length) };
+      return {
+        out: all.subarray(0, input.q.length),
+        lse: all.subarray(bound.lseOffset / 4),
+      };
     } finally {
       this.#pool.releaseReadback(readback);
     }
@@ -342,6 +416,9 @@ class WebGPUBackend implements Backend {
   }
 }
 
+/** Rows-per-block classes the grid is calibrated for (see `gridFor`). */
+const ROW_CLASSES = [1, 2, 4, 8];
+
 /** Builds the calibration probe: `n` workgroups decoding identical pieces with the default spec. */
 function calibrationProbe(
   device: GPUDevice,
@@ -349,9 +426,11 @@ function calibrationProbe(
   pipeline: (spec: KernelSpec) => GPUComputePipeline,
   software: boolean,
   tileOptions: TileOptions,
+  specOf: (plan: Parameters<typeof kernelSpec>[0]) => KernelSpec,
+  rows = 4,
 ): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string } {
-  const tiles = tileConfig({ headDim: 128, rowsPerGroup: 4, kvDtype: "f16" }, tileOptions);
-  const spec: KernelSpec = { headDim: 128, kvDtype: "f16", ...tiles };
+  const tiles = tileConfig({ headDim: 128, rowsPerGroup: rows, kvDtype: "f16" }, tileOptions);
+  const spec = specOf({ problem: { headDim: 128, kvDtype: "f16" }, tiles });
   const tokens = software ? 64 : 1024;
   const maxN = 8192;
   const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
@@ -360,16 +439,17 @@ function calibrationProbe(
     sched.set([0, 0, 0, 0, tokens, DIRECT, 0, tokens], maxN + 1 + w * PIECE_STRIDE);
   }
   const words = new Uint32Array(PARAMS_WORDS);
-  words.set([4, 1, 4, 4, 16, maxN + 1, 0, 4 * 128, maxN]);
+  words.set([rows, 1, rows, rows, 16, maxN + 1, 0, 0, maxN]);
   const kv = new Uint32Array(tokens * 64).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
   const buffers = [
     [words, UNIFORM],
     [sched, STORAGE_IN],
-    [new Float32Array(4 * 128).fill(0.01), STORAGE_IN],
+    [new Float32Array(rows * 128).fill(0.01), STORAGE_IN],
     [kv, STORAGE_IN],
     [kv, STORAGE_IN],
-    [new Float32Array(4 * 129), STORAGE_OUT],
+    [new Float32Array(rows * 128), STORAGE_OUT],
     [new Float32Array(16), STORAGE_OUT],
+    [new Float32Array(Math.max(4, rows)), STORAGE_OUT],
   ] as const;
   const decode = pipeline(spec);
   const entries = buffers.map(([data, usage], binding) => {
@@ -386,6 +466,15 @@ function calibrationProbe(
       pass.dispatchWorkgroups(n);
     },
   };
+}
+
+/** Whether the device's WGSL compiler accepts `enable subgroups;` (Tint does, Naga does not). */
+async function acceptsSubgroupsDirective(device: GPUDevice): Promise<boolean> {
+  device.pushErrorScope("validation");
+  device.createShaderModule({
+    code: "enable subgroups;\n@compute @workgroup_size(1) fn main() {}",
+  });
+  return (await device.popErrorScope()) === null;
 }
 
 /**
@@ -421,21 +510,40 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
   const summary = summarizeAdapter(adapterInfo);
   const owns = options.device === undefined;
   const pool = new BufferPool(device);
-  const pipelines = new PipelineCache(device);
+  const caps = kernelCaps(device, adapterInfo);
+  const tuning = options.kernel ?? {};
+  // Tint (Dawn, browsers) wants `enable subgroups;`; Naga (Deno) rejects the directive.
+  const enableDirective = caps.subgroups && await acceptsSubgroupsDirective(device);
+  const pipelines = new PipelineCache(device, { enableDirective });
   let profile: DeviceProfile;
   if (options.grid !== undefined) {
     profile = { name: summary.description, grid: options.grid, source: "option" };
+  } else if (summary.software) {
+    // A software adapter runs about one workgroup per thread; calibrating it would only cost
+    // kernel compiles.
+    profile = tableProfile(summary.description, true);
   } else {
     const calibrationPool = new BufferPool(device);
     try {
-      const { probe, key } = calibrationProbe(
-        device,
-        calibrationPool,
-        (spec) => pipelines.get("decode", spec),
-        summary.software,
-        tileOptions,
-      );
-      profile = await deviceProfile(device, summary.description, summary.software, probe, key);
+      // Kernels holding more query rows keep more registers, so fewer run at once: one grid per
+      // rows-per-block class.
+      const grids: Record<number, number> = {};
+      let source: DeviceProfile["source"] = "calibrated";
+      for (const rows of ROW_CLASSES) {
+        const { probe, key } = calibrationProbe(
+          device,
+          calibrationPool,
+          (spec) => pipelines.get("decode", spec),
+          false,
+          tileOptions,
+          (plan) => kernelSpec(plan, caps, tuning),
+          rows,
+        );
+        const p = await deviceProfile(device, summary.description, false, probe, key);
+        grids[rows] = p.grid;
+        if (p.source !== "calibrated") source = p.source;
+      }
+      profile = { name: summary.description, grid: grids[1], source, gridByRows: grids };
     } catch {
       profile = tableProfile(summary.description, summary.software);
     } finally {
@@ -459,5 +567,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     pool,
     pipelines,
     keepAlive,
+    caps,
+    tuning,
   );
 }
