@@ -1,0 +1,545 @@
+/**
+ * A decode loop of a small llama-style model (embedding, RMSNorm, RoPE, GQA attention through
+ * `@lean/attention`'s paged KV cache and runner API, SwiGLU MLP, greedy sampling) with random
+ * weights from a fixed seed. A batch of sequences with prompts of different lengths advances one
+ * token per step: a sequence still in its prompt is fed its next prompt token, the others their
+ * last generated token (which never leaves the GPU). Prints per-token latency and tokens/s.
+ *
+ * ```sh
+ * deno run -A --unstable-webgpu examples/decode_loop.ts --backend webgpu
+ * deno run -A --unstable-webgpu examples/decode_loop.ts --backend dawn --large --sync-every 1
+ * ```
+ *
+ * Options: `--backend webgpu|dawn`, `--large` (a ~1B-parameter shape for real GPUs), `--steps N`
+ * (tokens each sequence generates), `--batch N`, `--kv f32|f16|bf16`, `--sync-every N` (wait for
+ * the GPU every N steps; 1 measures per-token latency), `--seed N`.
+ *
+ * @module
+ */
+
+import {
+  type AppendSlots,
+  createAttentionEncoder,
+  createKVCache,
+  type KVCache,
+  type KVDtype,
+} from "../mod.ts";
+import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+import {
+  argmaxWGSL,
+  embedWGSL,
+  GENERATED,
+  initWGSL,
+  matmulWGSL,
+  type ModelDims,
+  rmsnormWGSL,
+  ropeWGSL,
+  swigluWGSL,
+} from "./model_kernels.ts";
+
+/** Model shape. */
+export interface ModelConfig {
+  dim: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  ffn: number;
+  vocab: number;
+}
+
+/** The CI shape: runs in seconds on a software adapter. */
+export const SMALL_MODEL: ModelConfig = {
+  dim: 64,
+  layers: 2,
+  heads: 4,
+  kvHeads: 2,
+  ffn: 128,
+  vocab: 256,
+};
+/** A ~1B-parameter shape (head dim 128, GQA 4:1) for GPUs. */
+export const LARGE_MODEL: ModelConfig = {
+  dim: 2048,
+  layers: 16,
+  heads: 16,
+  kvHeads: 4,
+  ffn: 5632,
+  vocab: 32000,
+};
+
+/** Options of {@linkcode runDecodeLoop}. */
+export interface DecodeLoopOptions {
+  device: GPUDevice;
+  model: ModelConfig;
+  /** Prompt token ids of each sequence (lengths may differ; each at least 1). */
+  prompts: number[][];
+  /** Tokens each sequence generates. */
+  steps: number;
+  kvDtype?: KVDtype;
+  /** Tokens per KV page (default 16). */
+  pageSize?: number;
+  /** Weight seed (default 1). */
+  seed?: number;
+  /** Wait for the GPU every this many steps (default 1: per-token latency). */
+  syncEvery?: number;
+  /** Lean grid of the attention (default: the adapter table's). */
+  grid?: number;
+  /** Called after each step is submitted (progress). */
+  onStep?: (step: number, total: number) => void;
+  /** Capture one layer's attention input and output at one step (for checks). */
+  inspect?: { step: number; layer: number };
+}
+
+/** One layer's attention at one step, with the K/V it read (dense, storage dtype). */
+export interface Inspection {
+  q: Float32Array;
+  out: Float32Array;
+  seqLens: number[];
+  k: (Float32Array | Uint16Array)[];
+  v: (Float32Array | Uint16Array)[];
+}
+
+/** What a run produced and how fast. */
+export interface DecodeLoopResult {
+  /** Generated tokens of each sequence (`steps` each). */
+  tokens: number[][];
+  /** Steps run (prompt steps included). */
+  totalSteps: number;
+  /** Wall milliseconds from submit to completion of each synced group, per step. */
+  stepMs: number[];
+  /** GPU milliseconds of each step's compute pass (timestamp queries), when available. */
+  gpuMs: number[];
+  /** Host milliseconds to plan and record each step. */
+  hostMs: number[];
+  /** Wall milliseconds of the whole loop. */
+  totalMs: number;
+  /** Generated tokens per second over the loop. */
+  tokensPerSecond: number;
+  inspection?: Inspection;
+}
+
+const USAGE = {
+  MAP_READ: 1,
+  COPY_SRC: 4,
+  COPY_DST: 8,
+  UNIFORM: 0x40,
+  STORAGE: 0x80,
+  QUERY_RESOLVE: 0x200,
+};
+const STORAGE = USAGE.STORAGE | USAGE.COPY_DST | USAGE.COPY_SRC;
+
+/** Runs the decode loop; everything stays on `device` until the tokens are read at the end. */
+export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeLoopResult> {
+  const { device, model: m, prompts, steps } = options;
+  const B = prompts.length;
+  const headDim = m.dim / m.heads;
+  const d: ModelDims = { ...m, headDim, rows: B };
+  const qkvDim = (m.heads + 2 * m.kvHeads) * headDim;
+  const maxPrompt = Math.max(...prompts.map((p) => p.length));
+  const totalSteps = maxPrompt + steps - 1;
+  const pageSize = options.pageSize ?? 16;
+  const syncEvery = options.syncEvery ?? 1;
+  const pagesPerSeq = Math.ceil((totalSteps + 1) / pageSize);
+  const buffers: GPUBuffer[] = [];
+  const buffer = (floats: number, usage = STORAGE) => {
+    const b = device.createBuffer({ size: Math.max(16, 4 * floats), usage });
+    buffers.push(b);
+    return b;
+  };
+  const pipeline = (code: string) =>
+    device.createComputePipeline({
+      layout: "auto",
+      compute: { module: device.createShaderModule({ code }), entryPoint: "main" },
+    });
+  const group = (p: GPUComputePipeline, list: GPUBuffer[]) =>
+    device.createBindGroup({
+      layout: p.getBindGroupLayout(0),
+      entries: list.map((b, binding) => ({ binding, resource: { buffer: b } })),
+    });
+
+  // Weights, generated on the GPU from the seed.
+  const seed = options.seed ?? 1;
+  const init = pipeline(initWGSL());
+  const initParams = buffer(4, USAGE.UNIFORM | USAGE.COPY_DST);
+  let tensor = 0;
+  const weight = (n: number, scale: number, offset = 0) => {
+    const b = buffer(n);
+    const p = new ArrayBuffer(16);
+    new Uint32Array(p).set([n, seed * 1000 + tensor++]);
+    new Float32Array(p).set([scale, offset], 2);
+    device.queue.writeBuffer(initParams, 0, p);
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(init);
+    pass.setBindGroup(0, group(init, [initParams, b]));
+    const groups = Math.ceil(n / 256);
+    const y = Math.ceil(groups / 65535);
+    pass.dispatchWorkgroups(Math.ceil(groups / y), y);
+    pass.end();
+    device.queue.submit([enc.finish()]);
+    return b;
+  };
+  const emb = weight(m.vocab * m.dim, 1);
+  const layers = Array.from({ length: m.layers }, () => ({
+    attnNorm: weight(m.dim, 0, 1),
+    wqkv: weight(m.dim * qkvDim, 1 / Math.sqrt(m.dim)),
+    wo: weight(m.heads * headDim * m.dim, 1 / Math.sqrt(m.dim)),
+    mlpNorm: weight(m.dim, 0, 1),
+    wgu: weight(m.dim * 2 * m.ffn, 1 / Math.sqrt(m.dim)),
+    wd: weight(m.ffn * m.dim, 1 / Math.sqrt(m.ffn)),
+  }));
+  const finalNorm = weight(m.dim, 0, 1);
+  const lmHead = weight(m.dim * m.vocab, 1 / Math.sqrt(m.dim));
+
+  // Activations (one row per sequence) and step inputs.
+  const x = buffer(B * m.dim);
+  const xn = buffer(B * m.dim);
+  const qkv = buffer(B * qkvDim);
+  const q = buffer(B * m.heads * headDim);
+  const k = buffer(B * m.kvHeads * headDim);
+  const v = buffer(B * m.kvHeads * headDim);
+  const attn = buffer(B * m.heads * headDim);
+  const gu = buffer(B * 2 * m.ffn);
+  const h = buffer(B * m.ffn);
+  const logits = buffer(B * m.vocab);
+  const forced = buffer(B);
+  const pos = buffer(B);
+  const next = buffer(B);
+  const history = buffer(totalSteps * B);
+  const stepParams = buffer(4, USAGE.UNIFORM | USAGE.COPY_DST);
+
+  const p = {
+    embed: pipeline(embedWGSL(d)),
+    norm: pipeline(rmsnormWGSL(d)),
+    qkv: pipeline(matmulWGSL(B, m.dim, qkvDim, false)),
+    rope: pipeline(ropeWGSL(d)),
+    wo: pipeline(matmulWGSL(B, m.heads * headDim, m.dim, true)),
+    gu: pipeline(matmulWGSL(B, m.dim, 2 * m.ffn, false)),
+    swiglu: pipeline(swigluWGSL(d)),
+    wd: pipeline(matmulWGSL(B, m.ffn, m.dim, true)),
+    lm: pipeline(matmulWGSL(B, m.dim, m.vocab, false)),
+    argmax: pipeline(argmaxWGSL(d)),
+  };
+  const g = {
+    embed: group(p.embed, [forced, next, emb, x]),
+    layers: layers.map((w) => ({
+      attnNorm: group(p.norm, [x, w.attnNorm, xn]),
+      qkv: group(p.qkv, [xn, w.wqkv, qkv]),
+      rope: group(p.rope, [qkv, pos, q, k, v]),
+      wo: group(p.wo, [attn, w.wo, x]),
+      mlpNorm: group(p.norm, [x, w.mlpNorm, xn]),
+      gu: group(p.gu, [xn, w.wgu, gu]),
+      swiglu: group(p.swiglu, [gu, h]),
+      wd: group(p.wd, [h, w.wd, x]),
+    })),
+    finalNorm: group(p.norm, [x, finalNorm, xn]),
+    lm: group(p.lm, [xn, lmHead, logits]),
+    argmax: group(p.argmax, [stepParams, logits, next, history]),
+  };
+  const run = (
+    pass: GPUComputePassEncoder,
+    pl: GPUComputePipeline,
+    bg: GPUBindGroup,
+    n: number,
+  ) => {
+    pass.setPipeline(pl);
+    pass.setBindGroup(0, bg);
+    pass.dispatchWorkgroups(n);
+  };
+  const wg = (n: number) => Math.ceil(n / 64);
+
+  // The library: a paged KV cache for every layer and the attention encoder.
+  const cache: KVCache = createKVCache({
+    device,
+    numLayers: m.layers,
+    numKVHeads: m.kvHeads,
+    headDim,
+    kvDtype: options.kvDtype ?? "f16",
+    pageSize,
+    numPages: B * pagesPerSeq,
+  });
+  const attention = await createAttentionEncoder(device, { grid: options.grid });
+  const seqs = prompts.map(() => cache.addSequence());
+
+  const timestamps = device.features.has("timestamp-query");
+  const maxTimed = Math.min(totalSteps, 2048);
+  const querySet = timestamps
+    ? device.createQuerySet({ type: "timestamp", count: 2 * maxTimed })
+    : undefined;
+  const resolve = timestamps
+    ? buffer(4 * maxTimed, USAGE.QUERY_RESOLVE | USAGE.COPY_SRC)
+    : undefined;
+
+  const inspectAt = options.inspect;
+  const inspectQ = inspectAt ? buffer(B * m.heads * headDim) : undefined;
+  const inspectOut = inspectAt ? buffer(B * m.heads * headDim) : undefined;
+  let inspection: Inspection | undefined;
+
+  await device.queue.onSubmittedWorkDone();
+  const forcedHost = new Uint32Array(B);
+  const posHost = new Uint32Array(B);
+  const stepHost = new Uint32Array(4);
+  const stepMs: number[] = [];
+  const hostMs: number[] = [];
+  // Throughput counts from the end of step 0 (which compiles the pipelines).
+  let t0 = performance.now();
+  let groupStart = t0;
+  let groupSteps = 0;
+  for (let step = 0; step < totalSteps; step++) {
+    const h0 = performance.now();
+    for (let s = 0; s < B; s++) {
+      forcedHost[s] = step < prompts[s].length ? prompts[s][step] : GENERATED;
+      posHost[s] = cache.length(seqs[s]);
+    }
+    stepHost[0] = step;
+    device.queue.writeBuffer(forced, 0, forcedHost);
+    device.queue.writeBuffer(pos, 0, posHost);
+    device.queue.writeBuffer(stepParams, 0, stepHost);
+    const slots: AppendSlots = cache.extend(seqs, 1);
+    const plan = attention.plan(cache, { seqs, numHeads: m.heads });
+    const enc = device.createCommandEncoder();
+    const timed = querySet && step < maxTimed;
+    let pass = enc.beginComputePass(
+      timed
+        ? {
+          timestampWrites: {
+            querySet,
+            beginningOfPassWriteIndex: 2 * step,
+            endOfPassWriteIndex: 2 * step + 1,
+          },
+        }
+        : {},
+    );
+    run(pass, p.embed, g.embed, wg(B * m.dim));
+    for (let l = 0; l < m.layers; l++) {
+      const lg = g.layers[l];
+      run(pass, p.norm, lg.attnNorm, B);
+      run(pass, p.qkv, lg.qkv, wg(qkvDim));
+      run(pass, p.rope, lg.rope, wg((B * qkvDim) / 2));
+      cache.encodeAppend(pass, { slots, layer: l, k, v });
+      attention.encode(pass, { plan, layer: l, q, out: attn });
+      if (inspectAt?.step === step && inspectAt.layer === l) {
+        pass.end();
+        enc.copyBufferToBuffer(q, 0, inspectQ!, 0, q.size);
+        enc.copyBufferToBuffer(attn, 0, inspectOut!, 0, attn.size);
+        pass = enc.beginComputePass();
+      }
+      run(pass, p.wo, lg.wo, wg(m.dim));
+      run(pass, p.norm, lg.mlpNorm, B);
+      run(pass, p.gu, lg.gu, wg(2 * m.ffn));
+      run(pass, p.swiglu, lg.swiglu, wg(B * m.ffn));
+      run(pass, p.wd, lg.wd, wg(m.dim));
+    }
+    run(pass, p.norm, g.finalNorm, B);
+    run(pass, p.lm, g.lm, wg(m.vocab));
+    run(pass, p.argmax, g.argmax, B);
+    pass.end();
+    device.queue.submit([enc.finish()]);
+    hostMs.push(performance.now() - h0);
+    groupSteps++;
+    options.onStep?.(step + 1, totalSteps);
+    if (inspectAt?.step === step) {
+      await device.queue.onSubmittedWorkDone();
+      const lens = seqs.map((s) => cache.length(s));
+      const kv = await Promise.all(seqs.map((s) => cache.read(inspectAt.layer, s)));
+      inspection = {
+        q: await readFloats(device, inspectQ!, B * m.heads * headDim),
+        out: await readFloats(device, inspectOut!, B * m.heads * headDim),
+        seqLens: lens,
+        k: kv.map((x) => x.k),
+        v: kv.map((x) => x.v),
+      };
+      groupStart = performance.now();
+      groupSteps = 0;
+    } else if (groupSteps === syncEvery || step === totalSteps - 1) {
+      await device.queue.onSubmittedWorkDone();
+      const now = performance.now();
+      for (let i = 0; i < groupSteps; i++) stepMs.push((now - groupStart) / groupSteps);
+      if (step === 0) t0 = now;
+      groupStart = now;
+      groupSteps = 0;
+    }
+  }
+  const totalMs = performance.now() - t0;
+
+  const hist = new Uint32Array((await readFloats(device, history, totalSteps * B)).buffer);
+  const tokens = prompts.map((prompt, s) => {
+    const out: number[] = [];
+    for (let step = prompt.length - 1; out.length < steps; step++) out.push(hist[step * B + s]);
+    return out;
+  });
+  // Tokens generated after step 0 (a sequence generates from its last prompt step on).
+  const first = syncEvery === 1 && inspectAt?.step !== 0 ? 1 : 0;
+  const timedTokens = tokens.reduce(
+    (n, t, s) => n + Math.min(t.length, totalSteps - Math.max(first, prompts[s].length - 1)),
+    0,
+  );
+  let gpuMs: number[] = [];
+  if (querySet && resolve) {
+    const enc = device.createCommandEncoder();
+    enc.resolveQuerySet(querySet, 0, 2 * maxTimed, resolve, 0);
+    device.queue.submit([enc.finish()]);
+    const ns = new BigUint64Array((await readFloats(device, resolve, 4 * maxTimed)).buffer);
+    gpuMs = Array.from({ length: maxTimed }, (_, i) => Number(ns[2 * i + 1] - ns[2 * i]) / 1e6);
+    querySet.destroy();
+  }
+  attention.dispose();
+  cache.dispose();
+  for (const b of buffers) b.destroy();
+  return {
+    tokens,
+    totalSteps,
+    stepMs,
+    gpuMs,
+    hostMs,
+    totalMs,
+    tokensPerSecond: timedTokens / (totalMs / 1000),
+    inspection,
+  };
+}
+
+async function readFloats(
+  device: GPUDevice,
+  src: GPUBuffer,
+  floats: number,
+): Promise<Float32Array> {
+  const staging = device.createBuffer({
+    size: Math.max(16, 4 * floats),
+    usage: USAGE.MAP_READ | USAGE.COPY_DST,
+  });
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(src, 0, staging, 0, 4 * floats);
+  device.queue.submit([enc.finish()]);
+  await staging.mapAsync(USAGE.MAP_READ);
+  const out = new Float32Array(staging.getMappedRange().slice(0));
+  staging.unmap();
+  staging.destroy();
+  return out.subarray(0, floats);
+}
+
+/** Opens a device on Deno's WebGPU or on Dawn; `release` destroys it (Dawn needs that). */
+export async function openDevice(
+  backend: "webgpu" | "dawn",
+): Promise<{ device: GPUDevice; adapter: string; release: () => void }> {
+  const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
+  if (!gpu) throw new Error(`the ${backend} backend needs WebGPU: navigator.gpu is not available`);
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new Error(`the ${backend} backend found no WebGPU adapter`);
+  const device = await requestDevice(adapter);
+  const keep = [gpu, adapter]; // Dawn breaks if these are collected while the device lives
+  const info = adapter.info;
+  return {
+    device,
+    adapter: [info.description, info.device, info.vendor].filter(Boolean).join(" / ") || "unknown",
+    release: () => {
+      device.destroy();
+      keep.length = 0;
+    },
+  };
+}
+
+/** Prompts of different lengths with token ids from a seed. */
+export function makePrompts(batch: number, vocab: number, lengths: number[]): number[][] {
+  return Array.from(
+    { length: batch },
+    (_, s) =>
+      Array.from(
+        { length: lengths[s % lengths.length] + s },
+        (_, i) => (s * 7919 + i * 104729) % vocab,
+      ),
+  );
+}
+
+function quantile(values: number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = values.slice().sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (i < 0) return undefined;
+  const a = args[i];
+  return a.includes("=") ? a.slice(a.indexOf("=") + 1) : args[i + 1];
+}
+
+function intFlag(args: string[], name: string, fallback: number): number {
+  const raw = flag(args, name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new RangeError(`--${name} must be a positive integer: got ${raw}`);
+  }
+  return n;
+}
+
+async function main(args: string[]): Promise<void> {
+  const backend = flag(args, "backend") ?? "webgpu";
+  if (backend !== "webgpu" && backend !== "dawn") {
+    throw new RangeError(`--backend must be "webgpu" or "dawn": got ${JSON.stringify(backend)}`);
+  }
+  const large = args.includes("--large");
+  const model = large ? LARGE_MODEL : SMALL_MODEL;
+  const batch = intFlag(args, "batch", large ? 8 : 3);
+  const steps = intFlag(args, "steps", large ? 128 : 16);
+  const syncEvery = intFlag(args, "sync-every", 1);
+  const seed = intFlag(args, "seed", 1);
+  const kvDtype = (flag(args, "kv") ?? "f16") as KVDtype;
+  if (!["f32", "f16", "bf16"].includes(kvDtype)) {
+    throw new RangeError(`--kv must be "f32", "f16" or "bf16": got ${JSON.stringify(kvDtype)}`);
+  }
+  const prompts = makePrompts(batch, model.vocab, large ? [512, 64, 1500, 200] : [5, 2, 11]);
+  const { device, adapter, release } = await openDevice(backend);
+  const enc = new TextEncoder();
+  const barWidth = 30;
+  try {
+    console.log(
+      `model: ${
+        large ? "large" : "small"
+      } (dim ${model.dim}, ${model.layers} layers, ${model.heads}/${model.kvHeads} heads, ffn ${model.ffn}, vocab ${model.vocab}), KV ${kvDtype}`,
+    );
+    console.log(`device: ${backend} on ${adapter}`);
+    console.log(
+      `batch ${batch}, prompt lengths [${
+        prompts.map((p) => p.length).join(", ")
+      }], ${steps} new tokens each, sync every ${syncEvery} step(s)`,
+    );
+    const result = await runDecodeLoop({
+      device,
+      model,
+      prompts,
+      steps,
+      kvDtype,
+      seed,
+      syncEvery,
+      onStep: (done, total) => {
+        const fill = Math.round((done / total) * barWidth);
+        const line = `\r[${"#".repeat(fill)}${".".repeat(barWidth - fill)}] ${done}/${total} steps`;
+        Deno.stderr.writeSync(enc.encode(done === total ? `${line}\n` : line));
+      },
+    });
+    const ms = (x: number) => `${x.toFixed(3)} ms`;
+    console.log(
+      `per-token latency (submit to completion, per step): median ${
+        ms(quantile(result.stepMs, 0.5))
+      }, p90 ${ms(quantile(result.stepMs, 0.9))}`,
+    );
+    if (result.gpuMs.length > 0) {
+      console.log(`GPU time per step (timestamps): median ${ms(quantile(result.gpuMs, 0.5))}`);
+    }
+    console.log(
+      `host time per step (plan + record + submit): median ${ms(quantile(result.hostMs, 0.5))}`,
+    );
+    console.log(
+      `throughput: ${
+        result.tokensPerSecond.toFixed(1)
+      } generated tokens/s (${result.totalSteps} steps in ${result.totalMs.toFixed(1)} ms)`,
+    );
+    result.tokens.forEach((t, s) =>
+      console.log(`seq ${s}: ${t.slice(0, 16).join(" ")}${t.length > 16 ? " ..." : ""}`)
+    );
+  } finally {
+    release();
+  }
+}
+
+if (import.meta.main) await main(Deno.args);
