@@ -12,7 +12,7 @@
 import { type BackendName, createDecoder, type Strategy } from "../mod.ts";
 import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
 import { median, timePasses } from "../src/gpu_timing.ts";
-import { loadCases } from "./bench_cases.ts";
+import { type BenchCase, loadCases } from "./bench_cases.ts";
 import { makeBenchInput } from "./bench_input.ts";
 
 const args = new Map(
@@ -77,82 +77,120 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   return bytes / (median(ms.slice(3)) / 1e3);
 }
 
-const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
-const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-if (!adapter) throw new Error(`no ${backend} adapter`);
-const device = await requestDevice(adapter);
-const ceiling = await readCeiling(device);
-const bindingLimit = device.limits.maxStorageBufferBindingSize;
-device.destroy();
-
-const decoder = await createDecoder({ backend });
-console.log(
-  `backend ${backend}: ${decoder.profile.name}, grid ${decoder.profile.grid} (${decoder.profile.source})`,
-);
-console.log(
-  `read ceiling: ${(ceiling / 1e12).toFixed(2)} TB/s (plain WGSL read kernel, 16-byte loads)\n`,
-);
-const header =
-  "case                      strategy  workgroups   median ms     KV TB/s  of ceiling  vs torch";
-console.log(header);
-console.log("-".repeat(header.length));
-
-const results: Record<string, unknown>[] = [];
-for (const c of await loadCases()) {
-  if (args.get("only") && !c.name.includes(args.get("only")!)) continue;
-  const kvBytes = 2 * c.seqLens.reduce((a, b) => a + b, 0) * c.numKVHeads * c.headDim * 2;
-  if (kvBytes / 2 > bindingLimit) {
+/** Runs one case's three strategies on a fresh decoder; prints its table rows. */
+async function runCase(c: BenchCase, ceiling: number): Promise<Record<string, unknown>[]> {
+  const decoder = await createDecoder({ backend });
+  const results: Record<string, unknown>[] = [];
+  try {
+    const kvBytes = 2 * c.seqLens.reduce((a, b) => a + b, 0) * c.numKVHeads * c.headDim * 2;
+    const input = makeBenchInput(c);
+    const kvSets = kvBytes < 2 * L2_BYTES ? Math.min(8, Math.ceil((3 * L2_BYTES) / kvBytes)) : 1;
+    const times: Record<string, number> = {};
+    for (const strategy of STRATEGY_ORDER) {
+      const plan = decoder.plan(input, { strategy });
+      const t = await decoder.timeKernels({ ...input, strategy }, { runs: 20, warmup: 3, kvSets });
+      times[strategy] = t.medianMs;
+      const tbps = kvBytes / (t.medianMs / 1e3) / 1e12;
+      const torch = anchor?.ms[c.name];
+      console.log(
+        `${(strategy === "lean" ? c.name : "").padEnd(26)}${strategy.padEnd(10)}` +
+          `${String(plan.schedule.workgroups).padStart(10)}${t.medianMs.toFixed(4).padStart(12)}` +
+          `${tbps.toFixed(2).padStart(12)}${
+            ((100 * tbps * 1e12) / ceiling).toFixed(1).padStart(11)
+          }%` +
+          `${torch ? (t.medianMs / torch).toFixed(2).padStart(9) + "x" : ""}`,
+      );
+      results.push({
+        ...c,
+        seqLens: c.seqLens.length > 8 ? `${c.seqLens.length} seqs` : c.seqLens,
+        strategy,
+        workgroups: plan.schedule.workgroups,
+        grid: plan.grid,
+        windows: plan.schedule.windows?.length ?? 1,
+        medianMs: t.medianMs,
+        kvBytes,
+        kvSets,
+        fractionOfCeiling: (tbps * 1e12) / ceiling,
+        torchMs: torch ?? null,
+      });
+    }
     console.log(
-      `${c.name.padEnd(26)}skipped: K is ${
-        (kvBytes / 2 / 2 ** 30).toFixed(1)
-      } GiB, over one binding (issue 6)`,
+      `${"".padEnd(26)}lean speedup: ${(times.split / times.lean).toFixed(2)}x over split, ` +
+        `${(times.single / times.lean).toFixed(2)}x over single`,
     );
-    results.push({ ...c, skipped: "binding limit" });
-    continue;
+  } finally {
+    await decoder.dispose();
   }
-  const input = makeBenchInput(c);
-  const kvSets = kvBytes < 2 * L2_BYTES ? Math.min(8, Math.ceil((3 * L2_BYTES) / kvBytes)) : 1;
-  const times: Record<string, number> = {};
-  for (const strategy of STRATEGY_ORDER) {
-    const plan = decoder.plan(input, { strategy });
-    const t = await decoder.timeKernels({ ...input, strategy }, { runs: 20, warmup: 3, kvSets });
-    times[strategy] = t.medianMs;
-    const tbps = kvBytes / (t.medianMs / 1e3) / 1e12;
-    const torch = anchor?.ms[c.name];
-    console.log(
-      `${(strategy === "lean" ? c.name : "").padEnd(26)}${strategy.padEnd(10)}` +
-        `${String(plan.schedule.workgroups).padStart(10)}${t.medianMs.toFixed(4).padStart(12)}` +
-        `${tbps.toFixed(2).padStart(12)}${
-          ((100 * tbps * 1e12) / ceiling).toFixed(1).padStart(11)
-        }%` +
-        `${torch ? (t.medianMs / torch).toFixed(2).padStart(9) + "x" : ""}`,
-    );
-    results.push({
-      ...c,
-      seqLens: c.seqLens.length > 8 ? `${c.seqLens.length} seqs` : c.seqLens,
-      strategy,
-      workgroups: plan.schedule.workgroups,
-      medianMs: t.medianMs,
-      kvBytes,
-      kvSets,
-      fractionOfCeiling: (tbps * 1e12) / ceiling,
-      torchMs: torch ?? null,
-    });
-  }
-  console.log(
-    `${"".padEnd(26)}lean speedup: ${(times.split / times.lean).toFixed(2)}x over split, ` +
-      `${(times.single / times.lean).toFixed(2)}x over single`,
-  );
+  return results;
 }
-await decoder.dispose();
-const out = args.get("out");
-if (out) {
-  await Deno.writeTextFile(
-    out,
-    JSON.stringify(
-      { backend, adapter: decoder.profile.name, grid: decoder.profile.grid, ceiling, results },
-      null,
-      1,
-    ),
+
+const RESULT = "RESULT ";
+const cases = await loadCases();
+if (args.has("child")) {
+  // One case in this process: its buffers are the process's only large allocations.
+  const c = cases.find((x) => x.name === args.get("case"));
+  if (!c) {
+    throw new RangeError(`case must name a case of bench/cases.json: got ${args.get("case")}`);
+  }
+  const results = await runCase(c, Number(args.get("ceiling")));
+  console.log(RESULT + JSON.stringify(results));
+} else {
+  const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new Error(`no ${backend} adapter`);
+  const device = await requestDevice(adapter);
+  const ceiling = await readCeiling(device);
+  device.destroy();
+  const probe = await createDecoder({ backend });
+  const profile = probe.profile;
+  await probe.dispose();
+  console.log(
+    `backend ${backend}: ${profile.name}, grids ${
+      JSON.stringify(profile.gridByRows ?? profile.grid)
+    } (${profile.source})`,
   );
+  console.log(
+    `read ceiling: ${(ceiling / 1e12).toFixed(2)} TB/s (plain WGSL read kernel, 16-byte loads)`,
+  );
+  console.log("each case runs in its own process (fresh GPU allocations)\n");
+  const header =
+    "case                      strategy  workgroups   median ms     KV TB/s  of ceiling  vs torch";
+  console.log(header);
+  console.log("-".repeat(header.length));
+  const results: Record<string, unknown>[] = [];
+  for (const c of cases) {
+    if (args.get("only") && !c.name.includes(args.get("only")!)) continue;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--unstable-webgpu",
+        new URL(import.meta.url).pathname,
+        "--child",
+        `--case=${c.name}`,
+        `--backend=${backend}`,
+        `--ceiling=${ceiling}`,
+        ...(args.get("anchor") ? [`--anchor=${args.get("anchor")}`] : []),
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    });
+    const { stdout, success } = await child.output();
+    const text = new TextDecoder().decode(stdout);
+    for (const line of text.split("\n")) {
+      if (line.startsWith(RESULT)) results.push(...JSON.parse(line.slice(RESULT.length)));
+      else if (line) console.log(line);
+    }
+    if (!success) {
+      console.log(`${c.name.padEnd(26)}failed (see stderr)`);
+      results.push({ ...c, failed: true });
+    }
+  }
+  const out = args.get("out");
+  if (out) {
+    await Deno.writeTextFile(
+      out,
+      JSON.stringify({ backend, adapter: profile.name, profile, ceiling, results }, null, 1),
+    );
+  }
 }

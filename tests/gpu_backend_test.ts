@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { createDecoder } from "../mod.ts";
 import { dispatchSize } from "../src/webgpu_backend.ts";
-import { backendStatuses } from "./backends.ts";
+import { backendStatuses, backendTest } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, makeInput } from "./helpers.ts";
 
 const SPEC: CaseSpec = {
@@ -84,3 +84,29 @@ Deno.test("grids beyond 65,535 workgroups dispatch in two dimensions", () => {
     assert.ok(x <= 65535 && y <= 65535 && x * y >= n && x * (y - 1) < n, `${n}: ${x} x ${y}`);
   }
 });
+
+// The kernels reduce the lanes' dot products with subgroup shuffles where the device has them
+// (both lavapipe runtimes do): force the workgroup-memory path so it is tested too.
+backendTest(
+  "the workgroup-memory reduction (no subgroups) matches the reference",
+  async (decoder, name) => {
+    if (name === "cpu") return;
+    for (const strategy of ["lean", "split", "single"] as const) {
+      const gqa = { ...makeInput({ ...SPEC, seed: 40 }), strategy };
+      assertMatchesReference(gqa, await decoder.decode(gqa), `f32 GQA ${strategy}`);
+      const mha = {
+        ...makeInput({
+          seqLens: [200, 3, 64],
+          numHeads: 4,
+          numKVHeads: 4,
+          headDim: 128,
+          kvDtype: "f16",
+          seed: 41,
+        }),
+        strategy,
+      };
+      assertMatchesReference(mha, await decoder.decode(mha), `f16 MHA ${strategy}`);
+    }
+  },
+  { decoder: { kernel: { subgroups: false }, poison: true } },
+);
