@@ -104,12 +104,7 @@ ${
 ${issue("(s0 + STEP)", "", "n")}`
     : `${tokens}
 ${issue("s0", "let ", "")}`;
-  const prefetchInit = prefetch
-    ? issue("tok_begin", "var ", "n").replace(/^      let nrow/gm, "    let nrow").replace(
-      /^      var /gm,
-      "    var ",
-    )
-    : "";
+  const prefetchInit = prefetch ? issue("tok_begin", "var ", "n") : "";
   const dots = lines(
     U,
     (u) =>
