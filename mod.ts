@@ -56,7 +56,13 @@ export type { KVWindow, KVWindowOptions } from "./src/kv_windows.ts";
 export { createPlan, describePlan, validateFlag, validateMaxBindingBytes } from "./src/plan.ts";
 export type { Plan, PlanOptions } from "./src/plan.ts";
 export type { KernelTuning } from "./src/webgpu_backend.ts";
-export { chooseSplits, partition, segmentTiles } from "./src/planner.ts";
+export {
+  chooseSplits,
+  partition,
+  partitionCost,
+  PIECE_COST_TILES,
+  segmentTiles,
+} from "./src/planner.ts";
 export type { Partition } from "./src/planner.ts";
 export {
   KV_DTYPES,

@@ -3,7 +3,9 @@
  * LeanTiles (sequence-major, then KV head, then row block, then token) is cut into contiguous
  * runs, one run per workgroup. They differ only in where the cuts fall:
  *
- * - `lean`: equal cuts over the whole order (stream-K), runs cross segment boundaries;
+ * - `lean`: equal cuts over the whole order (stream-K), runs cross segment boundaries; unless
+ *   the segment-aligned cut of `split` is no costlier (see {@linkcode partitionCost}), as when
+ *   the segments already fill the grid evenly: then crossing buys nothing and costs pieces;
  * - `split` (FlashDecoding): every segment cut into the same number of balanced chunks;
  * - `single` (FlashAttention-2): a cut at every segment boundary and nowhere else.
  *
@@ -23,8 +25,47 @@ export interface Partition {
   readonly segmentTileStarts: Uint32Array;
   /** Global tile index where each workgroup's run starts; `workgroups + 1` entries. */
   readonly runStarts: Uint32Array;
-  /** Chunks per segment for `split` (1 for the others). */
+  /** Chunks per segment for `split`, and for `lean` when it took the aligned cut (else 1). */
   readonly splits: number;
+  /** For `lean`: true when the order was cut into equal runs (stream-K), false when aligned. */
+  readonly streamK: boolean;
+}
+
+/**
+ * Extra cost of a piece (a run's stretch within one segment) in tiles: loading the query rows,
+ * merging the token groups and writing a state. Measured on an H100 (bench/notes.md).
+ */
+export const PIECE_COST_TILES = 2;
+
+/**
+ * The modelled makespan of a partition in tiles: the longest run counting `PIECE_COST_TILES`
+ * per piece, times the waves its runs take on `grid` workgroups.
+ *
+ * @example
+ * ```ts
+ * import { partitionCost } from "@lean/attention";
+ * const segments = Uint32Array.of(0, 4, 8);
+ * console.log(partitionCost(segments, Uint32Array.of(0, 4, 8), 2)); // 6
+ * console.log(partitionCost(segments, Uint32Array.of(0, 3, 6, 8), 3)); // 7
+ * ```
+ */
+export function partitionCost(
+  segmentTileStarts: Uint32Array,
+  runStarts: Uint32Array,
+  grid: number,
+): number {
+  const runs = runStarts.length - 1;
+  let worst = 0;
+  let seg = 0;
+  for (let r = 0; r < runs; r++) {
+    const a = runStarts[r];
+    const b = runStarts[r + 1];
+    while (segmentTileStarts[seg + 1] <= a) seg++;
+    let pieces = 0;
+    for (let s = seg; s + 1 < segmentTileStarts.length && segmentTileStarts[s] < b; s++) pieces++;
+    worst = Math.max(worst, b - a + PIECE_COST_TILES * pieces);
+  }
+  return worst * Math.ceil(runs / Math.max(1, grid));
 }
 
 /**
@@ -102,7 +143,7 @@ export function partition(
   const numSegments = segmentTileStarts.length - 1;
   const total = segmentTileStarts[numSegments];
   if (strategy === "single") {
-    return { strategy, segmentTileStarts, runStarts: segmentTileStarts, splits: 1 };
+    return { strategy, segmentTileStarts, runStarts: segmentTileStarts, splits: 1, streamK: false };
   }
   if (strategy === "lean") {
     const g = Math.max(1, Math.min(grid, total));
@@ -110,7 +151,14 @@ export function partition(
     const base = Math.floor(total / g);
     const extra = total % g;
     for (let i = 0; i <= g; i++) runStarts[i] = i * base + Math.min(i, extra);
-    return { strategy, segmentTileStarts, runStarts, splits: 1 };
+    const aligned = partition(segmentTileStarts, "split", grid);
+    if (
+      partitionCost(segmentTileStarts, aligned.runStarts, grid) <=
+        partitionCost(segmentTileStarts, runStarts, grid)
+    ) {
+      return { ...aligned, strategy, streamK: false };
+    }
+    return { strategy, segmentTileStarts, runStarts, splits: 1, streamK: true };
   }
   let maxTiles = 0;
   for (let s = 0; s < numSegments; s++) {
@@ -118,7 +166,9 @@ export function partition(
     if (n > maxTiles) maxTiles = n;
   }
   const splits = chooseSplits(numSegments, maxTiles, grid);
-  if (splits === 1) return { strategy, segmentTileStarts, runStarts: segmentTileStarts, splits };
+  if (splits === 1) {
+    return { strategy, segmentTileStarts, runStarts: segmentTileStarts, splits, streamK: false };
+  }
   const runStarts = new Uint32Array(numSegments * splits + 1);
   let r = 0;
   for (let s = 0; s < numSegments; s++) {
@@ -128,5 +178,11 @@ export function partition(
     for (let c = 0; c < chunks; c++) runStarts[r++] = start + Math.floor((c * n) / chunks);
   }
   runStarts[r] = total;
-  return { strategy, segmentTileStarts, runStarts: runStarts.subarray(0, r + 1), splits };
+  return {
+    strategy,
+    segmentTileStarts,
+    runStarts: runStarts.subarray(0, r + 1),
+    splits,
+    streamK: false,
+  };
 }

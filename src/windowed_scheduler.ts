@@ -112,6 +112,7 @@ export function scheduleWindows(
   const pieceSeg: number[] = [];
   let tileBase = 0;
   let splits = 1;
+  let streamK = false;
   let first = 0; // first sequence overlapping the window
   for (let w = 0; w + 1 < bounds.length; w++) {
     const A = bounds[w];
@@ -145,6 +146,7 @@ export function scheduleWindows(
       const part = partition(local, strategy, grid);
       runs = part.runStarts;
       splits = Math.max(splits, part.splits);
+      streamK ||= part.streamK;
     } else if (strategy === "split") {
       runs = local;
     } else {
@@ -213,6 +215,7 @@ export function scheduleWindows(
       segmentTileStarts: Uint32Array.from(unitStarts),
       runStarts: Uint32Array.from(runStarts),
       splits,
+      streamK: strategy === "lean" && streamK,
     },
     schedule: {
       workgroups,

@@ -12,6 +12,7 @@ import {
   describePlan,
   DIRECT,
   partition,
+  partitionCost,
   PIECE,
   PIECE_STRIDE,
   type Plan,
@@ -165,10 +166,29 @@ function checkStrategy(plan: Plan, bySegment: PieceView[][]): void {
   const segTiles = bySegment.map((_, i) =>
     part.segmentTileStarts[i + 1] - part.segmentTileStarts[i]
   );
-  if (plan.strategy === "lean") {
+  if (plan.strategy === "lean" && part.streamK) {
     assert.equal(s.workgroups, Math.min(plan.grid, plan.numTiles));
     assert.ok(Math.max(...runLengths) - Math.min(...runLengths) <= 1, "lean runs are balanced");
     assert.ok(s.partialSlots <= 2 * s.workgroups, "at most two partial pieces per run");
+    const aligned = partition(part.segmentTileStarts, "split", plan.grid);
+    assert.ok(
+      partitionCost(part.segmentTileStarts, part.runStarts, plan.grid) <
+        partitionCost(part.segmentTileStarts, aligned.runStarts, plan.grid),
+      "stream-K is taken only when it is cheaper than the aligned cut",
+    );
+  } else if (plan.strategy === "lean") {
+    // The aligned cut, taken because it costs no more than equal runs would.
+    const aligned = partition(part.segmentTileStarts, "split", plan.grid);
+    assert.deepStrictEqual([...part.runStarts], [...aligned.runStarts]);
+    const g = Math.max(1, Math.min(plan.grid, plan.numTiles));
+    const equal = Uint32Array.from(
+      { length: g + 1 },
+      (_, i) => i * Math.floor(plan.numTiles / g) + Math.min(i, plan.numTiles % g),
+    );
+    assert.ok(
+      partitionCost(part.segmentTileStarts, part.runStarts, plan.grid) <=
+        partitionCost(part.segmentTileStarts, equal, plan.grid),
+    );
   } else if (plan.strategy === "single") {
     assert.equal(s.workgroups, plan.numSegments);
     assert.equal(s.partialSlots, 0);
@@ -254,9 +274,17 @@ Deno.test("the same input gives the same plan", () => {
 
 Deno.test("lean uses min(grid, tiles) workgroups", () => {
   const shape = { seqLens: [100], numHeads: 2, numKVHeads: 2, headDim: 64 }; // 2 x 2 tiles
-  assert.equal(createPlan(shape, { grid: 3 }).schedule.workgroups, 3);
-  assert.equal(createPlan(shape, { grid: 4 }).schedule.workgroups, 4);
-  assert.equal(createPlan(shape, { grid: 1000 }).schedule.workgroups, 4);
+  for (const grid of [3, 4, 1000]) {
+    const plan = createPlan(shape, { grid });
+    if (plan.partition.streamK) assert.equal(plan.schedule.workgroups, Math.min(grid, 4));
+    else assert.ok(plan.schedule.workgroups <= 4);
+  }
+  // Three segments of 100 tiles on 8 workgroups: equal runs (38 tiles, 2 pieces) beat the
+  // aligned cut (5 chunks of 20 per segment: 15 runs, two waves).
+  const long = { seqLens: [6400], numHeads: 3, numKVHeads: 3, headDim: 64 };
+  const plan = createPlan(long, { grid: 8 });
+  assert.ok(plan.partition.streamK);
+  assert.equal(plan.schedule.workgroups, 8);
   assert.equal(createPlan(shape, { grid: 1000, strategy: "single" }).schedule.workgroups, 2);
 });
 
@@ -305,8 +333,10 @@ Deno.test("partition cuts arbitrary segment sizes into contiguous runs", () => {
         const runSet = new Set(runs);
         if (strategy === "single") {
           assert.deepStrictEqual([...runs], [...starts]);
-        } else if (strategy === "lean") {
+        } else if (strategy === "lean" && part.streamK) {
           assert.equal(runs.length - 1, Math.min(grid, total));
+        } else if (strategy === "lean") {
+          for (const s of starts) assert.ok(runSet.has(s), "the aligned cut keeps segment bounds");
         } else {
           // Every segment boundary is a cut, and each segment is cut into min(splits, size) runs.
           for (const s of starts) assert.ok(runSet.has(s));
@@ -350,10 +380,10 @@ Deno.test("segmentTiles counts the tiles of each (seq, kvHead, rowBlock) in orde
     qLen: 4,
   });
   const tiles = tileConfig(problem, { tileTokens: 64 });
-  assert.equal(tiles.rowBlocks, 3); // 24 rows, at most 8 per block at headDim 256
+  assert.equal(tiles.rowBlocks, 6); // 24 rows, at most 4 per block at headDim 256
   const starts = segmentTiles(problem, tiles);
   const counts = Array.from(starts.subarray(1), (v, i) => v - starts[i]);
-  assert.deepStrictEqual(counts, [1, 1, 1, 1, 1, 1, 2, 2, 2, 4, 4, 4]);
+  assert.deepStrictEqual(counts, [1, 1, 2, 4].flatMap((n) => Array(6).fill(n)));
 });
 
 Deno.test("schedule is a pure function of the partition", () => {
