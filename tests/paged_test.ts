@@ -298,7 +298,6 @@ for (const name of ["webgpu", "dawn"] as const) {
   const gpu = await openGpu(name);
   if (typeof gpu === "string") console.log(`skipping paged GPU tests on "${name}": ${gpu}`);
   const ok = typeof gpu !== "string";
-  if (ok) globalThis.addEventListener("unload", () => gpu.device.destroy());
   const test = (title: string, fn: (g: GpuUnderTest) => Promise<void>) =>
     Deno.test({
       name: `${title} [${name}]`,
@@ -598,6 +597,21 @@ for (const name of ["webgpu", "dawn"] as const) {
       attention.dispose();
       cache.dispose();
     }
+  });
+
+  // Release the device when this file's tests are done, not at exit: a Dawn device left running
+  // while later files run was seen to crash the test process (SIGSEGV) on lavapipe.
+  Deno.test({
+    name: `the paged tests release their device [${name}]`,
+    ignore: !ok,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const g = gpu as GpuUnderTest;
+      await g.device.queue.onSubmittedWorkDone();
+      g.device.destroy();
+      await g.device.lost;
+    },
   });
 }
 
