@@ -140,12 +140,10 @@ backendTest("every non-finite case completes and leaves the other sequences exac
 });
 
 for (const status of await backendStatuses()) {
-  const pending = status.name !== "cpu";
   Deno.test({
     name:
-      `NaN scores and non-finite V in masked tokens propagate like the reference [${status.name}]` +
-      (pending ? " (pending a decode-kernel fix, see README)" : ""),
-    ignore: !status.ok || pending,
+      `NaN scores and non-finite V in masked tokens propagate like the reference [${status.name}]`,
+    ignore: !status.ok,
     sanitizeOps: status.name === "cpu",
     sanitizeResources: status.name === "cpu",
     fn: async () => {
