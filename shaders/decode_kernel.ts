@@ -38,7 +38,7 @@ export interface WGSLOptions {
 export function decodeWorkgroupBytes(spec: KernelSpec): number {
   const l = kernelLayout(spec);
   const acc = spec.rowsPerBlock * spec.headDim * 4;
-  const maxima = l.groups * spec.rowsPerBlock * 4 + spec.rowsPerBlock * 4;
+  const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
   const entries = l.groups * l.unroll * spec.rowsPerBlock;
   const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
   return acc + maxima + exchange;
@@ -154,6 +154,12 @@ ${grid(U, RP, (u, r) => `      d${u}_${r} = ss[sb + g * ${U * RP}u + ${u * RP + 
   const softmax = lines(RP, (r) =>
     `      {
 ${lines(U, (u) => `        let s${u} = select(NEG, d${u}_${r}, t${u} < lim[${r}]);`)}
+${
+      lines(
+        U,
+        (u) => `        bad[${r}] |= select(0u, 1u, t${u} < lim[${r}] && poisoned(d${u}_${r}));`,
+      )
+    }
         let mx = max(m[${r}], ${
       lines(U, (u) => `s${u}`).split("\n").reduce((a, b) => `max(${a}, ${b})`)
     });
@@ -180,6 +186,12 @@ ${
 }`
     : `fn kv_row(base: u32, t: u32) -> u32 {
   return base + t;
+}`;
+  const poisonedFn = `
+// NaN or +inf, by bits (compilers may fold float NaN tests away).
+fn poisoned(x: f32) -> bool {
+  let b = bitcast<u32>(x);
+  return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
 }`;
   const entries = G * U * RP; // (token, row) scores per step
   const exchange = L.subgroups || lanes === 1 ? "" : `const XHALF: u32 = ${entries * (lanes + 1)}u;
@@ -214,17 +226,20 @@ const STEP: u32 = ${step}u;
 const SLOT: u32 = ${RP * (D + 2)}u;
 const NEG: f32 = ${NEG_SCORE.toExponential()};
 const Z4: vec4<f32> = vec4<f32>(0.0);
+const NAN_BITS: u32 = 0x7fc00000u;
 const DIRECT: u32 = 0xffffffffu;
 
 // The groups' merged output, and each group's row maxima then the merged sums.
 var<workgroup> acc: array<vec4<f32>, ${RP * (D / 4)}>;
 var<workgroup> m_sh: array<f32, ${G * RP}>;
 var<workgroup> l_sh: array<f32, ${RP}>;
+var<workgroup> bad_sh: array<atomic<u32>, ${RP}>;
 ${exchange}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype)}
 ${kvRow}
+${poisonedFn}
 
 @compute @workgroup_size(${W})
 fn main(
@@ -273,6 +288,12 @@ ${
       `    lim[${r}] = select(0u, min(seq_len - params.q_len + (r0 + ${r}u) % params.q_len + 1u, tok_end), ${r}u < n_rows);`)
   }
     var m = array<f32, ${RP}>();
+    // Rows that saw a NaN or +inf score: their output is NaN, as in the reference. Tracked with
+    // integer bits, since GPU compilers may assume floats are never NaN.
+    var bad = array<u32, ${RP}>();
+    if (lid < RP) {
+      atomicStore(&bad_sh[lid], 0u);
+    }
     var l = array<f32, ${RP}>();
     var o = array<vec4<f32>, ${RP * E4}>();
 ${lines(RP, (r) => `    m[${r}] = NEG;`)}
@@ -289,10 +310,16 @@ ${softmax}
     // Merge the groups' states: a common max, then the rescaled sums in group order.
     workgroupBarrier();
     if (lane == 0u) {
-${lines(RP, (r) => `      m_sh[g * RP + ${r}u] = m[${r}];`)}
+${
+    lines(RP, (r) =>
+      `      m_sh[g * RP + ${r}u] = m[${r}];
+      atomicOr(&bad_sh[${r}u], bad[${r}]);`)
+  }
     }
     workgroupBarrier();
     var mm = array<f32, ${RP}>();
+    var any_bad = array<u32, ${RP}>();
+${lines(RP, (r) => `    any_bad[${r}] = atomicLoad(&bad_sh[${r}u]);`)}
 ${
     lines(RP, (r) =>
       `    mm[${r}] = NEG;
@@ -327,7 +354,8 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
       if (r < n_rows) {
         let val = acc[i >> 2u][i & 3u];
         if (slot == DIRECT) {
-          out[query_row(seq, kv_head, r0 + r) * D + i % D] = val / l_sh[r];
+          out[query_row(seq, kv_head, r0 + r) * D + i % D] =
+            select(val / l_sh[r], bitcast<f32>(NAN_BITS), any_bad[r] != 0u);
         } else {
           partials[slot * SLOT + i] = val;
         }
@@ -335,10 +363,15 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
     }
     if (lid < n_rows) {
       if (slot == DIRECT) {
-        lse_out[query_row(seq, kv_head, r0 + lid)] = (mm[lid] + log2(l_sh[lid])) * 0.6931471805599453;
+        lse_out[query_row(seq, kv_head, r0 + lid)] = select(
+          (mm[lid] + log2(l_sh[lid])) * 0.6931471805599453,
+          bitcast<f32>(NAN_BITS),
+          any_bad[lid] != 0u,
+        );
       } else {
         partials[slot * SLOT + RP * D + lid] = mm[lid];
-        partials[slot * SLOT + RP * D + RP + lid] = l_sh[lid];
+        partials[slot * SLOT + RP * D + RP + lid] =
+          select(l_sh[lid], bitcast<f32>(NAN_BITS), any_bad[lid] != 0u);
       }
     }
     workgroupBarrier();

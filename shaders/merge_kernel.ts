@@ -127,6 +127,15 @@ fn main(
   red[lid] = sum;
   let l_all = reduce(lid, 1u);
 
+  // A slot marked NaN (its rows saw a NaN or +inf score) makes the row NaN, as in the reference.
+  var bad = 0.0;
+  for (var s = lid; s < n; s += W) {
+    let b = bitcast<u32>(partials[(first + s) * SLOT + mo + RP]);
+    bad = select(bad, 1.0, (b & 0x7fffffffu) > 0x7f800000u);
+  }
+  red[lid] = bad;
+  let row_bad = reduce(lid, 0u) > 0.0;
+
   // Weighted outputs, W slots at a time: weights once per slot, then slot groups of threads.
   let d = lid % D;
   let grp = lid / D;
@@ -158,10 +167,14 @@ fn main(
     for (var g = 0u; g < GROUPS; g++) {
       total += part[g * D + lid];
     }
-    out[row * D + lid] = total / l_all;
+    out[row * D + lid] = select(total / l_all, bitcast<f32>(0x7fc00000u), row_bad);
   }
   if (lid == 0u) {
-    lse_out[row] = (m_all + log2(l_all)) * 0.6931471805599453;
+    lse_out[row] = select(
+      (m_all + log2(l_all)) * 0.6931471805599453,
+      bitcast<f32>(0x7fc00000u),
+      row_bad,
+    );
   }
 }
 `;

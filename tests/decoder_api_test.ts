@@ -9,6 +9,7 @@ import {
   createDecoder,
   createPlan,
   executePlanOnCpu,
+  gridFor,
   MAX_HEAD_DIM,
   MAX_Q_LEN,
   resolveScale,
@@ -44,7 +45,10 @@ backendTest("decoder.plan is createPlan with the device's grid", async (decoder,
   assert.ok(Number.isInteger(decoder.profile.grid) && decoder.profile.grid >= 1);
   for (const strategy of [undefined, ...STRATEGIES]) {
     const plan = decoder.plan(SPEC, { strategy });
-    assert.deepStrictEqual(plan, createPlan(SPEC, { grid: decoder.profile.grid, strategy }));
+    // The grid calibrated for kernels of this plan's rows per block (GPUs), else the profile's.
+    const grid = gridFor(decoder.profile, plan.tiles.rowsPerBlock);
+    assert.deepStrictEqual(plan, createPlan(SPEC, { grid, strategy }));
+    if (!decoder.profile.gridByRows) assert.equal(grid, decoder.profile.grid);
     assert.equal(plan.strategy, strategy ?? "lean");
   }
   await Promise.resolve();
