@@ -35,7 +35,7 @@ export interface Partition {
  * Extra cost of a piece (a run's stretch within one segment) in tiles: loading the query rows,
  * merging the token groups and writing a state. Measured on an H100 (bench/notes.md).
  */
-export const PIECE_COST_TILES = 2;
+export const PIECE_COST_TILES = 4;
 
 /**
  * The modelled makespan of a partition in tiles: the longest run counting `PIECE_COST_TILES`
@@ -45,8 +45,8 @@ export const PIECE_COST_TILES = 2;
  * ```ts
  * import { partitionCost } from "@lean/attention";
  * const segments = Uint32Array.of(0, 4, 8);
- * console.log(partitionCost(segments, Uint32Array.of(0, 4, 8), 2)); // 6
- * console.log(partitionCost(segments, Uint32Array.of(0, 3, 6, 8), 3)); // 7
+ * console.log(partitionCost(segments, Uint32Array.of(0, 4, 8), 2)); // 8
+ * console.log(partitionCost(segments, Uint32Array.of(0, 3, 6, 8), 3)); // 11
  * ```
  */
 export function partitionCost(
