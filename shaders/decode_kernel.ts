@@ -226,7 +226,8 @@ const STEP: u32 = ${step}u;
 const SLOT: u32 = ${RP * (D + 2)}u;
 const NEG: f32 = ${NEG_SCORE.toExponential()};
 const Z4: vec4<f32> = vec4<f32>(0.0);
-const NAN_BITS: u32 = 0x7fc00000u;
+// A NaN built at run time: WGSL rejects NaN in constant expressions.
+var<private> nan_bits: u32 = 0x7fc00000u;
 const DIRECT: u32 = 0xffffffffu;
 
 // The groups' merged output, and each group's row maxima then the merged sums.
@@ -355,7 +356,7 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
         let val = acc[i >> 2u][i & 3u];
         if (slot == DIRECT) {
           out[query_row(seq, kv_head, r0 + r) * D + i % D] =
-            select(val / l_sh[r], bitcast<f32>(NAN_BITS), any_bad[r] != 0u);
+            select(val / l_sh[r], bitcast<f32>(nan_bits), any_bad[r] != 0u);
         } else {
           partials[slot * SLOT + i] = val;
         }
@@ -365,13 +366,13 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
       if (slot == DIRECT) {
         lse_out[query_row(seq, kv_head, r0 + lid)] = select(
           (mm[lid] + log2(l_sh[lid])) * 0.6931471805599453,
-          bitcast<f32>(NAN_BITS),
+          bitcast<f32>(nan_bits),
           any_bad[lid] != 0u,
         );
       } else {
         partials[slot * SLOT + RP * D + lid] = mm[lid];
         partials[slot * SLOT + RP * D + RP + lid] =
-          select(l_sh[lid], bitcast<f32>(NAN_BITS), any_bad[lid] != 0u);
+          select(l_sh[lid], bitcast<f32>(nan_bits), any_bad[lid] != 0u);
       }
     }
     workgroupBarrier();

@@ -60,6 +60,8 @@ const GROUPS: u32 = ${groups}u;
 const NEG: f32 = ${NEG_SCORE.toExponential()};
 
 var<workgroup> red: array<f32, ${W}>;
+// A NaN built at run time: WGSL rejects NaN in constant expressions.
+var<private> nan_bits: u32 = 0x7fc00000u;
 var<workgroup> weight: array<f32, ${W}>;
 var<workgroup> part: array<f32, ${groups * D}>;
 ${FLAT_WORKGROUP_WGSL}
@@ -167,12 +169,12 @@ fn main(
     for (var g = 0u; g < GROUPS; g++) {
       total += part[g * D + lid];
     }
-    out[row * D + lid] = select(total / l_all, bitcast<f32>(0x7fc00000u), row_bad);
+    out[row * D + lid] = select(total / l_all, bitcast<f32>(nan_bits), row_bad);
   }
   if (lid == 0u) {
     lse_out[row] = select(
       (m_all + log2(l_all)) * 0.6931471805599453,
-      bitcast<f32>(0x7fc00000u),
+      bitcast<f32>(nan_bits),
       row_bad,
     );
   }
