@@ -67,9 +67,13 @@ export interface EncodeAttentionOptions {
 
 /** Allocation counters of an encoder. */
 export interface AttentionEncoderStats {
+  /** GPU buffers created since the encoder was made. */
   readonly buffersCreated: number;
+  /** GPU buffers alive now. */
   readonly buffersLive: number;
+  /** Compute pipelines compiled. */
   readonly pipelinesCreated: number;
+  /** Bind groups created (cached per plan, layer and buffers). */
   readonly bindGroupsCreated: number;
 }
 
@@ -154,6 +158,7 @@ export class AttentionEncoder {
   #nextId = 0;
   #disposed = false;
 
+  /** Prefer {@linkcode createAttentionEncoder}. */
   constructor(
     device: GPUDevice,
     grid: number,

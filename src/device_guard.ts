@@ -24,6 +24,7 @@ export class DeviceLostError extends Error {
   /** `GPUDeviceLostInfo.reason`: `"destroyed"` or `"unknown"`. */
   readonly reason: string;
 
+  /** `reason` is the device's loss reason; `message` its message. */
   constructor(reason: string, message: string) {
     super(
       `The GPU device was lost (reason: ${reason}${
@@ -50,6 +51,7 @@ export class GPUAllocationError extends Error {
   /** Which error scope caught it. */
   readonly kind: "out-of-memory" | "validation";
 
+  /** The error scope that failed, the GPU's message, and the bytes the call tried to allocate. */
   constructor(kind: "out-of-memory" | "validation", detail: string, bytes: number) {
     const what = kind === "out-of-memory"
       ? `Out of GPU memory allocating this call's buffers (${bytes} bytes new)`

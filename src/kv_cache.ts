@@ -59,12 +59,17 @@ export interface AppendSlots {
 
 /** Memory use of a cache. */
 export interface KVCacheMemory {
+  /** Tokens per page. */
   readonly pageSize: number;
+  /** Pages in the pool. */
   readonly pagesTotal: number;
+  /** Pages held by at least one sequence. */
   readonly pagesUsed: number;
+  /** Pages on the free list. */
   readonly pagesFree: number;
   /** Pages referenced by more than one sequence (forks). */
   readonly pagesShared: number;
+  /** Live sequences. */
   readonly sequences: number;
   /** Tokens over all sequences (a shared prefix counted once per sequence). */
   readonly tokens: number;
@@ -122,8 +127,11 @@ interface Sequence {
 
 /** Allocation counters of a GPU cache. */
 export interface KVCacheStats {
+  /** GPU buffers created since the cache was made. */
   readonly buffersCreated: number;
+  /** GPU buffers alive now. */
   readonly buffersLive: number;
+  /** Compute pipelines compiled (the append and copy kernels). */
   readonly pipelinesCreated: number;
 }
 
@@ -170,11 +178,17 @@ function isBuffer(x: unknown): x is GPUBuffer {
  * ```
  */
 export class KVCache {
+  /** Layers, each with its own K and V pages. */
   readonly numLayers: number;
+  /** KV heads per token row. */
   readonly numKVHeads: number;
+  /** Elements per head. */
   readonly headDim: number;
+  /** Element type of K and V. */
   readonly kvDtype: KVDtype;
+  /** Tokens per page (a power of two). */
   readonly pageSize: number;
+  /** Pages in the pool (shared by all layers: page n is row block n of every layer). */
   readonly numPages: number;
   /** The device holding the pages, or `undefined` for a host cache. */
   readonly device: GPUDevice | undefined;
@@ -205,6 +219,7 @@ export class KVCache {
   #disposed = false;
   #version = 0;
 
+  /** Prefer {@linkcode createKVCache}, which validates the options first. */
   constructor(options: KVCacheOptions) {
     if (typeof options !== "object" || options === null) {
       throw new TypeError(

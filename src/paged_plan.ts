@@ -37,6 +37,7 @@ export interface PagedKV {
 
 /** A plan that reads K and V through page tables. */
 export interface PagedPlan extends Plan {
+  /** The page tables the plan's pieces address. */
   readonly paging: PagedKV;
   /** Softmax scale the plan is run with. */
   readonly scale: number;
