@@ -32,7 +32,19 @@ import { PIECE_STRIDE, REDUCE_STRIDE } from "./scheduler.ts";
 import type { TileOptions } from "./tile_config.ts";
 import { dispatchSize, kernelSpec, type KernelTuning } from "./webgpu_backend.ts";
 
-/** Options of {@linkcode createAttentionEncoder}. */
+/**
+ * Options of {@linkcode createAttentionEncoder}.
+ *
+ * @example
+ * ```ts
+ * import type { AttentionEncoderOptions } from "@lean/attention";
+ * // For createAttentionEncoder(device, options) on a runner's GPU device.
+ * const options: AttentionEncoderOptions = {
+ *   grid: 1056, strategy: "lean", batchInvariant: true, tileTokens: 64, kernel: { lanes: 16 },
+ * };
+ * console.log(options.grid, options.kernel?.lanes); // 1056 16
+ * ```
+ */
 export interface AttentionEncoderOptions extends TileOptions {
   /**
    * The lean grid (workgroups the device runs at once). Default: the table of known adapters
@@ -47,7 +59,24 @@ export interface AttentionEncoderOptions extends TileOptions {
   kernel?: KernelTuning;
 }
 
-/** What {@linkcode AttentionEncoder.encode} records. */
+/**
+ * What {@linkcode AttentionEncoder.encode} records.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type EncodeAttentionOptions, planForCache } from "@lean/attention";
+ * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, numPages: 4 });
+ * const seq = cache.addSequence();
+ * cache.extend([seq], 3);
+ * // Host-planned here; on a GPU, plan with the encoder: attention.plan(cache, step).
+ * const plan = planForCache(cache, { seqs: [seq], numHeads: 2 }, { grid: 4 });
+ * // Per layer: attention.encode(encoder, layerOptions(layer, q, out)).
+ * function layerOptions(layer: number, q: GPUBuffer, out: GPUBuffer): EncodeAttentionOptions {
+ *   return { plan, layer, q, out };
+ * }
+ * console.log(typeof layerOptions, plan.problem.totalTokens); // function 3
+ * ```
+ */
 export interface EncodeAttentionOptions {
   /** A plan of this encoder (`plan()` or `planPages()`). */
   plan: PagedPlan;
@@ -65,7 +94,22 @@ export interface EncodeAttentionOptions {
   lse?: GPUBuffer;
 }
 
-/** Allocation counters of an encoder. */
+/**
+ * Allocation counters of an encoder.
+ *
+ * @example
+ * ```ts
+ * import type { AttentionEncoderStats } from "@lean/attention";
+ * // Steady state: a step's attention.stats() equals the previous step's.
+ * function steady(before: AttentionEncoderStats, after: AttentionEncoderStats): boolean {
+ *   return after.buffersCreated === before.buffersCreated &&
+ *     after.pipelinesCreated === before.pipelinesCreated &&
+ *     after.bindGroupsCreated === before.bindGroupsCreated;
+ * }
+ * const s = { buffersCreated: 6, buffersLive: 6, pipelinesCreated: 2, bindGroupsCreated: 4 };
+ * console.log(steady(s, { ...s })); // true
+ * ```
+ */
 export interface AttentionEncoderStats {
   /** GPU buffers created since the encoder was made. */
   readonly buffersCreated: number;

@@ -27,7 +27,18 @@ import {
 import { tileConfig, type TileOptions } from "./tile_config.ts";
 import type { KernelTuning } from "./webgpu_backend.ts";
 
-/** Options for {@linkcode createDecoder}. */
+/**
+ * Options for {@linkcode createDecoder}.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder, type DecoderOptions } from "@lean/attention";
+ * const options: DecoderOptions = { backend: "cpu", grid: 8, tileTokens: 32 };
+ * const decoder = await createDecoder(options);
+ * console.log(decoder.backend, decoder.profile.grid); // cpu 8
+ * await decoder.dispose();
+ * ```
+ */
 export interface DecoderOptions extends TileOptions {
   /**
    * `"cpu"`, `"webgpu"` (the runtime's `navigator.gpu`, or the `gpu`/`device` given), `"dawn"`
@@ -64,7 +75,22 @@ export interface DecoderOptions extends TileOptions {
   poison?: boolean;
 }
 
-/** Options for {@linkcode Decoder.timeKernels}. */
+/**
+ * Options for {@linkcode Decoder.timeKernels}.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder, type KernelTimingRequest } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * const request: KernelTimingRequest = { runs: 3, warmup: 1 };
+ * const timing = await decoder.timeKernels({
+ *   q: new Float32Array(8), k: new Float32Array(24), v: new Float32Array(24),
+ *   seqLens: [3], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * }, request);
+ * console.log(timing.samplesMs.length); // 3
+ * await decoder.dispose();
+ * ```
+ */
 export interface KernelTimingRequest {
   /** Timed runs (default 20). */
   runs?: number;
@@ -74,7 +100,22 @@ export interface KernelTimingRequest {
   kvSets?: number;
 }
 
-/** Kernel times of one decode call. */
+/**
+ * Kernel times of one decode call.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder, type KernelTiming } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * const timing: KernelTiming = await decoder.timeKernels({
+ *   q: new Float32Array(8), k: new Float32Array(24), v: new Float32Array(24),
+ *   seqLens: [3], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * }, { runs: 5, warmup: 0 });
+ * const sorted = [...timing.samplesMs].sort((a, b) => a - b);
+ * console.log(timing.samplesMs.length, timing.medianMs === sorted[2]); // 5 true
+ * await decoder.dispose();
+ * ```
+ */
 export interface KernelTiming {
   /** Milliseconds of each timed run. */
   samplesMs: number[];
@@ -82,7 +123,19 @@ export interface KernelTiming {
   medianMs: number;
 }
 
-/** Options for {@linkcode Decoder.plan}. */
+/**
+ * Options for {@linkcode Decoder.plan}.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder, type DecoderPlanOptions } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu", grid: 4 });
+ * const options: DecoderPlanOptions = { strategy: "split" };
+ * const plan = decoder.plan({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 }, options);
+ * console.log(plan.strategy, plan.partition.splits); // split 2
+ * await decoder.dispose();
+ * ```
+ */
 export interface DecoderPlanOptions {
   /** Partition strategy (default `"lean"`). */
   strategy?: Strategy;

@@ -14,7 +14,26 @@
 
 import type { Problem } from "./problem.ts";
 
-/** One window of the concatenated K/V and the workgroups of its decode dispatch. */
+/**
+ * One window of the concatenated K/V and the workgroups of its decode dispatch.
+ *
+ * @example
+ * ```ts
+ * import { createPlan, type KVWindow } from "@lean/attention";
+ * const plan = createPlan(
+ *   { seqLens: [300, 200], numHeads: 2, numKVHeads: 2, headDim: 64 },
+ *   { grid: 4, maxBindingBytes: 65536 }, // 128 rows of 512 bytes per binding
+ * );
+ * for (const w of plan.schedule.windows as readonly KVWindow[]) {
+ *   console.log(w.tokenBegin, w.tokenEnd, w.workgroupBegin, w.workgroupEnd);
+ * }
+ * // 0 128 0 4
+ * // 128 256 4 8
+ * // 256 364 8 12
+ * // 364 492 12 16
+ * // 492 500 16 18
+ * ```
+ */
 export interface KVWindow {
   /** First token row of the window in the concatenated K/V. */
   readonly tokenBegin: number;
@@ -40,7 +59,17 @@ export function kvRowBytes(problem: Pick<Problem, "numKVHeads" | "headDim" | "kv
   return problem.numKVHeads * problem.headDim * (problem.kvDtype === "f32" ? 4 : 2);
 }
 
-/** Options for {@linkcode kvWindowBounds}. */
+/**
+ * Options for {@linkcode kvWindowBounds}.
+ *
+ * @example
+ * ```ts
+ * import { kvWindowBounds, type KVWindowOptions, validateShape } from "@lean/attention";
+ * const p = validateShape({ seqLens: [1000], numHeads: 2, numKVHeads: 2, headDim: 64 });
+ * const options: KVWindowOptions = { maxBindingBytes: 262144, tileTokens: 64, alignTokens: 64 };
+ * console.log(Array.from(kvWindowBounds(p, options))); // [0, 512, 1000]
+ * ```
+ */
 export interface KVWindowOptions {
   /** Largest K (or V) binding in bytes. */
   maxBindingBytes: number;

@@ -21,7 +21,23 @@ import {
 } from "./problem.ts";
 import { PIECE, PIECE_STRIDE } from "./scheduler.ts";
 
-/** The page tables a paged plan carries. */
+/**
+ * The page tables a paged plan carries.
+ *
+ * @example
+ * ```ts
+ * import { createPagedPlan, type PagedKV } from "@lean/attention";
+ * const plan = createPagedPlan(
+ *   { seqLens: [5, 3], numHeads: 2, numKVHeads: 1, headDim: 8 },
+ *   { pageSize: 4, numPages: 4, pageTables: [[2, 0], [3]] },
+ *   { grid: 4 },
+ * );
+ * const paging: PagedKV = plan.paging;
+ * // Token 4 of sequence 0: page pages[pageOffsets[0] + (4 >> pageShift)], row 0 of it.
+ * const page = paging.pages[paging.pageOffsets[0] + (4 >> paging.pageShift)];
+ * console.log(paging.pageShift, page * paging.pageSize + (4 & (paging.pageSize - 1))); // 2 0
+ * ```
+ */
 export interface PagedKV {
   /** Tokens per page (a power of two). */
   readonly pageSize: number;
@@ -35,7 +51,21 @@ export interface PagedKV {
   readonly pageOffsets: Uint32Array;
 }
 
-/** A plan that reads K and V through page tables. */
+/**
+ * A plan that reads K and V through page tables.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type PagedPlan, planForCache } from "@lean/attention";
+ * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
+ * const a = cache.addSequence();
+ * cache.extend([a], 6);
+ * const plan: PagedPlan = planForCache(cache, { seqs: [a], numHeads: 2 }, { grid: 4 });
+ * console.log(plan.cacheVersion === cache.version, Array.from(plan.seqIds ?? [])); // true [0]
+ * cache.extend([a], 1);
+ * console.log(plan.cacheVersion === cache.version); // false (stale: plan again)
+ * ```
+ */
 export interface PagedPlan extends Plan {
   /** The page tables the plan's pieces address. */
   readonly paging: PagedKV;
@@ -49,7 +79,19 @@ export interface PagedPlan extends Plan {
   readonly seqIds?: Uint32Array;
 }
 
-/** Explicit page tables for {@linkcode createPagedPlan}. */
+/**
+ * Explicit page tables for {@linkcode createPagedPlan}.
+ *
+ * @example
+ * ```ts
+ * import { createPagedPlan, type PageTables } from "@lean/attention";
+ * // Sequence 0 (5 tokens) in pages 2 and 0, sequence 1 (3 tokens) in page 3.
+ * const tables: PageTables = { pageSize: 4, numPages: 4, pageTables: [[2, 0], [3]] };
+ * const shape = { seqLens: [5, 3], numHeads: 2, numKVHeads: 1, headDim: 8 };
+ * const plan = createPagedPlan(shape, tables, { grid: 4 });
+ * console.log(plan.paging.numPages, plan.numTiles); // 4 2
+ * ```
+ */
 export interface PageTables {
   /** Tokens per page: a power of two from 1 to 65536. */
   pageSize: number;
@@ -59,13 +101,41 @@ export interface PageTables {
   pageTables: ArrayLike<ArrayLike<number>>;
 }
 
-/** Options of paged planning: the dense plan's, plus the softmax scale. */
+/**
+ * Options of paged planning: the dense plan's, plus the softmax scale.
+ *
+ * @example
+ * ```ts
+ * import { createPagedPlan, type PagedPlanOptions } from "@lean/attention";
+ * const options: PagedPlanOptions = { grid: 4, strategy: "split", scale: 0.125 };
+ * const plan = createPagedPlan(
+ *   { seqLens: [5], numHeads: 1, numKVHeads: 1, headDim: 8 },
+ *   { pageSize: 4, numPages: 2, pageTables: [[1, 0]] },
+ *   options,
+ * );
+ * console.log(plan.strategy, plan.scale); // split 0.125
+ * ```
+ */
 export interface PagedPlanOptions extends PlanOptions {
   /** Softmax scale (default `1 / sqrt(headDim)`). */
   scale?: number;
 }
 
-/** Options of {@linkcode planForCache}: which sequences, and the model's query shape. */
+/**
+ * Options of {@linkcode planForCache}: which sequences, and the model's query shape.
+ *
+ * @example
+ * ```ts
+ * import { type CachePlanOptions, createKVCache, planForCache } from "@lean/attention";
+ * const cache = createKVCache({ numLayers: 1, numKVHeads: 2, headDim: 8, pageSize: 4, numPages: 8 });
+ * const a = cache.addSequence();
+ * const b = cache.addSequence();
+ * cache.extend([a, b], [6, 3]);
+ * const step: CachePlanOptions = { seqs: [b, a], numHeads: 4, qLen: 2 };
+ * const plan = planForCache(cache, step, { grid: 4 });
+ * console.log(Array.from(plan.problem.seqLens), plan.problem.qLen); // [3, 6] 2
+ * ```
+ */
 export interface CachePlanOptions {
   /** Sequence ids of the cache, in batch order (the order of `q`'s rows). */
   seqs: ArrayLike<number>;
@@ -273,7 +343,22 @@ export function planForCache(
   );
 }
 
-/** Host K/V storage and queries for {@linkcode executePagedPlanOnCpu}. */
+/**
+ * Host K/V storage and queries for {@linkcode executePagedPlanOnCpu}.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   createKVCache, executePagedPlanOnCpu, type PagedCpuInput, planForCache,
+ * } from "@lean/attention";
+ * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 2, numPages: 4 });
+ * const a = cache.addSequence();
+ * cache.append(a, { k: [new Float32Array(24).fill(1)], v: [new Float32Array(24).fill(5)] });
+ * const plan = planForCache(cache, { seqs: [a], numHeads: 1 }, { grid: 2 });
+ * const input: PagedCpuInput = { q: new Float32Array(8).fill(1), ...cache.layerData(0) };
+ * console.log(executePagedPlanOnCpu(plan, input).out[0]); // 5
+ * ```
+ */
 export interface PagedCpuInput {
   /** Queries, `[seq][qpos][head][dim]`. */
   q: Float32Array;

@@ -17,7 +17,19 @@
 import type { Problem, Strategy } from "./problem.ts";
 import type { TileConfig } from "./tile_config.ts";
 
-/** A partition of the global tile order into per-workgroup runs. */
+/**
+ * A partition of the global tile order into per-workgroup runs.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   partition, type Partition, segmentTiles, tileConfig, validateShape,
+ * } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
+ * const part: Partition = partition(segmentTiles(problem, tileConfig(problem)), "split", 4);
+ * console.log(part.strategy, part.splits, Array.from(part.runStarts)); // split 2 [0, 2, 5, 7, 10]
+ * ```
+ */
 export interface Partition {
   /** The strategy that made the cuts. */
   readonly strategy: Strategy;
@@ -34,6 +46,14 @@ export interface Partition {
 /**
  * Extra cost of a piece (a run's stretch within one segment) in tiles: loading the query rows,
  * merging the token groups and writing a state. Measured on an H100 (bench/notes.md).
+ *
+ * @example
+ * ```ts
+ * import { partitionCost, PIECE_COST_TILES } from "@lean/attention";
+ * // One workgroup running one 8-tile segment: 8 tiles plus one piece.
+ * const cost = partitionCost(Uint32Array.of(0, 8), Uint32Array.of(0, 8), 1);
+ * console.log(cost, cost === 8 + PIECE_COST_TILES); // 12 true
+ * ```
  */
 export const PIECE_COST_TILES = 4;
 

@@ -13,9 +13,42 @@ import type { Partition } from "./planner.ts";
 import type { Problem } from "./problem.ts";
 import type { TileConfig } from "./tile_config.ts";
 
-/** `u32`s per piece record. */
+/**
+ * `u32`s per piece record.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   partition, PIECE_STRIDE, schedule, segmentTiles, tileConfig, validateShape,
+ * } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
+ * const tiles = tileConfig(problem);
+ * const s = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));
+ * console.log(s.pieces.length / PIECE_STRIDE, s.pieceOffsets[s.workgroups]); // 4 4
+ * ```
+ */
 export const PIECE_STRIDE = 8;
-/** Field offsets inside a piece record. */
+/**
+ * Field offsets inside a piece record.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   partition, PIECE, PIECE_STRIDE, schedule, segmentTiles, tileConfig, validateShape,
+ * } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
+ * const tiles = tileConfig(problem);
+ * const s = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));
+ * for (let o = 0; o < s.pieces.length; o += PIECE_STRIDE) {
+ *   const p = s.pieces.subarray(o, o + PIECE_STRIDE);
+ *   console.log(p[PIECE.kvHead], p[PIECE.tokenBegin], p[PIECE.tokenEnd], p[PIECE.slot]);
+ * }
+ * // 0 0 128 0
+ * // 0 128 300 1
+ * // 1 0 128 2
+ * // 1 128 300 3
+ * ```
+ */
 export const PIECE = {
   seq: 0,
   kvHead: 1,
@@ -34,14 +67,72 @@ export const PIECE = {
   /** Context length counted from `kvStart`. */
   seqLen: 7,
 } as const;
-/** `u32`s per reduce record. */
+/**
+ * `u32`s per reduce record.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   partition, REDUCE_STRIDE, schedule, segmentTiles, tileConfig, validateShape,
+ * } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
+ * const tiles = tileConfig(problem);
+ * const s = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));
+ * console.log(s.reduce.length / REDUCE_STRIDE); // 2
+ * ```
+ */
 export const REDUCE_STRIDE = 8;
-/** Field offsets inside a reduce record. */
+/**
+ * Field offsets inside a reduce record.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   partition, REDUCE, REDUCE_STRIDE, schedule, segmentTiles, tileConfig, validateShape,
+ * } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
+ * const tiles = tileConfig(problem);
+ * const s = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));
+ * for (let o = 0; o < s.reduce.length; o += REDUCE_STRIDE) {
+ *   const r = s.reduce.subarray(o, o + REDUCE_STRIDE);
+ *   console.log(r[REDUCE.kvHead], r[REDUCE.firstSlot], r[REDUCE.numSlots]);
+ * }
+ * // 0 0 2
+ * // 1 2 2
+ * ```
+ */
 export const REDUCE = { seq: 0, kvHead: 1, rowBlock: 2, firstSlot: 3, numSlots: 4 } as const;
-/** Slot value of a piece that writes the final output itself. */
+/**
+ * Slot value of a piece that writes the final output itself.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   DIRECT, partition, PIECE, schedule, segmentTiles, tileConfig, validateShape,
+ * } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
+ * const tiles = tileConfig(problem);
+ * // "single": one piece per segment, each writing its final output.
+ * const s = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "single", 4));
+ * console.log(s.pieces[PIECE.slot] === DIRECT, s.partialSlots); // true 0
+ * ```
+ */
 export const DIRECT = 0xffffffff;
 
-/** Kernel-ready tables for one plan. */
+/**
+ * Kernel-ready tables for one plan.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   partition, schedule, type Schedule, segmentTiles, tileConfig, validateShape,
+ * } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
+ * const tiles = tileConfig(problem);
+ * const s: Schedule = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));
+ * console.log(Array.from(s.pieceOffsets), s.windows.length); // [0, 1, 2, 3, 4] 1
+ * ```
+ */
 export interface Schedule {
   /** Workgroups of the decode dispatch. */
   readonly workgroups: number;

@@ -8,7 +8,16 @@
 
 import type { KVDtype } from "./problem.ts";
 
-/** Tile and workgroup geometry shared by the planner and the kernels. */
+/**
+ * Tile and workgroup geometry shared by the planner and the kernels.
+ *
+ * @example
+ * ```ts
+ * import { type TileConfig, tileConfig } from "@lean/attention";
+ * const c: TileConfig = tileConfig({ headDim: 64, rowsPerGroup: 8, kvDtype: "f32" });
+ * console.log(c.tileTokens, c.rowsPerBlock, c.rowBlocks, c.workgroupSize); // 64 8 1 128
+ * ```
+ */
 export interface TileConfig {
   /** KV tokens in one LeanTile. */
   readonly tileTokens: number;
@@ -20,7 +29,17 @@ export interface TileConfig {
   readonly workgroupSize: number;
 }
 
-/** Overrides for {@linkcode tileConfig}, for tuning. */
+/**
+ * Overrides for {@linkcode tileConfig}, for tuning.
+ *
+ * @example
+ * ```ts
+ * import { tileConfig, type TileOptions } from "@lean/attention";
+ * const o: TileOptions = { tileTokens: 128, workgroupSize: 256 };
+ * const c = tileConfig({ headDim: 64, rowsPerGroup: 1, kvDtype: "f16" }, o);
+ * console.log(c.tileTokens, c.workgroupSize); // 128 256
+ * ```
+ */
 export interface TileOptions {
   /** KV tokens per LeanTile (a power of two from 16 to 256). */
   tileTokens?: number;

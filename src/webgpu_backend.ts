@@ -70,7 +70,18 @@ export interface WebGPUBackendOptions extends TileOptions {
   kernel?: KernelTuning;
 }
 
-/** Kernel choices a backend makes for every plan (see `KernelSpec`). */
+/**
+ * Kernel choices a backend makes for every plan (see `KernelSpec`).
+ *
+ * @example
+ * ```ts
+ * import type { DecoderOptions, KernelTuning } from "@lean/attention";
+ * const kernel: KernelTuning = { subgroups: false, lanes: 8, unroll: 2, prefetch: true };
+ * // Passed to createDecoder (GPU backends) or createAttentionEncoder.
+ * const options: DecoderOptions = { backend: "webgpu", kernel };
+ * console.log(options.kernel?.lanes); // 8
+ * ```
+ */
 export interface KernelTuning {
   /** Use subgroup shuffles when the device offers them (default true). */
   subgroups?: boolean;

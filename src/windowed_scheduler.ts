@@ -22,10 +22,37 @@ import type { Problem, Strategy } from "./problem.ts";
 import { DIRECT, PIECE_STRIDE, type Schedule } from "./scheduler.ts";
 import type { TileConfig } from "./tile_config.ts";
 
-/** Tiles per chunk of a batch-invariant plan: a sequence's cuts fall every this many tiles. */
+/**
+ * Tiles per chunk of a batch-invariant plan: a sequence's cuts fall every this many tiles.
+ *
+ * @example
+ * ```ts
+ * import { createPlan, INVARIANT_CHUNK_TILES } from "@lean/attention";
+ * const shape = { seqLens: [2000], numHeads: 1, numKVHeads: 1, headDim: 64 };
+ * const plan = createPlan(shape, { grid: 4, tileTokens: 64, batchInvariant: true });
+ * // 32 tiles cut into units of 8 (the sequence's fixed chunks), whatever the batch.
+ * const units = Array.from(plan.partition.segmentTileStarts);
+ * console.log(INVARIANT_CHUNK_TILES, units); // 8 [0, 8, 16, 24, 32]
+ * ```
+ */
 export const INVARIANT_CHUNK_TILES = 8;
 
-/** Options for {@linkcode scheduleWindows}. */
+/**
+ * Options for {@linkcode scheduleWindows}.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   scheduleWindows, tileConfig, validateShape, type WindowedScheduleOptions,
+ * } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [1000], numHeads: 2, numKVHeads: 2, headDim: 64 });
+ * const options: WindowedScheduleOptions = {
+ *   strategy: "lean", grid: 4, bounds: Float64Array.of(0, 1000), batchInvariant: true,
+ * };
+ * const { schedule } = scheduleWindows(problem, tileConfig(problem), options);
+ * console.log(schedule.workgroups, schedule.windows.length); // 4 1
+ * ```
+ */
 export interface WindowedScheduleOptions {
   /** Partition strategy. */
   readonly strategy: Strategy;
@@ -37,7 +64,22 @@ export interface WindowedScheduleOptions {
   readonly batchInvariant: boolean;
 }
 
-/** What {@linkcode scheduleWindows} returns: the partition over units and the kernel tables. */
+/**
+ * What {@linkcode scheduleWindows} returns: the partition over units and the kernel tables.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   scheduleWindows, tileConfig, validateShape, type WindowedSchedule,
+ * } from "@lean/attention";
+ * const problem = validateShape({ seqLens: [300, 200], numHeads: 2, numKVHeads: 2, headDim: 64 });
+ * const ws: WindowedSchedule = scheduleWindows(problem, tileConfig(problem), {
+ *   strategy: "lean", grid: 4, bounds: Float64Array.of(0, 256, 500), batchInvariant: false,
+ * });
+ * const units = ws.partition.segmentTileStarts.length - 1;
+ * console.log(ws.numTiles, units, ws.schedule.windows.length); // 18 6 2
+ * ```
+ */
 export interface WindowedSchedule {
   /** Runs over the units' global tile order (`segmentTileStarts` holds the unit starts). */
   readonly partition: Partition;
