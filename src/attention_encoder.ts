@@ -16,7 +16,12 @@ import { type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.t
 import { mergeWorkgroups } from "../shaders/merge_kernel.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { tableProfile } from "./device_profile.ts";
-import { BufferUsage, kernelCaps, summarizeAdapter } from "./gpu_runtime.ts";
+import {
+  acceptsSubgroupsDirective,
+  BufferUsage,
+  kernelCaps,
+  summarizeAdapter,
+} from "./gpu_runtime.ts";
 import type { KVCache } from "./kv_cache.ts";
 import {
   type CachePlanOptions,
@@ -507,15 +512,6 @@ export class AttentionEncoder {
     this.#groups.clear();
     this.#uploaded = undefined;
   }
-}
-
-/** Whether the device's WGSL compiler accepts `enable subgroups;` (Tint does, Naga does not). */
-async function acceptsSubgroupsDirective(device: GPUDevice): Promise<boolean> {
-  device.pushErrorScope("validation");
-  device.createShaderModule({
-    code: "enable subgroups;\n@compute @workgroup_size(1) fn main() {}",
-  });
-  return (await device.popErrorScope()) === null;
 }
 
 /**

@@ -110,3 +110,23 @@ export async function requestDevice(adapter: GPUAdapter): Promise<GPUDevice> {
     return await adapter.requestDevice(descriptor(features));
   }
 }
+
+/**
+ * Whether the device's WGSL compiler accepts `enable subgroups;`: Tint (Dawn, browsers) wants
+ * the directive before subgroup built-ins, Naga (Deno) rejects it.
+ *
+ * @example
+ * ```ts ignore
+ * import { acceptsSubgroupsDirective } from "./gpu_runtime.ts";
+ * const adapter = await navigator.gpu.requestAdapter();
+ * const device = await adapter!.requestDevice();
+ * console.log(await acceptsSubgroupsDirective(device));
+ * ```
+ */
+export async function acceptsSubgroupsDirective(device: GPUDevice): Promise<boolean> {
+  device.pushErrorScope("validation");
+  device.createShaderModule({
+    code: "enable subgroups;\n@compute @workgroup_size(1) fn main() {}",
+  });
+  return (await device.popErrorScope()) === null;
+}

@@ -30,6 +30,7 @@ import { schedLayout } from "./sched_layout.ts";
 import { type KernelKind, PipelineCache } from "./pipeline_cache.ts";
 import { deviceProfile, tableProfile } from "./device_profile.ts";
 import {
+  acceptsSubgroupsDirective,
   type AdapterSummary,
   BufferUsage,
   type KernelCaps,
@@ -477,15 +478,6 @@ function calibrationProbe(
       pass.dispatchWorkgroups(n);
     },
   };
-}
-
-/** Whether the device's WGSL compiler accepts `enable subgroups;` (Tint does, Naga does not). */
-async function acceptsSubgroupsDirective(device: GPUDevice): Promise<boolean> {
-  device.pushErrorScope("validation");
-  device.createShaderModule({
-    code: "enable subgroups;\n@compute @workgroup_size(1) fn main() {}",
-  });
-  return (await device.popErrorScope()) === null;
 }
 
 /**
