@@ -139,6 +139,60 @@ export function kvElementBytes(kvDtype: KVDtype): number {
 /** `u32`s of the uniform block both kernels read (see `PARAMS_WGSL`). */
 export const PARAMS_WORDS = 12;
 
+/** The values of the uniform block (`PARAMS_WGSL`) for one dispatch. */
+export interface KernelParams {
+  numHeads: number;
+  qLen: number;
+  groupSize: number;
+  rowsPerGroup: number;
+  numKVHeads: number;
+  headDim: number;
+  kvDtype: KVDtype;
+  /** First u32 of the piece records in the schedule buffer. */
+  pieceBase: number;
+  /** First u32 of the reduce records in the schedule buffer. */
+  reduceBase: number;
+  /** Workgroups (decode) or reduce records (merge). */
+  count: number;
+  /** Softmax scale (natural units; the block holds it in log2 units). */
+  scale: number;
+  /** log2 of the page size, for paged kernels (default 0). */
+  pageShift?: number;
+}
+
+/**
+ * Packs the uniform block of one dispatch.
+ *
+ * @example
+ * ```ts
+ * import { kernelParams } from "./kernel_spec.ts";
+ * const words = kernelParams({
+ *   numHeads: 8, qLen: 1, groupSize: 4, rowsPerGroup: 4, numKVHeads: 2, headDim: 64,
+ *   kvDtype: "f16", pieceBase: 9, reduceBase: 40, count: 8, scale: 0.125,
+ * });
+ * console.log(words.length, words[4]); // 12 16
+ * ```
+ */
+export function kernelParams(p: KernelParams): Uint32Array<ArrayBuffer> {
+  const words = new Uint32Array(PARAMS_WORDS);
+  words.set([
+    p.numHeads,
+    p.qLen,
+    p.groupSize,
+    p.rowsPerGroup,
+    (p.numKVHeads * p.headDim * kvElementBytes(p.kvDtype)) / 16,
+    p.pieceBase,
+    p.reduceBase,
+    0,
+    p.count,
+    0,
+    p.pageShift ?? 0,
+    0,
+  ]);
+  new Float32Array(words.buffer)[9] = p.scale * Math.LOG2E;
+  return words;
+}
+
 /** The uniform block shared by the decode and merge kernels. */
 export const PARAMS_WGSL = `
 struct Params {

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.ts";
+import { kernelParams, type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.ts";
 import { mergeWorkgroups } from "../shaders/merge_kernel.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { tableProfile } from "./device_profile.ts";
@@ -317,25 +317,15 @@ export class AttentionEncoder {
     const bDecodeParams = this.#take(4, "decode params", 4 * PARAMS_WORDS, UNIFORM);
     const bMergeParams = this.#take(5, "merge params", 4 * PARAMS_WORDS, UNIFORM);
     const merges = s.reduce.length / REDUCE_STRIDE;
-    const params = (count: number) => {
-      const words = new Uint32Array(PARAMS_WORDS);
-      words.set([
-        p.numHeads,
-        p.qLen,
-        p.groupSize,
-        p.rowsPerGroup,
-        (p.numKVHeads * p.headDim * (p.kvDtype === "f32" ? 4 : 2)) / 16,
+    const params = (count: number) =>
+      kernelParams({
+        ...p,
         pieceBase,
         reduceBase,
-        0,
         count,
-        0,
-        paging.pageShift,
-        0,
-      ]);
-      new Float32Array(words.buffer)[9] = plan.scale * Math.LOG2E;
-      return words;
-    };
+        scale: plan.scale,
+        pageShift: paging.pageShift,
+      });
     const q = device.queue;
     q.writeBuffer(bSched, 0, sched);
     q.writeBuffer(

@@ -11,6 +11,7 @@
 import {
   DEFAULT_MAX_LANES,
   elementsPerLoad,
+  kernelParams,
   type KernelSpec,
   PARAMS_WORDS,
   specKey,
@@ -250,22 +251,8 @@ class WebGPUBackend implements Backend {
     const lseOffset = Math.ceil((4 * outLen) / align) * align;
     const lseBytes = 4 * p.numSeqs * p.qLen * p.numHeads;
     const resultBytes = lseOffset + lseBytes;
-    const params = (count: number, pieceBase = 0) => {
-      const words = new Uint32Array(PARAMS_WORDS);
-      words.set([
-        p.numHeads,
-        p.qLen,
-        p.groupSize,
-        p.rowsPerGroup,
-        (p.numKVHeads * p.headDim * (p.kvDtype === "f32" ? 4 : 2)) / 16,
-        pieceBase,
-        reduceBase,
-        0,
-        count,
-      ]);
-      new Float32Array(words.buffer)[9] = scale * Math.LOG2E;
-      return words;
-    };
+    const params = (count: number, pieceBase = 0) =>
+      kernelParams({ ...p, pieceBase, reduceBase, count, scale });
     const pool = this.#pool;
     const put = (role: string, data: ArrayBufferView, usage = STORAGE_IN) => {
       const buffer = pool.get(role, Math.max(16, data.byteLength), usage);
@@ -450,8 +437,19 @@ function calibrationProbe(
   for (let w = 0; w < maxN; w++) {
     sched.set([0, 0, 0, 0, tokens, DIRECT, 0, tokens], maxN + 1 + w * PIECE_STRIDE);
   }
-  const words = new Uint32Array(PARAMS_WORDS);
-  words.set([rows, 1, rows, rows, 16, maxN + 1, 0, 0, maxN]);
+  const words = kernelParams({
+    numHeads: rows,
+    qLen: 1,
+    groupSize: rows,
+    rowsPerGroup: rows,
+    numKVHeads: 1,
+    headDim: 128,
+    kvDtype: "f16",
+    pieceBase: maxN + 1,
+    reduceBase: 0,
+    count: maxN,
+    scale: 0,
+  });
   const kv = new Uint32Array(tokens * 64).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
   const buffers = [
     [words, UNIFORM],
