@@ -33,6 +33,44 @@ export interface KernelSpec {
   readonly paged?: boolean;
   /** Request the next step's K and V before this step's arithmetic (software pipelining). */
   readonly prefetch?: boolean;
+  /**
+   * The decode and merge kernels share one bind group (one `setBindGroup` per layer instead of
+   * two): the merge kernel takes the decode kernel's binding numbers and both pipelines the
+   * explicit layout of {@linkcode sharedLayoutEntries}.
+   */
+  readonly sharedLayout?: boolean;
+}
+
+/** The buffer binding types of the shared layout (see {@linkcode sharedLayoutEntries}). */
+export type SharedBindingType = "uniform" | "read-only-storage" | "storage";
+
+/**
+ * Bindings of the layout shared by the decode and merge kernels of a `sharedLayout` spec:
+ * params (0), sched (1), q (2), K (3), V (4), out (5), partials (6), LSE (7) and, for paged
+ * specs, the page list (8), with the buffer type each needs.
+ *
+ * @example
+ * ```ts
+ * import { sharedLayoutEntries } from "./kernel_spec.ts";
+ * const entries = sharedLayoutEntries({
+ *   headDim: 64, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128, paged: true,
+ * });
+ * console.log(entries.length, entries[6]); // 9 storage
+ * ```
+ */
+export function sharedLayoutEntries(spec: KernelSpec): SharedBindingType[] {
+  const entries: SharedBindingType[] = [
+    "uniform",
+    "read-only-storage",
+    "read-only-storage",
+    "read-only-storage",
+    "read-only-storage",
+    "storage",
+    "storage",
+    "storage",
+  ];
+  if (spec.paged) entries.push("read-only-storage");
+  return entries;
 }
 
 /** The thread layout a spec resolves to. */
@@ -123,7 +161,7 @@ export function specKey(kind: string, spec: KernelSpec): string {
   const l = kernelLayout(spec);
   return `${kind}:d${spec.headDim}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
     l.subgroups ? ":sg" : ""
-  }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}`;
+  }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}${spec.sharedLayout ? ":shared" : ""}`;
 }
 
 /** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */
@@ -154,6 +192,8 @@ export interface KernelParams {
   reduceBase: number;
   /** Workgroups (decode) or reduce records (merge). */
   count: number;
+  /** Reduce records, for a block both kernels read (default `count`). */
+  mergeCount?: number;
   /** Softmax scale (natural units; the block holds it in log2 units). */
   scale: number;
   /** log2 of the page size, for paged kernels (default 0). */
@@ -187,7 +227,7 @@ export function kernelParams(p: KernelParams): Uint32Array<ArrayBuffer> {
     p.count,
     0,
     p.pageShift ?? 0,
-    0,
+    p.mergeCount ?? p.count,
   ]);
   new Float32Array(words.buffer)[9] = p.scale * Math.LOG2E;
   return words;
@@ -204,10 +244,10 @@ struct Params {
   piece_base: u32,    // first u32 of the piece records in sched
   reduce_base: u32,   // first u32 of the reduce records in sched
   lse_base: u32,      // unused (the LSE has its own binding)
-  count: u32,         // workgroups (decode) or reduce records (merge)
+  count: u32,         // workgroups of the decode dispatch
   scale_log2: f32,    // softmax scale * log2(e)
   page_shift: u32,    // log2 of the page size (paged kernels)
-  _pad1: u32,
+  merge_count: u32,   // reduce records of the merge dispatch
 }`;
 
 /** Index of a flat workgroup in a possibly 2-D dispatch (grids beyond 65,535 workgroups). */

@@ -44,13 +44,21 @@ export function mergeKernelWGSL(spec: KernelSpec): string {
   const { headDim: D, rowsPerBlock: RP } = spec;
   const W = MERGE_WORKGROUP;
   const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
-  return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}
+  // A shared layout uses the decode kernel's numbers, where the partials are written (storage).
+  const bindings = spec.sharedLayout
+    ? `@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(7) var<storage, read_write> lse_out: array<f32>;`
+    : `@group(0) @binding(2) var<storage, read> partials: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lse_out: array<f32>;`;
+  return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}${
+    spec.sharedLayout ? " shared" : ""
+  }
 ${PARAMS_WGSL}
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> sched: array<u32>;
-@group(0) @binding(2) var<storage, read> partials: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read_write> lse_out: array<f32>;
+${bindings}
 
 const D: u32 = ${D}u;
 const RP: u32 = ${RP}u;
@@ -92,7 +100,7 @@ fn main(
   let flat = flat_workgroup(wid, nwg);
   let e = flat / RP;
   let r = flat % RP;
-  if (e >= params.count) {
+  if (e >= params.merge_count) {
     return;
   }
   let f = params.reduce_base + e * 8u;

@@ -126,30 +126,51 @@ export interface AttentionEncoderStats {
   readonly bindGroupsCreated: number;
 }
 
-const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
 const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
-const UNIFORM = BufferUsage.UNIFORM | BufferUsage.COPY_DST;
+/** Params (uniform), schedule and page list (read-only storage) of a plan, in one buffer. */
+const TABLES = BufferUsage.UNIFORM | BufferUsage.STORAGE | BufferUsage.COPY_DST;
 
 function isBuffer(x: unknown): x is GPUBuffer {
   return typeof (x as GPUBuffer)?.destroy === "function" &&
     typeof (x as GPUBuffer)?.size === "number";
 }
 
-/** The tables of one plan as uploaded: what every layer's bind groups point at. */
+/** The tables of one plan as uploaded: what every layer's bind group points at. */
 interface Uploaded {
   plan: PagedPlan;
-  spec: KernelSpec;
   decode: GPUComputePipeline;
   merge: GPUComputePipeline | undefined;
   decodeSize: [number, number];
   mergeSize: [number, number];
-  lseBytes: number;
-  /** Bind group key prefix: the decode pipeline's spec key. */
+  /** Bind group key prefix: the pipelines' spec key and the table regions. */
   prefix: string;
+  /** Where the schedule and the page list lie in the tables buffer, and their bound sizes. */
+  regions: TableRegions;
 }
 
-/** The bind groups a layer slot used last, and what they were made for. */
-interface RecentGroups {
+/** Byte ranges of the tables buffer: params at 0, then the schedule, then the page list. */
+interface TableRegions {
+  schedOffset: number;
+  schedBytes: number;
+  pagesOffset: number;
+  pagesBytes: number;
+  bytes: number;
+}
+
+/** The compiled kernels of one kernel spec. */
+interface Kernels {
+  /** Shape fields the spec was derived from. */
+  signature: string;
+  spec: KernelSpec;
+  key: string;
+  layout: GPUBindGroupLayout;
+  decode: GPUComputePipeline;
+  /** Compiled on the first plan with partial states. */
+  merge: GPUComputePipeline | undefined;
+}
+
+/** The bind group a layer slot used last, and what it was made for. */
+interface RecentGroup {
   generation: number;
   prefix: string;
   q: GPUBuffer;
@@ -157,8 +178,7 @@ interface RecentGroups {
   lse: GPUBuffer;
   k: GPUBuffer;
   v: GPUBuffer;
-  decodeGroup: GPUBindGroup;
-  mergeGroup: GPUBindGroup | undefined;
+  group: GPUBindGroup;
 }
 
 /**
@@ -198,11 +218,21 @@ export class AttentionEncoder {
   #pipelines: PipelineCache;
   #pool: BufferPool;
   #uploaded: Uploaded | undefined;
+  /** The last plan of `plan()`: the next step's plan derives from it while tile counts hold. */
+  #lastPlan: PagedPlan | undefined;
   #buffers: GPUBuffer[] = [];
   #groups = new Map<string, GPUBindGroup>();
   #groupsCreated = 0;
   #generation = 0;
-  #recent = new Map<number, RecentGroups>();
+  #recent = new Map<number, RecentGroup>();
+  #sizes = new WeakMap<GPUBuffer, number>();
+  #kernels: Kernels | undefined;
+  #staging = new Uint32Array(0);
+  /** Words of the schedule and page-list regions so far. */
+  #schedCap = 0;
+  #pagesCap = 0;
+  /** Offset alignment of the tables buffer's regions (uniform and storage bindings). */
+  #align: number;
   #ids = new WeakMap<GPUBuffer, number>();
   #nextId = 0;
   #disposed = false;
@@ -224,6 +254,12 @@ export class AttentionEncoder {
     this.#tuning = options.kernel ?? {};
     this.#pipelines = pipelines;
     this.#pool = new BufferPool(device);
+    const limits = device.limits;
+    this.#align = Math.max(
+      256,
+      limits.minUniformBufferOffsetAlignment ?? 256,
+      limits.minStorageBufferOffsetAlignment ?? 256,
+    );
   }
 
   #check(): void {
@@ -243,12 +279,15 @@ export class AttentionEncoder {
     if (cache?.device !== this.device) {
       throw new TypeError("cache must be a KVCache on this encoder's device");
     }
-    return planForCache(cache, step, {
+    const plan = planForCache(cache, step, {
       ...this.#tiles,
       grid: this.grid,
       strategy: step?.strategy ?? this.#strategy,
       batchInvariant: this.#batchInvariant,
+      previous: this.#lastPlan,
     });
+    this.#lastPlan = plan;
+    return plan;
   }
 
   /** Plans a batch over explicit page tables (K/V storage passed to `encode` as `k`, `v`). */
@@ -276,6 +315,20 @@ export class AttentionEncoder {
     return id;
   }
 
+  /**
+   * A runner buffer's size, checked to be a `GPUBuffer` on first sight. Sizes never change, and
+   * reading one from Dawn's objects crosses into native code: known buffers are looked up.
+   */
+  #sizeOf(name: string, b: unknown): number {
+    let size = this.#sizes.get(b as GPUBuffer);
+    if (size === undefined) {
+      if (!isBuffer(b)) throw new TypeError(`${name} must be a GPUBuffer: got ${typeof b}`);
+      size = b.size;
+      this.#sizes.set(b, size);
+    }
+    return size;
+  }
+
   /** Takes a pooled buffer; a new buffer for a role drops the bind groups that used the old. */
   #take(index: number, role: string, bytes: number, usage: number): GPUBuffer {
     const b = this.#pool.get(role, bytes, usage);
@@ -287,112 +340,153 @@ export class AttentionEncoder {
     return b;
   }
 
+  /** The kernels for a plan's shape; looked up again only when the shape fields change. */
+  #kernelsFor(plan: PagedPlan): Kernels {
+    const { problem: p, tiles: t } = plan;
+    const signature =
+      `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}`;
+    let k = this.#kernels;
+    if (k?.signature !== signature) {
+      const spec: KernelSpec = {
+        ...kernelSpec(plan, this.#caps, this.#tuning, true),
+        sharedLayout: true,
+      };
+      k = {
+        signature,
+        spec,
+        key: specKey("decode", spec),
+        layout: this.#pipelines.sharedLayout(spec).group,
+        decode: this.#pipelines.get("decode", spec),
+        merge: undefined,
+      };
+      this.#kernels = k;
+    }
+    return k;
+  }
+
+  /** Uploads a plan's params, schedule and page list with one `writeBuffer`. */
   #upload(plan: PagedPlan): Uploaded {
-    const { problem: p, tiles, schedule: s, paging } = plan;
-    const device = this.device;
-    const spec = kernelSpec(plan, this.#caps, this.#tuning, true);
+    const { problem: p, schedule: s, paging } = plan;
+    const kernels = this.#kernelsFor(plan);
+    const merges = s.reduce.length / REDUCE_STRIDE;
+    if (merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
     // Capacities are upper bounds for the batch's segments and the grid, so a steady batch
-    // composition never regrows a buffer.
+    // composition never regrows a buffer or moves a region.
     const segments = plan.numSegments;
     const maxWg = Math.max(s.workgroups, Math.min(this.grid, plan.numTiles));
     const maxPieces = maxWg + segments;
     const maxReduce = Math.min(segments, 2 * maxWg);
     const pieceBase = s.workgroups + 1;
     const reduceBase = pieceBase + s.pieces.length;
-    const sched = new Uint32Array(reduceBase + s.reduce.length);
-    sched.set(s.pieceOffsets, 0);
-    sched.set(s.pieces, pieceBase);
-    sched.set(s.reduce, reduceBase);
-    const schedCap = 4 *
-      Math.max(sched.length, maxWg + 1 + maxPieces * PIECE_STRIDE + maxReduce * REDUCE_STRIDE);
-    const cache = plan.cache;
-    const pagesCap = 4 * Math.max(paging.pages.length, (cache?.numPages ?? 0) + 64, 16);
-    const slot = 4 * slotFloats(tiles.rowsPerBlock, p.headDim);
-    const partialsCap = Math.max(16, slot * Math.max(s.partialSlots, maxPieces));
-    const lseBytes = 4 * p.numSeqs * p.qLen * p.numHeads;
-    const bSched = this.#take(0, "sched", schedCap, STORAGE_IN);
-    const bPages = this.#take(1, "pages", pagesCap, STORAGE_IN);
-    this.#take(2, "partials", partialsCap, STORAGE_OUT);
-    this.#take(3, "lse scratch", Math.max(16, lseBytes), STORAGE_OUT);
-    const bDecodeParams = this.#take(4, "decode params", 4 * PARAMS_WORDS, UNIFORM);
-    const bMergeParams = this.#take(5, "merge params", 4 * PARAMS_WORDS, UNIFORM);
-    const merges = s.reduce.length / REDUCE_STRIDE;
-    const params = (count: number) =>
+    const schedWords = reduceBase + s.reduce.length;
+    // Regions only grow, so bind groups made for a larger plan stay valid for smaller ones.
+    const schedCap = Math.max(
+      this.#schedCap,
+      schedWords,
+      maxWg + 1 + maxPieces * PIECE_STRIDE + maxReduce * REDUCE_STRIDE,
+    );
+    const pagesCap = Math.max(
+      this.#pagesCap,
+      paging.pages.length,
+      (plan.cache?.numPages ?? 0) + 64,
+      16,
+    );
+    this.#schedCap = schedCap;
+    this.#pagesCap = pagesCap;
+    const align = this.#align;
+    const schedOffset = align;
+    const pagesOffset = schedOffset + Math.ceil((4 * schedCap) / align) * align;
+    const regions: TableRegions = {
+      schedOffset,
+      schedBytes: 4 * schedCap,
+      pagesOffset,
+      pagesBytes: 4 * pagesCap,
+      bytes: pagesOffset + 4 * pagesCap,
+    };
+    const tables = this.#take(0, "tables", regions.bytes, TABLES);
+    const slot = 4 * slotFloats(plan.tiles.rowsPerBlock, p.headDim);
+    this.#take(
+      1,
+      "partials",
+      Math.max(16, slot * Math.max(s.partialSlots, maxPieces)),
+      STORAGE_OUT,
+    );
+    this.#take(2, "lse scratch", Math.max(16, 4 * p.numSeqs * p.qLen * p.numHeads), STORAGE_OUT);
+    // One staging array, one write: each writeBuffer costs ~15 us in Deno whatever its size.
+    const used = pagesOffset / 4 + paging.pages.length;
+    if (this.#staging.length < used) this.#staging = new Uint32Array(regions.bytes / 4);
+    const staging = this.#staging;
+    staging.set(
       kernelParams({
         ...p,
         pieceBase,
         reduceBase,
-        count,
+        count: s.workgroups,
+        mergeCount: merges,
         scale: plan.scale,
         pageShift: paging.pageShift,
-      });
-    const q = device.queue;
-    q.writeBuffer(bSched, 0, sched);
-    q.writeBuffer(
-      bPages,
+      }),
       0,
-      (paging.pages.length > 0 ? paging.pages : new Uint32Array(4)) as unknown as ArrayBuffer,
     );
-    q.writeBuffer(bDecodeParams, 0, params(s.workgroups));
-    q.writeBuffer(bMergeParams, 0, params(merges));
-    const maxDim = device.limits.maxComputeWorkgroupsPerDimension;
+    const at = schedOffset / 4;
+    staging.set(s.pieceOffsets, at);
+    staging.set(s.pieces, at + pieceBase);
+    staging.set(s.reduce, at + reduceBase);
+    staging.set(paging.pages, pagesOffset / 4);
+    this.device.queue.writeBuffer(tables, 0, staging.buffer, 0, 4 * used);
+    const maxDim = this.device.limits.maxComputeWorkgroupsPerDimension;
     return {
       plan,
-      spec,
-      decode: this.#pipelines.get("decode", spec),
-      merge: merges > 0 ? this.#pipelines.get("merge", { ...spec, paged: false }) : undefined,
+      decode: kernels.decode,
+      merge: merges > 0 ? kernels.merge : undefined,
       decodeSize: dispatchSize(s.workgroups, maxDim),
-      mergeSize: dispatchSize(Math.max(1, mergeWorkgroups(merges, spec.rowsPerBlock)), maxDim),
-      lseBytes,
-      prefix: specKey("decode", spec),
+      mergeSize: dispatchSize(
+        Math.max(1, mergeWorkgroups(merges, plan.tiles.rowsPerBlock)),
+        maxDim,
+      ),
+      prefix: `${kernels.key}:${regions.schedBytes}:${regions.pagesOffset}:${regions.pagesBytes}`,
+      regions,
     };
   }
 
-  #bindGroups(
+  /** The bind group of both kernels for a layer's buffers (cached by buffer identity). */
+  #bindGroup(
     up: Uploaded,
     q: GPUBuffer,
     out: GPUBuffer,
     lseBuffer: GPUBuffer,
     kb: GPUBuffer,
     vb: GPUBuffer,
-  ): { decodeGroup: GPUBindGroup; mergeGroup: GPUBindGroup | undefined } {
+  ): GPUBindGroup {
     const key = `${up.prefix}:${this.#id(q)}:${this.#id(out)}:${this.#id(lseBuffer)}:${
       this.#id(kb)
     }:${this.#id(vb)}`;
-    let decodeGroup = this.#groups.get(key);
-    if (!decodeGroup) {
-      const [bSched, bPages, bPartials, , bDecodeParams] = this.#buffers;
-      const entries = [bDecodeParams, bSched, q, kb, vb, out, bPartials, lseBuffer, bPages];
-      decodeGroup = this.device.createBindGroup({
-        layout: up.decode.getBindGroupLayout(0),
-        entries: entries.map((buffer, binding) => ({ binding, resource: { buffer } })),
+    let group = this.#groups.get(key);
+    if (!group) {
+      const [tables, partials] = this.#buffers;
+      const r = up.regions;
+      const whole = [q, kb, vb, out, partials, lseBuffer];
+      group = this.device.createBindGroup({
+        layout: this.#kernels!.layout,
+        entries: [
+          { binding: 0, resource: { buffer: tables, offset: 0, size: 4 * PARAMS_WORDS } },
+          { binding: 1, resource: { buffer: tables, offset: r.schedOffset, size: r.schedBytes } },
+          ...whole.map((buffer, i) => ({ binding: 2 + i, resource: { buffer } })),
+          { binding: 8, resource: { buffer: tables, offset: r.pagesOffset, size: r.pagesBytes } },
+        ],
       });
       this.#groupsCreated++;
-      this.#groups.set(key, decodeGroup);
+      this.#groups.set(key, group);
     }
-    let mergeGroup: GPUBindGroup | undefined;
-    if (up.merge) {
-      const mkey = `merge ${up.prefix}:${this.#id(out)}:${this.#id(lseBuffer)}`;
-      mergeGroup = this.#groups.get(mkey);
-      if (!mergeGroup) {
-        const [bSched, , bPartials, , , bMergeParams] = this.#buffers;
-        const entries = [bMergeParams, bSched, bPartials, out, lseBuffer];
-        mergeGroup = this.device.createBindGroup({
-          layout: up.merge.getBindGroupLayout(0),
-          entries: entries.map((buffer, binding) => ({ binding, resource: { buffer } })),
-        });
-        this.#groupsCreated++;
-        this.#groups.set(mkey, mergeGroup);
-      }
-    }
-    return { decodeGroup, mergeGroup };
+    return group;
   }
 
   /**
    * Records one layer's attention for a plan: the decode dispatch and, when the plan has partial
    * states, the merge dispatch, into `target` (a command encoder: in a compute pass of their own;
-   * or an open compute pass). Reads the plan cache's `layer` (or the `k`/`v` given), writes
-   * `out` and, when given, `lse`. Nothing is read back.
+   * or an open compute pass, whose pipeline and bind group 0 it then leaves set to its own).
+   * Reads the plan cache's `layer` (or the `k`/`v` given), writes `out` and, when given, `lse`.
+   * Nothing is read back.
    */
   encode(target: GPUCommandEncoder | GPUComputePassEncoder, options: EncodeAttentionOptions): void {
     this.#check();
@@ -421,21 +515,11 @@ export class AttentionEncoder {
     const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
     const kvBytes = plan.paging.numPages * plan.paging.pageSize * p.numKVHeads * p.headDim *
       (p.kvDtype === "f32" ? 4 : 2);
-    const sizes: [string, unknown, number][] = [
-      ["q", q, qBytes],
-      ["out", out, qBytes],
-      ["k", k, kvBytes],
-      ["v", v, kvBytes],
-    ];
-    if (lse !== undefined) sizes.push(["lse", lse, qBytes / p.headDim]);
-    for (const [name, b, bytes] of sizes) {
-      if (!isBuffer(b)) throw new TypeError(`${name} must be a GPUBuffer: got ${typeof b}`);
-      if (b.size < bytes) {
-        throw new RangeError(
-          `${name} must hold at least ${bytes} bytes for this plan: got ${b.size}`,
-        );
-      }
-    }
+    this.#require("q", q, qBytes);
+    this.#require("out", out, qBytes);
+    this.#require("k", k, kvBytes);
+    this.#require("v", v, kvBytes);
+    if (lse !== undefined) this.#require("lse", lse, qBytes / p.headDim);
     const pass = typeof (target as GPUComputePassEncoder)?.dispatchWorkgroups === "function"
       ? target as GPUComputePassEncoder
       : undefined;
@@ -447,10 +531,10 @@ export class AttentionEncoder {
       up = this.#upload(plan);
       this.#uploaded = up;
     }
-    const lseBuffer = lse ?? this.#buffers[3];
+    const lseBuffer = lse ?? this.#buffers[2];
     const kb = k as GPUBuffer;
     const vb = v as GPUBuffer;
-    // The last bind groups of each layer slot, by identity: the steady-state path.
+    // The last bind group of each layer slot, by identity: the steady-state path.
     const slotIndex = options.layer ?? -1;
     let recent = this.#recent.get(slotIndex);
     if (
@@ -466,21 +550,27 @@ export class AttentionEncoder {
         lse: lseBuffer,
         k: kb,
         v: vb,
-        ...this.#bindGroups(up, q, out, lseBuffer, kb, vb),
+        group: this.#bindGroup(up, q, out, lseBuffer, kb, vb),
       };
       this.#recent.set(slotIndex, recent);
     }
-    const { decodeGroup, mergeGroup } = recent;
     const cp = pass ?? (target as GPUCommandEncoder).beginComputePass({});
+    // Both kernels use the shared layout: the group stays bound across the pipeline change.
     cp.setPipeline(up.decode);
-    cp.setBindGroup(0, decodeGroup);
+    cp.setBindGroup(0, recent.group);
     cp.dispatchWorkgroups(up.decodeSize[0], up.decodeSize[1]);
-    if (up.merge && mergeGroup !== undefined) {
+    if (up.merge) {
       cp.setPipeline(up.merge);
-      cp.setBindGroup(0, mergeGroup);
       cp.dispatchWorkgroups(up.mergeSize[0], up.mergeSize[1]);
     }
     if (!pass) cp.end();
+  }
+
+  #require(name: string, b: unknown, bytes: number): void {
+    const size = this.#sizeOf(name, b);
+    if (size < bytes) {
+      throw new RangeError(`${name} must hold at least ${bytes} bytes for this plan: got ${size}`);
+    }
   }
 
   /** Allocation counters: steady-state steps leave them unchanged. */
@@ -501,6 +591,9 @@ export class AttentionEncoder {
     this.#pipelines.clear();
     this.#groups.clear();
     this.#uploaded = undefined;
+    this.#lastPlan = undefined;
+    this.#kernels = undefined;
+    this.#recent.clear();
   }
 }
 

@@ -24,15 +24,26 @@ export const MAP_READ = 0x1;
  */
 const DAWN_OPTIONS: string[] = ["disable-dawn-features=timestamp_quantization"];
 
-/** Loads Dawn (npm `webgpu`) lazily and returns its `GPU`. */
-export async function loadDawn(): Promise<GPU> {
-  let mod: { create: (options: string[]) => GPU };
-  try {
-    mod = await import("webgpu");
-  } catch (e) {
-    throw new Error(`the dawn backend needs the npm package "webgpu": ${(e as Error).message}`);
-  }
-  return mod.create(DAWN_OPTIONS);
+let dawn: Promise<GPU> | undefined;
+
+/**
+ * Loads Dawn (npm `webgpu`) lazily and returns its `GPU`: one instance per process, shared by
+ * every caller. Each instance owns a Vulkan instance and native threads; a process that made one
+ * per device kept dozens alive for the garbage collector to finalise at exit, in any order.
+ */
+export function loadDawn(): Promise<GPU> {
+  dawn ??= (async () => {
+    let mod: { create: (options: string[]) => GPU };
+    try {
+      mod = await import("webgpu");
+    } catch (e) {
+      throw new Error(`the dawn backend needs the npm package "webgpu": ${(e as Error).message}`);
+    }
+    return mod.create(DAWN_OPTIONS);
+  })();
+  // A failed load is not cached: the next call tries again.
+  dawn.catch(() => (dawn = undefined));
+  return dawn;
 }
 
 /** What a device offers the decode kernel beyond core WebGPU. */

@@ -11,6 +11,7 @@
 import { executePlanOnCpu } from "./cpu_backend.ts";
 import type { KVCache } from "./kv_cache.ts";
 import { createPlan, type Plan, type PlanOptions } from "./plan.ts";
+import { reusePlan } from "./plan_reuse.ts";
 import {
   type DecodeOutput,
   type DecodeShape,
@@ -163,9 +164,12 @@ function pagePlan(
   paging: PagedKV,
   options: PagedPlanOptions,
   extra: Pick<PagedPlan, "cache" | "cacheVersion" | "seqIds">,
+  previous?: PagedPlan,
 ): PagedPlan {
   const scale = checkScale(options.scale, shape.headDim);
-  const dense = createPlan(shape, { ...options, maxBindingBytes: undefined });
+  const planOptions = { ...options, maxBindingBytes: undefined };
+  const dense = (previous && reusePlan(previous, validateShape(shape), planOptions)) ??
+    createPlan(shape, planOptions);
   const pieces = dense.schedule.pieces;
   const offsets = paging.pageOffsets;
   for (let o = 0; o < pieces.length; o += PIECE_STRIDE) {
@@ -288,7 +292,14 @@ export function createPagedPlan(
 export function planForCache(
   cache: KVCache,
   step: CachePlanOptions,
-  options: Omit<PlanOptions, "strategy"> & { strategy?: Strategy },
+  options: Omit<PlanOptions, "strategy"> & {
+    strategy?: Strategy;
+    /**
+     * The plan of an earlier step over the same sequences: while no sequence has crossed a tile
+     * boundary since, its partition and schedule are reused (same result, less host work).
+     */
+    previous?: PagedPlan;
+  },
 ): PagedPlan {
   if (typeof step !== "object" || step === null) {
     throw new TypeError(
@@ -335,11 +346,13 @@ export function planForCache(
     pages,
     pageOffsets,
   };
+  const { previous, ...planOptions } = options;
   return pagePlan(
     shape,
     paging,
-    { ...options, strategy: step.strategy ?? options.strategy, scale: step.scale },
+    { ...planOptions, strategy: step.strategy ?? options.strategy, scale: step.scale },
     { cache, cacheVersion: cache.version, seqIds: Uint32Array.from(seqs) },
+    previous,
   );
 }
 

@@ -7,11 +7,14 @@
  */
 
 import { decodeKernelWGSL, type WGSLOptions } from "../shaders/decode_kernel.ts";
-import { type KernelSpec, specKey } from "../shaders/kernel_spec.ts";
+import { type KernelSpec, sharedLayoutEntries, specKey } from "../shaders/kernel_spec.ts";
 import { mergeKernelWGSL } from "../shaders/merge_kernel.ts";
 
 /** The kernels a plan can need. */
 export type KernelKind = "decode" | "merge";
+
+/** `GPUShaderStage.COMPUTE`, spelled out for runtimes without the WebGPU globals (Dawn in Node). */
+const COMPUTE_STAGE = 0x4;
 
 const GENERATORS: Record<KernelKind, (spec: KernelSpec, options: WGSLOptions) => string> = {
   decode: decodeKernelWGSL,
@@ -24,6 +27,7 @@ export class PipelineCache {
   #entries = new Map<string, { module: GPUShaderModule; pipeline: GPUComputePipeline }>();
   #created = 0;
   #wgsl: WGSLOptions;
+  #shared: { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }[] = [];
 
   /** `wgsl` holds source options of the runtime (e.g. Dawn needs `enable subgroups;`). */
   constructor(device: GPUDevice, wgsl: WGSLOptions = {}) {
@@ -46,7 +50,7 @@ export class PipelineCache {
         label: key,
       });
       const pipeline = this.#device.createComputePipeline({
-        layout: "auto",
+        layout: spec.sharedLayout ? this.sharedLayout(spec).pipeline : "auto",
         compute: { module, entryPoint: "main" },
         label: key,
       });
@@ -57,8 +61,32 @@ export class PipelineCache {
     return entry.pipeline;
   }
 
+  /**
+   * The explicit layout of `sharedLayout` specs (one per paged-ness), made on first use: the
+   * decode and merge pipelines both use it, so one bind group serves both dispatches.
+   */
+  sharedLayout(spec: KernelSpec): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
+    const key = spec.paged ? 1 : 0;
+    let layout = this.#shared[key];
+    if (!layout) {
+      const group = this.#device.createBindGroupLayout({
+        label: `lean-attention shared${spec.paged ? " paged" : ""}`,
+        entries: sharedLayoutEntries(spec).map((type, binding) => ({
+          binding,
+          visibility: COMPUTE_STAGE,
+          buffer: { type },
+        })),
+      });
+      const pipeline = this.#device.createPipelineLayout({ bindGroupLayouts: [group] });
+      layout = { group, pipeline };
+      this.#shared[key] = layout;
+    }
+    return layout;
+  }
+
   /** Forgets every pipeline. */
   clear(): void {
     this.#entries.clear();
+    this.#shared = [];
   }
 }

@@ -10,54 +10,65 @@ import { referenceAttention } from "../mod.ts";
 import { assertNoPoison, OUT_TOLERANCE, relativeL2Error } from "./helpers.ts";
 
 for (const backend of ["webgpu", "dawn"] as const) {
-  const opened = await openDevice(backend).catch((e: Error) => e.message);
-  if (typeof opened === "string") console.log(`skipping decode loop on "${backend}": ${opened}`);
-  else globalThis.addEventListener("unload", () => opened.release());
+  // Probe, then release at once: a device (Dawn's above all) left alive until the process exits
+  // outlives the other test files and is torn down with the process.
+  const probe = await openDevice(backend).catch((e: Error) => e.message);
+  if (typeof probe === "string") console.log(`skipping decode loop on "${backend}": ${probe}`);
+  else probe.release();
   Deno.test({
     name: `decode loop example: deterministic tokens, attention equals a dense decode [${backend}]`,
-    ignore: typeof opened === "string",
+    ignore: typeof probe === "string",
     sanitizeOps: false,
     sanitizeResources: false,
     fn: async () => {
-      if (typeof opened === "string") return;
-      const model = SMALL_MODEL;
-      const prompts = makePrompts(3, model.vocab, [5, 2, 11]);
-      const options = { device: opened.device, model, prompts, steps: 8, kvDtype: "f16" as const };
-      const first = await runDecodeLoop({ ...options, inspect: { step: 12, layer: 1 } });
-      const second = await runDecodeLoop({ ...options, syncEvery: 5 });
-      assert.deepStrictEqual(first.tokens, second.tokens, "same seed, same tokens");
-      assert.equal(first.tokens.length, 3);
-      for (const t of first.tokens) {
-        assert.equal(t.length, 8);
-        assert.ok(t.every((x) => Number.isInteger(x) && x >= 0 && x < model.vocab), t.join(","));
+      if (typeof probe === "string") return;
+      const opened = await openDevice(backend);
+      try {
+        await decodeLoopCase(opened.device);
+      } finally {
+        opened.release();
       }
-      assert.ok(new Set(first.tokens.flat()).size > 1, "tokens are not all the same");
-      const ins = first.inspection!;
-      assert.deepStrictEqual(ins.seqLens, prompts.map(() => 13), "step 12 holds 13 tokens each");
-      const cat = (parts: (Float32Array | Uint16Array)[]) => {
-        const all = new Uint16Array(parts.reduce((n, p) => n + p.length, 0));
-        let o = 0;
-        for (const p of parts) {
-          all.set(p as Uint16Array, o);
-          o += p.length;
-        }
-        return all;
-      };
-      const headDim = model.dim / model.heads;
-      const ref = referenceAttention({
-        q: ins.q,
-        k: cat(ins.k),
-        v: cat(ins.v),
-        seqLens: ins.seqLens,
-        numHeads: model.heads,
-        numKVHeads: model.kvHeads,
-        headDim,
-        kvDtype: "f16",
-      });
-      assertNoPoison("out", ins.out, ref.out.length);
-      const err = relativeL2Error(ins.out, ref.out);
-      assert.ok(err < OUT_TOLERANCE, `attention relative L2 error ${err}`);
-      assert.ok(first.stepMs.length > 0 && first.tokensPerSecond > 0);
     },
   });
+}
+
+async function decodeLoopCase(device: GPUDevice): Promise<void> {
+  const model = SMALL_MODEL;
+  const prompts = makePrompts(3, model.vocab, [5, 2, 11]);
+  const options = { device, model, prompts, steps: 8, kvDtype: "f16" as const };
+  const first = await runDecodeLoop({ ...options, inspect: { step: 12, layer: 1 } });
+  const second = await runDecodeLoop({ ...options, syncEvery: 5 });
+  assert.deepStrictEqual(first.tokens, second.tokens, "same seed, same tokens");
+  assert.equal(first.tokens.length, 3);
+  for (const t of first.tokens) {
+    assert.equal(t.length, 8);
+    assert.ok(t.every((x) => Number.isInteger(x) && x >= 0 && x < model.vocab), t.join(","));
+  }
+  assert.ok(new Set(first.tokens.flat()).size > 1, "tokens are not all the same");
+  const ins = first.inspection!;
+  assert.deepStrictEqual(ins.seqLens, prompts.map(() => 13), "step 12 holds 13 tokens each");
+  const cat = (parts: (Float32Array | Uint16Array)[]) => {
+    const all = new Uint16Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      all.set(p as Uint16Array, o);
+      o += p.length;
+    }
+    return all;
+  };
+  const headDim = model.dim / model.heads;
+  const ref = referenceAttention({
+    q: ins.q,
+    k: cat(ins.k),
+    v: cat(ins.v),
+    seqLens: ins.seqLens,
+    numHeads: model.heads,
+    numKVHeads: model.kvHeads,
+    headDim,
+    kvDtype: "f16",
+  });
+  assertNoPoison("out", ins.out, ref.out.length);
+  const err = relativeL2Error(ins.out, ref.out);
+  assert.ok(err < OUT_TOLERANCE, `attention relative L2 error ${err}`);
+  assert.ok(first.stepMs.length > 0 && first.tokensPerSecond > 0);
 }

@@ -6,7 +6,12 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { decodeKernelWGSL, decodeWorkgroupBytes } from "../shaders/decode_kernel.ts";
-import { kernelLayout, type KernelSpec, specKey } from "../shaders/kernel_spec.ts";
+import {
+  kernelLayout,
+  type KernelSpec,
+  sharedLayoutEntries,
+  specKey,
+} from "../shaders/kernel_spec.ts";
 import { kvLoadWGSL } from "../shaders/kv_load.ts";
 import { mergeKernelWGSL } from "../shaders/merge_kernel.ts";
 import { KV_DTYPES, tileConfig } from "../mod.ts";
@@ -100,6 +105,32 @@ Deno.test("kernels need no shader-f16, use subgroups only when asked, bind at mo
       }
     }),
     fcParams(200),
+  );
+});
+
+Deno.test("shared-layout kernels declare each binding with the shared layout's buffer type", () => {
+  const declared: Record<string, string> = {
+    "uniform": "uniform",
+    "storage, read": "read-only-storage",
+    "storage, read_write": "storage",
+  };
+  fc.assert(
+    fc.property(specArb, (base) => {
+      const spec = { ...base, sharedLayout: true };
+      const entries = sharedLayoutEntries(spec);
+      const used = new Set<number>();
+      for (const source of [decodeKernelWGSL(spec), mergeKernelWGSL(spec)]) {
+        const vars = [...source.matchAll(/@binding\((\d+)\) var<([^>]+)>/g)];
+        assert.ok(vars.length >= 5);
+        for (const [, n, kind] of vars) {
+          assert.equal(declared[kind], entries[Number(n)], `binding ${n} is var<${kind}>`);
+          used.add(Number(n));
+        }
+      }
+      assert.deepStrictEqual([...used].sort((a, b) => a - b), entries.map((_, i) => i));
+      assert.notEqual(specKey("merge", spec), specKey("merge", base), "its own pipelines");
+    }),
+    fcParams(100),
   );
 });
 
