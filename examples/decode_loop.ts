@@ -313,7 +313,7 @@ export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeL
     for (let l = 0; l < m.layers; l++) {
       const lg = g.layers[l];
       run(pass, p.norm, lg.attnNorm, B);
-      run(pass, p.qkv, lg.qkv, wg(qkvDim));
+      run(pass, p.qkv, lg.qkv, qkvDim);
       run(pass, p.rope, lg.rope, wg((B * qkvDim) / 2));
       cache.encodeAppend(pass, { slots, layer: l, k, v });
       attention.encode(pass, { plan, layer: l, q, out: attn });
@@ -323,14 +323,14 @@ export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeL
         enc.copyBufferToBuffer(attn, 0, inspectOut!, 0, attn.size);
         pass = enc.beginComputePass();
       }
-      run(pass, p.wo, lg.wo, wg(m.dim));
+      run(pass, p.wo, lg.wo, m.dim);
       run(pass, p.norm, lg.mlpNorm, B);
-      run(pass, p.gu, lg.gu, wg(2 * m.ffn));
+      run(pass, p.gu, lg.gu, 2 * m.ffn);
       run(pass, p.swiglu, lg.swiglu, wg(B * m.ffn));
-      run(pass, p.wd, lg.wd, wg(m.dim));
+      run(pass, p.wd, lg.wd, m.dim);
     }
     run(pass, p.norm, g.finalNorm, B);
-    run(pass, p.lm, g.lm, wg(m.vocab));
+    run(pass, p.lm, g.lm, m.vocab);
     run(pass, p.argmax, g.argmax, B);
     pass.end();
     device.queue.submit([enc.finish()]);

@@ -84,27 +84,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`;
 }
 
-/** `y[r][o] (+)= sum_i x[r][i] * w[i][o]`: one thread per output column, all rows. */
+/** Threads of a matmul workgroup (one workgroup per output column). */
+export const MATMUL_THREADS = 64;
+
+/**
+ * `y[r][o] (+)= sum_i x[r][i] * w[o][i]`: one workgroup per output column `o` (dispatch
+ * `outDim` workgroups), its threads striding over `i` (contiguous weight reads), then a tree sum
+ * per row. The weights are stored output-major so every workgroup streams one contiguous row.
+ */
 export function matmulWGSL(
   rows: number,
   inDim: number,
   outDim: number,
   accumulate: boolean,
 ): string {
+  const T = MATMUL_THREADS;
   return `@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  let o = g.x;
+var<workgroup> part: array<f32, ${T * rows}>;
+@compute @workgroup_size(${T})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let o = wid.x;
   if (o >= ${outDim}u) { return; }
   var acc = array<f32, ${rows}>();
-  for (var i = 0u; i < ${inDim}u; i++) {
-    let wv = w[i * ${outDim}u + o];
+  for (var i = t; i < ${inDim}u; i += ${T}u) {
+    let wv = w[o * ${inDim}u + i];
     for (var r = 0u; r < ${rows}u; r++) { acc[r] += x[r * ${inDim}u + i] * wv; }
   }
-  for (var r = 0u; r < ${rows}u; r++) {
-    y[r * ${outDim}u + o] = ${accumulate ? `y[r * ${outDim}u + o] + ` : ""}acc[r];
+  for (var r = 0u; r < ${rows}u; r++) { part[r * ${T}u + t] = acc[r]; }
+  for (var half = ${T / 2}u; half > 0u; half >>= 1u) {
+    workgroupBarrier();
+    if (t < half) {
+      for (var r = 0u; r < ${rows}u; r++) { part[r * ${T}u + t] += part[r * ${T}u + t + half]; }
+    }
+  }
+  workgroupBarrier();
+  for (var r = t; r < ${rows}u; r += ${T}u) {
+    y[r * ${outDim}u + o] = ${accumulate ? `y[r * ${outDim}u + o] + ` : ""}part[r * ${T}u];
   }
 }`;
 }
