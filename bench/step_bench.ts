@@ -234,6 +234,34 @@ if (import.meta.main) {
       JSON.stringify(before) === JSON.stringify(s.stats()) ? "none" : "some"
     }`,
   );
+  // The floor: the very WebGPU calls one step's encode makes (5 per layer: two pipelines, one
+  // bind group, two dispatches), recorded once and replayed with no library code in between.
+  const calls: [string, unknown[]][] = [];
+  const recorder = new Proxy({}, {
+    get: (_, name) => (...args: unknown[]) => calls.push([String(name), args]),
+  }) as GPUComputePassEncoder;
+  s.advance();
+  s.encodeInto(recorder, s.plan());
+  s.flush();
+  const replayUs: number[] = [];
+  const replayFinishUs: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass() as unknown as Record<string, (...a: unknown[]) => void>;
+    const t0 = performance.now();
+    for (const [name, args] of calls) pass[name](...args);
+    const t1 = performance.now();
+    (pass as unknown as GPUComputePassEncoder).end();
+    enc.finish();
+    const t2 = performance.now();
+    replayUs.push(1000 * (t1 - t0));
+    replayFinishUs.push(1000 * (t2 - t0));
+  }
+  console.log(
+    `floor: the same ${calls.length} WebGPU calls replayed without the library: median ${
+      us(median(replayUs))
+    }; with end() + finish(): ${us(median(replayFinishUs) - empty)} beyond the empty encoder`,
+  );
   s.release();
 } else {
   const s = await setupStep("webgpu").catch(() => undefined);
