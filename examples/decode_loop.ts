@@ -12,7 +12,9 @@
  *
  * Options: `--backend webgpu|dawn`, `--large` (a ~1B-parameter shape for real GPUs), `--steps N`
  * (tokens each sequence generates), `--batch N`, `--kv f32|f16|bf16`, `--sync-every N` (wait for
- * the GPU every N steps; 1 measures per-token latency), `--seed N`.
+ * the GPU every N steps; 1 measures per-token latency), `--seed N`, `--step-times FILE`
+ * (writes every step's latency, host time and GPU time as JSON), `--gc` (collect garbage every
+ * step; needs `--v8-flags=--expose-gc`; removes Dawn's completion stalls, see the README).
  *
  * @module
  */
@@ -488,6 +490,16 @@ async function main(args: string[]): Promise<void> {
     throw new RangeError(`--kv must be "f32", "f16" or "bf16": got ${JSON.stringify(kvDtype)}`);
   }
   const prompts = makePrompts(batch, model.vocab, large ? [512, 64, 1500, 200] : [5, 2, 11]);
+  // Dawn in Deno: a completion can wait 0.7-2 s while earlier steps' command objects wait for
+  // the garbage collector; collecting every step (`--gc`) removes those stalls.
+  let collect: (() => void) | undefined;
+  if (args.includes("--gc")) {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (typeof gc !== "function") {
+      throw new TypeError("--gc needs the garbage collector exposed: add --v8-flags=--expose-gc");
+    }
+    collect = gc;
+  }
   const { device, adapter, release } = await openDevice(backend);
   const enc = new TextEncoder();
   const barWidth = 30;
@@ -512,6 +524,7 @@ async function main(args: string[]): Promise<void> {
       seed,
       syncEvery,
       onStep: (done, total) => {
+        collect?.();
         const fill = Math.round((done / total) * barWidth);
         const line = `\r[${"#".repeat(fill)}${".".repeat(barWidth - fill)}] ${done}/${total} steps`;
         Deno.stderr.writeSync(enc.encode(done === total ? `${line}\n` : line));
@@ -521,7 +534,9 @@ async function main(args: string[]): Promise<void> {
     console.log(
       `per-token latency (submit to completion, per step): median ${
         ms(quantile(result.stepMs, 0.5))
-      }, p90 ${ms(quantile(result.stepMs, 0.9))}`,
+      }, p90 ${ms(quantile(result.stepMs, 0.9))}, p99 ${ms(quantile(result.stepMs, 0.99))}, mean ${
+        ms(result.stepMs.reduce((a, b) => a + b, 0) / Math.max(1, result.stepMs.length))
+      }`,
     );
     if (result.gpuMs.length > 0) {
       console.log(`GPU time per step (timestamps): median ${ms(quantile(result.gpuMs, 0.5))}`);
@@ -534,6 +549,11 @@ async function main(args: string[]): Promise<void> {
         result.tokensPerSecond.toFixed(1)
       } generated tokens/s (${result.totalSteps} steps in ${result.totalMs.toFixed(1)} ms)`,
     );
+    const timesFile = flag(args, "step-times");
+    if (timesFile !== undefined) {
+      const { stepMs, hostMs, gpuMs } = result;
+      Deno.writeTextFileSync(timesFile, JSON.stringify({ stepMs, hostMs, gpuMs }));
+    }
     result.tokens.forEach((t, s) =>
       console.log(`seq ${s}: ${t.slice(0, 16).join(" ")}${t.length > 16 ? " ..." : ""}`)
     );

@@ -515,11 +515,11 @@ export class AttentionEncoder {
     const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
     const kvBytes = plan.paging.numPages * plan.paging.pageSize * p.numKVHeads * p.headDim *
       (p.kvDtype === "f32" ? 4 : 2);
-    this.#require("q", q, qBytes);
-    this.#require("out", out, qBytes);
-    this.#require("k", k, kvBytes);
-    this.#require("v", v, kvBytes);
-    if (lse !== undefined) this.#require("lse", lse, qBytes / p.headDim);
+    this.#checkSize("q", q, qBytes);
+    this.#checkSize("out", out, qBytes);
+    this.#checkSize("k", k, kvBytes);
+    this.#checkSize("v", v, kvBytes);
+    if (lse !== undefined) this.#checkSize("lse", lse, qBytes / p.headDim);
     const pass = typeof (target as GPUComputePassEncoder)?.dispatchWorkgroups === "function"
       ? target as GPUComputePassEncoder
       : undefined;
@@ -566,7 +566,7 @@ export class AttentionEncoder {
     if (!pass) cp.end();
   }
 
-  #require(name: string, b: unknown, bytes: number): void {
+  #checkSize(name: string, b: unknown, bytes: number): void {
     const size = this.#sizeOf(name, b);
     if (size < bytes) {
       throw new RangeError(`${name} must hold at least ${bytes} bytes for this plan: got ${size}`);
