@@ -6,7 +6,7 @@
  * prints lean's time over PyTorch's flash kernel.
  *
  * Usage: deno run -A bench/gpu_bench.ts [--backend=webgpu|dawn] [--anchor=FILE] [--out=FILE]
- *        [--only=SUBSTRING]
+ *        [--only=SUBSTRING[|SUBSTRING...]] [--order=lean,split,single]
  */
 
 import { type BackendName, createDecoder, type Strategy } from "../mod.ts";
@@ -27,7 +27,9 @@ const anchor = args.get("anchor")
     ms: Record<string, number | null>;
   }
   : undefined;
-const STRATEGY_ORDER: Strategy[] = ["lean", "split", "single"];
+/** Strategies of a case, in the order they run (`--order=split,lean,single` to change it). */
+const STRATEGY_ORDER: Strategy[] =
+  (args.get("order")?.split(",") ?? ["lean", "split", "single"]) as Strategy[];
 const L2_BYTES = 50e6;
 
 /** Streaming-read ceiling: a grid-stride read of a 1 GiB buffer, 16-byte loads. */
@@ -159,7 +161,8 @@ if (args.has("child")) {
   console.log("-".repeat(header.length));
   const results: Record<string, unknown>[] = [];
   for (const c of cases) {
-    if (args.get("only") && !c.name.includes(args.get("only")!)) continue;
+    const only = args.get("only")?.split("|");
+    if (only && !only.some((part) => c.name.includes(part))) continue;
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -171,6 +174,7 @@ if (args.has("child")) {
         `--backend=${backend}`,
         `--ceiling=${ceiling}`,
         ...(args.get("anchor") ? [`--anchor=${args.get("anchor")}`] : []),
+        ...(args.get("order") ? [`--order=${args.get("order")}`] : []),
       ],
       stdout: "piped",
       stderr: "inherit",
