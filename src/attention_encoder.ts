@@ -14,6 +14,7 @@
 
 import { kernelParams, type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.ts";
 import { mergeWorkgroups } from "../shaders/merge_kernel.ts";
+import { BufferIds } from "./buffer_ids.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { tableProfile } from "./device_profile.ts";
 import {
@@ -233,8 +234,7 @@ export class AttentionEncoder {
   #pagesCap = 0;
   /** Offset alignment of the tables buffer's regions (uniform and storage bindings). */
   #align: number;
-  #ids = new WeakMap<GPUBuffer, number>();
-  #nextId = 0;
+  #ids = new BufferIds();
   #disposed = false;
 
   /** Prefer {@linkcode createAttentionEncoder}. */
@@ -304,15 +304,6 @@ export class AttentionEncoder {
       batchInvariant: this.#batchInvariant,
       scale: options.scale,
     });
-  }
-
-  #id(buffer: GPUBuffer): number {
-    let id = this.#ids.get(buffer);
-    if (id === undefined) {
-      id = this.#nextId++;
-      this.#ids.set(buffer, id);
-    }
-    return id;
   }
 
   /**
@@ -458,9 +449,9 @@ export class AttentionEncoder {
     kb: GPUBuffer,
     vb: GPUBuffer,
   ): GPUBindGroup {
-    const key = `${up.prefix}:${this.#id(q)}:${this.#id(out)}:${this.#id(lseBuffer)}:${
-      this.#id(kb)
-    }:${this.#id(vb)}`;
+    const key = `${up.prefix}:${this.#ids.of(q)}:${this.#ids.of(out)}:${this.#ids.of(lseBuffer)}:${
+      this.#ids.of(kb)
+    }:${this.#ids.of(vb)}`;
     let group = this.#groups.get(key);
     if (!group) {
       const [tables, partials] = this.#buffers;

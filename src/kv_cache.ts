@@ -23,6 +23,7 @@ import {
   APPEND_WORKGROUP,
   appendKernelWGSL,
 } from "../shaders/append_kernel.ts";
+import { BufferIds } from "./buffer_ids.ts";
 import { BufferUsage, MAP_READ } from "./gpu_runtime.ts";
 import { encodeKV } from "./half.ts";
 import { PagePool } from "./page_pool.ts";
@@ -322,8 +323,7 @@ export class KVCache {
   #paramsBuffer: GPUBuffer | undefined;
   #uploaded: AppendSlots | undefined;
   #bindGroups = new Map<string, GPUBindGroup>();
-  #bufferIds = new WeakMap<GPUBuffer, number>();
-  #nextBufferId = 0;
+  #bufferIds = new BufferIds();
   #disposed = false;
   #version = 0;
 
@@ -741,15 +741,6 @@ export class KVCache {
     return slots;
   }
 
-  #bufferId(buffer: GPUBuffer): number {
-    let id = this.#bufferIds.get(buffer);
-    if (id === undefined) {
-      id = this.#nextBufferId++;
-      this.#bufferIds.set(buffer, id);
-    }
-    return id;
-  }
-
   /**
    * Records the append kernel: copies one layer's new K and V rows from the runner's `f32` GPU
    * buffers into the rows `slots` reserved, converting to the cache's dtype. The slots' rows are
@@ -827,7 +818,7 @@ export class KVCache {
         label: `lean-attention append ${this.kvDtype}`,
       });
     }
-    const key = `${layer}:${this.#bufferId(k)}:${this.#bufferId(v)}`;
+    const key = `${layer}:${this.#bufferIds.of(k)}:${this.#bufferIds.of(v)}`;
     let group = this.#bindGroups.get(key);
     if (!group) {
       const buffers = [
