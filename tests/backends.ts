@@ -9,6 +9,14 @@
 
 import { type BackendName, createDecoder, type Decoder, type DecoderOptions } from "../mod.ts";
 import { fcParams } from "./helpers.ts";
+import {
+  envVar,
+  EXHAUSTIVE_ENV,
+  guardKernelSet,
+  isSoftwareAdapter,
+  type SoftwareOptions,
+  softwareSkip,
+} from "./kernel_set.ts";
 
 /** Every backend the suite knows about, in test order. */
 export const ALL_BACKENDS: readonly BackendName[] = ["cpu", "webgpu", "dawn"];
@@ -21,6 +29,13 @@ export interface BackendUnderTest {
   readonly name: BackendName;
   /** Whether Deno's op/resource sanitizers can stay on (GPU runtimes keep handles alive). */
   readonly sanitize: boolean;
+  /** The adapter is a software rasteriser (lavapipe, SwiftShader): kernels compile slowly. */
+  readonly software: boolean;
+  /**
+   * Tests may use any shape: the CPU, a hardware GPU, or `LEAN_TEST_EXHAUSTIVE=1`. Otherwise GPU
+   * tests keep to the kernel set of `tests/kernel_set.ts`.
+   */
+  readonly exhaustive: boolean;
   /** Opens a fresh decoder; the caller must `dispose()` it. */
   open(options?: TestDecoderOptions): Promise<Decoder>;
 }
@@ -36,8 +51,7 @@ export type BackendStatus =
  */
 function wanted(name: BackendName): boolean {
   if (name === "cpu") return true;
-  const perm = Deno.permissions.querySync({ name: "env", variable: "LEAN_TEST_BACKENDS" });
-  const list = perm.state === "granted" ? Deno.env.get("LEAN_TEST_BACKENDS") : undefined;
+  const list = envVar("LEAN_TEST_BACKENDS");
   return list === undefined || list.split(",").map((s) => s.trim()).includes(name);
 }
 
@@ -61,10 +75,13 @@ async function probe(name: BackendName): Promise<BackendStatus> {
     console.log(`skipping backend "${name}": ${reason}`);
     return { name, ok: false, reason };
   }
+  const software = name !== "cpu" && isSoftwareAdapter(decoder.profile.name);
   await decoder.dispose();
   const backend: BackendUnderTest = {
     name,
     sanitize: name === "cpu",
+    software,
+    exhaustive: !software || EXHAUSTIVE_ENV,
     open: (options = {}) =>
       createDecoder({ ...options, ...(name === "cpu" ? {} : GPU_OPTIONS), backend: name }),
   };
@@ -92,19 +109,26 @@ export async function listBackends(): Promise<readonly BackendUnderTest[]> {
 const known = await backendStatuses();
 
 /** Options of {@linkcode backendTest}. */
-export interface BackendTestOptions {
+export interface BackendTestOptions extends SoftwareOptions {
   /** Decoder options (grid, tile sizes) for the decoder handed to the test. */
   decoder?: TestDecoderOptions;
+}
+
+/** The context a backend test gets besides its decoder. */
+export interface BackendTestContext {
+  /** The backend may be given any shape (see {@linkcode BackendUnderTest.exhaustive}). */
+  readonly exhaustive: boolean;
 }
 
 /**
  * Registers one `Deno.test` per backend, named `"<name> [<backend>]"`. Each gets a fresh decoder
  * that is disposed afterwards, whatever the outcome. Backends that did not open are registered
- * as ignored.
+ * as ignored; so are tests a software adapter does not run (see {@linkcode softwareSkip}), with
+ * the reason printed. On a software adapter the decoder only accepts shapes of the kernel set.
  */
 export function backendTest(
   name: string,
-  fn: (decoder: Decoder, backend: BackendName) => Promise<void>,
+  fn: (decoder: Decoder, backend: BackendName, context: BackendTestContext) => Promise<void>,
   options: BackendTestOptions = {},
 ): void {
   for (const status of known) {
@@ -114,14 +138,23 @@ export function backendTest(
       continue;
     }
     const backend = status.backend;
+    const skip = softwareSkip(backend, options);
+    if (skip !== undefined) {
+      console.log(`ignoring "${testName}" on this software adapter: ${skip}`);
+      Deno.test({ name: testName, ignore: true, fn: () => {} });
+      continue;
+    }
     Deno.test({
       name: testName,
       sanitizeOps: backend.sanitize,
       sanitizeResources: backend.sanitize,
       fn: async () => {
         const decoder = await backend.open(options.decoder);
+        const guarded = backend.exhaustive
+          ? decoder
+          : guardKernelSet(decoder, options.decoder ?? {});
         try {
-          await fn(decoder, backend.name);
+          await fn(guarded, backend.name, { exhaustive: backend.exhaustive });
         } finally {
           await decoder.dispose();
         }
@@ -131,15 +164,43 @@ export function backendTest(
 }
 
 /**
- * fast-check parameters of a property run on a backend: `cpuRuns` cases on the CPU, `gpuRuns` on
- * GPU backends (slow on a software adapter: every new kernel specialisation compiles). On GPU
- * backends a failure is reported as found, without shrinking; its message describes the case.
+ * Registers one `Deno.test` per GPU backend (no CPU variant), named `"<name> [<backend>]"`, for
+ * tests that open their own decoders. Backends that did not open, and tests a software adapter
+ * does not run (see `softwareSkip`), are registered as ignored, the latter with the reason
+ * printed.
+ */
+export function gpuTest(
+  name: string,
+  fn: (backend: BackendUnderTest) => Promise<void>,
+  options: SoftwareOptions = {},
+): void {
+  for (const status of known) {
+    if (status.name === "cpu") continue;
+    const testName = `${name} [${status.name}]`;
+    const skip = status.ok ? softwareSkip(status.backend, options) : undefined;
+    if (skip) console.log(`ignoring "${testName}" on this software adapter: ${skip}`);
+    Deno.test({
+      name: testName,
+      ignore: !status.ok || skip !== undefined,
+      sanitizeOps: false,
+      sanitizeResources: false,
+      fn: () => fn((status as { backend: BackendUnderTest }).backend),
+    });
+  }
+}
+
+/**
+ * fast-check parameters of a property run on a backend: `cpuRuns` cases on the CPU and on
+ * exhaustive GPU backends (hardware GPUs compile a kernel in milliseconds), `gpuRuns` on a
+ * software adapter. On GPU backends a failure is reported as found, without shrinking; its message
+ * describes the case.
  */
 export function propertyParams(
   backend: BackendName,
   cpuRuns: number,
   gpuRuns: number,
+  context: BackendTestContext = { exhaustive: false },
 ): { numRuns: number; seed?: number; endOnFailure?: boolean } {
   if (backend === "cpu") return fcParams(cpuRuns);
-  return { ...fcParams(gpuRuns), endOnFailure: true };
+  return { ...fcParams(context.exhaustive ? cpuRuns : gpuRuns), endOnFailure: true };
 }

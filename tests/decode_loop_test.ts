@@ -7,17 +7,28 @@
 import assert from "node:assert/strict";
 import { makePrompts, openDevice, runDecodeLoop, SMALL_MODEL } from "../examples/decode_loop.ts";
 import { referenceAttention } from "../mod.ts";
+import { summarizeAdapter } from "../src/gpu_runtime.ts";
 import { assertNoPoison, OUT_TOLERANCE, relativeL2Error } from "./helpers.ts";
+import { EXHAUSTIVE_ENV, softwareSkip } from "./kernel_set.ts";
 
 for (const backend of ["webgpu", "dawn"] as const) {
   // Probe, then release at once: a device (Dawn's above all) left alive until the process exits
   // outlives the other test files and is torn down with the process.
   const probe = await openDevice(backend).catch((e: Error) => e.message);
+  const name =
+    `decode loop example: deterministic tokens, attention equals a dense decode [${backend}]`;
+  let skip: string | undefined;
   if (typeof probe === "string") console.log(`skipping decode loop on "${backend}": ${probe}`);
-  else probe.release();
+  else {
+    const info = (probe.device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+    const exhaustive = EXHAUSTIVE_ENV || !summarizeAdapter(info).software;
+    skip = softwareSkip({ name: backend, exhaustive }, {});
+    if (skip) console.log(`ignoring "${name}" on this software adapter: ${skip}`);
+    probe.release();
+  }
   Deno.test({
-    name: `decode loop example: deterministic tokens, attention equals a dense decode [${backend}]`,
-    ignore: typeof probe === "string",
+    name,
+    ignore: typeof probe === "string" || skip !== undefined,
     sanitizeOps: false,
     sanitizeResources: false,
     fn: async () => {

@@ -7,6 +7,7 @@ import fc from "fast-check";
 import { KV_DTYPES, STRATEGIES } from "../mod.ts";
 import { backendTest, propertyParams } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, describeSpec, makeInput } from "./helpers.ts";
+import { KERNEL_FAMILIES } from "./kernel_set.ts";
 
 /** Rough multiply-adds of one case; cases above the budget get shorter contexts. */
 const WORK_BUDGET = 1_500_000;
@@ -42,24 +43,24 @@ function fitToBudget(spec: CaseSpec, extras: number[]): CaseSpec {
 }
 
 /**
- * Shape families for GPU backends. Every new (head dim, dtype, rows) compiles a kernel, which
- * takes seconds to a minute on a software adapter, so GPU properties draw shapes from this fixed
- * list (lengths, strategies, scales and values stay random); the CPU runs the full shape space.
+ * Shape families of a software adapter: every new (head dim, dtype, rows) compiles a kernel, which
+ * takes seconds to minutes there, so GPU properties draw shapes from the fixed kernel set (lengths,
+ * strategies, scales and values stay random). The CPU and hardware GPUs run the full shape space.
  */
-const GPU_FAMILIES = [
-  { heads: { numHeads: 8, numKVHeads: 2 }, headDim: 64, qLen: 1, kvDtype: "f32" },
-  { heads: { numHeads: 4, numKVHeads: 4 }, headDim: 128, qLen: 1, kvDtype: "f16" },
-  { heads: { numHeads: 3, numKVHeads: 1 }, headDim: 96, qLen: 2, kvDtype: "bf16" },
-  { heads: { numHeads: 2, numKVHeads: 2 }, headDim: 8, qLen: 1, kvDtype: "f16" },
-] as const;
+const SET_FAMILIES = KERNEL_FAMILIES.map((f) => ({
+  heads: { numHeads: f.numHeads, numKVHeads: f.numKVHeads },
+  headDim: f.headDim,
+  qLen: f.qLen,
+  kvDtype: f.kvDtype,
+}));
 
 function caseArb(
   maxSeqs: number,
   extras: fc.Arbitrary<number>,
-  backend: string = "cpu",
-  families: readonly (typeof GPU_FAMILIES)[number][] = GPU_FAMILIES,
+  fullSpace: boolean,
+  families: readonly (typeof SET_FAMILIES)[number][] = SET_FAMILIES,
 ): fc.Arbitrary<CaseSpec> {
-  const family = backend === "cpu"
+  const family = fullSpace
     ? fc.record({
       heads: headsArb,
       headDim: headDimArb,
@@ -90,25 +91,44 @@ function caseArb(
   );
 }
 
-backendTest("decode matches the float64 reference on random shapes", async (decoder, backend) => {
-  await fc.assert(
-    fc.asyncProperty(caseArb(6, extraTokensArb, backend), async (spec) => {
-      const input = makeInput(spec);
-      assertMatchesReference(input, await decoder.decode(input), describeSpec(spec));
-    }),
-    propertyParams(backend, 150, 16),
-  );
-});
+backendTest(
+  "decode matches the float64 reference on random shapes",
+  async (decoder, backend, context) => {
+    await fc.assert(
+      fc.asyncProperty(
+        // Dawn's smoke set on a software adapter: the first family's kernel only.
+        caseArb(
+          6,
+          extraTokensArb,
+          context.exhaustive,
+          backend === "dawn" ? SET_FAMILIES.slice(0, 1) : SET_FAMILIES,
+        ),
+        async (spec) => {
+          const input = makeInput(spec);
+          assertMatchesReference(input, await decoder.decode(input), describeSpec(spec));
+        },
+      ),
+      propertyParams(backend, 150, 16, context),
+    );
+  },
+  { dawnOnSoftware: true },
+);
 
-backendTest("decode matches the reference on many short ragged sequences", async (decoder, b) => {
-  await fc.assert(
-    fc.asyncProperty(caseArb(32, fc.integer({ min: 0, max: 150 }), b), async (spec) => {
-      const input = makeInput(spec);
-      assertMatchesReference(input, await decoder.decode(input), describeSpec(spec));
-    }),
-    propertyParams(b, 60, 6),
-  );
-});
+backendTest(
+  "decode matches the reference on many short ragged sequences",
+  async (decoder, b, c) => {
+    await fc.assert(
+      fc.asyncProperty(
+        caseArb(32, fc.integer({ min: 0, max: 150 }), c.exhaustive),
+        async (spec) => {
+          const input = makeInput(spec);
+          assertMatchesReference(input, await decoder.decode(input), describeSpec(spec));
+        },
+      ),
+      propertyParams(b, 60, 6, c),
+    );
+  },
+);
 
 /** Plan geometries that stress different cuts: tiny grids, tiny and huge tiles. */
 const GEOMETRIES = [
@@ -122,16 +142,21 @@ const GEOMETRIES = [
 for (const geometry of GEOMETRIES) {
   backendTest(
     `decode matches the reference with ${JSON.stringify(geometry)}`,
-    async (decoder, backend) => {
+    async (decoder, backend, context) => {
       await fc.assert(
         fc.asyncProperty(
-          caseArb(5, fc.integer({ min: 0, max: 700 }), backend, GPU_FAMILIES.slice(0, 1)),
+          caseArb(
+            5,
+            fc.integer({ min: 0, max: 700 }),
+            context.exhaustive,
+            SET_FAMILIES.slice(0, 1),
+          ),
           async (spec) => {
             const input = makeInput(spec);
             assertMatchesReference(input, await decoder.decode(input), describeSpec(spec));
           },
         ),
-        propertyParams(backend, 30, 3),
+        propertyParams(backend, 30, 3, context),
       );
     },
     { decoder: geometry },

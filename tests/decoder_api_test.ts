@@ -17,15 +17,9 @@ import {
 } from "../mod.ts";
 import { ALL_BACKENDS, backendTest } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, makeInput, sameBits } from "./helpers.ts";
+import { BF16_Q2, F32_GQA } from "./kernel_set.ts";
 
-const SPEC: CaseSpec = {
-  seqLens: [200, 2, 77],
-  numHeads: 4,
-  numKVHeads: 2,
-  headDim: 32,
-  qLen: 2,
-  seed: 7,
-};
+const SPEC: CaseSpec = { ...F32_GQA, seqLens: [200, 2, 77], seed: 7 };
 
 Deno.test("the CPU decoder reports its backend and profile", async () => {
   const decoder = await createDecoder({ backend: "cpu" });
@@ -55,8 +49,8 @@ backendTest("decoder.plan is createPlan with the device's grid", async (decoder,
 });
 
 backendTest("decode leaves its inputs untouched", async (decoder) => {
-  for (const kvDtype of ["f32", "bf16"] as const) {
-    const input = makeInput({ ...SPEC, kvDtype, scale: 0.2 });
+  for (const family of [F32_GQA, BF16_Q2]) {
+    const input = makeInput({ ...SPEC, ...family, scale: 0.2 });
     const copy = structuredClone(input);
     await decoder.decode(input);
     assert.deepStrictEqual(input, copy);

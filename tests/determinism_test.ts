@@ -8,21 +8,26 @@ import fc from "fast-check";
 import { type DecodeOutput, KV_DTYPES, STRATEGIES } from "../mod.ts";
 import { backendTest, propertyParams } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, makeInput, sameBits } from "./helpers.ts";
+import {
+  BF16_Q2,
+  F16_D8,
+  F16_MHA,
+  F32_GQA,
+  KERNEL_FAMILIES,
+  type KernelFamily,
+} from "./kernel_set.ts";
 
 /** A batch whose lean plan has many split segments and partial states to merge. */
-const SPLIT_HEAVY: CaseSpec = {
-  seqLens: [900, 5, 333, 64, 1200],
-  numHeads: 8,
-  numKVHeads: 2,
-  headDim: 64,
-  qLen: 2,
-  seed: 101,
-};
+const SPLIT_HEAVY: CaseSpec = { ...F32_GQA, seqLens: [900, 5, 333, 64, 1200], seed: 101 };
+
+/** One family of the kernel set per KV dtype. */
+const BY_DTYPE = [F32_GQA, F16_MHA, BF16_Q2];
 
 backendTest("repeated calls are bitwise identical for every strategy", async (decoder) => {
-  for (const kvDtype of KV_DTYPES) {
+  for (const family of BY_DTYPE) {
+    const kvDtype = family.kvDtype;
     for (const strategy of STRATEGIES) {
-      const input = makeInput({ ...SPLIT_HEAVY, kvDtype, strategy });
+      const input = makeInput({ ...SPLIT_HEAVY, ...family, strategy });
       const first = await decoder.decode(input);
       assertMatchesReference(input, first, `${kvDtype} ${strategy}`);
       for (let i = 0; i < 3; i++) {
@@ -36,16 +41,8 @@ backendTest("repeated calls are bitwise identical for every strategy", async (de
 
 backendTest("results do not depend on the batches decoded before", async (decoder) => {
   const a = makeInput({ ...SPLIT_HEAVY, strategy: "lean" });
-  const b = makeInput({
-    seqLens: [3000, 17],
-    numHeads: 4,
-    numKVHeads: 1,
-    headDim: 128,
-    qLen: 5,
-    kvDtype: "f16",
-    seed: 102,
-  });
-  const c = makeInput({ seqLens: [1], numHeads: 1, numKVHeads: 1, headDim: 8, seed: 103 });
+  const b = makeInput({ ...BF16_Q2, seqLens: [3000, 17], seed: 102 });
+  const c = makeInput({ ...F16_D8, seqLens: [1], seed: 103 });
   const firstA = await decoder.decode(a);
   const firstC = await decoder.decode(c);
   await decoder.decode(b);
@@ -68,28 +65,33 @@ backendTest("concurrent calls give the same bits as sequential ones", async (dec
   });
 });
 
-backendTest("repeated calls agree bitwise on random shapes", async (decoder, backend) => {
+/** Any shape with d32 on exhaustive backends; the kernel set's families elsewhere. */
+function familyArb(exhaustive: boolean): fc.Arbitrary<KernelFamily> {
+  if (!exhaustive) return fc.constantFrom(...KERNEL_FAMILIES);
+  return fc.constantFrom(...KV_DTYPES).map((kvDtype) => ({
+    numHeads: 4,
+    numKVHeads: 2,
+    headDim: 32,
+    qLen: 1,
+    kvDtype,
+  }));
+}
+
+backendTest("repeated calls agree bitwise on random shapes", async (decoder, backend, context) => {
   await fc.assert(
     fc.asyncProperty(
-      fc.array(fc.integer({ min: 1, max: 600 }), { minLength: 1, maxLength: 5 }),
+      fc.array(fc.integer({ min: 0, max: 600 }), { minLength: 1, maxLength: 5 }),
       fc.constantFrom(...STRATEGIES),
-      fc.constantFrom(...KV_DTYPES),
+      familyArb(context.exhaustive),
       fc.integer({ min: 0, max: 1 << 30 }),
-      async (seqLens, strategy, kvDtype, seed) => {
-        const input = makeInput({
-          seqLens,
-          numHeads: 4,
-          numKVHeads: 2,
-          headDim: 32,
-          strategy,
-          kvDtype,
-          seed,
-        });
+      async (extra, strategy, family, seed) => {
+        const seqLens = extra.map((e) => e + family.qLen);
+        const input = makeInput({ ...family, seqLens, strategy, seed });
         const x = await decoder.decode(input);
         const y = await decoder.decode(input);
         assert.ok(sameBits(x.out, y.out) && sameBits(x.lse, y.lse));
       },
     ),
-    propertyParams(backend, 20, 4),
+    propertyParams(backend, 20, 4, context),
   );
 });

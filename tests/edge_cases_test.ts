@@ -5,8 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { type Decoder, STRATEGIES } from "../mod.ts";
+import { decodeKV, type Decoder, encodeKV, STRATEGIES } from "../mod.ts";
 import { backendTest } from "./backends.ts";
+import { BF16_Q2, F16_D8, F16_MHA, F32_GQA } from "./kernel_set.ts";
 import {
   assertMatchesReference,
   type CaseSpec,
@@ -25,16 +26,6 @@ async function checkAllStrategies(decoder: Decoder, spec: CaseSpec): Promise<voi
   }
 }
 
-/**
- * Shapes whose kernels the GPU property tests compile anyway (tests/decode_test.ts): edge cases
- * that do not depend on the head dim or dtype reuse them, since every new kernel specialisation
- * takes seconds to a minute to compile on a software adapter.
- */
-const F32_GQA = { numHeads: 8, numKVHeads: 2, headDim: 64, kvDtype: "f32" } as const;
-const F16_MHA = { numHeads: 4, numKVHeads: 4, headDim: 128, kvDtype: "f16" } as const;
-const BF16_Q2 = { numHeads: 3, numKVHeads: 1, headDim: 96, qLen: 2, kvDtype: "bf16" } as const;
-const F16_D8 = { numHeads: 2, numKVHeads: 2, headDim: 8, kvDtype: "f16" } as const;
-
 backendTest("contexts of a single token", async (decoder) => {
   await checkAllStrategies(decoder, { ...F32_GQA, seqLens: [1], seed: 11 });
   await checkAllStrategies(decoder, { ...F16_MHA, seqLens: [1, 1, 1, 1, 1], seed: 12 });
@@ -44,14 +35,16 @@ backendTest("contexts of a single token", async (decoder) => {
 });
 
 backendTest("a single-token context outputs that token's value", async (decoder) => {
-  const input = makeInput({ seqLens: [1, 1], numHeads: 2, numKVHeads: 1, headDim: 16, seed: 5 });
+  const { numHeads: H, numKVHeads: KVH, headDim: D } = F32_GQA;
+  const input = makeInput({ ...F32_GQA, seqLens: [1, 1], seed: 5 });
   const { out } = await decoder.decode(input);
   const v = input.v as Float32Array;
   for (let seq = 0; seq < 2; seq++) {
-    for (let h = 0; h < 2; h++) {
-      for (let d = 0; d < 16; d++) {
-        const got = out[(seq * 2 + h) * 16 + d];
-        const want = v[seq * 16 + d];
+    for (let h = 0; h < H; h++) {
+      const kvHead = Math.floor(h / (H / KVH));
+      for (let d = 0; d < D; d++) {
+        const got = out[(seq * H + h) * D + d];
+        const want = v[(seq * KVH + kvHead) * D + d];
         assert.ok(Math.abs(got - want) <= 1e-6 * Math.abs(want) + 1e-7, `seq ${seq} head ${h}`);
       }
     }
@@ -104,10 +97,13 @@ backendTest("head dims 8 and 256", async (decoder) => {
       });
     }
   }
+}, { exhaustive: true });
+
+backendTest("contexts of exactly qLen tokens", async (decoder) => {
+  await checkAllStrategies(decoder, { ...BF16_Q2, seqLens: [2, 3, 130], seed: 52 });
 });
 
-backendTest("qLen up to 16, including contexts of exactly qLen tokens", async (decoder) => {
-  await checkAllStrategies(decoder, { ...BF16_Q2, seqLens: [2, 3, 130], seed: 52 });
+backendTest("qLen 16, including contexts of exactly qLen tokens", async (decoder) => {
   await checkAllStrategies(decoder, {
     seqLens: [16, 17, 130],
     numHeads: 4,
@@ -116,7 +112,7 @@ backendTest("qLen up to 16, including contexts of exactly qLen tokens", async (d
     qLen: 16,
     seed: 66,
   });
-});
+}, { exhaustive: true });
 
 backendTest("KV groups split into unequal row blocks", async (decoder) => {
   // 17 rows per KV group with headDim 128 (16 rows per block at most): blocks of 9 and 8 rows.
@@ -136,46 +132,59 @@ backendTest("KV groups split into unequal row blocks", async (decoder) => {
     qLen: 16,
     seed: 62,
   });
-});
+}, { exhaustive: true });
+
+/**
+ * Overwrites K and V of each sequence's last `qLen - 1` tokens, which only the last query position
+ * sees: the first position's output must not change, the last one's must.
+ */
+async function checkCausal(decoder: Decoder, spec: CaseSpec): Promise<void> {
+  const { numHeads: H, numKVHeads: KVH, headDim: D } = spec;
+  const qLen = spec.qLen ?? 1;
+  const kvDtype = spec.kvDtype ?? "f32";
+  const row = KVH * D;
+  for (const strategy of STRATEGIES) {
+    const input = makeInput({ ...spec, strategy });
+    const base = await decoder.decode(input);
+    // Copies: decodeKV returns f32 data itself.
+    const k = decodeKV(input.k, kvDtype).slice();
+    const v = decodeKV(input.v, kvDtype).slice();
+    let end = 0;
+    for (const len of spec.seqLens) {
+      end += len;
+      k.fill(5, (end - qLen + 1) * row, end * row);
+      v.fill(100, (end - qLen + 1) * row, end * row);
+    }
+    const changed = { ...input, k: encodeKV(k, kvDtype), v: encodeKV(v, kvDtype) };
+    const after = await decoder.decode(changed);
+    assertMatchesReference(changed, after, `changed ${strategy}`);
+    const rowsOf = (out: Float32Array, pos: number) => {
+      const rows: number[] = [];
+      for (let seq = 0; seq < spec.seqLens.length; seq++) {
+        const o = (seq * qLen + pos) * H * D;
+        rows.push(...out.subarray(o, o + H * D));
+      }
+      return rows;
+    };
+    assert.ok(relativeL2Error(rowsOf(after.out, 0), rowsOf(base.out, 0)) < 1e-6, strategy);
+    assert.ok(relativeL2Error(rowsOf(after.out, qLen - 1), rowsOf(base.out, qLen - 1)) > 0.1);
+  }
+}
 
 backendTest("query positions never see later tokens", async (decoder) => {
-  const spec: CaseSpec = {
+  await checkCausal(decoder, { ...BF16_Q2, seqLens: [80, 20], seed: 71 });
+});
+
+backendTest("query positions never see later tokens (qLen 4)", async (decoder) => {
+  await checkCausal(decoder, {
     seqLens: [80, 20],
     numHeads: 2,
     numKVHeads: 1,
     headDim: 32,
     qLen: 4,
     seed: 71,
-  };
-  for (const strategy of STRATEGIES) {
-    const input = makeInput({ ...spec, strategy });
-    const base = await decoder.decode(input);
-    // Overwrite K and V of each sequence's last 3 tokens, which only query position 3 sees.
-    const k = (input.k as Float32Array).slice();
-    const v = (input.v as Float32Array).slice();
-    let end = 0;
-    for (const len of spec.seqLens) {
-      end += len;
-      for (let i = (end - 3) * 32; i < end * 32; i++) {
-        k[i] = 5;
-        v[i] = 100;
-      }
-    }
-    const changed = { ...input, k, v };
-    const after = await decoder.decode(changed);
-    assertMatchesReference(changed, after, `changed ${strategy}`);
-    const rowsOf = (out: Float32Array, pos: number) => {
-      const rows: number[] = [];
-      for (let seq = 0; seq < 2; seq++) {
-        const o = (seq * 4 + pos) * 2 * 32;
-        rows.push(...out.subarray(o, o + 2 * 32));
-      }
-      return rows;
-    };
-    assert.ok(relativeL2Error(rowsOf(after.out, 0), rowsOf(base.out, 0)) < 1e-6, strategy);
-    assert.ok(relativeL2Error(rowsOf(after.out, 3), rowsOf(base.out, 3)) > 0.1, strategy);
-  }
-});
+  });
+}, { exhaustive: true });
 
 backendTest("peaky softmax with large scores", async (decoder) => {
   await checkAllStrategies(decoder, {

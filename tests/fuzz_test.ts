@@ -9,9 +9,8 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createDecoder, type DecodeInput, type Decoder, KV_DTYPES, STRATEGIES } from "../mod.ts";
-import { backendStatuses, type BackendUnderTest, propertyParams } from "./backends.ts";
+import { gpuTest, propertyParams } from "./backends.ts";
 
-const statuses = await backendStatuses();
 import {
   assertMatchesReference,
   type CaseSpec,
@@ -19,6 +18,7 @@ import {
   fcParams,
   makeInput,
 } from "./helpers.ts";
+import { F16_D8, F16_MHA, F32_GQA } from "./kernel_set.ts";
 
 /** Multiply-adds a CPU case may cost. */
 const BUDGET = 250_000;
@@ -37,12 +37,8 @@ const cpuFamily = fc.record({
   kvDtype: f.kvDtype,
 }));
 
-/** The kernel shapes of the GPU property tests (tests/decode_test.ts): no new compiles. */
-const GPU_FAMILIES = [
-  { numHeads: 8, numKVHeads: 2, headDim: 64, qLen: 1, kvDtype: "f32" },
-  { numHeads: 4, numKVHeads: 4, headDim: 128, qLen: 1, kvDtype: "f16" },
-  { numHeads: 2, numKVHeads: 2, headDim: 8, qLen: 1, kvDtype: "f16" },
-] as const;
+/** GPU shapes: the kernel set's families with one query row position (no new compiles). */
+const GPU_FAMILIES = [F32_GQA, F16_MHA, F16_D8];
 
 function caseArb(gpu: boolean): fc.Arbitrary<CaseSpec> {
   const family = gpu ? fc.constantFrom(...GPU_FAMILIES) : cpuFamily;
@@ -116,20 +112,6 @@ Deno.test("fuzz: 400 random valid cases on the CPU match the reference", async (
     );
   });
 });
-
-/** Registers a test for each GPU backend (ignored where it does not open). */
-function gpuTest(name: string, fn: (backend: BackendUnderTest) => Promise<void>): void {
-  for (const status of statuses) {
-    if (status.name === "cpu") continue;
-    Deno.test({
-      name: `${name} [${status.name}]`,
-      ignore: !status.ok,
-      sanitizeOps: false,
-      sanitizeResources: false,
-      fn: () => fn((status as { backend: BackendUnderTest }).backend),
-    });
-  }
-}
 
 gpuTest("fuzz: random valid cases on GPU kernel shapes match the reference", async (backend) => {
   const b = backend.name;

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { createDecoder } from "../mod.ts";
 import { dispatchSize } from "../src/webgpu_backend.ts";
-import { backendStatuses, backendTest } from "./backends.ts";
+import { backendTest, gpuTest } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, makeInput } from "./helpers.ts";
 
 const SPEC: CaseSpec = {
@@ -18,34 +18,27 @@ const SPEC: CaseSpec = {
   seed: 11,
 };
 
-for (const status of await backendStatuses()) {
-  if (status.name === "cpu") continue;
-  Deno.test({
-    name: `same-shaped calls create no GPU buffers or pipelines after warm-up [${status.name}]`,
-    ignore: !status.ok,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      if (!status.ok) return;
-      const decoder = await status.backend.open();
-      try {
-        for (const strategy of ["lean", "split", "single"] as const) {
-          await decoder.decode({ ...makeInput(SPEC), strategy });
-        }
-        const warm = decoder.stats();
-        assert.ok(warm.pipelinesCreated >= 1 && warm.buffersCreated >= 1, JSON.stringify(warm));
-        for (let i = 0; i < 12; i++) {
-          const strategy = (["lean", "split", "single"] as const)[i % 3];
-          const input = { ...makeInput({ ...SPEC, seed: 100 + i }), strategy };
-          assertMatchesReference(input, await decoder.decode(input), `call ${i}`);
-        }
-        assert.deepStrictEqual(decoder.stats(), warm);
-      } finally {
-        await decoder.dispose();
+gpuTest(
+  "same-shaped calls create no GPU buffers or pipelines after warm-up",
+  async (backend) => {
+    const decoder = await backend.open();
+    try {
+      for (const strategy of ["lean", "split", "single"] as const) {
+        await decoder.decode({ ...makeInput(SPEC), strategy });
       }
-    },
-  });
-}
+      const warm = decoder.stats();
+      assert.ok(warm.pipelinesCreated >= 1 && warm.buffersCreated >= 1, JSON.stringify(warm));
+      for (let i = 0; i < 12; i++) {
+        const strategy = (["lean", "split", "single"] as const)[i % 3];
+        const input = { ...makeInput({ ...SPEC, seed: 100 + i }), strategy };
+        assertMatchesReference(input, await decoder.decode(input), `call ${i}`);
+      }
+      assert.deepStrictEqual(decoder.stats(), warm);
+    } finally {
+      await decoder.dispose();
+    }
+  },
+);
 
 const adapter = await navigator.gpu?.requestAdapter();
 Deno.test({

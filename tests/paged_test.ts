@@ -22,7 +22,8 @@ import {
   referenceAttention,
   type Strategy,
 } from "../mod.ts";
-import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+import { loadDawn, requestDevice, summarizeAdapter } from "../src/gpu_runtime.ts";
+import { EXHAUSTIVE_ENV, type SoftwareOptions, softwareSkip } from "./kernel_set.ts";
 import {
   assertMatchesReference,
   assertNoPoison,
@@ -249,6 +250,8 @@ interface GpuUnderTest {
   name: "webgpu" | "dawn";
   device: GPUDevice;
   keepAlive: unknown[];
+  /** Any kernel may compile (a hardware GPU, or LEAN_TEST_EXHAUSTIVE=1). */
+  exhaustive: boolean;
 }
 
 async function openGpu(name: "webgpu" | "dawn"): Promise<GpuUnderTest | string> {
@@ -257,7 +260,8 @@ async function openGpu(name: "webgpu" | "dawn"): Promise<GpuUnderTest | string> 
     if (!gpu) return "navigator.gpu is not available";
     const adapter = await gpu.requestAdapter();
     if (!adapter) return "no adapter";
-    return { name, device: await requestDevice(adapter), keepAlive: [gpu, adapter] };
+    const exhaustive = EXHAUSTIVE_ENV || !summarizeAdapter(adapter.info).software;
+    return { name, device: await requestDevice(adapter), keepAlive: [gpu, adapter], exhaustive };
   } catch (e) {
     return e instanceof Error ? e.message : String(e);
   }
@@ -298,118 +302,139 @@ for (const name of ["webgpu", "dawn"] as const) {
   const gpu = await openGpu(name);
   if (typeof gpu === "string") console.log(`skipping paged GPU tests on "${name}": ${gpu}`);
   const ok = typeof gpu !== "string";
-  const test = (title: string, fn: (g: GpuUnderTest) => Promise<void>) =>
+  const test = (
+    title: string,
+    fn: (g: GpuUnderTest) => Promise<void>,
+    options: SoftwareOptions = {},
+  ) => {
+    const skip = ok ? softwareSkip(gpu, options) : undefined;
+    if (skip) console.log(`ignoring "${title} [${name}]" on this software adapter: ${skip}`);
     Deno.test({
       name: `${title} [${name}]`,
-      ignore: !ok,
+      ignore: !ok || skip !== undefined,
       sanitizeOps: false,
       sanitizeResources: false,
       fn: () => fn(gpu as GpuUnderTest),
     });
+  };
 
-  test("GPU appends store the host's bits (f32 -> f16, bf16 conversion in WGSL)", async ({ device }) => {
-    for (const kvDtype of ["f16", "bf16", "f32"] as KVDtype[]) {
+  test(
+    "GPU appends store the host's bits (f32 -> f16, bf16 conversion in WGSL)",
+    async ({ device }) => {
+      for (const kvDtype of ["f16", "bf16", "f32"] as KVDtype[]) {
+        const cache = createKVCache({
+          device,
+          numLayers: 2,
+          numKVHeads: KVH,
+          headDim: D,
+          pageSize: 4,
+          numPages: 8,
+          kvDtype,
+        });
+        const a = cache.addSequence();
+        const b = cache.addSequence();
+        const rng = seededRng(5);
+        const vals = randomFloats(rng, 7 * KVH * D, 70000); // beyond f16's range too
+        vals.set([0, -0, 1e-7, -6.1e-5, 65519, 65520, 3.0517578125e-5, Infinity, NaN], 0);
+        const slots = cache.extend([a, b], [3, 4]);
+        const enc = device.createCommandEncoder();
+        const src = gpuBuffer(device, vals);
+        cache.encodeAppend(enc, { slots, layer: 1, k: src, v: src });
+        device.queue.submit([enc.finish()]);
+        const want = encodeKV(vals, kvDtype);
+        const row = KVH * D;
+        const got = [...(await cache.read(1, a)).k, ...(await cache.read(1, b)).v];
+        const bits = (x: ArrayLike<number>) =>
+          Array.from(
+            x instanceof Float32Array ? new Uint32Array(x.buffer, x.byteOffset, x.length) : x,
+          );
+        const gotBits = bits(kvDtype === "f32" ? new Float32Array(got) : got);
+        const wantBits = bits(want);
+        // NaN payloads may differ; everything else must be exact.
+        for (let i = 0; i < 7 * row; i++) {
+          if (Number.isNaN(vals[i])) continue;
+          assert.equal(gotBits[i], wantBits[i], `${kvDtype} element ${i} (${vals[i]})`);
+        }
+        src.destroy();
+        cache.dispose();
+      }
+    },
+    { dawnOnSoftware: true },
+  );
+
+  test(
+    "paged GPU attention equals the dense GPU kernel bit for bit, after forks",
+    async ({ device }) => {
       const cache = createKVCache({
         device,
         numLayers: 2,
         numKVHeads: KVH,
         headDim: D,
-        pageSize: 4,
-        numPages: 8,
-        kvDtype,
+        pageSize: 16,
+        numPages: 64,
+        kvDtype: "f16",
       });
-      const a = cache.addSequence();
-      const b = cache.addSequence();
-      const rng = seededRng(5);
-      const vals = randomFloats(rng, 7 * KVH * D, 70000); // beyond f16's range too
-      vals.set([0, -0, 1e-7, -6.1e-5, 65519, 65520, 3.0517578125e-5, Infinity, NaN], 0);
-      const slots = cache.extend([a, b], [3, 4]);
-      const enc = device.createCommandEncoder();
-      const src = gpuBuffer(device, vals);
-      cache.encodeAppend(enc, { slots, layer: 1, k: src, v: src });
-      device.queue.submit([enc.finish()]);
-      const want = encodeKV(vals, kvDtype);
-      const row = KVH * D;
-      const got = [...(await cache.read(1, a)).k, ...(await cache.read(1, b)).v];
-      const bits = (x: ArrayLike<number>) =>
-        Array.from(
-          x instanceof Float32Array ? new Uint32Array(x.buffer, x.byteOffset, x.length) : x,
-        );
-      const gotBits = bits(kvDtype === "f32" ? new Float32Array(got) : got);
-      const wantBits = bits(want);
-      // NaN payloads may differ; everything else must be exact.
-      for (let i = 0; i < 7 * row; i++) {
-        if (Number.isNaN(vals[i])) continue;
-        assert.equal(gotBits[i], wantBits[i], `${kvDtype} element ${i} (${vals[i]})`);
-      }
-      src.destroy();
-      cache.dispose();
-    }
-  });
-
-  test("paged GPU attention equals the dense GPU kernel bit for bit, after forks", async ({ device }) => {
-    const cache = createKVCache({
-      device,
-      numLayers: 2,
-      numKVHeads: KVH,
-      headDim: D,
-      pageSize: 16,
-      numPages: 64,
-      kvDtype: "f16",
-    });
-    const attention = await createAttentionEncoder(device, { grid: GRID });
-    const decoder = await createDecoder({ backend: name, device, grid: GRID });
-    const dense = new Map<number, Float32Array[]>();
-    try {
-      const a = cache.addSequence();
-      grow(cache, a, 300, dense, 1);
-      const b = cache.fork(a);
-      dense.set(b, dense.get(a)!.slice());
-      grow(cache, b, 9, dense, 2);
-      grow(cache, a, 1, dense, 3);
-      const c = cache.addSequence();
-      grow(cache, c, 129, dense, 4);
-      const seqs = [a, b, c];
-      for (const strategy of ["lean", "single"] as Strategy[]) {
-        const plan = attention.plan(cache, { seqs, numHeads: H, strategy });
-        const q = randomFloats(seededRng(7), 3 * H * D);
-        const qb = gpuBuffer(device, q);
-        const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
-        const lse = gpuBuffer(device, new Float32Array(3 * H).fill(NaN));
-        for (const layer of [1, 0]) {
-          const enc = device.createCommandEncoder();
-          attention.encode(enc, { plan, layer, q: qb, out, lse });
-          device.queue.submit([enc.finish()]);
-          const got = {
-            out: await readF32(device, out, q.length),
-            lse: await readF32(device, lse, 3 * H),
-          };
-          const cat = (i: number) =>
-            new Float32Array(seqs.flatMap((s) => [...dense.get(s)![2 * layer + i]]));
-          const input = {
-            q,
-            k: encodeKV(cat(0), "f16"),
-            v: encodeKV(cat(1), "f16"),
-            seqLens: seqs.map((s) => cache.length(s)),
-            numHeads: H,
-            numKVHeads: KVH,
-            headDim: D,
-            kvDtype: "f16" as const,
-            strategy,
-          };
-          const want = await decoder.decode(input);
-          assertMatchesReference(input, got, `${strategy} layer ${layer}`);
-          assert.ok(sameBits(got.out, want.out), `out ${strategy} layer ${layer}: paged != dense`);
-          assert.ok(sameBits(got.lse, want.lse), `lse ${strategy} layer ${layer}: paged != dense`);
+      const attention = await createAttentionEncoder(device, { grid: GRID });
+      const decoder = await createDecoder({ backend: name, device, grid: GRID });
+      const dense = new Map<number, Float32Array[]>();
+      try {
+        const a = cache.addSequence();
+        grow(cache, a, 300, dense, 1);
+        const b = cache.fork(a);
+        dense.set(b, dense.get(a)!.slice());
+        grow(cache, b, 9, dense, 2);
+        grow(cache, a, 1, dense, 3);
+        const c = cache.addSequence();
+        grow(cache, c, 129, dense, 4);
+        const seqs = [a, b, c];
+        for (const strategy of ["lean", "single"] as Strategy[]) {
+          const plan = attention.plan(cache, { seqs, numHeads: H, strategy });
+          const q = randomFloats(seededRng(7), 3 * H * D);
+          const qb = gpuBuffer(device, q);
+          const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
+          const lse = gpuBuffer(device, new Float32Array(3 * H).fill(NaN));
+          for (const layer of [1, 0]) {
+            const enc = device.createCommandEncoder();
+            attention.encode(enc, { plan, layer, q: qb, out, lse });
+            device.queue.submit([enc.finish()]);
+            const got = {
+              out: await readF32(device, out, q.length),
+              lse: await readF32(device, lse, 3 * H),
+            };
+            const cat = (i: number) =>
+              new Float32Array(seqs.flatMap((s) => [...dense.get(s)![2 * layer + i]]));
+            const input = {
+              q,
+              k: encodeKV(cat(0), "f16"),
+              v: encodeKV(cat(1), "f16"),
+              seqLens: seqs.map((s) => cache.length(s)),
+              numHeads: H,
+              numKVHeads: KVH,
+              headDim: D,
+              kvDtype: "f16" as const,
+              strategy,
+            };
+            const want = await decoder.decode(input);
+            assertMatchesReference(input, got, `${strategy} layer ${layer}`);
+            assert.ok(
+              sameBits(got.out, want.out),
+              `out ${strategy} layer ${layer}: paged != dense`,
+            );
+            assert.ok(
+              sameBits(got.lse, want.lse),
+              `lse ${strategy} layer ${layer}: paged != dense`,
+            );
+          }
+          for (const buf of [qb, out, lse]) buf.destroy();
         }
-        for (const buf of [qb, out, lse]) buf.destroy();
+      } finally {
+        await decoder.dispose();
+        attention.dispose();
+        cache.dispose();
       }
-    } finally {
-      await decoder.dispose();
-      attention.dispose();
-      cache.dispose();
-    }
-  });
+    },
+    { dawnOnSoftware: true },
+  );
 
   test("speculative verification: qLen 4 over the paged cache, without an lse buffer", async ({ device }) => {
     const cache = createKVCache({
@@ -597,7 +622,7 @@ for (const name of ["webgpu", "dawn"] as const) {
       attention.dispose();
       cache.dispose();
     }
-  });
+  }, { dawnOnSoftware: true });
 
   // Release the device when this file's tests are done, not at exit: a Dawn device left running
   // while later files run was seen to crash the test process (SIGSEGV) on lavapipe.

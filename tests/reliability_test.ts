@@ -17,6 +17,7 @@ import {
   STRATEGIES,
 } from "../mod.ts";
 import { backendStatuses, backendTest } from "./backends.ts";
+import { F16_D8, F16_MHA, F32_GQA } from "./kernel_set.ts";
 import {
   assertMatchesReference,
   type CaseSpec,
@@ -30,9 +31,6 @@ import {
 } from "./helpers.ts";
 
 /** Kernel shapes the GPU property tests compile anyway (see tests/decode_test.ts). */
-const F32_GQA = { numHeads: 8, numKVHeads: 2, headDim: 64, kvDtype: "f32" } as const;
-const F16_MHA = { numHeads: 4, numKVHeads: 4, headDim: 128, kvDtype: "f16" } as const;
-const F16_D8 = { numHeads: 2, numKVHeads: 2, headDim: 8, kvDtype: "f16" } as const;
 
 backendTest("a KV cache over 1 MiB bindings is split into windows and decodes exactly", async (
   decoder,

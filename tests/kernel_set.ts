@@ -1,0 +1,245 @@
+/**
+ * The fixed kernel set of the software-adapter GPU tests.
+ *
+ * On a software adapter (lavapipe, SwiftShader) every new kernel specialisation costs seconds to
+ * minutes of LLVM compilation with a cold shader cache, so the GPU tests there draw their shapes
+ * from a small fixed set of kernel classes that still reaches every code path: each KV dtype,
+ * lane counts 1, 2, 4, 8 and 16, rows per block 1, 2, 4 and 6, subgroup and workgroup-memory reductions,
+ * tile sizes 16 to 256, KV windows (the same kernels over smaller bindings), paged reads and the
+ * merge. Mesa's shader cache then compiles each class once per run. On a hardware GPU, or with
+ * `LEAN_TEST_EXHAUSTIVE=1` (`deno task test:gpu`), the tests draw from the whole shape space.
+ *
+ * The guard ({@linkcode guardKernelSet}) makes the set binding: a decode call on a software
+ * adapter whose kernel class is not in the set fails with a message naming the class, so the
+ * set cannot grow by accident.
+ *
+ * @module
+ */
+
+import { type DecodeShape, type KernelTuning, type KVDtype, tileConfig } from "../mod.ts";
+import { summarizeAdapter } from "../src/gpu_runtime.ts";
+
+/** A shape family: everything of a decode shape that decides its kernel, but the lengths. */
+export interface KernelFamily {
+  readonly numHeads: number;
+  readonly numKVHeads: number;
+  readonly headDim: number;
+  readonly qLen: number;
+  readonly kvDtype: KVDtype;
+}
+
+/** GQA 8/2 with f32 KV at d64: 4 rows per block, 8 lanes (the family most tests use). */
+export const F32_GQA: KernelFamily = {
+  numHeads: 8,
+  numKVHeads: 2,
+  headDim: 64,
+  qLen: 1,
+  kvDtype: "f32",
+};
+/** MHA with f16 KV at d128: 1 row per block, 8 lanes with subgroups, 16 without. */
+export const F16_MHA: KernelFamily = {
+  numHeads: 4,
+  numKVHeads: 4,
+  headDim: 128,
+  qLen: 1,
+  kvDtype: "f16",
+};
+/** MQA 3/1 with bf16 KV at d96 and qLen 2: 6 rows per block, 4 lanes, causal rows. */
+export const BF16_Q2: KernelFamily = {
+  numHeads: 3,
+  numKVHeads: 1,
+  headDim: 96,
+  qLen: 2,
+  kvDtype: "bf16",
+};
+/** MHA with f16 KV at d8: one lane per token (no reduction at all). */
+export const F16_D8: KernelFamily = {
+  numHeads: 2,
+  numKVHeads: 2,
+  headDim: 8,
+  qLen: 1,
+  kvDtype: "f16",
+};
+
+/**
+ * GQA 4/2 at d16 (2 rows per block, 2 or 4 lanes), in every KV dtype: the small shape of the
+ * validation and runner tests, cheap to compile.
+ */
+export const SMALL_GQA: KernelFamily = {
+  numHeads: 4,
+  numKVHeads: 2,
+  headDim: 16,
+  qLen: 1,
+  kvDtype: "f32",
+};
+
+/** The families of the set, in the order property tests draw them. */
+export const KERNEL_FAMILIES: readonly KernelFamily[] = [F32_GQA, F16_MHA, BF16_Q2, F16_D8];
+
+/** Plan geometries of the set: tile sizes and workgroup sizes, for the F32_GQA family. */
+export const KERNEL_GEOMETRIES: ReadonlyArray<{ tileTokens: number; workgroupSize: number }> = [
+  { tileTokens: 16, workgroupSize: 128 },
+  { tileTokens: 32, workgroupSize: 32 },
+  { tileTokens: 256, workgroupSize: 128 },
+  { tileTokens: 256, workgroupSize: 256 },
+];
+
+/** What decides a dense kernel: head dim, dtype, rows per block, tile, workgroup, reduction. */
+function classKey(
+  c: {
+    headDim: number;
+    kvDtype: KVDtype;
+    rowsPerBlock: number;
+    tileTokens: number;
+    workgroupSize: number;
+  },
+  subgroups: boolean,
+): string {
+  return `d${c.headDim} ${c.kvDtype} rows/block ${c.rowsPerBlock} tile ${c.tileTokens} ` +
+    `workgroup ${c.workgroupSize}${subgroups ? "" : " no-subgroups"}`;
+}
+
+function familyKey(
+  f: KernelFamily,
+  geometry: { tileTokens?: number; workgroupSize?: number } = {},
+  subgroups = true,
+): string {
+  const tiles = tileConfig({
+    headDim: f.headDim,
+    kvDtype: f.kvDtype,
+    rowsPerGroup: (f.numHeads / f.numKVHeads) * f.qLen,
+  }, geometry);
+  return classKey({ ...tiles, headDim: f.headDim, kvDtype: f.kvDtype }, subgroups);
+}
+
+/** The kernel classes a software adapter may compile. */
+export const KERNEL_SET: ReadonlySet<string> = new Set([
+  ...KERNEL_FAMILIES.map((f) => familyKey(f)),
+  ...(["f32", "f16", "bf16"] as const).map((kvDtype) => familyKey({ ...SMALL_GQA, kvDtype })),
+  ...KERNEL_GEOMETRIES.map((g) => familyKey(F32_GQA, g)),
+  // The workgroup-memory reduction, at 1 row (16 lanes) and 4 rows (caller devices without
+  // the subgroups feature).
+  familyKey(F16_MHA, {}, false),
+  familyKey(F32_GQA, {}, false),
+]);
+
+/** Decoder options that change the kernel. */
+export interface KernelOptions {
+  tileTokens?: number;
+  workgroupSize?: number;
+  kernel?: KernelTuning;
+}
+
+/**
+ * The kernel class a decode call compiles, as named in {@linkcode KERNEL_SET}. Tuning beyond
+ * switching subgroups off (lanes, unroll, prefetch) is outside every class.
+ */
+export function kernelClass(shape: DecodeShape, options: KernelOptions = {}): string {
+  const { lanes, unroll, prefetch } = options.kernel ?? {};
+  if (lanes !== undefined || unroll !== undefined || prefetch !== undefined) {
+    return `tuned kernel ${JSON.stringify(options.kernel)}`;
+  }
+  const qLen = shape.qLen ?? 1;
+  const kvDtype = shape.kvDtype ?? "f32";
+  const tiles = tileConfig({
+    headDim: shape.headDim,
+    kvDtype,
+    rowsPerGroup: (shape.numHeads / shape.numKVHeads) * qLen,
+  }, { tileTokens: options.tileTokens, workgroupSize: options.workgroupSize });
+  return classKey(
+    { ...tiles, headDim: shape.headDim, kvDtype },
+    options.kernel?.subgroups !== false,
+  );
+}
+
+/**
+ * Throws when a decode call would compile a kernel outside {@linkcode KERNEL_SET}. Shapes the
+ * decoder rejects anyway (bad input) pass through, so validation tests keep their errors.
+ */
+export function assertInKernelSet(shape: DecodeShape, options: KernelOptions = {}): void {
+  let key: string;
+  try {
+    key = kernelClass(shape, options);
+  } catch {
+    return;
+  }
+  if (!KERNEL_SET.has(key)) {
+    throw new Error(
+      `kernel class outside the software-adapter set: ${key}. Use a family of ` +
+        "tests/kernel_set.ts, or mark the test exhaustive (it then runs on hardware GPUs and " +
+        "in deno task test:gpu)",
+    );
+  }
+}
+
+/** An environment variable, or undefined without permission to read it. */
+export function envVar(name: string): string | undefined {
+  const perm = Deno.permissions.querySync({ name: "env", variable: name });
+  return perm.state === "granted" ? Deno.env.get(name) : undefined;
+}
+
+/** `LEAN_TEST_EXHAUSTIVE=1` (`deno task test:gpu`): every shape on every backend, also software. */
+export const EXHAUSTIVE_ENV: boolean = envVar("LEAN_TEST_EXHAUSTIVE") === "1";
+
+/** Whether an adapter description names a software rasteriser (lavapipe, SwiftShader, WARP). */
+export function isSoftwareAdapter(description: string): boolean {
+  return summarizeAdapter({ description } as GPUAdapterInfo).software;
+}
+
+/** How a GPU test behaves on a software adapter. */
+export interface SoftwareOptions {
+  /**
+   * The test needs kernels outside the software-adapter set: on a software adapter it is
+   * ignored, with the reason printed, unless `LEAN_TEST_EXHAUSTIVE=1`.
+   */
+  exhaustive?: boolean;
+  /**
+   * Run on Dawn over a software adapter too. Dawn's shader compiler output takes lavapipe far
+   * longer to compile than Naga's, so only the tests that cover Dawn's own code paths (device
+   * setup, the subgroups directive, paged reads, appends, timing) opt in; the rest run on Dawn
+   * over hardware GPUs.
+   */
+  dawnOnSoftware?: boolean;
+}
+
+/**
+ * Why a GPU test does not run here, or undefined when it runs. `exhaustive` is the backend's:
+ * true on hardware GPUs and with `LEAN_TEST_EXHAUSTIVE=1`.
+ */
+export function softwareSkip(
+  backend: { name: string; exhaustive: boolean },
+  options: SoftwareOptions,
+): string | undefined {
+  if (backend.exhaustive) return undefined;
+  if (options.exhaustive) {
+    return "its kernels are outside the software-adapter set (tests/kernel_set.ts); it runs on " +
+      "hardware GPUs and with deno task test:gpu";
+  }
+  if (backend.name === "dawn" && !options.dawnOnSoftware) {
+    return "Dawn's kernels compile slowly on a software adapter, so Dawn runs a smoke set here " +
+      "and everything on hardware GPUs (deno task test:gpu)";
+  }
+  return undefined;
+}
+
+/** Methods of a decoder that take a decode shape first. */
+const SHAPED_METHODS = new Set(["decode", "plan", "timeKernels"]);
+
+/**
+ * Wraps a decoder so that every decode, plan and kernel timing call first checks its kernel
+ * class against the set.
+ */
+export function guardKernelSet<T extends object>(decoder: T, options: KernelOptions): T {
+  return new Proxy(decoder, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (typeof prop !== "string" || !SHAPED_METHODS.has(prop) || typeof value !== "function") {
+        return typeof value === "function" ? value.bind(target) : value;
+      }
+      return (shape: DecodeShape, ...rest: unknown[]) => {
+        if (shape && typeof shape === "object") assertInKernelSet(shape, options);
+        return value.call(target, shape, ...rest);
+      };
+    },
+  });
+}
