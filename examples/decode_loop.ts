@@ -26,7 +26,8 @@ import {
   type KVCache,
   type KVDtype,
 } from "../mod.ts";
-import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+import { loadDawn } from "../dawn.ts";
+import { requestDevice } from "../src/gpu_runtime.ts";
 import {
   argmaxWGSL,
   embedWGSL,

@@ -22,7 +22,8 @@ import {
   referenceAttention,
   type Strategy,
 } from "../mod.ts";
-import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+import { loadDawn } from "../dawn.ts";
+import { requestDevice } from "../src/gpu_runtime.ts";
 import {
   assertMatchesReference,
   assertNoPoison,
