@@ -34,6 +34,13 @@ export const DEMO_FLAGS = {
     help: "backend (default auto: a hardware GPU if there is one, else cpu)",
   },
   runs: { kind: "integer", min: 1, max: 1000, help: "timed runs per strategy (default 5)" },
+  "seq-lens": {
+    kind: "integers",
+    min: 1,
+    max: 1 << 20,
+    maxCount: 256,
+    help: "context lengths of the batch (default 37,512,1000,4096,130,2048,777,3000)",
+  },
   grid: { kind: "integer", min: 1, max: 65536, help: "lean grid (default: the device's)" },
   json: { kind: "boolean", help: "print the results as JSON" },
 } as const;
@@ -49,8 +56,8 @@ export const DEMO_FLAGS = {
  */
 export const DEMO_USAGE: string = formatUsage(
   "lean-attention demo",
-  "Runs a ragged 8-sequence GQA decode batch with every strategy on the best backend, times it\n" +
-    "and checks it against a float64 reference.",
+  "Runs a ragged GQA decode batch (8 sequences unless --seq-lens) with every strategy on the best\n" +
+    "backend, times it and checks it against a float64 reference.",
   DEMO_FLAGS,
 );
 
@@ -168,7 +175,7 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
   }
   const { decoder, reason } = opened;
   try {
-    const input = demoBatch();
+    const input = demoBatch({ seqLens: flags["seq-lens"] });
     const lens = Array.from(input.seqLens);
     const tokens = lens.reduce((a, b) => a + b, 0);
     const kvBytes = 2 * tokens * input.numKVHeads * input.headDim * 2;
