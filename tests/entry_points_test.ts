@@ -130,3 +130,27 @@ Deno.test("the package publishes every entry it exports", async () => {
     assert.ok(config.publish.include.includes(path.slice(2)), `${path} is published`);
   }
 });
+
+Deno.test("deno publish --dry-run is clean: no warnings, every entry in the package", async () => {
+  const r = await deno(["publish", "--dry-run", "--allow-dirty"]);
+  const output = r.stdout + r.stderr;
+  assert.equal(r.code, 0, output);
+  assert.ok(!/warning|error/i.test(output), output);
+  assert.match(output, /Success Dry run complete/);
+  for (const file of ["mod.ts", "dawn.ts", "cli.ts", "README.md", "LICENSE"]) {
+    assert.ok(output.includes(`file://${ROOT}${file} `), `${file} is published`);
+  }
+  assert.ok(!output.includes(`file://${ROOT}tests/`), "tests are not published");
+});
+
+Deno.test("the publish workflow publishes to JSR with provenance on a release or a version tag", async () => {
+  const yml = await Deno.readTextFile(`${ROOT}.github/workflows/publish.yml`);
+  assert.match(
+    yml,
+    /^on:\n {2}release:\n {4}types: \[published\]\n {2}push:\n {4}tags: \["v\*"\]$/m,
+  );
+  assert.match(yml, /^permissions:\n {2}contents: read\n {2}id-token: write$/m);
+  assert.match(yml, /run: .*npx --yes jsr@\S+ publish --provenance$/m);
+  assert.match(yml, /deno publish --dry-run$/m, "checked before publishing");
+  assert.ok(!/secrets\./.test(yml), "OIDC, no token secret");
+});
