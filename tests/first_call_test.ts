@@ -11,6 +11,7 @@ import { summarizeAdapter } from "../src/gpu_runtime.ts";
 import { PipelineCache } from "../src/pipeline_cache.ts";
 import { kernelSpec } from "../src/webgpu_backend.ts";
 import { createPlan } from "../src/plan.ts";
+import { DECODE_LOOP_USAGE, stepProgress } from "../examples/decode_loop.ts";
 import { backendStatuses } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, makeInput } from "./helpers.ts";
 
@@ -216,4 +217,26 @@ Deno.test("adapter names: Deno's description, Dawn's device and driver, a browse
   });
   assert.equal(summarizeAdapter(info({})).description, "unknown adapter");
   assert.equal(summarizeAdapter(undefined).description, "unknown adapter");
+});
+
+Deno.test("examples/decode_loop.ts --help prints its usage; its progress redraws only on a terminal", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", new URL("../examples/decode_loop.ts", import.meta.url).pathname, "--help"],
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.equal(new TextDecoder().decode(out.stdout), `${DECODE_LOOP_USAGE}\n`);
+  for (const flag of ["--backend", "--large", "--steps", "--sync-every", "--gc", "--help"]) {
+    assert.ok(DECODE_LOOP_USAGE.includes(`  ${flag}`), flag);
+  }
+
+  let tty = "";
+  const onTerminal = stepProgress((t) => tty += t, true, 4);
+  for (let i = 1; i <= 4; i++) onTerminal(i, 4);
+  assert.equal(tty, "\r[#...] 1/4 steps\r[##..] 2/4 steps\r[###.] 3/4 steps\r[####] 4/4 steps\n");
+  let log = "";
+  const inLog = stepProgress((t) => log += t, false, 4);
+  for (let i = 1; i <= 4; i++) inLog(i, 4);
+  assert.equal(log, "[####] 4/4 steps\n");
 });
