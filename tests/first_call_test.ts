@@ -227,7 +227,7 @@ Deno.test("examples/decode_loop.ts --help prints its usage; its progress redraws
   }).output();
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
   assert.equal(new TextDecoder().decode(out.stdout), `${DECODE_LOOP_USAGE}\n`);
-  for (const flag of ["--backend", "--large", "--steps", "--sync-every", "--gc", "--help"]) {
+  for (const flag of ["--backend", "--large", "--steps", "--sync-every", "--gc", "-h, --help"]) {
     assert.ok(DECODE_LOOP_USAGE.includes(`  ${flag}`), flag);
   }
 
