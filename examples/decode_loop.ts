@@ -38,7 +38,8 @@ import {
 } from "./model_kernels.ts";
 
 /** What `--help` prints. */
-export const DECODE_LOOP_USAGE: string = `usage: deno run [--allow-ffi] examples/decode_loop.ts [options]
+export const DECODE_LOOP_USAGE: string =
+  `usage: deno run [--allow-ffi] examples/decode_loop.ts [options]
 
 Decodes a batch of sequences with a small llama-style model (random weights from a seed) through
 @lean/attention's paged KV cache and runner API, and prints per-token latency and tokens/s.
