@@ -1,6 +1,6 @@
 // @lean/attention under Node with Dawn (npm `webgpu`).
 //
-//   deno task bundle                      # builds dist/lean_attention.js and the Dawn entry
+//   deno task bundle                      # builds dist/lean_attention.js and ./dist, the Dawn entry
 //   (cd examples/node && npm install)     # installs webgpu (Dawn)
 //   node examples/node/decode.mjs         # --cpu: the CPU backend; --json: out and lse too
 //
@@ -10,7 +10,9 @@
 //   import "@lean/attention/dawn";        // registers Dawn for backend: "dawn"
 //   import { createDecoder } from "@lean/attention";
 
-import "../../dist/lean_attention_dawn.js"; // registers Dawn for backend: "dawn"
+// The Dawn entry's bundle lies here, not in ../../dist: its import("webgpu") resolves from its own
+// folder, and npm installed webgpu into this one's node_modules.
+import "./dist/lean_attention_dawn.js"; // registers Dawn for backend: "dawn"
 import { createDecoder, encodeKV, referenceAttention } from "../../dist/lean_attention.js";
 import { demoInput } from "../demo_input.js";
 
