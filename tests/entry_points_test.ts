@@ -154,3 +154,19 @@ Deno.test("the publish workflow publishes to JSR with provenance on a release or
   assert.match(yml, /deno publish --dry-run$/m, "checked before publishing");
   assert.ok(!/secrets\./.test(yml), "OIDC, no token secret");
 });
+
+Deno.test("deno doc --lint is clean for every entry", async () => {
+  const r = await deno(["doc", "--lint", "mod.ts", "dawn.ts", "cli.ts"]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.ok(!/error|warning/i.test(r.stdout + r.stderr), r.stdout + r.stderr);
+});
+
+Deno.test("cli.ts plan writes no file unless told where: it runs without write permission", async () => {
+  const r = await deno(["run", "cli.ts", "plan", "--seq-lens=500,60", "--grid=8"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^lean: 2 seq x 8 kv heads/);
+  assert.ok(!r.stdout.includes("wrote"), r.stdout);
+  const refused = await deno(["run", "cli.ts", "plan", "--grid=8", "--out=x.svg"]);
+  assert.equal(refused.code, 1, "--out needs --allow-write");
+  assert.match(refused.stderr, /^error: .*write access to "x\.svg"/);
+});
