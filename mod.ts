@@ -22,6 +22,11 @@
  * await decoder.dispose();
  * ```
  *
+ * GPU backends: `"webgpu"` is the runtime's own WebGPU (Deno, browsers); `"dawn"` is Dawn (npm
+ * `webgpu`, for Node), opt-in through the `@lean/attention/dawn` entry so that this one loads no
+ * npm package. `onProgress` and `decoder.warmup()` report and front-load the first call's work
+ * (adapter, calibration, kernel compiles).
+ *
  * @module
  */
 
