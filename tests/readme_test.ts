@@ -204,3 +204,14 @@ Deno.test("docs/plan.svg is what `deno task docs:plan` draws", async () => {
   const caption = /!\[([^\]]*)\]\(docs\/plan\.svg\)/.exec(README)?.[1] ?? "";
   assert.match(caption, /16, 14 and 8 workgroups, longest runs 9, 24 and 47 tiles/);
 });
+
+Deno.test("the README's TypeScript examples type-check", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["check", "--doc-only", "README.md"],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, text);
+});
