@@ -22,6 +22,11 @@
  * await decoder.dispose();
  * ```
  *
+ * GPU backends: `"webgpu"` is the runtime's own WebGPU (Deno, browsers); `"dawn"` is Dawn (npm
+ * `webgpu`, for Node), opt-in through the `@lean/attention/dawn` entry so that this one loads no
+ * npm package. `onProgress` and `decoder.warmup()` report and front-load the first call's work
+ * (adapter, calibration, kernel compiles).
+ *
  * @module
  */
 
@@ -42,7 +47,9 @@ export type {
   DecoderPlanOptions,
   KernelTiming,
   KernelTimingRequest,
+  WarmupOptions,
 } from "./src/decoder.ts";
+export type { DecoderProgress, ProgressListener, ProgressStage } from "./src/progress.ts";
 export {
   decodeKV,
   encodeKV,
@@ -89,6 +96,7 @@ export type { ReferenceOutput } from "./src/reference.ts";
 export { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE, schedule } from "./src/scheduler.ts";
 export type { Schedule } from "./src/scheduler.ts";
 export { tileConfig } from "./src/tile_config.ts";
+export { VERSION } from "./src/version.ts";
 export { INVARIANT_CHUNK_TILES, scheduleWindows, unitRuns } from "./src/windowed_scheduler.ts";
 export type { WindowedSchedule, WindowedScheduleOptions } from "./src/windowed_scheduler.ts";
 export type { TileConfig, TileOptions } from "./src/tile_config.ts";

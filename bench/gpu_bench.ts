@@ -10,7 +10,8 @@
  */
 
 import { type BackendName, createDecoder, type Strategy } from "../mod.ts";
-import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+import { loadDawn } from "../dawn.ts";
+import { requestDevice } from "../src/gpu_runtime.ts";
 import { median, timePasses } from "../src/gpu_timing.ts";
 import { type BenchCase, loadCases } from "./bench_cases.ts";
 import { makeBenchInput } from "./bench_input.ts";

@@ -6,6 +6,7 @@
  * Usage: deno run -A bench/gpu_suite.ts [--out=FILE] [--max-context=131072]
  */
 
+import "../dawn.ts"; // registers Dawn for --backend=dawn
 import {
   type BackendName,
   createDecoder,

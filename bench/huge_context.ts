@@ -12,6 +12,7 @@
  * @module
  */
 
+import "../dawn.ts"; // registers Dawn for --backend=dawn
 import { parseArgs } from "node:util";
 import { type BackendName, createDecoder, decodeKV, STRATEGIES } from "../mod.ts";
 import { mulberry32 } from "./random.ts";

@@ -11,6 +11,7 @@
  * @module
  */
 
+import "../dawn.ts"; // registers Dawn for --backend=dawn
 import { parseArgs } from "node:util";
 import {
   type BackendName,

@@ -23,7 +23,8 @@ import {
   createKVCache,
   type PagedPlan,
 } from "../mod.ts";
-import { loadDawn, requestDevice, summarizeAdapter } from "../src/gpu_runtime.ts";
+import { loadDawn } from "../dawn.ts";
+import { requestDevice, summarizeAdapter } from "../src/gpu_runtime.ts";
 
 const LAYERS = 32;
 const BATCH = 8;

@@ -7,6 +7,7 @@
  *        [--configs=JSON] [--out=FILE]
  */
 
+import "../dawn.ts"; // registers Dawn for --backend=dawn
 import { type BackendName, createDecoder, type Decoder, type Strategy } from "../mod.ts";
 import { type BenchCase, loadCases } from "./bench_cases.ts";
 import { makeBenchInput } from "./bench_input.ts";

@@ -6,15 +6,12 @@
  * last generated token (which never leaves the GPU). Prints per-token latency and tokens/s.
  *
  * ```sh
- * deno run -A --unstable-webgpu examples/decode_loop.ts --backend webgpu
- * deno run -A --unstable-webgpu examples/decode_loop.ts --backend dawn --large --sync-every 1
+ * deno run examples/decode_loop.ts --backend webgpu
+ * deno run --allow-ffi examples/decode_loop.ts --backend dawn --large --sync-every 1
+ * deno run examples/decode_loop.ts --help
  * ```
  *
- * Options: `--backend webgpu|dawn`, `--large` (a ~1B-parameter shape for real GPUs), `--steps N`
- * (tokens each sequence generates), `--batch N`, `--kv f32|f16|bf16`, `--sync-every N` (wait for
- * the GPU every N steps; 1 measures per-token latency), `--seed N`, `--step-times FILE`
- * (writes every step's latency, host time and GPU time as JSON), `--gc` (collect garbage every
- * step; needs `--v8-flags=--expose-gc`; removes Dawn's completion stalls, see the README).
+ * The options are in {@linkcode DECODE_LOOP_USAGE}.
  *
  * @module
  */
@@ -26,7 +23,8 @@ import {
   type KVCache,
   type KVDtype,
 } from "../mod.ts";
-import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+import { loadDawn } from "../dawn.ts";
+import { requestDevice } from "../src/gpu_runtime.ts";
 import {
   argmaxWGSL,
   embedWGSL,
@@ -38,6 +36,43 @@ import {
   ropeWGSL,
   swigluWGSL,
 } from "./model_kernels.ts";
+
+/** What `--help` prints. */
+export const DECODE_LOOP_USAGE: string =
+  `usage: deno run [--allow-ffi] examples/decode_loop.ts [options]
+
+Decodes a batch of sequences with a small llama-style model (random weights from a seed) through
+@lean/attention's paged KV cache and runner API, and prints per-token latency and tokens/s.
+
+options:
+  --backend webgpu|dawn  WebGPU implementation (default webgpu, Deno's own; dawn needs --allow-ffi)
+  --large                a ~1B-parameter shape for real GPUs (default: a small CI shape)
+  --steps N              tokens each sequence generates (default 16; 128 with --large)
+  --batch N              sequences (default 3; 8 with --large)
+  --kv f32|f16|bf16      KV cache dtype (default f16)
+  --sync-every N         wait for the GPU every N steps; 1 measures per-token latency (default 1)
+  --seed N               weight and prompt seed (default 1)
+  --step-times FILE      write every step's latency, host and GPU time as JSON (needs --allow-write)
+  --gc                   collect garbage every step (run with --v8-flags=--expose-gc): removes
+                         Dawn's completion stalls in Deno, see the README
+  -h, --help             print this text`;
+
+/**
+ * A decode-loop progress bar on standard error: redrawn in place on a terminal; elsewhere (logs,
+ * pipes) one line when the loop is done.
+ */
+export function stepProgress(
+  write: (text: string) => void,
+  isTerminal: boolean,
+  width = 30,
+): (done: number, total: number) => void {
+  return (done, total) => {
+    const fill = Math.round((done / total) * width);
+    const bar = `[${"#".repeat(fill)}${".".repeat(width - fill)}] ${done}/${total} steps`;
+    if (isTerminal) write(done === total ? `\r${bar}\n` : `\r${bar}`);
+    else if (done === total) write(`${bar}\n`);
+  };
+}
 
 /** Model shape. */
 export interface ModelConfig {
@@ -475,6 +510,10 @@ function intFlag(args: string[], name: string, fallback: number): number {
 }
 
 async function main(args: string[]): Promise<void> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(DECODE_LOOP_USAGE);
+    return;
+  }
   const backend = flag(args, "backend") ?? "webgpu";
   if (backend !== "webgpu" && backend !== "dawn") {
     throw new RangeError(`--backend must be "webgpu" or "dawn": got ${JSON.stringify(backend)}`);
@@ -502,7 +541,10 @@ async function main(args: string[]): Promise<void> {
   }
   const { device, adapter, release } = await openDevice(backend);
   const enc = new TextEncoder();
-  const barWidth = 30;
+  const progress = stepProgress(
+    (text) => Deno.stderr.writeSync(enc.encode(text)),
+    Deno.stderr.isTerminal(),
+  );
   try {
     console.log(
       `model: ${
@@ -525,9 +567,7 @@ async function main(args: string[]): Promise<void> {
       syncEvery,
       onStep: (done, total) => {
         collect?.();
-        const fill = Math.round((done / total) * barWidth);
-        const line = `\r[${"#".repeat(fill)}${".".repeat(barWidth - fill)}] ${done}/${total} steps`;
-        Deno.stderr.writeSync(enc.encode(done === total ? `${line}\n` : line));
+        progress(done, total);
       },
     });
     const ms = (x: number) => `${x.toFixed(3)} ms`;

@@ -45,6 +45,11 @@ export interface DeviceProfile {
    * Largest K or V binding in bytes; a larger KV cache is split into windows. Absent: no limit.
    */
   readonly maxBindingBytes?: number;
+  /**
+   * GPU backends: whether the adapter is a software rasteriser (lavapipe, SwiftShader, WARP),
+   * whose timings say nothing about GPUs. Absent on the CPU backend.
+   */
+  readonly software?: boolean;
 }
 
 /**
@@ -122,6 +127,8 @@ export interface Backend {
   readonly profile: DeviceProfile;
   /** Executes a plan on validated input. */
   run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput>;
+  /** Compiles what a plan will need ahead of its first run (GPU backends; absent on the CPU). */
+  prepare?(plan: Plan): void;
   /**
    * Times the execution of a plan: GPU backends with `timestamp-query` around the compute pass
    * (no upload, no readback), the CPU with the wall clock. Returns milliseconds per timed run.

@@ -20,10 +20,12 @@ import {
   type DecodeOutput,
   type DecodeShape,
   resolveScale,
+  STRATEGIES,
   type Strategy,
   validateInput,
   validateShape,
 } from "./problem.ts";
+import { notify, type ProgressListener } from "./progress.ts";
 import { tileConfig, type TileOptions } from "./tile_config.ts";
 import type { KernelTuning } from "./webgpu_backend.ts";
 
@@ -42,8 +44,8 @@ import type { KernelTuning } from "./webgpu_backend.ts";
 export interface DecoderOptions extends TileOptions {
   /**
    * `"cpu"`, `"webgpu"` (the runtime's `navigator.gpu`, or the `gpu`/`device` given), `"dawn"`
-   * (npm `webgpu`, loaded only when asked), or `"auto"` (default): a hardware GPU adapter through
-   * the runtime's WebGPU when there is one, else the CPU.
+   * (npm `webgpu`; import `@lean/attention/dawn` first), or `"auto"` (default): a hardware GPU
+   * adapter through the runtime's WebGPU when there is one, else the CPU.
    */
   backend?: "auto" | BackendName;
   /** A `GPU` object to request the adapter from (for `"webgpu"`). */
@@ -73,6 +75,12 @@ export interface DecoderOptions extends TileOptions {
    * write shows up. Off by default.
    */
   poison?: boolean;
+  /**
+   * Hears what the decoder is doing while it gets ready: requesting the adapter, opening the
+   * device, calibrating the grid, compiling kernels (on creation, in `warmup()` and in the first
+   * call of each new kernel shape), and when it is ready. See {@linkcode DecoderProgress}.
+   */
+  onProgress?: ProgressListener;
 }
 
 /**
@@ -142,17 +150,33 @@ export interface DecoderPlanOptions {
 }
 
 /**
- * A decoder bound to one backend.
+ * Options for {@linkcode Decoder.warmup}.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder, type WarmupOptions } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * const options: WarmupOptions = { strategies: ["lean"] };
+ * await decoder.warmup({ seqLens: [100], numHeads: 4, numKVHeads: 4, headDim: 64 }, options);
+ * await decoder.dispose();
+ * ```
+ */
+export interface WarmupOptions {
+  /** Strategies whose kernels to compile (default: all three). */
+  strategies?: readonly Strategy[];
+}
+
+/**
+ * A decoder bound to one backend. `await using` disposes it at the end of the scope.
  *
  * @example
  * ```ts
  * import { createDecoder } from "@lean/attention";
- * const decoder = await createDecoder({ backend: "cpu" });
+ * await using decoder = await createDecoder({ backend: "cpu" });
  * console.log(decoder.backend, decoder.profile.grid); // cpu 16
- * await decoder.dispose();
  * ```
  */
-export interface Decoder {
+export interface Decoder extends AsyncDisposable {
   /** The backend in use (what `"auto"` picked). */
   readonly backend: BackendName;
   /** The device profile the planner uses. */
@@ -168,6 +192,12 @@ export interface Decoder {
   stats(): BackendStats;
   /** Validates, plans and runs one decode call. */
   decode(input: DecodeInput): Promise<DecodeOutput>;
+  /**
+   * Compiles the kernels a batch shape needs, so that the first `decode` of that shape does not
+   * wait for them (seconds on a software adapter). Reports each compile to `onProgress`. Nothing
+   * to do on the CPU.
+   */
+  warmup(shape: DecodeShape, options?: WarmupOptions): Promise<void>;
   /**
    * Waits for the calls in flight, then releases the backend's resources; later calls reject
    * with an `Error` saying the decoder is disposed.
@@ -261,23 +291,53 @@ class DecoderImpl implements Decoder {
     return { samplesMs, medianMs: median(samplesMs) };
   }
 
+  // deno-lint-ignore require-await -- async so that bad input rejects like decode() does
+  async warmup(shape: DecodeShape, options: WarmupOptions = {}): Promise<void> {
+    this.#live();
+    validateShape(shape);
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(
+        `options must be an object: got ${options === null ? "null" : typeof options}`,
+      );
+    }
+    const strategies = options.strategies ?? STRATEGIES;
+    if (!Array.isArray(strategies)) {
+      throw new TypeError(`strategies must be an array: got ${typeof strategies}`);
+    }
+    // Plan every strategy first: a bad one throws before anything compiles.
+    const plans = strategies.map((strategy) => this.plan(shape, { strategy }));
+    for (const plan of plans) this.#backend.prepare?.(plan);
+  }
+
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
     await Promise.allSettled([...this.#inFlight]);
     await this.#backend.dispose();
   }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
 }
 
 async function openBackend(options: DecoderOptions): Promise<Backend> {
   const name = options.backend ?? "auto";
-  if (name === "cpu") return createCpuBackend(options.grid, options.maxBindingBytes);
+  const cpu = () => {
+    const backend = createCpuBackend(options.grid, options.maxBindingBytes);
+    notify(options.onProgress, {
+      stage: "ready",
+      message: `cpu backend ready (grid ${backend.profile.grid})`,
+    });
+    return backend;
+  };
+  if (name === "cpu") return cpu();
   if (name === "webgpu" || name === "dawn" || name === "auto") {
     const { createWebGPUBackend } = await import("./webgpu_backend.ts");
     if (name !== "auto") return await createWebGPUBackend({ ...options, flavor: name });
     const gpu = await createWebGPUBackend({ ...options, flavor: "webgpu", requireHardware: true })
       .catch(() => undefined);
-    return gpu ?? createCpuBackend(options.grid, options.maxBindingBytes);
+    return gpu ?? cpu();
   }
   if (typeof name !== "string") throw new TypeError(`backend must be a string: got ${typeof name}`);
   throw new RangeError(
@@ -321,6 +381,9 @@ export async function createDecoder(options: DecoderOptions = {}): Promise<Decod
   // Reject bad tile and plan options now rather than on the first decode.
   tileConfig({ headDim: 8, rowsPerGroup: 1, kvDtype: "f32" }, tileOptions);
   validateMaxBindingBytes(options.maxBindingBytes);
+  if (options.onProgress !== undefined && typeof options.onProgress !== "function") {
+    throw new TypeError(`onProgress must be a function: got ${typeof options.onProgress}`);
+  }
   const batchInvariant = validateFlag("batchInvariant", options.batchInvariant);
   return new DecoderImpl(await openBackend(options), tileOptions, batchInvariant);
 }

@@ -1,7 +1,9 @@
 /**
- * Finding a WebGPU implementation and a device: the runtime's own `navigator.gpu`, or Dawn from
- * npm `webgpu`, imported only when asked. Flag values are spelled out here so the backend works
- * where the WebGPU globals (`GPUBufferUsage`, ...) are not installed, as under Dawn in Node.
+ * Finding a WebGPU implementation and a device: the runtime's own `navigator.gpu`, or Dawn (npm
+ * `webgpu`) once the `@lean/attention/dawn` entry has registered it. Nothing here imports Dawn:
+ * the main entry's module graph stays free of npm packages. Flag values are spelled out here so
+ * the backend works where the WebGPU globals (`GPUBufferUsage`, ...) are not installed, as under
+ * Dawn in Node.
  *
  * @module
  */
@@ -19,31 +21,37 @@ export const BufferUsage = {
 export const MAP_READ = 0x1;
 
 /**
- * Dawn instance toggles. Timestamps are otherwise quantised (to 65.5 us, seen on lavapipe), too
- * coarse for kernel timing. No `shader-f16` toggle is needed: KV halves are unpacked from `u32`.
+ * Where `@lean/attention/dawn` leaves its loader: a global symbol rather than a module variable,
+ * so that two copies of the package in one program (two versions, a bundle and the source)
+ * still find each other's registration.
  */
-const DAWN_OPTIONS: string[] = ["disable-dawn-features=timestamp_quantization"];
+const DAWN_LOADER = Symbol.for("@lean/attention/dawn");
 
-let dawn: Promise<GPU> | undefined;
+/** What `backend: "dawn"` says when the Dawn entry was not imported. */
+export const DAWN_NOT_LOADED: string =
+  'the dawn backend is opt-in: add `import "@lean/attention/dawn";` to the program before ' +
+  'createDecoder({ backend: "dawn" }) (it loads Dawn from npm "webgpu": in Deno run with ' +
+  '--allow-ffi, in Node npm install webgpu), or use backend: "webgpu" for the runtime\'s own ' +
+  "WebGPU";
+
+/** Records the function that loads Dawn's `GPU` (called by `@lean/attention/dawn`). */
+export function registerDawn(load: () => Promise<GPU>): void {
+  (globalThis as Record<symbol, unknown>)[DAWN_LOADER] = load;
+}
+
+/** Whether `@lean/attention/dawn` has been imported in this program. */
+export function dawnRegistered(): boolean {
+  return typeof (globalThis as Record<symbol, unknown>)[DAWN_LOADER] === "function";
+}
 
 /**
- * Loads Dawn (npm `webgpu`) lazily and returns its `GPU`: one instance per process, shared by
- * every caller. Each instance owns a Vulkan instance and native threads; a process that made one
- * per device kept dozens alive for the garbage collector to finalise at exit, in any order.
+ * Dawn's `GPU` through the loader `@lean/attention/dawn` registered; rejects with
+ * {@linkcode DAWN_NOT_LOADED} when it was not imported.
  */
-export function loadDawn(): Promise<GPU> {
-  dawn ??= (async () => {
-    let mod: { create: (options: string[]) => GPU };
-    try {
-      mod = await import("webgpu");
-    } catch (e) {
-      throw new Error(`the dawn backend needs the npm package "webgpu": ${(e as Error).message}`);
-    }
-    return mod.create(DAWN_OPTIONS);
-  })();
-  // A failed load is not cached: the next call tries again.
-  dawn.catch(() => (dawn = undefined));
-  return dawn;
+export function registeredDawn(): Promise<GPU> {
+  const load = (globalThis as Record<symbol, unknown>)[DAWN_LOADER];
+  if (typeof load !== "function") return Promise.reject(new Error(DAWN_NOT_LOADED));
+  return (load as () => Promise<GPU>)();
 }
 
 /** What a device offers the decode kernel beyond core WebGPU. */
@@ -71,21 +79,31 @@ export interface AdapterSummary {
   readonly software: boolean;
 }
 
-/** Reads an adapter's info in the same way for Deno and Dawn. */
+/**
+ * Reads an adapter's info in the same way for Deno, Dawn and browsers (where only vendor and
+ * architecture name the adapter, e.g. `"google swiftshader"`).
+ */
 export function summarizeAdapter(info: GPUAdapterInfo | undefined): AdapterSummary {
   // Deno's wgpu puts the device name in `description`; Dawn puts the driver there (e.g.
-  // "NVIDIA: 580.159.04 ...") and a slug of the device name in `device`: show both.
+  // "NVIDIA: 580.159.04 ...") and a slug of the device name in `device`: show both. Browsers
+  // leave both empty (fingerprinting) and give only vendor and architecture.
   const raw = String(info?.description ?? "");
   const device = String(info?.device ?? "");
+  const vendor = String(info?.vendor ?? "");
+  const architecture = String(info?.architecture ?? "");
   const driverOnly = /^[\w ]+: \S/.test(raw) && /[a-z]/i.test(device);
-  const description = driverOnly ? `${device} (${raw})` : raw || device || "unknown adapter";
+  const byVendor = [vendor, architecture].filter((s) => s !== "").join(" ");
+  const description = driverOnly
+    ? `${device} (${raw})`
+    : raw || device || byVendor || "unknown adapter";
   const fallback =
     (info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter === true;
   return {
     description,
-    vendor: String(info?.vendor ?? ""),
-    architecture: String(info?.architecture ?? ""),
-    software: fallback || /llvmpipe|lavapipe|swiftshader|warp|software/i.test(description),
+    vendor,
+    architecture,
+    software: fallback ||
+      /llvmpipe|lavapipe|swiftshader|warp|software/i.test(`${description} ${architecture}`),
   };
 }
 

@@ -21,6 +21,12 @@ const GENERATORS: Record<KernelKind, (spec: KernelSpec, options: WGSLOptions) =>
   merge: mergeKernelWGSL,
 };
 
+/**
+ * Called before a kernel is compiled, with its spec key (e.g. `decode:d128:f16:t64:...`) and how
+ * many pipelines this cache has compiled before it.
+ */
+export type CompileListener = (key: string, compiledBefore: number) => void;
+
 /** A per-device cache of compiled kernels. */
 export class PipelineCache {
   #device: GPUDevice;
@@ -28,11 +34,16 @@ export class PipelineCache {
   #created = 0;
   #wgsl: WGSLOptions;
   #shared: { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }[] = [];
+  #onCompile?: CompileListener;
 
-  /** `wgsl` holds source options of the runtime (e.g. Dawn needs `enable subgroups;`). */
-  constructor(device: GPUDevice, wgsl: WGSLOptions = {}) {
+  /**
+   * `wgsl` holds source options of the runtime (e.g. Dawn needs `enable subgroups;`);
+   * `onCompile` hears of every compilation (seconds each on a software adapter).
+   */
+  constructor(device: GPUDevice, wgsl: WGSLOptions = {}, onCompile?: CompileListener) {
     this.#device = device;
     this.#wgsl = wgsl;
+    this.#onCompile = onCompile;
   }
 
   /** Pipelines compiled so far. */
@@ -45,6 +56,7 @@ export class PipelineCache {
     const key = specKey(kind, spec);
     let entry = this.#entries.get(key);
     if (!entry) {
+      this.#onCompile?.(key, this.#created);
       const module = this.#device.createShaderModule({
         code: GENERATORS[kind](spec, this.#wgsl),
         label: key,

@@ -36,8 +36,8 @@ import {
   BufferUsage,
   type KernelCaps,
   kernelCaps,
-  loadDawn,
   MAP_READ,
+  registeredDawn,
   requestDevice,
   summarizeAdapter,
 } from "./gpu_runtime.ts";
@@ -45,6 +45,7 @@ import { timePasses } from "./gpu_timing.ts";
 import { mergeWorkgroups } from "../shaders/merge_kernel.ts";
 import type { Plan } from "./plan.ts";
 import type { DecodeInput, DecodeOutput } from "./problem.ts";
+import { notify, type ProgressListener } from "./progress.ts";
 import { slotFloats } from "./reducer.ts";
 import { DIRECT, PIECE_STRIDE } from "./scheduler.ts";
 import { tileConfig, type TileOptions } from "./tile_config.ts";
@@ -70,6 +71,8 @@ export interface WebGPUBackendOptions extends TileOptions {
   maxBindingBytes?: number;
   /** Kernel tuning: subgroup shuffles (default: when the device has them), lanes, unroll. */
   kernel?: KernelTuning;
+  /** Hears of each stage: adapter, device, calibration, kernel compiles, ready. */
+  onProgress?: ProgressListener;
 }
 
 /**
@@ -219,6 +222,13 @@ class WebGPUBackend implements Backend {
   /** The cached pipeline of a kernel spec, compiled on first use. */
   pipeline(kind: KernelKind, spec: KernelSpec): GPUComputePipeline {
     return this.#pipelines.get(kind, spec);
+  }
+
+  /** Compiles the kernels a plan needs (decode, and merge when it has partial states). */
+  prepare(plan: Plan): void {
+    const spec = this.spec(plan);
+    this.pipeline("decode", spec);
+    if (plan.schedule.reduce.length > 0) this.pipeline("merge", spec);
   }
 
   /**
@@ -487,14 +497,21 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     tileTokens: options.tileTokens,
     workgroupSize: options.workgroupSize,
   };
+  const onProgress = options.onProgress;
   let device = options.device;
   let adapterInfo: GPUAdapterInfo | undefined;
   const keepAlive: unknown[] = [];
   if (device) {
     adapterInfo = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
   } else {
+    notify(onProgress, {
+      stage: "adapter",
+      message: `requesting a WebGPU adapter (${
+        options.flavor === "dawn" ? "Dawn" : "the runtime's navigator.gpu"
+      })`,
+    });
     const gpu = options.flavor === "dawn"
-      ? await loadDawn()
+      ? await registeredDawn()
       : options.gpu ?? globalThis.navigator?.gpu;
     if (!gpu) {
       throw new Error(`the ${options.flavor} backend needs WebGPU: navigator.gpu is not available`);
@@ -503,9 +520,11 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     if (!adapter) throw new Error(`the ${options.flavor} backend found no WebGPU adapter`);
     adapterInfo = adapter.info;
     keepAlive.push(gpu, adapter);
-    if (options.requireHardware && summarizeAdapter(adapterInfo).software) {
-      throw new Error(`adapter ${summarizeAdapter(adapterInfo).description} is a software adapter`);
+    const found = summarizeAdapter(adapterInfo);
+    if (options.requireHardware && found.software) {
+      throw new Error(`adapter ${found.description} is a software adapter`);
     }
+    notify(onProgress, { stage: "device", message: `opening a device on ${found.description}` });
     device = await requestDevice(adapter);
   }
   const summary = summarizeAdapter(adapterInfo);
@@ -515,7 +534,17 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
   const tuning = options.kernel ?? {};
   // Tint (Dawn, browsers) wants `enable subgroups;`; Naga (Deno) rejects the directive.
   const enableDirective = caps.subgroups && await acceptsSubgroupsDirective(device);
-  const pipelines = new PipelineCache(device, { enableDirective });
+  const pipelines = new PipelineCache(
+    device,
+    { enableDirective },
+    (kernel, done) =>
+      notify(onProgress, {
+        stage: "compile",
+        message: `compiling kernel ${done + 1}: ${kernel}`,
+        done,
+        kernel,
+      }),
+  );
   let profile: DeviceProfile;
   if (options.grid !== undefined) {
     profile = { name: summary.description, grid: options.grid, source: "option" };
@@ -530,7 +559,14 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       // rows-per-block class.
       const grids: Record<number, number> = {};
       let source: DeviceProfile["source"] = "calibrated";
-      for (const rows of ROW_CLASSES) {
+      for (const [i, rows] of ROW_CLASSES.entries()) {
+        notify(onProgress, {
+          stage: "calibrate",
+          message: `calibrating the lean grid (${rows} row${rows > 1 ? "s" : ""} per block, ` +
+            `${i + 1} of ${ROW_CLASSES.length})`,
+          done: i,
+          total: ROW_CLASSES.length,
+        });
         const { probe, key } = calibrationProbe(
           device,
           calibrationPool,
@@ -557,7 +593,12 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     device.limits.maxBufferSize,
     options.maxBindingBytes ?? Number.POSITIVE_INFINITY,
   );
-  profile = { ...profile, maxBindingBytes };
+  profile = { ...profile, maxBindingBytes, software: summary.software };
+  notify(onProgress, {
+    stage: "ready",
+    message: `${options.flavor} backend ready on ${summary.description} (grid ${profile.grid}, ` +
+      `${profile.source})`,
+  });
   return new WebGPUBackend(
     options.flavor,
     device,

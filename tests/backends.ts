@@ -7,6 +7,8 @@
  * @module
  */
 
+// Registers Dawn, so that the "dawn" backend is tested where it finds an adapter.
+import "../dawn.ts";
 import { type BackendName, createDecoder, type Decoder, type DecoderOptions } from "../mod.ts";
 import { fcParams } from "./helpers.ts";
 import {

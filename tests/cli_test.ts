@@ -270,7 +270,7 @@ Deno.test("runCli: help, unknown command and usage errors with exit code 2", asy
       "error: Flags describe an invalid batch: numHeads",
     ],
     [["plan", "--head-dim=12", "--grid=8"], "error: Flags describe an invalid batch: headDim"],
-    [["plan", "--no-svg", "--svg=x.svg"], "error: Flag --no-svg cannot be combined"],
+    [["plan", "--width=800", "--grid=8"], "error: Flag --width sets the picture's width"],
     [["info", "--verbose"], "error: Unknown flag --verbose"],
   ];
   for (const [argv, start] of bad) {
@@ -288,12 +288,12 @@ Deno.test("runCli plan writes the picture and prints the plan", async () => {
     const path = `${dir}/p.svg`;
     const io = captureIO();
     const argv = ["plan", "--seq-lens=700,90,300", "--heads=8", "--kv-heads=2", "--grid=12"];
-    assert.equal(await runCli([...argv, `--svg=${path}`], io), 0, io.stderr);
+    assert.equal(await runCli([...argv, `--out=${path}`], io), 0, io.stderr);
     const plan = createPlan({ seqLens: [700, 90, 300], numHeads: 8, numKVHeads: 2, headDim: 128 }, {
       grid: 12,
     });
     assert.ok(io.stdout.startsWith("lean: 3 seq x 2 kv heads x 1 row blocks = 6 segments"));
-    assert.ok(io.stdout.includes(`wrote ${path} (12 workgroups x ${plan.numTiles} tiles)`));
+    assert.ok(io.stdout.includes(`wrote ${path} (workgroups: lean 12; ${plan.numTiles} tiles)`));
     const svg = await Deno.readTextFile(path);
     assert.equal(svg, planSvg(plan));
   } finally {
@@ -331,13 +331,18 @@ Deno.test("runCli bench --json on the CPU gives one row per context and strategy
   assert.ok(io.stderr.includes("[##############################] 4/4 100%  single 200"));
 });
 
-Deno.test("runCli info --no-dawn --json reports the CPU and what auto picks", async () => {
+Deno.test("runCli info --json reports the CPU and what auto picks, Dawn only when asked", async () => {
   const io = captureIO();
-  assert.equal(await runCli(["info", "--no-dawn", "--json"], io), 0, io.stderr);
+  assert.equal(await runCli(["info", "--json"], io), 0, io.stderr);
   const info = JSON.parse(io.stdout);
   assert.match(info.runtime, /^Deno /);
-  assert.equal(info.adapters.length, 1);
+  assert.equal(info.adapters.length, 2);
   assert.equal(info.adapters[0].backend, "webgpu");
+  assert.deepEqual(info.adapters[1], {
+    backend: "dawn",
+    available: false,
+    reason: "not loaded (opt-in: --dawn loads it)",
+  });
   assert.deepEqual(info.cpu, { grid: 16, source: "builtin" });
   const a = info.adapters[0];
   // With a hardware adapter auto picks it; with none or a software one, the CPU.

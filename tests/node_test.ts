@@ -62,7 +62,7 @@ Deno.test({
       const r = await run("node", ["examples/node/decode.mjs", "--json"]);
       assert.equal(r.code, 0, r.stderr);
       const result = lastJsonLine(r.stdout);
-      if (result.backend !== "webgpu") {
+      if (result.backend !== "dawn") {
         // No adapter on this machine (no GPU, no lavapipe): the example says so and falls back.
         assert.match(String(result.note), /WebGPU through Dawn is not available/);
         console.log(`Dawn gave no adapter here: ${result.note}`);

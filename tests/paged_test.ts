@@ -22,7 +22,8 @@ import {
   referenceAttention,
   type Strategy,
 } from "../mod.ts";
-import { loadDawn, requestDevice, summarizeAdapter } from "../src/gpu_runtime.ts";
+import { loadDawn } from "../dawn.ts";
+import { requestDevice, summarizeAdapter } from "../src/gpu_runtime.ts";
 import { EXHAUSTIVE_ENV, type SoftwareOptions, softwareSkip } from "./kernel_set.ts";
 import {
   assertMatchesReference,

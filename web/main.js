@@ -3,7 +3,8 @@
 // is shown on the page and left in `globalThis.leanResult` for tests.
 //
 // Serve the repository root (after `deno task bundle`) and open /web/index.html, e.g.
-//   deno task bundle && deno run -A jsr:@std/http/file-server . (or any static server)
+//   deno task bundle && deno run --allow-net --allow-read jsr:@std/http/file-server .
+//   (it needs to listen on a port and read the files it serves; or use any static server)
 
 import { createDecoder, encodeKV, referenceAttention } from "../dist/lean_attention.js";
 import { demoInput } from "../examples/demo_input.js";

@@ -1,20 +1,20 @@
 // @lean/attention under Node with Dawn (npm `webgpu`).
 //
-//   deno task bundle                      # builds dist/lean_attention.js (ESM, no dependencies)
+//   deno task bundle                      # builds dist/lean_attention.js and ./dist, the Dawn entry
 //   (cd examples/node && npm install)     # installs webgpu (Dawn)
 //   node examples/node/decode.mjs         # --cpu: the CPU backend; --json: out and lse too
 //
 // Prints what ran and the error against the float64 reference, then one JSON line for scripts.
-// In your own project, import from the package instead of the bundle:
-//   npx jsr add @lean/attention   then   import { createDecoder } from "@lean/attention";
+// In your own project, import from the package instead of the bundles:
+//   npx jsr add @lean/attention && npm install webgpu
+//   import "@lean/attention/dawn";        // registers Dawn for backend: "dawn"
+//   import { createDecoder } from "@lean/attention";
 
-import { create, globals } from "webgpu";
+// The Dawn entry's bundle lies here, not in ../../dist: its import("webgpu") resolves from its own
+// folder, and npm installed webgpu into this one's node_modules.
+import "./dist/lean_attention_dawn.js"; // registers Dawn for backend: "dawn"
 import { createDecoder, encodeKV, referenceAttention } from "../../dist/lean_attention.js";
 import { demoInput } from "../demo_input.js";
-
-// The library spells out the WebGPU flag values it needs, so this is only for code of your own
-// that uses GPUBufferUsage and friends.
-Object.assign(globalThis, globals);
 
 const useCpu = process.argv.includes("--cpu");
 const printArrays = process.argv.includes("--json");
@@ -23,12 +23,10 @@ const printArrays = process.argv.includes("--json");
 const input = demoInput(encodeKV);
 const tokens = input.seqLens.reduce((a, b) => a + b, 0);
 
-// Keep `gpu` referenced for as long as the decoder lives: Dawn fails if it is garbage-collected.
-const gpu = useCpu ? undefined : create([]);
 let decoder;
 let note = "";
 try {
-  decoder = await createDecoder(useCpu ? { backend: "cpu" } : { backend: "webgpu", gpu });
+  decoder = await createDecoder({ backend: useCpu ? "cpu" : "dawn" });
 } catch (error) {
   note = `WebGPU through Dawn is not available (${error.message}); using the CPU backend`;
   decoder = await createDecoder({ backend: "cpu" });

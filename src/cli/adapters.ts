@@ -1,12 +1,13 @@
 /**
- * What WebGPU this process can reach: the runtime's own `navigator.gpu` (Deno with
- * `--unstable-webgpu`, a browser) and Dawn (npm `webgpu`). Used by `info` and by the CLI's
- * choice of the best backend.
+ * What WebGPU this process can reach: the runtime's own `navigator.gpu` (Deno, a browser) and
+ * Dawn (npm `webgpu`, loaded through the `@lean/attention/dawn` entry only when asked). Used by
+ * `info` and by the CLI's choice of the best backend.
  *
  * @module
  */
 
-import { loadDawn, summarizeAdapter } from "../gpu_runtime.ts";
+import { registeredDawn, summarizeAdapter } from "../gpu_runtime.ts";
+import { loadDawnEntry } from "./dawn_entry.ts";
 
 /**
  * An adapter as the CLI shows it.
@@ -82,10 +83,7 @@ function describeError(error: unknown): string {
 
 async function report(backend: "webgpu" | "dawn", gpu: GPU | undefined): Promise<AdapterReport> {
   if (!gpu) {
-    const hint = (globalThis as { Deno?: unknown }).Deno
-      ? " (run Deno with --unstable-webgpu)"
-      : "";
-    return { backend, available: false, reason: `navigator.gpu is not available${hint}` };
+    return { backend, available: false, reason: "navigator.gpu is not available" };
   }
   let adapter: GPUAdapter | null;
   try {
@@ -114,7 +112,8 @@ async function report(backend: "webgpu" | "dawn", gpu: GPU | undefined): Promise
 }
 
 /**
- * Probes the runtime's WebGPU, and Dawn when `dawn` is true (it loads npm `webgpu`).
+ * Probes the runtime's WebGPU, and Dawn when `dawn` is true (it loads the `@lean/attention/dawn`
+ * entry, and with it npm `webgpu`).
  *
  * @example
  * ```ts
@@ -127,10 +126,11 @@ export async function probeAdapters(
   options: { dawn?: boolean } = {},
 ): Promise<AdapterReport[]> {
   const reports = [await report("webgpu", globalThis.navigator?.gpu)];
-  if (options.dawn ?? true) {
+  if (options.dawn) {
     let gpu: GPU | undefined;
     try {
-      gpu = await loadDawn();
+      await loadDawnEntry();
+      gpu = await registeredDawn();
       keepAlive.push(gpu);
     } catch (error) {
       reports.push({ backend: "dawn", available: false, reason: describeError(error) });

@@ -1,7 +1,7 @@
 /**
  * The CLI's choice of backend. `"auto"` means the fastest thing here: a hardware GPU through the
- * runtime's WebGPU, else a hardware GPU through Dawn (npm `webgpu`, looked at only when the
- * runtime has no `navigator.gpu`), else the CPU. Software adapters (lavapipe, SwiftShader) lose
+ * runtime's WebGPU, else a hardware GPU through Dawn (npm `webgpu`, loaded only when the runtime
+ * has no `navigator.gpu`), else the CPU. `"dawn"` loads the `@lean/attention/dawn` entry first. Software adapters (lavapipe, SwiftShader) lose
  * to the CPU backend on decode, so `"auto"` skips them; name the backend to use one anyway.
  *
  * @module
@@ -9,7 +9,9 @@
 
 import type { BackendName } from "../backend.ts";
 import { createDecoder, type Decoder } from "../decoder.ts";
+import type { ProgressListener } from "../progress.ts";
 import { type AdapterReport, probeAdapters } from "./adapters.ts";
+import { loadDawnEntry } from "./dawn_entry.ts";
 
 /**
  * Options for {@linkcode openBestDecoder}.
@@ -25,6 +27,8 @@ export interface BackendChoiceOptions {
   backend?: "auto" | BackendName;
   /** Overrides the device's lean grid. */
   grid?: number;
+  /** Hears the decoder's progress (adapter, calibration, compiles), e.g. for a spinner. */
+  onProgress?: ProgressListener;
 }
 
 /**
@@ -98,22 +102,51 @@ export interface BackendChoice {
  */
 export async function openBestDecoder(options: BackendChoiceOptions = {}): Promise<BackendChoice> {
   const backend = options.backend ?? "auto";
-  const grid = options.grid;
+  const { grid, onProgress } = options;
   if (backend !== "auto") {
-    return { decoder: await createDecoder({ backend, grid }), reason: "requested" };
+    if (backend === "dawn") await loadDawnEntry();
+    return { decoder: await createDecoder({ backend, grid, onProgress }), reason: "requested" };
   }
+  onProgress?.({ stage: "adapter", message: "looking for a hardware GPU adapter" });
   const reports = await probeAdapters({ dawn: globalThis.navigator?.gpu === undefined });
   const choice = autoChoice(reports);
   try {
     return {
-      decoder: await createDecoder({ backend: choice.backend, grid }),
+      decoder: await createDecoder({ backend: choice.backend, grid, onProgress }),
       reason: `auto: ${choice.reason}`,
     };
   } catch (error) {
     const why = error instanceof Error ? error.message : String(error);
     return {
-      decoder: await createDecoder({ backend: "cpu", grid }),
+      decoder: await createDecoder({ backend: "cpu", grid, onProgress }),
       reason: `auto: ${choice.backend} failed (${why}), using the CPU`,
     };
   }
+}
+
+/**
+ * A warning to print beside timings measured where they say nothing about GPUs: on the CPU
+ * backend, or on a software adapter (lavapipe, SwiftShader). `undefined` on a hardware GPU.
+ *
+ * @example
+ * ```ts
+ * import { timingNote } from "@lean/attention/cli";
+ * console.log(timingNote({ backend: "webgpu", profile: { name: "NVIDIA H100", software: false } }));
+ * // undefined
+ * console.log(timingNote({ backend: "webgpu", profile: { name: "llvmpipe", software: true } }));
+ * // timings from a software adapter (llvmpipe) say nothing about GPU speed: its "GPU" is the CPU
+ * ```
+ */
+export function timingNote(
+  decoder: { backend: BackendName; profile: { name: string; software?: boolean } },
+): string | undefined {
+  if (decoder.backend === "cpu") {
+    return "timings from the CPU backend (TypeScript, one thread, executing the GPU plan to " +
+      "check it) say nothing about GPU speed";
+  }
+  if (decoder.profile.software) {
+    return `timings from a software adapter (${decoder.profile.name}) say nothing about GPU ` +
+      `speed: its "GPU" is the CPU`;
+  }
+  return undefined;
 }

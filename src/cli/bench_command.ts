@@ -10,10 +10,12 @@
 import type { BackendName } from "../backend.ts";
 import { STRATEGIES, type Strategy } from "../problem.ts";
 import { formatUsage, parseFlags, UsageError } from "./args.ts";
-import { openBestDecoder } from "./backend_choice.ts";
+import { openBestDecoder, timingNote } from "./backend_choice.ts";
 import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
 import { ProgressBar } from "./progress_bar.ts";
+import { Spinner } from "./spinner.ts";
+import { VERSION } from "../version.ts";
 
 /**
  * Flags of `bench`.
@@ -106,16 +108,20 @@ export interface BenchRow {
  * ```ts
  * import type { BenchReport } from "@lean/attention/cli";
  * const report: BenchReport = {
- *   backend: "cpu", reason: "requested", device: "cpu", grid: 16,
+ *   version: "0.1.0", backend: "cpu", reason: "requested", device: "cpu", grid: 16,
  *   shape: { batch: 1, numHeads: 32, numKVHeads: 8, headDim: 128 }, runs: 3, rows: [],
  * };
  * ```
  */
 export interface BenchReport {
+  /** The package version that measured. */
+  version: string;
   /** The backend that ran. */
   backend: BackendName;
   /** Why that backend. */
   reason: string;
+  /** Present where the timings say nothing about GPUs (CPU backend, software adapter). */
+  note?: string;
   /** Adapter or CPU description. */
   device: string;
   /** Lean grid. */
@@ -154,7 +160,7 @@ function parseStrategies(text: string | undefined): Strategy[] {
  * ```ts
  * import { formatBenchTable } from "@lean/attention/cli";
  * const table = formatBenchTable({
- *   backend: "cpu", reason: "requested", device: "cpu", grid: 16,
+ *   version: "0.1.0", backend: "cpu", reason: "requested", device: "cpu", grid: 16,
  *   shape: { batch: 1, numHeads: 32, numKVHeads: 8, headDim: 128 }, runs: 3,
  *   rows: [
  *     { context: 1024, strategy: "lean", workgroups: 16, medianMs: 2, kvGBps: 2 },
@@ -175,6 +181,7 @@ export function formatBenchTable(report: BenchReport): string {
   ];
   const lines = [
     `backend ${report.backend} (${report.reason}); ${report.device}, grid ${report.grid}`,
+    ...(report.note ? [`note: ${report.note}`] : []),
     `${report.shape.batch} x context, ${report.shape.numHeads}/${report.shape.numKVHeads} heads, ` +
     `head dim ${report.shape.headDim}, f16 KV; median of ${report.runs} kernel timings`,
     "",
@@ -231,11 +238,33 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
   if (headDim % 8 !== 0) {
     throw new UsageError(`Flag --head-dim must be a multiple of 8: got ${headDim}`);
   }
-  const { decoder, reason } = await openBestDecoder({ backend: requested, grid: flags.grid });
+  const spinner = new Spinner({ io });
+  let opened: Awaited<ReturnType<typeof openBestDecoder>>;
+  try {
+    spinner.update(`opening the ${requested} backend`);
+    opened = await openBestDecoder({
+      backend: requested,
+      grid: flags.grid,
+      onProgress: (p) => spinner.update(p.message),
+    });
+  } catch (error) {
+    spinner.stop();
+    throw error;
+  }
+  const { decoder, reason } = opened;
   try {
     const onCpu = decoder.backend === "cpu";
     const contexts = flags.contexts ?? (onCpu ? [256, 1024, 4096] : [1024, 4096, 16384, 65536]);
     const runs = flags.runs ?? (onCpu ? 3 : 10);
+    // Compile the sweep's kernels first, under the spinner, so that no step of the bar is a
+    // silent compile (the cases share them: same head dim, dtype and rows per block).
+    for (const context of contexts) {
+      const seqLens: number[] = Array(batch).fill(context);
+      await decoder.warmup({ seqLens, numHeads, numKVHeads, headDim, kvDtype: "f16" }, {
+        strategies,
+      });
+    }
+    spinner.stop();
     const bar = new ProgressBar({ total: contexts.length * strategies.length, io });
     const rows: BenchRow[] = [];
     for (const context of contexts) {
@@ -260,9 +289,12 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
       }
     }
     bar.done();
+    const note = timingNote(decoder);
     const report: BenchReport = {
+      version: VERSION,
       backend: decoder.backend,
       reason,
+      ...(note ? { note } : {}),
       device: decoder.profile.name,
       grid: decoder.profile.grid,
       shape: { batch, numHeads, numKVHeads, headDim },
@@ -272,6 +304,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
     io.out(flags.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatBenchTable(report)}\n`);
     return 0;
   } finally {
+    spinner.stop();
     await decoder.dispose();
   }
 }

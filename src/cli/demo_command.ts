@@ -12,9 +12,11 @@ import { type DecodeInput, STRATEGIES, type Strategy } from "../problem.ts";
 import { referenceAttention } from "../reference.ts";
 import { maxAbsError, relativeL2 } from "./accuracy.ts";
 import { formatUsage, parseFlags } from "./args.ts";
-import { openBestDecoder } from "./backend_choice.ts";
+import { openBestDecoder, timingNote } from "./backend_choice.ts";
 import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
+import { Spinner } from "./spinner.ts";
+import { VERSION } from "../version.ts";
 
 /**
  * Flags of `demo`.
@@ -32,6 +34,13 @@ export const DEMO_FLAGS = {
     help: "backend (default auto: a hardware GPU if there is one, else cpu)",
   },
   runs: { kind: "integer", min: 1, max: 1000, help: "timed runs per strategy (default 5)" },
+  "seq-lens": {
+    kind: "integers",
+    min: 1,
+    max: 1 << 20,
+    maxCount: 256,
+    help: "context lengths of the batch (default 37,512,1000,4096,130,2048,777,3000)",
+  },
   grid: { kind: "integer", min: 1, max: 65536, help: "lean grid (default: the device's)" },
   json: { kind: "boolean", help: "print the results as JSON" },
 } as const;
@@ -47,8 +56,8 @@ export const DEMO_FLAGS = {
  */
 export const DEMO_USAGE: string = formatUsage(
   "lean-attention demo",
-  "Runs a ragged 8-sequence GQA decode batch with every strategy on the best backend, times it\n" +
-    "and checks it against a float64 reference.",
+  "Runs a ragged GQA decode batch (8 sequences unless --seq-lens) with every strategy on the best\n" +
+    "backend, times it and checks it against a float64 reference.",
   DEMO_FLAGS,
 );
 
@@ -150,28 +159,49 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
   }
   const runs = flags.runs ?? 5;
   const requested = (flags.backend ?? "auto") as "auto" | "cpu" | "webgpu" | "dawn";
-  const { decoder, reason } = await openBestDecoder({ backend: requested, grid: flags.grid });
+  // On a terminal a spinner says what the first seconds go into (adapter, calibration, kernels).
+  const spinner = new Spinner({ io });
+  let opened: Awaited<ReturnType<typeof openBestDecoder>>;
   try {
-    const input = demoBatch();
+    spinner.update(`opening the ${requested} backend`);
+    opened = await openBestDecoder({
+      backend: requested,
+      grid: flags.grid,
+      onProgress: (p) => spinner.update(p.message),
+    });
+  } catch (error) {
+    spinner.stop();
+    throw error;
+  }
+  const { decoder, reason } = opened;
+  try {
+    const input = demoBatch({ seqLens: flags["seq-lens"] });
     const lens = Array.from(input.seqLens);
     const tokens = lens.reduce((a, b) => a + b, 0);
     const kvBytes = 2 * tokens * input.numKVHeads * input.headDim * 2;
+    await decoder.warmup(input);
+    spinner.update("float64 reference");
     const t0 = performance.now();
     const reference = referenceAttention(input);
     const referenceMs = performance.now() - t0;
     const rows: DemoRow[] = [];
     for (const strategy of STRATEGIES) {
+      spinner.update(`${strategy}: 1 warm-up and ${runs} timed calls`);
       rows.push(await runStrategy(decoder, input, strategy, runs, reference));
     }
+    spinner.stop();
     const lean = decoder.plan(input, { strategy: "lean" });
     const split = decoder.plan(input, { strategy: "split" });
     const failed = rows.some((r) => !r.ok);
+    const note = timingNote(decoder);
     if (flags.json) {
       io.out(
         JSON.stringify(
           {
+            version: VERSION,
             backend: decoder.backend,
             reason,
+            ...(note ? { note } : {}),
             profile: decoder.profile,
             batch: {
               seqLens: lens,
@@ -193,7 +223,7 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
     }
     const { profile } = decoder;
     const lines = [
-      "@lean/attention demo: one ragged decode batch, every strategy",
+      `@lean/attention ${VERSION} demo: one ragged decode batch, every strategy`,
       "",
       `backend  ${decoder.backend} (${reason})`,
       `profile  ${profile.name}; grid ${profile.grid} workgroups (${profile.source})`,
@@ -241,6 +271,7 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
       `lean vs split: ${(byName.split.medianMs / byName.lean.medianMs).toFixed(2)}x, ` +
         `lean vs single: ${(byName.single.medianMs / byName.lean.medianMs).toFixed(2)}x`,
     );
+    if (note) lines.push(`note: ${note}`);
     if (split.partition.splits === 1) {
       lines.push(
         `note: split chose 1 chunk per segment (${split.numSegments} segments fill grid ` +
@@ -257,6 +288,7 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
     }
     return 0;
   } finally {
+    spinner.stop();
     await decoder.dispose();
   }
 }

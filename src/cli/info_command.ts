@@ -12,6 +12,8 @@ import { type AdapterReport, probeAdapters } from "./adapters.ts";
 import { formatUsage, parseFlags } from "./args.ts";
 import { autoChoice } from "./backend_choice.ts";
 import type { CliIO } from "./io.ts";
+import { Spinner } from "./spinner.ts";
+import { VERSION } from "../version.ts";
 
 /**
  * Flags of `info`.
@@ -19,11 +21,14 @@ import type { CliIO } from "./io.ts";
  * @example
  * ```ts
  * import { INFO_FLAGS, parseFlags } from "@lean/attention/cli";
- * console.log(parseFlags(["--no-dawn"], INFO_FLAGS).flags["no-dawn"]); // true
+ * console.log(parseFlags(["--dawn"], INFO_FLAGS).flags.dawn); // true
  * ```
  */
 export const INFO_FLAGS = {
-  "no-dawn": { kind: "boolean", help: "do not load Dawn (npm webgpu)" },
+  dawn: {
+    kind: "boolean",
+    help: "also load Dawn (npm webgpu: a 130 MB download the first time; Deno needs --allow-ffi)",
+  },
   calibrate: {
     kind: "boolean",
     help: "open each adapter and calibrate its lean grid (compiles a kernel: slow on software)",
@@ -42,8 +47,8 @@ export const INFO_FLAGS = {
  */
 export const INFO_USAGE: string = formatUsage(
   "lean-attention info",
-  "Lists the WebGPU adapters this runtime can reach (its own navigator.gpu and Dawn), their\n" +
-    "features and limits, each one's device profile, and the backend auto picks.",
+  "Lists the WebGPU adapters this runtime can reach (its own navigator.gpu, and Dawn with\n" +
+    "--dawn), their features and limits, each one's device profile, and the backend auto picks.",
   INFO_FLAGS,
 );
 
@@ -60,6 +65,9 @@ export interface InfoAdapter extends AdapterReport {
   /** Lean grid and where it comes from. */
   readonly profile?: { grid: number; source: string };
 }
+
+/** What `info` says about Dawn without `--dawn`. */
+const DAWN_NOT_LOADED = "not loaded (opt-in: --dawn loads it)";
 
 function runtimeName(): string {
   const g = globalThis as {
@@ -78,7 +86,7 @@ function runtimeName(): string {
  * ```ts
  * import { captureIO, infoCommand } from "@lean/attention/cli";
  * const io = captureIO();
- * await infoCommand(["--no-dawn", "--json"], io);
+ * await infoCommand(["--json"], io);
  * console.log(JSON.parse(io.stdout).cpu.grid); // 16
  * ```
  */
@@ -88,23 +96,35 @@ export async function infoCommand(argv: readonly string[], io: CliIO): Promise<n
     io.out(`${INFO_USAGE}\n`);
     return 0;
   }
-  const reports = await probeAdapters({ dawn: !flags["no-dawn"] });
+  const spinner = new Spinner({ io });
   const adapters: InfoAdapter[] = [];
-  for (const r of reports) {
-    if (!r.available || !r.summary) {
-      adapters.push(r);
-      continue;
+  let reports;
+  try {
+    spinner.update(`looking for WebGPU adapters${flags.dawn ? " (and loading Dawn)" : ""}`);
+    reports = await probeAdapters({ dawn: flags.dawn === true });
+    for (const r of reports) {
+      if (!r.available || !r.summary) {
+        adapters.push(r);
+        continue;
+      }
+      let profile = tableProfile(r.summary.description, r.summary.software);
+      if (flags.calibrate) {
+        const decoder = await createDecoder({
+          backend: r.backend,
+          onProgress: (p) => spinner.update(`${r.backend}: ${p.message}`),
+        });
+        profile = decoder.profile;
+        await decoder.dispose();
+      }
+      adapters.push({ ...r, profile: { grid: profile.grid, source: profile.source } });
     }
-    let profile = tableProfile(r.summary.description, r.summary.software);
-    if (flags.calibrate) {
-      const decoder = await createDecoder({ backend: r.backend });
-      profile = decoder.profile;
-      await decoder.dispose();
-    }
-    adapters.push({ ...r, profile: { grid: profile.grid, source: profile.source } });
+  } finally {
+    spinner.stop();
   }
+  if (!flags.dawn) adapters.push({ backend: "dawn", available: false, reason: DAWN_NOT_LOADED });
+  // Like openBestDecoder: Dawn only counts where the runtime has no WebGPU of its own.
   const choice = autoChoice(
-    flags["no-dawn"] || globalThis.navigator?.gpu !== undefined
+    globalThis.navigator?.gpu !== undefined
       ? reports.filter((r) => r.backend === "webgpu")
       : reports,
   );
@@ -114,6 +134,7 @@ export async function infoCommand(argv: readonly string[], io: CliIO): Promise<n
     io.out(
       JSON.stringify(
         {
+          version: VERSION,
           runtime: runtimeName(),
           threads,
           adapters,
@@ -126,7 +147,11 @@ export async function infoCommand(argv: readonly string[], io: CliIO): Promise<n
     );
     return 0;
   }
-  const lines = [`runtime  ${runtimeName()}, ${threads ?? "?"} CPU threads`, ""];
+  const lines = [
+    `@lean/attention ${VERSION}`,
+    `runtime  ${runtimeName()}, ${threads ?? "?"} CPU threads`,
+    "",
+  ];
   for (const a of adapters) {
     const title = a.backend === "webgpu"
       ? "webgpu (the runtime's navigator.gpu)"

@@ -11,6 +11,7 @@ import { DEMO_USAGE, demoCommand } from "./demo_command.ts";
 import { INFO_USAGE, infoCommand } from "./info_command.ts";
 import { type CliIO, processIO } from "./io.ts";
 import { PLAN_USAGE, planCommand } from "./plan_command.ts";
+import { VERSION } from "../version.ts";
 
 /**
  * The CLI's top-level usage text.
@@ -32,8 +33,9 @@ commands:
   plan   print a plan and write an SVG picture of it
   info   list WebGPU adapters, features, limits and device profiles
 
-Run "lean-attention <command> --help" for a command's flags. In Deno, pass --unstable-webgpu
-to use the runtime's WebGPU; Dawn (npm webgpu) works without it.`;
+Run "lean-attention <command> --help" for a command's flags, "lean-attention --version" for
+the version. --backend=dawn (and info --dawn) loads Dawn from npm webgpu: in Deno it needs
+--allow-read and --allow-ffi.`;
 
 const COMMANDS: Record<
   string,
@@ -47,7 +49,8 @@ const COMMANDS: Record<
 
 /**
  * Runs the CLI on `argv` (without the program name) and returns the exit code: 0 success, 1 a
- * failure (a backend that cannot open, a result out of tolerance), 2 a usage error.
+ * failure (a backend that cannot open, a result out of tolerance), 2 a usage error. `--version`
+ * prints the package version.
  *
  * @example
  * ```ts
@@ -65,6 +68,10 @@ export async function runCli(
   const [first, ...rest] = argv;
   if (first === "-h" || first === "--help" || first === "help") {
     io.out(`${CLI_USAGE}\n`);
+    return 0;
+  }
+  if (first === "--version" || first === "-V") {
+    io.out(`@lean/attention ${VERSION}\n`);
     return 0;
   }
   // No command, or flags only: the demo.

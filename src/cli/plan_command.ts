@@ -1,6 +1,8 @@
 /**
- * `lean-attention plan`: plans a batch shape without running it, prints the plan's summary and
- * writes its picture (see {@linkcode planSvg}). Needs no GPU when `--grid` is given.
+ * `lean-attention plan`: plans a batch shape without running it, prints the plan's summary and,
+ * with `--out`, writes its picture (see {@linkcode planSvg}; `--strategy=all` draws the three
+ * strategies side by side). It writes no file unless told where. Needs no GPU when `--grid` is
+ * given.
  *
  * @module
  */
@@ -12,7 +14,8 @@ import { formatUsage, parseFlags, UsageError } from "./args.ts";
 import { openBestDecoder } from "./backend_choice.ts";
 import { DEMO_SEQ_LENS } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
-import { planSvg } from "./plan_svg.ts";
+import { planComparisonSvg, planSvg } from "./plan_svg.ts";
+import { Spinner } from "./spinner.ts";
 
 /**
  * Flags of `plan`.
@@ -37,8 +40,8 @@ export const PLAN_FLAGS = {
   "q-len": { kind: "integer", min: 1, max: 16, help: "query tokens per sequence (default 1)" },
   strategy: {
     kind: "choice",
-    choices: ["lean", "split", "single"],
-    help: "partition strategy (default lean)",
+    choices: ["lean", "split", "single", "all"],
+    help: "partition strategy (default lean); all: the three, drawn side by side",
   },
   grid: {
     kind: "integer",
@@ -51,13 +54,17 @@ export const PLAN_FLAGS = {
     choices: ["auto", "cpu", "webgpu", "dawn"],
     help: "device whose grid to plan for when --grid is not given (default auto)",
   },
-  svg: {
+  out: {
     kind: "string",
     placeholder: "FILE",
-    help: "where to write the picture (default plan.svg)",
+    help: "write an SVG picture of the plan to FILE (nothing is written without it)",
   },
-  "no-svg": { kind: "boolean", help: "do not write the picture" },
-  width: { kind: "integer", min: 400, max: 20000, help: "picture width in pixels (default 1100)" },
+  width: {
+    kind: "integer",
+    min: 400,
+    max: 20000,
+    help: "picture width in pixels (default 1100; 1500 with --strategy=all)",
+  },
 } as const;
 
 /**
@@ -66,12 +73,12 @@ export const PLAN_FLAGS = {
  * @example
  * ```ts
  * import { PLAN_USAGE } from "@lean/attention/cli";
- * console.log(PLAN_USAGE.includes("--svg=FILE")); // true
+ * console.log(PLAN_USAGE.includes("--out=FILE")); // true
  * ```
  */
 export const PLAN_USAGE: string = formatUsage(
   "lean-attention plan",
-  "Plans a decode batch shape, prints the plan and writes an SVG picture of it: workgroups\n" +
+  "Plans a decode batch shape and prints the plan; --out writes an SVG picture of it: workgroups\n" +
     "against LeanTiles, coloured by sequence and head, with head/sequence crossings and merges.",
   PLAN_FLAGS,
 );
@@ -98,6 +105,9 @@ export function planFromFlags(
   },
   grid: number,
 ): Plan {
+  if (flags.strategy === "all") {
+    throw new UsageError(`Flag --strategy=all names several plans: plan them one by one`);
+  }
   const shape = {
     seqLens: flags["seq-lens"] ?? [...DEMO_SEQ_LENS],
     numHeads: flags.heads ?? 32,
@@ -122,7 +132,7 @@ export function planFromFlags(
  * ```ts
  * import { captureIO, planCommand } from "@lean/attention/cli";
  * const io = captureIO();
- * await planCommand(["--seq-lens=300,40", "--heads=4", "--kv-heads=2", "--grid=8", "--no-svg"], io);
+ * await planCommand(["--seq-lens=300,40", "--heads=4", "--kv-heads=2", "--grid=8"], io);
  * console.log(io.stdout.split("\n")[0]);
  * // lean: 2 seq x 2 kv heads x 1 row blocks = 4 segments, 12 tiles of 64 tokens
  * ```
@@ -133,29 +143,46 @@ export async function planCommand(argv: readonly string[], io: CliIO): Promise<n
     io.out(`${PLAN_USAGE}\n`);
     return 0;
   }
-  if (flags["no-svg"] && (flags.svg !== undefined || flags.width !== undefined)) {
-    throw new UsageError(`Flag --no-svg cannot be combined with --svg or --width`);
+  if (flags.width !== undefined && flags.out === undefined) {
+    throw new UsageError(`Flag --width sets the picture's width: give --out=FILE too`);
   }
   if (flags.grid !== undefined && flags.backend !== undefined) {
     throw new UsageError(`Flag --backend is not used when --grid is given: got both`);
   }
+  const strategies = flags.strategy === "all"
+    ? (["lean", "split", "single"] as const)
+    : [(flags.strategy ?? "lean") as Strategy];
+  const planAll = (g: number) =>
+    strategies.map((strategy) => planFromFlags({ ...flags, strategy }, g));
   let grid = flags.grid;
   let gridSource = "--grid";
   if (grid === undefined) {
     // Check the shape before opening a GPU.
-    planFromFlags(flags, 1);
+    planAll(1);
     const backend = (flags.backend ?? "auto") as "auto" | BackendName;
-    const { decoder } = await openBestDecoder({ backend });
-    grid = decoder.profile.grid;
-    gridSource = `${decoder.backend} device ${decoder.profile.name}, ${decoder.profile.source}`;
-    await decoder.dispose();
+    const spinner = new Spinner({ io });
+    try {
+      spinner.update(`opening the ${backend} backend for its grid`);
+      const { decoder } = await openBestDecoder({
+        backend,
+        onProgress: (p) => spinner.update(p.message),
+      });
+      grid = decoder.profile.grid;
+      gridSource = `${decoder.backend} device ${decoder.profile.name}, ${decoder.profile.source}`;
+      await decoder.dispose();
+    } finally {
+      spinner.stop();
+    }
   }
-  const plan = planFromFlags(flags, grid);
-  const lines = [describePlan(plan), `  grid ${grid} from ${gridSource}`];
-  if (!flags["no-svg"]) {
-    const path = flags.svg ?? "plan.svg";
-    await Deno.writeTextFile(path, planSvg(plan, { width: flags.width }));
-    lines.push(`wrote ${path} (${plan.schedule.workgroups} workgroups x ${plan.numTiles} tiles)`);
+  const plans = planAll(grid);
+  const lines = [...plans.map(describePlan), `  grid ${grid} from ${gridSource}`];
+  if (flags.out !== undefined) {
+    const svg = plans.length === 1
+      ? planSvg(plans[0], { width: flags.width })
+      : planComparisonSvg(plans, { width: flags.width });
+    await Deno.writeTextFile(flags.out, svg);
+    const size = plans.map((p) => `${p.strategy} ${p.schedule.workgroups}`).join(", ");
+    lines.push(`wrote ${flags.out} (workgroups: ${size}; ${plans[0].numTiles} tiles)`);
   }
   io.out(`${lines.join("\n")}\n`);
   return 0;

@@ -29,6 +29,10 @@ export interface PlanSvgOptions {
   width?: number;
   /** A title line above the plot (default: the strategy and shape). */
   title?: string;
+  /** Pixels per workgroup row, 1 to 14 (default: as many as fit 640 pixels of rows, at most 14). */
+  rowHeight?: number;
+  /** Draw the legend under the plot (default true). */
+  legend?: boolean;
 }
 
 /**
@@ -101,7 +105,10 @@ export function planSvg(plan: Plan, options: PlanSvgOptions = {}): string {
   const right = 20;
   const plotW = width - left - right;
   const x = (tile: number) => left + (tile / numTiles) * plotW;
-  const rowH = Math.max(1, Math.min(14, Math.floor(640 / Math.max(1, W))));
+  const rowH = options.rowHeight ?? rowHeightFor(W);
+  if (!Number.isInteger(rowH) || rowH < 1 || rowH > 14) {
+    throw new RangeError(`rowHeight must be an integer from 1 to 14: got ${rowH}`);
+  }
   const gap = rowH >= 6 ? 1 : 0;
 
   const out: string[] = [];
@@ -256,14 +263,26 @@ export function planSvg(plan: Plan, options: PlanSvgOptions = {}): string {
   }
   out.push(
     `<text x="${left + plotW / 2}" y="${axisY + 31}" class="note" text-anchor="middle">` +
-      `LeanTiles in global order (sequence, KV head, row block, token); 1 tile = ${T} tokens</text>`,
+      `LeanTiles (${T} tokens) in order of sequence, KV head, row block, token</text>`,
   );
+  let height = axisY + 40;
+  if (options.legend ?? true) {
+    out.push(...legend(left, axisY + 50));
+    height = axisY + 80;
+  }
+  return svgDocument(width, height, out);
+}
 
-  // Legend.
-  const legendY = axisY + 50;
+/** Rows of `workgroups` fitting about 640 pixels, 1 to 14 pixels each. */
+function rowHeightFor(workgroups: number): number {
+  return Math.max(1, Math.min(14, Math.floor(640 / Math.max(1, workgroups))));
+}
+
+/** The legend: direct and partial pieces, crossings, colours; 2 lines from `legendY`. */
+function legend(left: number, legendY: number): string[] {
   const hatchX = left + 250;
   const crossX = left + 520;
-  out.push(
+  return [
     `<rect x="${left}" y="${legendY - 9}" width="22" height="10" fill="${
       segmentColour(0, 0, 1)
     }"/>`,
@@ -280,13 +299,15 @@ export function planSvg(plan: Plan, options: PlanSvgOptions = {}): string {
     `<line class="cross-head legend" x1="${crossX + 160}" x2="${crossX + 160}" y1="${
       legendY - 11
     }" ` +
-      `y2="${legendY + 2}"/>`,
+    `y2="${legendY + 2}"/>`,
     `<text x="${crossX + 166}" y="${legendY}" class="note">crosses a head</text>`,
     `<text x="${left}" y="${legendY + 18}" class="note">colour: hue by sequence, shade by KV head` +
-      ` (darker = lower head); merge row: segments whose partial states are reduced, and how many</text>`,
-  );
-  const height = legendY + 30;
+    ` (darker = lower head); merge row: segments whose partial states are reduced, and how many</text>`,
+  ];
+}
 
+/** A standalone SVG document around `body`. */
+function svgDocument(width: number, height: number, body: string[]): string {
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
     `viewBox="0 0 ${width} ${height}" font-family="sans-serif">`,
@@ -299,8 +320,73 @@ export function planSvg(plan: Plan, options: PlanSvgOptions = {}): string {
     `stroke-dasharray:2,2}.cross-seq{stroke:#000;stroke-width:2}.cross-head{stroke:#555;` +
     `stroke-width:1.5}.merge{stroke:#000;stroke-width:0.75}.axis{stroke:#444}</style>`,
     `<rect width="${width}" height="${height}" fill="#fff"/>`,
-    ...out,
+    ...body,
     `</svg>`,
     "",
   ].join("\n");
+}
+
+/**
+ * Draws plans of one batch side by side (e.g. lean, split and single), on the same tile scale and
+ * row height, under one title and one legend. Each panel is {@linkcode planSvg}'s picture.
+ *
+ * @example
+ * ```ts
+ * import { createPlan } from "@lean/attention";
+ * import { planComparisonSvg } from "@lean/attention/cli";
+ * const shape = { seqLens: [900, 60, 300], numHeads: 4, numKVHeads: 2, headDim: 64 };
+ * const plans = (["lean", "split", "single"] as const).map((strategy) =>
+ *   createPlan(shape, { strategy, grid: 8 })
+ * );
+ * const svg = planComparisonSvg(plans, { width: 1500 });
+ * console.log(svg.split('class="panel"').length - 1); // 3
+ * ```
+ */
+export function planComparisonSvg(plans: readonly Plan[], options: PlanSvgOptions = {}): string {
+  if (!Array.isArray(plans)) throw new TypeError(`plans must be an array: got ${typeof plans}`);
+  if (plans.length < 1 || plans.length > 8) {
+    throw new RangeError(`plans must hold 1 to 8 plans: got ${plans.length}`);
+  }
+  const width = options.width ?? 1500;
+  if (typeof width !== "number") throw new TypeError(`width must be a number: got ${typeof width}`);
+  if (!Number.isInteger(width) || width < 400 * plans.length || width > 20000) {
+    throw new RangeError(
+      `width must be an integer from ${400 * plans.length} to 20000: got ${width}`,
+    );
+  }
+  const panelW = Math.floor(width / plans.length);
+  const rowHeight = options.rowHeight ??
+    rowHeightFor(Math.max(...plans.map((p) => p.schedule.workgroups)));
+  const p = plans[0].problem;
+  const title = options.title ??
+    `${p.numSeqs} sequences (${p.seqLens.join(", ")} tokens) x ${p.numKVHeads} KV heads, ` +
+      `${plans[0].numTiles} tiles of ${plans[0].tiles.tileTokens} tokens, grid ${plans[0].grid}`;
+  const top = 30;
+  let height = 0;
+  const panels = plans.map((plan, i) => {
+    const runs = plan.partition.runStarts;
+    let longest = 0;
+    for (let w = 0; w < plan.schedule.workgroups; w++) {
+      longest = Math.max(longest, runs[w + 1] - runs[w]);
+    }
+    const svg = planSvg(plan, {
+      width: panelW,
+      rowHeight,
+      legend: false,
+      // The longest run bounds the decode dispatch's time: the point of the comparison.
+      title:
+        `${plan.strategy}: ${plan.schedule.workgroups} workgroups, longest run ${longest} tiles`,
+    })
+      // One document, so each panel's hatch pattern needs an id of its own.
+      .replaceAll('id="hatch"', `id="hatch-${i}"`).replaceAll("url(#hatch)", `url(#hatch-${i})`);
+    const panelH = Number(/height="(\d+)"/.exec(svg)?.[1]);
+    height = Math.max(height, panelH);
+    return svg.replace("<svg ", `<svg class="panel" x="${i * panelW}" y="${top}" `);
+  });
+  const body = [
+    `<text x="70" y="20" class="title">${escapeXml(title)}</text>`,
+    ...panels,
+    ...legend(70, top + height + 14),
+  ];
+  return svgDocument(width, top + height + 44, body);
 }
