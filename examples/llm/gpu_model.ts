@@ -1,0 +1,414 @@
+/**
+ * The runner's GPU backend on a WebGPU device (Deno's, Dawn's or a browser's): weights uploaded
+ * once in their stored dtype, one command buffer per forward pass with every dispatch in one
+ * compute pass (or, with `timing`, one pass per stretch between attention calls, each with
+ * timestamps), attention through the library's paged {@linkcode KVCache} and
+ * {@linkcode AttentionEncoder}. Sampled tokens stay on the GPU: nothing is read back per step
+ * unless logits are asked for.
+ *
+ * ```ts ignore
+ * import { loadCheckpoint } from "./checkpoint.ts";
+ * import { createGpuModel } from "./gpu_model.ts";
+ * const device = await (await navigator.gpu.requestAdapter())!.requestDevice();
+ * const runner = await createGpuModel(device, await loadCheckpoint("dir"), { batch: 4, maxTokens: 256 });
+ * ```
+ *
+ * @module
+ */
+
+import {
+  type AttentionEncoder,
+  createAttentionEncoder,
+  createKVCache,
+  type KVCache,
+} from "../../mod.ts";
+import type { Matrix, ModelWeights } from "./checkpoint.ts";
+import type { ModelConfig } from "./config.ts";
+import type { RunnerOptions } from "./cpu_model.ts";
+import type { ForwardStep, ModelRunner } from "./generation.ts";
+import {
+  argmaxWGSL,
+  embedWGSL,
+  GENERATED,
+  lastRowsWGSL,
+  matmulWGSL,
+  type MatmulSpec,
+  NO_SLOT,
+  ropeWGSL,
+  rmsnormWGSL,
+  swigluWGSL,
+  type TableLayout,
+  THREADS,
+} from "./gpu_kernels.ts";
+import { PREFILL_CHUNK } from "./generation.ts";
+import { ropeInvFreq, ropeTable } from "./rope.ts";
+
+/** Options of {@linkcode createGpuModel}. */
+export interface GpuRunnerOptions extends RunnerOptions {
+  /** Lean grid of the attention encoder (default: the adapter table's). */
+  grid?: number;
+  /** Generated tokens per sequence the history holds (default 4096). */
+  maxGenerated?: number;
+  /** Time passes with timestamp queries (splits each step at the attention calls). */
+  timing?: boolean;
+}
+
+/** GPU time of one timed forward pass. */
+export interface StepTiming {
+  /** First pass begin to last pass end, ms. */
+  totalMs: number;
+  /** Sum of the attention passes (KV append excluded), ms. */
+  attentionMs: number;
+}
+
+const U = { MAP_READ: 1, COPY_SRC: 4, COPY_DST: 8, UNIFORM: 0x40, STORAGE: 0x80, QUERY: 0x200 };
+const STORAGE = U.STORAGE | U.COPY_DST | U.COPY_SRC;
+const MAX_QUERIES = 4096;
+
+/** A pipeline and its bind group. */
+type Stage = [GPUComputePipeline, GPUBindGroup];
+type LayerStage = "attnNorm" | "qkv" | "rope" | "o" | "mlpNorm" | "gu" | "swiglu" | "down";
+
+/** The model on a GPU; create it with {@linkcode createGpuModel}. */
+export class GpuModel implements ModelRunner {
+  readonly config: ModelConfig;
+  readonly device: GPUDevice;
+  readonly cache: KVCache;
+  readonly attention: AttentionEncoder;
+  /** Sequence ids of the batch in the cache. */
+  readonly ids: number[];
+  #t: TableLayout;
+  #buffers: GPUBuffer[] = [];
+  #b: Record<string, GPUBuffer> = {};
+  #pipelines = new Map<string, GPUComputePipeline>();
+  #table: Uint32Array<ArrayBuffer>;
+  #stepWords = new Uint32Array(4);
+  #batch: number;
+  #maxGenerated: number;
+  #layers: Record<LayerStage, Stage>[] = [];
+  #final!: Record<"embed" | "last" | "norm" | "lm" | "argmax", Stage>;
+  #logitsStaging: GPUBuffer | undefined;
+  #logitsPending = 0;
+  #querySet: GPUQuerySet | undefined;
+  #queries = 0;
+  #timed: { begin: number; passes: { attention: boolean; index: number }[] }[] = [];
+
+  /** Use {@linkcode createGpuModel}. */
+  constructor(
+    device: GPUDevice,
+    weights: ModelWeights,
+    options: GpuRunnerOptions,
+    attention: AttentionEncoder,
+  ) {
+    const c = weights.config;
+    this.config = c;
+    this.device = device;
+    this.attention = attention;
+    this.#batch = options.batch;
+    this.#maxGenerated = options.maxGenerated ?? 4096;
+    const maxRows = options.batch * PREFILL_CHUNK;
+    this.#t = { maxRows, maxSeqs: options.batch };
+    this.#table = new Uint32Array(2 * maxRows + options.batch);
+    const pageSize = options.pageSize ?? 16;
+    this.cache = createKVCache({
+      device,
+      numLayers: c.layers,
+      numKVHeads: c.kvHeads,
+      headDim: c.headDim,
+      kvDtype: options.kvDtype ?? "f32",
+      pageSize,
+      numPages: options.batch * Math.ceil(options.maxTokens / pageSize),
+    });
+    this.ids = Array.from({ length: options.batch }, () => this.cache.addSequence());
+    if (options.timing && device.features.has("timestamp-query")) {
+      this.#querySet = device.createQuerySet({ type: "timestamp", count: MAX_QUERIES });
+    }
+    this.#upload(weights, options);
+  }
+
+  #buffer(name: string, bytes: number, usage = STORAGE): GPUBuffer {
+    const b = this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage, label: name });
+    this.#buffers.push(b);
+    this.#b[name] = b;
+    return b;
+  }
+
+  #data(name: string, data: Float32Array | Uint16Array | Uint32Array): GPUBuffer {
+    const b = this.#buffer(name, data.byteLength);
+    const chunk = 1 << 26; // bounded staging copies for GB-sized tensors
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    for (let at = 0; at < bytes.length; at += chunk) {
+      const part = bytes.subarray(at, Math.min(bytes.length, at + chunk));
+      this.device.queue.writeBuffer(b, at, part as unknown as ArrayBuffer);
+    }
+    return b;
+  }
+
+  #pipeline(code: string): GPUComputePipeline {
+    let p = this.#pipelines.get(code);
+    if (!p) {
+      const module = this.device.createShaderModule({ code });
+      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+      this.#pipelines.set(code, p);
+    }
+    return p;
+  }
+
+  #group(p: GPUComputePipeline, bindings: Record<number, GPUBuffer>): GPUBindGroup {
+    return this.device.createBindGroup({
+      layout: p.getBindGroupLayout(0),
+      entries: Object.entries(bindings).map(([i, buffer]) => ({ binding: Number(i), resource: { buffer } })),
+    });
+  }
+
+  #upload(w: ModelWeights, options: GpuRunnerOptions): void {
+    const c = this.config;
+    const { maxRows, maxSeqs } = this.#t;
+    const qkvDim = (c.heads + 2 * c.kvHeads) * c.headDim;
+    const attnDim = c.heads * c.headDim;
+    const matrices = new Map<Matrix, GPUBuffer>();
+    const matrix = (name: string, m: Matrix) => {
+      let b = matrices.get(m);
+      if (!b) matrices.set(m, b = this.#data(name, m.data));
+      return b;
+    };
+    const b = {
+      step: this.#buffer("step", 16, U.UNIFORM | U.COPY_DST),
+      table: this.#buffer("table", 4 * this.#table.length),
+      next: this.#buffer("next", 4 * maxSeqs),
+      history: this.#buffer("history", 4 * maxSeqs * this.#maxGenerated),
+      x: this.#buffer("x", 4 * maxRows * c.hidden),
+      xn: this.#buffer("xn", 4 * maxRows * c.hidden),
+      qkv: this.#buffer("qkv", 4 * maxRows * qkvDim),
+      q: this.#buffer("q", 4 * maxRows * attnDim),
+      k: this.#buffer("k", 4 * maxRows * c.kvHeads * c.headDim),
+      v: this.#buffer("v", 4 * maxRows * c.kvHeads * c.headDim),
+      attn: this.#buffer("attn", 4 * maxRows * attnDim),
+      gu: this.#buffer("gu", 4 * maxRows * 2 * c.ffn),
+      h: this.#buffer("h", 4 * maxRows * c.ffn),
+      last: this.#buffer("last", 4 * maxSeqs * c.hidden),
+      lastN: this.#buffer("lastN", 4 * maxSeqs * c.hidden),
+      logits: this.#buffer("logits", 4 * maxSeqs * c.vocab),
+      norm: this.#data("norm", w.norm),
+      embed: matrix("embed", w.embed),
+      lmHead: matrix("lmHead", w.lmHead),
+    };
+    const rope = ropeTable(ropeInvFreq(c.rope, c.headDim), options.maxTokens);
+    const cosT = this.#data("cos", rope.cos);
+    const sinT = this.#data("sin", rope.sin);
+    const mm = (m: Matrix, spec: Omit<MatmulSpec, "inDim" | "outDim" | "dtype">) =>
+      this.#pipeline(matmulWGSL({ inDim: m.cols, outDim: m.rows, dtype: m.dtype, ...spec }));
+    const norm = this.#pipeline(rmsnormWGSL(c.hidden, c.eps));
+    const p = {
+      embed: this.#pipeline(embedWGSL(c.hidden, w.embed.dtype, this.#t)),
+      rope: this.#pipeline(ropeWGSL(c.heads, c.kvHeads, c.headDim, this.#t)),
+      swiglu: this.#pipeline(swigluWGSL(c.ffn)),
+      last: this.#pipeline(lastRowsWGSL(c.hidden)),
+      lm: mm(w.lmHead, { rows: "seqs", bias: false, accumulate: false }),
+      argmax: this.#pipeline(argmaxWGSL(c.vocab, this.#t)),
+    };
+    this.#layers = w.layers.map((l, i) => {
+      const n = (s: string) => `layer ${i} ${s}`;
+      const qkvBias = l.qkvBias ? this.#data(n("qkv bias"), l.qkvBias) : undefined;
+      const oBias = l.oBias ? this.#data(n("o bias"), l.oBias) : undefined;
+      const bias = (x?: GPUBuffer): Record<number, GPUBuffer> => (x ? { 3: x } : {});
+      const pair = (pl: GPUComputePipeline, bindings: Record<number, GPUBuffer>): Stage => [
+        pl,
+        this.#group(pl, bindings),
+      ];
+      const pq = mm(l.qkv, { rows: "rows", bias: !!qkvBias, accumulate: false });
+      const po = mm(l.o, { rows: "rows", bias: !!oBias, accumulate: true });
+      const pgu = mm(l.gateUp, { rows: "rows", bias: false, accumulate: false });
+      const pd = mm(l.down, { rows: "rows", bias: false, accumulate: true });
+      return {
+        attnNorm: pair(norm, { 0: b.x, 1: this.#data(n("attn norm"), l.attnNorm), 2: b.xn }),
+        qkv: pair(pq, { 0: b.step, 1: b.xn, 2: matrix(n("qkv"), l.qkv), ...bias(qkvBias), 4: b.qkv }),
+        rope: pair(p.rope, {
+          0: b.step,
+          1: b.table,
+          2: b.qkv,
+          3: cosT,
+          4: sinT,
+          5: b.q,
+          6: b.k,
+          7: b.v,
+        }),
+        o: pair(po, { 0: b.step, 1: b.attn, 2: matrix(n("o"), l.o), ...bias(oBias), 4: b.x }),
+        mlpNorm: pair(norm, { 0: b.x, 1: this.#data(n("mlp norm"), l.mlpNorm), 2: b.xn }),
+        gu: pair(pgu, { 0: b.step, 1: b.xn, 2: matrix(n("gate up"), l.gateUp), 4: b.gu }),
+        swiglu: pair(p.swiglu, { 0: b.step, 1: b.gu, 2: b.h }),
+        down: pair(pd, { 0: b.step, 1: b.h, 2: matrix(n("down"), l.down), 4: b.x }),
+      };
+    });
+    const pair = (pl: GPUComputePipeline, group: GPUBindGroup): Stage => [pl, group];
+    this.#final = {
+      embed: pair(p.embed, this.#group(p.embed, { 0: b.step, 1: b.table, 2: b.next, 3: b.embed, 4: b.x })),
+      last: pair(p.last, this.#group(p.last, { 0: b.step, 1: b.x, 2: b.last })),
+      norm: pair(norm, this.#group(norm, { 0: b.last, 1: b.norm, 2: b.lastN })),
+      lm: pair(p.lm, this.#group(p.lm, { 0: b.step, 1: b.lastN, 2: b.lmHead, 4: b.logits })),
+      argmax: pair(
+        p.argmax,
+        this.#group(p.argmax, { 0: b.step, 1: b.table, 2: b.logits, 3: b.next, 4: b.history }),
+      ),
+    };
+    Object.assign(this.#b, b);
+  }
+
+  forward(step: ForwardStep): void {
+    const c = this.config;
+    const { seqs, qLen } = step;
+    const n = seqs.length;
+    const rows = n * qLen;
+    const { maxRows } = this.#t;
+    const ids = seqs.map((s) => this.ids[s]);
+    const table = this.#table;
+    for (let s = 0; s < n; s++) {
+      const len = this.cache.length(ids[s]);
+      for (let p = 0; p < qLen; p++) {
+        const r = s * qLen + p;
+        table[r] = step.tokens ? step.tokens[r] : GENERATED;
+        table[maxRows + r] = len + p;
+      }
+      table[2 * maxRows + s] = step.sample ? seqs[s] : NO_SLOT;
+    }
+    this.#stepWords.set([rows, n, qLen, step.genIndex * this.#batch]);
+    const q = this.device.queue;
+    q.writeBuffer(this.#b.step, 0, this.#stepWords);
+    q.writeBuffer(this.#b.table, 0, table);
+    const slots = this.cache.extend(ids, qLen);
+    const plan = this.attention.plan(this.cache, { seqs: ids, numHeads: c.heads, qLen });
+    const enc = this.device.createCommandEncoder();
+    const f = this.#final;
+    const wg = (count: number): [number, number] => {
+      const groups = Math.ceil(count / THREADS);
+      const y = Math.ceil(groups / 65535);
+      return [Math.ceil(groups / y), y];
+    };
+    const cols = (count: number): [number, number] => {
+      const y = Math.ceil(count / 65535);
+      return [Math.ceil(count / y), y];
+    };
+    const timing = this.#querySet && this.#queries + 4 * c.layers + 2 <= MAX_QUERIES;
+    const record = timing ? { begin: this.#queries, passes: [] as { attention: boolean; index: number }[] } : undefined;
+    const open = (attention: boolean): GPUComputePassEncoder => {
+      if (!record) return enc.beginComputePass();
+      const index = this.#queries;
+      this.#queries += 2;
+      record.passes.push({ attention, index });
+      return enc.beginComputePass({
+        timestampWrites: { querySet: this.#querySet!, beginningOfPassWriteIndex: index, endOfPassWriteIndex: index + 1 },
+      });
+    };
+    let pass = open(false);
+    const run = (stage: Stage, size: [number, number]) => {
+      pass.setPipeline(stage[0]);
+      pass.setBindGroup(0, stage[1]);
+      pass.dispatchWorkgroups(size[0], size[1]);
+    };
+    run(f.embed, wg((rows * c.hidden) / 2));
+    const qkvDim = (c.heads + 2 * c.kvHeads) * c.headDim;
+    for (let l = 0; l < c.layers; l++) {
+      const st = this.#layers[l];
+      run(st.attnNorm, [rows, 1]);
+      run(st.qkv, cols(qkvDim));
+      run(st.rope, wg((rows * qkvDim) / 2));
+      this.cache.encodeAppend(pass, { slots, layer: l, k: this.#b.k, v: this.#b.v });
+      if (record) {
+        pass.end();
+        pass = open(true);
+      }
+      this.attention.encode(pass, { plan, layer: l, q: this.#b.q, out: this.#b.attn });
+      if (record) {
+        pass.end();
+        pass = open(false);
+      }
+      run(st.o, cols(c.hidden));
+      run(st.mlpNorm, [rows, 1]);
+      run(st.gu, cols(2 * c.ffn));
+      run(st.swiglu, wg(rows * c.ffn));
+      run(st.down, cols(c.hidden));
+    }
+    if (step.sample) {
+      run(f.last, wg(n * c.hidden));
+      run(f.norm, [n, 1]);
+      run(f.lm, cols(c.vocab));
+      run(f.argmax, [n, 1]);
+    }
+    pass.end();
+    if (record) this.#timed.push(record);
+    if (step.sample) {
+      this.#logitsStaging ??= this.#buffer("logits staging", 4 * this.#batch * c.vocab, U.MAP_READ | U.COPY_DST);
+      this.#logitsPending = n;
+    }
+    this.device.queue.submit([enc.finish()]);
+  }
+
+  async #read(src: GPUBuffer, bytes: number, staging?: GPUBuffer): Promise<ArrayBuffer> {
+    const s = staging ?? this.device.createBuffer({ size: Math.max(16, bytes), usage: U.MAP_READ | U.COPY_DST });
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(src, 0, s, 0, bytes);
+    this.device.queue.submit([enc.finish()]);
+    await s.mapAsync(U.MAP_READ);
+    const out = s.getMappedRange(0, bytes).slice(0);
+    s.unmap();
+    if (!staging) s.destroy();
+    return out;
+  }
+
+  async readLogits(): Promise<Float32Array> {
+    const bytes = 4 * this.#logitsPending * this.config.vocab;
+    return new Float32Array(await this.#read(this.#b.logits, bytes, this.#logitsStaging));
+  }
+
+  async readTokens(generated: number): Promise<number[][]> {
+    const B = this.#batch;
+    const hist = new Uint32Array(await this.#read(this.#b.history, 4 * B * generated));
+    return Array.from({ length: B }, (_, s) => Array.from({ length: generated }, (_, g) => hist[g * B + s]));
+  }
+
+  /** GPU times of the timed steps so far (needs `timing` and `timestamp-query`). */
+  async readTimings(): Promise<StepTiming[]> {
+    if (!this.#querySet || this.#queries === 0) return [];
+    const resolve = this.#buffer("query resolve", 8 * this.#queries, U.QUERY | U.COPY_SRC);
+    const enc = this.device.createCommandEncoder();
+    enc.resolveQuerySet(this.#querySet, 0, this.#queries, resolve, 0);
+    this.device.queue.submit([enc.finish()]);
+    const ns = new BigUint64Array(await this.#read(resolve, 8 * this.#queries));
+    const ms = (a: number, b: number) => Number(ns[b] - ns[a]) / 1e6;
+    return this.#timed.map((r) => {
+      const last = r.passes[r.passes.length - 1].index + 1;
+      let attentionMs = 0;
+      for (const p of r.passes) if (p.attention) attentionMs += ms(p.index, p.index + 1);
+      return { totalMs: ms(r.begin, last), attentionMs };
+    });
+  }
+
+  async sync(): Promise<void> {
+    await this.device.queue.onSubmittedWorkDone();
+  }
+
+  dispose(): void {
+    this.attention.dispose();
+    this.cache.dispose();
+    this.#querySet?.destroy();
+    for (const b of this.#buffers) b.destroy();
+    this.#buffers = [];
+  }
+}
+
+/** Uploads a model to `device` and prepares its pipelines. */
+export async function createGpuModel(
+  device: GPUDevice,
+  weights: ModelWeights,
+  options: GpuRunnerOptions,
+): Promise<GpuModel> {
+  const attention = await createAttentionEncoder(device, { grid: options.grid });
+  device.pushErrorScope("validation");
+  const model = new GpuModel(device, weights, options, attention);
+  const error = await device.popErrorScope();
+  if (error) {
+    model.dispose();
+    throw new Error(`creating the model's GPU buffers and pipelines failed: ${error.message}`);
+  }
+  return model;
+}
