@@ -90,6 +90,8 @@ export class GpuModel implements ModelRunner {
   #logitsStaging: GPUBuffer | undefined;
   #logitsPending = 0;
   #querySet: GPUQuerySet | undefined;
+  #timing = false;
+  #resolve: GPUBuffer | undefined;
   #queries = 0;
   #timed: { begin: number; passes: { attention: boolean; index: number }[] }[] = [];
 
@@ -120,9 +122,7 @@ export class GpuModel implements ModelRunner {
       numPages: options.batch * Math.ceil(options.maxTokens / pageSize),
     });
     this.ids = Array.from({ length: options.batch }, () => this.cache.addSequence());
-    if (options.timing && device.features.has("timestamp-query")) {
-      this.#querySet = device.createQuerySet({ type: "timestamp", count: MAX_QUERIES });
-    }
+    this.setTiming(options.timing ?? false);
     this.#upload(weights, options);
   }
 
@@ -288,7 +288,7 @@ export class GpuModel implements ModelRunner {
       const y = Math.ceil(count / 65535);
       return [Math.ceil(count / y), y];
     };
-    const timing = this.#querySet && this.#queries + 4 * c.layers + 2 <= MAX_QUERIES;
+    const timing = this.#timing && this.#queries + 4 * c.layers + 2 <= MAX_QUERIES;
     const record = timing ? { begin: this.#queries, passes: [] as { attention: boolean; index: number }[] } : undefined;
     const open = (attention: boolean): GPUComputePassEncoder => {
       if (!record) return enc.beginComputePass();
@@ -366,10 +366,29 @@ export class GpuModel implements ModelRunner {
     return Array.from({ length: B }, (_, s) => Array.from({ length: generated }, (_, g) => hist[g * B + s]));
   }
 
-  /** GPU times of the timed steps so far (needs `timing` and `timestamp-query`). */
+  /**
+   * Turns timestamped passes on or off for later steps (a no-op without `timestamp-query`).
+   * Returns whether steps are timed now.
+   */
+  setTiming(on: boolean): boolean {
+    if (on && !this.#querySet && this.device.features.has("timestamp-query")) {
+      this.#querySet = this.device.createQuerySet({ type: "timestamp", count: MAX_QUERIES });
+    }
+    this.#timing = on && this.#querySet !== undefined;
+    return this.#timing;
+  }
+
+  /** Forgets the timings read so far (frees the query slots). */
+  resetTimings(): void {
+    this.#timed = [];
+    this.#queries = 0;
+  }
+
+  /** GPU times of the timed steps since the last reset (needs `timestamp-query`). */
   async readTimings(): Promise<StepTiming[]> {
     if (!this.#querySet || this.#queries === 0) return [];
-    const resolve = this.#buffer("query resolve", 8 * this.#queries, U.QUERY | U.COPY_SRC);
+    this.#resolve ??= this.#buffer("query resolve", 8 * MAX_QUERIES, U.QUERY | U.COPY_SRC);
+    const resolve = this.#resolve;
     const enc = this.device.createCommandEncoder();
     enc.resolveQuerySet(this.#querySet, 0, this.#queries, resolve, 0);
     this.device.queue.submit([enc.finish()]);
