@@ -25,6 +25,8 @@ export interface TinySpec {
   tie: boolean;
   /** q/k/v biases (Qwen2). */
   qkvBias?: boolean;
+  /** An o_proj bias too (Llama's `attention_bias`). */
+  oBias?: boolean;
   /** Llama 3 RoPE scaling. */
   llama3?: boolean;
   /** Write the config the transformers 5 way (`rope_parameters`). */
@@ -62,6 +64,7 @@ export async function writeTinyCheckpoint(dir: string, s: TinySpec, seed: number
       put(`${p}self_attn.v_proj.bias`, [s.kvHeads * D], 0.3);
     }
     lin(`${p}self_attn.o_proj.weight`, s.hidden, s.heads * D);
+    if (s.oBias) put(`${p}self_attn.o_proj.bias`, [s.hidden], 0.3);
     put(`${p}post_attention_layernorm.weight`, [s.hidden], 0.2, 1);
     lin(`${p}mlp.gate_proj.weight`, s.ffn, s.hidden);
     lin(`${p}mlp.up_proj.weight`, s.ffn, s.hidden);
