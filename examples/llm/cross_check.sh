@@ -21,21 +21,20 @@ out=${2:?usage: cross_check.sh WORK OUT}
 models=${MODELS:-"tiny llama32_1b qwen25_05b mistral7b_2l"}
 deadline=$((SECONDS + ${DEADLINE:-480}))
 mkdir -p "$work" "$out"
+out=$(cd "$out" && pwd)
 log="$out/log.txt"
 results="$out/cross_check.jsonl"
 : > "$results"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$log" 2>&1
 deno --version | head -1 >> "$log"
 
+hf_pid=
 if [ -z "${SKIP_HF:-}" ]; then
   # shellcheck disable=SC2086
-  (python3 examples/llm/hf_reference.py "$work" $models > "$work/hf.log" 2>&1
-   echo "hf_reference.py exit $?" >> "$work/hf.log"; touch "$work/hf.finished") &
+  python3 examples/llm/hf_reference.py "$work" $models > "$work/hf.log" 2>&1 &
   hf_pid=$!
-else
-  touch "$work/hf.finished"
-  hf_pid=
 fi
+hf_running() { [ -n "$hf_pid" ] && kill -0 "$hf_pid" 2>/dev/null; }
 
 prompt_args() { # the reference's prompts and token count, as generate.ts flags
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
@@ -60,7 +59,7 @@ run_one() { # DIR LABEL BACKEND
 }
 
 for m in $models; do
-  while [ ! -f "$work/$m.done" ] && [ ! -f "$work/hf.finished" ]; do sleep 1; done
+  while [ ! -f "$work/$m.done" ] && hf_running && [ "$SECONDS" -le "$deadline" ]; do sleep 1; done
   if [ ! -f "$work/$m.done" ]; then echo "no reference for $m" >> "$log"; continue; fi
   for w in f32 bf16; do
     if [ "$SECONDS" -gt "$deadline" ]; then echo "deadline: skipped $m-$w" >> "$log"; continue; fi
@@ -68,14 +67,15 @@ for m in $models; do
     run_one "$work/$m-$w" "$m-$w-dawn" dawn & b=$!
     wait "$a" "$b"
   done
+  if [ "$m" = tiny ]; then
+    (cd "$work/tiny-f32" && tar -cf "$out/fixture.tar" config.json model*.safetensors \
+      hf_reference.json hf_logits.safetensors) >> "$log" 2>&1
+  fi
 done
+if hf_running; then echo "deadline: stopping hf_reference.py" >> "$log"; kill "$hf_pid"; fi
 [ -n "$hf_pid" ] && wait "$hf_pid"
 cat "$work/hf.log" >> "$log" 2>/dev/null
 cp "$work/hf_summary.json" "$out/" 2>/dev/null
-if [ -d "$work/tiny-f32" ]; then
-  (cd "$work/tiny-f32" && tar -cf "$out/fixture.tar" config.json model*.safetensors \
-    hf_reference.json hf_logits.safetensors) >> "$log" 2>&1
-fi
 
 if [ -d "$work/llama32_1b-bf16" ]; then
   for backend in webgpu dawn; do

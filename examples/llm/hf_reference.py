@@ -174,9 +174,85 @@ def greedy(model, prompts, new_tokens, device):
     return tokens, torch.stack(logits)
 
 
+def greedy_forward(model, prompts, new_tokens, device):
+    """The same greedy decode as explicit forward calls with HF's KV cache (fallback)."""
+    tokens, logits = [], []
+    for p in prompts:
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([p], device=device), use_cache=True)
+            steps = [out.logits[0, -1].float()]
+            t = [int(torch.argmax(steps[-1]))]
+            while len(t) < new_tokens:
+                out = model(
+                    input_ids=torch.tensor([[t[-1]]], device=device),
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                )
+                steps.append(out.logits[0, -1].float())
+                t.append(int(torch.argmax(steps[-1])))
+        tokens.append(t)
+        logits.append(torch.stack(steps).cpu())
+    return tokens, torch.stack(logits)
+
+
 def top_gaps(logits):
     top2 = torch.topk(logits, 2, dim=-1).values
     return (top2[..., 0] - top2[..., 1]).tolist()
+
+
+def run_model(name, out, device, summary):
+    """Makes one model's checkpoints and references."""
+    t0 = time.time()
+    f32_dir = os.path.join(out, f"{name}-f32")
+    bf16_dir = os.path.join(out, f"{name}-bf16")
+    model = make_model(name, f32_dir)
+    vocab = model.config.vocab_size
+    prompts = prompts_for(name, vocab, seed=7)
+    new_tokens = NEW_TOKENS.get(name, DEFAULT_NEW_TOKENS)
+    model.save_pretrained(f32_dir)
+    for folder, rounded in ((f32_dir, False), (bf16_dir, True)):
+        if rounded:
+            # The bf16 checkpoint's reference: its rounded weights, computed in float32.
+            model.to(torch.bfloat16).save_pretrained(bf16_dir)
+            model.to(torch.float32)
+        model.to(device)
+        method = "generate"
+        try:
+            tokens, logits = greedy(model, prompts, new_tokens, device)
+        except Exception as e:  # noqa: BLE001 - keep the other models going
+            print(f"{name}: generate failed ({e!r}); using forward calls", flush=True)
+            method = "forward loop"
+            tokens, logits = greedy_forward(model, prompts, new_tokens, device)
+        model.to("cpu")
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        save_file({"logits": logits.contiguous()}, os.path.join(folder, "hf_logits.safetensors"))
+        gaps = top_gaps(logits)
+        ref = {
+            "model": name,
+            "weights": "bf16" if rounded else "f32",
+            "prompts": prompts,
+            "tokens": tokens,
+            "top2_gaps": gaps,
+            "min_top2_gap": min(min(g) for g in gaps),
+            "method": method,
+            "attn_implementation": "eager",
+            "compute_dtype": "float32",
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        }
+        with open(os.path.join(folder, "hf_reference.json"), "w") as f:
+            json.dump(ref, f)
+    summary["models"][name] = {
+        "seconds": round(time.time() - t0, 1),
+        "prompt_lengths": [len(p) for p in prompts],
+        "new_tokens": new_tokens,
+    }
+    print(f"{name}: done in {time.time() - t0:.1f} s", flush=True)
+    with open(os.path.join(out, f"{name}.done"), "w") as f:
+        f.write("ok\n")
+    del model
+
 
 
 def main():
@@ -193,49 +269,11 @@ def main():
         "models": {},
     }
     for name in names:
-        t0 = time.time()
-        f32_dir = os.path.join(out, f"{name}-f32")
-        bf16_dir = os.path.join(out, f"{name}-bf16")
-        model = make_model(name, f32_dir)
-        vocab = model.config.vocab_size
-        prompts = prompts_for(name, vocab, seed=7)
-        new_tokens = NEW_TOKENS.get(name, DEFAULT_NEW_TOKENS)
-        model.save_pretrained(f32_dir)
-        for folder, rounded in ((f32_dir, False), (bf16_dir, True)):
-            if rounded:
-                # The bf16 checkpoint's reference: its rounded weights, computed in float32.
-                model.to(torch.bfloat16).save_pretrained(bf16_dir)
-                model.to(torch.float32)
-            model.to(device)
-            tokens, logits = greedy(model, prompts, new_tokens, device)
-            model.to("cpu")
-            if device == "cuda":
-                torch.cuda.empty_cache()
-            save_file({"logits": logits.contiguous()}, os.path.join(folder, "hf_logits.safetensors"))
-            gaps = top_gaps(logits)
-            ref = {
-                "model": name,
-                "weights": "bf16" if rounded else "f32",
-                "prompts": prompts,
-                "tokens": tokens,
-                "top2_gaps": gaps,
-                "min_top2_gap": min(min(g) for g in gaps),
-                "attn_implementation": "eager",
-                "compute_dtype": "float32",
-                "transformers": transformers.__version__,
-                "torch": torch.__version__,
-            }
-            with open(os.path.join(folder, "hf_reference.json"), "w") as f:
-                json.dump(ref, f)
-        summary["models"][name] = {
-            "seconds": round(time.time() - t0, 1),
-            "prompt_lengths": [len(p) for p in prompts],
-            "new_tokens": new_tokens,
-        }
-        print(f"{name}: done in {time.time() - t0:.1f} s", flush=True)
-        with open(os.path.join(out, f"{name}.done"), "w") as f:
-            f.write("ok\n")
-        del model
+        try:
+            run_model(name, out, device, summary)
+        except Exception as e:  # noqa: BLE001 - keep the other models going
+            print(f"{name}: FAILED: {e!r}", flush=True)
+            summary["models"][name] = {"error": repr(e)}
     with open(os.path.join(out, "hf_summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
 
