@@ -124,7 +124,11 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
   const src = new TensorSource(await Promise.all(names.map((n) => openSafetensors(`${dir}/${n}`))));
   try {
     const { hidden, ffn, heads, kvHeads, headDim, vocab } = config;
-    const embed = await src.matrix("model.embed_tokens.weight", vocab, hidden);
+    // A tied checkpoint stores one of the two names (transformers keeps the embedding's).
+    const embedName = src.has("model.embed_tokens.weight") || !src.has("lm_head.weight")
+      ? "model.embed_tokens.weight"
+      : "lm_head.weight";
+    const embed = await src.matrix(embedName, vocab, hidden);
     const layers: LayerWeights[] = [];
     for (let l = 0; l < config.layers; l++) {
       const p = `model.layers.${l}.`;
@@ -162,7 +166,8 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
       });
     }
     const norm = await src.vector("model.norm.weight", hidden);
-    const tied = config.tieEmbeddings || !src.has("lm_head.weight");
+    const tied = config.tieEmbeddings || !src.has("lm_head.weight") ||
+      embedName === "lm_head.weight";
     const lmHead = tied ? embed : await src.matrix("lm_head.weight", vocab, hidden);
     return { config, embed, layers, norm, lmHead };
   } finally {
