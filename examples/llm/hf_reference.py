@@ -15,7 +15,8 @@ Writes, per checkpoint folder OUT/NAME-f32 and OUT/NAME-bf16:
   hf_logits.safetensors              logits [prompt][step][vocab], float32
 
 Usage: python3 examples/llm/hf_reference.py OUT [NAME ...]
-Names: tiny, llama32_1b, qwen25_05b, mistral7b_2l (default: all).
+(HF_SKIP_F32=1: only the bfloat16 checkpoints and references.)
+Names: tiny, llama32_1b, qwen25_05b, qwen25_7b_1l, mistral7b_2l (default: all).
 """
 
 import json
@@ -93,6 +94,24 @@ CONFIGS = {
         "use_sliding_window": False,
         "sliding_window": 32768,
         "max_window_layers": 21,
+    },
+    # Qwen2.5 7B's attention shape (GQA 7:1, head_dim 128) with 1 of its 28 layers.
+    "qwen25_7b_1l": {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": 152064,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 32768,
+        "use_sliding_window": False,
+        "sliding_window": 131072,
+        "max_window_layers": 28,
     },
     # Mistral 7B v0.1's shape with 2 of its 32 layers (sliding window 4096,
     # which the runner does not apply; the prompts stay far below it).
@@ -209,12 +228,21 @@ def run_model(name, out, device, summary):
     vocab = model.config.vocab_size
     prompts = prompts_for(name, vocab, seed=7)
     new_tokens = NEW_TOKENS.get(name, DEFAULT_NEW_TOKENS)
-    model.save_pretrained(f32_dir)
+    skip_f32 = os.environ.get("HF_SKIP_F32") == "1"  # only the bf16 checkpoint
+    if not skip_f32:
+        model.save_pretrained(f32_dir)
     for folder, rounded in ((f32_dir, False), (bf16_dir, True)):
         if rounded:
-            # The bf16 checkpoint's reference: its rounded weights, computed in float32.
+            # The bf16 checkpoint's reference: the saved checkpoint loaded back in float32. (Not
+            # the model cast back to float32: .to() would also round the RoPE inv_freq buffer.)
             model.to(torch.bfloat16).save_pretrained(bf16_dir)
-            model.to(torch.float32)
+            del model
+            model = AutoModelForCausalLM.from_pretrained(
+                bf16_dir, dtype=torch.float32, attn_implementation="eager"
+            )
+            model = model.to(torch.float32).eval()
+        elif skip_f32:
+            continue
         model.to(device)
         method = "generate"
         try:
