@@ -50,7 +50,8 @@ export async function writeTinyCheckpoint(dir: string, s: TinySpec, seed: number
     const n = shape.reduce((a, b) => a * b, 1);
     tensors[name] = { dtype: s.dtype, shape, data: encode(rand(n, scale, offset)) };
   };
-  const lin = (name: string, out: number, inp: number) => put(name, [out, inp], 1.7 / Math.sqrt(inp));
+  const lin = (name: string, out: number, inp: number) =>
+    put(name, [out, inp], 1.7 / Math.sqrt(inp));
   put("model.embed_tokens.weight", [s.vocab, s.hidden], 1);
   for (let l = 0; l < s.layers; l++) {
     const p = `model.layers.${l}.`;
@@ -231,7 +232,11 @@ export async function referenceGenerate(
         const xm = norm(x, `${p}post_attention_layernorm.weight`);
         const g = lin(xm, `${p}mlp.gate_proj.weight`, ffn);
         const u = lin(xm, `${p}mlp.up_proj.weight`, ffn);
-        const d = lin(g.map((a, i) => (a / (1 + Math.exp(-a))) * u[i]), `${p}mlp.down_proj.weight`, hidden);
+        const d = lin(
+          g.map((a, i) => (a / (1 + Math.exp(-a))) * u[i]),
+          `${p}mlp.down_proj.weight`,
+          hidden,
+        );
         x = x.map((a, i) => a + d[i]);
       }
       if (pos < seq.length - 1) continue;

@@ -16,7 +16,12 @@
 
 import { decodeKV } from "../../mod.ts";
 import { type ModelConfig, parseModelConfig } from "./config.ts";
-import { type FloatDtype, openSafetensors, type SafetensorsFile, type Tensor } from "./safetensors.ts";
+import {
+  type FloatDtype,
+  openSafetensors,
+  type SafetensorsFile,
+  type Tensor,
+} from "./safetensors.ts";
 
 /** A weight matrix `[rows][cols]` (output-major, like `nn.Linear.weight`). */
 export interface Matrix {
@@ -138,7 +143,9 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
       const qkvRows = [heads * headDim, kvHeads * headDim, kvHeads * headDim];
       const proj = ["q", "k", "v"];
       const qkv = stack(
-        await Promise.all(proj.map((x, i) => src.matrix(`${p}self_attn.${x}_proj.weight`, qkvRows[i], hidden))),
+        await Promise.all(
+          proj.map((x, i) => src.matrix(`${p}self_attn.${x}_proj.weight`, qkvRows[i], hidden)),
+        ),
       );
       let qkvBias: Float32Array | undefined;
       if (proj.some((x) => src.has(`${p}self_attn.${x}_proj.bias`))) {

@@ -107,6 +107,11 @@ export async function compareRun(
 
 if (import.meta.main) {
   const a = Deno.args;
-  const r = await compareRun(flag(a, "model"), flag(a, "ours"), flag(a, "ours-logits"), flag(a, "label"));
+  const r = await compareRun(
+    flag(a, "model"),
+    flag(a, "ours"),
+    flag(a, "ours-logits"),
+    flag(a, "label"),
+  );
   console.log(JSON.stringify(r));
 }

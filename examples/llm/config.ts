@@ -61,7 +61,9 @@ const ARCHS: Record<string, Arch> = {
 function int(json: Record<string, unknown>, key: string, fallback?: number): number {
   const v = json[key] ?? fallback;
   if (typeof v !== "number" || !Number.isInteger(v) || v < 1) {
-    throw new RangeError(`config.json: ${key} must be a positive integer: got ${JSON.stringify(v)}`);
+    throw new RangeError(
+      `config.json: ${key} must be a positive integer: got ${JSON.stringify(v)}`,
+    );
   }
   return v;
 }

@@ -132,7 +132,10 @@ export class CpuModel implements ModelRunner {
       numPages: options.batch * Math.ceil(options.maxTokens / pageSize),
     });
     this.#ids = Array.from({ length: options.batch }, () => this.cache.addSequence());
-    ({ cos: this.#cos, sin: this.#sin } = ropeTable(ropeInvFreq(c.rope, c.headDim), options.maxTokens));
+    ({ cos: this.#cos, sin: this.#sin } = ropeTable(
+      ropeInvFreq(c.rope, c.headDim),
+      options.maxTokens,
+    ));
     this.#next = new Int32Array(options.batch);
     this.#history = Array.from({ length: options.batch }, () => []);
   }

@@ -81,13 +81,17 @@ export function parseArgs(args: string[]): GenerateArgs {
     })
   );
   const maxNewTokens = intFlag(args, "max-new-tokens");
-  if (maxNewTokens < 1) throw new RangeError(`--max-new-tokens must be at least 1: got ${maxNewTokens}`);
+  if (maxNewTokens < 1) {
+    throw new RangeError(`--max-new-tokens must be at least 1: got ${maxNewTokens}`);
+  }
   const backend = flag(args, "backend") ?? "webgpu";
   if (backend !== "webgpu" && backend !== "dawn" && backend !== "cpu") {
     throw new RangeError(`--backend must be webgpu, dawn or cpu: got "${backend}"`);
   }
   const kvDtype = (flag(args, "kv") ?? "f32") as KVDtype;
-  if (!KV_DTYPES.includes(kvDtype)) throw new RangeError(`--kv must be f32, f16 or bf16: got "${kvDtype}"`);
+  if (!KV_DTYPES.includes(kvDtype)) {
+    throw new RangeError(`--kv must be f32, f16 or bf16: got "${kvDtype}"`);
+  }
   const grid = flag(args, "grid") === undefined ? undefined : intFlag(args, "grid");
   return {
     model,
@@ -135,7 +139,9 @@ export async function run(a: GenerateArgs, log: (line: string) => void): Promise
   }
   const gc = (globalThis as { gc?: () => void }).gc;
   const vocab = c.vocab;
-  const logits = a.logitsOut ? new Float32Array(a.prompts.length * a.maxNewTokens * vocab) : undefined;
+  const logits = a.logitsOut
+    ? new Float32Array(a.prompts.length * a.maxNewTokens * vocab)
+    : undefined;
   try {
     const result = await generate(runner, {
       prompts: a.prompts,
@@ -145,7 +151,10 @@ export async function run(a: GenerateArgs, log: (line: string) => void): Promise
       onLogits: logits
         ? (seqs, g, values) => {
           seqs.forEach((b, i) => {
-            logits.set(values.subarray(i * vocab, (i + 1) * vocab), (b * a.maxNewTokens + g) * vocab);
+            logits.set(
+              values.subarray(i * vocab, (i + 1) * vocab),
+              (b * a.maxNewTokens + g) * vocab,
+            );
           });
         }
         : undefined,
@@ -178,7 +187,9 @@ export async function main(args: string[]): Promise<number> {
   console.error(
     `prefill ${r.prefillMs.toFixed(1)} ms; decode ${steps} steps x ${a.prompts.length} sequences: ${
       msPerStep.toFixed(3)
-    } ms per step, ${tokensPerSecond.toFixed(1)} tokens/s${a.logitsOut ? " (with logits readback)" : ""}`,
+    } ms per step, ${tokensPerSecond.toFixed(1)} tokens/s${
+      a.logitsOut ? " (with logits readback)" : ""
+    }`,
   );
   if (a.json) {
     console.log(JSON.stringify({ tokens: r.tokens, msPerStep, tokensPerSecond }));

@@ -113,7 +113,9 @@ export async function generate(
   const vocab = runner.config.vocab;
   for (const p of prompts) {
     const bad = p.find((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
-    if (bad !== undefined) throw new RangeError(`prompt token ids must be in [0, ${vocab}): got ${bad}`);
+    if (bad !== undefined) {
+      throw new RangeError(`prompt token ids must be in [0, ${vocab}): got ${bad}`);
+    }
   }
   const t0 = performance.now();
   for (const s of prefillSchedule(prompts.map((p) => p.length))) {

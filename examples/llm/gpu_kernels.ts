@@ -40,7 +40,8 @@ export interface TableLayout {
 const STEP = `struct Step { rows: u32, seqs: u32, qLen: u32, histBase: u32 }
 @group(0) @binding(0) var<uniform> step: Step;`;
 
-const INDEX = `fn index(g: vec3<u32>, n: vec3<u32>) -> u32 { return g.x + g.y * n.x * ${THREADS}u; }`;
+const INDEX =
+  `fn index(g: vec3<u32>, n: vec3<u32>) -> u32 { return g.x + g.y * n.x * ${THREADS}u; }`;
 
 /** Loads 4 consecutive weights starting at element `4 i` as f32. */
 function load4(dtype: FloatDtype): { type: string; body: string } {

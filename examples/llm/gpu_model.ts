@@ -31,11 +31,11 @@ import {
   embedWGSL,
   GENERATED,
   lastRowsWGSL,
-  matmulWGSL,
   type MatmulSpec,
+  matmulWGSL,
   NO_SLOT,
-  ropeWGSL,
   rmsnormWGSL,
+  ropeWGSL,
   swigluWGSL,
   type TableLayout,
   THREADS,
@@ -127,7 +127,11 @@ export class GpuModel implements ModelRunner {
   }
 
   #buffer(name: string, bytes: number, usage = STORAGE): GPUBuffer {
-    const b = this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage, label: name });
+    const b = this.device.createBuffer({
+      size: Math.max(16, Math.ceil(bytes / 16) * 16),
+      usage,
+      label: name,
+    });
     this.#buffers.push(b);
     this.#b[name] = b;
     return b;
@@ -148,7 +152,10 @@ export class GpuModel implements ModelRunner {
     let p = this.#pipelines.get(code);
     if (!p) {
       const module = this.device.createShaderModule({ code });
-      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+      p = this.device.createComputePipeline({
+        layout: "auto",
+        compute: { module, entryPoint: "main" },
+      });
       this.#pipelines.set(code, p);
     }
     return p;
@@ -157,7 +164,10 @@ export class GpuModel implements ModelRunner {
   #group(p: GPUComputePipeline, bindings: Record<number, GPUBuffer>): GPUBindGroup {
     return this.device.createBindGroup({
       layout: p.getBindGroupLayout(0),
-      entries: Object.entries(bindings).map(([i, buffer]) => ({ binding: Number(i), resource: { buffer } })),
+      entries: Object.entries(bindings).map(([i, buffer]) => ({
+        binding: Number(i),
+        resource: { buffer },
+      })),
     });
   }
 
@@ -222,7 +232,13 @@ export class GpuModel implements ModelRunner {
       const pd = mm(l.down, { rows: "rows", bias: false, accumulate: true });
       return {
         attnNorm: pair(norm, { 0: b.x, 1: this.#data(n("attn norm"), l.attnNorm), 2: b.xn }),
-        qkv: pair(pq, { 0: b.step, 1: b.xn, 2: matrix(n("qkv"), l.qkv), ...bias(qkvBias), 4: b.qkv }),
+        qkv: pair(pq, {
+          0: b.step,
+          1: b.xn,
+          2: matrix(n("qkv"), l.qkv),
+          ...bias(qkvBias),
+          4: b.qkv,
+        }),
         rope: pair(p.rope, {
           0: b.step,
           1: b.table,
@@ -242,7 +258,10 @@ export class GpuModel implements ModelRunner {
     });
     const pair = (pl: GPUComputePipeline, group: GPUBindGroup): Stage => [pl, group];
     this.#final = {
-      embed: pair(p.embed, this.#group(p.embed, { 0: b.step, 1: b.table, 2: b.next, 3: b.embed, 4: b.x })),
+      embed: pair(
+        p.embed,
+        this.#group(p.embed, { 0: b.step, 1: b.table, 2: b.next, 3: b.embed, 4: b.x }),
+      ),
       last: pair(p.last, this.#group(p.last, { 0: b.step, 1: b.x, 2: b.last })),
       norm: pair(norm, this.#group(norm, { 0: b.last, 1: b.norm, 2: b.lastN })),
       lm: pair(p.lm, this.#group(p.lm, { 0: b.step, 1: b.lastN, 2: b.lmHead, 4: b.logits })),
@@ -289,14 +308,20 @@ export class GpuModel implements ModelRunner {
       return [Math.ceil(count / y), y];
     };
     const timing = this.#timing && this.#queries + 4 * c.layers + 2 <= MAX_QUERIES;
-    const record = timing ? { begin: this.#queries, passes: [] as { attention: boolean; index: number }[] } : undefined;
+    const record = timing
+      ? { begin: this.#queries, passes: [] as { attention: boolean; index: number }[] }
+      : undefined;
     const open = (attention: boolean): GPUComputePassEncoder => {
       if (!record) return enc.beginComputePass();
       const index = this.#queries;
       this.#queries += 2;
       record.passes.push({ attention, index });
       return enc.beginComputePass({
-        timestampWrites: { querySet: this.#querySet!, beginningOfPassWriteIndex: index, endOfPassWriteIndex: index + 1 },
+        timestampWrites: {
+          querySet: this.#querySet!,
+          beginningOfPassWriteIndex: index,
+          endOfPassWriteIndex: index + 1,
+        },
       });
     };
     let pass = open(false);
@@ -337,14 +362,19 @@ export class GpuModel implements ModelRunner {
     pass.end();
     if (record) this.#timed.push(record);
     if (step.sample) {
-      this.#logitsStaging ??= this.#buffer("logits staging", 4 * this.#batch * c.vocab, U.MAP_READ | U.COPY_DST);
+      this.#logitsStaging ??= this.#buffer(
+        "logits staging",
+        4 * this.#batch * c.vocab,
+        U.MAP_READ | U.COPY_DST,
+      );
       this.#logitsPending = n;
     }
     this.device.queue.submit([enc.finish()]);
   }
 
   async #read(src: GPUBuffer, bytes: number, staging?: GPUBuffer): Promise<ArrayBuffer> {
-    const s = staging ?? this.device.createBuffer({ size: Math.max(16, bytes), usage: U.MAP_READ | U.COPY_DST });
+    const s = staging ??
+      this.device.createBuffer({ size: Math.max(16, bytes), usage: U.MAP_READ | U.COPY_DST });
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(src, 0, s, 0, bytes);
     this.device.queue.submit([enc.finish()]);
@@ -363,7 +393,10 @@ export class GpuModel implements ModelRunner {
   async readTokens(generated: number): Promise<number[][]> {
     const B = this.#batch;
     const hist = new Uint32Array(await this.#read(this.#b.history, 4 * B * generated));
-    return Array.from({ length: B }, (_, s) => Array.from({ length: generated }, (_, g) => hist[g * B + s]));
+    return Array.from(
+      { length: B },
+      (_, s) => Array.from({ length: generated }, (_, g) => hist[g * B + s]),
+    );
   }
 
   /**

@@ -172,7 +172,9 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
       const [begin, end] = range;
       if (end - begin !== elements * width || dataStart + end > size || begin < 0) {
         throw new RangeError(
-          `${path}: tensor "${name}" (${dtype} ${JSON.stringify(shape)}) has byte range [${begin}, ${end}) that does not match its shape or the file`,
+          `${path}: tensor "${name}" (${dtype} ${
+            JSON.stringify(shape)
+          }) has byte range [${begin}, ${end}) that does not match its shape or the file`,
         );
       }
       infos.set(name, { dtype, shape, offset: dataStart + begin, bytes: end - begin });
@@ -204,7 +206,11 @@ export async function writeSafetensors(
       );
     }
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.length] };
+    header[name] = {
+      dtype: t.dtype,
+      shape: t.shape,
+      data_offsets: [offset, offset + bytes.length],
+    };
     parts.push(bytes);
     offset += bytes.length;
   }

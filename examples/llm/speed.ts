@@ -93,10 +93,14 @@ const MAX_GENERATED = 2048;
 async function main(args: string[]): Promise<void> {
   const backend = flag(args, "backend", "webgpu") as GpuBackend;
   const batches = flag(args, "batches", "1,8").split(",").map(Number);
-  const contexts = flag(args, "contexts", "4096,32768").split(",").map(Number).sort((a, b) => a - b);
+  const contexts = flag(args, "contexts", "4096,32768").split(",").map(Number).sort((a, b) =>
+    a - b
+  );
   const steps = Number(flag(args, "steps", "32"));
   const kvDtype = flag(args, "kv", "f16") as KVDtype;
-  if (!KV_DTYPES.includes(kvDtype)) throw new RangeError(`--kv must be f32, f16 or bf16: got ${kvDtype}`);
+  if (!KV_DTYPES.includes(kvDtype)) {
+    throw new RangeError(`--kv must be f32, f16 or bf16: got ${kvDtype}`);
+  }
   const t0 = performance.now();
   const weights = await loadCheckpoint(flag(args, "model", ""));
   const opened = await openDevice(backend);
