@@ -22,26 +22,19 @@ import {
   createKVCache,
   type KVCache,
 } from "../../mod.ts";
-import type { Matrix, ModelWeights } from "./checkpoint.ts";
+import type { ModelWeights } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
 import type { RunnerOptions } from "./cpu_model.ts";
-import type { ForwardStep, ModelRunner } from "./generation.ts";
+import { type ForwardStep, type ModelRunner, PREFILL_CHUNK } from "./generation.ts";
+import { GENERATED, NO_SLOT, type TableLayout, THREADS } from "./gpu_kernels.ts";
 import {
-  argmaxWGSL,
-  embedWGSL,
-  GENERATED,
-  lastRowsWGSL,
-  type MatmulSpec,
-  matmulWGSL,
-  NO_SLOT,
-  rmsnormWGSL,
-  ropeWGSL,
-  swigluWGSL,
-  type TableLayout,
-  THREADS,
-} from "./gpu_kernels.ts";
-import { PREFILL_CHUNK } from "./generation.ts";
-import { ropeInvFreq, ropeTable } from "./rope.ts";
+  type FinalStage,
+  GpuResources,
+  type LayerStage,
+  type Stage,
+  U,
+  uploadModel,
+} from "./gpu_setup.ts";
 
 /** Options of {@linkcode createGpuModel}. */
 export interface GpuRunnerOptions extends RunnerOptions {
@@ -61,13 +54,7 @@ export interface StepTiming {
   attentionMs: number;
 }
 
-const U = { MAP_READ: 1, COPY_SRC: 4, COPY_DST: 8, UNIFORM: 0x40, STORAGE: 0x80, QUERY: 0x200 };
-const STORAGE = U.STORAGE | U.COPY_DST | U.COPY_SRC;
 const MAX_QUERIES = 4096;
-
-/** A pipeline and its bind group. */
-type Stage = [GPUComputePipeline, GPUBindGroup];
-type LayerStage = "attnNorm" | "qkv" | "rope" | "o" | "mlpNorm" | "gu" | "swiglu" | "down";
 
 /** The model on a GPU; create it with {@linkcode createGpuModel}. */
 export class GpuModel implements ModelRunner {
@@ -78,15 +65,14 @@ export class GpuModel implements ModelRunner {
   /** Sequence ids of the batch in the cache. */
   readonly ids: number[];
   #t: TableLayout;
-  #buffers: GPUBuffer[] = [];
-  #b: Record<string, GPUBuffer> = {};
-  #pipelines = new Map<string, GPUComputePipeline>();
+  #r: GpuResources;
+  #b: Record<string, GPUBuffer>;
   #table: Uint32Array<ArrayBuffer>;
   #stepWords = new Uint32Array(4);
   #batch: number;
   #maxGenerated: number;
-  #layers: Record<LayerStage, Stage>[] = [];
-  #final!: Record<"embed" | "last" | "norm" | "lm" | "argmax", Stage>;
+  #layers: Record<LayerStage, Stage>[];
+  #final: Record<FinalStage, Stage>;
   #logitsStaging: GPUBuffer | undefined;
   #logitsPending = 0;
   #querySet: GPUQuerySet | undefined;
@@ -123,154 +109,12 @@ export class GpuModel implements ModelRunner {
     });
     this.ids = Array.from({ length: options.batch }, () => this.cache.addSequence());
     this.setTiming(options.timing ?? false);
-    this.#upload(weights, options);
-  }
-
-  #buffer(name: string, bytes: number, usage = STORAGE): GPUBuffer {
-    const b = this.device.createBuffer({
-      size: Math.max(16, Math.ceil(bytes / 16) * 16),
-      usage,
-      label: name,
-    });
-    this.#buffers.push(b);
-    this.#b[name] = b;
-    return b;
-  }
-
-  #data(name: string, data: Float32Array | Uint16Array | Uint32Array): GPUBuffer {
-    const b = this.#buffer(name, data.byteLength);
-    const chunk = 1 << 26; // bounded staging copies for GB-sized tensors
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    for (let at = 0; at < bytes.length; at += chunk) {
-      const part = bytes.subarray(at, Math.min(bytes.length, at + chunk));
-      this.device.queue.writeBuffer(b, at, part as unknown as ArrayBuffer);
-    }
-    return b;
-  }
-
-  #pipeline(code: string): GPUComputePipeline {
-    let p = this.#pipelines.get(code);
-    if (!p) {
-      const module = this.device.createShaderModule({ code });
-      p = this.device.createComputePipeline({
-        layout: "auto",
-        compute: { module, entryPoint: "main" },
-      });
-      this.#pipelines.set(code, p);
-    }
-    return p;
-  }
-
-  #group(p: GPUComputePipeline, bindings: Record<number, GPUBuffer>): GPUBindGroup {
-    return this.device.createBindGroup({
-      layout: p.getBindGroupLayout(0),
-      entries: Object.entries(bindings).map(([i, buffer]) => ({
-        binding: Number(i),
-        resource: { buffer },
-      })),
-    });
-  }
-
-  #upload(w: ModelWeights, options: GpuRunnerOptions): void {
-    const c = this.config;
-    const { maxRows, maxSeqs } = this.#t;
-    const qkvDim = (c.heads + 2 * c.kvHeads) * c.headDim;
-    const attnDim = c.heads * c.headDim;
-    const matrices = new Map<Matrix, GPUBuffer>();
-    const matrix = (name: string, m: Matrix) => {
-      let b = matrices.get(m);
-      if (!b) matrices.set(m, b = this.#data(name, m.data));
-      return b;
-    };
-    const b = {
-      step: this.#buffer("step", 16, U.UNIFORM | U.COPY_DST),
-      table: this.#buffer("table", 4 * this.#table.length),
-      next: this.#buffer("next", 4 * maxSeqs),
-      history: this.#buffer("history", 4 * maxSeqs * this.#maxGenerated),
-      x: this.#buffer("x", 4 * maxRows * c.hidden),
-      xn: this.#buffer("xn", 4 * maxRows * c.hidden),
-      qkv: this.#buffer("qkv", 4 * maxRows * qkvDim),
-      q: this.#buffer("q", 4 * maxRows * attnDim),
-      k: this.#buffer("k", 4 * maxRows * c.kvHeads * c.headDim),
-      v: this.#buffer("v", 4 * maxRows * c.kvHeads * c.headDim),
-      attn: this.#buffer("attn", 4 * maxRows * attnDim),
-      gu: this.#buffer("gu", 4 * maxRows * 2 * c.ffn),
-      h: this.#buffer("h", 4 * maxRows * c.ffn),
-      last: this.#buffer("last", 4 * maxSeqs * c.hidden),
-      lastN: this.#buffer("lastN", 4 * maxSeqs * c.hidden),
-      logits: this.#buffer("logits", 4 * maxSeqs * c.vocab),
-      norm: this.#data("norm", w.norm),
-      embed: matrix("embed", w.embed),
-      lmHead: matrix("lmHead", w.lmHead),
-    };
-    const rope = ropeTable(ropeInvFreq(c.rope, c.headDim), options.maxTokens);
-    const cosT = this.#data("cos", rope.cos);
-    const sinT = this.#data("sin", rope.sin);
-    const mm = (m: Matrix, spec: Omit<MatmulSpec, "inDim" | "outDim" | "dtype">) =>
-      this.#pipeline(matmulWGSL({ inDim: m.cols, outDim: m.rows, dtype: m.dtype, ...spec }));
-    const norm = this.#pipeline(rmsnormWGSL(c.hidden, c.eps));
-    const p = {
-      embed: this.#pipeline(embedWGSL(c.hidden, w.embed.dtype, this.#t)),
-      rope: this.#pipeline(ropeWGSL(c.heads, c.kvHeads, c.headDim, this.#t)),
-      swiglu: this.#pipeline(swigluWGSL(c.ffn)),
-      last: this.#pipeline(lastRowsWGSL(c.hidden)),
-      lm: mm(w.lmHead, { rows: "seqs", bias: false, accumulate: false }),
-      argmax: this.#pipeline(argmaxWGSL(c.vocab, this.#t)),
-    };
-    this.#layers = w.layers.map((l, i) => {
-      const n = (s: string) => `layer ${i} ${s}`;
-      const qkvBias = l.qkvBias ? this.#data(n("qkv bias"), l.qkvBias) : undefined;
-      const oBias = l.oBias ? this.#data(n("o bias"), l.oBias) : undefined;
-      const bias = (x?: GPUBuffer): Record<number, GPUBuffer> => (x ? { 3: x } : {});
-      const pair = (pl: GPUComputePipeline, bindings: Record<number, GPUBuffer>): Stage => [
-        pl,
-        this.#group(pl, bindings),
-      ];
-      const pq = mm(l.qkv, { rows: "rows", bias: !!qkvBias, accumulate: false });
-      const po = mm(l.o, { rows: "rows", bias: !!oBias, accumulate: true });
-      const pgu = mm(l.gateUp, { rows: "rows", bias: false, accumulate: false });
-      const pd = mm(l.down, { rows: "rows", bias: false, accumulate: true });
-      return {
-        attnNorm: pair(norm, { 0: b.x, 1: this.#data(n("attn norm"), l.attnNorm), 2: b.xn }),
-        qkv: pair(pq, {
-          0: b.step,
-          1: b.xn,
-          2: matrix(n("qkv"), l.qkv),
-          ...bias(qkvBias),
-          4: b.qkv,
-        }),
-        rope: pair(p.rope, {
-          0: b.step,
-          1: b.table,
-          2: b.qkv,
-          3: cosT,
-          4: sinT,
-          5: b.q,
-          6: b.k,
-          7: b.v,
-        }),
-        o: pair(po, { 0: b.step, 1: b.attn, 2: matrix(n("o"), l.o), ...bias(oBias), 4: b.x }),
-        mlpNorm: pair(norm, { 0: b.x, 1: this.#data(n("mlp norm"), l.mlpNorm), 2: b.xn }),
-        gu: pair(pgu, { 0: b.step, 1: b.xn, 2: matrix(n("gate up"), l.gateUp), 4: b.gu }),
-        swiglu: pair(p.swiglu, { 0: b.step, 1: b.gu, 2: b.h }),
-        down: pair(pd, { 0: b.step, 1: b.h, 2: matrix(n("down"), l.down), 4: b.x }),
-      };
-    });
-    const pair = (pl: GPUComputePipeline, group: GPUBindGroup): Stage => [pl, group];
-    this.#final = {
-      embed: pair(
-        p.embed,
-        this.#group(p.embed, { 0: b.step, 1: b.table, 2: b.next, 3: b.embed, 4: b.x }),
-      ),
-      last: pair(p.last, this.#group(p.last, { 0: b.step, 1: b.x, 2: b.last })),
-      norm: pair(norm, this.#group(norm, { 0: b.last, 1: b.norm, 2: b.lastN })),
-      lm: pair(p.lm, this.#group(p.lm, { 0: b.step, 1: b.lastN, 2: b.lmHead, 4: b.logits })),
-      argmax: pair(
-        p.argmax,
-        this.#group(p.argmax, { 0: b.step, 1: b.table, 2: b.logits, 3: b.next, 4: b.history }),
-      ),
-    };
-    Object.assign(this.#b, b);
+    this.#r = new GpuResources(device);
+    this.#b = this.#r.b;
+    ({ layers: this.#layers, final: this.#final } = uploadModel(this.#r, weights, this.#t, {
+      maxTokens: options.maxTokens,
+      maxGenerated: this.#maxGenerated,
+    }));
   }
 
   forward(step: ForwardStep): void {
@@ -362,7 +206,7 @@ export class GpuModel implements ModelRunner {
     pass.end();
     if (record) this.#timed.push(record);
     if (step.sample) {
-      this.#logitsStaging ??= this.#buffer(
+      this.#logitsStaging ??= this.#r.buffer(
         "logits staging",
         4 * this.#batch * c.vocab,
         U.MAP_READ | U.COPY_DST,
@@ -420,7 +264,7 @@ export class GpuModel implements ModelRunner {
   /** GPU times of the timed steps since the last reset (needs `timestamp-query`). */
   async readTimings(): Promise<StepTiming[]> {
     if (!this.#querySet || this.#queries === 0) return [];
-    this.#resolve ??= this.#buffer("query resolve", 8 * MAX_QUERIES, U.QUERY | U.COPY_SRC);
+    this.#resolve ??= this.#r.buffer("query resolve", 8 * MAX_QUERIES, U.QUERY | U.COPY_SRC);
     const resolve = this.#resolve;
     const enc = this.device.createCommandEncoder();
     enc.resolveQuerySet(this.#querySet, 0, this.#queries, resolve, 0);
@@ -443,8 +287,7 @@ export class GpuModel implements ModelRunner {
     this.attention.dispose();
     this.cache.dispose();
     this.#querySet?.destroy();
-    for (const b of this.#buffers) b.destroy();
-    this.#buffers = [];
+    this.#r.destroy();
   }
 }
 
