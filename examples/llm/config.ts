@@ -1,0 +1,157 @@
+/**
+ * The model shape of a Hugging Face `config.json` of the Llama family (`LlamaForCausalLM`,
+ * `Qwen2ForCausalLM`, `MistralForCausalLM`), read the same way from configs written by
+ * transformers 4.x (`rope_theta`, `rope_scaling`) and 5.x (`rope_parameters`).
+ *
+ * Mistral's `sliding_window` is not applied: the library has no sliding-window attention yet,
+ * so a context longer than the window would attend to more tokens than the model was trained
+ * to; {@linkcode ModelConfig.slidingWindow} keeps the value so callers can warn.
+ *
+ * ```ts
+ * import { parseModelConfig } from "./config.ts";
+ * const c = parseModelConfig({
+ *   architectures: ["Qwen2ForCausalLM"], hidden_size: 896, intermediate_size: 4864,
+ *   num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2,
+ *   vocab_size: 151936, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: true,
+ * });
+ * console.log(c.arch, c.headDim, c.rope.type, c.tieEmbeddings); // qwen2 64 default true
+ * ```
+ *
+ * @module
+ */
+
+/** Architectures the runner implements. */
+export type Arch = "llama" | "qwen2" | "mistral";
+
+/** RoPE frequency scaling (`rope_type`): none, linear, or Llama 3's. */
+export interface RopeConfig {
+  type: "default" | "linear" | "llama3";
+  theta: number;
+  /** `factor` of linear and llama3 scaling (1 for default). */
+  factor: number;
+  /** Llama 3: `low_freq_factor`, `high_freq_factor`, `original_max_position_embeddings`. */
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositions: number;
+}
+
+/** What the runner needs of a checkpoint's config. */
+export interface ModelConfig {
+  arch: Arch;
+  hidden: number;
+  ffn: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  vocab: number;
+  eps: number;
+  rope: RopeConfig;
+  tieEmbeddings: boolean;
+  /** Mistral's attention window (not applied, see the module doc), or 0. */
+  slidingWindow: number;
+}
+
+const ARCHS: Record<string, Arch> = {
+  LlamaForCausalLM: "llama",
+  Qwen2ForCausalLM: "qwen2",
+  MistralForCausalLM: "mistral",
+};
+
+function int(json: Record<string, unknown>, key: string, fallback?: number): number {
+  const v = json[key] ?? fallback;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1) {
+    throw new RangeError(
+      `config.json: ${key} must be a positive integer: got ${JSON.stringify(v)}`,
+    );
+  }
+  return v;
+}
+
+function num(obj: Record<string, unknown>, key: string, fallback: number): number {
+  const v = obj[key] ?? fallback;
+  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
+    throw new RangeError(`config.json: ${key} must be a number > 0: got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** Reads the RoPE settings: `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling`. */
+function parseRope(json: Record<string, unknown>): RopeConfig {
+  const params = (json.rope_parameters ?? json.rope_scaling ?? {}) as Record<string, unknown>;
+  if (typeof params !== "object" || params === null) {
+    throw new TypeError(`config.json: rope_parameters must be an object: got ${typeof params}`);
+  }
+  const type = String(params.rope_type ?? params.type ?? "default");
+  if (type !== "default" && type !== "linear" && type !== "llama3") {
+    throw new RangeError(
+      `config.json: rope type must be "default", "linear" or "llama3" (others are not implemented): got "${type}"`,
+    );
+  }
+  const theta = num(params, "rope_theta", num(json, "rope_theta", 10000));
+  const scaled = type !== "default";
+  return {
+    type,
+    theta,
+    factor: scaled ? num(params, "factor", NaN) : 1,
+    lowFreqFactor: num(params, "low_freq_factor", 1),
+    highFreqFactor: num(params, "high_freq_factor", 4),
+    originalMaxPositions: num(params, "original_max_position_embeddings", 8192),
+  };
+}
+
+/** Parses a `config.json` object; unsupported architectures or settings throw, naming the field. */
+export function parseModelConfig(json: Record<string, unknown>): ModelConfig {
+  if (typeof json !== "object" || json === null) {
+    throw new TypeError(`config.json must hold an object: got ${typeof json}`);
+  }
+  const archName = (json.architectures as string[] | undefined)?.[0];
+  const arch = archName === undefined ? undefined : ARCHS[archName];
+  if (!arch) {
+    throw new RangeError(
+      `config.json: architectures[0] must be one of ${Object.keys(ARCHS).join(", ")}: got ${
+        JSON.stringify(archName)
+      }`,
+    );
+  }
+  const hidden = int(json, "hidden_size");
+  const heads = int(json, "num_attention_heads");
+  const kvHeads = int(json, "num_key_value_heads", heads);
+  if (heads % kvHeads !== 0) {
+    throw new RangeError(
+      `config.json: num_attention_heads (${heads}) must be a multiple of num_key_value_heads: got ${kvHeads}`,
+    );
+  }
+  const headDim = json.head_dim == null ? hidden / heads : int(json, "head_dim");
+  if (!Number.isInteger(headDim) || headDim % 8 !== 0 || headDim > 256) {
+    throw new RangeError(
+      `config.json: the head dimension must be a multiple of 8 up to 256: got ${headDim}`,
+    );
+  }
+  const act = json.hidden_act ?? "silu";
+  if (act !== "silu") {
+    throw new RangeError(`config.json: hidden_act must be "silu": got ${JSON.stringify(act)}`);
+  }
+  if (hidden % 4 !== 0) {
+    throw new RangeError(`config.json: hidden_size must be a multiple of 4: got ${hidden}`);
+  }
+  const ffn = int(json, "intermediate_size");
+  if (ffn % 4 !== 0) {
+    throw new RangeError(`config.json: intermediate_size must be a multiple of 4: got ${ffn}`);
+  }
+  const window = json.use_sliding_window === false ? 0 : Number(json.sliding_window ?? 0) || 0;
+  return {
+    arch,
+    hidden,
+    ffn,
+    layers: int(json, "num_hidden_layers"),
+    heads,
+    kvHeads,
+    headDim,
+    vocab: int(json, "vocab_size"),
+    eps: num(json, "rms_norm_eps", 1e-6),
+    rope: parseRope(json),
+    tieEmbeddings: json.tie_word_embeddings === true,
+    slidingWindow: arch === "qwen2" && json.use_sliding_window !== true ? 0 : window,
+  };
+}

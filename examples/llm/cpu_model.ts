@@ -1,0 +1,244 @@
+/**
+ * The runner's CPU backend: the whole model on the host in f32 arrays (matrices widened to f32
+ * once), attention through a host {@linkcode KVCache} and the very paged plan the GPU encoder
+ * would run, executed by `executePagedPlanOnCpu`. Slow; meant for small checkpoints and tests.
+ *
+ * ```ts ignore
+ * import { loadCheckpoint } from "./checkpoint.ts";
+ * import { CpuModel } from "./cpu_model.ts";
+ * import { generate } from "./generation.ts";
+ * const runner = new CpuModel(await loadCheckpoint("tests/fixtures/llm_tiny"), { batch: 1, maxTokens: 64 });
+ * console.log((await generate(runner, { prompts: [[1, 2, 3]], maxNewTokens: 8 })).tokens);
+ * ```
+ *
+ * @module
+ */
+
+import {
+  CPU_GRID,
+  createKVCache,
+  executePagedPlanOnCpu,
+  type KVCache,
+  type KVDtype,
+  planForCache,
+} from "../../mod.ts";
+import { type Matrix, type ModelWeights, toF32 } from "./checkpoint.ts";
+import type { ModelConfig } from "./config.ts";
+import type { ForwardStep, ModelRunner } from "./generation.ts";
+import { ropeInvFreq, ropeTable } from "./rope.ts";
+
+/** Options of the runners' backends. */
+export interface RunnerOptions {
+  /** Sequences in the batch. */
+  batch: number;
+  /** Most tokens a sequence will hold (prompt + generated): sizes the cache and RoPE table. */
+  maxTokens: number;
+  /** KV cache dtype (default `"f32"`). */
+  kvDtype?: KVDtype;
+  /** Tokens per KV page (default 16). */
+  pageSize?: number;
+}
+
+interface F32Matrix {
+  rows: number;
+  cols: number;
+  data: Float32Array;
+}
+
+const widen = (m: Matrix): F32Matrix => ({ rows: m.rows, cols: m.cols, data: toF32(m) });
+
+/** `y[r][o] = (acc ? y[r][o] : 0) + (x[r] . w[o] + bias[o])`. */
+function matmul(
+  x: Float32Array,
+  rows: number,
+  w: F32Matrix,
+  y: Float32Array,
+  bias?: Float32Array,
+  acc = false,
+): void {
+  const { rows: out, cols: n, data } = w;
+  for (let r = 0; r < rows; r++) {
+    const xo = r * n;
+    for (let o = 0; o < out; o++) {
+      const wo = o * n;
+      let s = 0;
+      for (let i = 0; i < n; i++) s += x[xo + i] * data[wo + i];
+      s = Math.fround(s) + (bias ? bias[o] : 0);
+      y[r * out + o] = acc ? y[r * out + o] + Math.fround(s) : s;
+    }
+  }
+}
+
+function rmsnorm(x: Float32Array, rows: number, w: Float32Array, eps: number, y: Float32Array) {
+  const n = w.length;
+  for (let r = 0; r < rows; r++) {
+    let ss = 0;
+    for (let i = 0; i < n; i++) ss += x[r * n + i] * x[r * n + i];
+    const inv = 1 / Math.sqrt(Math.fround(ss / n) + Math.fround(eps));
+    for (let i = 0; i < n; i++) y[r * n + i] = Math.fround(x[r * n + i] * inv) * w[i];
+  }
+}
+
+/** The model on the host. */
+export class CpuModel implements ModelRunner {
+  readonly config: ModelConfig;
+  /** The host KV cache (one sequence per batch entry). */
+  readonly cache: KVCache;
+  #w: {
+    embed: F32Matrix;
+    lmHead: F32Matrix;
+    norm: Float32Array;
+    layers: {
+      attnNorm: Float32Array;
+      qkv: F32Matrix;
+      qkvBias?: Float32Array;
+      o: F32Matrix;
+      oBias?: Float32Array;
+      mlpNorm: Float32Array;
+      gateUp: F32Matrix;
+      down: F32Matrix;
+    }[];
+  };
+  #ids: number[];
+  #cos: Float32Array;
+  #sin: Float32Array;
+  #next: Int32Array;
+  #history: number[][];
+  #logits = new Float32Array(0);
+
+  constructor(weights: ModelWeights, options: RunnerOptions) {
+    const c = weights.config;
+    this.config = c;
+    const embed = widen(weights.embed);
+    this.#w = {
+      embed,
+      lmHead: weights.lmHead === weights.embed ? embed : widen(weights.lmHead),
+      norm: weights.norm,
+      layers: weights.layers.map((l) => ({
+        ...l,
+        qkv: widen(l.qkv),
+        o: widen(l.o),
+        gateUp: widen(l.gateUp),
+        down: widen(l.down),
+      })),
+    };
+    const pageSize = options.pageSize ?? 16;
+    this.cache = createKVCache({
+      numLayers: c.layers,
+      numKVHeads: c.kvHeads,
+      headDim: c.headDim,
+      kvDtype: options.kvDtype ?? "f32",
+      pageSize,
+      numPages: options.batch * Math.ceil(options.maxTokens / pageSize),
+    });
+    this.#ids = Array.from({ length: options.batch }, () => this.cache.addSequence());
+    ({ cos: this.#cos, sin: this.#sin } = ropeTable(
+      ropeInvFreq(c.rope, c.headDim),
+      options.maxTokens,
+    ));
+    this.#next = new Int32Array(options.batch);
+    this.#history = Array.from({ length: options.batch }, () => []);
+  }
+
+  forward(step: ForwardStep): void {
+    const c = this.config;
+    const { seqs, qLen } = step;
+    const rows = seqs.length * qLen;
+    const H = c.heads, KV = c.kvHeads, D = c.headDim, half = D / 2, hidden = c.hidden;
+    const qkvDim = (H + 2 * KV) * D;
+    const ids = seqs.map((b) => this.#ids[b]);
+    const pos = new Int32Array(rows);
+    const x = new Float32Array(rows * hidden);
+    for (let s = 0; s < seqs.length; s++) {
+      const len = this.cache.length(ids[s]);
+      for (let p = 0; p < qLen; p++) {
+        const r = s * qLen + p;
+        const tok = step.tokens ? step.tokens[r] : this.#next[seqs[s]];
+        pos[r] = len + p;
+        x.set(this.#w.embed.data.subarray(tok * hidden, (tok + 1) * hidden), r * hidden);
+      }
+    }
+    const slots = this.cache.extend(ids, qLen);
+    const plan = planForCache(this.cache, { seqs: ids, numHeads: H, qLen }, { grid: CPU_GRID });
+    const xn = new Float32Array(rows * hidden);
+    const qkv = new Float32Array(rows * qkvDim);
+    const q = new Float32Array(rows * H * D);
+    const k = new Float32Array(rows * KV * D);
+    const v = new Float32Array(rows * KV * D);
+    const gu = new Float32Array(rows * 2 * c.ffn);
+    const h = new Float32Array(rows * c.ffn);
+    for (let l = 0; l < c.layers; l++) {
+      const w = this.#w.layers[l];
+      rmsnorm(x, rows, w.attnNorm, c.eps, xn);
+      matmul(xn, rows, w.qkv, qkv, w.qkvBias);
+      for (let r = 0; r < rows; r++) {
+        for (let head = 0; head < H + 2 * KV; head++) {
+          const src = r * qkvDim + head * D;
+          const [dst, at] = head < H
+            ? [q, (r * H + head) * D]
+            : head < H + KV
+            ? [k, (r * KV + head - H) * D]
+            : [v, (r * KV + head - H - KV) * D];
+          for (let i = 0; i < half; i++) {
+            const a = qkv[src + i], b = qkv[src + i + half];
+            if (head >= H + KV) {
+              dst[at + i] = a;
+              dst[at + i + half] = b;
+              continue;
+            }
+            const cs = this.#cos[pos[r] * half + i], sn = this.#sin[pos[r] * half + i];
+            dst[at + i] = Math.fround(a * cs) - Math.fround(b * sn);
+            dst[at + i + half] = Math.fround(b * cs) + Math.fround(a * sn);
+          }
+        }
+      }
+      this.cache.write(slots, l, { k, v });
+      const attn = executePagedPlanOnCpu(plan, { q, ...this.cache.layerData(l) }).out;
+      matmul(attn, rows, w.o, x, w.oBias, true);
+      rmsnorm(x, rows, w.mlpNorm, c.eps, xn);
+      matmul(xn, rows, w.gateUp, gu);
+      for (let r = 0; r < rows; r++) {
+        for (let j = 0; j < c.ffn; j++) {
+          const g = gu[r * 2 * c.ffn + j];
+          h[r * c.ffn + j] = Math.fround(g / (1 + Math.exp(-g))) * gu[r * 2 * c.ffn + c.ffn + j];
+        }
+      }
+      matmul(h, rows, w.down, x, undefined, true);
+    }
+    if (!step.sample) return;
+    const n = seqs.length;
+    const last = new Float32Array(n * hidden);
+    for (let s = 0; s < n; s++) {
+      const r = s * qLen + qLen - 1;
+      last.set(x.subarray(r * hidden, (r + 1) * hidden), s * hidden);
+    }
+    const lastN = new Float32Array(n * hidden);
+    rmsnorm(last, n, this.#w.norm, c.eps, lastN);
+    this.#logits = new Float32Array(n * c.vocab);
+    matmul(lastN, n, this.#w.lmHead, this.#logits);
+    for (let s = 0; s < n; s++) {
+      let best = 0;
+      for (let t = 1; t < c.vocab; t++) {
+        if (this.#logits[s * c.vocab + t] > this.#logits[s * c.vocab + best]) best = t;
+      }
+      this.#next[seqs[s]] = best;
+      this.#history[seqs[s]][step.genIndex] = best;
+    }
+  }
+
+  readLogits(): Promise<Float32Array> {
+    return Promise.resolve(this.#logits);
+  }
+
+  readTokens(generated: number): Promise<number[][]> {
+    return Promise.resolve(this.#history.map((h) => h.slice(0, generated)));
+  }
+
+  sync(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  dispose(): void {
+    this.cache.dispose();
+  }
+}
