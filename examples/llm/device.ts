@@ -13,7 +13,8 @@
  * @module
  */
 
-import { loadDawn, requestDevice } from "../../src/gpu_runtime.ts";
+import { loadDawn } from "../../dawn.ts";
+import { requestDevice } from "../../src/gpu_runtime.ts";
 
 /** GPU backends of the runner. */
 export type GpuBackend = "webgpu" | "dawn";
