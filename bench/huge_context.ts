@@ -4,7 +4,7 @@
  * a float64 reference computed straight from the f16 bits. K and V beyond one binding are split
  * into KV windows; `--max-binding-bytes` forces smaller windows.
  *
- *     deno run -A --unstable-webgpu bench/huge_context.ts [--backend=webgpu|dawn|cpu]
+ *     deno run bench/huge_context.ts [--backend=webgpu|dawn|cpu]
  *       [--tokens=1048576] [--max-binding-bytes=N] [--sample-kv-heads=2] [--seed=1]
  *
  * The last line is `huge_context: PASS ...` or `huge_context: FAIL ...`; the exit status follows.

@@ -4,7 +4,7 @@
  * On a software adapter (lavapipe, SwiftShader) every new kernel specialisation costs seconds to
  * minutes of LLVM compilation with a cold shader cache, so the GPU tests there draw their shapes
  * from a small fixed set of kernel classes that still reaches every code path: each KV dtype,
- * lane counts 1, 2, 4, 8 and 16, rows per block 1, 2, 4 and 6, subgroup and workgroup-memory reductions,
+ * lane counts 1, 2, 4, 8 and 16, rows per block 1, 2, 4, 6 and 8, subgroup and workgroup-memory reductions,
  * tile sizes 16 to 256, KV windows (the same kernels over smaller bindings), paged reads and the
  * merge. Mesa's shader cache then compiles each class once per run. On a hardware GPU, or with
  * `LEAN_TEST_EXHAUSTIVE=1` (`deno task test:gpu`), the tests draw from the whole shape space.
@@ -16,7 +16,13 @@
  * @module
  */
 
-import { type DecodeShape, type KernelTuning, type KVDtype, tileConfig } from "../mod.ts";
+import {
+  type DecodeShape,
+  type KernelTuning,
+  type KVDtype,
+  tileConfig,
+  validateShape,
+} from "../mod.ts";
 import { summarizeAdapter } from "../src/gpu_runtime.ts";
 
 /** A shape family: everything of a decode shape that decides its kernel, but the lengths. */
@@ -73,8 +79,17 @@ export const SMALL_GQA: KernelFamily = {
   kvDtype: "f32",
 };
 
+/** F32_GQA with qLen 2: 8 rows per block, the most a block holds (causal rows in GQA). */
+export const F32_GQA_Q2: KernelFamily = { ...F32_GQA, qLen: 2 };
+
 /** The families of the set, in the order property tests draw them. */
-export const KERNEL_FAMILIES: readonly KernelFamily[] = [F32_GQA, F16_MHA, BF16_Q2, F16_D8];
+export const KERNEL_FAMILIES: readonly KernelFamily[] = [
+  F32_GQA,
+  F16_MHA,
+  BF16_Q2,
+  F16_D8,
+  F32_GQA_Q2,
+];
 
 /** Plan geometries of the set: tile sizes and workgroup sizes, for the F32_GQA family. */
 export const KERNEL_GEOMETRIES: ReadonlyArray<{ tileTokens: number; workgroupSize: number }> = [
@@ -159,9 +174,10 @@ export function kernelClass(shape: DecodeShape, options: KernelOptions = {}): st
 export function assertInKernelSet(shape: DecodeShape, options: KernelOptions = {}): void {
   let key: string;
   try {
+    validateShape(shape);
     key = kernelClass(shape, options);
   } catch {
-    return;
+    return; // the decoder reports the bad shape
   }
   if (!KERNEL_SET.has(key)) {
     throw new Error(
@@ -231,8 +247,9 @@ const SHAPED_METHODS = new Set(["decode", "plan", "timeKernels"]);
  */
 export function guardKernelSet<T extends object>(decoder: T, options: KernelOptions): T {
   return new Proxy(decoder, {
-    get(target, prop, receiver) {
-      const value = Reflect.get(target, prop, receiver);
+    get(target, prop) {
+      // The target as receiver: getters of the decoder read its private fields.
+      const value = Reflect.get(target, prop, target);
       if (typeof prop !== "string" || !SHAPED_METHODS.has(prop) || typeof value !== "function") {
         return typeof value === "function" ? value.bind(target) : value;
       }
