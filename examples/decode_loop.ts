@@ -23,8 +23,7 @@ import {
   type KVCache,
   type KVDtype,
 } from "../mod.ts";
-import { loadDawn } from "../dawn.ts";
-import { requestDevice } from "../src/gpu_runtime.ts";
+import { openDevice } from "./llm/device.ts";
 import {
   argmaxWGSL,
   embedWGSL,
@@ -453,26 +452,8 @@ async function readFloats(
   return out.subarray(0, floats);
 }
 
-/** Opens a device on Deno's WebGPU or on Dawn; `release` destroys it (Dawn needs that). */
-export async function openDevice(
-  backend: "webgpu" | "dawn",
-): Promise<{ device: GPUDevice; adapter: string; release: () => void }> {
-  const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
-  if (!gpu) throw new Error(`the ${backend} backend needs WebGPU: navigator.gpu is not available`);
-  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  if (!adapter) throw new Error(`the ${backend} backend found no WebGPU adapter`);
-  const device = await requestDevice(adapter);
-  const keep = [gpu, adapter]; // Dawn breaks if these are collected while the device lives
-  const info = adapter.info;
-  return {
-    device,
-    adapter: [info.description, info.device, info.vendor].filter(Boolean).join(" / ") || "unknown",
-    release: () => {
-      device.destroy();
-      keep.length = 0;
-    },
-  };
-}
+/** Opens a device on Deno's WebGPU or on Dawn (the LLM runner's); `release` destroys it. */
+export { openDevice };
 
 /** Prompts of different lengths with token ids from a seed. */
 export function makePrompts(batch: number, vocab: number, lengths: number[]): number[][] {

@@ -10,11 +10,11 @@
 import type { BackendName } from "../backend.ts";
 import { STRATEGIES, type Strategy } from "../problem.ts";
 import { formatUsage, parseFlags, UsageError } from "./args.ts";
-import { openBestDecoder, timingNote } from "./backend_choice.ts";
+import { timingNote } from "./backend_choice.ts";
 import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
 import { ProgressBar } from "./progress_bar.ts";
-import { Spinner } from "./spinner.ts";
+import { openWithSpinner } from "./spinner.ts";
 import { VERSION } from "../version.ts";
 
 /**
@@ -238,20 +238,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
   if (headDim % 8 !== 0) {
     throw new UsageError(`Flag --head-dim must be a multiple of 8: got ${headDim}`);
   }
-  const spinner = new Spinner({ io });
-  let opened: Awaited<ReturnType<typeof openBestDecoder>>;
-  try {
-    spinner.update(`opening the ${requested} backend`);
-    opened = await openBestDecoder({
-      backend: requested,
-      grid: flags.grid,
-      onProgress: (p) => spinner.update(p.message),
-    });
-  } catch (error) {
-    spinner.stop();
-    throw error;
-  }
-  const { decoder, reason } = opened;
+  const { decoder, reason, spinner } = await openWithSpinner(io, requested, flags.grid);
   try {
     const onCpu = decoder.backend === "cpu";
     const contexts = flags.contexts ?? (onCpu ? [256, 1024, 4096] : [1024, 4096, 16384, 65536]);

@@ -12,10 +12,10 @@ import { type DecodeInput, STRATEGIES, type Strategy } from "../problem.ts";
 import { referenceAttention } from "../reference.ts";
 import { maxAbsError, relativeL2 } from "./accuracy.ts";
 import { formatUsage, parseFlags } from "./args.ts";
-import { openBestDecoder, timingNote } from "./backend_choice.ts";
+import { type BackendChoice, timingNote } from "./backend_choice.ts";
 import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
-import { Spinner } from "./spinner.ts";
+import { openWithSpinner } from "./spinner.ts";
 import { VERSION } from "../version.ts";
 
 /**
@@ -109,7 +109,7 @@ const fmtMs = (ms: number) => (ms < 10 ? ms.toFixed(2) : ms.toFixed(1));
 const fmtErr = (e: number) => e.toExponential(2);
 
 async function runStrategy(
-  decoder: Awaited<ReturnType<typeof openBestDecoder>>["decoder"],
+  decoder: BackendChoice["decoder"],
   input: DecodeInput,
   strategy: Strategy,
   runs: number,
@@ -160,20 +160,7 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
   const runs = flags.runs ?? 5;
   const requested = (flags.backend ?? "auto") as "auto" | "cpu" | "webgpu" | "dawn";
   // On a terminal a spinner says what the first seconds go into (adapter, calibration, kernels).
-  const spinner = new Spinner({ io });
-  let opened: Awaited<ReturnType<typeof openBestDecoder>>;
-  try {
-    spinner.update(`opening the ${requested} backend`);
-    opened = await openBestDecoder({
-      backend: requested,
-      grid: flags.grid,
-      onProgress: (p) => spinner.update(p.message),
-    });
-  } catch (error) {
-    spinner.stop();
-    throw error;
-  }
-  const { decoder, reason } = opened;
+  const { decoder, reason, spinner } = await openWithSpinner(io, requested, flags.grid);
   try {
     const input = demoBatch({ seqLens: flags["seq-lens"] });
     const lens = Array.from(input.seqLens);

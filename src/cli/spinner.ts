@@ -7,6 +7,11 @@
  * @module
  */
 
+import {
+  type BackendChoice,
+  type BackendChoiceOptions,
+  openBestDecoder,
+} from "./backend_choice.ts";
 import type { CliIO } from "./io.ts";
 
 /** Spinner frames: plain ASCII, so every terminal draws them. */
@@ -86,5 +91,29 @@ export class Spinner {
     const line = `${FRAMES[this.#frame++ % FRAMES.length]} ${this.#message}`;
     this.#io.err(`\r${line.padEnd(this.#drawn)}`);
     this.#drawn = line.length;
+  }
+}
+
+/**
+ * Opens the decoder a command asked for with a spinner running (on a terminal) that names each
+ * first-call stage; the spinner is returned still running, for the command's first decode.
+ */
+export async function openWithSpinner(
+  io: CliIO,
+  requested: BackendChoiceOptions["backend"] & string,
+  grid: number | undefined,
+): Promise<BackendChoice & { spinner: Spinner }> {
+  const spinner = new Spinner({ io });
+  try {
+    spinner.update(`opening the ${requested} backend`);
+    const opened = await openBestDecoder({
+      backend: requested,
+      grid,
+      onProgress: (p) => spinner.update(p.message),
+    });
+    return { ...opened, spinner };
+  } catch (error) {
+    spinner.stop();
+    throw error;
   }
 }
