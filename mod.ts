@@ -29,6 +29,7 @@ export type {
   Backend,
   BackendName,
   BackendStats,
+  BackendTiming,
   DeviceProfile,
   KernelTimingOptions,
 } from "./src/backend.ts";
