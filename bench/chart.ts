@@ -172,9 +172,9 @@ const right: string[] = [];
         `<rect x="${gx + j * barW}" y="${y}" width="${barW - 2}" height="${
           M.t + ph - y
         }" fill="${color}"/>`,
-        `<text x="${gx + j * barW + barW / 2}" y="${
-          y - 3
-        }" text-anchor="middle" font-size="9">${v < 1 ? v.toFixed(2) : v.toFixed(1)}</text>`,
+        `<text x="${gx + j * barW + barW / 2}" y="${y - 3}" text-anchor="middle" font-size="9">${
+          v < 1 ? v.toFixed(2) : v.toFixed(1)
+        }</text>`,
       );
     });
     right.push(

@@ -6,7 +6,7 @@
  * Method: each strategy's timed passes follow, in the same submission, at least `--warmup-ms`
  * (400) of back-to-back passes of the same work (`timeWarm` in `src/gpu_timing.ts`): an idle GPU
  * runs at a low clock, and a short burst after an idle upload measures the clock, not the
- * kernel. Reported: median of `--runs` (30) passes, and their 10th-90th percentile spread. K/V
+ * kernel. Reported: median of `--runs` (25) passes, and their 10th-90th percentile spread. K/V
  * copies are rotated when the cache would fit in L2. A case's roofline is the larger of its K+V
  * bytes over the read ceiling and its FLOPs over the FMA ceiling; the table says which applies.
  *
@@ -16,18 +16,25 @@
  *
  * Usage: deno run -A --unstable-webgpu [--v8-flags=--expose-gc] bench/gpu_bench.ts
  *        [--backend=webgpu|dawn] [--anchor=FILE] [--triton=FILE] [--out=FILE] [--paged]
- *        [--only=SUBSTRING[|SUBSTRING...]] [--strategies=lean,split,single] [--runs=30]
- *        [--warmup-ms=400] [--kernel=JSON]
+ *        [--only=SUBSTRING[|SUBSTRING...]] [--strategies=lean,split,single] [--runs=25]
+ *        [--warmup-ms=400] [--kernel=JSON] [--table=FILE] [--check]
+ *
+ * `--table=FILE` overrides entries of `KERNEL_TABLE` (JSON of the same shape, e.g. picked from a
+ * sweep by bench/pick_table.ts); `--check` first runs each case's kernel on a shortened input
+ * against the float64 reference.
  */
 
 import {
   type BackendName,
   createDecoder,
+  type Decoder,
   gridFor,
   type KernelTuning,
+  referenceAttention,
   type Strategy,
   tileConfig,
 } from "../mod.ts";
+import { KERNEL_TABLE, type KernelChoice } from "../shaders/kernel_spec.ts";
 import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
 import { median } from "../src/gpu_timing.ts";
 import { type BenchCase, loadCases } from "./bench_cases.ts";
@@ -43,16 +50,26 @@ const args = new Map(
 );
 const backend = (args.get("backend") || "webgpu") as BackendName;
 const warmupMs = Number(args.get("warmup-ms") ?? 400);
-const runs = Number(args.get("runs") ?? 30);
+const runs = Number(args.get("runs") ?? 25);
 const strategies = (args.get("strategies") ?? "lean,split,single").split(",") as Strategy[];
 const kernel: KernelTuning | undefined = args.get("kernel")
   ? JSON.parse(args.get("kernel")!)
   : undefined;
-const anchor = async (flag: string) =>
-  args.get(flag)
-    ? (JSON.parse(await Deno.readTextFile(args.get(flag)!)) as { ms: Record<string, number | null> })
-      .ms
-    : {};
+/** An anchor's times by case name (none when the flag is absent or its file is missing). */
+async function anchor(flag: string): Promise<Record<string, number | null>> {
+  const path = args.get(flag);
+  if (!path) return {};
+  try {
+    return (JSON.parse(await Deno.readTextFile(path)) as { ms: Record<string, number | null> }).ms;
+  } catch (e) {
+    console.log(`--${flag}: ${(e as Error).message}; going on without it`);
+    return {};
+  }
+}
+/** `--table=FILE`: kernel choices by class (as `KERNEL_TABLE`) overriding the built-in table. */
+const table: Record<string, KernelChoice> | undefined = args.get("table")
+  ? { ...KERNEL_TABLE, ...JSON.parse(await Deno.readTextFile(args.get("table")!)) }
+  : undefined;
 const torchMs = await anchor("anchor");
 const tritonMs = await anchor("triton");
 /** Caches below this many bytes are rotated among copies, so L2 (50-60 MB) does not hold them. */
@@ -119,10 +136,43 @@ function printRow(r: Row, first: boolean): void {
   );
 }
 
+/** The `KERNEL_TABLE` key of a case's block shape (see `kernelChoice`). */
+function classOf(c: BenchCase): string {
+  const rowsPerBlock = tileConfig({
+    headDim: c.headDim,
+    rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
+    kvDtype: "f16",
+  }).rowsPerBlock;
+  let rows = 1;
+  while (rows < rowsPerBlock && rows < 8) rows *= 2;
+  return `r${rows} d${c.headDim <= 64 ? 64 : c.headDim <= 128 ? 128 : 256}`;
+}
+
+/**
+ * `--check`: the case's kernel on a shortened input of the same shape (at most 4 sequences of
+ * at most 3,000 tokens) against the float64 reference. Returns the relative L2 error of `out`.
+ */
+async function check(decoder: Decoder, c: BenchCase): Promise<number> {
+  const short = { ...c, seqLens: c.seqLens.slice(0, 4).map((n) => Math.min(n, 3000 + n % 7)) };
+  const input = makeBenchInput(short);
+  const got = await decoder.decode(input);
+  const ref = referenceAttention(input);
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.out.length; i++) {
+    num += (got.out[i] - ref.out[i]) ** 2;
+    den += ref.out[i] ** 2;
+  }
+  const err = Math.sqrt(num / den);
+  if (!(err < 1e-4)) throw new Error(`${c.name}: output off the float64 reference by ${err}`);
+  return err;
+}
+
 async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Promise<Row[]> {
-  const decoder = await createDecoder({ backend, device, kernel });
+  const tuning = table ? { ...kernel, ...table[classOf(c)] } : kernel;
+  const decoder = await createDecoder({ backend, device, kernel: tuning });
   const rows: Row[] = [];
   try {
+    const checked = args.has("check") ? await check(decoder, c) : undefined;
     const input = makeBenchInput(c);
     const kvBytes = 2 * input.k.byteLength;
     const kvSets = kvBytes < ROTATE_BELOW ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
@@ -141,6 +191,9 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         kvSets,
         warmMs: t.warmMs,
         lastWarmMs: t.lastWarmMs,
+        kernelClass: classOf(c),
+        kernel: tuning ?? null,
+        ...(checked === undefined ? {} : { checkRelL2: checked }),
       }, ceilings);
       printRow(row, rows.length === 0);
       rows.push(row);
@@ -152,7 +205,13 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         kvDtype: "f16",
       }).rowsPerBlock;
       const grid = gridFor(decoder.profile, rowsPerBlock);
-      const p = await timePaged(device, c, input, { grid, runs, warmupMs, kvSets, kernel });
+      const p = await timePaged(device, c, input, {
+        grid,
+        runs,
+        warmupMs,
+        kvSets,
+        kernel: tuning,
+      });
       if ("skipped" in p) {
         console.log(`${"".padEnd(22)}lean-paged skipped: ${p.skipped}`);
         rows.push({ name: c.name, strategy: "lean-paged", skipped: p.skipped });
@@ -218,29 +277,10 @@ console.log(header);
 console.log("-".repeat(header.length));
 const only = args.get("only")?.split("|");
 const results: Row[] = [];
-for (const c of await loadCases()) {
-  if (only && !only.some((part) => c.name.includes(part))) continue;
-  try {
-    results.push(...await runCase(device, c, ceilings));
-  } catch (e) {
-    console.log(`${c.name.padEnd(22)}failed: ${(e as Error).message}`);
-    results.push({ name: c.name, failed: (e as Error).message });
-  }
-  (globalThis as { gc?: () => void }).gc?.();
-}
-if (strategies.includes("single") && strategies.includes("split")) {
-  const single = speedups(results, "single");
-  const split = speedups(results, "split");
-  console.log(
-    `\nlean over single: geometric mean ${single.geomean.toFixed(2)}x, max ${
-      single.max.toFixed(2)
-    }x (${single.of}); over split: geometric mean ${split.geomean.toFixed(2)}x, max ${
-      split.max.toFixed(2)
-    }x (${split.of})`,
-  );
-}
-const out = args.get("out");
-if (out) {
+/** Writes the results so far (after every case, so a run cut short keeps what it measured). */
+async function save(): Promise<void> {
+  const out = args.get("out");
+  if (!out) return;
   await Deno.writeTextFile(
     out,
     JSON.stringify(
@@ -253,6 +293,7 @@ if (out) {
         warmupMs,
         runs,
         kernel: kernel ?? null,
+        table: table ?? null,
         results,
       },
       null,
@@ -260,4 +301,27 @@ if (out) {
     ),
   );
 }
+for (const c of await loadCases()) {
+  if (only && !only.some((part) => c.name.includes(part))) continue;
+  try {
+    results.push(...await runCase(device, c, ceilings));
+  } catch (e) {
+    console.log(`${c.name.padEnd(22)}failed: ${(e as Error).message}`);
+    results.push({ name: c.name, failed: (e as Error).message });
+  }
+  (globalThis as { gc?: () => void }).gc?.();
+  await save();
+}
+if (strategies.includes("single") && strategies.includes("split")) {
+  const single = speedups(results, "single");
+  const split = speedups(results, "split");
+  console.log(
+    `\nlean over single: geometric mean ${single.geomean.toFixed(2)}x, max ${
+      single.max.toFixed(2)
+    }x (${single.of}); over split: geometric mean ${split.geomean.toFixed(2)}x, max ${
+      split.max.toFixed(2)
+    }x (${split.of})`,
+  );
+}
+await save();
 device.destroy();

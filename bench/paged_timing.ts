@@ -6,7 +6,12 @@
  * @module
  */
 
-import { createAttentionEncoder, createKVCache, type DecodeInput, type KernelTuning } from "../mod.ts";
+import {
+  createAttentionEncoder,
+  createKVCache,
+  type DecodeInput,
+  type KernelTuning,
+} from "../mod.ts";
 import { BufferUsage } from "../src/gpu_runtime.ts";
 import { timeWarm, type WarmTiming } from "../src/gpu_timing.ts";
 import type { BenchCase } from "./bench_cases.ts";

@@ -41,7 +41,6 @@ const runs = Number(args.get("runs") ?? 20);
 const warmupMs = Number(args.get("warmup-ms") ?? 400);
 const DEFAULT_CONFIGS: TuneConfig[] = [
   { name: "old", lanes: "old", unroll: "old", fastSteps: false },
-  { name: "old+fast", lanes: "old", unroll: "old" },
   { name: "table" },
   { name: "L4 U1", lanes: 4, unroll: 1 },
   { name: "L4 U2", lanes: 4, unroll: 2 },
@@ -49,11 +48,7 @@ const DEFAULT_CONFIGS: TuneConfig[] = [
   { name: "L8 U2", lanes: 8, unroll: 2 },
   { name: "L16 U1", lanes: 16, unroll: 1 },
   { name: "L16 U2", lanes: 16, unroll: 2 },
-  { name: "L16 U4", lanes: 16, unroll: 4 },
   { name: "L8 U2 nopf", lanes: 8, unroll: 2, prefetch: false },
-  { name: "L16 U4 nopf", lanes: 16, unroll: 4, prefetch: false },
-  { name: "W256 L8 U1", lanes: 8, unroll: 1, workgroupSize: 256 },
-  { name: "W256 L16 U1", lanes: 16, unroll: 1, workgroupSize: 256 },
 ];
 const configs: TuneConfig[] = args.get("configs")
   ? JSON.parse(args.get("configs")!)

@@ -105,6 +105,8 @@ export interface KernelChoice {
   readonly lanes: number;
   /** Tokens each lane group loads per step (with prefetch). */
   readonly unroll: number;
+  /** Request the next step's K and V before this step's arithmetic (default true). */
+  readonly prefetch?: boolean;
 }
 
 /**

@@ -150,7 +150,7 @@ export function kernelSpec(
   if (tuning.lanes === undefined) {
     while (lanes * 2 <= cap && chunks % (lanes * 2) === 0) lanes *= 2;
   }
-  const prefetch = tuning.prefetch ?? true;
+  const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
   return {
     headDim,
     kvDtype,
@@ -158,8 +158,10 @@ export function kernelSpec(
     rowsPerBlock,
     workgroupSize,
     lanes,
-    // The table's unroll assumes prefetch (two steps of loads in flight): twice that without.
-    unroll: tuning.unroll ?? (prefetch ? choice.unroll : 2 * choice.unroll),
+    // The table's unroll goes with its prefetch choice; without prefetch (asked for by the
+    // tuning only) twice as many tokens per step keep as many bytes in flight.
+    unroll: tuning.unroll ??
+      (prefetch || choice.prefetch === false ? choice.unroll : 2 * choice.unroll),
     subgroups: subgroups && lanes > 1 && lanes <= caps.subgroupMinSize,
     paged,
     prefetch,
