@@ -99,9 +99,11 @@ ${
   for (var i = 0u; i < ${FMA_ITERS}u; i++) {
 ${chains.map((i) => `    a${i} = fma(a${i}, b, c);`).join("\n")}
   }
+  // Every component of every chain feeds the (never true) test, so no FMA is dead code.
   let s = ${chains.map((i) => `a${i}`).join(" + ")};
-  if (s.x == 12345.678) {
-    sink[0] = s.y;
+  let t = s.x + s.y + s.z + s.w;
+  if (t == 12345.678) {
+    sink[0] = t;
   }
 }`,
   );

@@ -21,6 +21,27 @@ run_deno() {
   stamp "exit ${PIPESTATUS[0]}"
 }
 
+if [ "${1:-}" = complete ]; then
+  # The second, short call: the FMA ceiling with every chain live, the webgpu cases the first
+  # call's time limit cut, a few more GQA configurations, and Dawn on the GQA-heavy cases.
+  stamp "complete"
+  stamp "== tune (GQA leads)"
+  run_deno 22 bench/tune.ts --cases='gqa32/8 128k,b16 16k' --out="$out/tune_gqa.json" \
+    --configs='[{"name":"L8 U2 nopf","lanes":8,"unroll":2,"prefetch":false},
+{"name":"L8 U4 nopf","lanes":8,"unroll":4,"prefetch":false},
+{"name":"L4 U4 nopf","lanes":4,"unroll":4,"prefetch":false}]'
+  anchors="--anchor=bench/results/h200_session/torch.json"
+  anchors="$anchors --triton=bench/results/h200_session/triton.json"
+  stamp "== bench webgpu (rest)"
+  run_deno 28 bench/gpu_bench.ts --backend=webgpu --paged --check $anchors \
+    --only='ragged|qLen4' --out="$out/h200_webgpu_rest.json"
+  stamp "== bench dawn (rest)"
+  run_deno 45 bench/gpu_bench.ts --backend=dawn --check $anchors \
+    --only='gqa32/8 32k|gqa32/8 128k|b16 16k|d64|d256|ragged|qLen4' \
+    --out="$out/h200_dawn_rest.json"
+  stamp "done"
+  exit 0
+fi
 stamp "start"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.draw --format=csv \
   2>&1 | tee -a "$log"

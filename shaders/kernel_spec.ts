@@ -114,21 +114,23 @@ export interface KernelChoice {
  * 64, up to 128, more). Each lane holds `2 x rows x headDim / lanes` floats of query and output
  * state, so blocks of more rows want more lanes (registers); fewer lanes per token divide each
  * token's per-row work (the shuffles that add the lanes' partial dot products, the softmax,
- * which every lane of the group repeats) among fewer threads. Chosen from the H200 sweep of
- * `bench/tune.ts` recorded in `bench/notes.md`.
+ * which every lane of the group repeats) among fewer threads. The classes of the benchmark's
+ * cases (r1 d128, r4 d64/d128/d256, r8 d128) were picked by `bench/pick_table.ts` from the H200
+ * sweep of `bench/tune.ts` (bench/notes.md); the others keep the choice of the kernel before
+ * the table (the most lanes up to 16 that divide the row, unroll 2 / chunks per lane).
  */
 export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r1 d64": { lanes: 8, unroll: 2 },
-  "r1 d128": { lanes: 16, unroll: 2 },
+  "r1 d128": { lanes: 8, unroll: 2 },
   "r1 d256": { lanes: 16, unroll: 1 },
   "r2 d64": { lanes: 8, unroll: 2 },
   "r2 d128": { lanes: 16, unroll: 2 },
   "r2 d256": { lanes: 16, unroll: 1 },
-  "r4 d64": { lanes: 4, unroll: 2 },
-  "r4 d128": { lanes: 8, unroll: 1 },
-  "r4 d256": { lanes: 16, unroll: 1 },
-  "r8 d64": { lanes: 8, unroll: 1 },
-  "r8 d128": { lanes: 16, unroll: 1 },
+  "r4 d64": { lanes: 8, unroll: 2, prefetch: false },
+  "r4 d128": { lanes: 8, unroll: 2, prefetch: false },
+  "r4 d256": { lanes: 8, unroll: 1 },
+  "r8 d64": { lanes: 8, unroll: 2 },
+  "r8 d128": { lanes: 16, unroll: 2 },
   "r8 d256": { lanes: 16, unroll: 1 },
 };
 
@@ -139,7 +141,7 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
  * @example
  * ```ts
  * import { kernelChoice } from "./kernel_spec.ts";
- * console.log(kernelChoice(128, 1).lanes, kernelChoice(128, 3) === kernelChoice(128, 4)); // 16 true
+ * console.log(kernelChoice(128, 1).lanes, kernelChoice(128, 3) === kernelChoice(128, 4)); // 8 true
  * ```
  */
 export function kernelChoice(headDim: number, rowsPerBlock: number): KernelChoice {
