@@ -41,6 +41,7 @@ import { type BenchCase, loadCases } from "./bench_cases.ts";
 import { makeBenchInput } from "./bench_input.ts";
 import { type Ceilings, decodeFlops, measureCeilings, roofline } from "./gpu_ceilings.ts";
 import { timePaged } from "./paged_timing.ts";
+import { formatRow, HEADER, paperLine, type Row } from "./results_table.ts";
 
 const args = new Map(
   Deno.args.map((a) => {
@@ -80,9 +81,6 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(p * (sorted.length - 1))))];
 }
 
-/** One result row of the JSON output. */
-type Row = Record<string, unknown>;
-
 function describe(
   c: BenchCase,
   strategy: string,
@@ -121,19 +119,7 @@ function describe(
 }
 
 function printRow(r: Row, first: boolean): void {
-  const f = (x: unknown, d = 4) => (typeof x === "number" ? x.toFixed(d) : "-");
-  const ratio = (other: unknown) =>
-    typeof other === "number" ? `${((r.medianMs as number) / other).toFixed(2)}x` : "-";
-  const spread = ((r.p90Ms as number) - (r.p10Ms as number)) / (r.medianMs as number);
-  console.log(
-    `${(first ? r.name as string : "").padEnd(22)}${(r.strategy as string).padEnd(11)}${
-      String(r.workgroups ?? "").padStart(6)
-    }${f(r.medianMs).padStart(10)}${`±${(50 * spread).toFixed(1)}%`.padStart(8)}${
-      `${(100 * (r.fractionOfCeiling as number)).toFixed(1)}%`.padStart(8)
-    }${f(r.rooflineMs).padStart(10)}${(r.bound as string).padStart(8)}${
-      `${(100 * (r.fractionOfRoofline as number)).toFixed(1)}%`.padStart(8)
-    }${ratio(r.torchMs).padStart(8)}${ratio(r.tritonMs).padStart(8)}`,
-  );
+  console.log(formatRow(r, first));
 }
 
 /** The `KERNEL_TABLE` key of a case's block shape (see `kernelChoice`). */
@@ -236,18 +222,6 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
   return rows;
 }
 
-/** Lean's speedups over a strategy: geometric mean and maximum over the cases with both. */
-function speedups(rows: Row[], other: string): { geomean: number; max: number; of: string } {
-  const ratios: [number, string][] = [];
-  for (const lean of rows.filter((r) => r.strategy === "lean")) {
-    const o = rows.find((r) => r.name === lean.name && r.strategy === other);
-    if (o) ratios.push([(o.medianMs as number) / (lean.medianMs as number), lean.name as string]);
-  }
-  const geomean = Math.exp(ratios.reduce((s, [x]) => s + Math.log(x), 0) / ratios.length);
-  const [max, of] = ratios.reduce((a, b) => (b[0] > a[0] ? b : a), [0, ""]);
-  return { geomean, max, of };
-}
-
 const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
 const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
 if (!adapter) throw new Error(`no ${backend} adapter`);
@@ -271,10 +245,7 @@ console.log(
 console.log(
   `each strategy: >= ${warmupMs} ms of back-to-back passes, then ${runs} timed passes in the same submission; median, ±half the 10-90% spread\n`,
 );
-const header =
-  "case                  strategy   wgs  median ms  spread  of ceil   roof ms   bound of roof x torch  x triton";
-console.log(header);
-console.log("-".repeat(header.length));
+console.log(HEADER);
 const only = args.get("only")?.split("|");
 const results: Row[] = [];
 /** Writes the results so far (after every case, so a run cut short keeps what it measured). */
@@ -313,15 +284,7 @@ for (const c of await loadCases()) {
   await save();
 }
 if (strategies.includes("single") && strategies.includes("split")) {
-  const single = speedups(results, "single");
-  const split = speedups(results, "split");
-  console.log(
-    `\nlean over single: geometric mean ${single.geomean.toFixed(2)}x, max ${
-      single.max.toFixed(2)
-    }x (${single.of}); over split: geometric mean ${split.geomean.toFixed(2)}x, max ${
-      split.max.toFixed(2)
-    }x (${split.of})`,
-  );
+  console.log(`\n${paperLine(results)}`);
 }
 await save();
 device.destroy();

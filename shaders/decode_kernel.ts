@@ -317,9 +317,13 @@ ${
     lines(RP, (r) =>
       `    lim[${r}] = select(0u, min(seq_len - params.q_len + (r0 + ${r}u) % params.q_len + 1u, tok_end), ${r}u < n_rows);`)
   }
-    // Tokens every row of the block may see.
+${
+    fastSteps
+      ? `    // Tokens every row of the block may see.
     var lim_all = tok_end;
-${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${r}u < n_rows);`)}
+${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${r}u < n_rows);`)}`
+      : ""
+  }
     var m = array<f32, ${RP}>();
     // Rows that saw a NaN or +inf score: their output is NaN, as in the reference. Tracked with
     // integer bits, since GPU compilers may assume floats are never NaN: per score on masked
