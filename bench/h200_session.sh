@@ -3,8 +3,11 @@
 # picked from it, the PyTorch and Triton anchors, then every case of bench/cases.json on Deno's
 # WebGPU (with the paged mode) and on Dawn, each case's kernel first checked against the float64
 # reference on a shortened input. Results under $OUT (default bench/results/h200_session): all
-# text in session.log, JSON beside it. Each step has its own timeout, so partial output survives.
-# On the device machine: bash .gpu/boot.sh bash bench/h200_session.sh
+# text in session.log, JSON beside it. Each step has its own timeout, so partial output survives;
+# bench/merge_results.ts merges the JSON of a cut run with a later run of the missing cases.
+# `complete` is the short second call of issue 13 (the cases the first call's limit cut).
+# On the device machine: bash .gpu/boot.sh bash bench/h200_session.sh [complete]
+# Full run, no time limit in mind: about 10 minutes (Dawn's part alone about 4).
 set -u
 out=${OUT:-bench/results/h200_session}
 mkdir -p "$out"
