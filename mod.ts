@@ -34,6 +34,7 @@ export type {
   Backend,
   BackendName,
   BackendStats,
+  BackendTiming,
   DeviceProfile,
   KernelTimingOptions,
 } from "./src/backend.ts";

@@ -1,20 +1,48 @@
 /**
  * GPU benchmark (`deno task bench:gpu`): every case of `bench/cases.json` for lean, split and
- * single, timed with `timestamp-query` (median of 20 runs after 3 warm-ups, K/V copies rotated
- * when they would fit in L2), beside the adapter's streaming-read ceiling measured in the same run
- * by a plain WGSL read kernel. With `--anchor=FILE` (from bench/anchors/torch_sdpa.py) it also
- * prints lean's time over PyTorch's flash kernel.
+ * single on a warm GPU, beside the GPU's own ceilings measured in the same run (a plain WGSL
+ * streaming read, a plain WGSL FMA kernel, an empty pass; `bench/gpu_ceilings.ts`).
  *
- * Usage: deno run -A bench/gpu_bench.ts [--backend=webgpu|dawn] [--anchor=FILE] [--out=FILE]
- *        [--only=SUBSTRING[|SUBSTRING...]] [--order=lean,split,single]
+ * Method: each strategy's timed passes follow, in the same submission, at least `--warmup-ms`
+ * (400) of back-to-back passes of the same work (`timeWarm` in `src/gpu_timing.ts`): an idle GPU
+ * runs at a low clock, and a short burst after an idle upload measures the clock, not the
+ * kernel. Reported: median of `--runs` (25) passes, and their 10th-90th percentile spread. K/V
+ * copies are rotated when the cache would fit in L2. A case's roofline is the larger of its K+V
+ * bytes over the read ceiling and its FLOPs over the FMA ceiling; the table says which applies.
+ *
+ * With `--anchor=FILE` (bench/anchors/torch_sdpa.py) and `--triton=FILE`
+ * (bench/anchors/triton_decode.py) it prints lean's time over theirs. `--paged` also times lean
+ * through a paged `KVCache` (pages of 16 tokens) and the attention encoder.
+ *
+ * Usage: deno run -A --unstable-webgpu [--v8-flags=--expose-gc] bench/gpu_bench.ts
+ *        [--backend=webgpu|dawn] [--anchor=FILE] [--triton=FILE] [--out=FILE] [--paged]
+ *        [--only=SUBSTRING[|SUBSTRING...]] [--strategies=lean,split,single] [--runs=25]
+ *        [--warmup-ms=400] [--kernel=JSON] [--table=FILE] [--check]
+ *
+ * `--table=FILE` overrides entries of `KERNEL_TABLE` (JSON of the same shape, e.g. picked from a
+ * sweep by bench/pick_table.ts); `--check` first runs each case's kernel on a shortened input
+ * against the float64 reference.
  */
 
-import { type BackendName, createDecoder, type Strategy } from "../mod.ts";
+import {
+  type BackendName,
+  createDecoder,
+  type Decoder,
+  gridFor,
+  type KernelTuning,
+  referenceAttention,
+  type Strategy,
+  tileConfig,
+} from "../mod.ts";
+import { KERNEL_TABLE, type KernelChoice } from "../shaders/kernel_spec.ts";
 import { loadDawn } from "../dawn.ts";
 import { requestDevice } from "../src/gpu_runtime.ts";
-import { median, timePasses } from "../src/gpu_timing.ts";
+import { median } from "../src/gpu_timing.ts";
 import { type BenchCase, loadCases } from "./bench_cases.ts";
 import { makeBenchInput } from "./bench_input.ts";
+import { type Ceilings, decodeFlops, measureCeilings, roofline } from "./gpu_ceilings.ts";
+import { timePaged } from "./paged_timing.ts";
+import { formatRow, HEADER, paperLine, type Row } from "./results_table.ts";
 
 const args = new Map(
   Deno.args.map((a) => {
@@ -23,179 +51,241 @@ const args = new Map(
   }),
 );
 const backend = (args.get("backend") || "webgpu") as BackendName;
-const anchor = args.get("anchor")
-  ? JSON.parse(await Deno.readTextFile(args.get("anchor")!)) as {
-    ms: Record<string, number | null>;
-  }
+const warmupMs = Number(args.get("warmup-ms") ?? 400);
+const runs = Number(args.get("runs") ?? 25);
+const strategies = (args.get("strategies") ?? "lean,split,single").split(",") as Strategy[];
+const kernel: KernelTuning | undefined = args.get("kernel")
+  ? JSON.parse(args.get("kernel")!)
   : undefined;
-/** Strategies of a case, in the order they run (`--order=split,lean,single` to change it). */
-const STRATEGY_ORDER: Strategy[] =
-  (args.get("order")?.split(",") ?? ["lean", "split", "single"]) as Strategy[];
-const L2_BYTES = 50e6;
+/** An anchor's times by case name (none when the flag is absent or its file is missing). */
+async function anchor(flag: string): Promise<Record<string, number | null>> {
+  const path = args.get(flag);
+  if (!path) return {};
+  try {
+    return (JSON.parse(await Deno.readTextFile(path)) as { ms: Record<string, number | null> }).ms;
+  } catch (e) {
+    console.log(`--${flag}: ${(e as Error).message}; going on without it`);
+    return {};
+  }
+}
+/** `--table=FILE`: kernel choices by class (as `KERNEL_TABLE`) overriding the built-in table. */
+const table: Record<string, KernelChoice> | undefined = args.get("table")
+  ? { ...KERNEL_TABLE, ...JSON.parse(await Deno.readTextFile(args.get("table")!)) }
+  : undefined;
+const torchMs = await anchor("anchor");
+const tritonMs = await anchor("triton");
+/** Caches below this many bytes are rotated among copies, so L2 (50-60 MB) does not hold them. */
+const ROTATE_BELOW = 100e6;
 
-/** Streaming-read ceiling: a grid-stride read of a 1 GiB buffer, 16-byte loads. */
-async function readCeiling(device: GPUDevice): Promise<number> {
-  const bytes = Math.min(
-    1 << 30,
-    device.limits.maxStorageBufferBindingSize,
-    device.limits.maxBufferSize,
-  );
-  const src = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
-  const sink = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
-  const module = device.createShaderModule({
-    code: `
-@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
-@group(0) @binding(1) var<storage, read_write> sink: array<u32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  var acc = vec4<u32>(0u);
-  let stride = nwg.x * 256u;
-  let n = arrayLength(&src);
-  for (var i = gid.x; i < n; i += stride) {
-    acc ^= src[i];
-  }
-  if (all(acc == vec4<u32>(0x9e3779b9u))) {
-    sink[0] = acc.x;
-  }
-}`,
-  });
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module, entryPoint: "main" },
-  });
-  const bindGroup = device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [{ binding: 0, resource: { buffer: src } }, {
-      binding: 1,
-      resource: { buffer: sink },
-    }],
-  });
-  const ms = await timePasses(device, 23, (pass) => {
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(Math.min(65535, 132 * 32));
-  });
-  src.destroy();
-  sink.destroy();
-  return bytes / (median(ms.slice(3)) / 1e3);
+/** Percentile of sorted values (nearest rank). */
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(p * (sorted.length - 1))))];
 }
 
-/** Runs one case's three strategies on a fresh decoder; prints its table rows. */
-async function runCase(c: BenchCase, ceiling: number): Promise<Record<string, unknown>[]> {
-  const decoder = await createDecoder({ backend });
-  const results: Record<string, unknown>[] = [];
+function describe(
+  c: BenchCase,
+  strategy: string,
+  samplesMs: number[],
+  extra: Row,
+  ceilings: Ceilings,
+): Row {
+  const kvBytes = 2 * c.seqLens.reduce((a, b) => a + b, 0) * c.numKVHeads * c.headDim * 2;
+  const flops = decodeFlops(c);
+  const sorted = [...samplesMs].sort((a, b) => a - b);
+  const medianMs = median(sorted);
+  const roof = roofline(kvBytes, flops, ceilings);
+  return {
+    name: c.name,
+    group: c.group,
+    seqLens: c.seqLens.length > 8 ? `${c.seqLens.length} seqs` : c.seqLens,
+    numHeads: c.numHeads,
+    numKVHeads: c.numKVHeads,
+    headDim: c.headDim,
+    qLen: c.qLen,
+    strategy,
+    medianMs,
+    minMs: sorted[0],
+    p10Ms: percentile(sorted, 0.1),
+    p90Ms: percentile(sorted, 0.9),
+    kvBytes,
+    flops,
+    fractionOfCeiling: kvBytes / ceilings.readBytesPerSecond / (medianMs / 1e3),
+    rooflineMs: roof.ms,
+    bound: roof.bound,
+    fractionOfRoofline: roof.ms / medianMs,
+    torchMs: torchMs[c.name] ?? null,
+    tritonMs: tritonMs[c.name] ?? null,
+    ...extra,
+  };
+}
+
+function printRow(r: Row, first: boolean): void {
+  console.log(formatRow(r, first));
+}
+
+/** The `KERNEL_TABLE` key of a case's block shape (see `kernelChoice`). */
+function classOf(c: BenchCase): string {
+  const rowsPerBlock = tileConfig({
+    headDim: c.headDim,
+    rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
+    kvDtype: "f16",
+  }).rowsPerBlock;
+  let rows = 1;
+  while (rows < rowsPerBlock && rows < 8) rows *= 2;
+  return `r${rows} d${c.headDim <= 64 ? 64 : c.headDim <= 128 ? 128 : 256}`;
+}
+
+/**
+ * `--check`: the case's kernel on a shortened input of the same shape (at most 4 sequences of
+ * at most 3,000 tokens) against the float64 reference. Returns the relative L2 error of `out`.
+ */
+async function check(decoder: Decoder, c: BenchCase): Promise<number> {
+  const short = { ...c, seqLens: c.seqLens.slice(0, 4).map((n) => Math.min(n, 3000 + n % 7)) };
+  const input = makeBenchInput(short);
+  const got = await decoder.decode(input);
+  const ref = referenceAttention(input);
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.out.length; i++) {
+    num += (got.out[i] - ref.out[i]) ** 2;
+    den += ref.out[i] ** 2;
+  }
+  const err = Math.sqrt(num / den);
+  if (!(err < 1e-4)) throw new Error(`${c.name}: output off the float64 reference by ${err}`);
+  return err;
+}
+
+async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Promise<Row[]> {
+  const tuning = table ? { ...kernel, ...table[classOf(c)] } : kernel;
+  const decoder = await createDecoder({ backend, device, kernel: tuning });
+  const rows: Row[] = [];
   try {
-    const kvBytes = 2 * c.seqLens.reduce((a, b) => a + b, 0) * c.numKVHeads * c.headDim * 2;
+    const checked = args.has("check") ? await check(decoder, c) : undefined;
     const input = makeBenchInput(c);
-    const kvSets = kvBytes < 2 * L2_BYTES ? Math.min(8, Math.ceil((3 * L2_BYTES) / kvBytes)) : 1;
-    const times: Record<string, number> = {};
-    for (const strategy of STRATEGY_ORDER) {
+    const kvBytes = 2 * input.k.byteLength;
+    const kvSets = kvBytes < ROTATE_BELOW ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
+    for (const strategy of strategies) {
       const plan = decoder.plan(input, { strategy });
-      const t = await decoder.timeKernels({ ...input, strategy }, { runs: 20, warmup: 3, kvSets });
-      times[strategy] = t.medianMs;
-      const tbps = kvBytes / (t.medianMs / 1e3) / 1e12;
-      const torch = anchor?.ms[c.name];
-      console.log(
-        `${(strategy === "lean" ? c.name : "").padEnd(26)}${strategy.padEnd(10)}` +
-          `${String(plan.schedule.workgroups).padStart(10)}${t.medianMs.toFixed(4).padStart(12)}` +
-          `${tbps.toFixed(2).padStart(12)}${
-            ((100 * tbps * 1e12) / ceiling).toFixed(1).padStart(11)
-          }%` +
-          `${torch ? (t.medianMs / torch).toFixed(2).padStart(9) + "x" : ""}`,
-      );
-      results.push({
-        ...c,
-        seqLens: c.seqLens.length > 8 ? `${c.seqLens.length} seqs` : c.seqLens,
-        strategy,
+      const t = await decoder.timeKernels({ ...input, strategy }, {
+        runs,
+        warmup: 0,
+        kvSets,
+        warmupMs,
+      });
+      const row = describe(c, strategy, t.samplesMs, {
         workgroups: plan.schedule.workgroups,
         grid: plan.grid,
         windows: plan.schedule.windows?.length ?? 1,
-        medianMs: t.medianMs,
-        kvBytes,
         kvSets,
-        fractionOfCeiling: (tbps * 1e12) / ceiling,
-        torchMs: torch ?? null,
-      });
+        warmMs: t.warmMs,
+        lastWarmMs: t.lastWarmMs,
+        kernelClass: classOf(c),
+        kernel: tuning ?? null,
+        ...(checked === undefined ? {} : { checkRelL2: checked }),
+      }, ceilings);
+      printRow(row, rows.length === 0);
+      rows.push(row);
     }
-    console.log(
-      `${"".padEnd(26)}lean speedup: ${(times.split / times.lean).toFixed(2)}x over split, ` +
-        `${(times.single / times.lean).toFixed(2)}x over single`,
-    );
+    if (args.has("paged")) {
+      const rowsPerBlock = tileConfig({
+        headDim: c.headDim,
+        rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
+        kvDtype: "f16",
+      }).rowsPerBlock;
+      const grid = gridFor(decoder.profile, rowsPerBlock);
+      const p = await timePaged(device, c, input, {
+        grid,
+        runs,
+        warmupMs,
+        kvSets,
+        kernel: tuning,
+      });
+      if ("skipped" in p) {
+        console.log(`${"".padEnd(22)}lean-paged skipped: ${p.skipped}`);
+        rows.push({ name: c.name, strategy: "lean-paged", skipped: p.skipped });
+      } else {
+        const row = describe(c, "lean-paged", p.timing.samplesMs, {
+          workgroups: p.workgroups,
+          grid,
+          pages: p.pages,
+          kvSets,
+          warmMs: p.timing.warmMs,
+          lastWarmMs: p.timing.lastWarmMs,
+        }, ceilings);
+        const dense = rows.find((r) => r.strategy === "lean");
+        if (dense) row.pagedOverDense = (row.medianMs as number) / (dense.medianMs as number);
+        printRow(row, false);
+        rows.push(row);
+      }
+    }
   } finally {
     await decoder.dispose();
   }
-  return results;
+  return rows;
 }
 
-const RESULT = "RESULT ";
-const cases = await loadCases();
-if (args.has("child")) {
-  // One case in this process: its buffers are the process's only large allocations.
-  const c = cases.find((x) => x.name === args.get("case"));
-  if (!c) {
-    throw new RangeError(`case must name a case of bench/cases.json: got ${args.get("case")}`);
-  }
-  const results = await runCase(c, Number(args.get("ceiling")));
-  console.log(RESULT + JSON.stringify(results));
-} else {
-  const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
-  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  if (!adapter) throw new Error(`no ${backend} adapter`);
-  const device = await requestDevice(adapter);
-  const ceiling = await readCeiling(device);
-  device.destroy();
-  const probe = await createDecoder({ backend });
-  const profile = probe.profile;
-  await probe.dispose();
-  console.log(
-    `backend ${backend}: ${profile.name}, grids ${
-      JSON.stringify(profile.gridByRows ?? profile.grid)
-    } (${profile.source})`,
-  );
-  console.log(
-    `read ceiling: ${(ceiling / 1e12).toFixed(2)} TB/s (plain WGSL read kernel, 16-byte loads)`,
-  );
-  console.log("each case runs in its own process (fresh GPU allocations)\n");
-  const header =
-    "case                      strategy  workgroups   median ms     KV TB/s  of ceiling  vs torch";
-  console.log(header);
-  console.log("-".repeat(header.length));
-  const results: Record<string, unknown>[] = [];
-  for (const c of cases) {
-    const only = args.get("only")?.split("|");
-    if (only && !only.some((part) => c.name.includes(part))) continue;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--unstable-webgpu",
-        new URL(import.meta.url).pathname,
-        "--child",
-        `--case=${c.name}`,
-        `--backend=${backend}`,
-        `--ceiling=${ceiling}`,
-        ...(args.get("anchor") ? [`--anchor=${args.get("anchor")}`] : []),
-        ...(args.get("order") ? [`--order=${args.get("order")}`] : []),
-      ],
-      stdout: "piped",
-      stderr: "inherit",
-    });
-    const { stdout, success } = await child.output();
-    const text = new TextDecoder().decode(stdout);
-    for (const line of text.split("\n")) {
-      if (line.startsWith(RESULT)) results.push(...JSON.parse(line.slice(RESULT.length)));
-      else if (line) console.log(line);
-    }
-    if (!success) {
-      console.log(`${c.name.padEnd(26)}failed (see stderr)`);
-      results.push({ ...c, failed: true });
-    }
-  }
+const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
+const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+if (!adapter) throw new Error(`no ${backend} adapter`);
+const device = await requestDevice(adapter);
+const ceilings = await measureCeilings(device, warmupMs);
+const probe = await createDecoder({ backend, device, kernel });
+const profile = probe.profile;
+await probe.dispose();
+console.log(
+  `backend ${backend}: ${profile.name}, grids ${
+    JSON.stringify(profile.gridByRows ?? profile.grid)
+  } (${profile.source})`,
+);
+console.log(
+  `ceilings (plain WGSL kernels, warm): read ${
+    (ceilings.readBytesPerSecond / 1e12).toFixed(2)
+  } TB/s, FMA ${(ceilings.flopsPerSecond / 1e12).toFixed(1)} TFLOP/s, empty pass ${
+    (ceilings.emptyPassMs * 1e3).toFixed(1)
+  } us`,
+);
+console.log(
+  `each strategy: >= ${warmupMs} ms of back-to-back passes, then ${runs} timed passes in the same submission; median, ±half the 10-90% spread\n`,
+);
+console.log(HEADER);
+const only = args.get("only")?.split("|");
+const results: Row[] = [];
+/** Writes the results so far (after every case, so a run cut short keeps what it measured). */
+async function save(): Promise<void> {
   const out = args.get("out");
-  if (out) {
-    await Deno.writeTextFile(
-      out,
-      JSON.stringify({ backend, adapter: profile.name, profile, ceiling, results }, null, 1),
-    );
-  }
+  if (!out) return;
+  await Deno.writeTextFile(
+    out,
+    JSON.stringify(
+      {
+        backend,
+        adapter: profile.name,
+        profile,
+        ceiling: ceilings.readBytesPerSecond,
+        ceilings,
+        warmupMs,
+        runs,
+        kernel: kernel ?? null,
+        table: table ?? null,
+        results,
+      },
+      null,
+      1,
+    ),
+  );
 }
+for (const c of await loadCases()) {
+  if (only && !only.some((part) => c.name.includes(part))) continue;
+  try {
+    results.push(...await runCase(device, c, ceilings));
+  } catch (e) {
+    console.log(`${c.name.padEnd(22)}failed: ${(e as Error).message}`);
+    results.push({ name: c.name, failed: (e as Error).message });
+  }
+  (globalThis as { gc?: () => void }).gc?.();
+  await save();
+}
+if (strategies.includes("single") && strategies.includes("split")) {
+  console.log(`\n${paperLine(results)}`);
+}
+await save();
+device.destroy();

@@ -1,28 +1,34 @@
 /**
- * Kernel tuning sweep: lean's kernel time for a few cases under several kernel configurations
- * (workgroup size, tile, lanes, unroll, subgroups, grid scale), one decoder per configuration.
- * Used to pick the defaults; the notes in bench/notes.md record what it showed.
+ * Kernel tuning sweep: lean's kernel time for some cases under several kernel configurations
+ * (lanes per token, unroll, prefetch, fast steps, workgroup size, tile), on a warm GPU, beside
+ * each case's roofline. One decoder per (configuration, case) on one device. Used to fill
+ * `KERNEL_TABLE` (shaders/kernel_spec.ts); bench/notes.md records what it showed.
+ *
+ * A configuration's `lanes` and `unroll` may be numbers or `"old"`: the choice of the kernel
+ * before the table (the most lanes up to 16 that divide the row's 16-byte chunks; unroll 2 /
+ * chunks per lane).
  *
  * Usage: deno run -A --unstable-webgpu bench/tune.ts [--backend=webgpu|dawn] [--cases=a,b]
- *        [--configs=JSON] [--out=FILE]
+ *        [--configs=JSON] [--out=FILE] [--runs=20] [--warmup-ms=400]
  */
 
 import "../dawn.ts"; // registers Dawn for --backend=dawn
-import { type BackendName, createDecoder, type Decoder, type Strategy } from "../mod.ts";
+import { type BackendName, createDecoder, type Strategy } from "../mod.ts";
+import { loadDawn } from "../dawn.ts";
+import { requestDevice } from "../src/gpu_runtime.ts";
 import { type BenchCase, loadCases } from "./bench_cases.ts";
 import { makeBenchInput } from "./bench_input.ts";
+import { decodeFlops, measureCeilings, roofline } from "./gpu_ceilings.ts";
 
 interface TuneConfig {
   name: string;
   workgroupSize?: number;
   tileTokens?: number;
-  lanes?: number;
-  unroll?: number;
+  lanes?: number | "old";
+  unroll?: number | "old";
   subgroups?: boolean;
   prefetch?: boolean;
-  gridScale?: number;
-  grid?: number;
-  maxBindingBytes?: number;
+  fastSteps?: boolean;
   strategy?: Strategy;
 }
 
@@ -33,118 +39,109 @@ const args = new Map(
   }),
 );
 const backend = (args.get("backend") || "webgpu") as BackendName;
+const runs = Number(args.get("runs") ?? 20);
+const warmupMs = Number(args.get("warmup-ms") ?? 400);
 const DEFAULT_CONFIGS: TuneConfig[] = [
-  { name: "default" },
-  { name: "no-subgroups", subgroups: false },
-  { name: "w256 t128", workgroupSize: 256, tileTokens: 128 },
-  { name: "w64", workgroupSize: 64 },
-  { name: "t128", tileTokens: 128 },
-  { name: "unroll2", unroll: 2 },
-  { name: "unroll8", unroll: 8 },
-  { name: "lanes8", lanes: 8 },
-  { name: "grid x2", gridScale: 2 },
-  { name: "grid x0.5", gridScale: 0.5 },
-  { name: "split", strategy: "split" },
+  { name: "old", lanes: "old", unroll: "old", fastSteps: false },
+  { name: "table" },
+  { name: "L4 U1", lanes: 4, unroll: 1 },
+  { name: "L4 U2", lanes: 4, unroll: 2 },
+  { name: "L8 U1", lanes: 8, unroll: 1 },
+  { name: "L8 U2", lanes: 8, unroll: 2 },
+  { name: "L16 U1", lanes: 16, unroll: 1 },
+  { name: "L16 U2", lanes: 16, unroll: 2 },
+  { name: "L8 U2 nopf", lanes: 8, unroll: 2, prefetch: false },
 ];
 const configs: TuneConfig[] = args.get("configs")
   ? JSON.parse(args.get("configs")!)
   : DEFAULT_CONFIGS;
-const wanted = (args.get("cases") ?? "b1 h32 4k,b1 h32 16k,b1 h32 128k,gqa32/8 32k,gqa32/8 128k")
+const wanted = (args.get("cases") ?? "b1 h32 128k,gqa32/8 128k,b16 16k,d256 32k,qLen4 gqa 16k")
   .split(",");
-const extra: BenchCase[] = JSON.parse(args.get("extra") ?? "[]").map((c: Partial<BenchCase>) => ({
-  ...c,
-  qLen: c.qLen ?? 1,
-  group: "extra",
-  seqLens: typeof c.seqLens === "string" ? expandLens(c.seqLens) : c.seqLens,
-}));
-function expandLens(s: string): number[] {
-  const [n, len] = s.split("x").map(Number);
-  return Array(n).fill(len);
-}
-const cases = [...(await loadCases()).filter((c) => wanted.includes(c.name)), ...extra];
+const cases: BenchCase[] = (await loadCases()).filter((c) => wanted.includes(c.name));
 
-{
-  const a = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
-  const info = a?.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
-  console.log(`adapter features: ${[...(a?.features ?? [])].join(" ")}`);
-  console.log(`subgroup sizes: ${info?.subgroupMinSize}..${info?.subgroupMaxSize}`);
-  try {
-    const d = await a!.requestDevice({ requiredFeatures: ["subgroups" as GPUFeatureName] });
-    d.pushErrorScope("validation");
-    d.createShaderModule({
-      code: `@group(0) @binding(0) var<storage, read_write> b: array<f32>;
-@compute @workgroup_size(32) fn main(@builtin(local_invocation_index) i: u32) {
-  b[i] = subgroupShuffleXor(b[i], 1u);
-}`,
-    });
-    const err = await d.popErrorScope();
-    console.log(
-      `subgroups requested: device has it ${
-        d.features.has("subgroups" as GPUFeatureName)
-      }, shader ${err ? err.message : "ok"}`,
-    );
-    d.destroy();
-  } catch (e) {
-    console.log(`subgroups request failed: ${(e as Error).message}`);
+/** The kernel before the lanes table: most lanes up to 16 dividing the row's chunks. */
+function resolve(config: TuneConfig, c: BenchCase): { lanes?: number; unroll?: number } {
+  const chunks = c.headDim / 8;
+  let lanes = 1;
+  while (lanes * 2 <= 16 && chunks % (lanes * 2) === 0) lanes *= 2;
+  const cap = config.lanes === "old" ? lanes : config.lanes;
+  let chosen: number | undefined = undefined;
+  if (cap !== undefined) {
+    chosen = 1;
+    while (chosen * 2 <= cap && chunks % (chosen * 2) === 0) chosen *= 2;
   }
+  const unroll = config.unroll === "old"
+    ? Math.max(1, Math.floor(2 / (chunks / (chosen ?? lanes))))
+    : config.unroll;
+  return { lanes: chosen, unroll };
 }
-const decoders: Decoder[] = [];
-for (const c of configs) {
-  const base = await createDecoder({
-    backend,
-    grid: c.grid,
-    maxBindingBytes: c.maxBindingBytes,
-    tileTokens: c.tileTokens,
-    workgroupSize: c.workgroupSize,
-    kernel: { lanes: c.lanes, unroll: c.unroll, subgroups: c.subgroups, prefetch: c.prefetch },
-  });
-  if (c.gridScale) {
-    const grid = Math.round(base.profile.grid * c.gridScale);
-    await base.dispose();
-    decoders.push(
-      await createDecoder({
-        backend,
-        grid,
-        tileTokens: c.tileTokens,
-        workgroupSize: c.workgroupSize,
-        kernel: { lanes: c.lanes, unroll: c.unroll, subgroups: c.subgroups, prefetch: c.prefetch },
-      }),
-    );
-  } else {
-    decoders.push(base);
-  }
-}
+
+const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
+const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+if (!adapter) throw new Error(`no ${backend} adapter`);
+const device = await requestDevice(adapter);
+const ceilings = await measureCeilings(device, warmupMs);
 console.log(
-  `backend ${backend}: ${decoders[0].profile.name}, grids ${
-    decoders.map((d) => d.profile.grid).join(" ")
-  }`,
+  `backend ${backend}: read ${(ceilings.readBytesPerSecond / 1e12).toFixed(2)} TB/s, FMA ${
+    (ceilings.flopsPerSecond / 1e12).toFixed(1)
+  } TFLOP/s, empty pass ${(ceilings.emptyPassMs * 1e3).toFixed(1)} us`,
 );
 const results: Record<string, unknown>[] = [];
-console.log(`${"case".padEnd(16)}${configs.map((c) => c.name.padStart(13)).join("")}`);
+console.log(
+  `${"case".padEnd(16)}${"roof ms".padStart(9)}${configs.map((c) => c.name.padStart(10)).join("")}`,
+);
 for (const c of cases) {
   const input = makeBenchInput(c);
   const kvBytes = 2 * input.k.byteLength;
+  const roof = roofline(kvBytes, decodeFlops(c), ceilings);
   const kvSets = kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
   const row: string[] = [];
-  for (let i = 0; i < configs.length; i++) {
+  for (const config of configs) {
+    const { lanes, unroll } = resolve(config, c);
+    const decoder = await createDecoder({
+      backend,
+      device,
+      tileTokens: config.tileTokens,
+      workgroupSize: config.workgroupSize,
+      kernel: {
+        lanes,
+        unroll,
+        subgroups: config.subgroups,
+        prefetch: config.prefetch,
+        fastSteps: config.fastSteps,
+      },
+    });
     try {
-      const t = await decoders[i].timeKernels(
-        { ...input, strategy: configs[i].strategy ?? "lean" },
-        { runs: 20, warmup: 3, kvSets },
-      );
-      row.push(`${t.medianMs.toFixed(4)}`.padStart(13));
+      const strategy = config.strategy ?? "lean";
+      const plan = decoder.plan(input, { strategy });
+      const t = await decoder.timeKernels({ ...input, strategy }, { runs, kvSets, warmupMs });
+      row.push(`${t.medianMs.toFixed(4)}`.padStart(10));
       results.push({
         case: c.name,
-        config: configs[i],
+        config,
+        lanes,
+        unroll,
+        workgroups: plan.schedule.workgroups,
         ms: t.medianMs,
-        tbps: kvBytes / t.medianMs / 1e9,
+        samplesMs: t.samplesMs,
+        warmMs: t.warmMs,
+        rooflineMs: roof.ms,
+        bound: roof.bound,
+        fractionOfRoofline: roof.ms / t.medianMs,
       });
     } catch (e) {
-      row.push("error".padStart(13));
-      console.error(configs[i].name, c.name, (e as Error).message);
+      row.push("error".padStart(10));
+      console.error(config.name, c.name, (e as Error).message);
+    } finally {
+      await decoder.dispose();
     }
   }
-  console.log(`${c.name.padEnd(16)}${row.join("")}`);
+  console.log(`${c.name.padEnd(16)}${roof.ms.toFixed(4).padStart(9)}${row.join("")}`);
 }
-for (const d of decoders) await d.dispose();
-if (args.get("out")) await Deno.writeTextFile(args.get("out")!, JSON.stringify(results, null, 1));
+if (args.get("out")) {
+  await Deno.writeTextFile(
+    args.get("out")!,
+    JSON.stringify({ backend, ceilings, results }, null, 1),
+  );
+}
+device.destroy();

@@ -92,6 +92,7 @@ ${
     );
   const tokens = lines(U, (u) => `      let t${u} = s0 + ${u * G}u + g;`);
   const prefetch = spec.prefetch ?? false;
+  const fastSteps = spec.fastSteps ?? true;
   const loads = prefetch
     ? `${tokens}
 ${
@@ -151,6 +152,34 @@ ${
       workgroupBarrier();
 ${grid(U, RP, (u, r) => `      d${u}_${r} = ss[sb + g * ${U * RP}u + ${u * RP + r}u];`)}`;
   }
+  // Steps whose tokens every row of the block may see (all but the last step or two of a piece)
+  // take the unmasked path: no selects, and the running max is raised (and the state rescaled)
+  // only when a score exceeds it, which after the first tokens is rare. A NaN or +inf score
+  // needs no test here: it makes p (and so the sum l) NaN, which is checked once per piece.
+  const fast = lines(RP, (r) =>
+    `      {
+        let mx = max(m[${r}], ${
+      lines(U, (u) => `d${u}_${r}`).split("\n").reduce((a, b) => `max(${a}, ${b})`)
+    });
+        if (mx > m[${r}]) {
+          let alpha = exp2(m[${r}] - mx);
+          m[${r}] = mx;
+          l[${r}] *= alpha;
+${grid(CPL, V4, (i, j) => `          o[${qi(r, i, j)}] *= alpha;`)}
+        }
+${lines(U, (u) => `        let p${u} = exp2(d${u}_${r} - mx);`)}
+        l[${r}] += ${lines(U, (u) => `p${u}`).split("\n").join(" + ")};
+${
+      grid(CPL, V4, (i, j) =>
+        `        o[${qi(r, i, j)}] = ${
+          Array.from({ length: U }, (_, u) => u).reduce(
+            (acc, u) =>
+              `fma(vf${u}_${i}[${j}], vec4<f32>(p${u}), ${acc})`,
+            `o[${qi(r, i, j)}]`,
+          )
+        };`)
+    }
+      }`);
   const softmax = lines(RP, (r) =>
     `      {
 ${lines(U, (u) => `        let s${u} = select(NEG, d${u}_${r}, t${u} < lim[${r}]);`)}
@@ -288,9 +317,17 @@ ${
     lines(RP, (r) =>
       `    lim[${r}] = select(0u, min(seq_len - params.q_len + (r0 + ${r}u) % params.q_len + 1u, tok_end), ${r}u < n_rows);`)
   }
+${
+    fastSteps
+      ? `    // Tokens every row of the block may see.
+    var lim_all = tok_end;
+${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${r}u < n_rows);`)}`
+      : ""
+  }
     var m = array<f32, ${RP}>();
     // Rows that saw a NaN or +inf score: their output is NaN, as in the reference. Tracked with
-    // integer bits, since GPU compilers may assume floats are never NaN.
+    // integer bits, since GPU compilers may assume floats are never NaN: per score on masked
+    // steps, and on the sum l (which such a score makes NaN) once per piece.
     var bad = array<u32, ${RP}>();
     if (lid < RP) {
       atomicStore(&bad_sh[lid], 0u);
@@ -305,8 +342,17 @@ ${loads}
 ${dots}
 ${reduce}
 ${lines(U, (u) => lines(CPL, (i) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`))}
+${
+    fastSteps
+      ? `      if (s0 + STEP <= lim_all) {
+${fast}
+      } else {
 ${softmax}
+      }`
+      : softmax
+  }
     }
+${fastSteps ? lines(RP, (r) => `    bad[${r}] |= select(0u, 1u, poisoned(l[${r}]));`) : ""}
 
     // Merge the groups' states: a common max, then the rescaled sums in group order.
     workgroupBarrier();

@@ -34,6 +34,11 @@ export interface KernelSpec {
   /** Request the next step's K and V before this step's arithmetic (software pipelining). */
   readonly prefetch?: boolean;
   /**
+   * Steps whose tokens every row may see skip the masking arithmetic and rescale the running
+   * state only when the maximum rises (default true; false runs every step masked).
+   */
+  readonly fastSteps?: boolean;
+  /**
    * The decode and merge kernels share one bind group (one `setBindGroup` per layer instead of
    * two): the merge kernel takes the decode kernel's binding numbers and both pipelines the
    * explicit layout of {@linkcode sharedLayoutEntries}.
@@ -93,6 +98,58 @@ export interface KernelLayout {
 
 /** Most lanes per token by default: 16 lanes x 16 bytes is a 256-byte f16 row of d = 128. */
 export const DEFAULT_MAX_LANES = 16;
+
+/** Lanes per token and tokens per lane group per step of a kernel class. */
+export interface KernelChoice {
+  /** Threads sharing one token (capped by the row's chunks and the subgroup size). */
+  readonly lanes: number;
+  /** Tokens each lane group loads per step (with prefetch). */
+  readonly unroll: number;
+  /** Request the next step's K and V before this step's arithmetic (default true). */
+  readonly prefetch?: boolean;
+}
+
+/**
+ * The default kernel choice per class: query rows per block (1, 2, 4, 8) and head dim (up to
+ * 64, up to 128, more). Each lane holds `2 x rows x headDim / lanes` floats of query and output
+ * state, so blocks of more rows want more lanes (registers); fewer lanes per token divide each
+ * token's per-row work (the shuffles that add the lanes' partial dot products, the softmax,
+ * which every lane of the group repeats) among fewer threads. The classes of the benchmark's
+ * cases (r1 d128, r4 d64/d128/d256, r8 d128) were picked by `bench/pick_table.ts` from the H200
+ * sweep of `bench/tune.ts` (bench/notes.md); the others keep the choice of the kernel before
+ * the table (the most lanes up to 16 that divide the row, unroll 2 / chunks per lane).
+ */
+export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
+  "r1 d64": { lanes: 8, unroll: 2 },
+  "r1 d128": { lanes: 8, unroll: 2 },
+  "r1 d256": { lanes: 16, unroll: 1 },
+  "r2 d64": { lanes: 8, unroll: 2 },
+  "r2 d128": { lanes: 16, unroll: 2 },
+  "r2 d256": { lanes: 16, unroll: 1 },
+  "r4 d64": { lanes: 8, unroll: 2, prefetch: false },
+  "r4 d128": { lanes: 8, unroll: 2, prefetch: false },
+  "r4 d256": { lanes: 8, unroll: 1 },
+  "r8 d64": { lanes: 8, unroll: 2 },
+  "r8 d128": { lanes: 16, unroll: 2 },
+  "r8 d256": { lanes: 16, unroll: 1 },
+};
+
+/**
+ * The {@linkcode KERNEL_TABLE} entry of a block shape: rows rounded up to a power of two (at
+ * most 8), head dims up to 64, up to 128, and beyond.
+ *
+ * @example
+ * ```ts
+ * import { kernelChoice } from "./kernel_spec.ts";
+ * console.log(kernelChoice(128, 1).lanes, kernelChoice(128, 3) === kernelChoice(128, 4)); // 8 true
+ * ```
+ */
+export function kernelChoice(headDim: number, rowsPerBlock: number): KernelChoice {
+  let rows = 1;
+  while (rows < rowsPerBlock && rows < 8) rows *= 2;
+  const dim = headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256;
+  return KERNEL_TABLE[`r${rows} d${dim}`];
+}
 
 /**
  * Floats of partial sums and scores the workgroup-memory reduction may declare: with the output
@@ -161,7 +218,9 @@ export function specKey(kind: string, spec: KernelSpec): string {
   const l = kernelLayout(spec);
   return `${kind}:d${spec.headDim}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
     l.subgroups ? ":sg" : ""
-  }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}${spec.sharedLayout ? ":shared" : ""}`;
+  }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}${spec.sharedLayout ? ":shared" : ""}${
+    spec.fastSteps === false ? ":masked" : ""
+  }`;
 }
 
 /** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */

@@ -97,7 +97,7 @@ export interface BackendStats {
  * @example
  * ```ts
  * import type { KernelTimingOptions } from "@lean/attention";
- * const options: KernelTimingOptions = { runs: 20, warmup: 3, kvSets: 1 };
+ * const options: KernelTimingOptions = { runs: 20, warmup: 3, kvSets: 1, warmupMs: 400 };
  * ```
  */
 export interface KernelTimingOptions {
@@ -107,6 +107,30 @@ export interface KernelTimingOptions {
   readonly warmup: number;
   /** Copies of K and V rotated between passes. */
   readonly kvSets: number;
+  /**
+   * GPU backends: milliseconds of back-to-back passes of the same work right before the timed
+   * ones, in the same submission (an idle GPU's clock is low; see `src/gpu_timing.ts`).
+   */
+  readonly warmupMs?: number;
+}
+
+/**
+ * What a backend's `time` measured.
+ *
+ * @example
+ * ```ts
+ * import type { BackendTiming } from "@lean/attention";
+ * const t: BackendTiming = { samplesMs: [0.5, 0.52], warmMs: 412, lastWarmMs: 0.51 };
+ * console.log(t.samplesMs.length); // 2
+ * ```
+ */
+export interface BackendTiming {
+  /** Milliseconds of each timed run. */
+  readonly samplesMs: number[];
+  /** GPU milliseconds of warm-up in the timed submission (0 on the CPU). */
+  readonly warmMs: number;
+  /** Milliseconds per run over the warm-up's last pass (NaN when there was none). */
+  readonly lastWarmMs: number;
 }
 
 /**
@@ -131,14 +155,14 @@ export interface Backend {
   prepare?(plan: Plan): void;
   /**
    * Times the execution of a plan: GPU backends with `timestamp-query` around the compute pass
-   * (no upload, no readback), the CPU with the wall clock. Returns milliseconds per timed run.
+   * (no upload, no readback), the CPU with the wall clock.
    */
   time(
     plan: Plan,
     input: DecodeInput,
     scale: number,
     options: KernelTimingOptions,
-  ): Promise<number[]>;
+  ): Promise<BackendTiming>;
   /** Allocation counters (all zero for the CPU). */
   stats(): BackendStats;
   /** Releases everything the backend created. */

@@ -187,7 +187,7 @@ export function createCpuBackend(grid = CPU_GRID, maxBindingBytes?: number): Bac
         executePlanOnCpu(plan, input, scale);
         if (i >= warmup) ms.push(performance.now() - t0);
       }
-      return Promise.resolve(ms);
+      return Promise.resolve({ samplesMs: ms, warmMs: 0, lastWarmMs: NaN });
     },
     dispose: () => Promise.resolve(),
   };

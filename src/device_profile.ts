@@ -8,7 +8,7 @@
  */
 
 import type { DeviceProfile } from "./backend.ts";
-import { timePasses } from "./gpu_timing.ts";
+import { timeWarm } from "./gpu_timing.ts";
 
 /** Multiprocessor counts of known adapters, and decode workgroups each runs at once. */
 const KNOWN_ADAPTERS: ReadonlyArray<{ pattern: RegExp; units: number }> = [
@@ -57,14 +57,18 @@ export async function calibrateGrid(
   device: GPUDevice,
   probe: ProbeDispatch,
   maxSize: number,
+  warmupMs = 0,
 ): Promise<number | undefined> {
   if (!device.features.has("timestamp-query")) return undefined;
   const sizes = probeSizes().filter((n) => n <= maxSize);
-  // The first dispatch (one workgroup) warms clocks and caches; it is not used.
-  const all = await timePasses(
+  // A GPU that idled runs at a low clock at first: warm it with large probes in the same
+  // submission, or the clock rises during the sweep and the larger sizes look cheap. The first
+  // timed dispatch (one workgroup) only fills caches; it is not used.
+  const warmSize = Math.min(maxSize, 2048);
+  const { samplesMs: all } = await timeWarm(
     device,
-    sizes.length + 1,
     (pass, i) => probe(pass, i ? sizes[i - 1] : 1),
+    { runs: sizes.length + 1, warmupMs, warmRecord: (pass) => probe(pass, warmSize) },
   );
   const times = all.slice(1);
   const base = Math.min(...times.slice(0, 4));
@@ -88,12 +92,15 @@ export async function deviceProfile(
   software: boolean,
   probe: ProbeDispatch,
   probeKey: string,
+  warmupMs = 0,
 ): Promise<DeviceProfile> {
   const key = `${description}|${probeKey}`;
   const cached = cache.get(key);
   if (cached) return cached;
   let profile = tableProfile(description, software);
-  const grid = await calibrateGrid(device, probe, software ? 64 : 8192).catch(() => undefined);
+  const grid = await calibrateGrid(device, probe, software ? 64 : 8192, warmupMs).catch(() =>
+    undefined
+  );
   if (grid !== undefined) profile = { name: description, grid, source: "calibrated" };
   cache.set(key, profile);
   return profile;

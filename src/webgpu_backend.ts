@@ -11,6 +11,7 @@
 import {
   DEFAULT_MAX_LANES,
   elementsPerLoad,
+  kernelChoice,
   kernelParams,
   type KernelSpec,
   PARAMS_WORDS,
@@ -20,6 +21,7 @@ import type {
   Backend,
   BackendName,
   BackendStats,
+  BackendTiming,
   DeviceProfile,
   KernelTimingOptions,
 } from "./backend.ts";
@@ -41,7 +43,7 @@ import {
   requestDevice,
   summarizeAdapter,
 } from "./gpu_runtime.ts";
-import { timePasses } from "./gpu_timing.ts";
+import { timeWarm } from "./gpu_timing.ts";
 import { mergeWorkgroups } from "../shaders/merge_kernel.ts";
 import type { Plan } from "./plan.ts";
 import type { DecodeInput, DecodeOutput } from "./problem.ts";
@@ -90,12 +92,20 @@ export interface WebGPUBackendOptions extends TileOptions {
 export interface KernelTuning {
   /** Use subgroup shuffles when the device offers them (default true). */
   subgroups?: boolean;
-  /** Threads per token (default: up to 16, at most the smallest subgroup). */
+  /**
+   * Threads per token (default: the kernel table's choice for the block's rows and head dim, at
+   * most the smallest subgroup; see `KERNEL_TABLE` in `shaders/kernel_spec.ts`).
+   */
   lanes?: number;
-  /** Tokens each lane group loads per step (default 4 / chunks per lane). */
+  /** Tokens each lane group loads per step (default: the kernel table's choice). */
   unroll?: number;
   /** Request the next step's K and V before this step's arithmetic (default true). */
   prefetch?: boolean;
+  /**
+   * Steps that mask no token skip the masking arithmetic (default true; false masks every step,
+   * as kernels before 0.2 did: for measurements).
+   */
+  fastSteps?: boolean;
 }
 
 const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
@@ -136,12 +146,14 @@ export function kernelSpec(
   const { tileTokens, rowsPerBlock, workgroupSize } = plan.tiles;
   const chunks = headDim / elementsPerLoad(kvDtype);
   const subgroups = caps.subgroups && tuning.subgroups !== false;
-  let cap = Math.min(DEFAULT_MAX_LANES, workgroupSize);
+  const choice = kernelChoice(headDim, rowsPerBlock);
+  let cap = Math.min(DEFAULT_MAX_LANES, workgroupSize, choice.lanes);
   if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
   let lanes = tuning.lanes ?? 1;
   if (tuning.lanes === undefined) {
     while (lanes * 2 <= cap && chunks % (lanes * 2) === 0) lanes *= 2;
   }
+  const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
   return {
     headDim,
     kvDtype,
@@ -149,10 +161,14 @@ export function kernelSpec(
     rowsPerBlock,
     workgroupSize,
     lanes,
-    unroll: tuning.unroll,
+    // The table's unroll goes with its prefetch choice; without prefetch (asked for by the
+    // tuning only) twice as many tokens per step keep as many bytes in flight.
+    unroll: tuning.unroll ??
+      (prefetch || choice.prefetch === false ? choice.unroll : 2 * choice.unroll),
     subgroups: subgroups && lanes > 1 && lanes <= caps.subgroupMinSize,
     paged,
-    prefetch: tuning.prefetch ?? true,
+    prefetch,
+    ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
   };
 }
 
@@ -405,15 +421,15 @@ class WebGPUBackend implements Backend {
     input: DecodeInput,
     scale: number,
     options: KernelTimingOptions,
-  ): Promise<number[]> {
+  ): Promise<BackendTiming> {
     const { runs, warmup, kvSets } = options;
     const bound = Array.from({ length: kvSets }, (_, i) => this.bind(plan, input, scale, i));
-    const ms = await timePasses(
+    const t = await timeWarm(
       this.#device,
-      warmup + runs,
       (pass, i) => this.record(pass, bound[i % kvSets]),
+      { runs, warmup, warmupMs: options.warmupMs ?? 0 },
     );
-    return ms.slice(warmup);
+    return { samplesMs: t.samplesMs, warmMs: t.warmMs, lastWarmMs: t.lastWarmMs };
   }
 
   dispose(): Promise<void> {
@@ -576,7 +592,9 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
           (plan) => kernelSpec(plan, caps, tuning),
           rows,
         );
-        const p = await deviceProfile(device, summary.description, false, probe, key);
+        // The first class warms the GPU (its clock idles low); the others follow right after.
+        const warmupMs = rows === ROW_CLASSES[0] ? 300 : 50;
+        const p = await deviceProfile(device, summary.description, false, probe, key, warmupMs);
         grids[rows] = p.grid;
         if (p.source !== "calibrated") source = p.source;
       }

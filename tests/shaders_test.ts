@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { decodeKernelWGSL, decodeWorkgroupBytes } from "../shaders/decode_kernel.ts";
 import {
+  KERNEL_TABLE,
+  kernelChoice,
   kernelLayout,
   type KernelSpec,
   sharedLayoutEntries,
@@ -27,6 +29,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   maxLanes: fc.constantFrom(1, 2, 4, 8, 16, 32),
   subgroups: fc.boolean(),
   prefetch: fc.boolean(),
+  fastSteps: fc.boolean(),
   paged: fc.boolean(),
   unroll: fc.option(fc.integer({ min: 1, max: 8 }), { nil: undefined }),
 }).map((r) => {
@@ -46,6 +49,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     unroll: r.unroll,
     subgroups: r.subgroups,
     prefetch: r.prefetch,
+    fastSteps: r.fastSteps,
     paged: r.paged,
   };
 });
@@ -204,4 +208,35 @@ Deno.test("a lane count that does not divide the row is rejected", () => {
       }),
     RangeError,
   );
+});
+
+Deno.test("fast steps: an unmasked path beside the masked one unless fastSteps is false", () => {
+  const base: KernelSpec = {
+    headDim: 64,
+    kvDtype: "f16",
+    tileTokens: 64,
+    rowsPerBlock: 4,
+    workgroupSize: 64,
+    subgroups: true,
+  };
+  const fast = decodeKernelWGSL(base);
+  const masked = decodeKernelWGSL({ ...base, fastSteps: false });
+  assert.ok(fast.includes("if (s0 + STEP <= lim_all)"), "fast kernel tests whole steps");
+  assert.ok(fast.includes("poisoned(l[0])"), "fast kernel checks the sums once per piece");
+  assert.ok(!masked.includes("lim_all"), "masked kernel has one path");
+  // Both paths keep the masked path's per-score NaN tracking.
+  for (const wgsl of [fast, masked]) assert.ok(wgsl.includes("poisoned(d0_0)"));
+  assert.notEqual(specKey("decode", base), specKey("decode", { ...base, fastSteps: false }));
+});
+
+Deno.test("the kernel table has a choice for every class, lanes a power of two up to 16", () => {
+  for (const rows of [1, 2, 3, 4, 5, 8, 16]) {
+    for (const headDim of [8, 64, 80, 128, 200, 256]) {
+      const c = kernelChoice(headDim, rows);
+      assert.ok(c, `class of ${rows} rows, d${headDim}`);
+      assert.ok(c.lanes >= 1 && c.lanes <= 16 && (c.lanes & (c.lanes - 1)) === 0);
+      assert.ok(Number.isInteger(c.unroll) && c.unroll >= 1);
+    }
+  }
+  assert.equal(Object.keys(KERNEL_TABLE).length, 12);
 });

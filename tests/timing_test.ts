@@ -15,8 +15,11 @@ const SPEC: CaseSpec = {
 
 backendTest("timeKernels returns one positive sample per run", async (decoder) => {
   const input = makeInput(SPEC);
-  const t = await decoder.timeKernels(input, { runs: 5, warmup: 1, kvSets: 2 });
+  const t = await decoder.timeKernels(input, { runs: 5, warmup: 1, kvSets: 2, warmupMs: 30 });
   assert.equal(t.samplesMs.length, 5);
+  // GPUs run the timed passes after at least warmupMs of the same work; the CPU does not warm.
+  if (decoder.backend === "cpu") assert.equal(t.warmMs, 0);
+  else assert.ok(t.warmMs >= 30 && t.lastWarmMs > 0, `warm ${t.warmMs} ms, ${t.lastWarmMs}`);
   for (const ms of t.samplesMs) assert.ok(ms > 0 && Number.isFinite(ms), `sample ${ms}`);
   const sorted = [...t.samplesMs].sort((a, b) => a - b);
   assert.equal(t.medianMs, sorted[2]);
@@ -32,4 +35,12 @@ backendTest("timeKernels rejects bad options", async (decoder) => {
     /^TypeError: kvSets must be a number/,
   );
   await assert.rejects(() => decoder.timeKernels(input, { warmup: -1 }), /got -1$/);
+  await assert.rejects(
+    () => decoder.timeKernels(input, { warmupMs: -5 }),
+    /^RangeError: warmupMs must be from 0 to 60000: got -5/,
+  );
+  await assert.rejects(
+    () => decoder.timeKernels(input, { warmupMs: "1" as unknown as number }),
+    /^TypeError: warmupMs must be a number/,
+  );
 });

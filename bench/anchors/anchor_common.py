@@ -1,0 +1,112 @@
+"""Shared by the Python anchors: the cases of bench/cases.json expanded as bench/bench_cases.ts
+does, and timing on a warm GPU.
+
+Timing: the calls are captured in a CUDA graph (so launch gaps do not count), the graph is
+replayed back to back for at least `warm_ms` of GPU time, and the timed replays follow on the
+same stream with no gap, each between CUDA events. An idle GPU runs at a low clock (an H200's SM
+clock idles at 345 MHz and runs at 1980 MHz under load), so without the warm-up a short timed
+burst measures the clock ramp. Several rounds are timed; the best round's median is reported.
+"""
+import math
+
+import torch
+
+
+def lognormal(n, median, sigma, seed):
+    s = seed & 0xFFFFFFFF
+    out = []
+
+    def uniform():
+        nonlocal s
+        s = (s * 1664525 + 1013904223) & 0xFFFFFFFF
+        return (s + 1) / 4294967297
+
+    for _ in range(n):
+        z = math.sqrt(-2 * math.log(uniform())) * math.cos(2 * math.pi * uniform())
+        out.append(max(16, min(262144, int(math.floor(median * math.exp(sigma * z) + 0.5)))))
+    return out
+
+
+def expand(spec):
+    """seqLens of a case: a list, "NxL", or "lognormal:N:median:sigma:seed"."""
+    if isinstance(spec, list):
+        return spec
+    if "x" in spec and spec.split("x")[0].isdigit():
+        n, length = spec.split("x")
+        return [int(length)] * int(n)
+    kind, n, median, sigma, seed = spec.split(":")
+    return lognormal(int(n), float(median), float(sigma), int(seed))
+
+
+def kv_sets(kv_bytes):
+    """Copies of K and V to rotate so that a cache smaller than L2 is not timed from L2."""
+    return min(8, max(1, math.ceil(150e6 / kv_bytes))) if kv_bytes < 100e6 else 1
+
+
+def _elapsed(fn_block):
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn_block()
+    end.record()
+    return start, end
+
+
+def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
+    """Times `call(i)` (i picks the K/V copy) on a warm GPU. Returns a dict with the best round's
+    median ms per call (`ms`), every round's median, the minimum, and the warm-up's GPU ms."""
+    for i in range(3):
+        call(i % sets)
+    torch.cuda.synchronize()
+    s, e = _elapsed(lambda: call(0))
+    torch.cuda.synchronize()
+    first = max(1e-3, s.elapsed_time(e))
+    inner = max(1, min(256, math.ceil(replay_ms / first)))
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph, stream=stream):
+            for j in range(inner):
+                call(j % sets)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    # The cold replay time bounds the warm one from above: warm until the measured warm-up
+    # reaches warm_ms, raising the replay count from what was measured.
+    s, e = _elapsed(graph.replay)
+    torch.cuda.synchronize()
+    per_replay = max(1e-3, s.elapsed_time(e))
+    warm = None
+    medians = []
+    samples = []
+    for _ in range(3):
+        reps = max(1, math.ceil(1.1 * warm_ms / per_replay))
+        ws, we = _elapsed(lambda: [graph.replay() for _ in range(reps)])
+        events = []
+        for _ in range(rounds):
+            round_events = []
+            for _ in range(runs):
+                a = torch.cuda.Event(enable_timing=True)
+                b = torch.cuda.Event(enable_timing=True)
+                a.record()
+                graph.replay()
+                b.record()
+                round_events.append((a, b))
+            events.append(round_events)
+        torch.cuda.synchronize()
+        warm = ws.elapsed_time(we)
+        if warm >= warm_ms:
+            break
+        per_replay = max(1e-3, warm / reps)
+    for round_events in events:
+        ms = sorted(a.elapsed_time(b) / inner for a, b in round_events)
+        samples.extend(ms)
+        medians.append((ms[(len(ms) - 1) // 2] + ms[len(ms) // 2]) / 2)
+    del graph
+    return {
+        "ms": min(medians),
+        "roundMedians": medians,
+        "minMs": min(samples),
+        "warmMs": warm,
+        "callsPerReplay": inner,
+    }

@@ -1,0 +1,106 @@
+/**
+ * The benchmark's paged mode: a case's K and V in a paged `KVCache` (pages of 16 tokens, handed
+ * out to the sequences in turn, as decode steps would), planned and recorded through the
+ * attention encoder, timed on a warm GPU like the dense path.
+ *
+ * @module
+ */
+
+import {
+  createAttentionEncoder,
+  createKVCache,
+  type DecodeInput,
+  type KernelTuning,
+} from "../mod.ts";
+import { BufferUsage } from "../src/gpu_runtime.ts";
+import { timeWarm, type WarmTiming } from "../src/gpu_timing.ts";
+import type { BenchCase } from "./bench_cases.ts";
+
+/** Tokens per page. */
+export const PAGE_SIZE = 16;
+
+/** What {@linkcode timePaged} measured, or why the case was skipped. */
+export type PagedResult =
+  | { timing: WarmTiming; workgroups: number; pages: number }
+  | { skipped: string };
+
+/** Options of {@linkcode timePaged}. */
+export interface PagedTimingOptions {
+  /** The lean grid of the case's rows class (the decoder's calibrated grid). */
+  grid: number;
+  runs: number;
+  warmupMs: number;
+  /** Copies of the cache rotated between runs (one cache layer each). */
+  kvSets: number;
+  kernel?: KernelTuning;
+}
+
+/** Times a case's lean decode through a paged cache and the attention encoder. */
+export async function timePaged(
+  device: GPUDevice,
+  c: BenchCase,
+  input: DecodeInput,
+  options: PagedTimingOptions,
+): Promise<PagedResult> {
+  const rowBytes = c.numKVHeads * c.headDim * 2;
+  const pages = c.seqLens.reduce((sum, n) => sum + Math.ceil(n / PAGE_SIZE), 0);
+  const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+  if (pages * PAGE_SIZE * rowBytes > limit) {
+    return { skipped: `one layer's K (${pages * PAGE_SIZE * rowBytes} bytes) exceeds a binding` };
+  }
+  const cache = createKVCache({
+    device,
+    numLayers: options.kvSets,
+    numKVHeads: c.numKVHeads,
+    headDim: c.headDim,
+    kvDtype: "f16",
+    pageSize: PAGE_SIZE,
+    numPages: pages,
+  });
+  const attention = await createAttentionEncoder(device, {
+    grid: options.grid,
+    kernel: options.kernel,
+  });
+  const buffers: GPUBuffer[] = [];
+  try {
+    const seqs = c.seqLens.map(() => cache.addSequence());
+    // A page at a time to every sequence that needs one: pages of a sequence are scattered.
+    const left = [...c.seqLens];
+    while (left.some((n) => n > 0)) {
+      const active = seqs.filter((_, i) => left[i] > 0);
+      const counts = left.filter((n) => n > 0).map((n) => Math.min(PAGE_SIZE, n));
+      cache.extend(active, counts);
+      for (let i = 0; i < left.length; i++) left[i] -= Math.min(PAGE_SIZE, left[i]);
+    }
+    const k = input.k as Uint16Array;
+    const v = input.v as Uint16Array;
+    for (let layer = 0; layer < options.kvSets; layer++) {
+      const b = cache.layerBuffers(layer);
+      const n = Math.min(k.length, b.k.size / 2);
+      device.queue.writeBuffer(b.k, 0, k.buffer as ArrayBuffer, k.byteOffset, 2 * n);
+      device.queue.writeBuffer(b.v, 0, v.buffer as ArrayBuffer, v.byteOffset, 2 * n);
+    }
+    const make = (bytes: number) => {
+      const b = device.createBuffer({
+        size: bytes,
+        usage: BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC,
+      });
+      buffers.push(b);
+      return b;
+    };
+    const q = make(input.q.byteLength);
+    device.queue.writeBuffer(q, 0, input.q as Float32Array<ArrayBuffer>);
+    const out = make(input.q.byteLength);
+    const plan = attention.plan(cache, { seqs, numHeads: c.numHeads, qLen: c.qLen });
+    const timing = await timeWarm(
+      device,
+      (pass, i) => attention.encode(pass, { plan, layer: i % options.kvSets, q, out }),
+      { runs: options.runs, warmupMs: options.warmupMs },
+    );
+    return { timing, workgroups: plan.schedule.workgroups, pages };
+  } finally {
+    attention.dispose();
+    cache.dispose();
+    for (const b of buffers) b.destroy();
+  }
+}

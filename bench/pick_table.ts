@@ -1,0 +1,69 @@
+/**
+ * Picks kernel choices from a sweep of bench/tune.ts: for each class of `KERNEL_TABLE` that the
+ * sweep's cases fall in, the fastest configuration with explicit lanes and unroll (summed over
+ * the class's cases). Prints the choices beside the built-in table and writes them as JSON for
+ * `bench/gpu_bench.ts --table=FILE`.
+ *
+ * Usage: deno run -A bench/pick_table.ts TUNE.json OUT.json
+ */
+
+import { tileConfig } from "../mod.ts";
+import { KERNEL_TABLE, type KernelChoice } from "../shaders/kernel_spec.ts";
+import { loadCases } from "./bench_cases.ts";
+
+interface TuneResult {
+  case: string;
+  config: { name: string; lanes?: number | string; unroll?: number | string; prefetch?: boolean };
+  lanes?: number;
+  unroll?: number;
+  ms: number;
+}
+
+const [input, output] = Deno.args;
+const sweep = JSON.parse(await Deno.readTextFile(input)) as { results: TuneResult[] };
+const cases = new Map((await loadCases()).map((c) => [c.name, c]));
+
+function classOf(name: string): string {
+  const c = cases.get(name)!;
+  const rowsPerBlock = tileConfig({
+    headDim: c.headDim,
+    rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
+    kvDtype: "f16",
+  }).rowsPerBlock;
+  let rows = 1;
+  while (rows < rowsPerBlock && rows < 8) rows *= 2;
+  return `r${rows} d${c.headDim <= 64 ? 64 : c.headDim <= 128 ? 128 : 256}`;
+}
+
+// Total time per (class, configuration) over the class's cases, explicit configurations only.
+const totals = new Map<string, Map<string, { ms: number; n: number; choice: KernelChoice }>>();
+for (const r of sweep.results) {
+  if (typeof r.config.lanes !== "number" || typeof r.config.unroll !== "number") continue;
+  const cls = classOf(r.case);
+  const byConfig = totals.get(cls) ?? new Map();
+  totals.set(cls, byConfig);
+  const entry = byConfig.get(r.config.name) ?? {
+    ms: 0,
+    n: 0,
+    choice: {
+      lanes: r.lanes!,
+      unroll: r.unroll!,
+      ...(r.config.prefetch === false ? { prefetch: false } : {}),
+    },
+  };
+  entry.ms += r.ms;
+  entry.n++;
+  byConfig.set(r.config.name, entry);
+}
+const picked: Record<string, KernelChoice> = {};
+for (const [cls, byConfig] of totals) {
+  const cases = Math.max(...[...byConfig.values()].map((e) => e.n));
+  const complete = [...byConfig.entries()].filter(([, e]) => e.n === cases);
+  const [name, best] = complete.reduce((a, b) => (b[1].ms < a[1].ms ? b : a));
+  picked[cls] = best.choice;
+  console.log(
+    `${cls}: ${name} ${JSON.stringify(best.choice)} (${(best.ms / cases).toFixed(4)} ms mean; ` +
+      `built-in ${JSON.stringify(KERNEL_TABLE[cls])})`,
+  );
+}
+await Deno.writeTextFile(output, JSON.stringify(picked, null, 1));
