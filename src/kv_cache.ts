@@ -23,7 +23,8 @@ import {
   APPEND_WORKGROUP,
   appendKernelWGSL,
 } from "../shaders/append_kernel.ts";
-import { BufferIds } from "./buffer_ids.ts";
+import { BindGroupCache } from "./bind_group_cache.ts";
+import { DeviceGuard } from "./device_guard.ts";
 import { BufferUsage, MAP_READ } from "./gpu_runtime.ts";
 import { encodeKV } from "./half.ts";
 import { PagePool } from "./page_pool.ts";
@@ -224,6 +225,24 @@ interface Sequence {
   length: number;
 }
 
+/** What the cache recorded of slots it handed out: whose rows they are, and where. */
+interface SlotRecord {
+  /** The sequence objects extended (a freed id never maps to its object again). */
+  owners: Sequence[];
+  /** Their ids, and the new tokens of each (copies: the caller's may be changed). */
+  ids: Uint32Array;
+  counts: Uint32Array;
+  /** First new token of each sequence. */
+  starts: Float64Array;
+  /** The rows, as handed out (the caller's copy may be changed; this one is used). */
+  rows: Uint32Array;
+  /** Cache version at which the rows were last checked to still be their owners'. */
+  checkedAt: number;
+}
+
+/** Largest count of new tokens: a sequence's length is a `u32` in the kernels. */
+const MAX_COUNT = 0xffffffff;
+
 /**
  * Allocation counters of a GPU cache.
  *
@@ -231,8 +250,8 @@ interface Sequence {
  * ```ts
  * import { createKVCache, type KVCacheStats } from "@lean/attention";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, numPages: 4 });
- * const stats: KVCacheStats = cache.stats(); // a host cache creates no GPU buffers
- * console.log(stats.buffersCreated, stats.buffersLive, stats.pipelinesCreated); // 0 0 0
+ * const stats: KVCacheStats = cache.stats(); // a host cache creates no GPU objects
+ * console.log(stats.buffersCreated, stats.buffersLive, stats.bindGroupsLive); // 0 0 0
  * ```
  */
 export interface KVCacheStats {
@@ -242,6 +261,13 @@ export interface KVCacheStats {
   readonly buffersLive: number;
   /** Compute pipelines compiled (the append and copy kernels). */
   readonly pipelinesCreated: number;
+  /** Bind groups of `encodeAppend` created since the cache was made. */
+  readonly bindGroupsCreated: number;
+  /**
+   * Those not garbage-collected yet. They are cached weakly by the runner's buffers, so this
+   * stays flat (after collections) however many new K/V buffers a runner passes.
+   */
+  readonly bindGroupsLive: number;
 }
 
 const KV_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;
@@ -322,8 +348,9 @@ export class KVCache {
   #rowsBuffer: GPUBuffer | undefined;
   #paramsBuffer: GPUBuffer | undefined;
   #uploaded: AppendSlots | undefined;
-  #bindGroups = new Map<string, GPUBindGroup>();
-  #bufferIds = new BufferIds();
+  #bindGroups = new BindGroupCache();
+  #slots = new WeakMap<AppendSlots, SlotRecord>();
+  #guard: DeviceGuard | undefined;
   #disposed = false;
   #version = 0;
 
@@ -381,12 +408,25 @@ export class KVCache {
         this.#gpuK.push(this.#createBuffer(layerBytes, KV_USAGE, `kv cache k ${l}`));
         this.#gpuV.push(this.#createBuffer(layerBytes, KV_USAGE, `kv cache v ${l}`));
       }
+      this.#guard = new DeviceGuard(device, "create a new device and a new cache on it");
     } else {
       const Ctor = dtype === "f32" ? Float32Array : Uint16Array;
       const elements = this.numPages * pageSize * this.rowElements;
-      for (let l = 0; l < this.numLayers; l++) {
-        this.#hostK.push(new Ctor(elements));
-        this.#hostV.push(new Ctor(elements));
+      try {
+        for (let l = 0; l < this.numLayers; l++) {
+          this.#hostK.push(new Ctor(elements));
+          this.#hostV.push(new Ctor(elements));
+        }
+      } catch (e) {
+        this.#hostK = [];
+        this.#hostV = [];
+        throw new RangeError(
+          `numPages (${this.numPages}) of ${pageSize} tokens needs ${
+            2 * this.numLayers * layerBytes
+          } bytes of host memory for K and V: ${
+            e instanceof Error ? e.message : String(e)
+          }; use fewer pages or a GPU cache`,
+        );
       }
     }
   }
@@ -402,10 +442,12 @@ export class KVCache {
     return buffer;
   }
 
-  #check(): void {
+  /** Throws when disposed, and for calls that touch the GPU (`gpu`) when the device is lost. */
+  #check(gpu = false): void {
     if (this.#disposed) {
       throw new Error("KVCache is disposed: create a new one with createKVCache()");
     }
+    if (gpu) this.#guard?.check();
   }
 
   #seq(id: unknown, name = "seq"): Sequence {
@@ -514,8 +556,8 @@ export class KVCache {
     const m = seqs.length;
     const n = new Uint32Array(m);
     if (typeof counts === "number") {
-      if (!Number.isInteger(counts) || counts < 0) {
-        throw new RangeError(`counts must be a non-negative integer: got ${counts}`);
+      if (!Number.isInteger(counts) || counts < 0 || counts > MAX_COUNT) {
+        throw new RangeError(`counts must be an integer from 0 to ${MAX_COUNT}: got ${counts}`);
       }
       n.fill(counts);
     } else {
@@ -527,8 +569,8 @@ export class KVCache {
         if (typeof c !== "number") {
           throw new TypeError(`counts[${i}] must be a number: got ${typeof c}`);
         }
-        if (!Number.isInteger(c) || c < 0) {
-          throw new RangeError(`counts[${i}] must be a non-negative integer: got ${c}`);
+        if (!Number.isInteger(c) || c < 0 || c > MAX_COUNT) {
+          throw new RangeError(`counts[${i}] must be an integer from 0 to ${MAX_COUNT}: got ${c}`);
         }
         n[i] = c;
       }
@@ -576,7 +618,7 @@ export class KVCache {
     counts: number | ArrayLike<number>,
     options: ExtendOptions = {},
   ): AppendSlots {
-    this.#check();
+    this.#check(true);
     const { need, list, n, cow, tokens } = this.#plan(seqs, counts);
     if (need > this.#pool.free) {
       throw new RangeError(
@@ -589,11 +631,13 @@ export class KVCache {
     const P = this.pageSize;
     const shift = this.pageShift;
     const rows = new Uint32Array(tokens);
+    const starts = new Float64Array(list.length);
     this.#version++;
     let copies: GPUCommandEncoder | undefined;
     let r = 0;
     for (let i = 0; i < list.length; i++) {
       const s = list[i];
+      starts[i] = s.length;
       if (cow[i]) {
         const old = s.pages[s.numPages - 1];
         const [page] = this.#pool.allocate(1);
@@ -624,7 +668,54 @@ export class KVCache {
       s.length = end;
     }
     if (copies && options.encoder === undefined) this.device!.queue.submit([copies.finish()]);
-    return { seqs: Uint32Array.from(seqs), counts: n, rows };
+    const ids = Uint32Array.from(seqs);
+    const slots: AppendSlots = { seqs: ids.slice(), counts: n.slice(), rows: rows.slice() };
+    this.#slots.set(slots, {
+      owners: list,
+      ids,
+      counts: n,
+      starts,
+      rows,
+      checkedAt: this.#version,
+    });
+    return slots;
+  }
+
+  /**
+   * The rows of slots from this cache's `extend()`, checked to still be their sequences' rows:
+   * a sequence freed since (its pages may be another's now), or rows moved by a copy-on-write
+   * since, make the slots stale. Checked again only after the cache changed.
+   */
+  #slotRows(slots: AppendSlots): Uint32Array {
+    const record = typeof slots === "object" && slots !== null ? this.#slots.get(slots) : undefined;
+    if (!record) {
+      throw new TypeError("slots must be the AppendSlots returned by this cache's extend()");
+    }
+    if (record.checkedAt === this.#version) return record.rows;
+    const P = this.pageSize;
+    const shift = this.pageShift;
+    const { owners, ids, counts, starts, rows } = record;
+    let r = 0;
+    for (let i = 0; i < owners.length; i++) {
+      const s = owners[i];
+      if (this.#seqs.get(ids[i]) !== s) {
+        throw new RangeError(
+          `slots are stale: sequence ${ids[i]} was freed after extend() reserved them`,
+        );
+      }
+      for (let j = 0; j < counts[i]; j++, r++) {
+        const t = starts[i] + j;
+        if (s.pages[t >>> shift] * P + (t & (P - 1)) !== rows[r]) {
+          throw new RangeError(
+            `slots are stale: token ${j} of sequence ${
+              ids[i]
+            } moved to another row since extend() (a copy-on-write after a fork); write rows before extending a forked sequence again`,
+          );
+        }
+      }
+    }
+    record.checkedAt = this.#version;
+    return rows;
   }
 
   #copyPageHost(from: number, to: number, tokens: number): void {
@@ -675,12 +766,13 @@ export class KVCache {
    * `queue.writeBuffer`, so they land before the next submitted command buffer.
    */
   write(slots: AppendSlots, layer: number, rows: LayerRows): void {
-    this.#check();
+    this.#check(true);
     this.#layer(layer);
-    const n = slots.rows.length;
+    const rowIds = this.#slotRows(slots);
+    const n = rowIds.length;
     const k = this.#checkRows("k", rows?.k, n);
     const v = this.#checkRows("v", rows?.v, n);
-    this.#writeRows(slots.rows, layer, k, v);
+    this.#writeRows(rowIds, layer, k, v);
   }
 
   #writeRows(
@@ -716,7 +808,7 @@ export class KVCache {
    * checked before the sequence grows.
    */
   append(seq: number, data: AppendData, options: ExtendOptions = {}): AppendSlots {
-    this.#check();
+    this.#check(true);
     this.#seq(seq);
     const { k, v } = data ?? {};
     if (!Array.isArray(k) || !Array.isArray(v)) {
@@ -737,7 +829,8 @@ export class KVCache {
     const ks = k.map((a, l) => this.#checkRows(`k[${l}]`, a, tokens));
     const vs = v.map((a, l) => this.#checkRows(`v[${l}]`, a, tokens));
     const slots = this.extend([seq], tokens, options);
-    for (let l = 0; l < this.numLayers; l++) this.#writeRows(slots.rows, l, ks[l], vs[l]);
+    const rowIds = this.#slotRows(slots);
+    for (let l = 0; l < this.numLayers; l++) this.#writeRows(rowIds, l, ks[l], vs[l]);
     return slots;
   }
 
@@ -752,25 +845,31 @@ export class KVCache {
     target: GPUCommandEncoder | GPUComputePassEncoder,
     options: EncodeAppendOptions,
   ): void {
-    this.#check();
+    this.#check(true);
     const device = this.device;
     if (!device) {
       throw new TypeError("encodeAppend needs a GPU cache: this cache is in host memory");
     }
     const layer = this.#layer(options?.layer);
     const { slots, k, v } = options;
-    if (!(slots?.rows instanceof Uint32Array)) {
-      throw new TypeError("slots must be the AppendSlots returned by extend()");
-    }
+    const rowIds = this.#slotRows(slots);
     if (!isBuffer(k)) throw new TypeError(`k must be a GPUBuffer: got ${typeof k}`);
     if (!isBuffer(v)) throw new TypeError(`v must be a GPUBuffer: got ${typeof v}`);
-    const tokens = slots.rows.length;
+    const tokens = rowIds.length;
     const need = tokens * this.rowElements * 4;
     for (const [name, b] of [["k", k], ["v", v]] as const) {
       if (b.size < need) {
         throw new RangeError(
           `${name} must hold ${tokens} f32 rows of ${this.rowElements} (${need} bytes): got ${b.size} bytes`,
         );
+      }
+      if (typeof b.usage === "number" && (b.usage & BufferUsage.STORAGE) === 0) {
+        throw new TypeError(
+          `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${b.usage.toString(16)}`,
+        );
+      }
+      if (this.#gpuK.includes(b) || this.#gpuV.includes(b)) {
+        throw new RangeError(`${name} must not be one of this cache's own K/V buffers`);
       }
     }
     const pass = isComputePass(target) ? target : undefined;
@@ -804,7 +903,7 @@ export class KVCache {
         0,
       );
       device.queue.writeBuffer(this.#paramsBuffer, 0, words);
-      device.queue.writeBuffer(this.#rowsBuffer, 0, slots.rows as unknown as ArrayBuffer);
+      device.queue.writeBuffer(this.#rowsBuffer, 0, rowIds as unknown as ArrayBuffer);
       this.#uploaded = slots;
     }
     if (!this.#pipeline) {
@@ -818,8 +917,10 @@ export class KVCache {
         label: `lean-attention append ${this.kvDtype}`,
       });
     }
-    const key = `${layer}:${this.#bufferIds.of(k)}:${this.#bufferIds.of(v)}`;
-    let group = this.#bindGroups.get(key);
+    // Weakly by the runner's buffers: a group keeps its buffers alive.
+    const keys = [k, v];
+    const tag = String(layer);
+    let group = this.#bindGroups.get(keys, tag);
     if (!group) {
       const buffers = [
         this.#paramsBuffer!,
@@ -833,7 +934,7 @@ export class KVCache {
         layout: this.#pipeline.getBindGroupLayout(0),
         entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
       });
-      this.#bindGroups.set(key, group);
+      this.#bindGroups.set(keys, tag, group);
     }
     const words = tokens * (this.kvDtype === "f32" ? this.rowElements : this.rowElements / 2);
     const [x, y] = dispatchSize(
@@ -849,7 +950,7 @@ export class KVCache {
 
   /** A GPU cache's K and V buffers of one layer (bound whole by the decode kernel). */
   layerBuffers(layer: number): { k: GPUBuffer; v: GPUBuffer } {
-    this.#check();
+    this.#check(true);
     this.#layer(layer);
     if (!this.device) {
       throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
@@ -874,7 +975,7 @@ export class KVCache {
     layer: number,
     seq: number,
   ): Promise<{ k: Float32Array | Uint16Array; v: Float32Array | Uint16Array }> {
-    this.#check();
+    this.#check(true);
     this.#layer(layer);
     const s = this.#seq(seq);
     const row = this.rowElements;
@@ -917,7 +1018,8 @@ export class KVCache {
         );
       }
       this.device.queue.submit([enc.finish()]);
-      await staging.mapAsync(MAP_READ);
+      // A lost device rejects (or never resolves) the map: fail with the loss instead.
+      await this.#guard!.whileAlive(staging.mapAsync(MAP_READ));
       const all = staging.getMappedRange();
       k.set(new Ctor(all, 0, k.length));
       v.set(new Ctor(all, half, v.length));
@@ -954,6 +1056,8 @@ export class KVCache {
       buffersCreated: this.#created,
       buffersLive: this.#live.size,
       pipelinesCreated: this.#pipeline ? 1 : 0,
+      bindGroupsCreated: this.#bindGroups.created,
+      bindGroupsLive: this.#bindGroups.live,
     };
   }
 
@@ -966,6 +1070,12 @@ export class KVCache {
     this.#bindGroups.clear();
     this.#hostK = [];
     this.#hostV = [];
+  }
+
+  /** {@linkcode KVCache.dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+    return Promise.resolve();
   }
 }
 

@@ -242,6 +242,67 @@ Deno.test("a cache after forks and appends decodes like the dense tokens, bit fo
   }
 });
 
+Deno.test("a stale plan or another cache's storage is refused on the CPU too", () => {
+  const cache = createKVCache({
+    numLayers: 2,
+    numKVHeads: 1,
+    headDim: 8,
+    pageSize: 4,
+    numPages: 8,
+  });
+  const row = (x: number, n: number) => new Float32Array(8 * n).fill(x);
+  const a = cache.addSequence();
+  cache.append(a, { k: [row(1, 6), row(2, 6)], v: [row(3, 6), row(4, 6)] });
+  const plan = planForCache(cache, { seqs: [a], numHeads: 1 }, { grid: 2 });
+  const q = new Float32Array(8).fill(0.5);
+  assert.equal(executePagedPlanOnCpu(plan, { q, ...cache.layerData(1) }).out[0], 4);
+  // a is freed and its pages go to b: the plan would read b's tokens.
+  cache.free(a);
+  const b = cache.addSequence();
+  cache.append(b, { k: [row(5, 6), row(6, 6)], v: [row(7, 6), row(8, 6)] });
+  assert.throws(() => executePagedPlanOnCpu(plan, { q, ...cache.layerData(1) }), {
+    name: "RangeError",
+    message: /^plan is stale: the cache changed \(version \d+, planned at \d+\); plan again/,
+  });
+  const fresh = planForCache(cache, { seqs: [b], numHeads: 1 }, { grid: 2 });
+  const other = createKVCache({
+    numLayers: 1,
+    numKVHeads: 1,
+    headDim: 8,
+    pageSize: 4,
+    numPages: 8,
+  });
+  assert.throws(() => executePagedPlanOnCpu(fresh, { q, ...other.layerData(0) }), {
+    name: "RangeError",
+    message: "k and v must be one layer's storage of the plan's cache (cache.layerData(layer))",
+  });
+  assert.equal(executePagedPlanOnCpu(fresh, { q, ...cache.layerData(0) }).out[0], 7);
+});
+
+Deno.test("plans refuse batches whose 32-bit token offsets would wrap", () => {
+  // Two sequences of 2^31 tokens: the second starts at 2^31, and the batch ends at 2^32.
+  const shape = { seqLens: [2 ** 31, 2 ** 31], numHeads: 1, numKVHeads: 1, headDim: 8 };
+  assert.throws(() => createPlan(shape, { grid: 4 }), {
+    name: "RangeError",
+    message: "seqLens must total at most 4294967295 tokens in one KV window (32-bit offsets): " +
+      "got 4294967296; split the KV with maxBindingBytes",
+  });
+  const pages = new Array(2 ** 15).fill(0);
+  assert.throws(
+    () =>
+      createPagedPlan(shape, { pageSize: 65536, numPages: 1, pageTables: [pages, pages] }, {
+        grid: 4,
+      }),
+    {
+      name: "RangeError",
+      message: "seqLens must total at most 4294967295 tokens (32-bit offsets): got 4294967296",
+    },
+  );
+  // One token less fits.
+  const fits = { ...shape, seqLens: [2 ** 31, 2 ** 31 - 1] };
+  assert.equal(createPlan(fits, { grid: 4 }).problem.totalTokens, 2 ** 32 - 1);
+});
+
 // ---------------------------------------------------------------------------------------------
 // GPU: every WebGPU implementation that opens here.
 
