@@ -25,6 +25,7 @@ import {
 } from "../shaders/append_kernel.ts";
 import { BindGroupCache } from "./bind_group_cache.ts";
 import { DeviceGuard } from "./device_guard.ts";
+import { type RingRegion, UploadRing } from "./upload_ring.ts";
 import { BufferUsage, MAP_READ } from "./gpu_runtime.ts";
 import { encodeKV } from "./half.ts";
 import { PagePool } from "./page_pool.ts";
@@ -268,6 +269,8 @@ export interface KVCacheStats {
    * stays flat (after collections) however many new K/V buffers a runner passes.
    */
   readonly bindGroupsLive: number;
+  /** Upload regions of `encodeAppend` (one per `extend` in flight; the ring grows to cover them). */
+  readonly appendRegions: number;
 }
 
 const KV_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;
@@ -345,9 +348,11 @@ export class KVCache {
   #live = new Set<GPUBuffer>();
   #pipeline: GPUComputePipeline | undefined;
   #module: GPUShaderModule | undefined;
-  #rowsBuffer: GPUBuffer | undefined;
-  #paramsBuffer: GPUBuffer | undefined;
-  #uploaded: AppendSlots | undefined;
+  /** Regions for the append kernel's params and rows, one per `extend` (see upload_ring.ts). */
+  #appendRing: UploadRing | undefined;
+  #appendUploads = new WeakMap<AppendSlots, { region: RingRegion; generation: number }>();
+  /** Row capacity of an append region (grows in powers of two). */
+  #rowsCap = 0;
   #bindGroups = new BindGroupCache();
   #slots = new WeakMap<AppendSlots, SlotRecord>();
   #guard: DeviceGuard | undefined;
@@ -837,9 +842,11 @@ export class KVCache {
   /**
    * Records the append kernel: copies one layer's new K and V rows from the runner's `f32` GPU
    * buffers into the rows `slots` reserved, converting to the cache's dtype. The slots' rows are
-   * uploaded once (on the first layer), so a command buffer must not hold the appends of two
-   * `extend` calls. Records into a command encoder (its own compute pass) or into an open
-   * compute pass. Steady state creates no buffers.
+   * uploaded once (on the first layer) into an upload region of their own, so the appends of
+   * several `extend` calls may share a command buffer. Stale slots (see `write`) and bad buffers
+   * throw before anything is recorded. Records into a command encoder (its own compute pass) or
+   * into an open compute pass. Once the upload ring covers the extends in flight, steady state
+   * creates no buffers.
    */
   encodeAppend(
     target: GPUCommandEncoder | GPUComputePassEncoder,
@@ -877,34 +884,28 @@ export class KVCache {
       throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
     }
     if (tokens === 0) return;
-    if (this.#uploaded !== slots) {
-      const bytes = 4 * tokens;
-      if (!this.#rowsBuffer || this.#rowsBuffer.size < bytes) {
-        if (this.#rowsBuffer) {
-          this.#live.delete(this.#rowsBuffer);
-          this.#rowsBuffer.destroy();
-        }
-        this.#rowsBuffer = this.#createBuffer(
-          Math.max(256, 2 ** Math.ceil(Math.log2(bytes))),
-          BufferUsage.STORAGE | BufferUsage.COPY_DST,
-          "kv append rows",
-        );
-        this.#bindGroups.clear();
-      }
-      this.#paramsBuffer ??= this.#createBuffer(
-        4 * APPEND_PARAMS_WORDS,
-        BufferUsage.UNIFORM | BufferUsage.COPY_DST,
-        "kv append params",
-      );
-      const words = Uint32Array.of(
+    // The slots' params and rows go to a region of their own on first use (once for every
+    // layer), so the appends of several extend() calls may share a command buffer.
+    const ring = this.#appendRing ??= new UploadRing(device, {
+      label: "kv append rows",
+      usage: BufferUsage.UNIFORM | BufferUsage.STORAGE,
+    });
+    const rowsOffset = ring.align;
+    let up = this.#appendUploads.get(slots);
+    if (!up || !ring.holds(up.region, up.generation)) {
+      this.#rowsCap = Math.max(this.#rowsCap, 64, 2 ** Math.ceil(Math.log2(tokens)));
+      const region = ring.acquire(rowsOffset + 4 * this.#rowsCap, String(this.#rowsCap));
+      const words = new Uint32Array(rowsOffset / 4 + tokens); // params, then rows
+      words.set([
         tokens,
         this.kvDtype === "f32" ? this.rowElements : this.rowElements / 2,
         this.rowElements,
         0,
-      );
-      device.queue.writeBuffer(this.#paramsBuffer, 0, words);
-      device.queue.writeBuffer(this.#rowsBuffer, 0, rowIds as unknown as ArrayBuffer);
-      this.#uploaded = slots;
+      ]);
+      words.set(rowIds, rowsOffset / 4);
+      device.queue.writeBuffer(region.buffer, region.offset, words);
+      up = { region, generation: region.generation };
+      this.#appendUploads.set(slots, up);
     }
     if (!this.#pipeline) {
       this.#module = device.createShaderModule({
@@ -917,22 +918,33 @@ export class KVCache {
         label: `lean-attention append ${this.kvDtype}`,
       });
     }
-    // Weakly by the runner's buffers: a group keeps its buffers alive.
-    const keys = [k, v];
-    const tag = String(layer);
+    // Weakly by region and the runner's buffers: a group keeps its buffers alive.
+    const region = up.region;
+    const keys = [region, k, v];
+    const tag = `${layer}:${this.#rowsCap}`;
     let group = this.#bindGroups.get(keys, tag);
     if (!group) {
-      const buffers = [
-        this.#paramsBuffer!,
-        this.#rowsBuffer!,
-        k,
-        v,
-        this.#gpuK[layer],
-        this.#gpuV[layer],
-      ];
+      const tables = region.buffer;
       group = device.createBindGroup({
         layout: this.#pipeline.getBindGroupLayout(0),
-        entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+        entries: [
+          {
+            binding: 0,
+            resource: { buffer: tables, offset: region.offset, size: 4 * APPEND_PARAMS_WORDS },
+          },
+          {
+            binding: 1,
+            resource: {
+              buffer: tables,
+              offset: region.offset + rowsOffset,
+              size: 4 * this.#rowsCap,
+            },
+          },
+          ...[k, v, this.#gpuK[layer], this.#gpuV[layer]].map((buffer, i) => ({
+            binding: 2 + i,
+            resource: { buffer },
+          })),
+        ],
       });
       this.#bindGroups.set(keys, tag, group);
     }
@@ -942,6 +954,8 @@ export class KVCache {
       device.limits.maxComputeWorkgroupsPerDimension,
     );
     const p = pass ?? (target as GPUCommandEncoder).beginComputePass({});
+    // Once per command buffer: lets the ring know when the GPU is done with the rows.
+    ring.mark(region, p, target);
     p.setPipeline(this.#pipeline);
     p.setBindGroup(0, group);
     p.dispatchWorkgroups(x, y);
@@ -1052,12 +1066,14 @@ export class KVCache {
 
   /** GPU allocation counters: steady-state appends leave them unchanged. */
   stats(): KVCacheStats {
+    const ring = this.#appendRing;
     return {
-      buffersCreated: this.#created,
-      buffersLive: this.#live.size,
-      pipelinesCreated: this.#pipeline ? 1 : 0,
+      buffersCreated: this.#created + (ring?.buffersCreated ?? 0),
+      buffersLive: this.#live.size + (ring?.buffersLive ?? 0),
+      pipelinesCreated: (this.#pipeline ? 1 : 0) + (ring?.pipelinesCreated ?? 0),
       bindGroupsCreated: this.#bindGroups.created,
       bindGroupsLive: this.#bindGroups.live,
+      appendRegions: ring?.regions.total ?? 0,
     };
   }
 
@@ -1067,6 +1083,7 @@ export class KVCache {
     this.#disposed = true;
     for (const b of this.#live) b.destroy();
     this.#live.clear();
+    this.#appendRing?.destroy();
     this.#bindGroups.clear();
     this.#hostK = [];
     this.#hostV = [];
