@@ -22,7 +22,7 @@ import {
   referenceAttention,
   type Strategy,
 } from "../mod.ts";
-import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
 import {
   assertMatchesReference,
   assertNoPoison,
@@ -305,54 +305,6 @@ Deno.test("plans refuse batches whose 32-bit token offsets would wrap", () => {
 
 // ---------------------------------------------------------------------------------------------
 // GPU: every WebGPU implementation that opens here.
-
-interface GpuUnderTest {
-  name: "webgpu" | "dawn";
-  device: GPUDevice;
-  keepAlive: unknown[];
-}
-
-async function openGpu(name: "webgpu" | "dawn"): Promise<GpuUnderTest | string> {
-  const perm = Deno.permissions.querySync({ name: "env", variable: "LEAN_TEST_BACKENDS" });
-  const wanted = perm.state === "granted" ? Deno.env.get("LEAN_TEST_BACKENDS") : undefined;
-  if (wanted !== undefined && !wanted.split(",").map((s) => s.trim()).includes(name)) {
-    return "not listed in LEAN_TEST_BACKENDS";
-  }
-  try {
-    const gpu = name === "dawn" ? await loadDawn() : navigator.gpu;
-    if (!gpu) return "navigator.gpu is not available";
-    const adapter = await gpu.requestAdapter();
-    if (!adapter) return "no adapter";
-    return { name, device: await requestDevice(adapter), keepAlive: [gpu, adapter] };
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e);
-  }
-}
-
-const STORAGE = 0x80 | 0x8 | 0x4; // STORAGE | COPY_DST | COPY_SRC
-
-function gpuBuffer(device: GPUDevice, data: Float32Array | number): GPUBuffer {
-  const bytes = typeof data === "number" ? data : data.byteLength;
-  const b = device.createBuffer({ size: Math.max(16, bytes), usage: STORAGE });
-  if (typeof data !== "number") device.queue.writeBuffer(b, 0, data as unknown as ArrayBuffer);
-  return b;
-}
-
-async function readF32(
-  device: GPUDevice,
-  buffer: GPUBuffer,
-  floats: number,
-): Promise<Float32Array> {
-  const staging = device.createBuffer({ size: Math.max(16, 4 * floats), usage: 0x1 | 0x8 });
-  const enc = device.createCommandEncoder();
-  enc.copyBufferToBuffer(buffer, 0, staging, 0, 4 * floats);
-  device.queue.submit([enc.finish()]);
-  await staging.mapAsync(0x1);
-  const out = new Float32Array(staging.getMappedRange().slice(0, 4 * floats));
-  staging.unmap();
-  staging.destroy();
-  return out;
-}
 
 /** The GPU tests' one attention shape (one kernel specialisation per dtype and qLen). */
 const H = 8;

@@ -1,0 +1,62 @@
+/**
+ * The GPU devices of the runner-API tests: one per WebGPU implementation that opens here and is
+ * listed in `LEAN_TEST_BACKENDS` (all when it is unset), with small buffer helpers.
+ *
+ * @module
+ */
+
+import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
+
+/** A device under test. */
+export interface GpuUnderTest {
+  name: "webgpu" | "dawn";
+  device: GPUDevice;
+  adapter: GPUAdapter;
+  keepAlive: unknown[];
+}
+
+/** Opens a device of one implementation, or says why not. */
+export async function openGpu(name: "webgpu" | "dawn"): Promise<GpuUnderTest | string> {
+  const perm = Deno.permissions.querySync({ name: "env", variable: "LEAN_TEST_BACKENDS" });
+  const wanted = perm.state === "granted" ? Deno.env.get("LEAN_TEST_BACKENDS") : undefined;
+  if (wanted !== undefined && !wanted.split(",").map((s) => s.trim()).includes(name)) {
+    return "not listed in LEAN_TEST_BACKENDS";
+  }
+  try {
+    const gpu = name === "dawn" ? await loadDawn() : navigator.gpu;
+    if (!gpu) return "navigator.gpu is not available";
+    const adapter = await gpu.requestAdapter();
+    if (!adapter) return "no adapter";
+    return { name, device: await requestDevice(adapter), adapter, keepAlive: [gpu, adapter] };
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
+
+/** `STORAGE | COPY_DST | COPY_SRC`. */
+export const STORAGE = 0x80 | 0x8 | 0x4;
+
+/** A storage buffer holding `data`, or `data` bytes of zeros. */
+export function gpuBuffer(device: GPUDevice, data: Float32Array | number): GPUBuffer {
+  const bytes = typeof data === "number" ? data : data.byteLength;
+  const b = device.createBuffer({ size: Math.max(16, bytes), usage: STORAGE });
+  if (typeof data !== "number") device.queue.writeBuffer(b, 0, data as unknown as ArrayBuffer);
+  return b;
+}
+
+/** Reads `floats` f32 values back from a buffer. */
+export async function readF32(
+  device: GPUDevice,
+  buffer: GPUBuffer,
+  floats: number,
+): Promise<Float32Array> {
+  const staging = device.createBuffer({ size: Math.max(16, 4 * floats), usage: 0x1 | 0x8 });
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(buffer, 0, staging, 0, 4 * floats);
+  device.queue.submit([enc.finish()]);
+  await staging.mapAsync(0x1);
+  const out = new Float32Array(staging.getMappedRange().slice(0, 4 * floats));
+  staging.unmap();
+  staging.destroy();
+  return out;
+}
