@@ -768,7 +768,9 @@ export class KVCache {
   /**
    * Writes one layer's K and V rows of the tokens reserved by `slots`, from host arrays
    * (`[token][kvHead][dim]`, tokens in the slots' order). On a GPU cache the writes go through
-   * `queue.writeBuffer`, so they land before the next submitted command buffer.
+   * `queue.writeBuffer`, so they land before the next submitted command buffer. Slots are stale,
+   * and throw `RangeError`, once a sequence they extended was freed (its pages may be another's
+   * now) or a copy-on-write moved their rows; rows still shared with a fork are written for both.
    */
   write(slots: AppendSlots, layer: number, rows: LayerRows): void {
     this.#check(true);
