@@ -604,6 +604,20 @@ export class AttentionEncoder {
     if (!pass) cp.end();
   }
 
+  /**
+   * Gives back a plan's upload region at once, for a plan whose command buffers will never be
+   * submitted (a step abandoned after an error, a benchmark that only records): otherwise the
+   * region stays busy until `dispose()`, as the library cannot tell a dropped command buffer from
+   * one not submitted yet. Never call it while a submitted command buffer holding the plan may
+   * still run. A later `encode` of the plan uploads it again.
+   */
+  discardUpload(plan: PagedPlan): void {
+    if (this.#disposed) return;
+    const up = this.#uploads.get(plan);
+    if (up) this.#ring.release(up.region, up.generation);
+    this.#uploads.delete(plan);
+  }
+
   /** Allocation counters: steady-state steps leave them unchanged. */
   stats(): AttentionEncoderStats {
     const regions = this.#ring.regions;

@@ -964,6 +964,20 @@ export class KVCache {
     if (!pass) p.end();
   }
 
+  /**
+   * Gives back the upload region of `slots` (their rows for `encodeAppend`) at once, for slots
+   * whose command buffers will never be submitted (a step abandoned after an error): otherwise
+   * the region stays busy until `dispose()`, as the library cannot tell a dropped command buffer
+   * from one not submitted yet. Never call it while a submitted command buffer holding their
+   * appends may still run.
+   */
+  discardUpload(slots: AppendSlots): void {
+    if (this.#disposed) return;
+    const up = this.#appendUploads.get(slots);
+    if (up) this.#appendRing?.release(up.region, up.generation);
+    this.#appendUploads.delete(slots);
+  }
+
   /** A GPU cache's K and V buffers of one layer (bound whole by the decode kernel). */
   layerBuffers(layer: number): { k: GPUBuffer; v: GPUBuffer } {
     this.#check(true);

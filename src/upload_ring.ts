@@ -314,6 +314,20 @@ export class UploadRing {
     pass.dispatchWorkgroups(1);
   }
 
+  /**
+   * Frees a region handed out as `generation` at once, without waiting for markers: for work
+   * that will never be submitted (a command buffer dropped unsubmitted). Freeing a region that a
+   * submitted command buffer still reads would let a later upload overwrite what it reads.
+   */
+  release(ringRegion: RingRegion, generation: number): void {
+    const region = ringRegion as Region;
+    if (!region.busy || region.generation !== generation) return;
+    region.busy = false;
+    region.target = undefined;
+    if (!region.arena.retired) region.arena.free.push(region);
+    this.#sweep();
+  }
+
   /** Whether a region handed out as `generation` is still busy with it. */
   holds(region: RingRegion, generation: number): boolean {
     return region.busy && region.generation === generation;

@@ -209,6 +209,44 @@ for (const name of ["webgpu", "dawn"] as const) {
     }
   });
 
+  test("regions of command buffers dropped unsubmitted come back with discardUpload", async ({ device }) => {
+    const cache = cacheOn(device, 16);
+    const attention = await createAttentionEncoder(device, { grid: GRID });
+    try {
+      const dense = new Map<number, { k: number[]; v: number[] }>();
+      const a = cache.addSequence();
+      grow(cache, a, 40, dense, 40);
+      const qData = randomFloats(seededRng(41), H * D);
+      const q = gpuBuffer(device, qData);
+      const out = gpuBuffer(device, 4 * H * D);
+      const kv = gpuBuffer(device, randomFloats(seededRng(42), ROW));
+      // A step abandoned after recording: its command buffer is never submitted.
+      const slots = cache.extend([a], 1);
+      const plan = attention.plan(cache, { seqs: [a], numHeads: H });
+      const dropped = device.createCommandEncoder();
+      cache.encodeAppend(dropped, { slots, layer: 0, k: kv, v: kv });
+      attention.encode(dropped, { plan, layer: 0, q, out });
+      dropped.finish();
+      assert.equal(attention.stats().tableRegionsBusy, 1);
+      attention.discardUpload(plan);
+      cache.discardUpload(slots);
+      assert.equal(attention.stats().tableRegionsBusy, 0);
+      // The step again, submitted this time: the plan and slots upload again.
+      const enc = device.createCommandEncoder();
+      cache.encodeAppend(enc, { slots, layer: 0, k: kv, v: kv });
+      attention.encode(enc, { plan, layer: 0, q, out });
+      device.queue.submit([enc.finish()]);
+      const row = await readF32(device, kv, ROW);
+      dense.get(a)!.k.push(...row);
+      dense.get(a)!.v.push(...row);
+      const err = relativeL2Error(await readF32(device, out, H * D), expected([a], dense, qData));
+      assert.ok(err < OUT_TOLERANCE, `relative L2 error ${err}`);
+    } finally {
+      attention.dispose();
+      cache.dispose();
+    }
+  });
+
   test("bad buffers and foreign plans throw before recording; the command buffer stays valid", async ({ device, adapter }) => {
     const cache = cacheOn(device, 8);
     const attention = await createAttentionEncoder(device, { grid: GRID });
