@@ -3,7 +3,8 @@
  * `attention.encode(...)` for 32 layers into the runner's compute pass (the first uploads the
  * step's tables), batch 8 with 4k-token contexts growing a token per step, GQA 32/8, head dim
  * 128, f16 KV in 16-token pages. Target: under 0.2 ms median. Only host work is timed (nothing is
- * submitted). The WebGPU implementation validates recorded commands in `pass.end()`/`finish()`,
+ * submitted: each recorded step is dropped, and `attention.discardUpload(plan)` gives its upload
+ * region back, as a runner that submits gets it back once the GPU has run the step). The WebGPU implementation validates recorded commands in `pass.end()`/`finish()`,
  * so their cost counts too: the host cost is plan + encode + finish, less the finish of an empty
  * encoder and pass (which the runner pays anyway).
  *
@@ -51,8 +52,8 @@ export interface StepBench {
   encodeInto: (pass: GPUComputePassEncoder, plan: PagedPlan) => void;
   /** Records the layers into the runner's command encoder (a compute pass per layer). */
   encodeEach: (encoder: GPUCommandEncoder, plan: PagedPlan) => void;
-  /** Flushes the queued table uploads (untimed). */
-  flush: () => void;
+  /** Flushes the queued table uploads and gives back the plan's upload region (untimed). */
+  flush: (plan?: PagedPlan) => void;
   stats: () => AttentionEncoderStats;
   release: () => void;
 }
@@ -105,8 +106,10 @@ export async function setupStep(backend: "webgpu" | "dawn" = "webgpu"): Promise<
   };
   // Warm up: pipelines, bind groups, pooled buffers.
   const enc = device.createCommandEncoder();
-  encodeEach(enc, plan());
+  const warm = plan();
+  encodeEach(enc, warm);
   enc.finish();
+  attention.discardUpload(warm);
   device.queue.submit([]);
   await device.queue.onSubmittedWorkDone();
   return {
@@ -120,7 +123,10 @@ export async function setupStep(backend: "webgpu" | "dawn" = "webgpu"): Promise<
     plan,
     encodeInto,
     encodeEach,
-    flush: () => device.queue.submit([]),
+    flush: (p) => {
+      device.queue.submit([]);
+      if (p) attention.discardUpload(p);
+    },
     stats: () => attention.stats(),
     release: () => {
       attention.dispose();
@@ -161,10 +167,11 @@ if (import.meta.main) {
     s.advance();
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
-    s.encodeInto(pass, s.plan());
+    const p = s.plan();
+    s.encodeInto(pass, p);
     pass.end();
     enc.finish();
-    s.flush();
+    s.flush(p);
   }
   const before = s.stats();
   for (let i = 0; i < runs; i++) {
@@ -191,7 +198,7 @@ if (import.meta.main) {
     encodeUs.push(1000 * (t2 - t1));
     finishUs.push(1000 * (t3 - t2));
     totalUs.push(1000 * (t3 - t0));
-    s.flush();
+    s.flush(p);
 
     // The same step recorded with a compute pass per layer (the runner hands its encoder).
     t = performance.now();
@@ -199,7 +206,7 @@ if (import.meta.main) {
     s.encodeEach(enc2, p);
     enc2.finish();
     eachUs.push(1000 * (performance.now() - t));
-    s.flush();
+    s.flush(p);
   }
   const us = (x: number) => `${x.toFixed(1)} us`;
   const empty = median(emptyUs);
@@ -242,8 +249,9 @@ if (import.meta.main) {
     get: (_, name) => (...args: unknown[]) => calls.push([String(name), args]),
   }) as GPUComputePassEncoder;
   s.advance();
-  s.encodeInto(recorder, s.plan());
-  s.flush();
+  const recorded = s.plan();
+  s.encodeInto(recorder, recorded);
+  s.flush(recorded);
   const replayUs: number[] = [];
   const replayFinishUs: number[] = [];
   for (let i = 0; i < runs; i++) {
@@ -274,11 +282,12 @@ if (import.meta.main) {
       const enc = s!.device.createCommandEncoder();
       const pass = enc.beginComputePass();
       b.start();
-      s!.encodeInto(pass, s!.plan());
+      const p = s!.plan();
+      s!.encodeInto(pass, p);
       pass.end();
       enc.finish();
       b.end();
-      s!.flush();
+      s!.flush(p);
     },
   });
   Deno.bench({

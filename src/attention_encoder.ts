@@ -5,8 +5,9 @@
  * `plan(cache, step)` runs once per decode step on the host (the schedule and the page tables of
  * the batch) and serves every layer. `encode(encoder, { plan, layer, q, out })` records the
  * decode and merge dispatches of one layer: the first `encode` of a plan uploads its tables with
- * `queue.writeBuffer` (so submit a step's command buffer before encoding the next step's plan),
- * later layers only record. Pipelines, bind groups and internal buffers are cached: steady state
+ * `queue.writeBuffer` into a region of their own (see `upload_ring.ts`), so any number of plans
+ * may be encoded before a submit; later layers only record. Pipelines, bind groups and internal
+ * buffers are cached: once the ring of table regions covers the steps in flight, steady state
  * creates nothing.
  *
  * @module
@@ -14,8 +15,8 @@
 
 import { kernelParams, type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.ts";
 import { mergeWorkgroups } from "../shaders/merge_kernel.ts";
-import { BufferIds } from "./buffer_ids.ts";
-import { BufferPool } from "./buffer_pool.ts";
+import { BindGroupCache } from "./bind_group_cache.ts";
+import { DeviceGuard } from "./device_guard.ts";
 import { tableProfile } from "./device_profile.ts";
 import {
   acceptsSubgroupsDirective,
@@ -36,6 +37,7 @@ import type { DecodeShape, Strategy } from "./problem.ts";
 import { slotFloats } from "./reducer.ts";
 import { PIECE_STRIDE, REDUCE_STRIDE } from "./scheduler.ts";
 import type { TileOptions } from "./tile_config.ts";
+import { type RingRegion, UploadRing } from "./upload_ring.ts";
 import { dispatchSize, kernelSpec, type KernelTuning } from "./webgpu_backend.ts";
 
 /**
@@ -112,7 +114,10 @@ export interface EncodeAttentionOptions {
  *     after.pipelinesCreated === before.pipelinesCreated &&
  *     after.bindGroupsCreated === before.bindGroupsCreated;
  * }
- * const s = { buffersCreated: 6, buffersLive: 6, pipelinesCreated: 2, bindGroupsCreated: 4 };
+ * const s = {
+ *   buffersCreated: 6, buffersLive: 6, pipelinesCreated: 3, bindGroupsCreated: 4,
+ *   bindGroupsLive: 4, tableRegions: 4, tableRegionsBusy: 1,
+ * };
  * console.log(steady(s, { ...s })); // true
  * ```
  */
@@ -121,41 +126,59 @@ export interface AttentionEncoderStats {
   readonly buffersCreated: number;
   /** GPU buffers alive now. */
   readonly buffersLive: number;
-  /** Compute pipelines compiled. */
+  /** Compute pipelines compiled (decode, merge, and the upload ring's marker). */
   readonly pipelinesCreated: number;
-  /** Bind groups created (cached per plan, layer and buffers). */
+  /** Bind groups created (cached by the buffers they bind and the tables' layout). */
   readonly bindGroupsCreated: number;
+  /**
+   * Those not garbage-collected yet. They are cached weakly by the runner's buffers, so this
+   * stays flat (after collections) however many new `q`/`out` buffers a runner passes.
+   */
+  readonly bindGroupsLive: number;
+  /** Upload regions for plan tables (the ring grows to cover the plans in flight). */
+  readonly tableRegions: number;
+  /** Regions whose command buffers the GPU is not known to have run yet. */
+  readonly tableRegionsBusy: number;
 }
 
 const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
-/** Params (uniform), schedule and page list (read-only storage) of a plan, in one buffer. */
-const TABLES = BufferUsage.UNIFORM | BufferUsage.STORAGE | BufferUsage.COPY_DST;
+/** Params (uniform), schedule and page list (read-only storage) of plans, in ring regions. */
+const TABLES = BufferUsage.UNIFORM | BufferUsage.STORAGE;
 
 function isBuffer(x: unknown): x is GPUBuffer {
   return typeof (x as GPUBuffer)?.destroy === "function" &&
     typeof (x as GPUBuffer)?.size === "number";
 }
 
-/** The tables of one plan as uploaded: what every layer's bind group points at. */
+/** A plan's tables as uploaded into a ring region: what its dispatches bind. */
 interface Uploaded {
-  plan: PagedPlan;
+  region: RingRegion;
+  /** The region's generation when this plan took it: the upload is live while it holds. */
+  generation: number;
   decode: GPUComputePipeline;
   merge: GPUComputePipeline | undefined;
   decodeSize: [number, number];
   mergeSize: [number, number];
-  /** Bind group key prefix: the pipelines' spec key and the table regions. */
-  prefix: string;
-  /** Where the schedule and the page list lie in the tables buffer, and their bound sizes. */
-  regions: TableRegions;
+  /** Bind group tag (with the region as a key): the kernels, the tables layout, the scratch. */
+  tag: string;
+  /** Byte ranges of a region: params at 0, then the schedule, then the page list. */
+  layout: TableLayout;
 }
 
-/** Byte ranges of the tables buffer: params at 0, then the schedule, then the page list. */
-interface TableRegions {
+/** Byte ranges of a tables region (the same in every region of a layout). */
+interface TableLayout {
   schedOffset: number;
   schedBytes: number;
   pagesOffset: number;
   pagesBytes: number;
   bytes: number;
+}
+
+/** Partial states and LSE scratch, shared by all plans (dispatches run in recorded order). */
+interface Scratch {
+  id: number;
+  partials: GPUBuffer;
+  lse: GPUBuffer;
 }
 
 /** The compiled kernels of one kernel spec. */
@@ -170,16 +193,10 @@ interface Kernels {
   merge: GPUComputePipeline | undefined;
 }
 
-/** The bind group a layer slot used last, and what it was made for. */
-interface RecentGroup {
-  generation: number;
-  prefix: string;
-  q: GPUBuffer;
-  out: GPUBuffer;
-  lse: GPUBuffer;
-  k: GPUBuffer;
-  v: GPUBuffer;
-  group: GPUBindGroup;
+/** What a runner buffer is, read once per buffer (reading it from Dawn crosses into native code). */
+interface BufferInfo {
+  size: number;
+  usage: number | undefined;
 }
 
 /**
@@ -217,24 +234,22 @@ export class AttentionEncoder {
   #caps: ReturnType<typeof kernelCaps>;
   #tuning: KernelTuning;
   #pipelines: PipelineCache;
-  #pool: BufferPool;
-  #uploaded: Uploaded | undefined;
+  #ring: UploadRing;
+  #guard: DeviceGuard;
+  /** Each plan's upload; a plan whose region was reclaimed is uploaded again. */
+  #uploads = new WeakMap<PagedPlan, Uploaded>();
   /** The last plan of `plan()`: the next step's plan derives from it while tile counts hold. */
   #lastPlan: PagedPlan | undefined;
-  #buffers: GPUBuffer[] = [];
-  #groups = new Map<string, GPUBindGroup>();
-  #groupsCreated = 0;
-  #generation = 0;
-  #recent = new Map<number, RecentGroup>();
-  #sizes = new WeakMap<GPUBuffer, number>();
+  #groups = new BindGroupCache();
+  /** The bind group key of one encode, reused (and emptied after use: it must not hold buffers). */
+  #keys: object[] = [];
+  #info = new WeakMap<GPUBuffer, BufferInfo>();
   #kernels: Kernels | undefined;
+  #scratch: Scratch | undefined;
   #staging = new Uint32Array(0);
-  /** Words of the schedule and page-list regions so far. */
+  /** Words of the schedule and page-list regions so far (they only grow). */
   #schedCap = 0;
   #pagesCap = 0;
-  /** Offset alignment of the tables buffer's regions (uniform and storage bindings). */
-  #align: number;
-  #ids = new BufferIds();
   #disposed = false;
 
   /** Prefer {@linkcode createAttentionEncoder}. */
@@ -253,13 +268,8 @@ export class AttentionEncoder {
     this.#caps = caps;
     this.#tuning = options.kernel ?? {};
     this.#pipelines = pipelines;
-    this.#pool = new BufferPool(device);
-    const limits = device.limits;
-    this.#align = Math.max(
-      256,
-      limits.minUniformBufferOffsetAlignment ?? 256,
-      limits.minStorageBufferOffsetAlignment ?? 256,
-    );
+    this.#ring = new UploadRing(device, { label: "plan tables", usage: TABLES });
+    this.#guard = new DeviceGuard(device, "create a new device, cache and encoder");
   }
 
   #check(): void {
@@ -268,6 +278,7 @@ export class AttentionEncoder {
         "AttentionEncoder is disposed: create a new one with createAttentionEncoder()",
       );
     }
+    this.#guard.check();
   }
 
   /**
@@ -307,28 +318,32 @@ export class AttentionEncoder {
   }
 
   /**
-   * A runner buffer's size, checked to be a `GPUBuffer` on first sight. Sizes never change, and
-   * reading one from Dawn's objects crosses into native code: known buffers are looked up.
+   * A runner buffer's size and usage, checked to be a `GPUBuffer` on first sight. They never
+   * change, and reading them from Dawn's objects crosses into native code: known buffers are
+   * looked up.
    */
-  #sizeOf(name: string, b: unknown): number {
-    let size = this.#sizes.get(b as GPUBuffer);
-    if (size === undefined) {
+  #infoOf(name: string, b: unknown): BufferInfo {
+    let info = this.#info.get(b as GPUBuffer);
+    if (info === undefined) {
       if (!isBuffer(b)) throw new TypeError(`${name} must be a GPUBuffer: got ${typeof b}`);
-      size = b.size;
-      this.#sizes.set(b, size);
+      const usage = (b as { usage?: unknown }).usage;
+      info = { size: b.size, usage: typeof usage === "number" ? usage : undefined };
+      this.#info.set(b, info);
     }
-    return size;
+    return info;
   }
 
-  /** Takes a pooled buffer; a new buffer for a role drops the bind groups that used the old. */
-  #take(index: number, role: string, bytes: number, usage: number): GPUBuffer {
-    const b = this.#pool.get(role, bytes, usage);
-    if (this.#buffers[index] !== b) {
-      this.#buffers[index] = b;
-      this.#groups.clear();
-      this.#generation++;
+  /** Checks a buffer the kernels bind as storage: a `GPUBuffer`, STORAGE usage, large enough. */
+  #checkBuffer(name: string, b: unknown, bytes: number): void {
+    const { size, usage } = this.#infoOf(name, b);
+    if (usage !== undefined && (usage & BufferUsage.STORAGE) === 0) {
+      throw new TypeError(
+        `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${usage.toString(16)}`,
+      );
     }
-    return b;
+    if (size < bytes) {
+      throw new RangeError(`${name} must hold at least ${bytes} bytes for this plan: got ${size}`);
+    }
   }
 
   /** The kernels for a plan's shape; looked up again only when the shape fields change. */
@@ -355,14 +370,41 @@ export class AttentionEncoder {
     return k;
   }
 
-  /** Uploads a plan's params, schedule and page list with one `writeBuffer`. */
+  /** Scratch at least this large; a smaller one goes once recorded work is done with it. */
+  #scratchFor(partialBytes: number, lseBytes: number): Scratch {
+    const have = this.#scratch;
+    if (have && have.partials.size >= partialBytes && have.lse.size >= lseBytes) return have;
+    const round = (n: number) => Math.max(256, 2 ** Math.ceil(Math.log2(n)));
+    const id = (have?.id ?? -1) + 1;
+    const scratch: Scratch = {
+      id,
+      partials: this.#ring.createBuffer(
+        round(Math.max(partialBytes, have?.partials.size ?? 0)),
+        STORAGE_OUT,
+        "partials",
+      ),
+      lse: this.#ring.createBuffer(
+        round(Math.max(lseBytes, have?.lse.size ?? 0)),
+        STORAGE_OUT,
+        "lse scratch",
+      ),
+    };
+    if (have) {
+      this.#ring.retire(have.partials);
+      this.#ring.retire(have.lse);
+    }
+    this.#scratch = scratch;
+    return scratch;
+  }
+
+  /** Uploads a plan's params, schedule and page list into a region of its own, in one write. */
   #upload(plan: PagedPlan): Uploaded {
     const { problem: p, schedule: s, paging } = plan;
     const kernels = this.#kernelsFor(plan);
     const merges = s.reduce.length / REDUCE_STRIDE;
     if (merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
     // Capacities are upper bounds for the batch's segments and the grid, so a steady batch
-    // composition never regrows a buffer or moves a region.
+    // composition never changes the region layout (which would need new bind groups).
     const segments = plan.numSegments;
     const maxWg = Math.max(s.workgroups, Math.min(this.grid, plan.numTiles));
     const maxPieces = maxWg + segments;
@@ -370,42 +412,37 @@ export class AttentionEncoder {
     const pieceBase = s.workgroups + 1;
     const reduceBase = pieceBase + s.pieces.length;
     const schedWords = reduceBase + s.reduce.length;
-    // Regions only grow, so bind groups made for a larger plan stay valid for smaller ones.
-    const schedCap = Math.max(
+    this.#schedCap = Math.max(
       this.#schedCap,
       schedWords,
       maxWg + 1 + maxPieces * PIECE_STRIDE + maxReduce * REDUCE_STRIDE,
     );
-    const pagesCap = Math.max(
+    this.#pagesCap = Math.max(
       this.#pagesCap,
       paging.pages.length,
       (plan.cache?.numPages ?? 0) + 64,
       16,
     );
-    this.#schedCap = schedCap;
-    this.#pagesCap = pagesCap;
-    const align = this.#align;
+    const align = this.#ring.align;
     const schedOffset = align;
-    const pagesOffset = schedOffset + Math.ceil((4 * schedCap) / align) * align;
-    const regions: TableRegions = {
+    const pagesOffset = schedOffset + Math.ceil((4 * this.#schedCap) / align) * align;
+    const layout: TableLayout = {
       schedOffset,
-      schedBytes: 4 * schedCap,
+      schedBytes: 4 * this.#schedCap,
       pagesOffset,
-      pagesBytes: 4 * pagesCap,
-      bytes: pagesOffset + 4 * pagesCap,
+      pagesBytes: 4 * this.#pagesCap,
+      bytes: pagesOffset + 4 * this.#pagesCap,
     };
-    const tables = this.#take(0, "tables", regions.bytes, TABLES);
     const slot = 4 * slotFloats(plan.tiles.rowsPerBlock, p.headDim);
-    this.#take(
-      1,
-      "partials",
-      Math.max(16, slot * Math.max(s.partialSlots, maxPieces)),
-      STORAGE_OUT,
+    const scratch = this.#scratchFor(
+      slot * Math.max(s.partialSlots, maxPieces),
+      4 * p.numSeqs * p.qLen * p.numHeads,
     );
-    this.#take(2, "lse scratch", Math.max(16, 4 * p.numSeqs * p.qLen * p.numHeads), STORAGE_OUT);
+    const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}`;
+    const region = this.#ring.acquire(layout.bytes, layoutKey);
     // One staging array, one write: each writeBuffer costs ~15 us in Deno whatever its size.
     const used = pagesOffset / 4 + paging.pages.length;
-    if (this.#staging.length < used) this.#staging = new Uint32Array(regions.bytes / 4);
+    if (this.#staging.length < used) this.#staging = new Uint32Array(layout.bytes / 4);
     const staging = this.#staging;
     staging.set(
       kernelParams({
@@ -424,10 +461,11 @@ export class AttentionEncoder {
     staging.set(s.pieces, at + pieceBase);
     staging.set(s.reduce, at + reduceBase);
     staging.set(paging.pages, pagesOffset / 4);
-    this.device.queue.writeBuffer(tables, 0, staging.buffer, 0, 4 * used);
+    this.device.queue.writeBuffer(region.buffer, region.offset, staging.buffer, 0, 4 * used);
     const maxDim = this.device.limits.maxComputeWorkgroupsPerDimension;
     return {
-      plan,
+      region,
+      generation: region.generation,
       decode: kernels.decode,
       merge: merges > 0 ? kernels.merge : undefined,
       decodeSize: dispatchSize(s.workgroups, maxDim),
@@ -435,12 +473,15 @@ export class AttentionEncoder {
         Math.max(1, mergeWorkgroups(merges, plan.tiles.rowsPerBlock)),
         maxDim,
       ),
-      prefix: `${kernels.key}:${regions.schedBytes}:${regions.pagesOffset}:${regions.pagesBytes}`,
-      regions,
+      tag: `${kernels.key}:${layoutKey}:${scratch.id}`,
+      layout,
     };
   }
 
-  /** The bind group of both kernels for a layer's buffers (cached by buffer identity). */
+  /**
+   * The bind group of both kernels for a layer's buffers, cached weakly by buffer identity (a
+   * group keeps its buffers alive: the runner's must be free to go).
+   */
   #bindGroup(
     up: Uploaded,
     q: GPUBuffer,
@@ -449,26 +490,38 @@ export class AttentionEncoder {
     kb: GPUBuffer,
     vb: GPUBuffer,
   ): GPUBindGroup {
-    const key = `${up.prefix}:${this.#ids.of(q)}:${this.#ids.of(out)}:${this.#ids.of(lseBuffer)}:${
-      this.#ids.of(kb)
-    }:${this.#ids.of(vb)}`;
-    let group = this.#groups.get(key);
+    // The region is a key too: a group per region and buffers, dropped with either.
+    const keys = this.#keys;
+    keys[0] = up.region;
+    keys[1] = q;
+    keys[2] = out;
+    keys[3] = lseBuffer;
+    keys[4] = kb;
+    keys[5] = vb;
+    let group = this.#groups.get(keys, up.tag);
     if (!group) {
-      const [tables, partials] = this.#buffers;
-      const r = up.regions;
-      const whole = [q, kb, vb, out, partials, lseBuffer];
+      const tables = up.region.buffer;
+      const base = up.region.offset;
+      const r = up.layout;
+      const whole = [q, kb, vb, out, this.#scratch!.partials, lseBuffer];
       group = this.device.createBindGroup({
         layout: this.#kernels!.layout,
         entries: [
-          { binding: 0, resource: { buffer: tables, offset: 0, size: 4 * PARAMS_WORDS } },
-          { binding: 1, resource: { buffer: tables, offset: r.schedOffset, size: r.schedBytes } },
+          { binding: 0, resource: { buffer: tables, offset: base, size: 4 * PARAMS_WORDS } },
+          {
+            binding: 1,
+            resource: { buffer: tables, offset: base + r.schedOffset, size: r.schedBytes },
+          },
           ...whole.map((buffer, i) => ({ binding: 2 + i, resource: { buffer } })),
-          { binding: 8, resource: { buffer: tables, offset: r.pagesOffset, size: r.pagesBytes } },
+          {
+            binding: 8,
+            resource: { buffer: tables, offset: base + r.pagesOffset, size: r.pagesBytes },
+          },
         ],
       });
-      this.#groupsCreated++;
-      this.#groups.set(key, group);
+      this.#groups.set(keys, up.tag, group);
     }
+    keys.length = 0;
     return group;
   }
 
@@ -477,7 +530,8 @@ export class AttentionEncoder {
    * states, the merge dispatch, into `target` (a command encoder: in a compute pass of their own;
    * or an open compute pass, whose pipeline and bind group 0 it then leaves set to its own).
    * Reads the plan cache's `layer` (or the `k`/`v` given), writes `out` and, when given, `lse`.
-   * Nothing is read back.
+   * Nothing is read back. Every buffer is checked before anything is recorded (a bad one would
+   * otherwise invalidate the runner's whole command buffer).
    */
   encode(target: GPUCommandEncoder | GPUComputePassEncoder, options: EncodeAttentionOptions): void {
     this.#check();
@@ -491,6 +545,9 @@ export class AttentionEncoder {
     let k = options.k;
     let v = options.v;
     const cache = plan.cache;
+    if (cache && cache.device !== this.device) {
+      throw new TypeError("plan must be made from a KVCache on this encoder's device");
+    }
     if (options.layer !== undefined) {
       if (!cache) throw new TypeError("layer needs a plan made from a cache: pass k and v instead");
       if (cache.version !== plan.cacheVersion) {
@@ -506,49 +563,39 @@ export class AttentionEncoder {
     const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
     const kvBytes = plan.paging.numPages * plan.paging.pageSize * p.numKVHeads * p.headDim *
       (p.kvDtype === "f32" ? 4 : 2);
-    this.#checkSize("q", q, qBytes);
-    this.#checkSize("out", out, qBytes);
-    this.#checkSize("k", k, kvBytes);
-    this.#checkSize("v", v, kvBytes);
-    if (lse !== undefined) this.#checkSize("lse", lse, qBytes / p.headDim);
+    this.#checkBuffer("q", q, qBytes);
+    this.#checkBuffer("out", out, qBytes);
+    this.#checkBuffer("k", k, kvBytes);
+    this.#checkBuffer("v", v, kvBytes);
+    if (lse !== undefined) this.#checkBuffer("lse", lse, qBytes / p.headDim);
+    // A buffer written by a dispatch may not be bound again in it.
+    if (out === q) throw new RangeError("out must not be the same buffer as q");
+    if (lse !== undefined && (lse === q || lse === out)) {
+      throw new RangeError(`lse must not be the same buffer as ${lse === q ? "q" : "out"}`);
+    }
+    for (const [name, b] of [["out", out], ["lse", lse]] as const) {
+      if (b !== undefined && (b === k || b === v)) {
+        throw new RangeError(`${name} must not be the K/V storage the plan reads`);
+      }
+    }
     const pass = typeof (target as GPUComputePassEncoder)?.dispatchWorkgroups === "function"
       ? target as GPUComputePassEncoder
       : undefined;
     if (!pass && typeof (target as GPUCommandEncoder)?.beginComputePass !== "function") {
       throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
     }
-    let up = this.#uploaded;
-    if (up?.plan !== plan) {
+    let up = this.#uploads.get(plan);
+    if (!up || !this.#ring.holds(up.region, up.generation)) {
       up = this.#upload(plan);
-      this.#uploaded = up;
+      this.#uploads.set(plan, up);
     }
-    const lseBuffer = lse ?? this.#buffers[2];
-    const kb = k as GPUBuffer;
-    const vb = v as GPUBuffer;
-    // The last bind group of each layer slot, by identity: the steady-state path.
-    const slotIndex = options.layer ?? -1;
-    let recent = this.#recent.get(slotIndex);
-    if (
-      !recent || recent.generation !== this.#generation || recent.prefix !== up.prefix ||
-      recent.q !== q || recent.out !== out || recent.lse !== lseBuffer || recent.k !== kb ||
-      recent.v !== vb
-    ) {
-      recent = {
-        generation: this.#generation,
-        prefix: up.prefix,
-        q,
-        out,
-        lse: lseBuffer,
-        k: kb,
-        v: vb,
-        group: this.#bindGroup(up, q, out, lseBuffer, kb, vb),
-      };
-      this.#recent.set(slotIndex, recent);
-    }
+    const group = this.#bindGroup(up, q, out, lse ?? this.#scratch!.lse, k as GPUBuffer, v!);
     const cp = pass ?? (target as GPUCommandEncoder).beginComputePass({});
+    // Once per command buffer: lets the ring know when the GPU is done with the tables.
+    this.#ring.mark(up.region, cp, target);
     // Both kernels use the shared layout: the group stays bound across the pipeline change.
     cp.setPipeline(up.decode);
-    cp.setBindGroup(0, recent.group);
+    cp.setBindGroup(0, group);
     cp.dispatchWorkgroups(up.decodeSize[0], up.decodeSize[1]);
     if (up.merge) {
       cp.setPipeline(up.merge);
@@ -557,34 +604,53 @@ export class AttentionEncoder {
     if (!pass) cp.end();
   }
 
-  #checkSize(name: string, b: unknown, bytes: number): void {
-    const size = this.#sizeOf(name, b);
-    if (size < bytes) {
-      throw new RangeError(`${name} must hold at least ${bytes} bytes for this plan: got ${size}`);
-    }
+  /**
+   * Gives back a plan's upload region at once, for a plan whose command buffers will never be
+   * submitted (a step abandoned after an error, a benchmark that only records): otherwise the
+   * region stays busy until `dispose()`, as the library cannot tell a dropped command buffer from
+   * one not submitted yet. Never call it while a submitted command buffer holding the plan may
+   * still run. A later `encode` of the plan uploads it again.
+   */
+  discardUpload(plan: PagedPlan): void {
+    if (this.#disposed) return;
+    const up = this.#uploads.get(plan);
+    if (up) this.#ring.release(up.region, up.generation);
+    this.#uploads.delete(plan);
   }
 
   /** Allocation counters: steady-state steps leave them unchanged. */
   stats(): AttentionEncoderStats {
+    const regions = this.#ring.regions;
     return {
-      buffersCreated: this.#pool.created,
-      buffersLive: this.#pool.live,
-      pipelinesCreated: this.#pipelines.created,
-      bindGroupsCreated: this.#groupsCreated,
+      buffersCreated: this.#ring.buffersCreated,
+      buffersLive: this.#ring.buffersLive,
+      pipelinesCreated: this.#pipelines.created + this.#ring.pipelinesCreated,
+      bindGroupsCreated: this.#groups.created,
+      bindGroupsLive: this.#groups.live,
+      tableRegions: regions.total,
+      tableRegionsBusy: regions.busy,
     };
   }
 
-  /** Destroys the encoder's own buffers (the device, cache and runner buffers stay). */
+  /**
+   * Destroys the encoder's own buffers (the device, cache and runner buffers stay). Work recorded
+   * with the encoder must have been submitted and run first.
+   */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    this.#pool.destroy();
+    this.#ring.destroy();
     this.#pipelines.clear();
     this.#groups.clear();
-    this.#uploaded = undefined;
+    this.#scratch = undefined;
     this.#lastPlan = undefined;
     this.#kernels = undefined;
-    this.#recent.clear();
+  }
+
+  /** {@linkcode AttentionEncoder.dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+    return Promise.resolve();
   }
 }
 

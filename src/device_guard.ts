@@ -10,8 +10,8 @@
 import type { BufferPool } from "./buffer_pool.ts";
 
 /**
- * The GPU device behind a decoder was lost (destroyed, driver reset, ...). The decoder cannot be
- * used again: create a new one.
+ * The GPU device behind a decoder, a KV cache or an attention encoder was lost (destroyed, driver
+ * reset, ...). The object cannot be used again: create a new one (on a new device).
  *
  * @example
  * ```ts
@@ -24,12 +24,13 @@ export class DeviceLostError extends Error {
   /** `GPUDeviceLostInfo.reason`: `"destroyed"` or `"unknown"`. */
   readonly reason: string;
 
-  /** `reason` is the device's loss reason; `message` its message. */
-  constructor(reason: string, message: string) {
+  /**
+   * `reason` is the device's loss reason; `message` its message; `remedy` what the caller should
+   * do (default "create a new decoder").
+   */
+  constructor(reason: string, message: string, remedy = "create a new decoder") {
     super(
-      `The GPU device was lost (reason: ${reason}${
-        message ? `, ${message}` : ""
-      }): create a new decoder`,
+      `The GPU device was lost (reason: ${reason}${message ? `, ${message}` : ""}): ${remedy}`,
     );
     this.name = "DeviceLostError";
     this.reason = reason;
@@ -68,12 +69,14 @@ export class DeviceGuard {
   #lost: DeviceLostError | undefined;
   #lostSignal: Promise<never>;
 
-  constructor(device: GPUDevice) {
+  /** `remedy` ends the loss error's message (see {@linkcode DeviceLostError}). */
+  constructor(device: GPUDevice, remedy?: string) {
     this.#device = device;
     this.#lostSignal = device.lost.then((info) => {
       this.#lost = new DeviceLostError(
         String(info?.reason ?? "unknown"),
         String(info?.message ?? ""),
+        remedy,
       );
       throw this.#lost;
     });

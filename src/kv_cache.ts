@@ -23,7 +23,9 @@ import {
   APPEND_WORKGROUP,
   appendKernelWGSL,
 } from "../shaders/append_kernel.ts";
-import { BufferIds } from "./buffer_ids.ts";
+import { BindGroupCache } from "./bind_group_cache.ts";
+import { DeviceGuard } from "./device_guard.ts";
+import { type RingRegion, UploadRing } from "./upload_ring.ts";
 import { BufferUsage, MAP_READ } from "./gpu_runtime.ts";
 import { encodeKV } from "./half.ts";
 import { PagePool } from "./page_pool.ts";
@@ -224,6 +226,24 @@ interface Sequence {
   length: number;
 }
 
+/** What the cache recorded of slots it handed out: whose rows they are, and where. */
+interface SlotRecord {
+  /** The sequence objects extended (a freed id never maps to its object again). */
+  owners: Sequence[];
+  /** Their ids, and the new tokens of each (copies: the caller's may be changed). */
+  ids: Uint32Array;
+  counts: Uint32Array;
+  /** First new token of each sequence. */
+  starts: Float64Array;
+  /** The rows, as handed out (the caller's copy may be changed; this one is used). */
+  rows: Uint32Array;
+  /** Cache version at which the rows were last checked to still be their owners'. */
+  checkedAt: number;
+}
+
+/** Largest count of new tokens: a sequence's length is a `u32` in the kernels. */
+const MAX_COUNT = 0xffffffff;
+
 /**
  * Allocation counters of a GPU cache.
  *
@@ -231,8 +251,8 @@ interface Sequence {
  * ```ts
  * import { createKVCache, type KVCacheStats } from "@lean/attention";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, numPages: 4 });
- * const stats: KVCacheStats = cache.stats(); // a host cache creates no GPU buffers
- * console.log(stats.buffersCreated, stats.buffersLive, stats.pipelinesCreated); // 0 0 0
+ * const stats: KVCacheStats = cache.stats(); // a host cache creates no GPU objects
+ * console.log(stats.buffersCreated, stats.buffersLive, stats.bindGroupsLive); // 0 0 0
  * ```
  */
 export interface KVCacheStats {
@@ -242,6 +262,15 @@ export interface KVCacheStats {
   readonly buffersLive: number;
   /** Compute pipelines compiled (the append and copy kernels). */
   readonly pipelinesCreated: number;
+  /** Bind groups of `encodeAppend` created since the cache was made. */
+  readonly bindGroupsCreated: number;
+  /**
+   * Those not garbage-collected yet. They are cached weakly by the runner's buffers, so this
+   * stays flat (after collections) however many new K/V buffers a runner passes.
+   */
+  readonly bindGroupsLive: number;
+  /** Upload regions of `encodeAppend` (one per `extend` in flight; the ring grows to cover them). */
+  readonly appendRegions: number;
 }
 
 const KV_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;
@@ -319,11 +348,14 @@ export class KVCache {
   #live = new Set<GPUBuffer>();
   #pipeline: GPUComputePipeline | undefined;
   #module: GPUShaderModule | undefined;
-  #rowsBuffer: GPUBuffer | undefined;
-  #paramsBuffer: GPUBuffer | undefined;
-  #uploaded: AppendSlots | undefined;
-  #bindGroups = new Map<string, GPUBindGroup>();
-  #bufferIds = new BufferIds();
+  /** Regions for the append kernel's params and rows, one per `extend` (see upload_ring.ts). */
+  #appendRing: UploadRing | undefined;
+  #appendUploads = new WeakMap<AppendSlots, { region: RingRegion; generation: number }>();
+  /** Row capacity of an append region (grows in powers of two). */
+  #rowsCap = 0;
+  #bindGroups = new BindGroupCache();
+  #slots = new WeakMap<AppendSlots, SlotRecord>();
+  #guard: DeviceGuard | undefined;
   #disposed = false;
   #version = 0;
 
@@ -381,12 +413,25 @@ export class KVCache {
         this.#gpuK.push(this.#createBuffer(layerBytes, KV_USAGE, `kv cache k ${l}`));
         this.#gpuV.push(this.#createBuffer(layerBytes, KV_USAGE, `kv cache v ${l}`));
       }
+      this.#guard = new DeviceGuard(device, "create a new device and a new cache on it");
     } else {
       const Ctor = dtype === "f32" ? Float32Array : Uint16Array;
       const elements = this.numPages * pageSize * this.rowElements;
-      for (let l = 0; l < this.numLayers; l++) {
-        this.#hostK.push(new Ctor(elements));
-        this.#hostV.push(new Ctor(elements));
+      try {
+        for (let l = 0; l < this.numLayers; l++) {
+          this.#hostK.push(new Ctor(elements));
+          this.#hostV.push(new Ctor(elements));
+        }
+      } catch (e) {
+        this.#hostK = [];
+        this.#hostV = [];
+        throw new RangeError(
+          `numPages (${this.numPages}) of ${pageSize} tokens needs ${
+            2 * this.numLayers * layerBytes
+          } bytes of host memory for K and V: ${
+            e instanceof Error ? e.message : String(e)
+          }; use fewer pages or a GPU cache`,
+        );
       }
     }
   }
@@ -402,10 +447,12 @@ export class KVCache {
     return buffer;
   }
 
-  #check(): void {
+  /** Throws when disposed, and for calls that touch the GPU (`gpu`) when the device is lost. */
+  #check(gpu = false): void {
     if (this.#disposed) {
       throw new Error("KVCache is disposed: create a new one with createKVCache()");
     }
+    if (gpu) this.#guard?.check();
   }
 
   #seq(id: unknown, name = "seq"): Sequence {
@@ -514,8 +561,8 @@ export class KVCache {
     const m = seqs.length;
     const n = new Uint32Array(m);
     if (typeof counts === "number") {
-      if (!Number.isInteger(counts) || counts < 0) {
-        throw new RangeError(`counts must be a non-negative integer: got ${counts}`);
+      if (!Number.isInteger(counts) || counts < 0 || counts > MAX_COUNT) {
+        throw new RangeError(`counts must be an integer from 0 to ${MAX_COUNT}: got ${counts}`);
       }
       n.fill(counts);
     } else {
@@ -527,8 +574,8 @@ export class KVCache {
         if (typeof c !== "number") {
           throw new TypeError(`counts[${i}] must be a number: got ${typeof c}`);
         }
-        if (!Number.isInteger(c) || c < 0) {
-          throw new RangeError(`counts[${i}] must be a non-negative integer: got ${c}`);
+        if (!Number.isInteger(c) || c < 0 || c > MAX_COUNT) {
+          throw new RangeError(`counts[${i}] must be an integer from 0 to ${MAX_COUNT}: got ${c}`);
         }
         n[i] = c;
       }
@@ -576,7 +623,7 @@ export class KVCache {
     counts: number | ArrayLike<number>,
     options: ExtendOptions = {},
   ): AppendSlots {
-    this.#check();
+    this.#check(true);
     const { need, list, n, cow, tokens } = this.#plan(seqs, counts);
     if (need > this.#pool.free) {
       throw new RangeError(
@@ -589,11 +636,13 @@ export class KVCache {
     const P = this.pageSize;
     const shift = this.pageShift;
     const rows = new Uint32Array(tokens);
+    const starts = new Float64Array(list.length);
     this.#version++;
     let copies: GPUCommandEncoder | undefined;
     let r = 0;
     for (let i = 0; i < list.length; i++) {
       const s = list[i];
+      starts[i] = s.length;
       if (cow[i]) {
         const old = s.pages[s.numPages - 1];
         const [page] = this.#pool.allocate(1);
@@ -624,7 +673,54 @@ export class KVCache {
       s.length = end;
     }
     if (copies && options.encoder === undefined) this.device!.queue.submit([copies.finish()]);
-    return { seqs: Uint32Array.from(seqs), counts: n, rows };
+    const ids = Uint32Array.from(seqs);
+    const slots: AppendSlots = { seqs: ids.slice(), counts: n.slice(), rows: rows.slice() };
+    this.#slots.set(slots, {
+      owners: list,
+      ids,
+      counts: n,
+      starts,
+      rows,
+      checkedAt: this.#version,
+    });
+    return slots;
+  }
+
+  /**
+   * The rows of slots from this cache's `extend()`, checked to still be their sequences' rows:
+   * a sequence freed since (its pages may be another's now), or rows moved by a copy-on-write
+   * since, make the slots stale. Checked again only after the cache changed.
+   */
+  #slotRows(slots: AppendSlots): Uint32Array {
+    const record = typeof slots === "object" && slots !== null ? this.#slots.get(slots) : undefined;
+    if (!record) {
+      throw new TypeError("slots must be the AppendSlots returned by this cache's extend()");
+    }
+    if (record.checkedAt === this.#version) return record.rows;
+    const P = this.pageSize;
+    const shift = this.pageShift;
+    const { owners, ids, counts, starts, rows } = record;
+    let r = 0;
+    for (let i = 0; i < owners.length; i++) {
+      const s = owners[i];
+      if (this.#seqs.get(ids[i]) !== s) {
+        throw new RangeError(
+          `slots are stale: sequence ${ids[i]} was freed after extend() reserved them`,
+        );
+      }
+      for (let j = 0; j < counts[i]; j++, r++) {
+        const t = starts[i] + j;
+        if (s.pages[t >>> shift] * P + (t & (P - 1)) !== rows[r]) {
+          throw new RangeError(
+            `slots are stale: token ${j} of sequence ${
+              ids[i]
+            } moved to another row since extend() (a copy-on-write after a fork); write rows before extending a forked sequence again`,
+          );
+        }
+      }
+    }
+    record.checkedAt = this.#version;
+    return rows;
   }
 
   #copyPageHost(from: number, to: number, tokens: number): void {
@@ -672,15 +768,18 @@ export class KVCache {
   /**
    * Writes one layer's K and V rows of the tokens reserved by `slots`, from host arrays
    * (`[token][kvHead][dim]`, tokens in the slots' order). On a GPU cache the writes go through
-   * `queue.writeBuffer`, so they land before the next submitted command buffer.
+   * `queue.writeBuffer`, so they land before the next submitted command buffer. Slots are stale,
+   * and throw `RangeError`, once a sequence they extended was freed (its pages may be another's
+   * now) or a copy-on-write moved their rows; rows still shared with a fork are written for both.
    */
   write(slots: AppendSlots, layer: number, rows: LayerRows): void {
-    this.#check();
+    this.#check(true);
     this.#layer(layer);
-    const n = slots.rows.length;
+    const rowIds = this.#slotRows(slots);
+    const n = rowIds.length;
     const k = this.#checkRows("k", rows?.k, n);
     const v = this.#checkRows("v", rows?.v, n);
-    this.#writeRows(slots.rows, layer, k, v);
+    this.#writeRows(rowIds, layer, k, v);
   }
 
   #writeRows(
@@ -716,7 +815,7 @@ export class KVCache {
    * checked before the sequence grows.
    */
   append(seq: number, data: AppendData, options: ExtendOptions = {}): AppendSlots {
-    this.#check();
+    this.#check(true);
     this.#seq(seq);
     const { k, v } = data ?? {};
     if (!Array.isArray(k) || !Array.isArray(v)) {
@@ -737,34 +836,35 @@ export class KVCache {
     const ks = k.map((a, l) => this.#checkRows(`k[${l}]`, a, tokens));
     const vs = v.map((a, l) => this.#checkRows(`v[${l}]`, a, tokens));
     const slots = this.extend([seq], tokens, options);
-    for (let l = 0; l < this.numLayers; l++) this.#writeRows(slots.rows, l, ks[l], vs[l]);
+    const rowIds = this.#slotRows(slots);
+    for (let l = 0; l < this.numLayers; l++) this.#writeRows(rowIds, l, ks[l], vs[l]);
     return slots;
   }
 
   /**
    * Records the append kernel: copies one layer's new K and V rows from the runner's `f32` GPU
    * buffers into the rows `slots` reserved, converting to the cache's dtype. The slots' rows are
-   * uploaded once (on the first layer), so a command buffer must not hold the appends of two
-   * `extend` calls. Records into a command encoder (its own compute pass) or into an open
-   * compute pass. Steady state creates no buffers.
+   * uploaded once (on the first layer) into an upload region of their own, so the appends of
+   * several `extend` calls may share a command buffer. Stale slots (see `write`) and bad buffers
+   * throw before anything is recorded. Records into a command encoder (its own compute pass) or
+   * into an open compute pass. Once the upload ring covers the extends in flight, steady state
+   * creates no buffers.
    */
   encodeAppend(
     target: GPUCommandEncoder | GPUComputePassEncoder,
     options: EncodeAppendOptions,
   ): void {
-    this.#check();
+    this.#check(true);
     const device = this.device;
     if (!device) {
       throw new TypeError("encodeAppend needs a GPU cache: this cache is in host memory");
     }
     const layer = this.#layer(options?.layer);
     const { slots, k, v } = options;
-    if (!(slots?.rows instanceof Uint32Array)) {
-      throw new TypeError("slots must be the AppendSlots returned by extend()");
-    }
+    const rowIds = this.#slotRows(slots);
     if (!isBuffer(k)) throw new TypeError(`k must be a GPUBuffer: got ${typeof k}`);
     if (!isBuffer(v)) throw new TypeError(`v must be a GPUBuffer: got ${typeof v}`);
-    const tokens = slots.rows.length;
+    const tokens = rowIds.length;
     const need = tokens * this.rowElements * 4;
     for (const [name, b] of [["k", k], ["v", v]] as const) {
       if (b.size < need) {
@@ -772,40 +872,42 @@ export class KVCache {
           `${name} must hold ${tokens} f32 rows of ${this.rowElements} (${need} bytes): got ${b.size} bytes`,
         );
       }
+      if (typeof b.usage === "number" && (b.usage & BufferUsage.STORAGE) === 0) {
+        throw new TypeError(
+          `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${b.usage.toString(16)}`,
+        );
+      }
+      if (this.#gpuK.includes(b) || this.#gpuV.includes(b)) {
+        throw new RangeError(`${name} must not be one of this cache's own K/V buffers`);
+      }
     }
     const pass = isComputePass(target) ? target : undefined;
     if (!pass && !isCommandEncoder(target)) {
       throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
     }
     if (tokens === 0) return;
-    if (this.#uploaded !== slots) {
-      const bytes = 4 * tokens;
-      if (!this.#rowsBuffer || this.#rowsBuffer.size < bytes) {
-        if (this.#rowsBuffer) {
-          this.#live.delete(this.#rowsBuffer);
-          this.#rowsBuffer.destroy();
-        }
-        this.#rowsBuffer = this.#createBuffer(
-          Math.max(256, 2 ** Math.ceil(Math.log2(bytes))),
-          BufferUsage.STORAGE | BufferUsage.COPY_DST,
-          "kv append rows",
-        );
-        this.#bindGroups.clear();
-      }
-      this.#paramsBuffer ??= this.#createBuffer(
-        4 * APPEND_PARAMS_WORDS,
-        BufferUsage.UNIFORM | BufferUsage.COPY_DST,
-        "kv append params",
-      );
-      const words = Uint32Array.of(
+    // The slots' params and rows go to a region of their own on first use (once for every
+    // layer), so the appends of several extend() calls may share a command buffer.
+    const ring = this.#appendRing ??= new UploadRing(device, {
+      label: "kv append rows",
+      usage: BufferUsage.UNIFORM | BufferUsage.STORAGE,
+    });
+    const rowsOffset = ring.align;
+    let up = this.#appendUploads.get(slots);
+    if (!up || !ring.holds(up.region, up.generation)) {
+      this.#rowsCap = Math.max(this.#rowsCap, 64, 2 ** Math.ceil(Math.log2(tokens)));
+      const region = ring.acquire(rowsOffset + 4 * this.#rowsCap, String(this.#rowsCap));
+      const words = new Uint32Array(rowsOffset / 4 + tokens); // params, then rows
+      words.set([
         tokens,
         this.kvDtype === "f32" ? this.rowElements : this.rowElements / 2,
         this.rowElements,
         0,
-      );
-      device.queue.writeBuffer(this.#paramsBuffer, 0, words);
-      device.queue.writeBuffer(this.#rowsBuffer, 0, slots.rows as unknown as ArrayBuffer);
-      this.#uploaded = slots;
+      ]);
+      words.set(rowIds, rowsOffset / 4);
+      device.queue.writeBuffer(region.buffer, region.offset, words);
+      up = { region, generation: region.generation };
+      this.#appendUploads.set(slots, up);
     }
     if (!this.#pipeline) {
       this.#module = device.createShaderModule({
@@ -818,22 +920,35 @@ export class KVCache {
         label: `lean-attention append ${this.kvDtype}`,
       });
     }
-    const key = `${layer}:${this.#bufferIds.of(k)}:${this.#bufferIds.of(v)}`;
-    let group = this.#bindGroups.get(key);
+    // Weakly by region and the runner's buffers: a group keeps its buffers alive.
+    const region = up.region;
+    const keys = [region, k, v];
+    const tag = `${layer}:${this.#rowsCap}`;
+    let group = this.#bindGroups.get(keys, tag);
     if (!group) {
-      const buffers = [
-        this.#paramsBuffer!,
-        this.#rowsBuffer!,
-        k,
-        v,
-        this.#gpuK[layer],
-        this.#gpuV[layer],
-      ];
+      const tables = region.buffer;
       group = device.createBindGroup({
         layout: this.#pipeline.getBindGroupLayout(0),
-        entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+        entries: [
+          {
+            binding: 0,
+            resource: { buffer: tables, offset: region.offset, size: 4 * APPEND_PARAMS_WORDS },
+          },
+          {
+            binding: 1,
+            resource: {
+              buffer: tables,
+              offset: region.offset + rowsOffset,
+              size: 4 * this.#rowsCap,
+            },
+          },
+          ...[k, v, this.#gpuK[layer], this.#gpuV[layer]].map((buffer, i) => ({
+            binding: 2 + i,
+            resource: { buffer },
+          })),
+        ],
       });
-      this.#bindGroups.set(key, group);
+      this.#bindGroups.set(keys, tag, group);
     }
     const words = tokens * (this.kvDtype === "f32" ? this.rowElements : this.rowElements / 2);
     const [x, y] = dispatchSize(
@@ -841,15 +956,31 @@ export class KVCache {
       device.limits.maxComputeWorkgroupsPerDimension,
     );
     const p = pass ?? (target as GPUCommandEncoder).beginComputePass({});
+    // Once per command buffer: lets the ring know when the GPU is done with the rows.
+    ring.mark(region, p, target);
     p.setPipeline(this.#pipeline);
     p.setBindGroup(0, group);
     p.dispatchWorkgroups(x, y);
     if (!pass) p.end();
   }
 
+  /**
+   * Gives back the upload region of `slots` (their rows for `encodeAppend`) at once, for slots
+   * whose command buffers will never be submitted (a step abandoned after an error): otherwise
+   * the region stays busy until `dispose()`, as the library cannot tell a dropped command buffer
+   * from one not submitted yet. Never call it while a submitted command buffer holding their
+   * appends may still run.
+   */
+  discardUpload(slots: AppendSlots): void {
+    if (this.#disposed) return;
+    const up = this.#appendUploads.get(slots);
+    if (up) this.#appendRing?.release(up.region, up.generation);
+    this.#appendUploads.delete(slots);
+  }
+
   /** A GPU cache's K and V buffers of one layer (bound whole by the decode kernel). */
   layerBuffers(layer: number): { k: GPUBuffer; v: GPUBuffer } {
-    this.#check();
+    this.#check(true);
     this.#layer(layer);
     if (!this.device) {
       throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
@@ -874,7 +1005,7 @@ export class KVCache {
     layer: number,
     seq: number,
   ): Promise<{ k: Float32Array | Uint16Array; v: Float32Array | Uint16Array }> {
-    this.#check();
+    this.#check(true);
     this.#layer(layer);
     const s = this.#seq(seq);
     const row = this.rowElements;
@@ -917,7 +1048,8 @@ export class KVCache {
         );
       }
       this.device.queue.submit([enc.finish()]);
-      await staging.mapAsync(MAP_READ);
+      // A lost device rejects (or never resolves) the map: fail with the loss instead.
+      await this.#guard!.whileAlive(staging.mapAsync(MAP_READ));
       const all = staging.getMappedRange();
       k.set(new Ctor(all, 0, k.length));
       v.set(new Ctor(all, half, v.length));
@@ -950,10 +1082,14 @@ export class KVCache {
 
   /** GPU allocation counters: steady-state appends leave them unchanged. */
   stats(): KVCacheStats {
+    const ring = this.#appendRing;
     return {
-      buffersCreated: this.#created,
-      buffersLive: this.#live.size,
-      pipelinesCreated: this.#pipeline ? 1 : 0,
+      buffersCreated: this.#created + (ring?.buffersCreated ?? 0),
+      buffersLive: this.#live.size + (ring?.buffersLive ?? 0),
+      pipelinesCreated: (this.#pipeline ? 1 : 0) + (ring?.pipelinesCreated ?? 0),
+      bindGroupsCreated: this.#bindGroups.created,
+      bindGroupsLive: this.#bindGroups.live,
+      appendRegions: ring?.regions.total ?? 0,
     };
   }
 
@@ -963,9 +1099,16 @@ export class KVCache {
     this.#disposed = true;
     for (const b of this.#live) b.destroy();
     this.#live.clear();
+    this.#appendRing?.destroy();
     this.#bindGroups.clear();
     this.#hostK = [];
     this.#hostV = [];
+  }
+
+  /** {@linkcode KVCache.dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+    return Promise.resolve();
   }
 }
 

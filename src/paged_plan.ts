@@ -167,8 +167,14 @@ function pagePlan(
   previous?: PagedPlan,
 ): PagedPlan {
   const scale = checkScale(options.scale, shape.headDim);
+  const problem = validateShape(shape);
+  if (problem.totalTokens > 0xffffffff) {
+    throw new RangeError(
+      `seqLens must total at most 4294967295 tokens (32-bit offsets): got ${problem.totalTokens}`,
+    );
+  }
   const planOptions = { ...options, maxBindingBytes: undefined };
-  const dense = (previous && reusePlan(previous, validateShape(shape), planOptions)) ??
+  const dense = (previous && reusePlan(previous, problem, planOptions)) ??
     createPlan(shape, planOptions);
   const pieces = dense.schedule.pieces;
   const offsets = paging.pageOffsets;
@@ -381,6 +387,15 @@ export interface PagedCpuInput {
   v: Float32Array | Uint16Array;
 }
 
+/** Whether `k` and `v` are one layer's storage of a host cache. */
+function ownsStorage(cache: KVCache, k: unknown, v: unknown): boolean {
+  for (let l = 0; l < cache.numLayers; l++) {
+    const data = cache.layerData(l);
+    if (data.k === k && data.v === v) return true;
+  }
+  return false;
+}
+
 /**
  * Executes a paged plan on the CPU: gathers each sequence's K/V rows through its page list
  * (the pieces' `kvStart` fields) and runs the same schedule as the dense plan, so results are
@@ -401,7 +416,20 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
   if (!plan?.paging) {
     throw new TypeError("plan must be a paged plan (createPagedPlan, planForCache)");
   }
-  const { problem: p, paging } = plan;
+  const { problem: p, paging, cache } = plan;
+  if (cache) {
+    // The plan's page tables are the cache's of the moment it was made.
+    if (cache.version !== plan.cacheVersion) {
+      throw new RangeError(
+        `plan is stale: the cache changed (version ${cache.version}, planned at ${plan.cacheVersion}); plan again after extend, fork or free`,
+      );
+    }
+    if (!cache.device && !ownsStorage(cache, input?.k, input?.v)) {
+      throw new RangeError(
+        "k and v must be one layer's storage of the plan's cache (cache.layerData(layer))",
+      );
+    }
+  }
   const row = p.numKVHeads * p.headDim;
   const dtype: KVDtype = p.kvDtype;
   const Ctor = dtype === "f32" ? Float32Array : Uint16Array;

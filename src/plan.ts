@@ -148,6 +148,16 @@ export function createPlan(shape: DecodeShape, options: PlanOptions): Plan {
       tileTokens: tiles.tileTokens,
       alignTokens: tiles.tileTokens * (batchInvariant ? INVARIANT_CHUNK_TILES : 1),
     });
+  // Pieces hold a sequence's first row within its window as a u32: a window must not wrap it.
+  for (let w = 0; w + 1 < bounds.length; w++) {
+    if (bounds[w + 1] - bounds[w] > 0xffffffff) {
+      throw new RangeError(
+        `seqLens must total at most 4294967295 tokens in one KV window (32-bit offsets): got ${
+          bounds[w + 1] - bounds[w]
+        }; split the KV with maxBindingBytes`,
+      );
+    }
+  }
   if (bounds.length > 2 || batchInvariant) {
     const windowed = scheduleWindows(problem, tiles, { strategy, grid, bounds, batchInvariant });
     return {

@@ -375,11 +375,39 @@ class WebGPUBackend implements Backend {
     }
   }
 
-  async run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput> {
+  /**
+   * Waits for the gate when it is busy, with copies of the call's arrays taken now, before the
+   * first `await`. (When the gate is free the caller takes it with `tryAcquire()` and uploads
+   * its arrays synchronously.) Either way a call uses its inputs as they were when it was made,
+   * whatever the caller does to them afterwards.
+   */
+  async #enter(input: DecodeInput): Promise<{ release: () => void; input: DecodeInput }> {
+    this.#guard.check();
+    const copy: DecodeInput = {
+      ...input,
+      q: input.q.slice(),
+      k: input.k.slice(),
+      v: input.v.slice(),
+    };
+    return { release: await this.#gate.acquire(), input: copy };
+  }
+
+  run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput> {
+    // Not async itself: when the gate is free, everything up to the upload runs in this call.
+    const release = this.#gate.tryAcquire();
+    if (release) return this.#run(plan, input, scale, release);
+    return this.#enter(input).then((e) => this.#run(plan, e.input, scale, e.release));
+  }
+
+  async #run(
+    plan: Plan,
+    input: DecodeInput,
+    scale: number,
+    release: () => void,
+  ): Promise<DecodeOutput> {
     const device = this.#device;
     // Upload to submit under the gate: while a call awaits its allocation check, no other call
     // may overwrite the pooled buffers it has written and not yet submitted.
-    const release = await this.#gate.acquire();
     let bound!: BoundPlan;
     let readback!: GPUBuffer;
     try {
@@ -423,13 +451,24 @@ class WebGPUBackend implements Backend {
     options: KernelTimingOptions,
   ): Promise<BackendTiming> {
     const { runs, warmup, kvSets } = options;
-    const bound = Array.from({ length: kvSets }, (_, i) => this.bind(plan, input, scale, i));
-    const t = await timeWarm(
-      this.#device,
-      (pass, i) => this.record(pass, bound[i % kvSets]),
-      { runs, warmup, warmupMs: options.warmupMs ?? 0 },
-    );
-    return { samplesMs: t.samplesMs, warmMs: t.warmMs, lastWarmMs: t.lastWarmMs };
+    // Like run(): the gate and the error scopes, so that timing never binds into pooled buffers
+    // that a decode in flight has written and not yet submitted.
+    const now = this.#gate.tryAcquire();
+    const entered = now ? { release: now, input } : await this.#enter(input);
+    try {
+      const bound = await this.#guard.allocating(
+        this.#pool,
+        () => Array.from({ length: kvSets }, (_, i) => this.bind(plan, entered.input, scale, i)),
+      );
+      const t = await this.#guard.whileAlive(timeWarm(
+        this.#device,
+        (pass, i) => this.record(pass, bound[i % kvSets]),
+        { runs, warmup, warmupMs: options.warmupMs ?? 0 },
+      ));
+      return { samplesMs: t.samplesMs, warmMs: t.warmMs, lastWarmMs: t.lastWarmMs };
+    } finally {
+      entered.release();
+    }
   }
 
   dispose(): Promise<void> {

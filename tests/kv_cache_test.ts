@@ -210,7 +210,10 @@ Deno.test("bad options and arguments throw TypeError or RangeError naming the fi
   const cache = createKVCache({ ...base, pageSize: 2 });
   const a = cache.addSequence();
   assert.throws(() => cache.extend([a, a], 1), /seqs must not repeat a sequence: got 0 twice/);
-  assert.throws(() => cache.extend([a], -1), /counts must be a non-negative integer: got -1/);
+  assert.throws(
+    () => cache.extend([a], -1),
+    /counts must be an integer from 0 to 4294967295: got -1/,
+  );
   assert.throws(() => cache.extend([a], [1, 2]), TypeError);
   assert.throws(() => cache.extend([7], 1), /seqs\[0\] must be a live sequence id: got 7/);
   assert.throws(
@@ -320,4 +323,101 @@ Deno.test("random add/append/fork/free sequences keep every sequence's rows (pro
     ),
     fcParams(150),
   );
+});
+
+Deno.test("counts at or above 2^32 are refused, never wrapped, and change nothing", () => {
+  const cache = small(8, 4, 1);
+  const a = cache.addSequence();
+  const b = cache.addSequence();
+  const version = cache.version;
+  for (const n of [2 ** 32, 2 ** 32 + 2, 2 ** 40, Number.MAX_SAFE_INTEGER]) {
+    assert.throws(() => cache.extend([a], n), {
+      name: "RangeError",
+      message: `counts must be an integer from 0 to 4294967295: got ${n}`,
+    });
+    assert.throws(() => cache.extend([a, b], [1, n]), {
+      name: "RangeError",
+      message: `counts[1] must be an integer from 0 to 4294967295: got ${n}`,
+    });
+    assert.throws(() => cache.pagesNeeded([a], n), RangeError);
+  }
+  assert.throws(() => cache.extend([a], Infinity), RangeError);
+  assert.deepStrictEqual([cache.length(a), cache.length(b), cache.version], [0, 0, version]);
+  assert.equal(cache.memory().pagesUsed, 0);
+  // A count that fits but needs more pages than exist is the usual out-of-pages error.
+  assert.throws(() => cache.extend([a], 2 ** 32 - 1), /Out of KV cache pages/);
+});
+
+Deno.test("a host cache too large to allocate names numPages and the bytes asked for", () => {
+  const options = { numLayers: 2, numKVHeads: 8, headDim: 256, pageSize: 65536, numPages: 2 ** 20 };
+  assert.throws(() => createKVCache(options), {
+    name: "RangeError",
+    message: new RegExp(
+      `^numPages \\(1048576\\) of 65536 tokens needs ${
+        2 * 2 * 2 ** 20 * 65536 * 8 * 256 * 4
+      } bytes of host memory for K and V: `,
+    ),
+  });
+});
+
+Deno.test("stale slots are refused: a freed sequence's rows, rows moved by copy-on-write, other caches'", () => {
+  const cache = small(4, 4, 1);
+  const a = cache.addSequence();
+  const stale = cache.extend([a], 2);
+  cache.free(a);
+  const b = cache.addSequence();
+  const live = cache.extend([b], 2);
+  assert.deepStrictEqual(Array.from(live.rows), Array.from(stale.rows), "b got a's old page");
+  cache.write(live, 0, { k: rows(0, 1, 0, 2), v: rows(0, 2, 0, 2) });
+  const before = cache.layerData(0).k.slice();
+  assert.throws(() => cache.write(stale, 0, { k: rows(0, 9, 0, 2), v: rows(0, 9, 0, 2) }), {
+    name: "RangeError",
+    message: `slots are stale: sequence ${a} was freed after extend() reserved them`,
+  });
+  assert.deepStrictEqual(cache.layerData(0).k, before, "b's rows are untouched");
+
+  // Copy-on-write moves a sequence's unwritten rows to a new page: its old slots are stale.
+  const c = cache.addSequence();
+  const early = cache.extend([c], 2);
+  const d = cache.fork(c);
+  cache.extend([c], 1); // c's shared half page is copied; d keeps the original
+  assert.throws(() => cache.write(early, 0, { k: rows(0, 3, 0, 2), v: rows(0, 3, 0, 2) }), {
+    name: "RangeError",
+    message: new RegExp(
+      `^slots are stale: token 0 of sequence ${c} moved to another row since extend\\(\\)`,
+    ),
+  });
+  // Rows still shared with a fork (no copy yet) are the fork's tokens too: writing them is fine.
+  const e = cache.addSequence();
+  const shared = cache.extend([e], 1);
+  const f = cache.fork(e);
+  cache.write(shared, 0, { k: rows(0, 4, 0, 1), v: rows(0, 4, 0, 1) });
+  assert.equal(cache.layerData(0).k[cache.pageTable(f)[0] * 4 * ROW], 4e3);
+  // Slots of another cache.
+  const other = small(4, 4, 1);
+  const foreign = other.extend([other.addSequence()], 1);
+  assert.throws(() => cache.write(foreign, 0, { k: rows(0, 5, 0, 1), v: rows(0, 5, 0, 1) }), {
+    name: "TypeError",
+    message: "slots must be the AppendSlots returned by this cache's extend()",
+  });
+  // Changing the returned rows does not redirect a write.
+  const g = cache.addSequence();
+  cache.free(d);
+  const mine = cache.extend([g], 1);
+  const fRow = cache.pageTable(f)[0] * 4;
+  (mine.rows as Uint32Array)[0] = fRow;
+  const fBefore = cache.layerData(0).k[fRow * ROW];
+  cache.write(mine, 0, { k: rows(0, 6, 0, 1), v: rows(0, 6, 0, 1) });
+  assert.equal(cache.layerData(0).k[fRow * ROW], fBefore);
+  assert.equal(cache.layerData(0).k[cache.pageTable(g)[0] * 4 * ROW], 6e3);
+});
+
+Deno.test("KVCache is async-disposable", async () => {
+  let escaped: KVCache | undefined;
+  {
+    await using cache = small();
+    cache.addSequence();
+    escaped = cache;
+  }
+  assert.throws(() => escaped!.addSequence(), /KVCache is disposed/);
 });

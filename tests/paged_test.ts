@@ -22,9 +22,8 @@ import {
   referenceAttention,
   type Strategy,
 } from "../mod.ts";
-import { loadDawn } from "../dawn.ts";
-import { requestDevice, summarizeAdapter } from "../src/gpu_runtime.ts";
-import { EXHAUSTIVE_ENV, type SoftwareOptions, softwareSkip } from "./kernel_set.ts";
+import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
+import { type SoftwareOptions, softwareSkip } from "./kernel_set.ts";
 import {
   assertMatchesReference,
   assertNoPoison,
@@ -244,54 +243,69 @@ Deno.test("a cache after forks and appends decodes like the dense tokens, bit fo
   }
 });
 
+Deno.test("a stale plan or another cache's storage is refused on the CPU too", () => {
+  const cache = createKVCache({
+    numLayers: 2,
+    numKVHeads: 1,
+    headDim: 8,
+    pageSize: 4,
+    numPages: 8,
+  });
+  const row = (x: number, n: number) => new Float32Array(8 * n).fill(x);
+  const a = cache.addSequence();
+  cache.append(a, { k: [row(1, 6), row(2, 6)], v: [row(3, 6), row(4, 6)] });
+  const plan = planForCache(cache, { seqs: [a], numHeads: 1 }, { grid: 2 });
+  const q = new Float32Array(8).fill(0.5);
+  assert.equal(executePagedPlanOnCpu(plan, { q, ...cache.layerData(1) }).out[0], 4);
+  // a is freed and its pages go to b: the plan would read b's tokens.
+  cache.free(a);
+  const b = cache.addSequence();
+  cache.append(b, { k: [row(5, 6), row(6, 6)], v: [row(7, 6), row(8, 6)] });
+  assert.throws(() => executePagedPlanOnCpu(plan, { q, ...cache.layerData(1) }), {
+    name: "RangeError",
+    message: /^plan is stale: the cache changed \(version \d+, planned at \d+\); plan again/,
+  });
+  const fresh = planForCache(cache, { seqs: [b], numHeads: 1 }, { grid: 2 });
+  const other = createKVCache({
+    numLayers: 1,
+    numKVHeads: 1,
+    headDim: 8,
+    pageSize: 4,
+    numPages: 8,
+  });
+  assert.throws(() => executePagedPlanOnCpu(fresh, { q, ...other.layerData(0) }), {
+    name: "RangeError",
+    message: "k and v must be one layer's storage of the plan's cache (cache.layerData(layer))",
+  });
+  assert.equal(executePagedPlanOnCpu(fresh, { q, ...cache.layerData(0) }).out[0], 7);
+});
+
+Deno.test("plans refuse batches whose 32-bit token offsets would wrap", () => {
+  // Two sequences of 2^31 tokens: the second starts at 2^31, and the batch ends at 2^32.
+  const shape = { seqLens: [2 ** 31, 2 ** 31], numHeads: 1, numKVHeads: 1, headDim: 8 };
+  assert.throws(() => createPlan(shape, { grid: 4 }), {
+    name: "RangeError",
+    message: "seqLens must total at most 4294967295 tokens in one KV window (32-bit offsets): " +
+      "got 4294967296; split the KV with maxBindingBytes",
+  });
+  const pages = new Array(2 ** 15).fill(0);
+  assert.throws(
+    () =>
+      createPagedPlan(shape, { pageSize: 65536, numPages: 1, pageTables: [pages, pages] }, {
+        grid: 4,
+      }),
+    {
+      name: "RangeError",
+      message: "seqLens must total at most 4294967295 tokens (32-bit offsets): got 4294967296",
+    },
+  );
+  // One token less fits.
+  const fits = { ...shape, seqLens: [2 ** 31, 2 ** 31 - 1] };
+  assert.equal(createPlan(fits, { grid: 4 }).problem.totalTokens, 2 ** 32 - 1);
+});
+
 // ---------------------------------------------------------------------------------------------
 // GPU: every WebGPU implementation that opens here.
-
-interface GpuUnderTest {
-  name: "webgpu" | "dawn";
-  device: GPUDevice;
-  keepAlive: unknown[];
-  /** Any kernel may compile (a hardware GPU, or LEAN_TEST_EXHAUSTIVE=1). */
-  exhaustive: boolean;
-}
-
-async function openGpu(name: "webgpu" | "dawn"): Promise<GpuUnderTest | string> {
-  try {
-    const gpu = name === "dawn" ? await loadDawn() : navigator.gpu;
-    if (!gpu) return "navigator.gpu is not available";
-    const adapter = await gpu.requestAdapter();
-    if (!adapter) return "no adapter";
-    const exhaustive = EXHAUSTIVE_ENV || !summarizeAdapter(adapter.info).software;
-    return { name, device: await requestDevice(adapter), keepAlive: [gpu, adapter], exhaustive };
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e);
-  }
-}
-
-const STORAGE = 0x80 | 0x8 | 0x4; // STORAGE | COPY_DST | COPY_SRC
-
-function gpuBuffer(device: GPUDevice, data: Float32Array | number): GPUBuffer {
-  const bytes = typeof data === "number" ? data : data.byteLength;
-  const b = device.createBuffer({ size: Math.max(16, bytes), usage: STORAGE });
-  if (typeof data !== "number") device.queue.writeBuffer(b, 0, data as unknown as ArrayBuffer);
-  return b;
-}
-
-async function readF32(
-  device: GPUDevice,
-  buffer: GPUBuffer,
-  floats: number,
-): Promise<Float32Array> {
-  const staging = device.createBuffer({ size: Math.max(16, 4 * floats), usage: 0x1 | 0x8 });
-  const enc = device.createCommandEncoder();
-  enc.copyBufferToBuffer(buffer, 0, staging, 0, 4 * floats);
-  device.queue.submit([enc.finish()]);
-  await staging.mapAsync(0x1);
-  const out = new Float32Array(staging.getMappedRange().slice(0, 4 * floats));
-  staging.unmap();
-  staging.destroy();
-  return out;
-}
 
 /** The GPU tests' one attention shape (one kernel specialisation per dtype and qLen). */
 const H = 8;
@@ -497,6 +511,8 @@ for (const name of ["webgpu", "dawn"] as const) {
   });
 
   test("1,000 decode steps create no GPU buffers, pipelines or bind groups after warm-up", async ({ device }) => {
+    // A runner that waits for the GPU every 25 steps: the ring of table regions grows to cover
+    // the steps in flight during the first windows, then nothing is created.
     const cache = createKVCache({
       device,
       numLayers: 2,
@@ -514,8 +530,19 @@ for (const name of ["webgpu", "dawn"] as const) {
       const q = gpuBuffer(device, randomFloats(seededRng(1), 3 * H * D));
       const out = gpuBuffer(device, 4 * 3 * H * D);
       const kv = gpuBuffer(device, randomFloats(seededRng(2), 3 * KVH * D));
-      let warm: unknown;
+      let warm: Record<string, number> | undefined;
       let encoders = 0;
+      const counters = () => {
+        const a = attention.stats();
+        const c = cache.stats();
+        return {
+          buffersCreated: a.buffersCreated + c.buffersCreated,
+          buffersLive: a.buffersLive + c.buffersLive,
+          pipelinesCreated: a.pipelinesCreated + c.pipelinesCreated,
+          tableRegions: a.tableRegions,
+          appendRegions: c.appendRegions,
+        };
+      };
       for (let step = 0; step < 1000; step++) {
         const slots = cache.extend(seqs, 1);
         const plan = attention.plan(cache, { seqs, numHeads: H });
@@ -526,12 +553,18 @@ for (const name of ["webgpu", "dawn"] as const) {
         }
         device.queue.submit([enc.finish()]);
         encoders++;
-        if (step % 250 === 249) await device.queue.onSubmittedWorkDone();
-        if (step === 9) warm = { attention: attention.stats(), cache: cache.stats() };
+        if (step % 25 === 24) await device.queue.onSubmittedWorkDone();
+        if (step === 199) warm = counters();
       }
       await device.queue.onSubmittedWorkDone();
       assert.equal(encoders, 1000);
-      assert.deepStrictEqual({ attention: attention.stats(), cache: cache.stats() }, warm);
+      assert.deepStrictEqual(counters(), warm);
+      assert.ok(warm!.tableRegions <= 64, `${warm!.tableRegions} table regions for 25 steps`);
+      assert.ok(warm!.appendRegions <= 64, `${warm!.appendRegions} append regions for 25 steps`);
+      // One bind group per region and layer at most, each made once.
+      const groups = attention.stats().bindGroupsCreated + cache.stats().bindGroupsCreated;
+      const bound = 2 * (warm!.tableRegions + warm!.appendRegions) + 8;
+      assert.ok(groups <= bound, `${groups} bind groups made (bound ${bound})`);
       assert.deepStrictEqual(seqs.map((s) => cache.length(s)), [1400, 1003, 1170]);
       // The last step's output still matches a dense decode of the cache's contents.
       const plan = attention.plan(cache, { seqs, numHeads: H });

@@ -153,6 +153,64 @@ backendTest("many decode calls in flight give the same bits as one at a time", a
   );
 });
 
+/** A deep copy of an input's arrays (the reference of a call whose arrays change later). */
+function cloneInput(input: DecodeInput): DecodeInput {
+  return { ...input, q: input.q.slice(), k: input.k.slice(), v: input.v.slice() };
+}
+
+backendTest(
+  "decode takes its inputs at call time: changing them before awaiting changes nothing",
+  async (
+    decoder,
+  ) => {
+    const inputs = [
+      makeInput({ ...F32_GQA, seqLens: [300, 1, 129], seed: 91 }),
+      makeInput({ ...F32_GQA, seqLens: [77, 400], seed: 92 }),
+      makeInput({ ...F32_GQA, seqLens: [5], seed: 93 }),
+    ];
+    const kept = inputs.map(cloneInput);
+    // The first call finds the backend free, the others wait behind it.
+    const pending = inputs.map((input) => decoder.decode(input));
+    for (const input of inputs) {
+      input.q.fill(0.25);
+      (input.k as Float32Array).fill(-1);
+      (input.v as Float32Array).fill(3);
+    }
+    const results = await Promise.all(pending);
+    results.forEach((r, i) => assertMatchesReference(kept[i], r, `call ${i}`));
+  },
+);
+
+backendTest("timeKernels while decodes are in flight leaves every decode's result intact", async (
+  decoder,
+) => {
+  const inputs = Array.from(
+    { length: 14 },
+    (_, i) => makeInput({ ...F32_GQA, seqLens: [200 + 37 * i, 3 + i], seed: 600 + i }),
+  );
+  const timed = makeInput({ ...F32_GQA, seqLens: [900, 40], seed: 700 });
+  const sequential: DecodeOutput[] = [];
+  for (const input of inputs) sequential.push(await decoder.decode(input));
+  const pending = inputs.map((input) => decoder.decode(input));
+  // Timing calls made at every few microtask turns land while decodes bind, wait for their
+  // error scopes and submit.
+  const timings: Promise<unknown>[] = [];
+  let turn = Promise.resolve();
+  for (let i = 0; i < 80; i++) {
+    turn = turn.then(() => {
+      if (i % 3 === 1) timings.push(decoder.timeKernels(timed, { runs: 1, warmup: 0 }));
+    });
+  }
+  await turn;
+  const results = await Promise.all(pending);
+  await Promise.all(timings);
+  results.forEach((r, i) => {
+    assert.ok(sameBits(r.out, sequential[i].out), `out of call ${i} changed by timing`);
+    assert.ok(sameBits(r.lse, sequential[i].lse), `lse of call ${i} changed by timing`);
+  });
+  inputs.forEach((input, i) => assertMatchesReference(input, results[i], `call ${i}`));
+});
+
 backendTest("grids beyond 65,535 workgroups decode correctly (2-D dispatch)", async (decoder) => {
   // 35,000 one-token sequences x 2 KV heads: 70,000 segments, one workgroup each under "single".
   const seqLens = Array.from({ length: 35_000 }, (_, i) => 1 + (i % 3 === 0 ? 1 : 0));
@@ -234,6 +292,7 @@ Deno.test({
     for (const e of await Promise.all(settled)) assert.ok(lost(e), `not a loss: ${e}`);
     await assert.rejects(() => decoder.decode(input), lost);
     await assert.rejects(() => decoder.decode(input), lost);
+    await assert.rejects(() => decoder.timeKernels(input, { runs: 1, warmup: 0 }), lost);
     await decoder.dispose();
     const fresh = await createDecoder({ backend: "webgpu", grid: 8 });
     try {
