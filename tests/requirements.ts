@@ -1,0 +1,46 @@
+/**
+ * Tests that need a program beside Deno (Node, Chromium): where it is missing they are ignored
+ * with the reason printed, since they cannot run; in CI (`CI=true`), which installs both, a
+ * missing program fails the test instead, so a broken install never hides as ignored.
+ *
+ * @module
+ */
+
+import { envVar } from "./kernel_set.ts";
+
+/** Whether a program can be started (`program --version` runs). */
+export async function hasProgram(program: string): Promise<boolean> {
+  try {
+    const { success } = await new Deno.Command(program, {
+      args: ["--version"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a file exists. */
+export async function hasFile(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True under CI (`CI=true`), where every test's requirements are installed. */
+export const IN_CI: boolean = envVar("CI") === "true";
+
+/**
+ * Whether to ignore a test whose requirement is `available`: prints the reason when it does.
+ * Never ignores in CI (the test then fails, naming what is missing).
+ */
+export function ignoreWithout(available: boolean, test: string, missing: string): boolean {
+  if (available || IN_CI) return false;
+  console.log(`ignoring "${test}": ${missing}`);
+  return true;
+}
