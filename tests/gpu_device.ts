@@ -11,7 +11,8 @@ import { loadDawn, requestDevice } from "../src/gpu_runtime.ts";
 export interface GpuUnderTest {
   name: "webgpu" | "dawn";
   device: GPUDevice;
-  adapter: GPUAdapter;
+  /** Opens another device of the same implementation (Dawn's adapters make one device each). */
+  openDevice: () => Promise<GPUDevice>;
   keepAlive: unknown[];
 }
 
@@ -27,7 +28,12 @@ export async function openGpu(name: "webgpu" | "dawn"): Promise<GpuUnderTest | s
     if (!gpu) return "navigator.gpu is not available";
     const adapter = await gpu.requestAdapter();
     if (!adapter) return "no adapter";
-    return { name, device: await requestDevice(adapter), adapter, keepAlive: [gpu, adapter] };
+    const openDevice = async () => {
+      const another = await gpu.requestAdapter();
+      if (!another) throw new Error("no adapter");
+      return await requestDevice(another);
+    };
+    return { name, device: await requestDevice(adapter), openDevice, keepAlive: [gpu, adapter] };
   } catch (e) {
     return e instanceof Error ? e.message : String(e);
   }

@@ -16,7 +16,6 @@ import {
   planForCache,
   referenceAttention,
 } from "../mod.ts";
-import { requestDevice } from "../src/gpu_runtime.ts";
 import { collectGarbage } from "./gc.ts";
 import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
 import {
@@ -247,10 +246,10 @@ for (const name of ["webgpu", "dawn"] as const) {
     }
   });
 
-  test("bad buffers and foreign plans throw before recording; the command buffer stays valid", async ({ device, adapter }) => {
+  test("bad buffers and foreign plans throw before recording; the command buffer stays valid", async ({ device, openDevice }) => {
     const cache = cacheOn(device, 8);
     const attention = await createAttentionEncoder(device, { grid: GRID });
-    const other = await requestDevice(adapter);
+    const other = await openDevice();
     try {
       const dense = new Map<number, { k: number[]; v: number[] }>();
       const a = cache.addSequence();
@@ -326,8 +325,8 @@ for (const name of ["webgpu", "dawn"] as const) {
     }
   });
 
-  test("after device loss the encoder and the cache raise DeviceLostError", async ({ adapter }) => {
-    const device = await requestDevice(adapter);
+  test("after device loss the encoder and the cache raise DeviceLostError", async ({ openDevice }) => {
+    const device = await openDevice();
     const cache = cacheOn(device, 8);
     const attention = await createAttentionEncoder(device, { grid: GRID });
     const a = cache.addSequence();
