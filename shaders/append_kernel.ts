@@ -8,12 +8,13 @@
  */
 
 import type { KVDtype } from "../src/problem.ts";
+import { APPEND_BINDING as B, APPEND_PARAMS_RECORD, bindingWGSL, recordStructWGSL } from "./abi.ts";
 
 /** Threads per workgroup of the append kernel. */
 export const APPEND_WORKGROUP = 64;
 
 /** `u32`s of the append kernel's uniform block. */
-export const APPEND_PARAMS_WORDS = 4;
+export const APPEND_PARAMS_WORDS: number = APPEND_PARAMS_RECORD.stride;
 
 const CONVERT: Record<Exclude<KVDtype, "f32">, string> = {
   f16: `fn half_bits(x: f32) -> u32 {
@@ -61,18 +62,13 @@ export function appendKernelWGSL(kvDtype: KVDtype): string {
     : `  dst_k[dst] = half_bits(src_k[src]) | (half_bits(src_k[src + 1u]) << 16u);
   dst_v[dst] = half_bits(src_v[src]) | (half_bits(src_v[src + 1u]) << 16u);`;
   return `// lean-attention append kernel: ${kvDtype}
-struct AppendParams {
-  tokens: u32,
-  row_words: u32,
-  src_row: u32,
-  _pad: u32,
-}
-@group(0) @binding(0) var<uniform> params: AppendParams;
-@group(0) @binding(1) var<storage, read> rows: array<u32>;
-@group(0) @binding(2) var<storage, read> src_k: array<f32>;
-@group(0) @binding(3) var<storage, read> src_v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dst_k: array<${word}>;
-@group(0) @binding(5) var<storage, read_write> dst_v: array<${word}>;
+${recordStructWGSL(APPEND_PARAMS_RECORD)}
+${bindingWGSL(B.params, "params", "uniform", "AppendParams")}
+${bindingWGSL(B.rows, "rows", "storage, read", "array<u32>")}
+${bindingWGSL(B.srcK, "src_k", "storage, read", "array<f32>")}
+${bindingWGSL(B.srcV, "src_v", "storage, read", "array<f32>")}
+${bindingWGSL(B.dstK, "dst_k", "storage, read_write", `array<${word}>`)}
+${bindingWGSL(B.dstV, "dst_v", "storage, read_write", `array<${word}>`)}
 ${kvDtype === "f32" ? "" : CONVERT[kvDtype]}
 
 @compute @workgroup_size(${APPEND_WORKGROUP})

@@ -24,6 +24,7 @@ import {
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
 import { kvLoadWGSL } from "./kv_load.ts";
+import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
 
 /** Sentinel for masked scores and empty states; finite so `exp2(NEG - NEG)` stays defined. */
 export const NEG_SCORE = -1e30;
@@ -207,7 +208,9 @@ ${
     }
       }`);
 
-  const pagedBinding = L.paged ? `@group(0) @binding(8) var<storage, read> pages: array<u32>;` : "";
+  const pagedBinding = L.paged
+    ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")
+    : "";
   const kvRow = L.paged
     ? `fn kv_row(base: u32, t: u32) -> u32 {
   return (pages[base + (t >> params.page_shift)] << params.page_shift) +
@@ -234,15 +237,16 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     L.subgroups ? " subgroups" : ""
   }${L.paged ? " paged" : ""}
 ${PARAMS_WGSL}
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> sched: array<u32>;
-@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> k_cache: array<${raw}>;
-@group(0) @binding(4) var<storage, read> v_cache: array<${raw}>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(7) var<storage, read_write> lse_out: array<f32>;
+${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
+${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
+${bindingWGSL(BINDING.q, "q", "storage, read", "array<vec4<f32>>")}
+${bindingWGSL(BINDING.k, "k_cache", "storage, read", `array<${raw}>`)}
+${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${raw}>`)}
+${bindingWGSL(BINDING.out, "out", "storage, read_write", "array<f32>")}
+${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
+${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}
 ${pagedBinding}
+${recordOffsetsWGSL(PIECE_RECORD)}
 
 const D: u32 = ${D}u;
 const D4: u32 = ${D / 4}u;
@@ -286,15 +290,15 @@ fn main(
   let p_begin = sched[w];
   let p_end = sched[w + 1u];
   for (var pc = p_begin; pc < p_end; pc++) {
-    let f = params.piece_base + pc * 8u;
-    let seq = sched[f];
-    let kv_head = sched[f + 1u];
-    let r0 = sched[f + 2u] * RP;
-    let tok_begin = sched[f + 3u];
-    let tok_end = sched[f + 4u];
-    let slot = sched[f + 5u];
-    let kv_start = sched[f + 6u];
-    let seq_len = sched[f + 7u];
+    let f = params.piece_base + pc * PIECE_STRIDE;
+    let seq = sched[f + PIECE_SEQ];
+    let kv_head = sched[f + PIECE_KV_HEAD];
+    let r0 = sched[f + PIECE_ROW_BLOCK] * RP;
+    let tok_begin = sched[f + PIECE_TOKEN_BEGIN];
+    let tok_end = sched[f + PIECE_TOKEN_END];
+    let slot = sched[f + PIECE_SLOT];
+    let kv_start = sched[f + PIECE_KV_START];
+    let seq_len = sched[f + PIECE_SEQ_LEN];
     let n_rows = min(RP, params.rows_per_group - r0);
 
     // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.

@@ -6,6 +6,13 @@
  */
 
 import type { KVDtype } from "../src/problem.ts";
+import {
+  type BindingType,
+  kernelLayoutEntries,
+  packRecord,
+  PARAMS_RECORD,
+  recordStructWGSL,
+} from "./abi.ts";
 
 /** Compile-time parameters of the decode and merge kernels. */
 export interface KernelSpec {
@@ -47,7 +54,7 @@ export interface KernelSpec {
 }
 
 /** The buffer binding types of the shared layout (see {@linkcode sharedLayoutEntries}). */
-export type SharedBindingType = "uniform" | "read-only-storage" | "storage";
+export type SharedBindingType = BindingType;
 
 /**
  * Bindings of the layout shared by the decode and merge kernels of a `sharedLayout` spec:
@@ -64,18 +71,9 @@ export type SharedBindingType = "uniform" | "read-only-storage" | "storage";
  * ```
  */
 export function sharedLayoutEntries(spec: KernelSpec): SharedBindingType[] {
-  const entries: SharedBindingType[] = [
-    "uniform",
-    "read-only-storage",
-    "read-only-storage",
-    "read-only-storage",
-    "read-only-storage",
-    "storage",
-    "storage",
-    "storage",
-  ];
-  if (spec.paged) entries.push("read-only-storage");
-  return entries;
+  return kernelLayoutEntries("decode", { paged: spec.paged ?? false, shared: true }).map((e) =>
+    e.type
+  );
 }
 
 /** The thread layout a spec resolves to. */
@@ -234,7 +232,7 @@ export function kvElementBytes(kvDtype: KVDtype): number {
 }
 
 /** `u32`s of the uniform block both kernels read (see `PARAMS_WGSL`). */
-export const PARAMS_WORDS = 12;
+export const PARAMS_WORDS: number = PARAMS_RECORD.stride;
 
 /** The values of the uniform block (`PARAMS_WGSL`) for one dispatch. */
 export interface KernelParams {
@@ -260,7 +258,7 @@ export interface KernelParams {
 }
 
 /**
- * Packs the uniform block of one dispatch.
+ * Packs the uniform block of one dispatch (the layout of {@linkcode PARAMS_RECORD}).
  *
  * @example
  * ```ts
@@ -273,41 +271,23 @@ export interface KernelParams {
  * ```
  */
 export function kernelParams(p: KernelParams): Uint32Array<ArrayBuffer> {
-  const words = new Uint32Array(PARAMS_WORDS);
-  words.set([
-    p.numHeads,
-    p.qLen,
-    p.groupSize,
-    p.rowsPerGroup,
-    (p.numKVHeads * p.headDim * kvElementBytes(p.kvDtype)) / 16,
-    p.pieceBase,
-    p.reduceBase,
-    0,
-    p.count,
-    0,
-    p.pageShift ?? 0,
-    p.mergeCount ?? p.count,
-  ]);
-  new Float32Array(words.buffer)[9] = p.scale * Math.LOG2E;
-  return words;
+  return packRecord(PARAMS_RECORD, {
+    numHeads: p.numHeads,
+    qLen: p.qLen,
+    groupSize: p.groupSize,
+    rowsPerGroup: p.rowsPerGroup,
+    kvRow: (p.numKVHeads * p.headDim * kvElementBytes(p.kvDtype)) / 16,
+    pieceBase: p.pieceBase,
+    reduceBase: p.reduceBase,
+    count: p.count,
+    scaleLog2: p.scale * Math.LOG2E,
+    pageShift: p.pageShift ?? 0,
+    mergeCount: p.mergeCount ?? p.count,
+  });
 }
 
-/** The uniform block shared by the decode and merge kernels. */
-export const PARAMS_WGSL = `
-struct Params {
-  num_heads: u32,
-  q_len: u32,
-  group_size: u32,
-  rows_per_group: u32,
-  kv_row: u32,        // 16-byte loads per KV token row (all KV heads)
-  piece_base: u32,    // first u32 of the piece records in sched
-  reduce_base: u32,   // first u32 of the reduce records in sched
-  lse_base: u32,      // unused (the LSE has its own binding)
-  count: u32,         // workgroups of the decode dispatch
-  scale_log2: f32,    // softmax scale * log2(e)
-  page_shift: u32,    // log2 of the page size (paged kernels)
-  merge_count: u32,   // reduce records of the merge dispatch
-}`;
+/** The uniform block shared by the decode and merge kernels, generated from the ABI. */
+export const PARAMS_WGSL: string = recordStructWGSL(PARAMS_RECORD);
 
 /** Index of a flat workgroup in a possibly 2-D dispatch (grids beyond 65,535 workgroups). */
 export const FLAT_WORKGROUP_WGSL = `

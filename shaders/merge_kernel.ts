@@ -12,6 +12,7 @@
  * @module
  */
 
+import { BINDING, bindingWGSL, recordOffsetsWGSL, REDUCE_RECORD } from "./abi.ts";
 import { NEG_SCORE } from "./decode_kernel.ts";
 import {
   FLAT_WORKGROUP_WGSL,
@@ -44,21 +45,20 @@ export function mergeKernelWGSL(spec: KernelSpec): string {
   const { headDim: D, rowsPerBlock: RP } = spec;
   const W = MERGE_WORKGROUP;
   const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
-  // A shared layout uses the decode kernel's numbers, where the partials are written (storage).
-  const bindings = spec.sharedLayout
-    ? `@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(7) var<storage, read_write> lse_out: array<f32>;`
-    : `@group(0) @binding(2) var<storage, read> partials: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read_write> lse_out: array<f32>;`;
+  // Both layouts use the decode kernel's binding numbers; a shared layout (one bind group for
+  // both kernels) declares the partials as the decode kernel writes them (storage).
+  const partialsSpace = spec.sharedLayout ? "storage, read_write" : "storage, read";
+  const bindings = `${bindingWGSL(BINDING.out, "out", "storage, read_write", "array<f32>")}
+${bindingWGSL(BINDING.partials, "partials", partialsSpace, "array<f32>")}
+${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}`;
   return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}${
     spec.sharedLayout ? " shared" : ""
   }
 ${PARAMS_WGSL}
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> sched: array<u32>;
+${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
+${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
 ${bindings}
+${recordOffsetsWGSL(REDUCE_RECORD)}
 
 const D: u32 = ${D}u;
 const RP: u32 = ${RP}u;
@@ -103,12 +103,12 @@ fn main(
   if (e >= params.merge_count) {
     return;
   }
-  let f = params.reduce_base + e * 8u;
-  let seq = sched[f];
-  let kv_head = sched[f + 1u];
-  let r0 = sched[f + 2u] * RP;
-  let first = sched[f + 3u];
-  let n = sched[f + 4u];
+  let f = params.reduce_base + e * REDUCE_STRIDE;
+  let seq = sched[f + REDUCE_SEQ];
+  let kv_head = sched[f + REDUCE_KV_HEAD];
+  let r0 = sched[f + REDUCE_ROW_BLOCK] * RP;
+  let first = sched[f + REDUCE_FIRST_SLOT];
+  let n = sched[f + REDUCE_NUM_SLOTS];
   if (r0 + r >= params.rows_per_group) {
     return;
   }

@@ -36,6 +36,7 @@ import { PipelineCache } from "./pipeline_cache.ts";
 import type { DecodeShape, Strategy } from "./problem.ts";
 import { slotFloats } from "./reducer.ts";
 import { PIECE_STRIDE, REDUCE_STRIDE } from "./scheduler.ts";
+import { BINDING, namedEntries } from "../shaders/abi.ts";
 import type { TileOptions } from "./tile_config.ts";
 import { type RingRegion, UploadRing } from "./upload_ring.ts";
 import { dispatchSize, kernelSpec, type KernelTuning } from "./webgpu_backend.ts";
@@ -503,21 +504,19 @@ export class AttentionEncoder {
       const tables = up.region.buffer;
       const base = up.region.offset;
       const r = up.layout;
-      const whole = [q, kb, vb, out, this.#scratch!.partials, lseBuffer];
       group = this.device.createBindGroup({
         layout: this.#kernels!.layout,
-        entries: [
-          { binding: 0, resource: { buffer: tables, offset: base, size: 4 * PARAMS_WORDS } },
-          {
-            binding: 1,
-            resource: { buffer: tables, offset: base + r.schedOffset, size: r.schedBytes },
-          },
-          ...whole.map((buffer, i) => ({ binding: 2 + i, resource: { buffer } })),
-          {
-            binding: 8,
-            resource: { buffer: tables, offset: base + r.pagesOffset, size: r.pagesBytes },
-          },
-        ],
+        entries: namedEntries(BINDING, {
+          params: { buffer: tables, offset: base, size: 4 * PARAMS_WORDS },
+          sched: { buffer: tables, offset: base + r.schedOffset, size: r.schedBytes },
+          q: { buffer: q },
+          k: { buffer: kb },
+          v: { buffer: vb },
+          out: { buffer: out },
+          partials: { buffer: this.#scratch!.partials },
+          lse: { buffer: lseBuffer },
+          pages: { buffer: tables, offset: base + r.pagesOffset, size: r.pagesBytes },
+        }),
       });
       this.#groups.set(keys, up.tag, group);
     }

@@ -23,6 +23,14 @@ import {
   APPEND_WORKGROUP,
   appendKernelWGSL,
 } from "../shaders/append_kernel.ts";
+import {
+  APPEND_BINDING,
+  APPEND_PARAMS_RECORD,
+  appendLayoutEntries,
+  createLayout,
+  namedEntries,
+  packRecord,
+} from "../shaders/abi.ts";
 import { BindGroupCache } from "./bind_group_cache.ts";
 import { DeviceGuard } from "./device_guard.ts";
 import { type RingRegion, UploadRing } from "./upload_ring.ts";
@@ -348,6 +356,7 @@ export class KVCache {
   #live = new Set<GPUBuffer>();
   #pipeline: GPUComputePipeline | undefined;
   #module: GPUShaderModule | undefined;
+  #appendLayout: GPUBindGroupLayout | undefined;
   /** Regions for the append kernel's params and rows, one per `extend` (see upload_ring.ts). */
   #appendRing: UploadRing | undefined;
   #appendUploads = new WeakMap<AppendSlots, { region: RingRegion; generation: number }>();
@@ -898,12 +907,11 @@ export class KVCache {
       this.#rowsCap = Math.max(this.#rowsCap, 64, 2 ** Math.ceil(Math.log2(tokens)));
       const region = ring.acquire(rowsOffset + 4 * this.#rowsCap, String(this.#rowsCap));
       const words = new Uint32Array(rowsOffset / 4 + tokens); // params, then rows
-      words.set([
+      words.set(packRecord(APPEND_PARAMS_RECORD, {
         tokens,
-        this.kvDtype === "f32" ? this.rowElements : this.rowElements / 2,
-        this.rowElements,
-        0,
-      ]);
+        rowWords: this.kvDtype === "f32" ? this.rowElements : this.rowElements / 2,
+        srcRow: this.rowElements,
+      }));
       words.set(rowIds, rowsOffset / 4);
       device.queue.writeBuffer(region.buffer, region.offset, words);
       up = { region, generation: region.generation };
@@ -914,8 +922,13 @@ export class KVCache {
         code: appendKernelWGSL(this.kvDtype),
         label: `lean-attention append ${this.kvDtype}`,
       });
+      this.#appendLayout = createLayout(
+        device,
+        `lean-attention append ${this.kvDtype}`,
+        appendLayoutEntries(),
+      );
       this.#pipeline = device.createComputePipeline({
-        layout: "auto",
+        layout: device.createPipelineLayout({ bindGroupLayouts: [this.#appendLayout] }),
         compute: { module: this.#module, entryPoint: "main" },
         label: `lean-attention append ${this.kvDtype}`,
       });
@@ -928,25 +941,15 @@ export class KVCache {
     if (!group) {
       const tables = region.buffer;
       group = device.createBindGroup({
-        layout: this.#pipeline.getBindGroupLayout(0),
-        entries: [
-          {
-            binding: 0,
-            resource: { buffer: tables, offset: region.offset, size: 4 * APPEND_PARAMS_WORDS },
-          },
-          {
-            binding: 1,
-            resource: {
-              buffer: tables,
-              offset: region.offset + rowsOffset,
-              size: 4 * this.#rowsCap,
-            },
-          },
-          ...[k, v, this.#gpuK[layer], this.#gpuV[layer]].map((buffer, i) => ({
-            binding: 2 + i,
-            resource: { buffer },
-          })),
-        ],
+        layout: this.#appendLayout!,
+        entries: namedEntries(APPEND_BINDING, {
+          params: { buffer: tables, offset: region.offset, size: 4 * APPEND_PARAMS_WORDS },
+          rows: { buffer: tables, offset: region.offset + rowsOffset, size: 4 * this.#rowsCap },
+          srcK: { buffer: k },
+          srcV: { buffer: v },
+          dstK: { buffer: this.#gpuK[layer] },
+          dstV: { buffer: this.#gpuV[layer] },
+        }),
       });
       this.#bindGroups.set(keys, tag, group);
     }

@@ -7,14 +7,12 @@
  */
 
 import { decodeKernelWGSL, type WGSLOptions } from "../shaders/decode_kernel.ts";
-import { type KernelSpec, sharedLayoutEntries, specKey } from "../shaders/kernel_spec.ts";
+import { createLayout, kernelLayoutEntries } from "../shaders/abi.ts";
+import { type KernelSpec, specKey } from "../shaders/kernel_spec.ts";
 import { mergeKernelWGSL } from "../shaders/merge_kernel.ts";
 
 /** The kernels a plan can need. */
 export type KernelKind = "decode" | "merge";
-
-/** `GPUShaderStage.COMPUTE`, spelled out for runtimes without the WebGPU globals (Dawn in Node). */
-const COMPUTE_STAGE = 0x4;
 
 const GENERATORS: Record<KernelKind, (spec: KernelSpec, options: WGSLOptions) => string> = {
   decode: decodeKernelWGSL,
@@ -33,7 +31,7 @@ export class PipelineCache {
   #entries = new Map<string, { module: GPUShaderModule; pipeline: GPUComputePipeline }>();
   #created = 0;
   #wgsl: WGSLOptions;
-  #shared: { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }[] = [];
+  #layouts = new Map<string, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
   #onCompile?: CompileListener;
 
   /**
@@ -62,7 +60,7 @@ export class PipelineCache {
         label: key,
       });
       const pipeline = this.#device.createComputePipeline({
-        layout: spec.sharedLayout ? this.sharedLayout(spec).pipeline : "auto",
+        layout: this.layout(kind, spec).pipeline,
         compute: { module, entryPoint: "main" },
         label: key,
       });
@@ -74,31 +72,41 @@ export class PipelineCache {
   }
 
   /**
-   * The explicit layout of `sharedLayout` specs (one per paged-ness), made on first use: the
-   * decode and merge pipelines both use it, so one bind group serves both dispatches.
+   * The explicit layout of a kernel (see `kernelLayoutEntries` in `shaders/abi.ts`), made on
+   * first use and shared by every spec with the same bindings.
    */
-  sharedLayout(spec: KernelSpec): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
-    const key = spec.paged ? 1 : 0;
-    let layout = this.#shared[key];
+  layout(
+    kind: KernelKind,
+    spec: KernelSpec,
+  ): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
+    const options = { paged: spec.paged ?? false, shared: spec.sharedLayout ?? false };
+    const own = kind === "merge" && !options.shared;
+    const key = own ? "merge" : `decode${options.paged ? " paged" : ""}`;
+    let layout = this.#layouts.get(key);
     if (!layout) {
-      const group = this.#device.createBindGroupLayout({
-        label: `lean-attention shared${spec.paged ? " paged" : ""}`,
-        entries: sharedLayoutEntries(spec).map((type, binding) => ({
-          binding,
-          visibility: COMPUTE_STAGE,
-          buffer: { type },
-        })),
-      });
+      const group = createLayout(
+        this.#device,
+        `lean-attention ${key}`,
+        kernelLayoutEntries(own ? "merge" : "decode", options),
+      );
       const pipeline = this.#device.createPipelineLayout({ bindGroupLayouts: [group] });
       layout = { group, pipeline };
-      this.#shared[key] = layout;
+      this.#layouts.set(key, layout);
     }
     return layout;
+  }
+
+  /**
+   * The explicit layout of `sharedLayout` specs (one per paged-ness): the decode and merge
+   * pipelines both use it, so one bind group serves both dispatches.
+   */
+  sharedLayout(spec: KernelSpec): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
+    return this.layout("decode", spec);
   }
 
   /** Forgets every pipeline. */
   clear(): void {
     this.#entries.clear();
-    this.#shared = [];
+    this.#layouts.clear();
   }
 }

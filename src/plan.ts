@@ -14,7 +14,7 @@ import {
   validateShape,
   validateStrategy,
 } from "./problem.ts";
-import { type Schedule, schedule } from "./scheduler.ts";
+import { REDUCE_STRIDE, type Schedule, schedule } from "./scheduler.ts";
 import { type TileConfig, tileConfig, type TileOptions } from "./tile_config.ts";
 import { INVARIANT_CHUNK_TILES, scheduleWindows } from "./windowed_scheduler.ts";
 
@@ -214,7 +214,7 @@ export function describePlan(plan: Plan): string {
       part.splits > 1 ? `, ${part.splits} splits` : ""
     })` +
     `, ${minRun}..${maxRun} tiles each, ${pieces} pieces`,
-    `  ${s.partialSlots} partial states merged into ${s.reduce.length / 8} segments`,
+    `  ${s.partialSlots} partial states merged into ${s.reduce.length / REDUCE_STRIDE} segments`,
     ...(s.windows.length > 1 ? [`  ${s.windows.length} KV windows, one decode dispatch each`] : []),
     ...(plan.batchInvariant ? [`  batch-invariant: chunks of ${INVARIANT_CHUNK_TILES} tiles`] : []),
   ].join("\n");

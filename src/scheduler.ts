@@ -8,6 +8,7 @@
  * @module
  */
 
+import { PIECE_RECORD, REDUCE_RECORD } from "../shaders/abi.ts";
 import type { KVWindow } from "./kv_windows.ts";
 import type { Partition } from "./planner.ts";
 import type { Problem } from "./problem.ts";
@@ -27,9 +28,14 @@ import type { TileConfig } from "./tile_config.ts";
  * console.log(s.pieces.length / PIECE_STRIDE, s.pieceOffsets[s.workgroups]); // 4 4
  * ```
  */
-export const PIECE_STRIDE = 8;
+export const PIECE_STRIDE: number = PIECE_RECORD.stride;
 /**
- * Field offsets inside a piece record.
+ * Field offsets inside a piece record (declared once in the kernel ABI, `shaders/abi.ts`):
+ * `seq`, `kvHead`, `rowBlock`; `tokenBegin` and `tokenEnd`, the piece's tokens counted from the
+ * row `kvStart`; `slot`, the partial slot or {@linkcode DIRECT} when the piece writes the final
+ * output; `kvStart`, the row of the piece's window where the sequence starts (0 when it began in
+ * an earlier window, and then the token counts and `seqLen` count from the window's first row);
+ * `seqLen`, the context length counted from `kvStart`.
  *
  * @example
  * ```ts
@@ -49,24 +55,12 @@ export const PIECE_STRIDE = 8;
  * // 1 128 300 3
  * ```
  */
-export const PIECE = {
-  seq: 0,
-  kvHead: 1,
-  rowBlock: 2,
-  /** First token of the piece, counted from the row `kvStart` (the sequence start, see below). */
-  tokenBegin: 3,
-  tokenEnd: 4,
-  /** Partial slot, or {@linkcode DIRECT} when the piece writes the final output. */
-  slot: 5,
-  /**
-   * Row of the piece's window where the sequence starts (its first token in the concatenated
-   * K/V when there is one window); 0 when the sequence began in an earlier window, and then
-   * `tokenBegin`, `tokenEnd` and `seqLen` count from the window's first row.
-   */
-  kvStart: 6,
-  /** Context length counted from `kvStart`. */
-  seqLen: 7,
-} as const;
+export const PIECE: Readonly<
+  Record<
+    "seq" | "kvHead" | "rowBlock" | "tokenBegin" | "tokenEnd" | "slot" | "kvStart" | "seqLen",
+    number
+  >
+> = PIECE_RECORD.offsets;
 /**
  * `u32`s per reduce record.
  *
@@ -81,7 +75,7 @@ export const PIECE = {
  * console.log(s.reduce.length / REDUCE_STRIDE); // 2
  * ```
  */
-export const REDUCE_STRIDE = 8;
+export const REDUCE_STRIDE: number = REDUCE_RECORD.stride;
 /**
  * Field offsets inside a reduce record.
  *
@@ -101,7 +95,9 @@ export const REDUCE_STRIDE = 8;
  * // 1 2 2
  * ```
  */
-export const REDUCE = { seq: 0, kvHead: 1, rowBlock: 2, firstSlot: 3, numSlots: 4 } as const;
+export const REDUCE: Readonly<
+  Record<"seq" | "kvHead" | "rowBlock" | "firstSlot" | "numSlots", number>
+> = REDUCE_RECORD.offsets;
 /**
  * Slot value of a piece that writes the final output itself.
  *
@@ -165,6 +161,24 @@ export interface Schedule {
  * ```
  */
 export function schedule(problem: Problem, tiles: TileConfig, part: Partition): Schedule {
+  // Field offsets as locals: this loop is the planner's hot path.
+  const {
+    seq: P_SEQ,
+    kvHead: P_KV_HEAD,
+    rowBlock: P_ROW_BLOCK,
+    tokenBegin: P_TOKEN_BEGIN,
+    tokenEnd: P_TOKEN_END,
+    slot: P_SLOT,
+    kvStart: P_KV_START,
+    seqLen: P_SEQ_LEN,
+  } = PIECE;
+  const {
+    seq: R_SEQ,
+    kvHead: R_KV_HEAD,
+    rowBlock: R_ROW_BLOCK,
+    firstSlot: R_FIRST_SLOT,
+    numSlots: R_NUM_SLOTS,
+  } = REDUCE;
   const { segmentTileStarts: segStarts, runStarts } = part;
   const workgroups = runStarts.length - 1;
   const numSegments = segStarts.length - 1;
@@ -205,27 +219,26 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
       const e = b < segEnd ? b : segEnd;
       const seqLen = seqLens[seq];
       const end = (e - segBegin) * T;
-      // Literal field offsets (see PIECE and REDUCE): this loop is the planner's hot path.
-      pieces[o] = seq;
-      pieces[o + 1] = kvHead;
-      pieces[o + 2] = rowBlock;
-      pieces[o + 3] = (a - segBegin) * T;
-      pieces[o + 4] = end < seqLen ? end : seqLen;
-      pieces[o + 6] = kvStarts[seq];
-      pieces[o + 7] = seqLen;
+      pieces[o + P_SEQ] = seq;
+      pieces[o + P_KV_HEAD] = kvHead;
+      pieces[o + P_ROW_BLOCK] = rowBlock;
+      pieces[o + P_TOKEN_BEGIN] = (a - segBegin) * T;
+      pieces[o + P_TOKEN_END] = end < seqLen ? end : seqLen;
+      pieces[o + P_KV_START] = kvStarts[seq];
+      pieces[o + P_SEQ_LEN] = seqLen;
       if (a === segBegin && e === segEnd) {
-        pieces[o + 5] = DIRECT;
+        pieces[o + P_SLOT] = DIRECT;
       } else {
-        pieces[o + 5] = slots;
+        pieces[o + P_SLOT] = slots;
         if (reducedSeg !== seg) {
           reducedSeg = seg;
           r += REDUCE_STRIDE;
-          reduce[r] = seq;
-          reduce[r + 1] = kvHead;
-          reduce[r + 2] = rowBlock;
-          reduce[r + 3] = slots;
+          reduce[r + R_SEQ] = seq;
+          reduce[r + R_KV_HEAD] = kvHead;
+          reduce[r + R_ROW_BLOCK] = rowBlock;
+          reduce[r + R_FIRST_SLOT] = slots;
         }
-        reduce[r + 4]++;
+        reduce[r + R_NUM_SLOTS]++;
         slots++;
       }
       o += PIECE_STRIDE;

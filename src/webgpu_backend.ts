@@ -49,7 +49,8 @@ import type { Plan } from "./plan.ts";
 import type { DecodeInput, DecodeOutput } from "./problem.ts";
 import { notify, type ProgressListener } from "./progress.ts";
 import { slotFloats } from "./reducer.ts";
-import { DIRECT, PIECE_STRIDE } from "./scheduler.ts";
+import { DIRECT, PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "./scheduler.ts";
+import { BINDING, type BindingName, namedEntries } from "../shaders/abi.ts";
 import { tileConfig, type TileOptions } from "./tile_config.ts";
 
 /** Options for {@linkcode createWebGPUBackend}. */
@@ -322,43 +323,48 @@ class WebGPUBackend implements Backend {
     );
     const maxDim = limits.maxComputeWorkgroupsPerDimension;
     const dispatch = (
-      pipeline: GPUComputePipeline,
-      buffers: GPUBufferBinding[],
+      kind: KernelKind,
+      resources: Partial<Record<BindingName, GPUBufferBinding>>,
       count: number,
     ) => ({
-      pipeline,
+      pipeline: this.pipeline(kind, spec),
       bindGroup: device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: buffers.map((resource, binding) => ({ binding, resource })),
+        layout: this.#pipelines.layout(kind, spec).group,
+        entries: namedEntries(BINDING, resources),
       }),
       size: dispatchSize(count, maxDim),
     });
     const out = { buffer: bResult, offset: 0, size: 4 * outLen };
     const lse = { buffer: bResult, offset: lseOffset, size: lseBytes };
-    const decode = this.pipeline("decode", spec);
     const dispatches = layout.sections.map((sec, i) =>
       dispatch(
-        decode,
-        [
-          bDecodeParams[i],
-          { buffer: bSched, offset: sec.offset, size: sec.size },
-          { buffer: bQ },
-          bK[i],
-          bV[i],
+        "decode",
+        {
+          params: bDecodeParams[i],
+          sched: { buffer: bSched, offset: sec.offset, size: sec.size },
+          q: { buffer: bQ },
+          k: bK[i],
+          v: bV[i],
           out,
-          { buffer: bPartials },
+          partials: { buffer: bPartials },
           lse,
-        ],
+        },
         sec.workgroups,
       )
     );
-    const merges = s.reduce.length / 8;
+    const merges = s.reduce.length / REDUCE_STRIDE;
     if (merges > 0) {
       const bMergeParams = put("merge params", params(merges), UNIFORM);
       dispatches.push(
         dispatch(
-          this.pipeline("merge", spec),
-          [{ buffer: bMergeParams }, { buffer: bSched }, { buffer: bPartials }, out, lse],
+          "merge",
+          {
+            params: { buffer: bMergeParams },
+            sched: { buffer: bSched },
+            partials: { buffer: bPartials },
+            out,
+            lse,
+          },
           mergeWorkgroups(merges, tiles.rowsPerBlock),
         ),
       );
@@ -487,7 +493,7 @@ const ROW_CLASSES = [1, 2, 4, 8];
 function calibrationProbe(
   device: GPUDevice,
   pool: BufferPool,
-  pipeline: (spec: KernelSpec) => GPUComputePipeline,
+  pipelines: PipelineCache,
   software: boolean,
   tileOptions: TileOptions,
   specOf: (plan: Parameters<typeof kernelSpec>[0]) => KernelSpec,
@@ -499,8 +505,14 @@ function calibrationProbe(
   const maxN = 8192;
   const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
   for (let w = 0; w <= maxN; w++) sched[w] = w;
+  // Every workgroup decodes the same piece: all tokens of sequence 0, head 0, row block 0.
   for (let w = 0; w < maxN; w++) {
-    sched.set([0, 0, 0, 0, tokens, DIRECT, 0, tokens], maxN + 1 + w * PIECE_STRIDE);
+    const f = maxN + 1 + w * PIECE_STRIDE;
+    sched[f + PIECE.tokenBegin] = 0;
+    sched[f + PIECE.tokenEnd] = tokens;
+    sched[f + PIECE.slot] = DIRECT;
+    sched[f + PIECE.kvStart] = 0;
+    sched[f + PIECE.seqLen] = tokens;
   }
   const words = kernelParams({
     numHeads: rows,
@@ -516,23 +528,32 @@ function calibrationProbe(
     scale: 0,
   });
   const kv = new Uint32Array(tokens * 64).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
-  const buffers = [
-    [words, UNIFORM],
-    [sched, STORAGE_IN],
-    [new Float32Array(rows * 128).fill(0.01), STORAGE_IN],
-    [kv, STORAGE_IN],
-    [kv, STORAGE_IN],
-    [new Float32Array(rows * 128), STORAGE_OUT],
-    [new Float32Array(16), STORAGE_OUT],
-    [new Float32Array(Math.max(4, rows)), STORAGE_OUT],
-  ] as const;
-  const decode = pipeline(spec);
-  const entries = buffers.map(([data, usage], binding) => {
-    const buffer = pool.get(`calibration ${binding}`, data.byteLength, usage);
+  const buffers: Partial<Record<BindingName, readonly [ArrayBufferView, number]>> = {
+    params: [words, UNIFORM],
+    sched: [sched, STORAGE_IN],
+    q: [new Float32Array(rows * 128).fill(0.01), STORAGE_IN],
+    k: [kv, STORAGE_IN],
+    v: [kv, STORAGE_IN],
+    out: [new Float32Array(rows * 128), STORAGE_OUT],
+    partials: [new Float32Array(16), STORAGE_OUT],
+    lse: [new Float32Array(Math.max(4, rows)), STORAGE_OUT],
+  };
+  const decode = pipelines.get("decode", spec);
+  const resources: Partial<Record<BindingName, GPUBufferBinding>> = {};
+  for (
+    const [name, [data, usage]] of Object.entries(buffers) as [
+      BindingName,
+      [ArrayBufferView, number],
+    ][]
+  ) {
+    const buffer = pool.get(`calibration ${BINDING[name]}`, data.byteLength, usage);
     device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
-    return { binding, resource: { buffer } };
+    resources[name] = { buffer };
+  }
+  const bindGroup = device.createBindGroup({
+    layout: pipelines.layout("decode", spec).group,
+    entries: namedEntries(BINDING, resources),
   });
-  const bindGroup = device.createBindGroup({ layout: decode.getBindGroupLayout(0), entries });
   return {
     key: specKey("decode", spec),
     probe: (pass, n) => {
@@ -625,7 +646,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
         const { probe, key } = calibrationProbe(
           device,
           calibrationPool,
-          (spec) => pipelines.get("decode", spec),
+          pipelines,
           false,
           tileOptions,
           (plan) => kernelSpec(plan, caps, tuning),

@@ -19,8 +19,15 @@
 import type { KVWindow } from "./kv_windows.ts";
 import { type Partition, partition } from "./planner.ts";
 import type { Problem, Strategy } from "./problem.ts";
-import { DIRECT, PIECE_STRIDE, type Schedule } from "./scheduler.ts";
+import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE, type Schedule } from "./scheduler.ts";
 import type { TileConfig } from "./tile_config.ts";
+
+/** Appends a zeroed record of `stride` words to a table; returns its first index. */
+function pushRecord(table: number[], stride: number): number {
+  const at = table.length;
+  for (let i = 0; i < stride; i++) table.push(0);
+  return at;
+}
 
 /**
  * Tiles per chunk of a batch-invariant plan: a sequence's cuts fall every this many tiles.
@@ -210,16 +217,15 @@ export function scheduleWindows(
         const tokBegin = uLo[u] + (a - prefix[u]) * T;
         const tokEnd = Math.min(uLo[u] + (e - prefix[u]) * T, uHi[u]);
         const rest = seg - seq * numKVHeads * RB;
-        pieces.push(
-          seq,
-          Math.floor(rest / RB),
-          rest % RB,
-          tokBegin - origin,
-          tokEnd - origin,
-          DIRECT,
-          start + origin - A,
-          seqLens[seq] - origin,
-        );
+        const f = pushRecord(pieces, PIECE_STRIDE);
+        pieces[f + PIECE.seq] = seq;
+        pieces[f + PIECE.kvHead] = Math.floor(rest / RB);
+        pieces[f + PIECE.rowBlock] = rest % RB;
+        pieces[f + PIECE.tokenBegin] = tokBegin - origin;
+        pieces[f + PIECE.tokenEnd] = tokEnd - origin;
+        pieces[f + PIECE.slot] = DIRECT;
+        pieces[f + PIECE.kvStart] = start + origin - A;
+        pieces[f + PIECE.seqLen] = seqLens[seq] - origin;
         pieceSeg.push(tokBegin === 0 && tokEnd === seqLens[seq] ? -1 - seg : seg);
         a = e;
       }
@@ -243,13 +249,18 @@ export function scheduleWindows(
     if (partialCount[seg] === 0) continue;
     const seq = Math.floor(seg / (numKVHeads * RB));
     const rest = seg - seq * numKVHeads * RB;
-    reduce.push(seq, Math.floor(rest / RB), rest % RB, slots, partialCount[seg], 0, 0, 0);
+    const f = pushRecord(reduce, REDUCE_STRIDE);
+    reduce[f + REDUCE.seq] = seq;
+    reduce[f + REDUCE.kvHead] = Math.floor(rest / RB);
+    reduce[f + REDUCE.rowBlock] = rest % RB;
+    reduce[f + REDUCE.firstSlot] = slots;
+    reduce[f + REDUCE.numSlots] = partialCount[seg];
     nextSlot[seg] = slots;
     slots += partialCount[seg];
   }
   const pieceTable = Uint32Array.from(pieces);
   pieceSeg.forEach((seg, i) => {
-    if (seg >= 0) pieceTable[i * PIECE_STRIDE + 5] = nextSlot[seg]++;
+    if (seg >= 0) pieceTable[i * PIECE_STRIDE + PIECE.slot] = nextSlot[seg]++;
   });
   return {
     partition: {

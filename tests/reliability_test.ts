@@ -13,6 +13,7 @@ import {
   DeviceLostError,
   GPUAllocationError,
   type Plan,
+  REDUCE_STRIDE,
   referenceAttention,
   STRATEGIES,
 } from "../mod.ts";
@@ -233,7 +234,7 @@ backendTest("merges beyond 65,535 records dispatch in two dimensions", async (de
     );
   Object.assign(input, { seqLens, q: randomFloats(rng, 34_000 * 16), k: bits(), v: bits() });
   const plan = decoder.plan(input, { strategy: "lean" });
-  assert.equal(plan.schedule.reduce.length / 8, 68_000);
+  assert.equal(plan.schedule.reduce.length / REDUCE_STRIDE, 68_000);
   assert.equal(plan.schedule.workgroups, 136_000);
   const got = await decoder.decode(input);
   // Check sampled sequences against the reference of a batch of just those sequences.
