@@ -37,11 +37,11 @@ export type {
   BackendTiming,
   DeviceProfile,
   KernelTimingOptions,
-} from "./src/backend.ts";
-export { gridFor } from "./src/backend.ts";
-export { CPU_GRID, executePlanOnCpu } from "./src/cpu_backend.ts";
+} from "./src/plan/backend.ts";
+export { gridFor } from "./src/plan/backend.ts";
+export { CPU_GRID, executePlanOnCpu } from "./src/cpu/cpu_backend.ts";
 export { createDecoder } from "./src/decoder.ts";
-export { DeviceLostError, GPUAllocationError } from "./src/device_guard.ts";
+export { DeviceLostError, GPUAllocationError } from "./src/gpu/device_guard.ts";
 export type {
   Decoder,
   DecoderOptions,
@@ -50,7 +50,7 @@ export type {
   KernelTimingRequest,
   WarmupOptions,
 } from "./src/decoder.ts";
-export type { DecoderProgress, ProgressListener, ProgressStage } from "./src/progress.ts";
+export type { DecoderProgress, ProgressListener, ProgressStage } from "./src/core/progress.ts";
 export {
   decodeKV,
   encodeKV,
@@ -58,20 +58,25 @@ export {
   toBf16Bits,
   toF16Bits,
   toF16BitsPortable,
-} from "./src/half.ts";
-export { kvRowBytes, kvWindowBounds } from "./src/kv_windows.ts";
-export type { KVWindow, KVWindowOptions } from "./src/kv_windows.ts";
-export { createPlan, describePlan, validateFlag, validateMaxBindingBytes } from "./src/plan.ts";
-export type { Plan, PlanOptions } from "./src/plan.ts";
-export type { KernelTuning } from "./src/webgpu_backend.ts";
+} from "./src/core/half.ts";
+export { kvRowBytes, kvWindowBounds } from "./src/plan/windows.ts";
+export type { KVWindow, KVWindowOptions } from "./src/plan/windows.ts";
+export {
+  createPlan,
+  describePlan,
+  validateFlag,
+  validateMaxBindingBytes,
+} from "./src/plan/plan.ts";
+export type { Plan, PlanOptions } from "./src/plan/plan.ts";
+export type { KernelTuning } from "./src/gpu/webgpu_backend.ts";
 export {
   chooseSplits,
   partition,
   partitionCost,
   PIECE_COST_TILES,
   segmentTiles,
-} from "./src/planner.ts";
-export type { Partition } from "./src/planner.ts";
+} from "./src/plan/partition.ts";
+export type { Partition } from "./src/plan/partition.ts";
 export {
   KV_DTYPES,
   MAX_HEAD_DIM,
@@ -81,7 +86,7 @@ export {
   validateInput,
   validateShape,
   validateStrategy,
-} from "./src/problem.ts";
+} from "./src/core/problem.ts";
 export type {
   DecodeInput,
   DecodeOutput,
@@ -89,20 +94,27 @@ export type {
   KVDtype,
   Problem,
   Strategy,
-} from "./src/problem.ts";
-export { mergePartialRow, mergeStates, slotFloats } from "./src/reducer.ts";
-export type { AttentionState } from "./src/reducer.ts";
-export { referenceAttention } from "./src/reference.ts";
-export type { ReferenceOutput } from "./src/reference.ts";
-export { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE, schedule } from "./src/scheduler.ts";
-export type { Schedule } from "./src/scheduler.ts";
-export { tileConfig } from "./src/tile_config.ts";
-export { VERSION } from "./src/version.ts";
-export { INVARIANT_CHUNK_TILES, scheduleWindows, unitRuns } from "./src/windowed_scheduler.ts";
-export type { WindowedSchedule, WindowedScheduleOptions } from "./src/windowed_scheduler.ts";
-export type { TileConfig, TileOptions } from "./src/tile_config.ts";
-export { PagePool } from "./src/page_pool.ts";
-export { createKVCache, KVCache } from "./src/kv_cache.ts";
+} from "./src/core/problem.ts";
+export { mergePartialRow, mergeStates, slotFloats } from "./src/core/reducer.ts";
+export type { AttentionState } from "./src/core/reducer.ts";
+export { referenceAttention } from "./src/core/reference.ts";
+export type { ReferenceOutput } from "./src/core/reference.ts";
+export {
+  DIRECT,
+  PIECE,
+  PIECE_STRIDE,
+  REDUCE,
+  REDUCE_STRIDE,
+  schedule,
+} from "./src/plan/schedule.ts";
+export type { Schedule } from "./src/plan/schedule.ts";
+export { tileConfig } from "./src/plan/tiles.ts";
+export { VERSION } from "./src/core/version.ts";
+export { INVARIANT_CHUNK_TILES, scheduleWindows, unitRuns } from "./src/plan/schedule_windows.ts";
+export type { WindowedSchedule, WindowedScheduleOptions } from "./src/plan/schedule_windows.ts";
+export type { TileConfig, TileOptions } from "./src/plan/tiles.ts";
+export { PagePool } from "./src/runner/page_pool.ts";
+export { createKVCache, KVCache } from "./src/runner/kv_cache.ts";
 export type {
   AppendData,
   AppendSlots,
@@ -112,8 +124,8 @@ export type {
   KVCacheOptions,
   KVCacheStats,
   LayerRows,
-} from "./src/kv_cache.ts";
-export { createPagedPlan, executePagedPlanOnCpu, planForCache } from "./src/paged_plan.ts";
+} from "./src/runner/kv_cache.ts";
+export { createPagedPlan, executePagedPlanOnCpu, planForCache } from "./src/runner/paged_plan.ts";
 export type {
   CachePlanOptions,
   PagedCpuInput,
@@ -121,10 +133,10 @@ export type {
   PagedPlan,
   PagedPlanOptions,
   PageTables,
-} from "./src/paged_plan.ts";
-export { AttentionEncoder, createAttentionEncoder } from "./src/attention_encoder.ts";
+} from "./src/runner/paged_plan.ts";
+export { AttentionEncoder, createAttentionEncoder } from "./src/runner/attention_encoder.ts";
 export type {
   AttentionEncoderOptions,
   AttentionEncoderStats,
   EncodeAttentionOptions,
-} from "./src/attention_encoder.ts";
+} from "./src/runner/attention_encoder.ts";

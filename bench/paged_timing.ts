@@ -12,8 +12,8 @@ import {
   type DecodeInput,
   type KernelTuning,
 } from "../mod.ts";
-import { BufferUsage } from "../src/gpu_runtime.ts";
-import { timeWarm, type WarmTiming } from "../src/gpu_timing.ts";
+import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
+import { timeWarm, type WarmTiming } from "../src/gpu/gpu_timing.ts";
 import type { BenchCase } from "./bench_cases.ts";
 
 /** Tokens per page. */

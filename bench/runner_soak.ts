@@ -27,7 +27,7 @@ import {
   referenceAttention,
 } from "../mod.ts";
 import { loadDawn } from "../dawn.ts";
-import { requestDevice } from "../src/gpu_runtime.ts";
+import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { collectGarbage } from "../tests/gc.ts";
 import { mulberry32 } from "./random.ts";
 

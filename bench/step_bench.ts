@@ -25,7 +25,7 @@ import {
   type PagedPlan,
 } from "../mod.ts";
 import { loadDawn } from "../dawn.ts";
-import { requestDevice, summarizeAdapter } from "../src/gpu_runtime.ts";
+import { requestDevice, summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 
 const LAYERS = 32;
 const BATCH = 8;

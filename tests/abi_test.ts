@@ -1,5 +1,5 @@
 /**
- * The kernel ABI (`shaders/abi.ts`), checked without a GPU: the host offsets, the packers and the
+ * The kernel ABI (`src/kernels/abi.ts`), checked without a GPU: the host offsets, the packers and the
  * WGSL the kernels are generated with all come from the one field list of each record, every
  * kernel declares exactly the bindings of its explicit layout, and the planner's tables read back
  * field by field through the ABI's offsets.
@@ -19,11 +19,11 @@ import {
   recordStructWGSL,
   REDUCE_RECORD,
   wgslName,
-} from "../shaders/abi.ts";
-import { appendKernelWGSL } from "../shaders/append_kernel.ts";
-import { decodeKernelWGSL } from "../shaders/decode_kernel.ts";
-import { kernelParams, PARAMS_WGSL, PARAMS_WORDS } from "../shaders/kernel_spec.ts";
-import { mergeKernelWGSL } from "../shaders/merge_kernel.ts";
+} from "../src/kernels/abi.ts";
+import { appendKernelWGSL } from "../src/kernels/append_kernel.ts";
+import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
+import { kernelParams, PARAMS_WGSL, PARAMS_WORDS } from "../src/kernels/kernel_spec.ts";
+import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
 import { createPlan, KV_DTYPES, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../mod.ts";
 import { fcParams } from "./helpers.ts";
 

@@ -7,10 +7,10 @@
 import assert from "node:assert/strict";
 import { createDecoder, type DecoderProgress } from "../mod.ts";
 import { captureIO, runCli, Spinner, timingNote } from "../cli.ts";
-import { summarizeAdapter } from "../src/gpu_runtime.ts";
-import { PipelineCache } from "../src/pipeline_cache.ts";
-import { kernelSpec } from "../src/webgpu_backend.ts";
-import { createPlan } from "../src/plan.ts";
+import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
+import { PipelineCache } from "../src/gpu/pipeline_cache.ts";
+import { kernelSpec } from "../src/gpu/webgpu_backend.ts";
+import { createPlan } from "../src/plan/plan.ts";
 import { DECODE_LOOP_USAGE, stepProgress } from "../examples/decode_loop.ts";
 import { backendStatuses } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, makeInput } from "./helpers.ts";

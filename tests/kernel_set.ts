@@ -23,7 +23,7 @@ import {
   tileConfig,
   validateShape,
 } from "../mod.ts";
-import { summarizeAdapter } from "../src/gpu_runtime.ts";
+import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 
 /** A shape family: everything of a decode shape that decides its kernel, but the lengths. */
 export interface KernelFamily {

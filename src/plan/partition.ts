@@ -14,8 +14,8 @@
  * @module
  */
 
-import type { Problem, Strategy } from "./problem.ts";
-import type { TileConfig } from "./tile_config.ts";
+import type { Problem, Strategy } from "../core/problem.ts";
+import type { TileConfig } from "./tiles.ts";
 
 /**
  * A partition of the global tile order into per-workgroup runs.

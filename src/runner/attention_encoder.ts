@@ -13,17 +13,17 @@
  * @module
  */
 
-import { kernelParams, type KernelSpec, PARAMS_WORDS, specKey } from "../shaders/kernel_spec.ts";
-import { mergeWorkgroups } from "../shaders/merge_kernel.ts";
-import { BindGroupCache } from "./bind_group_cache.ts";
-import { DeviceGuard } from "./device_guard.ts";
-import { tableProfile } from "./device_profile.ts";
+import { kernelParams, type KernelSpec, PARAMS_WORDS, specKey } from "../kernels/kernel_spec.ts";
+import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
+import { BindGroupCache } from "../gpu/bind_group_cache.ts";
+import { DeviceGuard } from "../gpu/device_guard.ts";
+import { tableProfile } from "../gpu/device_profile.ts";
 import {
   acceptsSubgroupsDirective,
   BufferUsage,
   kernelCaps,
   summarizeAdapter,
-} from "./gpu_runtime.ts";
+} from "../gpu/gpu_runtime.ts";
 import type { KVCache } from "./kv_cache.ts";
 import {
   type CachePlanOptions,
@@ -32,14 +32,14 @@ import {
   type PageTables,
   planForCache,
 } from "./paged_plan.ts";
-import { PipelineCache } from "./pipeline_cache.ts";
-import type { DecodeShape, Strategy } from "./problem.ts";
-import { slotFloats } from "./reducer.ts";
-import { PIECE_STRIDE, REDUCE_STRIDE } from "./scheduler.ts";
-import { BINDING, namedEntries } from "../shaders/abi.ts";
-import type { TileOptions } from "./tile_config.ts";
+import { PipelineCache } from "../gpu/pipeline_cache.ts";
+import type { DecodeShape, Strategy } from "../core/problem.ts";
+import { slotFloats } from "../core/reducer.ts";
+import { PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
+import { BINDING, namedEntries } from "../kernels/abi.ts";
+import type { TileOptions } from "../plan/tiles.ts";
 import { type RingRegion, UploadRing } from "./upload_ring.ts";
-import { dispatchSize, kernelSpec, type KernelTuning } from "./webgpu_backend.ts";
+import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/webgpu_backend.ts";
 
 /**
  * Options of {@linkcode createAttentionEncoder}.

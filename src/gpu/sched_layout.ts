@@ -8,7 +8,7 @@
  * @module
  */
 
-import { PIECE_STRIDE, type Schedule } from "./scheduler.ts";
+import { PIECE_STRIDE, type Schedule } from "../plan/schedule.ts";
 
 /** One window's section of the `sched` buffer. */
 export interface SchedSection {

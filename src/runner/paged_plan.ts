@@ -8,10 +8,10 @@
  * @module
  */
 
-import { executePlanOnCpu } from "./cpu_backend.ts";
+import { executePlanOnCpu } from "../cpu/cpu_backend.ts";
 import type { KVCache } from "./kv_cache.ts";
-import { createPlan, type Plan, type PlanOptions } from "./plan.ts";
-import { reusePlan } from "./plan_reuse.ts";
+import { createPlan, type Plan, type PlanOptions } from "../plan/plan.ts";
+import { reusePlan } from "../plan/reuse.ts";
 import {
   type DecodeOutput,
   type DecodeShape,
@@ -19,8 +19,8 @@ import {
   MAX_Q_LEN,
   type Strategy,
   validateShape,
-} from "./problem.ts";
-import { PIECE, PIECE_STRIDE } from "./scheduler.ts";
+} from "../core/problem.ts";
+import { PIECE, PIECE_STRIDE } from "../plan/schedule.ts";
 
 /**
  * The page tables a paged plan carries.

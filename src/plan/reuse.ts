@@ -10,9 +10,9 @@
  */
 
 import type { Plan, PlanOptions } from "./plan.ts";
-import type { Problem } from "./problem.ts";
-import { PIECE, PIECE_STRIDE, type Schedule } from "./scheduler.ts";
-import { tileConfig } from "./tile_config.ts";
+import type { Problem } from "../core/problem.ts";
+import { PIECE, PIECE_STRIDE, type Schedule } from "./schedule.ts";
+import { tileConfig } from "./tiles.ts";
 
 /**
  * The plan for `problem` derived from `previous`, or `undefined` when `previous` cannot serve:
@@ -23,7 +23,7 @@ import { tileConfig } from "./tile_config.ts";
  * @example
  * ```ts
  * import { createPlan, validateShape } from "@lean/attention";
- * import { reusePlan } from "./plan_reuse.ts";
+ * import { reusePlan } from "./reuse.ts";
  * const options = { grid: 8 };
  * const step1 = createPlan({ seqLens: [100, 30], numHeads: 2, numKVHeads: 1, headDim: 8 }, options);
  * const shape2 = { seqLens: [101, 31], numHeads: 2, numKVHeads: 1, headDim: 8 };

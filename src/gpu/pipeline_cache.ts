@@ -6,10 +6,10 @@
  * @module
  */
 
-import { decodeKernelWGSL, type WGSLOptions } from "../shaders/decode_kernel.ts";
-import { createLayout, kernelLayoutEntries } from "../shaders/abi.ts";
-import { type KernelSpec, specKey } from "../shaders/kernel_spec.ts";
-import { mergeKernelWGSL } from "../shaders/merge_kernel.ts";
+import { decodeKernelWGSL, type WGSLOptions } from "../kernels/decode_kernel.ts";
+import { createLayout, kernelLayoutEntries } from "../kernels/abi.ts";
+import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
+import { mergeKernelWGSL } from "../kernels/merge_kernel.ts";
 
 /** The kernels a plan can need. */
 export type KernelKind = "decode" | "merge";
@@ -72,7 +72,7 @@ export class PipelineCache {
   }
 
   /**
-   * The explicit layout of a kernel (see `kernelLayoutEntries` in `shaders/abi.ts`), made on
+   * The explicit layout of a kernel (see `kernelLayoutEntries` in `src/kernels/abi.ts`), made on
    * first use and shared by every spec with the same bindings.
    */
   layout(

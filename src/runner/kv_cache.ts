@@ -22,7 +22,7 @@ import {
   APPEND_PARAMS_WORDS,
   APPEND_WORKGROUP,
   appendKernelWGSL,
-} from "../shaders/append_kernel.ts";
+} from "../kernels/append_kernel.ts";
 import {
   APPEND_BINDING,
   APPEND_PARAMS_RECORD,
@@ -30,15 +30,15 @@ import {
   createLayout,
   namedEntries,
   packRecord,
-} from "../shaders/abi.ts";
-import { BindGroupCache } from "./bind_group_cache.ts";
-import { DeviceGuard } from "./device_guard.ts";
+} from "../kernels/abi.ts";
+import { BindGroupCache } from "../gpu/bind_group_cache.ts";
+import { DeviceGuard } from "../gpu/device_guard.ts";
 import { type RingRegion, UploadRing } from "./upload_ring.ts";
-import { BufferUsage, MAP_READ } from "./gpu_runtime.ts";
-import { encodeKV } from "./half.ts";
+import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
+import { encodeKV } from "../core/half.ts";
 import { PagePool } from "./page_pool.ts";
-import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "./problem.ts";
-import { dispatchSize } from "./webgpu_backend.ts";
+import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
+import { dispatchSize } from "../gpu/webgpu_backend.ts";
 
 /**
  * Options of {@linkcode createKVCache}.

@@ -5,18 +5,18 @@
  * @module
  */
 
-import { kvWindowBounds } from "./kv_windows.ts";
-import { type Partition, partition, segmentTiles } from "./planner.ts";
+import { kvWindowBounds } from "./windows.ts";
+import { type Partition, partition, segmentTiles } from "./partition.ts";
 import {
   type DecodeShape,
   type Problem,
   type Strategy,
   validateShape,
   validateStrategy,
-} from "./problem.ts";
-import { REDUCE_STRIDE, type Schedule, schedule } from "./scheduler.ts";
-import { type TileConfig, tileConfig, type TileOptions } from "./tile_config.ts";
-import { INVARIANT_CHUNK_TILES, scheduleWindows } from "./windowed_scheduler.ts";
+} from "../core/problem.ts";
+import { REDUCE_STRIDE, type Schedule, schedule } from "./schedule.ts";
+import { type TileConfig, tileConfig, type TileOptions } from "./tiles.ts";
+import { INVARIANT_CHUNK_TILES, scheduleWindows } from "./schedule_windows.ts";
 
 /**
  * Options for {@linkcode createPlan}.
@@ -35,7 +35,7 @@ export interface PlanOptions extends TileOptions {
   grid: number;
   /**
    * Largest K (or V) binding in bytes. A cache larger than this is split into KV windows, each
-   * its own decode dispatch (see `src/kv_windows.ts`). Default: no limit.
+   * its own decode dispatch (see `src/plan/windows.ts`). Default: no limit.
    */
   maxBindingBytes?: number;
   /**

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { DeviceProfile } from "./backend.ts";
+import type { DeviceProfile } from "../plan/backend.ts";
 import { timeWarm } from "./gpu_timing.ts";
 
 /** Multiprocessor counts of known adapters, and decode workgroups each runs at once. */

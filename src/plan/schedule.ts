@@ -8,11 +8,11 @@
  * @module
  */
 
-import { PIECE_RECORD, REDUCE_RECORD } from "../shaders/abi.ts";
-import type { KVWindow } from "./kv_windows.ts";
-import type { Partition } from "./planner.ts";
-import type { Problem } from "./problem.ts";
-import type { TileConfig } from "./tile_config.ts";
+import { PIECE_RECORD, REDUCE_RECORD } from "../kernels/abi.ts";
+import type { KVWindow } from "./windows.ts";
+import type { Partition } from "./partition.ts";
+import type { Problem } from "../core/problem.ts";
+import type { TileConfig } from "./tiles.ts";
 
 /**
  * `u32`s per piece record.
@@ -30,7 +30,7 @@ import type { TileConfig } from "./tile_config.ts";
  */
 export const PIECE_STRIDE: number = PIECE_RECORD.stride;
 /**
- * Field offsets inside a piece record (declared once in the kernel ABI, `shaders/abi.ts`):
+ * Field offsets inside a piece record (declared once in the kernel ABI, `src/kernels/abi.ts`):
  * `seq`, `kvHead`, `rowBlock`; `tokenBegin` and `tokenEnd`, the piece's tokens counted from the
  * row `kvStart`; `slot`, the partial slot or {@linkcode DIRECT} when the piece writes the final
  * output; `kvStart`, the row of the piece's window where the sequence starts (0 when it began in
@@ -142,7 +142,7 @@ export interface Schedule {
   readonly partialSlots: number;
   /**
    * KV windows, each its own decode dispatch over its workgroups (one window covering the whole
-   * cache unless it is split over several bindings, see `src/kv_windows.ts`). A piece's `kvStart`
+   * cache unless it is split over several bindings, see `src/plan/windows.ts`). A piece's `kvStart`
    * is relative to its window's first token row.
    */
   readonly windows: readonly KVWindow[];

@@ -5,7 +5,7 @@
  */
 
 import type { Plan } from "./plan.ts";
-import type { DecodeInput, DecodeOutput } from "./problem.ts";
+import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
 
 /**
  * Names of the backends; `"auto"` picks a hardware GPU when there is one, else the CPU.
@@ -109,7 +109,7 @@ export interface KernelTimingOptions {
   readonly kvSets: number;
   /**
    * GPU backends: milliseconds of back-to-back passes of the same work right before the timed
-   * ones, in the same submission (an idle GPU's clock is low; see `src/gpu_timing.ts`).
+   * ones, in the same submission (an idle GPU's clock is low; see `src/gpu/gpu_timing.ts`).
    */
   readonly warmupMs?: number;
 }

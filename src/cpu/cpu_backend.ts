@@ -6,12 +6,12 @@
  * @module
  */
 
-import type { Backend, DeviceProfile } from "./backend.ts";
-import { decodeKV } from "./half.ts";
-import type { Plan } from "./plan.ts";
-import type { DecodeInput, DecodeOutput } from "./problem.ts";
-import { mergePartialRow, slotFloats } from "./reducer.ts";
-import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "./scheduler.ts";
+import type { Backend, DeviceProfile } from "../plan/backend.ts";
+import { decodeKV } from "../core/half.ts";
+import type { Plan } from "../plan/plan.ts";
+import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
+import { mergePartialRow, slotFloats } from "../core/reducer.ts";
+import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan/schedule.ts";
 
 /**
  * The CPU backend's lean grid: fixed, so CPU plans are the same on every machine.

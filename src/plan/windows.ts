@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { Problem } from "./problem.ts";
+import type { Problem } from "../core/problem.ts";
 
 /**
  * One window of the concatenated K/V and the workgroups of its decode dispatch.

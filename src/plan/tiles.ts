@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { KVDtype } from "./problem.ts";
+import type { KVDtype } from "../core/problem.ts";
 
 /**
  * Tile and workgroup geometry shared by the planner and the kernels.

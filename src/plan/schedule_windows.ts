@@ -16,11 +16,11 @@
  * @module
  */
 
-import type { KVWindow } from "./kv_windows.ts";
-import { type Partition, partition } from "./planner.ts";
-import type { Problem, Strategy } from "./problem.ts";
-import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE, type Schedule } from "./scheduler.ts";
-import type { TileConfig } from "./tile_config.ts";
+import type { KVWindow } from "./windows.ts";
+import { type Partition, partition } from "./partition.ts";
+import type { Problem, Strategy } from "../core/problem.ts";
+import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE, type Schedule } from "./schedule.ts";
+import type { TileConfig } from "./tiles.ts";
 
 /** Appends a zeroed record of `stride` words to a table; returns its first index. */
 function pushRecord(table: number[], stride: number): number {

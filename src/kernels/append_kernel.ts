@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { KVDtype } from "../src/problem.ts";
+import type { KVDtype } from "../core/problem.ts";
 import { APPEND_BINDING as B, APPEND_PARAMS_RECORD, bindingWGSL, recordStructWGSL } from "./abi.ts";
 
 /** Threads per workgroup of the append kernel. */

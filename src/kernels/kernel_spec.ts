@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { KVDtype } from "../src/problem.ts";
+import type { KVDtype } from "../core/problem.ts";
 import {
   type BindingType,
   kernelLayoutEntries,

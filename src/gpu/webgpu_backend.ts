@@ -16,7 +16,7 @@ import {
   type KernelSpec,
   PARAMS_WORDS,
   specKey,
-} from "../shaders/kernel_spec.ts";
+} from "../kernels/kernel_spec.ts";
 import type {
   Backend,
   BackendName,
@@ -24,11 +24,11 @@ import type {
   BackendTiming,
   DeviceProfile,
   KernelTimingOptions,
-} from "./backend.ts";
+} from "../plan/backend.ts";
 import { BufferPool } from "./buffer_pool.ts";
-import { CallGate } from "./call_gate.ts";
+import { CallGate } from "../core/call_gate.ts";
 import { DeviceGuard } from "./device_guard.ts";
-import { kvRowBytes } from "./kv_windows.ts";
+import { kvRowBytes } from "../plan/windows.ts";
 import { schedLayout } from "./sched_layout.ts";
 import { type KernelKind, PipelineCache } from "./pipeline_cache.ts";
 import { deviceProfile, tableProfile } from "./device_profile.ts";
@@ -44,14 +44,14 @@ import {
   summarizeAdapter,
 } from "./gpu_runtime.ts";
 import { timeWarm } from "./gpu_timing.ts";
-import { mergeWorkgroups } from "../shaders/merge_kernel.ts";
-import type { Plan } from "./plan.ts";
-import type { DecodeInput, DecodeOutput } from "./problem.ts";
-import { notify, type ProgressListener } from "./progress.ts";
-import { slotFloats } from "./reducer.ts";
-import { DIRECT, PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "./scheduler.ts";
-import { BINDING, type BindingName, namedEntries } from "../shaders/abi.ts";
-import { tileConfig, type TileOptions } from "./tile_config.ts";
+import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
+import type { Plan } from "../plan/plan.ts";
+import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
+import { notify, type ProgressListener } from "../core/progress.ts";
+import { slotFloats } from "../core/reducer.ts";
+import { DIRECT, PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
+import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
+import { tileConfig, type TileOptions } from "../plan/tiles.ts";
 
 /** Options for {@linkcode createWebGPUBackend}. */
 export interface WebGPUBackendOptions extends TileOptions {
@@ -95,7 +95,7 @@ export interface KernelTuning {
   subgroups?: boolean;
   /**
    * Threads per token (default: the kernel table's choice for the block's rows and head dim, at
-   * most the smallest subgroup; see `KERNEL_TABLE` in `shaders/kernel_spec.ts`).
+   * most the smallest subgroup; see `KERNEL_TABLE` in `src/kernels/kernel_spec.ts`).
    */
   lanes?: number;
   /** Tokens each lane group loads per step (default: the kernel table's choice). */
@@ -257,7 +257,7 @@ class WebGPUBackend implements Backend {
     const spec = this.spec(plan);
     const device = this.#device;
     const limits = device.limits;
-    // K/V windows (src/kv_windows.ts): element ranges, each within one binding and one buffer.
+    // K/V windows (src/plan/windows.ts): element ranges, each within one binding and one buffer.
     const windowLimit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
     const rowElems = p.numKVHeads * p.headDim;
     const windows = s.windows.map((w) => {

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { BufferUsage, MAP_READ } from "./gpu_runtime.ts";
+import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
 
 /** `GPUShaderStage.COMPUTE`, spelled out for runtimes without the WebGPU globals. */
 const COMPUTE_STAGE = 0x4;

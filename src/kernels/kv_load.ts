@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { KVDtype } from "../src/problem.ts";
+import type { KVDtype } from "../core/problem.ts";
 
 /**
  * WGSL of `unpack_kv(w)`: one raw 16-byte chunk (a `vec4<f32>`, or a `vec4<u32>` of packed
