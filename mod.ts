@@ -27,6 +27,11 @@
  * npm package. `onProgress` and `decoder.warmup()` report and front-load the first call's work
  * (adapter, calibration, kernel compiles).
  *
+ * Two more entries hold the rest: `@lean/attention/plan` (validation, tiles, partition, the
+ * schedule tables the kernels read, KV windows, the CPU plan executor) and
+ * `@lean/attention/runner` (the paged KV cache, paged plans and the attention encoder that
+ * records into a caller's command encoder).
+ *
  * @module
  */
 
@@ -38,8 +43,6 @@ export type {
   DeviceProfile,
   KernelTimingOptions,
 } from "./src/plan/backend.ts";
-export { gridFor } from "./src/plan/backend.ts";
-export { CPU_GRID, executePlanOnCpu } from "./src/cpu/cpu_backend.ts";
 export { createDecoder } from "./src/decoder.ts";
 export { DeviceLostError, GPUAllocationError } from "./src/gpu/device_guard.ts";
 export type {
@@ -59,34 +62,12 @@ export {
   toF16Bits,
   toF16BitsPortable,
 } from "./src/core/half.ts";
-export { kvRowBytes, kvWindowBounds } from "./src/plan/windows.ts";
-export type { KVWindow, KVWindowOptions } from "./src/plan/windows.ts";
-export {
-  createPlan,
-  describePlan,
-  validateFlag,
-  validateMaxBindingBytes,
-} from "./src/plan/plan.ts";
+export type { KVWindow } from "./src/plan/windows.ts";
+export { createPlan, describePlan } from "./src/plan/plan.ts";
 export type { Plan, PlanOptions } from "./src/plan/plan.ts";
 export type { KernelTuning } from "./src/gpu/webgpu_backend.ts";
-export {
-  chooseSplits,
-  partition,
-  partitionCost,
-  PIECE_COST_TILES,
-  segmentTiles,
-} from "./src/plan/partition.ts";
 export type { Partition } from "./src/plan/partition.ts";
-export {
-  KV_DTYPES,
-  MAX_HEAD_DIM,
-  MAX_Q_LEN,
-  resolveScale,
-  STRATEGIES,
-  validateInput,
-  validateShape,
-  validateStrategy,
-} from "./src/core/problem.ts";
+export { KV_DTYPES, MAX_HEAD_DIM, MAX_Q_LEN, STRATEGIES } from "./src/core/problem.ts";
 export type {
   DecodeInput,
   DecodeOutput,
@@ -95,48 +76,10 @@ export type {
   Problem,
   Strategy,
 } from "./src/core/problem.ts";
-export { mergePartialRow, mergeStates, slotFloats } from "./src/core/reducer.ts";
+export { mergeStates } from "./src/core/reducer.ts";
 export type { AttentionState } from "./src/core/reducer.ts";
 export { referenceAttention } from "./src/core/reference.ts";
 export type { ReferenceOutput } from "./src/core/reference.ts";
-export {
-  DIRECT,
-  PIECE,
-  PIECE_STRIDE,
-  REDUCE,
-  REDUCE_STRIDE,
-  schedule,
-} from "./src/plan/schedule.ts";
 export type { Schedule } from "./src/plan/schedule.ts";
-export { tileConfig } from "./src/plan/tiles.ts";
 export { VERSION } from "./src/core/version.ts";
-export { INVARIANT_CHUNK_TILES, scheduleWindows, unitRuns } from "./src/plan/schedule_windows.ts";
-export type { WindowedSchedule, WindowedScheduleOptions } from "./src/plan/schedule_windows.ts";
 export type { TileConfig, TileOptions } from "./src/plan/tiles.ts";
-export { PagePool } from "./src/runner/page_pool.ts";
-export { createKVCache, KVCache } from "./src/runner/kv_cache.ts";
-export type {
-  AppendData,
-  AppendSlots,
-  EncodeAppendOptions,
-  ExtendOptions,
-  KVCacheMemory,
-  KVCacheOptions,
-  KVCacheStats,
-  LayerRows,
-} from "./src/runner/kv_cache.ts";
-export { createPagedPlan, executePagedPlanOnCpu, planForCache } from "./src/runner/paged_plan.ts";
-export type {
-  CachePlanOptions,
-  PagedCpuInput,
-  PagedKV,
-  PagedPlan,
-  PagedPlanOptions,
-  PageTables,
-} from "./src/runner/paged_plan.ts";
-export { AttentionEncoder, createAttentionEncoder } from "./src/runner/attention_encoder.ts";
-export type {
-  AttentionEncoderOptions,
-  AttentionEncoderStats,
-  EncodeAttentionOptions,
-} from "./src/runner/attention_encoder.ts";

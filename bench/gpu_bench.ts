@@ -28,12 +28,11 @@ import {
   type BackendName,
   createDecoder,
   type Decoder,
-  gridFor,
   type KernelTuning,
   referenceAttention,
   type Strategy,
-  tileConfig,
 } from "../mod.ts";
+import { gridFor, tileConfig } from "../plan.ts";
 import { KERNEL_TABLE, type KernelChoice } from "../src/kernels/kernel_spec.ts";
 import { loadDawn } from "../dawn.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";

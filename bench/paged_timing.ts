@@ -6,12 +6,8 @@
  * @module
  */
 
-import {
-  createAttentionEncoder,
-  createKVCache,
-  type DecodeInput,
-  type KernelTuning,
-} from "../mod.ts";
+import { type DecodeInput, type KernelTuning } from "../mod.ts";
+import { createAttentionEncoder, createKVCache } from "../runner.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
 import { timeWarm, type WarmTiming } from "../src/gpu/gpu_timing.ts";
 import type { BenchCase } from "./bench_cases.ts";

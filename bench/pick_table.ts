@@ -7,7 +7,7 @@
  * Usage: deno run -A bench/pick_table.ts TUNE.json OUT.json
  */
 
-import { tileConfig } from "../mod.ts";
+import { tileConfig } from "../plan.ts";
 import { KERNEL_TABLE, type KernelChoice } from "../src/kernels/kernel_spec.ts";
 import { loadCases } from "./bench_cases.ts";
 

@@ -23,7 +23,7 @@ import {
   createAttentionEncoder,
   createKVCache,
   type PagedPlan,
-} from "../mod.ts";
+} from "../runner.ts";
 import { loadDawn } from "../dawn.ts";
 import { requestDevice, summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 

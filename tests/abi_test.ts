@@ -24,7 +24,8 @@ import { appendKernelWGSL } from "../src/kernels/append_kernel.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
 import { kernelParams, PARAMS_WGSL, PARAMS_WORDS } from "../src/kernels/kernel_spec.ts";
 import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
-import { createPlan, KV_DTYPES, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../mod.ts";
+import { createPlan, KV_DTYPES } from "../mod.ts";
+import { PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan.ts";
 import { fcParams } from "./helpers.ts";
 
 const SPACE: Record<string, string> = {

@@ -16,13 +16,8 @@
  * @module
  */
 
-import {
-  type DecodeShape,
-  type KernelTuning,
-  type KVDtype,
-  tileConfig,
-  validateShape,
-} from "../mod.ts";
+import { type DecodeShape, type KernelTuning, type KVDtype } from "../mod.ts";
+import { tileConfig, validateShape } from "../plan.ts";
 import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 
 /** A shape family: everything of a decode shape that decides its kernel, but the lengths. */

@@ -13,10 +13,10 @@ import {
   DeviceLostError,
   GPUAllocationError,
   type Plan,
-  REDUCE_STRIDE,
   referenceAttention,
   STRATEGIES,
 } from "../mod.ts";
+import { REDUCE_STRIDE } from "../plan.ts";
 import { backendStatuses, backendTest } from "./backends.ts";
 import { F16_D8, F16_MHA, F32_GQA } from "./kernel_set.ts";
 import {

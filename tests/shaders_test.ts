@@ -17,7 +17,8 @@ import {
 import { kernelLayoutEntries } from "../src/kernels/abi.ts";
 import { kvLoadWGSL } from "../src/kernels/kv_load.ts";
 import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
-import { KV_DTYPES, tileConfig } from "../mod.ts";
+import { KV_DTYPES } from "../mod.ts";
+import { tileConfig } from "../plan.ts";
 import { fcParams } from "./helpers.ts";
 
 /** Specs the planner can produce, with tile options the decoder accepts. */

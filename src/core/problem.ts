@@ -145,7 +145,7 @@ export interface DecodeOutput {
  *
  * @example
  * ```ts
- * import { validateShape } from "@lean/attention";
+ * import { validateShape } from "@lean/attention/plan";
  * const p = validateShape({ seqLens: [5, 9], numHeads: 8, numKVHeads: 2, headDim: 64 });
  * console.log(p.totalTokens, p.groupSize, p.rowsPerGroup); // 14 4 4
  * ```
@@ -212,7 +212,7 @@ function oneOf<T extends string>(name: string, value: unknown, allowed: readonly
  *
  * @example
  * ```ts
- * import { validateStrategy } from "@lean/attention";
+ * import { validateStrategy } from "@lean/attention/plan";
  * console.log(validateStrategy("split")); // split
  * console.log(validateStrategy(undefined)); // lean
  * ```
@@ -228,7 +228,7 @@ export function validateStrategy(value: unknown): Strategy {
  *
  * @example
  * ```ts
- * import { validateShape } from "@lean/attention";
+ * import { validateShape } from "@lean/attention/plan";
  * const p = validateShape({ seqLens: [5, 9], numHeads: 8, numKVHeads: 2, headDim: 64 });
  * console.log(p.groupSize, p.totalTokens); // 4 14
  * ```
@@ -313,7 +313,7 @@ function checkArray(
  *
  * @example
  * ```ts
- * import { validateInput } from "@lean/attention";
+ * import { validateInput } from "@lean/attention/plan";
  * const p = validateInput({
  *   q: new Float32Array(8), k: new Float32Array(16), v: new Float32Array(16),
  *   seqLens: [2], numHeads: 1, numKVHeads: 1, headDim: 8,
@@ -349,7 +349,7 @@ export function validateInput(input: DecodeInput): Problem {
  *
  * @example
  * ```ts
- * import { resolveScale } from "@lean/attention";
+ * import { resolveScale } from "@lean/attention/plan";
  * console.log(resolveScale({ headDim: 64 })); // 0.125
  * ```
  */

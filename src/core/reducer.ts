@@ -14,7 +14,7 @@
  *
  * @example
  * ```ts
- * import { slotFloats } from "@lean/attention";
+ * import { slotFloats } from "@lean/attention/plan";
  * console.log(slotFloats(4, 64)); // 264
  * ```
  */
@@ -100,7 +100,7 @@ export function mergeStates(states: readonly AttentionState[]): AttentionState {
  *
  * @example
  * ```ts
- * import { mergePartialRow, slotFloats } from "@lean/attention";
+ * import { mergePartialRow, slotFloats } from "@lean/attention/plan";
  * // Two slots of one row (rowsPerBlock 1, headDim 2): o[2], then m, then l.
  * const partials = new Float32Array([2, 0, 0, 2, 0, 2, 0, 2]); // o=(2,0) m=0 l=2; o=(0,2) m=0 l=2
  * const out = new Float32Array(2);

@@ -18,7 +18,7 @@ import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan/sche
  *
  * @example
  * ```ts
- * import { CPU_GRID } from "@lean/attention";
+ * import { CPU_GRID } from "@lean/attention/plan";
  * console.log(CPU_GRID); // 16
  * ```
  */
@@ -43,7 +43,8 @@ function rowIndex(
  *
  * @example
  * ```ts
- * import { createPlan, executePlanOnCpu } from "@lean/attention";
+ * import { createPlan } from "@lean/attention";
+ * import { executePlanOnCpu } from "@lean/attention/plan";
  * const input = {
  *   q: new Float32Array(8).fill(0.5), k: new Float32Array(24).fill(1), v: new Float32Array(24).fill(3),
  *   seqLens: [3], numHeads: 1, numKVHeads: 1, headDim: 8,

@@ -58,7 +58,7 @@ export interface DeviceProfile {
  *
  * @example
  * ```ts
- * import { gridFor } from "@lean/attention";
+ * import { gridFor } from "@lean/attention/plan";
  * const profile = { name: "gpu", grid: 1000, source: "calibrated" as const, gridByRows: { 1: 1000, 2: 800, 4: 400, 8: 250 } };
  * console.log(gridFor(profile, 3)); // 400
  * ```

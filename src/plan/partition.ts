@@ -22,9 +22,8 @@ import type { TileConfig } from "./tiles.ts";
  *
  * @example
  * ```ts
- * import {
- *   partition, type Partition, segmentTiles, tileConfig, validateShape,
- * } from "@lean/attention";
+ * import { type Partition } from "@lean/attention";
+ * import { partition, segmentTiles, tileConfig, validateShape } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
  * const part: Partition = partition(segmentTiles(problem, tileConfig(problem)), "split", 4);
  * console.log(part.strategy, part.splits, Array.from(part.runStarts)); // split 2 [0, 2, 5, 7, 10]
@@ -49,7 +48,7 @@ export interface Partition {
  *
  * @example
  * ```ts
- * import { partitionCost, PIECE_COST_TILES } from "@lean/attention";
+ * import { partitionCost, PIECE_COST_TILES } from "@lean/attention/plan";
  * // One workgroup running one 8-tile segment: 8 tiles plus one piece.
  * const cost = partitionCost(Uint32Array.of(0, 8), Uint32Array.of(0, 8), 1);
  * console.log(cost, cost === 8 + PIECE_COST_TILES); // 12 true
@@ -63,7 +62,7 @@ export const PIECE_COST_TILES = 4;
  *
  * @example
  * ```ts
- * import { partitionCost } from "@lean/attention";
+ * import { partitionCost } from "@lean/attention/plan";
  * const segments = Uint32Array.of(0, 4, 8);
  * console.log(partitionCost(segments, Uint32Array.of(0, 4, 8), 2)); // 8
  * console.log(partitionCost(segments, Uint32Array.of(0, 3, 6, 8), 3)); // 11
@@ -93,7 +92,7 @@ export function partitionCost(
  *
  * @example
  * ```ts
- * import { segmentTiles, tileConfig, validateShape } from "@lean/attention";
+ * import { segmentTiles, tileConfig, validateShape } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [100, 64], numHeads: 2, numKVHeads: 2, headDim: 8 });
  * console.log(segmentTiles(problem, tileConfig(problem))); // Uint32Array [0, 2, 4, 5, 6]
  * ```
@@ -122,7 +121,7 @@ export function segmentTiles(problem: Problem, tiles: TileConfig): Uint32Array {
  *
  * @example
  * ```ts
- * import { chooseSplits } from "@lean/attention";
+ * import { chooseSplits } from "@lean/attention/plan";
  * console.log(chooseSplits(8, 64, 132)); // 16 (chunks per segment)
  * ```
  */
@@ -148,7 +147,7 @@ export function chooseSplits(segments: number, maxTiles: number, grid: number): 
  *
  * @example
  * ```ts
- * import { partition, segmentTiles, tileConfig, validateShape } from "@lean/attention";
+ * import { partition, segmentTiles, tileConfig, validateShape } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [1000, 200], numHeads: 4, numKVHeads: 2, headDim: 64 });
  * const tiles = tileConfig(problem);
  * const p = partition(segmentTiles(problem, tiles), "lean", 8);

@@ -83,7 +83,7 @@ export interface Plan {
  *
  * @example
  * ```ts
- * import { validateMaxBindingBytes } from "@lean/attention";
+ * import { validateMaxBindingBytes } from "@lean/attention/plan";
  * console.log(validateMaxBindingBytes(1 << 20), validateMaxBindingBytes(undefined)); // 1048576 Infinity
  * ```
  */
@@ -103,7 +103,7 @@ export function validateMaxBindingBytes(value: unknown): number {
  *
  * @example
  * ```ts
- * import { validateFlag } from "@lean/attention";
+ * import { validateFlag } from "@lean/attention/plan";
  * console.log(validateFlag("batchInvariant", true)); // true
  * ```
  */

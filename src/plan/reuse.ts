@@ -22,7 +22,8 @@ import { tileConfig } from "./tiles.ts";
  *
  * @example
  * ```ts
- * import { createPlan, validateShape } from "@lean/attention";
+ * import { createPlan } from "@lean/attention";
+ * import { validateShape } from "@lean/attention/plan";
  * import { reusePlan } from "./reuse.ts";
  * const options = { grid: 8 };
  * const step1 = createPlan({ seqLens: [100, 30], numHeads: 2, numKVHeads: 1, headDim: 8 }, options);

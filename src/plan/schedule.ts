@@ -21,7 +21,7 @@ import type { TileConfig } from "./tiles.ts";
  * ```ts
  * import {
  *   partition, PIECE_STRIDE, schedule, segmentTiles, tileConfig, validateShape,
- * } from "@lean/attention";
+ * } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
  * const tiles = tileConfig(problem);
  * const s = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));
@@ -41,7 +41,7 @@ export const PIECE_STRIDE: number = PIECE_RECORD.stride;
  * ```ts
  * import {
  *   partition, PIECE, PIECE_STRIDE, schedule, segmentTiles, tileConfig, validateShape,
- * } from "@lean/attention";
+ * } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
  * const tiles = tileConfig(problem);
  * const s = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));
@@ -68,7 +68,7 @@ export const PIECE: Readonly<
  * ```ts
  * import {
  *   partition, REDUCE_STRIDE, schedule, segmentTiles, tileConfig, validateShape,
- * } from "@lean/attention";
+ * } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
  * const tiles = tileConfig(problem);
  * const s = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));
@@ -83,7 +83,7 @@ export const REDUCE_STRIDE: number = REDUCE_RECORD.stride;
  * ```ts
  * import {
  *   partition, REDUCE, REDUCE_STRIDE, schedule, segmentTiles, tileConfig, validateShape,
- * } from "@lean/attention";
+ * } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
  * const tiles = tileConfig(problem);
  * const s = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));
@@ -105,7 +105,7 @@ export const REDUCE: Readonly<
  * ```ts
  * import {
  *   DIRECT, partition, PIECE, schedule, segmentTiles, tileConfig, validateShape,
- * } from "@lean/attention";
+ * } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
  * const tiles = tileConfig(problem);
  * // "single": one piece per segment, each writing its final output.
@@ -120,9 +120,10 @@ export const DIRECT = 0xffffffff;
  *
  * @example
  * ```ts
+ * import { type Schedule } from "@lean/attention";
  * import {
- *   partition, schedule, type Schedule, segmentTiles, tileConfig, validateShape,
- * } from "@lean/attention";
+ *   partition, schedule, segmentTiles, tileConfig, validateShape,
+ * } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
  * const tiles = tileConfig(problem);
  * const s: Schedule = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));
@@ -153,7 +154,9 @@ export interface Schedule {
  *
  * @example
  * ```ts
- * import { partition, schedule, segmentTiles, tileConfig, validateShape } from "@lean/attention";
+ * import {
+ *   partition, schedule, segmentTiles, tileConfig, validateShape,
+ * } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
  * const tiles = tileConfig(problem);
  * const s = schedule(problem, tiles, partition(segmentTiles(problem, tiles), "lean", 4));

@@ -34,7 +34,8 @@ function pushRecord(table: number[], stride: number): number {
  *
  * @example
  * ```ts
- * import { createPlan, INVARIANT_CHUNK_TILES } from "@lean/attention";
+ * import { createPlan } from "@lean/attention";
+ * import { INVARIANT_CHUNK_TILES } from "@lean/attention/plan";
  * const shape = { seqLens: [2000], numHeads: 1, numKVHeads: 1, headDim: 64 };
  * const plan = createPlan(shape, { grid: 4, tileTokens: 64, batchInvariant: true });
  * // 32 tiles cut into units of 8 (the sequence's fixed chunks), whatever the batch.
@@ -51,7 +52,7 @@ export const INVARIANT_CHUNK_TILES = 8;
  * ```ts
  * import {
  *   scheduleWindows, tileConfig, validateShape, type WindowedScheduleOptions,
- * } from "@lean/attention";
+ * } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [1000], numHeads: 2, numKVHeads: 2, headDim: 64 });
  * const options: WindowedScheduleOptions = {
  *   strategy: "lean", grid: 4, bounds: Float64Array.of(0, 1000), batchInvariant: true,
@@ -78,7 +79,7 @@ export interface WindowedScheduleOptions {
  * ```ts
  * import {
  *   scheduleWindows, tileConfig, validateShape, type WindowedSchedule,
- * } from "@lean/attention";
+ * } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [300, 200], numHeads: 2, numKVHeads: 2, headDim: 64 });
  * const ws: WindowedSchedule = scheduleWindows(problem, tileConfig(problem), {
  *   strategy: "lean", grid: 4, bounds: Float64Array.of(0, 256, 500), batchInvariant: false,
@@ -102,7 +103,7 @@ export interface WindowedSchedule {
  *
  * @example
  * ```ts
- * import { unitRuns } from "@lean/attention";
+ * import { unitRuns } from "@lean/attention/plan";
  * console.log(Array.from(unitRuns(Uint32Array.of(0, 8, 16, 24, 27), 2))); // [0, 16, 27]
  * ```
  */
@@ -128,7 +129,9 @@ export function unitRuns(unitStarts: Uint32Array, grid: number): Uint32Array {
  *
  * @example
  * ```ts
- * import { kvWindowBounds, scheduleWindows, tileConfig, validateShape } from "@lean/attention";
+ * import {
+ *   kvWindowBounds, scheduleWindows, tileConfig, validateShape,
+ * } from "@lean/attention/plan";
  * const problem = validateShape({ seqLens: [300, 200], numHeads: 2, numKVHeads: 2, headDim: 64 });
  * const tiles = tileConfig(problem);
  * const bounds = kvWindowBounds(problem, { maxBindingBytes: 65536, tileTokens: 64, alignTokens: 64 });

@@ -13,7 +13,8 @@ import type { KVDtype } from "../core/problem.ts";
  *
  * @example
  * ```ts
- * import { type TileConfig, tileConfig } from "@lean/attention";
+ * import { type TileConfig } from "@lean/attention";
+ * import { tileConfig } from "@lean/attention/plan";
  * const c: TileConfig = tileConfig({ headDim: 64, rowsPerGroup: 8, kvDtype: "f32" });
  * console.log(c.tileTokens, c.rowsPerBlock, c.rowBlocks, c.workgroupSize); // 64 8 1 128
  * ```
@@ -34,7 +35,8 @@ export interface TileConfig {
  *
  * @example
  * ```ts
- * import { tileConfig, type TileOptions } from "@lean/attention";
+ * import { type TileOptions } from "@lean/attention";
+ * import { tileConfig } from "@lean/attention/plan";
  * const o: TileOptions = { tileTokens: 128, workgroupSize: 256 };
  * const c = tileConfig({ headDim: 64, rowsPerGroup: 1, kvDtype: "f16" }, o);
  * console.log(c.tileTokens, c.workgroupSize); // 128 256
@@ -74,7 +76,7 @@ function powerOfTwo(name: string, value: number, lo: number, hi: number): number
  *
  * @example
  * ```ts
- * import { tileConfig } from "@lean/attention";
+ * import { tileConfig } from "@lean/attention/plan";
  * const c = tileConfig({ headDim: 128, rowsPerGroup: 4, kvDtype: "f16" });
  * console.log(c.tileTokens, c.rowsPerBlock, c.rowBlocks); // 64 4 1
  * ```

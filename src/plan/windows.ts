@@ -50,7 +50,7 @@ export interface KVWindow {
  *
  * @example
  * ```ts
- * import { kvRowBytes, validateShape } from "@lean/attention";
+ * import { kvRowBytes, validateShape } from "@lean/attention/plan";
  * const p = validateShape({ seqLens: [4], numHeads: 32, numKVHeads: 8, headDim: 128, kvDtype: "f16" });
  * console.log(kvRowBytes(p)); // 2048
  * ```
@@ -64,7 +64,7 @@ export function kvRowBytes(problem: Pick<Problem, "numKVHeads" | "headDim" | "kv
  *
  * @example
  * ```ts
- * import { kvWindowBounds, type KVWindowOptions, validateShape } from "@lean/attention";
+ * import { kvWindowBounds, type KVWindowOptions, validateShape } from "@lean/attention/plan";
  * const p = validateShape({ seqLens: [1000], numHeads: 2, numKVHeads: 2, headDim: 64 });
  * const options: KVWindowOptions = { maxBindingBytes: 262144, tileTokens: 64, alignTokens: 64 };
  * console.log(Array.from(kvWindowBounds(p, options))); // [0, 512, 1000]
@@ -87,7 +87,7 @@ export interface KVWindowOptions {
  *
  * @example
  * ```ts
- * import { kvWindowBounds, validateShape } from "@lean/attention";
+ * import { kvWindowBounds, validateShape } from "@lean/attention/plan";
  * const p = validateShape({ seqLens: [300, 200], numHeads: 2, numKVHeads: 2, headDim: 64 });
  * // 512-byte rows, 64 KiB bindings: 128 rows per window, cut on 64-token tiles.
  * const b = kvWindowBounds(p, { maxBindingBytes: 65536, tileTokens: 64, alignTokens: 64 });

@@ -46,7 +46,7 @@ import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/webgpu_backe
  *
  * @example
  * ```ts
- * import type { AttentionEncoderOptions } from "@lean/attention";
+ * import type { AttentionEncoderOptions } from "@lean/attention/runner";
  * // For createAttentionEncoder(device, options) on a runner's GPU device.
  * const options: AttentionEncoderOptions = {
  *   grid: 1056, strategy: "lean", batchInvariant: true, tileTokens: 64, kernel: { lanes: 16 },
@@ -73,7 +73,9 @@ export interface AttentionEncoderOptions extends TileOptions {
  *
  * @example
  * ```ts
- * import { createKVCache, type EncodeAttentionOptions, planForCache } from "@lean/attention";
+ * import {
+ *   createKVCache, type EncodeAttentionOptions, planForCache,
+ * } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, numPages: 4 });
  * const seq = cache.addSequence();
  * cache.extend([seq], 3);
@@ -108,7 +110,7 @@ export interface EncodeAttentionOptions {
  *
  * @example
  * ```ts
- * import type { AttentionEncoderStats } from "@lean/attention";
+ * import type { AttentionEncoderStats } from "@lean/attention/runner";
  * // Steady state: a step's attention.stats() equals the previous step's.
  * function steady(before: AttentionEncoderStats, after: AttentionEncoderStats): boolean {
  *   return after.buffersCreated === before.buffersCreated &&
@@ -206,7 +208,7 @@ interface BufferInfo {
  *
  * @example
  * ```ts ignore
- * import { createAttentionEncoder, createKVCache } from "@lean/attention";
+ * import { createAttentionEncoder, createKVCache } from "@lean/attention/runner";
  * const adapter = await navigator.gpu.requestAdapter();
  * const device = await adapter!.requestDevice();
  * const cache = createKVCache({ device, numLayers: 2, numKVHeads: 2, headDim: 64, numPages: 64 });
@@ -659,7 +661,7 @@ export class AttentionEncoder {
  *
  * @example
  * ```ts ignore
- * import { createAttentionEncoder } from "@lean/attention";
+ * import { createAttentionEncoder } from "@lean/attention/runner";
  * const device = await (await navigator.gpu.requestAdapter())!.requestDevice();
  * const attention = await createAttentionEncoder(device, { grid: 1056 });
  * console.log(attention.grid); // 1056

@@ -45,7 +45,7 @@ import { dispatchSize } from "../gpu/webgpu_backend.ts";
  *
  * @example
  * ```ts
- * import { createKVCache, type KVCacheOptions } from "@lean/attention";
+ * import { createKVCache, type KVCacheOptions } from "@lean/attention/runner";
  * const options: KVCacheOptions = {
  *   numLayers: 2, numKVHeads: 2, headDim: 64, kvDtype: "f16", pageSize: 16, numPages: 32,
  * };
@@ -75,7 +75,7 @@ export interface KVCacheOptions {
  *
  * @example
  * ```ts
- * import { type AppendSlots, createKVCache } from "@lean/attention";
+ * import { type AppendSlots, createKVCache } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
  * const a = cache.addSequence();
  * const b = cache.addSequence();
@@ -97,7 +97,7 @@ export interface AppendSlots {
  *
  * @example
  * ```ts
- * import { createKVCache, type KVCacheMemory } from "@lean/attention";
+ * import { createKVCache, type KVCacheMemory } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
  * const a = cache.addSequence();
  * cache.extend([a], 6);
@@ -135,7 +135,7 @@ export interface KVCacheMemory {
  *
  * @example
  * ```ts
- * import { createKVCache, type ExtendOptions } from "@lean/attention";
+ * import { createKVCache, type ExtendOptions } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
  * const a = cache.addSequence();
  * cache.extend([a], 2);
@@ -159,7 +159,7 @@ export interface ExtendOptions {
  *
  * @example
  * ```ts
- * import { type AppendData, createKVCache } from "@lean/attention";
+ * import { type AppendData, createKVCache } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, numPages: 4 });
  * const seq = cache.addSequence();
  * // Two tokens, two layers: each array is [token][kvHead][dim].
@@ -183,7 +183,7 @@ export interface AppendData {
  *
  * @example
  * ```ts
- * import { createKVCache, type LayerRows } from "@lean/attention";
+ * import { createKVCache, type LayerRows } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, numPages: 4 });
  * const seq = cache.addSequence();
  * const slots = cache.extend([seq], 2);
@@ -204,7 +204,7 @@ export interface LayerRows {
  *
  * @example
  * ```ts
- * import { createKVCache, type EncodeAppendOptions } from "@lean/attention";
+ * import { createKVCache, type EncodeAppendOptions } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, numPages: 4 });
  * const seq = cache.addSequence();
  * const slots = cache.extend([seq], 1); // this step's token
@@ -257,7 +257,7 @@ const MAX_COUNT = 0xffffffff;
  *
  * @example
  * ```ts
- * import { createKVCache, type KVCacheStats } from "@lean/attention";
+ * import { createKVCache, type KVCacheStats } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, numPages: 4 });
  * const stats: KVCacheStats = cache.stats(); // a host cache creates no GPU objects
  * console.log(stats.buffersCreated, stats.buffersLive, stats.bindGroupsLive); // 0 0 0
@@ -311,7 +311,7 @@ function isBuffer(x: unknown): x is GPUBuffer {
  *
  * @example
  * ```ts
- * import { createKVCache } from "@lean/attention";
+ * import { createKVCache } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
  * const a = cache.addSequence();
  * const row = (x: number) => new Float32Array(8).fill(x);
@@ -1121,7 +1121,7 @@ export class KVCache {
  *
  * @example
  * ```ts
- * import { createKVCache } from "@lean/attention";
+ * import { createKVCache } from "@lean/attention/runner";
  * const cache = createKVCache({
  *   numLayers: 32, numKVHeads: 8, headDim: 128, kvDtype: "f16", pageSize: 16, numPages: 64,
  * });

@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import { PagePool } from "@lean/attention";
+ * import { PagePool } from "@lean/attention/runner";
  * const pool = new PagePool(4);
  * const [a, b] = pool.allocate(2);
  * pool.retain(a);

@@ -27,7 +27,7 @@ import { PIECE, PIECE_STRIDE } from "../plan/schedule.ts";
  *
  * @example
  * ```ts
- * import { createPagedPlan, type PagedKV } from "@lean/attention";
+ * import { createPagedPlan, type PagedKV } from "@lean/attention/runner";
  * const plan = createPagedPlan(
  *   { seqLens: [5, 3], numHeads: 2, numKVHeads: 1, headDim: 8 },
  *   { pageSize: 4, numPages: 4, pageTables: [[2, 0], [3]] },
@@ -57,7 +57,7 @@ export interface PagedKV {
  *
  * @example
  * ```ts
- * import { createKVCache, type PagedPlan, planForCache } from "@lean/attention";
+ * import { createKVCache, type PagedPlan, planForCache } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
  * const a = cache.addSequence();
  * cache.extend([a], 6);
@@ -85,7 +85,7 @@ export interface PagedPlan extends Plan {
  *
  * @example
  * ```ts
- * import { createPagedPlan, type PageTables } from "@lean/attention";
+ * import { createPagedPlan, type PageTables } from "@lean/attention/runner";
  * // Sequence 0 (5 tokens) in pages 2 and 0, sequence 1 (3 tokens) in page 3.
  * const tables: PageTables = { pageSize: 4, numPages: 4, pageTables: [[2, 0], [3]] };
  * const shape = { seqLens: [5, 3], numHeads: 2, numKVHeads: 1, headDim: 8 };
@@ -107,7 +107,7 @@ export interface PageTables {
  *
  * @example
  * ```ts
- * import { createPagedPlan, type PagedPlanOptions } from "@lean/attention";
+ * import { createPagedPlan, type PagedPlanOptions } from "@lean/attention/runner";
  * const options: PagedPlanOptions = { grid: 4, strategy: "split", scale: 0.125 };
  * const plan = createPagedPlan(
  *   { seqLens: [5], numHeads: 1, numKVHeads: 1, headDim: 8 },
@@ -127,7 +127,7 @@ export interface PagedPlanOptions extends PlanOptions {
  *
  * @example
  * ```ts
- * import { type CachePlanOptions, createKVCache, planForCache } from "@lean/attention";
+ * import { type CachePlanOptions, createKVCache, planForCache } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 2, headDim: 8, pageSize: 4, numPages: 8 });
  * const a = cache.addSequence();
  * const b = cache.addSequence();
@@ -191,7 +191,7 @@ function pagePlan(
  *
  * @example
  * ```ts
- * import { createPagedPlan } from "@lean/attention";
+ * import { createPagedPlan } from "@lean/attention/runner";
  * const plan = createPagedPlan(
  *   { seqLens: [5, 3], numHeads: 2, numKVHeads: 1, headDim: 8 },
  *   { pageSize: 4, numPages: 4, pageTables: [[2, 0], [3]] },
@@ -287,7 +287,7 @@ export function createPagedPlan(
  *
  * @example
  * ```ts
- * import { createKVCache, planForCache } from "@lean/attention";
+ * import { createKVCache, planForCache } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 2, headDim: 8, pageSize: 4, numPages: 8 });
  * const a = cache.addSequence();
  * cache.extend([a], 6);
@@ -369,7 +369,7 @@ export function planForCache(
  * ```ts
  * import {
  *   createKVCache, executePagedPlanOnCpu, type PagedCpuInput, planForCache,
- * } from "@lean/attention";
+ * } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 2, numPages: 4 });
  * const a = cache.addSequence();
  * cache.append(a, { k: [new Float32Array(24).fill(1)], v: [new Float32Array(24).fill(5)] });
@@ -403,7 +403,7 @@ function ownsStorage(cache: KVCache, k: unknown, v: unknown): boolean {
  *
  * @example
  * ```ts
- * import { createKVCache, executePagedPlanOnCpu, planForCache } from "@lean/attention";
+ * import { createKVCache, executePagedPlanOnCpu, planForCache } from "@lean/attention/runner";
  * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 2, numPages: 4 });
  * const a = cache.addSequence();
  * cache.append(a, { k: [new Float32Array(24).fill(1)], v: [new Float32Array(24).fill(3)] });
