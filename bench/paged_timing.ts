@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type DecodeInput, type KernelTuning } from "../mod.ts";
+import type { DecodeInput, KernelTuning } from "../mod.ts";
 import { createAttentionEncoder, createKVCache } from "../runner.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
 import { timeWarm, type WarmTiming } from "../src/gpu/gpu_timing.ts";

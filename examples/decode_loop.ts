@@ -16,7 +16,7 @@
  * @module
  */
 
-import { type KVDtype } from "../mod.ts";
+import type { KVDtype } from "../mod.ts";
 import {
   type AppendSlots,
   createAttentionEncoder,

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { type DecodeShape, type KernelTuning, type KVDtype } from "../mod.ts";
+import type { DecodeShape, KernelTuning, KVDtype } from "../mod.ts";
 import { tileConfig, validateShape } from "../plan.ts";
 import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { type KVDtype } from "../../mod.ts";
+import type { KVDtype } from "../../mod.ts";
 import { CPU_GRID } from "../../plan.ts";
 import { createKVCache, executePagedPlanOnCpu, type KVCache, planForCache } from "../../runner.ts";
 import { type Matrix, type ModelWeights, toF32 } from "./checkpoint.ts";
