@@ -54,4 +54,4 @@ export type { TileConfig, TileOptions } from "./src/plan/tiles.ts";
 export type { Partition } from "./src/plan/partition.ts";
 export type { Schedule } from "./src/plan/schedule.ts";
 export type { KVWindow } from "./src/plan/windows.ts";
-export type { KernelTuning } from "./src/gpu/webgpu_backend.ts";
+export type { KernelTuning } from "./src/gpu/kernel_choice.ts";

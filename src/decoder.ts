@@ -27,7 +27,7 @@ import {
 } from "./core/problem.ts";
 import { notify, type ProgressListener } from "./core/progress.ts";
 import { tileConfig, type TileOptions } from "./plan/tiles.ts";
-import type { KernelTuning } from "./gpu/webgpu_backend.ts";
+import type { KernelTuning } from "./gpu/kernel_choice.ts";
 
 /**
  * Options for {@linkcode createDecoder}.
@@ -352,7 +352,7 @@ async function openBackend(options: DecoderOptions): Promise<Backend> {
   };
   if (name === "cpu") return cpu();
   if (name === "webgpu" || name === "dawn" || name === "auto") {
-    const { createWebGPUBackend } = await import("./gpu/webgpu_backend.ts");
+    const { createWebGPUBackend } = await import("./gpu/open_backend.ts");
     if (name !== "auto") return await createWebGPUBackend({ ...options, flavor: name });
     const gpu = await createWebGPUBackend({ ...options, flavor: "webgpu", requireHardware: true })
       .catch(() => undefined);

@@ -8,15 +8,7 @@
  * @module
  */
 
-import {
-  DEFAULT_MAX_LANES,
-  elementsPerLoad,
-  kernelChoice,
-  kernelParams,
-  type KernelSpec,
-  PARAMS_WORDS,
-  specKey,
-} from "../kernels/kernel_spec.ts";
+import { kernelParams, type KernelSpec, PARAMS_WORDS } from "../kernels/kernel_spec.ts";
 import type {
   Backend,
   BackendName,
@@ -25,100 +17,25 @@ import type {
   DeviceProfile,
   KernelTimingOptions,
 } from "../plan/backend.ts";
-import { BufferPool } from "./buffer_pool.ts";
+import type { BufferPool } from "./buffer_pool.ts";
 import { CallGate } from "../core/call_gate.ts";
 import { DeviceGuard } from "./device_guard.ts";
 import { kvRowBytes } from "../plan/windows.ts";
 import { schedLayout } from "./sched_layout.ts";
-import { type KernelKind, PipelineCache } from "./pipeline_cache.ts";
-import { deviceProfile, tableProfile } from "./device_profile.ts";
-import {
-  acceptsSubgroupsDirective,
-  type AdapterSummary,
-  BufferUsage,
-  type KernelCaps,
-  kernelCaps,
-  MAP_READ,
-  registeredDawn,
-  requestDevice,
-  summarizeAdapter,
-} from "./gpu_runtime.ts";
+import type { KernelKind, PipelineCache } from "./pipeline_cache.ts";
+import { type AdapterSummary, BufferUsage, type KernelCaps, MAP_READ } from "./gpu_runtime.ts";
 import { timeWarm } from "./gpu_timing.ts";
 import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
 import type { Plan } from "../plan/plan.ts";
 import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
-import { notify, type ProgressListener } from "../core/progress.ts";
 import { slotFloats } from "../core/reducer.ts";
-import { DIRECT, PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
+import { REDUCE_STRIDE } from "../plan/schedule.ts";
 import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
-import { tileConfig, type TileOptions } from "../plan/tiles.ts";
-
-/** Options for {@linkcode createWebGPUBackend}. */
-export interface WebGPUBackendOptions extends TileOptions {
-  /** Which WebGPU implementation: the runtime's (`"webgpu"`) or npm `webgpu` (`"dawn"`). */
-  flavor: "webgpu" | "dawn";
-  /** A `GPU` to request the adapter from. */
-  gpu?: GPU;
-  /** A caller-owned device; it is left alone by `dispose()`. */
-  device?: GPUDevice;
-  /** Fail unless the adapter is a hardware GPU (used by `"auto"`). */
-  requireHardware?: boolean;
-  /** Overrides the profile's grid. */
-  grid?: number;
-  /** Fill the output with NaN before every run, so an unwritten element shows (for tests). */
-  poison?: boolean;
-  /**
-   * Largest K or V binding in bytes, capped to the device's `maxStorageBufferBindingSize` and
-   * `maxBufferSize` (the default): larger caches are split into KV windows.
-   */
-  maxBindingBytes?: number;
-  /** Kernel tuning: subgroup shuffles (default: when the device has them), lanes, unroll. */
-  kernel?: KernelTuning;
-  /** Hears of each stage: adapter, device, calibration, kernel compiles, ready. */
-  onProgress?: ProgressListener;
-}
-
-/**
- * Kernel choices a backend makes for every plan (see `KernelSpec`).
- *
- * @example
- * ```ts
- * import type { DecoderOptions, KernelTuning } from "@lean/attention";
- * const kernel: KernelTuning = { subgroups: false, lanes: 8, unroll: 2, prefetch: true };
- * // Passed to createDecoder (GPU backends) or createAttentionEncoder.
- * const options: DecoderOptions = { backend: "webgpu", kernel };
- * console.log(options.kernel?.lanes); // 8
- * ```
- */
-export interface KernelTuning {
-  /** Use subgroup shuffles when the device offers them (default true). */
-  subgroups?: boolean;
-  /**
-   * Threads per token (default: the kernel table's choice for the block's rows and head dim, at
-   * most the smallest subgroup; see `KERNEL_TABLE` in `src/kernels/kernel_spec.ts`).
-   */
-  lanes?: number;
-  /** Tokens each lane group loads per step (default: the kernel table's choice). */
-  unroll?: number;
-  /** Request the next step's K and V before this step's arithmetic (default true). */
-  prefetch?: boolean;
-  /**
-   * Steps that mask no token skip the masking arithmetic (default true; false masks every step,
-   * as kernels before 0.2 did: for measurements).
-   */
-  fastSteps?: boolean;
-}
+import { dispatchSize, kernelSpec, type KernelTuning } from "./kernel_choice.ts";
 
 const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
 const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
 const UNIFORM = BufferUsage.UNIFORM | BufferUsage.COPY_DST;
-
-/** Splits a workgroup count over x and y when it exceeds the per-dimension limit. */
-export function dispatchSize(count: number, maxPerDim: number): [number, number] {
-  if (count <= maxPerDim) return [count, 1];
-  const y = Math.ceil(count / maxPerDim);
-  return [Math.ceil(count / y), y];
-}
 
 /** A plan uploaded and bound, ready to record. */
 export interface BoundPlan {
@@ -133,47 +50,7 @@ export interface BoundPlan {
   readonly lseOffset: number;
 }
 
-/**
- * The kernel specialisation a plan needs on a device: lanes per token up to 16 and, with
- * subgroup shuffles, at most the adapter's smallest subgroup.
- */
-export function kernelSpec(
-  plan: { problem: { headDim: number; kvDtype: Plan["problem"]["kvDtype"] }; tiles: Plan["tiles"] },
-  caps: KernelCaps = { subgroups: false, subgroupMinSize: 0 },
-  tuning: KernelTuning = {},
-  paged = false,
-): KernelSpec {
-  const { headDim, kvDtype } = plan.problem;
-  const { tileTokens, rowsPerBlock, workgroupSize } = plan.tiles;
-  const chunks = headDim / elementsPerLoad(kvDtype);
-  const subgroups = caps.subgroups && tuning.subgroups !== false;
-  const choice = kernelChoice(headDim, rowsPerBlock);
-  let cap = Math.min(DEFAULT_MAX_LANES, workgroupSize, choice.lanes);
-  if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
-  let lanes = tuning.lanes ?? 1;
-  if (tuning.lanes === undefined) {
-    while (lanes * 2 <= cap && chunks % (lanes * 2) === 0) lanes *= 2;
-  }
-  const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
-  return {
-    headDim,
-    kvDtype,
-    tileTokens,
-    rowsPerBlock,
-    workgroupSize,
-    lanes,
-    // The table's unroll goes with its prefetch choice; without prefetch (asked for by the
-    // tuning only) twice as many tokens per step keep as many bytes in flight.
-    unroll: tuning.unroll ??
-      (prefetch || choice.prefetch === false ? choice.unroll : 2 * choice.unroll),
-    subgroups: subgroups && lanes > 1 && lanes <= caps.subgroupMinSize,
-    paged,
-    prefetch,
-    ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
-  };
-}
-
-class WebGPUBackend implements Backend {
+export class WebGPUBackend implements Backend {
   readonly name: BackendName;
   readonly profile: DeviceProfile;
   readonly adapter: AdapterSummary;
@@ -484,210 +361,4 @@ class WebGPUBackend implements Backend {
     this.#keepAlive = [];
     return Promise.resolve();
   }
-}
-
-/** Rows-per-block classes the grid is calibrated for (see `gridFor`). */
-const ROW_CLASSES = [1, 2, 4, 8];
-
-/** Builds the calibration probe: `n` workgroups decoding identical pieces with the default spec. */
-function calibrationProbe(
-  device: GPUDevice,
-  pool: BufferPool,
-  pipelines: PipelineCache,
-  software: boolean,
-  tileOptions: TileOptions,
-  specOf: (plan: Parameters<typeof kernelSpec>[0]) => KernelSpec,
-  rows = 4,
-): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string } {
-  const tiles = tileConfig({ headDim: 128, rowsPerGroup: rows, kvDtype: "f16" }, tileOptions);
-  const spec = specOf({ problem: { headDim: 128, kvDtype: "f16" }, tiles });
-  const tokens = software ? 64 : 1024;
-  const maxN = 8192;
-  const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
-  for (let w = 0; w <= maxN; w++) sched[w] = w;
-  // Every workgroup decodes the same piece: all tokens of sequence 0, head 0, row block 0.
-  for (let w = 0; w < maxN; w++) {
-    const f = maxN + 1 + w * PIECE_STRIDE;
-    sched[f + PIECE.tokenBegin] = 0;
-    sched[f + PIECE.tokenEnd] = tokens;
-    sched[f + PIECE.slot] = DIRECT;
-    sched[f + PIECE.kvStart] = 0;
-    sched[f + PIECE.seqLen] = tokens;
-  }
-  const words = kernelParams({
-    numHeads: rows,
-    qLen: 1,
-    groupSize: rows,
-    rowsPerGroup: rows,
-    numKVHeads: 1,
-    headDim: 128,
-    kvDtype: "f16",
-    pieceBase: maxN + 1,
-    reduceBase: 0,
-    count: maxN,
-    scale: 0,
-  });
-  const kv = new Uint32Array(tokens * 64).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
-  const buffers: Partial<Record<BindingName, readonly [ArrayBufferView, number]>> = {
-    params: [words, UNIFORM],
-    sched: [sched, STORAGE_IN],
-    q: [new Float32Array(rows * 128).fill(0.01), STORAGE_IN],
-    k: [kv, STORAGE_IN],
-    v: [kv, STORAGE_IN],
-    out: [new Float32Array(rows * 128), STORAGE_OUT],
-    partials: [new Float32Array(16), STORAGE_OUT],
-    lse: [new Float32Array(Math.max(4, rows)), STORAGE_OUT],
-  };
-  const decode = pipelines.get("decode", spec);
-  const resources: Partial<Record<BindingName, GPUBufferBinding>> = {};
-  for (
-    const [name, [data, usage]] of Object.entries(buffers) as [
-      BindingName,
-      [ArrayBufferView, number],
-    ][]
-  ) {
-    const buffer = pool.get(`calibration ${BINDING[name]}`, data.byteLength, usage);
-    device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
-    resources[name] = { buffer };
-  }
-  const bindGroup = device.createBindGroup({
-    layout: pipelines.layout("decode", spec).group,
-    entries: namedEntries(BINDING, resources),
-  });
-  return {
-    key: specKey("decode", spec),
-    probe: (pass, n) => {
-      pass.setPipeline(decode);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(n);
-    },
-  };
-}
-
-/**
- * Creates a WebGPU backend: finds the adapter, requests a device with the adapter's limits,
- * and profiles it (grid calibration, cached per adapter).
- */
-export async function createWebGPUBackend(options: WebGPUBackendOptions): Promise<Backend> {
-  const tileOptions: TileOptions = {
-    tileTokens: options.tileTokens,
-    workgroupSize: options.workgroupSize,
-  };
-  const onProgress = options.onProgress;
-  let device = options.device;
-  let adapterInfo: GPUAdapterInfo | undefined;
-  const keepAlive: unknown[] = [];
-  if (device) {
-    adapterInfo = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
-  } else {
-    notify(onProgress, {
-      stage: "adapter",
-      message: `requesting a WebGPU adapter (${
-        options.flavor === "dawn" ? "Dawn" : "the runtime's navigator.gpu"
-      })`,
-    });
-    const gpu = options.flavor === "dawn"
-      ? await registeredDawn()
-      : options.gpu ?? globalThis.navigator?.gpu;
-    if (!gpu) {
-      throw new Error(`the ${options.flavor} backend needs WebGPU: navigator.gpu is not available`);
-    }
-    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-    if (!adapter) throw new Error(`the ${options.flavor} backend found no WebGPU adapter`);
-    adapterInfo = adapter.info;
-    keepAlive.push(gpu, adapter);
-    const found = summarizeAdapter(adapterInfo);
-    if (options.requireHardware && found.software) {
-      throw new Error(`adapter ${found.description} is a software adapter`);
-    }
-    notify(onProgress, { stage: "device", message: `opening a device on ${found.description}` });
-    device = await requestDevice(adapter);
-  }
-  const summary = summarizeAdapter(adapterInfo);
-  const owns = options.device === undefined;
-  const pool = new BufferPool(device);
-  const caps = kernelCaps(device, adapterInfo);
-  const tuning = options.kernel ?? {};
-  // Tint (Dawn, browsers) wants `enable subgroups;`; Naga (Deno) rejects the directive.
-  const enableDirective = caps.subgroups && await acceptsSubgroupsDirective(device);
-  const pipelines = new PipelineCache(
-    device,
-    { enableDirective },
-    (kernel, done) =>
-      notify(onProgress, {
-        stage: "compile",
-        message: `compiling kernel ${done + 1}: ${kernel}`,
-        done,
-        kernel,
-      }),
-  );
-  let profile: DeviceProfile;
-  if (options.grid !== undefined) {
-    profile = { name: summary.description, grid: options.grid, source: "option" };
-  } else if (summary.software) {
-    // A software adapter runs about one workgroup per thread; calibrating it would only cost
-    // kernel compiles.
-    profile = tableProfile(summary.description, true);
-  } else {
-    const calibrationPool = new BufferPool(device);
-    try {
-      // Kernels holding more query rows keep more registers, so fewer run at once: one grid per
-      // rows-per-block class.
-      const grids: Record<number, number> = {};
-      let source: DeviceProfile["source"] = "calibrated";
-      for (const [i, rows] of ROW_CLASSES.entries()) {
-        notify(onProgress, {
-          stage: "calibrate",
-          message: `calibrating the lean grid (${rows} row${rows > 1 ? "s" : ""} per block, ` +
-            `${i + 1} of ${ROW_CLASSES.length})`,
-          done: i,
-          total: ROW_CLASSES.length,
-        });
-        const { probe, key } = calibrationProbe(
-          device,
-          calibrationPool,
-          pipelines,
-          false,
-          tileOptions,
-          (plan) => kernelSpec(plan, caps, tuning),
-          rows,
-        );
-        // The first class warms the GPU (its clock idles low); the others follow right after.
-        const warmupMs = rows === ROW_CLASSES[0] ? 300 : 50;
-        const p = await deviceProfile(device, summary.description, false, probe, key, warmupMs);
-        grids[rows] = p.grid;
-        if (p.source !== "calibrated") source = p.source;
-      }
-      profile = { name: summary.description, grid: grids[1], source, gridByRows: grids };
-    } catch {
-      profile = tableProfile(summary.description, summary.software);
-    } finally {
-      calibrationPool.destroy();
-    }
-  }
-  // KV windows: one binding and one buffer at most, or less where the caller asks (tests).
-  const maxBindingBytes = Math.min(
-    device.limits.maxStorageBufferBindingSize,
-    device.limits.maxBufferSize,
-    options.maxBindingBytes ?? Number.POSITIVE_INFINITY,
-  );
-  profile = { ...profile, maxBindingBytes, software: summary.software };
-  notify(onProgress, {
-    stage: "ready",
-    message: `${options.flavor} backend ready on ${summary.description} (grid ${profile.grid}, ` +
-      `${profile.source})`,
-  });
-  return new WebGPUBackend(
-    options.flavor,
-    device,
-    owns,
-    summary,
-    profile,
-    options.poison ?? false,
-    pool,
-    pipelines,
-    keepAlive,
-    caps,
-    tuning,
-  );
 }

@@ -39,7 +39,7 @@ import { PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
 import { BINDING, namedEntries } from "../kernels/abi.ts";
 import type { TileOptions } from "../plan/tiles.ts";
 import { type RingRegion, UploadRing } from "./upload_ring.ts";
-import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/webgpu_backend.ts";
+import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
 
 /**
  * Options of {@linkcode createAttentionEncoder}.

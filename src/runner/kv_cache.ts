@@ -38,7 +38,7 @@ import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
 import { encodeKV } from "../core/half.ts";
 import { PagePool } from "./page_pool.ts";
 import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
-import { dispatchSize } from "../gpu/webgpu_backend.ts";
+import { dispatchSize } from "../gpu/kernel_choice.ts";
 
 /**
  * Options of {@linkcode createKVCache}.
