@@ -31,7 +31,7 @@ export type {
   KVCacheOptions,
   KVCacheStats,
   LayerRows,
-} from "./src/runner/kv_cache.ts";
+} from "./src/runner/kv_cache_types.ts";
 export { createPagedPlan, executePagedPlanOnCpu, planForCache } from "./src/runner/paged_plan.ts";
 export type {
   CachePlanOptions,

@@ -18,214 +18,34 @@
  * @module
  */
 
-import {
-  APPEND_PARAMS_WORDS,
-  APPEND_WORKGROUP,
-  appendKernelWGSL,
-} from "../kernels/append_kernel.ts";
-import {
-  APPEND_BINDING,
-  APPEND_PARAMS_RECORD,
-  appendLayoutEntries,
-  createLayout,
-  namedEntries,
-  packRecord,
-} from "../kernels/abi.ts";
-import { BindGroupCache } from "../gpu/bind_group_cache.ts";
+import type {
+  AppendData,
+  AppendSlots,
+  EncodeAppendOptions,
+  ExtendOptions,
+  KVCacheMemory,
+  KVCacheOptions,
+  KVCacheStats,
+  LayerRows,
+} from "./kv_cache_types.ts";
+import { isBuffer, isCommandEncoder, isComputePass, positiveInt } from "./checks.ts";
+import { AppendPath } from "./kv_append.ts";
+
+export type {
+  AppendData,
+  AppendSlots,
+  EncodeAppendOptions,
+  ExtendOptions,
+  KVCacheMemory,
+  KVCacheOptions,
+  KVCacheStats,
+  LayerRows,
+} from "./kv_cache_types.ts";
 import { DeviceGuard } from "../gpu/device_guard.ts";
-import { type RingRegion, UploadRing } from "./upload_ring.ts";
 import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
 import { encodeKV } from "../core/half.ts";
 import { PagePool } from "./page_pool.ts";
 import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
-import { dispatchSize } from "../gpu/kernel_choice.ts";
-
-/**
- * Options of {@linkcode createKVCache}.
- *
- * @example
- * ```ts
- * import { createKVCache, type KVCacheOptions } from "@lean/attention/runner";
- * const options: KVCacheOptions = {
- *   numLayers: 2, numKVHeads: 2, headDim: 64, kvDtype: "f16", pageSize: 16, numPages: 32,
- * };
- * const cache = createKVCache(options); // no device: host memory
- * console.log(cache.rowBytes, cache.memory().bytesAllocated); // 256 524288
- * ```
- */
-export interface KVCacheOptions {
-  /** Model layers (each has its own K and V storage). */
-  numLayers: number;
-  /** KV heads per layer. */
-  numKVHeads: number;
-  /** Head dimension: a multiple of 8 from 8 to 256. */
-  headDim: number;
-  /** Storage type (default `"f32"`). */
-  kvDtype?: KVDtype;
-  /** Tokens per page: a power of two from 1 to 65536 (default 16). */
-  pageSize?: number;
-  /** Pages in the pool (each layer stores this many). */
-  numPages: number;
-  /** GPU device to keep the pages on; absent: host memory. */
-  device?: GPUDevice;
-}
-
-/**
- * Rows reserved by one {@linkcode KVCache.extend} call, in every layer.
- *
- * @example
- * ```ts
- * import { type AppendSlots, createKVCache } from "@lean/attention/runner";
- * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
- * const a = cache.addSequence();
- * const b = cache.addSequence();
- * const slots: AppendSlots = cache.extend([a, b], [2, 1]);
- * console.log(Array.from(slots.counts), Array.from(slots.rows)); // [2, 1] [0, 1, 4]
- * ```
- */
-export interface AppendSlots {
-  /** The sequences extended, in call order. */
-  readonly seqs: Uint32Array;
-  /** New tokens of each sequence. */
-  readonly counts: Uint32Array;
-  /** Row of each new token (sequence by sequence, in token order) in every layer's K and V. */
-  readonly rows: Uint32Array;
-}
-
-/**
- * Memory use of a cache.
- *
- * @example
- * ```ts
- * import { createKVCache, type KVCacheMemory } from "@lean/attention/runner";
- * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
- * const a = cache.addSequence();
- * cache.extend([a], 6);
- * cache.fork(a);
- * const m: KVCacheMemory = cache.memory();
- * console.log(m.pagesUsed, m.pagesFree, m.pagesShared, m.sequences, m.tokens); // 2 6 2 2 12
- * console.log(m.bytesPerPage, m.bytesAllocated, m.bytesUsed); // 512 4096 1024
- * ```
- */
-export interface KVCacheMemory {
-  /** Tokens per page. */
-  readonly pageSize: number;
-  /** Pages in the pool. */
-  readonly pagesTotal: number;
-  /** Pages held by at least one sequence. */
-  readonly pagesUsed: number;
-  /** Pages on the free list. */
-  readonly pagesFree: number;
-  /** Pages referenced by more than one sequence (forks). */
-  readonly pagesShared: number;
-  /** Live sequences. */
-  readonly sequences: number;
-  /** Tokens over all sequences (a shared prefix counted once per sequence). */
-  readonly tokens: number;
-  /** Bytes of one page in every layer, K and V. */
-  readonly bytesPerPage: number;
-  /** Bytes of K and V storage allocated (all pages, all layers). */
-  readonly bytesAllocated: number;
-  /** Bytes of the pages in use. */
-  readonly bytesUsed: number;
-}
-
-/**
- * Options of {@linkcode KVCache.extend}.
- *
- * @example
- * ```ts
- * import { createKVCache, type ExtendOptions } from "@lean/attention/runner";
- * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
- * const a = cache.addSequence();
- * cache.extend([a], 2);
- * const b = cache.fork(a); // shares a's half-filled page
- * // A host cache copies at once; a GPU cache may record the copy: { encoder }.
- * const options: ExtendOptions = {};
- * cache.extend([b], 1, options); // copy-on-write: b gets its own copy of the page
- * console.log(cache.pageTable(a)[0] !== cache.pageTable(b)[0]); // true
- * ```
- */
-export interface ExtendOptions {
-  /**
-   * Command encoder to record copy-on-write page copies into (GPU caches). Default: they are
-   * submitted to the device's queue at once.
-   */
-  encoder?: GPUCommandEncoder;
-}
-
-/**
- * Per-layer data of {@linkcode KVCache.append}: one array per layer, `[token][kvHead][dim]`.
- *
- * @example
- * ```ts
- * import { type AppendData, createKVCache } from "@lean/attention/runner";
- * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, numPages: 4 });
- * const seq = cache.addSequence();
- * // Two tokens, two layers: each array is [token][kvHead][dim].
- * const data: AppendData = {
- *   k: [new Float32Array(16).fill(1), new Float32Array(16).fill(2)],
- *   v: [new Float32Array(16).fill(3), new Float32Array(16).fill(4)],
- * };
- * const slots = cache.append(seq, data);
- * console.log(cache.length(seq), cache.layerData(1).v[slots.rows[1] * 8]); // 2 4
- * ```
- */
-export interface AppendData {
-  /** Keys: `Float32Array` values, or `Uint16Array` bit patterns for f16/bf16 caches. */
-  k: ReadonlyArray<Float32Array | Uint16Array>;
-  /** Values, like `k`. */
-  v: ReadonlyArray<Float32Array | Uint16Array>;
-}
-
-/**
- * One layer's rows for {@linkcode KVCache.write}.
- *
- * @example
- * ```ts
- * import { createKVCache, type LayerRows } from "@lean/attention/runner";
- * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, numPages: 4 });
- * const seq = cache.addSequence();
- * const slots = cache.extend([seq], 2);
- * const rows: LayerRows = { k: new Float32Array(16).fill(1), v: new Float32Array(16).fill(2) };
- * cache.write(slots, 0, rows);
- * console.log(cache.layerData(0).v[slots.rows[1] * 8]); // 2
- * ```
- */
-export interface LayerRows {
-  /** Keys of the slots' tokens: `Float32Array` values or `Uint16Array` bits (f16/bf16). */
-  k: Float32Array | Uint16Array;
-  /** Values, like `k`. */
-  v: Float32Array | Uint16Array;
-}
-
-/**
- * Sources of {@linkcode KVCache.encodeAppend}: the runner's GPU buffers.
- *
- * @example
- * ```ts
- * import { createKVCache, type EncodeAppendOptions } from "@lean/attention/runner";
- * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, numPages: 4 });
- * const seq = cache.addSequence();
- * const slots = cache.extend([seq], 1); // this step's token
- * // On a GPU cache (created with a device), each layer's new f32 rows are copied in with
- * // cache.encodeAppend(encoder, appendOptions(layer, k, v)).
- * function appendOptions(layer: number, k: GPUBuffer, v: GPUBuffer): EncodeAppendOptions {
- *   return { slots, layer, k, v };
- * }
- * console.log(typeof appendOptions, Array.from(slots.rows)); // function [0]
- * ```
- */
-export interface EncodeAppendOptions {
-  /** Rows from {@linkcode KVCache.extend}. */
-  slots: AppendSlots;
-  /** Layer to write. */
-  layer: number;
-  /** `f32` keys of the new tokens, `[token][kvHead][dim]`, tokens in the slots' order. */
-  k: GPUBuffer;
-  /** `f32` values, like `k`. */
-  v: GPUBuffer;
-}
 
 /** A sequence's pages and length. */
 interface Sequence {
@@ -252,59 +72,7 @@ interface SlotRecord {
 /** Largest count of new tokens: a sequence's length is a `u32` in the kernels. */
 const MAX_COUNT = 0xffffffff;
 
-/**
- * Allocation counters of a GPU cache.
- *
- * @example
- * ```ts
- * import { createKVCache, type KVCacheStats } from "@lean/attention/runner";
- * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, numPages: 4 });
- * const stats: KVCacheStats = cache.stats(); // a host cache creates no GPU objects
- * console.log(stats.buffersCreated, stats.buffersLive, stats.bindGroupsLive); // 0 0 0
- * ```
- */
-export interface KVCacheStats {
-  /** GPU buffers created since the cache was made. */
-  readonly buffersCreated: number;
-  /** GPU buffers alive now. */
-  readonly buffersLive: number;
-  /** Compute pipelines compiled (the append and copy kernels). */
-  readonly pipelinesCreated: number;
-  /** Bind groups of `encodeAppend` created since the cache was made. */
-  readonly bindGroupsCreated: number;
-  /**
-   * Those not garbage-collected yet. They are cached weakly by the runner's buffers, so this
-   * stays flat (after collections) however many new K/V buffers a runner passes.
-   */
-  readonly bindGroupsLive: number;
-  /** Upload regions of `encodeAppend` (one per `extend` in flight; the ring grows to cover them). */
-  readonly appendRegions: number;
-}
-
 const KV_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;
-
-function positiveInt(name: string, value: unknown, max = 0x7fffffff): number {
-  if (typeof value !== "number") {
-    throw new TypeError(`${name} must be a number: got ${typeof value}`);
-  }
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new RangeError(`${name} must be an integer from 1 to ${max}: got ${value}`);
-  }
-  return value;
-}
-
-function isCommandEncoder(x: unknown): x is GPUCommandEncoder {
-  return typeof (x as GPUCommandEncoder)?.beginComputePass === "function";
-}
-
-function isComputePass(x: unknown): x is GPUComputePassEncoder {
-  return typeof (x as GPUComputePassEncoder)?.dispatchWorkgroups === "function";
-}
-
-function isBuffer(x: unknown): x is GPUBuffer {
-  return typeof (x as GPUBuffer)?.destroy === "function" &&
-    typeof (x as GPUBuffer)?.size === "number";
-}
 
 /**
  * A paged KV cache; create it with {@linkcode createKVCache}.
@@ -354,15 +122,8 @@ export class KVCache {
   #scratch: GPUBuffer | undefined;
   #created = 0;
   #live = new Set<GPUBuffer>();
-  #pipeline: GPUComputePipeline | undefined;
-  #module: GPUShaderModule | undefined;
-  #appendLayout: GPUBindGroupLayout | undefined;
-  /** Regions for the append kernel's params and rows, one per `extend` (see upload_ring.ts). */
-  #appendRing: UploadRing | undefined;
-  #appendUploads = new WeakMap<AppendSlots, { region: RingRegion; generation: number }>();
-  /** Row capacity of an append region (grows in powers of two). */
-  #rowsCap = 0;
-  #bindGroups = new BindGroupCache();
+  /** The append kernel's pipeline, upload ring and bind groups, made on first use. */
+  #append: AppendPath | undefined;
   #slots = new WeakMap<AppendSlots, SlotRecord>();
   #guard: DeviceGuard | undefined;
   #disposed = false;
@@ -895,76 +656,16 @@ export class KVCache {
       throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
     }
     if (tokens === 0) return;
-    // The slots' params and rows go to a region of their own on first use (once for every
-    // layer), so the appends of several extend() calls may share a command buffer.
-    const ring = this.#appendRing ??= new UploadRing(device, {
-      label: "kv append rows",
-      usage: BufferUsage.UNIFORM | BufferUsage.STORAGE,
+    this.#append ??= new AppendPath(device, this.kvDtype, this.rowElements);
+    this.#append.record(target, pass, {
+      slots,
+      rowIds,
+      layer,
+      k,
+      v,
+      dstK: this.#gpuK[layer],
+      dstV: this.#gpuV[layer],
     });
-    const rowsOffset = ring.align;
-    let up = this.#appendUploads.get(slots);
-    if (!up || !ring.holds(up.region, up.generation)) {
-      this.#rowsCap = Math.max(this.#rowsCap, 64, 2 ** Math.ceil(Math.log2(tokens)));
-      const region = ring.acquire(rowsOffset + 4 * this.#rowsCap, String(this.#rowsCap));
-      const words = new Uint32Array(rowsOffset / 4 + tokens); // params, then rows
-      words.set(packRecord(APPEND_PARAMS_RECORD, {
-        tokens,
-        rowWords: this.kvDtype === "f32" ? this.rowElements : this.rowElements / 2,
-        srcRow: this.rowElements,
-      }));
-      words.set(rowIds, rowsOffset / 4);
-      device.queue.writeBuffer(region.buffer, region.offset, words);
-      up = { region, generation: region.generation };
-      this.#appendUploads.set(slots, up);
-    }
-    if (!this.#pipeline) {
-      this.#module = device.createShaderModule({
-        code: appendKernelWGSL(this.kvDtype),
-        label: `lean-attention append ${this.kvDtype}`,
-      });
-      this.#appendLayout = createLayout(
-        device,
-        `lean-attention append ${this.kvDtype}`,
-        appendLayoutEntries(),
-      );
-      this.#pipeline = device.createComputePipeline({
-        layout: device.createPipelineLayout({ bindGroupLayouts: [this.#appendLayout] }),
-        compute: { module: this.#module, entryPoint: "main" },
-        label: `lean-attention append ${this.kvDtype}`,
-      });
-    }
-    // Weakly by region and the runner's buffers: a group keeps its buffers alive.
-    const region = up.region;
-    const keys = [region, k, v];
-    const tag = `${layer}:${this.#rowsCap}`;
-    let group = this.#bindGroups.get(keys, tag);
-    if (!group) {
-      const tables = region.buffer;
-      group = device.createBindGroup({
-        layout: this.#appendLayout!,
-        entries: namedEntries(APPEND_BINDING, {
-          params: { buffer: tables, offset: region.offset, size: 4 * APPEND_PARAMS_WORDS },
-          rows: { buffer: tables, offset: region.offset + rowsOffset, size: 4 * this.#rowsCap },
-          srcK: { buffer: k },
-          srcV: { buffer: v },
-          dstK: { buffer: this.#gpuK[layer] },
-          dstV: { buffer: this.#gpuV[layer] },
-        }),
-      });
-      this.#bindGroups.set(keys, tag, group);
-    }
-    const words = tokens * (this.kvDtype === "f32" ? this.rowElements : this.rowElements / 2);
-    const [x, y] = dispatchSize(
-      Math.ceil(words / APPEND_WORKGROUP),
-      device.limits.maxComputeWorkgroupsPerDimension,
-    );
-    const p = pass ?? (target as GPUCommandEncoder).beginComputePass({});
-    // Once per command buffer: lets the ring know when the GPU is done with the rows.
-    ring.mark(region, p, target);
-    p.setPipeline(this.#pipeline);
-    p.setBindGroup(0, group);
-    p.dispatchWorkgroups(x, y);
-    if (!pass) p.end();
   }
 
   /**
@@ -976,9 +677,7 @@ export class KVCache {
    */
   discardUpload(slots: AppendSlots): void {
     if (this.#disposed) return;
-    const up = this.#appendUploads.get(slots);
-    if (up) this.#appendRing?.release(up.region, up.generation);
-    this.#appendUploads.delete(slots);
+    this.#append?.discard(slots);
   }
 
   /** A GPU cache's K and V buffers of one layer (bound whole by the decode kernel). */
@@ -1085,14 +784,14 @@ export class KVCache {
 
   /** GPU allocation counters: steady-state appends leave them unchanged. */
   stats(): KVCacheStats {
-    const ring = this.#appendRing;
+    const append = this.#append?.stats();
     return {
-      buffersCreated: this.#created + (ring?.buffersCreated ?? 0),
-      buffersLive: this.#live.size + (ring?.buffersLive ?? 0),
-      pipelinesCreated: (this.#pipeline ? 1 : 0) + (ring?.pipelinesCreated ?? 0),
-      bindGroupsCreated: this.#bindGroups.created,
-      bindGroupsLive: this.#bindGroups.live,
-      appendRegions: ring?.regions.total ?? 0,
+      buffersCreated: this.#created + (append?.buffersCreated ?? 0),
+      buffersLive: this.#live.size + (append?.buffersLive ?? 0),
+      pipelinesCreated: append?.pipelinesCreated ?? 0,
+      bindGroupsCreated: append?.bindGroupsCreated ?? 0,
+      bindGroupsLive: append?.bindGroupsLive ?? 0,
+      appendRegions: append?.appendRegions ?? 0,
     };
   }
 
@@ -1102,8 +801,7 @@ export class KVCache {
     this.#disposed = true;
     for (const b of this.#live) b.destroy();
     this.#live.clear();
-    this.#appendRing?.destroy();
-    this.#bindGroups.clear();
+    this.#append?.destroy();
     this.#hostK = [];
     this.#hostV = [];
   }
