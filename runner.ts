@@ -32,10 +32,11 @@ export type {
   KVCacheStats,
   LayerRows,
 } from "./src/runner/kv_cache_types.ts";
-export { createPagedPlan, executePagedPlanOnCpu, planForCache } from "./src/runner/paged_plan.ts";
+export { createPagedPlan, planForCache } from "./src/runner/paged_plan.ts";
+export { executePagedPlanOnCpu } from "./src/runner/paged_cpu.ts";
+export type { PagedCpuInput } from "./src/runner/paged_cpu.ts";
 export type {
   CachePlanOptions,
-  PagedCpuInput,
   PagedKV,
   PagedPlan,
   PagedPlanOptions,
