@@ -47,7 +47,7 @@ export type {
   AttentionEncoderOptions,
   AttentionEncoderStats,
   EncodeAttentionOptions,
-} from "./src/runner/attention_encoder.ts";
+} from "./src/runner/encoder_types.ts";
 // Types the runner's signatures use, also exported by the main and plan entries.
 export type { DecodeOutput, DecodeShape, KVDtype, Problem, Strategy } from "./src/core/problem.ts";
 export type { Plan, PlanOptions } from "./src/plan/plan.ts";
