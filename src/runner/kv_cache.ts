@@ -30,6 +30,7 @@ import type {
 } from "./kv_cache_types.ts";
 import { isBuffer, isCommandEncoder, isComputePass, positiveInt } from "./checks.ts";
 import { AppendPath } from "./kv_append.ts";
+import { KVStorage } from "./kv_storage.ts";
 
 export type {
   AppendData,
@@ -42,7 +43,7 @@ export type {
   LayerRows,
 } from "./kv_cache_types.ts";
 import { DeviceGuard } from "../gpu/device_guard.ts";
-import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
+import { BufferUsage } from "../gpu/gpu_runtime.ts";
 import { encodeKV } from "../core/half.ts";
 import { PagePool } from "./page_pool.ts";
 import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
@@ -71,8 +72,6 @@ interface SlotRecord {
 
 /** Largest count of new tokens: a sequence's length is a `u32` in the kernels. */
 const MAX_COUNT = 0xffffffff;
-
-const KV_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;
 
 /**
  * A paged KV cache; create it with {@linkcode createKVCache}.
@@ -115,13 +114,8 @@ export class KVCache {
   #pool: PagePool;
   #seqs = new Map<number, Sequence>();
   #nextId = 0;
-  #hostK: (Float32Array | Uint16Array)[] = [];
-  #hostV: (Float32Array | Uint16Array)[] = [];
-  #gpuK: GPUBuffer[] = [];
-  #gpuV: GPUBuffer[] = [];
-  #scratch: GPUBuffer | undefined;
-  #created = 0;
-  #live = new Set<GPUBuffer>();
+  /** The K and V rows of every layer, in host arrays or GPU buffers. */
+  #store: KVStorage;
   /** The append kernel's pipeline, upload ring and bind groups, made on first use. */
   #append: AppendPath | undefined;
   #slots = new WeakMap<AppendSlots, SlotRecord>();
@@ -163,58 +157,14 @@ export class KVCache {
     this.numPages = positiveInt("numPages", options.numPages);
     this.rowElements = this.numKVHeads * this.headDim;
     this.rowBytes = this.rowElements * (dtype === "f32" ? 4 : 2);
-    const layerBytes = this.numPages * pageSize * this.rowBytes;
     this.#pool = new PagePool(this.numPages);
     const device = options.device;
     if (device !== undefined && typeof device?.createBuffer !== "function") {
       throw new TypeError(`device must be a GPUDevice: got ${typeof device}`);
     }
     this.device = device;
-    if (device) {
-      const max = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
-      if (layerBytes > max) {
-        throw new RangeError(
-          `numPages must fit one layer's K in one storage binding (${max} bytes, ${
-            Math.floor(max / (pageSize * this.rowBytes))
-          } pages): got ${this.numPages} pages = ${layerBytes} bytes`,
-        );
-      }
-      for (let l = 0; l < this.numLayers; l++) {
-        this.#gpuK.push(this.#createBuffer(layerBytes, KV_USAGE, `kv cache k ${l}`));
-        this.#gpuV.push(this.#createBuffer(layerBytes, KV_USAGE, `kv cache v ${l}`));
-      }
-      this.#guard = new DeviceGuard(device, "create a new device and a new cache on it");
-    } else {
-      const Ctor = dtype === "f32" ? Float32Array : Uint16Array;
-      const elements = this.numPages * pageSize * this.rowElements;
-      try {
-        for (let l = 0; l < this.numLayers; l++) {
-          this.#hostK.push(new Ctor(elements));
-          this.#hostV.push(new Ctor(elements));
-        }
-      } catch (e) {
-        this.#hostK = [];
-        this.#hostV = [];
-        throw new RangeError(
-          `numPages (${this.numPages}) of ${pageSize} tokens needs ${
-            2 * this.numLayers * layerBytes
-          } bytes of host memory for K and V: ${
-            e instanceof Error ? e.message : String(e)
-          }; use fewer pages or a GPU cache`,
-        );
-      }
-    }
-  }
-
-  #createBuffer(bytes: number, usage: number, label: string): GPUBuffer {
-    const buffer = this.device!.createBuffer({
-      size: Math.max(16, Math.ceil(bytes / 4) * 4),
-      usage,
-      label: `lean-attention ${label}`,
-    });
-    this.#created++;
-    this.#live.add(buffer);
-    return buffer;
+    this.#store = new KVStorage(this, device);
+    if (device) this.#guard = new DeviceGuard(device, "create a new device and a new cache on it");
   }
 
   /** Throws when disposed, and for calls that touch the GPU (`gpu`) when the device is lost. */
@@ -416,12 +366,8 @@ export class KVCache {
       if (cow[i]) {
         const old = s.pages[s.numPages - 1];
         const [page] = this.#pool.allocate(1);
-        if (this.device) {
-          copies ??= options.encoder ?? this.device.createCommandEncoder();
-          this.#copyPageGpu(copies, old, page, s.length % P);
-        } else {
-          this.#copyPageHost(old, page, s.length % P);
-        }
+        if (this.device) copies ??= options.encoder ?? this.device.createCommandEncoder();
+        this.#store.copyPage(copies, old, page, s.length % P);
         this.#pool.release(old);
         s.pages[s.numPages - 1] = page;
       }
@@ -493,29 +439,6 @@ export class KVCache {
     return rows;
   }
 
-  #copyPageHost(from: number, to: number, tokens: number): void {
-    const row = this.rowElements;
-    const src = from * this.pageSize * row;
-    const dst = to * this.pageSize * row;
-    for (let l = 0; l < this.numLayers; l++) {
-      this.#hostK[l].copyWithin(dst, src, src + tokens * row);
-      this.#hostV[l].copyWithin(dst, src, src + tokens * row);
-    }
-  }
-
-  #copyPageGpu(encoder: GPUCommandEncoder, from: number, to: number, tokens: number): void {
-    // WebGPU copies never read and write one buffer: go through a scratch page.
-    const pageBytes = this.pageSize * this.rowBytes;
-    this.#scratch ??= this.#createBuffer(pageBytes, KV_USAGE, "kv cache cow scratch");
-    const bytes = tokens * this.rowBytes;
-    for (const buffers of [this.#gpuK, this.#gpuV]) {
-      for (const b of buffers) {
-        encoder.copyBufferToBuffer(b, from * pageBytes, this.#scratch, 0, bytes);
-        encoder.copyBufferToBuffer(this.#scratch, 0, b, to * pageBytes, bytes);
-      }
-    }
-  }
-
   #checkRows(name: string, data: unknown, tokens: number): Float32Array | Uint16Array {
     const want = tokens * this.rowElements;
     if (this.kvDtype === "f32") {
@@ -549,34 +472,7 @@ export class KVCache {
     const n = rowIds.length;
     const k = this.#checkRows("k", rows?.k, n);
     const v = this.#checkRows("v", rows?.v, n);
-    this.#writeRows(rowIds, layer, k, v);
-  }
-
-  #writeRows(
-    rowIds: Uint32Array,
-    layer: number,
-    k: Float32Array | Uint16Array,
-    v: Float32Array | Uint16Array,
-  ): void {
-    const row = this.rowElements;
-    const n = rowIds.length;
-    for (let i = 0; i < n;) {
-      // A run of consecutive rows is one write.
-      let j = i + 1;
-      while (j < n && rowIds[j] === rowIds[j - 1] + 1) j++;
-      const dst = rowIds[i] * row;
-      const kPart = k.subarray(i * row, j * row);
-      const vPart = v.subarray(i * row, j * row);
-      if (this.device) {
-        const bytes = dst * k.BYTES_PER_ELEMENT;
-        this.device.queue.writeBuffer(this.#gpuK[layer], bytes, kPart as unknown as ArrayBuffer);
-        this.device.queue.writeBuffer(this.#gpuV[layer], bytes, vPart as unknown as ArrayBuffer);
-      } else {
-        this.#hostK[layer].set(kPart, dst);
-        this.#hostV[layer].set(vPart, dst);
-      }
-      i = j;
-    }
+    this.#store.writeRows(rowIds, layer, k, v);
   }
 
   /**
@@ -607,7 +503,7 @@ export class KVCache {
     const vs = v.map((a, l) => this.#checkRows(`v[${l}]`, a, tokens));
     const slots = this.extend([seq], tokens, options);
     const rowIds = this.#slotRows(slots);
-    for (let l = 0; l < this.numLayers; l++) this.#writeRows(rowIds, l, ks[l], vs[l]);
+    for (let l = 0; l < this.numLayers; l++) this.#store.writeRows(rowIds, l, ks[l], vs[l]);
     return slots;
   }
 
@@ -647,7 +543,7 @@ export class KVCache {
           `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${b.usage.toString(16)}`,
         );
       }
-      if (this.#gpuK.includes(b) || this.#gpuV.includes(b)) {
+      if (this.#store.owns(b)) {
         throw new RangeError(`${name} must not be one of this cache's own K/V buffers`);
       }
     }
@@ -663,8 +559,8 @@ export class KVCache {
       layer,
       k,
       v,
-      dstK: this.#gpuK[layer],
-      dstV: this.#gpuV[layer],
+      dstK: this.#store.gpuK[layer],
+      dstV: this.#store.gpuV[layer],
     });
   }
 
@@ -687,7 +583,7 @@ export class KVCache {
     if (!this.device) {
       throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
     }
-    return { k: this.#gpuK[layer], v: this.#gpuV[layer] };
+    return { k: this.#store.gpuK[layer], v: this.#store.gpuV[layer] };
   }
 
   /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, rows of all pages). */
@@ -695,7 +591,7 @@ export class KVCache {
     this.#check();
     this.#layer(layer);
     if (this.device) throw new TypeError("layerData needs a host cache: this cache is on a GPU");
-    return { k: this.#hostK[layer], v: this.#hostV[layer] };
+    return { k: this.#store.hostK[layer], v: this.#store.hostV[layer] };
   }
 
   /**
@@ -710,57 +606,7 @@ export class KVCache {
     this.#check(true);
     this.#layer(layer);
     const s = this.#seq(seq);
-    const row = this.rowElements;
-    const Ctor = this.kvDtype === "f32" ? Float32Array : Uint16Array;
-    const k = new Ctor(s.length * row);
-    const v = new Ctor(s.length * row);
-    const P = this.pageSize;
-    if (!this.device) {
-      for (let i = 0; i < s.numPages; i++) {
-        const n = Math.min(P, s.length - i * P) * row;
-        const src = s.pages[i] * P * row;
-        k.set(this.#hostK[layer].subarray(src, src + n), i * P * row);
-        v.set(this.#hostV[layer].subarray(src, src + n), i * P * row);
-      }
-      return { k, v };
-    }
-    const pageBytes = P * this.rowBytes;
-    const half = Math.max(16, s.numPages * pageBytes);
-    const staging = this.#createBuffer(
-      2 * half,
-      BufferUsage.MAP_READ | BufferUsage.COPY_DST,
-      "kv read",
-    );
-    try {
-      const enc = this.device.createCommandEncoder();
-      for (let i = 0; i < s.numPages; i++) {
-        enc.copyBufferToBuffer(
-          this.#gpuK[layer],
-          s.pages[i] * pageBytes,
-          staging,
-          i * pageBytes,
-          pageBytes,
-        );
-        enc.copyBufferToBuffer(
-          this.#gpuV[layer],
-          s.pages[i] * pageBytes,
-          staging,
-          half + i * pageBytes,
-          pageBytes,
-        );
-      }
-      this.device.queue.submit([enc.finish()]);
-      // A lost device rejects (or never resolves) the map: fail with the loss instead.
-      await this.#guard!.whileAlive(staging.mapAsync(MAP_READ));
-      const all = staging.getMappedRange();
-      k.set(new Ctor(all, 0, k.length));
-      v.set(new Ctor(all, half, v.length));
-      staging.unmap();
-    } finally {
-      this.#live.delete(staging);
-      staging.destroy();
-    }
-    return { k, v };
+    return await this.#store.read(layer, s.pages, s.numPages, s.length, this.#guard);
   }
 
   /** Memory use: pages used, free and shared, and bytes. */
@@ -786,8 +632,8 @@ export class KVCache {
   stats(): KVCacheStats {
     const append = this.#append?.stats();
     return {
-      buffersCreated: this.#created + (append?.buffersCreated ?? 0),
-      buffersLive: this.#live.size + (append?.buffersLive ?? 0),
+      buffersCreated: this.#store.buffersCreated + (append?.buffersCreated ?? 0),
+      buffersLive: this.#store.buffersLive + (append?.buffersLive ?? 0),
       pipelinesCreated: append?.pipelinesCreated ?? 0,
       bindGroupsCreated: append?.bindGroupsCreated ?? 0,
       bindGroupsLive: append?.bindGroupsLive ?? 0,
@@ -799,11 +645,8 @@ export class KVCache {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const b of this.#live) b.destroy();
-    this.#live.clear();
+    this.#store.destroy();
     this.#append?.destroy();
-    this.#hostK = [];
-    this.#hostV = [];
   }
 
   /** {@linkcode KVCache.dispose}, for `await using`. */
