@@ -31,6 +31,7 @@ import type {
 import { isBuffer, isCommandEncoder, isComputePass, positiveInt } from "./checks.ts";
 import { AppendPath } from "./kv_append.ts";
 import { KVStorage } from "./kv_storage.ts";
+import { PageTables, type Sequence, type SlotRecord } from "./page_tables.ts";
 
 export type {
   AppendData,
@@ -45,33 +46,7 @@ export type {
 import { DeviceGuard } from "../gpu/device_guard.ts";
 import { BufferUsage } from "../gpu/gpu_runtime.ts";
 import { encodeKV } from "../core/half.ts";
-import { PagePool } from "./page_pool.ts";
 import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
-
-/** A sequence's pages and length. */
-interface Sequence {
-  pages: Uint32Array;
-  numPages: number;
-  length: number;
-}
-
-/** What the cache recorded of slots it handed out: whose rows they are, and where. */
-interface SlotRecord {
-  /** The sequence objects extended (a freed id never maps to its object again). */
-  owners: Sequence[];
-  /** Their ids, and the new tokens of each (copies: the caller's may be changed). */
-  ids: Uint32Array;
-  counts: Uint32Array;
-  /** First new token of each sequence. */
-  starts: Float64Array;
-  /** The rows, as handed out (the caller's copy may be changed; this one is used). */
-  rows: Uint32Array;
-  /** Cache version at which the rows were last checked to still be their owners'. */
-  checkedAt: number;
-}
-
-/** Largest count of new tokens: a sequence's length is a `u32` in the kernels. */
-const MAX_COUNT = 0xffffffff;
 
 /**
  * A paged KV cache; create it with {@linkcode createKVCache}.
@@ -111,9 +86,8 @@ export class KVCache {
   readonly rowElements: number;
   /** Bytes of one token row in one of K or V. */
   readonly rowBytes: number;
-  #pool: PagePool;
-  #seqs = new Map<number, Sequence>();
-  #nextId = 0;
+  /** Sequences, their page tables and the page pool. */
+  #tables: PageTables;
   /** The K and V rows of every layer, in host arrays or GPU buffers. */
   #store: KVStorage;
   /** The append kernel's pipeline, upload ring and bind groups, made on first use. */
@@ -121,7 +95,6 @@ export class KVCache {
   #slots = new WeakMap<AppendSlots, SlotRecord>();
   #guard: DeviceGuard | undefined;
   #disposed = false;
-  #version = 0;
 
   /** Prefer {@linkcode createKVCache}, which validates the options first. */
   constructor(options: KVCacheOptions) {
@@ -157,7 +130,7 @@ export class KVCache {
     this.numPages = positiveInt("numPages", options.numPages);
     this.rowElements = this.numKVHeads * this.headDim;
     this.rowBytes = this.rowElements * (dtype === "f32" ? 4 : 2);
-    this.#pool = new PagePool(this.numPages);
+    this.#tables = new PageTables(this.numPages, pageSize);
     const device = options.device;
     if (device !== undefined && typeof device?.createBuffer !== "function") {
       throw new TypeError(`device must be a GPUDevice: got ${typeof device}`);
@@ -176,10 +149,7 @@ export class KVCache {
   }
 
   #seq(id: unknown, name = "seq"): Sequence {
-    if (typeof id !== "number") throw new TypeError(`${name} must be a number: got ${typeof id}`);
-    const s = this.#seqs.get(id);
-    if (!s) throw new RangeError(`${name} must be a live sequence id: got ${id}`);
-    return s;
+    return this.#tables.get(id, name);
   }
 
   #layer(layer: unknown): number {
@@ -199,20 +169,18 @@ export class KVCache {
    * stale, and encoding it throws.
    */
   get version(): number {
-    return this.#version;
+    return this.#tables.version;
   }
 
   /** Adds an empty sequence and returns its id. */
   addSequence(): number {
     this.#check();
-    const id = this.#nextId++;
-    this.#seqs.set(id, { pages: new Uint32Array(8), numPages: 0, length: 0 });
-    return id;
+    return this.#tables.add();
   }
 
   /** Ids of the live sequences, in creation order. */
   sequences(): number[] {
-    return [...this.#seqs.keys()];
+    return [...this.#tables.seqs.keys()];
   }
 
   /** Tokens in a sequence. */
@@ -240,7 +208,7 @@ export class KVCache {
 
   /** References held on a page: the sequences sharing it (0: free). */
   pageRefCount(page: number): number {
-    return this.#pool.refCount(page);
+    return this.#tables.pool.refCount(page);
   }
 
   /**
@@ -249,86 +217,18 @@ export class KVCache {
    */
   fork(seq: number): number {
     this.#check();
-    const s = this.#seq(seq);
-    for (let i = 0; i < s.numPages; i++) this.#pool.retain(s.pages[i]);
-    const id = this.#nextId++;
-    this.#version++;
-    this.#seqs.set(id, { pages: s.pages.slice(), numPages: s.numPages, length: s.length });
-    return id;
+    return this.#tables.fork(this.#seq(seq));
   }
 
   /** Frees a sequence: its pages return to the pool unless another sequence still shares them. */
   free(seq: number): void {
     this.#check();
-    const s = this.#seq(seq);
-    for (let i = 0; i < s.numPages; i++) this.#pool.release(s.pages[i]);
-    this.#seqs.delete(seq);
-    this.#version++;
+    this.#tables.free(seq, this.#seq(seq));
   }
 
   /** Pages an {@linkcode KVCache.extend} of these sequences would take (new and copied). */
   pagesNeeded(seqs: ArrayLike<number>, counts: number | ArrayLike<number>): number {
-    return this.#plan(seqs, counts).need;
-  }
-
-  #plan(
-    seqs: ArrayLike<number>,
-    counts: number | ArrayLike<number>,
-  ): { need: number; list: Sequence[]; n: Uint32Array; cow: Uint8Array; tokens: number } {
-    if (seqs === null || typeof seqs !== "object" || typeof seqs.length !== "number") {
-      throw new TypeError(`seqs must be an array of sequence ids: got ${typeof seqs}`);
-    }
-    const m = seqs.length;
-    const n = new Uint32Array(m);
-    if (typeof counts === "number") {
-      if (!Number.isInteger(counts) || counts < 0 || counts > MAX_COUNT) {
-        throw new RangeError(`counts must be an integer from 0 to ${MAX_COUNT}: got ${counts}`);
-      }
-      n.fill(counts);
-    } else {
-      if (counts === null || typeof counts !== "object" || counts.length !== m) {
-        throw new TypeError(`counts must be a number or an array of ${m} numbers`);
-      }
-      for (let i = 0; i < m; i++) {
-        const c = counts[i];
-        if (typeof c !== "number") {
-          throw new TypeError(`counts[${i}] must be a number: got ${typeof c}`);
-        }
-        if (!Number.isInteger(c) || c < 0 || c > MAX_COUNT) {
-          throw new RangeError(`counts[${i}] must be an integer from 0 to ${MAX_COUNT}: got ${c}`);
-        }
-        n[i] = c;
-      }
-    }
-    const list: Sequence[] = [];
-    const cow = new Uint8Array(m);
-    const pending = new Map<number, number>();
-    const P = this.pageSize;
-    let need = 0;
-    let tokens = 0;
-    for (let i = 0; i < m; i++) {
-      const s = this.#seq(seqs[i], `seqs[${i}]`);
-      if (list.includes(s)) {
-        throw new RangeError(`seqs must not repeat a sequence: got ${seqs[i]} twice`);
-      }
-      list.push(s);
-      tokens += n[i];
-      if (n[i] === 0) continue;
-      if (s.length + n[i] > 0xffffffff) {
-        throw new RangeError(`counts[${i}] must keep the sequence under 2^32 tokens: got ${n[i]}`);
-      }
-      need += Math.ceil((s.length + n[i]) / P) - s.numPages;
-      if (s.length % P !== 0) {
-        const last = s.pages[s.numPages - 1];
-        const held = pending.get(last) ?? 0;
-        if (this.#pool.refCount(last) - held > 1) {
-          cow[i] = 1;
-          need++;
-          pending.set(last, held + 1);
-        }
-      }
-    }
-    return { need, list, n, cow, tokens };
+    return this.#tables.plan(seqs, counts).need;
   }
 
   /**
@@ -344,50 +244,20 @@ export class KVCache {
     options: ExtendOptions = {},
   ): AppendSlots {
     this.#check(true);
-    const { need, list, n, cow, tokens } = this.#plan(seqs, counts);
-    if (need > this.#pool.free) {
+    const { need, list, n, cow, tokens } = this.#tables.plan(seqs, counts);
+    if (need > this.#tables.pool.free) {
       throw new RangeError(
-        `Out of KV cache pages: extending ${list.length} sequence(s) by ${tokens} token(s) needs ${need} page(s), ${this.#pool.free} free of ${this.numPages}`,
+        `Out of KV cache pages: extending ${list.length} sequence(s) by ${tokens} token(s) needs ${need} page(s), ${this.#tables.pool.free} free of ${this.numPages}`,
       );
     }
     if (options.encoder !== undefined && !isCommandEncoder(options.encoder)) {
       throw new TypeError(`encoder must be a GPUCommandEncoder: got ${typeof options.encoder}`);
     }
-    const P = this.pageSize;
-    const shift = this.pageShift;
-    const rows = new Uint32Array(tokens);
-    const starts = new Float64Array(list.length);
-    this.#version++;
     let copies: GPUCommandEncoder | undefined;
-    let r = 0;
-    for (let i = 0; i < list.length; i++) {
-      const s = list[i];
-      starts[i] = s.length;
-      if (cow[i]) {
-        const old = s.pages[s.numPages - 1];
-        const [page] = this.#pool.allocate(1);
-        if (this.device) copies ??= options.encoder ?? this.device.createCommandEncoder();
-        this.#store.copyPage(copies, old, page, s.length % P);
-        this.#pool.release(old);
-        s.pages[s.numPages - 1] = page;
-      }
-      const end = s.length + n[i];
-      const pagesAfter = Math.ceil(end / P);
-      if (pagesAfter > s.numPages) {
-        if (pagesAfter > s.pages.length) {
-          const grown = new Uint32Array(Math.max(pagesAfter, 2 * s.pages.length));
-          grown.set(s.pages.subarray(0, s.numPages));
-          s.pages = grown;
-        }
-        const fresh = this.#pool.allocate(pagesAfter - s.numPages);
-        s.pages.set(fresh, s.numPages);
-        s.numPages = pagesAfter;
-      }
-      for (let t = s.length; t < end; t++) {
-        rows[r++] = s.pages[t >>> shift] * P + (t & (P - 1));
-      }
-      s.length = end;
-    }
+    const { rows, starts } = this.#tables.grow(list, n, cow, tokens, (old, page, count) => {
+      if (this.device) copies ??= options.encoder ?? this.device.createCommandEncoder();
+      this.#store.copyPage(copies, old, page, count);
+    });
     if (copies && options.encoder === undefined) this.device!.queue.submit([copies.finish()]);
     const ids = Uint32Array.from(seqs);
     const slots: AppendSlots = { seqs: ids.slice(), counts: n.slice(), rows: rows.slice() };
@@ -397,7 +267,7 @@ export class KVCache {
       counts: n,
       starts,
       rows,
-      checkedAt: this.#version,
+      checkedAt: this.#tables.version,
     });
     return slots;
   }
@@ -412,31 +282,10 @@ export class KVCache {
     if (!record) {
       throw new TypeError("slots must be the AppendSlots returned by this cache's extend()");
     }
-    if (record.checkedAt === this.#version) return record.rows;
-    const P = this.pageSize;
-    const shift = this.pageShift;
-    const { owners, ids, counts, starts, rows } = record;
-    let r = 0;
-    for (let i = 0; i < owners.length; i++) {
-      const s = owners[i];
-      if (this.#seqs.get(ids[i]) !== s) {
-        throw new RangeError(
-          `slots are stale: sequence ${ids[i]} was freed after extend() reserved them`,
-        );
-      }
-      for (let j = 0; j < counts[i]; j++, r++) {
-        const t = starts[i] + j;
-        if (s.pages[t >>> shift] * P + (t & (P - 1)) !== rows[r]) {
-          throw new RangeError(
-            `slots are stale: token ${j} of sequence ${
-              ids[i]
-            } moved to another row since extend() (a copy-on-write after a fork); write rows before extending a forked sequence again`,
-          );
-        }
-      }
-    }
-    record.checkedAt = this.#version;
-    return rows;
+    if (record.checkedAt === this.#tables.version) return record.rows;
+    this.#tables.checkRows(record);
+    record.checkedAt = this.#tables.version;
+    return record.rows;
   }
 
   #checkRows(name: string, data: unknown, tokens: number): Float32Array | Uint16Array {
@@ -612,19 +461,19 @@ export class KVCache {
   /** Memory use: pages used, free and shared, and bytes. */
   memory(): KVCacheMemory {
     let tokens = 0;
-    for (const s of this.#seqs.values()) tokens += s.length;
+    for (const s of this.#tables.seqs.values()) tokens += s.length;
     const bytesPerPage = 2 * this.numLayers * this.pageSize * this.rowBytes;
     return {
       pageSize: this.pageSize,
       pagesTotal: this.numPages,
-      pagesUsed: this.#pool.used,
-      pagesFree: this.#pool.free,
-      pagesShared: this.#pool.shared(),
-      sequences: this.#seqs.size,
+      pagesUsed: this.#tables.pool.used,
+      pagesFree: this.#tables.pool.free,
+      pagesShared: this.#tables.pool.shared(),
+      sequences: this.#tables.seqs.size,
       tokens,
       bytesPerPage,
       bytesAllocated: bytesPerPage * this.numPages,
-      bytesUsed: bytesPerPage * this.#pool.used,
+      bytesUsed: bytesPerPage * this.#tables.pool.used,
     };
   }
 
