@@ -54,14 +54,8 @@ export type {
   WarmupOptions,
 } from "./src/decoder.ts";
 export type { DecoderProgress, ProgressListener, ProgressStage } from "./src/core/progress.ts";
-export {
-  decodeKV,
-  encodeKV,
-  fromF16BitsPortable,
-  toBf16Bits,
-  toF16Bits,
-  toF16BitsPortable,
-} from "./src/core/half.ts";
+export { decodeKV, encodeKV } from "./src/core/dtypes.ts";
+export { fromF16BitsPortable, toBf16Bits, toF16Bits, toF16BitsPortable } from "./src/core/half.ts";
 export type { KVWindow } from "./src/plan/windows.ts";
 export { createPlan, describePlan } from "./src/plan/plan.ts";
 export type { Plan, PlanOptions } from "./src/plan/plan.ts";

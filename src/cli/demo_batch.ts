@@ -5,7 +5,7 @@
  * @module
  */
 
-import { encodeKV } from "../core/half.ts";
+import { encodeKV } from "../core/dtypes.ts";
 import type { DecodeInput } from "../core/problem.ts";
 import { gaussian, seededRandom } from "./random.ts";
 

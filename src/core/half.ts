@@ -5,8 +5,6 @@
  * @module
  */
 
-import type { KVDtype } from "./problem.ts";
-
 /** Whether the runtime has `Float16Array` (Deno, Chromium 135+; not Node 20). */
 const HAS_FLOAT16 = typeof (globalThis as { Float16Array?: unknown }).Float16Array === "function";
 
@@ -126,35 +124,15 @@ export function toBf16Bits(values: Float32Array): Uint16Array {
   return out;
 }
 
-/**
- * Decodes KV data of any dtype to float32 values.
- *
- * @example
- * ```ts
- * import { decodeKV, toBf16Bits } from "@lean/attention";
- * console.log(decodeKV(toBf16Bits(new Float32Array([0.5])), "bf16")); // Float32Array [0.5]
- * ```
- */
-export function decodeKV(data: Float32Array | Uint16Array, dtype: KVDtype): Float32Array {
-  if (dtype === "f32") return data as Float32Array;
-  if (dtype === "f16") {
-    if (!HAS_FLOAT16) return fromF16BitsPortable(data as Uint16Array);
-    return new Float32Array(new Float16Array(data.buffer, data.byteOffset, data.length));
-  }
-  const out = new Uint32Array(data.length);
-  for (let i = 0; i < data.length; i++) out[i] = data[i] << 16;
-  return new Float32Array(out.buffer);
+/** Decodes f16 bit patterns to floats (`Float16Array` where the runtime has it). */
+export function fromF16Bits(bits: Uint16Array): Float32Array {
+  if (!HAS_FLOAT16) return fromF16BitsPortable(bits);
+  return new Float32Array(new Float16Array(bits.buffer, bits.byteOffset, bits.length));
 }
 
-/**
- * Encodes float32 values in a KV dtype (identity for `f32`).
- *
- * @example
- * ```ts
- * import { encodeKV } from "@lean/attention";
- * console.log(encodeKV(new Float32Array([1]), "f16")); // Uint16Array [15360]
- * ```
- */
-export function encodeKV(values: Float32Array, dtype: KVDtype): Float32Array | Uint16Array {
-  return dtype === "f32" ? values : dtype === "f16" ? toF16Bits(values) : toBf16Bits(values);
+/** Decodes bf16 bit patterns to floats (exact: a bf16 is the top half of an f32). */
+export function fromBf16Bits(bits: Uint16Array): Float32Array {
+  const out = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = bits[i] << 16;
+  return new Float32Array(out.buffer);
 }

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "./dtypes.ts";
+
 /**
  * Storage type of K and V. `f16` and `bf16` are passed as `Uint16Array` bit patterns.
  *
@@ -326,10 +328,9 @@ export function validateInput(input: DecodeInput): Problem {
   const qElems = p.numSeqs * p.qLen * p.numHeads * p.headDim;
   checkArray("q", input.q, Float32Array, qElems, "");
   const kvElems = p.totalTokens * p.numKVHeads * p.headDim;
-  const ctor = p.kvDtype === "f32" ? Float32Array : Uint16Array;
-  const note = p.kvDtype === "f32"
-    ? ' (kvDtype "f32")'
-    : ` of bit patterns (kvDtype "${p.kvDtype}")`;
+  const dtype = KV_DTYPE_INFO[p.kvDtype];
+  const ctor = dtype.HostArray;
+  const note = !dtype.packed ? ' (kvDtype "f32")' : ` of bit patterns (kvDtype "${p.kvDtype}")`;
   checkArray("k", input.k, ctor, kvElems, note);
   checkArray("v", input.v, ctor, kvElems, note);
   if (input.scale !== undefined) {

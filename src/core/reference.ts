@@ -5,7 +5,7 @@
  * @module
  */
 
-import { decodeKV } from "./half.ts";
+import { decodeKV } from "./dtypes.ts";
 import { type DecodeInput, resolveScale, validateInput } from "./problem.ts";
 
 /**

@@ -7,7 +7,7 @@
  */
 
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
-import { decodeKV } from "../core/half.ts";
+import { decodeKV } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
 import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
 import { mergePartialRow, slotFloats } from "../core/reducer.ts";

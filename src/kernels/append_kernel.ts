@@ -7,6 +7,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
 import { APPEND_BINDING as B, APPEND_PARAMS_RECORD, bindingWGSL, recordStructWGSL } from "./abi.ts";
 
@@ -15,33 +16,6 @@ export const APPEND_WORKGROUP = 64;
 
 /** `u32`s of the append kernel's uniform block. */
 export const APPEND_PARAMS_WORDS: number = APPEND_PARAMS_RECORD.stride;
-
-const CONVERT: Record<Exclude<KVDtype, "f32">, string> = {
-  f16: `fn half_bits(x: f32) -> u32 {
-  let b = bitcast<u32>(x);
-  let sign = (b >> 16u) & 0x8000u;
-  let a = b & 0x7fffffffu;
-  if (a > 0x7f800000u) {
-    return sign | 0x7e00u | ((a >> 13u) & 0x3ffu);
-  }
-  if (a >= 0x477ff000u) {
-    return sign | 0x7c00u;
-  }
-  if (a < 0x38800000u) {
-    // Subnormal or zero: x * 2^24 is exact in f32; round() rounds half to even.
-    return sign | u32(round(bitcast<f32>(a) * 16777216.0));
-  }
-  let r = a - 0x38000000u;
-  return sign | ((r + 0xfffu + ((r >> 13u) & 1u)) >> 13u);
-}`,
-  bf16: `fn half_bits(x: f32) -> u32 {
-  let b = bitcast<u32>(x);
-  if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffffu) != 0u) {
-    return (b >> 16u) | 0x40u;
-  }
-  return ((b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u) & 0xffffu;
-}`,
-};
 
 /**
  * Generates the append kernel for a KV dtype. Bindings: 0 params (`tokens`, `row_words`: `u32`s
@@ -55,8 +29,9 @@ const CONVERT: Record<Exclude<KVDtype, "f32">, string> = {
  * ```
  */
 export function appendKernelWGSL(kvDtype: KVDtype): string {
-  const word = kvDtype === "f32" ? "f32" : "u32";
-  const load = kvDtype === "f32"
+  const dtype = KV_DTYPE_INFO[kvDtype];
+  const word = dtype.wgslWord;
+  const load = !dtype.packed
     ? `  dst_k[dst] = src_k[src];
   dst_v[dst] = src_v[src];`
     : `  dst_k[dst] = half_bits(src_k[src]) | (half_bits(src_k[src + 1u]) << 16u);
@@ -69,7 +44,7 @@ ${bindingWGSL(B.srcK, "src_k", "storage, read", "array<f32>")}
 ${bindingWGSL(B.srcV, "src_v", "storage, read", "array<f32>")}
 ${bindingWGSL(B.dstK, "dst_k", "storage, read_write", `array<${word}>`)}
 ${bindingWGSL(B.dstV, "dst_v", "storage, read_write", `array<${word}>`)}
-${kvDtype === "f32" ? "" : CONVERT[kvDtype]}
+${dtype.wgslPack}
 
 @compute @workgroup_size(${APPEND_WORKGROUP})
 fn main(
@@ -83,7 +58,7 @@ fn main(
   let t = i / params.row_words;
   let w = i % params.row_words;
   let dst = rows[t] * params.row_words + w;
-  let src = t * params.src_row + w * ${kvDtype === "f32" ? 1 : 2}u;
+  let src = t * params.src_row + w * ${4 / dtype.bytes}u;
 ${load}
 }
 `;

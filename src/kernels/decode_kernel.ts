@@ -24,6 +24,7 @@ import {
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
 import { kvLoadWGSL } from "./kv_load.ts";
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
 
 /** Sentinel for masked scores and empty states; finite so `exp2(NEG - NEG)` stays defined. */
@@ -71,7 +72,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const { lanes, chunksPerLane: CPL, groups: G, unroll: U, step } = L;
   const V4 = elementsPerLoad(spec.kvDtype) / 4; // vec4<f32> per 16-byte chunk
   const E4 = CPL * V4; // vec4<f32> per lane per row
-  const raw = spec.kvDtype === "f32" ? "vec4<f32>" : "vec4<u32>";
+  const raw = `vec4<${KV_DTYPE_INFO[spec.kvDtype].wgslWord}>`;
   const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
 
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
 import {
   type BindingType,
@@ -223,12 +224,12 @@ export function specKey(kind: string, spec: KernelSpec): string {
 
 /** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */
 export function elementsPerLoad(kvDtype: KVDtype): number {
-  return kvDtype === "f32" ? 4 : 8;
+  return KV_DTYPE_INFO[kvDtype].elementsPerLoad;
 }
 
 /** Byte size of one KV element. */
 export function kvElementBytes(kvDtype: KVDtype): number {
-  return kvDtype === "f32" ? 4 : 2;
+  return KV_DTYPE_INFO[kvDtype].bytes;
 }
 
 /** `u32`s of the uniform block both kernels read (see `PARAMS_WGSL`). */

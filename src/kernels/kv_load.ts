@@ -6,6 +6,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
 
 /**
@@ -19,24 +20,5 @@ import type { KVDtype } from "../core/problem.ts";
  * ```
  */
 export function kvLoadWGSL(kvDtype: KVDtype): string {
-  if (kvDtype === "f32") {
-    return `
-fn unpack_kv(w: vec4<f32>) -> array<vec4<f32>, 1> {
-  return array<vec4<f32>, 1>(w);
-}`;
-  }
-  const unpack = kvDtype === "f16"
-    ? `fn unpack_pair(w: u32) -> vec2<f32> {
-  return unpack2x16float(w);
-}`
-    : `fn unpack_pair(w: u32) -> vec2<f32> {
-  return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
-}`;
-  return `${unpack}
-fn unpack_kv(w: vec4<u32>) -> array<vec4<f32>, 2> {
-  return array<vec4<f32>, 2>(
-    vec4<f32>(unpack_pair(w.x), unpack_pair(w.y)),
-    vec4<f32>(unpack_pair(w.z), unpack_pair(w.w)),
-  );
-}`;
+  return KV_DTYPE_INFO[kvDtype].wgslUnpack;
 }

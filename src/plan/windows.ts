@@ -12,6 +12,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { Problem } from "../core/problem.ts";
 
 /**
@@ -56,7 +57,7 @@ export interface KVWindow {
  * ```
  */
 export function kvRowBytes(problem: Pick<Problem, "numKVHeads" | "headDim" | "kvDtype">): number {
-  return problem.numKVHeads * problem.headDim * (problem.kvDtype === "f32" ? 4 : 2);
+  return problem.numKVHeads * problem.headDim * KV_DTYPE_INFO[problem.kvDtype].bytes;
 }
 
 /**

@@ -13,6 +13,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { kernelParams, type KernelSpec, PARAMS_WORDS, specKey } from "../kernels/kernel_spec.ts";
 import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
 import { BindGroupCache } from "../gpu/bind_group_cache.ts";
@@ -467,7 +468,7 @@ export class AttentionEncoder {
     const p = plan.problem;
     const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
     const kvBytes = plan.paging.numPages * plan.paging.pageSize * p.numKVHeads * p.headDim *
-      (p.kvDtype === "f32" ? 4 : 2);
+      KV_DTYPE_INFO[p.kvDtype].bytes;
     this.#checkBuffer("q", q, qBytes);
     this.#checkBuffer("out", out, qBytes);
     this.#checkBuffer("k", k, kvBytes);

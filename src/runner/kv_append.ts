@@ -6,6 +6,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import {
   APPEND_BINDING,
   APPEND_PARAMS_RECORD,
@@ -53,6 +54,7 @@ export class AppendPath {
   readonly #device: GPUDevice;
   readonly #kvDtype: KVDtype;
   readonly #rowElements: number;
+  readonly #rowWords: number;
   #pipeline: GPUComputePipeline | undefined;
   #module: GPUShaderModule | undefined;
   #layout: GPUBindGroupLayout | undefined;
@@ -67,6 +69,8 @@ export class AppendPath {
     this.#device = device;
     this.#kvDtype = kvDtype;
     this.#rowElements = rowElements;
+    // Destination words per row: packed dtypes hold two elements per word.
+    this.#rowWords = (rowElements * KV_DTYPE_INFO[kvDtype].bytes) / 4;
   }
 
   /**
@@ -95,7 +99,7 @@ export class AppendPath {
       const words = new Uint32Array(rowsOffset / 4 + tokens); // params, then rows
       words.set(packRecord(APPEND_PARAMS_RECORD, {
         tokens,
-        rowWords: this.#kvDtype === "f32" ? this.#rowElements : this.#rowElements / 2,
+        rowWords: this.#rowWords,
         srcRow: this.#rowElements,
       }));
       words.set(rowIds, rowsOffset / 4);
@@ -139,7 +143,7 @@ export class AppendPath {
       });
       this.#bindGroups.set(keys, tag, group);
     }
-    const words = tokens * (this.#kvDtype === "f32" ? this.#rowElements : this.#rowElements / 2);
+    const words = tokens * this.#rowWords;
     const [x, y] = dispatchSize(
       Math.ceil(words / APPEND_WORKGROUP),
       device.limits.maxComputeWorkgroupsPerDimension,

@@ -18,6 +18,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type {
   AppendData,
   AppendSlots,
@@ -45,7 +46,7 @@ export type {
 } from "./kv_cache_types.ts";
 import { DeviceGuard } from "../gpu/device_guard.ts";
 import { BufferUsage } from "../gpu/gpu_runtime.ts";
-import { encodeKV } from "../core/half.ts";
+import { encodeKV } from "../core/dtypes.ts";
 import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
 
 /**
@@ -129,7 +130,7 @@ export class KVCache {
     this.pageShift = Math.log2(pageSize);
     this.numPages = positiveInt("numPages", options.numPages);
     this.rowElements = this.numKVHeads * this.headDim;
-    this.rowBytes = this.rowElements * (dtype === "f32" ? 4 : 2);
+    this.rowBytes = this.rowElements * KV_DTYPE_INFO[dtype].bytes;
     this.#tables = new PageTables(this.numPages, pageSize);
     const device = options.device;
     if (device !== undefined && typeof device?.createBuffer !== "function") {
@@ -290,7 +291,7 @@ export class KVCache {
 
   #checkRows(name: string, data: unknown, tokens: number): Float32Array | Uint16Array {
     const want = tokens * this.rowElements;
-    if (this.kvDtype === "f32") {
+    if (!KV_DTYPE_INFO[this.kvDtype].packed) {
       if (!(data instanceof Float32Array)) {
         throw new TypeError(`${name} must be a Float32Array (kvDtype "f32"): got ${typeof data}`);
       }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
 import type { DeviceGuard } from "../gpu/device_guard.ts";
 import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
@@ -58,7 +59,7 @@ export class KVStorage {
         this.gpuV.push(this.createBuffer(layerBytes, KV_USAGE, `kv cache v ${l}`));
       }
     } else {
-      const Ctor = shape.kvDtype === "f32" ? Float32Array : Uint16Array;
+      const Ctor = KV_DTYPE_INFO[shape.kvDtype].HostArray;
       const elements = shape.numPages * shape.pageSize * shape.rowElements;
       try {
         for (let l = 0; l < shape.numLayers; l++) {
@@ -177,7 +178,7 @@ export class KVStorage {
     guard: DeviceGuard | undefined,
   ): Promise<{ k: Float32Array | Uint16Array; v: Float32Array | Uint16Array }> {
     const row = this.#shape.rowElements;
-    const Ctor = this.#shape.kvDtype === "f32" ? Float32Array : Uint16Array;
+    const Ctor = KV_DTYPE_INFO[this.#shape.kvDtype].HostArray;
     const k = new Ctor(length * row);
     const v = new Ctor(length * row);
     const P = this.#shape.pageSize;

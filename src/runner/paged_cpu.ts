@@ -5,6 +5,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { executePlanOnCpu } from "../cpu/cpu_backend.ts";
 import type { KVCache } from "./kv_cache.ts";
 import type { Plan } from "../plan/plan.ts";
@@ -83,7 +84,7 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
   }
   const row = p.numKVHeads * p.headDim;
   const dtype: KVDtype = p.kvDtype;
-  const Ctor = dtype === "f32" ? Float32Array : Uint16Array;
+  const Ctor = KV_DTYPE_INFO[dtype].HostArray;
   for (const name of ["k", "v"] as const) {
     const a = input?.[name];
     if (!(a instanceof Ctor)) {
