@@ -5,6 +5,7 @@
  * @module
  */
 
+import { CAUSAL } from "./variant.ts";
 import { decodeKV } from "./dtypes.ts";
 import { type DecodeInput, resolveScale, validateInput } from "./problem.ts";
 
@@ -44,6 +45,7 @@ export interface ReferenceOutput {
 export function referenceAttention(input: DecodeInput): ReferenceOutput {
   const p = validateInput(input);
   const scale = resolveScale(input);
+  const variant = CAUSAL;
   const k = decodeKV(input.k, p.kvDtype);
   const v = decodeKV(input.v, p.kvDtype);
   const { headDim: D, numHeads: H, numKVHeads: KH, qLen, groupSize } = p;
@@ -57,7 +59,7 @@ export function referenceAttention(input: DecodeInput): ReferenceOutput {
     const L = p.seqLens[seq];
     const start = p.kvStarts[seq];
     for (let pos = 0; pos < qLen; pos++) {
-      const visible = L - qLen + pos + 1;
+      const visible = variant.visibleTokens(L, qLen, pos);
       for (let h = 0; h < H; h++) {
         const kvh = Math.floor(h / groupSize);
         const row = (seq * qLen + pos) * H + h;
@@ -68,6 +70,7 @@ export function referenceAttention(input: DecodeInput): ReferenceOutput {
           let s = 0;
           for (let d = 0; d < D; d++) s += input.q[qo + d] * k[ko + d];
           s *= scale;
+          if (variant.logit) s = variant.logit(s);
           scores[t] = s;
           if (s > max) max = s;
         }

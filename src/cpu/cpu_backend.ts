@@ -6,6 +6,7 @@
  * @module
  */
 
+import { CAUSAL } from "../core/variant.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
 import { decodeKV } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
@@ -66,6 +67,8 @@ export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number):
   const stride = slotFloats(Rp, D);
   const partials = new Float32Array(s.partialSlots * stride);
   const qScale = scale * Math.LOG2E;
+  // The one variant today; its hooks are the CPU twin of the kernel's (src/core/variant.ts).
+  const variant = CAUSAL;
   const m = new Float64Array(Rp);
   const l = new Float64Array(Rp);
   const o = new Float64Array(Rp * D);
@@ -98,7 +101,7 @@ export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number):
       for (let t0 = begin; t0 < end; t0 += T) {
         const t1 = Math.min(t0 + T, end);
         for (let i = 0; i < rows; i++) {
-          const visible = seqLen - p.qLen + idx[i].pos + 1;
+          const visible = variant.visibleTokens(seqLen, p.qLen, idx[i].pos);
           const qo = idx[i].row * D;
           let tileMax = -Infinity;
           for (let t = t0; t < t1; t++) {
@@ -108,6 +111,7 @@ export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number):
               dot = 0;
               for (let d = 0; d < D; d++) dot += q[qo + d] * k[ko + d];
               dot *= qScale;
+              if (variant.logit) dot = variant.logit(dot * Math.LN2) * Math.LOG2E;
             }
             scores[i * T + t - t0] = dot;
             tileMax = Math.max(tileMax, dot);

@@ -25,6 +25,7 @@ import {
 } from "./kernel_spec.ts";
 import { kvLoadWGSL } from "./kv_load.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { VARIANT_WGSL } from "./variant_wgsl.ts";
 import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
 
 /** Sentinel for masked scores and empty states; finite so `exp2(NEG - NEG)` stays defined. */
@@ -69,6 +70,7 @@ function grid(a: number, b: number, body: (i: number, j: number) => string): str
 export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const { headDim: D, tileTokens: T, rowsPerBlock: RP, workgroupSize: W } = spec;
   const L = kernelLayout(spec);
+  const variant = VARIANT_WGSL[spec.variant ?? "causal"];
   const { lanes, chunksPerLane: CPL, groups: G, unroll: U, step } = L;
   const V4 = elementsPerLoad(spec.kvDtype) / 4; // vec4<f32> per 16-byte chunk
   const E4 = CPL * V4; // vec4<f32> per lane per row
@@ -320,7 +322,9 @@ ${
     var lim = array<u32, ${RP}>();
 ${
     lines(RP, (r) =>
-      `    lim[${r}] = select(0u, min(seq_len - params.q_len + (r0 + ${r}u) % params.q_len + 1u, tok_end), ${r}u < n_rows);`)
+      `    lim[${r}] = select(0u, min(${
+        variant.visible("seq_len", "params.q_len", `(r0 + ${r}u) % params.q_len`)
+      }, tok_end), ${r}u < n_rows);`)
   }
 ${
     fastSteps
@@ -345,7 +349,9 @@ ${prefetchInit}
     for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {
 ${loads}
 ${dots}
-${reduce}
+${reduce}${
+    variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
+  }
 ${lines(U, (u) => lines(CPL, (i) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`))}
 ${
     fastSteps

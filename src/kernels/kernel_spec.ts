@@ -7,6 +7,7 @@
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
+import type { VariantName } from "../core/variant.ts";
 import {
   type BindingType,
   kernelLayoutEntries,
@@ -52,6 +53,11 @@ export interface KernelSpec {
    * explicit layout of {@linkcode sharedLayoutEntries}.
    */
   readonly sharedLayout?: boolean;
+  /**
+   * The attention variant (mask and logit hooks, see `src/core/variant.ts`); default `"causal"`,
+   * which adds nothing to the key.
+   */
+  readonly variant?: VariantName;
 }
 
 /** The buffer binding types of the shared layout (see {@linkcode sharedLayoutEntries}). */
@@ -219,7 +225,7 @@ export function specKey(kind: string, spec: KernelSpec): string {
     l.subgroups ? ":sg" : ""
   }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}${spec.sharedLayout ? ":shared" : ""}${
     spec.fastSteps === false ? ":masked" : ""
-  }`;
+  }${(spec.variant ?? "causal") === "causal" ? "" : `:${spec.variant}`}`;
 }
 
 /** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */
