@@ -14,7 +14,7 @@
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
-import { kernelParams, type KernelSpec, PARAMS_WORDS, specKey } from "../kernels/kernel_spec.ts";
+import { type KernelSpec, PARAMS_WORDS, specKey } from "../kernels/kernel_spec.ts";
 import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
 import { BindGroupCache } from "../gpu/bind_group_cache.ts";
 import { DeviceGuard } from "../gpu/device_guard.ts";
@@ -36,12 +36,20 @@ import {
 import { PipelineCache } from "../gpu/pipeline_cache.ts";
 import type { DecodeShape, Strategy } from "../core/problem.ts";
 import { slotFloats } from "../core/reducer.ts";
-import { PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
+import { REDUCE_STRIDE } from "../plan/schedule.ts";
 import { BINDING, namedEntries } from "../kernels/abi.ts";
 import type { TileOptions } from "../plan/tiles.ts";
-import { type RingRegion, UploadRing } from "./upload_ring.ts";
+import { UploadRing } from "./upload_ring.ts";
 import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
 import { isBuffer } from "./checks.ts";
+import {
+  type BufferInfo,
+  type Kernels,
+  type Scratch,
+  tableLayout,
+  type Uploaded,
+  writeTables,
+} from "./encoder_tables.ts";
 import type {
   AttentionEncoderOptions,
   AttentionEncoderStats,
@@ -57,55 +65,6 @@ export type {
 const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
 /** Params (uniform), schedule and page list (read-only storage) of plans, in ring regions. */
 const TABLES = BufferUsage.UNIFORM | BufferUsage.STORAGE;
-
-/** A plan's tables as uploaded into a ring region: what its dispatches bind. */
-interface Uploaded {
-  region: RingRegion;
-  /** The region's generation when this plan took it: the upload is live while it holds. */
-  generation: number;
-  decode: GPUComputePipeline;
-  merge: GPUComputePipeline | undefined;
-  decodeSize: [number, number];
-  mergeSize: [number, number];
-  /** Bind group tag (with the region as a key): the kernels, the tables layout, the scratch. */
-  tag: string;
-  /** Byte ranges of a region: params at 0, then the schedule, then the page list. */
-  layout: TableLayout;
-}
-
-/** Byte ranges of a tables region (the same in every region of a layout). */
-interface TableLayout {
-  schedOffset: number;
-  schedBytes: number;
-  pagesOffset: number;
-  pagesBytes: number;
-  bytes: number;
-}
-
-/** Partial states and LSE scratch, shared by all plans (dispatches run in recorded order). */
-interface Scratch {
-  id: number;
-  partials: GPUBuffer;
-  lse: GPUBuffer;
-}
-
-/** The compiled kernels of one kernel spec. */
-interface Kernels {
-  /** Shape fields the spec was derived from. */
-  signature: string;
-  spec: KernelSpec;
-  key: string;
-  layout: GPUBindGroupLayout;
-  decode: GPUComputePipeline;
-  /** Compiled on the first plan with partial states. */
-  merge: GPUComputePipeline | undefined;
-}
-
-/** What a runner buffer is, read once per buffer (reading it from Dawn crosses into native code). */
-interface BufferInfo {
-  size: number;
-  usage: number | undefined;
-}
 
 /**
  * Attention for LLM runners on a caller's device; create it with
@@ -311,36 +270,11 @@ export class AttentionEncoder {
     const kernels = this.#kernelsFor(plan);
     const merges = s.reduce.length / REDUCE_STRIDE;
     if (merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
-    // Capacities are upper bounds for the batch's segments and the grid, so a steady batch
-    // composition never changes the region layout (which would need new bind groups).
-    const segments = plan.numSegments;
-    const maxWg = Math.max(s.workgroups, Math.min(this.grid, plan.numTiles));
-    const maxPieces = maxWg + segments;
-    const maxReduce = Math.min(segments, 2 * maxWg);
-    const pieceBase = s.workgroups + 1;
-    const reduceBase = pieceBase + s.pieces.length;
-    const schedWords = reduceBase + s.reduce.length;
-    this.#schedCap = Math.max(
-      this.#schedCap,
-      schedWords,
-      maxWg + 1 + maxPieces * PIECE_STRIDE + maxReduce * REDUCE_STRIDE,
-    );
-    this.#pagesCap = Math.max(
-      this.#pagesCap,
-      paging.pages.length,
-      (plan.cache?.numPages ?? 0) + 64,
-      16,
-    );
-    const align = this.#ring.align;
-    const schedOffset = align;
-    const pagesOffset = schedOffset + Math.ceil((4 * this.#schedCap) / align) * align;
-    const layout: TableLayout = {
-      schedOffset,
-      schedBytes: 4 * this.#schedCap,
-      pagesOffset,
-      pagesBytes: 4 * this.#pagesCap,
-      bytes: pagesOffset + 4 * this.#pagesCap,
-    };
+    // The region layout of the tables (capacities only grow, see tableLayout).
+    const t = tableLayout(plan, this.grid, this.#schedCap, this.#pagesCap, this.#ring.align);
+    this.#schedCap = t.schedCap;
+    this.#pagesCap = t.pagesCap;
+    const { layout, maxPieces } = t;
     const slot = 4 * slotFloats(plan.tiles.rowsPerBlock, p.headDim);
     const scratch = this.#scratchFor(
       slot * Math.max(s.partialSlots, maxPieces),
@@ -349,27 +283,10 @@ export class AttentionEncoder {
     const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}`;
     const region = this.#ring.acquire(layout.bytes, layoutKey);
     // One staging array, one write: each writeBuffer costs ~15 us in Deno whatever its size.
-    const used = pagesOffset / 4 + paging.pages.length;
+    const used = layout.pagesOffset / 4 + paging.pages.length;
     if (this.#staging.length < used) this.#staging = new Uint32Array(layout.bytes / 4);
-    const staging = this.#staging;
-    staging.set(
-      kernelParams({
-        ...p,
-        pieceBase,
-        reduceBase,
-        count: s.workgroups,
-        mergeCount: merges,
-        scale: plan.scale,
-        pageShift: paging.pageShift,
-      }),
-      0,
-    );
-    const at = schedOffset / 4;
-    staging.set(s.pieceOffsets, at);
-    staging.set(s.pieces, at + pieceBase);
-    staging.set(s.reduce, at + reduceBase);
-    staging.set(paging.pages, pagesOffset / 4);
-    this.device.queue.writeBuffer(region.buffer, region.offset, staging.buffer, 0, 4 * used);
+    writeTables(this.#staging, plan, t);
+    this.device.queue.writeBuffer(region.buffer, region.offset, this.#staging.buffer, 0, 4 * used);
     const maxDim = this.device.limits.maxComputeWorkgroupsPerDimension;
     return {
       region,
