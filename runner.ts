@@ -42,7 +42,8 @@ export type {
   PagedPlanOptions,
   PageTables,
 } from "./src/runner/paged_plan.ts";
-export { AttentionEncoder, createAttentionEncoder } from "./src/runner/attention_encoder.ts";
+export { AttentionEncoder } from "./src/runner/attention_encoder.ts";
+export { createAttentionEncoder } from "./src/runner/open_encoder.ts";
 export type {
   AttentionEncoderOptions,
   AttentionEncoderStats,
