@@ -94,7 +94,7 @@ export { Spinner, type SpinnerOptions } from "./src/cli/spinner.ts";
 // The main entry's types, which the CLI's exports mention (decoders, plans, batches): exported
 // here too, so that this entry's documentation is complete.
 export type * from "./mod.ts";
-export { VERSION } from "./src/version.ts";
+export { VERSION } from "./src/core/version.ts";
 
 if (import.meta.main) {
   const { runCli } = await import("./src/cli/main.ts");

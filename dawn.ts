@@ -24,7 +24,7 @@
  * @module
  */
 
-import { registerDawn } from "./src/gpu_runtime.ts";
+import { registerDawn } from "./src/gpu/gpu_runtime.ts";
 
 /**
  * Dawn instance toggles. Timestamps are otherwise quantised (to 65.5 us, seen on lavapipe), too

@@ -27,6 +27,11 @@
  * npm package. `onProgress` and `decoder.warmup()` report and front-load the first call's work
  * (adapter, calibration, kernel compiles).
  *
+ * Two more entries hold the rest: `@lean/attention/plan` (validation, tiles, partition, the
+ * schedule tables the kernels read, KV windows, the CPU plan executor) and
+ * `@lean/attention/runner` (the paged KV cache, paged plans and the attention encoder that
+ * records into a caller's command encoder).
+ *
  * @module
  */
 
@@ -37,11 +42,9 @@ export type {
   BackendTiming,
   DeviceProfile,
   KernelTimingOptions,
-} from "./src/backend.ts";
-export { gridFor } from "./src/backend.ts";
-export { CPU_GRID, executePlanOnCpu } from "./src/cpu_backend.ts";
+} from "./src/plan/backend.ts";
 export { createDecoder } from "./src/decoder.ts";
-export { DeviceLostError, GPUAllocationError } from "./src/device_guard.ts";
+export { DeviceLostError, GPUAllocationError } from "./src/gpu/device_guard.ts";
 export type {
   Decoder,
   DecoderOptions,
@@ -50,38 +53,15 @@ export type {
   KernelTimingRequest,
   WarmupOptions,
 } from "./src/decoder.ts";
-export type { DecoderProgress, ProgressListener, ProgressStage } from "./src/progress.ts";
-export {
-  decodeKV,
-  encodeKV,
-  fromF16BitsPortable,
-  toBf16Bits,
-  toF16Bits,
-  toF16BitsPortable,
-} from "./src/half.ts";
-export { kvRowBytes, kvWindowBounds } from "./src/kv_windows.ts";
-export type { KVWindow, KVWindowOptions } from "./src/kv_windows.ts";
-export { createPlan, describePlan, validateFlag, validateMaxBindingBytes } from "./src/plan.ts";
-export type { Plan, PlanOptions } from "./src/plan.ts";
-export type { KernelTuning } from "./src/webgpu_backend.ts";
-export {
-  chooseSplits,
-  partition,
-  partitionCost,
-  PIECE_COST_TILES,
-  segmentTiles,
-} from "./src/planner.ts";
-export type { Partition } from "./src/planner.ts";
-export {
-  KV_DTYPES,
-  MAX_HEAD_DIM,
-  MAX_Q_LEN,
-  resolveScale,
-  STRATEGIES,
-  validateInput,
-  validateShape,
-  validateStrategy,
-} from "./src/problem.ts";
+export type { DecoderProgress, ProgressListener, ProgressStage } from "./src/core/progress.ts";
+export { decodeKV, encodeKV } from "./src/core/dtypes.ts";
+export { fromF16BitsPortable, toBf16Bits, toF16Bits, toF16BitsPortable } from "./src/core/half.ts";
+export type { KVWindow } from "./src/plan/windows.ts";
+export { createPlan, describePlan } from "./src/plan/plan.ts";
+export type { Plan, PlanOptions } from "./src/plan/plan.ts";
+export type { KernelTuning } from "./src/gpu/kernel_choice.ts";
+export type { Partition } from "./src/plan/partition.ts";
+export { KV_DTYPES, MAX_HEAD_DIM, MAX_Q_LEN, STRATEGIES } from "./src/core/problem.ts";
 export type {
   DecodeInput,
   DecodeOutput,
@@ -89,42 +69,11 @@ export type {
   KVDtype,
   Problem,
   Strategy,
-} from "./src/problem.ts";
-export { mergePartialRow, mergeStates, slotFloats } from "./src/reducer.ts";
-export type { AttentionState } from "./src/reducer.ts";
-export { referenceAttention } from "./src/reference.ts";
-export type { ReferenceOutput } from "./src/reference.ts";
-export { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE, schedule } from "./src/scheduler.ts";
-export type { Schedule } from "./src/scheduler.ts";
-export { tileConfig } from "./src/tile_config.ts";
-export { VERSION } from "./src/version.ts";
-export { INVARIANT_CHUNK_TILES, scheduleWindows, unitRuns } from "./src/windowed_scheduler.ts";
-export type { WindowedSchedule, WindowedScheduleOptions } from "./src/windowed_scheduler.ts";
-export type { TileConfig, TileOptions } from "./src/tile_config.ts";
-export { PagePool } from "./src/page_pool.ts";
-export { createKVCache, KVCache } from "./src/kv_cache.ts";
-export type {
-  AppendData,
-  AppendSlots,
-  EncodeAppendOptions,
-  ExtendOptions,
-  KVCacheMemory,
-  KVCacheOptions,
-  KVCacheStats,
-  LayerRows,
-} from "./src/kv_cache.ts";
-export { createPagedPlan, executePagedPlanOnCpu, planForCache } from "./src/paged_plan.ts";
-export type {
-  CachePlanOptions,
-  PagedCpuInput,
-  PagedKV,
-  PagedPlan,
-  PagedPlanOptions,
-  PageTables,
-} from "./src/paged_plan.ts";
-export { AttentionEncoder, createAttentionEncoder } from "./src/attention_encoder.ts";
-export type {
-  AttentionEncoderOptions,
-  AttentionEncoderStats,
-  EncodeAttentionOptions,
-} from "./src/attention_encoder.ts";
+} from "./src/core/problem.ts";
+export { mergeStates } from "./src/core/reducer.ts";
+export type { AttentionState } from "./src/core/reducer.ts";
+export { referenceAttention } from "./src/core/reference.ts";
+export type { ReferenceOutput } from "./src/core/reference.ts";
+export type { Schedule } from "./src/plan/schedule.ts";
+export { VERSION } from "./src/core/version.ts";
+export type { TileConfig, TileOptions } from "./src/plan/tiles.ts";

@@ -4,7 +4,7 @@
  * streaming read, a plain WGSL FMA kernel, an empty pass; `bench/gpu_ceilings.ts`).
  *
  * Method: each strategy's timed passes follow, in the same submission, at least `--warmup-ms`
- * (400) of back-to-back passes of the same work (`timeWarm` in `src/gpu_timing.ts`): an idle GPU
+ * (400) of back-to-back passes of the same work (`timeWarm` in `src/gpu/gpu_timing.ts`): an idle GPU
  * runs at a low clock, and a short burst after an idle upload measures the clock, not the
  * kernel. Reported: median of `--runs` (25) passes, and their 10th-90th percentile spread. K/V
  * copies are rotated when the cache would fit in L2. A case's roofline is the larger of its K+V
@@ -28,16 +28,15 @@ import {
   type BackendName,
   createDecoder,
   type Decoder,
-  gridFor,
   type KernelTuning,
   referenceAttention,
   type Strategy,
-  tileConfig,
 } from "../mod.ts";
-import { KERNEL_TABLE, type KernelChoice } from "../shaders/kernel_spec.ts";
+import { gridFor, tileConfig } from "../plan.ts";
+import { KERNEL_TABLE, type KernelChoice } from "../src/kernels/kernel_spec.ts";
 import { loadDawn } from "../dawn.ts";
-import { requestDevice } from "../src/gpu_runtime.ts";
-import { median } from "../src/gpu_timing.ts";
+import { requestDevice } from "../src/gpu/gpu_runtime.ts";
+import { median } from "../src/gpu/gpu_timing.ts";
 import { type BenchCase, loadCases } from "./bench_cases.ts";
 import { makeBenchInput } from "./bench_input.ts";
 import { type Ceilings, decodeFlops, measureCeilings, roofline } from "./gpu_ceilings.ts";

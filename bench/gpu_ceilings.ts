@@ -8,8 +8,8 @@
  * @module
  */
 
-import { BufferUsage } from "../src/gpu_runtime.ts";
-import { median, timeWarm } from "../src/gpu_timing.ts";
+import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
+import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 
 /** The ceilings of one device. */
 export interface Ceilings {

@@ -6,14 +6,10 @@
  * @module
  */
 
-import {
-  createAttentionEncoder,
-  createKVCache,
-  type DecodeInput,
-  type KernelTuning,
-} from "../mod.ts";
-import { BufferUsage } from "../src/gpu_runtime.ts";
-import { timeWarm, type WarmTiming } from "../src/gpu_timing.ts";
+import type { DecodeInput, KernelTuning } from "../mod.ts";
+import { createAttentionEncoder, createKVCache } from "../runner.ts";
+import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
+import { timeWarm, type WarmTiming } from "../src/gpu/gpu_timing.ts";
 import type { BenchCase } from "./bench_cases.ts";
 
 /** Tokens per page. */

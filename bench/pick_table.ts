@@ -7,8 +7,8 @@
  * Usage: deno run -A bench/pick_table.ts TUNE.json OUT.json
  */
 
-import { tileConfig } from "../mod.ts";
-import { KERNEL_TABLE, type KernelChoice } from "../shaders/kernel_spec.ts";
+import { tileConfig } from "../plan.ts";
+import { KERNEL_TABLE, type KernelChoice } from "../src/kernels/kernel_spec.ts";
 import { loadCases } from "./bench_cases.ts";
 
 interface TuneResult {

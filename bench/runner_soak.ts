@@ -17,6 +17,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { referenceAttention } from "../mod.ts";
 import {
   type AttentionEncoder,
   createAttentionEncoder,
@@ -24,10 +25,9 @@ import {
   executePagedPlanOnCpu,
   type KVCache,
   planForCache,
-  referenceAttention,
-} from "../mod.ts";
+} from "../runner.ts";
 import { loadDawn } from "../dawn.ts";
-import { requestDevice } from "../src/gpu_runtime.ts";
+import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { collectGarbage } from "../tests/gc.ts";
 import { mulberry32 } from "./random.ts";
 

@@ -23,9 +23,9 @@ import {
   createAttentionEncoder,
   createKVCache,
   type PagedPlan,
-} from "../mod.ts";
+} from "../runner.ts";
 import { loadDawn } from "../dawn.ts";
-import { requestDevice, summarizeAdapter } from "../src/gpu_runtime.ts";
+import { requestDevice, summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 
 const LAYERS = 32;
 const BATCH = 8;

@@ -16,13 +16,13 @@
  * @module
  */
 
+import type { KVDtype } from "../mod.ts";
 import {
   type AppendSlots,
   createAttentionEncoder,
   createKVCache,
   type KVCache,
-  type KVDtype,
-} from "../mod.ts";
+} from "../runner.ts";
 import { openDevice } from "./llm/device.ts";
 import {
   argmaxWGSL,

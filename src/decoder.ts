@@ -11,10 +11,10 @@ import {
   type BackendStats,
   type DeviceProfile,
   gridFor,
-} from "./backend.ts";
-import { createCpuBackend } from "./cpu_backend.ts";
-import { median } from "./gpu_timing.ts";
-import { createPlan, type Plan, validateFlag, validateMaxBindingBytes } from "./plan.ts";
+} from "./plan/backend.ts";
+import { createCpuBackend } from "./cpu/cpu_backend.ts";
+import { median } from "./gpu/gpu_timing.ts";
+import { createPlan, type Plan, validateFlag, validateMaxBindingBytes } from "./plan/plan.ts";
 import {
   type DecodeInput,
   type DecodeOutput,
@@ -24,10 +24,10 @@ import {
   type Strategy,
   validateInput,
   validateShape,
-} from "./problem.ts";
-import { notify, type ProgressListener } from "./progress.ts";
-import { tileConfig, type TileOptions } from "./tile_config.ts";
-import type { KernelTuning } from "./webgpu_backend.ts";
+} from "./core/problem.ts";
+import { notify, type ProgressListener } from "./core/progress.ts";
+import { tileConfig, type TileOptions } from "./plan/tiles.ts";
+import type { KernelTuning } from "./gpu/kernel_choice.ts";
 
 /**
  * Options for {@linkcode createDecoder}.
@@ -352,7 +352,7 @@ async function openBackend(options: DecoderOptions): Promise<Backend> {
   };
   if (name === "cpu") return cpu();
   if (name === "webgpu" || name === "dawn" || name === "auto") {
-    const { createWebGPUBackend } = await import("./webgpu_backend.ts");
+    const { createWebGPUBackend } = await import("./gpu/open_backend.ts");
     if (name !== "auto") return await createWebGPUBackend({ ...options, flavor: name });
     const gpu = await createWebGPUBackend({ ...options, flavor: "webgpu", requireHardware: true })
       .catch(() => undefined);

@@ -10,6 +10,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { referenceAttention } from "../mod.ts";
 import {
   type AppendSlots,
   type AttentionEncoder,
@@ -19,8 +20,7 @@ import {
   type KVCache,
   type PagedPlan,
   planForCache,
-  referenceAttention,
-} from "../mod.ts";
+} from "../runner.ts";
 import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
 import { fcParams, OUT_TOLERANCE, randomFloats, relativeL2Error, seededRng } from "./helpers.ts";
 

@@ -5,7 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { createPlan, DIRECT, PIECE, PIECE_STRIDE, type Plan, REDUCE_STRIDE } from "../mod.ts";
+import { createPlan, type Plan } from "../mod.ts";
+import { DIRECT, PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan.ts";
 import {
   captureIO,
   formatUsage,

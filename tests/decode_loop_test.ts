@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { makePrompts, openDevice, runDecodeLoop, SMALL_MODEL } from "../examples/decode_loop.ts";
 import { referenceAttention } from "../mod.ts";
-import { summarizeAdapter } from "../src/gpu_runtime.ts";
+import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 import { assertNoPoison, OUT_TOLERANCE, relativeL2Error } from "./helpers.ts";
 import { EXHAUSTIVE_ENV, softwareSkip } from "./kernel_set.ts";
 

@@ -4,17 +4,8 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  CPU_GRID,
-  createDecoder,
-  createPlan,
-  executePlanOnCpu,
-  gridFor,
-  MAX_HEAD_DIM,
-  MAX_Q_LEN,
-  resolveScale,
-  STRATEGIES,
-} from "../mod.ts";
+import { createDecoder, createPlan, MAX_HEAD_DIM, MAX_Q_LEN, STRATEGIES } from "../mod.ts";
+import { CPU_GRID, executePlanOnCpu, gridFor, resolveScale } from "../plan.ts";
 import { ALL_BACKENDS, backendTest } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, makeInput, sameBits } from "./helpers.ts";
 import { BF16_Q2, F32_GQA } from "./kernel_set.ts";

@@ -46,7 +46,7 @@ async function moduleGraph(entry: string): Promise<GraphModule[]> {
 }
 
 Deno.test("the main and CLI entries' module graphs hold no npm package and stay small", async () => {
-  for (const entry of ["mod.ts", "cli.ts"]) {
+  for (const entry of ["mod.ts", "plan.ts", "runner.ts", "cli.ts"]) {
     const modules = await moduleGraph(entry);
     const npm = modules.filter((m) => m.kind === "npm" || m.specifier.startsWith("npm:"));
     assert.deepEqual(npm.map((m) => m.specifier), [], `${entry} imports no npm package`);
@@ -125,7 +125,13 @@ Deno.test("VERSION is deno.json's version, printed by --version and in every --j
 
 Deno.test("the package publishes every entry it exports", async () => {
   const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
-  assert.deepEqual(config.exports, { ".": "./mod.ts", "./dawn": "./dawn.ts", "./cli": "./cli.ts" });
+  assert.deepEqual(config.exports, {
+    ".": "./mod.ts",
+    "./plan": "./plan.ts",
+    "./runner": "./runner.ts",
+    "./dawn": "./dawn.ts",
+    "./cli": "./cli.ts",
+  });
   for (const path of Object.values(config.exports) as string[]) {
     assert.ok(config.publish.include.includes(path.slice(2)), `${path} is published`);
   }
@@ -137,7 +143,9 @@ Deno.test("deno publish --dry-run is clean: no warnings, every entry in the pack
   assert.equal(r.code, 0, output);
   assert.ok(!/warning|error/i.test(output), output);
   assert.match(output, /Success Dry run complete/);
-  for (const file of ["mod.ts", "dawn.ts", "cli.ts", "README.md", "LICENSE"]) {
+  for (
+    const file of ["mod.ts", "plan.ts", "runner.ts", "dawn.ts", "cli.ts", "README.md", "LICENSE"]
+  ) {
     assert.ok(output.includes(`file://${ROOT}${file} `), `${file} is published`);
   }
   assert.ok(!output.includes(`file://${ROOT}tests/`), "tests are not published");
@@ -156,9 +164,32 @@ Deno.test("the publish workflow publishes to JSR with provenance on a release or
 });
 
 Deno.test("deno doc --lint is clean for every entry", async () => {
-  const r = await deno(["doc", "--lint", "mod.ts", "dawn.ts", "cli.ts"]);
-  assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.ok(!/error|warning/i.test(r.stdout + r.stderr), r.stdout + r.stderr);
+  const entries = ["mod.ts", "plan.ts", "runner.ts", "dawn.ts", "cli.ts"];
+  // All together, and each on its own (every type an entry's signatures use is exported there).
+  for (const args of [entries, ...entries.map((e) => [e])]) {
+    const r = await deno(["doc", "--lint", ...args]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.ok(!/error|warning/i.test(r.stdout + r.stderr), r.stdout + r.stderr);
+  }
+});
+
+Deno.test("table internals live in the plan entry, the runner API in the runner entry", async () => {
+  const main: Record<string, unknown> = await import("../mod.ts");
+  const plan: Record<string, unknown> = await import("../plan.ts");
+  const runner: Record<string, unknown> = await import("../runner.ts");
+  for (const name of ["PIECE", "REDUCE", "PIECE_STRIDE", "unitRuns", "validateFlag", "schedule"]) {
+    assert.ok(!(name in main), `${name} is not in the main entry`);
+    assert.ok(name in plan, `${name} is in the plan entry`);
+  }
+  for (const name of ["createKVCache", "KVCache", "createAttentionEncoder", "planForCache"]) {
+    assert.ok(!(name in main), `${name} is not in the main entry`);
+    assert.ok(name in runner, `${name} is in the runner entry`);
+  }
+  for (
+    const name of ["createDecoder", "mergeStates", "referenceAttention", "encodeKV", "VERSION"]
+  ) {
+    assert.ok(name in main, `${name} is in the main entry`);
+  }
 });
 
 Deno.test("cli.ts plan writes no file unless told where: it runs without write permission", async () => {

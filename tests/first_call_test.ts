@@ -7,10 +7,10 @@
 import assert from "node:assert/strict";
 import { createDecoder, type DecoderProgress } from "../mod.ts";
 import { captureIO, runCli, Spinner, timingNote } from "../cli.ts";
-import { summarizeAdapter } from "../src/gpu_runtime.ts";
-import { PipelineCache } from "../src/pipeline_cache.ts";
-import { kernelSpec } from "../src/webgpu_backend.ts";
-import { createPlan } from "../src/plan.ts";
+import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
+import { PipelineCache } from "../src/gpu/pipeline_cache.ts";
+import { kernelSpec } from "../src/gpu/kernel_choice.ts";
+import { createPlan } from "../src/plan/plan.ts";
 import { DECODE_LOOP_USAGE, stepProgress } from "../examples/decode_loop.ts";
 import { backendStatuses } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, makeInput } from "./helpers.ts";
@@ -71,7 +71,14 @@ Deno.test("the pipeline cache reports each compile once, with its spec key and c
       created.push(d.label);
       return { label: d.label };
     },
+    // Explicit layouts (src/kernels/abi.ts), one per set of bindings.
+    createBindGroupLayout: (d: { label: string }) => {
+      layouts.push(d.label);
+      return { label: d.label };
+    },
+    createPipelineLayout: () => ({}),
   } as unknown as GPUDevice;
+  const layouts: string[] = [];
   const heard: Array<[string, number]> = [];
   const cache = new PipelineCache(device, {}, (key, before) => heard.push([key, before]));
   const plan = createPlan({ seqLens: [500, 30], numHeads: 4, numKVHeads: 2, headDim: 64 }, {
@@ -87,6 +94,7 @@ Deno.test("the pipeline cache reports each compile once, with its spec key and c
   assert.match(heard[0][0], /^decode:d64:f32:/);
   assert.match(heard[1][0], /^merge:d64:/);
   assert.match(heard[2][0], /^decode:d128:/);
+  assert.deepEqual(layouts, ["lean-attention decode", "lean-attention merge"]);
 });
 
 /** The GPU property tests' first kernel family (tests/gpu_backend_test.ts): already compiled. */

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { createDecoder } from "../mod.ts";
-import { dispatchSize } from "../src/webgpu_backend.ts";
+import { dispatchSize } from "../src/gpu/kernel_choice.ts";
 import { backendTest, gpuTest } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, makeInput } from "./helpers.ts";
 

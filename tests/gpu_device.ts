@@ -6,7 +6,7 @@
  */
 
 import { loadDawn } from "../dawn.ts";
-import { requestDevice, summarizeAdapter } from "../src/gpu_runtime.ts";
+import { requestDevice, summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 import { envVar, EXHAUSTIVE_ENV } from "./kernel_set.ts";
 
 /** A device under test. */

@@ -16,14 +16,9 @@
  * @module
  */
 
-import {
-  type DecodeShape,
-  type KernelTuning,
-  type KVDtype,
-  tileConfig,
-  validateShape,
-} from "../mod.ts";
-import { summarizeAdapter } from "../src/gpu_runtime.ts";
+import type { DecodeShape, KernelTuning, KVDtype } from "../mod.ts";
+import { tileConfig, validateShape } from "../plan.ts";
+import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 
 /** A shape family: everything of a decode shape that decides its kernel, but the lengths. */
 export interface KernelFamily {

@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { createKVCache, type KVCache, PagePool, toBf16Bits } from "../mod.ts";
+import { toBf16Bits } from "../mod.ts";
+import { createKVCache, type KVCache, PagePool } from "../runner.ts";
 import { fcParams, randomFloats, seededRng } from "./helpers.ts";
 
 const ROW = 2 * 8; // numKVHeads x headDim

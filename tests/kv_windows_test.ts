@@ -7,9 +7,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { createDecoder, createPlan, type Plan, STRATEGIES, type Strategy } from "../mod.ts";
 import {
-  createDecoder,
-  createPlan,
   DIRECT,
   executePlanOnCpu,
   INVARIANT_CHUNK_TILES,
@@ -17,16 +16,13 @@ import {
   kvWindowBounds,
   PIECE,
   PIECE_STRIDE,
-  type Plan,
   REDUCE,
   REDUCE_STRIDE,
   resolveScale,
   scheduleWindows,
-  STRATEGIES,
-  type Strategy,
   unitRuns,
   validateShape,
-} from "../mod.ts";
+} from "../plan.ts";
 import { assertMatchesReference, fcParams, makeInput } from "./helpers.ts";
 
 interface GlobalPiece {

@@ -8,20 +8,22 @@
 
 import assert from "node:assert/strict";
 import {
-  createAttentionEncoder,
   createDecoder,
-  createKVCache,
-  createPagedPlan,
   createPlan,
   encodeKV,
-  executePagedPlanOnCpu,
-  executePlanOnCpu,
-  type KVCache,
   type KVDtype,
-  planForCache,
   referenceAttention,
   type Strategy,
 } from "../mod.ts";
+import { executePlanOnCpu } from "../plan.ts";
+import {
+  createAttentionEncoder,
+  createKVCache,
+  createPagedPlan,
+  executePagedPlanOnCpu,
+  type KVCache,
+  planForCache,
+} from "../runner.ts";
 import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
 import { type SoftwareOptions, softwareSkip } from "./kernel_set.ts";
 import {

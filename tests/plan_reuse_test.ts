@@ -5,8 +5,10 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { createKVCache, createPlan, planForCache, validateShape } from "../mod.ts";
-import { reusePlan } from "../src/plan_reuse.ts";
+import { createPlan } from "../mod.ts";
+import { validateShape } from "../plan.ts";
+import { createKVCache, planForCache } from "../runner.ts";
+import { reusePlan } from "../src/plan/reuse.ts";
 import { fcParams } from "./helpers.ts";
 
 /** A plan's content without the cache object (compared by identity elsewhere). */

@@ -6,25 +6,21 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { createPlan, describePlan, type Plan, STRATEGIES, type Strategy } from "../mod.ts";
 import {
   chooseSplits,
-  createPlan,
-  describePlan,
   DIRECT,
   partition,
   partitionCost,
   PIECE,
   PIECE_STRIDE,
-  type Plan,
   REDUCE,
   REDUCE_STRIDE,
   schedule,
   segmentTiles,
-  STRATEGIES,
-  type Strategy,
   tileConfig,
   validateShape,
-} from "../mod.ts";
+} from "../plan.ts";
 import { fcParams } from "./helpers.ts";
 
 interface PieceView {

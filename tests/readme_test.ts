@@ -73,6 +73,8 @@ function expectedOutput(block: Block, next: Block | undefined): string[] {
 async function runExample(block: Block): Promise<string[]> {
   const entries: Record<string, string> = {
     "@lean/attention": "mod.ts",
+    "@lean/attention/plan": "plan.ts",
+    "@lean/attention/runner": "runner.ts",
     "@lean/attention/cli": "cli.ts",
     "@lean/attention/dawn": "dawn.ts",
   };

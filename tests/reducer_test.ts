@@ -6,14 +6,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import {
-  type AttentionState,
-  type DecodeInput,
-  mergePartialRow,
-  mergeStates,
-  referenceAttention,
-  slotFloats,
-} from "../mod.ts";
+import { type AttentionState, type DecodeInput, mergeStates, referenceAttention } from "../mod.ts";
+import { mergePartialRow, slotFloats } from "../plan.ts";
 import {
   fcParams,
   maxAbsError,

@@ -16,6 +16,7 @@ import {
   referenceAttention,
   STRATEGIES,
 } from "../mod.ts";
+import { REDUCE_STRIDE } from "../plan.ts";
 import { backendStatuses, backendTest } from "./backends.ts";
 import { F16_D8, F16_MHA, F32_GQA } from "./kernel_set.ts";
 import {
@@ -233,7 +234,7 @@ backendTest("merges beyond 65,535 records dispatch in two dimensions", async (de
     );
   Object.assign(input, { seqLens, q: randomFloats(rng, 34_000 * 16), k: bits(), v: bits() });
   const plan = decoder.plan(input, { strategy: "lean" });
-  assert.equal(plan.schedule.reduce.length / 8, 68_000);
+  assert.equal(plan.schedule.reduce.length / REDUCE_STRIDE, 68_000);
   assert.equal(plan.schedule.workgroups, 136_000);
   const got = await decoder.decode(input);
   // Check sampled sequences against the reference of a batch of just those sequences.

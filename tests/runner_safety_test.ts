@@ -7,15 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  createAttentionEncoder,
-  createKVCache,
-  DeviceLostError,
-  encodeKV,
-  type KVCache,
-  planForCache,
-  referenceAttention,
-} from "../mod.ts";
+import { DeviceLostError, encodeKV, referenceAttention } from "../mod.ts";
+import { createAttentionEncoder, createKVCache, type KVCache, planForCache } from "../runner.ts";
 import { collectGarbage } from "./gc.ts";
 import { gpuBuffer, type GpuUnderTest, openGpu, readF32, secondDevice } from "./gpu_device.ts";
 import {

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeKernelWGSL, decodeWorkgroupBytes } from "../shaders/decode_kernel.ts";
+import { decodeKernelWGSL, decodeWorkgroupBytes } from "../src/kernels/decode_kernel.ts";
 import {
   KERNEL_TABLE,
   kernelChoice,
@@ -13,10 +13,12 @@ import {
   type KernelSpec,
   sharedLayoutEntries,
   specKey,
-} from "../shaders/kernel_spec.ts";
-import { kvLoadWGSL } from "../shaders/kv_load.ts";
-import { mergeKernelWGSL } from "../shaders/merge_kernel.ts";
-import { KV_DTYPES, tileConfig } from "../mod.ts";
+} from "../src/kernels/kernel_spec.ts";
+import { kernelLayoutEntries } from "../src/kernels/abi.ts";
+import { kvLoadWGSL } from "../src/kernels/kv_load.ts";
+import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
+import { KV_DTYPES } from "../mod.ts";
+import { tileConfig } from "../plan.ts";
 import { fcParams } from "./helpers.ts";
 
 /** Specs the planner can produce, with tile options the decoder accepts. */
@@ -100,8 +102,16 @@ Deno.test("kernels need no shader-f16, use subgroups only when asked, bind at mo
         );
         const storage = wgsl.match(/var<storage/g)?.length ?? 0;
         assert.ok(storage >= 3 && storage <= 8, `${storage} storage bindings`);
+        // Every kernel binds by the ABI's one numbering (src/kernels/abi.ts): exactly the bindings
+        // of its explicit layout, in order.
         const bindings = [...wgsl.matchAll(/@binding\((\d+)\)/g)].map((m) => Number(m[1]));
-        assert.deepStrictEqual(bindings, bindings.map((_, i) => i), "bindings are 0..n-1");
+        const kind = source.includes("decode kernel") ? "decode" : "merge";
+        assert.deepStrictEqual(
+          bindings,
+          kernelLayoutEntries(kind, { paged: l.paged, shared: spec.sharedLayout ?? false })
+            .map((e) => e.binding),
+          "bindings are the layout's",
+        );
         assert.equal(
           /var<storage, read> pages/.test(wgsl),
           l.paged && source.includes("decode kernel"),

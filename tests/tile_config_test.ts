@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { KV_DTYPES, MAX_HEAD_DIM, tileConfig } from "../mod.ts";
+import { KV_DTYPES, MAX_HEAD_DIM } from "../mod.ts";
+import { tileConfig } from "../plan.ts";
 import { fcParams } from "./helpers.ts";
 
 Deno.test("row blocks bound the query state, hold every row and are as few as possible", () => {

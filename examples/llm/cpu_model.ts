@@ -14,14 +14,9 @@
  * @module
  */
 
-import {
-  CPU_GRID,
-  createKVCache,
-  executePagedPlanOnCpu,
-  type KVCache,
-  type KVDtype,
-  planForCache,
-} from "../../mod.ts";
+import type { KVDtype } from "../../mod.ts";
+import { CPU_GRID } from "../../plan.ts";
+import { createKVCache, executePagedPlanOnCpu, type KVCache, planForCache } from "../../runner.ts";
 import { type Matrix, type ModelWeights, toF32 } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
 import type { ForwardStep, ModelRunner } from "./generation.ts";

@@ -14,7 +14,7 @@
  */
 
 import { loadDawn } from "../../dawn.ts";
-import { requestDevice } from "../../src/gpu_runtime.ts";
+import { requestDevice } from "../../src/gpu/gpu_runtime.ts";
 
 /** GPU backends of the runner. */
 export type GpuBackend = "webgpu" | "dawn";

@@ -21,7 +21,7 @@ import {
   createAttentionEncoder,
   createKVCache,
   type KVCache,
-} from "../../mod.ts";
+} from "../../runner.ts";
 import type { ModelWeights } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
 import type { RunnerOptions } from "./cpu_model.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { registeredDawn, summarizeAdapter } from "../gpu_runtime.ts";
+import { registeredDawn, summarizeAdapter } from "../gpu/gpu_runtime.ts";
 import { loadDawnEntry } from "./dawn_entry.ts";
 
 /**

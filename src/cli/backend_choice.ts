@@ -7,9 +7,9 @@
  * @module
  */
 
-import type { BackendName } from "../backend.ts";
+import type { BackendName } from "../plan/backend.ts";
 import { createDecoder, type Decoder } from "../decoder.ts";
-import type { ProgressListener } from "../progress.ts";
+import type { ProgressListener } from "../core/progress.ts";
 import { type AdapterReport, probeAdapters } from "./adapters.ts";
 import { loadDawnEntry } from "./dawn_entry.ts";
 

@@ -7,15 +7,15 @@
  * @module
  */
 
-import type { BackendName } from "../backend.ts";
-import { STRATEGIES, type Strategy } from "../problem.ts";
+import type { BackendName } from "../plan/backend.ts";
+import { STRATEGIES, type Strategy } from "../core/problem.ts";
 import { formatUsage, parseFlags, UsageError } from "./args.ts";
 import { timingNote } from "./backend_choice.ts";
 import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
 import { ProgressBar } from "./progress_bar.ts";
 import { openWithSpinner } from "./spinner.ts";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../core/version.ts";
 
 /**
  * Flags of `bench`.

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { dawnRegistered } from "../gpu_runtime.ts";
+import { dawnRegistered } from "../gpu/gpu_runtime.ts";
 
 /** `import()` hidden from Deno's module graph (and from `deno publish`'s analysis). */
 const importAtRuntime = new Function("specifier", "return import(specifier)") as (

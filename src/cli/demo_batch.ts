@@ -5,8 +5,8 @@
  * @module
  */
 
-import { encodeKV } from "../half.ts";
-import type { DecodeInput } from "../problem.ts";
+import { encodeKV } from "../core/dtypes.ts";
+import type { DecodeInput } from "../core/problem.ts";
 import { gaussian, seededRandom } from "./random.ts";
 
 /**

@@ -6,17 +6,17 @@
  * @module
  */
 
-import { median } from "../gpu_timing.ts";
-import { describePlan } from "../plan.ts";
-import { type DecodeInput, STRATEGIES, type Strategy } from "../problem.ts";
-import { referenceAttention } from "../reference.ts";
+import { median } from "../gpu/gpu_timing.ts";
+import { describePlan } from "../plan/plan.ts";
+import { type DecodeInput, STRATEGIES, type Strategy } from "../core/problem.ts";
+import { referenceAttention } from "../core/reference.ts";
 import { maxAbsError, relativeL2 } from "./accuracy.ts";
 import { formatUsage, parseFlags } from "./args.ts";
 import { type BackendChoice, timingNote } from "./backend_choice.ts";
 import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
 import { openWithSpinner } from "./spinner.ts";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../core/version.ts";
 
 /**
  * Flags of `demo`.

@@ -5,15 +5,15 @@
  * @module
  */
 
-import { CPU_GRID } from "../cpu_backend.ts";
+import { CPU_GRID } from "../cpu/cpu_backend.ts";
 import { createDecoder } from "../decoder.ts";
-import { tableProfile } from "../device_profile.ts";
+import { tableProfile } from "../gpu/device_profile.ts";
 import { type AdapterReport, probeAdapters } from "./adapters.ts";
 import { formatUsage, parseFlags } from "./args.ts";
 import { autoChoice } from "./backend_choice.ts";
 import type { CliIO } from "./io.ts";
 import { Spinner } from "./spinner.ts";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../core/version.ts";
 
 /**
  * Flags of `info`.

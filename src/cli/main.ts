@@ -11,7 +11,7 @@ import { DEMO_USAGE, demoCommand } from "./demo_command.ts";
 import { INFO_USAGE, infoCommand } from "./info_command.ts";
 import { type CliIO, processIO } from "./io.ts";
 import { PLAN_USAGE, planCommand } from "./plan_command.ts";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../core/version.ts";
 
 /**
  * The CLI's top-level usage text.

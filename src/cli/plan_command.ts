@@ -7,9 +7,9 @@
  * @module
  */
 
-import type { BackendName } from "../backend.ts";
-import { createPlan, describePlan, type Plan } from "../plan.ts";
-import type { Strategy } from "../problem.ts";
+import type { BackendName } from "../plan/backend.ts";
+import { createPlan, describePlan, type Plan } from "../plan/plan.ts";
+import type { Strategy } from "../core/problem.ts";
 import { formatUsage, parseFlags, UsageError } from "./args.ts";
 import { openBestDecoder } from "./backend_choice.ts";
 import { DEMO_SEQ_LENS } from "./demo_batch.ts";

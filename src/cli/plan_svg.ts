@@ -9,8 +9,8 @@
  * @module
  */
 
-import type { Plan } from "../plan.ts";
-import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../scheduler.ts";
+import type { Plan } from "../plan/plan.ts";
+import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan/schedule.ts";
 
 /**
  * Options for {@linkcode planSvg}.

@@ -1,0 +1,359 @@
+/**
+ * The decode problem: the caller's input, its validation, and the normalised shape every later
+ * stage (planner, scheduler, kernels, reducer) works from.
+ *
+ * @module
+ */
+
+import { KV_DTYPE_INFO } from "./dtypes.ts";
+
+/**
+ * Storage type of K and V. `f16` and `bf16` are passed as `Uint16Array` bit patterns.
+ *
+ * @example
+ * ```ts
+ * import { encodeKV, type KVDtype } from "@lean/attention";
+ * const dtype: KVDtype = "bf16";
+ * console.log(encodeKV(new Float32Array([1]), dtype)); // Uint16Array [16256]
+ * ```
+ */
+export type KVDtype = "f32" | "f16" | "bf16";
+
+/**
+ * How the work is partitioned over workgroups.
+ *
+ * @example
+ * ```ts
+ * import type { Strategy } from "@lean/attention";
+ * const strategy: Strategy = "lean";
+ * ```
+ */
+export type Strategy = "lean" | "split" | "single";
+
+/**
+ * The KV dtypes this library accepts.
+ *
+ * @example
+ * ```ts
+ * import { KV_DTYPES } from "@lean/attention";
+ * console.log(KV_DTYPES); // [ "f32", "f16", "bf16" ]
+ * ```
+ */
+export const KV_DTYPES: readonly KVDtype[] = ["f32", "f16", "bf16"];
+/**
+ * The partition strategies this library accepts.
+ *
+ * @example
+ * ```ts
+ * import { STRATEGIES } from "@lean/attention";
+ * console.log(STRATEGIES); // [ "lean", "split", "single" ]
+ * ```
+ */
+export const STRATEGIES: readonly Strategy[] = ["lean", "split", "single"];
+/**
+ * Largest number of query tokens per sequence (speculative decoding).
+ *
+ * @example
+ * ```ts
+ * import { MAX_Q_LEN } from "@lean/attention";
+ * console.log(MAX_Q_LEN); // 16
+ * ```
+ */
+export const MAX_Q_LEN = 16;
+/**
+ * Largest supported head dimension.
+ *
+ * @example
+ * ```ts
+ * import { MAX_HEAD_DIM } from "@lean/attention";
+ * console.log(MAX_HEAD_DIM); // 256
+ * ```
+ */
+export const MAX_HEAD_DIM = 256;
+
+/**
+ * Shape of one decode batch: everything that decides the plan, nothing that holds data.
+ *
+ * @example
+ * ```ts
+ * import type { DecodeShape } from "@lean/attention";
+ * const shape: DecodeShape = { seqLens: [4096, 17], numHeads: 32, numKVHeads: 8, headDim: 128 };
+ * ```
+ */
+export interface DecodeShape {
+  /** Tokens in each sequence's context (each an integer >= `qLen`). */
+  seqLens: ArrayLike<number>;
+  /** Query heads. */
+  numHeads: number;
+  /** KV heads; `numHeads` must be a multiple of it (GQA/MQA). */
+  numKVHeads: number;
+  /** Head dimension: a multiple of 8 from 8 to 256. */
+  headDim: number;
+  /** Query tokens per sequence, 1 to 16 (default 1). The new tokens are the last `qLen` of the context. */
+  qLen?: number;
+  /** Storage type of K and V (default `"f32"`). */
+  kvDtype?: KVDtype;
+}
+
+/**
+ * One decode call: the shape plus the data.
+ *
+ * @example
+ * ```ts
+ * import type { DecodeInput } from "@lean/attention";
+ * const input: DecodeInput = {
+ *   q: new Float32Array(2 * 8), k: new Float32Array(3 * 8), v: new Float32Array(3 * 8),
+ *   seqLens: [1, 2], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * };
+ * ```
+ */
+export interface DecodeInput extends DecodeShape {
+  /** Queries, layout `[seq][qpos][head][dim]`. */
+  q: Float32Array;
+  /** Keys, layout `[token][kvHead][dim]`, the sequences' tokens concatenated in order. */
+  k: Float32Array | Uint16Array;
+  /** Values, same layout and dtype as `k`. */
+  v: Float32Array | Uint16Array;
+  /** Softmax scale (default `1 / sqrt(headDim)`). */
+  scale?: number;
+  /** Partition strategy (default `"lean"`). */
+  strategy?: Strategy;
+}
+
+/**
+ * Result of a decode call.
+ *
+ * @example
+ * ```ts
+ * import { createDecoder, type DecodeOutput } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * const result: DecodeOutput = await decoder.decode({
+ *   q: new Float32Array(8), k: new Float32Array(24), v: new Float32Array(24),
+ *   seqLens: [3], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * });
+ * console.log(result.out.length, result.lse.length); // 8 1
+ * await decoder.dispose();
+ * ```
+ */
+export interface DecodeOutput {
+  /** Attention output, shaped like `q`: `[seq][qpos][head][dim]`. */
+  out: Float32Array;
+  /** Natural log of the softmax denominator, `[seq][qpos][head]`. */
+  lse: Float32Array;
+}
+
+/**
+ * A validated, normalised shape: the single source of truth for index arithmetic.
+ *
+ * @example
+ * ```ts
+ * import { validateShape } from "@lean/attention/plan";
+ * const p = validateShape({ seqLens: [5, 9], numHeads: 8, numKVHeads: 2, headDim: 64 });
+ * console.log(p.totalTokens, p.groupSize, p.rowsPerGroup); // 14 4 4
+ * ```
+ */
+export interface Problem {
+  /** Number of sequences. */
+  readonly numSeqs: number;
+  /** Context length of each sequence. */
+  readonly seqLens: Uint32Array;
+  /** First token of each sequence in the concatenated K/V (length `numSeqs + 1`). */
+  readonly kvStarts: Float64Array;
+  /** Tokens of all sequences: the rows of K and V. */
+  readonly totalTokens: number;
+  /** Query heads. */
+  readonly numHeads: number;
+  /** KV heads. */
+  readonly numKVHeads: number;
+  /** Query heads per KV head. */
+  readonly groupSize: number;
+  /** Head dimension. */
+  readonly headDim: number;
+  /** Query tokens per sequence. */
+  readonly qLen: number;
+  /** Query rows served by one read of a KV head: `groupSize * qLen`. */
+  readonly rowsPerGroup: number;
+  /** Storage type of K and V. */
+  readonly kvDtype: KVDtype;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  if (typeof value === "undefined") return "undefined";
+  if (ArrayBuffer.isView(value)) return value.constructor.name;
+  if (Array.isArray(value)) return "Array";
+  return typeof value;
+}
+
+function positiveInt(name: string, value: unknown): number {
+  if (typeof value !== "number") {
+    throw new TypeError(`${name} must be a number: got ${describe(value)}`);
+  }
+  if (!Number.isInteger(value) || value < 1) {
+    throw new RangeError(`${name} must be a positive integer: got ${describe(value)}`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
+  if (typeof value !== "string") {
+    throw new TypeError(`${name} must be a string: got ${describe(value)}`);
+  }
+  if (!allowed.includes(value as T)) {
+    throw new RangeError(
+      `${name} must be one of ${allowed.map((a) => `"${a}"`).join(", ")}: got ${describe(value)}`,
+    );
+  }
+  return value as T;
+}
+
+/**
+ * Checks a strategy name and returns it typed.
+ *
+ * @example
+ * ```ts
+ * import { validateStrategy } from "@lean/attention/plan";
+ * console.log(validateStrategy("split")); // split
+ * console.log(validateStrategy(undefined)); // lean
+ * ```
+ */
+export function validateStrategy(value: unknown): Strategy {
+  return oneOf("strategy", value ?? "lean", STRATEGIES);
+}
+
+/**
+ * Validates a shape and returns the normalised {@linkcode Problem}.
+ * Throws `TypeError` for wrong types and `RangeError` for wrong values; the message names the
+ * field and the value.
+ *
+ * @example
+ * ```ts
+ * import { validateShape } from "@lean/attention/plan";
+ * const p = validateShape({ seqLens: [5, 9], numHeads: 8, numKVHeads: 2, headDim: 64 });
+ * console.log(p.groupSize, p.totalTokens); // 4 14
+ * ```
+ */
+export function validateShape(shape: DecodeShape): Problem {
+  if (typeof shape !== "object" || shape === null) {
+    throw new TypeError(`input must be an object: got ${describe(shape)}`);
+  }
+  const numHeads = positiveInt("numHeads", shape.numHeads);
+  const numKVHeads = positiveInt("numKVHeads", shape.numKVHeads);
+  if (numHeads % numKVHeads !== 0) {
+    throw new RangeError(
+      `numHeads (${numHeads}) must be a multiple of numKVHeads: got ${numKVHeads}`,
+    );
+  }
+  const headDim = positiveInt("headDim", shape.headDim);
+  if (headDim % 8 !== 0 || headDim > MAX_HEAD_DIM) {
+    throw new RangeError(
+      `headDim must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${headDim}`,
+    );
+  }
+  const qLen = shape.qLen === undefined ? 1 : positiveInt("qLen", shape.qLen);
+  if (qLen > MAX_Q_LEN) {
+    throw new RangeError(`qLen must be an integer from 1 to ${MAX_Q_LEN}: got ${qLen}`);
+  }
+  const kvDtype = oneOf("kvDtype", shape.kvDtype ?? "f32", KV_DTYPES);
+  const lens = shape.seqLens;
+  if (
+    lens === null || typeof lens !== "object" ||
+    typeof (lens as ArrayLike<number>).length !== "number"
+  ) {
+    throw new TypeError(`seqLens must be an array of numbers: got ${describe(lens)}`);
+  }
+  const numSeqs = lens.length;
+  if (numSeqs === 0) throw new RangeError("seqLens must not be empty: got 0 sequences");
+  const seqLens = new Uint32Array(numSeqs);
+  const kvStarts = new Float64Array(numSeqs + 1);
+  for (let i = 0; i < numSeqs; i++) {
+    const len = lens[i];
+    if (typeof len !== "number") {
+      throw new TypeError(`seqLens[${i}] must be a number: got ${describe(len)}`);
+    }
+    if (!Number.isInteger(len) || len < qLen || len > 0xffffffff) {
+      throw new RangeError(`seqLens[${i}] must be an integer >= qLen (${qLen}): got ${len}`);
+    }
+    seqLens[i] = len;
+    kvStarts[i + 1] = kvStarts[i] + len;
+  }
+  const groupSize = numHeads / numKVHeads;
+  return {
+    numSeqs,
+    seqLens,
+    kvStarts,
+    totalTokens: kvStarts[numSeqs],
+    numHeads,
+    numKVHeads,
+    groupSize,
+    headDim,
+    qLen,
+    rowsPerGroup: groupSize * qLen,
+    kvDtype,
+  };
+}
+
+function checkArray(
+  name: string,
+  value: unknown,
+  ctor: typeof Float32Array | typeof Uint16Array,
+  expected: number,
+  what: string,
+): void {
+  if (!(value instanceof ctor)) {
+    throw new TypeError(`${name} must be a ${ctor.name}${what}: got ${describe(value)}`);
+  }
+  if (value.length !== expected) {
+    throw new RangeError(`${name} must have ${expected} elements: got ${value.length}`);
+  }
+}
+
+/**
+ * Validates a full decode input (shape, data arrays, scale) and returns the normalised problem.
+ *
+ * @example
+ * ```ts
+ * import { validateInput } from "@lean/attention/plan";
+ * const p = validateInput({
+ *   q: new Float32Array(8), k: new Float32Array(16), v: new Float32Array(16),
+ *   seqLens: [2], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * });
+ * console.log(p.totalTokens); // 2
+ * ```
+ */
+export function validateInput(input: DecodeInput): Problem {
+  const p = validateShape(input);
+  const qElems = p.numSeqs * p.qLen * p.numHeads * p.headDim;
+  checkArray("q", input.q, Float32Array, qElems, "");
+  const kvElems = p.totalTokens * p.numKVHeads * p.headDim;
+  const dtype = KV_DTYPE_INFO[p.kvDtype];
+  const ctor = dtype.HostArray;
+  const note = !dtype.packed ? ' (kvDtype "f32")' : ` of bit patterns (kvDtype "${p.kvDtype}")`;
+  checkArray("k", input.k, ctor, kvElems, note);
+  checkArray("v", input.v, ctor, kvElems, note);
+  if (input.scale !== undefined) {
+    if (typeof input.scale !== "number") {
+      throw new TypeError(`scale must be a number: got ${describe(input.scale)}`);
+    }
+    if (!Number.isFinite(input.scale) || input.scale <= 0) {
+      throw new RangeError(`scale must be a finite number > 0: got ${input.scale}`);
+    }
+  }
+  validateStrategy(input.strategy);
+  return p;
+}
+
+/**
+ * The softmax scale of an input: its own, or `1 / sqrt(headDim)`.
+ *
+ * @example
+ * ```ts
+ * import { resolveScale } from "@lean/attention/plan";
+ * console.log(resolveScale({ headDim: 64 })); // 0.125
+ * ```
+ */
+export function resolveScale(input: { scale?: number; headDim: number }): number {
+  return input.scale ?? 1 / Math.sqrt(input.headDim);
+}

@@ -1,0 +1,91 @@
+/**
+ * A float64 reference for decode attention: direct two-pass softmax, no tiling, no plan.
+ * Every backend is tested against it.
+ *
+ * @module
+ */
+
+import { CAUSAL } from "./variant.ts";
+import { decodeKV } from "./dtypes.ts";
+import { type DecodeInput, resolveScale, validateInput } from "./problem.ts";
+
+/**
+ * Reference result in float64.
+ *
+ * @example
+ * ```ts
+ * import { referenceAttention } from "@lean/attention";
+ * const ref = referenceAttention({
+ *   q: new Float32Array(8), k: new Float32Array(16), v: new Float32Array(16).fill(1),
+ *   seqLens: [2], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * });
+ * console.log(ref.out[0], ref.lse[0]); // 1 0.6931471805599453
+ * ```
+ */
+export interface ReferenceOutput {
+  /** `[seq][qpos][head][dim]`. */
+  out: Float64Array;
+  /** `[seq][qpos][head]`, natural log. */
+  lse: Float64Array;
+}
+
+/**
+ * Computes decode attention in float64, straight from the definition.
+ *
+ * @example
+ * ```ts
+ * import { referenceAttention } from "@lean/attention";
+ * const r = referenceAttention({
+ *   q: new Float32Array(8).fill(1), k: new Float32Array(8).fill(1), v: new Float32Array(8).fill(2),
+ *   seqLens: [1], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * });
+ * console.log(r.out[0], r.lse[0]); // 2 2.828...
+ * ```
+ */
+export function referenceAttention(input: DecodeInput): ReferenceOutput {
+  const p = validateInput(input);
+  const scale = resolveScale(input);
+  const variant = CAUSAL;
+  const k = decodeKV(input.k, p.kvDtype);
+  const v = decodeKV(input.v, p.kvDtype);
+  const { headDim: D, numHeads: H, numKVHeads: KH, qLen, groupSize } = p;
+  const out = new Float64Array(input.q.length);
+  const lse = new Float64Array(p.numSeqs * qLen * H);
+  let maxLen = 0;
+  for (const len of p.seqLens) maxLen = Math.max(maxLen, len);
+  const scores = new Float64Array(maxLen);
+  const acc = new Float64Array(D);
+  for (let seq = 0; seq < p.numSeqs; seq++) {
+    const L = p.seqLens[seq];
+    const start = p.kvStarts[seq];
+    for (let pos = 0; pos < qLen; pos++) {
+      const visible = variant.visibleTokens(L, qLen, pos);
+      for (let h = 0; h < H; h++) {
+        const kvh = Math.floor(h / groupSize);
+        const row = (seq * qLen + pos) * H + h;
+        const qo = row * D;
+        let max = -Infinity;
+        for (let t = 0; t < visible; t++) {
+          const ko = ((start + t) * KH + kvh) * D;
+          let s = 0;
+          for (let d = 0; d < D; d++) s += input.q[qo + d] * k[ko + d];
+          s *= scale;
+          if (variant.logit) s = variant.logit(s);
+          scores[t] = s;
+          if (s > max) max = s;
+        }
+        let sum = 0;
+        acc.fill(0);
+        for (let t = 0; t < visible; t++) {
+          const w = Math.exp(scores[t] - max);
+          sum += w;
+          const vo = ((start + t) * KH + kvh) * D;
+          for (let d = 0; d < D; d++) acc[d] += w * v[vo + d];
+        }
+        for (let d = 0; d < D; d++) out[qo + d] = acc[d] / sum;
+        lse[row] = max + Math.log(sum);
+      }
+    }
+  }
+  return { out, lse };
+}

@@ -1,0 +1,199 @@
+/**
+ * The CPU backend: executes a plan exactly as the GPU does (same workgroups, pieces, tiles,
+ * partial slots and merge order), one workgroup after another. It is the portable fallback and
+ * the executable specification of the kernels.
+ *
+ * @module
+ */
+
+import { CAUSAL } from "../core/variant.ts";
+import type { Backend, DeviceProfile } from "../plan/backend.ts";
+import { decodeKV } from "../core/dtypes.ts";
+import type { Plan } from "../plan/plan.ts";
+import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
+import { mergePartialRow, slotFloats } from "../core/reducer.ts";
+import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan/schedule.ts";
+
+/**
+ * The CPU backend's lean grid: fixed, so CPU plans are the same on every machine.
+ *
+ * @example
+ * ```ts
+ * import { CPU_GRID } from "@lean/attention/plan";
+ * console.log(CPU_GRID); // 16
+ * ```
+ */
+export const CPU_GRID = 16;
+
+/** Row `r` of a KV group's rows: its query head within the group and its query position. */
+function rowIndex(
+  plan: Plan,
+  seq: number,
+  kvHead: number,
+  r: number,
+): { row: number; pos: number } {
+  const { qLen, groupSize, numHeads } = plan.problem;
+  const head = kvHead * groupSize + Math.floor(r / qLen);
+  const pos = r % qLen;
+  return { row: (seq * qLen + pos) * numHeads + head, pos };
+}
+
+/**
+ * Executes a plan on the CPU and returns output and LSE. Exported for tests and for callers who
+ * want the plan semantics without a decoder.
+ *
+ * @example
+ * ```ts
+ * import { createPlan } from "@lean/attention";
+ * import { executePlanOnCpu } from "@lean/attention/plan";
+ * const input = {
+ *   q: new Float32Array(8).fill(0.5), k: new Float32Array(24).fill(1), v: new Float32Array(24).fill(3),
+ *   seqLens: [3], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * };
+ * const { out } = executePlanOnCpu(createPlan(input, { grid: 2 }), input, 0.35);
+ * console.log(out[0]); // 3
+ * ```
+ */
+export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number): DecodeOutput {
+  const { problem: p, tiles, schedule: s } = plan;
+  const D = p.headDim;
+  const Rp = tiles.rowsPerBlock;
+  const T = tiles.tileTokens;
+  const k = decodeKV(input.k, p.kvDtype);
+  const v = decodeKV(input.v, p.kvDtype);
+  const q = input.q;
+  const out = new Float32Array(q.length);
+  const lse = new Float32Array(p.numSeqs * p.qLen * p.numHeads);
+  const stride = slotFloats(Rp, D);
+  const partials = new Float32Array(s.partialSlots * stride);
+  const qScale = scale * Math.LOG2E;
+  // The one variant today; its hooks are the CPU twin of the kernel's (src/core/variant.ts).
+  const variant = CAUSAL;
+  const m = new Float64Array(Rp);
+  const l = new Float64Array(Rp);
+  const o = new Float64Array(Rp * D);
+  const scores = new Float64Array(Rp * T);
+  const kvRow = p.numKVHeads * D;
+  for (const win of s.windows) {
+    // The window's rows only, as the GPU binds them: a read outside it is undefined (NaN).
+    const kWin = k.subarray(win.tokenBegin * kvRow, win.tokenEnd * kvRow);
+    const vWin = v.subarray(win.tokenBegin * kvRow, win.tokenEnd * kvRow);
+    for (let w = win.workgroupBegin; w < win.workgroupEnd; w++) {
+      runWorkgroup(w, kWin, vWin);
+    }
+  }
+  function runWorkgroup(w: number, k: Float32Array, v: Float32Array): void {
+    for (let pc = s.pieceOffsets[w]; pc < s.pieceOffsets[w + 1]; pc++) {
+      const f = pc * PIECE_STRIDE;
+      const seq = s.pieces[f + PIECE.seq];
+      const kvHead = s.pieces[f + PIECE.kvHead];
+      const r0 = s.pieces[f + PIECE.rowBlock] * Rp;
+      const rows = Math.min(Rp, p.rowsPerGroup - r0);
+      const begin = s.pieces[f + PIECE.tokenBegin];
+      const end = s.pieces[f + PIECE.tokenEnd];
+      const slot = s.pieces[f + PIECE.slot];
+      const kvStart = s.pieces[f + PIECE.kvStart];
+      const seqLen = s.pieces[f + PIECE.seqLen];
+      const idx = Array.from({ length: rows }, (_, i) => rowIndex(plan, seq, kvHead, r0 + i));
+      m.fill(-Infinity);
+      l.fill(0);
+      o.fill(0);
+      for (let t0 = begin; t0 < end; t0 += T) {
+        const t1 = Math.min(t0 + T, end);
+        for (let i = 0; i < rows; i++) {
+          const visible = variant.visibleTokens(seqLen, p.qLen, idx[i].pos);
+          const qo = idx[i].row * D;
+          let tileMax = -Infinity;
+          for (let t = t0; t < t1; t++) {
+            let dot = -Infinity;
+            if (t < visible) {
+              const ko = (kvStart + t) * kvRow + kvHead * D;
+              dot = 0;
+              for (let d = 0; d < D; d++) dot += q[qo + d] * k[ko + d];
+              dot *= qScale;
+              if (variant.logit) dot = variant.logit(dot * Math.LN2) * Math.LOG2E;
+            }
+            scores[i * T + t - t0] = dot;
+            tileMax = Math.max(tileMax, dot);
+          }
+          const mNew = Math.max(m[i], tileMax);
+          if (mNew === -Infinity) continue;
+          const alpha = 2 ** (m[i] - mNew);
+          l[i] *= alpha;
+          for (let d = 0; d < D; d++) o[i * D + d] *= alpha;
+          for (let t = t0; t < t1; t++) {
+            const sc = scores[i * T + t - t0];
+            if (sc === -Infinity) continue;
+            const pr = 2 ** (sc - mNew);
+            l[i] += pr;
+            const vo = (kvStart + t) * kvRow + kvHead * D;
+            for (let d = 0; d < D; d++) o[i * D + d] += pr * v[vo + d];
+          }
+          m[i] = mNew;
+        }
+      }
+      for (let i = 0; i < rows; i++) {
+        if (slot === DIRECT) {
+          const oo = idx[i].row * D;
+          for (let d = 0; d < D; d++) out[oo + d] = o[i * D + d] / l[i];
+          lse[idx[i].row] = (m[i] + Math.log2(l[i])) * Math.LN2;
+        } else {
+          const base = slot * stride;
+          for (let d = 0; d < D; d++) partials[base + i * D + d] = o[i * D + d];
+          partials[base + Rp * D + i] = m[i];
+          partials[base + Rp * D + Rp + i] = l[i];
+        }
+      }
+    }
+  }
+  for (let e = 0; e < s.reduce.length; e += REDUCE_STRIDE) {
+    const seq = s.reduce[e + REDUCE.seq];
+    const kvHead = s.reduce[e + REDUCE.kvHead];
+    const r0 = s.reduce[e + REDUCE.rowBlock] * Rp;
+    const rows = Math.min(Rp, p.rowsPerGroup - r0);
+    for (let i = 0; i < rows; i++) {
+      const { row } = rowIndex(plan, seq, kvHead, r0 + i);
+      lse[row] = mergePartialRow(
+        partials,
+        stride,
+        Rp,
+        D,
+        s.reduce[e + REDUCE.firstSlot],
+        s.reduce[e + REDUCE.numSlots],
+        i,
+        out,
+        row * D,
+      );
+    }
+  }
+  return { out, lse };
+}
+
+/**
+ * Creates the CPU backend. `maxBindingBytes` splits KV caches into windows as a GPU with that
+ * binding limit would (the CPU itself has none).
+ */
+export function createCpuBackend(grid = CPU_GRID, maxBindingBytes?: number): Backend {
+  const profile: DeviceProfile = {
+    name: "cpu (TypeScript, single thread)",
+    grid,
+    source: grid === CPU_GRID ? "builtin" : "option",
+    ...(maxBindingBytes === undefined ? {} : { maxBindingBytes }),
+  };
+  return {
+    name: "cpu",
+    profile,
+    run: (plan, input, scale) => Promise.resolve(executePlanOnCpu(plan, input, scale)),
+    stats: () => ({ buffersCreated: 0, buffersLive: 0, pipelinesCreated: 0 }),
+    time: (plan, input, scale, { runs, warmup }) => {
+      const ms: number[] = [];
+      for (let i = 0; i < warmup + runs; i++) {
+        const t0 = performance.now();
+        executePlanOnCpu(plan, input, scale);
+        if (i >= warmup) ms.push(performance.now() - t0);
+      }
+      return Promise.resolve({ samplesMs: ms, warmMs: 0, lastWarmMs: NaN });
+    },
+    dispose: () => Promise.resolve(),
+  };
+}

@@ -1,0 +1,107 @@
+/**
+ * The device profile: how many decode workgroups the adapter runs at once, which is the lean
+ * grid. Found by a short calibration on first use (a kernel of fixed per-workgroup duration is
+ * dispatched at growing grid sizes; the grid stops being free where a second wave begins), and
+ * cached per adapter. Without `timestamp-query`, a table of known adapters is the fallback.
+ *
+ * @module
+ */
+
+import type { DeviceProfile } from "../plan/backend.ts";
+import { timeWarm } from "./gpu_timing.ts";
+
+/** Multiprocessor counts of known adapters, and decode workgroups each runs at once. */
+const KNOWN_ADAPTERS: ReadonlyArray<{ pattern: RegExp; units: number }> = [
+  { pattern: /H100 PCIe/i, units: 114 },
+  { pattern: /H100|H200|GH200/i, units: 132 },
+  { pattern: /A100/i, units: 108 },
+  { pattern: /L40S?\b/i, units: 142 },
+  { pattern: /A10G?\b/i, units: 80 },
+  { pattern: /RTX 4090/i, units: 128 },
+];
+/** Decode workgroups resident per multiprocessor assumed by the table. */
+const WORKGROUPS_PER_UNIT = 8;
+
+const cache = new Map<string, DeviceProfile>();
+
+/** The table's answer for an adapter, or a conservative default. */
+export function tableProfile(description: string, software: boolean): DeviceProfile {
+  if (software) {
+    const threads = (globalThis.navigator as { hardwareConcurrency?: number })?.hardwareConcurrency;
+    return { name: description, grid: Math.max(1, threads ?? 4), source: "table" };
+  }
+  const known = KNOWN_ADAPTERS.find((k) => k.pattern.test(description));
+  return {
+    name: description,
+    grid: known ? known.units * WORKGROUPS_PER_UNIT : 1024,
+    source: "table",
+  };
+}
+
+/** Grid sizes probed by the calibration: about 6% apart. */
+function probeSizes(): number[] {
+  const sizes: number[] = [];
+  for (let n = 1; n <= 32768; n = Math.max(n + 1, Math.round(n * 1.06))) sizes.push(n);
+  return sizes;
+}
+
+/** Records one probe: `n` workgroups of equal, fixed work, in the given pass. */
+export type ProbeDispatch = (pass: GPUComputePassEncoder, n: number) => void;
+
+/**
+ * Measures how many workgroups of the probe the device runs at once: the probe is dispatched at
+ * growing sizes up to `maxSize` in one submission, timed with `timestamp-query`. Returns
+ * `undefined` without that feature.
+ */
+export async function calibrateGrid(
+  device: GPUDevice,
+  probe: ProbeDispatch,
+  maxSize: number,
+  warmupMs = 0,
+): Promise<number | undefined> {
+  if (!device.features.has("timestamp-query")) return undefined;
+  const sizes = probeSizes().filter((n) => n <= maxSize);
+  // A GPU that idled runs at a low clock at first: warm it with large probes in the same
+  // submission, or the clock rises during the sweep and the larger sizes look cheap. The first
+  // timed dispatch (one workgroup) only fills caches; it is not used.
+  const warmSize = Math.min(maxSize, 2048);
+  const { samplesMs: all } = await timeWarm(
+    device,
+    (pass, i) => probe(pass, i ? sizes[i - 1] : 1),
+    { runs: sizes.length + 1, warmupMs, warmRecord: (pass) => probe(pass, warmSize) },
+  );
+  const times = all.slice(1);
+  const base = Math.min(...times.slice(0, 4));
+  if (!(base > 0)) return undefined;
+  // The grid is the largest size still finishing in about one workgroup's time.
+  let grid = 1;
+  for (let i = 0; i < sizes.length; i++) {
+    if (times[i] <= base * 1.5) grid = sizes[i];
+    else if (times[i] > base * 3) break;
+  }
+  return grid;
+}
+
+/**
+ * Returns the device profile for an adapter: calibrated once per adapter and probe kernel, else
+ * from the table.
+ */
+export async function deviceProfile(
+  device: GPUDevice,
+  description: string,
+  software: boolean,
+  probe: ProbeDispatch,
+  probeKey: string,
+  warmupMs = 0,
+): Promise<DeviceProfile> {
+  const key = `${description}|${probeKey}`;
+  const cached = cache.get(key);
+  if (cached) return cached;
+  let profile = tableProfile(description, software);
+  const grid = await calibrateGrid(device, probe, software ? 64 : 8192, warmupMs).catch(() =>
+    undefined
+  );
+  if (grid !== undefined) profile = { name: description, grid, source: "calibrated" };
+  cache.set(key, profile);
+  return profile;
+}

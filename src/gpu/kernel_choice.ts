@@ -1,0 +1,93 @@
+/**
+ * The kernel a plan gets on a device: the kernel table's choice for its block shape, capped by
+ * the device's subgroups and the caller's tuning, and how a dispatch's workgroups are laid out.
+ *
+ * @module
+ */
+
+import {
+  DEFAULT_MAX_LANES,
+  elementsPerLoad,
+  kernelChoice,
+  type KernelSpec,
+} from "../kernels/kernel_spec.ts";
+import type { KernelCaps } from "./gpu_runtime.ts";
+import type { Plan } from "../plan/plan.ts";
+
+/**
+ * Kernel choices a backend makes for every plan (see `KernelSpec`).
+ *
+ * @example
+ * ```ts
+ * import type { DecoderOptions, KernelTuning } from "@lean/attention";
+ * const kernel: KernelTuning = { subgroups: false, lanes: 8, unroll: 2, prefetch: true };
+ * // Passed to createDecoder (GPU backends) or createAttentionEncoder.
+ * const options: DecoderOptions = { backend: "webgpu", kernel };
+ * console.log(options.kernel?.lanes); // 8
+ * ```
+ */
+export interface KernelTuning {
+  /** Use subgroup shuffles when the device offers them (default true). */
+  subgroups?: boolean;
+  /**
+   * Threads per token (default: the kernel table's choice for the block's rows and head dim, at
+   * most the smallest subgroup; see `KERNEL_TABLE` in `src/kernels/kernel_spec.ts`).
+   */
+  lanes?: number;
+  /** Tokens each lane group loads per step (default: the kernel table's choice). */
+  unroll?: number;
+  /** Request the next step's K and V before this step's arithmetic (default true). */
+  prefetch?: boolean;
+  /**
+   * Steps that mask no token skip the masking arithmetic (default true; false masks every step,
+   * as kernels before 0.2 did: for measurements).
+   */
+  fastSteps?: boolean;
+}
+
+/** Splits a workgroup count over x and y when it exceeds the per-dimension limit. */
+export function dispatchSize(count: number, maxPerDim: number): [number, number] {
+  if (count <= maxPerDim) return [count, 1];
+  const y = Math.ceil(count / maxPerDim);
+  return [Math.ceil(count / y), y];
+}
+
+/**
+ * The kernel specialisation a plan needs on a device: lanes per token up to 16 and, with
+ * subgroup shuffles, at most the adapter's smallest subgroup.
+ */
+export function kernelSpec(
+  plan: { problem: { headDim: number; kvDtype: Plan["problem"]["kvDtype"] }; tiles: Plan["tiles"] },
+  caps: KernelCaps = { subgroups: false, subgroupMinSize: 0 },
+  tuning: KernelTuning = {},
+  paged = false,
+): KernelSpec {
+  const { headDim, kvDtype } = plan.problem;
+  const { tileTokens, rowsPerBlock, workgroupSize } = plan.tiles;
+  const chunks = headDim / elementsPerLoad(kvDtype);
+  const subgroups = caps.subgroups && tuning.subgroups !== false;
+  const choice = kernelChoice(headDim, rowsPerBlock);
+  let cap = Math.min(DEFAULT_MAX_LANES, workgroupSize, choice.lanes);
+  if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
+  let lanes = tuning.lanes ?? 1;
+  if (tuning.lanes === undefined) {
+    while (lanes * 2 <= cap && chunks % (lanes * 2) === 0) lanes *= 2;
+  }
+  const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
+  return {
+    headDim,
+    kvDtype,
+    tileTokens,
+    rowsPerBlock,
+    workgroupSize,
+    lanes,
+    // The table's unroll goes with its prefetch choice; without prefetch (asked for by the
+    // tuning only) twice as many tokens per step keep as many bytes in flight.
+    unroll: tuning.unroll ??
+      (prefetch || choice.prefetch === false ? choice.unroll : 2 * choice.unroll),
+    subgroups: subgroups && lanes > 1 && lanes <= caps.subgroupMinSize,
+    paged,
+    prefetch,
+    ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
+  };
+}

@@ -1,0 +1,262 @@
+/**
+ * Opening the WebGPU backend: the adapter (the runtime's, a given `GPU`, Dawn) or a caller's
+ * device, the kernel capabilities, the pipeline cache and the device profile (the lean grid,
+ * calibrated per rows-per-block class on hardware adapters).
+ *
+ * @module
+ */
+
+import { kernelParams, type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
+import type { Backend, DeviceProfile } from "../plan/backend.ts";
+import { BufferPool } from "./buffer_pool.ts";
+import { PipelineCache } from "./pipeline_cache.ts";
+import { deviceProfile, tableProfile } from "./device_profile.ts";
+import {
+  acceptsSubgroupsDirective,
+  BufferUsage,
+  kernelCaps,
+  registeredDawn,
+  requestDevice,
+  summarizeAdapter,
+} from "./gpu_runtime.ts";
+import { notify, type ProgressListener } from "../core/progress.ts";
+import { DIRECT, PIECE, PIECE_STRIDE } from "../plan/schedule.ts";
+import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
+import { tileConfig, type TileOptions } from "../plan/tiles.ts";
+import { kernelSpec, type KernelTuning } from "./kernel_choice.ts";
+import { WebGPUBackend } from "./webgpu_backend.ts";
+
+const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
+const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
+const UNIFORM = BufferUsage.UNIFORM | BufferUsage.COPY_DST;
+
+/** Options for {@linkcode createWebGPUBackend}. */
+export interface WebGPUBackendOptions extends TileOptions {
+  /** Which WebGPU implementation: the runtime's (`"webgpu"`) or npm `webgpu` (`"dawn"`). */
+  flavor: "webgpu" | "dawn";
+  /** A `GPU` to request the adapter from. */
+  gpu?: GPU;
+  /** A caller-owned device; it is left alone by `dispose()`. */
+  device?: GPUDevice;
+  /** Fail unless the adapter is a hardware GPU (used by `"auto"`). */
+  requireHardware?: boolean;
+  /** Overrides the profile's grid. */
+  grid?: number;
+  /** Fill the output with NaN before every run, so an unwritten element shows (for tests). */
+  poison?: boolean;
+  /**
+   * Largest K or V binding in bytes, capped to the device's `maxStorageBufferBindingSize` and
+   * `maxBufferSize` (the default): larger caches are split into KV windows.
+   */
+  maxBindingBytes?: number;
+  /** Kernel tuning: subgroup shuffles (default: when the device has them), lanes, unroll. */
+  kernel?: KernelTuning;
+  /** Hears of each stage: adapter, device, calibration, kernel compiles, ready. */
+  onProgress?: ProgressListener;
+}
+
+/** Rows-per-block classes the grid is calibrated for (see `gridFor`). */
+const ROW_CLASSES = [1, 2, 4, 8];
+
+/** Builds the calibration probe: `n` workgroups decoding identical pieces with the default spec. */
+function calibrationProbe(
+  device: GPUDevice,
+  pool: BufferPool,
+  pipelines: PipelineCache,
+  software: boolean,
+  tileOptions: TileOptions,
+  specOf: (plan: Parameters<typeof kernelSpec>[0]) => KernelSpec,
+  rows = 4,
+): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string } {
+  const tiles = tileConfig({ headDim: 128, rowsPerGroup: rows, kvDtype: "f16" }, tileOptions);
+  const spec = specOf({ problem: { headDim: 128, kvDtype: "f16" }, tiles });
+  const tokens = software ? 64 : 1024;
+  const maxN = 8192;
+  const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
+  for (let w = 0; w <= maxN; w++) sched[w] = w;
+  // Every workgroup decodes the same piece: all tokens of sequence 0, head 0, row block 0.
+  for (let w = 0; w < maxN; w++) {
+    const f = maxN + 1 + w * PIECE_STRIDE;
+    sched[f + PIECE.tokenBegin] = 0;
+    sched[f + PIECE.tokenEnd] = tokens;
+    sched[f + PIECE.slot] = DIRECT;
+    sched[f + PIECE.kvStart] = 0;
+    sched[f + PIECE.seqLen] = tokens;
+  }
+  const words = kernelParams({
+    numHeads: rows,
+    qLen: 1,
+    groupSize: rows,
+    rowsPerGroup: rows,
+    numKVHeads: 1,
+    headDim: 128,
+    kvDtype: "f16",
+    pieceBase: maxN + 1,
+    reduceBase: 0,
+    count: maxN,
+    scale: 0,
+  });
+  const kv = new Uint32Array(tokens * 64).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
+  const buffers: Partial<Record<BindingName, readonly [ArrayBufferView, number]>> = {
+    params: [words, UNIFORM],
+    sched: [sched, STORAGE_IN],
+    q: [new Float32Array(rows * 128).fill(0.01), STORAGE_IN],
+    k: [kv, STORAGE_IN],
+    v: [kv, STORAGE_IN],
+    out: [new Float32Array(rows * 128), STORAGE_OUT],
+    partials: [new Float32Array(16), STORAGE_OUT],
+    lse: [new Float32Array(Math.max(4, rows)), STORAGE_OUT],
+  };
+  const decode = pipelines.get("decode", spec);
+  const resources: Partial<Record<BindingName, GPUBufferBinding>> = {};
+  for (
+    const [name, [data, usage]] of Object.entries(buffers) as [
+      BindingName,
+      [ArrayBufferView, number],
+    ][]
+  ) {
+    const buffer = pool.get(`calibration ${BINDING[name]}`, data.byteLength, usage);
+    device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
+    resources[name] = { buffer };
+  }
+  const bindGroup = device.createBindGroup({
+    layout: pipelines.layout("decode", spec).group,
+    entries: namedEntries(BINDING, resources),
+  });
+  return {
+    key: specKey("decode", spec),
+    probe: (pass, n) => {
+      pass.setPipeline(decode);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(n);
+    },
+  };
+}
+
+/**
+ * Creates a WebGPU backend: finds the adapter, requests a device with the adapter's limits,
+ * and profiles it (grid calibration, cached per adapter).
+ */
+export async function createWebGPUBackend(options: WebGPUBackendOptions): Promise<Backend> {
+  const tileOptions: TileOptions = {
+    tileTokens: options.tileTokens,
+    workgroupSize: options.workgroupSize,
+  };
+  const onProgress = options.onProgress;
+  let device = options.device;
+  let adapterInfo: GPUAdapterInfo | undefined;
+  const keepAlive: unknown[] = [];
+  if (device) {
+    adapterInfo = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+  } else {
+    notify(onProgress, {
+      stage: "adapter",
+      message: `requesting a WebGPU adapter (${
+        options.flavor === "dawn" ? "Dawn" : "the runtime's navigator.gpu"
+      })`,
+    });
+    const gpu = options.flavor === "dawn"
+      ? await registeredDawn()
+      : options.gpu ?? globalThis.navigator?.gpu;
+    if (!gpu) {
+      throw new Error(`the ${options.flavor} backend needs WebGPU: navigator.gpu is not available`);
+    }
+    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+    if (!adapter) throw new Error(`the ${options.flavor} backend found no WebGPU adapter`);
+    adapterInfo = adapter.info;
+    keepAlive.push(gpu, adapter);
+    const found = summarizeAdapter(adapterInfo);
+    if (options.requireHardware && found.software) {
+      throw new Error(`adapter ${found.description} is a software adapter`);
+    }
+    notify(onProgress, { stage: "device", message: `opening a device on ${found.description}` });
+    device = await requestDevice(adapter);
+  }
+  const summary = summarizeAdapter(adapterInfo);
+  const owns = options.device === undefined;
+  const pool = new BufferPool(device);
+  const caps = kernelCaps(device, adapterInfo);
+  const tuning = options.kernel ?? {};
+  // Tint (Dawn, browsers) wants `enable subgroups;`; Naga (Deno) rejects the directive.
+  const enableDirective = caps.subgroups && await acceptsSubgroupsDirective(device);
+  const pipelines = new PipelineCache(
+    device,
+    { enableDirective },
+    (kernel, done) =>
+      notify(onProgress, {
+        stage: "compile",
+        message: `compiling kernel ${done + 1}: ${kernel}`,
+        done,
+        kernel,
+      }),
+  );
+  let profile: DeviceProfile;
+  if (options.grid !== undefined) {
+    profile = { name: summary.description, grid: options.grid, source: "option" };
+  } else if (summary.software) {
+    // A software adapter runs about one workgroup per thread; calibrating it would only cost
+    // kernel compiles.
+    profile = tableProfile(summary.description, true);
+  } else {
+    const calibrationPool = new BufferPool(device);
+    try {
+      // Kernels holding more query rows keep more registers, so fewer run at once: one grid per
+      // rows-per-block class.
+      const grids: Record<number, number> = {};
+      let source: DeviceProfile["source"] = "calibrated";
+      for (const [i, rows] of ROW_CLASSES.entries()) {
+        notify(onProgress, {
+          stage: "calibrate",
+          message: `calibrating the lean grid (${rows} row${rows > 1 ? "s" : ""} per block, ` +
+            `${i + 1} of ${ROW_CLASSES.length})`,
+          done: i,
+          total: ROW_CLASSES.length,
+        });
+        const { probe, key } = calibrationProbe(
+          device,
+          calibrationPool,
+          pipelines,
+          false,
+          tileOptions,
+          (plan) => kernelSpec(plan, caps, tuning),
+          rows,
+        );
+        // The first class warms the GPU (its clock idles low); the others follow right after.
+        const warmupMs = rows === ROW_CLASSES[0] ? 300 : 50;
+        const p = await deviceProfile(device, summary.description, false, probe, key, warmupMs);
+        grids[rows] = p.grid;
+        if (p.source !== "calibrated") source = p.source;
+      }
+      profile = { name: summary.description, grid: grids[1], source, gridByRows: grids };
+    } catch {
+      profile = tableProfile(summary.description, summary.software);
+    } finally {
+      calibrationPool.destroy();
+    }
+  }
+  // KV windows: one binding and one buffer at most, or less where the caller asks (tests).
+  const maxBindingBytes = Math.min(
+    device.limits.maxStorageBufferBindingSize,
+    device.limits.maxBufferSize,
+    options.maxBindingBytes ?? Number.POSITIVE_INFINITY,
+  );
+  profile = { ...profile, maxBindingBytes, software: summary.software };
+  notify(onProgress, {
+    stage: "ready",
+    message: `${options.flavor} backend ready on ${summary.description} (grid ${profile.grid}, ` +
+      `${profile.source})`,
+  });
+  return new WebGPUBackend(
+    options.flavor,
+    device,
+    owns,
+    summary,
+    profile,
+    options.poison ?? false,
+    pool,
+    pipelines,
+    keepAlive,
+    caps,
+    tuning,
+  );
+}

@@ -1,0 +1,364 @@
+/**
+ * The WebGPU backend, for the runtime's WebGPU (Deno's `navigator.gpu`, a browser's), a `GPU` or
+ * `GPUDevice` the caller passes, or Dawn (npm `webgpu`). It uploads the plan's tables, records
+ * the decode dispatch and, when the plan has partial states, the merge dispatch in one compute
+ * pass, and reads output and LSE back in one copy. Pipelines are cached by kernel spec; buffers
+ * are pooled.
+ *
+ * @module
+ */
+
+import { kernelParams, type KernelSpec, PARAMS_WORDS } from "../kernels/kernel_spec.ts";
+import type {
+  Backend,
+  BackendName,
+  BackendStats,
+  BackendTiming,
+  DeviceProfile,
+  KernelTimingOptions,
+} from "../plan/backend.ts";
+import type { BufferPool } from "./buffer_pool.ts";
+import { CallGate } from "../core/call_gate.ts";
+import { DeviceGuard } from "./device_guard.ts";
+import { kvRowBytes } from "../plan/windows.ts";
+import { schedLayout } from "./sched_layout.ts";
+import type { KernelKind, PipelineCache } from "./pipeline_cache.ts";
+import { type AdapterSummary, BufferUsage, type KernelCaps, MAP_READ } from "./gpu_runtime.ts";
+import { timeWarm } from "./gpu_timing.ts";
+import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
+import type { Plan } from "../plan/plan.ts";
+import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
+import { slotFloats } from "../core/reducer.ts";
+import { REDUCE_STRIDE } from "../plan/schedule.ts";
+import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
+import { dispatchSize, kernelSpec, type KernelTuning } from "./kernel_choice.ts";
+
+const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
+const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
+const UNIFORM = BufferUsage.UNIFORM | BufferUsage.COPY_DST;
+
+/** A plan uploaded and bound, ready to record. */
+export interface BoundPlan {
+  readonly dispatches: ReadonlyArray<{
+    pipeline: GPUComputePipeline;
+    bindGroup: GPUBindGroup;
+    size: [number, number];
+  }>;
+  readonly result: GPUBuffer;
+  readonly resultBytes: number;
+  /** Byte offset of the LSE in `result` (the output starts at 0). */
+  readonly lseOffset: number;
+}
+
+export class WebGPUBackend implements Backend {
+  readonly name: BackendName;
+  readonly profile: DeviceProfile;
+  readonly adapter: AdapterSummary;
+  #device: GPUDevice;
+  #caps: KernelCaps;
+  #tuning: KernelTuning;
+  #ownsDevice: boolean;
+  /** Device loss and error scopes. */
+  #guard!: DeviceGuard;
+  /** Held from upload to submit by each call. */
+  #gate = new CallGate();
+  #poison: boolean;
+  #pool: BufferPool;
+  #pipelines: PipelineCache;
+  /** The GPU and adapter the device came from: Dawn's device breaks if they are collected. */
+  #keepAlive: unknown[];
+
+  constructor(
+    name: BackendName,
+    device: GPUDevice,
+    ownsDevice: boolean,
+    adapter: AdapterSummary,
+    profile: DeviceProfile,
+    poison: boolean,
+    pool: BufferPool,
+    pipelines: PipelineCache,
+    keepAlive: unknown[],
+    caps: KernelCaps,
+    tuning: KernelTuning,
+  ) {
+    this.#caps = caps;
+    this.#tuning = tuning;
+    this.#pipelines = pipelines;
+    this.#keepAlive = keepAlive;
+    this.name = name;
+    this.#device = device;
+    this.#guard = new DeviceGuard(device);
+    this.#ownsDevice = ownsDevice;
+    this.adapter = adapter;
+    this.profile = profile;
+    this.#poison = poison;
+    this.#pool = pool;
+  }
+
+  /** The device in use. */
+  get device(): GPUDevice {
+    return this.#device;
+  }
+
+  stats(): BackendStats {
+    return {
+      buffersCreated: this.#pool.created,
+      buffersLive: this.#pool.live,
+      pipelinesCreated: this.#pipelines.created,
+    };
+  }
+
+  /** The kernel spec this backend uses for a plan. */
+  spec(plan: Plan, paged = false): KernelSpec {
+    return kernelSpec(plan, this.#caps, this.#tuning, paged);
+  }
+
+  /** The cached pipeline of a kernel spec, compiled on first use. */
+  pipeline(kind: KernelKind, spec: KernelSpec): GPUComputePipeline {
+    return this.#pipelines.get(kind, spec);
+  }
+
+  /** Compiles the kernels a plan needs (decode, and merge when it has partial states). */
+  prepare(plan: Plan): void {
+    const spec = this.spec(plan);
+    this.pipeline("decode", spec);
+    if (plan.schedule.reduce.length > 0) this.pipeline("merge", spec);
+  }
+
+  /**
+   * Uploads a plan and its data and prepares both dispatches. `kvSet` picks which copy of the K/V
+   * buffers to use: benchmarks rotate several so the L2 cache does not hold the whole cache.
+   */
+  bind(plan: Plan, input: DecodeInput, scale: number, kvSet = 0): BoundPlan {
+    const { problem: p, tiles, schedule: s } = plan;
+    const spec = this.spec(plan);
+    const device = this.#device;
+    const limits = device.limits;
+    // K/V windows (src/plan/windows.ts): element ranges, each within one binding and one buffer.
+    const windowLimit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+    const rowElems = p.numKVHeads * p.headDim;
+    const windows = s.windows.map((w) => {
+      const bytes = (w.tokenEnd - w.tokenBegin) * kvRowBytes(p);
+      if (bytes > windowLimit) {
+        throw new RangeError(
+          `maxBindingBytes must be at most the device's binding limit (${windowLimit} bytes): got a KV window of ${bytes} bytes`,
+        );
+      }
+      return { begin: w.tokenBegin * rowElems, end: w.tokenEnd * rowElems };
+    });
+    const layout = schedLayout(s, limits.minStorageBufferOffsetAlignment);
+    const sched = layout.data;
+    const reduceBase = layout.reduceBase;
+    const outLen = input.q.length;
+    // Output then LSE in one buffer (one readback copy), the LSE at an aligned offset.
+    const align = Math.max(256, limits.minStorageBufferOffsetAlignment);
+    const lseOffset = Math.ceil((4 * outLen) / align) * align;
+    const lseBytes = 4 * p.numSeqs * p.qLen * p.numHeads;
+    const resultBytes = lseOffset + lseBytes;
+    const params = (count: number, pieceBase = 0) =>
+      kernelParams({ ...p, pieceBase, reduceBase, count, scale });
+    const pool = this.#pool;
+    const put = (role: string, data: ArrayBufferView, usage = STORAGE_IN) => {
+      const buffer = pool.get(role, Math.max(16, data.byteLength), usage);
+      device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
+      return buffer;
+    };
+    const suffix = kvSet === 0 ? "" : ` ${kvSet}`;
+    const bQ = put("q", input.q);
+    // One K and one V buffer per window (`k` and `v` when the cache fits one binding), bound with
+    // their data's size (a pooled buffer may be larger than a binding may be).
+    const putKV = (name: string, data: Float32Array | Uint16Array): GPUBufferBinding[] =>
+      windows.map(({ begin, end }, i) => {
+        const one = windows.length === 1;
+        const view = one ? data : data.subarray(begin, end);
+        const buffer = put(one ? `${name}${suffix}` : `${name}${suffix} window ${i}`, view);
+        return { buffer, offset: 0, size: Math.max(16, view.byteLength) };
+      });
+    const bK = putKV("k", input.k);
+    const bV = putKV("v", input.v);
+    const bSched = put("sched", sched);
+    // One params block per window's decode dispatch (its count and piece_base), each aligned.
+    const paramsStride = Math.max(256, limits.minUniformBufferOffsetAlignment);
+    const paramsData = new Uint32Array((paramsStride / 4) * layout.sections.length);
+    layout.sections.forEach((sec, i) =>
+      paramsData.set(params(sec.workgroups, sec.pieceBase), (i * paramsStride) / 4)
+    );
+    const bParams = put("decode params", paramsData, UNIFORM);
+    const bDecodeParams = layout.sections.map((_, i) => ({
+      buffer: bParams,
+      offset: i * paramsStride,
+      size: 4 * PARAMS_WORDS,
+    }));
+    const bResult = pool.get("result", resultBytes, STORAGE_OUT);
+    if (this.#poison) {
+      device.queue.writeBuffer(bResult, 0, new Uint32Array(resultBytes / 4).fill(0x7fc00000));
+    }
+    const bPartials = pool.get(
+      "partials",
+      Math.max(16, 4 * s.partialSlots * slotFloats(tiles.rowsPerBlock, p.headDim)),
+      STORAGE_OUT,
+    );
+    const maxDim = limits.maxComputeWorkgroupsPerDimension;
+    const dispatch = (
+      kind: KernelKind,
+      resources: Partial<Record<BindingName, GPUBufferBinding>>,
+      count: number,
+    ) => ({
+      pipeline: this.pipeline(kind, spec),
+      bindGroup: device.createBindGroup({
+        layout: this.#pipelines.layout(kind, spec).group,
+        entries: namedEntries(BINDING, resources),
+      }),
+      size: dispatchSize(count, maxDim),
+    });
+    const out = { buffer: bResult, offset: 0, size: 4 * outLen };
+    const lse = { buffer: bResult, offset: lseOffset, size: lseBytes };
+    const dispatches = layout.sections.map((sec, i) =>
+      dispatch(
+        "decode",
+        {
+          params: bDecodeParams[i],
+          sched: { buffer: bSched, offset: sec.offset, size: sec.size },
+          q: { buffer: bQ },
+          k: bK[i],
+          v: bV[i],
+          out,
+          partials: { buffer: bPartials },
+          lse,
+        },
+        sec.workgroups,
+      )
+    );
+    const merges = s.reduce.length / REDUCE_STRIDE;
+    if (merges > 0) {
+      const bMergeParams = put("merge params", params(merges), UNIFORM);
+      dispatches.push(
+        dispatch(
+          "merge",
+          {
+            params: { buffer: bMergeParams },
+            sched: { buffer: bSched },
+            partials: { buffer: bPartials },
+            out,
+            lse,
+          },
+          mergeWorkgroups(merges, tiles.rowsPerBlock),
+        ),
+      );
+    }
+    return { dispatches, result: bResult, resultBytes, lseOffset };
+  }
+
+  /** Records a bound plan's dispatches (decode, then merge) into a compute pass. */
+  record(pass: GPUComputePassEncoder, bound: BoundPlan): void {
+    for (const d of bound.dispatches) {
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bindGroup);
+      pass.dispatchWorkgroups(d.size[0], d.size[1]);
+    }
+  }
+
+  /**
+   * Waits for the gate when it is busy, with copies of the call's arrays taken now, before the
+   * first `await`. (When the gate is free the caller takes it with `tryAcquire()` and uploads
+   * its arrays synchronously.) Either way a call uses its inputs as they were when it was made,
+   * whatever the caller does to them afterwards.
+   */
+  async #enter(input: DecodeInput): Promise<{ release: () => void; input: DecodeInput }> {
+    this.#guard.check();
+    const copy: DecodeInput = {
+      ...input,
+      q: input.q.slice(),
+      k: input.k.slice(),
+      v: input.v.slice(),
+    };
+    return { release: await this.#gate.acquire(), input: copy };
+  }
+
+  run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput> {
+    // Not async itself: when the gate is free, everything up to the upload runs in this call.
+    const release = this.#gate.tryAcquire();
+    if (release) return this.#run(plan, input, scale, release);
+    return this.#enter(input).then((e) => this.#run(plan, e.input, scale, e.release));
+  }
+
+  async #run(
+    plan: Plan,
+    input: DecodeInput,
+    scale: number,
+    release: () => void,
+  ): Promise<DecodeOutput> {
+    const device = this.#device;
+    // Upload to submit under the gate: while a call awaits its allocation check, no other call
+    // may overwrite the pooled buffers it has written and not yet submitted.
+    let bound!: BoundPlan;
+    let readback!: GPUBuffer;
+    try {
+      // Error scopes: a failed allocation rejects the call and releases what it created.
+      bound = await this.#guard.allocating(this.#pool, () => {
+        const b = this.bind(plan, input, scale);
+        readback = this.#pool.takeReadback(b.resultBytes);
+        return b;
+      });
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass({});
+      this.record(pass, bound);
+      pass.end();
+      enc.copyBufferToBuffer(bound.result, 0, readback, 0, bound.resultBytes);
+      device.queue.submit([enc.finish()]);
+    } catch (e) {
+      if (readback) this.#pool.releaseReadback(readback);
+      throw e;
+    } finally {
+      release();
+    }
+    const bytes = bound.resultBytes;
+    try {
+      // A lost device rejects the map (or would leave it hanging): fail with the loss instead.
+      await this.#guard.whileAlive(readback.mapAsync(MAP_READ, 0, bytes));
+      const all = new Float32Array(readback.getMappedRange(0, bytes).slice(0));
+      readback.unmap();
+      return {
+        out: all.subarray(0, input.q.length),
+        lse: all.subarray(bound.lseOffset / 4),
+      };
+    } finally {
+      this.#pool.releaseReadback(readback);
+    }
+  }
+
+  async time(
+    plan: Plan,
+    input: DecodeInput,
+    scale: number,
+    options: KernelTimingOptions,
+  ): Promise<BackendTiming> {
+    const { runs, warmup, kvSets } = options;
+    // Like run(): the gate and the error scopes, so that timing never binds into pooled buffers
+    // that a decode in flight has written and not yet submitted.
+    const now = this.#gate.tryAcquire();
+    const entered = now ? { release: now, input } : await this.#enter(input);
+    try {
+      const bound = await this.#guard.allocating(
+        this.#pool,
+        () => Array.from({ length: kvSets }, (_, i) => this.bind(plan, entered.input, scale, i)),
+      );
+      const t = await this.#guard.whileAlive(timeWarm(
+        this.#device,
+        (pass, i) => this.record(pass, bound[i % kvSets]),
+        { runs, warmup, warmupMs: options.warmupMs ?? 0 },
+      ));
+      return { samplesMs: t.samplesMs, warmMs: t.warmMs, lastWarmMs: t.lastWarmMs };
+    } finally {
+      entered.release();
+    }
+  }
+
+  dispose(): Promise<void> {
+    this.#pool.destroy();
+    this.#pipelines.clear();
+    if (this.#ownsDevice) this.#device.destroy();
+    this.#keepAlive = [];
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,346 @@
+/**
+ * The kernel ABI: everything the WGSL kernels read from the host, declared once. The piece and
+ * reduce records of the schedule tables, the uniform blocks and the binding numbers are field
+ * lists here; the TypeScript offsets and strides, the host packers and the WGSL declarations
+ * (structs, named offsets, `@binding` lines) are all generated from these lists, so the host and
+ * the kernels cannot disagree on a layout.
+ *
+ * @module
+ */
+
+/** A field of a table record or uniform block: its TypeScript name and its WGSL type. */
+export interface AbiField {
+  /** camelCase name on the host; the WGSL name is its snake_case form. */
+  readonly name: string;
+  /** WGSL scalar type (`u32` unless noted). */
+  readonly type?: "u32" | "f32";
+}
+
+/** A record layout: `u32` words in field order, padded to `stride` words. */
+export interface AbiRecord<N extends string> {
+  /** WGSL name of the record (`Piece`, `Params`, ...). */
+  readonly name: string;
+  /** The fields, in memory order. */
+  readonly fields: readonly AbiField[];
+  /** Word offset of each field. */
+  readonly offsets: Readonly<Record<N, number>>;
+  /** Words per record (fields plus padding). */
+  readonly stride: number;
+}
+
+/** The snake_case WGSL spelling of a camelCase field name. */
+export function wgslName(name: string): string {
+  return name.replace(/[A-Z]/g, (m) => `_${m.toLowerCase()}`);
+}
+
+function record<const N extends string>(
+  name: string,
+  fields: readonly (AbiField & { name: N })[],
+  stride: number = fields.length,
+): AbiRecord<N> {
+  if (stride < fields.length) throw new RangeError(`${name}: stride ${stride} < fields`);
+  const offsets = {} as Record<N, number>;
+  fields.forEach((f, i) => (offsets[f.name] = i));
+  return { name, fields, offsets: Object.freeze(offsets), stride };
+}
+
+/**
+ * The piece record of the schedule table: one run of one segment's tokens that a decode
+ * workgroup processes, writing the final output or a partial state.
+ */
+export const PIECE_RECORD: AbiRecord<
+  "seq" | "kvHead" | "rowBlock" | "tokenBegin" | "tokenEnd" | "slot" | "kvStart" | "seqLen"
+> = record("Piece", [
+  { name: "seq" },
+  { name: "kvHead" },
+  { name: "rowBlock" },
+  { name: "tokenBegin" },
+  { name: "tokenEnd" },
+  { name: "slot" },
+  { name: "kvStart" },
+  { name: "seqLen" },
+]);
+
+/**
+ * The reduce record: one split segment whose partial-state slots the merge kernel combines.
+ * Padded to 8 words.
+ */
+export const REDUCE_RECORD: AbiRecord<
+  "seq" | "kvHead" | "rowBlock" | "firstSlot" | "numSlots"
+> = record("Reduce", [
+  { name: "seq" },
+  { name: "kvHead" },
+  { name: "rowBlock" },
+  { name: "firstSlot" },
+  { name: "numSlots" },
+], 8);
+
+/** The uniform block shared by the decode and merge kernels. */
+export const PARAMS_RECORD: AbiRecord<
+  | "numHeads"
+  | "qLen"
+  | "groupSize"
+  | "rowsPerGroup"
+  | "kvRow"
+  | "pieceBase"
+  | "reduceBase"
+  | "lseBase"
+  | "count"
+  | "scaleLog2"
+  | "pageShift"
+  | "mergeCount"
+> = record("Params", [
+  { name: "numHeads" },
+  { name: "qLen" },
+  { name: "groupSize" },
+  { name: "rowsPerGroup" },
+  /** 16-byte loads per KV token row (all KV heads). */
+  { name: "kvRow" },
+  /** First u32 of the piece records in sched. */
+  { name: "pieceBase" },
+  /** First u32 of the reduce records in sched. */
+  { name: "reduceBase" },
+  /** Unused (the LSE has its own binding). */
+  { name: "lseBase" },
+  /** Workgroups of the decode dispatch. */
+  { name: "count" },
+  /** Softmax scale times log2(e). */
+  { name: "scaleLog2", type: "f32" },
+  /** log2 of the page size (paged kernels). */
+  { name: "pageShift" },
+  /** Reduce records of the merge dispatch. */
+  { name: "mergeCount" },
+]);
+
+/** The uniform block of the append kernel. */
+export const APPEND_PARAMS_RECORD: AbiRecord<"tokens" | "rowWords" | "srcRow" | "pad"> = record(
+  "AppendParams",
+  [{ name: "tokens" }, { name: "rowWords" }, { name: "srcRow" }, { name: "pad" }],
+);
+
+/**
+ * Packs a uniform block from its field values (missing fields 0) into a new `Uint32Array`.
+ *
+ * @example
+ * ```ts
+ * import { APPEND_PARAMS_RECORD, packRecord } from "./abi.ts";
+ * console.log(Array.from(packRecord(APPEND_PARAMS_RECORD, { tokens: 3, rowWords: 4 })));
+ * // [3, 4, 0, 0]
+ * ```
+ */
+export function packRecord<N extends string>(
+  rec: AbiRecord<N>,
+  values: Partial<Record<N, number>>,
+): Uint32Array<ArrayBuffer> {
+  const words = new Uint32Array(rec.stride);
+  const floats = new Float32Array(words.buffer);
+  rec.fields.forEach((f, i) => {
+    const v = values[f.name as N] ?? 0;
+    if (f.type === "f32") floats[i] = v;
+    else words[i] = v;
+  });
+  return words;
+}
+
+/**
+ * The WGSL `struct` of a record (a uniform block's declaration).
+ *
+ * @example
+ * ```ts
+ * import { APPEND_PARAMS_RECORD, recordStructWGSL } from "./abi.ts";
+ * console.log(recordStructWGSL(APPEND_PARAMS_RECORD).includes("row_words: u32,")); // true
+ * ```
+ */
+export function recordStructWGSL(rec: AbiRecord<string>): string {
+  const pad = Array.from(
+    { length: rec.stride - rec.fields.length },
+    (_, i) => `  _pad${i}: u32,`,
+  );
+  return `
+struct ${rec.name} {
+${rec.fields.map((f) => `  ${wgslName(f.name)}: ${f.type ?? "u32"},`).concat(pad).join("\n")}
+}`;
+}
+
+/**
+ * WGSL constants naming a table record's stride and field offsets (`PIECE_STRIDE`,
+ * `PIECE_KV_START`, ...): the kernels read `sched[f + PIECE_KV_START]`.
+ *
+ * @example
+ * ```ts
+ * import { PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
+ * console.log(recordOffsetsWGSL(PIECE_RECORD).includes("const PIECE_KV_START: u32 = 6u;")); // true
+ * ```
+ */
+export function recordOffsetsWGSL(rec: AbiRecord<string>): string {
+  const prefix = rec.name.toUpperCase();
+  return [`const ${prefix}_STRIDE: u32 = ${rec.stride}u;`].concat(
+    rec.fields.map((f, i) => `const ${prefix}_${wgslName(f.name).toUpperCase()}: u32 = ${i}u;`),
+  ).join("\n");
+}
+
+/** Buffer binding types of a layout entry. */
+export type BindingType = "uniform" | "read-only-storage" | "storage";
+
+/**
+ * Binding numbers of the attention kernels, by name. The decode and merge kernels, the dense
+ * backend, the runner's encoder and the calibration probe all bind through these names.
+ */
+export const BINDING = {
+  params: 0,
+  sched: 1,
+  q: 2,
+  k: 3,
+  v: 4,
+  out: 5,
+  partials: 6,
+  lse: 7,
+  pages: 8,
+} as const;
+
+/** A name of {@linkcode BINDING}. */
+export type BindingName = keyof typeof BINDING;
+
+/** Binding numbers of the append kernel, by name. */
+export const APPEND_BINDING = {
+  params: 0,
+  rows: 1,
+  srcK: 2,
+  srcV: 3,
+  dstK: 4,
+  dstV: 5,
+} as const;
+
+/** One entry of an explicit bind group layout: binding number, name and buffer type. */
+export interface LayoutEntry<N extends string = string> {
+  readonly binding: number;
+  readonly name: N;
+  readonly type: BindingType;
+}
+
+/**
+ * The explicit bind group layout of a kernel (no `layout: "auto"`): the decode kernel reads
+ * params, sched, q, K, V (and the page list when paged) and writes out, partials and LSE; the
+ * merge kernel reads params, sched and partials and writes out and LSE, or, with `shared`, takes
+ * the decode kernel's whole layout (one bind group serves both dispatches).
+ *
+ * @example
+ * ```ts
+ * import { kernelLayoutEntries } from "./abi.ts";
+ * const merge = kernelLayoutEntries("merge", { paged: false, shared: false });
+ * console.log(merge.map((e) => `${e.name}@${e.binding}`).join(" "));
+ * // params@0 sched@1 out@5 partials@6 lse@7
+ * ```
+ */
+export function kernelLayoutEntries(
+  kind: "decode" | "merge",
+  options: { readonly paged: boolean; readonly shared: boolean },
+): LayoutEntry<BindingName>[] {
+  const e = (name: BindingName, type: BindingType): LayoutEntry<BindingName> => ({
+    binding: BINDING[name],
+    name,
+    type,
+  });
+  if (kind === "merge" && !options.shared) {
+    return [
+      e("params", "uniform"),
+      e("sched", "read-only-storage"),
+      e("out", "storage"),
+      e("partials", "read-only-storage"),
+      e("lse", "storage"),
+    ];
+  }
+  const entries = [
+    e("params", "uniform"),
+    e("sched", "read-only-storage"),
+    e("q", "read-only-storage"),
+    e("k", "read-only-storage"),
+    e("v", "read-only-storage"),
+    e("out", "storage"),
+    e("partials", "storage"),
+    e("lse", "storage"),
+  ];
+  if (options.paged) entries.push(e("pages", "read-only-storage"));
+  return entries;
+}
+
+/**
+ * The explicit bind group layout of the append kernel.
+ *
+ * @example
+ * ```ts
+ * import { appendLayoutEntries } from "./abi.ts";
+ * console.log(appendLayoutEntries().length); // 6
+ * ```
+ */
+export function appendLayoutEntries(): LayoutEntry<keyof typeof APPEND_BINDING>[] {
+  const read = "read-only-storage" as const;
+  return [
+    { binding: APPEND_BINDING.params, name: "params", type: "uniform" },
+    { binding: APPEND_BINDING.rows, name: "rows", type: read },
+    { binding: APPEND_BINDING.srcK, name: "srcK", type: read },
+    { binding: APPEND_BINDING.srcV, name: "srcV", type: read },
+    { binding: APPEND_BINDING.dstK, name: "dstK", type: "storage" },
+    { binding: APPEND_BINDING.dstV, name: "dstV", type: "storage" },
+  ];
+}
+
+/**
+ * The `@binding` line of a named binding.
+ *
+ * @example
+ * ```ts
+ * import { bindingWGSL } from "./abi.ts";
+ * console.log(bindingWGSL(3, "k_cache", "storage, read", "array<vec4<u32>>"));
+ * // @group(0) @binding(3) var<storage, read> k_cache: array<vec4<u32>>;
+ * ```
+ */
+export function bindingWGSL(binding: number, name: string, space: string, type: string): string {
+  return `@group(0) @binding(${binding}) var<${space}> ${name}: ${type};`;
+}
+
+/** `GPUShaderStage.COMPUTE`, spelled out for runtimes without the WebGPU globals. */
+const COMPUTE_STAGE = 0x4;
+
+/**
+ * Creates the `GPUBindGroupLayout` of a list of layout entries.
+ *
+ * @example
+ * ```ts ignore
+ * const layout = createLayout(device, "append", appendLayoutEntries());
+ * ```
+ */
+export function createLayout(
+  device: GPUDevice,
+  label: string,
+  entries: readonly LayoutEntry[],
+): GPUBindGroupLayout {
+  return device.createBindGroupLayout({
+    label,
+    entries: entries.map((e) => ({
+      binding: e.binding,
+      visibility: COMPUTE_STAGE,
+      buffer: { type: e.type },
+    })),
+  });
+}
+
+/**
+ * Bind group entries from named resources, numbered by a binding table.
+ *
+ * @example
+ * ```ts
+ * import { BINDING, namedEntries } from "./abi.ts";
+ * const entries = namedEntries(BINDING, { lse: { buffer: {} as GPUBuffer } });
+ * console.log(entries[0].binding); // 7
+ * ```
+ */
+export function namedEntries<N extends string>(
+  table: Readonly<Record<N, number>>,
+  resources: Partial<Record<N, GPUBindingResource>>,
+): GPUBindGroupEntry[] {
+  return (Object.keys(resources) as N[]).map((name) => ({
+    binding: table[name],
+    resource: resources[name]!,
+  }));
+}

@@ -1,0 +1,65 @@
+/**
+ * The append kernel: copies new tokens' K and V rows from a runner's `f32` buffers (layout
+ * `[token][kvHead][dim]`) into their rows of a paged cache layer, packing `f16` and `bf16` two
+ * per `u32` with round-to-nearest-even in integer arithmetic, so the bits are the same as the
+ * host's `toF16Bits` / `toBf16Bits` on every device.
+ *
+ * @module
+ */
+
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import type { KVDtype } from "../core/problem.ts";
+import { APPEND_BINDING as B, APPEND_PARAMS_RECORD, bindingWGSL, recordStructWGSL } from "./abi.ts";
+
+/** Threads per workgroup of the append kernel. */
+export const APPEND_WORKGROUP = 64;
+
+/** `u32`s of the append kernel's uniform block. */
+export const APPEND_PARAMS_WORDS: number = APPEND_PARAMS_RECORD.stride;
+
+/**
+ * Generates the append kernel for a KV dtype. Bindings: 0 params (`tokens`, `row_words`: `u32`s
+ * of a cache row, `src_row`: floats of a source row), 1 `rows` (destination row of each token),
+ * 2 and 3 the source K and V, 4 and 5 the layer's K and V.
+ *
+ * @example
+ * ```ts
+ * import { appendKernelWGSL } from "./append_kernel.ts";
+ * console.log(appendKernelWGSL("bf16").includes("half_bits")); // true
+ * ```
+ */
+export function appendKernelWGSL(kvDtype: KVDtype): string {
+  const dtype = KV_DTYPE_INFO[kvDtype];
+  const word = dtype.wgslWord;
+  const load = !dtype.packed
+    ? `  dst_k[dst] = src_k[src];
+  dst_v[dst] = src_v[src];`
+    : `  dst_k[dst] = half_bits(src_k[src]) | (half_bits(src_k[src + 1u]) << 16u);
+  dst_v[dst] = half_bits(src_v[src]) | (half_bits(src_v[src + 1u]) << 16u);`;
+  return `// lean-attention append kernel: ${kvDtype}
+${recordStructWGSL(APPEND_PARAMS_RECORD)}
+${bindingWGSL(B.params, "params", "uniform", "AppendParams")}
+${bindingWGSL(B.rows, "rows", "storage, read", "array<u32>")}
+${bindingWGSL(B.srcK, "src_k", "storage, read", "array<f32>")}
+${bindingWGSL(B.srcV, "src_v", "storage, read", "array<f32>")}
+${bindingWGSL(B.dstK, "dst_k", "storage, read_write", `array<${word}>`)}
+${bindingWGSL(B.dstV, "dst_v", "storage, read_write", `array<${word}>`)}
+${dtype.wgslPack}
+
+@compute @workgroup_size(${APPEND_WORKGROUP})
+fn main(
+  @builtin(global_invocation_id) gid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let i = gid.x + gid.y * nwg.x * ${APPEND_WORKGROUP}u;
+  if (i >= params.tokens * params.row_words) {
+    return;
+  }
+  let t = i / params.row_words;
+  let w = i % params.row_words;
+  let dst = rows[t] * params.row_words + w;
+  let src = t * params.src_row + w * ${4 / dtype.bytes}u;
+${load}
+}
+`;
+}

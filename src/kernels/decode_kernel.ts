@@ -1,0 +1,439 @@
+/**
+ * The decode kernel: each workgroup walks its run of pieces from the schedule table and writes,
+ * per piece, either the final output or a partial state (unnormalised output, max, sum).
+ *
+ * Layout (see {@linkcode kernelLayout}): `lanes` threads share a token. Each lane loads its
+ * 16-byte chunks of the token's K and V rows, so the lanes of a group read whole rows with
+ * consecutive addresses (coalesced), and every group loads `unroll` tokens' K and V before it
+ * computes, to keep many bytes in flight. A lane dots its K chunks with the query rows it holds
+ * in registers; the lanes' partial sums are added with subgroup shuffles (a butterfly, so every
+ * lane gets the same bits) or through workgroup memory. Each token group keeps its own online
+ * softmax state (max, sum, output slice), so a step needs no workgroup-wide max; the groups'
+ * states are merged at the end of a piece with the softmax rescale, in group order, so results
+ * never depend on timing.
+ *
+ * @module
+ */
+
+import {
+  elementsPerLoad,
+  FLAT_WORKGROUP_WGSL,
+  kernelLayout,
+  type KernelSpec,
+  PARAMS_WGSL,
+  QUERY_ROW_WGSL,
+} from "./kernel_spec.ts";
+import { kvLoadWGSL } from "./kv_load.ts";
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { VARIANT_WGSL } from "./variant_wgsl.ts";
+import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
+
+/** Sentinel for masked scores and empty states; finite so `exp2(NEG - NEG)` stays defined. */
+export const NEG_SCORE = -1e30;
+
+/** Options of the generated source that do not change the kernel (not part of the cache key). */
+export interface WGSLOptions {
+  /** Emit `enable subgroups;` (Tint/Dawn needs it; Naga/Deno rejects it). */
+  enableDirective?: boolean;
+}
+
+/** Bytes of workgroup memory the decode kernel declares. */
+export function decodeWorkgroupBytes(spec: KernelSpec): number {
+  const l = kernelLayout(spec);
+  const acc = spec.rowsPerBlock * spec.headDim * 4;
+  const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
+  const entries = l.groups * l.unroll * spec.rowsPerBlock;
+  const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
+  return acc + maxima + exchange;
+}
+
+function lines(n: number, body: (i: number) => string): string {
+  return Array.from({ length: n }, (_, i) => body(i)).join("\n");
+}
+
+function grid(a: number, b: number, body: (i: number, j: number) => string): string {
+  return lines(a * b, (x) => body(Math.floor(x / b), x % b));
+}
+
+/**
+ * Generates the decode kernel's WGSL for a spec.
+ *
+ * @example
+ * ```ts
+ * import { decodeKernelWGSL } from "./decode_kernel.ts";
+ * const wgsl = decodeKernelWGSL({
+ *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128,
+ * });
+ * console.log(wgsl.includes("@compute")); // true
+ * ```
+ */
+export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
+  const { headDim: D, tileTokens: T, rowsPerBlock: RP, workgroupSize: W } = spec;
+  const L = kernelLayout(spec);
+  const variant = VARIANT_WGSL[spec.variant ?? "causal"];
+  const { lanes, chunksPerLane: CPL, groups: G, unroll: U, step } = L;
+  const V4 = elementsPerLoad(spec.kvDtype) / 4; // vec4<f32> per 16-byte chunk
+  const E4 = CPL * V4; // vec4<f32> per lane per row
+  const raw = `vec4<${KV_DTYPE_INFO[spec.kvDtype].wgslWord}>`;
+  const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
+
+  // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
+  // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
+  // requested before this step's arithmetic, so loads stay in flight through it.
+  const issue = (at: string, decl: string, prefix: string) =>
+    lines(
+      U,
+      (u) =>
+        `      let ${prefix}row${u} = kv_row(kv_start, min(${at} + ${
+          u * G
+        }u + g, tok_end - 1u)) * params.kv_row + kv_head * CHUNKS + lane;
+${
+          lines(CPL, (i) =>
+            `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u} + ${
+              i * lanes
+            }u];\n      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}row${u} + ${i * lanes}u];`)
+        }`,
+    );
+  const tokens = lines(U, (u) => `      let t${u} = s0 + ${u * G}u + g;`);
+  const prefetch = spec.prefetch ?? false;
+  const fastSteps = spec.fastSteps ?? true;
+  const loads = prefetch
+    ? `${tokens}
+${
+      lines(U, (u) =>
+        lines(
+          CPL,
+          (i) => `      let k${u}_${i} = nk${u}_${i};\n      let v${u}_${i} = nv${u}_${i};`,
+        ))
+    }
+${issue("(s0 + STEP)", "", "n")}`
+    : `${tokens}
+${issue("s0", "let ", "")}`;
+  const prefetchInit = prefetch ? issue("tok_begin", "var ", "n") : "";
+  const dots = lines(
+    U,
+    (u) =>
+      `${lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`)}
+${
+        lines(RP, (r) =>
+          `      var d${u}_${r} = ${
+            grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], qv[${qi(r, i, j)}])`).split("\n").join(
+              " + ",
+            )
+          };`)
+      }`,
+  );
+  let reduce: string;
+  if (L.subgroups) {
+    const offs: number[] = [];
+    for (let o = lanes / 2; o >= 1; o /= 2) offs.push(o);
+    reduce = offs.length === 0
+      ? ""
+      : grid(U, RP, (u, r) =>
+        offs.map((o) =>
+          `      d${u}_${r} += subgroupShuffleXor(d${u}_${r}, ${o}u);`
+        ).join("\n"));
+  } else if (lanes === 1) {
+    reduce = "";
+  } else {
+    // Workgroup memory: lanes post their partial sums (rows padded to lanes + 1 floats, so the
+    // adding threads hit distinct banks), one thread per (token, row) adds them in lane order,
+    // and the group reads the scores back. Buffers alternate between steps, so two barriers per
+    // step suffice.
+    reduce = `      let odd = ((s0 - tok_begin) / STEP) % 2u == 1u;
+      let xb = select(0u, XHALF, odd);
+      let sb = select(0u, SHALF, odd);
+${
+      grid(U, RP, (u, r) =>
+        `      xs[xb + (g * ${U * RP}u + ${u * RP + r}u) * ${lanes + 1}u + lane] = d${u}_${r};`)
+    }
+      workgroupBarrier();
+      for (var e = lid; e < SHALF; e += ${W}u) {
+        var sum = 0.0;
+        for (var x = 0u; x < LANES; x++) { sum += xs[xb + e * ${lanes + 1}u + x]; }
+        ss[sb + e] = sum;
+      }
+      workgroupBarrier();
+${grid(U, RP, (u, r) => `      d${u}_${r} = ss[sb + g * ${U * RP}u + ${u * RP + r}u];`)}`;
+  }
+  // Steps whose tokens every row of the block may see (all but the last step or two of a piece)
+  // take the unmasked path: no selects, and the running max is raised (and the state rescaled)
+  // only when a score exceeds it, which after the first tokens is rare. A NaN or +inf score
+  // needs no test here: it makes p (and so the sum l) NaN, which is checked once per piece.
+  const fast = lines(RP, (r) =>
+    `      {
+        let mx = max(m[${r}], ${
+      lines(U, (u) => `d${u}_${r}`).split("\n").reduce((a, b) => `max(${a}, ${b})`)
+    });
+        if (mx > m[${r}]) {
+          let alpha = exp2(m[${r}] - mx);
+          m[${r}] = mx;
+          l[${r}] *= alpha;
+${grid(CPL, V4, (i, j) => `          o[${qi(r, i, j)}] *= alpha;`)}
+        }
+${lines(U, (u) => `        let p${u} = exp2(d${u}_${r} - mx);`)}
+        l[${r}] += ${lines(U, (u) => `p${u}`).split("\n").join(" + ")};
+${
+      grid(CPL, V4, (i, j) =>
+        `        o[${qi(r, i, j)}] = ${
+          Array.from({ length: U }, (_, u) => u).reduce(
+            (acc, u) =>
+              `fma(vf${u}_${i}[${j}], vec4<f32>(p${u}), ${acc})`,
+            `o[${qi(r, i, j)}]`,
+          )
+        };`)
+    }
+      }`);
+  const softmax = lines(RP, (r) =>
+    `      {
+${lines(U, (u) => `        let s${u} = select(NEG, d${u}_${r}, t${u} < lim[${r}]);`)}
+${
+      lines(
+        U,
+        (u) => `        bad[${r}] |= select(0u, 1u, t${u} < lim[${r}] && poisoned(d${u}_${r}));`,
+      )
+    }
+        let mx = max(m[${r}], ${
+      lines(U, (u) => `s${u}`).split("\n").reduce((a, b) => `max(${a}, ${b})`)
+    });
+        let alpha = exp2(m[${r}] - mx);
+        m[${r}] = mx;
+${lines(U, (u) => `        let p${u} = select(0.0, exp2(s${u} - mx), !(s${u} <= NEG));`)}
+        l[${r}] = l[${r}] * alpha + ${lines(U, (u) => `p${u}`).split("\n").join(" + ")};
+${
+      grid(CPL, V4, (i, j) =>
+        `        o[${qi(r, i, j)}] = o[${qi(r, i, j)}] * alpha + ${
+          lines(U, (u) => `select(Z4, p${u} * vf${u}_${i}[${j}], !(s${u} <= NEG))`).split("\n")
+            .join(
+              " + ",
+            )
+        };`)
+    }
+      }`);
+
+  const pagedBinding = L.paged
+    ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")
+    : "";
+  const kvRow = L.paged
+    ? `fn kv_row(base: u32, t: u32) -> u32 {
+  return (pages[base + (t >> params.page_shift)] << params.page_shift) +
+    (t & ((1u << params.page_shift) - 1u));
+}`
+    : `fn kv_row(base: u32, t: u32) -> u32 {
+  return base + t;
+}`;
+  const poisonedFn = `
+// NaN or +inf, by bits (compilers may fold float NaN tests away).
+fn poisoned(x: f32) -> bool {
+  let b = bitcast<u32>(x);
+  return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
+}`;
+  const entries = G * U * RP; // (token, row) scores per step
+  const exchange = L.subgroups || lanes === 1 ? "" : `const XHALF: u32 = ${entries * (lanes + 1)}u;
+const SHALF: u32 = ${entries}u;
+var<workgroup> xs: array<f32, ${2 * entries * (lanes + 1)}>;
+var<workgroup> ss: array<f32, ${2 * entries}>;`;
+
+  return `${
+    options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
+  }// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
+    L.subgroups ? " subgroups" : ""
+  }${L.paged ? " paged" : ""}
+${PARAMS_WGSL}
+${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
+${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
+${bindingWGSL(BINDING.q, "q", "storage, read", "array<vec4<f32>>")}
+${bindingWGSL(BINDING.k, "k_cache", "storage, read", `array<${raw}>`)}
+${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${raw}>`)}
+${bindingWGSL(BINDING.out, "out", "storage, read_write", "array<f32>")}
+${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
+${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}
+${pagedBinding}
+${recordOffsetsWGSL(PIECE_RECORD)}
+
+const D: u32 = ${D}u;
+const D4: u32 = ${D / 4}u;
+const T: u32 = ${T}u;
+const RP: u32 = ${RP}u;
+const CHUNKS: u32 = ${L.chunks}u;
+const LANES: u32 = ${lanes}u;
+const GROUPS: u32 = ${G}u;
+const STEP: u32 = ${step}u;
+const SLOT: u32 = ${RP * (D + 2)}u;
+const NEG: f32 = ${NEG_SCORE.toExponential()};
+const Z4: vec4<f32> = vec4<f32>(0.0);
+// A NaN built at run time: WGSL rejects NaN in constant expressions.
+var<private> nan_bits: u32 = 0x7fc00000u;
+const DIRECT: u32 = 0xffffffffu;
+
+// The groups' merged output, and each group's row maxima then the merged sums.
+var<workgroup> acc: array<vec4<f32>, ${RP * (D / 4)}>;
+var<workgroup> m_sh: array<f32, ${G * RP}>;
+var<workgroup> l_sh: array<f32, ${RP}>;
+var<workgroup> bad_sh: array<atomic<u32>, ${RP}>;
+${exchange}
+${FLAT_WORKGROUP_WGSL}
+${QUERY_ROW_WGSL}
+${kvLoadWGSL(spec.kvDtype)}
+${kvRow}
+${poisonedFn}
+
+@compute @workgroup_size(${W})
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let w = flat_workgroup(wid, nwg);
+  if (w >= params.count) {
+    return;
+  }
+  let lane = lid % LANES;
+  let g = lid / LANES;
+  let p_begin = sched[w];
+  let p_end = sched[w + 1u];
+  for (var pc = p_begin; pc < p_end; pc++) {
+    let f = params.piece_base + pc * PIECE_STRIDE;
+    let seq = sched[f + PIECE_SEQ];
+    let kv_head = sched[f + PIECE_KV_HEAD];
+    let r0 = sched[f + PIECE_ROW_BLOCK] * RP;
+    let tok_begin = sched[f + PIECE_TOKEN_BEGIN];
+    let tok_end = sched[f + PIECE_TOKEN_END];
+    let slot = sched[f + PIECE_SLOT];
+    let kv_start = sched[f + PIECE_KV_START];
+    let seq_len = sched[f + PIECE_SEQ_LEN];
+    let n_rows = min(RP, params.rows_per_group - r0);
+
+    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
+    var qv = array<vec4<f32>, ${RP * E4}>();
+${
+    lines(RP, (r) =>
+      `    if (${r}u < n_rows) {
+      let qb = query_row(seq, kv_head, r0 + ${r}u) * D4;
+${
+        grid(CPL, V4, (i, j) =>
+          `      qv[${qi(r, i, j)}] = q[qb + (lane + ${
+            i * lanes
+          }u) * ${V4}u + ${j}u] * params.scale_log2;`)
+      }
+    }`)
+  }
+    // Tokens row r may see: causal within the last qLen tokens, and inside this piece.
+    var lim = array<u32, ${RP}>();
+${
+    lines(RP, (r) =>
+      `    lim[${r}] = select(0u, min(${
+        variant.visible("seq_len", "params.q_len", `(r0 + ${r}u) % params.q_len`)
+      }, tok_end), ${r}u < n_rows);`)
+  }
+${
+    fastSteps
+      ? `    // Tokens every row of the block may see.
+    var lim_all = tok_end;
+${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${r}u < n_rows);`)}`
+      : ""
+  }
+    var m = array<f32, ${RP}>();
+    // Rows that saw a NaN or +inf score: their output is NaN, as in the reference. Tracked with
+    // integer bits, since GPU compilers may assume floats are never NaN: per score on masked
+    // steps, and on the sum l (which such a score makes NaN) once per piece.
+    var bad = array<u32, ${RP}>();
+    if (lid < RP) {
+      atomicStore(&bad_sh[lid], 0u);
+    }
+    var l = array<f32, ${RP}>();
+    var o = array<vec4<f32>, ${RP * E4}>();
+${lines(RP, (r) => `    m[${r}] = NEG;`)}
+${prefetchInit}
+
+    for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {
+${loads}
+${dots}
+${reduce}${
+    variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
+  }
+${lines(U, (u) => lines(CPL, (i) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`))}
+${
+    fastSteps
+      ? `      if (s0 + STEP <= lim_all) {
+${fast}
+      } else {
+${softmax}
+      }`
+      : softmax
+  }
+    }
+${fastSteps ? lines(RP, (r) => `    bad[${r}] |= select(0u, 1u, poisoned(l[${r}]));`) : ""}
+
+    // Merge the groups' states: a common max, then the rescaled sums in group order.
+    workgroupBarrier();
+    if (lane == 0u) {
+${
+    lines(RP, (r) =>
+      `      m_sh[g * RP + ${r}u] = m[${r}];
+      atomicOr(&bad_sh[${r}u], bad[${r}]);`)
+  }
+    }
+    workgroupBarrier();
+    var mm = array<f32, ${RP}>();
+    var any_bad = array<u32, ${RP}>();
+${lines(RP, (r) => `    any_bad[${r}] = atomicLoad(&bad_sh[${r}u]);`)}
+${
+    lines(RP, (r) =>
+      `    mm[${r}] = NEG;
+    for (var gg = 0u; gg < GROUPS; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }
+    {
+      let sc = exp2(m[${r}] - mm[${r}]);
+      l[${r}] *= sc;
+${grid(CPL, V4, (i, j) => `      o[${qi(r, i, j)}] *= sc;`)}
+    }`)
+  }
+    for (var gg = 0u; gg < GROUPS; gg++) {
+      if (g == gg) {
+${
+    lines(RP, (r) =>
+      grid(CPL, V4, (i, j) => {
+        const at = `${r * (D / 4)}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
+        return `        acc[${at}] = select(acc[${at}] + o[${qi(r, i, j)}], o[${
+          qi(r, i, j)
+        }], gg == 0u);`;
+      }))
+  }
+        if (lane == 0u) {
+${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}], gg == 0u);`)}
+        }
+      }
+      workgroupBarrier();
+    }
+
+    // Write the final output, or the partial state (unnormalised o, max m, sum l).
+    for (var i = lid; i < RP * D; i += ${W}u) {
+      let r = i / D;
+      if (r < n_rows) {
+        let val = acc[i >> 2u][i & 3u];
+        if (slot == DIRECT) {
+          out[query_row(seq, kv_head, r0 + r) * D + i % D] =
+            select(val / l_sh[r], bitcast<f32>(nan_bits), any_bad[r] != 0u);
+        } else {
+          partials[slot * SLOT + i] = val;
+        }
+      }
+    }
+    if (lid < n_rows) {
+      if (slot == DIRECT) {
+        lse_out[query_row(seq, kv_head, r0 + lid)] = select(
+          (mm[lid] + log2(l_sh[lid])) * 0.6931471805599453,
+          bitcast<f32>(nan_bits),
+          any_bad[lid] != 0u,
+        );
+      } else {
+        partials[slot * SLOT + RP * D + lid] = mm[lid];
+        partials[slot * SLOT + RP * D + RP + lid] =
+          select(l_sh[lid], bitcast<f32>(nan_bits), any_bad[lid] != 0u);
+      }
+    }
+    workgroupBarrier();
+  }
+}
+`;
+}

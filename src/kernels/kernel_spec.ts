@@ -1,0 +1,311 @@
+/**
+ * The specialisation of a kernel: the values baked into its WGSL as constants. The spec's key is
+ * the pipeline cache key, so two plans with the same key share a pipeline.
+ *
+ * @module
+ */
+
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import type { KVDtype } from "../core/problem.ts";
+import type { VariantName } from "../core/variant.ts";
+import {
+  type BindingType,
+  kernelLayoutEntries,
+  packRecord,
+  PARAMS_RECORD,
+  recordStructWGSL,
+} from "./abi.ts";
+
+/** Compile-time parameters of the decode and merge kernels. */
+export interface KernelSpec {
+  readonly headDim: number;
+  readonly kvDtype: KVDtype;
+  readonly tileTokens: number;
+  readonly rowsPerBlock: number;
+  readonly workgroupSize: number;
+  /**
+   * Threads that read one token's K and V row together (a power of two dividing the row's
+   * 16-byte chunks). Default: up to 16 (see {@linkcode kernelLayout}).
+   */
+  readonly lanes?: number;
+  /**
+   * Tokens each lane group loads before it computes (more bytes in flight). Default 4 / chunks
+   * per lane, halved with prefetch.
+   */
+  readonly unroll?: number;
+  /**
+   * Reduce the lanes' partial dot products with subgroup shuffles (needs the `subgroups`
+   * feature and `lanes` at most the adapter's smallest subgroup); workgroup memory otherwise.
+   */
+  readonly subgroups?: boolean;
+  /** Read K and V through page tables (binding 8) instead of dense rows. */
+  readonly paged?: boolean;
+  /** Request the next step's K and V before this step's arithmetic (software pipelining). */
+  readonly prefetch?: boolean;
+  /**
+   * Steps whose tokens every row may see skip the masking arithmetic and rescale the running
+   * state only when the maximum rises (default true; false runs every step masked).
+   */
+  readonly fastSteps?: boolean;
+  /**
+   * The decode and merge kernels share one bind group (one `setBindGroup` per layer instead of
+   * two): the merge kernel takes the decode kernel's binding numbers and both pipelines the
+   * explicit layout of {@linkcode sharedLayoutEntries}.
+   */
+  readonly sharedLayout?: boolean;
+  /**
+   * The attention variant (mask and logit hooks, see `src/core/variant.ts`); default `"causal"`,
+   * which adds nothing to the key.
+   */
+  readonly variant?: VariantName;
+}
+
+/** The buffer binding types of the shared layout (see {@linkcode sharedLayoutEntries}). */
+export type SharedBindingType = BindingType;
+
+/**
+ * Bindings of the layout shared by the decode and merge kernels of a `sharedLayout` spec:
+ * params (0), sched (1), q (2), K (3), V (4), out (5), partials (6), LSE (7) and, for paged
+ * specs, the page list (8), with the buffer type each needs.
+ *
+ * @example
+ * ```ts
+ * import { sharedLayoutEntries } from "./kernel_spec.ts";
+ * const entries = sharedLayoutEntries({
+ *   headDim: 64, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128, paged: true,
+ * });
+ * console.log(entries.length, entries[6]); // 9 storage
+ * ```
+ */
+export function sharedLayoutEntries(spec: KernelSpec): SharedBindingType[] {
+  return kernelLayoutEntries("decode", { paged: spec.paged ?? false, shared: true }).map((e) =>
+    e.type
+  );
+}
+
+/** The thread layout a spec resolves to. */
+export interface KernelLayout {
+  /** 16-byte chunks in one token's row of one KV head. */
+  readonly chunks: number;
+  /** Threads sharing one token (they split its chunks). */
+  readonly lanes: number;
+  /** Chunks each lane loads per token. */
+  readonly chunksPerLane: number;
+  /** Token groups in a workgroup (`workgroupSize / lanes`). */
+  readonly groups: number;
+  /** Tokens a group loads per step. */
+  readonly unroll: number;
+  /** Tokens the workgroup covers per step (`groups * unroll`). */
+  readonly step: number;
+  readonly subgroups: boolean;
+  readonly paged: boolean;
+}
+
+/** Most lanes per token by default: 16 lanes x 16 bytes is a 256-byte f16 row of d = 128. */
+export const DEFAULT_MAX_LANES = 16;
+
+/** Lanes per token and tokens per lane group per step of a kernel class. */
+export interface KernelChoice {
+  /** Threads sharing one token (capped by the row's chunks and the subgroup size). */
+  readonly lanes: number;
+  /** Tokens each lane group loads per step (with prefetch). */
+  readonly unroll: number;
+  /** Request the next step's K and V before this step's arithmetic (default true). */
+  readonly prefetch?: boolean;
+}
+
+/**
+ * The default kernel choice per class: query rows per block (1, 2, 4, 8) and head dim (up to
+ * 64, up to 128, more). Each lane holds `2 x rows x headDim / lanes` floats of query and output
+ * state, so blocks of more rows want more lanes (registers); fewer lanes per token divide each
+ * token's per-row work (the shuffles that add the lanes' partial dot products, the softmax,
+ * which every lane of the group repeats) among fewer threads. The classes of the benchmark's
+ * cases (r1 d128, r4 d64/d128/d256, r8 d128) were picked by `bench/pick_table.ts` from the H200
+ * sweep of `bench/tune.ts` (bench/notes.md); the others keep the choice of the kernel before
+ * the table (the most lanes up to 16 that divide the row, unroll 2 / chunks per lane).
+ */
+export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
+  "r1 d64": { lanes: 8, unroll: 2 },
+  "r1 d128": { lanes: 8, unroll: 2 },
+  "r1 d256": { lanes: 16, unroll: 1 },
+  "r2 d64": { lanes: 8, unroll: 2 },
+  "r2 d128": { lanes: 16, unroll: 2 },
+  "r2 d256": { lanes: 16, unroll: 1 },
+  "r4 d64": { lanes: 8, unroll: 2, prefetch: false },
+  "r4 d128": { lanes: 8, unroll: 2, prefetch: false },
+  "r4 d256": { lanes: 8, unroll: 1 },
+  "r8 d64": { lanes: 8, unroll: 2 },
+  "r8 d128": { lanes: 16, unroll: 2 },
+  "r8 d256": { lanes: 16, unroll: 1 },
+};
+
+/**
+ * The {@linkcode KERNEL_TABLE} entry of a block shape: rows rounded up to a power of two (at
+ * most 8), head dims up to 64, up to 128, and beyond.
+ *
+ * @example
+ * ```ts
+ * import { kernelChoice } from "./kernel_spec.ts";
+ * console.log(kernelChoice(128, 1).lanes, kernelChoice(128, 3) === kernelChoice(128, 4)); // 8 true
+ * ```
+ */
+export function kernelChoice(headDim: number, rowsPerBlock: number): KernelChoice {
+  let rows = 1;
+  while (rows < rowsPerBlock && rows < 8) rows *= 2;
+  const dim = headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256;
+  return KERNEL_TABLE[`r${rows} d${dim}`];
+}
+
+/**
+ * Floats of partial sums and scores the workgroup-memory reduction may declare: with the output
+ * block (at most 1024 floats) and the groups' maxima it stays within WebGPU's default 16 KiB.
+ */
+const EXCHANGE_FLOATS = 1920;
+
+function largestPowerOfTwoDividing(n: number, cap: number): number {
+  let p = 1;
+  while (p * 2 <= cap && n % (p * 2) === 0) p *= 2;
+  return p;
+}
+
+/**
+ * Resolves a spec's thread layout: lanes per token, token groups, unroll and step.
+ *
+ * @example
+ * ```ts
+ * import { kernelLayout } from "./kernel_spec.ts";
+ * const l = kernelLayout({
+ *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 1, workgroupSize: 128,
+ * });
+ * console.log(l.lanes, l.groups, l.step); // 16 8 32
+ * ```
+ */
+export function kernelLayout(spec: KernelSpec): KernelLayout {
+  const chunks = spec.headDim / elementsPerLoad(spec.kvDtype);
+  let lanes = spec.lanes ?? largestPowerOfTwoDividing(chunks, DEFAULT_MAX_LANES);
+  if (!Number.isInteger(chunks / lanes) || (lanes & (lanes - 1)) !== 0) {
+    throw new RangeError(`lanes must be a power of two dividing ${chunks}: got ${lanes}`);
+  }
+  if (spec.workgroupSize % lanes !== 0) {
+    throw new RangeError(
+      `workgroupSize must be a multiple of lanes (${lanes}): got ${spec.workgroupSize}`,
+    );
+  }
+  const subgroups = spec.subgroups ?? false;
+  const prefetch = spec.prefetch ?? false;
+  const RP = spec.rowsPerBlock;
+  // Workgroup memory of the reduction through workgroup memory (none with shuffles or 1 lane).
+  const exchange = (l: number, u: number) =>
+    subgroups || l === 1 ? 0 : 2 * (spec.workgroupSize / l) * u * RP * (l + 2);
+  // Without shuffles, fewer lanes when even one token per step would not fit.
+  while (exchange(lanes, 1) > EXCHANGE_FLOATS) lanes /= 2;
+  const chunksPerLane = chunks / lanes;
+  const groups = spec.workgroupSize / lanes;
+  // Registers: each lane holds `unroll` K and V chunks (twice with prefetch); the reduction in
+  // workgroup memory holds unroll x rows sums per group; a step is not longer than a tile.
+  let unroll = spec.unroll ?? Math.max(1, Math.floor((prefetch ? 2 : 4) / chunksPerLane));
+  while (unroll > 1 && exchange(lanes, unroll) > EXCHANGE_FLOATS) unroll--;
+  unroll = Math.max(1, Math.min(unroll, Math.floor(spec.tileTokens / groups)));
+  return {
+    chunks,
+    lanes,
+    chunksPerLane,
+    groups,
+    unroll,
+    step: groups * unroll,
+    subgroups,
+    paged: spec.paged ?? false,
+  };
+}
+
+/** The pipeline cache key of a spec. */
+export function specKey(kind: string, spec: KernelSpec): string {
+  const l = kernelLayout(spec);
+  return `${kind}:d${spec.headDim}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
+    l.subgroups ? ":sg" : ""
+  }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}${spec.sharedLayout ? ":shared" : ""}${
+    spec.fastSteps === false ? ":masked" : ""
+  }${(spec.variant ?? "causal") === "causal" ? "" : `:${spec.variant}`}`;
+}
+
+/** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */
+export function elementsPerLoad(kvDtype: KVDtype): number {
+  return KV_DTYPE_INFO[kvDtype].elementsPerLoad;
+}
+
+/** Byte size of one KV element. */
+export function kvElementBytes(kvDtype: KVDtype): number {
+  return KV_DTYPE_INFO[kvDtype].bytes;
+}
+
+/** `u32`s of the uniform block both kernels read (see `PARAMS_WGSL`). */
+export const PARAMS_WORDS: number = PARAMS_RECORD.stride;
+
+/** The values of the uniform block (`PARAMS_WGSL`) for one dispatch. */
+export interface KernelParams {
+  numHeads: number;
+  qLen: number;
+  groupSize: number;
+  rowsPerGroup: number;
+  numKVHeads: number;
+  headDim: number;
+  kvDtype: KVDtype;
+  /** First u32 of the piece records in the schedule buffer. */
+  pieceBase: number;
+  /** First u32 of the reduce records in the schedule buffer. */
+  reduceBase: number;
+  /** Workgroups (decode) or reduce records (merge). */
+  count: number;
+  /** Reduce records, for a block both kernels read (default `count`). */
+  mergeCount?: number;
+  /** Softmax scale (natural units; the block holds it in log2 units). */
+  scale: number;
+  /** log2 of the page size, for paged kernels (default 0). */
+  pageShift?: number;
+}
+
+/**
+ * Packs the uniform block of one dispatch (the layout of {@linkcode PARAMS_RECORD}).
+ *
+ * @example
+ * ```ts
+ * import { kernelParams } from "./kernel_spec.ts";
+ * const words = kernelParams({
+ *   numHeads: 8, qLen: 1, groupSize: 4, rowsPerGroup: 4, numKVHeads: 2, headDim: 64,
+ *   kvDtype: "f16", pieceBase: 9, reduceBase: 40, count: 8, scale: 0.125,
+ * });
+ * console.log(words.length, words[4]); // 12 16
+ * ```
+ */
+export function kernelParams(p: KernelParams): Uint32Array<ArrayBuffer> {
+  return packRecord(PARAMS_RECORD, {
+    numHeads: p.numHeads,
+    qLen: p.qLen,
+    groupSize: p.groupSize,
+    rowsPerGroup: p.rowsPerGroup,
+    kvRow: (p.numKVHeads * p.headDim * kvElementBytes(p.kvDtype)) / 16,
+    pieceBase: p.pieceBase,
+    reduceBase: p.reduceBase,
+    count: p.count,
+    scaleLog2: p.scale * Math.LOG2E,
+    pageShift: p.pageShift ?? 0,
+    mergeCount: p.mergeCount ?? p.count,
+  });
+}
+
+/** The uniform block shared by the decode and merge kernels, generated from the ABI. */
+export const PARAMS_WGSL: string = recordStructWGSL(PARAMS_RECORD);
+
+/** Index of a flat workgroup in a possibly 2-D dispatch (grids beyond 65,535 workgroups). */
+export const FLAT_WORKGROUP_WGSL = `
+fn flat_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wid.x + wid.y * nwg.x;
+}`;
+
+/** Maps row `r` of a KV group to its flat query row `(seq * qLen + pos) * numHeads + head`. */
+export const QUERY_ROW_WGSL = `
+fn query_row(seq: u32, kv_head: u32, r: u32) -> u32 {
+  let head = kv_head * params.group_size + r / params.q_len;
+  let pos = r % params.q_len;
+  return (seq * params.q_len + pos) * params.num_heads + head;
+}`;

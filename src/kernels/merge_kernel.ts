@@ -1,0 +1,191 @@
+/**
+ * The merge kernel, dispatched after the decode kernel in the same compute pass: one workgroup
+ * per (split segment, query row) merges the segment's partial states in slot order (ascending
+ * token position) with the softmax rescale and writes the output and the LSE (their own
+ * bindings, so a caller's buffers can be bound). The WGSL twin of `mergePartialRow`.
+ *
+ * A segment can have hundreds of partial states (one per workgroup that touched it), so the
+ * slots' maxima and sums are reduced by the whole workgroup in a fixed tree order, their weights
+ * computed once per slot into workgroup memory, and the weighted outputs summed by several slot
+ * groups of threads at once, which are then added in group order. Results never depend on timing.
+ *
+ * @module
+ */
+
+import { BINDING, bindingWGSL, recordOffsetsWGSL, REDUCE_RECORD } from "./abi.ts";
+import { NEG_SCORE } from "./decode_kernel.ts";
+import {
+  FLAT_WORKGROUP_WGSL,
+  type KernelSpec,
+  PARAMS_WGSL,
+  QUERY_ROW_WGSL,
+} from "./kernel_spec.ts";
+
+/** Threads of a merge workgroup. */
+export const MERGE_WORKGROUP = 256;
+
+/** Workgroups of the merge dispatch for `records` reduce records of `rowsPerBlock` rows. */
+export function mergeWorkgroups(records: number, rowsPerBlock: number): number {
+  return records * rowsPerBlock;
+}
+
+/**
+ * Generates the merge kernel's WGSL for a spec.
+ *
+ * @example
+ * ```ts
+ * import { mergeKernelWGSL } from "./merge_kernel.ts";
+ * const wgsl = mergeKernelWGSL({
+ *   headDim: 64, kvDtype: "f32", tileTokens: 64, rowsPerBlock: 2, workgroupSize: 64,
+ * });
+ * console.log(wgsl.includes("fn main")); // true
+ * ```
+ */
+export function mergeKernelWGSL(spec: KernelSpec): string {
+  const { headDim: D, rowsPerBlock: RP } = spec;
+  const W = MERGE_WORKGROUP;
+  const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
+  // Both layouts use the decode kernel's binding numbers; a shared layout (one bind group for
+  // both kernels) declares the partials as the decode kernel writes them (storage).
+  const partialsSpace = spec.sharedLayout ? "storage, read_write" : "storage, read";
+  const bindings = `${bindingWGSL(BINDING.out, "out", "storage, read_write", "array<f32>")}
+${bindingWGSL(BINDING.partials, "partials", partialsSpace, "array<f32>")}
+${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}`;
+  return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}${
+    spec.sharedLayout ? " shared" : ""
+  }
+${PARAMS_WGSL}
+${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
+${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
+${bindings}
+${recordOffsetsWGSL(REDUCE_RECORD)}
+
+const D: u32 = ${D}u;
+const RP: u32 = ${RP}u;
+const SLOT: u32 = ${RP * (D + 2)}u;
+const W: u32 = ${W}u;
+const GROUPS: u32 = ${groups}u;
+const NEG: f32 = ${NEG_SCORE.toExponential()};
+
+var<workgroup> red: array<f32, ${W}>;
+// A NaN built at run time: WGSL rejects NaN in constant expressions.
+var<private> nan_bits: u32 = 0x7fc00000u;
+var<workgroup> weight: array<f32, ${W}>;
+var<workgroup> part: array<f32, ${groups * D}>;
+${FLAT_WORKGROUP_WGSL}
+${QUERY_ROW_WGSL}
+
+// Tree reduction of red[] in a fixed order; op 0 = max, 1 = sum. Every thread gets red[0].
+fn reduce(lid: u32, op: u32) -> f32 {
+  for (var half = W / 2u; half > 0u; half >>= 1u) {
+    workgroupBarrier();
+    if (lid < half) {
+      let a = red[lid];
+      let b = red[lid + half];
+      red[lid] = select(a + b, max(a, b), op == 0u);
+    }
+  }
+  workgroupBarrier();
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(${W})
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let flat = flat_workgroup(wid, nwg);
+  let e = flat / RP;
+  let r = flat % RP;
+  if (e >= params.merge_count) {
+    return;
+  }
+  let f = params.reduce_base + e * REDUCE_STRIDE;
+  let seq = sched[f + REDUCE_SEQ];
+  let kv_head = sched[f + REDUCE_KV_HEAD];
+  let r0 = sched[f + REDUCE_ROW_BLOCK] * RP;
+  let first = sched[f + REDUCE_FIRST_SLOT];
+  let n = sched[f + REDUCE_NUM_SLOTS];
+  if (r0 + r >= params.rows_per_group) {
+    return;
+  }
+  let mo = RP * D + r; // offset of this row's max in a slot; its sum follows RP floats later
+
+  // The largest max among slots that saw a token (an empty slot has sum 0).
+  var mx = NEG;
+  for (var s = lid; s < n; s += W) {
+    let base = (first + s) * SLOT + mo;
+    if (partials[base + RP] > 0.0) {
+      mx = max(mx, partials[base]);
+    }
+  }
+  red[lid] = mx;
+  let m_all = reduce(lid, 0u);
+
+  // The rescaled sum of the slots' sums.
+  var sum = 0.0;
+  for (var s = lid; s < n; s += W) {
+    let base = (first + s) * SLOT + mo;
+    let l = partials[base + RP];
+    if (l > 0.0) {
+      sum += l * exp2(partials[base] - m_all);
+    }
+  }
+  red[lid] = sum;
+  let l_all = reduce(lid, 1u);
+
+  // A slot marked NaN (its rows saw a NaN or +inf score) makes the row NaN, as in the reference.
+  var bad = 0.0;
+  for (var s = lid; s < n; s += W) {
+    let b = bitcast<u32>(partials[(first + s) * SLOT + mo + RP]);
+    bad = select(bad, 1.0, (b & 0x7fffffffu) > 0x7f800000u);
+  }
+  red[lid] = bad;
+  let row_bad = reduce(lid, 0u) > 0.0;
+
+  // Weighted outputs, W slots at a time: weights once per slot, then slot groups of threads.
+  let d = lid % D;
+  let grp = lid / D;
+  var acc = 0.0;
+  for (var c0 = 0u; c0 < n; c0 += W) {
+    var w = 0.0;
+    if (c0 + lid < n) {
+      let base = (first + c0 + lid) * SLOT + mo;
+      let l = partials[base + RP];
+      w = select(0.0, exp2(partials[base] - m_all), l > 0.0);
+    }
+    weight[lid] = w;
+    workgroupBarrier();
+    if (grp < GROUPS) {
+      let cn = min(W, n - c0);
+      for (var s = grp; s < cn; s += GROUPS) {
+        acc += weight[s] * partials[(first + c0 + s) * SLOT + r * D + d];
+      }
+    }
+    workgroupBarrier();
+  }
+  if (grp < GROUPS) {
+    part[grp * D + d] = acc;
+  }
+  workgroupBarrier();
+  let row = query_row(seq, kv_head, r0 + r);
+  if (lid < D) {
+    var total = 0.0;
+    for (var g = 0u; g < GROUPS; g++) {
+      total += part[g * D + lid];
+    }
+    out[row * D + lid] = select(total / l_all, bitcast<f32>(nan_bits), row_bad);
+  }
+  if (lid == 0u) {
+    lse_out[row] = select(
+      (m_all + log2(l_all)) * 0.6931471805599453,
+      bitcast<f32>(nan_bits),
+      row_bad,
+    );
+  }
+}
+`;
+}

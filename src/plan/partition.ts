@@ -1,0 +1,207 @@
+/**
+ * The partition planner. All three strategies are expressed the same way: the global order of
+ * LeanTiles (sequence-major, then KV head, then row block, then token) is cut into contiguous
+ * runs, one run per workgroup. They differ only in where the cuts fall:
+ *
+ * - `lean`: equal cuts over the whole order (stream-K), runs cross segment boundaries; unless
+ *   the segment-aligned cut of `split` is no costlier (see {@linkcode partitionCost}), as when
+ *   the segments already fill the grid evenly: then crossing buys nothing and costs pieces;
+ * - `split` (FlashDecoding): every segment cut into the same number of balanced chunks;
+ * - `single` (FlashAttention-2): a cut at every segment boundary and nowhere else.
+ *
+ * Cost is O(segments + workgroups): nothing here touches individual tokens.
+ *
+ * @module
+ */
+
+import type { Problem, Strategy } from "../core/problem.ts";
+import type { TileConfig } from "./tiles.ts";
+
+/**
+ * A partition of the global tile order into per-workgroup runs.
+ *
+ * @example
+ * ```ts
+ * import { type Partition } from "@lean/attention";
+ * import { partition, segmentTiles, tileConfig, validateShape } from "@lean/attention/plan";
+ * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 8 });
+ * const part: Partition = partition(segmentTiles(problem, tileConfig(problem)), "split", 4);
+ * console.log(part.strategy, part.splits, Array.from(part.runStarts)); // split 2 [0, 2, 5, 7, 10]
+ * ```
+ */
+export interface Partition {
+  /** The strategy that made the cuts. */
+  readonly strategy: Strategy;
+  /** Global tile index where each segment starts; `numSegments + 1` entries. */
+  readonly segmentTileStarts: Uint32Array;
+  /** Global tile index where each workgroup's run starts; `workgroups + 1` entries. */
+  readonly runStarts: Uint32Array;
+  /** Chunks per segment for `split`, and for `lean` when it took the aligned cut (else 1). */
+  readonly splits: number;
+  /** For `lean`: true when the order was cut into equal runs (stream-K), false when aligned. */
+  readonly streamK: boolean;
+}
+
+/**
+ * Extra cost of a piece (a run's stretch within one segment) in tiles: loading the query rows,
+ * merging the token groups and writing a state. Measured on an H100 (bench/notes.md).
+ *
+ * @example
+ * ```ts
+ * import { partitionCost, PIECE_COST_TILES } from "@lean/attention/plan";
+ * // One workgroup running one 8-tile segment: 8 tiles plus one piece.
+ * const cost = partitionCost(Uint32Array.of(0, 8), Uint32Array.of(0, 8), 1);
+ * console.log(cost, cost === 8 + PIECE_COST_TILES); // 12 true
+ * ```
+ */
+export const PIECE_COST_TILES = 4;
+
+/**
+ * The modelled makespan of a partition in tiles: the longest run counting `PIECE_COST_TILES`
+ * per piece, times the waves its runs take on `grid` workgroups.
+ *
+ * @example
+ * ```ts
+ * import { partitionCost } from "@lean/attention/plan";
+ * const segments = Uint32Array.of(0, 4, 8);
+ * console.log(partitionCost(segments, Uint32Array.of(0, 4, 8), 2)); // 8
+ * console.log(partitionCost(segments, Uint32Array.of(0, 3, 6, 8), 3)); // 11
+ * ```
+ */
+export function partitionCost(
+  segmentTileStarts: Uint32Array,
+  runStarts: Uint32Array,
+  grid: number,
+): number {
+  const runs = runStarts.length - 1;
+  let worst = 0;
+  let seg = 0;
+  for (let r = 0; r < runs; r++) {
+    const a = runStarts[r];
+    const b = runStarts[r + 1];
+    while (segmentTileStarts[seg + 1] <= a) seg++;
+    let pieces = 0;
+    for (let s = seg; s + 1 < segmentTileStarts.length && segmentTileStarts[s] < b; s++) pieces++;
+    worst = Math.max(worst, b - a + PIECE_COST_TILES * pieces);
+  }
+  return worst * Math.ceil(runs / Math.max(1, grid));
+}
+
+/**
+ * Counts the tiles of every segment and returns their prefix sums.
+ *
+ * @example
+ * ```ts
+ * import { segmentTiles, tileConfig, validateShape } from "@lean/attention/plan";
+ * const problem = validateShape({ seqLens: [100, 64], numHeads: 2, numKVHeads: 2, headDim: 8 });
+ * console.log(segmentTiles(problem, tileConfig(problem))); // Uint32Array [0, 2, 4, 5, 6]
+ * ```
+ */
+export function segmentTiles(problem: Problem, tiles: TileConfig): Uint32Array {
+  const { numSeqs, numKVHeads, seqLens } = problem;
+  const perSeq = numKVHeads * tiles.rowBlocks;
+  const starts = new Uint32Array(numSeqs * perSeq + 1);
+  let total = 0;
+  let s = 0;
+  for (let seq = 0; seq < numSeqs; seq++) {
+    const n = Math.ceil(seqLens[seq] / tiles.tileTokens);
+    for (let j = 0; j < perSeq; j++) {
+      starts[s++] = total;
+      total += n;
+    }
+  }
+  if (total > 0xffffffff) throw new RangeError(`total tiles must fit in 32 bits: got ${total}`);
+  starts[s] = total;
+  return starts;
+}
+
+/**
+ * FlashAttention-2's split heuristic: the smallest split count whose wave efficiency over the grid
+ * is within 85% of the best, skipping counts that give the same chunk size as one fewer.
+ *
+ * @example
+ * ```ts
+ * import { chooseSplits } from "@lean/attention/plan";
+ * console.log(chooseSplits(8, 64, 132)); // 16 (chunks per segment)
+ * ```
+ */
+export function chooseSplits(segments: number, maxTiles: number, grid: number): number {
+  if (segments >= 0.8 * grid) return 1;
+  const maxSplits = Math.min(128, grid, maxTiles);
+  const efficiency = (n: number) => {
+    const waves = (segments * n) / grid;
+    return waves / Math.ceil(waves);
+  };
+  let best = 0;
+  for (let n = 1; n <= maxSplits; n++) best = Math.max(best, efficiency(n));
+  for (let n = 1; n <= maxSplits; n++) {
+    const eligible = n === 1 || Math.ceil(maxTiles / n) !== Math.ceil(maxTiles / (n - 1));
+    if (eligible && efficiency(n) >= 0.85 * best) return n;
+  }
+  return 1;
+}
+
+/**
+ * Cuts the tile order into runs for a strategy. `grid` is the number of workgroups the device
+ * runs at once (from its profile); `lean` uses exactly `min(grid, tiles)` workgroups.
+ *
+ * @example
+ * ```ts
+ * import { partition, segmentTiles, tileConfig, validateShape } from "@lean/attention/plan";
+ * const problem = validateShape({ seqLens: [1000, 200], numHeads: 4, numKVHeads: 2, headDim: 64 });
+ * const tiles = tileConfig(problem);
+ * const p = partition(segmentTiles(problem, tiles), "lean", 8);
+ * console.log(p.runStarts.length - 1); // 8 workgroups
+ * ```
+ */
+export function partition(
+  segmentTileStarts: Uint32Array,
+  strategy: Strategy,
+  grid: number,
+): Partition {
+  const numSegments = segmentTileStarts.length - 1;
+  const total = segmentTileStarts[numSegments];
+  if (strategy === "single") {
+    return { strategy, segmentTileStarts, runStarts: segmentTileStarts, splits: 1, streamK: false };
+  }
+  if (strategy === "lean") {
+    const g = Math.max(1, Math.min(grid, total));
+    const runStarts = new Uint32Array(g + 1);
+    const base = Math.floor(total / g);
+    const extra = total % g;
+    for (let i = 0; i <= g; i++) runStarts[i] = i * base + Math.min(i, extra);
+    const aligned = partition(segmentTileStarts, "split", grid);
+    if (
+      partitionCost(segmentTileStarts, aligned.runStarts, grid) <=
+        partitionCost(segmentTileStarts, runStarts, grid)
+    ) {
+      return { ...aligned, strategy, streamK: false };
+    }
+    return { strategy, segmentTileStarts, runStarts, splits: 1, streamK: true };
+  }
+  let maxTiles = 0;
+  for (let s = 0; s < numSegments; s++) {
+    const n = segmentTileStarts[s + 1] - segmentTileStarts[s];
+    if (n > maxTiles) maxTiles = n;
+  }
+  const splits = chooseSplits(numSegments, maxTiles, grid);
+  if (splits === 1) {
+    return { strategy, segmentTileStarts, runStarts: segmentTileStarts, splits, streamK: false };
+  }
+  const runStarts = new Uint32Array(numSegments * splits + 1);
+  let r = 0;
+  for (let s = 0; s < numSegments; s++) {
+    const start = segmentTileStarts[s];
+    const n = segmentTileStarts[s + 1] - start;
+    const chunks = Math.min(splits, n);
+    for (let c = 0; c < chunks; c++) runStarts[r++] = start + Math.floor((c * n) / chunks);
+  }
+  runStarts[r] = total;
+  return {
+    strategy,
+    segmentTileStarts,
+    runStarts: runStarts.subarray(0, r + 1),
+    splits,
+    streamK: false,
+  };
+}

@@ -1,0 +1,97 @@
+/**
+ * The kernel specialisation a plan is cut for: tile size, rows per block, workgroup size.
+ * The planner, the CPU backend and the WGSL kernels all read the same config, so the CPU
+ * executes exactly the tiles and partial states the GPU would.
+ *
+ * @module
+ */
+
+import type { KVDtype } from "../core/problem.ts";
+
+/**
+ * Tile and workgroup geometry shared by the planner and the kernels.
+ *
+ * @example
+ * ```ts
+ * import { type TileConfig } from "@lean/attention";
+ * import { tileConfig } from "@lean/attention/plan";
+ * const c: TileConfig = tileConfig({ headDim: 64, rowsPerGroup: 8, kvDtype: "f32" });
+ * console.log(c.tileTokens, c.rowsPerBlock, c.rowBlocks, c.workgroupSize); // 64 8 1 128
+ * ```
+ */
+export interface TileConfig {
+  /** KV tokens in one LeanTile. */
+  readonly tileTokens: number;
+  /** Query rows a work unit keeps state for (a block of the KV group's rows). */
+  readonly rowsPerBlock: number;
+  /** Blocks the KV group's rows are cut into (1 unless the group is large). */
+  readonly rowBlocks: number;
+  /** Threads per workgroup of the decode kernel. */
+  readonly workgroupSize: number;
+}
+
+/**
+ * Overrides for {@linkcode tileConfig}, for tuning.
+ *
+ * @example
+ * ```ts
+ * import { type TileOptions } from "@lean/attention";
+ * import { tileConfig } from "@lean/attention/plan";
+ * const o: TileOptions = { tileTokens: 128, workgroupSize: 256 };
+ * const c = tileConfig({ headDim: 64, rowsPerGroup: 1, kvDtype: "f16" }, o);
+ * console.log(c.tileTokens, c.workgroupSize); // 128 256
+ * ```
+ */
+export interface TileOptions {
+  /** KV tokens per LeanTile (a power of two from 16 to 256). */
+  tileTokens?: number;
+  /**
+   * Threads per decode workgroup (a power of two from 16 to 256). Threads share tokens in groups
+   * of `lanes` (see the kernel spec), so a workgroup covers `workgroupSize / lanes` tokens at a
+   * time. Default 128.
+   */
+  workgroupSize?: number;
+}
+
+/**
+ * Floats of query state a block may hold: each lane keeps `rows x headDim / lanes` query and
+ * output values in registers (64 each at 16 lanes), and the block's output in workgroup memory.
+ */
+const MAX_BLOCK_FLOATS = 1024;
+const MAX_ROWS_PER_BLOCK = 8;
+
+function powerOfTwo(name: string, value: number, lo: number, hi: number): number {
+  if (typeof value !== "number") {
+    throw new TypeError(`${name} must be a number: got ${typeof value}`);
+  }
+  if (!Number.isInteger(value) || value < lo || value > hi || (value & (value - 1)) !== 0) {
+    throw new RangeError(`${name} must be a power of two from ${lo} to ${hi}: got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * Picks the tile geometry for a problem. Rows of a large KV group (e.g. MQA with qLen 16) are
+ * cut into balanced blocks so a block's query state stays small; each block is its own segment.
+ *
+ * @example
+ * ```ts
+ * import { tileConfig } from "@lean/attention/plan";
+ * const c = tileConfig({ headDim: 128, rowsPerGroup: 4, kvDtype: "f16" });
+ * console.log(c.tileTokens, c.rowsPerBlock, c.rowBlocks); // 64 4 1
+ * ```
+ */
+export function tileConfig(
+  problem: { headDim: number; rowsPerGroup: number; kvDtype: KVDtype },
+  options: TileOptions = {},
+): TileConfig {
+  const tileTokens = powerOfTwo("tileTokens", options.tileTokens ?? 64, 16, 256);
+  const workgroupSize = powerOfTwo("workgroupSize", options.workgroupSize ?? 128, 16, 256);
+  const maxRows = Math.max(
+    1,
+    Math.min(MAX_ROWS_PER_BLOCK, Math.floor(MAX_BLOCK_FLOATS / problem.headDim)),
+  );
+  const rowBlocks = Math.ceil(problem.rowsPerGroup / maxRows);
+  const rowsPerBlock = Math.ceil(problem.rowsPerGroup / rowBlocks);
+  return { tileTokens, rowsPerBlock, rowBlocks, workgroupSize };
+}

@@ -1,0 +1,472 @@
+/**
+ * The runner-facing API: attention recorded into the runner's own command encoder on the
+ * runner's `GPUDevice`, reading K/V from a paged {@linkcode KVCache}, with no readback.
+ *
+ * `plan(cache, step)` runs once per decode step on the host (the schedule and the page tables of
+ * the batch) and serves every layer. `encode(encoder, { plan, layer, q, out })` records the
+ * decode and merge dispatches of one layer: the first `encode` of a plan uploads its tables with
+ * `queue.writeBuffer` into a region of their own (see `upload_ring.ts`), so any number of plans
+ * may be encoded before a submit; later layers only record. Pipelines, bind groups and internal
+ * buffers are cached: once the ring of table regions covers the steps in flight, steady state
+ * creates nothing.
+ *
+ * @module
+ */
+
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { type KernelSpec, PARAMS_WORDS, specKey } from "../kernels/kernel_spec.ts";
+import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
+import { BindGroupCache } from "../gpu/bind_group_cache.ts";
+import { DeviceGuard } from "../gpu/device_guard.ts";
+import { BufferUsage, type kernelCaps } from "../gpu/gpu_runtime.ts";
+import type { KVCache } from "./kv_cache.ts";
+import {
+  type CachePlanOptions,
+  createPagedPlan,
+  type PagedPlan,
+  type PageTables,
+  planForCache,
+} from "./paged_plan.ts";
+import type { PipelineCache } from "../gpu/pipeline_cache.ts";
+import type { DecodeShape, Strategy } from "../core/problem.ts";
+import { slotFloats } from "../core/reducer.ts";
+import { REDUCE_STRIDE } from "../plan/schedule.ts";
+import { BINDING, namedEntries } from "../kernels/abi.ts";
+import type { TileOptions } from "../plan/tiles.ts";
+import { UploadRing } from "./upload_ring.ts";
+import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
+import { isBuffer } from "./checks.ts";
+import {
+  type BufferInfo,
+  type Kernels,
+  type Scratch,
+  tableLayout,
+  type Uploaded,
+  writeTables,
+} from "./encoder_tables.ts";
+import type {
+  AttentionEncoderOptions,
+  AttentionEncoderStats,
+  EncodeAttentionOptions,
+} from "./encoder_types.ts";
+
+export type {
+  AttentionEncoderOptions,
+  AttentionEncoderStats,
+  EncodeAttentionOptions,
+} from "./encoder_types.ts";
+
+const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
+/** Params (uniform), schedule and page list (read-only storage) of plans, in ring regions. */
+const TABLES = BufferUsage.UNIFORM | BufferUsage.STORAGE;
+
+/**
+ * Attention for LLM runners on a caller's device; create it with
+ * {@linkcode createAttentionEncoder}.
+ *
+ * @example
+ * ```ts ignore
+ * import { createAttentionEncoder, createKVCache } from "@lean/attention/runner";
+ * const adapter = await navigator.gpu.requestAdapter();
+ * const device = await adapter!.requestDevice();
+ * const cache = createKVCache({ device, numLayers: 2, numKVHeads: 2, headDim: 64, numPages: 64 });
+ * const attention = await createAttentionEncoder(device);
+ * const seq = cache.addSequence();
+ * const slots = cache.extend([seq], 1); // this step's token, every layer
+ * const plan = attention.plan(cache, { seqs: [seq], numHeads: 8 });
+ * const buf = (n: number) => device.createBuffer({ size: 4 * n, usage: GPUBufferUsage.STORAGE });
+ * const k = buf(128), v = buf(128), q = buf(512), out = buf(512);
+ * const enc = device.createCommandEncoder();
+ * for (let layer = 0; layer < 2; layer++) {
+ *   cache.encodeAppend(enc, { slots, layer, k, v }); // the runner's new K/V rows
+ *   attention.encode(enc, { plan, layer, q, out });
+ * }
+ * device.queue.submit([enc.finish()]);
+ * ```
+ */
+export class AttentionEncoder {
+  /** The runner's device. */
+  readonly device: GPUDevice;
+  /** The lean grid plans are cut for. */
+  readonly grid: number;
+  #tiles: TileOptions;
+  #strategy: Strategy | undefined;
+  #batchInvariant: boolean;
+  #caps: ReturnType<typeof kernelCaps>;
+  #tuning: KernelTuning;
+  #pipelines: PipelineCache;
+  #ring: UploadRing;
+  #guard: DeviceGuard;
+  /** Each plan's upload; a plan whose region was reclaimed is uploaded again. */
+  #uploads = new WeakMap<PagedPlan, Uploaded>();
+  /** The last plan of `plan()`: the next step's plan derives from it while tile counts hold. */
+  #lastPlan: PagedPlan | undefined;
+  #groups = new BindGroupCache();
+  /** The bind group key of one encode, reused (and emptied after use: it must not hold buffers). */
+  #keys: object[] = [];
+  #info = new WeakMap<GPUBuffer, BufferInfo>();
+  #kernels: Kernels | undefined;
+  #scratch: Scratch | undefined;
+  #staging = new Uint32Array(0);
+  /** Words of the schedule and page-list regions so far (they only grow). */
+  #schedCap = 0;
+  #pagesCap = 0;
+  #disposed = false;
+
+  /** Prefer {@linkcode createAttentionEncoder}. */
+  constructor(
+    device: GPUDevice,
+    grid: number,
+    options: AttentionEncoderOptions,
+    caps: ReturnType<typeof kernelCaps>,
+    pipelines: PipelineCache,
+  ) {
+    this.device = device;
+    this.grid = grid;
+    this.#tiles = { tileTokens: options.tileTokens, workgroupSize: options.workgroupSize };
+    this.#strategy = options.strategy;
+    this.#batchInvariant = options.batchInvariant ?? false;
+    this.#caps = caps;
+    this.#tuning = options.kernel ?? {};
+    this.#pipelines = pipelines;
+    this.#ring = new UploadRing(device, { label: "plan tables", usage: TABLES });
+    this.#guard = new DeviceGuard(device, "create a new device, cache and encoder");
+  }
+
+  #check(): void {
+    if (this.#disposed) {
+      throw new Error(
+        "AttentionEncoder is disposed: create a new one with createAttentionEncoder()",
+      );
+    }
+    this.#guard.check();
+  }
+
+  /**
+   * Plans one step over sequences of a cache (host only; reused by every layer). Extend the
+   * sequences with the step's tokens first: a plan sees the lengths and pages of the moment.
+   */
+  plan(cache: KVCache, step: CachePlanOptions): PagedPlan {
+    this.#check();
+    if (cache?.device !== this.device) {
+      throw new TypeError("cache must be a KVCache on this encoder's device");
+    }
+    const plan = planForCache(cache, step, {
+      ...this.#tiles,
+      grid: this.grid,
+      strategy: step?.strategy ?? this.#strategy,
+      batchInvariant: this.#batchInvariant,
+      previous: this.#lastPlan,
+    });
+    this.#lastPlan = plan;
+    return plan;
+  }
+
+  /** Plans a batch over explicit page tables (K/V storage passed to `encode` as `k`, `v`). */
+  planPages(
+    shape: DecodeShape,
+    tables: PageTables,
+    options: { scale?: number; strategy?: Strategy } = {},
+  ): PagedPlan {
+    this.#check();
+    return createPagedPlan(shape, tables, {
+      ...this.#tiles,
+      grid: this.grid,
+      strategy: options.strategy ?? this.#strategy,
+      batchInvariant: this.#batchInvariant,
+      scale: options.scale,
+    });
+  }
+
+  /**
+   * A runner buffer's size and usage, checked to be a `GPUBuffer` on first sight. They never
+   * change, and reading them from Dawn's objects crosses into native code: known buffers are
+   * looked up.
+   */
+  #infoOf(name: string, b: unknown): BufferInfo {
+    let info = this.#info.get(b as GPUBuffer);
+    if (info === undefined) {
+      if (!isBuffer(b)) throw new TypeError(`${name} must be a GPUBuffer: got ${typeof b}`);
+      const usage = (b as { usage?: unknown }).usage;
+      info = { size: b.size, usage: typeof usage === "number" ? usage : undefined };
+      this.#info.set(b, info);
+    }
+    return info;
+  }
+
+  /** Checks a buffer the kernels bind as storage: a `GPUBuffer`, STORAGE usage, large enough. */
+  #checkBuffer(name: string, b: unknown, bytes: number): void {
+    const { size, usage } = this.#infoOf(name, b);
+    if (usage !== undefined && (usage & BufferUsage.STORAGE) === 0) {
+      throw new TypeError(
+        `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${usage.toString(16)}`,
+      );
+    }
+    if (size < bytes) {
+      throw new RangeError(`${name} must hold at least ${bytes} bytes for this plan: got ${size}`);
+    }
+  }
+
+  /** The kernels for a plan's shape; looked up again only when the shape fields change. */
+  #kernelsFor(plan: PagedPlan): Kernels {
+    const { problem: p, tiles: t } = plan;
+    const signature =
+      `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}`;
+    let k = this.#kernels;
+    if (k?.signature !== signature) {
+      const spec: KernelSpec = {
+        ...kernelSpec(plan, this.#caps, this.#tuning, true),
+        sharedLayout: true,
+      };
+      k = {
+        signature,
+        spec,
+        key: specKey("decode", spec),
+        layout: this.#pipelines.sharedLayout(spec).group,
+        decode: this.#pipelines.get("decode", spec),
+        merge: undefined,
+      };
+      this.#kernels = k;
+    }
+    return k;
+  }
+
+  /** Scratch at least this large; a smaller one goes once recorded work is done with it. */
+  #scratchFor(partialBytes: number, lseBytes: number): Scratch {
+    const have = this.#scratch;
+    if (have && have.partials.size >= partialBytes && have.lse.size >= lseBytes) return have;
+    const round = (n: number) => Math.max(256, 2 ** Math.ceil(Math.log2(n)));
+    const id = (have?.id ?? -1) + 1;
+    const scratch: Scratch = {
+      id,
+      partials: this.#ring.createBuffer(
+        round(Math.max(partialBytes, have?.partials.size ?? 0)),
+        STORAGE_OUT,
+        "partials",
+      ),
+      lse: this.#ring.createBuffer(
+        round(Math.max(lseBytes, have?.lse.size ?? 0)),
+        STORAGE_OUT,
+        "lse scratch",
+      ),
+    };
+    if (have) {
+      this.#ring.retire(have.partials);
+      this.#ring.retire(have.lse);
+    }
+    this.#scratch = scratch;
+    return scratch;
+  }
+
+  /** Uploads a plan's params, schedule and page list into a region of its own, in one write. */
+  #upload(plan: PagedPlan): Uploaded {
+    const { problem: p, schedule: s, paging } = plan;
+    const kernels = this.#kernelsFor(plan);
+    const merges = s.reduce.length / REDUCE_STRIDE;
+    if (merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
+    // The region layout of the tables (capacities only grow, see tableLayout).
+    const t = tableLayout(plan, this.grid, this.#schedCap, this.#pagesCap, this.#ring.align);
+    this.#schedCap = t.schedCap;
+    this.#pagesCap = t.pagesCap;
+    const { layout, maxPieces } = t;
+    const slot = 4 * slotFloats(plan.tiles.rowsPerBlock, p.headDim);
+    const scratch = this.#scratchFor(
+      slot * Math.max(s.partialSlots, maxPieces),
+      4 * p.numSeqs * p.qLen * p.numHeads,
+    );
+    const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}`;
+    const region = this.#ring.acquire(layout.bytes, layoutKey);
+    // One staging array, one write: each writeBuffer costs ~15 us in Deno whatever its size.
+    const used = layout.pagesOffset / 4 + paging.pages.length;
+    if (this.#staging.length < used) this.#staging = new Uint32Array(layout.bytes / 4);
+    writeTables(this.#staging, plan, t);
+    this.device.queue.writeBuffer(region.buffer, region.offset, this.#staging.buffer, 0, 4 * used);
+    const maxDim = this.device.limits.maxComputeWorkgroupsPerDimension;
+    return {
+      region,
+      generation: region.generation,
+      decode: kernels.decode,
+      merge: merges > 0 ? kernels.merge : undefined,
+      decodeSize: dispatchSize(s.workgroups, maxDim),
+      mergeSize: dispatchSize(
+        Math.max(1, mergeWorkgroups(merges, plan.tiles.rowsPerBlock)),
+        maxDim,
+      ),
+      tag: `${kernels.key}:${layoutKey}:${scratch.id}`,
+      layout,
+    };
+  }
+
+  /**
+   * The bind group of both kernels for a layer's buffers, cached weakly by buffer identity (a
+   * group keeps its buffers alive: the runner's must be free to go).
+   */
+  #bindGroup(
+    up: Uploaded,
+    q: GPUBuffer,
+    out: GPUBuffer,
+    lseBuffer: GPUBuffer,
+    kb: GPUBuffer,
+    vb: GPUBuffer,
+  ): GPUBindGroup {
+    // The region is a key too: a group per region and buffers, dropped with either.
+    const keys = this.#keys;
+    keys[0] = up.region;
+    keys[1] = q;
+    keys[2] = out;
+    keys[3] = lseBuffer;
+    keys[4] = kb;
+    keys[5] = vb;
+    let group = this.#groups.get(keys, up.tag);
+    if (!group) {
+      const tables = up.region.buffer;
+      const base = up.region.offset;
+      const r = up.layout;
+      group = this.device.createBindGroup({
+        layout: this.#kernels!.layout,
+        entries: namedEntries(BINDING, {
+          params: { buffer: tables, offset: base, size: 4 * PARAMS_WORDS },
+          sched: { buffer: tables, offset: base + r.schedOffset, size: r.schedBytes },
+          q: { buffer: q },
+          k: { buffer: kb },
+          v: { buffer: vb },
+          out: { buffer: out },
+          partials: { buffer: this.#scratch!.partials },
+          lse: { buffer: lseBuffer },
+          pages: { buffer: tables, offset: base + r.pagesOffset, size: r.pagesBytes },
+        }),
+      });
+      this.#groups.set(keys, up.tag, group);
+    }
+    keys.length = 0;
+    return group;
+  }
+
+  /**
+   * Records one layer's attention for a plan: the decode dispatch and, when the plan has partial
+   * states, the merge dispatch, into `target` (a command encoder: in a compute pass of their own;
+   * or an open compute pass, whose pipeline and bind group 0 it then leaves set to its own).
+   * Reads the plan cache's `layer` (or the `k`/`v` given), writes `out` and, when given, `lse`.
+   * Nothing is read back. Every buffer is checked before anything is recorded (a bad one would
+   * otherwise invalidate the runner's whole command buffer).
+   */
+  encode(target: GPUCommandEncoder | GPUComputePassEncoder, options: EncodeAttentionOptions): void {
+    this.#check();
+    const { plan, q, out, lse } = options ?? ({} as EncodeAttentionOptions);
+    if (!plan?.paging) throw new TypeError("plan must be a paged plan from plan() or planPages()");
+    if (plan.grid !== this.grid) {
+      throw new RangeError(
+        `plan must be cut for this encoder's grid (${this.grid}): got grid ${plan.grid}`,
+      );
+    }
+    let k = options.k;
+    let v = options.v;
+    const cache = plan.cache;
+    if (cache && cache.device !== this.device) {
+      throw new TypeError("plan must be made from a KVCache on this encoder's device");
+    }
+    if (options.layer !== undefined) {
+      if (!cache) throw new TypeError("layer needs a plan made from a cache: pass k and v instead");
+      if (cache.version !== plan.cacheVersion) {
+        throw new RangeError(
+          `plan is stale: the cache changed (version ${cache.version}, planned at ${plan.cacheVersion}); plan again after extend, fork or free`,
+        );
+      }
+      ({ k, v } = cache.layerBuffers(options.layer));
+    } else if (!isBuffer(k) || !isBuffer(v)) {
+      throw new TypeError("encode needs a layer (plans of a cache) or k and v GPUBuffers");
+    }
+    const p = plan.problem;
+    const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
+    const kvBytes = plan.paging.numPages * plan.paging.pageSize * p.numKVHeads * p.headDim *
+      KV_DTYPE_INFO[p.kvDtype].bytes;
+    this.#checkBuffer("q", q, qBytes);
+    this.#checkBuffer("out", out, qBytes);
+    this.#checkBuffer("k", k, kvBytes);
+    this.#checkBuffer("v", v, kvBytes);
+    if (lse !== undefined) this.#checkBuffer("lse", lse, qBytes / p.headDim);
+    // A buffer written by a dispatch may not be bound again in it.
+    if (out === q) throw new RangeError("out must not be the same buffer as q");
+    if (lse !== undefined && (lse === q || lse === out)) {
+      throw new RangeError(`lse must not be the same buffer as ${lse === q ? "q" : "out"}`);
+    }
+    for (const [name, b] of [["out", out], ["lse", lse]] as const) {
+      if (b !== undefined && (b === k || b === v)) {
+        throw new RangeError(`${name} must not be the K/V storage the plan reads`);
+      }
+    }
+    const pass = typeof (target as GPUComputePassEncoder)?.dispatchWorkgroups === "function"
+      ? target as GPUComputePassEncoder
+      : undefined;
+    if (!pass && typeof (target as GPUCommandEncoder)?.beginComputePass !== "function") {
+      throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
+    }
+    let up = this.#uploads.get(plan);
+    if (!up || !this.#ring.holds(up.region, up.generation)) {
+      up = this.#upload(plan);
+      this.#uploads.set(plan, up);
+    }
+    const group = this.#bindGroup(up, q, out, lse ?? this.#scratch!.lse, k as GPUBuffer, v!);
+    const cp = pass ?? (target as GPUCommandEncoder).beginComputePass({});
+    // Once per command buffer: lets the ring know when the GPU is done with the tables.
+    this.#ring.mark(up.region, cp, target);
+    // Both kernels use the shared layout: the group stays bound across the pipeline change.
+    cp.setPipeline(up.decode);
+    cp.setBindGroup(0, group);
+    cp.dispatchWorkgroups(up.decodeSize[0], up.decodeSize[1]);
+    if (up.merge) {
+      cp.setPipeline(up.merge);
+      cp.dispatchWorkgroups(up.mergeSize[0], up.mergeSize[1]);
+    }
+    if (!pass) cp.end();
+  }
+
+  /**
+   * Gives back a plan's upload region at once, for a plan whose command buffers will never be
+   * submitted (a step abandoned after an error, a benchmark that only records): otherwise the
+   * region stays busy until `dispose()`, as the library cannot tell a dropped command buffer from
+   * one not submitted yet. Never call it while a submitted command buffer holding the plan may
+   * still run. A later `encode` of the plan uploads it again.
+   */
+  discardUpload(plan: PagedPlan): void {
+    if (this.#disposed) return;
+    const up = this.#uploads.get(plan);
+    if (up) this.#ring.release(up.region, up.generation);
+    this.#uploads.delete(plan);
+  }
+
+  /** Allocation counters: steady-state steps leave them unchanged. */
+  stats(): AttentionEncoderStats {
+    const regions = this.#ring.regions;
+    return {
+      buffersCreated: this.#ring.buffersCreated,
+      buffersLive: this.#ring.buffersLive,
+      pipelinesCreated: this.#pipelines.created + this.#ring.pipelinesCreated,
+      bindGroupsCreated: this.#groups.created,
+      bindGroupsLive: this.#groups.live,
+      tableRegions: regions.total,
+      tableRegionsBusy: regions.busy,
+    };
+  }
+
+  /**
+   * Destroys the encoder's own buffers (the device, cache and runner buffers stay). Work recorded
+   * with the encoder must have been submitted and run first.
+   */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#ring.destroy();
+    this.#pipelines.clear();
+    this.#groups.clear();
+    this.#scratch = undefined;
+    this.#lastPlan = undefined;
+    this.#kernels = undefined;
+  }
+
+  /** {@linkcode AttentionEncoder.dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * The GPU path of `KVCache.encodeAppend`: the append kernel's pipeline (explicit layout, see
+ * `src/kernels/abi.ts`), the upload ring holding each `extend`'s params and rows, and the bind
+ * groups, cached weakly by the runner's buffers.
+ *
+ * @module
+ */
+
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import {
+  APPEND_BINDING,
+  APPEND_PARAMS_RECORD,
+  appendLayoutEntries,
+  createLayout,
+  namedEntries,
+  packRecord,
+} from "../kernels/abi.ts";
+import {
+  APPEND_PARAMS_WORDS,
+  APPEND_WORKGROUP,
+  appendKernelWGSL,
+} from "../kernels/append_kernel.ts";
+import type { KVDtype } from "../core/problem.ts";
+import { BindGroupCache } from "../gpu/bind_group_cache.ts";
+import { BufferUsage } from "../gpu/gpu_runtime.ts";
+import { dispatchSize } from "../gpu/kernel_choice.ts";
+import type { AppendSlots } from "./kv_cache_types.ts";
+import { type RingRegion, UploadRing } from "./upload_ring.ts";
+
+/** One layer's append: the slots' rows, the runner's `f32` rows and the cache's buffers. */
+export interface AppendJob {
+  readonly slots: AppendSlots;
+  /** The rows the slots reserved (checked by the cache). */
+  readonly rowIds: Uint32Array;
+  readonly layer: number;
+  readonly k: GPUBuffer;
+  readonly v: GPUBuffer;
+  readonly dstK: GPUBuffer;
+  readonly dstV: GPUBuffer;
+}
+
+/** Allocation counters of the append path. */
+export interface AppendStats {
+  readonly buffersCreated: number;
+  readonly buffersLive: number;
+  readonly pipelinesCreated: number;
+  readonly bindGroupsCreated: number;
+  readonly bindGroupsLive: number;
+  readonly appendRegions: number;
+}
+
+/** The append kernel of one cache. */
+export class AppendPath {
+  readonly #device: GPUDevice;
+  readonly #kvDtype: KVDtype;
+  readonly #rowElements: number;
+  readonly #rowWords: number;
+  #pipeline: GPUComputePipeline | undefined;
+  #module: GPUShaderModule | undefined;
+  #layout: GPUBindGroupLayout | undefined;
+  /** Regions for the append kernel's params and rows, one per `extend` (see upload_ring.ts). */
+  #ring: UploadRing | undefined;
+  #uploads = new WeakMap<AppendSlots, { region: RingRegion; generation: number }>();
+  /** Row capacity of an append region (grows in powers of two). */
+  #rowsCap = 0;
+  #bindGroups = new BindGroupCache();
+
+  constructor(device: GPUDevice, kvDtype: KVDtype, rowElements: number) {
+    this.#device = device;
+    this.#kvDtype = kvDtype;
+    this.#rowElements = rowElements;
+    // Destination words per row: packed dtypes hold two elements per word.
+    this.#rowWords = (rowElements * KV_DTYPE_INFO[kvDtype].bytes) / 4;
+  }
+
+  /**
+   * Records one layer's append into a command encoder (its own compute pass) or an open
+   * compute pass (`pass`, when given). Every argument is checked by the cache before.
+   */
+  record(
+    target: GPUCommandEncoder | GPUComputePassEncoder,
+    pass: GPUComputePassEncoder | undefined,
+    job: AppendJob,
+  ): void {
+    const device = this.#device;
+    const { slots, rowIds, layer, k, v, dstK, dstV } = job;
+    const tokens = rowIds.length;
+    // The slots' params and rows go to a region of their own on first use (once for every
+    // layer), so the appends of several extend() calls may share a command buffer.
+    const ring = this.#ring ??= new UploadRing(device, {
+      label: "kv append rows",
+      usage: BufferUsage.UNIFORM | BufferUsage.STORAGE,
+    });
+    const rowsOffset = ring.align;
+    let up = this.#uploads.get(slots);
+    if (!up || !ring.holds(up.region, up.generation)) {
+      this.#rowsCap = Math.max(this.#rowsCap, 64, 2 ** Math.ceil(Math.log2(tokens)));
+      const region = ring.acquire(rowsOffset + 4 * this.#rowsCap, String(this.#rowsCap));
+      const words = new Uint32Array(rowsOffset / 4 + tokens); // params, then rows
+      words.set(packRecord(APPEND_PARAMS_RECORD, {
+        tokens,
+        rowWords: this.#rowWords,
+        srcRow: this.#rowElements,
+      }));
+      words.set(rowIds, rowsOffset / 4);
+      device.queue.writeBuffer(region.buffer, region.offset, words);
+      up = { region, generation: region.generation };
+      this.#uploads.set(slots, up);
+    }
+    if (!this.#pipeline) {
+      this.#module = device.createShaderModule({
+        code: appendKernelWGSL(this.#kvDtype),
+        label: `lean-attention append ${this.#kvDtype}`,
+      });
+      this.#layout = createLayout(
+        device,
+        `lean-attention append ${this.#kvDtype}`,
+        appendLayoutEntries(),
+      );
+      this.#pipeline = device.createComputePipeline({
+        layout: device.createPipelineLayout({ bindGroupLayouts: [this.#layout] }),
+        compute: { module: this.#module, entryPoint: "main" },
+        label: `lean-attention append ${this.#kvDtype}`,
+      });
+    }
+    // Weakly by region and the runner's buffers: a group keeps its buffers alive.
+    const region = up.region;
+    const keys = [region, k, v];
+    const tag = `${layer}:${this.#rowsCap}`;
+    let group = this.#bindGroups.get(keys, tag);
+    if (!group) {
+      const tables = region.buffer;
+      group = device.createBindGroup({
+        layout: this.#layout!,
+        entries: namedEntries(APPEND_BINDING, {
+          params: { buffer: tables, offset: region.offset, size: 4 * APPEND_PARAMS_WORDS },
+          rows: { buffer: tables, offset: region.offset + rowsOffset, size: 4 * this.#rowsCap },
+          srcK: { buffer: k },
+          srcV: { buffer: v },
+          dstK: { buffer: dstK },
+          dstV: { buffer: dstV },
+        }),
+      });
+      this.#bindGroups.set(keys, tag, group);
+    }
+    const words = tokens * this.#rowWords;
+    const [x, y] = dispatchSize(
+      Math.ceil(words / APPEND_WORKGROUP),
+      device.limits.maxComputeWorkgroupsPerDimension,
+    );
+    const p = pass ?? (target as GPUCommandEncoder).beginComputePass({});
+    // Once per command buffer: lets the ring know when the GPU is done with the rows.
+    ring.mark(region, p, target);
+    p.setPipeline(this.#pipeline);
+    p.setBindGroup(0, group);
+    p.dispatchWorkgroups(x, y);
+    if (!pass) p.end();
+  }
+
+  /** Gives back the upload region of slots whose command buffers will never be submitted. */
+  discard(slots: AppendSlots): void {
+    const up = this.#uploads.get(slots);
+    if (up) this.#ring?.release(up.region, up.generation);
+    this.#uploads.delete(slots);
+  }
+
+  /** Allocation counters. */
+  stats(): AppendStats {
+    const ring = this.#ring;
+    return {
+      buffersCreated: ring?.buffersCreated ?? 0,
+      buffersLive: ring?.buffersLive ?? 0,
+      pipelinesCreated: (this.#pipeline ? 1 : 0) + (ring?.pipelinesCreated ?? 0),
+      bindGroupsCreated: this.#bindGroups.created,
+      bindGroupsLive: this.#bindGroups.live,
+      appendRegions: ring?.regions.total ?? 0,
+    };
+  }
+
+  /** Destroys the upload ring and forgets the bind groups. */
+  destroy(): void {
+    this.#ring?.destroy();
+    this.#bindGroups.clear();
+  }
+}

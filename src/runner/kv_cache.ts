@@ -1,0 +1,524 @@
+/**
+ * A resident, paged KV cache for LLM runners. A page holds `pageSize` consecutive token rows of
+ * every KV head of one layer (row layout `[kvHead][dim]`, the dense layout, f16/bf16 packed two
+ * per `u32`); each layer has one K and one V buffer of `numPages` pages. Page numbers come from
+ * one {@linkcode PagePool} and mean the same rows in every layer, so one page table per sequence
+ * serves all layers, and one plan per step serves all layers.
+ *
+ * Sequences grow with {@linkcode KVCache.extend} (rows for new tokens in every layer), then the
+ * rows are filled from host arrays ({@linkcode KVCache.write}, {@linkcode KVCache.append}) or
+ * from the runner's GPU buffers with a small copy kernel ({@linkcode KVCache.encodeAppend}).
+ * {@linkcode KVCache.fork} shares a sequence's pages (copy-on-write: extending a sequence whose
+ * partially filled last page is shared copies that page first). Running out of pages throws a
+ * `RangeError` before anything changes.
+ *
+ * With a `device` the pages live in GPU buffers; without, in host memory (the CPU backend reads
+ * them with `executePagedPlanOnCpu`).
+ *
+ * @module
+ */
+
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import type {
+  AppendData,
+  AppendSlots,
+  EncodeAppendOptions,
+  ExtendOptions,
+  KVCacheMemory,
+  KVCacheOptions,
+  KVCacheStats,
+  LayerRows,
+} from "./kv_cache_types.ts";
+import { isBuffer, isCommandEncoder, isComputePass, positiveInt } from "./checks.ts";
+import { AppendPath } from "./kv_append.ts";
+import { KVStorage } from "./kv_storage.ts";
+import { PageTables, type Sequence, type SlotRecord } from "./page_tables.ts";
+
+export type {
+  AppendData,
+  AppendSlots,
+  EncodeAppendOptions,
+  ExtendOptions,
+  KVCacheMemory,
+  KVCacheOptions,
+  KVCacheStats,
+  LayerRows,
+} from "./kv_cache_types.ts";
+import { DeviceGuard } from "../gpu/device_guard.ts";
+import { BufferUsage } from "../gpu/gpu_runtime.ts";
+import { encodeKV } from "../core/dtypes.ts";
+import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
+
+/**
+ * A paged KV cache; create it with {@linkcode createKVCache}.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache } from "@lean/attention/runner";
+ * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
+ * const a = cache.addSequence();
+ * const row = (x: number) => new Float32Array(8).fill(x);
+ * cache.append(a, { k: [row(1), row(2)], v: [row(3), row(4)] }); // one token, two layers
+ * const b = cache.fork(a);
+ * console.log(cache.length(b), cache.memory().pagesShared); // 1 1
+ * cache.free(a);
+ * cache.free(b);
+ * console.log(cache.memory().pagesUsed); // 0
+ * ```
+ */
+export class KVCache {
+  /** Layers, each with its own K and V pages. */
+  readonly numLayers: number;
+  /** KV heads per token row. */
+  readonly numKVHeads: number;
+  /** Elements per head. */
+  readonly headDim: number;
+  /** Element type of K and V. */
+  readonly kvDtype: KVDtype;
+  /** Tokens per page (a power of two). */
+  readonly pageSize: number;
+  /** Pages in the pool (shared by all layers: page n is row block n of every layer). */
+  readonly numPages: number;
+  /** The device holding the pages, or `undefined` for a host cache. */
+  readonly device: GPUDevice | undefined;
+  /** `log2(pageSize)`. */
+  readonly pageShift: number;
+  /** KV elements of one token row (all KV heads). */
+  readonly rowElements: number;
+  /** Bytes of one token row in one of K or V. */
+  readonly rowBytes: number;
+  /** Sequences, their page tables and the page pool. */
+  #tables: PageTables;
+  /** The K and V rows of every layer, in host arrays or GPU buffers. */
+  #store: KVStorage;
+  /** The append kernel's pipeline, upload ring and bind groups, made on first use. */
+  #append: AppendPath | undefined;
+  #slots = new WeakMap<AppendSlots, SlotRecord>();
+  #guard: DeviceGuard | undefined;
+  #disposed = false;
+
+  /** Prefer {@linkcode createKVCache}, which validates the options first. */
+  constructor(options: KVCacheOptions) {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(
+        `options must be an object: got ${options === null ? "null" : typeof options}`,
+      );
+    }
+    this.numLayers = positiveInt("numLayers", options.numLayers, 4096);
+    this.numKVHeads = positiveInt("numKVHeads", options.numKVHeads, 4096);
+    this.headDim = positiveInt("headDim", options.headDim, MAX_HEAD_DIM);
+    if (this.headDim % 8 !== 0) {
+      throw new RangeError(
+        `headDim must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${this.headDim}`,
+      );
+    }
+    const dtype = options.kvDtype ?? "f32";
+    if (typeof dtype !== "string") {
+      throw new TypeError(`kvDtype must be a string: got ${typeof dtype}`);
+    }
+    if (!KV_DTYPES.includes(dtype)) {
+      throw new RangeError(
+        `kvDtype must be one of "f32", "f16", "bf16": got ${JSON.stringify(dtype)}`,
+      );
+    }
+    this.kvDtype = dtype;
+    const pageSize = positiveInt("pageSize", options.pageSize ?? 16, 65536);
+    if ((pageSize & (pageSize - 1)) !== 0) {
+      throw new RangeError(`pageSize must be a power of two from 1 to 65536: got ${pageSize}`);
+    }
+    this.pageSize = pageSize;
+    this.pageShift = Math.log2(pageSize);
+    this.numPages = positiveInt("numPages", options.numPages);
+    this.rowElements = this.numKVHeads * this.headDim;
+    this.rowBytes = this.rowElements * KV_DTYPE_INFO[dtype].bytes;
+    this.#tables = new PageTables(this.numPages, pageSize);
+    const device = options.device;
+    if (device !== undefined && typeof device?.createBuffer !== "function") {
+      throw new TypeError(`device must be a GPUDevice: got ${typeof device}`);
+    }
+    this.device = device;
+    this.#store = new KVStorage(this, device);
+    if (device) this.#guard = new DeviceGuard(device, "create a new device and a new cache on it");
+  }
+
+  /** Throws when disposed, and for calls that touch the GPU (`gpu`) when the device is lost. */
+  #check(gpu = false): void {
+    if (this.#disposed) {
+      throw new Error("KVCache is disposed: create a new one with createKVCache()");
+    }
+    if (gpu) this.#guard?.check();
+  }
+
+  #seq(id: unknown, name = "seq"): Sequence {
+    return this.#tables.get(id, name);
+  }
+
+  #layer(layer: unknown): number {
+    if (typeof layer !== "number") {
+      throw new TypeError(`layer must be a number: got ${typeof layer}`);
+    }
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.numLayers) {
+      throw new RangeError(
+        `layer must be an integer from 0 to ${this.numLayers - 1}: got ${layer}`,
+      );
+    }
+    return layer;
+  }
+
+  /**
+   * Counts the changes to sequences (extend, fork, free): a plan made at an older version is
+   * stale, and encoding it throws.
+   */
+  get version(): number {
+    return this.#tables.version;
+  }
+
+  /** Adds an empty sequence and returns its id. */
+  addSequence(): number {
+    this.#check();
+    return this.#tables.add();
+  }
+
+  /** Ids of the live sequences, in creation order. */
+  sequences(): number[] {
+    return [...this.#tables.seqs.keys()];
+  }
+
+  /** Tokens in a sequence. */
+  length(seq: number): number {
+    return this.#seq(seq).length;
+  }
+
+  /** A copy of a sequence's page table (page numbers, in token order). */
+  pageTable(seq: number): Uint32Array {
+    const s = this.#seq(seq);
+    return s.pages.slice(0, s.numPages);
+  }
+
+  /** Writes a sequence's page table into `target` at `offset`; returns the entries written. */
+  copyPageTable(seq: number, target: Uint32Array, offset: number): number {
+    const s = this.#seq(seq);
+    target.set(s.pages.subarray(0, s.numPages), offset);
+    return s.numPages;
+  }
+
+  /** Pages of a sequence (without copying its table). */
+  pageCount(seq: number): number {
+    return this.#seq(seq).numPages;
+  }
+
+  /** References held on a page: the sequences sharing it (0: free). */
+  pageRefCount(page: number): number {
+    return this.#tables.pool.refCount(page);
+  }
+
+  /**
+   * Forks a sequence: the new sequence shares every page of `seq` (no copy now). Appending to
+   * either copies their shared partially filled last page first. Returns the new id.
+   */
+  fork(seq: number): number {
+    this.#check();
+    return this.#tables.fork(this.#seq(seq));
+  }
+
+  /** Frees a sequence: its pages return to the pool unless another sequence still shares them. */
+  free(seq: number): void {
+    this.#check();
+    this.#tables.free(seq, this.#seq(seq));
+  }
+
+  /** Pages an {@linkcode KVCache.extend} of these sequences would take (new and copied). */
+  pagesNeeded(seqs: ArrayLike<number>, counts: number | ArrayLike<number>): number {
+    return this.#tables.plan(seqs, counts).need;
+  }
+
+  /**
+   * Reserves rows for `counts` new tokens (one count for all, or one per sequence) at the end of
+   * each sequence, in every layer, and returns them. Sequences grow at once; fill the rows with
+   * {@linkcode KVCache.write} or {@linkcode KVCache.encodeAppend} before attention reads them.
+   * A shared partially filled last page is copied first (copy-on-write). Throws `RangeError`
+   * when the pool has too few free pages, before changing anything.
+   */
+  extend(
+    seqs: ArrayLike<number>,
+    counts: number | ArrayLike<number>,
+    options: ExtendOptions = {},
+  ): AppendSlots {
+    this.#check(true);
+    const { need, list, n, cow, tokens } = this.#tables.plan(seqs, counts);
+    if (need > this.#tables.pool.free) {
+      throw new RangeError(
+        `Out of KV cache pages: extending ${list.length} sequence(s) by ${tokens} token(s) needs ${need} page(s), ${this.#tables.pool.free} free of ${this.numPages}`,
+      );
+    }
+    if (options.encoder !== undefined && !isCommandEncoder(options.encoder)) {
+      throw new TypeError(`encoder must be a GPUCommandEncoder: got ${typeof options.encoder}`);
+    }
+    let copies: GPUCommandEncoder | undefined;
+    const { rows, starts } = this.#tables.grow(list, n, cow, tokens, (old, page, count) => {
+      if (this.device) copies ??= options.encoder ?? this.device.createCommandEncoder();
+      this.#store.copyPage(copies, old, page, count);
+    });
+    if (copies && options.encoder === undefined) this.device!.queue.submit([copies.finish()]);
+    const ids = Uint32Array.from(seqs);
+    const slots: AppendSlots = { seqs: ids.slice(), counts: n.slice(), rows: rows.slice() };
+    this.#slots.set(slots, {
+      owners: list,
+      ids,
+      counts: n,
+      starts,
+      rows,
+      checkedAt: this.#tables.version,
+    });
+    return slots;
+  }
+
+  /**
+   * The rows of slots from this cache's `extend()`, checked to still be their sequences' rows:
+   * a sequence freed since (its pages may be another's now), or rows moved by a copy-on-write
+   * since, make the slots stale. Checked again only after the cache changed.
+   */
+  #slotRows(slots: AppendSlots): Uint32Array {
+    const record = typeof slots === "object" && slots !== null ? this.#slots.get(slots) : undefined;
+    if (!record) {
+      throw new TypeError("slots must be the AppendSlots returned by this cache's extend()");
+    }
+    if (record.checkedAt === this.#tables.version) return record.rows;
+    this.#tables.checkRows(record);
+    record.checkedAt = this.#tables.version;
+    return record.rows;
+  }
+
+  #checkRows(name: string, data: unknown, tokens: number): Float32Array | Uint16Array {
+    const want = tokens * this.rowElements;
+    if (!KV_DTYPE_INFO[this.kvDtype].packed) {
+      if (!(data instanceof Float32Array)) {
+        throw new TypeError(`${name} must be a Float32Array (kvDtype "f32"): got ${typeof data}`);
+      }
+    } else if (!(data instanceof Float32Array) && !(data instanceof Uint16Array)) {
+      throw new TypeError(
+        `${name} must be a Float32Array or a Uint16Array of bit patterns (kvDtype "${this.kvDtype}"): got ${typeof data}`,
+      );
+    }
+    if (data.length !== want) {
+      throw new RangeError(
+        `${name} must have ${want} elements (${tokens} tokens x ${this.numKVHeads} KV heads x ${this.headDim}): got ${data.length}`,
+      );
+    }
+    return data instanceof Float32Array ? encodeKV(data, this.kvDtype) : data;
+  }
+
+  /**
+   * Writes one layer's K and V rows of the tokens reserved by `slots`, from host arrays
+   * (`[token][kvHead][dim]`, tokens in the slots' order). On a GPU cache the writes go through
+   * `queue.writeBuffer`, so they land before the next submitted command buffer. Slots are stale,
+   * and throw `RangeError`, once a sequence they extended was freed (its pages may be another's
+   * now) or a copy-on-write moved their rows; rows still shared with a fork are written for both.
+   */
+  write(slots: AppendSlots, layer: number, rows: LayerRows): void {
+    this.#check(true);
+    this.#layer(layer);
+    const rowIds = this.#slotRows(slots);
+    const n = rowIds.length;
+    const k = this.#checkRows("k", rows?.k, n);
+    const v = this.#checkRows("v", rows?.v, n);
+    this.#store.writeRows(rowIds, layer, k, v);
+  }
+
+  /**
+   * Appends tokens to one sequence from host arrays, one array per layer (`[token][kvHead][dim]`):
+   * {@linkcode KVCache.extend} then {@linkcode KVCache.write} for every layer. The data is
+   * checked before the sequence grows.
+   */
+  append(seq: number, data: AppendData, options: ExtendOptions = {}): AppendSlots {
+    this.#check(true);
+    this.#seq(seq);
+    const { k, v } = data ?? {};
+    if (!Array.isArray(k) || !Array.isArray(v)) {
+      throw new TypeError("k and v must be arrays with one array per layer");
+    }
+    if (k.length !== this.numLayers || v.length !== this.numLayers) {
+      throw new RangeError(
+        `k and v must hold one array per layer (${this.numLayers}): got ${k.length} and ${v.length}`,
+      );
+    }
+    const first = k[0]?.length;
+    const tokens = typeof first === "number" ? first / this.rowElements : NaN;
+    if (!Number.isInteger(tokens)) {
+      throw new RangeError(
+        `k[0] must hold whole token rows of ${this.rowElements} elements: got ${first}`,
+      );
+    }
+    const ks = k.map((a, l) => this.#checkRows(`k[${l}]`, a, tokens));
+    const vs = v.map((a, l) => this.#checkRows(`v[${l}]`, a, tokens));
+    const slots = this.extend([seq], tokens, options);
+    const rowIds = this.#slotRows(slots);
+    for (let l = 0; l < this.numLayers; l++) this.#store.writeRows(rowIds, l, ks[l], vs[l]);
+    return slots;
+  }
+
+  /**
+   * Records the append kernel: copies one layer's new K and V rows from the runner's `f32` GPU
+   * buffers into the rows `slots` reserved, converting to the cache's dtype. The slots' rows are
+   * uploaded once (on the first layer) into an upload region of their own, so the appends of
+   * several `extend` calls may share a command buffer. Stale slots (see `write`) and bad buffers
+   * throw before anything is recorded. Records into a command encoder (its own compute pass) or
+   * into an open compute pass. Once the upload ring covers the extends in flight, steady state
+   * creates no buffers.
+   */
+  encodeAppend(
+    target: GPUCommandEncoder | GPUComputePassEncoder,
+    options: EncodeAppendOptions,
+  ): void {
+    this.#check(true);
+    const device = this.device;
+    if (!device) {
+      throw new TypeError("encodeAppend needs a GPU cache: this cache is in host memory");
+    }
+    const layer = this.#layer(options?.layer);
+    const { slots, k, v } = options;
+    const rowIds = this.#slotRows(slots);
+    if (!isBuffer(k)) throw new TypeError(`k must be a GPUBuffer: got ${typeof k}`);
+    if (!isBuffer(v)) throw new TypeError(`v must be a GPUBuffer: got ${typeof v}`);
+    const tokens = rowIds.length;
+    const need = tokens * this.rowElements * 4;
+    for (const [name, b] of [["k", k], ["v", v]] as const) {
+      if (b.size < need) {
+        throw new RangeError(
+          `${name} must hold ${tokens} f32 rows of ${this.rowElements} (${need} bytes): got ${b.size} bytes`,
+        );
+      }
+      if (typeof b.usage === "number" && (b.usage & BufferUsage.STORAGE) === 0) {
+        throw new TypeError(
+          `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${b.usage.toString(16)}`,
+        );
+      }
+      if (this.#store.owns(b)) {
+        throw new RangeError(`${name} must not be one of this cache's own K/V buffers`);
+      }
+    }
+    const pass = isComputePass(target) ? target : undefined;
+    if (!pass && !isCommandEncoder(target)) {
+      throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
+    }
+    if (tokens === 0) return;
+    this.#append ??= new AppendPath(device, this.kvDtype, this.rowElements);
+    this.#append.record(target, pass, {
+      slots,
+      rowIds,
+      layer,
+      k,
+      v,
+      dstK: this.#store.gpuK[layer],
+      dstV: this.#store.gpuV[layer],
+    });
+  }
+
+  /**
+   * Gives back the upload region of `slots` (their rows for `encodeAppend`) at once, for slots
+   * whose command buffers will never be submitted (a step abandoned after an error): otherwise
+   * the region stays busy until `dispose()`, as the library cannot tell a dropped command buffer
+   * from one not submitted yet. Never call it while a submitted command buffer holding their
+   * appends may still run.
+   */
+  discardUpload(slots: AppendSlots): void {
+    if (this.#disposed) return;
+    this.#append?.discard(slots);
+  }
+
+  /** A GPU cache's K and V buffers of one layer (bound whole by the decode kernel). */
+  layerBuffers(layer: number): { k: GPUBuffer; v: GPUBuffer } {
+    this.#check(true);
+    this.#layer(layer);
+    if (!this.device) {
+      throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
+    }
+    return { k: this.#store.gpuK[layer], v: this.#store.gpuV[layer] };
+  }
+
+  /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, rows of all pages). */
+  layerData(layer: number): { k: Float32Array | Uint16Array; v: Float32Array | Uint16Array } {
+    this.#check();
+    this.#layer(layer);
+    if (this.device) throw new TypeError("layerData needs a host cache: this cache is on a GPU");
+    return { k: this.#store.hostK[layer], v: this.#store.hostV[layer] };
+  }
+
+  /**
+   * Reads a sequence's K and V of one layer back as dense arrays (`[token][kvHead][dim]`, the
+   * storage dtype: `Float32Array`, or `Uint16Array` bits). For tests and debugging: on a GPU
+   * cache it creates and destroys a readback buffer.
+   */
+  async read(
+    layer: number,
+    seq: number,
+  ): Promise<{ k: Float32Array | Uint16Array; v: Float32Array | Uint16Array }> {
+    this.#check(true);
+    this.#layer(layer);
+    const s = this.#seq(seq);
+    return await this.#store.read(layer, s.pages, s.numPages, s.length, this.#guard);
+  }
+
+  /** Memory use: pages used, free and shared, and bytes. */
+  memory(): KVCacheMemory {
+    let tokens = 0;
+    for (const s of this.#tables.seqs.values()) tokens += s.length;
+    const bytesPerPage = 2 * this.numLayers * this.pageSize * this.rowBytes;
+    return {
+      pageSize: this.pageSize,
+      pagesTotal: this.numPages,
+      pagesUsed: this.#tables.pool.used,
+      pagesFree: this.#tables.pool.free,
+      pagesShared: this.#tables.pool.shared(),
+      sequences: this.#tables.seqs.size,
+      tokens,
+      bytesPerPage,
+      bytesAllocated: bytesPerPage * this.numPages,
+      bytesUsed: bytesPerPage * this.#tables.pool.used,
+    };
+  }
+
+  /** GPU allocation counters: steady-state appends leave them unchanged. */
+  stats(): KVCacheStats {
+    const append = this.#append?.stats();
+    return {
+      buffersCreated: this.#store.buffersCreated + (append?.buffersCreated ?? 0),
+      buffersLive: this.#store.buffersLive + (append?.buffersLive ?? 0),
+      pipelinesCreated: append?.pipelinesCreated ?? 0,
+      bindGroupsCreated: append?.bindGroupsCreated ?? 0,
+      bindGroupsLive: append?.bindGroupsLive ?? 0,
+      appendRegions: append?.appendRegions ?? 0,
+    };
+  }
+
+  /** Destroys the cache's GPU buffers (the device stays the caller's); later calls throw. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#store.destroy();
+    this.#append?.destroy();
+  }
+
+  /** {@linkcode KVCache.dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Creates a paged KV cache: on `options.device` when given (GPU buffers per layer), else in host
+ * memory.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache } from "@lean/attention/runner";
+ * const cache = createKVCache({
+ *   numLayers: 32, numKVHeads: 8, headDim: 128, kvDtype: "f16", pageSize: 16, numPages: 64,
+ * });
+ * console.log(cache.memory().bytesPerPage); // 2097152
+ * ```
+ */
+export function createKVCache(options: KVCacheOptions): KVCache {
+  return new KVCache(options);
+}

@@ -1,0 +1,224 @@
+/**
+ * The public types of the paged KV cache: its options, the slots `extend` hands out, the data
+ * `append` and `write` take, memory and allocation counters.
+ *
+ * @module
+ */
+
+import type { KVDtype } from "../core/problem.ts";
+
+/**
+ * Options of {@linkcode createKVCache}.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type KVCacheOptions } from "@lean/attention/runner";
+ * const options: KVCacheOptions = {
+ *   numLayers: 2, numKVHeads: 2, headDim: 64, kvDtype: "f16", pageSize: 16, numPages: 32,
+ * };
+ * const cache = createKVCache(options); // no device: host memory
+ * console.log(cache.rowBytes, cache.memory().bytesAllocated); // 256 524288
+ * ```
+ */
+export interface KVCacheOptions {
+  /** Model layers (each has its own K and V storage). */
+  numLayers: number;
+  /** KV heads per layer. */
+  numKVHeads: number;
+  /** Head dimension: a multiple of 8 from 8 to 256. */
+  headDim: number;
+  /** Storage type (default `"f32"`). */
+  kvDtype?: KVDtype;
+  /** Tokens per page: a power of two from 1 to 65536 (default 16). */
+  pageSize?: number;
+  /** Pages in the pool (each layer stores this many). */
+  numPages: number;
+  /** GPU device to keep the pages on; absent: host memory. */
+  device?: GPUDevice;
+}
+
+/**
+ * Rows reserved by one {@linkcode KVCache.extend} call, in every layer.
+ *
+ * @example
+ * ```ts
+ * import { type AppendSlots, createKVCache } from "@lean/attention/runner";
+ * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
+ * const a = cache.addSequence();
+ * const b = cache.addSequence();
+ * const slots: AppendSlots = cache.extend([a, b], [2, 1]);
+ * console.log(Array.from(slots.counts), Array.from(slots.rows)); // [2, 1] [0, 1, 4]
+ * ```
+ */
+export interface AppendSlots {
+  /** The sequences extended, in call order. */
+  readonly seqs: Uint32Array;
+  /** New tokens of each sequence. */
+  readonly counts: Uint32Array;
+  /** Row of each new token (sequence by sequence, in token order) in every layer's K and V. */
+  readonly rows: Uint32Array;
+}
+
+/**
+ * Memory use of a cache.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type KVCacheMemory } from "@lean/attention/runner";
+ * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
+ * const a = cache.addSequence();
+ * cache.extend([a], 6);
+ * cache.fork(a);
+ * const m: KVCacheMemory = cache.memory();
+ * console.log(m.pagesUsed, m.pagesFree, m.pagesShared, m.sequences, m.tokens); // 2 6 2 2 12
+ * console.log(m.bytesPerPage, m.bytesAllocated, m.bytesUsed); // 512 4096 1024
+ * ```
+ */
+export interface KVCacheMemory {
+  /** Tokens per page. */
+  readonly pageSize: number;
+  /** Pages in the pool. */
+  readonly pagesTotal: number;
+  /** Pages held by at least one sequence. */
+  readonly pagesUsed: number;
+  /** Pages on the free list. */
+  readonly pagesFree: number;
+  /** Pages referenced by more than one sequence (forks). */
+  readonly pagesShared: number;
+  /** Live sequences. */
+  readonly sequences: number;
+  /** Tokens over all sequences (a shared prefix counted once per sequence). */
+  readonly tokens: number;
+  /** Bytes of one page in every layer, K and V. */
+  readonly bytesPerPage: number;
+  /** Bytes of K and V storage allocated (all pages, all layers). */
+  readonly bytesAllocated: number;
+  /** Bytes of the pages in use. */
+  readonly bytesUsed: number;
+}
+
+/**
+ * Options of {@linkcode KVCache.extend}.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type ExtendOptions } from "@lean/attention/runner";
+ * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8 });
+ * const a = cache.addSequence();
+ * cache.extend([a], 2);
+ * const b = cache.fork(a); // shares a's half-filled page
+ * // A host cache copies at once; a GPU cache may record the copy: { encoder }.
+ * const options: ExtendOptions = {};
+ * cache.extend([b], 1, options); // copy-on-write: b gets its own copy of the page
+ * console.log(cache.pageTable(a)[0] !== cache.pageTable(b)[0]); // true
+ * ```
+ */
+export interface ExtendOptions {
+  /**
+   * Command encoder to record copy-on-write page copies into (GPU caches). Default: they are
+   * submitted to the device's queue at once.
+   */
+  encoder?: GPUCommandEncoder;
+}
+
+/**
+ * Per-layer data of {@linkcode KVCache.append}: one array per layer, `[token][kvHead][dim]`.
+ *
+ * @example
+ * ```ts
+ * import { type AppendData, createKVCache } from "@lean/attention/runner";
+ * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, numPages: 4 });
+ * const seq = cache.addSequence();
+ * // Two tokens, two layers: each array is [token][kvHead][dim].
+ * const data: AppendData = {
+ *   k: [new Float32Array(16).fill(1), new Float32Array(16).fill(2)],
+ *   v: [new Float32Array(16).fill(3), new Float32Array(16).fill(4)],
+ * };
+ * const slots = cache.append(seq, data);
+ * console.log(cache.length(seq), cache.layerData(1).v[slots.rows[1] * 8]); // 2 4
+ * ```
+ */
+export interface AppendData {
+  /** Keys: `Float32Array` values, or `Uint16Array` bit patterns for f16/bf16 caches. */
+  k: ReadonlyArray<Float32Array | Uint16Array>;
+  /** Values, like `k`. */
+  v: ReadonlyArray<Float32Array | Uint16Array>;
+}
+
+/**
+ * One layer's rows for {@linkcode KVCache.write}.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type LayerRows } from "@lean/attention/runner";
+ * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, numPages: 4 });
+ * const seq = cache.addSequence();
+ * const slots = cache.extend([seq], 2);
+ * const rows: LayerRows = { k: new Float32Array(16).fill(1), v: new Float32Array(16).fill(2) };
+ * cache.write(slots, 0, rows);
+ * console.log(cache.layerData(0).v[slots.rows[1] * 8]); // 2
+ * ```
+ */
+export interface LayerRows {
+  /** Keys of the slots' tokens: `Float32Array` values or `Uint16Array` bits (f16/bf16). */
+  k: Float32Array | Uint16Array;
+  /** Values, like `k`. */
+  v: Float32Array | Uint16Array;
+}
+
+/**
+ * Sources of {@linkcode KVCache.encodeAppend}: the runner's GPU buffers.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type EncodeAppendOptions } from "@lean/attention/runner";
+ * const cache = createKVCache({ numLayers: 2, numKVHeads: 1, headDim: 8, numPages: 4 });
+ * const seq = cache.addSequence();
+ * const slots = cache.extend([seq], 1); // this step's token
+ * // On a GPU cache (created with a device), each layer's new f32 rows are copied in with
+ * // cache.encodeAppend(encoder, appendOptions(layer, k, v)).
+ * function appendOptions(layer: number, k: GPUBuffer, v: GPUBuffer): EncodeAppendOptions {
+ *   return { slots, layer, k, v };
+ * }
+ * console.log(typeof appendOptions, Array.from(slots.rows)); // function [0]
+ * ```
+ */
+export interface EncodeAppendOptions {
+  /** Rows from {@linkcode KVCache.extend}. */
+  slots: AppendSlots;
+  /** Layer to write. */
+  layer: number;
+  /** `f32` keys of the new tokens, `[token][kvHead][dim]`, tokens in the slots' order. */
+  k: GPUBuffer;
+  /** `f32` values, like `k`. */
+  v: GPUBuffer;
+}
+
+/**
+ * Allocation counters of a GPU cache.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type KVCacheStats } from "@lean/attention/runner";
+ * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, numPages: 4 });
+ * const stats: KVCacheStats = cache.stats(); // a host cache creates no GPU objects
+ * console.log(stats.buffersCreated, stats.buffersLive, stats.bindGroupsLive); // 0 0 0
+ * ```
+ */
+export interface KVCacheStats {
+  /** GPU buffers created since the cache was made. */
+  readonly buffersCreated: number;
+  /** GPU buffers alive now. */
+  readonly buffersLive: number;
+  /** Compute pipelines compiled (the append and copy kernels). */
+  readonly pipelinesCreated: number;
+  /** Bind groups of `encodeAppend` created since the cache was made. */
+  readonly bindGroupsCreated: number;
+  /**
+   * Those not garbage-collected yet. They are cached weakly by the runner's buffers, so this
+   * stays flat (after collections) however many new K/V buffers a runner passes.
+   */
+  readonly bindGroupsLive: number;
+  /** Upload regions of `encodeAppend` (one per `extend` in flight; the ring grows to cover them). */
+  readonly appendRegions: number;
+}

@@ -1,0 +1,240 @@
+/**
+ * The storage of a paged KV cache: every layer's K and V rows, in host arrays or in GPU buffers
+ * (one K and one V buffer per layer, page `n` being rows `n * pageSize ...` of each), with the
+ * page copies of copy-on-write, row writes and readback. Which rows belong to which sequence is
+ * the cache's business (its page tables); this only moves rows.
+ *
+ * @module
+ */
+
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import type { KVDtype } from "../core/problem.ts";
+import type { DeviceGuard } from "../gpu/device_guard.ts";
+import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
+
+/** The cache geometry the storage needs. */
+export interface KVStorageShape {
+  readonly numLayers: number;
+  readonly numPages: number;
+  readonly pageSize: number;
+  readonly kvDtype: KVDtype;
+  /** KV elements of one token row (all KV heads). */
+  readonly rowElements: number;
+  /** Bytes of one token row in one of K or V. */
+  readonly rowBytes: number;
+}
+
+const KV_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;
+
+/** K and V rows of every layer of one cache. */
+export class KVStorage {
+  /** Host storage per layer (host caches). */
+  hostK: (Float32Array | Uint16Array)[] = [];
+  hostV: (Float32Array | Uint16Array)[] = [];
+  /** GPU buffers per layer (GPU caches). */
+  readonly gpuK: GPUBuffer[] = [];
+  readonly gpuV: GPUBuffer[] = [];
+  readonly #shape: KVStorageShape;
+  readonly #device: GPUDevice | undefined;
+  #scratch: GPUBuffer | undefined;
+  #created = 0;
+  #live = new Set<GPUBuffer>();
+
+  /** Allocates every layer's rows; RangeError when they do not fit a binding or host memory. */
+  constructor(shape: KVStorageShape, device: GPUDevice | undefined) {
+    this.#shape = shape;
+    this.#device = device;
+    const layerBytes = shape.numPages * shape.pageSize * shape.rowBytes;
+    if (device) {
+      const max = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+      if (layerBytes > max) {
+        throw new RangeError(
+          `numPages must fit one layer's K in one storage binding (${max} bytes, ${
+            Math.floor(max / (shape.pageSize * shape.rowBytes))
+          } pages): got ${shape.numPages} pages = ${layerBytes} bytes`,
+        );
+      }
+      for (let l = 0; l < shape.numLayers; l++) {
+        this.gpuK.push(this.createBuffer(layerBytes, KV_USAGE, `kv cache k ${l}`));
+        this.gpuV.push(this.createBuffer(layerBytes, KV_USAGE, `kv cache v ${l}`));
+      }
+    } else {
+      const Ctor = KV_DTYPE_INFO[shape.kvDtype].HostArray;
+      const elements = shape.numPages * shape.pageSize * shape.rowElements;
+      try {
+        for (let l = 0; l < shape.numLayers; l++) {
+          this.hostK.push(new Ctor(elements));
+          this.hostV.push(new Ctor(elements));
+        }
+      } catch (e) {
+        this.hostK = [];
+        this.hostV = [];
+        throw new RangeError(
+          `numPages (${shape.numPages}) of ${shape.pageSize} tokens needs ${
+            2 * shape.numLayers * layerBytes
+          } bytes of host memory for K and V: ${
+            e instanceof Error ? e.message : String(e)
+          }; use fewer pages or a GPU cache`,
+        );
+      }
+    }
+  }
+
+  /** GPU buffers created so far. */
+  get buffersCreated(): number {
+    return this.#created;
+  }
+
+  /** GPU buffers alive now. */
+  get buffersLive(): number {
+    return this.#live.size;
+  }
+
+  /** Whether a buffer is one of this storage's K/V buffers. */
+  owns(b: GPUBuffer): boolean {
+    return this.gpuK.includes(b) || this.gpuV.includes(b);
+  }
+
+  /** Creates and counts a buffer of this storage. */
+  createBuffer(bytes: number, usage: number, label: string): GPUBuffer {
+    const buffer = this.#device!.createBuffer({
+      size: Math.max(16, Math.ceil(bytes / 4) * 4),
+      usage,
+      label: `lean-attention ${label}`,
+    });
+    this.#created++;
+    this.#live.add(buffer);
+    return buffer;
+  }
+
+  /**
+   * Copies the first `tokens` rows of page `from` to page `to` in every layer: on the host at
+   * once, on a GPU cache recorded into `encoder`.
+   */
+  copyPage(encoder: GPUCommandEncoder | undefined, from: number, to: number, tokens: number): void {
+    if (encoder) this.#copyPageGpu(encoder, from, to, tokens);
+    else this.#copyPageHost(from, to, tokens);
+  }
+
+  #copyPageHost(from: number, to: number, tokens: number): void {
+    const row = this.#shape.rowElements;
+    const src = from * this.#shape.pageSize * row;
+    const dst = to * this.#shape.pageSize * row;
+    for (let l = 0; l < this.#shape.numLayers; l++) {
+      this.hostK[l].copyWithin(dst, src, src + tokens * row);
+      this.hostV[l].copyWithin(dst, src, src + tokens * row);
+    }
+  }
+
+  #copyPageGpu(encoder: GPUCommandEncoder, from: number, to: number, tokens: number): void {
+    // WebGPU copies never read and write one buffer: go through a scratch page.
+    const pageBytes = this.#shape.pageSize * this.#shape.rowBytes;
+    this.#scratch ??= this.createBuffer(pageBytes, KV_USAGE, "kv cache cow scratch");
+    const bytes = tokens * this.#shape.rowBytes;
+    for (const buffers of [this.gpuK, this.gpuV]) {
+      for (const b of buffers) {
+        encoder.copyBufferToBuffer(b, from * pageBytes, this.#scratch, 0, bytes);
+        encoder.copyBufferToBuffer(this.#scratch, 0, b, to * pageBytes, bytes);
+      }
+    }
+  }
+
+  writeRows(
+    rowIds: Uint32Array,
+    layer: number,
+    k: Float32Array | Uint16Array,
+    v: Float32Array | Uint16Array,
+  ): void {
+    const row = this.#shape.rowElements;
+    const n = rowIds.length;
+    for (let i = 0; i < n;) {
+      // A run of consecutive rows is one write.
+      let j = i + 1;
+      while (j < n && rowIds[j] === rowIds[j - 1] + 1) j++;
+      const dst = rowIds[i] * row;
+      const kPart = k.subarray(i * row, j * row);
+      const vPart = v.subarray(i * row, j * row);
+      if (this.#device) {
+        const bytes = dst * k.BYTES_PER_ELEMENT;
+        this.#device.queue.writeBuffer(this.gpuK[layer], bytes, kPart as unknown as ArrayBuffer);
+        this.#device.queue.writeBuffer(this.gpuV[layer], bytes, vPart as unknown as ArrayBuffer);
+      } else {
+        this.hostK[layer].set(kPart, dst);
+        this.hostV[layer].set(vPart, dst);
+      }
+      i = j;
+    }
+  }
+
+  /**
+   * Reads a sequence's K and V of one layer back as dense arrays, given its pages: on a GPU cache
+   * through a readback buffer it creates and destroys.
+   */
+  async read(
+    layer: number,
+    pages: Uint32Array,
+    numPages: number,
+    length: number,
+    guard: DeviceGuard | undefined,
+  ): Promise<{ k: Float32Array | Uint16Array; v: Float32Array | Uint16Array }> {
+    const row = this.#shape.rowElements;
+    const Ctor = KV_DTYPE_INFO[this.#shape.kvDtype].HostArray;
+    const k = new Ctor(length * row);
+    const v = new Ctor(length * row);
+    const P = this.#shape.pageSize;
+    if (!this.#device) {
+      for (let i = 0; i < numPages; i++) {
+        const n = Math.min(P, length - i * P) * row;
+        const src = pages[i] * P * row;
+        k.set(this.hostK[layer].subarray(src, src + n), i * P * row);
+        v.set(this.hostV[layer].subarray(src, src + n), i * P * row);
+      }
+      return { k, v };
+    }
+    const pageBytes = P * this.#shape.rowBytes;
+    const half = Math.max(16, numPages * pageBytes);
+    const staging = this.createBuffer(
+      2 * half,
+      BufferUsage.MAP_READ | BufferUsage.COPY_DST,
+      "kv read",
+    );
+    try {
+      const enc = this.#device.createCommandEncoder();
+      for (let i = 0; i < numPages; i++) {
+        enc.copyBufferToBuffer(
+          this.gpuK[layer],
+          pages[i] * pageBytes,
+          staging,
+          i * pageBytes,
+          pageBytes,
+        );
+        enc.copyBufferToBuffer(
+          this.gpuV[layer],
+          pages[i] * pageBytes,
+          staging,
+          half + i * pageBytes,
+          pageBytes,
+        );
+      }
+      this.#device.queue.submit([enc.finish()]);
+      // A lost device rejects (or never resolves) the map: fail with the loss instead.
+      await guard!.whileAlive(staging.mapAsync(MAP_READ));
+      const all = staging.getMappedRange();
+      k.set(new Ctor(all, 0, k.length));
+      v.set(new Ctor(all, half, v.length));
+      staging.unmap();
+    } finally {
+      this.#live.delete(staging);
+      staging.destroy();
+    }
+    return { k, v };
+  }
+
+  /** Destroys the GPU buffers and drops the host arrays. */
+  destroy(): void {
+    for (const b of this.#live) b.destroy();
+    this.#live.clear();
+    this.hostK = [];
+    this.hostV = [];
+  }
+}

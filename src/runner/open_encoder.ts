@@ -1,0 +1,54 @@
+/**
+ * Creating an attention encoder on a runner's device: the grid (the caller's, or the table of
+ * known adapters), the device's kernel capabilities and a pipeline cache of its own.
+ *
+ * @module
+ */
+
+import { tableProfile } from "../gpu/device_profile.ts";
+import { acceptsSubgroupsDirective, kernelCaps, summarizeAdapter } from "../gpu/gpu_runtime.ts";
+import { PipelineCache } from "../gpu/pipeline_cache.ts";
+import { AttentionEncoder } from "./attention_encoder.ts";
+import type { AttentionEncoderOptions } from "./encoder_types.ts";
+
+/**
+ * Creates an attention encoder on a runner's device (Deno's WebGPU, a browser's, or Dawn's).
+ * The device is the caller's: the encoder never destroys it.
+ *
+ * @example
+ * ```ts ignore
+ * import { createAttentionEncoder } from "@lean/attention/runner";
+ * const device = await (await navigator.gpu.requestAdapter())!.requestDevice();
+ * const attention = await createAttentionEncoder(device, { grid: 1056 });
+ * console.log(attention.grid); // 1056
+ * ```
+ */
+export async function createAttentionEncoder(
+  device: GPUDevice,
+  options: AttentionEncoderOptions = {},
+): Promise<AttentionEncoder> {
+  if (typeof device?.createBindGroup !== "function") {
+    throw new TypeError(
+      `device must be a GPUDevice: got ${device === null ? "null" : typeof device}`,
+    );
+  }
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `options must be an object: got ${options === null ? "null" : typeof options}`,
+    );
+  }
+  const info = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+  let grid = options.grid;
+  if (grid === undefined) {
+    const summary = summarizeAdapter(info);
+    grid = tableProfile(summary.description, summary.software).grid;
+  } else if (typeof grid !== "number") {
+    throw new TypeError(`grid must be a number: got ${typeof grid}`);
+  } else if (!Number.isInteger(grid) || grid < 1) {
+    throw new RangeError(`grid must be a positive integer: got ${grid}`);
+  }
+  const caps = kernelCaps(device, info);
+  const enableDirective = caps.subgroups && await acceptsSubgroupsDirective(device);
+  const pipelines = new PipelineCache(device, { enableDirective });
+  return new AttentionEncoder(device, grid, options, caps, pipelines);
+}
