@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { assertMatchesReference, buildBundle, ROOT, run } from "./bundle.ts";
-import { hasProgram, ignoreWithout } from "./requirements.ts";
+import { ignoreWithout, nodeMajor } from "./requirements.ts";
 
 const EXAMPLE_DIR = `${ROOT}examples/node`;
 
@@ -46,9 +46,9 @@ const NAME =
 Deno.test({
   name: NAME,
   ignore: ignoreWithout(
-    await hasProgram("node"),
+    await nodeMajor() >= 20,
     NAME,
-    "node is not on PATH (the Node test needs Node 20 or later: apt-get install nodejs, or nvm)",
+    "no Node 20 or later on PATH (apt-get install nodejs from a current source, or nvm)",
   ),
   // Dawn keeps native handles; the example runs in its own process anyway.
   sanitizeResources: false,

@@ -8,17 +8,18 @@
 
 import { envVar } from "./kernel_set.ts";
 
-/** Whether a program can be started (`program --version` runs). */
-export async function hasProgram(program: string): Promise<boolean> {
+/** The major version of `node` on PATH, or 0 when it does not run. */
+export async function nodeMajor(): Promise<number> {
   try {
-    const { success } = await new Deno.Command(program, {
+    const { success, stdout } = await new Deno.Command("node", {
       args: ["--version"],
-      stdout: "null",
+      stdout: "piped",
       stderr: "null",
     }).output();
-    return success;
+    const version = new TextDecoder().decode(stdout).trim();
+    return success ? Number(/^v(\d+)\./.exec(version)?.[1] ?? 0) : 0;
   } catch {
-    return false;
+    return 0;
   }
 }
 
