@@ -33,7 +33,7 @@ import {
   type Strategy,
 } from "../mod.ts";
 import { gridFor, tileConfig } from "../plan.ts";
-import { KERNEL_TABLE, type KernelChoice } from "../src/kernels/kernel_spec.ts";
+import { KERNEL_TABLE, type KernelChoice, kernelTableKey } from "../src/kernels/kernel_spec.ts";
 import { loadDawn } from "../dawn.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median } from "../src/gpu/gpu_timing.ts";
@@ -129,9 +129,7 @@ function classOf(c: BenchCase): string {
     rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
     kvDtype: "f16",
   }).rowsPerBlock;
-  let rows = 1;
-  while (rows < rowsPerBlock && rows < 8) rows *= 2;
-  return `r${rows} d${c.headDim <= 64 ? 64 : c.headDim <= 128 ? 128 : 256}`;
+  return kernelTableKey(c.headDim, rowsPerBlock);
 }
 
 /**

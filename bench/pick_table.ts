@@ -8,7 +8,7 @@
  */
 
 import { tileConfig } from "../plan.ts";
-import { KERNEL_TABLE, type KernelChoice } from "../src/kernels/kernel_spec.ts";
+import { KERNEL_TABLE, type KernelChoice, kernelTableKey } from "../src/kernels/kernel_spec.ts";
 import { loadCases } from "./bench_cases.ts";
 
 interface TuneResult {
@@ -30,9 +30,7 @@ function classOf(name: string): string {
     rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
     kvDtype: "f16",
   }).rowsPerBlock;
-  let rows = 1;
-  while (rows < rowsPerBlock && rows < 8) rows *= 2;
-  return `r${rows} d${c.headDim <= 64 ? 64 : c.headDim <= 128 ? 128 : 256}`;
+  return kernelTableKey(c.headDim, rowsPerBlock);
 }
 
 // Total time per (class, configuration) over the class's cases, explicit configurations only.

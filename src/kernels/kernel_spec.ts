@@ -150,10 +150,23 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
  * ```
  */
 export function kernelChoice(headDim: number, rowsPerBlock: number): KernelChoice {
+  return KERNEL_TABLE[kernelTableKey(headDim, rowsPerBlock)];
+}
+
+/**
+ * The {@linkcode KERNEL_TABLE} key of a block shape, e.g. `"r4 d128"` (see
+ * {@linkcode kernelChoice}).
+ *
+ * @example
+ * ```ts
+ * import { kernelTableKey } from "./kernel_spec.ts";
+ * console.log(kernelTableKey(96, 3)); // r4 d128
+ * ```
+ */
+export function kernelTableKey(headDim: number, rowsPerBlock: number): string {
   let rows = 1;
   while (rows < rowsPerBlock && rows < 8) rows *= 2;
-  const dim = headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256;
-  return KERNEL_TABLE[`r${rows} d${dim}`];
+  return `r${rows} d${headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256}`;
 }
 
 /**
