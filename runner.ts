@@ -34,6 +34,7 @@ export type {
 } from "./src/runner/kv_cache_types.ts";
 export { createPagedPlan, planForCache } from "./src/runner/paged_plan.ts";
 export { executePagedPlanOnCpu } from "./src/runner/paged_cpu.ts";
+export type { PageTableSource } from "./src/runner/page_table_source.ts";
 export type { PagedCpuInput } from "./src/runner/paged_cpu.ts";
 export type {
   CachePlanOptions,

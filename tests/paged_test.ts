@@ -167,7 +167,7 @@ Deno.test("bad page tables throw RangeError or TypeError naming the entry", () =
   );
   assert.throws(() => plan([[0, 1], [2]], 4, 0), /numPages must be a positive integer/);
   const ok = plan([[3, 1, 2], [0]]);
-  assert.deepStrictEqual(Array.from(ok.paging.pages), [3, 1, 0], "extra entries are ignored");
+  assert.deepStrictEqual(Array.from(ok.kv.pages), [3, 1, 0], "extra entries are ignored");
   // Host storage smaller than the tables' pool is rejected before any read.
   assert.throws(
     () =>

@@ -36,6 +36,7 @@ import type { TileOptions } from "../plan/tiles.ts";
 import { UploadRing } from "./upload_ring.ts";
 import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
 import { isBuffer } from "./checks.ts";
+import { cacheById } from "./cache_registry.ts";
 import {
   type BufferInfo,
   type Kernels,
@@ -260,7 +261,7 @@ export class AttentionEncoder {
 
   /** Uploads a plan's params, schedule and page list into a region of its own, in one write. */
   #upload(plan: PagedPlan): Uploaded {
-    const { problem: p, schedule: s, paging } = plan;
+    const { problem: p, schedule: s, kv } = plan;
     const kernels = this.#kernelsFor(plan);
     const merges = s.reduce.length / REDUCE_STRIDE;
     if (merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
@@ -277,7 +278,7 @@ export class AttentionEncoder {
     const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}`;
     const region = this.#ring.acquire(layout.bytes, layoutKey);
     // One staging array, one write: each writeBuffer costs ~15 us in Deno whatever its size.
-    const used = layout.pagesOffset / 4 + paging.pages.length;
+    const used = layout.pagesOffset / 4 + kv.pages.length;
     if (this.#staging.length < used) this.#staging = new Uint32Array(layout.bytes / 4);
     writeTables(this.#staging, plan, t);
     this.device.queue.writeBuffer(region.buffer, region.offset, this.#staging.buffer, 0, 4 * used);
@@ -353,7 +354,9 @@ export class AttentionEncoder {
   encode(target: GPUCommandEncoder | GPUComputePassEncoder, options: EncodeAttentionOptions): void {
     this.#check();
     const { plan, q, out, lse } = options ?? ({} as EncodeAttentionOptions);
-    if (!plan?.paging) throw new TypeError("plan must be a paged plan from plan() or planPages()");
+    if (plan?.kv?.kind !== "paged") {
+      throw new TypeError("plan must be a paged plan from plan() or planPages()");
+    }
     if (plan.grid !== this.grid) {
       throw new RangeError(
         `plan must be cut for this encoder's grid (${this.grid}): got grid ${plan.grid}`,
@@ -361,7 +364,10 @@ export class AttentionEncoder {
     }
     let k = options.k;
     let v = options.v;
-    const cache = plan.cache;
+    const cache = plan.cacheId === undefined ? undefined : cacheById(plan.cacheId);
+    if (plan.cacheId !== undefined && !cache && options.layer !== undefined) {
+      throw new RangeError("plan is stale: its cache is gone; plan again on a live cache");
+    }
     if (cache && cache.device !== this.device) {
       throw new TypeError("plan must be made from a KVCache on this encoder's device");
     }
@@ -378,7 +384,7 @@ export class AttentionEncoder {
     }
     const p = plan.problem;
     const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
-    const kvBytes = plan.paging.numPages * plan.paging.pageSize * p.numKVHeads * p.headDim *
+    const kvBytes = plan.kv.numPages * plan.kv.pageSize * p.numKVHeads * p.headDim *
       KV_DTYPE_INFO[p.kvDtype].bytes;
     this.#checkBuffer("q", q, qBytes);
     this.#checkBuffer("out", out, qBytes);

@@ -33,6 +33,8 @@ import { isBuffer, isCommandEncoder, isComputePass, positiveInt } from "./checks
 import { AppendPath } from "./kv_append.ts";
 import { KVStorage } from "./kv_storage.ts";
 import { PageTables, type Sequence, type SlotRecord } from "./page_tables.ts";
+import { registerCache } from "./cache_registry.ts";
+import type { PageTableSource } from "./page_table_source.ts";
 
 export type {
   AppendData,
@@ -66,7 +68,7 @@ import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
  * console.log(cache.memory().pagesUsed); // 0
  * ```
  */
-export class KVCache {
+export class KVCache implements PageTableSource {
   /** Layers, each with its own K and V pages. */
   readonly numLayers: number;
   /** KV heads per token row. */
@@ -83,6 +85,8 @@ export class KVCache {
   readonly device: GPUDevice | undefined;
   /** `log2(pageSize)`. */
   readonly pageShift: number;
+  /** Identity token: the cache's paged plans name it by this number. */
+  readonly id: number;
   /** KV elements of one token row (all KV heads). */
   readonly rowElements: number;
   /** Bytes of one token row in one of K or V. */
@@ -132,6 +136,7 @@ export class KVCache {
     this.rowElements = this.numKVHeads * this.headDim;
     this.rowBytes = this.rowElements * KV_DTYPE_INFO[dtype].bytes;
     this.#tables = new PageTables(this.numPages, pageSize);
+    this.id = registerCache(this);
     const device = options.device;
     if (device !== undefined && typeof device?.createBuffer !== "function") {
       throw new TypeError(`device must be a GPUDevice: got ${typeof device}`);

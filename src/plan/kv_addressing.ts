@@ -1,0 +1,46 @@
+/**
+ * How a plan's pieces address K and V rows, as plain data: densely (a sequence's rows follow one
+ * another from its `kvStart`, bound window by window) or through page tables.
+ *
+ * @module
+ */
+
+/**
+ * K/V rows through page lists: token `t` of sequence `s` lives in row
+ * `pages[pageOffsets[s] + (t >> pageShift)] * pageSize + (t & (pageSize - 1))` of a layer's K
+ * and V storage.
+ *
+ * @example
+ * ```ts
+ * import { createPagedPlan, type PagedKV } from "@lean/attention/runner";
+ * const plan = createPagedPlan(
+ *   { seqLens: [5, 3], numHeads: 2, numKVHeads: 1, headDim: 8 },
+ *   { pageSize: 4, numPages: 4, pageTables: [[2, 0], [3]] },
+ *   { grid: 4 },
+ * );
+ * const kv: PagedKV = plan.kv;
+ * // Token 4 of sequence 0: page pages[pageOffsets[0] + (4 >> pageShift)], row 0 of it.
+ * const page = kv.pages[kv.pageOffsets[0] + (4 >> kv.pageShift)];
+ * console.log(kv.kind, kv.pageShift, page * kv.pageSize + (4 & (kv.pageSize - 1))); // paged 2 0
+ * ```
+ */
+export interface PagedKV {
+  /** The addressing: K/V rows through page lists. */
+  readonly kind: "paged";
+  /** Tokens per page (a power of two). */
+  readonly pageSize: number;
+  /** `log2(pageSize)`. */
+  readonly pageShift: number;
+  /** Pages of the storage the tables point into (every entry is below it). */
+  readonly numPages: number;
+  /** The sequences' page lists, concatenated in sequence order. */
+  readonly pages: Uint32Array;
+  /** Where each sequence's page list starts in `pages` (`numSeqs + 1` entries). */
+  readonly pageOffsets: Uint32Array;
+}
+
+/** Row of token `t` of sequence `seq` in a paged K/V storage. */
+export function pagedRow(kv: PagedKV, seq: number, t: number): number {
+  return kv.pages[kv.pageOffsets[seq] + (t >>> kv.pageShift)] * kv.pageSize +
+    (t & (kv.pageSize - 1));
+}
