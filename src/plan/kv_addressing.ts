@@ -5,6 +5,40 @@
  * @module
  */
 
+import type { KVWindow } from "./windows.ts";
+
+/**
+ * Dense K/V rows: a sequence's rows follow one another from its pieces' `kvStart`, within the
+ * KV window its workgroups are bound to.
+ *
+ * @example
+ * ```ts
+ * import { createPlan, type DenseKV } from "@lean/attention/plan";
+ * const plan = createPlan({ seqLens: [5], numHeads: 1, numKVHeads: 1, headDim: 8 }, { grid: 2 });
+ * const kv = plan.kv as DenseKV;
+ * console.log(kv.kind, kv.windows.length); // dense 1
+ * ```
+ */
+export interface DenseKV {
+  /** The addressing: rows from each piece's `kvStart`. */
+  readonly kind: "dense";
+  /** The KV windows, each bound for its own decode dispatch (the schedule's `windows`). */
+  readonly windows: readonly KVWindow[];
+}
+
+/**
+ * A plan's K/V addressing: dense rows or page lists.
+ *
+ * @example
+ * ```ts
+ * import { createPlan, type KVAddressing } from "@lean/attention/plan";
+ * const plan = createPlan({ seqLens: [5], numHeads: 1, numKVHeads: 1, headDim: 8 }, { grid: 2 });
+ * const kv: KVAddressing = plan.kv;
+ * console.log(kv.kind); // dense
+ * ```
+ */
+export type KVAddressing = DenseKV | PagedKV;
+
 /**
  * K/V rows through page lists: token `t` of sequence `s` lives in row
  * `pages[pageOffsets[s] + (t >> pageShift)] * pageSize + (t & (pageSize - 1))` of a layer's K

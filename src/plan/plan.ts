@@ -6,6 +6,7 @@
  */
 
 import { kvWindowBounds } from "./windows.ts";
+import type { KVAddressing } from "./kv_addressing.ts";
 import { type Partition, partition, segmentTiles } from "./partition.ts";
 import {
   type DecodeShape,
@@ -70,6 +71,8 @@ export interface Plan {
   readonly partition: Partition;
   /** The kernel tables: pieces per workgroup and the reduce list. */
   readonly schedule: Schedule;
+  /** How the pieces address K/V rows: dense (the schedule's windows) or through page lists. */
+  readonly kv: KVAddressing;
   /** Total LeanTiles over all segments. */
   readonly numTiles: number;
   /** Segments: sequences x KV heads x row blocks. */
@@ -167,6 +170,7 @@ export function createPlan(shape: DecodeShape, options: PlanOptions): Plan {
       grid,
       partition: windowed.partition,
       schedule: windowed.schedule,
+      kv: { kind: "dense", windows: windowed.schedule.windows },
       numTiles: windowed.numTiles,
       numSegments,
       batchInvariant,
@@ -174,13 +178,15 @@ export function createPlan(shape: DecodeShape, options: PlanOptions): Plan {
   }
   const segStarts = segmentTiles(problem, tiles);
   const part = partition(segStarts, strategy, grid);
+  const dense = schedule(problem, tiles, part);
   return {
     problem,
     tiles,
     strategy,
     grid,
     partition: part,
-    schedule: schedule(problem, tiles, part),
+    schedule: dense,
+    kv: { kind: "dense", windows: dense.windows },
     numTiles: segStarts[numSegments],
     numSegments,
     batchInvariant,
