@@ -33,6 +33,7 @@ export type { DenseKV, KVAddressing } from "./src/plan/kv_addressing.ts";
 export {
   createPlan,
   describePlan,
+  planProblem,
   validateFlag,
   validateMaxBindingBytes,
 } from "./src/plan/plan.ts";

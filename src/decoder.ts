@@ -14,11 +14,12 @@ import {
 } from "./plan/backend.ts";
 import { createCpuBackend } from "./cpu/cpu_backend.ts";
 import { median } from "./gpu/gpu_timing.ts";
-import { createPlan, type Plan, validateFlag, validateMaxBindingBytes } from "./plan/plan.ts";
+import { type Plan, planProblem, validateFlag, validateMaxBindingBytes } from "./plan/plan.ts";
 import {
   type DecodeInput,
   type DecodeOutput,
   type DecodeShape,
+  type Problem,
   resolveScale,
   STRATEGIES,
   type Strategy,
@@ -259,13 +260,18 @@ class DecoderImpl implements Decoder {
 
   plan(shape: DecodeShape, options: DecoderPlanOptions = {}): Plan {
     this.#live();
+    return this.#planProblem(validateShape(shape), options.strategy);
+  }
+
+  /** Plans a validated shape (the decode paths validate their input once, then plan it). */
+  #planProblem(problem: Problem, strategy: Strategy | undefined): Plan {
     const profile = this.#backend.profile;
     const grid = profile.gridByRows
-      ? gridFor(profile, tileConfig(validateShape(shape), this.#tileOptions).rowsPerBlock)
+      ? gridFor(profile, tileConfig(problem, this.#tileOptions).rowsPerBlock)
       : profile.grid;
-    return createPlan(shape, {
+    return planProblem(problem, {
       ...this.#tileOptions,
-      strategy: options.strategy,
+      strategy,
       grid,
       maxBindingBytes: this.#backend.profile.maxBindingBytes,
       batchInvariant: this.#batchInvariant,
@@ -274,14 +280,13 @@ class DecoderImpl implements Decoder {
 
   async decode(input: DecodeInput): Promise<DecodeOutput> {
     this.#live();
-    validateInput(input);
-    const plan = this.plan(input, { strategy: input.strategy });
+    const plan = this.#planProblem(validateInput(input), input.strategy);
     return await this.#track(this.#backend.run(plan, input, resolveScale(input)));
   }
 
   async timeKernels(input: DecodeInput, options: KernelTimingRequest = {}): Promise<KernelTiming> {
     this.#live();
-    validateInput(input);
+    const problem = validateInput(input);
     const count = (name: string, value: number | undefined, fallback: number, min: number) => {
       const v = value ?? fallback;
       if (typeof v !== "number") throw new TypeError(`${name} must be a number: got ${typeof v}`);
@@ -300,7 +305,7 @@ class DecoderImpl implements Decoder {
     if (!Number.isFinite(warmupMs) || warmupMs < 0 || warmupMs > 60_000) {
       throw new RangeError(`warmupMs must be from 0 to 60000: got ${warmupMs}`);
     }
-    const plan = this.plan(input, { strategy: input.strategy });
+    const plan = this.#planProblem(problem, input.strategy);
     const t = await this.#track(this.#backend.time(plan, input, resolveScale(input), {
       runs,
       warmup,
@@ -313,7 +318,7 @@ class DecoderImpl implements Decoder {
   // deno-lint-ignore require-await -- async so that bad input rejects like decode() does
   async warmup(shape: DecodeShape, options: WarmupOptions = {}): Promise<void> {
     this.#live();
-    validateShape(shape);
+    const problem = validateShape(shape);
     if (typeof options !== "object" || options === null) {
       throw new TypeError(
         `options must be an object: got ${options === null ? "null" : typeof options}`,
@@ -324,7 +329,7 @@ class DecoderImpl implements Decoder {
       throw new TypeError(`strategies must be an array: got ${typeof strategies}`);
     }
     // Plan every strategy first: a bad one throws before anything compiles.
-    const plans = strategies.map((strategy) => this.plan(shape, { strategy }));
+    const plans = strategies.map((strategy) => this.#planProblem(problem, strategy));
     for (const plan of plans) this.#backend.prepare?.(plan);
   }
 

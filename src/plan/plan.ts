@@ -133,7 +133,23 @@ export function validateFlag(name: string, value: unknown): boolean {
  * ```
  */
 export function createPlan(shape: DecodeShape, options: PlanOptions): Plan {
-  const problem = validateShape(shape);
+  return planProblem(validateShape(shape), options);
+}
+
+/**
+ * {@linkcode createPlan} for a shape validated already: the later stages take the
+ * {@linkcode Problem} that `validateShape` (or `validateInput`) returned, so one decode
+ * validates its shape once.
+ *
+ * @example
+ * ```ts
+ * import { planProblem, validateShape } from "@lean/attention/plan";
+ * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 64 });
+ * const plan = planProblem(problem, { grid: 4 });
+ * console.log(plan.problem === problem); // true
+ * ```
+ */
+export function planProblem(problem: Problem, options: PlanOptions): Plan {
   const strategy = validateStrategy(options.strategy);
   const grid = options.grid;
   if (typeof grid !== "number") throw new TypeError(`grid must be a number: got ${typeof grid}`);

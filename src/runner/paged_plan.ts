@@ -11,9 +11,15 @@
 
 import type { PageTableSource } from "./page_table_source.ts";
 import type { PagedKV } from "../plan/kv_addressing.ts";
-import { createPlan, type Plan, type PlanOptions } from "../plan/plan.ts";
+import { type Plan, type PlanOptions, planProblem } from "../plan/plan.ts";
 import { reusePlan } from "../plan/reuse.ts";
-import { type DecodeShape, MAX_Q_LEN, type Strategy, validateShape } from "../core/problem.ts";
+import {
+  type DecodeShape,
+  MAX_Q_LEN,
+  type Problem,
+  type Strategy,
+  validateShape,
+} from "../core/problem.ts";
 
 export type { PagedKV } from "../plan/kv_addressing.ts";
 
@@ -126,14 +132,13 @@ function checkScale(scale: unknown, headDim: number): number {
 }
 
 function pagePlan(
-  shape: DecodeShape,
+  problem: Problem,
   kv: PagedKV,
-  options: PagedPlanOptions,
+  scale: number,
+  options: PlanOptions,
   extra: Pick<PagedPlan, "cacheId" | "cacheVersion" | "seqIds">,
   previous?: PagedPlan,
 ): PagedPlan {
-  const scale = checkScale(options.scale, shape.headDim);
-  const problem = validateShape(shape);
   if (problem.totalTokens > 0xffffffff) {
     throw new RangeError(
       `seqLens must total at most 4294967295 tokens (32-bit offsets): got ${problem.totalTokens}`,
@@ -141,7 +146,7 @@ function pagePlan(
   }
   const planOptions = { ...options, maxBindingBytes: undefined };
   const dense = (previous && reusePlan(previous, problem, planOptions)) ??
-    createPlan(shape, planOptions);
+    planProblem(problem, planOptions);
   return { ...dense, kv, scale, ...extra };
 }
 
@@ -239,7 +244,7 @@ export function createPagedPlan(
     pages,
     pageOffsets,
   };
-  return pagePlan(shape, kv, options, {});
+  return pagePlan(problem, kv, checkScale(options.scale, problem.headDim), options, {});
 }
 
 /**
@@ -317,10 +322,13 @@ export function planForCache(
     pageOffsets,
   };
   const { previous, ...planOptions } = options;
+  // The scale is checked before the shape, so a step with several bad fields reports as before.
+  const scale = checkScale(step.scale, cache.headDim);
   return pagePlan(
-    shape,
+    validateShape(shape),
     kv,
-    { ...planOptions, strategy: step.strategy ?? options.strategy, scale: step.scale },
+    scale,
+    { ...planOptions, strategy: step.strategy ?? options.strategy },
     { cacheId: cache.id, cacheVersion: cache.version, seqIds: Uint32Array.from(seqs) },
     previous,
   );
