@@ -17,8 +17,9 @@ import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { type KernelSpec, PARAMS_WORDS, specKey } from "../kernels/kernel_spec.ts";
 import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
 import { BindGroupCache } from "../gpu/bind_group_cache.ts";
-import { DeviceGuard } from "../gpu/device_guard.ts";
-import { BufferUsage, type kernelCaps } from "../gpu/gpu_runtime.ts";
+import type { DeviceGuard } from "../gpu/device_guard.ts";
+import type { GpuContext } from "../gpu/gpu_context.ts";
+import { BufferUsage, type KernelCaps } from "../gpu/gpu_runtime.ts";
 import type { KVCache } from "./kv_cache.ts";
 import {
   type CachePlanOptions,
@@ -93,7 +94,7 @@ export class AttentionEncoder {
   #tiles: TileOptions;
   #strategy: Strategy | undefined;
   #batchInvariant: boolean;
-  #caps: ReturnType<typeof kernelCaps>;
+  #caps: KernelCaps;
   #tuning: KernelTuning;
   #pipelines: PipelineCache;
   #ring: UploadRing;
@@ -114,24 +115,19 @@ export class AttentionEncoder {
   #pagesCap = 0;
   #disposed = false;
 
-  /** Prefer {@linkcode createAttentionEncoder}. */
-  constructor(
-    device: GPUDevice,
-    grid: number,
-    options: AttentionEncoderOptions,
-    caps: ReturnType<typeof kernelCaps>,
-    pipelines: PipelineCache,
-  ) {
+  /** Prefer {@linkcode createAttentionEncoder}, which opens the device's context. */
+  constructor(ctx: GpuContext, grid: number, options: AttentionEncoderOptions) {
+    const device = ctx.device;
     this.device = device;
     this.grid = grid;
     this.#tiles = { tileTokens: options.tileTokens, workgroupSize: options.workgroupSize };
     this.#strategy = options.strategy;
     this.#batchInvariant = options.batchInvariant ?? false;
-    this.#caps = caps;
+    this.#caps = ctx.caps;
     this.#tuning = options.kernel ?? {};
-    this.#pipelines = pipelines;
+    this.#pipelines = ctx.pipelines;
     this.#ring = new UploadRing(device, { label: "plan tables", usage: TABLES });
-    this.#guard = new DeviceGuard(device, "create a new device, cache and encoder");
+    this.#guard = ctx.guard;
   }
 
   #check(): void {
