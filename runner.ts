@@ -53,6 +53,7 @@ export type {
 // Types the runner's signatures use, also exported by the main and plan entries.
 export type { DecodeOutput, DecodeShape, KVDtype, Problem, Strategy } from "./src/core/problem.ts";
 export type { Plan, PlanOptions } from "./src/plan/plan.ts";
+export type { DenseKV, KVAddressing } from "./src/plan/kv_addressing.ts";
 export type { TileConfig, TileOptions } from "./src/plan/tiles.ts";
 export type { Partition } from "./src/plan/partition.ts";
 export type { Schedule } from "./src/plan/schedule.ts";
