@@ -29,9 +29,11 @@ export { gridFor } from "./src/plan/backend.ts";
 export { CPU_GRID, executePlanOnCpu } from "./src/cpu/cpu_backend.ts";
 export { kvRowBytes, kvWindowBounds } from "./src/plan/windows.ts";
 export type { KVWindow, KVWindowOptions } from "./src/plan/windows.ts";
+export type { DenseKV, KVAddressing, PagedKV } from "./src/plan/kv_addressing.ts";
 export {
   createPlan,
   describePlan,
+  planProblem,
   validateFlag,
   validateMaxBindingBytes,
 } from "./src/plan/plan.ts";

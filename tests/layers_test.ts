@@ -10,7 +10,12 @@ const SRC = new URL("../src/", import.meta.url);
 
 /** Stage of a module path relative to src/: the higher stage may import the lower. */
 function stage(path: string): { name: string; rank: number } {
-  const folder = path.includes("/") ? path.slice(0, path.indexOf("/")) : path;
+  // The decoder's types (decoder_types.ts) are the decoder's stage.
+  const folder = path.includes("/")
+    ? path.slice(0, path.indexOf("/"))
+    : path === "decoder_types.ts"
+    ? "decoder.ts"
+    : path;
   const ranks: Record<string, number> = {
     core: 0,
     kernels: 1,

@@ -167,7 +167,7 @@ Deno.test("bad page tables throw RangeError or TypeError naming the entry", () =
   );
   assert.throws(() => plan([[0, 1], [2]], 4, 0), /numPages must be a positive integer/);
   const ok = plan([[3, 1, 2], [0]]);
-  assert.deepStrictEqual(Array.from(ok.paging.pages), [3, 1, 0], "extra entries are ignored");
+  assert.deepStrictEqual(Array.from(ok.kv.pages), [3, 1, 0], "extra entries are ignored");
   // Host storage smaller than the tables' pool is rejected before any read.
   assert.throws(
     () =>
@@ -280,6 +280,62 @@ Deno.test("a stale plan or another cache's storage is refused on the CPU too", (
     message: "k and v must be one layer's storage of the plan's cache (cache.layerData(layer))",
   });
   assert.equal(executePagedPlanOnCpu(fresh, { q, ...cache.layerData(0) }).out[0], 7);
+});
+
+Deno.test("paged plans are plain data: a structured clone runs alike and names its cache by id", () => {
+  const rng = seededRng(1414);
+  const cache = createKVCache({
+    numLayers: 1,
+    numKVHeads: 2,
+    headDim: 8,
+    kvDtype: "f16",
+    pageSize: 4,
+    numPages: 16,
+  });
+  const a = cache.addSequence();
+  const b = cache.addSequence();
+  // Interleaved appends, so the sequences' pages alternate in the pool.
+  for (const [seq, n] of [[a, 3], [b, 5], [a, 6], [b, 2]]) {
+    cache.append(seq, { k: [randomFloats(rng, 16 * n)], v: [randomFloats(rng, 16 * n)] });
+  }
+  const plan = planForCache(cache, { seqs: [b, a], numHeads: 4, qLen: 2 }, { grid: 3 });
+  assert.equal(plan.kv.kind, "paged");
+  assert.equal(plan.cacheId, cache.id);
+  assert.equal(plan.cacheVersion, cache.version);
+  assert.ok(!Object.values(plan).includes(cache), "the plan holds no cache object");
+  const clone = structuredClone(plan);
+  const q = randomFloats(rng, 2 * 2 * 4 * 8);
+  const got = executePagedPlanOnCpu(clone, { q, ...cache.layerData(0) });
+  const want = executePagedPlanOnCpu(plan, { q, ...cache.layerData(0) });
+  assert.ok(sameBits(got.out, want.out) && sameBits(got.lse, want.lse));
+  // Against the float64 reference over the sequences' tokens, read back densely.
+  const ka = cache.read(0, a);
+  const kb = cache.read(0, b);
+  return Promise.all([kb, ka]).then(([rb, ra]) => {
+    const cat = (x: Uint16Array, y: Uint16Array) => {
+      const c = new Uint16Array(x.length + y.length);
+      c.set(x);
+      c.set(y, x.length);
+      return c;
+    };
+    const ref = referenceAttention({
+      q,
+      k: cat(rb.k as Uint16Array, ra.k as Uint16Array),
+      v: cat(rb.v as Uint16Array, ra.v as Uint16Array),
+      seqLens: [7, 9],
+      numHeads: 4,
+      numKVHeads: 2,
+      headDim: 8,
+      qLen: 2,
+      kvDtype: "f16",
+    });
+    assert.ok(relativeL2Error(got.out, ref.out) < OUT_TOLERANCE, "matches the reference");
+    cache.extend([a], 1);
+    assert.throws(() => executePagedPlanOnCpu(clone, { q, ...cache.layerData(0) }), {
+      name: "RangeError",
+      message: /^plan is stale: the cache changed/,
+    });
+  });
 });
 
 Deno.test("plans refuse batches whose 32-bit token offsets would wrap", () => {

@@ -10,6 +10,7 @@ import { CAUSAL } from "../core/variant.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
 import { decodeKV } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
+import { type PagedKV, pagedRow } from "../plan/kv_addressing.ts";
 import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
 import { mergePartialRow, slotFloats } from "../core/reducer.ts";
 import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan/schedule.ts";
@@ -55,13 +56,27 @@ function rowIndex(
  * ```
  */
 export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number): DecodeOutput {
+  const k = decodeKV(input.k, plan.problem.kvDtype);
+  const v = decodeKV(input.v, plan.problem.kvDtype);
+  return runSchedule(plan, input.q, k, v, scale);
+}
+
+/**
+ * Runs a plan's tables on decoded K/V: dense (each piece's rows from its `kvStart`, window by
+ * window) or, given `paged`, through its page tables (every row of the whole storage `k`/`v`).
+ */
+export function runSchedule(
+  plan: Plan,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  scale: number,
+  paged?: PagedKV,
+): DecodeOutput {
   const { problem: p, tiles, schedule: s } = plan;
   const D = p.headDim;
   const Rp = tiles.rowsPerBlock;
   const T = tiles.tileTokens;
-  const k = decodeKV(input.k, p.kvDtype);
-  const v = decodeKV(input.v, p.kvDtype);
-  const q = input.q;
   const out = new Float32Array(q.length);
   const lse = new Float32Array(p.numSeqs * p.qLen * p.numHeads);
   const stride = slotFloats(Rp, D);
@@ -74,7 +89,10 @@ export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number):
   const o = new Float64Array(Rp * D);
   const scores = new Float64Array(Rp * T);
   const kvRow = p.numKVHeads * D;
-  for (const win of s.windows) {
+  if (paged) {
+    for (let w = 0; w < s.workgroups; w++) runWorkgroup(w, k, v);
+  }
+  for (const win of paged ? [] : s.windows) {
     // The window's rows only, as the GPU binds them: a read outside it is undefined (NaN).
     const kWin = k.subarray(win.tokenBegin * kvRow, win.tokenEnd * kvRow);
     const vWin = v.subarray(win.tokenBegin * kvRow, win.tokenEnd * kvRow);
@@ -107,7 +125,7 @@ export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number):
           for (let t = t0; t < t1; t++) {
             let dot = -Infinity;
             if (t < visible) {
-              const ko = (kvStart + t) * kvRow + kvHead * D;
+              const ko = (paged ? pagedRow(paged, seq, t) : kvStart + t) * kvRow + kvHead * D;
               dot = 0;
               for (let d = 0; d < D; d++) dot += q[qo + d] * k[ko + d];
               dot *= qScale;
@@ -126,7 +144,7 @@ export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number):
             if (sc === -Infinity) continue;
             const pr = 2 ** (sc - mNew);
             l[i] += pr;
-            const vo = (kvStart + t) * kvRow + kvHead * D;
+            const vo = (paged ? pagedRow(paged, seq, t) : kvStart + t) * kvRow + kvHead * D;
             for (let d = 0; d < D; d++) o[i * D + d] += pr * v[vo + d];
           }
           m[i] = mNew;

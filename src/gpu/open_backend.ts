@@ -9,16 +9,10 @@
 import { kernelParams, type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
 import { BufferPool } from "./buffer_pool.ts";
-import { PipelineCache } from "./pipeline_cache.ts";
+import type { PipelineCache } from "./pipeline_cache.ts";
 import { deviceProfile, tableProfile } from "./device_profile.ts";
-import {
-  acceptsSubgroupsDirective,
-  BufferUsage,
-  kernelCaps,
-  registeredDawn,
-  requestDevice,
-  summarizeAdapter,
-} from "./gpu_runtime.ts";
+import { BufferUsage } from "./gpu_runtime.ts";
+import { openGpuContext } from "./gpu_context.ts";
 import { notify, type ProgressListener } from "../core/progress.ts";
 import { DIRECT, PIECE, PIECE_STRIDE } from "../plan/schedule.ts";
 import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
@@ -143,53 +137,10 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     workgroupSize: options.workgroupSize,
   };
   const onProgress = options.onProgress;
-  let device = options.device;
-  let adapterInfo: GPUAdapterInfo | undefined;
-  const keepAlive: unknown[] = [];
-  if (device) {
-    adapterInfo = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
-  } else {
-    notify(onProgress, {
-      stage: "adapter",
-      message: `requesting a WebGPU adapter (${
-        options.flavor === "dawn" ? "Dawn" : "the runtime's navigator.gpu"
-      })`,
-    });
-    const gpu = options.flavor === "dawn"
-      ? await registeredDawn()
-      : options.gpu ?? globalThis.navigator?.gpu;
-    if (!gpu) {
-      throw new Error(`the ${options.flavor} backend needs WebGPU: navigator.gpu is not available`);
-    }
-    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-    if (!adapter) throw new Error(`the ${options.flavor} backend found no WebGPU adapter`);
-    adapterInfo = adapter.info;
-    keepAlive.push(gpu, adapter);
-    const found = summarizeAdapter(adapterInfo);
-    if (options.requireHardware && found.software) {
-      throw new Error(`adapter ${found.description} is a software adapter`);
-    }
-    notify(onProgress, { stage: "device", message: `opening a device on ${found.description}` });
-    device = await requestDevice(adapter);
-  }
-  const summary = summarizeAdapter(adapterInfo);
-  const owns = options.device === undefined;
-  const pool = new BufferPool(device);
-  const caps = kernelCaps(device, adapterInfo);
+  const ctx = await openGpuContext(options);
+  const { device, caps, pipelines } = ctx;
+  const summary = ctx.adapter;
   const tuning = options.kernel ?? {};
-  // Tint (Dawn, browsers) wants `enable subgroups;`; Naga (Deno) rejects the directive.
-  const enableDirective = caps.subgroups && await acceptsSubgroupsDirective(device);
-  const pipelines = new PipelineCache(
-    device,
-    { enableDirective },
-    (kernel, done) =>
-      notify(onProgress, {
-        stage: "compile",
-        message: `compiling kernel ${done + 1}: ${kernel}`,
-        done,
-        kernel,
-      }),
-  );
   let profile: DeviceProfile;
   if (options.grid !== undefined) {
     profile = { name: summary.description, grid: options.grid, source: "option" };
@@ -246,17 +197,5 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     message: `${options.flavor} backend ready on ${summary.description} (grid ${profile.grid}, ` +
       `${profile.source})`,
   });
-  return new WebGPUBackend(
-    options.flavor,
-    device,
-    owns,
-    summary,
-    profile,
-    options.poison ?? false,
-    pool,
-    pipelines,
-    keepAlive,
-    caps,
-    tuning,
-  );
+  return new WebGPUBackend(options.flavor, ctx, profile, options.poison ?? false, tuning);
 }

@@ -19,7 +19,7 @@ import type {
 } from "../plan/backend.ts";
 import type { BufferPool } from "./buffer_pool.ts";
 import { CallGate } from "../core/call_gate.ts";
-import { DeviceGuard } from "./device_guard.ts";
+import type { DeviceGuard } from "./device_guard.ts";
 import { kvRowBytes } from "../plan/windows.ts";
 import { schedLayout } from "./sched_layout.ts";
 import type { KernelKind, PipelineCache } from "./pipeline_cache.ts";
@@ -32,6 +32,7 @@ import { slotFloats } from "../core/reducer.ts";
 import { REDUCE_STRIDE } from "../plan/schedule.ts";
 import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
 import { dispatchSize, kernelSpec, type KernelTuning } from "./kernel_choice.ts";
+import type { GpuContext } from "./gpu_context.ts";
 
 const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
 const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
@@ -68,31 +69,26 @@ export class WebGPUBackend implements Backend {
   /** The GPU and adapter the device came from: Dawn's device breaks if they are collected. */
   #keepAlive: unknown[];
 
+  /** A backend on a device's context (see `openGpuContext`); `profile` gives its grid. */
   constructor(
     name: BackendName,
-    device: GPUDevice,
-    ownsDevice: boolean,
-    adapter: AdapterSummary,
+    ctx: GpuContext,
     profile: DeviceProfile,
     poison: boolean,
-    pool: BufferPool,
-    pipelines: PipelineCache,
-    keepAlive: unknown[],
-    caps: KernelCaps,
     tuning: KernelTuning,
   ) {
-    this.#caps = caps;
+    this.#caps = ctx.caps;
     this.#tuning = tuning;
-    this.#pipelines = pipelines;
-    this.#keepAlive = keepAlive;
+    this.#pipelines = ctx.pipelines;
+    this.#keepAlive = ctx.keepAlive;
     this.name = name;
-    this.#device = device;
-    this.#guard = new DeviceGuard(device);
-    this.#ownsDevice = ownsDevice;
-    this.adapter = adapter;
+    this.#device = ctx.device;
+    this.#guard = ctx.guard;
+    this.#ownsDevice = ctx.ownsDevice;
+    this.adapter = ctx.adapter;
     this.profile = profile;
     this.#poison = poison;
-    this.#pool = pool;
+    this.#pool = ctx.pool;
   }
 
   /** The device in use. */

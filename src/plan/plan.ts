@@ -6,6 +6,7 @@
  */
 
 import { kvWindowBounds } from "./windows.ts";
+import type { KVAddressing } from "./kv_addressing.ts";
 import { type Partition, partition, segmentTiles } from "./partition.ts";
 import {
   type DecodeShape,
@@ -70,6 +71,8 @@ export interface Plan {
   readonly partition: Partition;
   /** The kernel tables: pieces per workgroup and the reduce list. */
   readonly schedule: Schedule;
+  /** How the pieces address K/V rows: dense (the schedule's windows) or through page lists. */
+  readonly kv: KVAddressing;
   /** Total LeanTiles over all segments. */
   readonly numTiles: number;
   /** Segments: sequences x KV heads x row blocks. */
@@ -130,7 +133,23 @@ export function validateFlag(name: string, value: unknown): boolean {
  * ```
  */
 export function createPlan(shape: DecodeShape, options: PlanOptions): Plan {
-  const problem = validateShape(shape);
+  return planProblem(validateShape(shape), options);
+}
+
+/**
+ * {@linkcode createPlan} for a shape validated already: the later stages take the
+ * {@linkcode Problem} that `validateShape` (or `validateInput`) returned, so one decode
+ * validates its shape once.
+ *
+ * @example
+ * ```ts
+ * import { planProblem, validateShape } from "@lean/attention/plan";
+ * const problem = validateShape({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 64 });
+ * const plan = planProblem(problem, { grid: 4 });
+ * console.log(plan.problem === problem); // true
+ * ```
+ */
+export function planProblem(problem: Problem, options: PlanOptions): Plan {
   const strategy = validateStrategy(options.strategy);
   const grid = options.grid;
   if (typeof grid !== "number") throw new TypeError(`grid must be a number: got ${typeof grid}`);
@@ -167,6 +186,7 @@ export function createPlan(shape: DecodeShape, options: PlanOptions): Plan {
       grid,
       partition: windowed.partition,
       schedule: windowed.schedule,
+      kv: { kind: "dense", windows: windowed.schedule.windows },
       numTiles: windowed.numTiles,
       numSegments,
       batchInvariant,
@@ -174,13 +194,15 @@ export function createPlan(shape: DecodeShape, options: PlanOptions): Plan {
   }
   const segStarts = segmentTiles(problem, tiles);
   const part = partition(segStarts, strategy, grid);
+  const dense = schedule(problem, tiles, part);
   return {
     problem,
     tiles,
     strategy,
     grid,
     partition: part,
-    schedule: schedule(problem, tiles, part),
+    schedule: dense,
+    kv: { kind: "dense", windows: dense.windows },
     numTiles: segStarts[numSegments],
     numSegments,
     batchInvariant,

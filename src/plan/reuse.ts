@@ -81,5 +81,12 @@ export function reusePlan(
       workgroupEnd: before.workgroups,
     }],
   };
-  return { ...previous, problem, tiles, schedule };
+  // A paged plan's caller puts its own page tables back over the dense addressing.
+  return {
+    ...previous,
+    problem,
+    tiles,
+    schedule,
+    kv: { kind: "dense", windows: schedule.windows },
+  };
 }

@@ -13,12 +13,12 @@
  * @module
  */
 
-import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { type KernelSpec, PARAMS_WORDS, specKey } from "../kernels/kernel_spec.ts";
 import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
 import { BindGroupCache } from "../gpu/bind_group_cache.ts";
-import { DeviceGuard } from "../gpu/device_guard.ts";
-import { BufferUsage, type kernelCaps } from "../gpu/gpu_runtime.ts";
+import type { DeviceGuard } from "../gpu/device_guard.ts";
+import type { GpuContext } from "../gpu/gpu_context.ts";
+import { BufferUsage, type KernelCaps } from "../gpu/gpu_runtime.ts";
 import type { KVCache } from "./kv_cache.ts";
 import {
   type CachePlanOptions,
@@ -35,9 +35,8 @@ import { BINDING, namedEntries } from "../kernels/abi.ts";
 import type { TileOptions } from "../plan/tiles.ts";
 import { UploadRing } from "./upload_ring.ts";
 import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
-import { isBuffer } from "./checks.ts";
+import { encodeStorage, RunnerBuffers } from "./encoder_checks.ts";
 import {
-  type BufferInfo,
   type Kernels,
   type Scratch,
   tableLayout,
@@ -92,7 +91,7 @@ export class AttentionEncoder {
   #tiles: TileOptions;
   #strategy: Strategy | undefined;
   #batchInvariant: boolean;
-  #caps: ReturnType<typeof kernelCaps>;
+  #caps: KernelCaps;
   #tuning: KernelTuning;
   #pipelines: PipelineCache;
   #ring: UploadRing;
@@ -104,7 +103,7 @@ export class AttentionEncoder {
   #groups = new BindGroupCache();
   /** The bind group key of one encode, reused (and emptied after use: it must not hold buffers). */
   #keys: object[] = [];
-  #info = new WeakMap<GPUBuffer, BufferInfo>();
+  #buffers = new RunnerBuffers();
   #kernels: Kernels | undefined;
   #scratch: Scratch | undefined;
   #staging = new Uint32Array(0);
@@ -113,24 +112,19 @@ export class AttentionEncoder {
   #pagesCap = 0;
   #disposed = false;
 
-  /** Prefer {@linkcode createAttentionEncoder}. */
-  constructor(
-    device: GPUDevice,
-    grid: number,
-    options: AttentionEncoderOptions,
-    caps: ReturnType<typeof kernelCaps>,
-    pipelines: PipelineCache,
-  ) {
+  /** Prefer {@linkcode createAttentionEncoder}, which opens the device's context. */
+  constructor(ctx: GpuContext, grid: number, options: AttentionEncoderOptions) {
+    const device = ctx.device;
     this.device = device;
     this.grid = grid;
     this.#tiles = { tileTokens: options.tileTokens, workgroupSize: options.workgroupSize };
     this.#strategy = options.strategy;
     this.#batchInvariant = options.batchInvariant ?? false;
-    this.#caps = caps;
+    this.#caps = ctx.caps;
     this.#tuning = options.kernel ?? {};
-    this.#pipelines = pipelines;
+    this.#pipelines = ctx.pipelines;
     this.#ring = new UploadRing(device, { label: "plan tables", usage: TABLES });
-    this.#guard = new DeviceGuard(device, "create a new device, cache and encoder");
+    this.#guard = ctx.guard;
   }
 
   #check(): void {
@@ -176,35 +170,6 @@ export class AttentionEncoder {
       batchInvariant: this.#batchInvariant,
       scale: options.scale,
     });
-  }
-
-  /**
-   * A runner buffer's size and usage, checked to be a `GPUBuffer` on first sight. They never
-   * change, and reading them from Dawn's objects crosses into native code: known buffers are
-   * looked up.
-   */
-  #infoOf(name: string, b: unknown): BufferInfo {
-    let info = this.#info.get(b as GPUBuffer);
-    if (info === undefined) {
-      if (!isBuffer(b)) throw new TypeError(`${name} must be a GPUBuffer: got ${typeof b}`);
-      const usage = (b as { usage?: unknown }).usage;
-      info = { size: b.size, usage: typeof usage === "number" ? usage : undefined };
-      this.#info.set(b, info);
-    }
-    return info;
-  }
-
-  /** Checks a buffer the kernels bind as storage: a `GPUBuffer`, STORAGE usage, large enough. */
-  #checkBuffer(name: string, b: unknown, bytes: number): void {
-    const { size, usage } = this.#infoOf(name, b);
-    if (usage !== undefined && (usage & BufferUsage.STORAGE) === 0) {
-      throw new TypeError(
-        `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${usage.toString(16)}`,
-      );
-    }
-    if (size < bytes) {
-      throw new RangeError(`${name} must hold at least ${bytes} bytes for this plan: got ${size}`);
-    }
   }
 
   /** The kernels for a plan's shape; looked up again only when the shape fields change. */
@@ -260,7 +225,7 @@ export class AttentionEncoder {
 
   /** Uploads a plan's params, schedule and page list into a region of its own, in one write. */
   #upload(plan: PagedPlan): Uploaded {
-    const { problem: p, schedule: s, paging } = plan;
+    const { problem: p, schedule: s, kv } = plan;
     const kernels = this.#kernelsFor(plan);
     const merges = s.reduce.length / REDUCE_STRIDE;
     if (merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
@@ -277,7 +242,7 @@ export class AttentionEncoder {
     const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}`;
     const region = this.#ring.acquire(layout.bytes, layoutKey);
     // One staging array, one write: each writeBuffer costs ~15 us in Deno whatever its size.
-    const used = layout.pagesOffset / 4 + paging.pages.length;
+    const used = layout.pagesOffset / 4 + kv.pages.length;
     if (this.#staging.length < used) this.#staging = new Uint32Array(layout.bytes / 4);
     writeTables(this.#staging, plan, t);
     this.device.queue.writeBuffer(region.buffer, region.offset, this.#staging.buffer, 0, 4 * used);
@@ -353,48 +318,16 @@ export class AttentionEncoder {
   encode(target: GPUCommandEncoder | GPUComputePassEncoder, options: EncodeAttentionOptions): void {
     this.#check();
     const { plan, q, out, lse } = options ?? ({} as EncodeAttentionOptions);
-    if (!plan?.paging) throw new TypeError("plan must be a paged plan from plan() or planPages()");
+    if (plan?.kv?.kind !== "paged") {
+      throw new TypeError("plan must be a paged plan from plan() or planPages()");
+    }
     if (plan.grid !== this.grid) {
       throw new RangeError(
         `plan must be cut for this encoder's grid (${this.grid}): got grid ${plan.grid}`,
       );
     }
-    let k = options.k;
-    let v = options.v;
-    const cache = plan.cache;
-    if (cache && cache.device !== this.device) {
-      throw new TypeError("plan must be made from a KVCache on this encoder's device");
-    }
-    if (options.layer !== undefined) {
-      if (!cache) throw new TypeError("layer needs a plan made from a cache: pass k and v instead");
-      if (cache.version !== plan.cacheVersion) {
-        throw new RangeError(
-          `plan is stale: the cache changed (version ${cache.version}, planned at ${plan.cacheVersion}); plan again after extend, fork or free`,
-        );
-      }
-      ({ k, v } = cache.layerBuffers(options.layer));
-    } else if (!isBuffer(k) || !isBuffer(v)) {
-      throw new TypeError("encode needs a layer (plans of a cache) or k and v GPUBuffers");
-    }
-    const p = plan.problem;
-    const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
-    const kvBytes = plan.paging.numPages * plan.paging.pageSize * p.numKVHeads * p.headDim *
-      KV_DTYPE_INFO[p.kvDtype].bytes;
-    this.#checkBuffer("q", q, qBytes);
-    this.#checkBuffer("out", out, qBytes);
-    this.#checkBuffer("k", k, kvBytes);
-    this.#checkBuffer("v", v, kvBytes);
-    if (lse !== undefined) this.#checkBuffer("lse", lse, qBytes / p.headDim);
-    // A buffer written by a dispatch may not be bound again in it.
-    if (out === q) throw new RangeError("out must not be the same buffer as q");
-    if (lse !== undefined && (lse === q || lse === out)) {
-      throw new RangeError(`lse must not be the same buffer as ${lse === q ? "q" : "out"}`);
-    }
-    for (const [name, b] of [["out", out], ["lse", lse]] as const) {
-      if (b !== undefined && (b === k || b === v)) {
-        throw new RangeError(`${name} must not be the K/V storage the plan reads`);
-      }
-    }
+    const { k, v } = encodeStorage(plan, options, this.device);
+    this.#buffers.checkAll(plan, { q, out, lse, k, v });
     const pass = typeof (target as GPUComputePassEncoder)?.dispatchWorkgroups === "function"
       ? target as GPUComputePassEncoder
       : undefined;
@@ -406,7 +339,7 @@ export class AttentionEncoder {
       up = this.#upload(plan);
       this.#uploads.set(plan, up);
     }
-    const group = this.#bindGroup(up, q, out, lse ?? this.#scratch!.lse, k as GPUBuffer, v!);
+    const group = this.#bindGroup(up, q, out, lse ?? this.#scratch!.lse, k, v);
     const cp = pass ?? (target as GPUCommandEncoder).beginComputePass({});
     // Once per command buffer: lets the ring know when the GPU is done with the tables.
     this.#ring.mark(up.region, cp, target);

@@ -7,7 +7,7 @@
  */
 
 import { kernelParams, type KernelSpec } from "../kernels/kernel_spec.ts";
-import { PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
+import { PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
 import type { PagedPlan } from "./paged_plan.ts";
 import type { RingRegion } from "./upload_ring.ts";
 
@@ -88,7 +88,7 @@ export function tableLayout(
   pagesCap: number,
   align: number,
 ): PlanTables {
-  const { schedule: s, paging } = plan;
+  const { schedule: s, kv } = plan;
   const segments = plan.numSegments;
   const maxWg = Math.max(s.workgroups, Math.min(grid, plan.numTiles));
   const maxPieces = maxWg + segments;
@@ -101,7 +101,8 @@ export function tableLayout(
     schedWords,
     maxWg + 1 + maxPieces * PIECE_STRIDE + maxReduce * REDUCE_STRIDE,
   );
-  const pages = Math.max(pagesCap, paging.pages.length, (plan.cache?.numPages ?? 0) + 64, 16);
+  const cachePages = plan.cacheId === undefined ? 0 : kv.numPages;
+  const pages = Math.max(pagesCap, kv.pages.length, cachePages + 64, 16);
   const schedOffset = align;
   const pagesOffset = schedOffset + Math.ceil((4 * sched) / align) * align;
   return {
@@ -121,9 +122,13 @@ export function tableLayout(
   };
 }
 
-/** Writes a plan's params, schedule and page list into `staging` at their layout's offsets. */
+/**
+ * Writes a plan's params, schedule and page list into `staging` at their layout's offsets. The
+ * paged kernel reads a piece's page-list offset from its `kvStart` field: written here, from the
+ * plan's `kv.pageOffsets`, in place of the dense row the plan's schedule holds.
+ */
 export function writeTables(staging: Uint32Array, plan: PagedPlan, t: PlanTables): void {
-  const { problem: p, schedule: s, paging } = plan;
+  const { problem: p, schedule: s, kv } = plan;
   staging.set(
     kernelParams({
       ...p,
@@ -132,13 +137,17 @@ export function writeTables(staging: Uint32Array, plan: PagedPlan, t: PlanTables
       count: s.workgroups,
       mergeCount: t.merges,
       scale: plan.scale,
-      pageShift: paging.pageShift,
+      pageShift: kv.pageShift,
     }),
     0,
   );
   const at = t.layout.schedOffset / 4;
   staging.set(s.pieceOffsets, at);
   staging.set(s.pieces, at + t.pieceBase);
+  const pieces = at + t.pieceBase;
+  for (let o = 0; o < s.pieces.length; o += PIECE_STRIDE) {
+    staging[pieces + o + PIECE.kvStart] = kv.pageOffsets[s.pieces[o + PIECE.seq]];
+  }
   staging.set(s.reduce, at + t.reduceBase);
-  staging.set(paging.pages, t.layout.pagesOffset / 4);
+  staging.set(kv.pages, t.layout.pagesOffset / 4);
 }

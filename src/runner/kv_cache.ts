@@ -29,10 +29,19 @@ import type {
   KVCacheStats,
   LayerRows,
 } from "./kv_cache_types.ts";
-import { isBuffer, isCommandEncoder, isComputePass, positiveInt } from "./checks.ts";
+import { isCommandEncoder, isComputePass } from "./checks.ts";
 import { AppendPath } from "./kv_append.ts";
 import { KVStorage } from "./kv_storage.ts";
-import { PageTables, type Sequence, type SlotRecord } from "./page_tables.ts";
+import { PageTables, type Sequence } from "./page_tables.ts";
+import { registerCache } from "./cache_registry.ts";
+import {
+  checkAppendBuffers,
+  checkAppendData,
+  checkCacheOptions,
+  checkLayer,
+  checkRows,
+} from "./kv_cache_checks.ts";
+import type { PageTableSource } from "./page_table_source.ts";
 
 export type {
   AppendData,
@@ -45,9 +54,7 @@ export type {
   LayerRows,
 } from "./kv_cache_types.ts";
 import { DeviceGuard } from "../gpu/device_guard.ts";
-import { BufferUsage } from "../gpu/gpu_runtime.ts";
-import { encodeKV } from "../core/dtypes.ts";
-import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
+import type { KVDtype } from "../core/problem.ts";
 
 /**
  * A paged KV cache; create it with {@linkcode createKVCache}.
@@ -66,7 +73,7 @@ import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
  * console.log(cache.memory().pagesUsed); // 0
  * ```
  */
-export class KVCache {
+export class KVCache implements PageTableSource {
   /** Layers, each with its own K and V pages. */
   readonly numLayers: number;
   /** KV heads per token row. */
@@ -83,6 +90,8 @@ export class KVCache {
   readonly device: GPUDevice | undefined;
   /** `log2(pageSize)`. */
   readonly pageShift: number;
+  /** Identity token: the cache's paged plans name it by this number. */
+  readonly id: number;
   /** KV elements of one token row (all KV heads). */
   readonly rowElements: number;
   /** Bytes of one token row in one of K or V. */
@@ -93,49 +102,24 @@ export class KVCache {
   #store: KVStorage;
   /** The append kernel's pipeline, upload ring and bind groups, made on first use. */
   #append: AppendPath | undefined;
-  #slots = new WeakMap<AppendSlots, SlotRecord>();
   #guard: DeviceGuard | undefined;
   #disposed = false;
 
   /** Prefer {@linkcode createKVCache}, which validates the options first. */
   constructor(options: KVCacheOptions) {
-    if (typeof options !== "object" || options === null) {
-      throw new TypeError(
-        `options must be an object: got ${options === null ? "null" : typeof options}`,
-      );
-    }
-    this.numLayers = positiveInt("numLayers", options.numLayers, 4096);
-    this.numKVHeads = positiveInt("numKVHeads", options.numKVHeads, 4096);
-    this.headDim = positiveInt("headDim", options.headDim, MAX_HEAD_DIM);
-    if (this.headDim % 8 !== 0) {
-      throw new RangeError(
-        `headDim must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${this.headDim}`,
-      );
-    }
-    const dtype = options.kvDtype ?? "f32";
-    if (typeof dtype !== "string") {
-      throw new TypeError(`kvDtype must be a string: got ${typeof dtype}`);
-    }
-    if (!KV_DTYPES.includes(dtype)) {
-      throw new RangeError(
-        `kvDtype must be one of "f32", "f16", "bf16": got ${JSON.stringify(dtype)}`,
-      );
-    }
-    this.kvDtype = dtype;
-    const pageSize = positiveInt("pageSize", options.pageSize ?? 16, 65536);
-    if ((pageSize & (pageSize - 1)) !== 0) {
-      throw new RangeError(`pageSize must be a power of two from 1 to 65536: got ${pageSize}`);
-    }
-    this.pageSize = pageSize;
-    this.pageShift = Math.log2(pageSize);
-    this.numPages = positiveInt("numPages", options.numPages);
+    const o = checkCacheOptions(options);
+    this.numLayers = o.numLayers;
+    this.numKVHeads = o.numKVHeads;
+    this.headDim = o.headDim;
+    this.kvDtype = o.kvDtype;
+    this.pageSize = o.pageSize;
+    this.pageShift = Math.log2(o.pageSize);
+    this.numPages = o.numPages;
     this.rowElements = this.numKVHeads * this.headDim;
-    this.rowBytes = this.rowElements * KV_DTYPE_INFO[dtype].bytes;
-    this.#tables = new PageTables(this.numPages, pageSize);
-    const device = options.device;
-    if (device !== undefined && typeof device?.createBuffer !== "function") {
-      throw new TypeError(`device must be a GPUDevice: got ${typeof device}`);
-    }
+    this.rowBytes = this.rowElements * KV_DTYPE_INFO[o.kvDtype].bytes;
+    this.#tables = new PageTables(this.numPages, o.pageSize);
+    this.id = registerCache(this);
+    const device = o.device;
     this.device = device;
     this.#store = new KVStorage(this, device);
     if (device) this.#guard = new DeviceGuard(device, "create a new device and a new cache on it");
@@ -154,15 +138,7 @@ export class KVCache {
   }
 
   #layer(layer: unknown): number {
-    if (typeof layer !== "number") {
-      throw new TypeError(`layer must be a number: got ${typeof layer}`);
-    }
-    if (!Number.isInteger(layer) || layer < 0 || layer >= this.numLayers) {
-      throw new RangeError(
-        `layer must be an integer from 0 to ${this.numLayers - 1}: got ${layer}`,
-      );
-    }
-    return layer;
+    return checkLayer(layer, this.numLayers);
   }
 
   /**
@@ -260,52 +236,7 @@ export class KVCache {
       this.#store.copyPage(copies, old, page, count);
     });
     if (copies && options.encoder === undefined) this.device!.queue.submit([copies.finish()]);
-    const ids = Uint32Array.from(seqs);
-    const slots: AppendSlots = { seqs: ids.slice(), counts: n.slice(), rows: rows.slice() };
-    this.#slots.set(slots, {
-      owners: list,
-      ids,
-      counts: n,
-      starts,
-      rows,
-      checkedAt: this.#tables.version,
-    });
-    return slots;
-  }
-
-  /**
-   * The rows of slots from this cache's `extend()`, checked to still be their sequences' rows:
-   * a sequence freed since (its pages may be another's now), or rows moved by a copy-on-write
-   * since, make the slots stale. Checked again only after the cache changed.
-   */
-  #slotRows(slots: AppendSlots): Uint32Array {
-    const record = typeof slots === "object" && slots !== null ? this.#slots.get(slots) : undefined;
-    if (!record) {
-      throw new TypeError("slots must be the AppendSlots returned by this cache's extend()");
-    }
-    if (record.checkedAt === this.#tables.version) return record.rows;
-    this.#tables.checkRows(record);
-    record.checkedAt = this.#tables.version;
-    return record.rows;
-  }
-
-  #checkRows(name: string, data: unknown, tokens: number): Float32Array | Uint16Array {
-    const want = tokens * this.rowElements;
-    if (!KV_DTYPE_INFO[this.kvDtype].packed) {
-      if (!(data instanceof Float32Array)) {
-        throw new TypeError(`${name} must be a Float32Array (kvDtype "f32"): got ${typeof data}`);
-      }
-    } else if (!(data instanceof Float32Array) && !(data instanceof Uint16Array)) {
-      throw new TypeError(
-        `${name} must be a Float32Array or a Uint16Array of bit patterns (kvDtype "${this.kvDtype}"): got ${typeof data}`,
-      );
-    }
-    if (data.length !== want) {
-      throw new RangeError(
-        `${name} must have ${want} elements (${tokens} tokens x ${this.numKVHeads} KV heads x ${this.headDim}): got ${data.length}`,
-      );
-    }
-    return data instanceof Float32Array ? encodeKV(data, this.kvDtype) : data;
+    return this.#tables.issue(seqs, list, n, starts, rows);
   }
 
   /**
@@ -318,10 +249,10 @@ export class KVCache {
   write(slots: AppendSlots, layer: number, rows: LayerRows): void {
     this.#check(true);
     this.#layer(layer);
-    const rowIds = this.#slotRows(slots);
+    const rowIds = this.#tables.slotRows(slots);
     const n = rowIds.length;
-    const k = this.#checkRows("k", rows?.k, n);
-    const v = this.#checkRows("v", rows?.v, n);
+    const k = checkRows(this, "k", rows?.k, n);
+    const v = checkRows(this, "v", rows?.v, n);
     this.#store.writeRows(rowIds, layer, k, v);
   }
 
@@ -333,26 +264,11 @@ export class KVCache {
   append(seq: number, data: AppendData, options: ExtendOptions = {}): AppendSlots {
     this.#check(true);
     this.#seq(seq);
-    const { k, v } = data ?? {};
-    if (!Array.isArray(k) || !Array.isArray(v)) {
-      throw new TypeError("k and v must be arrays with one array per layer");
-    }
-    if (k.length !== this.numLayers || v.length !== this.numLayers) {
-      throw new RangeError(
-        `k and v must hold one array per layer (${this.numLayers}): got ${k.length} and ${v.length}`,
-      );
-    }
-    const first = k[0]?.length;
-    const tokens = typeof first === "number" ? first / this.rowElements : NaN;
-    if (!Number.isInteger(tokens)) {
-      throw new RangeError(
-        `k[0] must hold whole token rows of ${this.rowElements} elements: got ${first}`,
-      );
-    }
-    const ks = k.map((a, l) => this.#checkRows(`k[${l}]`, a, tokens));
-    const vs = v.map((a, l) => this.#checkRows(`v[${l}]`, a, tokens));
+    const { k, v, tokens } = checkAppendData(this, data);
+    const ks = k.map((a, l) => checkRows(this, `k[${l}]`, a, tokens));
+    const vs = v.map((a, l) => checkRows(this, `v[${l}]`, a, tokens));
     const slots = this.extend([seq], tokens, options);
-    const rowIds = this.#slotRows(slots);
+    const rowIds = this.#tables.slotRows(slots);
     for (let l = 0; l < this.numLayers; l++) this.#store.writeRows(rowIds, l, ks[l], vs[l]);
     return slots;
   }
@@ -377,26 +293,9 @@ export class KVCache {
     }
     const layer = this.#layer(options?.layer);
     const { slots, k, v } = options;
-    const rowIds = this.#slotRows(slots);
-    if (!isBuffer(k)) throw new TypeError(`k must be a GPUBuffer: got ${typeof k}`);
-    if (!isBuffer(v)) throw new TypeError(`v must be a GPUBuffer: got ${typeof v}`);
+    const rowIds = this.#tables.slotRows(slots);
     const tokens = rowIds.length;
-    const need = tokens * this.rowElements * 4;
-    for (const [name, b] of [["k", k], ["v", v]] as const) {
-      if (b.size < need) {
-        throw new RangeError(
-          `${name} must hold ${tokens} f32 rows of ${this.rowElements} (${need} bytes): got ${b.size} bytes`,
-        );
-      }
-      if (typeof b.usage === "number" && (b.usage & BufferUsage.STORAGE) === 0) {
-        throw new TypeError(
-          `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${b.usage.toString(16)}`,
-        );
-      }
-      if (this.#store.owns(b)) {
-        throw new RangeError(`${name} must not be one of this cache's own K/V buffers`);
-      }
-    }
+    checkAppendBuffers(this, { k, v }, tokens, (b) => this.#store.owns(b));
     const pass = isComputePass(target) ? target : undefined;
     if (!pass && !isCommandEncoder(target)) {
       throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
@@ -461,21 +360,7 @@ export class KVCache {
 
   /** Memory use: pages used, free and shared, and bytes. */
   memory(): KVCacheMemory {
-    let tokens = 0;
-    for (const s of this.#tables.seqs.values()) tokens += s.length;
-    const bytesPerPage = 2 * this.numLayers * this.pageSize * this.rowBytes;
-    return {
-      pageSize: this.pageSize,
-      pagesTotal: this.numPages,
-      pagesUsed: this.#tables.pool.used,
-      pagesFree: this.#tables.pool.free,
-      pagesShared: this.#tables.pool.shared(),
-      sequences: this.#tables.seqs.size,
-      tokens,
-      bytesPerPage,
-      bytesAllocated: bytesPerPage * this.numPages,
-      bytesUsed: bytesPerPage * this.#tables.pool.used,
-    };
+    return this.#tables.memory(2 * this.numLayers * this.pageSize * this.rowBytes);
   }
 
   /** GPU allocation counters: steady-state appends leave them unchanged. */

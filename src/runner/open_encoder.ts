@@ -1,13 +1,14 @@
 /**
  * Creating an attention encoder on a runner's device: the grid (the caller's, or the table of
- * known adapters), the device's kernel capabilities and a pipeline cache of its own.
+ * known adapters) and the device's context (`openGpuContext`: capabilities, pipeline cache,
+ * device guard), as the dense backend sets up its own.
  *
  * @module
  */
 
 import { tableProfile } from "../gpu/device_profile.ts";
-import { acceptsSubgroupsDirective, kernelCaps, summarizeAdapter } from "../gpu/gpu_runtime.ts";
-import { PipelineCache } from "../gpu/pipeline_cache.ts";
+import { summarizeAdapter } from "../gpu/gpu_runtime.ts";
+import { openGpuContext } from "../gpu/gpu_context.ts";
 import { AttentionEncoder } from "./attention_encoder.ts";
 import type { AttentionEncoderOptions } from "./encoder_types.ts";
 
@@ -47,8 +48,9 @@ export async function createAttentionEncoder(
   } else if (!Number.isInteger(grid) || grid < 1) {
     throw new RangeError(`grid must be a positive integer: got ${grid}`);
   }
-  const caps = kernelCaps(device, info);
-  const enableDirective = caps.subgroups && await acceptsSubgroupsDirective(device);
-  const pipelines = new PipelineCache(device, { enableDirective });
-  return new AttentionEncoder(device, grid, options, caps, pipelines);
+  const ctx = await openGpuContext({
+    device,
+    lostRemedy: "create a new device, cache and encoder",
+  });
+  return new AttentionEncoder(ctx, grid, options);
 }

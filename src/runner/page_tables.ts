@@ -7,6 +7,7 @@
  */
 
 import { PagePool } from "./page_pool.ts";
+import type { AppendSlots, KVCacheMemory } from "./kv_cache_types.ts";
 
 /** A sequence's pages and length. */
 export interface Sequence {
@@ -51,9 +52,13 @@ export class PageTables {
   nextId = 0;
   /** Bumped by every change to sequences (extend, fork, free). */
   version = 0;
+  readonly numPages: number;
+  /** The records of the slots `extend` handed out. */
+  #slots = new WeakMap<AppendSlots, SlotRecord>();
 
   constructor(numPages: number, pageSize: number) {
     this.pool = new PagePool(numPages);
+    this.numPages = numPages;
     this.pageSize = pageSize;
     this.pageShift = Math.log2(pageSize);
   }
@@ -198,6 +203,54 @@ export class PageTables {
   }
 
   /** Throws RangeError when slots' rows are no longer their sequences' (freed, or moved). */
+  /** Hands out the slots of an `extend`, keeping their record (see `slotRows`). */
+  issue(
+    seqs: ArrayLike<number>,
+    owners: Sequence[],
+    counts: Uint32Array,
+    starts: Float64Array,
+    rows: Uint32Array,
+  ): AppendSlots {
+    const ids = Uint32Array.from(seqs);
+    const slots: AppendSlots = { seqs: ids.slice(), counts: counts.slice(), rows: rows.slice() };
+    this.#slots.set(slots, { owners, ids, counts, starts, rows, checkedAt: this.version });
+    return slots;
+  }
+
+  /**
+   * The rows of slots from this cache's `extend()`, checked to still be their sequences' rows:
+   * a sequence freed since (its pages may be another's now), or rows moved by a copy-on-write
+   * since, make the slots stale. Checked again only after the cache changed.
+   */
+  slotRows(slots: AppendSlots): Uint32Array {
+    const record = typeof slots === "object" && slots !== null ? this.#slots.get(slots) : undefined;
+    if (!record) {
+      throw new TypeError("slots must be the AppendSlots returned by this cache's extend()");
+    }
+    if (record.checkedAt === this.version) return record.rows;
+    this.checkRows(record);
+    record.checkedAt = this.version;
+    return record.rows;
+  }
+
+  /** Memory use of the pool and sequences, at `bytesPerPage` (see `KVCache.memory`). */
+  memory(bytesPerPage: number): KVCacheMemory {
+    let tokens = 0;
+    for (const s of this.seqs.values()) tokens += s.length;
+    return {
+      pageSize: this.pageSize,
+      pagesTotal: this.numPages,
+      pagesUsed: this.pool.used,
+      pagesFree: this.pool.free,
+      pagesShared: this.pool.shared(),
+      sequences: this.seqs.size,
+      tokens,
+      bytesPerPage,
+      bytesAllocated: bytesPerPage * this.numPages,
+      bytesUsed: bytesPerPage * this.pool.used,
+    };
+  }
+
   checkRows(record: SlotRecord): void {
     const P = this.pageSize;
     const shift = this.pageShift;

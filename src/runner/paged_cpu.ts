@@ -1,16 +1,16 @@
 /**
- * Paged plans on the CPU: the host cache's K/V rows gathered through each sequence's page list,
- * then the dense plan's schedule run on them, so results are bitwise those of a dense decode.
+ * Paged plans on the CPU: the plan's schedule run on the host cache's storage, each K/V row read
+ * through its sequence's page list (`kv.kind === "paged"`), so results are bitwise those of a
+ * dense decode of the same tokens.
  *
  * @module
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
-import { executePlanOnCpu } from "../cpu/cpu_backend.ts";
+import { runSchedule } from "../cpu/cpu_backend.ts";
 import type { KVCache } from "./kv_cache.ts";
-import type { Plan } from "../plan/plan.ts";
 import type { DecodeOutput, KVDtype } from "../core/problem.ts";
-import { PIECE, PIECE_STRIDE } from "../plan/schedule.ts";
+import { cacheById } from "./cache_registry.ts";
 
 import type { PagedPlan } from "./paged_plan.ts";
 
@@ -49,9 +49,8 @@ function ownsStorage(cache: KVCache, k: unknown, v: unknown): boolean {
 }
 
 /**
- * Executes a paged plan on the CPU: gathers each sequence's K/V rows through its page list
- * (the pieces' `kvStart` fields) and runs the same schedule as the dense plan, so results are
- * bitwise those of a dense decode of the same tokens.
+ * Executes a paged plan on the CPU: runs the plan's schedule reading each K/V row through its
+ * sequence's page list, so results are bitwise those of a dense decode of the same tokens.
  *
  * @example
  * ```ts
@@ -65,11 +64,15 @@ function ownsStorage(cache: KVCache, k: unknown, v: unknown): boolean {
  * ```
  */
 export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): DecodeOutput {
-  if (!plan?.paging) {
+  if (plan?.kv?.kind !== "paged") {
     throw new TypeError("plan must be a paged plan (createPagedPlan, planForCache)");
   }
-  const { problem: p, paging, cache } = plan;
-  if (cache) {
+  const { problem: p, kv } = plan;
+  if (plan.cacheId !== undefined) {
+    const cache = cacheById(plan.cacheId);
+    if (!cache) {
+      throw new RangeError("plan is stale: its cache is gone; plan again on a live cache");
+    }
     // The plan's page tables are the cache's of the moment it was made.
     if (cache.version !== plan.cacheVersion) {
       throw new RangeError(
@@ -84,15 +87,16 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
   }
   const row = p.numKVHeads * p.headDim;
   const dtype: KVDtype = p.kvDtype;
-  const Ctor = KV_DTYPE_INFO[dtype].HostArray;
+  const info = KV_DTYPE_INFO[dtype];
+  const Ctor = info.HostArray;
   for (const name of ["k", "v"] as const) {
     const a = input?.[name];
     if (!(a instanceof Ctor)) {
       throw new TypeError(`${name} must be a ${Ctor.name} (kvDtype "${dtype}"): got ${typeof a}`);
     }
-    if (a.length < paging.numPages * paging.pageSize * row) {
+    if (a.length < kv.numPages * kv.pageSize * row) {
       throw new RangeError(
-        `${name} must hold ${paging.numPages} pages of ${paging.pageSize} rows of ${row} elements: got ${a.length} elements`,
+        `${name} must hold ${kv.numPages} pages of ${kv.pageSize} rows of ${row} elements: got ${a.length} elements`,
       );
     }
   }
@@ -103,46 +107,32 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
   if (input.q.length !== qElems) {
     throw new RangeError(`q must have ${qElems} elements: got ${input.q.length}`);
   }
-  const P = paging.pageSize;
-  const k = new Ctor(p.totalTokens * row);
-  const v = new Ctor(p.totalTokens * row);
-  for (let s = 0; s < p.numSeqs; s++) {
-    const len = p.seqLens[s];
-    const base = p.kvStarts[s] * row;
-    for (let j = 0; j * P < len; j++) {
-      const src = paging.pages[paging.pageOffsets[s] + j] * P * row;
-      const n = Math.min(P, len - j * P) * row;
-      k.set((input.k as Float32Array).subarray(src, src + n), base + j * P * row);
-      v.set((input.v as Float32Array).subarray(src, src + n), base + j * P * row);
-    }
-  }
-  // The dense twin of the schedule: kvStart back to the sequence's first dense row.
-  const pieces = plan.schedule.pieces.slice();
-  for (let o = 0; o < pieces.length; o += PIECE_STRIDE) {
-    const seq = pieces[o + PIECE.seq];
-    if (pieces[o + PIECE.kvStart] !== paging.pageOffsets[seq]) {
-      throw new RangeError(
-        `piece ${o / PIECE_STRIDE} of the plan must start at its sequence's page list (${
-          paging.pageOffsets[seq]
-        }): got ${pieces[o + PIECE.kvStart]}`,
-      );
-    }
-    pieces[o + PIECE.kvStart] = p.kvStarts[seq];
-  }
-  const dense: Plan = { ...plan, schedule: { ...plan.schedule, pieces } };
-  return executePlanOnCpu(
-    dense,
-    {
-      q: input.q,
-      k,
-      v,
-      seqLens: p.seqLens,
-      numHeads: p.numHeads,
-      numKVHeads: p.numKVHeads,
-      headDim: p.headDim,
-      qLen: p.qLen,
-      kvDtype: dtype,
-    },
+  return runSchedule(
+    plan,
+    input.q,
+    decodePages(input.k, plan),
+    decodePages(input.v, plan),
     plan.scale,
+    kv,
   );
+}
+
+/**
+ * The storage as float32 (the array itself for f32): packed dtypes decode only the pages the
+ * plan reads, in place in a storage-sized array, so page numbers address it unchanged.
+ */
+function decodePages(data: Float32Array | Uint16Array, plan: PagedPlan): Float32Array {
+  const { problem: p, kv } = plan;
+  if (data instanceof Float32Array) return data;
+  const info = KV_DTYPE_INFO[p.kvDtype];
+  const span = kv.pageSize * p.numKVHeads * p.headDim;
+  const out = new Float32Array(kv.numPages * span);
+  for (let s = 0; s < p.numSeqs; s++) {
+    const used = Math.ceil(p.seqLens[s] / kv.pageSize);
+    for (let j = 0; j < used; j++) {
+      const at = kv.pages[kv.pageOffsets[s] + j] * span;
+      out.set(info.decode(data.subarray(at, at + span)), at);
+    }
+  }
+  return out;
 }

@@ -1,48 +1,27 @@
 /**
- * Paged plans: a {@linkcode Plan} whose pieces address K/V through page tables. The schedule is
- * the dense plan's (same tiles, workgroups, slots and merge order, so paged and dense results
- * are bitwise equal); only each piece's `kvStart` field holds instead the offset of its
- * sequence's page list in the plan's `pages` array. Token `t` of a sequence lives in row
- * `(pages[kvStart + (t >> pageShift)] << pageShift) + (t & (pageSize - 1))` of a layer's K and V.
+ * Paged plans: a {@linkcode Plan} whose K/V addressing is `kv: { kind: "paged", ... }`, page
+ * tables held as plain data. The schedule is the dense plan's, unchanged (same tiles,
+ * workgroups, slots and merge order, so paged and dense results are bitwise equal). Token `t` of
+ * sequence `s` lives in row `(pages[pageOffsets[s] + (t >> pageShift)] << pageShift) +
+ * (t & (pageSize - 1))` of a layer's K and V. (The paged kernel reads a piece's page-list offset
+ * from its `kvStart` field: the GPU table upload writes it there, the plan does not.)
  *
  * @module
  */
 
-import type { KVCache } from "./kv_cache.ts";
-import { createPlan, type Plan, type PlanOptions } from "../plan/plan.ts";
+import type { PageTableSource } from "./page_table_source.ts";
+import type { PagedKV } from "../plan/kv_addressing.ts";
+import { type Plan, type PlanOptions, planProblem } from "../plan/plan.ts";
 import { reusePlan } from "../plan/reuse.ts";
-import { type DecodeShape, MAX_Q_LEN, type Strategy, validateShape } from "../core/problem.ts";
-import { PIECE, PIECE_STRIDE } from "../plan/schedule.ts";
+import {
+  type DecodeShape,
+  MAX_Q_LEN,
+  type Problem,
+  type Strategy,
+  validateShape,
+} from "../core/problem.ts";
 
-/**
- * The page tables a paged plan carries.
- *
- * @example
- * ```ts
- * import { createPagedPlan, type PagedKV } from "@lean/attention/runner";
- * const plan = createPagedPlan(
- *   { seqLens: [5, 3], numHeads: 2, numKVHeads: 1, headDim: 8 },
- *   { pageSize: 4, numPages: 4, pageTables: [[2, 0], [3]] },
- *   { grid: 4 },
- * );
- * const paging: PagedKV = plan.paging;
- * // Token 4 of sequence 0: page pages[pageOffsets[0] + (4 >> pageShift)], row 0 of it.
- * const page = paging.pages[paging.pageOffsets[0] + (4 >> paging.pageShift)];
- * console.log(paging.pageShift, page * paging.pageSize + (4 & (paging.pageSize - 1))); // 2 0
- * ```
- */
-export interface PagedKV {
-  /** Tokens per page (a power of two). */
-  readonly pageSize: number;
-  /** `log2(pageSize)`. */
-  readonly pageShift: number;
-  /** Pages of the storage the tables point into (every entry is below it). */
-  readonly numPages: number;
-  /** The sequences' page lists, concatenated in sequence order. */
-  readonly pages: Uint32Array;
-  /** Where each sequence's page list starts in `pages` (`numSeqs + 1` entries). */
-  readonly pageOffsets: Uint32Array;
-}
+export type { PagedKV } from "../plan/kv_addressing.ts";
 
 /**
  * A plan that reads K and V through page tables.
@@ -54,18 +33,19 @@ export interface PagedKV {
  * const a = cache.addSequence();
  * cache.extend([a], 6);
  * const plan: PagedPlan = planForCache(cache, { seqs: [a], numHeads: 2 }, { grid: 4 });
- * console.log(plan.cacheVersion === cache.version, Array.from(plan.seqIds ?? [])); // true [0]
+ * console.log(plan.cacheId === cache.id, plan.cacheVersion === cache.version); // true true
+ * console.log(Array.from(plan.seqIds ?? [])); // [0]
  * cache.extend([a], 1);
  * console.log(plan.cacheVersion === cache.version); // false (stale: plan again)
  * ```
  */
 export interface PagedPlan extends Plan {
-  /** The page tables the plan's pieces address. */
-  readonly paging: PagedKV;
+  /** The K/V addressing: the page tables the plan's pieces read through. */
+  readonly kv: PagedKV;
   /** Softmax scale the plan is run with. */
   readonly scale: number;
-  /** The cache the plan was made from (absent for explicit page tables). */
-  readonly cache?: KVCache;
+  /** Identity token of the cache the plan was made from (absent for explicit page tables). */
+  readonly cacheId?: number;
   /** The cache's version when planned: a plan of an older version is stale. */
   readonly cacheVersion?: number;
   /** The cache's sequence ids, in plan order (absent for explicit page tables). */
@@ -82,7 +62,7 @@ export interface PagedPlan extends Plan {
  * const tables: PageTables = { pageSize: 4, numPages: 4, pageTables: [[2, 0], [3]] };
  * const shape = { seqLens: [5, 3], numHeads: 2, numKVHeads: 1, headDim: 8 };
  * const plan = createPagedPlan(shape, tables, { grid: 4 });
- * console.log(plan.paging.numPages, plan.numTiles); // 4 2
+ * console.log(plan.kv.numPages, plan.numTiles); // 4 2
  * ```
  */
 export interface PageTables {
@@ -152,14 +132,13 @@ function checkScale(scale: unknown, headDim: number): number {
 }
 
 function pagePlan(
-  shape: DecodeShape,
-  paging: PagedKV,
-  options: PagedPlanOptions,
-  extra: Pick<PagedPlan, "cache" | "cacheVersion" | "seqIds">,
+  problem: Problem,
+  kv: PagedKV,
+  scale: number,
+  options: PlanOptions,
+  extra: Pick<PagedPlan, "cacheId" | "cacheVersion" | "seqIds">,
   previous?: PagedPlan,
 ): PagedPlan {
-  const scale = checkScale(options.scale, shape.headDim);
-  const problem = validateShape(shape);
   if (problem.totalTokens > 0xffffffff) {
     throw new RangeError(
       `seqLens must total at most 4294967295 tokens (32-bit offsets): got ${problem.totalTokens}`,
@@ -167,13 +146,8 @@ function pagePlan(
   }
   const planOptions = { ...options, maxBindingBytes: undefined };
   const dense = (previous && reusePlan(previous, problem, planOptions)) ??
-    createPlan(shape, planOptions);
-  const pieces = dense.schedule.pieces;
-  const offsets = paging.pageOffsets;
-  for (let o = 0; o < pieces.length; o += PIECE_STRIDE) {
-    pieces[o + PIECE.kvStart] = offsets[pieces[o + PIECE.seq]];
-  }
-  return { ...dense, paging, scale, ...extra };
+    planProblem(problem, planOptions);
+  return { ...dense, kv, scale, ...extra };
 }
 
 /**
@@ -189,7 +163,7 @@ function pagePlan(
  *   { pageSize: 4, numPages: 4, pageTables: [[2, 0], [3]] },
  *   { grid: 4 },
  * );
- * console.log(Array.from(plan.paging.pages), Array.from(plan.paging.pageOffsets)); // [2, 0, 3] [0, 2, 3]
+ * console.log(Array.from(plan.kv.pages), Array.from(plan.kv.pageOffsets)); // [2, 0, 3] [0, 2, 3]
  * ```
  */
 export function createPagedPlan(
@@ -262,19 +236,21 @@ export function createPagedPlan(
       pages[pageOffsets[i] + j] = page;
     }
   }
-  const paging: PagedKV = {
+  const kv: PagedKV = {
+    kind: "paged",
     pageSize,
     pageShift: Math.log2(pageSize),
     numPages,
     pages,
     pageOffsets,
   };
-  return pagePlan(shape, paging, options, {});
+  return pagePlan(problem, kv, checkScale(options.scale, problem.headDim), options, {});
 }
 
 /**
- * Plans one step of a runner over sequences of a {@linkcode KVCache}: their current lengths
- * (extended already with this step's tokens) and page tables. Host only; one plan serves every
+ * Plans one step of a runner over sequences of a {@linkcode PageTableSource} (a `KVCache`): their
+ * current lengths (extended already with this step's tokens) and page tables. The plan keeps the
+ * source's identity token and version as plain data, not the source. Host only; one plan serves every
  * layer. O(segments + workgroups + pages of the batch).
  *
  * @example
@@ -284,11 +260,11 @@ export function createPagedPlan(
  * const a = cache.addSequence();
  * cache.extend([a], 6);
  * const plan = planForCache(cache, { seqs: [a], numHeads: 4 }, { grid: 4 });
- * console.log(plan.problem.seqLens[0], plan.paging.pages.length); // 6 2
+ * console.log(plan.problem.seqLens[0], plan.kv.pages.length); // 6 2
  * ```
  */
 export function planForCache(
-  cache: KVCache,
+  cache: PageTableSource,
   step: CachePlanOptions,
   options: Omit<PlanOptions, "strategy"> & {
     strategy?: Strategy;
@@ -337,7 +313,8 @@ export function planForCache(
     qLen,
     kvDtype: cache.kvDtype,
   };
-  const paging: PagedKV = {
+  const kv: PagedKV = {
+    kind: "paged",
     pageSize: cache.pageSize,
     pageShift: cache.pageShift,
     numPages: cache.numPages,
@@ -345,11 +322,14 @@ export function planForCache(
     pageOffsets,
   };
   const { previous, ...planOptions } = options;
+  // The scale is checked before the shape, so a step with several bad fields reports as before.
+  const scale = checkScale(step.scale, cache.headDim);
   return pagePlan(
-    shape,
-    paging,
-    { ...planOptions, strategy: step.strategy ?? options.strategy, scale: step.scale },
-    { cache, cacheVersion: cache.version, seqIds: Uint32Array.from(seqs) },
+    validateShape(shape),
+    kv,
+    scale,
+    { ...planOptions, strategy: step.strategy ?? options.strategy },
+    { cacheId: cache.id, cacheVersion: cache.version, seqIds: Uint32Array.from(seqs) },
     previous,
   );
 }

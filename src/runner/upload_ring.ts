@@ -16,19 +16,10 @@
  */
 
 import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
+import type { Arena, Region, Retired, RingRegion } from "./ring_region.ts";
+import { createMarker } from "./upload_marker.ts";
 
-/** `GPUShaderStage.COMPUTE`, spelled out for runtimes without the WebGPU globals. */
-const COMPUTE_STAGE = 0x4;
-
-const MARKER_WGSL =
-  `// lean-attention upload marker: counts the runs of command buffers reading a region
-@group(0) @binding(0) var<storage, read_write> mark: array<u32, 1>;
-
-@compute @workgroup_size(1)
-fn main() {
-  mark[0] = mark[0] + 1u;
-}
-`;
+export type { RingRegion } from "./ring_region.ts";
 
 /**
  * Regions of the first arena. A probe costs about 0.3 ms of host time in Deno (a submit and a
@@ -36,56 +27,6 @@ fn main() {
  * uploads for a runner that waits for every step.
  */
 const FIRST_CAPACITY = 32;
-
-/** One buffer of regions, and the counters of their markers. */
-interface Arena {
-  /** Distinguishes arenas in bind group cache tags. */
-  readonly id: number;
-  readonly buffer: GPUBuffer;
-  readonly marks: GPUBuffer;
-  readonly stride: number;
-  /** The layout key the regions were cut for (see `acquire`). */
-  readonly key: string;
-  readonly regions: Region[];
-  readonly free: Region[];
-  retired: boolean;
-}
-
-/**
- * One region of an arena, busy from `acquire` until the GPU has run every command buffer that
- * recorded it (see {@linkcode UploadRing.mark}).
- */
-export interface RingRegion {
-  /** The buffer holding the region. */
-  readonly buffer: GPUBuffer;
-  /** Byte offset of the region in `buffer` (a multiple of the ring's alignment). */
-  readonly offset: number;
-  /** Names the region (arena and index). */
-  readonly id: string;
-  /** Changes each time the region is handed out. */
-  readonly generation: number;
-  /** Whether the region is handed out and not yet known to be done with. */
-  readonly busy: boolean;
-}
-
-interface Region extends RingRegion {
-  arena: Arena;
-  index: number;
-  /** The marker's bind group: the region's counter. */
-  markGroup: GPUBindGroup;
-  generation: number;
-  busy: boolean;
-  /** Marker dispatches recorded for the region, ever (its counter's value once all have run). */
-  expected: number;
-  /** The target (command encoder or pass) the last marker went into. */
-  target: WeakRef<object> | undefined;
-}
-
-/** A buffer to destroy once every region busy when it was retired is done with. */
-interface Retired {
-  buffer: GPUBuffer;
-  waits: { region: Region; generation: number }[];
-}
 
 /**
  * A growable ring of upload regions on one device, reclaimed by GPU-side markers.
@@ -282,23 +223,7 @@ export class UploadRing {
 
   #markerPipeline(): GPUComputePipeline {
     if (!this.#pipeline) {
-      const device = this.#device;
-      this.#markLayout = device.createBindGroupLayout({
-        label: "lean-attention marker",
-        entries: [{
-          binding: 0,
-          visibility: COMPUTE_STAGE,
-          buffer: { type: "storage" },
-        }],
-      });
-      this.#pipeline = device.createComputePipeline({
-        label: "lean-attention marker",
-        layout: device.createPipelineLayout({ bindGroupLayouts: [this.#markLayout] }),
-        compute: {
-          module: device.createShaderModule({ code: MARKER_WGSL, label: "lean-attention marker" }),
-          entryPoint: "main",
-        },
-      });
+      ({ pipeline: this.#pipeline, layout: this.#markLayout } = createMarker(this.#device));
     }
     return this.#pipeline;
   }

@@ -1,0 +1,136 @@
+/**
+ * The decode kernel's per-step WGSL: adding the lanes' partial dot products into scores
+ * (subgroup shuffles or workgroup memory) and the online-softmax update of each row's state,
+ * unmasked (`fast`) and masked. Pieces of the source `decodeKernelWGSL` splices together.
+ *
+ * @module
+ */
+
+/** The step's geometry: what the generated statements index. */
+export interface StepShape {
+  /** Rows per block. */
+  readonly RP: number;
+  /** Tokens loaded per group and step. */
+  readonly U: number;
+  /** 16-byte chunks per lane. */
+  readonly CPL: number;
+  /** `vec4<f32>` per chunk. */
+  readonly V4: number;
+  /** Lanes sharing a token. */
+  readonly lanes: number;
+  /** Threads per workgroup. */
+  readonly W: number;
+  /** Whether the lanes add with subgroup shuffles. */
+  readonly subgroups: boolean;
+  /** Index of a row's query (and output) vector: row, chunk, vector in chunk. */
+  readonly qi: (r: number, i: number, j: number) => number;
+}
+
+/** `n` lines of generated source. */
+export function lines(n: number, body: (i: number) => string): string {
+  return Array.from({ length: n }, (_, i) => body(i)).join("\n");
+}
+
+/** `a * b` lines of generated source, row-major. */
+export function grid(a: number, b: number, body: (i: number, j: number) => string): string {
+  return lines(a * b, (x) => body(Math.floor(x / b), x % b));
+}
+
+/** Adds the lanes' partial dot products `d{u}_{r}` into each token's score. */
+export function laneReduceWGSL(shape: StepShape): string {
+  const { RP, U, lanes, W } = shape;
+  let reduce: string;
+  if (shape.subgroups) {
+    const offs: number[] = [];
+    for (let o = lanes / 2; o >= 1; o /= 2) offs.push(o);
+    reduce = offs.length === 0
+      ? ""
+      : grid(U, RP, (u, r) =>
+        offs.map((o) =>
+          `      d${u}_${r} += subgroupShuffleXor(d${u}_${r}, ${o}u);`
+        ).join("\n"));
+  } else if (lanes === 1) {
+    reduce = "";
+  } else {
+    // Workgroup memory: lanes post their partial sums (rows padded to lanes + 1 floats, so the
+    // adding threads hit distinct banks), one thread per (token, row) adds them in lane order,
+    // and the group reads the scores back. Buffers alternate between steps, so two barriers per
+    // step suffice.
+    reduce = `      let odd = ((s0 - tok_begin) / STEP) % 2u == 1u;
+      let xb = select(0u, XHALF, odd);
+      let sb = select(0u, SHALF, odd);
+${
+      grid(U, RP, (u, r) =>
+        `      xs[xb + (g * ${U * RP}u + ${u * RP + r}u) * ${lanes + 1}u + lane] = d${u}_${r};`)
+    }
+      workgroupBarrier();
+      for (var e = lid; e < SHALF; e += ${W}u) {
+        var sum = 0.0;
+        for (var x = 0u; x < LANES; x++) { sum += xs[xb + e * ${lanes + 1}u + x]; }
+        ss[sb + e] = sum;
+      }
+      workgroupBarrier();
+${grid(U, RP, (u, r) => `      d${u}_${r} = ss[sb + g * ${U * RP}u + ${u * RP + r}u];`)}`;
+  }
+  return reduce;
+}
+
+/** The online-softmax updates of a step: unmasked (`fast`) and masked (`softmax`). */
+export function softmaxStepWGSL(shape: StepShape): { fast: string; softmax: string } {
+  const { RP, U, CPL, V4, qi } = shape;
+  // Steps whose tokens every row of the block may see (all but the last step or two of a piece)
+  // take the unmasked path: no selects, and the running max is raised (and the state rescaled)
+  // only when a score exceeds it, which after the first tokens is rare. A NaN or +inf score
+  // needs no test here: it makes p (and so the sum l) NaN, which is checked once per piece.
+  const fast = lines(RP, (r) =>
+    `      {
+        let mx = max(m[${r}], ${
+      lines(U, (u) => `d${u}_${r}`).split("\n").reduce((a, b) => `max(${a}, ${b})`)
+    });
+        if (mx > m[${r}]) {
+          let alpha = exp2(m[${r}] - mx);
+          m[${r}] = mx;
+          l[${r}] *= alpha;
+${grid(CPL, V4, (i, j) => `          o[${qi(r, i, j)}] *= alpha;`)}
+        }
+${lines(U, (u) => `        let p${u} = exp2(d${u}_${r} - mx);`)}
+        l[${r}] += ${lines(U, (u) => `p${u}`).split("\n").join(" + ")};
+${
+      grid(CPL, V4, (i, j) =>
+        `        o[${qi(r, i, j)}] = ${
+          Array.from({ length: U }, (_, u) => u).reduce(
+            (acc, u) =>
+              `fma(vf${u}_${i}[${j}], vec4<f32>(p${u}), ${acc})`,
+            `o[${qi(r, i, j)}]`,
+          )
+        };`)
+    }
+      }`);
+  const softmax = lines(RP, (r) =>
+    `      {
+${lines(U, (u) => `        let s${u} = select(NEG, d${u}_${r}, t${u} < lim[${r}]);`)}
+${
+      lines(
+        U,
+        (u) => `        bad[${r}] |= select(0u, 1u, t${u} < lim[${r}] && poisoned(d${u}_${r}));`,
+      )
+    }
+        let mx = max(m[${r}], ${
+      lines(U, (u) => `s${u}`).split("\n").reduce((a, b) => `max(${a}, ${b})`)
+    });
+        let alpha = exp2(m[${r}] - mx);
+        m[${r}] = mx;
+${lines(U, (u) => `        let p${u} = select(0.0, exp2(s${u} - mx), !(s${u} <= NEG));`)}
+        l[${r}] = l[${r}] * alpha + ${lines(U, (u) => `p${u}`).split("\n").join(" + ")};
+${
+      grid(CPL, V4, (i, j) =>
+        `        o[${qi(r, i, j)}] = o[${qi(r, i, j)}] * alpha + ${
+          lines(U, (u) => `select(Z4, p${u} * vf${u}_${i}[${j}], !(s${u} <= NEG))`).split("\n")
+            .join(
+              " + ",
+            )
+        };`)
+    }
+      }`);
+  return { fast, softmax };
+}

@@ -1,0 +1,162 @@
+/**
+ * The KV cache's argument checks: its options, the host rows of `write` and `append`, and the
+ * runner's buffers of `encodeAppend`. Each throws `TypeError` for a wrong type and `RangeError`
+ * for a wrong value, naming the field and the value, before the cache changes.
+ *
+ * @module
+ */
+
+import { encodeKV, KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
+import { BufferUsage } from "../gpu/gpu_runtime.ts";
+import { isBuffer, positiveInt } from "./checks.ts";
+import type { AppendData, KVCacheOptions } from "./kv_cache_types.ts";
+
+/** A cache's options, checked and with their defaults. */
+export interface CheckedCacheOptions {
+  readonly numLayers: number;
+  readonly numKVHeads: number;
+  readonly headDim: number;
+  readonly kvDtype: KVDtype;
+  readonly pageSize: number;
+  readonly numPages: number;
+  readonly device: GPUDevice | undefined;
+}
+
+/** The row layout the row checks need. */
+interface RowLayout {
+  readonly kvDtype: KVDtype;
+  readonly rowElements: number;
+  readonly numKVHeads: number;
+  readonly headDim: number;
+  readonly numLayers: number;
+}
+
+/** Checks {@linkcode KVCacheOptions} and fills in their defaults. */
+export function checkCacheOptions(options: KVCacheOptions): CheckedCacheOptions {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `options must be an object: got ${options === null ? "null" : typeof options}`,
+    );
+  }
+  const numLayers = positiveInt("numLayers", options.numLayers, 4096);
+  const numKVHeads = positiveInt("numKVHeads", options.numKVHeads, 4096);
+  const headDim = positiveInt("headDim", options.headDim, MAX_HEAD_DIM);
+  if (headDim % 8 !== 0) {
+    throw new RangeError(
+      `headDim must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${headDim}`,
+    );
+  }
+  const kvDtype = options.kvDtype ?? "f32";
+  if (typeof kvDtype !== "string") {
+    throw new TypeError(`kvDtype must be a string: got ${typeof kvDtype}`);
+  }
+  if (!KV_DTYPES.includes(kvDtype)) {
+    throw new RangeError(
+      `kvDtype must be one of "f32", "f16", "bf16": got ${JSON.stringify(kvDtype)}`,
+    );
+  }
+  const pageSize = positiveInt("pageSize", options.pageSize ?? 16, 65536);
+  if ((pageSize & (pageSize - 1)) !== 0) {
+    throw new RangeError(`pageSize must be a power of two from 1 to 65536: got ${pageSize}`);
+  }
+  const numPages = positiveInt("numPages", options.numPages);
+  const device = options.device;
+  if (device !== undefined && typeof device?.createBuffer !== "function") {
+    throw new TypeError(`device must be a GPUDevice: got ${typeof device}`);
+  }
+  return { numLayers, numKVHeads, headDim, kvDtype, pageSize, numPages, device };
+}
+
+/** Checks a layer index of a cache of `numLayers` layers. */
+export function checkLayer(layer: unknown, numLayers: number): number {
+  if (typeof layer !== "number") {
+    throw new TypeError(`layer must be a number: got ${typeof layer}`);
+  }
+  if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) {
+    throw new RangeError(
+      `layer must be an integer from 0 to ${numLayers - 1}: got ${layer}`,
+    );
+  }
+  return layer;
+}
+
+/** Checks `tokens` host rows of K or V and returns them in the cache's dtype. */
+export function checkRows(
+  cache: RowLayout,
+  name: string,
+  data: unknown,
+  tokens: number,
+): Float32Array | Uint16Array {
+  const want = tokens * cache.rowElements;
+  if (!KV_DTYPE_INFO[cache.kvDtype].packed) {
+    if (!(data instanceof Float32Array)) {
+      throw new TypeError(`${name} must be a Float32Array (kvDtype "f32"): got ${typeof data}`);
+    }
+  } else if (!(data instanceof Float32Array) && !(data instanceof Uint16Array)) {
+    throw new TypeError(
+      `${name} must be a Float32Array or a Uint16Array of bit patterns (kvDtype "${cache.kvDtype}"): got ${typeof data}`,
+    );
+  }
+  if (data.length !== want) {
+    throw new RangeError(
+      `${name} must have ${want} elements (${tokens} tokens x ${cache.numKVHeads} KV heads x ${cache.headDim}): got ${data.length}`,
+    );
+  }
+  return data instanceof Float32Array ? encodeKV(data, cache.kvDtype) : data;
+}
+
+/** Checks `append`'s per-layer arrays and returns them with their token count. */
+export function checkAppendData(
+  cache: RowLayout,
+  data: AppendData,
+): { k: unknown[]; v: unknown[]; tokens: number } {
+  const { k, v } = data ?? {};
+  if (!Array.isArray(k) || !Array.isArray(v)) {
+    throw new TypeError("k and v must be arrays with one array per layer");
+  }
+  if (k.length !== cache.numLayers || v.length !== cache.numLayers) {
+    throw new RangeError(
+      `k and v must hold one array per layer (${cache.numLayers}): got ${k.length} and ${v.length}`,
+    );
+  }
+  const first = k[0]?.length;
+  const tokens = typeof first === "number" ? first / cache.rowElements : NaN;
+  if (!Number.isInteger(tokens)) {
+    throw new RangeError(
+      `k[0] must hold whole token rows of ${cache.rowElements} elements: got ${first}`,
+    );
+  }
+  return { k, v, tokens };
+}
+
+/**
+ * Checks `encodeAppend`'s source buffers: `GPUBuffer`s with STORAGE usage, holding `tokens` f32
+ * rows, and not the cache's own storage (`owned`).
+ */
+export function checkAppendBuffers(
+  cache: RowLayout,
+  buffers: { k: unknown; v: unknown },
+  tokens: number,
+  owned: (b: GPUBuffer) => boolean,
+): void {
+  const { k, v } = buffers;
+  if (!isBuffer(k)) throw new TypeError(`k must be a GPUBuffer: got ${typeof k}`);
+  if (!isBuffer(v)) throw new TypeError(`v must be a GPUBuffer: got ${typeof v}`);
+  const need = tokens * cache.rowElements * 4;
+  for (const [name, b] of [["k", k], ["v", v]] as const) {
+    if (b.size < need) {
+      throw new RangeError(
+        `${name} must hold ${tokens} f32 rows of ${cache.rowElements} (${need} bytes): got ${b.size} bytes`,
+      );
+    }
+    if (typeof b.usage === "number" && (b.usage & BufferUsage.STORAGE) === 0) {
+      throw new TypeError(
+        `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${b.usage.toString(16)}`,
+      );
+    }
+    if (owned(b)) {
+      throw new RangeError(`${name} must not be one of this cache's own K/V buffers`);
+    }
+  }
+}

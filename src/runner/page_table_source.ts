@@ -1,0 +1,46 @@
+/**
+ * The narrow page-table interface paged planning reads: what a plan needs from a cache (its
+ * layout, each sequence's length and page list, a change counter and an identity token), so
+ * planning depends on no runtime object. {@linkcode KVCache} implements it.
+ *
+ * @module
+ */
+
+import type { KVDtype } from "../core/problem.ts";
+
+/**
+ * Page tables a paged plan can be made from ({@linkcode planForCache}).
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type PageTableSource } from "@lean/attention/runner";
+ * const source: PageTableSource = createKVCache({
+ *   numLayers: 1, numKVHeads: 1, headDim: 8, pageSize: 4, numPages: 8,
+ * });
+ * console.log(source.pageSize, source.numPages); // 4 8
+ * ```
+ */
+export interface PageTableSource {
+  /** Identity token of the K/V storage the pages index (plans keep it to find it again). */
+  readonly id: number;
+  /** Counts the changes to the page tables: a plan made at an older version is stale. */
+  readonly version: number;
+  /** Tokens per page (a power of two). */
+  readonly pageSize: number;
+  /** `log2(pageSize)`. */
+  readonly pageShift: number;
+  /** Pages of the storage (every page number is below it). */
+  readonly numPages: number;
+  /** KV heads per token row. */
+  readonly numKVHeads: number;
+  /** Elements per head. */
+  readonly headDim: number;
+  /** Element type of K and V. */
+  readonly kvDtype: KVDtype;
+  /** Tokens in a sequence. */
+  length(seq: number): number;
+  /** Pages of a sequence. */
+  pageCount(seq: number): number;
+  /** Writes a sequence's page list into `target` at `offset`; returns the entries written. */
+  copyPageTable(seq: number, target: Uint32Array, offset: number): number;
+}
