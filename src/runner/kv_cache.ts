@@ -43,16 +43,6 @@ import {
 } from "./kv_cache_checks.ts";
 import type { PageTableSource } from "./page_table_source.ts";
 
-export type {
-  AppendData,
-  AppendSlots,
-  EncodeAppendOptions,
-  ExtendOptions,
-  KVCacheMemory,
-  KVCacheOptions,
-  KVCacheStats,
-  LayerRows,
-} from "./kv_cache_types.ts";
 import { DeviceGuard } from "../gpu/device_guard.ts";
 import type { KVDtype } from "../core/problem.ts";
 
