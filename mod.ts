@@ -52,7 +52,7 @@ export type {
   KernelTiming,
   KernelTimingRequest,
   WarmupOptions,
-} from "./src/decoder.ts";
+} from "./src/decoder_types.ts";
 export type { DecoderProgress, ProgressListener, ProgressStage } from "./src/core/progress.ts";
 export { decodeKV, encodeKV } from "./src/core/dtypes.ts";
 export { fromF16BitsPortable, toBf16Bits, toF16Bits, toF16BitsPortable } from "./src/core/half.ts";

@@ -29,14 +29,6 @@ import {
 import { notify } from "./core/progress.ts";
 import { tileConfig, type TileOptions } from "./plan/tiles.ts";
 
-export type {
-  Decoder,
-  DecoderOptions,
-  DecoderPlanOptions,
-  KernelTiming,
-  KernelTimingRequest,
-  WarmupOptions,
-} from "./decoder_types.ts";
 import type {
   Decoder,
   DecoderOptions,

@@ -8,7 +8,8 @@
  */
 
 import type { BackendName } from "../plan/backend.ts";
-import { createDecoder, type Decoder } from "../decoder.ts";
+import { createDecoder } from "../decoder.ts";
+import type { Decoder } from "../decoder_types.ts";
 import type { ProgressListener } from "../core/progress.ts";
 import { type AdapterReport, probeAdapters } from "./adapters.ts";
 import { loadDawnEntry } from "./dawn_entry.ts";
