@@ -154,8 +154,8 @@ export function soakFailures(report: SoakReport, maxBuffers: number): string[] {
 }
 
 /**
- * GPU buffers a decoder may hold at once in a soak without KV windows: q, k, v, sched, decode
- * params, merge params, result, partials and a couple of readback buffers.
+ * GPU buffers a decoder may hold at once in a soak without KV windows: q, k, v, tables (params
+ * and schedule), result, partials and a couple of readback buffers (a margin over them).
  */
 export const SOAK_MAX_BUFFERS = 12;
 

@@ -127,36 +127,27 @@ Deno.test("kernelParams packs each field at its ABI offset", () => {
 Deno.test("every kernel declares exactly the bindings of its explicit layout", () => {
   for (const kvDtype of KV_DTYPES) {
     for (const paged of [false, true]) {
-      for (const sharedLayout of [false, true]) {
-        const spec = {
-          headDim: 64,
-          kvDtype,
-          tileTokens: 64,
-          rowsPerBlock: 4,
-          workgroupSize: 64,
-          paged,
-          sharedLayout,
-        };
-        const layout = (kind: "decode" | "merge") =>
-          new Map(
-            kernelLayoutEntries(kind, { paged, shared: sharedLayout }).map((
-              e,
-            ) => [e.binding, e.type]),
-          );
-        assert.deepStrictEqual(declared(decodeKernelWGSL(spec)), layout("decode"));
-        const merge = declared(mergeKernelWGSL(spec));
-        const mergeLayout = layout("merge");
-        // The merge kernel may leave bindings of a shared layout unused, never add its own.
-        for (const [n, type] of merge) assert.equal(mergeLayout.get(n), type, `merge @${n}`);
-        if (!sharedLayout) assert.deepStrictEqual(merge, mergeLayout);
-      }
+      const spec = {
+        headDim: 64,
+        kvDtype,
+        tileTokens: 64,
+        rowsPerBlock: 4,
+        workgroupSize: 64,
+        paged,
+      };
+      const layout = new Map(kernelLayoutEntries({ paged }).map((e) => [e.binding, e.type]));
+      assert.deepStrictEqual(declared(decodeKernelWGSL(spec)), layout);
+      // The merge kernel shares the decode kernel's layout: it may leave bindings unused, never
+      // add its own or declare one with another type.
+      const merge = declared(mergeKernelWGSL(spec));
+      for (const [n, type] of merge) assert.equal(layout.get(n), type, `merge @${n}`);
     }
     assert.deepStrictEqual(
       declared(appendKernelWGSL(kvDtype)),
       new Map(appendLayoutEntries().map((e) => [e.binding, e.type])),
     );
   }
-  for (const e of kernelLayoutEntries("decode", { paged: true, shared: true })) {
+  for (const e of kernelLayoutEntries({ paged: true })) {
     assert.equal(BINDING[e.name], e.binding);
   }
   for (const e of appendLayoutEntries()) assert.equal(APPEND_BINDING[e.name], e.binding);

@@ -89,12 +89,16 @@ Deno.test("the pipeline cache reports each compile once, with its spec key and c
   cache.get("decode", spec);
   cache.get("merge", spec);
   cache.get("decode", { ...spec, headDim: 128 });
-  assert.deepEqual(heard.map(([, n]) => n), [0, 1, 2]);
+  const append = cache.append("f16");
+  assert.equal(cache.append("f16").pipeline, append.pipeline, "compiled once");
+  assert.deepEqual(heard.map(([, n]) => n), [0, 1, 2, 3]);
   assert.deepEqual(heard.map(([k]) => k), created, "one report per compiled pipeline");
   assert.match(heard[0][0], /^decode:d64:f32:/);
   assert.match(heard[1][0], /^merge:d64:/);
   assert.match(heard[2][0], /^decode:d128:/);
-  assert.deepEqual(layouts, ["lean-attention decode", "lean-attention merge"]);
+  assert.equal(heard[3][0], "append:f16");
+  // One layout for the decode and the merge kernel (one bind group serves both), one for appends.
+  assert.deepEqual(layouts, ["lean-attention attention", "lean-attention append"]);
 });
 
 /** The GPU property tests' first kernel family (tests/gpu_backend_test.ts): already compiled. */

@@ -93,9 +93,58 @@ export async function openGpuContext(options: GpuContextOptions): Promise<GpuCon
   const caps = kernelCaps(device, info);
   // Tint (Dawn, browsers) wants `enable subgroups;`; Naga (Deno) rejects the directive.
   const enableDirective = caps.subgroups && await acceptsSubgroupsDirective(device);
+  return contextOf(device, {
+    info,
+    caps,
+    enableDirective,
+    owns: options.device === undefined,
+    keepAlive,
+    onProgress,
+    lostRemedy: options.lostRemedy,
+  });
+}
+
+/**
+ * The context of a caller's device, set up at once (no `await`): for a front end whose kernels
+ * use no subgroup operations (the KV cache's append kernel), so its capabilities say no
+ * subgroups and nothing probes the WGSL directive.
+ *
+ * @example
+ * ```ts ignore
+ * const ctx = adoptGpuContext(device, { lostRemedy: "create a new device and a new cache on it" });
+ * const { pipeline } = ctx.pipelines.append("f16");
+ * ```
+ */
+export function adoptGpuContext(
+  device: GPUDevice,
+  options: { lostRemedy?: string; onProgress?: ProgressListener } = {},
+): GpuContext {
+  const info = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+  return contextOf(device, {
+    info,
+    caps: { subgroups: false, subgroupMinSize: 0 },
+    enableDirective: false,
+    owns: false,
+    keepAlive: [],
+    onProgress: options.onProgress,
+    lostRemedy: options.lostRemedy,
+  });
+}
+
+/** Builds a context around a device whose capabilities are known. */
+function contextOf(device: GPUDevice, o: {
+  info: GPUAdapterInfo | undefined;
+  caps: KernelCaps;
+  enableDirective: boolean;
+  owns: boolean;
+  keepAlive: unknown[];
+  onProgress: ProgressListener | undefined;
+  lostRemedy: string | undefined;
+}): GpuContext {
+  const { onProgress } = o;
   const pipelines = new PipelineCache(
     device,
-    { enableDirective },
+    { enableDirective: o.enableDirective },
     onProgress &&
       ((kernel, done) =>
         notify(onProgress, {
@@ -107,12 +156,12 @@ export async function openGpuContext(options: GpuContextOptions): Promise<GpuCon
   );
   return {
     device,
-    ownsDevice: options.device === undefined,
-    adapter: summarizeAdapter(info),
-    caps,
+    ownsDevice: o.owns,
+    adapter: summarizeAdapter(o.info),
+    caps: o.caps,
     pipelines,
     pool: new BufferPool(device),
-    guard: new DeviceGuard(device, options.lostRemedy),
-    keepAlive,
+    guard: new DeviceGuard(device, o.lostRemedy),
+    keepAlive: o.keepAlive,
   };
 }

@@ -114,7 +114,7 @@ function calibrationProbe(
     resources[name] = { buffer };
   }
   const bindGroup = device.createBindGroup({
-    layout: pipelines.layout("decode", spec).group,
+    layout: pipelines.layout(spec).group,
     entries: namedEntries(BINDING, resources),
   });
   return {

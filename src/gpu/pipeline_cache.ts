@@ -7,7 +7,14 @@
  */
 
 import { decodeKernelWGSL, type WGSLOptions } from "../kernels/decode_kernel.ts";
-import { createLayout, kernelLayoutEntries } from "../kernels/abi.ts";
+import {
+  appendLayoutEntries,
+  createLayout,
+  kernelLayoutEntries,
+  type LayoutEntry,
+} from "../kernels/abi.ts";
+import { appendKernelWGSL } from "../kernels/append_kernel.ts";
+import type { KVDtype } from "../core/problem.ts";
 import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
 import { mergeKernelWGSL } from "../kernels/merge_kernel.ts";
 
@@ -51,16 +58,21 @@ export class PipelineCache {
 
   /** The pipeline of a kernel spec, compiled on first use. */
   get(kind: KernelKind, spec: KernelSpec): GPUComputePipeline {
-    const key = specKey(kind, spec);
+    return this.#compile(
+      specKey(kind, spec),
+      () => GENERATORS[kind](spec, this.#wgsl),
+      this.layout(spec).pipeline,
+    );
+  }
+
+  /** The cached pipeline of a key, compiled from `code()` with `layout` on first use. */
+  #compile(key: string, code: () => string, layout: GPUPipelineLayout): GPUComputePipeline {
     let entry = this.#entries.get(key);
     if (!entry) {
       this.#onCompile?.(key, this.#created);
-      const module = this.#device.createShaderModule({
-        code: GENERATORS[kind](spec, this.#wgsl),
-        label: key,
-      });
+      const module = this.#device.createShaderModule({ code: code(), label: key });
       const pipeline = this.#device.createComputePipeline({
-        layout: this.layout(kind, spec).pipeline,
+        layout,
         compute: { module, entryPoint: "main" },
         label: key,
       });
@@ -72,36 +84,41 @@ export class PipelineCache {
   }
 
   /**
-   * The explicit layout of a kernel (see `kernelLayoutEntries` in `src/kernels/abi.ts`), made on
-   * first use and shared by every spec with the same bindings.
+   * The append kernel of a KV dtype (the cache's row copy, see `src/kernels/append_kernel.ts`),
+   * with the explicit layout of `appendLayoutEntries`, compiled on first use.
    */
-  layout(
-    kind: KernelKind,
-    spec: KernelSpec,
+  append(kvDtype: KVDtype): { pipeline: GPUComputePipeline; group: GPUBindGroupLayout } {
+    const layout = this.#layout("append", appendLayoutEntries);
+    const key = `append:${kvDtype}`;
+    const pipeline = this.#compile(key, () => appendKernelWGSL(kvDtype), layout.pipeline);
+    return { pipeline, group: layout.group };
+  }
+
+  /**
+   * The explicit layout of a spec's kernels (see `kernelLayoutEntries` in `src/kernels/abi.ts`):
+   * the decode and merge pipelines share it, so one bind group serves both dispatches. Made on
+   * first use, one per paged-ness.
+   */
+  layout(spec: KernelSpec): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
+    const paged = spec.paged ?? false;
+    return this.#layout(
+      paged ? "attention paged" : "attention",
+      () => kernelLayoutEntries({ paged }),
+    );
+  }
+
+  #layout(
+    key: string,
+    entries: () => readonly LayoutEntry[],
   ): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
-    const options = { paged: spec.paged ?? false, shared: spec.sharedLayout ?? false };
-    const own = kind === "merge" && !options.shared;
-    const key = own ? "merge" : `decode${options.paged ? " paged" : ""}`;
     let layout = this.#layouts.get(key);
     if (!layout) {
-      const group = createLayout(
-        this.#device,
-        `lean-attention ${key}`,
-        kernelLayoutEntries(own ? "merge" : "decode", options),
-      );
+      const group = createLayout(this.#device, `lean-attention ${key}`, entries());
       const pipeline = this.#device.createPipelineLayout({ bindGroupLayouts: [group] });
       layout = { group, pipeline };
       this.#layouts.set(key, layout);
     }
     return layout;
-  }
-
-  /**
-   * The explicit layout of `sharedLayout` specs (one per paged-ness): the decode and merge
-   * pipelines both use it, so one bind group serves both dispatches.
-   */
-  sharedLayout(spec: KernelSpec): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
-    return this.layout("decode", spec);
   }
 
   /** Forgets every pipeline. */

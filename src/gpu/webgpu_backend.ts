@@ -1,14 +1,15 @@
 /**
  * The WebGPU backend, for the runtime's WebGPU (Deno's `navigator.gpu`, a browser's), a `GPU` or
- * `GPUDevice` the caller passes, or Dawn (npm `webgpu`). It uploads the plan's tables, records
- * the decode dispatch and, when the plan has partial states, the merge dispatch in one compute
- * pass, and reads output and LSE back in one copy. Pipelines are cached by kernel spec; buffers
+ * `GPUDevice` the caller passes, or Dawn (npm `webgpu`). It runs the attention program of
+ * `attention_program.ts` (the plan's tables in one buffer, the decode dispatch per KV window and,
+ * when the plan has partial states, the merge dispatch, in one compute pass) and reads output
+ * and LSE back in one copy. Pipelines are cached by kernel spec; buffers
  * are pooled.
  *
  * @module
  */
 
-import { kernelParams, type KernelSpec, PARAMS_WORDS } from "../kernels/kernel_spec.ts";
+import type { KernelSpec } from "../kernels/kernel_spec.ts";
 import type {
   Backend,
   BackendName,
@@ -21,30 +22,36 @@ import type { BufferPool } from "./buffer_pool.ts";
 import { CallGate } from "../core/call_gate.ts";
 import type { DeviceGuard } from "./device_guard.ts";
 import { kvRowBytes } from "../plan/windows.ts";
-import { schedLayout } from "./sched_layout.ts";
 import type { KernelKind, PipelineCache } from "./pipeline_cache.ts";
 import { type AdapterSummary, BufferUsage, type KernelCaps, MAP_READ } from "./gpu_runtime.ts";
 import { timeWarm } from "./gpu_timing.ts";
-import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
 import type { Plan } from "../plan/plan.ts";
 import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
 import { slotFloats } from "../core/reducer.ts";
-import { REDUCE_STRIDE } from "../plan/schedule.ts";
-import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
-import { dispatchSize, kernelSpec, type KernelTuning } from "./kernel_choice.ts";
+import { kernelSpec, type KernelTuning } from "./kernel_choice.ts";
+import {
+  bindProgram,
+  programAlign,
+  programKernels,
+  programLayout,
+  type ProgramRun,
+  programRun,
+  recordProgram,
+  writeProgramTables,
+} from "./attention_program.ts";
 import type { GpuContext } from "./gpu_context.ts";
 
 const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
 const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
-const UNIFORM = BufferUsage.UNIFORM | BufferUsage.COPY_DST;
+/** Params (uniform) and schedule (read-only storage) of a plan: one buffer. */
+const TABLES = BufferUsage.UNIFORM | BufferUsage.STORAGE | BufferUsage.COPY_DST;
 
 /** A plan uploaded and bound, ready to record. */
 export interface BoundPlan {
-  readonly dispatches: ReadonlyArray<{
-    pipeline: GPUComputePipeline;
-    bindGroup: GPUBindGroup;
-    size: [number, number];
-  }>;
+  /** The kernels and workgroups of each dispatch. */
+  readonly run: ProgramRun;
+  /** One bind group per KV window. */
+  readonly groups: readonly GPUBindGroup[];
   readonly result: GPUBuffer;
   readonly resultBytes: number;
   /** Byte offset of the LSE in `result` (the output starts at 0). */
@@ -122,8 +129,9 @@ export class WebGPUBackend implements Backend {
   }
 
   /**
-   * Uploads a plan and its data and prepares both dispatches. `kvSet` picks which copy of the K/V
-   * buffers to use: benchmarks rotate several so the L2 cache does not hold the whole cache.
+   * Uploads a plan and its data and prepares its dispatches (see `attention_program.ts`: the
+   * tables in one buffer, in one write). `kvSet` picks which copy of the K/V buffers to use:
+   * benchmarks rotate several so the L2 cache does not hold the whole cache.
    */
   bind(plan: Plan, input: DecodeInput, scale: number, kvSet = 0): BoundPlan {
     const { problem: p, tiles, schedule: s } = plan;
@@ -142,17 +150,13 @@ export class WebGPUBackend implements Backend {
       }
       return { begin: w.tokenBegin * rowElems, end: w.tokenEnd * rowElems };
     });
-    const layout = schedLayout(s, limits.minStorageBufferOffsetAlignment);
-    const sched = layout.data;
-    const reduceBase = layout.reduceBase;
+    const layout = programLayout(plan, programAlign(limits));
     const outLen = input.q.length;
     // Output then LSE in one buffer (one readback copy), the LSE at an aligned offset.
     const align = Math.max(256, limits.minStorageBufferOffsetAlignment);
     const lseOffset = Math.ceil((4 * outLen) / align) * align;
     const lseBytes = 4 * p.numSeqs * p.qLen * p.numHeads;
     const resultBytes = lseOffset + lseBytes;
-    const params = (count: number, pieceBase = 0) =>
-      kernelParams({ ...p, pieceBase, reduceBase, count, scale });
     const pool = this.#pool;
     const put = (role: string, data: ArrayBufferView, usage = STORAGE_IN) => {
       const buffer = pool.get(role, Math.max(16, data.byteLength), usage);
@@ -172,19 +176,10 @@ export class WebGPUBackend implements Backend {
       });
     const bK = putKV("k", input.k);
     const bV = putKV("v", input.v);
-    const bSched = put("sched", sched);
-    // One params block per window's decode dispatch (its count and piece_base), each aligned.
-    const paramsStride = Math.max(256, limits.minUniformBufferOffsetAlignment);
-    const paramsData = new Uint32Array((paramsStride / 4) * layout.sections.length);
-    layout.sections.forEach((sec, i) =>
-      paramsData.set(params(sec.workgroups, sec.pieceBase), (i * paramsStride) / 4)
-    );
-    const bParams = put("decode params", paramsData, UNIFORM);
-    const bDecodeParams = layout.sections.map((_, i) => ({
-      buffer: bParams,
-      offset: i * paramsStride,
-      size: 4 * PARAMS_WORDS,
-    }));
+    // Params, schedule sections and reduce records: one buffer, one write.
+    const staging = new Uint32Array(layout.bytes / 4);
+    writeProgramTables(staging, plan, layout, scale);
+    const bTables = put("tables", staging, TABLES);
     const bResult = pool.get("result", resultBytes, STORAGE_OUT);
     if (this.#poison) {
       device.queue.writeBuffer(bResult, 0, new Uint32Array(resultBytes / 4).fill(0x7fc00000));
@@ -194,64 +189,30 @@ export class WebGPUBackend implements Backend {
       Math.max(16, 4 * s.partialSlots * slotFloats(tiles.rowsPerBlock, p.headDim)),
       STORAGE_OUT,
     );
-    const maxDim = limits.maxComputeWorkgroupsPerDimension;
-    const dispatch = (
-      kind: KernelKind,
-      resources: Partial<Record<BindingName, GPUBufferBinding>>,
-      count: number,
-    ) => ({
-      pipeline: this.pipeline(kind, spec),
-      bindGroup: device.createBindGroup({
-        layout: this.#pipelines.layout(kind, spec).group,
-        entries: namedEntries(BINDING, resources),
-      }),
-      size: dispatchSize(count, maxDim),
-    });
-    const out = { buffer: bResult, offset: 0, size: 4 * outLen };
-    const lse = { buffer: bResult, offset: lseOffset, size: lseBytes };
-    const dispatches = layout.sections.map((sec, i) =>
-      dispatch(
-        "decode",
-        {
-          params: bDecodeParams[i],
-          sched: { buffer: bSched, offset: sec.offset, size: sec.size },
-          q: { buffer: bQ },
-          k: bK[i],
-          v: bV[i],
-          out,
-          partials: { buffer: bPartials },
-          lse,
-        },
-        sec.workgroups,
-      )
+    const kernels = programKernels(this.#pipelines, spec, layout.merges);
+    const tables = { buffer: bTables, offset: 0 };
+    const groups = windows.map((_, i) =>
+      bindProgram(device, kernels.group, layout, tables, i, {
+        q: { buffer: bQ },
+        k: bK[i],
+        v: bV[i],
+        out: { buffer: bResult, offset: 0, size: 4 * outLen },
+        lse: { buffer: bResult, offset: lseOffset, size: lseBytes },
+        partials: { buffer: bPartials },
+      })
     );
-    const merges = s.reduce.length / REDUCE_STRIDE;
-    if (merges > 0) {
-      const bMergeParams = put("merge params", params(merges), UNIFORM);
-      dispatches.push(
-        dispatch(
-          "merge",
-          {
-            params: { buffer: bMergeParams },
-            sched: { buffer: bSched },
-            partials: { buffer: bPartials },
-            out,
-            lse,
-          },
-          mergeWorkgroups(merges, tiles.rowsPerBlock),
-        ),
-      );
-    }
-    return { dispatches, result: bResult, resultBytes, lseOffset };
+    const run = programRun(
+      kernels,
+      layout,
+      tiles.rowsPerBlock,
+      limits.maxComputeWorkgroupsPerDimension,
+    );
+    return { run, groups, result: bResult, resultBytes, lseOffset };
   }
 
-  /** Records a bound plan's dispatches (decode, then merge) into a compute pass. */
+  /** Records a bound plan's dispatches (decode per window, then merge) into a compute pass. */
   record(pass: GPUComputePassEncoder, bound: BoundPlan): void {
-    for (const d of bound.dispatches) {
-      pass.setPipeline(d.pipeline);
-      pass.setBindGroup(0, d.bindGroup);
-      pass.dispatchWorkgroups(d.size[0], d.size[1]);
-    }
+    recordProgram(pass, bound.run, bound.groups);
   }
 
   /**

@@ -219,37 +219,27 @@ export interface LayoutEntry<N extends string = string> {
 }
 
 /**
- * The explicit bind group layout of a kernel (no `layout: "auto"`): the decode kernel reads
- * params, sched, q, K, V (and the page list when paged) and writes out, partials and LSE; the
- * merge kernel reads params, sched and partials and writes out and LSE, or, with `shared`, takes
- * the decode kernel's whole layout (one bind group serves both dispatches).
+ * The explicit bind group layout of the attention kernels (no `layout: "auto"`), one for the
+ * decode and the merge kernel alike, so one bind group serves both dispatches: params, sched, q,
+ * K, V (and the page list when paged) read, out, partials and LSE written. The merge kernel
+ * declares the subset it uses.
  *
  * @example
  * ```ts
  * import { kernelLayoutEntries } from "./abi.ts";
- * const merge = kernelLayoutEntries("merge", { paged: false, shared: false });
- * console.log(merge.map((e) => `${e.name}@${e.binding}`).join(" "));
- * // params@0 sched@1 out@5 partials@6 lse@7
+ * const paged = kernelLayoutEntries({ paged: true });
+ * console.log(paged.map((e) => `${e.name}@${e.binding}`).join(" "));
+ * // params@0 sched@1 q@2 k@3 v@4 out@5 partials@6 lse@7 pages@8
  * ```
  */
 export function kernelLayoutEntries(
-  kind: "decode" | "merge",
-  options: { readonly paged: boolean; readonly shared: boolean },
+  options: { readonly paged: boolean },
 ): LayoutEntry<BindingName>[] {
   const e = (name: BindingName, type: BindingType): LayoutEntry<BindingName> => ({
     binding: BINDING[name],
     name,
     type,
   });
-  if (kind === "merge" && !options.shared) {
-    return [
-      e("params", "uniform"),
-      e("sched", "read-only-storage"),
-      e("out", "storage"),
-      e("partials", "read-only-storage"),
-      e("lse", "storage"),
-    ];
-  }
   const entries = [
     e("params", "uniform"),
     e("sched", "read-only-storage"),

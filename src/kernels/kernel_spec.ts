@@ -8,13 +8,7 @@
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
 import type { VariantName } from "../core/variant.ts";
-import {
-  type BindingType,
-  kernelLayoutEntries,
-  packRecord,
-  PARAMS_RECORD,
-  recordStructWGSL,
-} from "./abi.ts";
+import { packRecord, PARAMS_RECORD, recordStructWGSL } from "./abi.ts";
 
 /** Compile-time parameters of the decode and merge kernels. */
 export interface KernelSpec {
@@ -48,39 +42,10 @@ export interface KernelSpec {
    */
   readonly fastSteps?: boolean;
   /**
-   * The decode and merge kernels share one bind group (one `setBindGroup` per layer instead of
-   * two): the merge kernel takes the decode kernel's binding numbers and both pipelines the
-   * explicit layout of {@linkcode sharedLayoutEntries}.
-   */
-  readonly sharedLayout?: boolean;
-  /**
    * The attention variant (mask and logit hooks, see `src/core/variant.ts`); default `"causal"`,
    * which adds nothing to the key.
    */
   readonly variant?: VariantName;
-}
-
-/** The buffer binding types of the shared layout (see {@linkcode sharedLayoutEntries}). */
-export type SharedBindingType = BindingType;
-
-/**
- * Bindings of the layout shared by the decode and merge kernels of a `sharedLayout` spec:
- * params (0), sched (1), q (2), K (3), V (4), out (5), partials (6), LSE (7) and, for paged
- * specs, the page list (8), with the buffer type each needs.
- *
- * @example
- * ```ts
- * import { sharedLayoutEntries } from "./kernel_spec.ts";
- * const entries = sharedLayoutEntries({
- *   headDim: 64, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128, paged: true,
- * });
- * console.log(entries.length, entries[6]); // 9 storage
- * ```
- */
-export function sharedLayoutEntries(spec: KernelSpec): SharedBindingType[] {
-  return kernelLayoutEntries("decode", { paged: spec.paged ?? false, shared: true }).map((e) =>
-    e.type
-  );
 }
 
 /** The thread layout a spec resolves to. */
@@ -236,7 +201,7 @@ export function specKey(kind: string, spec: KernelSpec): string {
   const l = kernelLayout(spec);
   return `${kind}:d${spec.headDim}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
     l.subgroups ? ":sg" : ""
-  }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}${spec.sharedLayout ? ":shared" : ""}${
+  }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}${
     spec.fastSteps === false ? ":masked" : ""
   }${(spec.variant ?? "causal") === "causal" ? "" : `:${spec.variant}`}`;
 }

@@ -45,15 +45,12 @@ export function mergeKernelWGSL(spec: KernelSpec): string {
   const { headDim: D, rowsPerBlock: RP } = spec;
   const W = MERGE_WORKGROUP;
   const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
-  // Both layouts use the decode kernel's binding numbers; a shared layout (one bind group for
-  // both kernels) declares the partials as the decode kernel writes them (storage).
-  const partialsSpace = spec.sharedLayout ? "storage, read_write" : "storage, read";
+  // The decode kernel's layout (one bind group for both kernels): the partials as the decode
+  // kernel writes them (storage).
   const bindings = `${bindingWGSL(BINDING.out, "out", "storage, read_write", "array<f32>")}
-${bindingWGSL(BINDING.partials, "partials", partialsSpace, "array<f32>")}
+${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
 ${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}`;
-  return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}${
-    spec.sharedLayout ? " shared" : ""
-  }
+  return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}

@@ -4,7 +4,8 @@
  *
  * `plan(cache, step)` runs once per decode step on the host (the schedule and the page tables of
  * the batch) and serves every layer. `encode(encoder, { plan, layer, q, out })` records the
- * decode and merge dispatches of one layer: the first `encode` of a plan uploads its tables with
+ * decode and merge dispatches of one layer (the attention program of `src/gpu/attention_program.ts`,
+ * as the dense decoder runs it): the first `encode` of a plan uploads its tables with
  * `queue.writeBuffer` into a region of their own (see `upload_ring.ts`), so any number of plans
  * may be encoded before a submit; later layers only record. Pipelines, bind groups and internal
  * buffers are cached: once the ring of table regions covers the steps in flight, steady state
@@ -13,8 +14,7 @@
  * @module
  */
 
-import { type KernelSpec, PARAMS_WORDS, specKey } from "../kernels/kernel_spec.ts";
-import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
+import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
 import { BindGroupCache } from "../gpu/bind_group_cache.ts";
 import type { DeviceGuard } from "../gpu/device_guard.ts";
 import type { GpuContext } from "../gpu/gpu_context.ts";
@@ -30,19 +30,18 @@ import {
 import type { PipelineCache } from "../gpu/pipeline_cache.ts";
 import type { DecodeShape, Strategy } from "../core/problem.ts";
 import { slotFloats } from "../core/reducer.ts";
-import { REDUCE_STRIDE } from "../plan/schedule.ts";
-import { BINDING, namedEntries } from "../kernels/abi.ts";
 import type { TileOptions } from "../plan/tiles.ts";
 import { UploadRing } from "./upload_ring.ts";
-import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
-import { encodeStorage, RunnerBuffers } from "./encoder_checks.ts";
+import { kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
 import {
-  type Kernels,
-  type Scratch,
-  tableLayout,
-  type Uploaded,
-  writeTables,
-} from "./encoder_tables.ts";
+  bindProgram,
+  programLayout,
+  programRun,
+  recordProgram,
+  writeProgramTables,
+} from "../gpu/attention_program.ts";
+import { encodeStorage, RunnerBuffers } from "./encoder_checks.ts";
+import { type Kernels, type Scratch, tableCapacity, type Uploaded } from "./encoder_tables.ts";
 import type {
   AttentionEncoderOptions,
   AttentionEncoderStats,
@@ -103,13 +102,14 @@ export class AttentionEncoder {
   #groups = new BindGroupCache();
   /** The bind group key of one encode, reused (and emptied after use: it must not hold buffers). */
   #keys: object[] = [];
+  /** The bind group list of one encode (one window), reused likewise. */
+  #groupList: GPUBindGroup[] = [];
   #buffers = new RunnerBuffers();
   #kernels: Kernels | undefined;
   #scratch: Scratch | undefined;
   #staging = new Uint32Array(0);
-  /** Words of the schedule and page-list regions so far (they only grow). */
-  #schedCap = 0;
-  #pagesCap = 0;
+  /** Words of the schedule and page-list parts of a region so far (they only grow). */
+  #capacity = { schedWords: 0, pageWords: 0 };
   #disposed = false;
 
   /** Prefer {@linkcode createAttentionEncoder}, which opens the device's context. */
@@ -179,15 +179,12 @@ export class AttentionEncoder {
       `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}`;
     let k = this.#kernels;
     if (k?.signature !== signature) {
-      const spec: KernelSpec = {
-        ...kernelSpec(plan, this.#caps, this.#tuning, true),
-        sharedLayout: true,
-      };
+      const spec: KernelSpec = kernelSpec(plan, this.#caps, this.#tuning, true);
       k = {
         signature,
         spec,
         key: specKey("decode", spec),
-        layout: this.#pipelines.sharedLayout(spec).group,
+        group: this.#pipelines.layout(spec).group,
         decode: this.#pipelines.get("decode", spec),
         merge: undefined,
       };
@@ -225,38 +222,34 @@ export class AttentionEncoder {
 
   /** Uploads a plan's params, schedule and page list into a region of its own, in one write. */
   #upload(plan: PagedPlan): Uploaded {
-    const { problem: p, schedule: s, kv } = plan;
+    const { problem: p, schedule: s } = plan;
     const kernels = this.#kernelsFor(plan);
-    const merges = s.reduce.length / REDUCE_STRIDE;
-    if (merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
-    // The region layout of the tables (capacities only grow, see tableLayout).
-    const t = tableLayout(plan, this.grid, this.#schedCap, this.#pagesCap, this.#ring.align);
-    this.#schedCap = t.schedCap;
-    this.#pagesCap = t.pagesCap;
-    const { layout, maxPieces } = t;
+    // The region layout of the tables (capacities only grow, see tableCapacity).
+    const capacity = tableCapacity(plan, this.grid, this.#capacity);
+    const layout = programLayout(plan, this.#ring.align, capacity);
+    this.#capacity = { schedWords: layout.schedBytes / 4, pageWords: layout.pagesBytes / 4 };
+    if (layout.merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
     const slot = 4 * slotFloats(plan.tiles.rowsPerBlock, p.headDim);
     const scratch = this.#scratchFor(
-      slot * Math.max(s.partialSlots, maxPieces),
+      slot * Math.max(s.partialSlots, capacity.maxPieces),
       4 * p.numSeqs * p.qLen * p.numHeads,
     );
     const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}`;
     const region = this.#ring.acquire(layout.bytes, layoutKey);
     // One staging array, one write: each writeBuffer costs ~15 us in Deno whatever its size.
-    const used = layout.pagesOffset / 4 + kv.pages.length;
-    if (this.#staging.length < used) this.#staging = new Uint32Array(layout.bytes / 4);
-    writeTables(this.#staging, plan, t);
+    if (this.#staging.length < layout.bytes / 4) this.#staging = new Uint32Array(layout.bytes / 4);
+    const used = writeProgramTables(this.#staging, plan, layout, plan.scale);
     this.device.queue.writeBuffer(region.buffer, region.offset, this.#staging.buffer, 0, 4 * used);
-    const maxDim = this.device.limits.maxComputeWorkgroupsPerDimension;
+    const run = programRun(
+      { ...kernels, merge: layout.merges > 0 ? kernels.merge : undefined },
+      layout,
+      plan.tiles.rowsPerBlock,
+      this.device.limits.maxComputeWorkgroupsPerDimension,
+    );
     return {
       region,
       generation: region.generation,
-      decode: kernels.decode,
-      merge: merges > 0 ? kernels.merge : undefined,
-      decodeSize: dispatchSize(s.workgroups, maxDim),
-      mergeSize: dispatchSize(
-        Math.max(1, mergeWorkgroups(merges, plan.tiles.rowsPerBlock)),
-        maxDim,
-      ),
+      run,
       tag: `${kernels.key}:${layoutKey}:${scratch.id}`,
       layout,
     };
@@ -284,22 +277,13 @@ export class AttentionEncoder {
     keys[5] = vb;
     let group = this.#groups.get(keys, up.tag);
     if (!group) {
-      const tables = up.region.buffer;
-      const base = up.region.offset;
-      const r = up.layout;
-      group = this.device.createBindGroup({
-        layout: this.#kernels!.layout,
-        entries: namedEntries(BINDING, {
-          params: { buffer: tables, offset: base, size: 4 * PARAMS_WORDS },
-          sched: { buffer: tables, offset: base + r.schedOffset, size: r.schedBytes },
-          q: { buffer: q },
-          k: { buffer: kb },
-          v: { buffer: vb },
-          out: { buffer: out },
-          partials: { buffer: this.#scratch!.partials },
-          lse: { buffer: lseBuffer },
-          pages: { buffer: tables, offset: base + r.pagesOffset, size: r.pagesBytes },
-        }),
+      group = bindProgram(this.device, this.#kernels!.group, up.layout, up.region, 0, {
+        q: { buffer: q },
+        k: { buffer: kb },
+        v: { buffer: vb },
+        out: { buffer: out },
+        lse: { buffer: lseBuffer },
+        partials: { buffer: this.#scratch!.partials },
       });
       this.#groups.set(keys, up.tag, group);
     }
@@ -343,14 +327,11 @@ export class AttentionEncoder {
     const cp = pass ?? (target as GPUCommandEncoder).beginComputePass({});
     // Once per command buffer: lets the ring know when the GPU is done with the tables.
     this.#ring.mark(up.region, cp, target);
-    // Both kernels use the shared layout: the group stays bound across the pipeline change.
-    cp.setPipeline(up.decode);
-    cp.setBindGroup(0, group);
-    cp.dispatchWorkgroups(up.decodeSize[0], up.decodeSize[1]);
-    if (up.merge) {
-      cp.setPipeline(up.merge);
-      cp.dispatchWorkgroups(up.mergeSize[0], up.mergeSize[1]);
-    }
+    // Paged plans have one KV window: one group, bound once for both kernels.
+    const groups = this.#groupList;
+    groups[0] = group;
+    recordProgram(cp, up.run, groups);
+    groups.length = 0;
     if (!pass) cp.end();
   }
 

@@ -1,13 +1,14 @@
 /**
- * The attention encoder's tables: where a plan's params, schedule and page list sit in an upload
- * region (the one table layout the decode and merge kernels bind, see `src/kernels/abi.ts`),
- * and the staging write that fills them.
+ * The attention encoder's upload state: a plan's tables in an upload region (the one table
+ * layout of `src/gpu/attention_program.ts`), the capacities that keep that layout steady over a
+ * batch's steps, the compiled kernels and the shared scratch.
  *
  * @module
  */
 
-import { kernelParams, type KernelSpec } from "../kernels/kernel_spec.ts";
-import { PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
+import type { KernelSpec } from "../kernels/kernel_spec.ts";
+import { PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
+import type { ProgramCapacity, ProgramLayout, ProgramRun } from "../gpu/attention_program.ts";
 import type { PagedPlan } from "./paged_plan.ts";
 import type { RingRegion } from "./upload_ring.ts";
 
@@ -16,23 +17,12 @@ export interface Uploaded {
   region: RingRegion;
   /** The region's generation when this plan took it: the upload is live while it holds. */
   generation: number;
-  decode: GPUComputePipeline;
-  merge: GPUComputePipeline | undefined;
-  decodeSize: [number, number];
-  mergeSize: [number, number];
+  /** The kernels and workgroups to record. */
+  run: ProgramRun;
   /** Bind group tag (with the region as a key): the kernels, the tables layout, the scratch. */
   tag: string;
-  /** Byte ranges of a region: params at 0, then the schedule, then the page list. */
-  layout: TableLayout;
-}
-
-/** Byte ranges of a tables region (the same in every region of a layout). */
-export interface TableLayout {
-  schedOffset: number;
-  schedBytes: number;
-  pagesOffset: number;
-  pagesBytes: number;
-  bytes: number;
+  /** Where the params, the schedule and the page list sit in the region. */
+  layout: ProgramLayout;
 }
 
 /** Partial states and LSE scratch, shared by all plans (dispatches run in recorded order). */
@@ -48,7 +38,8 @@ export interface Kernels {
   signature: string;
   spec: KernelSpec;
   key: string;
-  layout: GPUBindGroupLayout;
+  /** The bind group layout both kernels share. */
+  group: GPUBindGroupLayout;
   decode: GPUComputePipeline;
   /** Compiled on the first plan with partial states. */
   merge: GPUComputePipeline | undefined;
@@ -60,94 +51,34 @@ export interface BufferInfo {
   usage: number | undefined;
 }
 
-/** A plan's table layout in a region, with the capacities it was laid out for. */
-export interface PlanTables {
-  readonly layout: TableLayout;
-  /** `u32` index of the piece records and the reduce records in the schedule. */
-  readonly pieceBase: number;
-  readonly reduceBase: number;
-  /** Reduce records (merge workgroups per row block). */
-  readonly merges: number;
+/** Capacities of a batch's tables, and the most pieces its plans can have. */
+export interface TableCapacity extends ProgramCapacity {
+  readonly schedWords: number;
+  readonly pageWords: number;
   /** Most pieces a plan of this batch can have (its partial slots are at most this). */
   readonly maxPieces: number;
-  /** Words of the schedule and page-list sections (they only grow). */
-  readonly schedCap: number;
-  readonly pagesCap: number;
 }
 
 /**
- * Lays out a plan's tables in a region aligned to `align`: params at 0, then the schedule
- * (piece offsets, pieces, reduce records), then the page list. Capacities are upper bounds for
- * the batch's segments and the grid, and never shrink, so a steady batch composition never
- * changes the region layout (which would need new bind groups).
+ * The table capacities of a plan: upper bounds for the batch's segments and the grid, never
+ * below `have` (capacities never shrink), so a steady batch composition never changes the
+ * region layout (which would need new bind groups).
  */
-export function tableLayout(
+export function tableCapacity(
   plan: PagedPlan,
   grid: number,
-  schedCap: number,
-  pagesCap: number,
-  align: number,
-): PlanTables {
+  have: { readonly schedWords: number; readonly pageWords: number },
+): TableCapacity {
   const { schedule: s, kv } = plan;
   const segments = plan.numSegments;
   const maxWg = Math.max(s.workgroups, Math.min(grid, plan.numTiles));
   const maxPieces = maxWg + segments;
   const maxReduce = Math.min(segments, 2 * maxWg);
-  const pieceBase = s.workgroups + 1;
-  const reduceBase = pieceBase + s.pieces.length;
-  const schedWords = reduceBase + s.reduce.length;
-  const sched = Math.max(
-    schedCap,
-    schedWords,
+  const schedWords = Math.max(
+    have.schedWords,
     maxWg + 1 + maxPieces * PIECE_STRIDE + maxReduce * REDUCE_STRIDE,
   );
   const cachePages = plan.cacheId === undefined ? 0 : kv.numPages;
-  const pages = Math.max(pagesCap, kv.pages.length, cachePages + 64, 16);
-  const schedOffset = align;
-  const pagesOffset = schedOffset + Math.ceil((4 * sched) / align) * align;
-  return {
-    layout: {
-      schedOffset,
-      schedBytes: 4 * sched,
-      pagesOffset,
-      pagesBytes: 4 * pages,
-      bytes: pagesOffset + 4 * pages,
-    },
-    pieceBase,
-    reduceBase,
-    merges: s.reduce.length / REDUCE_STRIDE,
-    maxPieces,
-    schedCap: sched,
-    pagesCap: pages,
-  };
-}
-
-/**
- * Writes a plan's params, schedule and page list into `staging` at their layout's offsets. The
- * paged kernel reads a piece's page-list offset from its `kvStart` field: written here, from the
- * plan's `kv.pageOffsets`, in place of the dense row the plan's schedule holds.
- */
-export function writeTables(staging: Uint32Array, plan: PagedPlan, t: PlanTables): void {
-  const { problem: p, schedule: s, kv } = plan;
-  staging.set(
-    kernelParams({
-      ...p,
-      pieceBase: t.pieceBase,
-      reduceBase: t.reduceBase,
-      count: s.workgroups,
-      mergeCount: t.merges,
-      scale: plan.scale,
-      pageShift: kv.pageShift,
-    }),
-    0,
-  );
-  const at = t.layout.schedOffset / 4;
-  staging.set(s.pieceOffsets, at);
-  staging.set(s.pieces, at + t.pieceBase);
-  const pieces = at + t.pieceBase;
-  for (let o = 0; o < s.pieces.length; o += PIECE_STRIDE) {
-    staging[pieces + o + PIECE.kvStart] = kv.pageOffsets[s.pieces[o + PIECE.seq]];
-  }
-  staging.set(s.reduce, at + t.reduceBase);
-  staging.set(kv.pages, t.layout.pagesOffset / 4);
+  const pageWords = Math.max(have.pageWords, kv.pages.length, cachePages + 64, 16);
+  return { schedWords, pageWords, maxPieces };
 }

@@ -1,27 +1,17 @@
 /**
- * The GPU path of `KVCache.encodeAppend`: the append kernel's pipeline (explicit layout, see
- * `src/kernels/abi.ts`), the upload ring holding each `extend`'s params and rows, and the bind
- * groups, cached weakly by the runner's buffers.
+ * The GPU path of `KVCache.encodeAppend`: the append kernel (from the device context's pipeline
+ * cache, with the explicit layout of `src/kernels/abi.ts`), the upload ring holding each
+ * `extend`'s params and rows, and the bind groups, cached weakly by the runner's buffers.
  *
  * @module
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
-import {
-  APPEND_BINDING,
-  APPEND_PARAMS_RECORD,
-  appendLayoutEntries,
-  createLayout,
-  namedEntries,
-  packRecord,
-} from "../kernels/abi.ts";
-import {
-  APPEND_PARAMS_WORDS,
-  APPEND_WORKGROUP,
-  appendKernelWGSL,
-} from "../kernels/append_kernel.ts";
+import { APPEND_BINDING, APPEND_PARAMS_RECORD, namedEntries, packRecord } from "../kernels/abi.ts";
+import { APPEND_PARAMS_WORDS, APPEND_WORKGROUP } from "../kernels/append_kernel.ts";
 import type { KVDtype } from "../core/problem.ts";
 import { BindGroupCache } from "../gpu/bind_group_cache.ts";
+import type { GpuContext } from "../gpu/gpu_context.ts";
 import { BufferUsage } from "../gpu/gpu_runtime.ts";
 import { dispatchSize } from "../gpu/kernel_choice.ts";
 import type { AppendSlots } from "./kv_cache_types.ts";
@@ -52,12 +42,11 @@ export interface AppendStats {
 /** The append kernel of one cache. */
 export class AppendPath {
   readonly #device: GPUDevice;
+  readonly #ctx: GpuContext;
   readonly #kvDtype: KVDtype;
   readonly #rowElements: number;
   readonly #rowWords: number;
-  #pipeline: GPUComputePipeline | undefined;
-  #module: GPUShaderModule | undefined;
-  #layout: GPUBindGroupLayout | undefined;
+  #kernel: { pipeline: GPUComputePipeline; group: GPUBindGroupLayout } | undefined;
   /** Regions for the append kernel's params and rows, one per `extend` (see upload_ring.ts). */
   #ring: UploadRing | undefined;
   #uploads = new WeakMap<AppendSlots, { region: RingRegion; generation: number }>();
@@ -65,8 +54,10 @@ export class AppendPath {
   #rowsCap = 0;
   #bindGroups = new BindGroupCache();
 
-  constructor(device: GPUDevice, kvDtype: KVDtype, rowElements: number) {
-    this.#device = device;
+  /** The append path of a cache on `ctx`'s device, for rows of `rowElements` `kvDtype`s. */
+  constructor(ctx: GpuContext, kvDtype: KVDtype, rowElements: number) {
+    this.#ctx = ctx;
+    this.#device = ctx.device;
     this.#kvDtype = kvDtype;
     this.#rowElements = rowElements;
     // Destination words per row: packed dtypes hold two elements per word.
@@ -107,22 +98,7 @@ export class AppendPath {
       up = { region, generation: region.generation };
       this.#uploads.set(slots, up);
     }
-    if (!this.#pipeline) {
-      this.#module = device.createShaderModule({
-        code: appendKernelWGSL(this.#kvDtype),
-        label: `lean-attention append ${this.#kvDtype}`,
-      });
-      this.#layout = createLayout(
-        device,
-        `lean-attention append ${this.#kvDtype}`,
-        appendLayoutEntries(),
-      );
-      this.#pipeline = device.createComputePipeline({
-        layout: device.createPipelineLayout({ bindGroupLayouts: [this.#layout] }),
-        compute: { module: this.#module, entryPoint: "main" },
-        label: `lean-attention append ${this.#kvDtype}`,
-      });
-    }
+    const kernel = this.#kernel ??= this.#ctx.pipelines.append(this.#kvDtype);
     // Weakly by region and the runner's buffers: a group keeps its buffers alive.
     const region = up.region;
     const keys = [region, k, v];
@@ -131,7 +107,7 @@ export class AppendPath {
     if (!group) {
       const tables = region.buffer;
       group = device.createBindGroup({
-        layout: this.#layout!,
+        layout: kernel.group,
         entries: namedEntries(APPEND_BINDING, {
           params: { buffer: tables, offset: region.offset, size: 4 * APPEND_PARAMS_WORDS },
           rows: { buffer: tables, offset: region.offset + rowsOffset, size: 4 * this.#rowsCap },
@@ -151,7 +127,7 @@ export class AppendPath {
     const p = pass ?? (target as GPUCommandEncoder).beginComputePass({});
     // Once per command buffer: lets the ring know when the GPU is done with the rows.
     ring.mark(region, p, target);
-    p.setPipeline(this.#pipeline);
+    p.setPipeline(kernel.pipeline);
     p.setBindGroup(0, group);
     p.dispatchWorkgroups(x, y);
     if (!pass) p.end();
@@ -170,7 +146,7 @@ export class AppendPath {
     return {
       buffersCreated: ring?.buffersCreated ?? 0,
       buffersLive: ring?.buffersLive ?? 0,
-      pipelinesCreated: (this.#pipeline ? 1 : 0) + (ring?.pipelinesCreated ?? 0),
+      pipelinesCreated: this.#ctx.pipelines.created + (ring?.pipelinesCreated ?? 0),
       bindGroupsCreated: this.#bindGroups.created,
       bindGroupsLive: this.#bindGroups.live,
       appendRegions: ring?.regions.total ?? 0,

@@ -42,8 +42,7 @@ import {
   checkRows,
 } from "./kv_cache_checks.ts";
 import type { PageTableSource } from "./page_table_source.ts";
-
-import { DeviceGuard } from "../gpu/device_guard.ts";
+import { adoptGpuContext, type GpuContext } from "../gpu/gpu_context.ts";
 import type { KVDtype } from "../core/problem.ts";
 
 /**
@@ -92,7 +91,8 @@ export class KVCache implements PageTableSource {
   #store: KVStorage;
   /** The append kernel's pipeline, upload ring and bind groups, made on first use. */
   #append: AppendPath | undefined;
-  #guard: DeviceGuard | undefined;
+  /** The device's context (pipeline cache, device guard) for GPU caches. */
+  #gpu: GpuContext | undefined;
   #disposed = false;
 
   /** Prefer {@linkcode createKVCache}, which validates the options first. */
@@ -112,7 +112,8 @@ export class KVCache implements PageTableSource {
     const device = o.device;
     this.device = device;
     this.#store = new KVStorage(this, device);
-    if (device) this.#guard = new DeviceGuard(device, "create a new device and a new cache on it");
+    const lostRemedy = "create a new device and a new cache on it";
+    if (device) this.#gpu = adoptGpuContext(device, { lostRemedy });
   }
 
   /** Throws when disposed, and for calls that touch the GPU (`gpu`) when the device is lost. */
@@ -120,7 +121,7 @@ export class KVCache implements PageTableSource {
     if (this.#disposed) {
       throw new Error("KVCache is disposed: create a new one with createKVCache()");
     }
-    if (gpu) this.#guard?.check();
+    if (gpu) this.#gpu?.guard.check();
   }
 
   #seq(id: unknown, name = "seq"): Sequence {
@@ -291,7 +292,7 @@ export class KVCache implements PageTableSource {
       throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
     }
     if (tokens === 0) return;
-    this.#append ??= new AppendPath(device, this.kvDtype, this.rowElements);
+    this.#append ??= new AppendPath(this.#gpu!, this.kvDtype, this.rowElements);
     this.#append.record(target, pass, {
       slots,
       rowIds,
@@ -345,7 +346,7 @@ export class KVCache implements PageTableSource {
     this.#check(true);
     this.#layer(layer);
     const s = this.#seq(seq);
-    return await this.#store.read(layer, s.pages, s.numPages, s.length, this.#guard);
+    return await this.#store.read(layer, s.pages, s.numPages, s.length, this.#gpu?.guard);
   }
 
   /** Memory use: pages used, free and shared, and bytes. */
@@ -372,6 +373,7 @@ export class KVCache implements PageTableSource {
     this.#disposed = true;
     this.#store.destroy();
     this.#append?.destroy();
+    this.#gpu?.pipelines.clear();
   }
 
   /** {@linkcode KVCache.dispose}, for `await using`. */
