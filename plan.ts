@@ -29,7 +29,8 @@ export { gridFor } from "./src/plan/backend.ts";
 export { CPU_GRID, executePlanOnCpu } from "./src/cpu/cpu_backend.ts";
 export { kvRowBytes, kvWindowBounds } from "./src/plan/windows.ts";
 export type { KVWindow, KVWindowOptions } from "./src/plan/windows.ts";
-export type { DenseKV, KVAddressing, PagedKV } from "./src/plan/kv_addressing.ts";
+export type { DenseKV, KVAddressing, PagedKV, PageLayout } from "./src/plan/kv_addressing.ts";
+export { pagedElement } from "./src/plan/kv_addressing.ts";
 export {
   createPlan,
   describePlan,

@@ -35,6 +35,12 @@ export type {
 export { createPagedPlan, planForCache } from "./src/runner/paged_plan.ts";
 export { executePagedPlanOnCpu } from "./src/runner/paged_cpu.ts";
 export type { PageTableSource } from "./src/runner/page_table_source.ts";
+export {
+  createIndptrPageTable,
+  IndptrPageTable,
+  MAX_INDPTR_PAGE_SIZE,
+} from "./src/runner/indptr_page_table.ts";
+export type { IndptrPageTableOptions } from "./src/runner/indptr_page_table.ts";
 export type { PagedCpuInput } from "./src/runner/paged_cpu.ts";
 export type {
   CachePlanOptions,
@@ -53,7 +59,7 @@ export type {
 // Types the runner's signatures use, also exported by the main and plan entries.
 export type { DecodeOutput, DecodeShape, KVDtype, Problem, Strategy } from "./src/core/problem.ts";
 export type { Plan, PlanOptions } from "./src/plan/plan.ts";
-export type { DenseKV, KVAddressing } from "./src/plan/kv_addressing.ts";
+export type { DenseKV, KVAddressing, PageLayout } from "./src/plan/kv_addressing.ts";
 export type { TileConfig, TileOptions } from "./src/plan/tiles.ts";
 export type { Partition } from "./src/plan/partition.ts";
 export type { Schedule } from "./src/plan/schedule.ts";

@@ -10,7 +10,7 @@ import { CAUSAL } from "../core/variant.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
 import { decodeKV } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
-import { type PagedKV, pagedRow } from "../plan/kv_addressing.ts";
+import { pagedElement, type PagedKV } from "../plan/kv_addressing.ts";
 import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
 import { mergePartialRow, slotFloats } from "../core/reducer.ts";
 import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan/schedule.ts";
@@ -125,7 +125,9 @@ export function runSchedule(
           for (let t = t0; t < t1; t++) {
             let dot = -Infinity;
             if (t < visible) {
-              const ko = (paged ? pagedRow(paged, seq, t) : kvStart + t) * kvRow + kvHead * D;
+              const ko = paged
+                ? pagedElement(paged, seq, t, kvHead, p.numKVHeads, D)
+                : (kvStart + t) * kvRow + kvHead * D;
               dot = 0;
               for (let d = 0; d < D; d++) dot += q[qo + d] * k[ko + d];
               dot *= qScale;
@@ -144,7 +146,9 @@ export function runSchedule(
             if (sc === -Infinity) continue;
             const pr = 2 ** (sc - mNew);
             l[i] += pr;
-            const vo = (paged ? pagedRow(paged, seq, t) : kvStart + t) * kvRow + kvHead * D;
+            const vo = paged
+              ? pagedElement(paged, seq, t, kvHead, p.numKVHeads, D)
+              : (kvStart + t) * kvRow + kvHead * D;
             for (let d = 0; d < D; d++) o[i * D + d] += pr * v[vo + d];
           }
           m[i] = mNew;

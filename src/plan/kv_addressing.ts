@@ -71,6 +71,48 @@ export interface PagedKV {
   readonly pages: Uint32Array;
   /** Where each sequence's page list starts in `pages` (`numSeqs + 1` entries). */
   readonly pageOffsets: Uint32Array;
+  /**
+   * How a page holds its rows (see {@linkcode PageLayout}); absent means `"NHD"`, the layout of
+   * `KVCache` pages.
+   */
+  readonly layout?: PageLayout;
+}
+
+/**
+ * The element order of a K or V page: `"NHD"`, `[page][token][kvHead][dim]` (a token's row of
+ * every KV head together, as `KVCache` stores it), or `"HND"`, `[page][kvHead][token][dim]` (each
+ * KV head's tokens together). FlashInfer's `kv_layout` names them the same way.
+ */
+export type PageLayout = "NHD" | "HND";
+
+/**
+ * Element offset of KV head `kvHead`'s row of token `t` of sequence `seq` in a paged K/V storage
+ * of `numKVHeads` heads of `headDim` elements, in the plan's page layout.
+ *
+ * @example
+ * ```ts
+ * import { pagedElement, type PagedKV } from "@lean/attention/plan";
+ * const kv: PagedKV = {
+ *   kind: "paged", pageSize: 4, pageShift: 2, numPages: 2, layout: "HND",
+ *   pages: Uint32Array.of(1), pageOffsets: Uint32Array.of(0, 1),
+ * };
+ * // Page 1, head 1, token 2 of a [page][kvHead][token][dim] storage of 2 heads of 8.
+ * console.log(pagedElement(kv, 0, 2, 1, 2, 8)); // ((1 * 2 + 1) * 4 + 2) * 8 = 112
+ * ```
+ */
+export function pagedElement(
+  kv: PagedKV,
+  seq: number,
+  t: number,
+  kvHead: number,
+  numKVHeads: number,
+  headDim: number,
+): number {
+  const page = kv.pages[kv.pageOffsets[seq] + (t >>> kv.pageShift)];
+  const inPage = t & (kv.pageSize - 1);
+  return kv.layout === "HND"
+    ? ((page * numKVHeads + kvHead) * kv.pageSize + inPage) * headDim
+    : ((page * kv.pageSize + inPage) * numKVHeads + kvHead) * headDim;
 }
 
 /** Row of token `t` of sequence `seq` in a paged K/V storage. */

@@ -1,12 +1,15 @@
 /**
  * The narrow page-table interface paged planning reads: what a plan needs from a cache (its
  * layout, each sequence's length and page list, a change counter and an identity token), so
- * planning depends on no runtime object. {@linkcode KVCache} implements it.
+ * planning depends on no runtime object. {@linkcode KVCache} implements it for its own pages,
+ * `IndptrPageTable` (`indptr_page_table.ts`) for a runner's FlashInfer-style page table over the
+ * runner's own K/V page buffers.
  *
  * @module
  */
 
 import type { KVDtype } from "../core/problem.ts";
+import type { PageLayout } from "../plan/kv_addressing.ts";
 
 /**
  * Page tables a paged plan can be made from ({@linkcode planForCache}).
@@ -21,8 +24,11 @@ import type { KVDtype } from "../core/problem.ts";
  * ```
  */
 export interface PageTableSource {
-  /** Identity token of the K/V storage the pages index (plans keep it to find it again). */
-  readonly id: number;
+  /**
+   * Identity token of the K/V storage the pages index (plans keep it to find the cache again);
+   * absent for a runner's own storage (its plans are encoded with the runner's `k` and `v`).
+   */
+  readonly id?: number;
   /** Counts the changes to the page tables: a plan made at an older version is stale. */
   readonly version: number;
   /** Tokens per page (a power of two). */
@@ -37,6 +43,8 @@ export interface PageTableSource {
   readonly headDim: number;
   /** Element type of K and V. */
   readonly kvDtype: KVDtype;
+  /** How a page holds its rows (default `"NHD"`, `[page][token][kvHead][dim]`). */
+  readonly layout?: PageLayout;
   /** Tokens in a sequence. */
   length(seq: number): number;
   /** Pages of a sequence. */

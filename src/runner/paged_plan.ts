@@ -320,6 +320,7 @@ export function planForCache(
     numPages: cache.numPages,
     pages,
     pageOffsets,
+    ...(cache.layout === "HND" ? { layout: "HND" as const } : {}),
   };
   const { previous, ...planOptions } = options;
   // The scale is checked before the shape, so a step with several bad fields reports as before.
@@ -329,7 +330,9 @@ export function planForCache(
     kv,
     scale,
     { ...planOptions, strategy: step.strategy ?? options.strategy },
-    { cacheId: cache.id, cacheVersion: cache.version, seqIds: Uint32Array.from(seqs) },
+    cache.id === undefined
+      ? { seqIds: Uint32Array.from(seqs) }
+      : { cacheId: cache.id, cacheVersion: cache.version, seqIds: Uint32Array.from(seqs) },
     previous,
   );
 }

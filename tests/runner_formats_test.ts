@@ -1,0 +1,246 @@
+/**
+ * Runner formats: plans from a runner's FlashInfer-style page table (`indptr`, `indices`,
+ * `lastPageLen`) over its own K/V pages in NHD or HND layout, on the CPU (against the dense plan
+ * bit for bit and the float64 reference) and through the GPU kernels; bad tables are rejected
+ * naming the field and the value.
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { createPlan, type KVDtype } from "../mod.ts";
+import { executePlanOnCpu } from "../plan.ts";
+import {
+  createIndptrPageTable,
+  executePagedPlanOnCpu,
+  type IndptrPageTableOptions,
+  type PageLayout,
+  planForCache,
+} from "../runner.ts";
+import { assertMatchesReference, fcParams, makeInput, sameBits, seededRng } from "./helpers.ts";
+
+/** A runner's page pool holding a dense input's tokens, and its FlashInfer-style table. */
+export function scatterIndptr(
+  input: ReturnType<typeof makeInput>,
+  pageSize: number,
+  layout: PageLayout,
+  seed: number,
+): {
+  k: Float32Array | Uint16Array;
+  v: Float32Array | Uint16Array;
+  table: IndptrPageTableOptions;
+} {
+  const H = input.numKVHeads;
+  const D = input.headDim;
+  const lens = Array.from(input.seqLens);
+  const numPages = lens.reduce((a, n) => a + Math.ceil(n / pageSize), 0) + 2;
+  const rng = seededRng(seed);
+  const order = Array.from({ length: numPages }, (_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const Ctor = input.k instanceof Float32Array ? Float32Array : Uint16Array;
+  const poison = Ctor === Float32Array ? NaN : 0x7e00;
+  const k = new Ctor(numPages * pageSize * H * D).fill(poison);
+  const v = new Ctor(numPages * pageSize * H * D).fill(poison);
+  const indptr = [0];
+  const indices: number[] = [];
+  const lastPageLen: number[] = [];
+  let next = 0;
+  let start = 0;
+  for (const len of lens) {
+    for (let t = 0; t < len; t++) {
+      if (t % pageSize === 0) indices.push(order[next++]);
+      const page = indices[indices.length - 1];
+      const inPage = t % pageSize;
+      for (let h = 0; h < H; h++) {
+        const src = ((start + t) * H + h) * D;
+        const dst = layout === "HND"
+          ? ((page * H + h) * pageSize + inPage) * D
+          : ((page * pageSize + inPage) * H + h) * D;
+        k.set(input.k.subarray(src, src + D) as never, dst);
+        v.set(input.v.subarray(src, src + D) as never, dst);
+      }
+    }
+    indptr.push(indices.length);
+    lastPageLen.push(len - (Math.ceil(len / pageSize) - 1) * pageSize);
+    start += len;
+  }
+  return {
+    k,
+    v,
+    table: {
+      indptr,
+      indices,
+      lastPageLen,
+      pageSize,
+      numPages,
+      numKVHeads: H,
+      headDim: D,
+      kvDtype: input.kvDtype,
+      layout,
+    },
+  };
+}
+
+const SHAPES = [
+  { numHeads: 8, numKVHeads: 2, headDim: 64 },
+  { numHeads: 4, numKVHeads: 4, headDim: 32 },
+  { numHeads: 3, numKVHeads: 1, headDim: 16 },
+  { numHeads: 4, numKVHeads: 2, headDim: 8 },
+];
+
+Deno.test("runner page tables (NHD, HND, page sizes 1-256) equal dense plans bit for bit on the CPU", () => {
+  fc.assert(
+    fc.property(
+      fc.record({
+        seqLens: fc.array(fc.integer({ min: 1, max: 300 }), { minLength: 1, maxLength: 3 }),
+        shape: fc.constantFrom(...SHAPES),
+        qLen: fc.integer({ min: 1, max: 3 }),
+        kvDtype: fc.constantFrom<KVDtype>("f32", "f16", "bf16"),
+        pageShift: fc.integer({ min: 0, max: 8 }),
+        layout: fc.constantFrom<PageLayout>("NHD", "HND"),
+        strategy: fc.constantFrom("lean" as const, "split" as const, "single" as const),
+        seed: fc.integer({ min: 1, max: 1 << 20 }),
+      }),
+      (c) => {
+        const seqLens = c.seqLens.map((n) => Math.max(n, c.qLen));
+        const input = makeInput({
+          ...c.shape,
+          seqLens,
+          qLen: c.qLen,
+          kvDtype: c.kvDtype,
+          seed: c.seed,
+        });
+        const { k, v, table } = scatterIndptr(input, 1 << c.pageShift, c.layout, c.seed);
+        const source = createIndptrPageTable(table);
+        const options = { grid: 7, tileTokens: 16, strategy: c.strategy };
+        const plan = planForCache(source, {
+          seqs: source.seqs,
+          numHeads: c.shape.numHeads,
+          qLen: c.qLen,
+        }, options);
+        assert.equal(plan.kv.layout === "HND", c.layout === "HND");
+        assert.equal(plan.cacheId, undefined, "a runner's table names no cache");
+        const paged = executePagedPlanOnCpu(plan, { q: input.q, k, v });
+        const dense = executePlanOnCpu(
+          createPlan(input, options),
+          input,
+          1 / Math.sqrt(input.headDim),
+        );
+        const label = `${c.layout} page ${1 << c.pageShift} ${c.kvDtype} ${c.strategy}`;
+        assert.ok(sameBits(paged.out, dense.out), `out ${label}`);
+        assert.ok(sameBits(paged.lse, dense.lse), `lse ${label}`);
+        assertMatchesReference(input, paged, label);
+      },
+    ),
+    fcParams(60),
+  );
+});
+
+Deno.test("a runner's page table copies its arrays and plans every sequence's length", () => {
+  const indptr = [0, 3, 4];
+  const table = createIndptrPageTable({
+    indptr,
+    indices: [5, 2, 7, 0],
+    lastPageLen: [3, 4],
+    pageSize: 4,
+    numPages: 8,
+    numKVHeads: 1,
+    headDim: 8,
+  });
+  indptr[1] = 1; // changes nothing
+  assert.deepEqual([table.length(0), table.length(1)], [11, 4]);
+  assert.deepEqual([table.pageCount(0), table.pageCount(1)], [3, 1]);
+  const plan = planForCache(table, { seqs: [1, 0], numHeads: 2 }, { grid: 4 });
+  assert.deepEqual(Array.from(plan.problem.seqLens), [4, 11]);
+  assert.deepEqual(Array.from(plan.kv.pages), [0, 5, 2, 7]);
+  assert.deepEqual(Array.from(plan.kv.pageOffsets), [0, 1, 4]);
+  assert.equal(plan.kv.layout, undefined, "NHD is the default addressing");
+});
+
+Deno.test("bad runner page tables throw TypeError or RangeError naming the field and value", () => {
+  const good: IndptrPageTableOptions = {
+    indptr: [0, 2, 3],
+    indices: [3, 0, 1],
+    lastPageLen: [2, 3],
+    pageSize: 4,
+    numPages: 4,
+    numKVHeads: 2,
+    headDim: 8,
+    kvDtype: "f16",
+    layout: "HND",
+  };
+  assert.equal(createIndptrPageTable(good).length(0), 6);
+  const bad: Array<[Record<string, unknown>, typeof TypeError | typeof RangeError, RegExp]> = [
+    [{ pageSize: "4" }, TypeError, /pageSize must be a number: got string/],
+    [{ pageSize: 3 }, RangeError, /pageSize must be a power of two from 1 to 256: got 3/],
+    [{ pageSize: 512 }, RangeError, /pageSize must be an integer from 1 to 256: got 512/],
+    [{ pageSize: 0 }, RangeError, /pageSize must be an integer from 1 to 256: got 0/],
+    [{ numPages: 0 }, RangeError, /numPages must be an integer from 1 to .*: got 0/],
+    [{ numPages: 2.5 }, RangeError, /numPages must be an integer .*: got 2.5/],
+    [{ indptr: 5 }, TypeError, /indptr must be an array of integers: got number/],
+    [{ indptr: [0] }, RangeError, /indptr must hold numSeqs \+ 1 >= 2 entries: got 1/],
+    [
+      { indptr: [0, 2, 1] },
+      RangeError,
+      /indptr must give every sequence at least one page: indptr\[2\] = 1 after indptr\[1\] = 2/,
+    ],
+    [{ indptr: [0, 2, 4] }, RangeError, /indptr\[2\] must be an integer from 0 to 3: got 4/],
+    [{ indptr: [0, "2", 3] }, TypeError, /indptr\[1\] must be a number: got string/],
+    [{ indices: null }, TypeError, /indices must be an array of integers: got null/],
+    [{ indices: [3, 4, 1] }, RangeError, /indices\[1\] must be an integer from 0 to 3: got 4/],
+    [{ indices: [3, -1, 1] }, RangeError, /indices\[1\] must be an integer from 0 to 3: got -1/],
+    [
+      { lastPageLen: [2] },
+      RangeError,
+      /lastPageLen must hold one entry per sequence \(2, from indptr\): got 1/,
+    ],
+    [{ lastPageLen: [0, 3] }, RangeError, /lastPageLen\[0\] must be an integer from 1 to 4: got 0/],
+    [{ lastPageLen: [2, 5] }, RangeError, /lastPageLen\[1\] must be an integer from 1 to 4: got 5/],
+    [{ lastPageLen: "2,3" }, TypeError, /lastPageLen must be an array of integers: got string/],
+    [{ kvDtype: 8 }, TypeError, /kvDtype must be a string: got number/],
+    [{ kvDtype: "f64" }, RangeError, /kvDtype must be one of .*: got "f64"/],
+    [{ layout: 1 }, TypeError, /layout must be a string: got number/],
+    [{ layout: "NDH" }, RangeError, /layout must be "NHD" or "HND": got "NDH"/],
+  ];
+  for (const [change, type, message] of bad) {
+    assert.throws(
+      () => createIndptrPageTable({ ...good, ...change } as IndptrPageTableOptions),
+      (e: unknown) => e instanceof type && message.test((e as Error).message),
+      JSON.stringify(change),
+    );
+  }
+  assert.throws(
+    () => createIndptrPageTable(null as never),
+    /page table must be an object: got null/,
+  );
+  const table = createIndptrPageTable(good);
+  assert.throws(
+    () => planForCache(table, { seqs: [0, 2], numHeads: 4 }, { grid: 4 }),
+    (e: unknown) =>
+      e instanceof RangeError &&
+      /seqs must be sequences of the page table \(0 to 1\): got 2/.test(e.message),
+  );
+  // The shape fields the table carries are checked by planning, naming them.
+  const badHeads = createIndptrPageTable({ ...good, numKVHeads: 3 });
+  assert.throws(() => planForCache(badHeads, { seqs: [0], numHeads: 4 }, { grid: 4 }), /numHeads/);
+  const badDim = createIndptrPageTable({ ...good, headDim: 12 });
+  assert.throws(
+    () => planForCache(badDim, { seqs: [0], numHeads: 4 }, { grid: 4 }),
+    /headDim must be .*got 12/,
+  );
+  // The CPU executor checks the storage against the table: too few pages' elements.
+  const plan = planForCache(table, { seqs: table.seqs, numHeads: 4 }, { grid: 4 });
+  assert.throws(
+    () =>
+      executePagedPlanOnCpu(plan, {
+        q: new Float32Array(2 * 4 * 8),
+        k: new Uint16Array(8),
+        v: new Uint16Array(8),
+      }),
+    (e: unknown) =>
+      e instanceof RangeError &&
+      /k must hold 4 pages of 4 rows of 16 elements: got 8/.test(e.message),
+  );
+});
