@@ -10,6 +10,7 @@ import fc from "fast-check";
 import { createPlan, type KVDtype } from "../mod.ts";
 import { executePlanOnCpu } from "../plan.ts";
 import {
+  createAttentionEncoder,
   createIndptrPageTable,
   executePagedPlanOnCpu,
   type IndptrPageTableOptions,
@@ -17,6 +18,8 @@ import {
   planForCache,
 } from "../runner.ts";
 import { assertMatchesReference, fcParams, makeInput, sameBits, seededRng } from "./helpers.ts";
+import { gpuBuffer, type GpuUnderTest, openGpu, readF32, STORAGE } from "./gpu_device.ts";
+import { softwareSkip } from "./kernel_set.ts";
 
 /** A runner's page pool holding a dense input's tokens, and its FlashInfer-style table. */
 export function scatterIndptr(
@@ -244,3 +247,81 @@ Deno.test("bad runner page tables throw TypeError or RangeError naming the field
       /k must hold 4 pages of 4 rows of 16 elements: got 8/.test(e.message),
   );
 });
+
+// ---------------------------------------------------------------------------------------------
+// GPU: the paged tests' shape (f16 KV, 8/2 heads, d64), in HND pages: one more decode kernel.
+
+const H = 8;
+const KVH = 2;
+const D = 64;
+
+/** A storage buffer holding any array's bytes (padded to 4). */
+function bytesBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
+  const size = Math.max(16, Math.ceil(data.byteLength / 4) * 4);
+  const b = device.createBuffer({ size, usage: STORAGE });
+  const padded = new Uint8Array(size);
+  padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  device.queue.writeBuffer(b, 0, padded);
+  return b;
+}
+
+for (const name of ["webgpu", "dawn"] as const) {
+  const gpu = await openGpu(name);
+  if (typeof gpu === "string") console.log(`skipping runner-format GPU tests on "${name}": ${gpu}`);
+  const ok = typeof gpu !== "string";
+  const test = (title: string, fn: (g: GpuUnderTest) => Promise<void>) => {
+    const skip = ok ? softwareSkip(gpu, {}) : undefined;
+    if (skip) console.log(`ignoring "${title} [${name}]" on this software adapter: ${skip}`);
+    Deno.test({
+      name: `${title} [${name}]`,
+      ignore: !ok || skip !== undefined,
+      sanitizeOps: false,
+      sanitizeResources: false,
+      fn: () => fn(gpu as GpuUnderTest),
+    });
+  };
+
+  test("a runner's HND pages decode on the GPU bit for bit like its NHD pages", async ({ device }) => {
+    const attention = await createAttentionEncoder(device, { grid: 8 });
+    try {
+      for (const [pageSize, seqLens, seed] of [[16, [300, 9, 129], 1], [1, [40, 3], 2]] as const) {
+        const input = makeInput({
+          seqLens: [...seqLens],
+          numHeads: H,
+          numKVHeads: KVH,
+          headDim: D,
+          kvDtype: "f16",
+          seed,
+        });
+        const results = [];
+        for (const layout of ["NHD", "HND"] as const) {
+          const { k, v, table } = scatterIndptr(input, pageSize, layout, seed);
+          const plan = attention.plan(createIndptrPageTable(table), {
+            seqs: seqLens.map((_, i) => i),
+            numHeads: H,
+          });
+          const kb = bytesBuffer(device, k);
+          const vb = bytesBuffer(device, v);
+          const qb = gpuBuffer(device, input.q);
+          const out = gpuBuffer(device, new Float32Array(input.q.length).fill(NaN));
+          const lse = gpuBuffer(device, new Float32Array(seqLens.length * H).fill(NaN));
+          const enc = device.createCommandEncoder();
+          attention.encode(enc, { plan, k: kb, v: vb, q: qb, out, lse });
+          device.queue.submit([enc.finish()]);
+          const got = {
+            out: await readF32(device, out, input.q.length),
+            lse: await readF32(device, lse, seqLens.length * H),
+          };
+          const label = `${layout} page ${pageSize}`;
+          assertMatchesReference(input, got, label);
+          results.push(got);
+          for (const b of [kb, vb, qb, out, lse]) b.destroy();
+        }
+        assert.ok(sameBits(results[0].out, results[1].out), `out HND != NHD, page ${pageSize}`);
+        assert.ok(sameBits(results[0].lse, results[1].lse), `lse HND != NHD, page ${pageSize}`);
+      }
+    } finally {
+      attention.dispose();
+    }
+  });
+}

@@ -57,7 +57,11 @@ export function dispatchSize(count: number, maxPerDim: number): [number, number]
  * subgroup shuffles, at most the adapter's smallest subgroup.
  */
 export function kernelSpec(
-  plan: { problem: { headDim: number; kvDtype: Plan["problem"]["kvDtype"] }; tiles: Plan["tiles"] },
+  plan: {
+    problem: { headDim: number; kvDtype: Plan["problem"]["kvDtype"] };
+    tiles: Plan["tiles"];
+    kv?: Plan["kv"];
+  },
   caps: KernelCaps = { subgroups: false, subgroupMinSize: 0 },
   tuning: KernelTuning = {},
   paged = false,
@@ -87,6 +91,9 @@ export function kernelSpec(
       (prefetch || choice.prefetch === false ? choice.unroll : 2 * choice.unroll),
     subgroups: subgroups && lanes > 1 && lanes <= caps.subgroupMinSize,
     paged,
+    ...(paged && plan.kv?.kind === "paged" && plan.kv.layout === "HND"
+      ? { kvLayout: "HND" as const }
+      : {}),
     prefetch,
     ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
   };

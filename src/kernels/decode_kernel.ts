@@ -77,9 +77,9 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     lines(
       U,
       (u) =>
-        `      let ${prefix}row${u} = kv_row(kv_start, min(${at} + ${
+        `      let ${prefix}row${u} = kv_addr(kv_start, min(${at} + ${
           u * G
-        }u + g, tok_end - 1u)) * params.kv_row + kv_head * CHUNKS + lane;
+        }u + g, tok_end - 1u), kv_head) + lane;
 ${
           lines(CPL, (i) =>
             `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u} + ${
@@ -131,6 +131,19 @@ ${
     : `fn kv_row(base: u32, t: u32) -> u32 {
   return base + t;
 }`;
+  // The first 16-byte chunk of KV head kv_head's row of token t: rows of all heads together
+  // (dense, paged NHD) or each head's page of rows together (paged HND).
+  const kvAddr = L.paged && spec.kvLayout === "HND"
+    ? `
+fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
+  let page = pages[base + (t >> params.page_shift)];
+  return ((page * params.kv_row + kv_head * CHUNKS) << params.page_shift) +
+    (t & ((1u << params.page_shift) - 1u)) * CHUNKS;
+}`
+    : `
+fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
+  return kv_row(base, t) * params.kv_row + kv_head * CHUNKS;
+}`;
   const poisonedFn = `
 // NaN or +inf, by bits (compilers may fold float NaN tests away).
 fn poisoned(x: f32) -> bool {
@@ -147,7 +160,7 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
   }// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
     L.subgroups ? " subgroups" : ""
-  }${L.paged ? " paged" : ""}
+  }${L.paged ? " paged" : ""}${L.paged && spec.kvLayout === "HND" ? " hnd" : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -185,6 +198,7 @@ ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype)}
 ${kvRow}
+${kvAddr}
 ${poisonedFn}
 
 @compute @workgroup_size(${W})

@@ -34,6 +34,11 @@ export interface KernelSpec {
   readonly subgroups?: boolean;
   /** Read K and V through page tables (binding 8) instead of dense rows. */
   readonly paged?: boolean;
+  /**
+   * Element order of a page, for paged specs: `"NHD"` (default, `[page][token][kvHead][dim]`)
+   * or `"HND"` (`[page][kvHead][token][dim]`).
+   */
+  readonly kvLayout?: "NHD" | "HND";
   /** Request the next step's K and V before this step's arithmetic (software pipelining). */
   readonly prefetch?: boolean;
   /**
@@ -201,9 +206,11 @@ export function specKey(kind: string, spec: KernelSpec): string {
   const l = kernelLayout(spec);
   return `${kind}:d${spec.headDim}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
     l.subgroups ? ":sg" : ""
-  }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}${
-    spec.fastSteps === false ? ":masked" : ""
-  }${(spec.variant ?? "causal") === "causal" ? "" : `:${spec.variant}`}`;
+  }${l.paged ? ":paged" : ""}${l.paged && spec.kvLayout === "HND" ? ":hnd" : ""}${
+    spec.prefetch ? ":pf" : ""
+  }${spec.fastSteps === false ? ":masked" : ""}${
+    (spec.variant ?? "causal") === "causal" ? "" : `:${spec.variant}`
+  }`;
 }
 
 /** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */

@@ -20,6 +20,7 @@ import type { DeviceGuard } from "../gpu/device_guard.ts";
 import type { GpuContext } from "../gpu/gpu_context.ts";
 import { BufferUsage, type KernelCaps } from "../gpu/gpu_runtime.ts";
 import type { KVCache } from "./kv_cache.ts";
+import { IndptrPageTable } from "./indptr_page_table.ts";
 import {
   type CachePlanOptions,
   createPagedPlan,
@@ -139,11 +140,15 @@ export class AttentionEncoder {
   /**
    * Plans one step over sequences of a cache (host only; reused by every layer). Extend the
    * sequences with the step's tokens first: a plan sees the lengths and pages of the moment.
+   * A runner's own page table (`createIndptrPageTable`) plans likewise; its plans are encoded
+   * with the runner's page buffers as `k` and `v`.
    */
-  plan(cache: KVCache, step: CachePlanOptions): PagedPlan {
+  plan(cache: KVCache | IndptrPageTable, step: CachePlanOptions): PagedPlan {
     this.#check();
-    if (cache?.device !== this.device) {
-      throw new TypeError("cache must be a KVCache on this encoder's device");
+    if (!(cache instanceof IndptrPageTable) && cache?.device !== this.device) {
+      throw new TypeError(
+        "cache must be a KVCache on this encoder's device or a runner's page table (createIndptrPageTable)",
+      );
     }
     const plan = planForCache(cache, step, {
       ...this.#tiles,
@@ -176,7 +181,9 @@ export class AttentionEncoder {
   #kernelsFor(plan: PagedPlan): Kernels {
     const { problem: p, tiles: t } = plan;
     const signature =
-      `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}`;
+      `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}:${
+        plan.kv.layout ?? "NHD"
+      }`;
     let k = this.#kernels;
     if (k?.signature !== signature) {
       const spec: KernelSpec = kernelSpec(plan, this.#caps, this.#tuning, true);
