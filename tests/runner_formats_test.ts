@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { createPlan, type KVDtype } from "../mod.ts";
+import { createPlan, decodeKV, encodeKV, type KVDtype } from "../mod.ts";
 import { executePlanOnCpu } from "../plan.ts";
 import {
   createAttentionEncoder,
@@ -322,6 +322,149 @@ for (const name of ["webgpu", "dawn"] as const) {
       }
     } finally {
       attention.dispose();
+    }
+  });
+
+  test("f16 queries and outputs through buffer ranges (a fused buffer) match f32 rounded", async ({ device }) => {
+    const align = device.limits.minStorageBufferOffsetAlignment;
+    const half = await createAttentionEncoder(device, { grid: 8, qDtype: "f16", outDtype: "f16" });
+    const full = await createAttentionEncoder(device, { grid: 8 });
+    try {
+      const seqLens = [200, 17, 64];
+      const input = makeInput({
+        seqLens,
+        numHeads: H,
+        numKVHeads: KVH,
+        headDim: D,
+        kvDtype: "f16",
+        seed: 9,
+      });
+      const { k, v, table } = scatterIndptr(input, 16, "HND", 9);
+      const source = createIndptrPageTable(table);
+      // K and V in one buffer, V at an aligned offset.
+      const kvBytes = k.byteLength;
+      const vAt = Math.ceil(kvBytes / align) * align;
+      const kv = device.createBuffer({ size: vAt + kvBytes, usage: STORAGE });
+      device.queue.writeBuffer(kv, 0, k as Uint16Array<ArrayBuffer>);
+      device.queue.writeBuffer(kv, vAt, v as Uint16Array<ArrayBuffer>);
+      const qHalf = encodeKV(input.q, "f16") as Uint16Array<ArrayBuffer>;
+      const qRounded = decodeKV(qHalf, "f16");
+      // A "fused QKV" buffer: the queries at an aligned offset after other data.
+      const fused = device.createBuffer({ size: 2 * align + qHalf.byteLength, usage: STORAGE });
+      device.queue.writeBuffer(fused, 2 * align, qHalf);
+      const rows = seqLens.length * H;
+      const outs = device.createBuffer({ size: align + 2 * rows * D, usage: STORAGE });
+      const lses = device.createBuffer({ size: align + 4 * rows, usage: STORAGE });
+      const qb = gpuBuffer(device, qRounded);
+      const out32 = gpuBuffer(device, new Float32Array(rows * D).fill(NaN));
+      const lse32 = gpuBuffer(device, new Float32Array(rows).fill(NaN));
+      for (const strategy of ["lean", "split"] as const) {
+        device.queue.writeBuffer(outs, 0, new Uint8Array(outs.size).fill(0xff));
+        const step = { seqs: source.seqs, numHeads: H, strategy };
+        const enc = device.createCommandEncoder();
+        half.encode(enc, {
+          plan: half.plan(source, step),
+          q: { buffer: fused, offset: 2 * align, size: qHalf.byteLength },
+          out: { buffer: outs, offset: align },
+          lse: { buffer: lses, offset: align, size: 4 * rows },
+          k: { buffer: kv, offset: 0, size: kvBytes },
+          v: { buffer: kv, offset: vAt },
+        });
+        full.encode(enc, {
+          plan: full.plan(source, step),
+          q: qb,
+          out: out32,
+          lse: lse32,
+          k: { buffer: kv, size: kvBytes },
+          v: { buffer: kv, offset: vAt, size: kvBytes },
+        });
+        device.queue.submit([enc.finish()]);
+        const outBytes = await readF32(device, outs, (align + 2 * rows * D) / 4);
+        const got16 = new Uint16Array(outBytes.buffer, align, rows * D);
+        const lse16 = (await readF32(device, lses, (align + 4 * rows) / 4)).subarray(align / 4);
+        const want32 = await readF32(device, out32, rows * D);
+        const wantLse = await readF32(device, lse32, rows);
+        assertMatchesReference({ ...input, q: qRounded }, { out: want32, lse: wantLse }, strategy);
+        const want16 = encodeKV(want32, "f16") as Uint16Array;
+        for (let i = 0; i < rows * D; i++) {
+          assert.equal(got16[i], want16[i], `${strategy} out[${i}]: f16 bits of the f32 result`);
+        }
+        assert.ok(sameBits(lse16, wantLse), `${strategy} lse`);
+      }
+      // Bad ranges are refused, naming the field and the value, before anything is recorded.
+      const plan = half.plan(source, { seqs: source.seqs, numHeads: H });
+      const good = {
+        plan,
+        q: { buffer: fused, offset: 2 * align },
+        out: { buffer: outs, offset: align },
+        k: { buffer: kv, size: kvBytes },
+        v: { buffer: kv, offset: vAt },
+      };
+      const enc = device.createCommandEncoder();
+      const bad: Array<[Record<string, unknown>, typeof TypeError | typeof RangeError, RegExp]> = [
+        [
+          { q: { buffer: fused, offset: 4 } },
+          RangeError,
+          new RegExp(
+            `q.offset must be a multiple of the device's minStorageBufferOffsetAlignment \\(${align}\\): got 4`,
+          ),
+        ],
+        [
+          { out: { buffer: outs, offset: align / 2 } },
+          RangeError,
+          /out.offset must be a multiple .*: got/,
+        ],
+        [
+          { q: { buffer: fused, offset: 2 * align, size: 6 } },
+          RangeError,
+          /q.size must be a multiple of 4: got 6/,
+        ],
+        [
+          { q: { buffer: fused, offset: 2 * align, size: 64 } },
+          RangeError,
+          new RegExp(`q must hold at least ${qHalf.byteLength} bytes for this plan: got 64`),
+        ],
+        [
+          { v: { buffer: kv, offset: vAt, size: kvBytes + 4 } },
+          RangeError,
+          /v.size must fit the buffer after the offset .*: got/,
+        ],
+        [
+          { k: { buffer: kv, offset: -256 } },
+          RangeError,
+          /k.offset must be a non-negative integer: got -256/,
+        ],
+        [{ k: { buffer: kv, offset: "0" } }, TypeError, /k.offset must be a number: got string/],
+        [{ q: { buffer: {} } }, TypeError, /q.buffer must be a GPUBuffer: got object/],
+        [
+          { out: { buffer: fused, offset: 0 } },
+          RangeError,
+          /out must not be the same buffer as q/,
+        ],
+      ];
+      for (const [change, type, message] of bad) {
+        assert.throws(
+          () => half.encode(enc, { ...good, ...change } as never),
+          (e: unknown) => e instanceof type && message.test((e as Error).message),
+          JSON.stringify(Object.keys(change)) + ` align ${align}`,
+        );
+      }
+      enc.finish(); // nothing was recorded: the command buffer stays valid
+      for (
+        const [options, type, message] of [
+          [{ qDtype: 16 }, TypeError, /qDtype must be a string: got number/],
+          [{ outDtype: "bf16" }, RangeError, /outDtype must be "f32" or "f16": got "bf16"/],
+        ] as const
+      ) {
+        await assert.rejects(
+          () => createAttentionEncoder(device, options as never),
+          (e: unknown) => e instanceof type && message.test((e as Error).message),
+        );
+      }
+      for (const b of [kv, fused, outs, lses, qb, out32, lse32]) b.destroy();
+    } finally {
+      half.dispose();
+      full.dispose();
     }
   });
 }

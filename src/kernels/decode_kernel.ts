@@ -27,6 +27,8 @@ import { kvLoadWGSL } from "./kv_load.ts";
 import { grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { VARIANT_WGSL } from "./variant_wgsl.ts";
+import { directHalfWGSL, ioWGSL } from "./io_wgsl.ts";
+import { kvAddressWGSL } from "./kv_address.ts";
 import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
 
 /** Sentinel for masked scores and empty states; finite so `exp2(NEG - NEG)` stays defined. */
@@ -123,33 +125,13 @@ ${
   const pagedBinding = L.paged
     ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")
     : "";
-  const kvRow = L.paged
-    ? `fn kv_row(base: u32, t: u32) -> u32 {
-  return (pages[base + (t >> params.page_shift)] << params.page_shift) +
-    (t & ((1u << params.page_shift) - 1u));
-}`
-    : `fn kv_row(base: u32, t: u32) -> u32 {
-  return base + t;
-}`;
-  // The first 16-byte chunk of KV head kv_head's row of token t: rows of all heads together
-  // (dense, paged NHD) or each head's page of rows together (paged HND).
-  const kvAddr = L.paged && spec.kvLayout === "HND"
-    ? `
-fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
-  let page = pages[base + (t >> params.page_shift)];
-  return ((page * params.kv_row + kv_head * CHUNKS) << params.page_shift) +
-    (t & ((1u << params.page_shift) - 1u)) * CHUNKS;
-}`
-    : `
-fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
-  return kv_row(base, t) * params.kv_row + kv_head * CHUNKS;
-}`;
   const poisonedFn = `
 // NaN or +inf, by bits (compilers may fold float NaN tests away).
 fn poisoned(x: f32) -> bool {
   let b = bitcast<u32>(x);
   return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
 }`;
+  const io = ioWGSL(spec);
   const entries = G * U * RP; // (token, row) scores per step
   const exchange = L.subgroups || lanes === 1 ? "" : `const XHALF: u32 = ${entries * (lanes + 1)}u;
 const SHALF: u32 = ${entries}u;
@@ -164,10 +146,10 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
-${bindingWGSL(BINDING.q, "q", "storage, read", "array<vec4<f32>>")}
+${bindingWGSL(BINDING.q, "q", "storage, read", io.qType)}
 ${bindingWGSL(BINDING.k, "k_cache", "storage, read", `array<${raw}>`)}
 ${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${raw}>`)}
-${bindingWGSL(BINDING.out, "out", "storage, read_write", "array<f32>")}
+${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
 ${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
 ${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}
 ${pagedBinding}
@@ -197,8 +179,8 @@ ${exchange}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype)}
-${kvRow}
-${kvAddr}
+${kvAddressWGSL(spec)}
+${io.functions}
 ${poisonedFn}
 
 @compute @workgroup_size(${W})
@@ -235,9 +217,9 @@ ${
       let qb = query_row(seq, kv_head, r0 + ${r}u) * D4;
 ${
         grid(CPL, V4, (i, j) =>
-          `      qv[${qi(r, i, j)}] = q[qb + (lane + ${
+          `      qv[${qi(r, i, j)}] = load_q(qb + (lane + ${
             i * lanes
-          }u) * ${V4}u + ${j}u] * params.scale_log2;`)
+          }u) * ${V4}u + ${j}u) * params.scale_log2;`)
       }
     }`)
   }
@@ -334,14 +316,16 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
       let r = i / D;
       if (r < n_rows) {
         let val = acc[i >> 2u][i & 3u];
-        if (slot == DIRECT) {
+        if (slot == DIRECT) {${
+    io.outHalf ? "" : `
           out[query_row(seq, kv_head, r0 + r) * D + i % D] =
-            select(val / l_sh[r], bitcast<f32>(nan_bits), any_bad[r] != 0u);
+            select(val / l_sh[r], bitcast<f32>(nan_bits), any_bad[r] != 0u);`
+  }
         } else {
           partials[slot * SLOT + i] = val;
         }
       }
-    }
+    }${io.outHalf ? directHalfWGSL(W) : ""}
     if (lid < n_rows) {
       if (slot == DIRECT) {
         lse_out[query_row(seq, kv_head, r0 + lid)] = select(

@@ -39,6 +39,10 @@ export interface KernelSpec {
    * or `"HND"` (`[page][kvHead][token][dim]`).
    */
   readonly kvLayout?: "NHD" | "HND";
+  /** Element type of the query buffer (default `"f32"`; `"f16"` is read packed in `u32`s). */
+  readonly qDtype?: "f32" | "f16";
+  /** Element type of the output buffer (default `"f32"`; `"f16"` is written packed in `u32`s). */
+  readonly outDtype?: "f32" | "f16";
   /** Request the next step's K and V before this step's arithmetic (software pipelining). */
   readonly prefetch?: boolean;
   /**
@@ -207,10 +211,10 @@ export function specKey(kind: string, spec: KernelSpec): string {
   return `${kind}:d${spec.headDim}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
     l.subgroups ? ":sg" : ""
   }${l.paged ? ":paged" : ""}${l.paged && spec.kvLayout === "HND" ? ":hnd" : ""}${
-    spec.prefetch ? ":pf" : ""
-  }${spec.fastSteps === false ? ":masked" : ""}${
-    (spec.variant ?? "causal") === "causal" ? "" : `:${spec.variant}`
-  }`;
+    spec.qDtype === "f16" ? ":qf16" : ""
+  }${spec.outDtype === "f16" ? ":of16" : ""}${spec.prefetch ? ":pf" : ""}${
+    spec.fastSteps === false ? ":masked" : ""
+  }${(spec.variant ?? "causal") === "causal" ? "" : `:${spec.variant}`}`;
 }
 
 /** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */

@@ -14,12 +14,36 @@
 
 import { BINDING, bindingWGSL, recordOffsetsWGSL, REDUCE_RECORD } from "./abi.ts";
 import { NEG_SCORE } from "./decode_kernel.ts";
+import { ioWGSL } from "./io_wgsl.ts";
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import {
   FLAT_WORKGROUP_WGSL,
   type KernelSpec,
   PARAMS_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
+
+/** A merged row's `f32` output, one element per thread. */
+const F32_OUT = `  if (lid < D) {
+    var total = 0.0;
+    for (var g = 0u; g < GROUPS; g++) {
+      total += part[g * D + lid];
+    }
+    out[row * D + lid] = select(total / l_all, bitcast<f32>(nan_bits), row_bad);
+  }`;
+
+/** A merged row's `f16` output: two elements per thread, packed in one `u32`. */
+const HALF_OUT = `  if (lid < D / 2u) {
+    var lo = 0.0;
+    var hi = 0.0;
+    for (var g = 0u; g < GROUPS; g++) {
+      lo += part[g * D + 2u * lid];
+      hi += part[g * D + 2u * lid + 1u];
+    }
+    let nan = bitcast<f32>(nan_bits);
+    out[row * D / 2u + lid] = half_bits(select(lo / l_all, nan, row_bad)) |
+      (half_bits(select(hi / l_all, nan, row_bad)) << 16u);
+  }`;
 
 /** Threads of a merge workgroup. */
 export const MERGE_WORKGROUP = 256;
@@ -47,7 +71,8 @@ export function mergeKernelWGSL(spec: KernelSpec): string {
   const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
   // The decode kernel's layout (one bind group for both kernels): the partials as the decode
   // kernel writes them (storage).
-  const bindings = `${bindingWGSL(BINDING.out, "out", "storage, read_write", "array<f32>")}
+  const io = ioWGSL(spec);
+  const bindings = `${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
 ${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
 ${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}`;
   return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}
@@ -68,7 +93,12 @@ var<workgroup> red: array<f32, ${W}>;
 // A NaN built at run time: WGSL rejects NaN in constant expressions.
 var<private> nan_bits: u32 = 0x7fc00000u;
 var<workgroup> weight: array<f32, ${W}>;
-var<workgroup> part: array<f32, ${groups * D}>;
+var<workgroup> part: array<f32, ${groups * D}>;${
+    io.outHalf
+      ? `
+${KV_DTYPE_INFO.f16.wgslPack}`
+      : ""
+  }
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 
@@ -169,13 +199,7 @@ fn main(
   }
   workgroupBarrier();
   let row = query_row(seq, kv_head, r0 + r);
-  if (lid < D) {
-    var total = 0.0;
-    for (var g = 0u; g < GROUPS; g++) {
-      total += part[g * D + lid];
-    }
-    out[row * D + lid] = select(total / l_all, bitcast<f32>(nan_bits), row_bad);
-  }
+${io.outHalf ? HALF_OUT : F32_OUT}
   if (lid == 0u) {
     lse_out[row] = select(
       (m_all + log2(l_all)) * 0.6931471805599453,

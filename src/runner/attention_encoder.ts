@@ -14,7 +14,6 @@
  * @module
  */
 
-import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
 import { BindGroupCache } from "../gpu/bind_group_cache.ts";
 import type { DeviceGuard } from "../gpu/device_guard.ts";
 import type { GpuContext } from "../gpu/gpu_context.ts";
@@ -41,8 +40,19 @@ import {
   recordProgram,
   writeProgramTables,
 } from "../gpu/attention_program.ts";
-import { encodeStorage, RunnerBuffers } from "./encoder_checks.ts";
-import { type Kernels, type Scratch, tableCapacity, type Uploaded } from "./encoder_tables.ts";
+import {
+  type EncodeBindings,
+  encodeStorage,
+  RunnerBuffers,
+  type RunnerFormats,
+} from "./encoder_checks.ts";
+import {
+  encoderKernels,
+  type Kernels,
+  type Scratch,
+  tableCapacity,
+  type Uploaded,
+} from "./encoder_tables.ts";
 import type {
   AttentionEncoderOptions,
   AttentionEncoderStats,
@@ -105,7 +115,10 @@ export class AttentionEncoder {
   #keys: object[] = [];
   /** The bind group list of one encode (one window), reused likewise. */
   #groupList: GPUBindGroup[] = [];
-  #buffers = new RunnerBuffers();
+  #buffers: RunnerBuffers;
+  /** Element types of the query and output buffers (compile-time flags of the kernels). */
+  #io: { qDtype?: "f16"; outDtype?: "f16" };
+  #formats: RunnerFormats;
   #kernels: Kernels | undefined;
   #scratch: Scratch | undefined;
   #staging = new Uint32Array(0);
@@ -126,6 +139,15 @@ export class AttentionEncoder {
     this.#pipelines = ctx.pipelines;
     this.#ring = new UploadRing(device, { label: "plan tables", usage: TABLES });
     this.#guard = ctx.guard;
+    this.#buffers = new RunnerBuffers(device.limits.minStorageBufferOffsetAlignment ?? 256);
+    this.#io = {
+      ...(options.qDtype === "f16" ? { qDtype: "f16" } : {}),
+      ...(options.outDtype === "f16" ? { outDtype: "f16" } : {}),
+    };
+    this.#formats = {
+      qBytes: options.qDtype === "f16" ? 2 : 4,
+      outBytes: options.outDtype === "f16" ? 2 : 4,
+    };
   }
 
   #check(): void {
@@ -179,25 +201,10 @@ export class AttentionEncoder {
 
   /** The kernels for a plan's shape; looked up again only when the shape fields change. */
   #kernelsFor(plan: PagedPlan): Kernels {
-    const { problem: p, tiles: t } = plan;
-    const signature =
-      `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}:${
-        plan.kv.layout ?? "NHD"
-      }`;
-    let k = this.#kernels;
-    if (k?.signature !== signature) {
-      const spec: KernelSpec = kernelSpec(plan, this.#caps, this.#tuning, true);
-      k = {
-        signature,
-        spec,
-        key: specKey("decode", spec),
-        group: this.#pipelines.layout(spec).group,
-        decode: this.#pipelines.get("decode", spec),
-        merge: undefined,
-      };
-      this.#kernels = k;
-    }
-    return k;
+    return this.#kernels = encoderKernels(plan, this.#kernels, this.#pipelines, {
+      ...kernelSpec(plan, this.#caps, this.#tuning, true),
+      ...this.#io,
+    });
   }
 
   /** Scratch at least this large; a smaller one goes once recorded work is done with it. */
@@ -264,35 +271,26 @@ export class AttentionEncoder {
 
   /**
    * The bind group of both kernels for a layer's buffers, cached weakly by buffer identity (a
-   * group keeps its buffers alive: the runner's must be free to go).
+   * group keeps its buffers alive: the runner's must be free to go) and by their ranges.
    */
-  #bindGroup(
-    up: Uploaded,
-    q: GPUBuffer,
-    out: GPUBuffer,
-    lseBuffer: GPUBuffer,
-    kb: GPUBuffer,
-    vb: GPUBuffer,
-  ): GPUBindGroup {
+  #bindGroup(up: Uploaded, b: EncodeBindings): GPUBindGroup {
     // The region is a key too: a group per region and buffers, dropped with either.
     const keys = this.#keys;
     keys[0] = up.region;
-    keys[1] = q;
-    keys[2] = out;
-    keys[3] = lseBuffer;
-    keys[4] = kb;
-    keys[5] = vb;
-    let group = this.#groups.get(keys, up.tag);
+    keys[1] = b.q.buffer;
+    keys[2] = b.out.buffer;
+    keys[3] = b.lse.buffer;
+    keys[4] = b.k.buffer;
+    keys[5] = b.v.buffer;
+    const tag =
+      `${up.tag}|${b.q.offset}+${b.q.size}|${b.out.offset}+${b.out.size}|${b.lse.offset}+${b.lse.size}|${b.k.offset}+${b.k.size}|${b.v.offset}+${b.v.size}`;
+    let group = this.#groups.get(keys, tag);
     if (!group) {
       group = bindProgram(this.device, this.#kernels!.group, up.layout, up.region, 0, {
-        q: { buffer: q },
-        k: { buffer: kb },
-        v: { buffer: vb },
-        out: { buffer: out },
-        lse: { buffer: lseBuffer },
+        ...b,
         partials: { buffer: this.#scratch!.partials },
       });
-      this.#groups.set(keys, up.tag, group);
+      this.#groups.set(keys, tag, group);
     }
     keys.length = 0;
     return group;
@@ -318,7 +316,7 @@ export class AttentionEncoder {
       );
     }
     const { k, v } = encodeStorage(plan, options, this.device);
-    this.#buffers.checkAll(plan, { q, out, lse, k, v });
+    const b = this.#buffers.checkAll(plan, { q, out, lse, k, v }, this.#formats);
     const pass = typeof (target as GPUComputePassEncoder)?.dispatchWorkgroups === "function"
       ? target as GPUComputePassEncoder
       : undefined;
@@ -330,7 +328,11 @@ export class AttentionEncoder {
       up = this.#upload(plan);
       this.#uploads.set(plan, up);
     }
-    const group = this.#bindGroup(up, q, out, lse ?? this.#scratch!.lse, k, v);
+    const scratchLse = this.#scratch!.lse;
+    const group = this.#bindGroup(up, {
+      ...b,
+      lse: b.lse ?? { buffer: scratchLse, offset: 0, size: scratchLse.size },
+    });
     const cp = pass ?? (target as GPUCommandEncoder).beginComputePass({});
     // Once per command buffer: lets the ring know when the GPU is done with the tables.
     this.#ring.mark(up.region, cp, target);

@@ -15,15 +15,26 @@ import type { BufferInfo } from "./encoder_tables.ts";
 import type { EncodeAttentionOptions } from "./encoder_types.ts";
 import type { PagedPlan } from "./paged_plan.ts";
 
+/** A runner buffer as the encoder binds it: a whole `GPUBuffer` or a range of one. */
+export type RunnerBuffer = GPUBuffer | GPUBufferBinding;
+
+/** A checked binding: buffer, byte offset and byte size. */
+export interface CheckedBinding {
+  readonly buffer: GPUBuffer;
+  readonly offset: number;
+  readonly size: number;
+}
+
 /**
- * The K and V buffers an encode reads: the layer of the plan's cache (found by its identity
- * token; a plan of an older cache version is stale) or the `k` and `v` given.
+ * The K and V storage an encode reads: the layer of the plan's cache (found by its identity
+ * token; a plan of an older cache version is stale) or the `k` and `v` given (buffers or
+ * bindings).
  */
 export function encodeStorage(
   plan: PagedPlan,
   options: EncodeAttentionOptions,
   device: GPUDevice,
-): { k: GPUBuffer; v: GPUBuffer } {
+): { k: RunnerBuffer; v: RunnerBuffer } {
   let k = options.k;
   let v = options.v;
   const cache = plan.cacheId === undefined ? undefined : cacheById(plan.cacheId);
@@ -41,15 +52,43 @@ export function encodeStorage(
       );
     }
     ({ k, v } = cache.layerBuffers(options.layer));
-  } else if (!isBuffer(k) || !isBuffer(v)) {
-    throw new TypeError("encode needs a layer (plans of a cache) or k and v GPUBuffers");
+  } else if (!isBuffer(bufferOf(k)) || !isBuffer(bufferOf(v))) {
+    throw new TypeError(
+      "encode needs a layer (plans of a cache) or k and v GPUBuffers (or GPUBufferBindings)",
+    );
   }
-  return { k: k as GPUBuffer, v: v as GPUBuffer };
+  return { k: k as RunnerBuffer, v: v as RunnerBuffer };
+}
+
+/** The buffer of a buffer or binding (undefined for anything else). */
+function bufferOf(x: unknown): unknown {
+  return isBuffer(x) ? x : (x as GPUBufferBinding | undefined)?.buffer;
+}
+
+/** The checked buffers of one encode (the LSE the caller's or the encoder's scratch). */
+export interface EncodeBindings {
+  readonly q: CheckedBinding;
+  readonly out: CheckedBinding;
+  readonly lse: CheckedBinding;
+  readonly k: CheckedBinding;
+  readonly v: CheckedBinding;
+}
+
+/** Element bytes of the encoder's query and output buffers. */
+export interface RunnerFormats {
+  readonly qBytes: number;
+  readonly outBytes: number;
 }
 
 /** The runner's buffers seen so far, and their checks. */
 export class RunnerBuffers {
   #info = new WeakMap<GPUBuffer, BufferInfo>();
+  #align: number;
+
+  /** `align`: the device's `minStorageBufferOffsetAlignment`. */
+  constructor(align = 256) {
+    this.#align = align;
+  }
 
   /**
    * A runner buffer's size and usage, checked to be a `GPUBuffer` on first sight. They never
@@ -67,43 +106,90 @@ export class RunnerBuffers {
     return info;
   }
 
-  /** Checks a buffer the kernels bind as storage: a `GPUBuffer`, STORAGE usage, large enough. */
-  check(name: string, b: unknown, bytes: number): void {
-    const { size, usage } = this.#infoOf(name, b);
+  /**
+   * Checks a buffer or binding the kernels bind as storage: a `GPUBuffer` with STORAGE usage,
+   * an offset that is a multiple of the device's `minStorageBufferOffsetAlignment`, a size that
+   * is a multiple of 4 within the buffer and at least `bytes`.
+   */
+  check(name: string, b: unknown, bytes: number): CheckedBinding {
+    // A binding is an object with a `buffer` (a GPUBuffer itself has none).
+    const whole = isBuffer(b) || b === null || typeof b !== "object" || !("buffer" in b);
+    const buffer = whole ? b : (b as GPUBufferBinding).buffer;
+    const { size, usage } = this.#infoOf(whole ? name : `${name}.buffer`, buffer);
     if (usage !== undefined && (usage & BufferUsage.STORAGE) === 0) {
       throw new TypeError(
         `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${usage.toString(16)}`,
       );
     }
-    if (size < bytes) {
-      throw new RangeError(`${name} must hold at least ${bytes} bytes for this plan: got ${size}`);
+    let offset = 0;
+    let range = size;
+    if (!whole) {
+      const binding = b as GPUBufferBinding;
+      offset = checkBytes(`${name}.offset`, binding.offset ?? 0);
+      if (offset % this.#align !== 0) {
+        throw new RangeError(
+          `${name}.offset must be a multiple of the device's minStorageBufferOffsetAlignment (${this.#align}): got ${offset}`,
+        );
+      }
+      if (offset > size) {
+        throw new RangeError(
+          `${name}.offset must be within the buffer (${size} bytes): got ${offset}`,
+        );
+      }
+      range = binding.size === undefined ? size - offset : checkBytes(`${name}.size`, binding.size);
+      if (range % 4 !== 0) {
+        throw new RangeError(`${name}.size must be a multiple of 4: got ${range}`);
+      }
+      if (offset + range > size) {
+        throw new RangeError(
+          `${name}.size must fit the buffer after the offset (${
+            size - offset
+          } bytes): got ${range}`,
+        );
+      }
     }
+    if (range < bytes) {
+      throw new RangeError(`${name} must hold at least ${bytes} bytes for this plan: got ${range}`);
+    }
+    return { buffer: buffer as GPUBuffer, offset, size: range };
   }
 
-  /** Checks an encode's buffers for a plan: each one's size, and no written buffer bound twice. */
+  /** Checks an encode's buffers for a plan: each one's range, and no written buffer bound twice. */
   checkAll(
     plan: PagedPlan,
     b: { q: unknown; out: unknown; lse: unknown; k: unknown; v: unknown },
-  ): void {
-    const { q, out, lse, k, v } = b;
+    formats: RunnerFormats = { qBytes: 4, outBytes: 4 },
+  ): Omit<EncodeBindings, "lse"> & { readonly lse?: CheckedBinding } {
     const p = plan.problem;
-    const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
+    const rows = p.numSeqs * p.qLen * p.numHeads;
     const kvBytes = plan.kv.numPages * plan.kv.pageSize * p.numKVHeads * p.headDim *
       KV_DTYPE_INFO[p.kvDtype].bytes;
-    this.check("q", q, qBytes);
-    this.check("out", out, qBytes);
-    this.check("k", k, kvBytes);
-    this.check("v", v, kvBytes);
-    if (lse !== undefined) this.check("lse", lse, qBytes / p.headDim);
-    // A buffer written by a dispatch may not be bound again in it.
-    if (out === q) throw new RangeError("out must not be the same buffer as q");
-    if (lse !== undefined && (lse === q || lse === out)) {
-      throw new RangeError(`lse must not be the same buffer as ${lse === q ? "q" : "out"}`);
+    const q = this.check("q", b.q, formats.qBytes * rows * p.headDim);
+    const out = this.check("out", b.out, formats.outBytes * rows * p.headDim);
+    const k = this.check("k", b.k, kvBytes);
+    const v = this.check("v", b.v, kvBytes);
+    const lse = b.lse === undefined ? undefined : this.check("lse", b.lse, 4 * rows);
+    // A buffer written by a dispatch may not be bound again in it (whatever the ranges).
+    if (out.buffer === q.buffer) throw new RangeError("out must not be the same buffer as q");
+    if (lse && (lse.buffer === q.buffer || lse.buffer === out.buffer)) {
+      throw new RangeError(
+        `lse must not be the same buffer as ${lse.buffer === q.buffer ? "q" : "out"}`,
+      );
     }
     for (const [name, x] of [["out", out], ["lse", lse]] as const) {
-      if (x !== undefined && (x === k || x === v)) {
+      if (x && (x.buffer === k.buffer || x.buffer === v.buffer)) {
         throw new RangeError(`${name} must not be the K/V storage the plan reads`);
       }
     }
+    return { q, out, lse, k, v };
   }
+}
+
+/** A byte count or offset: a non-negative integer. */
+function checkBytes(name: string, x: unknown): number {
+  if (typeof x !== "number") throw new TypeError(`${name} must be a number: got ${typeof x}`);
+  if (!Number.isInteger(x) || x < 0) {
+    throw new RangeError(`${name} must be a non-negative integer: got ${x}`);
+  }
+  return x;
 }

@@ -6,7 +6,8 @@
  * @module
  */
 
-import type { KernelSpec } from "../kernels/kernel_spec.ts";
+import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
+import type { PipelineCache } from "../gpu/pipeline_cache.ts";
 import { PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
 import type { ProgramCapacity, ProgramLayout, ProgramRun } from "../gpu/attention_program.ts";
 import type { PagedPlan } from "./paged_plan.ts";
@@ -81,4 +82,30 @@ export function tableCapacity(
   const cachePages = plan.cacheId === undefined ? 0 : kv.numPages;
   const pageWords = Math.max(have.pageWords, kv.pages.length, cachePages + 64, 16);
   return { schedWords, pageWords, maxPieces };
+}
+
+/**
+ * The kernels of a spec: `have` while its spec key holds (looked up again only when a plan's
+ * shape fields change), else compiled (the merge on the first plan with partial states).
+ */
+export function encoderKernels(
+  plan: PagedPlan,
+  have: Kernels | undefined,
+  pipelines: PipelineCache,
+  spec: KernelSpec,
+): Kernels {
+  const { problem: p, tiles: t } = plan;
+  const signature =
+    `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}:${
+      plan.kv.layout ?? "NHD"
+    }`;
+  if (have?.signature === signature) return have;
+  return {
+    signature,
+    spec,
+    key: specKey("decode", spec),
+    group: pipelines.layout(spec).group,
+    decode: pipelines.get("decode", spec),
+    merge: undefined,
+  };
 }

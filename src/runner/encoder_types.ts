@@ -35,6 +35,13 @@ export interface AttentionEncoderOptions extends TileOptions {
   batchInvariant?: boolean;
   /** Kernel tuning (subgroups, lanes, unroll), as for decoders. */
   kernel?: KernelTuning;
+  /**
+   * Element type of the `q` buffers (default `"f32"`; `"f16"`: IEEE halves, two per 4 bytes,
+   * read without the `shader-f16` feature).
+   */
+  qDtype?: "f32" | "f16";
+  /** Element type of the `out` buffers (default `"f32"`; `"f16"`: rounded to nearest even). */
+  outDtype?: "f32" | "f16";
 }
 
 /**
@@ -62,16 +69,20 @@ export interface EncodeAttentionOptions {
   plan: PagedPlan;
   /** Layer of the plan's cache to read (plans from `plan()`). */
   layer?: number;
-  /** K storage to read instead of a cache layer (plans from `planPages()`). */
-  k?: GPUBuffer;
+  /**
+   * K storage to read instead of a cache layer (plans from `planPages()` or a runner's page
+   * table). Every buffer of an encode may be a `GPUBufferBinding` (a range of a buffer, e.g. of a
+   * fused QKV buffer): its `offset` a multiple of the device's `minStorageBufferOffsetAlignment`.
+   */
+  k?: GPUBuffer | GPUBufferBinding;
   /** V storage, with `k`. */
-  v?: GPUBuffer;
-  /** Queries, `f32`, `[seq][qpos][head][dim]`. */
-  q: GPUBuffer;
-  /** Output, `f32`, shaped like `q`. */
-  out: GPUBuffer;
+  v?: GPUBuffer | GPUBufferBinding;
+  /** Queries, `[seq][qpos][head][dim]`, in the encoder's `qDtype` (default `f32`). */
+  q: GPUBuffer | GPUBufferBinding;
+  /** Output, shaped like `q`, in the encoder's `outDtype` (default `f32`). */
+  out: GPUBuffer | GPUBufferBinding;
   /** Natural-log LSE, `f32`, `[seq][qpos][head]` (optional). */
-  lse?: GPUBuffer;
+  lse?: GPUBuffer | GPUBufferBinding;
 }
 
 /**

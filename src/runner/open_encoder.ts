@@ -38,6 +38,16 @@ export async function createAttentionEncoder(
       `options must be an object: got ${options === null ? "null" : typeof options}`,
     );
   }
+  for (const name of ["qDtype", "outDtype"] as const) {
+    const dtype: unknown = options[name];
+    if (dtype === undefined) continue;
+    if (typeof dtype !== "string") {
+      throw new TypeError(`${name} must be a string: got ${typeof dtype}`);
+    }
+    if (dtype !== "f32" && dtype !== "f16") {
+      throw new RangeError(`${name} must be "f32" or "f16": got "${dtype}"`);
+    }
+  }
   const info = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
   let grid = options.grid;
   if (grid === undefined) {
