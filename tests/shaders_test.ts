@@ -33,6 +33,9 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   fastSteps: fc.boolean(),
   paged: fc.boolean(),
   unroll: fc.option(fc.integer({ min: 1, max: 8 }), { nil: undefined }),
+  hnd: fc.boolean(),
+  qDtype: fc.constantFrom<"f32" | "f16" | undefined>(undefined, "f32", "f16"),
+  outDtype: fc.constantFrom<"f32" | "f16" | undefined>(undefined, "f32", "f16"),
 }).map((r) => {
   const t = tileConfig(r, r);
   const chunks = r.headDim / (r.kvDtype === "f32" ? 4 : 8);
@@ -52,6 +55,9 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     prefetch: r.prefetch,
     fastSteps: r.fastSteps,
     paged: r.paged,
+    ...(r.hnd ? { kvLayout: "HND" as const } : {}),
+    ...(r.qDtype ? { qDtype: r.qDtype } : {}),
+    ...(r.outDtype ? { outDtype: r.outDtype } : {}),
   };
 });
 
@@ -246,4 +252,27 @@ Deno.test("the kernel table has a choice for every class, lanes a power of two u
     }
   }
   assert.equal(Object.keys(KERNEL_TABLE).length, 12);
+});
+
+Deno.test("runner formats: HND addressing, f16 queries and outputs are keyed and generated apart", () => {
+  fc.assert(
+    fc.property(specArb, (spec) => {
+      const decode = decodeKernelWGSL(spec).replace(/\/\/.*$/gm, "");
+      const merge = mergeKernelWGSL(spec).replace(/\/\/.*$/gm, "");
+      const hnd = (spec.paged ?? false) && spec.kvLayout === "HND";
+      assert.equal(/kv_head \* CHUNKS\) << params\.page_shift/.test(decode), hnd, "HND address");
+      assert.equal(specKey("decode", spec).includes(":hnd"), hnd);
+      const qHalf = spec.qDtype === "f16";
+      const outHalf = spec.outDtype === "f16";
+      assert.equal(/var<storage, read> q: array<vec2<u32>>/.test(decode), qHalf);
+      assert.equal(/unpack2x16float\(w\.x\)/.test(decode), qHalf);
+      for (const wgsl of [decode, merge]) {
+        assert.equal(/var<storage, read_write> out: array<u32>/.test(wgsl), outHalf);
+        assert.equal(/half_bits\(/.test(wgsl), outHalf);
+      }
+      assert.equal(specKey("decode", spec).includes(":qf16"), qHalf);
+      assert.equal(specKey("merge", spec).includes(":of16"), outHalf);
+    }),
+    fcParams(100),
+  );
 });
