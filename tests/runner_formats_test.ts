@@ -12,6 +12,7 @@ import { executePlanOnCpu } from "../plan.ts";
 import {
   createAttentionEncoder,
   createIndptrPageTable,
+  createPagedPlan,
   executePagedPlanOnCpu,
   type IndptrPageTableOptions,
   type PageLayout,
@@ -138,6 +139,26 @@ Deno.test("runner page tables (NHD, HND, page sizes 1-256) equal dense plans bit
       },
     ),
     fcParams(60),
+  );
+});
+
+Deno.test("explicit page tables take a layout too (createPagedPlan), checked", () => {
+  const input = makeInput({ seqLens: [37, 5], numHeads: 4, numKVHeads: 2, headDim: 16, seed: 4 });
+  const { k, v, table } = scatterIndptr(input, 8, "HND", 4);
+  const indptr = table.indptr as number[];
+  const pageTables = [0, 1].map((s) => (table.indices as number[]).slice(indptr[s], indptr[s + 1]));
+  const tables = { pageSize: 8, numPages: table.numPages, pageTables, layout: "HND" as const };
+  const plan = createPagedPlan(input, tables, { grid: 5 });
+  assert.equal(plan.kv.layout, "HND");
+  assertMatchesReference(input, executePagedPlanOnCpu(plan, { q: input.q, k, v }), "HND");
+  assert.throws(
+    () => createPagedPlan(input, { ...tables, layout: "hnd" as never }, { grid: 5 }),
+    (e: unknown) =>
+      e instanceof RangeError && /layout must be "NHD" or "HND": got "hnd"/.test(e.message),
+  );
+  assert.throws(
+    () => createPagedPlan(input, { ...tables, layout: 2 as never }, { grid: 5 }),
+    (e: unknown) => e instanceof TypeError && /layout must be a string: got number/.test(e.message),
   );
 });
 

@@ -10,7 +10,7 @@
  */
 
 import type { PageTableSource } from "./page_table_source.ts";
-import type { PagedKV } from "../plan/kv_addressing.ts";
+import type { PagedKV, PageLayout } from "../plan/kv_addressing.ts";
 import { type Plan, type PlanOptions, planProblem } from "../plan/plan.ts";
 import { reusePlan } from "../plan/reuse.ts";
 import {
@@ -72,6 +72,8 @@ export interface PageTables {
   numPages: number;
   /** One page list per sequence, at least `ceil(seqLens[i] / pageSize)` pages long. */
   pageTables: ArrayLike<ArrayLike<number>>;
+  /** Element order of a page (default `"NHD"`, see `PagedKV.layout`). */
+  layout?: PageLayout;
 }
 
 /**
@@ -236,6 +238,13 @@ export function createPagedPlan(
       pages[pageOffsets[i] + j] = page;
     }
   }
+  const layout: unknown = tables.layout ?? "NHD";
+  if (typeof layout !== "string") {
+    throw new TypeError(`layout must be a string: got ${typeof layout}`);
+  }
+  if (layout !== "NHD" && layout !== "HND") {
+    throw new RangeError(`layout must be "NHD" or "HND": got "${layout}"`);
+  }
   const kv: PagedKV = {
     kind: "paged",
     pageSize,
@@ -243,6 +252,7 @@ export function createPagedPlan(
     numPages,
     pages,
     pageOffsets,
+    ...(layout === "HND" ? { layout: "HND" as const } : {}),
   };
   return pagePlan(problem, kv, checkScale(options.scale, problem.headDim), options, {});
 }
