@@ -55,9 +55,13 @@ export interface VariantOptions {
  * ```
  */
 export interface Variant {
+  /** The sliding window in tokens (see {@linkcode VariantOptions.slidingWindow}). */
   readonly slidingWindow?: number;
+  /** The logit soft-cap (see {@linkcode VariantOptions.logitsSoftCap}). */
   readonly logitsSoftCap?: number;
+  /** A copy of the ALiBi slopes, one per query head. */
   readonly alibiSlopes?: Float32Array;
+  /** A copy of the sink logits, one per query head. */
   readonly sinks?: Float32Array;
 }
 
@@ -73,9 +77,13 @@ export interface Variant {
  * ```
  */
 export interface VariantFlags {
+  /** A sliding window masks the tokens before each row's window. */
   readonly window: boolean;
+  /** Scores are soft-capped. */
   readonly softCap: boolean;
+  /** Scores get the ALiBi bias. */
   readonly alibi: boolean;
+  /** Sinks join the final denominators. */
   readonly sinks: boolean;
 }
 

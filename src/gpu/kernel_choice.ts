@@ -13,6 +13,7 @@ import {
 } from "../kernels/kernel_spec.ts";
 import type { KernelCaps } from "./gpu_runtime.ts";
 import type { Plan } from "../plan/plan.ts";
+import { variantFlags } from "../core/variant_options.ts";
 
 /**
  * Kernel choices a backend makes for every plan (see `KernelSpec`).
@@ -57,7 +58,10 @@ export function dispatchSize(count: number, maxPerDim: number): [number, number]
  * subgroup shuffles, at most the adapter's smallest subgroup.
  */
 export function kernelSpec(
-  plan: { problem: { headDim: number; kvDtype: Plan["problem"]["kvDtype"] }; tiles: Plan["tiles"] },
+  plan: {
+    problem: Pick<Plan["problem"], "headDim" | "kvDtype" | "variant">;
+    tiles: Plan["tiles"];
+  },
   caps: KernelCaps = { subgroups: false, subgroupMinSize: 0 },
   tuning: KernelTuning = {},
   paged = false,
@@ -89,5 +93,12 @@ export function kernelSpec(
     paged,
     prefetch,
     ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
+    ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
   };
+}
+
+/** The kernel spec's variant field: the flags that are on, none for the plain variant. */
+function variantSpec(variant: Plan["problem"]["variant"]): Pick<KernelSpec, "variant"> {
+  const flags = variantFlags(variant);
+  return flags.window || flags.softCap || flags.alibi || flags.sinks ? { variant: flags } : {};
 }

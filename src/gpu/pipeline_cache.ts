@@ -10,6 +10,7 @@ import { decodeKernelWGSL, type WGSLOptions } from "../kernels/decode_kernel.ts"
 import { createLayout, kernelLayoutEntries } from "../kernels/abi.ts";
 import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
 import { mergeKernelWGSL } from "../kernels/merge_kernel.ts";
+import { needsHeadTable } from "../kernels/variant_wgsl.ts";
 
 /** The kernels a plan can need. */
 export type KernelKind = "decode" | "merge";
@@ -79,9 +80,14 @@ export class PipelineCache {
     kind: KernelKind,
     spec: KernelSpec,
   ): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
-    const options = { paged: spec.paged ?? false, shared: spec.sharedLayout ?? false };
-    const own = kind === "merge" && !options.shared;
-    const key = own ? "merge" : `decode${options.paged ? " paged" : ""}`;
+    const shared = spec.sharedLayout ?? false;
+    const own = kind === "merge" && !shared;
+    // The variants' per-head table is bound only by kernels that read it.
+    const heads = needsHeadTable(own ? "merge" : "decode", spec.variant);
+    const options = { paged: spec.paged ?? false, shared, heads };
+    const key = `${own ? "merge" : `decode${options.paged ? " paged" : ""}`}${
+      heads ? " heads" : ""
+    }`;
     let layout = this.#layouts.get(key);
     if (!layout) {
       const group = createLayout(

@@ -33,6 +33,7 @@ import { REDUCE_STRIDE } from "../plan/schedule.ts";
 import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
 import { dispatchSize, kernelSpec, type KernelTuning } from "./kernel_choice.ts";
 import type { GpuContext } from "./gpu_context.ts";
+import { headTable, needsHeadTable } from "../kernels/variant_wgsl.ts";
 
 const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
 const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
@@ -173,6 +174,10 @@ export class WebGPUBackend implements Backend {
     const bK = putKV("k", input.k);
     const bV = putKV("v", input.v);
     const bSched = put("sched", sched);
+    // The variants' per-head table (ALiBi slopes, sinks), for the kernels that read it.
+    const bHeads = needsHeadTable("decode", spec.variant)
+      ? { buffer: put("heads", headTable(p.variant, p.numHeads)) }
+      : undefined;
     // One params block per window's decode dispatch (its count and piece_base), each aligned.
     const paramsStride = Math.max(256, limits.minUniformBufferOffsetAlignment);
     const paramsData = new Uint32Array((paramsStride / 4) * layout.sections.length);
@@ -221,6 +226,7 @@ export class WebGPUBackend implements Backend {
           out,
           partials: { buffer: bPartials },
           lse,
+          ...(bHeads ? { heads: bHeads } : {}),
         },
         sec.workgroups,
       )
@@ -237,6 +243,7 @@ export class WebGPUBackend implements Backend {
             partials: { buffer: bPartials },
             out,
             lse,
+            ...(bHeads && needsHeadTable("merge", spec.variant) ? { heads: bHeads } : {}),
           },
           mergeWorkgroups(merges, tiles.rowsPerBlock),
         ),

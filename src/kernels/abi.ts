@@ -89,6 +89,8 @@ export const PARAMS_RECORD: AbiRecord<
   | "scaleLog2"
   | "pageShift"
   | "mergeCount"
+  | "window"
+  | "softCap"
 > = record("Params", [
   { name: "numHeads" },
   { name: "qLen" },
@@ -110,6 +112,10 @@ export const PARAMS_RECORD: AbiRecord<
   { name: "pageShift" },
   /** Reduce records of the merge dispatch. */
   { name: "mergeCount" },
+  /** Sliding window in tokens (kernels with the window flag). */
+  { name: "window" },
+  /** Logit soft-cap times log2(e) (kernels with the soft-cap flag). */
+  { name: "softCap", type: "f32" },
 ]);
 
 /** The uniform block of the append kernel. */
@@ -196,6 +202,8 @@ export const BINDING = {
   partials: 6,
   lse: 7,
   pages: 8,
+  /** The per-head table of the variants (ALiBi slopes, sinks), see `variant_wgsl.ts`. */
+  heads: 9,
 } as const;
 
 /** A name of {@linkcode BINDING}. */
@@ -222,7 +230,8 @@ export interface LayoutEntry<N extends string = string> {
  * The explicit bind group layout of a kernel (no `layout: "auto"`): the decode kernel reads
  * params, sched, q, K, V (and the page list when paged) and writes out, partials and LSE; the
  * merge kernel reads params, sched and partials and writes out and LSE, or, with `shared`, takes
- * the decode kernel's whole layout (one bind group serves both dispatches).
+ * the decode kernel's whole layout (one bind group serves both dispatches). With `heads`, the
+ * layout adds the variants' per-head table (ALiBi slopes, sinks).
  *
  * @example
  * ```ts
@@ -234,7 +243,7 @@ export interface LayoutEntry<N extends string = string> {
  */
 export function kernelLayoutEntries(
   kind: "decode" | "merge",
-  options: { readonly paged: boolean; readonly shared: boolean },
+  options: { readonly paged: boolean; readonly shared: boolean; readonly heads?: boolean },
 ): LayoutEntry<BindingName>[] {
   const e = (name: BindingName, type: BindingType): LayoutEntry<BindingName> => ({
     binding: BINDING[name],
@@ -242,13 +251,15 @@ export function kernelLayoutEntries(
     type,
   });
   if (kind === "merge" && !options.shared) {
-    return [
+    const merge = [
       e("params", "uniform"),
       e("sched", "read-only-storage"),
       e("out", "storage"),
       e("partials", "read-only-storage"),
       e("lse", "storage"),
     ];
+    if (options.heads) merge.push(e("heads", "read-only-storage"));
+    return merge;
   }
   const entries = [
     e("params", "uniform"),
@@ -261,6 +272,7 @@ export function kernelLayoutEntries(
     e("lse", "storage"),
   ];
   if (options.paged) entries.push(e("pages", "read-only-storage"));
+  if (options.heads) entries.push(e("heads", "read-only-storage"));
   return entries;
 }
 

@@ -20,6 +20,7 @@ import {
   PARAMS_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
+import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 
 /** Threads of a merge workgroup. */
 export const MERGE_WORKGROUP = 256;
@@ -48,9 +49,14 @@ export function mergeKernelWGSL(spec: KernelSpec): string {
   // Both layouts use the decode kernel's binding numbers; a shared layout (one bind group for
   // both kernels) declares the partials as the decode kernel writes them (storage).
   const partialsSpace = spec.sharedLayout ? "storage, read_write" : "storage, read";
+  const sinks = spec.variant?.sinks === true;
+  // A shared layout binds the decode kernel's per-head table whether or not the merge reads it.
+  const heads = needsHeadTable(spec.sharedLayout ? "decode" : "merge", spec.variant);
   const bindings = `${bindingWGSL(BINDING.out, "out", "storage, read_write", "array<f32>")}
 ${bindingWGSL(BINDING.partials, "partials", partialsSpace, "array<f32>")}
-${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}`;
+${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
+    heads ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""
+  }`;
   return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}${
     spec.sharedLayout ? " shared" : ""
   }
@@ -73,7 +79,7 @@ var<private> nan_bits: u32 = 0x7fc00000u;
 var<workgroup> weight: array<f32, ${W}>;
 var<workgroup> part: array<f32, ${groups * D}>;
 ${FLAT_WORKGROUP_WGSL}
-${QUERY_ROW_WGSL}
+${QUERY_ROW_WGSL}${sinks ? `\n${variantFunctionsWGSL("merge", spec.variant!)}` : ""}
 
 // Tree reduction of red[] in a fixed order; op 0 = max, 1 = sum. Every thread gets red[0].
 fn reduce(lid: u32, op: u32) -> f32 {
@@ -171,17 +177,28 @@ fn main(
     part[grp * D + d] = acc;
   }
   workgroupBarrier();
-  let row = query_row(seq, kv_head, r0 + r);
+  let row = query_row(seq, kv_head, r0 + r);${
+    sinks
+      ? `
+  // The sink joins the final denominator here, once (no partial state holds it).
+  let sk = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, r0 + r) + 1u];
+  let m_fin = max(m_all, sk);
+  let c_fin = exp2(m_all - m_fin);
+  let l_fin = l_all * c_fin + exp2(sk - m_fin);`
+      : ""
+  }
   if (lid < D) {
     var total = 0.0;
     for (var g = 0u; g < GROUPS; g++) {
       total += part[g * D + lid];
     }
-    out[row * D + lid] = select(total / l_all, bitcast<f32>(nan_bits), row_bad);
+    out[row * D + lid] = select(${
+    sinks ? "total * c_fin / l_fin" : "total / l_all"
+  }, bitcast<f32>(nan_bits), row_bad);
   }
   if (lid == 0u) {
     lse_out[row] = select(
-      (m_all + log2(l_all)) * 0.6931471805599453,
+      (${sinks ? "m_fin + log2(l_fin)" : "m_all + log2(l_all)"}) * 0.6931471805599453,
       bitcast<f32>(nan_bits),
       row_bad,
     );

@@ -36,6 +36,7 @@ import type { TileOptions } from "../plan/tiles.ts";
 import { UploadRing } from "./upload_ring.ts";
 import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
 import { encodeStorage, RunnerBuffers } from "./encoder_checks.ts";
+import { headTable, needsHeadTable, variantKey } from "../kernels/variant_wgsl.ts";
 import {
   type Kernels,
   type Scratch,
@@ -175,14 +176,14 @@ export class AttentionEncoder {
   /** The kernels for a plan's shape; looked up again only when the shape fields change. */
   #kernelsFor(plan: PagedPlan): Kernels {
     const { problem: p, tiles: t } = plan;
+    const base = kernelSpec(plan, this.#caps, this.#tuning, true);
     const signature =
-      `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}`;
+      `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}${
+        variantKey(base.variant)
+      }`;
     let k = this.#kernels;
     if (k?.signature !== signature) {
-      const spec: KernelSpec = {
-        ...kernelSpec(plan, this.#caps, this.#tuning, true),
-        sharedLayout: true,
-      };
+      const spec: KernelSpec = { ...base, sharedLayout: true };
       k = {
         signature,
         spec,
@@ -230,7 +231,17 @@ export class AttentionEncoder {
     const merges = s.reduce.length / REDUCE_STRIDE;
     if (merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
     // The region layout of the tables (capacities only grow, see tableLayout).
-    const t = tableLayout(plan, this.grid, this.#schedCap, this.#pagesCap, this.#ring.align);
+    const headFloats = needsHeadTable("decode", kernels.spec.variant)
+      ? headTable(p.variant, p.numHeads).length
+      : 0;
+    const t = tableLayout(
+      plan,
+      this.grid,
+      this.#schedCap,
+      this.#pagesCap,
+      this.#ring.align,
+      headFloats,
+    );
     this.#schedCap = t.schedCap;
     this.#pagesCap = t.pagesCap;
     const { layout, maxPieces } = t;
@@ -239,10 +250,12 @@ export class AttentionEncoder {
       slot * Math.max(s.partialSlots, maxPieces),
       4 * p.numSeqs * p.qLen * p.numHeads,
     );
-    const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}`;
+    const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}:${layout.headsBytes}`;
     const region = this.#ring.acquire(layout.bytes, layoutKey);
     // One staging array, one write: each writeBuffer costs ~15 us in Deno whatever its size.
-    const used = layout.pagesOffset / 4 + kv.pages.length;
+    const used = layout.headsBytes > 0
+      ? layout.bytes / 4
+      : layout.pagesOffset / 4 + kv.pages.length;
     if (this.#staging.length < used) this.#staging = new Uint32Array(layout.bytes / 4);
     writeTables(this.#staging, plan, t);
     this.device.queue.writeBuffer(region.buffer, region.offset, this.#staging.buffer, 0, 4 * used);
@@ -259,6 +272,7 @@ export class AttentionEncoder {
       ),
       tag: `${kernels.key}:${layoutKey}:${scratch.id}`,
       layout,
+      bindLayout: kernels.layout,
     };
   }
 
@@ -288,7 +302,7 @@ export class AttentionEncoder {
       const base = up.region.offset;
       const r = up.layout;
       group = this.device.createBindGroup({
-        layout: this.#kernels!.layout,
+        layout: up.bindLayout,
         entries: namedEntries(BINDING, {
           params: { buffer: tables, offset: base, size: 4 * PARAMS_WORDS },
           sched: { buffer: tables, offset: base + r.schedOffset, size: r.schedBytes },
@@ -299,6 +313,9 @@ export class AttentionEncoder {
           partials: { buffer: this.#scratch!.partials },
           lse: { buffer: lseBuffer },
           pages: { buffer: tables, offset: base + r.pagesOffset, size: r.pagesBytes },
+          ...(r.headsBytes > 0
+            ? { heads: { buffer: tables, offset: base + r.headsOffset, size: r.headsBytes } }
+            : {}),
         }),
       });
       this.#groups.set(keys, up.tag, group);

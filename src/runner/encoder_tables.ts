@@ -10,6 +10,7 @@ import { kernelParams, type KernelSpec } from "../kernels/kernel_spec.ts";
 import { PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
 import type { PagedPlan } from "./paged_plan.ts";
 import type { RingRegion } from "./upload_ring.ts";
+import { headTable } from "../kernels/variant_wgsl.ts";
 
 /** A plan's tables as uploaded into a ring region: what its dispatches bind. */
 export interface Uploaded {
@@ -22,8 +23,10 @@ export interface Uploaded {
   mergeSize: [number, number];
   /** Bind group tag (with the region as a key): the kernels, the tables layout, the scratch. */
   tag: string;
-  /** Byte ranges of a region: params at 0, then the schedule, then the page list. */
+  /** Byte ranges of a region: params at 0, then the schedule, the page list, the head table. */
   layout: TableLayout;
+  /** The bind group layout of the plan's kernels (with the head table when they read it). */
+  bindLayout: GPUBindGroupLayout;
 }
 
 /** Byte ranges of a tables region (the same in every region of a layout). */
@@ -32,6 +35,9 @@ export interface TableLayout {
   schedBytes: number;
   pagesOffset: number;
   pagesBytes: number;
+  /** The variants' per-head table (ALiBi slopes, sinks); 0 bytes when the kernels read none. */
+  headsOffset: number;
+  headsBytes: number;
   bytes: number;
 }
 
@@ -77,7 +83,8 @@ export interface PlanTables {
 
 /**
  * Lays out a plan's tables in a region aligned to `align`: params at 0, then the schedule
- * (piece offsets, pieces, reduce records), then the page list. Capacities are upper bounds for
+ * (piece offsets, pieces, reduce records), then the page list, then (`headFloats` > 0) the
+ * variants' per-head table. Capacities are upper bounds for
  * the batch's segments and the grid, and never shrink, so a steady batch composition never
  * changes the region layout (which would need new bind groups).
  */
@@ -87,6 +94,7 @@ export function tableLayout(
   schedCap: number,
   pagesCap: number,
   align: number,
+  headFloats = 0,
 ): PlanTables {
   const { schedule: s, kv } = plan;
   const segments = plan.numSegments;
@@ -105,13 +113,16 @@ export function tableLayout(
   const pages = Math.max(pagesCap, kv.pages.length, cachePages + 64, 16);
   const schedOffset = align;
   const pagesOffset = schedOffset + Math.ceil((4 * sched) / align) * align;
+  const headsOffset = pagesOffset + Math.ceil((4 * pages) / align) * align;
   return {
     layout: {
       schedOffset,
       schedBytes: 4 * sched,
       pagesOffset,
       pagesBytes: 4 * pages,
-      bytes: pagesOffset + 4 * pages,
+      headsOffset,
+      headsBytes: 4 * headFloats,
+      bytes: headFloats > 0 ? headsOffset + 4 * headFloats : pagesOffset + 4 * pages,
     },
     pieceBase,
     reduceBase,
@@ -150,4 +161,8 @@ export function writeTables(staging: Uint32Array, plan: PagedPlan, t: PlanTables
   }
   staging.set(s.reduce, at + t.reduceBase);
   staging.set(kv.pages, t.layout.pagesOffset / 4);
+  if (t.layout.headsBytes > 0) {
+    const heads = headTable(p.variant, p.numHeads);
+    staging.set(new Uint32Array(heads.buffer, 0, heads.length), t.layout.headsOffset / 4);
+  }
 }
