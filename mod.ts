@@ -74,6 +74,7 @@ export type {
 export { mergeStates } from "./src/core/reducer.ts";
 export type { AttentionState } from "./src/core/reducer.ts";
 export { referenceAttention } from "./src/core/reference.ts";
+export type { Variant, VariantOptions } from "./src/core/variant_options.ts";
 export type { ReferenceOutput } from "./src/core/reference.ts";
 export type { Schedule } from "./src/plan/schedule.ts";
 export { VERSION } from "./src/core/version.ts";

@@ -75,4 +75,12 @@ export type { Schedule } from "./src/plan/schedule.ts";
 export { tileConfig } from "./src/plan/tiles.ts";
 export type { TileConfig, TileOptions } from "./src/plan/tiles.ts";
 export { INVARIANT_CHUNK_TILES, scheduleWindows, unitRuns } from "./src/plan/schedule_windows.ts";
+export { skippedTiles } from "./src/plan/sliding_window.ts";
+export {
+  PLAIN_VARIANT,
+  sameVariant,
+  validateVariant,
+  variantFlags,
+} from "./src/core/variant_options.ts";
+export type { Variant, VariantFlags, VariantOptions } from "./src/core/variant_options.ts";
 export type { WindowedSchedule, WindowedScheduleOptions } from "./src/plan/schedule_windows.ts";

@@ -58,6 +58,7 @@ export type {
 } from "./src/runner/encoder_types.ts";
 // Types the runner's signatures use, also exported by the main and plan entries.
 export type { DecodeOutput, DecodeShape, KVDtype, Problem, Strategy } from "./src/core/problem.ts";
+export type { Variant, VariantOptions } from "./src/core/variant_options.ts";
 export type { Plan, PlanOptions } from "./src/plan/plan.ts";
 export type { DenseKV, KVAddressing, PageLayout } from "./src/plan/kv_addressing.ts";
 export type { TileConfig, TileOptions } from "./src/plan/tiles.ts";

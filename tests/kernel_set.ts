@@ -80,6 +80,32 @@ export const SMALL_GQA: KernelFamily = {
 /** F32_GQA with qLen 2: 8 rows per block, the most a block holds (causal rows in GQA). */
 export const F32_GQA_Q2: KernelFamily = { ...F32_GQA, qLen: 2 };
 
+/**
+ * The attention variants' family: GQA 4/2 at d16 with qLen 2 (4 rows per block, rows at two
+ * positions), compiled with every variant flag on at once (sliding window, soft-cap, ALiBi,
+ * sinks): one kernel class covers each flag's code. Shapes must set all four variant fields.
+ */
+export const VARIANTS_GQA_Q2: KernelFamily = { ...SMALL_GQA, qLen: 2 };
+
+/** The kernel class suffix of a shape's variant flags (empty for the plain variant). */
+function variantSuffix(shape: Partial<DecodeShape>): string {
+  const on = [
+    shape.slidingWindow !== undefined ? "window" : "",
+    shape.logitsSoftCap !== undefined ? "softcap" : "",
+    shape.alibiSlopes !== undefined ? "alibi" : "",
+    shape.sinks !== undefined ? "sinks" : "",
+  ].filter((f) => f);
+  return on.length === 0 ? "" : ` variants ${on.join("+")}`;
+}
+
+/** Variant fields with every flag on, for {@linkcode VARIANTS_GQA_Q2}'s class key. */
+const ALL_VARIANTS: Partial<DecodeShape> = {
+  slidingWindow: 1,
+  logitsSoftCap: 1,
+  alibiSlopes: new Float32Array(),
+  sinks: new Float32Array(),
+};
+
 /** The families of the set, in the order property tests draw them. */
 export const KERNEL_FAMILIES: readonly KernelFamily[] = [
   F32_GQA,
@@ -134,6 +160,8 @@ export const KERNEL_SET: ReadonlySet<string> = new Set([
   // the subgroups feature).
   familyKey(F16_MHA, {}, false),
   familyKey(F32_GQA, {}, false),
+  // Every variant flag at once (tests/variants_test.ts).
+  familyKey(VARIANTS_GQA_Q2) + variantSuffix(ALL_VARIANTS),
 ]);
 
 /** Decoder options that change the kernel. */
@@ -162,7 +190,7 @@ export function kernelClass(shape: DecodeShape, options: KernelOptions = {}): st
   return classKey(
     { ...tiles, headDim: shape.headDim, kvDtype },
     options.kernel?.subgroups !== false,
-  );
+  ) + variantSuffix(shape);
 }
 
 /**

@@ -12,7 +12,7 @@ import { seededRng } from "./helpers.ts";
 
 /** Shape and options of a random checkpoint. */
 export interface TinySpec {
-  arch: "LlamaForCausalLM" | "Qwen2ForCausalLM" | "MistralForCausalLM";
+  arch: "LlamaForCausalLM" | "Qwen2ForCausalLM" | "MistralForCausalLM" | "Gemma2ForCausalLM";
   hidden: number;
   ffn: number;
   layers: number;
@@ -35,6 +35,10 @@ export interface TinySpec {
   split?: boolean;
   theta?: number;
   eps?: number;
+  /** `sliding_window` (Mistral: every layer; Gemma 2: even layers). Default 4096 for Mistral. */
+  slidingWindow?: number;
+  /** Gemma 2: `query_pre_attn_scalar`, `attn_logit_softcapping`, `final_logit_softcapping`. */
+  gemma?: { queryPreAttnScalar: number; attnSoftCap: number; finalSoftCap: number };
 }
 
 /** Writes `config.json` and safetensors with random weights (norm weights around 1). */
@@ -55,7 +59,7 @@ export async function writeTinyCheckpoint(dir: string, s: TinySpec, seed: number
   put("model.embed_tokens.weight", [s.vocab, s.hidden], 1);
   for (let l = 0; l < s.layers; l++) {
     const p = `model.layers.${l}.`;
-    put(`${p}input_layernorm.weight`, [s.hidden], 0.2, 1);
+    put(`${p}input_layernorm.weight`, [s.hidden], 0.2, s.gemma ? 0 : 1);
     lin(`${p}self_attn.q_proj.weight`, s.heads * D, s.hidden);
     lin(`${p}self_attn.k_proj.weight`, s.kvHeads * D, s.hidden);
     lin(`${p}self_attn.v_proj.weight`, s.kvHeads * D, s.hidden);
@@ -66,12 +70,18 @@ export async function writeTinyCheckpoint(dir: string, s: TinySpec, seed: number
     }
     lin(`${p}self_attn.o_proj.weight`, s.hidden, s.heads * D);
     if (s.oBias) put(`${p}self_attn.o_proj.bias`, [s.hidden], 0.3);
-    put(`${p}post_attention_layernorm.weight`, [s.hidden], 0.2, 1);
+    // Gemma 2's norms scale by (1 + w): weights around 0.
+    const normOffset = s.gemma ? 0 : 1;
+    put(`${p}post_attention_layernorm.weight`, [s.hidden], 0.2, normOffset);
+    if (s.gemma) {
+      put(`${p}pre_feedforward_layernorm.weight`, [s.hidden], 0.2, 0);
+      put(`${p}post_feedforward_layernorm.weight`, [s.hidden], 0.2, 0);
+    }
     lin(`${p}mlp.gate_proj.weight`, s.ffn, s.hidden);
     lin(`${p}mlp.up_proj.weight`, s.ffn, s.hidden);
     lin(`${p}mlp.down_proj.weight`, s.hidden, s.ffn);
   }
-  put("model.norm.weight", [s.hidden], 0.2, 1);
+  put("model.norm.weight", [s.hidden], 0.2, s.gemma ? 0 : 1);
   if (!s.tie) lin("lm_head.weight", s.vocab, s.hidden);
   const theta = s.theta ?? 10000;
   const scaling = s.llama3
@@ -92,10 +102,19 @@ export async function writeTinyCheckpoint(dir: string, s: TinySpec, seed: number
     num_key_value_heads: s.kvHeads,
     vocab_size: s.vocab,
     rms_norm_eps: s.eps ?? 1e-5,
-    hidden_act: "silu",
+    ...(s.gemma
+      ? {
+        hidden_activation: "gelu_pytorch_tanh",
+        query_pre_attn_scalar: s.gemma.queryPreAttnScalar,
+        attn_logit_softcapping: s.gemma.attnSoftCap,
+        final_logit_softcapping: s.gemma.finalSoftCap,
+      }
+      : { hidden_act: "silu" }),
     tie_word_embeddings: s.tie,
     ...(s.headDim ? { head_dim: s.headDim } : {}),
-    ...(s.arch === "MistralForCausalLM" ? { sliding_window: 4096 } : {}),
+    ...(s.arch === "MistralForCausalLM" || s.slidingWindow !== undefined
+      ? { sliding_window: s.slidingWindow ?? 4096 }
+      : {}),
     ...(s.v5Config
       ? { rope_parameters: { rope_theta: theta, rope_type: "default", ...(scaling ?? {}) } }
       : { rope_theta: theta, rope_scaling: scaling }),
@@ -149,6 +168,18 @@ export async function referenceGenerate(
   const KV: number = cfg.num_key_value_heads, ffn: number = cfg.intermediate_size;
   const D: number = cfg.head_dim ?? hidden / H, eps: number = cfg.rms_norm_eps;
   const layers: number = cfg.num_hidden_layers, vocab: number = cfg.vocab_size;
+  // Gemma 2 (from its definition in transformers): embeddings times sqrt(hidden), norms of
+  // (1 + w) after attention and MLP too, GELU (tanh) gate, query_pre_attn_scalar, soft-caps,
+  // sliding windows on even layers. Mistral: its window on every layer.
+  const gemma = cfg.architectures[0] === "Gemma2ForCausalLM";
+  const scale = gemma ? 1 / Math.sqrt(cfg.query_pre_attn_scalar) : 1 / Math.sqrt(D);
+  const attnCap: number = gemma ? cfg.attn_logit_softcapping ?? 0 : 0;
+  const finalCap: number = gemma ? cfg.final_logit_softcapping ?? 0 : 0;
+  const windowOf = (l: number): number => {
+    const W: number = cfg.sliding_window ?? 0;
+    if (gemma) return l % 2 === 0 ? W : 0;
+    return cfg.architectures[0] === "MistralForCausalLM" ? W : 0;
+  };
   const rope = cfg.rope_parameters ?? { ...(cfg.rope_scaling ?? {}), rope_theta: cfg.rope_theta };
   const inv = Array.from({ length: D / 2 }, (_, i) => {
     const f = 1 / Math.pow(rope.rope_theta, (2 * i) / D);
@@ -177,7 +208,7 @@ export async function referenceGenerate(
   const norm = (x: Float64Array, name: string) => {
     const g = get(name);
     const r = 1 / Math.sqrt(x.reduce((a, v) => a + v * v, 0) / x.length + eps);
-    return x.map((v, i) => v * r * g[i]);
+    return x.map((v, i) => v * r * (gemma ? 1 + g[i] : g[i]));
   };
   const rot = (x: Float64Array, pos: number) => {
     const y = new Float64Array(D);
@@ -199,6 +230,7 @@ export async function referenceGenerate(
     for (let pos = 0; gen.length < steps; pos++) {
       const emb = get("model.embed_tokens.weight");
       let x = emb.slice(seq[pos] * hidden, (seq[pos] + 1) * hidden);
+      if (gemma) x = x.map((v) => v * Math.sqrt(hidden));
       for (let l = 0; l < layers; l++) {
         const p = `model.layers.${l}.`;
         const xn = norm(x, `${p}input_layernorm.weight`);
@@ -210,37 +242,44 @@ export async function referenceGenerate(
           vc[l].push(v.slice(h * D, (h + 1) * D));
         }
         const attn = new Float64Array(H * D);
+        const W = windowOf(l);
+        const first = W > 0 ? Math.max(0, pos - W + 1) : 0; // pos - W < t <= pos
         for (let h = 0; h < H; h++) {
           const kh = Math.floor(h / (H / KV));
           const qh = rot(q.slice(h * D, (h + 1) * D), pos);
           const scores = Array.from({ length: pos + 1 }, (_, t) => {
+            if (t < first) return -Infinity;
             const kt = kc[l][t * KV + kh];
             let s = 0;
             for (let i = 0; i < D; i++) s += qh[i] * kt[i];
-            return s / Math.sqrt(D);
+            s *= scale;
+            return attnCap > 0 ? attnCap * Math.tanh(s / attnCap) : s;
           });
           const m = Math.max(...scores);
           const e = scores.map((s) => Math.exp(s - m));
           const z = e.reduce((a, b) => a + b, 0);
-          for (let t = 0; t <= pos; t++) {
+          for (let t = first; t <= pos; t++) {
             const vt = vc[l][t * KV + kh];
             for (let i = 0; i < D; i++) attn[h * D + i] += (e[t] / z) * vt[i];
           }
         }
-        const o = lin(attn, `${p}self_attn.o_proj.weight`, hidden, `${p}self_attn.o_proj.bias`);
+        let o = lin(attn, `${p}self_attn.o_proj.weight`, hidden, `${p}self_attn.o_proj.bias`);
+        if (gemma) o = norm(o, `${p}post_attention_layernorm.weight`);
         x = x.map((a, i) => a + o[i]);
-        const xm = norm(x, `${p}post_attention_layernorm.weight`);
+        const xm = norm(x, `${p}${gemma ? "pre_feedforward" : "post_attention"}_layernorm.weight`);
         const g = lin(xm, `${p}mlp.gate_proj.weight`, ffn);
         const u = lin(xm, `${p}mlp.up_proj.weight`, ffn);
-        const d = lin(
-          g.map((a, i) => (a / (1 + Math.exp(-a))) * u[i]),
-          `${p}mlp.down_proj.weight`,
-          hidden,
-        );
+        const act = (a: number) =>
+          gemma
+            ? 0.5 * a * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (a + 0.044715 * a ** 3)))
+            : a / (1 + Math.exp(-a));
+        let d = lin(g.map((a, i) => act(a) * u[i]), `${p}mlp.down_proj.weight`, hidden);
+        if (gemma) d = norm(d, `${p}post_feedforward_layernorm.weight`);
         x = x.map((a, i) => a + d[i]);
       }
       if (pos < seq.length - 1) continue;
-      const lg = lin(norm(x, "model.norm.weight"), lmName, vocab);
+      let lg = lin(norm(x, "model.norm.weight"), lmName, vocab);
+      if (finalCap > 0) lg = lg.map((v) => finalCap * Math.tanh(v / finalCap));
       let best = 0;
       for (let t = 1; t < vocab; t++) if (lg[t] > lg[best]) best = t;
       logits.push(lg);

@@ -1,6 +1,6 @@
 /**
  * Loads a Hugging Face checkpoint folder (`config.json` and one or more `*.safetensors`) of the
- * Llama family into host memory, in the layout the runner's kernels read: Q, K and V projections
+ * Llama family or Gemma 2 into host memory, in the layout the runner's kernels read: Q, K and V projections
  * stacked into one matrix (and their biases, Qwen2's), gate and up stacked into one, matrices
  * kept in their stored dtype (f32, or f16/bf16 bits), norms and biases as f32. Tied embeddings
  * (`tie_word_embeddings`, or no `lm_head.weight` in the files) share the embedding matrix.
@@ -41,6 +41,9 @@ export interface LayerWeights {
   o: Matrix;
   oBias?: Float32Array;
   mlpNorm: Float32Array;
+  /** Gemma 2: the norms of the attention's and the MLP's outputs (before the residual add). */
+  postAttnNorm?: Float32Array;
+  postMlpNorm?: Float32Array;
   /** `[gate rows; up rows]`: `2 ffn` rows of `hidden`. */
   gateUp: Matrix;
   down: Matrix;
@@ -129,6 +132,12 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
   const src = new TensorSource(await Promise.all(names.map((n) => openSafetensors(`${dir}/${n}`))));
   try {
     const { hidden, ffn, heads, kvHeads, headDim, vocab } = config;
+    // Gemma 2's norms scale by (1 + w), computed in f32 as transformers does: stored that way.
+    const norm = async (name: string) => {
+      const w = await src.vector(name, hidden);
+      if (config.gemma) { for (let i = 0; i < w.length; i++) w[i] = Math.fround(1 + w[i]); }
+      return w;
+    };
     // A tied checkpoint stores one of the two names (transformers keeps the embedding's).
     const embedName = src.has("model.embed_tokens.weight") || !src.has("lm_head.weight")
       ? "model.embed_tokens.weight"
@@ -159,12 +168,20 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
       }
       const oName = `${p}self_attn.o_proj.bias`;
       layers.push({
-        attnNorm: await src.vector(`${p}input_layernorm.weight`, hidden),
+        attnNorm: await norm(`${p}input_layernorm.weight`),
         qkv,
         qkvBias,
         o: await src.matrix(`${p}self_attn.o_proj.weight`, hidden, heads * headDim),
         oBias: src.has(oName) ? await src.vector(oName, hidden) : undefined,
-        mlpNorm: await src.vector(`${p}post_attention_layernorm.weight`, hidden),
+        mlpNorm: await norm(
+          `${p}${config.gemma ? "pre_feedforward" : "post_attention"}_layernorm.weight`,
+        ),
+        ...(config.gemma
+          ? {
+            postAttnNorm: await norm(`${p}post_attention_layernorm.weight`),
+            postMlpNorm: await norm(`${p}post_feedforward_layernorm.weight`),
+          }
+          : {}),
         gateUp: stack([
           await src.matrix(`${p}mlp.gate_proj.weight`, ffn, hidden),
           await src.matrix(`${p}mlp.up_proj.weight`, ffn, hidden),
@@ -172,11 +189,11 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
         down: await src.matrix(`${p}mlp.down_proj.weight`, hidden, ffn),
       });
     }
-    const norm = await src.vector("model.norm.weight", hidden);
+    const finalNorm = await norm("model.norm.weight");
     const tied = config.tieEmbeddings || !src.has("lm_head.weight") ||
       embedName === "lm_head.weight";
     const lmHead = tied ? embed : await src.matrix("lm_head.weight", vocab, hidden);
-    return { config, embed, layers, norm, lmHead };
+    return { config, embed, layers, norm: finalNorm, lmHead };
   } finally {
     src.close();
   }

@@ -1,11 +1,14 @@
 /**
  * The model shape of a Hugging Face `config.json` of the Llama family (`LlamaForCausalLM`,
- * `Qwen2ForCausalLM`, `MistralForCausalLM`), read the same way from configs written by
- * transformers 4.x (`rope_theta`, `rope_scaling`) and 5.x (`rope_parameters`).
+ * `Qwen2ForCausalLM`, `MistralForCausalLM`) and of Gemma 2 (`Gemma2ForCausalLM`), read the same
+ * way from configs written by transformers 4.x (`rope_theta`, `rope_scaling`) and 5.x
+ * (`rope_parameters`).
  *
- * Mistral's `sliding_window` is not applied: the library has no sliding-window attention yet,
- * so a context longer than the window would attend to more tokens than the model was trained
- * to; {@linkcode ModelConfig.slidingWindow} keeps the value so callers can warn.
+ * Sliding windows are applied per layer ({@linkcode ModelConfig.layerWindows}, the library's
+ * `slidingWindow`): `layer_types` when the config has it, else Mistral's window on every layer,
+ * Qwen2's (with `use_sliding_window`) from `max_window_layers` on, Gemma 2's on even layers.
+ * Gemma 2 also caps attention logits (`attn_logit_softcapping`, the library's `logitsSoftCap`)
+ * and final logits, scales attention by `query_pre_attn_scalar^-0.5`, and has its own norms.
  *
  * ```ts
  * import { parseModelConfig } from "./config.ts";
@@ -21,7 +24,7 @@
  */
 
 /** Architectures the runner implements. */
-export type Arch = "llama" | "qwen2" | "mistral";
+export type Arch = "llama" | "qwen2" | "mistral" | "gemma2";
 
 /** RoPE frequency scaling (`rope_type`): none, linear, or Llama 3's. */
 export interface RopeConfig {
@@ -48,14 +51,28 @@ export interface ModelConfig {
   eps: number;
   rope: RopeConfig;
   tieEmbeddings: boolean;
-  /** Mistral's attention window (not applied, see the module doc), or 0. */
+  /** The config's attention window (`sliding_window`), or 0. */
   slidingWindow: number;
+  /** Each layer's sliding window (0: full causal attention), see the module doc. */
+  layerWindows: number[];
+  /** Softmax scale of attention: `1 / sqrt(headDim)`, Gemma 2's `query_pre_attn_scalar^-0.5`. */
+  attnScale: number;
+  /** Attention logit soft-cap (Gemma 2), or 0. */
+  attnSoftCap: number;
+  /** Final logit soft-cap (Gemma 2), or 0. */
+  finalSoftCap: number;
+  /**
+   * Gemma 2's layer: embeddings times `sqrt(hidden)`, norms of `(1 + w)` (the loaded norm
+   * weights hold `1 + w`), norms after attention and MLP too, a GELU (tanh) gate.
+   */
+  gemma: boolean;
 }
 
 const ARCHS: Record<string, Arch> = {
   LlamaForCausalLM: "llama",
   Qwen2ForCausalLM: "qwen2",
   MistralForCausalLM: "mistral",
+  Gemma2ForCausalLM: "gemma2",
 };
 
 function int(json: Record<string, unknown>, key: string, fallback?: number): number {
@@ -128,9 +145,15 @@ export function parseModelConfig(json: Record<string, unknown>): ModelConfig {
       `config.json: the head dimension must be a multiple of 8 up to 256: got ${headDim}`,
     );
   }
-  const act = json.hidden_act ?? "silu";
-  if (act !== "silu") {
-    throw new RangeError(`config.json: hidden_act must be "silu": got ${JSON.stringify(act)}`);
+  const gemma = arch === "gemma2";
+  const want = gemma ? "gelu_pytorch_tanh" : "silu";
+  const act = (gemma ? json.hidden_activation ?? json.hidden_act : json.hidden_act) ?? want;
+  if (act !== want) {
+    throw new RangeError(
+      `config.json: the ${gemma ? "hidden_activation" : "hidden_act"} must be "${want}": got ${
+        JSON.stringify(act)
+      }`,
+    );
   }
   if (hidden % 4 !== 0) {
     throw new RangeError(`config.json: hidden_size must be a multiple of 4: got ${hidden}`);
@@ -140,11 +163,22 @@ export function parseModelConfig(json: Record<string, unknown>): ModelConfig {
     throw new RangeError(`config.json: intermediate_size must be a multiple of 4: got ${ffn}`);
   }
   const window = json.use_sliding_window === false ? 0 : Number(json.sliding_window ?? 0) || 0;
+  const slidingWindow = arch === "qwen2" && json.use_sliding_window !== true ? 0 : window;
+  const layers = int(json, "num_hidden_layers");
+  const types = json.layer_types as string[] | undefined;
+  const layerWindows = Array.from({ length: layers }, (_, l) => {
+    if (slidingWindow === 0) return 0;
+    if (Array.isArray(types)) return types[l] === "sliding_attention" ? slidingWindow : 0;
+    if (arch === "qwen2") return l >= Number(json.max_window_layers ?? layers) ? slidingWindow : 0;
+    if (arch === "gemma2") return l % 2 === 0 ? slidingWindow : 0;
+    return slidingWindow;
+  });
+  const cap = (key: string) => json[key] == null ? 0 : num(json, key, 0);
   return {
     arch,
     hidden,
     ffn,
-    layers: int(json, "num_hidden_layers"),
+    layers,
     heads,
     kvHeads,
     headDim,
@@ -152,6 +186,11 @@ export function parseModelConfig(json: Record<string, unknown>): ModelConfig {
     eps: num(json, "rms_norm_eps", 1e-6),
     rope: parseRope(json),
     tieEmbeddings: json.tie_word_embeddings === true,
-    slidingWindow: arch === "qwen2" && json.use_sliding_window !== true ? 0 : window,
+    slidingWindow,
+    layerWindows,
+    attnScale: 1 / Math.sqrt(gemma ? num(json, "query_pre_attn_scalar", headDim) : headDim),
+    attnSoftCap: gemma ? cap("attn_logit_softcapping") : 0,
+    finalSoftCap: gemma ? cap("final_logit_softcapping") : 0,
+    gemma,
   };
 }

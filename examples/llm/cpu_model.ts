@@ -14,9 +14,15 @@
  * @module
  */
 
-import type { KVDtype } from "../../mod.ts";
+import type { KVDtype, VariantOptions } from "../../mod.ts";
 import { CPU_GRID } from "../../plan.ts";
-import { createKVCache, executePagedPlanOnCpu, type KVCache, planForCache } from "../../runner.ts";
+import {
+  createKVCache,
+  executePagedPlanOnCpu,
+  type KVCache,
+  type PagedPlan,
+  planForCache,
+} from "../../runner.ts";
 import { type Matrix, type ModelWeights, toF32 } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
 import type { ForwardStep, ModelRunner } from "./generation.ts";
@@ -74,6 +80,31 @@ function rmsnorm(x: Float32Array, rows: number, w: Float32Array, eps: number, y:
   }
 }
 
+/** PyTorch's `gelu(x, approximate="tanh")`. */
+function geluTanh(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
+}
+
+/**
+ * The attention step of a layer kind: the model's query shape and scale, the layer's sliding
+ * window (0: none) and the model's logit soft-cap (Gemma 2).
+ */
+export function attentionStep(
+  c: ModelConfig,
+  seqs: number[],
+  qLen: number,
+  window: number,
+): { seqs: number[]; numHeads: number; qLen: number; scale: number } & VariantOptions {
+  return {
+    seqs,
+    numHeads: c.heads,
+    qLen,
+    scale: c.attnScale,
+    ...(window > 0 ? { slidingWindow: window } : {}),
+    ...(c.attnSoftCap > 0 ? { logitsSoftCap: c.attnSoftCap } : {}),
+  };
+}
+
 /** The model on the host. */
 export class CpuModel implements ModelRunner {
   readonly config: ModelConfig;
@@ -90,6 +121,8 @@ export class CpuModel implements ModelRunner {
       o: F32Matrix;
       oBias?: Float32Array;
       mlpNorm: Float32Array;
+      postAttnNorm?: Float32Array;
+      postMlpNorm?: Float32Array;
       gateUp: F32Matrix;
       down: F32Matrix;
     }[];
@@ -144,6 +177,8 @@ export class CpuModel implements ModelRunner {
     const ids = seqs.map((b) => this.#ids[b]);
     const pos = new Int32Array(rows);
     const x = new Float32Array(rows * hidden);
+    // Gemma 2 scales embeddings by sqrt(hidden), rounded to f32 as transformers does.
+    const embedScale = c.gemma ? Math.fround(Math.sqrt(hidden)) : 1;
     for (let s = 0; s < seqs.length; s++) {
       const len = this.cache.length(ids[s]);
       for (let p = 0; p < qLen; p++) {
@@ -151,10 +186,18 @@ export class CpuModel implements ModelRunner {
         const tok = step.tokens ? step.tokens[r] : this.#next[seqs[s]];
         pos[r] = len + p;
         x.set(this.#w.embed.data.subarray(tok * hidden, (tok + 1) * hidden), r * hidden);
+        if (c.gemma) { for (let i = 0; i < hidden; i++) x[r * hidden + i] *= embedScale; }
       }
     }
     const slots = this.cache.extend(ids, qLen);
-    const plan = planForCache(this.cache, { seqs: ids, numHeads: H, qLen }, { grid: CPU_GRID });
+    // One plan per kind of layer (its sliding window), with the model's scale and soft-cap.
+    const plans = new Map<number, PagedPlan>();
+    for (const window of new Set(c.layerWindows)) {
+      plans.set(
+        window,
+        planForCache(this.cache, attentionStep(c, ids, qLen, window), { grid: CPU_GRID }),
+      );
+    }
     const xn = new Float32Array(rows * hidden);
     const qkv = new Float32Array(rows * qkvDim);
     const q = new Float32Array(rows * H * D);
@@ -162,6 +205,13 @@ export class CpuModel implements ModelRunner {
     const v = new Float32Array(rows * KV * D);
     const gu = new Float32Array(rows * 2 * c.ffn);
     const h = new Float32Array(rows * c.ffn);
+    const tmp = c.gemma ? new Float32Array(rows * hidden) : x;
+    const tmpN = new Float32Array(c.gemma ? rows * hidden : 0);
+    /** Gemma 2: `x += norm(tmp)` (the sublayer's output normed before the residual add). */
+    const addNormed = (w: Float32Array) => {
+      rmsnorm(tmp, rows, w, c.eps, tmpN);
+      for (let i = 0; i < x.length; i++) x[i] += tmpN[i];
+    };
     for (let l = 0; l < c.layers; l++) {
       const w = this.#w.layers[l];
       rmsnorm(x, rows, w.attnNorm, c.eps, xn);
@@ -188,17 +238,21 @@ export class CpuModel implements ModelRunner {
         }
       }
       this.cache.write(slots, l, { k, v });
+      const plan = plans.get(c.layerWindows[l])!;
       const attn = executePagedPlanOnCpu(plan, { q, ...this.cache.layerData(l) }).out;
-      matmul(attn, rows, w.o, x, w.oBias, true);
+      matmul(attn, rows, w.o, tmp, w.oBias, !c.gemma);
+      if (w.postAttnNorm) addNormed(w.postAttnNorm);
       rmsnorm(x, rows, w.mlpNorm, c.eps, xn);
       matmul(xn, rows, w.gateUp, gu);
       for (let r = 0; r < rows; r++) {
         for (let j = 0; j < c.ffn; j++) {
           const g = gu[r * 2 * c.ffn + j];
-          h[r * c.ffn + j] = Math.fround(g / (1 + Math.exp(-g))) * gu[r * 2 * c.ffn + c.ffn + j];
+          const act = c.gemma ? geluTanh(g) : g / (1 + Math.exp(-g));
+          h[r * c.ffn + j] = Math.fround(act) * gu[r * 2 * c.ffn + c.ffn + j];
         }
       }
-      matmul(h, rows, w.down, x, undefined, true);
+      matmul(h, rows, w.down, tmp, undefined, !c.gemma);
+      if (w.postMlpNorm) addNormed(w.postMlpNorm);
     }
     if (!step.sample) return;
     const n = seqs.length;
@@ -211,6 +265,12 @@ export class CpuModel implements ModelRunner {
     rmsnorm(last, n, this.#w.norm, c.eps, lastN);
     this.#logits = new Float32Array(n * c.vocab);
     matmul(lastN, n, this.#w.lmHead, this.#logits);
+    const cap = c.finalSoftCap;
+    if (cap > 0) {
+      for (let i = 0; i < this.#logits.length; i++) {
+        this.#logits[i] = Math.fround(Math.tanh(Math.fround(this.#logits[i] / cap))) * cap;
+      }
+    }
     for (let s = 0; s < n; s++) {
       let best = 0;
       for (let t = 1; t < c.vocab; t++) {

@@ -12,6 +12,10 @@
 # 3. speed.ts times the 1B-shaped model (bf16 weights, f16 KV) at batch 1 and 8, 4k and 32k
 #    contexts, on both runtimes: OUT/speed_webgpu.json, OUT/speed_dawn.json.
 # 4. The tiny checkpoint and its references, for tests/fixtures/llm_tiny: OUT/fixture.tar.
+# 0. First (ATTENTION=0 skips it): hf_attention.py runs transformers' gpt-oss and Gemma 2 eager
+#    attention (sinks, soft-cap, alternating windows) on random decode batches, and
+#    attention_check.ts runs the same batches through the library on Deno's WebGPU:
+#    OUT/attention_check.jsonl.
 #
 # MODELS (default: tiny llama32_1b qwen25_05b qwen25_7b_1l mistral7b_2l) picks the models, WEIGHTS (default
 # "f32 bf16") the checkpoints checked, SKIP_SPEED=1 skips step 3; DEADLINE (seconds, default 480)
@@ -28,6 +32,18 @@ results="$out/cross_check.jsonl"
 : > "$results"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$log" 2>&1
 deno --version | head -1 >> "$log"
+
+if [ "${ATTENTION:-1}" != 0 ]; then
+  start=$SECONDS
+  if timeout 120 python3 examples/llm/hf_attention.py "$work/attention" > "$work/attention.log" 2>&1; then
+    timeout 120 deno run -A examples/llm/attention_check.ts --in "$work/attention" \
+      --out "$out/attention_check.jsonl" --backend webgpu >> "$work/attention.log" 2>&1 ||
+      echo '{"error": "attention_check.ts failed"}' >> "$out/attention_check.jsonl"
+  else
+    echo '{"error": "hf_attention.py failed"}' >> "$out/attention_check.jsonl"
+  fi
+  { echo "== attention ($((SECONDS - start)) s)"; cat "$work/attention.log"; } >> "$log"
+fi
 
 hf_pid=
 if [ -z "${SKIP_HF:-}" ]; then

@@ -1,6 +1,7 @@
 /**
  * Greedy generation from a Hugging Face checkpoint of the Llama family (`LlamaForCausalLM`,
- * `Qwen2ForCausalLM`, `MistralForCausalLM`; f32, f16 or bf16 weights) with attention through
+ * `Qwen2ForCausalLM`, `MistralForCausalLM`) or Gemma 2 (`Gemma2ForCausalLM`; f32, f16 or bf16
+ * weights) with attention through
  * `@lean/attention`'s paged KV cache and attention encoder.
  *
  * ```sh
@@ -118,9 +119,8 @@ export async function run(a: GenerateArgs, log: (line: string) => void): Promise
   );
   const maxTokens = Math.max(...a.prompts.map((p) => p.length)) + a.maxNewTokens;
   if (c.slidingWindow > 0) {
-    log(
-      `note: sliding_window ${c.slidingWindow} is not applied (full causal attention); exact while contexts stay within it (${maxTokens} tokens here)`,
-    );
+    const windowed = c.layerWindows.filter((w) => w > 0).length;
+    log(`sliding window ${c.slidingWindow} on ${windowed} of ${c.layers} layers`);
   }
   const options = { batch: a.prompts.length, maxTokens, kvDtype: a.kvDtype };
   let release = () => {};

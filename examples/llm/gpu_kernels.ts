@@ -1,7 +1,8 @@
 /**
  * WGSL kernels of the runner's GPU backend, everything but attention (which is the library's):
  * embedding gather, RMSNorm, matmul with optional bias and residual add, RoPE with the Q/K/V
- * split, SwiGLU, the gather of each sequence's last row, and greedy argmax. Activations are f32;
+ * split, SwiGLU (or Gemma's GeGLU), Gemma 2's output norms and final soft-cap, the gather of each
+ * sequence's last row, and greedy argmax. Activations are f32;
  * weight matrices are read in their stored dtype (f32, or f16/bf16 pairs packed in `u32`,
  * unpacked in the shader, so no kernel needs `shader-f16`). Deliberately simple: the matmul is
  * one 64-thread workgroup per output column with 16-byte weight loads and a tree sum, not a
@@ -52,8 +53,16 @@ function load4(dtype: FloatDtype): { type: string; body: string } {
   return { type: "vec2<u32>", body: `let p = w[i];\n  return ${unpack};` };
 }
 
-/** `x[row] = embedding[token(row)]`: one thread per 2 elements. */
-export function embedWGSL(hidden: number, dtype: FloatDtype, t: TableLayout): string {
+/**
+ * `x[row] = embedding[token(row)] * scale`: one thread per 2 elements (`scale` 1 but for Gemma 2,
+ * `sqrt(hidden)` rounded to f32).
+ */
+export function embedWGSL(
+  hidden: number,
+  dtype: FloatDtype,
+  t: TableLayout,
+  scale = 1,
+): string {
   const read = dtype === "F32"
     ? "vec2<f32>(emb[2u * e], emb[2u * e + 1u])"
     : dtype === "F16"
@@ -73,8 +82,29 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n:
   var tok = table[r];
   if (tok == ${GENERATED}u) { tok = next[table[${2 * t.maxRows}u + r / step.qLen]]; }
   let e = tok * ${hidden / 2}u + i % ${hidden / 2}u;
-  x[i] = ${read};
+  x[i] = ${scale === 1 ? read : `${read} * ${f32(scale)}`};
 }`;
+}
+
+/**
+ * `tanh` written out: drivers' `tanh` (as `(e^2x - 1) / (e^2x + 1)`) loses the relative precision
+ * of small arguments. A Taylor series below 1/8, `(1 - e^-2a) / (1 + e^-2a)` above.
+ */
+const TANH = `
+fn tanh_f32(x: f32) -> f32 {
+  let a = min(abs(x), 15.0);
+  let e = exp(-2.0 * a);
+  var t = (1.0 - e) / (1.0 + e);
+  if (a < 0.125) {
+    let a2 = a * a;
+    t = a * (1.0 + a2 * (-0.33333334 + a2 * (0.13333334 + a2 * -0.053968254)));
+  }
+  return select(-t, t, x >= 0.0);
+}`;
+
+/** A WGSL f32 literal that is exactly `x` (an f32 value). */
+function f32(x: number): string {
+  return `bitcast<f32>(${new Uint32Array(Float32Array.of(x).buffer)[0]}u)`;
 }
 
 /** RMSNorm, one workgroup per row: `y = x * rsqrt(mean(x^2) + eps) * w`. */
@@ -212,12 +242,18 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n:
 }`;
 }
 
-/** SwiGLU: `h = silu(gate) * up` from `[row][gate | up]`. */
-export function swigluWGSL(ffn: number): string {
+/**
+ * The gated activation: `h = act(gate) * up` from `[row][gate | up]`, SwiGLU (`silu`) or Gemma's
+ * GeGLU (`gelu` with the tanh approximation, PyTorch's `gelu_pytorch_tanh`).
+ */
+export function swigluWGSL(ffn: number, act: "silu" | "gelu_tanh" = "silu"): string {
+  const activated = act === "silu"
+    ? "(gate / (1.0 + exp(-gate)))"
+    : "(0.5 * gate * (1.0 + tanh_f32(0.7978845608028654 * (gate + 0.044715 * gate * gate * gate))))";
   return `${STEP}
 @group(0) @binding(1) var<storage, read> gu: array<f32>;
 @group(0) @binding(2) var<storage, read_write> h: array<f32>;
-${INDEX}
+${INDEX}${act === "silu" ? "" : TANH}
 @compute @workgroup_size(${THREADS})
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
   let i = index(g, n);
@@ -225,7 +261,45 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n:
   let r = i / ${ffn}u;
   let j = i % ${ffn}u;
   let gate = gu[r * ${2 * ffn}u + j];
-  h[i] = (gate / (1.0 + exp(-gate))) * gu[r * ${2 * ffn}u + ${ffn}u + j];
+  h[i] = ${activated} * gu[r * ${2 * ffn}u + ${ffn}u + j];
+}`;
+}
+
+/**
+ * Gemma 2's sublayer output norm: `x += rmsnorm(t) * w` (the norm's weight holds `1 + w`), one
+ * workgroup per row.
+ */
+export function normAddWGSL(hidden: number, eps: number): string {
+  return `@group(0) @binding(0) var<storage, read> t: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+var<workgroup> part: array<f32, ${THREADS}>;
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  let base = wid.x * ${hidden}u;
+  var s = 0.0;
+  for (var i = l; i < ${hidden}u; i += ${THREADS}u) { let v = t[base + i]; s += v * v; }
+  part[l] = s;
+  for (var k = ${THREADS / 2}u; k > 0u; k >>= 1u) {
+    workgroupBarrier();
+    if (l < k) { part[l] += part[l + k]; }
+  }
+  workgroupBarrier();
+  let inv = inverseSqrt(part[0] / ${hidden}.0 + ${eps.toExponential()});
+  for (var i = l; i < ${hidden}u; i += ${THREADS}u) { x[base + i] += (t[base + i] * inv) * w[i]; }
+}`;
+}
+
+/** Gemma 2's final logit soft-cap: `logits = cap * tanh(logits / cap)` for each sequence's row. */
+export function softcapWGSL(vocab: number, cap: number): string {
+  return `${STEP}
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
+${INDEX}${TANH}
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
+  let i = index(g, n);
+  if (i >= step.seqs * ${vocab}u) { return; }
+  logits[i] = tanh_f32(logits[i] / ${f32(cap)}) * ${f32(cap)};
 }`;
 }
 

@@ -21,10 +21,11 @@ import {
   createAttentionEncoder,
   createKVCache,
   type KVCache,
+  type PagedPlan,
 } from "../../runner.ts";
 import type { ModelWeights } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
-import type { RunnerOptions } from "./cpu_model.ts";
+import { attentionStep, type RunnerOptions } from "./cpu_model.ts";
 import { type ForwardStep, type ModelRunner, PREFILL_CHUNK } from "./generation.ts";
 import { GENERATED, NO_SLOT, type TableLayout, THREADS } from "./gpu_kernels.ts";
 import {
@@ -71,8 +72,8 @@ export class GpuModel implements ModelRunner {
   #stepWords = new Uint32Array(4);
   #batch: number;
   #maxGenerated: number;
-  #layers: Record<LayerStage, Stage>[];
-  #final: Record<FinalStage, Stage>;
+  #layers: Partial<Record<LayerStage, Stage>>[];
+  #final: Partial<Record<FinalStage, Stage>>;
   #logitsStaging: GPUBuffer | undefined;
   #logitsPending = 0;
   #querySet: GPUQuerySet | undefined;
@@ -139,7 +140,11 @@ export class GpuModel implements ModelRunner {
     q.writeBuffer(this.#b.step, 0, this.#stepWords);
     q.writeBuffer(this.#b.table, 0, table);
     const slots = this.cache.extend(ids, qLen);
-    const plan = this.attention.plan(this.cache, { seqs: ids, numHeads: c.heads, qLen });
+    // One plan per kind of layer (its sliding window), with the model's scale and soft-cap.
+    const plans = new Map<number, PagedPlan>();
+    for (const window of new Set(c.layerWindows)) {
+      plans.set(window, this.attention.plan(this.cache, attentionStep(c, ids, qLen, window)));
+    }
     const enc = this.device.createCommandEncoder();
     const f = this.#final;
     const wg = (count: number): [number, number] => {
@@ -169,7 +174,8 @@ export class GpuModel implements ModelRunner {
       });
     };
     let pass = open(false);
-    const run = (stage: Stage, size: [number, number]) => {
+    const run = (stage: Stage | undefined, size: [number, number]) => {
+      if (!stage) return; // a stage this architecture does not have
       pass.setPipeline(stage[0]);
       pass.setBindGroup(0, stage[1]);
       pass.dispatchWorkgroups(size[0], size[1]);
@@ -186,21 +192,25 @@ export class GpuModel implements ModelRunner {
         pass.end();
         pass = open(true);
       }
+      const plan = plans.get(c.layerWindows[l])!;
       this.attention.encode(pass, { plan, layer: l, q: this.#b.q, out: this.#b.attn });
       if (record) {
         pass.end();
         pass = open(false);
       }
       run(st.o, cols(c.hidden));
+      run(st.postAttn, [rows, 1]);
       run(st.mlpNorm, [rows, 1]);
       run(st.gu, cols(2 * c.ffn));
       run(st.swiglu, wg(rows * c.ffn));
       run(st.down, cols(c.hidden));
+      run(st.postMlp, [rows, 1]);
     }
     if (step.sample) {
       run(f.last, wg(n * c.hidden));
       run(f.norm, [n, 1]);
       run(f.lm, cols(c.vocab));
+      run(f.softcap, wg(n * c.vocab));
       run(f.argmax, [n, 1]);
     }
     pass.end();

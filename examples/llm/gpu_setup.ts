@@ -19,8 +19,10 @@ import {
   lastRowsWGSL,
   type MatmulSpec,
   matmulWGSL,
+  normAddWGSL,
   rmsnormWGSL,
   ropeWGSL,
+  softcapWGSL,
   swigluWGSL,
   type TableLayout,
 } from "./gpu_kernels.ts";
@@ -39,10 +41,23 @@ const STORAGE = U.STORAGE | U.COPY_DST | U.COPY_SRC;
 
 /** A pipeline and its bind group. */
 export type Stage = [GPUComputePipeline, GPUBindGroup];
-/** The dispatches of one decoder layer (attention itself is the library's). */
-export type LayerStage = "attnNorm" | "qkv" | "rope" | "o" | "mlpNorm" | "gu" | "swiglu" | "down";
-/** The dispatches before and after the layers. */
-export type FinalStage = "embed" | "last" | "norm" | "lm" | "argmax";
+/**
+ * The dispatches of one decoder layer (attention itself is the library's); Gemma 2 adds the norms
+ * of the attention's and the MLP's outputs (`postAttn`, `postMlp`).
+ */
+export type LayerStage =
+  | "attnNorm"
+  | "qkv"
+  | "rope"
+  | "o"
+  | "postAttn"
+  | "mlpNorm"
+  | "gu"
+  | "swiglu"
+  | "down"
+  | "postMlp";
+/** The dispatches before and after the layers (`softcap`: Gemma 2's final logit soft-cap). */
+export type FinalStage = "embed" | "last" | "norm" | "lm" | "softcap" | "argmax";
 
 /** The buffers and pipelines a model owns on a device. */
 export class GpuResources {
@@ -123,8 +138,8 @@ export interface UploadSizes {
 
 /** The stages of a model, ready to dispatch. */
 export interface ModelStages {
-  layers: Record<LayerStage, Stage>[];
-  final: Record<FinalStage, Stage>;
+  layers: Partial<Record<LayerStage, Stage>>[];
+  final: Partial<Record<FinalStage, Stage>>;
 }
 
 /**
@@ -174,10 +189,13 @@ export function uploadModel(
   const mm = (m: Matrix, spec: Omit<MatmulSpec, "inDim" | "outDim" | "dtype">) =>
     r.pipeline(matmulWGSL({ inDim: m.cols, outDim: m.rows, dtype: m.dtype, ...spec }));
   const norm = r.pipeline(rmsnormWGSL(c.hidden, c.eps));
+  const embedScale = c.gemma ? Math.fround(Math.sqrt(c.hidden)) : 1;
   const p = {
-    embed: r.pipeline(embedWGSL(c.hidden, w.embed.dtype, t)),
+    embed: r.pipeline(embedWGSL(c.hidden, w.embed.dtype, t, embedScale)),
     rope: r.pipeline(ropeWGSL(c.heads, c.kvHeads, c.headDim, t)),
-    swiglu: r.pipeline(swigluWGSL(c.ffn)),
+    swiglu: r.pipeline(swigluWGSL(c.ffn, c.gemma ? "gelu_tanh" : "silu")),
+    normAdd: c.gemma ? r.pipeline(normAddWGSL(c.hidden, c.eps)) : undefined,
+    softcap: c.finalSoftCap > 0 ? r.pipeline(softcapWGSL(c.vocab, c.finalSoftCap)) : undefined,
     last: r.pipeline(lastRowsWGSL(c.hidden)),
     lm: mm(w.lmHead, { rows: "seqs", bias: false, accumulate: false }),
     argmax: r.pipeline(argmaxWGSL(c.vocab, t)),
@@ -192,10 +210,28 @@ export function uploadModel(
       r.group(pl, bindings),
     ];
     const pq = mm(l.qkv, { rows: "rows", bias: !!qkvBias, accumulate: false });
-    const po = mm(l.o, { rows: "rows", bias: !!oBias, accumulate: true });
+    // Gemma 2 norms the sublayers' outputs (written to xn) before adding them to x.
+    const post = !!l.postAttnNorm;
+    const po = mm(l.o, { rows: "rows", bias: !!oBias, accumulate: !post });
     const pgu = mm(l.gateUp, { rows: "rows", bias: false, accumulate: false });
-    const pd = mm(l.down, { rows: "rows", bias: false, accumulate: true });
+    const pd = mm(l.down, { rows: "rows", bias: false, accumulate: !post });
+    const out = post ? b.xn : b.x;
+    const postStages = post && p.normAdd
+      ? {
+        postAttn: pair(p.normAdd, {
+          0: b.xn,
+          1: r.data(n("post attn norm"), l.postAttnNorm!),
+          2: b.x,
+        }),
+        postMlp: pair(p.normAdd, {
+          0: b.xn,
+          1: r.data(n("post mlp norm"), l.postMlpNorm!),
+          2: b.x,
+        }),
+      }
+      : {};
     return {
+      ...postStages,
       attnNorm: pair(norm, { 0: b.x, 1: r.data(n("attn norm"), l.attnNorm), 2: b.xn }),
       qkv: pair(pq, {
         0: b.step,
@@ -214,11 +250,11 @@ export function uploadModel(
         6: b.k,
         7: b.v,
       }),
-      o: pair(po, { 0: b.step, 1: b.attn, 2: matrix(n("o"), l.o), ...bias(oBias), 4: b.x }),
+      o: pair(po, { 0: b.step, 1: b.attn, 2: matrix(n("o"), l.o), ...bias(oBias), 4: out }),
       mlpNorm: pair(norm, { 0: b.x, 1: r.data(n("mlp norm"), l.mlpNorm), 2: b.xn }),
       gu: pair(pgu, { 0: b.step, 1: b.xn, 2: matrix(n("gate up"), l.gateUp), 4: b.gu }),
       swiglu: pair(p.swiglu, { 0: b.step, 1: b.gu, 2: b.h }),
-      down: pair(pd, { 0: b.step, 1: b.h, 2: matrix(n("down"), l.down), 4: b.x }),
+      down: pair(pd, { 0: b.step, 1: b.h, 2: matrix(n("down"), l.down), 4: out }),
     };
   });
   const pair = (pl: GPUComputePipeline, group: GPUBindGroup): Stage => [pl, group];
@@ -230,6 +266,9 @@ export function uploadModel(
     last: pair(p.last, r.group(p.last, { 0: b.step, 1: b.x, 2: b.last })),
     norm: pair(norm, r.group(norm, { 0: b.last, 1: b.norm, 2: b.lastN })),
     lm: pair(p.lm, r.group(p.lm, { 0: b.step, 1: b.lastN, 2: b.lmHead, 4: b.logits })),
+    ...(p.softcap
+      ? { softcap: pair(p.softcap, r.group(p.softcap, { 0: b.step, 1: b.logits })) }
+      : {}),
     argmax: pair(
       p.argmax,
       r.group(p.argmax, { 0: b.step, 1: b.table, 2: b.logits, 3: b.next, 4: b.history }),

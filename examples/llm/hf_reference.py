@@ -15,8 +15,9 @@ Writes, per checkpoint folder OUT/NAME-f32 and OUT/NAME-bf16:
   hf_logits.safetensors              logits [prompt][step][vocab], float32
 
 Usage: python3 examples/llm/hf_reference.py OUT [NAME ...]
-(HF_SKIP_F32=1: only the bfloat16 checkpoints and references.)
-Names: tiny, llama32_1b, qwen25_05b, qwen25_7b_1l, mistral7b_2l (default: all).
+(HF_SKIP_F32=1: only the bfloat16 checkpoints and references; HF_SKIP_BF16=1: only float32.)
+Names: tiny, llama32_1b, qwen25_05b, qwen25_7b_1l, mistral7b_2l, mistral7b_2l_w32, gemma2_2b_2l
+(default: all).
 """
 
 import json
@@ -132,6 +133,32 @@ CONFIGS = {
         "max_position_embeddings": 32768,
     },
 }
+# The same with a 32-token window: prompts of up to 61 tokens and 64 new ones run well past it,
+# on both layers.
+CONFIGS["mistral7b_2l_w32"] = dict(CONFIGS["mistral7b_2l"], sliding_window=32)
+# Gemma 2 2B's layer shape (8 / 4 heads x 256, query_pre_attn_scalar 256, attention and final
+# logit soft-caps 50 and 30, GeGLU, norms after attention and MLP) with 2 layers (windowed, then
+# global), a 32-token window (its own is 4096) so the prompts run past it, vocabulary cut to 32000.
+CONFIGS["gemma2_2b_2l"] = {
+    "architectures": ["Gemma2ForCausalLM"],
+    "model_type": "gemma2",
+    "hidden_size": 2304,
+    "intermediate_size": 9216,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 256,
+    "vocab_size": 32000,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "query_pre_attn_scalar": 256,
+    "sliding_window": 32,
+    "attn_logit_softcapping": 50.0,
+    "final_logit_softcapping": 30.0,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 8192,
+}
 
 # Prompt lengths: chunks of 16 with remainders, one exact chunk.
 PROMPT_LENGTHS = {"tiny": [4, 11, 16, 29]}
@@ -231,7 +258,10 @@ def run_model(name, out, device, summary):
     skip_f32 = os.environ.get("HF_SKIP_F32") == "1"  # only the bf16 checkpoint
     if not skip_f32:
         model.save_pretrained(f32_dir)
+    skip_bf16 = os.environ.get("HF_SKIP_BF16") == "1"  # only the f32 checkpoint
     for folder, rounded in ((f32_dir, False), (bf16_dir, True)):
+        if rounded and skip_bf16:
+            continue
         if rounded:
             # The bf16 checkpoint's reference: the saved checkpoint loaded back in float32. (Not
             # the model cast back to float32: .to() would also round the RoPE inv_freq buffer.)

@@ -6,6 +6,7 @@
  */
 
 import { KV_DTYPE_INFO } from "./dtypes.ts";
+import { validateVariant, type Variant, type VariantOptions } from "./variant_options.ts";
 
 /**
  * Storage type of K and V. `f16` and `bf16` are passed as `Uint16Array` bit patterns.
@@ -80,7 +81,7 @@ export const MAX_HEAD_DIM = 256;
  * const shape: DecodeShape = { seqLens: [4096, 17], numHeads: 32, numKVHeads: 8, headDim: 128 };
  * ```
  */
-export interface DecodeShape {
+export interface DecodeShape extends VariantOptions {
   /** Tokens in each sequence's context (each an integer >= `qLen`). */
   seqLens: ArrayLike<number>;
   /** Query heads. */
@@ -175,6 +176,11 @@ export interface Problem {
   readonly rowsPerGroup: number;
   /** Storage type of K and V. */
   readonly kvDtype: KVDtype;
+  /**
+   * The attention variant (sliding window, soft-cap, ALiBi, sinks; see `variant_options.ts`);
+   * absent or empty for plain causal attention.
+   */
+  readonly variant?: Variant;
 }
 
 function describe(value: unknown): string {
@@ -280,6 +286,7 @@ export function validateShape(shape: DecodeShape): Problem {
     kvStarts[i + 1] = kvStarts[i] + len;
   }
   const groupSize = numHeads / numKVHeads;
+  const variant = validateVariant(shape, numHeads);
   return {
     numSeqs,
     seqLens,
@@ -292,6 +299,7 @@ export function validateShape(shape: DecodeShape): Problem {
     qLen,
     rowsPerGroup: groupSize * qLen,
     kvDtype,
+    variant,
   };
 }
 

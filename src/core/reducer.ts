@@ -96,7 +96,9 @@ export function mergeStates(states: readonly AttentionState[]): AttentionState {
 
 /**
  * Merges the partial states `firstSlot .. firstSlot + numSlots - 1` of one row in slot order and
- * writes the normalised output and natural LSE. This is the CPU twin of the merge kernel.
+ * writes the normalised output and natural LSE. This is the CPU twin of the merge kernel. A
+ * `sink` logit (natural units, attention sinks) joins the final denominator here, once: the
+ * partial states never hold it, so they stay associative.
  *
  * @example
  * ```ts
@@ -118,6 +120,7 @@ export function mergePartialRow(
   row: number,
   out: Float32Array,
   outOffset: number,
+  sink?: number,
 ): number {
   const mOff = rowsPerBlock * headDim + row;
   const lOff = mOff + rowsPerBlock;
@@ -136,6 +139,14 @@ export function mergePartialRow(
     sum += l * w;
     const o = base + row * headDim;
     for (let d = 0; d < headDim; d++) out[outOffset + d] += w * partials[o + d];
+  }
+  if (sink !== undefined) {
+    const s = sink * Math.LOG2E;
+    const mx = Math.max(max, s);
+    const c = 2 ** (max - mx);
+    for (let d = 0; d < headDim; d++) out[outOffset + d] *= c;
+    sum = sum * c + 2 ** (s - mx);
+    max = mx;
   }
   for (let d = 0; d < headDim; d++) out[outOffset + d] /= sum;
   return (max + Math.log2(sum)) * Math.LN2;

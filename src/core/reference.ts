@@ -1,11 +1,11 @@
 /**
- * A float64 reference for decode attention: direct two-pass softmax, no tiling, no plan.
- * Every backend is tested against it.
+ * A float64 reference for decode attention: direct two-pass softmax, no tiling, no plan, with
+ * the attention variants' host hooks (`variant.ts`). Every backend is tested against it.
  *
  * @module
  */
 
-import { CAUSAL } from "./variant.ts";
+import { rowHooks } from "./variant.ts";
 import { decodeKV } from "./dtypes.ts";
 import { type DecodeInput, resolveScale, validateInput } from "./problem.ts";
 
@@ -45,7 +45,6 @@ export interface ReferenceOutput {
 export function referenceAttention(input: DecodeInput): ReferenceOutput {
   const p = validateInput(input);
   const scale = resolveScale(input);
-  const variant = CAUSAL;
   const k = decodeKV(input.k, p.kvDtype);
   const v = decodeKV(input.v, p.kvDtype);
   const { headDim: D, numHeads: H, numKVHeads: KH, qLen, groupSize } = p;
@@ -59,24 +58,26 @@ export function referenceAttention(input: DecodeInput): ReferenceOutput {
     const L = p.seqLens[seq];
     const start = p.kvStarts[seq];
     for (let pos = 0; pos < qLen; pos++) {
-      const visible = variant.visibleTokens(L, qLen, pos);
       for (let h = 0; h < H; h++) {
+        // The variant's hooks of this row: its visible tokens, logit transform and sink.
+        const { begin, end: visible, logit, sink } = rowHooks(p.variant, L, qLen, pos, h);
         const kvh = Math.floor(h / groupSize);
         const row = (seq * qLen + pos) * H + h;
         const qo = row * D;
-        let max = -Infinity;
-        for (let t = 0; t < visible; t++) {
+        let max = sink ?? -Infinity;
+        for (let t = begin; t < visible; t++) {
           const ko = ((start + t) * KH + kvh) * D;
           let s = 0;
           for (let d = 0; d < D; d++) s += input.q[qo + d] * k[ko + d];
           s *= scale;
-          if (variant.logit) s = variant.logit(s);
+          if (logit) s = logit(s, t);
           scores[t] = s;
           if (s > max) max = s;
         }
-        let sum = 0;
+        // The sink joins the denominator only.
+        let sum = sink === undefined ? 0 : Math.exp(sink - max);
         acc.fill(0);
-        for (let t = 0; t < visible; t++) {
+        for (let t = begin; t < visible; t++) {
           const w = Math.exp(scores[t] - max);
           sum += w;
           const vo = ((start + t) * KH + kvh) * D;

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { CAUSAL } from "../core/variant.ts";
+import { rowHooks } from "../core/variant.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
 import { decodeKV } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
@@ -32,11 +32,11 @@ function rowIndex(
   seq: number,
   kvHead: number,
   r: number,
-): { row: number; pos: number } {
+): { row: number; pos: number; head: number } {
   const { qLen, groupSize, numHeads } = plan.problem;
   const head = kvHead * groupSize + Math.floor(r / qLen);
   const pos = r % qLen;
-  return { row: (seq * qLen + pos) * numHeads + head, pos };
+  return { row: (seq * qLen + pos) * numHeads + head, pos, head };
 }
 
 /**
@@ -82,8 +82,8 @@ export function runSchedule(
   const stride = slotFloats(Rp, D);
   const partials = new Float32Array(s.partialSlots * stride);
   const qScale = scale * Math.LOG2E;
-  // The one variant today; its hooks are the CPU twin of the kernel's (src/core/variant.ts).
-  const variant = CAUSAL;
+  // The variant's row hooks are the CPU twin of the kernels' (src/core/variant.ts).
+  const variant = p.variant;
   const m = new Float64Array(Rp);
   const l = new Float64Array(Rp);
   const o = new Float64Array(Rp * D);
@@ -113,25 +113,27 @@ export function runSchedule(
       const kvStart = s.pieces[f + PIECE.kvStart];
       const seqLen = s.pieces[f + PIECE.seqLen];
       const idx = Array.from({ length: rows }, (_, i) => rowIndex(plan, seq, kvHead, r0 + i));
+      // Counted from the piece's kvStart, as the kernel counts (t - P does not change).
+      const hooks = idx.map((x) => rowHooks(variant, seqLen, p.qLen, x.pos, x.head));
       m.fill(-Infinity);
       l.fill(0);
       o.fill(0);
       for (let t0 = begin; t0 < end; t0 += T) {
         const t1 = Math.min(t0 + T, end);
         for (let i = 0; i < rows; i++) {
-          const visible = variant.visibleTokens(seqLen, p.qLen, idx[i].pos);
+          const { begin: first, end: visible, logit } = hooks[i];
           const qo = idx[i].row * D;
           let tileMax = -Infinity;
           for (let t = t0; t < t1; t++) {
             let dot = -Infinity;
-            if (t < visible) {
+            if (t < visible && t >= first) {
               const ko = paged
                 ? pagedElement(paged, seq, t, kvHead, p.numKVHeads, D)
                 : (kvStart + t) * kvRow + kvHead * D;
               dot = 0;
               for (let d = 0; d < D; d++) dot += q[qo + d] * k[ko + d];
               dot *= qScale;
-              if (variant.logit) dot = variant.logit(dot * Math.LN2) * Math.LOG2E;
+              if (logit) dot = logit(dot * Math.LN2, t) * Math.LOG2E;
             }
             scores[i * T + t - t0] = dot;
             tileMax = Math.max(tileMax, dot);
@@ -156,9 +158,11 @@ export function runSchedule(
       }
       for (let i = 0; i < rows; i++) {
         if (slot === DIRECT) {
+          // The sink joins the final denominator, here or in the merge: exactly once.
+          const fin = withSink(m[i], l[i], hooks[i].sink);
           const oo = idx[i].row * D;
-          for (let d = 0; d < D; d++) out[oo + d] = o[i * D + d] / l[i];
-          lse[idx[i].row] = (m[i] + Math.log2(l[i])) * Math.LN2;
+          for (let d = 0; d < D; d++) out[oo + d] = (o[i * D + d] * fin.c) / fin.l;
+          lse[idx[i].row] = (fin.m + Math.log2(fin.l)) * Math.LN2;
         } else {
           const base = slot * stride;
           for (let d = 0; d < D; d++) partials[base + i * D + d] = o[i * D + d];
@@ -174,7 +178,7 @@ export function runSchedule(
     const r0 = s.reduce[e + REDUCE.rowBlock] * Rp;
     const rows = Math.min(Rp, p.rowsPerGroup - r0);
     for (let i = 0; i < rows; i++) {
-      const { row } = rowIndex(plan, seq, kvHead, r0 + i);
+      const { row, head } = rowIndex(plan, seq, kvHead, r0 + i);
       lse[row] = mergePartialRow(
         partials,
         stride,
@@ -185,10 +189,27 @@ export function runSchedule(
         i,
         out,
         row * D,
+        p.variant?.sinks?.[head],
       );
     }
   }
   return { out, lse };
+}
+
+/**
+ * A final state `(m, l)` (log2 units) with a sink logit (natural units) added to its
+ * denominator: the new max `m`, sum `l` and the factor `c` that rescales the output.
+ */
+function withSink(
+  m: number,
+  l: number,
+  sink: number | undefined,
+): { m: number; l: number; c: number } {
+  if (sink === undefined) return { m, l, c: 1 };
+  const s = sink * Math.LOG2E;
+  const mx = Math.max(m, s);
+  const c = 2 ** (m - mx);
+  return { m: mx, l: l * c + 2 ** (s - mx), c };
 }
 
 /**

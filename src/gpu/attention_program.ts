@@ -6,6 +6,7 @@
  * [params of window 0] [params of window 1] ... (one aligned block each)
  * [sched: window 0's section] [window 1's section] ... [reduce records]   (sections aligned)
  * [page list]                                                              (paged plans only)
+ * [per-head table]                        (ALiBi slopes and sinks, when the kernels read them)
  * ```
  *
  * A window's section holds its workgroups' piece offsets (rebased to 0) and then its piece
@@ -29,6 +30,8 @@ import { PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
 import type { Plan } from "../plan/plan.ts";
 import { dispatchSize } from "./kernel_choice.ts";
 import type { PipelineCache } from "./pipeline_cache.ts";
+import { variantFlags } from "../core/variant_options.ts";
+import { headTable, needsHeadTable } from "../kernels/variant_wgsl.ts";
 
 /** One KV window's part of the tables. */
 export interface ProgramSection {
@@ -53,6 +56,9 @@ export interface ProgramLayout {
   /** The page list (paged plans; `pagesBytes` is 0 for dense ones). */
   readonly pagesOffset: number;
   readonly pagesBytes: number;
+  /** The variants' per-head table (`headsBytes` is 0 when the kernels read none). */
+  readonly headsOffset: number;
+  readonly headsBytes: number;
   /** Bytes of the region. */
   readonly bytes: number;
   /** Reduce records (merge workgroups per row block). */
@@ -126,15 +132,28 @@ export function programLayout(
   const schedWords = Math.max(capacity.schedWords ?? 0, end + s.reduce.length, 4);
   const pagesOffset = schedOffset + Math.ceil((4 * schedWords) / align) * align;
   const pageWords = kv.kind === "paged" ? Math.max(capacity.pageWords ?? 0, kv.pages.length, 4) : 0;
+  const tablesEnd = kv.kind === "paged"
+    ? pagesOffset + 4 * pageWords
+    : schedOffset + 4 * schedWords;
+  const headsOffset = Math.ceil(tablesEnd / align) * align;
+  const headsBytes = 4 * headTableFloats(plan);
   return {
     sections: withReduce,
     schedOffset,
     schedBytes: 4 * schedWords,
     pagesOffset,
     pagesBytes: 4 * pageWords,
-    bytes: kv.kind === "paged" ? pagesOffset + 4 * pageWords : schedOffset + 4 * schedWords,
+    headsOffset,
+    headsBytes,
+    bytes: headsBytes > 0 ? headsOffset + headsBytes : tablesEnd,
     merges: s.reduce.length / REDUCE_STRIDE,
   };
+}
+
+/** Floats of a plan's per-head table: 0 when its kernels read none (no ALiBi, no sinks). */
+function headTableFloats(plan: Plan): number {
+  const { variant, numHeads } = plan.problem;
+  return needsHeadTable("decode", variantFlags(variant)) ? headTable(variant, numHeads).length : 0;
 }
 
 /**
@@ -183,9 +202,13 @@ export function writeProgramTables(
   const last = layout.sections[layout.sections.length - 1];
   const reduceAt = sched + last.offset / 4 + last.reduceBase;
   staging.set(s.reduce, reduceAt);
-  if (!paged) return reduceAt + s.reduce.length;
-  staging.set(kv.pages, layout.pagesOffset / 4);
-  return layout.pagesOffset / 4 + kv.pages.length;
+  if (layout.headsBytes > 0) {
+    const heads = headTable(p.variant, p.numHeads);
+    staging.set(new Uint32Array(heads.buffer, 0, heads.length), layout.headsOffset / 4);
+  }
+  if (paged) staging.set(kv.pages, layout.pagesOffset / 4);
+  if (layout.headsBytes > 0) return layout.bytes / 4;
+  return paged ? layout.pagesOffset / 4 + kv.pages.length : reduceAt + s.reduce.length;
 }
 
 /** The kernels of a program: decode, merge (for plans with partial states), their layout. */
@@ -244,6 +267,13 @@ export function bindProgram(
       buffer: tables.buffer,
       offset: base + layout.pagesOffset,
       size: layout.pagesBytes,
+    };
+  }
+  if (layout.headsBytes > 0) {
+    resources.heads = {
+      buffer: tables.buffer,
+      offset: base + layout.headsOffset,
+      size: layout.headsBytes,
     };
   }
   return device.createBindGroup({ layout: group, entries: namedEntries(BINDING, resources) });

@@ -13,6 +13,7 @@ import {
 } from "../kernels/kernel_spec.ts";
 import type { KernelCaps } from "./gpu_runtime.ts";
 import type { Plan } from "../plan/plan.ts";
+import { variantFlags } from "../core/variant_options.ts";
 
 /**
  * Kernel choices a backend makes for every plan (see `KernelSpec`).
@@ -58,7 +59,7 @@ export function dispatchSize(count: number, maxPerDim: number): [number, number]
  */
 export function kernelSpec(
   plan: {
-    problem: { headDim: number; kvDtype: Plan["problem"]["kvDtype"] };
+    problem: Pick<Plan["problem"], "headDim" | "kvDtype" | "variant">;
     tiles: Plan["tiles"];
     kv?: Plan["kv"];
   },
@@ -96,5 +97,12 @@ export function kernelSpec(
       : {}),
     prefetch,
     ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
+    ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
   };
+}
+
+/** The kernel spec's variant field: the flags that are on, none for the plain variant. */
+function variantSpec(variant: Plan["problem"]["variant"]): Pick<KernelSpec, "variant"> {
+  const flags = variantFlags(variant);
+  return flags.window || flags.softCap || flags.alibi || flags.sinks ? { variant: flags } : {};
 }

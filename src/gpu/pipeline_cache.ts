@@ -17,6 +17,7 @@ import { appendKernelWGSL } from "../kernels/append_kernel.ts";
 import type { KVDtype } from "../core/problem.ts";
 import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
 import { mergeKernelWGSL } from "../kernels/merge_kernel.ts";
+import { needsHeadTable } from "../kernels/variant_wgsl.ts";
 
 /** The kernels a plan can need. */
 export type KernelKind = "decode" | "merge";
@@ -101,9 +102,11 @@ export class PipelineCache {
    */
   layout(spec: KernelSpec): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
     const paged = spec.paged ?? false;
+    // The variants' per-head table (ALiBi slopes, sinks) is bound when the decode kernel reads it.
+    const heads = needsHeadTable("decode", spec.variant);
     return this.#layout(
-      paged ? "attention paged" : "attention",
-      () => kernelLayoutEntries({ paged }),
+      `attention${paged ? " paged" : ""}${heads ? " heads" : ""}`,
+      () => kernelLayoutEntries({ paged, heads }),
     );
   }
 

@@ -89,6 +89,8 @@ export const PARAMS_RECORD: AbiRecord<
   | "scaleLog2"
   | "pageShift"
   | "mergeCount"
+  | "window"
+  | "softCap"
 > = record("Params", [
   { name: "numHeads" },
   { name: "qLen" },
@@ -110,6 +112,10 @@ export const PARAMS_RECORD: AbiRecord<
   { name: "pageShift" },
   /** Reduce records of the merge dispatch. */
   { name: "mergeCount" },
+  /** Sliding window in tokens (kernels with the window flag). */
+  { name: "window" },
+  /** Logit soft-cap times log2(e) (kernels with the soft-cap flag). */
+  { name: "softCap", type: "f32" },
 ]);
 
 /** The uniform block of the append kernel. */
@@ -196,6 +202,8 @@ export const BINDING = {
   partials: 6,
   lse: 7,
   pages: 8,
+  /** The per-head table of the variants (ALiBi slopes, sinks), see `variant_wgsl.ts`. */
+  heads: 9,
 } as const;
 
 /** A name of {@linkcode BINDING}. */
@@ -221,7 +229,8 @@ export interface LayoutEntry<N extends string = string> {
 /**
  * The explicit bind group layout of the attention kernels (no `layout: "auto"`), one for the
  * decode and the merge kernel alike, so one bind group serves both dispatches: params, sched, q,
- * K, V (and the page list when paged) read, out, partials and LSE written. The merge kernel
+ * K, V (and the page list when paged; the variants' per-head table of ALiBi slopes and sinks
+ * with `heads`) read, out, partials and LSE written. The merge kernel
  * declares the subset it uses.
  *
  * @example
@@ -233,7 +242,7 @@ export interface LayoutEntry<N extends string = string> {
  * ```
  */
 export function kernelLayoutEntries(
-  options: { readonly paged: boolean },
+  options: { readonly paged: boolean; readonly heads?: boolean },
 ): LayoutEntry<BindingName>[] {
   const e = (name: BindingName, type: BindingType): LayoutEntry<BindingName> => ({
     binding: BINDING[name],
@@ -251,6 +260,7 @@ export function kernelLayoutEntries(
     e("lse", "storage"),
   ];
   if (options.paged) entries.push(e("pages", "read-only-storage"));
+  if (options.heads) entries.push(e("heads", "read-only-storage"));
   return entries;
 }
 

@@ -26,7 +26,15 @@ import {
 import { kvLoadWGSL } from "./kv_load.ts";
 import { grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
-import { VARIANT_WGSL } from "./variant_wgsl.ts";
+import {
+  needsHeadTable,
+  sinkFinalWGSL,
+  VARIANT_WGSL,
+  variantFunctionsWGSL,
+  variantLogitsWGSL,
+  variantRowsWGSL,
+  variantVisibleWGSL,
+} from "./variant_wgsl.ts";
 import { directHalfWGSL, ioWGSL } from "./io_wgsl.ts";
 import { kvAddressWGSL } from "./kv_address.ts";
 import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
@@ -65,7 +73,8 @@ export function decodeWorkgroupBytes(spec: KernelSpec): number {
 export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const { headDim: D, tileTokens: T, rowsPerBlock: RP, workgroupSize: W } = spec;
   const L = kernelLayout(spec);
-  const variant = VARIANT_WGSL[spec.variant ?? "causal"];
+  const variant = VARIANT_WGSL.causal;
+  const flags = spec.variant ?? {};
   const { lanes, chunksPerLane: CPL, groups: G, unroll: U, step } = L;
   const V4 = elementsPerLoad(spec.kvDtype) / 4; // vec4<f32> per 16-byte chunk
   const E4 = CPL * V4; // vec4<f32> per lane per row
@@ -118,13 +127,32 @@ ${
           };`)
       }`,
   );
-  const shape = { RP, U, CPL, V4, lanes, W, subgroups: L.subgroups, qi };
+  const shape = {
+    RP,
+    U,
+    CPL,
+    V4,
+    lanes,
+    W,
+    subgroups: L.subgroups,
+    qi,
+    visible: variantVisibleWGSL(flags),
+  };
   const reduce = laneReduceWGSL(shape);
   const { fast, softmax } = softmaxStepWGSL(shape);
 
   const pagedBinding = L.paged
     ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")
     : "";
+  const headsBinding = needsHeadTable("decode", flags)
+    ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}`
+    : "";
+  const logits = variantLogitsWGSL(flags, U, RP);
+  const rowsState = variantRowsWGSL(flags, RP);
+  // Sinks join the denominator of the rows this kernel finishes itself (direct pieces).
+  const fin = flags.sinks
+    ? { l: "fin_l", m: "fin_m", scaled: (v: string, r: string) => `${v} * fin_c[${r}]` }
+    : { l: "l_sh", m: "mm", scaled: (v: string) => v };
   const poisonedFn = `
 // NaN or +inf, by bits (compilers may fold float NaN tests away).
 fn poisoned(x: f32) -> bool {
@@ -152,7 +180,7 @@ ${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${raw}>`)}
 ${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
 ${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
 ${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}
-${pagedBinding}
+${pagedBinding}${headsBinding}
 ${recordOffsetsWGSL(PIECE_RECORD)}
 
 const D: u32 = ${D}u;
@@ -181,7 +209,11 @@ ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype)}
 ${kvAddressWGSL(spec)}
 ${io.functions}
-${poisonedFn}
+${poisonedFn}${
+    needsHeadTable("decode", flags) || flags.softCap
+      ? `\n${variantFunctionsWGSL("decode", flags)}`
+      : ""
+  }
 
 @compute @workgroup_size(${W})
 fn main(
@@ -237,7 +269,7 @@ ${
     var lim_all = tok_end;
 ${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${r}u < n_rows);`)}`
       : ""
-  }
+  }${rowsState ? `\n${rowsState}` : ""}
     var m = array<f32, ${RP}>();
     // Rows that saw a NaN or +inf score: their output is NaN, as in the reference. Tracked with
     // integer bits, since GPU compilers may assume floats are never NaN: per score on masked
@@ -256,11 +288,11 @@ ${loads}
 ${dots}
 ${reduce}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
-  }
+  }${logits ? `\n${logits}` : ""}
 ${lines(U, (u) => lines(CPL, (i) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`))}
 ${
     fastSteps
-      ? `      if (s0 + STEP <= lim_all) {
+      ? `      if (s0 + STEP <= lim_all${flags.window ? " && s0 >= lo_all" : ""}) {
 ${fast}
       } else {
 ${softmax}
@@ -311,7 +343,11 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
       workgroupBarrier();
     }
 
-    // Write the final output, or the partial state (unnormalised o, max m, sum l).
+${
+    flags.sinks
+      ? `${sinkFinalWGSL(RP)}\n`
+      : ""
+  }    // Write the final output, or the partial state (unnormalised o, max m, sum l).
     for (var i = lid; i < RP * D; i += ${W}u) {
       let r = i / D;
       if (r < n_rows) {
@@ -319,17 +355,19 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
         if (slot == DIRECT) {${
     io.outHalf ? "" : `
           out[query_row(seq, kv_head, r0 + r) * D + i % D] =
-            select(val / l_sh[r], bitcast<f32>(nan_bits), any_bad[r] != 0u);`
+            select(${
+      fin.scaled("val", "r")
+    } / ${fin.l}[r], bitcast<f32>(nan_bits), any_bad[r] != 0u);`
   }
         } else {
           partials[slot * SLOT + i] = val;
         }
       }
-    }${io.outHalf ? directHalfWGSL(W) : ""}
+    }${io.outHalf ? directHalfWGSL(W, (v, r) => `${fin.scaled(v, r)} / ${fin.l}[${r}]`) : ""}
     if (lid < n_rows) {
       if (slot == DIRECT) {
         lse_out[query_row(seq, kv_head, r0 + lid)] = select(
-          (mm[lid] + log2(l_sh[lid])) * 0.6931471805599453,
+          (${fin.m}[lid] + log2(${fin.l}[lid])) * 0.6931471805599453,
           bitcast<f32>(nan_bits),
           any_bad[lid] != 0u,
         );

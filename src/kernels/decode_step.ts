@@ -24,6 +24,11 @@ export interface StepShape {
   readonly subgroups: boolean;
   /** Index of a row's query (and output) vector: row, chunk, vector in chunk. */
   readonly qi: (r: number, i: number, j: number) => number;
+  /**
+   * WGSL test of whether row `r` sees the step's token `t{u}` on masked steps (default
+   * `t{u} < lim[r]`, the causal limit; a sliding window adds its start).
+   */
+  readonly visible?: (u: number, r: number) => string;
 }
 
 /** `n` lines of generated source. */
@@ -78,6 +83,7 @@ ${grid(U, RP, (u, r) => `      d${u}_${r} = ss[sb + g * ${U * RP}u + ${u * RP + 
 /** The online-softmax updates of a step: unmasked (`fast`) and masked (`softmax`). */
 export function softmaxStepWGSL(shape: StepShape): { fast: string; softmax: string } {
   const { RP, U, CPL, V4, qi } = shape;
+  const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
   // Steps whose tokens every row of the block may see (all but the last step or two of a piece)
   // take the unmasked path: no selects, and the running max is raised (and the state rescaled)
   // only when a score exceeds it, which after the first tokens is rare. A NaN or +inf score
@@ -108,11 +114,11 @@ ${
       }`);
   const softmax = lines(RP, (r) =>
     `      {
-${lines(U, (u) => `        let s${u} = select(NEG, d${u}_${r}, t${u} < lim[${r}]);`)}
+${lines(U, (u) => `        let s${u} = select(NEG, d${u}_${r}, ${visible(u, r)});`)}
 ${
       lines(
         U,
-        (u) => `        bad[${r}] |= select(0u, 1u, t${u} < lim[${r}] && poisoned(d${u}_${r}));`,
+        (u) => `        bad[${r}] |= select(0u, 1u, ${visible(u, r)} && poisoned(d${u}_${r}));`,
       )
     }
         let mx = max(m[${r}], ${

@@ -55,15 +55,20 @@ ${KV_DTYPE_INFO.f16.wgslPack}`
  * The decode kernel's write of a direct piece's `f16` output: two elements per thread and `u32`,
  * for a workgroup of `W` threads.
  */
-export function directHalfWGSL(W: number): string {
+export function directHalfWGSL(
+  W: number,
+  normalise: (value: string, row: string) => string = (v, r) => `${v} / l_sh[${r}]`,
+): string {
   return `
     if (slot == DIRECT) {
       for (var i = 2u * lid; i < RP * D; i += ${2 * W}u) {
         let r = i / D;
         if (r < n_rows) {
           let bad = any_bad[r] != 0u;
-          let lo = select(acc[i >> 2u][i & 3u] / l_sh[r], bitcast<f32>(nan_bits), bad);
-          let hi = select(acc[(i + 1u) >> 2u][(i + 1u) & 3u] / l_sh[r], bitcast<f32>(nan_bits), bad);
+          let lo = select(${normalise("acc[i >> 2u][i & 3u]", "r")}, bitcast<f32>(nan_bits), bad);
+          let hi = select(${
+    normalise("acc[(i + 1u) >> 2u][(i + 1u) & 3u]", "r")
+  }, bitcast<f32>(nan_bits), bad);
           out[(query_row(seq, kv_head, r0 + r) * D + i % D) / 2u] =
             half_bits(lo) | (half_bits(hi) << 16u);
         }

@@ -7,7 +7,8 @@
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
-import type { VariantName } from "../core/variant.ts";
+import type { Variant } from "../core/variant_options.ts";
+import { type KernelVariantFlags, variantKey } from "./variant_wgsl.ts";
 import { packRecord, PARAMS_RECORD, recordStructWGSL } from "./abi.ts";
 
 /** Compile-time parameters of the decode and merge kernels. */
@@ -51,10 +52,11 @@ export interface KernelSpec {
    */
   readonly fastSteps?: boolean;
   /**
-   * The attention variant (mask and logit hooks, see `src/core/variant.ts`); default `"causal"`,
-   * which adds nothing to the key.
+   * The attention variants compiled in (sliding window, soft-cap, ALiBi, sinks; see
+   * `src/core/variant.ts` and `variant_wgsl.ts`); none by default (plain causal attention), which
+   * adds nothing to the key.
    */
-  readonly variant?: VariantName;
+  readonly variant?: KernelVariantFlags;
 }
 
 /** The thread layout a spec resolves to. */
@@ -214,7 +216,7 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.qDtype === "f16" ? ":qf16" : ""
   }${spec.outDtype === "f16" ? ":of16" : ""}${spec.prefetch ? ":pf" : ""}${
     spec.fastSteps === false ? ":masked" : ""
-  }${(spec.variant ?? "causal") === "causal" ? "" : `:${spec.variant}`}`;
+  }${variantKey(spec.variant)}`;
 }
 
 /** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */
@@ -251,6 +253,8 @@ export interface KernelParams {
   scale: number;
   /** log2 of the page size, for paged kernels (default 0). */
   pageShift?: number;
+  /** The attention variant: its sliding window and soft-cap go into the block. */
+  variant?: Variant;
 }
 
 /**
@@ -263,7 +267,7 @@ export interface KernelParams {
  *   numHeads: 8, qLen: 1, groupSize: 4, rowsPerGroup: 4, numKVHeads: 2, headDim: 64,
  *   kvDtype: "f16", pieceBase: 9, reduceBase: 40, count: 8, scale: 0.125,
  * });
- * console.log(words.length, words[4]); // 12 16
+ * console.log(words.length, words[4]); // 14 16
  * ```
  */
 export function kernelParams(p: KernelParams): Uint32Array<ArrayBuffer> {
@@ -279,6 +283,8 @@ export function kernelParams(p: KernelParams): Uint32Array<ArrayBuffer> {
     scaleLog2: p.scale * Math.LOG2E,
     pageShift: p.pageShift ?? 0,
     mergeCount: p.mergeCount ?? p.count,
+    window: Math.min(p.variant?.slidingWindow ?? 0, 0xffffffff),
+    softCap: (p.variant?.logitsSoftCap ?? 0) * Math.LOG2E,
   });
 }
 

@@ -22,18 +22,21 @@ import {
   PARAMS_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
+import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 
 /** A merged row's `f32` output, one element per thread. */
-const F32_OUT = `  if (lid < D) {
+const f32Out = (norm: (v: string) => string) =>
+  `  if (lid < D) {
     var total = 0.0;
     for (var g = 0u; g < GROUPS; g++) {
       total += part[g * D + lid];
     }
-    out[row * D + lid] = select(total / l_all, bitcast<f32>(nan_bits), row_bad);
+    out[row * D + lid] = select(${norm("total")}, bitcast<f32>(nan_bits), row_bad);
   }`;
 
 /** A merged row's `f16` output: two elements per thread, packed in one `u32`. */
-const HALF_OUT = `  if (lid < D / 2u) {
+const halfOut = (norm: (v: string) => string) =>
+  `  if (lid < D / 2u) {
     var lo = 0.0;
     var hi = 0.0;
     for (var g = 0u; g < GROUPS; g++) {
@@ -41,8 +44,8 @@ const HALF_OUT = `  if (lid < D / 2u) {
       hi += part[g * D + 2u * lid + 1u];
     }
     let nan = bitcast<f32>(nan_bits);
-    out[row * D / 2u + lid] = half_bits(select(lo / l_all, nan, row_bad)) |
-      (half_bits(select(hi / l_all, nan, row_bad)) << 16u);
+    out[row * D / 2u + lid] = half_bits(select(${norm("lo")}, nan, row_bad)) |
+      (half_bits(select(${norm("hi")}, nan, row_bad)) << 16u);
   }`;
 
 /** Threads of a merge workgroup. */
@@ -70,11 +73,16 @@ export function mergeKernelWGSL(spec: KernelSpec): string {
   const W = MERGE_WORKGROUP;
   const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
   // The decode kernel's layout (one bind group for both kernels): the partials as the decode
-  // kernel writes them (storage).
+  // kernel writes them (storage). The merge declares the per-head table only when it reads the
+  // sinks.
   const io = ioWGSL(spec);
+  const sinks = spec.variant?.sinks === true;
+  const heads = needsHeadTable("merge", spec.variant);
   const bindings = `${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
 ${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
-${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}`;
+${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
+    heads ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""
+  }`;
   return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
@@ -100,7 +108,7 @@ ${KV_DTYPE_INFO.f16.wgslPack}`
       : ""
   }
 ${FLAT_WORKGROUP_WGSL}
-${QUERY_ROW_WGSL}
+${QUERY_ROW_WGSL}${sinks ? `\n${variantFunctionsWGSL("merge", spec.variant!)}` : ""}
 
 // Tree reduction of red[] in a fixed order; op 0 = max, 1 = sum. Every thread gets red[0].
 fn reduce(lid: u32, op: u32) -> f32 {
@@ -198,11 +206,20 @@ fn main(
     part[grp * D + d] = acc;
   }
   workgroupBarrier();
-  let row = query_row(seq, kv_head, r0 + r);
-${io.outHalf ? HALF_OUT : F32_OUT}
+  let row = query_row(seq, kv_head, r0 + r);${
+    sinks
+      ? `
+  // The sink joins the final denominator here, once (no partial state holds it).
+  let sk = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, r0 + r) + 1u];
+  let m_fin = max(m_all, sk);
+  let c_fin = exp2(m_all - m_fin);
+  let l_fin = l_all * c_fin + exp2(sk - m_fin);`
+      : ""
+  }
+${(io.outHalf ? halfOut : f32Out)(sinks ? (v) => `${v} * c_fin / l_fin` : (v) => `${v} / l_all`)}
   if (lid == 0u) {
     lse_out[row] = select(
-      (m_all + log2(l_all)) * 0.6931471805599453,
+      (${sinks ? "m_fin + log2(l_fin)" : "m_all + log2(l_all)"}) * 0.6931471805599453,
       bitcast<f32>(nan_bits),
       row_bad,
     );

@@ -16,6 +16,7 @@
 
 import type { Problem, Strategy } from "../core/problem.ts";
 import type { TileConfig } from "./tiles.ts";
+import { skippedTiles } from "./sliding_window.ts";
 
 /**
  * A partition of the global tile order into per-workgroup runs.
@@ -88,7 +89,9 @@ export function partitionCost(
 }
 
 /**
- * Counts the tiles of every segment and returns their prefix sums.
+ * Counts the tiles of every segment and returns their prefix sums. With a sliding window, the
+ * tiles before the window of a sequence's earliest row are not counted (see
+ * `src/plan/sliding_window.ts`).
  *
  * @example
  * ```ts
@@ -101,10 +104,11 @@ export function segmentTiles(problem: Problem, tiles: TileConfig): Uint32Array {
   const { numSeqs, numKVHeads, seqLens } = problem;
   const perSeq = numKVHeads * tiles.rowBlocks;
   const starts = new Uint32Array(numSeqs * perSeq + 1);
+  const skip = skippedTiles(problem, tiles.tileTokens);
   let total = 0;
   let s = 0;
   for (let seq = 0; seq < numSeqs; seq++) {
-    const n = Math.ceil(seqLens[seq] / tiles.tileTokens);
+    const n = Math.ceil(seqLens[seq] / tiles.tileTokens) - (skip ? skip[seq] : 0);
     for (let j = 0; j < perSeq; j++) {
       starts[s++] = total;
       total += n;

@@ -13,11 +13,12 @@ import type { Plan, PlanOptions } from "./plan.ts";
 import type { Problem } from "../core/problem.ts";
 import { PIECE, PIECE_STRIDE, type Schedule } from "./schedule.ts";
 import { tileConfig } from "./tiles.ts";
+import { skippedTiles } from "./sliding_window.ts";
 
 /**
  * The plan for `problem` derived from `previous`, or `undefined` when `previous` cannot serve:
  * another shape (sequences, heads, head dim, query length, dtype), another tile count for some
- * sequence, other options, or a windowed or batch-invariant plan (those are cut by token
+ * sequence (or other tiles skipped before a sliding window), other options, or a windowed or batch-invariant plan (those are cut by token
  * positions and are planned afresh). `problem` must be validated.
  *
  * @example
@@ -60,6 +61,12 @@ export function reusePlan(
   const oldLens = old.seqLens;
   for (let s = 0; s < problem.numSeqs; s++) {
     if (Math.ceil(lens[s] / T) !== Math.ceil(oldLens[s] / T)) return undefined;
+  }
+  // A sliding window's skipped tiles move as sequences grow: the same ones, or plan afresh.
+  const skip = skippedTiles(problem, T);
+  const oldSkip = skippedTiles(old, T);
+  if (skip || oldSkip) {
+    if (!skip || !oldSkip || skip.some((n, s) => n !== oldSkip[s])) return undefined;
   }
   const before = previous.schedule;
   const pieces = before.pieces.slice();

@@ -13,6 +13,7 @@ import type { KVWindow } from "./windows.ts";
 import type { Partition } from "./partition.ts";
 import type { Problem } from "../core/problem.ts";
 import type { TileConfig } from "./tiles.ts";
+import { skippedTiles } from "./sliding_window.ts";
 
 /**
  * `u32`s per piece record.
@@ -189,6 +190,8 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
   const rowBlocks = tiles.rowBlocks;
   const numKVHeads = problem.numKVHeads;
   const { seqLens, kvStarts } = problem;
+  // With a sliding window, a segment's first tile is its sequence's first scheduled one.
+  const skip = skippedTiles(problem, T);
   // Upper bounds; the tables returned are views of the filled part.
   const pieces = new Uint32Array((workgroups + numSegments) * PIECE_STRIDE);
   const reduce = new Uint32Array(Math.min(numSegments, 2 * workgroups) * REDUCE_STRIDE);
@@ -221,11 +224,12 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
       const segEnd = segStarts[seg + 1];
       const e = b < segEnd ? b : segEnd;
       const seqLen = seqLens[seq];
-      const end = (e - segBegin) * T;
+      const first = skip ? skip[seq] - segBegin : -segBegin;
+      const end = (e + first) * T;
       pieces[o + P_SEQ] = seq;
       pieces[o + P_KV_HEAD] = kvHead;
       pieces[o + P_ROW_BLOCK] = rowBlock;
-      pieces[o + P_TOKEN_BEGIN] = (a - segBegin) * T;
+      pieces[o + P_TOKEN_BEGIN] = (a + first) * T;
       pieces[o + P_TOKEN_END] = end < seqLen ? end : seqLen;
       pieces[o + P_KV_START] = kvStarts[seq];
       pieces[o + P_SEQ_LEN] = seqLen;

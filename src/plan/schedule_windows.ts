@@ -21,6 +21,7 @@ import { type Partition, partition } from "./partition.ts";
 import type { Problem, Strategy } from "../core/problem.ts";
 import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE, type Schedule } from "./schedule.ts";
 import type { TileConfig } from "./tiles.ts";
+import { skippedTiles } from "./sliding_window.ts";
 
 /** Appends a zeroed record of `stride` words to a table; returns its first index. */
 function pushRecord(table: number[], stride: number): number {
@@ -154,6 +155,8 @@ export function scheduleWindows(
   const chunkTokens = batchInvariant && strategy !== "single"
     ? INVARIANT_CHUNK_TILES * T
     : Number.POSITIVE_INFINITY;
+  // With a sliding window, each sequence's tokens before its first scheduled tile are left out.
+  const skip = skippedTiles(problem, T);
 
   const unitStarts: number[] = [0];
   const runStarts: number[] = [0];
@@ -178,7 +181,7 @@ export function scheduleWindows(
     const prefix: number[] = [0];
     for (let seq = first; seq < numSeqs && kvStarts[seq] < B; seq++) {
       const start = kvStarts[seq];
-      const lo = Math.max(A, start) - start;
+      const lo = Math.max(A, start, start + (skip ? skip[seq] * T : 0)) - start;
       const hi = Math.min(B, start + seqLens[seq]) - start;
       for (let seg = seq * numKVHeads * RB, end = seg + numKVHeads * RB; seg < end; seg++) {
         for (let a = lo; a < hi;) {
@@ -229,7 +232,8 @@ export function scheduleWindows(
         pieces[f + PIECE.slot] = DIRECT;
         pieces[f + PIECE.kvStart] = start + origin - A;
         pieces[f + PIECE.seqLen] = seqLens[seq] - origin;
-        pieceSeg.push(tokBegin === 0 && tokEnd === seqLens[seq] ? -1 - seg : seg);
+        const whole = tokBegin === (skip ? skip[seq] * T : 0) && tokEnd === seqLens[seq];
+        pieceSeg.push(whole ? -1 - seg : seg);
         a = e;
       }
     }

@@ -248,7 +248,7 @@ export class AttentionEncoder {
       slot * Math.max(s.partialSlots, capacity.maxPieces),
       4 * p.numSeqs * p.qLen * p.numHeads,
     );
-    const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}`;
+    const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}:${layout.headsBytes}`;
     const region = this.#ring.acquire(layout.bytes, layoutKey);
     // One staging array, one write: each writeBuffer costs ~15 us in Deno whatever its size.
     if (this.#staging.length < layout.bytes / 4) this.#staging = new Uint32Array(layout.bytes / 4);

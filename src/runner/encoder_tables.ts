@@ -6,6 +6,7 @@
  * @module
  */
 
+import { variantKey } from "../kernels/variant_wgsl.ts";
 import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
 import type { PipelineCache } from "../gpu/pipeline_cache.ts";
 import { PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
@@ -98,7 +99,7 @@ export function encoderKernels(
   const signature =
     `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}:${
       plan.kv.layout ?? "NHD"
-    }`;
+    }${variantKey(spec.variant)}`;
   if (have?.signature === signature) return have;
   return {
     signature,

@@ -20,6 +20,7 @@ import {
   type Strategy,
   validateShape,
 } from "../core/problem.ts";
+import type { VariantOptions } from "../core/variant_options.ts";
 
 export type { PagedKV } from "../plan/kv_addressing.ts";
 
@@ -97,7 +98,9 @@ export interface PagedPlanOptions extends PlanOptions {
 }
 
 /**
- * Options of {@linkcode planForCache}: which sequences, and the model's query shape.
+ * Options of {@linkcode planForCache}: which sequences, the model's query shape and the layer's
+ * attention variant (`slidingWindow`, `logitsSoftCap`, `alibiSlopes`, `sinks`: a model whose
+ * layers differ, as Gemma 2's alternating windows, plans once per kind of layer).
  *
  * @example
  * ```ts
@@ -111,7 +114,7 @@ export interface PagedPlanOptions extends PlanOptions {
  * console.log(Array.from(plan.problem.seqLens), plan.problem.qLen); // [3, 6] 2
  * ```
  */
-export interface CachePlanOptions {
+export interface CachePlanOptions extends VariantOptions {
   /** Sequence ids of the cache, in batch order (the order of `q`'s rows). */
   seqs: ArrayLike<number>;
   /** Query heads (a multiple of the cache's KV heads). */
@@ -322,6 +325,10 @@ export function planForCache(
     headDim: cache.headDim,
     qLen,
     kvDtype: cache.kvDtype,
+    slidingWindow: step.slidingWindow,
+    logitsSoftCap: step.logitsSoftCap,
+    alibiSlopes: step.alibiSlopes,
+    sinks: step.sinks,
   };
   const kv: PagedKV = {
     kind: "paged",
