@@ -6,7 +6,9 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { decodeKernelWGSL, decodeWorkgroupBytes } from "../src/kernels/decode_kernel.ts";
+import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import {
+  elementsPerLoad,
   KERNEL_TABLE,
   kernelChoice,
   kernelLayout,
@@ -34,9 +36,10 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   fastSteps: fc.boolean(),
   paged: fc.boolean(),
   unroll: fc.option(fc.integer({ min: 1, max: 8 }), { nil: undefined }),
+  tokenScales: fc.boolean(),
 }).map((r) => {
   const t = tileConfig(r, r);
-  const chunks = r.headDim / (r.kvDtype === "f32" ? 4 : 8);
+  const chunks = r.headDim / elementsPerLoad(r.kvDtype, r.headDim);
   let lanes = 1;
   while (lanes * 2 <= Math.min(r.maxLanes, r.workgroupSize) && chunks % (lanes * 2) === 0) {
     lanes *= 2;
@@ -53,6 +56,9 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     prefetch: r.prefetch,
     fastSteps: r.fastSteps,
     paged: r.paged,
+    ...(KV_DTYPE_INFO[r.kvDtype].scaled
+      ? { kvScales: r.tokenScales ? "token" as const : "tensor" as const }
+      : {}),
   };
 });
 
@@ -101,15 +107,20 @@ Deno.test("kernels need no shader-f16, use subgroups only when asked, bind at mo
           enableDirective && l.subgroups && source.includes("decode kernel"),
         );
         const storage = wgsl.match(/var<storage/g)?.length ?? 0;
-        assert.ok(storage >= 3 && storage <= 8, `${storage} storage bindings`);
+        // 8 (WebGPU's default limit), 9 for paged kernels with per-token 8-bit scales.
+        const most = l.paged && spec.kvScales === "token" ? 9 : 8;
+        assert.ok(storage >= 3 && storage <= most, `${storage} storage bindings`);
         // Every kernel binds by the ABI's one numbering (src/kernels/abi.ts): exactly the bindings
         // of its explicit layout, in order.
         const bindings = [...wgsl.matchAll(/@binding\((\d+)\)/g)].map((m) => Number(m[1]));
         const kind = source.includes("decode kernel") ? "decode" : "merge";
         assert.deepStrictEqual(
           bindings,
-          kernelLayoutEntries(kind, { paged: l.paged, shared: spec.sharedLayout ?? false })
-            .map((e) => e.binding),
+          kernelLayoutEntries(kind, {
+            paged: l.paged,
+            shared: spec.sharedLayout ?? false,
+            kvScales: spec.kvScales === "token",
+          }).map((e) => e.binding),
           "bindings are the layout's",
         );
         assert.equal(
@@ -131,7 +142,15 @@ Deno.test("shared-layout kernels declare each binding with the shared layout's b
   fc.assert(
     fc.property(specArb, (base) => {
       const spec = { ...base, sharedLayout: true };
-      const entries = sharedLayoutEntries(spec);
+      const types = sharedLayoutEntries(spec);
+      // By binding number (the per-token scale table is binding 9, also without pages).
+      const numbers = kernelLayoutEntries("decode", {
+        paged: spec.paged ?? false,
+        shared: true,
+        kvScales: spec.kvScales === "token",
+      }).map((e) => e.binding);
+      const entries: string[] = [];
+      numbers.forEach((n, i) => (entries[n] = types[i]));
       const used = new Set<number>();
       for (const source of [decodeKernelWGSL(spec), mergeKernelWGSL(spec)]) {
         const vars = [...source.matchAll(/@binding\((\d+)\) var<([^>]+)>/g)];
@@ -141,7 +160,7 @@ Deno.test("shared-layout kernels declare each binding with the shared layout's b
           used.add(Number(n));
         }
       }
-      assert.deepStrictEqual([...used].sort((a, b) => a - b), entries.map((_, i) => i));
+      assert.deepStrictEqual([...used].sort((a, b) => a - b), numbers);
       assert.notEqual(specKey("merge", spec), specKey("merge", base), "its own pipelines");
     }),
     fcParams(100),

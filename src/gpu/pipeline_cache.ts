@@ -79,9 +79,15 @@ export class PipelineCache {
     kind: KernelKind,
     spec: KernelSpec,
   ): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
-    const options = { paged: spec.paged ?? false, shared: spec.sharedLayout ?? false };
+    const options = {
+      paged: spec.paged ?? false,
+      shared: spec.sharedLayout ?? false,
+      kvScales: spec.kvScales === "token",
+    };
     const own = kind === "merge" && !options.shared;
-    const key = own ? "merge" : `decode${options.paged ? " paged" : ""}`;
+    const key = own
+      ? "merge"
+      : `decode${options.paged ? " paged" : ""}${options.kvScales ? " scales" : ""}`;
     let layout = this.#layouts.get(key);
     if (!layout) {
       const group = createLayout(

@@ -89,6 +89,8 @@ export const PARAMS_RECORD: AbiRecord<
   | "scaleLog2"
   | "pageShift"
   | "mergeCount"
+  | "kScale"
+  | "vScale"
 > = record("Params", [
   { name: "numHeads" },
   { name: "qLen" },
@@ -110,6 +112,10 @@ export const PARAMS_RECORD: AbiRecord<
   { name: "pageShift" },
   /** Reduce records of the merge dispatch. */
   { name: "mergeCount" },
+  /** Per-tensor scale of 8-bit K (kernels without a per-token scale table; else 1). */
+  { name: "kScale", type: "f32" },
+  /** Per-tensor scale of 8-bit V, like `kScale`. */
+  { name: "vScale", type: "f32" },
 ]);
 
 /** The uniform block of the append kernel. */
@@ -196,6 +202,8 @@ export const BINDING = {
   partials: 6,
   lse: 7,
   pages: 8,
+  /** Per-(row, KV head) scales of 8-bit K and V, `vec2<f32>(k, v)` (per-token scale kernels). */
+  kvScales: 9,
 } as const;
 
 /** A name of {@linkcode BINDING}. */
@@ -220,7 +228,8 @@ export interface LayoutEntry<N extends string = string> {
 
 /**
  * The explicit bind group layout of a kernel (no `layout: "auto"`): the decode kernel reads
- * params, sched, q, K, V (and the page list when paged) and writes out, partials and LSE; the
+ * params, sched, q, K, V (and the page list when paged, the scale table of per-token 8-bit
+ * scales with `kvScales`) and writes out, partials and LSE; the
  * merge kernel reads params, sched and partials and writes out and LSE, or, with `shared`, takes
  * the decode kernel's whole layout (one bind group serves both dispatches).
  *
@@ -234,7 +243,7 @@ export interface LayoutEntry<N extends string = string> {
  */
 export function kernelLayoutEntries(
   kind: "decode" | "merge",
-  options: { readonly paged: boolean; readonly shared: boolean },
+  options: { readonly paged: boolean; readonly shared: boolean; readonly kvScales?: boolean },
 ): LayoutEntry<BindingName>[] {
   const e = (name: BindingName, type: BindingType): LayoutEntry<BindingName> => ({
     binding: BINDING[name],
@@ -261,6 +270,7 @@ export function kernelLayoutEntries(
     e("lse", "storage"),
   ];
   if (options.paged) entries.push(e("pages", "read-only-storage"));
+  if (options.kvScales) entries.push(e("kvScales", "read-only-storage"));
   return entries;
 }
 

@@ -23,7 +23,7 @@ import {
   PARAMS_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
-import { kvLoadWGSL } from "./kv_load.ts";
+import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
 import { grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { VARIANT_WGSL } from "./variant_wgsl.ts";
@@ -65,21 +65,32 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const L = kernelLayout(spec);
   const variant = VARIANT_WGSL[spec.variant ?? "causal"];
   const { lanes, chunksPerLane: CPL, groups: G, unroll: U, step } = L;
-  const V4 = elementsPerLoad(spec.kvDtype) / 4; // vec4<f32> per 16-byte chunk
+  const V4 = elementsPerLoad(spec.kvDtype, D) / 4; // vec4<f32> per chunk
   const E4 = CPL * V4; // vec4<f32> per lane per row
-  const raw = `vec4<${KV_DTYPE_INFO[spec.kvDtype].wgslWord}>`;
+  const raw = kvChunkWGSL(spec.kvDtype, D);
+  // 8-bit KV: stored values times a scale, per tensor (params) or per token and KV head.
+  const scaled = KV_DTYPE_INFO[spec.kvDtype].scaled;
+  const tokenScales = scaled && spec.kvScales === "token";
   const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
 
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
   // requested before this step's arithmetic, so loads stay in flight through it.
+  const tokenRow = (at: string, u: number) =>
+    `kv_row(kv_start, min(${at} + ${u * G}u + g, tok_end - 1u))`;
   const issue = (at: string, decl: string, prefix: string) =>
     lines(
       U,
       (u) =>
-        `      let ${prefix}row${u} = kv_row(kv_start, min(${at} + ${
-          u * G
-        }u + g, tok_end - 1u)) * params.kv_row + kv_head * CHUNKS + lane;
+        `${
+          tokenScales
+            ? `      let ${prefix}tr${u} = ${tokenRow(at, u)};
+      ${decl}${prefix}sc${u} = kv_scales[${prefix}tr${u} * n_kv + kv_head];
+      let ${prefix}row${u} = ${prefix}tr${u} * params.kv_row + kv_head * CHUNKS + lane;`
+            : `      let ${prefix}row${u} = ${
+              tokenRow(at, u)
+            } * params.kv_row + kv_head * CHUNKS + lane;`
+        }
 ${
           lines(CPL, (i) =>
             `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u} + ${
@@ -98,7 +109,7 @@ ${
           CPL,
           (i) => `      let k${u}_${i} = nk${u}_${i};\n      let v${u}_${i} = nv${u}_${i};`,
         ))
-    }
+    }${tokenScales ? `\n${lines(U, (u) => `      let sc${u} = nsc${u};`)}` : ""}
 ${issue("(s0 + STEP)", "", "n")}`
     : `${tokens}
 ${issue("s0", "let ", "")}`;
@@ -116,13 +127,27 @@ ${
           };`)
       }`,
   );
+  // Per-token scales: K's scales each token's partial dot products (linear, so before the lane
+  // reduction), V's its unpacked chunks.
+  const scaleDots = tokenScales
+    ? `\n${grid(U, RP, (u, r) => `      d${u}_${r} *= sc${u}.x;`)}`
+    : "";
+  const unpackV = (u: number, i: number) =>
+    tokenScales
+      ? `      var vf${u}_${i} = unpack_kv(v${u}_${i});
+${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y;`)}`
+      : `      let vf${u}_${i} = unpack_kv(v${u}_${i});`;
   const shape = { RP, U, CPL, V4, lanes, W, subgroups: L.subgroups, qi };
   const reduce = laneReduceWGSL(shape);
   const { fast, softmax } = softmaxStepWGSL(shape);
 
-  const pagedBinding = L.paged
-    ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")
-    : "";
+  const pagedBinding = `${
+    L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""
+  }${
+    tokenScales
+      ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`
+      : ""
+  }`;
   const kvRow = L.paged
     ? `fn kv_row(base: u32, t: u32) -> u32 {
   return (pages[base + (t >> params.page_shift)] << params.page_shift) +
@@ -131,6 +156,10 @@ ${
     : `fn kv_row(base: u32, t: u32) -> u32 {
   return base + t;
 }`;
+  // A per-tensor K scale joins the query's prescale.
+  const qScale = scaled && !tokenScales
+    ? "(params.scale_log2 * params.k_scale)"
+    : "params.scale_log2";
   const poisonedFn = `
 // NaN or +inf, by bits (compilers may fold float NaN tests away).
 fn poisoned(x: f32) -> bool {
@@ -147,7 +176,7 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
   }// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
     L.subgroups ? " subgroups" : ""
-  }${L.paged ? " paged" : ""}
+  }${L.paged ? " paged" : ""}${scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -183,7 +212,7 @@ var<workgroup> bad_sh: array<atomic<u32>, ${RP}>;
 ${exchange}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
-${kvLoadWGSL(spec.kvDtype)}
+${kvLoadWGSL(spec.kvDtype, D)}
 ${kvRow}
 ${poisonedFn}
 
@@ -198,7 +227,7 @@ fn main(
     return;
   }
   let lane = lid % LANES;
-  let g = lid / LANES;
+  let g = lid / LANES;${tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""}
   let p_begin = sched[w];
   let p_end = sched[w + 1u];
   for (var pc = p_begin; pc < p_end; pc++) {
@@ -221,9 +250,7 @@ ${
       let qb = query_row(seq, kv_head, r0 + ${r}u) * D4;
 ${
         grid(CPL, V4, (i, j) =>
-          `      qv[${qi(r, i, j)}] = q[qb + (lane + ${
-            i * lanes
-          }u) * ${V4}u + ${j}u] * params.scale_log2;`)
+          `      qv[${qi(r, i, j)}] = q[qb + (lane + ${i * lanes}u) * ${V4}u + ${j}u] * ${qScale};`)
       }
     }`)
   }
@@ -258,10 +285,10 @@ ${prefetchInit}
     for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {
 ${loads}
 ${dots}
-${reduce}${
+${scaleDots}${reduce}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
   }
-${lines(U, (u) => lines(CPL, (i) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`))}
+${lines(U, (u) => lines(CPL, (i) => unpackV(u, i)))}
 ${
     fastSteps
       ? `      if (s0 + STEP <= lim_all) {
@@ -319,7 +346,7 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
     for (var i = lid; i < RP * D; i += ${W}u) {
       let r = i / D;
       if (r < n_rows) {
-        let val = acc[i >> 2u][i & 3u];
+        let val = acc[i >> 2u][i & 3u]${scaled && !tokenScales ? " * params.v_scale" : ""};
         if (slot == DIRECT) {
           out[query_row(seq, kv_head, r0 + r) * D + i % D] =
             select(val / l_sh[r], bitcast<f32>(nan_bits), any_bad[r] != 0u);

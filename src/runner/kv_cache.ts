@@ -39,12 +39,16 @@ import {
   checkAppendData,
   checkCacheOptions,
   checkLayer,
-  checkRows,
+  checkScaledRows,
 } from "./kv_cache_checks.ts";
 import type { PageTableSource } from "./page_table_source.ts";
 
 import { DeviceGuard } from "../gpu/device_guard.ts";
-import type { KVDtype } from "../core/problem.ts";
+import type { KVArray, KVDtype } from "../core/problem.ts";
+import type { StoredRows } from "./kv_storage.ts";
+
+/** Field names of `write`'s rows in error messages. */
+const ROW_NAMES = { k: "k", v: "v", kScale: "kScale", vScale: "vScale" } as const;
 
 /**
  * A paged KV cache; create it with {@linkcode createKVCache}.
@@ -241,9 +245,8 @@ export class KVCache implements PageTableSource {
     this.#layer(layer);
     const rowIds = this.#tables.slotRows(slots);
     const n = rowIds.length;
-    const k = checkRows(this, "k", rows?.k, n);
-    const v = checkRows(this, "v", rows?.v, n);
-    this.#store.writeRows(rowIds, layer, k, v);
+    const { k, v, scales } = checkScaledRows(this, rows ?? {}, n, ROW_NAMES);
+    this.#store.writeRows(rowIds, layer, k, v, scales);
   }
 
   /**
@@ -254,12 +257,20 @@ export class KVCache implements PageTableSource {
   append(seq: number, data: AppendData, options: ExtendOptions = {}): AppendSlots {
     this.#check(true);
     this.#seq(seq);
-    const { k, v, tokens } = checkAppendData(this, data);
-    const ks = k.map((a, l) => checkRows(this, `k[${l}]`, a, tokens));
-    const vs = v.map((a, l) => checkRows(this, `v[${l}]`, a, tokens));
+    const { k, v, kScale, vScale, tokens } = checkAppendData(this, data);
+    const rows = k.map((a, l) =>
+      checkScaledRows(this, { k: a, v: v[l], kScale: kScale?.[l], vScale: vScale?.[l] }, tokens, {
+        k: `k[${l}]`,
+        v: `v[${l}]`,
+        kScale: `kScale[${l}]`,
+        vScale: `vScale[${l}]`,
+      })
+    );
     const slots = this.extend([seq], tokens, options);
     const rowIds = this.#tables.slotRows(slots);
-    for (let l = 0; l < this.numLayers; l++) this.#store.writeRows(rowIds, l, ks[l], vs[l]);
+    for (let l = 0; l < this.numLayers; l++) {
+      this.#store.writeRows(rowIds, l, rows[l].k, rows[l].v, rows[l].scales);
+    }
     return slots;
   }
 
@@ -315,22 +326,35 @@ export class KVCache implements PageTableSource {
     this.#append?.discard(slots);
   }
 
-  /** A GPU cache's K and V buffers of one layer (bound whole by the decode kernel). */
-  layerBuffers(layer: number): { k: GPUBuffer; v: GPUBuffer } {
+  /**
+   * A GPU cache's K and V buffers of one layer (bound whole by the decode kernel) and, for 8-bit
+   * dtypes, its scale table (`[row][kvHead][2]` f32: K's scale, V's scale).
+   */
+  layerBuffers(layer: number): { k: GPUBuffer; v: GPUBuffer; scales?: GPUBuffer } {
     this.#check(true);
     this.#layer(layer);
     if (!this.device) {
       throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
     }
-    return { k: this.#store.gpuK[layer], v: this.#store.gpuV[layer] };
+    const scales = this.#store.gpuScales[layer];
+    return {
+      k: this.#store.gpuK[layer],
+      v: this.#store.gpuV[layer],
+      ...(scales ? { scales } : {}),
+    };
   }
 
   /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, rows of all pages). */
-  layerData(layer: number): { k: Float32Array | Uint16Array; v: Float32Array | Uint16Array } {
+  layerData(layer: number): { k: KVArray; v: KVArray; scales?: Float32Array } {
     this.#check();
     this.#layer(layer);
     if (this.device) throw new TypeError("layerData needs a host cache: this cache is on a GPU");
-    return { k: this.#store.hostK[layer], v: this.#store.hostV[layer] };
+    const scales = this.#store.hostScales[layer];
+    return {
+      k: this.#store.hostK[layer],
+      v: this.#store.hostV[layer],
+      ...(scales ? { scales } : {}),
+    };
   }
 
   /**
@@ -341,7 +365,7 @@ export class KVCache implements PageTableSource {
   async read(
     layer: number,
     seq: number,
-  ): Promise<{ k: Float32Array | Uint16Array; v: Float32Array | Uint16Array }> {
+  ): Promise<StoredRows> {
     this.#check(true);
     this.#layer(layer);
     const s = this.#seq(seq);
@@ -350,7 +374,8 @@ export class KVCache implements PageTableSource {
 
   /** Memory use: pages used, free and shared, and bytes. */
   memory(): KVCacheMemory {
-    return this.#tables.memory(2 * this.numLayers * this.pageSize * this.rowBytes);
+    const scaleBytes = 4 * this.#store.scaleRow;
+    return this.#tables.memory(this.numLayers * this.pageSize * (2 * this.rowBytes + scaleBytes));
   }
 
   /** GPU allocation counters: steady-state appends leave them unchanged. */
