@@ -110,7 +110,7 @@ function groupOf(scale: KVScale, length: number): number {
 
 /**
  * Encodes floats in an 8-bit format: `value / scale`, rounded to nearest even, saturated.
- * `scale` is checked by the caller (see `checkKVScale`).
+ * `scale` is checked by the caller (see `checkKVScale`); `name` names the values in errors.
  *
  * @example
  * ```ts
@@ -122,6 +122,7 @@ export function encodeKv8(
   values: Float32Array,
   format: Kv8Format,
   scale: KVScale,
+  name = "values",
 ): Int8Array | Uint8Array {
   const group = groupOf(scale, values.length);
   if (format === "int8") {
@@ -129,7 +130,7 @@ export function encodeKv8(
     for (let i = 0; i < values.length; i++) {
       const x = values[i] / scaleAt(scale, group, i);
       if (Number.isNaN(x)) {
-        throw new RangeError(`values[${i}] must not be NaN for kvDtype "int8": got NaN`);
+        throw new RangeError(`${name}[${i}] must not be NaN for kvDtype "int8": got NaN`);
       }
       out[i] = Math.max(-INT8_MAX, Math.min(INT8_MAX, roundEven(x)));
     }

@@ -147,8 +147,8 @@ export function checkScaledRows(
   const vScale = checkKVScale(names.vScale, rows.vScale ?? 1, entries, v.length);
   const format = cache.kvDtype as Kv8Format;
   return {
-    k: k instanceof Float32Array ? encodeKv8(k, format, kScale) : k,
-    v: v instanceof Float32Array ? encodeKv8(v, format, vScale) : v,
+    k: k instanceof Float32Array ? encodeKv8(k, format, kScale, names.k) : k,
+    v: v instanceof Float32Array ? encodeKv8(v, format, vScale, names.v) : v,
     scales: kvScaleTable(kScale, vScale, 0, entries),
   };
 }
