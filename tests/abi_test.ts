@@ -158,13 +158,13 @@ Deno.test("every kernel declares exactly the bindings of its explicit layout", (
     }
     assert.deepStrictEqual(
       declared(appendKernelWGSL(kvDtype)),
-      new Map(appendLayoutEntries().map((e) => [e.binding, e.type])),
+      new Map(appendLayoutEntries(KV_DTYPE_INFO[kvDtype].scaled).map((e) => [e.binding, e.type])),
     );
   }
   for (const e of kernelLayoutEntries("decode", { paged: true, shared: true })) {
     assert.equal(BINDING[e.name], e.binding);
   }
-  for (const e of appendLayoutEntries()) assert.equal(APPEND_BINDING[e.name], e.binding);
+  for (const e of appendLayoutEntries(true)) assert.equal(APPEND_BINDING[e.name], e.binding);
 });
 
 Deno.test("the kernels read every record field through its named offset", () => {

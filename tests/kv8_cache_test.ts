@@ -7,8 +7,16 @@
 import assert from "node:assert/strict";
 import { createPlan, decodeKV, encodeKV, type KVArray, type KVDtype } from "../mod.ts";
 import { executePlanOnCpu } from "../plan.ts";
-import { createKVCache, executePagedPlanOnCpu, type KVCache, planForCache } from "../runner.ts";
-import { randomFloats, sameBits, seededRng } from "./helpers.ts";
+import {
+  createAttentionEncoder,
+  createKVCache,
+  executePagedPlanOnCpu,
+  type KVCache,
+  planForCache,
+} from "../runner.ts";
+import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
+import { softwareSkip } from "./kernel_set.ts";
+import { assertMatchesReference, randomFloats, sameBits, seededRng } from "./helpers.ts";
 
 const KV8: readonly KVDtype[] = ["int8", "fp8e4m3", "fp8e5m2"];
 
@@ -256,3 +264,174 @@ Deno.test("8-bit caches: bad rows and scales throw naming the field, and change 
   assert.equal(cache.length(s), 3);
   assert.equal(got.k[2 * 16], 1); // 0.5 / 0.5
 });
+
+// ---------------------------------------------------------------------------------------------
+// GPU: the append kernel's 8-bit conversion and paged attention over an 8-bit cache (d16, GQA
+// 4/2: the 8-bit family of tests/kernel_set.ts).
+
+for (const name of ["webgpu", "dawn"] as const) {
+  const gpu = await openGpu(name);
+  if (typeof gpu === "string") console.log(`skipping 8-bit cache GPU tests on "${name}": ${gpu}`);
+  const skip = typeof gpu === "string"
+    ? "no device"
+    : softwareSkip({ name, exhaustive: gpu.exhaustive }, {});
+  const test = (title: string, fn: (g: GpuUnderTest) => Promise<void>) =>
+    Deno.test({
+      name: `${title} [${name}]`,
+      ignore: skip !== undefined,
+      sanitizeOps: false,
+      sanitizeResources: false,
+      fn: () => fn(gpu as GpuUnderTest),
+    });
+
+  test("GPU appends of f32 rows store the host's 8-bit codes and the layer's scales", async ({ device }) => {
+    for (const kvDtype of KV8) {
+      const cache = createKVCache({
+        device,
+        numLayers: 2,
+        numKVHeads: 2,
+        headDim: 16,
+        pageSize: 4,
+        numPages: 8,
+        kvDtype,
+      });
+      const a = cache.addSequence();
+      const b = cache.addSequence();
+      const vals = randomFloats(seededRng(5), 7 * 32, 40);
+      // Ties, saturation, subnormals, signed zero (and NaN for FP8) at scale 1/4.
+      vals.set([0, -0, 0.125, 0.375, 1e6, -1e6, 2 ** -12, 3 * 2 ** -11, 112.5, -0.625], 0);
+      if (kvDtype !== "int8") vals[10] = NaN;
+      const slots = cache.extend([a, b], [3, 4]);
+      const src = gpuBuffer(device, vals);
+      const enc = device.createCommandEncoder();
+      // Two layers with different scales in one command buffer.
+      cache.encodeAppend(enc, { slots, layer: 1, k: src, v: src, kScale: 0.25, vScale: 4 });
+      cache.encodeAppend(enc, { slots, layer: 0, k: src, v: src, kScale: 2, vScale: 0.5 });
+      device.queue.submit([enc.finish()]);
+      for (const [layer, ks, vs] of [[1, 0.25, 4], [0, 2, 0.5]]) {
+        const ra = await cache.read(layer, a);
+        const rb = await cache.read(layer, b);
+        const want = (s: number) => Array.from(encodeKV(vals, kvDtype, { scale: s }));
+        const label = `${kvDtype} layer ${layer}`;
+        assert.deepStrictEqual([...ra.k, ...rb.k], want(ks), `${label} k`);
+        assert.deepStrictEqual([...ra.v, ...rb.v], want(vs), `${label} v`);
+        assert.deepStrictEqual([...ra.kScale!, ...rb.kScale!], new Array(14).fill(ks));
+        assert.deepStrictEqual([...ra.vScale!, ...rb.vScale!], new Array(14).fill(vs));
+      }
+      assert.throws(
+        () => cache.encodeAppend(enc, { slots, layer: 0, k: src, v: src, kScale: 0 }),
+        (e: Error) =>
+          e instanceof RangeError && /kScale must be a finite number > 0: got 0/.test(e.message),
+      );
+      assert.throws(
+        () =>
+          cache.encodeAppend(enc, {
+            slots,
+            layer: 0,
+            k: src,
+            v: src,
+            vScale: new Float32Array(1) as never,
+          }),
+        (e: Error) => e instanceof TypeError && /vScale must be a number/.test(e.message),
+      );
+      src.destroy();
+      cache.dispose();
+    }
+  });
+
+  test("paged attention over an 8-bit cache matches the CPU's paged decode and the reference", async ({ device }) => {
+    const kvDtype = "fp8e4m3";
+    const cache = createKVCache({
+      device,
+      numLayers: 1,
+      numKVHeads: 2,
+      headDim: 16,
+      pageSize: 8,
+      numPages: 32,
+      kvDtype,
+    });
+    const host = createKVCache({
+      numLayers: 1,
+      numKVHeads: 2,
+      headDim: 16,
+      pageSize: 8,
+      numPages: 32,
+      kvDtype,
+    });
+    const attention = await createAttentionEncoder(device, { grid: 6 });
+    try {
+      const held = new Map<number, Held>();
+      const hostHeld = new Map<number, Held>();
+      const seqs: number[] = [];
+      for (const [n, seed] of [[40, 1], [9, 2], [70, 3]]) {
+        const s = cache.addSequence();
+        const t = host.addSequence();
+        grow(cache, s, n, held, seed); // odd seeds: per-token scales
+        grow(host, t, n, hostHeld, seed);
+        seqs.push(s);
+      }
+      // A GPU append on top (per-tensor scale, power of two).
+      const extra = randomFloats(seededRng(11), 3 * 32, 2);
+      const slots = cache.extend([seqs[1]], 3);
+      const hs = host.extend([seqs[1]], 3);
+      const src = gpuBuffer(device, extra);
+      const enc = device.createCommandEncoder();
+      cache.encodeAppend(enc, { slots, layer: 0, k: src, v: src, kScale: 0.0625, vScale: 0.125 });
+      device.queue.submit([enc.finish()]);
+      host.write(hs, 0, { k: extra, v: extra, kScale: 0.0625, vScale: 0.125 });
+      for (const strategy of ["lean", "single"] as const) {
+        const plan = attention.plan(cache, { seqs, numHeads: 4, strategy });
+        const hostPlan = planForCache(host, { seqs, numHeads: 4, strategy }, {
+          grid: 6,
+          tileTokens: plan.tiles.tileTokens,
+        });
+        const q = randomFloats(seededRng(7), 3 * 4 * 16, 2);
+        const qb = gpuBuffer(device, q);
+        const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
+        const lse = gpuBuffer(device, new Float32Array(12).fill(NaN));
+        const e2 = device.createCommandEncoder();
+        attention.encode(e2, { plan, layer: 0, q: qb, out, lse });
+        device.queue.submit([e2.finish()]);
+        const got = {
+          out: await readF32(device, out, q.length),
+          lse: await readF32(device, lse, 12),
+        };
+        const want = executePagedPlanOnCpu(hostPlan, { q, ...host.layerData(0) });
+        for (let i = 0; i < q.length; i++) {
+          assert.ok(
+            Math.abs(got.out[i] - want.out[i]) <= 1e-4 * (1 + Math.abs(want.out[i])),
+            `${strategy} out[${i}]: ${got.out[i]} vs ${want.out[i]}`,
+          );
+        }
+        for (let i = 0; i < 12; i++) {
+          assert.ok(Math.abs(got.lse[i] - want.lse[i]) <= 2e-4, `${strategy} lse[${i}]`);
+        }
+        // And the dense reference of the codes read back.
+        const rows = await Promise.all(seqs.map((s) => cache.read(0, s)));
+        const cat = <T extends KVArray>(f: (r: (typeof rows)[number]) => T) =>
+          rows.map(f).reduce((x, y) => concat(x, y));
+        assertMatchesReference(
+          {
+            q,
+            k: cat((r) => r.k),
+            v: cat((r) => r.v),
+            kScale: cat((r) => r.kScale!),
+            vScale: cat((r) => r.vScale!),
+            seqLens: seqs.map((s) => cache.length(s)),
+            numHeads: 4,
+            numKVHeads: 2,
+            headDim: 16,
+            kvDtype,
+          },
+          got,
+          strategy,
+        );
+        for (const b of [qb, out, lse]) b.destroy();
+      }
+      src.destroy();
+    } finally {
+      attention.dispose();
+      cache.dispose();
+    }
+  });
+}

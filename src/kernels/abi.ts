@@ -118,10 +118,13 @@ export const PARAMS_RECORD: AbiRecord<
   { name: "vScale", type: "f32" },
 ]);
 
-/** The uniform block of the append kernel. */
-export const APPEND_PARAMS_RECORD: AbiRecord<"tokens" | "rowWords" | "srcRow" | "pad"> = record(
+/**
+ * The uniform block of the append kernel (`kvHeads`: KV heads of a row, for the scale table of
+ * 8-bit caches).
+ */
+export const APPEND_PARAMS_RECORD: AbiRecord<"tokens" | "rowWords" | "srcRow" | "kvHeads"> = record(
   "AppendParams",
-  [{ name: "tokens" }, { name: "rowWords" }, { name: "srcRow" }, { name: "pad" }],
+  [{ name: "tokens" }, { name: "rowWords" }, { name: "srcRow" }, { name: "kvHeads" }],
 );
 
 /**
@@ -217,6 +220,10 @@ export const APPEND_BINDING = {
   srcV: 3,
   dstK: 4,
   dstV: 5,
+  /** 8-bit caches: the layer's per-tensor scales, `vec4<f32>(k, v, -, -)` (uniform). */
+  layerScale: 6,
+  /** 8-bit caches: the layer's scale table, `[row][kvHead]` pairs (K's, V's scale). */
+  dstScales: 7,
 } as const;
 
 /** One entry of an explicit bind group layout: binding number, name and buffer type. */
@@ -275,16 +282,23 @@ export function kernelLayoutEntries(
 }
 
 /**
- * The explicit bind group layout of the append kernel.
+ * The explicit bind group layout of the append kernel (`scaled`: of an 8-bit cache, with the
+ * layer's scales and its scale table).
  *
  * @example
  * ```ts
  * import { appendLayoutEntries } from "./abi.ts";
- * console.log(appendLayoutEntries().length); // 6
+ * console.log(appendLayoutEntries().length, appendLayoutEntries(true).length); // 6 8
  * ```
  */
-export function appendLayoutEntries(): LayoutEntry<keyof typeof APPEND_BINDING>[] {
+export function appendLayoutEntries(scaled = false): LayoutEntry<keyof typeof APPEND_BINDING>[] {
   const read = "read-only-storage" as const;
+  const scales: LayoutEntry<keyof typeof APPEND_BINDING>[] = scaled
+    ? [
+      { binding: APPEND_BINDING.layerScale, name: "layerScale", type: "uniform" },
+      { binding: APPEND_BINDING.dstScales, name: "dstScales", type: "storage" },
+    ]
+    : [];
   return [
     { binding: APPEND_BINDING.params, name: "params", type: "uniform" },
     { binding: APPEND_BINDING.rows, name: "rows", type: read },
@@ -292,6 +306,7 @@ export function appendLayoutEntries(): LayoutEntry<keyof typeof APPEND_BINDING>[
     { binding: APPEND_BINDING.srcV, name: "srcV", type: read },
     { binding: APPEND_BINDING.dstK, name: "dstK", type: "storage" },
     { binding: APPEND_BINDING.dstV, name: "dstV", type: "storage" },
+    ...scales,
   ];
 }
 

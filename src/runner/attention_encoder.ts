@@ -14,6 +14,7 @@
  */
 
 import { type KernelSpec, PARAMS_WORDS, specKey } from "../kernels/kernel_spec.ts";
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
 import { BindGroupCache } from "../gpu/bind_group_cache.ts";
 import type { DeviceGuard } from "../gpu/device_guard.ts";
@@ -182,6 +183,8 @@ export class AttentionEncoder {
       const spec: KernelSpec = {
         ...kernelSpec(plan, this.#caps, this.#tuning, true),
         sharedLayout: true,
+        // Paged 8-bit K/V: scales per (row, KV head), beside the pages.
+        ...(KV_DTYPE_INFO[p.kvDtype].scaled ? { kvScales: "token" as const } : {}),
       };
       k = {
         signature,
@@ -273,6 +276,7 @@ export class AttentionEncoder {
     lseBuffer: GPUBuffer,
     kb: GPUBuffer,
     vb: GPUBuffer,
+    scales: GPUBuffer | undefined,
   ): GPUBindGroup {
     // The region is a key too: a group per region and buffers, dropped with either.
     const keys = this.#keys;
@@ -282,6 +286,7 @@ export class AttentionEncoder {
     keys[3] = lseBuffer;
     keys[4] = kb;
     keys[5] = vb;
+    if (scales) keys[6] = scales;
     let group = this.#groups.get(keys, up.tag);
     if (!group) {
       const tables = up.region.buffer;
@@ -299,6 +304,7 @@ export class AttentionEncoder {
           partials: { buffer: this.#scratch!.partials },
           lse: { buffer: lseBuffer },
           pages: { buffer: tables, offset: base + r.pagesOffset, size: r.pagesBytes },
+          ...(scales ? { kvScales: { buffer: scales } } : {}),
         }),
       });
       this.#groups.set(keys, up.tag, group);
@@ -326,8 +332,8 @@ export class AttentionEncoder {
         `plan must be cut for this encoder's grid (${this.grid}): got grid ${plan.grid}`,
       );
     }
-    const { k, v } = encodeStorage(plan, options, this.device);
-    this.#buffers.checkAll(plan, { q, out, lse, k, v });
+    const { k, v, scales } = encodeStorage(plan, options, this.device);
+    this.#buffers.checkAll(plan, { q, out, lse, k, v, scales });
     const pass = typeof (target as GPUComputePassEncoder)?.dispatchWorkgroups === "function"
       ? target as GPUComputePassEncoder
       : undefined;
@@ -339,7 +345,7 @@ export class AttentionEncoder {
       up = this.#upload(plan);
       this.#uploads.set(plan, up);
     }
-    const group = this.#bindGroup(up, q, out, lse ?? this.#scratch!.lse, k, v);
+    const group = this.#bindGroup(up, q, out, lse ?? this.#scratch!.lse, k, v, scales);
     const cp = pass ?? (target as GPUCommandEncoder).beginComputePass({});
     // Once per command buffer: lets the ring know when the GPU is done with the tables.
     this.#ring.mark(up.region, cp, target);

@@ -23,9 +23,10 @@ export function encodeStorage(
   plan: PagedPlan,
   options: EncodeAttentionOptions,
   device: GPUDevice,
-): { k: GPUBuffer; v: GPUBuffer } {
+): { k: GPUBuffer; v: GPUBuffer; scales?: GPUBuffer } {
   let k = options.k;
   let v = options.v;
+  let scales = options.kvScales;
   const cache = plan.cacheId === undefined ? undefined : cacheById(plan.cacheId);
   if (plan.cacheId !== undefined && !cache && options.layer !== undefined) {
     throw new RangeError("plan is stale: its cache is gone; plan again on a live cache");
@@ -40,11 +41,20 @@ export function encodeStorage(
         `plan is stale: the cache changed (version ${cache.version}, planned at ${plan.cacheVersion}); plan again after extend, fork or free`,
       );
     }
-    ({ k, v } = cache.layerBuffers(options.layer));
+    ({ k, v, scales } = cache.layerBuffers(options.layer));
   } else if (!isBuffer(k) || !isBuffer(v)) {
     throw new TypeError("encode needs a layer (plans of a cache) or k and v GPUBuffers");
   }
-  return { k: k as GPUBuffer, v: v as GPUBuffer };
+  if (KV_DTYPE_INFO[plan.problem.kvDtype].scaled && !isBuffer(scales)) {
+    throw new TypeError(
+      `kvScales must be a GPUBuffer for kvDtype "${plan.problem.kvDtype}" (the scale table read with k and v): got ${typeof scales}`,
+    );
+  }
+  return {
+    k: k as GPUBuffer,
+    v: v as GPUBuffer,
+    ...(KV_DTYPE_INFO[plan.problem.kvDtype].scaled ? { scales: scales as GPUBuffer } : {}),
+  };
 }
 
 /** The runner's buffers seen so far, and their checks. */
@@ -83,9 +93,9 @@ export class RunnerBuffers {
   /** Checks an encode's buffers for a plan: each one's size, and no written buffer bound twice. */
   checkAll(
     plan: PagedPlan,
-    b: { q: unknown; out: unknown; lse: unknown; k: unknown; v: unknown },
+    b: { q: unknown; out: unknown; lse: unknown; k: unknown; v: unknown; scales?: unknown },
   ): void {
-    const { q, out, lse, k, v } = b;
+    const { q, out, lse, k, v, scales } = b;
     const p = plan.problem;
     const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
     const kvBytes = plan.kv.numPages * plan.kv.pageSize * p.numKVHeads * p.headDim *
@@ -94,6 +104,9 @@ export class RunnerBuffers {
     this.check("out", out, qBytes);
     this.check("k", k, kvBytes);
     this.check("v", v, kvBytes);
+    if (scales !== undefined) {
+      this.check("kvScales", scales, plan.kv.numPages * plan.kv.pageSize * p.numKVHeads * 8);
+    }
     if (lse !== undefined) this.check("lse", lse, qBytes / p.headDim);
     // A buffer written by a dispatch may not be bound again in it.
     if (out === q) throw new RangeError("out must not be the same buffer as q");
@@ -101,7 +114,7 @@ export class RunnerBuffers {
       throw new RangeError(`lse must not be the same buffer as ${lse === q ? "q" : "out"}`);
     }
     for (const [name, x] of [["out", out], ["lse", lse]] as const) {
-      if (x !== undefined && (x === k || x === v)) {
+      if (x !== undefined && (x === k || x === v || x === scales)) {
         throw new RangeError(`${name} must not be the K/V storage the plan reads`);
       }
     }

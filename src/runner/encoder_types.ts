@@ -66,6 +66,12 @@ export interface EncodeAttentionOptions {
   k?: GPUBuffer;
   /** V storage, with `k`. */
   v?: GPUBuffer;
+  /**
+   * 8-bit K/V: the scale table read with `k` and `v` (plans from `planPages()`): `f32` pairs
+   * (K's scale, V's scale) per row and KV head, `[row][kvHead][2]`, rows addressed like `k`'s.
+   * Cache layers bring their own.
+   */
+  kvScales?: GPUBuffer;
   /** Queries, `f32`, `[seq][qpos][head][dim]`. */
   q: GPUBuffer;
   /** Output, `f32`, shaped like `q`. */

@@ -37,6 +37,7 @@ import { registerCache } from "./cache_registry.ts";
 import {
   checkAppendBuffers,
   checkAppendData,
+  checkAppendScale,
   checkCacheOptions,
   checkLayer,
   checkScaledRows,
@@ -301,8 +302,11 @@ export class KVCache implements PageTableSource {
     if (!pass && !isCommandEncoder(target)) {
       throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
     }
+    const scaled = KV_DTYPE_INFO[this.kvDtype].scaled;
+    const kScale = checkAppendScale(this.kvDtype, "kScale", options.kScale);
+    const vScale = checkAppendScale(this.kvDtype, "vScale", options.vScale);
     if (tokens === 0) return;
-    this.#append ??= new AppendPath(device, this.kvDtype, this.rowElements);
+    this.#append ??= new AppendPath(device, this.kvDtype, this.rowElements, this);
     this.#append.record(target, pass, {
       slots,
       rowIds,
@@ -311,6 +315,7 @@ export class KVCache implements PageTableSource {
       v,
       dstK: this.#store.gpuK[layer],
       dstV: this.#store.gpuV[layer],
+      ...(scaled ? { dstScales: this.#store.gpuScales[layer], kScale, vScale } : {}),
     });
   }
 

@@ -222,3 +222,24 @@ export function checkAppendBuffers(
     }
   }
 }
+
+/**
+ * Checks `encodeAppend`'s per-tensor scale of an 8-bit cache (default 1); other dtypes take
+ * none.
+ */
+export function checkAppendScale(kvDtype: KVDtype, name: string, scale: unknown): number {
+  if (!KV_DTYPE_INFO[kvDtype].scaled) {
+    if (scale !== undefined) {
+      throw new RangeError(
+        `${name} applies to 8-bit caches only: got a scale for kvDtype "${kvDtype}"`,
+      );
+    }
+    return 1;
+  }
+  if (scale !== undefined && typeof scale !== "number") {
+    throw new TypeError(
+      `${name} must be a number (one scale for the appended rows; write per-token scales with write()): got ${typeof scale}`,
+    );
+  }
+  return checkKVScale(name, scale ?? 1, undefined, 1) as number;
+}
