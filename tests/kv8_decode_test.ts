@@ -49,6 +49,25 @@ function caseArb(fullSpace: boolean): fc.Arbitrary<CaseSpec> {
 backendTest(
   "8-bit KV decode matches the float64 reference, per-tensor and per-token scales",
   async (decoder, backend, context) => {
+    if (!context.exhaustive) {
+      // A software adapter: every family of the set in both scale modes, once each.
+      let i = 0;
+      for (const family of KV8_FAMILIES) {
+        for (const kvScales of ["tensor", "token"] as const) {
+          const spec: CaseSpec = {
+            ...family,
+            seqLens: [130 + 37 * i, 1 + i],
+            strategy: STRATEGIES[i % STRATEGIES.length],
+            kvScales,
+            seed: 1000 + i++,
+            qAmplitude: 2,
+          };
+          const input = makeInput(spec);
+          const label = `${describeSpec(spec)} ${kvScales}`;
+          assertMatchesReference(input, await decoder.decode(input), label);
+        }
+      }
+    }
     await fc.assert(
       fc.asyncProperty(caseArb(context.exhaustive), async (spec) => {
         const input = makeInput(spec);
@@ -58,7 +77,7 @@ backendTest(
           describeSpec(spec) + ` ${spec.kvScales}`,
         );
       }),
-      propertyParams(backend, 120, 8, context),
+      propertyParams(backend, 120, 4, context),
     );
   },
 );
@@ -167,4 +186,30 @@ backendTest(
     const ok = await decoder.decode(base);
     assertMatchesReference(base, ok, "after bad inputs");
   },
+);
+
+backendTest(
+  "8-bit KV with per-token scales over KV windows (small binding limit) matches the reference",
+  async (decoder) => {
+    for (const kvDtype of KV8) {
+      for (const kvScales of ["tensor", "token"] as const) {
+        const spec: CaseSpec = {
+          seqLens: [300, 41, 700],
+          numHeads: 4,
+          numKVHeads: 2,
+          headDim: 16,
+          kvDtype,
+          kvScales,
+          strategy: "lean",
+          seed: 99,
+        };
+        const input = makeInput(spec);
+        const plan = decoder.plan(input);
+        assert.ok(plan.schedule.windows.length > 1, "the cache is cut into windows");
+        assertMatchesReference(input, await decoder.decode(input), `${kvDtype} ${kvScales}`);
+      }
+    }
+  },
+  // 160 tokens of 2 x 16 bytes per window.
+  { decoder: { maxBindingBytes: 160 * 32 } },
 );

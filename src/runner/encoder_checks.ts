@@ -45,7 +45,15 @@ export function encodeStorage(
   } else if (!isBuffer(k) || !isBuffer(v)) {
     throw new TypeError("encode needs a layer (plans of a cache) or k and v GPUBuffers");
   }
-  if (KV_DTYPE_INFO[plan.problem.kvDtype].scaled && !isBuffer(scales)) {
+  const scaled = KV_DTYPE_INFO[plan.problem.kvDtype].scaled;
+  // Paged 8-bit kernels bind nine storage buffers (the scale table beside the page list).
+  const most = device.limits?.maxStorageBuffersPerShaderStage;
+  if (scaled && typeof most === "number" && most < 9) {
+    throw new RangeError(
+      `kvDtype "${plan.problem.kvDtype}" paged attention needs 9 storage buffers per shader stage: the device allows ${most}`,
+    );
+  }
+  if (scaled && !isBuffer(scales)) {
     throw new TypeError(
       `kvScales must be a GPUBuffer for kvDtype "${plan.problem.kvDtype}" (the scale table read with k and v): got ${typeof scales}`,
     );

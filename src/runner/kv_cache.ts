@@ -1,9 +1,10 @@
 /**
  * A resident, paged KV cache for LLM runners. A page holds `pageSize` consecutive token rows of
  * every KV head of one layer (row layout `[kvHead][dim]`, the dense layout, f16/bf16 packed two
- * per `u32`); each layer has one K and one V buffer of `numPages` pages. Page numbers come from
- * one {@linkcode PagePool} and mean the same rows in every layer, so one page table per sequence
- * serves all layers, and one plan per step serves all layers.
+ * per `u32`, 8-bit codes four per `u32`); each layer has one K and one V buffer of `numPages`
+ * pages, and 8-bit caches a scale table beside them (K's and V's scale per row and KV head).
+ * Page numbers come from one {@linkcode PagePool} and mean the same rows in every layer, so one
+ * page table per sequence serves all layers, and one plan per step serves all layers.
  *
  * Sequences grow with {@linkcode KVCache.extend} (rows for new tokens in every layer), then the
  * rows are filled from host arrays ({@linkcode KVCache.write}, {@linkcode KVCache.append}) or
