@@ -29,6 +29,7 @@ import type {
   KVCacheOptions,
   KVCacheStats,
   LayerRows,
+  StoredRows,
 } from "./kv_cache_types.ts";
 import { isCommandEncoder, isComputePass } from "./checks.ts";
 import { AppendPath } from "./kv_append.ts";
@@ -47,7 +48,6 @@ import type { PageTableSource } from "./page_table_source.ts";
 
 import { DeviceGuard } from "../gpu/device_guard.ts";
 import type { KVArray, KVDtype } from "../core/problem.ts";
-import type { StoredRows } from "./kv_storage.ts";
 
 /** Field names of `write`'s rows in error messages. */
 const ROW_NAMES = { k: "k", v: "v", kScale: "kScale", vScale: "vScale" } as const;

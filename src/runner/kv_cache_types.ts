@@ -254,3 +254,28 @@ export interface KVCacheStats {
   /** Upload regions of `encodeAppend` (one per `extend` in flight; the ring grows to cover them). */
   readonly appendRegions: number;
 }
+
+/**
+ * A sequence's rows of one layer read back by {@linkcode KVCache.read}: K and V in the storage
+ * dtype (`Float32Array`, `Uint16Array` bits, 8-bit codes) and, for 8-bit caches, their scales.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type StoredRows } from "@lean/attention/runner";
+ * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, numPages: 2, kvDtype: "int8" });
+ * const seq = cache.addSequence();
+ * cache.append(seq, { k: [new Float32Array(8).fill(1)], v: [new Float32Array(8)], kScale: [0.5] });
+ * const rows: StoredRows = await cache.read(0, seq);
+ * console.log(rows.k[0], rows.kScale); // 2 Float32Array(1) [ 0.5 ]
+ * ```
+ */
+export interface StoredRows {
+  /** Keys, `[token][kvHead][dim]`. */
+  k: KVArray;
+  /** Values, like `k`. */
+  v: KVArray;
+  /** 8-bit caches: K's scale per (token, KV head). */
+  kScale?: Float32Array;
+  /** 8-bit caches: V's scale per (token, KV head). */
+  vScale?: Float32Array;
+}

@@ -9,6 +9,7 @@
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVArray, KVDtype } from "../core/problem.ts";
+import type { StoredRows } from "./kv_cache_types.ts";
 import type { DeviceGuard } from "../gpu/device_guard.ts";
 import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
 
@@ -24,16 +25,6 @@ export interface KVStorageShape {
   readonly rowBytes: number;
   /** KV heads of a row (8-bit dtypes keep one K and one V scale per row and KV head). */
   readonly numKVHeads: number;
-}
-
-/** Rows read back: K and V in the storage dtype and, for 8-bit dtypes, their scales. */
-export interface StoredRows {
-  k: KVArray;
-  v: KVArray;
-  /** 8-bit dtypes: K's scale per (token, KV head). */
-  kScale?: Float32Array;
-  /** 8-bit dtypes: V's scale per (token, KV head). */
-  vScale?: Float32Array;
 }
 
 /** Splits a `[token][kvHead][2]` scale table into K's and V's `[token][kvHead]` scales. */
