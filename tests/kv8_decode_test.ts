@@ -213,3 +213,34 @@ backendTest(
   // 160 tokens of 2 x 16 bytes per window.
   { decoder: { maxBindingBytes: 160 * 32 } },
 );
+
+backendTest(
+  "FP8 NaN codes make the rows that read them NaN, as in the reference",
+  async (decoder) => {
+    for (const kvDtype of ["fp8e4m3", "fp8e5m2"] as const) {
+      const k = encodeKV(new Float32Array(40 * 2 * 16).fill(0.25), kvDtype) as Uint8Array;
+      k[5 * 32 + 3] = kvDtype === "fp8e4m3" ? 0x7f : 0xfe; // token 5, KV head 0
+      const input: DecodeInput = {
+        q: new Float32Array(4 * 16).fill(0.1),
+        k,
+        v: encodeKV(new Float32Array(40 * 2 * 16).fill(0.5), kvDtype),
+        kScale: 2,
+        vScale: 0.5,
+        seqLens: [40],
+        numHeads: 4,
+        numKVHeads: 2,
+        headDim: 16,
+        kvDtype,
+      };
+      const { out, lse } = await decoder.decode(input);
+      // Query heads 0 and 1 read KV head 0: NaN; heads 2 and 3: 0.5 x 0.5.
+      for (let h = 0; h < 4; h++) {
+        for (let d = 0; d < 16; d++) {
+          const x = out[h * 16 + d];
+          assert.ok(h < 2 ? Number.isNaN(x) : x === 0.25, `${kvDtype} head ${h}: ${x}`);
+        }
+        assert.equal(Number.isNaN(lse[h]), h < 2, `${kvDtype} lse ${h}`);
+      }
+    }
+  },
+);
