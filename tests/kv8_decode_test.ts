@@ -6,7 +6,13 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type DecodeInput, encodeKV, type KVDtype, STRATEGIES } from "../mod.ts";
+import {
+  type DecodeInput,
+  encodeKV,
+  type KVDtype,
+  referenceAttention,
+  STRATEGIES,
+} from "../mod.ts";
 import { backendTest, propertyParams } from "./backends.ts";
 import { assertMatchesReference, type CaseSpec, describeSpec, makeInput } from "./helpers.ts";
 import { KV8_FAMILIES } from "./kernel_set.ts";
@@ -233,6 +239,10 @@ backendTest(
         kvDtype,
       };
       const { out, lse } = await decoder.decode(input);
+      const ref = referenceAttention(input);
+      for (let i = 0; i < out.length; i++) {
+        assert.equal(Number.isNaN(out[i]), Number.isNaN(ref.out[i]), `${kvDtype} out[${i}]`);
+      }
       // Query heads 0 and 1 read KV head 0: NaN; heads 2 and 3: 0.5 x 0.5.
       for (let h = 0; h < 4; h++) {
         for (let d = 0; d < 16; d++) {
