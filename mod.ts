@@ -55,6 +55,8 @@ export type {
 } from "./src/decoder_types.ts";
 export type { DecoderProgress, ProgressListener, ProgressStage } from "./src/core/progress.ts";
 export { decodeKV, encodeKV } from "./src/core/dtypes.ts";
+export type { KVCodecOptions } from "./src/core/dtypes.ts";
+export type { KVScale } from "./src/core/kv8.ts";
 export { fromF16BitsPortable, toBf16Bits, toF16Bits, toF16BitsPortable } from "./src/core/half.ts";
 export type { KVWindow } from "./src/plan/windows.ts";
 export { createPlan, describePlan } from "./src/plan/plan.ts";
@@ -67,6 +69,7 @@ export type {
   DecodeInput,
   DecodeOutput,
   DecodeShape,
+  KVArray,
   KVDtype,
   Problem,
   Strategy,

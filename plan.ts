@@ -57,10 +57,12 @@ export type {
   DecodeInput,
   DecodeOutput,
   DecodeShape,
+  KVArray,
   KVDtype,
   Problem,
   Strategy,
 } from "./src/core/problem.ts";
+export type { KVScale } from "./src/core/kv8.ts";
 export { mergePartialRow, slotFloats } from "./src/core/reducer.ts";
 export type { AttentionState } from "./src/core/reducer.ts";
 export {

@@ -31,6 +31,7 @@ export type {
   KVCacheOptions,
   KVCacheStats,
   LayerRows,
+  StoredRows,
 } from "./src/runner/kv_cache_types.ts";
 export { createPagedPlan, planForCache } from "./src/runner/paged_plan.ts";
 export { executePagedPlanOnCpu } from "./src/runner/paged_cpu.ts";
@@ -57,7 +58,15 @@ export type {
   EncodeAttentionOptions,
 } from "./src/runner/encoder_types.ts";
 // Types the runner's signatures use, also exported by the main and plan entries.
-export type { DecodeOutput, DecodeShape, KVDtype, Problem, Strategy } from "./src/core/problem.ts";
+export type {
+  DecodeOutput,
+  DecodeShape,
+  KVArray,
+  KVDtype,
+  Problem,
+  Strategy,
+} from "./src/core/problem.ts";
+export type { KVScale } from "./src/core/kv8.ts";
 export type { Variant, VariantOptions } from "./src/core/variant_options.ts";
 export type { Plan, PlanOptions } from "./src/plan/plan.ts";
 export type { DenseKV, KVAddressing, PageLayout } from "./src/plan/kv_addressing.ts";

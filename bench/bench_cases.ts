@@ -4,6 +4,8 @@
  * `bench/anchors/torch_sdpa.py` reproduces exactly).
  */
 
+import type { KVDtype } from "../mod.ts";
+
 /** One benchmark case. */
 export interface BenchCase {
   name: string;
@@ -13,6 +15,10 @@ export interface BenchCase {
   numKVHeads: number;
   headDim: number;
   qLen: number;
+  /** KV dtype (default `"f16"`). */
+  kvDtype: KVDtype;
+  /** 8-bit dtypes: one scale per tensor (default) or per (token, KV head). */
+  kvScales?: "tensor" | "token";
 }
 
 function lognormal(n: number, median: number, sigma: number, seed: number): number[] {
@@ -43,9 +49,12 @@ export async function loadCases(
   path = new URL("./cases.json", import.meta.url),
 ): Promise<BenchCase[]> {
   const file = JSON.parse(await Deno.readTextFile(path));
-  return file.cases.map((c: BenchCase & { seqLens: number[] | string; qLen?: number }) => ({
+  return file.cases.map((
+    c: BenchCase & { seqLens: number[] | string; qLen?: number; kvDtype?: KVDtype },
+  ) => ({
     ...c,
     seqLens: expand(c.seqLens),
     qLen: c.qLen ?? 1,
+    kvDtype: c.kvDtype ?? "f16",
   }));
 }

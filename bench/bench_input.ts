@@ -25,12 +25,52 @@ export function randomHalves(n: number, seed: number): Uint16Array {
   return out;
 }
 
-/** The decode input of a benchmark case (f16 KV). */
+/**
+ * `n` random 8-bit codes of small magnitude (no FP8 NaN or infinity), drawn like
+ * {@linkcode randomHalves}.
+ */
+function randomBytes(n: number, seed: number, signed: boolean): Int8Array | Uint8Array {
+  const out = signed ? new Int8Array(n) : new Uint8Array(n);
+  const drawn = Math.min(n, 1 << 20);
+  let s = seed * 2654435761 || 1;
+  for (let i = 0; i < drawn; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = signed ? ((s & 0x7f) - 64) : (s & 0xbf) | 0x20; // |x| < 2 in both FP8 formats
+  }
+  for (let have = drawn; have < n; have *= 2) out.copyWithin(have, 0, Math.min(have, n - have));
+  return out;
+}
+
+/** The decode input of a benchmark case (its KV dtype, f16 by default). */
 export function makeBenchInput(c: BenchCase): DecodeInput {
   const tokens = c.seqLens.reduce((a, b) => a + b, 0);
   const kv = tokens * c.numKVHeads * c.headDim;
   const q = new Float32Array(c.seqLens.length * c.qLen * c.numHeads * c.headDim);
   for (let i = 0; i < q.length; i++) q[i] = Math.sin(i * 12.9898) * 0.5;
+  const dtype = c.kvDtype ?? "f16";
+  if (dtype === "int8" || dtype === "fp8e4m3" || dtype === "fp8e5m2") {
+    const signed = dtype === "int8";
+    const unit = signed ? 1 / 64 : 1;
+    const scale = (x: number) =>
+      c.kvScales === "token"
+        ? Float32Array.from({ length: tokens * c.numKVHeads }, (_, i) => x * (1 + (i % 7) / 8))
+        : x;
+    return {
+      q,
+      k: randomBytes(kv, 1, signed),
+      v: randomBytes(kv, 2, signed),
+      kScale: scale(unit),
+      vScale: scale(unit / 2),
+      seqLens: c.seqLens,
+      numHeads: c.numHeads,
+      numKVHeads: c.numKVHeads,
+      headDim: c.headDim,
+      qLen: c.qLen,
+      kvDtype: dtype,
+    };
+  }
   return {
     q,
     k: randomHalves(kv, 1),

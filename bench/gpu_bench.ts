@@ -38,6 +38,7 @@ import { loadDawn } from "../dawn.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median } from "../src/gpu/gpu_timing.ts";
 import { type BenchCase, loadCases } from "./bench_cases.ts";
+import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import { makeBenchInput } from "./bench_input.ts";
 import { type Ceilings, decodeFlops, measureCeilings, roofline } from "./gpu_ceilings.ts";
 import { timePaged } from "./paged_timing.ts";
@@ -88,7 +89,11 @@ function describe(
   extra: Row,
   ceilings: Ceilings,
 ): Row {
-  const kvBytes = 2 * c.seqLens.reduce((a, b) => a + b, 0) * c.numKVHeads * c.headDim * 2;
+  // K and V bytes read (8-bit dtypes: 1 byte per element, plus 8 bytes of scales per token and
+  // KV head with per-token scales).
+  const tokens = c.seqLens.reduce((a, b) => a + b, 0);
+  const kvBytes = 2 * tokens * c.numKVHeads * c.headDim * KV_DTYPE_INFO[c.kvDtype].bytes +
+    (c.kvScales === "token" ? 8 * tokens * c.numKVHeads : 0);
   const flops = decodeFlops(c);
   const sorted = [...samplesMs].sort((a, b) => a - b);
   const medianMs = median(sorted);
@@ -159,6 +164,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
     const checked = args.has("check") ? await check(decoder, c) : undefined;
     const input = makeBenchInput(c);
     const kvBytes = 2 * input.k.byteLength;
+    if (c.kvDtype !== "f16") console.log(`${c.name}: kvDtype ${c.kvDtype} ${c.kvScales ?? ""}`);
     const kvSets = kvBytes < ROTATE_BELOW ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
     for (const strategy of strategies) {
       const plan = decoder.plan(input, { strategy });

@@ -25,6 +25,8 @@ interface Case {
   headDim: number;
   qLen?: number;
   kvDtype: KVDtype;
+  /** 8-bit dtypes: random scales per (token, KV head) instead of one per tensor. */
+  perTokenScales?: boolean;
 }
 
 const args = new Map(Deno.args.map((a) => a.replace(/^--/, "").split("=") as [string, string]));
@@ -100,6 +102,33 @@ const CASES: Case[] = [
     qLen: 3,
     kvDtype: "bf16",
   },
+  // 8-bit KV: per-tensor scales (int8), per-(token, KV head) scales (fp8e4m3), 8-byte loads (d40).
+  {
+    name: "gqa32/8 128k int8",
+    seqLens: [131072],
+    numHeads: 32,
+    numKVHeads: 8,
+    headDim: 128,
+    kvDtype: "int8",
+  },
+  {
+    name: "ragged e4m3 per-token",
+    seqLens: [1, 5000, 70000, 77],
+    numHeads: 8,
+    numKVHeads: 2,
+    headDim: 128,
+    kvDtype: "fp8e4m3",
+    perTokenScales: true,
+  },
+  {
+    name: "d40 e5m2 qLen2",
+    seqLens: [9000, 33],
+    numHeads: 6,
+    numKVHeads: 3,
+    headDim: 40,
+    qLen: 2,
+    kvDtype: "fp8e5m2",
+  },
 ];
 
 let seed = 12345;
@@ -117,10 +146,18 @@ function makeInput(c: Case): DecodeInput {
     for (let i = 0; i < n; i++) a[i] = random() * amp;
     return a;
   };
+  // 8-bit dtypes: codes of about 6 bits (scale 2^-5 for values in [-1, 1)).
+  const eightBit = c.kvDtype === "int8" || c.kvDtype === "fp8e4m3" || c.kvDtype === "fp8e5m2";
+  const scale = () =>
+    c.perTokenScales
+      ? Float32Array.from({ length: tokens * c.numKVHeads }, () => 2 ** -5 * (1 + random()))
+      : 2 ** -5;
+  const scales = eightBit ? { kScale: scale(), vScale: scale() } : {};
   return {
     q: fill(c.seqLens.length * qLen * c.numHeads * c.headDim, 4),
-    k: encodeKV(fill(kv, 2), c.kvDtype),
-    v: encodeKV(fill(kv, 2), c.kvDtype),
+    k: encodeKV(fill(kv, 2), c.kvDtype, eightBit ? { scale: scales.kScale } : undefined),
+    v: encodeKV(fill(kv, 2), c.kvDtype, eightBit ? { scale: scales.vScale } : undefined),
+    ...scales,
     seqLens: c.seqLens,
     numHeads: c.numHeads,
     numKVHeads: c.numKVHeads,

@@ -38,7 +38,7 @@ export async function timePaged(
   input: DecodeInput,
   options: PagedTimingOptions,
 ): Promise<PagedResult> {
-  const rowBytes = c.numKVHeads * c.headDim * 2;
+  const rowBytes = c.numKVHeads * c.headDim * (input.k as Uint8Array).BYTES_PER_ELEMENT;
   const pages = c.seqLens.reduce((sum, n) => sum + Math.ceil(n / PAGE_SIZE), 0);
   const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
   if (pages * PAGE_SIZE * rowBytes > limit) {
@@ -49,7 +49,7 @@ export async function timePaged(
     numLayers: options.kvSets,
     numKVHeads: c.numKVHeads,
     headDim: c.headDim,
-    kvDtype: "f16",
+    kvDtype: c.kvDtype ?? "f16",
     pageSize: PAGE_SIZE,
     numPages: pages,
   });
@@ -70,11 +70,19 @@ export async function timePaged(
     }
     const k = input.k as Uint16Array;
     const v = input.v as Uint16Array;
+    const size = k.BYTES_PER_ELEMENT;
     for (let layer = 0; layer < options.kvSets; layer++) {
       const b = cache.layerBuffers(layer);
-      const n = Math.min(k.length, b.k.size / 2);
-      device.queue.writeBuffer(b.k, 0, k.buffer as ArrayBuffer, k.byteOffset, 2 * n);
-      device.queue.writeBuffer(b.v, 0, v.buffer as ArrayBuffer, v.byteOffset, 2 * n);
+      const n = Math.min(k.length, b.k.size / size);
+      device.queue.writeBuffer(b.k, 0, k.buffer as ArrayBuffer, k.byteOffset, size * n);
+      device.queue.writeBuffer(b.v, 0, v.buffer as ArrayBuffer, v.byteOffset, size * n);
+      if (b.scales) {
+        // 8-bit: every row's scales (the bench's per-tensor scales, or the first token's).
+        const pair = [input.kScale, input.vScale].map((s) => typeof s === "number" ? s : s![0]);
+        const table = new Float32Array(b.scales.size / 4);
+        for (let i = 0; i < table.length; i += 2) table.set(pair, i);
+        device.queue.writeBuffer(b.scales, 0, table);
+      }
     }
     const make = (bytes: number) => {
       const b = device.createBuffer({

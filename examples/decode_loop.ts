@@ -16,7 +16,7 @@
  * @module
  */
 
-import type { KVDtype } from "../mod.ts";
+import type { KVArray, KVDtype } from "../mod.ts";
 import {
   type AppendSlots,
   createAttentionEncoder,
@@ -130,8 +130,8 @@ export interface Inspection {
   q: Float32Array;
   out: Float32Array;
   seqLens: number[];
-  k: (Float32Array | Uint16Array)[];
-  v: (Float32Array | Uint16Array)[];
+  k: KVArray[];
+  v: KVArray[];
 }
 
 /** What a run produced and how fast. */

@@ -1,8 +1,8 @@
 /** Types of `demo_input.js` for the TypeScript tests that import it. */
 
-import type { DecodeInput, KVDtype } from "../mod.ts";
+import type { DecodeInput, KVArray, KVDtype } from "../mod.ts";
 
 /** Builds the examples' batch; `encodeKV` comes from the library. */
 export function demoInput(
-  encodeKV: (values: Float32Array, dtype: KVDtype) => Float32Array | Uint16Array,
+  encodeKV: (values: Float32Array, dtype: KVDtype) => KVArray,
 ): DecodeInput;

@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import fc from "fast-check";
 import {
   APPEND_BINDING,
@@ -103,21 +104,25 @@ Deno.test("kernelParams packs each field at its ABI offset", () => {
       (p) => {
         const words = kernelParams({ ...p, groupSize: 2, rowsPerGroup: 2 * p.qLen });
         const o = PARAMS_RECORD.offsets;
-        const bytes = p.kvDtype === "f32" ? 4 : 2;
+        const bytes = KV_DTYPE_INFO[p.kvDtype].bytes;
+        // 8-bit rows of head dims that are not multiples of 16 are read in 8-byte chunks.
+        const load = (p.headDim * bytes) % 16 === 0 ? 16 : 8;
         assert.equal(words.length, PARAMS_WORDS);
         assert.equal(words[o.numHeads], p.numHeads);
         assert.equal(words[o.qLen], p.qLen);
         assert.equal(words[o.groupSize], 2);
         assert.equal(words[o.rowsPerGroup], 2 * p.qLen);
-        assert.equal(words[o.kvRow], (p.numKVHeads * p.headDim * bytes) / 16);
+        assert.equal(words[o.kvRow], (p.numKVHeads * p.headDim * bytes) / load);
         assert.equal(words[o.pieceBase], p.pieceBase);
         assert.equal(words[o.reduceBase], p.reduceBase);
         assert.equal(words[o.lseBase], 0);
         assert.equal(words[o.count], p.count);
         assert.equal(words[o.pageShift], p.pageShift ?? 0);
         assert.equal(words[o.mergeCount], p.mergeCount ?? p.count);
-        const scale = new Float32Array(words.buffer)[o.scaleLog2];
-        assert.equal(scale, Math.fround(p.scale * Math.LOG2E));
+        const floats = new Float32Array(words.buffer);
+        assert.equal(floats[o.scaleLog2], Math.fround(p.scale * Math.LOG2E));
+        assert.equal(floats[o.kScale], 1);
+        assert.equal(floats[o.vScale], 1);
       },
     ),
     fcParams(200),
@@ -144,13 +149,13 @@ Deno.test("every kernel declares exactly the bindings of its explicit layout", (
     }
     assert.deepStrictEqual(
       declared(appendKernelWGSL(kvDtype)),
-      new Map(appendLayoutEntries().map((e) => [e.binding, e.type])),
+      new Map(appendLayoutEntries(KV_DTYPE_INFO[kvDtype].scaled).map((e) => [e.binding, e.type])),
     );
   }
   for (const e of kernelLayoutEntries({ paged: true })) {
     assert.equal(BINDING[e.name], e.binding);
   }
-  for (const e of appendLayoutEntries()) assert.equal(APPEND_BINDING[e.name], e.binding);
+  for (const e of appendLayoutEntries(true)) assert.equal(APPEND_BINDING[e.name], e.binding);
 });
 
 Deno.test("the kernels read every record field through its named offset", () => {

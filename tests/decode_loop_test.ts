@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { makePrompts, openDevice, runDecodeLoop, SMALL_MODEL } from "../examples/decode_loop.ts";
-import { referenceAttention } from "../mod.ts";
+import { type KVArray, referenceAttention } from "../mod.ts";
 import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 import { assertNoPoison, OUT_TOLERANCE, relativeL2Error } from "./helpers.ts";
 import { EXHAUSTIVE_ENV, softwareSkip } from "./kernel_set.ts";
@@ -58,7 +58,7 @@ async function decodeLoopCase(device: GPUDevice): Promise<void> {
   assert.ok(new Set(first.tokens.flat()).size > 1, "tokens are not all the same");
   const ins = first.inspection!;
   assert.deepStrictEqual(ins.seqLens, prompts.map(() => 13), "step 12 holds 13 tokens each");
-  const cat = (parts: (Float32Array | Uint16Array)[]) => {
+  const cat = (parts: KVArray[]) => {
     const all = new Uint16Array(parts.reduce((n, p) => n + p.length, 0));
     let o = 0;
     for (const p of parts) {

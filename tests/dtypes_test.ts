@@ -30,14 +30,17 @@ Deno.test("one table entry per KV dtype, each self-consistent", () => {
     assert.ok(unpack.includes(`array<vec4<f32>, ${d.elementsPerLoad / 4}>`));
     const append = appendKernelWGSL(dtype);
     assert.ok(append.includes(`var<storage, read_write> dst_k: array<${d.wgslWord}>`));
-    assert.equal(append.includes("fn half_bits"), d.packed);
+    assert.equal(append.includes(d.bytes === 1 ? "fn byte_bits" : "fn half_bits"), d.packed);
+    assert.equal(d.scaled, d.bytes === 1, `${dtype}: 8-bit dtypes carry scales`);
+    assert.equal(d.wgslUnpack8 !== "", d.bytes === 1, `${dtype}: 8-byte loads iff 8-bit`);
+    if (d.wgslUnpack8) assert.match(kvLoadWGSL(dtype, 24), /fn unpack_kv\(w: vec2<u32>\)/);
   }
 });
 
 Deno.test("encode then decode through the table is the dtype's rounding, and exact when representable", () => {
   fc.assert(
     fc.property(
-      fc.constantFrom(...KV_DTYPES),
+      fc.constantFrom(...KV_DTYPES.filter((d) => !KV_DTYPE_INFO[d].scaled)),
       fc.array(fc.integer({ min: -2048, max: 2048 }), { minLength: 1, maxLength: 64 }),
       (dtype, ints) => {
         // Small integers are exact in every dtype here (bf16 keeps 8 significant bits).

@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import {
   type DecodeInput,
   type DecodeOutput,
@@ -66,6 +67,11 @@ export interface CaseSpec {
   seed: number;
   /** Amplitude of the queries (larger: peakier softmax). Default 1. */
   qAmplitude?: number;
+  /**
+   * 8-bit kvDtypes: one scale per tensor (default) or random scales per (token, KV head). The
+   * codes use about 6 bits of the format's range either way.
+   */
+  kvScales?: "tensor" | "token";
 }
 
 /**
@@ -84,10 +90,19 @@ export function makeInput(spec: CaseSpec): DecodeInput {
   const offsets = randomFloats(rng, numKVHeads * headDim);
   const v = randomFloats(rng, tokens * numKVHeads * headDim);
   for (let i = 0; i < v.length; i++) v[i] += offsets[i % offsets.length];
+  const scales = KV_DTYPE_INFO[kvDtype].scaled
+    ? (spec.kvScales === "token"
+      ? {
+        kScale: Float32Array.from({ length: tokens * numKVHeads }, () => 2 ** -6 * (0.5 + rng())),
+        vScale: Float32Array.from({ length: tokens * numKVHeads }, () => 2 ** -5 * (0.5 + rng())),
+      }
+      : { kScale: 2 ** -6, vScale: 2 ** -5 })
+    : {};
   const input: DecodeInput = {
     q,
-    k: encodeKV(k, kvDtype),
-    v: encodeKV(v, kvDtype),
+    k: encodeKV(k, kvDtype, scales.kScale ? { scale: scales.kScale } : undefined),
+    v: encodeKV(v, kvDtype, scales.vScale ? { scale: scales.vScale } : undefined),
+    ...scales,
     seqLens: spec.seqLens.slice(),
     numHeads,
     numKVHeads,

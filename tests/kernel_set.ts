@@ -77,6 +77,18 @@ export const SMALL_GQA: KernelFamily = {
   kvDtype: "f32",
 };
 
+/**
+ * The 8-bit KV formats: SMALL_GQA (d16, one 16-byte load per head row) in each of int8,
+ * fp8e4m3 and fp8e5m2, each with per-tensor and per-token scales (the scale mode is part of the
+ * pipeline, not of the class); and int8 at d8, whose 8-byte head rows are read in 8-byte loads.
+ */
+export const KV8_FAMILIES: readonly KernelFamily[] = [
+  { ...SMALL_GQA, kvDtype: "int8" },
+  { ...SMALL_GQA, kvDtype: "fp8e4m3" },
+  { ...SMALL_GQA, kvDtype: "fp8e5m2" },
+  { ...F16_D8, kvDtype: "int8" },
+];
+
 /** F32_GQA with qLen 2: 8 rows per block, the most a block holds (causal rows in GQA). */
 export const F32_GQA_Q2: KernelFamily = { ...F32_GQA, qLen: 2 };
 
@@ -155,6 +167,7 @@ function familyKey(
 export const KERNEL_SET: ReadonlySet<string> = new Set([
   ...KERNEL_FAMILIES.map((f) => familyKey(f)),
   ...(["f32", "f16", "bf16"] as const).map((kvDtype) => familyKey({ ...SMALL_GQA, kvDtype })),
+  ...KV8_FAMILIES.map((f) => familyKey(f)),
   ...KERNEL_GEOMETRIES.map((g) => familyKey(F32_GQA, g)),
   // The workgroup-memory reduction, at 1 row (16 lanes) and 4 rows (caller devices without
   // the subgroups feature).

@@ -12,6 +12,7 @@ import {
   type DecodeOutput,
   DeviceLostError,
   GPUAllocationError,
+  type KVArray,
   type Plan,
   referenceAttention,
   STRATEGIES,
@@ -76,11 +77,11 @@ async function checkBatchInvariance(
     for (const [i, others] of [[40], [3000, 7], [1, 1, 900, 5000]].entries()) {
       // The target sits after the others; its q, k and v are the same data.
       const pad = makeInput({ ...family, seqLens: others, seed: 40 + i });
-      const kv = (a: Float32Array | Uint16Array, b: Float32Array | Uint16Array) => {
+      const kv = (a: KVArray, b: KVArray) => {
         const joined = new (a.constructor as Float32ArrayConstructor)(a.length + b.length);
         joined.set(a);
         joined.set(b, a.length);
-        return joined as Float32Array | Uint16Array;
+        return joined as KVArray;
       };
       const batch: DecodeInput = {
         ...target,

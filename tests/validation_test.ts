@@ -228,7 +228,8 @@ const CASES: Case[] = [
     name: "an unknown kvDtype",
     change: { kvDtype: "f64" },
     error: RangeError,
-    message: /^kvDtype must be one of "f32", "f16", "bf16": got "f64"$/,
+    message:
+      /^kvDtype must be one of "f32", "f16", "bf16", "int8", "fp8e4m3", "fp8e5m2": got "f64"$/,
   },
   {
     name: "an upper-case kvDtype",

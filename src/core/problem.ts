@@ -7,9 +7,12 @@
 
 import { KV_DTYPE_INFO } from "./dtypes.ts";
 import { validateVariant, type Variant, type VariantOptions } from "./variant_options.ts";
+import { checkKVScale, type KVScale } from "./kv8.ts";
 
 /**
- * Storage type of K and V. `f16` and `bf16` are passed as `Uint16Array` bit patterns.
+ * Storage type of K and V. `f16` and `bf16` are passed as `Uint16Array` bit patterns; the 8-bit
+ * formats as codes with a scale (`kScale` / `vScale`): `int8` (symmetric) as `Int8Array`, the
+ * OCP FP8 formats `fp8e4m3` and `fp8e5m2` as `Uint8Array`.
  *
  * @example
  * ```ts
@@ -18,7 +21,20 @@ import { validateVariant, type Variant, type VariantOptions } from "./variant_op
  * console.log(encodeKV(new Float32Array([1]), dtype)); // Uint16Array [16256]
  * ```
  */
-export type KVDtype = "f32" | "f16" | "bf16";
+export type KVDtype = "f32" | "f16" | "bf16" | "int8" | "fp8e4m3" | "fp8e5m2";
+
+/**
+ * K or V data in its dtype's host array: `Float32Array` (f32), `Uint16Array` bit patterns
+ * (f16, bf16), `Int8Array` (int8) or `Uint8Array` codes (fp8e4m3, fp8e5m2).
+ *
+ * @example
+ * ```ts
+ * import { encodeKV, type KVArray } from "@lean/attention";
+ * const k: KVArray = encodeKV(new Float32Array([0.5]), "fp8e4m3");
+ * console.log(k); // Uint8Array [ 48 ]
+ * ```
+ */
+export type KVArray = Float32Array | Uint16Array | Int8Array | Uint8Array;
 
 /**
  * How the work is partitioned over workgroups.
@@ -37,10 +53,10 @@ export type Strategy = "lean" | "split" | "single";
  * @example
  * ```ts
  * import { KV_DTYPES } from "@lean/attention";
- * console.log(KV_DTYPES); // [ "f32", "f16", "bf16" ]
+ * console.log(KV_DTYPES); // [ "f32", "f16", "bf16", "int8", "fp8e4m3", "fp8e5m2" ]
  * ```
  */
-export const KV_DTYPES: readonly KVDtype[] = ["f32", "f16", "bf16"];
+export const KV_DTYPES: readonly KVDtype[] = ["f32", "f16", "bf16", "int8", "fp8e4m3", "fp8e5m2"];
 /**
  * The partition strategies this library accepts.
  *
@@ -112,9 +128,16 @@ export interface DecodeInput extends DecodeShape {
   /** Queries, layout `[seq][qpos][head][dim]`. */
   q: Float32Array;
   /** Keys, layout `[token][kvHead][dim]`, the sequences' tokens concatenated in order. */
-  k: Float32Array | Uint16Array;
+  k: KVArray;
   /** Values, same layout and dtype as `k`. */
-  v: Float32Array | Uint16Array;
+  v: KVArray;
+  /**
+   * 8-bit kvDtypes: the scale of `k` (key = stored value x scale), a finite number > 0 for the
+   * whole tensor (default 1) or a `Float32Array` with one per (token, KV head), `[token][kvHead]`.
+   */
+  kScale?: KVScale;
+  /** 8-bit kvDtypes: the scale of `v`, like `kScale`. */
+  vScale?: KVScale;
   /** Softmax scale (default `1 / sqrt(headDim)`). */
   scale?: number;
   /** Partition strategy (default `"lean"`). */
@@ -306,7 +329,11 @@ export function validateShape(shape: DecodeShape): Problem {
 function checkArray(
   name: string,
   value: unknown,
-  ctor: typeof Float32Array | typeof Uint16Array,
+  ctor:
+    | typeof Float32Array
+    | typeof Uint16Array
+    | typeof Int8Array
+    | typeof Uint8Array,
   expected: number,
   what: string,
 ): void {
@@ -338,9 +365,23 @@ export function validateInput(input: DecodeInput): Problem {
   const kvElems = p.totalTokens * p.numKVHeads * p.headDim;
   const dtype = KV_DTYPE_INFO[p.kvDtype];
   const ctor = dtype.HostArray;
-  const note = !dtype.packed ? ' (kvDtype "f32")' : ` of bit patterns (kvDtype "${p.kvDtype}")`;
+  const note = !dtype.packed
+    ? ' (kvDtype "f32")'
+    : ` of ${dtype.scaled ? "codes" : "bit patterns"} (kvDtype "${p.kvDtype}")`;
   checkArray("k", input.k, ctor, kvElems, note);
   checkArray("v", input.v, ctor, kvElems, note);
+  for (const name of ["kScale", "vScale"] as const) {
+    const value = input[name];
+    if (value === undefined) continue;
+    if (!dtype.scaled) {
+      throw new RangeError(
+        `${name} applies to the 8-bit kvDtypes only: got ${
+          describe(value)
+        } for kvDtype "${p.kvDtype}"`,
+      );
+    }
+    checkKVScale(name, value, p.totalTokens * p.numKVHeads, kvElems);
+  }
   if (input.scale !== undefined) {
     if (typeof input.scale !== "number") {
       throw new TypeError(`scale must be a number: got ${describe(input.scale)}`);

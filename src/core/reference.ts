@@ -6,7 +6,7 @@
  */
 
 import { rowHooks } from "./variant.ts";
-import { decodeKV } from "./dtypes.ts";
+import { decodeInputKV } from "./dtypes.ts";
 import { type DecodeInput, resolveScale, validateInput } from "./problem.ts";
 
 /**
@@ -45,8 +45,7 @@ export interface ReferenceOutput {
 export function referenceAttention(input: DecodeInput): ReferenceOutput {
   const p = validateInput(input);
   const scale = resolveScale(input);
-  const k = decodeKV(input.k, p.kvDtype);
-  const v = decodeKV(input.v, p.kvDtype);
+  const { k, v } = decodeInputKV(input, p.kvDtype);
   const { headDim: D, numHeads: H, numKVHeads: KH, qLen, groupSize } = p;
   const out = new Float64Array(input.q.length);
   const lse = new Float64Array(p.numSeqs * qLen * H);

@@ -8,7 +8,7 @@
 
 import { rowHooks } from "../core/variant.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
-import { decodeKV } from "../core/dtypes.ts";
+import { decodeInputKV } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
 import { pagedElement, type PagedKV } from "../plan/kv_addressing.ts";
 import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
@@ -56,8 +56,7 @@ function rowIndex(
  * ```
  */
 export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number): DecodeOutput {
-  const k = decodeKV(input.k, plan.problem.kvDtype);
-  const v = decodeKV(input.v, plan.problem.kvDtype);
+  const { k, v } = decodeInputKV(input, plan.problem.kvDtype);
   return runSchedule(plan, input.q, k, v, scale);
 }
 

@@ -167,6 +167,7 @@ export function writeProgramTables(
   plan: Plan,
   layout: ProgramLayout,
   scale: number,
+  tensorScales?: { readonly kScale: number; readonly vScale: number },
 ): number {
   const { problem: p, schedule: s, kv } = plan;
   const paged = kv.kind === "paged";
@@ -182,6 +183,7 @@ export function writeProgramTables(
         mergeCount: layout.merges,
         scale,
         pageShift: paged ? kv.pageShift : 0,
+        ...tensorScales,
       }),
       sec.paramsOffset / 4,
     );
@@ -240,6 +242,8 @@ export interface ProgramBuffers {
   readonly out: GPUBufferBinding;
   readonly lse: GPUBufferBinding;
   readonly partials: GPUBufferBinding;
+  /** The per-token scale table of 8-bit K and V (kernels with per-token scales). */
+  readonly kvScales?: GPUBufferBinding;
 }
 
 /** The bind group of window `window`'s dispatches, the tables in `region` at `offset`. */

@@ -12,6 +12,7 @@ import {
   type KernelSpec,
 } from "../kernels/kernel_spec.ts";
 import type { KernelCaps } from "./gpu_runtime.ts";
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
 import { variantFlags } from "../core/variant_options.ts";
 
@@ -88,8 +89,11 @@ export function kernelSpec(
     lanes,
     // The table's unroll goes with its prefetch choice; without prefetch (asked for by the
     // tuning only) twice as many tokens per step keep as many bytes in flight.
+    // 8-bit rows have half the chunks of the f16 rows the table was tuned on: twice the tokens
+    // per step keep as many bytes in flight per lane.
     unroll: tuning.unroll ??
-      (prefetch || choice.prefetch === false ? choice.unroll : 2 * choice.unroll),
+      (prefetch || choice.prefetch === false ? choice.unroll : 2 * choice.unroll) *
+        (KV_DTYPE_INFO[kvDtype].bytes === 1 ? 2 : 1),
     subgroups: subgroups && lanes > 1 && lanes <= caps.subgroupMinSize,
     paged,
     ...(paged && plan.kv?.kind === "paged" && plan.kv.layout === "HND"

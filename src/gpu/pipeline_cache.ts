@@ -6,6 +6,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { decodeKernelWGSL, type WGSLOptions } from "../kernels/decode_kernel.ts";
 import {
   appendLayoutEntries,
@@ -89,7 +90,12 @@ export class PipelineCache {
    * with the explicit layout of `appendLayoutEntries`, compiled on first use.
    */
   append(kvDtype: KVDtype): { pipeline: GPUComputePipeline; group: GPUBindGroupLayout } {
-    const layout = this.#layout("append", appendLayoutEntries);
+    // 8-bit caches: the append kernel quantises and writes the scale table too.
+    const scaled = KV_DTYPE_INFO[kvDtype].scaled;
+    const layout = this.#layout(
+      scaled ? "append scales" : "append",
+      () => appendLayoutEntries(scaled),
+    );
     const key = `append:${kvDtype}`;
     const pipeline = this.#compile(key, () => appendKernelWGSL(kvDtype), layout.pipeline);
     return { pipeline, group: layout.group };
@@ -104,9 +110,11 @@ export class PipelineCache {
     const paged = spec.paged ?? false;
     // The variants' per-head table (ALiBi slopes, sinks) is bound when the decode kernel reads it.
     const heads = needsHeadTable("decode", spec.variant);
+    // 8-bit K/V with per-token scales bind the scale table.
+    const kvScales = spec.kvScales === "token";
     return this.#layout(
-      `attention${paged ? " paged" : ""}${heads ? " heads" : ""}`,
-      () => kernelLayoutEntries({ paged, heads }),
+      `attention${paged ? " paged" : ""}${heads ? " heads" : ""}${kvScales ? " scales" : ""}`,
+      () => kernelLayoutEntries({ paged, heads, kvScales }),
     );
   }
 

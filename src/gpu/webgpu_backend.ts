@@ -26,7 +26,9 @@ import type { KernelKind, PipelineCache } from "./pipeline_cache.ts";
 import { type AdapterSummary, BufferUsage, type KernelCaps, MAP_READ } from "./gpu_runtime.ts";
 import { timeWarm } from "./gpu_timing.ts";
 import type { Plan } from "../plan/plan.ts";
-import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
+import type { DecodeInput, DecodeOutput, KVArray } from "../core/problem.ts";
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { kvScaleMode, kvScaleTable } from "../core/kv8.ts";
 import { slotFloats } from "../core/reducer.ts";
 import { kernelSpec, type KernelTuning } from "./kernel_choice.ts";
 import {
@@ -111,9 +113,14 @@ export class WebGPUBackend implements Backend {
     };
   }
 
-  /** The kernel spec this backend uses for a plan. */
-  spec(plan: Plan, paged = false): KernelSpec {
-    return kernelSpec(plan, this.#caps, this.#tuning, paged);
+  /**
+   * The kernel spec this backend uses for a plan (with an input: where its 8-bit scales come
+   * from).
+   */
+  spec(plan: Plan, paged = false, input?: DecodeInput): KernelSpec {
+    const spec = kernelSpec(plan, this.#caps, this.#tuning, paged);
+    if (!input || !KV_DTYPE_INFO[plan.problem.kvDtype].scaled) return spec;
+    return { ...spec, kvScales: kvScaleMode(input) };
   }
 
   /** The cached pipeline of a kernel spec, compiled on first use. */
@@ -135,7 +142,7 @@ export class WebGPUBackend implements Backend {
    */
   bind(plan: Plan, input: DecodeInput, scale: number, kvSet = 0): BoundPlan {
     const { problem: p, tiles, schedule: s } = plan;
-    const spec = this.spec(plan);
+    const spec = this.spec(plan, false, input);
     const device = this.#device;
     const limits = device.limits;
     // K/V windows (src/plan/windows.ts): element ranges, each within one binding and one buffer.
@@ -148,7 +155,7 @@ export class WebGPUBackend implements Backend {
           `maxBindingBytes must be at most the device's binding limit (${windowLimit} bytes): got a KV window of ${bytes} bytes`,
         );
       }
-      return { begin: w.tokenBegin * rowElems, end: w.tokenEnd * rowElems };
+      return { begin: w.tokenBegin, end: w.tokenEnd };
     });
     const layout = programLayout(plan, programAlign(limits));
     const outLen = input.q.length;
@@ -157,6 +164,10 @@ export class WebGPUBackend implements Backend {
     const lseOffset = Math.ceil((4 * outLen) / align) * align;
     const lseBytes = 4 * p.numSeqs * p.qLen * p.numHeads;
     const resultBytes = lseOffset + lseBytes;
+    // 8-bit K/V with per-tensor scales: the scales go into the params blocks.
+    const tensorScales = spec.kvScales === "tensor"
+      ? { kScale: input.kScale as number, vScale: input.vScale as number }
+      : undefined;
     const pool = this.#pool;
     const put = (role: string, data: ArrayBufferView, usage = STORAGE_IN) => {
       const buffer = pool.get(role, Math.max(16, data.byteLength), usage);
@@ -167,18 +178,26 @@ export class WebGPUBackend implements Backend {
     const bQ = put("q", input.q);
     // One K and one V buffer per window (`k` and `v` when the cache fits one binding), bound with
     // their data's size (a pooled buffer may be larger than a binding may be).
-    const putKV = (name: string, data: Float32Array | Uint16Array): GPUBufferBinding[] =>
+    const putKV = (name: string, data: KVArray, perToken = rowElems): GPUBufferBinding[] =>
       windows.map(({ begin, end }, i) => {
         const one = windows.length === 1;
-        const view = one ? data : data.subarray(begin, end);
+        const view = one ? data : data.subarray(begin * perToken, end * perToken);
         const buffer = put(one ? `${name}${suffix}` : `${name}${suffix} window ${i}`, view);
         return { buffer, offset: 0, size: Math.max(16, view.byteLength) };
       });
     const bK = putKV("k", input.k);
     const bV = putKV("v", input.v);
+    // Per-token 8-bit scales: one (k, v) pair per row and KV head, windowed like K and V.
+    const bScales = spec.kvScales === "token"
+      ? putKV(
+        "kv scales",
+        kvScaleTable(input.kScale, input.vScale, 0, p.totalTokens * p.numKVHeads),
+        2 * p.numKVHeads,
+      )
+      : undefined;
     // Params, schedule sections and reduce records: one buffer, one write.
     const staging = new Uint32Array(layout.bytes / 4);
-    writeProgramTables(staging, plan, layout, scale);
+    writeProgramTables(staging, plan, layout, scale, tensorScales);
     const bTables = put("tables", staging, TABLES);
     const bResult = pool.get("result", resultBytes, STORAGE_OUT);
     if (this.#poison) {
@@ -199,6 +218,7 @@ export class WebGPUBackend implements Backend {
         out: { buffer: bResult, offset: 0, size: 4 * outLen },
         lse: { buffer: bResult, offset: lseOffset, size: lseBytes },
         partials: { buffer: bPartials },
+        ...(bScales ? { kvScales: bScales[i] } : {}),
       })
     );
     const run = programRun(
@@ -228,6 +248,8 @@ export class WebGPUBackend implements Backend {
       q: input.q.slice(),
       k: input.k.slice(),
       v: input.v.slice(),
+      ...(input.kScale instanceof Float32Array ? { kScale: input.kScale.slice() } : {}),
+      ...(input.vScale instanceof Float32Array ? { vScale: input.vScale.slice() } : {}),
     };
     return { release: await this.#gate.acquire(), input: copy };
   }

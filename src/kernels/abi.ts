@@ -91,6 +91,8 @@ export const PARAMS_RECORD: AbiRecord<
   | "mergeCount"
   | "window"
   | "softCap"
+  | "kScale"
+  | "vScale"
 > = record("Params", [
   { name: "numHeads" },
   { name: "qLen" },
@@ -116,12 +118,19 @@ export const PARAMS_RECORD: AbiRecord<
   { name: "window" },
   /** Logit soft-cap times log2(e) (kernels with the soft-cap flag). */
   { name: "softCap", type: "f32" },
+  /** Per-tensor scale of 8-bit K (kernels without a per-token scale table; else 1). */
+  { name: "kScale", type: "f32" },
+  /** Per-tensor scale of 8-bit V, like `kScale`. */
+  { name: "vScale", type: "f32" },
 ]);
 
-/** The uniform block of the append kernel. */
-export const APPEND_PARAMS_RECORD: AbiRecord<"tokens" | "rowWords" | "srcRow" | "pad"> = record(
+/**
+ * The uniform block of the append kernel (`kvHeads`: KV heads of a row, for the scale table of
+ * 8-bit caches).
+ */
+export const APPEND_PARAMS_RECORD: AbiRecord<"tokens" | "rowWords" | "srcRow" | "kvHeads"> = record(
   "AppendParams",
-  [{ name: "tokens" }, { name: "rowWords" }, { name: "srcRow" }, { name: "pad" }],
+  [{ name: "tokens" }, { name: "rowWords" }, { name: "srcRow" }, { name: "kvHeads" }],
 );
 
 /**
@@ -204,6 +213,8 @@ export const BINDING = {
   pages: 8,
   /** The per-head table of the variants (ALiBi slopes, sinks), see `variant_wgsl.ts`. */
   heads: 9,
+  /** Per-(row, KV head) scales of 8-bit K and V, `vec2<f32>(k, v)` (per-token scale kernels). */
+  kvScales: 10,
 } as const;
 
 /** A name of {@linkcode BINDING}. */
@@ -217,6 +228,10 @@ export const APPEND_BINDING = {
   srcV: 3,
   dstK: 4,
   dstV: 5,
+  /** 8-bit caches: the layer's per-tensor scales, `vec4<f32>(k, v, -, -)` (uniform). */
+  layerScale: 6,
+  /** 8-bit caches: the layer's scale table, `[row][kvHead]` pairs (K's, V's scale). */
+  dstScales: 7,
 } as const;
 
 /** One entry of an explicit bind group layout: binding number, name and buffer type. */
@@ -230,7 +245,8 @@ export interface LayoutEntry<N extends string = string> {
  * The explicit bind group layout of the attention kernels (no `layout: "auto"`), one for the
  * decode and the merge kernel alike, so one bind group serves both dispatches: params, sched, q,
  * K, V (and the page list when paged; the variants' per-head table of ALiBi slopes and sinks
- * with `heads`) read, out, partials and LSE written. The merge kernel
+ * with `heads`; the per-token scale table of 8-bit K and V with `kvScales`)
+ * read, out, partials and LSE written. The merge kernel
  * declares the subset it uses.
  *
  * @example
@@ -242,7 +258,7 @@ export interface LayoutEntry<N extends string = string> {
  * ```
  */
 export function kernelLayoutEntries(
-  options: { readonly paged: boolean; readonly heads?: boolean },
+  options: { readonly paged: boolean; readonly heads?: boolean; readonly kvScales?: boolean },
 ): LayoutEntry<BindingName>[] {
   const e = (name: BindingName, type: BindingType): LayoutEntry<BindingName> => ({
     binding: BINDING[name],
@@ -261,20 +277,28 @@ export function kernelLayoutEntries(
   ];
   if (options.paged) entries.push(e("pages", "read-only-storage"));
   if (options.heads) entries.push(e("heads", "read-only-storage"));
+  if (options.kvScales) entries.push(e("kvScales", "read-only-storage"));
   return entries;
 }
 
 /**
- * The explicit bind group layout of the append kernel.
+ * The explicit bind group layout of the append kernel (`scaled`: of an 8-bit cache, with the
+ * layer's scales and its scale table).
  *
  * @example
  * ```ts
  * import { appendLayoutEntries } from "./abi.ts";
- * console.log(appendLayoutEntries().length); // 6
+ * console.log(appendLayoutEntries().length, appendLayoutEntries(true).length); // 6 8
  * ```
  */
-export function appendLayoutEntries(): LayoutEntry<keyof typeof APPEND_BINDING>[] {
+export function appendLayoutEntries(scaled = false): LayoutEntry<keyof typeof APPEND_BINDING>[] {
   const read = "read-only-storage" as const;
+  const scales: LayoutEntry<keyof typeof APPEND_BINDING>[] = scaled
+    ? [
+      { binding: APPEND_BINDING.layerScale, name: "layerScale", type: "uniform" },
+      { binding: APPEND_BINDING.dstScales, name: "dstScales", type: "storage" },
+    ]
+    : [];
   return [
     { binding: APPEND_BINDING.params, name: "params", type: "uniform" },
     { binding: APPEND_BINDING.rows, name: "rows", type: read },
@@ -282,6 +306,7 @@ export function appendLayoutEntries(): LayoutEntry<keyof typeof APPEND_BINDING>[
     { binding: APPEND_BINDING.srcV, name: "srcV", type: read },
     { binding: APPEND_BINDING.dstK, name: "dstK", type: "storage" },
     { binding: APPEND_BINDING.dstV, name: "dstV", type: "storage" },
+    ...scales,
   ];
 }
 

@@ -2,7 +2,9 @@
  * The append kernel: copies new tokens' K and V rows from a runner's `f32` buffers (layout
  * `[token][kvHead][dim]`) into their rows of a paged cache layer, packing `f16` and `bf16` two
  * per `u32` with round-to-nearest-even in integer arithmetic, so the bits are the same as the
- * host's `toF16Bits` / `toBf16Bits` on every device.
+ * host's `toF16Bits` / `toBf16Bits` on every device. 8-bit caches get four codes per `u32` of
+ * the values divided by the layer's per-tensor scale (the same integer rounding as the host's
+ * `encodeKV`; the division is exact for power-of-two scales), and the scale in their scale table.
  *
  * @module
  */
@@ -20,7 +22,8 @@ export const APPEND_PARAMS_WORDS: number = APPEND_PARAMS_RECORD.stride;
 /**
  * Generates the append kernel for a KV dtype. Bindings: 0 params (`tokens`, `row_words`: `u32`s
  * of a cache row, `src_row`: floats of a source row), 1 `rows` (destination row of each token),
- * 2 and 3 the source K and V, 4 and 5 the layer's K and V.
+ * 2 and 3 the source K and V, 4 and 5 the layer's K and V; 8-bit caches add 6 the layer's
+ * scales (uniform) and 7 its scale table.
  *
  * @example
  * ```ts
@@ -31,11 +34,28 @@ export const APPEND_PARAMS_WORDS: number = APPEND_PARAMS_RECORD.stride;
 export function appendKernelWGSL(kvDtype: KVDtype): string {
   const dtype = KV_DTYPE_INFO[kvDtype];
   const word = dtype.wgslWord;
-  const load = !dtype.packed
+  // 8-bit: four codes per word, of the values divided by the layer's scale; the first
+  // `kv_heads` threads of a row store its scales.
+  const quad = (x: string, s: string) =>
+    [0, 1, 2, 3].map((i) => `(byte_bits(${x}[src + ${i}u] / ${s}) << ${8 * i}u)`).join(" | ");
+  const load = dtype.scaled
+    ? `  let ks = layer_scale.x;
+  let vs = layer_scale.y;
+  dst_k[dst] = ${quad("src_k", "ks")};
+  dst_v[dst] = ${quad("src_v", "vs")};
+  if (w < params.kv_heads) {
+    dst_scales[rows[t] * params.kv_heads + w] = vec2<f32>(ks, vs);
+  }`
+    : !dtype.packed
     ? `  dst_k[dst] = src_k[src];
   dst_v[dst] = src_v[src];`
     : `  dst_k[dst] = half_bits(src_k[src]) | (half_bits(src_k[src + 1u]) << 16u);
   dst_v[dst] = half_bits(src_v[src]) | (half_bits(src_v[src + 1u]) << 16u);`;
+  const scaleBindings = dtype.scaled
+    ? `
+${bindingWGSL(B.layerScale, "layer_scale", "uniform", "vec4<f32>")}
+${bindingWGSL(B.dstScales, "dst_scales", "storage, read_write", "array<vec2<f32>>")}`
+    : "";
   return `// lean-attention append kernel: ${kvDtype}
 ${recordStructWGSL(APPEND_PARAMS_RECORD)}
 ${bindingWGSL(B.params, "params", "uniform", "AppendParams")}
@@ -43,7 +63,7 @@ ${bindingWGSL(B.rows, "rows", "storage, read", "array<u32>")}
 ${bindingWGSL(B.srcK, "src_k", "storage, read", "array<f32>")}
 ${bindingWGSL(B.srcV, "src_v", "storage, read", "array<f32>")}
 ${bindingWGSL(B.dstK, "dst_k", "storage, read_write", `array<${word}>`)}
-${bindingWGSL(B.dstV, "dst_v", "storage, read_write", `array<${word}>`)}
+${bindingWGSL(B.dstV, "dst_v", "storage, read_write", `array<${word}>`)}${scaleBindings}
 ${dtype.wgslPack}
 
 @compute @workgroup_size(${APPEND_WORKGROUP})

@@ -23,7 +23,7 @@ import {
   PARAMS_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
-import { kvLoadWGSL } from "./kv_load.ts";
+import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
 import { grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import {
@@ -76,19 +76,29 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const variant = VARIANT_WGSL.causal;
   const flags = spec.variant ?? {};
   const { lanes, chunksPerLane: CPL, groups: G, unroll: U, step } = L;
-  const V4 = elementsPerLoad(spec.kvDtype) / 4; // vec4<f32> per 16-byte chunk
+  const V4 = elementsPerLoad(spec.kvDtype, D) / 4; // vec4<f32> per chunk
   const E4 = CPL * V4; // vec4<f32> per lane per row
-  const raw = `vec4<${KV_DTYPE_INFO[spec.kvDtype].wgslWord}>`;
+  const raw = kvChunkWGSL(spec.kvDtype, D);
+  // 8-bit KV: stored values times a scale, per tensor (params) or per token and KV head.
+  const scaled = KV_DTYPE_INFO[spec.kvDtype].scaled;
+  const tokenScales = scaled && spec.kvScales === "token";
   const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
 
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
   // requested before this step's arithmetic, so loads stay in flight through it.
+  const tokenRow = (at: string, u: number) =>
+    `kv_row(kv_start, min(${at} + ${u * G}u + g, tok_end - 1u))`;
   const issue = (at: string, decl: string, prefix: string) =>
     lines(
       U,
       (u) =>
-        `      let ${prefix}row${u} = kv_addr(kv_start, min(${at} + ${
+        `${
+          tokenScales
+            ? `      ${decl}${prefix}sc${u} = kv_scales[${tokenRow(at, u)} * n_kv + kv_head];
+`
+            : ""
+        }      let ${prefix}row${u} = kv_addr(kv_start, min(${at} + ${
           u * G
         }u + g, tok_end - 1u), kv_head) + lane;
 ${
@@ -109,7 +119,7 @@ ${
           CPL,
           (i) => `      let k${u}_${i} = nk${u}_${i};\n      let v${u}_${i} = nv${u}_${i};`,
         ))
-    }
+    }${tokenScales ? `\n${lines(U, (u) => `      let sc${u} = nsc${u};`)}` : ""}
 ${issue("(s0 + STEP)", "", "n")}`
     : `${tokens}
 ${issue("s0", "let ", "")}`;
@@ -127,6 +137,16 @@ ${
           };`)
       }`,
   );
+  // Per-token scales: K's scales each token's partial dot products (linear, so before the lane
+  // reduction), V's its unpacked chunks.
+  const scaleDots = tokenScales
+    ? `\n${grid(U, RP, (u, r) => `      d${u}_${r} *= sc${u}.x;`)}`
+    : "";
+  const unpackV = (u: number, i: number) =>
+    tokenScales
+      ? `      var vf${u}_${i} = unpack_kv(v${u}_${i});
+${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y;`)}`
+      : `      let vf${u}_${i} = unpack_kv(v${u}_${i});`;
   const shape = {
     RP,
     U,
@@ -141,9 +161,13 @@ ${
   const reduce = laneReduceWGSL(shape);
   const { fast, softmax } = softmaxStepWGSL(shape);
 
-  const pagedBinding = L.paged
-    ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")
-    : "";
+  const pagedBinding = `${
+    L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""
+  }${
+    tokenScales
+      ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`
+      : ""
+  }`;
   const headsBinding = needsHeadTable("decode", flags)
     ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}`
     : "";
@@ -153,6 +177,12 @@ ${
   const fin = flags.sinks
     ? { l: "fin_l", m: "fin_m", scaled: (v: string, r: string) => `${v} * fin_c[${r}]` }
     : { l: "l_sh", m: "mm", scaled: (v: string) => v };
+  // A per-tensor V scale multiplies the finished output (or partial state: it is linear).
+  const vScaleMul = scaled && !tokenScales ? " * params.v_scale" : "";
+  // A per-tensor K scale joins the query's prescale.
+  const qScale = scaled && !tokenScales
+    ? "(params.scale_log2 * params.k_scale)"
+    : "params.scale_log2";
   const poisonedFn = `
 // NaN or +inf, by bits (compilers may fold float NaN tests away).
 fn poisoned(x: f32) -> bool {
@@ -170,7 +200,9 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
   }// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
     L.subgroups ? " subgroups" : ""
-  }${L.paged ? " paged" : ""}${L.paged && spec.kvLayout === "HND" ? " hnd" : ""}
+  }${L.paged ? " paged" : ""}${L.paged && spec.kvLayout === "HND" ? " hnd" : ""}${
+    scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
+  }
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -206,7 +238,7 @@ var<workgroup> bad_sh: array<atomic<u32>, ${RP}>;
 ${exchange}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
-${kvLoadWGSL(spec.kvDtype)}
+${kvLoadWGSL(spec.kvDtype, D)}
 ${kvAddressWGSL(spec)}
 ${io.functions}
 ${poisonedFn}${
@@ -226,7 +258,7 @@ fn main(
     return;
   }
   let lane = lid % LANES;
-  let g = lid / LANES;
+  let g = lid / LANES;${tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""}
   let p_begin = sched[w];
   let p_end = sched[w + 1u];
   for (var pc = p_begin; pc < p_end; pc++) {
@@ -251,7 +283,7 @@ ${
         grid(CPL, V4, (i, j) =>
           `      qv[${qi(r, i, j)}] = load_q(qb + (lane + ${
             i * lanes
-          }u) * ${V4}u + ${j}u) * params.scale_log2;`)
+          }u) * ${V4}u + ${j}u) * ${qScale};`)
       }
     }`)
   }
@@ -286,10 +318,10 @@ ${prefetchInit}
     for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {
 ${loads}
 ${dots}
-${reduce}${
+${scaleDots}${reduce}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
   }${logits ? `\n${logits}` : ""}
-${lines(U, (u) => lines(CPL, (i) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`))}
+${lines(U, (u) => lines(CPL, (i) => unpackV(u, i)))}
 ${
     fastSteps
       ? `      if (s0 + STEP <= lim_all${flags.window ? " && s0 >= lo_all" : ""}) {
@@ -351,7 +383,7 @@ ${
     for (var i = lid; i < RP * D; i += ${W}u) {
       let r = i / D;
       if (r < n_rows) {
-        let val = acc[i >> 2u][i & 3u];
+        let val = acc[i >> 2u][i & 3u]${vScaleMul};
         if (slot == DIRECT) {${
     io.outHalf ? "" : `
           out[query_row(seq, kv_head, r0 + r) * D + i % D] =
@@ -363,7 +395,11 @@ ${
           partials[slot * SLOT + i] = val;
         }
       }
-    }${io.outHalf ? directHalfWGSL(W, (v, r) => `${fin.scaled(v, r)} / ${fin.l}[${r}]`) : ""}
+    }${
+    io.outHalf
+      ? directHalfWGSL(W, (v, r) => `${fin.scaled(v, r)}${vScaleMul} / ${fin.l}[${r}]`)
+      : ""
+  }
     if (lid < n_rows) {
       if (slot == DIRECT) {
         lse_out[query_row(seq, kv_head, r0 + lid)] = select(

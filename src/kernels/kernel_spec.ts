@@ -57,6 +57,11 @@ export interface KernelSpec {
    * adds nothing to the key.
    */
   readonly variant?: KernelVariantFlags;
+  /**
+   * 8-bit KV dtypes: where the scales come from, `"tensor"` (default: `kScale` / `vScale` of the
+   * params block) or `"token"` (the `kvScales` binding, one `vec2<f32>(k, v)` per row and KV head).
+   */
+  readonly kvScales?: "tensor" | "token";
 }
 
 /** The thread layout a spec resolves to. */
@@ -170,7 +175,7 @@ function largestPowerOfTwoDividing(n: number, cap: number): number {
  * ```
  */
 export function kernelLayout(spec: KernelSpec): KernelLayout {
-  const chunks = spec.headDim / elementsPerLoad(spec.kvDtype);
+  const chunks = spec.headDim / elementsPerLoad(spec.kvDtype, spec.headDim);
   let lanes = spec.lanes ?? largestPowerOfTwoDividing(chunks, DEFAULT_MAX_LANES);
   if (!Number.isInteger(chunks / lanes) || (lanes & (lanes - 1)) !== 0) {
     throw new RangeError(`lanes must be a power of two dividing ${chunks}: got ${lanes}`);
@@ -216,12 +221,31 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.qDtype === "f16" ? ":qf16" : ""
   }${spec.outDtype === "f16" ? ":of16" : ""}${spec.prefetch ? ":pf" : ""}${
     spec.fastSteps === false ? ":masked" : ""
-  }${variantKey(spec.variant)}`;
+  }${variantKey(spec.variant)}${spec.kvScales === "token" ? ":tokscale" : ""}`;
 }
 
-/** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */
-export function elementsPerLoad(kvDtype: KVDtype): number {
-  return KV_DTYPE_INFO[kvDtype].elementsPerLoad;
+/**
+ * Bytes of one KV load of the decode kernel: 16, or 8 for 8-bit dtypes whose head rows are not
+ * a multiple of 16 bytes (head dims 8, 24, 40, ...: a head's row then starts at any multiple of
+ * 8 bytes, so the kernel reads `vec2<u32>` chunks).
+ *
+ * @example
+ * ```ts
+ * import { kvLoadBytes } from "./kernel_spec.ts";
+ * console.log(kvLoadBytes("int8", 128), kvLoadBytes("int8", 24), kvLoadBytes("f16", 8)); // 16 8 16
+ * ```
+ */
+export function kvLoadBytes(kvDtype: KVDtype, headDim?: number): 8 | 16 {
+  const bytes = KV_DTYPE_INFO[kvDtype].bytes;
+  return headDim !== undefined && (headDim * bytes) % 16 !== 0 ? 8 : 16;
+}
+
+/**
+ * KV elements in one load: 4 floats, 8 halves or 16 bytes packed in a `vec4<u32>` (8 bytes in a
+ * `vec2<u32>` for the head dims of {@linkcode kvLoadBytes}).
+ */
+export function elementsPerLoad(kvDtype: KVDtype, headDim?: number): number {
+  return kvLoadBytes(kvDtype, headDim) / KV_DTYPE_INFO[kvDtype].bytes;
 }
 
 /** Byte size of one KV element. */
@@ -255,6 +279,10 @@ export interface KernelParams {
   pageShift?: number;
   /** The attention variant: its sliding window and soft-cap go into the block. */
   variant?: Variant;
+  /** Per-tensor scale of 8-bit K (default 1). */
+  kScale?: number;
+  /** Per-tensor scale of 8-bit V (default 1). */
+  vScale?: number;
 }
 
 /**
@@ -276,7 +304,8 @@ export function kernelParams(p: KernelParams): Uint32Array<ArrayBuffer> {
     qLen: p.qLen,
     groupSize: p.groupSize,
     rowsPerGroup: p.rowsPerGroup,
-    kvRow: (p.numKVHeads * p.headDim * kvElementBytes(p.kvDtype)) / 16,
+    kvRow: (p.numKVHeads * p.headDim * kvElementBytes(p.kvDtype)) /
+      kvLoadBytes(p.kvDtype, p.headDim),
     pieceBase: p.pieceBase,
     reduceBase: p.reduceBase,
     count: p.count,
@@ -285,6 +314,8 @@ export function kernelParams(p: KernelParams): Uint32Array<ArrayBuffer> {
     mergeCount: p.mergeCount ?? p.count,
     window: Math.min(p.variant?.slidingWindow ?? 0, 0xffffffff),
     softCap: (p.variant?.logitsSoftCap ?? 0) * Math.LOG2E,
+    kScale: p.kScale ?? 1,
+    vScale: p.vScale ?? 1,
   });
 }
 

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { BindGroupCache } from "../gpu/bind_group_cache.ts";
 import type { DeviceGuard } from "../gpu/device_guard.ts";
 import type { GpuContext } from "../gpu/gpu_context.ts";
@@ -41,6 +42,7 @@ import {
   writeProgramTables,
 } from "../gpu/attention_program.ts";
 import {
+  type CheckedBinding,
   type EncodeBindings,
   encodeStorage,
   RunnerBuffers,
@@ -204,6 +206,8 @@ export class AttentionEncoder {
     return this.#kernels = encoderKernels(plan, this.#kernels, this.#pipelines, {
       ...kernelSpec(plan, this.#caps, this.#tuning, true),
       ...this.#io,
+      // Paged 8-bit K/V: scales per (row, KV head), beside the pages.
+      ...(KV_DTYPE_INFO[plan.problem.kvDtype].scaled ? { kvScales: "token" as const } : {}),
     });
   }
 
@@ -273,7 +277,7 @@ export class AttentionEncoder {
    * The bind group of both kernels for a layer's buffers, cached weakly by buffer identity (a
    * group keeps its buffers alive: the runner's must be free to go) and by their ranges.
    */
-  #bindGroup(up: Uploaded, b: EncodeBindings): GPUBindGroup {
+  #bindGroup(up: Uploaded, b: EncodeBindings & { readonly scales?: CheckedBinding }): GPUBindGroup {
     // The region is a key too: a group per region and buffers, dropped with either.
     const keys = this.#keys;
     keys[0] = up.region;
@@ -282,6 +286,9 @@ export class AttentionEncoder {
     keys[3] = b.lse.buffer;
     keys[4] = b.k.buffer;
     keys[5] = b.v.buffer;
+    // 8-bit caches: the scale table is a key too.
+    if (b.scales) keys[6] = b.scales.buffer;
+    else keys.length = 6;
     const tag =
       `${up.tag}|${b.q.offset}+${b.q.size}|${b.out.offset}+${b.out.size}|${b.lse.offset}+${b.lse.size}|${b.k.offset}+${b.k.size}|${b.v.offset}+${b.v.size}`;
     let group = this.#groups.get(keys, tag);
@@ -289,6 +296,7 @@ export class AttentionEncoder {
       group = bindProgram(this.device, this.#kernels!.group, up.layout, up.region, 0, {
         ...b,
         partials: { buffer: this.#scratch!.partials },
+        ...(b.scales ? { kvScales: b.scales } : {}),
       });
       this.#groups.set(keys, tag, group);
     }
@@ -315,8 +323,8 @@ export class AttentionEncoder {
         `plan must be cut for this encoder's grid (${this.grid}): got grid ${plan.grid}`,
       );
     }
-    const { k, v } = encodeStorage(plan, options, this.device);
-    const b = this.#buffers.checkAll(plan, { q, out, lse, k, v }, this.#formats);
+    const { k, v, scales } = encodeStorage(plan, options, this.device);
+    const b = this.#buffers.checkAll(plan, { q, out, lse, k, v, scales }, this.#formats);
     const pass = typeof (target as GPUComputePassEncoder)?.dispatchWorkgroups === "function"
       ? target as GPUComputePassEncoder
       : undefined;

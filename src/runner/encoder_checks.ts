@@ -34,9 +34,10 @@ export function encodeStorage(
   plan: PagedPlan,
   options: EncodeAttentionOptions,
   device: GPUDevice,
-): { k: RunnerBuffer; v: RunnerBuffer } {
+): { k: RunnerBuffer; v: RunnerBuffer; scales?: RunnerBuffer } {
   let k = options.k;
   let v = options.v;
+  let scales = options.kvScales;
   const cache = plan.cacheId === undefined ? undefined : cacheById(plan.cacheId);
   if (plan.cacheId !== undefined && !cache && options.layer !== undefined) {
     throw new RangeError("plan is stale: its cache is gone; plan again on a live cache");
@@ -51,13 +52,30 @@ export function encodeStorage(
         `plan is stale: the cache changed (version ${cache.version}, planned at ${plan.cacheVersion}); plan again after extend, fork or free`,
       );
     }
-    ({ k, v } = cache.layerBuffers(options.layer));
+    ({ k, v, scales } = cache.layerBuffers(options.layer));
   } else if (!isBuffer(bufferOf(k)) || !isBuffer(bufferOf(v))) {
     throw new TypeError(
       "encode needs a layer (plans of a cache) or k and v GPUBuffers (or GPUBufferBindings)",
     );
   }
-  return { k: k as RunnerBuffer, v: v as RunnerBuffer };
+  const scaled = KV_DTYPE_INFO[plan.problem.kvDtype].scaled;
+  // Paged 8-bit kernels bind the scale table beside the page list.
+  const most = device.limits?.maxStorageBuffersPerShaderStage;
+  if (scaled && typeof most === "number" && most < 9) {
+    throw new RangeError(
+      `kvDtype "${plan.problem.kvDtype}" paged attention needs 9 storage buffers per shader stage: the device allows ${most}`,
+    );
+  }
+  if (scaled && !isBuffer(bufferOf(scales))) {
+    throw new TypeError(
+      `kvScales must be a GPUBuffer for kvDtype "${plan.problem.kvDtype}" (or a GPUBufferBinding: the scale table read with k and v): got ${typeof scales}`,
+    );
+  }
+  return {
+    k: k as RunnerBuffer,
+    v: v as RunnerBuffer,
+    ...(scaled ? { scales: scales as RunnerBuffer } : {}),
+  };
 }
 
 /** The buffer of a buffer or binding (undefined for anything else). */
@@ -157,9 +175,12 @@ export class RunnerBuffers {
   /** Checks an encode's buffers for a plan: each one's range, and no written buffer bound twice. */
   checkAll(
     plan: PagedPlan,
-    b: { q: unknown; out: unknown; lse: unknown; k: unknown; v: unknown },
+    b: { q: unknown; out: unknown; lse: unknown; k: unknown; v: unknown; scales?: unknown },
     formats: RunnerFormats = { qBytes: 4, outBytes: 4 },
-  ): Omit<EncodeBindings, "lse"> & { readonly lse?: CheckedBinding } {
+  ): Omit<EncodeBindings, "lse"> & {
+    readonly lse?: CheckedBinding;
+    readonly scales?: CheckedBinding;
+  } {
     const p = plan.problem;
     const rows = p.numSeqs * p.qLen * p.numHeads;
     const kvBytes = plan.kv.numPages * plan.kv.pageSize * p.numKVHeads * p.headDim *
@@ -169,6 +190,9 @@ export class RunnerBuffers {
     const k = this.check("k", b.k, kvBytes);
     const v = this.check("v", b.v, kvBytes);
     const lse = b.lse === undefined ? undefined : this.check("lse", b.lse, 4 * rows);
+    const scales = b.scales === undefined
+      ? undefined
+      : this.check("kvScales", b.scales, plan.kv.numPages * plan.kv.pageSize * p.numKVHeads * 8);
     // A buffer written by a dispatch may not be bound again in it (whatever the ranges).
     if (out.buffer === q.buffer) throw new RangeError("out must not be the same buffer as q");
     if (lse && (lse.buffer === q.buffer || lse.buffer === out.buffer)) {
@@ -177,11 +201,13 @@ export class RunnerBuffers {
       );
     }
     for (const [name, x] of [["out", out], ["lse", lse]] as const) {
-      if (x && (x.buffer === k.buffer || x.buffer === v.buffer)) {
+      if (
+        x && (x.buffer === k.buffer || x.buffer === v.buffer || x.buffer === scales?.buffer)
+      ) {
         throw new RangeError(`${name} must not be the K/V storage the plan reads`);
       }
     }
-    return { q, out, lse, k, v };
+    return { q, out, lse, k, v, scales };
   }
 }
 

@@ -77,6 +77,12 @@ export interface EncodeAttentionOptions {
   k?: GPUBuffer | GPUBufferBinding;
   /** V storage, with `k`. */
   v?: GPUBuffer | GPUBufferBinding;
+  /**
+   * 8-bit K/V: the scale table read with `k` and `v` (plans from `planPages()`): `f32` pairs
+   * (K's scale, V's scale) per row and KV head, `[row][kvHead][2]`, rows addressed like `k`'s.
+   * Cache layers bring their own.
+   */
+  kvScales?: GPUBuffer | GPUBufferBinding;
   /** Queries, `[seq][qpos][head][dim]`, in the encoder's `qDtype` (default `f32`). */
   q: GPUBuffer | GPUBufferBinding;
   /** Output, shaped like `q`, in the encoder's `outDtype` (default `f32`). */

@@ -27,6 +27,10 @@ export interface AppendJob {
   readonly v: GPUBuffer;
   readonly dstK: GPUBuffer;
   readonly dstV: GPUBuffer;
+  /** 8-bit caches: the layer's scale table, and the per-tensor scales to quantise with. */
+  readonly dstScales?: GPUBuffer;
+  readonly kScale?: number;
+  readonly vScale?: number;
 }
 
 /** Allocation counters of the append path. */
@@ -46,6 +50,9 @@ export class AppendPath {
   readonly #kvDtype: KVDtype;
   readonly #rowElements: number;
   readonly #rowWords: number;
+  /** 8-bit caches: KV heads of a row and layers (one scale slot per layer in each region). */
+  readonly #kvHeads: number;
+  readonly #scaleSlots: number;
   #kernel: { pipeline: GPUComputePipeline; group: GPUBindGroupLayout } | undefined;
   /** Regions for the append kernel's params and rows, one per `extend` (see upload_ring.ts). */
   #ring: UploadRing | undefined;
@@ -54,10 +61,20 @@ export class AppendPath {
   #rowsCap = 0;
   #bindGroups = new BindGroupCache();
 
-  /** The append path of a cache on `ctx`'s device, for rows of `rowElements` `kvDtype`s. */
-  constructor(ctx: GpuContext, kvDtype: KVDtype, rowElements: number) {
+  /**
+   * The append path of a cache on `ctx`'s device, for rows of `rowElements` `kvDtype`s (`shape`:
+   * KV heads of a row and layers, for the scale tables of 8-bit caches).
+   */
+  constructor(
+    ctx: GpuContext,
+    kvDtype: KVDtype,
+    rowElements: number,
+    shape: { numKVHeads: number; numLayers: number } = { numKVHeads: 1, numLayers: 0 },
+  ) {
     this.#ctx = ctx;
     this.#device = ctx.device;
+    this.#kvHeads = shape.numKVHeads;
+    this.#scaleSlots = KV_DTYPE_INFO[kvDtype].scaled ? shape.numLayers : 0;
     this.#kvDtype = kvDtype;
     this.#rowElements = rowElements;
     // Destination words per row: packed dtypes hold two elements per word.
@@ -83,15 +100,24 @@ export class AppendPath {
       usage: BufferUsage.UNIFORM | BufferUsage.STORAGE,
     });
     const rowsOffset = ring.align;
+    // 8-bit caches: after the rows, one aligned slot per layer for its scales.
+    const scalesOffset = () =>
+      rowsOffset + Math.ceil((4 * this.#rowsCap) / ring.align) * ring.align;
     let up = this.#uploads.get(slots);
     if (!up || !ring.holds(up.region, up.generation)) {
       this.#rowsCap = Math.max(this.#rowsCap, 64, 2 ** Math.ceil(Math.log2(tokens)));
-      const region = ring.acquire(rowsOffset + 4 * this.#rowsCap, String(this.#rowsCap));
+      const region = ring.acquire(
+        this.#scaleSlots > 0
+          ? scalesOffset() + this.#scaleSlots * ring.align
+          : rowsOffset + 4 * this.#rowsCap,
+        String(this.#rowsCap),
+      );
       const words = new Uint32Array(rowsOffset / 4 + tokens); // params, then rows
       words.set(packRecord(APPEND_PARAMS_RECORD, {
         tokens,
         rowWords: this.#rowWords,
         srcRow: this.#rowElements,
+        kvHeads: this.#kvHeads,
       }));
       words.set(rowIds, rowsOffset / 4);
       device.queue.writeBuffer(region.buffer, region.offset, words);
@@ -101,6 +127,12 @@ export class AppendPath {
     const kernel = this.#kernel ??= this.#ctx.pipelines.append(this.#kvDtype);
     // Weakly by region and the runner's buffers: a group keeps its buffers alive.
     const region = up.region;
+    const scaleAt = this.#scaleSlots > 0 ? region.offset + scalesOffset() + layer * ring.align : 0;
+    if (this.#scaleSlots > 0) {
+      // This layer's scales, in its own slot: written before the command buffer runs.
+      const scales = new Float32Array([job.kScale ?? 1, job.vScale ?? 1, 0, 0]);
+      device.queue.writeBuffer(region.buffer, scaleAt, scales);
+    }
     const keys = [region, k, v];
     const tag = `${layer}:${this.#rowsCap}`;
     let group = this.#bindGroups.get(keys, tag);
@@ -115,6 +147,12 @@ export class AppendPath {
           srcV: { buffer: v },
           dstK: { buffer: dstK },
           dstV: { buffer: dstV },
+          ...(this.#scaleSlots > 0
+            ? {
+              layerScale: { buffer: tables, offset: scaleAt, size: 16 },
+              dstScales: { buffer: job.dstScales! },
+            }
+            : {}),
         }),
       });
       this.#bindGroups.set(keys, tag, group);

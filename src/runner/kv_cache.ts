@@ -1,9 +1,10 @@
 /**
  * A resident, paged KV cache for LLM runners. A page holds `pageSize` consecutive token rows of
  * every KV head of one layer (row layout `[kvHead][dim]`, the dense layout, f16/bf16 packed two
- * per `u32`); each layer has one K and one V buffer of `numPages` pages. Page numbers come from
- * one {@linkcode PagePool} and mean the same rows in every layer, so one page table per sequence
- * serves all layers, and one plan per step serves all layers.
+ * per `u32`, 8-bit codes four per `u32`); each layer has one K and one V buffer of `numPages`
+ * pages, and 8-bit caches a scale table beside them (K's and V's scale per row and KV head).
+ * Page numbers come from one {@linkcode PagePool} and mean the same rows in every layer, so one
+ * page table per sequence serves all layers, and one plan per step serves all layers.
  *
  * Sequences grow with {@linkcode KVCache.extend} (rows for new tokens in every layer), then the
  * rows are filled from host arrays ({@linkcode KVCache.write}, {@linkcode KVCache.append}) or
@@ -28,6 +29,7 @@ import type {
   KVCacheOptions,
   KVCacheStats,
   LayerRows,
+  StoredRows,
 } from "./kv_cache_types.ts";
 import { isCommandEncoder, isComputePass } from "./checks.ts";
 import { AppendPath } from "./kv_append.ts";
@@ -37,13 +39,17 @@ import { registerCache } from "./cache_registry.ts";
 import {
   checkAppendBuffers,
   checkAppendData,
+  checkAppendScale,
   checkCacheOptions,
   checkLayer,
-  checkRows,
+  checkScaledRows,
 } from "./kv_cache_checks.ts";
 import type { PageTableSource } from "./page_table_source.ts";
 import { adoptGpuContext, type GpuContext } from "../gpu/gpu_context.ts";
-import type { KVDtype } from "../core/problem.ts";
+import type { KVArray, KVDtype } from "../core/problem.ts";
+
+/** Field names of `write`'s rows in error messages. */
+const ROW_NAMES = { k: "k", v: "v", kScale: "kScale", vScale: "vScale" } as const;
 
 /**
  * A paged KV cache; create it with {@linkcode createKVCache}.
@@ -242,9 +248,8 @@ export class KVCache implements PageTableSource {
     this.#layer(layer);
     const rowIds = this.#tables.slotRows(slots);
     const n = rowIds.length;
-    const k = checkRows(this, "k", rows?.k, n);
-    const v = checkRows(this, "v", rows?.v, n);
-    this.#store.writeRows(rowIds, layer, k, v);
+    const { k, v, scales } = checkScaledRows(this, rows ?? {}, n, ROW_NAMES);
+    this.#store.writeRows(rowIds, layer, k, v, scales);
   }
 
   /**
@@ -255,12 +260,20 @@ export class KVCache implements PageTableSource {
   append(seq: number, data: AppendData, options: ExtendOptions = {}): AppendSlots {
     this.#check(true);
     this.#seq(seq);
-    const { k, v, tokens } = checkAppendData(this, data);
-    const ks = k.map((a, l) => checkRows(this, `k[${l}]`, a, tokens));
-    const vs = v.map((a, l) => checkRows(this, `v[${l}]`, a, tokens));
+    const { k, v, kScale, vScale, tokens } = checkAppendData(this, data);
+    const rows = k.map((a, l) =>
+      checkScaledRows(this, { k: a, v: v[l], kScale: kScale?.[l], vScale: vScale?.[l] }, tokens, {
+        k: `k[${l}]`,
+        v: `v[${l}]`,
+        kScale: `kScale[${l}]`,
+        vScale: `vScale[${l}]`,
+      })
+    );
     const slots = this.extend([seq], tokens, options);
     const rowIds = this.#tables.slotRows(slots);
-    for (let l = 0; l < this.numLayers; l++) this.#store.writeRows(rowIds, l, ks[l], vs[l]);
+    for (let l = 0; l < this.numLayers; l++) {
+      this.#store.writeRows(rowIds, l, rows[l].k, rows[l].v, rows[l].scales);
+    }
     return slots;
   }
 
@@ -291,8 +304,11 @@ export class KVCache implements PageTableSource {
     if (!pass && !isCommandEncoder(target)) {
       throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
     }
+    const scaled = KV_DTYPE_INFO[this.kvDtype].scaled;
+    const kScale = checkAppendScale(this.kvDtype, "kScale", options.kScale);
+    const vScale = checkAppendScale(this.kvDtype, "vScale", options.vScale);
     if (tokens === 0) return;
-    this.#append ??= new AppendPath(this.#gpu!, this.kvDtype, this.rowElements);
+    this.#append ??= new AppendPath(this.#gpu!, this.kvDtype, this.rowElements, this);
     this.#append.record(target, pass, {
       slots,
       rowIds,
@@ -301,6 +317,7 @@ export class KVCache implements PageTableSource {
       v,
       dstK: this.#store.gpuK[layer],
       dstV: this.#store.gpuV[layer],
+      ...(scaled ? { dstScales: this.#store.gpuScales[layer], kScale, vScale } : {}),
     });
   }
 
@@ -316,22 +333,35 @@ export class KVCache implements PageTableSource {
     this.#append?.discard(slots);
   }
 
-  /** A GPU cache's K and V buffers of one layer (bound whole by the decode kernel). */
-  layerBuffers(layer: number): { k: GPUBuffer; v: GPUBuffer } {
+  /**
+   * A GPU cache's K and V buffers of one layer (bound whole by the decode kernel) and, for 8-bit
+   * dtypes, its scale table (`[row][kvHead][2]` f32: K's scale, V's scale).
+   */
+  layerBuffers(layer: number): { k: GPUBuffer; v: GPUBuffer; scales?: GPUBuffer } {
     this.#check(true);
     this.#layer(layer);
     if (!this.device) {
       throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
     }
-    return { k: this.#store.gpuK[layer], v: this.#store.gpuV[layer] };
+    const scales = this.#store.gpuScales[layer];
+    return {
+      k: this.#store.gpuK[layer],
+      v: this.#store.gpuV[layer],
+      ...(scales ? { scales } : {}),
+    };
   }
 
   /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, rows of all pages). */
-  layerData(layer: number): { k: Float32Array | Uint16Array; v: Float32Array | Uint16Array } {
+  layerData(layer: number): { k: KVArray; v: KVArray; scales?: Float32Array } {
     this.#check();
     this.#layer(layer);
     if (this.device) throw new TypeError("layerData needs a host cache: this cache is on a GPU");
-    return { k: this.#store.hostK[layer], v: this.#store.hostV[layer] };
+    const scales = this.#store.hostScales[layer];
+    return {
+      k: this.#store.hostK[layer],
+      v: this.#store.hostV[layer],
+      ...(scales ? { scales } : {}),
+    };
   }
 
   /**
@@ -342,7 +372,7 @@ export class KVCache implements PageTableSource {
   async read(
     layer: number,
     seq: number,
-  ): Promise<{ k: Float32Array | Uint16Array; v: Float32Array | Uint16Array }> {
+  ): Promise<StoredRows> {
     this.#check(true);
     this.#layer(layer);
     const s = this.#seq(seq);
@@ -351,7 +381,8 @@ export class KVCache implements PageTableSource {
 
   /** Memory use: pages used, free and shared, and bytes. */
   memory(): KVCacheMemory {
-    return this.#tables.memory(2 * this.numLayers * this.pageSize * this.rowBytes);
+    const scaleBytes = 4 * this.#store.scaleRow;
+    return this.#tables.memory(this.numLayers * this.pageSize * (2 * this.rowBytes + scaleBytes));
   }
 
   /** GPU allocation counters: steady-state appends leave them unchanged. */

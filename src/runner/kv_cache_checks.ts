@@ -7,7 +7,8 @@
  */
 
 import { encodeKV, KV_DTYPE_INFO } from "../core/dtypes.ts";
-import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
+import { KV_DTYPES, type KVArray, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
+import { checkKVScale, encodeKv8, type Kv8Format, kvScaleTable } from "../core/kv8.ts";
 import { BufferUsage } from "../gpu/gpu_runtime.ts";
 import { isBuffer, positiveInt } from "./checks.ts";
 import type { AppendData, KVCacheOptions } from "./kv_cache_types.ts";
@@ -53,7 +54,9 @@ export function checkCacheOptions(options: KVCacheOptions): CheckedCacheOptions 
   }
   if (!KV_DTYPES.includes(kvDtype)) {
     throw new RangeError(
-      `kvDtype must be one of "f32", "f16", "bf16": got ${JSON.stringify(kvDtype)}`,
+      `kvDtype must be one of ${KV_DTYPES.map((d) => `"${d}"`).join(", ")}: got ${
+        JSON.stringify(kvDtype)
+      }`,
     );
   }
   const pageSize = positiveInt("pageSize", options.pageSize ?? 16, 65536);
@@ -87,9 +90,18 @@ export function checkRows(
   name: string,
   data: unknown,
   tokens: number,
-): Float32Array | Uint16Array {
+): KVArray {
   const want = tokens * cache.rowElements;
-  if (!KV_DTYPE_INFO[cache.kvDtype].packed) {
+  const info = KV_DTYPE_INFO[cache.kvDtype];
+  if (info.scaled) {
+    if (!(data instanceof Float32Array) && !(data instanceof info.HostArray)) {
+      throw new TypeError(
+        `${name} must be a Float32Array or a ${info.HostArray.name} of codes (kvDtype "${cache.kvDtype}"): got ${
+          (data as object)?.constructor?.name ?? typeof data
+        }`,
+      );
+    }
+  } else if (!info.packed) {
     if (!(data instanceof Float32Array)) {
       throw new TypeError(`${name} must be a Float32Array (kvDtype "f32"): got ${typeof data}`);
     }
@@ -103,15 +115,65 @@ export function checkRows(
       `${name} must have ${want} elements (${tokens} tokens x ${cache.numKVHeads} KV heads x ${cache.headDim}): got ${data.length}`,
     );
   }
-  return data instanceof Float32Array ? encodeKV(data, cache.kvDtype) : data;
+  return data instanceof Float32Array && !info.scaled ? encodeKV(data, cache.kvDtype) : data;
+}
+
+/**
+ * Checks one layer's rows of an 8-bit cache with their scales (`name` prefixes the fields, e.g.
+ * `"k"` or `"k[1]"`), quantises `Float32Array` rows with their scale, and returns the codes and
+ * the `[token][kvHead][2]` scale table the storage keeps. Other dtypes: rejects scales.
+ */
+export function checkScaledRows(
+  cache: RowLayout,
+  rows: { k: unknown; v: unknown; kScale?: unknown; vScale?: unknown },
+  tokens: number,
+  names: { k: string; v: string; kScale: string; vScale: string },
+): { k: KVArray; v: KVArray; scales?: Float32Array } {
+  const info = KV_DTYPE_INFO[cache.kvDtype];
+  const k = checkRows(cache, names.k, rows.k, tokens);
+  const v = checkRows(cache, names.v, rows.v, tokens);
+  if (!info.scaled) {
+    for (const f of ["kScale", "vScale"] as const) {
+      if (rows[f] !== undefined) {
+        throw new RangeError(
+          `${names[f]} applies to 8-bit caches only: got a scale for kvDtype "${cache.kvDtype}"`,
+        );
+      }
+    }
+    return { k, v };
+  }
+  const entries = tokens * cache.numKVHeads;
+  const kScale = checkKVScale(names.kScale, rows.kScale ?? 1, entries, k.length);
+  const vScale = checkKVScale(names.vScale, rows.vScale ?? 1, entries, v.length);
+  const format = cache.kvDtype as Kv8Format;
+  return {
+    k: k instanceof Float32Array ? encodeKv8(k, format, kScale, names.k) : k,
+    v: v instanceof Float32Array ? encodeKv8(v, format, vScale, names.v) : v,
+    scales: kvScaleTable(kScale, vScale, 0, entries),
+  };
 }
 
 /** Checks `append`'s per-layer arrays and returns them with their token count. */
 export function checkAppendData(
   cache: RowLayout,
   data: AppendData,
-): { k: unknown[]; v: unknown[]; tokens: number } {
-  const { k, v } = data ?? {};
+): {
+  k: unknown[];
+  v: unknown[];
+  kScale?: readonly unknown[];
+  vScale?: readonly unknown[];
+  tokens: number;
+} {
+  const { k, v, kScale, vScale } = data ?? {};
+  for (const [name, s] of [["kScale", kScale], ["vScale", vScale]] as const) {
+    if (s !== undefined && (!Array.isArray(s) || s.length !== cache.numLayers)) {
+      throw new (Array.isArray(s) ? RangeError : TypeError)(
+        `${name} must be an array with one scale per layer (${cache.numLayers}): got ${
+          Array.isArray(s) ? `${s.length} entries` : typeof s
+        }`,
+      );
+    }
+  }
   if (!Array.isArray(k) || !Array.isArray(v)) {
     throw new TypeError("k and v must be arrays with one array per layer");
   }
@@ -127,7 +189,7 @@ export function checkAppendData(
       `k[0] must hold whole token rows of ${cache.rowElements} elements: got ${first}`,
     );
   }
-  return { k, v, tokens };
+  return { k, v, kScale, vScale, tokens };
 }
 
 /**
@@ -159,4 +221,25 @@ export function checkAppendBuffers(
       throw new RangeError(`${name} must not be one of this cache's own K/V buffers`);
     }
   }
+}
+
+/**
+ * Checks `encodeAppend`'s per-tensor scale of an 8-bit cache (default 1); other dtypes take
+ * none.
+ */
+export function checkAppendScale(kvDtype: KVDtype, name: string, scale: unknown): number {
+  if (!KV_DTYPE_INFO[kvDtype].scaled) {
+    if (scale !== undefined) {
+      throw new RangeError(
+        `${name} applies to 8-bit caches only: got a scale for kvDtype "${kvDtype}"`,
+      );
+    }
+    return 1;
+  }
+  if (scale !== undefined && typeof scale !== "number") {
+    throw new TypeError(
+      `${name} must be a number (one scale for the appended rows; write per-token scales with write()): got ${typeof scale}`,
+    );
+  }
+  return checkKVScale(name, scale ?? 1, undefined, 1) as number;
 }

@@ -5,7 +5,8 @@
  * @module
  */
 
-import type { KVDtype } from "../core/problem.ts";
+import type { KVArray, KVDtype } from "../core/problem.ts";
+import type { KVScale } from "../core/kv8.ts";
 
 /**
  * Options of {@linkcode createKVCache}.
@@ -139,10 +140,20 @@ export interface ExtendOptions {
  * ```
  */
 export interface AppendData {
-  /** Keys: `Float32Array` values, or `Uint16Array` bit patterns for f16/bf16 caches. */
-  k: ReadonlyArray<Float32Array | Uint16Array>;
+  /**
+   * Keys: `Float32Array` values, or the cache dtype's host array (`Uint16Array` bit patterns for
+   * f16/bf16, `Int8Array` / `Uint8Array` codes for the 8-bit dtypes).
+   */
+  k: ReadonlyArray<KVArray>;
   /** Values, like `k`. */
-  v: ReadonlyArray<Float32Array | Uint16Array>;
+  v: ReadonlyArray<KVArray>;
+  /**
+   * 8-bit caches: K's scale per layer (see {@linkcode LayerRows.kScale}); default 1 for every
+   * layer.
+   */
+  kScale?: ReadonlyArray<KVScale>;
+  /** 8-bit caches: V's scale per layer, like `kScale`. */
+  vScale?: ReadonlyArray<KVScale>;
 }
 
 /**
@@ -160,10 +171,23 @@ export interface AppendData {
  * ```
  */
 export interface LayerRows {
-  /** Keys of the slots' tokens: `Float32Array` values or `Uint16Array` bits (f16/bf16). */
-  k: Float32Array | Uint16Array;
+  /**
+   * Keys of the slots' tokens: `Float32Array` values, or the cache dtype's host array
+   * (`Uint16Array` bits for f16/bf16; `Int8Array` / `Uint8Array` codes, already quantised with
+   * `kScale`, for the 8-bit dtypes).
+   */
+  k: KVArray;
   /** Values, like `k`. */
-  v: Float32Array | Uint16Array;
+  v: KVArray;
+  /**
+   * 8-bit caches: the scale of `k` (key = code x scale), a finite number > 0 for all rows
+   * (default 1) or a `Float32Array` with one per (token, KV head). `Float32Array` keys are
+   * quantised with it (round to nearest even, saturating); codes are stored as given. The cache
+   * stores one scale per (row, KV head) beside its pages.
+   */
+  kScale?: KVScale;
+  /** 8-bit caches: the scale of `v`, like `kScale`. */
+  vScale?: KVScale;
 }
 
 /**
@@ -192,6 +216,14 @@ export interface EncodeAppendOptions {
   k: GPUBuffer;
   /** `f32` values, like `k`. */
   v: GPUBuffer;
+  /**
+   * 8-bit caches: the per-tensor scale the kernel quantises `k` with (code = value / scale,
+   * rounded to nearest even, saturating) and stores for every appended row and KV head; default
+   * 1. Rows with per-token scales are written from the host with {@linkcode KVCache.write}.
+   */
+  kScale?: number;
+  /** 8-bit caches: the scale of `v`, like `kScale`. */
+  vScale?: number;
 }
 
 /**
@@ -221,4 +253,29 @@ export interface KVCacheStats {
   readonly bindGroupsLive: number;
   /** Upload regions of `encodeAppend` (one per `extend` in flight; the ring grows to cover them). */
   readonly appendRegions: number;
+}
+
+/**
+ * A sequence's rows of one layer read back by {@linkcode KVCache.read}: K and V in the storage
+ * dtype (`Float32Array`, `Uint16Array` bits, 8-bit codes) and, for 8-bit caches, their scales.
+ *
+ * @example
+ * ```ts
+ * import { createKVCache, type StoredRows } from "@lean/attention/runner";
+ * const cache = createKVCache({ numLayers: 1, numKVHeads: 1, headDim: 8, numPages: 2, kvDtype: "int8" });
+ * const seq = cache.addSequence();
+ * cache.append(seq, { k: [new Float32Array(8).fill(1)], v: [new Float32Array(8)], kScale: [0.5] });
+ * const rows: StoredRows = await cache.read(0, seq);
+ * console.log(rows.k[0], rows.kScale); // 2 Float32Array(1) [ 0.5 ]
+ * ```
+ */
+export interface StoredRows {
+  /** Keys, `[token][kvHead][dim]`. */
+  k: KVArray;
+  /** Values, like `k`. */
+  v: KVArray;
+  /** 8-bit caches: K's scale per (token, KV head). */
+  kScale?: Float32Array;
+  /** 8-bit caches: V's scale per (token, KV head). */
+  vScale?: Float32Array;
 }

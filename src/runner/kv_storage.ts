@@ -8,7 +8,8 @@
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
-import type { KVDtype } from "../core/problem.ts";
+import type { KVArray, KVDtype } from "../core/problem.ts";
+import type { StoredRows } from "./kv_cache_types.ts";
 import type { DeviceGuard } from "../gpu/device_guard.ts";
 import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
 
@@ -22,28 +23,60 @@ export interface KVStorageShape {
   readonly rowElements: number;
   /** Bytes of one token row in one of K or V. */
   readonly rowBytes: number;
+  /** KV heads of a row (8-bit dtypes keep one K and one V scale per row and KV head). */
+  readonly numKVHeads: number;
+}
+
+/** Splits a `[token][kvHead][2]` scale table into K's and V's `[token][kvHead]` scales. */
+function splitScales(
+  k: KVArray,
+  v: KVArray,
+  scales: Float32Array | undefined,
+): StoredRows {
+  if (!scales) return { k, v };
+  const n = scales.length / 2;
+  const kScale = new Float32Array(n);
+  const vScale = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    kScale[i] = scales[2 * i];
+    vScale[i] = scales[2 * i + 1];
+  }
+  return { k, v, kScale, vScale };
 }
 
 const KV_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;
 
-/** K and V rows of every layer of one cache. */
+/**
+ * K and V rows of every layer of one cache. 8-bit dtypes add a scale table per layer beside the
+ * pages, addressed by the same rows: `[row][kvHead][2]` floats, K's scale then V's (the layout
+ * the decode kernel's `kvScales` binding reads).
+ */
 export class KVStorage {
   /** Host storage per layer (host caches). */
-  hostK: (Float32Array | Uint16Array)[] = [];
-  hostV: (Float32Array | Uint16Array)[] = [];
+  hostK: KVArray[] = [];
+  hostV: KVArray[] = [];
+  /** Host scale tables per layer (8-bit host caches). */
+  hostScales: Float32Array[] = [];
   /** GPU buffers per layer (GPU caches). */
   readonly gpuK: GPUBuffer[] = [];
   readonly gpuV: GPUBuffer[] = [];
+  /** GPU scale tables per layer (8-bit GPU caches). */
+  readonly gpuScales: GPUBuffer[] = [];
   readonly #shape: KVStorageShape;
   readonly #device: GPUDevice | undefined;
   #scratch: GPUBuffer | undefined;
   #created = 0;
   #live = new Set<GPUBuffer>();
 
+  /** Floats of one row's scales (0 for dtypes without scales). */
+  readonly scaleRow: number;
+
   /** Allocates every layer's rows; RangeError when they do not fit a binding or host memory. */
   constructor(shape: KVStorageShape, device: GPUDevice | undefined) {
     this.#shape = shape;
     this.#device = device;
+    this.scaleRow = KV_DTYPE_INFO[shape.kvDtype].scaled ? 2 * shape.numKVHeads : 0;
+    const scaleBytes = shape.numPages * shape.pageSize * this.scaleRow * 4;
     const layerBytes = shape.numPages * shape.pageSize * shape.rowBytes;
     if (device) {
       const max = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
@@ -57,6 +90,9 @@ export class KVStorage {
       for (let l = 0; l < shape.numLayers; l++) {
         this.gpuK.push(this.createBuffer(layerBytes, KV_USAGE, `kv cache k ${l}`));
         this.gpuV.push(this.createBuffer(layerBytes, KV_USAGE, `kv cache v ${l}`));
+        if (scaleBytes > 0) {
+          this.gpuScales.push(this.createBuffer(scaleBytes, KV_USAGE, `kv cache scales ${l}`));
+        }
       }
     } else {
       const Ctor = KV_DTYPE_INFO[shape.kvDtype].HostArray;
@@ -65,10 +101,12 @@ export class KVStorage {
         for (let l = 0; l < shape.numLayers; l++) {
           this.hostK.push(new Ctor(elements));
           this.hostV.push(new Ctor(elements));
+          if (scaleBytes > 0) this.hostScales.push(new Float32Array(scaleBytes / 4).fill(1));
         }
       } catch (e) {
         this.hostK = [];
         this.hostV = [];
+        this.hostScales = [];
         throw new RangeError(
           `numPages (${shape.numPages}) of ${shape.pageSize} tokens needs ${
             2 * shape.numLayers * layerBytes
@@ -92,7 +130,7 @@ export class KVStorage {
 
   /** Whether a buffer is one of this storage's K/V buffers. */
   owns(b: GPUBuffer): boolean {
-    return this.gpuK.includes(b) || this.gpuV.includes(b);
+    return this.gpuK.includes(b) || this.gpuV.includes(b) || this.gpuScales.includes(b);
   }
 
   /** Creates and counts a buffer of this storage. */
@@ -120,9 +158,12 @@ export class KVStorage {
     const row = this.#shape.rowElements;
     const src = from * this.#shape.pageSize * row;
     const dst = to * this.#shape.pageSize * row;
+    const sr = this.scaleRow;
+    const P = this.#shape.pageSize;
     for (let l = 0; l < this.#shape.numLayers; l++) {
       this.hostK[l].copyWithin(dst, src, src + tokens * row);
       this.hostV[l].copyWithin(dst, src, src + tokens * row);
+      this.hostScales[l]?.copyWithin(to * P * sr, from * P * sr, (from * P + tokens) * sr);
     }
   }
 
@@ -137,15 +178,27 @@ export class KVStorage {
         encoder.copyBufferToBuffer(this.#scratch, 0, b, to * pageBytes, bytes);
       }
     }
+    // A page's scales are smaller than its rows (a row has at least 8 bytes per KV head).
+    const scalePage = this.#shape.pageSize * this.scaleRow * 4;
+    for (const b of this.gpuScales) {
+      const n = tokens * this.scaleRow * 4;
+      encoder.copyBufferToBuffer(b, from * scalePage, this.#scratch, 0, n);
+      encoder.copyBufferToBuffer(this.#scratch, 0, b, to * scalePage, n);
+    }
   }
 
+  /**
+   * Writes rows of one layer (`scales`: their `[token][kvHead][2]` scale table, 8-bit dtypes).
+   */
   writeRows(
     rowIds: Uint32Array,
     layer: number,
-    k: Float32Array | Uint16Array,
-    v: Float32Array | Uint16Array,
+    k: KVArray,
+    v: KVArray,
+    scales?: Float32Array,
   ): void {
     const row = this.#shape.rowElements;
+    const sr = this.scaleRow;
     const n = rowIds.length;
     for (let i = 0; i < n;) {
       // A run of consecutive rows is one write.
@@ -154,13 +207,23 @@ export class KVStorage {
       const dst = rowIds[i] * row;
       const kPart = k.subarray(i * row, j * row);
       const vPart = v.subarray(i * row, j * row);
+      const sPart = scales?.subarray(i * sr, j * sr);
       if (this.#device) {
         const bytes = dst * k.BYTES_PER_ELEMENT;
         this.#device.queue.writeBuffer(this.gpuK[layer], bytes, kPart as unknown as ArrayBuffer);
         this.#device.queue.writeBuffer(this.gpuV[layer], bytes, vPart as unknown as ArrayBuffer);
+        if (sPart) {
+          const at = rowIds[i] * sr * 4;
+          this.#device.queue.writeBuffer(
+            this.gpuScales[layer],
+            at,
+            sPart as unknown as ArrayBuffer,
+          );
+        }
       } else {
-        this.hostK[layer].set(kPart, dst);
-        this.hostV[layer].set(vPart, dst);
+        (this.hostK[layer] as Uint8Array).set(kPart as Uint8Array, dst);
+        (this.hostV[layer] as Uint8Array).set(vPart as Uint8Array, dst);
+        if (sPart) this.hostScales[layer].set(sPart, rowIds[i] * sr);
       }
       i = j;
     }
@@ -176,25 +239,37 @@ export class KVStorage {
     numPages: number,
     length: number,
     guard: DeviceGuard | undefined,
-  ): Promise<{ k: Float32Array | Uint16Array; v: Float32Array | Uint16Array }> {
+  ): Promise<StoredRows> {
     const row = this.#shape.rowElements;
+    const sr = this.scaleRow;
     const Ctor = KV_DTYPE_INFO[this.#shape.kvDtype].HostArray;
     const k = new Ctor(length * row);
     const v = new Ctor(length * row);
+    const scales = new Float32Array(length * sr);
     const P = this.#shape.pageSize;
     if (!this.#device) {
       for (let i = 0; i < numPages; i++) {
-        const n = Math.min(P, length - i * P) * row;
-        const src = pages[i] * P * row;
-        k.set(this.hostK[layer].subarray(src, src + n), i * P * row);
-        v.set(this.hostV[layer].subarray(src, src + n), i * P * row);
+        const n = Math.min(P, length - i * P);
+        const src = pages[i] * P;
+        (k as Uint8Array).set(
+          this.hostK[layer].subarray(src * row, (src + n) * row) as Uint8Array,
+          i * P * row,
+        );
+        (v as Uint8Array).set(
+          this.hostV[layer].subarray(src * row, (src + n) * row) as Uint8Array,
+          i * P * row,
+        );
+        if (sr > 0) {
+          scales.set(this.hostScales[layer].subarray(src * sr, (src + n) * sr), i * P * sr);
+        }
       }
-      return { k, v };
+      return splitScales(k, v, sr > 0 ? scales : undefined);
     }
     const pageBytes = P * this.#shape.rowBytes;
+    const scalePage = P * sr * 4;
     const half = Math.max(16, numPages * pageBytes);
     const staging = this.createBuffer(
-      2 * half,
+      2 * half + numPages * scalePage,
       BufferUsage.MAP_READ | BufferUsage.COPY_DST,
       "kv read",
     );
@@ -215,19 +290,29 @@ export class KVStorage {
           half + i * pageBytes,
           pageBytes,
         );
+        if (sr > 0) {
+          enc.copyBufferToBuffer(
+            this.gpuScales[layer],
+            pages[i] * scalePage,
+            staging,
+            2 * half + i * scalePage,
+            scalePage,
+          );
+        }
       }
       this.#device.queue.submit([enc.finish()]);
       // A lost device rejects (or never resolves) the map: fail with the loss instead.
       await guard!.whileAlive(staging.mapAsync(MAP_READ));
       const all = staging.getMappedRange();
-      k.set(new Ctor(all, 0, k.length));
-      v.set(new Ctor(all, half, v.length));
+      (k as Uint8Array).set(new Ctor(all, 0, k.length) as Uint8Array);
+      (v as Uint8Array).set(new Ctor(all, half, v.length) as Uint8Array);
+      if (sr > 0) scales.set(new Float32Array(all, 2 * half, scales.length));
       staging.unmap();
     } finally {
       this.#live.delete(staging);
       staging.destroy();
     }
-    return { k, v };
+    return splitScales(k, v, sr > 0 ? scales : undefined);
   }
 
   /** Destroys the GPU buffers and drops the host arrays. */
@@ -236,5 +321,6 @@ export class KVStorage {
     this.#live.clear();
     this.hostK = [];
     this.hostV = [];
+    this.hostScales = [];
   }
 }

@@ -9,7 +9,7 @@
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { runSchedule } from "../cpu/cpu_backend.ts";
 import type { KVCache } from "./kv_cache.ts";
-import type { DecodeOutput, KVDtype } from "../core/problem.ts";
+import type { DecodeOutput, KVArray, KVDtype } from "../core/problem.ts";
 import { cacheById } from "./cache_registry.ts";
 
 import type { PagedPlan } from "./paged_plan.ts";
@@ -33,10 +33,18 @@ import type { PagedPlan } from "./paged_plan.ts";
 export interface PagedCpuInput {
   /** Queries, `[seq][qpos][head][dim]`. */
   q: Float32Array;
-  /** One layer's K storage: rows of all pages, `[row][kvHead][dim]` (bits for f16/bf16). */
-  k: Float32Array | Uint16Array;
+  /**
+   * One layer's K storage: rows of all pages, `[row][kvHead][dim]` (bits for f16/bf16, codes for
+   * the 8-bit dtypes).
+   */
+  k: KVArray;
   /** One layer's V storage, like `k`. */
-  v: Float32Array | Uint16Array;
+  v: KVArray;
+  /**
+   * 8-bit dtypes: the layer's scale table, `[row][kvHead][2]` (K's scale, V's scale), as
+   * `cache.layerData(layer).scales` holds it.
+   */
+  scales?: Float32Array;
 }
 
 /** Whether `k` and `v` are one layer's storage of a host cache. */
@@ -100,6 +108,21 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
       );
     }
   }
+  const scaleRow = info.scaled ? 2 * p.numKVHeads : 0;
+  if (info.scaled) {
+    const want = kv.numPages * kv.pageSize * scaleRow;
+    if (!(input.scales instanceof Float32Array)) {
+      throw new TypeError(
+        `scales must be a Float32Array (kvDtype "${dtype}": cache.layerData(layer).scales): got ${typeof input
+          .scales}`,
+      );
+    }
+    if (input.scales.length < want) {
+      throw new RangeError(
+        `scales must hold ${kv.numPages} pages of ${kv.pageSize} rows of ${scaleRow} scales: got ${input.scales.length} elements`,
+      );
+    }
+  }
   const qElems = p.numSeqs * p.qLen * p.numHeads * p.headDim;
   if (!(input.q instanceof Float32Array)) {
     throw new TypeError(`q must be a Float32Array: got ${typeof input.q}`);
@@ -110,8 +133,8 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
   return runSchedule(
     plan,
     input.q,
-    decodePages(input.k, plan),
-    decodePages(input.v, plan),
+    decodePages(input.k, plan, input.scales, 0),
+    decodePages(input.v, plan, input.scales, 1),
     plan.scale,
     kv,
   );
@@ -119,19 +142,33 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
 
 /**
  * The storage as float32 (the array itself for f32): packed dtypes decode only the pages the
- * plan reads, in place in a storage-sized array, so page numbers address it unchanged.
+ * plan reads, in place in a storage-sized array, so page numbers address it unchanged. 8-bit
+ * codes are multiplied by their row's and KV head's scale (column `col` of the scale table).
  */
-function decodePages(data: Float32Array | Uint16Array, plan: PagedPlan): Float32Array {
+function decodePages(
+  data: KVArray,
+  plan: PagedPlan,
+  scales: Float32Array | undefined,
+  col: number,
+): Float32Array {
   const { problem: p, kv } = plan;
   if (data instanceof Float32Array) return data;
   const info = KV_DTYPE_INFO[p.kvDtype];
   const span = kv.pageSize * p.numKVHeads * p.headDim;
+  const heads = kv.pageSize * p.numKVHeads;
   const out = new Float32Array(kv.numPages * span);
   for (let s = 0; s < p.numSeqs; s++) {
     const used = Math.ceil(p.seqLens[s] / kv.pageSize);
     for (let j = 0; j < used; j++) {
-      const at = kv.pages[kv.pageOffsets[s] + j] * span;
-      out.set(info.decode(data.subarray(at, at + span)), at);
+      const page = kv.pages[kv.pageOffsets[s] + j];
+      const at = page * span;
+      let scale: Float32Array | undefined;
+      if (info.scaled) {
+        // This page's scales of K (col 0) or V (col 1), one per (row, KV head).
+        scale = new Float32Array(heads);
+        for (let h = 0; h < heads; h++) scale[h] = scales![2 * (page * heads + h) + col];
+      }
+      out.set(info.decode(data.subarray(at, at + span), scale), at);
     }
   }
   return out;

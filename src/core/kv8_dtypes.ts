@@ -1,0 +1,113 @@
+/**
+ * The dtype table's entries of the 8-bit KV formats (`int8`, `fp8e4m3`, `fp8e5m2`): four
+ * elements per `u32`, unpacked in the kernels with integer arithmetic (no shader feature), and
+ * their append conversion `byte_bits(x) -> u32`, the WGSL twin of the host's `encodeKv8` for an
+ * already scaled value.
+ *
+ * @module
+ */
+
+import type { KVDtypeInfo } from "./dtypes.ts";
+import { decodeKv8, encodeKv8, type Kv8Format } from "./kv8.ts";
+
+/** `unpack_kv` of a 16-byte load (four words) and of an 8-byte load (two words). */
+const UNPACK_WORDS = `
+fn unpack_kv(w: vec4<u32>) -> array<vec4<f32>, 4> {
+  return array<vec4<f32>, 4>(unpack_word(w.x), unpack_word(w.y), unpack_word(w.z), unpack_word(w.w));
+}`;
+const UNPACK_HALF_WORDS = `
+fn unpack_kv(w: vec2<u32>) -> array<vec4<f32>, 2> {
+  return array<vec4<f32>, 2>(unpack_word(w.x), unpack_word(w.y));
+}`;
+
+/** `unpack_word(w)`: the four bytes of a word (low byte first) as values, per format. */
+const UNPACK_WORD: Record<Kv8Format, string> = {
+  // Sign-extend each byte by moving it to the top and shifting back arithmetically.
+  int8: `fn unpack_word(w: u32) -> vec4<f32> {
+  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}`,
+  // Normal codes: exponent and mantissa moved into an f32's fields, rebiased by 127 - 7;
+  // subnormal codes m x 2^-9 computed in floats (exact, and no f32 denormal on the way).
+  fp8e4m3: `fn unpack_word(w: u32) -> vec4<f32> {
+  let b = (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
+  let mag = b & vec4<u32>(0x7fu);
+  let normal = (mag << vec4<u32>(20u)) + vec4<u32>(0x3c000000u);
+  let sub = bitcast<vec4<u32>>(vec4<f32>(mag) * 0.001953125);
+  var bits = select(normal, sub, mag < vec4<u32>(8u));
+  bits = select(bits, vec4<u32>(0x7fc00000u), mag == vec4<u32>(0x7fu));
+  return bitcast<vec4<f32>>(bits | ((b & vec4<u32>(0x80u)) << vec4<u32>(24u)));
+}`,
+  // An E5M2 code is the top byte of the f16 of the same value.
+  fp8e5m2: `fn unpack_word(w: u32) -> vec4<f32> {
+  let lo = unpack2x16float(((w << 8u) & 0xff00u) | ((w << 16u) & 0xff000000u));
+  let hi = unpack2x16float(((w >> 8u) & 0xff00u) | (w & 0xff000000u));
+  return vec4<f32>(lo, hi);
+}`,
+};
+
+/**
+ * `byte_bits(x)`: the code of an already scaled value, in the low byte (round half to even,
+ * saturating; NaN to NaN in FP8). The same integer steps as `half_bits` of f16.
+ */
+const PACK_BYTE: Record<Kv8Format, string> = {
+  int8: `fn byte_bits(x: f32) -> u32 {
+  return u32(i32(clamp(round(x), -127.0, 127.0))) & 0xffu;
+}`,
+  fp8e4m3: `fn byte_bits(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let sign = (b >> 24u) & 0x80u;
+  let a = b & 0x7fffffffu;
+  if (a > 0x7f800000u) {
+    return sign | 0x7fu;
+  }
+  if (a >= 0x43e00000u) {
+    return sign | 0x7eu;
+  }
+  if (a < 0x3c800000u) {
+    // Below 2^-6: x * 2^9 is exact in f32; round() rounds half to even.
+    return sign | u32(round(bitcast<f32>(a) * 512.0));
+  }
+  let r = a - 0x3c000000u;
+  return sign | ((r + 0x7ffffu + ((r >> 20u) & 1u)) >> 20u);
+}`,
+  fp8e5m2: `fn byte_bits(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let sign = (b >> 24u) & 0x80u;
+  let a = b & 0x7fffffffu;
+  if (a > 0x7f800000u) {
+    return sign | 0x7eu;
+  }
+  if (a >= 0x47600000u) {
+    return sign | 0x7bu;
+  }
+  if (a < 0x38800000u) {
+    // Below 2^-14: x * 2^16 is exact in f32; round() rounds half to even.
+    return sign | u32(round(bitcast<f32>(a) * 65536.0));
+  }
+  let r = a - 0x38000000u;
+  return sign | ((r + 0xfffffu + ((r >> 21u) & 1u)) >> 21u);
+}`,
+};
+
+function entry(format: Kv8Format): KVDtypeInfo {
+  return {
+    bytes: 1,
+    elementsPerLoad: 16,
+    packed: true,
+    scaled: true,
+    HostArray: format === "int8" ? Int8Array : Uint8Array,
+    wgslWord: "u32",
+    wgslUnpack: `${UNPACK_WORD[format]}${UNPACK_WORDS}`,
+    wgslUnpack8: `${UNPACK_WORD[format]}${UNPACK_HALF_WORDS}`,
+    wgslPack: PACK_BYTE[format],
+    encode: (values, scale) => encodeKv8(values, format, scale ?? 1),
+    decode: (data, scale) => decodeKv8(data as Int8Array | Uint8Array, format, scale ?? 1),
+  };
+}
+
+/** The table entries of the 8-bit formats. */
+export const KV8_DTYPE_INFO: Readonly<Record<Kv8Format, KVDtypeInfo>> = {
+  int8: entry("int8"),
+  fp8e4m3: entry("fp8e4m3"),
+  fp8e5m2: entry("fp8e5m2"),
+};
