@@ -16,7 +16,7 @@ import {
   STRATEGIES,
   type VariantOptions,
 } from "../mod.ts";
-import { decodeKV } from "../src/core/dtypes.ts";
+import { decodeInputKV } from "../src/core/dtypes.ts";
 import { backendTest, propertyParams } from "./backends.ts";
 import {
   assertMatchesReference,
@@ -72,8 +72,7 @@ function definition(input: DecodeInput): { out: Float64Array; lse: Float64Array 
   const { numHeads: H, numKVHeads: KH, headDim: D } = input;
   const qLen = input.qLen ?? 1;
   const scale = input.scale ?? 1 / Math.sqrt(D);
-  const k = decodeKV(input.k, input.kvDtype ?? "f32");
-  const v = decodeKV(input.v, input.kvDtype ?? "f32");
+  const { k, v } = decodeInputKV(input, input.kvDtype ?? "f32");
   const out = new Float64Array(input.q.length);
   const lse = new Float64Array(input.seqLens.length * qLen * H);
   let start = 0;

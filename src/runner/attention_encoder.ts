@@ -293,10 +293,11 @@ export class AttentionEncoder {
       `${up.tag}|${b.q.offset}+${b.q.size}|${b.out.offset}+${b.out.size}|${b.lse.offset}+${b.lse.size}|${b.k.offset}+${b.k.size}|${b.v.offset}+${b.v.size}`;
     let group = this.#groups.get(keys, tag);
     if (!group) {
+      const { scales, ...buffers } = b;
       group = bindProgram(this.device, this.#kernels!.group, up.layout, up.region, 0, {
-        ...b,
+        ...buffers,
         partials: { buffer: this.#scratch!.partials },
-        ...(b.scales ? { kvScales: b.scales } : {}),
+        ...(scales ? { kvScales: scales } : {}),
       });
       this.#groups.set(keys, tag, group);
     }
