@@ -25,6 +25,8 @@ export interface KernelFamily {
   readonly numHeads: number;
   readonly numKVHeads: number;
   readonly headDim: number;
+  /** V's head dim, when it differs from `headDim` (MLA-style). */
+  readonly headDimV?: number;
   readonly qLen: number;
   readonly kvDtype: KVDtype;
 }
@@ -77,6 +79,25 @@ export const SMALL_GQA: KernelFamily = {
 /** F32_GQA with qLen 2: 8 rows per block, the most a block holds (causal rows in GQA). */
 export const F32_GQA_Q2: KernelFamily = { ...F32_GQA, qLen: 2 };
 
+/**
+ * Ragged batches (`qLens` of 1 and 2) compile F32_GQA_Q2's kernel: the block geometry follows
+ * the largest query length, each sequence masks the rows past its own.
+ */
+export const RAGGED_GQA: KernelFamily = F32_GQA_Q2;
+
+/**
+ * MLA-like: 8 query heads over one KV head, bf16 K rows of 32 and V rows of 16 (2 lanes): the
+ * split K/V row addressing of `headDimV` at a cheap size.
+ */
+export const MLA_SMALL: KernelFamily = {
+  numHeads: 8,
+  numKVHeads: 1,
+  headDim: 32,
+  headDimV: 16,
+  qLen: 1,
+  kvDtype: "bf16",
+};
+
 /** The families of the set, in the order property tests draw them. */
 export const KERNEL_FAMILIES: readonly KernelFamily[] = [
   F32_GQA,
@@ -98,6 +119,7 @@ export const KERNEL_GEOMETRIES: ReadonlyArray<{ tileTokens: number; workgroupSiz
 function classKey(
   c: {
     headDim: number;
+    headDimV?: number;
     kvDtype: KVDtype;
     rowsPerBlock: number;
     tileTokens: number;
@@ -105,7 +127,8 @@ function classKey(
   },
   subgroups: boolean,
 ): string {
-  return `d${c.headDim} ${c.kvDtype} rows/block ${c.rowsPerBlock} tile ${c.tileTokens} ` +
+  const dv = (c.headDimV ?? c.headDim) === c.headDim ? "" : `/${c.headDimV}`;
+  return `d${c.headDim}${dv} ${c.kvDtype} rows/block ${c.rowsPerBlock} tile ${c.tileTokens} ` +
     `workgroup ${c.workgroupSize}${subgroups ? "" : " no-subgroups"}`;
 }
 
@@ -119,12 +142,16 @@ function familyKey(
     kvDtype: f.kvDtype,
     rowsPerGroup: (f.numHeads / f.numKVHeads) * f.qLen,
   }, geometry);
-  return classKey({ ...tiles, headDim: f.headDim, kvDtype: f.kvDtype }, subgroups);
+  return classKey(
+    { ...tiles, headDim: f.headDim, headDimV: f.headDimV, kvDtype: f.kvDtype },
+    subgroups,
+  );
 }
 
 /** The kernel classes a software adapter may compile. */
 export const KERNEL_SET: ReadonlySet<string> = new Set([
   ...KERNEL_FAMILIES.map((f) => familyKey(f)),
+  familyKey(MLA_SMALL),
   ...(["f32", "f16", "bf16"] as const).map((kvDtype) => familyKey({ ...SMALL_GQA, kvDtype })),
   ...KERNEL_GEOMETRIES.map((g) => familyKey(F32_GQA, g)),
   // The workgroup-memory reduction, at 1 row (16 lanes) and 4 rows (caller devices without
@@ -149,7 +176,8 @@ export function kernelClass(shape: DecodeShape, options: KernelOptions = {}): st
   if (lanes !== undefined || unroll !== undefined || prefetch !== undefined) {
     return `tuned kernel ${JSON.stringify(options.kernel)}`;
   }
-  const qLen = shape.qLen ?? 1;
+  // Ragged batches: the block geometry follows the largest query length.
+  const qLen = shape.qLens === undefined ? shape.qLen ?? 1 : Math.max(...Array.from(shape.qLens));
   const kvDtype = shape.kvDtype ?? "f32";
   const tiles = tileConfig({
     headDim: shape.headDim,
@@ -157,7 +185,7 @@ export function kernelClass(shape: DecodeShape, options: KernelOptions = {}): st
     rowsPerGroup: (shape.numHeads / shape.numKVHeads) * qLen,
   }, { tileTokens: options.tileTokens, workgroupSize: options.workgroupSize });
   return classKey(
-    { ...tiles, headDim: shape.headDim, kvDtype },
+    { ...tiles, headDim: shape.headDim, headDimV: shape.headDimV, kvDtype },
     options.kernel?.subgroups !== false,
   );
 }

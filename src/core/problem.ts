@@ -61,15 +61,16 @@ export const STRATEGIES: readonly Strategy[] = ["lean", "split", "single"];
  */
 export const MAX_Q_LEN = 16;
 /**
- * Largest supported head dimension.
+ * Largest supported head dimension of K (and of V, see `headDimV`): 576 covers MLA's latent
+ * K rows (DeepSeek-V2/V3, Kimi K2: 512 latent + 64 rotary dims).
  *
  * @example
  * ```ts
  * import { MAX_HEAD_DIM } from "@lean/attention";
- * console.log(MAX_HEAD_DIM); // 256
+ * console.log(MAX_HEAD_DIM); // 576
  * ```
  */
-export const MAX_HEAD_DIM = 256;
+export const MAX_HEAD_DIM = 576;
 
 /**
  * Shape of one decode batch: everything that decides the plan, nothing that holds data.
@@ -81,16 +82,30 @@ export const MAX_HEAD_DIM = 256;
  * ```
  */
 export interface DecodeShape {
-  /** Tokens in each sequence's context (each an integer >= `qLen`). */
+  /**
+   * Tokens in each sequence's context: each an integer >= its query length, or 0 for an empty
+   * request (no context: its query rows get `out = 0` and `lse = -Infinity`, the merge identity).
+   */
   seqLens: ArrayLike<number>;
   /** Query heads. */
   numHeads: number;
   /** KV heads; `numHeads` must be a multiple of it (GQA/MQA). */
   numKVHeads: number;
-  /** Head dimension: a multiple of 8 from 8 to 256. */
+  /** Head dimension of Q and K: a multiple of 8 from 8 to 576. */
   headDim: number;
+  /**
+   * Head dimension of V and of the output: a multiple of 8 from 8 to 576 (default `headDim`).
+   * MLA decode (DeepSeek-V2/V3) has K rows of 576 and V rows of 512.
+   */
+  headDimV?: number;
   /** Query tokens per sequence, 1 to 16 (default 1). The new tokens are the last `qLen` of the context. */
   qLen?: number;
+  /**
+   * Query tokens of each sequence (1 to 16 each), for batches mixing decode and speculative
+   * verification (FlashInfer's `qo_indptr`): `q`'s rows are the sequences' query tokens
+   * concatenated. Instead of `qLen`; given both, every entry must equal `qLen`.
+   */
+  qLens?: ArrayLike<number>;
   /** Storage type of K and V (default `"f32"`). */
   kvDtype?: KVDtype;
 }
@@ -108,11 +123,11 @@ export interface DecodeShape {
  * ```
  */
 export interface DecodeInput extends DecodeShape {
-  /** Queries, layout `[seq][qpos][head][dim]`. */
+  /** Queries, layout `[seq][qpos][head][dim]` (each sequence's `qLens[seq]` positions). */
   q: Float32Array;
   /** Keys, layout `[token][kvHead][dim]`, the sequences' tokens concatenated in order. */
   k: Float32Array | Uint16Array;
-  /** Values, same layout and dtype as `k`. */
+  /** Values, layout `[token][kvHead][headDimV]`, same dtype as `k`. */
   v: Float32Array | Uint16Array;
   /** Softmax scale (default `1 / sqrt(headDim)`). */
   scale?: number;
@@ -136,7 +151,7 @@ export interface DecodeInput extends DecodeShape {
  * ```
  */
 export interface DecodeOutput {
-  /** Attention output, shaped like `q`: `[seq][qpos][head][dim]`. */
+  /** Attention output, `[seq][qpos][head][headDimV]` (shaped like `q` unless `headDimV` differs). */
   out: Float32Array;
   /** Natural log of the softmax denominator, `[seq][qpos][head]`. */
   lse: Float32Array;
@@ -167,11 +182,23 @@ export interface Problem {
   readonly numKVHeads: number;
   /** Query heads per KV head. */
   readonly groupSize: number;
-  /** Head dimension. */
+  /** Head dimension of Q and K. */
   readonly headDim: number;
-  /** Query tokens per sequence. */
+  /** Head dimension of V and the output (`headDim` unless MLA-style). */
+  readonly headDimV: number;
+  /** The largest query length of the batch (every sequence's when uniform). */
   readonly qLen: number;
-  /** Query rows served by one read of a KV head: `groupSize * qLen`. */
+  /** Query tokens of each sequence. */
+  readonly qLens: Uint32Array;
+  /** First query token of each sequence in `q`'s rows (length `numSeqs + 1`). */
+  readonly qStarts: Uint32Array;
+  /** Query tokens of all sequences: `q` holds `totalQueries * numHeads` rows. */
+  readonly totalQueries: number;
+  /**
+   * Query rows of the largest sequence served by one read of a KV head: `groupSize * qLen`.
+   * Sequence `s` has `groupSize * qLens[s]` of them: row `r` is head `r / qLens[s]` of the group
+   * at query position `r % qLens[s]`.
+   */
   readonly rowsPerGroup: number;
   /** Storage type of K and V. */
   readonly kvDtype: KVDtype;
@@ -246,14 +273,10 @@ export function validateShape(shape: DecodeShape): Problem {
       `numHeads (${numHeads}) must be a multiple of numKVHeads: got ${numKVHeads}`,
     );
   }
-  const headDim = positiveInt("headDim", shape.headDim);
-  if (headDim % 8 !== 0 || headDim > MAX_HEAD_DIM) {
-    throw new RangeError(
-      `headDim must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${headDim}`,
-    );
-  }
-  const qLen = shape.qLen === undefined ? 1 : positiveInt("qLen", shape.qLen);
-  if (qLen > MAX_Q_LEN) {
+  const headDim = headDimOf("headDim", shape.headDim);
+  const headDimV = shape.headDimV === undefined ? headDim : headDimOf("headDimV", shape.headDimV);
+  const qLen = shape.qLen === undefined ? undefined : positiveInt("qLen", shape.qLen);
+  if (qLen !== undefined && qLen > MAX_Q_LEN) {
     throw new RangeError(`qLen must be an integer from 1 to ${MAX_Q_LEN}: got ${qLen}`);
   }
   const kvDtype = oneOf("kvDtype", shape.kvDtype ?? "f32", KV_DTYPES);
@@ -266,18 +289,25 @@ export function validateShape(shape: DecodeShape): Problem {
   }
   const numSeqs = lens.length;
   if (numSeqs === 0) throw new RangeError("seqLens must not be empty: got 0 sequences");
+  const qLens = queryLengths(shape.qLens, qLen, numSeqs);
   const seqLens = new Uint32Array(numSeqs);
   const kvStarts = new Float64Array(numSeqs + 1);
+  const qStarts = new Uint32Array(numSeqs + 1);
+  let maxQLen = 1;
   for (let i = 0; i < numSeqs; i++) {
     const len = lens[i];
     if (typeof len !== "number") {
       throw new TypeError(`seqLens[${i}] must be a number: got ${describe(len)}`);
     }
-    if (!Number.isInteger(len) || len < qLen || len > 0xffffffff) {
-      throw new RangeError(`seqLens[${i}] must be an integer >= qLen (${qLen}): got ${len}`);
+    const need = qLens[i];
+    if (!Number.isInteger(len) || (len < need && len !== 0) || len > 0xffffffff) {
+      const of = shape.qLens === undefined ? `qLen (${need})` : `qLens[${i}] (${need})`;
+      throw new RangeError(`seqLens[${i}] must be 0 or an integer >= ${of}: got ${len}`);
     }
     seqLens[i] = len;
     kvStarts[i + 1] = kvStarts[i] + len;
+    qStarts[i + 1] = qStarts[i] + need;
+    if (need > maxQLen) maxQLen = need;
   }
   const groupSize = numHeads / numKVHeads;
   return {
@@ -289,10 +319,54 @@ export function validateShape(shape: DecodeShape): Problem {
     numKVHeads,
     groupSize,
     headDim,
-    qLen,
-    rowsPerGroup: groupSize * qLen,
+    headDimV,
+    qLen: maxQLen,
+    qLens,
+    qStarts,
+    totalQueries: qStarts[numSeqs],
+    rowsPerGroup: groupSize * maxQLen,
     kvDtype,
   };
+}
+
+function headDimOf(name: string, value: unknown): number {
+  const dim = positiveInt(name, value);
+  if (dim % 8 !== 0 || dim > MAX_HEAD_DIM) {
+    throw new RangeError(`${name} must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${dim}`);
+  }
+  return dim;
+}
+
+/** Each sequence's query length: `qLens`, or `qLen` (default 1) for all; both must agree. */
+function queryLengths(value: unknown, qLen: number | undefined, numSeqs: number): Uint32Array {
+  const out = new Uint32Array(numSeqs);
+  if (value === undefined) return out.fill(qLen ?? 1);
+  if (
+    value === null || typeof value !== "object" ||
+    typeof (value as ArrayLike<number>).length !== "number"
+  ) {
+    throw new TypeError(`qLens must be an array of numbers: got ${describe(value)}`);
+  }
+  const lens = value as ArrayLike<unknown>;
+  if (lens.length !== numSeqs) {
+    throw new RangeError(
+      `qLens must hold one query length per sequence (${numSeqs}): got ${lens.length}`,
+    );
+  }
+  for (let i = 0; i < numSeqs; i++) {
+    const n = lens[i];
+    if (typeof n !== "number") {
+      throw new TypeError(`qLens[${i}] must be a number: got ${describe(n)}`);
+    }
+    if (!Number.isInteger(n) || n < 1 || n > MAX_Q_LEN) {
+      throw new RangeError(`qLens[${i}] must be an integer from 1 to ${MAX_Q_LEN}: got ${n}`);
+    }
+    if (qLen !== undefined && n !== qLen) {
+      throw new RangeError(`qLens[${i}] must equal qLen (${qLen}) when both are given: got ${n}`);
+    }
+    out[i] = n;
+  }
+  return out;
 }
 
 function checkArray(
@@ -325,14 +399,14 @@ function checkArray(
  */
 export function validateInput(input: DecodeInput): Problem {
   const p = validateShape(input);
-  const qElems = p.numSeqs * p.qLen * p.numHeads * p.headDim;
+  const qElems = p.totalQueries * p.numHeads * p.headDim;
   checkArray("q", input.q, Float32Array, qElems, "");
   const kvElems = p.totalTokens * p.numKVHeads * p.headDim;
   const dtype = KV_DTYPE_INFO[p.kvDtype];
   const ctor = dtype.HostArray;
   const note = !dtype.packed ? ' (kvDtype "f32")' : ` of bit patterns (kvDtype "${p.kvDtype}")`;
   checkArray("k", input.k, ctor, kvElems, note);
-  checkArray("v", input.v, ctor, kvElems, note);
+  checkArray("v", input.v, ctor, p.totalTokens * p.numKVHeads * p.headDimV, note);
   if (input.scale !== undefined) {
     if (typeof input.scale !== "number") {
       throw new TypeError(`scale must be a number: got ${describe(input.scale)}`);

@@ -96,7 +96,8 @@ export function mergeStates(states: readonly AttentionState[]): AttentionState {
 
 /**
  * Merges the partial states `firstSlot .. firstSlot + numSlots - 1` of one row in slot order and
- * writes the normalised output and natural LSE. This is the CPU twin of the merge kernel.
+ * writes the normalised output and natural LSE (with no slots, the identity: output 0 and LSE
+ * `-Infinity`). This is the CPU twin of the merge kernel.
  *
  * @example
  * ```ts
@@ -121,6 +122,11 @@ export function mergePartialRow(
 ): number {
   const mOff = rowsPerBlock * headDim + row;
   const lOff = mOff + rowsPerBlock;
+  if (numSlots === 0) {
+    // No states (an empty request): the merge identity.
+    for (let d = 0; d < headDim; d++) out[outOffset + d] = 0;
+    return -Infinity;
+  }
   let max = -Infinity;
   for (let i = 0; i < numSlots; i++) {
     const base = (firstSlot + i) * slotStride;

@@ -23,7 +23,7 @@ import { type DecodeInput, resolveScale, validateInput } from "./problem.ts";
  * ```
  */
 export interface ReferenceOutput {
-  /** `[seq][qpos][head][dim]`. */
+  /** `[seq][qpos][head][headDimV]`. */
   out: Float64Array;
   /** `[seq][qpos][head]`, natural log. */
   lse: Float64Array;
@@ -48,21 +48,23 @@ export function referenceAttention(input: DecodeInput): ReferenceOutput {
   const variant = CAUSAL;
   const k = decodeKV(input.k, p.kvDtype);
   const v = decodeKV(input.v, p.kvDtype);
-  const { headDim: D, numHeads: H, numKVHeads: KH, qLen, groupSize } = p;
-  const out = new Float64Array(input.q.length);
-  const lse = new Float64Array(p.numSeqs * qLen * H);
+  const { headDim: D, headDimV: DV, numHeads: H, numKVHeads: KH, groupSize } = p;
+  const out = new Float64Array(p.totalQueries * H * DV);
+  const lse = new Float64Array(p.totalQueries * H);
   let maxLen = 0;
   for (const len of p.seqLens) maxLen = Math.max(maxLen, len);
   const scores = new Float64Array(maxLen);
-  const acc = new Float64Array(D);
+  const acc = new Float64Array(DV);
   for (let seq = 0; seq < p.numSeqs; seq++) {
     const L = p.seqLens[seq];
     const start = p.kvStarts[seq];
+    const qLen = p.qLens[seq];
     for (let pos = 0; pos < qLen; pos++) {
-      const visible = variant.visibleTokens(L, qLen, pos);
+      // An empty request (no context) sees nothing: out 0, lse -Infinity (the merge identity).
+      const visible = L === 0 ? 0 : variant.visibleTokens(L, qLen, pos);
       for (let h = 0; h < H; h++) {
         const kvh = Math.floor(h / groupSize);
-        const row = (seq * qLen + pos) * H + h;
+        const row = (p.qStarts[seq] + pos) * H + h;
         const qo = row * D;
         let max = -Infinity;
         for (let t = 0; t < visible; t++) {
@@ -74,15 +76,19 @@ export function referenceAttention(input: DecodeInput): ReferenceOutput {
           scores[t] = s;
           if (s > max) max = s;
         }
+        if (visible === 0) {
+          lse[row] = -Infinity;
+          continue;
+        }
         let sum = 0;
         acc.fill(0);
         for (let t = 0; t < visible; t++) {
           const w = Math.exp(scores[t] - max);
           sum += w;
-          const vo = ((start + t) * KH + kvh) * D;
-          for (let d = 0; d < D; d++) acc[d] += w * v[vo + d];
+          const vo = ((start + t) * KH + kvh) * DV;
+          for (let d = 0; d < DV; d++) acc[d] += w * v[vo + d];
         }
-        for (let d = 0; d < D; d++) out[qo + d] = acc[d] / sum;
+        for (let d = 0; d < DV; d++) out[row * DV + d] = acc[d] / sum;
         lse[row] = max + Math.log(sum);
       }
     }

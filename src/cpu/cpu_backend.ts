@@ -26,17 +26,21 @@ import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan/sche
  */
 export const CPU_GRID = 16;
 
-/** Row `r` of a KV group's rows: its query head within the group and its query position. */
+/**
+ * Row `r` of a KV group's rows of a sequence with `qLen` query tokens from `qStart`: its flat
+ * query row (query head `r / qLen` of the group, query position `r % qLen`) and position.
+ */
 function rowIndex(
   plan: Plan,
-  seq: number,
+  qStart: number,
+  qLen: number,
   kvHead: number,
   r: number,
 ): { row: number; pos: number } {
-  const { qLen, groupSize, numHeads } = plan.problem;
+  const { groupSize, numHeads } = plan.problem;
   const head = kvHead * groupSize + Math.floor(r / qLen);
   const pos = r % qLen;
-  return { row: (seq * qLen + pos) * numHeads + head, pos };
+  return { row: (qStart + pos) * numHeads + head, pos };
 }
 
 /**
@@ -75,27 +79,29 @@ export function runSchedule(
 ): DecodeOutput {
   const { problem: p, tiles, schedule: s } = plan;
   const D = p.headDim;
+  const DV = p.headDimV;
   const Rp = tiles.rowsPerBlock;
   const T = tiles.tileTokens;
-  const out = new Float32Array(q.length);
-  const lse = new Float32Array(p.numSeqs * p.qLen * p.numHeads);
-  const stride = slotFloats(Rp, D);
+  const out = new Float32Array(p.totalQueries * p.numHeads * DV);
+  const lse = new Float32Array(p.totalQueries * p.numHeads);
+  const stride = slotFloats(Rp, DV);
   const partials = new Float32Array(s.partialSlots * stride);
   const qScale = scale * Math.LOG2E;
   // The one variant today; its hooks are the CPU twin of the kernel's (src/core/variant.ts).
   const variant = CAUSAL;
   const m = new Float64Array(Rp);
   const l = new Float64Array(Rp);
-  const o = new Float64Array(Rp * D);
+  const o = new Float64Array(Rp * DV);
   const scores = new Float64Array(Rp * T);
   const kvRow = p.numKVHeads * D;
+  const kvRowV = p.numKVHeads * DV;
   if (paged) {
     for (let w = 0; w < s.workgroups; w++) runWorkgroup(w, k, v);
   }
   for (const win of paged ? [] : s.windows) {
     // The window's rows only, as the GPU binds them: a read outside it is undefined (NaN).
     const kWin = k.subarray(win.tokenBegin * kvRow, win.tokenEnd * kvRow);
-    const vWin = v.subarray(win.tokenBegin * kvRow, win.tokenEnd * kvRow);
+    const vWin = v.subarray(win.tokenBegin * kvRowV, win.tokenEnd * kvRowV);
     for (let w = win.workgroupBegin; w < win.workgroupEnd; w++) {
       runWorkgroup(w, kWin, vWin);
     }
@@ -106,20 +112,25 @@ export function runSchedule(
       const seq = s.pieces[f + PIECE.seq];
       const kvHead = s.pieces[f + PIECE.kvHead];
       const r0 = s.pieces[f + PIECE.rowBlock] * Rp;
-      const rows = Math.min(Rp, p.rowsPerGroup - r0);
+      const qStart = s.pieces[f + PIECE.qStart];
+      const qLen = s.pieces[f + PIECE.qLen];
+      const rows = Math.min(Rp, p.groupSize * qLen - r0);
       const begin = s.pieces[f + PIECE.tokenBegin];
       const end = s.pieces[f + PIECE.tokenEnd];
       const slot = s.pieces[f + PIECE.slot];
       const kvStart = s.pieces[f + PIECE.kvStart];
       const seqLen = s.pieces[f + PIECE.seqLen];
-      const idx = Array.from({ length: rows }, (_, i) => rowIndex(plan, seq, kvHead, r0 + i));
+      const idx = Array.from(
+        { length: rows },
+        (_, i) => rowIndex(plan, qStart, qLen, kvHead, r0 + i),
+      );
       m.fill(-Infinity);
       l.fill(0);
       o.fill(0);
       for (let t0 = begin; t0 < end; t0 += T) {
         const t1 = Math.min(t0 + T, end);
         for (let i = 0; i < rows; i++) {
-          const visible = variant.visibleTokens(seqLen, p.qLen, idx[i].pos);
+          const visible = variant.visibleTokens(seqLen, qLen, idx[i].pos);
           const qo = idx[i].row * D;
           let tileMax = -Infinity;
           for (let t = t0; t < t1; t++) {
@@ -138,49 +149,50 @@ export function runSchedule(
           if (mNew === -Infinity) continue;
           const alpha = 2 ** (m[i] - mNew);
           l[i] *= alpha;
-          for (let d = 0; d < D; d++) o[i * D + d] *= alpha;
+          for (let d = 0; d < DV; d++) o[i * DV + d] *= alpha;
           for (let t = t0; t < t1; t++) {
             const sc = scores[i * T + t - t0];
             if (sc === -Infinity) continue;
             const pr = 2 ** (sc - mNew);
             l[i] += pr;
-            const vo = (paged ? pagedRow(paged, seq, t) : kvStart + t) * kvRow + kvHead * D;
-            for (let d = 0; d < D; d++) o[i * D + d] += pr * v[vo + d];
+            const vo = (paged ? pagedRow(paged, seq, t) : kvStart + t) * kvRowV + kvHead * DV;
+            for (let d = 0; d < DV; d++) o[i * DV + d] += pr * v[vo + d];
           }
           m[i] = mNew;
         }
       }
       for (let i = 0; i < rows; i++) {
         if (slot === DIRECT) {
-          const oo = idx[i].row * D;
-          for (let d = 0; d < D; d++) out[oo + d] = o[i * D + d] / l[i];
+          const oo = idx[i].row * DV;
+          for (let d = 0; d < DV; d++) out[oo + d] = o[i * DV + d] / l[i];
           lse[idx[i].row] = (m[i] + Math.log2(l[i])) * Math.LN2;
         } else {
           const base = slot * stride;
-          for (let d = 0; d < D; d++) partials[base + i * D + d] = o[i * D + d];
-          partials[base + Rp * D + i] = m[i];
-          partials[base + Rp * D + Rp + i] = l[i];
+          for (let d = 0; d < DV; d++) partials[base + i * DV + d] = o[i * DV + d];
+          partials[base + Rp * DV + i] = m[i];
+          partials[base + Rp * DV + Rp + i] = l[i];
         }
       }
     }
   }
   for (let e = 0; e < s.reduce.length; e += REDUCE_STRIDE) {
-    const seq = s.reduce[e + REDUCE.seq];
     const kvHead = s.reduce[e + REDUCE.kvHead];
     const r0 = s.reduce[e + REDUCE.rowBlock] * Rp;
-    const rows = Math.min(Rp, p.rowsPerGroup - r0);
+    const qStart = s.reduce[e + REDUCE.qStart];
+    const qLen = s.reduce[e + REDUCE.qLen];
+    const rows = Math.min(Rp, p.groupSize * qLen - r0);
     for (let i = 0; i < rows; i++) {
-      const { row } = rowIndex(plan, seq, kvHead, r0 + i);
+      const { row } = rowIndex(plan, qStart, qLen, kvHead, r0 + i);
       lse[row] = mergePartialRow(
         partials,
         stride,
         Rp,
-        D,
+        DV,
         s.reduce[e + REDUCE.firstSlot],
         s.reduce[e + REDUCE.numSlots],
         i,
         out,
-        row * D,
+        row * DV,
       );
     }
   }

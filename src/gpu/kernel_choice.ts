@@ -57,25 +57,33 @@ export function dispatchSize(count: number, maxPerDim: number): [number, number]
  * subgroup shuffles, at most the adapter's smallest subgroup.
  */
 export function kernelSpec(
-  plan: { problem: { headDim: number; kvDtype: Plan["problem"]["kvDtype"] }; tiles: Plan["tiles"] },
+  plan: {
+    problem: { headDim: number; headDimV?: number; kvDtype: Plan["problem"]["kvDtype"] };
+    tiles: Plan["tiles"];
+  },
   caps: KernelCaps = { subgroups: false, subgroupMinSize: 0 },
   tuning: KernelTuning = {},
   paged = false,
 ): KernelSpec {
   const { headDim, kvDtype } = plan.problem;
+  const headDimV = plan.problem.headDimV ?? headDim;
   const { tileTokens, rowsPerBlock, workgroupSize } = plan.tiles;
   const chunks = headDim / elementsPerLoad(kvDtype);
+  const chunksV = headDimV / elementsPerLoad(kvDtype);
   const subgroups = caps.subgroups && tuning.subgroups !== false;
   const choice = kernelChoice(headDim, rowsPerBlock);
   let cap = Math.min(DEFAULT_MAX_LANES, workgroupSize, choice.lanes);
   if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
   let lanes = tuning.lanes ?? 1;
   if (tuning.lanes === undefined) {
-    while (lanes * 2 <= cap && chunks % (lanes * 2) === 0) lanes *= 2;
+    while (lanes * 2 <= cap && chunks % (lanes * 2) === 0 && chunksV % (lanes * 2) === 0) {
+      lanes *= 2;
+    }
   }
   const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
   return {
     headDim,
+    ...(headDimV === headDim ? {} : { headDimV }),
     kvDtype,
     tileTokens,
     rowsPerBlock,

@@ -133,6 +133,7 @@ export class WebGPUBackend implements Backend {
     // K/V windows (src/plan/windows.ts): element ranges, each within one binding and one buffer.
     const windowLimit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
     const rowElems = p.numKVHeads * p.headDim;
+    const rowElemsV = p.numKVHeads * p.headDimV;
     const windows = s.windows.map((w) => {
       const bytes = (w.tokenEnd - w.tokenBegin) * kvRowBytes(p);
       if (bytes > windowLimit) {
@@ -140,16 +141,21 @@ export class WebGPUBackend implements Backend {
           `maxBindingBytes must be at most the device's binding limit (${windowLimit} bytes): got a KV window of ${bytes} bytes`,
         );
       }
-      return { begin: w.tokenBegin * rowElems, end: w.tokenEnd * rowElems };
+      return {
+        begin: w.tokenBegin * rowElems,
+        end: w.tokenEnd * rowElems,
+        beginV: w.tokenBegin * rowElemsV,
+        endV: w.tokenEnd * rowElemsV,
+      };
     });
     const layout = schedLayout(s, limits.minStorageBufferOffsetAlignment);
     const sched = layout.data;
     const reduceBase = layout.reduceBase;
-    const outLen = input.q.length;
+    const outLen = p.totalQueries * p.numHeads * p.headDimV;
     // Output then LSE in one buffer (one readback copy), the LSE at an aligned offset.
     const align = Math.max(256, limits.minStorageBufferOffsetAlignment);
     const lseOffset = Math.ceil((4 * outLen) / align) * align;
-    const lseBytes = 4 * p.numSeqs * p.qLen * p.numHeads;
+    const lseBytes = 4 * p.totalQueries * p.numHeads;
     const resultBytes = lseOffset + lseBytes;
     const params = (count: number, pieceBase = 0) =>
       kernelParams({ ...p, pieceBase, reduceBase, count, scale });
@@ -164,7 +170,8 @@ export class WebGPUBackend implements Backend {
     // One K and one V buffer per window (`k` and `v` when the cache fits one binding), bound with
     // their data's size (a pooled buffer may be larger than a binding may be).
     const putKV = (name: string, data: Float32Array | Uint16Array): GPUBufferBinding[] =>
-      windows.map(({ begin, end }, i) => {
+      windows.map((win, i) => {
+        const [begin, end] = name === "v" ? [win.beginV, win.endV] : [win.begin, win.end];
         const one = windows.length === 1;
         const view = one ? data : data.subarray(begin, end);
         const buffer = put(one ? `${name}${suffix}` : `${name}${suffix} window ${i}`, view);
@@ -191,7 +198,7 @@ export class WebGPUBackend implements Backend {
     }
     const bPartials = pool.get(
       "partials",
-      Math.max(16, 4 * s.partialSlots * slotFloats(tiles.rowsPerBlock, p.headDim)),
+      Math.max(16, 4 * s.partialSlots * slotFloats(tiles.rowsPerBlock, p.headDimV)),
       STORAGE_OUT,
     );
     const maxDim = limits.maxComputeWorkgroupsPerDimension;
@@ -315,7 +322,10 @@ export class WebGPUBackend implements Backend {
       const all = new Float32Array(readback.getMappedRange(0, bytes).slice(0));
       readback.unmap();
       return {
-        out: all.subarray(0, input.q.length),
+        out: all.subarray(
+          0,
+          plan.problem.totalQueries * plan.problem.numHeads * plan.problem.headDimV,
+        ),
         lse: all.subarray(bound.lseOffset / 4),
       };
     } finally {

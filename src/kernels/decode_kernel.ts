@@ -41,7 +41,7 @@ export interface WGSLOptions {
 /** Bytes of workgroup memory the decode kernel declares. */
 export function decodeWorkgroupBytes(spec: KernelSpec): number {
   const l = kernelLayout(spec);
-  const acc = spec.rowsPerBlock * spec.headDim * 4;
+  const acc = spec.rowsPerBlock * (spec.headDimV ?? spec.headDim) * 4;
   const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
   const entries = l.groups * l.unroll * spec.rowsPerBlock;
   const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
@@ -64,11 +64,16 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const { headDim: D, tileTokens: T, rowsPerBlock: RP, workgroupSize: W } = spec;
   const L = kernelLayout(spec);
   const variant = VARIANT_WGSL[spec.variant ?? "causal"];
-  const { lanes, chunksPerLane: CPL, groups: G, unroll: U, step } = L;
+  const { lanes, chunksPerLane: CPL, chunksPerLaneV: CPLV, groups: G, unroll: U, step } = L;
+  const DV = spec.headDimV ?? D; // V and output rows (MLA: shorter than K's)
   const V4 = elementsPerLoad(spec.kvDtype) / 4; // vec4<f32> per 16-byte chunk
-  const E4 = CPL * V4; // vec4<f32> per lane per row
+  const E4 = CPL * V4; // vec4<f32> per lane per row of q
+  const E4V = CPLV * V4; // vec4<f32> per lane per row of o
   const raw = `vec4<${KV_DTYPE_INFO[spec.kvDtype].wgslWord}>`;
   const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
+  const oi = (r: number, i: number, j: number) => r * E4V + i * V4 + j;
+  // V rows of another length (MLA) are addressed on their own; otherwise K's row serves both.
+  const splitV = DV !== D;
 
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
@@ -77,14 +82,31 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     lines(
       U,
       (u) =>
-        `      let ${prefix}row${u} = kv_row(kv_start, min(${at} + ${
-          u * G
-        }u + g, tok_end - 1u)) * params.kv_row + kv_head * CHUNKS + lane;
+        `${
+          splitV
+            ? `      let ${prefix}tok${u} = kv_row(kv_start, min(${at} + ${
+              u * G
+            }u + g, tok_end - 1u));
+      let ${prefix}row${u} = ${prefix}tok${u} * params.kv_row + kv_head * CHUNKS + lane;
+      let ${prefix}vrow${u} = ${prefix}tok${u} * kv_row_v + kv_head * CHUNKS_V + lane;`
+            : `      let ${prefix}row${u} = kv_row(kv_start, min(${at} + ${
+              u * G
+            }u + g, tok_end - 1u)) * params.kv_row + kv_head * CHUNKS + lane;`
+        }
 ${
-          lines(CPL, (i) =>
-            `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u} + ${
-              i * lanes
-            }u];\n      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}row${u} + ${i * lanes}u];`)
+          lines(
+            CPL,
+            (i) => `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u} + ${i * lanes}u];`,
+          )
+        }
+${
+          lines(
+            CPLV,
+            (i) =>
+              `      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}${splitV ? "v" : ""}row${u} + ${
+                i * lanes
+              }u];`,
+          )
         }`,
     );
   const tokens = lines(U, (u) => `      let t${u} = s0 + ${u * G}u + g;`);
@@ -94,10 +116,8 @@ ${
     ? `${tokens}
 ${
       lines(U, (u) =>
-        lines(
-          CPL,
-          (i) => `      let k${u}_${i} = nk${u}_${i};\n      let v${u}_${i} = nv${u}_${i};`,
-        ))
+        `${lines(CPL, (i) => `      let k${u}_${i} = nk${u}_${i};`)}
+${lines(CPLV, (i) => `      let v${u}_${i} = nv${u}_${i};`)}`)
     }
 ${issue("(s0 + STEP)", "", "n")}`
     : `${tokens}
@@ -118,7 +138,8 @@ ${
   );
   const shape = { RP, U, CPL, V4, lanes, W, subgroups: L.subgroups, qi };
   const reduce = laneReduceWGSL(shape);
-  const { fast, softmax } = softmaxStepWGSL(shape);
+  // The softmax updates the output state: V's chunks.
+  const { fast, softmax } = softmaxStepWGSL({ ...shape, CPL: CPLV, qi: oi });
 
   const pagedBinding = L.paged
     ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")
@@ -145,7 +166,9 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
 
   return `${
     options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
-  }// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
+  }// lean-attention decode kernel: D=${D}${
+    splitV ? ` DV=${DV}` : ""
+  } kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
     L.subgroups ? " subgroups" : ""
   }${L.paged ? " paged" : ""}
 ${PARAMS_WGSL}
@@ -162,13 +185,15 @@ ${recordOffsetsWGSL(PIECE_RECORD)}
 
 const D: u32 = ${D}u;
 const D4: u32 = ${D / 4}u;
+const DV: u32 = ${DV}u;
 const T: u32 = ${T}u;
 const RP: u32 = ${RP}u;
 const CHUNKS: u32 = ${L.chunks}u;
+const CHUNKS_V: u32 = ${L.chunksV}u;
 const LANES: u32 = ${lanes}u;
 const GROUPS: u32 = ${G}u;
 const STEP: u32 = ${step}u;
-const SLOT: u32 = ${RP * (D + 2)}u;
+const SLOT: u32 = ${RP * (DV + 2)}u;
 const NEG: f32 = ${NEG_SCORE.toExponential()};
 const Z4: vec4<f32> = vec4<f32>(0.0);
 // A NaN built at run time: WGSL rejects NaN in constant expressions.
@@ -176,7 +201,7 @@ var<private> nan_bits: u32 = 0x7fc00000u;
 const DIRECT: u32 = 0xffffffffu;
 
 // The groups' merged output, and each group's row maxima then the merged sums.
-var<workgroup> acc: array<vec4<f32>, ${RP * (D / 4)}>;
+var<workgroup> acc: array<vec4<f32>, ${RP * (DV / 4)}>;
 var<workgroup> m_sh: array<f32, ${G * RP}>;
 var<workgroup> l_sh: array<f32, ${RP}>;
 var<workgroup> bad_sh: array<atomic<u32>, ${RP}>;
@@ -198,7 +223,11 @@ fn main(
     return;
   }
   let lane = lid % LANES;
-  let g = lid / LANES;
+  let g = lid / LANES;${
+    splitV
+      ? "\n  // 16-byte loads per V token row (all KV heads).\n  let kv_row_v = params.kv_row / CHUNKS * CHUNKS_V;"
+      : ""
+  }
   let p_begin = sched[w];
   let p_end = sched[w + 1u];
   for (var pc = p_begin; pc < p_end; pc++) {
@@ -211,14 +240,17 @@ fn main(
     let slot = sched[f + PIECE_SLOT];
     let kv_start = sched[f + PIECE_KV_START];
     let seq_len = sched[f + PIECE_SEQ_LEN];
-    let n_rows = min(RP, params.rows_per_group - r0);
+    let q_start = sched[f + PIECE_Q_START];
+    let q_len = sched[f + PIECE_Q_LEN];
+    // The sequence's own rows (ragged batches): groupSize x its query tokens.
+    let n_rows = min(RP, params.group_size * q_len - r0);
 
     // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
     var qv = array<vec4<f32>, ${RP * E4}>();
 ${
     lines(RP, (r) =>
       `    if (${r}u < n_rows) {
-      let qb = query_row(seq, kv_head, r0 + ${r}u) * D4;
+      let qb = query_row(q_start, q_len, kv_head, r0 + ${r}u) * D4;
 ${
         grid(CPL, V4, (i, j) =>
           `      qv[${qi(r, i, j)}] = q[qb + (lane + ${
@@ -232,7 +264,7 @@ ${
 ${
     lines(RP, (r) =>
       `    lim[${r}] = select(0u, min(${
-        variant.visible("seq_len", "params.q_len", `(r0 + ${r}u) % params.q_len`)
+        variant.visible("seq_len", "q_len", `(r0 + ${r}u) % q_len`)
       }, tok_end), ${r}u < n_rows);`)
   }
 ${
@@ -251,7 +283,7 @@ ${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${r}u
       atomicStore(&bad_sh[lid], 0u);
     }
     var l = array<f32, ${RP}>();
-    var o = array<vec4<f32>, ${RP * E4}>();
+    var o = array<vec4<f32>, ${RP * E4V}>();
 ${lines(RP, (r) => `    m[${r}] = NEG;`)}
 ${prefetchInit}
 
@@ -261,7 +293,7 @@ ${dots}
 ${reduce}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
   }
-${lines(U, (u) => lines(CPL, (i) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`))}
+${lines(U, (u) => lines(CPLV, (i) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`))}
 ${
     fastSteps
       ? `      if (s0 + STEP <= lim_all) {
@@ -294,17 +326,17 @@ ${
     {
       let sc = exp2(m[${r}] - mm[${r}]);
       l[${r}] *= sc;
-${grid(CPL, V4, (i, j) => `      o[${qi(r, i, j)}] *= sc;`)}
+${grid(CPLV, V4, (i, j) => `      o[${oi(r, i, j)}] *= sc;`)}
     }`)
   }
     for (var gg = 0u; gg < GROUPS; gg++) {
       if (g == gg) {
 ${
     lines(RP, (r) =>
-      grid(CPL, V4, (i, j) => {
-        const at = `${r * (D / 4)}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
-        return `        acc[${at}] = select(acc[${at}] + o[${qi(r, i, j)}], o[${
-          qi(r, i, j)
+      grid(CPLV, V4, (i, j) => {
+        const at = `${r * (DV / 4)}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
+        return `        acc[${at}] = select(acc[${at}] + o[${oi(r, i, j)}], o[${
+          oi(r, i, j)
         }], gg == 0u);`;
       }))
   }
@@ -316,12 +348,12 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
     }
 
     // Write the final output, or the partial state (unnormalised o, max m, sum l).
-    for (var i = lid; i < RP * D; i += ${W}u) {
-      let r = i / D;
+    for (var i = lid; i < RP * DV; i += ${W}u) {
+      let r = i / DV;
       if (r < n_rows) {
         let val = acc[i >> 2u][i & 3u];
         if (slot == DIRECT) {
-          out[query_row(seq, kv_head, r0 + r) * D + i % D] =
+          out[query_row(q_start, q_len, kv_head, r0 + r) * DV + i % DV] =
             select(val / l_sh[r], bitcast<f32>(nan_bits), any_bad[r] != 0u);
         } else {
           partials[slot * SLOT + i] = val;
@@ -330,14 +362,14 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
     }
     if (lid < n_rows) {
       if (slot == DIRECT) {
-        lse_out[query_row(seq, kv_head, r0 + lid)] = select(
+        lse_out[query_row(q_start, q_len, kv_head, r0 + lid)] = select(
           (mm[lid] + log2(l_sh[lid])) * 0.6931471805599453,
           bitcast<f32>(nan_bits),
           any_bad[lid] != 0u,
         );
       } else {
-        partials[slot * SLOT + RP * D + lid] = mm[lid];
-        partials[slot * SLOT + RP * D + RP + lid] =
+        partials[slot * SLOT + RP * DV + lid] = mm[lid];
+        partials[slot * SLOT + RP * DV + RP + lid] =
           select(l_sh[lid], bitcast<f32>(nan_bits), any_bad[lid] != 0u);
       }
     }

@@ -19,6 +19,8 @@ import {
 /** Compile-time parameters of the decode and merge kernels. */
 export interface KernelSpec {
   readonly headDim: number;
+  /** Head dimension of V and the output (default `headDim`; MLA's V rows are shorter). */
+  readonly headDimV?: number;
   readonly kvDtype: KVDtype;
   readonly tileTokens: number;
   readonly rowsPerBlock: number;
@@ -85,12 +87,16 @@ export function sharedLayoutEntries(spec: KernelSpec): SharedBindingType[] {
 
 /** The thread layout a spec resolves to. */
 export interface KernelLayout {
-  /** 16-byte chunks in one token's row of one KV head. */
+  /** 16-byte chunks in one token's K row of one KV head. */
   readonly chunks: number;
+  /** 16-byte chunks in one token's V row of one KV head (`chunks` unless `headDimV` differs). */
+  readonly chunksV: number;
   /** Threads sharing one token (they split its chunks). */
   readonly lanes: number;
-  /** Chunks each lane loads per token. */
+  /** K chunks each lane loads per token. */
   readonly chunksPerLane: number;
+  /** V chunks each lane loads per token. */
+  readonly chunksPerLaneV: number;
   /** Token groups in a workgroup (`workgroupSize / lanes`). */
   readonly groups: number;
   /** Tokens a group loads per step. */
@@ -195,9 +201,22 @@ function largestPowerOfTwoDividing(n: number, cap: number): number {
  */
 export function kernelLayout(spec: KernelSpec): KernelLayout {
   const chunks = spec.headDim / elementsPerLoad(spec.kvDtype);
-  let lanes = spec.lanes ?? largestPowerOfTwoDividing(chunks, DEFAULT_MAX_LANES);
-  if (!Number.isInteger(chunks / lanes) || (lanes & (lanes - 1)) !== 0) {
-    throw new RangeError(`lanes must be a power of two dividing ${chunks}: got ${lanes}`);
+  const chunksV = (spec.headDimV ?? spec.headDim) / elementsPerLoad(spec.kvDtype);
+  // Lanes split both rows: a power of two dividing K's and V's chunks.
+  const common =
+    largestPowerOfTwoDividing(chunks, 1 << 30) < largestPowerOfTwoDividing(chunksV, 1 << 30)
+      ? chunks
+      : chunksV;
+  let lanes = spec.lanes ?? largestPowerOfTwoDividing(common, DEFAULT_MAX_LANES);
+  if (
+    !Number.isInteger(chunks / lanes) || !Number.isInteger(chunksV / lanes) ||
+    (lanes & (lanes - 1)) !== 0
+  ) {
+    throw new RangeError(
+      `lanes must be a power of two dividing ${chunks}${
+        chunksV === chunks ? "" : ` and ${chunksV}`
+      }: got ${lanes}`,
+    );
   }
   if (spec.workgroupSize % lanes !== 0) {
     throw new RangeError(
@@ -221,8 +240,10 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
   unroll = Math.max(1, Math.min(unroll, Math.floor(spec.tileTokens / groups)));
   return {
     chunks,
+    chunksV,
     lanes,
     chunksPerLane,
+    chunksPerLaneV: chunksV / lanes,
     groups,
     unroll,
     step: groups * unroll,
@@ -234,7 +255,8 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
 /** The pipeline cache key of a spec. */
 export function specKey(kind: string, spec: KernelSpec): string {
   const l = kernelLayout(spec);
-  return `${kind}:d${spec.headDim}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
+  const dv = (spec.headDimV ?? spec.headDim) === spec.headDim ? "" : `/${spec.headDimV}`;
+  return `${kind}:d${spec.headDim}${dv}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
     l.subgroups ? ":sg" : ""
   }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}${spec.sharedLayout ? ":shared" : ""}${
     spec.fastSteps === false ? ":masked" : ""
@@ -315,10 +337,13 @@ fn flat_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wid.x + wid.y * nwg.x;
 }`;
 
-/** Maps row `r` of a KV group to its flat query row `(seq * qLen + pos) * numHeads + head`. */
+/**
+ * Maps row `r` of a KV group of a sequence with `q_len` query tokens from `q_start` (its piece's
+ * or reduce record's) to its flat query row `(q_start + pos) * numHeads + head`.
+ */
 export const QUERY_ROW_WGSL = `
-fn query_row(seq: u32, kv_head: u32, r: u32) -> u32 {
-  let head = kv_head * params.group_size + r / params.q_len;
-  let pos = r % params.q_len;
-  return (seq * params.q_len + pos) * params.num_heads + head;
+fn query_row(q_start: u32, q_len: u32, kv_head: u32, r: u32) -> u32 {
+  let head = kv_head * params.group_size + r / q_len;
+  let pos = r % q_len;
+  return (q_start + pos) * params.num_heads + head;
 }`;

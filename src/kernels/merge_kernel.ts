@@ -42,7 +42,8 @@ export function mergeWorkgroups(records: number, rowsPerBlock: number): number {
  * ```
  */
 export function mergeKernelWGSL(spec: KernelSpec): string {
-  const { headDim: D, rowsPerBlock: RP } = spec;
+  const { rowsPerBlock: RP } = spec;
+  const D = spec.headDimV ?? spec.headDim; // the output rows: V's head dim
   const W = MERGE_WORKGROUP;
   const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
   // Both layouts use the decode kernel's binding numbers; a shared layout (one bind group for
@@ -70,6 +71,7 @@ const NEG: f32 = ${NEG_SCORE.toExponential()};
 var<workgroup> red: array<f32, ${W}>;
 // A NaN built at run time: WGSL rejects NaN in constant expressions.
 var<private> nan_bits: u32 = 0x7fc00000u;
+var<private> neg_inf_bits: u32 = 0xff800000u;
 var<workgroup> weight: array<f32, ${W}>;
 var<workgroup> part: array<f32, ${groups * D}>;
 ${FLAT_WORKGROUP_WGSL}
@@ -109,9 +111,13 @@ fn main(
   let r0 = sched[f + REDUCE_ROW_BLOCK] * RP;
   let first = sched[f + REDUCE_FIRST_SLOT];
   let n = sched[f + REDUCE_NUM_SLOTS];
-  if (r0 + r >= params.rows_per_group) {
+  let q_start = sched[f + REDUCE_Q_START];
+  let q_len = sched[f + REDUCE_Q_LEN];
+  if (r0 + r >= params.group_size * q_len) {
     return;
   }
+  // No slots: an empty request's row, which gets the merge identity (out 0, lse -inf).
+  let empty = n == 0u;
   let mo = RP * D + r; // offset of this row's max in a slot; its sum follows RP floats later
 
   // The largest max among slots that saw a token (an empty slot has sum 0).
@@ -171,19 +177,23 @@ fn main(
     part[grp * D + d] = acc;
   }
   workgroupBarrier();
-  let row = query_row(seq, kv_head, r0 + r);
+  let row = query_row(q_start, q_len, kv_head, r0 + r);
   if (lid < D) {
     var total = 0.0;
     for (var g = 0u; g < GROUPS; g++) {
       total += part[g * D + lid];
     }
-    out[row * D + lid] = select(total / l_all, bitcast<f32>(nan_bits), row_bad);
+    out[row * D + lid] = select(
+      select(total / l_all, bitcast<f32>(nan_bits), row_bad),
+      0.0,
+      empty,
+    );
   }
   if (lid == 0u) {
     lse_out[row] = select(
-      (m_all + log2(l_all)) * 0.6931471805599453,
-      bitcast<f32>(nan_bits),
-      row_bad,
+      select((m_all + log2(l_all)) * 0.6931471805599453, bitcast<f32>(nan_bits), row_bad),
+      bitcast<f32>(neg_inf_bits),
+      empty,
     );
   }
 }

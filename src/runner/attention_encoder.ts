@@ -176,7 +176,7 @@ export class AttentionEncoder {
   #kernelsFor(plan: PagedPlan): Kernels {
     const { problem: p, tiles: t } = plan;
     const signature =
-      `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}`;
+      `${p.headDim}/${p.headDimV}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}`;
     let k = this.#kernels;
     if (k?.signature !== signature) {
       const spec: KernelSpec = {
@@ -234,10 +234,10 @@ export class AttentionEncoder {
     this.#schedCap = t.schedCap;
     this.#pagesCap = t.pagesCap;
     const { layout, maxPieces } = t;
-    const slot = 4 * slotFloats(plan.tiles.rowsPerBlock, p.headDim);
+    const slot = 4 * slotFloats(plan.tiles.rowsPerBlock, p.headDimV);
     const scratch = this.#scratchFor(
       slot * Math.max(s.partialSlots, maxPieces),
-      4 * p.numSeqs * p.qLen * p.numHeads,
+      4 * p.totalQueries * p.numHeads,
     );
     const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}`;
     const region = this.#ring.acquire(layout.bytes, layoutKey);

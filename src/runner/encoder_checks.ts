@@ -87,14 +87,14 @@ export class RunnerBuffers {
   ): void {
     const { q, out, lse, k, v } = b;
     const p = plan.problem;
-    const qBytes = 4 * p.numSeqs * p.qLen * p.numHeads * p.headDim;
-    const kvBytes = plan.kv.numPages * plan.kv.pageSize * p.numKVHeads * p.headDim *
+    const rows = p.totalQueries * p.numHeads;
+    const kvBytes = plan.kv.numPages * plan.kv.pageSize * p.numKVHeads *
       KV_DTYPE_INFO[p.kvDtype].bytes;
-    this.check("q", q, qBytes);
-    this.check("out", out, qBytes);
-    this.check("k", k, kvBytes);
-    this.check("v", v, kvBytes);
-    if (lse !== undefined) this.check("lse", lse, qBytes / p.headDim);
+    this.check("q", q, 4 * rows * p.headDim);
+    this.check("out", out, 4 * rows * p.headDimV);
+    this.check("k", k, kvBytes * p.headDim);
+    this.check("v", v, kvBytes * p.headDimV);
+    if (lse !== undefined) this.check("lse", lse, 4 * rows);
     // A buffer written by a dispatch may not be bound again in it.
     if (out === q) throw new RangeError("out must not be the same buffer as q");
     if (lse !== undefined && (lse === q || lse === out)) {

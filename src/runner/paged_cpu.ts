@@ -100,7 +100,7 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
       );
     }
   }
-  const qElems = p.numSeqs * p.qLen * p.numHeads * p.headDim;
+  const qElems = p.totalQueries * p.numHeads * p.headDim;
   if (!(input.q instanceof Float32Array)) {
     throw new TypeError(`q must be a Float32Array: got ${typeof input.q}`);
   }
