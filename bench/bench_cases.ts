@@ -12,6 +12,10 @@ export interface BenchCase {
   numHeads: number;
   numKVHeads: number;
   headDim: number;
+  /** V's head dim (MLA: 512 beside K's 576); default `headDim`. */
+  headDimV?: number;
+  /** KV dtype, `"f16"` (default) or `"bf16"`. */
+  kvDtype?: "f16" | "bf16";
   qLen: number;
 }
 

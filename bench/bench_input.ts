@@ -25,21 +25,24 @@ export function randomHalves(n: number, seed: number): Uint16Array {
   return out;
 }
 
-/** The decode input of a benchmark case (f16 KV). */
+/** The decode input of a benchmark case (f16 KV unless the case says bf16). */
 export function makeBenchInput(c: BenchCase): DecodeInput {
   const tokens = c.seqLens.reduce((a, b) => a + b, 0);
   const kv = tokens * c.numKVHeads * c.headDim;
+  const headDimV = c.headDimV ?? c.headDim;
   const q = new Float32Array(c.seqLens.length * c.qLen * c.numHeads * c.headDim);
   for (let i = 0; i < q.length; i++) q[i] = Math.sin(i * 12.9898) * 0.5;
   return {
     q,
     k: randomHalves(kv, 1),
-    v: randomHalves(kv, 2),
+    // (The same bit patterns read as bf16 are finite and nonzero too.)
+    v: randomHalves(tokens * c.numKVHeads * headDimV, 2),
     seqLens: c.seqLens,
     numHeads: c.numHeads,
     numKVHeads: c.numKVHeads,
     headDim: c.headDim,
     qLen: c.qLen,
-    kvDtype: "f16",
+    ...(headDimV === c.headDim ? {} : { headDimV }),
+    kvDtype: c.kvDtype ?? "f16",
   };
 }

@@ -88,7 +88,8 @@ function describe(
   extra: Row,
   ceilings: Ceilings,
 ): Row {
-  const kvBytes = 2 * c.seqLens.reduce((a, b) => a + b, 0) * c.numKVHeads * c.headDim * 2;
+  const kvBytes = c.seqLens.reduce((a, b) => a + b, 0) * c.numKVHeads *
+    (c.headDim + (c.headDimV ?? c.headDim)) * 2;
   const flops = decodeFlops(c);
   const sorted = [...samplesMs].sort((a, b) => a - b);
   const medianMs = median(sorted);
@@ -100,6 +101,8 @@ function describe(
     numHeads: c.numHeads,
     numKVHeads: c.numKVHeads,
     headDim: c.headDim,
+    ...(c.headDimV === undefined ? {} : { headDimV: c.headDimV }),
+    ...(c.kvDtype === undefined ? {} : { kvDtype: c.kvDtype }),
     qLen: c.qLen,
     strategy,
     medianMs,
@@ -158,7 +161,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
   try {
     const checked = args.has("check") ? await check(decoder, c) : undefined;
     const input = makeBenchInput(c);
-    const kvBytes = 2 * input.k.byteLength;
+    const kvBytes = input.k.byteLength + input.v.byteLength;
     const kvSets = kvBytes < ROTATE_BELOW ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
     for (const strategy of strategies) {
       const plan = decoder.plan(input, { strategy });
@@ -182,7 +185,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
       printRow(row, rows.length === 0);
       rows.push(row);
     }
-    if (args.has("paged")) {
+    if (args.has("paged") && (c.headDimV ?? c.headDim) === c.headDim) {
       const rowsPerBlock = tileConfig({
         headDim: c.headDim,
         rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
