@@ -86,16 +86,19 @@ export const F32_GQA_Q2: KernelFamily = { ...F32_GQA, qLen: 2 };
 export const RAGGED_GQA: KernelFamily = F32_GQA_Q2;
 
 /**
- * MLA-like: 8 query heads over one KV head, bf16 K rows of 32 and V rows of 16 (2 lanes): the
- * split K/V row addressing of `headDimV` at a cheap size.
+ * MLA-like wide rows, run without subgroups: 4 query heads over one KV head, f32 K rows of 272
+ * and V rows of 264. Head dims above 256 take MLA's kernel class (32 lanes per token, 4 rows per
+ * block), so this cheap shape covers what MLA's 576/512 adds: V rows addressed apart from K's,
+ * lane rounds padded on K (68 chunks) and V (66), the 32-lane workgroup-memory reduction, and
+ * the merge of rows longer than its workgroup.
  */
-export const MLA_SMALL: KernelFamily = {
-  numHeads: 8,
+export const MLA_WIDE: KernelFamily = {
+  numHeads: 4,
   numKVHeads: 1,
-  headDim: 32,
-  headDimV: 16,
+  headDim: 272,
+  headDimV: 264,
   qLen: 1,
-  kvDtype: "bf16",
+  kvDtype: "f32",
 };
 
 /** The families of the set, in the order property tests draw them. */
@@ -151,7 +154,7 @@ function familyKey(
 /** The kernel classes a software adapter may compile. */
 export const KERNEL_SET: ReadonlySet<string> = new Set([
   ...KERNEL_FAMILIES.map((f) => familyKey(f)),
-  familyKey(MLA_SMALL),
+  familyKey(MLA_WIDE, {}, false),
   ...(["f32", "f16", "bf16"] as const).map((kvDtype) => familyKey({ ...SMALL_GQA, kvDtype })),
   ...KERNEL_GEOMETRIES.map((g) => familyKey(F32_GQA, g)),
   // The workgroup-memory reduction, at 1 row (16 lanes) and 4 rows (caller devices without

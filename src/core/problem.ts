@@ -6,6 +6,7 @@
  */
 
 import { KV_DTYPE_INFO } from "./dtypes.ts";
+import { describe, headDimOf, positiveInt, queryLengths } from "./field_checks.ts";
 
 /**
  * Storage type of K and V. `f16` and `bf16` are passed as `Uint16Array` bit patterns.
@@ -204,26 +205,6 @@ export interface Problem {
   readonly kvDtype: KVDtype;
 }
 
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "number" || typeof value === "boolean") return String(value);
-  if (typeof value === "undefined") return "undefined";
-  if (ArrayBuffer.isView(value)) return value.constructor.name;
-  if (Array.isArray(value)) return "Array";
-  return typeof value;
-}
-
-function positiveInt(name: string, value: unknown): number {
-  if (typeof value !== "number") {
-    throw new TypeError(`${name} must be a number: got ${describe(value)}`);
-  }
-  if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(`${name} must be a positive integer: got ${describe(value)}`);
-  }
-  return value;
-}
-
 function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
   if (typeof value !== "string") {
     throw new TypeError(`${name} must be a string: got ${describe(value)}`);
@@ -273,8 +254,10 @@ export function validateShape(shape: DecodeShape): Problem {
       `numHeads (${numHeads}) must be a multiple of numKVHeads: got ${numKVHeads}`,
     );
   }
-  const headDim = headDimOf("headDim", shape.headDim);
-  const headDimV = shape.headDimV === undefined ? headDim : headDimOf("headDimV", shape.headDimV);
+  const headDim = headDimOf("headDim", shape.headDim, MAX_HEAD_DIM);
+  const headDimV = shape.headDimV === undefined
+    ? headDim
+    : headDimOf("headDimV", shape.headDimV, MAX_HEAD_DIM);
   const qLen = shape.qLen === undefined ? undefined : positiveInt("qLen", shape.qLen);
   if (qLen !== undefined && qLen > MAX_Q_LEN) {
     throw new RangeError(`qLen must be an integer from 1 to ${MAX_Q_LEN}: got ${qLen}`);
@@ -289,7 +272,7 @@ export function validateShape(shape: DecodeShape): Problem {
   }
   const numSeqs = lens.length;
   if (numSeqs === 0) throw new RangeError("seqLens must not be empty: got 0 sequences");
-  const qLens = queryLengths(shape.qLens, qLen, numSeqs);
+  const qLens = queryLengths(shape.qLens, qLen, numSeqs, MAX_Q_LEN);
   const seqLens = new Uint32Array(numSeqs);
   const kvStarts = new Float64Array(numSeqs + 1);
   const qStarts = new Uint32Array(numSeqs + 1);
@@ -327,46 +310,6 @@ export function validateShape(shape: DecodeShape): Problem {
     rowsPerGroup: groupSize * maxQLen,
     kvDtype,
   };
-}
-
-function headDimOf(name: string, value: unknown): number {
-  const dim = positiveInt(name, value);
-  if (dim % 8 !== 0 || dim > MAX_HEAD_DIM) {
-    throw new RangeError(`${name} must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${dim}`);
-  }
-  return dim;
-}
-
-/** Each sequence's query length: `qLens`, or `qLen` (default 1) for all; both must agree. */
-function queryLengths(value: unknown, qLen: number | undefined, numSeqs: number): Uint32Array {
-  const out = new Uint32Array(numSeqs);
-  if (value === undefined) return out.fill(qLen ?? 1);
-  if (
-    value === null || typeof value !== "object" ||
-    typeof (value as ArrayLike<number>).length !== "number"
-  ) {
-    throw new TypeError(`qLens must be an array of numbers: got ${describe(value)}`);
-  }
-  const lens = value as ArrayLike<unknown>;
-  if (lens.length !== numSeqs) {
-    throw new RangeError(
-      `qLens must hold one query length per sequence (${numSeqs}): got ${lens.length}`,
-    );
-  }
-  for (let i = 0; i < numSeqs; i++) {
-    const n = lens[i];
-    if (typeof n !== "number") {
-      throw new TypeError(`qLens[${i}] must be a number: got ${describe(n)}`);
-    }
-    if (!Number.isInteger(n) || n < 1 || n > MAX_Q_LEN) {
-      throw new RangeError(`qLens[${i}] must be an integer from 1 to ${MAX_Q_LEN}: got ${n}`);
-    }
-    if (qLen !== undefined && n !== qLen) {
-      throw new RangeError(`qLens[${i}] must equal qLen (${qLen}) when both are given: got ${n}`);
-    }
-    out[i] = n;
-  }
-  return out;
 }
 
 function checkArray(

@@ -72,13 +72,13 @@ export function kernelSpec(
   const chunksV = headDimV / elementsPerLoad(kvDtype);
   const subgroups = caps.subgroups && tuning.subgroups !== false;
   const choice = kernelChoice(headDim, rowsPerBlock);
-  let cap = Math.min(DEFAULT_MAX_LANES, workgroupSize, choice.lanes);
+  let cap = Math.min(Math.max(DEFAULT_MAX_LANES, choice.lanes), workgroupSize, choice.lanes);
   if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
   let lanes = tuning.lanes ?? 1;
   if (tuning.lanes === undefined) {
-    while (lanes * 2 <= cap && chunks % (lanes * 2) === 0 && chunksV % (lanes * 2) === 0) {
-      lanes *= 2;
-    }
+    const fits = (n: number) =>
+      choice.padded ? n <= Math.max(chunks, chunksV) : chunks % n === 0 && chunksV % n === 0;
+    while (lanes * 2 <= cap && fits(lanes * 2)) lanes *= 2;
   }
   const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
   return {

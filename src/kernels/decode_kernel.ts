@@ -74,6 +74,14 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const oi = (r: number, i: number, j: number) => r * E4V + i * V4 + j;
   // V rows of another length (MLA) are addressed on their own; otherwise K's row serves both.
   const splitV = DV !== D;
+  // Lanes that do not divide a row's chunks (MLA's 72 K chunks over 32 lanes): the last round of
+  // chunks is partial. A lane past the row loads the row's last chunk again (`kpad`/`vpad` keep
+  // its address in the row) and holds a zero query there, so its products vanish, and it never
+  // writes its output chunk.
+  const padK = L.chunks % lanes !== 0;
+  const padV = L.chunksV % lanes !== 0;
+  const kOff = (i: number) => (padK && i === CPL - 1 ? " + kpad" : ` + ${i * lanes}u`);
+  const vOff = (i: number) => (padV && i === CPLV - 1 ? " + vpad" : ` + ${i * lanes}u`);
 
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
@@ -96,16 +104,16 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
 ${
           lines(
             CPL,
-            (i) => `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u} + ${i * lanes}u];`,
+            (i) => `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u}${kOff(i)}];`,
           )
         }
 ${
           lines(
             CPLV,
             (i) =>
-              `      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}${splitV ? "v" : ""}row${u} + ${
-                i * lanes
-              }u];`,
+              `      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}${splitV ? "v" : ""}row${u}${
+                vOff(i)
+              }];`,
           )
         }`,
     );
@@ -224,6 +232,8 @@ fn main(
   }
   let lane = lid % LANES;
   let g = lid / LANES;${
+    padK ? `\n  let kpad = min(lane + ${(CPL - 1) * lanes}u, CHUNKS - 1u) - lane;` : ""
+  }${padV ? `\n  let vpad = min(lane + ${(CPLV - 1) * lanes}u, CHUNKS_V - 1u) - lane;` : ""}${
     splitV
       ? "\n  // 16-byte loads per V token row (all KV heads).\n  let kv_row_v = params.kv_row / CHUNKS * CHUNKS_V;"
       : ""
@@ -253,9 +263,15 @@ ${
       let qb = query_row(q_start, q_len, kv_head, r0 + ${r}u) * D4;
 ${
         grid(CPL, V4, (i, j) =>
-          `      qv[${qi(r, i, j)}] = q[qb + (lane + ${
-            i * lanes
-          }u) * ${V4}u + ${j}u] * params.scale_log2;`)
+          padK && i === CPL - 1
+            ? `      qv[${
+              qi(r, i, j)
+            }] = select(Z4, q[qb + (lane + kpad) * ${V4}u + ${j}u], lane + ${
+              i * lanes
+            }u < CHUNKS) * params.scale_log2;`
+            : `      qv[${qi(r, i, j)}] = q[qb + (lane + ${
+              i * lanes
+            }u) * ${V4}u + ${j}u] * params.scale_log2;`)
       }
     }`)
   }
@@ -335,9 +351,12 @@ ${
     lines(RP, (r) =>
       grid(CPLV, V4, (i, j) => {
         const at = `${r * (DV / 4)}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
-        return `        acc[${at}] = select(acc[${at}] + o[${oi(r, i, j)}], o[${
+        const write = `acc[${at}] = select(acc[${at}] + o[${oi(r, i, j)}], o[${
           oi(r, i, j)
         }], gg == 0u);`;
+        return padV && i === CPLV - 1
+          ? `        if (lane + ${i * lanes}u < CHUNKS_V) { ${write} }`
+          : `        ${write}`;
       }))
   }
         if (lane == 0u) {

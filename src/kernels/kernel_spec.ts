@@ -118,6 +118,11 @@ export interface KernelChoice {
   readonly unroll: number;
   /** Request the next step's K and V before this step's arithmetic (default true). */
   readonly prefetch?: boolean;
+  /**
+   * The lanes need not divide the row's chunks: the last round is padded (MLA's K row of 576
+   * dims is 72 f16 chunks, which no power of two above 8 divides).
+   */
+  readonly padded?: boolean;
 }
 
 /**
@@ -143,6 +148,13 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r8 d64": { lanes: 8, unroll: 2 },
   "r8 d128": { lanes: 16, unroll: 2 },
   "r8 d256": { lanes: 16, unroll: 1 },
+  // MLA (K 576, V 512, one latent KV head for 16-128 query heads): a whole 32-lane subgroup per
+  // token, so each lane holds (576 + 512) / 32 floats per row and a block serves 4 rows (not yet
+  // tuned on hardware).
+  "r1 d576": { lanes: 32, unroll: 1, prefetch: false, padded: true },
+  "r2 d576": { lanes: 32, unroll: 1, prefetch: false, padded: true },
+  "r4 d576": { lanes: 32, unroll: 1, prefetch: false, padded: true },
+  "r8 d576": { lanes: 32, unroll: 1, prefetch: false, padded: true },
 };
 
 /**
@@ -172,7 +184,7 @@ export function kernelChoice(headDim: number, rowsPerBlock: number): KernelChoic
 export function kernelTableKey(headDim: number, rowsPerBlock: number): string {
   let rows = 1;
   while (rows < rowsPerBlock && rows < 8) rows *= 2;
-  return `r${rows} d${headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256}`;
+  return `r${rows} d${headDim <= 64 ? 64 : headDim <= 128 ? 128 : headDim <= 256 ? 256 : 576}`;
 }
 
 /**
@@ -208,15 +220,9 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
       ? chunks
       : chunksV;
   let lanes = spec.lanes ?? largestPowerOfTwoDividing(common, DEFAULT_MAX_LANES);
-  if (
-    !Number.isInteger(chunks / lanes) || !Number.isInteger(chunksV / lanes) ||
-    (lanes & (lanes - 1)) !== 0
-  ) {
-    throw new RangeError(
-      `lanes must be a power of two dividing ${chunks}${
-        chunksV === chunks ? "" : ` and ${chunksV}`
-      }: got ${lanes}`,
-    );
+  // Lanes that do not divide the chunks pad the row's last round (see the decode kernel).
+  if (!Number.isInteger(lanes) || lanes < 1 || (lanes & (lanes - 1)) !== 0) {
+    throw new RangeError(`lanes must be a power of two: got ${lanes}`);
   }
   if (spec.workgroupSize % lanes !== 0) {
     throw new RangeError(
@@ -231,7 +237,7 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
     subgroups || l === 1 ? 0 : 2 * (spec.workgroupSize / l) * u * RP * (l + 2);
   // Without shuffles, fewer lanes when even one token per step would not fit.
   while (exchange(lanes, 1) > EXCHANGE_FLOATS) lanes /= 2;
-  const chunksPerLane = chunks / lanes;
+  const chunksPerLane = Math.ceil(chunks / lanes);
   const groups = spec.workgroupSize / lanes;
   // Registers: each lane holds `unroll` K and V chunks (twice with prefetch); the reduction in
   // workgroup memory holds unroll x rows sums per group; a step is not longer than a tile.
@@ -243,7 +249,7 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
     chunksV,
     lanes,
     chunksPerLane,
-    chunksPerLaneV: chunksV / lanes,
+    chunksPerLaneV: Math.ceil(chunksV / lanes),
     groups,
     unroll,
     step: groups * unroll,

@@ -14,6 +14,7 @@
 
 import { BINDING, bindingWGSL, recordOffsetsWGSL, REDUCE_RECORD } from "./abi.ts";
 import { NEG_SCORE } from "./decode_kernel.ts";
+import { lines } from "./decode_step.ts";
 import {
   FLAT_WORKGROUP_WGSL,
   type KernelSpec,
@@ -46,6 +47,81 @@ export function mergeKernelWGSL(spec: KernelSpec): string {
   const D = spec.headDimV ?? spec.headDim; // the output rows: V's head dim
   const W = MERGE_WORKGROUP;
   const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
+  const DPT = Math.ceil(D / W); // output dims per thread
+  const weighted = D <= W
+    ? `  // Weighted outputs, W slots at a time: weights once per slot, then slot groups of threads.
+  let d = lid % D;
+  let grp = lid / D;
+  var acc = 0.0;
+  for (var c0 = 0u; c0 < n; c0 += W) {
+    var w = 0.0;
+    if (c0 + lid < n) {
+      let base = (first + c0 + lid) * SLOT + mo;
+      let l = partials[base + RP];
+      w = select(0.0, exp2(partials[base] - m_all), l > 0.0);
+    }
+    weight[lid] = w;
+    workgroupBarrier();
+    if (grp < GROUPS) {
+      let cn = min(W, n - c0);
+      for (var s = grp; s < cn; s += GROUPS) {
+        acc += weight[s] * partials[(first + c0 + s) * SLOT + r * D + d];
+      }
+    }
+    workgroupBarrier();
+  }
+  if (grp < GROUPS) {
+    part[grp * D + d] = acc;
+  }
+  workgroupBarrier();
+  let row = query_row(q_start, q_len, kv_head, r0 + r);
+  if (lid < D) {
+    var total = 0.0;
+    for (var g = 0u; g < GROUPS; g++) {
+      total += part[g * D + lid];
+    }
+    out[row * D + lid] = select(
+      select(total / l_all, bitcast<f32>(nan_bits), row_bad),
+      0.0,
+      empty,
+    );
+  }
+`
+    : `  // Weighted outputs, W slots at a time: weights once per slot; rows longer than the workgroup
+  // (MLA's 512) are summed ${DPT} dims per thread, in slot order.
+  var acc = array<f32, ${DPT}>();
+  for (var c0 = 0u; c0 < n; c0 += W) {
+    var w = 0.0;
+    if (c0 + lid < n) {
+      let base = (first + c0 + lid) * SLOT + mo;
+      let l = partials[base + RP];
+      w = select(0.0, exp2(partials[base] - m_all), l > 0.0);
+    }
+    weight[lid] = w;
+    workgroupBarrier();
+    let cn = min(W, n - c0);
+    for (var s = 0u; s < cn; s++) {
+      let ws = weight[s];
+      let pb = (first + c0 + s) * SLOT + r * D + lid;
+${
+      lines(DPT, (k) =>
+        `      if (lid + ${k * W}u < D) { acc[${k}] += ws * partials[pb + ${k * W}u]; }`)
+    }
+    }
+    workgroupBarrier();
+  }
+  let row = query_row(q_start, q_len, kv_head, r0 + r);
+${
+      lines(DPT, (k) =>
+        `  if (lid + ${k * W}u < D) {
+    out[row * D + lid + ${k * W}u] = select(
+      select(acc[${k}] / l_all, bitcast<f32>(nan_bits), row_bad),
+      0.0,
+      empty,
+    );
+  }`)
+    }
+`;
   // Both layouts use the decode kernel's binding numbers; a shared layout (one bind group for
   // both kernels) declares the partials as the decode kernel writes them (storage).
   const partialsSpace = spec.sharedLayout ? "storage, read_write" : "storage, read";
@@ -73,7 +149,7 @@ var<workgroup> red: array<f32, ${W}>;
 var<private> nan_bits: u32 = 0x7fc00000u;
 var<private> neg_inf_bits: u32 = 0xff800000u;
 var<workgroup> weight: array<f32, ${W}>;
-var<workgroup> part: array<f32, ${groups * D}>;
+${D <= W ? `var<workgroup> part: array<f32, ${groups * D}>;` : ""}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 
@@ -152,44 +228,7 @@ fn main(
   red[lid] = bad;
   let row_bad = reduce(lid, 0u) > 0.0;
 
-  // Weighted outputs, W slots at a time: weights once per slot, then slot groups of threads.
-  let d = lid % D;
-  let grp = lid / D;
-  var acc = 0.0;
-  for (var c0 = 0u; c0 < n; c0 += W) {
-    var w = 0.0;
-    if (c0 + lid < n) {
-      let base = (first + c0 + lid) * SLOT + mo;
-      let l = partials[base + RP];
-      w = select(0.0, exp2(partials[base] - m_all), l > 0.0);
-    }
-    weight[lid] = w;
-    workgroupBarrier();
-    if (grp < GROUPS) {
-      let cn = min(W, n - c0);
-      for (var s = grp; s < cn; s += GROUPS) {
-        acc += weight[s] * partials[(first + c0 + s) * SLOT + r * D + d];
-      }
-    }
-    workgroupBarrier();
-  }
-  if (grp < GROUPS) {
-    part[grp * D + d] = acc;
-  }
-  workgroupBarrier();
-  let row = query_row(q_start, q_len, kv_head, r0 + r);
-  if (lid < D) {
-    var total = 0.0;
-    for (var g = 0u; g < GROUPS; g++) {
-      total += part[g * D + lid];
-    }
-    out[row * D + lid] = select(
-      select(total / l_all, bitcast<f32>(nan_bits), row_bad),
-      0.0,
-      empty,
-    );
-  }
-  if (lid == 0u) {
+${weighted}  if (lid == 0u) {
     lse_out[row] = select(
       select((m_all + log2(l_all)) * 0.6931471805599453, bitcast<f32>(nan_bits), row_bad),
       bitcast<f32>(neg_inf_bits),
