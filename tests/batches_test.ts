@@ -313,3 +313,33 @@ backendTest("empty requests' rows are written over poisoned output", async (deco
     assertMatchesReference(input, await decoder.decode(input), describeSpec(spec));
   }
 });
+
+Deno.test("batch-invariant CPU plans: a sequence's rows are the same bits beside ragged neighbours", async () => {
+  const decoder = await createDecoder({
+    backend: "cpu",
+    grid: 6,
+    tileTokens: 16,
+    batchInvariant: true,
+  });
+  try {
+    const shape = { numHeads: 4, numKVHeads: 2, headDim: 16 };
+    const alone = makeInput({ ...shape, seqLens: [300], qLens: [2], seed: 8 });
+    const a = await decoder.decode(alone);
+    // The same sequence after an empty request and a long qLen-7 verification.
+    const other = makeInput({ ...shape, seqLens: [0, 500], qLens: [3, 7], seed: 9 });
+    const rows = (3 + 7) * 4;
+    const batch: DecodeInput = {
+      ...other,
+      seqLens: [0, 500, 300],
+      qLens: [3, 7, 2],
+      q: Float32Array.from([...other.q, ...alone.q]),
+      k: Float32Array.from([...(other.k as Float32Array), ...(alone.k as Float32Array)]),
+      v: Float32Array.from([...(other.v as Float32Array), ...(alone.v as Float32Array)]),
+    };
+    const b = await decoder.decode(batch);
+    assert.deepStrictEqual(b.lse.subarray(rows), a.lse);
+    assert.deepStrictEqual(b.out.subarray(rows * 16), a.out);
+  } finally {
+    await decoder.dispose();
+  }
+});
