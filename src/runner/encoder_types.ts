@@ -68,7 +68,7 @@ export interface EncodeAttentionOptions {
   v?: GPUBuffer;
   /** Queries, `f32`, `[seq][qpos][head][dim]`. */
   q: GPUBuffer;
-  /** Output, `f32`, shaped like `q`. */
+  /** Output, `f32`, shaped like `q` (rows of `headDimV` dims). */
   out: GPUBuffer;
   /** Natural-log LSE, `f32`, `[seq][qpos][head]` (optional). */
   lse?: GPUBuffer;

@@ -35,7 +35,7 @@ export interface PagedCpuInput {
   q: Float32Array;
   /** One layer's K storage: rows of all pages, `[row][kvHead][dim]` (bits for f16/bf16). */
   k: Float32Array | Uint16Array;
-  /** One layer's V storage, like `k`. */
+  /** One layer's V storage, like `k` with rows of `headDimV` dims. */
   v: Float32Array | Uint16Array;
 }
 
@@ -85,12 +85,12 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
       );
     }
   }
-  const row = p.numKVHeads * p.headDim;
   const dtype: KVDtype = p.kvDtype;
   const info = KV_DTYPE_INFO[dtype];
   const Ctor = info.HostArray;
   for (const name of ["k", "v"] as const) {
     const a = input?.[name];
+    const row = p.numKVHeads * (name === "k" ? p.headDim : p.headDimV);
     if (!(a instanceof Ctor)) {
       throw new TypeError(`${name} must be a ${Ctor.name} (kvDtype "${dtype}"): got ${typeof a}`);
     }
@@ -110,8 +110,8 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
   return runSchedule(
     plan,
     input.q,
-    decodePages(input.k, plan),
-    decodePages(input.v, plan),
+    decodePages(input.k, plan, p.headDim),
+    decodePages(input.v, plan, p.headDimV),
     plan.scale,
     kv,
   );
@@ -121,11 +121,15 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
  * The storage as float32 (the array itself for f32): packed dtypes decode only the pages the
  * plan reads, in place in a storage-sized array, so page numbers address it unchanged.
  */
-function decodePages(data: Float32Array | Uint16Array, plan: PagedPlan): Float32Array {
+function decodePages(
+  data: Float32Array | Uint16Array,
+  plan: PagedPlan,
+  headDim: number,
+): Float32Array {
   const { problem: p, kv } = plan;
   if (data instanceof Float32Array) return data;
   const info = KV_DTYPE_INFO[p.kvDtype];
-  const span = kv.pageSize * p.numKVHeads * p.headDim;
+  const span = kv.pageSize * p.numKVHeads * headDim;
   const out = new Float32Array(kv.numPages * span);
   for (let s = 0; s < p.numSeqs; s++) {
     const used = Math.ceil(p.seqLens[s] / kv.pageSize);

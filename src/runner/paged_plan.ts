@@ -177,12 +177,6 @@ export function createPagedPlan(
   options: PagedPlanOptions,
 ): PagedPlan {
   const problem = validateShape(shape);
-  if (problem.headDimV !== problem.headDim) {
-    // Paged storage (KVCache, its append kernel, the CPU executor) keeps one head dim for K and V.
-    throw new RangeError(
-      `headDimV must equal headDim (${problem.headDim}) in a paged plan: got ${problem.headDimV}`,
-    );
-  }
   if (typeof tables !== "object" || tables === null) {
     throw new TypeError(
       `page tables must be an object: got ${tables === null ? "null" : typeof tables}`,
