@@ -8,7 +8,14 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { createDecoder, createPlan, type DecodeInput, KV_DTYPES, STRATEGIES } from "../mod.ts";
+import {
+  createDecoder,
+  createPlan,
+  type DecodeInput,
+  type Decoder,
+  KV_DTYPES,
+  STRATEGIES,
+} from "../mod.ts";
 import { executePlanOnCpu, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan.ts";
 import { createKVCache, executePagedPlanOnCpu, planForCache } from "../runner.ts";
 import { reusePlan } from "../src/plan/reuse.ts";
@@ -174,29 +181,36 @@ Deno.test("plans skip the empty row blocks of short sequences and give empty req
   assert.equal(plan.numTiles, 3 * 7);
 });
 
-Deno.test("a batch of only empty requests writes every row as the identity", async () => {
+/** A batch of empty requests only: no tiles, no K/V at all; every row is the identity. */
+async function onlyEmpty(decoder: Decoder, label: string): Promise<void> {
   for (const strategy of STRATEGIES) {
-    for (const batchInvariant of [false, true]) {
-      const decoder = await createDecoder({ backend: "cpu", grid: 4, batchInvariant });
-      try {
-        const input = makeInput({
-          ...RAGGED_GQA,
-          qLen: undefined,
-          qLens: [2, 1],
-          seqLens: [0, 0],
-          strategy,
-          seed: 1,
-        });
-        const { out, lse } = await decoder.decode(input);
-        assert.equal(lse.length, 3 * RAGGED_GQA.numHeads);
-        assert.ok(lse.every((x) => x === -Infinity), `${strategy} ${batchInvariant}`);
-        assert.ok(out.every((x) => Object.is(x, 0)));
-      } finally {
-        await decoder.dispose();
-      }
-    }
+    const input = makeInput({
+      ...RAGGED_GQA,
+      qLen: undefined,
+      qLens: [2, 1],
+      seqLens: [0, 0],
+      strategy,
+      seed: 1,
+    });
+    assert.equal(input.k.length, 0);
+    const { out, lse } = await decoder.decode(input);
+    assert.equal(lse.length, 3 * RAGGED_GQA.numHeads);
+    assert.ok(lse.every((x) => x === -Infinity), `${label} ${strategy}`);
+    assert.ok(out.every((x) => Object.is(x, 0)), `${label} ${strategy}`);
   }
+}
+
+backendTest("a batch of only empty requests writes every row as the identity", async (decoder) => {
+  await onlyEmpty(decoder, "plain");
 });
+
+backendTest(
+  "a batch-invariant batch of only empty requests, over small KV bindings",
+  async (decoder) => {
+    await onlyEmpty(decoder, "batch-invariant");
+  },
+  { decoder: { batchInvariant: true, maxBindingBytes: 65536 } },
+);
 
 Deno.test("plan reuse keeps ragged query lengths and refuses other ones", () => {
   const options = { grid: 6, tileTokens: 16 };

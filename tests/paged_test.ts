@@ -617,6 +617,17 @@ for (const name of ["webgpu", "dawn"] as const) {
         assertMatchesReference(input, got, strategy);
         for (const buf of [qb, out, lse]) buf.destroy();
       }
+      // A step of the empty request alone: no tiles at all, its rows still written.
+      const plan = attention.plan(cache, { seqs: [seqs[1]], numHeads: H, qLens: [2] });
+      const qb = gpuBuffer(device, randomFloats(seededRng(14), 2 * H * D));
+      const out = gpuBuffer(device, new Float32Array(2 * H * D).fill(NaN));
+      const lse = gpuBuffer(device, new Float32Array(2 * H).fill(NaN));
+      const enc = device.createCommandEncoder();
+      attention.encode(enc, { plan, layer: 0, q: qb, out, lse });
+      device.queue.submit([enc.finish()]);
+      assert.ok((await readF32(device, out, 2 * H * D)).every((x) => Object.is(x, 0)));
+      assert.ok((await readF32(device, lse, 2 * H)).every((x) => x === -Infinity));
+      for (const buf of [qb, out, lse]) buf.destroy();
     } finally {
       attention.dispose();
       cache.dispose();

@@ -162,7 +162,8 @@ export class WebGPUBackend implements Backend {
     const pool = this.#pool;
     const put = (role: string, data: ArrayBufferView, usage = STORAGE_IN) => {
       const buffer = pool.get(role, Math.max(16, data.byteLength), usage);
-      device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
+      // Nothing to write for a batch of empty requests' K/V (Deno's writeBuffer panics on 0 bytes).
+      if (data.byteLength > 0) device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
       return buffer;
     };
     const suffix = kvSet === 0 ? "" : ` ${kvSet}`;
