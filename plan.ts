@@ -44,6 +44,7 @@ export {
   partition,
   partitionCost,
   PIECE_COST_TILES,
+  segmentRows,
   segmentTiles,
 } from "./src/plan/partition.ts";
 export type { Partition } from "./src/plan/partition.ts";

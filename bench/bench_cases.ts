@@ -14,6 +14,8 @@ export interface BenchCase {
   numHeads: number;
   numKVHeads: number;
   headDim: number;
+  /** V's head dim (MLA: 512 beside K's 576); default `headDim`. */
+  headDimV?: number;
   qLen: number;
   /** KV dtype (default `"f16"`). */
   kvDtype: KVDtype;

@@ -47,6 +47,7 @@ function randomBytes(n: number, seed: number, signed: boolean): Int8Array | Uint
 export function makeBenchInput(c: BenchCase): DecodeInput {
   const tokens = c.seqLens.reduce((a, b) => a + b, 0);
   const kv = tokens * c.numKVHeads * c.headDim;
+  const headDimV = c.headDimV ?? c.headDim;
   const q = new Float32Array(c.seqLens.length * c.qLen * c.numHeads * c.headDim);
   for (let i = 0; i < q.length; i++) q[i] = Math.sin(i * 12.9898) * 0.5;
   const dtype = c.kvDtype ?? "f16";
@@ -74,12 +75,14 @@ export function makeBenchInput(c: BenchCase): DecodeInput {
   return {
     q,
     k: randomHalves(kv, 1),
-    v: randomHalves(kv, 2),
+    // (The same bit patterns read as bf16 are finite and nonzero too.)
+    v: randomHalves(tokens * c.numKVHeads * headDimV, 2),
     seqLens: c.seqLens,
     numHeads: c.numHeads,
     numKVHeads: c.numKVHeads,
     headDim: c.headDim,
     qLen: c.qLen,
-    kvDtype: "f16",
+    ...(headDimV === c.headDim ? {} : { headDimV }),
+    kvDtype: c.kvDtype ?? "f16",
   };
 }

@@ -90,9 +90,10 @@ function describe(
   ceilings: Ceilings,
 ): Row {
   // K and V bytes read (8-bit dtypes: 1 byte per element, plus 8 bytes of scales per token and
-  // KV head with per-token scales).
+  // KV head with per-token scales; MLA: V rows of headDimV).
   const tokens = c.seqLens.reduce((a, b) => a + b, 0);
-  const kvBytes = 2 * tokens * c.numKVHeads * c.headDim * KV_DTYPE_INFO[c.kvDtype].bytes +
+  const kvBytes = tokens * c.numKVHeads * (c.headDim + (c.headDimV ?? c.headDim)) *
+      KV_DTYPE_INFO[c.kvDtype].bytes +
     (c.kvScales === "token" ? 8 * tokens * c.numKVHeads : 0);
   const flops = decodeFlops(c);
   const sorted = [...samplesMs].sort((a, b) => a - b);
@@ -105,6 +106,8 @@ function describe(
     numHeads: c.numHeads,
     numKVHeads: c.numKVHeads,
     headDim: c.headDim,
+    ...(c.headDimV === undefined ? {} : { headDimV: c.headDimV }),
+    ...(c.kvDtype === undefined ? {} : { kvDtype: c.kvDtype }),
     qLen: c.qLen,
     strategy,
     medianMs,
@@ -163,7 +166,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
   try {
     const checked = args.has("check") ? await check(decoder, c) : undefined;
     const input = makeBenchInput(c);
-    const kvBytes = 2 * input.k.byteLength;
+    const kvBytes = input.k.byteLength + input.v.byteLength;
     if (c.kvDtype !== "f16") console.log(`${c.name}: kvDtype ${c.kvDtype} ${c.kvScales ?? ""}`);
     const kvSets = kvBytes < ROTATE_BELOW ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
     for (const strategy of strategies) {
@@ -188,7 +191,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
       printRow(row, rows.length === 0);
       rows.push(row);
     }
-    if (args.has("paged")) {
+    if (args.has("paged") && (c.headDimV ?? c.headDim) === c.headDim) {
       const rowsPerBlock = tileConfig({
         headDim: c.headDim,
         rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,

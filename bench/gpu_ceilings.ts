@@ -144,11 +144,19 @@ export async function measureCeilings(device: GPUDevice, warmupMs: number): Prom
 
 /** FLOPs of a decode case: 2 per FMA, one FMA per K and per V element per query row. */
 export function decodeFlops(
-  c: { seqLens: number[]; numHeads: number; numKVHeads: number; headDim: number; qLen: number },
+  c: {
+    seqLens: number[];
+    numHeads: number;
+    numKVHeads: number;
+    headDim: number;
+    headDimV?: number;
+    qLen: number;
+  },
 ): number {
   const tokens = c.seqLens.reduce((a, b) => a + b, 0);
   const rowsPerKVHead = (c.numHeads / c.numKVHeads) * c.qLen;
-  return 2 * 2 * tokens * c.numKVHeads * c.headDim * rowsPerKVHead;
+  // q.k over K's dims, then p.v over V's.
+  return 2 * tokens * c.numKVHeads * (c.headDim + (c.headDimV ?? c.headDim)) * rowsPerKVHead;
 }
 
 /** A case's roofline: the larger of its memory time and its FMA time, and which it is. */

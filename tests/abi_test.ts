@@ -55,9 +55,19 @@ Deno.test("record offsets, strides and WGSL names come from the field lists", ()
     slot: 5,
     kvStart: 6,
     seqLen: 7,
+    qStart: 8,
+    qLen: 9,
   });
-  assert.equal(PIECE_STRIDE, 8);
-  assert.deepStrictEqual(REDUCE, { seq: 0, kvHead: 1, rowBlock: 2, firstSlot: 3, numSlots: 4 });
+  assert.equal(PIECE_STRIDE, 10);
+  assert.deepStrictEqual(REDUCE, {
+    seq: 0,
+    kvHead: 1,
+    rowBlock: 2,
+    firstSlot: 3,
+    numSlots: 4,
+    qStart: 5,
+    qLen: 6,
+  });
   assert.equal(REDUCE_STRIDE, 8, "reduce records are padded to 8 words");
   assert.equal(PARAMS_WORDS, PARAMS_RECORD.fields.length);
   assert.equal(wgslName("scaleLog2"), "scale_log2");
@@ -69,7 +79,7 @@ Deno.test("record offsets, strides and WGSL names come from the field lists", ()
       name,
     );
   }
-  assert.ok(offsets.includes("const PIECE_STRIDE: u32 = 8u;"));
+  assert.ok(offsets.includes("const PIECE_STRIDE: u32 = 10u;"));
   assert.ok(recordOffsetsWGSL(REDUCE_RECORD).includes("const REDUCE_STRIDE: u32 = 8u;"));
 });
 

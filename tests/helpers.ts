@@ -58,7 +58,11 @@ export interface CaseSpec {
   numHeads: number;
   numKVHeads: number;
   headDim: number;
+  /** V's head dim (MLA-style); default `headDim`. */
+  headDimV?: number;
   qLen?: number;
+  /** Each sequence's query tokens (a ragged batch), instead of `qLen`. */
+  qLens?: number[];
   kvDtype?: KVDtype;
   strategy?: Strategy;
   /** Explicit softmax scale; left out to use the default `1 / sqrt(headDim)`. */
@@ -85,10 +89,12 @@ export function makeInput(spec: CaseSpec): DecodeInput {
   const kvDtype = spec.kvDtype ?? "f32";
   const tokens = spec.seqLens.reduce((a, b) => a + b, 0);
   const { numHeads, numKVHeads, headDim } = spec;
-  const q = randomFloats(rng, spec.seqLens.length * qLen * numHeads * headDim, spec.qAmplitude);
+  const headDimV = spec.headDimV ?? headDim;
+  const queries = spec.qLens?.reduce((a, b) => a + b, 0) ?? spec.seqLens.length * qLen;
+  const q = randomFloats(rng, queries * numHeads * headDim, spec.qAmplitude);
   const k = randomFloats(rng, tokens * numKVHeads * headDim);
-  const offsets = randomFloats(rng, numKVHeads * headDim);
-  const v = randomFloats(rng, tokens * numKVHeads * headDim);
+  const offsets = randomFloats(rng, numKVHeads * headDimV);
+  const v = randomFloats(rng, tokens * numKVHeads * headDimV);
   for (let i = 0; i < v.length; i++) v[i] += offsets[i % offsets.length];
   const scales = KV_DTYPE_INFO[kvDtype].scaled
     ? (spec.kvScales === "token"
@@ -107,7 +113,8 @@ export function makeInput(spec: CaseSpec): DecodeInput {
     numHeads,
     numKVHeads,
     headDim,
-    qLen,
+    ...(spec.qLens === undefined ? { qLen } : { qLens: spec.qLens.slice() }),
+    ...(spec.headDimV === undefined ? {} : { headDimV }),
     kvDtype,
   };
   if (spec.strategy !== undefined) input.strategy = spec.strategy;
@@ -171,10 +178,32 @@ export function assertMatchesReference(
   label = "",
 ): ResultErrors {
   const ref = referenceAttention(input);
-  assertNoPoison(`out ${label}`, result.out, ref.out.length);
-  assertNoPoison(`lse ${label}`, result.lse, ref.lse.length);
+  // Rows of empty requests (reference lse -Infinity) must be exactly the merge identity: out 0,
+  // lse -Infinity; every other entry must be a finite number.
+  const dim = ref.lse.length === 0 ? 0 : ref.out.length / ref.lse.length;
+  assert.ok(result.out instanceof Float32Array, `out ${label} must be a Float32Array`);
+  assert.ok(result.lse instanceof Float32Array, `lse ${label} must be a Float32Array`);
+  const out = result.out;
+  const lse = Float32Array.from(result.lse);
+  assert.equal(result.lse.length, ref.lse.length, `lse ${label} length`);
+  for (let row = 0; row < ref.lse.length; row++) {
+    if (ref.lse[row] !== -Infinity) continue;
+    assert.equal(result.lse[row], -Infinity, `lse ${label}: empty row ${row}`);
+    for (let d = 0; d < dim; d++) {
+      assert.ok(Object.is(result.out[row * dim + d], 0), `out ${label}: empty row ${row} dim ${d}`);
+    }
+    lse[row] = 0; // checked; the finite checks below skip it
+  }
+  assertNoPoison(`out ${label}`, out, ref.out.length);
+  assertNoPoison(`lse ${label}`, lse, ref.lse.length);
+  for (let row = 0; row < ref.lse.length; row++) {
+    if (ref.lse[row] === -Infinity) lse[row] = -Infinity;
+  }
   const outError = relativeL2Error(result.out, ref.out);
-  const lseError = maxAbsError(result.lse, ref.lse);
+  const lseError = maxAbsError(
+    lse.map((x) => (x === -Infinity ? 0 : x)),
+    ref.lse.map((x) => (x === -Infinity ? 0 : x)),
+  );
   assert.ok(
     outError < OUT_TOLERANCE,
     `out ${label}: relative L2 error ${outError} >= ${OUT_TOLERANCE}`,
@@ -191,9 +220,11 @@ export function describeSpec(spec: CaseSpec): string {
   const lens = spec.seqLens.length > 6
     ? `${spec.seqLens.slice(0, 6).join(",")},...(${spec.seqLens.length})`
     : spec.seqLens.join(",");
-  return `[${lens}] H=${spec.numHeads}/${spec.numKVHeads} D=${spec.headDim} qLen=${
-    spec.qLen ?? 1
-  } ${spec.kvDtype ?? "f32"} ${spec.strategy ?? "lean"} scale=${spec.scale ?? "default"}`;
+  return `[${lens}] H=${spec.numHeads}/${spec.numKVHeads} D=${spec.headDim}${
+    spec.headDimV === undefined ? "" : `/${spec.headDimV}`
+  } qLen=${spec.qLens === undefined ? spec.qLen ?? 1 : `[${spec.qLens.join(",")}]`} ${
+    spec.kvDtype ?? "f32"
+  } ${spec.strategy ?? "lean"} scale=${spec.scale ?? "default"}`;
 }
 
 /** Bitwise equality of two float arrays (NaN payloads and signed zeros included). */

@@ -28,6 +28,8 @@ export interface KernelFamily {
   readonly numHeads: number;
   readonly numKVHeads: number;
   readonly headDim: number;
+  /** V's head dim, when it differs from `headDim` (MLA-style). */
+  readonly headDimV?: number;
   readonly qLen: number;
   readonly kvDtype: KVDtype;
 }
@@ -118,6 +120,28 @@ const ALL_VARIANTS: Partial<DecodeShape> = {
   sinks: new Float32Array(),
 };
 
+/**
+ * Ragged batches (`qLens` of 1 and 2) compile F32_GQA_Q2's kernel: the block geometry follows
+ * the largest query length, each sequence masks the rows past its own.
+ */
+export const RAGGED_GQA: KernelFamily = F32_GQA_Q2;
+
+/**
+ * MLA-like wide rows, run without subgroups: 4 query heads over one KV head, f32 K rows of 272
+ * and V rows of 264. Head dims above 256 take MLA's kernel class (32 lanes per token, 4 rows per
+ * block), so this cheap shape covers what MLA's 576/512 adds: V rows addressed apart from K's,
+ * lane rounds padded on K (68 chunks) and V (66), the 32-lane workgroup-memory reduction, and
+ * the merge of rows longer than its workgroup.
+ */
+export const MLA_WIDE: KernelFamily = {
+  numHeads: 4,
+  numKVHeads: 1,
+  headDim: 272,
+  headDimV: 264,
+  qLen: 1,
+  kvDtype: "f32",
+};
+
 /** The families of the set, in the order property tests draw them. */
 export const KERNEL_FAMILIES: readonly KernelFamily[] = [
   F32_GQA,
@@ -139,6 +163,7 @@ export const KERNEL_GEOMETRIES: ReadonlyArray<{ tileTokens: number; workgroupSiz
 function classKey(
   c: {
     headDim: number;
+    headDimV?: number;
     kvDtype: KVDtype;
     rowsPerBlock: number;
     tileTokens: number;
@@ -146,7 +171,8 @@ function classKey(
   },
   subgroups: boolean,
 ): string {
-  return `d${c.headDim} ${c.kvDtype} rows/block ${c.rowsPerBlock} tile ${c.tileTokens} ` +
+  const dv = (c.headDimV ?? c.headDim) === c.headDim ? "" : `/${c.headDimV}`;
+  return `d${c.headDim}${dv} ${c.kvDtype} rows/block ${c.rowsPerBlock} tile ${c.tileTokens} ` +
     `workgroup ${c.workgroupSize}${subgroups ? "" : " no-subgroups"}`;
 }
 
@@ -160,12 +186,16 @@ function familyKey(
     kvDtype: f.kvDtype,
     rowsPerGroup: (f.numHeads / f.numKVHeads) * f.qLen,
   }, geometry);
-  return classKey({ ...tiles, headDim: f.headDim, kvDtype: f.kvDtype }, subgroups);
+  return classKey(
+    { ...tiles, headDim: f.headDim, headDimV: f.headDimV, kvDtype: f.kvDtype },
+    subgroups,
+  );
 }
 
 /** The kernel classes a software adapter may compile. */
 export const KERNEL_SET: ReadonlySet<string> = new Set([
   ...KERNEL_FAMILIES.map((f) => familyKey(f)),
+  familyKey(MLA_WIDE, {}, false),
   ...(["f32", "f16", "bf16"] as const).map((kvDtype) => familyKey({ ...SMALL_GQA, kvDtype })),
   ...KV8_FAMILIES.map((f) => familyKey(f)),
   ...KERNEL_GEOMETRIES.map((g) => familyKey(F32_GQA, g)),
@@ -193,7 +223,8 @@ export function kernelClass(shape: DecodeShape, options: KernelOptions = {}): st
   if (lanes !== undefined || unroll !== undefined || prefetch !== undefined) {
     return `tuned kernel ${JSON.stringify(options.kernel)}`;
   }
-  const qLen = shape.qLen ?? 1;
+  // Ragged batches: the block geometry follows the largest query length.
+  const qLen = shape.qLens === undefined ? shape.qLen ?? 1 : Math.max(...Array.from(shape.qLens));
   const kvDtype = shape.kvDtype ?? "f32";
   const tiles = tileConfig({
     headDim: shape.headDim,
@@ -201,7 +232,7 @@ export function kernelClass(shape: DecodeShape, options: KernelOptions = {}): st
     rowsPerGroup: (shape.numHeads / shape.numKVHeads) * qLen,
   }, { tileTokens: options.tileTokens, workgroupSize: options.workgroupSize });
   return classKey(
-    { ...tiles, headDim: shape.headDim, kvDtype },
+    { ...tiles, headDim: shape.headDim, headDimV: shape.headDimV, kvDtype },
     options.kernel?.subgroups !== false,
   ) + variantSuffix(shape);
 }

@@ -568,6 +568,72 @@ for (const name of ["webgpu", "dawn"] as const) {
     }
   });
 
+  test("a ragged batch over the paged cache: qLens 4, 1 and an empty request", async ({ device }) => {
+    // FlashInfer's qo_indptr: one sequence verifies 4 drafts, one decodes, one holds no tokens
+    // (its rows must come back out 0, lse -Infinity over the NaN-filled buffers). Rows per block
+    // follow the largest qLen (4): the kernel of the qLen 4 test, no new compile.
+    const cache = createKVCache({
+      device,
+      numLayers: 1,
+      numKVHeads: KVH,
+      headDim: D,
+      pageSize: 16,
+      numPages: 32,
+      kvDtype: "f16",
+    });
+    const attention = await createAttentionEncoder(device, { grid: GRID });
+    const dense = new Map<number, Float32Array[]>();
+    try {
+      const seqs = [cache.addSequence(), cache.addSequence(), cache.addSequence()];
+      grow(cache, seqs[0], 70, dense, 11);
+      grow(cache, seqs[2], 33, dense, 12);
+      const qLens = [4, 1, 1];
+      for (const strategy of ["lean", "split", "single"] as Strategy[]) {
+        const plan = attention.plan(cache, { seqs, numHeads: H, qLens, strategy });
+        const q = randomFloats(seededRng(13), 6 * H * D);
+        const qb = gpuBuffer(device, q);
+        const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
+        const lse = gpuBuffer(device, new Float32Array(6 * H).fill(NaN));
+        const enc = device.createCommandEncoder();
+        attention.encode(enc, { plan, layer: 0, q: qb, out, lse });
+        device.queue.submit([enc.finish()]);
+        const got = {
+          out: await readF32(device, out, q.length),
+          lse: await readF32(device, lse, 6 * H),
+        };
+        const cat = (i: number) =>
+          new Float32Array([...dense.get(seqs[0])![i], ...dense.get(seqs[2])![i]]);
+        const input = {
+          q,
+          k: encodeKV(cat(0), "f16"),
+          v: encodeKV(cat(1), "f16"),
+          seqLens: [70, 0, 33],
+          qLens,
+          numHeads: H,
+          numKVHeads: KVH,
+          headDim: D,
+          kvDtype: "f16" as const,
+        };
+        assertMatchesReference(input, got, strategy);
+        for (const buf of [qb, out, lse]) buf.destroy();
+      }
+      // A step of the empty request alone: no tiles at all, its rows still written.
+      const plan = attention.plan(cache, { seqs: [seqs[1]], numHeads: H, qLens: [2] });
+      const qb = gpuBuffer(device, randomFloats(seededRng(14), 2 * H * D));
+      const out = gpuBuffer(device, new Float32Array(2 * H * D).fill(NaN));
+      const lse = gpuBuffer(device, new Float32Array(2 * H).fill(NaN));
+      const enc = device.createCommandEncoder();
+      attention.encode(enc, { plan, layer: 0, q: qb, out, lse });
+      device.queue.submit([enc.finish()]);
+      assert.ok((await readF32(device, out, 2 * H * D)).every((x) => Object.is(x, 0)));
+      assert.ok((await readF32(device, lse, 2 * H)).every((x) => x === -Infinity));
+      for (const buf of [qb, out, lse]) buf.destroy();
+    } finally {
+      attention.dispose();
+      cache.dispose();
+    }
+  });
+
   test("1,000 decode steps create no GPU buffers, pipelines or bind groups after warm-up", async ({ device }) => {
     // A runner that waits for the GPU every 25 steps: the ring of table regions grows to cover
     // the steps in flight during the first windows, then nothing is created.

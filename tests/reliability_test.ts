@@ -17,7 +17,7 @@ import {
   referenceAttention,
   STRATEGIES,
 } from "../mod.ts";
-import { REDUCE_STRIDE } from "../plan.ts";
+import { PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan.ts";
 import { backendStatuses, backendTest } from "./backends.ts";
 import { F16_D8, F16_MHA, F32_GQA } from "./kernel_set.ts";
 import {
@@ -112,7 +112,9 @@ Deno.test("without batchInvariant lean cuts depend on the batch (the option matt
   const cuts = (plan: Plan, seq: number) => {
     const s = plan.schedule;
     const out: number[] = [];
-    for (let i = 0; i < s.pieces.length; i += 8) if (s.pieces[i] === seq) out.push(s.pieces[i + 3]);
+    for (let i = 0; i < s.pieces.length; i += PIECE_STRIDE) {
+      if (s.pieces[i + PIECE.seq] === seq) out.push(s.pieces[i + PIECE.tokenBegin]);
+    }
     return out.sort((a, b) => a - b).join(",");
   };
   assert.notEqual(cuts(alone, 0), cuts(beside, 2), "the lean cuts of a sequence moved");

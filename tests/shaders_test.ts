@@ -226,19 +226,19 @@ Deno.test("spec keys differ exactly when specs differ", () => {
   );
 });
 
-Deno.test("a lane count that does not divide the row is rejected", () => {
-  assert.throws(
-    () =>
-      decodeKernelWGSL({
-        headDim: 24,
-        kvDtype: "f16",
-        tileTokens: 32,
-        rowsPerBlock: 1,
-        workgroupSize: 64,
-        lanes: 2,
-      }),
-    RangeError,
-  );
+Deno.test("a lane count that is not a power of two is rejected; one that does not divide the row pads", () => {
+  const spec = {
+    headDim: 24,
+    kvDtype: "f16",
+    tileTokens: 32,
+    rowsPerBlock: 1,
+    workgroupSize: 64,
+  } as const;
+  assert.throws(() => decodeKernelWGSL({ ...spec, lanes: 3 }), RangeError);
+  // 3 chunks over 2 lanes: the second round holds one chunk; lane 1 re-reads it, query zero.
+  const wgsl = decodeKernelWGSL({ ...spec, lanes: 2 });
+  assert.ok(wgsl.includes("let kpad = min(lane + 2u, CHUNKS - 1u) - lane;"));
+  assert.ok(wgsl.includes("if (lane + 2u < CHUNKS_V) {"));
 });
 
 Deno.test("fast steps: an unmasked path beside the masked one unless fastSteps is false", () => {
@@ -260,16 +260,18 @@ Deno.test("fast steps: an unmasked path beside the masked one unless fastSteps i
   assert.notEqual(specKey("decode", base), specKey("decode", { ...base, fastSteps: false }));
 });
 
-Deno.test("the kernel table has a choice for every class, lanes a power of two up to 16", () => {
+Deno.test("the kernel table has a choice for every class, lanes a power of two up to 16 (32 above d256)", () => {
   for (const rows of [1, 2, 3, 4, 5, 8, 16]) {
-    for (const headDim of [8, 64, 80, 128, 200, 256]) {
+    for (const headDim of [8, 64, 80, 128, 200, 256, 264, 576]) {
       const c = kernelChoice(headDim, rows);
       assert.ok(c, `class of ${rows} rows, d${headDim}`);
-      assert.ok(c.lanes >= 1 && c.lanes <= 16 && (c.lanes & (c.lanes - 1)) === 0);
+      const most = headDim > 256 ? 32 : 16;
+      assert.ok(c.lanes >= 1 && c.lanes <= most && (c.lanes & (c.lanes - 1)) === 0);
+      assert.equal(c.padded ?? false, headDim > 256, "only MLA's class pads lane rounds");
       assert.ok(Number.isInteger(c.unroll) && c.unroll >= 1);
     }
   }
-  assert.equal(Object.keys(KERNEL_TABLE).length, 12);
+  assert.equal(Object.keys(KERNEL_TABLE).length, 16);
 });
 
 Deno.test("runner formats: HND addressing, f16 queries and outputs are keyed and generated apart", () => {

@@ -153,16 +153,10 @@ const CASES: Case[] = [
     message: /^v must have 768 elements: got 700$/,
   },
   {
-    name: "a zero-length context",
-    change: { seqLens: [5, 9, 3, 0] },
-    error: RangeError,
-    message: /^seqLens\[3\] must be an integer >= qLen \(1\): got 0$/,
-  },
-  {
     name: "a fractional context length",
     change: { seqLens: [5, 2.5, 3, 7] },
     error: RangeError,
-    message: /^seqLens\[1\] must be an integer >= qLen \(1\): got 2\.5$/,
+    message: /^seqLens\[1\] must be 0 or an integer >= qLen \(1\): got 2\.5$/,
   },
   {
     name: "a negative context length",
@@ -180,7 +174,79 @@ const CASES: Case[] = [
     name: "a context shorter than qLen",
     change: { qLen: 4 },
     error: RangeError,
-    message: /^seqLens\[2\] must be an integer >= qLen \(4\): got 3$/,
+    message: /^seqLens\[2\] must be 0 or an integer >= qLen \(4\): got 3$/,
+  },
+  {
+    name: "a context shorter than its qLens entry",
+    change: { qLens: [1, 1, 4, 1], qLen: undefined },
+    error: RangeError,
+    message: /^seqLens\[2\] must be 0 or an integer >= qLens\[2\] \(4\): got 3$/,
+  },
+  {
+    name: "qLens as a string",
+    change: { qLens: "1", qLen: undefined },
+    error: TypeError,
+    message: /^qLens must be an array of numbers: got "1"$/,
+  },
+  {
+    name: "a qLens entry as a string",
+    change: { qLens: [1, "1", 1, 1], qLen: undefined },
+    error: TypeError,
+    message: /^qLens\[1\] must be a number: got "1"$/,
+  },
+  {
+    name: "qLens of the wrong length",
+    change: { qLens: [1, 1], qLen: undefined },
+    error: RangeError,
+    message: /^qLens must hold one query length per sequence \(4\): got 2$/,
+  },
+  {
+    name: "a qLens entry 0",
+    change: { qLens: [1, 0, 1, 1], qLen: undefined },
+    error: RangeError,
+    message: /^qLens\[1\] must be an integer from 1 to 16: got 0$/,
+  },
+  {
+    name: "a qLens entry 17",
+    change: { qLens: [1, 1, 1, 17], qLen: undefined },
+    error: RangeError,
+    message: /^qLens\[3\] must be an integer from 1 to 16: got 17$/,
+  },
+  {
+    name: "a qLens entry 1.5",
+    change: { qLens: [1.5, 1, 1, 1], qLen: undefined },
+    error: RangeError,
+    message: /^qLens\[0\] must be an integer from 1 to 16: got 1\.5$/,
+  },
+  {
+    name: "qLens and qLen disagreeing",
+    change: { qLen: 1, qLens: [1, 2, 1, 1] },
+    error: RangeError,
+    message: /^qLens\[1\] must equal qLen \(1\) when both are given: got 2$/,
+  },
+  {
+    name: "headDimV as a string",
+    change: { headDimV: "16" },
+    error: TypeError,
+    message: /^headDimV must be a number: got "16"$/,
+  },
+  {
+    name: "headDimV 12",
+    change: { headDimV: 12 },
+    error: RangeError,
+    message: /^headDimV must be a multiple of 8 from 8 to 576: got 12$/,
+  },
+  {
+    name: "headDimV 584",
+    change: { headDimV: 584 },
+    error: RangeError,
+    message: /^headDimV .*576.*got 584$/,
+  },
+  {
+    name: "values too long for headDimV",
+    change: { headDimV: 8 },
+    error: RangeError,
+    message: /^v must have 384 elements: got 768$/,
   },
   {
     name: "an empty batch",
@@ -212,14 +278,14 @@ const CASES: Case[] = [
     name: "headDim 7",
     change: { headDim: 7 },
     error: RangeError,
-    message: /^headDim must be a multiple of 8 from 8 to 256: got 7$/,
+    message: /^headDim must be a multiple of 8 from 8 to 576: got 7$/,
   },
   { name: "headDim 12", change: { headDim: 12 }, error: RangeError, message: /^headDim .*got 12$/ },
   {
-    name: "headDim 264",
-    change: { headDim: 264 },
+    name: "headDim 584",
+    change: { headDim: 584 },
     error: RangeError,
-    message: /^headDim .*256.*got 264$/,
+    message: /^headDim .*576.*got 584$/,
   },
   { name: "qLen 0", change: { qLen: 0 }, error: RangeError, message: /^qLen .*got 0$/ },
   { name: "qLen 17", change: { qLen: 17 }, error: RangeError, message: /^qLen .*16.*got 17$/ },
@@ -448,7 +514,7 @@ Deno.test("createPlan rejects bad grids, tiles and strategies", () => {
     );
   }
   assert.throws(
-    () => createPlan({ ...SHAPE, seqLens: [1, 0] }, { grid: 8 }),
-    matches(RangeError, /^seqLens\[1\] must be an integer >= qLen \(1\): got 0$/),
+    () => createPlan({ ...SHAPE, seqLens: [1, 0], qLen: 2 }, { grid: 8 }),
+    matches(RangeError, /^seqLens\[0\] must be 0 or an integer >= qLen \(2\): got 1$/),
   );
 });

@@ -60,8 +60,8 @@ Deno.test("the decode kernel's mask comes from the variant hook; causal keeps th
   for (const r of [0, 1]) {
     const limit = VARIANT_WGSL.causal.visible(
       "seq_len",
-      "params.q_len",
-      `(r0 + ${r}u) % params.q_len`,
+      "q_len",
+      `(r0 + ${r}u) % q_len`,
     );
     assert.ok(wgsl.includes(`lim[${r}] = select(0u, min(${limit}, tok_end), ${r}u < n_rows);`));
   }

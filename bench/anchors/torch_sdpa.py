@@ -20,6 +20,8 @@ from anchor_common import expand, kv_sets, time_warm
 
 def time_case(c):
     lens = expand(c["seqLens"])
+    if c.get("headDimV", c["headDim"]) != c["headDim"] or c.get("kvDtype", "f16") != "f16":
+        return None  # MLA and bf16 cases: not in this anchor
     b, h, kh, d, ql = len(lens), c["numHeads"], c["numKVHeads"], c["headDim"], c.get("qLen", 1)
     length = max(lens)
     kv_bytes = 2 * b * kh * length * d * 2

@@ -215,6 +215,8 @@ def reference(q, k, v, lens, q_len):
 
 def time_case(c, sms):
     lens = expand(c["seqLens"])
+    if c.get("headDimV", c["headDim"]) != c["headDim"] or c.get("kvDtype", "f16") != "f16":
+        return None  # MLA and bf16 cases: not in this anchor
     h, kh, d, ql = c["numHeads"], c["numKVHeads"], c["headDim"], c.get("qLen", 1)
     tokens = sum(lens)
     kv_bytes = 2 * tokens * kh * d * 2

@@ -8,6 +8,7 @@
 import { KV_DTYPE_INFO } from "./dtypes.ts";
 import { validateVariant, type Variant, type VariantOptions } from "./variant_options.ts";
 import { checkKVScale, type KVScale } from "./kv8.ts";
+import { describe, headDimOf, positiveInt, queryLengths } from "./field_checks.ts";
 
 /**
  * Storage type of K and V. `f16` and `bf16` are passed as `Uint16Array` bit patterns; the 8-bit
@@ -78,15 +79,16 @@ export const STRATEGIES: readonly Strategy[] = ["lean", "split", "single"];
  */
 export const MAX_Q_LEN = 16;
 /**
- * Largest supported head dimension.
+ * Largest supported head dimension of K (and of V, see `headDimV`): 576 covers MLA's latent
+ * K rows (DeepSeek-V2/V3, Kimi K2: 512 latent + 64 rotary dims).
  *
  * @example
  * ```ts
  * import { MAX_HEAD_DIM } from "@lean/attention";
- * console.log(MAX_HEAD_DIM); // 256
+ * console.log(MAX_HEAD_DIM); // 576
  * ```
  */
-export const MAX_HEAD_DIM = 256;
+export const MAX_HEAD_DIM = 576;
 
 /**
  * Shape of one decode batch: everything that decides the plan, nothing that holds data.
@@ -98,16 +100,30 @@ export const MAX_HEAD_DIM = 256;
  * ```
  */
 export interface DecodeShape extends VariantOptions {
-  /** Tokens in each sequence's context (each an integer >= `qLen`). */
+  /**
+   * Tokens in each sequence's context: each an integer >= its query length, or 0 for an empty
+   * request (no context: its query rows get `out = 0` and `lse = -Infinity`, the merge identity).
+   */
   seqLens: ArrayLike<number>;
   /** Query heads. */
   numHeads: number;
   /** KV heads; `numHeads` must be a multiple of it (GQA/MQA). */
   numKVHeads: number;
-  /** Head dimension: a multiple of 8 from 8 to 256. */
+  /** Head dimension of Q and K: a multiple of 8 from 8 to 576. */
   headDim: number;
+  /**
+   * Head dimension of V and of the output: a multiple of 8 from 8 to 576 (default `headDim`).
+   * MLA decode (DeepSeek-V2/V3) has K rows of 576 and V rows of 512.
+   */
+  headDimV?: number;
   /** Query tokens per sequence, 1 to 16 (default 1). The new tokens are the last `qLen` of the context. */
   qLen?: number;
+  /**
+   * Query tokens of each sequence (1 to 16 each), for batches mixing decode and speculative
+   * verification (FlashInfer's `qo_indptr`): `q`'s rows are the sequences' query tokens
+   * concatenated. Instead of `qLen`; given both, every entry must equal `qLen`.
+   */
+  qLens?: ArrayLike<number>;
   /** Storage type of K and V (default `"f32"`). */
   kvDtype?: KVDtype;
 }
@@ -125,11 +141,11 @@ export interface DecodeShape extends VariantOptions {
  * ```
  */
 export interface DecodeInput extends DecodeShape {
-  /** Queries, layout `[seq][qpos][head][dim]`. */
+  /** Queries, layout `[seq][qpos][head][dim]` (each sequence's `qLens[seq]` positions). */
   q: Float32Array;
   /** Keys, layout `[token][kvHead][dim]`, the sequences' tokens concatenated in order. */
   k: KVArray;
-  /** Values, same layout and dtype as `k`. */
+  /** Values, layout `[token][kvHead][headDimV]`, same dtype as `k`. */
   v: KVArray;
   /**
    * 8-bit kvDtypes: the scale of `k` (key = stored value x scale), a finite number > 0 for the
@@ -160,7 +176,7 @@ export interface DecodeInput extends DecodeShape {
  * ```
  */
 export interface DecodeOutput {
-  /** Attention output, shaped like `q`: `[seq][qpos][head][dim]`. */
+  /** Attention output, `[seq][qpos][head][headDimV]` (shaped like `q` unless `headDimV` differs). */
   out: Float32Array;
   /** Natural log of the softmax denominator, `[seq][qpos][head]`. */
   lse: Float32Array;
@@ -191,11 +207,23 @@ export interface Problem {
   readonly numKVHeads: number;
   /** Query heads per KV head. */
   readonly groupSize: number;
-  /** Head dimension. */
+  /** Head dimension of Q and K. */
   readonly headDim: number;
-  /** Query tokens per sequence. */
+  /** Head dimension of V and the output (`headDim` unless MLA-style). */
+  readonly headDimV: number;
+  /** The largest query length of the batch (every sequence's when uniform). */
   readonly qLen: number;
-  /** Query rows served by one read of a KV head: `groupSize * qLen`. */
+  /** Query tokens of each sequence. */
+  readonly qLens: Uint32Array;
+  /** First query token of each sequence in `q`'s rows (length `numSeqs + 1`). */
+  readonly qStarts: Uint32Array;
+  /** Query tokens of all sequences: `q` holds `totalQueries * numHeads` rows. */
+  readonly totalQueries: number;
+  /**
+   * Query rows of the largest sequence served by one read of a KV head: `groupSize * qLen`.
+   * Sequence `s` has `groupSize * qLens[s]` of them: row `r` is head `r / qLens[s]` of the group
+   * at query position `r % qLens[s]`.
+   */
   readonly rowsPerGroup: number;
   /** Storage type of K and V. */
   readonly kvDtype: KVDtype;
@@ -204,26 +232,6 @@ export interface Problem {
    * absent or empty for plain causal attention.
    */
   readonly variant?: Variant;
-}
-
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "number" || typeof value === "boolean") return String(value);
-  if (typeof value === "undefined") return "undefined";
-  if (ArrayBuffer.isView(value)) return value.constructor.name;
-  if (Array.isArray(value)) return "Array";
-  return typeof value;
-}
-
-function positiveInt(name: string, value: unknown): number {
-  if (typeof value !== "number") {
-    throw new TypeError(`${name} must be a number: got ${describe(value)}`);
-  }
-  if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(`${name} must be a positive integer: got ${describe(value)}`);
-  }
-  return value;
 }
 
 function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
@@ -275,14 +283,12 @@ export function validateShape(shape: DecodeShape): Problem {
       `numHeads (${numHeads}) must be a multiple of numKVHeads: got ${numKVHeads}`,
     );
   }
-  const headDim = positiveInt("headDim", shape.headDim);
-  if (headDim % 8 !== 0 || headDim > MAX_HEAD_DIM) {
-    throw new RangeError(
-      `headDim must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${headDim}`,
-    );
-  }
-  const qLen = shape.qLen === undefined ? 1 : positiveInt("qLen", shape.qLen);
-  if (qLen > MAX_Q_LEN) {
+  const headDim = headDimOf("headDim", shape.headDim, MAX_HEAD_DIM);
+  const headDimV = shape.headDimV === undefined
+    ? headDim
+    : headDimOf("headDimV", shape.headDimV, MAX_HEAD_DIM);
+  const qLen = shape.qLen === undefined ? undefined : positiveInt("qLen", shape.qLen);
+  if (qLen !== undefined && qLen > MAX_Q_LEN) {
     throw new RangeError(`qLen must be an integer from 1 to ${MAX_Q_LEN}: got ${qLen}`);
   }
   const kvDtype = oneOf("kvDtype", shape.kvDtype ?? "f32", KV_DTYPES);
@@ -295,18 +301,25 @@ export function validateShape(shape: DecodeShape): Problem {
   }
   const numSeqs = lens.length;
   if (numSeqs === 0) throw new RangeError("seqLens must not be empty: got 0 sequences");
+  const qLens = queryLengths(shape.qLens, qLen, numSeqs, MAX_Q_LEN);
   const seqLens = new Uint32Array(numSeqs);
   const kvStarts = new Float64Array(numSeqs + 1);
+  const qStarts = new Uint32Array(numSeqs + 1);
+  let maxQLen = 1;
   for (let i = 0; i < numSeqs; i++) {
     const len = lens[i];
     if (typeof len !== "number") {
       throw new TypeError(`seqLens[${i}] must be a number: got ${describe(len)}`);
     }
-    if (!Number.isInteger(len) || len < qLen || len > 0xffffffff) {
-      throw new RangeError(`seqLens[${i}] must be an integer >= qLen (${qLen}): got ${len}`);
+    const need = qLens[i];
+    if (!Number.isInteger(len) || (len < need && len !== 0) || len > 0xffffffff) {
+      const of = shape.qLens === undefined ? `qLen (${need})` : `qLens[${i}] (${need})`;
+      throw new RangeError(`seqLens[${i}] must be 0 or an integer >= ${of}: got ${len}`);
     }
     seqLens[i] = len;
     kvStarts[i + 1] = kvStarts[i] + len;
+    qStarts[i + 1] = qStarts[i] + need;
+    if (need > maxQLen) maxQLen = need;
   }
   const groupSize = numHeads / numKVHeads;
   const variant = validateVariant(shape, numHeads);
@@ -319,8 +332,12 @@ export function validateShape(shape: DecodeShape): Problem {
     numKVHeads,
     groupSize,
     headDim,
-    qLen,
-    rowsPerGroup: groupSize * qLen,
+    headDimV,
+    qLen: maxQLen,
+    qLens,
+    qStarts,
+    totalQueries: qStarts[numSeqs],
+    rowsPerGroup: groupSize * maxQLen,
     kvDtype,
     variant,
   };
@@ -360,7 +377,7 @@ function checkArray(
  */
 export function validateInput(input: DecodeInput): Problem {
   const p = validateShape(input);
-  const qElems = p.numSeqs * p.qLen * p.numHeads * p.headDim;
+  const qElems = p.totalQueries * p.numHeads * p.headDim;
   checkArray("q", input.q, Float32Array, qElems, "");
   const kvElems = p.totalTokens * p.numKVHeads * p.headDim;
   const dtype = KV_DTYPE_INFO[p.kvDtype];
@@ -369,7 +386,7 @@ export function validateInput(input: DecodeInput): Problem {
     ? ' (kvDtype "f32")'
     : ` of ${dtype.scaled ? "codes" : "bit patterns"} (kvDtype "${p.kvDtype}")`;
   checkArray("k", input.k, ctor, kvElems, note);
-  checkArray("v", input.v, ctor, kvElems, note);
+  checkArray("v", input.v, ctor, p.totalTokens * p.numKVHeads * p.headDimV, note);
   for (const name of ["kScale", "vScale"] as const) {
     const value = input[name];
     if (value === undefined) continue;

@@ -96,9 +96,10 @@ export function mergeStates(states: readonly AttentionState[]): AttentionState {
 
 /**
  * Merges the partial states `firstSlot .. firstSlot + numSlots - 1` of one row in slot order and
- * writes the normalised output and natural LSE. This is the CPU twin of the merge kernel. A
- * `sink` logit (natural units, attention sinks) joins the final denominator here, once: the
- * partial states never hold it, so they stay associative.
+ * writes the normalised output and natural LSE (with no slots, the identity: output 0 and LSE
+ * `-Infinity`, sinks or not: an empty request has no query to attend). This is the CPU twin of
+ * the merge kernel. A `sink` logit (natural units, attention sinks) joins the final denominator
+ * here, once: the partial states never hold it, so they stay associative.
  *
  * @example
  * ```ts
@@ -124,6 +125,11 @@ export function mergePartialRow(
 ): number {
   const mOff = rowsPerBlock * headDim + row;
   const lOff = mOff + rowsPerBlock;
+  if (numSlots === 0) {
+    // No states (an empty request): the merge identity.
+    for (let d = 0; d < headDim; d++) out[outOffset + d] = 0;
+    return -Infinity;
+  }
   let max = -Infinity;
   for (let i = 0; i < numSlots; i++) {
     const base = (firstSlot + i) * slotStride;

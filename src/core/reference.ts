@@ -23,7 +23,7 @@ import { type DecodeInput, resolveScale, validateInput } from "./problem.ts";
  * ```
  */
 export interface ReferenceOutput {
-  /** `[seq][qpos][head][dim]`. */
+  /** `[seq][qpos][head][headDimV]`. */
   out: Float64Array;
   /** `[seq][qpos][head]`, natural log. */
   lse: Float64Array;
@@ -46,22 +46,23 @@ export function referenceAttention(input: DecodeInput): ReferenceOutput {
   const p = validateInput(input);
   const scale = resolveScale(input);
   const { k, v } = decodeInputKV(input, p.kvDtype);
-  const { headDim: D, numHeads: H, numKVHeads: KH, qLen, groupSize } = p;
-  const out = new Float64Array(input.q.length);
-  const lse = new Float64Array(p.numSeqs * qLen * H);
+  const { headDim: D, headDimV: DV, numHeads: H, numKVHeads: KH, groupSize } = p;
+  const out = new Float64Array(p.totalQueries * H * DV);
+  const lse = new Float64Array(p.totalQueries * H);
   let maxLen = 0;
   for (const len of p.seqLens) maxLen = Math.max(maxLen, len);
   const scores = new Float64Array(maxLen);
-  const acc = new Float64Array(D);
+  const acc = new Float64Array(DV);
   for (let seq = 0; seq < p.numSeqs; seq++) {
     const L = p.seqLens[seq];
     const start = p.kvStarts[seq];
+    const qLen = p.qLens[seq];
     for (let pos = 0; pos < qLen; pos++) {
       for (let h = 0; h < H; h++) {
         // The variant's hooks of this row: its visible tokens, logit transform and sink.
         const { begin, end: visible, logit, sink } = rowHooks(p.variant, L, qLen, pos, h);
         const kvh = Math.floor(h / groupSize);
-        const row = (seq * qLen + pos) * H + h;
+        const row = (p.qStarts[seq] + pos) * H + h;
         const qo = row * D;
         let max = sink ?? -Infinity;
         for (let t = begin; t < visible; t++) {
@@ -73,16 +74,22 @@ export function referenceAttention(input: DecodeInput): ReferenceOutput {
           scores[t] = s;
           if (s > max) max = s;
         }
+        if (L === 0) {
+          // An empty request (no context) sees nothing: out 0, lse -Infinity (the merge
+          // identity), with or without a sink.
+          lse[row] = -Infinity;
+          continue;
+        }
         // The sink joins the denominator only.
         let sum = sink === undefined ? 0 : Math.exp(sink - max);
         acc.fill(0);
         for (let t = begin; t < visible; t++) {
           const w = Math.exp(scores[t] - max);
           sum += w;
-          const vo = ((start + t) * KH + kvh) * D;
-          for (let d = 0; d < D; d++) acc[d] += w * v[vo + d];
+          const vo = ((start + t) * KH + kvh) * DV;
+          for (let d = 0; d < DV; d++) acc[d] += w * v[vo + d];
         }
-        for (let d = 0; d < D; d++) out[qo + d] = acc[d] / sum;
+        for (let d = 0; d < DV; d++) out[row * DV + d] = acc[d] / sum;
         lse[row] = max + Math.log(sum);
       }
     }

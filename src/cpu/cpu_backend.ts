@@ -26,17 +26,21 @@ import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan/sche
  */
 export const CPU_GRID = 16;
 
-/** Row `r` of a KV group's rows: its query head within the group and its query position. */
+/**
+ * Row `r` of a KV group's rows of a sequence with `qLen` query tokens from `qStart`: its flat
+ * query row (query head `r / qLen` of the group, query position `r % qLen`) and position.
+ */
 function rowIndex(
   plan: Plan,
-  seq: number,
+  qStart: number,
+  qLen: number,
   kvHead: number,
   r: number,
 ): { row: number; pos: number; head: number } {
-  const { qLen, groupSize, numHeads } = plan.problem;
+  const { groupSize, numHeads } = plan.problem;
   const head = kvHead * groupSize + Math.floor(r / qLen);
   const pos = r % qLen;
-  return { row: (seq * qLen + pos) * numHeads + head, pos, head };
+  return { row: (qStart + pos) * numHeads + head, pos, head };
 }
 
 /**
@@ -74,27 +78,29 @@ export function runSchedule(
 ): DecodeOutput {
   const { problem: p, tiles, schedule: s } = plan;
   const D = p.headDim;
+  const DV = p.headDimV;
   const Rp = tiles.rowsPerBlock;
   const T = tiles.tileTokens;
-  const out = new Float32Array(q.length);
-  const lse = new Float32Array(p.numSeqs * p.qLen * p.numHeads);
-  const stride = slotFloats(Rp, D);
+  const out = new Float32Array(p.totalQueries * p.numHeads * DV);
+  const lse = new Float32Array(p.totalQueries * p.numHeads);
+  const stride = slotFloats(Rp, DV);
   const partials = new Float32Array(s.partialSlots * stride);
   const qScale = scale * Math.LOG2E;
   // The variant's row hooks are the CPU twin of the kernels' (src/core/variant.ts).
   const variant = p.variant;
   const m = new Float64Array(Rp);
   const l = new Float64Array(Rp);
-  const o = new Float64Array(Rp * D);
+  const o = new Float64Array(Rp * DV);
   const scores = new Float64Array(Rp * T);
   const kvRow = p.numKVHeads * D;
+  const kvRowV = p.numKVHeads * DV;
   if (paged) {
     for (let w = 0; w < s.workgroups; w++) runWorkgroup(w, k, v);
   }
   for (const win of paged ? [] : s.windows) {
     // The window's rows only, as the GPU binds them: a read outside it is undefined (NaN).
     const kWin = k.subarray(win.tokenBegin * kvRow, win.tokenEnd * kvRow);
-    const vWin = v.subarray(win.tokenBegin * kvRow, win.tokenEnd * kvRow);
+    const vWin = v.subarray(win.tokenBegin * kvRowV, win.tokenEnd * kvRowV);
     for (let w = win.workgroupBegin; w < win.workgroupEnd; w++) {
       runWorkgroup(w, kWin, vWin);
     }
@@ -105,15 +111,20 @@ export function runSchedule(
       const seq = s.pieces[f + PIECE.seq];
       const kvHead = s.pieces[f + PIECE.kvHead];
       const r0 = s.pieces[f + PIECE.rowBlock] * Rp;
-      const rows = Math.min(Rp, p.rowsPerGroup - r0);
+      const qStart = s.pieces[f + PIECE.qStart];
+      const qLen = s.pieces[f + PIECE.qLen];
+      const rows = Math.min(Rp, p.groupSize * qLen - r0);
       const begin = s.pieces[f + PIECE.tokenBegin];
       const end = s.pieces[f + PIECE.tokenEnd];
       const slot = s.pieces[f + PIECE.slot];
       const kvStart = s.pieces[f + PIECE.kvStart];
       const seqLen = s.pieces[f + PIECE.seqLen];
-      const idx = Array.from({ length: rows }, (_, i) => rowIndex(plan, seq, kvHead, r0 + i));
+      const idx = Array.from(
+        { length: rows },
+        (_, i) => rowIndex(plan, qStart, qLen, kvHead, r0 + i),
+      );
       // Counted from the piece's kvStart, as the kernel counts (t - P does not change).
-      const hooks = idx.map((x) => rowHooks(variant, seqLen, p.qLen, x.pos, x.head));
+      const hooks = idx.map((x) => rowHooks(variant, seqLen, qLen, x.pos, x.head));
       m.fill(-Infinity);
       l.fill(0);
       o.fill(0);
@@ -141,16 +152,16 @@ export function runSchedule(
           if (mNew === -Infinity) continue;
           const alpha = 2 ** (m[i] - mNew);
           l[i] *= alpha;
-          for (let d = 0; d < D; d++) o[i * D + d] *= alpha;
+          for (let d = 0; d < DV; d++) o[i * DV + d] *= alpha;
           for (let t = t0; t < t1; t++) {
             const sc = scores[i * T + t - t0];
             if (sc === -Infinity) continue;
             const pr = 2 ** (sc - mNew);
             l[i] += pr;
             const vo = paged
-              ? pagedElement(paged, seq, t, kvHead, p.numKVHeads, D)
-              : (kvStart + t) * kvRow + kvHead * D;
-            for (let d = 0; d < D; d++) o[i * D + d] += pr * v[vo + d];
+              ? pagedElement(paged, seq, t, kvHead, p.numKVHeads, DV)
+              : (kvStart + t) * kvRowV + kvHead * DV;
+            for (let d = 0; d < DV; d++) o[i * DV + d] += pr * v[vo + d];
           }
           m[i] = mNew;
         }
@@ -159,35 +170,36 @@ export function runSchedule(
         if (slot === DIRECT) {
           // The sink joins the final denominator, here or in the merge: exactly once.
           const fin = withSink(m[i], l[i], hooks[i].sink);
-          const oo = idx[i].row * D;
-          for (let d = 0; d < D; d++) out[oo + d] = (o[i * D + d] * fin.c) / fin.l;
+          const oo = idx[i].row * DV;
+          for (let d = 0; d < DV; d++) out[oo + d] = (o[i * DV + d] * fin.c) / fin.l;
           lse[idx[i].row] = (fin.m + Math.log2(fin.l)) * Math.LN2;
         } else {
           const base = slot * stride;
-          for (let d = 0; d < D; d++) partials[base + i * D + d] = o[i * D + d];
-          partials[base + Rp * D + i] = m[i];
-          partials[base + Rp * D + Rp + i] = l[i];
+          for (let d = 0; d < DV; d++) partials[base + i * DV + d] = o[i * DV + d];
+          partials[base + Rp * DV + i] = m[i];
+          partials[base + Rp * DV + Rp + i] = l[i];
         }
       }
     }
   }
   for (let e = 0; e < s.reduce.length; e += REDUCE_STRIDE) {
-    const seq = s.reduce[e + REDUCE.seq];
     const kvHead = s.reduce[e + REDUCE.kvHead];
     const r0 = s.reduce[e + REDUCE.rowBlock] * Rp;
-    const rows = Math.min(Rp, p.rowsPerGroup - r0);
+    const qStart = s.reduce[e + REDUCE.qStart];
+    const qLen = s.reduce[e + REDUCE.qLen];
+    const rows = Math.min(Rp, p.groupSize * qLen - r0);
     for (let i = 0; i < rows; i++) {
-      const { row, head } = rowIndex(plan, seq, kvHead, r0 + i);
+      const { row, head } = rowIndex(plan, qStart, qLen, kvHead, r0 + i);
       lse[row] = mergePartialRow(
         partials,
         stride,
         Rp,
-        D,
+        DV,
         s.reduce[e + REDUCE.firstSlot],
         s.reduce[e + REDUCE.numSlots],
         i,
         out,
-        row * D,
+        row * DV,
         p.variant?.sinks?.[head],
       );
     }

@@ -10,6 +10,7 @@ import {
   elementsPerLoad,
   kernelChoice,
   type KernelSpec,
+  kvLoadDim,
 } from "../kernels/kernel_spec.ts";
 import type { KernelCaps } from "./gpu_runtime.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
@@ -60,7 +61,7 @@ export function dispatchSize(count: number, maxPerDim: number): [number, number]
  */
 export function kernelSpec(
   plan: {
-    problem: Pick<Plan["problem"], "headDim" | "kvDtype" | "variant">;
+    problem: Pick<Plan["problem"], "headDim" | "kvDtype" | "variant"> & { headDimV?: number };
     tiles: Plan["tiles"];
     kv?: Plan["kv"];
   },
@@ -69,19 +70,25 @@ export function kernelSpec(
   paged = false,
 ): KernelSpec {
   const { headDim, kvDtype } = plan.problem;
+  const headDimV = plan.problem.headDimV ?? headDim;
   const { tileTokens, rowsPerBlock, workgroupSize } = plan.tiles;
-  const chunks = headDim / elementsPerLoad(kvDtype);
+  const load = elementsPerLoad(kvDtype, kvLoadDim(headDim, headDimV));
+  const chunks = headDim / load;
+  const chunksV = headDimV / load;
   const subgroups = caps.subgroups && tuning.subgroups !== false;
   const choice = kernelChoice(headDim, rowsPerBlock);
-  let cap = Math.min(DEFAULT_MAX_LANES, workgroupSize, choice.lanes);
+  let cap = Math.min(Math.max(DEFAULT_MAX_LANES, choice.lanes), workgroupSize, choice.lanes);
   if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
   let lanes = tuning.lanes ?? 1;
   if (tuning.lanes === undefined) {
-    while (lanes * 2 <= cap && chunks % (lanes * 2) === 0) lanes *= 2;
+    const fits = (n: number) =>
+      choice.padded ? n <= Math.max(chunks, chunksV) : chunks % n === 0 && chunksV % n === 0;
+    while (lanes * 2 <= cap && fits(lanes * 2)) lanes *= 2;
   }
   const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
   return {
     headDim,
+    ...(headDimV === headDim ? {} : { headDimV }),
     kvDtype,
     tileTokens,
     rowsPerBlock,

@@ -76,6 +76,8 @@ function calibrationProbe(
     sched[f + PIECE.slot] = DIRECT;
     sched[f + PIECE.kvStart] = 0;
     sched[f + PIECE.seqLen] = tokens;
+    sched[f + PIECE.qStart] = 0;
+    sched[f + PIECE.qLen] = 1;
   }
   const words = kernelParams({
     numHeads: rows,

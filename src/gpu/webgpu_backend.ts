@@ -148,6 +148,7 @@ export class WebGPUBackend implements Backend {
     // K/V windows (src/plan/windows.ts): element ranges, each within one binding and one buffer.
     const windowLimit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
     const rowElems = p.numKVHeads * p.headDim;
+    const rowElemsV = p.numKVHeads * p.headDimV;
     const windows = s.windows.map((w) => {
       const bytes = (w.tokenEnd - w.tokenBegin) * kvRowBytes(p);
       if (bytes > windowLimit) {
@@ -158,11 +159,11 @@ export class WebGPUBackend implements Backend {
       return { begin: w.tokenBegin, end: w.tokenEnd };
     });
     const layout = programLayout(plan, programAlign(limits));
-    const outLen = input.q.length;
+    const outLen = p.totalQueries * p.numHeads * p.headDimV;
     // Output then LSE in one buffer (one readback copy), the LSE at an aligned offset.
     const align = Math.max(256, limits.minStorageBufferOffsetAlignment);
     const lseOffset = Math.ceil((4 * outLen) / align) * align;
-    const lseBytes = 4 * p.numSeqs * p.qLen * p.numHeads;
+    const lseBytes = 4 * p.totalQueries * p.numHeads;
     const resultBytes = lseOffset + lseBytes;
     // 8-bit K/V with per-tensor scales: the scales go into the params blocks.
     const tensorScales = spec.kvScales === "tensor"
@@ -171,7 +172,8 @@ export class WebGPUBackend implements Backend {
     const pool = this.#pool;
     const put = (role: string, data: ArrayBufferView, usage = STORAGE_IN) => {
       const buffer = pool.get(role, Math.max(16, data.byteLength), usage);
-      device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
+      // Nothing to write for a batch of empty requests' K/V (Deno's writeBuffer panics on 0 bytes).
+      if (data.byteLength > 0) device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
       return buffer;
     };
     const suffix = kvSet === 0 ? "" : ` ${kvSet}`;
@@ -186,7 +188,7 @@ export class WebGPUBackend implements Backend {
         return { buffer, offset: 0, size: Math.max(16, view.byteLength) };
       });
     const bK = putKV("k", input.k);
-    const bV = putKV("v", input.v);
+    const bV = putKV("v", input.v, rowElemsV);
     // Per-token 8-bit scales: one (k, v) pair per row and KV head, windowed like K and V.
     const bScales = spec.kvScales === "token"
       ? putKV(
@@ -205,7 +207,7 @@ export class WebGPUBackend implements Backend {
     }
     const bPartials = pool.get(
       "partials",
-      Math.max(16, 4 * s.partialSlots * slotFloats(tiles.rowsPerBlock, p.headDim)),
+      Math.max(16, 4 * s.partialSlots * slotFloats(tiles.rowsPerBlock, p.headDimV)),
       STORAGE_OUT,
     );
     const kernels = programKernels(this.#pipelines, spec, layout.merges);
@@ -298,7 +300,10 @@ export class WebGPUBackend implements Backend {
       const all = new Float32Array(readback.getMappedRange(0, bytes).slice(0));
       readback.unmap();
       return {
-        out: all.subarray(0, input.q.length),
+        out: all.subarray(
+          0,
+          plan.problem.totalQueries * plan.problem.numHeads * plan.problem.headDimV,
+        ),
         lse: all.subarray(bound.lseOffset / 4),
       };
     } finally {

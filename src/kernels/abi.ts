@@ -49,7 +49,16 @@ function record<const N extends string>(
  * workgroup processes, writing the final output or a partial state.
  */
 export const PIECE_RECORD: AbiRecord<
-  "seq" | "kvHead" | "rowBlock" | "tokenBegin" | "tokenEnd" | "slot" | "kvStart" | "seqLen"
+  | "seq"
+  | "kvHead"
+  | "rowBlock"
+  | "tokenBegin"
+  | "tokenEnd"
+  | "slot"
+  | "kvStart"
+  | "seqLen"
+  | "qStart"
+  | "qLen"
 > = record("Piece", [
   { name: "seq" },
   { name: "kvHead" },
@@ -59,6 +68,10 @@ export const PIECE_RECORD: AbiRecord<
   { name: "slot" },
   { name: "kvStart" },
   { name: "seqLen" },
+  /** The sequence's first query token in q's rows (ragged batches). */
+  { name: "qStart" },
+  /** The sequence's query tokens. */
+  { name: "qLen" },
 ]);
 
 /**
@@ -66,13 +79,16 @@ export const PIECE_RECORD: AbiRecord<
  * Padded to 8 words.
  */
 export const REDUCE_RECORD: AbiRecord<
-  "seq" | "kvHead" | "rowBlock" | "firstSlot" | "numSlots"
+  "seq" | "kvHead" | "rowBlock" | "firstSlot" | "numSlots" | "qStart" | "qLen"
 > = record("Reduce", [
   { name: "seq" },
   { name: "kvHead" },
   { name: "rowBlock" },
   { name: "firstSlot" },
+  /** 0 for an empty request's rows: the merge writes the identity (out 0, lse -inf). */
   { name: "numSlots" },
+  { name: "qStart" },
+  { name: "qLen" },
 ], 8);
 
 /** The uniform block shared by the decode and merge kernels. */

@@ -20,6 +20,7 @@ import {
   FLAT_WORKGROUP_WGSL,
   kernelLayout,
   type KernelSpec,
+  kvLoadDim,
   PARAMS_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
@@ -51,7 +52,7 @@ export interface WGSLOptions {
 /** Bytes of workgroup memory the decode kernel declares. */
 export function decodeWorkgroupBytes(spec: KernelSpec): number {
   const l = kernelLayout(spec);
-  const acc = spec.rowsPerBlock * spec.headDim * 4;
+  const acc = spec.rowsPerBlock * (spec.headDimV ?? spec.headDim) * 4;
   const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
   const entries = l.groups * l.unroll * spec.rowsPerBlock;
   const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
@@ -75,14 +76,29 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const L = kernelLayout(spec);
   const variant = VARIANT_WGSL.causal;
   const flags = spec.variant ?? {};
-  const { lanes, chunksPerLane: CPL, groups: G, unroll: U, step } = L;
-  const V4 = elementsPerLoad(spec.kvDtype, D) / 4; // vec4<f32> per chunk
-  const E4 = CPL * V4; // vec4<f32> per lane per row
-  const raw = kvChunkWGSL(spec.kvDtype, D);
+  const { lanes, chunksPerLane: CPL, chunksPerLaneV: CPLV, groups: G, unroll: U, step } = L;
+  const DV = spec.headDimV ?? D; // V and output rows (MLA: shorter than K's)
+  // K and V rows load the same chunk size (8 bytes where an 8-bit row is not 16-byte aligned).
+  const loadDim = kvLoadDim(D, spec.headDimV);
+  const V4 = elementsPerLoad(spec.kvDtype, loadDim) / 4; // vec4<f32> per chunk
+  const E4 = CPL * V4; // vec4<f32> per lane per row of q
+  const E4V = CPLV * V4; // vec4<f32> per lane per row of o
+  const raw = kvChunkWGSL(spec.kvDtype, loadDim);
   // 8-bit KV: stored values times a scale, per tensor (params) or per token and KV head.
   const scaled = KV_DTYPE_INFO[spec.kvDtype].scaled;
   const tokenScales = scaled && spec.kvScales === "token";
   const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
+  const oi = (r: number, i: number, j: number) => r * E4V + i * V4 + j;
+  // V rows of another length (MLA) are addressed on their own; otherwise K's row serves both.
+  const splitV = DV !== D;
+  // Lanes that do not divide a row's chunks (MLA's 72 K chunks over 32 lanes): the last round of
+  // chunks is partial. A lane past the row loads the row's last chunk again (`kpad`/`vpad` keep
+  // its address in the row) and holds a zero query there, so its products vanish, and it never
+  // writes its output chunk.
+  const padK = L.chunks % lanes !== 0;
+  const padV = L.chunksV % lanes !== 0;
+  const kOff = (i: number) => (padK && i === CPL - 1 ? " + kpad" : ` + ${i * lanes}u`);
+  const vOff = (i: number) => (padV && i === CPLV - 1 ? " + vpad" : ` + ${i * lanes}u`);
 
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
@@ -100,12 +116,28 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
             : ""
         }      let ${prefix}row${u} = kv_addr(kv_start, min(${at} + ${
           u * G
-        }u + g, tok_end - 1u), kv_head) + lane;
+        }u + g, tok_end - 1u), kv_head) + lane;${
+          splitV
+            ? `
+      let ${prefix}vrow${u} = kv_addr_v(kv_start, min(${at} + ${
+              u * G
+            }u + g, tok_end - 1u), kv_head) + lane;`
+            : ""
+        }
 ${
-          lines(CPL, (i) =>
-            `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u} + ${
-              i * lanes
-            }u];\n      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}row${u} + ${i * lanes}u];`)
+          lines(
+            CPL,
+            (i) => `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u}${kOff(i)}];`,
+          )
+        }
+${
+          lines(
+            CPLV,
+            (i) =>
+              `      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}${splitV ? "v" : ""}row${u}${
+                vOff(i)
+              }];`,
+          )
         }`,
     );
   const tokens = lines(U, (u) => `      let t${u} = s0 + ${u * G}u + g;`);
@@ -115,10 +147,8 @@ ${
     ? `${tokens}
 ${
       lines(U, (u) =>
-        lines(
-          CPL,
-          (i) => `      let k${u}_${i} = nk${u}_${i};\n      let v${u}_${i} = nv${u}_${i};`,
-        ))
+        `${lines(CPL, (i) => `      let k${u}_${i} = nk${u}_${i};`)}
+${lines(CPLV, (i) => `      let v${u}_${i} = nv${u}_${i};`)}`)
     }${tokenScales ? `\n${lines(U, (u) => `      let sc${u} = nsc${u};`)}` : ""}
 ${issue("(s0 + STEP)", "", "n")}`
     : `${tokens}
@@ -159,7 +189,8 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y;`)}`
     visible: variantVisibleWGSL(flags),
   };
   const reduce = laneReduceWGSL(shape);
-  const { fast, softmax } = softmaxStepWGSL(shape);
+  // The softmax updates the output state: V's chunks.
+  const { fast, softmax } = softmaxStepWGSL({ ...shape, CPL: CPLV, qi: oi });
 
   const pagedBinding = `${
     L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""
@@ -198,7 +229,9 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
 
   return `${
     options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
-  }// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
+  }// lean-attention decode kernel: D=${D}${
+    splitV ? ` DV=${DV}` : ""
+  } kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
     L.subgroups ? " subgroups" : ""
   }${L.paged ? " paged" : ""}${L.paged && spec.kvLayout === "HND" ? " hnd" : ""}${
     scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
@@ -217,13 +250,15 @@ ${recordOffsetsWGSL(PIECE_RECORD)}
 
 const D: u32 = ${D}u;
 const D4: u32 = ${D / 4}u;
+const DV: u32 = ${DV}u;
 const T: u32 = ${T}u;
 const RP: u32 = ${RP}u;
 const CHUNKS: u32 = ${L.chunks}u;
+const CHUNKS_V: u32 = ${L.chunksV}u;
 const LANES: u32 = ${lanes}u;
 const GROUPS: u32 = ${G}u;
 const STEP: u32 = ${step}u;
-const SLOT: u32 = ${RP * (D + 2)}u;
+const SLOT: u32 = ${RP * (DV + 2)}u;
 const NEG: f32 = ${NEG_SCORE.toExponential()};
 const Z4: vec4<f32> = vec4<f32>(0.0);
 // A NaN built at run time: WGSL rejects NaN in constant expressions.
@@ -231,14 +266,14 @@ var<private> nan_bits: u32 = 0x7fc00000u;
 const DIRECT: u32 = 0xffffffffu;
 
 // The groups' merged output, and each group's row maxima then the merged sums.
-var<workgroup> acc: array<vec4<f32>, ${RP * (D / 4)}>;
+var<workgroup> acc: array<vec4<f32>, ${RP * (DV / 4)}>;
 var<workgroup> m_sh: array<f32, ${G * RP}>;
 var<workgroup> l_sh: array<f32, ${RP}>;
 var<workgroup> bad_sh: array<atomic<u32>, ${RP}>;
 ${exchange}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
-${kvLoadWGSL(spec.kvDtype, D)}
+${kvLoadWGSL(spec.kvDtype, loadDim)}
 ${kvAddressWGSL(spec)}
 ${io.functions}
 ${poisonedFn}${
@@ -258,7 +293,9 @@ fn main(
     return;
   }
   let lane = lid % LANES;
-  let g = lid / LANES;${tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""}
+  let g = lid / LANES;${tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""}${
+    padK ? `\n  let kpad = min(lane + ${(CPL - 1) * lanes}u, CHUNKS - 1u) - lane;` : ""
+  }${padV ? `\n  let vpad = min(lane + ${(CPLV - 1) * lanes}u, CHUNKS_V - 1u) - lane;` : ""}
   let p_begin = sched[w];
   let p_end = sched[w + 1u];
   for (var pc = p_begin; pc < p_end; pc++) {
@@ -271,19 +308,28 @@ fn main(
     let slot = sched[f + PIECE_SLOT];
     let kv_start = sched[f + PIECE_KV_START];
     let seq_len = sched[f + PIECE_SEQ_LEN];
-    let n_rows = min(RP, params.rows_per_group - r0);
+    let q_start = sched[f + PIECE_Q_START];
+    let q_len = sched[f + PIECE_Q_LEN];
+    // The sequence's own rows (ragged batches): groupSize x its query tokens.
+    let n_rows = min(RP, params.group_size * q_len - r0);
 
     // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
     var qv = array<vec4<f32>, ${RP * E4}>();
 ${
     lines(RP, (r) =>
       `    if (${r}u < n_rows) {
-      let qb = query_row(seq, kv_head, r0 + ${r}u) * D4;
+      let qb = query_row(q_start, q_len, kv_head, r0 + ${r}u) * D4;
 ${
         grid(CPL, V4, (i, j) =>
-          `      qv[${qi(r, i, j)}] = load_q(qb + (lane + ${
-            i * lanes
-          }u) * ${V4}u + ${j}u) * ${qScale};`)
+          padK && i === CPL - 1
+            ? `      qv[${
+              qi(r, i, j)
+            }] = select(Z4, load_q(qb + (lane + kpad) * ${V4}u + ${j}u), lane + ${
+              i * lanes
+            }u < CHUNKS) * ${qScale};`
+            : `      qv[${qi(r, i, j)}] = load_q(qb + (lane + ${
+              i * lanes
+            }u) * ${V4}u + ${j}u) * ${qScale};`)
       }
     }`)
   }
@@ -292,7 +338,7 @@ ${
 ${
     lines(RP, (r) =>
       `    lim[${r}] = select(0u, min(${
-        variant.visible("seq_len", "params.q_len", `(r0 + ${r}u) % params.q_len`)
+        variant.visible("seq_len", "q_len", `(r0 + ${r}u) % q_len`)
       }, tok_end), ${r}u < n_rows);`)
   }
 ${
@@ -311,7 +357,7 @@ ${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${r}u
       atomicStore(&bad_sh[lid], 0u);
     }
     var l = array<f32, ${RP}>();
-    var o = array<vec4<f32>, ${RP * E4}>();
+    var o = array<vec4<f32>, ${RP * E4V}>();
 ${lines(RP, (r) => `    m[${r}] = NEG;`)}
 ${prefetchInit}
 
@@ -321,7 +367,7 @@ ${dots}
 ${scaleDots}${reduce}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
   }${logits ? `\n${logits}` : ""}
-${lines(U, (u) => lines(CPL, (i) => unpackV(u, i)))}
+${lines(U, (u) => lines(CPLV, (i) => unpackV(u, i)))}
 ${
     fastSteps
       ? `      if (s0 + STEP <= lim_all${flags.window ? " && s0 >= lo_all" : ""}) {
@@ -354,18 +400,21 @@ ${
     {
       let sc = exp2(m[${r}] - mm[${r}]);
       l[${r}] *= sc;
-${grid(CPL, V4, (i, j) => `      o[${qi(r, i, j)}] *= sc;`)}
+${grid(CPLV, V4, (i, j) => `      o[${oi(r, i, j)}] *= sc;`)}
     }`)
   }
     for (var gg = 0u; gg < GROUPS; gg++) {
       if (g == gg) {
 ${
     lines(RP, (r) =>
-      grid(CPL, V4, (i, j) => {
-        const at = `${r * (D / 4)}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
-        return `        acc[${at}] = select(acc[${at}] + o[${qi(r, i, j)}], o[${
-          qi(r, i, j)
+      grid(CPLV, V4, (i, j) => {
+        const at = `${r * (DV / 4)}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
+        const write = `acc[${at}] = select(acc[${at}] + o[${oi(r, i, j)}], o[${
+          oi(r, i, j)
         }], gg == 0u);`;
+        return padV && i === CPLV - 1
+          ? `        if (lane + ${i * lanes}u < CHUNKS_V) { ${write} }`
+          : `        ${write}`;
       }))
   }
         if (lane == 0u) {
@@ -380,13 +429,13 @@ ${
       ? `${sinkFinalWGSL(RP)}\n`
       : ""
   }    // Write the final output, or the partial state (unnormalised o, max m, sum l).
-    for (var i = lid; i < RP * D; i += ${W}u) {
-      let r = i / D;
+    for (var i = lid; i < RP * DV; i += ${W}u) {
+      let r = i / DV;
       if (r < n_rows) {
         let val = acc[i >> 2u][i & 3u]${vScaleMul};
         if (slot == DIRECT) {${
     io.outHalf ? "" : `
-          out[query_row(seq, kv_head, r0 + r) * D + i % D] =
+          out[query_row(q_start, q_len, kv_head, r0 + r) * DV + i % DV] =
             select(${
       fin.scaled("val", "r")
     } / ${fin.l}[r], bitcast<f32>(nan_bits), any_bad[r] != 0u);`
@@ -402,14 +451,14 @@ ${
   }
     if (lid < n_rows) {
       if (slot == DIRECT) {
-        lse_out[query_row(seq, kv_head, r0 + lid)] = select(
+        lse_out[query_row(q_start, q_len, kv_head, r0 + lid)] = select(
           (${fin.m}[lid] + log2(${fin.l}[lid])) * 0.6931471805599453,
           bitcast<f32>(nan_bits),
           any_bad[lid] != 0u,
         );
       } else {
-        partials[slot * SLOT + RP * D + lid] = mm[lid];
-        partials[slot * SLOT + RP * D + RP + lid] =
+        partials[slot * SLOT + RP * DV + lid] = mm[lid];
+        partials[slot * SLOT + RP * DV + RP + lid] =
           select(l_sh[lid], bitcast<f32>(nan_bits), any_bad[lid] != 0u);
       }
     }

@@ -14,6 +14,8 @@ import { packRecord, PARAMS_RECORD, recordStructWGSL } from "./abi.ts";
 /** Compile-time parameters of the decode and merge kernels. */
 export interface KernelSpec {
   readonly headDim: number;
+  /** Head dimension of V and the output (default `headDim`; MLA's V rows are shorter). */
+  readonly headDimV?: number;
   readonly kvDtype: KVDtype;
   readonly tileTokens: number;
   readonly rowsPerBlock: number;
@@ -66,12 +68,16 @@ export interface KernelSpec {
 
 /** The thread layout a spec resolves to. */
 export interface KernelLayout {
-  /** 16-byte chunks in one token's row of one KV head. */
+  /** 16-byte chunks in one token's K row of one KV head. */
   readonly chunks: number;
+  /** 16-byte chunks in one token's V row of one KV head (`chunks` unless `headDimV` differs). */
+  readonly chunksV: number;
   /** Threads sharing one token (they split its chunks). */
   readonly lanes: number;
-  /** Chunks each lane loads per token. */
+  /** K chunks each lane loads per token. */
   readonly chunksPerLane: number;
+  /** V chunks each lane loads per token. */
+  readonly chunksPerLaneV: number;
   /** Token groups in a workgroup (`workgroupSize / lanes`). */
   readonly groups: number;
   /** Tokens a group loads per step. */
@@ -93,6 +99,11 @@ export interface KernelChoice {
   readonly unroll: number;
   /** Request the next step's K and V before this step's arithmetic (default true). */
   readonly prefetch?: boolean;
+  /**
+   * The lanes need not divide the row's chunks: the last round is padded (MLA's K row of 576
+   * dims is 72 f16 chunks, which no power of two above 8 divides).
+   */
+  readonly padded?: boolean;
 }
 
 /**
@@ -118,6 +129,13 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r8 d64": { lanes: 8, unroll: 2 },
   "r8 d128": { lanes: 16, unroll: 2 },
   "r8 d256": { lanes: 16, unroll: 1 },
+  // MLA (K 576, V 512, one latent KV head for 16-128 query heads): a whole 32-lane subgroup per
+  // token, so each lane holds (576 + 512) / 32 floats per row and a block serves 4 rows (not yet
+  // tuned on hardware).
+  "r1 d576": { lanes: 32, unroll: 1, prefetch: false, padded: true },
+  "r2 d576": { lanes: 32, unroll: 1, prefetch: false, padded: true },
+  "r4 d576": { lanes: 32, unroll: 1, prefetch: false, padded: true },
+  "r8 d576": { lanes: 32, unroll: 1, prefetch: false, padded: true },
 };
 
 /**
@@ -147,7 +165,7 @@ export function kernelChoice(headDim: number, rowsPerBlock: number): KernelChoic
 export function kernelTableKey(headDim: number, rowsPerBlock: number): string {
   let rows = 1;
   while (rows < rowsPerBlock && rows < 8) rows *= 2;
-  return `r${rows} d${headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256}`;
+  return `r${rows} d${headDim <= 64 ? 64 : headDim <= 128 ? 128 : headDim <= 256 ? 256 : 576}`;
 }
 
 /**
@@ -175,10 +193,19 @@ function largestPowerOfTwoDividing(n: number, cap: number): number {
  * ```
  */
 export function kernelLayout(spec: KernelSpec): KernelLayout {
-  const chunks = spec.headDim / elementsPerLoad(spec.kvDtype, spec.headDim);
-  let lanes = spec.lanes ?? largestPowerOfTwoDividing(chunks, DEFAULT_MAX_LANES);
-  if (!Number.isInteger(chunks / lanes) || (lanes & (lanes - 1)) !== 0) {
-    throw new RangeError(`lanes must be a power of two dividing ${chunks}: got ${lanes}`);
+  // K and V rows load the same chunk size (8 bytes where an 8-bit row is not 16-byte aligned).
+  const load = elementsPerLoad(spec.kvDtype, kvLoadDim(spec.headDim, spec.headDimV));
+  const chunks = spec.headDim / load;
+  const chunksV = (spec.headDimV ?? spec.headDim) / load;
+  // Lanes split both rows: a power of two dividing K's and V's chunks.
+  const common =
+    largestPowerOfTwoDividing(chunks, 1 << 30) < largestPowerOfTwoDividing(chunksV, 1 << 30)
+      ? chunks
+      : chunksV;
+  let lanes = spec.lanes ?? largestPowerOfTwoDividing(common, DEFAULT_MAX_LANES);
+  // Lanes that do not divide the chunks pad the row's last round (see the decode kernel).
+  if (!Number.isInteger(lanes) || lanes < 1 || (lanes & (lanes - 1)) !== 0) {
+    throw new RangeError(`lanes must be a power of two: got ${lanes}`);
   }
   if (spec.workgroupSize % lanes !== 0) {
     throw new RangeError(
@@ -193,7 +220,7 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
     subgroups || l === 1 ? 0 : 2 * (spec.workgroupSize / l) * u * RP * (l + 2);
   // Without shuffles, fewer lanes when even one token per step would not fit.
   while (exchange(lanes, 1) > EXCHANGE_FLOATS) lanes /= 2;
-  const chunksPerLane = chunks / lanes;
+  const chunksPerLane = Math.ceil(chunks / lanes);
   const groups = spec.workgroupSize / lanes;
   // Registers: each lane holds `unroll` K and V chunks (twice with prefetch); the reduction in
   // workgroup memory holds unroll x rows sums per group; a step is not longer than a tile.
@@ -202,8 +229,10 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
   unroll = Math.max(1, Math.min(unroll, Math.floor(spec.tileTokens / groups)));
   return {
     chunks,
+    chunksV,
     lanes,
     chunksPerLane,
+    chunksPerLaneV: Math.ceil(chunksV / lanes),
     groups,
     unroll,
     step: groups * unroll,
@@ -215,7 +244,8 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
 /** The pipeline cache key of a spec. */
 export function specKey(kind: string, spec: KernelSpec): string {
   const l = kernelLayout(spec);
-  return `${kind}:d${spec.headDim}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
+  const dv = (spec.headDimV ?? spec.headDim) === spec.headDim ? "" : `/${spec.headDimV}`;
+  return `${kind}:d${spec.headDim}${dv}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
     l.subgroups ? ":sg" : ""
   }${l.paged ? ":paged" : ""}${l.paged && spec.kvLayout === "HND" ? ":hnd" : ""}${
     spec.qDtype === "f16" ? ":qf16" : ""
@@ -238,6 +268,23 @@ export function specKey(kind: string, spec: KernelSpec): string {
 export function kvLoadBytes(kvDtype: KVDtype, headDim?: number): 8 | 16 {
   const bytes = KV_DTYPE_INFO[kvDtype].bytes;
   return headDim !== undefined && (headDim * bytes) % 16 !== 0 ? 8 : 16;
+}
+
+/**
+ * The head dim that decides a kernel's load size when K and V rows differ (MLA): their greatest
+ * common divisor, so a load size suits both rows.
+ *
+ * @example
+ * ```ts
+ * import { kvLoadDim } from "./kernel_spec.ts";
+ * console.log(kvLoadDim(576, 512), kvLoadDim(24), kvLoadDim(48, 40)); // 64 24 8
+ * ```
+ */
+export function kvLoadDim(headDim: number, headDimV?: number): number {
+  let a = headDim;
+  let b = headDimV ?? headDim;
+  while (b !== 0) [a, b] = [b, a % b];
+  return a;
 }
 
 /**
@@ -264,6 +311,8 @@ export interface KernelParams {
   rowsPerGroup: number;
   numKVHeads: number;
   headDim: number;
+  /** V's head dim (MLA), for the load size of both rows (default `headDim`). */
+  headDimV?: number;
   kvDtype: KVDtype;
   /** First u32 of the piece records in the schedule buffer. */
   pieceBase: number;
@@ -305,7 +354,7 @@ export function kernelParams(p: KernelParams): Uint32Array<ArrayBuffer> {
     groupSize: p.groupSize,
     rowsPerGroup: p.rowsPerGroup,
     kvRow: (p.numKVHeads * p.headDim * kvElementBytes(p.kvDtype)) /
-      kvLoadBytes(p.kvDtype, p.headDim),
+      kvLoadBytes(p.kvDtype, kvLoadDim(p.headDim, p.headDimV)),
     pieceBase: p.pieceBase,
     reduceBase: p.reduceBase,
     count: p.count,
@@ -328,10 +377,13 @@ fn flat_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wid.x + wid.y * nwg.x;
 }`;
 
-/** Maps row `r` of a KV group to its flat query row `(seq * qLen + pos) * numHeads + head`. */
+/**
+ * Maps row `r` of a KV group of a sequence with `q_len` query tokens from `q_start` (its piece's
+ * or reduce record's) to its flat query row `(q_start + pos) * numHeads + head`.
+ */
 export const QUERY_ROW_WGSL = `
-fn query_row(seq: u32, kv_head: u32, r: u32) -> u32 {
-  let head = kv_head * params.group_size + r / params.q_len;
-  let pos = r % params.q_len;
-  return (seq * params.q_len + pos) * params.num_heads + head;
+fn query_row(q_start: u32, q_len: u32, kv_head: u32, r: u32) -> u32 {
+  let head = kv_head * params.group_size + r / q_len;
+  let pos = r % q_len;
+  return (q_start + pos) * params.num_heads + head;
 }`;

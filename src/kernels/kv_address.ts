@@ -11,7 +11,8 @@
 import type { KernelSpec } from "./kernel_spec.ts";
 
 /**
- * The kernel's `kv_row` (token row, NHD and dense) and `kv_addr` functions for a spec. They
+ * The kernel's `kv_row` (token row, NHD and dense), `kv_addr` and (V rows of another length,
+ * MLA) `kv_addr_v` functions for a spec. They
  * read `params.kv_row` (chunks per token row of all heads), `params.page_shift`, the `pages`
  * binding and the kernel's `CHUNKS` (chunks per head).
  *
@@ -44,5 +45,19 @@ fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
 fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
   return kv_row(base, t) * params.kv_row + kv_head * CHUNKS;
 }`;
-  return kvRow + kvAddr;
+  // V rows of their own length (MLA): the same addressing with V's chunks per head; a token
+  // row of all heads holds `params.kv_row / CHUNKS` heads.
+  const splitV = (spec.headDimV ?? spec.headDim) !== spec.headDim;
+  const kvAddrV = !splitV ? "" : paged && spec.kvLayout === "HND"
+    ? `
+fn kv_addr_v(base: u32, t: u32, kv_head: u32) -> u32 {
+  let page = pages[base + (t >> params.page_shift)];
+  return (((page * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V) << params.page_shift) +
+    (t & ((1u << params.page_shift) - 1u)) * CHUNKS_V;
+}`
+    : `
+fn kv_addr_v(base: u32, t: u32, kv_head: u32) -> u32 {
+  return (kv_row(base, t) * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V;
+}`;
+  return kvRow + kvAddr + kvAddrV;
 }

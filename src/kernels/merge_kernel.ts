@@ -16,6 +16,7 @@ import { BINDING, bindingWGSL, recordOffsetsWGSL, REDUCE_RECORD } from "./abi.ts
 import { NEG_SCORE } from "./decode_kernel.ts";
 import { ioWGSL } from "./io_wgsl.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { lines } from "./decode_step.ts";
 import {
   FLAT_WORKGROUP_WGSL,
   type KernelSpec,
@@ -24,29 +25,88 @@ import {
 } from "./kernel_spec.ts";
 import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 
-/** A merged row's `f32` output, one element per thread. */
-const f32Out = (norm: (v: string) => string) =>
-  `  if (lid < D) {
-    var total = 0.0;
-    for (var g = 0u; g < GROUPS; g++) {
-      total += part[g * D + lid];
-    }
-    out[row * D + lid] = select(${norm("total")}, bitcast<f32>(nan_bits), row_bad);
+/**
+ * The merged total of output dim `d` (a WGSL expression): the slot groups' sums in group order
+ * (rows that fit the workgroup), or the one thread's sum (longer rows).
+ */
+const total = (grouped: boolean, d: string) => grouped ? `total_of(${d})` : `part[${d}]`;
+
+/**
+ * A merged row's `f32` output, `norm` the normalisation of a total; an empty request's row (no
+ * slots) is 0, the merge identity.
+ */
+const f32Out = (grouped: boolean, norm: (v: string) => string) =>
+  `  for (var dd = lid; dd < D; dd += W) {
+    out[row * D + dd] = select(
+      select(${norm(total(grouped, "dd"))}, bitcast<f32>(nan_bits), row_bad),
+      0.0,
+      empty,
+    );
   }`;
 
-/** A merged row's `f16` output: two elements per thread, packed in one `u32`. */
-const halfOut = (norm: (v: string) => string) =>
-  `  if (lid < D / 2u) {
-    var lo = 0.0;
-    var hi = 0.0;
-    for (var g = 0u; g < GROUPS; g++) {
-      lo += part[g * D + 2u * lid];
-      hi += part[g * D + 2u * lid + 1u];
-    }
+/** A merged row's `f16` output: two elements per thread and `u32`. */
+const halfOut = (grouped: boolean, norm: (v: string) => string) =>
+  `  for (var d2 = lid; d2 < D / 2u; d2 += W) {
     let nan = bitcast<f32>(nan_bits);
-    out[row * D / 2u + lid] = half_bits(select(${norm("lo")}, nan, row_bad)) |
-      (half_bits(select(${norm("hi")}, nan, row_bad)) << 16u);
+    let lo = select(select(${norm(total(grouped, "2u * d2"))}, nan, row_bad), 0.0, empty);
+    let hi = select(select(${norm(total(grouped, "2u * d2 + 1u"))}, nan, row_bad), 0.0, empty);
+    out[row * D / 2u + d2] = half_bits(lo) | (half_bits(hi) << 16u);
   }`;
+
+/**
+ * The weighted sum of the slots' outputs into `part`, W slots at a time with each slot's weight
+ * computed once: rows that fit the workgroup are summed by slot groups of threads (their sums
+ * added in group order by `total_of`); longer rows (MLA's 512) `DPT` dims per thread, in slot
+ * order.
+ */
+function weightedWGSL(D: number, W: number, DPT: number): string {
+  const weights = `    var w = 0.0;
+    if (c0 + lid < n) {
+      let base = (first + c0 + lid) * SLOT + mo;
+      let l = partials[base + RP];
+      w = select(0.0, exp2(partials[base] - m_all), l > 0.0);
+    }
+    weight[lid] = w;
+    workgroupBarrier();`;
+  if (D <= W) {
+    return `  // Weighted outputs, W slots at a time: weights once per slot, then slot groups of threads.
+  let d = lid % D;
+  let grp = lid / D;
+  var acc = 0.0;
+  for (var c0 = 0u; c0 < n; c0 += W) {
+${weights}
+    if (grp < GROUPS) {
+      let cn = min(W, n - c0);
+      for (var s = grp; s < cn; s += GROUPS) {
+        acc += weight[s] * partials[(first + c0 + s) * SLOT + r * D + d];
+      }
+    }
+    workgroupBarrier();
+  }
+  if (grp < GROUPS) {
+    part[grp * D + d] = acc;
+  }
+  workgroupBarrier();`;
+  }
+  return `  // Weighted outputs, W slots at a time: weights once per slot; rows longer than the workgroup
+  // are summed ${DPT} dims per thread, in slot order.
+  var acc = array<f32, ${DPT}>();
+  for (var c0 = 0u; c0 < n; c0 += W) {
+${weights}
+    let cn = min(W, n - c0);
+    for (var s = 0u; s < cn; s++) {
+      let ws = weight[s];
+      let pb = (first + c0 + s) * SLOT + r * D + lid;
+${
+    lines(DPT, (k) =>
+      `      if (lid + ${k * W}u < D) { acc[${k}] += ws * partials[pb + ${k * W}u]; }`)
+  }
+    }
+    workgroupBarrier();
+  }
+${lines(DPT, (k) => `  if (lid + ${k * W}u < D) { part[lid + ${k * W}u] = acc[${k}]; }`)}
+  workgroupBarrier();`;
+}
 
 /** Threads of a merge workgroup. */
 export const MERGE_WORKGROUP = 256;
@@ -69,9 +129,11 @@ export function mergeWorkgroups(records: number, rowsPerBlock: number): number {
  * ```
  */
 export function mergeKernelWGSL(spec: KernelSpec): string {
-  const { headDim: D, rowsPerBlock: RP } = spec;
+  const { rowsPerBlock: RP } = spec;
+  const D = spec.headDimV ?? spec.headDim; // the output rows: V's head dim
   const W = MERGE_WORKGROUP;
   const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
+  const DPT = Math.ceil(D / W); // output dims per thread (rows longer than the workgroup)
   // The decode kernel's layout (one bind group for both kernels): the partials as the decode
   // kernel writes them (storage). The merge declares the per-head table only when it reads the
   // sinks.
@@ -100,15 +162,28 @@ const NEG: f32 = ${NEG_SCORE.toExponential()};
 var<workgroup> red: array<f32, ${W}>;
 // A NaN built at run time: WGSL rejects NaN in constant expressions.
 var<private> nan_bits: u32 = 0x7fc00000u;
+var<private> neg_inf_bits: u32 = 0xff800000u;
 var<workgroup> weight: array<f32, ${W}>;
-var<workgroup> part: array<f32, ${groups * D}>;${
+var<workgroup> part: array<f32, ${D <= W ? groups * D : D}>;${
     io.outHalf
       ? `
 ${KV_DTYPE_INFO.f16.wgslPack}`
       : ""
   }
 ${FLAT_WORKGROUP_WGSL}
-${QUERY_ROW_WGSL}${sinks ? `\n${variantFunctionsWGSL("merge", spec.variant!)}` : ""}
+${QUERY_ROW_WGSL}${sinks ? `\n${variantFunctionsWGSL("merge", spec.variant!)}` : ""}${
+    D <= W
+      ? `
+// The merged total of output dim d: the slot groups' sums, in group order.
+fn total_of(d: u32) -> f32 {
+  var t = 0.0;
+  for (var g = 0u; g < GROUPS; g++) {
+    t += part[g * D + d];
+  }
+  return t;
+}`
+      : ""
+  }
 
 // Tree reduction of red[] in a fixed order; op 0 = max, 1 = sum. Every thread gets red[0].
 fn reduce(lid: u32, op: u32) -> f32 {
@@ -144,9 +219,13 @@ fn main(
   let r0 = sched[f + REDUCE_ROW_BLOCK] * RP;
   let first = sched[f + REDUCE_FIRST_SLOT];
   let n = sched[f + REDUCE_NUM_SLOTS];
-  if (r0 + r >= params.rows_per_group) {
+  let q_start = sched[f + REDUCE_Q_START];
+  let q_len = sched[f + REDUCE_Q_LEN];
+  if (r0 + r >= params.group_size * q_len) {
     return;
   }
+  // No slots: an empty request's row, which gets the merge identity (out 0, lse -inf).
+  let empty = n == 0u;
   let mo = RP * D + r; // offset of this row's max in a slot; its sum follows RP floats later
 
   // The largest max among slots that saw a token (an empty slot has sum 0).
@@ -181,47 +260,32 @@ fn main(
   red[lid] = bad;
   let row_bad = reduce(lid, 0u) > 0.0;
 
-  // Weighted outputs, W slots at a time: weights once per slot, then slot groups of threads.
-  let d = lid % D;
-  let grp = lid / D;
-  var acc = 0.0;
-  for (var c0 = 0u; c0 < n; c0 += W) {
-    var w = 0.0;
-    if (c0 + lid < n) {
-      let base = (first + c0 + lid) * SLOT + mo;
-      let l = partials[base + RP];
-      w = select(0.0, exp2(partials[base] - m_all), l > 0.0);
-    }
-    weight[lid] = w;
-    workgroupBarrier();
-    if (grp < GROUPS) {
-      let cn = min(W, n - c0);
-      for (var s = grp; s < cn; s += GROUPS) {
-        acc += weight[s] * partials[(first + c0 + s) * SLOT + r * D + d];
-      }
-    }
-    workgroupBarrier();
-  }
-  if (grp < GROUPS) {
-    part[grp * D + d] = acc;
-  }
-  workgroupBarrier();
-  let row = query_row(seq, kv_head, r0 + r);${
+${weightedWGSL(D, W, DPT)}
+  let row = query_row(q_start, q_len, kv_head, r0 + r);${
     sinks
       ? `
   // The sink joins the final denominator here, once (no partial state holds it).
-  let sk = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, r0 + r) + 1u];
+  let sk = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, r0 + r, q_len) + 1u];
   let m_fin = max(m_all, sk);
   let c_fin = exp2(m_all - m_fin);
   let l_fin = l_all * c_fin + exp2(sk - m_fin);`
       : ""
   }
-${(io.outHalf ? halfOut : f32Out)(sinks ? (v) => `${v} * c_fin / l_fin` : (v) => `${v} / l_all`)}
+${
+    (io.outHalf ? halfOut : f32Out)(
+      D <= W,
+      sinks ? (v) => `${v} * c_fin / l_fin` : (v) => `${v} / l_all`,
+    )
+  }
   if (lid == 0u) {
     lse_out[row] = select(
-      (${sinks ? "m_fin + log2(l_fin)" : "m_all + log2(l_all)"}) * 0.6931471805599453,
-      bitcast<f32>(nan_bits),
-      row_bad,
+      select(
+        (${sinks ? "m_fin + log2(l_fin)" : "m_all + log2(l_all)"}) * 0.6931471805599453,
+        bitcast<f32>(nan_bits),
+        row_bad,
+      ),
+      bitcast<f32>(neg_inf_bits),
+      empty,
     );
   }
 }

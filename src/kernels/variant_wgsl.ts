@@ -93,8 +93,8 @@ export function variantFunctionsWGSL(kind: "decode" | "merge", flags: KernelVari
   const parts: string[] = [];
   if (needsHeadTable(kind, flags)) {
     parts.push(`
-fn row_head(kv_head: u32, r: u32) -> u32 {
-  return kv_head * params.group_size + r / params.q_len;
+fn row_head(kv_head: u32, r: u32, q_len: u32) -> u32 {
+  return kv_head * params.group_size + r / q_len;
 }`);
   }
   if (kind === "decode" && flags.softCap) {
@@ -128,9 +128,10 @@ export function variantRowsWGSL(flags: KernelVariantFlags, RP: number): string {
     Array.from({ length: RP }, (_, r) => body(r)).join("\n");
   if (flags.window || flags.alibi) {
     out.push(
-      `    // Each row's absolute position P (counted from kv_start, as the piece's tokens are).
+      `    // Each row's absolute position P (counted from kv_start, as the piece's tokens are; the
+    // piece's own q_len, for ragged batches).
     var pq = array<u32, ${RP}>();
-${rows((r) => `    pq[${r}] = seq_len - params.q_len + (r0 + ${r}u) % params.q_len;`)}`,
+${rows((r) => `    pq[${r}] = seq_len - q_len + (r0 + ${r}u) % q_len;`)}`,
     );
   }
   if (flags.window) {
@@ -148,7 +149,7 @@ ${
     out.push(`    var slope = array<f32, ${RP}>();
 ${
       rows((r) =>
-        `    slope[${r}] = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + ${r}u, params.rows_per_group - 1u))];`
+        `    slope[${r}] = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + ${r}u, params.group_size * q_len - 1u), q_len)];`
       )
     }`);
   }
@@ -183,7 +184,7 @@ export function variantVisibleWGSL(flags: KernelVariantFlags): (u: number, r: nu
 export function sinkFinalWGSL(RP: number): string {
   const rows = Array.from({ length: RP }, (_, r) =>
     `    {
-      let sk = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + ${r}u, params.rows_per_group - 1u)) + 1u];
+      let sk = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + ${r}u, params.group_size * q_len - 1u), q_len) + 1u];
       fin_m[${r}] = max(mm[${r}], sk);
       fin_c[${r}] = exp2(mm[${r}] - fin_m[${r}]);
       fin_l[${r}] = l_sh[${r}] * fin_c[${r}] + exp2(sk - fin_m[${r}]);

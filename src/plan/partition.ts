@@ -102,21 +102,44 @@ export function partitionCost(
  */
 export function segmentTiles(problem: Problem, tiles: TileConfig): Uint32Array {
   const { numSeqs, numKVHeads, seqLens } = problem;
-  const perSeq = numKVHeads * tiles.rowBlocks;
-  const starts = new Uint32Array(numSeqs * perSeq + 1);
+  const { rowBlocks, rowsPerBlock } = tiles;
+  const starts = new Uint32Array(numSeqs * numKVHeads * rowBlocks + 1);
+  // With a sliding window, the tiles before a sequence's earliest window are not scheduled.
   const skip = skippedTiles(problem, tiles.tileTokens);
   let total = 0;
   let s = 0;
   for (let seq = 0; seq < numSeqs; seq++) {
     const n = Math.ceil(seqLens[seq] / tiles.tileTokens) - (skip ? skip[seq] : 0);
-    for (let j = 0; j < perSeq; j++) {
-      starts[s++] = total;
-      total += n;
+    // A sequence with fewer query tokens than the batch's largest leaves its last blocks empty.
+    const blocks = Math.ceil(segmentRows(problem, seq) / rowsPerBlock);
+    for (let h = 0; h < numKVHeads; h++) {
+      for (let b = 0; b < rowBlocks; b++) {
+        starts[s++] = total;
+        if (b < blocks) total += n;
+      }
     }
   }
   if (total > 0xffffffff) throw new RangeError(`total tiles must fit in 32 bits: got ${total}`);
   starts[s] = total;
   return starts;
+}
+
+/**
+ * Query rows of one sequence served by one read of a KV head: `groupSize * qLens[seq]` (row `r`
+ * is head `r / qLens[seq]` of the group at query position `r % qLens[seq]`).
+ *
+ * @example
+ * ```ts
+ * import { segmentRows, validateShape } from "@lean/attention/plan";
+ * const p = validateShape({ seqLens: [9, 9], qLens: [1, 3], numHeads: 4, numKVHeads: 2, headDim: 8 });
+ * console.log(segmentRows(p, 0), segmentRows(p, 1), p.rowsPerGroup); // 2 6 6
+ * ```
+ */
+export function segmentRows(
+  problem: Pick<Problem, "groupSize" | "qLens">,
+  seq: number,
+): number {
+  return problem.groupSize * problem.qLens[seq];
 }
 
 /**

@@ -44,6 +44,8 @@ export interface PlanOptions extends TileOptions {
    * start) and merge its chunks in order, so a sequence's output is bitwise the same whatever
    * other sequences share the batch. `lean` spreads the chunks over the grid in balanced runs,
    * `split` gives each chunk a workgroup, `single` is unchanged (already invariant). Default false.
+   * In a ragged batch (`qLens`) a GPU kernel's row blocks follow the batch's largest query
+   * length: invariance holds among batches with the same largest entry.
    */
   batchInvariant?: boolean;
 }

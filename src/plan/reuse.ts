@@ -48,8 +48,12 @@ export function reusePlan(
     previous.grid !== options.grid || previous.strategy !== (options.strategy ?? "lean") ||
     old.numSeqs !== problem.numSeqs || old.numHeads !== problem.numHeads ||
     old.numKVHeads !== problem.numKVHeads || old.headDim !== problem.headDim ||
-    old.qLen !== problem.qLen || old.kvDtype !== problem.kvDtype
+    old.qLen !== problem.qLen || old.kvDtype !== problem.kvDtype ||
+    old.headDimV !== problem.headDimV
   ) return undefined;
+  for (let s = 0; s < problem.numSeqs; s++) {
+    if (old.qLens[s] !== problem.qLens[s]) return undefined;
+  }
   const tiles = tileConfig(problem, options);
   const was = previous.tiles;
   if (

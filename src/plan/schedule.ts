@@ -36,7 +36,8 @@ export const PIECE_STRIDE: number = PIECE_RECORD.stride;
  * row `kvStart`; `slot`, the partial slot or {@linkcode DIRECT} when the piece writes the final
  * output; `kvStart`, the row of the piece's window where the sequence starts (0 when it began in
  * an earlier window, and then the token counts and `seqLen` count from the window's first row);
- * `seqLen`, the context length counted from `kvStart`.
+ * `seqLen`, the context length counted from `kvStart`; `qStart` and `qLen`, the sequence's first
+ * query token in `q`'s rows and its query tokens (each sequence's own in a ragged batch).
  *
  * @example
  * ```ts
@@ -58,7 +59,16 @@ export const PIECE_STRIDE: number = PIECE_RECORD.stride;
  */
 export const PIECE: Readonly<
   Record<
-    "seq" | "kvHead" | "rowBlock" | "tokenBegin" | "tokenEnd" | "slot" | "kvStart" | "seqLen",
+    | "seq"
+    | "kvHead"
+    | "rowBlock"
+    | "tokenBegin"
+    | "tokenEnd"
+    | "slot"
+    | "kvStart"
+    | "seqLen"
+    | "qStart"
+    | "qLen",
     number
   >
 > = PIECE_RECORD.offsets;
@@ -97,7 +107,7 @@ export const REDUCE_STRIDE: number = REDUCE_RECORD.stride;
  * ```
  */
 export const REDUCE: Readonly<
-  Record<"seq" | "kvHead" | "rowBlock" | "firstSlot" | "numSlots", number>
+  Record<"seq" | "kvHead" | "rowBlock" | "firstSlot" | "numSlots" | "qStart" | "qLen", number>
 > = REDUCE_RECORD.offsets;
 /**
  * Slot value of a piece that writes the final output itself.
@@ -175,6 +185,8 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
     slot: P_SLOT,
     kvStart: P_KV_START,
     seqLen: P_SEQ_LEN,
+    qStart: P_Q_START,
+    qLen: P_Q_LEN,
   } = PIECE;
   const {
     seq: R_SEQ,
@@ -182,6 +194,8 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
     rowBlock: R_ROW_BLOCK,
     firstSlot: R_FIRST_SLOT,
     numSlots: R_NUM_SLOTS,
+    qStart: R_Q_START,
+    qLen: R_Q_LEN,
   } = REDUCE;
   const { segmentTileStarts: segStarts, runStarts } = part;
   const workgroups = runStarts.length - 1;
@@ -189,12 +203,15 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
   const T = tiles.tileTokens;
   const rowBlocks = tiles.rowBlocks;
   const numKVHeads = problem.numKVHeads;
-  const { seqLens, kvStarts } = problem;
+  const { seqLens, kvStarts, qStarts, qLens } = problem;
   // With a sliding window, a segment's first tile is its sequence's first scheduled one.
   const skip = skippedTiles(problem, T);
+  const empty = emptySegments(problem, tiles);
   // Upper bounds; the tables returned are views of the filled part.
   const pieces = new Uint32Array((workgroups + numSegments) * PIECE_STRIDE);
-  const reduce = new Uint32Array(Math.min(numSegments, 2 * workgroups) * REDUCE_STRIDE);
+  const reduce = new Uint32Array(
+    (Math.min(numSegments, 2 * workgroups) + empty.length / 3) * REDUCE_STRIDE,
+  );
   const pieceOffsets = new Uint32Array(workgroups + 1);
   let o = 0;
   let r = -REDUCE_STRIDE;
@@ -233,6 +250,8 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
       pieces[o + P_TOKEN_END] = end < seqLen ? end : seqLen;
       pieces[o + P_KV_START] = kvStarts[seq];
       pieces[o + P_SEQ_LEN] = seqLen;
+      pieces[o + P_Q_START] = qStarts[seq];
+      pieces[o + P_Q_LEN] = qLens[seq];
       if (a === segBegin && e === segEnd) {
         pieces[o + P_SLOT] = DIRECT;
       } else {
@@ -244,6 +263,8 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
           reduce[r + R_KV_HEAD] = kvHead;
           reduce[r + R_ROW_BLOCK] = rowBlock;
           reduce[r + R_FIRST_SLOT] = slots;
+          reduce[r + R_Q_START] = qStarts[seq];
+          reduce[r + R_Q_LEN] = qLens[seq];
         }
         reduce[r + R_NUM_SLOTS]++;
         slots++;
@@ -253,6 +274,10 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
     }
   }
   pieceOffsets[workgroups] = o / PIECE_STRIDE;
+  for (let i = 0; i < empty.length; i += 3) {
+    r += REDUCE_STRIDE;
+    writeEmptyReduce(reduce, r, problem, empty[i], empty[i + 1], empty[i + 2]);
+  }
   return {
     workgroups,
     pieceOffsets,
@@ -266,4 +291,40 @@ export function schedule(problem: Problem, tiles: TileConfig, part: Partition): 
       workgroupEnd: workgroups,
     }],
   };
+}
+
+/**
+ * The row blocks of empty requests (sequences with no context) as `(seq, kvHead, rowBlock)`
+ * triples: they get no tiles, only a reduce record of no slots, so the merge writes their rows
+ * the merge identity (out 0, lse -Infinity).
+ */
+export function emptySegments(problem: Problem, tiles: TileConfig): number[] {
+  const out: number[] = [];
+  for (let seq = 0; seq < problem.numSeqs; seq++) {
+    if (problem.seqLens[seq] !== 0) continue;
+    const blocks = Math.ceil((problem.groupSize * problem.qLens[seq]) / tiles.rowsPerBlock);
+    for (let h = 0; h < problem.numKVHeads; h++) {
+      for (let b = 0; b < blocks; b++) out.push(seq, h, b);
+    }
+  }
+  return out;
+}
+
+/** Writes the reduce record of an empty request's row block at `r`: no slots. */
+export function writeEmptyReduce(
+  reduce: Uint32Array | number[],
+  r: number,
+  problem: Problem,
+  seq: number,
+  kvHead: number,
+  rowBlock: number,
+): void {
+  reduce[r + REDUCE.seq] = seq;
+  reduce[r + REDUCE.kvHead] = kvHead;
+  reduce[r + REDUCE.rowBlock] = rowBlock;
+  reduce[r + REDUCE.firstSlot] = 0;
+  reduce[r + REDUCE.numSlots] = 0;
+  reduce[r + REDUCE.qStart] = problem.qStarts[seq];
+  reduce[r + REDUCE.qLen] = problem.qLens[seq];
+  for (let i = REDUCE_RECORD.fields.length; i < REDUCE_STRIDE; i++) reduce[r + i] = 0;
 }

@@ -17,9 +17,17 @@
  */
 
 import type { KVWindow } from "./windows.ts";
-import { type Partition, partition } from "./partition.ts";
+import { type Partition, partition, segmentRows } from "./partition.ts";
 import type { Problem, Strategy } from "../core/problem.ts";
-import { DIRECT, PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE, type Schedule } from "./schedule.ts";
+import {
+  DIRECT,
+  PIECE,
+  PIECE_STRIDE,
+  REDUCE,
+  REDUCE_STRIDE,
+  type Schedule,
+  writeEmptyReduce,
+} from "./schedule.ts";
 import type { TileConfig } from "./tiles.ts";
 import { skippedTiles } from "./sliding_window.ts";
 
@@ -183,7 +191,9 @@ export function scheduleWindows(
       const start = kvStarts[seq];
       const lo = Math.max(A, start, start + (skip ? skip[seq] * T : 0)) - start;
       const hi = Math.min(B, start + seqLens[seq]) - start;
+      const blocks = Math.ceil(segmentRows(problem, seq) / tiles.rowsPerBlock);
       for (let seg = seq * numKVHeads * RB, end = seg + numKVHeads * RB; seg < end; seg++) {
+        if ((seg - seq * numKVHeads * RB) % RB >= blocks) continue; // no rows in this block
         for (let a = lo; a < hi;) {
           const b = Math.min(hi, (Math.floor(a / chunkTokens) + 1) * chunkTokens);
           uSeq.push(seq);
@@ -232,6 +242,8 @@ export function scheduleWindows(
         pieces[f + PIECE.slot] = DIRECT;
         pieces[f + PIECE.kvStart] = start + origin - A;
         pieces[f + PIECE.seqLen] = seqLens[seq] - origin;
+        pieces[f + PIECE.qStart] = problem.qStarts[seq];
+        pieces[f + PIECE.qLen] = problem.qLens[seq];
         const whole = tokBegin === (skip ? skip[seq] * T : 0) && tokEnd === seqLens[seq];
         pieceSeg.push(whole ? -1 - seg : seg);
         a = e;
@@ -253,15 +265,23 @@ export function scheduleWindows(
   const reduce: number[] = [];
   let slots = 0;
   for (let seg = 0; seg < numSegments; seg++) {
-    if (partialCount[seg] === 0) continue;
     const seq = Math.floor(seg / (numKVHeads * RB));
     const rest = seg - seq * numKVHeads * RB;
+    if (seqLens[seq] === 0 && (rest % RB) * tiles.rowsPerBlock < segmentRows(problem, seq)) {
+      // An empty request's rows: a record of no slots, so the merge writes the identity.
+      const f = pushRecord(reduce, REDUCE_STRIDE);
+      writeEmptyReduce(reduce, f, problem, seq, Math.floor(rest / RB), rest % RB);
+      continue;
+    }
+    if (partialCount[seg] === 0) continue;
     const f = pushRecord(reduce, REDUCE_STRIDE);
     reduce[f + REDUCE.seq] = seq;
     reduce[f + REDUCE.kvHead] = Math.floor(rest / RB);
     reduce[f + REDUCE.rowBlock] = rest % RB;
     reduce[f + REDUCE.firstSlot] = slots;
     reduce[f + REDUCE.numSlots] = partialCount[seg];
+    reduce[f + REDUCE.qStart] = problem.qStarts[seq];
+    reduce[f + REDUCE.qLen] = problem.qLens[seq];
     nextSlot[seg] = slots;
     slots += partialCount[seg];
   }

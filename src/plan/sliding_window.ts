@@ -25,15 +25,15 @@ import type { Problem } from "../core/problem.ts";
  * ```
  */
 export function skippedTiles(
-  problem: Pick<Problem, "numSeqs" | "seqLens" | "qLen" | "variant">,
+  problem: Pick<Problem, "numSeqs" | "seqLens" | "qLens" | "variant">,
   tileTokens: number,
 ): Uint32Array | undefined {
   const W = problem.variant?.slidingWindow;
   if (W === undefined) return undefined;
-  const { numSeqs, seqLens, qLen } = problem;
+  const { numSeqs, seqLens, qLens } = problem;
   const skip = new Uint32Array(numSeqs);
   for (let s = 0; s < numSeqs; s++) {
-    const first = seqLens[s] - qLen + 1 - W; // the earliest row's first visible token
+    const first = seqLens[s] - qLens[s] + 1 - W; // the earliest row's first visible token
     skip[s] = first > 0 ? Math.floor(first / tileTokens) : 0;
   }
   return skip;

@@ -59,6 +59,13 @@ export interface TileOptions {
  */
 const MAX_BLOCK_FLOATS = 1024;
 const MAX_ROWS_PER_BLOCK = 8;
+/**
+ * Head dims above 256 (MLA's 576) get 32 lanes per token (`KERNEL_TABLE`), so a lane holds a
+ * 32nd of each row: blocks of up to 4 rows, their output (at most 2048 floats) in workgroup
+ * memory.
+ */
+const WIDE_BLOCK_FLOATS = 2048;
+const WIDE_ROWS_PER_BLOCK = 4;
 
 function powerOfTwo(name: string, value: number, lo: number, hi: number): number {
   if (typeof value !== "number") {
@@ -82,14 +89,17 @@ function powerOfTwo(name: string, value: number, lo: number, hi: number): number
  * ```
  */
 export function tileConfig(
-  problem: { headDim: number; rowsPerGroup: number; kvDtype: KVDtype },
+  problem: { headDim: number; headDimV?: number; rowsPerGroup: number; kvDtype: KVDtype },
   options: TileOptions = {},
 ): TileConfig {
   const tileTokens = powerOfTwo("tileTokens", options.tileTokens ?? 64, 16, 256);
   const workgroupSize = powerOfTwo("workgroupSize", options.workgroupSize ?? 128, 16, 256);
+  const dim = Math.max(problem.headDim, problem.headDimV ?? 0);
   const maxRows = Math.max(
     1,
-    Math.min(MAX_ROWS_PER_BLOCK, Math.floor(MAX_BLOCK_FLOATS / problem.headDim)),
+    problem.headDim > 256
+      ? Math.min(WIDE_ROWS_PER_BLOCK, Math.floor(WIDE_BLOCK_FLOATS / (problem.headDimV ?? dim)))
+      : Math.min(MAX_ROWS_PER_BLOCK, Math.floor(MAX_BLOCK_FLOATS / dim)),
   );
   const rowBlocks = Math.ceil(problem.rowsPerGroup / maxRows);
   const rowsPerBlock = Math.ceil(problem.rowsPerGroup / rowBlocks);

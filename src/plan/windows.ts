@@ -56,8 +56,12 @@ export interface KVWindow {
  * console.log(kvRowBytes(p)); // 2048
  * ```
  */
-export function kvRowBytes(problem: Pick<Problem, "numKVHeads" | "headDim" | "kvDtype">): number {
-  return problem.numKVHeads * problem.headDim * KV_DTYPE_INFO[problem.kvDtype].bytes;
+export function kvRowBytes(
+  problem: Pick<Problem, "numKVHeads" | "headDim" | "kvDtype"> & { headDimV?: number },
+): number {
+  // K's row, or V's when MLA-style V rows are longer: the larger binding decides.
+  const dim = Math.max(problem.headDim, problem.headDimV ?? 0);
+  return problem.numKVHeads * dim * KV_DTYPE_INFO[problem.kvDtype].bytes;
 }
 
 /**
@@ -108,7 +112,7 @@ export function kvWindowBounds(problem: Problem, options: KVWindowOptions): Floa
       } bytes): got ${maxBindingBytes}`,
     );
   }
-  const { kvStarts, qLen } = problem;
+  const { kvStarts, qLens } = problem;
   const bounds: number[] = [0];
   let s = 0;
   let j = 0; // the sequence holding token `end`
@@ -119,12 +123,12 @@ export function kvWindowBounds(problem: Problem, options: KVWindowOptions): Floa
     let cut = end;
     if (end > start) {
       // Inside sequence j: the last aligned token that leaves at least qLen tokens after it.
-      const last = Math.min(end, kvStarts[j + 1] - qLen) - start;
+      const last = Math.min(end, kvStarts[j + 1] - qLens[j]) - start;
       const aligned = start + Math.max(0, Math.floor(last / alignTokens) * alignTokens);
       if (aligned > s) cut = aligned;
       else if (start > s) cut = start;
       else cut = start + Math.max(0, Math.floor(last / tileTokens) * tileTokens);
-      if (cut <= s) cut = Math.min(end, kvStarts[j + 1] - qLen);
+      if (cut <= s) cut = Math.min(end, kvStarts[j + 1] - qLens[j]);
     }
     bounds.push(cut);
     s = cut;

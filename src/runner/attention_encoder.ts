@@ -247,10 +247,10 @@ export class AttentionEncoder {
     const layout = programLayout(plan, this.#ring.align, capacity);
     this.#capacity = { schedWords: layout.schedBytes / 4, pageWords: layout.pagesBytes / 4 };
     if (layout.merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
-    const slot = 4 * slotFloats(plan.tiles.rowsPerBlock, p.headDim);
+    const slot = 4 * slotFloats(plan.tiles.rowsPerBlock, p.headDimV);
     const scratch = this.#scratchFor(
       slot * Math.max(s.partialSlots, capacity.maxPieces),
-      4 * p.numSeqs * p.qLen * p.numHeads,
+      4 * p.totalQueries * p.numHeads,
     );
     const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}:${layout.headsBytes}`;
     const region = this.#ring.acquire(layout.bytes, layoutKey);

@@ -182,13 +182,13 @@ export class RunnerBuffers {
     readonly scales?: CheckedBinding;
   } {
     const p = plan.problem;
-    const rows = p.numSeqs * p.qLen * p.numHeads;
-    const kvBytes = plan.kv.numPages * plan.kv.pageSize * p.numKVHeads * p.headDim *
+    const rows = p.totalQueries * p.numHeads;
+    const kvBytes = plan.kv.numPages * plan.kv.pageSize * p.numKVHeads *
       KV_DTYPE_INFO[p.kvDtype].bytes;
     const q = this.check("q", b.q, formats.qBytes * rows * p.headDim);
-    const out = this.check("out", b.out, formats.outBytes * rows * p.headDim);
-    const k = this.check("k", b.k, kvBytes);
-    const v = this.check("v", b.v, kvBytes);
+    const out = this.check("out", b.out, formats.outBytes * rows * p.headDimV);
+    const k = this.check("k", b.k, kvBytes * p.headDim);
+    const v = this.check("v", b.v, kvBytes * p.headDimV);
     const lse = b.lse === undefined ? undefined : this.check("lse", b.lse, 4 * rows);
     const scales = b.scales === undefined
       ? undefined

@@ -97,7 +97,7 @@ export function encoderKernels(
 ): Kernels {
   const { problem: p, tiles: t } = plan;
   const signature =
-    `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}:${
+    `${p.headDim}/${p.headDimV}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}:${
       plan.kv.layout ?? "NHD"
     }${variantKey(spec.variant)}`;
   if (have?.signature === signature) return have;

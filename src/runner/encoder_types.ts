@@ -85,7 +85,7 @@ export interface EncodeAttentionOptions {
   kvScales?: GPUBuffer | GPUBufferBinding;
   /** Queries, `[seq][qpos][head][dim]`, in the encoder's `qDtype` (default `f32`). */
   q: GPUBuffer | GPUBufferBinding;
-  /** Output, shaped like `q`, in the encoder's `outDtype` (default `f32`). */
+  /** Output, shaped like `q` (rows of `headDimV` dims), in the encoder's `outDtype` (default `f32`). */
   out: GPUBuffer | GPUBufferBinding;
   /** Natural-log LSE, `f32`, `[seq][qpos][head]` (optional). */
   lse?: GPUBuffer | GPUBufferBinding;

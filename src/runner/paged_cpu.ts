@@ -38,7 +38,7 @@ export interface PagedCpuInput {
    * the 8-bit dtypes).
    */
   k: KVArray;
-  /** One layer's V storage, like `k`. */
+  /** One layer's V storage, like `k` with rows of `headDimV` dims. */
   v: KVArray;
   /**
    * 8-bit dtypes: the layer's scale table, `[row][kvHead][2]` (K's scale, V's scale), as
@@ -93,12 +93,12 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
       );
     }
   }
-  const row = p.numKVHeads * p.headDim;
   const dtype: KVDtype = p.kvDtype;
   const info = KV_DTYPE_INFO[dtype];
   const Ctor = info.HostArray;
   for (const name of ["k", "v"] as const) {
     const a = input?.[name];
+    const row = p.numKVHeads * (name === "k" ? p.headDim : p.headDimV);
     if (!(a instanceof Ctor)) {
       throw new TypeError(`${name} must be a ${Ctor.name} (kvDtype "${dtype}"): got ${typeof a}`);
     }
@@ -123,7 +123,7 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
       );
     }
   }
-  const qElems = p.numSeqs * p.qLen * p.numHeads * p.headDim;
+  const qElems = p.totalQueries * p.numHeads * p.headDim;
   if (!(input.q instanceof Float32Array)) {
     throw new TypeError(`q must be a Float32Array: got ${typeof input.q}`);
   }
@@ -133,8 +133,8 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
   return runSchedule(
     plan,
     input.q,
-    decodePages(input.k, plan, input.scales, 0),
-    decodePages(input.v, plan, input.scales, 1),
+    decodePages(input.k, plan, p.headDim, input.scales, 0),
+    decodePages(input.v, plan, p.headDimV, input.scales, 1),
     plan.scale,
     kv,
   );
@@ -148,14 +148,16 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
 function decodePages(
   data: KVArray,
   plan: PagedPlan,
+  headDim: number,
   scales: Float32Array | undefined,
   col: number,
 ): Float32Array {
   const { problem: p, kv } = plan;
   if (data instanceof Float32Array) return data;
   const info = KV_DTYPE_INFO[p.kvDtype];
-  const span = kv.pageSize * p.numKVHeads * p.headDim;
+  const span = kv.pageSize * p.numKVHeads * headDim;
   const heads = kv.pageSize * p.numKVHeads;
+  const hnd = kv.layout === "HND";
   const out = new Float32Array(kv.numPages * span);
   for (let s = 0; s < p.numSeqs; s++) {
     const used = Math.ceil(p.seqLens[s] / kv.pageSize);
@@ -166,7 +168,12 @@ function decodePages(
       if (info.scaled) {
         // This page's scales of K (col 0) or V (col 1), one per (row, KV head).
         scale = new Float32Array(heads);
-        for (let h = 0; h < heads; h++) scale[h] = scales![2 * (page * heads + h) + col];
+        // Chunk h of the page is (token, KV head) in NHD order, (KV head, token) in HND; the
+        // table is [row][kvHead] either way.
+        for (let h = 0; h < heads; h++) {
+          const row = hnd ? (h % kv.pageSize) * p.numKVHeads + Math.floor(h / kv.pageSize) : h;
+          scale[h] = scales![2 * (page * heads + row) + col];
+        }
       }
       out.set(info.decode(data.subarray(at, at + span), scale), at);
     }

@@ -121,6 +121,11 @@ export interface CachePlanOptions extends VariantOptions {
   numHeads: number;
   /** Query tokens per sequence (default 1): the last `qLen` tokens of each sequence. */
   qLen?: number;
+  /**
+   * Query tokens of each sequence (1 to 16 each; instead of `qLen`): a ragged batch mixing
+   * decode and speculative verification. `q`'s rows are the sequences' query tokens concatenated.
+   */
+  qLens?: ArrayLike<number>;
   /** Softmax scale (default `1 / sqrt(headDim)`). */
   scale?: number;
   /** Partition strategy (default `"lean"`). */
@@ -305,15 +310,19 @@ export function planForCache(
     pageOffsets[i + 1] = pageOffsets[i] + cache.pageCount(seqs[i]);
   }
   const qLen = step.qLen ?? 1;
-  if (typeof qLen === "number" && Number.isInteger(qLen) && qLen >= 1 && qLen <= MAX_Q_LEN) {
-    for (let i = 0; i < n; i++) {
-      if (seqLens[i] < qLen) {
-        throw new RangeError(
-          `seqs[${i}] (sequence ${seqs[i]}) must hold at least qLen (${qLen}) tokens: got ${
-            seqLens[i]
-          }; extend it before planning`,
-        );
-      }
+  for (let i = 0; i < n; i++) {
+    const need = step.qLens === undefined ? qLen : step.qLens[i] ?? qLen;
+    // A sequence with no tokens is an empty request (out 0, lse -Infinity); others must hold
+    // their query tokens.
+    if (
+      typeof need === "number" && Number.isInteger(need) && need >= 1 && need <= MAX_Q_LEN &&
+      seqLens[i] < need && seqLens[i] !== 0
+    ) {
+      throw new RangeError(
+        `seqs[${i}] (sequence ${seqs[i]}) must hold at least ${
+          step.qLens === undefined ? "qLen" : `qLens[${i}]`
+        } (${need}) tokens: got ${seqLens[i]}; extend it before planning`,
+      );
     }
   }
   const pages = new Uint32Array(pageOffsets[n]);
@@ -323,7 +332,8 @@ export function planForCache(
     numHeads: step.numHeads,
     numKVHeads: cache.numKVHeads,
     headDim: cache.headDim,
-    qLen,
+    ...(step.qLen === undefined && step.qLens !== undefined ? {} : { qLen }),
+    ...(step.qLens === undefined ? {} : { qLens: step.qLens }),
     kvDtype: cache.kvDtype,
     slidingWindow: step.slidingWindow,
     logitsSoftCap: step.logitsSoftCap,
