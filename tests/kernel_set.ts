@@ -19,8 +19,8 @@
  * @module
  */
 
-import type { DecodeShape, KernelTuning, KVDtype } from "../mod.ts";
-import { tileConfig, validateShape } from "../plan.ts";
+import type { DecodeInput, DecodeShape, KernelTuning, KVDtype } from "../mod.ts";
+import { tileConfig, validateInput, validateShape } from "../plan.ts";
 import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 
 /** A shape family: everything of a decode shape that decides its kernel, but the lengths. */
@@ -244,7 +244,9 @@ export function kernelClass(shape: DecodeShape, options: KernelOptions = {}): st
 export function assertInKernelSet(shape: DecodeShape, options: KernelOptions = {}): void {
   let key: string;
   try {
-    validateShape(shape);
+    // Inputs the decoder rejects (their data too) keep their errors.
+    if ("q" in shape) validateInput(shape as DecodeInput);
+    else validateShape(shape);
     key = kernelClass(shape, options);
   } catch {
     return; // the decoder reports the bad shape
