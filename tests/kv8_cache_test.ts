@@ -5,7 +5,14 @@
  */
 
 import assert from "node:assert/strict";
-import { createPlan, decodeKV, encodeKV, type KVArray, type KVDtype } from "../mod.ts";
+import {
+  createPlan,
+  decodeKV,
+  dynamicKVScales,
+  encodeKV,
+  type KVArray,
+  type KVDtype,
+} from "../mod.ts";
 import { executePlanOnCpu } from "../plan.ts";
 import {
   createAttentionEncoder,
@@ -265,6 +272,49 @@ Deno.test("8-bit caches: bad rows and scales throw naming the field, and change 
   assert.equal(got.k[2 * 16], 1); // 0.5 / 0.5
 });
 
+Deno.test("8-bit caches: dynamic scales are dynamicKVScales' powers of two, per (token, KV head)", async () => {
+  for (const kvDtype of KV8) {
+    const cache = createKVCache({
+      numLayers: 2,
+      numKVHeads: 2,
+      headDim: 8,
+      pageSize: 4,
+      numPages: 8,
+      kvDtype,
+    });
+    const s = cache.addSequence();
+    const rng = seededRng(3);
+    const k = [randomFloats(rng, 3 * 16, 1000), randomFloats(rng, 3 * 16, 0.001)];
+    const v = [randomFloats(rng, 3 * 16, 5), randomFloats(rng, 3 * 16, 70000)];
+    cache.append(s, { k, v, kScale: ["dynamic", 0.5], vScale: ["dynamic", "dynamic"] });
+    for (let layer = 0; layer < 2; layer++) {
+      const got = await cache.read(layer, s);
+      const kScale = layer === 0
+        ? dynamicKVScales(k[0], kvDtype, { headDim: 8 })
+        : new Float32Array(6).fill(0.5);
+      const vScale = dynamicKVScales(v[layer], kvDtype, { headDim: 8 });
+      assert.deepStrictEqual(got.kScale, kScale, `${kvDtype} layer ${layer} kScale`);
+      assert.deepStrictEqual(got.vScale, vScale, `${kvDtype} layer ${layer} vScale`);
+      assert.deepStrictEqual(
+        Array.from(got.v),
+        Array.from(encodeKV(v[layer], kvDtype, { scale: vScale })),
+        `${kvDtype} layer ${layer} v codes`,
+      );
+    }
+    assert.throws(
+      () =>
+        cache.write(cache.extend([s], 1), 0, {
+          k: new (kvDtype === "int8" ? Int8Array : Uint8Array)(16),
+          v: new Float32Array(16),
+          kScale: "dynamic",
+        }),
+      (e: Error) =>
+        e instanceof TypeError &&
+        /kScale may be "dynamic" for Float32Array rows only/.test(e.message),
+    );
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // GPU: the append kernel's 8-bit conversion and paged attention over an 8-bit cache (d16, GQA
 // 4/2: the 8-bit family of tests/kernel_set.ts).
@@ -349,6 +399,38 @@ for (const name of ["webgpu", "dawn"] as const) {
     },
     { dawnOnSoftware: true },
   );
+
+  test("GPU appends with dynamic scales find the host's scales and codes", async ({ device }) => {
+    for (const kvDtype of KV8) {
+      const opts = { numLayers: 1, numKVHeads: 2, headDim: 16, pageSize: 4, numPages: 8, kvDtype };
+      const cache = createKVCache({ device, ...opts });
+      const host = createKVCache(opts);
+      const a = cache.addSequence();
+      const h = host.addSequence();
+      const rng = seededRng(8);
+      // Rows of very different ranges; an infinity, a NaN (FP8), an all-zero row, a tiny row.
+      const vals = new Float32Array(5 * 32);
+      for (let r = 0; r < 10; r++) vals.set(randomFloats(rng, 16, 10 ** (r - 5)), 16 * r);
+      vals.fill(0, 16 * 3, 16 * 4);
+      vals.fill(1e-40, 16 * 4, 16 * 5);
+      vals[16 * 6 + 2] = Infinity;
+      if (kvDtype !== "int8") vals[16 * 7 + 5] = NaN;
+      const slots = cache.extend([a], 5);
+      const src = gpuBuffer(device, vals);
+      const enc = device.createCommandEncoder();
+      cache.encodeAppend(enc, { slots, layer: 0, k: src, v: src, kScale: "dynamic", vScale: 0.25 });
+      device.queue.submit([enc.finish()]);
+      host.write(host.extend([h], 5), 0, { k: vals, v: vals, kScale: "dynamic", vScale: 0.25 });
+      const got = await cache.read(0, a);
+      const want = await host.read(0, h);
+      assert.deepStrictEqual(got.kScale, want.kScale, `${kvDtype} kScale`);
+      assert.deepStrictEqual(got.vScale, want.vScale, `${kvDtype} vScale`);
+      assert.deepStrictEqual(Array.from(got.k), Array.from(want.k), `${kvDtype} k codes`);
+      assert.deepStrictEqual(Array.from(got.v), Array.from(want.v), `${kvDtype} v codes`);
+      src.destroy();
+      cache.dispose();
+    }
+  }, { dawnOnSoftware: true });
 
   test("paged attention over an 8-bit cache matches the CPU's paged decode and the reference", async ({ device }) => {
     const kvDtype = "fp8e4m3";
