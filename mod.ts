@@ -54,7 +54,7 @@ export type {
   WarmupOptions,
 } from "./src/decoder_types.ts";
 export type { DecoderProgress, ProgressListener, ProgressStage } from "./src/core/progress.ts";
-export { decodeKV, encodeKV } from "./src/core/dtypes.ts";
+export { decodeKV, dynamicKVScales, encodeKV } from "./src/core/dtypes.ts";
 export type { KVCodecOptions } from "./src/core/dtypes.ts";
 export type { KVScale } from "./src/core/kv8.ts";
 export { fromF16BitsPortable, toBf16Bits, toF16Bits, toF16BitsPortable } from "./src/core/half.ts";

@@ -5,7 +5,14 @@
  */
 
 import assert from "node:assert/strict";
-import { createPlan, decodeKV, encodeKV, type KVArray, type KVDtype } from "../mod.ts";
+import {
+  createPlan,
+  decodeKV,
+  dynamicKVScales,
+  encodeKV,
+  type KVArray,
+  type KVDtype,
+} from "../mod.ts";
 import { executePlanOnCpu } from "../plan.ts";
 import {
   createAttentionEncoder,
@@ -265,6 +272,49 @@ Deno.test("8-bit caches: bad rows and scales throw naming the field, and change 
   assert.equal(got.k[2 * 16], 1); // 0.5 / 0.5
 });
 
+Deno.test("8-bit caches: dynamic scales are dynamicKVScales' powers of two, per (token, KV head)", async () => {
+  for (const kvDtype of KV8) {
+    const cache = createKVCache({
+      numLayers: 2,
+      numKVHeads: 2,
+      headDim: 8,
+      pageSize: 4,
+      numPages: 8,
+      kvDtype,
+    });
+    const s = cache.addSequence();
+    const rng = seededRng(3);
+    const k = [randomFloats(rng, 3 * 16, 1000), randomFloats(rng, 3 * 16, 0.001)];
+    const v = [randomFloats(rng, 3 * 16, 5), randomFloats(rng, 3 * 16, 70000)];
+    cache.append(s, { k, v, kScale: ["dynamic", 0.5], vScale: ["dynamic", "dynamic"] });
+    for (let layer = 0; layer < 2; layer++) {
+      const got = await cache.read(layer, s);
+      const kScale = layer === 0
+        ? dynamicKVScales(k[0], kvDtype, { headDim: 8 })
+        : new Float32Array(6).fill(0.5);
+      const vScale = dynamicKVScales(v[layer], kvDtype, { headDim: 8 });
+      assert.deepStrictEqual(got.kScale, kScale, `${kvDtype} layer ${layer} kScale`);
+      assert.deepStrictEqual(got.vScale, vScale, `${kvDtype} layer ${layer} vScale`);
+      assert.deepStrictEqual(
+        Array.from(got.v),
+        Array.from(encodeKV(v[layer], kvDtype, { scale: vScale })),
+        `${kvDtype} layer ${layer} v codes`,
+      );
+    }
+    assert.throws(
+      () =>
+        cache.write(cache.extend([s], 1), 0, {
+          k: new (kvDtype === "int8" ? Int8Array : Uint8Array)(16),
+          v: new Float32Array(16),
+          kScale: "dynamic",
+        }),
+      (e: Error) =>
+        e instanceof TypeError &&
+        /kScale may be "dynamic" for Float32Array rows only/.test(e.message),
+    );
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // GPU: the append kernel's 8-bit conversion and paged attention over an 8-bit cache (d16, GQA
 // 4/2: the 8-bit family of tests/kernel_set.ts).
@@ -272,10 +322,16 @@ Deno.test("8-bit caches: bad rows and scales throw naming the field, and change 
 for (const name of ["webgpu", "dawn"] as const) {
   const gpu = await openGpu(name);
   if (typeof gpu === "string") console.log(`skipping 8-bit cache GPU tests on "${name}": ${gpu}`);
-  const skip = typeof gpu === "string"
-    ? "no device"
-    : softwareSkip({ name, exhaustive: gpu.exhaustive }, {});
-  const test = (title: string, fn: (g: GpuUnderTest) => Promise<void>) =>
+  // Dawn on a software adapter runs the append kernel only (its attention kernels compile for
+  // minutes there; they run on hardware GPUs).
+  const test = (
+    title: string,
+    fn: (g: GpuUnderTest) => Promise<void>,
+    options: { dawnOnSoftware?: boolean } = {},
+  ) => {
+    const skip = typeof gpu === "string"
+      ? "no device"
+      : softwareSkip({ name, exhaustive: gpu.exhaustive }, options);
     Deno.test({
       name: `${title} [${name}]`,
       ignore: skip !== undefined,
@@ -283,61 +339,98 @@ for (const name of ["webgpu", "dawn"] as const) {
       sanitizeResources: false,
       fn: () => fn(gpu as GpuUnderTest),
     });
+  };
 
-  test("GPU appends of f32 rows store the host's 8-bit codes and the layer's scales", async ({ device }) => {
+  test(
+    "GPU appends of f32 rows store the host's 8-bit codes and the layer's scales",
+    async ({ device }) => {
+      for (const kvDtype of KV8) {
+        const cache = createKVCache({
+          device,
+          numLayers: 2,
+          numKVHeads: 2,
+          headDim: 16,
+          pageSize: 4,
+          numPages: 8,
+          kvDtype,
+        });
+        const a = cache.addSequence();
+        const b = cache.addSequence();
+        const vals = randomFloats(seededRng(5), 7 * 32, 40);
+        // Ties, saturation, subnormals, signed zero (and NaN for FP8) at scale 1/4.
+        vals.set([0, -0, 0.125, 0.375, 1e6, -1e6, 2 ** -12, 3 * 2 ** -11, 112.5, -0.625], 0);
+        if (kvDtype !== "int8") vals[10] = NaN;
+        const slots = cache.extend([a, b], [3, 4]);
+        const src = gpuBuffer(device, vals);
+        const enc = device.createCommandEncoder();
+        // Two layers with different scales in one command buffer.
+        cache.encodeAppend(enc, { slots, layer: 1, k: src, v: src, kScale: 0.25, vScale: 4 });
+        cache.encodeAppend(enc, { slots, layer: 0, k: src, v: src, kScale: 2, vScale: 0.5 });
+        device.queue.submit([enc.finish()]);
+        for (const [layer, ks, vs] of [[1, 0.25, 4], [0, 2, 0.5]]) {
+          const ra = await cache.read(layer, a);
+          const rb = await cache.read(layer, b);
+          const want = (s: number) => Array.from(encodeKV(vals, kvDtype, { scale: s }));
+          const label = `${kvDtype} layer ${layer}`;
+          assert.deepStrictEqual([...ra.k, ...rb.k], want(ks), `${label} k`);
+          assert.deepStrictEqual([...ra.v, ...rb.v], want(vs), `${label} v`);
+          assert.deepStrictEqual([...ra.kScale!, ...rb.kScale!], new Array(14).fill(ks));
+          assert.deepStrictEqual([...ra.vScale!, ...rb.vScale!], new Array(14).fill(vs));
+        }
+        assert.throws(
+          () => cache.encodeAppend(enc, { slots, layer: 0, k: src, v: src, kScale: 0 }),
+          (e: Error) =>
+            e instanceof RangeError && /kScale must be a finite number > 0: got 0/.test(e.message),
+        );
+        assert.throws(
+          () =>
+            cache.encodeAppend(enc, {
+              slots,
+              layer: 0,
+              k: src,
+              v: src,
+              vScale: new Float32Array(1) as never,
+            }),
+          (e: Error) => e instanceof TypeError && /vScale must be a number/.test(e.message),
+        );
+        src.destroy();
+        cache.dispose();
+      }
+    },
+    { dawnOnSoftware: true },
+  );
+
+  test("GPU appends with dynamic scales find the host's scales and codes", async ({ device }) => {
     for (const kvDtype of KV8) {
-      const cache = createKVCache({
-        device,
-        numLayers: 2,
-        numKVHeads: 2,
-        headDim: 16,
-        pageSize: 4,
-        numPages: 8,
-        kvDtype,
-      });
+      const opts = { numLayers: 1, numKVHeads: 2, headDim: 16, pageSize: 4, numPages: 8, kvDtype };
+      const cache = createKVCache({ device, ...opts });
+      const host = createKVCache(opts);
       const a = cache.addSequence();
-      const b = cache.addSequence();
-      const vals = randomFloats(seededRng(5), 7 * 32, 40);
-      // Ties, saturation, subnormals, signed zero (and NaN for FP8) at scale 1/4.
-      vals.set([0, -0, 0.125, 0.375, 1e6, -1e6, 2 ** -12, 3 * 2 ** -11, 112.5, -0.625], 0);
-      if (kvDtype !== "int8") vals[10] = NaN;
-      const slots = cache.extend([a, b], [3, 4]);
+      const h = host.addSequence();
+      const rng = seededRng(8);
+      // Rows of very different ranges; an infinity, a NaN (FP8), an all-zero row, a tiny row.
+      const vals = new Float32Array(5 * 32);
+      for (let r = 0; r < 10; r++) vals.set(randomFloats(rng, 16, 10 ** (r - 5)), 16 * r);
+      vals.fill(0, 16 * 3, 16 * 4);
+      vals.fill(1e-40, 16 * 4, 16 * 5);
+      vals[16 * 6 + 2] = Infinity;
+      if (kvDtype !== "int8") vals[16 * 7 + 5] = NaN;
+      const slots = cache.extend([a], 5);
       const src = gpuBuffer(device, vals);
       const enc = device.createCommandEncoder();
-      // Two layers with different scales in one command buffer.
-      cache.encodeAppend(enc, { slots, layer: 1, k: src, v: src, kScale: 0.25, vScale: 4 });
-      cache.encodeAppend(enc, { slots, layer: 0, k: src, v: src, kScale: 2, vScale: 0.5 });
+      cache.encodeAppend(enc, { slots, layer: 0, k: src, v: src, kScale: "dynamic", vScale: 0.25 });
       device.queue.submit([enc.finish()]);
-      for (const [layer, ks, vs] of [[1, 0.25, 4], [0, 2, 0.5]]) {
-        const ra = await cache.read(layer, a);
-        const rb = await cache.read(layer, b);
-        const want = (s: number) => Array.from(encodeKV(vals, kvDtype, { scale: s }));
-        const label = `${kvDtype} layer ${layer}`;
-        assert.deepStrictEqual([...ra.k, ...rb.k], want(ks), `${label} k`);
-        assert.deepStrictEqual([...ra.v, ...rb.v], want(vs), `${label} v`);
-        assert.deepStrictEqual([...ra.kScale!, ...rb.kScale!], new Array(14).fill(ks));
-        assert.deepStrictEqual([...ra.vScale!, ...rb.vScale!], new Array(14).fill(vs));
-      }
-      assert.throws(
-        () => cache.encodeAppend(enc, { slots, layer: 0, k: src, v: src, kScale: 0 }),
-        (e: Error) =>
-          e instanceof RangeError && /kScale must be a finite number > 0: got 0/.test(e.message),
-      );
-      assert.throws(
-        () =>
-          cache.encodeAppend(enc, {
-            slots,
-            layer: 0,
-            k: src,
-            v: src,
-            vScale: new Float32Array(1) as never,
-          }),
-        (e: Error) => e instanceof TypeError && /vScale must be a number/.test(e.message),
-      );
+      host.write(host.extend([h], 5), 0, { k: vals, v: vals, kScale: "dynamic", vScale: 0.25 });
+      const got = await cache.read(0, a);
+      const want = await host.read(0, h);
+      assert.deepStrictEqual(got.kScale, want.kScale, `${kvDtype} kScale`);
+      assert.deepStrictEqual(got.vScale, want.vScale, `${kvDtype} vScale`);
+      assert.deepStrictEqual(Array.from(got.k), Array.from(want.k), `${kvDtype} k codes`);
+      assert.deepStrictEqual(Array.from(got.v), Array.from(want.v), `${kvDtype} v codes`);
       src.destroy();
       cache.dispose();
     }
-  });
+  }, { dawnOnSoftware: true });
 
   test("paged attention over an 8-bit cache matches the CPU's paged decode and the reference", async ({ device }) => {
     const kvDtype = "fp8e4m3";

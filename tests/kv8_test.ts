@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeKV, encodeKV, type KVDtype } from "../mod.ts";
+import { decodeKV, dynamicKVScales, encodeKV, type KVDtype } from "../mod.ts";
 import { fcParams } from "./helpers.ts";
 
 /** Float64 value of an FP8 code from its fields (sign, exponent, mantissa), per OCP FP8. */
@@ -202,4 +202,61 @@ Deno.test("encodeKV / decodeKV: bad arguments throw naming the field and value",
   }
   // Still usable afterwards.
   assert.deepEqual(Array.from(encodeKV(new Float32Array([2]), "int8", { scale: 2 })), [1]);
+});
+
+Deno.test("dynamicKVScales: the smallest power of two fitting each row's largest finite magnitude", () => {
+  const max = { int8: 127, fp8e4m3: 448, fp8e5m2: 57344 } as const;
+  fc.assert(
+    fc.property(
+      fc.constantFrom("int8" as const, "fp8e4m3" as const, "fp8e5m2" as const),
+      fc.array(fc.float({ noNaN: false }), { minLength: 8, maxLength: 8 }),
+      fc.integer({ min: -40, max: 40 }),
+      (dtype, raw, shift) => {
+        const values = Float32Array.from(raw, (x) => x * 2 ** shift);
+        const [scale] = dynamicKVScales(values, dtype, { headDim: 8 });
+        assert.ok(Number.isInteger(Math.log2(scale)), `${scale} is a power of two`);
+        let amax = 0;
+        for (const x of values) if (Number.isFinite(x)) amax = Math.max(amax, Math.abs(x));
+        if (amax < 2 ** -126) return assert.equal(scale, 1);
+        const k = Math.log2(scale);
+        if (k > -126 && k < 126) {
+          assert.ok(amax <= max[dtype] * scale, `fits: ${amax} <= ${max[dtype]} x ${scale}`);
+          assert.ok(
+            amax > (max[dtype] * scale) / 2,
+            `smallest: ${amax} > ${max[dtype]} x ${scale} / 2`,
+          );
+        }
+        if (dtype === "int8" && values.some(Number.isNaN)) return;
+        // No finite value saturates: each code is the value rounded once.
+        const back = decodeKV(encodeKV(values, dtype, { scale: Float32Array.of(scale) }), dtype, {
+          scale: Float32Array.of(scale),
+        });
+        for (let i = 0; i < 8; i++) {
+          // (Near f32's largest values, code x scale may round past it when decoded.)
+          if (!Number.isFinite(values[i]) || k <= -126 || Math.abs(values[i]) > 2 ** 126) continue;
+          const rel = dtype === "int8"
+            ? 0.5 * scale
+            : Math.max(Math.abs(values[i]) / 8, scale * 2 ** -9);
+          assert.ok(Math.abs(back[i] - values[i]) <= rel, `${dtype} ${values[i]} -> ${back[i]}`);
+        }
+      },
+    ),
+    fcParams(300),
+  );
+  assert.throws(
+    () => dynamicKVScales(new Float32Array(8), "f16", { headDim: 8 }),
+    (e: Error) =>
+      e instanceof RangeError && /8-bit kvDtypes only: got kvDtype "f16"/.test(e.message),
+  );
+  assert.throws(
+    () => dynamicKVScales(new Float32Array(12), "int8", { headDim: 8 }),
+    (e: Error) =>
+      e instanceof RangeError &&
+      /headDim must be a positive integer dividing the 12 values: got 8/.test(e.message),
+  );
+  assert.throws(
+    () => dynamicKVScales(new Float32Array(8), "int8", {} as never),
+    (e: Error) =>
+      e instanceof TypeError && /headDim must be a number: got undefined/.test(e.message),
+  );
 });

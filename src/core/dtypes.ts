@@ -9,7 +9,7 @@
 
 import type { KVArray, KVDtype } from "./problem.ts";
 import { fromBf16Bits, fromF16Bits, toBf16Bits, toF16Bits } from "./half.ts";
-import { checkKVScale, type KVScale } from "./kv8.ts";
+import { checkKVScale, dynamicKv8Scales, type Kv8Format, type KVScale } from "./kv8.ts";
 import { KV8_DTYPE_INFO } from "./kv8_dtypes.ts";
 
 /** What the library knows of one KV dtype. */
@@ -265,4 +265,50 @@ export function decodeInputKV(
     k: info.decode(input.k, info.scaled ? input.kScale ?? 1 : undefined),
     v: info.decode(input.v, info.scaled ? input.vScale ?? 1 : undefined),
   };
+}
+
+/**
+ * Dynamic scales for 8-bit K or V: one per (token, KV head) row of `headDim` values, the
+ * smallest power of two that keeps the row's largest finite magnitude within the format (448
+ * for fp8e4m3, 57344 for fp8e5m2, 127 for int8). Powers of two divide exactly, so
+ * `encodeKV(values, dtype, { scale })` with them rounds each value once, and the cache's GPU
+ * append (`kScale: "dynamic"`) finds the same scales and codes.
+ *
+ * @example
+ * ```ts
+ * import { dynamicKVScales, encodeKV } from "@lean/attention";
+ * const k = new Float32Array([3, -1, 0.5, 0.25, 0, 0, 0, 0, 900, 1, 2, 3, 0, 0, 0, 0]);
+ * const scale = dynamicKVScales(k, "fp8e4m3", { headDim: 8 });
+ * console.log(scale); // Float32Array(2) [ 0.0078125, 4 ]
+ * console.log(encodeKV(k, "fp8e4m3", { scale }).slice(8, 10)); // Uint8Array(2) [ 118, 40 ]
+ * ```
+ */
+export function dynamicKVScales(
+  values: Float32Array,
+  dtype: KVDtype,
+  options: { headDim: number },
+): Float32Array {
+  const info = KV_DTYPE_INFO[checkDtype(dtype)];
+  if (!info.scaled) {
+    throw new RangeError(
+      `dynamicKVScales applies to the 8-bit kvDtypes only: got kvDtype "${dtype}"`,
+    );
+  }
+  if (!(values instanceof Float32Array)) {
+    throw new TypeError(
+      `values must be a Float32Array: got ${
+        (values as unknown as object)?.constructor?.name ?? typeof values
+      }`,
+    );
+  }
+  const headDim = options?.headDim;
+  if (typeof headDim !== "number") {
+    throw new TypeError(`headDim must be a number: got ${typeof headDim}`);
+  }
+  if (!Number.isInteger(headDim) || headDim < 1 || values.length % headDim !== 0) {
+    throw new RangeError(
+      `headDim must be a positive integer dividing the ${values.length} values: got ${headDim}`,
+    );
+  }
+  return dynamicKv8Scales(values, dtype as Kv8Format, headDim);
 }

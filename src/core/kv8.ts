@@ -266,3 +266,68 @@ export function kvScaleTable(
   }
   return out;
 }
+
+/** f32 bits of each format's largest finite magnitude (127 for int8). */
+const MAX_BITS: Record<Kv8Format, number> = {
+  int8: 0x42fe0000,
+  fp8e4m3: 0x43e00000,
+  fp8e5m2: 0x47600000,
+};
+
+/**
+ * The dynamic scale of one run of values: the smallest power of two `2^k` with
+ * `max |x| <= format max x 2^k` over the run's finite values (1 when none is a normal float),
+ * found with integer steps on the f32 bits, so the GPU's append kernel finds the same one.
+ * Dividing by a power of two is exact: the host and the kernel get the same codes.
+ */
+function dynamicScale(bits: Uint32Array, begin: number, end: number, format: Kv8Format): number {
+  let amax = 0;
+  for (let i = begin; i < end; i++) {
+    const b = bits[i] & 0x7fffffff;
+    if (b < 0x7f800000 && b > amax) amax = b;
+  }
+  if (amax < 0x00800000) return 1;
+  const max = MAX_BITS[format];
+  const e = (amax >>> 23) - (max >>> 23);
+  const k = (amax & 0x7fffff) <= (max & 0x7fffff) ? e : e + 1;
+  return 2 ** Math.max(-126, Math.min(126, k));
+}
+
+/**
+ * Dynamic scales of 8-bit K or V: one power of two per run of `group` values (a (token, KV
+ * head) row of `headDim` elements), the smallest that keeps the row's largest finite magnitude
+ * within the format (see `dynamicScale`).
+ *
+ * @example
+ * ```ts
+ * import { dynamicKv8Scales } from "./kv8.ts";
+ * console.log(dynamicKv8Scales(new Float32Array([1000, 1, 0.5, 0.25]), "fp8e4m3", 2));
+ * // Float32Array(2) [ 4, 0.001953125 ]
+ * ```
+ */
+export function dynamicKv8Scales(
+  values: Float32Array,
+  format: Kv8Format,
+  group: number,
+): Float32Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Float32Array(values.length / group);
+  for (let g = 0; g < out.length; g++) {
+    out[g] = dynamicScale(bits, g * group, (g + 1) * group, format);
+  }
+  return out;
+}
+
+/** The WGSL twin of `dynamicScale`'s last steps: the f32 bits of `2^k` for a row's max bits. */
+export function dynamicScaleWGSL(format: Kv8Format): string {
+  const max = MAX_BITS[format];
+  return `const KV8_MAX_BITS: u32 = 0x${max.toString(16)}u;
+fn pow2_scale(amax: u32) -> f32 {
+  if (amax < 0x00800000u) {
+    return 1.0;
+  }
+  let e = i32(amax >> 23u) - i32(KV8_MAX_BITS >> 23u);
+  let k = clamp(select(e + 1, e, (amax & 0x7fffffu) <= (KV8_MAX_BITS & 0x7fffffu)), -126, 126);
+  return bitcast<f32>(u32(k + 127) << 23u);
+}`;
+}

@@ -11,6 +11,7 @@
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
+import { dynamicScaleWGSL, type Kv8Format } from "../core/kv8.ts";
 import { APPEND_BINDING as B, APPEND_PARAMS_RECORD, bindingWGSL, recordStructWGSL } from "./abi.ts";
 
 /** Threads per workgroup of the append kernel. */
@@ -38,13 +39,32 @@ export function appendKernelWGSL(kvDtype: KVDtype): string {
   // `kv_heads` threads of a row store its scales.
   const quad = (x: string, s: string) =>
     [0, 1, 2, 3].map((i) => `(byte_bits(${x}[src + ${i}u] / ${s}) << ${8 * i}u)`).join(" | ");
+  // Dynamic scales (layer_scale.z / .w set): the largest finite magnitude of the thread's head
+  // row, as an integer max over the f32 bits, then the power of two of pow2_scale.
+  const amax = (x: string) =>
+    `    var m = 0u;
+    for (var i = 0u; i < hw * 4u; i++) {
+      let b = bitcast<u32>(${x}[head_src + i]) & 0x7fffffffu;
+      m = select(m, max(m, b), b < 0x7f800000u);
+    }`;
   const load = dtype.scaled
-    ? `  let ks = layer_scale.x;
-  let vs = layer_scale.y;
+    ? `  let hw = params.row_words / params.kv_heads;
+  let head = w / hw;
+  let head_src = t * params.src_row + head * hw * 4u;
+  var ks = layer_scale.x;
+  var vs = layer_scale.y;
+  if (layer_scale.z != 0.0) {
+${amax("src_k")}
+    ks = pow2_scale(m);
+  }
+  if (layer_scale.w != 0.0) {
+${amax("src_v")}
+    vs = pow2_scale(m);
+  }
   dst_k[dst] = ${quad("src_k", "ks")};
   dst_v[dst] = ${quad("src_v", "vs")};
-  if (w < params.kv_heads) {
-    dst_scales[rows[t] * params.kv_heads + w] = vec2<f32>(ks, vs);
+  if (w % hw == 0u) {
+    dst_scales[rows[t] * params.kv_heads + head] = vec2<f32>(ks, vs);
   }`
     : !dtype.packed
     ? `  dst_k[dst] = src_k[src];
@@ -65,6 +85,7 @@ ${bindingWGSL(B.srcV, "src_v", "storage, read", "array<f32>")}
 ${bindingWGSL(B.dstK, "dst_k", "storage, read_write", `array<${word}>`)}
 ${bindingWGSL(B.dstV, "dst_v", "storage, read_write", `array<${word}>`)}${scaleBindings}
 ${dtype.wgslPack}
+${dtype.scaled ? dynamicScaleWGSL(kvDtype as Kv8Format) : ""}
 
 @compute @workgroup_size(${APPEND_WORKGROUP})
 fn main(

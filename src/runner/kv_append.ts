@@ -29,8 +29,8 @@ export interface AppendJob {
   readonly dstV: GPUBuffer;
   /** 8-bit caches: the layer's scale table, and the per-tensor scales to quantise with. */
   readonly dstScales?: GPUBuffer;
-  readonly kScale?: number;
-  readonly vScale?: number;
+  readonly kScale?: number | "dynamic";
+  readonly vScale?: number | "dynamic";
 }
 
 /** Allocation counters of the append path. */
@@ -129,8 +129,12 @@ export class AppendPath {
     const region = up.region;
     const scaleAt = this.#scaleSlots > 0 ? region.offset + scalesOffset() + layer * ring.align : 0;
     if (this.#scaleSlots > 0) {
-      // This layer's scales, in its own slot: written before the command buffer runs.
-      const scales = new Float32Array([job.kScale ?? 1, job.vScale ?? 1, 0, 0]);
+      // This layer's scales, in its own slot: written before the command buffer runs (z, w: 1
+      // for dynamic scales).
+      const dyn = (s: number | "dynamic" | undefined) => s === "dynamic" ? [1, 1] : [s ?? 1, 0];
+      const [ks, kd] = dyn(job.kScale);
+      const [vs, vd] = dyn(job.vScale);
+      const scales = new Float32Array([ks, vs, kd, vd]);
       device.queue.writeBuffer(region.buffer, scaleAt, scales);
     }
     const keys = [region, k, v];

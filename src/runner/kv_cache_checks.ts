@@ -8,7 +8,13 @@
 
 import { encodeKV, KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { KV_DTYPES, type KVArray, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
-import { checkKVScale, encodeKv8, type Kv8Format, kvScaleTable } from "../core/kv8.ts";
+import {
+  checkKVScale,
+  dynamicKv8Scales,
+  encodeKv8,
+  type Kv8Format,
+  kvScaleTable,
+} from "../core/kv8.ts";
 import { BufferUsage } from "../gpu/gpu_runtime.ts";
 import { isBuffer, positiveInt } from "./checks.ts";
 import type { AppendData, KVCacheOptions } from "./kv_cache_types.ts";
@@ -143,9 +149,18 @@ export function checkScaledRows(
     return { k, v };
   }
   const entries = tokens * cache.numKVHeads;
-  const kScale = checkKVScale(names.kScale, rows.kScale ?? 1, entries, k.length);
-  const vScale = checkKVScale(names.vScale, rows.vScale ?? 1, entries, v.length);
   const format = cache.kvDtype as Kv8Format;
+  const scaleOf = (name: string, scale: unknown, data: KVArray) => {
+    if (scale !== "dynamic") return checkKVScale(name, scale ?? 1, entries, data.length);
+    if (!(data instanceof Float32Array)) {
+      throw new TypeError(
+        `${name} may be "dynamic" for Float32Array rows only: got ${data.constructor.name} codes`,
+      );
+    }
+    return dynamicKv8Scales(data, format, cache.headDim);
+  };
+  const kScale = scaleOf(names.kScale, rows.kScale, k);
+  const vScale = scaleOf(names.vScale, rows.vScale, v);
   return {
     k: k instanceof Float32Array ? encodeKv8(k, format, kScale, names.k) : k,
     v: v instanceof Float32Array ? encodeKv8(v, format, vScale, names.v) : v,
@@ -227,7 +242,11 @@ export function checkAppendBuffers(
  * Checks `encodeAppend`'s per-tensor scale of an 8-bit cache (default 1); other dtypes take
  * none.
  */
-export function checkAppendScale(kvDtype: KVDtype, name: string, scale: unknown): number {
+export function checkAppendScale(
+  kvDtype: KVDtype,
+  name: string,
+  scale: unknown,
+): number | "dynamic" {
   if (!KV_DTYPE_INFO[kvDtype].scaled) {
     if (scale !== undefined) {
       throw new RangeError(
@@ -236,9 +255,10 @@ export function checkAppendScale(kvDtype: KVDtype, name: string, scale: unknown)
     }
     return 1;
   }
+  if (scale === "dynamic") return scale;
   if (scale !== undefined && typeof scale !== "number") {
     throw new TypeError(
-      `${name} must be a number (one scale for the appended rows; write per-token scales with write()): got ${typeof scale}`,
+      `${name} must be a number or "dynamic" (write other per-token scales with write()): got ${typeof scale}`,
     );
   }
   return checkKVScale(name, scale ?? 1, undefined, 1) as number;

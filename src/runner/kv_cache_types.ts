@@ -151,9 +151,9 @@ export interface AppendData {
    * 8-bit caches: K's scale per layer (see {@linkcode LayerRows.kScale}); default 1 for every
    * layer.
    */
-  kScale?: ReadonlyArray<KVScale>;
+  kScale?: ReadonlyArray<KVScale | "dynamic">;
   /** 8-bit caches: V's scale per layer, like `kScale`. */
-  vScale?: ReadonlyArray<KVScale>;
+  vScale?: ReadonlyArray<KVScale | "dynamic">;
 }
 
 /**
@@ -182,12 +182,14 @@ export interface LayerRows {
   /**
    * 8-bit caches: the scale of `k` (key = code x scale), a finite number > 0 for all rows
    * (default 1) or a `Float32Array` with one per (token, KV head). `Float32Array` keys are
-   * quantised with it (round to nearest even, saturating); codes are stored as given. The cache
-   * stores one scale per (row, KV head) beside its pages.
+   * quantised with it (round to nearest even, saturating); codes are stored as given.
+   * `"dynamic"` (`Float32Array` rows only): each (token, KV head) gets the smallest power of two
+   * that fits its largest magnitude (see `dynamicKVScales`). The cache stores one scale per
+   * (row, KV head) beside its pages.
    */
-  kScale?: KVScale;
+  kScale?: KVScale | "dynamic";
   /** 8-bit caches: the scale of `v`, like `kScale`. */
-  vScale?: KVScale;
+  vScale?: KVScale | "dynamic";
 }
 
 /**
@@ -219,11 +221,14 @@ export interface EncodeAppendOptions {
   /**
    * 8-bit caches: the per-tensor scale the kernel quantises `k` with (code = value / scale,
    * rounded to nearest even, saturating) and stores for every appended row and KV head; default
-   * 1. Rows with per-token scales are written from the host with {@linkcode KVCache.write}.
+   * 1. `"dynamic"`: the kernel gives each (token, KV head) the smallest power of two that fits
+   * its largest finite magnitude, as `dynamicKVScales` does on the host (same scales, same
+   * codes). Rows with other per-token scales are written from the host with
+   * {@linkcode KVCache.write}.
    */
-  kScale?: number;
+  kScale?: number | "dynamic";
   /** 8-bit caches: the scale of `v`, like `kScale`. */
-  vScale?: number;
+  vScale?: number | "dynamic";
 }
 
 /**
