@@ -36,9 +36,10 @@ import type { TileOptions } from "../plan/tiles.ts";
 import { UploadRing } from "./upload_ring.ts";
 import { dispatchSize, kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
 import { encodeStorage, RunnerBuffers } from "./encoder_checks.ts";
-import { headTable, needsHeadTable, variantKey } from "../kernels/variant_wgsl.ts";
 import {
+  headsBinding,
   type Kernels,
+  kernelSignature,
   type Scratch,
   tableLayout,
   type Uploaded,
@@ -175,15 +176,13 @@ export class AttentionEncoder {
 
   /** The kernels for a plan's shape; looked up again only when the shape fields change. */
   #kernelsFor(plan: PagedPlan): Kernels {
-    const { problem: p, tiles: t } = plan;
-    const base = kernelSpec(plan, this.#caps, this.#tuning, true);
-    const signature =
-      `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}${
-        variantKey(base.variant)
-      }`;
+    const signature = kernelSignature(plan);
     let k = this.#kernels;
     if (k?.signature !== signature) {
-      const spec: KernelSpec = { ...base, sharedLayout: true };
+      const spec: KernelSpec = {
+        ...kernelSpec(plan, this.#caps, this.#tuning, true),
+        sharedLayout: true,
+      };
       k = {
         signature,
         spec,
@@ -226,22 +225,12 @@ export class AttentionEncoder {
 
   /** Uploads a plan's params, schedule and page list into a region of its own, in one write. */
   #upload(plan: PagedPlan): Uploaded {
-    const { problem: p, schedule: s, kv } = plan;
+    const { problem: p, schedule: s } = plan;
     const kernels = this.#kernelsFor(plan);
     const merges = s.reduce.length / REDUCE_STRIDE;
     if (merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
     // The region layout of the tables (capacities only grow, see tableLayout).
-    const headFloats = needsHeadTable("decode", kernels.spec.variant)
-      ? headTable(p.variant, p.numHeads).length
-      : 0;
-    const t = tableLayout(
-      plan,
-      this.grid,
-      this.#schedCap,
-      this.#pagesCap,
-      this.#ring.align,
-      headFloats,
-    );
+    const t = tableLayout(plan, this.grid, this.#schedCap, this.#pagesCap, this.#ring.align);
     this.#schedCap = t.schedCap;
     this.#pagesCap = t.pagesCap;
     const { layout, maxPieces } = t;
@@ -253,11 +242,8 @@ export class AttentionEncoder {
     const layoutKey = `${layout.schedBytes}:${layout.pagesBytes}:${layout.headsBytes}`;
     const region = this.#ring.acquire(layout.bytes, layoutKey);
     // One staging array, one write: each writeBuffer costs ~15 us in Deno whatever its size.
-    const used = layout.headsBytes > 0
-      ? layout.bytes / 4
-      : layout.pagesOffset / 4 + kv.pages.length;
-    if (this.#staging.length < used) this.#staging = new Uint32Array(layout.bytes / 4);
-    writeTables(this.#staging, plan, t);
+    if (this.#staging.length < layout.bytes / 4) this.#staging = new Uint32Array(layout.bytes / 4);
+    const used = writeTables(this.#staging, plan, t);
     this.device.queue.writeBuffer(region.buffer, region.offset, this.#staging.buffer, 0, 4 * used);
     const maxDim = this.device.limits.maxComputeWorkgroupsPerDimension;
     return {
@@ -313,9 +299,7 @@ export class AttentionEncoder {
           partials: { buffer: this.#scratch!.partials },
           lse: { buffer: lseBuffer },
           pages: { buffer: tables, offset: base + r.pagesOffset, size: r.pagesBytes },
-          ...(r.headsBytes > 0
-            ? { heads: { buffer: tables, offset: base + r.headsOffset, size: r.headsBytes } }
-            : {}),
+          ...headsBinding(tables, base, r),
         }),
       });
       this.#groups.set(keys, up.tag, group);

@@ -10,7 +10,8 @@ import { kernelParams, type KernelSpec } from "../kernels/kernel_spec.ts";
 import { PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
 import type { PagedPlan } from "./paged_plan.ts";
 import type { RingRegion } from "./upload_ring.ts";
-import { headTable } from "../kernels/variant_wgsl.ts";
+import { headTable, headTableFloats, needsHeadTable, variantKey } from "../kernels/variant_wgsl.ts";
+import { variantFlags } from "../core/variant_options.ts";
 
 /** A plan's tables as uploaded into a ring region: what its dispatches bind. */
 export interface Uploaded {
@@ -81,10 +82,29 @@ export interface PlanTables {
   readonly pagesCap: number;
 }
 
+/** The shape fields and variant flags a plan's kernels are chosen by (the kernels' cache key). */
+export function kernelSignature(plan: PagedPlan): string {
+  const { problem: p, tiles: t } = plan;
+  return `${p.headDim}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}${
+    variantKey(variantFlags(p.variant))
+  }`;
+}
+
+/** The head table's binding of a region's tables, if its layout has one. */
+export function headsBinding(
+  buffer: GPUBuffer,
+  base: number,
+  r: TableLayout,
+): { heads?: GPUBufferBinding } {
+  return r.headsBytes > 0
+    ? { heads: { buffer, offset: base + r.headsOffset, size: r.headsBytes } }
+    : {};
+}
+
 /**
  * Lays out a plan's tables in a region aligned to `align`: params at 0, then the schedule
- * (piece offsets, pieces, reduce records), then the page list, then (`headFloats` > 0) the
- * variants' per-head table. Capacities are upper bounds for
+ * (piece offsets, pieces, reduce records), then the page list, then, when the plan's kernels read
+ * it (ALiBi, sinks), the variants' per-head table. Capacities are upper bounds for
  * the batch's segments and the grid, and never shrink, so a steady batch composition never
  * changes the region layout (which would need new bind groups).
  */
@@ -94,8 +114,10 @@ export function tableLayout(
   schedCap: number,
   pagesCap: number,
   align: number,
-  headFloats = 0,
 ): PlanTables {
+  const headFloats = needsHeadTable("decode", variantFlags(plan.problem.variant))
+    ? headTableFloats(plan.problem.numHeads)
+    : 0;
   const { schedule: s, kv } = plan;
   const segments = plan.numSegments;
   const maxWg = Math.max(s.workgroups, Math.min(grid, plan.numTiles));
@@ -134,11 +156,12 @@ export function tableLayout(
 }
 
 /**
- * Writes a plan's params, schedule and page list into `staging` at their layout's offsets. The
+ * Writes a plan's params, schedule, page list and head table into `staging` at their layout's
+ * offsets and returns the words written. The
  * paged kernel reads a piece's page-list offset from its `kvStart` field: written here, from the
  * plan's `kv.pageOffsets`, in place of the dense row the plan's schedule holds.
  */
-export function writeTables(staging: Uint32Array, plan: PagedPlan, t: PlanTables): void {
+export function writeTables(staging: Uint32Array, plan: PagedPlan, t: PlanTables): number {
   const { problem: p, schedule: s, kv } = plan;
   staging.set(
     kernelParams({
@@ -161,8 +184,8 @@ export function writeTables(staging: Uint32Array, plan: PagedPlan, t: PlanTables
   }
   staging.set(s.reduce, at + t.reduceBase);
   staging.set(kv.pages, t.layout.pagesOffset / 4);
-  if (t.layout.headsBytes > 0) {
-    const heads = headTable(p.variant, p.numHeads);
-    staging.set(new Uint32Array(heads.buffer, 0, heads.length), t.layout.headsOffset / 4);
-  }
+  if (t.layout.headsBytes === 0) return t.layout.pagesOffset / 4 + kv.pages.length;
+  const heads = headTable(p.variant, p.numHeads);
+  staging.set(new Uint32Array(heads.buffer, 0, heads.length), t.layout.headsOffset / 4);
+  return t.layout.bytes / 4;
 }
