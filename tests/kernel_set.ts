@@ -5,8 +5,8 @@
  * minutes of LLVM compilation with a cold shader cache, so the GPU tests there draw their shapes
  * from a small fixed set of kernel classes that still reaches every code path: each KV dtype,
  * lane counts 1, 2, 4, 8 and 16, rows per block 1, 2, 4, 6 and 8, subgroup and workgroup-memory reductions,
- * tile sizes 16 to 256, KV windows (the same kernels over smaller bindings), paged reads and the
- * merge. Mesa's shader cache then compiles each class once per run. On a hardware GPU, or with
+ * tile sizes 16 to 256, KV windows (the same kernels over smaller bindings), paged reads, the
+ * merge, and the attention variants (one family with every variant flag on at once). Mesa's shader cache then compiles each class once per run. On a hardware GPU, or with
  * `LEAN_TEST_EXHAUSTIVE=1` (`deno task test:gpu`), the tests draw from the whole shape space.
  *
  * The guard ({@linkcode guardKernelSet}) makes the set binding: a decode call on a software
