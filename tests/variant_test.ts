@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { CAUSAL, VARIANTS } from "../src/core/variant.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
-import { specKey } from "../src/kernels/kernel_spec.ts";
+import { kernelParams, specKey } from "../src/kernels/kernel_spec.ts";
+import { BINDING, kernelLayoutEntries, PARAMS_RECORD } from "../src/kernels/abi.ts";
 import {
   HEAD_TABLE_STRIDE,
   headTable,
@@ -125,4 +126,35 @@ Deno.test("the head table holds slopes and sinks in log2 units, one pair per hea
     assert.equal(t[HEAD_TABLE_STRIDE * h + 1], Math.fround(sinks[h] * Math.LOG2E));
   }
   assert.deepEqual(Array.from(headTable(undefined, 1)), [0, 0, 0, 0]);
+});
+
+Deno.test("the head table's binding joins a layout only when asked; window and soft-cap are params", () => {
+  for (const paged of [false, true]) {
+    const without = kernelLayoutEntries({ paged });
+    const withHeads = kernelLayoutEntries({ paged, heads: true });
+    assert.ok(!without.some((e) => e.name === "heads"));
+    assert.deepEqual(withHeads.slice(0, -1), without);
+    assert.deepEqual(withHeads.at(-1), {
+      binding: BINDING.heads,
+      name: "heads",
+      type: "read-only-storage",
+    });
+  }
+  const words = kernelParams({
+    numHeads: 2,
+    qLen: 1,
+    groupSize: 1,
+    rowsPerGroup: 1,
+    numKVHeads: 2,
+    headDim: 8,
+    kvDtype: "f32",
+    pieceBase: 0,
+    reduceBase: 0,
+    count: 1,
+    scale: 1,
+    variant: { slidingWindow: 77, logitsSoftCap: 2 },
+  });
+  assert.equal(words[PARAMS_RECORD.offsets.window], 77);
+  const softCap = new Float32Array(words.buffer)[PARAMS_RECORD.offsets.softCap];
+  assert.equal(softCap, Math.fround(2 * Math.LOG2E));
 });

@@ -60,6 +60,11 @@ export function variantKey(flags: KernelVariantFlags = {}): string {
 /** `f32`s per head in the per-head table: the ALiBi slope, then the sink (both log2 units). */
 export const HEAD_TABLE_STRIDE = 2;
 
+/** Floats of the per-head table of `numHeads` query heads (see {@linkcode headTable}). */
+export function headTableFloats(numHeads: number): number {
+  return Math.max(4, HEAD_TABLE_STRIDE * numHeads);
+}
+
 /**
  * The per-head table the kernels read (binding `heads`): for each query head its ALiBi slope and
  * its sink logit, both times log2(e) (the kernels' scores are in log2 units); 0 where a variant
@@ -73,7 +78,7 @@ export const HEAD_TABLE_STRIDE = 2;
  * ```
  */
 export function headTable(variant: Variant | undefined, numHeads: number): Float32Array {
-  const table = new Float32Array(Math.max(4, HEAD_TABLE_STRIDE * numHeads));
+  const table = new Float32Array(headTableFloats(numHeads));
   for (let h = 0; h < numHeads; h++) {
     table[HEAD_TABLE_STRIDE * h] = (variant?.alibiSlopes?.[h] ?? 0) * Math.LOG2E;
     table[HEAD_TABLE_STRIDE * h + 1] = (variant?.sinks?.[h] ?? 0) * Math.LOG2E;
