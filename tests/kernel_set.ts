@@ -6,7 +6,8 @@
  * from a small fixed set of kernel classes that still reaches every code path: each KV dtype,
  * lane counts 1, 2, 4, 8 and 16, rows per block 1, 2, 4, 6 and 8, subgroup and workgroup-memory reductions,
  * tile sizes 16 to 256, KV windows (the same kernels over smaller bindings), paged reads and the
- * merge. Mesa's shader cache then compiles each class once per run. On a hardware GPU, or with
+ * merge, ragged query lengths (the qLen 2 kernel) and MLA's wide-row class (32 padded lanes, V rows
+ * of their own length). Mesa's shader cache then compiles each class once per run. On a hardware GPU, or with
  * `LEAN_TEST_EXHAUSTIVE=1` (`deno task test:gpu`), the tests draw from the whole shape space.
  *
  * The guard ({@linkcode guardKernelSet}) makes the set binding: a decode call on a software
