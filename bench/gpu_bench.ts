@@ -134,8 +134,9 @@ function printRow(r: Row, first: boolean): void {
 function classOf(c: BenchCase): string {
   const rowsPerBlock = tileConfig({
     headDim: c.headDim,
+    headDimV: c.headDimV,
     rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
-    kvDtype: "f16",
+    kvDtype: c.kvDtype ?? "f16",
   }).rowsPerBlock;
   return kernelTableKey(c.headDim, rowsPerBlock);
 }

@@ -292,6 +292,25 @@ Deno.test("paged plans take ragged qLens and empty requests", () => {
       e instanceof RangeError &&
       /^qLens must hold one query length per sequence \(3\): got 2$/.test(e.message),
   );
+  for (
+    const [qLensBad, cls, message] of [
+      [null, TypeError, /^qLens must be an array of numbers: got null$/],
+      ["3", TypeError, /^qLens must be an array of numbers: got "3"$/],
+      [[3, "2", 1], TypeError, /^qLens\[1\] must be a number: got "2"$/],
+      [[3, 2, 0], RangeError, /^qLens\[2\] must be an integer from 1 to 16: got 0$/],
+    ] as const
+  ) {
+    assert.throws(
+      () =>
+        planForCache(cache, {
+          seqs,
+          numHeads: 4,
+          qLens: qLensBad as unknown as number[],
+        }, { grid: 5 }),
+      (e: unknown) => e instanceof cls && message.test((e as Error).message),
+      String(qLensBad),
+    );
+  }
   // The cache stays usable.
   assert.ok(planForCache(cache, { seqs, numHeads: 4, qLens }, { grid: 5 }));
 });

@@ -95,7 +95,7 @@ Deno.test("executePlanOnCpu gives the CPU decoder's bits for every strategy", as
 
 Deno.test("limits and defaults are exported", () => {
   assert.equal(MAX_Q_LEN, 16);
-  assert.equal(MAX_HEAD_DIM, 256);
+  assert.equal(MAX_HEAD_DIM, 576);
   assert.deepStrictEqual([...STRATEGIES], ["lean", "split", "single"]);
   assert.equal(resolveScale({ headDim: 64 }), 0.125);
   assert.equal(resolveScale({ headDim: 64, scale: 0.3 }), 0.3);

@@ -6,8 +6,9 @@
  * from a small fixed set of kernel classes that still reaches every code path: each KV dtype,
  * lane counts 1, 2, 4, 8 and 16, rows per block 1, 2, 4, 6 and 8, subgroup and workgroup-memory reductions,
  * tile sizes 16 to 256, KV windows (the same kernels over smaller bindings), paged reads, the
- * merge, and the attention variants (one family with every variant flag on at once). Mesa's
- * shader cache then compiles each class once per run. The runner-format tests
+ * merge, the attention variants (one family with every variant flag on at once), ragged query
+ * lengths (the qLen 2 kernel) and MLA's wide-row class (32 padded lanes, V rows of their own
+ * length). Mesa's shader cache then compiles each class once per run. The runner-format tests
  * (tests/runner_formats_test.ts) add one paged family of the paged tests' shape (f16 KV, 8/2
  * heads, d64) in HND pages, with f32 and with f16 queries and outputs: a decode kernel each, and
  * one merge kernel for the f16 output. On a hardware GPU, or with

@@ -310,8 +310,10 @@ export function planForCache(
     pageOffsets[i + 1] = pageOffsets[i] + cache.pageCount(seqs[i]);
   }
   const qLen = step.qLen ?? 1;
+  // (A qLens that is not an array is reported by the shape's validation below.)
+  const lens = typeof step.qLens === "object" && step.qLens !== null ? step.qLens : undefined;
   for (let i = 0; i < n; i++) {
-    const need = step.qLens === undefined ? qLen : step.qLens[i] ?? qLen;
+    const need = lens === undefined ? qLen : lens[i] ?? qLen;
     // A sequence with no tokens is an empty request (out 0, lse -Infinity); others must hold
     // their query tokens.
     if (
