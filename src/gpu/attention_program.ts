@@ -79,6 +79,13 @@ export interface ProgramCapacity {
 /**
  * The alignment of a region and its parts on a device: its uniform and storage binding offset
  * alignments, at least 256 bytes.
+ *
+ * @example
+ * ```ts
+ * import { programAlign } from "./attention_program.ts";
+ * const limits = { minUniformBufferOffsetAlignment: 64, minStorageBufferOffsetAlignment: 32 };
+ * console.log(programAlign(limits as GPUSupportedLimits)); // 256
+ * ```
  */
 export function programAlign(limits: GPUSupportedLimits): number {
   return Math.max(
@@ -161,6 +168,19 @@ function headTableFloats(plan: Plan): number {
  * offsets, and returns the words written. A paged kernel reads a piece's page-list offset from
  * its `kvStart` field: written here from the plan's `kv.pageOffsets`, in place of the dense row
  * the schedule holds.
+ *
+ * @example
+ * ```ts
+ * import { createPlan } from "@lean/attention";
+ * import { programLayout, writeProgramTables } from "./attention_program.ts";
+ * const plan = createPlan({ seqLens: [100], numHeads: 1, numKVHeads: 1, headDim: 8 }, { grid: 2 });
+ * const layout = programLayout(plan, 256);
+ * const staging = new Uint32Array(layout.bytes / 4);
+ * const words = writeProgramTables(staging, plan, layout, 0.35);
+ * // Window 0's params: its workgroups (word 8, `count`); its piece offsets start the schedule.
+ * console.log(staging[8], Array.from(staging.subarray(64, 67)), words * 4 <= layout.bytes);
+ * // 2 [ 0, 1, 2 ] true
+ * ```
  */
 export function writeProgramTables(
   staging: Uint32Array,
@@ -292,7 +312,22 @@ export interface ProgramRun {
   readonly mergeSize: readonly [number, number];
 }
 
-/** The dispatches of a laid-out plan on a device with `maxPerDim` workgroups per dimension. */
+/**
+ * The dispatches of a laid-out plan on a device with `maxPerDim` workgroups per dimension.
+ *
+ * @example
+ * ```ts
+ * import { createPlan } from "@lean/attention";
+ * import { programLayout, programRun } from "./attention_program.ts";
+ * const plan = createPlan({ seqLens: [300], numHeads: 2, numKVHeads: 2, headDim: 64 }, {
+ *   grid: 4, maxBindingBytes: 128 * 512,
+ * });
+ * const pipeline = {} as GPUComputePipeline;
+ * const kernels = { decode: pipeline, merge: pipeline, group: {} as GPUBindGroupLayout };
+ * const run = programRun(kernels, programLayout(plan, 256), plan.tiles.rowsPerBlock, 65535);
+ * console.log(run.decodeSizes.length, run.decodeSizes.every(([, y]) => y === 1)); // 3 true
+ * ```
+ */
 export function programRun(
   kernels: ProgramKernels,
   layout: ProgramLayout,
@@ -314,6 +349,21 @@ export function programRun(
  * Records a program into a compute pass: each window's decode dispatch with its bind group, then
  * the merge (when the plan has partial states) with the last window's. A bind group already set
  * is not set again, so a single-window plan sets one group for both dispatches.
+ *
+ * @example
+ * ```ts
+ * import { recordProgram } from "./attention_program.ts";
+ * const calls: string[] = [];
+ * const pass = {
+ *   setPipeline: (p: { name: string }) => calls.push(p.name),
+ *   setBindGroup: () => calls.push("group"),
+ *   dispatchWorkgroups: (x: number) => calls.push(`dispatch ${x}`),
+ * } as unknown as GPUComputePassEncoder;
+ * const [decode, merge] = [{ name: "decode" }, { name: "merge" }] as unknown as GPUComputePipeline[];
+ * const run = { decode, merge, decodeSizes: [[8, 1]] as const, mergeSize: [2, 1] as const };
+ * recordProgram(pass, run, [{} as GPUBindGroup]);
+ * console.log(calls.join(", ")); // decode, group, dispatch 8, merge, dispatch 2
+ * ```
  */
 export function recordProgram(
   pass: GPUComputePassEncoder,
