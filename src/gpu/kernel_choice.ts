@@ -43,6 +43,13 @@ export interface KernelTuning {
    * as kernels before 0.2 did: for measurements).
    */
   fastSteps?: boolean;
+  /**
+   * Lane groups that split a block's query rows, reading the same K and V (default: the kernel
+   * table's choice; see `KernelSpec.rowSets`).
+   */
+  rowSets?: number;
+  /** Query rows in workgroup memory instead of registers (default: the kernel table's choice). */
+  queryShared?: boolean;
 }
 
 /** Splits a workgroup count over x and y when it exceeds the per-dimension limit. */
@@ -89,5 +96,16 @@ export function kernelSpec(
     paged,
     prefetch,
     ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
+    ...rowChoices(tuning, choice),
   };
+}
+
+/** The row-set and shared-query choices of a spec: the tuning's, else the table's (omitted at 1 and false). */
+function rowChoices(
+  tuning: KernelTuning,
+  choice: { rowSets?: number; queryShared?: boolean },
+): { rowSets?: number; queryShared?: boolean } {
+  const rowSets = tuning.rowSets ?? choice.rowSets ?? 1;
+  const queryShared = tuning.queryShared ?? choice.queryShared ?? false;
+  return { ...(rowSets > 1 ? { rowSets } : {}), ...(queryShared ? { queryShared } : {}) };
 }

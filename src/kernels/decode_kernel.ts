@@ -43,7 +43,7 @@ export function decodeWorkgroupBytes(spec: KernelSpec): number {
   const l = kernelLayout(spec);
   const acc = spec.rowsPerBlock * spec.headDim * 4;
   const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
-  const entries = l.groups * l.unroll * spec.rowsPerBlock;
+  const entries = l.groups * l.rowSets * l.unroll * l.rowsPerThread;
   const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
   return acc + maxima + exchange;
 }
@@ -61,14 +61,26 @@ export function decodeWorkgroupBytes(spec: KernelSpec): number {
  * ```
  */
 export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
-  const { headDim: D, tileTokens: T, rowsPerBlock: RP, workgroupSize: W } = spec;
+  const { headDim: D, tileTokens: T, rowsPerBlock: RB, workgroupSize: W } = spec;
   const L = kernelLayout(spec);
   const variant = VARIANT_WGSL[spec.variant ?? "causal"];
   const { lanes, chunksPerLane: CPL, groups: G, unroll: U, step } = L;
+  // Rows this thread holds (all the block's rows unless row sets split them among lane groups).
+  const RP = L.rowsPerThread;
+  const RS = L.rowSets;
+  // The block row of this thread's row r: row sets hold consecutive rows from `rs0`.
+  const row = (r: number) => (RS > 1 ? `(rs0 + ${r}u)` : `${r}u`);
   const V4 = elementsPerLoad(spec.kvDtype) / 4; // vec4<f32> per 16-byte chunk
   const E4 = CPL * V4; // vec4<f32> per lane per row
   const raw = `vec4<${KV_DTYPE_INFO[spec.kvDtype].wgslWord}>`;
   const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
+  // A query vector: registers, or (queryShared) the block's rows in workgroup memory (`acc`,
+  // which holds them until the piece's merge).
+  const queryShared = spec.queryShared ?? false;
+  const qref = (r: number, i: number, j: number) =>
+    queryShared
+      ? `acc[${row(r)} * D4 + (lane + ${i * lanes}u) * ${V4}u + ${j}u]`
+      : `qv[${qi(r, i, j)}]`;
 
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
@@ -110,7 +122,7 @@ ${issue("s0", "let ", "")}`;
 ${
         lines(RP, (r) =>
           `      var d${u}_${r} = ${
-            grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], qv[${qi(r, i, j)}])`).split("\n").join(
+            grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], ${qref(r, i, j)})`).split("\n").join(
               " + ",
             )
           };`)
@@ -137,7 +149,7 @@ fn poisoned(x: f32) -> bool {
   let b = bitcast<u32>(x);
   return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
 }`;
-  const entries = G * U * RP; // (token, row) scores per step
+  const entries = G * RS * U * RP; // (token, row) scores per step
   const exchange = L.subgroups || lanes === 1 ? "" : `const XHALF: u32 = ${entries * (lanes + 1)}u;
 const SHALF: u32 = ${entries}u;
 var<workgroup> xs: array<f32, ${2 * entries * (lanes + 1)}>;
@@ -145,9 +157,9 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
 
   return `${
     options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
-  }// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
+  }// lean-attention decode kernel: D=${D} kv=${spec.kvDtype} T=${T} RP=${RB} W=${W} lanes=${lanes} unroll=${U}${
     L.subgroups ? " subgroups" : ""
-  }${L.paged ? " paged" : ""}
+  }${L.paged ? " paged" : ""}${RS > 1 ? ` rowSets=${RS}` : ""}${queryShared ? " queryShared" : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -163,12 +175,12 @@ ${recordOffsetsWGSL(PIECE_RECORD)}
 const D: u32 = ${D}u;
 const D4: u32 = ${D / 4}u;
 const T: u32 = ${T}u;
-const RP: u32 = ${RP}u;
+const RP: u32 = ${RB}u;
 const CHUNKS: u32 = ${L.chunks}u;
 const LANES: u32 = ${lanes}u;
 const GROUPS: u32 = ${G}u;
 const STEP: u32 = ${step}u;
-const SLOT: u32 = ${RP * (D + 2)}u;
+const SLOT: u32 = ${RB * (D + 2)}u;
 const NEG: f32 = ${NEG_SCORE.toExponential()};
 const Z4: vec4<f32> = vec4<f32>(0.0);
 // A NaN built at run time: WGSL rejects NaN in constant expressions.
@@ -176,10 +188,10 @@ var<private> nan_bits: u32 = 0x7fc00000u;
 const DIRECT: u32 = 0xffffffffu;
 
 // The groups' merged output, and each group's row maxima then the merged sums.
-var<workgroup> acc: array<vec4<f32>, ${RP * (D / 4)}>;
-var<workgroup> m_sh: array<f32, ${G * RP}>;
-var<workgroup> l_sh: array<f32, ${RP}>;
-var<workgroup> bad_sh: array<atomic<u32>, ${RP}>;
+var<workgroup> acc: array<vec4<f32>, ${RB * (D / 4)}>;
+var<workgroup> m_sh: array<f32, ${G * RB}>;
+var<workgroup> l_sh: array<f32, ${RB}>;
+var<workgroup> bad_sh: array<atomic<u32>, ${RB}>;
 ${exchange}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
@@ -198,7 +210,9 @@ fn main(
     return;
   }
   let lane = lid % LANES;
-  let g = lid / LANES;
+  // Lane group (one per token and row set), token group, and this row set's first block row.
+  let lg = lid / LANES;
+  let g = lg / ${RS}u;${RS > 1 ? `\n  let rs0 = (lg % ${RS}u) * ${RP}u;` : ""}
   let p_begin = sched[w];
   let p_end = sched[w + 1u];
   for (var pc = p_begin; pc < p_end; pc++) {
@@ -213,33 +227,43 @@ fn main(
     let seq_len = sched[f + PIECE_SEQ_LEN];
     let n_rows = min(RP, params.rows_per_group - r0);
 
-    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
+${
+    queryShared
+      ? `    // The block's query rows, pre-scaled into log2 units, in workgroup memory; missing rows 0.
+    for (var i = lid; i < RP * D4; i += ${W}u) {
+      let r = i / D4;
+      acc[i] = select(Z4, q[query_row(seq, kv_head, r0 + min(r, n_rows - 1u)) * D4 + i % D4] *
+        params.scale_log2, r < n_rows);
+    }
+    workgroupBarrier();`
+      : `    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
     var qv = array<vec4<f32>, ${RP * E4}>();
 ${
-    lines(RP, (r) =>
-      `    if (${r}u < n_rows) {
-      let qb = query_row(seq, kv_head, r0 + ${r}u) * D4;
+        lines(RP, (r) =>
+          `    if (${row(r)} < n_rows) {
+      let qb = query_row(seq, kv_head, r0 + ${row(r)}) * D4;
 ${
-        grid(CPL, V4, (i, j) =>
-          `      qv[${qi(r, i, j)}] = q[qb + (lane + ${
-            i * lanes
-          }u) * ${V4}u + ${j}u] * params.scale_log2;`)
-      }
+            grid(CPL, V4, (i, j) =>
+              `      qv[${qi(r, i, j)}] = q[qb + (lane + ${
+                i * lanes
+              }u) * ${V4}u + ${j}u] * params.scale_log2;`)
+          }
     }`)
+      }`
   }
     // Tokens row r may see: causal within the last qLen tokens, and inside this piece.
     var lim = array<u32, ${RP}>();
 ${
     lines(RP, (r) =>
       `    lim[${r}] = select(0u, min(${
-        variant.visible("seq_len", "params.q_len", `(r0 + ${r}u) % params.q_len`)
-      }, tok_end), ${r}u < n_rows);`)
+        variant.visible("seq_len", "params.q_len", `(r0 + ${row(r)}) % params.q_len`)
+      }, tok_end), ${row(r)} < n_rows);`)
   }
 ${
     fastSteps
       ? `    // Tokens every row of the block may see.
     var lim_all = tok_end;
-${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${r}u < n_rows);`)}`
+${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${row(r)} < n_rows);`)}`
       : ""
   }
     var m = array<f32, ${RP}>();
@@ -247,7 +271,7 @@ ${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${r}u
     // integer bits, since GPU compilers may assume floats are never NaN: per score on masked
     // steps, and on the sum l (which such a score makes NaN) once per piece.
     var bad = array<u32, ${RP}>();
-    if (lid < RP) {
+    if (lid < ${RB}u) {
       atomicStore(&bad_sh[lid], 0u);
     }
     var l = array<f32, ${RP}>();
@@ -279,20 +303,23 @@ ${fastSteps ? lines(RP, (r) => `    bad[${r}] |= select(0u, 1u, poisoned(l[${r}]
     if (lane == 0u) {
 ${
     lines(RP, (r) =>
-      `      m_sh[g * RP + ${r}u] = m[${r}];
-      atomicOr(&bad_sh[${r}u], bad[${r}]);`)
+      `      m_sh[g * RP + ${row(r)}] = m[${r}];
+      atomicOr(&bad_sh[${row(r)}], bad[${r}]);`)
   }
     }
     workgroupBarrier();
-    var mm = array<f32, ${RP}>();
-    var any_bad = array<u32, ${RP}>();
-${lines(RP, (r) => `    any_bad[${r}] = atomicLoad(&bad_sh[${r}u]);`)}
+    var mm = array<f32, ${RB}>();
+    var any_bad = array<u32, ${RB}>();
+${lines(RB, (r) => `    any_bad[${r}] = atomicLoad(&bad_sh[${r}u]);`)}
+${
+    lines(RB, (r) =>
+      `    mm[${r}] = NEG;
+    for (var gg = 0u; gg < GROUPS; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }`)
+  }
 ${
     lines(RP, (r) =>
-      `    mm[${r}] = NEG;
-    for (var gg = 0u; gg < GROUPS; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }
-    {
-      let sc = exp2(m[${r}] - mm[${r}]);
+      `    {
+      let sc = exp2(m[${r}] - mm[${RS > 1 ? `rs0 + ${r}u` : r}]);
       l[${r}] *= sc;
 ${grid(CPL, V4, (i, j) => `      o[${qi(r, i, j)}] *= sc;`)}
     }`)
@@ -302,14 +329,17 @@ ${grid(CPL, V4, (i, j) => `      o[${qi(r, i, j)}] *= sc;`)}
 ${
     lines(RP, (r) =>
       grid(CPL, V4, (i, j) => {
-        const at = `${r * (D / 4)}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
+        const at = `${row(r)} * D4 + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
         return `        acc[${at}] = select(acc[${at}] + o[${qi(r, i, j)}], o[${
           qi(r, i, j)
         }], gg == 0u);`;
       }))
   }
         if (lane == 0u) {
-${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}], gg == 0u);`)}
+${
+    lines(RP, (r) =>
+      `          l_sh[${row(r)}] = select(l_sh[${row(r)}] + l[${r}], l[${r}], gg == 0u);`)
+  }
         }
       }
       workgroupBarrier();

@@ -54,6 +54,18 @@ export interface KernelSpec {
    */
   readonly sharedLayout?: boolean;
   /**
+   * Row sets: the block's query rows are split among this many lane groups per token, each
+   * holding `rowsPerBlock / rowSets` rows, and the lane groups of one token read the same K and
+   * V chunks in the same load (one memory request). Fewer registers per thread (more workgroups
+   * per multiprocessor) for more K/V unpacking. Default 1; halved until it divides the rows.
+   */
+  readonly rowSets?: number;
+  /**
+   * Keep the block's (scaled) query rows in workgroup memory instead of registers: fewer
+   * registers per thread, one workgroup-memory read per query vector and step. Default false.
+   */
+  readonly queryShared?: boolean;
+  /**
    * The attention variant (mask and logit hooks, see `src/core/variant.ts`); default `"causal"`,
    * which adds nothing to the key.
    */
@@ -91,8 +103,12 @@ export interface KernelLayout {
   readonly lanes: number;
   /** Chunks each lane loads per token. */
   readonly chunksPerLane: number;
-  /** Token groups in a workgroup (`workgroupSize / lanes`). */
+  /** Token groups in a workgroup (`workgroupSize / (lanes * rowSets)`). */
   readonly groups: number;
+  /** Lane groups sharing a token, each holding `rowsPerThread` of the block's rows. */
+  readonly rowSets: number;
+  /** Query rows each thread holds (`rowsPerBlock / rowSets`). */
+  readonly rowsPerThread: number;
   /** Tokens a group loads per step. */
   readonly unroll: number;
   /** Tokens the workgroup covers per step (`groups * unroll`). */
@@ -112,6 +128,10 @@ export interface KernelChoice {
   readonly unroll: number;
   /** Request the next step's K and V before this step's arithmetic (default true). */
   readonly prefetch?: boolean;
+  /** Row sets per token (see `KernelSpec.rowSets`; default 1). */
+  readonly rowSets?: number;
+  /** Query rows in workgroup memory (see `KernelSpec.queryShared`; default false). */
+  readonly queryShared?: boolean;
 }
 
 /**
@@ -206,14 +226,21 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
   }
   const subgroups = spec.subgroups ?? false;
   const prefetch = spec.prefetch ?? false;
-  const RP = spec.rowsPerBlock;
+  let rowSets = spec.rowSets ?? 1;
+  if (!Number.isInteger(rowSets) || rowSets < 1 || (rowSets & (rowSets - 1)) !== 0) {
+    throw new RangeError(`rowSets must be a power of two: got ${rowSets}`);
+  }
+  while (rowSets > 1 && spec.rowsPerBlock % rowSets !== 0) rowSets /= 2;
+  let RP = spec.rowsPerBlock / rowSets;
   // Workgroup memory of the reduction through workgroup memory (none with shuffles or 1 lane).
   const exchange = (l: number, u: number) =>
     subgroups || l === 1 ? 0 : 2 * (spec.workgroupSize / l) * u * RP * (l + 2);
   // Without shuffles, fewer lanes when even one token per step would not fit.
   while (exchange(lanes, 1) > EXCHANGE_FLOATS) lanes /= 2;
+  while (rowSets > 1 && spec.workgroupSize % (lanes * rowSets) !== 0) rowSets /= 2;
+  RP = spec.rowsPerBlock / rowSets;
   const chunksPerLane = chunks / lanes;
-  const groups = spec.workgroupSize / lanes;
+  const groups = spec.workgroupSize / (lanes * rowSets);
   // Registers: each lane holds `unroll` K and V chunks (twice with prefetch); the reduction in
   // workgroup memory holds unroll x rows sums per group; a step is not longer than a tile.
   let unroll = spec.unroll ?? Math.max(1, Math.floor((prefetch ? 2 : 4) / chunksPerLane));
@@ -224,6 +251,8 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
     lanes,
     chunksPerLane,
     groups,
+    rowSets,
+    rowsPerThread: RP,
     unroll,
     step: groups * unroll,
     subgroups,
@@ -238,7 +267,9 @@ export function specKey(kind: string, spec: KernelSpec): string {
     l.subgroups ? ":sg" : ""
   }${l.paged ? ":paged" : ""}${spec.prefetch ? ":pf" : ""}${spec.sharedLayout ? ":shared" : ""}${
     spec.fastSteps === false ? ":masked" : ""
-  }${(spec.variant ?? "causal") === "causal" ? "" : `:${spec.variant}`}`;
+  }${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${spec.queryShared ? ":qs" : ""}${
+    (spec.variant ?? "causal") === "causal" ? "" : `:${spec.variant}`
+  }`;
 }
 
 /** KV elements in one 16-byte load: 4 floats, or 8 halves packed in a `vec4<u32>`. */
