@@ -45,6 +45,27 @@ if [ "${1:-}" = complete ]; then
   stamp "done"
   exit 0
 fi
+if [ "${1:-}" = rows ]; then
+  # Session 18, first call: the sweep of row sets, shared query rows and unroll 4 over the GQA,
+  # head-dim and qLen cases (bench/tune_configs_rows.json), the table picked from it, and the
+  # multi-row cases of the benchmark with that table (anchors from the earlier session's files).
+  stamp "rows"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv 2>&1 | tee -a "$log"
+  stamp "== tune (rows)"
+  run_deno 200 bench/tune.ts --out="$out/tune_rows.json" --configs="$(cat bench/tune_configs_rows.json)" \
+    --cases='b1 h32 32k,b1 h32 128k,gqa32/8 32k,gqa32/8 128k,b16 16k,d64 32k,d256 32k,qLen4 gqa 16k'
+  stamp "== table"
+  run_deno 20 bench/pick_table.ts "$out/tune_rows.json" "$out/table_rows.json"
+  table=""
+  [ -s "$out/table_rows.json" ] && table="--table=$out/table_rows.json"
+  stamp "== bench webgpu (multi-row cases)"
+  run_deno 120 bench/gpu_bench.ts --backend=webgpu --check $table \
+    --anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json \
+    --only='gqa32|b4 4k|b16 4k|b64 4k|b4 16k|b16 16k|d64|d256|ragged|qLen4' \
+    --out="$out/h200_webgpu_rows.json"
+  stamp "done"
+  exit 0
+fi
 stamp "start"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.draw --format=csv \
   2>&1 | tee -a "$log"
