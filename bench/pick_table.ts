@@ -20,6 +20,8 @@ interface TuneResult {
     prefetch?: boolean;
     rowSets?: number;
     queryShared?: boolean;
+    workgroupSize?: number;
+    tileTokens?: number;
   };
   lanes?: number;
   unroll?: number;
@@ -50,6 +52,8 @@ for (const r of sweep.results) {
   if (!builtIn && (typeof r.config.lanes !== "number" || typeof r.config.unroll !== "number")) {
     continue;
   }
+  // Workgroup size and tile are plan options, not table entries.
+  if (r.config.workgroupSize !== undefined || r.config.tileTokens !== undefined) continue;
   const byConfig = totals.get(cls) ?? new Map();
   totals.set(cls, byConfig);
   const entry = byConfig.get(r.config.name) ?? {

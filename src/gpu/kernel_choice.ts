@@ -31,7 +31,8 @@ export interface KernelTuning {
   subgroups?: boolean;
   /**
    * Threads per token (default: the kernel table's choice for the block's rows and head dim, at
-   * most the smallest subgroup; see `KERNEL_TABLE` in `src/kernels/kernel_spec.ts`).
+   * most the smallest subgroup; see `KERNEL_TABLE` in `src/kernels/kernel_spec.ts`). Rows whose
+   * 16-byte chunks it does not divide take the most lanes (a power of two) that divide them.
    */
   lanes?: number;
   /** Tokens each lane group loads per step (default: the kernel table's choice). */
@@ -79,6 +80,10 @@ export function kernelSpec(
   let lanes = tuning.lanes ?? 1;
   if (tuning.lanes === undefined) {
     while (lanes * 2 <= cap && chunks % (lanes * 2) === 0) lanes *= 2;
+  } else if (Number.isInteger(tuning.lanes) && tuning.lanes > 1 && chunks % tuning.lanes !== 0) {
+    // A device-wide tuning meets every head dim: shorter rows take the most lanes dividing them.
+    lanes = 1;
+    while (lanes * 2 <= tuning.lanes && chunks % (lanes * 2) === 0) lanes *= 2;
   }
   const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
   return {

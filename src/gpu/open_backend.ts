@@ -172,16 +172,24 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
           done: i,
           total: classes.length,
         });
-        const { probe, key, classKey } = calibrationProbe(
-          device,
-          calibrationPool,
-          pipelines,
-          false,
-          tileOptions,
-          (plan) => kernelSpec(plan, caps, tuning),
-          rows,
-          headDim,
-        );
+        // A class whose kernel cannot be built with the caller's tuning keeps the per-rows grid.
+        let made: ReturnType<typeof calibrationProbe>;
+        try {
+          made = calibrationProbe(
+            device,
+            calibrationPool,
+            pipelines,
+            false,
+            tileOptions,
+            (plan) => kernelSpec(plan, caps, tuning),
+            rows,
+            headDim,
+          );
+        } catch (e) {
+          if (headDim === 128) throw e;
+          continue;
+        }
+        const { probe, key, classKey } = made;
         // The first class warms the GPU (its clock idles low); the others follow right after.
         const warmupMs = i === 0 ? 300 : 50;
         const p = await deviceProfile(device, summary.description, false, probe, key, warmupMs);

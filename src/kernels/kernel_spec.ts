@@ -136,13 +136,15 @@ export interface KernelChoice {
 
 /**
  * The default kernel choice per class: query rows per block (1, 2, 4, 8) and head dim (up to
- * 64, up to 128, more). Each lane holds `2 x rows x headDim / lanes` floats of query and output
- * state, so blocks of more rows want more lanes (registers); fewer lanes per token divide each
- * token's per-row work (the shuffles that add the lanes' partial dot products, the softmax,
- * which every lane of the group repeats) among fewer threads. The classes of the benchmark's
- * cases (r1 d128, r4 d64/d128/d256, r8 d128) were picked by `bench/pick_table.ts` from the H200
- * sweep of `bench/tune.ts` (bench/notes.md); the others keep the choice of the kernel before
- * the table (the most lanes up to 16 that divide the row, unroll 2 / chunks per lane).
+ * 64, up to 128, more). Each lane holds `2 x rows x headDim / (lanes x rowSets)` floats of query
+ * and output state, so blocks of more rows or longer rows want more lanes or row sets
+ * (registers); fewer lanes per token divide each token's per-row work (the shuffles that add
+ * the lanes' partial dot products, the softmax, which every lane of the group repeats) among
+ * fewer threads, and every row set unpacks its own copy of the token's K and V. The classes of
+ * the benchmark's cases (r1 d128, r4 d64/d128/d256, r8 d128) were picked by
+ * `bench/pick_table.ts` from the H200 sweeps of `bench/tune.ts` (bench/notes.md); the others
+ * keep the choice of the kernel before the table (the most lanes up to 16 that divide the row,
+ * unroll 2 / chunks per lane).
  */
 export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r1 d64": { lanes: 8, unroll: 2 },
@@ -151,11 +153,11 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r2 d64": { lanes: 8, unroll: 2 },
   "r2 d128": { lanes: 16, unroll: 2 },
   "r2 d256": { lanes: 16, unroll: 1 },
-  "r4 d64": { lanes: 8, unroll: 2, prefetch: false },
-  "r4 d128": { lanes: 8, unroll: 2, prefetch: false },
-  "r4 d256": { lanes: 8, unroll: 1 },
+  "r4 d64": { lanes: 8, unroll: 4, prefetch: false, rowSets: 2 },
+  "r4 d128": { lanes: 8, unroll: 4, prefetch: false },
+  "r4 d256": { lanes: 8, unroll: 4, prefetch: false, rowSets: 2 },
   "r8 d64": { lanes: 8, unroll: 2 },
-  "r8 d128": { lanes: 16, unroll: 2 },
+  "r8 d128": { lanes: 8, unroll: 4, prefetch: false, rowSets: 2 },
   "r8 d256": { lanes: 16, unroll: 1 },
 };
 
