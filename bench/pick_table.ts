@@ -59,12 +59,14 @@ for (const r of sweep.results) {
   const entry = byConfig.get(r.config.name) ?? {
     ms: 0,
     n: 0,
+    // Options a configuration leaves out take the built-in choice of the class (as the sweep's
+    // kernels did), written out so that `--table` does not inherit them from a later table.
     choice: builtIn ? KERNEL_TABLE[cls] : {
       lanes: r.lanes!,
       unroll: r.unroll!,
-      ...(r.config.prefetch === false ? { prefetch: false } : {}),
-      ...((r.config.rowSets ?? 1) > 1 ? { rowSets: r.config.rowSets } : {}),
-      ...(r.config.queryShared ? { queryShared: true } : {}),
+      prefetch: r.config.prefetch ?? KERNEL_TABLE[cls].prefetch ?? true,
+      rowSets: r.config.rowSets ?? KERNEL_TABLE[cls].rowSets ?? 1,
+      queryShared: r.config.queryShared ?? KERNEL_TABLE[cls].queryShared ?? false,
     },
   };
   entry.ms += r.ms;
