@@ -198,7 +198,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
         kvDtype: "f16",
       }).rowsPerBlock;
-      const grid = gridFor(decoder.profile, rowsPerBlock);
+      const grid = gridFor(decoder.profile, rowsPerBlock, c.headDim);
       const p = await timePaged(device, c, input, {
         grid,
         runs,
@@ -240,7 +240,7 @@ const profile = probe.profile;
 await probe.dispose();
 console.log(
   `backend ${backend}: ${profile.name}, grids ${
-    JSON.stringify(profile.gridByRows ?? profile.grid)
+    JSON.stringify(profile.gridByClass ?? profile.gridByRows ?? profile.grid)
   } (${profile.source})`,
 );
 console.log(

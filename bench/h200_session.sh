@@ -45,6 +45,52 @@ if [ "${1:-}" = complete ]; then
   stamp "done"
   exit 0
 fi
+if [ "${1:-}" = rows ]; then
+  # Session 18, first call: the sweep of row sets, shared query rows and unroll 4 over the GQA,
+  # head-dim and qLen cases (bench/tune_configs_rows.json), the table picked from it, and the
+  # multi-row cases of the benchmark with that table (anchors from the earlier session's files).
+  stamp "rows"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv 2>&1 | tee -a "$log"
+  stamp "== tune (rows)"
+  run_deno 200 bench/tune.ts --out="$out/tune_rows.json" --configs="$(cat bench/tune_configs_rows.json)" \
+    --cases='b1 h32 32k,b1 h32 128k,gqa32/8 32k,gqa32/8 128k,b16 16k,d64 32k,d256 32k,qLen4 gqa 16k'
+  stamp "== table"
+  run_deno 20 bench/pick_table.ts "$out/tune_rows.json" "$out/table_rows.json"
+  table=""
+  [ -s "$out/table_rows.json" ] && table="--table=$out/table_rows.json"
+  stamp "== bench webgpu (multi-row cases)"
+  run_deno 120 bench/gpu_bench.ts --backend=webgpu --check $table \
+    --anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json \
+    --only='gqa32|b4 4k|b16 4k|b64 4k|b4 16k|b16 16k|d64|d256|ragged|qLen4' \
+    --out="$out/h200_webgpu_rows.json"
+  stamp "done"
+  exit 0
+fi
+if [ "${1:-}" = rows2 ]; then
+  # Session 18, second call: a second sweep (bench/tune_configs_rows2.json: unroll 8, prefetch
+  # at unroll 4, 16 lanes with row sets, 64-thread workgroups), the table picked from it, every
+  # case on Deno's WebGPU (paged mode, float64 check) and lean on Dawn.
+  stamp "rows2"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv 2>&1 | tee -a "$log"
+  stamp "== tune (rows2)"
+  run_deno 115 bench/tune.ts --out="$out/tune_rows2.json" --configs="$(cat bench/tune_configs_rows2.json)" \
+    --cases='gqa32/8 32k,gqa32/8 128k,b16 16k,d64 32k,d256 32k,qLen4 gqa 16k'
+  stamp "== table"
+  run_deno 15 bench/pick_table.ts "$out/tune_rows2.json" "$out/table_rows2.json"
+  table=""
+  [ -s "$out/table_rows2.json" ] && table="--table=$out/table_rows2.json"
+  anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+  stamp "== bench webgpu"
+  run_deno 210 bench/gpu_bench.ts --backend=webgpu --paged --check $table $anchors \
+    --out="$out/h200_webgpu.json"
+  # Dawn: lean on the cases whose kernels changed or that Dawn had not measured (the MHA
+  # kernel of b1 h32 1k-256k is unchanged since bench/results/h200_dawn.json).
+  stamp "== bench dawn (lean)"
+  run_deno 130 bench/gpu_bench.ts --backend=dawn --check --strategies=lean $table $anchors \
+    --only='gqa|b4 |b16 |b64 |d64|d256|ragged|qLen4|512k' --out="$out/h200_dawn.json"
+  stamp "done"
+  exit 0
+fi
 stamp "start"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.draw --format=csv \
   2>&1 | tee -a "$log"

@@ -1,8 +1,8 @@
 /**
  * Picks kernel choices from a sweep of bench/tune.ts: for each class of `KERNEL_TABLE` that the
- * sweep's cases fall in, the fastest configuration with explicit lanes and unroll (summed over
- * the class's cases). Prints the choices beside the built-in table and writes them as JSON for
- * `bench/gpu_bench.ts --table=FILE`.
+ * sweep's cases fall in, the fastest configuration with explicit lanes and unroll, or the
+ * configuration named `table` (the built-in choice), summed over the class's cases. Prints the
+ * choices beside the built-in table and writes them as JSON for `bench/gpu_bench.ts --table=FILE`.
  *
  * Usage: deno run -A bench/pick_table.ts TUNE.json OUT.json
  */
@@ -13,7 +13,15 @@ import { loadCases } from "./bench_cases.ts";
 
 interface TuneResult {
   case: string;
-  config: { name: string; lanes?: number | string; unroll?: number | string; prefetch?: boolean };
+  config: {
+    name: string;
+    lanes?: number | string;
+    unroll?: number | string;
+    prefetch?: boolean;
+    rowSets?: number;
+    workgroupSize?: number;
+    tileTokens?: number;
+  };
   lanes?: number;
   unroll?: number;
   ms: number;
@@ -33,20 +41,30 @@ function classOf(name: string): string {
   return kernelTableKey(c.headDim, rowsPerBlock);
 }
 
-// Total time per (class, configuration) over the class's cases, explicit configurations only.
+// Total time per (class, configuration) over the class's cases.
 const totals = new Map<string, Map<string, { ms: number; n: number; choice: KernelChoice }>>();
 for (const r of sweep.results) {
-  if (typeof r.config.lanes !== "number" || typeof r.config.unroll !== "number") continue;
   const cls = classOf(r.case);
+  // The configuration named "table" is the built-in choice of each class, so a class keeps it
+  // unless an explicit configuration beats it.
+  const builtIn = r.config.name === "table" && Object.keys(r.config).length === 1;
+  if (!builtIn && (typeof r.config.lanes !== "number" || typeof r.config.unroll !== "number")) {
+    continue;
+  }
+  // Workgroup size and tile are plan options, not table entries.
+  if (r.config.workgroupSize !== undefined || r.config.tileTokens !== undefined) continue;
   const byConfig = totals.get(cls) ?? new Map();
   totals.set(cls, byConfig);
   const entry = byConfig.get(r.config.name) ?? {
     ms: 0,
     n: 0,
-    choice: {
+    // Options a configuration leaves out take the built-in choice of the class (as the sweep's
+    // kernels did), written out so that `--table` does not inherit them from a later table.
+    choice: builtIn ? KERNEL_TABLE[cls] : {
       lanes: r.lanes!,
       unroll: r.unroll!,
-      ...(r.config.prefetch === false ? { prefetch: false } : {}),
+      prefetch: r.config.prefetch ?? KERNEL_TABLE[cls].prefetch ?? true,
+      rowSets: r.config.rowSets ?? KERNEL_TABLE[cls].rowSets ?? 1,
     },
   };
   entry.ms += r.ms;

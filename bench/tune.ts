@@ -6,7 +6,8 @@
  *
  * A configuration's `lanes` and `unroll` may be numbers or `"old"`: the choice of the kernel
  * before the table (the most lanes up to 16 that divide the row's 16-byte chunks; unroll 2 /
- * chunks per lane).
+ * chunks per lane). `rowSets` selects row sets; `cases` limits a
+ * configuration to some of the cases (e.g. row sets only where a block has several rows).
  *
  * Usage: deno run -A --unstable-webgpu bench/tune.ts [--backend=webgpu|dawn] [--cases=a,b]
  *        [--configs=JSON] [--out=FILE] [--runs=20] [--warmup-ms=400]
@@ -29,7 +30,10 @@ interface TuneConfig {
   subgroups?: boolean;
   prefetch?: boolean;
   fastSteps?: boolean;
+  rowSets?: number;
   strategy?: Strategy;
+  /** Only these cases (default: all of `--cases`). */
+  cases?: string[];
 }
 
 const args = new Map(
@@ -97,7 +101,12 @@ for (const c of cases) {
   const kvSets = kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
   const row: string[] = [];
   for (const config of configs) {
+    if (config.cases && !config.cases.includes(c.name)) {
+      row.push("-".padStart(10));
+      continue;
+    }
     const { lanes, unroll } = resolve(config, c);
+    const created = performance.now();
     const decoder = await createDecoder({
       backend,
       device,
@@ -109,8 +118,10 @@ for (const c of cases) {
         subgroups: config.subgroups,
         prefetch: config.prefetch,
         fastSteps: config.fastSteps,
+        rowSets: config.rowSets,
       },
     });
+    const createMs = performance.now() - created;
     try {
       const strategy = config.strategy ?? "lean";
       const plan = decoder.plan(input, { strategy });
@@ -122,6 +133,9 @@ for (const c of cases) {
         lanes,
         unroll,
         workgroups: plan.schedule.workgroups,
+        grid: plan.grid,
+        gridByClass: decoder.profile.gridByClass ?? null,
+        createMs,
         ms: t.medianMs,
         samplesMs: t.samplesMs,
         warmMs: t.warmMs,
@@ -137,11 +151,12 @@ for (const c of cases) {
     }
   }
   console.log(`${c.name.padEnd(16)}${roof.ms.toFixed(4).padStart(9)}${row.join("")}`);
-}
-if (args.get("out")) {
-  await Deno.writeTextFile(
-    args.get("out")!,
-    JSON.stringify({ backend, ceilings, results }, null, 1),
-  );
+  // After every case, so a run cut by its time limit keeps what it measured.
+  if (args.get("out")) {
+    await Deno.writeTextFile(
+      args.get("out")!,
+      JSON.stringify({ backend, ceilings, results }, null, 1),
+    );
+  }
 }
 device.destroy();

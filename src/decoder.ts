@@ -88,7 +88,7 @@ class DecoderImpl implements Decoder {
   #planProblem(problem: Problem, strategy: Strategy | undefined): Plan {
     const profile = this.#backend.profile;
     const grid = profile.gridByRows
-      ? gridFor(profile, tileConfig(problem, this.#tileOptions).rowsPerBlock)
+      ? gridFor(profile, tileConfig(problem, this.#tileOptions).rowsPerBlock, problem.headDim)
       : profile.grid;
     return planProblem(problem, {
       ...this.#tileOptions,

@@ -31,7 +31,7 @@ backendTest("decoder.plan is createPlan with the device's grid", async (decoder,
   for (const strategy of [undefined, ...STRATEGIES]) {
     const plan = decoder.plan(SPEC, { strategy });
     // The grid calibrated for kernels of this plan's rows per block (GPUs), else the profile's.
-    const grid = gridFor(decoder.profile, plan.tiles.rowsPerBlock);
+    const grid = gridFor(decoder.profile, plan.tiles.rowsPerBlock, SPEC.headDim);
     assert.deepStrictEqual(plan, createPlan(SPEC, { grid, strategy }));
     if (!decoder.profile.gridByRows) assert.equal(grid, decoder.profile.grid);
     assert.equal(plan.strategy, strategy ?? "lean");

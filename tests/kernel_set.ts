@@ -4,14 +4,15 @@
  * On a software adapter (lavapipe, SwiftShader) every new kernel specialisation costs seconds to
  * minutes of LLVM compilation with a cold shader cache, so the GPU tests there draw their shapes
  * from a small fixed set of kernel classes that still reaches every code path: each KV dtype,
- * lane counts 1, 2, 4, 8 and 16, rows per block 1, 2, 4, 6 and 8, subgroup and workgroup-memory reductions,
- * tile sizes 16 to 256, KV windows (the same kernels over smaller bindings), paged reads, the
- * merge, the attention variants (one family with every variant flag on at once), ragged query
- * lengths (the qLen 2 kernel) and MLA's wide-row class (32 padded lanes, V rows of their own
- * length). Mesa's shader cache then compiles each class once per run. The runner-format tests
- * (tests/runner_formats_test.ts) add one paged family of the paged tests' shape (f16 KV, 8/2
- * heads, d64) in HND pages, with f32 and with f16 queries and outputs: a decode kernel each, and
- * one merge kernel for the f16 output. On a hardware GPU, or with
+ * lane counts 1, 2, 4, 8 and 16, rows per block 1, 2, 4, 6 and 8, one and two row sets, subgroup
+ * and workgroup-memory reductions, tile sizes 16 to 256, KV windows (the same kernels over
+ * smaller bindings), paged reads, the merge, the attention variants (one family with every
+ * variant flag on at once), ragged query lengths (the qLen 2 kernel) and MLA's wide-row class
+ * (32 padded lanes, V rows of their own length). Mesa's shader cache then compiles each class
+ * once per run. The runner-format tests (tests/runner_formats_test.ts) add one paged family of
+ * the paged tests' shape (f16 KV, 8/2 heads, d64) in HND pages, with f32 and with f16 queries
+ * and outputs: a decode kernel each, and one merge kernel for the f16 output. On a hardware GPU,
+ * or with
  * `LEAN_TEST_EXHAUSTIVE=1` (`deno task test:gpu`), the tests draw from the whole shape space.
  *
  * The guard ({@linkcode guardKernelSet}) makes the set binding: a decode call on a software
@@ -36,7 +37,10 @@ export interface KernelFamily {
   readonly kvDtype: KVDtype;
 }
 
-/** GQA 8/2 with f32 KV at d64: 4 rows per block, 8 lanes (the family most tests use). */
+/**
+ * GQA 8/2 with f32 KV at d64: 4 rows per block in two row sets, 8 lanes (the family most tests
+ * use).
+ */
 export const F32_GQA: KernelFamily = {
   numHeads: 8,
   numKVHeads: 2,
@@ -52,7 +56,7 @@ export const F16_MHA: KernelFamily = {
   qLen: 1,
   kvDtype: "f16",
 };
-/** MQA 3/1 with bf16 KV at d96 and qLen 2: 6 rows per block, 4 lanes, causal rows. */
+/** MQA 3/1 with bf16 KV at d96 and qLen 2: 6 rows per block (two row sets of 3), 4 lanes, causal rows. */
 export const BF16_Q2: KernelFamily = {
   numHeads: 3,
   numKVHeads: 1,

@@ -21,6 +21,7 @@ import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
 import { KV_DTYPES } from "../mod.ts";
 import { tileConfig } from "../plan.ts";
 import { fcParams } from "./helpers.ts";
+import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 
 /** Specs the planner can produce, with tile options the decoder accepts. */
 const specArb: fc.Arbitrary<KernelSpec> = fc.record({
@@ -39,6 +40,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   qDtype: fc.constantFrom<"f32" | "f16" | undefined>(undefined, "f32", "f16"),
   outDtype: fc.constantFrom<"f32" | "f16" | undefined>(undefined, "f32", "f16"),
   tokenScales: fc.boolean(),
+  rowSets: fc.constantFrom(1, 2, 4),
 }).map((r) => {
   const t = tileConfig(r, r);
   const chunks = r.headDim / elementsPerLoad(r.kvDtype, r.headDim);
@@ -46,7 +48,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   while (lanes * 2 <= Math.min(r.maxLanes, r.workgroupSize) && chunks % (lanes * 2) === 0) {
     lanes *= 2;
   }
-  return {
+  const spec: KernelSpec = {
     headDim: r.headDim,
     kvDtype: r.kvDtype,
     tileTokens: t.tileTokens,
@@ -65,6 +67,10 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
       ? { kvScales: r.tokenScales ? "token" as const : "tensor" as const }
       : {}),
   };
+  // The row sets the layout resolves to (fewer where they do not divide the rows), so that
+  // equal kernels have equal specs.
+  const rowSets = kernelLayout({ ...spec, rowSets: r.rowSets }).rowSets;
+  return rowSets > 1 ? { ...spec, rowSets } : spec;
 });
 
 function constant(wgsl: string, name: string): number {
@@ -87,7 +93,8 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       assert.equal(constant(wgsl, "LANES"), l.lanes);
       assert.equal(constant(wgsl, "GROUPS"), l.groups);
       assert.equal(constant(wgsl, "STEP"), l.groups * l.unroll);
-      assert.equal(l.groups * l.lanes, spec.workgroupSize, "every thread has a lane");
+      assert.equal(l.groups * l.lanes * l.rowSets, spec.workgroupSize, "every thread has a lane");
+      assert.equal(l.rowsPerThread * l.rowSets, spec.rowsPerBlock, "row sets split the rows");
       assert.equal(l.chunksPerLane * l.lanes, l.chunks, "lanes split a row's chunks exactly");
       assert.ok(l.step <= Math.max(l.groups, spec.tileTokens), "a step is not longer than a tile");
       // Every lane loads each of its chunks once per token of the step.
@@ -295,4 +302,45 @@ Deno.test("runner formats: HND addressing, f16 queries and outputs are keyed and
     }),
     fcParams(100),
   );
+});
+
+Deno.test("row sets split a block's rows among lane groups that read the same K/V", () => {
+  const base: KernelSpec = {
+    headDim: 64,
+    kvDtype: "f16",
+    tileTokens: 64,
+    rowsPerBlock: 4,
+    workgroupSize: 128,
+    lanes: 8,
+    subgroups: true,
+  };
+  const one = kernelLayout(base);
+  const two = kernelLayout({ ...base, rowSets: 2 });
+  assert.equal(one.groups, 16);
+  assert.equal(one.rowsPerThread, 4);
+  assert.equal(two.groups, 8, "half the token groups: two lane groups per token");
+  assert.equal(two.rowsPerThread, 2);
+  // 6 rows: 4 row sets do not divide them, 2 do (3 rows each).
+  assert.equal(kernelLayout({ ...base, rowsPerBlock: 6, rowSets: 4 }).rowSets, 2);
+  assert.equal(kernelLayout({ ...base, rowsPerBlock: 1, rowSets: 2 }).rowSets, 1);
+  assert.throws(() => kernelLayout({ ...base, rowSets: 3 }), RangeError);
+  const wgsl = decodeKernelWGSL({ ...base, rowSets: 2 });
+  assert.ok(wgsl.includes("let rs0 = (lg % 2u) * 2u;"), "each row set starts at its own row");
+  assert.ok(wgsl.includes("var qv = array<vec4<f32>, 4>();"), "a thread holds 2 rows x 2 vec4");
+  assert.ok(!decodeKernelWGSL(base).includes("rs0"), "one row set: the kernel of before");
+  assert.ok(specKey("decode", { ...base, rowSets: 2 }).endsWith(":rs2"));
+  assert.equal(specKey("decode", { ...base, rowSets: 1 }), specKey("decode", base));
+});
+
+Deno.test("a device-wide lane count meets shorter rows with the most lanes dividing them", () => {
+  const plan = (headDim: number) => ({
+    problem: { headDim, kvDtype: "f16" as const },
+    tiles: tileConfig({ headDim, rowsPerGroup: 4, kvDtype: "f16" }),
+  });
+  assert.equal(kernelSpec(plan(128), undefined, { lanes: 16 }).lanes, 16);
+  assert.equal(kernelSpec(plan(64), undefined, { lanes: 16 }).lanes, 8);
+  assert.equal(kernelSpec(plan(24), undefined, { lanes: 16 }).lanes, 1);
+  // Row sets come from the tuning, else from the table.
+  assert.equal(kernelSpec(plan(64), undefined, { rowSets: 1 }).rowSets, undefined);
+  assert.equal(kernelSpec(plan(64)).rowSets, kernelChoice(64, 4).rowSets);
 });

@@ -34,7 +34,8 @@ export interface KernelTuning {
   subgroups?: boolean;
   /**
    * Threads per token (default: the kernel table's choice for the block's rows and head dim, at
-   * most the smallest subgroup; see `KERNEL_TABLE` in `src/kernels/kernel_spec.ts`).
+   * most the smallest subgroup; see `KERNEL_TABLE` in `src/kernels/kernel_spec.ts`). Rows whose
+   * 16-byte chunks it does not divide take the most lanes (a power of two) that divide them.
    */
   lanes?: number;
   /** Tokens each lane group loads per step (default: the kernel table's choice). */
@@ -46,6 +47,11 @@ export interface KernelTuning {
    * as kernels before 0.2 did: for measurements).
    */
   fastSteps?: boolean;
+  /**
+   * Lane groups that split a block's query rows, reading the same K and V (default: the kernel
+   * table's choice; see `KernelSpec.rowSets`).
+   */
+  rowSets?: number;
 }
 
 /** Splits a workgroup count over x and y when it exceeds the per-dimension limit. */
@@ -84,6 +90,15 @@ export function kernelSpec(
     const fits = (n: number) =>
       choice.padded ? n <= Math.max(chunks, chunksV) : chunks % n === 0 && chunksV % n === 0;
     while (lanes * 2 <= cap && fits(lanes * 2)) lanes *= 2;
+  } else if (
+    !choice.padded && Number.isInteger(tuning.lanes) && tuning.lanes > 1 &&
+    (chunks % tuning.lanes !== 0 || chunksV % tuning.lanes !== 0)
+  ) {
+    // A device-wide tuning meets every head dim: shorter rows take the most lanes dividing them.
+    lanes = 1;
+    while (lanes * 2 <= tuning.lanes && chunks % (lanes * 2) === 0 && chunksV % (lanes * 2) === 0) {
+      lanes *= 2;
+    }
   }
   const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
   return {
@@ -109,6 +124,7 @@ export function kernelSpec(
     prefetch,
     ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
     ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
+    ...rowChoices(tuning, choice),
   };
 }
 
@@ -116,4 +132,10 @@ export function kernelSpec(
 function variantSpec(variant: Plan["problem"]["variant"]): Pick<KernelSpec, "variant"> {
   const flags = variantFlags(variant);
   return flags.window || flags.softCap || flags.alibi || flags.sinks ? { variant: flags } : {};
+}
+
+/** The row-set choice of a spec: the tuning's, else the table's (omitted at 1). */
+function rowChoices(tuning: KernelTuning, choice: { rowSets?: number }): { rowSets?: number } {
+  const rowSets = tuning.rowSets ?? choice.rowSets ?? 1;
+  return rowSets > 1 ? { rowSets } : {};
 }

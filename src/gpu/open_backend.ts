@@ -6,7 +6,7 @@
  * @module
  */
 
-import { kernelParams, type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
+import { kernelParams, type KernelSpec, kernelTableKey, specKey } from "../kernels/kernel_spec.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import type { PipelineCache } from "./pipeline_cache.ts";
@@ -51,6 +51,8 @@ export interface WebGPUBackendOptions extends TileOptions {
 
 /** Rows-per-block classes the grid is calibrated for (see `gridFor`). */
 const ROW_CLASSES = [1, 2, 4, 8];
+/** Head dims of the kernel table's head-dim classes (up to 64, up to 128, beyond). */
+const HEAD_DIM_CLASSES = [128, 64, 256];
 
 /** Builds the calibration probe: `n` workgroups decoding identical pieces with the default spec. */
 function calibrationProbe(
@@ -61,9 +63,10 @@ function calibrationProbe(
   tileOptions: TileOptions,
   specOf: (plan: Parameters<typeof kernelSpec>[0]) => KernelSpec,
   rows = 4,
-): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string } {
-  const tiles = tileConfig({ headDim: 128, rowsPerGroup: rows, kvDtype: "f16" }, tileOptions);
-  const spec = specOf({ problem: { headDim: 128, kvDtype: "f16" }, tiles });
+  headDim = 128,
+): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string; classKey: string } {
+  const tiles = tileConfig({ headDim, rowsPerGroup: rows, kvDtype: "f16" }, tileOptions);
+  const spec = specOf({ problem: { headDim, kvDtype: "f16" }, tiles });
   const tokens = software ? 64 : 1024;
   const maxN = 8192;
   const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
@@ -85,21 +88,21 @@ function calibrationProbe(
     groupSize: rows,
     rowsPerGroup: rows,
     numKVHeads: 1,
-    headDim: 128,
+    headDim,
     kvDtype: "f16",
     pieceBase: maxN + 1,
     reduceBase: 0,
     count: maxN,
     scale: 0,
   });
-  const kv = new Uint32Array(tokens * 64).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
+  const kv = new Uint32Array(tokens * headDim / 2).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
   const buffers: Partial<Record<BindingName, readonly [ArrayBufferView, number]>> = {
     params: [words, UNIFORM],
     sched: [sched, STORAGE_IN],
-    q: [new Float32Array(rows * 128).fill(0.01), STORAGE_IN],
+    q: [new Float32Array(rows * headDim).fill(0.01), STORAGE_IN],
     k: [kv, STORAGE_IN],
     v: [kv, STORAGE_IN],
-    out: [new Float32Array(rows * 128), STORAGE_OUT],
+    out: [new Float32Array(rows * headDim), STORAGE_OUT],
     partials: [new Float32Array(16), STORAGE_OUT],
     lse: [new Float32Array(Math.max(4, rows)), STORAGE_OUT],
   };
@@ -121,6 +124,7 @@ function calibrationProbe(
   });
   return {
     key: specKey("decode", spec),
+    classKey: kernelTableKey(headDim, tiles.rowsPerBlock),
     probe: (pass, n) => {
       pass.setPipeline(decode);
       pass.setBindGroup(0, bindGroup);
@@ -153,34 +157,55 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
   } else {
     const calibrationPool = new BufferPool(device);
     try {
-      // Kernels holding more query rows keep more registers, so fewer run at once: one grid per
-      // rows-per-block class.
+      // Kernels holding more query rows, or longer rows, keep more registers, so fewer run at
+      // once: one grid per kernel-table class (rows per block x head-dim class). The d128
+      // grids are also the per-rows grids (`gridByRows`) for other head dims.
       const grids: Record<number, number> = {};
+      const byClass: Record<string, number> = {};
       let source: DeviceProfile["source"] = "calibrated";
-      for (const [i, rows] of ROW_CLASSES.entries()) {
+      const classes = HEAD_DIM_CLASSES.flatMap((headDim) =>
+        ROW_CLASSES.map((rows) => ({ headDim, rows }))
+      );
+      for (const [i, { headDim, rows }] of classes.entries()) {
         notify(onProgress, {
           stage: "calibrate",
           message: `calibrating the lean grid (${rows} row${rows > 1 ? "s" : ""} per block, ` +
-            `${i + 1} of ${ROW_CLASSES.length})`,
+            `head dim ${headDim}, ${i + 1} of ${classes.length})`,
           done: i,
-          total: ROW_CLASSES.length,
+          total: classes.length,
         });
-        const { probe, key } = calibrationProbe(
-          device,
-          calibrationPool,
-          pipelines,
-          false,
-          tileOptions,
-          (plan) => kernelSpec(plan, caps, tuning),
-          rows,
-        );
+        // A class whose kernel cannot be built with the caller's tuning keeps the per-rows grid.
+        let made: ReturnType<typeof calibrationProbe>;
+        try {
+          made = calibrationProbe(
+            device,
+            calibrationPool,
+            pipelines,
+            false,
+            tileOptions,
+            (plan) => kernelSpec(plan, caps, tuning),
+            rows,
+            headDim,
+          );
+        } catch (e) {
+          if (headDim === 128) throw e;
+          continue;
+        }
+        const { probe, key, classKey } = made;
         // The first class warms the GPU (its clock idles low); the others follow right after.
-        const warmupMs = rows === ROW_CLASSES[0] ? 300 : 50;
+        const warmupMs = i === 0 ? 300 : 50;
         const p = await deviceProfile(device, summary.description, false, probe, key, warmupMs);
-        grids[rows] = p.grid;
+        if (headDim === 128) grids[rows] = p.grid;
+        byClass[classKey] ??= p.grid;
         if (p.source !== "calibrated") source = p.source;
       }
-      profile = { name: summary.description, grid: grids[1], source, gridByRows: grids };
+      profile = {
+        name: summary.description,
+        grid: grids[1],
+        source,
+        gridByRows: grids,
+        gridByClass: byClass,
+      };
     } catch {
       profile = tableProfile(summary.description, summary.software);
     } finally {

@@ -54,7 +54,7 @@ export function decodeWorkgroupBytes(spec: KernelSpec): number {
   const l = kernelLayout(spec);
   const acc = spec.rowsPerBlock * (spec.headDimV ?? spec.headDim) * 4;
   const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
-  const entries = l.groups * l.unroll * spec.rowsPerBlock;
+  const entries = l.groups * l.rowSets * l.unroll * l.rowsPerThread;
   const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
   return acc + maxima + exchange;
 }
@@ -72,11 +72,16 @@ export function decodeWorkgroupBytes(spec: KernelSpec): number {
  * ```
  */
 export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
-  const { headDim: D, tileTokens: T, rowsPerBlock: RP, workgroupSize: W } = spec;
+  const { headDim: D, tileTokens: T, rowsPerBlock: RB, workgroupSize: W } = spec;
   const L = kernelLayout(spec);
   const variant = VARIANT_WGSL.causal;
   const flags = spec.variant ?? {};
   const { lanes, chunksPerLane: CPL, chunksPerLaneV: CPLV, groups: G, unroll: U, step } = L;
+  // Rows this thread holds (all the block's rows unless row sets split them among lane groups).
+  const RP = L.rowsPerThread;
+  const RS = L.rowSets;
+  // The block row of this thread's row r: row sets hold consecutive rows from `rs0`.
+  const row = (r: number) => (RS > 1 ? `(rs0 + ${r}u)` : `${r}u`);
   const DV = spec.headDimV ?? D; // V and output rows (MLA: shorter than K's)
   // K and V rows load the same chunk size (8 bytes where an 8-bit row is not 16-byte aligned).
   const loadDim = kvLoadDim(D, spec.headDimV);
@@ -203,7 +208,7 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y;`)}`
     ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}`
     : "";
   const logits = variantLogitsWGSL(flags, U, RP);
-  const rowsState = variantRowsWGSL(flags, RP);
+  const rowsState = variantRowsWGSL(flags, RP, row);
   // Sinks join the denominator of the rows this kernel finishes itself (direct pieces).
   const fin = flags.sinks
     ? { l: "fin_l", m: "fin_m", scaled: (v: string, r: string) => `${v} * fin_c[${r}]` }
@@ -221,7 +226,7 @@ fn poisoned(x: f32) -> bool {
   return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
 }`;
   const io = ioWGSL(spec);
-  const entries = G * U * RP; // (token, row) scores per step
+  const entries = G * RS * U * RP; // (token, row) scores per step
   const exchange = L.subgroups || lanes === 1 ? "" : `const XHALF: u32 = ${entries * (lanes + 1)}u;
 const SHALF: u32 = ${entries}u;
 var<workgroup> xs: array<f32, ${2 * entries * (lanes + 1)}>;
@@ -231,11 +236,11 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
   }// lean-attention decode kernel: D=${D}${
     splitV ? ` DV=${DV}` : ""
-  } kv=${spec.kvDtype} T=${T} RP=${RP} W=${W} lanes=${lanes} unroll=${U}${
+  } kv=${spec.kvDtype} T=${T} RP=${RB} W=${W} lanes=${lanes} unroll=${U}${
     L.subgroups ? " subgroups" : ""
   }${L.paged ? " paged" : ""}${L.paged && spec.kvLayout === "HND" ? " hnd" : ""}${
     scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
-  }
+  }${RS > 1 ? ` rowSets=${RS}` : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -252,13 +257,13 @@ const D: u32 = ${D}u;
 const D4: u32 = ${D / 4}u;
 const DV: u32 = ${DV}u;
 const T: u32 = ${T}u;
-const RP: u32 = ${RP}u;
+const RP: u32 = ${RB}u;
 const CHUNKS: u32 = ${L.chunks}u;
 const CHUNKS_V: u32 = ${L.chunksV}u;
 const LANES: u32 = ${lanes}u;
 const GROUPS: u32 = ${G}u;
 const STEP: u32 = ${step}u;
-const SLOT: u32 = ${RP * (DV + 2)}u;
+const SLOT: u32 = ${RB * (DV + 2)}u;
 const NEG: f32 = ${NEG_SCORE.toExponential()};
 const Z4: vec4<f32> = vec4<f32>(0.0);
 // A NaN built at run time: WGSL rejects NaN in constant expressions.
@@ -266,10 +271,10 @@ var<private> nan_bits: u32 = 0x7fc00000u;
 const DIRECT: u32 = 0xffffffffu;
 
 // The groups' merged output, and each group's row maxima then the merged sums.
-var<workgroup> acc: array<vec4<f32>, ${RP * (DV / 4)}>;
-var<workgroup> m_sh: array<f32, ${G * RP}>;
-var<workgroup> l_sh: array<f32, ${RP}>;
-var<workgroup> bad_sh: array<atomic<u32>, ${RP}>;
+var<workgroup> acc: array<vec4<f32>, ${RB * (DV / 4)}>;
+var<workgroup> m_sh: array<f32, ${G * RB}>;
+var<workgroup> l_sh: array<f32, ${RB}>;
+var<workgroup> bad_sh: array<atomic<u32>, ${RB}>;
 ${exchange}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
@@ -293,9 +298,13 @@ fn main(
     return;
   }
   let lane = lid % LANES;
-  let g = lid / LANES;${tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""}${
-    padK ? `\n  let kpad = min(lane + ${(CPL - 1) * lanes}u, CHUNKS - 1u) - lane;` : ""
-  }${padV ? `\n  let vpad = min(lane + ${(CPLV - 1) * lanes}u, CHUNKS_V - 1u) - lane;` : ""}
+  // Lane group (one per token and row set), token group, and this row set's first block row.
+  let lg = lid / LANES;
+  let g = lg / ${RS}u;${RS > 1 ? `\n  let rs0 = (lg % ${RS}u) * ${RP}u;` : ""}${
+    tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""
+  }${padK ? `\n  let kpad = min(lane + ${(CPL - 1) * lanes}u, CHUNKS - 1u) - lane;` : ""}${
+    padV ? `\n  let vpad = min(lane + ${(CPLV - 1) * lanes}u, CHUNKS_V - 1u) - lane;` : ""
+  }
   let p_begin = sched[w];
   let p_end = sched[w + 1u];
   for (var pc = p_begin; pc < p_end; pc++) {
@@ -317,8 +326,8 @@ fn main(
     var qv = array<vec4<f32>, ${RP * E4}>();
 ${
     lines(RP, (r) =>
-      `    if (${r}u < n_rows) {
-      let qb = query_row(q_start, q_len, kv_head, r0 + ${r}u) * D4;
+      `    if (${row(r)} < n_rows) {
+      let qb = query_row(q_start, q_len, kv_head, r0 + ${row(r)}) * D4;
 ${
         grid(CPL, V4, (i, j) =>
           padK && i === CPL - 1
@@ -338,14 +347,14 @@ ${
 ${
     lines(RP, (r) =>
       `    lim[${r}] = select(0u, min(${
-        variant.visible("seq_len", "q_len", `(r0 + ${r}u) % q_len`)
-      }, tok_end), ${r}u < n_rows);`)
+        variant.visible("seq_len", "q_len", `(r0 + ${row(r)}) % q_len`)
+      }, tok_end), ${row(r)} < n_rows);`)
   }
 ${
     fastSteps
       ? `    // Tokens every row of the block may see.
     var lim_all = tok_end;
-${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${r}u < n_rows);`)}`
+${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${row(r)} < n_rows);`)}`
       : ""
   }${rowsState ? `\n${rowsState}` : ""}
     var m = array<f32, ${RP}>();
@@ -385,20 +394,23 @@ ${fastSteps ? lines(RP, (r) => `    bad[${r}] |= select(0u, 1u, poisoned(l[${r}]
     if (lane == 0u) {
 ${
     lines(RP, (r) =>
-      `      m_sh[g * RP + ${r}u] = m[${r}];
-      atomicOr(&bad_sh[${r}u], bad[${r}]);`)
+      `      m_sh[g * RP + ${row(r)}] = m[${r}];
+      atomicOr(&bad_sh[${row(r)}], bad[${r}]);`)
   }
     }
     workgroupBarrier();
-    var mm = array<f32, ${RP}>();
-    var any_bad = array<u32, ${RP}>();
-${lines(RP, (r) => `    any_bad[${r}] = atomicLoad(&bad_sh[${r}u]);`)}
+    var mm = array<f32, ${RB}>();
+    var any_bad = array<u32, ${RB}>();
+${lines(RB, (r) => `    any_bad[${r}] = atomicLoad(&bad_sh[${r}u]);`)}
+${
+    lines(RB, (r) =>
+      `    mm[${r}] = NEG;
+    for (var gg = 0u; gg < GROUPS; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }`)
+  }
 ${
     lines(RP, (r) =>
-      `    mm[${r}] = NEG;
-    for (var gg = 0u; gg < GROUPS; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }
-    {
-      let sc = exp2(m[${r}] - mm[${r}]);
+      `    {
+      let sc = exp2(m[${r}] - mm[${RS > 1 ? `rs0 + ${r}u` : r}]);
       l[${r}] *= sc;
 ${grid(CPLV, V4, (i, j) => `      o[${oi(r, i, j)}] *= sc;`)}
     }`)
@@ -408,7 +420,7 @@ ${grid(CPLV, V4, (i, j) => `      o[${oi(r, i, j)}] *= sc;`)}
 ${
     lines(RP, (r) =>
       grid(CPLV, V4, (i, j) => {
-        const at = `${r * (DV / 4)}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
+        const at = `${row(r)} * ${DV / 4}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
         const write = `acc[${at}] = select(acc[${at}] + o[${oi(r, i, j)}], o[${
           oi(r, i, j)
         }], gg == 0u);`;
@@ -418,7 +430,10 @@ ${
       }))
   }
         if (lane == 0u) {
-${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}], gg == 0u);`)}
+${
+    lines(RP, (r) =>
+      `          l_sh[${row(r)}] = select(l_sh[${row(r)}] + l[${r}], l[${r}], gg == 0u);`)
+  }
         }
       }
       workgroupBarrier();
@@ -426,7 +441,7 @@ ${lines(RP, (r) => `          l_sh[${r}] = select(l_sh[${r}] + l[${r}], l[${r}],
 
 ${
     flags.sinks
-      ? `${sinkFinalWGSL(RP)}\n`
+      ? `${sinkFinalWGSL(RB)}\n`
       : ""
   }    // Write the final output, or the partial state (unnormalised o, max m, sum l).
     for (var i = lid; i < RP * DV; i += ${W}u) {

@@ -66,7 +66,7 @@ export function laneReduceWGSL(shape: StepShape): string {
       let sb = select(0u, SHALF, odd);
 ${
       grid(U, RP, (u, r) =>
-        `      xs[xb + (g * ${U * RP}u + ${u * RP + r}u) * ${lanes + 1}u + lane] = d${u}_${r};`)
+        `      xs[xb + (lg * ${U * RP}u + ${u * RP + r}u) * ${lanes + 1}u + lane] = d${u}_${r};`)
     }
       workgroupBarrier();
       for (var e = lid; e < SHALF; e += ${W}u) {
@@ -75,7 +75,7 @@ ${
         ss[sb + e] = sum;
       }
       workgroupBarrier();
-${grid(U, RP, (u, r) => `      d${u}_${r} = ss[sb + g * ${U * RP}u + ${u * RP + r}u];`)}`;
+${grid(U, RP, (u, r) => `      d${u}_${r} = ss[sb + lg * ${U * RP}u + ${u * RP + r}u];`)}`;
   }
   return reduce;
 }

@@ -52,8 +52,8 @@ ${KV_DTYPE_INFO.f16.wgslPack}`
 }
 
 /**
- * The decode kernel's write of a direct piece's `f16` output: two elements per thread and `u32`,
- * for a workgroup of `W` threads.
+ * The decode kernel's write of a direct piece's `f16` output (rows of `DV`, V's head dim): two
+ * elements per thread and `u32`, for a workgroup of `W` threads.
  */
 export function directHalfWGSL(
   W: number,
@@ -61,15 +61,15 @@ export function directHalfWGSL(
 ): string {
   return `
     if (slot == DIRECT) {
-      for (var i = 2u * lid; i < RP * D; i += ${2 * W}u) {
-        let r = i / D;
+      for (var i = 2u * lid; i < RP * DV; i += ${2 * W}u) {
+        let r = i / DV;
         if (r < n_rows) {
           let bad = any_bad[r] != 0u;
           let lo = select(${normalise("acc[i >> 2u][i & 3u]", "r")}, bitcast<f32>(nan_bits), bad);
           let hi = select(${
     normalise("acc[(i + 1u) >> 2u][(i + 1u) & 3u]", "r")
   }, bitcast<f32>(nan_bits), bad);
-          out[(query_row(seq, kv_head, r0 + r) * D + i % D) / 2u] =
+          out[(query_row(q_start, q_len, kv_head, r0 + r) * DV + i % DV) / 2u] =
             half_bits(lo) | (half_bits(hi) << 16u);
         }
       }

@@ -60,6 +60,13 @@ export interface KernelSpec {
    */
   readonly variant?: KernelVariantFlags;
   /**
+   * Row sets: the block's query rows are split among this many lane groups per token, each
+   * holding `rowsPerBlock / rowSets` rows, and the lane groups of one token read the same K and
+   * V chunks in the same load (one memory request). Fewer registers per thread (more workgroups
+   * per multiprocessor) for more K/V unpacking. Default 1; halved until it divides the rows.
+   */
+  readonly rowSets?: number;
+  /**
    * 8-bit KV dtypes: where the scales come from, `"tensor"` (default: `kScale` / `vScale` of the
    * params block) or `"token"` (the `kvScales` binding, one `vec2<f32>(k, v)` per row and KV head).
    */
@@ -78,8 +85,12 @@ export interface KernelLayout {
   readonly chunksPerLane: number;
   /** V chunks each lane loads per token. */
   readonly chunksPerLaneV: number;
-  /** Token groups in a workgroup (`workgroupSize / lanes`). */
+  /** Token groups in a workgroup (`workgroupSize / (lanes * rowSets)`). */
   readonly groups: number;
+  /** Lane groups sharing a token, each holding `rowsPerThread` of the block's rows. */
+  readonly rowSets: number;
+  /** Query rows each thread holds (`rowsPerBlock / rowSets`). */
+  readonly rowsPerThread: number;
   /** Tokens a group loads per step. */
   readonly unroll: number;
   /** Tokens the workgroup covers per step (`groups * unroll`). */
@@ -104,17 +115,21 @@ export interface KernelChoice {
    * dims is 72 f16 chunks, which no power of two above 8 divides).
    */
   readonly padded?: boolean;
+  /** Row sets per token (see `KernelSpec.rowSets`; default 1). */
+  readonly rowSets?: number;
 }
 
 /**
  * The default kernel choice per class: query rows per block (1, 2, 4, 8) and head dim (up to
- * 64, up to 128, more). Each lane holds `2 x rows x headDim / lanes` floats of query and output
- * state, so blocks of more rows want more lanes (registers); fewer lanes per token divide each
- * token's per-row work (the shuffles that add the lanes' partial dot products, the softmax,
- * which every lane of the group repeats) among fewer threads. The classes of the benchmark's
- * cases (r1 d128, r4 d64/d128/d256, r8 d128) were picked by `bench/pick_table.ts` from the H200
- * sweep of `bench/tune.ts` (bench/notes.md); the others keep the choice of the kernel before
- * the table (the most lanes up to 16 that divide the row, unroll 2 / chunks per lane).
+ * 64, up to 128, more). Each lane holds `2 x rows x headDim / (lanes x rowSets)` floats of query
+ * and output state, so blocks of more rows or longer rows want more lanes or row sets
+ * (registers); fewer lanes per token divide each token's per-row work (the shuffles that add
+ * the lanes' partial dot products, the softmax, which every lane of the group repeats) among
+ * fewer threads, and every row set unpacks its own copy of the token's K and V. The classes of
+ * the benchmark's cases (r1 d128, r4 d64/d128/d256, r8 d128) were picked by
+ * `bench/pick_table.ts` from the H200 sweeps of `bench/tune.ts` (bench/notes.md); the others
+ * keep the choice of the kernel before the table (the most lanes up to 16 that divide the row,
+ * unroll 2 / chunks per lane).
  */
 export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r1 d64": { lanes: 8, unroll: 2 },
@@ -123,11 +138,11 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r2 d64": { lanes: 8, unroll: 2 },
   "r2 d128": { lanes: 16, unroll: 2 },
   "r2 d256": { lanes: 16, unroll: 1 },
-  "r4 d64": { lanes: 8, unroll: 2, prefetch: false },
-  "r4 d128": { lanes: 8, unroll: 2, prefetch: false },
-  "r4 d256": { lanes: 8, unroll: 1 },
+  "r4 d64": { lanes: 8, unroll: 4, prefetch: false, rowSets: 2 },
+  "r4 d128": { lanes: 8, unroll: 4, prefetch: false },
+  "r4 d256": { lanes: 8, unroll: 4, prefetch: false, rowSets: 2 },
   "r8 d64": { lanes: 8, unroll: 2 },
-  "r8 d128": { lanes: 16, unroll: 2 },
+  "r8 d128": { lanes: 8, unroll: 4, prefetch: false, rowSets: 2 },
   "r8 d256": { lanes: 16, unroll: 1 },
   // MLA (K 576, V 512, one latent KV head for 16-128 query heads): a whole 32-lane subgroup per
   // token, so each lane holds (576 + 512) / 32 floats per row and a block serves 4 rows (not yet
@@ -214,14 +229,21 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
   }
   const subgroups = spec.subgroups ?? false;
   const prefetch = spec.prefetch ?? false;
-  const RP = spec.rowsPerBlock;
+  let rowSets = spec.rowSets ?? 1;
+  if (!Number.isInteger(rowSets) || rowSets < 1 || (rowSets & (rowSets - 1)) !== 0) {
+    throw new RangeError(`rowSets must be a power of two: got ${rowSets}`);
+  }
+  while (rowSets > 1 && spec.rowsPerBlock % rowSets !== 0) rowSets /= 2;
+  let RP = spec.rowsPerBlock / rowSets;
   // Workgroup memory of the reduction through workgroup memory (none with shuffles or 1 lane).
   const exchange = (l: number, u: number) =>
     subgroups || l === 1 ? 0 : 2 * (spec.workgroupSize / l) * u * RP * (l + 2);
   // Without shuffles, fewer lanes when even one token per step would not fit.
   while (exchange(lanes, 1) > EXCHANGE_FLOATS) lanes /= 2;
+  while (rowSets > 1 && spec.workgroupSize % (lanes * rowSets) !== 0) rowSets /= 2;
+  RP = spec.rowsPerBlock / rowSets;
   const chunksPerLane = Math.ceil(chunks / lanes);
-  const groups = spec.workgroupSize / lanes;
+  const groups = spec.workgroupSize / (lanes * rowSets);
   // Registers: each lane holds `unroll` K and V chunks (twice with prefetch); the reduction in
   // workgroup memory holds unroll x rows sums per group; a step is not longer than a tile.
   let unroll = spec.unroll ?? Math.max(1, Math.floor((prefetch ? 2 : 4) / chunksPerLane));
@@ -234,6 +256,8 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
     chunksPerLane,
     chunksPerLaneV: Math.ceil(chunksV / lanes),
     groups,
+    rowSets,
+    rowsPerThread: RP,
     unroll,
     step: groups * unroll,
     subgroups,
@@ -251,7 +275,9 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.qDtype === "f16" ? ":qf16" : ""
   }${spec.outDtype === "f16" ? ":of16" : ""}${spec.prefetch ? ":pf" : ""}${
     spec.fastSteps === false ? ":masked" : ""
-  }${variantKey(spec.variant)}${spec.kvScales === "token" ? ":tokscale" : ""}`;
+  }${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${variantKey(spec.variant)}${
+    spec.kvScales === "token" ? ":tokscale" : ""
+  }`;
 }
 
 /**

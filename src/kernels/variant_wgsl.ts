@@ -123,11 +123,15 @@ fn soft_cap(x: f32) -> f32 {
 }
 
 /**
- * The decode kernel's per-row variant state, after `lim` (rows `0 .. RP - 1` of the block from
- * `r0`, `n_rows` of them real): each row's position `pq`, its window start `lo` and the block's
+ * The decode kernel's per-row variant state, after `lim` (the thread's rows `0 .. RP - 1`, block
+ * rows `row(r)` from `r0`, `n_rows` of the block's real): each row's position `pq`, its window start `lo` and the block's
  * latest `lo_all` (the fast steps need every row's window to have begun), its ALiBi slope.
  */
-export function variantRowsWGSL(flags: KernelVariantFlags, RP: number): string {
+export function variantRowsWGSL(
+  flags: KernelVariantFlags,
+  RP: number,
+  row: (r: number) => string = (r) => `${r}u`,
+): string {
   const out: string[] = [];
   const rows = (body: (r: number) => string) =>
     Array.from({ length: RP }, (_, r) => body(r)).join("\n");
@@ -136,7 +140,7 @@ export function variantRowsWGSL(flags: KernelVariantFlags, RP: number): string {
       `    // Each row's absolute position P (counted from kv_start, as the piece's tokens are; the
     // piece's own q_len, for ragged batches).
     var pq = array<u32, ${RP}>();
-${rows((r) => `    pq[${r}] = seq_len - q_len + (r0 + ${r}u) % q_len;`)}`,
+${rows((r) => `    pq[${r}] = seq_len - q_len + (r0 + ${row(r)}) % q_len;`)}`,
     );
   }
   if (flags.window) {
@@ -146,7 +150,7 @@ ${rows((r) => `    pq[${r}] = seq_len - q_len + (r0 + ${r}u) % q_len;`)}`,
 ${
       rows((r) =>
         `    lo[${r}] = select(0u, pq[${r}] + 1u - params.window, pq[${r}] + 1u > params.window);
-    lo_all = select(lo_all, max(lo_all, lo[${r}]), ${r}u < n_rows);`
+    lo_all = select(lo_all, max(lo_all, lo[${r}]), ${row(r)} < n_rows);`
       )
     }`);
   }
@@ -154,7 +158,9 @@ ${
     out.push(`    var slope = array<f32, ${RP}>();
 ${
       rows((r) =>
-        `    slope[${r}] = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + ${r}u, params.group_size * q_len - 1u), q_len)];`
+        `    slope[${r}] = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + ${
+          row(r)
+        }, params.group_size * q_len - 1u), q_len)];`
       )
     }`);
   }

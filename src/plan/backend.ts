@@ -6,6 +6,7 @@
 
 import type { Plan } from "./plan.ts";
 import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
+import { kernelTableKey } from "../kernels/kernel_spec.ts";
 
 /**
  * Names of the backends; `"auto"` picks a hardware GPU when there is one, else the CPU.
@@ -42,6 +43,12 @@ export interface DeviceProfile {
    */
   readonly gridByRows?: Readonly<Record<number, number>>;
   /**
+   * Lean grids calibrated per kernel class, keyed like the kernel table (`"r4 d64"`: rows per
+   * block and head-dim class): the head dim changes a kernel's registers as much as its rows.
+   * Absent, or without the class: `gridByRows`.
+   */
+  readonly gridByClass?: Readonly<Record<string, number>>;
+  /**
    * Largest K or V binding in bytes; a larger KV cache is split into windows. Absent: no limit.
    */
   readonly maxBindingBytes?: number;
@@ -53,8 +60,9 @@ export interface DeviceProfile {
 }
 
 /**
- * The lean grid of a profile for kernels holding `rowsPerBlock` query rows: the grid of the
- * smallest calibrated class at least that large, else `profile.grid`.
+ * The lean grid of a profile for kernels holding `rowsPerBlock` query rows (of `headDim`, when
+ * given and its class calibrated: `gridByClass`): the grid of the smallest calibrated class at
+ * least that large, else `profile.grid`.
  *
  * @example
  * ```ts
@@ -63,7 +71,11 @@ export interface DeviceProfile {
  * console.log(gridFor(profile, 3)); // 400
  * ```
  */
-export function gridFor(profile: DeviceProfile, rowsPerBlock: number): number {
+export function gridFor(profile: DeviceProfile, rowsPerBlock: number, headDim?: number): number {
+  if (headDim !== undefined && profile.gridByClass) {
+    const byClass = profile.gridByClass[kernelTableKey(headDim, rowsPerBlock)];
+    if (byClass !== undefined) return byClass;
+  }
   const classes = profile.gridByRows;
   if (!classes) return profile.grid;
   const keys = Object.keys(classes).map(Number).sort((a, b) => a - b);
