@@ -87,7 +87,7 @@ Deno.test("each variant flag adds its code and its key; flags that are off add n
     alibi: { decode: ["@binding(9) var<storage, read> heads", "slope[0] * f32("], merge: [] },
     sinks: {
       decode: ["@binding(9) var<storage, read> heads", "fin_l[r]"],
-      merge: ["@binding(9) var<storage, read> heads", "total * c_fin / l_fin"],
+      merge: ["@binding(9) var<storage, read> heads", "total_of(dd) * c_fin / l_fin"],
     },
   };
   const keys = new Set<string>();

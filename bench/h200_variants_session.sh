@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Issue 16 (and 14) on the H200, in one call: the GPU test files of the variants, 8-bit KV,
+# ragged batches, MLA and runner formats (a hardware GPU runs their whole shape space), then the
+# benchmark rows the issue asks for: 8-bit KV beside f16 at 32k-512k, MLA beside MQA, a 128k
+# context with a 4096-token sliding window beside 4k and 128k, runner-owned pages (NHD and HND,
+# page sizes 1, 16, 128), and three cases of the whole set, all strategies, against the figures
+# of bench/results/h200_webgpu.json (issue 14: the one attention program changes no speed).
+# Results under $OUT (default bench/results/h200_variants): session.log and one file per step.
+# On the device machine: bash .gpu/boot.sh bash bench/h200_variants_session.sh
+set -u
+out=${OUT:-bench/results/h200_variants}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export NO_COLOR=1
+log="$out/session.log"
+stamp() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$log"; }
+# Runs a Deno script under a timeout, its output (minus npm warnings) into a file of its own.
+run_deno() {
+  local limit=$1 file=$2
+  shift 2
+  timeout "$limit" deno run -A --unstable-webgpu --v8-flags=--expose-gc "$@" 2>&1 |
+    grep -v -E '^Warning|lifecycle|node_modules|^\s*$|│|╭|╰' >"$out/$file"
+  stamp "exit ${PIPESTATUS[0]} ($file)"
+}
+
+stamp "start"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee -a "$log"
+
+stamp "== tests (Deno's WebGPU and the CPU)"
+LEAN_TEST_BACKENDS=cpu,webgpu timeout 170 deno test -A --unstable-webgpu \
+  tests/variants_test.ts tests/kv8_decode_test.ts tests/kv8_cache_test.ts tests/batches_test.ts \
+  tests/mla_test.ts tests/runner_formats_test.ts tests/paged_test.ts >"$out/tests.log" 2>&1
+stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests.log" | tail -1))"
+
+stamp "== 8-bit KV, MLA and MQA cases (lean)"
+run_deno 150 bench_kv8_mla.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+  --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b1 h32 128k|b16 16k|mla|mqa' \
+  --out="$out/h200_kv8_mla.json"
+
+stamp "== sliding window"
+run_deno 60 window.txt bench/window_bench.ts --backend webgpu --runs 25
+
+stamp "== runner-owned pages"
+run_deno 80 runner_pages.txt bench/runner_pages_bench.ts --context=32768 --batch=8 \
+  --page-sizes=1,16,128 --layouts=NHD,HND --out="$out/runner_pages.json"
+
+stamp "== one attention program: three cases, every strategy"
+run_deno 90 bench_program.txt bench/gpu_bench.ts --backend=webgpu \
+  --only='b1 h32 128k|gqa32/8 128k|b16 16k' --out="$out/h200_program.json"
+stamp "done"
