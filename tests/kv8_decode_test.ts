@@ -254,3 +254,35 @@ backendTest(
     }
   },
 );
+
+backendTest(
+  "every 8-bit code reaches the output exactly: one-token sequences whose V rows hold all 256",
+  async (decoder) => {
+    // One token per sequence: its softmax weight is 1, so each output row is its V row times
+    // the scale. 8 sequences x 2 KV heads x 16 dims = 256 codes, each once.
+    const codes = Uint8Array.from({ length: 256 }, (_, i) => i);
+    for (const kvDtype of KV8) {
+      const v = kvDtype === "int8" ? new Int8Array(codes.buffer) : codes;
+      const k = kvDtype === "int8" ? new Int8Array(256) : new Uint8Array(256);
+      const input: DecodeInput = {
+        q: new Float32Array(8 * 4 * 16).fill(0.5),
+        k,
+        v,
+        kScale: 1,
+        vScale: 0.5,
+        seqLens: [1, 1, 1, 1, 1, 1, 1, 1],
+        numHeads: 4,
+        numKVHeads: 2,
+        headDim: 16,
+        kvDtype,
+      };
+      const want = referenceAttention(input).out;
+      const { out } = await decoder.decode(input);
+      for (let i = 0; i < out.length; i++) {
+        const same = Object.is(out[i], Math.fround(want[i])) ||
+          (Number.isNaN(out[i]) && Number.isNaN(want[i]));
+        assert.ok(same, `${kvDtype} output ${i}: ${out[i]}, want ${want[i]}`);
+      }
+    }
+  },
+);

@@ -26,16 +26,22 @@ const UNPACK_WORD: Record<Kv8Format, string> = {
   int8: `fn unpack_word(w: u32) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }`,
-  // Normal codes: exponent and mantissa moved into an f32's fields, rebiased by 127 - 7;
-  // subnormal codes m x 2^-9 computed in floats (exact, and no f32 denormal on the way).
+  // Each code's sign, exponent and mantissa moved into an f16 (bias 15 for 7: times 2^8 after),
+  // which keeps the subnormal codes exact too: bytes 0 and 2, then 1 and 3, two per unpack.
+  // NaN codes (S.1111.111) only where a byte of w & 0x7f7f7f7f is 0x7f, which carries into
+  // its top bit: one test per word.
   fp8e4m3: `fn unpack_word(w: u32) -> vec4<f32> {
-  let b = (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
-  let mag = b & vec4<u32>(0x7fu);
-  let normal = (mag << vec4<u32>(20u)) + vec4<u32>(0x3c000000u);
-  let sub = bitcast<vec4<u32>>(vec4<f32>(mag) * 0.001953125);
-  var bits = select(normal, sub, mag < vec4<u32>(8u));
-  bits = select(bits, vec4<u32>(0x7fc00000u), mag == vec4<u32>(0x7fu));
-  return bitcast<vec4<f32>>(bits | ((b & vec4<u32>(0x80u)) << vec4<u32>(24u)));
+  let even = w & 0x00ff00ffu;
+  let odd = (w >> 8u) & 0x00ff00ffu;
+  let a = unpack2x16float(((even & 0x007f007fu) << 7u) | ((even & 0x00800080u) << 8u));
+  let b = unpack2x16float(((odd & 0x007f007fu) << 7u) | ((odd & 0x00800080u) << 8u));
+  var v = vec4<f32>(a.x, b.x, a.y, b.y) * 256.0;
+  if ((((w & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u) != 0u) {
+    let mag = (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0x7fu);
+    let nan = vec4<u32>(0x7fc00000u);
+    v = bitcast<vec4<f32>>(select(bitcast<vec4<u32>>(v), nan, mag == vec4<u32>(0x7fu)));
+  }
+  return v;
 }`,
   // An E5M2 code is the top byte of the f16 of the same value.
   fp8e5m2: `fn unpack_word(w: u32) -> vec4<f32> {
