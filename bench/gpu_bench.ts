@@ -16,7 +16,7 @@
  *
  * Usage: deno run -A --unstable-webgpu [--v8-flags=--expose-gc] bench/gpu_bench.ts
  *        [--backend=webgpu|dawn] [--anchor=FILE] [--triton=FILE] [--out=FILE] [--paged]
- *        [--only=SUBSTRING[|SUBSTRING...]] [--strategies=lean,split,single] [--runs=25]
+ *        [--only=SUBSTRING[|SUBSTRING...]] [--skip=SUBSTRING[|...]] [--strategies=lean,split,single] [--runs=25]
  *        [--warmup-ms=400] [--kernel=JSON] [--table=FILE] [--check]
  *
  * `--table=FILE` overrides entries of `KERNEL_TABLE` (JSON of the same shape, e.g. picked from a
@@ -255,6 +255,7 @@ console.log(
 );
 console.log(HEADER);
 const only = args.get("only")?.split("|");
+const skip = args.get("skip")?.split("|");
 const results: Row[] = [];
 /** Writes the results so far (after every case, so a run cut short keeps what it measured). */
 async function save(): Promise<void> {
@@ -282,6 +283,7 @@ async function save(): Promise<void> {
 }
 for (const c of await loadCases()) {
   if (only && !only.some((part) => c.name.includes(part))) continue;
+  if (skip && skip.some((part) => c.name.includes(part))) continue;
   try {
     results.push(...await runCase(device, c, ceilings));
   } catch (e) {

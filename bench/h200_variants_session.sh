@@ -23,6 +23,23 @@ run_deno() {
   stamp "exit ${PIPESTATUS[0]} ($file)"
 }
 
+if [ "${1:-}" = second ]; then
+  # The second call: the window benchmark (its file was left out of the first call's results),
+  # fp8e4m3 after its cheaper unpack, and issue 13's last lead: prefetch at unroll 4 for the
+  # 4- and 8-row classes (bench/table_prefetch_u4.json) on every case those classes run.
+  stamp "second"
+  run_deno 40 window.txt bench/window_bench.ts --backend webgpu --runs 25
+  run_deno 60 bench_e4m3.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+    --only='gqa32/8 32k e4m3|gqa32/8 128k e4m3|gqa32/8 512k e4m3' --out="$out/h200_e4m3.json"
+  anchors="--anchor=bench/results/h200_session/torch.json"
+  anchors="$anchors --triton=bench/results/h200_session/triton.json"
+  run_deno 330 bench_prefetch.txt bench/gpu_bench.ts --backend=webgpu --check $anchors \
+    --table=bench/table_prefetch_u4.json --skip='int8|e4m3|e5m2|mha' \
+    --only='gqa32/8 8k|gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 4k|b16 4k|b64 4k|b4 16k|b16 16k|b64 16k|d256|ragged|qLen4' \
+    --out="$out/h200_prefetch.json"
+  stamp "done"
+  exit 0
+fi
 stamp "start"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee -a "$log"
 
