@@ -139,10 +139,10 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r2 d128": { lanes: 16, unroll: 2 },
   "r2 d256": { lanes: 16, unroll: 1 },
   "r4 d64": { lanes: 8, unroll: 4, prefetch: false, rowSets: 2 },
-  "r4 d128": { lanes: 8, unroll: 4, prefetch: false },
-  "r4 d256": { lanes: 8, unroll: 4, prefetch: false, rowSets: 2 },
+  "r4 d128": { lanes: 8, unroll: 4, prefetch: true },
+  "r4 d256": { lanes: 8, unroll: 4, prefetch: true, rowSets: 2 },
   "r8 d64": { lanes: 8, unroll: 2 },
-  "r8 d128": { lanes: 8, unroll: 4, prefetch: false, rowSets: 2 },
+  "r8 d128": { lanes: 8, unroll: 4, prefetch: true, rowSets: 2 },
   "r8 d256": { lanes: 16, unroll: 1 },
   // MLA (K 576, V 512, one latent KV head for 16-128 query heads): a whole 32-lane subgroup per
   // token, so each lane holds (576 + 512) / 32 floats per row and a block serves 4 rows (not yet
