@@ -23,6 +23,25 @@ run_deno() {
   stamp "exit ${PIPESTATUS[0]} ($file)"
 }
 
+if [ "${1:-}" = final ]; then
+  # The last call: the cross-feature tests on a hardware GPU; with the kernel table of the second
+  # call (prefetch at unroll 4), lean through the paged cache on the cases that table changed,
+  # the 8-bit cases, and Dawn on the changed cases (lean).
+  stamp "final"
+  LEAN_TEST_BACKENDS=cpu,webgpu timeout 150 deno test -A --unstable-webgpu \
+    tests/combinations_test.ts tests/variants_test.ts tests/kv8_decode_test.ts \
+    tests/batches_test.ts tests/mla_test.ts >"$out/tests_final.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_final.log" | tail -1))"
+  changed='gqa32/8 8k|gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 4k|b16 4k|b64 4k|b4 16k|b16 16k|b64 16k|d256|ragged|qLen4'
+  run_deno 120 bench_paged.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --paged \
+    --only="$changed" --skip='int8|e4m3|e5m2|mha' --out="$out/h200_paged.json"
+  run_deno 80 bench_kv8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+    --only='int8|e4m3|e5m2' --out="$out/h200_kv8.json"
+  run_deno 150 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --strategies=lean \
+    --only="$changed" --skip='int8|e4m3|e5m2|mha' --out="$out/h200_dawn_changed.json"
+  stamp "done"
+  exit 0
+fi
 if [ "${1:-}" = second ]; then
   # The second call: the window benchmark (its file was left out of the first call's results),
   # fp8e4m3 after its cheaper unpack, and issue 13's last lead: prefetch at unroll 4 for the
