@@ -33,7 +33,7 @@ import {
   type Strategy,
 } from "../mod.ts";
 import { gridFor, tileConfig } from "../plan.ts";
-import { KERNEL_TABLE, type KernelChoice, kernelTableKey } from "../src/kernels/kernel_spec.ts";
+import { KERNEL_TABLE, type KernelChoice, kernelTableKey } from "../src/kernels/kernel_table.ts";
 import { loadDawn } from "../dawn.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median } from "../src/gpu/gpu_timing.ts";

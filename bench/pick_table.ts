@@ -8,7 +8,7 @@
  */
 
 import { tileConfig } from "../plan.ts";
-import { KERNEL_TABLE, type KernelChoice, kernelTableKey } from "../src/kernels/kernel_spec.ts";
+import { KERNEL_TABLE, type KernelChoice, kernelTableKey } from "../src/kernels/kernel_table.ts";
 import { loadCases } from "./bench_cases.ts";
 
 interface TuneResult {

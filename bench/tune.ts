@@ -2,7 +2,7 @@
  * Kernel tuning sweep: lean's kernel time for some cases under several kernel configurations
  * (lanes per token, unroll, prefetch, fast steps, workgroup size, tile), on a warm GPU, beside
  * each case's roofline. One decoder per (configuration, case) on one device. Used to fill
- * `KERNEL_TABLE` (src/kernels/kernel_spec.ts); bench/notes.md records what it showed.
+ * `KERNEL_TABLE` (src/kernels/kernel_table.ts); bench/notes.md records what it showed.
  *
  * A configuration's `lanes` and `unroll` may be numbers or `"old"`: the choice of the kernel
  * before the table (the most lanes up to 16 that divide the row's 16-byte chunks; unroll 2 /

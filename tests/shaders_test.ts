@@ -9,12 +9,11 @@ import { decodeKernelWGSL, decodeWorkgroupBytes } from "../src/kernels/decode_ke
 import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import {
   elementsPerLoad,
-  KERNEL_TABLE,
-  kernelChoice,
   kernelLayout,
   type KernelSpec,
   specKey,
 } from "../src/kernels/kernel_spec.ts";
+import { KERNEL_TABLE, kernelChoice } from "../src/kernels/kernel_table.ts";
 import { kernelLayoutEntries } from "../src/kernels/abi.ts";
 import { kvLoadWGSL } from "../src/kernels/kv_load.ts";
 import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";

@@ -5,10 +5,10 @@
  * @module
  */
 
-import { KV_DTYPE_INFO } from "./dtypes.ts";
 import { validateVariant, type Variant, type VariantOptions } from "./variant_options.ts";
-import { checkKVScale, type KVScale } from "./kv8.ts";
+import type { KVScale } from "./kv8.ts";
 import { describe, headDimOf, positiveInt, queryLengths } from "./field_checks.ts";
+import { checkInputData } from "./input_checks.ts";
 
 /**
  * Storage type of K and V. `f16` and `bf16` are passed as `Uint16Array` bit patterns; the 8-bit
@@ -343,25 +343,6 @@ export function validateShape(shape: DecodeShape): Problem {
   };
 }
 
-function checkArray(
-  name: string,
-  value: unknown,
-  ctor:
-    | typeof Float32Array
-    | typeof Uint16Array
-    | typeof Int8Array
-    | typeof Uint8Array,
-  expected: number,
-  what: string,
-): void {
-  if (!(value instanceof ctor)) {
-    throw new TypeError(`${name} must be a ${ctor.name}${what}: got ${describe(value)}`);
-  }
-  if (value.length !== expected) {
-    throw new RangeError(`${name} must have ${expected} elements: got ${value.length}`);
-  }
-}
-
 /**
  * Validates a full decode input (shape, data arrays, scale) and returns the normalised problem.
  *
@@ -377,36 +358,7 @@ function checkArray(
  */
 export function validateInput(input: DecodeInput): Problem {
   const p = validateShape(input);
-  const qElems = p.totalQueries * p.numHeads * p.headDim;
-  checkArray("q", input.q, Float32Array, qElems, "");
-  const kvElems = p.totalTokens * p.numKVHeads * p.headDim;
-  const dtype = KV_DTYPE_INFO[p.kvDtype];
-  const ctor = dtype.HostArray;
-  const note = !dtype.packed
-    ? ' (kvDtype "f32")'
-    : ` of ${dtype.scaled ? "codes" : "bit patterns"} (kvDtype "${p.kvDtype}")`;
-  checkArray("k", input.k, ctor, kvElems, note);
-  checkArray("v", input.v, ctor, p.totalTokens * p.numKVHeads * p.headDimV, note);
-  for (const name of ["kScale", "vScale"] as const) {
-    const value = input[name];
-    if (value === undefined) continue;
-    if (!dtype.scaled) {
-      throw new RangeError(
-        `${name} applies to the 8-bit kvDtypes only: got ${
-          describe(value)
-        } for kvDtype "${p.kvDtype}"`,
-      );
-    }
-    checkKVScale(name, value, p.totalTokens * p.numKVHeads, kvElems);
-  }
-  if (input.scale !== undefined) {
-    if (typeof input.scale !== "number") {
-      throw new TypeError(`scale must be a number: got ${describe(input.scale)}`);
-    }
-    if (!Number.isFinite(input.scale) || input.scale <= 0) {
-      throw new RangeError(`scale must be a finite number > 0: got ${input.scale}`);
-    }
-  }
+  checkInputData(input, p);
   validateStrategy(input.strategy);
   return p;
 }

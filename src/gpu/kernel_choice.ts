@@ -8,10 +8,10 @@
 import {
   DEFAULT_MAX_LANES,
   elementsPerLoad,
-  kernelChoice,
   type KernelSpec,
   kvLoadDim,
 } from "../kernels/kernel_spec.ts";
+import { kernelChoice } from "../kernels/kernel_table.ts";
 import type { KernelCaps } from "./gpu_runtime.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
@@ -34,7 +34,7 @@ export interface KernelTuning {
   subgroups?: boolean;
   /**
    * Threads per token (default: the kernel table's choice for the block's rows and head dim, at
-   * most the smallest subgroup; see `KERNEL_TABLE` in `src/kernels/kernel_spec.ts`). Rows whose
+   * most the smallest subgroup; see `KERNEL_TABLE` in `src/kernels/kernel_table.ts`). Rows whose
    * 16-byte chunks it does not divide take the most lanes (a power of two) that divide them.
    */
   lanes?: number;

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { kernelParams, type KernelSpec, kernelTableKey, specKey } from "../kernels/kernel_spec.ts";
+import { kernelParams, type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
+import { kernelTableKey } from "../kernels/kernel_table.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import type { PipelineCache } from "./pipeline_cache.ts";

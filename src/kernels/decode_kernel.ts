@@ -26,17 +26,18 @@ import {
 } from "./kernel_spec.ts";
 import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
 import { grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
+import { stepLoadsWGSL } from "./decode_loads.ts";
+import { pieceOutputWGSL } from "./decode_output.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import {
   needsHeadTable,
-  sinkFinalWGSL,
   VARIANT_WGSL,
   variantFunctionsWGSL,
   variantLogitsWGSL,
   variantRowsWGSL,
   variantVisibleWGSL,
 } from "./variant_wgsl.ts";
-import { directHalfWGSL, ioWGSL } from "./io_wgsl.ts";
+import { ioWGSL } from "./io_wgsl.ts";
 import { kvAddressWGSL } from "./kv_address.ts";
 import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
 
@@ -105,60 +106,18 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const kOff = (i: number) => (padK && i === CPL - 1 ? " + kpad" : ` + ${i * lanes}u`);
   const vOff = (i: number) => (padV && i === CPLV - 1 ? " + vpad" : ` + ${i * lanes}u`);
 
-  // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
-  // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
-  // requested before this step's arithmetic, so loads stay in flight through it.
-  const tokenRow = (at: string, u: number) =>
-    `kv_row(kv_start, min(${at} + ${u * G}u + g, tok_end - 1u))`;
-  const issue = (at: string, decl: string, prefix: string) =>
-    lines(
-      U,
-      (u) =>
-        `${
-          tokenScales
-            ? `      ${decl}${prefix}sc${u} = kv_scales[${tokenRow(at, u)} * n_kv + kv_head];
-`
-            : ""
-        }      let ${prefix}row${u} = kv_addr(kv_start, min(${at} + ${
-          u * G
-        }u + g, tok_end - 1u), kv_head) + lane;${
-          splitV
-            ? `
-      let ${prefix}vrow${u} = kv_addr_v(kv_start, min(${at} + ${
-              u * G
-            }u + g, tok_end - 1u), kv_head) + lane;`
-            : ""
-        }
-${
-          lines(
-            CPL,
-            (i) => `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u}${kOff(i)}];`,
-          )
-        }
-${
-          lines(
-            CPLV,
-            (i) =>
-              `      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}${splitV ? "v" : ""}row${u}${
-                vOff(i)
-              }];`,
-          )
-        }`,
-    );
-  const tokens = lines(U, (u) => `      let t${u} = s0 + ${u * G}u + g;`);
-  const prefetch = spec.prefetch ?? false;
+  const { loads, prefetchInit } = stepLoadsWGSL({
+    G,
+    U,
+    CPL,
+    CPLV,
+    tokenScales,
+    splitV,
+    kOff,
+    vOff,
+    prefetch: spec.prefetch ?? false,
+  });
   const fastSteps = spec.fastSteps ?? true;
-  const loads = prefetch
-    ? `${tokens}
-${
-      lines(U, (u) =>
-        `${lines(CPL, (i) => `      let k${u}_${i} = nk${u}_${i};`)}
-${lines(CPLV, (i) => `      let v${u}_${i} = nv${u}_${i};`)}`)
-    }${tokenScales ? `\n${lines(U, (u) => `      let sc${u} = nsc${u};`)}` : ""}
-${issue("(s0 + STEP)", "", "n")}`
-    : `${tokens}
-${issue("s0", "let ", "")}`;
-  const prefetchInit = prefetch ? issue("tok_begin", "var ", "n") : "";
   const dots = lines(
     U,
     (u) =>
@@ -209,12 +168,6 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y;`)}`
     : "";
   const logits = variantLogitsWGSL(flags, U, RP);
   const rowsState = variantRowsWGSL(flags, RP, row);
-  // Sinks join the denominator of the rows this kernel finishes itself (direct pieces).
-  const fin = flags.sinks
-    ? { l: "fin_l", m: "fin_m", scaled: (v: string, r: string) => `${v} * fin_c[${r}]` }
-    : { l: "l_sh", m: "mm", scaled: (v: string) => v };
-  // A per-tensor V scale multiplies the finished output (or partial state: it is linear).
-  const vScaleMul = scaled && !tokenScales ? " * params.v_scale" : "";
   // A per-tensor K scale joins the query's prescale.
   const qScale = scaled && !tokenScales
     ? "(params.scale_log2 * params.k_scale)"
@@ -389,94 +342,24 @@ ${softmax}
     }
 ${fastSteps ? lines(RP, (r) => `    bad[${r}] |= select(0u, 1u, poisoned(l[${r}]));`) : ""}
 
-    // Merge the groups' states: a common max, then the rescaled sums in group order.
-    workgroupBarrier();
-    if (lane == 0u) {
 ${
-    lines(RP, (r) =>
-      `      m_sh[g * RP + ${row(r)}] = m[${r}];
-      atomicOr(&bad_sh[${row(r)}], bad[${r}]);`)
+    pieceOutputWGSL({
+      RB,
+      RP,
+      RS,
+      DV,
+      W,
+      lanes,
+      CPLV,
+      V4,
+      padV,
+      row,
+      oi,
+      sinks: flags.sinks ?? false,
+      vScale: scaled && !tokenScales,
+      outHalf: io.outHalf,
+    })
   }
-    }
-    workgroupBarrier();
-    var mm = array<f32, ${RB}>();
-    var any_bad = array<u32, ${RB}>();
-${lines(RB, (r) => `    any_bad[${r}] = atomicLoad(&bad_sh[${r}u]);`)}
-${
-    lines(RB, (r) =>
-      `    mm[${r}] = NEG;
-    for (var gg = 0u; gg < GROUPS; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }`)
-  }
-${
-    lines(RP, (r) =>
-      `    {
-      let sc = exp2(m[${r}] - mm[${RS > 1 ? `rs0 + ${r}u` : r}]);
-      l[${r}] *= sc;
-${grid(CPLV, V4, (i, j) => `      o[${oi(r, i, j)}] *= sc;`)}
-    }`)
-  }
-    for (var gg = 0u; gg < GROUPS; gg++) {
-      if (g == gg) {
-${
-    lines(RP, (r) =>
-      grid(CPLV, V4, (i, j) => {
-        const at = `${row(r)} * ${DV / 4}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
-        const write = `acc[${at}] = select(acc[${at}] + o[${oi(r, i, j)}], o[${
-          oi(r, i, j)
-        }], gg == 0u);`;
-        return padV && i === CPLV - 1
-          ? `        if (lane + ${i * lanes}u < CHUNKS_V) { ${write} }`
-          : `        ${write}`;
-      }))
-  }
-        if (lane == 0u) {
-${
-    lines(RP, (r) =>
-      `          l_sh[${row(r)}] = select(l_sh[${row(r)}] + l[${r}], l[${r}], gg == 0u);`)
-  }
-        }
-      }
-      workgroupBarrier();
-    }
-
-${
-    flags.sinks
-      ? `${sinkFinalWGSL(RB)}\n`
-      : ""
-  }    // Write the final output, or the partial state (unnormalised o, max m, sum l).
-    for (var i = lid; i < RP * DV; i += ${W}u) {
-      let r = i / DV;
-      if (r < n_rows) {
-        let val = acc[i >> 2u][i & 3u]${vScaleMul};
-        if (slot == DIRECT) {${
-    io.outHalf ? "" : `
-          out[query_row(q_start, q_len, kv_head, r0 + r) * DV + i % DV] =
-            select(${
-      fin.scaled("val", "r")
-    } / ${fin.l}[r], bitcast<f32>(nan_bits), any_bad[r] != 0u);`
-  }
-        } else {
-          partials[slot * SLOT + i] = val;
-        }
-      }
-    }${
-    io.outHalf
-      ? directHalfWGSL(W, (v, r) => `${fin.scaled(v, r)}${vScaleMul} / ${fin.l}[${r}]`)
-      : ""
-  }
-    if (lid < n_rows) {
-      if (slot == DIRECT) {
-        lse_out[query_row(q_start, q_len, kv_head, r0 + lid)] = select(
-          (${fin.m}[lid] + log2(${fin.l}[lid])) * 0.6931471805599453,
-          bitcast<f32>(nan_bits),
-          any_bad[lid] != 0u,
-        );
-      } else {
-        partials[slot * SLOT + RP * DV + lid] = mm[lid];
-        partials[slot * SLOT + RP * DV + RP + lid] =
-          select(l_sh[lid], bitcast<f32>(nan_bits), any_bad[lid] != 0u);
-      }
-    }
     workgroupBarrier();
   }
 }

@@ -6,7 +6,7 @@
 
 import type { Plan } from "./plan.ts";
 import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
-import { kernelTableKey } from "../kernels/kernel_spec.ts";
+import { kernelTableKey } from "../kernels/kernel_table.ts";
 
 /**
  * Names of the backends; `"auto"` picks a hardware GPU when there is one, else the CPU.

@@ -52,6 +52,7 @@ import {
   encoderKernels,
   type Kernels,
   type Scratch,
+  scratchFor,
   tableCapacity,
   type Uploaded,
 } from "./encoder_tables.ts";
@@ -67,7 +68,6 @@ export type {
   EncodeAttentionOptions,
 } from "./encoder_types.ts";
 
-const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
 /** Params (uniform), schedule and page list (read-only storage) of plans, in ring regions. */
 const TABLES = BufferUsage.UNIFORM | BufferUsage.STORAGE;
 
@@ -211,33 +211,6 @@ export class AttentionEncoder {
     });
   }
 
-  /** Scratch at least this large; a smaller one goes once recorded work is done with it. */
-  #scratchFor(partialBytes: number, lseBytes: number): Scratch {
-    const have = this.#scratch;
-    if (have && have.partials.size >= partialBytes && have.lse.size >= lseBytes) return have;
-    const round = (n: number) => Math.max(256, 2 ** Math.ceil(Math.log2(n)));
-    const id = (have?.id ?? -1) + 1;
-    const scratch: Scratch = {
-      id,
-      partials: this.#ring.createBuffer(
-        round(Math.max(partialBytes, have?.partials.size ?? 0)),
-        STORAGE_OUT,
-        "partials",
-      ),
-      lse: this.#ring.createBuffer(
-        round(Math.max(lseBytes, have?.lse.size ?? 0)),
-        STORAGE_OUT,
-        "lse scratch",
-      ),
-    };
-    if (have) {
-      this.#ring.retire(have.partials);
-      this.#ring.retire(have.lse);
-    }
-    this.#scratch = scratch;
-    return scratch;
-  }
-
   /** Uploads a plan's params, schedule and page list into a region of its own, in one write. */
   #upload(plan: PagedPlan): Uploaded {
     const { problem: p, schedule: s } = plan;
@@ -248,7 +221,9 @@ export class AttentionEncoder {
     this.#capacity = { schedWords: layout.schedBytes / 4, pageWords: layout.pagesBytes / 4 };
     if (layout.merges > 0) kernels.merge ??= this.#pipelines.get("merge", kernels.spec);
     const slot = 4 * slotFloats(plan.tiles.rowsPerBlock, p.headDimV);
-    const scratch = this.#scratchFor(
+    const scratch = this.#scratch = scratchFor(
+      this.#ring,
+      this.#scratch,
       slot * Math.max(s.partialSlots, capacity.maxPieces),
       4 * p.totalQueries * p.numHeads,
     );

@@ -12,7 +12,8 @@ import type { PipelineCache } from "../gpu/pipeline_cache.ts";
 import { PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
 import type { ProgramCapacity, ProgramLayout, ProgramRun } from "../gpu/attention_program.ts";
 import type { PagedPlan } from "./paged_plan.ts";
-import type { RingRegion } from "./upload_ring.ts";
+import type { RingRegion, UploadRing } from "./upload_ring.ts";
+import { BufferUsage } from "../gpu/gpu_runtime.ts";
 
 /** A plan's tables as uploaded into a ring region: what its dispatches bind. */
 export interface Uploaded {
@@ -109,4 +110,40 @@ export function encoderKernels(
     decode: pipelines.get("decode", spec),
     merge: undefined,
   };
+}
+
+/** Usage of the scratch buffers (partial states and LSE). */
+const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
+
+/**
+ * Scratch at least this large: `have` when it is, else new buffers from `ring` (rounded up to
+ * powers of two); a smaller one goes once recorded work is done with it.
+ */
+export function scratchFor(
+  ring: UploadRing,
+  have: Scratch | undefined,
+  partialBytes: number,
+  lseBytes: number,
+): Scratch {
+  if (have && have.partials.size >= partialBytes && have.lse.size >= lseBytes) return have;
+  const round = (n: number) => Math.max(256, 2 ** Math.ceil(Math.log2(n)));
+  const id = (have?.id ?? -1) + 1;
+  const scratch: Scratch = {
+    id,
+    partials: ring.createBuffer(
+      round(Math.max(partialBytes, have?.partials.size ?? 0)),
+      STORAGE_OUT,
+      "partials",
+    ),
+    lse: ring.createBuffer(
+      round(Math.max(lseBytes, have?.lse.size ?? 0)),
+      STORAGE_OUT,
+      "lse scratch",
+    ),
+  };
+  if (have) {
+    ring.retire(have.partials);
+    ring.retire(have.lse);
+  }
+  return scratch;
 }

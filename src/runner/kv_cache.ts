@@ -31,25 +31,21 @@ import type {
   LayerRows,
   StoredRows,
 } from "./kv_cache_types.ts";
-import { isCommandEncoder, isComputePass } from "./checks.ts";
+import { isCommandEncoder } from "./checks.ts";
 import { AppendPath } from "./kv_append.ts";
 import { KVStorage } from "./kv_storage.ts";
 import { PageTables, type Sequence } from "./page_tables.ts";
 import { registerCache } from "./cache_registry.ts";
+import { checkCacheOptions, checkLayer } from "./kv_cache_checks.ts";
 import {
-  checkAppendBuffers,
-  checkAppendData,
-  checkAppendScale,
-  checkCacheOptions,
-  checkLayer,
-  checkScaledRows,
-} from "./kv_cache_checks.ts";
+  appendHostRows,
+  type CacheRows,
+  encodeAppendRows,
+  writeSlotRows,
+} from "./kv_cache_writes.ts";
 import type { PageTableSource } from "./page_table_source.ts";
 import { adoptGpuContext, type GpuContext } from "../gpu/gpu_context.ts";
 import type { KVArray, KVDtype } from "../core/problem.ts";
-
-/** Field names of `write`'s rows in error messages. */
-const ROW_NAMES = { k: "k", v: "v", kScale: "kScale", vScale: "vScale" } as const;
 
 /**
  * A paged KV cache; create it with {@linkcode createKVCache}.
@@ -95,6 +91,8 @@ export class KVCache implements PageTableSource {
   #tables: PageTables;
   /** The K and V rows of every layer, in host arrays or GPU buffers. */
   #store: KVStorage;
+  /** What the row writes use (see kv_cache_writes.ts). */
+  #rows: CacheRows;
   /** The append kernel's pipeline, upload ring and bind groups, made on first use. */
   #append: AppendPath | undefined;
   /** The device's context (pipeline cache, device guard) for GPU caches. */
@@ -118,6 +116,7 @@ export class KVCache implements PageTableSource {
     const device = o.device;
     this.device = device;
     this.#store = new KVStorage(this, device);
+    this.#rows = { cache: this, tables: this.#tables, store: this.#store };
     const lostRemedy = "create a new device and a new cache on it";
     if (device) this.#gpu = adoptGpuContext(device, { lostRemedy });
   }
@@ -246,10 +245,7 @@ export class KVCache implements PageTableSource {
   write(slots: AppendSlots, layer: number, rows: LayerRows): void {
     this.#check(true);
     this.#layer(layer);
-    const rowIds = this.#tables.slotRows(slots);
-    const n = rowIds.length;
-    const { k, v, scales } = checkScaledRows(this, rows ?? {}, n, ROW_NAMES);
-    this.#store.writeRows(rowIds, layer, k, v, scales);
+    writeSlotRows(this.#rows, slots, layer, rows);
   }
 
   /**
@@ -260,21 +256,7 @@ export class KVCache implements PageTableSource {
   append(seq: number, data: AppendData, options: ExtendOptions = {}): AppendSlots {
     this.#check(true);
     this.#seq(seq);
-    const { k, v, kScale, vScale, tokens } = checkAppendData(this, data);
-    const rows = k.map((a, l) =>
-      checkScaledRows(this, { k: a, v: v[l], kScale: kScale?.[l], vScale: vScale?.[l] }, tokens, {
-        k: `k[${l}]`,
-        v: `v[${l}]`,
-        kScale: `kScale[${l}]`,
-        vScale: `vScale[${l}]`,
-      })
-    );
-    const slots = this.extend([seq], tokens, options);
-    const rowIds = this.#tables.slotRows(slots);
-    for (let l = 0; l < this.numLayers; l++) {
-      this.#store.writeRows(rowIds, l, rows[l].k, rows[l].v, rows[l].scales);
-    }
-    return slots;
+    return appendHostRows(this.#rows, data, (tokens) => this.extend([seq], tokens, options));
   }
 
   /**
@@ -296,29 +278,13 @@ export class KVCache implements PageTableSource {
       throw new TypeError("encodeAppend needs a GPU cache: this cache is in host memory");
     }
     const layer = this.#layer(options?.layer);
-    const { slots, k, v } = options;
-    const rowIds = this.#tables.slotRows(slots);
-    const tokens = rowIds.length;
-    checkAppendBuffers(this, { k, v }, tokens, (b) => this.#store.owns(b));
-    const pass = isComputePass(target) ? target : undefined;
-    if (!pass && !isCommandEncoder(target)) {
-      throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
-    }
-    const scaled = KV_DTYPE_INFO[this.kvDtype].scaled;
-    const kScale = checkAppendScale(this.kvDtype, "kScale", options.kScale);
-    const vScale = checkAppendScale(this.kvDtype, "vScale", options.vScale);
-    if (tokens === 0) return;
-    this.#append ??= new AppendPath(this.#gpu!, this.kvDtype, this.rowElements, this);
-    this.#append.record(target, pass, {
-      slots,
-      rowIds,
+    encodeAppendRows(
+      this.#rows,
+      target,
+      options,
       layer,
-      k,
-      v,
-      dstK: this.#store.gpuK[layer],
-      dstV: this.#store.gpuV[layer],
-      ...(scaled ? { dstScales: this.#store.gpuScales[layer], kScale, vScale } : {}),
-    });
+      () => this.#append ??= new AppendPath(this.#gpu!, this.kvDtype, this.rowElements, this),
+    );
   }
 
   /**

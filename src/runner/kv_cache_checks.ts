@@ -31,7 +31,7 @@ export interface CheckedCacheOptions {
 }
 
 /** The row layout the row checks need. */
-interface RowLayout {
+export interface RowLayout {
   readonly kvDtype: KVDtype;
   readonly rowElements: number;
   readonly numKVHeads: number;

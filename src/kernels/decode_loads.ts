@@ -1,0 +1,102 @@
+/**
+ * The decode kernel's K and V loads: each lane group's chunks of `U` tokens per step, issued
+ * before the step's arithmetic, or (with prefetch) the next step's issued while this step
+ * computes. A piece of the source `decodeKernelWGSL` splices together.
+ *
+ * @module
+ */
+
+import { lines } from "./decode_step.ts";
+
+/** The step's load geometry: what the generated statements index. */
+export interface StepLoadShape {
+  /** Token groups in a workgroup. */
+  readonly G: number;
+  /** Tokens loaded per group and step. */
+  readonly U: number;
+  /** K chunks per lane. */
+  readonly CPL: number;
+  /** V chunks per lane. */
+  readonly CPLV: number;
+  /** 8-bit KV with per-token scales (binding `kv_scales`). */
+  readonly tokenScales: boolean;
+  /** V rows have their own head dim and address (`kv_addr_v`, MLA). */
+  readonly splitV: boolean;
+  /** WGSL offset of a lane's K chunk `i` in the row (padded rounds use `kpad`). */
+  readonly kOff: (i: number) => string;
+  /** WGSL offset of a lane's V chunk `i` in the row (padded rounds use `vpad`). */
+  readonly vOff: (i: number) => string;
+  /** Request the next step's K and V before this step's arithmetic. */
+  readonly prefetch: boolean;
+}
+
+/**
+ * The statements of a step's loads (`loads`, at the top of the step loop) and, with prefetch,
+ * the first step's requests before the loop (`prefetchInit`; empty without prefetch).
+ *
+ * @example
+ * ```ts
+ * import { stepLoadsWGSL } from "./decode_loads.ts";
+ * const { loads, prefetchInit } = stepLoadsWGSL({
+ *   G: 8, U: 2, CPL: 1, CPLV: 1, tokenScales: false, splitV: false,
+ *   kOff: (i) => ` + ${i * 16}u`, vOff: (i) => ` + ${i * 16}u`, prefetch: true,
+ * });
+ * console.log(loads.includes("nk1_0 = k_cache"), prefetchInit.includes("var nk0_0")); // true true
+ * ```
+ */
+export function stepLoadsWGSL(shape: StepLoadShape): { loads: string; prefetchInit: string } {
+  const { G, U, CPL, CPLV, tokenScales, splitV, kOff, vOff, prefetch } = shape;
+  // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
+  // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
+  // requested before this step's arithmetic, so loads stay in flight through it.
+  const tokenRow = (at: string, u: number) =>
+    `kv_row(kv_start, min(${at} + ${u * G}u + g, tok_end - 1u))`;
+  const issue = (at: string, decl: string, prefix: string) =>
+    lines(
+      U,
+      (u) =>
+        `${
+          tokenScales
+            ? `      ${decl}${prefix}sc${u} = kv_scales[${tokenRow(at, u)} * n_kv + kv_head];
+`
+            : ""
+        }      let ${prefix}row${u} = kv_addr(kv_start, min(${at} + ${
+          u * G
+        }u + g, tok_end - 1u), kv_head) + lane;${
+          splitV
+            ? `
+      let ${prefix}vrow${u} = kv_addr_v(kv_start, min(${at} + ${
+              u * G
+            }u + g, tok_end - 1u), kv_head) + lane;`
+            : ""
+        }
+${
+          lines(
+            CPL,
+            (i) => `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u}${kOff(i)}];`,
+          )
+        }
+${
+          lines(
+            CPLV,
+            (i) =>
+              `      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}${splitV ? "v" : ""}row${u}${
+                vOff(i)
+              }];`,
+          )
+        }`,
+    );
+  const tokens = lines(U, (u) => `      let t${u} = s0 + ${u * G}u + g;`);
+  const loads = prefetch
+    ? `${tokens}
+${
+      lines(U, (u) =>
+        `${lines(CPL, (i) => `      let k${u}_${i} = nk${u}_${i};`)}
+${lines(CPLV, (i) => `      let v${u}_${i} = nv${u}_${i};`)}`)
+    }${tokenScales ? `\n${lines(U, (u) => `      let sc${u} = nsc${u};`)}` : ""}
+${issue("(s0 + STEP)", "", "n")}`
+    : `${tokens}
+${issue("s0", "let ", "")}`;
+  const prefetchInit = prefetch ? issue("tok_begin", "var ", "n") : "";
+  return { loads, prefetchInit };
+}
