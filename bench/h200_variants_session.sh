@@ -28,7 +28,7 @@ if [ "${1:-}" = final ]; then
   # call (prefetch at unroll 4), lean through the paged cache on the cases that table changed,
   # the 8-bit cases, and Dawn on the changed cases (lean).
   stamp "final"
-  LEAN_TEST_BACKENDS=cpu,webgpu timeout 150 deno test -A --unstable-webgpu \
+  LEAN_TEST_BACKENDS=cpu,webgpu timeout 120 deno test -A --unstable-webgpu \
     tests/combinations_test.ts tests/variants_test.ts tests/kv8_decode_test.ts \
     tests/batches_test.ts tests/mla_test.ts >"$out/tests_final.log" 2>&1
   stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_final.log" | tail -1))"
@@ -39,6 +39,9 @@ if [ "${1:-}" = final ]; then
     --only='int8|e4m3|e5m2' --out="$out/h200_kv8.json"
   run_deno 150 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --strategies=lean \
     --only="$changed" --skip='int8|e4m3|e5m2|mha' --out="$out/h200_dawn_changed.json"
+  # MLA's kernel class (bench/tune_configs_mla.json): fewer lanes per token, row sets.
+  run_deno 100 tune_mla.txt bench/tune.ts --cases='mla b1 32k' \
+    --configs="$(cat bench/tune_configs_mla.json)" --out="$out/tune_mla.json"
   stamp "done"
   exit 0
 fi
