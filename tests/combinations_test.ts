@@ -15,15 +15,32 @@ import {
   createPlan,
   type DecodeInput,
   type Decoder,
+  type DecodeShape,
   KV_DTYPES,
+  type KVArray,
   type KVDtype,
+  type KVScale,
   referenceAttention,
   STRATEGIES,
   type Strategy,
   type VariantOptions,
 } from "../mod.ts";
-import { executePlanOnCpu, skippedTiles, validateShape } from "../plan.ts";
+import {
+  executePlanOnCpu,
+  PIECE,
+  PIECE_STRIDE,
+  resolveScale,
+  skippedTiles,
+  validateShape,
+} from "../plan.ts";
 import { decodeInputKV, KV_DTYPE_INFO } from "../src/core/dtypes.ts";
+import {
+  createIndptrPageTable,
+  createPagedPlan,
+  executePagedPlanOnCpu,
+  type PageLayout,
+  planForCache,
+} from "../runner.ts";
 import { backendTest, propertyParams } from "./backends.ts";
 import {
   assertMatchesReference,
@@ -32,6 +49,8 @@ import {
   fcParams,
   makeInput,
   maxAbsError,
+  sameBits,
+  seededRng,
 } from "./helpers.ts";
 
 /** Multiply-adds the reference may spend on a CPU case. */
@@ -285,5 +304,263 @@ Deno.test("CPU decode matches the reference on every combination of issue 16's f
       assertMatchesReference(input, await decoder.decode(input), describeCombo(c));
     }),
     fcParams(200),
+  );
+});
+
+Deno.test("an empty request with sinks is the merge identity: out 0, lse -Infinity, every strategy [cpu]", async () => {
+  // The sink is a logit with no value: with no context there is no query row to attend, so the
+  // row stays the merge identity (the reference's choice; README, empty requests).
+  const shape = { numHeads: 4, numKVHeads: 2, headDim: 16 };
+  const variant = { sinks: Float32Array.of(3, -1, 0, 8), alibiSlopes: Float32Array.of(1, 1, 1, 1) };
+  for (const strategy of STRATEGIES) {
+    for (const batchInvariant of [false, true]) {
+      await using decoder = await createDecoder({ backend: "cpu", grid: 5, batchInvariant });
+      const input = {
+        ...makeInput({ ...shape, seqLens: [0, 70, 0], qLens: [2, 1, 3], strategy, seed: 4 }),
+        ...variant,
+      };
+      const ref = referenceAttention(input);
+      const got = await decoder.decode(input);
+      // Rows of sequence 0 (2 queries) and 2 (3 queries) of 4 heads: empty.
+      for (const rows of [[0, 2], [3, 6]]) {
+        for (let r = rows[0]; r < rows[1]; r++) {
+          for (let h = 0; h < 4; h++) {
+            assert.equal(ref.lse[r * 4 + h], -Infinity);
+            assert.equal(got.lse[r * 4 + h], -Infinity, `${strategy} row ${r} head ${h}`);
+            for (let d = 0; d < 16; d++) assert.ok(Object.is(got.out[(r * 4 + h) * 16 + d], 0));
+          }
+        }
+      }
+      assertMatchesReference(input, got, strategy);
+    }
+  }
+});
+
+Deno.test("a sliding window with ragged qLens skips tiles per sequence's own earliest row", () => {
+  // W = 16 and 16-token tiles over 1000 tokens: a sequence decoding 1 token sees 985..999 and
+  // skips tiles 0..60 (61 tiles, tokens 0..975); one verifying 16 tokens has its earliest row at
+  // P = 984, seeing 969..984: it skips 60 tiles. Each sequence skips by its own query length,
+  // not the batch's largest.
+  const shape = {
+    seqLens: [1000, 1000, 0, 40],
+    qLens: [1, 16, 5, 3],
+    numHeads: 2,
+    numKVHeads: 1,
+    headDim: 8,
+    slidingWindow: 16,
+  };
+  const p = validateShape(shape);
+  assert.deepEqual(Array.from(skippedTiles(p, 16)!), [61, 60, 0, 1]);
+  for (const strategy of STRATEGIES) {
+    const plan = createPlan(shape, { grid: 7, tileTokens: 16, strategy });
+    const first = [Infinity, Infinity, Infinity, Infinity];
+    const tokens = [0, 0, 0, 0];
+    const s = plan.schedule;
+    for (let o = 0; o < s.pieces.length; o += PIECE_STRIDE) {
+      const seq = s.pieces[o + PIECE.seq];
+      first[seq] = Math.min(first[seq], s.pieces[o + PIECE.tokenBegin]);
+      tokens[seq] += s.pieces[o + PIECE.tokenEnd] - s.pieces[o + PIECE.tokenBegin];
+    }
+    // Each row block of a sequence reads from its first unskipped tile to its end: with 2 rows
+    // per qLen-1 block and up to 32 rows per qLen-16 block (blocks of the largest qLen).
+    assert.equal(first[0], 61 * 16, strategy);
+    assert.equal(first[1], 60 * 16, strategy);
+    assert.equal(first[2], Infinity, `${strategy}: no work for the empty request`);
+    assert.equal(first[3], 16, strategy);
+    assert.equal(tokens[0] % (1000 - 976), 0, strategy);
+    assert.equal(tokens[1] % (1000 - 960), 0, strategy);
+  }
+});
+
+Deno.test("ALiBi biases ragged rows by their own positions (by hand)", async () => {
+  // q = 0: every score is 0, so a row's logits are its ALiBi biases slope * (t - P) alone, and
+  // its output the softmax average of V's rows under them. Sequence 0 has 3 tokens and 1 query
+  // (P = 2); sequence 1 has 3 tokens and 2 queries (P = 1 and 2); sequence 2 is empty.
+  const slope = Math.log(2); // weights 2^(t - P)
+  const v = Float32Array.of(1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0);
+  const input: DecodeInput = {
+    q: new Float32Array(4 * 8),
+    k: Float32Array.from({ length: 48 }, (_, i) => i % 7),
+    v: Float32Array.from([...v, ...v]),
+    seqLens: [3, 3, 0],
+    qLens: [1, 2, 1],
+    numHeads: 1,
+    numKVHeads: 1,
+    headDim: 8,
+    alibiSlopes: Float32Array.of(slope),
+  };
+  // Row P = 2 over tokens 0..2: weights 1/4, 1/2, 1 (sum 7/4); P = 1 over 0..1: 1/2, 1.
+  const wantOut = [[1 / 7, 2 / 7, 4 / 7], [1 / 3, 2 / 3, 0], [1 / 7, 2 / 7, 4 / 7], [0, 0, 0]];
+  const wantLse = [Math.log(7 / 4), Math.log(3 / 2), Math.log(7 / 4), -Infinity];
+  await using decoder = await createDecoder({ backend: "cpu", grid: 3 });
+  for (const result of [referenceAttention(input), await decoder.decode(input)]) {
+    for (let r = 0; r < 4; r++) {
+      for (let d = 0; d < 3; d++) {
+        assert.ok(Math.abs(result.out[r * 8 + d] - wantOut[r][d]) < 1e-6, `row ${r} dim ${d}`);
+      }
+      if (r === 3) assert.equal(result.lse[r], -Infinity);
+      else assert.ok(Math.abs(result.lse[r] - wantLse[r]) < 1e-6, `lse row ${r}`);
+    }
+  }
+});
+
+/** A runner's page pool holding a dense input's tokens (codes and, for 8-bit, the scale table). */
+export interface ScatteredPages {
+  k: KVArray;
+  v: KVArray;
+  /** 8-bit: `[row][kvHead][2]` (K's scale, V's scale), rows of all pages. */
+  scales?: Float32Array;
+  pageSize: number;
+  numPages: number;
+  layout: PageLayout;
+  /** Each sequence's pages, in order. */
+  pageTables: number[][];
+}
+
+/**
+ * Scatters a dense input's K/V rows into pages of `pageSize` tokens in a shuffled page order, in
+ * NHD or HND layout, with two spare pages; unused rows are poison (NaN, or the codes of NaN or
+ * the largest value), so a read outside a sequence's pages shows up.
+ */
+export function scatterPages(
+  input: DecodeInput,
+  pageSize: number,
+  layout: PageLayout,
+  seed: number,
+): ScatteredPages {
+  const H = input.numKVHeads;
+  const D = input.headDim;
+  const DV = input.headDimV ?? D;
+  const dtype: KVDtype = input.kvDtype ?? "f32";
+  const info = KV_DTYPE_INFO[dtype];
+  const lens = Array.from(input.seqLens);
+  const numPages = lens.reduce((a, n) => a + Math.ceil(n / pageSize), 0) + 2;
+  const rng = seededRng(seed);
+  const order = Array.from({ length: numPages }, (_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const poison = dtype === "f32" ? NaN : info.scaled ? 0x7f : 0x7e00;
+  const k = new info.HostArray(numPages * pageSize * H * D).fill(poison);
+  const v = new info.HostArray(numPages * pageSize * H * DV).fill(poison);
+  const scales = info.scaled ? new Float32Array(numPages * pageSize * H * 2).fill(NaN) : undefined;
+  const scaleAt = (s: KVScale | undefined, i: number) =>
+    typeof s === "number" ? s : s === undefined ? 1 : s[i];
+  const pageTables: number[][] = [];
+  let next = 0;
+  let start = 0;
+  for (const len of lens) {
+    const table: number[] = [];
+    for (let t = 0; t < len; t++) {
+      if (t % pageSize === 0) table.push(order[next++]);
+      const page = table[table.length - 1];
+      const inPage = t % pageSize;
+      for (let h = 0; h < H; h++) {
+        const at = (dim: number) =>
+          layout === "HND"
+            ? ((page * H + h) * pageSize + inPage) * dim
+            : ((page * pageSize + inPage) * H + h) * dim;
+        const src = (start + t) * H + h;
+        k.set(input.k.subarray(src * D, src * D + D) as never, at(D));
+        v.set(input.v.subarray(src * DV, src * DV + DV) as never, at(DV));
+        if (scales) {
+          const row = (page * pageSize + inPage) * H + h;
+          scales[2 * row] = scaleAt(input.kScale, src);
+          scales[2 * row + 1] = scaleAt(input.vScale, src);
+        }
+      }
+    }
+    pageTables.push(table);
+    start += len;
+  }
+  return { k, v, scales, pageSize, numPages, layout, pageTables };
+}
+
+/** The decode shape of an input (no data). */
+function shapeOf(input: DecodeInput): DecodeShape {
+  const { q: _q, k: _k, v: _v, kScale: _ks, vScale: _vs, ...shape } = input;
+  return shape;
+}
+
+const pagedArb = fc.tuple(
+  comboArb.filter(({ spec }) => work(spec) <= 400_000),
+  fc.integer({ min: 0, max: 8 }),
+  fc.constantFrom<PageLayout>("NHD", "HND"),
+);
+
+Deno.test("paged plans (explicit tables, NHD and HND) equal dense plans bit for bit on every combination", () => {
+  fc.assert(
+    fc.property(pagedArb, ([c, pageShift, layout]) => {
+      const input = comboInput(c);
+      const label = `${describeCombo(c)} page ${1 << pageShift} ${layout}`;
+      const pages = scatterPages(input, 1 << pageShift, layout, c.spec.seed);
+      const options = {
+        grid: c.grid,
+        tileTokens: c.tileTokens,
+        strategy: c.spec.strategy,
+        batchInvariant: c.batchInvariant,
+      };
+      const shape = shapeOf(input);
+      const paged = createPagedPlan(shape, pages, options);
+      const got = executePagedPlanOnCpu(paged, { q: input.q, ...pages });
+      // Paged plans are the dense plans (no KV windows: a page table has no binding limit).
+      const dense = executePlanOnCpu(createPlan(shape, options), input, resolveScale(input));
+      assert.ok(sameBits(got.out, dense.out), `${label}: out`);
+      assert.ok(sameBits(got.lse, dense.lse), `${label}: lse`);
+      assertMatchesReference(input, got, label);
+    }),
+    fcParams(150),
+  );
+});
+
+Deno.test("runner page tables (createIndptrPageTable) with planForCache equal dense plans bit for bit on every combination", () => {
+  fc.assert(
+    fc.property(
+      pagedArb.filter(([c]) => c.spec.headDimV === undefined),
+      ([c, pageShift, layout]) => {
+        const input = comboInput(c);
+        const label = `${describeCombo(c)} page ${1 << pageShift} ${layout}`;
+        const pages = scatterPages(input, 1 << pageShift, layout, c.spec.seed);
+        const indptr = [0];
+        for (const t of pages.pageTables) indptr.push(indptr[indptr.length - 1] + t.length);
+        const table = createIndptrPageTable({
+          indptr,
+          indices: pages.pageTables.flat(),
+          lastPageLen: Array.from(
+            input.seqLens,
+            (n) => n === 0 ? 0 : n - (Math.ceil(n / pages.pageSize) - 1) * pages.pageSize,
+          ),
+          pageSize: pages.pageSize,
+          numPages: pages.numPages,
+          numKVHeads: input.numKVHeads,
+          headDim: input.headDim,
+          kvDtype: input.kvDtype,
+          layout,
+        });
+        const step = {
+          seqs: table.seqs,
+          numHeads: input.numHeads,
+          ...(input.qLens === undefined ? { qLen: input.qLen } : { qLens: input.qLens }),
+          strategy: c.spec.strategy,
+          ...c.variant,
+        };
+        const options = {
+          grid: c.grid,
+          tileTokens: c.tileTokens,
+          batchInvariant: c.batchInvariant,
+        };
+        const plan = planForCache(table, step, options);
+        const got = executePagedPlanOnCpu(plan, { q: input.q, ...pages });
+        const dense = executePlanOnCpu(
+          createPlan(shapeOf(input), { ...options, strategy: c.spec.strategy }),
+          input,
+          resolveScale(input),
+        );
+        assert.ok(sameBits(got.out, dense.out), `${label}: out`);
+        assert.ok(sameBits(got.lse, dense.lse), `${label}: lse`);
+      },
+    ),
+    fcParams(100),
   );
 });
