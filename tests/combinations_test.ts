@@ -16,13 +16,13 @@ import {
   type DecodeInput,
   type Decoder,
   type DecodeShape,
+  type KernelTuning,
   KV_DTYPES,
   type KVArray,
   type KVDtype,
   type KVScale,
   referenceAttention,
   STRATEGIES,
-  type Strategy,
   type VariantOptions,
 } from "../mod.ts";
 import {
@@ -35,6 +35,7 @@ import {
 } from "../plan.ts";
 import { decodeInputKV, KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import {
+  createAttentionEncoder,
   createIndptrPageTable,
   createPagedPlan,
   executePagedPlanOnCpu,
@@ -42,6 +43,16 @@ import {
   planForCache,
 } from "../runner.ts";
 import { backendTest, propertyParams } from "./backends.ts";
+import { type GpuUnderTest, openGpu, STORAGE } from "./gpu_device.ts";
+import {
+  guardKernelSet,
+  type KernelFamily,
+  KV8_FAMILIES,
+  MLA_WIDE,
+  RAGGED_GQA,
+  softwareSkip,
+  VARIANTS_GQA_Q2,
+} from "./kernel_set.ts";
 import {
   assertMatchesReference,
   type CaseSpec,
@@ -564,3 +575,199 @@ Deno.test("runner page tables (createIndptrPageTable) with planForCache equal de
     fcParams(100),
   );
 });
+
+// GPU backends (and the CPU) on the kernel set's families (tests/kernel_set.ts): each family's
+// kernel class is fixed, and what varies is what the class leaves to runtime values (lengths,
+// ragged query lengths up to the family's, empty requests, variant values, scales, strategies),
+// once on a plain decoder and once batch-invariant over KV windows of 3 tiles.
+
+/** The tile size of the GPU cases: the families' own (their kernel class). */
+const GPU_TILE = 64;
+
+/**
+ * One case of a family: ragged query lengths up to the family's `qLen` (the first sequence at
+ * it, so the kernel is the family's) with empty requests, every strategy, optionally every
+ * variant field on.
+ */
+function familyCaseArb(family: KernelFamily, variants: boolean): fc.Arbitrary<ComboCase> {
+  return fc.record({
+    seqs: fc.array(
+      fc.record({
+        qLen: fc.integer({ min: 1, max: family.qLen }),
+        extra: fc.oneof(fc.constant(-1), fc.integer({ min: 0, max: 300 })),
+      }),
+      { minLength: 1, maxLength: 4 },
+    ),
+    firstExtra: fc.integer({ min: 0, max: 300 }),
+    kvScales: fc.constantFrom<"tensor" | "token">("tensor", "token"),
+    strategy: fc.constantFrom(...STRATEGIES),
+    variant: variants ? variantArb(family.numHeads, true) : fc.constant({}),
+    seed: fc.integer({ min: 0, max: 0x7fffffff }),
+  }).map((r): ComboCase => {
+    const qLens = r.seqs.map((s, i) => (i === 0 ? family.qLen : s.qLen));
+    return {
+      spec: {
+        numHeads: family.numHeads,
+        numKVHeads: family.numKVHeads,
+        headDim: family.headDim,
+        headDimV: family.headDimV,
+        kvDtype: family.kvDtype,
+        kvScales: r.kvScales,
+        qLens,
+        seqLens: r.seqs.map((s, i) =>
+          i === 0 ? qLens[0] + r.firstExtra : s.extra < 0 ? 0 : qLens[i] + s.extra
+        ),
+        strategy: r.strategy,
+        seed: r.seed,
+        qAmplitude: 2,
+      },
+      variant: r.variant,
+      batchInvariant: false,
+      grid: 7,
+      tileTokens: GPU_TILE,
+    };
+  });
+}
+
+/**
+ * Registers a family's property test twice: on a plain decoder, and on a batch-invariant one
+ * whose KV bindings hold 3 tiles (windows cut every case of more than 192 tokens).
+ */
+function familyTest(
+  name: string,
+  family: KernelFamily,
+  variants: boolean,
+  gpuRuns: number,
+  kernel?: KernelTuning,
+): void {
+  const windowBytes = bindingBytes({ ...family, seqLens: [], seed: 0 }, 3 * GPU_TILE);
+  for (const invariant of [false, true]) {
+    backendTest(
+      `${name}${invariant ? " (batch-invariant, KV windows)" : ""}`,
+      async (decoder, backend, context) => {
+        await fc.assert(
+          fc.asyncProperty(familyCaseArb(family, variants), async (c) => {
+            const input = comboInput(c);
+            const label = `${describeCombo(c)}${invariant ? " invariant+windows" : ""}`;
+            assertMatchesReference(input, await decoder.decode(input), label);
+          }),
+          propertyParams(backend, 3 * gpuRuns, gpuRuns, context),
+        );
+      },
+      {
+        decoder: {
+          grid: 7,
+          tileTokens: GPU_TILE,
+          ...(invariant ? { batchInvariant: true, maxBindingBytes: windowBytes } : {}),
+          ...(kernel ? { kernel } : {}),
+        },
+      },
+    );
+  }
+}
+
+familyTest(
+  "every variant with ragged qLens 1 and 2 and empty requests (variants' family)",
+  VARIANTS_GQA_Q2,
+  true,
+  6,
+);
+familyTest("ragged qLens with empty requests (ragged family)", RAGGED_GQA, false, 4);
+for (const family of KV8_FAMILIES) {
+  familyTest(
+    `8-bit ${family.kvDtype} d${family.headDim} with empty requests, per-tensor and per-token scales`,
+    family,
+    false,
+    4,
+  );
+}
+familyTest("MLA-wide rows with empty requests", MLA_WIDE, false, 3, { subgroups: false });
+
+// Storage buffers: the plain kernels bind 7; the page list, the variants' per-head table (ALiBi
+// slopes, sinks) and the 8-bit scale table one more each. A device at WebGPU's default limit of
+// 8 (a runner's device requested without limits) must get a RangeError saying so, not a
+// pipeline that fails validation and leaves the outputs unwritten.
+for (const name of ["webgpu", "dawn"] as const) {
+  const gpu = await openGpu(name);
+  const ok = typeof gpu !== "string";
+  const skip = ok ? softwareSkip(gpu, {}) : undefined;
+  Deno.test({
+    name: `a default-limits device: variants and 8-bit paged need more storage buffers [${name}]`,
+    ignore: !ok || skip !== undefined,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const adapter = await ((gpu as GpuUnderTest).keepAlive[0] as GPU).requestAdapter();
+      (gpu as GpuUnderTest).keepAlive.push(adapter);
+      const device = await adapter!.requestDevice(); // WebGPU's default limits
+      try {
+        assert.equal(device.limits.maxStorageBuffersPerShaderStage, 8);
+        // The runner's encoder: paged kernels with sinks (9), with int8 too (10).
+        const attention = await createAttentionEncoder(device, { grid: 7 });
+        for (const [kvDtype, need] of [["f32", 9], ["int8", 10]] as const) {
+          const input = {
+            ...makeInput({ ...VARIANTS_GQA_Q2, kvDtype, seqLens: [40, 0], seed: 1 }),
+            sinks: Float32Array.of(1, 2, 3, 4),
+          };
+          const pages = scatterPages(input, 16, "HND", 1);
+          const plan = attention.planPages(shapeOf(input), pages);
+          const buffer = (bytes: number) =>
+            device.createBuffer({ size: Math.max(256, bytes), usage: STORAGE });
+          const used = [buffer(pages.k.byteLength), buffer(pages.v.byteLength), buffer(4096)];
+          const [k, v, scratch] = used;
+          assert.throws(
+            () =>
+              attention.encode(device.createCommandEncoder(), {
+                plan,
+                k,
+                v,
+                ...(kvDtype === "int8" ? { kvScales: scratch } : {}),
+                q: scratch,
+                out: buffer(4096),
+              }),
+            (e: Error) =>
+              e instanceof RangeError &&
+              e.message.includes(
+                `paged attention with ALiBi slopes or sinks needs ${need} storage buffers per shader stage: the device allows 8`,
+              ),
+          );
+        }
+        attention.dispose();
+        // The decoder on that device: dense kernels with the per-head table and per-token
+        // 8-bit scales (9); the decoder stays usable (the variants' family, 8 buffers, after).
+        const decoder = await createDecoder({ backend: name, device, grid: 7, tileTokens: 64 });
+        try {
+          const kv8 = {
+            ...makeInput({ ...KV8_FAMILIES[0], kvScales: "token", seqLens: [50], seed: 2 }),
+            sinks: Float32Array.of(0, 1, 2, 3),
+          };
+          // Unguarded: its class is outside the set, but the call is refused before any compile.
+          await assert.rejects(
+            () => decoder.decode(kv8),
+            (e: Error) =>
+              e instanceof RangeError &&
+              /ALiBi slopes \/ sinks table, the 8-bit scale table needs 9 storage buffers per shader stage: the device allows 8/
+                .test(e.message),
+          );
+          assert.equal(decoder.stats().buffersLive, 0, "the failed call's buffers are released");
+          const input = {
+            ...makeInput({ ...VARIANTS_GQA_Q2, qLens: [2, 1], seqLens: [90, 0], seed: 3 }),
+            slidingWindow: 30,
+            logitsSoftCap: 10,
+            alibiSlopes: Float32Array.of(0.1, 0.2, 0.3, 0.4),
+            sinks: Float32Array.of(0, 1, 2, 3),
+          };
+          assertMatchesReference(
+            input,
+            await guardKernelSet(decoder, { tileTokens: 64 }).decode(input),
+            "after the refused call",
+          );
+        } finally {
+          await decoder.dispose();
+        }
+      } finally {
+        device.destroy();
+      }
+    },
+  });
+}
