@@ -37,6 +37,7 @@ import { decodeInputKV, KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import {
   createAttentionEncoder,
   createIndptrPageTable,
+  createKVCache,
   createPagedPlan,
   executePagedPlanOnCpu,
   type PageLayout,
@@ -771,3 +772,56 @@ for (const name of ["webgpu", "dawn"] as const) {
     },
   });
 }
+
+Deno.test("runner steps planned from the previous plan equal fresh plans with windows, ragged qLens and empty requests", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          len: fc.oneof(fc.constant(0), fc.integer({ min: 16, max: 600 })),
+          qLen: fc.integer({ min: 1, max: 16 }),
+        }),
+        { minLength: 1, maxLength: 5 },
+      ),
+      fc.option(fc.integer({ min: 1, max: 200 }), { nil: undefined, freq: 3 }),
+      fc.constantFrom(1, 3, 8, 40),
+      fc.constantFrom(...STRATEGIES),
+      fc.array(fc.integer({ min: 0, max: 20 }), { minLength: 1, maxLength: 6 }),
+      (seqSpecs, slidingWindow, grid, strategy, steps) => {
+        const cache = createKVCache({
+          numLayers: 1,
+          numKVHeads: 2,
+          headDim: 8,
+          pageSize: 16,
+          numPages: 4096,
+        });
+        const seqs = seqSpecs.map(({ len }) => {
+          const s = cache.addSequence();
+          if (len > 0) cache.extend([s], len);
+          return s;
+        });
+        const live = seqs.filter((_, i) => seqSpecs[i].len > 0);
+        const step = {
+          seqs,
+          numHeads: 4,
+          qLens: seqSpecs.map((s) => s.qLen),
+          slidingWindow,
+          sinks: Float32Array.of(1, 2, 3, 4),
+        };
+        const options = { grid, strategy, tileTokens: 16 };
+        let previous = planForCache(cache, step, options);
+        for (const grow of steps) {
+          // The empty requests stay empty; the others gain tokens.
+          if (live.length > 0) { for (let g = 0; g < grow; g++) cache.extend(live, 1); }
+          const derived = planForCache(cache, step, { ...options, previous });
+          const fresh = planForCache(cache, step, options);
+          const { cache: _a, ...a } = derived as unknown as { cache?: unknown };
+          const { cache: _b, ...b } = fresh as unknown as { cache?: unknown };
+          assert.deepStrictEqual(a, b);
+          previous = derived;
+        }
+      },
+    ),
+    fcParams(150),
+  );
+});
