@@ -44,7 +44,7 @@ import {
   planForCache,
 } from "../runner.ts";
 import { backendTest, propertyParams } from "./backends.ts";
-import { type GpuUnderTest, openGpu, STORAGE } from "./gpu_device.ts";
+import { gpuBuffer, type GpuUnderTest, openGpu, readF32, STORAGE } from "./gpu_device.ts";
 import {
   guardKernelSet,
   type KernelFamily,
@@ -53,6 +53,7 @@ import {
   RAGGED_GQA,
   softwareSkip,
   VARIANTS_GQA_Q2,
+  VARIANTS_KV8,
 } from "./kernel_set.ts";
 import {
   assertMatchesReference,
@@ -673,6 +674,12 @@ familyTest(
   true,
   6,
 );
+familyTest(
+  "every variant over FP8 K/V with ragged qLens, empty requests and both scale modes",
+  VARIANTS_KV8,
+  true,
+  6,
+);
 familyTest("ragged qLens with empty requests (ragged family)", RAGGED_GQA, false, 4);
 for (const family of KV8_FAMILIES) {
   familyTest(
@@ -825,3 +832,78 @@ Deno.test("runner steps planned from the previous plan equal fresh plans with wi
     fcParams(150),
   );
 });
+
+// The runner's encoder over a runner page table with empty requests (no pages, lastPageLen 0):
+// the runner-format tests' paged class (f16 KV, 8/2 heads, d64, HND pages; tests/kernel_set.ts).
+for (const name of ["webgpu", "dawn"] as const) {
+  const gpu = await openGpu(name);
+  const ok = typeof gpu !== "string";
+  const skip = ok ? softwareSkip(gpu, {}) : undefined;
+  Deno.test({
+    name: `a runner page table with empty requests through the encoder, every strategy [${name}]`,
+    ignore: !ok || skip !== undefined,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const { device } = gpu as GpuUnderTest;
+      const attention = await createAttentionEncoder(device, { grid: 8 });
+      const seqLens = [0, 150, 0, 9];
+      const input = makeInput({
+        seqLens,
+        numHeads: 8,
+        numKVHeads: 2,
+        headDim: 64,
+        kvDtype: "f16",
+        seed: 12,
+      });
+      const pages = scatterPages(input, 16, "HND", 12);
+      const indptr = [0];
+      for (const t of pages.pageTables) indptr.push(indptr[indptr.length - 1] + t.length);
+      const table = createIndptrPageTable({
+        indptr,
+        indices: pages.pageTables.flat(),
+        lastPageLen: seqLens.map((n) => (n === 0 ? 0 : ((n - 1) % 16) + 1)),
+        pageSize: 16,
+        numPages: pages.numPages,
+        numKVHeads: 2,
+        headDim: 64,
+        kvDtype: "f16",
+        layout: "HND",
+      });
+      const k = bytesBuffer(device, pages.k);
+      const v = bytesBuffer(device, pages.v);
+      const q = gpuBuffer(device, input.q);
+      const rows = seqLens.length * 8;
+      try {
+        for (const strategy of STRATEGIES) {
+          const out = gpuBuffer(device, new Float32Array(rows * 64).fill(NaN));
+          const lse = gpuBuffer(device, new Float32Array(rows).fill(NaN));
+          const plan = attention.plan(table, { seqs: table.seqs, numHeads: 8, strategy });
+          const enc = device.createCommandEncoder();
+          attention.encode(enc, { plan, k, v, q, out, lse });
+          device.queue.submit([enc.finish()]);
+          const got = {
+            out: await readF32(device, out, rows * 64),
+            lse: await readF32(device, lse, rows),
+          };
+          assertMatchesReference(input, got, strategy);
+          out.destroy();
+          lse.destroy();
+        }
+      } finally {
+        for (const b of [k, v, q]) b.destroy();
+        attention.dispose();
+      }
+    },
+  });
+}
+
+/** A storage buffer holding any array's bytes (padded to 4). */
+function bytesBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
+  const size = Math.max(16, Math.ceil(data.byteLength / 4) * 4);
+  const b = device.createBuffer({ size, usage: STORAGE });
+  const padded = new Uint8Array(size);
+  padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  device.queue.writeBuffer(b, 0, padded);
+  return b;
+}
