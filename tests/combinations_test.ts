@@ -907,3 +907,25 @@ function bytesBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
   device.queue.writeBuffer(b, 0, padded);
   return b;
 }
+
+backendTest(
+  "warmup with an 8-bit input compiles the kernels of its scale mode (per-tensor or per-token)",
+  async (decoder, backend) => {
+    for (const kvScales of ["tensor", "token"] as const) {
+      const input = makeInput({
+        ...KV8_FAMILIES[1],
+        kvScales,
+        qLens: [1, 1],
+        seqLens: [120, 0],
+        strategy: "lean",
+        seed: 5,
+      });
+      await decoder.warmup(input, { strategies: ["lean"] });
+      const before = decoder.stats().pipelinesCreated;
+      assertMatchesReference(input, await decoder.decode(input), kvScales);
+      // The first decode after warmup compiles nothing (the CPU compiles nothing at all).
+      assert.equal(decoder.stats().pipelinesCreated, before, `${backend} ${kvScales}`);
+    }
+  },
+  { decoder: { grid: 7, tileTokens: GPU_TILE } },
+);
