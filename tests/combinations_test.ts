@@ -21,6 +21,7 @@ import {
   type KVArray,
   type KVDtype,
   type KVScale,
+  mergeStates,
   referenceAttention,
   STRATEGIES,
   type VariantOptions,
@@ -929,3 +930,38 @@ backendTest(
   },
   { decoder: { grid: 7, tileTokens: GPU_TILE } },
 );
+
+Deno.test("merging states of a split context: exact with soft-cap and sinks in one part [cpu]", async () => {
+  // A prefix of 200 tokens and a suffix of 100, decoded apart and merged, against the whole.
+  await using decoder = await createDecoder({ backend: "cpu", grid: 5 });
+  const whole = makeInput({ seqLens: [300], numHeads: 4, numKVHeads: 2, headDim: 16, seed: 8 });
+  const row = 2 * 16;
+  const part = (from: number, to: number): DecodeInput => ({
+    ...whole,
+    seqLens: [to - from],
+    k: (whole.k as Float32Array).subarray(from * row, to * row),
+    v: (whole.v as Float32Array).subarray(from * row, to * row),
+  });
+  const sinks = Float32Array.of(1, -2, 0.5, 3);
+  const logitsSoftCap = 3;
+  const full = await decoder.decode({ ...whole, logitsSoftCap, sinks });
+  const merged = mergeStates([
+    await decoder.decode({ ...part(0, 200), logitsSoftCap, sinks }),
+    await decoder.decode({ ...part(200, 300), logitsSoftCap }),
+  ]);
+  assert.ok(maxAbsError(merged.out, full.out) < 1e-5);
+  assert.ok(maxAbsError(merged.lse, full.lse) < 1e-5);
+  // Sinks in both parts count twice; ALiBi biases a part by its own last position: neither
+  // merges to the whole (README, merging attention states).
+  const twice = mergeStates([
+    await decoder.decode({ ...part(0, 200), sinks }),
+    await decoder.decode({ ...part(200, 300), sinks }),
+  ]);
+  assert.ok(maxAbsError(twice.lse, (await decoder.decode({ ...whole, sinks })).lse) > 1e-3);
+  const alibiSlopes = Float32Array.of(0.05, 0.05, 0.05, 0.05);
+  const alibi = mergeStates([
+    await decoder.decode({ ...part(0, 200), alibiSlopes }),
+    await decoder.decode({ ...part(200, 300), alibiSlopes }),
+  ]);
+  assert.ok(maxAbsError(alibi.lse, (await decoder.decode({ ...whole, alibiSlopes })).lse) > 1e-3);
+});
