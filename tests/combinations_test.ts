@@ -1022,3 +1022,28 @@ Deno.test("batch-invariant decoding: a sequence's rows are bitwise the same alon
     fcParams(150),
   );
 });
+
+for (const family of [VARIANTS_GQA_Q2, VARIANTS_KV8]) {
+  backendTest(
+    `batch-invariant decoding with every variant, ${family.kvDtype} K/V: the first sequence alone and in its batch, bit for bit`,
+    async (decoder, backend, context) => {
+      await fc.assert(
+        fc.asyncProperty(familyCaseArb(family, true), async (c) => {
+          // The first sequence has the family's qLen: alone, its kernel is the batch's (the
+          // GPU's guarantee holds among batches of the same largest qLens entry).
+          const input = comboInput(c);
+          const batch = await decoder.decode(input);
+          const { alone } = sequenceAlone(input, 0);
+          const one = await decoder.decode(alone);
+          const DV = input.headDimV ?? input.headDim;
+          const n = one.lse.length;
+          const label = describeCombo(c);
+          assert.ok(sameBits(batch.lse.subarray(0, n), one.lse), `${label}: lse`);
+          assert.ok(sameBits(batch.out.subarray(0, n * DV), one.out), `${label}: out`);
+        }),
+        propertyParams(backend, 30, 4, context),
+      );
+    },
+    { decoder: { grid: 7, tileTokens: GPU_TILE, batchInvariant: true } },
+  );
+}
