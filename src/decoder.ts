@@ -151,7 +151,10 @@ class DecoderImpl implements Decoder {
     }
     // Plan every strategy first: a bad one throws before anything compiles.
     const plans = strategies.map((strategy) => this.#planProblem(problem, strategy));
-    for (const plan of plans) this.#backend.prepare?.(plan);
+    // A decode input given as the shape brings its 8-bit scales: per-token scales compile
+    // kernels of their own, which a shape alone would not warm.
+    const { kScale, vScale } = shape as Partial<DecodeInput>;
+    for (const plan of plans) this.#backend.prepare?.(plan, { kScale, vScale });
   }
 
   async dispose(): Promise<void> {

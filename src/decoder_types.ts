@@ -189,7 +189,8 @@ export interface Decoder extends AsyncDisposable {
   /**
    * Compiles the kernels a batch shape needs, so that the first `decode` of that shape does not
    * wait for them (seconds on a software adapter). Reports each compile to `onProgress`. Nothing
-   * to do on the CPU.
+   * to do on the CPU. 8-bit K/V with per-token scales compile kernels of their own: pass the
+   * decode input itself (or the shape with its `kScale` / `vScale`) to warm those.
    */
   warmup(shape: DecodeShape, options?: WarmupOptions): Promise<void>;
   /**

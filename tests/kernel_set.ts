@@ -7,7 +7,7 @@
  * lane counts 1, 2, 4, 8 and 16, rows per block 1, 2, 4, 6 and 8, one and two row sets, subgroup
  * and workgroup-memory reductions, tile sizes 16 to 256, KV windows (the same kernels over
  * smaller bindings), paged reads, the merge, the attention variants (one family with every
- * variant flag on at once), ragged query lengths (the qLen 2 kernel) and MLA's wide-row class
+ * variant flag on at once, and the same over FP8 K/V), ragged query lengths (the qLen 2 kernel) and MLA's wide-row class
  * (32 padded lanes, V rows of their own length). Mesa's shader cache then compiles each class
  * once per run. The runner-format tests (tests/runner_formats_test.ts) add one paged family of
  * the paged tests' shape (f16 KV, 8/2 heads, d64) in HND pages, with f32 and with f16 queries
@@ -106,6 +106,15 @@ export const F32_GQA_Q2: KernelFamily = { ...F32_GQA, qLen: 2 };
  * sinks): one kernel class covers each flag's code. Shapes must set all four variant fields.
  */
 export const VARIANTS_GQA_Q2: KernelFamily = { ...SMALL_GQA, qLen: 2 };
+
+/**
+ * The variants' family over FP8 (E4M3) K/V, every variant flag on: where the two meet in the
+ * kernel (per-token K scales applied to the dot products before the soft-cap and ALiBi, a
+ * per-tensor V scale on the output beside the sink's rescale, the head table beside the scale
+ * table: 9 storage bindings), which neither family alone compiles
+ * (tests/combinations_test.ts; per-tensor and per-token scales are two pipelines of it).
+ */
+export const VARIANTS_KV8: KernelFamily = { ...VARIANTS_GQA_Q2, kvDtype: "fp8e4m3" };
 
 /** The kernel class suffix of a shape's variant flags (empty for the plain variant). */
 function variantSuffix(shape: Partial<DecodeShape>): string {
@@ -209,8 +218,10 @@ export const KERNEL_SET: ReadonlySet<string> = new Set([
   // the subgroups feature).
   familyKey(F16_MHA, {}, false),
   familyKey(F32_GQA, {}, false),
-  // Every variant flag at once (tests/variants_test.ts).
+  // Every variant flag at once (tests/variants_test.ts), also over FP8 K/V
+  // (tests/combinations_test.ts).
   familyKey(VARIANTS_GQA_Q2) + variantSuffix(ALL_VARIANTS),
+  familyKey(VARIANTS_KV8) + variantSuffix(ALL_VARIANTS),
 ]);
 
 /** Decoder options that change the kernel. */

@@ -208,7 +208,7 @@ Deno.test("bad runner page tables throw TypeError or RangeError naming the field
     [
       { indptr: [0, 2, 1] },
       RangeError,
-      /indptr must give every sequence at least one page: indptr\[2\] = 1 after indptr\[1\] = 2/,
+      /indptr must be non-decreasing: indptr\[2\] = 1 after indptr\[1\] = 2/,
     ],
     [{ indptr: [0, 2, 4] }, RangeError, /indptr\[2\] must be an integer from 0 to 3: got 4/],
     [{ indptr: [0, "2", 3] }, TypeError, /indptr\[1\] must be a number: got string/],
@@ -220,8 +220,13 @@ Deno.test("bad runner page tables throw TypeError or RangeError naming the field
       RangeError,
       /lastPageLen must hold one entry per sequence \(2, from indptr\): got 1/,
     ],
+    [
+      { indptr: [0, 0, 3], lastPageLen: [2, 3] },
+      RangeError,
+      /lastPageLen\[0\] must be 0 for a sequence of no pages \(indptr\[0\] = indptr\[1\] = 0, an empty request\): got 2/,
+    ],
     [{ lastPageLen: [0, 3] }, RangeError, /lastPageLen\[0\] must be an integer from 1 to 4: got 0/],
-    [{ lastPageLen: [2, 5] }, RangeError, /lastPageLen\[1\] must be an integer from 1 to 4: got 5/],
+    [{ lastPageLen: [2, 5] }, RangeError, /lastPageLen\[1\] must be an integer from 0 to 4: got 5/],
     [{ lastPageLen: "2,3" }, TypeError, /lastPageLen must be an array of integers: got string/],
     [{ kvDtype: 8 }, TypeError, /kvDtype must be a string: got number/],
     [{ kvDtype: "f64" }, RangeError, /kvDtype must be one of .*: got "f64"/],

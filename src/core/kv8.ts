@@ -212,7 +212,11 @@ export function checkKVScale(
       `${name} must have ${count} elements (one per token and KV head): got ${scale.length}`,
     );
   }
-  if (count === undefined && (scale.length === 0 || elements % scale.length !== 0)) {
+  // No values (a batch of empty requests) take no scales: an empty array divides them.
+  if (
+    count === undefined &&
+    (scale.length === 0 ? elements !== 0 : elements % scale.length !== 0)
+  ) {
     throw new RangeError(
       `${name} must have a length dividing the ${elements} values (one scale per token and KV head): got ${scale.length}`,
     );

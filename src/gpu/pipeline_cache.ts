@@ -112,9 +112,25 @@ export class PipelineCache {
     const heads = needsHeadTable("decode", spec.variant);
     // 8-bit K/V with per-token scales bind the scale table.
     const kvScales = spec.kvScales === "token";
+    const entries = kernelLayoutEntries({ paged, heads, kvScales });
+    // Each of the three adds a storage buffer to the 7 of the plain kernels: a device at
+    // WebGPU's default limit (8, e.g. a caller's device requested without limits) cannot bind
+    // two of them. Its pipeline would fail validation with a message about buffers; say why.
+    const need = entries.filter((e) => e.type !== "uniform").length;
+    const most = this.#device.limits.maxStorageBuffersPerShaderStage;
+    if (need > most) {
+      const why = [
+        paged ? "the page list" : "",
+        heads ? "the ALiBi slopes / sinks table" : "",
+        kvScales ? "the 8-bit scale table" : "",
+      ].filter((w) => w).join(", ");
+      throw new RangeError(
+        `attention with ${why} needs ${need} storage buffers per shader stage: the device allows ${most} (request the device with a higher maxStorageBuffersPerShaderStage)`,
+      );
+    }
     return this.#layout(
       `attention${paged ? " paged" : ""}${heads ? " heads" : ""}${kvScales ? " scales" : ""}`,
-      () => kernelLayoutEntries({ paged, heads, kvScales }),
+      () => entries,
     );
   }
 

@@ -117,7 +117,7 @@ export class WebGPUBackend implements Backend {
    * The kernel spec this backend uses for a plan (with an input: where its 8-bit scales come
    * from).
    */
-  spec(plan: Plan, paged = false, input?: DecodeInput): KernelSpec {
+  spec(plan: Plan, paged = false, input?: Pick<DecodeInput, "kScale" | "vScale">): KernelSpec {
     const spec = kernelSpec(plan, this.#caps, this.#tuning, paged);
     if (!input || !KV_DTYPE_INFO[plan.problem.kvDtype].scaled) return spec;
     return { ...spec, kvScales: kvScaleMode(input) };
@@ -128,9 +128,12 @@ export class WebGPUBackend implements Backend {
     return this.#pipelines.get(kind, spec);
   }
 
-  /** Compiles the kernels a plan needs (decode, and merge when it has partial states). */
-  prepare(plan: Plan): void {
-    const spec = this.spec(plan);
+  /**
+   * Compiles the kernels a plan needs (decode, and merge when it has partial states); 8-bit
+   * K/V with the kernels of `scales`' mode (per-token scales are a pipeline of their own).
+   */
+  prepare(plan: Plan, scales?: Pick<DecodeInput, "kScale" | "vScale">): void {
+    const spec = this.spec(plan, false, scales);
     this.pipeline("decode", spec);
     if (plan.schedule.reduce.length > 0) this.pipeline("merge", spec);
   }

@@ -163,8 +163,11 @@ export interface Backend {
   readonly profile: DeviceProfile;
   /** Executes a plan on validated input. */
   run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput>;
-  /** Compiles what a plan will need ahead of its first run (GPU backends; absent on the CPU). */
-  prepare?(plan: Plan): void;
+  /**
+   * Compiles what a plan will need ahead of its first run (GPU backends; absent on the CPU).
+   * 8-bit K/V: `scales` (the inputs' `kScale` / `vScale`) pick per-tensor or per-token kernels.
+   */
+  prepare?(plan: Plan, scales?: Pick<DecodeInput, "kScale" | "vScale">): void;
   /**
    * Times the execution of a plan: GPU backends with `timestamp-query` around the compute pass
    * (no upload, no readback), the CPU with the wall clock.

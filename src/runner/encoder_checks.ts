@@ -8,6 +8,9 @@
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { variantFlags } from "../core/variant_options.ts";
+import { kernelLayoutEntries } from "../kernels/abi.ts";
+import { needsHeadTable } from "../kernels/variant_wgsl.ts";
 import { BufferUsage } from "../gpu/gpu_runtime.ts";
 import { cacheById } from "./cache_registry.ts";
 import { isBuffer } from "./checks.ts";
@@ -59,11 +62,19 @@ export function encodeStorage(
     );
   }
   const scaled = KV_DTYPE_INFO[plan.problem.kvDtype].scaled;
-  // Paged 8-bit kernels bind the scale table beside the page list.
+  // Paged 8-bit kernels bind the scale table beside the page list, and ALiBi or sinks the
+  // variants' per-head table: 9 storage buffers with either, 10 with both. A device that allows
+  // fewer would fail the pipeline's validation silently, leaving the outputs unwritten.
+  const heads = needsHeadTable("decode", variantFlags(plan.problem.variant));
+  const need = kernelLayoutEntries({ paged: true, heads, kvScales: scaled })
+    .filter((e) => e.type !== "uniform").length;
   const most = device.limits?.maxStorageBuffersPerShaderStage;
-  if (scaled && typeof most === "number" && most < 9) {
+  if (typeof most === "number" && most < need) {
+    const what = `${scaled ? `kvDtype "${plan.problem.kvDtype}" ` : ""}paged attention${
+      heads ? " with ALiBi slopes or sinks" : ""
+    }`;
     throw new RangeError(
-      `kvDtype "${plan.problem.kvDtype}" paged attention needs 9 storage buffers per shader stage: the device allows ${most}`,
+      `${what} needs ${need} storage buffers per shader stage: the device allows ${most}`,
     );
   }
   if (scaled && !isBuffer(bufferOf(scales))) {

@@ -36,7 +36,7 @@ export interface IndptrPageTableOptions {
   indptr: ArrayLike<number>;
   /** The sequences' page numbers, concatenated. */
   indices: ArrayLike<number>;
-  /** Tokens in each sequence's last page, 1 to `pageSize`. */
+  /** Tokens in each sequence's last page, 1 to `pageSize` (0 for a sequence of no pages). */
   lastPageLen: ArrayLike<number>;
   /** Tokens per page: a power of two from 1 to 256. */
   pageSize: number;
@@ -135,7 +135,9 @@ export class IndptrPageTable implements PageTableSource {
       throw new RangeError(`indptr must hold numSeqs + 1 >= 2 entries: got ${indptr.length}`);
     }
     const n = indptr.length - 1;
-    const last = checkInts("lastPageLen", options.lastPageLen, 1, pageSize);
+    // 0 marks an empty request (a sequence of no pages): plans give its rows the merge
+    // identity, so a runner need not filter empty requests out of its table.
+    const last = checkInts("lastPageLen", options.lastPageLen, 0, pageSize);
     if (last.length !== n) {
       throw new RangeError(
         `lastPageLen must hold one entry per sequence (${n}, from indptr): got ${last.length}`,
@@ -144,14 +146,26 @@ export class IndptrPageTable implements PageTableSource {
     const lengths = new Uint32Array(n);
     for (let i = 0; i < n; i++) {
       const pages = indptr[i + 1] - indptr[i];
-      if (pages < 1) {
+      if (pages < 0) {
         throw new RangeError(
-          `indptr must give every sequence at least one page: indptr[${i + 1}] = ${
+          `indptr must be non-decreasing: indptr[${i + 1}] = ${
             indptr[i + 1]
           } after indptr[${i}] = ${indptr[i]}`,
         );
       }
-      lengths[i] = (pages - 1) * pageSize + last[i];
+      if (pages === 0 && last[i] !== 0) {
+        throw new RangeError(
+          `lastPageLen[${i}] must be 0 for a sequence of no pages (indptr[${i}] = indptr[${
+            i + 1
+          }] = ${indptr[i]}, an empty request): got ${last[i]}`,
+        );
+      }
+      if (pages > 0 && last[i] === 0) {
+        throw new RangeError(
+          `lastPageLen[${i}] must be an integer from 1 to ${pageSize}: got 0 (0 only for a sequence of no pages)`,
+        );
+      }
+      lengths[i] = pages === 0 ? 0 : (pages - 1) * pageSize + last[i];
     }
     this.pageSize = pageSize;
     this.pageShift = Math.log2(pageSize);
@@ -199,8 +213,9 @@ export class IndptrPageTable implements PageTableSource {
 
 /**
  * Checks a runner's FlashInfer-style page table and wraps it for paged planning: `indptr` has
- * `numSeqs + 1` non-decreasing entries (each sequence at least one page), `indices` page numbers
- * below `numPages`, `lastPageLen` one entry from 1 to `pageSize` per sequence, `pageSize` a power
+ * `numSeqs + 1` non-decreasing entries, `indices` page numbers
+ * below `numPages`, `lastPageLen` one entry from 1 to `pageSize` per sequence (0 for a sequence
+ * of no pages: an empty request, whose rows come back as out 0 and lse -Infinity), `pageSize` a power
  * of two from 1 to 256. A bad field throws `TypeError` or `RangeError` naming it and its value.
  * The arrays are copied: changing them later changes nothing.
  *
