@@ -26,8 +26,13 @@ export interface KVCacheOptions {
   numLayers: number;
   /** KV heads per layer. */
   numKVHeads: number;
-  /** Head dimension: a multiple of 8 from 8 to 256. */
+  /** Head dimension of K: a multiple of 8 from 8 to 576. */
   headDim: number;
+  /**
+   * Head dimension of V: a multiple of 8 from 8 to 576 (default `headDim`). MLA (DeepSeek-V2/V3)
+   * caches K rows of 576 and V rows of 512 for one latent KV head.
+   */
+  headDimV?: number;
   /** Storage type (default `"f32"`). */
   kvDtype?: KVDtype;
   /** Tokens per page: a power of two from 1 to 65536 (default 16). */
@@ -145,7 +150,7 @@ export interface AppendData {
    * f16/bf16, `Int8Array` / `Uint8Array` codes for the 8-bit dtypes).
    */
   k: ReadonlyArray<KVArray>;
-  /** Values, like `k`. */
+  /** Values, like `k` (rows of `headDimV` dims). */
   v: ReadonlyArray<KVArray>;
   /**
    * 8-bit caches: K's scale per layer (see {@linkcode LayerRows.kScale}); default 1 for every
@@ -177,7 +182,7 @@ export interface LayerRows {
    * `kScale`, for the 8-bit dtypes).
    */
   k: KVArray;
-  /** Values, like `k`. */
+  /** Values, like `k` (rows of `headDimV` dims). */
   v: KVArray;
   /**
    * 8-bit caches: the scale of `k` (key = code x scale), a finite number > 0 for all rows
@@ -216,7 +221,7 @@ export interface EncodeAppendOptions {
   layer: number;
   /** `f32` keys of the new tokens, `[token][kvHead][dim]`, tokens in the slots' order. */
   k: GPUBuffer;
-  /** `f32` values, like `k`. */
+  /** `f32` values, like `k` (rows of `headDimV` dims). */
   v: GPUBuffer;
   /**
    * 8-bit caches: the per-tensor scale the kernel quantises `k` with (code = value / scale,
@@ -277,7 +282,7 @@ export interface KVCacheStats {
 export interface StoredRows {
   /** Keys, `[token][kvHead][dim]`. */
   k: KVArray;
-  /** Values, like `k`. */
+  /** Values, like `k` (rows of `headDimV` dims). */
   v: KVArray;
   /** 8-bit caches: K's scale per (token, KV head). */
   kScale?: Float32Array;
