@@ -86,10 +86,13 @@ export class KVCache implements PageTableSource {
   readonly pageShift: number;
   /** Identity token: the cache's paged plans name it by this number. */
   readonly id: number;
-  /** Elements and bytes of one token row (all KV heads) of K, and of V (`headDimV` dims). */
+  /** K elements of one token row (all KV heads). */
   readonly rowElements: number;
+  /** Bytes of one token row of K. */
   readonly rowBytes: number;
+  /** V elements of one token row (all KV heads, `headDimV` dims each). */
   readonly rowElementsV: number;
+  /** Bytes of one token row of V. */
   readonly rowBytesV: number;
   /** Sequences, their page tables and the page pool. */
   #tables: PageTables;
@@ -311,25 +314,16 @@ export class KVCache implements PageTableSource {
     if (!this.device) {
       throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
     }
-    const scales = this.#store.gpuScales[layer];
-    return {
-      k: this.#store.gpuK[layer],
-      v: this.#store.gpuV[layer],
-      ...(scales ? { scales } : {}),
-    };
+    return this.#store.layer(layer, this.#store.gpuK, this.#store.gpuV, this.#store.gpuScales);
   }
 
-  /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, rows of all pages). */
+  /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, V's of `headDimV`). */
   layerData(layer: number): { k: KVArray; v: KVArray; scales?: Float32Array } {
     this.#check();
     this.#layer(layer);
     if (this.device) throw new TypeError("layerData needs a host cache: this cache is on a GPU");
-    const scales = this.#store.hostScales[layer];
-    return {
-      k: this.#store.hostK[layer],
-      v: this.#store.hostV[layer],
-      ...(scales ? { scales } : {}),
-    };
+    const s = this.#store;
+    return s.layer(layer, s.hostK, s.hostV, s.hostScales);
   }
 
   /**

@@ -20,6 +20,15 @@ import type { KVScale } from "../core/kv8.ts";
  * const cache = createKVCache(options); // no device: host memory
  * console.log(cache.rowBytes, cache.memory().bytesAllocated); // 256 524288
  * ```
+ *
+ * @example MLA (DeepSeek-V3): one latent KV head, K rows of 576, V rows of 512
+ * ```ts
+ * import { createKVCache } from "@lean/attention/runner";
+ * const cache = createKVCache({
+ *   numLayers: 1, numKVHeads: 1, headDim: 576, headDimV: 512, kvDtype: "f16", numPages: 4,
+ * });
+ * console.log(cache.rowBytes, cache.rowBytesV, cache.memory().bytesPerPage); // 1152 1024 34816
+ * ```
  */
 export interface KVCacheOptions {
   /** Model layers (each has its own K and V storage). */

@@ -138,6 +138,12 @@ export class KVStorage {
     return this.#live.size;
   }
 
+  /** One layer's K, V and (8-bit dtypes) scales, of the host arrays or GPU buffers given. */
+  layer<T, S>(layer: number, k: T[], v: T[], scales: S[]): { k: T; v: T; scales?: S } {
+    const s = scales[layer];
+    return { k: k[layer], v: v[layer], ...(s ? { scales: s } : {}) };
+  }
+
   /** Whether a buffer is one of this storage's K/V buffers. */
   owns(b: GPUBuffer): boolean {
     return this.gpuK.includes(b) || this.gpuV.includes(b) || this.gpuScales.includes(b);
