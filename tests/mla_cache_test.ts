@@ -174,10 +174,12 @@ async function checkBatch(spec: BatchSpec, strategies: readonly Strategy[], seed
   cache.dispose();
 }
 
-Deno.test("a cache with V rows of 32 under K rows of 64: rows, forks, copy-on-write, plans (f32, f16)", async () => {
+Deno.test("a cache with V rows of 32 under K rows of 64: rows, forks, copy-on-write, plans (f32, f16, bf16)", async () => {
   for (const kvDtype of ["f32", "f16"] as const) {
     await checkBatch({ ...BATCH_64_32, kvDtype }, STRATEGIES, 11);
   }
+  // V rows longer than K's work alike.
+  await checkBatch({ ...BATCH_64_32, headDim: 32, headDimV: 64, kvDtype: "bf16" }, ["lean"], 12);
   const cache = createKVCache({
     numLayers: 2,
     numKVHeads: 2,
@@ -289,11 +291,11 @@ for (const name of ["webgpu", "dawn"] as const) {
     });
 
   gpuTest(
-    "the append kernel copies K and V rows of different lengths (f32, f16, int8)",
+    "the append kernel copies K and V rows of different lengths (f32, f16, int8; V shorter, longer)",
     async (device) => {
       const H = 2;
-      const [D, DV] = [64, 32];
-      for (const kvDtype of ["f32", "f16", "int8"] as const) {
+      const cases = [["f32", 64, 32], ["f16", 64, 32], ["int8", 64, 32], ["f32", 32, 64]] as const;
+      for (const [kvDtype, D, DV] of cases) {
         const cache = createKVCache({
           device,
           numLayers: 2,
@@ -364,6 +366,10 @@ for (const name of ["webgpu", "dawn"] as const) {
           Array.from(f32Bits(got0.v.subarray(4 * H * DV))),
           Array.from(f32Bits(encodeKV(new Float32Array(H * DV).fill(0.5), kvDtype))),
         );
+        assert.deepStrictEqual(
+          Array.from(f32Bits(got0.k.subarray(4 * H * D))),
+          Array.from(f32Bits(encodeKV(new Float32Array(H * D).fill(1), kvDtype))),
+        );
         // The runner's V buffer must hold V rows (of headDimV), K's K rows.
         const small = gpuBuffer(device, 4 * H * DV - 4);
         assert.throws(
@@ -376,7 +382,7 @@ for (const name of ["webgpu", "dawn"] as const) {
             }),
           (e: unknown) =>
             e instanceof RangeError &&
-            /^v must hold 1 f32 rows of 64 \(256 bytes\)/.test(e.message),
+            e.message.startsWith(`v must hold 1 f32 rows of ${H * DV} (${4 * H * DV} bytes)`),
         );
         for (const buf of [kb, vb, kb2, vb2, small]) buf.destroy();
         cache.dispose();
