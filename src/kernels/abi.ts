@@ -142,11 +142,21 @@ export const PARAMS_RECORD: AbiRecord<
 
 /**
  * The uniform block of the append kernel (`kvHeads`: KV heads of a row, for the scale table of
- * 8-bit caches).
+ * 8-bit caches; `rowWordsV`, `srcRowV`: V's row, of its own length for MLA's `headDimV`).
  */
-export const APPEND_PARAMS_RECORD: AbiRecord<"tokens" | "rowWords" | "srcRow" | "kvHeads"> = record(
+export const APPEND_PARAMS_RECORD: AbiRecord<
+  "tokens" | "rowWords" | "srcRow" | "kvHeads" | "rowWordsV" | "srcRowV"
+> = record(
   "AppendParams",
-  [{ name: "tokens" }, { name: "rowWords" }, { name: "srcRow" }, { name: "kvHeads" }],
+  [
+    { name: "tokens" },
+    { name: "rowWords" },
+    { name: "srcRow" },
+    { name: "kvHeads" },
+    { name: "rowWordsV" },
+    { name: "srcRowV" },
+  ],
+  8,
 );
 
 /**
@@ -156,7 +166,7 @@ export const APPEND_PARAMS_RECORD: AbiRecord<"tokens" | "rowWords" | "srcRow" | 
  * ```ts
  * import { APPEND_PARAMS_RECORD, packRecord } from "./abi.ts";
  * console.log(Array.from(packRecord(APPEND_PARAMS_RECORD, { tokens: 3, rowWords: 4 })));
- * // [3, 4, 0, 0]
+ * // [3, 4, 0, 0, 0, 0, 0, 0]
  * ```
  */
 export function packRecord<N extends string>(

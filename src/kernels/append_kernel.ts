@@ -22,7 +22,8 @@ export const APPEND_PARAMS_WORDS: number = APPEND_PARAMS_RECORD.stride;
 
 /**
  * Generates the append kernel for a KV dtype. Bindings: 0 params (`tokens`, `row_words`: `u32`s
- * of a cache row, `src_row`: floats of a source row), 1 `rows` (destination row of each token),
+ * of a cache row, `src_row`: floats of a source row, the same of V's rows in `row_words_v` and
+ * `src_row_v`), 1 `rows` (destination row of each token),
  * 2 and 3 the source K and V, 4 and 5 the layer's K and V; 8-bit caches add 6 the layer's
  * scales (uniform) and 7 its scale table.
  *
@@ -35,42 +36,52 @@ export const APPEND_PARAMS_WORDS: number = APPEND_PARAMS_RECORD.stride;
 export function appendKernelWGSL(kvDtype: KVDtype): string {
   const dtype = KV_DTYPE_INFO[kvDtype];
   const word = dtype.wgslWord;
-  // 8-bit: four codes per word, of the values divided by the layer's scale; the first
-  // `kv_heads` threads of a row store its scales.
-  const quad = (x: string, s: string) =>
-    [0, 1, 2, 3].map((i) => `(byte_bits(${x}[src + ${i}u] / ${s}) << ${8 * i}u)`).join(" | ");
-  // Dynamic scales (layer_scale.z / .w set): the largest finite magnitude of the thread's head
-  // row, as an integer max over the f32 bits, then the power of two of pow2_scale.
-  const amax = (x: string) =>
-    `    var m = 0u;
-    for (var i = 0u; i < hw * 4u; i++) {
-      let b = bitcast<u32>(${x}[head_src + i]) & 0x7fffffffu;
-      m = select(m, max(m, b), b < 0x7f800000u);
-    }`;
-  const load = dtype.scaled
-    ? `  let hw = params.row_words / params.kv_heads;
+  // K's and V's rows may differ in length (MLA's headDimV): each thread copies word `w` of K's
+  // row and of V's row, where the row has one. `x` names the tensor: k or v.
+  const copy = (x: "k" | "v") => {
+    const rowWords = x === "k" ? "params.row_words" : "params.row_words_v";
+    const srcRow = x === "k" ? "params.src_row" : "params.src_row_v";
+    const at = `  let dst = rows[t] * ${rowWords} + w;
+  let src = t * ${srcRow} + w * ${4 / dtype.bytes}u;`;
+    if (!dtype.packed && !dtype.scaled) {
+      return `${at}
+  dst_${x}[dst] = src_${x}[src];`;
+    }
+    if (!dtype.scaled) {
+      return `${at}
+  dst_${x}[dst] = half_bits(src_${x}[src]) | (half_bits(src_${x}[src + 1u]) << 16u);`;
+    }
+    // 8-bit: four codes per word, of the values divided by the layer's scale (dynamic, z or w
+    // set: the largest finite magnitude of the thread's head row, as an integer max over the
+    // f32 bits, then the power of two of pow2_scale); the first thread of each head row stores
+    // its scale (K's in .x, V's in .y of the scale table's entry).
+    const [given, dynamic, col] = x === "k" ? ["x", "z", "x"] : ["y", "w", "y"];
+    const quad = [0, 1, 2, 3].map((i) => `(byte_bits(src_${x}[src + ${i}u] / s) << ${8 * i}u)`)
+      .join(" | ");
+    return `${at}
+  let hw = ${rowWords} / params.kv_heads;
   let head = w / hw;
-  let head_src = t * params.src_row + head * hw * 4u;
-  var ks = layer_scale.x;
-  var vs = layer_scale.y;
-  if (layer_scale.z != 0.0) {
-${amax("src_k")}
-    ks = pow2_scale(m);
+  let head_src = t * ${srcRow} + head * hw * 4u;
+  var s = layer_scale.${given};
+  if (layer_scale.${dynamic} != 0.0) {
+    var m = 0u;
+    for (var i = 0u; i < hw * 4u; i++) {
+      let b = bitcast<u32>(src_${x}[head_src + i]) & 0x7fffffffu;
+      m = select(m, max(m, b), b < 0x7f800000u);
+    }
+    s = pow2_scale(m);
   }
-  if (layer_scale.w != 0.0) {
-${amax("src_v")}
-    vs = pow2_scale(m);
-  }
-  dst_k[dst] = ${quad("src_k", "ks")};
-  dst_v[dst] = ${quad("src_v", "vs")};
+  dst_${x}[dst] = ${quad};
   if (w % hw == 0u) {
-    dst_scales[rows[t] * params.kv_heads + head] = vec2<f32>(ks, vs);
-  }`
-    : !dtype.packed
-    ? `  dst_k[dst] = src_k[src];
-  dst_v[dst] = src_v[src];`
-    : `  dst_k[dst] = half_bits(src_k[src]) | (half_bits(src_k[src + 1u]) << 16u);
-  dst_v[dst] = half_bits(src_v[src]) | (half_bits(src_v[src + 1u]) << 16u);`;
+    dst_scales[rows[t] * params.kv_heads + head].${col} = s;
+  }`;
+  };
+  const load = `  if (w < params.row_words) {
+${copy("k").replace(/^/gm, "  ")}
+  }
+  if (w < params.row_words_v) {
+${copy("v").replace(/^/gm, "  ")}
+  }`;
   const scaleBindings = dtype.scaled
     ? `
 ${bindingWGSL(B.layerScale, "layer_scale", "uniform", "vec4<f32>")}
@@ -93,13 +104,13 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let i = gid.x + gid.y * nwg.x * ${APPEND_WORKGROUP}u;
-  if (i >= params.tokens * params.row_words) {
+  // One thread per word of the longer of K's and V's rows.
+  let row_max = max(params.row_words, params.row_words_v);
+  if (i >= params.tokens * row_max) {
     return;
   }
-  let t = i / params.row_words;
-  let w = i % params.row_words;
-  let dst = rows[t] * params.row_words + w;
-  let src = t * params.src_row + w * ${4 / dtype.bytes}u;
+  let t = i / row_max;
+  let w = i % row_max;
 ${load}
 }
 `;

@@ -50,6 +50,9 @@ export class AppendPath {
   readonly #kvDtype: KVDtype;
   readonly #rowElements: number;
   readonly #rowWords: number;
+  /** V's row (MLA's differ from K's): floats of a source row, words of a cache row. */
+  readonly #rowElementsV: number;
+  readonly #rowWordsV: number;
   /** 8-bit caches: KV heads of a row and layers (one scale slot per layer in each region). */
   readonly #kvHeads: number;
   readonly #scaleSlots: number;
@@ -62,14 +65,18 @@ export class AppendPath {
   #bindGroups = new BindGroupCache();
 
   /**
-   * The append path of a cache on `ctx`'s device, for rows of `rowElements` `kvDtype`s (`shape`:
-   * KV heads of a row and layers, for the scale tables of 8-bit caches).
+   * The append path of a cache on `ctx`'s device, for K rows of `rowElements` `kvDtype`s
+   * (`shape`: KV heads of a row and layers, for the scale tables of 8-bit caches, and V's row
+   * elements when they differ from K's).
    */
   constructor(
     ctx: GpuContext,
     kvDtype: KVDtype,
     rowElements: number,
-    shape: { numKVHeads: number; numLayers: number } = { numKVHeads: 1, numLayers: 0 },
+    shape: { numKVHeads: number; numLayers: number; rowElementsV?: number } = {
+      numKVHeads: 1,
+      numLayers: 0,
+    },
   ) {
     this.#ctx = ctx;
     this.#device = ctx.device;
@@ -79,6 +86,8 @@ export class AppendPath {
     this.#rowElements = rowElements;
     // Destination words per row: packed dtypes hold two elements per word.
     this.#rowWords = (rowElements * KV_DTYPE_INFO[kvDtype].bytes) / 4;
+    this.#rowElementsV = shape.rowElementsV ?? rowElements;
+    this.#rowWordsV = (this.#rowElementsV * KV_DTYPE_INFO[kvDtype].bytes) / 4;
   }
 
   /**
@@ -118,6 +127,8 @@ export class AppendPath {
         rowWords: this.#rowWords,
         srcRow: this.#rowElements,
         kvHeads: this.#kvHeads,
+        rowWordsV: this.#rowWordsV,
+        srcRowV: this.#rowElementsV,
       }));
       words.set(rowIds, rowsOffset / 4);
       device.queue.writeBuffer(region.buffer, region.offset, words);
@@ -161,7 +172,8 @@ export class AppendPath {
       });
       this.#bindGroups.set(keys, tag, group);
     }
-    const words = tokens * this.#rowWords;
+    // One thread per word of the longer of K's and V's rows.
+    const words = tokens * Math.max(this.#rowWords, this.#rowWordsV);
     const [x, y] = dispatchSize(
       Math.ceil(words / APPEND_WORKGROUP),
       device.limits.maxComputeWorkgroupsPerDimension,

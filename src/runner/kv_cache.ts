@@ -2,7 +2,8 @@
  * A resident, paged KV cache for LLM runners. A page holds `pageSize` consecutive token rows of
  * every KV head of one layer (row layout `[kvHead][dim]`, the dense layout, f16/bf16 packed two
  * per `u32`, 8-bit codes four per `u32`); each layer has one K and one V buffer of `numPages`
- * pages, and 8-bit caches a scale table beside them (K's and V's scale per row and KV head).
+ * pages (V rows of `headDimV` dims: MLA's differ from K's), and 8-bit caches a scale table beside
+ * them (K's and V's scale per row and KV head).
  * Page numbers come from one {@linkcode PagePool} and mean the same rows in every layer, so one
  * page table per sequence serves all layers, and one plan per step serves all layers.
  *
@@ -69,8 +70,10 @@ export class KVCache implements PageTableSource {
   readonly numLayers: number;
   /** KV heads per token row. */
   readonly numKVHeads: number;
-  /** Elements per head. */
+  /** Elements per head of K. */
   readonly headDim: number;
+  /** Elements per head of V (`headDim` unless created with another, as MLA's). */
+  readonly headDimV: number;
   /** Element type of K and V. */
   readonly kvDtype: KVDtype;
   /** Tokens per page (a power of two). */
@@ -83,10 +86,14 @@ export class KVCache implements PageTableSource {
   readonly pageShift: number;
   /** Identity token: the cache's paged plans name it by this number. */
   readonly id: number;
-  /** KV elements of one token row (all KV heads). */
+  /** K elements of one token row (all KV heads). */
   readonly rowElements: number;
-  /** Bytes of one token row in one of K or V. */
+  /** Bytes of one token row of K. */
   readonly rowBytes: number;
+  /** V elements of one token row (all KV heads, `headDimV` dims each). */
+  readonly rowElementsV: number;
+  /** Bytes of one token row of V. */
+  readonly rowBytesV: number;
   /** Sequences, their page tables and the page pool. */
   #tables: PageTables;
   /** The K and V rows of every layer, in host arrays or GPU buffers. */
@@ -105,12 +112,15 @@ export class KVCache implements PageTableSource {
     this.numLayers = o.numLayers;
     this.numKVHeads = o.numKVHeads;
     this.headDim = o.headDim;
+    this.headDimV = o.headDimV;
     this.kvDtype = o.kvDtype;
     this.pageSize = o.pageSize;
     this.pageShift = Math.log2(o.pageSize);
     this.numPages = o.numPages;
     this.rowElements = this.numKVHeads * this.headDim;
     this.rowBytes = this.rowElements * KV_DTYPE_INFO[o.kvDtype].bytes;
+    this.rowElementsV = this.numKVHeads * this.headDimV;
+    this.rowBytesV = this.rowElementsV * KV_DTYPE_INFO[o.kvDtype].bytes;
     this.#tables = new PageTables(this.numPages, o.pageSize);
     this.id = registerCache(this);
     const device = o.device;
@@ -273,16 +283,11 @@ export class KVCache implements PageTableSource {
     options: EncodeAppendOptions,
   ): void {
     this.#check(true);
-    const device = this.device;
-    if (!device) {
-      throw new TypeError("encodeAppend needs a GPU cache: this cache is in host memory");
-    }
-    const layer = this.#layer(options?.layer);
     encodeAppendRows(
       this.#rows,
       target,
       options,
-      layer,
+      () => this.#layer(options?.layer),
       () => this.#append ??= new AppendPath(this.#gpu!, this.kvDtype, this.rowElements, this),
     );
   }
@@ -309,25 +314,16 @@ export class KVCache implements PageTableSource {
     if (!this.device) {
       throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
     }
-    const scales = this.#store.gpuScales[layer];
-    return {
-      k: this.#store.gpuK[layer],
-      v: this.#store.gpuV[layer],
-      ...(scales ? { scales } : {}),
-    };
+    return this.#store.layer(layer, this.#store.gpuK, this.#store.gpuV, this.#store.gpuScales);
   }
 
-  /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, rows of all pages). */
+  /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, V's of `headDimV`). */
   layerData(layer: number): { k: KVArray; v: KVArray; scales?: Float32Array } {
     this.#check();
     this.#layer(layer);
     if (this.device) throw new TypeError("layerData needs a host cache: this cache is on a GPU");
-    const scales = this.#store.hostScales[layer];
-    return {
-      k: this.#store.hostK[layer],
-      v: this.#store.hostV[layer],
-      ...(scales ? { scales } : {}),
-    };
+    const s = this.#store;
+    return s.layer(layer, s.hostK, s.hostV, s.hostScales);
   }
 
   /**
@@ -335,10 +331,7 @@ export class KVCache implements PageTableSource {
    * storage dtype: `Float32Array`, or `Uint16Array` bits). For tests and debugging: on a GPU
    * cache it creates and destroys a readback buffer.
    */
-  async read(
-    layer: number,
-    seq: number,
-  ): Promise<StoredRows> {
+  async read(layer: number, seq: number): Promise<StoredRows> {
     this.#check(true);
     this.#layer(layer);
     const s = this.#seq(seq);
@@ -348,7 +341,8 @@ export class KVCache implements PageTableSource {
   /** Memory use: pages used, free and shared, and bytes. */
   memory(): KVCacheMemory {
     const scaleBytes = 4 * this.#store.scaleRow;
-    return this.#tables.memory(this.numLayers * this.pageSize * (2 * this.rowBytes + scaleBytes));
+    const rowBytes = this.rowBytes + this.rowBytesV + scaleBytes;
+    return this.#tables.memory(this.numLayers * this.pageSize * rowBytes);
   }
 
   /** GPU allocation counters: steady-state appends leave them unchanged. */

@@ -24,19 +24,32 @@ export interface CheckedCacheOptions {
   readonly numLayers: number;
   readonly numKVHeads: number;
   readonly headDim: number;
+  /** V's head dim (`headDim` unless the options give another). */
+  readonly headDimV: number;
   readonly kvDtype: KVDtype;
   readonly pageSize: number;
   readonly numPages: number;
   readonly device: GPUDevice | undefined;
 }
 
-/** The row layout the row checks need. */
+/** The row layout the row checks need (V rows may be of their own head dim, `headDimV`). */
 export interface RowLayout {
   readonly kvDtype: KVDtype;
   readonly rowElements: number;
+  readonly rowElementsV: number;
   readonly numKVHeads: number;
   readonly headDim: number;
+  readonly headDimV: number;
   readonly numLayers: number;
+}
+
+/** Checks a head dim option: a multiple of 8 from 8 to `MAX_HEAD_DIM`. */
+function checkHeadDim(name: string, value: unknown): number {
+  const dim = positiveInt(name, value, MAX_HEAD_DIM);
+  if (dim % 8 !== 0) {
+    throw new RangeError(`${name} must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${dim}`);
+  }
+  return dim;
 }
 
 /** Checks {@linkcode KVCacheOptions} and fills in their defaults. */
@@ -48,12 +61,10 @@ export function checkCacheOptions(options: KVCacheOptions): CheckedCacheOptions 
   }
   const numLayers = positiveInt("numLayers", options.numLayers, 4096);
   const numKVHeads = positiveInt("numKVHeads", options.numKVHeads, 4096);
-  const headDim = positiveInt("headDim", options.headDim, MAX_HEAD_DIM);
-  if (headDim % 8 !== 0) {
-    throw new RangeError(
-      `headDim must be a multiple of 8 from 8 to ${MAX_HEAD_DIM}: got ${headDim}`,
-    );
-  }
+  const headDim = checkHeadDim("headDim", options.headDim);
+  const headDimV = options.headDimV === undefined
+    ? headDim
+    : checkHeadDim("headDimV", options.headDimV);
   const kvDtype = options.kvDtype ?? "f32";
   if (typeof kvDtype !== "string") {
     throw new TypeError(`kvDtype must be a string: got ${typeof kvDtype}`);
@@ -74,7 +85,7 @@ export function checkCacheOptions(options: KVCacheOptions): CheckedCacheOptions 
   if (device !== undefined && typeof device?.createBuffer !== "function") {
     throw new TypeError(`device must be a GPUDevice: got ${typeof device}`);
   }
-  return { numLayers, numKVHeads, headDim, kvDtype, pageSize, numPages, device };
+  return { numLayers, numKVHeads, headDim, headDimV, kvDtype, pageSize, numPages, device };
 }
 
 /** Checks a layer index of a cache of `numLayers` layers. */
@@ -90,14 +101,19 @@ export function checkLayer(layer: unknown, numLayers: number): number {
   return layer;
 }
 
-/** Checks `tokens` host rows of K or V and returns them in the cache's dtype. */
+/**
+ * Checks `tokens` host rows of K or V (`tensor`: which; V rows have `headDimV` dims) and returns
+ * them in the cache's dtype.
+ */
 export function checkRows(
   cache: RowLayout,
   name: string,
   data: unknown,
   tokens: number,
+  tensor: "k" | "v" = "k",
 ): KVArray {
-  const want = tokens * cache.rowElements;
+  const dim = tensor === "k" ? cache.headDim : cache.headDimV;
+  const want = tokens * cache.numKVHeads * dim;
   const info = KV_DTYPE_INFO[cache.kvDtype];
   if (info.scaled) {
     if (!(data instanceof Float32Array) && !(data instanceof info.HostArray)) {
@@ -118,7 +134,7 @@ export function checkRows(
   }
   if (data.length !== want) {
     throw new RangeError(
-      `${name} must have ${want} elements (${tokens} tokens x ${cache.numKVHeads} KV heads x ${cache.headDim}): got ${data.length}`,
+      `${name} must have ${want} elements (${tokens} tokens x ${cache.numKVHeads} KV heads x ${dim}): got ${data.length}`,
     );
   }
   return data instanceof Float32Array && !info.scaled ? encodeKV(data, cache.kvDtype) : data;
@@ -137,7 +153,7 @@ export function checkScaledRows(
 ): { k: KVArray; v: KVArray; scales?: Float32Array } {
   const info = KV_DTYPE_INFO[cache.kvDtype];
   const k = checkRows(cache, names.k, rows.k, tokens);
-  const v = checkRows(cache, names.v, rows.v, tokens);
+  const v = checkRows(cache, names.v, rows.v, tokens, "v");
   if (!info.scaled) {
     for (const f of ["kScale", "vScale"] as const) {
       if (rows[f] !== undefined) {
@@ -150,17 +166,17 @@ export function checkScaledRows(
   }
   const entries = tokens * cache.numKVHeads;
   const format = cache.kvDtype as Kv8Format;
-  const scaleOf = (name: string, scale: unknown, data: KVArray) => {
+  const scaleOf = (name: string, scale: unknown, data: KVArray, dim: number) => {
     if (scale !== "dynamic") return checkKVScale(name, scale ?? 1, entries, data.length);
     if (!(data instanceof Float32Array)) {
       throw new TypeError(
         `${name} may be "dynamic" for Float32Array rows only: got ${data.constructor.name} codes`,
       );
     }
-    return dynamicKv8Scales(data, format, cache.headDim);
+    return dynamicKv8Scales(data, format, dim);
   };
-  const kScale = scaleOf(names.kScale, rows.kScale, k);
-  const vScale = scaleOf(names.vScale, rows.vScale, v);
+  const kScale = scaleOf(names.kScale, rows.kScale, k, cache.headDim);
+  const vScale = scaleOf(names.vScale, rows.vScale, v, cache.headDimV);
   return {
     k: k instanceof Float32Array ? encodeKv8(k, format, kScale, names.k) : k,
     v: v instanceof Float32Array ? encodeKv8(v, format, vScale, names.v) : v,
@@ -220,11 +236,12 @@ export function checkAppendBuffers(
   const { k, v } = buffers;
   if (!isBuffer(k)) throw new TypeError(`k must be a GPUBuffer: got ${typeof k}`);
   if (!isBuffer(v)) throw new TypeError(`v must be a GPUBuffer: got ${typeof v}`);
-  const need = tokens * cache.rowElements * 4;
   for (const [name, b] of [["k", k], ["v", v]] as const) {
+    const row = name === "k" ? cache.rowElements : cache.rowElementsV;
+    const need = tokens * row * 4;
     if (b.size < need) {
       throw new RangeError(
-        `${name} must hold ${tokens} f32 rows of ${cache.rowElements} (${need} bytes): got ${b.size} bytes`,
+        `${name} must hold ${tokens} f32 rows of ${row} (${need} bytes): got ${b.size} bytes`,
       );
     }
     if (typeof b.usage === "number" && (b.usage & BufferUsage.STORAGE) === 0) {

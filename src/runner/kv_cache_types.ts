@@ -20,14 +20,28 @@ import type { KVScale } from "../core/kv8.ts";
  * const cache = createKVCache(options); // no device: host memory
  * console.log(cache.rowBytes, cache.memory().bytesAllocated); // 256 524288
  * ```
+ *
+ * @example MLA (DeepSeek-V3): one latent KV head, K rows of 576, V rows of 512
+ * ```ts
+ * import { createKVCache } from "@lean/attention/runner";
+ * const cache = createKVCache({
+ *   numLayers: 1, numKVHeads: 1, headDim: 576, headDimV: 512, kvDtype: "f16", numPages: 4,
+ * });
+ * console.log(cache.rowBytes, cache.rowBytesV, cache.memory().bytesPerPage); // 1152 1024 34816
+ * ```
  */
 export interface KVCacheOptions {
   /** Model layers (each has its own K and V storage). */
   numLayers: number;
   /** KV heads per layer. */
   numKVHeads: number;
-  /** Head dimension: a multiple of 8 from 8 to 256. */
+  /** Head dimension of K: a multiple of 8 from 8 to 576. */
   headDim: number;
+  /**
+   * Head dimension of V: a multiple of 8 from 8 to 576 (default `headDim`). MLA (DeepSeek-V2/V3)
+   * caches K rows of 576 and V rows of 512 for one latent KV head.
+   */
+  headDimV?: number;
   /** Storage type (default `"f32"`). */
   kvDtype?: KVDtype;
   /** Tokens per page: a power of two from 1 to 65536 (default 16). */
@@ -145,7 +159,7 @@ export interface AppendData {
    * f16/bf16, `Int8Array` / `Uint8Array` codes for the 8-bit dtypes).
    */
   k: ReadonlyArray<KVArray>;
-  /** Values, like `k`. */
+  /** Values, like `k` (rows of `headDimV` dims). */
   v: ReadonlyArray<KVArray>;
   /**
    * 8-bit caches: K's scale per layer (see {@linkcode LayerRows.kScale}); default 1 for every
@@ -177,7 +191,7 @@ export interface LayerRows {
    * `kScale`, for the 8-bit dtypes).
    */
   k: KVArray;
-  /** Values, like `k`. */
+  /** Values, like `k` (rows of `headDimV` dims). */
   v: KVArray;
   /**
    * 8-bit caches: the scale of `k` (key = code x scale), a finite number > 0 for all rows
@@ -216,7 +230,7 @@ export interface EncodeAppendOptions {
   layer: number;
   /** `f32` keys of the new tokens, `[token][kvHead][dim]`, tokens in the slots' order. */
   k: GPUBuffer;
-  /** `f32` values, like `k`. */
+  /** `f32` values, like `k` (rows of `headDimV` dims). */
   v: GPUBuffer;
   /**
    * 8-bit caches: the per-tensor scale the kernel quantises `k` with (code = value / scale,
@@ -277,7 +291,7 @@ export interface KVCacheStats {
 export interface StoredRows {
   /** Keys, `[token][kvHead][dim]`. */
   k: KVArray;
-  /** Values, like `k`. */
+  /** Values, like `k` (rows of `headDimV` dims). */
   v: KVArray;
   /** 8-bit caches: K's scale per (token, KV head). */
   kScale?: Float32Array;

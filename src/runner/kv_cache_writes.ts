@@ -94,7 +94,8 @@ export function appendHostRows(
 }
 
 /**
- * `KVCache.encodeAppend` after the cache's checks (device, layer): checks the slots, the
+ * `KVCache.encodeAppend` after the cache's checks (disposed, device lost): checks the device, the
+ * layer (`checkLayer`), the slots, the
  * runner's buffers, the target and the scales, then records one layer's append with the append
  * path (`path`, made on first use); 0 tokens record nothing.
  *
@@ -108,9 +109,13 @@ export function encodeAppendRows(
   c: CacheRows,
   target: GPUCommandEncoder | GPUComputePassEncoder,
   options: EncodeAppendOptions,
-  layer: number,
+  checkLayer: () => number,
   path: () => AppendPath,
 ): void {
+  if (!c.store.gpuK.length) {
+    throw new TypeError("encodeAppend needs a GPU cache: this cache is in host memory");
+  }
+  const layer = checkLayer();
   const { slots, k, v } = options;
   const rowIds = c.tables.slotRows(slots);
   const tokens = rowIds.length;

@@ -21,8 +21,11 @@ export interface KVStorageShape {
   readonly kvDtype: KVDtype;
   /** KV elements of one token row (all KV heads). */
   readonly rowElements: number;
-  /** Bytes of one token row in one of K or V. */
+  /** Bytes of one token row of K. */
   readonly rowBytes: number;
+  /** V's row (`headDimV` dims per KV head): elements and bytes. */
+  readonly rowElementsV: number;
+  readonly rowBytesV: number;
   /** KV heads of a row (8-bit dtypes keep one K and one V scale per row and KV head). */
   readonly numKVHeads: number;
 }
@@ -78,29 +81,36 @@ export class KVStorage {
     this.scaleRow = KV_DTYPE_INFO[shape.kvDtype].scaled ? 2 * shape.numKVHeads : 0;
     const scaleBytes = shape.numPages * shape.pageSize * this.scaleRow * 4;
     const layerBytes = shape.numPages * shape.pageSize * shape.rowBytes;
+    const layerBytesV = shape.numPages * shape.pageSize * shape.rowBytesV;
     if (device) {
       const max = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
-      if (layerBytes > max) {
+      // The longer of K's and V's rows decides (MLA's V rows may differ from K's).
+      const rowMax = Math.max(shape.rowBytes, shape.rowBytesV);
+      if (shape.numPages * shape.pageSize * rowMax > max) {
         throw new RangeError(
-          `numPages must fit one layer's K in one storage binding (${max} bytes, ${
-            Math.floor(max / (shape.pageSize * shape.rowBytes))
-          } pages): got ${shape.numPages} pages = ${layerBytes} bytes`,
+          `numPages must fit one layer's ${
+            shape.rowBytes >= shape.rowBytesV ? "K" : "V"
+          } in one storage binding (${max} bytes, ${
+            Math.floor(max / (shape.pageSize * rowMax))
+          } pages): got ${shape.numPages} pages = ${
+            shape.numPages * shape.pageSize * rowMax
+          } bytes`,
         );
       }
       for (let l = 0; l < shape.numLayers; l++) {
         this.gpuK.push(this.createBuffer(layerBytes, KV_USAGE, `kv cache k ${l}`));
-        this.gpuV.push(this.createBuffer(layerBytes, KV_USAGE, `kv cache v ${l}`));
+        this.gpuV.push(this.createBuffer(layerBytesV, KV_USAGE, `kv cache v ${l}`));
         if (scaleBytes > 0) {
           this.gpuScales.push(this.createBuffer(scaleBytes, KV_USAGE, `kv cache scales ${l}`));
         }
       }
     } else {
       const Ctor = KV_DTYPE_INFO[shape.kvDtype].HostArray;
-      const elements = shape.numPages * shape.pageSize * shape.rowElements;
+      const rows = shape.numPages * shape.pageSize;
       try {
         for (let l = 0; l < shape.numLayers; l++) {
-          this.hostK.push(new Ctor(elements));
-          this.hostV.push(new Ctor(elements));
+          this.hostK.push(new Ctor(rows * shape.rowElements));
+          this.hostV.push(new Ctor(rows * shape.rowElementsV));
           if (scaleBytes > 0) this.hostScales.push(new Float32Array(scaleBytes / 4).fill(1));
         }
       } catch (e) {
@@ -109,7 +119,7 @@ export class KVStorage {
         this.hostScales = [];
         throw new RangeError(
           `numPages (${shape.numPages}) of ${shape.pageSize} tokens needs ${
-            2 * shape.numLayers * layerBytes
+            shape.numLayers * (layerBytes + layerBytesV)
           } bytes of host memory for K and V: ${
             e instanceof Error ? e.message : String(e)
           }; use fewer pages or a GPU cache`,
@@ -126,6 +136,12 @@ export class KVStorage {
   /** GPU buffers alive now. */
   get buffersLive(): number {
     return this.#live.size;
+  }
+
+  /** One layer's K, V and (8-bit dtypes) scales, of the host arrays or GPU buffers given. */
+  layer<T, S>(layer: number, k: T[], v: T[], scales: S[]): { k: T; v: T; scales?: S } {
+    const s = scales[layer];
+    return { k: k[layer], v: v[layer], ...(s ? { scales: s } : {}) };
   }
 
   /** Whether a buffer is one of this storage's K/V buffers. */
@@ -155,24 +171,29 @@ export class KVStorage {
   }
 
   #copyPageHost(from: number, to: number, tokens: number): void {
-    const row = this.#shape.rowElements;
-    const src = from * this.#shape.pageSize * row;
-    const dst = to * this.#shape.pageSize * row;
     const sr = this.scaleRow;
     const P = this.#shape.pageSize;
+    const copy = (a: KVArray, row: number) =>
+      a.copyWithin(to * P * row, from * P * row, (from * P + tokens) * row);
     for (let l = 0; l < this.#shape.numLayers; l++) {
-      this.hostK[l].copyWithin(dst, src, src + tokens * row);
-      this.hostV[l].copyWithin(dst, src, src + tokens * row);
+      copy(this.hostK[l], this.#shape.rowElements);
+      copy(this.hostV[l], this.#shape.rowElementsV);
       this.hostScales[l]?.copyWithin(to * P * sr, from * P * sr, (from * P + tokens) * sr);
     }
   }
 
   #copyPageGpu(encoder: GPUCommandEncoder, from: number, to: number, tokens: number): void {
-    // WebGPU copies never read and write one buffer: go through a scratch page.
-    const pageBytes = this.#shape.pageSize * this.#shape.rowBytes;
-    this.#scratch ??= this.createBuffer(pageBytes, KV_USAGE, "kv cache cow scratch");
-    const bytes = tokens * this.#shape.rowBytes;
-    for (const buffers of [this.gpuK, this.gpuV]) {
+    // WebGPU copies never read and write one buffer: go through a scratch page (of the longer
+    // of K's and V's rows).
+    const { pageSize, rowBytes: kRow, rowBytesV: vRow } = this.#shape;
+    this.#scratch ??= this.createBuffer(
+      pageSize * Math.max(kRow, vRow),
+      KV_USAGE,
+      "kv cow scratch",
+    );
+    for (const [buffers, row] of [[this.gpuK, kRow], [this.gpuV, vRow]] as const) {
+      const pageBytes = pageSize * row;
+      const bytes = tokens * row;
       for (const b of buffers) {
         encoder.copyBufferToBuffer(b, from * pageBytes, this.#scratch, 0, bytes);
         encoder.copyBufferToBuffer(this.#scratch, 0, b, to * pageBytes, bytes);
@@ -198,6 +219,7 @@ export class KVStorage {
     scales?: Float32Array,
   ): void {
     const row = this.#shape.rowElements;
+    const rowV = this.#shape.rowElementsV;
     const sr = this.scaleRow;
     const n = rowIds.length;
     for (let i = 0; i < n;) {
@@ -205,13 +227,15 @@ export class KVStorage {
       let j = i + 1;
       while (j < n && rowIds[j] === rowIds[j - 1] + 1) j++;
       const dst = rowIds[i] * row;
+      const dstV = rowIds[i] * rowV;
       const kPart = k.subarray(i * row, j * row);
-      const vPart = v.subarray(i * row, j * row);
+      const vPart = v.subarray(i * rowV, j * rowV);
       const sPart = scales?.subarray(i * sr, j * sr);
       if (this.#device) {
-        const bytes = dst * k.BYTES_PER_ELEMENT;
-        this.#device.queue.writeBuffer(this.gpuK[layer], bytes, kPart as unknown as ArrayBuffer);
-        this.#device.queue.writeBuffer(this.gpuV[layer], bytes, vPart as unknown as ArrayBuffer);
+        const bytes = k.BYTES_PER_ELEMENT;
+        const queue = this.#device.queue;
+        queue.writeBuffer(this.gpuK[layer], dst * bytes, kPart as unknown as ArrayBuffer);
+        queue.writeBuffer(this.gpuV[layer], dstV * bytes, vPart as unknown as ArrayBuffer);
         if (sPart) {
           const at = rowIds[i] * sr * 4;
           this.#device.queue.writeBuffer(
@@ -222,7 +246,7 @@ export class KVStorage {
         }
       } else {
         (this.hostK[layer] as Uint8Array).set(kPart as Uint8Array, dst);
-        (this.hostV[layer] as Uint8Array).set(vPart as Uint8Array, dst);
+        (this.hostV[layer] as Uint8Array).set(vPart as Uint8Array, dstV);
         if (sPart) this.hostScales[layer].set(sPart, rowIds[i] * sr);
       }
       i = j;
@@ -241,10 +265,11 @@ export class KVStorage {
     guard: DeviceGuard | undefined,
   ): Promise<StoredRows> {
     const row = this.#shape.rowElements;
+    const rowV = this.#shape.rowElementsV;
     const sr = this.scaleRow;
     const Ctor = KV_DTYPE_INFO[this.#shape.kvDtype].HostArray;
     const k = new Ctor(length * row);
-    const v = new Ctor(length * row);
+    const v = new Ctor(length * rowV);
     const scales = new Float32Array(length * sr);
     const P = this.#shape.pageSize;
     if (!this.#device) {
@@ -256,8 +281,8 @@ export class KVStorage {
           i * P * row,
         );
         (v as Uint8Array).set(
-          this.hostV[layer].subarray(src * row, (src + n) * row) as Uint8Array,
-          i * P * row,
+          this.hostV[layer].subarray(src * rowV, (src + n) * rowV) as Uint8Array,
+          i * P * rowV,
         );
         if (sr > 0) {
           scales.set(this.hostScales[layer].subarray(src * sr, (src + n) * sr), i * P * sr);
@@ -266,10 +291,13 @@ export class KVStorage {
       return splitScales(k, v, sr > 0 ? scales : undefined);
     }
     const pageBytes = P * this.#shape.rowBytes;
+    const pageBytesV = P * this.#shape.rowBytesV;
     const scalePage = P * sr * 4;
-    const half = Math.max(16, numPages * pageBytes);
+    // K's pages, then V's at `half` (16-byte aligned), then the scales at `half + vBytes`.
+    const half = Math.max(16, Math.ceil((numPages * pageBytes) / 16) * 16);
+    const vBytes = Math.max(16, Math.ceil((numPages * pageBytesV) / 16) * 16);
     const staging = this.createBuffer(
-      2 * half + numPages * scalePage,
+      half + vBytes + numPages * scalePage,
       BufferUsage.MAP_READ | BufferUsage.COPY_DST,
       "kv read",
     );
@@ -285,17 +313,17 @@ export class KVStorage {
         );
         enc.copyBufferToBuffer(
           this.gpuV[layer],
-          pages[i] * pageBytes,
+          pages[i] * pageBytesV,
           staging,
-          half + i * pageBytes,
-          pageBytes,
+          half + i * pageBytesV,
+          pageBytesV,
         );
         if (sr > 0) {
           enc.copyBufferToBuffer(
             this.gpuScales[layer],
             pages[i] * scalePage,
             staging,
-            2 * half + i * scalePage,
+            half + vBytes + i * scalePage,
             scalePage,
           );
         }
@@ -306,7 +334,7 @@ export class KVStorage {
       const all = staging.getMappedRange();
       (k as Uint8Array).set(new Ctor(all, 0, k.length) as Uint8Array);
       (v as Uint8Array).set(new Ctor(all, half, v.length) as Uint8Array);
-      if (sr > 0) scales.set(new Float32Array(all, 2 * half, scales.length));
+      if (sr > 0) scales.set(new Float32Array(all, half + vBytes, scales.length));
       staging.unmap();
     } finally {
       this.#live.delete(staging);

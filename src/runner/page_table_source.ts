@@ -39,8 +39,10 @@ export interface PageTableSource {
   readonly numPages: number;
   /** KV heads per token row. */
   readonly numKVHeads: number;
-  /** Elements per head. */
+  /** Elements per head (of K). */
   readonly headDim: number;
+  /** Elements per head of V, when it differs from K's (MLA); default `headDim`. */
+  readonly headDimV?: number;
   /** Element type of K and V. */
   readonly kvDtype: KVDtype;
   /** How a page holds its rows (default `"NHD"`, `[page][token][kvHead][dim]`). */

@@ -334,6 +334,7 @@ export function planForCache(
     numHeads: step.numHeads,
     numKVHeads: cache.numKVHeads,
     headDim: cache.headDim,
+    ...(cache.headDimV === undefined ? {} : { headDimV: cache.headDimV }),
     ...(step.qLen === undefined && step.qLens !== undefined ? {} : { qLen }),
     ...(step.qLens === undefined ? {} : { qLens: step.qLens }),
     kvDtype: cache.kvDtype,
