@@ -117,8 +117,8 @@ export class PipelineCache {
     // WebGPU's default limit (8, e.g. a caller's device requested without limits) cannot bind
     // two of them. Its pipeline would fail validation with a message about buffers; say why.
     const need = entries.filter((e) => e.type !== "uniform").length;
-    const most = this.#device.limits.maxStorageBuffersPerShaderStage;
-    if (need > most) {
+    const most = this.#device.limits?.maxStorageBuffersPerShaderStage;
+    if (typeof most === "number" && need > most) {
       const why = [
         paged ? "the page list" : "",
         heads ? "the ALiBi slopes / sinks table" : "",
