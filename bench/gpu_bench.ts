@@ -38,9 +38,14 @@ import { loadDawn } from "../dawn.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median } from "../src/gpu/gpu_timing.ts";
 import { type BenchCase, loadCases } from "./bench_cases.ts";
-import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import { makeBenchInput } from "./bench_input.ts";
-import { type Ceilings, decodeFlops, measureCeilings, roofline } from "./gpu_ceilings.ts";
+import {
+  caseKVBytes,
+  type Ceilings,
+  decodeFlops,
+  measureCeilings,
+  roofline,
+} from "./gpu_ceilings.ts";
 import { timePaged } from "./paged_timing.ts";
 import { formatRow, HEADER, paperLine, type Row } from "./results_table.ts";
 
@@ -89,12 +94,7 @@ function describe(
   extra: Row,
   ceilings: Ceilings,
 ): Row {
-  // K and V bytes read (8-bit dtypes: 1 byte per element, plus 8 bytes of scales per token and
-  // KV head with per-token scales; MLA: V rows of headDimV).
-  const tokens = c.seqLens.reduce((a, b) => a + b, 0);
-  const kvBytes = tokens * c.numKVHeads * (c.headDim + (c.headDimV ?? c.headDim)) *
-      KV_DTYPE_INFO[c.kvDtype].bytes +
-    (c.kvScales === "token" ? 8 * tokens * c.numKVHeads : 0);
+  const kvBytes = caseKVBytes(c);
   const flops = decodeFlops(c);
   const sorted = [...samplesMs].sort((a, b) => a - b);
   const medianMs = median(sorted);

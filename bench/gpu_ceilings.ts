@@ -8,6 +8,8 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
+import type { KVDtype } from "../mod.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 
@@ -140,6 +142,24 @@ export async function measureCeilings(device: GPUDevice, warmupMs: number): Prom
   const flopsPerSecond = await fmaPeak(device, warmupMs);
   const emptyPassMs = await emptyPass(device, warmupMs);
   return { readBytesPerSecond, flopsPerSecond, emptyPassMs };
+}
+
+/**
+ * K and V bytes a case reads: its KV dtype's bytes per element over K's and V's head dims (MLA:
+ * V rows of `headDimV`), plus 8 bytes per token and KV head of per-token 8-bit scales.
+ */
+export function caseKVBytes(c: {
+  seqLens: number[];
+  numKVHeads: number;
+  headDim: number;
+  headDimV?: number;
+  kvDtype?: KVDtype;
+  kvScales?: "tensor" | "token";
+}): number {
+  const tokens = c.seqLens.reduce((a, b) => a + b, 0);
+  const bytes = KV_DTYPE_INFO[c.kvDtype ?? "f16"].bytes;
+  return tokens * c.numKVHeads * (c.headDim + (c.headDimV ?? c.headDim)) * bytes +
+    (c.kvScales === "token" ? 8 * tokens * c.numKVHeads : 0);
 }
 
 /** FLOPs of a decode case: 2 per FMA, one FMA per K and per V element per query row. */

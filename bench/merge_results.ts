@@ -12,7 +12,7 @@
  */
 
 import { type BenchCase, loadCases } from "./bench_cases.ts";
-import { decodeFlops, roofline } from "./gpu_ceilings.ts";
+import { caseKVBytes, decodeFlops, roofline } from "./gpu_ceilings.ts";
 import {
   formatTable,
   HEADER,
@@ -49,7 +49,7 @@ const triton = await anchorMs(flag("triton")[0]);
 function derive(r: Row, readCeiling: number, source: string): Row {
   const c = cases.get(r.name as string);
   if (!c || typeof r.medianMs !== "number") return { ...r, source };
-  const kvBytes = 2 * c.seqLens.reduce((a, b) => a + b, 0) * c.numKVHeads * c.headDim * 2;
+  const kvBytes = caseKVBytes(c);
   const caseFlops = decodeFlops(c);
   const roof = roofline(kvBytes, caseFlops, {
     readBytesPerSecond: readCeiling,

@@ -13,8 +13,8 @@ interface Row {
   group?: string;
   strategy: string;
   medianMs: number;
-  torchMs?: number;
-  tritonMs?: number;
+  torchMs?: number | null;
+  tritonMs?: number | null;
   rooflineMs: number;
   bound: string;
   fractionOfRoofline: number;
@@ -31,9 +31,9 @@ for (const r of file.results) {
   byCase.get(r.name)!.set(r.strategy, r);
 }
 
-const ms = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(4));
-const ratio = (a: number | undefined, b: number | undefined) =>
-  a === undefined || b === undefined ? "-" : `${(a / b).toFixed(2)}x`;
+const ms = (x: number | null | undefined) => (x == null ? "-" : x.toFixed(4));
+const ratio = (a: number | undefined, b: number | null | undefined) =>
+  a == null || b == null ? "-" : `${(a / b).toFixed(2)}x`;
 const lines = [
   "| case | lean ms | split ms | single ms | PyTorch ms | Triton ms | roofline ms | lean of roofline | lean / PyTorch | lean / Triton | paged / dense |",
   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
