@@ -112,7 +112,7 @@ export const VARIANTS_GQA_Q2: KernelFamily = { ...SMALL_GQA, qLen: 2 };
  * kernel (per-token K scales applied to the dot products before the soft-cap and ALiBi, a
  * per-tensor V scale on the output beside the sink's rescale, the head table beside the scale
  * table: 9 storage bindings), which neither family alone compiles
- * (tests/combinations_test.ts; per-tensor and per-token scales are two pipelines of it).
+ * (tests/combinations_gpu_test.ts; per-tensor and per-token scales are two pipelines of it).
  */
 export const VARIANTS_KV8: KernelFamily = { ...VARIANTS_GQA_Q2, kvDtype: "fp8e4m3" };
 
@@ -219,7 +219,7 @@ export const KERNEL_SET: ReadonlySet<string> = new Set([
   familyKey(F16_MHA, {}, false),
   familyKey(F32_GQA, {}, false),
   // Every variant flag at once (tests/variants_test.ts), also over FP8 K/V
-  // (tests/combinations_test.ts).
+  // (tests/combinations_gpu_test.ts).
   familyKey(VARIANTS_GQA_Q2) + variantSuffix(ALL_VARIANTS),
   familyKey(VARIANTS_KV8) + variantSuffix(ALL_VARIANTS),
 ]);
