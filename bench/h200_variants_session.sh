@@ -29,7 +29,8 @@ if [ "${1:-}" = final ]; then
   # the 8-bit cases, and Dawn on the changed cases (lean).
   stamp "final"
   LEAN_TEST_BACKENDS=cpu,webgpu timeout 120 deno test -A --unstable-webgpu \
-    tests/combinations_test.ts tests/variants_test.ts tests/kv8_decode_test.ts \
+    tests/combinations_test.ts tests/combinations_gpu_test.ts tests/variants_test.ts \
+    tests/kv8_decode_test.ts \
     tests/batches_test.ts tests/mla_test.ts >"$out/tests_final.log" 2>&1
   stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_final.log" | tail -1))"
   changed='gqa32/8 8k|gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 4k|b16 4k|b64 4k|b4 16k|b16 16k|b64 16k|d256|ragged|qLen4'
