@@ -181,6 +181,8 @@ for (const name of ["webgpu", "dawn"] as const) {
           await decoder.dispose();
         }
       } finally {
+        // Idle first: nothing of this device's work may still run when it goes.
+        await device.queue.onSubmittedWorkDone();
         device.destroy();
       }
     },
