@@ -27,7 +27,11 @@ import { type CaseSpec, describeSpec, makeInput, seededRng } from "./helpers.ts"
 export const BUDGET = 1_600_000;
 
 /** A variant: each field on or off, values in model-like ranges. */
-export function variantArb(numHeads: number, all = false): fc.Arbitrary<VariantOptions> {
+export function variantArb(
+  numHeads: number,
+  all = false,
+  maxWindow = 300,
+): fc.Arbitrary<VariantOptions> {
   // Each field on in about half the cases, so every subset is drawn.
   const field = <T>(arb: fc.Arbitrary<T>) =>
     all ? arb : fc.option(arb, { nil: undefined, freq: 2 });
@@ -38,7 +42,7 @@ export function variantArb(numHeads: number, all = false): fc.Arbitrary<VariantO
     }).map((a) => Float32Array.from(a));
   return fc.record({
     slidingWindow: field(
-      fc.oneof(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 300 })),
+      fc.oneof(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: maxWindow })),
     ),
     logitsSoftCap: field(fc.double({ min: 0.5, max: 50, noNaN: true })),
     alibiSlopes: field(table(0, 0.5)),

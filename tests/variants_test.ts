@@ -16,7 +16,6 @@ import {
   STRATEGIES,
   type VariantOptions,
 } from "../mod.ts";
-import { decodeInputKV } from "../src/core/dtypes.ts";
 import { backendTest, propertyParams } from "./backends.ts";
 import {
   assertMatchesReference,
@@ -30,26 +29,10 @@ import {
   seededRng,
 } from "./helpers.ts";
 import { VARIANTS_GQA_Q2 } from "./kernel_set.ts";
+import { definition, variantArb as anyVariantArb } from "./combinations.ts";
 
-/** A variant drawn for a case: each field on or off, values in model-like ranges. */
-function variantArb(numHeads: number, all = false): fc.Arbitrary<VariantOptions> {
-  const field = <T>(arb: fc.Arbitrary<T>) => all ? arb : fc.option(arb, { nil: undefined });
-  const table = (lo: number, hi: number) =>
-    fc.array(fc.double({ min: lo, max: hi, noNaN: true }), {
-      minLength: numHeads,
-      maxLength: numHeads,
-    }).map((a) => Float32Array.from(a));
-  return fc.record({
-    slidingWindow: field(
-      fc.oneof(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 700 })),
-    ),
-    logitsSoftCap: field(fc.double({ min: 0.5, max: 50, noNaN: true })),
-    alibiSlopes: field(table(0, 0.5)),
-    sinks: field(table(-4, 4)),
-  }).map((v) =>
-    Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined)) as VariantOptions
-  );
-}
+/** A variant with windows up to 700 tokens (beyond the contexts drawn here). */
+const variantArb = (numHeads: number, all = false) => anyVariantArb(numHeads, all, 700);
 
 /** The case with its variant fields. */
 function withVariant(spec: CaseSpec, variant: VariantOptions): DecodeInput {
@@ -62,60 +45,6 @@ function describeVariant(v: VariantOptions): string {
     alibiSlopes: v.alibiSlopes && Array.from(v.alibiSlopes),
     sinks: v.sinks && Array.from(v.sinks),
   });
-}
-
-/**
- * The variants straight from their definitions, in float64, written independently of the
- * library's hooks: softmax over the row's visible tokens plus the sink.
- */
-function definition(input: DecodeInput): { out: Float64Array; lse: Float64Array } {
-  const { numHeads: H, numKVHeads: KH, headDim: D } = input;
-  const qLen = input.qLen ?? 1;
-  const scale = input.scale ?? 1 / Math.sqrt(D);
-  const { k, v } = decodeInputKV(input, input.kvDtype ?? "f32");
-  const out = new Float64Array(input.q.length);
-  const lse = new Float64Array(input.seqLens.length * qLen * H);
-  let start = 0;
-  for (let seq = 0; seq < input.seqLens.length; seq++) {
-    const L = input.seqLens[seq];
-    for (let p = 0; p < qLen; p++) {
-      const P = L - qLen + p;
-      for (let h = 0; h < H; h++) {
-        const kvh = Math.floor(h / (H / KH));
-        const row = (seq * qLen + p) * H + h;
-        const logits: number[] = [];
-        const tokens: number[] = [];
-        for (let t = 0; t < L; t++) {
-          const W = input.slidingWindow;
-          if (t > P || (W !== undefined && t <= P - W)) continue;
-          let s = 0;
-          for (let d = 0; d < D; d++) {
-            s += input.q[row * D + d] * k[((start + t) * KH + kvh) * D + d];
-          }
-          s *= scale;
-          const c = input.logitsSoftCap;
-          if (c !== undefined) s = c * Math.tanh(s / c);
-          if (input.alibiSlopes) s += input.alibiSlopes[h] * (t - P);
-          logits.push(s);
-          tokens.push(t);
-        }
-        const sink = input.sinks?.[h];
-        const max = Math.max(...logits, sink ?? -Infinity);
-        let sum = sink === undefined ? 0 : Math.exp(sink - max);
-        for (const s of logits) sum += Math.exp(s - max);
-        for (let d = 0; d < D; d++) {
-          let acc = 0;
-          tokens.forEach((t, i) => {
-            acc += Math.exp(logits[i] - max) * v[((start + t) * KH + kvh) * D + d];
-          });
-          out[row * D + d] = acc / sum;
-        }
-        lse[row] = max + Math.log(sum);
-      }
-    }
-    start += L;
-  }
-  return { out, lse };
 }
 
 const smallCaseArb = fc.record({
