@@ -52,6 +52,42 @@ const UNPACK_WORD: Record<Kv8Format, string> = {
 };
 
 /**
+ * An FP8 format's `byte_bits`: NaN to its NaN code, values from the largest finite one's rounding
+ * edge up saturated, subnormal codes by one exact scaling and `round` (half to even), normal codes
+ * by rebiasing the f32 exponent and rounding the dropped mantissa bits half to even.
+ */
+function fp8ByteBits(f: {
+  nan: string;
+  max: string;
+  maxFrom: string;
+  subBelow: string;
+  minNormalLog2: number;
+  subLog2: number;
+  rebias: string;
+  shift: number;
+}): string {
+  return `fn byte_bits(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let sign = (b >> 24u) & 0x80u;
+  let a = b & 0x7fffffffu;
+  if (a > 0x7f800000u) {
+    return sign | ${f.nan};
+  }
+  if (a >= ${f.maxFrom}) {
+    return sign | ${f.max};
+  }
+  if (a < ${f.subBelow}) {
+    // Below 2^${f.minNormalLog2}: x * 2^${f.subLog2} is exact in f32; round() rounds half to even.
+    return sign | u32(round(bitcast<f32>(a) * ${2 ** f.subLog2}.0));
+  }
+  let r = a - ${f.rebias};
+  return sign | ((r + 0x${
+    ((1 << (f.shift - 1)) - 1).toString(16)
+  }u + ((r >> ${f.shift}u) & 1u)) >> ${f.shift}u);
+}`;
+}
+
+/**
  * `byte_bits(x)`: the code of an already scaled value, in the low byte (round half to even,
  * saturating; NaN to NaN in FP8). The same integer steps as `half_bits` of f16.
  */
@@ -59,40 +95,26 @@ const PACK_BYTE: Record<Kv8Format, string> = {
   int8: `fn byte_bits(x: f32) -> u32 {
   return u32(i32(clamp(round(x), -127.0, 127.0))) & 0xffu;
 }`,
-  fp8e4m3: `fn byte_bits(x: f32) -> u32 {
-  let b = bitcast<u32>(x);
-  let sign = (b >> 24u) & 0x80u;
-  let a = b & 0x7fffffffu;
-  if (a > 0x7f800000u) {
-    return sign | 0x7fu;
-  }
-  if (a >= 0x43e00000u) {
-    return sign | 0x7eu;
-  }
-  if (a < 0x3c800000u) {
-    // Below 2^-6: x * 2^9 is exact in f32; round() rounds half to even.
-    return sign | u32(round(bitcast<f32>(a) * 512.0));
-  }
-  let r = a - 0x3c000000u;
-  return sign | ((r + 0x7ffffu + ((r >> 20u) & 1u)) >> 20u);
-}`,
-  fp8e5m2: `fn byte_bits(x: f32) -> u32 {
-  let b = bitcast<u32>(x);
-  let sign = (b >> 24u) & 0x80u;
-  let a = b & 0x7fffffffu;
-  if (a > 0x7f800000u) {
-    return sign | 0x7eu;
-  }
-  if (a >= 0x47600000u) {
-    return sign | 0x7bu;
-  }
-  if (a < 0x38800000u) {
-    // Below 2^-14: x * 2^16 is exact in f32; round() rounds half to even.
-    return sign | u32(round(bitcast<f32>(a) * 65536.0));
-  }
-  let r = a - 0x38000000u;
-  return sign | ((r + 0xfffffu + ((r >> 21u) & 1u)) >> 21u);
-}`,
+  fp8e4m3: fp8ByteBits({
+    nan: "0x7fu",
+    max: "0x7eu",
+    maxFrom: "0x43e00000u",
+    subBelow: "0x3c800000u",
+    minNormalLog2: -6,
+    subLog2: 9,
+    rebias: "0x3c000000u",
+    shift: 20,
+  }),
+  fp8e5m2: fp8ByteBits({
+    nan: "0x7eu",
+    max: "0x7bu",
+    maxFrom: "0x47600000u",
+    subBelow: "0x38800000u",
+    minNormalLog2: -14,
+    subLog2: 16,
+    rebias: "0x38000000u",
+    shift: 21,
+  }),
 };
 
 function entry(format: Kv8Format): KVDtypeInfo {
