@@ -31,7 +31,7 @@ import type { Plan } from "../plan/plan.ts";
 import { dispatchSize } from "./kernel_choice.ts";
 import type { PipelineCache } from "./pipeline_cache.ts";
 import { variantFlags } from "../core/variant_options.ts";
-import { headTable, needsHeadTable } from "../kernels/variant_wgsl.ts";
+import { headTable, headTableFloats, needsHeadTable } from "../kernels/variant_wgsl.ts";
 
 /** One KV window's part of the tables. */
 export interface ProgramSection {
@@ -143,7 +143,7 @@ export function programLayout(
     ? pagesOffset + 4 * pageWords
     : schedOffset + 4 * schedWords;
   const headsOffset = Math.ceil(tablesEnd / align) * align;
-  const headsBytes = 4 * headTableFloats(plan);
+  const headsBytes = 4 * planHeadFloats(plan);
   return {
     sections: withReduce,
     schedOffset,
@@ -158,9 +158,9 @@ export function programLayout(
 }
 
 /** Floats of a plan's per-head table: 0 when its kernels read none (no ALiBi, no sinks). */
-function headTableFloats(plan: Plan): number {
+function planHeadFloats(plan: Plan): number {
   const { variant, numHeads } = plan.problem;
-  return needsHeadTable("decode", variantFlags(variant)) ? headTable(variant, numHeads).length : 0;
+  return needsHeadTable("decode", variantFlags(variant)) ? headTableFloats(numHeads) : 0;
 }
 
 /**
