@@ -17,8 +17,9 @@ interface TuneResult {
     name: string;
     lanes?: number | string;
     unroll?: number | string;
-    prefetch?: boolean;
+    prefetch?: boolean | "split";
     rowSets?: number;
+    queryShared?: boolean;
     workgroupSize?: number;
     tileTokens?: number;
   };
@@ -65,6 +66,7 @@ for (const r of sweep.results) {
       unroll: r.unroll!,
       prefetch: r.config.prefetch ?? KERNEL_TABLE[cls].prefetch ?? true,
       rowSets: r.config.rowSets ?? KERNEL_TABLE[cls].rowSets ?? 1,
+      queryShared: r.config.queryShared ?? KERNEL_TABLE[cls].queryShared ?? false,
     },
   };
   entry.ms += r.ms;

@@ -28,7 +28,8 @@ interface TuneConfig {
   lanes?: number | "old";
   unroll?: number | "old";
   subgroups?: boolean;
-  prefetch?: boolean;
+  prefetch?: boolean | "split";
+  queryShared?: boolean;
   fastSteps?: boolean;
   rowSets?: number;
   strategy?: Strategy;
@@ -119,6 +120,7 @@ for (const c of cases) {
         prefetch: config.prefetch,
         fastSteps: config.fastSteps,
         rowSets: config.rowSets,
+        queryShared: config.queryShared,
       },
     });
     const createMs = performance.now() - created;

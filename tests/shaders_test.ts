@@ -31,7 +31,8 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   workgroupSize: fc.constantFrom(16, 32, 64, 128, 256),
   maxLanes: fc.constantFrom(1, 2, 4, 8, 16, 32),
   subgroups: fc.boolean(),
-  prefetch: fc.boolean(),
+  prefetch: fc.constantFrom<boolean | "split">(false, true, "split"),
+  queryShared: fc.boolean(),
   fastSteps: fc.boolean(),
   paged: fc.boolean(),
   unroll: fc.option(fc.integer({ min: 1, max: 8 }), { nil: undefined }),
@@ -57,6 +58,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     unroll: r.unroll,
     subgroups: r.subgroups,
     prefetch: r.prefetch,
+    ...(r.queryShared ? { queryShared: true } : {}),
     fastSteps: r.fastSteps,
     paged: r.paged,
     ...(r.hnd ? { kvLayout: "HND" as const } : {}),
@@ -96,9 +98,27 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       assert.equal(l.rowsPerThread * l.rowSets, spec.rowsPerBlock, "row sets split the rows");
       assert.equal(l.chunksPerLane * l.lanes, l.chunks, "lanes split a row's chunks exactly");
       assert.ok(l.step <= Math.max(l.groups, spec.tileTokens), "a step is not longer than a tile");
-      // Every lane loads each of its chunks once per token of the step.
+      // Every lane loads each of its chunks once per token of the step (prefetch: the first
+      // step's before the loop, the next step's in it).
       const loads = (wgsl.match(/k_cache\[/g) ?? []).length;
       assert.equal(loads, l.unroll * l.chunksPerLane * (spec.prefetch ? 2 : 1));
+      assert.equal((wgsl.match(/v_cache\[/g) ?? []).length, loads);
+      // Query rows in workgroup memory: no query registers, one read per vector and step.
+      assert.equal(/var<workgroup> q_sh/.test(wgsl), spec.queryShared === true);
+      assert.equal(/var qv = /.test(wgsl), spec.queryShared !== true);
+      if (spec.queryShared) {
+        const reads = (wgsl.match(/let qq = q_sh\[/g) ?? []).length;
+        assert.equal(
+          reads,
+          l.rowsPerThread * l.chunks / l.lanes * elementsPerLoad(spec.kvDtype, spec.headDim) / 4,
+        );
+      }
+      if (spec.prefetch === "split") {
+        // The next K is requested after this step's dot products, the next V after its update.
+        const body = wgsl.slice(wgsl.indexOf("for (var s0"));
+        assert.ok(body.indexOf("nk0_0 = k_cache") > body.indexOf("dot(kf0_0"));
+        assert.ok(body.indexOf("nv0_0 = v_cache") > body.indexOf("let vf0_0"));
+      }
     }),
     fcParams(300),
   );

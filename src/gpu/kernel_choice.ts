@@ -40,8 +40,13 @@ export interface KernelTuning {
   lanes?: number;
   /** Tokens each lane group loads per step (default: the kernel table's choice). */
   unroll?: number;
-  /** Request the next step's K and V before this step's arithmetic (default true). */
-  prefetch?: boolean;
+  /**
+   * Request the next step's K and V before this step's arithmetic (default: the kernel table's
+   * choice; `"split"` requests each tensor once the step has used its own).
+   */
+  prefetch?: boolean | "split";
+  /** Query rows in workgroup memory (default: the kernel table's choice). */
+  queryShared?: boolean;
   /**
    * Steps that mask no token skip the masking arithmetic (default true; false masks every step,
    * as kernels before 0.2 did: for measurements).
@@ -125,6 +130,7 @@ export function kernelSpec(
     ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
     ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
     ...rowChoices(tuning, choice),
+    ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),
   };
 }
 

@@ -57,7 +57,10 @@ export function decodeWorkgroupBytes(spec: KernelSpec): number {
   const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
   const entries = l.groups * l.rowSets * l.unroll * l.rowsPerThread;
   const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
-  return acc + maxima + exchange;
+  const query = spec.queryShared
+    ? spec.rowsPerBlock * l.chunksPerLane * l.lanes * (spec.headDim / l.chunks) * 4
+    : 0;
+  return acc + maxima + exchange + query;
 }
 
 /**
@@ -106,7 +109,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const kOff = (i: number) => (padK && i === CPL - 1 ? " + kpad" : ` + ${i * lanes}u`);
   const vOff = (i: number) => (padV && i === CPLV - 1 ? " + vpad" : ` + ${i * lanes}u`);
 
-  const { loads, prefetchInit } = stepLoadsWGSL({
+  const { loads, prefetchInit, afterDots, takeV, afterV } = stepLoadsWGSL({
     G,
     U,
     CPL,
@@ -118,19 +121,43 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     prefetch: spec.prefetch ?? false,
   });
   const fastSteps = spec.fastSteps ?? true;
-  const dots = lines(
+  // Query rows in workgroup memory: each vec4 is read once per step and used for the step's U
+  // tokens, so no thread holds the rows in registers. Rows are padded with zeros to the lanes'
+  // rounds of chunks (a padded lane's products then vanish, as with registers).
+  const queryShared = spec.queryShared ?? false;
+  const QS = CPL * lanes * V4; // vec4<f32> per row of q_sh
+  const qShared = (r: number, i: number, j: number) =>
+    `q_sh[${row(r)} * ${QS}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u]`;
+  const unpackK = lines(
     U,
-    (u) =>
-      `${lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`)}
-${
-        lines(RP, (r) =>
-          `      var d${u}_${r} = ${
-            grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], qv[${qi(r, i, j)}])`).split("\n").join(
-              " + ",
-            )
-          };`)
-      }`,
+    (u) => lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`),
   );
+  const dots = queryShared
+    ? `${unpackK}
+${grid(U, RP, (u, r) => `      var d${u}_${r} = 0.0;`)}
+${
+      grid(RP, CPL * V4, (r, x) => {
+        const i = Math.floor(x / V4), j = x % V4;
+        return `      {
+        let qq = ${qShared(r, i, j)};
+${lines(U, (u) => `        d${u}_${r} += dot(kf${u}_${i}[${j}], qq);`)}
+      }`;
+      })
+    }`
+    : lines(
+      U,
+      (u) =>
+        `${lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`)}
+${
+          lines(RP, (r) =>
+            `      var d${u}_${r} = ${
+              grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], qv[${qi(r, i, j)}])`).split("\n")
+                .join(
+                  " + ",
+                )
+            };`)
+        }`,
+    );
   // Per-token scales: K's scales each token's partial dot products (linear, so before the lane
   // reduction), V's its unpacked chunks.
   const scaleDots = tokenScales
@@ -193,7 +220,9 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     L.subgroups ? " subgroups" : ""
   }${L.paged ? " paged" : ""}${L.paged && spec.kvLayout === "HND" ? " hnd" : ""}${
     scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
-  }${RS > 1 ? ` rowSets=${RS}` : ""}
+  }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
+    queryShared ? " queryShared" : ""
+  }
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -228,7 +257,7 @@ var<workgroup> acc: array<vec4<f32>, ${RB * (DV / 4)}>;
 var<workgroup> m_sh: array<f32, ${G * RB}>;
 var<workgroup> l_sh: array<f32, ${RB}>;
 var<workgroup> bad_sh: array<atomic<u32>, ${RB}>;
-${exchange}
+${exchange}${queryShared ? `\nvar<workgroup> q_sh: array<vec4<f32>, ${RB * QS}>;` : ""}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype, loadDim)}
@@ -275,27 +304,42 @@ fn main(
     // The sequence's own rows (ragged batches): groupSize x its query tokens.
     let n_rows = min(RP, params.group_size * q_len - r0);
 
-    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
+${
+    queryShared
+      ? `    // The block's query rows, pre-scaled into log2 units; missing rows 0.
+    for (var e = lid; e < ${RB * QS}u; e += ${W}u) {
+      let rr = e / ${QS}u;
+      let c = e % ${QS}u;
+      var qq = Z4;
+      if (rr < n_rows && c < D4) {
+        qq = load_q(query_row(q_start, q_len, kv_head, r0 + rr) * D4 + c) * ${qScale};
+      }
+      q_sh[e] = qq;
+    }
+    workgroupBarrier();
+`
+      : `    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
     var qv = array<vec4<f32>, ${RP * E4}>();
 ${
-    lines(RP, (r) =>
-      `    if (${row(r)} < n_rows) {
+        lines(RP, (r) =>
+          `    if (${row(r)} < n_rows) {
       let qb = query_row(q_start, q_len, kv_head, r0 + ${row(r)}) * D4;
 ${
-        grid(CPL, V4, (i, j) =>
-          padK && i === CPL - 1
-            ? `      qv[${
-              qi(r, i, j)
-            }] = select(Z4, load_q(qb + (lane + kpad) * ${V4}u + ${j}u), lane + ${
-              i * lanes
-            }u < CHUNKS) * ${qScale};`
-            : `      qv[${qi(r, i, j)}] = load_q(qb + (lane + ${
-              i * lanes
-            }u) * ${V4}u + ${j}u) * ${qScale};`)
-      }
+            grid(CPL, V4, (i, j) =>
+              padK && i === CPL - 1
+                ? `      qv[${
+                  qi(r, i, j)
+                }] = select(Z4, load_q(qb + (lane + kpad) * ${V4}u + ${j}u), lane + ${
+                  i * lanes
+                }u < CHUNKS) * ${qScale};`
+                : `      qv[${qi(r, i, j)}] = load_q(qb + (lane + ${
+                  i * lanes
+                }u) * ${V4}u + ${j}u) * ${qScale};`)
+          }
     }`)
-  }
-    // Tokens row r may see: causal within the last qLen tokens, and inside this piece.
+      }
+`
+  }    // Tokens row r may see: causal within the last qLen tokens, and inside this piece.
     var lim = array<u32, ${RP}>();
 ${
     lines(RP, (r) =>
@@ -325,10 +369,10 @@ ${prefetchInit}
 
     for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {
 ${loads}
-${dots}
+${dots}${afterDots ? `\n${afterDots}` : ""}
 ${scaleDots}${reduce}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
-  }${logits ? `\n${logits}` : ""}
+  }${logits ? `\n${logits}` : ""}${takeV ? `\n${takeV}` : ""}
 ${lines(U, (u) => lines(CPLV, (i) => unpackV(u, i)))}
 ${
     fastSteps
@@ -338,7 +382,7 @@ ${fast}
 ${softmax}
       }`
       : softmax
-  }
+  }${afterV ? `\n${afterV}` : ""}
     }
 ${fastSteps ? lines(RP, (r) => `    bad[${r}] |= select(0u, 1u, poisoned(l[${r}]));`) : ""}
 

@@ -1,7 +1,9 @@
 /**
  * The decode kernel's K and V loads: each lane group's chunks of `U` tokens per step, issued
  * before the step's arithmetic, or (with prefetch) the next step's issued while this step
- * computes. A piece of the source `decodeKernelWGSL` splices together.
+ * computes, or (split prefetch) the next step's K issued once this step's dot products have
+ * consumed its K and the next step's V once its V is consumed. A piece of the source
+ * `decodeKernelWGSL` splices together.
  *
  * @module
  */
@@ -26,8 +28,25 @@ export interface StepLoadShape {
   readonly kOff: (i: number) => string;
   /** WGSL offset of a lane's V chunk `i` in the row (padded rounds use `vpad`). */
   readonly vOff: (i: number) => string;
-  /** Request the next step's K and V before this step's arithmetic. */
-  readonly prefetch: boolean;
+  /**
+   * Request the next step's K and V before this step's arithmetic (`true`), or each tensor once
+   * this step has consumed its own (`"split"`: one tensor's load registers in flight, not two).
+   */
+  readonly prefetch: boolean | "split";
+}
+
+/** The statements of a step's loads, in the places `decodeKernelWGSL` splices them. */
+export interface StepLoads {
+  /** Top of the step: the step's tokens `t{u}` and its K (and V unless split) chunks. */
+  readonly loads: string;
+  /** Before the loop: the first step's requests (prefetch; empty otherwise). */
+  readonly prefetchInit: string;
+  /** After the dot products (split prefetch): the next step's K requests. */
+  readonly afterDots: string;
+  /** Before V is unpacked (split prefetch): this step's V chunks. */
+  readonly takeV: string;
+  /** End of the step (split prefetch): the next step's V requests. */
+  readonly afterV: string;
 }
 
 /**
@@ -44,30 +63,30 @@ export interface StepLoadShape {
  * console.log(loads.includes("nk1_0 = k_cache"), prefetchInit.includes("var nk0_0")); // true true
  * ```
  */
-export function stepLoadsWGSL(shape: StepLoadShape): { loads: string; prefetchInit: string } {
+export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
   const { G, U, CPL, CPLV, tokenScales, splitV, kOff, vOff, prefetch } = shape;
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
   // requested before this step's arithmetic, so loads stay in flight through it.
   const tokenRow = (at: string, u: number) =>
     `kv_row(kv_start, min(${at} + ${u * G}u + g, tok_end - 1u))`;
-  const issue = (at: string, decl: string, prefix: string) =>
+  const tokenAt = (at: string, u: number) => `min(${at} + ${u * G}u + g, tok_end - 1u)`;
+  // The K part: the token's scales, its row addresses (kept for the V part) and K chunks.
+  const issueK = (at: string, decl: string, prefix: string) =>
     lines(
       U,
       (u) =>
         `${
           tokenScales
-            ? `      ${decl}${prefix}sc${u} = kv_scales[${tokenRow(at, u)} * n_kv + kv_head];
+            ? `      ${decl}${prefix}sc${u} = kv_scales[kv_row(kv_start, ${
+              tokenAt(at, u)
+            }) * n_kv + kv_head];
 `
             : ""
-        }      let ${prefix}row${u} = kv_addr(kv_start, min(${at} + ${
-          u * G
-        }u + g, tok_end - 1u), kv_head) + lane;${
+        }      let ${prefix}row${u} = kv_addr(kv_start, ${tokenAt(at, u)}, kv_head) + lane;${
           splitV
             ? `
-      let ${prefix}vrow${u} = kv_addr_v(kv_start, min(${at} + ${
-              u * G
-            }u + g, tok_end - 1u), kv_head) + lane;`
+      let ${prefix}vrow${u} = kv_addr_v(kv_start, ${tokenAt(at, u)}, kv_head) + lane;`
             : ""
         }
 ${
@@ -75,28 +94,46 @@ ${
             CPL,
             (i) => `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u}${kOff(i)}];`,
           )
-        }
-${
-          lines(
-            CPLV,
-            (i) =>
-              `      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}${splitV ? "v" : ""}row${u}${
-                vOff(i)
-              }];`,
-          )
         }`,
     );
+  // The V part, from the row addresses of the K part.
+  const issueV = (decl: string, prefix: string) =>
+    lines(
+      U,
+      (u) =>
+        lines(
+          CPLV,
+          (i) =>
+            `      ${decl}${prefix}v${u}_${i} = v_cache[${prefix}${splitV ? "v" : ""}row${u}${
+              vOff(i)
+            }];`,
+        ),
+    );
+  const issue = (at: string, decl: string, prefix: string) =>
+    `${issueK(at, decl, prefix)}
+${issueV(decl, prefix)}`;
   const tokens = lines(U, (u) => `      let t${u} = s0 + ${u * G}u + g;`);
+  const takeK = `${lines(U, (u) => lines(CPL, (i) => `      let k${u}_${i} = nk${u}_${i};`))}${
+    tokenScales ? `\n${lines(U, (u) => `      let sc${u} = nsc${u};`)}` : ""
+  }`;
+  const takeV = lines(U, (u) => lines(CPLV, (i) => `      let v${u}_${i} = nv${u}_${i};`));
+  if (prefetch === "split") {
+    return {
+      loads: `${tokens}
+${takeK}`,
+      prefetchInit: issue("tok_begin", "var ", "n"),
+      afterDots: issueK("(s0 + STEP)", "", "n"),
+      takeV,
+      afterV: issueV("", "n"),
+    };
+  }
   const loads = prefetch
     ? `${tokens}
-${
-      lines(U, (u) =>
-        `${lines(CPL, (i) => `      let k${u}_${i} = nk${u}_${i};`)}
-${lines(CPLV, (i) => `      let v${u}_${i} = nv${u}_${i};`)}`)
-    }${tokenScales ? `\n${lines(U, (u) => `      let sc${u} = nsc${u};`)}` : ""}
+${takeK}
+${takeV}
 ${issue("(s0 + STEP)", "", "n")}`
     : `${tokens}
 ${issue("s0", "let ", "")}`;
   const prefetchInit = prefetch ? issue("tok_begin", "var ", "n") : "";
-  return { loads, prefetchInit };
+  return { loads, prefetchInit, afterDots: "", takeV: "", afterV: "" };
 }

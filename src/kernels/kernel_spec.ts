@@ -46,8 +46,18 @@ export interface KernelSpec {
   readonly qDtype?: "f32" | "f16";
   /** Element type of the output buffer (default `"f32"`; `"f16"` is written packed in `u32`s). */
   readonly outDtype?: "f32" | "f16";
-  /** Request the next step's K and V before this step's arithmetic (software pipelining). */
-  readonly prefetch?: boolean;
+  /**
+   * Request the next step's K and V before this step's arithmetic (software pipelining), or
+   * (`"split"`) the next step's K once this step's dot products have used its K and the next V
+   * once its V is used: loads stay in flight through the arithmetic while the thread holds one
+   * tensor's load registers, not two.
+   */
+  readonly prefetch?: boolean | "split";
+  /**
+   * Hold the block's query rows in workgroup memory instead of each thread's registers (each
+   * vector read once per step for the step's tokens): fewer registers per thread. Default false.
+   */
+  readonly queryShared?: boolean;
   /**
    * Steps whose tokens every row may see skip the masking arithmetic and rescale the running
    * state only when the maximum rises (default true; false runs every step masked).
@@ -192,11 +202,11 @@ export function specKey(kind: string, spec: KernelSpec): string {
     l.subgroups ? ":sg" : ""
   }${l.paged ? ":paged" : ""}${l.paged && spec.kvLayout === "HND" ? ":hnd" : ""}${
     spec.qDtype === "f16" ? ":qf16" : ""
-  }${spec.outDtype === "f16" ? ":of16" : ""}${spec.prefetch ? ":pf" : ""}${
-    spec.fastSteps === false ? ":masked" : ""
-  }${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${variantKey(spec.variant)}${
-    spec.kvScales === "token" ? ":tokscale" : ""
-  }`;
+  }${spec.outDtype === "f16" ? ":of16" : ""}${
+    spec.prefetch === "split" ? ":pfs" : spec.prefetch ? ":pf" : ""
+  }${spec.queryShared ? ":qs" : ""}${spec.fastSteps === false ? ":masked" : ""}${
+    l.rowSets > 1 ? `:rs${l.rowSets}` : ""
+  }${variantKey(spec.variant)}${spec.kvScales === "token" ? ":tokscale" : ""}`;
 }
 
 /**

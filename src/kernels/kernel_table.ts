@@ -11,8 +11,13 @@ export interface KernelChoice {
   readonly lanes: number;
   /** Tokens each lane group loads per step (with prefetch). */
   readonly unroll: number;
-  /** Request the next step's K and V before this step's arithmetic (default true). */
-  readonly prefetch?: boolean;
+  /**
+   * Request the next step's K and V before this step's arithmetic (default true; `"split"`:
+   * each tensor once this step has used its own, see `KernelSpec.prefetch`).
+   */
+  readonly prefetch?: boolean | "split";
+  /** Query rows in workgroup memory (see `KernelSpec.queryShared`; default false). */
+  readonly queryShared?: boolean;
   /**
    * The lanes need not divide the row's chunks: the last round is padded (MLA's K row of 576
    * dims is 72 f16 chunks, which no power of two above 8 divides).

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Issue 13, session 19, on the H200 in one call per mode:
+#   sweep  the kernel sweep of bench/tune_configs_split.json (split prefetch: the next K requested
+#          after this step's dot products, the next V after its update; query rows in workgroup
+#          memory; 4-16 lanes, unroll 2-8, row sets; MLA's class), the table picked from it
+#          (bench/pick_table.ts), then lean with that table, each case's kernel checked against
+#          the float64 reference, on the multi-row, 8-bit and MLA cases.
+#   final  with the kernel table in the source: the GPU test files of the kernels on the H200, and
+#          every case of bench/cases.json on Deno's WebGPU (paged mode) and lean on Dawn.
+# Results under $OUT (default bench/results/h200_session6): session.log and one file per step.
+# On the device machine: bash .gpu/boot.sh bash bench/h200_kernels_session.sh sweep|final
+set -u
+out=${OUT:-bench/results/h200_session6}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export NO_COLOR=1
+log="$out/session.log"
+stamp() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$log"; }
+# Runs a Deno script under a timeout, its output (minus npm warnings) into a file of its own.
+run_deno() {
+  local limit=$1 file=$2
+  shift 2
+  timeout "$limit" deno run -A --unstable-webgpu --v8-flags=--expose-gc "$@" 2>&1 |
+    grep -v -E '^Warning|lifecycle|node_modules|^\s*$|│|╭|╰' >"$out/$file"
+  stamp "exit ${PIPESTATUS[0]} ($file)"
+}
+anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+stamp "${1:-sweep}"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee -a "$log"
+
+if [ "${1:-sweep}" = sweep ]; then
+  run_deno 270 tune_split.txt bench/tune.ts --out="$out/tune_split.json" \
+    --configs="$(cat bench/tune_configs_split.json)" \
+    --cases='b1 h32 128k,gqa32/8 32k,gqa32/8 128k,b16 16k,d64 32k,d256 32k,qLen4 gqa 16k,gqa32/8 128k int8,gqa32/8 128k e4m3,mqa h128/1 b1 32k,mla b1 32k'
+  run_deno 20 table_split.txt bench/pick_table.ts "$out/tune_split.json" "$out/table_split.json"
+  table=""
+  [ -s "$out/table_split.json" ] && table="--table=$out/table_split.json"
+  run_deno 200 bench_split.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    $table $anchors --only='gqa32|b16 16k|b64 16k|d64|d256|qLen4|ragged|mla b1|mqa h128/1 b1|b1 h32 128k|e5m2' \
+    --out="$out/h200_split.json"
+  stamp "done"
+  exit 0
+fi
+
+LEAN_TEST_BACKENDS=cpu,webgpu timeout 150 deno test -A --unstable-webgpu tests/decode_test.ts \
+  tests/shaders_test.ts tests/kv8_decode_test.ts tests/mla_test.ts tests/batches_test.ts \
+  tests/variants_test.ts >"$out/tests.log" 2>&1
+stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests.log" | tail -1))"
+run_deno 300 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --paged --check $anchors \
+  --out="$out/h200_webgpu.json"
+run_deno 100 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --strategies=lean $anchors \
+  --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_dawn.json"
+stamp "done"
