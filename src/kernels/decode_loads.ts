@@ -68,8 +68,6 @@ export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
   // requested before this step's arithmetic, so loads stay in flight through it.
-  const tokenRow = (at: string, u: number) =>
-    `kv_row(kv_start, min(${at} + ${u * G}u + g, tok_end - 1u))`;
   const tokenAt = (at: string, u: number) => `min(${at} + ${u * G}u + g, tok_end - 1u)`;
   // The K part: the token's scales, its row addresses (kept for the V part) and K chunks.
   const issueK = (at: string, decl: string, prefix: string) =>
