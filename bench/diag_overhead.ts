@@ -1,0 +1,107 @@
+/**
+ * Diagnostic of issue 13 (session 19): where the fixed cost of the multi-row (GQA) kernels comes
+ * from. Times lean on GQA 32/8 and MHA 32/32 (d128, f16 KV, one sequence) over contexts of 2k to
+ * 512k, with variations: the whole program; the decode dispatch alone (the merge skipped, by
+ * wrapping the pass encoder: for this diagnostic only, its outputs are not read); the lean grid
+ * forced to one and to four workgroups per multiprocessor; 64-thread workgroups. Prints median
+ * and last-warm-pass times per case and variant.
+ *
+ * Usage: deno run -A --unstable-webgpu bench/diag_overhead.ts [--out=FILE.json]
+ */
+
+import { createDecoder } from "../mod.ts";
+import type { DecoderOptions } from "../mod.ts";
+import { makeBenchInput } from "./bench_input.ts";
+import type { BenchCase } from "./bench_cases.ts";
+
+const out = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
+let skipMerge = false;
+const proto =
+  (globalThis as unknown as { GPUComputePassEncoder: { prototype: Record<string, unknown> } })
+    .GPUComputePassEncoder.prototype;
+const setPipeline = proto.setPipeline as (this: unknown, p: GPUComputePipeline) => void;
+const dispatch = proto.dispatchWorkgroups as (this: unknown, ...a: number[]) => void;
+const merging = new WeakMap<object, boolean>();
+proto.setPipeline = function (this: object, p: GPUComputePipeline) {
+  merging.set(this, p.label.startsWith("merge"));
+  setPipeline.call(this, p);
+};
+proto.dispatchWorkgroups = function (this: object, ...a: number[]) {
+  if (skipMerge && merging.get(this)) return;
+  dispatch.call(this, ...a);
+};
+
+const kib = (n: number) => n * 1024;
+const cases: BenchCase[] = [];
+for (const ctx of [2, 8, 32, 128, 512]) {
+  cases.push({
+    name: `gqa32/8 ${ctx}k`,
+    group: "diag",
+    seqLens: [kib(ctx)],
+    numHeads: 32,
+    numKVHeads: 8,
+    headDim: 128,
+    qLen: 1,
+    kvDtype: "f16",
+  });
+}
+for (const ctx of [2, 8, 32, 128]) {
+  cases.push({
+    name: `b1 h32 ${ctx}k`,
+    group: "diag",
+    seqLens: [kib(ctx)],
+    numHeads: 32,
+    numKVHeads: 32,
+    headDim: 128,
+    qLen: 1,
+    kvDtype: "f16",
+  });
+}
+const variants: { name: string; options: Partial<DecoderOptions>; noMerge?: boolean }[] = [
+  { name: "lean", options: {} },
+  { name: "no merge", options: {}, noMerge: true },
+  { name: "grid 132", options: { grid: 132 } },
+  { name: "grid 528", options: { grid: 528 } },
+  { name: "W64", options: { workgroupSize: 64 } },
+];
+const device = await (await navigator.gpu.requestAdapter())!.requestDevice({
+  requiredFeatures: ["timestamp-query"],
+});
+const results: unknown[] = [];
+console.log(`${"case".padEnd(16)} ${variants.map((v) => v.name.padStart(18)).join("")}`);
+for (const c of cases) {
+  const input = makeBenchInput(c);
+  const kvBytes = input.k.byteLength + input.v.byteLength;
+  const kvSets = kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
+  const cells: string[] = [];
+  for (const v of variants) {
+    const decoder = await createDecoder({ backend: "webgpu", device, ...v.options });
+    try {
+      skipMerge = v.noMerge ?? false;
+      const plan = decoder.plan(input, { strategy: "lean" });
+      const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
+        runs: 25,
+        kvSets,
+        warmupMs: 400,
+      });
+      cells.push(`${t.medianMs.toFixed(4)}/${t.lastWarmMs.toFixed(4)}`.padStart(18));
+      results.push({
+        case: c.name,
+        variant: v.name,
+        medianMs: t.medianMs,
+        lastWarmMs: t.lastWarmMs,
+        grid: plan.grid,
+        workgroups: plan.schedule.workgroups,
+        kvBytes,
+      });
+    } catch (e) {
+      cells.push("error".padStart(18));
+      console.error(c.name, v.name, e);
+    } finally {
+      skipMerge = false;
+      await decoder.dispose();
+    }
+  }
+  console.log(`${c.name.padEnd(16)} ${cells.join("")}`);
+}
+if (out) await Deno.writeTextFile(out, JSON.stringify({ results }, null, 1));
