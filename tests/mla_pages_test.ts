@@ -125,30 +125,48 @@ Deno.test("MLA head dims on a runner's page table (NHD, HND, pages 1-256, ragged
   );
 });
 
-Deno.test("a runner's page table without headDimV reads V rows of headDim; with it, of headDimV", () => {
+Deno.test("a runner's V pages are read with V's row length, per KV head, in NHD and HND", () => {
+  // One sequence of 3 tokens in page 1 of 2 (pages of 4), 2 KV heads, K rows of 16, V rows of 8.
   const base: IndptrPageTableOptions = {
     indptr: [0, 1],
-    indices: [0],
+    indices: [1],
     lastPageLen: [3],
     pageSize: 4,
-    numPages: 1,
-    numKVHeads: 1,
+    numPages: 2,
+    numKVHeads: 2,
     headDim: 16,
   };
-  assert.equal(createIndptrPageTable(base).headDimV, 16);
-  const table = createIndptrPageTable({ ...base, headDimV: 8 });
-  assert.equal(table.headDimV, 8);
-  // K all ones (uniform weights); V's rows of 8 dims hold their row number.
+  const q = new Float32Array(2 * 16); // zero queries: uniform weights over the 3 tokens
+  const k = new Float32Array(2 * 4 * 2 * 16).fill(1);
+  // Without headDimV, V's rows are K's: a buffer of 8-dim rows is too small.
+  const plain = createIndptrPageTable(base);
+  assert.equal(plain.headDimV, 16);
+  const plainPlan = planForCache(plain, { seqs: plain.seqs, numHeads: 2 }, { grid: 2 });
+  assert.equal(plainPlan.problem.headDimV, 16);
+  assert.throws(
+    () => executePagedPlanOnCpu(plainPlan, { q, k, v: new Float32Array(2 * 4 * 2 * 8) }),
+    /^RangeError: v must hold 2 pages of 4 rows of 32 elements: got 128 elements$/,
+  );
+  assert.equal(executePagedPlanOnCpu(plainPlan, { q, k, v: k }).out.length, 2 * 16);
   for (const layout of ["NHD", "HND"] as const) {
-    const t = createIndptrPageTable({ ...base, headDimV: 8, layout });
-    const plan = planForCache(t, { seqs: t.seqs, numHeads: 2 }, { grid: 2 });
-    const k = new Float32Array(4 * 16).fill(1);
-    const v = Float32Array.from({ length: 4 * 8 }, (_, i) => Math.floor(i / 8));
-    v.fill(NaN, 3 * 8); // the unused row of the page is never read
-    const { out, lse } = executePagedPlanOnCpu(plan, { q: new Float32Array(2 * 16), k, v });
+    const table = createIndptrPageTable({ ...base, headDimV: 8, layout });
+    assert.equal(table.headDimV, 8);
+    const plan = planForCache(table, { seqs: table.seqs, numHeads: 2 }, { grid: 2 });
+    // Every dim of V row (token t, KV head h) holds 10 h + t; every other element is poison.
+    const v = new Float32Array(2 * 4 * 2 * 8).fill(NaN);
+    for (let t = 0; t < 3; t++) {
+      for (let h = 0; h < 2; h++) {
+        const row = layout === "HND" ? (1 * 2 + h) * 4 + t : (1 * 4 + t) * 2 + h;
+        v.fill(10 * h + t, row * 8, row * 8 + 8);
+      }
+    }
+    const { out, lse } = executePagedPlanOnCpu(plan, { q, k, v });
     assert.equal(out.length, 2 * 8);
-    for (let i = 0; i < out.length; i++) assert.equal(out[i], 1, `${layout} out[${i}]`); // (0+1+2)/3
-    assert.ok(Math.abs(lse[0] - Math.log(3)) < 1e-6, `${layout} lse ${lse[0]}`);
+    for (let i = 0; i < out.length; i++) {
+      // Query head h reads KV head h: the mean of 10 h + 0, 1, 2.
+      assert.ok(Math.abs(out[i] - (10 * Math.floor(i / 8) + 1)) < 1e-5, `${layout} out[${i}]`);
+    }
+    for (const x of lse) assert.ok(Math.abs(x - Math.log(3)) < 1e-6, `${layout} lse ${x}`);
   }
 });
 
