@@ -146,7 +146,8 @@ export const RAGGED_GQA: KernelFamily = F32_GQA_Q2;
  * and V rows of 264. Head dims above 256 take MLA's kernel class (32 lanes per token, 4 rows per
  * block), so this cheap shape covers what MLA's 576/512 adds: V rows addressed apart from K's,
  * lane rounds padded on K (68 chunks) and V (66), the 32-lane workgroup-memory reduction, and
- * the merge of rows longer than its workgroup.
+ * the merge of rows longer than its workgroup. tests/mla_pages_test.ts also reads it from a
+ * runner's HND pages (the same class: one more paged pipeline of it, V rows addressed per head).
  */
 export const MLA_WIDE: KernelFamily = {
   numHeads: 4,

@@ -75,7 +75,7 @@ export interface EncodeAttentionOptions {
    * fused QKV buffer): its `offset` a multiple of the device's `minStorageBufferOffsetAlignment`.
    */
   k?: GPUBuffer | GPUBufferBinding;
-  /** V storage, with `k`. */
+  /** V storage, with `k` (its rows of `headDimV` dims per KV head, `headDim` unless MLA). */
   v?: GPUBuffer | GPUBufferBinding;
   /**
    * 8-bit K/V: the scale table read with `k` and `v` (plans from `planPages()`): `f32` pairs

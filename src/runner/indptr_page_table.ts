@@ -5,11 +5,14 @@
  * (`[page][token][kvHead][dim]`) or `"HND"` (`[page][kvHead][token][dim]`) layout; plans made
  * from the table (`planForCache`, `AttentionEncoder.plan`) are encoded with those buffers as
  * `k` and `v`, and run on the CPU by `executePagedPlanOnCpu` with host arrays of the same layout.
+ * V pages may hold rows of their own head dim (`headDimV`, MLA's latent V): each buffer is then
+ * addressed with its own row length, in either layout.
  *
  * @module
  */
 
-import { KV_DTYPES, type KVDtype } from "../core/problem.ts";
+import { headDimOf } from "../core/field_checks.ts";
+import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
 import type { PageLayout } from "../plan/kv_addressing.ts";
 import type { PageTableSource } from "./page_table_source.ts";
 
@@ -29,6 +32,9 @@ export const MAX_INDPTR_PAGE_SIZE = 256;
  *   pageSize: 4, numPages: 4, numKVHeads: 2, headDim: 8, layout: "HND",
  * };
  * console.log(table.indices.length); // 3
+ * // MLA: K pages of 576 dims per token row, V pages of 512 (one latent KV head).
+ * const mla: IndptrPageTableOptions = { ...table, numKVHeads: 1, headDim: 576, headDimV: 512 };
+ * console.log(mla.headDimV); // 512
  * ```
  */
 export interface IndptrPageTableOptions {
@@ -44,8 +50,15 @@ export interface IndptrPageTableOptions {
   numPages: number;
   /** KV heads per token. */
   numKVHeads: number;
-  /** Elements per head. */
+  /** Elements per head of K (and of Q). */
   headDim: number;
+  /**
+   * Elements per head of V and of the output, when V's pages hold rows of another length than
+   * K's (MLA: `headDim` 576, `headDimV` 512): a multiple of 8 from 8 to 576 (default `headDim`).
+   * The V pages are `[page][token][kvHead][headDimV]` (NHD) or `[page][kvHead][token][headDimV]`
+   * (HND).
+   */
+  headDimV?: number;
   /** Element type of the pages (default `"f32"`). */
   kvDtype?: KVDtype;
   /** Element order of a page (default `"NHD"`). */
@@ -93,6 +106,8 @@ export class IndptrPageTable implements PageTableSource {
   readonly numPages: number;
   readonly numKVHeads: number;
   readonly headDim: number;
+  /** Elements per head of V (`headDim` unless the options gave another). */
+  readonly headDimV: number;
   readonly kvDtype: KVDtype;
   readonly layout: PageLayout;
   /** Sequences in the table. */
@@ -129,6 +144,10 @@ export class IndptrPageTable implements PageTableSource {
     if (layout !== "NHD" && layout !== "HND") {
       throw new RangeError(`layout must be "NHD" or "HND": got "${layout}"`);
     }
+    // Checked here, where the runner gives it (headDim, like numKVHeads, is checked by planning).
+    const headDimV = options.headDimV === undefined
+      ? undefined
+      : headDimOf("headDimV", options.headDimV, MAX_HEAD_DIM);
     const indices = checkInts("indices", options.indices, 0, numPages - 1);
     const indptr = checkInts("indptr", options.indptr, 0, indices.length);
     if (indptr.length < 2) {
@@ -173,6 +192,7 @@ export class IndptrPageTable implements PageTableSource {
     // Checked by planning (validateShape names them as fields of the shape).
     this.numKVHeads = options.numKVHeads;
     this.headDim = options.headDim;
+    this.headDimV = headDimV ?? options.headDim;
     this.kvDtype = kvDtype;
     this.layout = layout;
     this.numSeqs = n;
@@ -216,7 +236,8 @@ export class IndptrPageTable implements PageTableSource {
  * `numSeqs + 1` non-decreasing entries, `indices` page numbers
  * below `numPages`, `lastPageLen` one entry from 1 to `pageSize` per sequence (0 for a sequence
  * of no pages: an empty request, whose rows come back as out 0 and lse -Infinity), `pageSize` a power
- * of two from 1 to 256. A bad field throws `TypeError` or `RangeError` naming it and its value.
+ * of two from 1 to 256, `headDimV` (V's row length per head when it differs from K's, MLA) a
+ * multiple of 8 from 8 to 576. A bad field throws `TypeError` or `RangeError` naming it and its value.
  * The arrays are copied: changing them later changes nothing.
  *
  * @example
@@ -234,6 +255,22 @@ export class IndptrPageTable implements PageTableSource {
  * const v = Float32Array.from({ length: 32 }, (_, i) => Math.floor(i / 8)); // row numbers
  * const { out } = executePagedPlanOnCpu(plan, { q: new Float32Array(8), k, v });
  * console.log(plan.problem.seqLens[0], out[0].toFixed(3)); // 3 1.667 (mean of v rows 2, 3, 0)
+ * ```
+ *
+ * @example MLA-style pages: K rows of 16 dims, V rows of 8 (each buffer its own row length)
+ * ```ts
+ * import {
+ *   createIndptrPageTable, executePagedPlanOnCpu, planForCache,
+ * } from "@lean/attention/runner";
+ * const table = createIndptrPageTable({
+ *   indptr: [0, 2], indices: [1, 0], lastPageLen: [1], pageSize: 2, numPages: 2,
+ *   numKVHeads: 1, headDim: 16, headDimV: 8, layout: "NHD",
+ * });
+ * const plan = planForCache(table, { seqs: table.seqs, numHeads: 2 }, { grid: 2 });
+ * const k = new Float32Array(2 * 2 * 16).fill(1); // [page][token][kvHead][16]
+ * const v = Float32Array.from({ length: 2 * 2 * 8 }, (_, i) => Math.floor(i / 8)); // [..][8]
+ * const { out } = executePagedPlanOnCpu(plan, { q: new Float32Array(2 * 16), k, v });
+ * console.log(plan.problem.headDimV, out.length, out[8].toFixed(3)); // 8 16 1.667
  * ```
  */
 export function createIndptrPageTable(options: IndptrPageTableOptions): IndptrPageTable {
