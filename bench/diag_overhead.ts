@@ -12,6 +12,7 @@
 import { createDecoder } from "../mod.ts";
 import type { DecoderOptions } from "../mod.ts";
 import { makeBenchInput } from "./bench_input.ts";
+import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import type { BenchCase } from "./bench_cases.ts";
 
 const out = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
@@ -63,10 +64,12 @@ const variants: { name: string; options: Partial<DecoderOptions>; noMerge?: bool
   { name: "grid 132", options: { grid: 132 } },
   { name: "grid 528", options: { grid: 528 } },
   { name: "W64", options: { workgroupSize: 64 } },
+  { name: "W256", options: { workgroupSize: 256 } },
 ];
-const device = await (await navigator.gpu.requestAdapter())!.requestDevice({
-  requiredFeatures: ["timestamp-query"],
-});
+// The benchmark's device: the adapter's limits and features (subgroups, timestamps).
+const device = await requestDevice(
+  (await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }))!,
+);
 const results: unknown[] = [];
 console.log(`${"case".padEnd(16)} ${variants.map((v) => v.name.padStart(18)).join("")}`);
 for (const c of cases) {
