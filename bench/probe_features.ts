@@ -15,8 +15,28 @@ async function describe(name: string, gpu: GPU | undefined): Promise<void> {
   const info = adapter.info as unknown as Record<string, unknown>;
   console.log(`${name}: ${info.vendor} ${info.architecture} ${info.device} ${info.description}`);
   console.log(`  features: ${[...adapter.features].sort().join(", ")}`);
-  for (const key of ["subgroupMinSize", "subgroupMaxSize", "subgroupMatrixConfigs"]) {
+  for (const key of ["subgroupMinSize", "subgroupMaxSize"]) {
     if (key in info) console.log(`  ${key}: ${JSON.stringify(info[key])}`);
+  }
+  // Each configuration's fields are getters: copy them out.
+  const configs = (info.subgroupMatrixConfigs ?? []) as Record<string, unknown>[];
+  for (const c of configs) {
+    const fields = ["componentType", "resultComponentType", "M", "N", "K"].map((k) =>
+      `${k} ${c[k]}`
+    );
+    console.log(`  subgroup matrix: ${fields.join(", ")}`);
+  }
+  // Features a device can be asked for although the adapter does not list them.
+  for (const wanted of [["shader-f16"], ["chromium-experimental-subgroup-matrix", "shader-f16"]]) {
+    try {
+      const device = await adapter.requestDevice({
+        requiredFeatures: wanted as GPUFeatureName[],
+      });
+      console.log(`  device with ${wanted.join(" + ")}: ${[...device.features].sort().join(", ")}`);
+      device.destroy();
+    } catch (e) {
+      console.log(`  device with ${wanted.join(" + ")}: refused (${(e as Error).message})`);
+    }
   }
   console.log(
     `  limits: workgroup storage ${adapter.limits.maxComputeWorkgroupStorageSize}, ` +
