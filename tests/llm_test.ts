@@ -20,12 +20,26 @@ import { CpuModel } from "../examples/llm/cpu_model.ts";
 import { openDevice } from "../examples/llm/device.ts";
 import { generate, type ModelRunner, prefillSchedule } from "../examples/llm/generation.ts";
 import { createGpuModel } from "../examples/llm/gpu_model.ts";
-import { ropeInvFreq } from "../examples/llm/rope.ts";
+import { ropeInvFreq, ropeTable } from "../examples/llm/rope.ts";
 import { openSafetensors, writeSafetensors } from "../examples/llm/safetensors.ts";
-import { referenceGenerate, relL2, type TinySpec, writeTinyCheckpoint } from "./llm_helpers.ts";
+import {
+  referenceGenerate,
+  relL2,
+  type TinySpec,
+  writeTinyCheckpoint,
+  yarnReference,
+} from "./llm_helpers.ts";
 
 const FIXTURE = new URL("./fixtures/llm_tiny", import.meta.url).pathname;
 const LOGITS_TOLERANCE = 1e-4;
+/** gpt-oss's RoPE settings (`GptOssConfig`'s defaults, max_position_embeddings 131072). */
+const GPT_OSS_YARN = {
+  factor: 32,
+  beta_fast: 32,
+  beta_slow: 1,
+  truncate: false,
+  original_max_position_embeddings: 4096,
+};
 
 Deno.test("prefill schedule: chunks of at most 16, equal chunks grouped, last chunk samples", () => {
   const steps = prefillSchedule([4, 11, 16, 29, 40]);
@@ -106,8 +120,8 @@ Deno.test("config: transformers 4 and 5 RoPE spellings agree; unsupported settin
     /architectures\[0\].*"GPT2LMHeadModel"/,
   );
   assert.throws(
-    () => parseModelConfig({ ...base, rope_scaling: { rope_type: "yarn", factor: 4 } }),
-    /rope type.*"yarn"/,
+    () => parseModelConfig({ ...base, rope_scaling: { rope_type: "longrope", factor: 4 } }),
+    /rope type.*"longrope"/,
   );
   assert.throws(() => parseModelConfig({ ...base, num_key_value_heads: 5 }), /multiple/);
   const mistral = parseModelConfig({
@@ -132,6 +146,10 @@ Deno.test("RoPE: Llama 3 frequencies follow the three bands within f32 rounding"
     lowFreqFactor: 1,
     highFreqFactor: 4,
     originalMaxPositions: 8192,
+    betaFast: 32,
+    betaSlow: 1,
+    truncate: true,
+    attentionScaling: 1,
   };
   const inv = ropeInvFreq(rope, 64);
   let bands = 0;
@@ -149,6 +167,70 @@ Deno.test("RoPE: Llama 3 frequencies follow the three bands within f32 rounding"
     assert.ok(Math.abs(inv[i] - want) <= 4e-7 * want, `inv_freq[${i}] = ${inv[i]}, want ${want}`);
   }
   assert.equal(bands, 7, "all three bands are exercised");
+});
+
+Deno.test("RoPE: YaRN as gpt-oss configures it: original, blended and interpolated bands", () => {
+  const json = {
+    architectures: ["GptOssForCausalLM"],
+    hidden_size: 64,
+    intermediate_size: 64,
+    num_hidden_layers: 2,
+    num_attention_heads: 8,
+    num_key_value_heads: 2,
+    head_dim: 64,
+    vocab_size: 100,
+    num_local_experts: 8,
+    num_experts_per_tok: 2,
+    max_position_embeddings: 131072,
+    rope_parameters: { rope_theta: 150000, rope_type: "yarn", ...GPT_OSS_YARN },
+  };
+  const c = parseModelConfig(json);
+  // By hand: the ramp runs from dimension 64 ln(4096 / (32 * 2 pi)) / (2 ln 150000) = 8.093 to
+  // 64 ln(4096 / (2 pi)) / (2 ln 150000) = 17.398 (not truncated); attention factor 0.1 ln 32 + 1.
+  assert.equal(c.rope.type, "yarn");
+  assert.equal(c.rope.factor, 32);
+  assert.ok(Math.abs(c.rope.attentionScaling - 1.3465735902799727) < 1e-15);
+  const inv = ropeInvFreq(c.rope, 64);
+  const ref = yarnReference(json.rope_parameters, json, 64);
+  for (let i = 0; i < 32; i++) {
+    const original = Math.pow(150000, -(2 * i) / 64);
+    if (i <= 8) assert.ok(Math.abs(inv[i] - original) <= 2e-7 * original, `band 1, [${i}]`);
+    if (i >= 18) {
+      assert.ok(Math.abs(inv[i] - original / 32) <= 2e-7 * inv[i], `band 3, inv_freq[${i}]`);
+    }
+    if (i > 8 && i < 18) {
+      const ramp = (i - 8.0928) / (17.398 - 8.0928); // the bounds above, to 4 places
+      const want = (original / 32) * ramp + original * (1 - ramp);
+      assert.ok(Math.abs(inv[i] - want) <= 1e-4 * want, `blended inv_freq[${i}]: ${inv[i]}`);
+    }
+    assert.ok(Math.abs(inv[i] - ref.inv[i]) <= 4e-7 * ref.inv[i], `inv_freq[${i}] vs float64`);
+  }
+  // Truncated, the bounds round outwards to 8 and 18.
+  const truncated = parseModelConfig({
+    ...json,
+    rope_parameters: { ...json.rope_parameters, truncate: true },
+  });
+  const t = ropeInvFreq(truncated.rope, 64);
+  assert.ok(Math.abs(t[8] - Math.pow(150000, -16 / 64)) <= 2e-7 * t[8]);
+  assert.ok(t[9] < inv[9] && t[17] > inv[17], "the wider ramp blends less at 9, more at 17");
+  assert.ok(Math.abs(t[18] - Math.pow(150000, -36 / 64) / 32) <= 2e-7 * t[18]);
+  // cos and sin carry the attention factor.
+  const { cos, sin } = ropeTable(inv, 3, c.rope.attentionScaling);
+  assert.ok(Math.abs(cos[0] - 1.3465736) < 1e-6 && sin[0] === 0);
+  assert.ok(Math.abs(Math.hypot(cos[32 + 5], sin[32 + 5]) - 1.3465736) < 1e-6);
+  // gpt-oss's defaults: windows on even layers (128), eps 1e-5, untied, experts.
+  assert.deepStrictEqual(c.layerWindows, [128, 0]);
+  assert.equal(c.eps, 1e-5);
+  assert.deepStrictEqual(c.moe, { experts: 8, topK: 2, alpha: 1.702, limit: 7 });
+  assert.equal(c.sinks, true);
+  assert.throws(
+    () => parseModelConfig({ ...json, num_experts_per_tok: 9 }),
+    /num_experts_per_tok must be at most num_local_experts \(8\): got 9/,
+  );
+  assert.throws(
+    () => parseModelConfig({ ...json, num_local_experts: 6, num_experts_per_tok: 2 }),
+    /num_local_experts must be a multiple of 4: got 6/,
+  );
 });
 
 const CHECKPOINTS: [string, TinySpec][] = [
@@ -209,6 +291,44 @@ const CHECKPOINTS: [string, TinySpec][] = [
     eps: 1e-6,
     slidingWindow: 6,
     gemma: { queryPreAttnScalar: 24, attnSoftCap: 2, finalSoftCap: 3 },
+  }],
+  ["gpt-oss: sinks, YaRN (not truncated), window 5 on even layers, 8 experts top-2, biases", {
+    arch: "GptOssForCausalLM",
+    hidden: 32,
+    ffn: 16,
+    layers: 3,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 16,
+    vocab: 64,
+    dtype: "F32",
+    tie: false,
+    qkvBias: true,
+    oBias: true,
+    theta: 150000,
+    slidingWindow: 5,
+    gptoss: {
+      experts: 8,
+      topK: 2,
+      yarn: { ...GPT_OSS_YARN, original_max_position_embeddings: 1024 },
+    },
+  }],
+  ["gpt-oss: bf16, 4 experts top-3, YaRN truncated, MHA, window 7", {
+    arch: "GptOssForCausalLM",
+    hidden: 48,
+    ffn: 8,
+    layers: 2,
+    heads: 3,
+    kvHeads: 3,
+    headDim: 16,
+    vocab: 72,
+    dtype: "BF16",
+    tie: false,
+    qkvBias: true,
+    oBias: true,
+    theta: 150000,
+    slidingWindow: 7,
+    gptoss: { experts: 4, topK: 3, yarn: { ...GPT_OSS_YARN, truncate: true } },
   }],
   ["mistral, GQA 14:2, head dim 64, f16, untied", {
     arch: "MistralForCausalLM",
