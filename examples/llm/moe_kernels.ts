@@ -48,8 +48,9 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n:
     vals[k] = bv;
   }
   var sum = 0.0;
+  let top = vals[0];
   for (var k = 0u; k < ${K}u; k++) {
-    vals[k] = exp(vals[k] - vals[0]);
+    vals[k] = exp(vals[k] - top);
     sum += vals[k];
   }
   for (var e = 0u; e < ${E}u; e++) { h[at + e] = 0.0; }
