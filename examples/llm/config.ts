@@ -132,7 +132,11 @@ function yarnMscale(scale: number, mscale = 1): number {
 }
 
 /** Reads the RoPE settings: `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling`. */
-function parseRope(json: Record<string, unknown>, defaultMaxPositions?: number): RopeConfig {
+function parseRope(
+  json: Record<string, unknown>,
+  defaultTheta: number,
+  defaultMaxPositions?: number,
+): RopeConfig {
   const params = (json.rope_parameters ?? json.rope_scaling ?? {}) as Record<string, unknown>;
   if (typeof params !== "object" || params === null) {
     throw new TypeError(`config.json: rope_parameters must be an object: got ${typeof params}`);
@@ -143,7 +147,7 @@ function parseRope(json: Record<string, unknown>, defaultMaxPositions?: number):
       `config.json: rope type must be "default", "linear", "llama3" or "yarn" (others are not implemented): got "${type}"`,
     );
   }
-  const theta = num(params, "rope_theta", num(json, "rope_theta", 10000));
+  const theta = num(params, "rope_theta", num(json, "rope_theta", defaultTheta));
   const scaled = type !== "default";
   let factor = scaled ? num(params, "factor", NaN) : 1;
   let originalMaxPositions = num(params, "original_max_position_embeddings", 8192);
@@ -255,7 +259,8 @@ export function parseModelConfig(json: Record<string, unknown>): ModelConfig {
     headDim,
     vocab: int(json, "vocab_size"),
     eps: num(json, "rms_norm_eps", gptoss ? 1e-5 : 1e-6),
-    rope: parseRope(json, gptoss ? 131072 : undefined),
+    // gpt-oss's defaults (GptOssConfig): theta 150000, 131072 positions.
+    rope: gptoss ? parseRope(json, 150000, 131072) : parseRope(json, 10000),
     tieEmbeddings: json.tie_word_embeddings === true,
     slidingWindow,
     layerWindows,
