@@ -10,6 +10,15 @@ import { decodeKV, toBf16Bits, toF16Bits } from "../mod.ts";
 import { type FloatDtype, type Tensor, writeSafetensors } from "../examples/llm/safetensors.ts";
 import { seededRng } from "./helpers.ts";
 
+/** gpt-oss's RoPE settings (`GptOssConfig`'s defaults, max_position_embeddings 131072). */
+export const GPT_OSS_YARN = {
+  factor: 32,
+  beta_fast: 32,
+  beta_slow: 1,
+  truncate: false,
+  original_max_position_embeddings: 4096,
+};
+
 /** Shape and options of a random checkpoint. */
 export interface TinySpec {
   arch:

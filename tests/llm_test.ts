@@ -1,16 +1,17 @@
 /**
  * The LLM runner example (examples/llm/): its parts (safetensors, config, RoPE, prefill
- * schedule), the CPU backend against a float64 reference on random checkpoints of the three
- * architectures, and the runner on Hugging Face's tiny checkpoint (tests/fixtures/llm_tiny, made
- * by examples/llm/hf_reference.py on the GPU machine) against HF's own tokens and logits, on the
- * CPU and on Deno's WebGPU (lavapipe in CI).
+ * schedule), the CPU backend against a float64 reference on random checkpoints of every
+ * architecture (Llama, Qwen2, Mistral, Gemma 2, gpt-oss), and the runner on Hugging Face's tiny
+ * checkpoint (tests/fixtures/llm_tiny, made by examples/llm/hf_reference.py on the GPU machine)
+ * against HF's own tokens and logits, on the CPU and on Deno's WebGPU (lavapipe in CI). gpt-oss's
+ * own parts and HF checkpoint: llm_gptoss_test.ts.
  *
- * Tolerance: logits within 1e-4 relative L2 of the reference at every step. Both sides compute
- * in f32 (float64 for our reference) and differ only in summation order and rounding of exp, cos
- * and rsqrt: the measured errors are 2e-7 to 4e-7. A real mistake (a wrong RoPE pairing, a missing
- * bias or norm weight, mixed-up pages) moves logits by 1e-2 or more. Tokens must match exactly,
- * which is well posed: HF's smallest gap between the top two logits is asserted to be 10 times
- * the largest logit error.
+ * Tolerance (llm_hf_check.ts): logits within 1e-4 relative L2 of the reference at every step.
+ * Both sides compute in f32 (float64 for our reference) and differ only in summation order and
+ * rounding of exp, cos and rsqrt: the measured errors are 2e-7 to 4e-7. A real mistake (a wrong
+ * RoPE pairing, a missing bias or norm weight, mixed-up pages) moves logits by 1e-2 or more. Tokens
+ * must match exactly, which is well posed: HF's smallest gap between the top two logits is
+ * asserted to be 10 times the largest logit error.
  */
 
 import assert from "node:assert/strict";
@@ -22,25 +23,16 @@ import { generate, type ModelRunner, prefillSchedule } from "../examples/llm/gen
 import { createGpuModel } from "../examples/llm/gpu_model.ts";
 import { ropeInvFreq, ropeTable } from "../examples/llm/rope.ts";
 import { openSafetensors, writeSafetensors } from "../examples/llm/safetensors.ts";
+import { checkAgainstHf, hfFixture, LOGITS_TOLERANCE, run } from "./llm_hf_check.ts";
 import {
+  GPT_OSS_YARN,
   referenceGenerate,
   relL2,
   type TinySpec,
   writeTinyCheckpoint,
-  yarnReference,
 } from "./llm_helpers.ts";
 
 const FIXTURE = new URL("./fixtures/llm_tiny", import.meta.url).pathname;
-const LOGITS_TOLERANCE = 1e-4;
-/** gpt-oss's RoPE settings (`GptOssConfig`'s defaults, max_position_embeddings 131072). */
-const GPT_OSS_YARN = {
-  factor: 32,
-  beta_fast: 32,
-  beta_slow: 1,
-  truncate: false,
-  original_max_position_embeddings: 4096,
-};
-
 Deno.test("prefill schedule: chunks of at most 16, equal chunks grouped, last chunk samples", () => {
   const steps = prefillSchedule([4, 11, 16, 29, 40]);
   assert.deepStrictEqual(
@@ -167,70 +159,6 @@ Deno.test("RoPE: Llama 3 frequencies follow the three bands within f32 rounding"
     assert.ok(Math.abs(inv[i] - want) <= 4e-7 * want, `inv_freq[${i}] = ${inv[i]}, want ${want}`);
   }
   assert.equal(bands, 7, "all three bands are exercised");
-});
-
-Deno.test("RoPE: YaRN as gpt-oss configures it: original, blended and interpolated bands", () => {
-  const json = {
-    architectures: ["GptOssForCausalLM"],
-    hidden_size: 64,
-    intermediate_size: 64,
-    num_hidden_layers: 2,
-    num_attention_heads: 8,
-    num_key_value_heads: 2,
-    head_dim: 64,
-    vocab_size: 100,
-    num_local_experts: 8,
-    num_experts_per_tok: 2,
-    max_position_embeddings: 131072,
-    rope_parameters: { rope_theta: 150000, rope_type: "yarn", ...GPT_OSS_YARN },
-  };
-  const c = parseModelConfig(json);
-  // By hand: the ramp runs from dimension 64 ln(4096 / (32 * 2 pi)) / (2 ln 150000) = 8.093 to
-  // 64 ln(4096 / (2 pi)) / (2 ln 150000) = 17.398 (not truncated); attention factor 0.1 ln 32 + 1.
-  assert.equal(c.rope.type, "yarn");
-  assert.equal(c.rope.factor, 32);
-  assert.ok(Math.abs(c.rope.attentionScaling - 1.3465735902799727) < 1e-15);
-  const inv = ropeInvFreq(c.rope, 64);
-  const ref = yarnReference(json.rope_parameters, json, 64);
-  for (let i = 0; i < 32; i++) {
-    const original = Math.pow(150000, -(2 * i) / 64);
-    if (i <= 8) assert.ok(Math.abs(inv[i] - original) <= 2e-7 * original, `band 1, [${i}]`);
-    if (i >= 18) {
-      assert.ok(Math.abs(inv[i] - original / 32) <= 2e-7 * inv[i], `band 3, inv_freq[${i}]`);
-    }
-    if (i > 8 && i < 18) {
-      const ramp = (i - 8.0928) / (17.398 - 8.0928); // the bounds above, to 4 places
-      const want = (original / 32) * ramp + original * (1 - ramp);
-      assert.ok(Math.abs(inv[i] - want) <= 1e-4 * want, `blended inv_freq[${i}]: ${inv[i]}`);
-    }
-    assert.ok(Math.abs(inv[i] - ref.inv[i]) <= 4e-7 * ref.inv[i], `inv_freq[${i}] vs float64`);
-  }
-  // Truncated, the bounds round outwards to 8 and 18.
-  const truncated = parseModelConfig({
-    ...json,
-    rope_parameters: { ...json.rope_parameters, truncate: true },
-  });
-  const t = ropeInvFreq(truncated.rope, 64);
-  assert.ok(Math.abs(t[8] - Math.pow(150000, -16 / 64)) <= 2e-7 * t[8]);
-  assert.ok(t[9] < inv[9] && t[17] > inv[17], "the wider ramp blends less at 9, more at 17");
-  assert.ok(Math.abs(t[18] - Math.pow(150000, -36 / 64) / 32) <= 2e-7 * t[18]);
-  // cos and sin carry the attention factor.
-  const { cos, sin } = ropeTable(inv, 3, c.rope.attentionScaling);
-  assert.ok(Math.abs(cos[0] - 1.3465736) < 1e-6 && sin[0] === 0);
-  assert.ok(Math.abs(Math.hypot(cos[32 + 5], sin[32 + 5]) - 1.3465736) < 1e-6);
-  // gpt-oss's defaults: windows on even layers (128), eps 1e-5, untied, experts.
-  assert.deepStrictEqual(c.layerWindows, [128, 0]);
-  assert.equal(c.eps, 1e-5);
-  assert.deepStrictEqual(c.moe, { experts: 8, topK: 2, alpha: 1.702, limit: 7 });
-  assert.equal(c.sinks, true);
-  assert.throws(
-    () => parseModelConfig({ ...json, num_experts_per_tok: 9 }),
-    /num_experts_per_tok must be at most num_local_experts \(8\): got 9/,
-  );
-  assert.throws(
-    () => parseModelConfig({ ...json, num_local_experts: 6, num_experts_per_tok: 2 }),
-    /num_local_experts must be a multiple of 4: got 6/,
-  );
 });
 
 const CHECKPOINTS: [string, TinySpec][] = [
@@ -371,67 +299,14 @@ for (const [name, spec] of CHECKPOINTS) {
   });
 }
 
-/** Runs generation and collects every step's logits per prompt. */
-async function run(
-  runner: ModelRunner,
-  prompts: number[][],
-  steps: number,
-): Promise<{ tokens: number[][]; logits: Float32Array[][] }> {
-  const V = runner.config.vocab;
-  const logits: Float32Array[][] = prompts.map(() => []);
-  try {
-    const r = await generate(runner, {
-      prompts,
-      maxNewTokens: steps,
-      onLogits: (seqs, g, values) =>
-        seqs.forEach((b, i) => logits[b][g] = values.slice(i * V, (i + 1) * V)),
-    });
-    return { tokens: r.tokens, logits };
-  } finally {
-    runner.dispose();
-  }
-}
-
-interface HfReference {
-  prompts: number[][];
-  tokens: number[][];
-  top2_gaps: number[][];
-}
-
-async function hfFixture(): Promise<{ ref: HfReference; logits: Float32Array; shape: number[] }> {
-  const ref = JSON.parse(await Deno.readTextFile(`${FIXTURE}/hf_reference.json`));
-  const f = await openSafetensors(`${FIXTURE}/hf_logits.safetensors`);
-  const t = await f.read("logits");
-  f.close();
-  return { ref, logits: t.data as Float32Array, shape: t.shape };
-}
-
-async function checkAgainstHf(runner: ModelRunner): Promise<void> {
-  const { ref, logits, shape } = await hfFixture();
-  const [P, N, V] = shape;
-  const mine = await run(runner, ref.prompts, N);
-  assert.deepStrictEqual(mine.tokens, ref.tokens, "same greedy tokens as transformers");
-  let maxAbsError = 0;
-  for (let p = 0; p < P; p++) {
-    for (let s = 0; s < N; s++) {
-      const hf = logits.subarray((p * N + s) * V, (p * N + s + 1) * V);
-      const err = relL2(mine.logits[p][s], hf);
-      assert.ok(err < LOGITS_TOLERANCE, `prompt ${p} step ${s}: relative L2 ${err}`);
-      for (let v = 0; v < V; v++) {
-        maxAbsError = Math.max(maxAbsError, Math.abs(mine.logits[p][s][v] - hf[v]));
-      }
-    }
-  }
-  // Greedy token equality is well posed: no step's top-2 gap is near the logits' error.
-  const minGap = Math.min(...ref.top2_gaps.flat());
-  assert.ok(minGap > 10 * maxAbsError, `top-2 gap ${minGap} vs logit error ${maxAbsError}`);
-}
-
 Deno.test("HF tiny checkpoint: the CPU runner gives transformers' tokens and logits", async () => {
   const weights = await loadCheckpoint(FIXTURE);
-  const { ref } = await hfFixture();
+  const { ref } = await hfFixture(FIXTURE);
   const maxTokens = Math.max(...ref.prompts.map((p) => p.length)) + ref.tokens[0].length;
-  await checkAgainstHf(new CpuModel(weights, { batch: ref.prompts.length, maxTokens }));
+  await checkAgainstHf(
+    new CpuModel(weights, { batch: ref.prompts.length, maxTokens }),
+    FIXTURE,
+  );
 });
 
 const wantWebgpu = (Deno.env.get("LEAN_TEST_BACKENDS") ?? "webgpu").split(",").includes("webgpu");
@@ -450,14 +325,14 @@ Deno.test({
     const opened = await openDevice("webgpu");
     try {
       const weights = await loadCheckpoint(FIXTURE);
-      const { ref } = await hfFixture();
+      const { ref } = await hfFixture(FIXTURE);
       const maxTokens = Math.max(...ref.prompts.map((p) => p.length)) + ref.tokens[0].length;
       const runner = await createGpuModel(opened.device, weights, {
         batch: ref.prompts.length,
         maxTokens,
         maxGenerated: ref.tokens[0].length,
       });
-      await checkAgainstHf(runner);
+      await checkAgainstHf(runner, FIXTURE);
     } finally {
       opened.release();
     }
@@ -465,7 +340,7 @@ Deno.test({
 });
 
 Deno.test("generate.ts: --json on the CPU gives HF's tokens; a bad flag exits 2 naming it", async () => {
-  const { ref } = await hfFixture();
+  const { ref } = await hfFixture(FIXTURE);
   const script = new URL("../examples/llm/generate.ts", import.meta.url).pathname;
   const ids = ref.prompts.slice(0, 2).map((p) => p.join(",")).join(";");
   const cmd = (args: string[]) =>
