@@ -19,9 +19,9 @@ import { loadCheckpoint } from "../examples/llm/checkpoint.ts";
 import { parseModelConfig } from "../examples/llm/config.ts";
 import { CpuModel } from "../examples/llm/cpu_model.ts";
 import { openDevice } from "../examples/llm/device.ts";
-import { generate, type ModelRunner, prefillSchedule } from "../examples/llm/generation.ts";
+import { prefillSchedule } from "../examples/llm/generation.ts";
 import { createGpuModel } from "../examples/llm/gpu_model.ts";
-import { ropeInvFreq, ropeTable } from "../examples/llm/rope.ts";
+import { ropeInvFreq } from "../examples/llm/rope.ts";
 import { openSafetensors, writeSafetensors } from "../examples/llm/safetensors.ts";
 import { checkAgainstHf, hfFixture, LOGITS_TOLERANCE, run } from "./llm_hf_check.ts";
 import {

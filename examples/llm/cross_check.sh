@@ -18,7 +18,8 @@
 #    attention_check.ts runs the same batches through the library on Deno's WebGPU:
 #    OUT/attention_check.jsonl.
 #
-# MODELS (default: tiny llama32_1b qwen25_05b qwen25_7b_1l mistral7b_2l) picks the models, WEIGHTS (default
+# MODELS (default: tiny llama32_1b qwen25_05b qwen25_7b_1l mistral7b_2l; hf_reference.py has more, e.g.
+# mistral7b_2l_w32 gemma2_2b_2l gptoss_tiny gptoss_fixture) picks the models, WEIGHTS (default
 # "f32 bf16") the checkpoints checked, SKIP_SPEED=1 skips step 3; DEADLINE (seconds, default 480)
 # skips what is left once exceeded, so partial results still come back.
 set -u
