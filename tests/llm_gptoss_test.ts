@@ -14,7 +14,8 @@ import { CpuModel } from "../examples/llm/cpu_model.ts";
 import { expertActivation, routeExperts } from "../examples/llm/moe.ts";
 import { ropeInvFreq, ropeTable } from "../examples/llm/rope.ts";
 import { checkAgainstHf, hfFixture } from "./llm_hf_check.ts";
-import { GPT_OSS_YARN, relL2, writeTinyCheckpoint, yarnReference } from "./llm_helpers.ts";
+import { yarnReference } from "./llm_gptoss_reference.ts";
+import { GPT_OSS_YARN, relL2, writeTinyCheckpoint } from "./llm_helpers.ts";
 
 const FIXTURE = new URL("./fixtures/llm_gptoss", import.meta.url).pathname;
 

@@ -9,6 +9,7 @@
 import { decodeKV, toBf16Bits, toF16Bits } from "../mod.ts";
 import { type FloatDtype, type Tensor, writeSafetensors } from "../examples/llm/safetensors.ts";
 import { seededRng } from "./helpers.ts";
+import { gptOssMlpReference, yarnReference } from "./llm_gptoss_reference.ts";
 
 /** gpt-oss's RoPE settings (`GptOssConfig`'s defaults, max_position_embeddings 131072). */
 export const GPT_OSS_YARN = {
@@ -269,37 +270,6 @@ export async function referenceGenerate(
     }
     return y;
   };
-  /** gpt-oss's MLP (from GptOssMLP): top-k router logits, softmax, clamped SwiGLU experts. */
-  const experts = (xm: Float64Array, p: string): Float64Array => {
-    const E: number = cfg.num_local_experts, K: number = cfg.num_experts_per_tok, F = ffn;
-    const logits = lin(xm, `${p}mlp.router.weight`, E, `${p}mlp.router.bias`);
-    const top = [...logits.keys()].sort((a, b) => logits[b] - logits[a] || a - b).slice(0, K);
-    const ex = top.map((e) => Math.exp(logits[e] - logits[top[0]]));
-    const z = ex.reduce((a, b) => a + b, 0);
-    const gu = get(`${p}mlp.experts.gate_up_proj`), gub = get(`${p}mlp.experts.gate_up_proj_bias`);
-    const dn = get(`${p}mlp.experts.down_proj`), dnb = get(`${p}mlp.experts.down_proj_bias`);
-    const out = new Float64Array(hidden);
-    top.forEach((e, k) => {
-      const act = new Float64Array(F);
-      for (let j = 0; j < F; j++) {
-        // Column 2j of the expert's [hidden, 2F] gate_up_proj is gate j, column 2j + 1 up j.
-        let g = gub[e * 2 * F + 2 * j], u = gub[e * 2 * F + 2 * j + 1];
-        for (let i = 0; i < hidden; i++) {
-          g += xm[i] * gu[(e * hidden + i) * 2 * F + 2 * j];
-          u += xm[i] * gu[(e * hidden + i) * 2 * F + 2 * j + 1];
-        }
-        g = Math.min(g, 7);
-        u = Math.max(-7, Math.min(u, 7));
-        act[j] = (u + 1) * g / (1 + Math.exp(-1.702 * g));
-      }
-      for (let o = 0; o < hidden; o++) {
-        let d = dnb[e * hidden + o];
-        for (let j = 0; j < F; j++) d += act[j] * dn[(e * F + j) * hidden + o];
-        out[o] += (ex[k] / z) * d;
-      }
-    });
-    return out;
-  };
   const lmName = w.has("lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight";
   const out: ReferenceRun = { tokens: [], logits: [] };
   for (const prompt of prompts) {
@@ -351,7 +321,7 @@ export async function referenceGenerate(
         x = x.map((a, i) => a + o[i]);
         const xm = norm(x, `${p}${gemma ? "pre_feedforward" : "post_attention"}_layernorm.weight`);
         if (gptoss) {
-          const moe = experts(xm, p);
+          const moe = gptOssMlpReference(xm, `${p}mlp.`, get, cfg);
           x = x.map((a, i) => a + moe[i]);
           continue;
         }
@@ -378,36 +348,6 @@ export async function referenceGenerate(
     out.logits.push(logits);
   }
   return out;
-}
-
-/**
- * YaRN's inverse frequencies and attention factor in float64, from the YaRN paper's definition
- * as transformers 5 configures it: the ramp between the dimensions where `beta_fast` and
- * `beta_slow` rotations fit `original_max_position_embeddings`, `factor` the ratio of
- * `max_position_embeddings` to it, attention factor `0.1 ln(factor) + 1`.
- */
-export function yarnReference(
-  rope: Record<string, number | boolean | string>,
-  cfg: { max_position_embeddings?: number },
-  D: number,
-): { inv: number[]; attentionFactor: number } {
-  const base = rope.rope_theta as number;
-  const old = (rope.original_max_position_embeddings ?? cfg.max_position_embeddings) as number;
-  const factor = rope.original_max_position_embeddings && cfg.max_position_embeddings
-    ? cfg.max_position_embeddings / old
-    : rope.factor as number;
-  const at = (rotations: number) =>
-    D * Math.log(old / (rotations * 2 * Math.PI)) / (2 * Math.log(base));
-  let lo = at((rope.beta_fast as number) || 32), hi = at((rope.beta_slow as number) || 1);
-  if (rope.truncate !== false) [lo, hi] = [Math.floor(lo), Math.ceil(hi)];
-  lo = Math.max(lo, 0);
-  hi = Math.min(hi, D - 1);
-  const inv = Array.from({ length: D / 2 }, (_, i) => {
-    const f = Math.pow(base, -(2 * i) / D);
-    const ramp = Math.min(1, Math.max(0, (i - lo) / (hi === lo ? 0.001 : hi - lo)));
-    return (f / factor) * ramp + f * (1 - ramp); // ramp 0: original, 1: interpolated
-  });
-  return { inv, attentionFactor: 0.1 * Math.log(factor) + 1 };
 }
 
 /** `|a - b| / |b|` over a whole vector (relative L2 error). */
