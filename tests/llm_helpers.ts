@@ -9,10 +9,25 @@
 import { decodeKV, toBf16Bits, toF16Bits } from "../mod.ts";
 import { type FloatDtype, type Tensor, writeSafetensors } from "../examples/llm/safetensors.ts";
 import { seededRng } from "./helpers.ts";
+import { gptOssMlpReference, yarnReference } from "./llm_gptoss_reference.ts";
+
+/** gpt-oss's RoPE settings (`GptOssConfig`'s defaults, max_position_embeddings 131072). */
+export const GPT_OSS_YARN = {
+  factor: 32,
+  beta_fast: 32,
+  beta_slow: 1,
+  truncate: false,
+  original_max_position_embeddings: 4096,
+};
 
 /** Shape and options of a random checkpoint. */
 export interface TinySpec {
-  arch: "LlamaForCausalLM" | "Qwen2ForCausalLM" | "MistralForCausalLM" | "Gemma2ForCausalLM";
+  arch:
+    | "LlamaForCausalLM"
+    | "Qwen2ForCausalLM"
+    | "MistralForCausalLM"
+    | "Gemma2ForCausalLM"
+    | "GptOssForCausalLM";
   hidden: number;
   ffn: number;
   layers: number;
@@ -39,6 +54,11 @@ export interface TinySpec {
   slidingWindow?: number;
   /** Gemma 2: `query_pre_attn_scalar`, `attn_logit_softcapping`, `final_logit_softcapping`. */
   gemma?: { queryPreAttnScalar: number; attnSoftCap: number; finalSoftCap: number };
+  /**
+   * gpt-oss: experts (each `ffn` wide), top-k, YaRN RoPE (`rope_parameters`), per-head sinks,
+   * q/k/v/o biases, `layer_types` alternating from a windowed layer (`slidingWindow`).
+   */
+  gptoss?: { experts: number; topK: number; yarn: Record<string, number | boolean | string> };
 }
 
 /** Writes `config.json` and safetensors with random weights (norm weights around 1). */
@@ -57,8 +77,20 @@ export async function writeTinyCheckpoint(dir: string, s: TinySpec, seed: number
   const lin = (name: string, out: number, inp: number) =>
     put(name, [out, inp], 1.7 / Math.sqrt(inp));
   put("model.embed_tokens.weight", [s.vocab, s.hidden], 1);
+  const ox = s.gptoss;
   for (let l = 0; l < s.layers; l++) {
     const p = `model.layers.${l}.`;
+    if (ox) {
+      const E = ox.experts, F = s.ffn;
+      put(`${p}self_attn.sinks`, [s.heads], 1.5, 0.5);
+      put(`${p}mlp.router.weight`, [E, s.hidden], 2 / Math.sqrt(s.hidden));
+      put(`${p}mlp.router.bias`, [E], 0.5);
+      // Large enough that the clamp at 7 acts on some gate and up values.
+      put(`${p}mlp.experts.gate_up_proj`, [E, s.hidden, 2 * F], 8 / Math.sqrt(s.hidden));
+      put(`${p}mlp.experts.gate_up_proj_bias`, [E, 2 * F], 0.5);
+      put(`${p}mlp.experts.down_proj`, [E, F, s.hidden], 0.5 / Math.sqrt(F));
+      put(`${p}mlp.experts.down_proj_bias`, [E, s.hidden], 0.3);
+    }
     put(`${p}input_layernorm.weight`, [s.hidden], 0.2, s.gemma ? 0 : 1);
     lin(`${p}self_attn.q_proj.weight`, s.heads * D, s.hidden);
     lin(`${p}self_attn.k_proj.weight`, s.kvHeads * D, s.hidden);
@@ -77,9 +109,11 @@ export async function writeTinyCheckpoint(dir: string, s: TinySpec, seed: number
       put(`${p}pre_feedforward_layernorm.weight`, [s.hidden], 0.2, 0);
       put(`${p}post_feedforward_layernorm.weight`, [s.hidden], 0.2, 0);
     }
-    lin(`${p}mlp.gate_proj.weight`, s.ffn, s.hidden);
-    lin(`${p}mlp.up_proj.weight`, s.ffn, s.hidden);
-    lin(`${p}mlp.down_proj.weight`, s.hidden, s.ffn);
+    if (!ox) {
+      lin(`${p}mlp.gate_proj.weight`, s.ffn, s.hidden);
+      lin(`${p}mlp.up_proj.weight`, s.ffn, s.hidden);
+      lin(`${p}mlp.down_proj.weight`, s.hidden, s.ffn);
+    }
   }
   put("model.norm.weight", [s.hidden], 0.2, s.gemma ? 0 : 1);
   if (!s.tie) lin("lm_head.weight", s.vocab, s.hidden);
@@ -118,6 +152,18 @@ export async function writeTinyCheckpoint(dir: string, s: TinySpec, seed: number
     ...(s.v5Config
       ? { rope_parameters: { rope_theta: theta, rope_type: "default", ...(scaling ?? {}) } }
       : { rope_theta: theta, rope_scaling: scaling }),
+    ...(ox
+      ? {
+        num_local_experts: ox.experts,
+        num_experts_per_tok: ox.topK,
+        layer_types: Array.from(
+          { length: s.layers },
+          (_, l) => l % 2 === 0 ? "sliding_attention" : "full_attention",
+        ),
+        max_position_embeddings: 131072,
+        rope_parameters: { rope_theta: theta, rope_type: "yarn", ...ox.yarn },
+      }
+      : {}),
   };
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2));
@@ -172,17 +218,21 @@ export async function referenceGenerate(
   // (1 + w) after attention and MLP too, GELU (tanh) gate, query_pre_attn_scalar, soft-caps,
   // sliding windows on even layers. Mistral: its window on every layer.
   const gemma = cfg.architectures[0] === "Gemma2ForCausalLM";
+  const gptoss = cfg.architectures[0] === "GptOssForCausalLM";
   const scale = gemma ? 1 / Math.sqrt(cfg.query_pre_attn_scalar) : 1 / Math.sqrt(D);
   const attnCap: number = gemma ? cfg.attn_logit_softcapping ?? 0 : 0;
   const finalCap: number = gemma ? cfg.final_logit_softcapping ?? 0 : 0;
   const windowOf = (l: number): number => {
     const W: number = cfg.sliding_window ?? 0;
+    if (cfg.layer_types) return cfg.layer_types[l] === "sliding_attention" ? W : 0;
     if (gemma) return l % 2 === 0 ? W : 0;
     return cfg.architectures[0] === "MistralForCausalLM" ? W : 0;
   };
   const rope = cfg.rope_parameters ?? { ...(cfg.rope_scaling ?? {}), rope_theta: cfg.rope_theta };
+  const yarn = rope.rope_type === "yarn" ? yarnReference(rope, cfg, D) : undefined;
   const inv = Array.from({ length: D / 2 }, (_, i) => {
     const f = 1 / Math.pow(rope.rope_theta, (2 * i) / D);
+    if (yarn) return yarn.inv[i];
     if (rope.rope_type !== "llama3") return f;
     const { factor, low_freq_factor: lo, high_freq_factor: hi } = rope;
     const old = rope.original_max_position_embeddings;
@@ -210,10 +260,11 @@ export async function referenceGenerate(
     const r = 1 / Math.sqrt(x.reduce((a, v) => a + v * v, 0) / x.length + eps);
     return x.map((v, i) => v * r * (gemma ? 1 + g[i] : g[i]));
   };
+  const mscale = yarn?.attentionFactor ?? 1;
   const rot = (x: Float64Array, pos: number) => {
     const y = new Float64Array(D);
     for (let i = 0; i < D / 2; i++) {
-      const c = Math.cos(pos * inv[i]), s = Math.sin(pos * inv[i]);
+      const c = mscale * Math.cos(pos * inv[i]), s = mscale * Math.sin(pos * inv[i]);
       y[i] = x[i] * c - x[i + D / 2] * s;
       y[i + D / 2] = x[i + D / 2] * c + x[i] * s;
     }
@@ -255,9 +306,11 @@ export async function referenceGenerate(
             s *= scale;
             return attnCap > 0 ? attnCap * Math.tanh(s / attnCap) : s;
           });
-          const m = Math.max(...scores);
+          // gpt-oss: the head's sink joins the softmax's denominator (and has no value).
+          const sink = gptoss ? get(`${p}self_attn.sinks`)[h] : -Infinity;
+          const m = Math.max(...scores, sink);
           const e = scores.map((s) => Math.exp(s - m));
-          const z = e.reduce((a, b) => a + b, 0);
+          const z = e.reduce((a, b) => a + b, 0) + Math.exp(sink - m);
           for (let t = first; t <= pos; t++) {
             const vt = vc[l][t * KV + kh];
             for (let i = 0; i < D; i++) attn[h * D + i] += (e[t] / z) * vt[i];
@@ -267,6 +320,11 @@ export async function referenceGenerate(
         if (gemma) o = norm(o, `${p}post_attention_layernorm.weight`);
         x = x.map((a, i) => a + o[i]);
         const xm = norm(x, `${p}${gemma ? "pre_feedforward" : "post_attention"}_layernorm.weight`);
+        if (gptoss) {
+          const moe = gptOssMlpReference(xm, `${p}mlp.`, get, cfg);
+          x = x.map((a, i) => a + moe[i]);
+          continue;
+        }
         const g = lin(xm, `${p}mlp.gate_proj.weight`, ffn);
         const u = lin(xm, `${p}mlp.up_proj.weight`, ffn);
         const act = (a: number) =>

@@ -1,16 +1,17 @@
 /**
  * The LLM runner example (examples/llm/): its parts (safetensors, config, RoPE, prefill
- * schedule), the CPU backend against a float64 reference on random checkpoints of the three
- * architectures, and the runner on Hugging Face's tiny checkpoint (tests/fixtures/llm_tiny, made
- * by examples/llm/hf_reference.py on the GPU machine) against HF's own tokens and logits, on the
- * CPU and on Deno's WebGPU (lavapipe in CI).
+ * schedule), the CPU backend against a float64 reference on random checkpoints of every
+ * architecture (Llama, Qwen2, Mistral, Gemma 2, gpt-oss), and the runner on Hugging Face's tiny
+ * checkpoint (tests/fixtures/llm_tiny, made by examples/llm/hf_reference.py on the GPU machine)
+ * against HF's own tokens and logits, on the CPU and on Deno's WebGPU (lavapipe in CI). gpt-oss's
+ * own parts and HF checkpoint: llm_gptoss_test.ts.
  *
- * Tolerance: logits within 1e-4 relative L2 of the reference at every step. Both sides compute
- * in f32 (float64 for our reference) and differ only in summation order and rounding of exp, cos
- * and rsqrt: the measured errors are 2e-7 to 4e-7. A real mistake (a wrong RoPE pairing, a missing
- * bias or norm weight, mixed-up pages) moves logits by 1e-2 or more. Tokens must match exactly,
- * which is well posed: HF's smallest gap between the top two logits is asserted to be 10 times
- * the largest logit error.
+ * Tolerance (llm_hf_check.ts): logits within 1e-4 relative L2 of the reference at every step.
+ * Both sides compute in f32 (float64 for our reference) and differ only in summation order and
+ * rounding of exp, cos and rsqrt: the measured errors are 2e-7 to 4e-7. A real mistake (a wrong
+ * RoPE pairing, a missing bias or norm weight, mixed-up pages) moves logits by 1e-2 or more. Tokens
+ * must match exactly, which is well posed: HF's smallest gap between the top two logits is
+ * asserted to be 10 times the largest logit error.
  */
 
 import assert from "node:assert/strict";
@@ -18,15 +19,20 @@ import { loadCheckpoint } from "../examples/llm/checkpoint.ts";
 import { parseModelConfig } from "../examples/llm/config.ts";
 import { CpuModel } from "../examples/llm/cpu_model.ts";
 import { openDevice } from "../examples/llm/device.ts";
-import { generate, type ModelRunner, prefillSchedule } from "../examples/llm/generation.ts";
+import { prefillSchedule } from "../examples/llm/generation.ts";
 import { createGpuModel } from "../examples/llm/gpu_model.ts";
 import { ropeInvFreq } from "../examples/llm/rope.ts";
 import { openSafetensors, writeSafetensors } from "../examples/llm/safetensors.ts";
-import { referenceGenerate, relL2, type TinySpec, writeTinyCheckpoint } from "./llm_helpers.ts";
+import { checkAgainstHf, hfFixture, LOGITS_TOLERANCE, run } from "./llm_hf_check.ts";
+import {
+  GPT_OSS_YARN,
+  referenceGenerate,
+  relL2,
+  type TinySpec,
+  writeTinyCheckpoint,
+} from "./llm_helpers.ts";
 
 const FIXTURE = new URL("./fixtures/llm_tiny", import.meta.url).pathname;
-const LOGITS_TOLERANCE = 1e-4;
-
 Deno.test("prefill schedule: chunks of at most 16, equal chunks grouped, last chunk samples", () => {
   const steps = prefillSchedule([4, 11, 16, 29, 40]);
   assert.deepStrictEqual(
@@ -106,8 +112,8 @@ Deno.test("config: transformers 4 and 5 RoPE spellings agree; unsupported settin
     /architectures\[0\].*"GPT2LMHeadModel"/,
   );
   assert.throws(
-    () => parseModelConfig({ ...base, rope_scaling: { rope_type: "yarn", factor: 4 } }),
-    /rope type.*"yarn"/,
+    () => parseModelConfig({ ...base, rope_scaling: { rope_type: "longrope", factor: 4 } }),
+    /rope type.*"longrope"/,
   );
   assert.throws(() => parseModelConfig({ ...base, num_key_value_heads: 5 }), /multiple/);
   const mistral = parseModelConfig({
@@ -132,6 +138,10 @@ Deno.test("RoPE: Llama 3 frequencies follow the three bands within f32 rounding"
     lowFreqFactor: 1,
     highFreqFactor: 4,
     originalMaxPositions: 8192,
+    betaFast: 32,
+    betaSlow: 1,
+    truncate: true,
+    attentionScaling: 1,
   };
   const inv = ropeInvFreq(rope, 64);
   let bands = 0;
@@ -210,6 +220,44 @@ const CHECKPOINTS: [string, TinySpec][] = [
     slidingWindow: 6,
     gemma: { queryPreAttnScalar: 24, attnSoftCap: 2, finalSoftCap: 3 },
   }],
+  ["gpt-oss: sinks, YaRN (not truncated), window 5 on even layers, 8 experts top-2, biases", {
+    arch: "GptOssForCausalLM",
+    hidden: 32,
+    ffn: 16,
+    layers: 3,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 16,
+    vocab: 64,
+    dtype: "F32",
+    tie: false,
+    qkvBias: true,
+    oBias: true,
+    theta: 150000,
+    slidingWindow: 5,
+    gptoss: {
+      experts: 8,
+      topK: 2,
+      yarn: { ...GPT_OSS_YARN, original_max_position_embeddings: 1024 },
+    },
+  }],
+  ["gpt-oss: bf16, 4 experts top-3, YaRN truncated, MHA, window 7", {
+    arch: "GptOssForCausalLM",
+    hidden: 48,
+    ffn: 8,
+    layers: 2,
+    heads: 3,
+    kvHeads: 3,
+    headDim: 16,
+    vocab: 72,
+    dtype: "BF16",
+    tie: false,
+    qkvBias: true,
+    oBias: true,
+    theta: 150000,
+    slidingWindow: 7,
+    gptoss: { experts: 4, topK: 3, yarn: { ...GPT_OSS_YARN, truncate: true } },
+  }],
   ["mistral, GQA 14:2, head dim 64, f16, untied", {
     arch: "MistralForCausalLM",
     hidden: 32,
@@ -251,67 +299,14 @@ for (const [name, spec] of CHECKPOINTS) {
   });
 }
 
-/** Runs generation and collects every step's logits per prompt. */
-async function run(
-  runner: ModelRunner,
-  prompts: number[][],
-  steps: number,
-): Promise<{ tokens: number[][]; logits: Float32Array[][] }> {
-  const V = runner.config.vocab;
-  const logits: Float32Array[][] = prompts.map(() => []);
-  try {
-    const r = await generate(runner, {
-      prompts,
-      maxNewTokens: steps,
-      onLogits: (seqs, g, values) =>
-        seqs.forEach((b, i) => logits[b][g] = values.slice(i * V, (i + 1) * V)),
-    });
-    return { tokens: r.tokens, logits };
-  } finally {
-    runner.dispose();
-  }
-}
-
-interface HfReference {
-  prompts: number[][];
-  tokens: number[][];
-  top2_gaps: number[][];
-}
-
-async function hfFixture(): Promise<{ ref: HfReference; logits: Float32Array; shape: number[] }> {
-  const ref = JSON.parse(await Deno.readTextFile(`${FIXTURE}/hf_reference.json`));
-  const f = await openSafetensors(`${FIXTURE}/hf_logits.safetensors`);
-  const t = await f.read("logits");
-  f.close();
-  return { ref, logits: t.data as Float32Array, shape: t.shape };
-}
-
-async function checkAgainstHf(runner: ModelRunner): Promise<void> {
-  const { ref, logits, shape } = await hfFixture();
-  const [P, N, V] = shape;
-  const mine = await run(runner, ref.prompts, N);
-  assert.deepStrictEqual(mine.tokens, ref.tokens, "same greedy tokens as transformers");
-  let maxAbsError = 0;
-  for (let p = 0; p < P; p++) {
-    for (let s = 0; s < N; s++) {
-      const hf = logits.subarray((p * N + s) * V, (p * N + s + 1) * V);
-      const err = relL2(mine.logits[p][s], hf);
-      assert.ok(err < LOGITS_TOLERANCE, `prompt ${p} step ${s}: relative L2 ${err}`);
-      for (let v = 0; v < V; v++) {
-        maxAbsError = Math.max(maxAbsError, Math.abs(mine.logits[p][s][v] - hf[v]));
-      }
-    }
-  }
-  // Greedy token equality is well posed: no step's top-2 gap is near the logits' error.
-  const minGap = Math.min(...ref.top2_gaps.flat());
-  assert.ok(minGap > 10 * maxAbsError, `top-2 gap ${minGap} vs logit error ${maxAbsError}`);
-}
-
 Deno.test("HF tiny checkpoint: the CPU runner gives transformers' tokens and logits", async () => {
   const weights = await loadCheckpoint(FIXTURE);
-  const { ref } = await hfFixture();
+  const { ref } = await hfFixture(FIXTURE);
   const maxTokens = Math.max(...ref.prompts.map((p) => p.length)) + ref.tokens[0].length;
-  await checkAgainstHf(new CpuModel(weights, { batch: ref.prompts.length, maxTokens }));
+  await checkAgainstHf(
+    new CpuModel(weights, { batch: ref.prompts.length, maxTokens }),
+    FIXTURE,
+  );
 });
 
 const wantWebgpu = (Deno.env.get("LEAN_TEST_BACKENDS") ?? "webgpu").split(",").includes("webgpu");
@@ -330,14 +325,14 @@ Deno.test({
     const opened = await openDevice("webgpu");
     try {
       const weights = await loadCheckpoint(FIXTURE);
-      const { ref } = await hfFixture();
+      const { ref } = await hfFixture(FIXTURE);
       const maxTokens = Math.max(...ref.prompts.map((p) => p.length)) + ref.tokens[0].length;
       const runner = await createGpuModel(opened.device, weights, {
         batch: ref.prompts.length,
         maxTokens,
         maxGenerated: ref.tokens[0].length,
       });
-      await checkAgainstHf(runner);
+      await checkAgainstHf(runner, FIXTURE);
     } finally {
       opened.release();
     }
@@ -345,7 +340,7 @@ Deno.test({
 });
 
 Deno.test("generate.ts: --json on the CPU gives HF's tokens; a bad flag exits 2 naming it", async () => {
-  const { ref } = await hfFixture();
+  const { ref } = await hfFixture(FIXTURE);
   const script = new URL("../examples/llm/generate.ts", import.meta.url).pathname;
   const ids = ref.prompts.slice(0, 2).map((p) => p.join(",")).join(";");
   const cmd = (args: string[]) =>

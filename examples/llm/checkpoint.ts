@@ -1,8 +1,9 @@
 /**
  * Loads a Hugging Face checkpoint folder (`config.json` and one or more `*.safetensors`) of the
- * Llama family or Gemma 2 into host memory, in the layout the runner's kernels read: Q, K and V projections
- * stacked into one matrix (and their biases, Qwen2's), gate and up stacked into one, matrices
- * kept in their stored dtype (f32, or f16/bf16 bits), norms and biases as f32. Tied embeddings
+ * Llama family, Gemma 2 or gpt-oss into host memory, in the layout the runner's kernels read: Q, K
+ * and V projections stacked into one matrix (and their biases, Qwen2's and gpt-oss's), gate and up
+ * stacked into one (gpt-oss: every expert's, in `moe.ts`'s layout), matrices kept in their stored
+ * dtype (f32, or f16/bf16 bits), norms, biases and sinks as f32. Tied embeddings
  * (`tie_word_embeddings`, or no `lm_head.weight` in the files) share the embedding matrix.
  *
  * ```ts ignore
@@ -16,6 +17,7 @@
 
 import { decodeKV } from "../../mod.ts";
 import { type ModelConfig, parseModelConfig } from "./config.ts";
+import { expertWeights } from "./moe.ts";
 import {
   type FloatDtype,
   openSafetensors,
@@ -44,9 +46,20 @@ export interface LayerWeights {
   /** Gemma 2: the norms of the attention's and the MLP's outputs (before the residual add). */
   postAttnNorm?: Float32Array;
   postMlpNorm?: Float32Array;
-  /** `[gate rows; up rows]`: `2 ffn` rows of `hidden`. */
+  /**
+   * `[gate rows; up rows]`: `2 ffn` rows of `hidden`; gpt-oss: every expert's (`E * 2 ffn` rows,
+   * see `moe.ts`).
+   */
   gateUp: Matrix;
+  /** gpt-oss: the experts' gate/up biases, in `gateUp`'s row order. */
+  gateUpBias?: Float32Array;
+  /** `hidden` rows of `ffn`; gpt-oss: of `E * ffn + E` (every expert's, then their biases). */
   down: Matrix;
+  /** gpt-oss: per-head attention sinks `[heads]`. */
+  sinks?: Float32Array;
+  /** gpt-oss: the router `[E][hidden]` and its bias. */
+  router?: Matrix;
+  routerBias?: Float32Array;
 }
 
 /** A whole model in host memory. */
@@ -131,7 +144,7 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
   names.sort();
   const src = new TensorSource(await Promise.all(names.map((n) => openSafetensors(`${dir}/${n}`))));
   try {
-    const { hidden, ffn, heads, kvHeads, headDim, vocab } = config;
+    const { hidden, ffn, heads, kvHeads, headDim, vocab, moe } = config;
     // Gemma 2's norms scale by (1 + w), computed in f32 as transformers does: stored that way.
     const norm = async (name: string) => {
       const w = await src.vector(name, hidden);
@@ -167,6 +180,37 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
         }
       }
       const oName = `${p}self_attn.o_proj.bias`;
+      const mlp = moe
+        ? await (async () => {
+          const E = moe.experts, x = `${p}mlp.experts.`;
+          const w = expertWeights(
+            {
+              router: await src.tensor(`${p}mlp.router.weight`, [E, hidden]),
+              routerBias: await src.vector(`${p}mlp.router.bias`, E),
+              gateUp: await src.tensor(`${x}gate_up_proj`, [E, hidden, 2 * ffn]),
+              gateUpBias: toF32(await src.tensor(`${x}gate_up_proj_bias`, [E, 2 * ffn])),
+              down: await src.tensor(`${x}down_proj`, [E, ffn, hidden]),
+              downBias: await src.tensor(`${x}down_proj_bias`, [E, hidden]),
+            },
+            { hidden, ffn, experts: E },
+            toF32,
+          );
+          return {
+            gateUp: w.gateUp,
+            gateUpBias: w.gateUpBias,
+            down: w.down,
+            router: w.router,
+            routerBias: w.routerBias,
+            sinks: await src.vector(`${p}self_attn.sinks`, heads),
+          };
+        })()
+        : {
+          gateUp: stack([
+            await src.matrix(`${p}mlp.gate_proj.weight`, ffn, hidden),
+            await src.matrix(`${p}mlp.up_proj.weight`, ffn, hidden),
+          ]),
+          down: await src.matrix(`${p}mlp.down_proj.weight`, hidden, ffn),
+        };
       layers.push({
         attnNorm: await norm(`${p}input_layernorm.weight`),
         qkv,
@@ -182,11 +226,7 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
             postMlpNorm: await norm(`${p}post_feedforward_layernorm.weight`),
           }
           : {}),
-        gateUp: stack([
-          await src.matrix(`${p}mlp.gate_proj.weight`, ffn, hidden),
-          await src.matrix(`${p}mlp.up_proj.weight`, ffn, hidden),
-        ]),
-        down: await src.matrix(`${p}mlp.down_proj.weight`, hidden, ffn),
+        ...mlp,
       });
     }
     const finalNorm = await norm("model.norm.weight");

@@ -26,6 +26,7 @@ import {
 import { type Matrix, type ModelWeights, toF32 } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
 import type { ForwardStep, ModelRunner } from "./generation.ts";
+import { expertActivation, routeExperts } from "./moe.ts";
 import { ropeInvFreq, ropeTable } from "./rope.ts";
 
 /** Options of the runners' backends. */
@@ -87,13 +88,14 @@ function geluTanh(x: number): number {
 
 /**
  * The attention step of a layer kind: the model's query shape and scale, the layer's sliding
- * window (0: none) and the model's logit soft-cap (Gemma 2).
+ * window (0: none), the model's logit soft-cap (Gemma 2) and the layer's sinks (gpt-oss).
  */
 export function attentionStep(
   c: ModelConfig,
   seqs: number[],
   qLen: number,
   window: number,
+  sinks?: Float32Array,
 ): { seqs: number[]; numHeads: number; qLen: number; scale: number } & VariantOptions {
   return {
     seqs,
@@ -102,7 +104,28 @@ export function attentionStep(
     scale: c.attnScale,
     ...(window > 0 ? { slidingWindow: window } : {}),
     ...(c.attnSoftCap > 0 ? { logitsSoftCap: c.attnSoftCap } : {}),
+    ...(sinks ? { sinks } : {}),
   };
+}
+
+/**
+ * Every layer's attention plan for one forward pass: layers of one kind (same window, no sinks)
+ * share one plan; with sinks (gpt-oss: one set per layer) each layer has its own.
+ */
+export function layerPlans(
+  c: ModelConfig,
+  sinks: (Float32Array | undefined)[],
+  seqs: number[],
+  qLen: number,
+  plan: (step: ReturnType<typeof attentionStep>) => PagedPlan,
+): PagedPlan[] {
+  const shared = new Map<number, PagedPlan>();
+  return c.layerWindows.map((window, l) => {
+    if (sinks[l]) return plan(attentionStep(c, seqs, qLen, window, sinks[l]));
+    let p = shared.get(window);
+    if (!p) shared.set(window, p = plan(attentionStep(c, seqs, qLen, window)));
+    return p;
+  });
 }
 
 /** The model on the host. */
@@ -124,7 +147,11 @@ export class CpuModel implements ModelRunner {
       postAttnNorm?: Float32Array;
       postMlpNorm?: Float32Array;
       gateUp: F32Matrix;
+      gateUpBias?: Float32Array;
       down: F32Matrix;
+      sinks?: Float32Array;
+      router?: F32Matrix;
+      routerBias?: Float32Array;
     }[];
   };
   #ids: number[];
@@ -148,6 +175,7 @@ export class CpuModel implements ModelRunner {
         o: widen(l.o),
         gateUp: widen(l.gateUp),
         down: widen(l.down),
+        router: l.router ? widen(l.router) : undefined,
       })),
     };
     const pageSize = options.pageSize ?? 16;
@@ -163,6 +191,7 @@ export class CpuModel implements ModelRunner {
     ({ cos: this.#cos, sin: this.#sin } = ropeTable(
       ropeInvFreq(c.rope, c.headDim),
       options.maxTokens,
+      c.rope.attentionScaling,
     ));
     this.#next = new Int32Array(options.batch);
     this.#history = Array.from({ length: options.batch }, () => []);
@@ -190,21 +219,23 @@ export class CpuModel implements ModelRunner {
       }
     }
     const slots = this.cache.extend(ids, qLen);
-    // One plan per kind of layer (its sliding window), with the model's scale and soft-cap.
-    const plans = new Map<number, PagedPlan>();
-    for (const window of new Set(c.layerWindows)) {
-      plans.set(
-        window,
-        planForCache(this.cache, attentionStep(c, ids, qLen, window), { grid: CPU_GRID }),
-      );
-    }
+    const layers = this.#w.layers;
+    const plans = layerPlans(
+      c,
+      layers.map((l) => l.sinks),
+      ids,
+      qLen,
+      (s) => planForCache(this.cache, s, { grid: CPU_GRID }),
+    );
     const xn = new Float32Array(rows * hidden);
     const qkv = new Float32Array(rows * qkvDim);
     const q = new Float32Array(rows * H * D);
     const k = new Float32Array(rows * KV * D);
     const v = new Float32Array(rows * KV * D);
-    const gu = new Float32Array(rows * 2 * c.ffn);
-    const h = new Float32Array(rows * c.ffn);
+    const moe = c.moe;
+    const gu = new Float32Array(rows * layers[0].gateUp.rows);
+    const h = new Float32Array(rows * layers[0].down.cols);
+    const routerLogits = new Float32Array(moe ? rows * moe.experts : 0);
     const tmp = c.gemma ? new Float32Array(rows * hidden) : x;
     const tmpN = new Float32Array(c.gemma ? rows * hidden : 0);
     /** Gemma 2: `x += norm(tmp)` (the sublayer's output normed before the residual add). */
@@ -213,7 +244,7 @@ export class CpuModel implements ModelRunner {
       for (let i = 0; i < x.length; i++) x[i] += tmpN[i];
     };
     for (let l = 0; l < c.layers; l++) {
-      const w = this.#w.layers[l];
+      const w = layers[l];
       rmsnorm(x, rows, w.attnNorm, c.eps, xn);
       matmul(xn, rows, w.qkv, qkv, w.qkvBias);
       for (let r = 0; r < rows; r++) {
@@ -238,11 +269,19 @@ export class CpuModel implements ModelRunner {
         }
       }
       this.cache.write(slots, l, { k, v });
-      const plan = plans.get(c.layerWindows[l])!;
-      const attn = executePagedPlanOnCpu(plan, { q, ...this.cache.layerData(l) }).out;
+      const attn = executePagedPlanOnCpu(plans[l], { q, ...this.cache.layerData(l) }).out;
       matmul(attn, rows, w.o, tmp, w.oBias, !c.gemma);
       if (w.postAttnNorm) addNormed(w.postAttnNorm);
       rmsnorm(x, rows, w.mlpNorm, c.eps, xn);
+      if (moe) {
+        // gpt-oss: route, every expert's gate/up, weighted activations, one down projection.
+        matmul(xn, rows, w.router!, routerLogits, w.routerBias);
+        routeExperts(routerLogits, rows, moe, c.ffn, h);
+        matmul(xn, rows, w.gateUp, gu, w.gateUpBias);
+        expertActivation(gu, rows, moe, c.ffn, h);
+        matmul(h, rows, w.down, tmp, undefined, true);
+        continue;
+      }
       matmul(xn, rows, w.gateUp, gu);
       for (let r = 0; r < rows; r++) {
         for (let j = 0; j < c.ffn; j++) {

@@ -11,13 +11,15 @@
 #    compare.ts compares tokens and logits: one JSON line per run in OUT/cross_check.jsonl.
 # 3. speed.ts times the 1B-shaped model (bf16 weights, f16 KV) at batch 1 and 8, 4k and 32k
 #    contexts, on both runtimes: OUT/speed_webgpu.json, OUT/speed_dawn.json.
-# 4. The tiny checkpoint and its references, for tests/fixtures/llm_tiny: OUT/fixture.tar.
+# 4. The tiny checkpoints and their references, for tests/fixtures/llm_tiny (OUT/fixture.tar) and
+#    tests/fixtures/llm_gptoss (OUT/fixture_gptoss.tar, from MODELS=gptoss_fixture).
 # 0. First (ATTENTION=0 skips it): hf_attention.py runs transformers' gpt-oss and Gemma 2 eager
 #    attention (sinks, soft-cap, alternating windows) on random decode batches, and
 #    attention_check.ts runs the same batches through the library on Deno's WebGPU:
 #    OUT/attention_check.jsonl.
 #
-# MODELS (default: tiny llama32_1b qwen25_05b qwen25_7b_1l mistral7b_2l) picks the models, WEIGHTS (default
+# MODELS (default: tiny llama32_1b qwen25_05b qwen25_7b_1l mistral7b_2l; hf_reference.py has more, e.g.
+# mistral7b_2l_w32 gemma2_2b_2l gptoss_tiny gptoss_fixture) picks the models, WEIGHTS (default
 # "f32 bf16") the checkpoints checked, SKIP_SPEED=1 skips step 3; DEADLINE (seconds, default 480)
 # skips what is left once exceeded, so partial results still come back.
 set -u
@@ -84,8 +86,9 @@ for m in $models; do
     run_one "$work/$m-$w" "$m-$w-dawn" dawn & b=$!
     wait "$a" "$b"
   done
-  if [ "$m" = tiny ] && [ -f "$work/tiny-f32/hf_reference.json" ]; then
-    (cd "$work/tiny-f32" && tar -cf "$out/fixture.tar" config.json model*.safetensors \
+  case $m in tiny) tar_name=fixture.tar ;; gptoss_fixture) tar_name=fixture_gptoss.tar ;; *) tar_name= ;; esac
+  if [ -n "$tar_name" ] && [ -f "$work/$m-f32/hf_reference.json" ]; then
+    (cd "$work/$m-f32" && tar -cf "$out/$tar_name" config.json model*.safetensors \
       hf_reference.json hf_logits.safetensors) >> "$log" 2>&1
   fi
 done

@@ -1,7 +1,7 @@
 /**
  * Greedy generation from a Hugging Face checkpoint of the Llama family (`LlamaForCausalLM`,
- * `Qwen2ForCausalLM`, `MistralForCausalLM`) or Gemma 2 (`Gemma2ForCausalLM`; f32, f16 or bf16
- * weights) with attention through
+ * `Qwen2ForCausalLM`, `MistralForCausalLM`), Gemma 2 (`Gemma2ForCausalLM`) or gpt-oss
+ * (`GptOssForCausalLM`; f32, f16 or bf16 weights) with attention through
  * `@lean/attention`'s paged KV cache and attention encoder.
  *
  * ```sh
@@ -115,7 +115,9 @@ export async function run(a: GenerateArgs, log: (line: string) => void): Promise
   log(
     `model: ${c.arch}, ${c.layers} layers, hidden ${c.hidden}, heads ${c.heads}/${c.kvHeads} x ${c.headDim}, ffn ${c.ffn}, vocab ${c.vocab}, weights ${weights.embed.dtype}, rope ${c.rope.type}${
       weights.lmHead === weights.embed ? ", tied embeddings" : ""
-    } (loaded in ${(performance.now() - t0).toFixed(0)} ms)`,
+    }${c.moe ? `, ${c.moe.experts} experts (top ${c.moe.topK}), sinks` : ""} (loaded in ${
+      (performance.now() - t0).toFixed(0)
+    } ms)`,
   );
   const maxTokens = Math.max(...a.prompts.map((p) => p.length)) + a.maxNewTokens;
   if (c.slidingWindow > 0) {

@@ -38,10 +38,12 @@ export interface TableLayout {
   maxSeqs: number;
 }
 
-const STEP = `struct Step { rows: u32, seqs: u32, qLen: u32, histBase: u32 }
+/** The step uniform every kernel reads (binding 0 of group 0). */
+export const STEP = `struct Step { rows: u32, seqs: u32, qLen: u32, histBase: u32 }
 @group(0) @binding(0) var<uniform> step: Step;`;
 
-const INDEX =
+/** `index(g, n)`: the flat thread index of a 2-D dispatch of {@linkcode THREADS}-thread groups. */
+export const INDEX =
   `fn index(g: vec3<u32>, n: vec3<u32>) -> u32 { return g.x + g.y * n.x * ${THREADS}u; }`;
 
 /** Loads 4 consecutive weights starting at element `4 i` as f32. */
@@ -103,7 +105,7 @@ fn tanh_f32(x: f32) -> f32 {
 }`;
 
 /** A WGSL f32 literal that is exactly `x` (an f32 value). */
-function f32(x: number): string {
+export function f32(x: number): string {
   return `bitcast<f32>(${new Uint32Array(Float32Array.of(x).buffer)[0]}u)`;
 }
 

@@ -21,11 +21,10 @@ import {
   createAttentionEncoder,
   createKVCache,
   type KVCache,
-  type PagedPlan,
 } from "../../runner.ts";
 import type { ModelWeights } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
-import { attentionStep, type RunnerOptions } from "./cpu_model.ts";
+import { layerPlans, type RunnerOptions } from "./cpu_model.ts";
 import { type ForwardStep, type ModelRunner, PREFILL_CHUNK } from "./generation.ts";
 import { GENERATED, NO_SLOT, type TableLayout, THREADS } from "./gpu_kernels.ts";
 import {
@@ -73,6 +72,11 @@ export class GpuModel implements ModelRunner {
   #batch: number;
   #maxGenerated: number;
   #layers: Partial<Record<LayerStage, Stage>>[];
+  /** Each layer's attention sinks (gpt-oss), or undefined. */
+  #sinks: (Float32Array | undefined)[];
+  /** Widths of the MLP's `gu` and `h` rows (gpt-oss: every expert's, see moe.ts). */
+  #guCols: number;
+  #hCols: number;
   #final: Partial<Record<FinalStage, Stage>>;
   #logitsStaging: GPUBuffer | undefined;
   #logitsPending = 0;
@@ -112,6 +116,9 @@ export class GpuModel implements ModelRunner {
     this.setTiming(options.timing ?? false);
     this.#r = new GpuResources(device);
     this.#b = this.#r.b;
+    this.#sinks = weights.layers.map((l) => l.sinks);
+    this.#guCols = weights.layers[0].gateUp.rows;
+    this.#hCols = weights.layers[0].down.cols;
     ({ layers: this.#layers, final: this.#final } = uploadModel(this.#r, weights, this.#t, {
       maxTokens: options.maxTokens,
       maxGenerated: this.#maxGenerated,
@@ -140,11 +147,7 @@ export class GpuModel implements ModelRunner {
     q.writeBuffer(this.#b.step, 0, this.#stepWords);
     q.writeBuffer(this.#b.table, 0, table);
     const slots = this.cache.extend(ids, qLen);
-    // One plan per kind of layer (its sliding window), with the model's scale and soft-cap.
-    const plans = new Map<number, PagedPlan>();
-    for (const window of new Set(c.layerWindows)) {
-      plans.set(window, this.attention.plan(this.cache, attentionStep(c, ids, qLen, window)));
-    }
+    const plans = layerPlans(c, this.#sinks, ids, qLen, (s) => this.attention.plan(this.cache, s));
     const enc = this.device.createCommandEncoder();
     const f = this.#final;
     const wg = (count: number): [number, number] => {
@@ -192,8 +195,7 @@ export class GpuModel implements ModelRunner {
         pass.end();
         pass = open(true);
       }
-      const plan = plans.get(c.layerWindows[l])!;
-      this.attention.encode(pass, { plan, layer: l, q: this.#b.q, out: this.#b.attn });
+      this.attention.encode(pass, { plan: plans[l], layer: l, q: this.#b.q, out: this.#b.attn });
       if (record) {
         pass.end();
         pass = open(false);
@@ -201,8 +203,13 @@ export class GpuModel implements ModelRunner {
       run(st.o, cols(c.hidden));
       run(st.postAttn, [rows, 1]);
       run(st.mlpNorm, [rows, 1]);
-      run(st.gu, cols(2 * c.ffn));
-      run(st.swiglu, wg(rows * c.ffn));
+      if (c.moe) {
+        run(st.router, cols(c.moe.experts));
+        run(st.route, wg(rows));
+      }
+      run(st.gu, cols(this.#guCols));
+      // The dense MLP's activation writes ffn columns; the experts' E ffn (weights follow).
+      run(st.swiglu, wg(rows * (c.moe ? c.moe.experts * c.ffn : this.#hCols)));
       run(st.down, cols(c.hidden));
       run(st.postMlp, [rows, 1]);
     }

@@ -26,6 +26,7 @@ import {
   swigluWGSL,
   type TableLayout,
 } from "./gpu_kernels.ts";
+import { expertActivationWGSL, routeExpertsWGSL } from "./moe_kernels.ts";
 import { ropeInvFreq, ropeTable } from "./rope.ts";
 
 /** `GPUBufferUsage` bits (spelled out: Dawn in Deno installs no WebGPU globals). */
@@ -43,7 +44,8 @@ const STORAGE = U.STORAGE | U.COPY_DST | U.COPY_SRC;
 export type Stage = [GPUComputePipeline, GPUBindGroup];
 /**
  * The dispatches of one decoder layer (attention itself is the library's); Gemma 2 adds the norms
- * of the attention's and the MLP's outputs (`postAttn`, `postMlp`).
+ * of the attention's and the MLP's outputs (`postAttn`, `postMlp`), gpt-oss the router's matmul
+ * and the routing (`router`, `route`; its `swiglu` is the experts' activation).
  */
 export type LayerStage =
   | "attnNorm"
@@ -52,6 +54,8 @@ export type LayerStage =
   | "o"
   | "postAttn"
   | "mlpNorm"
+  | "router"
+  | "route"
   | "gu"
   | "swiglu"
   | "down"
@@ -144,7 +148,7 @@ export interface ModelStages {
 
 /**
  * Uploads weights and the RoPE table, makes the activation buffers (named in `r.b`: step, table,
- * next, history, x, xn, qkv, q, k, v, attn, gu, h, last, lastN, logits) and every stage.
+ * next, history, x, xn, qkv, q, k, v, attn, gu, h, router, last, lastN, logits) and every stage.
  */
 export function uploadModel(
   r: GpuResources,
@@ -156,6 +160,9 @@ export function uploadModel(
   const { maxRows, maxSeqs } = t;
   const qkvDim = (c.heads + 2 * c.kvHeads) * c.headDim;
   const attnDim = c.heads * c.headDim;
+  // gpt-oss's experts widen gu and h (see moe.ts); the dense MLP's are 2 ffn and ffn wide.
+  const guCols = w.layers[0].gateUp.rows;
+  const hCols = w.layers[0].down.cols;
   const matrices = new Map<Matrix, GPUBuffer>();
   const matrix = (name: string, m: Matrix) => {
     let b = matrices.get(m);
@@ -174,8 +181,9 @@ export function uploadModel(
     k: r.buffer("k", 4 * maxRows * c.kvHeads * c.headDim),
     v: r.buffer("v", 4 * maxRows * c.kvHeads * c.headDim),
     attn: r.buffer("attn", 4 * maxRows * attnDim),
-    gu: r.buffer("gu", 4 * maxRows * 2 * c.ffn),
-    h: r.buffer("h", 4 * maxRows * c.ffn),
+    gu: r.buffer("gu", 4 * maxRows * guCols),
+    h: r.buffer("h", 4 * maxRows * hCols),
+    router: r.buffer("router", 4 * maxRows * (c.moe?.experts ?? 0)),
     last: r.buffer("last", 4 * maxSeqs * c.hidden),
     lastN: r.buffer("lastN", 4 * maxSeqs * c.hidden),
     logits: r.buffer("logits", 4 * maxSeqs * c.vocab),
@@ -183,7 +191,7 @@ export function uploadModel(
     embed: matrix("embed", w.embed),
     lmHead: matrix("lmHead", w.lmHead),
   };
-  const rope = ropeTable(ropeInvFreq(c.rope, c.headDim), maxTokens);
+  const rope = ropeTable(ropeInvFreq(c.rope, c.headDim), maxTokens, c.rope.attentionScaling);
   const cosT = r.data("cos", rope.cos);
   const sinT = r.data("sin", rope.sin);
   const mm = (m: Matrix, spec: Omit<MatmulSpec, "inDim" | "outDim" | "dtype">) =>
@@ -193,7 +201,12 @@ export function uploadModel(
   const p = {
     embed: r.pipeline(embedWGSL(c.hidden, w.embed.dtype, t, embedScale)),
     rope: r.pipeline(ropeWGSL(c.heads, c.kvHeads, c.headDim, t)),
-    swiglu: r.pipeline(swigluWGSL(c.ffn, c.gemma ? "gelu_tanh" : "silu")),
+    swiglu: r.pipeline(
+      c.moe
+        ? expertActivationWGSL(c.moe, c.ffn)
+        : swigluWGSL(c.ffn, c.gemma ? "gelu_tanh" : "silu"),
+    ),
+    route: c.moe ? r.pipeline(routeExpertsWGSL(c.moe, c.ffn)) : undefined,
     normAdd: c.gemma ? r.pipeline(normAddWGSL(c.hidden, c.eps)) : undefined,
     softcap: c.finalSoftCap > 0 ? r.pipeline(softcapWGSL(c.vocab, c.finalSoftCap)) : undefined,
     last: r.pipeline(lastRowsWGSL(c.hidden)),
@@ -213,7 +226,8 @@ export function uploadModel(
     // Gemma 2 norms the sublayers' outputs (written to xn) before adding them to x.
     const post = !!l.postAttnNorm;
     const po = mm(l.o, { rows: "rows", bias: !!oBias, accumulate: !post });
-    const pgu = mm(l.gateUp, { rows: "rows", bias: false, accumulate: false });
+    const guBias = l.gateUpBias ? r.data(n("gate up bias"), l.gateUpBias) : undefined;
+    const pgu = mm(l.gateUp, { rows: "rows", bias: !!guBias, accumulate: false });
     const pd = mm(l.down, { rows: "rows", bias: false, accumulate: !post });
     const out = post ? b.xn : b.x;
     const postStages = post && p.normAdd
@@ -230,8 +244,21 @@ export function uploadModel(
         }),
       }
       : {};
+    const moeStages = l.router && p.route
+      ? {
+        router: pair(mm(l.router, { rows: "rows", bias: true, accumulate: false }), {
+          0: b.step,
+          1: b.xn,
+          2: matrix(n("router"), l.router),
+          3: r.data(n("router bias"), l.routerBias!),
+          4: b.router,
+        }),
+        route: pair(p.route, { 0: b.step, 1: b.router, 2: b.h }),
+      }
+      : {};
     return {
       ...postStages,
+      ...moeStages,
       attnNorm: pair(norm, { 0: b.x, 1: r.data(n("attn norm"), l.attnNorm), 2: b.xn }),
       qkv: pair(pq, {
         0: b.step,
@@ -252,7 +279,13 @@ export function uploadModel(
       }),
       o: pair(po, { 0: b.step, 1: b.attn, 2: matrix(n("o"), l.o), ...bias(oBias), 4: out }),
       mlpNorm: pair(norm, { 0: b.x, 1: r.data(n("mlp norm"), l.mlpNorm), 2: b.xn }),
-      gu: pair(pgu, { 0: b.step, 1: b.xn, 2: matrix(n("gate up"), l.gateUp), 4: b.gu }),
+      gu: pair(pgu, {
+        0: b.step,
+        1: b.xn,
+        2: matrix(n("gate up"), l.gateUp),
+        ...bias(guBias),
+        4: b.gu,
+      }),
       swiglu: pair(p.swiglu, { 0: b.step, 1: b.gu, 2: b.h }),
       down: pair(pd, { 0: b.step, 1: b.h, 2: matrix(n("down"), l.down), 4: out }),
     };

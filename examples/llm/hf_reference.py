@@ -16,8 +16,13 @@ Writes, per checkpoint folder OUT/NAME-f32 and OUT/NAME-bf16:
 
 Usage: python3 examples/llm/hf_reference.py OUT [NAME ...]
 (HF_SKIP_F32=1: only the bfloat16 checkpoints and references; HF_SKIP_BF16=1: only float32.)
-Names: tiny, llama32_1b, qwen25_05b, qwen25_7b_1l, mistral7b_2l, mistral7b_2l_w32, gemma2_2b_2l
-(default: all).
+Names: tiny, llama32_1b, qwen25_05b, qwen25_7b_1l, mistral7b_2l, mistral7b_2l_w32, gemma2_2b_2l,
+gptoss_tiny, gptoss_fixture (default: all).
+
+gpt-oss models (GptOssForCausalLM) also get random sinks and experts large enough that the
+SwiGLU clamp acts, and their hf_reference.json records what the runner assumes of transformers:
+the expert tensors' names and shapes, the experts' alpha and limit, and the RoPE inv_freq and
+attention scaling.
 """
 
 import json
@@ -160,10 +165,60 @@ CONFIGS["gemma2_2b_2l"] = {
     "max_position_embeddings": 8192,
 }
 
+# gpt-oss's layer (GptOssForCausalLM: q/k/v/o biases, per-head sinks, windowed and global layers
+# alternating, YaRN RoPE with gpt-oss's own settings, a mixture of experts with top-k routing and
+# the clamped SwiGLU, untied embeddings) at a small size: 4 layers, hidden 256, 8 / 2 heads x 64,
+# 8 experts of width 256, top 2, a 16-token window so the prompts and 64 new tokens run past it.
+GPT_OSS_ROPE = {
+    "rope_type": "yarn",
+    "rope_theta": 150000.0,
+    "factor": 32.0,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+    "truncate": False,
+    "original_max_position_embeddings": 4096,
+}
+CONFIGS["gptoss_tiny"] = {
+    "architectures": ["GptOssForCausalLM"],
+    "model_type": "gpt_oss",
+    "hidden_size": 256,
+    "intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "vocab_size": 8192,
+    "rms_norm_eps": 1e-5,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
+    "sliding_window": 16,
+    "layer_types": ["sliding_attention", "full_attention"] * 2,
+    "rope_parameters": GPT_OSS_ROPE,
+    "max_position_embeddings": 131072,
+    "attention_bias": True,
+    "tie_word_embeddings": False,
+    "initializer_range": 0.1,
+}
+# The CI fixture of gpt-oss (tests/fixtures/llm_gptoss): 2 layers, hidden 32, 4 / 2 heads x 16,
+# 4 experts of width 32, top 2, an 8-token window. About 0.25 MB in float32 with its logits.
+CONFIGS["gptoss_fixture"] = dict(
+    CONFIGS["gptoss_tiny"],
+    hidden_size=32,
+    intermediate_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    vocab_size=128,
+    num_local_experts=4,
+    sliding_window=8,
+    layer_types=["sliding_attention", "full_attention"],
+)
+
 # Prompt lengths: chunks of 16 with remainders, one exact chunk.
-PROMPT_LENGTHS = {"tiny": [4, 11, 16, 29]}
+PROMPT_LENGTHS = {"tiny": [4, 11, 16, 29], "gptoss_fixture": [4, 11, 16, 29]}
 DEFAULT_LENGTHS = [7, 16, 29, 61]
-NEW_TOKENS = {"tiny": 32}
+NEW_TOKENS = {"tiny": 32, "gptoss_fixture": 32}
 DEFAULT_NEW_TOKENS = 64
 
 
@@ -171,6 +226,14 @@ def prompts_for(name, vocab, seed):
     g = torch.Generator().manual_seed(seed)
     lengths = PROMPT_LENGTHS.get(name, DEFAULT_LENGTHS)
     return [torch.randint(0, vocab, (n,), generator=g).tolist() for n in lengths]
+
+
+def load_eager(load, *args, **kwargs):
+    """Eager attention, and eager experts where transformers has other implementations (5.x)."""
+    try:
+        return load(*args, attn_implementation="eager", experts_implementation="eager", **kwargs)
+    except (TypeError, ValueError, KeyError):
+        return load(*args, attn_implementation="eager", **kwargs)
 
 
 def make_model(name, folder):
@@ -182,7 +245,7 @@ def make_model(name, folder):
         json.dump(spec, f, indent=2)
     config = AutoConfig.from_pretrained(folder)
     torch.manual_seed(1234)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model = load_eager(AutoModelForCausalLM.from_config, config)
     model = model.to(torch.float32)
     g = torch.Generator().manual_seed(99)
     with torch.no_grad():
@@ -191,7 +254,50 @@ def make_model(name, folder):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
             elif pname.endswith(".bias"):
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
+        if spec["model_type"] == "gpt_oss":
+            randomize_gpt_oss(model, spec, g)
     return model.eval()
+
+
+def randomize_gpt_oss(model, spec, g):
+    """Sinks of order 1 and experts whose gate and up values reach the clamp (|x| > limit)."""
+    hidden, width = spec["hidden_size"], spec["intermediate_size"]
+    scales = {
+        "self_attn.sinks": 1.0,
+        "experts.gate_up_proj": 4.0 / hidden**0.5,
+        "experts.gate_up_proj_bias": 0.1,
+        "experts.down_proj": 0.5 / width**0.5,
+        "experts.down_proj_bias": 0.05,
+    }
+    for pname, p in model.named_parameters():
+        for suffix, scale in scales.items():
+            if pname.endswith(suffix):
+                p.copy_(scale * torch.randn(p.shape, generator=g))
+
+
+def gpt_oss_facts(model):
+    """What the runner assumes of transformers' gpt-oss, as this installed version has it."""
+    facts = {"tensors": {}}
+    for pname, p in model.named_parameters():
+        if ".layers.0." in pname and ("mlp" in pname or "sinks" in pname):
+            facts["tensors"][pname] = list(p.shape)
+    experts = model.model.layers[0].mlp.experts
+    facts["experts_alpha"] = getattr(experts, "alpha", None)
+    facts["experts_limit"] = getattr(experts, "limit", None)
+    facts["experts_class"] = type(experts).__name__
+    facts["experts_implementation"] = getattr(model.config, "_experts_implementation", None)
+    rotary = getattr(model.model, "rotary_emb", None)
+    if rotary is not None:
+        facts["rope_inv_freq"] = rotary.inv_freq.float().cpu().tolist()
+        facts["rope_attention_scaling"] = float(rotary.attention_scaling)
+    with torch.no_grad():
+        x = torch.randn(5, model.config.hidden_size, generator=torch.Generator().manual_seed(5))
+        mlp = model.model.layers[0].mlp
+        out = mlp(x.to(next(mlp.parameters()).device)[None])
+        out = out[0] if isinstance(out, tuple) else out
+        facts["mlp_probe_in"] = x.tolist()
+        facts["mlp_probe_out"] = out.reshape(5, -1).float().cpu().tolist()
+    return facts
 
 
 def greedy(model, prompts, new_tokens, device):
@@ -267,8 +373,8 @@ def run_model(name, out, device, summary):
             # the model cast back to float32: .to() would also round the RoPE inv_freq buffer.)
             model.to(torch.bfloat16).save_pretrained(bf16_dir)
             del model
-            model = AutoModelForCausalLM.from_pretrained(
-                bf16_dir, dtype=torch.float32, attn_implementation="eager"
+            model = load_eager(
+                AutoModelForCausalLM.from_pretrained, bf16_dir, dtype=torch.float32
             )
             model = model.to(torch.float32).eval()
         elif skip_f32:
@@ -299,6 +405,11 @@ def run_model(name, out, device, summary):
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         }
+        if model.config.model_type == "gpt_oss":
+            try:
+                ref["gpt_oss"] = gpt_oss_facts(model)
+            except Exception as e:  # noqa: BLE001 - the facts are a record, not the check
+                ref["gpt_oss"] = {"error": repr(e)}
         with open(os.path.join(folder, "hf_reference.json"), "w") as f:
             json.dump(ref, f)
     summary["models"][name] = {
