@@ -30,6 +30,7 @@ interface TuneConfig {
   subgroups?: boolean;
   prefetch?: boolean | "split";
   queryShared?: boolean;
+  halfMath?: boolean;
   fastSteps?: boolean;
   rowSets?: number;
   strategy?: Strategy;
@@ -121,6 +122,7 @@ for (const c of cases) {
         fastSteps: config.fastSteps,
         rowSets: config.rowSets,
         queryShared: config.queryShared,
+        halfMath: config.halfMath,
       },
     });
     const createMs = performance.now() - created;

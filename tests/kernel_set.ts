@@ -11,7 +11,10 @@
  * (32 padded lanes, V rows of their own length). Mesa's shader cache then compiles each class
  * once per run. The runner-format tests (tests/runner_formats_test.ts) add one paged family of
  * the paged tests' shape (f16 KV, 8/2 heads, d64) in HND pages, with f32 and with f16 queries
- * and outputs: a decode kernel each, and one merge kernel for the f16 output. On a hardware GPU,
+ * and outputs: a decode kernel each, and one merge kernel for the f16 output. The kernel-option
+ * tests (tests/kernel_options_test.ts) add tuned kernels of one GQA 8/2 d32 shape (split
+ * prefetch with shared query rows over f16 and int8 K/V, packed f16 dot products) through
+ * decoders of their own. On a hardware GPU,
  * or with
  * `LEAN_TEST_EXHAUSTIVE=1` (`deno task test:gpu`), the tests draw from the whole shape space.
  *

@@ -9,6 +9,7 @@ import { decodeKernelWGSL, decodeWorkgroupBytes } from "../src/kernels/decode_ke
 import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import {
   elementsPerLoad,
+  halfMath,
   kernelLayout,
   type KernelSpec,
   specKey,
@@ -33,6 +34,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   subgroups: fc.boolean(),
   prefetch: fc.constantFrom<boolean | "split">(false, true, "split"),
   queryShared: fc.boolean(),
+  halfMath: fc.boolean(),
   fastSteps: fc.boolean(),
   paged: fc.boolean(),
   unroll: fc.option(fc.integer({ min: 1, max: 8 }), { nil: undefined }),
@@ -59,6 +61,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     subgroups: r.subgroups,
     prefetch: r.prefetch,
     ...(r.queryShared ? { queryShared: true } : {}),
+    ...(r.halfMath ? { halfMath: true } : {}),
     fastSteps: r.fastSteps,
     paged: r.paged,
     ...(r.hnd ? { kvLayout: "HND" as const } : {}),
@@ -104,9 +107,14 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       assert.equal(loads, l.unroll * l.chunksPerLane * (spec.prefetch ? 2 : 1));
       assert.equal((wgsl.match(/v_cache\[/g) ?? []).length, loads);
       // Query rows in workgroup memory: no query registers, one read per vector and step.
-      assert.equal(/var<workgroup> q_sh/.test(wgsl), spec.queryShared === true);
-      assert.equal(/var qv = /.test(wgsl), spec.queryShared !== true);
-      if (spec.queryShared) {
+      // Packed f16 dot products (f16 KV only) hold the rows as f16 and take precedence.
+      const half = halfMath(spec);
+      const shared = spec.queryShared === true && !half;
+      assert.equal(/var<workgroup> q_sh/.test(wgsl), shared);
+      assert.equal(/var qv = /.test(wgsl), !shared && !half);
+      assert.equal(/var qh = array<vec4<f16>/.test(wgsl), half);
+      assert.equal(wgsl.startsWith("enable f16;"), half);
+      if (shared) {
         const reads = (wgsl.match(/let qq = q_sh\[/g) ?? []).length;
         assert.equal(
           reads,
@@ -130,7 +138,9 @@ Deno.test("kernels need no shader-f16, use subgroups only when asked, bind at mo
       const l = kernelLayout(spec);
       for (const source of [decodeKernelWGSL(spec, { enableDirective }), mergeKernelWGSL(spec)]) {
         const wgsl = source.replace(/\/\/.*$/gm, "");
-        assert.doesNotMatch(wgsl, /\bf16\b/, "no f16 type (shader-f16 is not required)");
+        if (!halfMath(spec) || !source.includes("decode kernel")) {
+          assert.doesNotMatch(wgsl, /\bf16\b/, "no f16 type (shader-f16 is not required)");
+        }
         const shuffles = /subgroupShuffleXor/.test(wgsl);
         assert.equal(shuffles, l.subgroups && l.lanes > 1 && source.includes("decode kernel"));
         assert.equal(
@@ -362,4 +372,20 @@ Deno.test("a device-wide lane count meets shorter rows with the most lanes divid
   // Row sets come from the tuning, else from the table.
   assert.equal(kernelSpec(plan(64), undefined, { rowSets: 1 }).rowSets, undefined);
   assert.equal(kernelSpec(plan(64)).rowSets, kernelChoice(64, 4).rowSets);
+});
+
+Deno.test("the split prefetch, shared query rows and packed f16 options change the key exactly when they change the kernel", () => {
+  const toggles: ((s: KernelSpec) => KernelSpec)[] = [
+    (s) => ({ ...s, halfMath: !s.halfMath }),
+    (s) => ({ ...s, queryShared: !s.queryShared }),
+    (s) => ({ ...s, prefetch: s.prefetch === "split" ? true : "split" }),
+  ];
+  fc.assert(
+    fc.property(specArb, fc.integer({ min: 0, max: toggles.length - 1 }), (a, t) => {
+      const b = toggles[t](a);
+      const sameKernel = decodeKernelWGSL(a) === decodeKernelWGSL(b);
+      assert.equal(specKey("decode", a) === specKey("decode", b), sameKernel);
+    }),
+    fcParams(150),
+  );
 });

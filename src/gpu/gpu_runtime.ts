@@ -60,13 +60,19 @@ export interface KernelCaps {
   readonly subgroups: boolean;
   /** The adapter's smallest subgroup size (0 when unknown). */
   readonly subgroupMinSize: number;
+  /** The `shader-f16` feature is enabled on the device (for `KernelTuning.halfMath`). */
+  readonly shaderF16?: boolean;
 }
 
 /** Reads a device's kernel capabilities (the adapter info may come from the device). */
 export function kernelCaps(device: GPUDevice, info: GPUAdapterInfo | undefined): KernelCaps {
   const min = Number((info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize ?? 0);
   const subgroups = device.features.has("subgroups" as GPUFeatureName) && min >= 1;
-  return { subgroups, subgroupMinSize: subgroups ? min : 0 };
+  return {
+    subgroups,
+    subgroupMinSize: subgroups ? min : 0,
+    shaderF16: device.features.has("shader-f16"),
+  };
 }
 
 /** Adapter facts the backend reports. */
@@ -108,7 +114,7 @@ export function summarizeAdapter(info: GPUAdapterInfo | undefined): AdapterSumma
 }
 
 /** Features the backend uses when the adapter has them. */
-const OPTIONAL_FEATURES = ["timestamp-query"] as GPUFeatureName[];
+const OPTIONAL_FEATURES = ["timestamp-query", "shader-f16"] as GPUFeatureName[];
 
 /**
  * Requests a device with the adapter's own limits (not the defaults) and useful features.

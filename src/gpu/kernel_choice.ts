@@ -48,6 +48,12 @@ export interface KernelTuning {
   /** Query rows in workgroup memory (default: the kernel table's choice). */
   queryShared?: boolean;
   /**
+   * Packed f16 dot products of queries and keys where the device has `shader-f16` and the KV is
+   * f16 (default false): fewer instructions per token for scores of about f16's precision
+   * (output relative errors near 1e-3); elsewhere the f32 path runs. See `KernelSpec.halfMath`.
+   */
+  halfMath?: boolean;
+  /**
    * Steps that mask no token skip the masking arithmetic (default true; false masks every step,
    * as kernels before 0.2 did: for measurements).
    */
@@ -131,6 +137,7 @@ export function kernelSpec(
     ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
     ...rowChoices(tuning, choice),
     ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),
+    ...(tuning.halfMath && caps.shaderF16 && kvDtype === "f16" ? { halfMath: true } : {}),
   };
 }
 

@@ -18,6 +18,7 @@
 import {
   elementsPerLoad,
   FLAT_WORKGROUP_WGSL,
+  halfMath,
   kernelLayout,
   type KernelSpec,
   kvLoadDim,
@@ -57,7 +58,7 @@ export function decodeWorkgroupBytes(spec: KernelSpec): number {
   const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
   const entries = l.groups * l.rowSets * l.unroll * l.rowsPerThread;
   const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
-  const query = spec.queryShared
+  const query = spec.queryShared && !halfMath(spec)
     ? spec.rowsPerBlock * l.chunksPerLane * l.lanes * (spec.headDim / l.chunks) * 4
     : 0;
   return acc + maxima + exchange + query;
@@ -124,7 +125,12 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   // Query rows in workgroup memory: each vec4 is read once per step and used for the step's U
   // tokens, so no thread holds the rows in registers. Rows are padded with zeros to the lanes'
   // rounds of chunks (a padded lane's products then vanish, as with registers).
-  const queryShared = spec.queryShared ?? false;
+  // Packed f16 dot products (`halfMath`, f16 KV on devices with `shader-f16`): K's halves are
+  // used as they are stored, against the query rows rounded to f16, two products per
+  // instruction; each lane's partial sum of a row is carried in f16 (8 products per half at
+  // d128), then added in f32. Query rows stay in registers (half the registers of f32 rows).
+  const half = halfMath(spec);
+  const queryShared = (spec.queryShared ?? false) && !half;
   const QS = CPL * lanes * V4; // vec4<f32> per row of q_sh
   const qShared = (r: number, i: number, j: number) =>
     `q_sh[${row(r)} * ${QS}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u]`;
@@ -132,7 +138,23 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     U,
     (u) => lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`),
   );
-  const dots = queryShared
+  // Index of a row's query halves: row, chunk, half of the chunk (2 vec4<f16> per 16 bytes).
+  const hi = (r: number, i: number, j: number) => (r * CPL + i) * 2 + j;
+  const dots = half
+    ? grid(
+      U,
+      RP,
+      (u, r) =>
+        `      let h${u}_${r} = ${
+          Array.from({ length: CPL * 2 }, (_, x) => [Math.floor(x / 2), x % 2]).reduce(
+            (acc, [i, j]) => `fma(k${u}_${i}.${j ? "hi" : "lo"}, qh[${hi(r, i, j)}], ${acc})`,
+            "vec4<f16>(0.0h)",
+          )
+        };
+      let hh${u}_${r} = h${u}_${r}.xy + h${u}_${r}.zw;
+      var d${u}_${r} = f32(hh${u}_${r}.x) + f32(hh${u}_${r}.y);`,
+    )
+    : queryShared
     ? `${unpackK}
 ${grid(U, RP, (u, r) => `      var d${u}_${r} = 0.0;`)}
 ${
@@ -212,7 +234,7 @@ const SHALF: u32 = ${entries}u;
 var<workgroup> xs: array<f32, ${2 * entries * (lanes + 1)}>;
 var<workgroup> ss: array<f32, ${2 * entries}>;`;
 
-  return `${
+  return `${half ? "enable f16;\n" : ""}${
     options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
   }// lean-attention decode kernel: D=${D}${
     splitV ? ` DV=${DV}` : ""
@@ -222,12 +244,16 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
   }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
     queryShared ? " queryShared" : ""
+  }${half ? " halfMath" : ""}
+${PARAMS_WGSL}${
+    half
+      ? "\n// One 16-byte chunk of f16 K, used as stored.\nstruct KHalves { lo: vec4<f16>, hi: vec4<f16> }"
+      : ""
   }
-${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
 ${bindingWGSL(BINDING.q, "q", "storage, read", io.qType)}
-${bindingWGSL(BINDING.k, "k_cache", "storage, read", `array<${raw}>`)}
+${bindingWGSL(BINDING.k, "k_cache", "storage, read", `array<${half ? "KHalves" : raw}>`)}
 ${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${raw}>`)}
 ${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
 ${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
@@ -305,7 +331,31 @@ fn main(
     let n_rows = min(RP, params.group_size * q_len - r0);
 
 ${
-    queryShared
+    half
+      ? `    // This lane's chunks of the block's query rows, pre-scaled into log2 units and rounded to
+    // f16 pairs; missing rows 0.
+    var qh = array<vec4<f16>, ${RP * CPL * 2}>();
+${
+        lines(RP, (r) =>
+          `    if (${row(r)} < n_rows) {
+      let qb = query_row(q_start, q_len, kv_head, r0 + ${row(r)}) * D4;
+${
+            lines(CPL, (i) => {
+              const chunk = padK && i === CPL - 1
+                ? { at: "(lane + kpad)", keep: `lane + ${i * lanes}u < CHUNKS` }
+                : { at: `(lane + ${i * lanes}u)`, keep: "" };
+              return lines(2, (j) => {
+                const v = `load_q(qb + ${chunk.at} * 2u + ${j}u) * ${qScale}`;
+                return `      qh[${hi(r, i, j)}] = vec4<f16>(${
+                  chunk.keep ? `select(Z4, ${v}, ${chunk.keep})` : v
+                });`;
+              });
+            })
+          }
+    }`)
+      }
+`
+      : queryShared
       ? `    // The block's query rows, pre-scaled into log2 units; missing rows 0.
     for (var e = lid; e < ${RB * QS}u; e += ${W}u) {
       let rr = e / ${QS}u;

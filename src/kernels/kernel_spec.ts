@@ -59,6 +59,14 @@ export interface KernelSpec {
    */
   readonly queryShared?: boolean;
   /**
+   * Packed f16 dot products of queries and keys (f16 KV only; the device needs `shader-f16`,
+   * which the kernel then enables): keys are used as stored, query rows rounded to f16, and each
+   * lane's partial score carried in f16 before the f32 sum over lanes. About half the
+   * instructions of the dot products, for scores with about f16's precision (relative errors of
+   * the output near 1e-3 instead of 1e-6). Ignores `queryShared`. Default false.
+   */
+  readonly halfMath?: boolean;
+  /**
    * Steps whose tokens every row may see skip the masking arithmetic and rescale the running
    * state only when the maximum rises (default true; false runs every step masked).
    */
@@ -194,6 +202,11 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
   };
 }
 
+/** Whether a spec's kernel takes the packed f16 dot products (`halfMath` on f16 KV). */
+export function halfMath(spec: KernelSpec): boolean {
+  return spec.halfMath === true && spec.kvDtype === "f16";
+}
+
 /** The pipeline cache key of a spec. */
 export function specKey(kind: string, spec: KernelSpec): string {
   const l = kernelLayout(spec);
@@ -204,9 +217,11 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.qDtype === "f16" ? ":qf16" : ""
   }${spec.outDtype === "f16" ? ":of16" : ""}${
     spec.prefetch === "split" ? ":pfs" : spec.prefetch ? ":pf" : ""
-  }${spec.queryShared ? ":qs" : ""}${spec.fastSteps === false ? ":masked" : ""}${
-    l.rowSets > 1 ? `:rs${l.rowSets}` : ""
-  }${variantKey(spec.variant)}${spec.kvScales === "token" ? ":tokscale" : ""}`;
+  }${spec.queryShared && !halfMath(spec) ? ":qs" : ""}${halfMath(spec) ? ":h16" : ""}${
+    spec.fastSteps === false ? ":masked" : ""
+  }${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${variantKey(spec.variant)}${
+    spec.kvScales === "token" ? ":tokscale" : ""
+  }`;
 }
 
 /**

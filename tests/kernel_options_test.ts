@@ -1,0 +1,92 @@
+/**
+ * The decode kernel's optional code paths on the GPU backends, on a small GQA shape (cheap to
+ * compile on a software adapter): split prefetch (the next step's K requested after this step's
+ * dot products, V after its update) with query rows in workgroup memory, over f16 and over int8
+ * K/V with per-token scales, against the float64 reference; and packed f16 dot products
+ * (`halfMath`), which must change the result within its f16 tolerance where the device has
+ * `shader-f16`, and leave the f32 kernel's bits where it has not.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { loadDawn } from "../dawn.ts";
+import { type DecodeInput, referenceAttention, type Strategy } from "../mod.ts";
+import { gpuTest } from "./backends.ts";
+import {
+  assertMatchesReference,
+  type CaseSpec,
+  makeInput,
+  maxAbsError,
+  relativeL2Error,
+  sameBits,
+} from "./helpers.ts";
+
+/** GQA 8/2 at d32: 4 rows per block; one empty sequence, one shorter than a tile. */
+const shapes: CaseSpec[] = [
+  { seqLens: [150, 40, 0], numHeads: 8, numKVHeads: 2, headDim: 32, kvDtype: "f16", seed: 31 },
+  {
+    seqLens: [90, 7],
+    qLens: [2, 1],
+    numHeads: 8,
+    numKVHeads: 2,
+    headDim: 32,
+    kvDtype: "int8",
+    kvScales: "token",
+    seed: 32,
+  },
+];
+const STRATEGIES_UNDER_TEST: Strategy[] = ["lean", "split"];
+
+gpuTest("split prefetch with query rows in workgroup memory matches the reference", async (b) => {
+  const decoder = await b.open({ kernel: { prefetch: "split", queryShared: true } });
+  try {
+    for (const spec of shapes) {
+      for (const strategy of STRATEGIES_UNDER_TEST) {
+        const input: DecodeInput = { ...makeInput(spec), strategy };
+        assertMatchesReference(input, await decoder.decode(input), `${spec.kvDtype} ${strategy}`);
+      }
+    }
+  } finally {
+    await decoder.dispose();
+  }
+});
+
+/** Whether the backend's adapter offers `shader-f16` (the decoder then enables it). */
+async function hasShaderF16(backend: string): Promise<boolean> {
+  const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  return adapter?.features.has("shader-f16") ?? false;
+}
+
+/** Output and LSE tolerance of packed f16 scores (query rows rounded to f16). */
+const HALF_TOLERANCE = 2e-3;
+
+gpuTest(
+  "packed f16 dot products stay within f16 tolerance, and fall back to f32 bits without shader-f16",
+  async (b) => {
+    const f16 = await hasShaderF16(b.name);
+    const half = await b.open({ kernel: { halfMath: true } });
+    const plain = await b.open();
+    try {
+      for (const strategy of STRATEGIES_UNDER_TEST) {
+        const input: DecodeInput = { ...makeInput({ ...shapes[0], qAmplitude: 2 }), strategy };
+        const got = await half.decode(input);
+        const f32 = await plain.decode(input);
+        const ref = referenceAttention(input);
+        const finite = (a: ArrayLike<number>) => Array.from(a, (x) => (x === -Infinity ? 0 : x));
+        const outError = relativeL2Error(got.out, ref.out);
+        const lseError = maxAbsError(finite(got.lse), finite(ref.lse));
+        assert.ok(outError < HALF_TOLERANCE, `out ${strategy}: relative L2 error ${outError}`);
+        assert.ok(lseError < HALF_TOLERANCE, `lse ${strategy}: max abs error ${lseError}`);
+        // The empty sequence's rows are the merge identity on both paths.
+        assert.ok(sameBits(got.lse.subarray(-8), f32.lse.subarray(-8)));
+        const same = sameBits(got.out, f32.out) && sameBits(got.lse, f32.lse);
+        assert.equal(same, !f16, f16 ? "the f16 path must differ from f32" : "fallback to f32");
+      }
+    } finally {
+      await half.dispose();
+      await plain.dispose();
+    }
+  },
+);
