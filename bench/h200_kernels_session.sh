@@ -5,6 +5,8 @@
 #          memory; 4-16 lanes, unroll 2-8, row sets; MLA's class), the table picked from it
 #          (bench/pick_table.ts), then lean with that table, each case's kernel checked against
 #          the float64 reference, on the multi-row, 8-bit and MLA cases.
+#   half   packed f16 dot products (halfMath): the kernel-option tests, and a sweep of
+#          bench/tune_configs_half.json beside the table's f32 kernels.
 #   final  with the kernel table in the source: the GPU test files of the kernels on the H200, and
 #          every case of bench/cases.json on Deno's WebGPU (paged mode) and lean on Dawn.
 # Results under $OUT (default bench/results/h200_session6): session.log and one file per step.
@@ -38,6 +40,19 @@ if [ "${1:-sweep}" = sweep ]; then
   run_deno 200 bench_split.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     $table $anchors --only='gqa32|b16 16k|b64 16k|d64|d256|qLen4|ragged|mla b1|mqa h128/1 b1|b1 h32 128k|e5m2' \
     --out="$out/h200_split.json"
+  stamp "done"
+  exit 0
+fi
+
+if [ "${1:-sweep}" = half ]; then
+  # Packed f16 dot products (KernelTuning.halfMath): the kernel-option tests on the H200, then
+  # the sweep of bench/tune_configs_half.json beside the table's f32 kernels.
+  LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 100 deno test -A --unstable-webgpu \
+    tests/kernel_options_test.ts tests/shaders_test.ts >"$out/tests_half.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_half.log" | tail -1))"
+  run_deno 280 tune_half.txt bench/tune.ts --out="$out/tune_half.json" \
+    --configs="$(cat bench/tune_configs_half.json)" \
+    --cases='b1 h32 128k,gqa32/8 32k,gqa32/8 128k,gqa32/8 512k,b16 16k,d64 32k,d256 32k,qLen4 gqa 16k,mqa h128/1 b1 32k,mla b1 32k'
   stamp "done"
   exit 0
 fi
