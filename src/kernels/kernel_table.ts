@@ -35,7 +35,8 @@ export interface KernelChoice {
  * the lanes' partial dot products, the softmax, which every lane of the group repeats) among
  * fewer threads, and every row set unpacks its own copy of the token's K and V. The classes of
  * the benchmark's cases (r1 d128, r4 d64/d128/d256, r8 d128) were picked by
- * `bench/pick_table.ts` from the H200 sweeps of `bench/tune.ts` (bench/notes.md); the others
+ * `bench/pick_table.ts` from the H200 sweeps of `bench/tune.ts` (bench/notes.md; r4 d64 and r4
+ * d256 from session 19's sweep of split prefetch and shared query rows); the others
  * keep the choice of the kernel before the table (the most lanes up to 16 that divide the row,
  * unroll 2 / chunks per lane).
  */
@@ -46,9 +47,9 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r2 d64": { lanes: 8, unroll: 2 },
   "r2 d128": { lanes: 16, unroll: 2 },
   "r2 d256": { lanes: 16, unroll: 1 },
-  "r4 d64": { lanes: 8, unroll: 4, prefetch: false, rowSets: 2 },
+  "r4 d64": { lanes: 8, unroll: 8, prefetch: "split", rowSets: 2, queryShared: true },
   "r4 d128": { lanes: 8, unroll: 4, prefetch: true },
-  "r4 d256": { lanes: 8, unroll: 4, prefetch: true, rowSets: 2 },
+  "r4 d256": { lanes: 16, unroll: 8, prefetch: "split", rowSets: 2, queryShared: true },
   "r8 d64": { lanes: 8, unroll: 2 },
   "r8 d128": { lanes: 8, unroll: 4, prefetch: true, rowSets: 2 },
   "r8 d256": { lanes: 16, unroll: 1 },
