@@ -7,8 +7,9 @@
 #          the float64 reference, on the multi-row, 8-bit and MLA cases.
 #   half   packed f16 dot products (halfMath): the kernel-option tests, and a sweep of
 #          bench/tune_configs_half.json beside the table's f32 kernels.
-#   final  with the kernel table in the source: the GPU test files of the kernels on the H200, and
-#          every case of bench/cases.json on Deno's WebGPU (paged mode) and lean on Dawn.
+#   final  the GPU tests of this session's code, the cases of the classes whose table entry
+#          changed (every strategy, paged mode; lean on Dawn), and the multi-row cases with
+#          packed f16 dot products.
 # Results under $OUT (default bench/results/h200_session6): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_kernels_session.sh sweep|final
 set -u
@@ -57,12 +58,19 @@ if [ "${1:-sweep}" = half ]; then
   exit 0
 fi
 
-LEAN_TEST_BACKENDS=cpu,webgpu timeout 150 deno test -A --unstable-webgpu tests/decode_test.ts \
-  tests/shaders_test.ts tests/kv8_decode_test.ts tests/mla_test.ts tests/batches_test.ts \
-  tests/variants_test.ts >"$out/tests.log" 2>&1
-stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests.log" | tail -1))"
-run_deno 300 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --paged --check $anchors \
-  --out="$out/h200_webgpu.json"
-run_deno 100 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --strategies=lean $anchors \
-  --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_dawn.json"
+# final: the GPU tests of this session's code on the H200, the cases whose kernel class changed
+# (r4 d64, r4 d256: every strategy, paged mode, float64 check; lean on Dawn), and the multi-row
+# cases with packed f16 dot products (lean, checked at f16's tolerance).
+LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 150 deno test -A --unstable-webgpu \
+  tests/kernel_options_test.ts tests/mla_pages_test.ts tests/decode_test.ts \
+  tests/kv8_decode_test.ts >"$out/tests_final.log" 2>&1
+stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_final.log" | tail -1))"
+run_deno 60 bench_table.txt bench/gpu_bench.ts --backend=webgpu --paged --check $anchors \
+  --only='d64|d256' --out="$out/h200_table.json"
+run_deno 150 bench_half.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+  --kernel='{"halfMath":true}' $anchors \
+  --only='gqa32|b4 4k|b16 4k|b64 4k|b4 16k|b16 16k|b64 16k|d64|d256|ragged|qLen4|mla b1 32k|mqa h128/1 b1' \
+  --skip='int8|e4m3|mha|bf16' --out="$out/h200_half.json"
+run_deno 60 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --strategies=lean $anchors \
+  --only='d64|d256' --out="$out/h200_dawn_table.json"
 stamp "done"
