@@ -6,7 +6,11 @@
  * forced to one and to four workgroups per multiprocessor; 64-thread workgroups. Prints median
  * and last-warm-pass times per case and variant.
  *
- * Usage: deno run -A --unstable-webgpu bench/diag_overhead.ts [--out=FILE.json]
+ * `--grids=N,...` replaces the variations with lean at those grids (all resident: below the
+ * calibrated grid), `--only=SUBSTRING|...` keeps the cases whose names contain one.
+ *
+ * Usage: deno run -A --unstable-webgpu bench/diag_overhead.ts [--grids=...] [--only=...]
+ *        [--out=FILE.json]
  */
 
 import { createDecoder } from "../mod.ts";
@@ -15,7 +19,10 @@ import { makeBenchInput } from "./bench_input.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import type { BenchCase } from "./bench_cases.ts";
 
-const out = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
+const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+const out = flag("out");
+const grids = flag("grids")?.split(",").map(Number);
+const only = flag("only")?.split("|");
 let skipMerge = false;
 const proto =
   (globalThis as unknown as { GPUComputePassEncoder: { prototype: Record<string, unknown> } })
@@ -58,14 +65,27 @@ for (const ctx of [2, 8, 32, 128]) {
     kvDtype: "f16",
   });
 }
-const variants: { name: string; options: Partial<DecoderOptions>; noMerge?: boolean }[] = [
-  { name: "lean", options: {} },
-  { name: "no merge", options: {}, noMerge: true },
-  { name: "grid 132", options: { grid: 132 } },
-  { name: "grid 528", options: { grid: 528 } },
-  { name: "W64", options: { workgroupSize: 64 } },
-  { name: "W256", options: { workgroupSize: 256 } },
-];
+cases.push({
+  name: "b16 16k",
+  group: "diag",
+  seqLens: Array(16).fill(kib(16)),
+  numHeads: 32,
+  numKVHeads: 8,
+  headDim: 128,
+  qLen: 1,
+  kvDtype: "f16",
+});
+type Variant = { name: string; options: Partial<DecoderOptions>; noMerge?: boolean };
+const variants: Variant[] = grids
+  ? grids.map((g) => ({ name: `grid ${g}`, options: { grid: g } }))
+  : [
+    { name: "lean", options: {} },
+    { name: "no merge", options: {}, noMerge: true },
+    { name: "grid 132", options: { grid: 132 } },
+    { name: "grid 528", options: { grid: 528 } },
+    { name: "W64", options: { workgroupSize: 64 } },
+    { name: "W256", options: { workgroupSize: 256 } },
+  ];
 // The benchmark's device: the adapter's limits and features (subgroups, timestamps).
 const device = await requestDevice(
   (await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }))!,
@@ -73,6 +93,7 @@ const device = await requestDevice(
 const results: unknown[] = [];
 console.log(`${"case".padEnd(16)} ${variants.map((v) => v.name.padStart(18)).join("")}`);
 for (const c of cases) {
+  if (only && !only.some((o) => c.name.includes(o))) continue;
   const input = makeBenchInput(c);
   const kvBytes = input.k.byteLength + input.v.byteLength;
   const kvSets = kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
