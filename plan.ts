@@ -40,10 +40,13 @@ export {
 } from "./src/plan/plan.ts";
 export type { Plan, PlanOptions } from "./src/plan/plan.ts";
 export {
+  ALIGNED_MARGIN,
+  alignedCut,
   chooseSplits,
   partition,
   partitionCost,
   PIECE_COST_TILES,
+  preferAligned,
   segmentRows,
   segmentTiles,
 } from "./src/plan/partition.ts";

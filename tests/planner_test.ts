@@ -8,12 +8,15 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createPlan, describePlan, type Plan, STRATEGIES, type Strategy } from "../mod.ts";
 import {
+  ALIGNED_MARGIN,
+  alignedCut,
   chooseSplits,
   DIRECT,
   partition,
   partitionCost,
   PIECE,
   PIECE_STRIDE,
+  preferAligned,
   REDUCE,
   REDUCE_STRIDE,
   schedule,
@@ -166,24 +169,29 @@ function checkStrategy(plan: Plan, bySegment: PieceView[][]): void {
     assert.equal(s.workgroups, Math.min(plan.grid, plan.numTiles));
     assert.ok(Math.max(...runLengths) - Math.min(...runLengths) <= 1, "lean runs are balanced");
     assert.ok(s.partialSlots <= 2 * s.workgroups, "at most two partial pieces per run");
-    const aligned = partition(part.segmentTileStarts, "split", plan.grid);
+    const aligned = alignedCut(part.segmentTileStarts, plan.grid);
+    assert.ok(
+      !preferAligned(part.segmentTileStarts, aligned.runStarts, part.runStarts, plan.grid),
+      "stream-K is taken only when the aligned cut is not preferred",
+    );
     assert.ok(
       partitionCost(part.segmentTileStarts, part.runStarts, plan.grid) <
         partitionCost(part.segmentTileStarts, aligned.runStarts, plan.grid),
       "stream-K is taken only when it is cheaper than the aligned cut",
     );
   } else if (plan.strategy === "lean") {
-    // The aligned cut, taken because it costs no more than equal runs would.
-    const aligned = partition(part.segmentTileStarts, "split", plan.grid);
+    // The aligned cut, taken because it costs at most ALIGNED_MARGIN times what equal runs would.
+    const aligned = alignedCut(part.segmentTileStarts, plan.grid);
     assert.deepStrictEqual([...part.runStarts], [...aligned.runStarts]);
     const g = Math.max(1, Math.min(plan.grid, plan.numTiles));
     const equal = Uint32Array.from(
       { length: g + 1 },
       (_, i) => i * Math.floor(plan.numTiles / g) + Math.min(i, plan.numTiles % g),
     );
+    assert.ok(preferAligned(part.segmentTileStarts, part.runStarts, equal, plan.grid));
     assert.ok(
       partitionCost(part.segmentTileStarts, part.runStarts, plan.grid) <=
-        partitionCost(part.segmentTileStarts, equal, plan.grid),
+        ALIGNED_MARGIN * partitionCost(part.segmentTileStarts, equal, plan.grid),
     );
   } else if (plan.strategy === "single") {
     assert.equal(s.workgroups, plan.numSegments);
@@ -398,4 +406,22 @@ Deno.test("describePlan summarises sizes, balance and merges", () => {
   assert.match(text, /^lean: 2 seq x 8 kv heads x 1 row blocks = 16 segments, 528 tiles of 64/);
   assert.match(text, /\d+ workgroups \(grid 132(, \d+ splits)?\), \d+\.\.\d+ tiles each/);
   assert.match(text, new RegExp(`${plan.schedule.partialSlots} partial states merged into`));
+});
+
+Deno.test("lean cuts uniform segments in step when they fill the grid: GQA 32/8 at 128k on 264 workgroups", () => {
+  // 8 segments of 2,048 tiles: equal runs of 62-63 tiles would cross head boundaries (two
+  // pieces each); 33 chunks per segment give every workgroup one piece, its heads in step.
+  const plan = createPlan(
+    { seqLens: [131072], numHeads: 32, numKVHeads: 8, headDim: 128, kvDtype: "f16" },
+    { grid: 264 },
+  );
+  assert.equal(plan.partition.streamK, false);
+  assert.equal(plan.partition.splits, 33);
+  assert.equal(plan.schedule.workgroups, 264);
+  // Ragged batches keep stream-K: one long sequence among short ones.
+  const ragged = createPlan(
+    { seqLens: [262144, ...Array(15).fill(2048)], numHeads: 32, numKVHeads: 8, headDim: 128 },
+    { grid: 264 },
+  );
+  assert.ok(ragged.partition.streamK);
 });

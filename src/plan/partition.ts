@@ -3,9 +3,12 @@
  * LeanTiles (sequence-major, then KV head, then row block, then token) is cut into contiguous
  * runs, one run per workgroup. They differ only in where the cuts fall:
  *
- * - `lean`: equal cuts over the whole order (stream-K), runs cross segment boundaries; unless
- *   the segment-aligned cut of `split` is no costlier (see {@linkcode partitionCost}), as when
- *   the segments already fill the grid evenly: then crossing buys nothing and costs pieces;
+ * - `lean`: equal cuts over the whole order (stream-K), runs cross segment boundaries; unless a
+ *   segment-aligned cut (see {@linkcode alignedCut}) costs no more, or runs in one wave and costs
+ *   at most 5% more (see {@linkcode partitionCost}, {@linkcode preferAligned}), as when the segments already fill the grid evenly: then crossing
+ *   buys little and costs pieces, and runs that start at different token positions in different
+ *   KV heads read K/V more slowly than runs that walk the heads' rows in step (bench/notes.md,
+ *   session 19);
  * - `split` (FlashDecoding): every segment cut into the same number of balanced chunks;
  * - `single` (FlashAttention-2): a cut at every segment boundary and nowhere else.
  *
@@ -86,6 +89,89 @@ export function partitionCost(
     worst = Math.max(worst, b - a + PIECE_COST_TILES * pieces);
   }
   return worst * Math.ceil(runs / Math.max(1, grid));
+}
+
+/**
+ * How much longer (modelled) an aligned cut may be than the stream-K cut and still be taken for
+ * `lean`: on the H200, runs aligned with the segments read K/V faster than equal runs that
+ * cross them (split beat lean by 2-6% on uniform batches whose equal runs were modelled up to
+ * 11% shorter; bench/notes.md, session 19).
+ */
+export const ALIGNED_MARGIN = 1.05;
+
+/**
+ * The segment-aligned cut `lean` weighs against equal runs: of `split`'s cut and the cut into
+ * as many chunks per segment as one wave of `grid` workgroups holds, the one of lower
+ * {@linkcode partitionCost} (the first on a tie).
+ *
+ * @example
+ * ```ts
+ * import { alignedCut } from "@lean/attention/plan";
+ * // 8 segments of 2048 tiles on 264 workgroups: 33 chunks each, one run per workgroup.
+ * const starts = Uint32Array.from({ length: 9 }, (_, i) => i * 2048);
+ * const cut = alignedCut(starts, 264);
+ * console.log(cut.splits, cut.runStarts.length - 1); // 33 264
+ * ```
+ */
+export function alignedCut(segmentTileStarts: Uint32Array, grid: number): Partition {
+  const split = partition(segmentTileStarts, "split", grid);
+  const segments = segmentTileStarts.length - 1;
+  const fill = Math.min(128, Math.floor(grid / Math.max(1, segments)));
+  if (fill <= 1 || fill === split.splits) return split;
+  const filled = cutEachSegment(segmentTileStarts, fill, "split");
+  return partitionCost(segmentTileStarts, filled.runStarts, grid) <
+      partitionCost(segmentTileStarts, split.runStarts, grid)
+    ? filled
+    : split;
+}
+
+/**
+ * Whether `lean` takes the aligned cut over equal runs: when it costs no more, or, running in one
+ * wave, at most {@linkcode ALIGNED_MARGIN} times more (its runs then walk the heads in step).
+ *
+ * @example
+ * ```ts
+ * import { preferAligned } from "@lean/attention/plan";
+ * const segments = Uint32Array.of(0, 100, 200);
+ * // Two chunks of 50 per segment (one piece each) against 50-tile runs crossing nothing.
+ * console.log(preferAligned(segments, Uint32Array.of(0, 50, 100, 150, 200), Uint32Array.of(0, 50, 100, 150, 200), 4)); // true
+ * ```
+ */
+export function preferAligned(
+  segmentTileStarts: Uint32Array,
+  aligned: Uint32Array,
+  equal: Uint32Array,
+  grid: number,
+): boolean {
+  const a = partitionCost(segmentTileStarts, aligned, grid);
+  const e = partitionCost(segmentTileStarts, equal, grid);
+  return a <= e || (aligned.length - 1 <= grid && a <= ALIGNED_MARGIN * e);
+}
+
+/** Every segment cut into `min(splits, its tiles)` balanced chunks. */
+function cutEachSegment(
+  segmentTileStarts: Uint32Array,
+  splits: number,
+  strategy: Strategy,
+): Partition {
+  const numSegments = segmentTileStarts.length - 1;
+  const total = segmentTileStarts[numSegments];
+  const runStarts = new Uint32Array(numSegments * splits + 1);
+  let r = 0;
+  for (let s = 0; s < numSegments; s++) {
+    const start = segmentTileStarts[s];
+    const n = segmentTileStarts[s + 1] - start;
+    const chunks = Math.min(splits, n);
+    for (let c = 0; c < chunks; c++) runStarts[r++] = start + Math.floor((c * n) / chunks);
+  }
+  runStarts[r] = total;
+  return {
+    strategy,
+    segmentTileStarts,
+    runStarts: runStarts.subarray(0, r + 1),
+    splits,
+    streamK: false,
+  };
 }
 
 /**
@@ -197,11 +283,8 @@ export function partition(
     const base = Math.floor(total / g);
     const extra = total % g;
     for (let i = 0; i <= g; i++) runStarts[i] = i * base + Math.min(i, extra);
-    const aligned = partition(segmentTileStarts, "split", grid);
-    if (
-      partitionCost(segmentTileStarts, aligned.runStarts, grid) <=
-        partitionCost(segmentTileStarts, runStarts, grid)
-    ) {
+    const aligned = alignedCut(segmentTileStarts, grid);
+    if (preferAligned(segmentTileStarts, aligned.runStarts, runStarts, grid)) {
       return { ...aligned, strategy, streamK: false };
     }
     return { strategy, segmentTileStarts, runStarts, splits: 1, streamK: true };
@@ -215,20 +298,5 @@ export function partition(
   if (splits === 1) {
     return { strategy, segmentTileStarts, runStarts: segmentTileStarts, splits, streamK: false };
   }
-  const runStarts = new Uint32Array(numSegments * splits + 1);
-  let r = 0;
-  for (let s = 0; s < numSegments; s++) {
-    const start = segmentTileStarts[s];
-    const n = segmentTileStarts[s + 1] - start;
-    const chunks = Math.min(splits, n);
-    for (let c = 0; c < chunks; c++) runStarts[r++] = start + Math.floor((c * n) / chunks);
-  }
-  runStarts[r] = total;
-  return {
-    strategy,
-    segmentTileStarts,
-    runStarts: runStarts.subarray(0, r + 1),
-    splits,
-    streamK: false,
-  };
+  return cutEachSegment(segmentTileStarts, splits, strategy);
 }
