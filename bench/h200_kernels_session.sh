@@ -7,9 +7,8 @@
 #          the float64 reference, on the multi-row, 8-bit and MLA cases.
 #   half   packed f16 dot products (halfMath): the kernel-option tests, and a sweep of
 #          bench/tune_configs_half.json beside the table's f32 kernels.
-#   final  the GPU tests of this session's code, the cases of the classes whose table entry
-#          changed (every strategy, paged mode; lean on Dawn), and the multi-row cases with
-#          packed f16 dot products.
+#   final  the GPU tests of this session's code, every case on Deno's WebGPU (all strategies),
+#          and the multi-row cases with packed f16 dot products.
 # Results under $OUT (default bench/results/h200_session6): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_kernels_session.sh sweep|final
 set -u
@@ -58,19 +57,19 @@ if [ "${1:-sweep}" = half ]; then
   exit 0
 fi
 
-# final: the GPU tests of this session's code on the H200, the cases whose kernel class changed
-# (r4 d64, r4 d256: every strategy, paged mode, float64 check; lean on Dawn), and the multi-row
-# cases with packed f16 dot products (lean, checked at f16's tolerance).
-LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 150 deno test -A --unstable-webgpu \
+# final: the GPU tests of this session's code on the H200 (kernel options, MLA pages, decode,
+# ragged batches), every case of bench/cases.json on Deno's WebGPU (all strategies, each case's
+# kernel checked against float64 first; the new table entries, lean's aligned cut and the merge
+# change all show here), then the multi-row cases with packed f16 dot products (lean, checked at
+# f16's tolerance).
+LEAN_TEST_BACKENDS=cpu,webgpu timeout 110 deno test -A --unstable-webgpu \
   tests/kernel_options_test.ts tests/mla_pages_test.ts tests/decode_test.ts \
-  tests/kv8_decode_test.ts >"$out/tests_final.log" 2>&1
+  tests/batches_test.ts >"$out/tests_final.log" 2>&1
 stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_final.log" | tail -1))"
-run_deno 60 bench_table.txt bench/gpu_bench.ts --backend=webgpu --paged --check $anchors \
-  --only='d64|d256' --out="$out/h200_table.json"
-run_deno 150 bench_half.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+run_deno 300 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check $anchors \
+  --out="$out/h200_webgpu.json"
+run_deno 80 bench_half.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
   --kernel='{"halfMath":true}' $anchors \
-  --only='gqa32|b4 4k|b16 4k|b64 4k|b4 16k|b16 16k|b64 16k|d64|d256|ragged|qLen4|mla b1 32k|mqa h128/1 b1' \
+  --only='gqa32/8 8k|gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k|b64 16k|d64|d256|qLen4|mla b1 32k|mqa h128/1 b1' \
   --skip='int8|e4m3|mha|bf16' --out="$out/h200_half.json"
-run_deno 60 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --strategies=lean $anchors \
-  --only='d64|d256' --out="$out/h200_dawn_table.json"
 stamp "done"
