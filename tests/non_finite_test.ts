@@ -6,6 +6,8 @@
 
 import assert from "node:assert/strict";
 import { type BackendName, type DecodeInput, type Decoder, referenceAttention } from "../mod.ts";
+import { REDUCE, REDUCE_STRIDE } from "../plan.ts";
+import { MERGE_WORKGROUP } from "../src/kernels/merge_kernel.ts";
 import { backendStatuses, backendTest } from "./backends.ts";
 import { softwareSkip } from "./kernel_set.ts";
 import { makeInput, maxAbsError, relativeL2Error } from "./helpers.ts";
@@ -125,6 +127,37 @@ async function check(decoder: Decoder, backend: BackendName, pokes: Poke[]): Pro
 backendTest("non-finite q, k and v propagate like the reference and never hang", async (d, b) => {
   await check(d, b, POKES.filter((p) => !GPU_PENDING.has(p.name)));
 });
+
+/** A grid and tiles that split sequence 0 of {@linkcode longSegmentInput} into ~470 slots. */
+const LONG_SEGMENT_GEOMETRY = { grid: 1000, tileTokens: 16 };
+
+/** Sequence 0 long enough for its segments to outnumber the merge's threads, `k` of its last token poked. */
+function longSegmentInput(value: number): DecodeInput {
+  const input = makeInput({ ...SHAPE, seqLens: [30_000, 40], strategy: "lean", seed: 12 });
+  input.k[29_999 * ROW + 7] = value; // KV head 0: the last slot of its segment
+  return input;
+}
+
+backendTest(
+  "a poke in a segment with more partial states than merge threads propagates like the reference",
+  async (decoder, backend) => {
+    const plan = decoder.plan(longSegmentInput(0), { strategy: "lean" });
+    const reduce = plan.schedule.reduce;
+    let slots = 0;
+    for (let r = 0; r < reduce.length; r += REDUCE_STRIDE) {
+      if (reduce[r + REDUCE.seq] === 0 && reduce[r + REDUCE.kvHead] === 0) {
+        slots = reduce[r + REDUCE.numSlots];
+      }
+    }
+    // The poked slot is read by a thread's second iteration and weighted in the second chunk.
+    assert.ok(slots > MERGE_WORKGROUP + 16, `sequence 0 has ${slots} slots`);
+    // +inf scores mark their slot NaN (the rows whose query meets the poke with a positive sign);
+    // -inf scores drop the token; KV head 1's rows stay finite and are compared.
+    const input = longSegmentInput(Infinity);
+    assertPropagatesLikeReference(input, await decoder.decode(input), `${backend} long segment`);
+  },
+  { decoder: LONG_SEGMENT_GEOMETRY },
+);
 
 backendTest("every non-finite case completes and leaves the other sequences exact", async (d) => {
   for (const p of POKES) {

@@ -231,6 +231,18 @@ Deno.test("mergePartialRow agrees with mergeStates on log2-domain partial slots"
   );
 });
 
+Deno.test("mergePartialRow: a slot whose sum is NaN makes the row NaN, wherever it sits", () => {
+  // Three slots of one row (rowsPerBlock 1, headDim 2): o[2], m, l each; the middle or last marked.
+  for (const marked of [1, 2]) {
+    const partials = new Float32Array([1, 2, 0, 1, 3, 4, 1, 2, 5, 6, -1, 3]);
+    partials[marked * 4 + 3] = NaN;
+    const out = new Float32Array(4).fill(7);
+    const lse = mergePartialRow(partials, slotFloats(1, 2), 1, 2, 0, 3, 0, out, 1);
+    assert.ok(Number.isNaN(lse), `slot ${marked}: lse ${lse}`);
+    assert.deepEqual(Array.from(out), [7, NaN, NaN, 7], `slot ${marked}`);
+  }
+});
+
 Deno.test("mergeStates rejects bad inputs", () => {
   const a = { out: new Float32Array(4), lse: new Float32Array(2) };
   const cases: [unknown, typeof TypeError | typeof RangeError, RegExp][] = [

@@ -97,8 +97,9 @@ export function mergeStates(states: readonly AttentionState[]): AttentionState {
 /**
  * Merges the partial states `firstSlot .. firstSlot + numSlots - 1` of one row in slot order and
  * writes the normalised output and natural LSE (with no slots, the identity: output 0 and LSE
- * `-Infinity`, sinks or not: an empty request has no query to attend). This is the CPU twin of
- * the merge kernel. A `sink` logit (natural units, attention sinks) joins the final denominator
+ * `-Infinity`, sinks or not: an empty request has no query to attend; a slot whose sum is NaN,
+ * its rows having seen a NaN or +inf score, makes the output and LSE NaN). This is the CPU twin
+ * of the merge kernel. A `sink` logit (natural units, attention sinks) joins the final denominator
  * here, once: the partial states never hold it, so they stay associative.
  *
  * @example
@@ -133,7 +134,13 @@ export function mergePartialRow(
   let max = -Infinity;
   for (let i = 0; i < numSlots; i++) {
     const base = (firstSlot + i) * slotStride;
-    if (partials[base + lOff] > 0) max = Math.max(max, partials[base + mOff]);
+    const l = partials[base + lOff];
+    if (Number.isNaN(l)) {
+      // A slot whose rows saw a NaN or +inf score makes the row NaN, as in the reference.
+      for (let d = 0; d < headDim; d++) out[outOffset + d] = NaN;
+      return NaN;
+    }
+    if (l > 0) max = Math.max(max, partials[base + mOff]);
   }
   let sum = 0;
   for (let d = 0; d < headDim; d++) out[outOffset + d] = 0;

@@ -1,13 +1,18 @@
 /**
  * The merge kernel, dispatched after the decode kernel in the same compute pass: one workgroup
- * per (split segment, query row) merges the segment's partial states in slot order (ascending
- * token position) with the softmax rescale and writes the output and the LSE (their own
- * bindings, so a caller's buffers can be bound). The WGSL twin of `mergePartialRow`.
+ * per (split segment, query row) merges the segment's partial states with the softmax rescale
+ * and writes the output and the LSE (their own bindings, so a caller's buffers can be bound).
+ * The WGSL twin of `mergePartialRow`: the same result up to float rounding (the sum is formed in
+ * a tree, not in slot order), never bit for bit.
  *
- * A segment can have hundreds of partial states (one per workgroup that touched it), so the
- * slots' maxima and sums are reduced by the whole workgroup in a fixed tree order, their weights
- * computed once per slot into workgroup memory, and the weighted outputs summed by several slot
- * groups of threads at once, which are then added in group order. Results never depend on timing.
+ * Its work is tiny (a segment has tens of partial slots), so its cost is latency: memory round
+ * trips and workgroup barriers. Each thread therefore reads its slot's max and sum once (rows with
+ * more slots than threads merge the extra slots into the thread's state as they read them), one
+ * tree reduction of (max, sum, NaN flag) with the softmax-rescale combine gives the row's max and
+ * sum in as many levels as the slots need (the next power of two of the threads holding slots,
+ * not always the full workgroup), the weights come from the registers read before, and the
+ * weighted outputs are summed by several slot groups of threads at once, then added in group
+ * order. Every order is fixed: results never depend on timing.
  *
  * @module
  */
@@ -60,13 +65,20 @@ const halfOut = (grouped: boolean, norm: (v: string) => string) =>
  * order.
  */
 function weightedWGSL(D: number, W: number, DPT: number): string {
-  const weights = `    var w = 0.0;
-    if (c0 + lid < n) {
-      let base = (first + c0 + lid) * SLOT + mo;
-      let l = partials[base + RP];
-      w = select(0.0, exp2(partials[base] - m_all), l > 0.0);
+  // The first W slots' weights come from the registers the reduction read them into; only rows
+  // with more slots than threads read the later slots' maxima and sums again.
+  const weights = `    var ms = own.x;
+    var ls = own.y;
+    if (c0 > 0u) {
+      ms = NEG;
+      ls = 0.0;
+      if (c0 + lid < n) {
+        let base = (first + c0 + lid) * SLOT + mo;
+        ms = partials[base];
+        ls = partials[base + RP];
+      }
     }
-    weight[lid] = w;
+    weight[lid] = select(0.0, exp2(ms - m_all), ls > 0.0);
     workgroupBarrier();`;
   if (D <= W) {
     return `  // Weighted outputs, W slots at a time: weights once per slot, then slot groups of threads.
@@ -159,7 +171,8 @@ const W: u32 = ${W}u;
 const GROUPS: u32 = ${groups}u;
 const NEG: f32 = ${NEG_SCORE.toExponential()};
 
-var<workgroup> red: array<f32, ${W}>;
+var<workgroup> red: array<vec2<f32>, ${W}>;
+var<workgroup> red_bad: array<u32, ${W}>;
 // A NaN built at run time: WGSL rejects NaN in constant expressions.
 var<private> nan_bits: u32 = 0x7fc00000u;
 var<private> neg_inf_bits: u32 = 0xff800000u;
@@ -185,20 +198,17 @@ fn total_of(d: u32) -> f32 {
       : ""
   }
 
-// Tree reduction of red[] in a fixed order; op 0 = max, 1 = sum. Every thread gets red[0].
-fn reduce(lid: u32, op: u32) -> f32 {
-  for (var half = W / 2u; half > 0u; half >>= 1u) {
-    workgroupBarrier();
-    if (lid < half) {
-      let a = red[lid];
-      let b = red[lid + half];
-      red[lid] = select(a + b, max(a, b), op == 0u);
-    }
+// The softmax-rescale merge of two (max, sum) states; a state whose sum is not positive (no
+// token seen, or marked NaN) contributes nothing, so (NEG, 0) is the identity.
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  if (!(b.y > 0.0)) {
+    return a;
   }
-  workgroupBarrier();
-  let r = red[0];
-  workgroupBarrier();
-  return r;
+  if (!(a.y > 0.0)) {
+    return b;
+  }
+  let m = max(a.x, b.x);
+  return vec2<f32>(m, a.y * exp2(a.x - m) + b.y * exp2(b.x - m));
 }
 
 @compute @workgroup_size(${W})
@@ -228,37 +238,37 @@ fn main(
   let empty = n == 0u;
   let mo = RP * D + r; // offset of this row's max in a slot; its sum follows RP floats later
 
-  // The largest max among slots that saw a token (an empty slot has sum 0).
-  var mx = NEG;
+  // One read of each slot's max and sum: thread lid holds slot lid's (the weights' registers)
+  // and merges any further slots lid + W, lid + 2W, ... into its own state, in slot order. A sum
+  // that is NaN marks a slot whose rows saw a NaN or +inf score: it makes the row NaN.
+  var own = vec2<f32>(NEG, 0.0);
+  var st = own;
+  var bad = false;
   for (var s = lid; s < n; s += W) {
     let base = (first + s) * SLOT + mo;
-    if (partials[base + RP] > 0.0) {
-      mx = max(mx, partials[base]);
+    let slot = vec2<f32>(partials[base], partials[base + RP]);
+    if (s == lid) {
+      own = slot;
+    }
+    st = combine(st, slot);
+    bad = bad || (bitcast<u32>(slot.y) & 0x7fffffffu) > 0x7f800000u;
+  }
+  // One tree reduction of (max, sum, NaN flag) in a fixed order, over the next power of two of
+  // the threads holding slots (n is workgroup-uniform: the barriers stay in uniform control flow).
+  red[lid] = st;
+  red_bad[lid] = u32(bad);
+  let held = max(min(n, W), 1u);
+  for (var half = (1u << (32u - countLeadingZeros(held - 1u))) / 2u; half > 0u; half >>= 1u) {
+    workgroupBarrier();
+    if (lid < half) {
+      red[lid] = combine(red[lid], red[lid + half]);
+      red_bad[lid] = red_bad[lid] | red_bad[lid + half];
     }
   }
-  red[lid] = mx;
-  let m_all = reduce(lid, 0u);
-
-  // The rescaled sum of the slots' sums.
-  var sum = 0.0;
-  for (var s = lid; s < n; s += W) {
-    let base = (first + s) * SLOT + mo;
-    let l = partials[base + RP];
-    if (l > 0.0) {
-      sum += l * exp2(partials[base] - m_all);
-    }
-  }
-  red[lid] = sum;
-  let l_all = reduce(lid, 1u);
-
-  // A slot marked NaN (its rows saw a NaN or +inf score) makes the row NaN, as in the reference.
-  var bad = 0.0;
-  for (var s = lid; s < n; s += W) {
-    let b = bitcast<u32>(partials[(first + s) * SLOT + mo + RP]);
-    bad = select(bad, 1.0, (b & 0x7fffffffu) > 0x7f800000u);
-  }
-  red[lid] = bad;
-  let row_bad = reduce(lid, 0u) > 0.0;
+  workgroupBarrier();
+  let m_all = red[0].x;
+  let l_all = red[0].y;
+  let row_bad = red_bad[0] != 0u;
 
 ${weightedWGSL(D, W, DPT)}
   let row = query_row(q_start, q_len, kv_head, r0 + r);${
