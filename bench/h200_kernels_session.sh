@@ -62,7 +62,7 @@ fi
 # kernel checked against float64 first; the new table entries, lean's aligned cut and the merge
 # change all show here), then the multi-row cases with packed f16 dot products (lean, checked at
 # f16's tolerance).
-LEAN_TEST_BACKENDS=cpu,webgpu timeout 100 deno test -A --unstable-webgpu \
+LEAN_TEST_BACKENDS=cpu,webgpu timeout 80 deno test -A --unstable-webgpu \
   tests/kernel_options_test.ts tests/mla_pages_test.ts tests/decode_test.ts \
   tests/batches_test.ts >"$out/tests_final.log" 2>&1
 stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_final.log" | tail -1))"
@@ -70,7 +70,7 @@ run_deno 240 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check $ancho
   --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_webgpu.json"
 run_deno 90 bench_kv8_mla.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
   --only='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_kv8_mla.json"
-run_deno 80 bench_half.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+run_deno 70 bench_half.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
   --kernel='{"halfMath":true}' $anchors \
   --only='gqa32/8 8k|gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k|b64 16k|d64|d256|qLen4|mla b1 32k|mqa h128/1 b1' \
   --skip='int8|e4m3|mha|bf16' --out="$out/h200_half.json"
