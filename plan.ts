@@ -47,6 +47,8 @@ export {
   partitionCost,
   PIECE_COST_TILES,
   preferAligned,
+  SATURATING_MIN_GRID,
+  SATURATING_SHARE,
   segmentRows,
   segmentTiles,
 } from "./src/plan/partition.ts";

@@ -418,6 +418,20 @@ Deno.test("lean cuts uniform segments in step when they fill the grid: GQA 32/8 
   assert.equal(plan.partition.streamK, false);
   assert.equal(plan.partition.splits, 33);
   assert.equal(plan.schedule.workgroups, 264);
+  // More equal segments than the grid holds: one run per segment, past one wave, costs no more
+  // than equal runs where 80% of a GPU grid saturates the memory (64 x 16k GQA on 264).
+  const wide = createPlan(
+    { seqLens: Array(64).fill(16384), numHeads: 32, numKVHeads: 8, headDim: 128, kvDtype: "f16" },
+    { grid: 264 },
+  );
+  assert.equal(wide.partition.streamK, false);
+  assert.equal(wide.schedule.workgroups, 512);
+  // On a small (CPU-sized) grid the second wave costs a whole wave: equal runs win.
+  const small = createPlan(
+    { seqLens: Array(12).fill(1024), numHeads: 4, numKVHeads: 1, headDim: 64 },
+    { grid: 8 },
+  );
+  assert.ok(small.partition.streamK);
   // Ragged batches keep stream-K: one long sequence among short ones.
   const ragged = createPlan(
     { seqLens: [262144, ...Array(15).fill(2048)], numHeads: 32, numKVHeads: 8, headDim: 128 },

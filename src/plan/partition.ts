@@ -61,8 +61,23 @@ export interface Partition {
 export const PIECE_COST_TILES = 4;
 
 /**
- * The modelled makespan of a partition in tiles: the longest run counting `PIECE_COST_TILES`
- * per piece, times the waves its runs take on `grid` workgroups.
+ * Share of a GPU-sized grid (at least {@linkcode SATURATING_MIN_GRID} workgroups) whose
+ * workgroups already stream K/V at the memory's rate: on the H200, 428 workgroups of 502 (one run
+ * per segment) read b64 16k MHA at 101% of the read ceiling, 16% faster than 502 equal runs
+ * (bench/notes.md, session 19). Smaller grids (CPU threads, tests) are modelled as compute-bound.
+ */
+export const SATURATING_SHARE = 0.8;
+
+/** Grids from this size on are modelled as bandwidth-bound (see {@linkcode SATURATING_SHARE}). */
+export const SATURATING_MIN_GRID = 64;
+
+/**
+ * The modelled makespan of a partition in tiles. On small grids (CPU threads, tests): the longest
+ * run counting `PIECE_COST_TILES` per piece, times the waves its runs take on `grid` workgroups.
+ * On GPU-sized grids, where the work is bound by memory bandwidth: the longer of the longest run
+ * and the whole work (tiles and pieces) spread over the workgroups that saturate the memory
+ * (`SATURATING_SHARE` of the grid); runs beyond one wave then cost only their share of the
+ * bandwidth.
  *
  * @example
  * ```ts
@@ -77,8 +92,21 @@ export function partitionCost(
   runStarts: Uint32Array,
   grid: number,
 ): number {
+  const { worst, work } = runCosts(segmentTileStarts, runStarts);
+  const g = Math.max(1, grid);
+  const runs = runStarts.length - 1;
+  if (g < SATURATING_MIN_GRID) return worst * Math.ceil(runs / g);
+  return Math.max(worst, work / (SATURATING_SHARE * g));
+}
+
+/** The longest run and the whole work of a partition, in tiles, each piece `PIECE_COST_TILES`. */
+function runCosts(
+  segmentTileStarts: Uint32Array,
+  runStarts: Uint32Array,
+): { worst: number; work: number } {
   const runs = runStarts.length - 1;
   let worst = 0;
+  let work = 0;
   let seg = 0;
   for (let r = 0; r < runs; r++) {
     const a = runStarts[r];
@@ -86,9 +114,11 @@ export function partitionCost(
     while (segmentTileStarts[seg + 1] <= a) seg++;
     let pieces = 0;
     for (let s = seg; s + 1 < segmentTileStarts.length && segmentTileStarts[s] < b; s++) pieces++;
-    worst = Math.max(worst, b - a + PIECE_COST_TILES * pieces);
+    const cost = b - a + PIECE_COST_TILES * pieces;
+    worst = Math.max(worst, cost);
+    work += cost;
   }
-  return worst * Math.ceil(runs / Math.max(1, grid));
+  return { worst, work };
 }
 
 /**
@@ -101,8 +131,8 @@ export const ALIGNED_MARGIN = 1.05;
 
 /**
  * The segment-aligned cut `lean` weighs against equal runs: of `split`'s cut and the cut into
- * as many chunks per segment as one wave of `grid` workgroups holds, the one of lower
- * {@linkcode partitionCost} (the first on a tie).
+ * as many chunks per segment as one wave of `grid` workgroups holds, the one whose longest run
+ * times its waves is shorter (`split`'s on a tie).
  *
  * @example
  * ```ts
@@ -119,10 +149,12 @@ export function alignedCut(segmentTileStarts: Uint32Array, grid: number): Partit
   const fill = Math.min(128, Math.floor(grid / Math.max(1, segments)));
   if (fill <= 1 || fill === split.splits) return split;
   const filled = cutEachSegment(segmentTileStarts, fill, "split");
-  return partitionCost(segmentTileStarts, filled.runStarts, grid) <
-      partitionCost(segmentTileStarts, split.runStarts, grid)
-    ? filled
-    : split;
+  // Compared by their longest runs: every workgroup of a wave helps a kernel that needs all the
+  // resident workgroups to saturate memory (the H200's 4-row kernels: 33 chunks per head on 264
+  // workgroups read 5% faster than split's 29).
+  const span = (runs: Uint32Array) =>
+    runCosts(segmentTileStarts, runs).worst * Math.ceil((runs.length - 1) / Math.max(1, grid));
+  return span(filled.runStarts) < span(split.runStarts) ? filled : split;
 }
 
 /**
