@@ -92,12 +92,17 @@ export interface WarmTiming {
 /** Passes the warm-up is cut into (each timestamped, each several recordings). */
 const WARM_PASSES = 24;
 
+/** Submissions `timeWarm` makes at most to reach its warm-up time. */
+export const WARM_ATTEMPTS = 6;
+
 /**
  * Times `runs` passes of `record` on a warm GPU: first a short probe (its time bounds the cost of
  * one recording), then, in one submission, recordings back to back for at least `warmupMs` of
  * GPU time (grouped into a few timestamped passes) followed by the timed passes. If the warm-up
  * turned out shorter than asked (the clock rose faster than the probe predicted), the
- * submission is repeated with the measured rate. `record(pass, i)` records timed pass `i`
+ * submission is repeated with the measured rate and a growing margin (a software adapter's
+ * rate can keep rising from one submission to the next: three tries at 10% fell short about
+ * once in a hundred runs on lavapipe), up to {@linkcode WARM_ATTEMPTS} times. `record(pass, i)` records timed pass `i`
  * (untimed `warmup` passes first); warm recordings are counted separately and may share a pass.
  */
 export async function timeWarm(
@@ -116,8 +121,9 @@ export async function timeWarm(
   const probe = await timePasses(device, 2, warmRecord);
   let perRecording = Math.max(1e-4, Math.min(...probe));
   let result: WarmTiming | undefined;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const recordings = Math.ceil((1.1 * warmupMs) / perRecording);
+  for (let attempt = 0; attempt < WARM_ATTEMPTS; attempt++) {
+    const margin = 1.1 * 1.5 ** attempt;
+    const recordings = Math.ceil((margin * warmupMs) / perRecording);
     const passes = Math.min(WARM_PASSES, recordings);
     const perPass = Math.ceil(recordings / passes);
     let index = 0;
