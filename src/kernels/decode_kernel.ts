@@ -29,6 +29,7 @@ import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
 import { grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
 import { stepLoadsWGSL } from "./decode_loads.ts";
 import { pieceOutputWGSL } from "./decode_output.ts";
+import { queryRowsWGSL } from "./decode_query.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import {
   needsHeadTable,
@@ -91,13 +92,11 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   // K and V rows load the same chunk size (8 bytes where an 8-bit row is not 16-byte aligned).
   const loadDim = kvLoadDim(D, spec.headDimV);
   const V4 = elementsPerLoad(spec.kvDtype, loadDim) / 4; // vec4<f32> per chunk
-  const E4 = CPL * V4; // vec4<f32> per lane per row of q
   const E4V = CPLV * V4; // vec4<f32> per lane per row of o
   const raw = kvChunkWGSL(spec.kvDtype, loadDim);
   // 8-bit KV: stored values times a scale, per tensor (params) or per token and KV head.
   const scaled = KV_DTYPE_INFO[spec.kvDtype].scaled;
   const tokenScales = scaled && spec.kvScales === "token";
-  const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
   const oi = (r: number, i: number, j: number) => r * E4V + i * V4 + j;
   // V rows of another length (MLA) are addressed on their own; otherwise K's row serves both.
   const splitV = DV !== D;
@@ -110,6 +109,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const kOff = (i: number) => (padK && i === CPL - 1 ? " + kpad" : ` + ${i * lanes}u`);
   const vOff = (i: number) => (padV && i === CPLV - 1 ? " + vpad" : ` + ${i * lanes}u`);
 
+  const half = halfMath(spec); // packed f16 dot products: K chunks as `KHalves`
   const { loads, prefetchInit, afterDots, takeV, afterV } = stepLoadsWGSL({
     G,
     U,
@@ -122,64 +122,6 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     prefetch: spec.prefetch ?? false,
   });
   const fastSteps = spec.fastSteps ?? true;
-  // Query rows in workgroup memory: each vec4 is read once per step and used for the step's U
-  // tokens, so no thread holds the rows in registers. Rows are padded with zeros to the lanes'
-  // rounds of chunks (a padded lane's products then vanish, as with registers).
-  // Packed f16 dot products (`halfMath`, f16 KV on devices with `shader-f16`): K's halves are
-  // used as they are stored, against the query rows rounded to f16, two products per
-  // instruction; each lane's partial sum of a row is carried in f16 (8 products per half at
-  // d128), then added in f32. Query rows stay in registers (half the registers of f32 rows).
-  const half = halfMath(spec);
-  const queryShared = (spec.queryShared ?? false) && !half;
-  const QS = CPL * lanes * V4; // vec4<f32> per row of q_sh
-  const qShared = (r: number, i: number, j: number) =>
-    `q_sh[${row(r)} * ${QS}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u]`;
-  const unpackK = lines(
-    U,
-    (u) => lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`),
-  );
-  // Index of a row's query halves: row, chunk, half of the chunk (2 vec4<f16> per 16 bytes).
-  const hi = (r: number, i: number, j: number) => (r * CPL + i) * 2 + j;
-  const dots = half
-    ? grid(
-      U,
-      RP,
-      (u, r) =>
-        `      let h${u}_${r} = ${
-          Array.from({ length: CPL * 2 }, (_, x) => [Math.floor(x / 2), x % 2]).reduce(
-            (acc, [i, j]) => `fma(k${u}_${i}.${j ? "hi" : "lo"}, qh[${hi(r, i, j)}], ${acc})`,
-            "vec4<f16>(0.0h)",
-          )
-        };
-      let hh${u}_${r} = h${u}_${r}.xy + h${u}_${r}.zw;
-      var d${u}_${r} = f32(hh${u}_${r}.x) + f32(hh${u}_${r}.y);`,
-    )
-    : queryShared
-    ? `${unpackK}
-${grid(U, RP, (u, r) => `      var d${u}_${r} = 0.0;`)}
-${
-      grid(RP, CPL * V4, (r, x) => {
-        const i = Math.floor(x / V4), j = x % V4;
-        return `      {
-        let qq = ${qShared(r, i, j)};
-${lines(U, (u) => `        d${u}_${r} += dot(kf${u}_${i}[${j}], qq);`)}
-      }`;
-      })
-    }`
-    : lines(
-      U,
-      (u) =>
-        `${lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`)}
-${
-          lines(RP, (r) =>
-            `      var d${u}_${r} = ${
-              grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], qv[${qi(r, i, j)}])`).split("\n")
-                .join(
-                  " + ",
-                )
-            };`)
-        }`,
-    );
   // Per-token scales: K's scales each token's partial dot products (linear, so before the lane
   // reduction), V's its unpacked chunks.
   const scaleDots = tokenScales
@@ -198,12 +140,12 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y;`)}`
     lanes,
     W,
     subgroups: L.subgroups,
-    qi,
+    qi: oi,
     visible: variantVisibleWGSL(flags),
   };
   const reduce = laneReduceWGSL(shape);
   // The softmax updates the output state: V's chunks.
-  const { fast, softmax } = softmaxStepWGSL({ ...shape, CPL: CPLV, qi: oi });
+  const { fast, softmax } = softmaxStepWGSL({ ...shape, CPL: CPLV });
 
   const pagedBinding = `${
     L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""
@@ -221,6 +163,21 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y;`)}`
   const qScale = scaled && !tokenScales
     ? "(params.scale_log2 * params.k_scale)"
     : "params.scale_log2";
+  const query = queryRowsWGSL({
+    RB,
+    RP,
+    U,
+    CPL,
+    V4,
+    lanes,
+    W,
+    padK,
+    row,
+    qScale,
+    half,
+    shared: spec.queryShared ?? false,
+  });
+  const dots = query.dots;
   const poisonedFn = `
 // NaN or +inf, by bits (compilers may fold float NaN tests away).
 fn poisoned(x: f32) -> bool {
@@ -243,13 +200,9 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
   }${L.paged ? " paged" : ""}${L.paged && spec.kvLayout === "HND" ? " hnd" : ""}${
     scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
   }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
-    queryShared ? " queryShared" : ""
+    spec.queryShared && !half ? " queryShared" : ""
   }${half ? " halfMath" : ""}
-${PARAMS_WGSL}${
-    half
-      ? "\n// One 16-byte chunk of f16 K, used as stored.\nstruct KHalves { lo: vec4<f16>, hi: vec4<f16> }"
-      : ""
-  }
+${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
 ${bindingWGSL(BINDING.q, "q", "storage, read", io.qType)}
@@ -283,7 +236,7 @@ var<workgroup> acc: array<vec4<f32>, ${RB * (DV / 4)}>;
 var<workgroup> m_sh: array<f32, ${G * RB}>;
 var<workgroup> l_sh: array<f32, ${RB}>;
 var<workgroup> bad_sh: array<atomic<u32>, ${RB}>;
-${exchange}${queryShared ? `\nvar<workgroup> q_sh: array<vec4<f32>, ${RB * QS}>;` : ""}
+${exchange}${query.workgroup}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype, loadDim)}
@@ -330,66 +283,8 @@ fn main(
     // The sequence's own rows (ragged batches): groupSize x its query tokens.
     let n_rows = min(RP, params.group_size * q_len - r0);
 
-${
-    half
-      ? `    // This lane's chunks of the block's query rows, pre-scaled into log2 units and rounded to
-    // f16 pairs; missing rows 0.
-    var qh = array<vec4<f16>, ${RP * CPL * 2}>();
-${
-        lines(RP, (r) =>
-          `    if (${row(r)} < n_rows) {
-      let qb = query_row(q_start, q_len, kv_head, r0 + ${row(r)}) * D4;
-${
-            lines(CPL, (i) => {
-              const chunk = padK && i === CPL - 1
-                ? { at: "(lane + kpad)", keep: `lane + ${i * lanes}u < CHUNKS` }
-                : { at: `(lane + ${i * lanes}u)`, keep: "" };
-              return lines(2, (j) => {
-                const v = `load_q(qb + ${chunk.at} * 2u + ${j}u) * ${qScale}`;
-                return `      qh[${hi(r, i, j)}] = vec4<f16>(${
-                  chunk.keep ? `select(Z4, ${v}, ${chunk.keep})` : v
-                });`;
-              });
-            })
-          }
-    }`)
-      }
-`
-      : queryShared
-      ? `    // The block's query rows, pre-scaled into log2 units; missing rows 0.
-    for (var e = lid; e < ${RB * QS}u; e += ${W}u) {
-      let rr = e / ${QS}u;
-      let c = e % ${QS}u;
-      var qq = Z4;
-      if (rr < n_rows && c < D4) {
-        qq = load_q(query_row(q_start, q_len, kv_head, r0 + rr) * D4 + c) * ${qScale};
-      }
-      q_sh[e] = qq;
-    }
-    workgroupBarrier();
-`
-      : `    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
-    var qv = array<vec4<f32>, ${RP * E4}>();
-${
-        lines(RP, (r) =>
-          `    if (${row(r)} < n_rows) {
-      let qb = query_row(q_start, q_len, kv_head, r0 + ${row(r)}) * D4;
-${
-            grid(CPL, V4, (i, j) =>
-              padK && i === CPL - 1
-                ? `      qv[${
-                  qi(r, i, j)
-                }] = select(Z4, load_q(qb + (lane + kpad) * ${V4}u + ${j}u), lane + ${
-                  i * lanes
-                }u < CHUNKS) * ${qScale};`
-                : `      qv[${qi(r, i, j)}] = load_q(qb + (lane + ${
-                  i * lanes
-                }u) * ${V4}u + ${j}u) * ${qScale};`)
-          }
-    }`)
-      }
-`
-  }    // Tokens row r may see: causal within the last qLen tokens, and inside this piece.
+${query.load}
+    // Tokens row r may see: causal within the last qLen tokens, and inside this piece.
     var lim = array<u32, ${RP}>();
 ${
     lines(RP, (r) =>

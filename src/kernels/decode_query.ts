@@ -1,0 +1,162 @@
+/**
+ * The decode kernel's query rows: where a thread finds them (its registers in f32, its registers
+ * in f16 for packed f16 dot products, or the workgroup's memory) and the step's dot products of
+ * its K chunks with them. Pieces of the source `decodeKernelWGSL` splices together.
+ *
+ * @module
+ */
+
+import { grid, lines } from "./decode_step.ts";
+
+/** The block's geometry and the query rows' home: what the generated statements index. */
+export interface QueryShape {
+  /** Rows per block. */
+  readonly RB: number;
+  /** Rows this thread holds (`RB / rowSets`). */
+  readonly RP: number;
+  /** Tokens loaded per group and step. */
+  readonly U: number;
+  /** K chunks per lane. */
+  readonly CPL: number;
+  /** `vec4<f32>` per chunk. */
+  readonly V4: number;
+  /** Lanes sharing a token. */
+  readonly lanes: number;
+  /** Threads per workgroup. */
+  readonly W: number;
+  /** The lanes do not divide K's chunks: the last round is padded (`kpad`). */
+  readonly padK: boolean;
+  /** The WGSL block row of this thread's row `r`. */
+  readonly row: (r: number) => string;
+  /** WGSL factor of the queries (the softmax scale in log2 units, times a per-tensor K scale). */
+  readonly qScale: string;
+  /** Packed f16 dot products (`halfMath` on f16 KV): K chunks arrive as `KHalves`. */
+  readonly half: boolean;
+  /** The block's rows in workgroup memory (`queryShared`; ignored with `half`). */
+  readonly shared: boolean;
+}
+
+/** The query rows' WGSL: workgroup declarations, the piece's loads, and the step's dots. */
+export interface QueryWGSL {
+  /** Module-scope declarations (the `q_sh` array, the `KHalves` chunk type). */
+  readonly workgroup: string;
+  /** Start of a piece: the rows pre-scaled into log2 units, missing rows 0. */
+  readonly load: string;
+  /** A step's partial dot products `d{u}_{r}` of the lane's chunks of `U` tokens. */
+  readonly dots: string;
+}
+
+/**
+ * The query rows' WGSL for a kernel shape.
+ *
+ * @example
+ * ```ts
+ * import { queryRowsWGSL } from "./decode_query.ts";
+ * const q = queryRowsWGSL({
+ *   RB: 4, RP: 4, U: 2, CPL: 2, V4: 2, lanes: 8, W: 128, padK: false,
+ *   row: (r) => `${r}u`, qScale: "params.scale_log2", half: false, shared: true,
+ * });
+ * console.log(q.workgroup.includes("q_sh"), q.dots.includes("let qq = q_sh[")); // true true
+ * ```
+ */
+export function queryRowsWGSL(shape: QueryShape): QueryWGSL {
+  const { RB, RP, U, CPL, V4, lanes, W, padK, row, qScale, half } = shape;
+  // Packed f16 dot products (`halfMath`, f16 KV on devices with `shader-f16`): K's halves are
+  // used as they are stored, against the query rows rounded to f16, two products per
+  // instruction; each lane's partial sum of a row is carried in f16 (8 products per half at
+  // d128), then added in f32. Query rows stay in registers (half the registers of f32 rows).
+  // Query rows in workgroup memory: each vec4 is read once per step and used for the step's U
+  // tokens, so no thread holds the rows in registers. Rows are padded with zeros to the lanes'
+  // rounds of chunks (a padded lane's products then vanish, as with registers).
+  const shared = shape.shared && !half;
+  const E4 = CPL * V4; // vec4<f32> per lane per row of q
+  const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
+  const QS = CPL * lanes * V4; // vec4<f32> per row of q_sh
+  const qShared = (r: number, i: number, j: number) =>
+    `q_sh[${row(r)} * ${QS}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u]`;
+  // Index of a row's query halves: row, chunk, half of the chunk (2 vec4<f16> per 16 bytes).
+  const hi = (r: number, i: number, j: number) => (r * CPL + i) * 2 + j;
+  // A lane's query chunk `i` of a row starting at `qb`: the padded round reads the row's last
+  // chunk again (`kpad`) and keeps it only for lanes inside the row.
+  const chunkAt = (i: number) =>
+    padK && i === CPL - 1
+      ? { at: "(lane + kpad)", keep: `lane + ${i * lanes}u < CHUNKS` }
+      : { at: `(lane + ${i * lanes}u)`, keep: "" };
+  const loadQ = (i: number, j: number) => {
+    const c = chunkAt(i);
+    const v = `load_q(qb + ${c.at} * ${V4}u + ${j}u)`;
+    return c.keep ? `select(Z4, ${v}, ${c.keep}) * ${qScale}` : `${v} * ${qScale}`;
+  };
+  const perRow = (body: (r: number) => string) =>
+    lines(RP, (r) =>
+      `    if (${row(r)} < n_rows) {
+      let qb = query_row(q_start, q_len, kv_head, r0 + ${row(r)}) * D4;
+${body(r)}
+    }`);
+
+  const workgroup = `${
+    half
+      ? "\n// One 16-byte chunk of f16 K, used as stored.\nstruct KHalves { lo: vec4<f16>, hi: vec4<f16> }"
+      : ""
+  }${shared ? `\nvar<workgroup> q_sh: array<vec4<f32>, ${RB * QS}>;` : ""}`;
+
+  const load = half
+    ? `    // This lane's chunks of the block's query rows, pre-scaled into log2 units and rounded to
+    // f16; missing rows 0.
+    var qh = array<vec4<f16>, ${RP * CPL * 2}>();
+${perRow((r) => grid(CPL, 2, (i, j) => `      qh[${hi(r, i, j)}] = vec4<f16>(${loadQ(i, j)});`))}`
+    : shared
+    ? `    // The block's query rows, pre-scaled into log2 units; missing rows 0.
+    for (var e = lid; e < ${RB * QS}u; e += ${W}u) {
+      let rr = e / ${QS}u;
+      let c = e % ${QS}u;
+      var qq = Z4;
+      if (rr < n_rows && c < D4) {
+        qq = load_q(query_row(q_start, q_len, kv_head, r0 + rr) * D4 + c) * ${qScale};
+      }
+      q_sh[e] = qq;
+    }
+    workgroupBarrier();`
+    : `    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
+    var qv = array<vec4<f32>, ${RP * E4}>();
+${perRow((r) => grid(CPL, V4, (i, j) => `      qv[${qi(r, i, j)}] = ${loadQ(i, j)};`))}`;
+
+  const unpackK = (u: number) =>
+    lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`);
+  const dots = half
+    ? grid(
+      U,
+      RP,
+      (u, r) =>
+        `      let h${u}_${r} = ${
+          Array.from({ length: CPL * 2 }, (_, x) => [Math.floor(x / 2), x % 2]).reduce(
+            (acc, [i, j]) => `fma(k${u}_${i}.${j ? "hi" : "lo"}, qh[${hi(r, i, j)}], ${acc})`,
+            "vec4<f16>(0.0h)",
+          )
+        };
+      let hh${u}_${r} = h${u}_${r}.xy + h${u}_${r}.zw;
+      var d${u}_${r} = f32(hh${u}_${r}.x) + f32(hh${u}_${r}.y);`,
+    )
+    : shared
+    ? `${lines(U, unpackK)}
+${grid(U, RP, (u, r) => `      var d${u}_${r} = 0.0;`)}
+${
+      grid(RP, CPL * V4, (r, x) => {
+        const i = Math.floor(x / V4), j = x % V4;
+        return `      {
+        let qq = ${qShared(r, i, j)};
+${lines(U, (u) => `        d${u}_${r} += dot(kf${u}_${i}[${j}], qq);`)}
+      }`;
+      })
+    }`
+    : lines(U, (u) =>
+      `${unpackK(u)}
+${
+        lines(RP, (r) =>
+          `      var d${u}_${r} = ${
+            grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], qv[${qi(r, i, j)}])`).split("\n")
+              .join(" + ")
+          };`)
+      }`);
+  return { workgroup, load, dots };
+}
