@@ -5,10 +5,10 @@
  *
  * - `lean`: equal cuts over the whole order (stream-K), runs cross segment boundaries; unless a
  *   segment-aligned cut (see {@linkcode alignedCut}) costs no more, or runs in one wave and costs
- *   at most 5% more (see {@linkcode partitionCost}, {@linkcode preferAligned}), as when the segments already fill the grid evenly: then crossing
- *   buys little and costs pieces, and runs that start at different token positions in different
- *   KV heads read K/V more slowly than runs that walk the heads' rows in step (bench/notes.md,
- *   session 19);
+ *   at most 5% more (see {@linkcode partitionCost}, {@linkcode preferAligned}), as when the
+ *   segments already fill the grid evenly: then crossing buys little and costs pieces, and runs
+ *   that start at different token positions in different KV heads read K/V more slowly than runs
+ *   that walk the heads' rows in step (bench/notes.md, session 19);
  * - `split` (FlashDecoding): every segment cut into the same number of balanced chunks;
  * - `single` (FlashAttention-2): a cut at every segment boundary and nowhere else.
  *
@@ -63,7 +63,7 @@ export const PIECE_COST_TILES = 4;
 /**
  * Share of a GPU-sized grid (at least {@linkcode SATURATING_MIN_GRID} workgroups) whose
  * workgroups already stream K/V at the memory's rate: on the H200, 428 workgroups of 502 (one run
- * per segment) read b64 16k MHA at 101% of the read ceiling, 16% faster than 502 equal runs
+ * per segment) read b64 16k MHA at 101% of the read ceiling, 14% faster than 502 equal runs
  * (bench/notes.md, session 19). Smaller grids (CPU threads, tests) are modelled as compute-bound.
  */
 export const SATURATING_SHARE = 0.8;
@@ -165,8 +165,9 @@ export function alignedCut(segmentTileStarts: Uint32Array, grid: number): Partit
  * ```ts
  * import { preferAligned } from "@lean/attention/plan";
  * const segments = Uint32Array.of(0, 100, 200);
- * // Two chunks of 50 per segment (one piece each) against 50-tile runs crossing nothing.
- * console.log(preferAligned(segments, Uint32Array.of(0, 50, 100, 150, 200), Uint32Array.of(0, 50, 100, 150, 200), 4)); // true
+ * // Two chunks of 50 per segment against equal runs of 50 tiles: the same cut, so no costlier.
+ * const runs = Uint32Array.of(0, 50, 100, 150, 200);
+ * console.log(preferAligned(segments, runs, runs, 4)); // true
  * ```
  */
 export function preferAligned(
