@@ -13,19 +13,8 @@
 # On the device machine: bash .gpu/boot.sh bash bench/h200_kernels_session.sh sweep|final
 set -u
 out=${OUT:-bench/results/h200_session6}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-export NO_COLOR=1
-log="$out/session.log"
-stamp() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$log"; }
-# Runs a Deno script under a timeout, its output (minus npm warnings) into a file of its own.
-run_deno() {
-  local limit=$1 file=$2
-  shift 2
-  timeout "$limit" deno run -A --unstable-webgpu --v8-flags=--expose-gc "$@" 2>&1 |
-    grep -v -E '^Warning|lifecycle|node_modules|^\s*$|│|╭|╰' >"$out/$file"
-  stamp "exit ${PIPESTATUS[0]} ($file)"
-}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/session_lib.sh"
 anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
 stamp "${1:-sweep}"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee -a "$log"

@@ -9,19 +9,8 @@
 # On the device machine: bash .gpu/boot.sh bash bench/h200_variants_session.sh
 set -u
 out=${OUT:-bench/results/h200_variants}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-export NO_COLOR=1
-log="$out/session.log"
-stamp() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$log"; }
-# Runs a Deno script under a timeout, its output (minus npm warnings) into a file of its own.
-run_deno() {
-  local limit=$1 file=$2
-  shift 2
-  timeout "$limit" deno run -A --unstable-webgpu --v8-flags=--expose-gc "$@" 2>&1 |
-    grep -v -E '^Warning|lifecycle|node_modules|^\s*$|│|╭|╰' >"$out/$file"
-  stamp "exit ${PIPESTATUS[0]} ($file)"
-}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/session_lib.sh"
 
 if [ "${1:-}" = final ]; then
   # The last call: the cross-feature tests on a hardware GPU; with the kernel table of the second

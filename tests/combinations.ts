@@ -19,7 +19,7 @@ import {
   type VariantOptions,
 } from "../mod.ts";
 import { decodeInputKV, KV_DTYPE_INFO } from "../src/core/dtypes.ts";
-import type { PageLayout } from "../runner.ts";
+import type { IndptrPageTableOptions, PageLayout } from "../runner.ts";
 import type { KernelFamily } from "./kernel_set.ts";
 import { type CaseSpec, describeSpec, makeInput, seededRng } from "./helpers.ts";
 
@@ -369,4 +369,25 @@ export function familyCaseArb(family: KernelFamily, variants: boolean): fc.Arbit
       tileTokens: GPU_TILE,
     };
   });
+}
+
+/** The FlashInfer-style table of scattered pages (`headDimV` given only when V's rows differ). */
+export function indptrOptions(input: DecodeInput, pages: ScatteredPages): IndptrPageTableOptions {
+  const indptr = [0];
+  for (const t of pages.pageTables) indptr.push(indptr[indptr.length - 1] + t.length);
+  return {
+    indptr,
+    indices: pages.pageTables.flat(),
+    lastPageLen: Array.from(
+      input.seqLens,
+      (n) => n === 0 ? 0 : n - (Math.ceil(n / pages.pageSize) - 1) * pages.pageSize,
+    ),
+    pageSize: pages.pageSize,
+    numPages: pages.numPages,
+    numKVHeads: input.numKVHeads,
+    headDim: input.headDim,
+    ...(input.headDimV === undefined ? {} : { headDimV: input.headDimV }),
+    kvDtype: input.kvDtype,
+    layout: pages.layout,
+  };
 }

@@ -21,6 +21,7 @@ import {
   comboArb,
   comboInput,
   describeCombo,
+  indptrOptions,
   scatterPages,
   shapeOf,
   work,
@@ -66,23 +67,7 @@ Deno.test("runner page tables (createIndptrPageTable) with planForCache equal de
         const input = comboInput(c);
         const label = `${describeCombo(c)} page ${1 << pageShift} ${layout}`;
         const pages = scatterPages(input, 1 << pageShift, layout, c.spec.seed);
-        const indptr = [0];
-        for (const t of pages.pageTables) indptr.push(indptr[indptr.length - 1] + t.length);
-        const table = createIndptrPageTable({
-          indptr,
-          indices: pages.pageTables.flat(),
-          lastPageLen: Array.from(
-            input.seqLens,
-            (n) => n === 0 ? 0 : n - (Math.ceil(n / pages.pageSize) - 1) * pages.pageSize,
-          ),
-          pageSize: pages.pageSize,
-          numPages: pages.numPages,
-          numKVHeads: input.numKVHeads,
-          headDim: input.headDim,
-          ...(input.headDimV === undefined ? {} : { headDimV: input.headDimV }),
-          kvDtype: input.kvDtype,
-          layout,
-        });
+        const table = createIndptrPageTable(indptrOptions(input, pages));
         const step = {
           seqs: table.seqs,
           numHeads: input.numHeads,

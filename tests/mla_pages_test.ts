@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { createPlan, type DecodeInput, type KVDtype, STRATEGIES } from "../mod.ts";
+import { createPlan, type KVDtype, STRATEGIES } from "../mod.ts";
 import { executePlanOnCpu, resolveScale } from "../plan.ts";
 import {
   createAttentionEncoder,
@@ -21,31 +21,10 @@ import {
   type PageLayout,
   planForCache,
 } from "../runner.ts";
-import { type ScatteredPages, scatterPages, shapeOf } from "./combinations.ts";
+import { indptrOptions, scatterPages, shapeOf } from "./combinations.ts";
 import { assertMatchesReference, fcParams, makeInput, sameBits } from "./helpers.ts";
 import { gpuBuffer, type GpuUnderTest, openGpu, readF32, STORAGE } from "./gpu_device.ts";
 import { assertInKernelSet, MLA_WIDE, softwareSkip } from "./kernel_set.ts";
-
-/** The FlashInfer-style table of scattered pages (`headDimV` given only when V's rows differ). */
-function indptrOptions(input: DecodeInput, pages: ScatteredPages): IndptrPageTableOptions {
-  const indptr = [0];
-  for (const t of pages.pageTables) indptr.push(indptr[indptr.length - 1] + t.length);
-  return {
-    indptr,
-    indices: pages.pageTables.flat(),
-    lastPageLen: Array.from(
-      input.seqLens,
-      (n) => n === 0 ? 0 : n - (Math.ceil(n / pages.pageSize) - 1) * pages.pageSize,
-    ),
-    pageSize: pages.pageSize,
-    numPages: pages.numPages,
-    numKVHeads: input.numKVHeads,
-    headDim: input.headDim,
-    ...(input.headDimV === undefined ? {} : { headDimV: input.headDimV }),
-    kvDtype: input.kvDtype,
-    layout: pages.layout,
-  };
-}
 
 /** Query heads, KV heads, K's and V's head dims: MLA's real dims, then smaller GQA/MQA shapes. */
 const MLA_SHAPES = [
