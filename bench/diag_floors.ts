@@ -1,0 +1,205 @@
+/**
+ * Diagnostic of issue 13 (session 20): what a decode pass costs besides streaming K and V. Times
+ * lean on a few shapes with parts of the pass removed (diagnostic only: outputs are not read):
+ * the whole pass; the decode kernel's token loop skipped (its WGSL rewritten: the piece's
+ * set-up, first loads and the workgroup's merge of its groups remain); the groups' merge cut to
+ * one group (one barrier instead of one per group); the merge dispatch skipped; the decode
+ * dispatch skipped (merge alone); both skipped (a timed pass with nothing in it). Then a plain
+ * streaming read of the same bytes at two grids. The shapes separate the 4-row GQA kernel
+ * from the 1-row kernel over the same bytes (`h8/8`) and from one KV head per sequence (`b8
+ * h4/1`, each workgroup's K/V rows contiguous).
+ *
+ * Usage: deno run -A --unstable-webgpu bench/diag_floors.ts [--only=SUBSTRING|...] [--out=FILE]
+ */
+
+import { createDecoder } from "../mod.ts";
+import { makeBenchInput } from "./bench_input.ts";
+import { requestDevice } from "../src/gpu/gpu_runtime.ts";
+import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
+import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
+import type { BenchCase } from "./bench_cases.ts";
+
+const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+const out = flag("out");
+const only = flag("only")?.split("|");
+
+// Pass-encoder and shader-module hooks of the variants.
+let skip: "merge" | "decode" | "both" | undefined;
+let rewrite: ((code: string) => string) | undefined;
+const encProto =
+  (globalThis as unknown as { GPUComputePassEncoder: { prototype: Record<string, unknown> } })
+    .GPUComputePassEncoder.prototype;
+const setPipeline = encProto.setPipeline as (this: unknown, p: GPUComputePipeline) => void;
+const dispatch = encProto.dispatchWorkgroups as (this: unknown, ...a: number[]) => void;
+const merging = new WeakMap<object, boolean>();
+encProto.setPipeline = function (this: object, p: GPUComputePipeline) {
+  merging.set(this, p.label.startsWith("merge"));
+  setPipeline.call(this, p);
+};
+encProto.dispatchWorkgroups = function (this: object, ...a: number[]) {
+  const isMerge = merging.get(this) ?? false;
+  if (skip === "both" || (skip === "merge" && isMerge) || (skip === "decode" && !isMerge)) return;
+  dispatch.call(this, ...a);
+};
+const devProto = (globalThis as unknown as { GPUDevice: { prototype: Record<string, unknown> } })
+  .GPUDevice.prototype;
+const createModule = devProto.createShaderModule as (
+  this: unknown,
+  d: GPUShaderModuleDescriptor,
+) => GPUShaderModule;
+devProto.createShaderModule = function (this: object, d: GPUShaderModuleDescriptor) {
+  const code = rewrite && d.code.startsWith("// lean-attention decode kernel")
+    ? rewrite(d.code)
+    : d.code;
+  return createModule.call(this, { ...d, code });
+};
+
+const noLoop = (code: string) => {
+  const from = "for (var s0 = tok_begin; s0 < tok_end; s0 += STEP)";
+  if (!code.includes(from)) throw new Error("no token loop to skip");
+  return code.replace(from, "for (var s0 = tok_begin; s0 < tok_begin; s0 += STEP)");
+};
+const oneGroup = (code: string) => {
+  const from = "for (var gg = 0u; gg < GROUPS; gg++) {\n      if (g == gg) {";
+  if (!code.includes(from)) throw new Error("no group merge to cut");
+  return code.replace(from, "for (var gg = 0u; gg < 1u; gg++) {\n      if (g == gg) {");
+};
+
+type Variant = {
+  name: string;
+  skip?: typeof skip;
+  rewrite?: (code: string) => string;
+};
+const variants: Variant[] = [
+  { name: "lean" },
+  { name: "no loop", rewrite: noLoop },
+  { name: "1-group merge", rewrite: oneGroup },
+  { name: "no merge", skip: "merge" },
+  { name: "merge only", skip: "decode" },
+  { name: "nothing", skip: "both" },
+];
+
+const kib = (n: number) => n * 1024;
+const shape = (
+  name: string,
+  seqs: number,
+  ctx: number,
+  numHeads: number,
+  numKVHeads: number,
+): BenchCase => ({
+  name,
+  group: "diag",
+  seqLens: Array(seqs).fill(kib(ctx)),
+  numHeads,
+  numKVHeads,
+  headDim: 128,
+  qLen: 1,
+  kvDtype: "f16",
+});
+const cases: BenchCase[] = [
+  shape("gqa32/8 2k", 1, 2, 32, 8),
+  shape("gqa32/8 32k", 1, 32, 32, 8),
+  shape("gqa32/8 128k", 1, 128, 32, 8),
+  shape("b8 h4/1 128k", 8, 128, 4, 1),
+  shape("h8/8 128k", 1, 128, 8, 8),
+  shape("b1 h32 32k", 1, 32, 32, 32),
+];
+
+const device = await requestDevice(
+  (await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }))!,
+);
+const results: Record<string, unknown>[] = [];
+console.log(
+  `${"case".padEnd(14)} ${variants.map((v) => v.name.padStart(18)).join("")}` +
+    `${"read 264x128".padStart(18)}${"read 1056x256".padStart(18)}`,
+);
+for (const c of cases) {
+  if (only && !only.some((o) => c.name.includes(o))) continue;
+  const input = makeBenchInput(c);
+  const kvBytes = input.k.byteLength + input.v.byteLength;
+  const kvSets = kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
+  const cells: string[] = [];
+  for (const v of variants) {
+    skip = undefined;
+    rewrite = v.rewrite;
+    const decoder = await createDecoder({ backend: "webgpu", device });
+    try {
+      const plan = decoder.plan(input, { strategy: "lean" });
+      skip = v.skip;
+      const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
+        runs: 25,
+        kvSets,
+        warmupMs: 400,
+      });
+      cells.push(`${t.medianMs.toFixed(4)}/${t.lastWarmMs.toFixed(4)}`.padStart(18));
+      results.push({
+        case: c.name,
+        variant: v.name,
+        medianMs: t.medianMs,
+        lastWarmMs: t.lastWarmMs,
+        workgroups: plan.schedule.workgroups,
+        kvBytes,
+      });
+    } catch (e) {
+      cells.push("error".padStart(18));
+      console.error(c.name, v.name, e);
+    } finally {
+      skip = undefined;
+      rewrite = undefined;
+      await decoder.dispose();
+    }
+  }
+  for (const [groups, size] of [[264, 128], [1056, 256]]) {
+    const t = await readTime(kvBytes, kvSets, groups, size);
+    cells.push(`${t.medianMs.toFixed(4)}/${t.lastWarmMs.toFixed(4)}`.padStart(18));
+    results.push({ case: c.name, variant: `read ${groups}x${size}`, ...t, kvBytes });
+  }
+  console.log(`${c.name.padEnd(14)} ${cells.join("")}`);
+}
+if (out) await Deno.writeTextFile(out, JSON.stringify({ results }, null, 1));
+
+/** A grid-stride read of `bytes` (rotating over `sets` buffers), timed warm. */
+async function readTime(bytes: number, sets: number, groups: number, size: number) {
+  const module = device.createShaderModule({
+    code: `
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> sink: array<u32>;
+@compute @workgroup_size(${size})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  var acc = vec4<u32>(0u);
+  let stride = nwg.x * ${size}u;
+  let n = arrayLength(&src);
+  for (var i = gid.x; i < n; i += stride) { acc ^= src[i]; }
+  if (all(acc == vec4<u32>(0x9e3779b9u))) { sink[0] = acc.x; }
+}`,
+  });
+  const pipeline = device.createComputePipeline({
+    layout: "auto",
+    compute: { module, entryPoint: "main" },
+  });
+  const sink = device.createBuffer({ size: 16, usage: BufferUsage.STORAGE });
+  const srcs = Array.from(
+    { length: sets },
+    () => device.createBuffer({ size: Math.ceil(bytes / 16) * 16, usage: BufferUsage.STORAGE }),
+  );
+  const groupsOf = srcs.map((src) =>
+    device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: src } }, {
+        binding: 1,
+        resource: { buffer: sink },
+      }],
+    })
+  );
+  try {
+    const t = await timeWarm(device, (pass, i) => {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, groupsOf[i % sets]);
+      pass.dispatchWorkgroups(groups);
+    }, { runs: 25, warmupMs: 400 });
+    return { medianMs: median(t.samplesMs), lastWarmMs: t.lastWarmMs };
+  } finally {
+    for (const s of srcs) s.destroy();
+    sink.destroy();
+  }
+}
