@@ -5,6 +5,10 @@
 #              first), and lean with its paged twin (`--paged`: a KVCache of 16-token pages and
 #              the attention encoder) on Deno's WebGPU, which also times lean under its own
 #              name on the b64 cases.
+#   more       the floors diagnostic again (its first run hung on a pass with nothing to warm),
+#              the f16 cases the first Dawn run had no time for (all strategies) and the 8-bit,
+#              MLA and MQA cases on Dawn (lean), then lean and its paged twin on Deno's WebGPU
+#              on the cases whose paged time lagged (the page table now read a step ahead).
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_remeasure_session.sh remeasure
 set -u
@@ -22,5 +26,18 @@ if [ "$mode" = remeasure ]; then
     --out="$out/h200_dawn.json"
   run_deno 200 bench_paged.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --paged \
     $anchors --out="$out/h200_paged.json"
+  stamp "done"
+fi
+
+if [ "$mode" = more ]; then
+  run_deno 150 diag_floors.txt bench/diag_floors.ts
+  run_deno 240 bench_dawn2.txt bench/gpu_bench.ts --backend=dawn --check $anchors \
+    --only='b64 4k|b4 16k|b16 16k|b64 16k|d64 32k|d256 32k|ragged|qLen4' \
+    --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_dawn2.json"
+  run_deno 120 bench_dawn_kv8.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    --only='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_dawn_kv8.json"
+  run_deno 150 bench_paged2.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --paged \
+    $anchors --only='gqa32/8|b64 4k|b16|b4 16k|d64|d256|ragged|qLen4|mqa|e5m2' \
+    --out="$out/h200_paged2.json"
   stamp "done"
 fi

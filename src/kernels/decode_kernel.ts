@@ -117,6 +117,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     CPLV,
     tokenScales,
     splitV,
+    paged: spec.paged ?? false,
     kOff,
     vOff,
     prefetch: spec.prefetch ?? false,

@@ -24,6 +24,11 @@ export interface StepLoadShape {
   readonly tokenScales: boolean;
   /** V rows have their own head dim and address (`kv_addr_v`, MLA). */
   readonly splitV: boolean;
+  /**
+   * K and V through page tables: with prefetch, each token's page is read a step before its
+   * rows (`npg{u}`), so a row's request need not wait for the page table.
+   */
+  readonly paged?: boolean;
   /** WGSL offset of a lane's K chunk `i` in the row (padded rounds use `kpad`). */
   readonly kOff: (i: number) => string;
   /** WGSL offset of a lane's V chunk `i` in the row (padded rounds use `vpad`). */
@@ -65,35 +70,39 @@ export interface StepLoads {
  */
 export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
   const { G, U, CPL, CPLV, tokenScales, splitV, kOff, vOff, prefetch } = shape;
+  // Paged with prefetch: the page of each of a step's tokens is read one step ahead (`npg{u}`,
+  // for the step after the one being requested), so the requests of K and V rows never wait for
+  // a page-table read (an L2 round trip in front of every prefetch otherwise).
+  const pageAhead = (shape.paged ?? false) && prefetch !== false;
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
   // requested before this step's arithmetic, so loads stay in flight through it.
   const tokenAt = (at: string, u: number) => `min(${at} + ${u * G}u + g, tok_end - 1u)`;
   // The K part: the token's scales, its row addresses (kept for the V part) and K chunks.
   const issueK = (at: string, decl: string, prefix: string) =>
-    lines(
-      U,
-      (u) =>
-        `${
-          tokenScales
-            ? `      ${decl}${prefix}sc${u} = kv_scales[kv_row(kv_start, ${
-              tokenAt(at, u)
-            }) * n_kv + kv_head];
-`
-            : ""
-        }      let ${prefix}row${u} = kv_addr(kv_start, ${tokenAt(at, u)}, kv_head) + lane;${
-          splitV
-            ? `
-      let ${prefix}vrow${u} = kv_addr_v(kv_start, ${tokenAt(at, u)}, kv_head) + lane;`
-            : ""
-        }
+    lines(U, (u) => {
+      const t = tokenAt(at, u);
+      // Row and address functions: through the page read ahead, or from the table now.
+      const row = pageAhead ? `kv_row_at(npg${u}, ${t})` : `kv_row(kv_start, ${t})`;
+      const addr = (fn: string) =>
+        pageAhead ? `${fn}_at(npg${u}, ${t}, kv_head)` : `${fn}(kv_start, ${t}, kv_head)`;
+      return `${
+        tokenScales ? `      ${decl}${prefix}sc${u} = kv_scales[${row} * n_kv + kv_head];\n` : ""
+      }      let ${prefix}row${u} = ${addr("kv_addr")} + lane;${
+        splitV ? `\n      let ${prefix}vrow${u} = ${addr("kv_addr_v")} + lane;` : ""
+      }
 ${
-          lines(
-            CPL,
-            (i) => `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u}${kOff(i)}];`,
-          )
-        }`,
-    );
+        lines(
+          CPL,
+          (i) => `      ${decl}${prefix}k${u}_${i} = k_cache[${prefix}row${u}${kOff(i)}];`,
+        )
+      }`;
+    });
+  // The pages of the step after the one just requested (paged with prefetch).
+  const pagesAfter = (at: string, decl: string) =>
+    pageAhead
+      ? `\n${lines(U, (u) => `      ${decl}npg${u} = kv_page(kv_start, ${tokenAt(at, u)});`)}`
+      : "";
   // The V part, from the row addresses of the K part.
   const issueV = (decl: string, prefix: string) =>
     lines(
@@ -115,12 +124,16 @@ ${issueV(decl, prefix)}`;
     tokenScales ? `\n${lines(U, (u) => `      let sc${u} = nsc${u};`)}` : ""
   }`;
   const takeV = lines(U, (u) => lines(CPLV, (i) => `      let v${u}_${i} = nv${u}_${i};`));
+  const init = pageAhead
+    ? `${pagesAfter("tok_begin", "var ").slice(1)}
+${issue("tok_begin", "var ", "n")}${pagesAfter("(tok_begin + STEP)", "")}`
+    : issue("tok_begin", "var ", "n");
   if (prefetch === "split") {
     return {
       loads: `${tokens}
 ${takeK}`,
-      prefetchInit: issue("tok_begin", "var ", "n"),
-      afterDots: issueK("(s0 + STEP)", "", "n"),
+      prefetchInit: init,
+      afterDots: `${issueK("(s0 + STEP)", "", "n")}${pagesAfter("(s0 + 2u * STEP)", "")}`,
       takeV,
       afterV: issueV("", "n"),
     };
@@ -129,9 +142,9 @@ ${takeK}`,
     ? `${tokens}
 ${takeK}
 ${takeV}
-${issue("(s0 + STEP)", "", "n")}`
+${issue("(s0 + STEP)", "", "n")}${pagesAfter("(s0 + 2u * STEP)", "")}`
     : `${tokens}
 ${issue("s0", "let ", "")}`;
-  const prefetchInit = prefetch ? issue("tok_begin", "var ", "n") : "";
+  const prefetchInit = prefetch ? init : "";
   return { loads, prefetchInit, afterDots: "", takeV: "", afterV: "" };
 }

@@ -12,8 +12,9 @@ import type { KernelSpec } from "./kernel_spec.ts";
 
 /**
  * The kernel's `kv_row` (token row, NHD and dense), `kv_addr` and (V rows of another length,
- * MLA) `kv_addr_v` functions for a spec. They
- * read `params.kv_row` (chunks per token row of all heads), `params.page_shift`, the `pages`
+ * MLA) `kv_addr_v` functions for a spec, and for paged specs `kv_page` (the page of a token) with
+ * the `kv_row_at` / `kv_addr_at` / `kv_addr_v_at` forms that take it. They read
+ * `params.kv_row` (chunks per token row of all heads), `params.page_shift`, the `pages`
  * binding and the kernel's `CHUNKS` (chunks per head).
  *
  * @example
@@ -26,38 +27,59 @@ import type { KernelSpec } from "./kernel_spec.ts";
  */
 export function kvAddressWGSL(spec: KernelSpec): string {
   const paged = spec.paged ?? false;
-  const kvRow = paged
-    ? `fn kv_row(base: u32, t: u32) -> u32 {
-  return (pages[base + (t >> params.page_shift)] << params.page_shift) +
-    (t & ((1u << params.page_shift) - 1u));
-}`
-    : `fn kv_row(base: u32, t: u32) -> u32 {
+  const splitV = (spec.headDimV ?? spec.headDim) !== spec.headDim;
+  if (!paged) {
+    // V rows of their own length (MLA): the same addressing with V's chunks per head; a token
+    // row of all heads holds `params.kv_row / CHUNKS` heads.
+    return `fn kv_row(base: u32, t: u32) -> u32 {
   return base + t;
-}`;
-  const kvAddr = paged && spec.kvLayout === "HND"
-    ? `
-fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
-  let page = pages[base + (t >> params.page_shift)];
-  return ((page * params.kv_row + kv_head * CHUNKS) << params.page_shift) +
-    (t & ((1u << params.page_shift) - 1u)) * CHUNKS;
-}`
-    : `
+}
 fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
   return kv_row(base, t) * params.kv_row + kv_head * CHUNKS;
-}`;
-  // V rows of their own length (MLA): the same addressing with V's chunks per head; a token
-  // row of all heads holds `params.kv_row / CHUNKS` heads.
-  const splitV = (spec.headDimV ?? spec.headDim) !== spec.headDim;
-  const kvAddrV = !splitV ? "" : paged && spec.kvLayout === "HND"
-    ? `
-fn kv_addr_v(base: u32, t: u32, kv_head: u32) -> u32 {
-  let page = pages[base + (t >> params.page_shift)];
-  return (((page * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V) << params.page_shift) +
-    (t & ((1u << params.page_shift) - 1u)) * CHUNKS_V;
-}`
-    : `
+}${
+      splitV
+        ? `
 fn kv_addr_v(base: u32, t: u32, kv_head: u32) -> u32 {
   return (kv_row(base, t) * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V;
-}`;
-  return kvRow + kvAddr + kvAddrV;
+}`
+        : ""
+    }`;
+  }
+  // Paged: each address goes through the token's page, \`kv_page\`; the \`_at\` forms take a page
+  // read earlier, so a kernel can read the page table a step ahead of the K/V rows it locates.
+  const hnd = spec.kvLayout === "HND";
+  const inPage = "(t & ((1u << params.page_shift) - 1u))";
+  const addrAt = hnd
+    ? `((page * params.kv_row + kv_head * CHUNKS) << params.page_shift) + ${inPage} * CHUNKS`
+    : "kv_row_at(page, t) * params.kv_row + kv_head * CHUNKS";
+  const addrVAt = hnd
+    ? `(((page * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V) << params.page_shift) +
+    ${inPage} * CHUNKS_V`
+    : "(kv_row_at(page, t) * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V";
+  return `fn kv_page(base: u32, t: u32) -> u32 {
+  return pages[base + (t >> params.page_shift)];
+}
+fn kv_row_at(page: u32, t: u32) -> u32 {
+  return (page << params.page_shift) + ${inPage};
+}
+fn kv_row(base: u32, t: u32) -> u32 {
+  return kv_row_at(kv_page(base, t), t);
+}
+fn kv_addr_at(page: u32, t: u32, kv_head: u32) -> u32 {
+  return ${addrAt};
+}
+fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
+  return kv_addr_at(kv_page(base, t), t, kv_head);
+}${
+    splitV
+      ? `
+// V rows of their own length (MLA): the same addressing with V's chunks per head.
+fn kv_addr_v_at(page: u32, t: u32, kv_head: u32) -> u32 {
+  return ${addrVAt};
+}
+fn kv_addr_v(base: u32, t: u32, kv_head: u32) -> u32 {
+  return kv_addr_v_at(kv_page(base, t), t, kv_head);
+}`
+      : ""
+  }`;
 }
