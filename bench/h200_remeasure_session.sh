@@ -9,6 +9,9 @@
 #              the f16 cases the first Dawn run had no time for (all strategies) and the 8-bit,
 #              MLA and MQA cases on Dawn (lean), then lean and its paged twin on Deno's WebGPU
 #              on the cases whose paged time lagged (the page table now read a step ahead).
+#   merge      after the parallel group merge: the GPU tests of the changed kernels, the floors
+#              diagnostic on three shapes, every case on Deno's WebGPU with the paged twin of
+#              lean (all strategies, checked against float64), and the 8-bit, MLA and MQA rows.
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_remeasure_session.sh remeasure
 set -u
@@ -39,5 +42,18 @@ if [ "$mode" = more ]; then
   run_deno 150 bench_paged2.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --paged \
     $anchors --only='gqa32/8|b64 4k|b16|b4 16k|d64|d256|ragged|qLen4|mqa|e5m2' \
     --out="$out/h200_paged2.json"
+  stamp "done"
+fi
+
+if [ "$mode" = merge ]; then
+  LEAN_TEST_BACKENDS=cpu,webgpu timeout 90 deno test -A --unstable-webgpu \
+    tests/decode_test.ts tests/kernel_options_test.ts tests/paged_test.ts tests/mla_test.ts \
+    >"$out/tests_merge.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_merge.log" | tail -1))"
+  run_deno 75 diag_floors.txt bench/diag_floors.ts --only='gqa32/8 2k|gqa32/8 128k|h8/8'
+  run_deno 280 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check --paged $anchors \
+    --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_webgpu.json"
+  run_deno 90 bench_kv8_mla.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --only='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_kv8_mla.json"
   stamp "done"
 fi

@@ -28,7 +28,7 @@ import {
 import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
 import { grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
 import { stepLoadsWGSL } from "./decode_loads.ts";
-import { pieceOutputWGSL } from "./decode_output.ts";
+import { groupMergeBytes, groupMergeWorkgroupWGSL, pieceOutputWGSL } from "./decode_output.ts";
 import { queryRowsWGSL } from "./decode_query.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import {
@@ -52,8 +52,8 @@ export interface WGSLOptions {
   enableDirective?: boolean;
 }
 
-/** Bytes of workgroup memory the decode kernel declares. */
-export function decodeWorkgroupBytes(spec: KernelSpec): number {
+/** Bytes of workgroup memory the decode kernel declares besides its group merge's. */
+function baseWorkgroupBytes(spec: KernelSpec): number {
   const l = kernelLayout(spec);
   const acc = spec.rowsPerBlock * (spec.headDimV ?? spec.headDim) * 4;
   const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
@@ -63,6 +63,13 @@ export function decodeWorkgroupBytes(spec: KernelSpec): number {
     ? spec.rowsPerBlock * l.chunksPerLane * l.lanes * (spec.headDim / l.chunks) * 4
     : 0;
   return acc + maxima + exchange + query;
+}
+
+/** Bytes of workgroup memory the decode kernel declares. */
+export function decodeWorkgroupBytes(spec: KernelSpec): number {
+  const base = baseWorkgroupBytes(spec);
+  const { groups } = kernelLayout(spec);
+  return base + groupMergeBytes(groups, spec.rowsPerBlock, spec.headDimV ?? spec.headDim, base);
 }
 
 /**
@@ -110,6 +117,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const vOff = (i: number) => (padV && i === CPLV - 1 ? " + vpad" : ` + ${i * lanes}u`);
 
   const half = halfMath(spec); // packed f16 dot products: K chunks as `KHalves`
+  const usedBytes = baseWorkgroupBytes(spec); // workgroup memory besides the group merge's
   const { loads, prefetchInit, afterDots, takeV, afterV } = stepLoadsWGSL({
     G,
     U,
@@ -236,7 +244,7 @@ const DIRECT: u32 = 0xffffffffu;
 var<workgroup> acc: array<vec4<f32>, ${RB * (DV / 4)}>;
 var<workgroup> m_sh: array<f32, ${G * RB}>;
 var<workgroup> l_sh: array<f32, ${RB}>;
-var<workgroup> bad_sh: array<atomic<u32>, ${RB}>;
+var<workgroup> bad_sh: array<atomic<u32>, ${RB}>;${groupMergeWorkgroupWGSL(G, RB, DV, usedBytes)}
 ${exchange}${query.workgroup}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
@@ -340,6 +348,8 @@ ${
       DV,
       W,
       lanes,
+      G,
+      usedBytes,
       CPLV,
       V4,
       padV,

@@ -1,6 +1,7 @@
 /**
- * The end of a decode kernel's piece: merging the token groups' softmax states in group order,
- * then writing the block's rows, as the final output and LSE (direct pieces) or as a partial
+ * The end of a decode kernel's piece: merging the token groups' softmax states in group order
+ * (in parallel over the output's elements, a few rows per round, where the groups' rows fit the
+ * workgroup memory budget; one group after another otherwise), then writing the block's rows, as the final output and LSE (direct pieces) or as a partial
  * state (unnormalised output, max, sum) for the merge kernel. A piece of the source
  * `decodeKernelWGSL` splices together.
  *
@@ -25,6 +26,10 @@ export interface PieceOutputShape {
   readonly W: number;
   /** Lanes sharing a token. */
   readonly lanes: number;
+  /** Token groups in the workgroup. */
+  readonly G: number;
+  /** Workgroup memory the kernel declares besides the group merge's (bytes). */
+  readonly usedBytes: number;
   /** V chunks per lane. */
   readonly CPLV: number;
   /** `vec4<f32>` per chunk. */
@@ -43,6 +48,161 @@ export interface PieceOutputShape {
   readonly outHalf: boolean;
 }
 
+/** Workgroup memory the groups' posted rows may take at most (bytes). */
+export const GROUP_MERGE_BYTES = 8192;
+
+/** Workgroup memory a decode kernel may declare in all: WebGPU's default limit (bytes). */
+export const WORKGROUP_BYTES_LIMIT = 16384;
+
+/**
+ * Rows of every group posted per round of the parallel group merge: the largest power of two
+ * dividing the block's rows whose posts (`groups x rows x DV` floats) fit
+ * {@linkcode GROUP_MERGE_BYTES} and, beside the kernel's other workgroup memory (`usedBytes`)
+ * and the groups' sums, {@linkcode WORKGROUP_BYTES_LIMIT}; 0 where not even one row fits (the
+ * merge then goes one group after another through `acc`).
+ *
+ * @example
+ * ```ts
+ * import { groupMergeRows } from "./decode_output.ts";
+ * console.log(groupMergeRows(16, 4, 128, 2048), groupMergeRows(8, 4, 64, 1024)); // 1 4
+ * console.log(groupMergeRows(16, 1, 128, 12000)); // 0
+ * ```
+ */
+export function groupMergeRows(
+  groups: number,
+  rowsPerBlock: number,
+  headDimV: number,
+  usedBytes: number,
+): number {
+  const budget = Math.min(
+    GROUP_MERGE_BYTES,
+    WORKGROUP_BYTES_LIMIT - usedBytes - groups * rowsPerBlock * 4,
+  );
+  for (let rows = rowsPerBlock; rows >= 1; rows >>= 1) {
+    if (rowsPerBlock % rows === 0 && groups * rows * headDimV * 4 <= budget) {
+      return rows;
+    }
+  }
+  return 0;
+}
+
+/**
+ * Workgroup memory of the parallel group merge in bytes (the posted rows and the groups' sums),
+ * 0 where {@linkcode groupMergeRows} is 0.
+ *
+ * @example
+ * ```ts
+ * import { groupMergeBytes } from "./decode_output.ts";
+ * console.log(groupMergeBytes(16, 4, 128, 2048)); // 8448
+ * ```
+ */
+export function groupMergeBytes(
+  groups: number,
+  rowsPerBlock: number,
+  headDimV: number,
+  usedBytes: number,
+): number {
+  const rows = groupMergeRows(groups, rowsPerBlock, headDimV, usedBytes);
+  return rows === 0 ? 0 : groups * rows * headDimV * 4 + groups * rowsPerBlock * 4;
+}
+
+/**
+ * The module-scope declarations of the parallel group merge (`red`: each group's posted rows;
+ * `l_g`: each group's sums), empty where the merge goes one group after another.
+ *
+ * @example
+ * ```ts
+ * import { groupMergeWorkgroupWGSL } from "./decode_output.ts";
+ * console.log(groupMergeWorkgroupWGSL(16, 4, 128, 2048).includes("var<workgroup> red")); // true
+ * ```
+ */
+export function groupMergeWorkgroupWGSL(
+  groups: number,
+  rowsPerBlock: number,
+  headDimV: number,
+  usedBytes: number,
+): string {
+  const rows = groupMergeRows(groups, rowsPerBlock, headDimV, usedBytes);
+  return rows === 0 ? "" : `
+// Each group's rescaled output rows of one round of the group merge, and each group's sums.
+var<workgroup> red: array<vec4<f32>, ${groups * rows * (headDimV / 4)}>;
+var<workgroup> l_g: array<f32, ${groups * rowsPerBlock}>;`;
+}
+
+/** The statements that add the groups' rescaled states into `acc` and `l_sh`, in group order. */
+function groupSumsWGSL(shape: PieceOutputShape): string {
+  const { RB, RP, RS, DV, W, lanes, G, CPLV, V4, padV, row, oi } = shape;
+  const RR = groupMergeRows(G, RB, DV, shape.usedBytes);
+  const DV4 = DV / 4;
+  const guard = (i: number, stmt: string) =>
+    padV && i === CPLV - 1 ? `if (lane + ${i * lanes}u < CHUNKS_V) { ${stmt} }` : stmt;
+  if (RR === 0) {
+    // One group after another: each adds its rows into `acc` and its sums into `l_sh`.
+    return `    for (var gg = 0u; gg < GROUPS; gg++) {
+      if (g == gg) {
+${
+      lines(RP, (r) =>
+        grid(CPLV, V4, (i, j) => {
+          const at = `${row(r)} * ${DV4}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
+          const o = `o[${oi(r, i, j)}]`;
+          return `        ${guard(i, `acc[${at}] = select(acc[${at}] + ${o}, ${o}, gg == 0u);`)}`;
+        }))
+    }
+        if (lane == 0u) {
+${
+      lines(RP, (r) =>
+        `          l_sh[${row(r)}] = select(l_sh[${row(r)}] + l[${r}], l[${r}], gg == 0u);`)
+    }
+        }
+      }
+      workgroupBarrier();
+    }`;
+  }
+  // In parallel: each round, every group posts `RR` of its rows into `red`, then each thread
+  // adds one output vector over the groups in group order (the one-by-one merge's order, so the
+  // sums are equal to the bit) into `acc`. Two barriers per round instead of one per group, and
+  // every thread busy.
+  const writes = (r: number, rr: string) =>
+    grid(CPLV, V4, (i, j) => {
+      const at = `(g * ${RR}u + ${rr}) * ${DV4}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
+      return `        ${guard(i, `red[${at}] = o[${oi(r, i, j)}];`)}`;
+    });
+  const post = (k: number) =>
+    Array.from({ length: RP }, (_, r) => {
+      if (RS === 1) {
+        return r >= k * RR && r < (k + 1) * RR
+          ? `      {\n${writes(r, `${r - k * RR}u`)}\n      }`
+          : "";
+      }
+      return `      if (${row(r)} >= ${k * RR}u && ${row(r)} < ${(k + 1) * RR}u) {
+${writes(r, `${row(r)} - ${k * RR}u`)}
+      }`;
+    }).filter((x) => x !== "").join("\n");
+  const rounds = RB / RR;
+  const lastSums = `
+      if (lid < ${RB}u) {
+        var s = l_g[lid];
+        for (var gg = 1u; gg < GROUPS; gg++) { s += l_g[gg * ${RB}u + lid]; }
+        l_sh[lid] = s;
+      }`;
+  return `    if (lane == 0u) {
+${lines(RP, (r) => `      l_g[g * ${RB}u + ${row(r)}] = l[${r}];`)}
+    }
+${
+    lines(rounds, (k) =>
+      `    {
+${post(k)}
+      workgroupBarrier();
+      for (var e = lid; e < ${RR * DV4}u; e += ${W}u) {
+        var s = red[e];
+        for (var gg = 1u; gg < GROUPS; gg++) { s += red[gg * ${RR * DV4}u + e]; }
+        acc[${k * RR * DV4}u + e] = s;
+      }${k === rounds - 1 ? lastSums : ""}
+      workgroupBarrier();
+    }`)
+  }`;
+}
+
 /**
  * Merges the token groups' states (`m`, `l`, `o`) and writes the block's rows: the output and
  * LSE of a direct piece, or the partial state of a piece with a slot.
@@ -51,7 +211,7 @@ export interface PieceOutputShape {
  * ```ts
  * import { pieceOutputWGSL } from "./decode_output.ts";
  * const wgsl = pieceOutputWGSL({
- *   RB: 1, RP: 1, RS: 1, DV: 64, W: 64, lanes: 8, CPLV: 1, V4: 2, padV: false,
+ *   RB: 1, RP: 1, RS: 1, DV: 64, W: 64, lanes: 8, G: 8, usedBytes: 512, CPLV: 1, V4: 2, padV: false,
  *   row: (r) => `${r}u`, oi: (r, i, j) => r * 2 + i * 2 + j,
  *   sinks: false, vScale: false, outHalf: false,
  * });
@@ -59,7 +219,7 @@ export interface PieceOutputShape {
  * ```
  */
 export function pieceOutputWGSL(shape: PieceOutputShape): string {
-  const { RB, RP, RS, DV, W, lanes, CPLV, V4, padV, row, oi } = shape;
+  const { RB, RP, RS, W, CPLV, V4, row, oi } = shape;
   // Sinks join the denominator of the rows this kernel finishes itself (direct pieces).
   const fin = shape.sinks
     ? { l: "fin_l", m: "fin_m", scaled: (v: string, r: string) => `${v} * fin_c[${r}]` }
@@ -92,29 +252,7 @@ ${
 ${grid(CPLV, V4, (i, j) => `      o[${oi(r, i, j)}] *= sc;`)}
     }`)
   }
-    for (var gg = 0u; gg < GROUPS; gg++) {
-      if (g == gg) {
-${
-    lines(RP, (r) =>
-      grid(CPLV, V4, (i, j) => {
-        const at = `${row(r)} * ${DV / 4}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
-        const write = `acc[${at}] = select(acc[${at}] + o[${oi(r, i, j)}], o[${
-          oi(r, i, j)
-        }], gg == 0u);`;
-        return padV && i === CPLV - 1
-          ? `        if (lane + ${i * lanes}u < CHUNKS_V) { ${write} }`
-          : `        ${write}`;
-      }))
-  }
-        if (lane == 0u) {
-${
-    lines(RP, (r) =>
-      `          l_sh[${row(r)}] = select(l_sh[${row(r)}] + l[${r}], l[${r}], gg == 0u);`)
-  }
-        }
-      }
-      workgroupBarrier();
-    }
+${groupSumsWGSL(shape)}
 
 ${
     shape.sinks
