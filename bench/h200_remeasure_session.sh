@@ -12,6 +12,7 @@
 #   merge      after the parallel group merge: the GPU tests of the changed kernels, the floors
 #              diagnostic on three shapes, every case on Deno's WebGPU with the paged twin of
 #              lean (all strategies, checked against float64), and the 8-bit, MLA and MQA rows.
+#   dawn       the multi-row cases on Dawn again after the parallel group merge (all strategies).
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_remeasure_session.sh remeasure
 set -u
@@ -55,5 +56,12 @@ if [ "$mode" = merge ]; then
     --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_webgpu.json"
   run_deno 90 bench_kv8_mla.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --only='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_kv8_mla.json"
+  stamp "done"
+fi
+
+if [ "$mode" = dawn ]; then
+  run_deno 250 bench_dawn3.txt bench/gpu_bench.ts --backend=dawn --check $anchors \
+    --only='gqa32/8|b4 4k|b16 4k|b4 16k|b16 16k|qLen4|ragged|d64 32k|d256 32k' \
+    --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_dawn3.json"
   stamp "done"
 fi
