@@ -1,9 +1,9 @@
 /**
  * The end of a decode kernel's piece: merging the token groups' softmax states in group order
  * (in parallel over the output's elements, a few rows per round, where the groups' rows fit the
- * workgroup memory budget; one group after another otherwise), then writing the block's rows, as the final output and LSE (direct pieces) or as a partial
- * state (unnormalised output, max, sum) for the merge kernel. A piece of the source
- * `decodeKernelWGSL` splices together.
+ * workgroup memory budget; one group after another otherwise), then writing the block's rows, as
+ * the final output and LSE (direct pieces) or as a partial state (unnormalised output, max, sum)
+ * for the merge kernel. A piece of the source `decodeKernelWGSL` splices together.
  *
  * @module
  */
@@ -161,7 +161,8 @@ ${
   // In parallel: each round, every group posts `RR` of its rows into `red`, then each thread
   // adds one output vector over the groups in group order (the one-by-one merge's order, so the
   // sums are equal to the bit) into `acc`. Two barriers per round instead of one per group, and
-  // every thread busy.
+  // the additions spread over the threads instead of one group's lanes at a time (at 4 x d128 the
+  // one-by-one merge took about 10 us of a pass: bench/notes.md, session 20).
   const writes = (r: number, rr: string) =>
     grid(CPLV, V4, (i, j) => {
       const at = `(g * ${RR}u + ${rr}) * ${DV4}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
