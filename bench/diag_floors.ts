@@ -1,14 +1,14 @@
 /**
  * Diagnostic of issue 13 (session 20): what a decode pass costs besides streaming K and V. Times
  * lean on a few shapes with parts of the pass removed (diagnostic only: outputs are not read):
- * the whole pass; the decode kernel's token loop skipped (its WGSL rewritten: the piece's
- * set-up, first loads and the workgroup's merge of its groups remain); the groups' merge cut to
- * one group (one barrier instead of one per group); the merge dispatch skipped; the decode
- * dispatch skipped (merge alone; a pass with nothing in it is the benchmark's empty pass, and
- * cannot be warmed by time: its recordings take none). Then a plain
- * streaming read of the same bytes at two grids. The shapes separate the 4-row GQA kernel
- * from the 1-row kernel over the same bytes (`h8/8`) and from one KV head per sequence (`b8
- * h4/1`, each workgroup's K/V rows contiguous).
+ * the whole pass; the decode kernel's token loop skipped (its WGSL rewritten: the piece's set-up,
+ * first loads and the workgroup's merge of its groups remain); the merge dispatch skipped; the
+ * decode dispatch skipped (the merge alone; a pass with nothing in it is the benchmark's empty
+ * pass, and cannot be warmed by time: its recordings take none). Then a plain streaming read of
+ * the same bytes at two grids. The shapes separate the 4-row GQA kernel from the 1-row kernel
+ * over the same bytes (`h8/8`) and from one KV head per sequence (`b8 h4/1`, each workgroup's K/V
+ * rows contiguous). (Session 20's first runs also cut the groups' one-by-one merge to one group;
+ * the kernels now merge the groups in parallel, so that variant is gone: bench/notes.md.)
  *
  * Usage: deno run -A --unstable-webgpu bench/diag_floors.ts [--only=SUBSTRING|...] [--out=FILE]
  */
@@ -60,12 +60,6 @@ const noLoop = (code: string) => {
   if (!code.includes(from)) throw new Error("no token loop to skip");
   return code.replace(from, "for (var s0 = tok_begin; s0 < tok_begin; s0 += STEP)");
 };
-const oneGroup = (code: string) => {
-  const from = "for (var gg = 0u; gg < GROUPS; gg++) {\n      if (g == gg) {";
-  if (!code.includes(from)) throw new Error("no group merge to cut");
-  return code.replace(from, "for (var gg = 0u; gg < 1u; gg++) {\n      if (g == gg) {");
-};
-
 type Variant = {
   name: string;
   skip?: typeof skip;
@@ -74,7 +68,6 @@ type Variant = {
 const variants: Variant[] = [
   { name: "lean" },
   { name: "no loop", rewrite: noLoop },
-  { name: "1-group merge", rewrite: oneGroup },
   { name: "no merge", skip: "merge" },
   { name: "merge only", skip: "decode" },
 ];
