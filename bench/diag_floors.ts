@@ -13,7 +13,7 @@
  * Usage: deno run -A --unstable-webgpu bench/diag_floors.ts [--only=SUBSTRING|...] [--out=FILE]
  */
 
-import { createDecoder } from "../mod.ts";
+import { type DispatchSkip, installDispatchFilter, kvSetsFor, timeLeanCell } from "./diag_lib.ts";
 import { makeBenchInput } from "./bench_input.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
@@ -24,24 +24,9 @@ const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))
 const out = flag("out");
 const only = flag("only")?.split("|");
 
-// Pass-encoder and shader-module hooks of the variants.
-let skip: "merge" | "decode" | undefined;
+// The variants' hooks: a filter on the pass's dispatches and a rewrite of the decode kernel's WGSL.
+const filter = installDispatchFilter();
 let rewrite: ((code: string) => string) | undefined;
-const encProto =
-  (globalThis as unknown as { GPUComputePassEncoder: { prototype: Record<string, unknown> } })
-    .GPUComputePassEncoder.prototype;
-const setPipeline = encProto.setPipeline as (this: unknown, p: GPUComputePipeline) => void;
-const dispatch = encProto.dispatchWorkgroups as (this: unknown, ...a: number[]) => void;
-const merging = new WeakMap<object, boolean>();
-encProto.setPipeline = function (this: object, p: GPUComputePipeline) {
-  merging.set(this, p.label.startsWith("merge"));
-  setPipeline.call(this, p);
-};
-encProto.dispatchWorkgroups = function (this: object, ...a: number[]) {
-  const isMerge = merging.get(this) ?? false;
-  if ((skip === "merge" && isMerge) || (skip === "decode" && !isMerge)) return;
-  dispatch.call(this, ...a);
-};
 const devProto = (globalThis as unknown as { GPUDevice: { prototype: Record<string, unknown> } })
   .GPUDevice.prototype;
 const createModule = devProto.createShaderModule as (
@@ -62,7 +47,7 @@ const noLoop = (code: string) => {
 };
 type Variant = {
   name: string;
-  skip?: typeof skip;
+  skip?: DispatchSkip;
   rewrite?: (code: string) => string;
 };
 const variants: Variant[] = [
@@ -110,37 +95,14 @@ for (const c of cases) {
   if (only && !only.some((o) => c.name.includes(o))) continue;
   const input = makeBenchInput(c);
   const kvBytes = input.k.byteLength + input.v.byteLength;
-  const kvSets = kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
+  const kvSets = kvSetsFor(kvBytes);
   const cells: string[] = [];
   for (const v of variants) {
-    skip = undefined;
     rewrite = v.rewrite;
-    const decoder = await createDecoder({ backend: "webgpu", device });
-    try {
-      const plan = decoder.plan(input, { strategy: "lean" });
-      skip = v.skip;
-      const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
-        runs: 25,
-        kvSets,
-        warmupMs: 400,
-      });
-      cells.push(`${t.medianMs.toFixed(4)}/${t.lastWarmMs.toFixed(4)}`.padStart(18));
-      results.push({
-        case: c.name,
-        variant: v.name,
-        medianMs: t.medianMs,
-        lastWarmMs: t.lastWarmMs,
-        workgroups: plan.schedule.workgroups,
-        kvBytes,
-      });
-    } catch (e) {
-      cells.push("error".padStart(18));
-      console.error(c.name, v.name, e);
-    } finally {
-      skip = undefined;
-      rewrite = undefined;
-      await decoder.dispose();
-    }
+    const cell = await timeLeanCell(device, input, kvSets, {}, filter, v.skip);
+    rewrite = undefined;
+    cells.push(cell.text);
+    if (cell.row) results.push({ case: c.name, variant: v.name, ...cell.row, kvBytes });
   }
   for (const [groups, size] of [[264, 128], [1056, 256]]) {
     const t = await readTime(kvBytes, kvSets, groups, size);

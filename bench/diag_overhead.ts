@@ -13,8 +13,8 @@
  *        [--out=FILE.json]
  */
 
-import { createDecoder } from "../mod.ts";
 import type { DecoderOptions } from "../mod.ts";
+import { installDispatchFilter, kvSetsFor, timeLeanCell } from "./diag_lib.ts";
 import { makeBenchInput } from "./bench_input.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import type { BenchCase } from "./bench_cases.ts";
@@ -23,21 +23,7 @@ const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))
 const out = flag("out");
 const grids = flag("grids")?.split(",").map(Number);
 const only = flag("only")?.split("|");
-let skipMerge = false;
-const proto =
-  (globalThis as unknown as { GPUComputePassEncoder: { prototype: Record<string, unknown> } })
-    .GPUComputePassEncoder.prototype;
-const setPipeline = proto.setPipeline as (this: unknown, p: GPUComputePipeline) => void;
-const dispatch = proto.dispatchWorkgroups as (this: unknown, ...a: number[]) => void;
-const merging = new WeakMap<object, boolean>();
-proto.setPipeline = function (this: object, p: GPUComputePipeline) {
-  merging.set(this, p.label.startsWith("merge"));
-  setPipeline.call(this, p);
-};
-proto.dispatchWorkgroups = function (this: object, ...a: number[]) {
-  if (skipMerge && merging.get(this)) return;
-  dispatch.call(this, ...a);
-};
+const filter = installDispatchFilter();
 
 const kib = (n: number) => n * 1024;
 const cases: BenchCase[] = [];
@@ -96,35 +82,19 @@ for (const c of cases) {
   if (only && !only.some((o) => c.name.includes(o))) continue;
   const input = makeBenchInput(c);
   const kvBytes = input.k.byteLength + input.v.byteLength;
-  const kvSets = kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
+  const kvSets = kvSetsFor(kvBytes);
   const cells: string[] = [];
   for (const v of variants) {
-    const decoder = await createDecoder({ backend: "webgpu", device, ...v.options });
-    try {
-      skipMerge = v.noMerge ?? false;
-      const plan = decoder.plan(input, { strategy: "lean" });
-      const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
-        runs: 25,
-        kvSets,
-        warmupMs: 400,
-      });
-      cells.push(`${t.medianMs.toFixed(4)}/${t.lastWarmMs.toFixed(4)}`.padStart(18));
-      results.push({
-        case: c.name,
-        variant: v.name,
-        medianMs: t.medianMs,
-        lastWarmMs: t.lastWarmMs,
-        grid: plan.grid,
-        workgroups: plan.schedule.workgroups,
-        kvBytes,
-      });
-    } catch (e) {
-      cells.push("error".padStart(18));
-      console.error(c.name, v.name, e);
-    } finally {
-      skipMerge = false;
-      await decoder.dispose();
-    }
+    const cell = await timeLeanCell(
+      device,
+      input,
+      kvSets,
+      v.options,
+      filter,
+      v.noMerge ? "merge" : undefined,
+    );
+    cells.push(cell.text);
+    if (cell.row) results.push({ case: c.name, variant: v.name, ...cell.row, kvBytes });
   }
   console.log(`${c.name.padEnd(16)} ${cells.join("")}`);
 }

@@ -1,0 +1,100 @@
+/**
+ * Shared by the diagnostics of issue 13 (bench/diag_overhead.ts, bench/diag_floors.ts): a
+ * filter on the compute-pass encoder that drops the merge or the decode dispatches (for timing
+ * only: outputs are then not read), and one diagnostic cell: lean on one input with one decoder
+ * configuration, timed warm like the benchmark.
+ *
+ * @module
+ */
+
+import { createDecoder, type DecodeInput, type DecoderOptions } from "../mod.ts";
+
+/** Which dispatches of a pass the filter drops. */
+export type DispatchSkip = "merge" | "decode" | undefined;
+
+/** The dispatch filter: set `skip` before recording; undefined records every dispatch. */
+export interface DispatchFilter {
+  skip: DispatchSkip;
+}
+
+/**
+ * Wraps `GPUComputePassEncoder`'s `setPipeline` and `dispatchWorkgroups` (once per process) so
+ * that the returned filter's `skip` drops the merge pipeline's dispatches or every other one.
+ */
+export function installDispatchFilter(): DispatchFilter {
+  const filter: DispatchFilter = { skip: undefined };
+  const proto =
+    (globalThis as unknown as { GPUComputePassEncoder: { prototype: Record<string, unknown> } })
+      .GPUComputePassEncoder.prototype;
+  const setPipeline = proto.setPipeline as (this: unknown, p: GPUComputePipeline) => void;
+  const dispatch = proto.dispatchWorkgroups as (this: unknown, ...a: number[]) => void;
+  const merging = new WeakMap<object, boolean>();
+  proto.setPipeline = function (this: object, p: GPUComputePipeline) {
+    merging.set(this, p.label.startsWith("merge"));
+    setPipeline.call(this, p);
+  };
+  proto.dispatchWorkgroups = function (this: object, ...a: number[]) {
+    const isMerge = merging.get(this) ?? false;
+    if ((filter.skip === "merge" && isMerge) || (filter.skip === "decode" && !isMerge)) return;
+    dispatch.call(this, ...a);
+  };
+  return filter;
+}
+
+/** K/V copies the diagnostics rotate through: enough that small caches do not stay in L2. */
+export function kvSetsFor(kvBytes: number): number {
+  return kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
+}
+
+/** One diagnostic cell: lean's warm times and schedule, or the error that stopped it. */
+export interface DiagCell {
+  /** `median/lastWarm` in ms, or `error`, padded for the diagnostics' tables. */
+  readonly text: string;
+  /** The measurement (absent after an error). */
+  readonly row?: {
+    medianMs: number;
+    lastWarmMs: number;
+    grid: number;
+    workgroups: number;
+  };
+}
+
+/**
+ * Times lean on `input` (25 passes after 400 ms of warm passes, `kvSets` K/V copies) with a
+ * decoder of `options` on `device`; `filter.skip` is set to `skip` for the timing only (the
+ * decoder's calibration records every dispatch). Errors are printed and give an `error` cell.
+ */
+export async function timeLeanCell(
+  device: GPUDevice,
+  input: DecodeInput,
+  kvSets: number,
+  options: Partial<DecoderOptions>,
+  filter?: DispatchFilter,
+  skip?: DispatchSkip,
+): Promise<DiagCell> {
+  const decoder = await createDecoder({ backend: "webgpu", device, ...options });
+  try {
+    const plan = decoder.plan(input, { strategy: "lean" });
+    if (filter) filter.skip = skip;
+    const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
+      runs: 25,
+      kvSets,
+      warmupMs: 400,
+    });
+    return {
+      text: `${t.medianMs.toFixed(4)}/${t.lastWarmMs.toFixed(4)}`.padStart(18),
+      row: {
+        medianMs: t.medianMs,
+        lastWarmMs: t.lastWarmMs,
+        grid: plan.grid,
+        workgroups: plan.schedule.workgroups,
+      },
+    };
+  } catch (e) {
+    console.error(e);
+    return { text: "error".padStart(18) };
+  } finally {
+    if (filter) filter.skip = undefined;
+    await decoder.dispose();
+  }
+}
