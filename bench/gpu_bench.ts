@@ -33,7 +33,12 @@ import {
   type Strategy,
 } from "../mod.ts";
 import { gridFor, tileConfig } from "../plan.ts";
-import { KERNEL_TABLE, type KernelChoice, kernelTableKey } from "../src/kernels/kernel_table.ts";
+import {
+  KERNEL_TABLE,
+  type KernelChoice,
+  kernelChoiceKey,
+  kernelTableKey,
+} from "../src/kernels/kernel_table.ts";
 import { loadDawn } from "../dawn.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median } from "../src/gpu/gpu_timing.ts";
@@ -130,15 +135,19 @@ function printRow(r: Row, first: boolean): void {
   console.log(formatRow(r, first));
 }
 
-/** The `KERNEL_TABLE` key of a case's block shape (see `kernelChoice`). */
-function classOf(c: BenchCase): string {
-  const rowsPerBlock = tileConfig({
+/** Rows per block of a case's plans. */
+function rowsPerBlockOf(c: BenchCase): number {
+  return tileConfig({
     headDim: c.headDim,
     headDimV: c.headDimV,
     rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
     kvDtype: c.kvDtype ?? "f16",
   }).rowsPerBlock;
-  return kernelTableKey(c.headDim, rowsPerBlock);
+}
+
+/** The `KERNEL_TABLE` key of a case's block shape (see `kernelChoice`). */
+function classOf(c: BenchCase): string {
+  return kernelTableKey(c.headDim, rowsPerBlockOf(c));
 }
 
 /**
@@ -163,7 +172,10 @@ async function check(decoder: Decoder, c: BenchCase): Promise<number> {
 }
 
 async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Promise<Row[]> {
-  const tuning = table ? { ...kernel, ...table[classOf(c)] } : kernel;
+  // The table's entry for the case (an 8-bit case takes its class's "8-bit" entry if any).
+  const entry = table &&
+    table[kernelChoiceKey(table, c.headDim, rowsPerBlockOf(c), c.kvDtype ?? "f16")];
+  const tuning = entry ? { ...kernel, ...entry } : kernel;
   const decoder = await createDecoder({ backend, device, kernel: tuning });
   const rows: Row[] = [];
   try {

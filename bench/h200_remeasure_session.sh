@@ -13,6 +13,11 @@
 #              diagnostic on three shapes, every case on Deno's WebGPU with the paged twin of
 #              lean (all strategies, checked against float64), and the 8-bit, MLA and MQA rows.
 #   dawn       the multi-row cases on Dawn again after the parallel group merge (all strategies).
+#   kv8        (prepared for the next session) a sweep of 8-bit KV's own table entries
+#              (bench/tune_configs_kv8.json: an 8-bit row is half an f16 row, so the f16 choices
+#              keep half the bytes in flight), the entries picked from it ("<class> 8-bit", see
+#              kernelChoiceKey), then lean on the 8-bit cases with them, checked against float64,
+#              beside their f16 twins (the sweep has no f16 case, so f16 keeps the built-in table).
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_remeasure_session.sh remeasure
 set -u
@@ -63,5 +68,18 @@ if [ "$mode" = dawn ]; then
   run_deno 250 bench_dawn3.txt bench/gpu_bench.ts --backend=dawn --check $anchors \
     --only='gqa32/8|b4 4k|b16 4k|b4 16k|b16 16k|qLen4|ragged|d64 32k|d256 32k' \
     --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_dawn3.json"
+  stamp "done"
+fi
+
+if [ "$mode" = kv8 ]; then
+  run_deno 240 tune_kv8.txt bench/tune.ts --out="$out/tune_kv8.json" \
+    --configs="$(cat bench/tune_configs_kv8.json)" \
+    --cases='b1 h32 128k e5m2,gqa32/8 128k int8,gqa32/8 128k e4m3,gqa32/8 512k int8,b16 16k int8'
+  run_deno 20 table_kv8.txt bench/pick_table.ts "$out/tune_kv8.json" "$out/table_kv8.json"
+  table=""
+  [ -s "$out/table_kv8.json" ] && table="--table=$out/table_kv8.json"
+  run_deno 120 bench_kv8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    $table --only='int8|e4m3|e5m2|b1 h32 128k|gqa32/8 128k|gqa32/8 512k|b16 16k' \
+    --out="$out/h200_kv8.json"
   stamp "done"
 fi

@@ -10,6 +10,7 @@
 import { tileConfig } from "../plan.ts";
 import { KERNEL_TABLE, type KernelChoice, kernelTableKey } from "../src/kernels/kernel_table.ts";
 import { loadCases } from "./bench_cases.ts";
+import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 
 interface TuneResult {
   case: string;
@@ -32,6 +33,7 @@ const [input, output] = Deno.args;
 const sweep = JSON.parse(await Deno.readTextFile(input)) as { results: TuneResult[] };
 const cases = new Map((await loadCases()).map((c) => [c.name, c]));
 
+/** A case's class: its block shape's, with " 8-bit" for 8-bit KV (their own table entries). */
 function classOf(name: string): string {
   const c = cases.get(name)!;
   const rowsPerBlock = tileConfig({
@@ -39,8 +41,13 @@ function classOf(name: string): string {
     rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
     kvDtype: "f16",
   }).rowsPerBlock;
-  return kernelTableKey(c.headDim, rowsPerBlock);
+  const key = kernelTableKey(c.headDim, rowsPerBlock);
+  return KV_DTYPE_INFO[c.kvDtype ?? "f16"].scaled ? `${key} 8-bit` : key;
 }
+
+/** The built-in choice of a class: its own entry, or (an 8-bit class without one) its shape's. */
+const builtInChoice = (cls: string): KernelChoice =>
+  KERNEL_TABLE[cls] ?? KERNEL_TABLE[cls.replace(/ 8-bit$/, "")];
 
 // Total time per (class, configuration) over the class's cases.
 const totals = new Map<string, Map<string, { ms: number; n: number; choice: KernelChoice }>>();
@@ -61,12 +68,12 @@ for (const r of sweep.results) {
     n: 0,
     // Options a configuration leaves out take the built-in choice of the class (as the sweep's
     // kernels did), written out so that `--table` does not inherit them from a later table.
-    choice: builtIn ? KERNEL_TABLE[cls] : {
+    choice: builtIn ? builtInChoice(cls) : {
       lanes: r.lanes!,
       unroll: r.unroll!,
-      prefetch: r.config.prefetch ?? KERNEL_TABLE[cls].prefetch ?? true,
-      rowSets: r.config.rowSets ?? KERNEL_TABLE[cls].rowSets ?? 1,
-      queryShared: r.config.queryShared ?? KERNEL_TABLE[cls].queryShared ?? false,
+      prefetch: r.config.prefetch ?? builtInChoice(cls).prefetch ?? true,
+      rowSets: r.config.rowSets ?? builtInChoice(cls).rowSets ?? 1,
+      queryShared: r.config.queryShared ?? builtInChoice(cls).queryShared ?? false,
     },
   };
   entry.ms += r.ms;
@@ -81,7 +88,7 @@ for (const [cls, byConfig] of totals) {
   picked[cls] = best.choice;
   console.log(
     `${cls}: ${name} ${JSON.stringify(best.choice)} (${(best.ms / cases).toFixed(4)} ms mean; ` +
-      `built-in ${JSON.stringify(KERNEL_TABLE[cls])})`,
+      `built-in ${JSON.stringify(builtInChoice(cls))})`,
   );
 }
 await Deno.writeTextFile(output, JSON.stringify(picked, null, 1));

@@ -14,7 +14,7 @@ import {
   type KernelSpec,
   specKey,
 } from "../src/kernels/kernel_spec.ts";
-import { KERNEL_TABLE, kernelChoice } from "../src/kernels/kernel_table.ts";
+import { KERNEL_TABLE, kernelChoice, kernelChoiceKey } from "../src/kernels/kernel_table.ts";
 import { kernelLayoutEntries } from "../src/kernels/abi.ts";
 import { kvLoadWGSL } from "../src/kernels/kv_load.ts";
 import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
@@ -308,6 +308,23 @@ Deno.test("the kernel table has a choice for every class, lanes a power of two u
     }
   }
   assert.equal(Object.keys(KERNEL_TABLE).length, 16);
+});
+
+Deno.test("8-bit KV takes its class's 8-bit table entry where a table has one, else the class's", () => {
+  const table = {
+    "r1 d128": { lanes: 8, unroll: 2 },
+    "r1 d128 8-bit": { lanes: 8, unroll: 4 },
+    "r4 d128": { lanes: 8, unroll: 4 },
+  };
+  for (const kvDtype of ["int8", "fp8e4m3", "fp8e5m2"] as const) {
+    assert.equal(kernelChoiceKey(table, 128, 1, kvDtype), "r1 d128 8-bit");
+    assert.equal(kernelChoiceKey(table, 128, 4, kvDtype), "r4 d128", "no 8-bit entry: the class's");
+  }
+  for (const kvDtype of ["f32", "f16", "bf16", undefined] as const) {
+    assert.equal(kernelChoiceKey(table, 128, 1, kvDtype), "r1 d128");
+  }
+  // The built-in table has no 8-bit entries yet: 8-bit kernels take their class's choice.
+  assert.equal(kernelChoice(128, 1, "fp8e5m2"), kernelChoice(128, 1));
 });
 
 Deno.test("runner formats: HND addressing, f16 queries and outputs are keyed and generated apart", () => {

@@ -93,7 +93,7 @@ export function kernelSpec(
   const chunks = headDim / load;
   const chunksV = headDimV / load;
   const subgroups = caps.subgroups && tuning.subgroups !== false;
-  const choice = kernelChoice(headDim, rowsPerBlock);
+  const choice = kernelChoice(headDim, rowsPerBlock, kvDtype);
   let cap = Math.min(Math.max(DEFAULT_MAX_LANES, choice.lanes), workgroupSize, choice.lanes);
   if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
   let lanes = tuning.lanes ?? 1;

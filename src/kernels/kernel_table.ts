@@ -5,6 +5,9 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import type { KVDtype } from "../core/problem.ts";
+
 /** Lanes per token and tokens per lane group per step of a kernel class. */
 export interface KernelChoice {
   /** Threads sharing one token (capped by the row's chunks and the subgroup size). */
@@ -64,16 +67,49 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
 
 /**
  * The {@linkcode KERNEL_TABLE} entry of a block shape: rows rounded up to a power of two (at
- * most 8), head dims up to 64, up to 128, and beyond.
+ * most 8), head dims up to 64, up to 128, and beyond. 8-bit KV (`int8`, `fp8e4m3`, `fp8e5m2`)
+ * takes the class's `"<class> 8-bit"` entry where the table has one (see
+ * {@linkcode kernelChoiceKey}), else the class's own.
  *
  * @example
  * ```ts
  * import { kernelChoice } from "./kernel_table.ts";
  * console.log(kernelChoice(128, 1).lanes, kernelChoice(128, 3) === kernelChoice(128, 4)); // 8 true
+ * console.log(kernelChoice(128, 4, "int8") === kernelChoice(128, 4)); // true (no 8-bit entry)
  * ```
  */
-export function kernelChoice(headDim: number, rowsPerBlock: number): KernelChoice {
-  return KERNEL_TABLE[kernelTableKey(headDim, rowsPerBlock)];
+export function kernelChoice(
+  headDim: number,
+  rowsPerBlock: number,
+  kvDtype?: KVDtype,
+): KernelChoice {
+  return KERNEL_TABLE[kernelChoiceKey(KERNEL_TABLE, headDim, rowsPerBlock, kvDtype)];
+}
+
+/**
+ * The key of a table (the built-in {@linkcode KERNEL_TABLE}, or one picked from a sweep) that a
+ * block shape and KV dtype take: `"<class> 8-bit"` for 8-bit KV where the table has that entry
+ * (an 8-bit token row is half an f16 row, so the same lanes and unroll keep half the bytes in
+ * flight: the class may want other choices), else the class key of
+ * {@linkcode kernelTableKey}. Grids stay calibrated per class, whatever the dtype.
+ *
+ * @example
+ * ```ts
+ * import { kernelChoiceKey } from "./kernel_table.ts";
+ * const table = { "r1 d128": { lanes: 8, unroll: 2 }, "r1 d128 8-bit": { lanes: 8, unroll: 4 } };
+ * console.log(kernelChoiceKey(table, 128, 1, "fp8e5m2"), kernelChoiceKey(table, 128, 1, "f16"));
+ * // r1 d128 8-bit r1 d128
+ * ```
+ */
+export function kernelChoiceKey(
+  table: Readonly<Record<string, KernelChoice>>,
+  headDim: number,
+  rowsPerBlock: number,
+  kvDtype?: KVDtype,
+): string {
+  const key = kernelTableKey(headDim, rowsPerBlock);
+  const eightBit = kvDtype !== undefined && KV_DTYPE_INFO[kvDtype].scaled;
+  return eightBit && table[`${key} 8-bit`] ? `${key} 8-bit` : key;
 }
 
 /**
