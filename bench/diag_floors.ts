@@ -13,8 +13,7 @@
  * Usage: deno run -A --unstable-webgpu bench/diag_floors.ts [--only=SUBSTRING|...] [--out=FILE]
  */
 
-import { type DispatchSkip, installDispatchFilter, kvSetsFor, timeLeanCell } from "./diag_lib.ts";
-import { makeBenchInput } from "./bench_input.ts";
+import { diagCases, type DispatchSkip, installDispatchFilter, timeLeanCell } from "./diag_lib.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
@@ -91,11 +90,7 @@ console.log(
   `${"case".padEnd(14)} ${variants.map((v) => v.name.padStart(18)).join("")}` +
     `${"read 264x128".padStart(18)}${"read 1056x256".padStart(18)}`,
 );
-for (const c of cases) {
-  if (only && !only.some((o) => c.name.includes(o))) continue;
-  const input = makeBenchInput(c);
-  const kvBytes = input.k.byteLength + input.v.byteLength;
-  const kvSets = kvSetsFor(kvBytes);
+for (const { c, input, kvBytes, kvSets } of diagCases(cases, only)) {
   const cells: string[] = [];
   for (const v of variants) {
     rewrite = v.rewrite;

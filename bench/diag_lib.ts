@@ -8,6 +8,8 @@
  */
 
 import { createDecoder, type DecodeInput, type DecoderOptions } from "../mod.ts";
+import type { BenchCase } from "./bench_cases.ts";
+import { makeBenchInput } from "./bench_input.ts";
 
 /** Which dispatches of a pass the filter drops. */
 export type DispatchSkip = "merge" | "decode" | undefined;
@@ -44,6 +46,24 @@ export function installDispatchFilter(): DispatchFilter {
 /** K/V copies the diagnostics rotate through: enough that small caches do not stay in L2. */
 export function kvSetsFor(kvBytes: number): number {
   return kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
+}
+
+/** A diagnostic's case with its input, K+V bytes and K/V copies to rotate. */
+export interface DiagCase {
+  readonly c: BenchCase;
+  readonly input: DecodeInput;
+  readonly kvBytes: number;
+  readonly kvSets: number;
+}
+
+/** The cases whose names contain one of `only` (all without it), each with its input. */
+export function* diagCases(cases: readonly BenchCase[], only?: string[]): Generator<DiagCase> {
+  for (const c of cases) {
+    if (only && !only.some((o) => c.name.includes(o))) continue;
+    const input = makeBenchInput(c);
+    const kvBytes = input.k.byteLength + input.v.byteLength;
+    yield { c, input, kvBytes, kvSets: kvSetsFor(kvBytes) };
+  }
 }
 
 /** One diagnostic cell: lean's warm times and schedule, or the error that stopped it. */

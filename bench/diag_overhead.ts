@@ -14,8 +14,7 @@
  */
 
 import type { DecoderOptions } from "../mod.ts";
-import { installDispatchFilter, kvSetsFor, timeLeanCell } from "./diag_lib.ts";
-import { makeBenchInput } from "./bench_input.ts";
+import { diagCases, installDispatchFilter, timeLeanCell } from "./diag_lib.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import type { BenchCase } from "./bench_cases.ts";
 
@@ -78,11 +77,7 @@ const device = await requestDevice(
 );
 const results: unknown[] = [];
 console.log(`${"case".padEnd(16)} ${variants.map((v) => v.name.padStart(18)).join("")}`);
-for (const c of cases) {
-  if (only && !only.some((o) => c.name.includes(o))) continue;
-  const input = makeBenchInput(c);
-  const kvBytes = input.k.byteLength + input.v.byteLength;
-  const kvSets = kvSetsFor(kvBytes);
+for (const { c, input, kvBytes, kvSets } of diagCases(cases, only)) {
   const cells: string[] = [];
   for (const v of variants) {
     const cell = await timeLeanCell(

@@ -20,12 +20,8 @@ stamp "${1:-sweep}"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee -a "$log"
 
 if [ "${1:-sweep}" = sweep ]; then
-  run_deno 270 tune_split.txt bench/tune.ts --out="$out/tune_split.json" \
-    --configs="$(cat bench/tune_configs_split.json)" \
-    --cases='b1 h32 128k,gqa32/8 32k,gqa32/8 128k,b16 16k,d64 32k,d256 32k,qLen4 gqa 16k,gqa32/8 128k int8,gqa32/8 128k e4m3,mqa h128/1 b1 32k,mla b1 32k'
-  run_deno 20 table_split.txt bench/pick_table.ts "$out/tune_split.json" "$out/table_split.json"
-  table=""
-  [ -s "$out/table_split.json" ] && table="--table=$out/table_split.json"
+  sweep_and_pick split 270 bench/tune_configs_split.json \
+    'b1 h32 128k,gqa32/8 32k,gqa32/8 128k,b16 16k,d64 32k,d256 32k,qLen4 gqa 16k,gqa32/8 128k int8,gqa32/8 128k e4m3,mqa h128/1 b1 32k,mla b1 32k'
   run_deno 200 bench_split.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     $table $anchors --only='gqa32|b16 16k|b64 16k|d64|d256|qLen4|ragged|mla b1|mqa h128/1 b1|b1 h32 128k|e5m2' \
     --out="$out/h200_split.json"

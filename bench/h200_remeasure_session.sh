@@ -72,12 +72,8 @@ if [ "$mode" = dawn ]; then
 fi
 
 if [ "$mode" = kv8 ]; then
-  run_deno 240 tune_kv8.txt bench/tune.ts --out="$out/tune_kv8.json" \
-    --configs="$(cat bench/tune_configs_kv8.json)" \
-    --cases='b1 h32 128k e5m2,gqa32/8 128k int8,gqa32/8 128k e4m3,gqa32/8 512k int8,b16 16k int8'
-  run_deno 20 table_kv8.txt bench/pick_table.ts "$out/tune_kv8.json" "$out/table_kv8.json"
-  table=""
-  [ -s "$out/table_kv8.json" ] && table="--table=$out/table_kv8.json"
+  sweep_and_pick kv8 240 bench/tune_configs_kv8.json \
+    'b1 h32 128k e5m2,gqa32/8 128k int8,gqa32/8 128k e4m3,gqa32/8 512k int8,b16 16k int8'
   run_deno 120 bench_kv8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     $table --only='int8|e4m3|e5m2|b1 h32 128k|gqa32/8 128k|gqa32/8 512k|b16 16k' \
     --out="$out/h200_kv8.json"

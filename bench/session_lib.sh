@@ -1,7 +1,10 @@
 # Shared by the H200 session scripts (bench/h200_kernels_session.sh, h200_variants_session.sh):
 # sourced after `out` is set, it makes the results folder absolute, and defines `stamp` (a
-# timestamped line into session.log) and `run_deno LIMIT FILE ARGS...` (a Deno script under a
-# timeout, its output minus npm warnings into $out/FILE, its exit status stamped).
+# timestamped line into session.log), `run_deno LIMIT FILE ARGS...` (a Deno script under a
+# timeout, its output minus npm warnings into $out/FILE, its exit status stamped) and
+# `sweep_and_pick NAME LIMIT CONFIGS CASES` (a bench/tune.ts sweep of the configurations file over
+# the cases into $out/tune_NAME.json, the table picked from it by bench/pick_table.ts into
+# $out/table_NAME.json, and `table` set to its `--table=` flag, empty if nothing was picked).
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 export NO_COLOR=1
@@ -13,4 +16,12 @@ run_deno() {
   timeout "$limit" deno run -A --unstable-webgpu --v8-flags=--expose-gc "$@" 2>&1 |
     grep -v -E '^Warning|lifecycle|node_modules|^\s*$|│|╭|╰' >"$out/$file"
   stamp "exit ${PIPESTATUS[0]} ($file)"
+}
+sweep_and_pick() {
+  local name=$1 limit=$2 configs=$3 cases=$4
+  run_deno "$limit" "tune_$name.txt" bench/tune.ts --out="$out/tune_$name.json" \
+    --configs="$(cat "$configs")" --cases="$cases"
+  run_deno 20 "table_$name.txt" bench/pick_table.ts "$out/tune_$name.json" "$out/table_$name.json"
+  table=""
+  if [ -s "$out/table_$name.json" ]; then table="--table=$out/table_$name.json"; fi
 }
