@@ -10,7 +10,12 @@
  * rows contiguous). (Session 20's first runs also cut the groups' one-by-one merge to one group;
  * the kernels now merge the groups in parallel, so that variant is gone: bench/notes.md.)
  *
- * Usage: deno run -A --unstable-webgpu bench/diag_floors.ts [--only=SUBSTRING|...] [--out=FILE]
+ * Session 21 adds variants that take the no-loop floor apart (`--variants=NAME|...`, default the
+ * first four): the decode kernel returning at once, its barriers removed, its query loads
+ * replaced by constants, and each run cut to its first piece.
+ *
+ * Usage: deno run -A --unstable-webgpu bench/diag_floors.ts [--only=SUBSTRING|...]
+ *   [--variants=NAME|...] [--out=FILE]
  */
 
 import { diagCases, type DispatchSkip, installDispatchFilter, timeLeanCell } from "./diag_lib.ts";
@@ -44,17 +49,51 @@ const noLoop = (code: string) => {
   if (!code.includes(from)) throw new Error("no token loop to skip");
   return code.replace(from, "for (var s0 = tok_begin; s0 < tok_begin; s0 += STEP)");
 };
+/** The kernel returns at once: the dispatch of this pipeline (bindings, footprint) alone. */
+const emptyDecode = (code: string) => {
+  const from = "let w = flat_workgroup(wid, nwg);";
+  if (!code.includes(from)) throw new Error("no workgroup index to return after");
+  return code.replace(from, `${from}\n  if (params.count != 0xfffffffeu) { return; }`);
+};
+/** Every workgroup barrier removed (outputs wrong; the barriers' cost). */
+const noBarriers = (code: string) => code.replaceAll("workgroupBarrier();", "");
+/** Query rows made from their index (no loads of q). */
+const constQuery = (code: string) => {
+  const from = "return q[i];";
+  if (!code.includes(from)) throw new Error("no query load to replace");
+  return code.replace(from, "return vec4<f32>(f32(i & 7u));");
+};
+/** Only each run's first piece (the cost of the later pieces' set-up). */
+const onePiece = (code: string) => {
+  const from = "for (var pc = p_begin; pc < p_end; pc++)";
+  if (!code.includes(from)) throw new Error("no piece loop to cut");
+  return code.replace(from, "for (var pc = p_begin; pc < min(p_end, p_begin + 1u); pc++)");
+};
+const both = (...fs: ((code: string) => string)[]) => (code: string) =>
+  fs.reduce((c, f) => f(c), code);
 type Variant = {
   name: string;
   skip?: DispatchSkip;
   rewrite?: (code: string) => string;
 };
-const variants: Variant[] = [
+const allVariants: Variant[] = [
   { name: "lean" },
   { name: "no loop", rewrite: noLoop },
   { name: "no merge", skip: "merge" },
   { name: "merge only", skip: "decode" },
+  // Session 21: the no-loop floor taken apart.
+  { name: "empty decode", rewrite: emptyDecode },
+  { name: "empty, no merge", rewrite: emptyDecode, skip: "merge" },
+  { name: "no loop/merge", rewrite: noLoop, skip: "merge" },
+  { name: "no loop/barrier", rewrite: both(noLoop, noBarriers) },
+  { name: "no loop/q", rewrite: both(noLoop, constQuery) },
+  { name: "no loop/1 piece", rewrite: both(noLoop, onePiece) },
+  { name: "1 piece", rewrite: onePiece },
 ];
+const picked = flag("variants")?.split("|");
+const variants = picked
+  ? allVariants.filter((v) => picked.includes(v.name))
+  : allVariants.slice(0, 4);
 
 const kib = (n: number) => n * 1024;
 const shape = (
@@ -104,7 +143,9 @@ for (const { c, input, kvBytes, kvSets } of diagCases(cases, only)) {
     cells.push(`${t.medianMs.toFixed(4)}/${t.lastWarmMs.toFixed(4)}`.padStart(18));
     results.push({ case: c.name, variant: `read ${groups}x${size}`, ...t, kvBytes });
   }
-  console.log(`${c.name.padEnd(14)} ${cells.join("")}`);
+  const lean = results.find((r) => r.case === c.name && "pieces" in r);
+  const shapeNote = lean ? ` (${lean.workgroups} workgroups, ${lean.pieces} pieces)` : "";
+  console.log(`${c.name.padEnd(14)} ${cells.join("")}${shapeNote}`);
 }
 if (out) await Deno.writeTextFile(out, JSON.stringify({ results }, null, 1));
 

@@ -76,6 +76,8 @@ export interface DiagCell {
     lastWarmMs: number;
     grid: number;
     workgroups: number;
+    /** Pieces of the schedule (runs cut at head and sequence boundaries). */
+    pieces: number;
   };
 }
 
@@ -108,6 +110,7 @@ export async function timeLeanCell(
         lastWarmMs: t.lastWarmMs,
         grid: plan.grid,
         workgroups: plan.schedule.workgroups,
+        pieces: plan.schedule.pieceOffsets[plan.schedule.workgroups],
       },
     };
   } catch (e) {

@@ -18,6 +18,9 @@
 #              keep half the bytes in flight), the entries picked from it ("<class> 8-bit", see
 #              kernelChoiceKey), then lean on the 8-bit cases with them, checked against float64,
 #              beside their f16 twins (the sweep has no f16 case, so f16 keeps the built-in table).
+#   floors     (session 21) the no-loop floor taken apart (bench/diag_floors.ts's session-21
+#              variants: the decode kernel returning at once, no barriers, constant queries, one
+#              piece per run) on four shapes, then the kv8 mode.
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_remeasure_session.sh remeasure
 set -u
@@ -69,6 +72,13 @@ if [ "$mode" = dawn ]; then
     --only='gqa32/8|b4 4k|b16 4k|b4 16k|b16 16k|qLen4|ragged|d64 32k|d256 32k' \
     --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_dawn3.json"
   stamp "done"
+fi
+
+if [ "$mode" = floors ]; then
+  run_deno 200 diag_floors21.txt bench/diag_floors.ts --out="$out/diag_floors21.json" \
+    --only='gqa32/8 2k|gqa32/8 128k|h8/8|b1 h32 32k' \
+    --variants='lean|no loop|merge only|empty decode|empty, no merge|no loop/merge|no loop/barrier|no loop/q|no loop/1 piece|1 piece'
+  mode=kv8
 fi
 
 if [ "$mode" = kv8 ]; then
