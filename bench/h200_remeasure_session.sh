@@ -21,6 +21,9 @@
 #   floors     (session 21) the no-loop floor taken apart (bench/diag_floors.ts's session-21
 #              variants: the decode kernel returning at once, no barriers, constant queries, one
 #              piece per run) on four shapes, then the kv8 mode.
+#   cuts       (session 21) the no-loop decode kernel cut at four points of its first piece
+#              (bench/diag_floors.ts's "cut:" variants) beside the whole, on a 4-row and a 1-row
+#              shape.
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_remeasure_session.sh remeasure
 set -u
@@ -79,6 +82,13 @@ if [ "$mode" = floors ]; then
     --only='gqa32/8 2k|gqa32/8 128k|h8/8|b1 h32 32k' \
     --variants='lean|no loop|merge only|empty decode|empty, no merge|no loop/merge|no loop/barrier|no loop/q|no loop/1 piece|1 piece'
   mode=kv8
+fi
+
+if [ "$mode" = cuts ]; then
+  run_deno 150 diag_cuts.txt bench/diag_floors.ts --out="$out/diag_cuts.json" \
+    --only='gqa32/8 2k|b1 h32 32k' \
+    --variants='lean|no loop|empty decode|cut: fields|cut: pre-loop|cut: pre-merge|cut: pre-output|no loop/q'
+  stamp "done"
 fi
 
 if [ "$mode" = kv8 ]; then

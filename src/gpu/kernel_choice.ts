@@ -11,7 +11,7 @@ import {
   type KernelSpec,
   kvLoadDim,
 } from "../kernels/kernel_spec.ts";
-import { kernelChoice } from "../kernels/kernel_table.ts";
+import { KERNEL_TABLE, kernelChoiceKey } from "../kernels/kernel_table.ts";
 import type { KernelCaps } from "./gpu_runtime.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
@@ -93,7 +93,10 @@ export function kernelSpec(
   const chunks = headDim / load;
   const chunksV = headDimV / load;
   const subgroups = caps.subgroups && tuning.subgroups !== false;
-  const choice = kernelChoice(headDim, rowsPerBlock, kvDtype);
+  const choiceKey = kernelChoiceKey(KERNEL_TABLE, headDim, rowsPerBlock, kvDtype);
+  const choice = KERNEL_TABLE[choiceKey];
+  // An "8-bit" entry was picked for 8-bit rows: its unroll is taken as it stands.
+  const eightBitEntry = choiceKey.endsWith(" 8-bit");
   let cap = Math.min(Math.max(DEFAULT_MAX_LANES, choice.lanes), workgroupSize, choice.lanes);
   if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
   let lanes = tuning.lanes ?? 1;
@@ -123,10 +126,10 @@ export function kernelSpec(
     // The table's unroll goes with its prefetch choice; without prefetch (asked for by the
     // tuning only) twice as many tokens per step keep as many bytes in flight.
     // 8-bit rows have half the chunks of the f16 rows the table was tuned on: twice the tokens
-    // per step keep as many bytes in flight per lane.
+    // per step keep as many bytes in flight per lane (unless the class has its own 8-bit entry).
     unroll: tuning.unroll ??
       (prefetch || choice.prefetch === false ? choice.unroll : 2 * choice.unroll) *
-        (KV_DTYPE_INFO[kvDtype].bytes === 1 ? 2 : 1),
+        (KV_DTYPE_INFO[kvDtype].bytes === 1 && !eightBitEntry ? 2 : 1),
     subgroups: subgroups && lanes > 1 && lanes <= caps.subgroupMinSize,
     paged,
     ...(paged && plan.kv?.kind === "paged" && plan.kv.layout === "HND"
