@@ -23,6 +23,7 @@ import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import type { BenchCase } from "./bench_cases.ts";
+import type { DecoderOptions } from "../mod.ts";
 
 const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 const out = flag("out");
@@ -114,6 +115,8 @@ type Variant = {
   name: string;
   skip?: DispatchSkip;
   rewrite?: (code: string) => string;
+  /** Decoder options of the variant (kernel tunings). */
+  options?: Partial<DecoderOptions>;
 };
 const allVariants: Variant[] = [
   { name: "lean" },
@@ -133,6 +136,11 @@ const allVariants: Variant[] = [
   { name: "cut: pre-loop", rewrite: both(noLoop, beforeLoop) },
   { name: "cut: pre-merge", rewrite: both(noLoop, beforeGroupMerge) },
   { name: "cut: pre-output", rewrite: both(noLoop, beforeOutput) },
+  // Session 21's third call: the groups of a subgroup added with shuffles first (the default
+  // since) against the merge of every group through workgroup memory, whole and without the loop.
+  { name: "no shuffle merge", options: { kernel: { shuffleGroups: 1 } } },
+  { name: "no loop/no shuffle", rewrite: noLoop, options: { kernel: { shuffleGroups: 1 } } },
+  { name: "shuffle 2 groups", options: { kernel: { shuffleGroups: 2 } } },
 ];
 const picked = flag("variants")?.split("|");
 const variants = picked
@@ -177,7 +185,7 @@ for (const { c, input, kvBytes, kvSets } of diagCases(cases, only)) {
   const cells: string[] = [];
   for (const v of variants) {
     rewrite = v.rewrite;
-    const cell = await timeLeanCell(device, input, kvSets, {}, filter, v.skip);
+    const cell = await timeLeanCell(device, input, kvSets, v.options ?? {}, filter, v.skip);
     rewrite = undefined;
     cells.push(cell.text);
     if (cell.row) results.push({ case: c.name, variant: v.name, ...cell.row, kvBytes });

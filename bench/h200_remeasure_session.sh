@@ -24,6 +24,9 @@
 #   cuts       (session 21) the no-loop decode kernel cut at four points of its first piece
 #              (bench/diag_floors.ts's "cut:" variants) beside the whole, on a 4-row and a 1-row
 #              shape.
+#   shuffle    (session 21) after the shuffle pre-merge of the token groups and the merge
+#              kernel's early reads: the GPU tests of the changed kernels, then the floors
+#              diagnostic with the shuffle pre-merge off, on, and at two groups.
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_remeasure_session.sh remeasure
 set -u
@@ -88,6 +91,17 @@ if [ "$mode" = cuts ]; then
   run_deno 150 diag_cuts.txt bench/diag_floors.ts --out="$out/diag_cuts.json" \
     --only='gqa32/8 2k|b1 h32 32k' \
     --variants='lean|no loop|empty decode|cut: fields|cut: pre-loop|cut: pre-merge|cut: pre-output|no loop/q'
+  stamp "done"
+fi
+
+if [ "$mode" = shuffle ]; then
+  LEAN_TEST_BACKENDS=cpu,webgpu timeout 120 deno test -A --unstable-webgpu \
+    tests/decode_test.ts tests/kernel_options_test.ts tests/paged_test.ts tests/mla_test.ts \
+    tests/determinism_test.ts tests/variants_test.ts >"$out/tests_shuffle.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_shuffle.log" | tail -1))"
+  run_deno 150 diag_shuffle.txt bench/diag_floors.ts --out="$out/diag_shuffle.json" \
+    --only='gqa32/8 2k|gqa32/8 32k|gqa32/8 128k|b1 h32 32k' \
+    --variants='lean|no shuffle merge|shuffle 2 groups|no loop|no loop/no shuffle|merge only'
   stamp "done"
 fi
 

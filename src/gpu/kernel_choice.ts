@@ -8,6 +8,7 @@
 import {
   DEFAULT_MAX_LANES,
   elementsPerLoad,
+  kernelLayout,
   type KernelSpec,
   kvLoadDim,
 } from "../kernels/kernel_spec.ts";
@@ -63,6 +64,12 @@ export interface KernelTuning {
    * table's choice; see `KernelSpec.rowSets`).
    */
   rowSets?: number;
+  /**
+   * Most token groups whose states are added with subgroup shuffles before the workgroup's merge
+   * of the groups (default: as many as the smallest subgroup holds; 1 turns it off; see
+   * `KernelSpec.shuffleGroups`).
+   */
+  shuffleGroups?: number;
 }
 
 /** Splits a workgroup count over x and y when it exceeds the per-dimension limit. */
@@ -115,7 +122,7 @@ export function kernelSpec(
     }
   }
   const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
-  return {
+  const spec: KernelSpec = {
     headDim,
     ...(headDimV === headDim ? {} : { headDimV }),
     kvDtype,
@@ -142,6 +149,16 @@ export function kernelSpec(
     ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),
     ...(tuning.halfMath && caps.shaderF16 && kvDtype === "f16" ? { halfMath: true } : {}),
   };
+  // As many token groups as the smallest subgroup holds are added with shuffles first.
+  const layout = kernelLayout(spec);
+  const perSubgroup = layout.subgroups
+    ? Math.min(
+      layout.groups,
+      Math.floor(caps.subgroupMinSize / (layout.lanes * layout.rowSets)),
+      tuning.shuffleGroups ?? Infinity,
+    )
+    : 1;
+  return perSubgroup > 1 ? { ...spec, shuffleGroups: perSubgroup } : spec;
 }
 
 /** The kernel spec's variant field: the flags that are on, none for the plain variant. */

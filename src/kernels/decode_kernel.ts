@@ -68,8 +68,10 @@ function baseWorkgroupBytes(spec: KernelSpec): number {
 /** Bytes of workgroup memory the decode kernel declares. */
 export function decodeWorkgroupBytes(spec: KernelSpec): number {
   const base = baseWorkgroupBytes(spec);
-  const { groups } = kernelLayout(spec);
-  return base + groupMergeBytes(groups, spec.rowsPerBlock, spec.headDimV ?? spec.headDim, base);
+  const { groups, shuffleGroups } = kernelLayout(spec);
+  // Only every `shuffleGroups`-th group posts its rows (the others were added into it).
+  const posting = groups / shuffleGroups;
+  return base + groupMergeBytes(posting, spec.rowsPerBlock, spec.headDimV ?? spec.headDim, base);
 }
 
 /**
@@ -244,7 +246,9 @@ const DIRECT: u32 = 0xffffffffu;
 var<workgroup> acc: array<vec4<f32>, ${RB * (DV / 4)}>;
 var<workgroup> m_sh: array<f32, ${G * RB}>;
 var<workgroup> l_sh: array<f32, ${RB}>;
-var<workgroup> bad_sh: array<atomic<u32>, ${RB}>;${groupMergeWorkgroupWGSL(G, RB, DV, usedBytes)}
+var<workgroup> bad_sh: array<atomic<u32>, ${RB}>;${
+    groupMergeWorkgroupWGSL(G / L.shuffleGroups, RB, DV, usedBytes)
+  }
 ${exchange}${query.workgroup}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
@@ -349,6 +353,7 @@ ${
       W,
       lanes,
       G,
+      SG: L.shuffleGroups,
       usedBytes,
       CPLV,
       V4,

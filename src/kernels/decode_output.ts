@@ -28,6 +28,11 @@ export interface PieceOutputShape {
   readonly lanes: number;
   /** Token groups in the workgroup. */
   readonly G: number;
+  /**
+   * Token groups added with subgroup shuffles before the merge through workgroup memory (1:
+   * none); only every `SG`-th group then posts its state.
+   */
+  readonly SG: number;
   /** Workgroup memory the kernel declares besides the group merge's (bytes). */
   readonly usedBytes: number;
   /** V chunks per lane. */
@@ -131,15 +136,21 @@ var<workgroup> l_g: array<f32, ${groups * rowsPerBlock}>;`;
 
 /** The statements that add the groups' rescaled states into `acc` and `l_sh`, in group order. */
 function groupSumsWGSL(shape: PieceOutputShape): string {
-  const { RB, RP, RS, DV, W, lanes, G, CPLV, V4, padV, row, oi } = shape;
+  const { RB, RP, RS, DV, W, lanes, CPLV, V4, padV, row, oi } = shape;
+  // The posting groups: every group, or (after the shuffles) every SG-th with its slot g / SG.
+  const G = shape.G / shape.SG;
+  const pg = shape.SG > 1 ? `(g / ${shape.SG}u)` : "g";
+  const groups = shape.SG > 1 ? `${G}u` : "GROUPS";
+  const posting = (body: string) =>
+    shape.SG > 1 ? `    if (g % ${shape.SG}u == 0u) {\n${body}\n    }` : body;
   const RR = groupMergeRows(G, RB, DV, shape.usedBytes);
   const DV4 = DV / 4;
   const guard = (i: number, stmt: string) =>
     padV && i === CPLV - 1 ? `if (lane + ${i * lanes}u < CHUNKS_V) { ${stmt} }` : stmt;
   if (RR === 0) {
     // One group after another: each adds its rows into `acc` and its sums into `l_sh`.
-    return `    for (var gg = 0u; gg < GROUPS; gg++) {
-      if (g == gg) {
+    return `    for (var gg = 0u; gg < ${groups}; gg++) {
+      if (${pg} == gg${shape.SG > 1 ? ` && g % ${shape.SG}u == 0u` : ""}) {
 ${
       lines(RP, (r) =>
         grid(CPLV, V4, (i, j) => {
@@ -165,7 +176,7 @@ ${
   // one-by-one merge took about 10 us of a pass: bench/notes.md, session 20).
   const writes = (r: number, rr: string) =>
     grid(CPLV, V4, (i, j) => {
-      const at = `(g * ${RR}u + ${rr}) * ${DV4}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
+      const at = `(${pg} * ${RR}u + ${rr}) * ${DV4}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u`;
       return `        ${guard(i, `red[${at}] = o[${oi(r, i, j)}];`)}`;
     });
   const post = (k: number) =>
@@ -183,20 +194,22 @@ ${writes(r, `${row(r)} - ${k * RR}u`)}
   const lastSums = `
       if (lid < ${RB}u) {
         var s = l_g[lid];
-        for (var gg = 1u; gg < GROUPS; gg++) { s += l_g[gg * ${RB}u + lid]; }
+        for (var gg = 1u; gg < ${groups}; gg++) { s += l_g[gg * ${RB}u + lid]; }
         l_sh[lid] = s;
       }`;
-  return `    if (lane == 0u) {
-${lines(RP, (r) => `      l_g[g * ${RB}u + ${row(r)}] = l[${r}];`)}
-    }
+  return `${
+    posting(`    if (lane == 0u) {
+${lines(RP, (r) => `      l_g[${pg} * ${RB}u + ${row(r)}] = l[${r}];`)}
+    }`)
+  }
 ${
     lines(rounds, (k) =>
       `    {
-${post(k)}
+${posting(post(k))}
       workgroupBarrier();
       for (var e = lid; e < ${RR * DV4}u; e += ${W}u) {
         var s = red[e];
-        for (var gg = 1u; gg < GROUPS; gg++) { s += red[gg * ${RR * DV4}u + e]; }
+        for (var gg = 1u; gg < ${groups}; gg++) { s += red[gg * ${RR * DV4}u + e]; }
         acc[${k * RR * DV4}u + e] = s;
       }${k === rounds - 1 ? lastSums : ""}
       workgroupBarrier();
@@ -227,12 +240,50 @@ export function pieceOutputWGSL(shape: PieceOutputShape): string {
     : { l: "l_sh", m: "mm", scaled: (v: string) => v };
   // A per-tensor V scale multiplies the finished output (or partial state: it is linear).
   const vScaleMul = shape.vScale ? " * params.v_scale" : "";
+  const { SG } = shape;
+  // Shuffle distances between the lanes of the groups a subgroup adds first (1, 2, .. SG / 2
+  // groups apart), and the max each group posts: its own, or its subgroup's.
+  const dists = Array.from({ length: Math.log2(SG) }, (_, k) => shape.lanes * RS * (1 << k));
+  const posted = SG > 1 ? (r: number) => `mg[${r}]` : (r: number) => `m[${r}]`;
+  const subgroupMax = SG > 1
+    ? `    var mg = array<f32, ${RP}>();
+${
+      lines(RP, (r) =>
+        `    mg[${r}] = m[${r}];
+${
+          dists.map((d) => `    mg[${r}] = max(mg[${r}], subgroupShuffleXor(mg[${r}], ${d}u));`)
+            .join("\n")
+        }`)
+    }
+`
+    : "";
+  const postMax = (r: number) =>
+    SG > 1
+      ? `      if (g % ${SG}u == 0u) { m_sh[(g / ${SG}u) * RP + ${row(r)}] = ${posted(r)}; }`
+      : `      m_sh[g * RP + ${row(r)}] = ${posted(r)};`;
+  // The groups of a subgroup add their rescaled states with shuffles, in a fixed tree.
+  const subgroupSums = SG > 1
+    ? `
+    // The ${SG} groups of a subgroup add their states first (a fixed tree of shuffles).
+${
+      dists.map((d) =>
+        lines(RP, (r) =>
+          `    l[${r}] += subgroupShuffleXor(l[${r}], ${d}u);
+${
+            grid(CPLV, V4, (i, j) =>
+              `    o[${oi(r, i, j)}] += subgroupShuffleXor(o[${oi(r, i, j)}], ${d}u);`)
+          }`)
+      ).join("\n")
+    }
+`
+    : "";
+  const groupsOfMax = SG > 1 ? `${shape.G / SG}u` : "GROUPS";
   return `    // Merge the groups' states: a common max, then the rescaled sums in group order.
     workgroupBarrier();
-    if (lane == 0u) {
+${subgroupMax}    if (lane == 0u) {
 ${
     lines(RP, (r) =>
-      `      m_sh[g * RP + ${row(r)}] = m[${r}];
+      `${postMax(r)}
       atomicOr(&bad_sh[${row(r)}], bad[${r}]);`)
   }
     }
@@ -243,7 +294,7 @@ ${lines(RB, (r) => `    any_bad[${r}] = atomicLoad(&bad_sh[${r}u]);`)}
 ${
     lines(RB, (r) =>
       `    mm[${r}] = NEG;
-    for (var gg = 0u; gg < GROUPS; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }`)
+    for (var gg = 0u; gg < ${groupsOfMax}; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }`)
   }
 ${
     lines(RP, (r) =>
@@ -253,7 +304,7 @@ ${
 ${grid(CPLV, V4, (i, j) => `      o[${oi(r, i, j)}] *= sc;`)}
     }`)
   }
-${groupSumsWGSL(shape)}
+${subgroupSums}${groupSumsWGSL(shape)}
 
 ${
     shape.sinks

@@ -89,6 +89,13 @@ export interface KernelSpec {
    * params block) or `"token"` (the `kvScales` binding, one `vec2<f32>(k, v)` per row and KV head).
    */
   readonly kvScales?: "tensor" | "token";
+  /**
+   * Token groups whose states are first added with subgroup shuffles at the end of a piece, before
+   * the workgroup's merge of the groups (a power of two; needs `subgroups`, and that many groups'
+   * lanes within the adapter's smallest subgroup). The merge through workgroup memory then has
+   * that many times fewer groups: fewer rounds and shorter chains of additions. Default 1.
+   */
+  readonly shuffleGroups?: number;
 }
 
 /** The thread layout a spec resolves to. */
@@ -115,6 +122,8 @@ export interface KernelLayout {
   readonly step: number;
   readonly subgroups: boolean;
   readonly paged: boolean;
+  /** Token groups added with shuffles before the workgroup's merge (1 without). */
+  readonly shuffleGroups: number;
 }
 
 /** Most lanes per token by default: 16 lanes x 16 bytes is a 256-byte f16 row of d = 128. */
@@ -199,6 +208,7 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
     step: groups * unroll,
     subgroups,
     paged: spec.paged ?? false,
+    shuffleGroups: subgroups ? largestPowerOfTwoDividing(groups, spec.shuffleGroups ?? 1) : 1,
   };
 }
 
@@ -221,7 +231,7 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.fastSteps === false ? ":masked" : ""
   }${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${variantKey(spec.variant)}${
     spec.kvScales === "token" ? ":tokscale" : ""
-  }`;
+  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }
 
 /**

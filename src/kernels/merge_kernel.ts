@@ -81,15 +81,27 @@ function weightedWGSL(D: number, W: number, DPT: number): string {
     weight[lid] = select(0.0, exp2(ms - m_all), ls > 0.0);
     workgroupBarrier();`;
   if (D <= W) {
+    // The first slots' values were read into `pv` before the maxima (prefetchedWGSL); the
+    // additions keep slot order, as the loop over the later slots does.
+    const PF = prefetchedSlots(D, W);
+    const groups = Math.max(1, Math.floor(W / D));
     return `  // Weighted outputs, W slots at a time: weights once per slot, then slot groups of threads.
-  let d = lid % D;
-  let grp = lid / D;
   var acc = 0.0;
   for (var c0 = 0u; c0 < n; c0 += W) {
 ${weights}
     if (grp < GROUPS) {
       let cn = min(W, n - c0);
-      for (var s = grp; s < cn; s += GROUPS) {
+      var s0 = grp;
+      if (c0 == 0u) {
+${
+      lines(PF, (k) =>
+        `        if (grp + ${k * groups}u < cn) { acc += weight[grp + ${
+          k * groups
+        }u] * pv[${k}]; }`)
+    }
+        s0 = grp + ${PF * groups}u;
+      }
+      for (var s = s0; s < cn; s += GROUPS) {
         acc += weight[s] * partials[(first + c0 + s) * SLOT + r * D + d];
       }
     }
@@ -118,6 +130,37 @@ ${
   }
 ${lines(DPT, (k) => `  if (lid + ${k * W}u < D) { part[lid + ${k * W}u] = acc[${k}]; }`)}
   workgroupBarrier();`;
+}
+
+/**
+ * Slots whose output values each thread of a merge reads before the slots' maxima and sums
+ * (rows of at most `W` dims): as many as cover 64 slots over the slot groups. The weighted sum
+ * used to read them one after another once the weights were known, a memory round trip per slot
+ * (about 33 per row at GQA 32/8 on 264 workgroups); now their loads are in flight during the
+ * reduction of the maxima.
+ */
+function prefetchedSlots(D: number, W: number): number {
+  return Math.ceil(64 / Math.max(1, Math.floor(W / D)));
+}
+
+/** The prefetch of {@linkcode prefetchedSlots} into `pv` (rows of at most `W` dims). */
+function prefetchedWGSL(D: number, W: number): string {
+  if (D > W) return "";
+  const PF = prefetchedSlots(D, W);
+  const groups = Math.max(1, Math.floor(W / D));
+  return `
+  // This thread's output dim and slot group; its first ${PF} slots' values, read now.
+  let d = lid % D;
+  let grp = lid / D;
+  var pv = array<f32, ${PF}>();
+  if (grp < GROUPS) {
+${
+    lines(PF, (k) =>
+      `    if (grp + ${k * groups}u < n) { pv[${k}] = partials[(first + grp + ${
+        k * groups
+      }u) * SLOT + r * D + d]; }`)
+  }
+  }`;
 }
 
 /** Threads of a merge workgroup. */
@@ -237,6 +280,7 @@ fn main(
   // No slots: an empty request's row, which gets the merge identity (out 0, lse -inf).
   let empty = n == 0u;
   let mo = RP * D + r; // offset of this row's max in a slot; its sum follows RP floats later
+${prefetchedWGSL(D, W)}
 
   // One read of each slot's max and sum: thread lid holds slot lid's (the weights' registers)
   // and merges any further slots lid + W, lid + 2W, ... into its own state, in slot order. A sum
