@@ -27,6 +27,12 @@
 #   shuffle    (session 21) after the shuffle pre-merge of the token groups and the merge
 #              kernel's early reads: the GPU tests of the changed kernels, then the floors
 #              diagnostic with the shuffle pre-merge off, on, and at two groups.
+#   final21    (session 21) after the branch-free query loads too: the GPU tests of the changed
+#              kernels, the floors diagnostic (whole, no loop, merge alone, before the loop, the
+#              old group merge), every f16 case on Deno's WebGPU with lean's paged twin (all
+#              strategies, checked against float64).
+#   rows21     (session 21) the 8-bit, MLA and MQA rows on Deno's WebGPU, then lean on Dawn over
+#              the multi-row cases.
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_remeasure_session.sh remeasure
 set -u
@@ -102,6 +108,28 @@ if [ "$mode" = shuffle ]; then
   run_deno 150 diag_shuffle.txt bench/diag_floors.ts --out="$out/diag_shuffle.json" \
     --only='gqa32/8 2k|gqa32/8 32k|gqa32/8 128k|b1 h32 32k' \
     --variants='lean|no shuffle merge|shuffle 2 groups|no loop|no loop/no shuffle|merge only'
+  stamp "done"
+fi
+
+if [ "$mode" = final21 ]; then
+  LEAN_TEST_BACKENDS=cpu,webgpu timeout 150 deno test -A --unstable-webgpu \
+    tests/decode_test.ts tests/kernel_options_test.ts tests/paged_test.ts tests/mla_test.ts \
+    tests/determinism_test.ts >"$out/tests_final.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_final.log" | tail -1))"
+  run_deno 90 diag_final.txt bench/diag_floors.ts --out="$out/diag_final.json" \
+    --only='gqa32/8 2k|gqa32/8 32k|gqa32/8 128k|b1 h32 32k' \
+    --variants='lean|no loop|merge only|cut: pre-loop|no shuffle merge'
+  run_deno 290 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check --paged $anchors \
+    --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_webgpu.json"
+  stamp "done"
+fi
+
+if [ "$mode" = rows21 ]; then
+  run_deno 100 bench_kv8_mla.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --only='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_kv8_mla.json"
+  run_deno 200 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    $anchors --only='gqa32/8|b4 16k|b16 16k|qLen4|ragged|d64 32k|d256 32k|b1 h32 1k|b1 h32 16k|b1 h32 32k' \
+    --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_dawn.json"
   stamp "done"
 fi
 

@@ -87,11 +87,16 @@ export function queryRowsWGSL(shape: QueryShape): QueryWGSL {
     const v = `load_q(qb + ${c.at} * ${V4}u + ${j}u)`;
     return c.keep ? `select(Z4, ${v}, ${c.keep}) * ${qScale}` : `${v} * ${qScale}`;
   };
-  const perRow = (body: (r: number) => string) =>
+  // Every row's loads in one block, without branches: a missing row reads the block's last row
+  // again and keeps zeros. (Rows behind \`if\`s were loaded one row after another, each waiting
+  // for its loads before the next row's were issued: about 1 us per row at the start of every
+  // piece of the 4-row kernel, bench/notes.md, session 21.)
+  const perRow = (body: (r: number, live: (v: string) => string) => string) =>
     lines(RP, (r) =>
-      `    if (${row(r)} < n_rows) {
-      let qb = query_row(q_start, q_len, kv_head, r0 + ${row(r)}) * D4;
-${body(r)}
+      `    {
+      let qb = query_row(q_start, q_len, kv_head, r0 + min(${row(r)}, n_rows - 1u)) * D4;
+      let live = ${row(r)} < n_rows;
+${body(r, (v) => `select(Z4, ${v}, live)`)}
     }`);
 
   const workgroup = `${
@@ -104,7 +109,11 @@ ${body(r)}
     ? `    // This lane's chunks of the block's query rows, pre-scaled into log2 units and rounded to
     // f16; missing rows 0.
     var qh = array<vec4<f16>, ${RP * CPL * 2}>();
-${perRow((r) => grid(CPL, 2, (i, j) => `      qh[${hi(r, i, j)}] = vec4<f16>(${loadQ(i, j)});`))}`
+${
+      perRow((r, live) =>
+        grid(CPL, 2, (i, j) => `      qh[${hi(r, i, j)}] = vec4<f16>(${live(loadQ(i, j))});`)
+      )
+    }`
     : shared
     ? `    // The block's query rows, pre-scaled into log2 units; missing rows 0.
     for (var e = lid; e < ${RB * QS}u; e += ${W}u) {
@@ -119,7 +128,11 @@ ${perRow((r) => grid(CPL, 2, (i, j) => `      qh[${hi(r, i, j)}] = vec4<f16>(${l
     workgroupBarrier();`
     : `    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
     var qv = array<vec4<f32>, ${RP * E4}>();
-${perRow((r) => grid(CPL, V4, (i, j) => `      qv[${qi(r, i, j)}] = ${loadQ(i, j)};`))}`;
+${
+      perRow((r, live) =>
+        grid(CPL, V4, (i, j) => `      qv[${qi(r, i, j)}] = ${live(loadQ(i, j))};`)
+      )
+    }`;
 
   const unpackK = (u: number) =>
     lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`);
