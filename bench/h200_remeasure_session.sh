@@ -32,7 +32,8 @@
 #              old group merge), every f16 case on Deno's WebGPU with lean's paged twin (all
 #              strategies, checked against float64).
 #   rows21     (session 21) the 8-bit, MLA and MQA rows on Deno's WebGPU, then lean on Dawn over
-#              the multi-row cases.
+#              the multi-row cases; then batch-1 MHA at 4k-16k with and without the shuffle
+#              pre-merge (same run).
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_remeasure_session.sh remeasure
 set -u
@@ -130,6 +131,11 @@ if [ "$mode" = rows21 ]; then
   run_deno 200 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
     $anchors --only='gqa32/8|b4 16k|b16 16k|qLen4|ragged|d64 32k|d256 32k|b1 h32 1k|b1 h32 16k|b1 h32 32k' \
     --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_dawn.json"
+  run_deno 40 bench_mha.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+    --only='b1 h32 4k|b1 h32 8k|b1 h32 16k' --out="$out/h200_mha.json"
+  run_deno 40 bench_mha_noshuffle.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+    --only='b1 h32 4k|b1 h32 8k|b1 h32 16k' --kernel='{"shuffleGroups":1}' \
+    --out="$out/h200_mha_noshuffle.json"
   stamp "done"
 fi
 

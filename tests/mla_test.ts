@@ -93,7 +93,7 @@ Deno.test("MLA's kernel class: 32 lanes, padded K rounds, 4-row blocks, a merge 
   const wgsl = decodeKernelWGSL(spec);
   // Lanes 8..31 of the third K round re-read chunk 71 and hold a zero query there.
   assert.ok(wgsl.includes("let kpad = min(lane + 64u, CHUNKS - 1u) - lane;"));
-  assert.ok(wgsl.includes("lane + 64u < CHUNKS) * params.scale_log2;"));
+  assert.ok(wgsl.includes("lane + 64u < CHUNKS) * params.scale_log2, live);"));
   assert.ok(!wgsl.includes("vpad"), "V's 64 chunks divide over 32 lanes");
   assert.ok(wgsl.includes("fn kv_addr_v(base: u32, t: u32, kv_head: u32) -> u32 {"));
   const merge = mergeKernelWGSL(spec);
