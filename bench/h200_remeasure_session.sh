@@ -34,6 +34,8 @@
 #   rows21     (session 21) the 8-bit, MLA and MQA rows on Deno's WebGPU, then lean on Dawn over
 #              the multi-row cases; then batch-1 MHA at 4k-16k with and without the shuffle
 #              pre-merge (same run).
+#   abmha      (session 21) the shuffle pre-merge off and on, alternating twice, on batch-1 MHA
+#              (4k, 16k, 32k) and GQA 32/8 32k: lean's median each time.
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_remeasure_session.sh remeasure
 set -u
@@ -136,6 +138,17 @@ if [ "$mode" = rows21 ]; then
   run_deno 40 bench_mha_noshuffle.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
     --only='b1 h32 4k|b1 h32 8k|b1 h32 16k' --kernel='{"shuffleGroups":1}' \
     --out="$out/h200_mha_noshuffle.json"
+  stamp "done"
+fi
+
+if [ "$mode" = abmha ]; then
+  for round in 1 2; do
+    for sg in 1 32; do
+      run_deno 40 "ab_sg${sg}_$round.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+        --only='b1 h32 4k|b1 h32 16k|b1 h32 32k|gqa32/8 32k' --kernel="{\"shuffleGroups\":$sg}"
+    done
+  done
+  grep -H ' lean ' "$out"/ab_sg*.txt | tee -a "$log"
   stamp "done"
 fi
 
