@@ -225,7 +225,8 @@ ${posting(post(k))}
  * ```ts
  * import { pieceOutputWGSL } from "./decode_output.ts";
  * const wgsl = pieceOutputWGSL({
- *   RB: 1, RP: 1, RS: 1, DV: 64, W: 64, lanes: 8, G: 8, usedBytes: 512, CPLV: 1, V4: 2, padV: false,
+ *   RB: 1, RP: 1, RS: 1, DV: 64, W: 64, lanes: 8, G: 8, SG: 1, usedBytes: 512, CPLV: 1, V4: 2,
+ *   padV: false,
  *   row: (r) => `${r}u`, oi: (r, i, j) => r * 2 + i * 2 + j,
  *   sinks: false, vScale: false, outHalf: false,
  * });
