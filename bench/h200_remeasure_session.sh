@@ -34,6 +34,9 @@
 #   rows21     (session 21) the 8-bit, MLA and MQA rows on Deno's WebGPU, then lean on Dawn over
 #              the multi-row cases; then batch-1 MHA at 4k-16k with and without the shuffle
 #              pre-merge (same run).
+#   tests21    (session 21) the GPU tests of the variants, 8-bit KV, runner formats, batches and
+#              non-finite inputs on the final kernels (the shuffle pre-merge is on for every
+#              default kernel here, where lavapipe's 8-lane subgroups leave it off).
 #   abmha      (session 21) the shuffle pre-merge off and on, alternating twice, on batch-1 MHA
 #              (4k, 16k, 32k) and GQA 32/8 32k: lean's median each time.
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
@@ -138,6 +141,16 @@ if [ "$mode" = rows21 ]; then
   run_deno 40 bench_mha_noshuffle.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
     --only='b1 h32 4k|b1 h32 8k|b1 h32 16k' --kernel='{"shuffleGroups":1}' \
     --out="$out/h200_mha_noshuffle.json"
+  stamp "done"
+fi
+
+if [ "$mode" = tests21 ]; then
+  LEAN_TEST_BACKENDS=cpu,webgpu timeout 280 deno test -A --unstable-webgpu \
+    tests/variants_test.ts tests/kv8_decode_test.ts tests/runner_formats_test.ts \
+    tests/batches_test.ts tests/non_finite_test.ts tests/combinations_gpu_test.ts \
+    >"$out/tests21.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests21.log" | tail -1))"
+  grep -E 'FAILED|ok \||failed' "$out/tests21.log" | tail -5
   stamp "done"
 fi
 
