@@ -406,3 +406,31 @@ Deno.test("the split prefetch, shared query rows and packed f16 options change t
     fcParams(150),
   );
 });
+
+Deno.test("the groups of a subgroup add their states with shuffles first, as many as the smallest subgroup holds", () => {
+  const tiles = tileConfig({ headDim: 128, rowsPerGroup: 4, kvDtype: "f16" });
+  const problem = { headDim: 128, kvDtype: "f16" as const };
+  const at = (subgroupMinSize: number, tuning = {}) =>
+    kernelSpec({ problem, tiles }, { subgroups: true, subgroupMinSize }, tuning);
+  // 8 lanes: four groups in a 32-lane subgroup, two in 16, none in 8 (or without subgroups).
+  assert.equal(at(32).shuffleGroups, 4);
+  assert.equal(at(16).shuffleGroups, 2);
+  assert.equal(at(8).shuffleGroups, undefined);
+  assert.equal(kernelSpec({ problem, tiles }).shuffleGroups, undefined);
+  assert.equal(at(32, { shuffleGroups: 1 }).shuffleGroups, undefined, "tuning turns it off");
+  assert.equal(at(32, { shuffleGroups: 2 }).shuffleGroups, 2, "tuning caps it");
+  const four = at(32);
+  const wgsl = decodeKernelWGSL(four);
+  // Shuffles 8 and 16 lanes apart (one and two groups), for the maxima and the states.
+  assert.ok(wgsl.includes("mg[0] = max(mg[0], subgroupShuffleXor(mg[0], 16u));"));
+  assert.ok(wgsl.includes("o[15] += subgroupShuffleXor(o[15], 16u);"));
+  assert.ok(wgsl.includes("if (g % 4u == 0u) {"), "only every fourth group posts");
+  // A quarter of the groups post: all four rows in one round, each a chain of four additions.
+  assert.ok(wgsl.includes("for (var gg = 1u; gg < 4u; gg++) { s += red[gg * 128u + e]; }"));
+  assert.notEqual(specKey("decode", four), specKey("decode", at(32, { shuffleGroups: 1 })));
+  assert.ok(decodeWorkgroupBytes(four) <= 16384, "within WebGPU's default workgroup memory");
+  // Row sets: groups are lanes x row sets apart (16 threads), so a 32-lane subgroup holds two.
+  const rowSets = at(32, { rowSets: 2 });
+  assert.equal(rowSets.shuffleGroups, 2);
+  assert.ok(decodeKernelWGSL(rowSets).includes("subgroupShuffleXor(o[7], 16u)"));
+});
