@@ -37,6 +37,9 @@
 #   tests21    (session 21) the GPU tests of the variants, 8-bit KV, runner formats, batches and
 #              non-finite inputs on the final kernels (the shuffle pre-merge is on for every
 #              default kernel here, where lavapipe's 8-lane subgroups leave it off).
+#   e5m2       (session 21) E5M2 MHA at 128k with "r1 d128 8-bit" entries of bench/kv8_tables/
+#              (the 8-bit entry leaves the grid calibrated on the class's f16 kernel, unlike the
+#              kv8 sweep's device-wide tunings), each checked against float64, then f16 beside it.
 #   abmha      (session 21) the shuffle pre-merge off and on, alternating twice, on batch-1 MHA
 #              (4k, 16k, 32k) and GQA 32/8 32k: lean's median each time.
 # Results under $OUT (default bench/results/h200_session7): session.log and one file per step.
@@ -151,6 +154,17 @@ if [ "$mode" = tests21 ]; then
     >"$out/tests21.log" 2>&1
   stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests21.log" | tail -1))"
   grep -E 'FAILED|ok \||failed' "$out/tests21.log" | tail -5
+  stamp "done"
+fi
+
+if [ "$mode" = e5m2 ]; then
+  for t in L8U4 L8U8 L8U8s L4U4 L4U8s; do
+    run_deno 40 "e5m2_$t.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --only='b1 h32 128k e5m2' --table="bench/kv8_tables/$t.json"
+  done
+  run_deno 40 e5m2_f16.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+    --only='b1 h32 128k' --skip='e5m2'
+  grep -H ' lean ' "$out"/e5m2_*.txt | tee -a "$log"
   stamp "done"
 fi
 
