@@ -45,31 +45,36 @@ devProto.createShaderModule = function (this: object, d: GPUShaderModuleDescript
   return createModule.call(this, { ...d, code });
 };
 
-const noLoop = (code: string) => {
-  const from = "for (var s0 = tok_begin; s0 < tok_end; s0 += STEP)";
-  if (!code.includes(from)) throw new Error("no token loop to skip");
-  return code.replace(from, "for (var s0 = tok_begin; s0 < tok_begin; s0 += STEP)");
+/** A rewrite that replaces `from` once, and fails (naming `what`) where the kernel lacks it. */
+const replacing = (what: string, from: string, to: string) => (code: string) => {
+  if (!code.includes(from)) throw new Error(`no ${what} in the kernel`);
+  return code.replace(from, to);
 };
+const noLoop = replacing(
+  "token loop to skip",
+  "for (var s0 = tok_begin; s0 < tok_end; s0 += STEP)",
+  "for (var s0 = tok_begin; s0 < tok_begin; s0 += STEP)",
+);
 /** The kernel returns at once: the dispatch of this pipeline (bindings, footprint) alone. */
-const emptyDecode = (code: string) => {
-  const from = "let w = flat_workgroup(wid, nwg);";
-  if (!code.includes(from)) throw new Error("no workgroup index to return after");
-  return code.replace(from, `${from}\n  if (params.count != 0xfffffffeu) { return; }`);
-};
+const emptyDecode = replacing(
+  "workgroup index to return after",
+  "let w = flat_workgroup(wid, nwg);",
+  "let w = flat_workgroup(wid, nwg);\n  if (params.count != 0xfffffffeu) { return; }",
+);
 /** Every workgroup barrier removed (outputs wrong; the barriers' cost). */
 const noBarriers = (code: string) => code.replaceAll("workgroupBarrier();", "");
 /** Query rows made from their index (no loads of q). */
-const constQuery = (code: string) => {
-  const from = "return q[i];";
-  if (!code.includes(from)) throw new Error("no query load to replace");
-  return code.replace(from, "return vec4<f32>(f32(i & 7u));");
-};
+const constQuery = replacing(
+  "query load to replace",
+  "return q[i];",
+  "return vec4<f32>(f32(i & 7u));",
+);
 /** Only each run's first piece (the cost of the later pieces' set-up). */
-const onePiece = (code: string) => {
-  const from = "for (var pc = p_begin; pc < p_end; pc++)";
-  if (!code.includes(from)) throw new Error("no piece loop to cut");
-  return code.replace(from, "for (var pc = p_begin; pc < min(p_end, p_begin + 1u); pc++)");
-};
+const onePiece = replacing(
+  "piece loop to cut",
+  "for (var pc = p_begin; pc < p_end; pc++)",
+  "for (var pc = p_begin; pc < min(p_end, p_begin + 1u); pc++)",
+);
 /**
  * The kernel returns at `anchor` (inside the first piece), after a write, under a condition that
  * never holds at run time, of `alive` (a WGSL f32 expression of what was computed so far), so the

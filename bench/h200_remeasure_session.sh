@@ -77,10 +77,8 @@ if [ "$mode" = more ]; then
 fi
 
 if [ "$mode" = merge ]; then
-  LEAN_TEST_BACKENDS=cpu,webgpu timeout 90 deno test -A --unstable-webgpu \
-    tests/decode_test.ts tests/kernel_options_test.ts tests/paged_test.ts tests/mla_test.ts \
-    >"$out/tests_merge.log" 2>&1
-  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_merge.log" | tail -1))"
+  run_tests 90 tests_merge.log tests/decode_test.ts tests/kernel_options_test.ts \
+    tests/paged_test.ts tests/mla_test.ts
   run_deno 75 diag_floors.txt bench/diag_floors.ts --only='gqa32/8 2k|gqa32/8 128k|h8/8'
   run_deno 280 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check --paged $anchors \
     --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_webgpu.json"
@@ -111,10 +109,8 @@ if [ "$mode" = cuts ]; then
 fi
 
 if [ "$mode" = shuffle ]; then
-  LEAN_TEST_BACKENDS=cpu,webgpu timeout 120 deno test -A --unstable-webgpu \
-    tests/decode_test.ts tests/kernel_options_test.ts tests/paged_test.ts tests/mla_test.ts \
-    tests/determinism_test.ts tests/variants_test.ts >"$out/tests_shuffle.log" 2>&1
-  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_shuffle.log" | tail -1))"
+  run_tests 120 tests_shuffle.log tests/decode_test.ts tests/kernel_options_test.ts \
+    tests/paged_test.ts tests/mla_test.ts tests/determinism_test.ts tests/variants_test.ts
   run_deno 150 diag_shuffle.txt bench/diag_floors.ts --out="$out/diag_shuffle.json" \
     --only='gqa32/8 2k|gqa32/8 32k|gqa32/8 128k|b1 h32 32k' \
     --variants='lean|no shuffle merge|shuffle 2 groups|no loop|no loop/no shuffle|merge only'
@@ -122,10 +118,8 @@ if [ "$mode" = shuffle ]; then
 fi
 
 if [ "$mode" = final21 ]; then
-  LEAN_TEST_BACKENDS=cpu,webgpu timeout 150 deno test -A --unstable-webgpu \
-    tests/decode_test.ts tests/kernel_options_test.ts tests/paged_test.ts tests/mla_test.ts \
-    tests/determinism_test.ts >"$out/tests_final.log" 2>&1
-  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_final.log" | tail -1))"
+  run_tests 150 tests_final.log tests/decode_test.ts tests/kernel_options_test.ts \
+    tests/paged_test.ts tests/mla_test.ts tests/determinism_test.ts
   run_deno 90 diag_final.txt bench/diag_floors.ts --out="$out/diag_final.json" \
     --only='gqa32/8 2k|gqa32/8 32k|gqa32/8 128k|b1 h32 32k' \
     --variants='lean|no loop|merge only|cut: pre-loop|no shuffle merge'
@@ -149,11 +143,9 @@ if [ "$mode" = rows21 ]; then
 fi
 
 if [ "$mode" = tests21 ]; then
-  LEAN_TEST_BACKENDS=cpu,webgpu timeout 280 deno test -A --unstable-webgpu \
-    tests/variants_test.ts tests/kv8_decode_test.ts tests/runner_formats_test.ts \
-    tests/batches_test.ts tests/non_finite_test.ts tests/combinations_gpu_test.ts \
-    >"$out/tests21.log" 2>&1
-  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests21.log" | tail -1))"
+  run_tests 280 tests21.log tests/variants_test.ts tests/kv8_decode_test.ts \
+    tests/runner_formats_test.ts tests/batches_test.ts tests/non_finite_test.ts \
+    tests/combinations_gpu_test.ts
   grep -E 'FAILED|ok \||failed' "$out/tests21.log" | tail -5
   stamp "done"
 fi

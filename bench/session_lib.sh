@@ -2,6 +2,8 @@
 # sourced after `out` is set, it makes the results folder absolute, and defines `stamp` (a
 # timestamped line into session.log), `run_deno LIMIT FILE ARGS...` (a Deno script under a
 # timeout, its output minus npm warnings into $out/FILE, its exit status stamped) and
+# `run_tests LIMIT FILE TESTS...` (GPU tests through Deno's WebGPU, and their CPU twins, under a
+# timeout into $out/FILE, the summary line stamped) and
 # `sweep_and_pick NAME LIMIT CONFIGS CASES` (a bench/tune.ts sweep of the configurations file over
 # the cases into $out/tune_NAME.json, the table picked from it by bench/pick_table.ts into
 # $out/table_NAME.json, and `table` set to its `--table=` flag, empty if nothing was picked).
@@ -16,6 +18,13 @@ run_deno() {
   timeout "$limit" deno run -A --unstable-webgpu --v8-flags=--expose-gc "$@" 2>&1 |
     grep -v -E '^Warning|lifecycle|node_modules|^\s*$|│|╭|╰' >"$out/$file"
   stamp "exit ${PIPESTATUS[0]} ($file)"
+}
+run_tests() {
+  local limit=$1 file=$2
+  shift 2
+  LEAN_TEST_BACKENDS=cpu,webgpu timeout "$limit" deno test -A --unstable-webgpu "$@" \
+    >"$out/$file" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/$file" | tail -1))"
 }
 sweep_and_pick() {
   local name=$1 limit=$2 configs=$3 cases=$4
