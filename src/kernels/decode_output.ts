@@ -134,15 +134,31 @@ var<workgroup> red: array<vec4<f32>, ${groups * rows * (headDimV / 4)}>;
 var<workgroup> l_g: array<f32, ${groups * rowsPerBlock}>;`;
 }
 
+/**
+ * The groups that post their state to workgroup memory: every group, or (after the shuffle
+ * pre-merge) every `SG`-th, at slot `g / SG`. `count` and `slot` are WGSL expressions; `only`
+ * wraps statements so that only posting groups run them.
+ */
+function postingGroups(shape: Pick<PieceOutputShape, "G" | "SG">): {
+  count: string;
+  slot: string;
+  only: (body: string, indent: string) => string;
+} {
+  const { G, SG } = shape;
+  if (SG === 1) return { count: "GROUPS", slot: "g", only: (body) => body };
+  return {
+    count: `${G / SG}u`,
+    slot: `(g / ${SG}u)`,
+    only: (body, indent) => `${indent}if (g % ${SG}u == 0u) {\n${body}\n${indent}}`,
+  };
+}
+
 /** The statements that add the groups' rescaled states into `acc` and `l_sh`, in group order. */
 function groupSumsWGSL(shape: PieceOutputShape): string {
   const { RB, RP, RS, DV, W, lanes, CPLV, V4, padV, row, oi } = shape;
-  // The posting groups: every group, or (after the shuffles) every SG-th with its slot g / SG.
-  const G = shape.G / shape.SG;
-  const pg = shape.SG > 1 ? `(g / ${shape.SG}u)` : "g";
-  const groups = shape.SG > 1 ? `${G}u` : "GROUPS";
-  const posting = (body: string) =>
-    shape.SG > 1 ? `    if (g % ${shape.SG}u == 0u) {\n${body}\n    }` : body;
+  const G = shape.G / shape.SG; // the posting groups
+  const { count: groups, slot: pg, only } = postingGroups(shape);
+  const posting = (body: string) => only(body, "    ");
   const RR = groupMergeRows(G, RB, DV, shape.usedBytes);
   const DV4 = DV / 4;
   const guard = (i: number, stmt: string) =>
@@ -258,9 +274,10 @@ ${
     }
 `
     : "";
+  const groups = postingGroups(shape);
   const postMax = (r: number) =>
     SG > 1
-      ? `      if (g % ${SG}u == 0u) { m_sh[(g / ${SG}u) * RP + ${row(r)}] = ${posted(r)}; }`
+      ? `      if (g % ${SG}u == 0u) { m_sh[${groups.slot} * RP + ${row(r)}] = ${posted(r)}; }`
       : `      m_sh[g * RP + ${row(r)}] = ${posted(r)};`;
   // The groups of a subgroup add their rescaled states with shuffles, in a fixed tree.
   const subgroupSums = SG > 1
@@ -278,7 +295,6 @@ ${
     }
 `
     : "";
-  const groupsOfMax = SG > 1 ? `${shape.G / SG}u` : "GROUPS";
   return `    // Merge the groups' states: a common max, then the rescaled sums in group order.
     workgroupBarrier();
 ${subgroupMax}    if (lane == 0u) {
@@ -295,7 +311,7 @@ ${lines(RB, (r) => `    any_bad[${r}] = atomicLoad(&bad_sh[${r}u]);`)}
 ${
     lines(RB, (r) =>
       `    mm[${r}] = NEG;
-    for (var gg = 0u; gg < ${groupsOfMax}; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }`)
+    for (var gg = 0u; gg < ${groups.count}; gg++) { mm[${r}] = max(mm[${r}], m_sh[gg * RP + ${r}u]); }`)
   }
 ${
     lines(RP, (r) =>
