@@ -51,6 +51,8 @@ out=${OUT:-bench/results/h200_session7}
 source "$(dirname "${BASH_SOURCE[0]}")/session_lib.sh"
 anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
 mode=${1:-remeasure}
+# The GPU tests of the decode and merge kernels' paths (sessions 20-21's kernel changes).
+kernel_tests="tests/decode_test.ts tests/kernel_options_test.ts tests/paged_test.ts tests/mla_test.ts"
 stamp "$mode"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee -a "$log"
 
@@ -77,8 +79,8 @@ if [ "$mode" = more ]; then
 fi
 
 if [ "$mode" = merge ]; then
-  run_tests 90 tests_merge.log tests/decode_test.ts tests/kernel_options_test.ts \
-    tests/paged_test.ts tests/mla_test.ts
+  # shellcheck disable=SC2086
+  run_tests 90 tests_merge.log $kernel_tests
   run_deno 75 diag_floors.txt bench/diag_floors.ts --only='gqa32/8 2k|gqa32/8 128k|h8/8'
   run_deno 280 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check --paged $anchors \
     --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_webgpu.json"
@@ -109,8 +111,8 @@ if [ "$mode" = cuts ]; then
 fi
 
 if [ "$mode" = shuffle ]; then
-  run_tests 120 tests_shuffle.log tests/decode_test.ts tests/kernel_options_test.ts \
-    tests/paged_test.ts tests/mla_test.ts tests/determinism_test.ts tests/variants_test.ts
+  # shellcheck disable=SC2086
+  run_tests 120 tests_shuffle.log $kernel_tests tests/determinism_test.ts tests/variants_test.ts
   run_deno 150 diag_shuffle.txt bench/diag_floors.ts --out="$out/diag_shuffle.json" \
     --only='gqa32/8 2k|gqa32/8 32k|gqa32/8 128k|b1 h32 32k' \
     --variants='lean|no shuffle merge|shuffle 2 groups|no loop|no loop/no shuffle|merge only'
@@ -118,8 +120,8 @@ if [ "$mode" = shuffle ]; then
 fi
 
 if [ "$mode" = final21 ]; then
-  run_tests 150 tests_final.log tests/decode_test.ts tests/kernel_options_test.ts \
-    tests/paged_test.ts tests/mla_test.ts tests/determinism_test.ts
+  # shellcheck disable=SC2086
+  run_tests 150 tests_final.log $kernel_tests tests/determinism_test.ts
   run_deno 90 diag_final.txt bench/diag_floors.ts --out="$out/diag_final.json" \
     --only='gqa32/8 2k|gqa32/8 32k|gqa32/8 128k|b1 h32 32k' \
     --variants='lean|no loop|merge only|cut: pre-loop|no shuffle merge'
