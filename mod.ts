@@ -51,6 +51,7 @@ export type {
   DecoderPlanOptions,
   KernelTiming,
   KernelTimingRequest,
+  StreamTiming,
   WarmupOptions,
 } from "./src/decoder_types.ts";
 export type { DecoderProgress, ProgressListener, ProgressStage } from "./src/core/progress.ts";

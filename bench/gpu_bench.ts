@@ -6,7 +6,12 @@
  * Method: each strategy's timed passes follow, in the same submission, at least `--warmup-ms`
  * (400) of back-to-back passes of the same work (`timeWarm` in `src/gpu/gpu_timing.ts`): an idle GPU
  * runs at a low clock, and a short burst after an idle upload measures the clock, not the
- * kernel. Reported: median of `--runs` (25) passes, and their 10th-90th percentile spread. K/V
+ * kernel. Reported: median of `--runs` (25) passes, and their 10th-90th percentile spread. Then,
+ * in the same submission, `--runs` samples of passes back to back ("stream"), each over as many
+ * passes as fill about `--stream-ms` (2) of GPU time (at most 256), as the PyTorch and Triton
+ * anchors are timed (a CUDA graph of as many calls, bench/anchors/anchor_common.py): a pass
+ * timed alone also pays for the GPU starting its first dispatch and draining its last, which
+ * back-to-back work hides; the comparisons with the anchors use the stream times. K/V
  * copies are rotated when the cache would fit in L2. A case's roofline is the larger of its K+V
  * bytes over the read ceiling and its FLOPs over the FMA ceiling; the table says which applies.
  *
@@ -17,7 +22,7 @@
  * Usage: deno run -A --unstable-webgpu [--v8-flags=--expose-gc] bench/gpu_bench.ts
  *        [--backend=webgpu|dawn] [--anchor=FILE] [--triton=FILE] [--out=FILE] [--paged]
  *        [--only=SUBSTRING[|SUBSTRING...]] [--skip=SUBSTRING[|...]] [--strategies=lean,split,single] [--runs=25]
- *        [--warmup-ms=400] [--kernel=JSON] [--table=FILE] [--check]
+ *        [--warmup-ms=400] [--stream-ms=2] [--kernel=JSON] [--table=FILE] [--check]
  *
  * `--table=FILE` overrides entries of `KERNEL_TABLE` (JSON of the same shape, e.g. picked from a
  * sweep by bench/pick_table.ts); `--check` first runs each case's kernel on a shortened input
@@ -52,7 +57,7 @@ import {
   roofline,
 } from "./gpu_ceilings.ts";
 import { timePaged } from "./paged_timing.ts";
-import { formatRow, HEADER, paperLine, type Row } from "./results_table.ts";
+import { formatRow, HEADER, methodLine, paperLine, type Row } from "./results_table.ts";
 
 const args = new Map(
   Deno.args.map((a) => {
@@ -63,33 +68,52 @@ const args = new Map(
 const backend = (args.get("backend") || "webgpu") as BackendName;
 const warmupMs = Number(args.get("warmup-ms") ?? 400);
 const runs = Number(args.get("runs") ?? 25);
+const streamMs = Number(args.get("stream-ms") ?? 2);
 const strategies = (args.get("strategies") ?? "lean,split,single").split(",") as Strategy[];
 const kernel: KernelTuning | undefined = args.get("kernel")
   ? JSON.parse(args.get("kernel")!)
   : undefined;
-/** An anchor's times by case name (none when the flag is absent or its file is missing). */
-async function anchor(flag: string): Promise<Record<string, number | null>> {
+/** An anchor's times by case name: back to back (`ms`) and one call alone (`aloneMs`). */
+interface AnchorTimes {
+  ms: Record<string, number | null>;
+  aloneMs: Record<string, number | null>;
+}
+/** An anchor's times (none when the flag is absent or its file is missing). */
+async function anchor(flag: string): Promise<AnchorTimes> {
   const path = args.get(flag);
-  if (!path) return {};
+  if (!path) return { ms: {}, aloneMs: {} };
   try {
-    return (JSON.parse(await Deno.readTextFile(path)) as { ms: Record<string, number | null> }).ms;
+    const file = JSON.parse(await Deno.readTextFile(path)) as Partial<AnchorTimes>;
+    return { ms: file.ms ?? {}, aloneMs: file.aloneMs ?? {} };
   } catch (e) {
     console.log(`--${flag}: ${(e as Error).message}; going on without it`);
-    return {};
+    return { ms: {}, aloneMs: {} };
   }
 }
 /** `--table=FILE`: kernel choices by class (as `KERNEL_TABLE`) overriding the built-in table. */
 const table: Record<string, KernelChoice> | undefined = args.get("table")
   ? { ...KERNEL_TABLE, ...JSON.parse(await Deno.readTextFile(args.get("table")!)) }
   : undefined;
-const torchMs = await anchor("anchor");
-const tritonMs = await anchor("triton");
+const torch = await anchor("anchor");
+const triton = await anchor("triton");
 /** Caches below this many bytes are rotated among copies, so L2 (50-60 MB) does not hold them. */
 const ROTATE_BELOW = 100e6;
 
 /** Percentile of sorted values (nearest rank). */
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(p * (sorted.length - 1))))];
+}
+
+/** The stream columns of a row (none when stream timing was off). */
+function streamFields(samplesMs: number[] | undefined, perPass: number | undefined): Row {
+  if (!samplesMs) return {};
+  const sorted = [...samplesMs].sort((a, b) => a - b);
+  return {
+    streamMs: median(sorted),
+    streamP10Ms: percentile(sorted, 0.1),
+    streamP90Ms: percentile(sorted, 0.9),
+    runsPerStreamPass: perPass,
+  };
 }
 
 function describe(
@@ -104,6 +128,7 @@ function describe(
   const sorted = [...samplesMs].sort((a, b) => a - b);
   const medianMs = median(sorted);
   const roof = roofline(kvBytes, flops, ceilings);
+  const stream = typeof extra.streamMs === "number" ? extra.streamMs : undefined;
   return {
     name: c.name,
     group: c.group,
@@ -125,8 +150,11 @@ function describe(
     rooflineMs: roof.ms,
     bound: roof.bound,
     fractionOfRoofline: roof.ms / medianMs,
-    torchMs: torchMs[c.name] ?? null,
-    tritonMs: tritonMs[c.name] ?? null,
+    ...(stream === undefined ? {} : { fractionOfRooflineStream: roof.ms / stream }),
+    torchMs: torch.ms[c.name] ?? null,
+    tritonMs: triton.ms[c.name] ?? null,
+    torchAloneMs: torch.aloneMs[c.name] ?? null,
+    tritonAloneMs: triton.aloneMs[c.name] ?? null,
     ...extra,
   };
 }
@@ -191,8 +219,10 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         warmup: 0,
         kvSets,
         warmupMs,
+        streamMs,
       });
       const row = describe(c, strategy, t.samplesMs, {
+        ...streamFields(t.stream?.samplesMs, t.stream?.runsPerSample),
         workgroups: plan.schedule.workgroups,
         grid: plan.grid,
         windows: plan.schedule.windows?.length ?? 1,
@@ -217,6 +247,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         grid,
         runs,
         warmupMs,
+        streamMs,
         kvSets,
         kernel: tuning,
       });
@@ -225,6 +256,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         rows.push({ name: c.name, strategy: "lean-paged", skipped: p.skipped });
       } else {
         const row = describe(c, "lean-paged", p.timing.samplesMs, {
+          ...streamFields(p.timing.streamSamplesMs, p.timing.runsPerStreamPass),
           workgroups: p.workgroups,
           grid,
           pages: p.pages,
@@ -234,6 +266,9 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         }, ceilings);
         const dense = rows.find((r) => r.strategy === "lean");
         if (dense) row.pagedOverDense = (row.medianMs as number) / (dense.medianMs as number);
+        if (dense && typeof row.streamMs === "number" && typeof dense.streamMs === "number") {
+          row.pagedOverDenseStream = row.streamMs / dense.streamMs;
+        }
         printRow(row, false);
         rows.push(row);
       }
@@ -265,7 +300,7 @@ console.log(
   } us`,
 );
 console.log(
-  `each strategy: >= ${warmupMs} ms of back-to-back passes, then ${runs} timed passes in the same submission; median, ±half the 10-90% spread\n`,
+  `${methodLine(warmupMs, runs, streamMs)}\n`,
 );
 console.log(HEADER);
 const only = args.get("only")?.split("|");
@@ -286,6 +321,7 @@ async function save(): Promise<void> {
         ceilings,
         warmupMs,
         runs,
+        streamMs,
         kernel: kernel ?? null,
         table: table ?? null,
         results,

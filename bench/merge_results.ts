@@ -16,6 +16,7 @@ import { caseKVBytes, decodeFlops, roofline } from "./gpu_ceilings.ts";
 import {
   formatTable,
   HEADER,
+  methodLine,
   paperLine,
   type Row,
   speedups,
@@ -29,6 +30,8 @@ interface RunFile {
   ceilings: { readBytesPerSecond: number; flopsPerSecond: number; emptyPassMs: number };
   warmupMs: number;
   runs: number;
+  /** Milliseconds per back-to-back sample (absent before session 22). */
+  streamMs?: number;
   results: Row[];
 }
 
@@ -40,10 +43,14 @@ const read = async (path: string) => JSON.parse(await Deno.readTextFile(path));
 const cases = new Map<string, BenchCase>((await loadCases()).map((c) => [c.name, c]));
 const fmaRun = (await read(flag("fma-from")[0])) as RunFile;
 const flops = fmaRun.ceilings.flopsPerSecond;
-const anchorMs = async (path: string | undefined) =>
-  path ? ((await read(path)) as { ms: Record<string, number | null> }).ms : {};
-const torch = await anchorMs(flag("anchor")[0]);
-const triton = await anchorMs(flag("triton")[0]);
+type Times = Record<string, number | null>;
+/** An anchor file's times: back to back (`ms`) and one call alone (`aloneMs`, since session 22). */
+const anchorTimes = async (path: string | undefined) => {
+  const file = path ? (await read(path)) as { ms?: Times; aloneMs?: Times } : {};
+  return { ms: file.ms ?? {}, aloneMs: file.aloneMs ?? {} };
+};
+const torch = await anchorTimes(flag("anchor")[0]);
+const triton = await anchorTimes(flag("triton")[0]);
 
 /** Recomputes the derived fields of a row from its median and its run's read ceiling. */
 function derive(r: Row, readCeiling: number, source: string): Row {
@@ -71,8 +78,11 @@ function derive(r: Row, readCeiling: number, source: string): Row {
     rooflineMs: roof.ms,
     bound: roof.bound,
     fractionOfRoofline: roof.ms / r.medianMs,
-    torchMs: torch[c.name] ?? null,
-    tritonMs: triton[c.name] ?? null,
+    ...(typeof r.streamMs === "number" ? { fractionOfRooflineStream: roof.ms / r.streamMs } : {}),
+    torchMs: torch.ms[c.name] ?? null,
+    tritonMs: triton.ms[c.name] ?? null,
+    torchAloneMs: torch.aloneMs[c.name] ?? null,
+    tritonAloneMs: triton.aloneMs[c.name] ?? null,
     source,
   };
 }
@@ -86,11 +96,16 @@ function rowsFromLog(text: string, backend: string): Row[] {
   let name = "";
   for (const line of lines.slice(start + 1)) {
     if (line.startsWith("backend ") || line.startsWith("[")) break;
-    const m = line.match(/^(.{22})(\S+)\s+(\d+)\s+([\d.]+)\s+±([\d.]+)%/);
+    const m = line.match(
+      /^(.{22})(\S+)\s+(\d+)\s+([\d.]+)\s+±([\d.]+)%(?:\s+([\d.]+)\s+±([\d.]+)%)?/,
+    );
     if (!m) continue;
     if (m[1].trim()) name = m[1].trim();
     const medianMs = Number(m[4]);
     const half = (Number(m[5]) / 100) * medianMs;
+    // Tables since session 22 print the stream time and its spread next.
+    const streamMs = m[6] === undefined ? undefined : Number(m[6]);
+    const streamHalf = streamMs === undefined ? 0 : (Number(m[7]) / 100) * streamMs;
     rows.push({
       name,
       strategy: m[2],
@@ -98,6 +113,11 @@ function rowsFromLog(text: string, backend: string): Row[] {
       medianMs,
       p10Ms: medianMs - half,
       p90Ms: medianMs + half,
+      ...(streamMs === undefined ? {} : {
+        streamMs,
+        streamP10Ms: streamMs - streamHalf,
+        streamP90Ms: streamMs + streamHalf,
+      }),
       fromLog: true,
     });
   }
@@ -139,6 +159,7 @@ const out = {
   ceilings: { ...first!.ceilings, flopsPerSecond: flops, flopsFrom: flag("fma-from")[0] },
   warmupMs: first!.warmupMs,
   runs: first!.runs,
+  streamMs: first!.streamMs ?? 0,
   sources,
   notMeasured: missing,
   results,
@@ -150,7 +171,7 @@ const text = [
   `ceilings (plain WGSL kernels, warm): read ${(out.ceiling / 1e12).toFixed(2)} TB/s, FMA ${
     (flops / 1e12).toFixed(1)
   } TFLOP/s (${flag("fma-from")[0]}), empty pass ${(out.ceilings.emptyPassMs * 1e3).toFixed(1)} us`,
-  `each strategy: >= ${out.warmupMs} ms of back-to-back passes, then ${out.runs} timed passes in the same submission; median, ±half the 10-90% spread`,
+  methodLine(out.warmupMs, out.runs, out.streamMs),
   "",
   HEADER,
   formatTable(results),

@@ -26,6 +26,8 @@ export interface PagedTimingOptions {
   grid: number;
   runs: number;
   warmupMs: number;
+  /** Also time runs back to back (see `WarmTimingOptions.streamMs`; 0: not). */
+  streamMs: number;
   /** Copies of the cache rotated between runs (one cache layer each). */
   kvSets: number;
   kernel?: KernelTuning;
@@ -99,7 +101,7 @@ export async function timePaged(
     const timing = await timeWarm(
       device,
       (pass, i) => attention.encode(pass, { plan, layer: i % options.kvSets, q, out }),
-      { runs: options.runs, warmupMs: options.warmupMs },
+      { runs: options.runs, warmupMs: options.warmupMs, streamMs: options.streamMs },
     );
     return { timing, workgroups: plan.schedule.workgroups, pages };
   } finally {

@@ -126,14 +126,33 @@ class DecoderImpl implements Decoder {
     if (!Number.isFinite(warmupMs) || warmupMs < 0 || warmupMs > 60_000) {
       throw new RangeError(`warmupMs must be from 0 to 60000: got ${warmupMs}`);
     }
+    const streamMs = options.streamMs ?? 0;
+    if (typeof streamMs !== "number") {
+      throw new TypeError(`streamMs must be a number: got ${typeof streamMs}`);
+    }
+    if (!Number.isFinite(streamMs) || streamMs < 0 || streamMs > 1000) {
+      throw new RangeError(`streamMs must be from 0 to 1000: got ${streamMs}`);
+    }
     const plan = this.#planProblem(problem, input.strategy);
     const t = await this.#track(this.#backend.time(plan, input, resolveScale(input), {
       runs,
       warmup,
       kvSets,
       warmupMs,
+      streamMs,
     }));
-    return { ...t, medianMs: median(t.samplesMs) };
+    const { streamSamplesMs, runsPerStreamPass, ...alone } = t;
+    return {
+      ...alone,
+      medianMs: median(t.samplesMs),
+      ...(streamSamplesMs === undefined ? {} : {
+        stream: {
+          samplesMs: streamSamplesMs,
+          medianMs: median(streamSamplesMs),
+          runsPerSample: runsPerStreamPass ?? 1,
+        },
+      }),
+    };
   }
 
   // deno-lint-ignore require-await -- async so that bad input rejects like decode() does

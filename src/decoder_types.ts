@@ -96,6 +96,39 @@ export interface KernelTimingRequest {
    * anywhere from 0.53 to 1.84 ms. The CPU backend ignores it.
    */
   warmupMs?: number;
+  /**
+   * Also time runs back to back (default 0: not): after the timed runs, `runs` samples in the
+   * same submission, each over as many runs as fill about this many milliseconds (at most 256),
+   * reported per run in {@linkcode KernelTiming.stream}. A run timed alone also pays for the GPU
+   * starting its first dispatch and draining its last; back-to-back runs, like a model's layers
+   * or the CUDA graphs other libraries are timed with, overlap or hide that. From 0 to 1000.
+   */
+  streamMs?: number;
+}
+
+/**
+ * Runs timed back to back (see {@linkcode KernelTimingRequest.streamMs}).
+ *
+ * @example
+ * ```ts
+ * import { createDecoder, type StreamTiming } from "@lean/attention";
+ * const decoder = await createDecoder({ backend: "cpu" });
+ * const timing = await decoder.timeKernels({
+ *   q: new Float32Array(8), k: new Float32Array(24), v: new Float32Array(24),
+ *   seqLens: [3], numHeads: 1, numKVHeads: 1, headDim: 8,
+ * }, { runs: 3, warmup: 0, streamMs: 1 });
+ * const stream: StreamTiming = timing.stream!;
+ * console.log(stream.samplesMs.length, stream.runsPerSample >= 1); // 3 true
+ * await decoder.dispose();
+ * ```
+ */
+export interface StreamTiming {
+  /** Milliseconds per run of each sample (its runs' time over their count). */
+  samplesMs: number[];
+  /** Median of the samples. */
+  medianMs: number;
+  /** Runs back to back in each sample. */
+  runsPerSample: number;
 }
 
 /**
@@ -123,6 +156,8 @@ export interface KernelTiming {
   warmMs: number;
   /** Milliseconds per run over the warm-up's last pass: near `medianMs` once the GPU is warm. */
   lastWarmMs: number;
+  /** Runs timed back to back, when `streamMs` asked for them. */
+  stream?: StreamTiming;
 }
 
 /**

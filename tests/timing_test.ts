@@ -23,9 +23,33 @@ backendTest("timeKernels returns one positive sample per run", async (decoder) =
   for (const ms of t.samplesMs) assert.ok(ms > 0 && Number.isFinite(ms), `sample ${ms}`);
   const sorted = [...t.samplesMs].sort((a, b) => a - b);
   assert.equal(t.medianMs, sorted[2]);
+  // Without streamMs nothing is timed back to back.
+  assert.equal(t.stream, undefined);
   // Timing leaves the decoder's results as they were.
   assertMatchesReference(input, await decoder.decode(input), "after timing");
 }, { dawnOnSoftware: true });
+
+backendTest("timeKernels with streamMs also times runs back to back", async (decoder) => {
+  const input = makeInput(SPEC);
+  for (const warmupMs of [0, 20]) {
+    const t = await decoder.timeKernels(input, {
+      runs: 3,
+      warmup: 0,
+      kvSets: 2,
+      warmupMs,
+      streamMs: 5,
+    });
+    assert.equal(t.samplesMs.length, 3);
+    const s = t.stream;
+    assert.ok(s, "stream timing missing");
+    assert.equal(s.samplesMs.length, 3);
+    assert.ok(Number.isInteger(s.runsPerSample) && s.runsPerSample >= 1 && s.runsPerSample <= 256);
+    for (const ms of s.samplesMs) assert.ok(ms > 0 && Number.isFinite(ms), `stream sample ${ms}`);
+    const sorted = [...s.samplesMs].sort((a, b) => a - b);
+    assert.equal(s.medianMs, sorted[1]);
+  }
+  assertMatchesReference(input, await decoder.decode(input), "after stream timing");
+});
 
 backendTest("timeKernels rejects bad options", async (decoder) => {
   const input = makeInput(SPEC);
@@ -43,4 +67,14 @@ backendTest("timeKernels rejects bad options", async (decoder) => {
     () => decoder.timeKernels(input, { warmupMs: "1" as unknown as number }),
     /^TypeError: warmupMs must be a number/,
   );
+  await assert.rejects(
+    () => decoder.timeKernels(input, { streamMs: 1001 }),
+    /^RangeError: streamMs must be from 0 to 1000: got 1001/,
+  );
+  await assert.rejects(
+    () => decoder.timeKernels(input, { streamMs: "2" as unknown as number }),
+    /^TypeError: streamMs must be a number: got string/,
+  );
+  // The decoder stays usable after bad options.
+  assertMatchesReference(input, await decoder.decode(input), "after bad options");
 });

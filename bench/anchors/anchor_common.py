@@ -6,6 +6,10 @@ replayed back to back for at least `warm_ms` of GPU time, and the timed replays 
 same stream with no gap, each between CUDA events. An idle GPU runs at a low clock (an H200's SM
 clock idles at 345 MHz and runs at 1980 MHz under load), so without the warm-up a short timed
 burst measures the clock ramp. Several rounds are timed; the best round's median is reported.
+
+Two times per case, as the benchmark reports lean's: `ms`, per call over a replayed graph of
+`inner` calls back to back (about 2 ms of work), and `aloneMs`, one call between two events
+(a graph of one call), like a lean pass timed alone between its timestamps.
 """
 import math
 
@@ -52,9 +56,27 @@ def _elapsed(fn_block):
     return start, end
 
 
+def _timed(replay, runs):
+    """Enqueues `runs` replays, each between two events; returns the event pairs."""
+    pairs = []
+    for _ in range(runs):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        replay()
+        b.record()
+        pairs.append((a, b))
+    return pairs
+
+
+def _median(sorted_ms):
+    return (sorted_ms[(len(sorted_ms) - 1) // 2] + sorted_ms[len(sorted_ms) // 2]) / 2
+
+
 def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
     """Times `call(i)` (i picks the K/V copy) on a warm GPU. Returns a dict with the best round's
-    median ms per call (`ms`), every round's median, the minimum, and the warm-up's GPU ms."""
+    median ms per call back to back (`ms`) and per call alone (`aloneMs`), every round's
+    median, the minimum, and the warm-up's GPU ms."""
     for i in range(3):
         call(i % sets)
     torch.cuda.synchronize()
@@ -63,12 +85,15 @@ def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
     first = max(1e-3, s.elapsed_time(e))
     inner = max(1, min(256, math.ceil(replay_ms / first)))
     graph = torch.cuda.CUDAGraph()
+    single = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         with torch.cuda.graph(graph, stream=stream):
             for j in range(inner):
                 call(j % sets)
+        with torch.cuda.graph(single, stream=stream):
+            call(0)
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
     # The cold replay time bounds the warm one from above: warm until the measured warm-up
@@ -83,16 +108,10 @@ def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
         reps = max(1, math.ceil(1.1 * warm_ms / per_replay))
         ws, we = _elapsed(lambda: [graph.replay() for _ in range(reps)])
         events = []
+        alone_events = []
         for _ in range(rounds):
-            round_events = []
-            for _ in range(runs):
-                a = torch.cuda.Event(enable_timing=True)
-                b = torch.cuda.Event(enable_timing=True)
-                a.record()
-                graph.replay()
-                b.record()
-                round_events.append((a, b))
-            events.append(round_events)
+            events.append(_timed(graph.replay, runs))
+            alone_events.append(_timed(single.replay, runs))
         torch.cuda.synchronize()
         warm = ws.elapsed_time(we)
         if warm >= warm_ms:
@@ -101,10 +120,13 @@ def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
     for round_events in events:
         ms = sorted(a.elapsed_time(b) / inner for a, b in round_events)
         samples.extend(ms)
-        medians.append((ms[(len(ms) - 1) // 2] + ms[len(ms) // 2]) / 2)
-    del graph
+        medians.append(_median(ms))
+    alone_medians = [_median(sorted(a.elapsed_time(b) for a, b in r)) for r in alone_events]
+    del graph, single
     return {
         "ms": min(medians),
+        "aloneMs": min(alone_medians),
+        "aloneRoundMedians": alone_medians,
         "roundMedians": medians,
         "minMs": min(samples),
         "warmMs": warm,

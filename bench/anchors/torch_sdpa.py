@@ -5,7 +5,8 @@ fit in L2). Ragged batches are padded to their longest sequence (flash SDPA has 
 path), which PyTorch's time includes. qLen > 1 runs without a causal mask (flash SDPA's causal
 mask is aligned to the top left), so it does slightly more work than decode needs.
 
-Writes JSON: {"device", "torch", "ms": {case: best median ms}, "detail": {case: {...}}}.
+Writes JSON: {"device", "torch", "ms": {case: best median ms back to back}, "aloneMs": {case: best
+median ms of one call alone}, "detail": {case: {...}}}.
 
 Usage: python3 bench/anchors/torch_sdpa.py bench/cases.json OUT.json [--only=SUBSTRING]
 """
@@ -48,7 +49,7 @@ def main():
     cases = json.load(open(sys.argv[1]))["cases"]
     only = [a.split("=", 1)[1].split("|") for a in sys.argv[3:] if a.startswith("--only=")]
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "ms": {},
-              "detail": {}}
+              "aloneMs": {}, "detail": {}}
     for c in cases:
         if only and not any(part in c["name"] for part in only[0]):
             continue
@@ -58,6 +59,7 @@ def main():
             print(f"{c['name']}: {e}", file=sys.stderr)
             r = None
         result["ms"][c["name"]] = r and r["ms"]
+        result["aloneMs"][c["name"]] = r and r["aloneMs"]
         result["detail"][c["name"]] = r
         shown = "-" if r is None else f"{r['ms']:.4f} ms"
         print(f"{c['name']:24s} {shown}", flush=True)

@@ -13,7 +13,8 @@ picked per case from two candidates (about 3 and 8 programs per multiprocessor) 
 Checked against PyTorch's SDPA on the same data (per sequence, causal within the last qLen
 tokens) before timing; timed on a warm GPU like the PyTorch anchor (anchor_common.py).
 
-Writes JSON like torch_sdpa.py: {"device", "triton", "ms": {case: ms}, "detail": {case: {...}}}.
+Writes JSON like torch_sdpa.py: {"device", "triton", "ms": {case: ms}, "aloneMs": {case: ms},
+"detail": {case: {...}}}.
 
 Usage: python3 bench/anchors/triton_decode.py bench/cases.json OUT.json [--only=SUBSTRING]
 """
@@ -253,7 +254,7 @@ def main():
     only = [a.split("=", 1)[1].split("|") for a in sys.argv[3:] if a.startswith("--only=")]
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     result = {"device": torch.cuda.get_device_name(), "triton": triton.__version__, "ms": {},
-              "detail": {}}
+              "aloneMs": {}, "detail": {}}
     for c in cases:
         if only and not any(part in c["name"] for part in only[0]):
             continue
@@ -263,6 +264,7 @@ def main():
             print(f"{c['name']}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             r = None
         result["ms"][c["name"]] = r and r["ms"]
+        result["aloneMs"][c["name"]] = r and r["aloneMs"]
         result["detail"][c["name"]] = r
         shown = "-" if r is None else (f"{r['ms']:.4f} ms (split {r['splitLen']}, "
                                        f"check {r['checkRelL2']:.1e})")

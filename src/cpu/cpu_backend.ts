@@ -7,7 +7,7 @@
  */
 
 import { rowHooks } from "../core/variant.ts";
-import type { Backend, DeviceProfile } from "../plan/backend.ts";
+import { type Backend, type DeviceProfile, MAX_STREAM_RUNS } from "../plan/backend.ts";
 import { decodeInputKV } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
 import { pagedElement, type PagedKV } from "../plan/kv_addressing.ts";
@@ -239,14 +239,30 @@ export function createCpuBackend(grid = CPU_GRID, maxBindingBytes?: number): Bac
     profile,
     run: (plan, input, scale) => Promise.resolve(executePlanOnCpu(plan, input, scale)),
     stats: () => ({ buffersCreated: 0, buffersLive: 0, pipelinesCreated: 0 }),
-    time: (plan, input, scale, { runs, warmup }) => {
+    time: (plan, input, scale, { runs, warmup, streamMs = 0 }) => {
       const ms: number[] = [];
       for (let i = 0; i < warmup + runs; i++) {
         const t0 = performance.now();
         executePlanOnCpu(plan, input, scale);
         if (i >= warmup) ms.push(performance.now() - t0);
       }
-      return Promise.resolve({ samplesMs: ms, warmMs: 0, lastWarmMs: NaN });
+      if (!(streamMs > 0)) return Promise.resolve({ samplesMs: ms, warmMs: 0, lastWarmMs: NaN });
+      // Back to back as on a GPU, sized from the fastest single run.
+      const fastest = Math.max(1e-3, Math.min(...ms));
+      const perPass = Math.max(1, Math.min(MAX_STREAM_RUNS, Math.ceil(streamMs / fastest)));
+      const stream: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const t0 = performance.now();
+        for (let k = 0; k < perPass; k++) executePlanOnCpu(plan, input, scale);
+        stream.push((performance.now() - t0) / perPass);
+      }
+      return Promise.resolve({
+        samplesMs: ms,
+        warmMs: 0,
+        lastWarmMs: NaN,
+        streamSamplesMs: stream,
+        runsPerStreamPass: perPass,
+      });
     },
     dispose: () => Promise.resolve(),
   };

@@ -12,6 +12,7 @@
  */
 
 import { BufferUsage, MAP_READ } from "./gpu_runtime.ts";
+import { MAX_STREAM_RUNS } from "../plan/backend.ts";
 
 /**
  * Records `count` compute passes (each filled by `record`) with a timestamp pair around each,
@@ -75,6 +76,12 @@ export interface WarmTimingOptions {
   readonly warmup?: number;
   /** What to record while warming (default: the timed work itself). */
   readonly warmRecord?: (pass: GPUComputePassEncoder, index: number) => void;
+  /**
+   * Also time recordings back to back (milliseconds; default 0: not): after the timed passes,
+   * `runs` more passes, each of as many recordings as fill about this much GPU time (1 to
+   * {@linkcode MAX_STREAM_RUNS}), each pass's time divided by its recordings.
+   */
+  readonly streamMs?: number;
 }
 
 /** What {@linkcode timeWarm} measured. */
@@ -87,6 +94,10 @@ export interface WarmTiming {
   readonly warmRecordings: number;
   /** Milliseconds per recording over the last warm pass: close to the median once warm. */
   readonly lastWarmMs: number;
+  /** With `streamMs`: milliseconds per recording of each back-to-back pass. */
+  readonly streamSamplesMs?: number[];
+  /** With `streamMs`: recordings in each back-to-back pass. */
+  readonly runsPerStreamPass?: number;
 }
 
 /** Passes the warm-up is cut into (each timestamped, each several recordings). */
@@ -104,6 +115,10 @@ export const WARM_ATTEMPTS = 6;
  * rate can keep rising from one submission to the next: three tries at 10% fell short about
  * once in a hundred runs on lavapipe), up to {@linkcode WARM_ATTEMPTS} times. `record(pass, i)` records timed pass `i`
  * (untimed `warmup` passes first); warm recordings are counted separately and may share a pass.
+ * With `streamMs`, back-to-back passes follow the timed ones in the same submission (see
+ * {@linkcode WarmTimingOptions.streamMs}): a pass timed alone also pays for the GPU starting its
+ * first dispatch and draining its last, which back-to-back work (a model's layers, or the CUDA
+ * graphs other libraries are timed with) overlaps or hides.
  */
 export async function timeWarm(
   device: GPUDevice,
@@ -112,31 +127,47 @@ export async function timeWarm(
 ): Promise<WarmTiming> {
   const { runs, warmupMs } = options;
   const warmup = options.warmup ?? 0;
-  if (!(warmupMs > 0)) {
-    const ms = await timePasses(device, warmup + runs, record);
-    return { samplesMs: ms.slice(warmup), warmMs: 0, warmRecordings: 0, lastWarmMs: NaN };
-  }
+  const streamMs = options.streamMs ?? 0;
   const warmRecord = options.warmRecord ?? record;
   // The probe's time per recording is an upper bound: later recordings run at a higher clock.
-  const probe = await timePasses(device, 2, warmRecord);
+  const probe = warmupMs > 0 || streamMs > 0 ? await timePasses(device, 2, warmRecord) : [];
   let perRecording = Math.max(1e-4, Math.min(...probe));
+  // Like the anchors' CUDA graphs, sized from a cold call: a warm pass holds a little less.
+  const perStream = streamMs > 0
+    ? Math.max(1, Math.min(MAX_STREAM_RUNS, Math.ceil(streamMs / perRecording)))
+    : 0;
+  const streamPasses = perStream > 0 ? runs : 0;
+  const timed = warmup + runs;
   let result: WarmTiming | undefined;
   for (let attempt = 0; attempt < WARM_ATTEMPTS; attempt++) {
     const margin = 1.1 * 1.5 ** attempt;
-    const recordings = Math.ceil((margin * warmupMs) / perRecording);
+    const recordings = warmupMs > 0 ? Math.ceil((margin * warmupMs) / perRecording) : 0;
     const passes = Math.min(WARM_PASSES, recordings);
-    const perPass = Math.ceil(recordings / passes);
+    const perPass = passes > 0 ? Math.ceil(recordings / passes) : 0;
     let index = 0;
-    const ms = await timePasses(device, passes + warmup + runs, (pass, i) => {
-      if (i >= passes) return record(pass, i - passes);
-      for (let k = 0; k < perPass; k++) warmRecord(pass, index++);
+    // Stream recordings continue the timed passes' indices, so rotated K/V copies keep turning.
+    let streamIndex = timed;
+    const ms = await timePasses(device, passes + timed + streamPasses, (pass, i) => {
+      if (i < passes) {
+        for (let k = 0; k < perPass; k++) warmRecord(pass, index++);
+      } else if (i < passes + timed) {
+        record(pass, i - passes);
+      } else {
+        for (let k = 0; k < perStream; k++) record(pass, streamIndex++);
+      }
     });
     const warmMs = ms.slice(0, passes).reduce((a, b) => a + b, 0);
     result = {
-      samplesMs: ms.slice(passes + warmup),
+      samplesMs: ms.slice(passes + warmup, passes + timed),
       warmMs,
       warmRecordings: passes * perPass,
-      lastWarmMs: ms[passes - 1] / perPass,
+      lastWarmMs: passes > 0 ? ms[passes - 1] / perPass : NaN,
+      ...(perStream > 0
+        ? {
+          streamSamplesMs: ms.slice(passes + timed).map((x) => x / perStream),
+          runsPerStreamPass: perStream,
+        }
+        : {}),
     };
     if (warmMs >= warmupMs) break;
     perRecording = Math.max(1e-4, warmMs / (passes * perPass));

@@ -333,9 +333,17 @@ export class WebGPUBackend implements Backend {
       const t = await this.#guard.whileAlive(timeWarm(
         this.#device,
         (pass, i) => this.record(pass, bound[i % kvSets]),
-        { runs, warmup, warmupMs: options.warmupMs ?? 0 },
+        { runs, warmup, warmupMs: options.warmupMs ?? 0, streamMs: options.streamMs ?? 0 },
       ));
-      return { samplesMs: t.samplesMs, warmMs: t.warmMs, lastWarmMs: t.lastWarmMs };
+      return {
+        samplesMs: t.samplesMs,
+        warmMs: t.warmMs,
+        lastWarmMs: t.lastWarmMs,
+        ...(t.streamSamplesMs === undefined ? {} : {
+          streamSamplesMs: t.streamSamplesMs,
+          runsPerStreamPass: t.runsPerStreamPass,
+        }),
+      };
     } finally {
       entered.release();
     }

@@ -124,7 +124,15 @@ export interface KernelTimingOptions {
    * ones, in the same submission (an idle GPU's clock is low; see `src/gpu/gpu_timing.ts`).
    */
   readonly warmupMs?: number;
+  /**
+   * Also time runs back to back: `runs` more samples, each over as many runs as fill about
+   * this many milliseconds, at most 256 (default 0: not).
+   */
+  readonly streamMs?: number;
 }
+
+/** Runs in one back-to-back timing sample at most (as many as PyTorch's anchor puts in a graph). */
+export const MAX_STREAM_RUNS = 256;
 
 /**
  * What a backend's `time` measured.
@@ -143,6 +151,10 @@ export interface BackendTiming {
   readonly warmMs: number;
   /** Milliseconds per run over the warm-up's last pass (NaN when there was none). */
   readonly lastWarmMs: number;
+  /** With `streamMs`: milliseconds per run of each back-to-back sample. */
+  readonly streamSamplesMs?: number[];
+  /** With `streamMs`: runs in each back-to-back sample. */
+  readonly runsPerStreamPass?: number;
 }
 
 /**

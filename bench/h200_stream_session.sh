@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Issue 13, session 22, on the H200 in one call per mode: every benchmark row timed two ways, a
+# pass alone between its timestamps (as before) and passes back to back ("stream", per pass), the
+# way the PyTorch and Triton anchors have always been timed (CUDA graphs of ~2 ms of calls); the
+# anchors now also time one call alone.
+#   stream  the anchors (bench/anchors/torch_sdpa.py, triton_decode.py: back to back and alone),
+#           then every f16 case on Deno's WebGPU with lean's paged twin (all strategies, each
+#           case's kernel checked against float64 first) against them.
+#   rows    the 8-bit, MLA and MQA rows on Deno's WebGPU (lean), then lean on Dawn over every
+#           f16 case against the anchors of `stream` (pass their folder as $ANCHORS).
+# Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
+# On the device machine: bash .gpu/boot.sh bash bench/h200_stream_session.sh stream
+set -u
+out=${OUT:-bench/results/h200_session9}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/session_lib.sh"
+mode=${1:-stream}
+stamp "$mode"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee -a "$log"
+f16_only="--skip=int8|e4m3|e5m2|mla|mqa"
+
+if [ "$mode" = stream ]; then
+  for anchor in torch_sdpa triton_decode; do
+    (cd bench/anchors && timeout 120 python3 "$anchor.py" ../cases.json "$out/$anchor.json") \
+      >"$out/$anchor.txt" 2>&1
+    stamp "exit $? ($anchor.txt)"
+  done
+  run_deno 330 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check --paged \
+    --anchor="$out/torch_sdpa.json" --triton="$out/triton_decode.json" "$f16_only" \
+    --out="$out/h200_webgpu.json"
+  stamp "done"
+fi
+
+if [ "$mode" = rows ]; then
+  anchors=${ANCHORS:-bench/results}
+  run_deno 120 bench_kv8_mla.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --only='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_kv8_mla.json"
+  run_deno 300 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    --anchor="$anchors/torch_sdpa.json" --triton="$anchors/triton_decode.json" "$f16_only" \
+    --out="$out/h200_dawn.json"
+  stamp "done"
+fi
