@@ -6,8 +6,10 @@
 #   stream  the anchors (bench/anchors/torch_sdpa.py, triton_decode.py: back to back and alone),
 #           then every f16 case on Deno's WebGPU with lean's paged twin (all strategies, each
 #           case's kernel checked against float64 first) against them.
-#   rows    the 8-bit, MLA and MQA rows on Deno's WebGPU (lean), then lean on Dawn over every
-#           f16 case against the anchors of `stream` (pass their folder as $ANCHORS).
+#   rows    the pass-cost diagnostic (bench/diag_pass_cost.ts: timed passes of 1-32 recordings),
+#           the 8-bit, MLA and MQA rows on Deno's WebGPU (lean), then lean on Dawn over every f16
+#           case against the anchors of `stream` (copied to bench/results/h200_torch_sdpa.json
+#           and h200_triton.json).
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_stream_session.sh stream
 set -u
@@ -32,11 +34,11 @@ if [ "$mode" = stream ]; then
 fi
 
 if [ "$mode" = rows ]; then
-  anchors=${ANCHORS:-bench/results}
+  run_deno 120 diag_pass_cost.txt bench/diag_pass_cost.ts --out="$out/diag_pass_cost.json"
   run_deno 120 bench_kv8_mla.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --only='int8|e4m3|e5m2|mla|mqa' --out="$out/h200_kv8_mla.json"
   run_deno 300 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
-    --anchor="$anchors/torch_sdpa.json" --triton="$anchors/triton_decode.json" "$f16_only" \
-    --out="$out/h200_dawn.json"
+    --anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json \
+    "$f16_only" --out="$out/h200_dawn.json"
   stamp "done"
 fi
