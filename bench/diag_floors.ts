@@ -12,7 +12,9 @@
  *
  * Session 21 adds variants that take the no-loop floor apart (`--variants=NAME|...`, default the
  * first four): the decode kernel returning at once, its barriers removed, its query loads
- * replaced by constants, and each run cut to its first piece.
+ * replaced by constants, and each run cut to its first piece. Session 22's take the token loop's
+ * step apart: K/V rows read from the first 256 tokens (cached), the lanes' shuffles, the scores'
+ * exponentials or the f16 unpacking removed.
  *
  * Usage: deno run -A --unstable-webgpu bench/diag_floors.ts [--only=SUBSTRING|...]
  *   [--variants=NAME|...] [--out=FILE]
@@ -114,6 +116,32 @@ const beforeOutput = returnAt(
   "// Write the final output",
   () => "dot(acc[lid % 4u], vec4<f32>(1.0)) + l_sh[0] + mm[0]",
 );
+// Session 22: parts of the token loop's step removed (outputs wrong; what each part costs).
+/** Every token's K and V rows read from the first 256 tokens (L2 hits): the loop's compute. */
+const cachedLoads = replacing(
+  "dense K/V row to fold",
+  "return base + t;",
+  "return base + t % 256u;",
+);
+/** A regex rewrite that must match (naming `what`) where the kernel lacks it. */
+const replacingAll = (what: string, from: RegExp, to: string) => (code: string) => {
+  if (!from.test(code)) throw new Error(`no ${what} in the kernel`);
+  return code.replace(from, to);
+};
+/** The lanes' partial scores not added across lanes (no shuffles in the token loop). */
+const noLaneShuffles = replacingAll(
+  "lane shuffles",
+  /subgroupShuffleXor\((d\d+_\d+), \d+u\)/g,
+  "($1 * 0.5)",
+);
+/** The scores' exponentials replaced by their arguments. */
+const noExp = replacingAll("score exponentials", /exp2\((d\d+_\d+ - mx)\)/g, "($1)");
+/** K and V words reinterpreted as floats instead of unpacked from f16. */
+const noUnpack = replacing(
+  "f16 unpacking",
+  "vec4<f32>(unpack_pair(w.x), unpack_pair(w.y)),\n    vec4<f32>(unpack_pair(w.z), unpack_pair(w.w)),",
+  "bitcast<vec4<f32>>(w),\n    bitcast<vec4<f32>>(w.yzwx),",
+);
 const both = (...fs: ((code: string) => string)[]) => (code: string) =>
   fs.reduce((c, f) => f(c), code);
 type Variant = {
@@ -146,6 +174,12 @@ const allVariants: Variant[] = [
   { name: "no shuffle merge", options: { kernel: { shuffleGroups: 1 } } },
   { name: "no loop/no shuffle", rewrite: noLoop, options: { kernel: { shuffleGroups: 1 } } },
   { name: "shuffle 2 groups", options: { kernel: { shuffleGroups: 2 } } },
+  // Session 22: the token loop's step taken apart.
+  { name: "cached loads", rewrite: cachedLoads },
+  { name: "no lane shuffles", rewrite: noLaneShuffles },
+  { name: "no exp", rewrite: noExp },
+  { name: "no unpack", rewrite: noUnpack },
+  { name: "cached/no shuffles", rewrite: both(cachedLoads, noLaneShuffles) },
 ];
 const picked = flag("variants")?.split("|");
 const variants = picked

@@ -10,6 +10,9 @@
 #           the 8-bit, MLA and MQA rows on Deno's WebGPU (lean), then lean on Dawn over every f16
 #           case against the anchors of `stream` (copied to bench/results/h200_torch_sdpa.json
 #           and h200_triton.json).
+#   loop    the token loop's step taken apart (bench/diag_floors.ts's session-22 variants: K/V
+#           from cache, no lane shuffles, no exponentials, no f16 unpacking) on the 4-row GQA
+#           kernel and the 1-row kernel over the same bytes.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_stream_session.sh stream
 set -u
@@ -40,5 +43,12 @@ if [ "$mode" = rows ]; then
   run_deno 300 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
     --anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json \
     "$f16_only" --out="$out/h200_dawn.json"
+  stamp "done"
+fi
+
+if [ "$mode" = loop ]; then
+  run_deno 200 diag_loop.txt bench/diag_floors.ts --out="$out/diag_loop.json" \
+    --only='gqa32/8 128k|h8/8 128k|gqa32/8 32k' \
+    --variants='lean|no loop|cached loads|no lane shuffles|no exp|no unpack|cached/no shuffles'
   stamp "done"
 fi
