@@ -60,7 +60,7 @@ if [ "$mode" = touch ]; then
   for round in 1 2; do
     for ta in false true; do
       run_deno 90 "touch_${ta}_$round.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean \
-        --check --only="$cases" --skip=e4m3 --kernel="{\"touchAhead\":$ta}" --out="$out/touch_${ta}_$round.json"
+        --check --only="$cases" --kernel="{\"touchAhead\":$ta}" --out="$out/touch_${ta}_$round.json"
     done
   done
   grep -H ' lean ' "$out"/touch_*.txt | tee -a "$log"
