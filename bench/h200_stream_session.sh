@@ -13,8 +13,6 @@
 #   loop    the token loop's step taken apart (bench/diag_floors.ts's session-22 variants: K/V
 #           from cache, no lane shuffles, no exponentials, no f16 unpacking) on the 4-row GQA
 #           kernel and the 1-row kernel over the same bytes.
-#   touch   the K/V rows of the step after next touched (tuning `touchAhead`) against the default,
-#           alternating twice, lean on the GQA, batch, head-dim, qLen 4, MHA and 8-bit cases.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_stream_session.sh stream
 set -u
@@ -52,17 +50,5 @@ if [ "$mode" = loop ]; then
   run_deno 200 diag_loop.txt bench/diag_floors.ts --out="$out/diag_loop.json" \
     --only='gqa32/8 128k|h8/8 128k|gqa32/8 32k' \
     --variants='lean|no loop|cached loads|no lane shuffles|no exp|no unpack|cached/no shuffles'
-  stamp "done"
-fi
-
-if [ "$mode" = touch ]; then
-  cases='gqa32/8|b4 16k|b16 16k|d64 32k|d256 32k|qLen4|b1 h32 32k|b1 h32 128k|ragged|b1 h32 8k'
-  for round in 1 2; do
-    for ta in false true; do
-      run_deno 90 "touch_${ta}_$round.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean \
-        --check --only="$cases" --kernel="{\"touchAhead\":$ta}" --out="$out/touch_${ta}_$round.json"
-    done
-  done
-  grep -H ' lean ' "$out"/touch_*.txt | tee -a "$log"
   stamp "done"
 fi

@@ -70,11 +70,6 @@ export interface KernelTuning {
    * `KernelSpec.shuffleGroups`).
    */
   shuffleGroups?: number;
-  /**
-   * Touch the K and V rows of the step after next, so they are on their way to L2 before the
-   * prefetch asks for them (default: the kernel table's choice; see `KernelSpec.touchAhead`).
-   */
-  touchAhead?: boolean;
 }
 
 /** Splits a workgroup count over x and y when it exceeds the per-dimension limit. */
@@ -152,7 +147,6 @@ export function kernelSpec(
     ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
     ...rowChoices(tuning, choice),
     ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),
-    ...((tuning.touchAhead ?? choice.touchAhead) ? { touchAhead: true } : {}),
     ...(tuning.halfMath && caps.shaderF16 && kvDtype === "f16" ? { halfMath: true } : {}),
   };
   // As many token groups as the smallest subgroup holds are added with shuffles first.

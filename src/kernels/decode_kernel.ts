@@ -24,7 +24,6 @@ import {
   kvLoadDim,
   PARAMS_WGSL,
   QUERY_ROW_WGSL,
-  touchesAhead,
 } from "./kernel_spec.ts";
 import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
 import { grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
@@ -121,7 +120,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
 
   const half = halfMath(spec); // packed f16 dot products: K chunks as `KHalves`
   const usedBytes = baseWorkgroupBytes(spec); // workgroup memory besides the group merge's
-  const { loads, prefetchInit, afterDots, takeV, afterV, stepEnd, pieceEnd } = stepLoadsWGSL({
+  const { loads, prefetchInit, afterDots, takeV, afterV } = stepLoadsWGSL({
     G,
     U,
     CPL,
@@ -132,7 +131,6 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     kOff,
     vOff,
     prefetch: spec.prefetch ?? false,
-    ...(touchesAhead(spec) ? { touch: { lanes, chunks: L.chunks } } : {}),
   });
   const fastSteps = spec.fastSteps ?? true;
   // Per-token scales: K's scales each token's partial dot products (linear, so before the lane
@@ -214,7 +212,7 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
   }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
     spec.queryShared && !half ? " queryShared" : ""
-  }${half ? " halfMath" : ""}${touchesAhead(spec) ? " touchAhead" : ""}
+  }${half ? " halfMath" : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -342,8 +340,8 @@ ${fast}
 ${softmax}
       }`
       : softmax
-  }${afterV ? `\n${afterV}` : ""}${stepEnd ? `\n${stepEnd}` : ""}
-    }${pieceEnd ? `\n${pieceEnd}` : ""}
+  }${afterV ? `\n${afterV}` : ""}
+    }
 ${fastSteps ? lines(RP, (r) => `    bad[${r}] |= select(0u, 1u, poisoned(l[${r}]));`) : ""}
 
 ${

@@ -38,11 +38,6 @@ export interface StepLoadShape {
    * this step has consumed its own (`"split"`: one tensor's load registers in flight, not two).
    */
   readonly prefetch: boolean | "split";
-  /**
-   * Touch the rows of the step after next (`KernelSpec.touchAhead`, whole prefetch only): the
-   * lanes sharing a token and the 16-byte chunks of its row.
-   */
-  readonly touch?: { readonly lanes: number; readonly chunks: number };
 }
 
 /** The statements of a step's loads, in the places `decodeKernelWGSL` splices them. */
@@ -57,10 +52,6 @@ export interface StepLoads {
   readonly takeV: string;
   /** End of the step (split prefetch): the next step's V requests. */
   readonly afterV: string;
-  /** End of the step (touches): the previous step's touched words consumed. */
-  readonly stepEnd: string;
-  /** After the piece's loop (touches): the touched words kept alive (a write that never runs). */
-  readonly pieceEnd: string;
 }
 
 /**
@@ -145,73 +136,15 @@ ${takeK}`,
       afterDots: `${issueK("(s0 + STEP)", "", "n")}${pagesAfter("(s0 + 2u * STEP)", "")}`,
       takeV,
       afterV: issueV("", "n"),
-      stepEnd: "",
-      pieceEnd: "",
     };
   }
-  const touch = prefetch === true && !pageAhead && !splitV ? shape.touch : undefined;
-  const touches = touch ? touchWGSL(touch, U, tokenAt) : undefined;
   const loads = prefetch
     ? `${tokens}
 ${takeK}
 ${takeV}
-${issue("(s0 + STEP)", "", "n")}${pagesAfter("(s0 + 2u * STEP)", "")}${
-      touches ? `\n${touches.keep}\n${touches.issue("(s0 + 2u * STEP)", "")}` : ""
-    }`
+${issue("(s0 + STEP)", "", "n")}${pagesAfter("(s0 + 2u * STEP)", "")}`
     : `${tokens}
 ${issue("s0", "let ", "")}`;
-  const prefetchInit = prefetch
-    ? `${init}${
-      touches ? `\n${touches.issue("(tok_begin + STEP)", "var ")}\n    var touch = 0u;` : ""
-    }`
-    : "";
-  return {
-    loads,
-    prefetchInit,
-    afterDots: "",
-    takeV: "",
-    afterV: "",
-    stepEnd: touches?.consume ?? "",
-    pieceEnd: touches?.alive ?? "",
-  };
-}
-
-/**
- * The touches of the rows two steps ahead: each lane reads the first word of every 32-byte
- * sector (two chunks) it is responsible for, in K and in V. The words are held to the end of the
- * next step before they are consumed (XORed into `touch`), so no step waits on a touch sooner
- * than on the prefetch issued with it; a write that never runs keeps `touch` alive.
- */
-function touchWGSL(
-  touch: { lanes: number; chunks: number },
-  U: number,
-  tokenAt: (at: string, u: number) => string,
-): { issue: (at: string, decl: string) => string; keep: string; consume: string; alive: string } {
-  const { lanes, chunks } = touch;
-  // Sectors of a row spread over the lanes: each lane touches ceil(sectors / lanes) of them (a
-  // lane past the row touches the row's last sector again).
-  const perLane = Math.max(1, Math.ceil(chunks / 2 / lanes));
-  const words: string[] = [];
-  for (let u = 0; u < U; u++) {
-    for (let j = 0; j < perLane; j++) words.push(`${u}_${j}`);
-  }
-  const offset = (j: number) =>
-    chunks >= 2 ? `min(2u * (lane + ${j * lanes}u), ${chunks - 2}u)` : "0u";
-  const issue = (at: string, decl: string) =>
-    lines(U, (u) =>
-      `      let trow${u} = kv_addr(kv_start, ${tokenAt(at, u)}, kv_head);
-${
-        lines(perLane, (j) =>
-          `      ${decl}tk${u}_${j} = k_cache[trow${u} + ${offset(j)}].x;
-      ${decl}tv${u}_${j} = v_cache[trow${u} + ${offset(j)}].x;`)
-      }`);
-  return {
-    issue,
-    keep: lines(words.length, (i) =>
-      `      let otk${words[i]} = tk${words[i]};
-      let otv${words[i]} = tv${words[i]};`),
-    consume: `      touch ^= ${words.map((w) => `otk${w} ^ otv${w}`).join(" ^ ")};`,
-    alive:
-      `    if (params.count == 0xfffffffeu && touch == 0x9e3779b9u) { partials[lid] = f32(touch); }`,
-  };
+  const prefetchInit = prefetch ? init : "";
+  return { loads, prefetchInit, afterDots: "", takeV: "", afterV: "" };
 }

@@ -96,14 +96,6 @@ export interface KernelSpec {
    * that many times fewer groups: fewer rounds and shorter chains of additions. Default 1.
    */
   readonly shuffleGroups?: number;
-  /**
-   * Touch the K and V rows of the step after next: each lane reads one word of each 32-byte
-   * sector it will load two steps later and keeps it only to the end of the next step, so the
-   * rows are on their way to L2 a step before the prefetch asks for them, for a few registers
-   * instead of another step of load registers. Dense kernels with whole prefetch and one row
-   * length only (see {@linkcode touchesAhead}); default false.
-   */
-  readonly touchAhead?: boolean;
 }
 
 /** The thread layout a spec resolves to. */
@@ -225,26 +217,6 @@ export function halfMath(spec: KernelSpec): boolean {
   return spec.halfMath === true && spec.kvDtype === "f16";
 }
 
-/**
- * Whether a spec's kernel touches the rows of the step after next (`touchAhead` where it
- * applies: whole prefetch, dense K/V, K and V rows of one length, lanes dividing the row).
- *
- * @example
- * ```ts
- * import { touchesAhead } from "./kernel_spec.ts";
- * const spec = {
- *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128,
- *   lanes: 8, unroll: 4, prefetch: true, touchAhead: true,
- * } as const;
- * console.log(touchesAhead(spec), touchesAhead({ ...spec, paged: true })); // true false
- * ```
- */
-export function touchesAhead(spec: KernelSpec): boolean {
-  const l = kernelLayout(spec);
-  return spec.touchAhead === true && spec.prefetch === true && !l.paged &&
-    (spec.headDimV ?? spec.headDim) === spec.headDim && l.chunks % l.lanes === 0;
-}
-
 /** The pipeline cache key of a spec. */
 export function specKey(kind: string, spec: KernelSpec): string {
   const l = kernelLayout(spec);
@@ -259,7 +231,7 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.fastSteps === false ? ":masked" : ""
   }${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${variantKey(spec.variant)}${
     spec.kvScales === "token" ? ":tokscale" : ""
-  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}${touchesAhead(spec) ? ":ta" : ""}`;
+  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }
 
 /**

@@ -28,8 +28,6 @@ export interface KernelChoice {
   readonly padded?: boolean;
   /** Row sets per token (see `KernelSpec.rowSets`; default 1). */
   readonly rowSets?: number;
-  /** Touch the rows of the step after next (see `KernelSpec.touchAhead`; default false). */
-  readonly touchAhead?: boolean;
 }
 
 /**
