@@ -37,7 +37,7 @@
 #   tests21    (session 21) the GPU tests of the variants, 8-bit KV, runner formats, batches and
 #              non-finite inputs on the final kernels (the shuffle pre-merge is on for every
 #              default kernel here, where lavapipe's 8-lane subgroups leave it off).
-#   e5m2       (prepared in session 21, not run: no device time was left) E5M2 MHA at 128k with
+#   e5m2       (prepared in session 21, run in session 22) E5M2 MHA at 128k with
 #              "r1 d128 8-bit" entries of bench/kv8_tables/
 #              (the 8-bit entry leaves the grid calibrated on the class's f16 kernel, unlike the
 #              kv8 sweep's device-wide tunings), each checked against float64, then f16 beside it.

@@ -13,6 +13,8 @@
 #   loop    the token loop's step taken apart (bench/diag_floors.ts's session-22 variants: K/V
 #           from cache, no lane shuffles, no exponentials, no f16 unpacking) on the 4-row GQA
 #           kernel and the 1-row kernel over the same bytes.
+#   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
+#           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
 # On the device machine: bash .gpu/boot.sh bash bench/h200_stream_session.sh stream
 set -u
@@ -50,5 +52,10 @@ if [ "$mode" = loop ]; then
   run_deno 200 diag_loop.txt bench/diag_floors.ts --out="$out/diag_loop.json" \
     --only='gqa32/8 128k|h8/8 128k|gqa32/8 32k' \
     --variants='lean|no loop|cached loads|no lane shuffles|no exp|no unpack|cached/no shuffles'
+  stamp "done"
+fi
+
+if [ "$mode" = tests ]; then
+  run_tests 200 tests.log tests/timing_test.ts tests/reliability_test.ts
   stamp "done"
 fi
