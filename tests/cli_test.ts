@@ -9,6 +9,7 @@ import { createPlan, type Plan } from "../mod.ts";
 import { DIRECT, PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan.ts";
 import {
   captureIO,
+  formatBenchTable,
   formatUsage,
   parseFlags,
   planSvg,
@@ -328,8 +329,34 @@ Deno.test("runCli bench --json on the CPU gives one row per context and strategy
     ],
   );
   for (const row of report.rows) assert.ok(row.medianMs > 0 && row.kvGBps > 0);
+  // Back-to-back timings are for GPUs: the CPU has no pass to start and drain.
+  for (const row of report.rows) assert.equal(row.streamMs, undefined);
   assert.equal(io.stderr.trim().split("\n").length, 4, "a progress line per case");
   assert.ok(io.stderr.includes("[##############################] 4/4 100%  single 200"));
+});
+
+Deno.test("formatBenchTable shows back-to-back columns only for rows that have them", () => {
+  const base = {
+    version: "0.1.0",
+    backend: "webgpu" as const,
+    reason: "requested",
+    device: "gpu",
+    grid: 8,
+    shape: { batch: 1, numHeads: 4, numKVHeads: 2, headDim: 32 },
+    runs: 3,
+  };
+  const rows = [
+    { context: 64, strategy: "lean" as const, workgroups: 8, medianMs: 0.02, kvGBps: 1 },
+    { context: 64, strategy: "split" as const, workgroups: 4, medianMs: 0.03, kvGBps: 1 },
+  ];
+  const alone = formatBenchTable({ ...base, rows });
+  assert.ok(!alone.includes("b2b"), alone);
+  const both = formatBenchTable({
+    ...base,
+    rows: [{ ...rows[0], streamMs: 0.0125 }, { ...rows[1], streamMs: 0.0275 }],
+  });
+  assert.match(both, /lean b2b ms +split b2b ms/);
+  assert.match(both, /0\.013 +0\.028/);
 });
 
 Deno.test("runCli info --json reports the CPU and what auto picks, Dawn only when asked", async () => {
