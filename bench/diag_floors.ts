@@ -14,7 +14,8 @@
  * first four): the decode kernel returning at once, its barriers removed, its query loads
  * replaced by constants, and each run cut to its first piece. Session 22's take the token loop's
  * step apart: K/V rows read from the first 256 tokens (cached), the lanes' shuffles, the scores'
- * exponentials or the f16 unpacking removed.
+ * exponentials or the f16 unpacking removed, alone and with cached rows ("cached/bare": all
+ * three removed, leaving the loads, the multiply-adds and the loop's control).
  *
  * Usage: deno run -A --unstable-webgpu bench/diag_floors.ts [--only=SUBSTRING|...]
  *   [--variants=NAME|...] [--out=FILE]
@@ -180,6 +181,9 @@ const allVariants: Variant[] = [
   { name: "no exp", rewrite: noExp },
   { name: "no unpack", rewrite: noUnpack },
   { name: "cached/no shuffles", rewrite: both(cachedLoads, noLaneShuffles) },
+  { name: "cached/no unpack", rewrite: both(cachedLoads, noUnpack) },
+  { name: "cached/no exp", rewrite: both(cachedLoads, noExp) },
+  { name: "cached/bare", rewrite: both(cachedLoads, noLaneShuffles, noExp, noUnpack) },
 ];
 const picked = flag("variants")?.split("|");
 const variants = picked

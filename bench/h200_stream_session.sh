@@ -13,6 +13,8 @@
 #   loop    the token loop's step taken apart (bench/diag_floors.ts's session-22 variants: K/V
 #           from cache, no lane shuffles, no exponentials, no f16 unpacking) on the 4-row GQA
 #           kernel and the 1-row kernel over the same bytes.
+#   loop2   the loop's arithmetic with cached rows, part by part (unpacking, exponentials, all
+#           three of session 22's removals).
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -52,6 +54,13 @@ if [ "$mode" = loop ]; then
   run_deno 200 diag_loop.txt bench/diag_floors.ts --out="$out/diag_loop.json" \
     --only='gqa32/8 128k|h8/8 128k|gqa32/8 32k' \
     --variants='lean|no loop|cached loads|no lane shuffles|no exp|no unpack|cached/no shuffles'
+  stamp "done"
+fi
+
+if [ "$mode" = loop2 ]; then
+  run_deno 150 diag_loop2.txt bench/diag_floors.ts --out="$out/diag_loop2.json" \
+    --only='gqa32/8 128k|h8/8 128k' \
+    --variants='lean|cached loads|cached/no unpack|cached/no exp|cached/no shuffles|cached/bare'
   stamp "done"
 fi
 
