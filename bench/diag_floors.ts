@@ -216,9 +216,10 @@ const cases: BenchCase[] = [
   shape("b1 h32 32k", 1, 32, 32, 32),
 ];
 
-const device = await requestDevice(
-  (await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }))!,
-);
+// Held for the whole run: Deno's WebGPU panics ("Adapter does not exist") once a collected
+// adapter's device is used.
+const adapter = (await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }))!;
+const device = await requestDevice(adapter);
 const results: Record<string, unknown>[] = [];
 console.log(
   `${"case".padEnd(14)} ${variants.map((v) => v.name.padStart(18)).join("")}` +

@@ -72,9 +72,10 @@ const variants: Variant[] = grids
     { name: "W256", options: { workgroupSize: 256 } },
   ];
 // The benchmark's device: the adapter's limits and features (subgroups, timestamps).
-const device = await requestDevice(
-  (await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }))!,
-);
+// Held for the whole run: Deno's WebGPU panics ("Adapter does not exist") once a collected
+// adapter's device is used.
+const adapter = (await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }))!;
+const device = await requestDevice(adapter);
 const results: unknown[] = [];
 console.log(`${"case".padEnd(16)} ${variants.map((v) => v.name.padStart(18)).join("")}`);
 for (const { c, input, kvBytes, kvSets } of diagCases(cases, only)) {
