@@ -15,6 +15,9 @@
 #           kernel and the 1-row kernel over the same bytes.
 #   loop2   the loop's arithmetic with cached rows, part by part (unpacking, exponentials, all
 #           three of session 22's removals).
+#   proto   (prepared in session 22, not run: no device time was left) the token-lanes prototype
+#           (bench/proto_token_lanes.ts: checked against float64, then timed beside lean at GQA
+#           32/8 32k and 128k).
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -61,6 +64,12 @@ if [ "$mode" = loop2 ]; then
   run_deno 150 diag_loop2.txt bench/diag_floors.ts --out="$out/diag_loop2.json" \
     --only='gqa32/8 128k|h8/8 128k' \
     --variants='lean|cached loads|cached/no unpack|cached/no exp|cached/no shuffles|cached/bare'
+  stamp "done"
+fi
+
+if [ "$mode" = proto ]; then
+  run_deno 60 proto_check.txt bench/proto_token_lanes.ts --check
+  run_deno 150 proto.txt bench/proto_token_lanes.ts --out="$out/proto.json"
   stamp "done"
 fi
 
