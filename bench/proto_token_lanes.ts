@@ -6,16 +6,18 @@
  * (71 us bare) against 123 us of reads at GQA 32/8 128k, on two resident workgroups per
  * multiprocessor (bench/notes.md).
  *
- * The kernel (one workgroup of 128 threads per KV head and split of the context; f16 K/V packed
- * in `u32`, d128, `R` query rows per KV head): the block's query rows sit in workgroup memory;
+ * The kernel (one workgroup of 128 threads per KV head and split of the context; f16 or int8 K/V
+ * packed in `u32`, int8 with per-tensor scales, d128, `R` query rows per KV head): the block's query rows sit in workgroup memory;
  * per tile of 256 tokens each thread scores two tokens against all rows (its K rows read whole,
  * each query vector read once for both tokens), the tile's row maxima and sums come from subgroup
- * and workgroup reductions, the probabilities go to workgroup memory, then each thread adds two
- * output dims of every row over half the tile's tokens (V read as coalesced `u32` columns). It
+ * and workgroup reductions, the probabilities go to workgroup memory, then each thread adds one
+ * `u32` word's output dims (2 for f16, 4 for int8) of every row over every 2nd or 4th token of the
+ * tile (V read as coalesced `u32` columns). It
  * writes each split's unnormalised output, max and sum (log2 units), merged here on the CPU.
  *
  * `--check` (any adapter, e.g. lavapipe): small shapes against a float64 reference. Otherwise
- * (a GPU): GQA 32/8 d128 f16 at 32k and 128k tokens, the prototype at several split counts beside
+ * (a GPU): GQA 32/8 d128, f16 and int8, at 32k and 128k tokens, the prototype at several split
+ * counts beside
  * the library's lean decode with and without its merge dispatch, each alone and back to back
  * after 400 ms of warm passes (`timeWarm`).
  *
@@ -34,30 +36,57 @@ const D = 128;
 const W = 128;
 const TILE = 256;
 
-/** The prototype's WGSL for `rows` query rows per KV head. */
-export function tokenLanesWGSL(rows: number, enableSubgroups: boolean): string {
+/** K/V formats of the prototype: f16 pairs or int8 quads in each `u32` (int8 per-tensor scales). */
+export type ProtoDtype = "f16" | "int8";
+
+/** Elements per `u32` of a format. */
+const perWord = (dtype: ProtoDtype) => (dtype === "f16" ? 2 : 4);
+
+/** The prototype's WGSL for `rows` query rows per KV head and a K/V format. */
+export function tokenLanesWGSL(rows: number, dtype: ProtoDtype, enableSubgroups: boolean): string {
   const R = rows;
+  const EW = perWord(dtype); // elements per u32
+  const EC = 4 * EW; // elements per 16-byte K chunk
+  const CH = D / EC; // K chunks per row
+  const COLS = D / EW; // V words per row: one per thread of a phase
+  const PH = W / COLS; // token phases of the weighted sum
   const rowsOf = (f: (r: number) => string) => Array.from({ length: R }, (_, r) => f(r)).join("\n");
+  const elems = (f: (e: number) => string) => Array.from({ length: EW }, (_, e) => f(e)).join("\n");
+  // A word's elements as f32 (int8: sign-extended bytes; the scales are applied outside).
+  const unpackWord = dtype === "f16"
+    ? "fn unpack_word(w: u32) -> vec2<f32> { return unpack2x16float(w); }"
+    : `fn unpack_word(w: u32) -> vec4<f32> {
+  let i = bitcast<i32>(w);
+  return vec4<f32>(
+    f32(extractBits(i, 0u, 8u)), f32(extractBits(i, 8u, 8u)),
+    f32(extractBits(i, 16u, 8u)), f32(extractBits(i, 24u, 8u)),
+  );
+}`;
+  // A K chunk as vec4s of elements, in dim order.
+  const chunkVecs = dtype === "f16"
+    ? `array<vec4<f32>, 2>(
+    vec4<f32>(unpack_word(w.x), unpack_word(w.y)),
+    vec4<f32>(unpack_word(w.z), unpack_word(w.w)),
+  )`
+    : "array<vec4<f32>, 4>(unpack_word(w.x), unpack_word(w.y), unpack_word(w.z), unpack_word(w.w))";
+  const VPC = EC / 4; // vec4s per chunk
   return `${enableSubgroups ? "enable subgroups;\n" : ""}
-struct Params { n: u32, chunk: u32, hkv: u32, scale: f32 }
+struct Params { n: u32, chunk: u32, hkv: u32, scale: f32, vscale: f32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> vc: array<u32>;
 @group(0) @binding(4) var<storage, read_write> outp: array<f32>;
-const R = ${R}u;
 const NEG = -3.0e38;
 var<workgroup> qs: array<vec4<f32>, ${R * D / 4}>;
 var<workgroup> ps: array<array<f32, ${R}>, ${TILE}>;
 var<workgroup> redm: array<array<f32, ${R}>, 32>;
 var<workgroup> redl: array<array<f32, ${R}>, 32>;
-var<workgroup> half_acc: array<array<f32, ${2 * R}>, 64>;
+var<workgroup> phase_acc: array<array<f32, ${EW * R}>, ${W}>;
 
-fn h8(w: vec4<u32>) -> array<vec4<f32>, 2> {
-  return array<vec4<f32>, 2>(
-    vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
-    vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
-  );
+${unpackWord}
+fn unpack_chunk(w: vec4<u32>) -> array<vec4<f32>, ${VPC}> {
+  return ${chunkVecs};
 }
 
 @compute @workgroup_size(${W})
@@ -77,29 +106,28 @@ fn main(
   workgroupBarrier();
   var m = array<f32, ${R}>();
   var l = array<f32, ${R}>();
-  var acc = array<f32, ${2 * R}>();
+  var acc = array<f32, ${EW * R}>();
 ${rowsOf((r) => `  m[${r}] = NEG;`)}
-  let c = lid % 64u;
-  let th = lid / 64u;
+  let c = lid % ${COLS}u;
+  let th = lid / ${COLS}u;
   let nsg = ${W}u / ss;
   for (var base = t0; base < t1; base += ${TILE}u) {
     // Scores of two tokens per thread against every row.
     let va = base + lid < t1;
     let vb = base + lid + ${W}u < t1;
-    let ka = (min(base + lid, t1 - 1u) * params.hkv + h) * ${D / 8}u;
-    let kb = (min(base + lid + ${W}u, t1 - 1u) * params.hkv + h) * ${D / 8}u;
+    let ka = (min(base + lid, t1 - 1u) * params.hkv + h) * ${CH}u;
+    let kb = (min(base + lid + ${W}u, t1 - 1u) * params.hkv + h) * ${CH}u;
     var sa = array<f32, ${R}>();
     var sb = array<f32, ${R}>();
-    for (var i = 0u; i < ${D / 8}u; i++) {
-      let a = h8(kc[ka + i]);
-      let b = h8(kc[kb + i]);
+    for (var i = 0u; i < ${CH}u; i++) {
+      let a = unpack_chunk(kc[ka + i]);
+      let b = unpack_chunk(kc[kb + i]);
 ${
     rowsOf((r) =>
-      `      {
-        let q0 = qs[${r * D / 4}u + 2u * i];
-        let q1 = qs[${r * D / 4}u + 2u * i + 1u];
-        sa[${r}] += dot(a[0], q0) + dot(a[1], q1);
-        sb[${r}] += dot(b[0], q0) + dot(b[1], q1);
+      `      for (var j = 0u; j < ${VPC}u; j++) {
+        let qv = qs[${r * D / 4}u + ${VPC}u * i + j];
+        sa[${r}] += dot(a[j], qv);
+        sb[${r}] += dot(b[j], qv);
       }`
     )
   }
@@ -139,36 +167,33 @@ ${
       var tl = redl[0][${r}];
       for (var j = 1u; j < nsg; j++) { tl += redl[j][${r}]; }
       l[${r}] = l[${r}] * alpha[${r}] + tl;
-      acc[${2 * r}] *= alpha[${r}];
-      acc[${2 * r + 1}] *= alpha[${r}];
+${elems((e) => `      acc[${EW * r + e}] *= alpha[${r}];`)}
     }`
     )
   }
-    // Weighted sum: two dims of every row over half of the tile's tokens.
+    // Weighted sum: one word's dims of every row over every ${PH}th token of the tile.
     let tn = min(${TILE}u, t1 - base);
-    for (var k = th; k < tn; k += 2u) {
-      let v = unpack2x16float(vc[((base + k) * params.hkv + h) * ${D / 2}u + c]);
+    for (var k = th; k < tn; k += ${PH}u) {
+      let v = unpack_word(vc[((base + k) * params.hkv + h) * ${COLS}u + c]);
 ${
     rowsOf((r) =>
-      `      acc[${2 * r}] = fma(ps[k][${r}], v.x, acc[${2 * r}]);
-      acc[${2 * r + 1}] = fma(ps[k][${r}], v.y, acc[${2 * r + 1}]);`
+      elems((e) => `      acc[${EW * r + e}] = fma(ps[k][${r}], v[${e}], acc[${EW * r + e}]);`)
     )
   }
     }
     workgroupBarrier();
   }
-  if (th == 1u) {
-    half_acc[c] = acc;
-  }
+  // The phases' sums, added in phase order by the first phase's threads.
+  phase_acc[lid] = acc;
   workgroupBarrier();
   let ob = wid.x * ${R * D + 2 * R}u;
   if (th == 0u) {
-${
-    rowsOf((r) =>
-      `    outp[ob + ${r * D}u + 2u * c] = acc[${2 * r}] + half_acc[c][${2 * r}];
-    outp[ob + ${r * D}u + 2u * c + 1u] = acc[${2 * r + 1}] + half_acc[c][${2 * r + 1}];`
-    )
-  }
+    for (var x = 0u; x < ${EW * R}u; x++) {
+      var sum = phase_acc[c][x];
+      for (var ph = 1u; ph < ${PH}u; ph++) { sum += phase_acc[ph * ${COLS}u + c][x]; }
+      // x = row * ${EW} + element: the output dim is the word's element.
+      outp[ob + (x / ${EW}u) * ${D}u + ${EW}u * c + x % ${EW}u] = sum * params.vscale;
+    }
   }
   if (lid == 0u) {
 ${
@@ -182,29 +207,50 @@ ${
 `;
 }
 
-/** One GQA problem: one sequence, `hkv` KV heads of `rows` query rows, f16 K/V. */
+/** One GQA problem: one sequence, `hkv` KV heads of `rows` query rows. */
 interface Shape {
   n: number;
   hkv: number;
   rows: number;
+  dtype: ProtoDtype;
 }
 
-/** Random inputs of a shape: queries in f32, K and V as f16 bits ([token][kv head][dim]). */
-function makeData(s: Shape, seed: number) {
+/** int8 scales of the prototype's inputs (per tensor). */
+const K_SCALE = 1 / 127, V_SCALE = 1 / 100;
+
+/** Inputs of a shape: queries in f32, K and V ([token][kv head][dim]) as f16 bits or int8. */
+interface ProtoData {
+  q: Float32Array;
+  k: Uint16Array | Int8Array;
+  v: Uint16Array | Int8Array;
+  /** K and V as the values they stand for. */
+  kf: Float32Array;
+  vf: Float32Array;
+}
+
+function makeData(s: Shape, seed: number): ProtoData {
   const rand = mulberry32(seed);
   const q = new Float32Array(s.hkv * s.rows * D).map(() => rand() * 2 - 1);
-  const kv = () => toF16Bits(new Float32Array(s.n * s.hkv * D).map(() => rand() * 2 - 1));
-  return { q, k: kv(), v: kv() };
+  const count = s.n * s.hkv * D;
+  if (s.dtype === "f16") {
+    const k = toF16Bits(new Float32Array(count).map(() => rand() * 2 - 1));
+    const v = toF16Bits(new Float32Array(count).map(() => rand() * 2 - 1));
+    return { q, k, v, kf: fromF16Bits(k), vf: fromF16Bits(v) };
+  }
+  const k = new Int8Array(count).map(() => Math.round(rand() * 254) - 127);
+  const v = new Int8Array(count).map(() => Math.round(rand() * 254) - 127);
+  return {
+    q,
+    k,
+    v,
+    kf: Float32Array.from(k, (x) => x * K_SCALE),
+    vf: Float32Array.from(v, (x) => x * V_SCALE),
+  };
 }
 
 /** The prototype on the device: a compiled pipeline and its bound buffers for one shape. */
-async function build(
-  device: GPUDevice,
-  s: Shape,
-  splits: number,
-  data: ReturnType<typeof makeData>,
-) {
-  const code = tokenLanesWGSL(s.rows, await acceptsSubgroupsDirective(device));
+async function build(device: GPUDevice, s: Shape, splits: number, data: ProtoData) {
+  const code = tokenLanesWGSL(s.rows, s.dtype, await acceptsSubgroupsDirective(device));
   const module = device.createShaderModule({ code });
   const info = await module.getCompilationInfo();
   const errors = info.messages.filter((m) => m.type === "error");
@@ -219,9 +265,13 @@ async function build(
     return b;
   };
   const chunk = Math.ceil(s.n / splits);
-  const params = new ArrayBuffer(16);
+  const params = new ArrayBuffer(32);
   new Uint32Array(params, 0, 3).set([s.n, chunk, s.hkv]);
-  new Float32Array(params, 12, 1)[0] = Math.LOG2E / Math.sqrt(D);
+  const int8 = s.dtype === "int8";
+  new Float32Array(params, 12, 2).set([
+    (Math.LOG2E / Math.sqrt(D)) * (int8 ? K_SCALE : 1),
+    int8 ? V_SCALE : 1,
+  ]);
   const workgroups = s.hkv * splits;
   const outBytes = workgroups * (s.rows * D + 2 * s.rows) * 4;
   const out = device.createBuffer({
@@ -229,15 +279,11 @@ async function build(
     usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
   });
   const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+  const uniform = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
   const bindGroup = device.createBindGroup({
     layout: pipeline.getBindGroupLayout(0),
     entries: [
-      {
-        binding: 0,
-        resource: {
-          buffer: buffer(new Uint8Array(params), GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST),
-        },
-      },
+      { binding: 0, resource: { buffer: buffer(new Uint8Array(params), uniform) } },
       { binding: 1, resource: { buffer: buffer(data.q, storage) } },
       { binding: 2, resource: { buffer: buffer(data.k, storage) } },
       { binding: 3, resource: { buffer: buffer(data.v, storage) } },
@@ -258,19 +304,15 @@ function mergeSplits(parts: Float32Array, s: Shape, splits: number): Float64Arra
   const out = new Float64Array(s.hkv * s.rows * D);
   for (let h = 0; h < s.hkv; h++) {
     for (let r = 0; r < s.rows; r++) {
+      const base = (sp: number) => (sp * s.hkv + h) * stride;
       let mMax = -Infinity;
-      for (let sp = 0; sp < splits; sp++) {
-        mMax = Math.max(mMax, parts[(sp * s.hkv + h) * stride + s.rows * D + r]);
-      }
+      for (let sp = 0; sp < splits; sp++) mMax = Math.max(mMax, parts[base(sp) + s.rows * D + r]);
       let l = 0;
       const o = new Float64Array(D);
       for (let sp = 0; sp < splits; sp++) {
-        const b = (sp * s.hkv + h) * stride;
-        const m = parts[b + s.rows * D + r];
-        if (m === -3.0e38 || !(m > -1e38)) continue;
-        const w = 2 ** (m - mMax);
-        l += parts[b + s.rows * D + s.rows + r] * w;
-        for (let d = 0; d < D; d++) o[d] += parts[b + r * D + d] * w;
+        const w = 2 ** (parts[base(sp) + s.rows * D + r] - mMax);
+        l += parts[base(sp) + s.rows * D + s.rows + r] * w;
+        for (let d = 0; d < D; d++) o[d] += parts[base(sp) + r * D + d] * w;
       }
       for (let d = 0; d < D; d++) out[(h * s.rows + r) * D + d] = o[d] / l;
     }
@@ -279,8 +321,8 @@ function mergeSplits(parts: Float32Array, s: Shape, splits: number): Float64Arra
 }
 
 /** Float64 attention of the shape's rows over all its tokens. */
-function reference(s: Shape, data: ReturnType<typeof makeData>): Float64Array {
-  const k = fromF16Bits(data.k), v = fromF16Bits(data.v);
+function reference(s: Shape, data: ProtoData): Float64Array {
+  const { kf: k, vf: v } = data;
   const out = new Float64Array(s.hkv * s.rows * D);
   const scale = 1 / Math.sqrt(D);
   for (let h = 0; h < s.hkv; h++) {
@@ -330,13 +372,14 @@ const device = await requestDevice(adapter);
 const out = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
 
 if (Deno.args.includes("--check")) {
-  for (
-    const [s, splits] of [[{ n: 700, hkv: 2, rows: 4 }, 3], [{ n: 1000, hkv: 3, rows: 4 }, 1], [{
-      n: 300,
-      hkv: 1,
-      rows: 8,
-    }, 2]] as const
-  ) {
+  const shapes: [Shape, number][] = [
+    [{ n: 700, hkv: 2, rows: 4, dtype: "f16" }, 3],
+    [{ n: 1000, hkv: 3, rows: 4, dtype: "f16" }, 1],
+    [{ n: 300, hkv: 1, rows: 8, dtype: "f16" }, 2],
+    [{ n: 900, hkv: 2, rows: 4, dtype: "int8" }, 3],
+    [{ n: 257, hkv: 1, rows: 4, dtype: "int8" }, 1],
+  ];
+  for (const [s, splits] of shapes) {
     const data = makeData(s, s.n);
     const p = await build(device, s, splits, data);
     const enc = device.createCommandEncoder();
@@ -353,7 +396,7 @@ if (Deno.args.includes("--check")) {
     }
     const err = Math.sqrt(num / den);
     console.log(
-      `n ${s.n} kv heads ${s.hkv} rows ${s.rows} splits ${splits}: relative L2 error ${
+      `${s.dtype} n ${s.n} kv heads ${s.hkv} rows ${s.rows} splits ${splits}: relative L2 error ${
         err.toExponential(2)
       }`,
     );
@@ -364,59 +407,52 @@ if (Deno.args.includes("--check")) {
   const contexts = Deno.args.find((a) => a.startsWith("--contexts="))?.slice(11).split(",").map(
     Number,
   ) ?? [32 * 1024, 128 * 1024];
-  for (const n of contexts) {
-    const s = { n, hkv: 8, rows: 4 };
-    const data = makeData(s, 7);
-    const cells: string[] = [];
-    // The library's lean decode of the same problem, with and without its merge dispatch.
-    const input: DecodeInput = {
-      q: data.q,
-      k: data.k,
-      v: data.v,
-      kvDtype: "f16",
-      seqLens: [n],
-      numHeads: s.hkv * s.rows,
-      numKVHeads: s.hkv,
-      headDim: D,
-    };
-    const decoder = await createDecoder({ backend: "webgpu", device });
-    for (const skip of [undefined, "merge"] as const) {
-      filter.skip = skip;
-      const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
-        runs: 25,
-        warmupMs: 400,
-        streamMs: 2,
-      });
-      filter.skip = undefined;
-      cells.push(
-        `lean${skip ? " no merge" : ""} ${t.medianMs.toFixed(4)}/${t.stream!.medianMs.toFixed(4)}`,
+  for (const dtype of ["f16", "int8"] as const) {
+    for (const n of contexts) {
+      const s: Shape = { n, hkv: 8, rows: 4, dtype };
+      const data = makeData(s, 7);
+      const cells: string[] = [];
+      // The library's lean decode of the same problem, with and without its merge dispatch.
+      const input: DecodeInput = {
+        q: data.q,
+        k: data.k,
+        v: data.v,
+        kvDtype: dtype,
+        ...(dtype === "int8" ? { kScale: K_SCALE, vScale: V_SCALE } : {}),
+        seqLens: [n],
+        numHeads: s.hkv * s.rows,
+        numKVHeads: s.hkv,
+        headDim: D,
+      };
+      const decoder = await createDecoder({ backend: "webgpu", device });
+      for (const skip of [undefined, "merge"] as const) {
+        filter.skip = skip;
+        const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
+          runs: 25,
+          warmupMs: 400,
+          streamMs: 2,
+        });
+        filter.skip = undefined;
+        const what = `lean${skip ? " no merge" : ""}`;
+        cells.push(`${what} ${t.medianMs.toFixed(4)}/${t.stream!.medianMs.toFixed(4)}`);
+        results.push({ dtype, n, what, aloneMs: t.medianMs, streamMs: t.stream!.medianMs });
+      }
+      await decoder.dispose();
+      for (const splits of [33, 66, 132, 264]) {
+        const p = await build(device, s, splits, data);
+        const t = await timeWarm(device, p.record, { runs: 25, warmupMs: 400, streamMs: 2 });
+        const alone = median(t.samplesMs), stream = median(t.streamSamplesMs!);
+        cells.push(`proto ${p.workgroups} wgs ${alone.toFixed(4)}/${stream.toFixed(4)}`);
+        const what = `proto ${p.workgroups} workgroups`;
+        results.push({ dtype, n, what, aloneMs: alone, streamMs: stream });
+      }
+      const bytes = 2 * n * s.hkv * D * (dtype === "f16" ? 2 : 1);
+      console.log(
+        `gqa32/8 ${n / 1024}k ${dtype} (read at 4.4 TB/s: ${
+          (bytes / 4.4e9).toFixed(4)
+        } ms; alone/back to back ms): ${cells.join(", ")}`,
       );
-      results.push({
-        n,
-        what: `lean${skip ? " no merge" : ""}`,
-        aloneMs: t.medianMs,
-        streamMs: t.stream!.medianMs,
-      });
     }
-    await decoder.dispose();
-    for (const splits of [33, 66, 132, 264]) {
-      const p = await build(device, s, splits, data);
-      const t = await timeWarm(device, p.record, { runs: 25, warmupMs: 400, streamMs: 2 });
-      const alone = median(t.samplesMs), stream = median(t.streamSamplesMs!);
-      cells.push(`proto ${p.workgroups} wgs ${alone.toFixed(4)}/${stream.toFixed(4)}`);
-      results.push({
-        n,
-        what: `proto ${p.workgroups} workgroups`,
-        aloneMs: alone,
-        streamMs: stream,
-      });
-    }
-    const roof = (2 * n * s.hkv * D * 2) / 4.4e12 * 1e3;
-    console.log(
-      `gqa32/8 ${n / 1024}k (read at 4.4 TB/s: ${roof.toFixed(4)} ms; alone/back to back ms): ${
-        cells.join(", ")
-      }`,
-    );
   }
   if (out) await Deno.writeTextFile(out, JSON.stringify(results, null, 1));
 }
