@@ -17,7 +17,7 @@
 #           three of session 22's removals).
 #   proto   (prepared in session 22, not run: no device time was left) the token-lanes prototype
 #           (bench/proto_token_lanes.ts: checked against float64, then timed beside lean at GQA
-#           32/8 32k and 128k).
+#           32/8 32k and 128k, f16 and int8).
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
