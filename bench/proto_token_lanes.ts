@@ -70,6 +70,8 @@ export function tokenLanesWGSL(rows: number, dtype: ProtoDtype, enableSubgroups:
   )`
     : "array<vec4<f32>, 4>(unpack_word(w.x), unpack_word(w.y), unpack_word(w.z), unpack_word(w.w))";
   const VPC = EC / 4; // vec4s per chunk
+  const UQ = Math.min(4, CH); // K chunks loaded ahead of the scores' arithmetic
+  const UV = 8; // V words loaded ahead of the weighted sum's arithmetic
   return `${enableSubgroups ? "enable subgroups;\n" : ""}
 struct Params { n: u32, chunk: u32, hkv: u32, scale: f32, vscale: f32 }
 @group(0) @binding(0) var<uniform> params: Params;
@@ -119,17 +121,28 @@ ${rowsOf((r) => `  m[${r}] = NEG;`)}
     let kb = (min(base + lid + ${W}u, t1 - 1u) * params.hkv + h) * ${CH}u;
     var sa = array<f32, ${R}>();
     var sb = array<f32, ${R}>();
-    for (var i = 0u; i < ${CH}u; i++) {
-      let a = unpack_chunk(kc[ka + i]);
-      let b = unpack_chunk(kc[kb + i]);
+    // Chunks in groups of ${UQ}: a group's loads are all issued before its arithmetic.
+    for (var i0 = 0u; i0 < ${CH}u; i0 += ${UQ}u) {
 ${
-    rowsOf((r) =>
-      `      for (var j = 0u; j < ${VPC}u; j++) {
-        let qv = qs[${r * D / 4}u + ${VPC}u * i + j];
-        sa[${r}] += dot(a[j], qv);
-        sb[${r}] += dot(b[j], qv);
-      }`
-    )
+    Array.from({ length: UQ }, (_, u) =>
+      `      let wa${u} = kc[ka + i0 + ${u}u];
+      let wb${u} = kc[kb + i0 + ${u}u];`).join("\n")
+  }
+${
+    Array.from({ length: UQ }, (_, u) =>
+      `      {
+        let a = unpack_chunk(wa${u});
+        let b = unpack_chunk(wb${u});
+${
+        rowsOf((r) =>
+          `        for (var j = 0u; j < ${VPC}u; j++) {
+          let qv = qs[${r * D / 4}u + ${VPC}u * (i0 + ${u}u) + j];
+          sa[${r}] += dot(a[j], qv);
+          sb[${r}] += dot(b[j], qv);
+        }`
+        )
+      }
+      }`).join("\n")
   }
     }
     // The tile's maxima: subgroups, then their partials in workgroup memory.
@@ -171,14 +184,28 @@ ${elems((e) => `      acc[${EW * r + e}] *= alpha[${r}];`)}
     }`
     )
   }
-    // Weighted sum: one word's dims of every row over every ${PH}th token of the tile.
-    let tn = min(${TILE}u, t1 - base);
-    for (var k = th; k < tn; k += ${PH}u) {
-      let v = unpack_word(vc[((base + k) * params.hkv + h) * ${COLS}u + c]);
+    // Weighted sum: one word's dims of every row over every ${PH}th token of the tile, ${UV}
+    // tokens' words requested before their arithmetic (tokens past the piece have p = 0 and
+    // re-read its last token).
+    for (var k0 = th; k0 < ${TILE}u; k0 += ${PH * UV}u) {
 ${
-    rowsOf((r) =>
-      elems((e) => `      acc[${EW * r + e}] = fma(ps[k][${r}], v[${e}], acc[${EW * r + e}]);`)
-    )
+    Array.from({ length: UV }, (_, u) =>
+      `      let w${u} = vc[(min(base + k0 + ${
+        u * PH
+      }u, t1 - 1u) * params.hkv + h) * ${COLS}u + c];`)
+      .join("\n")
+  }
+${
+    Array.from({ length: UV }, (_, u) =>
+      `      {
+        let v = unpack_word(w${u});
+        let pk = ps[k0 + ${u * PH}u];
+${
+        rowsOf((r) =>
+          elems((e) => `        acc[${EW * r + e}] = fma(pk[${r}], v[${e}], acc[${EW * r + e}]);`)
+        )
+      }
+      }`).join("\n")
   }
     }
     workgroupBarrier();
