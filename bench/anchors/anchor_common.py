@@ -56,14 +56,15 @@ def _elapsed(fn_block):
     return start, end
 
 
-def _timed(replay, runs):
-    """Enqueues `runs` replays, each between two events; returns the event pairs."""
+def _timed(replays, runs):
+    """Enqueues `runs` replays (taking `replays` in turn), each between two events; returns the
+    event pairs."""
     pairs = []
-    for _ in range(runs):
+    for i in range(runs):
         a = torch.cuda.Event(enable_timing=True)
         b = torch.cuda.Event(enable_timing=True)
         a.record()
-        replay()
+        replays[i % len(replays)]()
         b.record()
         pairs.append((a, b))
     return pairs
@@ -85,15 +86,18 @@ def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
     first = max(1e-3, s.elapsed_time(e))
     inner = max(1, min(256, math.ceil(replay_ms / first)))
     graph = torch.cuda.CUDAGraph()
-    single = torch.cuda.CUDAGraph()
+    # One single-call graph per K/V copy, replayed in turn, so lone calls rotate the copies as
+    # the graph of many calls does (a cache below L2's size is not timed from L2).
+    singles = [torch.cuda.CUDAGraph() for _ in range(sets)]
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         with torch.cuda.graph(graph, stream=stream):
             for j in range(inner):
                 call(j % sets)
-        with torch.cuda.graph(single, stream=stream):
-            call(0)
+        for i, single in enumerate(singles):
+            with torch.cuda.graph(single, stream=stream):
+                call(i)
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
     # The cold replay time bounds the warm one from above: warm until the measured warm-up
@@ -110,8 +114,8 @@ def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
         events = []
         alone_events = []
         for _ in range(rounds):
-            events.append(_timed(graph.replay, runs))
-            alone_events.append(_timed(single.replay, runs))
+            events.append(_timed([graph.replay], runs))
+            alone_events.append(_timed([single.replay for single in singles], runs))
         torch.cuda.synchronize()
         warm = ws.elapsed_time(we)
         if warm >= warm_ms:
@@ -122,7 +126,7 @@ def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
         samples.extend(ms)
         medians.append(_median(ms))
     alone_medians = [_median(sorted(a.elapsed_time(b) for a, b in r)) for r in alone_events]
-    del graph, single
+    del graph, singles
     return {
         "ms": min(medians),
         "aloneMs": min(alone_medians),
