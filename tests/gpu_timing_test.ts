@@ -1,0 +1,118 @@
+/**
+ * `timeWarm` against a fake device whose passes take a known time (a fixed cost per pass plus a
+ * cost per recording): the warm-up, the timed passes and the back-to-back passes get the
+ * recordings they should, in order, and each sample is the pass's time over its recordings.
+ */
+
+import assert from "node:assert/strict";
+import { timeWarm } from "../src/gpu/gpu_timing.ts";
+
+/** Milliseconds a fake pass costs: once per pass, and per recording (one dispatch each). */
+const PASS_MS = 1;
+const RECORDING_MS = 2;
+
+/** A device with just what `timePasses` uses; every pass costs PASS_MS + RECORDING_MS each. */
+function fakeDevice(): GPUDevice {
+  let clockNs = 0n;
+  const buffer = (size: number) => {
+    const bytes = new ArrayBuffer(size);
+    return {
+      bytes,
+      mapAsync: () => Promise.resolve(),
+      getMappedRange: () => bytes,
+      unmap: () => {},
+      destroy: () => {},
+    };
+  };
+  const device = {
+    features: new Set(["timestamp-query"]),
+    createQuerySet: ({ count }: { count: number }) => ({
+      stamps: new BigUint64Array(count),
+      destroy: () => {},
+    }),
+    createBuffer: ({ size }: { size: number }) => buffer(size),
+    createCommandEncoder: () => ({
+      beginComputePass: (
+        { timestampWrites: w }: {
+          timestampWrites: {
+            querySet: { stamps: BigUint64Array };
+            beginningOfPassWriteIndex: number;
+            endOfPassWriteIndex: number;
+          };
+        },
+      ) => {
+        let recordings = 0;
+        return {
+          dispatchWorkgroups: () => {
+            recordings++;
+          },
+          end: () => {
+            w.querySet.stamps[w.beginningOfPassWriteIndex] = clockNs;
+            clockNs += BigInt((PASS_MS + RECORDING_MS * recordings) * 1e6);
+            w.querySet.stamps[w.endOfPassWriteIndex] = clockNs;
+          },
+        };
+      },
+      resolveQuerySet: (
+        q: { stamps: BigUint64Array },
+        first: number,
+        count: number,
+        dst: { bytes: ArrayBuffer },
+        offset: number,
+      ) =>
+        new BigUint64Array(dst.bytes, offset, count).set(q.stamps.subarray(first, first + count)),
+      copyBufferToBuffer: (
+        src: { bytes: ArrayBuffer },
+        srcOffset: number,
+        dst: { bytes: ArrayBuffer },
+        dstOffset: number,
+        size: number,
+      ) =>
+        new Uint8Array(dst.bytes, dstOffset, size).set(new Uint8Array(src.bytes, srcOffset, size)),
+      finish: () => ({}),
+    }),
+    queue: { submit: () => {} },
+  };
+  return device as unknown as GPUDevice;
+}
+
+Deno.test("timeWarm times passes alone and back to back, each sample per recording", async () => {
+  const indices: number[] = [];
+  let warmRecordings = 0;
+  const t = await timeWarm(fakeDevice(), (pass, i) => {
+    indices.push(i);
+    pass.dispatchWorkgroups(1);
+  }, {
+    runs: 3,
+    warmup: 1,
+    warmupMs: 20,
+    streamMs: 9,
+    warmRecord: (pass) => {
+      warmRecordings++;
+      pass.dispatchWorkgroups(1);
+    },
+  });
+  // A lone pass: its own cost and one recording's.
+  assert.deepEqual(t.samplesMs, [3, 3, 3]);
+  // Back-to-back passes are sized from the probe (3 ms per recording alone): ceil(9 / 3) = 3
+  // recordings, so each sample is (1 + 3 x 2) / 3 ms.
+  assert.equal(t.runsPerStreamPass, 3);
+  assert.deepEqual(t.streamSamplesMs, [7 / 3, 7 / 3, 7 / 3]);
+  // The untimed pass and the timed ones take indices 0-3; the back-to-back recordings go on
+  // from there, so rotated K/V copies keep turning.
+  assert.deepEqual(indices, [0, 1, 2, 3, ...Array.from({ length: 9 }, (_, i) => 4 + i)]);
+  // The warm-up filled at least its time, and the probe's two recordings came first.
+  assert.ok(t.warmMs >= 20, `warm ${t.warmMs} ms`);
+  assert.equal(warmRecordings, 2 + t.warmRecordings);
+});
+
+Deno.test("timeWarm without warm-up or stream times the passes alone only", async () => {
+  const t = await timeWarm(fakeDevice(), (pass) => pass.dispatchWorkgroups(1), {
+    runs: 2,
+    warmupMs: 0,
+  });
+  assert.deepEqual(t.samplesMs, [3, 3]);
+  assert.equal(t.warmMs, 0);
+  assert.equal(t.streamSamplesMs, undefined);
+  assert.equal(t.runsPerStreamPass, undefined);
+});
