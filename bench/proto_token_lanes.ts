@@ -22,7 +22,7 @@
  * after 400 ms of warm passes (`timeWarm`).
  *
  * Usage: deno run -A --unstable-webgpu bench/proto_token_lanes.ts [--check] [--out=FILE]
- *        [--contexts=32768,131072]
+ *        [--contexts=32768,131072] [--variants=full,k-lanes4,no-pv,...]
  */
 
 import { createDecoder, type DecodeInput, toF16Bits } from "../mod.ts";
@@ -31,7 +31,7 @@ import { acceptsSubgroupsDirective, requestDevice } from "../src/gpu/gpu_runtime
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { installDispatchFilter } from "./diag_lib.ts";
 import { mulberry32 } from "./random.ts";
-import { D, type ProtoDtype, tokenLanesWGSL } from "./proto_token_lanes_wgsl.ts";
+import { D, type ProtoDtype, type ProtoVariant, tokenLanesWGSL } from "./proto_token_lanes_wgsl.ts";
 
 /** One GQA problem: one sequence, `hkv` KV heads of `rows` query rows. */
 interface Shape {
@@ -54,6 +54,13 @@ interface ProtoData {
   vf: Float32Array;
 }
 
+/** int8 values times a scale (a loop: `Float32Array.from` with a map function fails at 2^27). */
+function scaled(x: Int8Array, scale: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = x[i] * scale;
+  return out;
+}
+
 function makeData(s: Shape, seed: number): ProtoData {
   const rand = mulberry32(seed);
   const q = new Float32Array(s.hkv * s.rows * D).map(() => rand() * 2 - 1);
@@ -69,14 +76,20 @@ function makeData(s: Shape, seed: number): ProtoData {
     q,
     k,
     v,
-    kf: Float32Array.from(k, (x) => x * K_SCALE),
-    vf: Float32Array.from(v, (x) => x * V_SCALE),
+    kf: scaled(k, K_SCALE),
+    vf: scaled(v, V_SCALE),
   };
 }
 
 /** The prototype on the device: a compiled pipeline and its bound buffers for one shape. */
-async function build(device: GPUDevice, s: Shape, splits: number, data: ProtoData) {
-  const code = tokenLanesWGSL(s.rows, s.dtype, await acceptsSubgroupsDirective(device));
+async function build(
+  device: GPUDevice,
+  s: Shape,
+  splits: number,
+  data: ProtoData,
+  variant: ProtoVariant = "full",
+) {
+  const code = tokenLanesWGSL(s.rows, s.dtype, await acceptsSubgroupsDirective(device), variant);
   const module = device.createShaderModule({ code });
   const info = await module.getCompilationInfo();
   const errors = info.messages.filter((m) => m.type === "error");
@@ -206,33 +219,37 @@ if (Deno.args.includes("--check")) {
     [{ n: 257, hkv: 1, rows: 4, dtype: "int8" }, 1],
   ];
   for (const [s, splits] of shapes) {
-    const data = makeData(s, s.n);
-    const p = await build(device, s, splits, data);
-    const enc = device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    p.record(pass);
-    pass.end();
-    device.queue.submit([enc.finish()]);
-    const got = mergeSplits(await readBack(device, p.out, p.outBytes), s, splits);
-    const want = reference(s, data);
-    let num = 0, den = 0;
-    for (let i = 0; i < want.length; i++) {
-      num += (got[i] - want[i]) ** 2;
-      den += want[i] ** 2;
+    for (const variant of ["full", "k-lanes4"] as const) {
+      const data = makeData(s, s.n);
+      const p = await build(device, s, splits, data, variant);
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      p.record(pass);
+      pass.end();
+      device.queue.submit([enc.finish()]);
+      const got = mergeSplits(await readBack(device, p.out, p.outBytes), s, splits);
+      const want = reference(s, data);
+      let num = 0, den = 0;
+      for (let i = 0; i < want.length; i++) {
+        num += (got[i] - want[i]) ** 2;
+        den += want[i] ** 2;
+      }
+      const err = Math.sqrt(num / den);
+      console.log(
+        `${variant} ${s.dtype} n ${s.n} kv heads ${s.hkv} rows ${s.rows} splits ${splits}: relative L2 error ${
+          err.toExponential(2)
+        }`,
+      );
+      if (!(err < 1e-5)) throw new Error(`prototype off the float64 reference by ${err}`);
     }
-    const err = Math.sqrt(num / den);
-    console.log(
-      `${s.dtype} n ${s.n} kv heads ${s.hkv} rows ${s.rows} splits ${splits}: relative L2 error ${
-        err.toExponential(2)
-      }`,
-    );
-    if (!(err < 1e-5)) throw new Error(`prototype off the float64 reference by ${err}`);
   }
 } else {
   const results = [];
   const contexts = Deno.args.find((a) => a.startsWith("--contexts="))?.slice(11).split(",").map(
     Number,
   ) ?? [32 * 1024, 128 * 1024];
+  const variants = (Deno.args.find((a) => a.startsWith("--variants="))?.slice(11).split(",") ??
+    ["full", "k-lanes4", "no-pv", "no-scores", "no-k-dots"]) as ProtoVariant[];
   for (const dtype of ["f16", "int8"] as const) {
     for (const n of contexts) {
       const s: Shape = { n, hkv: 8, rows: 4, dtype };
@@ -264,13 +281,15 @@ if (Deno.args.includes("--check")) {
         results.push({ dtype, n, what, aloneMs: t.medianMs, streamMs: t.stream!.medianMs });
       }
       await decoder.dispose();
-      for (const splits of [33, 66, 132, 264]) {
-        const p = await build(device, s, splits, data);
-        const t = await timeWarm(device, p.record, { runs: 25, warmupMs: 400, streamMs: 2 });
-        const alone = median(t.samplesMs), stream = median(t.streamSamplesMs!);
-        cells.push(`proto ${p.workgroups} wgs ${alone.toFixed(4)}/${stream.toFixed(4)}`);
-        const what = `proto ${p.workgroups} workgroups`;
-        results.push({ dtype, n, what, aloneMs: alone, streamMs: stream });
+      for (const variant of variants) {
+        for (const splits of variant === "full" || variant === "k-lanes4" ? [33, 66, 132] : [66]) {
+          const p = await build(device, s, splits, data, variant);
+          const t = await timeWarm(device, p.record, { runs: 25, warmupMs: 400, streamMs: 2 });
+          const alone = median(t.samplesMs), stream = median(t.streamSamplesMs!);
+          const what = `proto${variant === "full" ? "" : ` ${variant}`} ${p.workgroups} wgs`;
+          cells.push(`${what} ${alone.toFixed(4)}/${stream.toFixed(4)}`);
+          results.push({ dtype, n, what, aloneMs: alone, streamMs: stream });
+        }
       }
       const bytes = 2 * n * s.hkv * D * (dtype === "f16" ? 2 : 1);
       console.log(

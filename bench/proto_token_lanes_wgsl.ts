@@ -19,8 +19,22 @@ export type ProtoDtype = "f16" | "int8";
 /** Elements per `u32` of a format. */
 const perWord = (dtype: ProtoDtype): number => (dtype === "f16" ? 2 : 4);
 
+/**
+ * Parts of the prototype to leave out, to see where its time goes (session 23: the whole kernel
+ * ran 4.2x slower than the library's): `"no-pv"` skips the weighted sum, `"no-scores"` the K
+ * loads and dot products (every score 0), `"no-k-dots"` keeps the K loads but not their
+ * arithmetic. `"k-lanes4"` scores with four threads per token (coalesced K reads; partial dots
+ * added by lane shuffles, the scores passed through workgroup memory) instead of one.
+ */
+export type ProtoVariant = "full" | "no-pv" | "no-scores" | "no-k-dots" | "k-lanes4";
+
 /** The prototype's WGSL for `rows` query rows per KV head and a K/V format. */
-export function tokenLanesWGSL(rows: number, dtype: ProtoDtype, enableSubgroups: boolean): string {
+export function tokenLanesWGSL(
+  rows: number,
+  dtype: ProtoDtype,
+  enableSubgroups: boolean,
+  variant: ProtoVariant = "full",
+): string {
   const R = rows;
   const EW = perWord(dtype); // elements per u32
   const EC = 4 * EW; // elements per 16-byte K chunk
@@ -39,16 +53,99 @@ export function tokenLanesWGSL(rows: number, dtype: ProtoDtype, enableSubgroups:
     f32(extractBits(i, 16u, 8u)), f32(extractBits(i, 24u, 8u)),
   );
 }`;
-  // A K chunk as vec4s of elements, in dim order.
-  const chunkVecs = dtype === "f16"
-    ? `array<vec4<f32>, 2>(
-    vec4<f32>(unpack_word(w.x), unpack_word(w.y)),
-    vec4<f32>(unpack_word(w.z), unpack_word(w.w)),
-  )`
-    : "array<vec4<f32>, 4>(unpack_word(w.x), unpack_word(w.y), unpack_word(w.z), unpack_word(w.w))";
+  // A K chunk's j-th vec4 of elements, in dim order (constant j: no array is indexed at run
+  // time, so nothing is left in local memory).
+  const chunkVec = (w: string, j: number) =>
+    dtype === "f16"
+      ? `vec4<f32>(unpack_word(${w}.${"xyzw"[2 * j]}), unpack_word(${w}.${"xyzw"[2 * j + 1]}))`
+      : `unpack_word(${w}.${"xyzw"[j]})`;
   const VPC = EC / 4; // vec4s per chunk
   const UQ = Math.min(4, CH); // K chunks loaded ahead of the scores' arithmetic
   const UV = 8; // V words loaded ahead of the weighted sum's arithmetic
+  // Scores of two tokens per thread against every row (left out by "no-scores").
+  const scoresLoop =
+    `    // Chunks in groups of ${UQ}: a group's loads are all issued before its arithmetic.
+    for (var i0 = 0u; i0 < ${CH}u; i0 += ${UQ}u) {
+${
+      Array.from({ length: UQ }, (_, u) =>
+        `      let wa${u} = kc[ka + i0 + ${u}u];
+      let wb${u} = kc[kb + i0 + ${u}u];`).join("\n")
+    }
+${
+      Array.from({ length: UQ }, (_, u) =>
+        Array.from({ length: VPC }, (_, j) =>
+          `      {
+        let a = ${chunkVec(`wa${u}`, j)};
+        let b = ${chunkVec(`wb${u}`, j)};
+${
+            rowsOf((r) =>
+              variant === "no-k-dots"
+                ? `        sa[${r}] += a.x; sb[${r}] += b.x;`
+                : `        let q${r} = qs[${r * D / 4}u + ${VPC}u * (i0 + ${u}u) + ${j}u];
+        sa[${r}] += dot(a, q${r});
+        sb[${r}] += dot(b, q${r});`
+            )
+          }
+      }`).join("\n")).join("\n")
+    }
+    }`;
+  // Scores with four threads per token: a warp's K loads cover eight whole 64-byte pieces of
+  // rows, where one thread per token touches 32 rows' lines per load.
+  const CL = CH / 4; // K chunks per thread
+  const scoresLanes4 = `    for (var it = 0u; it < ${TILE / (W / 4)}u; it++) {
+      let slot = it * ${W / 4}u + lid / 4u;
+      let ln = lid % 4u;
+      let kk = (min(base + slot, t1 - 1u) * params.hkv + h) * ${CH}u + ln * ${CL}u;
+${Array.from({ length: CL }, (_, i) => `      let w${i} = kc[kk + ${i}u];`).join("\n")}
+${rowsOf((r) => `      var s${r} = 0.0;`)}
+${
+    Array.from({ length: CL }, (_, i) =>
+      Array.from({ length: VPC }, (_, j) =>
+        `      {
+        let a = ${chunkVec(`w${i}`, j)};
+${
+          rowsOf((r) =>
+            `        s${r} += dot(a, qs[${r * D / 4}u + ${VPC}u * (ln * ${CL}u + ${i}u) + ${j}u]);`
+          )
+        }
+      }`).join("\n")).join("\n")
+  }
+${
+    rowsOf((r) =>
+      `      s${r} += subgroupShuffleXor(s${r}, 1u);
+      s${r} += subgroupShuffleXor(s${r}, 2u);
+      if (ln == 0u) { ps[slot][${r}] = s${r}; }`
+    )
+  }
+    }
+    workgroupBarrier();
+${rowsOf((r) => `    sa[${r}] = ps[lid][${r}];\n    sb[${r}] = ps[lid + ${W}u][${r}];`)}`;
+  // The weighted sum of the tile (left out by "no-pv").
+  const pvLoop =
+    `    // Weighted sum: one word's dims of every row over every ${PH}th token of the tile, ${UV}
+    // tokens' words requested before their arithmetic (tokens past the piece have p = 0 and
+    // re-read its last token).
+    for (var k0 = th; k0 < ${TILE}u; k0 += ${PH * UV}u) {
+${
+      Array.from({ length: UV }, (_, u) =>
+        `      let w${u} = vc[(min(base + k0 + ${
+          u * PH
+        }u, t1 - 1u) * params.hkv + h) * ${COLS}u + c];`)
+        .join("\n")
+    }
+${
+      Array.from({ length: UV }, (_, u) =>
+        `      {
+        let v = unpack_word(w${u});
+        let pk = ps[k0 + ${u * PH}u];
+${
+          rowsOf((r) =>
+            elems((e) => `        acc[${EW * r + e}] = fma(pk[${r}], v[${e}], acc[${EW * r + e}]);`)
+          )
+        }
+      }`).join("\n")
+    }
+    }`;
   return `${enableSubgroups ? "enable subgroups;\n" : ""}
 struct Params { n: u32, chunk: u32, hkv: u32, scale: f32, vscale: f32 }
 @group(0) @binding(0) var<uniform> params: Params;
@@ -64,9 +161,6 @@ var<workgroup> redl: array<array<f32, ${R}>, 32>;
 var<workgroup> phase_acc: array<array<f32, ${EW * R}>, ${W}>;
 
 ${unpackWord}
-fn unpack_chunk(w: vec4<u32>) -> array<vec4<f32>, ${VPC}> {
-  return ${chunkVecs};
-}
 
 @compute @workgroup_size(${W})
 fn main(
@@ -98,30 +192,7 @@ ${rowsOf((r) => `  m[${r}] = NEG;`)}
     let kb = (min(base + lid + ${W}u, t1 - 1u) * params.hkv + h) * ${CH}u;
     var sa = array<f32, ${R}>();
     var sb = array<f32, ${R}>();
-    // Chunks in groups of ${UQ}: a group's loads are all issued before its arithmetic.
-    for (var i0 = 0u; i0 < ${CH}u; i0 += ${UQ}u) {
-${
-    Array.from({ length: UQ }, (_, u) =>
-      `      let wa${u} = kc[ka + i0 + ${u}u];
-      let wb${u} = kc[kb + i0 + ${u}u];`).join("\n")
-  }
-${
-    Array.from({ length: UQ }, (_, u) =>
-      `      {
-        let a = unpack_chunk(wa${u});
-        let b = unpack_chunk(wb${u});
-${
-        rowsOf((r) =>
-          `        for (var j = 0u; j < ${VPC}u; j++) {
-          let qv = qs[${r * D / 4}u + ${VPC}u * (i0 + ${u}u) + j];
-          sa[${r}] += dot(a[j], qv);
-          sb[${r}] += dot(b[j], qv);
-        }`
-        )
-      }
-      }`).join("\n")
-  }
-    }
+${variant === "no-scores" ? "" : variant === "k-lanes4" ? scoresLanes4 : scoresLoop}
     // The tile's maxima: subgroups, then their partials in workgroup memory.
 ${
     rowsOf((r) =>
@@ -161,30 +232,7 @@ ${elems((e) => `      acc[${EW * r + e}] *= alpha[${r}];`)}
     }`
     )
   }
-    // Weighted sum: one word's dims of every row over every ${PH}th token of the tile, ${UV}
-    // tokens' words requested before their arithmetic (tokens past the piece have p = 0 and
-    // re-read its last token).
-    for (var k0 = th; k0 < ${TILE}u; k0 += ${PH * UV}u) {
-${
-    Array.from({ length: UV }, (_, u) =>
-      `      let w${u} = vc[(min(base + k0 + ${
-        u * PH
-      }u, t1 - 1u) * params.hkv + h) * ${COLS}u + c];`)
-      .join("\n")
-  }
-${
-    Array.from({ length: UV }, (_, u) =>
-      `      {
-        let v = unpack_word(w${u});
-        let pk = ps[k0 + ${u * PH}u];
-${
-        rowsOf((r) =>
-          elems((e) => `        acc[${EW * r + e}] = fma(pk[${r}], v[${e}], acc[${EW * r + e}]);`)
-        )
-      }
-      }`).join("\n")
-  }
-    }
+${variant === "no-pv" ? "" : pvLoop}
     workgroupBarrier();
   }
   // The phases' sums, added in phase order by the first phase's threads.
