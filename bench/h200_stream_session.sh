@@ -69,7 +69,8 @@ fi
 
 if [ "$mode" = proto ]; then
   run_deno 60 proto_check.txt bench/proto_token_lanes.ts --check
-  run_deno 240 proto.txt bench/proto_token_lanes.ts --out="$out/proto.json"
+  run_deno 240 proto.txt bench/proto_token_lanes.ts --out="$out/proto.json" --dtypes=f16 \
+    --variants=full,no-pv,no-scores,no-k-dots,skeleton
   stamp "done"
 fi
 

@@ -23,6 +23,7 @@
  *
  * Usage: deno run -A --unstable-webgpu bench/proto_token_lanes.ts [--check] [--out=FILE]
  *        [--contexts=32768,131072] [--variants=full,k-lanes4,no-pv,...]
+ *        [--dtypes=f16,int8]
  */
 
 import { createDecoder, type DecodeInput, toF16Bits } from "../mod.ts";
@@ -248,9 +249,11 @@ if (Deno.args.includes("--check")) {
   const contexts = Deno.args.find((a) => a.startsWith("--contexts="))?.slice(11).split(",").map(
     Number,
   ) ?? [32 * 1024, 128 * 1024];
+  const dtypes = (Deno.args.find((a) => a.startsWith("--dtypes="))?.slice(9).split(",") ??
+    ["f16", "int8"]) as ProtoDtype[];
   const variants = (Deno.args.find((a) => a.startsWith("--variants="))?.slice(11).split(",") ??
     ["full", "k-lanes4", "no-pv", "no-scores", "no-k-dots"]) as ProtoVariant[];
-  for (const dtype of ["f16", "int8"] as const) {
+  for (const dtype of dtypes) {
     for (const n of contexts) {
       const s: Shape = { n, hkv: 8, rows: 4, dtype };
       const data = makeData(s, 7);

@@ -25,8 +25,16 @@ const perWord = (dtype: ProtoDtype): number => (dtype === "f16" ? 2 : 4);
  * loads and dot products (every score 0), `"no-k-dots"` keeps the K loads but not their
  * arithmetic. `"k-lanes4"` scores with four threads per token (coalesced K reads; partial dots
  * added by lane shuffles, the scores passed through workgroup memory) instead of one.
+ * `"skeleton"` leaves out both the scores and the weighted sum (the tile loop, its reductions
+ * and barriers remain).
  */
-export type ProtoVariant = "full" | "no-pv" | "no-scores" | "no-k-dots" | "k-lanes4";
+export type ProtoVariant =
+  | "full"
+  | "no-pv"
+  | "no-scores"
+  | "no-k-dots"
+  | "k-lanes4"
+  | "skeleton";
 
 /** The prototype's WGSL for `rows` query rows per KV head and a K/V format. */
 export function tokenLanesWGSL(
@@ -192,7 +200,13 @@ ${rowsOf((r) => `  m[${r}] = NEG;`)}
     let kb = (min(base + lid + ${W}u, t1 - 1u) * params.hkv + h) * ${CH}u;
     var sa = array<f32, ${R}>();
     var sb = array<f32, ${R}>();
-${variant === "no-scores" ? "" : variant === "k-lanes4" ? scoresLanes4 : scoresLoop}
+${
+    variant === "no-scores" || variant === "skeleton"
+      ? "    _ = kc[0]; // keeps the binding in the pipeline's layout"
+      : variant === "k-lanes4"
+      ? scoresLanes4
+      : scoresLoop
+  }
     // The tile's maxima: subgroups, then their partials in workgroup memory.
 ${
     rowsOf((r) =>
@@ -232,7 +246,11 @@ ${elems((e) => `      acc[${EW * r + e}] *= alpha[${r}];`)}
     }`
     )
   }
-${variant === "no-pv" ? "" : pvLoop}
+${
+    variant === "no-pv" || variant === "skeleton"
+      ? "    _ = vc[0]; // keeps the binding in the pipeline's layout"
+      : pvLoop
+  }
     workgroupBarrier();
   }
   // The phases' sums, added in phase order by the first phase's threads.
