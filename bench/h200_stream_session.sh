@@ -18,6 +18,10 @@
 #   proto   (prepared in session 22, not run: no device time was left) the token-lanes prototype
 #           (bench/proto_token_lanes.ts: checked against float64, then timed beside lean at GQA
 #           32/8 32k and 128k, f16 and int8).
+#   kv8     (session 23) the 8-bit unpacking with fewer instructions per word (int8 by bit-field
+#           extracts, FP8 bytes shifted in pairs): its GPU tests (every code at every byte
+#           position, 8-bit decode against float64), then the 8-bit rows (lean, each kernel
+#           checked against float64 first).
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -71,6 +75,13 @@ if [ "$mode" = proto ]; then
   run_deno 60 proto_check.txt bench/proto_token_lanes.ts --check
   run_deno 240 proto.txt bench/proto_token_lanes.ts --out="$out/proto.json" --dtypes=f16 \
     --variants=full,no-pv,no-scores,no-k-dots,skeleton
+  stamp "done"
+fi
+
+if [ "$mode" = kv8 ]; then
+  run_tests 200 tests_kv8.log tests/kv8_unpack_gpu_test.ts tests/kv8_decode_test.ts
+  run_deno 150 bench_kv8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --only='int8|e4m3|e5m2' --out="$out/h200_kv8.json"
   stamp "done"
 fi
 

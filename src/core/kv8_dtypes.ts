@@ -22,19 +22,25 @@ fn unpack_kv(w: vec2<u32>) -> array<vec4<f32>, 2> {
 
 /** `unpack_word(w)`: the four bytes of a word (low byte first) as values, per format. */
 const UNPACK_WORD: Record<Kv8Format, string> = {
-  // Sign-extend each byte by moving it to the top and shifting back arithmetically.
+  // Each byte sign-extended in one bit-field extract (a single signed-byte conversion on GPUs
+  // that have one).
   int8: `fn unpack_word(w: u32) -> vec4<f32> {
-  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+  let i = bitcast<i32>(w);
+  return vec4<f32>(
+    f32(extractBits(i, 0u, 8u)),
+    f32(extractBits(i, 8u, 8u)),
+    f32(extractBits(i, 16u, 8u)),
+    f32(extractBits(i, 24u, 8u)),
+  );
 }`,
   // Each code's sign, exponent and mantissa moved into an f16 (bias 15 for 7: times 2^8 after),
-  // which keeps the subnormal codes exact too: bytes 0 and 2, then 1 and 3, two per unpack.
+  // which keeps the subnormal codes exact too: bytes 0 and 2 by shifting the word left, 1 and
+  // 3 right, two per unpack (the masks keep each half's own byte).
   // NaN codes (S.1111.111) only where a byte of w & 0x7f7f7f7f is 0x7f, which carries into
   // its top bit: one test per word.
   fp8e4m3: `fn unpack_word(w: u32) -> vec4<f32> {
-  let even = w & 0x00ff00ffu;
-  let odd = (w >> 8u) & 0x00ff00ffu;
-  let a = unpack2x16float(((even & 0x007f007fu) << 7u) | ((even & 0x00800080u) << 8u));
-  let b = unpack2x16float(((odd & 0x007f007fu) << 7u) | ((odd & 0x00800080u) << 8u));
+  let a = unpack2x16float(((w << 7u) & 0x3f803f80u) | ((w << 8u) & 0x80008000u));
+  let b = unpack2x16float(((w >> 1u) & 0x3f803f80u) | (w & 0x80008000u));
   var v = vec4<f32>(a.x, b.x, a.y, b.y) * 256.0;
   if ((((w & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u) != 0u) {
     let mag = (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0x7fu);
@@ -43,11 +49,12 @@ const UNPACK_WORD: Record<Kv8Format, string> = {
   }
   return v;
 }`,
-  // An E5M2 code is the top byte of the f16 of the same value.
+  // An E5M2 code is the top byte of the f16 of the same value: bytes 0 and 2 shifted up into
+  // the halves' top bytes, bytes 1 and 3 masked where they are.
   fp8e5m2: `fn unpack_word(w: u32) -> vec4<f32> {
-  let lo = unpack2x16float(((w << 8u) & 0xff00u) | ((w << 16u) & 0xff000000u));
-  let hi = unpack2x16float(((w >> 8u) & 0xff00u) | (w & 0xff000000u));
-  return vec4<f32>(lo, hi);
+  let a = unpack2x16float((w << 8u) & 0xff00ff00u);
+  let b = unpack2x16float(w & 0xff00ff00u);
+  return vec4<f32>(a.x, b.x, a.y, b.y);
 }`,
 };
 
