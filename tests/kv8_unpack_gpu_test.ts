@@ -1,7 +1,8 @@
 /**
  * The kernels' 8-bit unpacking (`unpack_word` of each format in the dtype table) on a GPU: every
  * code at every byte position of a `u32`, beside random neighbours, decodes to the host's
- * `decodeKV` value bit for bit (NaN codes to NaN). The decode tests reach each code once, at one
+ * `decodeKV` value over the format's `unpackScale` (which the kernels fold into their scales)
+ * bit for bit (NaN codes to NaN). The decode tests reach each code once, at one
  * position; the unpacking shifts and masks each byte position differently.
  */
 
@@ -77,7 +78,8 @@ for (const name of ["webgpu", "dawn"] as const) {
       for (const format of FORMATS) {
         const { codes, positions } = words(FORMATS.indexOf(format) + 1);
         const data = format === "int8" ? new Int8Array(codes.buffer) : codes;
-        const want = decodeKV(data, format);
+        const unpackScale = KV_DTYPE_INFO[format].unpackScale ?? 1;
+        const want = decodeKV(data, format).map((x) => x / unpackScale);
         const got = await unpackOnGpu(g, format, positions);
         for (let i = 0; i < want.length; i++) {
           const same = Number.isNaN(want[i]) ? Number.isNaN(got[i]) : Object.is(got[i], want[i]);

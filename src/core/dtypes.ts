@@ -33,6 +33,12 @@ export interface KVDtypeInfo {
   /** WGSL of `unpack_kv(w)`: one loaded chunk as an array of `vec4<f32>`. */
   readonly wgslUnpack: string;
   /**
+   * `unpack_kv` returns the stored values divided by this power of two, which the decode kernel
+   * folds into its K and V scales, once per tensor or token instead of once per element
+   * (default 1; FP8 E4M3: 256).
+   */
+  readonly unpackScale?: number;
+  /**
    * WGSL of `unpack_kv(w: vec2<u32>)` for 8-byte loads (8-bit dtypes, whose head rows of a
    * head dim not a multiple of 16 are 8-byte multiples only), else "".
    */

@@ -33,15 +33,16 @@ const UNPACK_WORD: Record<Kv8Format, string> = {
     f32(extractBits(i, 24u, 8u)),
   );
 }`,
-  // Each code's sign, exponent and mantissa moved into an f16 (bias 15 for 7: times 2^8 after),
-  // which keeps the subnormal codes exact too: bytes 0 and 2 by shifting the word left, 1 and
+  // Each code's sign, exponent and mantissa moved into an f16 (bias 15 for 7: the value over
+  // 2^8, which the kernel's scales put back: `unpackScale`), which keeps the subnormal codes exact
+  // too: bytes 0 and 2 by shifting the word left, 1 and
   // 3 right, two per unpack (the masks keep each half's own byte).
   // NaN codes (S.1111.111) only where a byte of w & 0x7f7f7f7f is 0x7f, which carries into
   // its top bit: one test per word.
   fp8e4m3: `fn unpack_word(w: u32) -> vec4<f32> {
   let a = unpack2x16float(((w << 7u) & 0x3f803f80u) | ((w << 8u) & 0x80008000u));
   let b = unpack2x16float(((w >> 1u) & 0x3f803f80u) | (w & 0x80008000u));
-  var v = vec4<f32>(a.x, b.x, a.y, b.y) * 256.0;
+  var v = vec4<f32>(a.x, b.x, a.y, b.y);
   if ((((w & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u) != 0u) {
     let mag = (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0x7fu);
     let nan = vec4<u32>(0x7fc00000u);
@@ -124,6 +125,9 @@ const PACK_BYTE: Record<Kv8Format, string> = {
   }),
 };
 
+/** The power of two each format's `unpack_word` leaves out (see `KVDtypeInfo.unpackScale`). */
+const UNPACK_SCALE: Record<Kv8Format, number> = { int8: 1, fp8e4m3: 256, fp8e5m2: 1 };
+
 function entry(format: Kv8Format): KVDtypeInfo {
   return {
     bytes: 1,
@@ -134,6 +138,7 @@ function entry(format: Kv8Format): KVDtypeInfo {
     wgslWord: "u32",
     wgslUnpack: `${UNPACK_WORD[format]}${UNPACK_WORDS}`,
     wgslUnpack8: `${UNPACK_WORD[format]}${UNPACK_HALF_WORDS}`,
+    unpackScale: UNPACK_SCALE[format],
     wgslPack: PACK_BYTE[format],
     encode: (values, scale) => encodeKv8(values, format, scale ?? 1),
     decode: (data, scale) => decodeKv8(data as Int8Array | Uint8Array, format, scale ?? 1),

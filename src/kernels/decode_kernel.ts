@@ -106,6 +106,9 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   // 8-bit KV: stored values times a scale, per tensor (params) or per token and KV head.
   const scaled = KV_DTYPE_INFO[spec.kvDtype].scaled;
   const tokenScales = scaled && spec.kvScales === "token";
+  // The power of two the unpacking leaves out (FP8 E4M3), put back with the scales.
+  const unpackScale = KV_DTYPE_INFO[spec.kvDtype].unpackScale ?? 1;
+  const fold = unpackScale === 1 ? "" : ` * ${unpackScale.toFixed(1)}`;
   const oi = (r: number, i: number, j: number) => r * E4V + i * V4 + j;
   // V rows of another length (MLA) are addressed on their own; otherwise K's row serves both.
   const splitV = DV !== D;
@@ -136,12 +139,12 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   // Per-token scales: K's scales each token's partial dot products (linear, so before the lane
   // reduction), V's its unpacked chunks.
   const scaleDots = tokenScales
-    ? `\n${grid(U, RP, (u, r) => `      d${u}_${r} *= sc${u}.x;`)}`
+    ? `\n${grid(U, RP, (u, r) => `      d${u}_${r} *= sc${u}.x${fold};`)}`
     : "";
   const unpackV = (u: number, i: number) =>
     tokenScales
       ? `      var vf${u}_${i} = unpack_kv(v${u}_${i});
-${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y;`)}`
+${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
       : `      let vf${u}_${i} = unpack_kv(v${u}_${i});`;
   const shape = {
     RP,
@@ -172,7 +175,7 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y;`)}`
   const rowsState = variantRowsWGSL(flags, RP, row);
   // A per-tensor K scale joins the query's prescale.
   const qScale = scaled && !tokenScales
-    ? "(params.scale_log2 * params.k_scale)"
+    ? `(params.scale_log2 * params.k_scale${fold})`
     : "params.scale_log2";
   const query = queryRowsWGSL({
     RB,
@@ -362,6 +365,7 @@ ${
       oi,
       sinks: flags.sinks ?? false,
       vScale: scaled && !tokenScales,
+      unpackScale,
       outHalf: io.outHalf,
     })
   }
