@@ -22,6 +22,7 @@
 #           extracts, FP8 bytes shifted in pairs): its GPU tests (every code at every byte
 #           position, 8-bit decode against float64), then the 8-bit rows (lean, each kernel
 #           checked against float64 first).
+#   kv8dawn (session 23) the 8-bit rows of kv8 on Dawn.
 #   tests8  (session 23) every test file that decodes 8-bit KV, with exhaustive GPU shapes
 #           (LEAN_TEST_EXHAUSTIVE=1), through Deno's WebGPU.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
@@ -84,6 +85,12 @@ if [ "$mode" = kv8 ]; then
   run_tests 200 tests_kv8.log tests/kv8_unpack_gpu_test.ts tests/kv8_decode_test.ts
   run_deno 150 bench_kv8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --only='int8|e4m3|e5m2' --out="$out/h200_kv8.json"
+  stamp "done"
+fi
+
+if [ "$mode" = kv8dawn ]; then
+  run_deno 200 bench_kv8_dawn.txt bench/gpu_bench.ts --backend=dawn --strategies=lean --check \
+    --only='int8|e4m3|e5m2' --out="$out/h200_kv8_dawn.json"
   stamp "done"
 fi
 
