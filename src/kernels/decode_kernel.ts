@@ -137,15 +137,12 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   });
   const fastSteps = spec.fastSteps ?? true;
   // Per-token scales: K's scales each token's partial dot products (linear, so before the lane
-  // reduction), V's its unpacked chunks.
+  // reduction), V's its weight in the output (the probability times the scale, so the sum l
+  // keeps the probabilities alone).
   const scaleDots = tokenScales
     ? `\n${grid(U, RP, (u, r) => `      d${u}_${r} *= sc${u}.x${fold};`)}`
     : "";
-  const unpackV = (u: number, i: number) =>
-    tokenScales
-      ? `      var vf${u}_${i} = unpack_kv(v${u}_${i});
-${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
-      : `      let vf${u}_${i} = unpack_kv(v${u}_${i});`;
+  const unpackV = (u: number, i: number) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`;
   const shape = {
     RP,
     U,
@@ -159,7 +156,12 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
   };
   const reduce = laneReduceWGSL(shape);
   // The softmax updates the output state: V's chunks.
-  const { fast, softmax } = softmaxStepWGSL({ ...shape, CPL: CPLV });
+  const { fast, softmax } = softmaxStepWGSL({
+    ...shape,
+    CPL: CPLV,
+    // The scale first: one product per token, shared by the rows.
+    ...(tokenScales ? { weight: (u: number) => `(sc${u}.y${fold} * p${u})` } : {}),
+  });
 
   const pagedBinding = `${
     L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""
