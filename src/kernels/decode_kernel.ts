@@ -137,12 +137,15 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   });
   const fastSteps = spec.fastSteps ?? true;
   // Per-token scales: K's scales each token's partial dot products (linear, so before the lane
-  // reduction), V's its weight in the output (the probability times the scale, so the sum l
-  // keeps the probabilities alone).
+  // reduction), V's its unpacked chunks.
   const scaleDots = tokenScales
     ? `\n${grid(U, RP, (u, r) => `      d${u}_${r} *= sc${u}.x${fold};`)}`
     : "";
-  const unpackV = (u: number, i: number) => `      let vf${u}_${i} = unpack_kv(v${u}_${i});`;
+  const unpackV = (u: number, i: number) =>
+    tokenScales
+      ? `      var vf${u}_${i} = unpack_kv(v${u}_${i});
+${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
+      : `      let vf${u}_${i} = unpack_kv(v${u}_${i});`;
   const shape = {
     RP,
     U,
@@ -156,12 +159,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   };
   const reduce = laneReduceWGSL(shape);
   // The softmax updates the output state: V's chunks.
-  const { fast, softmax } = softmaxStepWGSL({
-    ...shape,
-    CPL: CPLV,
-    // The scale first: one product per token, shared by the rows.
-    ...(tokenScales ? { weight: (u: number) => `(sc${u}.y${fold} * p${u})` } : {}),
-  });
+  const { fast, softmax } = softmaxStepWGSL({ ...shape, CPL: CPLV });
 
   const pagedBinding = `${
     L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""

@@ -29,12 +29,6 @@ export interface StepShape {
    * `t{u} < lim[r]`, the causal limit; a sliding window adds its start).
    */
   readonly visible?: (u: number, r: number) => string;
-  /**
-   * WGSL weight of token `t{u}`'s V chunks in the output (default `p{u}`, its probability; with
-   * per-token V scales the probability times the scale: one multiply per token and row instead of
-   * one per V element).
-   */
-  readonly weight?: (u: number) => string;
 }
 
 /** `n` lines of generated source. */
@@ -90,7 +84,6 @@ ${grid(U, RP, (u, r) => `      d${u}_${r} = ss[sb + lg * ${U * RP}u + ${u * RP +
 export function softmaxStepWGSL(shape: StepShape): { fast: string; softmax: string } {
   const { RP, U, CPL, V4, qi } = shape;
   const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
-  const weight = shape.weight ?? ((u: number) => `p${u}`);
   // Steps whose tokens every row of the block may see (all but the last step or two of a piece)
   // take the unmasked path: no selects, and the running max is raised (and the state rescaled)
   // only when a score exceeds it, which after the first tokens is rare. A NaN or +inf score
@@ -113,7 +106,7 @@ ${
         `        o[${qi(r, i, j)}] = ${
           Array.from({ length: U }, (_, u) => u).reduce(
             (acc, u) =>
-              `fma(vf${u}_${i}[${j}], vec4<f32>(${weight(u)}), ${acc})`,
+              `fma(vf${u}_${i}[${j}], vec4<f32>(p${u}), ${acc})`,
             `o[${qi(r, i, j)}]`,
           )
         };`)
@@ -138,9 +131,7 @@ ${lines(U, (u) => `        let p${u} = select(0.0, exp2(s${u} - mx), !(s${u} <= 
 ${
       grid(CPL, V4, (i, j) =>
         `        o[${qi(r, i, j)}] = o[${qi(r, i, j)}] * alpha + ${
-          lines(U, (u) => `select(Z4, ${weight(u)} * vf${u}_${i}[${j}], !(s${u} <= NEG))`).split(
-            "\n",
-          )
+          lines(U, (u) => `select(Z4, p${u} * vf${u}_${i}[${j}], !(s${u} <= NEG))`).split("\n")
             .join(
               " + ",
             )
