@@ -23,6 +23,9 @@
 #           position, 8-bit decode against float64), then the 8-bit rows (lean, each kernel
 #           checked against float64 first).
 #   kv8dawn (session 23) the 8-bit rows of kv8 on Dawn.
+#   fmab    (session 23) scores as chains of scalar multiply-adds (tuning `fmaDots`) against the
+#           sums of vec4 dot products, in two alternating rounds, on the multi-row cases and
+#           batch-1 MHA 128k (lean, each kernel checked against float64).
 #   tests8  (session 23) every test file that decodes 8-bit KV, with exhaustive GPU shapes
 #           (LEAN_TEST_EXHAUSTIVE=1), through Deno's WebGPU.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
@@ -91,6 +94,19 @@ fi
 if [ "$mode" = kv8dawn ]; then
   run_deno 200 bench_kv8_dawn.txt bench/gpu_bench.ts --backend=dawn --strategies=lean --check \
     --only='int8|e4m3|e5m2' --out="$out/h200_kv8_dawn.json"
+  stamp "done"
+fi
+
+if [ "$mode" = fmab ]; then
+  cases='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k|d256 32k|qLen4 gqa 16k|b1 h32 128k'
+  for round in 1 2; do
+    for fd in false true; do
+      run_deno 100 "fma_${fd}_$round.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+        --check --only="$cases" --skip='e4m3|e5m2' --kernel="{\"fmaDots\":$fd}" \
+        --out="$out/fma_${fd}_$round.json"
+    done
+  done
+  grep -H ' lean ' "$out"/fma_*.txt | tee -a "$log"
   stamp "done"
 fi
 

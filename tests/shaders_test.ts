@@ -35,6 +35,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   prefetch: fc.constantFrom<boolean | "split">(false, true, "split"),
   queryShared: fc.boolean(),
   halfMath: fc.boolean(),
+  fmaDots: fc.boolean(),
   fastSteps: fc.boolean(),
   paged: fc.boolean(),
   unroll: fc.option(fc.integer({ min: 1, max: 8 }), { nil: undefined }),
@@ -62,6 +63,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     prefetch: r.prefetch,
     ...(r.queryShared ? { queryShared: true } : {}),
     ...(r.halfMath ? { halfMath: true } : {}),
+    ...(r.fmaDots ? { fmaDots: true } : {}),
     fastSteps: r.fastSteps,
     paged: r.paged,
     ...(r.hnd ? { kvLayout: "HND" as const } : {}),
@@ -260,6 +262,28 @@ Deno.test("spec keys differ exactly when specs differ", () => {
     }),
     fcParams(300),
   );
+});
+
+Deno.test("fmaDots: each score from registers is one chain of scalar multiply-adds", () => {
+  const base: KernelSpec = {
+    headDim: 128,
+    kvDtype: "f16",
+    tileTokens: 64,
+    rowsPerBlock: 4,
+    workgroupSize: 128,
+    lanes: 8,
+    unroll: 2,
+    subgroups: true,
+  };
+  const plain = decodeKernelWGSL(base);
+  const chained = decodeKernelWGSL({ ...base, fmaDots: true });
+  assert.match(plain, /var d0_0 = dot\(kf0_0\[0\], qv\[0\]\) \+ dot\(/);
+  const line = chained.split("\n").find((l) => l.includes("var d0_0 ="))!;
+  assert.doesNotMatch(line, /dot\(/);
+  // 128 dims over 8 lanes: 16 products per lane, one multiply and 15 multiply-adds.
+  assert.equal(line.match(/fma\(/g)?.length, 15);
+  assert.match(line, /kf0_0\[0\]\.x \* qv\[0\]\.x\)/);
+  assert.notEqual(specKey("decode", base), specKey("decode", { ...base, fmaDots: true }));
 });
 
 Deno.test("a lane count that is not a power of two is rejected; one that does not divide the row pads", () => {

@@ -60,6 +60,11 @@ export interface KernelTuning {
    */
   fastSteps?: boolean;
   /**
+   * Each score's dot product as one chain of scalar multiply-adds instead of a sum of `vec4`
+   * dot products (16 operations per 16 dims instead of 19; default false: for measurements).
+   */
+  fmaDots?: boolean;
+  /**
    * Lane groups that split a block's query rows, reading the same K and V (default: the kernel
    * table's choice; see `KernelSpec.rowSets`).
    */
@@ -144,6 +149,7 @@ export function kernelSpec(
       : {}),
     prefetch,
     ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
+    ...(tuning.fmaDots ? { fmaDots: true } : {}),
     ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
     ...rowChoices(tuning, choice),
     ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),

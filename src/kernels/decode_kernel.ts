@@ -190,6 +190,7 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     qScale,
     half,
     shared: spec.queryShared ?? false,
+    fmaDots: spec.fmaDots ?? false,
   });
   const dots = query.dots;
   const poisonedFn = `

@@ -34,6 +34,25 @@ export interface QueryShape {
   readonly half: boolean;
   /** The block's rows in workgroup memory (`queryShared`; ignored with `half`). */
   readonly shared: boolean;
+  /**
+   * Each score from registers as one chain of scalar multiply-adds (`fmaDots`; ignored with
+   * `half` or `shared`). Default false.
+   */
+  readonly fmaDots?: boolean;
+}
+
+/**
+ * The sum of the component products of `vec4` pairs as one chain of scalar multiply-adds, first
+ * pair first: `fma(a.w, b.w, ... fma(a.y, b.y, a.x * b.x))`.
+ */
+function fmaChain(pairs: readonly (readonly [string, string])[]): string {
+  const terms = pairs.flatMap(([a, b]) =>
+    ["x", "y", "z", "w"].map((c) => [`${a}.${c}`, `${b}.${c}`])
+  );
+  return terms.slice(1).reduce(
+    (acc, [a, b]) => `fma(${a}, ${b}, ${acc})`,
+    `${terms[0][0]} * ${terms[0][1]}`,
+  );
 }
 
 /** The query rows' WGSL: workgroup declarations, the piece's loads, and the step's dots. */
@@ -167,8 +186,15 @@ ${lines(U, (u) => `        d${u}_${r} += dot(kf${u}_${i}[${j}], qq);`)}
 ${
         lines(RP, (r) =>
           `      var d${u}_${r} = ${
-            grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], qv[${qi(r, i, j)}])`).split("\n")
-              .join(" + ")
+            shape.fmaDots
+              ? fmaChain(
+                grid(CPL, V4, (i, j) => `${i} ${j}`).split("\n").map((ij) => {
+                  const [i, j] = ij.split(" ").map(Number);
+                  return [`kf${u}_${i}[${j}]`, `qv[${qi(r, i, j)}]`] as const;
+                }),
+              )
+              : grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], qv[${qi(r, i, j)}])`).split("\n")
+                .join(" + ")
           };`)
       }`);
   return { workgroup, load, dots };

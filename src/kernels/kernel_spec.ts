@@ -72,6 +72,12 @@ export interface KernelSpec {
    */
   readonly fastSteps?: boolean;
   /**
+   * Scores' dot products as one chain of scalar multiply-adds per (token, row) instead of a sum
+   * of `vec4` dot products, each of which compiles to a multiply and three multiply-adds, added
+   * together (16 operations per 16 dims instead of 19). Default false.
+   */
+  readonly fmaDots?: boolean;
+  /**
    * The attention variants compiled in (sliding window, soft-cap, ALiBi, sinks; see
    * `src/core/variant.ts` and `variant_wgsl.ts`); none by default (plain causal attention), which
    * adds nothing to the key.
@@ -229,9 +235,11 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.prefetch === "split" ? ":pfs" : spec.prefetch ? ":pf" : ""
   }${spec.queryShared && !halfMath(spec) ? ":qs" : ""}${halfMath(spec) ? ":h16" : ""}${
     spec.fastSteps === false ? ":masked" : ""
-  }${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${variantKey(spec.variant)}${
-    spec.kvScales === "token" ? ":tokscale" : ""
-  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
+  }${spec.fmaDots ? ":fma" : ""}${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${
+    variantKey(spec.variant)
+  }${spec.kvScales === "token" ? ":tokscale" : ""}${
+    l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""
+  }`;
 }
 
 /**
