@@ -102,7 +102,7 @@ if [ "$mode" = fmab ]; then
   for round in 1 2; do
     for fd in false true; do
       run_deno 100 "fma_${fd}_$round.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean \
-        --check --only="$cases" --skip='e4m3|e5m2' --kernel="{\"fmaDots\":$fd}" \
+        --check --only="$cases" --skip='int8|e4m3|e5m2' --kernel="{\"fmaDots\":$fd}" \
         --out="$out/fma_${fd}_$round.json"
     done
   done
