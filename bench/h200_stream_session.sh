@@ -26,6 +26,9 @@
 #   fmab    (session 23) scores as chains of scalar multiply-adds (tuning `fmaDots`) against the
 #           sums of vec4 dot products, in two alternating rounds, on the multi-row cases and
 #           batch-1 MHA 128k (lean, each kernel checked against float64).
+#   fmab2   (session 23, after fmaDots became the default, with the chains also over query rows
+#           in workgroup memory) the same A/B over d256 32k and d64 32k (rows in workgroup
+#           memory) and qLen 4, then the decode and kernel-option GPU tests.
 #   tests8  (session 23) every test file that decodes 8-bit KV, with exhaustive GPU shapes
 #           (LEAN_TEST_EXHAUSTIVE=1), through Deno's WebGPU.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
@@ -107,6 +110,20 @@ if [ "$mode" = fmab ]; then
     done
   done
   grep -H ' lean ' "$out"/fma_*.txt | tee -a "$log"
+  stamp "done"
+fi
+
+if [ "$mode" = fmab2 ]; then
+  for round in 1 2; do
+    for fd in false true; do
+      run_deno 60 "fma2_${fd}_$round.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+        --check --only='d256 32k|d64 32k|qLen4 gqa 16k' --kernel="{\"fmaDots\":$fd}" \
+        --out="$out/fma2_${fd}_$round.json"
+    done
+  done
+  grep -h ' lean ' "$out"/fma2_*.txt | tee -a "$log"
+  run_tests 150 tests_fma.log tests/kernel_options_test.ts tests/decode_test.ts \
+    tests/kv8_decode_test.ts
   stamp "done"
 fi
 

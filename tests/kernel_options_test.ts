@@ -1,9 +1,9 @@
 /**
  * The decode kernel's optional code paths on the GPU backends, on a small GQA shape (cheap to
  * compile on a software adapter): split prefetch (the next step's K requested after this step's
- * dot products, V after its update) with query rows in workgroup memory, and scores as chains of
- * scalar multiply-adds (`fmaDots`), each over f16 and over int8 K/V with per-token scales, against
- * the float64 reference; and packed f16 dot products
+ * dot products, V after its update) with query rows in workgroup memory, and scores as sums of
+ * `vec4` dot products (`fmaDots: false`; chains of multiply-adds by default), each over f16 and
+ * over int8 K/V with per-token scales, against the float64 reference; and packed f16 dot products
  * (`halfMath`), which must change the result within its f16 tolerance where the device has
  * `shader-f16`, and leave the f32 kernel's bits where it has not.
  *
@@ -53,8 +53,8 @@ gpuTest("split prefetch with query rows in workgroup memory matches the referenc
   }
 });
 
-gpuTest("scores as chains of scalar multiply-adds (fmaDots) match the reference", async (b) => {
-  const decoder = await b.open({ kernel: { fmaDots: true } });
+gpuTest("scores as sums of vec4 dot products (fmaDots: false) match the reference", async (b) => {
+  const decoder = await b.open({ kernel: { fmaDots: false } });
   try {
     for (const spec of shapes) {
       for (const strategy of STRATEGIES_UNDER_TEST) {

@@ -126,7 +126,9 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       if (spec.prefetch === "split") {
         // The next K is requested after this step's dot products, the next V after its update.
         const body = wgsl.slice(wgsl.indexOf("for (var s0"));
-        assert.ok(body.indexOf("nk0_0 = k_cache") > body.indexOf("dot(kf0_0"));
+        // K's first use: a vec4 dot product, a chain of multiply-adds, or packed f16 halves.
+        const firstUse = body.search(/dot\(kf0_0|fma\(kf0_0|\bk0_0\.(lo|hi)/);
+        assert.ok(firstUse >= 0 && body.indexOf("nk0_0 = k_cache") > firstUse);
         assert.ok(body.indexOf("nv0_0 = v_cache") > body.indexOf("let vf0_0"));
       }
     }),
@@ -264,7 +266,7 @@ Deno.test("spec keys differ exactly when specs differ", () => {
   );
 });
 
-Deno.test("fmaDots: each score from registers is one chain of scalar multiply-adds", () => {
+Deno.test("fmaDots: each score is a chain of scalar multiply-adds", () => {
   const base: KernelSpec = {
     headDim: 128,
     kvDtype: "f16",
@@ -284,6 +286,13 @@ Deno.test("fmaDots: each score from registers is one chain of scalar multiply-ad
   assert.equal(line.match(/fma\(/g)?.length, 15);
   assert.match(line, /kf0_0\[0\]\.x \* qv\[0\]\.x\)/);
   assert.notEqual(specKey("decode", base), specKey("decode", { ...base, fmaDots: true }));
+  // Query rows in workgroup memory: each shared vector's products join the score by fma.
+  const shared = decodeKernelWGSL({ ...base, queryShared: true, fmaDots: true });
+  assert.doesNotMatch(shared, /dot\(kf/);
+  assert.match(
+    shared,
+    /d0_0 = fma\(kf0_0\[0\]\.w, qq\.w, fma\(kf0_0\[0\]\.z, qq\.z, fma\(kf0_0\[0\]\.y, qq\.y, fma\(kf0_0\[0\]\.x, qq\.x, d0_0\)\)\)\);/,
+  );
 });
 
 Deno.test("a lane count that is not a power of two is rejected; one that does not divide the row pads", () => {

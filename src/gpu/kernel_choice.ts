@@ -60,8 +60,8 @@ export interface KernelTuning {
    */
   fastSteps?: boolean;
   /**
-   * Each score's dot product as one chain of scalar multiply-adds instead of a sum of `vec4`
-   * dot products (16 operations per 16 dims instead of 19; default false: for measurements).
+   * Each score's dot product as a chain of scalar multiply-adds (default true: 16 operations per
+   * 16 dims; false sums `vec4` dot products, 19 per 16 dims: for measurements).
    */
   fmaDots?: boolean;
   /**
@@ -149,7 +149,7 @@ export function kernelSpec(
       : {}),
     prefetch,
     ...(tuning.fastSteps === false ? { fastSteps: false } : {}),
-    ...(tuning.fmaDots ? { fmaDots: true } : {}),
+    ...(tuning.fmaDots !== false ? { fmaDots: true } : {}),
     ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
     ...rowChoices(tuning, choice),
     ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),

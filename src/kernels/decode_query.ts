@@ -35,23 +35,25 @@ export interface QueryShape {
   /** The block's rows in workgroup memory (`queryShared`; ignored with `half`). */
   readonly shared: boolean;
   /**
-   * Each score from registers as one chain of scalar multiply-adds (`fmaDots`; ignored with
-   * `half` or `shared`). Default false.
+   * Each score as a chain of scalar multiply-adds (`fmaDots`; ignored with `half`): one chain per
+   * (token, row) from registers, or each shared query vector's four products added to the score
+   * by multiply-adds. Default false.
    */
   readonly fmaDots?: boolean;
 }
 
 /**
- * The sum of the component products of `vec4` pairs as one chain of scalar multiply-adds, first
- * pair first: `fma(a.w, b.w, ... fma(a.y, b.y, a.x * b.x))`.
+ * The sum of the component products of `vec4` pairs (plus `start`, if given) as one chain of
+ * scalar multiply-adds, first pair first: `fma(a.w, b.w, ... fma(a.y, b.y, a.x * b.x))`. A sum
+ * of `dot`s compiles to a multiply and three multiply-adds per `vec4`, then an add per `dot`.
  */
-function fmaChain(pairs: readonly (readonly [string, string])[]): string {
+function fmaChain(pairs: readonly (readonly [string, string])[], start?: string): string {
   const terms = pairs.flatMap(([a, b]) =>
     ["x", "y", "z", "w"].map((c) => [`${a}.${c}`, `${b}.${c}`])
   );
-  return terms.slice(1).reduce(
+  return terms.slice(start === undefined ? 1 : 0).reduce(
     (acc, [a, b]) => `fma(${a}, ${b}, ${acc})`,
-    `${terms[0][0]} * ${terms[0][1]}`,
+    start ?? `${terms[0][0]} * ${terms[0][1]}`,
   );
 }
 
@@ -177,7 +179,12 @@ ${
         const i = Math.floor(x / V4), j = x % V4;
         return `      {
         let qq = ${qShared(r, i, j)};
-${lines(U, (u) => `        d${u}_${r} += dot(kf${u}_${i}[${j}], qq);`)}
+${
+          lines(U, (u) =>
+            shape.fmaDots
+              ? `        d${u}_${r} = ${fmaChain([[`kf${u}_${i}[${j}]`, "qq"]], `d${u}_${r}`)};`
+              : `        d${u}_${r} += dot(kf${u}_${i}[${j}], qq);`)
+        }
       }`;
       })
     }`
