@@ -12,8 +12,8 @@
 
 import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
-import { type DecodeInput, referenceAttention, type Strategy } from "../mod.ts";
-import { gpuTest } from "./backends.ts";
+import { type DecodeInput, type KernelTuning, referenceAttention, type Strategy } from "../mod.ts";
+import { type BackendUnderTest, gpuTest } from "./backends.ts";
 import {
   assertMatchesReference,
   type CaseSpec,
@@ -39,8 +39,9 @@ const shapes: CaseSpec[] = [
 ];
 const STRATEGIES_UNDER_TEST: Strategy[] = ["lean", "split"];
 
-gpuTest("split prefetch with query rows in workgroup memory matches the reference", async (b) => {
-  const decoder = await b.open({ kernel: { prefetch: "split", queryShared: true } });
+/** Decodes every shape with every strategy under test through a decoder of `kernel` tuning. */
+async function matchesReference(b: BackendUnderTest, kernel: KernelTuning): Promise<void> {
+  const decoder = await b.open({ kernel });
   try {
     for (const spec of shapes) {
       for (const strategy of STRATEGIES_UNDER_TEST) {
@@ -51,21 +52,17 @@ gpuTest("split prefetch with query rows in workgroup memory matches the referenc
   } finally {
     await decoder.dispose();
   }
-});
+}
 
-gpuTest("scores as sums of vec4 dot products (fmaDots: false) match the reference", async (b) => {
-  const decoder = await b.open({ kernel: { fmaDots: false } });
-  try {
-    for (const spec of shapes) {
-      for (const strategy of STRATEGIES_UNDER_TEST) {
-        const input: DecodeInput = { ...makeInput(spec), strategy };
-        assertMatchesReference(input, await decoder.decode(input), `${spec.kvDtype} ${strategy}`);
-      }
-    }
-  } finally {
-    await decoder.dispose();
-  }
-});
+gpuTest(
+  "split prefetch with query rows in workgroup memory matches the reference",
+  (b) => matchesReference(b, { prefetch: "split", queryShared: true }),
+);
+
+gpuTest(
+  "scores as sums of vec4 dot products (fmaDots: false) match the reference",
+  (b) => matchesReference(b, { fmaDots: false }),
+);
 
 /** Whether the backend's adapter offers `shader-f16` (the decoder then enables it). */
 async function hasShaderF16(backend: string): Promise<boolean> {
