@@ -34,9 +34,9 @@ const UNPACK_WORD: Record<Kv8Format, string> = {
   );
 }`,
   // Each code's sign, exponent and mantissa moved into an f16 (bias 15 for 7: the value over
-  // 2^8, which the kernel's scales put back: `unpackScale`), which keeps the subnormal codes exact
-  // too: bytes 0 and 2 by shifting the word left, 1 and
-  // 3 right, two per unpack (the masks keep each half's own byte).
+  // 2^8, which the kernel's scales put back: `unpackScale`), which keeps the subnormal codes
+  // exact too: bytes 0 and 2 by shifting the word left, 1 and 3 right, two per unpack (the masks
+  // keep each half's own byte).
   // NaN codes (S.1111.111) only where a byte of w & 0x7f7f7f7f is 0x7f, which carries into
   // its top bit: one test per word.
   fp8e4m3: `fn unpack_word(w: u32) -> vec4<f32> {

@@ -366,7 +366,7 @@ ${
       oi,
       sinks: flags.sinks ?? false,
       vScale: scaled && !tokenScales,
-      unpackScale,
+      scaleFold: fold,
       outHalf: io.outHalf,
     })
   }

@@ -49,8 +49,11 @@ export interface PieceOutputShape {
   readonly sinks: boolean;
   /** A per-tensor V scale multiplies the output (8-bit KV with `kvScales: "tensor"`). */
   readonly vScale: boolean;
-  /** The power of two the unpacking leaves out, folded into the V scale (default 1). */
-  readonly unpackScale?: number;
+  /**
+   * WGSL factor of the power of two the unpacking leaves out, appended to the V scale (e.g.
+   * `" * 256.0"` for FP8 E4M3; default none).
+   */
+  readonly scaleFold?: string;
   /** The output buffer holds f16 (written packed in `u32`s). */
   readonly outHalf: boolean;
 }
@@ -258,10 +261,7 @@ export function pieceOutputWGSL(shape: PieceOutputShape): string {
     ? { l: "fin_l", m: "fin_m", scaled: (v: string, r: string) => `${v} * fin_c[${r}]` }
     : { l: "l_sh", m: "mm", scaled: (v: string) => v };
   // A per-tensor V scale multiplies the finished output (or partial state: it is linear).
-  const unpackScale = shape.unpackScale ?? 1;
-  const vScaleMul = shape.vScale
-    ? ` * (params.v_scale${unpackScale === 1 ? "" : ` * ${unpackScale.toFixed(1)}`})`
-    : "";
+  const vScaleMul = shape.vScale ? ` * (params.v_scale${shape.scaleFold ?? ""})` : "";
   const { SG } = shape;
   // Shuffle distances between the lanes of the groups a subgroup adds first (1, 2, .. SG / 2
   // groups apart), and the max each group posts: its own, or its subgroup's.
