@@ -1,25 +1,26 @@
 /**
- * Prototype for issue 13 (session 22, not yet run on a GPU): a GQA decode step where a thread
- * takes whole tokens for the scores and output dims for the weighted sum, to test whether far
- * fewer registers per thread (so many more resident warps) let the 4-row loop's arithmetic hide
- * behind its reads. Session 22's diagnostic found the library's 4-row loop computing for 91 us
- * (71 us bare) against 123 us of reads at GQA 32/8 128k, on two resident workgroups per
- * multiprocessor (bench/notes.md).
+ * Prototype for issue 13 (written in session 22, run on the H200 in session 23; it lost, and
+ * was not built into the library: bench/notes.md, "Issues 13 and 16, session 23"): a GQA decode
+ * step where a thread takes whole tokens for the scores and output dims for the weighted sum, to
+ * test whether far fewer registers per thread (so many more resident warps) let the 4-row loop's
+ * arithmetic hide behind its reads. Session 22's diagnostic found the library's 4-row loop
+ * computing for 91 us (71 us bare) against 123 us of reads at GQA 32/8 128k, on two resident
+ * workgroups per multiprocessor.
  *
  * The kernel (one workgroup of 128 threads per KV head and split of the context; f16 or int8 K/V
- * packed in `u32`, int8 with per-tensor scales, d128, `R` query rows per KV head): the block's query rows sit in workgroup memory;
- * per tile of 256 tokens each thread scores two tokens against all rows (its K rows read whole,
- * each query vector read once for both tokens), the tile's row maxima and sums come from subgroup
- * and workgroup reductions, the probabilities go to workgroup memory, then each thread adds one
- * `u32` word's output dims (2 for f16, 4 for int8) of every row over every 2nd or 4th token of the
- * tile (V read as coalesced `u32` columns). It
+ * packed in `u32`, int8 with per-tensor scales, d128, `R` query rows per KV head): the block's
+ * query rows sit in workgroup memory; per tile of 256 tokens each thread scores two tokens
+ * against all rows (its K rows read whole, each query vector read once for both tokens), the
+ * tile's row maxima and sums come from subgroup and workgroup reductions, the probabilities go to
+ * workgroup memory, then each thread adds one `u32` word's output dims (2 for f16, 4 for int8) of
+ * every row over every 2nd or 4th token of the tile (V read as coalesced `u32` columns). It
  * writes each split's unnormalised output, max and sum (log2 units), merged here on the CPU.
+ * `--variants` leaves parts out or scores with four threads per token (`ProtoVariant`).
  *
  * `--check` (any adapter, e.g. lavapipe): small shapes against a float64 reference. Otherwise
  * (a GPU): GQA 32/8 d128, f16 and int8, at 32k and 128k tokens, the prototype at several split
- * counts beside
- * the library's lean decode with and without its merge dispatch, each alone and back to back
- * after 400 ms of warm passes (`timeWarm`).
+ * counts beside the library's lean decode with and without its merge dispatch, each alone and
+ * back to back after 400 ms of warm passes (`timeWarm`).
  *
  * Usage: deno run -A --unstable-webgpu bench/proto_token_lanes.ts [--check] [--out=FILE]
  *        [--contexts=32768,131072] [--variants=full,k-lanes4,no-pv,...]
