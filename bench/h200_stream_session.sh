@@ -15,9 +15,9 @@
 #           kernel and the 1-row kernel over the same bytes.
 #   loop2   the loop's arithmetic with cached rows, part by part (unpacking, exponentials, all
 #           three of session 22's removals).
-#   proto   (prepared in session 22, not run: no device time was left) the token-lanes prototype
+#   proto   (prepared in session 22, run in session 23) the token-lanes prototype
 #           (bench/proto_token_lanes.ts: checked against float64, then timed beside lean at GQA
-#           32/8 32k and 128k, f16 and int8).
+#           32/8 32k and 128k, f16, whole and with parts left out).
 #   kv8     (session 23) the 8-bit unpacking with fewer instructions per word (int8 by bit-field
 #           extracts, FP8 bytes shifted in pairs): its GPU tests (every code at every byte
 #           position, 8-bit decode against float64), then the 8-bit rows (lean, each kernel
