@@ -155,6 +155,12 @@ ${
       )
     }`;
 
+  // A lane's (K vec4, query vec4) pairs of token u and row r, chunk by chunk.
+  const keyQueryPairs = (u: number, r: number) =>
+    Array.from({ length: CPL * V4 }, (_, x) => {
+      const i = Math.floor(x / V4), j = x % V4;
+      return [`kf${u}_${i}[${j}]`, `qv[${qi(r, i, j)}]`] as const;
+    });
   const unpackK = (u: number) =>
     lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`);
   const dots = half
@@ -194,14 +200,8 @@ ${
         lines(RP, (r) =>
           `      var d${u}_${r} = ${
             shape.fmaDots
-              ? fmaChain(
-                grid(CPL, V4, (i, j) => `${i} ${j}`).split("\n").map((ij) => {
-                  const [i, j] = ij.split(" ").map(Number);
-                  return [`kf${u}_${i}[${j}]`, `qv[${qi(r, i, j)}]`] as const;
-                }),
-              )
-              : grid(CPL, V4, (i, j) => `dot(kf${u}_${i}[${j}], qv[${qi(r, i, j)}])`).split("\n")
-                .join(" + ")
+              ? fmaChain(keyQueryPairs(u, r))
+              : keyQueryPairs(u, r).map(([k, q]) => `dot(${k}, ${q})`).join(" + ")
           };`)
       }`);
   return { workgroup, load, dots };

@@ -72,9 +72,11 @@ export interface KernelSpec {
    */
   readonly fastSteps?: boolean;
   /**
-   * Scores' dot products as one chain of scalar multiply-adds per (token, row) instead of a sum
-   * of `vec4` dot products, each of which compiles to a multiply and three multiply-adds, added
-   * together (16 operations per 16 dims instead of 19). Default false.
+   * Scores' dot products as chains of scalar multiply-adds (query rows in registers: one chain
+   * per token and row; in workgroup memory: each vector's four products added by multiply-adds)
+   * instead of sums of `vec4` dot products, each of which compiles to a multiply and three
+   * multiply-adds, then an add (16 operations per 16 dims instead of 19). Default false here;
+   * `kernelSpec` sets it unless the tuning's `fmaDots` is false.
    */
   readonly fmaDots?: boolean;
   /**
