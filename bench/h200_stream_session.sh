@@ -31,6 +31,10 @@
 #           memory) and qLen 4, then the decode and kernel-option GPU tests.
 #   tests8  (session 23) every test file that decodes 8-bit KV, with exhaustive GPU shapes
 #           (LEAN_TEST_EXHAUSTIVE=1), through Deno's WebGPU.
+#   refresh (session 24) the f16 rows of `stream` and `rows` with the kernels of session 23,
+#           against the anchors committed from `stream` (bench/results/h200_torch_sdpa.json,
+#           h200_triton.json): every f16 case on Deno's WebGPU with lean's paged twin, then lean
+#           on Dawn.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -63,6 +67,17 @@ if [ "$mode" = rows ]; then
   run_deno 300 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
     --anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json \
     "$f16_only" --out="$out/h200_dawn.json"
+  stamp "done"
+fi
+
+if [ "$mode" = refresh ]; then
+  anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+  # shellcheck disable=SC2086
+  run_deno 300 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check --paged $anchors \
+    "$f16_only" --out="$out/h200_webgpu.json"
+  # shellcheck disable=SC2086
+  run_deno 260 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    $anchors "$f16_only" --out="$out/h200_dawn.json"
   stamp "done"
 fi
 
