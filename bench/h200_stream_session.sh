@@ -35,6 +35,8 @@
 #           against the anchors committed from `stream` (bench/results/h200_torch_sdpa.json,
 #           h200_triton.json): every f16 case on Deno's WebGPU with lean's paged twin, then lean
 #           on Dawn.
+#   tiled   (session 24) the tiled many-row prototype (bench/proto_tiled.ts: checked against
+#           float64, then timed beside lean on MLA b1/b8 32k, MQA h128/1 32k and qLen 4 GQA 16k).
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -78,6 +80,12 @@ if [ "$mode" = refresh ]; then
   # shellcheck disable=SC2086
   run_deno 260 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
     $anchors "$f16_only" --out="$out/h200_dawn.json"
+  stamp "done"
+fi
+
+if [ "$mode" = tiled ]; then
+  run_deno 90 tiled_check.txt bench/proto_tiled.ts --check
+  run_deno 400 tiled.txt bench/proto_tiled.ts --out="$out/tiled.json"
   stamp "done"
 fi
 
