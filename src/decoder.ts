@@ -87,11 +87,12 @@ class DecoderImpl implements Decoder {
   /** Plans a validated shape (the decode paths validate their input once, then plan it). */
   #planProblem(problem: Problem, strategy: Strategy | undefined): Plan {
     const profile = this.#backend.profile;
+    const tileOptions = { ...this.#tileOptions, matrixBlocks: profile.matrixBlocks ?? false };
     const grid = profile.gridByRows
-      ? gridFor(profile, tileConfig(problem, this.#tileOptions).rowsPerBlock, problem.headDim)
+      ? gridFor(profile, tileConfig(problem, tileOptions).rowsPerBlock, problem.headDim)
       : profile.grid;
     return planProblem(problem, {
-      ...this.#tileOptions,
+      ...tileOptions,
       strategy,
       grid,
       maxBindingBytes: this.#backend.profile.maxBindingBytes,

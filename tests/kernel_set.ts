@@ -202,9 +202,10 @@ function familyKey(
 ): string {
   const tiles = tileConfig({
     headDim: f.headDim,
+    headDimV: f.headDimV,
     kvDtype: f.kvDtype,
     rowsPerGroup: (f.numHeads / f.numKVHeads) * f.qLen,
-  }, geometry);
+  }, { ...geometry, matrixBlocks: true });
   return classKey(
     { ...tiles, headDim: f.headDim, headDimV: f.headDimV, kvDtype: f.kvDtype },
     subgroups,
@@ -249,9 +250,14 @@ export function kernelClass(shape: DecodeShape, options: KernelOptions = {}): st
   const kvDtype = shape.kvDtype ?? "f32";
   const tiles = tileConfig({
     headDim: shape.headDim,
+    headDimV: shape.headDimV,
     kvDtype,
     rowsPerGroup: (shape.numHeads / shape.numKVHeads) * qLen,
-  }, { tileTokens: options.tileTokens, workgroupSize: options.workgroupSize });
+  }, {
+    tileTokens: options.tileTokens,
+    workgroupSize: options.workgroupSize,
+    matrixBlocks: true,
+  });
   return classKey(
     { ...tiles, headDim: shape.headDim, headDimV: shape.headDimV, kvDtype },
     options.kernel?.subgroups !== false,

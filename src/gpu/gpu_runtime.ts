@@ -62,6 +62,11 @@ export interface KernelCaps {
   readonly subgroupMinSize: number;
   /** The `shader-f16` feature is enabled on the device (for `KernelTuning.halfMath`). */
   readonly shaderF16?: boolean;
+  /**
+   * The device's `maxComputeWorkgroupStorageSize` (bytes; default WebGPU's 16384): the tiled
+   * kernel stages 32 dims per step where its workgroup memory then fits, else 16.
+   */
+  readonly workgroupBytes?: number;
 }
 
 /** Reads a device's kernel capabilities (the adapter info may come from the device). */
@@ -72,6 +77,7 @@ export function kernelCaps(device: GPUDevice, info: GPUAdapterInfo | undefined):
     subgroups,
     subgroupMinSize: subgroups ? min : 0,
     shaderF16: device.features.has("shader-f16"),
+    workgroupBytes: device.limits.maxComputeWorkgroupStorageSize,
   };
 }
 

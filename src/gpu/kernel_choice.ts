@@ -17,6 +17,8 @@ import type { KernelCaps } from "./gpu_runtime.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
 import { variantFlags } from "../core/variant_options.ts";
+import { TILED_THREADS, tiledWorkgroupBytes } from "../kernels/tiled_kernel.ts";
+import { matrixBlocksFit } from "../plan/tiles.ts";
 
 /**
  * Kernel choices a backend makes for every plan (see `KernelSpec`).
@@ -101,6 +103,9 @@ export function kernelSpec(
   const { headDim, kvDtype } = plan.problem;
   const headDimV = plan.problem.headDimV ?? headDim;
   const { tileTokens, rowsPerBlock, workgroupSize } = plan.tiles;
+  if (rowsPerBlock >= 16 && matrixBlocksFit(headDim, headDimV, kvDtype)) {
+    return tiledSpec(plan, caps, paged);
+  }
   const load = elementsPerLoad(kvDtype, kvLoadDim(headDim, headDimV));
   const chunks = headDim / load;
   const chunksV = headDimV / load;
@@ -165,6 +170,35 @@ export function kernelSpec(
     )
     : 1;
   return perSubgroup > 1 ? { ...spec, shuffleGroups: perSubgroup } : spec;
+}
+
+/**
+ * The tiled kernel's spec for a plan of matrix blocks (`TileOptions.matrixBlocks`): 32 dims
+ * staged per step where the device's workgroup memory holds them, else 16.
+ */
+function tiledSpec(
+  plan: Parameters<typeof kernelSpec>[0],
+  caps: KernelCaps,
+  paged: boolean,
+): KernelSpec {
+  const { headDim, kvDtype } = plan.problem;
+  const headDimV = plan.problem.headDimV ?? headDim;
+  const spec: KernelSpec = {
+    headDim,
+    ...(headDimV === headDim ? {} : { headDimV }),
+    kvDtype,
+    tileTokens: plan.tiles.tileTokens,
+    rowsPerBlock: plan.tiles.rowsPerBlock,
+    workgroupSize: TILED_THREADS,
+    tiled: true,
+    paged,
+    ...(paged && plan.kv?.kind === "paged" && plan.kv.layout === "HND"
+      ? { kvLayout: "HND" as const }
+      : {}),
+    ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
+  };
+  const fits = tiledWorkgroupBytes(spec) <= (caps.workgroupBytes ?? 16384);
+  return fits ? spec : { ...spec, matrixChunk: 16 };
 }
 
 /** The kernel spec's variant field: the flags that are on, none for the plain variant. */

@@ -7,7 +7,7 @@
  */
 
 import { kernelParams, type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
-import { kernelTableKey } from "../kernels/kernel_table.ts";
+import { gridClassKey } from "../kernels/kernel_table.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import type { PipelineCache } from "./pipeline_cache.ts";
@@ -18,6 +18,7 @@ import { notify, type ProgressListener } from "../core/progress.ts";
 import { DIRECT, PIECE, PIECE_STRIDE } from "../plan/schedule.ts";
 import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
 import { tileConfig, type TileOptions } from "../plan/tiles.ts";
+import { tiledFitsDevice } from "../kernels/tiled_kernel.ts";
 import { kernelSpec, type KernelTuning } from "./kernel_choice.ts";
 import { WebGPUBackend } from "./webgpu_backend.ts";
 
@@ -65,9 +66,10 @@ function calibrationProbe(
   specOf: (plan: Parameters<typeof kernelSpec>[0]) => KernelSpec,
   rows = 4,
   headDim = 128,
+  headDimV = headDim,
 ): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string; classKey: string } {
-  const tiles = tileConfig({ headDim, rowsPerGroup: rows, kvDtype: "f16" }, tileOptions);
-  const spec = specOf({ problem: { headDim, kvDtype: "f16" }, tiles });
+  const tiles = tileConfig({ headDim, headDimV, rowsPerGroup: rows, kvDtype: "f16" }, tileOptions);
+  const spec = specOf({ problem: { headDim, headDimV, kvDtype: "f16" }, tiles });
   const tokens = software ? 64 : 1024;
   const maxN = 8192;
   const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
@@ -90,20 +92,22 @@ function calibrationProbe(
     rowsPerGroup: rows,
     numKVHeads: 1,
     headDim,
+    headDimV,
     kvDtype: "f16",
     pieceBase: maxN + 1,
     reduceBase: 0,
     count: maxN,
     scale: 0,
   });
-  const kv = new Uint32Array(tokens * headDim / 2).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
+  const halves = (dim: number) =>
+    new Uint32Array(tokens * dim / 2).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
   const buffers: Partial<Record<BindingName, readonly [ArrayBufferView, number]>> = {
     params: [words, UNIFORM],
     sched: [sched, STORAGE_IN],
     q: [new Float32Array(rows * headDim).fill(0.01), STORAGE_IN],
-    k: [kv, STORAGE_IN],
-    v: [kv, STORAGE_IN],
-    out: [new Float32Array(rows * headDim), STORAGE_OUT],
+    k: [halves(headDim), STORAGE_IN],
+    v: [halves(headDimV), STORAGE_IN],
+    out: [new Float32Array(rows * headDimV), STORAGE_OUT],
     partials: [new Float32Array(16), STORAGE_OUT],
     lse: [new Float32Array(Math.max(4, rows)), STORAGE_OUT],
   };
@@ -125,7 +129,7 @@ function calibrationProbe(
   });
   return {
     key: specKey("decode", spec),
-    classKey: kernelTableKey(headDim, tiles.rowsPerBlock),
+    classKey: gridClassKey(headDim, tiles.rowsPerBlock),
     probe: (pass, n) => {
       pass.setPipeline(decode);
       pass.setBindGroup(0, bindGroup);
@@ -164,10 +168,12 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       const grids: Record<number, number> = {};
       const byClass: Record<string, number> = {};
       let source: DeviceProfile["source"] = "calibrated";
-      const classes = HEAD_DIM_CLASSES.flatMap((headDim) =>
-        ROW_CLASSES.map((rows) => ({ headDim, rows }))
-      );
-      for (const [i, { headDim, rows }] of classes.entries()) {
+      const classes: { headDim: number; rows: number; headDimV?: number }[] = HEAD_DIM_CLASSES
+        .flatMap((headDim) => ROW_CLASSES.map((rows) => ({ headDim, rows })));
+      // MLA's 64-row matrix blocks (the tiled kernel: one workgroup of 256 threads per block).
+      const tiled = tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize);
+      if (tiled) classes.push({ headDim: 576, headDimV: 512, rows: 64 });
+      for (const [i, { headDim, rows, headDimV }] of classes.entries()) {
         notify(onProgress, {
           stage: "calibrate",
           message: `calibrating the lean grid (${rows} row${rows > 1 ? "s" : ""} per block, ` +
@@ -183,10 +189,11 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
             calibrationPool,
             pipelines,
             false,
-            tileOptions,
+            { ...tileOptions, matrixBlocks: tiled },
             (plan) => kernelSpec(plan, caps, tuning),
             rows,
             headDim,
+            headDimV,
           );
         } catch (e) {
           if (headDim === 128) throw e;
@@ -219,7 +226,12 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     device.limits.maxBufferSize,
     options.maxBindingBytes ?? Number.POSITIVE_INFINITY,
   );
-  profile = { ...profile, maxBindingBytes, software: summary.software };
+  profile = {
+    ...profile,
+    maxBindingBytes,
+    software: summary.software,
+    matrixBlocks: tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize),
+  };
   notify(onProgress, {
     stage: "ready",
     message: `${options.flavor} backend ready on ${summary.description} (grid ${profile.grid}, ` +

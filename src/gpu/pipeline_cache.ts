@@ -18,13 +18,15 @@ import { appendKernelWGSL } from "../kernels/append_kernel.ts";
 import type { KVDtype } from "../core/problem.ts";
 import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
 import { mergeKernelWGSL } from "../kernels/merge_kernel.ts";
+import { tiledKernelWGSL } from "../kernels/tiled_kernel.ts";
 import { needsHeadTable } from "../kernels/variant_wgsl.ts";
 
 /** The kernels a plan can need. */
 export type KernelKind = "decode" | "merge";
 
 const GENERATORS: Record<KernelKind, (spec: KernelSpec, options: WGSLOptions) => string> = {
-  decode: decodeKernelWGSL,
+  decode: (spec, options) =>
+    spec.tiled ? tiledKernelWGSL(spec, options) : decodeKernelWGSL(spec, options),
   merge: mergeKernelWGSL,
 };
 

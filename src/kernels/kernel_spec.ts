@@ -104,6 +104,15 @@ export interface KernelSpec {
    * that many times fewer groups: fewer rounds and shorter chains of additions. Default 1.
    */
   readonly shuffleGroups?: number;
+  /**
+   * The tiled kernel (`src/kernels/tiled_kernel.ts`) instead of the decode kernel: blocks of 16,
+   * 32 or 64 query rows over head dims above 256 (MLA), each tile of tokens computed as two
+   * small matrix products through workgroup memory, by `workgroupSize` 256 threads. The lane
+   * fields above do not apply. Default false.
+   */
+  readonly tiled?: boolean;
+  /** Head dims the tiled kernel stages per step (16 or 32, default 32: fewer barriers). */
+  readonly matrixChunk?: number;
 }
 
 /** The thread layout a spec resolves to. */
@@ -227,8 +236,18 @@ export function halfMath(spec: KernelSpec): boolean {
 
 /** The pipeline cache key of a spec. */
 export function specKey(kind: string, spec: KernelSpec): string {
-  const l = kernelLayout(spec);
   const dv = (spec.headDimV ?? spec.headDim) === spec.headDim ? "" : `/${spec.headDimV}`;
+  if (spec.tiled) {
+    // The tiled kernel's own fields; its blocking follows from them (`tiledLayout`).
+    return `${kind}:d${spec.headDim}${dv}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:tiled${
+      spec.matrixChunk ?? 32
+    }${spec.paged ? ":paged" : ""}${spec.paged && spec.kvLayout === "HND" ? ":hnd" : ""}${
+      spec.qDtype === "f16" ? ":qf16" : ""
+    }${spec.outDtype === "f16" ? ":of16" : ""}${variantKey(spec.variant)}${
+      spec.kvScales === "token" ? ":tokscale" : ""
+    }`;
+  }
+  const l = kernelLayout(spec);
   return `${kind}:d${spec.headDim}${dv}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
     l.subgroups ? ":sg" : ""
   }${l.paged ? ":paged" : ""}${l.paged && spec.kvLayout === "HND" ? ":hnd" : ""}${

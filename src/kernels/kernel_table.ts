@@ -127,3 +127,20 @@ export function kernelTableKey(headDim: number, rowsPerBlock: number): string {
   while (rows < rowsPerBlock && rows < 8) rows *= 2;
   return `r${rows} d${headDim <= 64 ? 64 : headDim <= 128 ? 128 : headDim <= 256 ? 256 : 576}`;
 }
+
+/**
+ * The class of a block shape for lean grids (`DeviceProfile.gridByClass`): the kernel table's
+ * class, or for the tiled kernel's matrix blocks (more than 8 rows over head dims above 256)
+ * `"tiled r<rows>"`, since those run far fewer workgroups at once than any table class.
+ *
+ * @example
+ * ```ts
+ * import { gridClassKey } from "./kernel_table.ts";
+ * console.log(gridClassKey(576, 64), gridClassKey(576, 4), gridClassKey(128, 16)); // tiled r64 r4 d576 r8 d128
+ * ```
+ */
+export function gridClassKey(headDim: number, rowsPerBlock: number): string {
+  return rowsPerBlock > 8 && headDim > 256
+    ? `tiled r${rowsPerBlock}`
+    : kernelTableKey(headDim, rowsPerBlock);
+}

@@ -6,7 +6,7 @@
 
 import type { Plan } from "./plan.ts";
 import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
-import { kernelTableKey } from "../kernels/kernel_table.ts";
+import { gridClassKey } from "../kernels/kernel_table.ts";
 
 /**
  * Names of the backends; `"auto"` picks a hardware GPU when there is one, else the CPU.
@@ -57,6 +57,11 @@ export interface DeviceProfile {
    * whose timings say nothing about GPUs. Absent on the CPU backend.
    */
   readonly software?: boolean;
+  /**
+   * GPU backends whose device runs the tiled kernel: plans cut blocks of up to 64 query rows for
+   * head dims above 256 (`TileOptions.matrixBlocks`). Absent: false.
+   */
+  readonly matrixBlocks?: boolean;
 }
 
 /**
@@ -73,7 +78,7 @@ export interface DeviceProfile {
  */
 export function gridFor(profile: DeviceProfile, rowsPerBlock: number, headDim?: number): number {
   if (headDim !== undefined && profile.gridByClass) {
-    const byClass = profile.gridByClass[kernelTableKey(headDim, rowsPerBlock)];
+    const byClass = profile.gridByClass[gridClassKey(headDim, rowsPerBlock)];
     if (byClass !== undefined) return byClass;
   }
   const classes = profile.gridByRows;

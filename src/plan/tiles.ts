@@ -51,6 +51,13 @@ export interface TileOptions {
    * time. Default 128.
    */
   workgroupSize?: number;
+  /**
+   * Blocks of 16, 32 or 64 query rows for head dims above 256 (MLA), cut for the GPU's tiled
+   * kernel (`src/kernels/tiled_kernel.ts`), where a KV group has at least 16 rows and its head
+   * dims suit that kernel (see {@linkcode matrixBlocksFit}); other shapes keep their blocks. GPU
+   * backends set it; default false (blocks of at most 4 rows at such head dims).
+   */
+  matrixBlocks?: boolean;
 }
 
 /**
@@ -66,6 +73,24 @@ const MAX_ROWS_PER_BLOCK = 8;
  */
 const WIDE_BLOCK_FLOATS = 2048;
 const WIDE_ROWS_PER_BLOCK = 4;
+
+/** Most query rows of a matrix block (see `TileOptions.matrixBlocks`). */
+const MATRIX_ROWS_PER_BLOCK = 64;
+
+/**
+ * Whether head dims suit the tiled kernel's matrix blocks: K rows above 256 dims in steps of
+ * 32, V rows (8 dims per thread) of a power of two from 16 to 512 dims.
+ *
+ * @example
+ * ```ts
+ * import { matrixBlocksFit } from "@lean/attention/plan";
+ * console.log(matrixBlocksFit(576, 512, "f16"), matrixBlocksFit(128, 128, "f16")); // true false
+ * ```
+ */
+export function matrixBlocksFit(headDim: number, headDimV: number, _kvDtype: KVDtype): boolean {
+  return headDim > 256 && headDim % 32 === 0 && headDimV >= 16 && headDimV <= 512 &&
+    (headDimV & (headDimV - 1)) === 0;
+}
 
 function powerOfTwo(name: string, value: number, lo: number, hi: number): number {
   if (typeof value !== "number") {
@@ -95,6 +120,17 @@ export function tileConfig(
   const tileTokens = powerOfTwo("tileTokens", options.tileTokens ?? 64, 16, 256);
   const workgroupSize = powerOfTwo("workgroupSize", options.workgroupSize ?? 128, 16, 256);
   const dim = Math.max(problem.headDim, problem.headDimV ?? 0);
+  if (
+    options.matrixBlocks && problem.rowsPerGroup >= 16 &&
+    matrixBlocksFit(problem.headDim, problem.headDimV ?? problem.headDim, problem.kvDtype)
+  ) {
+    // Balanced blocks of at most 64 rows, each a power of two (16, 32 or 64: the kernel's
+    // layouts); a block's rows past the group's are masked.
+    const rowBlocks = Math.ceil(problem.rowsPerGroup / MATRIX_ROWS_PER_BLOCK);
+    let rowsPerBlock = 16;
+    while (rowsPerBlock * rowBlocks < problem.rowsPerGroup) rowsPerBlock *= 2;
+    return { tileTokens, rowsPerBlock, rowBlocks, workgroupSize };
+  }
   const maxRows = Math.max(
     1,
     problem.headDim > 256

@@ -32,6 +32,7 @@ import type { PipelineCache } from "../gpu/pipeline_cache.ts";
 import type { DecodeShape, Strategy } from "../core/problem.ts";
 import { slotFloats } from "../core/reducer.ts";
 import type { TileOptions } from "../plan/tiles.ts";
+import { tiledFitsDevice } from "../kernels/tiled_kernel.ts";
 import { UploadRing } from "./upload_ring.ts";
 import { kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
 import {
@@ -133,7 +134,12 @@ export class AttentionEncoder {
     const device = ctx.device;
     this.device = device;
     this.grid = grid;
-    this.#tiles = { tileTokens: options.tileTokens, workgroupSize: options.workgroupSize };
+    this.#tiles = {
+      tileTokens: options.tileTokens,
+      workgroupSize: options.workgroupSize,
+      // MLA-sized row groups get the tiled kernel's blocks where the device holds it.
+      matrixBlocks: tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize),
+    };
     this.#strategy = options.strategy;
     this.#batchInvariant = options.batchInvariant ?? false;
     this.#caps = ctx.caps;

@@ -1,0 +1,658 @@
+/**
+ * The tiled decode kernel, for blocks of 16-64 query rows over rows longer than 256 dims (MLA:
+ * 16-128 query heads on one latent KV head, K of 576 dims and V of 512). Its rows share every K
+ * and V element, so it computes each tile of tokens as two small matrix products through
+ * workgroup memory instead of giving each token a lane group that holds a few rows in registers
+ * (the decode kernel's layout, whose per-score shuffles and per-lane softmax then cost more than
+ * the multiply-adds; bench/notes.md, session 24: 2.0-2.25x faster on MLA).
+ *
+ * Per piece, one workgroup of {@linkcode TILED_THREADS} threads walks its tokens `TS` at a time:
+ * - scores `S = Q K^T`, `DC` dims at a time: the chunk's query rows (prescaled, f32) and keys
+ *   (unpacked to f32) are staged in workgroup memory, row-major with a padding `vec4` per row;
+ *   each thread computes 4 rows x `MA_T` tokens, reading a `vec4` of each per 4 dims. The next
+ *   chunk's loads (or the next tile's first) are issued before this chunk's arithmetic.
+ * - softmax: the scores go to workgroup memory as `[token][row]`; `W / RB` threads per row apply
+ *   the variant's logits, the causal limit and the window, and keep the row's running max and sum.
+ * - weighted sum `O = O * alpha + P V`: each thread holds `MB_R` rows x 8 dims of the output,
+ *   reads its rows' probabilities as `vec4`s (one address for the whole subgroup) and its 8 dims
+ *   of V from memory (a subgroup's lanes read consecutive dims of one token), `U` tokens ahead.
+ *   Token groups (`TG`) share a tile's tokens when the block has fewer (row, dims) pairs than
+ *   threads; their outputs are added through workgroup memory at the end of the piece.
+ *
+ * It reads the same uniform block, schedule, bindings and slots as the decode kernel, so the plan,
+ * the merge and the runner's encoder are the same. Every barrier is in uniform control flow; no
+ * workgroup waits on another.
+ *
+ * @module
+ */
+
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import {
+  FLAT_WORKGROUP_WGSL,
+  type KernelSpec,
+  kvLoadDim,
+  PARAMS_WGSL,
+  QUERY_ROW_WGSL,
+} from "./kernel_spec.ts";
+import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
+import { kvAddressWGSL } from "./kv_address.ts";
+import { ioWGSL } from "./io_wgsl.ts";
+import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
+import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
+import type { WGSLOptions } from "./decode_kernel.ts";
+
+/** Threads of a tiled workgroup. */
+export const TILED_THREADS = 256;
+
+/** The blocking a tiled spec resolves to. */
+export interface TiledLayout {
+  /** Query rows per block. */
+  readonly RB: number;
+  /** Tokens per tile. */
+  readonly TS: number;
+  /** Head dims per staged chunk. */
+  readonly DC: number;
+  /** Tokens per thread in the score phase (4 rows each). */
+  readonly MA_T: number;
+  /** Output rows per thread in the weighted sum. */
+  readonly MB_R: number;
+  /** Threads of one row group along V's 8-dim pieces. */
+  readonly NCV: number;
+  /** Token groups of the weighted sum. */
+  readonly TG: number;
+  /** V tokens requested ahead in the weighted sum. */
+  readonly U: number;
+  /** `vec4<f32>`s of workgroup memory. */
+  readonly smem4: number;
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
+
+/**
+ * Resolves a tiled spec's blocking: 64-token tiles for blocks of 64 rows, 128 for smaller blocks
+ * (so each thread scores at least 2 tokens), `matrixChunk` dims per stage (default 32).
+ *
+ * @example
+ * ```ts
+ * import { tiledLayout } from "./tiled_kernel.ts";
+ * const l = tiledLayout({
+ *   headDim: 576, headDimV: 512, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 64,
+ *   workgroupSize: 256, tiled: true,
+ * });
+ * console.log(l.TS, l.MA_T, l.MB_R, l.TG, l.smem4 * 16); // 64 4 16 1 37632
+ * ```
+ */
+export function tiledLayout(spec: KernelSpec): TiledLayout {
+  const W = TILED_THREADS;
+  const RB = spec.rowsPerBlock;
+  const DV = spec.headDimV ?? spec.headDim;
+  const DC = spec.matrixChunk ?? 32;
+  const TS = RB >= 64 ? 64 : 128;
+  const MA_T = (TS * RB) / (4 * W);
+  const NCV = DV / 8;
+  const MB_R = Math.min(RB, Math.max(4, (RB * NCV) / W));
+  const TG = W / (NCV * (RB / MB_R));
+  const U = 4;
+  if (
+    ![16, 32, 64].includes(RB) || !Number.isInteger(MA_T) || !Number.isInteger(TG) ||
+    TG < 1 || (TS / TG) % U !== 0 || spec.headDim % DC !== 0 ||
+    DC % (16 / KV_DTYPE_INFO[spec.kvDtype].bytes) !== 0 || spec.workgroupSize !== W
+  ) {
+    throw new RangeError(
+      `tiled kernel: no layout for ${RB} rows, head dims ${spec.headDim}/${DV}, ${spec.kvDtype}`,
+    );
+  }
+  const QS4 = DC / 4 + 1;
+  // Staged rows and keys, scores, the softmax's partial maxima and sums, the rows' rescale
+  // factors, and their final sums (l or the sink's) and rescale.
+  const main = (RB + TS) * QS4 + (TS * RB) / 4 + (2 * W) / 4 + RB / 4 + (3 * RB) / 4;
+  const reduce = TG > 1 ? (RB * DV) / 4 : 0;
+  return { RB, TS, DC, MA_T, MB_R, NCV, TG, U, smem4: Math.max(main, reduce) };
+}
+
+/**
+ * Whether a device's workgroup memory (`maxComputeWorkgroupStorageSize`, bytes) holds the tiled
+ * kernel of every block size at 16 dims per step (its smallest form; about 31 KiB).
+ *
+ * @example
+ * ```ts
+ * import { tiledFitsDevice } from "./tiled_kernel.ts";
+ * console.log(tiledFitsDevice(16384), tiledFitsDevice(32768)); // false true
+ * ```
+ */
+export function tiledFitsDevice(workgroupBytes: number): boolean {
+  return [16, 32, 64].every((rowsPerBlock) =>
+    tiledWorkgroupBytes({
+      headDim: 576,
+      headDimV: 512,
+      kvDtype: "f16",
+      tileTokens: 64,
+      rowsPerBlock,
+      workgroupSize: TILED_THREADS,
+      tiled: true,
+      matrixChunk: 16,
+    }) <= workgroupBytes
+  );
+}
+
+/** Bytes of workgroup memory a tiled kernel declares. */
+export function tiledWorkgroupBytes(spec: KernelSpec): number {
+  return tiledLayout(spec).smem4 * 16;
+}
+
+/** WGSL of a thread's raw V piece (8 elements) of one token, and its unpacking. */
+function vPieceWGSL(spec: KernelSpec): { type: string; load: string; unpack: string } {
+  const bytes = KV_DTYPE_INFO[spec.kvDtype].bytes;
+  if (bytes === 4) {
+    return {
+      type: "VRaw",
+      load: `struct VRaw {
+  a: vec4<f32>,
+  b: vec4<f32>,
+}
+fn v_piece(base: u32, c: u32, ok: bool) -> VRaw {
+  return VRaw(select(vec4<f32>(0.0), v_cache[base + 2u * c], ok),
+    select(vec4<f32>(0.0), v_cache[base + 2u * c + 1u], ok));
+}`,
+      unpack: `fn v_unpack(x: VRaw) -> array<vec4<f32>, 2> {
+  return array<vec4<f32>, 2>(x.a, x.b);
+}`,
+    };
+  }
+  if (bytes === 2) {
+    return {
+      type: "vec4<u32>",
+      load: `fn v_piece(base: u32, c: u32, ok: bool) -> vec4<u32> {
+  return select(vec4<u32>(0u), v_cache[base + c], ok);
+}`,
+      unpack: `fn v_unpack(x: vec4<u32>) -> array<vec4<f32>, 2> {
+  return unpack_kv(x);
+}`,
+    };
+  }
+  // 8-bit: a thread's 8 bytes are one half of a 16-byte chunk.
+  return {
+    type: "vec2<u32>",
+    load: `fn v_piece(base: u32, c: u32, ok: bool) -> vec2<u32> {
+  let w = v_cache[base + c / 2u];
+  return select(vec2<u32>(0u), select(w.xy, w.zw, (c & 1u) == 1u), ok);
+}`,
+    unpack: `fn v_unpack(x: vec2<u32>) -> array<vec4<f32>, 2> {
+  return array<vec4<f32>, 2>(unpack_word(x.x), unpack_word(x.y));
+}`,
+  };
+}
+
+/**
+ * Generates the tiled decode kernel's WGSL for a spec (`tiled: true`).
+ *
+ * @example
+ * ```ts
+ * import { tiledKernelWGSL } from "./tiled_kernel.ts";
+ * const wgsl = tiledKernelWGSL({
+ *   headDim: 576, headDimV: 512, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 64,
+ *   workgroupSize: 256, tiled: true,
+ * });
+ * console.log(wgsl.includes("@workgroup_size(256)")); // true
+ * ```
+ */
+export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): string {
+  const D = spec.headDim;
+  const DV = spec.headDimV ?? D;
+  const W = TILED_THREADS;
+  const { RB, TS, DC, MA_T, MB_R, NCV, TG, U, smem4 } = tiledLayout(spec);
+  const info = KV_DTYPE_INFO[spec.kvDtype];
+  const EPC = 16 / info.bytes; // K elements per 16-byte chunk
+  const E4 = EPC / 4; // vec4s per chunk
+  const CPS = DC / EPC; // K chunks per token and stage
+  const NTX = TS / MA_T; // score-phase threads along the tile's tokens
+  const QS4 = DC / 4 + 1;
+  const KL = Math.ceil((TS * CPS) / W); // K chunk loads per thread and stage
+  const QL = Math.ceil((RB * DC) / 4 / W); // query vec4 loads per thread and stage
+  const kGuard = (TS * CPS) % W !== 0;
+  const qGuard = ((RB * DC) / 4) % W !== 0;
+  const QS_OFF = 0;
+  const KS_OFF = RB * QS4;
+  const PS_OFF = KS_OFF + TS * QS4;
+  const RED_OFF = PS_OFF + (TS * RB) / 4;
+  const AL_OFF = RED_OFF + (2 * W) / 4;
+  const FIN_OFF = AL_OFF + RB / 4; // per row: final sum, output rescale, bad flag
+  const RB4 = RB / 4;
+  const NP = W / RB; // softmax threads per row
+  const TPP = TS / NP;
+  const MB4 = MB_R / 4;
+  const TPT = TS / TG;
+  const flags = spec.variant ?? {};
+  const scaled = info.scaled;
+  const tokenScales = scaled && spec.kvScales === "token";
+  const unpackScale = info.unpackScale ?? 1;
+  const fold = unpackScale === 1 ? "" : ` * ${unpackScale.toFixed(1)}`;
+  const qScale = scaled && !tokenScales
+    ? `(params.scale_log2 * params.k_scale${fold})`
+    : "params.scale_log2";
+  const vScale = scaled && !tokenScales ? ` * (params.v_scale${fold})` : "";
+  const splitV = DV !== D;
+  const io = ioWGSL(spec);
+  const v = vPieceWGSL(spec);
+  const loadDim = kvLoadDim(D, spec.headDimV);
+  const headTable = needsHeadTable("decode", flags);
+  const comps = ["x", "y", "z", "w"];
+  const sc = (i: number, j: number) => `s${i}_${j}`;
+  const o = (r: number, h: number) => `o${r}_${h}`;
+  const vAddr = (tok: string) => `${splitV ? "kv_addr_v" : "kv_addr"}(kv_start, ${tok}, kv_head)`;
+
+  // One stage's global loads (chunk `ci` of the tile at `t0`) into registers kn*, qn*.
+  const stageLoad = (ci: string, t0: string) =>
+    `${
+      lines(KL, (i) =>
+        `      {
+        let idx = lid + ${i * W}u;
+        let tok = min(${t0} + idx / ${CPS}u, tok_end - 1u);
+        ${
+          kGuard ? `if (idx < ${TS * CPS}u) { ` : ""
+        }kn${i} = k_cache[kv_addr(kv_start, tok, kv_head) + ${ci} * ${CPS}u + idx % ${CPS}u];${
+          tokenScales
+            ? `\n        ks${i} = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head].x${fold};`
+            : ""
+        }${kGuard ? " }" : ""}
+      }`)
+    }
+${
+      lines(QL, (i) =>
+        `      {
+        let idx = lid + ${i * W}u;
+        let r = idx / ${DC / 4}u;
+        let qrow = query_row(q_start, q_len, kv_head, r0 + min(r, n_rows - 1u));
+        ${
+          qGuard ? `if (idx < ${(RB * DC) / 4}u) { ` : ""
+        }qn${i} = select(vec4<f32>(0.0), load_q(qrow * ${D / 4}u + ${ci} * ${DC / 4}u + idx % ${
+          DC / 4
+        }u), r < n_rows);${qGuard ? " }" : ""}
+      }`)
+    }`;
+  // The registers of a stage into workgroup memory.
+  const stageStore = `${
+    lines(KL, (i) =>
+      `      {
+        let idx = lid + ${i * W}u;
+        ${kGuard ? `if (idx < ${TS * CPS}u) {\n        ` : ""}let u = unpack_kv(kn${i});
+${
+        lines(E4, (j) =>
+          `        smem[${KS_OFF}u + (idx / ${CPS}u) * ${QS4}u + (idx % ${CPS}u) * ${E4}u + ${j}u] = u[${j}]${
+            tokenScales ? ` * ks${i}` : ""
+          };`)
+      }${kGuard ? "\n        }" : ""}
+      }`)
+  }
+${
+    lines(QL, (i) =>
+      `      {
+        let idx = lid + ${i * W}u;
+        ${qGuard ? `if (idx < ${(RB * DC) / 4}u) { ` : ""}smem[${QS_OFF}u + (idx / ${
+        DC / 4
+      }u) * ${QS4}u + idx % ${DC / 4}u] = qn${i} * ${qScale};${qGuard ? " }" : ""}
+      }`)
+  }`;
+  const chunkMath = `      for (var d4 = 0u; d4 < ${DC / 4}u; d4++) {
+${lines(4, (i) => `        let a${i} = smem[${QS_OFF}u + (ty * 4u + ${i}u) * ${QS4}u + d4];`)}
+${lines(MA_T, (j) => `        let b${j} = smem[${KS_OFF}u + (tx + ${j * NTX}u) * ${QS4}u + d4];`)}
+${
+    range(4).flatMap((i) =>
+      range(MA_T).map((j) =>
+        `        ${
+          sc(i, j)
+        } = fma(a${i}.w, b${j}.w, fma(a${i}.z, b${j}.z, fma(a${i}.y, b${j}.y, fma(a${i}.x, b${j}.x, ${
+          sc(i, j)
+        }))));`
+      )
+    ).join("\n")
+  }
+      }`;
+  // V pieces of a group of U tokens (from slot i0) into vn*.
+  const vLoad = (i0: string) =>
+    lines(U, (u) =>
+      `      {
+        let t = tile0 + tg + ${TG}u * (${i0} + ${u}u);
+        let tok = min(t, tok_end - 1u);
+        vn${u} = v_piece(${vAddr("tok")}, c, t < tok_end);${
+        tokenScales
+          ? `\n        vs${u} = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head].y${fold};`
+          : ""
+      }
+      }`);
+  // The softmax's logits: soft-cap, then ALiBi (log2 units, as the decode kernel's).
+  const logits = `${flags.softCap ? "\n        s = soft_cap(s);" : ""}${
+    flags.alibi ? "\n        s += slope * f32(bitcast<i32>(t - pq));" : ""
+  }`;
+  const visible = `t < lim${flags.window ? " && t >= lo" : ""}`;
+
+  return `// lean-attention tiled decode kernel: D=${D}${
+    splitV ? ` DV=${DV}` : ""
+  } kv=${spec.kvDtype} RB=${RB} TS=${TS} DC=${DC} MB_R=${MB_R} TG=${TG}${
+    spec.paged ? " paged" : ""
+  }${spec.paged && spec.kvLayout === "HND" ? " hnd" : ""}${
+    scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
+  }
+${PARAMS_WGSL}
+${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
+${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
+${bindingWGSL(BINDING.q, "q", "storage, read", io.qType)}
+${
+    bindingWGSL(
+      BINDING.k,
+      "k_cache",
+      "storage, read",
+      `array<${kvChunkWGSL(spec.kvDtype, loadDim)}>`,
+    )
+  }
+${
+    bindingWGSL(
+      BINDING.v,
+      "v_cache",
+      "storage, read",
+      `array<${kvChunkWGSL(spec.kvDtype, loadDim)}>`,
+    )
+  }
+${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
+${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
+${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
+    spec.paged ? `\n${bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")}` : ""
+  }${
+    tokenScales
+      ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`
+      : ""
+  }${headTable ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""}
+${recordOffsetsWGSL(PIECE_RECORD)}
+
+const CHUNKS: u32 = ${(D * info.bytes) / 16}u;
+const CHUNKS_V: u32 = ${(DV * info.bytes) / 16}u;
+const DV: u32 = ${DV}u;
+const RP: u32 = ${RB}u;
+const SLOT: u32 = ${RB * (DV + 2)}u;
+const NEG: f32 = -1e30;
+const DIRECT: u32 = 0xffffffffu;
+var<private> nan_bits: u32 = 0x7fc00000u;
+// Staged query rows and keys, the tile's scores ([token][row]), the softmax's exchange.
+var<workgroup> smem: array<vec4<f32>, ${smem4}>;
+${FLAT_WORKGROUP_WGSL}
+${QUERY_ROW_WGSL}
+${kvLoadWGSL(spec.kvDtype, loadDim)}
+${kvAddressWGSL(spec)}
+${io.functions}
+${v.load}
+${v.unpack}${headTable || flags.softCap ? `\n${variantFunctionsWGSL("decode", flags)}` : ""}
+
+// NaN or +inf, by bits (compilers may fold float NaN tests away).
+fn poisoned(x: f32) -> bool {
+  let b = bitcast<u32>(x);
+  return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
+}
+
+fn sm_get(i: u32) -> f32 {
+  return smem[i / 4u][i % 4u];
+}
+
+fn sm_set(i: u32, x: f32) {
+  smem[i / 4u][i % 4u] = x;
+}
+
+@compute @workgroup_size(${W})
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let w = flat_workgroup(wid, nwg);
+  if (w >= params.count) {
+    return;
+  }
+  // Score phase: rows ty * 4 .. + 3, tokens tx + ${NTX} j. Softmax: row sr, part sp.
+  let tx = lid % ${NTX}u;
+  let ty = lid / ${NTX}u;
+  let sr = lid % ${RB}u;
+  let sp = lid / ${RB}u;
+  // Weighted sum: 8 dims at c, row group rg, token group tg.
+  let c = lid % ${NCV}u;
+  let rg = (lid / ${NCV}u) % ${RB / MB_R}u;
+  let tg = lid / ${NCV * (RB / MB_R)}u;${
+    tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""
+  }
+  let p_begin = sched[w];
+  let p_end = sched[w + 1u];
+  for (var pc = p_begin; pc < p_end; pc++) {
+    let f = params.piece_base + pc * PIECE_STRIDE;
+    let kv_head = sched[f + PIECE_KV_HEAD];
+    let r0 = sched[f + PIECE_ROW_BLOCK] * RP;
+    let tok_begin = sched[f + PIECE_TOKEN_BEGIN];
+    let tok_end = sched[f + PIECE_TOKEN_END];
+    let slot = sched[f + PIECE_SLOT];
+    let kv_start = sched[f + PIECE_KV_START];
+    let seq_len = sched[f + PIECE_SEQ_LEN];
+    let q_start = sched[f + PIECE_Q_START];
+    let q_len = sched[f + PIECE_Q_LEN];
+    let n_rows = min(RP, params.group_size * q_len - r0);
+    // Row sr's tokens: causal within the last q_len tokens, inside the piece${
+    flags.window ? ", inside its window" : ""
+  }.
+    let pq = seq_len - q_len + (r0 + sr) % q_len;
+    let lim = min(pq + 1u, tok_end);${
+    flags.window
+      ? "\n    let lo = select(0u, pq + 1u - params.window, pq + 1u > params.window);"
+      : ""
+  }${
+    flags.alibi
+      ? `\n    let slope = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + sr, params.group_size * q_len - 1u), q_len)];`
+      : ""
+  }
+    var m_run = NEG;
+    var l_run = 0.0;
+    var bad = 0u;
+${lines(MB_R, (r) => `    var ${o(r, 0)} = vec4<f32>(0.0);\n    var ${o(r, 1)} = vec4<f32>(0.0);`)}
+${lines(KL, (i) => `    var kn${i} = ${kvChunkWGSL(spec.kvDtype, loadDim)}();`)}${
+    tokenScales ? `\n${lines(KL, (i) => `    var ks${i} = 1.0;`)}` : ""
+  }
+${lines(QL, (i) => `    var qn${i} = vec4<f32>(0.0);`)}
+${lines(U, (u) => `    var vn${u} = ${v.type}();`)}${
+    tokenScales ? `\n${lines(U, (u) => `    var vs${u} = 1.0;`)}` : ""
+  }
+${stageLoad("0u", "tok_begin")}
+    for (var tile0 = tok_begin; tile0 < tok_end; tile0 += ${TS}u) {
+${lines(4, (i) => lines(MA_T, (j) => `      var ${sc(i, j)} = 0.0;`))}
+      for (var ci = 0u; ci < ${D / DC}u; ci++) {
+${stageStore}
+        workgroupBarrier();
+        // The next stage's loads fly during this chunk's arithmetic.
+        if (ci + 1u < ${D / DC}u) {
+${stageLoad("(ci + 1u)", "tile0")}
+        } else if (tile0 + ${TS}u < tok_end) {
+${stageLoad("0u", `(tile0 + ${TS}u)`)}
+        }
+${chunkMath}
+        workgroupBarrier();
+      }
+${
+    lines(MA_T, (j) =>
+      `      smem[${PS_OFF}u + (tx + ${j * NTX}u) * ${RB4}u + ty] = vec4<f32>(${
+        range(4).map((i) =>
+          sc(i, j)
+        ).join(", ")
+      });`)
+  }
+      // The first V pieces are requested before the softmax.
+${vLoad("0u")}
+      workgroupBarrier();
+      // Softmax of the tile: row sr's ${NP} threads take ${TPP} tokens each.
+      var mx = NEG;
+      for (var i = sp * ${TPP}u; i < (sp + 1u) * ${TPP}u; i++) {
+        let t = tile0 + i;
+        var s = sm_get(${4 * PS_OFF}u + i * ${RB}u + sr);${logits}
+        if (${visible}) {
+          bad |= select(0u, 1u, poisoned(s));
+          mx = max(mx, s);
+        }
+        sm_set(${4 * PS_OFF}u + i * ${RB}u + sr, s);
+      }
+      sm_set(${4 * RED_OFF}u + lid, mx);
+      workgroupBarrier();
+      var m_tile = NEG;
+      for (var p = 0u; p < ${NP}u; p++) {
+        m_tile = max(m_tile, sm_get(${4 * RED_OFF}u + p * ${RB}u + sr));
+      }
+      let m_new = max(m_run, m_tile);
+      let alpha = exp2(m_run - m_new);
+      var sum = 0.0;
+      for (var i = sp * ${TPP}u; i < (sp + 1u) * ${TPP}u; i++) {
+        let t = tile0 + i;
+        let e = select(0.0, exp2(sm_get(${4 * PS_OFF}u + i * ${RB}u + sr) - m_new), ${visible});
+        sm_set(${4 * PS_OFF}u + i * ${RB}u + sr, e);
+        sum += e;
+      }
+      sm_set(${4 * RED_OFF + W}u + lid, sum);
+      if (sp == 0u) {
+        sm_set(${4 * AL_OFF}u + sr, alpha);
+      }
+      workgroupBarrier();
+      var l_tile = 0.0;
+      for (var p = 0u; p < ${NP}u; p++) {
+        l_tile += sm_get(${4 * RED_OFF + W}u + p * ${RB}u + sr);
+      }
+      l_run = l_run * alpha + l_tile;
+      m_run = m_new;
+      // The weighted sum: rescale, then ${TPT} tokens in groups of ${U}.
+${
+    lines(MB4, (j) =>
+      `      {
+        let al = smem[${AL_OFF}u + rg * ${MB4}u + ${j}u];
+${
+        lines(4, (e) =>
+          `        ${o(4 * j + e, 0)} *= al.${comps[e]};\n        ${o(4 * j + e, 1)} *= al.${
+            comps[e]
+          };`)
+      }
+      }`)
+  }
+      for (var i0 = 0u; i0 < ${TPT}u; i0 += ${U}u) {
+${lines(U, (u) => `        let vc${u} = vn${u};${tokenScales ? ` let vsc${u} = vs${u};` : ""}`)}
+        if (i0 + ${U}u < ${TPT}u) {
+${vLoad(`(i0 + ${U}u)`)}
+        }
+${
+    lines(U, (u) =>
+      `        {
+          let t = tg + ${TG}u * (i0 + ${u}u);
+          let vv = v_unpack(vc${u});
+          let va = vv[0]${tokenScales ? ` * vsc${u}` : ""};
+          let vb = vv[1]${tokenScales ? ` * vsc${u}` : ""};
+${
+        lines(MB4, (j) =>
+          `          let p${j} = smem[${PS_OFF}u + t * ${RB4}u + rg * ${MB4}u + ${j}u];
+${
+            lines(4, (e) => {
+              const r = 4 * j + e;
+              return `          ${o(r, 0)} = fma(vec4<f32>(p${j}.${comps[e]}), va, ${o(r, 0)});
+          ${o(r, 1)} = fma(vec4<f32>(p${j}.${comps[e]}), vb, ${o(r, 1)});`;
+            })
+          }`)
+      }
+        }`)
+  }
+      }
+      workgroupBarrier();
+    }
+${
+    TG > 1
+      ? `    // The token groups' outputs, added in group order into group 0's.
+    for (var g = 1u; g < ${TG}u; g++) {
+      if (tg == g) {
+${
+        lines(MB_R, (r) =>
+          `        smem[(rg * ${MB_R}u + ${r}u) * ${DV / 4}u + 2u * c] = ${o(r, 0)};
+        smem[(rg * ${MB_R}u + ${r}u) * ${DV / 4}u + 2u * c + 1u] = ${o(r, 1)};`)
+      }
+      }
+      workgroupBarrier();
+      if (tg == 0u) {
+${
+        lines(MB_R, (r) =>
+          `        ${o(r, 0)} += smem[(rg * ${MB_R}u + ${r}u) * ${DV / 4}u + 2u * c];
+        ${o(r, 1)} += smem[(rg * ${MB_R}u + ${r}u) * ${DV / 4}u + 2u * c + 1u];`)
+      }
+      }
+      workgroupBarrier();
+    }`
+      : ""
+  }
+    // Each row's final sum and output rescale (a direct piece's sink joins them here, once),
+    // and whether it saw a NaN or +inf score.
+    if (sp == 0u) {${
+    flags.sinks
+      ? `
+      let sk = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + sr, params.group_size * q_len - 1u), q_len) + 1u];
+      let fin_m = select(m_run, max(m_run, sk), slot == DIRECT);
+      let fin_c = exp2(m_run - fin_m);
+      let fin_l = select(l_run, l_run * fin_c + exp2(sk - fin_m), slot == DIRECT);`
+      : `
+      let fin_m = m_run;
+      let fin_c = 1.0;
+      let fin_l = l_run;`
+  }
+      let row_bad = bad != 0u || poisoned(l_run);
+      sm_set(${4 * FIN_OFF}u + sr, fin_l);
+      sm_set(${4 * FIN_OFF + RB}u + sr, fin_c);
+      sm_set(${4 * FIN_OFF + 2 * RB}u + sr, select(0.0, 1.0, row_bad));
+      if (sr < n_rows) {
+        if (slot == DIRECT) {
+          lse_out[query_row(q_start, q_len, kv_head, r0 + sr)] = select(
+            (fin_m + log2(fin_l)) * 0.6931471805599453,
+            bitcast<f32>(nan_bits),
+            row_bad,
+          );
+        } else {
+          partials[slot * SLOT + RP * DV + sr] = m_run;
+          partials[slot * SLOT + RP * DV + RP + sr] = select(l_run, bitcast<f32>(nan_bits), row_bad);
+        }
+      }
+    }
+    workgroupBarrier();
+    if (tg == 0u) {
+${
+    lines(MB_R, (r) =>
+      `      {
+        let r = rg * ${MB_R}u + ${r}u;
+        if (r < n_rows) {
+          let lo_half = ${o(r, 0)}${vScale};
+          let hi_half = ${o(r, 1)}${vScale};
+          if (slot == DIRECT) {
+            let nan = sm_get(${4 * FIN_OFF + 2 * RB}u + r) != 0.0;
+            let k = sm_get(${4 * FIN_OFF + RB}u + r) / sm_get(${4 * FIN_OFF}u + r);
+            let x0 = select(lo_half * k, vec4<f32>(bitcast<f32>(nan_bits)), nan);
+            let x1 = select(hi_half * k, vec4<f32>(bitcast<f32>(nan_bits)), nan);
+            let at = query_row(q_start, q_len, kv_head, r0 + r) * DV + 8u * c;
+${
+        io.outHalf
+          ? `            out[at / 2u] = half_bits(x0.x) | (half_bits(x0.y) << 16u);
+            out[at / 2u + 1u] = half_bits(x0.z) | (half_bits(x0.w) << 16u);
+            out[at / 2u + 2u] = half_bits(x1.x) | (half_bits(x1.y) << 16u);
+            out[at / 2u + 3u] = half_bits(x1.z) | (half_bits(x1.w) << 16u);`
+          : lines(
+            8,
+            (e) => `            out[at + ${e}u] = x${e >> 2}.${comps[e & 3]};`,
+          )
+      }
+          } else {
+            let at = slot * SLOT + r * DV + 8u * c;
+${
+        lines(8, (e) =>
+          `            partials[at + ${e}u] = ${e < 4 ? "lo_half" : "hi_half"}.${comps[e & 3]};`)
+      }
+          }
+        }
+      }`)
+  }
+    }
+    workgroupBarrier();
+  }
+}
+`;
+}
