@@ -37,6 +37,9 @@
 #           on Dawn.
 #   tiled   (session 24) the tiled many-row prototype (bench/proto_tiled.ts: checked against
 #           float64, then timed beside lean on MLA b1/b8 32k, MQA h128/1 32k and qLen 4 GQA 16k).
+#   mla     (session 24) the tiled kernel in the library: the MLA and tiled GPU test files with
+#           exhaustive shapes (Deno's WebGPU), then the MLA and MQA rows (every strategy, each
+#           kernel checked against float64) on Deno's WebGPU and lean's on Dawn.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -86,6 +89,16 @@ fi
 if [ "$mode" = tiled ]; then
   run_deno 90 tiled_check.txt bench/proto_tiled.ts --check
   run_deno 400 tiled.txt bench/proto_tiled.ts --out="$out/tiled.json"
+  stamp "done"
+fi
+
+if [ "$mode" = mla ]; then
+  LEAN_TEST_EXHAUSTIVE=1 run_tests 240 tests_mla.log tests/tiled_test.ts tests/mla_test.ts \
+    tests/mla_cache_test.ts tests/mla_pages_test.ts
+  run_deno 150 bench_mla.txt bench/gpu_bench.ts --backend=webgpu --check --only='mla|mqa' \
+    --out="$out/h200_mla.json"
+  run_deno 120 bench_mla_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    --only='mla|mqa' --out="$out/h200_mla_dawn.json"
   stamp "done"
 fi
 

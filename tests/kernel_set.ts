@@ -161,6 +161,21 @@ export const MLA_WIDE: KernelFamily = {
   kvDtype: "f32",
 };
 
+/**
+ * The tiled kernel's family (tests/tiled_test.ts): 8 query heads over one KV head with qLen 2
+ * (16 rows: one 16-row matrix block, rows at two positions), f16 K rows of 288 and V rows of 64
+ * (8 threads per V row, so 8 token groups add their outputs through workgroup memory). Also
+ * compiled with every variant flag on, and over FP8 E4M3 K/V (per-token scales).
+ */
+export const TILED_MQA: KernelFamily = {
+  numHeads: 8,
+  numKVHeads: 1,
+  headDim: 288,
+  headDimV: 64,
+  qLen: 2,
+  kvDtype: "f16",
+};
+
 /** The families of the set, in the order property tests draw them. */
 export const KERNEL_FAMILIES: readonly KernelFamily[] = [
   F32_GQA,
@@ -216,6 +231,9 @@ function familyKey(
 export const KERNEL_SET: ReadonlySet<string> = new Set([
   ...KERNEL_FAMILIES.map((f) => familyKey(f)),
   familyKey(MLA_WIDE, {}, false),
+  familyKey(TILED_MQA),
+  familyKey(TILED_MQA) + variantSuffix(ALL_VARIANTS),
+  familyKey({ ...TILED_MQA, kvDtype: "fp8e4m3" }),
   ...(["f32", "f16", "bf16"] as const).map((kvDtype) => familyKey({ ...SMALL_GQA, kvDtype })),
   ...KV8_FAMILIES.map((f) => familyKey(f)),
   ...KERNEL_GEOMETRIES.map((g) => familyKey(F32_GQA, g)),
