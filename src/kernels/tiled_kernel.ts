@@ -242,35 +242,43 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
   const o = (r: number, h: number) => `o${r}_${h}`;
   const vAddr = (tok: string) => `${splitV ? "kv_addr_v" : "kv_addr"}(kv_start, ${tok}, kv_head)`;
 
-  // One stage's global loads (chunk `ci` of the tile at `t0`) into registers kn*, qn*.
-  const stageLoad = (ci: string, t0: string) =>
-    `${
-      lines(KL, (i) =>
-        `      {
+  // A tile's K rows: each load slot's first chunk in the head's row (and its token's scale), so
+  // a stage's load adds only its chunk (for pages, the page table is read once per tile).
+  const kRows = (t0: string) =>
+    lines(KL, (i) =>
+      `      {
         let idx = lid + ${i * W}u;
         let tok = min(${t0} + idx / ${CPS}u, tok_end - 1u);
-        ${
-          kGuard ? `if (idx < ${TS * CPS}u) { ` : ""
-        }kn${i} = k_cache[kv_addr(kv_start, tok, kv_head) + ${ci} * ${CPS}u + idx % ${CPS}u];${
-          tokenScales
-            ? `\n        ks${i} = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head].x${fold};`
-            : ""
-        }${kGuard ? " }" : ""}
-      }`)
+        kb_next${i} = kv_addr(kv_start, tok, kv_head) + idx % ${CPS}u;${
+        tokenScales
+          ? `\n        ks_next${i} = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head].x${fold};`
+          : ""
+      }
+      }`);
+  // One stage's global loads (chunk `ci` from the rows `kb`) into registers kn*, qn*; the query
+  // rows' addresses (qb*, qok*) were found once per piece.
+  const stageLoad = (ci: string, kb: string) =>
+    `${
+      lines(KL, (i) =>
+        `      ${
+          kGuard ? `if (lid + ${i * W}u < ${TS * CPS}u) { ` : ""
+        }kn${i} = k_cache[${kb}${i} + ${ci} * ${CPS}u];${kGuard ? " }" : ""}`)
     }
 ${
       lines(QL, (i) =>
-        `      {
-        let idx = lid + ${i * W}u;
-        let r = idx / ${DC / 4}u;
-        let qrow = query_row(q_start, q_len, kv_head, r0 + min(r, n_rows - 1u));
-        ${
-          qGuard ? `if (idx < ${(RB * DC) / 4}u) { ` : ""
-        }qn${i} = select(vec4<f32>(0.0), load_q(qrow * ${D / 4}u + ${ci} * ${DC / 4}u + idx % ${
-          DC / 4
-        }u), r < n_rows);${qGuard ? " }" : ""}
-      }`)
+        `      ${
+          qGuard ? `if (lid + ${i * W}u < ${(RB * DC) / 4}u) { ` : ""
+        }qn${i} = select(vec4<f32>(0.0), load_q(qb${i} + ${ci} * ${DC / 4}u), qok${i});${
+          qGuard ? " }" : ""
+        }`)
     }`;
+  // Each query load slot's row (the last real row where the block has fewer) and first vec4.
+  const queryRows = lines(QL, (i) =>
+    `    let qr${i} = (lid + ${i * W}u) / ${DC / 4}u;
+    let qok${i} = qr${i} < n_rows;
+    let qb${i} = query_row(q_start, q_len, kv_head, r0 + min(qr${i}, n_rows - 1u)) * ${
+      D / 4
+    }u + (lid + ${i * W}u) % ${DC / 4}u;`);
   // The registers of a stage into workgroup memory.
   const stageStore = `${
     lines(KL, (i) =>
@@ -449,24 +457,29 @@ fn main(
     var l_run = 0.0;
     var bad = 0u;
 ${lines(MB_R, (r) => `    var ${o(r, 0)} = vec4<f32>(0.0);\n    var ${o(r, 1)} = vec4<f32>(0.0);`)}
-${lines(KL, (i) => `    var kn${i} = ${kvChunkWGSL(spec.kvDtype, loadDim)}();`)}${
-    tokenScales ? `\n${lines(KL, (i) => `    var ks${i} = 1.0;`)}` : ""
+${lines(KL, (i) => `    var kn${i} = ${kvChunkWGSL(spec.kvDtype, loadDim)}();`)}
+${lines(KL, (i) => `    var kb${i} = 0u;\n    var kb_next${i} = 0u;`)}${
+    tokenScales ? `\n${lines(KL, (i) => `    var ks${i} = 1.0;\n    var ks_next${i} = 1.0;`)}` : ""
   }
+${queryRows}
 ${lines(QL, (i) => `    var qn${i} = vec4<f32>(0.0);`)}
 ${lines(U, (u) => `    var vn${u} = ${v.type}();`)}${
     tokenScales ? `\n${lines(U, (u) => `    var vs${u} = 1.0;`)}` : ""
   }
-${stageLoad("0u", "tok_begin")}
+${kRows("tok_begin")}
+${stageLoad("0u", "kb_next")}
     for (var tile0 = tok_begin; tile0 < tok_end; tile0 += ${TS}u) {
+${lines(KL, (i) => `      kb${i} = kb_next${i};${tokenScales ? ` ks${i} = ks_next${i};` : ""}`)}
 ${lines(4, (i) => lines(MA_T, (j) => `      var ${sc(i, j)} = 0.0;`))}
       for (var ci = 0u; ci < ${D / DC}u; ci++) {
 ${stageStore}
         workgroupBarrier();
         // The next stage's loads fly during this chunk's arithmetic.
         if (ci + 1u < ${D / DC}u) {
-${stageLoad("(ci + 1u)", "tile0")}
+${stageLoad("(ci + 1u)", "kb")}
         } else if (tile0 + ${TS}u < tok_end) {
-${stageLoad("0u", `(tile0 + ${TS}u)`)}
+${kRows(`(tile0 + ${TS}u)`)}
+${stageLoad("0u", "kb_next")}
         }
 ${chunkMath}
         workgroupBarrier();
@@ -491,8 +504,7 @@ ${vLoad("0u")}
           bad |= select(0u, 1u, poisoned(s));
           mx = max(mx, s);
         }
-        sm_set(${4 * PS_OFF}u + i * ${RB}u + sr, s);
-      }
+${logits ? `        sm_set(${4 * PS_OFF}u + i * ${RB}u + sr, s);\n` : ""}      }
       sm_set(${4 * RED_OFF}u + lid, mx);
       workgroupBarrier();
       var m_tile = NEG;
