@@ -40,6 +40,7 @@
 #   mla     (session 24) the tiled kernel in the library: the MLA and tiled GPU test files with
 #           exhaustive shapes (Deno's WebGPU), then the MLA and MQA rows (every strategy, each
 #           kernel checked against float64) on Deno's WebGPU and lean's on Dawn.
+#   mla2    (session 24) the MLA rows again after the tiled kernel's address hoisting.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -99,6 +100,12 @@ if [ "$mode" = mla ]; then
     --out="$out/h200_mla.json"
   run_deno 120 bench_mla_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
     --only='mla|mqa' --out="$out/h200_mla_dawn.json"
+  stamp "done"
+fi
+
+if [ "$mode" = mla2 ]; then
+  run_deno 150 bench_mla2.txt bench/gpu_bench.ts --backend=webgpu --check --only='mla' \
+    --strategies=lean,split --out="$out/h200_mla2.json"
   stamp "done"
 fi
 
