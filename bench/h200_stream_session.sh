@@ -40,7 +40,8 @@
 #   mla     (session 24) the tiled kernel in the library: the MLA and tiled GPU test files with
 #           exhaustive shapes (Deno's WebGPU), then the MLA and MQA rows (every strategy, each
 #           kernel checked against float64) on Deno's WebGPU and lean's on Dawn.
-#   mla2    (session 24) the MLA rows again after the tiled kernel's address hoisting.
+#   mla2    (session 24) the MLA rows again (lean and split) after the tiled kernel's changes, and
+#           the MLA and tiled GPU test files with exhaustive shapes.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -106,6 +107,8 @@ fi
 if [ "$mode" = mla2 ]; then
   run_deno 150 bench_mla2.txt bench/gpu_bench.ts --backend=webgpu --check --only='mla' \
     --strategies=lean,split --out="$out/h200_mla2.json"
+  LEAN_TEST_EXHAUSTIVE=1 run_tests 240 tests_mla2.log tests/tiled_test.ts tests/mla_test.ts \
+    tests/mla_cache_test.ts tests/mla_pages_test.ts
   stamp "done"
 fi
 

@@ -141,7 +141,12 @@ export function tiledWorkgroupBytes(spec: KernelSpec): number {
   return tiledLayout(spec).smem4 * 16;
 }
 
-/** WGSL of a thread's raw V piece (8 elements) of one token, and its unpacking. */
+/**
+ * WGSL of a thread's raw V piece (8 elements) of one token, and its unpacking. The load is
+ * returned as loaded: anything computed from it at the load (a mask, picking a half) would make
+ * the thread wait for it there, and the weighted sum requests its V pieces a group of tokens
+ * ahead (masking at the load cost MLA 11% on the H200, bench/notes.md).
+ */
 function vPieceWGSL(spec: KernelSpec): { type: string; load: string; unpack: string } {
   const bytes = KV_DTYPE_INFO[spec.kvDtype].bytes;
   if (bytes === 4) {
@@ -151,11 +156,10 @@ function vPieceWGSL(spec: KernelSpec): { type: string; load: string; unpack: str
   a: vec4<f32>,
   b: vec4<f32>,
 }
-fn v_piece(base: u32, c: u32, ok: bool) -> VRaw {
-  return VRaw(select(vec4<f32>(0.0), v_cache[base + 2u * c], ok),
-    select(vec4<f32>(0.0), v_cache[base + 2u * c + 1u], ok));
+fn v_piece(base: u32, c: u32) -> VRaw {
+  return VRaw(v_cache[base + 2u * c], v_cache[base + 2u * c + 1u]);
 }`,
-      unpack: `fn v_unpack(x: VRaw) -> array<vec4<f32>, 2> {
+      unpack: `fn v_unpack(x: VRaw, c: u32) -> array<vec4<f32>, 2> {
   return array<vec4<f32>, 2>(x.a, x.b);
 }`,
     };
@@ -163,23 +167,23 @@ fn v_piece(base: u32, c: u32, ok: bool) -> VRaw {
   if (bytes === 2) {
     return {
       type: "vec4<u32>",
-      load: `fn v_piece(base: u32, c: u32, ok: bool) -> vec4<u32> {
-  return select(vec4<u32>(0u), v_cache[base + c], ok);
+      load: `fn v_piece(base: u32, c: u32) -> vec4<u32> {
+  return v_cache[base + c];
 }`,
-      unpack: `fn v_unpack(x: vec4<u32>) -> array<vec4<f32>, 2> {
+      unpack: `fn v_unpack(x: vec4<u32>, c: u32) -> array<vec4<f32>, 2> {
   return unpack_kv(x);
 }`,
     };
   }
-  // 8-bit: a thread's 8 bytes are one half of a 16-byte chunk.
+  // 8-bit: a thread's 8 bytes are one half of a 16-byte chunk, picked at the unpacking.
   return {
-    type: "vec2<u32>",
-    load: `fn v_piece(base: u32, c: u32, ok: bool) -> vec2<u32> {
-  let w = v_cache[base + c / 2u];
-  return select(vec2<u32>(0u), select(w.xy, w.zw, (c & 1u) == 1u), ok);
+    type: "vec4<u32>",
+    load: `fn v_piece(base: u32, c: u32) -> vec4<u32> {
+  return v_cache[base + c / 2u];
 }`,
-    unpack: `fn v_unpack(x: vec2<u32>) -> array<vec4<f32>, 2> {
-  return array<vec4<f32>, 2>(unpack_word(x.x), unpack_word(x.y));
+    unpack: `fn v_unpack(x: vec4<u32>, c: u32) -> array<vec4<f32>, 2> {
+  let h = select(x.xy, x.zw, (c & 1u) == 1u);
+  return array<vec4<f32>, 2>(unpack_word(h.x), unpack_word(h.y));
 }`,
   };
 }
@@ -234,6 +238,8 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
   const vScale = scaled && !tokenScales ? ` * (params.v_scale${fold})` : "";
   const splitV = DV !== D;
   const io = ioWGSL(spec);
+  // Query loads stay raw until their store (f16 halves are unpacked there), so they fly.
+  const qHalf = spec.qDtype === "f16";
   const v = vPieceWGSL(spec);
   const loadDim = kvLoadDim(D, spec.headDimV);
   const headTable = needsHeadTable("decode", flags);
@@ -268,9 +274,7 @@ ${
       lines(QL, (i) =>
         `      ${
           qGuard ? `if (lid + ${i * W}u < ${(RB * DC) / 4}u) { ` : ""
-        }qn${i} = select(vec4<f32>(0.0), load_q(qb${i} + ${ci} * ${DC / 4}u), qok${i});${
-          qGuard ? " }" : ""
-        }`)
+        }qn${i} = q[qb${i} + ${ci} * ${DC / 4}u];${qGuard ? " }" : ""}`)
     }`;
   // Each query load slot's row (the last real row where the block has fewer) and first vec4.
   const queryRows = lines(QL, (i) =>
@@ -299,7 +303,9 @@ ${
         let idx = lid + ${i * W}u;
         ${qGuard ? `if (idx < ${(RB * DC) / 4}u) { ` : ""}smem[${QS_OFF}u + (idx / ${
         DC / 4
-      }u) * ${QS4}u + idx % ${DC / 4}u] = qn${i} * ${qScale};${qGuard ? " }" : ""}
+      }u) * ${QS4}u + idx % ${DC / 4}u] = select(vec4<f32>(0.0), ${
+        qHalf ? `vec4<f32>(unpack2x16float(qn${i}.x), unpack2x16float(qn${i}.y))` : `qn${i}`
+      }, qok${i}) * ${qScale};${qGuard ? " }" : ""}
       }`)
   }`;
   const chunkMath = `      for (var d4 = 0u; d4 < ${DC / 4}u; d4++) {
@@ -323,7 +329,7 @@ ${
       `      {
         let t = tile0 + tg + ${TG}u * (${i0} + ${u}u);
         let tok = min(t, tok_end - 1u);
-        vn${u} = v_piece(${vAddr("tok")}, c, t < tok_end);${
+        vn${u} = v_piece(${vAddr("tok")}, c);${
         tokenScales
           ? `\n        vs${u} = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head].y${fold};`
           : ""
@@ -462,7 +468,7 @@ ${lines(KL, (i) => `    var kb${i} = 0u;\n    var kb_next${i} = 0u;`)}${
     tokenScales ? `\n${lines(KL, (i) => `    var ks${i} = 1.0;\n    var ks_next${i} = 1.0;`)}` : ""
   }
 ${queryRows}
-${lines(QL, (i) => `    var qn${i} = vec4<f32>(0.0);`)}
+${lines(QL, (i) => `    var qn${i} = ${qHalf ? "vec2<u32>" : "vec4<f32>"}();`)}
 ${lines(U, (u) => `    var vn${u} = ${v.type}();`)}${
     tokenScales ? `\n${lines(U, (u) => `    var vs${u} = 1.0;`)}` : ""
   }
@@ -553,7 +559,9 @@ ${
     lines(U, (u) =>
       `        {
           let t = tg + ${TG}u * (i0 + ${u}u);
-          let vv = v_unpack(vc${u});
+          let vv = v_unpack(vc${u}, c);
+          // A token past the piece reads the piece's last again, with weight 0 (as the decode
+          // kernel, a non-finite V there still reaches the output: README, Reliability).
           let va = vv[0]${tokenScales ? ` * vsc${u}` : ""};
           let vb = vv[1]${tokenScales ? ` * vsc${u}` : ""};
 ${
