@@ -42,6 +42,8 @@
 #           kernel checked against float64) on Deno's WebGPU and lean's on Dawn.
 #   mla2    (session 24) the MLA rows again (lean and split) after the tiled kernel's changes, and
 #           the MLA and tiled GPU test files with exhaustive shapes.
+#   mladawn (session 24) the MLA and MQA rows on Dawn (lean) with the final tiled kernel, then
+#           the tiled and backend GPU tests through Deno's WebGPU and Dawn.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -109,6 +111,15 @@ if [ "$mode" = mla2 ]; then
     --strategies=lean,split --out="$out/h200_mla2.json"
   LEAN_TEST_EXHAUSTIVE=1 run_tests 240 tests_mla2.log tests/tiled_test.ts tests/mla_test.ts \
     tests/mla_cache_test.ts tests/mla_pages_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = mladawn ]; then
+  run_deno 150 bench_mla_dawn2.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    --only='mla|mqa' --out="$out/h200_mla_dawn2.json"
+  LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 240 deno test -A --unstable-webgpu \
+    tests/tiled_test.ts tests/gpu_backend_test.ts >"$out/tests_dawn.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_dawn.log" | tail -1))"
   stamp "done"
 fi
 
