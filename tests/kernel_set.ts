@@ -7,8 +7,9 @@
  * lane counts 1, 2, 4, 8 and 16, rows per block 1, 2, 4, 6 and 8, one and two row sets, subgroup
  * and workgroup-memory reductions, tile sizes 16 to 256, KV windows (the same kernels over
  * smaller bindings), paged reads, the merge, the attention variants (one family with every
- * variant flag on at once, and the same over FP8 K/V), ragged query lengths (the qLen 2 kernel) and MLA's wide-row class
- * (32 padded lanes, V rows of their own length). Mesa's shader cache then compiles each class
+ * variant flag on at once, and the same over FP8 K/V), ragged query lengths (the qLen 2 kernel), MLA's wide-row class
+ * (32 padded lanes, V rows of their own length) and the tiled kernel's 16-row matrix blocks (plain,
+ * every variant flag, FP8 with per-token scales). Mesa's shader cache then compiles each class
  * once per run. The runner-format tests (tests/runner_formats_test.ts) add one paged family of
  * the paged tests' shape (f16 KV, 8/2 heads, d64) in HND pages, with f32 and with f16 queries
  * and outputs: a decode kernel each, and one merge kernel for the f16 output. The kernel-option
