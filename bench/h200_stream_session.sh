@@ -44,6 +44,8 @@
 #           the MLA and tiled GPU test files with exhaustive shapes.
 #   mladawn (session 24) the MLA and MQA rows on Dawn (lean) with the final tiled kernel, then
 #           the tiled and backend GPU tests through Deno's WebGPU and Dawn.
+#   tiledab (session 24) the MLA rows (128, 32 and 16 heads) with the tiled kernel and without it
+#           (`--kernel={"tiled":false}`: the decode kernel's 4-row blocks), lean, one round.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -120,6 +122,18 @@ if [ "$mode" = mladawn ]; then
   LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 240 deno test -A --unstable-webgpu \
     tests/tiled_test.ts tests/gpu_backend_test.ts >"$out/tests_dawn.log" 2>&1
   stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_dawn.log" | tail -1))"
+  stamp "done"
+fi
+
+if [ "$mode" = tiledab ]; then
+  for round in 1; do
+    for tiled in false true; do
+      run_deno 100 "tiled_${tiled}_$round.txt" bench/gpu_bench.ts --backend=webgpu --check \
+        --strategies=lean --only='mla' --kernel="{\"tiled\":$tiled}" \
+        --out="$out/tiled_${tiled}_$round.json"
+    done
+  done
+  grep -H ' lean ' "$out"/tiled_*.txt | tee -a "$log"
   stamp "done"
 fi
 

@@ -77,6 +77,12 @@ export interface KernelTuning {
    * `KernelSpec.shuffleGroups`).
    */
   shuffleGroups?: number;
+  /**
+   * MLA-sized row groups (16 or more rows over head dims above 256) take the tiled kernel where
+   * the device holds it (default true; false keeps the decode kernel's 4-row blocks there: for
+   * measurements). See `src/kernels/tiled_kernel.ts`.
+   */
+  tiled?: boolean;
 }
 
 /** Splits a workgroup count over x and y when it exceeds the per-dimension limit. */

@@ -171,7 +171,8 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       const classes: { headDim: number; rows: number; headDimV?: number }[] = HEAD_DIM_CLASSES
         .flatMap((headDim) => ROW_CLASSES.map((rows) => ({ headDim, rows })));
       // MLA's 64-row matrix blocks (the tiled kernel: one workgroup of 256 threads per block).
-      const tiled = tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize);
+      const tiled = tuning.tiled !== false &&
+        tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize);
       if (tiled) classes.push({ headDim: 576, headDimV: 512, rows: 64 });
       for (const [i, { headDim, rows, headDimV }] of classes.entries()) {
         notify(onProgress, {
@@ -230,7 +231,8 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     ...profile,
     maxBindingBytes,
     software: summary.software,
-    matrixBlocks: tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize),
+    matrixBlocks: tuning.tiled !== false &&
+      tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize),
   };
   notify(onProgress, {
     stage: "ready",

@@ -138,7 +138,8 @@ export class AttentionEncoder {
       tileTokens: options.tileTokens,
       workgroupSize: options.workgroupSize,
       // MLA-sized row groups get the tiled kernel's blocks where the device holds it.
-      matrixBlocks: tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize),
+      matrixBlocks: options.kernel?.tiled !== false &&
+        tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize),
     };
     this.#strategy = options.strategy;
     this.#batchInvariant = options.batchInvariant ?? false;
