@@ -15,13 +15,13 @@ import { matrixBlocksFit, tileConfig } from "../plan.ts";
 import { createAttentionEncoder, createIndptrPageTable } from "../runner.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { specKey } from "../src/kernels/kernel_spec.ts";
+import { tiledKernelWGSL } from "../src/kernels/tiled_kernel.ts";
 import {
   TILED_THREADS,
   tiledFitsDevice,
-  tiledKernelWGSL,
   tiledLayout,
   tiledWorkgroupBytes,
-} from "../src/kernels/tiled_kernel.ts";
+} from "../src/kernels/tiled_layout.ts";
 import { gridClassKey } from "../src/kernels/kernel_table.ts";
 import { backendTest } from "./backends.ts";
 import { indptrOptions, scatterPages, shapeOf } from "./combinations.ts";

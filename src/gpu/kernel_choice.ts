@@ -17,7 +17,7 @@ import type { KernelCaps } from "./gpu_runtime.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
 import { variantFlags } from "../core/variant_options.ts";
-import { TILED_THREADS, tiledWorkgroupBytes } from "../kernels/tiled_kernel.ts";
+import { TILED_THREADS, tiledWorkgroupBytes } from "../kernels/tiled_layout.ts";
 import { matrixBlocksFit } from "../plan/tiles.ts";
 
 /**

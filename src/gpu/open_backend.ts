@@ -18,7 +18,7 @@ import { notify, type ProgressListener } from "../core/progress.ts";
 import { DIRECT, PIECE, PIECE_STRIDE } from "../plan/schedule.ts";
 import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
 import { tileConfig, type TileOptions } from "../plan/tiles.ts";
-import { tiledFitsDevice } from "../kernels/tiled_kernel.ts";
+import { tiledFitsDevice } from "../kernels/tiled_layout.ts";
 import { kernelSpec, type KernelTuning } from "./kernel_choice.ts";
 import { WebGPUBackend } from "./webgpu_backend.ts";
 

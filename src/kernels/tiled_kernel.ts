@@ -40,153 +40,11 @@ import { ioWGSL } from "./io_wgsl.ts";
 import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
 import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 import type { WGSLOptions } from "./decode_kernel.ts";
-
-/** Threads of a tiled workgroup. */
-export const TILED_THREADS = 256;
-
-/** The blocking a tiled spec resolves to. */
-export interface TiledLayout {
-  /** Query rows per block. */
-  readonly RB: number;
-  /** Tokens per tile. */
-  readonly TS: number;
-  /** Head dims per staged chunk. */
-  readonly DC: number;
-  /** Tokens per thread in the score phase (4 rows each). */
-  readonly MA_T: number;
-  /** Output rows per thread in the weighted sum. */
-  readonly MB_R: number;
-  /** Threads of one row group along V's 8-dim pieces. */
-  readonly NCV: number;
-  /** Token groups of the weighted sum. */
-  readonly TG: number;
-  /** V tokens requested ahead in the weighted sum. */
-  readonly U: number;
-  /** `vec4<f32>`s of workgroup memory. */
-  readonly smem4: number;
-}
+import { TILED_THREADS, tiledLayout } from "./tiled_layout.ts";
+import { tiledStagesWGSL, vPieceWGSL } from "./tiled_stages.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
-
-/**
- * Resolves a tiled spec's blocking: 64-token tiles for blocks of 64 rows, 128 for smaller blocks
- * (so each thread scores at least 2 tokens), `matrixChunk` dims per stage (default 32).
- *
- * @example
- * ```ts
- * import { tiledLayout } from "./tiled_kernel.ts";
- * const l = tiledLayout({
- *   headDim: 576, headDimV: 512, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 64,
- *   workgroupSize: 256, tiled: true,
- * });
- * console.log(l.TS, l.MA_T, l.MB_R, l.TG, l.smem4 * 16); // 64 4 16 1 37632
- * ```
- */
-export function tiledLayout(spec: KernelSpec): TiledLayout {
-  const W = TILED_THREADS;
-  const RB = spec.rowsPerBlock;
-  const DV = spec.headDimV ?? spec.headDim;
-  const DC = spec.matrixChunk ?? 32;
-  const TS = RB >= 64 ? 64 : 128;
-  const MA_T = (TS * RB) / (4 * W);
-  const NCV = DV / 8;
-  const MB_R = Math.min(RB, Math.max(4, (RB * NCV) / W));
-  const TG = W / (NCV * (RB / MB_R));
-  const U = 4;
-  if (
-    ![16, 32, 64].includes(RB) || !Number.isInteger(MA_T) || !Number.isInteger(TG) ||
-    TG < 1 || (TS / TG) % U !== 0 || spec.headDim % DC !== 0 ||
-    DC % (16 / KV_DTYPE_INFO[spec.kvDtype].bytes) !== 0 || spec.workgroupSize !== W
-  ) {
-    throw new RangeError(
-      `tiled kernel: no layout for ${RB} rows, head dims ${spec.headDim}/${DV}, ${spec.kvDtype}`,
-    );
-  }
-  const QS4 = DC / 4 + 1;
-  // Staged rows and keys, scores, the softmax's partial maxima and sums, the rows' rescale
-  // factors, and their final sums (l or the sink's) and rescale.
-  const main = (RB + TS) * QS4 + (TS * RB) / 4 + (2 * W) / 4 + RB / 4 + (3 * RB) / 4;
-  const reduce = TG > 1 ? (RB * DV) / 4 : 0;
-  return { RB, TS, DC, MA_T, MB_R, NCV, TG, U, smem4: Math.max(main, reduce) };
-}
-
-/**
- * Whether a device's workgroup memory (`maxComputeWorkgroupStorageSize`, bytes) holds the tiled
- * kernel of every block size at 16 dims per step (its smallest form; about 31 KiB).
- *
- * @example
- * ```ts
- * import { tiledFitsDevice } from "./tiled_kernel.ts";
- * console.log(tiledFitsDevice(16384), tiledFitsDevice(32768)); // false true
- * ```
- */
-export function tiledFitsDevice(workgroupBytes: number): boolean {
-  return [16, 32, 64].every((rowsPerBlock) =>
-    tiledWorkgroupBytes({
-      headDim: 576,
-      headDimV: 512,
-      kvDtype: "f16",
-      tileTokens: 64,
-      rowsPerBlock,
-      workgroupSize: TILED_THREADS,
-      tiled: true,
-      matrixChunk: 16,
-    }) <= workgroupBytes
-  );
-}
-
-/** Bytes of workgroup memory a tiled kernel declares. */
-export function tiledWorkgroupBytes(spec: KernelSpec): number {
-  return tiledLayout(spec).smem4 * 16;
-}
-
-/**
- * WGSL of a thread's raw V piece (8 elements) of one token, and its unpacking. The load is
- * returned as loaded: anything computed from it at the load (a mask, picking a half) would make
- * the thread wait for it there, and the weighted sum requests its V pieces a group of tokens
- * ahead (masking at the load cost MLA 11% on the H200, bench/notes.md).
- */
-function vPieceWGSL(spec: KernelSpec): { type: string; load: string; unpack: string } {
-  const bytes = KV_DTYPE_INFO[spec.kvDtype].bytes;
-  if (bytes === 4) {
-    return {
-      type: "VRaw",
-      load: `struct VRaw {
-  a: vec4<f32>,
-  b: vec4<f32>,
-}
-fn v_piece(base: u32, c: u32) -> VRaw {
-  return VRaw(v_cache[base + 2u * c], v_cache[base + 2u * c + 1u]);
-}`,
-      unpack: `fn v_unpack(x: VRaw, c: u32) -> array<vec4<f32>, 2> {
-  return array<vec4<f32>, 2>(x.a, x.b);
-}`,
-    };
-  }
-  if (bytes === 2) {
-    return {
-      type: "vec4<u32>",
-      load: `fn v_piece(base: u32, c: u32) -> vec4<u32> {
-  return v_cache[base + c];
-}`,
-      unpack: `fn v_unpack(x: vec4<u32>, c: u32) -> array<vec4<f32>, 2> {
-  return unpack_kv(x);
-}`,
-    };
-  }
-  // 8-bit: a thread's 8 bytes are one half of a 16-byte chunk, picked at the unpacking.
-  return {
-    type: "vec4<u32>",
-    load: `fn v_piece(base: u32, c: u32) -> vec4<u32> {
-  return v_cache[base + c / 2u];
-}`,
-    unpack: `fn v_unpack(x: vec4<u32>, c: u32) -> array<vec4<f32>, 2> {
-  let h = select(x.xy, x.zw, (c & 1u) == 1u);
-  return array<vec4<f32>, 2>(unpack_word(h.x), unpack_word(h.y));
-}`,
-  };
-}
 
 /**
  * Generates the tiled decode kernel's WGSL for a spec (`tiled: true`).
@@ -205,23 +63,10 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
   const D = spec.headDim;
   const DV = spec.headDimV ?? D;
   const W = TILED_THREADS;
-  const { RB, TS, DC, MA_T, MB_R, NCV, TG, U, smem4 } = tiledLayout(spec);
+  const layout = tiledLayout(spec);
+  const { RB, TS, DC, MA_T, MB_R, NCV, TG, U, NTX, KL, QL, smem4 } = layout;
+  const { scores: PS_OFF, exchange: RED_OFF, alpha: AL_OFF, final: FIN_OFF } = layout.offsets;
   const info = KV_DTYPE_INFO[spec.kvDtype];
-  const EPC = 16 / info.bytes; // K elements per 16-byte chunk
-  const E4 = EPC / 4; // vec4s per chunk
-  const CPS = DC / EPC; // K chunks per token and stage
-  const NTX = TS / MA_T; // score-phase threads along the tile's tokens
-  const QS4 = DC / 4 + 1;
-  const KL = Math.ceil((TS * CPS) / W); // K chunk loads per thread and stage
-  const QL = Math.ceil((RB * DC) / 4 / W); // query vec4 loads per thread and stage
-  const kGuard = (TS * CPS) % W !== 0;
-  const qGuard = ((RB * DC) / 4) % W !== 0;
-  const QS_OFF = 0;
-  const KS_OFF = RB * QS4;
-  const PS_OFF = KS_OFF + TS * QS4;
-  const RED_OFF = PS_OFF + (TS * RB) / 4;
-  const AL_OFF = RED_OFF + (2 * W) / 4;
-  const FIN_OFF = AL_OFF + RB / 4; // per row: final sum, output rescale, bad flag
   const RB4 = RB / 4;
   const NP = W / RB; // softmax threads per row
   const TPP = TS / NP;
@@ -238,7 +83,6 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
   const vScale = scaled && !tokenScales ? ` * (params.v_scale${fold})` : "";
   const splitV = DV !== D;
   const io = ioWGSL(spec);
-  // Query loads stay raw until their store (f16 halves are unpacked there), so they fly.
   const qHalf = spec.qDtype === "f16";
   const v = vPieceWGSL(spec);
   const loadDim = kvLoadDim(D, spec.headDimV);
@@ -246,95 +90,12 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
   const comps = ["x", "y", "z", "w"];
   const sc = (i: number, j: number) => `s${i}_${j}`;
   const o = (r: number, h: number) => `o${r}_${h}`;
-  const vAddr = (tok: string) => `${splitV ? "kv_addr_v" : "kv_addr"}(kv_start, ${tok}, kv_head)`;
 
-  // A tile's K rows: each load slot's first chunk in the head's row (and its token's scale), so
-  // a stage's load adds only its chunk (for pages, the page table is read once per tile).
-  const kRows = (t0: string) =>
-    lines(KL, (i) =>
-      `      {
-        let idx = lid + ${i * W}u;
-        let tok = min(${t0} + idx / ${CPS}u, tok_end - 1u);
-        kb_next${i} = kv_addr(kv_start, tok, kv_head) + idx % ${CPS}u;${
-        tokenScales
-          ? `\n        ks_next${i} = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head].x${fold};`
-          : ""
-      }
-      }`);
-  // One stage's global loads (chunk `ci` from the rows `kb`) into registers kn*, qn*; the query
-  // rows' addresses (qb*, qok*) were found once per piece.
-  const stageLoad = (ci: string, kb: string) =>
-    `${
-      lines(KL, (i) =>
-        `      ${
-          kGuard ? `if (lid + ${i * W}u < ${TS * CPS}u) { ` : ""
-        }kn${i} = k_cache[${kb}${i} + ${ci} * ${CPS}u];${kGuard ? " }" : ""}`)
-    }
-${
-      lines(QL, (i) =>
-        `      ${
-          qGuard ? `if (lid + ${i * W}u < ${(RB * DC) / 4}u) { ` : ""
-        }qn${i} = q[qb${i} + ${ci} * ${DC / 4}u];${qGuard ? " }" : ""}`)
-    }`;
-  // Each query load slot's row (the last real row where the block has fewer) and first vec4.
-  const queryRows = lines(QL, (i) =>
-    `    let qr${i} = (lid + ${i * W}u) / ${DC / 4}u;
-    let qok${i} = qr${i} < n_rows;
-    let qb${i} = query_row(q_start, q_len, kv_head, r0 + min(qr${i}, n_rows - 1u)) * ${
-      D / 4
-    }u + (lid + ${i * W}u) % ${DC / 4}u;`);
-  // The registers of a stage into workgroup memory.
-  const stageStore = `${
-    lines(KL, (i) =>
-      `      {
-        let idx = lid + ${i * W}u;
-        ${kGuard ? `if (idx < ${TS * CPS}u) {\n        ` : ""}let u = unpack_kv(kn${i});
-${
-        lines(E4, (j) =>
-          `        smem[${KS_OFF}u + (idx / ${CPS}u) * ${QS4}u + (idx % ${CPS}u) * ${E4}u + ${j}u] = u[${j}]${
-            tokenScales ? ` * ks${i}` : ""
-          };`)
-      }${kGuard ? "\n        }" : ""}
-      }`)
-  }
-${
-    lines(QL, (i) =>
-      `      {
-        let idx = lid + ${i * W}u;
-        ${qGuard ? `if (idx < ${(RB * DC) / 4}u) { ` : ""}smem[${QS_OFF}u + (idx / ${
-        DC / 4
-      }u) * ${QS4}u + idx % ${DC / 4}u] = select(vec4<f32>(0.0), ${
-        qHalf ? `vec4<f32>(unpack2x16float(qn${i}.x), unpack2x16float(qn${i}.y))` : `qn${i}`
-      }, qok${i}) * ${qScale};${qGuard ? " }" : ""}
-      }`)
-  }`;
-  const chunkMath = `      for (var d4 = 0u; d4 < ${DC / 4}u; d4++) {
-${lines(4, (i) => `        let a${i} = smem[${QS_OFF}u + (ty * 4u + ${i}u) * ${QS4}u + d4];`)}
-${lines(MA_T, (j) => `        let b${j} = smem[${KS_OFF}u + (tx + ${j * NTX}u) * ${QS4}u + d4];`)}
-${
-    range(4).flatMap((i) =>
-      range(MA_T).map((j) =>
-        `        ${
-          sc(i, j)
-        } = fma(a${i}.w, b${j}.w, fma(a${i}.z, b${j}.z, fma(a${i}.y, b${j}.y, fma(a${i}.x, b${j}.x, ${
-          sc(i, j)
-        }))));`
-      )
-    ).join("\n")
-  }
-      }`;
-  // V pieces of a group of U tokens (from slot i0) into vn*.
-  const vLoad = (i0: string) =>
-    lines(U, (u) =>
-      `      {
-        let t = tile0 + tg + ${TG}u * (${i0} + ${u}u);
-        let tok = min(t, tok_end - 1u);
-        vn${u} = v_piece(${vAddr("tok")}, c);${
-        tokenScales
-          ? `\n        vs${u} = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head].y${fold};`
-          : ""
-      }
-      }`);
+  const { kRows, stageLoad, queryRows, stageStore, chunkMath, vLoad } = tiledStagesWGSL(
+    spec,
+    layout,
+    qScale,
+  );
   // The softmax's logits: soft-cap, then ALiBi (log2 units, as the decode kernel's).
   const logits = `${flags.softCap ? "\n        s = soft_cap(s);" : ""}${
     flags.alibi ? "\n        s += slope * f32(bitcast<i32>(t - pq));" : ""

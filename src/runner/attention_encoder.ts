@@ -32,7 +32,7 @@ import type { PipelineCache } from "../gpu/pipeline_cache.ts";
 import type { DecodeShape, Strategy } from "../core/problem.ts";
 import { slotFloats } from "../core/reducer.ts";
 import type { TileOptions } from "../plan/tiles.ts";
-import { tiledFitsDevice } from "../kernels/tiled_kernel.ts";
+import { tiledFitsDevice } from "../kernels/tiled_layout.ts";
 import { UploadRing } from "./upload_ring.ts";
 import { kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
 import {
