@@ -83,8 +83,8 @@ export async function calibrateGrid(
 }
 
 /**
- * Returns the device profile for an adapter: calibrated once per adapter and probe kernel, else
- * from the table.
+ * Returns the device profile for an adapter: calibrated once per adapter and probe kernel (at
+ * most `maxSize` workgroups), else from the table.
  */
 export async function deviceProfile(
   device: GPUDevice,
@@ -93,12 +93,13 @@ export async function deviceProfile(
   probe: ProbeDispatch,
   probeKey: string,
   warmupMs = 0,
+  maxSize = 8192,
 ): Promise<DeviceProfile> {
   const key = `${description}|${probeKey}`;
   const cached = cache.get(key);
   if (cached) return cached;
   let profile = tableProfile(description, software);
-  const grid = await calibrateGrid(device, probe, software ? 64 : 8192, warmupMs).catch(() =>
+  const grid = await calibrateGrid(device, probe, software ? 64 : maxSize, warmupMs).catch(() =>
     undefined
   );
   if (grid !== undefined) profile = { name: description, grid, source: "calibrated" };

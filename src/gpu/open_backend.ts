@@ -70,7 +70,9 @@ function calibrationProbe(
 ): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string; classKey: string } {
   const tiles = tileConfig({ headDim, headDimV, rowsPerGroup: rows, kvDtype: "f16" }, tileOptions);
   const spec = specOf({ problem: { headDim, headDimV, kvDtype: "f16" }, tiles });
-  const tokens = software ? 64 : 1024;
+  // A tiled workgroup (64 rows of MLA) does about 40x a decode workgroup's arithmetic per token:
+  // 256 tokens keep its probe's largest dispatches near the others' length.
+  const tokens = software ? 64 : tiles.rowsPerBlock > 8 ? 256 : 1024;
   const maxN = 8192;
   const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
   for (let w = 0; w <= maxN; w++) sched[w] = w;
@@ -203,7 +205,17 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
         const { probe, key, classKey } = made;
         // The first class warms the GPU (its clock idles low); the others follow right after.
         const warmupMs = i === 0 ? 300 : 50;
-        const p = await deviceProfile(device, summary.description, false, probe, key, warmupMs);
+        // One tiled workgroup per multiprocessor or so: 2048 workgroups are probe enough.
+        const maxSize = rows > 8 ? 2048 : undefined;
+        const p = await deviceProfile(
+          device,
+          summary.description,
+          false,
+          probe,
+          key,
+          warmupMs,
+          maxSize,
+        );
         if (headDim === 128) grids[rows] = p.grid;
         byClass[classKey] ??= p.grid;
         if (p.source !== "calibrated") source = p.source;
