@@ -4,7 +4,8 @@
  * kernel's choice, blocking and key, the device check. On the GPU backends: the kernel set's
  * tiled family (8 heads x qLen 2 over one KV head, K 288, V 64: 16-row blocks, token groups added
  * through workgroup memory) against the float64 reference with every strategy, ragged query
- * lengths and an empty request, every variant flag at once, FP8 K/V with per-token scales, and a
+ * lengths and an empty request, every variant flag at once, FP8 K/V with per-token scales, NaN and
+ * infinities (a masked token's V never reaches the rows that do not see it), and a
  * runner's HND pages through the attention encoder with f16 queries and outputs. MLA's real dims
  * (64-row blocks) run in tests/mla_test.ts on hardware GPUs.
  */
@@ -140,6 +141,50 @@ backendTest(
     const kv8 = { ...spec, kvDtype: "fp8e4m3" as const, kvScales: "token" as const, seed: 53 };
     const input8 = makeInput(kv8);
     assertMatchesReference(input8, await decoder.decode(input8), describeSpec(kv8));
+  },
+);
+
+backendTest(
+  "the tiled kernel propagates NaN and infinities like the reference",
+  async (decoder) => {
+    const { numKVHeads, headDim } = TILED_MQA;
+    const DV = TILED_MQA.headDimV!;
+    const half = (x: number) => x === Infinity ? 0x7c00 : 0x7e00; // f16 bits of +inf, NaN
+    // V of sequence 0's newest token, which its query position 0 does not see; K of an early
+    // token (every row of sequence 0 sees a NaN score); one query row's element.
+    const pokes = [
+      { field: "v", index: (99 * numKVHeads) * DV + 1, value: Infinity },
+      { field: "v", index: (99 * numKVHeads) * DV + 2, value: NaN },
+      { field: "k", index: (5 * numKVHeads) * headDim + 7, value: NaN },
+      { field: "q", index: 3, value: NaN },
+    ] as const;
+    for (const [n, poke] of pokes.entries()) {
+      const input = makeInput({ ...TILED_MQA, seqLens: [100, 37], seed: 60 + n });
+      if (poke.field === "q") input.q[poke.index] = poke.value;
+      else (input[poke.field] as Uint16Array)[poke.index] = half(poke.value);
+      const want = referenceAttention(input);
+      const got = await decoder.decode(input);
+      const label = `${poke.field}[${poke.index}] = ${poke.value}`;
+      let finite = 0;
+      for (
+        const [part, a, b] of [["out", got.out, want.out], ["lse", got.lse, want.lse]] as const
+      ) {
+        for (let i = 0; i < b.length; i++) {
+          if (Number.isNaN(b[i])) {
+            assert.ok(Number.isNaN(a[i]), `${label}: ${part}[${i}] is ${a[i]}, not NaN`);
+          } else if (!Number.isFinite(b[i])) {
+            assert.ok(!Number.isFinite(a[i]), `${label}: ${part}[${i}] is ${a[i]}, not ${b[i]}`);
+          } else {
+            assert.ok(
+              Math.abs(a[i] - b[i]) <= 1e-4 * (1 + Math.abs(b[i])),
+              `${label}: ${part}[${i}]`,
+            );
+            finite++;
+          }
+        }
+      }
+      assert.ok(finite > 0, `${label}: some outputs stay finite`);
+    }
   },
 );
 

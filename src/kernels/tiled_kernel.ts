@@ -96,6 +96,41 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
     layout,
     qScale,
   );
+  // The weighted sum over a tile, U tokens at a time with the next group's V requested ahead;
+  // masked: each (row, token) of weight -1 adds nothing.
+  const weighted = (masked: boolean) =>
+    `      for (var i0 = 0u; i0 < ${TPT}u; i0 += ${U}u) {
+${lines(U, (u) => `        let vc${u} = vn${u};${tokenScales ? ` let vsc${u} = vs${u};` : ""}`)}
+        if (i0 + ${U}u < ${TPT}u) {
+${vLoad(`(i0 + ${U}u)`)}
+        }
+${
+      lines(U, (u) =>
+        `        {
+          let t = tg + ${TG}u * (i0 + ${u}u);
+          let vv = v_unpack(vc${u}, c);
+          let va = vv[0]${tokenScales ? ` * vsc${u}` : ""};
+          let vb = vv[1]${tokenScales ? ` * vsc${u}` : ""};
+${
+          lines(MB4, (j) =>
+            `          let p${j} = smem[${PS_OFF}u + t * ${RB4}u + rg * ${MB4}u + ${j}u];
+${
+              lines(4, (e) => {
+                const r = 4 * j + e;
+                const pe = `p${j}.${comps[e]}`;
+                return masked
+                  ? `          ${
+                    o(r, 0)
+                  } += select(vec4<f32>(0.0), vec4<f32>(${pe}) * va, ${pe} >= 0.0);
+          ${o(r, 1)} += select(vec4<f32>(0.0), vec4<f32>(${pe}) * vb, ${pe} >= 0.0);`
+                  : `          ${o(r, 0)} = fma(vec4<f32>(${pe}), va, ${o(r, 0)});
+          ${o(r, 1)} = fma(vec4<f32>(${pe}), vb, ${o(r, 1)});`;
+              })
+            }`)
+        }
+        }`)
+    }
+      }`;
   // The softmax's logits: soft-cap, then ALiBi (log2 units, as the decode kernel's).
   const logits = `${flags.softCap ? "\n        s = soft_cap(s);" : ""}${
     flags.alibi ? "\n        s += slope * f32(bitcast<i32>(t - pq));" : ""
@@ -211,9 +246,16 @@ fn main(
     flags.window ? ", inside its window" : ""
   }.
     let pq = seq_len - q_len + (r0 + sr) % q_len;
-    let lim = min(pq + 1u, tok_end);${
+    let lim = min(pq + 1u, tok_end);
+    // Tokens every row of the block sees (and, windowed, from where): the block's rows hold the
+    // positions r0 % q_len onward, all of them once they wrap.
+    let pos0 = r0 % q_len;
+    let wraps = pos0 + n_rows > q_len;
+    let lim_all = min(seq_len - q_len + select(pos0, 0u, wraps) + 1u, tok_end);${
     flags.window
-      ? "\n    let lo = select(0u, pq + 1u - params.window, pq + 1u > params.window);"
+      ? `\n    let lo = select(0u, pq + 1u - params.window, pq + 1u > params.window);
+    let pq_last = seq_len - q_len + select(pos0 + n_rows - 1u, q_len - 1u, wraps);
+    let lo_all = select(0u, pq_last + 1u - params.window, pq_last + 1u > params.window);`
       : ""
   }${
     flags.alibi
@@ -283,9 +325,11 @@ ${logits ? `        sm_set(${4 * PS_OFF}u + i * ${RB}u + sr, s);\n` : ""}      }
       var sum = 0.0;
       for (var i = sp * ${TPP}u; i < (sp + 1u) * ${TPP}u; i++) {
         let t = tile0 + i;
-        let e = select(0.0, exp2(sm_get(${4 * PS_OFF}u + i * ${RB}u + sr) - m_new), ${visible});
+        // A token the row does not see: weight -1 in workgroup memory (the masked weighted sum
+        // leaves it out, so a non-finite V there never reaches the row), 0 in its sum.
+        let e = select(-1.0, exp2(sm_get(${4 * PS_OFF}u + i * ${RB}u + sr) - m_new), ${visible});
         sm_set(${4 * PS_OFF}u + i * ${RB}u + sr, e);
-        sum += e;
+        sum += max(e, 0.0);
       }
       sm_set(${4 * RED_OFF + W}u + lid, sum);
       if (sp == 0u) {
@@ -311,33 +355,12 @@ ${
       }
       }`)
   }
-      for (var i0 = 0u; i0 < ${TPT}u; i0 += ${U}u) {
-${lines(U, (u) => `        let vc${u} = vn${u};${tokenScales ? ` let vsc${u} = vs${u};` : ""}`)}
-        if (i0 + ${U}u < ${TPT}u) {
-${vLoad(`(i0 + ${U}u)`)}
-        }
-${
-    lines(U, (u) =>
-      `        {
-          let t = tg + ${TG}u * (i0 + ${u}u);
-          let vv = v_unpack(vc${u}, c);
-          // A token past the piece reads the piece's last again, with weight 0 (as the decode
-          // kernel, a non-finite V there still reaches the output: README, Reliability).
-          let va = vv[0]${tokenScales ? ` * vsc${u}` : ""};
-          let vb = vv[1]${tokenScales ? ` * vsc${u}` : ""};
-${
-        lines(MB4, (j) =>
-          `          let p${j} = smem[${PS_OFF}u + t * ${RB4}u + rg * ${MB4}u + ${j}u];
-${
-            lines(4, (e) => {
-              const r = 4 * j + e;
-              return `          ${o(r, 0)} = fma(vec4<f32>(p${j}.${comps[e]}), va, ${o(r, 0)});
-          ${o(r, 1)} = fma(vec4<f32>(p${j}.${comps[e]}), vb, ${o(r, 1)});`;
-            })
-          }`)
-      }
-        }`)
-  }
+      // Tiles every row of the block sees whole take plain multiply-adds; the others leave out
+      // each row's unseen tokens (weight -1) with a select (at most a few tiles per piece).
+      if (tile0 + ${TS}u <= lim_all${flags.window ? " && tile0 >= lo_all" : ""}) {
+${weighted(false)}
+      } else {
+${weighted(true)}
       }
       workgroupBarrier();
     }
