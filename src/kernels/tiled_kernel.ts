@@ -16,7 +16,9 @@
  * - weighted sum `O = O * alpha + P V`: each thread holds `MB_R` rows x 8 dims of the output,
  *   reads its rows' probabilities as `vec4`s (one address for the whole subgroup) and its 8 dims
  *   of V from memory (a subgroup's lanes read consecutive dims of one token), `U` tokens ahead.
- *   Token groups (`TG`) share a tile's tokens when the block has fewer (row, dims) pairs than
+ *   A tile where some row does not see every token (weight -1 there) leaves those out with a
+ *   select, so a non-finite V never reaches a row that does not see it; other tiles multiply
+ *   plainly. Token groups (`TG`) share a tile's tokens when the block has fewer (row, dims) pairs than
  *   threads; their outputs are added through workgroup memory at the end of the piece.
  *
  * It reads the same uniform block, schedule, bindings and slots as the decode kernel, so the plan,
