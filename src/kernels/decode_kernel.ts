@@ -23,6 +23,7 @@ import {
   type KernelSpec,
   kvLoadDim,
   PARAMS_WGSL,
+  PIECE_LOOP_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
 import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
@@ -283,22 +284,7 @@ fn main(
   }${padK ? `\n  let kpad = min(lane + ${(CPL - 1) * lanes}u, CHUNKS - 1u) - lane;` : ""}${
     padV ? `\n  let vpad = min(lane + ${(CPLV - 1) * lanes}u, CHUNKS_V - 1u) - lane;` : ""
   }
-  let p_begin = sched[w];
-  let p_end = sched[w + 1u];
-  for (var pc = p_begin; pc < p_end; pc++) {
-    let f = params.piece_base + pc * PIECE_STRIDE;
-    let seq = sched[f + PIECE_SEQ];
-    let kv_head = sched[f + PIECE_KV_HEAD];
-    let r0 = sched[f + PIECE_ROW_BLOCK] * RP;
-    let tok_begin = sched[f + PIECE_TOKEN_BEGIN];
-    let tok_end = sched[f + PIECE_TOKEN_END];
-    let slot = sched[f + PIECE_SLOT];
-    let kv_start = sched[f + PIECE_KV_START];
-    let seq_len = sched[f + PIECE_SEQ_LEN];
-    let q_start = sched[f + PIECE_Q_START];
-    let q_len = sched[f + PIECE_Q_LEN];
-    // The sequence's own rows (ragged batches): groupSize x its query tokens.
-    let n_rows = min(RP, params.group_size * q_len - r0);
+${PIECE_LOOP_WGSL}
 
 ${query.load}
     // Tokens row r may see: causal within the last qLen tokens, and inside this piece.

@@ -396,3 +396,25 @@ fn query_row(q_start: u32, q_len: u32, kv_head: u32, r: u32) -> u32 {
   let pos = r % q_len;
   return (q_start + pos) * params.num_heads + head;
 }`;
+
+/**
+ * The statements that open a kernel's loop over its workgroup's pieces (flat workgroup `w`):
+ * each piece's fields from the schedule, named as the piece record's fields, its first block row
+ * `r0` (the kernel's `RP` rows per block) and its real rows `n_rows`. The kernel closes the loop.
+ */
+export const PIECE_LOOP_WGSL = `  let p_begin = sched[w];
+  let p_end = sched[w + 1u];
+  for (var pc = p_begin; pc < p_end; pc++) {
+    let f = params.piece_base + pc * PIECE_STRIDE;
+    let seq = sched[f + PIECE_SEQ];
+    let kv_head = sched[f + PIECE_KV_HEAD];
+    let r0 = sched[f + PIECE_ROW_BLOCK] * RP;
+    let tok_begin = sched[f + PIECE_TOKEN_BEGIN];
+    let tok_end = sched[f + PIECE_TOKEN_END];
+    let slot = sched[f + PIECE_SLOT];
+    let kv_start = sched[f + PIECE_KV_START];
+    let seq_len = sched[f + PIECE_SEQ_LEN];
+    let q_start = sched[f + PIECE_Q_START];
+    let q_len = sched[f + PIECE_Q_LEN];
+    // The sequence's own rows (ragged batches): groupSize x its query tokens.
+    let n_rows = min(RP, params.group_size * q_len - r0);`;

@@ -34,6 +34,7 @@ import {
   type KernelSpec,
   kvLoadDim,
   PARAMS_WGSL,
+  PIECE_LOOP_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_spec.ts";
 import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
@@ -230,20 +231,7 @@ fn main(
   let tg = lid / ${NCV * (RB / MB_R)}u;${
     tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""
   }
-  let p_begin = sched[w];
-  let p_end = sched[w + 1u];
-  for (var pc = p_begin; pc < p_end; pc++) {
-    let f = params.piece_base + pc * PIECE_STRIDE;
-    let kv_head = sched[f + PIECE_KV_HEAD];
-    let r0 = sched[f + PIECE_ROW_BLOCK] * RP;
-    let tok_begin = sched[f + PIECE_TOKEN_BEGIN];
-    let tok_end = sched[f + PIECE_TOKEN_END];
-    let slot = sched[f + PIECE_SLOT];
-    let kv_start = sched[f + PIECE_KV_START];
-    let seq_len = sched[f + PIECE_SEQ_LEN];
-    let q_start = sched[f + PIECE_Q_START];
-    let q_len = sched[f + PIECE_Q_LEN];
-    let n_rows = min(RP, params.group_size * q_len - r0);
+${PIECE_LOOP_WGSL}
     // Row sr's tokens: causal within the last q_len tokens, inside the piece${
     flags.window ? ", inside its window" : ""
   }.
