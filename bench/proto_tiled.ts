@@ -27,6 +27,7 @@ import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { installDispatchFilter } from "./diag_lib.ts";
 import { mulberry32 } from "./random.ts";
+import { protoKernel, readBack, relativeL2 } from "./proto_lib.ts";
 import { type TiledConfig, tiledLayout, tiledWGSL } from "./proto_tiled_wgsl.ts";
 
 /** One problem: `seqs` sequences of `n` tokens, `hkv` KV heads of `rows` query rows each. */
@@ -62,48 +63,14 @@ function makeData(s: Shape, seed: number): ProtoData {
   return { q, k, v };
 }
 
-async function build(device: GPUDevice, s: Shape, c: TiledConfig, splits: number, data: ProtoData) {
-  const module = device.createShaderModule({ code: tiledWGSL(c) });
-  const info = await module.getCompilationInfo();
-  const errors = info.messages.filter((m) => m.type === "error");
-  if (errors.length) throw new Error(errors.map((e) => e.message).join("\n"));
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module, entryPoint: "main" },
-  });
-  const buffer = (bytes: ArrayBufferView, usage: number) => {
-    const b = device.createBuffer({ size: Math.max(16, bytes.byteLength), usage });
-    device.queue.writeBuffer(b, 0, bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
-    return b;
-  };
+function build(device: GPUDevice, s: Shape, c: TiledConfig, splits: number, data: ProtoData) {
   const chunk = Math.ceil(s.n / splits);
   const params = new ArrayBuffer(32);
   new Uint32Array(params, 0, 5).set([s.n, chunk, s.hkv, s.rows, splits]);
   new Float32Array(params, 20, 1).set([Math.LOG2E / Math.sqrt(s.D)]);
   const workgroups = s.seqs * s.hkv * splits * (s.rows / c.RB);
   const outBytes = workgroups * (c.RB * s.DV + 2 * c.RB) * 4;
-  const out = device.createBuffer({
-    size: outBytes,
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
-  });
-  const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
-  const uniform = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
-  const bindGroup = device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [
-      { binding: 0, resource: { buffer: buffer(new Uint8Array(params), uniform) } },
-      { binding: 1, resource: { buffer: buffer(data.q, storage) } },
-      { binding: 2, resource: { buffer: buffer(data.k, storage) } },
-      { binding: 3, resource: { buffer: buffer(data.v, storage) } },
-      { binding: 4, resource: { buffer: out } },
-    ],
-  });
-  const record = (pass: GPUComputePassEncoder) => {
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(workgroups);
-  };
-  return { record, out, outBytes, workgroups };
+  return protoKernel(device, tiledWGSL(c), params, [data.q, data.k, data.v], outBytes, workgroups);
 }
 
 /** The pieces' states merged on the CPU: each row's output. */
@@ -162,20 +129,6 @@ function reference(s: Shape, data: ProtoData): Float64Array {
       }
     }
   }
-  return out;
-}
-
-async function readBack(device: GPUDevice, buffer: GPUBuffer, bytes: number) {
-  const read = device.createBuffer({
-    size: bytes,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  const enc = device.createCommandEncoder();
-  enc.copyBufferToBuffer(buffer, 0, read, 0, bytes);
-  device.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const out = new Float32Array(read.getMappedRange().slice(0));
-  read.destroy();
   return out;
 }
 
@@ -245,12 +198,7 @@ if (Deno.args.includes("--check")) {
         device.queue.submit([enc.finish()]);
         const got = mergePieces(await readBack(device, p.out, p.outBytes), s, c, splits);
         const want = reference(s, data);
-        let num = 0, den = 0;
-        for (let i = 0; i < want.length; i++) {
-          num += (got[i] - want[i]) ** 2;
-          den += want[i] ** 2;
-        }
-        const err = Math.sqrt(num / den);
+        const err = relativeL2(got, want);
         console.log(
           `${name} ${cfgName(c)} splits ${splits}: relative L2 error ${err.toExponential(2)}`,
         );

@@ -33,6 +33,7 @@ import { acceptsSubgroupsDirective, requestDevice } from "../src/gpu/gpu_runtime
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { installDispatchFilter } from "./diag_lib.ts";
 import { mulberry32 } from "./random.ts";
+import { protoKernel, readBack, relativeL2 } from "./proto_lib.ts";
 import { D, type ProtoDtype, type ProtoVariant, tokenLanesWGSL } from "./proto_token_lanes_wgsl.ts";
 
 /** One GQA problem: one sequence, `hkv` KV heads of `rows` query rows. */
@@ -92,19 +93,6 @@ async function build(
   variant: ProtoVariant = "full",
 ) {
   const code = tokenLanesWGSL(s.rows, s.dtype, await acceptsSubgroupsDirective(device), variant);
-  const module = device.createShaderModule({ code });
-  const info = await module.getCompilationInfo();
-  const errors = info.messages.filter((m) => m.type === "error");
-  if (errors.length) throw new Error(errors.map((e) => e.message).join("\n"));
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module, entryPoint: "main" },
-  });
-  const buffer = (bytes: ArrayBufferView, usage: number) => {
-    const b = device.createBuffer({ size: Math.max(16, bytes.byteLength), usage });
-    device.queue.writeBuffer(b, 0, bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
-    return b;
-  };
   const chunk = Math.ceil(s.n / splits);
   const params = new ArrayBuffer(32);
   new Uint32Array(params, 0, 3).set([s.n, chunk, s.hkv]);
@@ -115,28 +103,7 @@ async function build(
   ]);
   const workgroups = s.hkv * splits;
   const outBytes = workgroups * (s.rows * D + 2 * s.rows) * 4;
-  const out = device.createBuffer({
-    size: outBytes,
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
-  });
-  const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
-  const uniform = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
-  const bindGroup = device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [
-      { binding: 0, resource: { buffer: buffer(new Uint8Array(params), uniform) } },
-      { binding: 1, resource: { buffer: buffer(data.q, storage) } },
-      { binding: 2, resource: { buffer: buffer(data.k, storage) } },
-      { binding: 3, resource: { buffer: buffer(data.v, storage) } },
-      { binding: 4, resource: { buffer: out } },
-    ],
-  });
-  const record = (pass: GPUComputePassEncoder) => {
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(workgroups);
-  };
-  return { record, out, outBytes, workgroups };
+  return protoKernel(device, code, params, [data.q, data.k, data.v], outBytes, workgroups);
 }
 
 /** The splits' states merged on the CPU: each row's output (log2-unit maxima and sums). */
@@ -189,24 +156,6 @@ function reference(s: Shape, data: ProtoData): Float64Array {
   return out;
 }
 
-async function readBack(
-  device: GPUDevice,
-  buffer: GPUBuffer,
-  bytes: number,
-): Promise<Float32Array> {
-  const read = device.createBuffer({
-    size: bytes,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  const enc = device.createCommandEncoder();
-  enc.copyBufferToBuffer(buffer, 0, read, 0, bytes);
-  device.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const out = new Float32Array(read.getMappedRange().slice(0));
-  read.destroy();
-  return out;
-}
-
 const filter = installDispatchFilter();
 const adapter = (await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }))!;
 const device = await requestDevice(adapter);
@@ -231,12 +180,7 @@ if (Deno.args.includes("--check")) {
       device.queue.submit([enc.finish()]);
       const got = mergeSplits(await readBack(device, p.out, p.outBytes), s, splits);
       const want = reference(s, data);
-      let num = 0, den = 0;
-      for (let i = 0; i < want.length; i++) {
-        num += (got[i] - want[i]) ** 2;
-        den += want[i] ** 2;
-      }
-      const err = Math.sqrt(num / den);
+      const err = relativeL2(got, want);
       console.log(
         `${variant} ${s.dtype} n ${s.n} kv heads ${s.hkv} rows ${s.rows} splits ${splits}: relative L2 error ${
           err.toExponential(2)

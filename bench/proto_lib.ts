@@ -1,0 +1,92 @@
+/**
+ * What the standalone kernel prototypes (bench/proto_token_lanes.ts, bench/proto_tiled.ts) share:
+ * a compute pipeline from WGSL with its compile errors reported, bound to a uniform block (binding
+ * 0), read-only inputs (bindings 1..n) and one output (the last binding), recorded as one
+ * dispatch; the output read back; the relative L2 error against a float64 reference.
+ *
+ * @module
+ */
+
+/** A prototype kernel bound to its buffers: `record` dispatches it into a compute pass. */
+export interface ProtoKernel {
+  record: (pass: GPUComputePassEncoder) => void;
+  out: GPUBuffer;
+  outBytes: number;
+  workgroups: number;
+}
+
+/**
+ * Compiles `code` (throwing its compile errors) and binds the uniform block `params`, the
+ * `inputs` (uploaded as storage) and an output of `outBytes`, for `workgroups` workgroups.
+ */
+export async function protoKernel(
+  device: GPUDevice,
+  code: string,
+  params: ArrayBuffer,
+  inputs: readonly ArrayBufferView[],
+  outBytes: number,
+  workgroups: number,
+): Promise<ProtoKernel> {
+  const module = device.createShaderModule({ code });
+  const info = await module.getCompilationInfo();
+  const errors = info.messages.filter((m) => m.type === "error");
+  if (errors.length) throw new Error(errors.map((e) => e.message).join("\n"));
+  const pipeline = device.createComputePipeline({
+    layout: "auto",
+    compute: { module, entryPoint: "main" },
+  });
+  const upload = (bytes: ArrayBufferView, usage: number) => {
+    const b = device.createBuffer({ size: Math.max(16, bytes.byteLength), usage });
+    device.queue.writeBuffer(b, 0, bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
+    return b;
+  };
+  const out = device.createBuffer({
+    size: outBytes,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+  });
+  const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+  const uniform = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
+  const bindGroup = device.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [
+      { binding: 0, resource: { buffer: upload(new Uint8Array(params), uniform) } },
+      ...inputs.map((data, i) => ({ binding: i + 1, resource: { buffer: upload(data, storage) } })),
+      { binding: inputs.length + 1, resource: { buffer: out } },
+    ],
+  });
+  const record = (pass: GPUComputePassEncoder) => {
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(workgroups);
+  };
+  return { record, out, outBytes, workgroups };
+}
+
+/** Reads `bytes` of a buffer back as `f32`s. */
+export async function readBack(
+  device: GPUDevice,
+  buffer: GPUBuffer,
+  bytes: number,
+): Promise<Float32Array> {
+  const read = device.createBuffer({
+    size: bytes,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(buffer, 0, read, 0, bytes);
+  device.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const out = new Float32Array(read.getMappedRange().slice(0));
+  read.destroy();
+  return out;
+}
+
+/** The relative L2 error of `got` against `want`. */
+export function relativeL2(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
