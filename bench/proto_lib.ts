@@ -2,10 +2,14 @@
  * What the standalone kernel prototypes (bench/proto_token_lanes.ts, bench/proto_tiled.ts) share:
  * a compute pipeline from WGSL with its compile errors reported, bound to a uniform block (binding
  * 0), read-only inputs (bindings 1..n) and one output (the last binding), recorded as one
- * dispatch; the output read back; the relative L2 error against a float64 reference.
+ * dispatch; the output read back; the relative L2 error against a float64 reference; the
+ * library's lean decode of the same problem timed beside them.
  *
  * @module
  */
+
+import { createDecoder, type DecodeInput } from "../mod.ts";
+import type { installDispatchFilter } from "./diag_lib.ts";
 
 /** A prototype kernel bound to its buffers: `record` dispatches it into a compute pass. */
 export interface ProtoKernel {
@@ -89,4 +93,44 @@ export function relativeL2(got: ArrayLike<number>, want: ArrayLike<number>): num
     den += want[i] ** 2;
   }
   return Math.sqrt(num / den);
+}
+
+/** A timed run: what ran, alone and back to back (ms per pass). */
+export interface ProtoTiming {
+  what: string;
+  aloneMs: number;
+  streamMs: number;
+}
+
+/**
+ * The library's lean decode of `input` on `device`, timed as the prototypes are (25 passes after
+ * 400 ms of warm passes, and back to back), with its merge dispatch and without (`filter` skips
+ * it: the prototypes merge on the CPU).
+ */
+export async function timeLeanTwins(
+  device: GPUDevice,
+  input: DecodeInput,
+  filter: ReturnType<typeof installDispatchFilter>,
+): Promise<ProtoTiming[]> {
+  const decoder = await createDecoder({ backend: "webgpu", device });
+  const out: ProtoTiming[] = [];
+  try {
+    for (const skip of [undefined, "merge"] as const) {
+      filter.skip = skip;
+      const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
+        runs: 25,
+        warmupMs: 400,
+        streamMs: 2,
+      });
+      filter.skip = undefined;
+      out.push({
+        what: `lean${skip ? " no merge" : ""}`,
+        aloneMs: t.medianMs,
+        streamMs: t.stream!.medianMs,
+      });
+    }
+  } finally {
+    await decoder.dispose();
+  }
+  return out;
 }

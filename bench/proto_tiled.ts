@@ -21,13 +21,13 @@
  *        [--only=REGEX]
  */
 
-import { createDecoder, type DecodeInput } from "../mod.ts";
+import type { DecodeInput } from "../mod.ts";
 import { fromF16Bits } from "../src/core/half.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { installDispatchFilter } from "./diag_lib.ts";
 import { mulberry32 } from "./random.ts";
-import { protoKernel, readBack, relativeL2 } from "./proto_lib.ts";
+import { protoKernel, readBack, relativeL2, timeLeanTwins } from "./proto_lib.ts";
 import { type TiledConfig, tiledLayout, tiledWGSL } from "./proto_tiled_wgsl.ts";
 
 /** One problem: `seqs` sequences of `n` tokens, `hkv` KV heads of `rows` query rows each. */
@@ -224,20 +224,10 @@ if (Deno.args.includes("--check")) {
       headDim: s.D,
       ...(s.DV !== s.D ? { headDimV: s.DV } : {}),
     };
-    const decoder = await createDecoder({ backend: "webgpu", device });
-    for (const skip of [undefined, "merge"] as const) {
-      filter.skip = skip;
-      const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
-        runs: 25,
-        warmupMs: 400,
-        streamMs: 2,
-      });
-      filter.skip = undefined;
-      const what = `lean${skip ? " no merge" : ""}`;
-      cells.push(`${what} ${t.medianMs.toFixed(4)}/${t.stream!.medianMs.toFixed(4)}`);
-      results.push({ name, what, aloneMs: t.medianMs, streamMs: t.stream!.medianMs });
+    for (const t of await timeLeanTwins(device, input, filter)) {
+      cells.push(`${t.what} ${t.aloneMs.toFixed(4)}/${t.streamMs.toFixed(4)}`);
+      results.push({ name, ...t });
     }
-    await decoder.dispose();
     for (const c of configs) {
       for (const sp of splits) {
         const p = await build(device, s, c, sp, data);

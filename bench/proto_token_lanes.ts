@@ -27,13 +27,13 @@
  *        [--dtypes=f16,int8]
  */
 
-import { createDecoder, type DecodeInput, toF16Bits } from "../mod.ts";
+import { type DecodeInput, toF16Bits } from "../mod.ts";
 import { fromF16Bits } from "../src/core/half.ts";
 import { acceptsSubgroupsDirective, requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { installDispatchFilter } from "./diag_lib.ts";
 import { mulberry32 } from "./random.ts";
-import { protoKernel, readBack, relativeL2 } from "./proto_lib.ts";
+import { protoKernel, readBack, relativeL2, timeLeanTwins } from "./proto_lib.ts";
 import { D, type ProtoDtype, type ProtoVariant, tokenLanesWGSL } from "./proto_token_lanes_wgsl.ts";
 
 /** One GQA problem: one sequence, `hkv` KV heads of `rows` query rows. */
@@ -215,20 +215,10 @@ if (Deno.args.includes("--check")) {
         numKVHeads: s.hkv,
         headDim: D,
       };
-      const decoder = await createDecoder({ backend: "webgpu", device });
-      for (const skip of [undefined, "merge"] as const) {
-        filter.skip = skip;
-        const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
-          runs: 25,
-          warmupMs: 400,
-          streamMs: 2,
-        });
-        filter.skip = undefined;
-        const what = `lean${skip ? " no merge" : ""}`;
-        cells.push(`${what} ${t.medianMs.toFixed(4)}/${t.stream!.medianMs.toFixed(4)}`);
-        results.push({ dtype, n, what, aloneMs: t.medianMs, streamMs: t.stream!.medianMs });
+      for (const t of await timeLeanTwins(device, input, filter)) {
+        cells.push(`${t.what} ${t.aloneMs.toFixed(4)}/${t.streamMs.toFixed(4)}`);
+        results.push({ dtype, n, ...t });
       }
-      await decoder.dispose();
       for (const variant of variants) {
         for (const splits of variant === "full" || variant === "k-lanes4" ? [33, 66, 132] : [66]) {
           const p = await build(device, s, splits, data, variant);

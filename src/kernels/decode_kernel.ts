@@ -19,6 +19,7 @@ import {
   elementsPerLoad,
   FLAT_WORKGROUP_WGSL,
   halfMath,
+  kernelEntryWGSL,
   kernelLayout,
   type KernelSpec,
   kvLoadDim,
@@ -266,16 +267,7 @@ ${poisonedFn}${
       : ""
   }
 
-@compute @workgroup_size(${W})
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let w = flat_workgroup(wid, nwg);
-  if (w >= params.count) {
-    return;
-  }
+${kernelEntryWGSL(W)}
   let lane = lid % LANES;
   // Lane group (one per token and row set), token group, and this row set's first block row.
   let lg = lid / LANES;

@@ -418,3 +418,21 @@ export const PIECE_LOOP_WGSL = `  let p_begin = sched[w];
     let q_len = sched[f + PIECE_Q_LEN];
     // The sequence's own rows (ragged batches): groupSize x its query tokens.
     let n_rows = min(RP, params.group_size * q_len - r0);`;
+
+/**
+ * The entry point of the decode and tiled kernels for `W` threads: the flat workgroup `w` of a
+ * possibly 2-D dispatch, and the early return of workgroups past `params.count` (the dispatch
+ * rounds up); `lid` is the thread's index in its workgroup.
+ */
+export function kernelEntryWGSL(W: number): string {
+  return `@compute @workgroup_size(${W})
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let w = flat_workgroup(wid, nwg);
+  if (w >= params.count) {
+    return;
+  }`;
+}

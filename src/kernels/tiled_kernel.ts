@@ -31,6 +31,7 @@
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import {
   FLAT_WORKGROUP_WGSL,
+  kernelEntryWGSL,
   type KernelSpec,
   kvLoadDim,
   PARAMS_WGSL,
@@ -210,16 +211,7 @@ fn sm_set(i: u32, x: f32) {
   smem[i / 4u][i % 4u] = x;
 }
 
-@compute @workgroup_size(${W})
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let w = flat_workgroup(wid, nwg);
-  if (w >= params.count) {
-    return;
-  }
+${kernelEntryWGSL(W)}
   // Score phase: rows ty * 4 .. + 3, tokens tx + ${NTX} j. Softmax: row sr, part sp.
   let tx = lid % ${NTX}u;
   let ty = lid / ${NTX}u;
