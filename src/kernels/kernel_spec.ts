@@ -423,6 +423,12 @@ export const PIECE_LOOP_WGSL = `  let p_begin = sched[w];
  * The entry point of the decode and tiled kernels for `W` threads: the flat workgroup `w` of a
  * possibly 2-D dispatch, and the early return of workgroups past `params.count` (the dispatch
  * rounds up); `lid` is the thread's index in its workgroup.
+ *
+ * @example
+ * ```ts
+ * import { kernelEntryWGSL } from "./kernel_spec.ts";
+ * console.log(kernelEntryWGSL(128).startsWith("@compute @workgroup_size(128)")); // true
+ * ```
  */
 export function kernelEntryWGSL(W: number): string {
   return `@compute @workgroup_size(${W})

@@ -72,7 +72,7 @@ export interface TiledLayout {
  *   headDim: 576, headDimV: 512, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 64,
  *   workgroupSize: 256, tiled: true,
  * });
- * console.log(l.TS, l.MA_T, l.MB_R, l.TG, l.smem4 * 16); // 64 4 16 1 37632
+ * console.log(l.TS, l.MA_T, l.MB_R, l.TG, l.smem4 * 16); // 64 4 16 1 37888
  * ```
  */
 export function tiledLayout(spec: KernelSpec): TiledLayout {
@@ -151,7 +151,19 @@ export function tiledFitsDevice(workgroupBytes: number): boolean {
   );
 }
 
-/** Bytes of workgroup memory a tiled kernel declares. */
+/**
+ * Bytes of workgroup memory a tiled kernel declares.
+ *
+ * @example
+ * ```ts
+ * import { tiledWorkgroupBytes } from "./tiled_layout.ts";
+ * const spec = {
+ *   headDim: 576, headDimV: 512, kvDtype: "f16" as const, tileTokens: 64, rowsPerBlock: 64,
+ *   workgroupSize: 256, tiled: true,
+ * };
+ * console.log(tiledWorkgroupBytes(spec), tiledWorkgroupBytes({ ...spec, matrixChunk: 16 })); // 37888 29696
+ * ```
+ */
 export function tiledWorkgroupBytes(spec: KernelSpec): number {
   return tiledLayout(spec).smem4 * 16;
 }

@@ -20,6 +20,13 @@ const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n"
  * returned as loaded: anything computed from it at the load (a mask, picking a half) would make
  * the thread wait for it there, and the weighted sum requests its V pieces a group of tokens
  * ahead (masking at the load cost MLA 11% on the H200, bench/notes.md).
+ *
+ * @example
+ * ```ts
+ * import { vPieceWGSL } from "./tiled_stages.ts";
+ * const spec = { headDim: 576, kvDtype: "int8" as const, tileTokens: 64, rowsPerBlock: 64, workgroupSize: 256 };
+ * console.log(vPieceWGSL(spec).load.includes("c / 2u")); // true (8 bytes of a 16-byte chunk)
+ * ```
  */
 export function vPieceWGSL(spec: KernelSpec): { type: string; load: string; unpack: string } {
   const bytes = KV_DTYPE_INFO[spec.kvDtype].bytes;
