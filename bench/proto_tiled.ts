@@ -21,8 +21,7 @@
  *        [--only=REGEX]
  */
 
-import type { DecodeInput } from "../mod.ts";
-import { fromF16Bits } from "../src/core/half.ts";
+import { type DecodeInput, referenceAttention } from "../mod.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { installDispatchFilter } from "./diag_lib.ts";
@@ -99,37 +98,20 @@ function mergePieces(parts: Float32Array, s: Shape, c: TiledConfig, splits: numb
   return out;
 }
 
-/** Float64 attention of every row over all its sequence's tokens. */
+/** Float64 attention of every row over all its sequence's tokens: the library's reference (the
+ * prototype's query rows of a KV head are that head's group of query heads). */
 function reference(s: Shape, data: ProtoData): Float64Array {
-  const k = fromF16Bits(data.k), v = fromF16Bits(data.v);
-  const out = new Float64Array(s.seqs * s.hkv * s.rows * s.DV);
-  const scale = 1 / Math.sqrt(s.D);
-  for (let sq = 0; sq < s.seqs; sq++) {
-    for (let h = 0; h < s.hkv; h++) {
-      for (let r = 0; r < s.rows; r++) {
-        const qr = ((sq * s.hkv + h) * s.rows + r) * s.D;
-        const or = ((sq * s.hkv + h) * s.rows + r) * s.DV;
-        const scores = new Float64Array(s.n);
-        let mx = -Infinity;
-        for (let t = 0; t < s.n; t++) {
-          const kr = ((sq * s.n + t) * s.hkv + h) * s.D;
-          let dot = 0;
-          for (let d = 0; d < s.D; d++) dot += data.q[qr + d] * k[kr + d];
-          scores[t] = dot * scale;
-          mx = Math.max(mx, scores[t]);
-        }
-        let l = 0;
-        for (let t = 0; t < s.n; t++) {
-          const p = Math.exp(scores[t] - mx);
-          l += p;
-          const vr = ((sq * s.n + t) * s.hkv + h) * s.DV;
-          for (let d = 0; d < s.DV; d++) out[or + d] += p * v[vr + d];
-        }
-        for (let d = 0; d < s.DV; d++) out[or + d] /= l;
-      }
-    }
-  }
-  return out;
+  return referenceAttention({
+    q: data.q,
+    k: data.k,
+    v: data.v,
+    kvDtype: "f16",
+    seqLens: Array(s.seqs).fill(s.n),
+    numHeads: s.hkv * s.rows,
+    numKVHeads: s.hkv,
+    headDim: s.D,
+    ...(s.DV !== s.D ? { headDimV: s.DV } : {}),
+  }).out;
 }
 
 const cfgName = (c: TiledConfig) =>

@@ -27,7 +27,7 @@
  *        [--dtypes=f16,int8]
  */
 
-import { type DecodeInput, toF16Bits } from "../mod.ts";
+import { type DecodeInput, referenceAttention, toF16Bits } from "../mod.ts";
 import { fromF16Bits } from "../src/core/half.ts";
 import { acceptsSubgroupsDirective, requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
@@ -128,32 +128,18 @@ function mergeSplits(parts: Float32Array, s: Shape, splits: number): Float64Arra
   return out;
 }
 
-/** Float64 attention of the shape's rows over all its tokens. */
+/** Float64 attention of the shape's rows over all its tokens: the library's reference over the
+ * values K and V stand for (the rows of a KV head are that head's group of query heads). */
 function reference(s: Shape, data: ProtoData): Float64Array {
-  const { kf: k, vf: v } = data;
-  const out = new Float64Array(s.hkv * s.rows * D);
-  const scale = 1 / Math.sqrt(D);
-  for (let h = 0; h < s.hkv; h++) {
-    for (let r = 0; r < s.rows; r++) {
-      const qr = (h * s.rows + r) * D;
-      const scores = new Float64Array(s.n);
-      let mx = -Infinity;
-      for (let t = 0; t < s.n; t++) {
-        let dot = 0;
-        for (let d = 0; d < D; d++) dot += data.q[qr + d] * k[(t * s.hkv + h) * D + d];
-        scores[t] = dot * scale;
-        mx = Math.max(mx, scores[t]);
-      }
-      let l = 0;
-      for (let t = 0; t < s.n; t++) {
-        const p = Math.exp(scores[t] - mx);
-        l += p;
-        for (let d = 0; d < D; d++) out[qr + d] += p * v[(t * s.hkv + h) * D + d];
-      }
-      for (let d = 0; d < D; d++) out[qr + d] /= l;
-    }
-  }
-  return out;
+  return referenceAttention({
+    q: data.q,
+    k: data.kf,
+    v: data.vf,
+    seqLens: [s.n],
+    numHeads: s.hkv * s.rows,
+    numKVHeads: s.hkv,
+    headDim: D,
+  }).out;
 }
 
 const filter = installDispatchFilter();
