@@ -22,12 +22,14 @@ export interface DispatchFilter {
 /**
  * Wraps `GPUComputePassEncoder`'s `setPipeline` and `dispatchWorkgroups` (once per process) so
  * that the returned filter's `skip` drops the merge pipeline's dispatches or every other one.
+ * `proto` is the pass encoder's prototype: the runtime's by default, Dawn's when given.
  */
-export function installDispatchFilter(): DispatchFilter {
-  const filter: DispatchFilter = { skip: undefined };
-  const proto =
+export function installDispatchFilter(
+  proto: Record<string, unknown> =
     (globalThis as unknown as { GPUComputePassEncoder: { prototype: Record<string, unknown> } })
-      .GPUComputePassEncoder.prototype;
+      .GPUComputePassEncoder.prototype,
+): DispatchFilter {
+  const filter: DispatchFilter = { skip: undefined };
   const setPipeline = proto.setPipeline as (this: unknown, p: GPUComputePipeline) => void;
   const dispatch = proto.dispatchWorkgroups as (this: unknown, ...a: number[]) => void;
   const merging = new WeakMap<object, boolean>();

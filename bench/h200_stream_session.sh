@@ -46,6 +46,10 @@
 #           the tiled and backend GPU tests through Deno's WebGPU and Dawn.
 #   tiledab (session 24) the MLA rows (128, 32 and 16 heads) with the tiled kernel and without it
 #           (`--kernel={"tiled":false}`: the decode kernel's 4-row blocks), lean, one round.
+#   imma    (session 25) the integer-matrix prototype on Dawn (bench/proto_imma.ts: int8 K/V
+#           through i8 subgroup matrices, exact to f32 grade; checked against float64, then timed
+#           beside lean's int8 and f16 on GQA 32/8 32k-512k and b16 16k), then the MLA rows on
+#           Deno's WebGPU (lean; session 24's last tiled-kernel changes, not yet measured there).
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -202,6 +206,13 @@ if [ "$mode" = tests8 ]; then
   LEAN_TEST_EXHAUSTIVE=1 run_tests 420 tests8.log tests/kv8_unpack_gpu_test.ts \
     tests/kv8_decode_test.ts tests/kv8_cache_test.ts tests/combinations_gpu_test.ts \
     tests/combinations_test.ts tests/combinations_paged_test.ts tests/runner_formats_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = imma ]; then
+  run_deno 400 imma.txt bench/proto_imma.ts --out="$out/imma.json"
+  run_deno 150 bench_mla3.txt bench/gpu_bench.ts --backend=webgpu --check --only='mla' \
+    --strategies=lean --out="$out/h200_mla3.json"
   stamp "done"
 fi
 
