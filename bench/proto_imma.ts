@@ -17,8 +17,9 @@
  * problem in int8 and f16 (with and without its merge dispatch), alone and back to back after
  * 400 ms of warm passes.
  *
- * Usage: deno run -A --unstable-webgpu bench/proto_imma.ts [--emulate] [--out=FILE]
- *        [--only=REGEX] [--print]
+ * Usage: deno run -A --unstable-webgpu bench/proto_imma.ts [--emulate] [--cuts] [--cases]
+ *        [--out=FILE] [--only=REGEX] [--print]
+ * (`--cuts`: GQA 32/8 128k with parts of the kernel left out; `--cases`: every timed case.)
  */
 
 import { create } from "webgpu";
@@ -193,11 +194,17 @@ function decodeInput(s: Shape, data: ProtoData): DecodeInput {
   };
 }
 
-/** Small shapes of the check: ragged tiles, 1-3 pieces, every row count in use. */
+/** Small shapes of the check, one thing changed at a time: ragged tiles, KV heads, sequences,
+ * pieces, row counts, head dims. */
 const CHECKS: { shape: Shape; splits: number[] }[] = [
+  { shape: { seqs: 1, n: 64, hkv: 1, G: 4, D: 128 }, splits: [1, 2] },
+  { shape: { seqs: 1, n: 64, hkv: 2, G: 4, D: 128 }, splits: [1] },
+  { shape: { seqs: 1, n: 80, hkv: 1, G: 4, D: 128 }, splits: [1] },
+  { shape: { seqs: 2, n: 64, hkv: 1, G: 4, D: 128 }, splits: [1] },
+  { shape: { seqs: 1, n: 64, hkv: 1, G: 1, D: 64 }, splits: [1] },
+  { shape: { seqs: 1, n: 64, hkv: 1, G: 5, D: 256 }, splits: [1] },
   { shape: { seqs: 2, n: 333, hkv: 2, G: 4, D: 128 }, splits: [1, 3] },
   { shape: { seqs: 1, n: 100, hkv: 3, G: 1, D: 64 }, splits: [1, 2] },
-  { shape: { seqs: 1, n: 64, hkv: 1, G: 5, D: 256 }, splits: [1] },
 ];
 
 /** The timed cases: GQA 32/8 d128 int8 (issue 16's 8-bit rows). */
@@ -276,9 +283,9 @@ const device = await adapter.requestDevice({
 });
 console.log(`device features: ${[...device.features].sort().join(", ")}`);
 
-// Which call syntax this Dawn takes: compile both, keep the first that has no errors.
-let syntax: ImmaConfig["syntax"] | undefined;
-for (const sx of ["template", "bool"] as const) {
+// Which call syntaxes this Dawn takes (compile errors printed; the deprecated one warns).
+const syntaxes: ImmaConfig["syntax"][] = [];
+for (const sx of ["template", "template4", "bool"] as const) {
   const module = device.createShaderModule({ code: immaWGSL({ D: 128, G: 4, syntax: sx }) });
   const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === "error");
   console.log(
@@ -288,18 +295,17 @@ for (const sx of ["template", "bool"] as const) {
         : "compiles"
     }`,
   );
-  if (!errors.length) {
-    syntax = sx;
-    break;
-  }
+  if (!errors.length) syntaxes.push(sx);
 }
-if (!syntax) throw new Error("neither call syntax compiles");
+if (!syntaxes.length) throw new Error("no call syntax compiles");
 
-async function build(s: Shape, splits: number, data: ProtoData) {
+type Variant = Omit<ImmaConfig, "D" | "G">;
+
+async function build(s: Shape, splits: number, data: ProtoData, variant: Variant) {
   const workgroups = s.seqs * s.hkv * splits;
   return await protoKernel(
     device,
-    immaWGSL({ D: s.D, G: s.G, syntax: syntax! }),
+    immaWGSL({ D: s.D, G: s.G, ...variant }),
     params(s, splits, data),
     [data.q, data.k, data.v],
     workgroups * pieceFloats(s) * 4,
@@ -307,22 +313,74 @@ async function build(s: Shape, splits: number, data: ProtoData) {
   );
 }
 
-for (const { shape, splits } of CHECKS) {
-  for (const sp of splits) {
-    const data = makeData(shape, sp * 11 + shape.G);
-    const p = await build(shape, sp, data);
-    const enc = device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    p.record(pass);
-    pass.end();
-    device.queue.submit([enc.finish()]);
-    const got = mergePieces(await readBack(device, p.out, p.outBytes), shape, sp);
-    const err = relativeL2(got, reference(shape, data));
-    // A failed check is reported and the timings still run (one device call tells both).
-    const verdict = err < 1e-5 ? "" : "  CHECK FAILED";
+/** Each row's relative error, the worst three named: where a layout goes wrong. */
+function rowErrors(got: Float64Array, want: Float64Array, s: Shape): string {
+  const rows: { at: string; err: number }[] = [];
+  for (let i = 0; i < got.length / s.D; i++) {
+    const a = got.subarray(i * s.D, (i + 1) * s.D), b = want.subarray(i * s.D, (i + 1) * s.D);
+    const r = i % s.G, h = Math.floor(i / s.G) % s.hkv, seq = Math.floor(i / (s.G * s.hkv));
+    rows.push({ at: `seq ${seq} head ${h} row ${r}`, err: relativeL2(a, b) });
+  }
+  const bad = rows.filter((r) => !(r.err < 1e-5));
+  rows.sort((x, y) => (y.err || 1e9) - (x.err || 1e9));
+  return `${bad.length}/${rows.length} rows off; worst: ${
+    rows.slice(0, 3).map((r) => `${r.at} ${r.err.toExponential(1)}`).join(", ")
+  }`;
+}
+
+/** Whether every check shape matches float64 with this variant (each printed). */
+async function check(variant: Variant): Promise<boolean> {
+  let ok = true;
+  for (const { shape, splits } of CHECKS) {
+    for (const sp of splits) {
+      const data = makeData(shape, sp * 11 + shape.G);
+      const p = await build(shape, sp, data, variant);
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      p.record(pass);
+      pass.end();
+      device.queue.submit([enc.finish()]);
+      const got = mergePieces(await readBack(device, p.out, p.outBytes), shape, sp);
+      const want = reference(shape, data);
+      const err = relativeL2(got, want);
+      ok &&= err < 1e-5;
+      // A failed check is reported and the timings still run (one device call tells both).
+      console.log(
+        `check ${variant.syntax} ${JSON.stringify(shape)} splits ${sp}: relative L2 ${
+          err.toExponential(2)
+        }${err < 1e-5 ? "" : `  CHECK FAILED: ${rowErrors(got, want, shape)}`}`,
+      );
+    }
+  }
+  return ok;
+}
+
+const passing: ImmaConfig["syntax"][] = [];
+for (const sx of syntaxes) if (await check({ syntax: sx })) passing.push(sx);
+const syntax = passing[0] ?? syntaxes[0];
+console.log(`timed with syntax ${syntax}${passing.length ? "" : " (NO SYNTAX PASSES THE CHECKS)"}`);
+
+const results = [];
+if (Deno.args.includes("--cuts")) {
+  // Where the time goes: GQA 32/8 128k at 1584 workgroups, each compiling syntax whole, then the
+  // timed syntax with its row stride compiled in, without the weighted sum, without the scores.
+  const s: Shape = { seqs: 1, n: 131072, hkv: 8, G: 4, D: 128 }, sp = 198;
+  const data = makeData(s, 7);
+  const variants: Variant[] = [
+    ...syntaxes.map((sx) => ({ syntax: sx })),
+    { syntax, rowStride: s.hkv * s.D },
+    { syntax, cut: "noPV" },
+    { syntax, cut: "noS" },
+  ];
+  for (const v of variants) {
+    const p = await build(s, sp, data, v);
+    const t = await timeWarm(device, p.record, { runs: 25, warmupMs: 400, streamMs: 2 });
+    const what = `cut ${JSON.stringify(v)}`;
+    const alone = median(t.samplesMs), stream = median(t.streamSamplesMs!);
     console.log(
-      `check ${JSON.stringify(shape)} splits ${sp}: relative L2 ${err.toExponential(2)}${verdict}`,
+      `gqa32/8 128k int8 ${what} ${p.workgroups} wgs ${alone.toFixed(4)}/${stream.toFixed(4)}`,
     );
+    results.push({ name: "gqa32/8 128k int8", what, aloneMs: alone, streamMs: stream });
   }
 }
 
@@ -333,9 +391,9 @@ const filter = installDispatchFilter(Object.getPrototypeOf(probePass));
 probePass.end();
 probeEnc.finish();
 
-const results = [];
 const rand = mulberry32(3);
-for (const { name, shape: s, splits } of CASES.filter((c) => only.test(c.name))) {
+const cases = Deno.args.includes("--cases") ? CASES.filter((c) => only.test(c.name)) : [];
+for (const { name, shape: s, splits } of cases) {
   const data = makeData(s, 7);
   const cells: string[] = [];
   const int8 = decodeInput(s, data);
@@ -361,7 +419,7 @@ for (const { name, shape: s, splits } of CASES.filter((c) => only.test(c.name)))
     }
   }
   for (const sp of splits) {
-    const p = await build(s, sp, data);
+    const p = await build(s, sp, data, { syntax });
     const t = await timeWarm(device, p.record, { runs: 25, warmupMs: 400, streamMs: 2 });
     const alone = median(t.samplesMs), stream = median(t.streamSamplesMs!);
     const what = `imma ${p.workgroups} wgs`;

@@ -28,8 +28,15 @@ export interface ImmaConfig {
   D: number;
   /** Query rows per KV head (1..5: three pieces of each fit 16 rows). */
   G: number;
-  /** `template`: `subgroupMatrixLoad<T, col_major>(p, o, s)` (newer Dawn); `bool`: `(p, o, true, s)`. */
-  syntax: "template" | "bool";
+  /**
+   * `template`: `subgroupMatrixLoad<T, col_major>(p, o, s)` (newer Dawn); `template4`: the same
+   * with an i8 matrix's offset and stride in the array's `i32` units; `bool`: `(p, o, true, s)`.
+   */
+  syntax: "template" | "template4" | "bool";
+  /** K/V row stride (KV heads x D) compiled in, for when the uniform's stride costs. */
+  rowStride?: number;
+  /** Diagnostics: `noPV` skips the weighted sum, `noS` the scores (K unread). */
+  cut?: "noPV" | "noS";
 }
 
 /** 127 * 2^16: the integer a row's largest query element (or a weight of 1) becomes. */
@@ -45,11 +52,17 @@ export function immaWGSL(c: ImmaConfig): string {
   const R = `subgroup_matrix_right<i8, 16, 32>`;
   const S = `subgroup_matrix_result<i32, 16, 16>`;
   const load = (type: string, ptr: string, off: string, col: boolean, stride: string) =>
-    c.syntax === "template"
-      ? `subgroupMatrixLoad<${type}, ${col ? "col_major" : "row_major"}>(${ptr}, ${off}, ${stride})`
-      : `subgroupMatrixLoad<${type}>(${ptr}, ${off}, ${col}, ${stride})`;
+    c.syntax === "bool"
+      ? `subgroupMatrixLoad<${type}>(${ptr}, ${off}, ${col}, ${stride})`
+      : c.syntax === "template4"
+      ? `subgroupMatrixLoad<${type}, ${
+        col ? "col_major" : "row_major"
+      }>(${ptr}, (${off}) / 4u, (${stride}) / 4u)`
+      : `subgroupMatrixLoad<${type}, ${
+        col ? "col_major" : "row_major"
+      }>(${ptr}, ${off}, ${stride})`;
   const store = (ptr: string, off: string, m: string, stride: string) =>
-    c.syntax === "template"
+    c.syntax !== "bool"
       ? `subgroupMatrixStore<row_major>(${ptr}, ${off}, ${m}, ${stride})`
       : `subgroupMatrixStore(${ptr}, ${off}, ${m}, false, ${stride})`;
   const chunks = D / 32, blocks = D / 16, perLane = D / 32;
@@ -97,7 +110,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane
   let seq = piece / (P.splits * P.hkv);
   let t_begin = min(P.n, split * P.chunk);
   let t_end = min(P.n, t_begin + P.chunk);
-  let row_stride = P.hkv * D;
+  let row_stride = ${c.rowStride ? `${c.rowStride}u` : "P.hkv * D"};
 
   // The query rows as 24-bit integers in three byte pieces; lane l holds dims 4l..4l+3 of each
   // 128 (and the next 128s).
@@ -148,13 +161,15 @@ ${
     let at = ((seq * P.n + t) * P.hkv + head) * D;
     // V first: its loads fly while S and the softmax run.
 ${
-    Array.from({ length: blocks }, (_, nb) =>
-      `    let v${nb} = ${load(R, "&vc", `at + ${nb * 16}u`, false, "row_stride")};`).join("\n")
+    c.cut === "noPV" ? "" : Array.from(
+      { length: blocks },
+      (_, nb) => `    let v${nb} = ${load(R, "&vc", `at + ${nb * 16}u`, false, "row_stride")};`,
+    ).join("\n")
   }
     var s0 = ${S}();
     var s1 = ${S}();
 ${
-    Array.from({ length: chunks }, (_, ch) =>
+    c.cut === "noS" ? "" : Array.from({ length: chunks }, (_, ch) =>
       `    {
       let k0 = ${load(R, "&kc", `at + ${ch * 32}u`, true, "row_stride")};
       let k1 = ${load(R, "&kc", `at + 16u * row_stride + ${ch * 32}u`, true, "row_stride")};
@@ -188,16 +203,18 @@ ${rows.map((r) => split(`pi${r}`, `pp${r}`)).join("")}
 ${[0, 1, 2, 3].map((w) => `      p8[lane * 4u + ${w}u] = ${word(w, pieceName("pp"))};`).join("\n")}
     }
     workgroupBarrier();
-    let pl = ${load(L, "&p8", "0u", true, "16u")};
+    ${c.cut === "noPV" ? "" : `let pl = ${load(L, "&p8", "0u", true, "16u")};`}
 ${
-    Array.from({ length: blocks }, (_, nb) =>
-      `    ${
-        store("&o32", `${nb * 16}u`, `subgroupMatrixMultiplyAccumulate(pl, v${nb}, ${S}())`, "D")
-      };`).join("\n")
+    c.cut === "noPV"
+      ? ""
+      : Array.from({ length: blocks }, (_, nb) =>
+        `    ${
+          store("&o32", `${nb * 16}u`, `subgroupMatrixMultiplyAccumulate(pl, v${nb}, ${S}())`, "D")
+        };`).join("\n")
   }
     workgroupBarrier();
 ${
-    rows.map((r) =>
+    c.cut === "noPV" ? "" : rows.map((r) =>
       lanesDims.map((j) => {
         const d = `lane + ${32 * j}u`;
         return `    acc[${r}][${j}] = fma(acc[${r}][${j}], alpha${r}, vscale * fma(f32(o32[${r}u * D + ${d}]), 65536.0, fma(f32(o32[${
