@@ -35,6 +35,13 @@ export interface ImmaConfig {
   syntax: "template" | "template4" | "bool";
   /** K/V row stride (KV heads x D) compiled in, for when the uniform's stride costs. */
   rowStride?: number;
+  /**
+   * K/V through workgroup memory: each lane loads 16-byte words of the next tile (coalesced, its
+   * tokens clamped to the piece) while this tile computes, and the matrices load from there;
+   * otherwise the matrices load straight from storage (whole tiles only: a tile past the buffer's
+   * end reads wrong values on the H200).
+   */
+  staged?: boolean;
   /** Diagnostics: `noPV` skips the weighted sum, `noS` the scores (K unread). */
   cut?: "noPV" | "noS";
 }
@@ -66,6 +73,12 @@ export function immaWGSL(c: ImmaConfig): string {
       ? `subgroupMatrixStore<row_major>(${ptr}, ${off}, ${m}, ${stride})`
       : `subgroupMatrixStore(${ptr}, ${off}, ${m}, false, ${stride})`;
   const chunks = D / 32, blocks = D / 16, perLane = D / 32;
+  // Staging: words per padded token row, 16-byte vectors per token row, vectors per lane.
+  const KS = (D + 16) / 4, VEC = D / 16;
+  const vecs = Array.from({ length: VEC }, (_, i) => i);
+  // Matrix sources: staged tiles in workgroup memory (offsets relative to the tile) or storage.
+  const kSrc = c.staged ? "&k8" : "&kc", vSrc = c.staged ? "&v8" : "&vc";
+  const kAt = c.staged ? "0u" : "at", kStride = c.staged ? `${4 * KS}u` : "row_stride";
   const rows = Array.from({ length: G }, (_, r) => r);
   const lanesDims = Array.from({ length: perLane }, (_, j) => j);
   // Byte row b of the 16-row left matrices: piece floor(b / G) of row b % G, zero past 3G.
@@ -89,8 +102,8 @@ enable subgroups;
 struct Params { n: u32, chunk: u32, hkv: u32, splits: u32, scale: f32, k_scale: f32, v_scale: f32, pad: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kc: array<i32>;
-@group(0) @binding(3) var<storage, read> vc: array<i32>;
+@group(0) @binding(2) var<storage, read> kc: array<${c.staged ? "vec4u" : "i32"}>;
+@group(0) @binding(3) var<storage, read> vc: array<${c.staged ? "vec4u" : "i32"}>;
 @group(0) @binding(4) var<storage, read_write> outp: array<f32>;
 
 const D = ${D}u;
@@ -100,7 +113,15 @@ const QUANT = ${QUANT}.0;
 var<workgroup> q8: array<i32, ${4 * D}>;
 var<workgroup> s32: array<i32, 512>;
 var<workgroup> o32: array<i32, ${16 * D}>;
-var<workgroup> p8: array<i32, 128>;
+var<workgroup> p8: array<i32, 128>;${
+    c.staged
+      ? `
+// Staged K and V tiles: 32 tokens x D bytes, rows padded by 16 bytes against bank conflicts.
+const KS = ${KS}u;
+var<workgroup> k8: array<i32, ${32 * KS}>;
+var<workgroup> v8: array<i32, ${32 * KS}>;`
+      : ""
+  }
 
 @compute @workgroup_size(32)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
@@ -157,13 +178,65 @@ ${
   let kscale = P.k_scale * P.scale;
   let vscale = P.v_scale / QUANT;
 
+${
+    c.staged
+      ? `  // Lane l fetches vector i * 32 + l of a tile: token (i * 32 + l) / VEC, clamped to the piece.
+${
+        vecs.map((i) =>
+          `  var kr${i}: vec4u;
+  var vr${i}: vec4u;`
+        ).join("\n")
+      }
+  if (t_begin < t_end) {
+${
+        vecs.map((i) =>
+          `    {
+      let g = ((seq * P.n + min(t_begin + ${
+            i * 32 / VEC
+          }u + lane / ${VEC}u, t_end - 1u)) * P.hkv + head) * ${VEC}u + lane % ${VEC}u;
+      kr${i} = kc[g];
+      vr${i} = vc[g];
+    }`
+        ).join("\n")
+      }
+  }`
+      : ""
+  }
   for (var t = t_begin; t < t_end; t += 32u) {
-    let at = ((seq * P.n + t) * P.hkv + head) * D;
+    let at = ((seq * P.n + t) * P.hkv + head) * D;${
+    c.staged
+      ? `
+${
+        vecs.map((i) =>
+          `    {
+      let w = (${i * 32 / VEC}u + lane / ${VEC}u) * KS + (lane % ${VEC}u) * 4u;
+      k8[w] = bitcast<i32>(kr${i}.x); k8[w + 1u] = bitcast<i32>(kr${i}.y); k8[w + 2u] = bitcast<i32>(kr${i}.z); k8[w + 3u] = bitcast<i32>(kr${i}.w);
+      v8[w] = bitcast<i32>(vr${i}.x); v8[w + 1u] = bitcast<i32>(vr${i}.y); v8[w + 2u] = bitcast<i32>(vr${i}.z); v8[w + 3u] = bitcast<i32>(vr${i}.w);
+    }`
+        ).join("\n")
+      }
+    workgroupBarrier();
+    // The next tile's words fly while this one computes.
+    if (t + 32u < t_end) {
+${
+        vecs.map((i) =>
+          `      {
+        let g = ((seq * P.n + min(t + ${
+            32 + i * 32 / VEC
+          }u + lane / ${VEC}u, t_end - 1u)) * P.hkv + head) * ${VEC}u + lane % ${VEC}u;
+        kr${i} = kc[g];
+        vr${i} = vc[g];
+      }`
+        ).join("\n")
+      }
+    }`
+      : ""
+  }
     // V first: its loads fly while S and the softmax run.
 ${
     c.cut === "noPV" ? "" : Array.from(
       { length: blocks },
-      (_, nb) => `    let v${nb} = ${load(R, "&vc", `at + ${nb * 16}u`, false, "row_stride")};`,
+      (_, nb) => `    let v${nb} = ${load(R, vSrc, `${kAt} + ${nb * 16}u`, false, kStride)};`,
     ).join("\n")
   }
     var s0 = ${S}();
@@ -171,8 +244,8 @@ ${
 ${
     c.cut === "noS" ? "" : Array.from({ length: chunks }, (_, ch) =>
       `    {
-      let k0 = ${load(R, "&kc", `at + ${ch * 32}u`, true, "row_stride")};
-      let k1 = ${load(R, "&kc", `at + 16u * row_stride + ${ch * 32}u`, true, "row_stride")};
+      let k0 = ${load(R, kSrc, `${kAt} + ${ch * 32}u`, true, kStride)};
+      let k1 = ${load(R, kSrc, `${kAt} + 16u * ${kStride} + ${ch * 32}u`, true, kStride)};
       s0 = subgroupMatrixMultiplyAccumulate(ql${ch}, k0, s0);
       s1 = subgroupMatrixMultiplyAccumulate(ql${ch}, k1, s1);
     }`).join("\n")

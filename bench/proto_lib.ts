@@ -20,7 +20,7 @@ export interface ProtoKernel {
 }
 
 /**
- * Compiles `code` (throwing its compile errors) and binds the uniform block `params`, the
+ * Compiles `code` (once per device; throwing its compile errors) and binds the uniform block `params`, the
  * `inputs` (uploaded as storage) and an output of `outBytes`, for `workgroups` workgroups.
  */
 export async function protoKernel(
@@ -31,14 +31,7 @@ export async function protoKernel(
   outBytes: number,
   workgroups: number,
 ): Promise<ProtoKernel> {
-  const module = device.createShaderModule({ code });
-  const info = await module.getCompilationInfo();
-  const errors = info.messages.filter((m) => m.type === "error");
-  if (errors.length) throw new Error(errors.map((e) => e.message).join("\n"));
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module, entryPoint: "main" },
-  });
+  const pipeline = await compiledPipeline(device, code);
   const upload = (bytes: ArrayBufferView, usage: number) => {
     const b = device.createBuffer({ size: Math.max(16, bytes.byteLength), usage });
     device.queue.writeBuffer(b, 0, bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
@@ -64,6 +57,26 @@ export async function protoKernel(
     pass.dispatchWorkgroups(workgroups);
   };
   return { record, out, outBytes, workgroups };
+}
+
+const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+
+/** The compute pipeline of `code` on `device`, compiled once (its compile errors thrown). */
+async function compiledPipeline(device: GPUDevice, code: string): Promise<GPUComputePipeline> {
+  let cache = pipelines.get(device);
+  if (!cache) pipelines.set(device, cache = new Map());
+  const cached = cache.get(code);
+  if (cached) return cached;
+  const module = device.createShaderModule({ code });
+  const info = await module.getCompilationInfo();
+  const errors = info.messages.filter((m) => m.type === "error");
+  if (errors.length) throw new Error(errors.map((e) => e.message).join("\n"));
+  const pipeline = device.createComputePipeline({
+    layout: "auto",
+    compute: { module, entryPoint: "main" },
+  });
+  cache.set(code, pipeline);
+  return pipeline;
 }
 
 /** Reads `bytes` of a buffer back as `f32`s. */
