@@ -77,7 +77,7 @@ export function immaWGSL(c: ImmaConfig): string {
   const KS = (D + 16) / 4, VEC = D / 16;
   const vecs = Array.from({ length: VEC }, (_, i) => i);
   // Matrix sources: staged tiles in workgroup memory (offsets relative to the tile) or storage.
-  const kSrc = c.staged ? "&k8" : "&kc", vSrc = c.staged ? "&v8" : "&vc";
+  const kSrc = c.staged ? "&k_tile" : "&kc", vSrc = c.staged ? "&v_tile" : "&vc";
   const kAt = c.staged ? "0u" : "at", kStride = c.staged ? `${4 * KS}u` : "row_stride";
   const rows = Array.from({ length: G }, (_, r) => r);
   const lanesDims = Array.from({ length: perLane }, (_, j) => j);
@@ -118,8 +118,8 @@ var<workgroup> p8: array<i32, 128>;${
       ? `
 // Staged K and V tiles: 32 tokens x D bytes, rows padded by 16 bytes against bank conflicts.
 const KS = ${KS}u;
-var<workgroup> k8: array<i32, ${32 * KS}>;
-var<workgroup> v8: array<i32, ${32 * KS}>;`
+var<workgroup> k_tile: array<i32, ${32 * KS}>;
+var<workgroup> v_tile: array<i32, ${32 * KS}>;`
       : ""
   }
 
@@ -210,8 +210,8 @@ ${
         vecs.map((i) =>
           `    {
       let w = (${i * 32 / VEC}u + lane / ${VEC}u) * KS + (lane % ${VEC}u) * 4u;
-      k8[w] = bitcast<i32>(kr${i}.x); k8[w + 1u] = bitcast<i32>(kr${i}.y); k8[w + 2u] = bitcast<i32>(kr${i}.z); k8[w + 3u] = bitcast<i32>(kr${i}.w);
-      v8[w] = bitcast<i32>(vr${i}.x); v8[w + 1u] = bitcast<i32>(vr${i}.y); v8[w + 2u] = bitcast<i32>(vr${i}.z); v8[w + 3u] = bitcast<i32>(vr${i}.w);
+      k_tile[w] = bitcast<i32>(kr${i}.x); k_tile[w + 1u] = bitcast<i32>(kr${i}.y); k_tile[w + 2u] = bitcast<i32>(kr${i}.z); k_tile[w + 3u] = bitcast<i32>(kr${i}.w);
+      v_tile[w] = bitcast<i32>(vr${i}.x); v_tile[w + 1u] = bitcast<i32>(vr${i}.y); v_tile[w + 2u] = bitcast<i32>(vr${i}.z); v_tile[w + 3u] = bitcast<i32>(vr${i}.w);
     }`
         ).join("\n")
       }
