@@ -50,8 +50,8 @@
 #           through i8 subgroup matrices, exact to f32 grade; checked against float64, then timed
 #           beside lean's int8 and f16 on GQA 32/8 32k-512k and b16 16k), then the MLA rows on
 #           Deno's WebGPU (lean; session 24's last tiled-kernel changes, not yet measured there).
-#   imma2   (session 25) the prototype's checks one change at a time and its cuts (GQA 32/8 128k
-#           with parts left out), without the library's rows.
+#   imma2   (session 25) the prototype alone (its checks, then its timings), without the library's
+#           rows. (Its first runs in session 25 also timed cuts: prototype versions in git.)
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -212,14 +212,14 @@ if [ "$mode" = tests8 ]; then
 fi
 
 if [ "$mode" = imma ]; then
-  run_deno 400 imma.txt bench/proto_imma.ts --cuts --cases --out="$out/imma.json"
+  run_deno 400 imma.txt bench/proto_imma.ts --twins --out="$out/imma.json"
   run_deno 150 bench_mla3.txt bench/gpu_bench.ts --backend=webgpu --check --only='mla' \
     --strategies=lean --out="$out/h200_mla3.json"
   stamp "done"
 fi
 
 if [ "$mode" = imma2 ]; then
-  run_deno 300 imma2.txt bench/proto_imma.ts --cuts --out="$out/imma2.json"
+  run_deno 300 imma2.txt bench/proto_imma.ts --out="$out/imma2.json"
   stamp "done"
 fi
 
