@@ -39,6 +39,10 @@ export interface ImmaConfig {
   syntax: "template4" | "bool";
   /** How far (log2) a row's maximum may pass its reference before the sums are rescaled. */
   tau: number;
+  /** Diagnostics: `false` flushes the i32 sums every tile (no lazy rescaling). */
+  lazy?: boolean;
+  /** Diagnostics: `false` leaves the S and O strides unpadded (32 and D words). */
+  pad?: boolean;
 }
 
 /** 127 * 2^16: the integer a row's largest query element (or a weight of 2^tau) becomes. */
@@ -71,7 +75,7 @@ export function immaWGSL(c: ImmaConfig): string {
       : `subgroupMatrixStore<row_major>(${ptr}, ${off}, ${m}, ${stride})`;
   const chunks = D / 32, blocks = D / 16, perLane = D / 32, W = D / 4;
   // Padded strides (i32 words): staged token rows, S rows, O rows, against bank conflicts.
-  const KS = W + 4, SS = 40, OS = D + 8;
+  const KS = W + 4, SS = c.pad === false ? 32 : 40, OS = c.pad === false ? D : D + 8;
   const rows = range(G);
   // Byte row b of the 16-row left matrices: piece floor(b / G) of row b % G, zero past 3G.
   const byteOf = (b: number, piece: (p: number, r: number) => string) =>
@@ -241,7 +245,7 @@ ${
     if (lane == 0u) {
       flag = select(0u, 1u, ${
     rows.map((r) => `mt${r} > m_ref[${r}] + TAU`).join(" || ")
-  } || tiles >= 2048u);
+  } || tiles >= ${c.lazy === false ? 1 : 2048}u);
     }
     if (workgroupUniformLoad(&flag) == 1u) {
 ${
