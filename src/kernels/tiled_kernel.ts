@@ -95,14 +95,13 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
   const sc = (i: number, j: number) => `s${i}_${j}`;
   const o = (r: number, h: number) => `o${r}_${h}`;
 
-  const { kRows, stageLoad, queryRows, stageStore, chunkMath, vLoad } = tiledStagesWGSL(
+  const { kRows, stageLoad, queryRows, stageStore, chunkMath, vLoad, vLoadOne } = tiledStagesWGSL(
     spec,
     layout,
     qScale,
   );
-  // The weighted sum over a tile, U tokens at a time with the next group's V requested ahead;
-  // masked: each (row, token) of weight -1 adds nothing.
-  const weighted = (masked: boolean) =>
+  // The weighted sum over a tile, U tokens at a time with the next group's V requested ahead.
+  const weighted = () =>
     `      for (var i0 = 0u; i0 < ${TPT}u; i0 += ${U}u) {
 ${lines(U, (u) => `        let vc${u} = vn${u};${tokenScales ? ` let vsc${u} = vs${u};` : ""}`)}
         if (i0 + ${U}u < ${TPT}u) {
@@ -122,18 +121,38 @@ ${
               lines(4, (e) => {
                 const r = 4 * j + e;
                 const pe = `p${j}.${comps[e]}`;
-                return masked
-                  ? `          ${
-                    o(r, 0)
-                  } += select(vec4<f32>(0.0), vec4<f32>(${pe}) * va, ${pe} >= 0.0);
-          ${o(r, 1)} += select(vec4<f32>(0.0), vec4<f32>(${pe}) * vb, ${pe} >= 0.0);`
-                  : `          ${o(r, 0)} = fma(vec4<f32>(${pe}), va, ${o(r, 0)});
+                return `          ${o(r, 0)} = fma(vec4<f32>(${pe}), va, ${o(r, 0)});
           ${o(r, 1)} = fma(vec4<f32>(${pe}), vb, ${o(r, 1)});`;
               })
             }`)
         }
         }`)
     }
+      }`;
+  // A tile where some row does not see every token: one token at a time, V loaded where it is
+  // used, each (row, token) of weight -1 left out with a select. Rare (a piece's edges), so it
+  // is kept small: written like the plain sum it cost whole tiles 11% on the H200 (session 25).
+  const weightedMasked = `      for (var i = 0u; i < ${TPT}u; i++) {
+        let t = tg + ${TG}u * i;
+${vLoadOne("min(tile0 + t, tok_end - 1u)")}
+        let vv = v_unpack(v1, c);
+        let va = vv[0]${tokenScales ? " * vs1" : ""};
+        let vb = vv[1]${tokenScales ? " * vs1" : ""};
+${
+    lines(MB4, (j) =>
+      `        {
+          let p = smem[${PS_OFF}u + t * ${RB4}u + rg * ${MB4}u + ${j}u];
+${
+        lines(4, (e) => {
+          const r = 4 * j + e;
+          return `          ${o(r, 0)} += select(vec4<f32>(0.0), p.${comps[e]} * va, p.${
+            comps[e]
+          } >= 0.0);
+          ${o(r, 1)} += select(vec4<f32>(0.0), p.${comps[e]} * vb, p.${comps[e]} >= 0.0);`;
+        })
+      }
+        }`)
+  }
       }`;
   // The softmax's logits: soft-cap, then ALiBi (log2 units, as the decode kernel's).
   const logits = `${flags.softCap ? "\n        s = soft_cap(s);" : ""}${
@@ -340,9 +359,9 @@ ${
       // Tiles every row of the block sees whole take plain multiply-adds; the others leave out
       // each row's unseen tokens (weight -1) with a select (at most a few tiles per piece).
       if (tile0 + ${TS}u <= lim_all${flags.window ? " && tile0 >= lo_all" : ""}) {
-${weighted(false)}
+${weighted()}
       } else {
-${weighted(true)}
+${weightedMasked}
       }
       workgroupBarrier();
     }

@@ -83,6 +83,8 @@ export interface TiledStages {
   chunkMath: string;
   /** The V pieces of `U` tokens from slot `i0` of the tile into `vn*` (and scales `vs*`). */
   vLoad(i0: string): string;
+  /** One token's V piece as `let v1` (and its scale as `let vs1`), loaded where it is used. */
+  vLoadOne(tok: string): string;
 }
 
 /**
@@ -208,5 +210,11 @@ ${
           : ""
       }
       }`);
-  return { kRows, stageLoad, queryRows, stageStore, chunkMath, vLoad };
+  const vLoadOne = (tok: string) =>
+    `          let v1 = v_piece(${vAddr(tok)}, c);${
+      tokenScales
+        ? `\n          let vs1 = kv_scales[kv_row(kv_start, ${tok}) * n_kv + kv_head].y${fold};`
+        : ""
+    }`;
+  return { kRows, stageLoad, queryRows, stageStore, chunkMath, vLoad, vLoadOne };
 }
