@@ -159,6 +159,10 @@ ${
     flags.alibi ? "\n        s += slope * f32(bitcast<i32>(t - pq));" : ""
   }`;
   const visible = `t < lim${flags.window ? " && t >= lo" : ""}`;
+  // Whether the row sees the token a slot reads: past the piece, a slot re-reads its last token.
+  const seesRead = `min(t, tok_end - 1u) <= pq${
+    flags.window ? " && min(t, tok_end - 1u) >= lo" : ""
+  }`;
 
   return `// lean-attention tiled decode kernel: D=${D}${
     splitV ? ` DV=${DV}` : ""
@@ -252,7 +256,7 @@ ${PIECE_LOOP_WGSL}
     // positions r0 % q_len onward, all of them once they wrap.
     let pos0 = r0 % q_len;
     let wraps = pos0 + n_rows > q_len;
-    let lim_all = min(seq_len - q_len + select(pos0, 0u, wraps) + 1u, tok_end);${
+    let lim_all = seq_len - q_len + select(pos0, 0u, wraps) + 1u;${
     flags.window
       ? `\n    let lo = select(0u, pq + 1u - params.window, pq + 1u > params.window);
     let pq_last = seq_len - q_len + select(pos0 + n_rows - 1u, q_len - 1u, wraps);
@@ -327,8 +331,12 @@ ${logits ? `        sm_set(${4 * PS_OFF}u + i * ${RB}u + sr, s);\n` : ""}      }
       for (var i = sp * ${TPP}u; i < (sp + 1u) * ${TPP}u; i++) {
         let t = tile0 + i;
         // A token the row does not see: weight -1 in workgroup memory (the masked weighted sum
-        // leaves it out, so a non-finite V there never reaches the row), 0 in its sum.
-        let e = select(-1.0, exp2(sm_get(${4 * PS_OFF}u + i * ${RB}u + sr) - m_new), ${visible});
+        // leaves it out, so a non-finite V there never reaches the row), 0 in its sum. A slot
+        // past the piece re-reads the piece's last token: weight 0 where the row sees that token
+        // (a non-finite V there reaches the row through the token itself anyway).
+        let e = select(-1.0, select(0.0, exp2(sm_get(${
+    4 * PS_OFF
+  }u + i * ${RB}u + sr) - m_new), t < tok_end), ${seesRead});
         sm_set(${4 * PS_OFF}u + i * ${RB}u + sr, e);
         sum += max(e, 0.0);
       }
@@ -358,7 +366,8 @@ ${
   }
       // Tiles every row of the block sees whole take plain multiply-adds; the others leave out
       // each row's unseen tokens (weight -1) with a select (at most a few tiles per piece).
-      if (tile0 + ${TS}u <= lim_all${flags.window ? " && tile0 >= lo_all" : ""}) {
+      // (A piece's ragged end is no reason: its slots re-read a token every row sees.)
+      if (min(tile0 + ${TS}u, tok_end) <= lim_all${flags.window ? " && tile0 >= lo_all" : ""}) {
 ${weighted()}
       } else {
 ${weightedMasked}
