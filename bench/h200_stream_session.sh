@@ -52,6 +52,8 @@
 #           Deno's WebGPU (lean; session 24's last tiled-kernel changes, not yet measured there).
 #   imma2   (session 25) the prototype alone (its checks, then its timings), without the library's
 #           rows. (Its first runs in session 25 also timed cuts: prototype versions in git.)
+#   mladawn2 (session 25) the MLA and MQA rows on Dawn (lean) with session 25's tiled kernel,
+#           then the tiled GPU tests through Dawn alone.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -220,6 +222,15 @@ fi
 
 if [ "$mode" = imma2 ]; then
   run_deno 300 imma2.txt bench/proto_imma.ts --out="$out/imma2.json"
+  stamp "done"
+fi
+
+if [ "$mode" = mladawn2 ]; then
+  run_deno 150 bench_mla_dawn3.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    --only='mla|mqa' --out="$out/h200_mla_dawn3.json"
+  LEAN_TEST_BACKENDS=cpu,dawn timeout 200 deno test -A --unstable-webgpu tests/tiled_test.ts \
+    >"$out/tests_dawn.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_dawn.log" | tail -1))"
   stamp "done"
 fi
 
