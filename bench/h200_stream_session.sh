@@ -54,6 +54,8 @@
 #           rows. (Its first runs in session 25 also timed cuts: prototype versions in git.)
 #   mladawn2 (session 25) the MLA and MQA rows on Dawn (lean) with session 25's tiled kernel,
 #           then the tiled GPU tests through Dawn alone.
+#   mlagrid (session 25) the MLA rows (lean) on Dawn, then on Deno's WebGPU, after the tiled
+#           class's calibration probe went to 512 tokens up to 1024 workgroups.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -231,6 +233,14 @@ if [ "$mode" = mladawn2 ]; then
   LEAN_TEST_BACKENDS=cpu,dawn timeout 200 deno test -A --unstable-webgpu tests/tiled_test.ts \
     >"$out/tests_dawn.log" 2>&1
   stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_dawn.log" | tail -1))"
+  stamp "done"
+fi
+
+if [ "$mode" = mlagrid ]; then
+  run_deno 150 bench_mla_dawn4.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    --only='mla' --out="$out/h200_mla_dawn4.json"
+  run_deno 150 bench_mla4.txt bench/gpu_bench.ts --backend=webgpu --check --strategies=lean \
+    --only='mla' --out="$out/h200_mla4.json"
   stamp "done"
 fi
 

@@ -70,9 +70,11 @@ function calibrationProbe(
 ): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string; classKey: string } {
   const tiles = tileConfig({ headDim, headDimV, rowsPerGroup: rows, kvDtype: "f16" }, tileOptions);
   const spec = specOf({ problem: { headDim, headDimV, kvDtype: "f16" }, tiles });
-  // A tiled workgroup (64 rows of MLA) does about 40x a decode workgroup's arithmetic per token:
-  // 256 tokens keep its probe's largest dispatches near the others' length.
-  const tokens = software ? 64 : tiles.rowsPerBlock > 8 ? 256 : 1024;
+  // A tiled workgroup (64 rows of MLA) does about 40x a decode workgroup's arithmetic per token,
+  // and runs about one per multiprocessor: 512 tokens (about 0.9 ms on the H200) up to 1024
+  // workgroups. With 256 tokens Dawn's probe times stayed flat up to 1010 workgroups (its
+  // dispatch cost hid a workgroup's), and lean MLA on Dawn ran at half speed (session 25).
+  const tokens = software ? 64 : tiles.rowsPerBlock > 8 ? 512 : 1024;
   const maxN = 8192;
   const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
   for (let w = 0; w <= maxN; w++) sched[w] = w;
@@ -205,8 +207,8 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
         const { probe, key, classKey } = made;
         // The first class warms the GPU (its clock idles low); the others follow right after.
         const warmupMs = i === 0 ? 300 : 50;
-        // One tiled workgroup per multiprocessor or so: 2048 workgroups are probe enough.
-        const maxSize = rows > 8 ? 2048 : undefined;
+        // One tiled workgroup per multiprocessor or so: 1024 workgroups are probe enough.
+        const maxSize = rows > 8 ? 1024 : undefined;
         const p = await deviceProfile(
           device,
           summary.description,
