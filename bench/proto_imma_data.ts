@@ -61,7 +61,7 @@ export function params(s: Shape, splits: number, data: ProtoData): ArrayBuffer {
 }
 
 /** Each piece's state: `G * D` outputs, `G` maxima (log2), `G` sums. */
-export const pieceFloats = (s: Shape) => s.G * s.D + 2 * s.G;
+export const pieceFloats = (s: Shape): number => s.G * s.D + 2 * s.G;
 
 /** The pieces' states merged: each row's output, `[seq][kv head][row][dim]`. */
 export function mergePieces(parts: ArrayLike<number>, s: Shape, splits: number): Float64Array {
