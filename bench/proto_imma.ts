@@ -27,7 +27,7 @@ import type { DecodeInput } from "../mod.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { installDispatchFilter } from "./diag_lib.ts";
 import { mulberry32 } from "./random.ts";
-import { protoKernel, readBack, relativeL2, timeLeanTwins } from "./proto_lib.ts";
+import { protoKernel, relativeL2, runOnce, timeLeanTwins } from "./proto_lib.ts";
 import { type ImmaConfig, immaWGSL } from "./proto_imma_wgsl.ts";
 import {
   decodeInput,
@@ -169,12 +169,7 @@ async function check(variant: Variant, checks = CHECKS): Promise<boolean> {
     for (const sp of splits) {
       const data = makeData(shape, sp * 11 + shape.G);
       const p = await build(shape, sp, data, variant);
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      p.record(pass);
-      pass.end();
-      device.queue.submit([enc.finish()]);
-      const got = mergePieces(await readBack(device, p.out, p.outBytes), shape, sp);
+      const got = mergePieces(await runOnce(device, p), shape, sp);
       const want = reference(shape, data);
       const err = relativeL2(got, want);
       ok &&= err < 1e-5;

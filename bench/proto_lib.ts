@@ -98,6 +98,16 @@ export async function readBack(
   return out;
 }
 
+/** Dispatches a prototype kernel once, in a pass of its own, and reads its output back. */
+export function runOnce(device: GPUDevice, p: ProtoKernel): Promise<Float32Array> {
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  p.record(pass);
+  pass.end();
+  device.queue.submit([enc.finish()]);
+  return readBack(device, p.out, p.outBytes);
+}
+
 /** The relative L2 error of `got` against `want`. */
 export function relativeL2(got: ArrayLike<number>, want: ArrayLike<number>): number {
   let num = 0, den = 0;

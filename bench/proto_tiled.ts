@@ -26,7 +26,7 @@ import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { installDispatchFilter } from "./diag_lib.ts";
 import { mulberry32 } from "./random.ts";
-import { protoKernel, readBack, relativeL2, timeLeanTwins } from "./proto_lib.ts";
+import { protoKernel, relativeL2, runOnce, timeLeanTwins } from "./proto_lib.ts";
 import { type TiledConfig, tiledLayout, tiledWGSL } from "./proto_tiled_wgsl.ts";
 
 /** One problem: `seqs` sequences of `n` tokens, `hkv` KV heads of `rows` query rows each. */
@@ -173,12 +173,7 @@ if (Deno.args.includes("--check")) {
       for (const splits of [1, 3]) {
         const data = makeData(s, splits * 7 + c.RB);
         const p = await build(device, s, c, splits, data);
-        const enc = device.createCommandEncoder();
-        const pass = enc.beginComputePass();
-        p.record(pass);
-        pass.end();
-        device.queue.submit([enc.finish()]);
-        const got = mergePieces(await readBack(device, p.out, p.outBytes), s, c, splits);
+        const got = mergePieces(await runOnce(device, p), s, c, splits);
         const want = reference(s, data);
         const err = relativeL2(got, want);
         console.log(

@@ -33,7 +33,7 @@ import { acceptsSubgroupsDirective, requestDevice } from "../src/gpu/gpu_runtime
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { installDispatchFilter } from "./diag_lib.ts";
 import { mulberry32 } from "./random.ts";
-import { protoKernel, readBack, relativeL2, timeLeanTwins } from "./proto_lib.ts";
+import { protoKernel, relativeL2, runOnce, timeLeanTwins } from "./proto_lib.ts";
 import { D, type ProtoDtype, type ProtoVariant, tokenLanesWGSL } from "./proto_token_lanes_wgsl.ts";
 
 /** One GQA problem: one sequence, `hkv` KV heads of `rows` query rows. */
@@ -159,12 +159,7 @@ if (Deno.args.includes("--check")) {
     for (const variant of ["full", "k-lanes4"] as const) {
       const data = makeData(s, s.n);
       const p = await build(device, s, splits, data, variant);
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      p.record(pass);
-      pass.end();
-      device.queue.submit([enc.finish()]);
-      const got = mergeSplits(await readBack(device, p.out, p.outBytes), s, splits);
+      const got = mergeSplits(await runOnce(device, p), s, splits);
       const want = reference(s, data);
       const err = relativeL2(got, want);
       console.log(
