@@ -101,33 +101,32 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
     qScale,
   );
   // The weighted sum over a tile, U tokens at a time with the next group's V requested ahead.
-  const weighted = () =>
-    `      for (var i0 = 0u; i0 < ${TPT}u; i0 += ${U}u) {
+  const weighted = `      for (var i0 = 0u; i0 < ${TPT}u; i0 += ${U}u) {
 ${lines(U, (u) => `        let vc${u} = vn${u};${tokenScales ? ` let vsc${u} = vs${u};` : ""}`)}
         if (i0 + ${U}u < ${TPT}u) {
 ${vLoad(`(i0 + ${U}u)`)}
         }
 ${
-      lines(U, (u) =>
-        `        {
+    lines(U, (u) =>
+      `        {
           let t = tg + ${TG}u * (i0 + ${u}u);
           let vv = v_unpack(vc${u}, c);
           let va = vv[0]${tokenScales ? ` * vsc${u}` : ""};
           let vb = vv[1]${tokenScales ? ` * vsc${u}` : ""};
 ${
-          lines(MB4, (j) =>
-            `          let p${j} = smem[${PS_OFF}u + t * ${RB4}u + rg * ${MB4}u + ${j}u];
+        lines(MB4, (j) =>
+          `          let p${j} = smem[${PS_OFF}u + t * ${RB4}u + rg * ${MB4}u + ${j}u];
 ${
-              lines(4, (e) => {
-                const r = 4 * j + e;
-                const pe = `p${j}.${comps[e]}`;
-                return `          ${o(r, 0)} = fma(vec4<f32>(${pe}), va, ${o(r, 0)});
+            lines(4, (e) => {
+              const r = 4 * j + e;
+              const pe = `p${j}.${comps[e]}`;
+              return `          ${o(r, 0)} = fma(vec4<f32>(${pe}), va, ${o(r, 0)});
           ${o(r, 1)} = fma(vec4<f32>(${pe}), vb, ${o(r, 1)});`;
-              })
-            }`)
-        }
+            })
+          }`)
+      }
         }`)
-    }
+  }
       }`;
   // A tile where some row does not see every token: one token at a time, V loaded where it is
   // used, each (row, token) of weight -1 left out with a select. Rare (a piece's edges), so it
@@ -368,7 +367,7 @@ ${
       // each row's unseen tokens (weight -1) with a select (at most a few tiles per piece).
       // (A piece's ragged end is no reason: its slots re-read a token every row sees.)
       if (min(tile0 + ${TS}u, tok_end) <= lim_all${flags.window ? " && tile0 >= lo_all" : ""}) {
-${weighted()}
+${weighted}
       } else {
 ${weightedMasked}
       }
