@@ -17,6 +17,10 @@
  * problem in int8 and f16 (with and without its merge dispatch), alone and back to back after
  * 400 ms of warm passes.
  *
+ * State (session 25, H200): this kernel (version C in bench/notes.md) ran 0.316 ms at GQA 32/8
+ * 128k but FAILS its checks there, cause not found; version B (commit acd2b57: per-tile sums,
+ * 16-byte staging) passes them at 0.454 ms, against lean's int8 0.153 ms on the same device.
+ *
  * Usage: deno run -A --unstable-webgpu bench/proto_imma.ts [--emulate] [--twins]
  *        [--out=FILE] [--only=REGEX] [--print]
  * (`--twins`: the library's lean decode of each case too, int8 and f16.)
