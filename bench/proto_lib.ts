@@ -108,15 +108,8 @@ export function runOnce(device: GPUDevice, p: ProtoKernel): Promise<Float32Array
   return readBack(device, p.out, p.outBytes);
 }
 
-/** The relative L2 error of `got` against `want`. */
-export function relativeL2(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i] - want[i]) ** 2;
-    den += want[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
+/** The relative L2 error of `got` against `want` (the CLI's accuracy check's). */
+export { relativeL2 } from "../src/cli/accuracy.ts";
 
 /** A timed run: what ran, alone and back to back (ms per pass). */
 export interface ProtoTiming {
