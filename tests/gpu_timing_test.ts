@@ -11,8 +11,12 @@ import { timeWarm } from "../src/gpu/gpu_timing.ts";
 const PASS_MS = 1;
 const RECORDING_MS = 2;
 
-/** A device with just what `timePasses` uses; every pass costs PASS_MS + RECORDING_MS each. */
-function fakeDevice(): GPUDevice {
+/**
+ * A device with just what `timePasses` uses; every pass costs PASS_MS, and each recording
+ * `recordingMs(clock)` (RECORDING_MS by default), the clock being the GPU milliseconds spent so
+ * far when the pass starts (a GPU that speeds up under load).
+ */
+function fakeDevice(recordingMs: (clockMs: number) => number = () => RECORDING_MS): GPUDevice {
   let clockNs = 0n;
   const buffer = (size: number) => {
     const bytes = new ArrayBuffer(size);
@@ -48,7 +52,8 @@ function fakeDevice(): GPUDevice {
           },
           end: () => {
             w.querySet.stamps[w.beginningOfPassWriteIndex] = clockNs;
-            clockNs += BigInt((PASS_MS + RECORDING_MS * recordings) * 1e6);
+            const each = recordingMs(Number(clockNs) / 1e6);
+            clockNs += BigInt((PASS_MS + each * recordings) * 1e6);
             w.querySet.stamps[w.endOfPassWriteIndex] = clockNs;
           },
         };
@@ -115,4 +120,19 @@ Deno.test("timeWarm without warm-up or stream times the passes alone only", asyn
   assert.equal(t.warmMs, 0);
   assert.equal(t.streamSamplesMs, undefined);
   assert.equal(t.runsPerStreamPass, undefined);
+});
+
+Deno.test("timeWarm sizes back-to-back passes from the warm rate, not the cold probe", async () => {
+  // Recordings take 8 ms for the first 50 ms of GPU time (a low clock), 2 ms after. The probe
+  // sees 9 ms per recording and would put one recording in a pass of 8 ms; once warm, a
+  // recording takes 2 ms, so the passes are sized again to 4 and the submission repeated.
+  const t = await timeWarm(
+    fakeDevice((clockMs) => clockMs < 50 ? 8 : 2),
+    (pass) => pass.dispatchWorkgroups(1),
+    { runs: 3, warmupMs: 100, streamMs: 8 },
+  );
+  assert.equal(t.runsPerStreamPass, 4);
+  assert.deepEqual(t.streamSamplesMs, [9 / 4, 9 / 4, 9 / 4]);
+  assert.deepEqual(t.samplesMs, [3, 3, 3]);
+  assert.ok(t.warmMs >= 100, `warm ${t.warmMs} ms`);
 });

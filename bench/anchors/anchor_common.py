@@ -8,7 +8,8 @@ clock idles at 345 MHz and runs at 1980 MHz under load), so without the warm-up 
 burst measures the clock ramp. Several rounds are timed; the best round's median is reported.
 
 Two times per case, as the benchmark reports lean's: `ms`, per call over a replayed graph of
-`inner` calls back to back (about 2 ms of work), and `aloneMs`, one call between two events
+`inner` calls back to back (about 2 ms of work at the warm rate: a graph sized from a cold call
+is captured again once the warm rate is known), and `aloneMs`, one call between two events
 (a graph of one call), like a lean pass timed alone between its timestamps.
 """
 import math
@@ -74,22 +75,13 @@ def _median(sorted_ms):
     return (sorted_ms[(len(sorted_ms) - 1) // 2] + sorted_ms[len(sorted_ms) // 2]) / 2
 
 
-def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
-    """Times `call(i)` (i picks the K/V copy) on a warm GPU. Returns a dict with the best round's
-    median ms per call back to back (`ms`) and per call alone (`aloneMs`), every round's
-    median, the minimum, and the warm-up's GPU ms."""
-    for i in range(3):
-        call(i % sets)
-    torch.cuda.synchronize()
-    s, e = _elapsed(lambda: call(0))
-    torch.cuda.synchronize()
-    first = max(1e-3, s.elapsed_time(e))
-    inner = max(1, min(256, math.ceil(replay_ms / first)))
+def _capture(call, sets, inner, stream):
+    """A graph of `inner` calls back to back (rotating the K/V copies) and one single-call graph
+    per copy."""
     graph = torch.cuda.CUDAGraph()
     # One single-call graph per K/V copy, replayed in turn, so lone calls rotate the copies as
     # the graph of many calls does (a cache below L2's size is not timed from L2).
     singles = [torch.cuda.CUDAGraph() for _ in range(sets)]
-    stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         with torch.cuda.graph(graph, stream=stream):
@@ -100,6 +92,30 @@ def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
                 call(i)
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
+    return graph, singles
+
+
+def _calls_per_replay(replay_ms, per_call_ms):
+    return max(1, min(256, math.ceil(replay_ms / max(1e-4, per_call_ms))))
+
+
+def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
+    """Times `call(i)` (i picks the K/V copy) on a warm GPU. Returns a dict with the best round's
+    median ms per call back to back (`ms`) and per call alone (`aloneMs`), every round's
+    median, the minimum, and the warm-up's GPU ms."""
+    for i in range(3):
+        call(i % sets)
+    torch.cuda.synchronize()
+    s, e = _elapsed(lambda: call(0))
+    torch.cuda.synchronize()
+    first = max(1e-3, s.elapsed_time(e))
+    # A call timed cold runs at a low clock, so the graph it sizes holds too few calls: after the
+    # warm-up the graph is sized again from the warm rate and captured again if it should hold
+    # more (as the benchmark sizes lean's back-to-back passes), so a replay's fixed cost is
+    # spread over about `replay_ms` of warm work.
+    inner = _calls_per_replay(replay_ms, first)
+    stream = torch.cuda.Stream()
+    graph, singles = _capture(call, sets, inner, stream)
     # The cold replay time bounds the warm one from above: warm until the measured warm-up
     # reaches warm_ms, raising the replay count from what was measured.
     s, e = _elapsed(graph.replay)
@@ -108,9 +124,12 @@ def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
     warm = None
     medians = []
     samples = []
-    for _ in range(3):
+    attempts = 4
+    for attempt in range(attempts):
         reps = max(1, math.ceil(1.1 * warm_ms / per_replay))
         ws, we = _elapsed(lambda: [graph.replay() for _ in range(reps)])
+        # One more warm replay, timed on its own: the warm rate per call.
+        ls, le = _elapsed(graph.replay)
         events = []
         alone_events = []
         for _ in range(rounds):
@@ -118,9 +137,17 @@ def time_warm(call, sets, warm_ms=400.0, runs=20, rounds=3, replay_ms=2.0):
             alone_events.append(_timed([single.replay for single in singles], runs))
         torch.cuda.synchronize()
         warm = ws.elapsed_time(we)
+        per_replay = max(1e-3, warm / reps)
+        sized = _calls_per_replay(replay_ms, ls.elapsed_time(le) / inner)
+        if sized > inner and attempt + 1 < attempts:
+            # Too few calls per replay for the warm rate: capture again and time again.
+            del graph, singles
+            graph, singles = _capture(call, sets, sized, stream)
+            per_replay = per_replay * sized / inner
+            inner = sized
+            continue
         if warm >= warm_ms:
             break
-        per_replay = max(1e-3, warm / reps)
     for round_events in events:
         ms = sorted(a.elapsed_time(b) / inner for a, b in round_events)
         samples.extend(ms)

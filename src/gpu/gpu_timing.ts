@@ -78,8 +78,8 @@ export interface WarmTimingOptions {
   readonly warmRecord?: (pass: GPUComputePassEncoder, index: number) => void;
   /**
    * Also time recordings back to back (milliseconds; default 0: not): after the timed passes,
-   * `runs` more passes, each of as many recordings as fill about this much GPU time (1 to
-   * {@linkcode MAX_STREAM_RUNS}), each pass's time divided by its recordings.
+   * `runs` more passes, each of as many recordings as fill about this much GPU time at the warm
+   * rate (1 to {@linkcode MAX_STREAM_RUNS}), each pass's time divided by its recordings.
    */
   readonly streamMs?: number;
 }
@@ -118,7 +118,8 @@ export const WARM_ATTEMPTS = 6;
  * With `streamMs`, back-to-back passes follow the timed ones in the same submission (see
  * {@linkcode WarmTimingOptions.streamMs}): a pass timed alone also pays for the GPU starting its
  * first dispatch and draining its last, which back-to-back work (a model's layers, or the CUDA
- * graphs other libraries are timed with) overlaps or hides.
+ * graphs other libraries are timed with) overlaps or hides. Those passes are sized from the warm
+ * rate: a submission whose passes held fewer recordings than that rate fills is repeated.
  */
 export async function timeWarm(
   device: GPUDevice,
@@ -132,10 +133,12 @@ export async function timeWarm(
   // The probe's time per recording is an upper bound: later recordings run at a higher clock.
   const probe = warmupMs > 0 || streamMs > 0 ? await timePasses(device, 2, warmRecord) : [];
   let perRecording = Math.max(1e-4, Math.min(...probe));
-  // Like the anchors' CUDA graphs, sized from a cold call: a warm pass holds a little less.
-  const perStream = streamMs > 0
-    ? Math.max(1, Math.min(MAX_STREAM_RUNS, Math.ceil(streamMs / perRecording)))
-    : 0;
+  // Back-to-back passes start sized from the cold probe, which only bounds a warm recording's
+  // time from above: once a submission has measured the warm rate, a pass that holds fewer
+  // recordings than that rate fills is sized again and the submission repeated (a cold probe of
+  // an H200 ran 2-4x slow, leaving a 0.55 ms decode one recording per pass where a warm rate
+  // fits four, so each pass's fixed cost weighed four times as much).
+  let perStream = streamMs > 0 ? streamRecordings(streamMs, perRecording) : 0;
   const streamPasses = perStream > 0 ? runs : 0;
   const timed = warmup + runs;
   let result: WarmTiming | undefined;
@@ -144,6 +147,7 @@ export async function timeWarm(
     const recordings = warmupMs > 0 ? Math.ceil((margin * warmupMs) / perRecording) : 0;
     const passes = Math.min(WARM_PASSES, recordings);
     const perPass = passes > 0 ? Math.ceil(recordings / passes) : 0;
+    const stream = perStream;
     let index = 0;
     // Stream recordings continue the timed passes' indices, so rotated K/V copies keep turning.
     let streamIndex = timed;
@@ -153,26 +157,47 @@ export async function timeWarm(
       } else if (i < passes + timed) {
         record(pass, i - passes);
       } else {
-        for (let k = 0; k < perStream; k++) record(pass, streamIndex++);
+        for (let k = 0; k < stream; k++) record(pass, streamIndex++);
       }
     });
     const warmMs = ms.slice(0, passes).reduce((a, b) => a + b, 0);
+    const lastWarmMs = passes > 0 ? ms[passes - 1] / perPass : NaN;
     result = {
       samplesMs: ms.slice(passes + warmup, passes + timed),
       warmMs,
       warmRecordings: passes * perPass,
-      lastWarmMs: passes > 0 ? ms[passes - 1] / perPass : NaN,
-      ...(perStream > 0
+      lastWarmMs,
+      ...(stream > 0
         ? {
-          streamSamplesMs: ms.slice(passes + timed).map((x) => x / perStream),
-          runsPerStreamPass: perStream,
+          streamSamplesMs: ms.slice(passes + timed).map((x) => x / stream),
+          runsPerStreamPass: stream,
         }
         : {}),
     };
-    if (warmMs >= warmupMs) break;
     perRecording = Math.max(1e-4, warmMs / (passes * perPass));
+    // Sized again from the warm rate (the last warm pass's; without a warm-up, the timed
+    // passes' fastest), it never shrinks: a repeat is only ever for passes that were too short.
+    const warmRate = passes > 0 ? lastWarmMs : Math.min(...result.samplesMs);
+    if (stream > 0) perStream = Math.max(stream, streamRecordings(streamMs, warmRate));
+    if (warmMs >= warmupMs && perStream === stream) break;
   }
   return result!;
+}
+
+/**
+ * Recordings a back-to-back pass holds to fill about `streamMs` at `perRecordingMs` each (1 to
+ * {@linkcode MAX_STREAM_RUNS}).
+ *
+ * @example
+ * ```ts
+ * import { streamRecordings } from "./gpu_timing.ts";
+ * console.log(streamRecordings(2, 0.55), streamRecordings(2, 3), streamRecordings(2, 1e-4));
+ * // 4 1 256
+ * ```
+ */
+export function streamRecordings(streamMs: number, perRecordingMs: number): number {
+  if (!(perRecordingMs > 0)) return 1;
+  return Math.max(1, Math.min(MAX_STREAM_RUNS, Math.ceil(streamMs / perRecordingMs)));
 }
 
 /** The median of some numbers. */
