@@ -70,6 +70,8 @@ const warmupMs = Number(args.get("warmup-ms") ?? 400);
 const runs = Number(args.get("runs") ?? 25);
 const streamMs = Number(args.get("stream-ms") ?? 2);
 const strategies = (args.get("strategies") ?? "lean,split,single").split(",") as Strategy[];
+/** `--grid=N`: the lean grid of every class, instead of the device's calibration. */
+const grid = args.get("grid") ? Number(args.get("grid")) : undefined;
 const kernel: KernelTuning | undefined = args.get("kernel")
   ? JSON.parse(args.get("kernel")!)
   : undefined;
@@ -204,7 +206,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
   const entry = table &&
     table[kernelChoiceKey(table, c.headDim, rowsPerBlockOf(c), c.kvDtype ?? "f16")];
   const tuning = entry ? { ...kernel, ...entry } : kernel;
-  const decoder = await createDecoder({ backend, device, kernel: tuning });
+  const decoder = await createDecoder({ backend, device, kernel: tuning, grid });
   const rows: Row[] = [];
   try {
     const checked = args.has("check") ? await check(decoder, c) : undefined;
@@ -284,7 +286,7 @@ const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" }
 if (!adapter) throw new Error(`no ${backend} adapter`);
 const device = await requestDevice(adapter);
 const ceilings = await measureCeilings(device, warmupMs);
-const probe = await createDecoder({ backend, device, kernel });
+const probe = await createDecoder({ backend, device, kernel, grid });
 const profile = probe.profile;
 await probe.dispose();
 console.log(

@@ -56,6 +56,15 @@
 #           then the tiled GPU tests through Dawn alone.
 #   mlagrid (session 25) the MLA rows (lean) on Dawn, then on Deno's WebGPU, after the tiled
 #           class's calibration probe went to 512 tokens up to 1024 workgroups.
+#   warm    (session 26) after back-to-back passes were sized from the warm rate (they had been
+#           sized from a cold probe, which left the first strategy of each case with 1-2
+#           recordings per pass where later ones got 4-7): the anchors (their graphs sized the
+#           same way), every f16 case on Deno's WebGPU with lean's paged twin against them, then
+#           the 8-bit, MLA and MQA rows (lean).
+#   warmdawn (session 26) lean on Dawn over every f16 case against the anchors of `warm`
+#           (copied to bench/results/h200_torch_sdpa.json and h200_triton.json); MLA on Dawn at
+#           grids 131 and 264; d256 32k dense and paged with other "r4 d256" entries
+#           (bench/paged_tables/); the timing GPU tests.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -241,6 +250,43 @@ if [ "$mode" = mlagrid ]; then
     --only='mla' --out="$out/h200_mla_dawn4.json"
   run_deno 150 bench_mla4.txt bench/gpu_bench.ts --backend=webgpu --check --strategies=lean \
     --only='mla' --out="$out/h200_mla4.json"
+  stamp "done"
+fi
+
+if [ "$mode" = warm ]; then
+  for anchor in torch_sdpa triton_decode; do
+    (cd bench/anchors && timeout 150 python3 "$anchor.py" ../cases.json "$out/$anchor.json") \
+      >"$out/$anchor.txt" 2>&1
+    stamp "exit $? ($anchor.txt)"
+  done
+  run_deno 330 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check --paged \
+    --anchor="$out/torch_sdpa.json" --triton="$out/triton_decode.json" "$f16_only" \
+    --out="$out/h200_webgpu.json"
+  run_deno 120 bench_kv8_mla.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --only='int8|e4m3|e5m2|mla|mqa' --anchor="$out/torch_sdpa.json" \
+    --triton="$out/triton_decode.json" --out="$out/h200_kv8_mla.json"
+  stamp "done"
+fi
+
+if [ "$mode" = warmdawn ]; then
+  anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+  # shellcheck disable=SC2086
+  run_deno 260 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    $anchors "$f16_only" --out="$out/h200_dawn.json"
+  for grid in 131 264; do
+    run_deno 90 "bench_mla_dawn_$grid.txt" bench/gpu_bench.ts --backend=dawn --check \
+      --strategies=lean --only='mla b1 32k|mla b8 32k' --grid="$grid" \
+      --out="$out/h200_mla_dawn_$grid.json"
+  done
+  for table in default U4s U4p U8s_rows1; do
+    flag=""
+    if [ "$table" != default ]; then flag="--table=bench/paged_tables/$table.json"; fi
+    # shellcheck disable=SC2086
+    run_deno 60 "paged_d256_$table.txt" bench/gpu_bench.ts --backend=webgpu --check --paged \
+      --strategies=lean --only='d256 32k' $flag --out="$out/paged_d256_$table.json"
+  done
+  grep -h -E ' lean(-paged)? ' "$out"/paged_d256_*.txt | tee -a "$log"
+  run_tests 150 tests_timing.log tests/timing_test.ts tests/gpu_timing_test.ts
   stamp "done"
 fi
 
