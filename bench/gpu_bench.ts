@@ -23,6 +23,7 @@
  *        [--backend=webgpu|dawn] [--anchor=FILE] [--triton=FILE] [--out=FILE] [--paged]
  *        [--only=SUBSTRING[|SUBSTRING...]] [--skip=SUBSTRING[|...]] [--strategies=lean,split,single] [--runs=25]
  *        [--warmup-ms=400] [--stream-ms=2] [--kernel=JSON] [--table=FILE] [--check]
+ *        [--grid=N] [--no-retime]
  *
  * `--table=FILE` overrides entries of `KERNEL_TABLE` (JSON of the same shape, e.g. picked from a
  * sweep by bench/pick_table.ts); `--check` first runs each case's kernel on a shortened input
@@ -214,7 +215,14 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
     const kvBytes = input.k.byteLength + input.v.byteLength;
     if (c.kvDtype !== "f16") console.log(`${c.name}: kvDtype ${c.kvDtype} ${c.kvScales ?? ""}`);
     const kvSets = kvBytes < ROTATE_BELOW ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
-    for (const strategy of strategies) {
+    // The case's first strategy is timed again after the others, and its better timing (by the
+    // back-to-back time, else the lone one) kept: the first timing of a case follows the
+    // generation of its input (seconds with the GPU idle for the largest) and runs on freshly
+    // bound buffers, and on the H200 it ran up to 10% slower than the same plan timed next
+    // (b64 4k: lean 0.3084 ms back to back, split and single with the same 512 pieces 0.2785
+    // and 0.2782; session 26, bench/results/h200_session13/warm/). `--no-retime` turns it off.
+    const order = args.has("no-retime") ? strategies : [...strategies, strategies[0]];
+    for (const [at, strategy] of order.entries()) {
       const plan = decoder.plan(input, { strategy });
       const t = await decoder.timeKernels({ ...input, strategy }, {
         runs,
@@ -235,6 +243,21 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         kernel: tuning ?? null,
         ...(checked === undefined ? {} : { checkRelL2: checked }),
       }, ceilings);
+      if (at === strategies.length) {
+        const first = rows.findIndex((r) => r.strategy === strategy);
+        const key = (r: Row) => (r.streamMs ?? r.medianMs) as number;
+        const [a, b] = [rows[first], row];
+        rows[first] = {
+          ...(key(b) < key(a) ? b : a),
+          timings: [a, b].map((r) => ({ medianMs: r.medianMs, streamMs: r.streamMs })),
+        };
+        console.log(
+          `${"".padEnd(22)}${strategy} timed again: ${key(b).toFixed(4)} ms (first ${
+            key(a).toFixed(4)
+          }); the better kept`,
+        );
+        continue;
+      }
       printRow(row, rows.length === 0);
       rows.push(row);
     }

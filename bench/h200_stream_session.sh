@@ -65,6 +65,10 @@
 #           (copied to bench/results/h200_torch_sdpa.json and h200_triton.json); MLA on Dawn at
 #           grids 131 and 264; d256 32k dense and paged with other "r4 d256" entries
 #           (bench/paged_tables/); the timing GPU tests.
+#   warm2   (session 26) after a case's first strategy was timed again at its end (the better of
+#           its two timings kept) and the tiled class calibrated at 1.25x: every f16 case on
+#           Deno's WebGPU with lean's paged twin, MLA on Dawn (calibrated), PyTorch's anchor
+#           again (`torch_sdpa2.json`: its spread between runs), the 8-bit, MLA and MQA rows.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -287,6 +291,22 @@ if [ "$mode" = warmdawn ]; then
   done
   grep -h -E ' lean(-paged)? ' "$out"/paged_d256_*.txt | tee -a "$log"
   run_tests 150 tests_timing.log tests/timing_test.ts tests/gpu_timing_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = warm2 ]; then
+  anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+  # shellcheck disable=SC2086
+  run_deno 330 bench_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check --paged $anchors \
+    "$f16_only" --out="$out/h200_webgpu.json"
+  run_deno 90 bench_mla_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    --only='mla b1 32k|mla b8 32k' --out="$out/h200_mla_dawn.json"
+  (cd bench/anchors && timeout 100 python3 torch_sdpa.py ../cases.json "$out/torch_sdpa2.json") \
+    >/tmp/torch_sdpa2.txt 2>&1
+  stamp "exit $? (torch_sdpa2)"
+  # shellcheck disable=SC2086
+  run_deno 150 bench_kv8_mla.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --only='int8|e4m3|e5m2|mla|mqa' $anchors --out="$out/h200_kv8_mla.json"
   stamp "done"
 fi
 

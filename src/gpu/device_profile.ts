@@ -50,14 +50,16 @@ export type ProbeDispatch = (pass: GPUComputePassEncoder, n: number) => void;
 
 /**
  * Measures how many workgroups of the probe the device runs at once: the probe is dispatched at
- * growing sizes up to `maxSize` in one submission, timed with `timestamp-query`. Returns
- * `undefined` without that feature.
+ * growing sizes up to `maxSize` in one submission, timed with `timestamp-query`; the grid is the
+ * largest size finishing within `tolerance` times one workgroup's time. Returns `undefined`
+ * without that feature.
  */
 export async function calibrateGrid(
   device: GPUDevice,
   probe: ProbeDispatch,
   maxSize: number,
   warmupMs = 0,
+  tolerance = 1.5,
 ): Promise<number | undefined> {
   if (!device.features.has("timestamp-query")) return undefined;
   const sizes = probeSizes().filter((n) => n <= maxSize);
@@ -76,7 +78,7 @@ export async function calibrateGrid(
   // The grid is the largest size still finishing in about one workgroup's time.
   let grid = 1;
   for (let i = 0; i < sizes.length; i++) {
-    if (times[i] <= base * 1.5) grid = sizes[i];
+    if (times[i] <= base * tolerance) grid = sizes[i];
     else if (times[i] > base * 3) break;
   }
   return grid;
@@ -84,7 +86,7 @@ export async function calibrateGrid(
 
 /**
  * Returns the device profile for an adapter: calibrated once per adapter and probe kernel (at
- * most `maxSize` workgroups), else from the table.
+ * most `maxSize` workgroups, `tolerance` as {@linkcode calibrateGrid}'s), else from the table.
  */
 export async function deviceProfile(
   device: GPUDevice,
@@ -94,14 +96,14 @@ export async function deviceProfile(
   probeKey: string,
   warmupMs = 0,
   maxSize = 8192,
+  tolerance = 1.5,
 ): Promise<DeviceProfile> {
   const key = `${description}|${probeKey}`;
   const cached = cache.get(key);
   if (cached) return cached;
   let profile = tableProfile(description, software);
-  const grid = await calibrateGrid(device, probe, software ? 64 : maxSize, warmupMs).catch(() =>
-    undefined
-  );
+  const grid = await calibrateGrid(device, probe, software ? 64 : maxSize, warmupMs, tolerance)
+    .catch(() => undefined);
   if (grid !== undefined) profile = { name: description, grid, source: "calibrated" };
   cache.set(key, profile);
   return profile;

@@ -207,8 +207,12 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
         const { probe, key, classKey } = made;
         // The first class warms the GPU (its clock idles low); the others follow right after.
         const warmupMs = i === 0 ? 300 : 50;
-        // One tiled workgroup per multiprocessor or so: 1024 workgroups are probe enough.
-        const maxSize = rows > 8 ? 1024 : undefined;
+        // One tiled workgroup per multiprocessor or so: 1024 workgroups are probe enough. Its
+        // arithmetic fills a multiprocessor, so a second one there can only share it: this
+        // class counts a size as one wave only within 1.25x of one workgroup's time (1.5x for
+        // the others). At 1.5x Dawn's probe gave 502, 131, 1010, 264 and 131 in five runs, and
+        // MLA on Dawn ran faster at 131 than at 264 (b1 32k 0.429 against 0.517 ms; session 26).
+        const tiledClass = rows > 8;
         const p = await deviceProfile(
           device,
           summary.description,
@@ -216,7 +220,8 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
           probe,
           key,
           warmupMs,
-          maxSize,
+          tiledClass ? 1024 : undefined,
+          tiledClass ? 1.25 : undefined,
         );
         if (headDim === 128) grids[rows] = p.grid;
         byClass[classKey] ??= p.grid;
