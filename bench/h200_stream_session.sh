@@ -69,6 +69,8 @@
 #           its two timings kept) and the tiled class calibrated at 1.25x: every f16 case on
 #           Deno's WebGPU with lean's paged twin, MLA on Dawn (calibrated), PyTorch's anchor
 #           again (`torch_sdpa2.json`: its spread between runs), the 8-bit, MLA and MQA rows.
+#   dawn2   (session 26) lean on Dawn over every f16 case again, now timed twice (the case's
+#           first strategy again at its end, the better kept), against the best-of anchors.
 #   tests   the GPU tests of timing (alone and back to back) and of reliability through Deno's
 #           WebGPU.
 # Results under $OUT (default bench/results/h200_session9): session.log and one file per step.
@@ -307,6 +309,14 @@ if [ "$mode" = warm2 ]; then
   # shellcheck disable=SC2086
   run_deno 150 bench_kv8_mla.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --only='int8|e4m3|e5m2|mla|mqa' $anchors --out="$out/h200_kv8_mla.json"
+  stamp "done"
+fi
+
+if [ "$mode" = dawn2 ]; then
+  anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+  # shellcheck disable=SC2086
+  run_deno 330 bench_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    $anchors "$f16_only" --out="$out/h200_dawn.json"
   stamp "done"
 fi
 
