@@ -6,79 +6,18 @@
 
 import assert from "node:assert/strict";
 import { timeWarm } from "../src/gpu/gpu_timing.ts";
+import { fakeTimedDevice } from "./fake_timed_device.ts";
 
 /** Milliseconds a fake pass costs: once per pass, and per recording (one dispatch each). */
 const PASS_MS = 1;
 const RECORDING_MS = 2;
 
 /**
- * A device with just what `timePasses` uses; every pass costs PASS_MS, and each recording
- * `recordingMs(clock)` (RECORDING_MS by default), the clock being the GPU milliseconds spent so
- * far when the pass starts (a GPU that speeds up under load).
+ * Every pass costs PASS_MS, and each recording `recordingMs(clock)` (RECORDING_MS by default), the
+ * clock being the GPU milliseconds spent so far (a GPU that speeds up under load).
  */
 function fakeDevice(recordingMs: (clockMs: number) => number = () => RECORDING_MS): GPUDevice {
-  let clockNs = 0n;
-  const buffer = (size: number) => {
-    const bytes = new ArrayBuffer(size);
-    return {
-      bytes,
-      mapAsync: () => Promise.resolve(),
-      getMappedRange: () => bytes,
-      unmap: () => {},
-      destroy: () => {},
-    };
-  };
-  const device = {
-    features: new Set(["timestamp-query"]),
-    createQuerySet: ({ count }: { count: number }) => ({
-      stamps: new BigUint64Array(count),
-      destroy: () => {},
-    }),
-    createBuffer: ({ size }: { size: number }) => buffer(size),
-    createCommandEncoder: () => ({
-      beginComputePass: (
-        { timestampWrites: w }: {
-          timestampWrites: {
-            querySet: { stamps: BigUint64Array };
-            beginningOfPassWriteIndex: number;
-            endOfPassWriteIndex: number;
-          };
-        },
-      ) => {
-        let recordings = 0;
-        return {
-          dispatchWorkgroups: () => {
-            recordings++;
-          },
-          end: () => {
-            w.querySet.stamps[w.beginningOfPassWriteIndex] = clockNs;
-            const each = recordingMs(Number(clockNs) / 1e6);
-            clockNs += BigInt((PASS_MS + each * recordings) * 1e6);
-            w.querySet.stamps[w.endOfPassWriteIndex] = clockNs;
-          },
-        };
-      },
-      resolveQuerySet: (
-        q: { stamps: BigUint64Array },
-        first: number,
-        count: number,
-        dst: { bytes: ArrayBuffer },
-        offset: number,
-      ) =>
-        new BigUint64Array(dst.bytes, offset, count).set(q.stamps.subarray(first, first + count)),
-      copyBufferToBuffer: (
-        src: { bytes: ArrayBuffer },
-        srcOffset: number,
-        dst: { bytes: ArrayBuffer },
-        dstOffset: number,
-        size: number,
-      ) =>
-        new Uint8Array(dst.bytes, dstOffset, size).set(new Uint8Array(src.bytes, srcOffset, size)),
-      finish: () => ({}),
-    }),
-    queue: { submit: () => {} },
-  };
-  return device as unknown as GPUDevice;
+  return fakeTimedDevice({ passMs: PASS_MS, dispatchMs: (_, clockMs) => recordingMs(clockMs) });
 }
 
 Deno.test("timeWarm times passes alone and back to back, each sample per recording", async () => {

@@ -48,6 +48,22 @@ function probeSizes(): number[] {
 /** Records one probe: `n` workgroups of equal, fixed work, in the given pass. */
 export type ProbeDispatch = (pass: GPUComputePassEncoder, n: number) => void;
 
+/** Options of {@linkcode calibrateGrid} and {@linkcode deviceProfile}. */
+export interface CalibrationOptions {
+  /** Largest grid probed (default 8192; 64 for software adapters). */
+  readonly maxSize?: number;
+  /** Milliseconds of large probes before the sweep, in its submission (default 0). */
+  readonly warmupMs?: number;
+  /** A size counts as one wave within this many times one workgroup's time (default 1.5). */
+  readonly tolerance?: number;
+  /**
+   * Time the smallest sizes again after the sweep and take one workgroup's time as the least of
+   * both (default false): a sweep that began below full clock (a short warm-up after a long
+   * compile) then does not inflate it, and with it every size's allowance.
+   */
+  readonly baseAfter?: boolean;
+}
+
 /**
  * Measures how many workgroups of the probe the device runs at once: the probe is dispatched at
  * growing sizes up to `maxSize` in one submission, timed with `timestamp-query`; the grid is the
@@ -57,23 +73,29 @@ export type ProbeDispatch = (pass: GPUComputePassEncoder, n: number) => void;
 export async function calibrateGrid(
   device: GPUDevice,
   probe: ProbeDispatch,
-  maxSize: number,
-  warmupMs = 0,
-  tolerance = 1.5,
+  options: CalibrationOptions = {},
 ): Promise<number | undefined> {
   if (!device.features.has("timestamp-query")) return undefined;
+  const maxSize = options.maxSize ?? 8192;
+  const tolerance = options.tolerance ?? 1.5;
   const sizes = probeSizes().filter((n) => n <= maxSize);
   // A GPU that idled runs at a low clock at first: warm it with large probes in the same
   // submission, or the clock rises during the sweep and the larger sizes look cheap. The first
   // timed dispatch (one workgroup) only fills caches; it is not used.
   const warmSize = Math.min(maxSize, 2048);
+  const again = options.baseAfter ? sizes.slice(0, 4) : [];
   const { samplesMs: all } = await timeWarm(
     device,
-    (pass, i) => probe(pass, i ? sizes[i - 1] : 1),
-    { runs: sizes.length + 1, warmupMs, warmRecord: (pass) => probe(pass, warmSize) },
+    (pass, i) =>
+      probe(pass, i === 0 ? 1 : i <= sizes.length ? sizes[i - 1] : again[i - 1 - sizes.length]),
+    {
+      runs: sizes.length + 1 + again.length,
+      warmupMs: options.warmupMs ?? 0,
+      warmRecord: (pass) => probe(pass, warmSize),
+    },
   );
-  const times = all.slice(1);
-  const base = Math.min(...times.slice(0, 4));
+  const times = all.slice(1, 1 + sizes.length);
+  const base = Math.min(...times.slice(0, 4), ...all.slice(1 + sizes.length));
   if (!(base > 0)) return undefined;
   // The grid is the largest size still finishing in about one workgroup's time.
   let grid = 1;
@@ -85,8 +107,8 @@ export async function calibrateGrid(
 }
 
 /**
- * Returns the device profile for an adapter: calibrated once per adapter and probe kernel (at
- * most `maxSize` workgroups, `tolerance` as {@linkcode calibrateGrid}'s), else from the table.
+ * Returns the device profile for an adapter: calibrated once per adapter and probe kernel (see
+ * {@linkcode calibrateGrid} for the options), else from the table.
  */
 export async function deviceProfile(
   device: GPUDevice,
@@ -94,16 +116,16 @@ export async function deviceProfile(
   software: boolean,
   probe: ProbeDispatch,
   probeKey: string,
-  warmupMs = 0,
-  maxSize = 8192,
-  tolerance = 1.5,
+  options: CalibrationOptions = {},
 ): Promise<DeviceProfile> {
   const key = `${description}|${probeKey}`;
   const cached = cache.get(key);
   if (cached) return cached;
   let profile = tableProfile(description, software);
-  const grid = await calibrateGrid(device, probe, software ? 64 : maxSize, warmupMs, tolerance)
-    .catch(() => undefined);
+  const grid = await calibrateGrid(device, probe, {
+    ...options,
+    maxSize: software ? 64 : options.maxSize,
+  }).catch(() => undefined);
   if (grid !== undefined) profile = { name: description, grid, source: "calibrated" };
   cache.set(key, profile);
   return profile;
