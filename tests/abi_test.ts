@@ -23,7 +23,7 @@ import {
 } from "../src/kernels/abi.ts";
 import { appendKernelWGSL } from "../src/kernels/append_kernel.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
-import { kernelParams, PARAMS_WGSL, PARAMS_WORDS } from "../src/kernels/kernel_spec.ts";
+import { kernelParams, PARAMS_WGSL, PARAMS_WORDS } from "../src/kernels/kernel_params.ts";
 import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
 import { createPlan, KV_DTYPES } from "../mod.ts";
 import { PIECE, PIECE_STRIDE, REDUCE, REDUCE_STRIDE } from "../plan.ts";

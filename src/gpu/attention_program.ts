@@ -23,7 +23,8 @@
  * @module
  */
 
-import { kernelParams, type KernelSpec, PARAMS_WORDS } from "../kernels/kernel_spec.ts";
+import type { KernelSpec } from "../kernels/kernel_spec.ts";
+import { kernelParams, PARAMS_WORDS } from "../kernels/kernel_params.ts";
 import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
 import { mergeWorkgroups } from "../kernels/merge_kernel.ts";
 import { PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";

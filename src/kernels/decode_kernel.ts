@@ -17,16 +17,18 @@
 
 import {
   elementsPerLoad,
-  FLAT_WORKGROUP_WGSL,
   halfMath,
-  kernelEntryWGSL,
   kernelLayout,
   type KernelSpec,
   kvLoadDim,
+} from "./kernel_spec.ts";
+import {
+  FLAT_WORKGROUP_WGSL,
+  kernelEntryWGSL,
   PARAMS_WGSL,
   PIECE_LOOP_WGSL,
   QUERY_ROW_WGSL,
-} from "./kernel_spec.ts";
+} from "./kernel_params.ts";
 import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
 import { grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
 import { stepLoadsWGSL } from "./decode_loads.ts";

@@ -22,12 +22,8 @@ import { NEG_SCORE } from "./decode_kernel.ts";
 import { ioWGSL } from "./io_wgsl.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { lines } from "./decode_step.ts";
-import {
-  FLAT_WORKGROUP_WGSL,
-  type KernelSpec,
-  PARAMS_WGSL,
-  QUERY_ROW_WGSL,
-} from "./kernel_spec.ts";
+import type { KernelSpec } from "./kernel_spec.ts";
+import { FLAT_WORKGROUP_WGSL, PARAMS_WGSL, QUERY_ROW_WGSL } from "./kernel_params.ts";
 import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 
 /**

@@ -29,15 +29,14 @@
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { type KernelSpec, kvLoadDim } from "./kernel_spec.ts";
 import {
   FLAT_WORKGROUP_WGSL,
   kernelEntryWGSL,
-  type KernelSpec,
-  kvLoadDim,
   PARAMS_WGSL,
   PIECE_LOOP_WGSL,
   QUERY_ROW_WGSL,
-} from "./kernel_spec.ts";
+} from "./kernel_params.ts";
 import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
 import { kvAddressWGSL } from "./kv_address.ts";
 import { ioWGSL } from "./io_wgsl.ts";
