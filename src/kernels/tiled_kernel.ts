@@ -45,6 +45,7 @@ import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./varia
 import type { WGSLOptions } from "./decode_kernel.ts";
 import { TILED_THREADS, tiledLayout } from "./tiled_layout.ts";
 import { tiledStagesWGSL, vPieceWGSL } from "./tiled_stages.ts";
+import { tiledWeightedWGSL } from "./tiled_weighted.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
@@ -99,59 +100,10 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
     layout,
     qScale,
   );
-  // The weighted sum over a tile, U tokens at a time with the next group's V requested ahead.
-  const weighted = `      for (var i0 = 0u; i0 < ${TPT}u; i0 += ${U}u) {
-${lines(U, (u) => `        let vc${u} = vn${u};${tokenScales ? ` let vsc${u} = vs${u};` : ""}`)}
-        if (i0 + ${U}u < ${TPT}u) {
-${vLoad(`(i0 + ${U}u)`)}
-        }
-${
-    lines(U, (u) =>
-      `        {
-          let t = tg + ${TG}u * (i0 + ${u}u);
-          let vv = v_unpack(vc${u}, c);
-          let va = vv[0]${tokenScales ? ` * vsc${u}` : ""};
-          let vb = vv[1]${tokenScales ? ` * vsc${u}` : ""};
-${
-        lines(MB4, (j) =>
-          `          let p${j} = smem[${PS_OFF}u + t * ${RB4}u + rg * ${MB4}u + ${j}u];
-${
-            lines(4, (e) => {
-              const r = 4 * j + e;
-              const pe = `p${j}.${comps[e]}`;
-              return `          ${o(r, 0)} = fma(vec4<f32>(${pe}), va, ${o(r, 0)});
-          ${o(r, 1)} = fma(vec4<f32>(${pe}), vb, ${o(r, 1)});`;
-            })
-          }`)
-      }
-        }`)
-  }
-      }`;
-  // A tile where some row does not see every token: one token at a time, V loaded where it is
-  // used, each (row, token) of weight -1 left out with a select. Rare (a piece's edges), so it
-  // is kept small: written like the plain sum it cost whole tiles 11% on the H200 (session 25).
-  const weightedMasked = `      for (var i = 0u; i < ${TPT}u; i++) {
-        let t = tg + ${TG}u * i;
-${vLoadOne("min(tile0 + t, tok_end - 1u)")}
-        let vv = v_unpack(v1, c);
-        let va = vv[0]${tokenScales ? " * vs1" : ""};
-        let vb = vv[1]${tokenScales ? " * vs1" : ""};
-${
-    lines(MB4, (j) =>
-      `        {
-          let p = smem[${PS_OFF}u + t * ${RB4}u + rg * ${MB4}u + ${j}u];
-${
-        lines(4, (e) => {
-          const r = 4 * j + e;
-          return `          ${o(r, 0)} += select(vec4<f32>(0.0), p.${comps[e]} * va, p.${
-            comps[e]
-          } >= 0.0);
-          ${o(r, 1)} += select(vec4<f32>(0.0), p.${comps[e]} * vb, p.${comps[e]} >= 0.0);`;
-        })
-      }
-        }`)
-  }
-      }`;
+  const { plain: weighted, masked: weightedMasked } = tiledWeightedWGSL(spec, layout, {
+    vLoad,
+    vLoadOne,
+  });
   // The softmax's logits: soft-cap, then ALiBi (log2 units, as the decode kernel's).
   const logits = `${flags.softCap ? "\n        s = soft_cap(s);" : ""}${
     flags.alibi ? "\n        s += slope * f32(bitcast<i32>(t - pq));" : ""
