@@ -29,6 +29,7 @@
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { lines } from "./decode_step.ts";
 import { type KernelSpec, kvLoadDim } from "./kernel_spec.ts";
 import {
   FLAT_WORKGROUP_WGSL,
@@ -48,7 +49,6 @@ import { tiledStagesWGSL, vPieceWGSL } from "./tiled_stages.ts";
 import { tiledWeightedWGSL } from "./tiled_weighted.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
 
 /**
  * Generates the tiled decode kernel's WGSL for a spec (`tiled: true`).

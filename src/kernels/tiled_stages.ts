@@ -9,11 +9,11 @@
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { lines } from "./decode_step.ts";
 import type { KernelSpec } from "./kernel_spec.ts";
 import { TILED_THREADS, type TiledLayout } from "./tiled_layout.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
 
 /**
  * WGSL of a thread's raw V piece (8 elements) of one token, and its unpacking. The load is

@@ -10,12 +10,10 @@
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { lines } from "./decode_step.ts";
 import type { KernelSpec } from "./kernel_spec.ts";
 import type { TiledLayout } from "./tiled_layout.ts";
 import type { TiledStages } from "./tiled_stages.ts";
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
 
 /**
  * The plain and masked weighted sums of a tile, for a spec, its layout and its V loads.
