@@ -174,7 +174,7 @@ export async function timeWarm(
         }
         : {}),
     };
-    perRecording = Math.max(1e-4, warmMs / (passes * perPass));
+    if (passes > 0) perRecording = Math.max(1e-4, warmMs / (passes * perPass));
     // Sized again from the warm rate (the last warm pass's; without a warm-up, the timed
     // passes' fastest), it never shrinks: a repeat is only ever for passes that were too short.
     const warmRate = passes > 0 ? lastWarmMs : Math.min(...result.samplesMs);
