@@ -17,20 +17,26 @@
  * exponentials or the f16 unpacking removed, alone and with cached rows ("cached/bare": all
  * three removed, leaving the loads, the multiply-adds and the loop's control).
  *
+ * Session 27 times the cells back to back too (`--stream-ms=2`: the benchmark's stream column),
+ * where the targets are judged: an empty pass of both dispatches, back to back, is the least any
+ * kernel of this two-dispatch design can take.
+ *
  * Usage: deno run -A --unstable-webgpu bench/diag_floors.ts [--only=SUBSTRING|...]
- *   [--variants=NAME|...] [--out=FILE]
+ *   [--variants=NAME|...] [--stream-ms=MS] [--bench-cases=NAME|...] [--out=FILE]
  */
 
 import { diagCases, type DispatchSkip, installDispatchFilter, timeLeanCell } from "./diag_lib.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
-import type { BenchCase } from "./bench_cases.ts";
+import { type BenchCase, loadCases } from "./bench_cases.ts";
 import type { DecoderOptions } from "../mod.ts";
 
 const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 const out = flag("out");
 const only = flag("only")?.split("|");
+/** `--stream-ms=N`: also time passes of N ms of runs back to back (the benchmark's stream column). */
+const streamMs = flag("stream-ms") ? Number(flag("stream-ms")) : undefined;
 
 // The variants' hooks: a filter on the pass's dispatches and a rewrite of the decode kernel's WGSL.
 const filter = installDispatchFilter();
@@ -207,7 +213,9 @@ const shape = (
   qLen: 1,
   kvDtype: "f16",
 });
-const cases: BenchCase[] = [
+/** `--bench-cases=NAME|...`: the benchmark's cases of these exact names instead of the shapes below. */
+const benchCases = flag("bench-cases")?.split("|");
+const shapes: BenchCase[] = [
   shape("gqa32/8 2k", 1, 2, 32, 8),
   shape("gqa32/8 32k", 1, 32, 32, 8),
   shape("gqa32/8 128k", 1, 128, 32, 8),
@@ -215,6 +223,7 @@ const cases: BenchCase[] = [
   shape("h8/8 128k", 1, 128, 8, 8),
   shape("b1 h32 32k", 1, 32, 32, 32),
 ];
+const cases = benchCases ? (await loadCases()).filter((c) => benchCases.includes(c.name)) : shapes;
 
 // Held for the whole run: Deno's WebGPU panics ("Adapter does not exist") once a collected
 // adapter's device is used.
@@ -222,14 +231,22 @@ const adapter = (await navigator.gpu.requestAdapter({ powerPreference: "high-per
 const device = await requestDevice(adapter);
 const results: Record<string, unknown>[] = [];
 console.log(
-  `${"case".padEnd(14)} ${variants.map((v) => v.name.padStart(18)).join("")}` +
+  `${"case".padEnd(14)} ${variants.map((v) => v.name.padStart(streamMs ? 25 : 18)).join("")}` +
     `${"read 264x128".padStart(18)}${"read 1056x256".padStart(18)}`,
 );
 for (const { c, input, kvBytes, kvSets } of diagCases(cases, only)) {
   const cells: string[] = [];
   for (const v of variants) {
     rewrite = v.rewrite;
-    const cell = await timeLeanCell(device, input, kvSets, v.options ?? {}, filter, v.skip);
+    const cell = await timeLeanCell(
+      device,
+      input,
+      kvSets,
+      v.options ?? {},
+      filter,
+      v.skip,
+      streamMs,
+    );
     rewrite = undefined;
     cells.push(cell.text);
     if (cell.row) results.push({ case: c.name, variant: v.name, ...cell.row, kvBytes });

@@ -80,13 +80,19 @@ export interface DiagCell {
     workgroups: number;
     /** Pieces of the schedule (runs cut at head and sequence boundaries). */
     pieces: number;
+    /** Median ms per run of passes back to back (when `streamMs` asked for them). */
+    streamMs?: number;
+    /** Runs per back-to-back pass. */
+    runsPerStreamPass?: number;
   };
 }
 
 /**
  * Times lean on `input` (25 passes after 400 ms of warm passes, `kvSets` K/V copies) with a
  * decoder of `options` on `device`; `filter.skip` is set to `skip` for the timing only (the
- * decoder's calibration records every dispatch). Errors are printed and give an `error` cell.
+ * decoder's calibration records every dispatch). With `streamMs`, passes of that many ms of runs
+ * are also timed back to back (the benchmark's stream column), and the cell's text gains their
+ * median. Errors are printed and give an `error` cell.
  */
 export async function timeLeanCell(
   device: GPUDevice,
@@ -95,6 +101,7 @@ export async function timeLeanCell(
   options: Partial<DecoderOptions>,
   filter?: DispatchFilter,
   skip?: DispatchSkip,
+  streamMs?: number,
 ): Promise<DiagCell> {
   const decoder = await createDecoder({ backend: "webgpu", device, ...options });
   try {
@@ -104,15 +111,22 @@ export async function timeLeanCell(
       runs: 25,
       kvSets,
       warmupMs: 400,
+      ...(streamMs ? { streamMs } : {}),
     });
+    const stream = t.stream ? `/${t.stream.medianMs.toFixed(4)}` : "";
     return {
-      text: `${t.medianMs.toFixed(4)}/${t.lastWarmMs.toFixed(4)}`.padStart(18),
+      text: `${t.medianMs.toFixed(4)}/${t.lastWarmMs.toFixed(4)}${stream}`.padStart(
+        stream ? 25 : 18,
+      ),
       row: {
         medianMs: t.medianMs,
         lastWarmMs: t.lastWarmMs,
         grid: plan.grid,
         workgroups: plan.schedule.workgroups,
         pieces: plan.schedule.pieceOffsets[plan.schedule.workgroups],
+        ...(t.stream
+          ? { streamMs: t.stream.medianMs, runsPerStreamPass: t.stream.runsPerSample }
+          : {}),
       },
     };
   } catch (e) {

@@ -1,0 +1,126 @@
+/**
+ * Diagnostic of issue 13 (session 27): the SPIR-V that Deno's WebGPU (naga) makes of the decode
+ * kernels, for `bench/vk_pipeline_stats.c` to compile with a GPU's own driver and report its
+ * registers and spills (WebGPU reports neither). Runs on lavapipe: each kernel's pipeline is
+ * created in a child process with Mesa's `MESA_SPIRV_DUMP_PATH` set, and the child is stopped
+ * once Mesa has written the module (lavapipe's own compile can take minutes).
+ *
+ * Usage: deno run -A --unstable-webgpu bench/dump_spirv.ts --out=DIR [--only=NAME|...] [--dawn]
+ * Writes DIR/<name>.spv and DIR/<name>.wgsl for every kernel of {@linkcode KERNELS}; with
+ * `--dawn`, Dawn's (Tint's) SPIR-V instead of Deno's, as DIR/<name>.dawn.spv.
+ *
+ * @module
+ */
+
+import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
+import { kernelSpec, type KernelTuning } from "../src/gpu/kernel_choice.ts";
+import { createPlan } from "../src/plan/plan.ts";
+import type { KVDtype } from "../src/core/problem.ts";
+import { registeredDawn, requestDevice } from "../src/gpu/gpu_runtime.ts";
+
+/** A decode kernel to dump: the shape it is planned for and the tuning it is built with. */
+interface DumpKernel {
+  rows: number;
+  headDim: number;
+  kvDtype: KVDtype;
+  tuning?: KernelTuning;
+  workgroupSize?: number;
+}
+
+/** The kernels of the benchmark's classes and the 4-row class's alternatives. */
+const KERNELS: Record<string, DumpKernel> = {
+  "r1_d128_f16": { rows: 1, headDim: 128, kvDtype: "f16" },
+  "r4_d128_f16": { rows: 4, headDim: 128, kvDtype: "f16" },
+  "r4_d128_int8": { rows: 4, headDim: 128, kvDtype: "int8" },
+  "r4_d128_e4m3": { rows: 4, headDim: 128, kvDtype: "fp8e4m3" },
+  "r8_d128_f16": { rows: 8, headDim: 128, kvDtype: "f16" },
+  "r4_d64_f16": { rows: 4, headDim: 64, kvDtype: "f16" },
+  "r4_d256_f16": { rows: 4, headDim: 256, kvDtype: "f16" },
+  "r4_d128_f16_u2": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { unroll: 2 } },
+  "r4_d128_f16_l16": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { lanes: 16 } },
+  "r4_d128_f16_split": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { prefetch: "split" } },
+  "r4_d128_f16_qs": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "f16",
+    tuning: { prefetch: "split", queryShared: true },
+  },
+  "r4_d128_f16_rs2": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { rowSets: 2 } },
+  "r4_d128_f16_nopf": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { prefetch: false } },
+};
+
+/** The WGSL of a kernel as the library builds it on a 32-lane device with subgroups. */
+function kernelWGSL(k: DumpKernel, enableDirective: boolean): string {
+  const plan = createPlan({
+    seqLens: [65536],
+    numHeads: 8 * k.rows,
+    numKVHeads: 8,
+    headDim: k.headDim,
+    kvDtype: k.kvDtype,
+  }, { grid: 264, ...(k.workgroupSize ? { workgroupSize: k.workgroupSize } : {}) });
+  const spec = kernelSpec(plan, { subgroups: true, subgroupMinSize: 32 }, k.tuning ?? {});
+  return decodeKernelWGSL(spec, { enableDirective });
+}
+
+const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+const dawn = Deno.args.includes("--dawn");
+
+if (flag("child")) {
+  // The child: create the pipeline (Mesa dumps its SPIR-V on the way) and wait to be stopped.
+  const code = await Deno.readTextFile(flag("child")!);
+  let gpu: GPU = navigator.gpu;
+  if (dawn) {
+    await import("../dawn.ts");
+    gpu = await registeredDawn();
+  }
+  const adapter = await gpu.requestAdapter();
+  const device = await requestDevice(adapter!);
+  const module = device.createShaderModule({ code });
+  device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+  Deno.exit(0);
+}
+
+const out = flag("out");
+if (!out) throw new TypeError("--out=DIR is required");
+await Deno.mkdir(out, { recursive: true });
+const only = flag("only")?.split("|");
+for (const [name, k] of Object.entries(KERNELS)) {
+  if (only && !only.includes(name)) continue;
+  const file = `${out}/${name}${dawn ? ".dawn" : ""}`;
+  await Deno.writeTextFile(`${file}.wgsl`, kernelWGSL(k, dawn));
+  const dumpDir = await Deno.makeTempDir();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--unstable-webgpu",
+      import.meta.filename!,
+      `--child=${file}.wgsl`,
+      ...(dawn ? ["--dawn"] : []),
+    ],
+    env: { MESA_SPIRV_DUMP_PATH: dumpDir },
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  // The decode kernel is the only module of its size (wgpu's and Mesa's own are a few KB).
+  let found: string | undefined;
+  for (let waited = 0; waited < 120_000 && !found; waited += 200) {
+    await new Promise((r) => setTimeout(r, 200));
+    for await (const e of Deno.readDir(dumpDir)) {
+      const path = `${dumpDir}/${e.name}`;
+      if ((await Deno.stat(path)).size > 12_000) found = path;
+    }
+  }
+  try {
+    child.kill("SIGKILL");
+  } catch { /* already ended */ }
+  await child.status;
+  if (!found) {
+    console.log(`${name}: no SPIR-V dumped`);
+    continue;
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  await Deno.copyFile(found, `${file}.spv`);
+  await Deno.remove(dumpDir, { recursive: true });
+  console.log(`${file}.spv: ${(await Deno.stat(`${file}.spv`)).size} bytes`);
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issues 13 and 16, session 27, on the H200 in one call per mode (results under $OUT or
+# bench/results/h200_session14/MODE):
+#   stats   what the NVIDIA driver makes of the decode kernels (registers, spills, as reported
+#           by VK_KHR_pipeline_executable_properties through bench/vk_pipeline_stats.c, over the
+#           SPIR-V of Deno's WebGPU and of Dawn dumped on lavapipe by bench/dump_spirv.ts into
+#           .scratch/spv; the tool built into .scratch/ by `gcc -O2 -o .scratch/vk_pipeline_stats
+#           bench/vk_pipeline_stats.c -lvulkan`; carry .scratch), then the pass floors back to
+#           back (bench/diag_floors.ts --stream-ms=2 on the cases that miss issue 13's target:
+#           lean, an empty decode dispatch with and without the merge dispatch, no token loop),
+#           then the tiled class's grid on Dawn in three fresh processes (the MLA rows).
+# Run: OUT=... bash .gpu/boot.sh bash bench/h200_s27_session.sh MODE
+set -u
+mode=${1:-stats}
+out=${OUT:-bench/results/h200_session14/$mode}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "$0")/session_lib.sh"
+stamp "$mode"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
+
+missed='b1 h32 16k|gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|d64 32k|d256 32k|qLen4 gqa 16k'
+
+if [ "$mode" = stats ]; then
+  mkdir -p /tmp/ir
+  if [ -x .scratch/vk_pipeline_stats ]; then
+    timeout 120 .scratch/vk_pipeline_stats --ir=/tmp/ir .scratch/spv/*.spv >"$out/stats.txt" 2>&1
+    stamp "exit $? (stats.txt)"
+    tar czf "$out/ir.tgz" -C /tmp ir
+  fi
+  run_deno 240 floors.txt bench/diag_floors.ts --bench-cases="$missed" --stream-ms=2 \
+    --variants='lean|empty decode|empty, no merge|no loop' --out="$out/floors.json"
+  for i in 1 2 3; do
+    only='mla b1 32k'
+    if [ "$i" = 1 ]; then only='mla b1 32k|mla b8 32k'; fi
+    run_deno 90 "mla_dawn_$i.txt" bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+      --only="$only" --out="$out/mla_dawn_$i.json"
+    grep -o '"tiled r64":[0-9]*' "$out/mla_dawn_$i.txt" | tee -a "$log"
+  done
+  tar czf "$out/mla_dawn.tgz" -C "$out" $(cd "$out" && ls mla_dawn_*) && rm -f "$out"/mla_dawn_*
+  stamp "done"
+fi
