@@ -25,7 +25,13 @@
  *   [--variants=NAME|...] [--stream-ms=MS] [--bench-cases=NAME|...] [--out=FILE]
  */
 
-import { diagCases, type DispatchSkip, installDispatchFilter, timeLeanCell } from "./diag_lib.ts";
+import {
+  diagCases,
+  type DispatchSkip,
+  installDispatchFilter,
+  reloadSharedQuery,
+  timeLeanCell,
+} from "./diag_lib.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
@@ -151,6 +157,8 @@ const noUnpack = replacing(
 );
 const both = (...fs: ((code: string) => string)[]) => (code: string) =>
   fs.reduce((c, f) => f(c), code);
+/** Query rows in workgroup memory, each tensor's next rows requested once it is used. */
+const qsSplit = { queryShared: true, prefetch: "split" as const };
 type Variant = {
   name: string;
   skip?: DispatchSkip;
@@ -190,6 +198,37 @@ const allVariants: Variant[] = [
   { name: "cached/no unpack", rewrite: both(cachedLoads, noUnpack) },
   { name: "cached/no exp", rewrite: both(cachedLoads, noExp) },
   { name: "cached/bare", rewrite: both(cachedLoads, noLaneShuffles, noExp, noUnpack) },
+  // Session 27: fewer registers for the 4-row kernel. A workgroup of 512 threads makes the
+  // driver fit each thread in 128 registers (65536 per multiprocessor; 255 otherwise, which the
+  // 4-row d128 kernel uses); query rows in workgroup memory read again every step.
+  { name: "W256", options: { workgroupSize: 256 } },
+  { name: "W512", options: { workgroupSize: 512 } },
+  { name: "W512 L16", options: { workgroupSize: 512, kernel: { lanes: 16 } } },
+  { name: "qs reload", rewrite: reloadSharedQuery, options: { kernel: qsSplit } },
+  {
+    name: "L16 qs reload",
+    rewrite: reloadSharedQuery,
+    options: { kernel: { ...qsSplit, lanes: 16 } },
+  },
+  {
+    name: "W512 qs reload",
+    rewrite: reloadSharedQuery,
+    options: { workgroupSize: 512, kernel: qsSplit },
+  },
+  {
+    name: "W512 T128 qs reload",
+    rewrite: reloadSharedQuery,
+    options: { workgroupSize: 512, tileTokens: 128, kernel: qsSplit },
+  },
+  {
+    name: "W512 L16 T128",
+    options: { workgroupSize: 512, tileTokens: 128, kernel: { lanes: 16 } },
+  },
+  {
+    name: "W512 L16 T128 qs reload",
+    rewrite: reloadSharedQuery,
+    options: { workgroupSize: 512, tileTokens: 128, kernel: { ...qsSplit, lanes: 16 } },
+  },
 ];
 const picked = flag("variants")?.split("|");
 const variants = picked

@@ -137,3 +137,22 @@ export async function timeLeanCell(
     await decoder.dispose();
   }
 }
+
+/**
+ * Rewrites a decode kernel with query rows in workgroup memory (`queryShared`) so that the token
+ * loop reads them again every step (session 27): their index gains `s0 >> 31`, zero at run time
+ * (no piece starts 2^31 tokens in) but unknown to the compiler, which otherwise hoists the
+ * loop-invariant reads out of the loop and holds the rows in registers after all (the NVIDIA
+ * driver gives such kernels 255 registers, as with the rows in registers). Kernels without
+ * such rows are returned as they are.
+ */
+export function reloadSharedQuery(code: string): string {
+  const loop = "for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {";
+  // Kernels without rows in workgroup memory (another class under a device-wide tuning) stay.
+  if (!code.includes("= q_sh[")) return code;
+  if (!code.includes(loop)) throw new Error("no token loop in the kernel");
+  return code.replace(loop, `${loop}\n      let qz = s0 >> 31u;`).replaceAll(
+    "= q_sh[",
+    "= q_sh[qz + ",
+  );
+}

@@ -17,6 +17,7 @@ import { kernelSpec, type KernelTuning } from "../src/gpu/kernel_choice.ts";
 import { createPlan } from "../src/plan/plan.ts";
 import type { KVDtype } from "../src/core/problem.ts";
 import { registeredDawn, requestDevice } from "../src/gpu/gpu_runtime.ts";
+import { reloadSharedQuery } from "./diag_lib.ts";
 
 /** A decode kernel to dump: the shape it is planned for and the tuning it is built with. */
 interface DumpKernel {
@@ -25,6 +26,20 @@ interface DumpKernel {
   kvDtype: KVDtype;
   tuning?: KernelTuning;
   workgroupSize?: number;
+  tileTokens?: number;
+  /** A rewrite of the WGSL (a diagnostic's, e.g. `reloadSharedQuery`). */
+  rewrite?: (code: string) => string;
+}
+
+const qsSplit = { queryShared: true, prefetch: "split" as const };
+/** A 4-row d128 f16 kernel of session 27's register experiments. */
+function f16Rows4(
+  workgroupSize: number,
+  tileTokens: number,
+  tuning: KernelTuning,
+  rewrite?: (code: string) => string,
+): DumpKernel {
+  return { rows: 4, headDim: 128, kvDtype: "f16", workgroupSize, tileTokens, tuning, rewrite };
 }
 
 /** The kernels of the benchmark's classes and the 4-row class's alternatives. */
@@ -47,6 +62,24 @@ const KERNELS: Record<string, DumpKernel> = {
   },
   "r4_d128_f16_rs2": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { rowSets: 2 } },
   "r4_d128_f16_nopf": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { prefetch: false } },
+  // Session 27's register experiments (bench/diag_floors.ts variants of the same names).
+  "r4_d128_f16_w256": { rows: 4, headDim: 128, kvDtype: "f16", workgroupSize: 256 },
+  "r4_d128_f16_w512": { rows: 4, headDim: 128, kvDtype: "f16", workgroupSize: 512 },
+  "r4_d128_f16_w512_l16": f16Rows4(512, 64, { lanes: 16 }),
+  "r4_d128_f16_qsr": f16Rows4(128, 64, qsSplit, reloadSharedQuery),
+  "r4_d128_f16_l16_qsr": f16Rows4(128, 64, { ...qsSplit, lanes: 16 }, reloadSharedQuery),
+  "r4_d128_f16_w512_qsr": f16Rows4(512, 64, qsSplit, reloadSharedQuery),
+  "r4_d128_f16_w512_t128_qsr": f16Rows4(512, 128, qsSplit, reloadSharedQuery),
+  "r4_d128_f16_w512_l16_t128": f16Rows4(512, 128, { lanes: 16 }),
+  "r4_d128_f16_w512_l16_t128_qsr": f16Rows4(512, 128, { ...qsSplit, lanes: 16 }, reloadSharedQuery),
+  "r4_d128_int8_w512": { rows: 4, headDim: 128, kvDtype: "int8", workgroupSize: 512 },
+  "r4_d128_int8_w512_t128": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "int8",
+    workgroupSize: 512,
+    tileTokens: 128,
+  },
 };
 
 /** The WGSL of a kernel as the library builds it on a 32-lane device with subgroups. */
@@ -57,9 +90,10 @@ function kernelWGSL(k: DumpKernel, enableDirective: boolean): string {
     numKVHeads: 8,
     headDim: k.headDim,
     kvDtype: k.kvDtype,
-  }, { grid: 264, ...(k.workgroupSize ? { workgroupSize: k.workgroupSize } : {}) });
+  }, { grid: 264, workgroupSize: k.workgroupSize, tileTokens: k.tileTokens });
   const spec = kernelSpec(plan, { subgroups: true, subgroupMinSize: 32 }, k.tuning ?? {});
-  return decodeKernelWGSL(spec, { enableDirective });
+  const code = decodeKernelWGSL(spec, { enableDirective });
+  return k.rewrite ? k.rewrite(code) : code;
 }
 
 const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];

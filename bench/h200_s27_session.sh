@@ -9,6 +9,12 @@
 #           back (bench/diag_floors.ts --stream-ms=2 on the cases that miss issue 13's target:
 #           lean, an empty decode dispatch with and without the merge dispatch, no token loop),
 #           then the tiled class's grid on Dawn in three fresh processes (the MLA rows).
+#   regs    the driver's statistics again (with session 27's register experiments dumped), then
+#           those experiments timed (bench/diag_floors.ts variants, back to back) on GQA 32/8 32k
+#           and 128k, b16 16k and int8 GQA 128k: workgroups of 256 and 512 threads (512 makes
+#           the driver fit a thread in 128 registers), 16 lanes, query rows in workgroup memory
+#           read again every step, tiles of 128 tokens; then the tiled class's grid on Dawn in
+#           two fresh processes after its calibration became two sweeps (`sweeps: 2`).
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s27_session.sh MODE
 set -u
 mode=${1:-stats}
@@ -34,6 +40,22 @@ if [ "$mode" = stats ]; then
     if [ "$i" = 1 ]; then only='mla b1 32k|mla b8 32k'; fi
     run_deno 90 "mla_dawn_$i.txt" bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
       --only="$only" --out="$out/mla_dawn_$i.json"
+    grep -o '"tiled r64":[0-9]*' "$out/mla_dawn_$i.txt" | tee -a "$log"
+  done
+  tar czf "$out/mla_dawn.tgz" -C "$out" $(cd "$out" && ls mla_dawn_*) && rm -f "$out"/mla_dawn_*
+  stamp "done"
+fi
+
+if [ "$mode" = regs ]; then
+  timeout 120 .scratch/vk_pipeline_stats .scratch/spv/*.spv >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  variants='lean|W256|W512|W512 L16|qs reload|L16 qs reload|W512 qs reload|W512 T128 qs reload'
+  variants="$variants|W512 L16 T128|W512 L16 T128 qs reload"
+  run_deno 330 regs.txt bench/diag_floors.ts --stream-ms=2 --variants="$variants" \
+    --bench-cases='gqa32/8 32k|gqa32/8 128k|b16 16k|gqa32/8 128k int8' --out="$out/regs.json"
+  for i in 1 2; do
+    run_deno 90 "mla_dawn_$i.txt" bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+      --only='mla b1 32k' --out="$out/mla_dawn_$i.json"
     grep -o '"tiled r64":[0-9]*' "$out/mla_dawn_$i.txt" | tee -a "$log"
   done
   tar czf "$out/mla_dawn.tgz" -C "$out" $(cd "$out" && ls mla_dawn_*) && rm -f "$out"/mla_dawn_*

@@ -57,11 +57,11 @@ export interface CalibrationOptions {
   /** A size counts as one wave within this many times one workgroup's time (default 1.5). */
   readonly tolerance?: number;
   /**
-   * Time the smallest sizes again after the sweep and take one workgroup's time as the least of
-   * both (default false): a sweep that began below full clock (a short warm-up after a long
-   * compile) then does not inflate it, and with it every size's allowance.
+   * Sweeps of every size in the submission, each size taking its least time over them (default
+   * 1): a clock that rises during one sweep (a short warm-up after a long compile) makes its
+   * early sizes look slow, and with them one workgroup's time and every size's allowance.
    */
-  readonly baseAfter?: boolean;
+  readonly sweeps?: number;
 }
 
 /**
@@ -83,19 +83,20 @@ export async function calibrateGrid(
   // submission, or the clock rises during the sweep and the larger sizes look cheap. The first
   // timed dispatch (one workgroup) only fills caches; it is not used.
   const warmSize = Math.min(maxSize, 2048);
-  const again = options.baseAfter ? sizes.slice(0, 4) : [];
+  const sweeps = Math.max(1, Math.floor(options.sweeps ?? 1));
   const { samplesMs: all } = await timeWarm(
     device,
-    (pass, i) =>
-      probe(pass, i === 0 ? 1 : i <= sizes.length ? sizes[i - 1] : again[i - 1 - sizes.length]),
+    (pass, i) => probe(pass, i === 0 ? 1 : sizes[(i - 1) % sizes.length]),
     {
-      runs: sizes.length + 1 + again.length,
+      runs: 1 + sweeps * sizes.length,
       warmupMs: options.warmupMs ?? 0,
       warmRecord: (pass) => probe(pass, warmSize),
     },
   );
-  const times = all.slice(1, 1 + sizes.length);
-  const base = Math.min(...times.slice(0, 4), ...all.slice(1 + sizes.length));
+  const times = sizes.map((_, i) =>
+    Math.min(...Array.from({ length: sweeps }, (_, s) => all[1 + s * sizes.length + i]))
+  );
+  const base = Math.min(...times.slice(0, 4));
   if (!(base > 0)) return undefined;
   // The grid is the largest size still finishing in about one workgroup's time.
   let grid = 1;

@@ -211,10 +211,11 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
         // One tiled workgroup per multiprocessor or so: 1024 workgroups are probe enough. Its
         // arithmetic fills a multiprocessor, so a second one there can only share it: this
         // class counts a size as one wave only within 1.25x of one workgroup's time (1.5x for
-        // the others), and times its smallest sizes again after the sweep (its compile, the
+        // the others), and sweeps its sizes twice, each taking its least time (its compile, the
         // longest, leaves the GPU idle before a 50 ms warm-up). At 1.5x Dawn's probe gave 502,
         // 131, 1010, 264 and 131 in five runs, and MLA on Dawn ran faster at 131 than at 264
-        // (b1 32k 0.429 against 0.517 ms); at 1.25x it gave 131, then 502 (session 26).
+        // (b1 32k 0.429 against 0.517 ms); at 1.25x it gave 131, then 502 (session 26); with
+        // the smallest sizes timed again after one sweep, 87, 131, 131 (session 27).
         const tiledClass = rows > 8;
         const p = await deviceProfile(
           device,
@@ -222,7 +223,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
           false,
           probe,
           key,
-          tiledClass ? { warmupMs, maxSize: 1024, tolerance: 1.25, baseAfter: true } : { warmupMs },
+          tiledClass ? { warmupMs, maxSize: 1024, tolerance: 1.25, sweeps: 2 } : { warmupMs },
         );
         if (headDim === 128) grids[rows] = p.grid;
         byClass[classKey] ??= p.grid;
