@@ -62,24 +62,11 @@ const KERNELS: Record<string, DumpKernel> = {
   },
   "r4_d128_f16_rs2": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { rowSets: 2 } },
   "r4_d128_f16_nopf": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { prefetch: false } },
-  // Session 27's register experiments (bench/diag_floors.ts variants of the same names).
+  // Session 27's register experiments (bench/diag_floors.ts variants of the same names; the
+  // 512-thread kernels ran at commit 5d760bc, whose planner allowed them).
   "r4_d128_f16_w256": { rows: 4, headDim: 128, kvDtype: "f16", workgroupSize: 256 },
-  "r4_d128_f16_w512": { rows: 4, headDim: 128, kvDtype: "f16", workgroupSize: 512 },
-  "r4_d128_f16_w512_l16": f16Rows4(512, 64, { lanes: 16 }),
   "r4_d128_f16_qsr": f16Rows4(128, 64, qsSplit, reloadSharedQuery),
   "r4_d128_f16_l16_qsr": f16Rows4(128, 64, { ...qsSplit, lanes: 16 }, reloadSharedQuery),
-  "r4_d128_f16_w512_qsr": f16Rows4(512, 64, qsSplit, reloadSharedQuery),
-  "r4_d128_f16_w512_t128_qsr": f16Rows4(512, 128, qsSplit, reloadSharedQuery),
-  "r4_d128_f16_w512_l16_t128": f16Rows4(512, 128, { lanes: 16 }),
-  "r4_d128_f16_w512_l16_t128_qsr": f16Rows4(512, 128, { ...qsSplit, lanes: 16 }, reloadSharedQuery),
-  "r4_d128_int8_w512": { rows: 4, headDim: 128, kvDtype: "int8", workgroupSize: 512 },
-  "r4_d128_int8_w512_t128": {
-    rows: 4,
-    headDim: 128,
-    kvDtype: "int8",
-    workgroupSize: 512,
-    tileTokens: 128,
-  },
 };
 
 /** The WGSL of a kernel as the library builds it on a 32-lane device with subgroups. */

@@ -14,7 +14,11 @@
 #           and 128k, b16 16k and int8 GQA 128k: workgroups of 256 and 512 threads (512 makes
 #           the driver fit a thread in 128 registers), 16 lanes, query rows in workgroup memory
 #           read again every step, tiles of 128 tokens; then the tiled class's grid on Dawn in
-#           two fresh processes after its calibration became two sweeps (`sweeps: 2`).
+#           two fresh processes after its calibration became two sweeps (`sweeps: 2`). Ran at
+#           commit 5d760bc: its 512-thread variants are gone since (the planner allows 256).
+#   final   packed f16 scores (tuning `halfMath`, Deno's WebGPU offers `shader-f16` on the H200)
+#           against the default on the GQA, head-dim and qLen 4 cases, back to back; MLA b1 and
+#           b8 on Dawn (two sweeps); the tiled kernel's GPU tests through Deno's WebGPU and Dawn.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s27_session.sh MODE
 set -u
 mode=${1:-stats}
@@ -43,6 +47,19 @@ if [ "$mode" = stats ]; then
     grep -o '"tiled r64":[0-9]*' "$out/mla_dawn_$i.txt" | tee -a "$log"
   done
   tar czf "$out/mla_dawn.tgz" -C "$out" $(cd "$out" && ls mla_dawn_*) && rm -f "$out"/mla_dawn_*
+  stamp "done"
+fi
+
+if [ "$mode" = final ]; then
+  run_deno 240 half.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|half math' \
+    --bench-cases='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k|qLen4 gqa 16k|d256 32k|d64 32k' \
+    --out="$out/half.json"
+  run_deno 120 mla_dawn.txt bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
+    --only='mla b1 32k|mla b8 32k' --out="$out/mla_dawn.json"
+  grep -o '"tiled r64":[0-9]*' "$out/mla_dawn.txt" | tee -a "$log"
+  LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 200 deno test -A --unstable-webgpu \
+    tests/tiled_test.ts >"$out/tests_tiled.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_tiled.log" | tail -1))"
   stamp "done"
 fi
 

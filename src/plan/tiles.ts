@@ -118,7 +118,7 @@ export function tileConfig(
   options: TileOptions = {},
 ): TileConfig {
   const tileTokens = powerOfTwo("tileTokens", options.tileTokens ?? 64, 16, 256);
-  const workgroupSize = powerOfTwo("workgroupSize", options.workgroupSize ?? 128, 16, 1024);
+  const workgroupSize = powerOfTwo("workgroupSize", options.workgroupSize ?? 128, 16, 256);
   const dim = Math.max(problem.headDim, problem.headDimV ?? 0);
   if (
     options.matrixBlocks && problem.rowsPerGroup >= 16 &&
