@@ -203,6 +203,7 @@ const allVariants: Variant[] = [
   // planner allowed them then) and lost everywhere; query rows in workgroup memory, read again
   // every step (otherwise the compiler hoists them back into registers), and packed f16 scores.
   { name: "W256", options: { workgroupSize: 256 } },
+  { name: "W64", options: { workgroupSize: 64 } },
   { name: "qs reload", rewrite: reloadSharedQuery, options: { kernel: qsSplit } },
   {
     name: "L16 qs reload",

@@ -16,6 +16,8 @@
 #           read again every step, tiles of 128 tokens; then the tiled class's grid on Dawn in
 #           two fresh processes after its calibration became two sweeps (`sweeps: 2`). Ran at
 #           commit 5d760bc: its 512-thread variants are gone since (the planner allows 256).
+#   w64     workgroups of 64 threads against 128 on the GQA cases, back to back (session 19 had
+#           found 64 threads 2-4% faster at GQA 32/8 2k-128k, 2% slower at b16 16k).
 #   final   packed f16 scores (tuning `halfMath`, Deno's WebGPU offers `shader-f16` on the H200)
 #           against the default on the GQA, head-dim and qLen 4 cases, back to back; MLA b1 and
 #           b8 on Dawn (two sweeps); the tiled kernel's GPU tests through Deno's WebGPU and Dawn.
@@ -47,6 +49,13 @@ if [ "$mode" = stats ]; then
     grep -o '"tiled r64":[0-9]*' "$out/mla_dawn_$i.txt" | tee -a "$log"
   done
   tar czf "$out/mla_dawn.tgz" -C "$out" $(cd "$out" && ls mla_dawn_*) && rm -f "$out"/mla_dawn_*
+  stamp "done"
+fi
+
+if [ "$mode" = w64 ]; then
+  cases='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|b64 16k|qLen4 gqa 16k|d256 32k'
+  run_deno 300 w64.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|W64' \
+    --bench-cases="$cases" --out="$out/w64.json"
   stamp "done"
 fi
 
