@@ -53,9 +53,12 @@ const createModule = devProto.createShaderModule as (
   this: unknown,
   d: GPUShaderModuleDescriptor,
 ) => GPUShaderModule;
+let rewriteMerge: ((code: string) => string) | undefined;
 devProto.createShaderModule = function (this: object, d: GPUShaderModuleDescriptor) {
   const code = rewrite && d.code.startsWith("// lean-attention decode kernel")
     ? rewrite(d.code)
+    : rewriteMerge && d.code.startsWith("// lean-attention merge kernel")
+    ? rewriteMerge(d.code)
     : d.code;
   return createModule.call(this, { ...d, code });
 };
@@ -75,6 +78,12 @@ const emptyDecode = replacing(
   "workgroup index to return after",
   "let w = flat_workgroup(wid, nwg);",
   "let w = flat_workgroup(wid, nwg);\n  if (params.count != 0xfffffffeu) { return; }",
+);
+/** The merge kernel returns at once: a second dispatch of nothing after the decode's. */
+const emptyMerge = replacing(
+  "merge workgroup index to return after",
+  "let flat = flat_workgroup(wid, nwg);",
+  "let flat = flat_workgroup(wid, nwg);\n  if (params.count != 0xfffffffeu) { return; }",
 );
 /** Every workgroup barrier removed (outputs wrong; the barriers' cost). */
 const noBarriers = (code: string) => code.replaceAll("workgroupBarrier();", "");
@@ -165,6 +174,8 @@ type Variant = {
   rewrite?: (code: string) => string;
   /** Decoder options of the variant (kernel tunings). */
   options?: Partial<DecoderOptions>;
+  /** A rewrite of the merge kernel's WGSL. */
+  rewriteMerge?: (code: string) => string;
 };
 const allVariants: Variant[] = [
   { name: "lean" },
@@ -174,6 +185,8 @@ const allVariants: Variant[] = [
   // Session 21: the no-loop floor taken apart.
   { name: "empty decode", rewrite: emptyDecode },
   { name: "empty, no merge", rewrite: emptyDecode, skip: "merge" },
+  // Session 27: both dispatches of nothing (the least a pass of two dispatches can take).
+  { name: "empty both", rewrite: emptyDecode, rewriteMerge: emptyMerge },
   { name: "no loop/merge", rewrite: noLoop, skip: "merge" },
   { name: "no loop/barrier", rewrite: both(noLoop, noBarriers) },
   { name: "no loop/q", rewrite: both(noLoop, constQuery) },
@@ -259,6 +272,7 @@ for (const { c, input, kvBytes, kvSets } of diagCases(cases, only)) {
   const cells: string[] = [];
   for (const v of variants) {
     rewrite = v.rewrite;
+    rewriteMerge = v.rewriteMerge;
     const cell = await timeLeanCell(
       device,
       input,
@@ -269,6 +283,7 @@ for (const { c, input, kvBytes, kvSets } of diagCases(cases, only)) {
       streamMs,
     );
     rewrite = undefined;
+    rewriteMerge = undefined;
     cells.push(cell.text);
     if (cell.row) results.push({ case: c.name, variant: v.name, ...cell.row, kvBytes });
   }

@@ -18,6 +18,8 @@
 #           commit 5d760bc: its 512-thread variants are gone since (the planner allows 256).
 #   w64     workgroups of 64 threads against 128 on the GQA cases, back to back (session 19 had
 #           found 64 threads 2-4% faster at GQA 32/8 2k-128k, 2% slower at b16 16k).
+#   empty   the floors of `stats` again with a merge kernel that returns at once too ("empty
+#           both": the least a pass of two dispatches takes, whatever its kernels).
 #   final   packed f16 scores (tuning `halfMath`, Deno's WebGPU offers `shader-f16` on the H200)
 #           against the default on the GQA, head-dim and qLen 4 cases, back to back; MLA b1 and
 #           b8 on Dawn (two sweeps); the tiled kernel's GPU tests through Deno's WebGPU and Dawn.
@@ -56,6 +58,12 @@ if [ "$mode" = w64 ]; then
   cases='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|b64 16k|qLen4 gqa 16k|d256 32k'
   run_deno 300 w64.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|W64' \
     --bench-cases="$cases" --out="$out/w64.json"
+  stamp "done"
+fi
+
+if [ "$mode" = empty ]; then
+  run_deno 240 empty.txt bench/diag_floors.ts --bench-cases="$missed" --stream-ms=2 \
+    --variants='empty decode|empty both|empty, no merge' --out="$out/empty.json"
   stamp "done"
 fi
 
