@@ -21,6 +21,9 @@
  * where the targets are judged: an empty pass of both dispatches, back to back, is the least any
  * kernel of this two-dispatch design can take.
  *
+ * The first variant's kernels calibrate the process's lean grids (cached per kernel class), so
+ * a list should start with `lean`: a rewritten kernel calibrates to its own grid.
+ *
  * Usage: deno run -A --unstable-webgpu bench/diag_floors.ts [--only=SUBSTRING|...]
  *   [--variants=NAME|...] [--stream-ms=MS] [--bench-cases=NAME|...] [--out=FILE]
  */

@@ -19,7 +19,10 @@
 #   w64     workgroups of 64 threads against 128 on the GQA cases, back to back (session 19 had
 #           found 64 threads 2-4% faster at GQA 32/8 2k-128k, 2% slower at b16 16k).
 #   empty   the floors of `stats` again with a merge kernel that returns at once too ("empty
-#           both": the least a pass of two dispatches takes, whatever its kernels).
+#           both": the least a pass of two dispatches takes, whatever its kernels). Lean first:
+#           the first variant's kernels calibrate the process's grids (its first run, kept in
+#           h200_session14/empty_uncalibrated, calibrated on the empty kernel: 1024-3840
+#           workgroups).
 #   final   packed f16 scores (tuning `halfMath`, Deno's WebGPU offers `shader-f16` on the H200)
 #           against the default on the GQA, head-dim and qLen 4 cases, back to back; MLA b1 and
 #           b8 on Dawn (two sweeps); the tiled kernel's GPU tests through Deno's WebGPU and Dawn.
@@ -63,7 +66,7 @@ fi
 
 if [ "$mode" = empty ]; then
   run_deno 240 empty.txt bench/diag_floors.ts --bench-cases="$missed" --stream-ms=2 \
-    --variants='empty decode|empty both|empty, no merge' --out="$out/empty.json"
+    --variants='lean|empty both|empty, no merge|empty decode' --out="$out/empty.json"
   stamp "done"
 fi
 
