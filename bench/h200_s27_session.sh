@@ -37,23 +37,39 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
 
 missed='b1 h32 16k|gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|d64 32k|d256 32k|qLen4 gqa 16k'
 
-if [ "$mode" = stats ]; then
-  mkdir -p /tmp/ir
-  if [ -x .scratch/vk_pipeline_stats ]; then
-    timeout 120 .scratch/vk_pipeline_stats --ir=/tmp/ir .scratch/spv/*.spv >"$out/stats.txt" 2>&1
-    stamp "exit $? (stats.txt)"
-    tar czf "$out/ir.tgz" -C /tmp ir
-  fi
-  run_deno 240 floors.txt bench/diag_floors.ts --bench-cases="$missed" --stream-ms=2 \
-    --variants='lean|empty decode|empty, no merge|no loop' --out="$out/floors.json"
-  for i in 1 2 3; do
-    only='mla b1 32k'
-    if [ "$i" = 1 ]; then only='mla b1 32k|mla b8 32k'; fi
+# MLA through Dawn in $1 fresh processes (each calibrates the tiled class anew; the first also
+# times the cases $2, the others b1 32k alone), their `tiled r64` grids into the log.
+mla_grid_runs() {
+  for i in $(seq 1 "$1"); do
+    local only='mla b1 32k'
+    if [ "$i" = 1 ]; then only=$2; fi
     run_deno 90 "mla_dawn_$i.txt" bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
       --only="$only" --out="$out/mla_dawn_$i.json"
     grep -o '"tiled r64":[0-9]*' "$out/mla_dawn_$i.txt" | tee -a "$log"
   done
-  tar czf "$out/mla_dawn.tgz" -C "$out" $(cd "$out" && ls mla_dawn_*) && rm -f "$out"/mla_dawn_*
+}
+
+# The driver's statistics of every dumped kernel (NVIDIA's reports no internal representations).
+pipeline_stats() {
+  timeout 120 .scratch/vk_pipeline_stats .scratch/spv/*.spv >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+}
+
+if [ "$mode" = stats ]; then
+  pipeline_stats
+  run_deno 240 floors.txt bench/diag_floors.ts --bench-cases="$missed" --stream-ms=2 \
+    --variants='lean|empty decode|empty, no merge|no loop' --out="$out/floors.json"
+  mla_grid_runs 3 'mla b1 32k|mla b8 32k'
+  stamp "done"
+fi
+
+if [ "$mode" = regs ]; then
+  pipeline_stats
+  variants='lean|W256|W512|W512 L16|qs reload|L16 qs reload|W512 qs reload|W512 T128 qs reload'
+  variants="$variants|W512 L16 T128|W512 L16 T128 qs reload"
+  run_deno 330 regs.txt bench/diag_floors.ts --stream-ms=2 --variants="$variants" \
+    --bench-cases='gqa32/8 32k|gqa32/8 128k|b16 16k|gqa32/8 128k int8' --out="$out/regs.json"
+  mla_grid_runs 2 'mla b1 32k'
   stamp "done"
 fi
 
@@ -80,21 +96,5 @@ if [ "$mode" = final ]; then
   LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 200 deno test -A --unstable-webgpu \
     tests/tiled_test.ts >"$out/tests_tiled.log" 2>&1
   stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_tiled.log" | tail -1))"
-  stamp "done"
-fi
-
-if [ "$mode" = regs ]; then
-  timeout 120 .scratch/vk_pipeline_stats .scratch/spv/*.spv >"$out/stats.txt" 2>&1
-  stamp "exit $? (stats.txt)"
-  variants='lean|W256|W512|W512 L16|qs reload|L16 qs reload|W512 qs reload|W512 T128 qs reload'
-  variants="$variants|W512 L16 T128|W512 L16 T128 qs reload"
-  run_deno 330 regs.txt bench/diag_floors.ts --stream-ms=2 --variants="$variants" \
-    --bench-cases='gqa32/8 32k|gqa32/8 128k|b16 16k|gqa32/8 128k int8' --out="$out/regs.json"
-  for i in 1 2; do
-    run_deno 90 "mla_dawn_$i.txt" bench/gpu_bench.ts --backend=dawn --check --strategies=lean \
-      --only='mla b1 32k' --out="$out/mla_dawn_$i.json"
-    grep -o '"tiled r64":[0-9]*' "$out/mla_dawn_$i.txt" | tee -a "$log"
-  done
-  tar czf "$out/mla_dawn.tgz" -C "$out" $(cd "$out" && ls mla_dawn_*) && rm -f "$out"/mla_dawn_*
   stamp "done"
 fi
