@@ -26,6 +26,8 @@
 #   final   packed f16 scores (tuning `halfMath`, Deno's WebGPU offers `shader-f16` on the H200)
 #           against the default on the GQA, head-dim and qLen 4 cases, back to back; MLA b1 and
 #           b8 on Dawn (two sweeps); the tiled kernel's GPU tests through Deno's WebGPU and Dawn.
+#   mla     MLA b1 and b8 32k through Deno's WebGPU (lean), its grids with the tiled class's two
+#           sweeps.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s27_session.sh MODE
 set -u
 mode=${1:-stats}
@@ -96,5 +98,12 @@ if [ "$mode" = final ]; then
   LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 200 deno test -A --unstable-webgpu \
     tests/tiled_test.ts >"$out/tests_tiled.log" 2>&1
   stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_tiled.log" | tail -1))"
+  stamp "done"
+fi
+
+if [ "$mode" = mla ]; then
+  run_deno 150 mla_webgpu.txt bench/gpu_bench.ts --backend=webgpu --check --strategies=lean \
+    --only='mla b1 32k|mla b8 32k' --out="$out/mla_webgpu.json"
+  grep -o '"tiled r64":[0-9]*' "$out/mla_webgpu.txt" | tee -a "$log"
   stamp "done"
 fi
