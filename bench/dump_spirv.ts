@@ -32,14 +32,9 @@ interface DumpKernel {
 }
 
 const qsSplit = { queryShared: true, prefetch: "split" as const };
-/** A 4-row d128 f16 kernel of session 27's register experiments. */
-function f16Rows4(
-  workgroupSize: number,
-  tileTokens: number,
-  tuning: KernelTuning,
-  rewrite?: (code: string) => string,
-): DumpKernel {
-  return { rows: 4, headDim: 128, kvDtype: "f16", workgroupSize, tileTokens, tuning, rewrite };
+/** A 4-row d128 f16 kernel with a tuning (and a diagnostic's rewrite). */
+function f16Rows4(tuning: KernelTuning, rewrite?: (code: string) => string): DumpKernel {
+  return { rows: 4, headDim: 128, kvDtype: "f16", tuning, rewrite };
 }
 
 /** The kernels of the benchmark's classes and the 4-row class's alternatives. */
@@ -51,22 +46,17 @@ const KERNELS: Record<string, DumpKernel> = {
   "r8_d128_f16": { rows: 8, headDim: 128, kvDtype: "f16" },
   "r4_d64_f16": { rows: 4, headDim: 64, kvDtype: "f16" },
   "r4_d256_f16": { rows: 4, headDim: 256, kvDtype: "f16" },
-  "r4_d128_f16_u2": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { unroll: 2 } },
-  "r4_d128_f16_l16": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { lanes: 16 } },
-  "r4_d128_f16_split": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { prefetch: "split" } },
-  "r4_d128_f16_qs": {
-    rows: 4,
-    headDim: 128,
-    kvDtype: "f16",
-    tuning: { prefetch: "split", queryShared: true },
-  },
-  "r4_d128_f16_rs2": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { rowSets: 2 } },
-  "r4_d128_f16_nopf": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { prefetch: false } },
+  "r4_d128_f16_u2": f16Rows4({ unroll: 2 }),
+  "r4_d128_f16_l16": f16Rows4({ lanes: 16 }),
+  "r4_d128_f16_split": f16Rows4({ prefetch: "split" }),
+  "r4_d128_f16_qs": f16Rows4(qsSplit),
+  "r4_d128_f16_rs2": f16Rows4({ rowSets: 2 }),
+  "r4_d128_f16_nopf": f16Rows4({ prefetch: false }),
   // Session 27's register experiments (bench/diag_floors.ts variants of the same names; the
   // 512-thread kernels ran at commit 5d760bc, whose planner allowed them).
   "r4_d128_f16_w256": { rows: 4, headDim: 128, kvDtype: "f16", workgroupSize: 256 },
-  "r4_d128_f16_qsr": f16Rows4(128, 64, qsSplit, reloadSharedQuery),
-  "r4_d128_f16_l16_qsr": f16Rows4(128, 64, { ...qsSplit, lanes: 16 }, reloadSharedQuery),
+  "r4_d128_f16_qsr": f16Rows4(qsSplit, reloadSharedQuery),
+  "r4_d128_f16_l16_qsr": f16Rows4({ ...qsSplit, lanes: 16 }, reloadSharedQuery),
 };
 
 /** The WGSL of a kernel as the library builds it on a 32-lane device with subgroups. */
