@@ -32,6 +32,7 @@ import {
   diagCases,
   type DispatchSkip,
   installDispatchFilter,
+  pinPrefetch,
   reloadSharedQuery,
   timeLeanCell,
 } from "./diag_lib.ts";
@@ -227,6 +228,16 @@ const allVariants: Variant[] = [
     options: { kernel: { ...qsSplit, lanes: 16 } },
   },
   { name: "half math", options: { kernel: { halfMath: true } } },
+  // Session 28: the prefetch's loads used before the step's split, so NVIDIA's compiler cannot
+  // sink them to the end of the loop body (K and V, or K only).
+  { name: "pin", rewrite: pinPrefetch },
+  { name: "pin K", rewrite: (code) => pinPrefetch(code, "k") },
+  // ... and with tunings that leave the compiler registers to hold them (no extra spills).
+  { name: "U2", options: { kernel: { unroll: 2 } } },
+  { name: "U2 pin", rewrite: pinPrefetch, options: { kernel: { unroll: 2 } } },
+  { name: "L16", options: { kernel: { lanes: 16 } } },
+  { name: "L16 pin", rewrite: pinPrefetch, options: { kernel: { lanes: 16 } } },
+  { name: "RS2 pin", rewrite: pinPrefetch, options: { kernel: { rowSets: 2 } } },
 ];
 const picked = flag("variants")?.split("|");
 const variants = picked

@@ -156,3 +156,26 @@ export function reloadSharedQuery(code: string): string {
     "= q_sh[qz + ",
   );
 }
+
+/**
+ * Rewrites a decode kernel so that its token loop uses the next step's K and V words (those of
+ * `which`: "kv" both, "k" K only) before the step's unmasked/masked split (session 28): NVIDIA's
+ * compiler otherwise sinks the prefetch's loads to the end of the loop body, where the next
+ * step's first instruction waits for them (bench/sass_from_cache.py shows it). The use is an
+ * exclusive-or of one word of each load into a value tested against an impossible token, so
+ * nothing changes at run time but the loads must be issued before the split.
+ */
+export function pinPrefetch(code: string, which: "kv" | "k" = "kv"): string {
+  const loop = "for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {";
+  const split = "if (s0 + STEP <= lim_all) {";
+  const names = [...code.matchAll(/var (n[kv]\d+_\d+) = /g)].map((m) => m[1])
+    .filter((n) => which === "kv" || n.startsWith("nk"));
+  if (!code.includes(loop) || !code.includes(split) || names.length === 0) {
+    throw new Error("no prefetching token loop in the kernel");
+  }
+  const use = names.map((n) => `${n}.x`).join(" ^ ");
+  return code.replace(loop, `var pin = 0u;\n    ${loop}`).replace(
+    split,
+    `pin ^= ${use};\n      if (pin == 0x9e3779b9u && s0 == 0xffffffffu) { bad[0] = 1u; }\n      ${split}`,
+  );
+}

@@ -16,8 +16,9 @@ import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
 import { kernelSpec, type KernelTuning } from "../src/gpu/kernel_choice.ts";
 import { createPlan } from "../src/plan/plan.ts";
 import type { KVDtype } from "../src/core/problem.ts";
+import type { PagedKV } from "../src/plan/kv_addressing.ts";
 import { registeredDawn, requestDevice } from "../src/gpu/gpu_runtime.ts";
-import { reloadSharedQuery } from "./diag_lib.ts";
+import { pinPrefetch, reloadSharedQuery } from "./diag_lib.ts";
 
 /** A decode kernel to dump: the shape it is planned for and the tuning it is built with. */
 interface DumpKernel {
@@ -29,6 +30,8 @@ interface DumpKernel {
   tileTokens?: number;
   /** A rewrite of the WGSL (a diagnostic's, e.g. `reloadSharedQuery`). */
   rewrite?: (code: string) => string;
+  /** The paged cache's kernel (pages of the cache's size, NHD) instead of the dense one. */
+  paged?: boolean;
 }
 
 const qsSplit = { queryShared: true, prefetch: "split" as const };
@@ -57,7 +60,47 @@ const KERNELS: Record<string, DumpKernel> = {
   "r4_d128_f16_w256": { rows: 4, headDim: 128, kvDtype: "f16", workgroupSize: 256 },
   "r4_d128_f16_qsr": f16Rows4(qsSplit, reloadSharedQuery),
   "r4_d128_f16_l16_qsr": f16Rows4({ ...qsSplit, lanes: 16 }, reloadSharedQuery),
+  // Session 28: the prefetch's loads used before the step's split (NVIDIA sinks them otherwise).
+  "r4_d128_f16_pin": f16Rows4({}, pinPrefetch),
+  "r4_d128_f16_pink": f16Rows4({}, (c) => pinPrefetch(c, "k")),
+  "r4_d128_f16_u2_pin": f16Rows4({ unroll: 2 }, pinPrefetch),
+  "r4_d128_f16_l16_pin": f16Rows4({ lanes: 16 }, pinPrefetch),
+  "r4_d128_int8_pin": { rows: 4, headDim: 128, kvDtype: "int8", rewrite: pinPrefetch },
+  "r1_d128_f16_pin": { rows: 1, headDim: 128, kvDtype: "f16", rewrite: pinPrefetch },
+  "r4_d128_f16_rs2_pin": f16Rows4({ rowSets: 2 }, pinPrefetch),
+  // The paged kernels of the classes whose paged time is furthest from dense (d256: +7.4%).
+  "r4_d256_f16_paged": { rows: 4, headDim: 256, kvDtype: "f16", paged: true },
+  "r4_d128_f16_paged": { rows: 4, headDim: 128, kvDtype: "f16", paged: true },
+  // ... and with runs of tokens per group: two page-table reads per group and step.
+  "r4_d256_f16_paged_runs": {
+    rows: 4,
+    headDim: 256,
+    kvDtype: "f16",
+    paged: true,
+    tuning: { tokenRuns: true },
+  },
+  "r4_d128_f16_paged_runs": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "f16",
+    paged: true,
+    tuning: { tokenRuns: true },
+  },
+  "r4_d256_f16_runs": { rows: 4, headDim: 256, kvDtype: "f16", tuning: { tokenRuns: true } },
+  "r4_d128_f16_runs": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { tokenRuns: true } },
 };
+
+/** A paged addressing of `pageSize`-token pages (only its kind and page size reach the spec). */
+function pagedKV(pageSize: number): PagedKV {
+  return {
+    kind: "paged",
+    pageSize,
+    pageShift: Math.log2(pageSize),
+    numPages: 1,
+    pages: new Uint32Array(1),
+    pageOffsets: new Uint32Array(2),
+  };
+}
 
 /** The WGSL of a kernel as the library builds it on a 32-lane device with subgroups. */
 function kernelWGSL(k: DumpKernel, enableDirective: boolean): string {
@@ -68,7 +111,10 @@ function kernelWGSL(k: DumpKernel, enableDirective: boolean): string {
     headDim: k.headDim,
     kvDtype: k.kvDtype,
   }, { grid: 264, workgroupSize: k.workgroupSize, tileTokens: k.tileTokens });
-  const spec = kernelSpec(plan, { subgroups: true, subgroupMinSize: 32 }, k.tuning ?? {});
+  const caps = { subgroups: true, subgroupMinSize: 32 };
+  const spec = k.paged
+    ? kernelSpec({ ...plan, kv: pagedKV(16) }, caps, k.tuning ?? {}, true)
+    : kernelSpec(plan, caps, k.tuning ?? {});
   const code = decodeKernelWGSL(spec, { enableDirective });
   return k.rewrite ? k.rewrite(code) : code;
 }

@@ -6,9 +6,11 @@
 //
 // Build (needs the Vulkan headers, Debian's libvulkan-dev):
 //   gcc -O2 -o vk_pipeline_stats bench/vk_pipeline_stats.c -lvulkan
-// Usage: vk_pipeline_stats [--ir=DIR] FILE.spv...
+// Usage: vk_pipeline_stats [--ir=DIR] [--cache=DIR] FILE.spv...
 //   Prints each file's executables and their statistics; --ir writes the driver's internal
-//   representations (where it offers any) to DIR/<file>.<n>.txt.
+//   representations (where it offers any) to DIR/<file>.<n>.txt; --cache writes the pipeline
+//   cache data of each file's pipeline alone to DIR/<file>.cache (NVIDIA's holds the machine
+//   code, which bench/sass_from_cache.py finds and disassembles: session 28).
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,12 +120,31 @@ static void print_value(const VkPipelineExecutableStatisticKHR *s) {
   }
 }
 
+// The pipeline cache's data, to DIR/<base name of spv>.cache.
+static void write_cache(VkDevice dev, VkPipelineCache cache, const char *dir, const char *spv) {
+  size_t size = 0;
+  CHECK(vkGetPipelineCacheData(dev, cache, &size, NULL));
+  void *data = malloc(size);
+  CHECK(vkGetPipelineCacheData(dev, cache, &size, data));
+  const char *base = strrchr(spv, '/');
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s.cache", dir, base ? base + 1 : spv);
+  FILE *f = fopen(path, "wb");
+  if (f) {
+    fwrite(data, 1, size, f);
+    fclose(f);
+  }
+  printf("cache: %s (%zu bytes)\n", path, size);
+  free(data);
+  vkDestroyPipelineCache(dev, cache, NULL);
+}
+
 int main(int argc, char **argv) {
-  const char *ir_dir = NULL;
+  const char *ir_dir = NULL, *cache_dir = NULL;
   int first = 1;
-  if (argc > 1 && strncmp(argv[1], "--ir=", 5) == 0) {
-    ir_dir = argv[1] + 5;
-    first = 2;
+  for (; first < argc && strncmp(argv[first], "--", 2) == 0; first++) {
+    if (strncmp(argv[first], "--ir=", 5) == 0) ir_dir = argv[first] + 5;
+    if (strncmp(argv[first], "--cache=", 8) == 0) cache_dir = argv[first] + 8;
   }
   VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
                            .apiVersion = VK_API_VERSION_1_3};
@@ -227,8 +248,15 @@ int main(int argc, char **argv) {
                   .module = sm,
                   .pName = entry_name(words, n)},
         .layout = layout};
+    // A cache of its own per pipeline, so its data holds this one kernel's code.
+    VkPipelineCache cache = VK_NULL_HANDLE;
+    if (cache_dir) {
+      VkPipelineCacheCreateInfo pcc = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+      CHECK(vkCreatePipelineCache(dev, &pcc, NULL, &cache));
+    }
     VkPipeline pipe;
-    CHECK(vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &cpi, NULL, &pipe));
+    CHECK(vkCreateComputePipelines(dev, cache, 1, &cpi, NULL, &pipe));
+    if (cache_dir) write_cache(dev, cache, cache_dir, argv[a]);
     VkPipelineInfoKHR pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = pipe};
     uint32_t nexe = 0;
     CHECK(get_props(dev, &pi, &nexe, NULL));

@@ -72,6 +72,12 @@ export interface KernelTuning {
    */
   rowSets?: number;
   /**
+   * Each token group takes consecutive tokens per step (default: the kernel table's choice; see
+   * `KernelSpec.tokenRuns`): a paged cache whose pages hold a step's tokens of a group then reads
+   * two page-table entries per group and step instead of one per token.
+   */
+  tokenRuns?: boolean;
+  /**
    * Most token groups whose states are added with subgroup shuffles before the workgroup's merge
    * of the groups (default: as many as the smallest subgroup holds; 1 turns it off; see
    * `KernelSpec.shuffleGroups`).
@@ -164,10 +170,14 @@ export function kernelSpec(
     ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
     ...rowChoices(tuning, choice),
     ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),
+    ...((tuning.tokenRuns ?? choice.tokenRuns) ? { tokenRuns: true } : {}),
     ...(tuning.halfMath && caps.shaderF16 && kvDtype === "f16" ? { halfMath: true } : {}),
   };
   // As many token groups as the smallest subgroup holds are added with shuffles first.
   const layout = kernelLayout(spec);
+  // Runs of tokens in pages that hold them: two page-table reads per group and step.
+  const pageRuns = spec.tokenRuns === true && paged && prefetch !== false &&
+    plan.kv?.kind === "paged" && plan.kv.pageSize >= layout.unroll;
   const perSubgroup = layout.subgroups
     ? Math.min(
       layout.groups,
@@ -175,7 +185,11 @@ export function kernelSpec(
       tuning.shuffleGroups ?? Infinity,
     )
     : 1;
-  return perSubgroup > 1 ? { ...spec, shuffleGroups: perSubgroup } : spec;
+  return {
+    ...spec,
+    ...(pageRuns ? { pageRuns: true } : {}),
+    ...(perSubgroup > 1 ? { shuffleGroups: perSubgroup } : {}),
+  };
 }
 
 /**

@@ -135,6 +135,8 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     tokenScales,
     splitV,
     paged: spec.paged ?? false,
+    runs: spec.tokenRuns ?? false,
+    pageRuns: spec.pageRuns ?? false,
     kOff,
     vOff,
     prefetch: spec.prefetch ?? false,

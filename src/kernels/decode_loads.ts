@@ -29,6 +29,17 @@ export interface StepLoadShape {
    * rows (`npg{u}`), so a row's request need not wait for the page table.
    */
   readonly paged?: boolean;
+  /**
+   * Each group takes `U` consecutive tokens per step (`g * U + u`) instead of tokens `G` apart
+   * (`u * G + g`): the same tokens per step, in another order within the groups.
+   */
+  readonly runs?: boolean;
+  /**
+   * Paged with prefetch and `runs`, pages of at least `U` tokens: a group's `U` tokens of a step
+   * lie in at most two pages, read a step ahead (`npgA`, `npgB`: the pages of its first and last
+   * token) instead of one page-table read per token.
+   */
+  readonly pageRuns?: boolean;
   /** WGSL offset of a lane's K chunk `i` in the row (padded rounds use `kpad`). */
   readonly kOff: (i: number) => string;
   /** WGSL offset of a lane's V chunk `i` in the row (padded rounds use `vpad`). */
@@ -70,23 +81,34 @@ export interface StepLoads {
  */
 export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
   const { G, U, CPL, CPLV, tokenScales, splitV, kOff, vOff, prefetch } = shape;
+  // Token u of group g within a step: U consecutive tokens per group, or tokens G apart.
+  const offset = (u: number) => (shape.runs ?? false) ? `g * ${U}u + ${u}u` : `${u * G}u + g`;
   // Paged with prefetch: the page of each of a step's tokens is read one step ahead (`npg{u}`,
   // for the step after the one being requested), so the requests of K and V rows never wait for
   // a page-table read (an L2 round trip in front of every prefetch otherwise).
   const pageAhead = (shape.paged ?? false) && prefetch !== false;
+  const runs = shape.runs ?? false;
+  const pageRuns = pageAhead && runs && (shape.pageRuns ?? false);
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
   // requested before this step's arithmetic, so loads stay in flight through it.
-  const tokenAt = (at: string, u: number) => `min(${at} + ${u * G}u + g, tok_end - 1u)`;
+  const tokenAt = (at: string, u: number) => `min(${at} + ${offset(u)}, tok_end - 1u)`;
   // The K part: the token's scales, its row addresses (kept for the V part) and K chunks.
   const issueK = (at: string, decl: string, prefix: string) =>
     lines(U, (u) => {
       const t = tokenAt(at, u);
-      // Row and address functions: through the page read ahead, or from the table now.
-      const row = pageAhead ? `kv_row_at(npg${u}, ${t})` : `kv_row(kv_start, ${t})`;
+      // Row and address functions: through the page read ahead, or from the table now. With
+      // page runs, a token is in its group's first page or else in its last.
+      const page = !pageRuns ? `npg${u}` : u === 0 ? "npgA" : `${prefix}pgr${u}`;
+      const pick = pageRuns && u > 0
+        ? `      let ${prefix}pgr${u} = select(npgB, npgA, (${t} >> params.page_shift) == (${
+          tokenAt(at, 0)
+        } >> params.page_shift));\n`
+        : "";
+      const row = pageAhead ? `kv_row_at(${page}, ${t})` : `kv_row(kv_start, ${t})`;
       const addr = (fn: string) =>
-        pageAhead ? `${fn}_at(npg${u}, ${t}, kv_head)` : `${fn}(kv_start, ${t}, kv_head)`;
-      return `${
+        pageAhead ? `${fn}_at(${page}, ${t}, kv_head)` : `${fn}(kv_start, ${t}, kv_head)`;
+      return `${pick}${
         tokenScales ? `      ${decl}${prefix}sc${u} = kv_scales[${row} * n_kv + kv_head];\n` : ""
       }      let ${prefix}row${u} = ${addr("kv_addr")} + lane;${
         splitV ? `\n      let ${prefix}vrow${u} = ${addr("kv_addr_v")} + lane;` : ""
@@ -100,9 +122,10 @@ ${
     });
   // The pages of the step after the one just requested (paged with prefetch).
   const pagesAfter = (at: string, decl: string) =>
-    pageAhead
-      ? `\n${lines(U, (u) => `      ${decl}npg${u} = kv_page(kv_start, ${tokenAt(at, u)});`)}`
-      : "";
+    !pageAhead ? "" : pageRuns
+      ? `\n      ${decl}npgA = kv_page(kv_start, ${tokenAt(at, 0)});
+      ${decl}npgB = kv_page(kv_start, ${tokenAt(at, U - 1)});`
+      : `\n${lines(U, (u) => `      ${decl}npg${u} = kv_page(kv_start, ${tokenAt(at, u)});`)}`;
   // The V part, from the row addresses of the K part.
   const issueV = (decl: string, prefix: string) =>
     lines(
@@ -119,7 +142,7 @@ ${
   const issue = (at: string, decl: string, prefix: string) =>
     `${issueK(at, decl, prefix)}
 ${issueV(decl, prefix)}`;
-  const tokens = lines(U, (u) => `      let t${u} = s0 + ${u * G}u + g;`);
+  const tokens = lines(U, (u) => `      let t${u} = s0 + ${offset(u)};`);
   const takeK = `${lines(U, (u) => lines(CPL, (i) => `      let k${u}_${i} = nk${u}_${i};`))}${
     tokenScales ? `\n${lines(U, (u) => `      let sc${u} = nsc${u};`)}` : ""
   }`;

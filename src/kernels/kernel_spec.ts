@@ -91,6 +91,17 @@ export interface KernelSpec {
    */
   readonly rowSets?: number;
   /**
+   * Each token group takes `unroll` consecutive tokens per step instead of tokens `groups` apart
+   * (the same tokens per step, in another order within the groups). Default false.
+   */
+  readonly tokenRuns?: boolean;
+  /**
+   * Paged kernels with `tokenRuns` and prefetch whose pages hold at least `unroll` tokens: a
+   * group's tokens of a step lie in at most two pages, so it reads two page-table entries per
+   * step instead of one per token (`kernelSpec` sets it from the plan's page size).
+   */
+  readonly pageRuns?: boolean;
+  /**
    * 8-bit KV dtypes: where the scales come from, `"tensor"` (default: `kScale` / `vScale` of the
    * params block) or `"token"` (the `kvScales` binding, one `vec2<f32>(k, v)` per row and KV head).
    */
@@ -255,10 +266,10 @@ export function specKey(kind: string, spec: KernelSpec): string {
   }${spec.queryShared && !halfMath(spec) ? ":qs" : ""}${halfMath(spec) ? ":h16" : ""}${
     spec.fastSteps === false ? ":masked" : ""
   }${spec.fmaDots ? ":fma" : ""}${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${
-    variantKey(spec.variant)
-  }${spec.kvScales === "token" ? ":tokscale" : ""}${
-    l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""
-  }`;
+    spec.tokenRuns ? ":runs" : ""
+  }${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${variantKey(spec.variant)}${
+    spec.kvScales === "token" ? ":tokscale" : ""
+  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }
 
 /**

@@ -28,6 +28,8 @@ export interface KernelChoice {
   readonly padded?: boolean;
   /** Row sets per token (see `KernelSpec.rowSets`; default 1). */
   readonly rowSets?: number;
+  /** Consecutive tokens per group and step (`KernelSpec.tokenRuns`). */
+  readonly tokenRuns?: boolean;
 }
 
 /**
@@ -39,7 +41,9 @@ export interface KernelChoice {
  * fewer threads, and every row set unpacks its own copy of the token's K and V. The classes of
  * the benchmark's cases (r1 d128, r4 d64/d128/d256, r8 d128) were picked by
  * `bench/pick_table.ts` from the H200 sweeps of `bench/tune.ts` (bench/notes.md; r4 d64 and r4
- * d256 from session 19's sweep of split prefetch and shared query rows); the others
+ * d256 from session 19's sweep of split prefetch and shared query rows; their token runs from
+ * session 28: paged d256 32k at 1.047x dense instead of 1.072x, d64 32k 1.026x instead of 1.041x,
+ * dense unchanged); the others
  * keep the choice of the kernel before the table (the most lanes up to 16 that divide the row,
  * unroll 2 / chunks per lane).
  */
@@ -50,9 +54,23 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r2 d64": { lanes: 8, unroll: 2 },
   "r2 d128": { lanes: 16, unroll: 2 },
   "r2 d256": { lanes: 16, unroll: 1 },
-  "r4 d64": { lanes: 8, unroll: 8, prefetch: "split", rowSets: 2, queryShared: true },
+  "r4 d64": {
+    lanes: 8,
+    unroll: 8,
+    prefetch: "split",
+    rowSets: 2,
+    queryShared: true,
+    tokenRuns: true,
+  },
   "r4 d128": { lanes: 8, unroll: 4, prefetch: true },
-  "r4 d256": { lanes: 16, unroll: 8, prefetch: "split", rowSets: 2, queryShared: true },
+  "r4 d256": {
+    lanes: 16,
+    unroll: 8,
+    prefetch: "split",
+    rowSets: 2,
+    queryShared: true,
+    tokenRuns: true,
+  },
   "r8 d64": { lanes: 8, unroll: 2 },
   "r8 d128": { lanes: 8, unroll: 4, prefetch: true, rowSets: 2 },
   "r8 d256": { lanes: 16, unroll: 1 },

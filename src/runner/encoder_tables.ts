@@ -100,7 +100,7 @@ export function encoderKernels(
   const signature =
     `${p.headDim}/${p.headDimV}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}:${
       plan.kv.layout ?? "NHD"
-    }${variantKey(spec.variant)}`;
+    }${variantKey(spec.variant)}${spec.pageRuns ? ":pgr" : ""}`;
   if (have?.signature === signature) return have;
   return {
     signature,

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Issues 13 and 16, session 28, on the H200 in one call per mode (results under $OUT or
+# bench/results/h200_session15/MODE):
+#   sass    the machine code NVIDIA's Vulkan driver makes of the kernels: each SPIR-V of
+#           .scratch/spv (bench/dump_spirv.ts, on lavapipe) compiled alone into a pipeline cache
+#           by bench/vk_pipeline_stats.c --cache (built into .scratch/ as its header says; carry
+#           .scratch), the caches and the driver's own disk cache packed into sass.tgz; the code
+#           is found in them and disassembled here by bench/sass_from_cache.py (nvdisasm, which
+#           Triton's wheel carries).
+# Run: OUT=... bash .gpu/boot.sh bash bench/h200_s28_session.sh MODE
+set -u
+mode=${1:-sass}
+out=${OUT:-bench/results/h200_session15/$mode}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "$0")/session_lib.sh"
+stamp "$mode"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
+
+if [ "$mode" = sass ]; then
+  work=$(mktemp -d)
+  mkdir -p "$work/cache" "$work/disk"
+  __GL_SHADER_DISK_CACHE=1 __GL_SHADER_DISK_CACHE_PATH="$work/disk" \
+    __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1 timeout 200 .scratch/vk_pipeline_stats \
+    --cache="$work/cache" .scratch/spv/*.spv >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  tar -czf "$out/sass.tgz" -C "$work" cache disk
+  stamp "$(du -sh "$work/cache" "$work/disk" | tr '\n' ' ')"
+  stamp "done"
+fi
+
+if [ "$mode" = pin ]; then
+  # The machine code of session 28's pinned-prefetch kernels, then the variants timed.
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*pin*.spv \
+    >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  tar -czf "$out/sass.tgz" -C "$work" cache
+  cases='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|gqa32/8 128k int8|b1 h32 128k'
+  run_deno 300 pin.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|pin|pin K' \
+    --bench-cases="$cases|d256 32k" --out="$out/pin.json"
+  stamp "done"
+fi
+
+if [ "$mode" = pin2 ]; then
+  # The machine code of the pinned kernels with room for their loads and of the paged kernels,
+  # then those tunings timed with and without the pin.
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*rs2_pin.spv \
+    .scratch/spv/*paged.spv .scratch/spv/r4_d256_f16.spv >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  tar -czf "$out/sass.tgz" -C "$work" cache
+  run_deno 330 pin2.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|U2|U2 pin|L16|L16 pin|RS2 pin' \
+    --bench-cases='gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k' --out="$out/pin2.json"
+  stamp "done"
+fi
+
+if [ "$mode" = runs ]; then
+  # Token runs (tuning `tokenRuns`): the machine code of the paged and dense kernels with and
+  # without, then lean and its paged twin (pages of 16) timed without and with (checked against
+  # float64), two processes.
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*runs.spv \
+    >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  tar -czf "$out/sass.tgz" -C "$work" cache
+  cases='b1 h32 32k|b1 h32 128k|gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|b64 16k|d64 32k'
+  cases="$cases|d256 32k|qLen4 gqa 16k"
+  run_deno 240 paged_base.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --paged \
+    --only="$cases" --skip='int8|e4m3' --out="$out/paged_base.json"
+  run_deno 300 paged_runs.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --paged \
+    --check --kernel='{"tokenRuns":true}' --only="$cases" --skip='int8|e4m3' \
+    --out="$out/paged_runs.json"
+  stamp "done"
+fi

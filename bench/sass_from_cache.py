@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""The machine code NVIDIA's Vulkan driver made of a kernel, from its pipeline cache (session 28).
+
+`bench/vk_pipeline_stats.c --cache=DIR` writes each kernel's pipeline cache data (driver 580 on
+the H200): a 32-byte Vulkan header, then NVIDIA's own header and a zstd frame. The frame holds an
+"NVDA" container whose second section record (at byte 0x48: type 1, size, offset from byte 8) is
+the kernel's SASS, which `nvdisasm -b SM90` disassembles (nvdisasm ships in Triton's wheel:
+`pip download --no-deps triton`, then `triton/backends/nvidia/bin/nvdisasm`). Found by reading
+the data, not from any documentation: another driver may lay it out otherwise, and the script
+then says so.
+
+For each cache file it writes FILE.sass and prints each loop of at least --min-loop instructions
+(a backward branch and its target): its length, its instruction mix and where in it the global
+loads (LDG) are, which shows where the compiler put the token loop's requests.
+
+Usage: sass_from_cache.py [--nvdisasm=PATH] [--min-loop=150] FILE.cache...
+Needs the `zstd` command.
+"""
+
+import collections
+import os
+import re
+import struct
+import subprocess
+import sys
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def machine_code(cache: bytes) -> bytes:
+    """The SASS section of one pipeline's cache data."""
+    start = cache.find(ZSTD_MAGIC)
+    if start < 0:
+        raise ValueError("no zstd frame in the cache data")
+    raw = subprocess.run(["zstd", "-d", "-c"], input=cache[start:], capture_output=True, check=True).stdout
+    if not raw.startswith(b"NVDA"):
+        raise ValueError(f"the frame holds {raw[:8]!r}, not an NVDA container")
+    kind, size, offset = struct.unpack_from("<III", raw, 0x48)
+    if kind != 1 or offset + 8 + size > len(raw):
+        raise ValueError(f"unexpected section record: type {kind}, size {size}, offset {offset}")
+    return raw[offset + 8 : offset + 8 + size]
+
+
+def disassemble(code: bytes, nvdisasm: str) -> list[tuple[int, str]]:
+    """(address, instruction) pairs of raw SM90 code."""
+    path = "/tmp/sass_from_cache.bin"
+    with open(path, "wb") as f:
+        f.write(code)
+    text = subprocess.run([nvdisasm, "-b", "SM90", path], capture_output=True, text=True).stdout
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", line)
+        if m:
+            out.append((int(m.group(1), 16), m.group(2)))
+    return out
+
+
+def loops(ins: list[tuple[int, str]], min_len: int):
+    """Each backward branch's loop of at least min_len instructions: (first, last) indices."""
+    index = {a: i for i, (a, _) in enumerate(ins)}
+    for i, (a, text) in enumerate(ins):
+        if "BRA" not in text:
+            continue
+        targets = re.findall(r"0x([0-9a-f]+)", text)
+        if targets and int(targets[-1], 16) < a and int(targets[-1], 16) in index:
+            j = index[int(targets[-1], 16)]
+            if i - j + 1 >= min_len:
+                yield j, i
+
+
+def opcode(text: str) -> str:
+    return re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
+
+
+def main() -> None:
+    nvdisasm = os.environ.get("NVDISASM", "nvdisasm")
+    min_len = 150
+    files = []
+    for arg in sys.argv[1:]:
+        if arg.startswith("--nvdisasm="):
+            nvdisasm = arg.split("=", 1)[1]
+        elif arg.startswith("--min-loop="):
+            min_len = int(arg.split("=", 1)[1])
+        else:
+            files.append(arg)
+    for path in files:
+        name = os.path.basename(path).removesuffix(".cache")
+        try:
+            ins = disassemble(machine_code(open(path, "rb").read()), nvdisasm)
+        except (ValueError, subprocess.CalledProcessError) as e:
+            print(f"{name}: {e}")
+            continue
+        with open(f"{path}.sass", "w") as f:
+            f.writelines(f"/*{a:04x}*/ {t};\n" for a, t in ins)
+        spills = sum(opcode(t) in ("STL", "LDL") for _, t in ins)
+        print(f"{name}: {len(ins)} instructions, {spills} local-memory accesses")
+        for j, i in loops(ins, min_len):
+            body = ins[j : i + 1]
+            mix = collections.Counter(opcode(t) for _, t in body)
+            top = ", ".join(f"{op} {n}" for op, n in mix.most_common(10))
+            loads = [k for k, (_, t) in enumerate(body) if opcode(t) == "LDG"]
+            print(f"  loop {body[0][0]:#x}-{body[-1][0]:#x}: {len(body)} instructions ({top})")
+            print(f"    LDG at {loads}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+/**
+ * Token runs (`KernelTuning.tokenRuns`, session 28): each token group of the decode kernel takes
+ * `unroll` consecutive tokens per step instead of tokens `groups` apart, and a paged kernel whose
+ * pages hold a group's step reads two page-table entries per group and step (the pages of its
+ * first and last token) instead of one per token. Checked on the host: the generated token order,
+ * when `kernelSpec` sets `pageRuns` and the spec keys; on the GPU backends: the dense kernel
+ * against the float64 reference, and the paged kernel over pages of 16 tokens (which hold a run)
+ * and of 2 (which do not, so each token reads its page) against the dense kernel bit for bit,
+ * after a fork.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { createDecoder, createPlan, encodeKV, type Strategy } from "../mod.ts";
+import { createAttentionEncoder, createKVCache, type KVCache } from "../runner.ts";
+import { kernelSpec } from "../src/gpu/kernel_choice.ts";
+import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
+import { kernelLayout, specKey } from "../src/kernels/kernel_spec.ts";
+import type { PagedKV } from "../src/plan/kv_addressing.ts";
+import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
+import { softwareSkip } from "./kernel_set.ts";
+import { assertMatchesReference, randomFloats, sameBits, seededRng } from "./helpers.ts";
+
+const H = 8;
+const KVH = 2;
+const D = 64;
+const GRID = 8;
+
+/** A paged addressing of `pageSize`-token pages (the spec reads only its kind and page size). */
+function pagedKV(pageSize: number): PagedKV {
+  return {
+    kind: "paged",
+    pageSize,
+    pageShift: Math.log2(pageSize),
+    numPages: 1,
+    pages: new Uint32Array(1),
+    pageOffsets: new Uint32Array(2),
+  };
+}
+
+const plan = createPlan(
+  { seqLens: [4096], numHeads: H, numKVHeads: KVH, headDim: D, kvDtype: "f16" },
+  { grid: GRID },
+);
+const caps = { subgroups: true, subgroupMinSize: 32 };
+
+Deno.test("token runs: groups take consecutive tokens, and pages holding a run are read twice per step", () => {
+  const dense = kernelSpec(plan, caps, { tokenRuns: true });
+  const U = kernelLayout(dense).unroll;
+  assert.ok(U > 1, `unroll ${U}`);
+  const code = decodeKernelWGSL(dense);
+  assert.match(code, new RegExp(`let t1 = s0 \\+ g \\* ${U}u \\+ 1u;`));
+  assert.ok(specKey("decode", dense).includes(":runs"));
+  // The kernel table turns them on for this class (r4 d64); off, tokens are `groups` apart.
+  assert.equal(kernelSpec(plan, caps).tokenRuns, true);
+  const strided = kernelSpec(plan, caps, { tokenRuns: false });
+  assert.ok(!specKey("decode", strided).includes(":runs"));
+  assert.match(decodeKernelWGSL(strided), /let t1 = s0 \+ \d+u \+ g;/);
+  for (const pageSize of [1, 2, 4, 8, 16, 256]) {
+    const paged = kernelSpec({ ...plan, kv: pagedKV(pageSize) }, caps, { tokenRuns: true }, true);
+    const runs = pageSize >= U;
+    assert.equal(paged.pageRuns === true, runs, `page size ${pageSize}`);
+    assert.equal(specKey("decode", paged).includes(":pgr"), runs);
+    const wgsl = decodeKernelWGSL(paged);
+    assert.equal(wgsl.includes("npgA = kv_page"), runs, `page size ${pageSize}`);
+    assert.equal(wgsl.includes(`npg${U - 1} = kv_page`), !runs, `page size ${pageSize}`);
+  }
+  // Without token runs, or without prefetch, every token reads its page.
+  const plain = kernelSpec({ ...plan, kv: pagedKV(16) }, caps, { tokenRuns: false }, true);
+  assert.equal(plain.pageRuns, undefined);
+  const noPrefetch = { tokenRuns: true, prefetch: false };
+  assert.equal(
+    kernelSpec({ ...plan, kv: pagedKV(16) }, caps, noPrefetch, true).pageRuns,
+    undefined,
+  );
+});
+
+/** Appends `n` random tokens to every layer of `seq`, and to its dense copy. */
+function grow(
+  cache: KVCache,
+  seq: number,
+  n: number,
+  dense: Map<number, Float32Array[]>,
+  seed: number,
+) {
+  const rng = seededRng(seed);
+  const row = cache.rowElements;
+  const k = [randomFloats(rng, n * row)];
+  const v = [randomFloats(rng, n * row)];
+  cache.append(seq, { k, v });
+  const have = dense.get(seq) ?? [new Float32Array(0), new Float32Array(0)];
+  dense.set(seq, [
+    new Float32Array([...have[0], ...k[0]]),
+    new Float32Array([...have[1], ...v[0]]),
+  ]);
+}
+
+for (const name of ["webgpu", "dawn"] as const) {
+  const gpu = await openGpu(name);
+  if (typeof gpu === "string") console.log(`skipping token-run GPU tests on "${name}": ${gpu}`);
+  const ok = typeof gpu !== "string";
+  const title =
+    `token runs: dense matches the reference, paged (pages of 16 and 2) equals dense bit for bit [${name}]`;
+  const skip = ok ? softwareSkip(gpu, {}) : undefined;
+  if (skip) console.log(`ignoring "${title}" on this software adapter: ${skip}`);
+  Deno.test({
+    name: title,
+    ignore: !ok || skip !== undefined,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const { device } = gpu as GpuUnderTest;
+      const kernel = { tokenRuns: true };
+      const decoder = await createDecoder({ backend: name, device, grid: GRID, kernel });
+      const attention = await createAttentionEncoder(device, { grid: GRID, kernel });
+      try {
+        for (const pageSize of [16, 2]) {
+          const cache = createKVCache({
+            device,
+            numLayers: 1,
+            numKVHeads: KVH,
+            headDim: D,
+            pageSize,
+            numPages: 512 / pageSize,
+            kvDtype: "f16",
+          });
+          const dense = new Map<number, Float32Array[]>();
+          const a = cache.addSequence();
+          grow(cache, a, 150, dense, 1);
+          const b = cache.fork(a);
+          dense.set(b, dense.get(a)!.slice());
+          grow(cache, b, 9, dense, 2);
+          const c = cache.addSequence();
+          grow(cache, c, 37, dense, 3);
+          const seqs = [a, b, c];
+          for (const strategy of ["lean", "split"] as Strategy[]) {
+            const plan = attention.plan(cache, { seqs, numHeads: H, strategy });
+            const q = randomFloats(seededRng(7), seqs.length * H * D);
+            const qb = gpuBuffer(device, q);
+            const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
+            const lse = gpuBuffer(device, new Float32Array(seqs.length * H).fill(NaN));
+            const enc = device.createCommandEncoder();
+            attention.encode(enc, { plan, layer: 0, q: qb, out, lse });
+            device.queue.submit([enc.finish()]);
+            const got = {
+              out: await readF32(device, out, q.length),
+              lse: await readF32(device, lse, seqs.length * H),
+            };
+            const cat = (i: number) => new Float32Array(seqs.flatMap((s) => [...dense.get(s)![i]]));
+            const input = {
+              q,
+              k: encodeKV(cat(0), "f16"),
+              v: encodeKV(cat(1), "f16"),
+              seqLens: seqs.map((s) => cache.length(s)),
+              numHeads: H,
+              numKVHeads: KVH,
+              headDim: D,
+              kvDtype: "f16" as const,
+              strategy,
+            };
+            const want = await decoder.decode(input);
+            const what = `pages of ${pageSize}, ${strategy}`;
+            assertMatchesReference(input, want, `dense ${what}`);
+            assertMatchesReference(input, got, `paged ${what}`);
+            assert.ok(sameBits(got.out, want.out), `out ${what}: paged != dense`);
+            assert.ok(sameBits(got.lse, want.lse), `lse ${what}: paged != dense`);
+            for (const buf of [qb, out, lse]) buf.destroy();
+          }
+          cache.dispose();
+        }
+      } finally {
+        await decoder.dispose();
+        attention.dispose();
+      }
+    },
+  });
+}
