@@ -76,3 +76,13 @@ if [ "$mode" = runs ]; then
     --out="$out/paged_runs.json"
   stamp "done"
 fi
+
+if [ "$mode" = paged ]; then
+  # Every f16 case, lean and its paged twin (pages of 16) with the kernel table's token runs
+  # (r4 d64, r4 d256), each case's kernel checked against float64; anchors as in warm2.
+  anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+  # shellcheck disable=SC2086
+  run_deno 400 paged.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    $anchors --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/paged.json"
+  stamp "done"
+fi
