@@ -32,6 +32,9 @@ import {
   diagCases,
   type DispatchSkip,
   installDispatchFilter,
+  INT8_BY_CONVERSION,
+  INT8_BY_F32_MAGIC,
+  int8Unpack,
   pinPrefetch,
   reloadSharedQuery,
   timeLeanCell,
@@ -238,6 +241,10 @@ const allVariants: Variant[] = [
   { name: "L16", options: { kernel: { lanes: 16 } } },
   { name: "L16 pin", rewrite: pinPrefetch, options: { kernel: { lanes: 16 } } },
   { name: "RS2 pin", rewrite: pinPrefetch, options: { kernel: { rowSets: 2 } } },
+  // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
+  // 28), or as f32 magic numbers (each byte in the mantissa of 2^23, an add taking it off).
+  { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },
+  { name: "int8 f32 magic", rewrite: int8Unpack(INT8_BY_F32_MAGIC) },
 ];
 const picked = flag("variants")?.split("|");
 const variants = picked

@@ -179,3 +179,28 @@ export function pinPrefetch(code: string, which: "kv" | "k" = "kv"): string {
     `pin ^= ${use};\n      if (pin == 0x9e3779b9u && s0 == 0xffffffffu) { bad[0] = 1u; }\n      ${split}`,
   );
 }
+
+/** The int8 `unpack_word` before session 28: one signed-byte conversion per element. */
+export const INT8_BY_CONVERSION = `fn unpack_word(w: u32) -> vec4<f32> {
+  let i = bitcast<i32>(w);
+  return vec4<f32>(
+    f32(extractBits(i, 0u, 8u)),
+    f32(extractBits(i, 8u, 8u)),
+    f32(extractBits(i, 16u, 8u)),
+    f32(extractBits(i, 24u, 8u)),
+  );
+}`;
+/** int8 bytes (made b + 128) in the mantissa of the f32 2^23, 2^23 + 128 taken off. */
+export const INT8_BY_F32_MAGIC = `fn unpack_word(w: u32) -> vec4<f32> {
+  let u = w ^ 0x80808080u;
+  let m = vec4<u32>(u, u >> 8u, u >> 16u, u >> 24u) & vec4<u32>(0xffu);
+  return bitcast<vec4<f32>>(m | vec4<u32>(0x4b000000u)) - vec4<f32>(8388736.0);
+}`;
+/**
+ * A rewrite replacing an int8 kernel's `unpack_word` by `body` (session 28's diagnostics); other
+ * kernels (an f16 twin timed beside) stay as they are.
+ */
+export function int8Unpack(body: string): (code: string) => string {
+  const at = /fn unpack_word\(w: u32\) -> vec4<f32> \{\n  let u = w \^ 0x80808080u;[^}]*\}/;
+  return (code) => code.replace(at, body);
+}

@@ -18,7 +18,13 @@ import { createPlan } from "../src/plan/plan.ts";
 import type { KVDtype } from "../src/core/problem.ts";
 import type { PagedKV } from "../src/plan/kv_addressing.ts";
 import { registeredDawn, requestDevice } from "../src/gpu/gpu_runtime.ts";
-import { pinPrefetch, reloadSharedQuery } from "./diag_lib.ts";
+import {
+  INT8_BY_CONVERSION,
+  INT8_BY_F32_MAGIC,
+  int8Unpack,
+  pinPrefetch,
+  reloadSharedQuery,
+} from "./diag_lib.ts";
 
 /** A decode kernel to dump: the shape it is planned for and the tuning it is built with. */
 interface DumpKernel {
@@ -38,6 +44,11 @@ const qsSplit = { queryShared: true, prefetch: "split" as const };
 /** A 4-row d128 f16 kernel with a tuning (and a diagnostic's rewrite). */
 function f16Rows4(tuning: KernelTuning, rewrite?: (code: string) => string): DumpKernel {
   return { rows: 4, headDim: 128, kvDtype: "f16", tuning, rewrite };
+}
+
+/** A 4-row d128 int8 kernel with another `unpack_word`. */
+function int8Rows4(unpackWord: string): DumpKernel {
+  return { rows: 4, headDim: 128, kvDtype: "int8", rewrite: int8Unpack(unpackWord) };
 }
 
 /** The kernels of the benchmark's classes and the 4-row class's alternatives. */
@@ -88,6 +99,9 @@ const KERNELS: Record<string, DumpKernel> = {
   },
   "r4_d256_f16_runs": { rows: 4, headDim: 256, kvDtype: "f16", tuning: { tokenRuns: true } },
   "r4_d128_f16_runs": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { tokenRuns: true } },
+  // int8 unpacked by signed-byte conversions (before session 28) and as f32 magic numbers.
+  "r4_d128_int8_i2f": int8Rows4(INT8_BY_CONVERSION),
+  "r4_d128_int8_f32magic": int8Rows4(INT8_BY_F32_MAGIC),
 };
 
 /** A paged addressing of `pageSize`-token pages (only its kind and page size reach the spec). */

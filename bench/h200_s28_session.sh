@@ -86,3 +86,18 @@ if [ "$mode" = paged ]; then
     $anchors --skip='int8|e4m3|e5m2|mla|mqa' --out="$out/paged.json"
   stamp "done"
 fi
+
+if [ "$mode" = int8 ]; then
+  # int8 unpacked as f16 halves (session 28's kernels) against the signed-byte conversions before
+  # and f32 magic numbers: the machine code, then the three timed back to back (f16 twin beside).
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/r4_d128_int8*.spv \
+    >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  tar -czf "$out/sass.tgz" -C "$work" cache
+  cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8|gqa32/8 128k'
+  run_deno 300 int8.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|int8 I2F|int8 f32 magic' --bench-cases="$cases" --out="$out/int8.json"
+  stamp "done"
+fi

@@ -22,16 +22,16 @@ fn unpack_kv(w: vec2<u32>) -> array<vec4<f32>, 2> {
 
 /** `unpack_word(w)`: the four bytes of a word (low byte first) as values, per format. */
 const UNPACK_WORD: Record<Kv8Format, string> = {
-  // Each byte sign-extended in one bit-field extract (a single signed-byte conversion on GPUs
-  // that have one).
+  // Each byte b made b + 128 (its top bit flipped), placed in the mantissa of the f16 1024
+  // (0x6400), and 1152 taken off the unpacked value: exact, two bytes per unpack. A signed-byte
+  // conversion per element (one instruction each) runs on the NVIDIA H200's conversion units at
+  // an eighth of the multiply-add rate, which bounded int8's token loop at f16's time (session
+  // 28, bench/notes.md); these halves unpack as f16 KV does, on the multiply-add units.
   int8: `fn unpack_word(w: u32) -> vec4<f32> {
-  let i = bitcast<i32>(w);
-  return vec4<f32>(
-    f32(extractBits(i, 0u, 8u)),
-    f32(extractBits(i, 8u, 8u)),
-    f32(extractBits(i, 16u, 8u)),
-    f32(extractBits(i, 24u, 8u)),
-  );
+  let u = w ^ 0x80808080u;
+  let a = unpack2x16float((u & 0x00ff00ffu) | 0x64006400u) - vec2<f32>(1152.0);
+  let b = unpack2x16float(((u >> 8u) & 0x00ff00ffu) | 0x64006400u) - vec2<f32>(1152.0);
+  return vec4<f32>(a.x, b.x, a.y, b.y);
 }`,
   // Each code's sign, exponent and mantissa moved into an f16 (bias 15 for 7: the value over
   // 2^8, which the kernel's scales put back: `unpackScale`), which keeps the subnormal codes
