@@ -33,7 +33,7 @@ import {
   type DispatchSkip,
   installDispatchFilter,
   INT8_BY_CONVERSION,
-  INT8_BY_F32_MAGIC,
+  INT8_BY_HALVES,
   int8Unpack,
   pinPrefetch,
   reloadSharedQuery,
@@ -242,9 +242,9 @@ const allVariants: Variant[] = [
   { name: "L16 pin", rewrite: pinPrefetch, options: { kernel: { lanes: 16 } } },
   { name: "RS2 pin", rewrite: pinPrefetch, options: { kernel: { rowSets: 2 } } },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
-  // 28), or as f32 magic numbers (each byte in the mantissa of 2^23, an add taking it off).
+  // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },
-  { name: "int8 f32 magic", rewrite: int8Unpack(INT8_BY_F32_MAGIC) },
+  { name: "int8 halves", rewrite: int8Unpack(INT8_BY_HALVES) },
 ];
 const picked = flag("variants")?.split("|");
 const variants = picked

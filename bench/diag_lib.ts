@@ -190,11 +190,15 @@ export const INT8_BY_CONVERSION = `fn unpack_word(w: u32) -> vec4<f32> {
     f32(extractBits(i, 24u, 8u)),
   );
 }`;
-/** int8 bytes (made b + 128) in the mantissa of the f32 2^23, 2^23 + 128 taken off. */
-export const INT8_BY_F32_MAGIC = `fn unpack_word(w: u32) -> vec4<f32> {
+/**
+ * int8 bytes (made b + 128) in the mantissa of the f16 1024, two per unpack, 1152 taken off
+ * (session 28's first version: slower than the f32 magic numbers the library keeps).
+ */
+export const INT8_BY_HALVES = `fn unpack_word(w: u32) -> vec4<f32> {
   let u = w ^ 0x80808080u;
-  let m = vec4<u32>(u, u >> 8u, u >> 16u, u >> 24u) & vec4<u32>(0xffu);
-  return bitcast<vec4<f32>>(m | vec4<u32>(0x4b000000u)) - vec4<f32>(8388736.0);
+  let a = unpack2x16float((u & 0x00ff00ffu) | 0x64006400u) - vec2<f32>(1152.0);
+  let b = unpack2x16float(((u >> 8u) & 0x00ff00ffu) | 0x64006400u) - vec2<f32>(1152.0);
+  return vec4<f32>(a.x, b.x, a.y, b.y);
 }`;
 /**
  * A rewrite replacing an int8 kernel's `unpack_word` by `body` (session 28's diagnostics); other

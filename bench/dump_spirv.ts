@@ -20,7 +20,7 @@ import type { PagedKV } from "../src/plan/kv_addressing.ts";
 import { registeredDawn, requestDevice } from "../src/gpu/gpu_runtime.ts";
 import {
   INT8_BY_CONVERSION,
-  INT8_BY_F32_MAGIC,
+  INT8_BY_HALVES,
   int8Unpack,
   pinPrefetch,
   reloadSharedQuery,
@@ -99,9 +99,10 @@ const KERNELS: Record<string, DumpKernel> = {
   },
   "r4_d256_f16_runs": { rows: 4, headDim: 256, kvDtype: "f16", tuning: { tokenRuns: true } },
   "r4_d128_f16_runs": { rows: 4, headDim: 128, kvDtype: "f16", tuning: { tokenRuns: true } },
-  // int8 unpacked by signed-byte conversions (before session 28) and as f32 magic numbers.
+  // int8 unpacked by signed-byte conversions (before session 28) and as f16 halves (the
+  // library's are f32 magic numbers since).
   "r4_d128_int8_i2f": int8Rows4(INT8_BY_CONVERSION),
-  "r4_d128_int8_f32magic": int8Rows4(INT8_BY_F32_MAGIC),
+  "r4_d128_int8_halves": int8Rows4(INT8_BY_HALVES),
 };
 
 /** A paged addressing of `pageSize`-token pages (only its kind and page size reach the spec). */

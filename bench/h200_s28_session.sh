@@ -88,8 +88,10 @@ if [ "$mode" = paged ]; then
 fi
 
 if [ "$mode" = int8 ]; then
-  # int8 unpacked as f16 halves (session 28's kernels) against the signed-byte conversions before
-  # and f32 magic numbers: the machine code, then the three timed back to back (f16 twin beside).
+  # int8 unpacked as f32 magic numbers (the library's since session 28) against the signed-byte
+  # conversions before and f16 halves: the machine code, then the three timed back to back (f16
+  # twin beside). Ran at commit fb15cbf, whose library unpacked halves (column "lean") and whose
+  # variant "int8 f32 magic" was today's library.
   work=$(mktemp -d)
   mkdir -p "$work/cache"
   timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/r4_d128_int8*.spv \
@@ -98,6 +100,6 @@ if [ "$mode" = int8 ]; then
   tar -czf "$out/sass.tgz" -C "$work" cache
   cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8|gqa32/8 128k'
   run_deno 300 int8.txt bench/diag_floors.ts --stream-ms=2 \
-    --variants='lean|int8 I2F|int8 f32 magic' --bench-cases="$cases" --out="$out/int8.json"
+    --variants='lean|int8 I2F|int8 halves' --bench-cases="$cases" --out="$out/int8.json"
   stamp "done"
 fi

@@ -22,16 +22,14 @@ fn unpack_kv(w: vec2<u32>) -> array<vec4<f32>, 2> {
 
 /** `unpack_word(w)`: the four bytes of a word (low byte first) as values, per format. */
 const UNPACK_WORD: Record<Kv8Format, string> = {
-  // Each byte b made b + 128 (its top bit flipped), placed in the mantissa of the f16 1024
-  // (0x6400), and 1152 taken off the unpacked value: exact, two bytes per unpack. A signed-byte
-  // conversion per element (one instruction each) runs on the NVIDIA H200's conversion units at
-  // an eighth of the multiply-add rate, which bounded int8's token loop at f16's time (session
-  // 28, bench/notes.md); these halves unpack as f16 KV does, on the multiply-add units.
+  // Each byte b made b + 128 (its top bit flipped) and placed in the mantissa of the f32 2^23;
+  // one add takes 2^23 + 128 off again: exact. The NVIDIA H200 runs this (its integer and add
+  // units) 1-3% faster in the 4-row token loop than a signed-byte conversion per element (its
+  // conversion units) or the bytes unpacked as f16 halves (session 28, bench/notes.md).
   int8: `fn unpack_word(w: u32) -> vec4<f32> {
   let u = w ^ 0x80808080u;
-  let a = unpack2x16float((u & 0x00ff00ffu) | 0x64006400u) - vec2<f32>(1152.0);
-  let b = unpack2x16float(((u >> 8u) & 0x00ff00ffu) | 0x64006400u) - vec2<f32>(1152.0);
-  return vec4<f32>(a.x, b.x, a.y, b.y);
+  let m = vec4<u32>(u, u >> 8u, u >> 16u, u >> 24u) & vec4<u32>(0xffu);
+  return bitcast<vec4<f32>>(m | vec4<u32>(0x4b000000u)) - vec4<f32>(8388736.0);
 }`,
   // Each code's sign, exponent and mantissa moved into an f16 (bias 15 for 7: the value over
   // 2^8, which the kernel's scales put back: `unpackScale`), which keeps the subnormal codes
