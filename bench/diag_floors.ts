@@ -92,6 +92,36 @@ const emptyMerge = replacing(
   "let flat = flat_workgroup(wid, nwg);",
   "let flat = flat_workgroup(wid, nwg);\n  if (params.count != 0xfffffffeu) { return; }",
 );
+/**
+ * The merge kernel returns at a point of its work (session 28): before `at` (or after it, with
+ * `after`), keeping what it has read alive through a test that never holds.
+ */
+const mergeCut = (what: string, at: string, use: string, after = true) => {
+  const cut = `  if (params.count != 0xfffffffeu) {
+    if (lid == 0u && ${use}) { lse_out[0] = 1.0; }
+    return;
+  }`;
+  return replacing(what, at, after ? `${at}\n${cut}` : `${cut}\n${at}`);
+};
+/** ... once it has read its reduce record. */
+const mergeAfterRecord = mergeCut(
+  "merge record",
+  "  let empty = n == 0u;",
+  "n + seq + kv_head + first + q_start == 0x7ffffffeu",
+);
+/** ... once it has the row's maximum and sum (and its first slots' outputs in registers). */
+const mergeAfterMaxima = mergeCut(
+  "merge maxima",
+  "  let row_bad = red_bad[0] != 0u;",
+  "(l_all == -1.0 || pv[0] == -2.0 || row_bad)",
+);
+/** ... once it has the weighted sums of its slot groups (before the output). */
+const mergeAfterSums = mergeCut(
+  "merge weighted sums",
+  "  let row = query_row(",
+  "part[lid] == -1.0",
+  false,
+);
 /** Every workgroup barrier removed (outputs wrong; the barriers' cost). */
 const noBarriers = (code: string) => code.replaceAll("workgroupBarrier();", "");
 /** Query rows made from their index (no loads of q). */
@@ -245,6 +275,11 @@ const allVariants: Variant[] = [
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },
   { name: "int8 halves", rewrite: int8Unpack(INT8_BY_HALVES) },
+  // ... and the merge kernel cut at four points of its work, after the whole decode kernel.
+  { name: "merge cut: start", rewriteMerge: emptyMerge },
+  { name: "merge cut: record", rewriteMerge: mergeAfterRecord },
+  { name: "merge cut: maxima", rewriteMerge: mergeAfterMaxima },
+  { name: "merge cut: sums", rewriteMerge: mergeAfterSums },
 ];
 const picked = flag("variants")?.split("|");
 const variants = picked

@@ -13,6 +13,7 @@
  */
 
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
+import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
 import { kernelSpec, type KernelTuning } from "../src/gpu/kernel_choice.ts";
 import { createPlan } from "../src/plan/plan.ts";
 import type { KVDtype } from "../src/core/problem.ts";
@@ -38,6 +39,8 @@ interface DumpKernel {
   rewrite?: (code: string) => string;
   /** The paged cache's kernel (pages of the cache's size, NHD) instead of the dense one. */
   paged?: boolean;
+  /** The merge kernel of the spec instead of the decode kernel. */
+  merge?: boolean;
 }
 
 const qsSplit = { queryShared: true, prefetch: "split" as const };
@@ -103,6 +106,9 @@ const KERNELS: Record<string, DumpKernel> = {
   // library's are f32 magic numbers since).
   "r4_d128_int8_i2f": int8Rows4(INT8_BY_CONVERSION),
   "r4_d128_int8_halves": int8Rows4(INT8_BY_HALVES),
+  // The merge kernels of the 4-row d128 and 1-row d128 classes.
+  "merge_r4_d128": { rows: 4, headDim: 128, kvDtype: "f16", merge: true },
+  "merge_r1_d128": { rows: 1, headDim: 128, kvDtype: "f16", merge: true },
 };
 
 /** A paged addressing of `pageSize`-token pages (only its kind and page size reach the spec). */
@@ -130,7 +136,7 @@ function kernelWGSL(k: DumpKernel, enableDirective: boolean): string {
   const spec = k.paged
     ? kernelSpec({ ...plan, kv: pagedKV(16) }, caps, k.tuning ?? {}, true)
     : kernelSpec(plan, caps, k.tuning ?? {});
-  const code = decodeKernelWGSL(spec, { enableDirective });
+  const code = k.merge ? mergeKernelWGSL(spec) : decodeKernelWGSL(spec, { enableDirective });
   return k.rewrite ? k.rewrite(code) : code;
 }
 
@@ -174,13 +180,14 @@ for (const [name, k] of Object.entries(KERNELS)) {
     stdout: "null",
     stderr: "inherit",
   }).spawn();
-  // The decode kernel is the only module of its size (wgpu's and Mesa's own are a few KB).
+  // The kernel is the only module of its size (wgpu's and Mesa's own are a few KB; a merge
+  // kernel's is more than 5 KB, a decode kernel's more than 12 KB).
   let found: string | undefined;
   for (let waited = 0; waited < 120_000 && !found; waited += 200) {
     await new Promise((r) => setTimeout(r, 200));
     for await (const e of Deno.readDir(dumpDir)) {
       const path = `${dumpDir}/${e.name}`;
-      if ((await Deno.stat(path)).size > 12_000) found = path;
+      if ((await Deno.stat(path)).size > (k.merge ? 5_000 : 12_000)) found = path;
     }
   }
   try {

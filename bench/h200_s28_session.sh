@@ -103,3 +103,19 @@ if [ "$mode" = int8 ]; then
     --variants='lean|int8 I2F|int8 halves' --bench-cases="$cases" --out="$out/int8.json"
   stamp "done"
 fi
+
+if [ "$mode" = merge ]; then
+  # Where the merge kernel's time goes: its machine code, then the pass with the merge kernel
+  # returning at four points of its work (after the whole decode kernel), back to back.
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/merge_*.spv \
+    >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  tar -czf "$out/sass.tgz" -C "$work" cache
+  variants='lean|merge cut: start|merge cut: record|merge cut: maxima|merge cut: sums|no merge'
+  run_deno 300 merge.txt bench/diag_floors.ts --stream-ms=2 --variants="$variants" \
+    --bench-cases='b1 h32 16k|gqa32/8 128k|b16 16k|d256 32k|b4 16k|qLen4 gqa 16k' \
+    --out="$out/merge.json"
+  stamp "done"
+fi
