@@ -136,7 +136,9 @@ function kernelWGSL(k: DumpKernel, enableDirective: boolean): string {
   const spec = k.paged
     ? kernelSpec({ ...plan, kv: pagedKV(16) }, caps, k.tuning ?? {}, true)
     : kernelSpec(plan, caps, k.tuning ?? {});
-  const code = k.merge ? mergeKernelWGSL(spec) : decodeKernelWGSL(spec, { enableDirective });
+  const code = k.merge
+    ? mergeKernelWGSL(spec, { enableDirective })
+    : decodeKernelWGSL(spec, { enableDirective });
   return k.rewrite ? k.rewrite(code) : code;
 }
 

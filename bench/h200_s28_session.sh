@@ -119,3 +119,22 @@ if [ "$mode" = merge ]; then
     --out="$out/merge.json"
   stamp "done"
 fi
+
+if [ "$mode" = mergeab ]; then
+  # Session 28's merge kernel (subgroup tree, nested slot reads) against the one before it (a
+  # worktree of the commit before, in .wt/base: carry it), back to back; its machine code.
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/merge_*.spv \
+    >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  tar -czf "$out/sass.tgz" -C "$work" cache
+  cases='b1 h32 16k|gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|d64 32k|d256 32k|qLen4 gqa 16k'
+  for tree in base new; do
+    dir=.
+    if [ "$tree" = base ]; then dir=.wt/base; fi
+    (cd "$dir" && run_deno 200 "merge_$tree.txt" bench/diag_floors.ts --stream-ms=2 \
+      --variants='lean|no merge' --bench-cases="$cases" --out="$out/merge_$tree.json")
+  done
+  stamp "done"
+fi

@@ -23,6 +23,7 @@ import { ioWGSL } from "./io_wgsl.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { lines } from "./decode_step.ts";
 import type { KernelSpec } from "./kernel_spec.ts";
+import type { WGSLOptions } from "./decode_kernel.ts";
 import { FLAT_WORKGROUP_WGSL, PARAMS_WGSL, QUERY_ROW_WGSL } from "./kernel_params.ts";
 import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 
@@ -89,12 +90,7 @@ ${weights}
       let cn = min(W, n - c0);
       var s0 = grp;
       if (c0 == 0u) {
-${
-      lines(PF, (k) =>
-        `        if (grp + ${k * groups}u < cn) { acc += weight[grp + ${
-          k * groups
-        }u] * pv[${k}]; }`)
-    }
+        ${nestedAdds(PF, groups)}
         s0 = grp + ${PF * groups}u;
       }
       for (var s = s0; s < cn; s += GROUPS) {
@@ -128,6 +124,16 @@ ${lines(DPT, (k) => `  if (lid + ${k * W}u < D) { part[lid + ${k * W}u] = acc[${
   workgroupBarrier();`;
 }
 
+/** The prefetched slots' weighted values added in slot order, nested as their reads are. */
+function nestedAdds(PF: number, groups: number): string {
+  let adds = "";
+  for (let k = PF - 1; k >= 0; k--) {
+    const add = `acc += weight[grp + ${k * groups}u] * pv[${k}];`;
+    adds = `if (grp + ${k * groups}u < cn) { ${add}${adds ? ` ${adds}` : ""} }`;
+  }
+  return adds;
+}
+
 /**
  * Slots whose output values each thread of a merge reads before the slots' maxima and sums
  * (rows of at most `W` dims): as many as cover 64 slots over the slot groups. The weighted sum
@@ -144,19 +150,69 @@ function prefetchedWGSL(D: number, W: number): string {
   if (D > W) return "";
   const PF = prefetchedSlots(D, W);
   const groups = Math.max(1, Math.floor(W / D));
+  // Nested tests: a row of few slots skips the rest after one failed test (a flat list of PF
+  // tests cost every thread PF branches, most of them not taken).
+  let reads = "";
+  for (let k = PF - 1; k >= 0; k--) {
+    const read = `pv[${k}] = partials[(first + grp + ${k * groups}u) * SLOT + r * D + d];`;
+    reads = `if (grp + ${k * groups}u < n) { ${read}${reads ? ` ${reads}` : ""} }`;
+  }
   return `
   // This thread's output dim and slot group; its first ${PF} slots' values, read now.
   let d = lid % D;
   let grp = lid / D;
   var pv = array<f32, ${PF}>();
   if (grp < GROUPS) {
-${
-    lines(PF, (k) =>
-      `    if (grp + ${k * groups}u < n) { pv[${k}] = partials[(first + grp + ${
-        k * groups
-      }u) * SLOT + r * D + d]; }`)
-  }
+    ${reads}
   }`;
+}
+
+/**
+ * The reduction of the threads' slot states (max, sum, NaN flag) into the row's `m_all`,
+ * `l_all`, `row_bad`, in a fixed order over the next power of two of the threads holding slots:
+ * through workgroup memory, a barrier per level; or (`subgroups`) first within each subgroup by
+ * shuffles in a fixed exclusive-or tree, then the subgroups holding slots in subgroup order
+ * through workgroup memory, one barrier (session 28). `combine` is symmetric bit for bit (IEEE
+ * sums and products commute), so both threads of a shuffle pair hold the same state.
+ */
+export function maximaTreeWGSL(subgroups: boolean): string {
+  if (!subgroups) {
+    return `  red[lid] = st;
+  red_bad[lid] = u32(bad);
+  let held = max(min(n, W), 1u);
+  for (var half = (1u << (32u - countLeadingZeros(held - 1u))) / 2u; half > 0u; half >>= 1u) {
+    workgroupBarrier();
+    if (lid < half) {
+      red[lid] = combine(red[lid], red[lid + half]);
+      red_bad[lid] = red_bad[lid] | red_bad[lid + half];
+    }
+  }
+  workgroupBarrier();
+  let m_all = red[0].x;
+  let l_all = red[0].y;
+  let row_bad = red_bad[0] != 0u;`;
+  }
+  return `  var sub = st;
+  var sub_bad = u32(bad);
+  for (var o = 1u; o < sg_size; o <<= 1u) {
+    let other = vec2<f32>(subgroupShuffleXor(sub.x, o), subgroupShuffleXor(sub.y, o));
+    sub = combine(sub, other);
+    sub_bad = sub_bad | subgroupShuffleXor(sub_bad, o);
+  }
+  if (sg_id == 0u) {
+    red[lid / sg_size] = sub;
+    red_bad[lid / sg_size] = sub_bad;
+  }
+  workgroupBarrier();
+  var all = red[0];
+  var all_bad = red_bad[0];
+  for (var j = 1u; j * sg_size < min(n, W); j++) {
+    all = combine(all, red[j]);
+    all_bad = all_bad | red_bad[j];
+  }
+  let m_all = all.x;
+  let l_all = all.y;
+  let row_bad = all_bad != 0u;`;
 }
 
 /** Threads of a merge workgroup. */
@@ -179,8 +235,10 @@ export function mergeWorkgroups(records: number, rowsPerBlock: number): number {
  * console.log(wgsl.includes("fn main")); // true
  * ```
  */
-export function mergeKernelWGSL(spec: KernelSpec): string {
+export function mergeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const { rowsPerBlock: RP } = spec;
+  // Subgroup shuffles where the decode kernel has them (the device offers subgroups).
+  const subgroups = spec.subgroups === true && spec.tiled !== true;
   const D = spec.headDimV ?? spec.headDim; // the output rows: V's head dim
   const W = MERGE_WORKGROUP;
   const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
@@ -196,7 +254,9 @@ ${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")
 ${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
     heads ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""
   }`;
-  return `// lean-attention merge kernel: D=${D} RP=${RP} W=${W}
+  return `${
+    options.enableDirective && subgroups ? "enable subgroups;\n" : ""
+  }// lean-attention merge kernel: D=${D} RP=${RP} W=${W}${subgroups ? " subgroups" : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -254,7 +314,13 @@ fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
+  @builtin(local_invocation_index) lid: u32,${
+    subgroups
+      ? `
+  @builtin(subgroup_size) sg_size: u32,
+  @builtin(subgroup_invocation_id) sg_id: u32,`
+      : ""
+  }
 ) {
   let flat = flat_workgroup(wid, nwg);
   let e = flat / RP;
@@ -293,22 +359,9 @@ ${prefetchedWGSL(D, W)}
     st = combine(st, slot);
     bad = bad || (bitcast<u32>(slot.y) & 0x7fffffffu) > 0x7f800000u;
   }
-  // One tree reduction of (max, sum, NaN flag) in a fixed order, over the next power of two of
-  // the threads holding slots (n is workgroup-uniform: the barriers stay in uniform control flow).
-  red[lid] = st;
-  red_bad[lid] = u32(bad);
-  let held = max(min(n, W), 1u);
-  for (var half = (1u << (32u - countLeadingZeros(held - 1u))) / 2u; half > 0u; half >>= 1u) {
-    workgroupBarrier();
-    if (lid < half) {
-      red[lid] = combine(red[lid], red[lid + half]);
-      red_bad[lid] = red_bad[lid] | red_bad[lid + half];
-    }
-  }
-  workgroupBarrier();
-  let m_all = red[0].x;
-  let l_all = red[0].y;
-  let row_bad = red_bad[0] != 0u;
+  // One reduction of (max, sum, NaN flag) in a fixed order (n is workgroup-uniform: barriers
+  // and shuffles stay in uniform control flow).
+${maximaTreeWGSL(subgroups)}
 
 ${weightedWGSL(D, W, DPT)}
   let row = query_row(q_start, q_len, kv_head, r0 + r);${
