@@ -205,6 +205,6 @@ export const INT8_BY_HALVES = `fn unpack_word(w: u32) -> vec4<f32> {
  * kernels (an f16 twin timed beside) stay as they are.
  */
 export function int8Unpack(body: string): (code: string) => string {
-  const at = /fn unpack_word\(w: u32\) -> vec4<f32> \{\n  let u = w \^ 0x80808080u;[^}]*\}/;
+  const at = /fn unpack_word\(w: u32\) -> vec4<f32> \{\n {2}let u = w \^ 0x80808080u;[^}]*\}/;
   return (code) => code.replace(at, body);
 }
