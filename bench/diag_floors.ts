@@ -271,6 +271,17 @@ const allVariants: Variant[] = [
   { name: "L16", options: { kernel: { lanes: 16 } } },
   { name: "L16 pin", rewrite: pinPrefetch, options: { kernel: { lanes: 16 } } },
   { name: "RS2 pin", rewrite: pinPrefetch, options: { kernel: { rowSets: 2 } } },
+  // ... and with the query rows read from workgroup memory every step (64 registers freed).
+  {
+    name: "qs reload pin",
+    rewrite: both(reloadSharedQuery, pinPrefetch),
+    options: { kernel: qsSplit },
+  },
+  {
+    name: "qs reload pin K",
+    rewrite: both(reloadSharedQuery, (code) => pinPrefetch(code, "k")),
+    options: { kernel: qsSplit },
+  },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },

@@ -82,6 +82,7 @@ const KERNELS: Record<string, DumpKernel> = {
   "r4_d128_int8_pin": { rows: 4, headDim: 128, kvDtype: "int8", rewrite: pinPrefetch },
   "r1_d128_f16_pin": { rows: 1, headDim: 128, kvDtype: "f16", rewrite: pinPrefetch },
   "r4_d128_f16_rs2_pin": f16Rows4({ rowSets: 2 }, pinPrefetch),
+  "r4_d128_f16_qsr_pin": f16Rows4(qsSplit, (c) => pinPrefetch(reloadSharedQuery(c))),
   // The paged kernels of the classes whose paged time is furthest from dense (d256: +7.4%).
   "r4_d256_f16_paged": { rows: 4, headDim: 256, kvDtype: "f16", paged: true },
   "r4_d128_f16_paged": { rows: 4, headDim: 128, kvDtype: "f16", paged: true },

@@ -138,3 +138,18 @@ if [ "$mode" = mergeab ]; then
   done
   stamp "done"
 fi
+
+if [ "$mode" = qspin ]; then
+  # The prefetch's loads used early with the query rows read from workgroup memory every step
+  # (the registers they free may hold the next step's words): machine code and timing.
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*qsr*.spv \
+    >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  tar -czf "$out/sass.tgz" -C "$work" cache
+  run_deno 240 qspin.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|qs reload|qs reload pin|qs reload pin K' \
+    --bench-cases='gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|gqa32/8 128k int8' --out="$out/qspin.json"
+  stamp "done"
+fi
