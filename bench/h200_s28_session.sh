@@ -153,3 +153,14 @@ if [ "$mode" = qspin ]; then
     --bench-cases='gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|gqa32/8 128k int8' --out="$out/qspin.json"
   stamp "done"
 fi
+
+if [ "$mode" = tests ]; then
+  # The GPU tests of session 28's kernel changes on the H200, through Deno's WebGPU and Dawn:
+  # token runs (dense and paged), int8 unpacking, the merge's subgroup tree (non-finite tests
+  # merge ~470 slots per row: two levels of 32-lane subgroups), paged and 8-bit decodes.
+  LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 400 deno test -A --unstable-webgpu \
+    tests/token_runs_test.ts tests/kv8_unpack_gpu_test.ts tests/non_finite_test.ts \
+    tests/paged_test.ts tests/kernel_options_test.ts tests/kv8_decode_test.ts >"$out/tests.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests.log" | tail -1))"
+  stamp "done"
+fi
