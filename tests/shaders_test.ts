@@ -173,6 +173,13 @@ Deno.test("kernels need no shader-f16, use subgroups only when asked, bind at mo
           for (const b of bindings) assert.ok(layout.includes(b), `merge binding ${b}`);
         }
         assert.equal(/var<storage, read> pages/.test(wgsl), l.paged && decode);
+        // Tint's parser refuses deep nesting (64 nested ifs failed on Dawn, session 28).
+        let depth = 0, deepest = 0;
+        for (const c of wgsl) {
+          if (c === "{") deepest = Math.max(deepest, ++depth);
+          if (c === "}") depth--;
+        }
+        assert.ok(deepest <= 24, `braces nested ${deepest} deep`);
       }
     }),
     fcParams(200),

@@ -124,14 +124,31 @@ ${lines(DPT, (k) => `  if (lid + ${k * W}u < D) { part[lid + ${k * W}u] = acc[${
   workgroupBarrier();`;
 }
 
-/** The prefetched slots' weighted values added in slot order, nested as their reads are. */
-function nestedAdds(PF: number, groups: number): string {
-  let adds = "";
-  for (let k = PF - 1; k >= 0; k--) {
-    const add = `acc += weight[grp + ${k * groups}u] * pv[${k}];`;
-    adds = `if (grp + ${k * groups}u < cn) { ${add}${adds ? ` ${adds}` : ""} }`;
+/**
+ * Statements `body(k)` for k < PF, each under the test that slot `grp + k * groups` is below
+ * `bound`, the tests of each run of {@linkcode NEST} nested so that a row of few slots skips the
+ * rest of a run after one failed test (a flat list cost every thread PF branches, most of them
+ * not taken), the runs one after another: Tint's parser refuses nesting much deeper (64 levels).
+ */
+function nestedTests(PF: number, groups: number, bound: string, body: (k: number) => string) {
+  const runs: string[] = [];
+  for (let k0 = 0; k0 < PF; k0 += NEST) {
+    let run = "";
+    for (let k = Math.min(PF, k0 + NEST) - 1; k >= k0; k--) {
+      run = `if (grp + ${k * groups}u < ${bound}) { ${body(k)}${run ? ` ${run}` : ""} }`;
+    }
+    runs.push(run);
   }
-  return adds;
+  return runs;
+}
+
+/** Tests nested per run in {@linkcode nestedTests}. */
+const NEST = 8;
+
+/** The prefetched slots' weighted values added in slot order, tested as their reads are. */
+function nestedAdds(PF: number, groups: number): string {
+  return nestedTests(PF, groups, "cn", (k) => `acc += weight[grp + ${k * groups}u] * pv[${k}];`)
+    .join("\n        ");
 }
 
 /**
@@ -150,13 +167,12 @@ function prefetchedWGSL(D: number, W: number): string {
   if (D > W) return "";
   const PF = prefetchedSlots(D, W);
   const groups = Math.max(1, Math.floor(W / D));
-  // Nested tests: a row of few slots skips the rest after one failed test (a flat list of PF
-  // tests cost every thread PF branches, most of them not taken).
-  let reads = "";
-  for (let k = PF - 1; k >= 0; k--) {
-    const read = `pv[${k}] = partials[(first + grp + ${k * groups}u) * SLOT + r * D + d];`;
-    reads = `if (grp + ${k * groups}u < n) { ${read}${reads ? ` ${reads}` : ""} }`;
-  }
+  const reads = nestedTests(
+    PF,
+    groups,
+    "n",
+    (k) => `pv[${k}] = partials[(first + grp + ${k * groups}u) * SLOT + r * D + d];`,
+  ).join("\n    ");
   return `
   // This thread's output dim and slot group; its first ${PF} slots' values, read now.
   let d = lid % D;
