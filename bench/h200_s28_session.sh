@@ -16,6 +16,16 @@ source "$(dirname "$0")/session_lib.sh"
 stamp "$mode"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
 
+# The driver's statistics and pipeline caches of the SPIR-V files $@ (stats.txt, sass.tgz).
+sass_of() {
+  local work
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" "$@" >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  tar -czf "$out/sass.tgz" -C "$work" cache
+}
+
 if [ "$mode" = sass ]; then
   work=$(mktemp -d)
   mkdir -p "$work/cache" "$work/disk"
@@ -30,12 +40,7 @@ fi
 
 if [ "$mode" = pin ]; then
   # The machine code of session 28's pinned-prefetch kernels, then the variants timed.
-  work=$(mktemp -d)
-  mkdir -p "$work/cache"
-  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*pin*.spv \
-    >"$out/stats.txt" 2>&1
-  stamp "exit $? (stats.txt)"
-  tar -czf "$out/sass.tgz" -C "$work" cache
+  sass_of .scratch/spv/*pin*.spv
   cases='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|gqa32/8 128k int8|b1 h32 128k'
   run_deno 300 pin.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|pin|pin K' \
     --bench-cases="$cases|d256 32k" --out="$out/pin.json"
@@ -45,12 +50,7 @@ fi
 if [ "$mode" = pin2 ]; then
   # The machine code of the pinned kernels with room for their loads and of the paged kernels,
   # then those tunings timed with and without the pin.
-  work=$(mktemp -d)
-  mkdir -p "$work/cache"
-  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*rs2_pin.spv \
-    .scratch/spv/*paged.spv .scratch/spv/r4_d256_f16.spv >"$out/stats.txt" 2>&1
-  stamp "exit $? (stats.txt)"
-  tar -czf "$out/sass.tgz" -C "$work" cache
+  sass_of .scratch/spv/*rs2_pin.spv .scratch/spv/*paged.spv .scratch/spv/r4_d256_f16.spv
   run_deno 330 pin2.txt bench/diag_floors.ts --stream-ms=2 \
     --variants='lean|U2|U2 pin|L16|L16 pin|RS2 pin' \
     --bench-cases='gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k' --out="$out/pin2.json"
@@ -61,12 +61,7 @@ if [ "$mode" = runs ]; then
   # Token runs (tuning `tokenRuns`): the machine code of the paged and dense kernels with and
   # without, then lean and its paged twin (pages of 16) timed without and with (checked against
   # float64), two processes.
-  work=$(mktemp -d)
-  mkdir -p "$work/cache"
-  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*runs.spv \
-    >"$out/stats.txt" 2>&1
-  stamp "exit $? (stats.txt)"
-  tar -czf "$out/sass.tgz" -C "$work" cache
+  sass_of .scratch/spv/*runs.spv
   cases='b1 h32 32k|b1 h32 128k|gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|b64 16k|d64 32k'
   cases="$cases|d256 32k|qLen4 gqa 16k"
   run_deno 240 paged_base.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --paged \
@@ -92,12 +87,7 @@ if [ "$mode" = int8 ]; then
   # conversions before and f16 halves: the machine code, then the three timed back to back (f16
   # twin beside). Ran at commit fb15cbf, whose library unpacked halves (column "lean") and whose
   # variant "int8 f32 magic" was today's library.
-  work=$(mktemp -d)
-  mkdir -p "$work/cache"
-  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/r4_d128_int8*.spv \
-    >"$out/stats.txt" 2>&1
-  stamp "exit $? (stats.txt)"
-  tar -czf "$out/sass.tgz" -C "$work" cache
+  sass_of .scratch/spv/r4_d128_int8*.spv
   cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8|gqa32/8 128k'
   run_deno 300 int8.txt bench/diag_floors.ts --stream-ms=2 \
     --variants='lean|int8 I2F|int8 halves' --bench-cases="$cases" --out="$out/int8.json"
@@ -107,12 +97,7 @@ fi
 if [ "$mode" = merge ]; then
   # Where the merge kernel's time goes: its machine code, then the pass with the merge kernel
   # returning at four points of its work (after the whole decode kernel), back to back.
-  work=$(mktemp -d)
-  mkdir -p "$work/cache"
-  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/merge_*.spv \
-    >"$out/stats.txt" 2>&1
-  stamp "exit $? (stats.txt)"
-  tar -czf "$out/sass.tgz" -C "$work" cache
+  sass_of .scratch/spv/merge_*.spv
   variants='lean|merge cut: start|merge cut: record|merge cut: maxima|merge cut: sums|no merge'
   run_deno 300 merge.txt bench/diag_floors.ts --stream-ms=2 --variants="$variants" \
     --bench-cases='b1 h32 16k|gqa32/8 128k|b16 16k|d256 32k|b4 16k|qLen4 gqa 16k' \
@@ -123,12 +108,7 @@ fi
 if [ "$mode" = mergeab ]; then
   # Session 28's merge kernel (subgroup tree, nested slot reads) against the one before it (a
   # worktree of the commit before, in .wt/base: carry it), back to back; its machine code.
-  work=$(mktemp -d)
-  mkdir -p "$work/cache"
-  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/merge_*.spv \
-    >"$out/stats.txt" 2>&1
-  stamp "exit $? (stats.txt)"
-  tar -czf "$out/sass.tgz" -C "$work" cache
+  sass_of .scratch/spv/merge_*.spv
   cases='b1 h32 16k|gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|d64 32k|d256 32k|qLen4 gqa 16k'
   for tree in base new; do
     dir=.
@@ -142,12 +122,7 @@ fi
 if [ "$mode" = qspin ]; then
   # The prefetch's loads used early with the query rows read from workgroup memory every step
   # (the registers they free may hold the next step's words): machine code and timing.
-  work=$(mktemp -d)
-  mkdir -p "$work/cache"
-  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*qsr*.spv \
-    >"$out/stats.txt" 2>&1
-  stamp "exit $? (stats.txt)"
-  tar -czf "$out/sass.tgz" -C "$work" cache
+  sass_of .scratch/spv/*qsr*.spv
   run_deno 240 qspin.txt bench/diag_floors.ts --stream-ms=2 \
     --variants='lean|qs reload|qs reload pin|qs reload pin K' \
     --bench-cases='gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|gqa32/8 128k int8' --out="$out/qspin.json"
