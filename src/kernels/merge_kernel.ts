@@ -130,7 +130,12 @@ ${lines(DPT, (k) => `  if (lid + ${k * W}u < D) { part[lid + ${k * W}u] = acc[${
  * rest of a run after one failed test (a flat list cost every thread PF branches, most of them
  * not taken), the runs one after another: Tint's parser refuses nesting much deeper (64 levels).
  */
-function nestedTests(PF: number, groups: number, bound: string, body: (k: number) => string) {
+function nestedTests(
+  PF: number,
+  groups: number,
+  bound: string,
+  body: (k: number) => string,
+): string[] {
   const runs: string[] = [];
   for (let k0 = 0; k0 < PF; k0 += NEST) {
     let run = "";
@@ -188,8 +193,10 @@ function prefetchedWGSL(D: number, W: number): string {
  * `l_all`, `row_bad`, in a fixed order over the next power of two of the threads holding slots:
  * through workgroup memory, a barrier per level; or (`subgroups`) first within each subgroup by
  * shuffles in a fixed exclusive-or tree, then the subgroups holding slots in subgroup order
- * through workgroup memory, one barrier (session 28). `combine` is symmetric bit for bit (IEEE
- * sums and products commute), so both threads of a shuffle pair hold the same state.
+ * through workgroup memory, one barrier (session 28). `combine` of two states that hold tokens
+ * is symmetric bit for bit (IEEE sums and products commute), so both threads of a shuffle pair
+ * hold the same state; of two empty or NaN-marked states each keeps its own, and either means
+ * the same. Each subgroup's first thread posts its result, so the order stays fixed.
  */
 export function maximaTreeWGSL(subgroups: boolean): string {
   if (!subgroups) {
