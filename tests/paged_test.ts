@@ -21,10 +21,10 @@ import {
   createKVCache,
   createPagedPlan,
   executePagedPlanOnCpu,
-  type KVCache,
   planForCache,
 } from "../runner.ts";
 import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
+import { denseInput, encodeAndRead, grow } from "./paged_helpers.ts";
 import { type SoftwareOptions, softwareSkip } from "./kernel_set.ts";
 import {
   assertMatchesReference,
@@ -179,24 +179,6 @@ Deno.test("bad page tables throw RangeError or TypeError naming the entry", () =
     /k must hold 4 pages of 4 rows of 8 elements: got 8 elements/,
   );
 });
-
-/** Appends random tokens to cache sequences and keeps the dense copy of each. */
-function grow(
-  cache: KVCache,
-  seq: number,
-  n: number,
-  dense: Map<number, Float32Array[]>,
-  seed: number,
-): void {
-  const rng = seededRng(seed);
-  const row = cache.rowElements;
-  const k = Array.from({ length: cache.numLayers }, () => randomFloats(rng, n * row));
-  const v = Array.from({ length: cache.numLayers }, () => randomFloats(rng, n * row));
-  cache.append(seq, { k, v });
-  const have = dense.get(seq) ??
-    Array.from({ length: 2 * cache.numLayers }, () => new Float32Array(0));
-  dense.set(seq, have.map((a, i) => new Float32Array([...a, ...(i % 2 === 0 ? k : v)[i >> 1]])));
-}
 
 Deno.test("a cache after forks and appends decodes like the dense tokens, bit for bit (CPU)", () => {
   for (const kvDtype of ["f32", "bf16"] as KVDtype[]) {
@@ -463,30 +445,9 @@ for (const name of ["webgpu", "dawn"] as const) {
         for (const strategy of ["lean", "single"] as Strategy[]) {
           const plan = attention.plan(cache, { seqs, numHeads: H, strategy });
           const q = randomFloats(seededRng(7), 3 * H * D);
-          const qb = gpuBuffer(device, q);
-          const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
-          const lse = gpuBuffer(device, new Float32Array(3 * H).fill(NaN));
           for (const layer of [1, 0]) {
-            const enc = device.createCommandEncoder();
-            attention.encode(enc, { plan, layer, q: qb, out, lse });
-            device.queue.submit([enc.finish()]);
-            const got = {
-              out: await readF32(device, out, q.length),
-              lse: await readF32(device, lse, 3 * H),
-            };
-            const cat = (i: number) =>
-              new Float32Array(seqs.flatMap((s) => [...dense.get(s)![2 * layer + i]]));
-            const input = {
-              q,
-              k: encodeKV(cat(0), "f16"),
-              v: encodeKV(cat(1), "f16"),
-              seqLens: seqs.map((s) => cache.length(s)),
-              numHeads: H,
-              numKVHeads: KVH,
-              headDim: D,
-              kvDtype: "f16" as const,
-              strategy,
-            };
+            const got = await encodeAndRead(device, attention, plan, layer, q, 3 * H);
+            const input = denseInput(cache, seqs, dense, layer, q, { numHeads: H, strategy });
             const want = await decoder.decode(input);
             assertMatchesReference(input, got, `${strategy} layer ${layer}`);
             assert.ok(
@@ -498,7 +459,6 @@ for (const name of ["webgpu", "dawn"] as const) {
               `lse ${strategy} layer ${layer}: paged != dense`,
             );
           }
-          for (const buf of [qb, out, lse]) buf.destroy();
         }
       } finally {
         await decoder.dispose();

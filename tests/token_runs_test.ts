@@ -12,13 +12,14 @@
  */
 
 import assert from "node:assert/strict";
-import { createDecoder, createPlan, encodeKV, type Strategy } from "../mod.ts";
-import { createAttentionEncoder, createKVCache, type KVCache } from "../runner.ts";
+import { createDecoder, createPlan, type Strategy } from "../mod.ts";
+import { createAttentionEncoder, createKVCache } from "../runner.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
 import { kernelLayout, specKey } from "../src/kernels/kernel_spec.ts";
 import type { PagedKV } from "../src/plan/kv_addressing.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
+import { type GpuUnderTest, openGpu } from "./gpu_device.ts";
+import { denseInput, encodeAndRead, grow } from "./paged_helpers.ts";
 import { softwareSkip } from "./kernel_set.ts";
 import { assertMatchesReference, randomFloats, sameBits, seededRng } from "./helpers.ts";
 
@@ -76,26 +77,6 @@ Deno.test("token runs: groups take consecutive tokens, and pages holding a run a
   );
 });
 
-/** Appends `n` random tokens to every layer of `seq`, and to its dense copy. */
-function grow(
-  cache: KVCache,
-  seq: number,
-  n: number,
-  dense: Map<number, Float32Array[]>,
-  seed: number,
-) {
-  const rng = seededRng(seed);
-  const row = cache.rowElements;
-  const k = [randomFloats(rng, n * row)];
-  const v = [randomFloats(rng, n * row)];
-  cache.append(seq, { k, v });
-  const have = dense.get(seq) ?? [new Float32Array(0), new Float32Array(0)];
-  dense.set(seq, [
-    new Float32Array([...have[0], ...k[0]]),
-    new Float32Array([...have[1], ...v[0]]),
-  ]);
-}
-
 for (const name of ["webgpu", "dawn"] as const) {
   const gpu = await openGpu(name);
   if (typeof gpu === "string") console.log(`skipping token-run GPU tests on "${name}": ${gpu}`);
@@ -137,35 +118,14 @@ for (const name of ["webgpu", "dawn"] as const) {
           for (const strategy of ["lean", "split"] as Strategy[]) {
             const plan = attention.plan(cache, { seqs, numHeads: H, strategy });
             const q = randomFloats(seededRng(7), seqs.length * H * D);
-            const qb = gpuBuffer(device, q);
-            const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
-            const lse = gpuBuffer(device, new Float32Array(seqs.length * H).fill(NaN));
-            const enc = device.createCommandEncoder();
-            attention.encode(enc, { plan, layer: 0, q: qb, out, lse });
-            device.queue.submit([enc.finish()]);
-            const got = {
-              out: await readF32(device, out, q.length),
-              lse: await readF32(device, lse, seqs.length * H),
-            };
-            const cat = (i: number) => new Float32Array(seqs.flatMap((s) => [...dense.get(s)![i]]));
-            const input = {
-              q,
-              k: encodeKV(cat(0), "f16"),
-              v: encodeKV(cat(1), "f16"),
-              seqLens: seqs.map((s) => cache.length(s)),
-              numHeads: H,
-              numKVHeads: KVH,
-              headDim: D,
-              kvDtype: "f16" as const,
-              strategy,
-            };
+            const got = await encodeAndRead(device, attention, plan, 0, q, seqs.length * H);
+            const input = denseInput(cache, seqs, dense, 0, q, { numHeads: H, strategy });
             const want = await decoder.decode(input);
             const what = `pages of ${pageSize}, ${strategy}`;
             assertMatchesReference(input, want, `dense ${what}`);
             assertMatchesReference(input, got, `paged ${what}`);
             assert.ok(sameBits(got.out, want.out), `out ${what}: paged != dense`);
             assert.ok(sameBits(got.lse, want.lse), `lse ${what}: paged != dense`);
-            for (const buf of [qb, out, lse]) buf.destroy();
           }
           cache.dispose();
         }
