@@ -31,6 +31,7 @@
 import {
   diagCases,
   type DispatchSkip,
+  fenceIssue,
   installDispatchFilter,
   INT8_BY_CONVERSION,
   INT8_BY_HALVES,
@@ -282,6 +283,21 @@ const allVariants: Variant[] = [
     rewrite: both(reloadSharedQuery, (code) => pinPrefetch(code, "k")),
     options: { kernel: qsSplit },
   },
+  // Session 29: a barrier after the next step's requests keeps them in flight through the
+  // step's arithmetic (the pins above also made the warp wait for them).
+  { name: "bar", rewrite: fenceIssue },
+  { name: "split bar", rewrite: fenceIssue, options: { kernel: { prefetch: "split" } } },
+  {
+    name: "qs reload bar",
+    rewrite: both(reloadSharedQuery, fenceIssue),
+    options: { kernel: { queryShared: true } },
+  },
+  {
+    name: "qs reload split bar",
+    rewrite: both(reloadSharedQuery, fenceIssue),
+    options: { kernel: qsSplit },
+  },
+  { name: "U2 bar", rewrite: fenceIssue, options: { kernel: { unroll: 2 } } },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },

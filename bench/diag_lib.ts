@@ -180,6 +180,39 @@ export function pinPrefetch(code: string, which: "kv" | "k" = "kv"): string {
   );
 }
 
+/**
+ * Rewrites a decode kernel so that a workgroup barrier follows each block of the next step's K
+ * or V requests in its token loop (session 29). Session 28's `pinPrefetch` moved the requests up
+ * by using their words, which also made the warp wait for them there; a barrier instead keeps
+ * NVIDIA's compiler from sinking the requests to the end of the loop body (as a code-motion fence)
+ * without a use of their words, so they stay in flight through the step's arithmetic (the
+ * register-prefetch pattern of classic tiled matrix kernels). The token loop is uniform in a
+ * workgroup (its bounds come from the read-only schedule), so the barrier is allowed there.
+ */
+export function fenceIssue(code: string): string {
+  const loop = "for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {";
+  const at = code.indexOf(loop);
+  if (at < 0) throw new Error("no token loop in the kernel");
+  const body = code.slice(at).split("\n");
+  // Requests of the next step: `nk{u}_{i} = k_cache[...]` or `nv{u}_{i} = v_cache[...]` (not the
+  // declarations before the loop). A barrier after the last line of each run of them, unless the
+  // run ends the loop body (the split prefetch's V requests: nothing left to hide them behind).
+  const request = /^\s+n[kv]\d+_\d+ = [kv]_cache\[/;
+  let fenced = 0;
+  // The row addresses of the next token (`let nrow{u} = ...`) interleave with its requests.
+  const address = /^\s+let n\w+ = /;
+  for (let i = body.length - 2; i >= 0; i--) {
+    let j = i + 1;
+    while (j < body.length - 1 && address.test(body[j])) j++;
+    if (!request.test(body[i]) || request.test(body[j])) continue;
+    if (/^ {4}}\s*$/.test(body[i + 1])) continue;
+    body.splice(i + 1, 0, "      workgroupBarrier();");
+    fenced++;
+  }
+  if (fenced === 0) throw new Error("no prefetching token loop in the kernel");
+  return code.slice(0, at) + body.join("\n");
+}
+
 /** The int8 `unpack_word` before session 28: one signed-byte conversion per element. */
 export const INT8_BY_CONVERSION = `fn unpack_word(w: u32) -> vec4<f32> {
   let i = bitcast<i32>(w);

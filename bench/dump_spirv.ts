@@ -20,6 +20,7 @@ import type { KVDtype } from "../src/core/problem.ts";
 import type { PagedKV } from "../src/plan/kv_addressing.ts";
 import { registeredDawn, requestDevice } from "../src/gpu/gpu_runtime.ts";
 import {
+  fenceIssue,
   INT8_BY_CONVERSION,
   INT8_BY_HALVES,
   int8Unpack,
@@ -107,6 +108,14 @@ const KERNELS: Record<string, DumpKernel> = {
   // library's are f32 magic numbers since).
   "r4_d128_int8_i2f": int8Rows4(INT8_BY_CONVERSION),
   "r4_d128_int8_halves": int8Rows4(INT8_BY_HALVES),
+  // Session 29: a barrier after the next step's requests (a code-motion fence, no use of them).
+  "r4_d128_f16_bar": f16Rows4({}, fenceIssue),
+  "r4_d128_f16_split_bar": f16Rows4({ prefetch: "split" }, fenceIssue),
+  "r4_d128_f16_qsr_bar": f16Rows4({ queryShared: true }, (c) => fenceIssue(reloadSharedQuery(c))),
+  "r4_d128_f16_qsr_split_bar": f16Rows4(qsSplit, (c) => fenceIssue(reloadSharedQuery(c))),
+  "r4_d128_f16_u2_bar": f16Rows4({ unroll: 2 }, fenceIssue),
+  "r4_d128_int8_bar": { rows: 4, headDim: 128, kvDtype: "int8", rewrite: fenceIssue },
+  "r1_d128_f16_bar": { rows: 1, headDim: 128, kvDtype: "f16", rewrite: fenceIssue },
   // The merge kernels of the 4-row d128 and 1-row d128 classes.
   "merge_r4_d128": { rows: 4, headDim: 128, kvDtype: "f16", merge: true },
   "merge_r1_d128": { rows: 1, headDim: 128, kvDtype: "f16", merge: true },

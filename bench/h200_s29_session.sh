@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issues 13 and 16, session 29, on the H200 in one call per mode (results under $OUT or
+# bench/results/h200_session16/MODE):
+#   bar     the next step's K and V requests followed by a workgroup barrier (`fenceIssue` in
+#           bench/diag_lib.ts), so NVIDIA's compiler cannot sink them to the end of the loop body
+#           and they stay in flight through the step's arithmetic: the machine code of the
+#           fenced kernels (SPIR-V from bench/dump_spirv.ts in .scratch/spv; carry .scratch),
+#           then the variants timed back to back.
+#   tests   the GPU tests of session 28's kernel changes again (its Dawn failure, fixed after
+#           that session's run: the merge kernel's nesting), through Deno's WebGPU and Dawn.
+# Run: OUT=... bash .gpu/boot.sh bash bench/h200_s29_session.sh MODE
+set -u
+mode=${1:-bar}
+out=${OUT:-bench/results/h200_session16/$mode}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "$0")/session_lib.sh"
+stamp "$mode"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
+
+# The driver's statistics and pipeline caches of the SPIR-V files $@ (stats.txt, sass.tgz).
+sass_of() {
+  local work
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" "$@" >"$out/stats_$mode.txt" 2>&1
+  stamp "exit $? (stats_$mode.txt)"
+  tar -czf "$out/sass_$mode.tgz" -C "$work" cache
+}
+
+if [ "$mode" = bar ]; then
+  sass_of .scratch/spv/*_bar.spv .scratch/spv/r4_d128_f16.spv .scratch/spv/r4_d128_int8.spv
+  cases='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|gqa32/8 128k int8|b1 h32 128k'
+  run_deno 420 bar.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|bar|split bar|qs reload bar|qs reload split bar|U2 bar' \
+    --bench-cases="$cases" --out="$out/bar.json"
+  stamp "done"
+fi
+
+if [ "$mode" = tests ]; then
+  LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 400 deno test -A --unstable-webgpu \
+    tests/non_finite_test.ts tests/kv8_decode_test.ts tests/mla_test.ts tests/decode_test.ts >"$out/tests.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests.log" | tail -1))"
+  stamp "done"
+fi
