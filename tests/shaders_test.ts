@@ -180,6 +180,13 @@ Deno.test("kernels need no shader-f16, use subgroups only when asked, bind at mo
           if (c === "}") depth--;
         }
         assert.ok(deepest <= 24, `braces nested ${deepest} deep`);
+        // ... and deeply nested calls (a 136-dim score's multiply-adds on one lane, session 29).
+        let parens = 0, deepestParens = 0;
+        for (const c of wgsl) {
+          if (c === "(") deepestParens = Math.max(deepestParens, ++parens);
+          if (c === ")") parens--;
+        }
+        assert.ok(deepestParens <= 32, `calls nested ${deepestParens} deep`);
       }
     }),
     fcParams(200),
@@ -294,6 +301,19 @@ Deno.test("fmaDots: each score is a chain of scalar multiply-adds", () => {
   assert.equal(line.match(/fma\(/g)?.length, 15);
   assert.match(line, /kf0_0\[0\]\.x \* qv\[0\]\.x\)/);
   assert.notEqual(specKey("decode", base), specKey("decode", { ...base, fmaDots: true }));
+  // A 136-dim row on one lane (8-bit KV in 8-byte chunks): 136 products in runs of 16 per
+  // statement, in order, since Dawn's parser refuses calls nested 136 deep (session 29).
+  const long = decodeKernelWGSL({
+    ...base,
+    headDim: 136,
+    kvDtype: "fp8e4m3",
+    lanes: 1,
+    unroll: 1,
+    fmaDots: true,
+  }).split("\n").filter((l) => /^\s*(var )?d0_0 = /.test(l));
+  assert.equal(long.length, 9);
+  assert.equal(long.join("").match(/fma\(/g)?.length, 135);
+  assert.match(long[1], /^\s*d0_0 = fma\(kf0_3\[1\]\.w, qv\[7\]\.w, .*, d0_0\)+;$/);
   // Query rows in workgroup memory: each shared vector's products join the score by fma.
   const shared = decodeKernelWGSL({ ...base, queryShared: true, fmaDots: true });
   assert.doesNotMatch(shared, /dot\(kf/);

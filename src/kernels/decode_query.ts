@@ -42,19 +42,45 @@ export interface QueryShape {
   readonly fmaDots?: boolean;
 }
 
+/** Multiply-adds nested in one expression at most: Tint's parser refuses deep nesting. */
+const FMA_RUN = 16;
+
+/** The component products of `vec4` pairs as scalar terms, in order. */
+function fmaTerms(pairs: readonly (readonly [string, string])[]): [string, string][] {
+  return pairs.flatMap(([a, b]) =>
+    ["x", "y", "z", "w"].map((c): [string, string] => [`${a}.${c}`, `${b}.${c}`])
+  );
+}
+
+/** `terms` multiply-added onto `start` in order: `fma(a2, b2, fma(a1, b1, start))`. */
+function fmaNest(terms: readonly (readonly [string, string])[], start: string): string {
+  return terms.reduce((acc, [a, b]) => `fma(${a}, ${b}, ${acc})`, start);
+}
+
 /**
- * The sum of the component products of `vec4` pairs (plus `start`, if given) as one chain of
- * scalar multiply-adds, first pair first: `fma(a.w, b.w, ... fma(a.y, b.y, a.x * b.x))`. A sum
- * of `dot`s compiles to a multiply and three multiply-adds per `vec4`, then an add per `dot`.
+ * The sum of the component products of `vec4` pairs as one chain of scalar multiply-adds into
+ * `target` (declared with `var`), first pair first: `fma(a.w, b.w, ... fma(a.y, b.y, a.x *
+ * b.x))`. A sum of `dot`s compiles to a multiply and three multiply-adds per `vec4`, then an add
+ * per `dot`. Chains of more than {@linkcode FMA_RUN} terms continue in further statements (the
+ * same operations in the same order): a 136-dim row on one lane nested 136 calls deep, which
+ * Dawn's parser refused (session 29).
  */
-function fmaChain(pairs: readonly (readonly [string, string])[], start?: string): string {
-  const terms = pairs.flatMap(([a, b]) =>
-    ["x", "y", "z", "w"].map((c) => [`${a}.${c}`, `${b}.${c}`])
-  );
-  return terms.slice(start === undefined ? 1 : 0).reduce(
-    (acc, [a, b]) => `fma(${a}, ${b}, ${acc})`,
-    start ?? `${terms[0][0]} * ${terms[0][1]}`,
-  );
+function fmaChain(
+  target: string,
+  pairs: readonly (readonly [string, string])[],
+  indent: string,
+): string {
+  const terms = fmaTerms(pairs);
+  const out: string[] = [];
+  for (let s = 0; s < terms.length; s += FMA_RUN) {
+    const run = terms.slice(s, s + FMA_RUN);
+    out.push(
+      s === 0
+        ? `${indent}var ${target} = ${fmaNest(run.slice(1), `${run[0][0]} * ${run[0][1]}`)};`
+        : `${indent}${target} = ${fmaNest(run, target)};`,
+    );
+  }
+  return out.join("\n");
 }
 
 /** The query rows' WGSL: workgroup declarations, the piece's loads, and the step's dots. */
@@ -188,7 +214,9 @@ ${
 ${
           lines(U, (u) =>
             shape.fmaDots
-              ? `        d${u}_${r} = ${fmaChain([[`kf${u}_${i}[${j}]`, "qq"]], `d${u}_${r}`)};`
+              ? `        d${u}_${r} = ${
+                fmaNest(fmaTerms([[`kf${u}_${i}[${j}]`, "qq"]]), `d${u}_${r}`)
+              };`
               : `        d${u}_${r} += dot(kf${u}_${i}[${j}], qq);`)
         }
       }`;
@@ -198,11 +226,11 @@ ${
       `${unpackK(u)}
 ${
         lines(RP, (r) =>
-          `      var d${u}_${r} = ${
-            shape.fmaDots
-              ? fmaChain(keyQueryPairs(u, r))
-              : keyQueryPairs(u, r).map(([k, q]) => `dot(${k}, ${q})`).join(" + ")
-          };`)
+          shape.fmaDots
+            ? fmaChain(`d${u}_${r}`, keyQueryPairs(u, r), "      ")
+            : `      var d${u}_${r} = ${
+              keyQueryPairs(u, r).map(([k, q]) => `dot(${k}, ${q})`).join(" + ")
+            };`)
       }`);
   return { workgroup, load, dots };
 }
