@@ -298,6 +298,21 @@ const allVariants: Variant[] = [
     options: { kernel: qsSplit },
   },
   { name: "U2 bar", rewrite: fenceIssue, options: { kernel: { unroll: 2 } } },
+  // ... and twice the tokens per step (128 words of K and V per lane) in the registers that
+  // query rows read from workgroup memory leave, without prefetch (the compiler turns it into
+  // load-then-wait anyway) or with each tensor's requests after its use.
+  {
+    name: "qs reload U8",
+    rewrite: reloadSharedQuery,
+    options: { kernel: { queryShared: true, unroll: 8, prefetch: false } },
+  },
+  {
+    name: "qs reload U8 split",
+    rewrite: reloadSharedQuery,
+    options: { kernel: { queryShared: true, unroll: 8, prefetch: "split" } },
+  },
+  { name: "U8 nopf", options: { kernel: { unroll: 8, prefetch: false } } },
+  { name: "RS2 U8", options: { kernel: { rowSets: 2, unroll: 8, prefetch: false } } },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },

@@ -6,6 +6,9 @@
 #           and they stay in flight through the step's arithmetic: the machine code of the
 #           fenced kernels (SPIR-V from bench/dump_spirv.ts in .scratch/spv; carry .scratch),
 #           then the variants timed back to back.
+#   u8      twice the tokens per step (unroll 8) with the query rows read from workgroup memory
+#           every step, so the registers they leave hold the step's K and V: machine code and
+#           timing, with the same unroll without shared rows and with row sets beside.
 #   tests   the GPU tests of session 28's kernel changes again (its Dawn failure, fixed after
 #           that session's run: the merge kernel's nesting), through Deno's WebGPU and Dawn.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s29_session.sh MODE
@@ -33,6 +36,15 @@ if [ "$mode" = bar ]; then
   run_deno 420 bar.txt bench/diag_floors.ts --stream-ms=2 \
     --variants='lean|bar|split bar|qs reload bar|qs reload split bar|U2 bar' \
     --bench-cases="$cases" --out="$out/bar.json"
+  stamp "done"
+fi
+
+if [ "$mode" = u8 ]; then
+  sass_of .scratch/spv/*u8*.spv
+  cases='gqa32/8 32k|gqa32/8 128k|b16 16k|gqa32/8 128k int8|b4 16k'
+  run_deno 420 u8.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|qs reload U8|qs reload U8 split|U8 nopf|RS2 U8' \
+    --bench-cases="$cases" --out="$out/u8.json"
   stamp "done"
 fi
 
