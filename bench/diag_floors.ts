@@ -304,15 +304,20 @@ const allVariants: Variant[] = [
   {
     name: "qs reload U8",
     rewrite: reloadSharedQuery,
-    options: { kernel: { queryShared: true, unroll: 8, prefetch: false } },
+    options: { tileTokens: 128, kernel: { queryShared: true, unroll: 8, prefetch: false } },
   },
   {
     name: "qs reload U8 split",
     rewrite: reloadSharedQuery,
-    options: { kernel: { queryShared: true, unroll: 8, prefetch: "split" } },
+    options: { tileTokens: 128, kernel: { queryShared: true, unroll: 8, prefetch: "split" } },
   },
-  { name: "U8 nopf", options: { kernel: { unroll: 8, prefetch: false } } },
+  { name: "U8 nopf", options: { tileTokens: 128, kernel: { unroll: 8, prefetch: false } } },
   { name: "RS2 U8", options: { kernel: { rowSets: 2, unroll: 8, prefetch: false } } },
+  // Tiles of 128 tokens: 8-bit rows get the unroll the kernel choice means them to have (twice
+  // f16's), which 64-token tiles cap at f16's (16 groups x 4 tokens: half f16's bytes in
+  // flight); f16 keeps its unroll. And 8-bit rows at twice that again.
+  { name: "T128", options: { tileTokens: 128 } },
+  { name: "T256 U16", options: { tileTokens: 256, kernel: { unroll: 16 } } },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },

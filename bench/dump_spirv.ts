@@ -118,16 +118,26 @@ const KERNELS: Record<string, DumpKernel> = {
   "r1_d128_f16_bar": { rows: 1, headDim: 128, kvDtype: "f16", rewrite: fenceIssue },
   // ... and twice the tokens per step in the registers the query rows leave (read from
   // workgroup memory every step): 128 words of K and V in flight per lane instead of 64.
-  "r4_d128_f16_qsr_u8": f16Rows4(
-    { queryShared: true, unroll: 8, prefetch: false },
-    reloadSharedQuery,
-  ),
-  "r4_d128_f16_qsr_u8_split": f16Rows4(
-    { queryShared: true, unroll: 8, prefetch: "split" },
-    reloadSharedQuery,
-  ),
-  "r4_d128_f16_u8_nopf": f16Rows4({ unroll: 8, prefetch: false }),
+  "r4_d128_f16_qsr_u8": {
+    ...f16Rows4({ queryShared: true, unroll: 8, prefetch: false }, reloadSharedQuery),
+    tileTokens: 128,
+  },
+  "r4_d128_f16_qsr_u8_split": {
+    ...f16Rows4({ queryShared: true, unroll: 8, prefetch: "split" }, reloadSharedQuery),
+    tileTokens: 128,
+  },
+  "r4_d128_f16_u8_nopf": { ...f16Rows4({ unroll: 8, prefetch: false }), tileTokens: 128 },
   "r4_d128_f16_rs2_u8": f16Rows4({ rowSets: 2, unroll: 8, prefetch: false }),
+  // 8-bit rows at the unroll the kernel choice means them to have (twice f16's), which tiles of
+  // 64 tokens cap at f16's (16 groups x 4 tokens); and twice that again.
+  "r4_d128_int8_t128": { rows: 4, headDim: 128, kvDtype: "int8", tileTokens: 128 },
+  "r4_d128_int8_u16": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "int8",
+    tileTokens: 256,
+    tuning: { unroll: 16 },
+  },
   // The merge kernels of the 4-row d128 and 1-row d128 classes.
   "merge_r4_d128": { rows: 4, headDim: 128, kvDtype: "f16", merge: true },
   "merge_r1_d128": { rows: 1, headDim: 128, kvDtype: "f16", merge: true },

@@ -40,10 +40,10 @@ if [ "$mode" = bar ]; then
 fi
 
 if [ "$mode" = u8 ]; then
-  sass_of .scratch/spv/*u8*.spv
-  cases='gqa32/8 32k|gqa32/8 128k|b16 16k|gqa32/8 128k int8|b4 16k'
-  run_deno 420 u8.txt bench/diag_floors.ts --stream-ms=2 \
-    --variants='lean|qs reload U8|qs reload U8 split|U8 nopf|RS2 U8' \
+  sass_of .scratch/spv/*u8*.spv .scratch/spv/r4_d128_int8_t128.spv .scratch/spv/r4_d128_int8_u16.spv
+  cases='gqa32/8 32k|gqa32/8 128k|b16 16k|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8'
+  run_deno 480 u8.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|T128|qs reload U8|qs reload U8 split|U8 nopf|RS2 U8|T256 U16' \
     --bench-cases="$cases" --out="$out/u8.json"
   stamp "done"
 fi
