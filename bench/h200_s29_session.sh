@@ -9,8 +9,10 @@
 #   u8      twice the tokens per step (unroll 8) with the query rows read from workgroup memory
 #           every step, so the registers they leave hold the step's K and V: machine code and
 #           timing, with the same unroll without shared rows and with row sets beside.
-#   tests   the GPU tests of session 28's kernel changes again (its Dawn failure, fixed after
-#           that session's run: the merge kernel's nesting), through Deno's WebGPU and Dawn.
+#   tests   the GPU tests of the kernels' generated source changes, through Deno's WebGPU and
+#           Dawn: 8-bit decodes (Dawn refused a 136-dim one-lane kernel's 136-deep multiply-add
+#           chain, now in runs of 16), kernel options (packed f16 chains, shader-f16 on Deno's
+#           WebGPU) and the merge kernel with ~470 slots per row.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s29_session.sh MODE
 set -u
 mode=${1:-bar}
@@ -50,7 +52,7 @@ fi
 
 if [ "$mode" = tests ]; then
   LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 400 deno test -A --unstable-webgpu \
-    tests/non_finite_test.ts tests/kv8_decode_test.ts tests/mla_test.ts tests/decode_test.ts >"$out/tests.log" 2>&1
+    tests/kv8_decode_test.ts tests/kernel_options_test.ts tests/non_finite_test.ts >"$out/tests.log" 2>&1
   stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests.log" | tail -1))"
   stamp "done"
 fi

@@ -58,29 +58,49 @@ function fmaNest(terms: readonly (readonly [string, string])[], start: string): 
 }
 
 /**
- * The sum of the component products of `vec4` pairs as one chain of scalar multiply-adds into
- * `target` (declared with `var`), first pair first: `fma(a.w, b.w, ... fma(a.y, b.y, a.x *
- * b.x))`. A sum of `dot`s compiles to a multiply and three multiply-adds per `vec4`, then an add
- * per `dot`. Chains of more than {@linkcode FMA_RUN} terms continue in further statements (the
- * same operations in the same order): a 136-dim row on one lane nested 136 calls deep, which
- * Dawn's parser refused (session 29).
+ * `terms` multiply-added in order into `target` (declared with `var`, starting from `start`, or
+ * from the first term's product), in runs of {@linkcode FMA_RUN} nested calls per statement:
+ * the same operations in the same order as one nested chain, which Dawn's parser refused for a
+ * 136-dim row on one lane (136 calls deep, session 29).
  */
-function fmaChain(
+function fmaRuns(
   target: string,
-  pairs: readonly (readonly [string, string])[],
-  indent: string,
+  terms: readonly (readonly [string, string])[],
+  start?: string,
 ): string {
-  const terms = fmaTerms(pairs);
-  const out: string[] = [];
-  for (let s = 0; s < terms.length; s += FMA_RUN) {
-    const run = terms.slice(s, s + FMA_RUN);
-    out.push(
-      s === 0
-        ? `${indent}var ${target} = ${fmaNest(run.slice(1), `${run[0][0]} * ${run[0][1]}`)};`
-        : `${indent}${target} = ${fmaNest(run, target)};`,
-    );
+  // Runs of FMA_RUN terms, the first product (without a start) counted in the first run.
+  const out = [`      var ${target} = ${
+    fmaNest(
+      terms.slice(start === undefined ? 1 : 0, FMA_RUN),
+      start ?? `${terms[0][0]} * ${terms[0][1]}`,
+    )
+  };`];
+  for (let s = FMA_RUN; s < terms.length; s += FMA_RUN) {
+    out.push(`      ${target} = ${fmaNest(terms.slice(s, s + FMA_RUN), target)};`);
   }
   return out.join("\n");
+}
+
+/**
+ * The sum of the component products of `vec4` pairs as one chain of scalar multiply-adds into
+ * `target`, first pair first: `fma(a.w, b.w, ... fma(a.y, b.y, a.x * b.x))`. A sum of `dot`s
+ * compiles to a multiply and three multiply-adds per `vec4`, then an add per `dot`.
+ */
+function fmaChain(target: string, pairs: readonly (readonly [string, string])[]): string {
+  return fmaRuns(target, fmaTerms(pairs));
+}
+
+/**
+ * Packed f16 dot products (`halfMath`): the lane's `CPL` chunks, two `vec4<f16>` halves each,
+ * multiply-added into `target` from zero.
+ */
+function halfChain(
+  target: string,
+  CPL: number,
+  pair: (i: number, j: number) => [string, string],
+): string {
+  const terms = Array.from({ length: CPL * 2 }, (_, x) => pair(Math.floor(x / 2), x % 2));
+  return fmaRuns(target, terms, "vec4<f16>(0.0h)");
 }
 
 /** The query rows' WGSL: workgroup declarations, the piece's loads, and the step's dots. */
@@ -194,12 +214,13 @@ ${
       U,
       RP,
       (u, r) =>
-        `      let h${u}_${r} = ${
-          Array.from({ length: CPL * 2 }, (_, x) => [Math.floor(x / 2), x % 2]).reduce(
-            (acc, [i, j]) => `fma(k${u}_${i}.${j ? "hi" : "lo"}, qh[${hi(r, i, j)}], ${acc})`,
-            "vec4<f16>(0.0h)",
+        `${
+          halfChain(
+            `h${u}_${r}`,
+            CPL,
+            (i, j) => [`k${u}_${i}.${j ? "hi" : "lo"}`, `qh[${hi(r, i, j)}]`],
           )
-        };
+        }
       let hh${u}_${r} = h${u}_${r}.xy + h${u}_${r}.zw;
       var d${u}_${r} = f32(hh${u}_${r}.x) + f32(hh${u}_${r}.y);`,
     )
@@ -227,7 +248,7 @@ ${
 ${
         lines(RP, (r) =>
           shape.fmaDots
-            ? fmaChain(`d${u}_${r}`, keyQueryPairs(u, r), "      ")
+            ? fmaChain(`d${u}_${r}`, keyQueryPairs(u, r))
             : `      var d${u}_${r} = ${
               keyQueryPairs(u, r).map(([k, q]) => `dot(${k}, ${q})`).join(" + ")
             };`)
