@@ -155,7 +155,10 @@ export function kernelSpec(
     // The table's unroll goes with its prefetch choice; without prefetch (asked for by the
     // tuning only) twice as many tokens per step keep as many bytes in flight.
     // 8-bit rows have half the chunks of the f16 rows the table was tuned on: twice the tokens
-    // per step keep as many bytes in flight per lane (unless the class has its own 8-bit entry).
+    // per step keep as many bytes in flight per lane (unless the class has its own 8-bit entry),
+    // where the tile holds such a step (kernelLayout caps it). 4-row d128 blocks in 64-token
+    // tiles keep f16's unroll: given 128-token tiles, the H200's driver spills their unroll 8
+    // (43-51% slower, session 29), so the default tiles stay.
     unroll: tuning.unroll ??
       (prefetch || choice.prefetch === false ? choice.unroll : 2 * choice.unroll) *
         (KV_DTYPE_INFO[kvDtype].bytes === 1 && !eightBitEntry ? 2 : 1),
