@@ -318,6 +318,20 @@ const allVariants: Variant[] = [
   // flight); f16 keeps its unroll. And 8-bit rows at twice that again.
   { name: "T128", options: { tileTokens: 128 } },
   { name: "T256 U16", options: { tileTokens: 256, kernel: { unroll: 16 } } },
+  // V unpacked one token at a time inside the softmax update (`vPerToken`: a token's V floats
+  // live for its multiply-adds only), alone, with 8-bit rows at their meant unroll, and with
+  // unroll 8 in the registers shared query rows leave.
+  { name: "vpt", options: { kernel: { vPerToken: true } } },
+  { name: "vpt T128", options: { tileTokens: 128, kernel: { vPerToken: true } } },
+  {
+    name: "vpt qs reload U8",
+    rewrite: reloadSharedQuery,
+    options: {
+      tileTokens: 128,
+      kernel: { queryShared: true, unroll: 8, prefetch: false, vPerToken: true },
+    },
+  },
+  { name: "vpt split", options: { kernel: { vPerToken: true, prefetch: "split" } } },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },

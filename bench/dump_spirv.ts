@@ -138,6 +138,24 @@ const KERNELS: Record<string, DumpKernel> = {
     tileTokens: 256,
     tuning: { unroll: 16 },
   },
+  // ... and with V unpacked one token at a time inside the softmax update (`vPerToken`).
+  "r4_d128_f16_vpt": f16Rows4({ vPerToken: true }),
+  "r4_d128_int8_vpt": { rows: 4, headDim: 128, kvDtype: "int8", tuning: { vPerToken: true } },
+  "r4_d128_int8_t128_vpt": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "int8",
+    tileTokens: 128,
+    tuning: { vPerToken: true },
+  },
+  "r4_d128_f16_qsr_u8_vpt": {
+    ...f16Rows4(
+      { queryShared: true, unroll: 8, prefetch: false, vPerToken: true },
+      reloadSharedQuery,
+    ),
+    tileTokens: 128,
+  },
+  "r1_d128_f16_vpt": { rows: 1, headDim: 128, kvDtype: "f16", tuning: { vPerToken: true } },
   // The merge kernels of the 4-row d128 and 1-row d128 classes.
   "merge_r4_d128": { rows: 4, headDim: 128, kvDtype: "f16", merge: true },
   "merge_r1_d128": { rows: 1, headDim: 128, kvDtype: "f16", merge: true },

@@ -9,6 +9,9 @@
 #   u8      twice the tokens per step (unroll 8) with the query rows read from workgroup memory
 #           every step, so the registers they leave hold the step's K and V: machine code and
 #           timing, with the same unroll without shared rows and with row sets beside.
+#   vpt     V unpacked one token at a time inside the softmax update (`vPerToken`): machine code,
+#           timing beside lean, with 128-token tiles (8-bit rows at unroll 8) and unroll 8 with
+#           shared query rows; then lean with it checked against float64 (gpu_bench --check).
 #   tests   the GPU tests of the kernels' generated source changes, through Deno's WebGPU and
 #           Dawn: 8-bit decodes (Dawn refused a 136-dim one-lane kernel's 136-deep multiply-add
 #           chain, now in runs of 16), kernel options (packed f16 chains, shader-f16 on Deno's
@@ -47,6 +50,18 @@ if [ "$mode" = u8 ]; then
   run_deno 480 u8.txt bench/diag_floors.ts --stream-ms=2 \
     --variants='lean|T128|qs reload U8|qs reload U8 split|U8 nopf|RS2 U8|T256 U16' \
     --bench-cases="$cases" --out="$out/u8.json"
+  stamp "done"
+fi
+
+if [ "$mode" = vpt ]; then
+  sass_of .scratch/spv/*vpt*.spv
+  cases='gqa32/8 32k|gqa32/8 128k|b16 16k|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8'
+  run_deno 300 vpt.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|vpt|vpt T128|vpt qs reload U8|vpt split' \
+    --bench-cases="$cases|b1 h32 128k" --out="$out/vpt.json"
+  run_deno 150 vpt_check.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --kernel='{"vPerToken":true}' --only='gqa32/8 128k|gqa32/8 128k int8|b1 h32 128k' \
+    --out="$out/vpt_check.json"
   stamp "done"
 fi
 

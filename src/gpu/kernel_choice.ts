@@ -78,6 +78,11 @@ export interface KernelTuning {
    */
   tokenRuns?: boolean;
   /**
+   * Each step unpacks V one token at a time in its softmax update (default: the kernel table's
+   * choice; see `KernelSpec.vPerToken`): fewer V floats live at once, the same results.
+   */
+  vPerToken?: boolean;
+  /**
    * Most token groups whose states are added with subgroup shuffles before the workgroup's merge
    * of the groups (default: as many as the smallest subgroup holds; 1 turns it off; see
    * `KernelSpec.shuffleGroups`).
@@ -174,6 +179,7 @@ export function kernelSpec(
     ...rowChoices(tuning, choice),
     ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),
     ...((tuning.tokenRuns ?? choice.tokenRuns) ? { tokenRuns: true } : {}),
+    ...((tuning.vPerToken ?? choice.vPerToken) ? { vPerToken: true } : {}),
     ...(tuning.halfMath && caps.shaderF16 && kvDtype === "f16" ? { halfMath: true } : {}),
   };
   // As many token groups as the smallest subgroup holds are added with shuffles first.

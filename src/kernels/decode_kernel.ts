@@ -164,8 +164,15 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     visible: variantVisibleWGSL(flags),
   };
   const reduce = laneReduceWGSL(shape);
-  // The softmax updates the output state: V's chunks.
-  const { fast, softmax } = softmaxStepWGSL({ ...shape, CPL: CPLV });
+  // The softmax updates the output state: V's chunks, unpacked before it or (vPerToken) one
+  // token at a time inside it.
+  const vPerToken = spec.vPerToken ?? false;
+  const unpackToken = (u: number) =>
+    lines(CPLV, (i) => unpackV(u, i)).replaceAll(/^ {6}/gm, "        ");
+  const { fast, softmax } = softmaxStepWGSL(
+    { ...shape, CPL: CPLV },
+    vPerToken ? unpackToken : undefined,
+  );
 
   const pagedBinding = `${
     L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""
@@ -222,7 +229,7 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
   }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
     spec.queryShared && !half ? " queryShared" : ""
-  }${half ? " halfMath" : ""}
+  }${half ? " halfMath" : ""}${vPerToken ? " vPerToken" : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -317,7 +324,7 @@ ${dots}${afterDots ? `\n${afterDots}` : ""}
 ${scaleDots}${reduce}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
   }${logits ? `\n${logits}` : ""}${takeV ? `\n${takeV}` : ""}
-${lines(U, (u) => lines(CPLV, (i) => unpackV(u, i)))}
+${vPerToken ? "" : lines(U, (u) => lines(CPLV, (i) => unpackV(u, i)))}
 ${
     fastSteps
       ? `      if (s0 + STEP <= lim_all${flags.window ? " && s0 >= lo_all" : ""}) {

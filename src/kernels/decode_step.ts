@@ -81,7 +81,11 @@ ${grid(U, RP, (u, r) => `      d${u}_${r} = ss[sb + lg * ${U * RP}u + ${u * RP +
 }
 
 /** The online-softmax updates of a step: unmasked (`fast`) and masked (`softmax`). */
-export function softmaxStepWGSL(shape: StepShape): { fast: string; softmax: string } {
+export function softmaxStepWGSL(
+  shape: StepShape,
+  unpackToken?: (u: number) => string,
+): { fast: string; softmax: string } {
+  if (unpackToken) return softmaxByTokenWGSL(shape, unpackToken);
   const { RP, U, CPL, V4, qi } = shape;
   const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
   // Steps whose tokens every row of the block may see (all but the last step or two of a piece)
@@ -138,5 +142,79 @@ ${
         };`)
     }
       }`);
+  return { fast, softmax };
+}
+
+/**
+ * The online-softmax updates of a step with V unpacked one token at a time (`vPerToken`):
+ * every row's max, rescale and weights first, then per token its V chunks (`unpackToken(u)`
+ * declares `vf{u}_{i}`) multiply-added into every row's output. Each output element adds the
+ * tokens in the order of {@linkcode softmaxStepWGSL}'s chains, so the results are the same;
+ * only one token's V floats are live at a time instead of the step's.
+ */
+function softmaxByTokenWGSL(
+  shape: StepShape,
+  unpackToken: (u: number) => string,
+): { fast: string; softmax: string } {
+  const { RP, U, CPL, V4, qi } = shape;
+  const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
+  const sum = (f: (u: number) => string) => lines(U, f).split("\n").join(" + ");
+  const maxOf = (f: (u: number) => string) =>
+    lines(U, f).split("\n").reduce((a, b) => `max(${a}, ${b})`);
+  // Per token: its V chunks, then each row's outputs gain the token's weighted V.
+  const byToken = (add: (u: number, r: number, i: number, j: number) => string) =>
+    lines(U, (u) =>
+      `${unpackToken(u)}
+${grid(RP, CPL * V4, (r, x) => add(u, r, Math.floor(x / V4), x % V4))}`);
+  const fast = `${
+    lines(RP, (r) =>
+      `        let mx${r} = max(m[${r}], ${maxOf((u) => `d${u}_${r}`)});
+        if (mx${r} > m[${r}]) {
+          let alpha = exp2(m[${r}] - mx${r});
+          m[${r}] = mx${r};
+          l[${r}] *= alpha;
+${grid(CPL, V4, (i, j) => `          o[${qi(r, i, j)}] *= alpha;`)}
+        }
+${lines(U, (u) => `        let p${u}_${r} = exp2(d${u}_${r} - mx${r});`)}
+        l[${r}] += ${sum((u) => `p${u}_${r}`)};`)
+  }
+${
+    byToken((u, r, i, j) =>
+      `        o[${qi(r, i, j)}] = fma(vf${u}_${i}[${j}], vec4<f32>(p${u}_${r}), o[${
+        qi(r, i, j)
+      }]);`
+    )
+  }`;
+  const softmax = `${
+    lines(RP, (r) =>
+      `${
+        lines(U, (u) => `        let s${u}_${r} = select(NEG, d${u}_${r}, ${visible(u, r)});`)
+      }
+${
+        lines(
+          U,
+          (u) => `        bad[${r}] |= select(0u, 1u, ${visible(u, r)} && poisoned(d${u}_${r}));`,
+        )
+      }
+        let mx${r} = max(m[${r}], ${maxOf((u) => `s${u}_${r}`)});
+        let alpha${r} = exp2(m[${r}] - mx${r});
+        m[${r}] = mx${r};
+${
+        lines(
+          U,
+          (u) =>
+            `        let p${u}_${r} = select(0.0, exp2(s${u}_${r} - mx${r}), !(s${u}_${r} <= NEG));`,
+        )
+      }
+        l[${r}] = l[${r}] * alpha${r} + ${sum((u) => `p${u}_${r}`)};
+${grid(CPL, V4, (i, j) => `        o[${qi(r, i, j)}] = o[${qi(r, i, j)}] * alpha${r};`)}`)
+  }
+${
+    byToken((u, r, i, j) =>
+      `        o[${qi(r, i, j)}] = o[${
+        qi(r, i, j)
+      }] + select(Z4, p${u}_${r} * vf${u}_${i}[${j}], !(s${u}_${r} <= NEG));`
+    )
+  }`;
   return { fast, softmax };
 }

@@ -96,6 +96,13 @@ export interface KernelSpec {
    */
   readonly tokenRuns?: boolean;
   /**
+   * A step unpacks its V chunks one token at a time, inside its softmax update, after every
+   * row's weights (instead of all its tokens' before the update): a token's V floats are live
+   * for its multiply-adds only, not the whole step's, and each output element adds the tokens in
+   * the same order (the same bits). Default false.
+   */
+  readonly vPerToken?: boolean;
+  /**
    * Paged kernels with `tokenRuns` and prefetch whose pages hold at least `unroll` tokens: a
    * group's tokens of a step lie in at most two pages, so it reads two page-table entries per
    * step instead of one per token (`kernelSpec` sets it from the plan's page size).
@@ -267,9 +274,11 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.fastSteps === false ? ":masked" : ""
   }${spec.fmaDots ? ":fma" : ""}${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${
     spec.tokenRuns ? ":runs" : ""
-  }${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${variantKey(spec.variant)}${
-    spec.kvScales === "token" ? ":tokscale" : ""
-  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
+  }${spec.vPerToken ? ":vpt" : ""}${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
+    variantKey(spec.variant)
+  }${spec.kvScales === "token" ? ":tokscale" : ""}${
+    l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""
+  }`;
 }
 
 /**

@@ -30,6 +30,8 @@ export interface KernelChoice {
   readonly rowSets?: number;
   /** Consecutive tokens per group and step (`KernelSpec.tokenRuns`). */
   readonly tokenRuns?: boolean;
+  /** V unpacked one token at a time in the softmax update (`KernelSpec.vPerToken`). */
+  readonly vPerToken?: boolean;
 }
 
 /**
