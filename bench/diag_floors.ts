@@ -332,6 +332,10 @@ const allVariants: Variant[] = [
     },
   },
   { name: "vpt split", options: { kernel: { vPerToken: true, prefetch: "split" } } },
+  // Each lane adds and weighs one row's scores, the others' weights come by shuffles
+  // (`rowScatter`), alone and with V unpacked per token.
+  { name: "rsc", options: { kernel: { rowScatter: true } } },
+  { name: "rsc vpt", options: { kernel: { rowScatter: true, vPerToken: true } } },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },

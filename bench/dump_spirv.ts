@@ -156,6 +156,9 @@ const KERNELS: Record<string, DumpKernel> = {
     tileTokens: 128,
   },
   "r1_d128_f16_vpt": { rows: 1, headDim: 128, kvDtype: "f16", tuning: { vPerToken: true } },
+  // ... and with each lane adding and weighing one row's scores (`rowScatter`).
+  "r4_d128_f16_rsc": f16Rows4({ rowScatter: true }),
+  "r4_d128_int8_rsc": { rows: 4, headDim: 128, kvDtype: "int8", tuning: { rowScatter: true } },
   // The merge kernels of the 4-row d128 and 1-row d128 classes.
   "merge_r4_d128": { rows: 4, headDim: 128, kvDtype: "f16", merge: true },
   "merge_r1_d128": { rows: 1, headDim: 128, kvDtype: "f16", merge: true },

@@ -12,6 +12,8 @@
 #   vpt     V unpacked one token at a time inside the softmax update (`vPerToken`): machine code,
 #           timing beside lean, with 128-token tiles (8-bit rows at unroll 8) and unroll 8 with
 #           shared query rows; then lean with it checked against float64 (gpu_bench --check).
+#   rsc     row scatter (`rowScatter`: each lane adds and weighs one row's scores, the others'
+#           weights by shuffles): machine code, timing beside lean, then checked against float64.
 #   tests   the GPU tests of the kernels' generated source changes, through Deno's WebGPU and
 #           Dawn: 8-bit decodes (Dawn refused a 136-dim one-lane kernel's 136-deep multiply-add
 #           chain, now in runs of 16), kernel options (packed f16 chains, shader-f16 on Deno's
@@ -62,6 +64,17 @@ if [ "$mode" = vpt ]; then
   run_deno 150 vpt_check.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --kernel='{"vPerToken":true}' --only='gqa32/8 128k|gqa32/8 128k int8|b1 h32 128k' \
     --out="$out/vpt_check.json"
+  stamp "done"
+fi
+
+if [ "$mode" = rsc ]; then
+  sass_of .scratch/spv/*rsc*.spv
+  cases='gqa32/8 32k|gqa32/8 128k|b16 16k|b4 16k|gqa32/8 128k int8|qLen4 gqa 16k'
+  run_deno 150 rsc.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|rsc|rsc vpt' \
+    --bench-cases="$cases" --out="$out/rsc.json"
+  run_deno 60 rsc_check.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --kernel='{"rowScatter":true}' --only='gqa32/8 128k|gqa32/8 128k int8|qLen4 gqa 16k' \
+    --runs=5 --out="$out/rsc_check.json"
   stamp "done"
 fi
 

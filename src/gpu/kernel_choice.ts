@@ -83,6 +83,11 @@ export interface KernelTuning {
    */
   vPerToken?: boolean;
   /**
+   * Each lane group's scores reduce-scattered, one row per lane, the rows' weights shuffled to
+   * the other lanes (default: the kernel table's choice; see `KernelSpec.rowScatter`).
+   */
+  rowScatter?: boolean;
+  /**
    * Most token groups whose states are added with subgroup shuffles before the workgroup's merge
    * of the groups (default: as many as the smallest subgroup holds; 1 turns it off; see
    * `KernelSpec.shuffleGroups`).
@@ -180,6 +185,7 @@ export function kernelSpec(
     ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),
     ...((tuning.tokenRuns ?? choice.tokenRuns) ? { tokenRuns: true } : {}),
     ...((tuning.vPerToken ?? choice.vPerToken) ? { vPerToken: true } : {}),
+    ...((tuning.rowScatter ?? choice.rowScatter) ? { rowScatter: true } : {}),
     ...(tuning.halfMath && caps.shaderF16 && kvDtype === "f16" ? { halfMath: true } : {}),
   };
   // As many token groups as the smallest subgroup holds are added with shuffles first.

@@ -21,7 +21,9 @@ import {
   kernelLayout,
   type KernelSpec,
   kvLoadDim,
+  rowScatter,
 } from "./kernel_spec.ts";
+import { scatterStepWGSL } from "./decode_scatter.ts";
 import {
   FLAT_WORKGROUP_WGSL,
   kernelEntryWGSL,
@@ -163,13 +165,17 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     qi: oi,
     visible: variantVisibleWGSL(flags),
   };
-  const reduce = laneReduceWGSL(shape);
   // The softmax updates the output state: V's chunks, unpacked before it or (vPerToken) one
   // token at a time inside it.
   const vPerToken = spec.vPerToken ?? false;
   const unpackToken = (u: number) =>
     lines(CPLV, (i) => unpackV(u, i)).replaceAll(/^ {6}/gm, "        ");
-  const { fast, softmax } = softmaxStepWGSL(
+  // Row scatter: each lane adds and weighs one row's scores (src/kernels/decode_scatter.ts).
+  const scatter = rowScatter(spec)
+    ? scatterStepWGSL({ ...shape, CPL: CPLV }, vPerToken ? unpackToken : undefined)
+    : undefined;
+  const reduce = scatter?.reduce ?? laneReduceWGSL(shape);
+  const { fast, softmax } = scatter ?? softmaxStepWGSL(
     { ...shape, CPL: CPLV },
     vPerToken ? unpackToken : undefined,
   );
@@ -229,7 +235,7 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
   }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
     spec.queryShared && !half ? " queryShared" : ""
-  }${half ? " halfMath" : ""}${vPerToken ? " vPerToken" : ""}
+  }${half ? " halfMath" : ""}${vPerToken ? " vPerToken" : ""}${scatter ? " rowScatter" : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -315,7 +321,12 @@ ${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${row
     }
     var l = array<f32, ${RP}>();
     var o = array<vec4<f32>, ${RP * E4V}>();
-${lines(RP, (r) => `    m[${r}] = NEG;`)}
+${lines(RP, (r) => `    m[${r}] = NEG;`)}${
+    scatter
+      ? `
+${scatter.init}`
+      : ""
+  }
 ${prefetchInit}
 
     for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {
@@ -334,7 +345,7 @@ ${softmax}
       }`
       : softmax
   }${afterV ? `\n${afterV}` : ""}
-    }
+    }${scatter ? `\n${scatter.finish}` : ""}
 ${fastSteps ? lines(RP, (r) => `    bad[${r}] |= select(0u, 1u, poisoned(l[${r}]));`) : ""}
 
 ${

@@ -103,6 +103,14 @@ export interface KernelSpec {
    */
   readonly vPerToken?: boolean;
   /**
+   * Each lane group's partial scores are added so that each lane ends with one row's score (a
+   * reduce-scatter over the lanes, then the row's softmax on its lanes only), and the rows'
+   * weights reach the other lanes by shuffles: fewer shuffles, adds and exponentials per token
+   * than every lane adding and weighing every row. Only where it applies (see
+   * {@linkcode rowScatter}); otherwise ignored. Default false.
+   */
+  readonly rowScatter?: boolean;
+  /**
    * Paged kernels with `tokenRuns` and prefetch whose pages hold at least `unroll` tokens: a
    * group's tokens of a step lie in at most two pages, so it reads two page-table entries per
    * step instead of one per token (`kernelSpec` sets it from the plan's page size).
@@ -246,6 +254,30 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
 }
 
 /** Whether a spec's kernel takes the packed f16 dot products (`halfMath` on f16 KV). */
+/**
+ * Whether a spec's row scatter applies: asked for, lanes adding with subgroup shuffles, a power
+ * of two of rows per thread (at least 2, at most the lanes), and no logits hooks (soft-cap and
+ * ALiBi act on every row's score in every lane).
+ *
+ * @example
+ * ```ts
+ * import { rowScatter } from "./kernel_spec.ts";
+ * const spec = {
+ *   headDim: 128, kvDtype: "f16" as const, tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128,
+ *   lanes: 8, subgroups: true, rowScatter: true,
+ * };
+ * console.log(rowScatter(spec), rowScatter({ ...spec, rowsPerBlock: 1 })); // true false
+ * ```
+ */
+export function rowScatter(spec: KernelSpec): boolean {
+  const l = kernelLayout(spec);
+  const rp = l.rowsPerThread;
+  const flags = spec.variant ?? {};
+  return spec.rowScatter === true && l.subgroups && rp >= 2 && (rp & (rp - 1)) === 0 &&
+    rp <= l.lanes && !flags.softCap && !flags.alibi;
+}
+
+/** Whether a spec's packed f16 dot products apply (f16 KV). */
 export function halfMath(spec: KernelSpec): boolean {
   return spec.halfMath === true && spec.kvDtype === "f16";
 }
@@ -274,9 +306,9 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.fastSteps === false ? ":masked" : ""
   }${spec.fmaDots ? ":fma" : ""}${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${
     spec.tokenRuns ? ":runs" : ""
-  }${spec.vPerToken ? ":vpt" : ""}${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
-    variantKey(spec.variant)
-  }${spec.kvScales === "token" ? ":tokscale" : ""}${
+  }${spec.vPerToken ? ":vpt" : ""}${rowScatter(spec) ? ":rsc" : ""}${
+    spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""
+  }${variantKey(spec.variant)}${spec.kvScales === "token" ? ":tokscale" : ""}${
     l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""
   }`;
 }

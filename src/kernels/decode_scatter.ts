@@ -1,0 +1,200 @@
+/**
+ * The decode kernel's step with row scatter (`KernelSpec.rowScatter`): the lanes of a group add
+ * their partial dot products so that each lane ends with the full score of one row (a
+ * reduce-scatter: at each of the first levels a lane keeps half its rows and sends the other
+ * half to its partner, then the row's copies add as a butterfly), runs that row's online softmax
+ * alone (`m_own`, `l_own`, `bad_own`), and takes the other rows' weights and rescales from the
+ * lanes that own them by exclusive-or shuffles. Lane `x` owns row `rho = x >> LB` (`LB` the low
+ * bits that number a row's copies); its output slot `k` holds row `rho ^ k`, which is what a
+ * shuffle by `k << LB` brings, so no lane selects among rows per token. At the end of a piece the
+ * slots go back to row order and the rows' states to every lane, for the group merge.
+ *
+ * Per step of 4 tokens and 4 rows over 8 lanes this takes 31 shuffles, 16 adds, 24 selects and
+ * 5 exponentials instead of 48 shuffles, 48 adds and 16 exponentials.
+ *
+ * @module
+ */
+
+import { grid, lines, type StepShape } from "./decode_step.ts";
+
+/** The row-scatter pieces `decodeKernelWGSL` splices together. */
+export interface ScatterWGSL {
+  /** Piece start: the lane's own row and its state. */
+  readonly init: string;
+  /** After the dot products: each token's own-row score `own{u}`. */
+  readonly reduce: string;
+  /** The unmasked and masked softmax updates of the step. */
+  readonly fast: string;
+  readonly softmax: string;
+  /** After the token loop: output slots in row order, every row's `m`, `l` and `bad`. */
+  readonly finish: string;
+}
+
+/** A select over the rows by a lane-dependent index `x`: `pick(r)` for `x == r`. */
+function pickRow(RP: number, x: string, pick: (r: number) => string): string {
+  let out = pick(0);
+  for (let r = 1; r < RP; r++) out = `select(${out}, ${pick(r)}, ${x} == ${r}u)`;
+  return out;
+}
+
+/**
+ * The row-scatter step of a kernel shape; `unpackToken(u)`, if given, declares token `u`'s V
+ * chunks inside the update (`vPerToken`), otherwise they were unpacked before it.
+ *
+ * @example
+ * ```ts
+ * import { scatterStepWGSL } from "./decode_scatter.ts";
+ * const s = scatterStepWGSL({
+ *   RP: 4, U: 2, CPL: 2, V4: 2, lanes: 8, W: 128, subgroups: true,
+ *   qi: (r, i, j) => r * 4 + i * 2 + j,
+ * });
+ * console.log(s.reduce.includes("subgroupShuffleXor(select(d0_2, d0_0, hb4), 4u)")); // true
+ * ```
+ */
+export function scatterStepWGSL(
+  shape: StepShape,
+  unpackToken?: (u: number) => string,
+): ScatterWGSL {
+  const { RP, U, CPL, V4, lanes, qi } = shape;
+  const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
+  const LB = Math.log2(lanes / RP); // low bits of the lane: the copies of a row
+  const xor = (k: number) => k << LB;
+  const shuffle = (v: string, k: number) => k === 0 ? v : `subgroupShuffleXor(${v}, ${xor(k)}u)`;
+  // The reduce-scatter's levels (highest lane bits first), then the copies' butterfly.
+  const scatterOffsets: number[] = [];
+  for (let o = lanes / 2, k = RP; k > 1; o /= 2, k /= 2) scatterOffsets.push(o);
+  const butterfly: number[] = [];
+  for (let o = lanes / RP / 2; o >= 1; o /= 2) butterfly.push(o);
+
+  const init = `    let rho = lane >> ${LB}u;
+${scatterOffsets.map((o) => `    let hb${o} = (lane & ${o}u) != 0u;`).join("\n")}
+    var m_own = NEG;
+    var l_own = 0.0;
+    var bad_own = 0u;`;
+
+  const reduce = lines(U, (u) => {
+    const out: string[] = [];
+    let vals = Array.from({ length: RP }, (_, r) => `d${u}_${r}`);
+    scatterOffsets.forEach((o, level) => {
+      const half = vals.length / 2;
+      const next: string[] = [];
+      for (let i = 0; i < half; i++) {
+        // A lane whose bit `o` is set keeps the upper half of its rows and sends the lower.
+        const a = vals[i], b = vals[i + half];
+        const name = `x${u}_${level}_${i}`;
+        out.push(
+          `      let ${name} = select(${a}, ${b}, hb${o}) + subgroupShuffleXor(select(${b}, ${a}, hb${o}), ${o}u);`,
+        );
+        next.push(name);
+      }
+      vals = next;
+    });
+    out.push(`      var own${u} = ${vals[0]};`);
+    for (const o of butterfly) out.push(`      own${u} += subgroupShuffleXor(own${u}, ${o}u);`);
+    return out.join("\n");
+  });
+
+  const maxOf = (f: (u: number) => string) =>
+    lines(U, f).split("\n").reduce((a, b) => `max(${a}, ${b})`, "m_own");
+  const sum = (f: (u: number) => string) => lines(U, f).split("\n").join(" + ");
+  // Output slot k of this lane is row rho ^ k: the slot's weights come by a shuffle by k << LB.
+  const vPart = (add: (u: number, k: number, i: number, j: number) => string) =>
+    unpackToken
+      ? lines(U, (u) =>
+        `${unpackToken(u)}
+${grid(RP, CPL * V4, (k, x) => add(u, k, Math.floor(x / V4), x % V4))}`)
+      : lines(U, (u) => grid(RP, CPL * V4, (k, x) => add(u, k, Math.floor(x / V4), x % V4)));
+  const weights = (p: string) =>
+    lines(U, (u) => lines(RP, (k) => `        let w${u}_${k} = ${shuffle(`${p}${u}`, k)};`));
+  const alphas = lines(RP, (k) => `        let a${k} = ${shuffle("alo", k)};`);
+
+  // Unmasked: the own row's weights, every slot rescaled only when some row's max rose (the
+  // same test in every lane of the group), each slot's chain over the tokens in order.
+  const fast = `        let mxo = ${maxOf((u) => `own${u}`)};
+        let alo = select(1.0, exp2(m_own - mxo), mxo > m_own);
+        m_own = mxo;
+${lines(U, (u) => `        let po${u} = exp2(own${u} - mxo);`)}
+        l_own = l_own * alo + (${sum((u) => `po${u}`)});
+${alphas}
+        if (${
+    Array.from({ length: RP }, (_, k) => `a${k}`).reduce((a, b) => `min(${a}, ${b})`)
+  } < 1.0) {
+${grid(RP, CPL * V4, (k, x) => `          o[${qi(k, Math.floor(x / V4), x % V4)}] *= a${k};`)}
+        }
+${weights("po")}
+${
+    unpackToken
+      ? vPart((u, k, i, j) =>
+        `        o[${qi(k, i, j)}] = fma(vf${u}_${i}[${j}], vec4<f32>(w${u}_${k}), o[${
+          qi(k, i, j)
+        }]);`
+      )
+      : grid(RP, CPL * V4, (k, x) => {
+        const i = Math.floor(x / V4), j = x % V4;
+        return `        o[${qi(k, i, j)}] = ${
+          Array.from({ length: U }, (_, u) => u).reduce(
+            (acc, u) => `fma(vf${u}_${i}[${j}], vec4<f32>(w${u}_${k}), ${acc})`,
+            `o[${qi(k, i, j)}]`,
+          )
+        };`;
+      })
+  }`;
+
+  // Masked: the own row's visibility picked by rho; a masked token's weight travels as -1 (a
+  // NaN weight still passes the test, as the unscattered kernel's NaN products do).
+  const softmax = `${
+    lines(U, (u) =>
+      `        let vo${u} = ${pickRow(RP, "rho", (r) => visible(u, r))};
+        let so${u} = select(NEG, own${u}, vo${u});`)
+  }
+${lines(U, (u) => `        bad_own |= select(0u, 1u, vo${u} && poisoned(own${u}));`)}
+        let mxo = ${maxOf((u) => `so${u}`)};
+        let alo = exp2(m_own - mxo);
+        m_own = mxo;
+${
+    lines(U, (u) =>
+      `        let po${u} = select(0.0, exp2(so${u} - mxo), !(so${u} <= NEG));
+        let pm${u} = select(-1.0, po${u}, !(so${u} <= NEG));`)
+  }
+        l_own = l_own * alo + ${sum((u) => `po${u}`)};
+${alphas}
+${weights("pm")}
+${grid(RP, CPL * V4, (k, x) => `        o[${qi(k, Math.floor(x / V4), x % V4)}] *= a${k};`)}
+${
+    vPart((u, k, i, j) =>
+      `        o[${qi(k, i, j)}] = o[${
+        qi(k, i, j)
+      }] + select(Z4, w${u}_${k} * vf${u}_${i}[${j}], !(w${u}_${k} < 0.0));`
+    )
+  }`;
+
+  // End of a piece: slot k holds row rho ^ k, and row r's state sits on the lanes owning it.
+  const E = CPL * V4;
+  const finish = `    {
+${
+    lines(RP, (k) =>
+      `      let mk${k} = ${shuffle("m_own", k)};
+      let lk${k} = ${shuffle("l_own", k)};
+      let bk${k} = ${shuffle("bad_own", k)};`)
+  }
+      var on = array<vec4<f32>, ${RP * E}>();
+${
+    lines(RP, (r) =>
+      `      m[${r}] = ${pickRow(RP, `(rho ^ ${r}u)`, (k) => `mk${k}`)};
+      l[${r}] = ${pickRow(RP, `(rho ^ ${r}u)`, (k) => `lk${k}`)};
+      bad[${r}] |= ${pickRow(RP, `(rho ^ ${r}u)`, (k) => `bk${k}`)};
+${
+        grid(
+          CPL,
+          V4,
+          (i, j) =>
+            `      on[${qi(r, i, j)}] = ${
+              pickRow(RP, `(rho ^ ${r}u)`, (k) => `o[${qi(k, i, j)}]`)
+            };`,
+        )
+      }`)
+  }
+      o = on;
+    }`;
+  return { init, reduce, fast, softmax, finish };
+}
