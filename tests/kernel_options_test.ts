@@ -1,6 +1,7 @@
 /**
  * The decode kernel's optional code paths on the GPU backends, on a small GQA shape (cheap to
- * compile on a software adapter): split prefetch (the next step's K requested after this step's
+ * compile on a software adapter): row scatter (each lane adds and weighs one row's scores) and V
+ * unpacked one token at a time, which must leave the default kernel's bits; split prefetch (the next step's K requested after this step's
  * dot products, V after its update) with query rows in workgroup memory, and scores as sums of
  * `vec4` dot products (`fmaDots: false`; chains of multiply-adds by default), each over f16 and
  * over int8 K/V with per-token scales, against the float64 reference; and packed f16 dot products
@@ -101,4 +102,49 @@ gpuTest(
       await plain.dispose();
     }
   },
+);
+
+/**
+ * Decodes every shape with every strategy through its `base` tuning with and without `extra`:
+ * the same bits, and the reference.
+ */
+async function sameBitsWith(
+  b: BackendUnderTest,
+  base: (spec: CaseSpec) => KernelTuning,
+  extra: KernelTuning,
+): Promise<void> {
+  for (const spec of shapes) {
+    const tuned = await b.open({ kernel: { ...base(spec), ...extra } });
+    const plain = await b.open({ kernel: base(spec) });
+    try {
+      for (const strategy of STRATEGIES_UNDER_TEST) {
+        const input: DecodeInput = { ...makeInput({ ...spec, qAmplitude: 3 }), strategy };
+        const got = await tuned.decode(input);
+        const what = `${JSON.stringify(extra)} ${spec.kvDtype} ${strategy}`;
+        assertMatchesReference(input, got, what);
+        const want = await plain.decode(input);
+        assert.ok(sameBits(got.out, want.out), `out ${what}: not the kernel's bits without it`);
+        assert.ok(sameBits(got.lse, want.lse), `lse ${what}: not the kernel's bits without it`);
+      }
+    } finally {
+      await tuned.dispose();
+      await plain.dispose();
+    }
+  }
+}
+
+// Row scatter adds each row's lane sums in the butterfly's tree and weighs it with the same
+// operations, so its results are those of the kernel without it, bit for bit; likewise V
+// unpacked per token adds the tokens in order. Both shapes scatter: f16 at its table's two row
+// sets (2 rows over 4 lanes), int8 in four row sets (its qLen 2 makes 8 rows, a d32 int8 row 2
+// lanes; tests/row_scatter_test.ts checks which kernels scatter).
+const rowSetsFor = (spec: CaseSpec): KernelTuning => spec.kvDtype === "int8" ? { rowSets: 4 } : {};
+gpuTest(
+  "row scatter and V unpacked per token leave the kernel's bits, and match the reference",
+  async (b) => {
+    await sameBitsWith(b, rowSetsFor, { rowScatter: true });
+    await sameBitsWith(b, rowSetsFor, { rowScatter: true, vPerToken: true });
+  },
+  // Dawn too on a software adapter: its shuffles now sit inside the step's two paths.
+  { dawnOnSoftware: true },
 );

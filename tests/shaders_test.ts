@@ -44,6 +44,8 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   outDtype: fc.constantFrom<"f32" | "f16" | undefined>(undefined, "f32", "f16"),
   tokenScales: fc.boolean(),
   rowSets: fc.constantFrom(1, 2, 4),
+  rowScatter: fc.boolean(),
+  vPerToken: fc.boolean(),
 }).map((r) => {
   const t = tileConfig(r, r);
   const chunks = r.headDim / elementsPerLoad(r.kvDtype, r.headDim);
@@ -64,6 +66,8 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     ...(r.queryShared ? { queryShared: true } : {}),
     ...(r.halfMath ? { halfMath: true } : {}),
     ...(r.fmaDots ? { fmaDots: true } : {}),
+    ...(r.rowScatter ? { rowScatter: true } : {}),
+    ...(r.vPerToken ? { vPerToken: true } : {}),
     fastSteps: r.fastSteps,
     paged: r.paged,
     ...(r.hnd ? { kvLayout: "HND" as const } : {}),
@@ -452,11 +456,13 @@ Deno.test("a device-wide lane count meets shorter rows with the most lanes divid
   assert.equal(kernelSpec(plan(64)).rowSets, kernelChoice(64, 4).rowSets);
 });
 
-Deno.test("the split prefetch, shared query rows and packed f16 options change the key exactly when they change the kernel", () => {
+Deno.test("the split prefetch, shared query rows, packed f16, row scatter and V-per-token options change the key exactly when they change the kernel", () => {
   const toggles: ((s: KernelSpec) => KernelSpec)[] = [
     (s) => ({ ...s, halfMath: !s.halfMath }),
     (s) => ({ ...s, queryShared: !s.queryShared }),
     (s) => ({ ...s, prefetch: s.prefetch === "split" ? true : "split" }),
+    (s) => ({ ...s, rowScatter: !s.rowScatter }),
+    (s) => ({ ...s, vPerToken: !s.vPerToken }),
   ];
   fc.assert(
     fc.property(specArb, fc.integer({ min: 0, max: toggles.length - 1 }), (a, t) => {

@@ -175,6 +175,30 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     ? scatterStepWGSL({ ...shape, CPL: CPLV }, vPerToken ? unpackToken : undefined)
     : undefined;
   const reduce = scatter?.reduce ?? laneReduceWGSL(shape);
+  // Row scatter shuffles inside the step's two paths, so the choice between them must be the
+  // same for the whole workgroup: with row sets, every row of the block decides it (each set's
+  // own rows would make it depend on the thread, which WGSL forbids before a shuffle).
+  const blockRows = fastSteps && scatter !== undefined && RS > 1;
+  const blockLimits =
+    `    // The whole block's rows decide the unmasked steps (row scatter shuffles in them).${
+      flags.window ? "\n    lo_all = 0u;" : ""
+    }
+${
+      lines(RB, (b) =>
+        `    lim_all = select(lim_all, min(lim_all, min(${
+          variant.visible("seq_len", "q_len", `(r0 + ${b}u) % q_len`)
+        }, tok_end)), ${b}u < n_rows);`)
+    }${
+      flags.window
+        ? `\n${
+          lines(
+            RB,
+            (b) =>
+              `    lo_all = select(lo_all, max(lo_all, select(0u, seq_len - q_len + (r0 + ${b}u) % q_len + 1u - params.window, seq_len - q_len + (r0 + ${b}u) % q_len + 1u > params.window)), ${b}u < n_rows);`,
+          )
+        }`
+        : ""
+    }`;
   const { fast, softmax } = scatter ?? softmaxStepWGSL(
     { ...shape, CPL: CPLV },
     vPerToken ? unpackToken : undefined,
@@ -308,9 +332,14 @@ ${
     fastSteps
       ? `    // Tokens every row of the block may see.
     var lim_all = tok_end;
-${lines(RP, (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${row(r)} < n_rows);`)}`
+${
+        blockRows ? "" : lines(
+          RP,
+          (r) => `    lim_all = select(lim_all, min(lim_all, lim[${r}]), ${row(r)} < n_rows);`,
+        )
+      }`
       : ""
-  }${rowsState ? `\n${rowsState}` : ""}
+  }${rowsState ? `\n${rowsState}` : ""}${blockRows ? `\n${blockLimits}` : ""}
     var m = array<f32, ${RP}>();
     // Rows that saw a NaN or +inf score: their output is NaN, as in the reference. Tracked with
     // integer bits, since GPU compilers may assume floats are never NaN: per score on masked

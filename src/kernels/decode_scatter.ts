@@ -56,7 +56,11 @@ export function scatterStepWGSL(
   unpackToken?: (u: number) => string,
 ): ScatterWGSL {
   const { RP, U, CPL, V4, lanes, qi } = shape;
-  const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
+  // Short-circuit `&&` on a lane-dependent value makes the control flow after it non-uniform in
+  // WGSL's analysis, and Tint (Dawn) then refuses the shuffles that follow: these tests use the
+  // non-short-circuit `&` (both sides are plain comparisons or calls without effects).
+  const visible = (u: number, r: number) =>
+    (shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`))(u, r).replaceAll("&&", "&");
   const LB = Math.log2(lanes / RP); // low bits of the lane: the copies of a row
   const xor = (k: number) => k << LB;
   const shuffle = (v: string, k: number) => k === 0 ? v : `subgroupShuffleXor(${v}, ${xor(k)}u)`;
@@ -109,19 +113,20 @@ ${grid(RP, CPL * V4, (k, x) => add(u, k, Math.floor(x / V4), x % V4))}`)
   const alphas = lines(RP, (k) => `        let a${k} = ${shuffle("alo", k)};`);
 
   // Unmasked: the own row's weights, every slot rescaled only when some row's max rose (the
-  // same test in every lane of the group), each slot's chain over the tokens in order.
+  // same test in every lane of the group; after the shuffles, which must not follow a branch on
+  // a lane's value), each slot's chain over the tokens in order.
   const fast = `        let mxo = ${maxOf((u) => `own${u}`)};
         let alo = select(1.0, exp2(m_own - mxo), mxo > m_own);
         m_own = mxo;
 ${lines(U, (u) => `        let po${u} = exp2(own${u} - mxo);`)}
         l_own = l_own * alo + (${sum((u) => `po${u}`)});
 ${alphas}
+${weights("po")}
         if (${
     Array.from({ length: RP }, (_, k) => `a${k}`).reduce((a, b) => `min(${a}, ${b})`)
   } < 1.0) {
 ${grid(RP, CPL * V4, (k, x) => `          o[${qi(k, Math.floor(x / V4), x % V4)}] *= a${k};`)}
         }
-${weights("po")}
 ${
     unpackToken
       ? vPart((u, k, i, j) =>
@@ -147,7 +152,7 @@ ${
       `        let vo${u} = ${pickRow(RP, "rho", (r) => visible(u, r))};
         let so${u} = select(NEG, own${u}, vo${u});`)
   }
-${lines(U, (u) => `        bad_own |= select(0u, 1u, vo${u} && poisoned(own${u}));`)}
+${lines(U, (u) => `        bad_own |= select(0u, 1u, vo${u} & poisoned(own${u}));`)}
         let mxo = ${maxOf((u) => `so${u}`)};
         let alo = exp2(m_own - mxo);
         m_own = mxo;

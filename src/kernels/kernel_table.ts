@@ -47,7 +47,9 @@ export interface KernelChoice {
  * `bench/pick_table.ts` from the H200 sweeps of `bench/tune.ts` (bench/notes.md; r4 d64 and r4
  * d256 from session 19's sweep of split prefetch and shared query rows; their token runs from
  * session 28: paged d256 32k at 1.047x dense instead of 1.072x, d64 32k 1.026x instead of 1.041x,
- * dense unchanged); the others
+ * dense unchanged); r4 d128 and r8 d128 (4 rows per thread in both) add their lanes' sums by
+ * row scatter since session 29 (`rowScatter`: 1.7-7.6% faster on the GQA, int8 and qLen 4 cases
+ * on the H200, the same bits); the others
  * keep the choice of the kernel before the table (the most lanes up to 16 that divide the row,
  * unroll 2 / chunks per lane).
  */
@@ -66,7 +68,7 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
     queryShared: true,
     tokenRuns: true,
   },
-  "r4 d128": { lanes: 8, unroll: 4, prefetch: true },
+  "r4 d128": { lanes: 8, unroll: 4, prefetch: true, rowScatter: true },
   "r4 d256": {
     lanes: 16,
     unroll: 8,
@@ -76,7 +78,7 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
     tokenRuns: true,
   },
   "r8 d64": { lanes: 8, unroll: 2 },
-  "r8 d128": { lanes: 8, unroll: 4, prefetch: true, rowSets: 2 },
+  "r8 d128": { lanes: 8, unroll: 4, prefetch: true, rowSets: 2, rowScatter: true },
   "r8 d256": { lanes: 16, unroll: 1 },
   // MLA (K 576, V 512, one latent KV head for 16-128 query heads): a whole 32-lane subgroup per
   // token, so each lane holds (576 + 512) / 32 floats per row and a block serves 4 rows (not yet
