@@ -106,3 +106,31 @@ Deno.test("the kernel table scatters the 4-row d128 classes; the GPU tests' shap
   assert.equal(rowScatter(kernelSpec(int8, small, { rowScatter: true, rowSets: 2 })), false);
   assert.equal(rowScatter(kernelSpec(int8, small, { rowScatter: true, rowSets: 4 })), true);
 });
+
+Deno.test("row scatter keeps its shuffles in uniform control flow (Tint enforces WGSL's rules)", () => {
+  const spec = {
+    ...base,
+    rowsPerBlock: 8,
+    rowSets: 2,
+    rowScatter: true,
+    variant: { window: true },
+  };
+  const wgsl = decodeKernelWGSL(spec);
+  // The own row's visibility has no short-circuit before the weights' shuffles.
+  const vo = wgsl.split("\n").filter((l) => /let vo\d = /.test(l));
+  assert.equal(vo.length, 4);
+  for (const line of vo) assert.doesNotMatch(line, /&&/);
+  // With row sets, the unmasked steps' limits come from every row of the block, not the thread's.
+  const limits = wgsl.split("\n").filter((l) => /^\s*lim_all = /.test(l));
+  assert.equal(limits.length, 8);
+  for (const line of limits) assert.doesNotMatch(line, /lim\[/);
+  // The thread's 4 rows set the window start, then the block's 8 set it again from 0.
+  assert.equal(wgsl.split("\n").filter((l) => /^\s*lo_all = select/.test(l)).length, 4 + 8);
+  // Without row sets the thread's rows are the block's.
+  const one = decodeKernelWGSL({ ...spec, rowsPerBlock: 4, rowSets: 1 });
+  assert.equal(
+    one.split("\n").filter((l) => /^\s*lim_all = select\(lim_all, min\(lim_all, lim\[/.test(l))
+      .length,
+    4,
+  );
+});

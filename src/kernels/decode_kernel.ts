@@ -23,7 +23,7 @@ import {
   kvLoadDim,
   rowScatter,
 } from "./kernel_spec.ts";
-import { scatterStepWGSL } from "./decode_scatter.ts";
+import { blockLimitsWGSL, scatterStepWGSL } from "./decode_scatter.ts";
 import {
   FLAT_WORKGROUP_WGSL,
   kernelEntryWGSL,
@@ -164,6 +164,7 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     subgroups: L.subgroups,
     qi: oi,
     visible: variantVisibleWGSL(flags),
+    visibleEager: variantVisibleWGSL(flags, true),
   };
   // The softmax updates the output state: V's chunks, unpacked before it or (vPerToken) one
   // token at a time inside it.
@@ -175,30 +176,9 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     ? scatterStepWGSL({ ...shape, CPL: CPLV }, vPerToken ? unpackToken : undefined)
     : undefined;
   const reduce = scatter?.reduce ?? laneReduceWGSL(shape);
-  // Row scatter shuffles inside the step's two paths, so the choice between them must be the
-  // same for the whole workgroup: with row sets, every row of the block decides it (each set's
-  // own rows would make it depend on the thread, which WGSL forbids before a shuffle).
+  // Row scatter shuffles inside the step's two paths: with row sets, every row of the block
+  // decides between them (src/kernels/decode_scatter.ts).
   const blockRows = fastSteps && scatter !== undefined && RS > 1;
-  const blockLimits =
-    `    // The whole block's rows decide the unmasked steps (row scatter shuffles in them).${
-      flags.window ? "\n    lo_all = 0u;" : ""
-    }
-${
-      lines(RB, (b) =>
-        `    lim_all = select(lim_all, min(lim_all, min(${
-          variant.visible("seq_len", "q_len", `(r0 + ${b}u) % q_len`)
-        }, tok_end)), ${b}u < n_rows);`)
-    }${
-      flags.window
-        ? `\n${
-          lines(
-            RB,
-            (b) =>
-              `    lo_all = select(lo_all, max(lo_all, select(0u, seq_len - q_len + (r0 + ${b}u) % q_len + 1u - params.window, seq_len - q_len + (r0 + ${b}u) % q_len + 1u > params.window)), ${b}u < n_rows);`,
-          )
-        }`
-        : ""
-    }`;
   const { fast, softmax } = scatter ?? softmaxStepWGSL(
     { ...shape, CPL: CPLV },
     vPerToken ? unpackToken : undefined,
@@ -339,7 +319,9 @@ ${
         )
       }`
       : ""
-  }${rowsState ? `\n${rowsState}` : ""}${blockRows ? `\n${blockLimits}` : ""}
+  }${rowsState ? `\n${rowsState}` : ""}${
+    blockRows ? `\n${blockLimitsWGSL(RB, variant, flags.window ?? false)}` : ""
+  }
     var m = array<f32, ${RP}>();
     // Rows that saw a NaN or +inf score: their output is NaN, as in the reference. Tracked with
     // integer bits, since GPU compilers may assume floats are never NaN: per score on masked

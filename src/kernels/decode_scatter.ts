@@ -16,6 +16,7 @@
  */
 
 import { grid, lines, type StepShape } from "./decode_step.ts";
+import { rowPositionWGSL, type VariantWGSL, windowStartWGSL } from "./variant_wgsl.ts";
 
 /** The row-scatter pieces `decodeKernelWGSL` splices together. */
 export interface ScatterWGSL {
@@ -56,11 +57,9 @@ export function scatterStepWGSL(
   unpackToken?: (u: number) => string,
 ): ScatterWGSL {
   const { RP, U, CPL, V4, lanes, qi } = shape;
-  // Short-circuit `&&` on a lane-dependent value makes the control flow after it non-uniform in
-  // WGSL's analysis, and Tint (Dawn) then refuses the shuffles that follow: these tests use the
-  // non-short-circuit `&` (both sides are plain comparisons or calls without effects).
-  const visible = (u: number, r: number) =>
-    (shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`))(u, r).replaceAll("&&", "&");
+  // No short-circuits before the shuffles: WGSL's analysis (which Tint enforces) makes the
+  // control flow after a `&&` on a lane's value non-uniform.
+  const visible = shape.visibleEager ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
   const LB = Math.log2(lanes / RP); // low bits of the lane: the copies of a row
   const xor = (k: number) => k << LB;
   const shuffle = (v: string, k: number) => k === 0 ? v : `subgroupShuffleXor(${v}, ${xor(k)}u)`;
@@ -202,4 +201,34 @@ ${
       o = on;
     }`;
   return { init, reduce, fast, softmax, finish };
+}
+
+/**
+ * The unmasked steps' limits (`lim_all`, and `lo_all` with a sliding window) from all `RB` rows
+ * of the block, for kernels with row sets: the row scatter's shuffles sit inside the step's
+ * unmasked and masked paths, so the choice between them must not depend on the thread (WGSL's
+ * uniformity rules, which Tint enforces), as the limits of a row set's own rows would. A block
+ * row set whose own rows see a step may then take the masked path at a piece's end: the same
+ * results.
+ */
+export function blockLimitsWGSL(RB: number, variant: VariantWGSL, window: boolean): string {
+  const pq = (b: number) => rowPositionWGSL(`${b}u`);
+  return `    // The whole block's rows decide the unmasked steps (row scatter shuffles in them).
+${
+    lines(RB, (b) =>
+      `    lim_all = select(lim_all, min(lim_all, min(${
+        variant.visible("seq_len", "q_len", `(r0 + ${b}u) % q_len`)
+      }, tok_end)), ${b}u < n_rows);`)
+  }${
+    window
+      ? `
+    lo_all = 0u;
+${
+        lines(RB, (b) =>
+          `    lo_all = select(lo_all, max(lo_all, ${
+            windowStartWGSL(`(${pq(b)})`)
+          }), ${b}u < n_rows);`)
+      }`
+      : ""
+  }`;
 }

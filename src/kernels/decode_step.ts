@@ -29,6 +29,8 @@ export interface StepShape {
    * `t{u} < lim[r]`, the causal limit; a sliding window adds its start).
    */
   readonly visible?: (u: number, r: number) => string;
+  /** The same test without short-circuits (`&`), for code before shuffles (row scatter). */
+  readonly visibleEager?: (u: number, r: number) => string;
 }
 
 /** `n` lines of generated source. */

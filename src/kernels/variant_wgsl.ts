@@ -122,6 +122,16 @@ fn soft_cap(x: f32) -> f32 {
   return parts.join("\n");
 }
 
+/** WGSL of a block row's absolute position P (from `kv_start`; the piece's own `q_len`). */
+export function rowPositionWGSL(row: string): string {
+  return `seq_len - q_len + (r0 + ${row}) % q_len`;
+}
+
+/** WGSL of the first token a row at position `pq` sees through the sliding window. */
+export function windowStartWGSL(pq: string): string {
+  return `select(0u, ${pq} + 1u - params.window, ${pq} + 1u > params.window)`;
+}
+
 /**
  * The decode kernel's per-row variant state, after `lim` (the thread's rows `0 .. RP - 1`, block
  * rows `row(r)` from `r0`, `n_rows` of the block's real): each row's position `pq`, its window start `lo` and the block's
@@ -140,7 +150,7 @@ export function variantRowsWGSL(
       `    // Each row's absolute position P (counted from kv_start, as the piece's tokens are; the
     // piece's own q_len, for ragged batches).
     var pq = array<u32, ${RP}>();
-${rows((r) => `    pq[${r}] = seq_len - q_len + (r0 + ${row(r)}) % q_len;`)}`,
+${rows((r) => `    pq[${r}] = ${rowPositionWGSL(row(r))};`)}`,
     );
   }
   if (flags.window) {
@@ -149,7 +159,7 @@ ${rows((r) => `    pq[${r}] = seq_len - q_len + (r0 + ${row(r)}) % q_len;`)}`,
     var lo_all = 0u;
 ${
       rows((r) =>
-        `    lo[${r}] = select(0u, pq[${r}] + 1u - params.window, pq[${r}] + 1u > params.window);
+        `    lo[${r}] = ${windowStartWGSL(`pq[${r}]`)};
     lo_all = select(lo_all, max(lo_all, lo[${r}]), ${row(r)} < n_rows);`
       )
     }`);
@@ -181,10 +191,20 @@ export function variantLogitsWGSL(flags: KernelVariantFlags, U: number, RP: numb
   return out.join("\n");
 }
 
-/** The masked steps' test of whether row `r` sees token `t{u}` (the causal limit, the window). */
-export function variantVisibleWGSL(flags: KernelVariantFlags): (u: number, r: number) => string {
+/**
+ * The masked steps' test of whether row `r` sees token `t{u}` (the causal limit, the window).
+ * `eager` joins the window's two comparisons with the non-short-circuit `&`: a short-circuit on
+ * a lane's value makes the control flow after it non-uniform in WGSL's analysis, which Tint
+ * enforces before subgroup shuffles (the row scatter's).
+ */
+export function variantVisibleWGSL(
+  flags: KernelVariantFlags,
+  eager = false,
+): (u: number, r: number) => string {
   return flags.window
-    ? (u, r) => `(t${u} < lim[${r}] && t${u} >= lo[${r}])`
+    ? eager
+      ? (u, r) => `((t${u} < lim[${r}]) & (t${u} >= lo[${r}]))`
+      : (u, r) => `(t${u} < lim[${r}] && t${u} >= lo[${r}])`
     : (u, r) => `t${u} < lim[${r}]`;
 }
 
