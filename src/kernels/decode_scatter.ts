@@ -210,6 +210,14 @@ ${
  * uniformity rules, which Tint enforces), as the limits of a row set's own rows would. A block
  * row set whose own rows see a step may then take the masked path at a piece's end: the same
  * results.
+ *
+ * @example
+ * ```ts
+ * import { blockLimitsWGSL } from "./decode_scatter.ts";
+ * import { VARIANT_WGSL } from "./variant_wgsl.ts";
+ * const wgsl = blockLimitsWGSL(8, VARIANT_WGSL.causal, false);
+ * console.log(wgsl.includes("7u < n_rows"), wgsl.includes("lim[")); // true false
+ * ```
  */
 export function blockLimitsWGSL(RB: number, variant: VariantWGSL, window: boolean): string {
   const pq = (b: number) => rowPositionWGSL(`${b}u`);

@@ -122,12 +122,28 @@ fn soft_cap(x: f32) -> f32 {
   return parts.join("\n");
 }
 
-/** WGSL of a block row's absolute position P (from `kv_start`; the piece's own `q_len`). */
+/**
+ * WGSL of a block row's absolute position P (from `kv_start`; the piece's own `q_len`).
+ *
+ * @example
+ * ```ts
+ * import { rowPositionWGSL } from "./variant_wgsl.ts";
+ * console.log(rowPositionWGSL("2u")); // seq_len - q_len + (r0 + 2u) % q_len
+ * ```
+ */
 export function rowPositionWGSL(row: string): string {
   return `seq_len - q_len + (r0 + ${row}) % q_len`;
 }
 
-/** WGSL of the first token a row at position `pq` sees through the sliding window. */
+/**
+ * WGSL of the first token a row at position `pq` sees through the sliding window.
+ *
+ * @example
+ * ```ts
+ * import { windowStartWGSL } from "./variant_wgsl.ts";
+ * console.log(windowStartWGSL("p").includes("p + 1u - params.window")); // true
+ * ```
+ */
 export function windowStartWGSL(pq: string): string {
   return `select(0u, ${pq} + 1u - params.window, ${pq} + 1u > params.window)`;
 }
