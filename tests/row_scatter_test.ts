@@ -56,8 +56,15 @@ Deno.test("row scatter: each token's lane sums take 3 exchanges and one butterfl
   const scattered = decodeKernelWGSL({ ...base, rowScatter: true });
   assert.equal(plain.match(/d\d_\d \+= subgroupShuffleXor/g)?.length, 4 * 4 * 3);
   assert.equal(scattered.match(/d\d_\d \+= subgroupShuffleXor/g), null);
-  // 4 rows over 8 lanes: 2 + 1 exchanges of halves, then the row's 2 copies add.
-  assert.equal(scattered.match(/subgroupShuffleXor\(select\(/g)?.length, 4 * 3);
+  // 4 rows over 8 lanes: 2 + 1 exchanges of halves, then the row's 2 copies add; no selects,
+  // since slot k of a lane holds row k ^ rho (its query rows load so).
+  assert.equal(
+    scattered.match(/let x\d_\d_\d = [dx][\d_]+ \+ subgroupShuffleXor\(/g)?.length,
+    4 * 3,
+  );
+  assert.doesNotMatch(scattered, /hb\d/);
+  // Each of the 4 slots' rows, in its query load's address and its missing-row test.
+  assert.equal(scattered.match(/\(\du \^ rho\)/g)?.length, 4 * 2);
   assert.equal(scattered.match(/own\d \+= subgroupShuffleXor\(own\d, 1u\)/g)?.length, 4);
   // Each of the other 3 rows' weights per token and rescale per step, in both paths.
   assert.equal(scattered.match(/let w\d_[123] = subgroupShuffleXor/g)?.length, 2 * 4 * 3);

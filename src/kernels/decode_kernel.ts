@@ -23,7 +23,7 @@ import {
   kvLoadDim,
   rowScatter,
 } from "./kernel_spec.ts";
-import { blockLimitsWGSL, scatterStepWGSL } from "./decode_scatter.ts";
+import { blockLimitsWGSL, scatterRowWGSL, scatterStepWGSL } from "./decode_scatter.ts";
 import {
   FLAT_WORKGROUP_WGSL,
   kernelEntryWGSL,
@@ -209,7 +209,8 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     lanes,
     W,
     padK,
-    row,
+    // Row scatter: slot r of the thread's query rows holds row r ^ rho.
+    row: scatter ? scatterRowWGSL(lanes, RP, RS > 1 ? "rs0 + " : "").row : row,
     qScale,
     half,
     shared: spec.queryShared ?? false,
@@ -293,10 +294,10 @@ ${kernelEntryWGSL(W)}
   // Lane group (one per token and row set), token group, and this row set's first block row.
   let lg = lid / LANES;
   let g = lg / ${RS}u;${RS > 1 ? `\n  let rs0 = (lg % ${RS}u) * ${RP}u;` : ""}${
-    tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""
-  }${padK ? `\n  let kpad = min(lane + ${(CPL - 1) * lanes}u, CHUNKS - 1u) - lane;` : ""}${
-    padV ? `\n  let vpad = min(lane + ${(CPLV - 1) * lanes}u, CHUNKS_V - 1u) - lane;` : ""
-  }
+    scatter ? `\n  ${scatterRowWGSL(lanes, RP).rho}` : ""
+  }${tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""}${
+    padK ? `\n  let kpad = min(lane + ${(CPL - 1) * lanes}u, CHUNKS - 1u) - lane;` : ""
+  }${padV ? `\n  let vpad = min(lane + ${(CPLV - 1) * lanes}u, CHUNKS_V - 1u) - lane;` : ""}
 ${PIECE_LOOP_WGSL}
 
 ${query.load}

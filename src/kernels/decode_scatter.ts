@@ -5,12 +5,14 @@
  * half to its partner, then the row's copies add as a butterfly), runs that row's online softmax
  * alone (`m_own`, `l_own`, `bad_own`), and takes the other rows' weights and rescales from the
  * lanes that own them by exclusive-or shuffles. Lane `x` owns row `rho = x >> LB` (`LB` the low
- * bits that number a row's copies); its output slot `k` holds row `rho ^ k`, which is what a
- * shuffle by `k << LB` brings, so no lane selects among rows per token. At the end of a piece the
- * slots go back to row order and the rows' states to every lane, for the group merge.
+ * bits that number a row's copies), and its query and output slot `k` holds row `rho ^ k`
+ * (`scatterRowWGSL`): a shuffle by `k << LB` brings slot `k`'s row from its owner, and at each
+ * level of the reduce-scatter the lower half of a lane's slots are the rows it keeps and the
+ * upper half the ones its partner keeps, so no lane selects among rows. At the end of a piece the
+ * output slots go back to row order and the rows' states to every lane, for the group merge.
  *
- * Per step of 4 tokens and 4 rows over 8 lanes this takes 31 shuffles, 16 adds, 24 selects and
- * 5 exponentials instead of 48 shuffles, 48 adds and 16 exponentials.
+ * Per step of 4 tokens and 4 rows over 8 lanes this takes 31 shuffles, 16 adds and 5
+ * exponentials instead of 48 shuffles, 48 adds and 16 exponentials.
  *
  * @module
  */
@@ -20,7 +22,7 @@ import { rowPositionWGSL, type VariantWGSL, windowStartWGSL } from "./variant_wg
 
 /** The row-scatter pieces `decodeKernelWGSL` splices together. */
 export interface ScatterWGSL {
-  /** Piece start: the lane's own row and its state. */
+  /** Piece start: the lane's own row's state. */
   readonly init: string;
   /** After the dot products: each token's own-row score `own{u}`. */
   readonly reduce: string;
@@ -49,7 +51,7 @@ function pickRow(RP: number, x: string, pick: (r: number) => string): string {
  *   RP: 4, U: 2, CPL: 2, V4: 2, lanes: 8, W: 128, subgroups: true,
  *   qi: (r, i, j) => r * 4 + i * 2 + j,
  * });
- * console.log(s.reduce.includes("subgroupShuffleXor(select(d0_2, d0_0, hb4), 4u)")); // true
+ * console.log(s.reduce.includes("let x0_0_0 = d0_0 + subgroupShuffleXor(d0_2, 4u);")); // true
  * ```
  */
 export function scatterStepWGSL(
@@ -69,9 +71,7 @@ export function scatterStepWGSL(
   const butterfly: number[] = [];
   for (let o = lanes / RP / 2; o >= 1; o /= 2) butterfly.push(o);
 
-  const init = `    let rho = lane >> ${LB}u;
-${scatterOffsets.map((o) => `    let hb${o} = (lane & ${o}u) != 0u;`).join("\n")}
-    var m_own = NEG;
+  const init = `    var m_own = NEG;
     var l_own = 0.0;
     var bad_own = 0u;`;
 
@@ -82,11 +82,11 @@ ${scatterOffsets.map((o) => `    let hb${o} = (lane & ${o}u) != 0u;`).join("\n")
       const half = vals.length / 2;
       const next: string[] = [];
       for (let i = 0; i < half; i++) {
-        // A lane whose bit `o` is set keeps the upper half of its rows and sends the lower.
-        const a = vals[i], b = vals[i + half];
+        // Slot i of this lane holds row i ^ rho; slot i + half of the partner (rho with the
+        // level's bit flipped) holds the same row. The lower half is the lane's to keep.
         const name = `x${u}_${level}_${i}`;
         out.push(
-          `      let ${name} = select(${a}, ${b}, hb${o}) + subgroupShuffleXor(select(${b}, ${a}, hb${o}), ${o}u);`,
+          `      let ${name} = ${vals[i]} + subgroupShuffleXor(${vals[i + half]}, ${o}u);`,
         );
         next.push(name);
       }
@@ -239,4 +239,27 @@ ${
       }`
       : ""
   }`;
+}
+
+/**
+ * Row scatter's lane row and slot order: `rho`, the row lane `lane` owns (declared at the
+ * kernel's start), and the block row of the thread's slot `r` (row `r ^ rho` of the thread's
+ * rows from `first`), for the query rows' loads.
+ *
+ * @example
+ * ```ts
+ * import { scatterRowWGSL } from "./decode_scatter.ts";
+ * const s = scatterRowWGSL(8, 4, "rs0 + ");
+ * console.log(s.rho, s.row(1)); // let rho = lane >> 1u; (rs0 + (1u ^ rho))
+ * ```
+ */
+export function scatterRowWGSL(
+  lanes: number,
+  RP: number,
+  first = "",
+): { rho: string; row: (r: number) => string } {
+  return {
+    rho: `let rho = lane >> ${Math.log2(lanes / RP)}u;`,
+    row: (r) => `(${first}(${r}u ^ rho))`,
+  };
 }
