@@ -14,6 +14,8 @@
 #           shared query rows; then lean with it checked against float64 (gpu_bench --check).
 #   rsc     row scatter (`rowScatter`: each lane adds and weighs one row's scores, the others'
 #           weights by shuffles): machine code, timing beside lean, then checked against float64.
+#   final   the committed kernels timed (every f16 and 8-bit case, paged twins, checked), then
+#           their GPU tests: the next session's first call.
 #   tests   the GPU tests of the kernels' generated source changes, through Deno's WebGPU and
 #           Dawn: 8-bit decodes (Dawn refused a 136-dim one-lane kernel's 136-deep multiply-add
 #           chain, now in runs of 16), kernel options (packed f16 chains, shader-f16 on Deno's
@@ -75,6 +77,20 @@ if [ "$mode" = rsc ]; then
   run_deno 60 rsc_check.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --kernel='{"rowScatter":true}' --only='gqa32/8 128k|gqa32/8 128k int8|qLen4 gqa 16k' \
     --runs=5 --out="$out/rsc_check.json"
+  stamp "done"
+fi
+
+if [ "$mode" = final ]; then
+  # The committed kernels (row scatter after session 29's three untimed changes): every f16 and
+  # 8-bit case, lean with its paged twin, each kernel checked against float64; anchors as in
+  # session 28's paged mode. Then the changed kernels' GPU tests.
+  anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+  # shellcheck disable=SC2086
+  run_deno 420 final.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    $anchors --skip='mla|mqa' --out="$out/final.json"
+  LEAN_TEST_BACKENDS=cpu,webgpu,dawn timeout 150 deno test -A --unstable-webgpu \
+    tests/kernel_options_test.ts tests/row_scatter_test.ts >"$out/tests.log" 2>&1
+  stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests.log" | tail -1))"
   stamp "done"
 fi
 
