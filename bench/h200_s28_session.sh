@@ -16,16 +16,6 @@ source "$(dirname "$0")/session_lib.sh"
 stamp "$mode"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
 
-# The driver's statistics and pipeline caches of the SPIR-V files $@ (stats.txt, sass.tgz).
-sass_of() {
-  local work
-  work=$(mktemp -d)
-  mkdir -p "$work/cache"
-  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" "$@" >"$out/stats.txt" 2>&1
-  stamp "exit $? (stats.txt)"
-  tar -czf "$out/sass.tgz" -C "$work" cache
-}
-
 if [ "$mode" = sass ]; then
   work=$(mktemp -d)
   mkdir -p "$work/cache" "$work/disk"

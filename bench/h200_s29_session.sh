@@ -29,15 +29,8 @@ source "$(dirname "$0")/session_lib.sh"
 stamp "$mode"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
 
-# The driver's statistics and pipeline caches of the SPIR-V files $@ (stats.txt, sass.tgz).
-sass_of() {
-  local work
-  work=$(mktemp -d)
-  mkdir -p "$work/cache"
-  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" "$@" >"$out/stats_$mode.txt" 2>&1
-  stamp "exit $? (stats_$mode.txt)"
-  tar -czf "$out/sass_$mode.tgz" -C "$work" cache
-}
+# sass_of (bench/session_lib.sh) names its files after the mode.
+sass_tag="_$mode"
 
 if [ "$mode" = bar ]; then
   sass_of .scratch/spv/*_bar.spv .scratch/spv/r4_d128_f16.spv .scratch/spv/r4_d128_int8.spv

@@ -34,3 +34,11 @@ sweep_and_pick() {
   table=""
   if [ -s "$out/table_$name.json" ]; then table="--table=$out/table_$name.json"; fi
 }
+sass_of() {
+  local work
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" "$@" >"$out/stats${sass_tag:-}.txt" 2>&1
+  stamp "exit $? (stats${sass_tag:-}.txt)"
+  tar -czf "$out/sass${sass_tag:-}.tgz" -C "$work" cache
+}
