@@ -138,12 +138,20 @@ async function sameBitsWith(
 // unpacked per token adds the tokens in order. Both shapes scatter: f16 at its table's two row
 // sets (2 rows over 4 lanes), int8 in four row sets (its qLen 2 makes 8 rows, a d32 int8 row 2
 // lanes; tests/row_scatter_test.ts checks which kernels scatter).
-const rowSetsFor = (spec: CaseSpec): KernelTuning => spec.kvDtype === "int8" ? { rowSets: 4 } : {};
+const rowSetsFor = (spec: CaseSpec): KernelTuning => ({
+  ...(spec.kvDtype === "int8" ? { rowSets: 4 } : {}),
+  // The table scatters these shapes' class (r4 d64): the kernel without it is the reference.
+  rowScatter: false,
+});
 gpuTest(
-  "row scatter and V unpacked per token leave the kernel's bits, and match the reference",
+  "row scatter, V unpacked per token and masked steps leave the kernel's bits, and match the reference",
   async (b) => {
     await sameBitsWith(b, rowSetsFor, { rowScatter: true });
     await sameBitsWith(b, rowSetsFor, { rowScatter: true, vPerToken: true });
+    // A visible token takes the same operations on masked and unmasked steps, so which steps
+    // a kernel masks (row scatter's block-wide limits mask more) never changes a bit.
+    await sameBitsWith(b, rowSetsFor, { fastSteps: false });
+    await sameBitsWith(b, rowSetsFor, { rowScatter: true, vPerToken: true, fastSteps: false });
   },
   // Dawn too on a software adapter: its shuffles now sit inside the step's two paths.
   { dawnOnSoftware: true },

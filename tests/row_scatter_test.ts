@@ -81,13 +81,17 @@ Deno.test("V per token: each path unpacks a token's V inside its update", () => 
   assert.equal(count({ ...base, vPerToken: true, rowScatter: true }), 16);
 });
 
-Deno.test("the kernel table scatters the 4-row d128 classes; the GPU tests' shapes scatter", () => {
+Deno.test("the kernel table scatters the multi-row classes it tunes; the GPU tests' shapes scatter", () => {
   const caps = { subgroups: true, subgroupMinSize: 32 };
-  const gqa = createPlan(
-    { seqLens: [4096], numHeads: 32, numKVHeads: 8, headDim: 128, kvDtype: "f16" },
-    { grid: 8 },
-  );
-  assert.equal(rowScatter(kernelSpec(gqa, caps)), true, "GQA 32/8 d128");
+  for (const headDim of [64, 128, 256]) {
+    const gqa = createPlan(
+      { seqLens: [4096], numHeads: 32, numKVHeads: 8, headDim, kvDtype: "f16" },
+      { grid: 8 },
+    );
+    assert.equal(rowScatter(kernelSpec(gqa, caps)), true, `GQA 32/8 d${headDim}`);
+    const off = kernelSpec(gqa, caps, { rowScatter: false });
+    assert.equal(rowScatter(off), false, `GQA 32/8 d${headDim}, turned off`);
+  }
   const q4 = createPlan(
     { seqLens: [4096], numHeads: 32, numKVHeads: 8, headDim: 128, kvDtype: "f16", qLen: 4 },
     { grid: 8 },

@@ -144,11 +144,6 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     prefetch: spec.prefetch ?? false,
   });
   const fastSteps = spec.fastSteps ?? true;
-  // Per-token scales: K's scales each token's partial dot products (linear, so before the lane
-  // reduction), V's its unpacked chunks.
-  const scaleDots = tokenScales
-    ? `\n${grid(U, RP, (u, r) => `      d${u}_${r} *= sc${u}.x${fold};`)}`
-    : "";
   const unpackV = (u: number, i: number) =>
     tokenScales
       ? `      var vf${u}_${i} = unpack_kv(v${u}_${i});
@@ -176,6 +171,16 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     ? scatterStepWGSL({ ...shape, CPL: CPLV }, vPerToken ? unpackToken : undefined)
     : undefined;
   const reduce = scatter?.reduce ?? laneReduceWGSL(shape);
+  // Per-token scales: K's scales each token's whole score, after the lanes' sums (a product
+  // before them lets a compiler fuse each lane's own product into the add of its partner's, so
+  // the lanes of a pair hold different sums), V's its unpacked chunks.
+  const scaleScores = !tokenScales
+    ? ""
+    : `\n${
+      scatter
+        ? lines(U, (u) => `      own${u} *= sc${u}.x${fold};`)
+        : grid(U, RP, (u, r) => `      d${u}_${r} *= sc${u}.x${fold};`)
+    }`;
   // Row scatter shuffles inside the step's two paths: with row sets, every row of the block
   // decides between them (src/kernels/decode_scatter.ts).
   const blockRows = fastSteps && scatter !== undefined && RS > 1;
@@ -344,7 +349,7 @@ ${prefetchInit}
     for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {
 ${loads}
 ${dots}${afterDots ? `\n${afterDots}` : ""}
-${scaleDots}${reduce}${
+${reduce}${scaleScores}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
   }${logits ? `\n${logits}` : ""}${takeV ? `\n${takeV}` : ""}
 ${vPerToken ? "" : lines(U, (u) => lines(CPLV, (i) => unpackV(u, i)))}

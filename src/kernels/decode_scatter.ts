@@ -100,13 +100,38 @@ export function scatterStepWGSL(
   const maxOf = (f: (u: number) => string) =>
     lines(U, f).split("\n").reduce((a, b) => `max(${a}, ${b})`, "m_own");
   const sum = (f: (u: number) => string) => lines(U, f).split("\n").join(" + ");
+  // Each output slot's chain over the step's tokens in order, from token `u`'s V vector
+  // `vOf(u, k, vf)` and weight `wOf(u, k)` (V unpacked per token inside it with vPerToken).
   // Output slot k of this lane is row rho ^ k: the slot's weights come by a shuffle by k << LB.
-  const vPart = (add: (u: number, k: number, i: number, j: number) => string) =>
-    unpackToken
-      ? lines(U, (u) =>
+  const weighted = (
+    vOf: (u: number, k: number, vf: string) => string,
+    wOf: (u: number, k: number) => string,
+  ): string => {
+    const term = (u: number, k: number, i: number, j: number, acc: string) =>
+      `fma(${vOf(u, k, `vf${u}_${i}[${j}]`)}, vec4<f32>(${wOf(u, k)}), ${acc})`;
+    const slot = (k: number, x: number) => qi(k, Math.floor(x / V4), x % V4);
+    if (unpackToken) {
+      return lines(U, (u) =>
         `${unpackToken(u)}
-${grid(RP, CPL * V4, (k, x) => add(u, k, Math.floor(x / V4), x % V4))}`)
-      : lines(U, (u) => grid(RP, CPL * V4, (k, x) => add(u, k, Math.floor(x / V4), x % V4)));
+${
+          grid(RP, CPL * V4, (k, x) =>
+            `        o[${slot(k, x)}] = ${
+              term(u, k, Math.floor(x / V4), x % V4, `o[${slot(k, x)}]`)
+            };`)
+        }`);
+    }
+    return grid(
+      RP,
+      CPL * V4,
+      (k, x) =>
+        `        o[${slot(k, x)}] = ${
+          Array.from({ length: U }, (_, u) => u).reduce(
+            (acc, u) => term(u, k, Math.floor(x / V4), x % V4, acc),
+            `o[${slot(k, x)}]`,
+          )
+        };`,
+    );
+  };
   const weights = (p: string) =>
     lines(U, (u) => lines(RP, (k) => `        let w${u}_${k} = ${shuffle(`${p}${u}`, k)};`));
   const alphas = lines(RP, (k) => `        let a${k} = ${shuffle("alo", k)};`);
@@ -118,7 +143,7 @@ ${grid(RP, CPL * V4, (k, x) => add(u, k, Math.floor(x / V4), x % V4))}`)
         let alo = select(1.0, exp2(m_own - mxo), mxo > m_own);
         m_own = mxo;
 ${lines(U, (u) => `        let po${u} = exp2(own${u} - mxo);`)}
-        l_own = l_own * alo + (${sum((u) => `po${u}`)});
+        l_own = fma(l_own, alo, ${sum((u) => `po${u}`)});
 ${alphas}
 ${weights("po")}
         if (${
@@ -126,26 +151,15 @@ ${weights("po")}
   } < 1.0) {
 ${grid(RP, CPL * V4, (k, x) => `          o[${qi(k, Math.floor(x / V4), x % V4)}] *= a${k};`)}
         }
-${
-    unpackToken
-      ? vPart((u, k, i, j) =>
-        `        o[${qi(k, i, j)}] = fma(vf${u}_${i}[${j}], vec4<f32>(w${u}_${k}), o[${
-          qi(k, i, j)
-        }]);`
-      )
-      : grid(RP, CPL * V4, (k, x) => {
-        const i = Math.floor(x / V4), j = x % V4;
-        return `        o[${qi(k, i, j)}] = ${
-          Array.from({ length: U }, (_, u) => u).reduce(
-            (acc, u) => `fma(vf${u}_${i}[${j}], vec4<f32>(w${u}_${k}), ${acc})`,
-            `o[${qi(k, i, j)}]`,
-          )
-        };`;
-      })
-  }`;
+${weighted((_u, _k, vf) => vf, (u, k) => `w${u}_${k}`)}`;
 
   // Masked: the own row's visibility picked by rho; a masked token's weight travels as -1 (a
-  // NaN weight still passes the test, as the unscattered kernel's NaN products do).
+  // NaN weight still passes the test, as the unscattered kernel's NaN products do). A visible
+  // token takes the unmasked path's operations (decode_step.ts says why).
+  const zeroed = lines(U, (u) =>
+    lines(RP, (k) =>
+      `        let ok${u}_${k} = !(w${u}_${k} < 0.0);
+        let wz${u}_${k} = select(0.0, w${u}_${k}, ok${u}_${k});`));
   const softmax = `${
     lines(U, (u) =>
       `        let vo${u} = ${pickRow(RP, "rho", (r) => visible(u, r))};
@@ -153,24 +167,19 @@ ${
   }
 ${lines(U, (u) => `        bad_own |= select(0u, 1u, vo${u} & poisoned(own${u}));`)}
         let mxo = ${maxOf((u) => `so${u}`)};
-        let alo = exp2(m_own - mxo);
+        let alo = select(1.0, exp2(m_own - mxo), mxo > m_own);
         m_own = mxo;
 ${
     lines(U, (u) =>
       `        let po${u} = select(0.0, exp2(so${u} - mxo), !(so${u} <= NEG));
-        let pm${u} = select(-1.0, po${u}, !(so${u} <= NEG));`)
+        let pm${u} = select(-1.0, po${u}, vo${u});`)
   }
-        l_own = l_own * alo + ${sum((u) => `po${u}`)};
+        l_own = fma(l_own, alo, ${sum((u) => `po${u}`)});
 ${alphas}
 ${weights("pm")}
+${zeroed}
 ${grid(RP, CPL * V4, (k, x) => `        o[${qi(k, Math.floor(x / V4), x % V4)}] *= a${k};`)}
-${
-    vPart((u, k, i, j) =>
-      `        o[${qi(k, i, j)}] = o[${
-        qi(k, i, j)
-      }] + select(Z4, w${u}_${k} * vf${u}_${i}[${j}], !(w${u}_${k} < 0.0));`
-    )
-  }`;
+${weighted((u, k, vf) => `select(Z4, ${vf}, ok${u}_${k})`, (u, k) => `wz${u}_${k}`)}`;
 
   // End of a piece: slot k holds row rho ^ k, and row r's state sits on the lanes owning it.
   const E = CPL * V4;

@@ -91,22 +91,25 @@ export function softmaxStepWGSL(
   const { RP, U, CPL, V4, qi } = shape;
   const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
   // Steps whose tokens every row of the block may see (all but the last step or two of a piece)
-  // take the unmasked path: no selects, and the running max is raised (and the state rescaled)
-  // only when a score exceeds it, which after the first tokens is rare. A NaN or +inf score
-  // needs no test here: it makes p (and so the sum l) NaN, which is checked once per piece.
+  // take the unmasked path: no selects, and the state is rescaled only when a score exceeds the
+  // running max, which after the first tokens is rare. A NaN or +inf score needs no test here:
+  // it makes p (and so the sum l) NaN, which is checked once per piece. The masked path does
+  // the same operations on a visible token (the sum as an explicit multiply-add, which no
+  // compiler may split or fuse differently; V selected, not its product), so which path a step
+  // takes never changes a bit of the result (row scatter's block-wide limits rely on it).
+  const maxOf = (f: (u: number) => string) =>
+    lines(U, f).split("\n").reduce((a, b) => `max(${a}, ${b})`);
+  const sum = (f: (u: number) => string) => lines(U, f).split("\n").join(" + ");
   const fast = lines(RP, (r) =>
     `      {
-        let mx = max(m[${r}], ${
-      lines(U, (u) => `d${u}_${r}`).split("\n").reduce((a, b) => `max(${a}, ${b})`)
-    });
+        let mx = max(m[${r}], ${maxOf((u) => `d${u}_${r}`)});
+        let alpha = select(1.0, exp2(m[${r}] - mx), mx > m[${r}]);
         if (mx > m[${r}]) {
-          let alpha = exp2(m[${r}] - mx);
-          m[${r}] = mx;
-          l[${r}] *= alpha;
 ${grid(CPL, V4, (i, j) => `          o[${qi(r, i, j)}] *= alpha;`)}
         }
+        m[${r}] = mx;
 ${lines(U, (u) => `        let p${u} = exp2(d${u}_${r} - mx);`)}
-        l[${r}] += ${lines(U, (u) => `p${u}`).split("\n").join(" + ")};
+        l[${r}] = fma(l[${r}], alpha, ${sum((u) => `p${u}`)});
 ${
       grid(CPL, V4, (i, j) =>
         `        o[${qi(r, i, j)}] = ${
@@ -120,27 +123,22 @@ ${
       }`);
   const softmax = lines(RP, (r) =>
     `      {
-${lines(U, (u) => `        let s${u} = select(NEG, d${u}_${r}, ${visible(u, r)});`)}
-${
-      lines(
-        U,
-        (u) => `        bad[${r}] |= select(0u, 1u, ${visible(u, r)} && poisoned(d${u}_${r}));`,
-      )
-    }
-        let mx = max(m[${r}], ${
-      lines(U, (u) => `s${u}`).split("\n").reduce((a, b) => `max(${a}, ${b})`)
-    });
-        let alpha = exp2(m[${r}] - mx);
+${lines(U, (u) => `        let c${u} = ${visible(u, r)};`)}
+${lines(U, (u) => `        let s${u} = select(NEG, d${u}_${r}, c${u});`)}
+${lines(U, (u) => `        bad[${r}] |= select(0u, 1u, c${u} && poisoned(d${u}_${r}));`)}
+        let mx = max(m[${r}], ${maxOf((u) => `s${u}`)});
+        let alpha = select(1.0, exp2(m[${r}] - mx), mx > m[${r}]);
         m[${r}] = mx;
 ${lines(U, (u) => `        let p${u} = select(0.0, exp2(s${u} - mx), !(s${u} <= NEG));`)}
-        l[${r}] = l[${r}] * alpha + ${lines(U, (u) => `p${u}`).split("\n").join(" + ")};
+        l[${r}] = fma(l[${r}], alpha, ${sum((u) => `p${u}`)});
 ${
       grid(CPL, V4, (i, j) =>
-        `        o[${qi(r, i, j)}] = o[${qi(r, i, j)}] * alpha + ${
-          lines(U, (u) => `select(Z4, p${u} * vf${u}_${i}[${j}], !(s${u} <= NEG))`).split("\n")
-            .join(
-              " + ",
-            )
+        `        o[${qi(r, i, j)}] = ${
+          Array.from({ length: U }, (_, u) => u).reduce(
+            (acc, u) =>
+              `fma(select(Z4, vf${u}_${i}[${j}], c${u}), vec4<f32>(p${u}), ${acc})`,
+            `o[${qi(r, i, j)}] * alpha`,
+          )
         };`)
     }
       }`);
@@ -168,17 +166,17 @@ function softmaxByTokenWGSL(
     lines(U, (u) =>
       `${unpackToken(u)}
 ${grid(RP, CPL * V4, (r, x) => add(u, r, Math.floor(x / V4), x % V4))}`);
+  // The operations of softmaxStepWGSL's paths, so a visible token's bits are the same on both.
   const fast = `${
     lines(RP, (r) =>
       `        let mx${r} = max(m[${r}], ${maxOf((u) => `d${u}_${r}`)});
+        let alpha${r} = select(1.0, exp2(m[${r}] - mx${r}), mx${r} > m[${r}]);
         if (mx${r} > m[${r}]) {
-          let alpha = exp2(m[${r}] - mx${r});
-          m[${r}] = mx${r};
-          l[${r}] *= alpha;
-${grid(CPL, V4, (i, j) => `          o[${qi(r, i, j)}] *= alpha;`)}
+${grid(CPL, V4, (i, j) => `          o[${qi(r, i, j)}] *= alpha${r};`)}
         }
+        m[${r}] = mx${r};
 ${lines(U, (u) => `        let p${u}_${r} = exp2(d${u}_${r} - mx${r});`)}
-        l[${r}] += ${sum((u) => `p${u}_${r}`)};`)
+        l[${r}] = fma(l[${r}], alpha${r}, ${sum((u) => `p${u}_${r}`)});`)
   }
 ${
     byToken((u, r, i, j) =>
@@ -189,17 +187,11 @@ ${
   }`;
   const softmax = `${
     lines(RP, (r) =>
-      `${
-        lines(U, (u) => `        let s${u}_${r} = select(NEG, d${u}_${r}, ${visible(u, r)});`)
-      }
-${
-        lines(
-          U,
-          (u) => `        bad[${r}] |= select(0u, 1u, ${visible(u, r)} && poisoned(d${u}_${r}));`,
-        )
-      }
+      `${lines(U, (u) => `        let c${u}_${r} = ${visible(u, r)};`)}
+${lines(U, (u) => `        let s${u}_${r} = select(NEG, d${u}_${r}, c${u}_${r});`)}
+${lines(U, (u) => `        bad[${r}] |= select(0u, 1u, c${u}_${r} && poisoned(d${u}_${r}));`)}
         let mx${r} = max(m[${r}], ${maxOf((u) => `s${u}_${r}`)});
-        let alpha${r} = exp2(m[${r}] - mx${r});
+        let alpha${r} = select(1.0, exp2(m[${r}] - mx${r}), mx${r} > m[${r}]);
         m[${r}] = mx${r};
 ${
         lines(
@@ -208,14 +200,16 @@ ${
             `        let p${u}_${r} = select(0.0, exp2(s${u}_${r} - mx${r}), !(s${u}_${r} <= NEG));`,
         )
       }
-        l[${r}] = l[${r}] * alpha${r} + ${sum((u) => `p${u}_${r}`)};
+        l[${r}] = fma(l[${r}], alpha${r}, ${sum((u) => `p${u}_${r}`)});
 ${grid(CPL, V4, (i, j) => `        o[${qi(r, i, j)}] = o[${qi(r, i, j)}] * alpha${r};`)}`)
   }
 ${
     byToken((u, r, i, j) =>
-      `        o[${qi(r, i, j)}] = o[${
+      `        o[${
         qi(r, i, j)
-      }] + select(Z4, p${u}_${r} * vf${u}_${i}[${j}], !(s${u}_${r} <= NEG));`
+      }] = fma(select(Z4, vf${u}_${i}[${j}], c${u}_${r}), vec4<f32>(p${u}_${r}), o[${
+        qi(r, i, j)
+      }]);`
     )
   }`;
   return { fast, softmax };

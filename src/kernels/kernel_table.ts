@@ -67,6 +67,7 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
     rowSets: 2,
     queryShared: true,
     tokenRuns: true,
+    rowScatter: true,
   },
   "r4 d128": { lanes: 8, unroll: 4, prefetch: true, rowScatter: true },
   "r4 d256": {
@@ -76,6 +77,7 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
     rowSets: 2,
     queryShared: true,
     tokenRuns: true,
+    rowScatter: true,
   },
   "r8 d64": { lanes: 8, unroll: 2 },
   "r8 d128": { lanes: 8, unroll: 4, prefetch: true, rowSets: 2, rowScatter: true },
