@@ -9,6 +9,8 @@
 #           WebGPU and Dawn.
 #   final   the GPU tests of the changed kernels through Deno's WebGPU, the committed kernels
 #           timed (every f16 and 8-bit case, paged twins, checked), the tests through Dawn.
+#   others  split and single on every f16 case with the same kernels (the table's other columns,
+#           like for like with final's lean rows; merged by bench/merge_results.ts).
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s30_session.sh MODE
 set -u
 mode=${1:-check}
@@ -48,5 +50,13 @@ if [ "$mode" = final ]; then
   LEAN_TEST_BACKENDS=dawn timeout 100 deno test -A --unstable-webgpu \
     tests/kernel_options_test.ts >"$out/tests_dawn.log" 2>&1
   stamp "dawn tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_dawn.log" | tail -1))"
+  stamp "done"
+fi
+
+if [ "$mode" = others ]; then
+  anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+  # shellcheck disable=SC2086
+  run_deno 330 others.txt bench/gpu_bench.ts --backend=webgpu --strategies=split,single \
+    $anchors --skip='mla|mqa|int8|e4m3|e5m2' --out="$out/others.json"
   stamp "done"
 fi
