@@ -56,7 +56,7 @@ fi
 if [ "$mode" = others ]; then
   anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
   # shellcheck disable=SC2086
-  run_deno 330 others.txt bench/gpu_bench.ts --backend=webgpu --strategies=split,single \
+  run_deno 290 others.txt bench/gpu_bench.ts --backend=webgpu --strategies=split,single \
     $anchors --skip='mla|mqa|int8|e4m3|e5m2' --out="$out/others.json"
   stamp "done"
 fi
