@@ -49,7 +49,8 @@ export interface KernelChoice {
  * session 28: paged d256 32k at 1.047x dense instead of 1.072x, d64 32k 1.026x instead of 1.041x,
  * dense unchanged); r4 d128 and r8 d128 (4 rows per thread in both) add their lanes' sums by
  * row scatter since session 29 (`rowScatter`: 1.7-7.6% faster on the GQA, int8 and qLen 4 cases
- * on the H200, the same bits); the others
+ * on the H200, the same bits), r4 d64 and r4 d256 (2 rows per thread) since session 30 (d64 32k
+ * 8.4% faster, d256 32k 3.8%); the others
  * keep the choice of the kernel before the table (the most lanes up to 16 that divide the row,
  * unroll 2 / chunks per lane).
  */
