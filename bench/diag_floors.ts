@@ -336,6 +336,13 @@ const allVariants: Variant[] = [
   // (`rowScatter`), alone and with V unpacked per token.
   { name: "rsc", options: { kernel: { rowScatter: true } } },
   { name: "rsc vpt", options: { kernel: { rowScatter: true, vPerToken: true } } },
+  // Session 30: each piece's query rows read once per workgroup into workgroup memory, then
+  // copied into the threads' registers (`queryStaged`), instead of every lane group reading them
+  // from memory; and for the classes whose table keeps them in workgroup memory (r4 d64, d256),
+  // those rows in registers without and with staging.
+  { name: "qst", options: { kernel: { queryStaged: true } } },
+  { name: "regs", options: { kernel: { queryShared: false } } },
+  { name: "qst regs", options: { kernel: { queryShared: false, queryStaged: true } } },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },

@@ -11,6 +11,10 @@
 #           timed (every f16 and 8-bit case, paged twins, checked), the tests through Dawn.
 #   others  split and single on every f16 case with the same kernels (the table's other columns,
 #           like for like with final's lean rows; merged by bench/merge_results.ts).
+#   qst     (prepared, not run in session 30) query rows read once per workgroup into workgroup
+#           memory (`queryStaged`) against every lane group reading them, on every multi-row
+#           class and batch-1 MHA, checked against float64; then the kernel options test through
+#           Dawn alone, whose decoders now collect garbage after each decode (tests/backends.ts).
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s30_session.sh MODE
 set -u
 mode=${1:-check}
@@ -58,5 +62,18 @@ if [ "$mode" = others ]; then
   # shellcheck disable=SC2086
   run_deno 290 others.txt bench/gpu_bench.ts --backend=webgpu --strategies=split,single \
     $anchors --skip='mla|mqa|int8|e4m3|e5m2' --out="$out/others.json"
+  stamp "done"
+fi
+
+if [ "$mode" = qst ]; then
+  cases='b1 h32 16k|b1 h32 128k|gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|d64 32k|d256 32k'
+  run_deno 240 qst.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|qst|regs|qst regs' \
+    --bench-cases="$cases|qLen4 gqa 16k|gqa32/8 128k int8" --out="$out/qst.json"
+  run_deno 90 qst_check.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --kernel='{"queryStaged":true}' --only='gqa32/8 128k|b1 h32 128k|qLen4' --runs=5 \
+    --out="$out/qst_check.json"
+  LEAN_TEST_BACKENDS=dawn timeout 200 deno test -A --unstable-webgpu \
+    tests/kernel_options_test.ts >"$out/tests_dawn.log" 2>&1
+  stamp "dawn tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_dawn.log" | tail -1))"
   stamp "done"
 fi

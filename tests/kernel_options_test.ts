@@ -156,3 +156,12 @@ gpuTest(
   // Dawn too on a software adapter: its shuffles now sit inside the step's two paths.
   { dawnOnSoftware: true },
 );
+
+// Staged query rows are read once per workgroup into workgroup memory and copied into each
+// thread's registers from there: the values of the registers' own loads, so the same bits. (The
+// table holds these shapes' rows in workgroup memory, which staging leaves alone: off here.)
+gpuTest("query rows staged through workgroup memory leave the kernel's bits", async (b) => {
+  const registers = (spec: CaseSpec): KernelTuning => ({ ...rowSetsFor(spec), queryShared: false });
+  await sameBitsWith(b, registers, { queryStaged: true });
+  await sameBitsWith(b, registers, { queryStaged: true, rowScatter: true });
+});

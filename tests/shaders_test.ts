@@ -12,6 +12,7 @@ import {
   halfMath,
   kernelLayout,
   type KernelSpec,
+  queryStaged,
   specKey,
 } from "../src/kernels/kernel_spec.ts";
 import { KERNEL_TABLE, kernelChoice, kernelChoiceKey } from "../src/kernels/kernel_table.ts";
@@ -46,6 +47,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   rowSets: fc.constantFrom(1, 2, 4),
   rowScatter: fc.boolean(),
   vPerToken: fc.boolean(),
+  queryStaged: fc.boolean(),
 }).map((r) => {
   const t = tileConfig(r, r);
   const chunks = r.headDim / elementsPerLoad(r.kvDtype, r.headDim);
@@ -68,6 +70,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     ...(r.fmaDots ? { fmaDots: true } : {}),
     ...(r.rowScatter ? { rowScatter: true } : {}),
     ...(r.vPerToken ? { vPerToken: true } : {}),
+    ...(r.queryStaged ? { queryStaged: true } : {}),
     fastSteps: r.fastSteps,
     paged: r.paged,
     ...(r.hnd ? { kvLayout: "HND" as const } : {}),
@@ -116,8 +119,12 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       // Packed f16 dot products (f16 KV only) hold the rows as f16 and take precedence.
       const half = halfMath(spec);
       const shared = spec.queryShared === true && !half;
-      assert.equal(/var<workgroup> q_sh/.test(wgsl), shared);
+      // Staged rows: read once per workgroup into q_sh, then copied into the thread's registers.
+      const staged = spec.queryStaged === true && !shared && !half;
+      assert.equal(queryStaged(spec), staged);
+      assert.equal(/var<workgroup> q_sh/.test(wgsl), shared || staged);
       assert.equal(/var qv = /.test(wgsl), !shared && !half);
+      assert.equal(/qv\[\d+\] = q_sh\[/.test(wgsl), staged);
       assert.equal(/var qh = array<vec4<f16>/.test(wgsl), half);
       assert.equal(wgsl.startsWith("enable f16;"), half);
       if (shared) {
@@ -456,13 +463,14 @@ Deno.test("a device-wide lane count meets shorter rows with the most lanes divid
   assert.equal(kernelSpec(plan(64)).rowSets, kernelChoice(64, 4).rowSets);
 });
 
-Deno.test("the split prefetch, shared query rows, packed f16, row scatter and V-per-token options change the key exactly when they change the kernel", () => {
+Deno.test("the split prefetch, shared or staged query rows, packed f16, row scatter and V-per-token options change the key exactly when they change the kernel", () => {
   const toggles: ((s: KernelSpec) => KernelSpec)[] = [
     (s) => ({ ...s, halfMath: !s.halfMath }),
     (s) => ({ ...s, queryShared: !s.queryShared }),
     (s) => ({ ...s, prefetch: s.prefetch === "split" ? true : "split" }),
     (s) => ({ ...s, rowScatter: !s.rowScatter }),
     (s) => ({ ...s, vPerToken: !s.vPerToken }),
+    (s) => ({ ...s, queryStaged: !s.queryStaged }),
   ];
   fc.assert(
     fc.property(specArb, fc.integer({ min: 0, max: toggles.length - 1 }), (a, t) => {

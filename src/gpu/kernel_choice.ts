@@ -83,6 +83,12 @@ export interface KernelTuning {
    */
   vPerToken?: boolean;
   /**
+   * Query rows read once per workgroup into workgroup memory and copied into each thread's
+   * registers from there (default: the kernel table's choice; see `KernelSpec.queryStaged`): the
+   * same results.
+   */
+  queryStaged?: boolean;
+  /**
    * Each lane group's scores reduce-scattered, one row per lane, the rows' weights shuffled to
    * the other lanes (default: the kernel table's choice; see `KernelSpec.rowScatter`).
    */
@@ -185,6 +191,7 @@ export function kernelSpec(
     ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),
     ...((tuning.tokenRuns ?? choice.tokenRuns) ? { tokenRuns: true } : {}),
     ...((tuning.vPerToken ?? choice.vPerToken) ? { vPerToken: true } : {}),
+    ...((tuning.queryStaged ?? choice.queryStaged) ? { queryStaged: true } : {}),
     ...((tuning.rowScatter ?? choice.rowScatter) ? { rowScatter: true } : {}),
     ...(tuning.halfMath && caps.shaderF16 && kvDtype === "f16" ? { halfMath: true } : {}),
   };

@@ -21,6 +21,7 @@ import {
   kernelLayout,
   type KernelSpec,
   kvLoadDim,
+  queryStaged,
   rowScatter,
 } from "./kernel_spec.ts";
 import { blockLimitsWGSL, scatterRowWGSL, scatterStepWGSL } from "./decode_scatter.ts";
@@ -65,7 +66,7 @@ function baseWorkgroupBytes(spec: KernelSpec): number {
   const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
   const entries = l.groups * l.rowSets * l.unroll * l.rowsPerThread;
   const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
-  const query = spec.queryShared && !halfMath(spec)
+  const query = (spec.queryShared && !halfMath(spec)) || queryStaged(spec)
     ? spec.rowsPerBlock * l.chunksPerLane * l.lanes * (spec.headDim / l.chunks) * 4
     : 0;
   return acc + maxima + exchange + query;
@@ -219,6 +220,7 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     qScale,
     half,
     shared: spec.queryShared ?? false,
+    staged: queryStaged(spec),
     fmaDots: spec.fmaDots ?? false,
   });
   const dots = query.dots;
@@ -245,7 +247,9 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
   }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
     spec.queryShared && !half ? " queryShared" : ""
-  }${half ? " halfMath" : ""}${vPerToken ? " vPerToken" : ""}${scatter ? " rowScatter" : ""}
+  }${queryStaged(spec) ? " queryStaged" : ""}${half ? " halfMath" : ""}${
+    vPerToken ? " vPerToken" : ""
+  }${scatter ? " rowScatter" : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}

@@ -35,6 +35,11 @@ export interface QueryShape {
   /** The block's rows in workgroup memory (`queryShared`; ignored with `half`). */
   readonly shared: boolean;
   /**
+   * The block's rows read once into workgroup memory, then each thread's chunks copied into its
+   * registers (`queryStaged`; ignored with `half` or `shared`). Default false.
+   */
+  readonly staged?: boolean;
+  /**
    * Each score as a chain of scalar multiply-adds (`fmaDots`; ignored with `half`): one chain per
    * (token, row) from registers, or each shared query vector's four products added to the score
    * by multiply-adds. Default false.
@@ -136,6 +141,7 @@ export function queryRowsWGSL(shape: QueryShape): QueryWGSL {
   // tokens, so no thread holds the rows in registers. Rows are padded with zeros to the lanes'
   // rounds of chunks (a padded lane's products then vanish, as with registers).
   const shared = shape.shared && !half;
+  const staged = (shape.staged ?? false) && !shared && !half;
   const E4 = CPL * V4; // vec4<f32> per lane per row of q
   const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
   const QS = CPL * lanes * V4; // vec4<f32> per row of q_sh
@@ -170,7 +176,19 @@ ${body(r, (v) => `select(Z4, ${v}, live)`)}
     half
       ? "\n// One 16-byte chunk of f16 K, used as stored.\nstruct KHalves { lo: vec4<f16>, hi: vec4<f16> }"
       : ""
-  }${shared ? `\nvar<workgroup> q_sh: array<vec4<f32>, ${RB * QS}>;` : ""}`;
+  }${shared || staged ? `\nvar<workgroup> q_sh: array<vec4<f32>, ${RB * QS}>;` : ""}`;
+  // The block's rows into q_sh, pre-scaled into log2 units, zeros for missing rows and for the
+  // lanes' padding past a row's chunks: each vector read from memory once per workgroup.
+  const sharedLoad = `    for (var e = lid; e < ${RB * QS}u; e += ${W}u) {
+      let rr = e / ${QS}u;
+      let c = e % ${QS}u;
+      var qq = Z4;
+      if (rr < n_rows && c < D4) {
+        qq = load_q(query_row(q_start, q_len, kv_head, r0 + rr) * D4 + c) * ${qScale};
+      }
+      q_sh[e] = qq;
+    }
+    workgroupBarrier();`;
 
   const load = half
     ? `    // This lane's chunks of the block's query rows, pre-scaled into log2 units and rounded to
@@ -183,16 +201,18 @@ ${
     }`
     : shared
     ? `    // The block's query rows, pre-scaled into log2 units; missing rows 0.
-    for (var e = lid; e < ${RB * QS}u; e += ${W}u) {
-      let rr = e / ${QS}u;
-      let c = e % ${QS}u;
-      var qq = Z4;
-      if (rr < n_rows && c < D4) {
-        qq = load_q(query_row(q_start, q_len, kv_head, r0 + rr) * D4 + c) * ${qScale};
-      }
-      q_sh[e] = qq;
-    }
-    workgroupBarrier();`
+${sharedLoad}`
+    : staged
+    ? `    // The block's query rows, pre-scaled into log2 units (missing rows 0), read once per
+    // workgroup, then this lane's chunks into its registers. (The piece's last barrier, in the
+    // group merge, keeps the next piece's rows from overwriting q_sh before every thread has
+    // copied these.)
+${sharedLoad}
+    var qv = array<vec4<f32>, ${RP * E4}>();
+${
+      grid(RP, E4, (r, x) =>
+        `    qv[${qi(r, Math.floor(x / V4), x % V4)}] = ${qShared(r, Math.floor(x / V4), x % V4)};`)
+    }`
     : `    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
     var qv = array<vec4<f32>, ${RP * E4}>();
 ${

@@ -57,6 +57,14 @@ export interface KernelSpec {
    */
   readonly queryShared?: boolean;
   /**
+   * Each piece's query rows are read from memory once per workgroup (one 16-byte load per thread
+   * for a 4-row d128 block) into workgroup memory, and each thread copies its chunks into its
+   * registers from there, instead of every lane group reading them from memory (16 groups of a
+   * 128-thread workgroup read each row 16 times). The same values, so the same bits. Only where
+   * it applies (see {@linkcode queryStaged}); otherwise ignored. Default false.
+   */
+  readonly queryStaged?: boolean;
+  /**
    * Packed f16 dot products of queries and keys (f16 KV only; the device needs `shader-f16`,
    * which the kernel then enables): keys are used as stored, query rows rounded to f16, and each
    * lane's partial score carried in f16 before the f32 sum over lanes. About half the
@@ -255,6 +263,24 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
 
 /** Whether a spec's kernel takes the packed f16 dot products (`halfMath` on f16 KV). */
 /**
+ * Whether a spec stages its query rows through workgroup memory (`queryStaged`): where the rows
+ * live in registers, i.e. neither `queryShared` nor packed f16 dot products.
+ *
+ * @example
+ * ```ts
+ * import { queryStaged } from "./kernel_spec.ts";
+ * const spec = {
+ *   headDim: 128, kvDtype: "f16" as const, tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128,
+ *   queryStaged: true,
+ * };
+ * console.log(queryStaged(spec), queryStaged({ ...spec, queryShared: true })); // true false
+ * ```
+ */
+export function queryStaged(spec: KernelSpec): boolean {
+  return spec.queryStaged === true && !spec.queryShared && !halfMath(spec);
+}
+
+/**
  * Whether a spec's row scatter applies: asked for, lanes adding with subgroup shuffles, a power
  * of two of rows per thread (at least 2, at most the lanes), and no logits hooks (soft-cap and
  * ALiBi act on every row's score in every lane).
@@ -302,15 +328,15 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.qDtype === "f16" ? ":qf16" : ""
   }${spec.outDtype === "f16" ? ":of16" : ""}${
     spec.prefetch === "split" ? ":pfs" : spec.prefetch ? ":pf" : ""
-  }${spec.queryShared && !halfMath(spec) ? ":qs" : ""}${halfMath(spec) ? ":h16" : ""}${
-    spec.fastSteps === false ? ":masked" : ""
-  }${spec.fmaDots ? ":fma" : ""}${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${
-    spec.tokenRuns ? ":runs" : ""
-  }${spec.vPerToken ? ":vpt" : ""}${rowScatter(spec) ? ":rsc" : ""}${
-    spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""
-  }${variantKey(spec.variant)}${spec.kvScales === "token" ? ":tokscale" : ""}${
-    l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""
-  }`;
+  }${spec.queryShared && !halfMath(spec) ? ":qs" : ""}${queryStaged(spec) ? ":qst" : ""}${
+    halfMath(spec) ? ":h16" : ""
+  }${spec.fastSteps === false ? ":masked" : ""}${spec.fmaDots ? ":fma" : ""}${
+    l.rowSets > 1 ? `:rs${l.rowSets}` : ""
+  }${spec.tokenRuns ? ":runs" : ""}${spec.vPerToken ? ":vpt" : ""}${
+    rowScatter(spec) ? ":rsc" : ""
+  }${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${variantKey(spec.variant)}${
+    spec.kvScales === "token" ? ":tokscale" : ""
+  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }
 
 /**

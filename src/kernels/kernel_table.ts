@@ -32,6 +32,8 @@ export interface KernelChoice {
   readonly tokenRuns?: boolean;
   /** V unpacked one token at a time in the softmax update (`KernelSpec.vPerToken`). */
   readonly vPerToken?: boolean;
+  /** Query rows read once per workgroup (`KernelSpec.queryStaged`). */
+  readonly queryStaged?: boolean;
   /** Each lane ends with one row's score (`KernelSpec.rowScatter`). */
   readonly rowScatter?: boolean;
 }
