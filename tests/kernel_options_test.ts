@@ -146,11 +146,14 @@ const rowSetsFor = (spec: CaseSpec): KernelTuning => ({
 gpuTest(
   "row scatter, V unpacked per token and masked steps leave the kernel's bits, and match the reference",
   async (b) => {
+    // Dawn on a software adapter (Tint's rules for the shuffles; its compiles take minutes
+    // there) runs the first and the last: both scattered paths, with and without V per token.
+    const all = !(b.software && b.name === "dawn");
     await sameBitsWith(b, rowSetsFor, { rowScatter: true });
-    await sameBitsWith(b, rowSetsFor, { rowScatter: true, vPerToken: true });
+    if (all) await sameBitsWith(b, rowSetsFor, { rowScatter: true, vPerToken: true });
     // A visible token takes the same operations on masked and unmasked steps, so which steps
     // a kernel masks (row scatter's block-wide limits mask more) never changes a bit.
-    await sameBitsWith(b, rowSetsFor, { fastSteps: false });
+    if (all) await sameBitsWith(b, rowSetsFor, { fastSteps: false });
     await sameBitsWith(b, rowSetsFor, { rowScatter: true, vPerToken: true, fastSteps: false });
   },
   // Dawn too on a software adapter: its shuffles now sit inside the step's two paths.
