@@ -14,7 +14,8 @@
 #   qst     (prepared, not run in session 30) query rows read once per workgroup into workgroup
 #           memory (`queryStaged`) against every lane group reading them, on every multi-row
 #           class and batch-1 MHA, checked against float64; then the kernel options test through
-#           Dawn alone, whose decoders now collect garbage after each decode (tests/backends.ts).
+#           Dawn alone with LEAN_TEST_DAWN_GC=1 (its decoders collect garbage after each decode,
+#           tests/backends.ts), to see whether that ends the stalls of session 30's runs.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s30_session.sh MODE
 set -u
 mode=${1:-check}
@@ -72,7 +73,7 @@ if [ "$mode" = qst ]; then
   run_deno 90 qst_check.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --kernel='{"queryStaged":true}' --only='gqa32/8 128k|b1 h32 128k|qLen4' --runs=5 \
     --out="$out/qst_check.json"
-  LEAN_TEST_BACKENDS=dawn timeout 200 deno test -A --unstable-webgpu \
+  LEAN_TEST_DAWN_GC=1 LEAN_TEST_BACKENDS=dawn timeout 200 deno test -A --unstable-webgpu \
     tests/kernel_options_test.ts >"$out/tests_dawn.log" 2>&1
   stamp "dawn tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_dawn.log" | tail -1))"
   stamp "done"
