@@ -34,9 +34,7 @@ if [ "$mode" = check ]; then
     --out="$out/rsc_check.json"
   # One process per runtime, so a slow Dawn run cannot hide Deno's WebGPU failures' messages.
   for b in webgpu dawn; do
-    LEAN_TEST_BACKENDS=$b timeout 150 deno test -A --unstable-webgpu \
-      tests/kernel_options_test.ts tests/non_finite_test.ts >"$out/tests_$b.log" 2>&1
-    stamp "$b tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_$b.log" | tail -1))"
+    run_backend_tests "$b" 150 "tests_$b.log" tests/kernel_options_test.ts tests/non_finite_test.ts
   done
   stamp "done"
 fi
@@ -45,16 +43,13 @@ if [ "$mode" = final ]; then
   # The GPU tests of the changed kernels through Deno's WebGPU, every f16 and 8-bit case timed
   # with the committed kernels (row scatter on r4 d64 and r4 d256 too; paged twins; checked
   # against float64), then the same tests through Dawn.
-  LEAN_TEST_BACKENDS=webgpu timeout 120 deno test -A --unstable-webgpu \
-    tests/kernel_options_test.ts tests/non_finite_test.ts >"$out/tests_webgpu.log" 2>&1
-  stamp "webgpu tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_webgpu.log" | tail -1))"
+  run_backend_tests webgpu 120 tests_webgpu.log tests/kernel_options_test.ts \
+    tests/non_finite_test.ts
   anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
   # shellcheck disable=SC2086
   run_deno 330 final.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
     $anchors --skip='mla|mqa' --out="$out/final.json"
-  LEAN_TEST_BACKENDS=dawn timeout 100 deno test -A --unstable-webgpu \
-    tests/kernel_options_test.ts >"$out/tests_dawn.log" 2>&1
-  stamp "dawn tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_dawn.log" | tail -1))"
+  run_backend_tests dawn 100 tests_dawn.log tests/kernel_options_test.ts
   stamp "done"
 fi
 
@@ -73,8 +68,6 @@ if [ "$mode" = qst ]; then
   run_deno 90 qst_check.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --kernel='{"queryStaged":true}' --only='gqa32/8 128k|b1 h32 128k|qLen4' --runs=5 \
     --out="$out/qst_check.json"
-  LEAN_TEST_DAWN_GC=1 LEAN_TEST_BACKENDS=dawn timeout 200 deno test -A --unstable-webgpu \
-    tests/kernel_options_test.ts >"$out/tests_dawn.log" 2>&1
-  stamp "dawn tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_dawn.log" | tail -1))"
+  LEAN_TEST_DAWN_GC=1 run_backend_tests dawn 200 tests_dawn.log tests/kernel_options_test.ts
   stamp "done"
 fi

@@ -3,7 +3,7 @@
 # timestamped line into session.log), `run_deno LIMIT FILE ARGS...` (a Deno script under a
 # timeout, its output minus npm warnings into $out/FILE, its exit status stamped) and
 # `run_tests LIMIT FILE TESTS...` (GPU tests through Deno's WebGPU, and their CPU twins, under a
-# timeout into $out/FILE, the summary line stamped) and
+# timeout into $out/FILE, the summary line stamped), `run_backend_tests` (below) and
 # `sweep_and_pick NAME LIMIT CONFIGS CASES` (a bench/tune.ts sweep of the configurations file over
 # the cases into $out/tune_NAME.json, the table picked from it by bench/pick_table.ts into
 # $out/table_NAME.json, and `table` set to its `--table=` flag, empty if nothing was picked).
@@ -25,6 +25,15 @@ run_tests() {
   LEAN_TEST_BACKENDS=cpu,webgpu timeout "$limit" deno test -A --unstable-webgpu "$@" \
     >"$out/$file" 2>&1
   stamp "tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/$file" | tail -1))"
+}
+# `run_backend_tests BACKEND LIMIT FILE TESTS...`: GPU tests through one runtime alone (its own
+# process, so a stalled Dawn run cannot hide Deno's WebGPU failures), the summary line stamped.
+run_backend_tests() {
+  local backend=$1 limit=$2 file=$3
+  shift 3
+  LEAN_TEST_BACKENDS=$backend timeout "$limit" deno test -A --unstable-webgpu "$@" \
+    >"$out/$file" 2>&1
+  stamp "$backend tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/$file" | tail -1))"
 }
 sweep_and_pick() {
   local name=$1 limit=$2 configs=$3 cases=$4
