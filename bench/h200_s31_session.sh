@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issues 13 and 16, session 31, on the H200 in one call per mode (results under $OUT or
+# bench/results/h200_session18/MODE). Session 31's first call was session 30's prepared `qst`
+# mode (`bash bench/h200_s30_session.sh qst`, results in bench/results/h200_session18/qst).
+#   dawn    where a Dawn decoder under Deno stops making progress: the kernel options test's
+#           steps one by one, stamped, with a garbage collection after 20 s of waiting
+#           (bench/dawn_stall_probe.ts); then lean on Dawn over every f16 and 8-bit case with
+#           the committed kernels, checked against float64 (the Dawn table was session 26's).
+# Run: OUT=... bash .gpu/boot.sh bash bench/h200_s31_session.sh MODE
+set -u
+mode=${1:-dawn}
+out=${OUT:-bench/results/h200_session18/$mode}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "$0")/session_lib.sh"
+stamp "$mode"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
+
+if [ "$mode" = dawn ]; then
+  run_deno 130 dawn_probe.txt bench/dawn_stall_probe.ts --rounds=3 --nudge-s=20
+  anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+  # shellcheck disable=SC2086
+  run_deno 360 dawn_bench.txt bench/gpu_bench.ts --backend=dawn --strategies=lean --check \
+    $anchors --skip='mla|mqa' --out="$out/dawn.json"
+  stamp "done"
+fi
