@@ -6,6 +6,9 @@
 #           steps one by one, stamped, with a garbage collection after 20 s of waiting
 #           (bench/dawn_stall_probe.ts); then lean on Dawn over every f16 and 8-bit case with
 #           the committed kernels, checked against float64 (the Dawn table was session 26's).
+#   dawn2   the kernel options test through Dawn with every decoder step stamped
+#           (LEAN_TEST_TRACE=1, tests/backends.ts: which step a stall waits in); lean on Dawn over
+#           the 8-bit rows `dawn` did not reach; split and single on Dawn over every f16 case.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s31_session.sh MODE
 set -u
 mode=${1:-dawn}
@@ -21,5 +24,17 @@ if [ "$mode" = dawn ]; then
   # shellcheck disable=SC2086
   run_deno 360 dawn_bench.txt bench/gpu_bench.ts --backend=dawn --strategies=lean --check \
     $anchors --skip='mla|mqa' --out="$out/dawn.json"
+  stamp "done"
+fi
+
+if [ "$mode" = dawn2 ]; then
+  LEAN_TEST_TRACE=1 run_backend_tests dawn 100 tests_dawn.log tests/kernel_options_test.ts
+  anchors="--anchor=bench/results/h200_torch_sdpa.json --triton=bench/results/h200_triton.json"
+  # shellcheck disable=SC2086
+  run_deno 130 dawn_kv8.txt bench/gpu_bench.ts --backend=dawn --strategies=lean --check \
+    $anchors --only='int8|e4m3|e5m2' --skip='32k int8|mla|mqa' --out="$out/dawn_kv8.json"
+  # shellcheck disable=SC2086
+  run_deno 280 dawn_others.txt bench/gpu_bench.ts --backend=dawn --strategies=split,single \
+    $anchors --skip='mla|mqa|int8|e4m3|e5m2' --out="$out/dawn_others.json"
   stamp "done"
 fi

@@ -90,6 +90,48 @@ function collectingAfterDecodes(decoder: Decoder): Decoder {
   });
 }
 
+/**
+ * `LEAN_TEST_TRACE=1`: every GPU decoder's opening and every call of it that returns a promise
+ * are stamped on stderr (start, end, milliseconds), with a line every 10 s while one waits: says
+ * which step a stalled run waits in (bench/notes.md, session 31).
+ */
+const TRACE = envVar("LEAN_TEST_TRACE") === "1";
+
+/** Runs `work`, stamped on stderr as `label` when tracing. */
+async function traced<T>(label: string, work: () => Promise<T>): Promise<T> {
+  if (!TRACE) return work();
+  const t0 = performance.now();
+  const stamp = (what: string) =>
+    console.error(
+      `[trace ${(t0 / 1000).toFixed(2)}s +${
+        (performance.now() - t0).toFixed(0)
+      }ms] ${what} ${label}`,
+    );
+  stamp("start");
+  const timer = setInterval(() => stamp("waiting in"), 10_000);
+  try {
+    const result = await work();
+    stamp("end");
+    return result;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** A decoder whose promise-returning calls are stamped (see {@linkcode traced}). */
+function tracingCalls(decoder: Decoder, name: BackendName): Decoder {
+  return new Proxy(decoder, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        const result = value.apply(target, args);
+        return result instanceof Promise ? traced(`${name} ${String(prop)}`, () => result) : result;
+      };
+    },
+  });
+}
+
 async function probe(name: BackendName): Promise<BackendStatus> {
   if (!wanted(name)) {
     const reason = "not listed in LEAN_TEST_BACKENDS";
@@ -112,12 +154,14 @@ async function probe(name: BackendName): Promise<BackendStatus> {
     software,
     exhaustive: !software || EXHAUSTIVE_ENV,
     open: async (options = {}) => {
-      const decoder = await createDecoder({
-        ...options,
-        ...(name === "cpu" ? {} : GPU_OPTIONS),
-        backend: name,
-      });
-      return name === "dawn" && DAWN_GC ? collectingAfterDecodes(decoder) : decoder;
+      const decoder = await traced(`${name} open`, () =>
+        createDecoder({
+          ...options,
+          ...(name === "cpu" ? {} : GPU_OPTIONS),
+          backend: name,
+        }));
+      const collecting = name === "dawn" && DAWN_GC ? collectingAfterDecodes(decoder) : decoder;
+      return TRACE && name !== "cpu" ? tracingCalls(collecting, name) : collecting;
     },
   };
   return { name, ok: true, backend };
