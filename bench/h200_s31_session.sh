@@ -9,6 +9,8 @@
 #   dawn2   the kernel options test through Dawn with every decoder step stamped
 #           (LEAN_TEST_TRACE=1, tests/backends.ts: which step a stall waits in); lean on Dawn over
 #           the 8-bit rows `dawn` did not reach; split and single on Dawn over every f16 case.
+#   trace   the kernel options test through Dawn with Dawn's native calls stamped too
+#           (tests/dawn_trace.ts): the call a stalled run is blocked in.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s31_session.sh MODE
 set -u
 mode=${1:-dawn}
@@ -36,5 +38,10 @@ if [ "$mode" = dawn2 ]; then
   # shellcheck disable=SC2086
   run_deno 280 dawn_others.txt bench/gpu_bench.ts --backend=dawn --strategies=split,single \
     $anchors --skip='mla|mqa|int8|e4m3|e5m2' --out="$out/dawn_others.json"
+  stamp "done"
+fi
+
+if [ "$mode" = trace ]; then
+  LEAN_TEST_TRACE=1 run_backend_tests dawn 150 tests_dawn.log tests/kernel_options_test.ts
   stamp "done"
 fi

@@ -185,6 +185,10 @@ export async function listBackends(): Promise<readonly BackendUnderTest[]> {
   return all.flatMap((s) => s.ok ? [s.backend] : []);
 }
 
+if (TRACE && wanted("dawn")) {
+  // Dawn's native calls stamped too (a stall blocks the main thread: no timer fires).
+  await import("./dawn_trace.ts").then((m) => m.traceDawnCalls()).catch(() => {});
+}
 const known = await backendStatuses();
 
 /** Options of {@linkcode backendTest}. */
