@@ -11,6 +11,9 @@
 #           the 8-bit rows `dawn` did not reach; split and single on Dawn over every f16 case.
 #   trace   the kernel options test through Dawn with Dawn's native calls stamped too
 #           (tests/dawn_trace.ts): the call a stalled run is blocked in.
+#   threads (prepared, not run in session 31) the trace mode's test, with every thread of the
+#           test process listed every 15 s (state, kernel wait channel, CPU share, name): whether
+#           a stalled run's main thread spins (R, CPU ~100%) or sleeps on a lock (S, futex).
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s31_session.sh MODE
 set -u
 mode=${1:-dawn}
@@ -43,5 +46,22 @@ fi
 
 if [ "$mode" = trace ]; then
   LEAN_TEST_TRACE=1 run_backend_tests dawn 150 tests_dawn.log tests/kernel_options_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = threads ]; then
+  LEAN_TEST_TRACE=1 LEAN_TEST_BACKENDS=dawn timeout 170 deno test -A --unstable-webgpu \
+    tests/kernel_options_test.ts >"$out/tests_dawn.log" 2>&1 &
+  for _ in $(seq 11); do
+    sleep 15
+    pid=$(pgrep -f "deno test -A --unstable-webgpu tests/kernel_options_test.ts" | tail -1)
+    [ -n "$pid" ] || break
+    {
+      echo "== $(date -u +%H:%M:%S) pid $pid, last test line: $(grep -a '^\[' "$out/tests_dawn.log" | tail -1)"
+      ps -L -o tid,stat,wchan:28,pcpu,comm -p "$pid"
+    } >>"$out/threads.txt" 2>&1
+  done
+  wait
+  stamp "dawn tests ($(grep -E '^(ok|FAILED) \|' "$out/tests_dawn.log" | tail -1))"
   stamp "done"
 fi
