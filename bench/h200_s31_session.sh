@@ -14,6 +14,9 @@
 #   threads (prepared, not run in session 31) the trace mode's test, with every thread of the
 #           test process listed every 15 s (state, kernel wait channel, CPU share, name): whether
 #           a stalled run's main thread spins (R, CPU ~100%) or sleeps on a lock (S, futex).
+#   next    (prepared for session 32) r4 d256 with its query rows in registers (session 31's
+#           table) against shared rows (`shared`) in one process, the new kernel checked against
+#           float64 with its paged twin; then `threads`.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s31_session.sh MODE
 set -u
 mode=${1:-dawn}
@@ -47,6 +50,14 @@ fi
 if [ "$mode" = trace ]; then
   LEAN_TEST_TRACE=1 run_backend_tests dawn 150 tests_dawn.log tests/kernel_options_test.ts
   stamp "done"
+fi
+
+if [ "$mode" = next ]; then
+  run_deno 100 d256.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|shared' \
+    --bench-cases='d256 32k|gqa32/8 128k' --out="$out/d256.json"
+  run_deno 100 d256_check.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --paged --only='d256 32k' --out="$out/d256_check.json"
+  mode=threads
 fi
 
 if [ "$mode" = threads ]; then

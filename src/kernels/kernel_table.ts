@@ -52,7 +52,9 @@ export interface KernelChoice {
  * dense unchanged); r4 d128 and r8 d128 (4 rows per thread in both) add their lanes' sums by
  * row scatter since session 29 (`rowScatter`: 1.7-7.6% faster on the GQA, int8 and qLen 4 cases
  * on the H200, the same bits), r4 d64 and r4 d256 (2 rows per thread) since session 30 (d64 32k
- * 8.4% faster, d256 32k 3.8%); the others
+ * 8.4% faster, d256 32k 3.8%). r4 d256 keeps its query rows in registers since session 31 (row
+ * scatter left room for them: d256 32k 2.6% faster back to back than with them in workgroup
+ * memory, one run on the H200); the others
  * keep the choice of the kernel before the table (the most lanes up to 16 that divide the row,
  * unroll 2 / chunks per lane).
  */
@@ -78,7 +80,6 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
     unroll: 8,
     prefetch: "split",
     rowSets: 2,
-    queryShared: true,
     tokenRuns: true,
     rowScatter: true,
   },
