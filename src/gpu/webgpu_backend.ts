@@ -349,11 +349,31 @@ export class WebGPUBackend implements Backend {
     }
   }
 
-  dispose(): Promise<void> {
+  async dispose(): Promise<void> {
     this.#pool.destroy();
     this.#pipelines.clear();
-    if (this.#ownsDevice) this.#device.destroy();
+    if (this.#ownsDevice) {
+      this.#device.destroy();
+      // Resolve once the runtime has delivered the loss (1-4 ms on Deno's WebGPU and Dawn), so
+      // the next device a process opens never overlaps this one's last callbacks; bounded, in
+      // case a runtime never reports it. (Dawn under Deno stalled where tests open a device
+      // right after destroying one: bench/notes.md, session 31.)
+      await settleWithin(this.#device.lost, LOSS_WAIT_MS);
+    }
     this.#keepAlive = [];
-    return Promise.resolve();
+  }
+}
+
+/** The longest `dispose()` waits for an owned device's `lost` to resolve. */
+const LOSS_WAIT_MS = 1000;
+
+/** Waits for `promise` to settle, or `ms` milliseconds, whichever comes first. */
+async function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  try {
+    await Promise.race([promise.then(() => {}, () => {}), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
