@@ -230,7 +230,8 @@ export interface Decoder extends AsyncDisposable {
   warmup(shape: DecodeShape, options?: WarmupOptions): Promise<void>;
   /**
    * Waits for the calls in flight, then releases the backend's resources; later calls reject
-   * with an `Error` saying the decoder is disposed.
+   * with an `Error` saying the decoder is disposed. A GPU decoder that opened its own device
+   * destroys it and resolves once the runtime reports the device lost (a few milliseconds).
    */
   dispose(): Promise<void>;
 }
