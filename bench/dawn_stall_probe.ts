@@ -17,7 +17,8 @@
 import "../dawn.ts";
 import { loadDawn } from "../dawn.ts";
 import { createDecoder, type DecodeInput, type KernelTuning, type Strategy } from "../mod.ts";
-import { assertMatchesReference, type CaseSpec, makeInput } from "../tests/helpers.ts";
+import { assertMatchesReference, makeInput } from "../tests/helpers.ts";
+import { KERNEL_OPTION_SHAPES as SHAPES } from "../tests/kernel_set.ts";
 
 const flag = (name: string, fallback: number): number => {
   const arg = Deno.args.find((a) => a.startsWith(`--${name}=`));
@@ -26,20 +27,6 @@ const flag = (name: string, fallback: number): number => {
 const ROUNDS = flag("rounds", 3);
 const NUDGE_S = flag("nudge-s", 20);
 
-/** The kernel options test's shapes (tests/kernel_options_test.ts). */
-const SHAPES: CaseSpec[] = [
-  { seqLens: [150, 40, 0], numHeads: 8, numKVHeads: 2, headDim: 32, kvDtype: "f16", seed: 31 },
-  {
-    seqLens: [90, 7],
-    qLens: [2, 1],
-    numHeads: 8,
-    numKVHeads: 2,
-    headDim: 32,
-    kvDtype: "int8",
-    kvScales: "token",
-    seed: 32,
-  },
-];
 const STRATEGIES: Strategy[] = ["lean", "split"];
 
 /** The test's tunings, in its order. */

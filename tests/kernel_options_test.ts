@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
 import { type DecodeInput, type KernelTuning, referenceAttention, type Strategy } from "../mod.ts";
 import { type BackendUnderTest, gpuTest } from "./backends.ts";
+import { KERNEL_OPTION_SHAPES } from "./kernel_set.ts";
 import {
   assertMatchesReference,
   type CaseSpec,
@@ -24,20 +25,7 @@ import {
   sameBits,
 } from "./helpers.ts";
 
-/** GQA 8/2 at d32: 4 rows per block; one empty sequence, one shorter than a tile. */
-const shapes: CaseSpec[] = [
-  { seqLens: [150, 40, 0], numHeads: 8, numKVHeads: 2, headDim: 32, kvDtype: "f16", seed: 31 },
-  {
-    seqLens: [90, 7],
-    qLens: [2, 1],
-    numHeads: 8,
-    numKVHeads: 2,
-    headDim: 32,
-    kvDtype: "int8",
-    kvScales: "token",
-    seed: 32,
-  },
-];
+const shapes = KERNEL_OPTION_SHAPES;
 const STRATEGIES_UNDER_TEST: Strategy[] = ["lean", "split"];
 
 /** Decodes every shape with every strategy under test through a decoder of `kernel` tuning. */

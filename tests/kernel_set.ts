@@ -29,6 +29,7 @@
 import type { DecodeInput, DecodeShape, KernelTuning, KVDtype } from "../mod.ts";
 import { tileConfig, validateInput, validateShape } from "../plan.ts";
 import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
+import type { CaseSpec } from "./helpers.ts";
 
 /** A shape family: everything of a decode shape that decides its kernel, but the lengths. */
 export interface KernelFamily {
@@ -378,3 +379,22 @@ export function guardKernelSet<T extends object>(decoder: T, options: KernelOpti
     },
   });
 }
+
+/**
+ * The kernel options tests' shapes (tests/kernel_options_test.ts; also walked by
+ * bench/dawn_stall_probe.ts): GQA 8/2 at d32, 4 rows per block; f16 with one empty sequence and
+ * one shorter than a tile, and int8 with per-token scales and ragged query lengths.
+ */
+export const KERNEL_OPTION_SHAPES: readonly CaseSpec[] = [
+  { seqLens: [150, 40, 0], numHeads: 8, numKVHeads: 2, headDim: 32, kvDtype: "f16", seed: 31 },
+  {
+    seqLens: [90, 7],
+    qLens: [2, 1],
+    numHeads: 8,
+    numKVHeads: 2,
+    headDim: 32,
+    kvDtype: "int8",
+    kvScales: "token",
+    seed: 32,
+  },
+];
