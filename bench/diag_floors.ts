@@ -345,6 +345,9 @@ const allVariants: Variant[] = [
   { name: "qst regs", options: { kernel: { queryShared: false, queryStaged: true } } },
   // Session 31: the r4 d256 class keeps its rows in registers; "shared" is its choice before.
   { name: "shared", options: { kernel: { queryShared: true } } },
+  // Session 32: the flat merge kernel (one thread per output dim merging every slot by itself:
+  // no workgroup memory, barriers or shuffles; src/kernels/merge_flat.ts).
+  { name: "flat merge", options: { kernel: { flatMerge: true } } },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },

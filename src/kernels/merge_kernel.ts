@@ -17,15 +17,18 @@
  * @module
  */
 
-import { BINDING, bindingWGSL, recordOffsetsWGSL, REDUCE_RECORD } from "./abi.ts";
-import { NEG_SCORE } from "./decode_kernel.ts";
-import { ioWGSL } from "./io_wgsl.ts";
-import { KV_DTYPE_INFO } from "../core/dtypes.ts";
-import { lines } from "./decode_step.ts";
-import type { KernelSpec } from "./kernel_spec.ts";
 import type { WGSLOptions } from "./decode_kernel.ts";
-import { FLAT_WORKGROUP_WGSL, PARAMS_WGSL, QUERY_ROW_WGSL } from "./kernel_params.ts";
-import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
+import { lines } from "./decode_step.ts";
+import { ioWGSL } from "./io_wgsl.ts";
+import type { KernelSpec } from "./kernel_spec.ts";
+import { flatMergeWGSL } from "./merge_flat.ts";
+import {
+  mergedValueWGSL,
+  mergeFinishWGSL,
+  mergeHeaderWGSL,
+  mergeRecordWGSL,
+  nestedRuns,
+} from "./merge_common.ts";
 
 /**
  * The merged total of output dim `d` (a WGSL expression): the slot groups' sums in group order
@@ -39,19 +42,14 @@ const total = (grouped: boolean, d: string) => grouped ? `total_of(${d})` : `par
  */
 const f32Out = (grouped: boolean, norm: (v: string) => string) =>
   `  for (var dd = lid; dd < D; dd += W) {
-    out[row * D + dd] = select(
-      select(${norm(total(grouped, "dd"))}, bitcast<f32>(nan_bits), row_bad),
-      0.0,
-      empty,
-    );
+    out[row * D + dd] = ${mergedValueWGSL(total(grouped, "dd"), norm)};
   }`;
 
 /** A merged row's `f16` output: two elements per thread and `u32`. */
 const halfOut = (grouped: boolean, norm: (v: string) => string) =>
   `  for (var d2 = lid; d2 < D / 2u; d2 += W) {
-    let nan = bitcast<f32>(nan_bits);
-    let lo = select(select(${norm(total(grouped, "2u * d2"))}, nan, row_bad), 0.0, empty);
-    let hi = select(select(${norm(total(grouped, "2u * d2 + 1u"))}, nan, row_bad), 0.0, empty);
+    let lo = ${mergedValueWGSL(total(grouped, "2u * d2"), norm)};
+    let hi = ${mergedValueWGSL(total(grouped, "2u * d2 + 1u"), norm)};
     out[row * D / 2u + d2] = half_bits(lo) | (half_bits(hi) << 16u);
   }`;
 
@@ -126,9 +124,7 @@ ${lines(DPT, (k) => `  if (lid + ${k * W}u < D) { part[lid + ${k * W}u] = acc[${
 
 /**
  * Statements `body(k)` for k < PF, each under the test that slot `grp + k * groups` is below
- * `bound`, the tests of each run of {@linkcode NEST} nested so that a row of few slots skips the
- * rest of a run after one failed test (a flat list cost every thread PF branches, most of them
- * not taken), the runs one after another: Tint's parser refuses nesting much deeper (64 levels).
+ * `bound`, nested in runs ({@linkcode nestedRuns}).
  */
 function nestedTests(
   PF: number,
@@ -136,19 +132,8 @@ function nestedTests(
   bound: string,
   body: (k: number) => string,
 ): string[] {
-  const runs: string[] = [];
-  for (let k0 = 0; k0 < PF; k0 += NEST) {
-    let run = "";
-    for (let k = Math.min(PF, k0 + NEST) - 1; k >= k0; k--) {
-      run = `if (grp + ${k * groups}u < ${bound}) { ${body(k)}${run ? ` ${run}` : ""} }`;
-    }
-    runs.push(run);
-  }
-  return runs;
+  return nestedRuns(PF, (k) => `grp + ${k * groups}u < ${bound}`, body);
 }
-
-/** Tests nested per run in {@linkcode nestedTests}. */
-const NEST = 8;
 
 /** The prefetched slots' weighted values added in slot order, tested as their reads are. */
 function nestedAdds(PF: number, groups: number): string {
@@ -259,6 +244,7 @@ export function mergeWorkgroups(records: number, rowsPerBlock: number): number {
  * ```
  */
 export function mergeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
+  if (spec.flatMerge) return flatMergeWGSL(spec, options);
   const { rowsPerBlock: RP } = spec;
   // Subgroup shuffles where the decode kernel has them (the device offers subgroups).
   const subgroups = spec.subgroups === true && spec.tiled !== true;
@@ -266,49 +252,19 @@ export function mergeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): st
   const W = MERGE_WORKGROUP;
   const groups = Math.max(1, Math.floor(W / D)); // slot groups summing outputs at once
   const DPT = Math.ceil(D / W); // output dims per thread (rows longer than the workgroup)
-  // The decode kernel's layout (one bind group for both kernels): the partials as the decode
-  // kernel writes them (storage). The merge declares the per-head table only when it reads the
-  // sinks.
   const io = ioWGSL(spec);
-  const sinks = spec.variant?.sinks === true;
-  const heads = needsHeadTable("merge", spec.variant);
-  const bindings = `${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
-${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
-${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
-    heads ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""
-  }`;
-  return `${
-    options.enableDirective && subgroups ? "enable subgroups;\n" : ""
-  }// lean-attention merge kernel: D=${D} RP=${RP} W=${W}${subgroups ? " subgroups" : ""}
-${PARAMS_WGSL}
-${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
-${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
-${bindings}
-${recordOffsetsWGSL(REDUCE_RECORD)}
-
-const D: u32 = ${D}u;
-const RP: u32 = ${RP}u;
-const SLOT: u32 = ${RP * (D + 2)}u;
-const W: u32 = ${W}u;
-const GROUPS: u32 = ${groups}u;
-const NEG: f32 = ${NEG_SCORE.toExponential()};
-
-var<workgroup> red: array<vec2<f32>, ${W}>;
+  const header = mergeHeaderWGSL(spec, options, {
+    title: `D=${D} RP=${RP} W=${W}${subgroups ? " subgroups" : ""}`,
+    subgroups,
+    consts: `const W: u32 = ${W}u;
+const GROUPS: u32 = ${groups}u;`,
+    decls: `var<workgroup> red: array<vec2<f32>, ${W}>;
 var<workgroup> red_bad: array<u32, ${W}>;
-// A NaN built at run time: WGSL rejects NaN in constant expressions.
-var<private> nan_bits: u32 = 0x7fc00000u;
-var<private> neg_inf_bits: u32 = 0xff800000u;
 var<workgroup> weight: array<f32, ${W}>;
 var<workgroup> part: array<f32, ${D <= W ? groups * D : D}>;${
-    io.outHalf
-      ? `
-${KV_DTYPE_INFO.f16.wgslPack}`
-      : ""
-  }
-${FLAT_WORKGROUP_WGSL}
-${QUERY_ROW_WGSL}${sinks ? `\n${variantFunctionsWGSL("merge", spec.variant!)}` : ""}${
-    D <= W
-      ? `
+      D <= W
+        ? `
+
 // The merged total of output dim d: the slot groups' sums, in group order.
 fn total_of(d: u32) -> f32 {
   var t = 0.0;
@@ -317,8 +273,8 @@ fn total_of(d: u32) -> f32 {
   }
   return t;
 }`
-      : ""
-  }
+        : ""
+    }
 
 // The softmax-rescale merge of two (max, sum) states; a state whose sum is not positive (no
 // token seen, or marked NaN) contributes nothing, so (NEG, 0) is the identity.
@@ -331,40 +287,11 @@ fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   }
   let m = max(a.x, b.x);
   return vec2<f32>(m, a.y * exp2(a.x - m) + b.y * exp2(b.x - m));
-}
+}`,
+  });
+  return `${header}
 
-@compute @workgroup_size(${W})
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,${
-    subgroups
-      ? `
-  @builtin(subgroup_size) sg_size: u32,
-  @builtin(subgroup_invocation_id) sg_id: u32,`
-      : ""
-  }
-) {
-  let flat = flat_workgroup(wid, nwg);
-  let e = flat / RP;
-  let r = flat % RP;
-  if (e >= params.merge_count) {
-    return;
-  }
-  let f = params.reduce_base + e * REDUCE_STRIDE;
-  let seq = sched[f + REDUCE_SEQ];
-  let kv_head = sched[f + REDUCE_KV_HEAD];
-  let r0 = sched[f + REDUCE_ROW_BLOCK] * RP;
-  let first = sched[f + REDUCE_FIRST_SLOT];
-  let n = sched[f + REDUCE_NUM_SLOTS];
-  let q_start = sched[f + REDUCE_Q_START];
-  let q_len = sched[f + REDUCE_Q_LEN];
-  if (r0 + r >= params.group_size * q_len) {
-    return;
-  }
-  // No slots: an empty request's row, which gets the merge identity (out 0, lse -inf).
-  let empty = n == 0u;
-  let mo = RP * D + r; // offset of this row's max in a slot; its sum follows RP floats later
+${mergeRecordWGSL(subgroups, W)}
 ${prefetchedWGSL(D, W)}
 
   // One read of each slot's max and sum: thread lid holds slot lid's (the weights' registers)
@@ -387,33 +314,5 @@ ${prefetchedWGSL(D, W)}
 ${maximaTreeWGSL(subgroups)}
 
 ${weightedWGSL(D, W, DPT)}
-  let row = query_row(q_start, q_len, kv_head, r0 + r);${
-    sinks
-      ? `
-  // The sink joins the final denominator here, once (no partial state holds it).
-  let sk = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, r0 + r, q_len) + 1u];
-  let m_fin = max(m_all, sk);
-  let c_fin = exp2(m_all - m_fin);
-  let l_fin = l_all * c_fin + exp2(sk - m_fin);`
-      : ""
-  }
-${
-    (io.outHalf ? halfOut : f32Out)(
-      D <= W,
-      sinks ? (v) => `${v} * c_fin / l_fin` : (v) => `${v} / l_all`,
-    )
-  }
-  if (lid == 0u) {
-    lse_out[row] = select(
-      select(
-        (${sinks ? "m_fin + log2(l_fin)" : "m_all + log2(l_all)"}) * 0.6931471805599453,
-        bitcast<f32>(nan_bits),
-        row_bad,
-      ),
-      bitcast<f32>(neg_inf_bits),
-      empty,
-    );
-  }
-}
-`;
+${mergeFinishWGSL(spec, (norm) => (io.outHalf ? halfOut : f32Out)(D <= W, norm))}`;
 }

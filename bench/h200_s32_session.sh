@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Issue 13, session 32, on the H200 in one call per mode (results under $OUT or
+# bench/results/h200_session19/MODE). Session 32's first call was session 31's prepared `next`
+# mode (`bash bench/h200_s31_session.sh next`, results in bench/results/h200_session18/next).
+#   flat    the flat merge kernel (`kernel: { flatMerge: true }`, src/kernels/merge_flat.ts: one
+#           thread per output dim merging every slot itself, no workgroup memory, barriers or
+#           shuffles) against the slot-group merge and no merge at all, back to back, on the
+#           cases whose targets the merge bounds (bench/diag_floors.ts); then every such case
+#           with the flat merge checked against float64 (dense and paged), MLA's 512-dim rows
+#           and the ragged batches too.
+# Run: OUT=... bash .gpu/boot.sh bash bench/h200_s32_session.sh MODE
+set -u
+mode=${1:-flat}
+out=${OUT:-bench/results/h200_session19/$mode}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "$0")/session_lib.sh"
+stamp "$mode"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
+
+merge_cases='gqa32/8 32k|gqa32/8 128k|b4 16k|b16 16k|d64 32k|d256 32k|qLen4 gqa 16k|b1 h32 16k|b1 h32 128k|gqa32/8 128k int8'
+
+if [ "$mode" = flat ]; then
+  run_deno 240 flat.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|flat merge|no merge' \
+    --bench-cases="$merge_cases" --out="$out/flat.json"
+  run_deno 240 flat_check.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --paged --kernel='{"flatMerge":true}' \
+    --only="$merge_cases|mla b1 32k|mla b8 32k|ragged lognormal 32|gqa32/8 8k" \
+    --out="$out/flat_check.json"
+  stamp "done"
+fi
