@@ -35,6 +35,7 @@ import {
   installDispatchFilter,
   INT8_BY_CONVERSION,
   INT8_BY_HALVES,
+  INT8_NO_ADD,
   int8Unpack,
   pinPrefetch,
   reloadSharedQuery,
@@ -123,6 +124,40 @@ const mergeAfterSums = mergeCut(
   "part[lid] == -1.0",
   false,
 );
+/**
+ * Session 32: the cost of dependent rounds of global reads. `extraRounds(what, name, expr, k)`
+ * turns `let NAME = EXPR;` into a read of EXPR and then a chain of k reads, each at an address
+ * that depends on the one before (any word of the schedule), whose values change NAME only if one
+ * is 0xdeadbeef: the reads after wait k more round trips, the result stays the same (for any
+ * real schedule).
+ */
+const extraRounds = (what: string, name: string, expr: string, k: number) => {
+  const chain = Array.from(
+    { length: k },
+    (_, i) =>
+      `  let ${name}_x${i + 1} = sched[(${name}_x${i} + ${7 + i}u) % arrayLength(&sched)];`,
+  ).join("\n");
+  const hit = Array.from({ length: k }, (_, i) => `${name}_x${i + 1} == 0xdeadbeefu`).join(" || ");
+  return replacing(
+    what,
+    `let ${name} = ${expr};`,
+    `let ${name}_x0 = ${expr};\n${chain}\n  let ${name} = ${name}_x0 + select(0u, 1u, ${hit});`,
+  );
+};
+/** The merge waits k more rounds before its slots' reads. */
+const mergeRounds = (k: number) =>
+  extraRounds("merge slot count", "n", "sched[f + REDUCE_NUM_SLOTS]", k);
+/** The decode kernel waits one more round before its first piece's fields. */
+const decodeRound = extraRounds("piece range", "p_begin", "sched[w]", 1);
+/**
+ * The early returns of workgroups past the dispatch's count removed from both kernels (valid
+ * where the dispatch is one-dimensional, so exactly as large as the count): the decode kernel's
+ * reads of the schedule no longer wait for `params`.
+ */
+const noCountCheck = (code: string) =>
+  code.replace("if (w >= params.count) {", "if (w >= 0xffffffffu) {")
+    .replace("if (e >= params.merge_count) {", "if (e >= 0xffffffffu) {");
+
 /** Every workgroup barrier removed (outputs wrong; the barriers' cost). */
 const noBarriers = (code: string) => code.replaceAll("workgroupBarrier();", "");
 /** Query rows made from their index (no loads of q). */
@@ -345,6 +380,12 @@ const allVariants: Variant[] = [
   { name: "qst regs", options: { kernel: { queryShared: false, queryStaged: true } } },
   // Session 31: the r4 d256 class keeps its rows in registers; "shared" is its choice before.
   { name: "shared", options: { kernel: { queryShared: true } } },
+  // Session 32: one more dependent round of reads in the merge, two, one more at the decode
+  // kernel's start; the count checks removed (the params read off the schedule reads' path).
+  { name: "merge +1 round", rewriteMerge: mergeRounds(1) },
+  { name: "merge +2 rounds", rewriteMerge: mergeRounds(2) },
+  { name: "decode +1 round", rewrite: decodeRound },
+  { name: "no count checks", rewrite: noCountCheck, rewriteMerge: noCountCheck },
   // Session 32: the flat merge kernel (one thread per output dim merging every slot by itself:
   // no workgroup memory, barriers or shuffles; src/kernels/merge_flat.ts).
   { name: "flat merge", options: { kernel: { flatMerge: true } } },
@@ -352,6 +393,8 @@ const allVariants: Variant[] = [
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },
   { name: "int8 halves", rewrite: int8Unpack(INT8_BY_HALVES) },
+  // Session 32: int8 bytes unpacked without the add (values wrong: what one add per element costs).
+  { name: "int8 no add", rewrite: int8Unpack(INT8_NO_ADD) },
   // ... and the merge kernel cut at four points of its work, after the whole decode kernel.
   { name: "merge cut: start", rewriteMerge: emptyMerge },
   { name: "merge cut: record", rewriteMerge: mergeAfterRecord },

@@ -234,6 +234,17 @@ export const INT8_BY_HALVES = `fn unpack_word(w: u32) -> vec4<f32> {
   return vec4<f32>(a.x, b.x, a.y, b.y);
 }`;
 /**
+ * Session 32 (timing only: the values are wrong): each byte (made b + 128) placed in the top of
+ * the mantissa of 1.0, which is 1 + (b + 128) / 256 with no add; a kernel that folds the offset
+ * and the factor 256 into its sums (exactly, for V: its weights sum to l) would need no other
+ * per-element work. Times what the 4-row loop gains without one add per element.
+ */
+export const INT8_NO_ADD = `fn unpack_word(w: u32) -> vec4<f32> {
+  let u = w ^ 0x80808080u;
+  let m = vec4<u32>(u << 15u, u << 7u, u >> 1u, u >> 9u) & vec4<u32>(0x7f8000u);
+  return bitcast<vec4<f32>>(m | vec4<u32>(0x3f800000u));
+}`;
+/**
  * A rewrite replacing an int8 kernel's `unpack_word` by `body` (session 28's diagnostics); other
  * kernels (an f16 twin timed beside) stay as they are.
  */

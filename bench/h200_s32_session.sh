@@ -8,6 +8,11 @@
 #           cases whose targets the merge bounds (bench/diag_floors.ts); then every such case
 #           with the flat merge checked against float64 and timed, MLA's 512-dim rows
 #           and the ragged batches too.
+#   rounds  what one dependent round of global reads costs in each kernel (the merge waiting one or
+#           two more rounds before its slots' reads, the decode kernel one more before its first
+#           piece's fields), and both kernels without their early return past the dispatch's
+#           count (the decode kernel's schedule reads then no longer wait for params); then int8
+#           bytes unpacked without the add per element (values wrong: what that add costs).
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s32_session.sh MODE
 set -u
 mode=${1:-flat}
@@ -26,5 +31,15 @@ if [ "$mode" = flat ]; then
     --kernel='{"flatMerge":true}' --skip='e4m3|e5m2|bf16' \
     --only="$merge_cases|mla b1 32k|mla b8 32k|ragged lognormal 32|gqa32/8 8k" \
     --out="$out/flat_check.json"
+  stamp "done"
+fi
+
+if [ "$mode" = rounds ]; then
+  run_deno 200 rounds.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|merge +1 round|merge +2 rounds|decode +1 round|no count checks' \
+    --bench-cases='gqa32/8 32k|gqa32/8 128k|b4 16k|d256 32k|b1 h32 16k' --out="$out/rounds.json"
+  run_deno 120 int8.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|int8 no add' \
+    --bench-cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' \
+    --out="$out/int8.json"
   stamp "done"
 fi
