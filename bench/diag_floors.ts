@@ -134,8 +134,7 @@ const mergeAfterSums = mergeCut(
 const extraRounds = (what: string, name: string, expr: string, k: number) => {
   const chain = Array.from(
     { length: k },
-    (_, i) =>
-      `  let ${name}_x${i + 1} = sched[(${name}_x${i} + ${7 + i}u) % arrayLength(&sched)];`,
+    (_, i) => `  let ${name}_x${i + 1} = sched[(${name}_x${i} + ${7 + i}u) % arrayLength(&sched)];`,
   ).join("\n");
   const hit = Array.from({ length: k }, (_, i) => `${name}_x${i + 1} == 0xdeadbeefu`).join(" || ");
   return replacing(
@@ -386,9 +385,6 @@ const allVariants: Variant[] = [
   { name: "merge +2 rounds", rewriteMerge: mergeRounds(2) },
   { name: "decode +1 round", rewrite: decodeRound },
   { name: "no count checks", rewrite: noCountCheck, rewriteMerge: noCountCheck },
-  // Session 32: the flat merge kernel (one thread per output dim merging every slot by itself:
-  // no workgroup memory, barriers or shuffles; src/kernels/merge_flat.ts).
-  { name: "flat merge", options: { kernel: { flatMerge: true } } },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },

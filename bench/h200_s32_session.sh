@@ -2,7 +2,7 @@
 # Issue 13, session 32, on the H200 in one call per mode (results under $OUT or
 # bench/results/h200_session19/MODE). Session 32's first call was session 31's prepared `next`
 # mode (`bash bench/h200_s31_session.sh next`, results in bench/results/h200_session18/next).
-#   flat    the flat merge kernel (`kernel: { flatMerge: true }`, src/kernels/merge_flat.ts: one
+#   flat    (run at commit d170b91, where the flat merge lived; removed since) the flat merge kernel (`kernel: { flatMerge: true }`, src/kernels/merge_flat.ts: one
 #           thread per output dim merging every slot itself, no workgroup memory, barriers or
 #           shuffles) against the slot-group merge and no merge at all, back to back, on the
 #           cases whose targets the merge bounds (bench/diag_floors.ts); then every such case

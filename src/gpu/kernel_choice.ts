@@ -89,11 +89,6 @@ export interface KernelTuning {
    */
   queryStaged?: boolean;
   /**
-   * The merge kernel with one thread per output dim, each merging every slot by itself (default:
-   * the kernel table's choice; see `KernelSpec.flatMerge`).
-   */
-  flatMerge?: boolean;
-  /**
    * Each lane group's scores reduce-scattered, one row per lane, the rows' weights shuffled to
    * the other lanes (default: the kernel table's choice; see `KernelSpec.rowScatter`).
    */
@@ -197,7 +192,6 @@ export function kernelSpec(
     ...((tuning.tokenRuns ?? choice.tokenRuns) ? { tokenRuns: true } : {}),
     ...((tuning.vPerToken ?? choice.vPerToken) ? { vPerToken: true } : {}),
     ...((tuning.queryStaged ?? choice.queryStaged) ? { queryStaged: true } : {}),
-    ...((tuning.flatMerge ?? choice.flatMerge) ? { flatMerge: true } : {}),
     ...((tuning.rowScatter ?? choice.rowScatter) ? { rowScatter: true } : {}),
     ...(tuning.halfMath && caps.shaderF16 && kvDtype === "f16" ? { halfMath: true } : {}),
   };

@@ -65,12 +65,6 @@ export interface KernelSpec {
    */
   readonly queryStaged?: boolean;
   /**
-   * The merge kernel as one thread per output dim, each merging every slot of its row by itself
-   * (`flatMergeWGSL`: no workgroup memory, barriers or shuffles) instead of slot groups of
-   * threads with a tree of the slots' maxima. Default false.
-   */
-  readonly flatMerge?: boolean;
-  /**
    * Packed f16 dot products of queries and keys (f16 KV only; the device needs `shader-f16`,
    * which the kernel then enables): keys are used as stored, query rows rounded to f16, and each
    * lane's partial score carried in f16 before the f32 sum over lanes. About half the
@@ -325,7 +319,7 @@ export function specKey(kind: string, spec: KernelSpec): string {
       spec.qDtype === "f16" ? ":qf16" : ""
     }${spec.outDtype === "f16" ? ":of16" : ""}${variantKey(spec.variant)}${
       spec.kvScales === "token" ? ":tokscale" : ""
-    }${spec.flatMerge ? ":fm" : ""}`;
+    }`;
   }
   const l = kernelLayout(spec);
   return `${kind}:d${spec.headDim}${dv}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
@@ -342,7 +336,7 @@ export function specKey(kind: string, spec: KernelSpec): string {
     rowScatter(spec) ? ":rsc" : ""
   }${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${variantKey(spec.variant)}${
     spec.kvScales === "token" ? ":tokscale" : ""
-  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}${spec.flatMerge ? ":fm" : ""}`;
+  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }
 
 /**

@@ -34,8 +34,6 @@ export interface KernelChoice {
   readonly vPerToken?: boolean;
   /** Query rows read once per workgroup (`KernelSpec.queryStaged`). */
   readonly queryStaged?: boolean;
-  /** The flat merge kernel (`KernelSpec.flatMerge`). */
-  readonly flatMerge?: boolean;
   /** Each lane ends with one row's score (`KernelSpec.rowScatter`). */
   readonly rowScatter?: boolean;
 }

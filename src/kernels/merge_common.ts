@@ -1,10 +1,11 @@
 /**
- * What both merge kernels share ({@linkcode mergeKernelWGSL}'s slot-group merge and
- * `flatMergeWGSL`'s one-thread-per-dim merge): the module's header (params, the one layout's
- * bindings, the reduce record's offsets, the NaN constants, the query-row map, the sinks'
- * functions), the statements that read a workgroup's reduce record, and those that write the
- * merged row's output and LSE. Each kernel fills in how it reaches `m_all`, `l_all`, `row_bad`
- * and the weighted totals.
+ * The merge kernel's frame, apart from how it merges (src/kernels/merge_kernel.ts): the module's
+ * header (params, the one layout's bindings, the reduce record's offsets, the NaN constants, the
+ * query-row map, the sinks' functions), the statements that read a workgroup's reduce record, and
+ * those that write the merged row's output and LSE. The merge in between reaches `m_all`,
+ * `l_all`, `row_bad` and the weighted totals. (Session 32 built a second merge on this frame, one
+ * thread per output dim merging every slot by itself, with no workgroup memory, barriers or
+ * shuffles: no faster on the H200, so not kept; bench/notes.md.)
  *
  * @module
  */
@@ -17,7 +18,7 @@ import type { KernelSpec } from "./kernel_spec.ts";
 import { FLAT_WORKGROUP_WGSL, PARAMS_WGSL, QUERY_ROW_WGSL } from "./kernel_params.ts";
 import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 
-/** The parts of a merge kernel's module that differ between the two merges. */
+/** The parts of the merge kernel's module that its merge declares. */
 export interface MergeHeaderParts {
   /** What follows "lean-attention merge kernel: " on the module's first line. */
   readonly title: string;
@@ -32,6 +33,14 @@ export interface MergeHeaderParts {
 /**
  * The merge kernel's module up to its entry point: the first line starts with
  * "// lean-attention merge kernel" (the benchmark's diagnostics find the module by it).
+ *
+ * @example
+ * ```ts
+ * import { mergeHeaderWGSL } from "./merge_common.ts";
+ * const spec = { headDim: 64, kvDtype: "f32" as const, tileTokens: 64, rowsPerBlock: 2, workgroupSize: 64 };
+ * const header = mergeHeaderWGSL(spec, {}, { title: "x", subgroups: false, consts: "", decls: "" });
+ * console.log(header.startsWith("// lean-attention merge kernel: x"), header.includes("const SLOT: u32 = 132u;")); // true true
+ * ```
  */
 export function mergeHeaderWGSL(
   spec: KernelSpec,
@@ -122,6 +131,13 @@ fn main(
 /**
  * A merged output element (a WGSL f32 expression) from its weighted total `v`: normalised by
  * `norm`, NaN where a slot was marked, 0 for an empty request's row.
+ *
+ * @example
+ * ```ts
+ * import { mergedValueWGSL } from "./merge_common.ts";
+ * console.log(mergedValueWGSL("t", (v) => `${v} / l_all`));
+ * // select(select(t / l_all, bitcast<f32>(nan_bits), row_bad), 0.0, empty)
+ * ```
  */
 export function mergedValueWGSL(v: string, norm: (v: string) => string): string {
   return `select(select(${norm(v)}, bitcast<f32>(nan_bits), row_bad), 0.0, empty)`;
@@ -168,6 +184,13 @@ ${write(sinks ? (v) => `${v} * c_fin / l_fin` : (v) => `${v} / l_all`)}
  * {@linkcode NEST} nested so that a row of few slots skips the rest of a run after one failed
  * test (a flat list cost every thread a branch per statement, most of them not taken), the runs
  * one after another: Tint's parser refuses nesting much deeper (64 levels).
+ *
+ * @example
+ * ```ts
+ * import { nestedRuns } from "./merge_common.ts";
+ * console.log(nestedRuns(2, (k) => `${k}u < n`, (k) => `a[${k}] = 1.0;`));
+ * // [ "if (0u < n) { a[0] = 1.0; if (1u < n) { a[1] = 1.0; } }" ]
+ * ```
  */
 export function nestedRuns(
   count: number,

@@ -21,7 +21,6 @@ import type { WGSLOptions } from "./decode_kernel.ts";
 import { lines } from "./decode_step.ts";
 import { ioWGSL } from "./io_wgsl.ts";
 import type { KernelSpec } from "./kernel_spec.ts";
-import { flatMergeWGSL } from "./merge_flat.ts";
 import {
   mergedValueWGSL,
   mergeFinishWGSL,
@@ -244,7 +243,6 @@ export function mergeWorkgroups(records: number, rowsPerBlock: number): number {
  * ```
  */
 export function mergeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
-  if (spec.flatMerge) return flatMergeWGSL(spec, options);
   const { rowsPerBlock: RP } = spec;
   // Subgroup shuffles where the decode kernel has them (the device offers subgroups).
   const subgroups = spec.subgroups === true && spec.tiled !== true;
