@@ -13,6 +13,13 @@
 #           piece's fields), and both kernels without their early return past the dispatch's
 #           count (the decode kernel's schedule reads then no longer wait for params); then int8
 #           bytes unpacked without the add per element (values wrong: what that add costs).
+#   parts   int8 and f16 GQA 32/8 128k with parts of the token loop's step removed (session 22's
+#           variants: K/V rows from cache, no lane shuffles, no exponentials; values wrong): where
+#           int8's time goes now that one add per element proved free; then `stack`.
+#   stack   the kernel options test through Dawn with LEAN_TEST_TRACE=1 under gdb where the
+#           image has it (its child, so no ptrace rights are needed): after 60 s every thread's
+#           native stack (where a stalled run's spinning thread is); without gdb, the tools the
+#           image has and the ptrace scope.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s32_session.sh MODE
 set -u
 mode=${1:-flat}
@@ -41,5 +48,30 @@ if [ "$mode" = rounds ]; then
   run_deno 120 int8.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|int8 no add' \
     --bench-cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' \
     --out="$out/int8.json"
+  stamp "done"
+fi
+
+if [ "$mode" = parts ]; then
+  run_deno 150 parts.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|cached loads|no lane shuffles|no exp|cached/bare' \
+    --bench-cases='gqa32/8 128k|gqa32/8 128k int8' --out="$out/parts.json"
+  mode=stack
+fi
+
+if [ "$mode" = stack ]; then
+  { command -v gdb eu-stack perf pstack lldb; cat /proc/sys/kernel/yama/ptrace_scope;
+    grep -E '^(NAME|VERSION)=' /etc/os-release; ldd --version | head -1; } >"$out/tools.txt" 2>&1
+  if command -v gdb >/dev/null; then
+    LEAN_TEST_TRACE=1 LEAN_TEST_BACKENDS=dawn timeout 200 gdb -q -batch \
+      -ex 'set pagination off' -ex 'handle all nostop noprint pass' \
+      -ex 'run' -ex 'info threads' -ex 'thread apply all bt 25' \
+      --args "$(command -v deno)" test -A --unstable-webgpu tests/kernel_options_test.ts \
+      >"$out/gdb.txt" 2>&1 &
+    gdbpid=$!
+    sleep 60
+    pkill -INT -f "^$(command -v deno) test" || true
+    wait $gdbpid
+    stamp "gdb exit $? ($(grep -c '^Thread' "$out/gdb.txt") threads listed)"
+  fi
   stamp "done"
 fi
