@@ -61,15 +61,27 @@ fi
 if [ "$mode" = stack ]; then
   { command -v gdb eu-stack perf pstack lldb; cat /proc/sys/kernel/yama/ptrace_scope;
     grep -E '^(NAME|VERSION)=' /etc/os-release; ldd --version | head -1; } >"$out/tools.txt" 2>&1
-  if command -v gdb >/dev/null; then
-    LEAN_TEST_TRACE=1 LEAN_TEST_BACKENDS=dawn timeout 200 gdb -q -batch \
-      -ex 'set pagination off' -ex 'handle all nostop noprint pass' \
-      -ex 'run' -ex 'info threads' -ex 'thread apply all bt 25' \
+  # The image has no gdb: .gpu/gdb.tgz (made by hand in session 32, not by prepare) holds
+  # Debian's gdb-minimal with the libraries it needs, which only gdb itself loads.
+  gdb=(gdb)
+  if ! command -v gdb >/dev/null && [ -f .gpu/gdb.tgz ]; then
+    mkdir -p /tmp/gdb && tar -xzf .gpu/gdb.tgz -C /tmp/gdb
+    gdb=(env LD_LIBRARY_PATH=/tmp/gdb/lib /tmp/gdb/gdb)
+  fi
+  if "${gdb[@]}" --version >>"$out/tools.txt" 2>&1; then
+    LEAN_TEST_TRACE=1 LEAN_TEST_BACKENDS=dawn timeout 230 "${gdb[@]}" -q -batch \
+      -ex 'set pagination off' -ex 'unset environment LD_LIBRARY_PATH' \
+      -ex 'handle all nostop noprint pass' -ex 'run' -ex 'info threads' \
+      -ex 'thread apply all bt 30' \
       --args "$(command -v deno)" test -A --unstable-webgpu tests/kernel_options_test.ts \
       >"$out/gdb.txt" 2>&1 &
     gdbpid=$!
-    sleep 60
-    pkill -INT -f "^$(command -v deno) test" || true
+    # The second test stalls about 10 s in (20-60 s under gdb's symbol loading): list the threads'
+    # CPU shares at 75 s, then stop the test and let gdb print every thread's stack.
+    sleep 75
+    pid=$(pgrep -f "^$(command -v deno) test" | head -1)
+    [ -n "$pid" ] && ps -L -o tid,stat,wchan:28,pcpu,comm -p "$pid" >"$out/threads.txt" 2>&1
+    [ -n "$pid" ] && kill -INT "$pid"
     wait $gdbpid
     stamp "gdb exit $? ($(grep -c '^Thread' "$out/gdb.txt") threads listed)"
   fi
