@@ -149,6 +149,23 @@ const mergeRounds = (k: number) =>
 /** The decode kernel waits one more round before its first piece's fields. */
 const decodeRound = extraRounds("piece range", "p_begin", "sched[w]", 1);
 /**
+ * The merge reading its slots from another buffer at the same indices (folded into its length):
+ * `out` (written by the last pass's merge) or the schedule (written once, by the host). Values
+ * wrong, for timing: whether the merge's first read of the slots costs more because the decode
+ * dispatch just wrote them.
+ */
+const mergeReadsFrom = (buffer: "out" | "sched") => (code: string) => {
+  if (!code.includes("partials[")) throw new Error("no slot reads in the merge");
+  const read = buffer === "out"
+    ? "return out[i % arrayLength(&out)];"
+    : "return bitcast<f32>(sched[i % arrayLength(&sched)]);";
+  return `${code.replace(/partials\[/g, "slot_word(")
+    .replace(/slot_word\(([^\]]*)\]/g, "slot_word($1)")}
+fn slot_word(i: u32) -> f32 {
+  ${read}
+}`;
+};
+/**
  * The early returns of workgroups past the dispatch's count removed from both kernels (valid
  * where the dispatch is one-dimensional, so exactly as large as the count): the decode kernel's
  * reads of the schedule no longer wait for `params`.
@@ -385,6 +402,9 @@ const allVariants: Variant[] = [
   { name: "merge +2 rounds", rewriteMerge: mergeRounds(2) },
   { name: "decode +1 round", rewrite: decodeRound },
   { name: "no count checks", rewrite: noCountCheck, rewriteMerge: noCountCheck },
+  // ... and the merge's slot reads from a buffer the decode dispatch did not just write.
+  { name: "merge reads out", rewriteMerge: mergeReadsFrom("out") },
+  { name: "merge reads sched", rewriteMerge: mergeReadsFrom("sched") },
   // Session 28: int8 bytes unpacked by the signed-byte conversion (the kernels before session
   // 28), or as f16 halves (the library's are f32 magic numbers since: see src/core/kv8_dtypes.ts).
   { name: "int8 I2F", rewrite: int8Unpack(INT8_BY_CONVERSION) },

@@ -20,6 +20,12 @@
 #           image has it (its child, so no ptrace rights are needed): after 60 s every thread's
 #           native stack (where a stalled run's spinning thread is); without gdb, the tools the
 #           image has and the ptrace scope.
+#   fresh   the merge reading its slots from `out` or the schedule instead of the partial states the
+#           decode dispatch has just written (values wrong, for timing): whether that first read
+#           is the merge's unexplained ~3 us.
+#   shared  the Dawn GPU tests that stalled (kernel options, then non-finite inputs, row scatter and
+#           8-bit decodes) with one Dawn device per test module (LEAN_TEST_DAWN_SHARED=1,
+#           tests/backends.ts) instead of one per decoder; then `fresh`.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s32_session.sh MODE
 set -u
 mode=${1:-flat}
@@ -85,5 +91,20 @@ if [ "$mode" = stack ]; then
     wait $gdbpid
     stamp "gdb exit $? ($(grep -c '^Thread' "$out/gdb.txt") threads listed)"
   fi
+  stamp "done"
+fi
+
+if [ "$mode" = shared ]; then
+  LEAN_TEST_DAWN_SHARED=1 LEAN_TEST_TRACE=1 run_backend_tests dawn 120 tests_dawn_shared.log \
+    tests/kernel_options_test.ts
+  LEAN_TEST_DAWN_SHARED=1 run_backend_tests dawn 100 tests_dawn_shared2.log \
+    tests/non_finite_test.ts tests/row_scatter_test.ts tests/kv8_decode_test.ts
+  mode=fresh
+fi
+
+if [ "$mode" = fresh ]; then
+  run_deno 150 fresh.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|merge reads out|merge reads sched|no merge' \
+    --bench-cases='gqa32/8 32k|gqa32/8 128k|b4 16k|d256 32k|b1 h32 16k' --out="$out/fresh.json"
   stamp "done"
 fi

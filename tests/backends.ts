@@ -8,7 +8,8 @@
  */
 
 // Registers Dawn, so that the "dawn" backend is tested where it finds an adapter.
-import "../dawn.ts";
+import { loadDawn } from "../dawn.ts";
+import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { type BackendName, createDecoder, type Decoder, type DecoderOptions } from "../mod.ts";
 import { collectGarbage } from "./gc.ts";
 import { fcParams } from "./helpers.ts";
@@ -91,6 +92,30 @@ function collectingAfterDecodes(decoder: Decoder): Decoder {
 }
 
 /**
+ * `LEAN_TEST_DAWN_SHARED=1`: Dawn decoders under test share one device per test module (the
+ * decoders do not own it, so `dispose()` leaves it open) instead of opening and destroying one
+ * each. On the H200 the kernel options test through Dawn stalls with a device per decoder: the
+ * JavaScript thread spins (98% of a core) right after the last test's device is destroyed and
+ * its threads exit (bench/notes.md, session 32). Opt-in, to find out whether sharing avoids it.
+ * A test that passes its own `device` keeps it.
+ */
+const DAWN_SHARED = envVar("LEAN_TEST_DAWN_SHARED") === "1";
+
+let sharedDawn: Promise<GPUDevice> | undefined;
+
+/** The module's one Dawn device (opened on first use, as the library would open it). */
+function sharedDawnDevice(): Promise<GPUDevice> {
+  sharedDawn ??= (async () => {
+    const adapter = await (await loadDawn()).requestAdapter({
+      powerPreference: "high-performance",
+    });
+    if (!adapter) throw new Error("Dawn found no adapter");
+    return requestDevice(adapter);
+  })();
+  return sharedDawn;
+}
+
+/**
  * `LEAN_TEST_TRACE=1`: every GPU decoder's opening and every call of it that returns a promise
  * are stamped on stderr (start, end, milliseconds), with a line every 10 s while one waits: says
  * which step a stalled run waits in (bench/notes.md, session 31).
@@ -154,8 +179,9 @@ async function probe(name: BackendName): Promise<BackendStatus> {
     software,
     exhaustive: !software || EXHAUSTIVE_ENV,
     open: async (options = {}) => {
-      const decoder = await traced(`${name} open`, () =>
+      const decoder = await traced(`${name} open`, async () =>
         createDecoder({
+          ...(name === "dawn" && DAWN_SHARED ? { device: await sharedDawnDevice() } : {}),
           ...options,
           ...(name === "cpu" ? {} : GPU_OPTIONS),
           backend: name,
