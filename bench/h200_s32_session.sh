@@ -26,6 +26,9 @@
 #   shared  the Dawn GPU tests that stalled (kernel options, then non-finite inputs, row scatter and
 #           8-bit decodes) with one Dawn device per test module (LEAN_TEST_DAWN_SHARED=1,
 #           tests/backends.ts) instead of one per decoder; then `fresh`.
+#   grid    the kernel options test through Dawn with a fixed lean grid (LEAN_TEST_DAWN_GRID=264:
+#           no calibration, so no timestamp-query readbacks) and a device per decoder as before;
+#           then more GPU test files through Dawn the same way.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s32_session.sh MODE
 set -u
 mode=${1:-flat}
@@ -106,5 +109,13 @@ if [ "$mode" = fresh ]; then
   run_deno 150 fresh.txt bench/diag_floors.ts --stream-ms=2 \
     --variants='lean|merge reads out|merge reads sched|no merge' \
     --bench-cases='gqa32/8 32k|gqa32/8 128k|b4 16k|d256 32k|b1 h32 16k' --out="$out/fresh.json"
+  stamp "done"
+fi
+
+if [ "$mode" = grid ]; then
+  LEAN_TEST_DAWN_GRID=264 LEAN_TEST_TRACE=1 run_backend_tests dawn 120 tests_dawn_grid.log \
+    tests/kernel_options_test.ts
+  LEAN_TEST_DAWN_GRID=264 run_backend_tests dawn 170 tests_dawn_grid2.log tests/decode_test.ts \
+    tests/paged_test.ts tests/combinations_gpu_test.ts tests/token_runs_test.ts
   stamp "done"
 fi

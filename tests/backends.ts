@@ -101,6 +101,13 @@ function collectingAfterDecodes(decoder: Decoder): Decoder {
  */
 const DAWN_SHARED = envVar("LEAN_TEST_DAWN_SHARED") === "1";
 
+/**
+ * `LEAN_TEST_DAWN_GRID=N`: Dawn decoders under test take the lean grid N (a test's own `grid`
+ * wins) instead of calibrating theirs: whether the H200's Dawn stalls come with the calibration
+ * (its timestamp queries, read back by `mapAsync`; bench/notes.md, session 32).
+ */
+const DAWN_GRID = Number(envVar("LEAN_TEST_DAWN_GRID") ?? "") || undefined;
+
 let sharedDawn: Promise<GPUDevice> | undefined;
 
 /** The module's one Dawn device (opened on first use, as the library would open it). */
@@ -182,6 +189,7 @@ async function probe(name: BackendName): Promise<BackendStatus> {
       const decoder = await traced(`${name} open`, async () =>
         createDecoder({
           ...(name === "dawn" && DAWN_SHARED ? { device: await sharedDawnDevice() } : {}),
+          ...(name === "dawn" && DAWN_GRID ? { grid: DAWN_GRID } : {}),
           ...options,
           ...(name === "cpu" ? {} : GPU_OPTIONS),
           backend: name,
