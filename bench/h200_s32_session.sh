@@ -29,6 +29,9 @@
 #   grid    the kernel options test through Dawn with a fixed lean grid (LEAN_TEST_DAWN_GRID=264:
 #           no calibration, so no timestamp-query readbacks) and a device per decoder as before;
 #           then more GPU test files through Dawn the same way.
+#   dawnsuite  GPU test files through Dawn with the harness's default since session 32 (Dawn
+#           decoders under test take the grid the module's probe decoder calibrated): the kernel
+#           options test, then the paged, runner-format and MLA tests.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s32_session.sh MODE
 set -u
 mode=${1:-flat}
@@ -117,5 +120,12 @@ if [ "$mode" = grid ]; then
     tests/kernel_options_test.ts
   LEAN_TEST_DAWN_GRID=264 run_backend_tests dawn 170 tests_dawn_grid2.log tests/decode_test.ts \
     tests/paged_test.ts tests/combinations_gpu_test.ts tests/token_runs_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = dawnsuite ]; then
+  run_backend_tests dawn 90 tests_dawn.log tests/kernel_options_test.ts
+  run_backend_tests dawn 160 tests_dawn2.log tests/paged_test.ts tests/runner_formats_test.ts \
+    tests/mla_test.ts
   stamp "done"
 fi

@@ -94,19 +94,22 @@ function collectingAfterDecodes(decoder: Decoder): Decoder {
 /**
  * `LEAN_TEST_DAWN_SHARED=1`: Dawn decoders under test share one device per test module (the
  * decoders do not own it, so `dispose()` leaves it open) instead of opening and destroying one
- * each. On the H200 the kernel options test through Dawn stalls with a device per decoder: the
- * JavaScript thread spins (98% of a core) right after the last test's device is destroyed and
- * its threads exit (bench/notes.md, session 32). Opt-in, to find out whether sharing avoids it.
+ * each. Opt-in, a diagnostic: on the H200 the kernel options test through Dawn stalled the same
+ * way with it (not the devices' churn), while the calibration-free runs passed (session 32).
  * A test that passes its own `device` keeps it.
  */
 const DAWN_SHARED = envVar("LEAN_TEST_DAWN_SHARED") === "1";
 
 /**
- * `LEAN_TEST_DAWN_GRID=N`: Dawn decoders under test take the lean grid N (a test's own `grid`
- * wins) instead of calibrating theirs: whether the H200's Dawn stalls come with the calibration
- * (its timestamp queries, read back by `mapAsync`; bench/notes.md, session 32).
+ * `LEAN_TEST_DAWN_GRID`: on a hardware adapter, Dawn decoders under test take a fixed lean grid
+ * (a test's own `grid` wins) instead of calibrating one each: by default the grid the module's
+ * probe decoder calibrated; `N` for grid N; `calibrate` to calibrate every decoder. Under
+ * `deno test` on the H200 a Dawn decoder's calibration (its timestamp-query readbacks) could
+ * stall the test process for good: its JavaScript thread spins, no timer fires (sessions 30-32).
+ * With a fixed grid the kernel options test and four more GPU test files ran through Dawn there
+ * (bench/notes.md, session 32).
  */
-const DAWN_GRID = Number(envVar("LEAN_TEST_DAWN_GRID") ?? "") || undefined;
+const DAWN_GRID = envVar("LEAN_TEST_DAWN_GRID");
 
 let sharedDawn: Promise<GPUDevice> | undefined;
 
@@ -179,6 +182,9 @@ async function probe(name: BackendName): Promise<BackendStatus> {
     return { name, ok: false, reason };
   }
   const software = name !== "cpu" && isSoftwareAdapter(decoder.profile.name);
+  const dawnGrid = name === "dawn" && !software && DAWN_GRID !== "calibrate"
+    ? Number(DAWN_GRID ?? "") || decoder.profile.grid
+    : undefined;
   await decoder.dispose();
   const backend: BackendUnderTest = {
     name,
@@ -189,7 +195,7 @@ async function probe(name: BackendName): Promise<BackendStatus> {
       const decoder = await traced(`${name} open`, async () =>
         createDecoder({
           ...(name === "dawn" && DAWN_SHARED ? { device: await sharedDawnDevice() } : {}),
-          ...(name === "dawn" && DAWN_GRID ? { grid: DAWN_GRID } : {}),
+          ...(dawnGrid ? { grid: dawnGrid } : {}),
           ...options,
           ...(name === "cpu" ? {} : GPU_OPTIONS),
           backend: name,
