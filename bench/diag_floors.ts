@@ -159,8 +159,10 @@ const mergeReadsFrom = (buffer: "out" | "sched") => (code: string) => {
   const read = buffer === "out"
     ? "return out[i % arrayLength(&out)];"
     : "return bitcast<f32>(sched[i % arrayLength(&sched)]);";
-  return `${code.replace(/partials\[/g, "slot_word(")
-    .replace(/slot_word\(([^\]]*)\]/g, "slot_word($1)")}
+  return `${
+    code.replace(/partials\[/g, "slot_word(")
+      .replace(/slot_word\(([^\]]*)\]/g, "slot_word($1)")
+  }
 fn slot_word(i: u32) -> f32 {
   ${read}
 }`;
