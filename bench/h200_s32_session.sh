@@ -73,7 +73,7 @@ fi
 if [ "$mode" = stack ]; then
   { command -v gdb eu-stack perf pstack lldb; cat /proc/sys/kernel/yama/ptrace_scope;
     grep -E '^(NAME|VERSION)=' /etc/os-release; ldd --version | head -1; } >"$out/tools.txt" 2>&1
-  # The image has no gdb: .gpu/gdb.tgz (made by hand in session 32, not by prepare) holds
+  # The image has no gdb: .gpu/gdb.tgz (made by bench/pack_gdb.sh, not by prepare) holds
   # Debian's gdb-minimal with the libraries it needs, which only gdb itself loads.
   gdb=(gdb)
   if ! command -v gdb >/dev/null && [ -f .gpu/gdb.tgz ]; then
