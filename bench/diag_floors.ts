@@ -248,7 +248,12 @@ const noLaneShuffles = replacingAll(
   "($1 * 0.5)",
 );
 /** The scores' exponentials replaced by their arguments. */
-const noExp = replacingAll("score exponentials", /exp2\((d\d+_\d+ - mx)\)/g, "($1)");
+// (Row scatter's kernels weigh a lane's own row, `own{u}` or `so{u}` against `mxo`.)
+const noExp = replacingAll(
+  "score exponentials",
+  /exp2\(((?:d\d+_\d+|own\d+|so\d+) - mx\w*)\)/g,
+  "($1)",
+);
 /** K and V words reinterpreted as floats instead of unpacked from f16. */
 const noUnpack = replacing(
   "f16 unpacking",
