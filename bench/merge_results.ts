@@ -5,7 +5,8 @@
  * limit cut it can be taken from its log (`--log=LOG,BACKEND,RUN.json`: the log's section of
  * that backend, with the read ceiling of that run). Every row's roofline is recomputed with the
  * FMA ceiling of `--fma-from` (its in-run FMA kernel), each row keeping its own run's read
- * ceiling; the anchors' times are read again from `--anchor` and `--triton`.
+ * ceiling (a merged file given as an input keeps each row's own); the anchors' times are read
+ * again from `--anchor` and `--triton`.
  *
  * Usage: deno run -A bench/merge_results.ts --out=OUT.json --text=OUT.txt --fma-from=RUN.json
  *        [--anchor=TORCH.json] [--triton=TRITON.json] [--log=LOG,BACKEND,RUN.json]... IN.json...
@@ -140,9 +141,15 @@ for (const path of inputs) {
   first ??= run;
   for (const r of run.results) {
     if (!r.strategy) continue;
-    merged.set(`${r.name}|${r.strategy}`, derive(r, run.ceilings.readBytesPerSecond, path));
+    // A merged file's rows keep the read ceiling and source of the run that measured them.
+    const ceiling = typeof r.readCeiling === "number"
+      ? r.readCeiling
+      : run.ceilings.readBytesPerSecond;
+    const source = typeof r.source === "string" ? r.source : path;
+    merged.set(`${r.name}|${r.strategy}`, derive(r, ceiling, source));
   }
-  sources.push(path);
+  const earlier = (run as RunFile & { sources?: string[] }).sources;
+  sources.push(...(earlier ?? [path]));
 }
 const order = ["lean", "split", "single", "lean-paged"];
 const names = [...cases.keys()];
