@@ -4,9 +4,10 @@
  * unpacked one token at a time, which must leave the default kernel's bits; split prefetch (the next step's K requested after this step's
  * dot products, V after its update) with query rows in workgroup memory, and scores as sums of
  * `vec4` dot products (`fmaDots: false`; chains of multiply-adds by default), each over f16 and
- * over int8 K/V with per-token scales, against the float64 reference; and packed f16 dot products
- * (`halfMath`), which must change the result within its f16 tolerance where the device has
- * `shader-f16`, and leave the f32 kernel's bits where it has not.
+ * over int8 K/V with per-token scales, against the float64 reference; and packed f16 arithmetic
+ * (`halfMath`: dot products over f16, int8 and E4M3 keys, and the weighted sum of int8 and E4M3
+ * values at per-tensor scales), which must change the result within its f16 tolerance where the
+ * device has `shader-f16`, and leave the f32 kernel's bits where it has not.
  *
  * @module
  */
@@ -63,27 +64,43 @@ async function hasShaderF16(backend: string): Promise<boolean> {
 /** Output and LSE tolerance of packed f16 scores (query rows rounded to f16). */
 const HALF_TOLERANCE = 2e-3;
 
+/**
+ * The packed f16 path's shapes: f16 K (dot products), int8 at per-token scales (dot products; V
+ * in f32), int8 and E4M3 at per-tensor scales (dot products and the weighted sum of V in f16).
+ */
+const HALF_SHAPES: readonly CaseSpec[] = [
+  shapes[0],
+  shapes[1],
+  { ...shapes[0], kvDtype: "int8", seed: 33 },
+  { ...shapes[0], kvDtype: "fp8e4m3", seed: 34 },
+];
+
 gpuTest(
-  "packed f16 dot products stay within f16 tolerance, and fall back to f32 bits without shader-f16",
+  "packed f16 arithmetic stays within f16 tolerance, and falls back to f32 bits without shader-f16",
   async (b) => {
     const f16 = await hasShaderF16(b.name);
     const half = await b.open({ kernel: { halfMath: true } });
     const plain = await b.open();
     try {
-      for (const strategy of STRATEGIES_UNDER_TEST) {
-        const input: DecodeInput = { ...makeInput({ ...shapes[0], qAmplitude: 2 }), strategy };
-        const got = await half.decode(input);
-        const f32 = await plain.decode(input);
-        const ref = referenceAttention(input);
-        const finite = (a: ArrayLike<number>) => Array.from(a, (x) => (x === -Infinity ? 0 : x));
-        const outError = relativeL2Error(got.out, ref.out);
-        const lseError = maxAbsError(finite(got.lse), finite(ref.lse));
-        assert.ok(outError < HALF_TOLERANCE, `out ${strategy}: relative L2 error ${outError}`);
-        assert.ok(lseError < HALF_TOLERANCE, `lse ${strategy}: max abs error ${lseError}`);
-        // The empty sequence's rows are the merge identity on both paths.
-        assert.ok(sameBits(got.lse.subarray(-8), f32.lse.subarray(-8)));
-        const same = sameBits(got.out, f32.out) && sameBits(got.lse, f32.lse);
-        assert.equal(same, !f16, f16 ? "the f16 path must differ from f32" : "fallback to f32");
+      for (const spec of HALF_SHAPES) {
+        for (const strategy of STRATEGIES_UNDER_TEST) {
+          const input: DecodeInput = { ...makeInput({ ...spec, qAmplitude: 2 }), strategy };
+          const what = `${spec.kvDtype}${spec.kvScales ? ` ${spec.kvScales}` : ""} ${strategy}`;
+          const got = await half.decode(input);
+          const f32 = await plain.decode(input);
+          const ref = referenceAttention(input);
+          const finite = (a: ArrayLike<number>) => Array.from(a, (x) => (x === -Infinity ? 0 : x));
+          const outError = relativeL2Error(got.out, ref.out);
+          const lseError = maxAbsError(finite(got.lse), finite(ref.lse));
+          assert.ok(outError < HALF_TOLERANCE, `out ${what}: relative L2 error ${outError}`);
+          assert.ok(lseError < HALF_TOLERANCE, `lse ${what}: max abs error ${lseError}`);
+          // The empty sequence's rows (f16 shape) are the merge identity on both paths.
+          if (spec.seqLens.at(-1) === 0) {
+            assert.ok(sameBits(got.lse.subarray(-8), f32.lse.subarray(-8)));
+          }
+          const same = sameBits(got.out, f32.out) && sameBits(got.lse, f32.lse);
+          assert.equal(same, !f16, `${what}: ${f16 ? "the f16 path must differ" : "f32 bits"}`);
+        }
       }
     } finally {
       await half.dispose();

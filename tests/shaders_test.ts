@@ -10,6 +10,7 @@ import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import {
   elementsPerLoad,
   halfMath,
+  halfValues,
   kernelLayout,
   type KernelSpec,
   queryStaged,
@@ -127,6 +128,18 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       assert.equal(/qv\[\d+\] = q_sh\[/.test(wgsl), staged);
       assert.equal(/var qh = array<vec4<f16>/.test(wgsl), half);
       assert.equal(wgsl.startsWith("enable f16;"), half);
+      // 8-bit keys under packed f16 are unpacked into halves; at per-tensor scales the weighted
+      // sum of V is packed too, its f16 sums added into the f32 state after the last step.
+      assert.equal(/let kh0_0 = unpack_kh\(k0_0\);/.test(wgsl), half && spec.kvDtype !== "f16");
+      assert.equal(/var oh = array<vec4<f16>/.test(wgsl), halfValues(spec));
+      assert.equal(halfValues(spec), half && spec.kvDtype !== "f16" && spec.kvScales !== "token");
+      if (halfValues(spec)) {
+        const afterLoop = wgsl.slice(wgsl.lastIndexOf("s0 += STEP"));
+        assert.match(
+          afterLoop,
+          /\n {4}\}\n {4}o\[0\] \+= vec4<f32>\(oh\[0\]\)\.xzyw; oh\[0\] = Z4H;/,
+        );
+      }
       if (shared) {
         const reads = (wgsl.match(/let qq = q_sh\[/g) ?? []).length;
         assert.equal(
@@ -138,7 +151,7 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
         // The next K is requested after this step's dot products, the next V after its update.
         const body = wgsl.slice(wgsl.indexOf("for (var s0"));
         // K's first use: a vec4 dot product, a chain of multiply-adds, or packed f16 halves.
-        const firstUse = body.search(/dot\(kf0_0|fma\(kf0_0|\bk0_0\.(lo|hi)/);
+        const firstUse = body.search(/dot\(kf0_0|fma\(kf0_0|\bk0_0\.(lo|hi)|unpack_kh\(k0_0/);
         assert.ok(firstUse >= 0 && body.indexOf("nk0_0 = k_cache") > firstUse);
         assert.ok(body.indexOf("nv0_0 = v_cache") > body.indexOf("let vf0_0"));
       }

@@ -44,6 +44,14 @@ export interface KVDtypeInfo {
    */
   readonly wgslUnpack8: string;
   /**
+   * WGSL of `unpack_kh(w)` for the packed f16 path (`KernelSpec.halfMath`; the kernel enables
+   * `f16`): one 16-byte chunk (`vec4<u32>`) and one 8-byte chunk (`vec2<u32>`) as `vec4<f16>`s,
+   * one per word, holding its bytes 0, 2, 1, 3 (two unpacked per operation); the values over
+   * `unpackScale`, as `unpack_kv`'s. Only where f16 holds every code exactly and sums of a few
+   * weighted codes stay far from f16's largest value (int8, FP8 E4M3); absent elsewhere.
+   */
+  readonly wgslUnpackHalf?: { readonly 16: string; readonly 8: string };
+  /**
    * WGSL of the append kernel's conversion of packed dtypes: `half_bits(x: f32) -> u32` (16-bit)
    * or `byte_bits(x: f32) -> u32` (8-bit, of an already scaled value), else "".
    */

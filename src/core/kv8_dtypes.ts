@@ -58,6 +58,48 @@ const UNPACK_WORD: Record<Kv8Format, string> = {
 };
 
 /**
+ * `unpack_word_h(w)`: the bytes 0, 2, 1, 3 of a word as f16 halves, two per operation (for the
+ * packed f16 path), where f16 holds every code: int8 and FP8 E4M3 (E5M2's codes reach 57344, so a
+ * sum of a few weighted codes could overflow f16).
+ */
+const UNPACK_WORD_HALF: Partial<Record<Kv8Format, string>> = {
+  // Each byte b made b + 128 (its top bit flipped) and placed in the mantissa of the f16 1024,
+  // two bytes per word of halves; one subtraction of 1152 per pair: exact.
+  int8: `fn unpack_word_h(w: u32) -> vec4<f16> {
+  let u = w ^ 0x80808080u;
+  let a = vec2<f16>(unpack2x16float((u & 0x00ff00ffu) | 0x64006400u));
+  let b = vec2<f16>(unpack2x16float(((u >> 8u) & 0x00ff00ffu) | 0x64006400u));
+  return vec4<f16>(a, b) - vec4<f16>(1152.0h);
+}`,
+  // As unpack_word's halves, used as they are (the value over 2^8); a NaN code (S.1111.111,
+  // found as in unpack_word) sets its half's exponent and top mantissa bit: 0x80 * 0xfc = 0x7e00.
+  fp8e4m3: `fn unpack_word_h(w: u32) -> vec4<f16> {
+  var a = ((w << 7u) & 0x3f803f80u) | ((w << 8u) & 0x80008000u);
+  var b = ((w >> 1u) & 0x3f803f80u) | (w & 0x80008000u);
+  let n = ((w & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u;
+  if (n != 0u) {
+    a |= (n & 0x00800080u) * 0xfcu;
+    b |= ((n >> 8u) & 0x00800080u) * 0xfcu;
+  }
+  return vec4<f16>(vec2<f16>(unpack2x16float(a)), vec2<f16>(unpack2x16float(b)));
+}`,
+};
+
+/** `unpack_kh` of a 16-byte load (four words) and of an 8-byte load (two words). */
+function unpackHalf(word: string): { 16: string; 8: string } {
+  return {
+    16: `${word}
+fn unpack_kh(w: vec4<u32>) -> array<vec4<f16>, 4> {
+  return array<vec4<f16>, 4>(unpack_word_h(w.x), unpack_word_h(w.y), unpack_word_h(w.z), unpack_word_h(w.w));
+}`,
+    8: `${word}
+fn unpack_kh(w: vec2<u32>) -> array<vec4<f16>, 2> {
+  return array<vec4<f16>, 2>(unpack_word_h(w.x), unpack_word_h(w.y));
+}`,
+  };
+}
+
+/**
  * An FP8 format's `byte_bits`: NaN to its NaN code, values from the largest finite one's rounding
  * edge up saturated, subnormal codes by one exact scaling and `round` (half to even), normal codes
  * by rebiasing the f32 exponent and rounding the dropped mantissa bits half to even.
@@ -137,6 +179,7 @@ function entry(format: Kv8Format): KVDtypeInfo {
     wgslUnpack: `${UNPACK_WORD[format]}${UNPACK_WORDS}`,
     wgslUnpack8: `${UNPACK_WORD[format]}${UNPACK_HALF_WORDS}`,
     unpackScale: UNPACK_SCALE[format],
+    ...(UNPACK_WORD_HALF[format] ? { wgslUnpackHalf: unpackHalf(UNPACK_WORD_HALF[format]!) } : {}),
     wgslPack: PACK_BYTE[format],
     encode: (values, scale) => encodeKv8(values, format, scale ?? 1),
     decode: (data, scale) => decodeKv8(data as Int8Array | Uint8Array, format, scale ?? 1),

@@ -51,11 +51,18 @@ export interface KernelTuning {
   /** Query rows in workgroup memory (default: the kernel table's choice). */
   queryShared?: boolean;
   /**
-   * Packed f16 dot products of queries and keys where the device has `shader-f16` and the KV is
-   * f16 (default false): fewer instructions per token for scores of about f16's precision
-   * (output relative errors near 1e-3); elsewhere the f32 path runs. See `KernelSpec.halfMath`.
+   * Packed f16 arithmetic where the device has `shader-f16` and the KV is f16, int8 or FP8 E4M3
+   * (default false): dot products of queries and keys, and with int8 and E4M3 at per-tensor
+   * scales the weighted sum of V too, at about f16's precision (output relative errors near
+   * 1e-3) for fewer instructions per token; elsewhere the f32 path runs. See
+   * `KernelSpec.halfMath`.
    */
   halfMath?: boolean;
+  /**
+   * Steps a packed f16 weighted sum of V adds in f16 before it joins the f32 output state
+   * (default: 16 tokens' worth; for measurements). See `KernelSpec.halfSteps`.
+   */
+  halfSteps?: number;
   /**
    * Steps that mask no token skip the masking arithmetic (default true; false masks every step,
    * as kernels before 0.2 did: for measurements).
@@ -193,7 +200,13 @@ export function kernelSpec(
     ...((tuning.vPerToken ?? choice.vPerToken) ? { vPerToken: true } : {}),
     ...((tuning.queryStaged ?? choice.queryStaged) ? { queryStaged: true } : {}),
     ...((tuning.rowScatter ?? choice.rowScatter) ? { rowScatter: true } : {}),
-    ...(tuning.halfMath && caps.shaderF16 && kvDtype === "f16" ? { halfMath: true } : {}),
+    ...(tuning.halfMath && caps.shaderF16 &&
+        (kvDtype === "f16" || KV_DTYPE_INFO[kvDtype].wgslUnpackHalf !== undefined)
+      ? {
+        halfMath: true,
+        ...(tuning.halfSteps === undefined ? {} : { halfSteps: tuning.halfSteps }),
+      }
+      : {}),
   };
   // As many token groups as the smallest subgroup holds are added with shuffles first.
   const layout = kernelLayout(spec);

@@ -18,6 +18,8 @@
 import {
   elementsPerLoad,
   halfMath,
+  halfSteps,
+  halfValues,
   kernelLayout,
   type KernelSpec,
   kvLoadDim,
@@ -32,8 +34,8 @@ import {
   PIECE_LOOP_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_params.ts";
-import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
-import { grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
+import { kvChunkWGSL, kvLoadHalfWGSL, kvLoadWGSL } from "./kv_load.ts";
+import { flushValuesWGSL, grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
 import { stepLoadsWGSL } from "./decode_loads.ts";
 import { groupMergeBytes, groupMergeWorkgroupWGSL, pieceOutputWGSL } from "./decode_output.ts";
 import { queryRowsWGSL } from "./decode_query.ts";
@@ -128,7 +130,11 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const kOff = (i: number) => (padK && i === CPL - 1 ? " + kpad" : ` + ${i * lanes}u`);
   const vOff = (i: number) => (padV && i === CPLV - 1 ? " + vpad" : ` + ${i * lanes}u`);
 
-  const half = halfMath(spec); // packed f16 dot products: K chunks as `KHalves`
+  const half = halfMath(spec); // packed f16 dot products: f16 K chunks as `KHalves`
+  const halfBytes = half && spec.kvDtype !== "f16"; // 8-bit K unpacked by `unpack_kh`
+  // Packed f16 weighted sums of V (8-bit codes), added into the f32 state every `flushSteps`.
+  const halfV = halfValues(spec);
+  const flushSteps = halfV ? halfSteps(spec) : 0;
   const usedBytes = baseWorkgroupBytes(spec); // workgroup memory besides the group merge's
   const { loads, prefetchInit, afterDots, takeV, afterV } = stepLoadsWGSL({
     G,
@@ -146,7 +152,9 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   });
   const fastSteps = spec.fastSteps ?? true;
   const unpackV = (u: number, i: number) =>
-    tokenScales
+    halfV
+      ? `      let vf${u}_${i} = unpack_kh(v${u}_${i});`
+      : tokenScales
       ? `      var vf${u}_${i} = unpack_kv(v${u}_${i});
 ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
       : `      let vf${u}_${i} = unpack_kv(v${u}_${i});`;
@@ -161,6 +169,7 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     qi: oi,
     visible: variantVisibleWGSL(flags),
     visibleEager: variantVisibleWGSL(flags, true),
+    halfValues: halfV,
   };
   // The softmax updates the output state: V's chunks, unpacked before it or (vPerToken) one
   // token at a time inside it.
@@ -219,6 +228,7 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     row: scatter ? scatterRowWGSL(lanes, RP, RS > 1 ? "rs0 + " : "").row : row,
     qScale,
     half,
+    halfBytes,
     shared: spec.queryShared ?? false,
     staged: queryStaged(spec),
     fmaDots: spec.fmaDots ?? false,
@@ -248,13 +258,20 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
   }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
     spec.queryShared && !half ? " queryShared" : ""
   }${queryStaged(spec) ? " queryStaged" : ""}${half ? " halfMath" : ""}${
-    vPerToken ? " vPerToken" : ""
-  }${scatter ? " rowScatter" : ""}
+    halfV ? ` halfValues=${flushSteps}` : ""
+  }${vPerToken ? " vPerToken" : ""}${scatter ? " rowScatter" : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
 ${bindingWGSL(BINDING.q, "q", "storage, read", io.qType)}
-${bindingWGSL(BINDING.k, "k_cache", "storage, read", `array<${half ? "KHalves" : raw}>`)}
+${
+    bindingWGSL(
+      BINDING.k,
+      "k_cache",
+      "storage, read",
+      `array<${half && !halfBytes ? "KHalves" : raw}>`,
+    )
+  }
 ${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${raw}>`)}
 ${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
 ${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
@@ -274,7 +291,7 @@ const GROUPS: u32 = ${G}u;
 const STEP: u32 = ${step}u;
 const SLOT: u32 = ${RB * (DV + 2)}u;
 const NEG: f32 = ${NEG_SCORE.toExponential()};
-const Z4: vec4<f32> = vec4<f32>(0.0);
+const Z4: vec4<f32> = vec4<f32>(0.0);${halfV ? "\nconst Z4H: vec4<f16> = vec4<f16>(0.0h);" : ""}
 // A NaN built at run time: WGSL rejects NaN in constant expressions.
 var<private> nan_bits: u32 = 0x7fc00000u;
 const DIRECT: u32 = 0xffffffffu;
@@ -289,7 +306,12 @@ var<workgroup> bad_sh: array<atomic<u32>, ${RB}>;${
 ${exchange}${query.workgroup}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
-${kvLoadWGSL(spec.kvDtype, loadDim)}
+${kvLoadWGSL(spec.kvDtype, loadDim)}${
+    halfBytes
+      ? `
+${kvLoadHalfWGSL(spec.kvDtype, loadDim)}`
+      : ""
+  }
 ${kvAddressWGSL(spec)}
 ${io.functions}
 ${poisonedFn}${
@@ -341,7 +363,13 @@ ${
       atomicStore(&bad_sh[lid], 0u);
     }
     var l = array<f32, ${RP}>();
-    var o = array<vec4<f32>, ${RP * E4V}>();
+    var o = array<vec4<f32>, ${RP * E4V}>();${
+    halfV
+      ? `
+    // The weighted V codes of the last steps in f16 (bytes 0, 2, 1, 3 of each word).
+    var oh = array<vec4<f16>, ${RP * E4V}>();`
+      : ""
+  }
 ${lines(RP, (r) => `    m[${r}] = NEG;`)}${
     scatter
       ? `
@@ -365,8 +393,15 @@ ${fast}
 ${softmax}
       }`
       : softmax
-  }${afterV ? `\n${afterV}` : ""}
-    }${scatter ? `\n${scatter.finish}` : ""}
+  }${afterV ? `\n${afterV}` : ""}${
+    halfV
+      ? flushSteps === 1 ? `\n${flushValuesWGSL(RP * E4V, "      ")}` : `
+      if (((s0 - tok_begin) / STEP) % ${flushSteps}u == ${flushSteps - 1}u) {
+${flushValuesWGSL(RP * E4V, "        ")}
+      }`
+      : ""
+  }
+    }${halfV ? `\n${flushValuesWGSL(RP * E4V, "    ")}` : ""}${scatter ? `\n${scatter.finish}` : ""}
 ${fastSteps ? lines(RP, (r) => `    bad[${r}] |= select(0u, 1u, poisoned(l[${r}]));`) : ""}
 
 ${

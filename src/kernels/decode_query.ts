@@ -30,8 +30,16 @@ export interface QueryShape {
   readonly row: (r: number) => string;
   /** WGSL factor of the queries (the softmax scale in log2 units, times a per-tensor K scale). */
   readonly qScale: string;
-  /** Packed f16 dot products (`halfMath` on f16 KV): K chunks arrive as `KHalves`. */
+  /**
+   * Packed f16 dot products (`halfMath`): f16 K chunks arrive as `KHalves`; 8-bit chunks
+   * (`halfBytes`) are unpacked by `unpack_kh` into f16 halves.
+   */
   readonly half: boolean;
+  /**
+   * 8-bit K under `half`: each word unpacks to its bytes 0, 2, 1, 3 (two per operation), so
+   * the query halves are held in that order too.
+   */
+  readonly halfBytes?: boolean;
   /** The block's rows in workgroup memory (`queryShared`; ignored with `half`). */
   readonly shared: boolean;
   /**
@@ -96,15 +104,16 @@ function fmaChain(target: string, pairs: readonly (readonly [string, string])[])
 }
 
 /**
- * Packed f16 dot products (`halfMath`): the lane's `CPL` chunks, two `vec4<f16>` halves each,
+ * Packed f16 dot products (`halfMath`): the lane's `CPL` chunks, `V4` `vec4<f16>` each,
  * multiply-added into `target` from zero.
  */
 function halfChain(
   target: string,
   CPL: number,
+  V4: number,
   pair: (i: number, j: number) => [string, string],
 ): string {
-  const terms = Array.from({ length: CPL * 2 }, (_, x) => pair(Math.floor(x / 2), x % 2));
+  const terms = Array.from({ length: CPL * V4 }, (_, x) => pair(Math.floor(x / V4), x % V4));
   return fmaRuns(target, terms, "vec4<f16>(0.0h)");
 }
 
@@ -133,10 +142,12 @@ export interface QueryWGSL {
  */
 export function queryRowsWGSL(shape: QueryShape): QueryWGSL {
   const { RB, RP, U, CPL, V4, lanes, W, padK, row, qScale, half } = shape;
-  // Packed f16 dot products (`halfMath`, f16 KV on devices with `shader-f16`): K's halves are
-  // used as they are stored, against the query rows rounded to f16, two products per
-  // instruction; each lane's partial sum of a row is carried in f16 (8 products per half at
-  // d128), then added in f32. Query rows stay in registers (half the registers of f32 rows).
+  // Packed f16 dot products (`halfMath` on devices with `shader-f16`): f16 K's halves are used
+  // as they are stored (int8 and E4M3 bytes unpacked into halves, two per operation), against
+  // the query rows rounded to f16, two products per instruction; each lane's partial sum of a
+  // row is carried in f16 (8 products per half at d128), then added in f32. Query rows stay in
+  // registers (half the registers of f32 rows).
+  const bytes = half && (shape.halfBytes ?? false);
   // Query rows in workgroup memory: each vec4 is read once per step and used for the step's U
   // tokens, so no thread holds the rows in registers. Rows are padded with zeros to the lanes'
   // rounds of chunks (a padded lane's products then vanish, as with registers).
@@ -147,8 +158,9 @@ export function queryRowsWGSL(shape: QueryShape): QueryWGSL {
   const QS = CPL * lanes * V4; // vec4<f32> per row of q_sh
   const qShared = (r: number, i: number, j: number) =>
     `q_sh[${row(r)} * ${QS}u + (lane + ${i * lanes}u) * ${V4}u + ${j}u]`;
-  // Index of a row's query halves: row, chunk, half of the chunk (2 vec4<f16> per 16 bytes).
-  const hi = (r: number, i: number, j: number) => (r * CPL + i) * 2 + j;
+  // Index of a row's query halves: row, chunk, vec4<f16> of the chunk (V4 per chunk: 2 per 16
+  // bytes of f16, one per word of 8-bit codes).
+  const hi = (r: number, i: number, j: number) => (r * CPL + i) * V4 + j;
   // A lane's query chunk `i` of a row starting at `qb`: the padded round reads the row's last
   // chunk again (`kpad`) and keeps it only for lanes inside the row.
   const chunkAt = (i: number) =>
@@ -173,7 +185,7 @@ ${body(r, (v) => `select(Z4, ${v}, live)`)}
     }`);
 
   const workgroup = `${
-    half
+    half && !bytes
       ? "\n// One 16-byte chunk of f16 K, used as stored.\nstruct KHalves { lo: vec4<f16>, hi: vec4<f16> }"
       : ""
   }${shared || staged ? `\nvar<workgroup> q_sh: array<vec4<f32>, ${RB * QS}>;` : ""}`;
@@ -192,11 +204,16 @@ ${body(r, (v) => `select(Z4, ${v}, live)`)}
 
   const load = half
     ? `    // This lane's chunks of the block's query rows, pre-scaled into log2 units and rounded to
-    // f16; missing rows 0.
-    var qh = array<vec4<f16>, ${RP * CPL * 2}>();
+    // f16; missing rows 0.${
+      bytes ? " Each vector in the order of the unpacked bytes (0, 2, 1, 3)." : ""
+    }
+    var qh = array<vec4<f16>, ${RP * CPL * V4}>();
 ${
       perRow((r, live) =>
-        grid(CPL, 2, (i, j) => `      qh[${hi(r, i, j)}] = vec4<f16>(${live(loadQ(i, j))});`)
+        grid(CPL, V4, (i, j) =>
+          `      qh[${hi(r, i, j)}] = vec4<f16>(${
+            bytes ? `(${live(loadQ(i, j))}).xzyw` : live(loadQ(i, j))
+          });`)
       )
     }`
     : shared
@@ -230,20 +247,32 @@ ${
   const unpackK = (u: number) =>
     lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`);
   const dots = half
-    ? grid(
-      U,
-      RP,
-      (u, r) =>
-        `${
-          halfChain(
-            `h${u}_${r}`,
-            CPL,
-            (i, j) => [`k${u}_${i}.${j ? "hi" : "lo"}`, `qh[${hi(r, i, j)}]`],
-          )
-        }
+    ? `${
+      bytes
+        ? `${
+          lines(U, (u) => lines(CPL, (i) => `      let kh${u}_${i} = unpack_kh(k${u}_${i});`))
+        }\n`
+        : ""
+    }${
+      grid(
+        U,
+        RP,
+        (u, r) =>
+          `${
+            halfChain(
+              `h${u}_${r}`,
+              CPL,
+              V4,
+              (i, j) => [
+                bytes ? `kh${u}_${i}[${j}]` : `k${u}_${i}.${j ? "hi" : "lo"}`,
+                `qh[${hi(r, i, j)}]`,
+              ],
+            )
+          }
       let hh${u}_${r} = h${u}_${r}.xy + h${u}_${r}.zw;
       var d${u}_${r} = f32(hh${u}_${r}.x) + f32(hh${u}_${r}.y);`,
-    )
+      )
+    }`
     : shared
     ? `${lines(U, unpackK)}
 ${grid(U, RP, (u, r) => `      var d${u}_${r} = 0.0;`)}

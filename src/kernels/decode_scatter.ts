@@ -17,7 +17,7 @@
  * @module
  */
 
-import { grid, lines, type StepShape } from "./decode_step.ts";
+import { grid, lines, type StepShape, valueSums } from "./decode_step.ts";
 import { rowPositionWGSL, type VariantWGSL, windowStartWGSL } from "./variant_wgsl.ts";
 
 /** The row-scatter pieces `decodeKernelWGSL` splices together. */
@@ -59,6 +59,8 @@ export function scatterStepWGSL(
   unpackToken?: (u: number) => string,
 ): ScatterWGSL {
   const { RP, U, CPL, V4, lanes, qi } = shape;
+  const half = shape.halfValues ?? false;
+  const vs = valueSums(half);
   // No short-circuits before the shuffles: WGSL's analysis (which Tint enforces) makes the
   // control flow after a `&&` on a lane's value non-uniform.
   const visible = shape.visibleEager ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
@@ -108,15 +110,15 @@ export function scatterStepWGSL(
     wOf: (u: number, k: number) => string,
   ): string => {
     const term = (u: number, k: number, i: number, j: number, acc: string) =>
-      `fma(${vOf(u, k, `vf${u}_${i}[${j}]`)}, vec4<f32>(${wOf(u, k)}), ${acc})`;
+      `fma(${vOf(u, k, `vf${u}_${i}[${j}]`)}, ${vs.weight(wOf(u, k))}, ${acc})`;
     const slot = (k: number, x: number) => qi(k, Math.floor(x / V4), x % V4);
     if (unpackToken) {
       return lines(U, (u) =>
         `${unpackToken(u)}
 ${
           grid(RP, CPL * V4, (k, x) =>
-            `        o[${slot(k, x)}] = ${
-              term(u, k, Math.floor(x / V4), x % V4, `o[${slot(k, x)}]`)
+            `        ${vs.acc(slot(k, x))} = ${
+              term(u, k, Math.floor(x / V4), x % V4, vs.acc(slot(k, x)))
             };`)
         }`);
     }
@@ -124,10 +126,10 @@ ${
       RP,
       CPL * V4,
       (k, x) =>
-        `        o[${slot(k, x)}] = ${
+        `        ${vs.acc(slot(k, x))} = ${
           Array.from({ length: U }, (_, u) => u).reduce(
             (acc, u) => term(u, k, Math.floor(x / V4), x % V4, acc),
-            `o[${slot(k, x)}]`,
+            vs.acc(slot(k, x)),
           )
         };`,
     );
@@ -135,6 +137,12 @@ ${
   const weights = (p: string) =>
     lines(U, (u) => lines(RP, (k) => `        let w${u}_${k} = ${shuffle(`${p}${u}`, k)};`));
   const alphas = lines(RP, (k) => `        let a${k} = ${shuffle("alo", k)};`);
+  // Every slot rescaled when some row's max rose (the same test in every lane of the group).
+  const rescale = `        if (${
+    Array.from({ length: RP }, (_, k) => `a${k}`).reduce((a, b) => `min(${a}, ${b})`)
+  } < 1.0) {
+${grid(RP, CPL * V4, (k, x) => `          ${vs.scale(qi(k, Math.floor(x / V4), x % V4), `a${k}`)}`)}
+        }`;
 
   // Unmasked: the own row's weights, every slot rescaled only when some row's max rose (the
   // same test in every lane of the group; after the shuffles, which must not follow a branch on
@@ -146,11 +154,7 @@ ${lines(U, (u) => `        let po${u} = exp2(own${u} - mxo);`)}
         l_own = fma(l_own, alo, ${sum((u) => `po${u}`)});
 ${alphas}
 ${weights("po")}
-        if (${
-    Array.from({ length: RP }, (_, k) => `a${k}`).reduce((a, b) => `min(${a}, ${b})`)
-  } < 1.0) {
-${grid(RP, CPL * V4, (k, x) => `          o[${qi(k, Math.floor(x / V4), x % V4)}] *= a${k};`)}
-        }
+${rescale}
 ${weighted((_u, _k, vf) => vf, (u, k) => `w${u}_${k}`)}`;
 
   // Masked: the own row's visibility picked by rho; a masked token's weight travels as -1 (a
@@ -178,8 +182,12 @@ ${
 ${alphas}
 ${weights("pm")}
 ${zeroed}
-${grid(RP, CPL * V4, (k, x) => `        o[${qi(k, Math.floor(x / V4), x % V4)}] *= a${k};`)}
-${weighted((u, k, vf) => `select(Z4, ${vf}, ok${u}_${k})`, (u, k) => `wz${u}_${k}`)}`;
+${
+    // With f16 sums, as the unmasked step does (a flush changes the sums' rounding).
+    half
+      ? rescale
+      : grid(RP, CPL * V4, (k, x) => `        o[${qi(k, Math.floor(x / V4), x % V4)}] *= a${k};`)}
+${weighted((u, k, vf) => `select(${vs.zero}, ${vf}, ok${u}_${k})`, (u, k) => `wz${u}_${k}`)}`;
 
   // End of a piece: slot k holds row rho ^ k, and row r's state sits on the lanes owning it.
   const E = CPL * V4;

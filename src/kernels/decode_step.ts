@@ -31,6 +31,64 @@ export interface StepShape {
   readonly visible?: (u: number, r: number) => string;
   /** The same test without short-circuits (`&`), for code before shuffles (row scatter). */
   readonly visibleEager?: (u: number, r: number) => string;
+  /**
+   * The weighted sum of V in packed f16 (`halfValues`): V chunks unpacked into `vec4<f16>`s
+   * (bytes 0, 2, 1, 3 of each word), added into the f16 sums `oh`, which go into the f32 state
+   * `o` before any rescale and every `halfSteps` steps (see {@linkcode valueSums}).
+   */
+  readonly halfValues?: boolean;
+}
+
+/** Where a step adds its weighted V: the f32 state `o`, or the packed f16 sums `oh`. */
+export interface ValueSums {
+  /** The accumulator of output slot `x`. */
+  readonly acc: (x: number) => string;
+  /** A weight `w` (f32) as the accumulator's vector type. */
+  readonly weight: (w: string) => string;
+  /** The accumulator's zero vector (masked tokens' V). */
+  readonly zero: string;
+  /** The statement that multiplies slot `x`'s state by `a` (its f16 sum added in first). */
+  readonly scale: (x: number, a: string) => string;
+}
+
+/**
+ * The accumulators of {@linkcode StepShape.halfValues} (or the f32 state's): with packed f16 a
+ * slot's sum `oh[x]` holds the weighted codes in the unpacked order, so it enters `o[x]` swizzled
+ * back (`.xzyw`), and is emptied; a masked step then rescales only when the max rose, as an
+ * unmasked one does, so the two paths keep the same bits.
+ *
+ * @example
+ * ```ts
+ * import { valueSums } from "./decode_step.ts";
+ * console.log(valueSums(false).scale(3, "alpha")); // o[3] *= alpha;
+ * console.log(valueSums(true).acc(3), valueSums(true).weight("p0")); // oh[3] vec4<f16>(f16(p0))
+ * ```
+ */
+export function valueSums(half: boolean): ValueSums {
+  return half
+    ? {
+      acc: (x) => `oh[${x}]`,
+      weight: (w) => `vec4<f16>(f16(${w}))`,
+      zero: "Z4H",
+      scale: (x, a) => `o[${x}] = (o[${x}] + vec4<f32>(oh[${x}]).xzyw) * ${a}; oh[${x}] = Z4H;`,
+    }
+    : {
+      acc: (x) => `o[${x}]`,
+      weight: (w) => `vec4<f32>(${w})`,
+      zero: "Z4",
+      scale: (x, a) => `o[${x}] *= ${a};`,
+    };
+}
+
+/**
+ * Every slot's packed f16 sum `oh` added into the f32 state `o` and emptied (`slots` the output
+ * vectors a thread holds): every `halfSteps` steps, and after a piece's last step.
+ */
+export function flushValuesWGSL(slots: number, indent: string): string {
+  return lines(
+    slots,
+    (x) => `${indent}o[${x}] += vec4<f32>(oh[${x}]).xzyw; oh[${x}] = Z4H;`,
+  );
 }
 
 /** `n` lines of generated source. */
@@ -89,6 +147,8 @@ export function softmaxStepWGSL(
 ): { fast: string; softmax: string } {
   if (unpackToken) return softmaxByTokenWGSL(shape, unpackToken);
   const { RP, U, CPL, V4, qi } = shape;
+  const half = shape.halfValues ?? false;
+  const vs = valueSums(half);
   const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
   // Steps whose tokens every row of the block may see (all but the last step or two of a piece)
   // take the unmasked path: no selects, and the state is rescaled only when a score exceeds the
@@ -105,18 +165,18 @@ export function softmaxStepWGSL(
         let mx = max(m[${r}], ${maxOf((u) => `d${u}_${r}`)});
         let alpha = select(1.0, exp2(m[${r}] - mx), mx > m[${r}]);
         if (mx > m[${r}]) {
-${grid(CPL, V4, (i, j) => `          o[${qi(r, i, j)}] *= alpha;`)}
+${grid(CPL, V4, (i, j) => `          ${vs.scale(qi(r, i, j), "alpha")}`)}
         }
         m[${r}] = mx;
 ${lines(U, (u) => `        let p${u} = exp2(d${u}_${r} - mx);`)}
         l[${r}] = fma(l[${r}], alpha, ${sum((u) => `p${u}`)});
 ${
       grid(CPL, V4, (i, j) =>
-        `        o[${qi(r, i, j)}] = ${
+        `        ${vs.acc(qi(r, i, j))} = ${
           Array.from({ length: U }, (_, u) => u).reduce(
             (acc, u) =>
-              `fma(vf${u}_${i}[${j}], vec4<f32>(p${u}), ${acc})`,
-            `o[${qi(r, i, j)}]`,
+              `fma(vf${u}_${i}[${j}], ${vs.weight(`p${u}`)}, ${acc})`,
+            vs.acc(qi(r, i, j)),
           )
         };`)
     }
@@ -127,17 +187,24 @@ ${lines(U, (u) => `        let c${u} = ${visible(u, r)};`)}
 ${lines(U, (u) => `        let s${u} = select(NEG, d${u}_${r}, c${u});`)}
 ${lines(U, (u) => `        bad[${r}] |= select(0u, 1u, c${u} && poisoned(d${u}_${r}));`)}
         let mx = max(m[${r}], ${maxOf((u) => `s${u}`)});
-        let alpha = select(1.0, exp2(m[${r}] - mx), mx > m[${r}]);
+        let alpha = select(1.0, exp2(m[${r}] - mx), mx > m[${r}]);${
+      half
+        ? `
+        if (mx > m[${r}]) {
+${grid(CPL, V4, (i, j) => `          ${vs.scale(qi(r, i, j), "alpha")}`)}
+        }`
+        : ""
+    }
         m[${r}] = mx;
 ${lines(U, (u) => `        let p${u} = select(0.0, exp2(s${u} - mx), !(s${u} <= NEG));`)}
         l[${r}] = fma(l[${r}], alpha, ${sum((u) => `p${u}`)});
 ${
       grid(CPL, V4, (i, j) =>
-        `        o[${qi(r, i, j)}] = ${
+        `        ${vs.acc(qi(r, i, j))} = ${
           Array.from({ length: U }, (_, u) => u).reduce(
             (acc, u) =>
-              `fma(select(Z4, vf${u}_${i}[${j}], c${u}), vec4<f32>(p${u}), ${acc})`,
-            `o[${qi(r, i, j)}] * alpha`,
+              `fma(select(${vs.zero}, vf${u}_${i}[${j}], c${u}), ${vs.weight(`p${u}`)}, ${acc})`,
+            half ? vs.acc(qi(r, i, j)) : `o[${qi(r, i, j)}] * alpha`,
           )
         };`)
     }
@@ -157,6 +224,8 @@ function softmaxByTokenWGSL(
   unpackToken: (u: number) => string,
 ): { fast: string; softmax: string } {
   const { RP, U, CPL, V4, qi } = shape;
+  const half = shape.halfValues ?? false;
+  const vs = valueSums(half);
   const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
   const sum = (f: (u: number) => string) => lines(U, f).split("\n").join(" + ");
   const maxOf = (f: (u: number) => string) =>
@@ -172,7 +241,7 @@ ${grid(RP, CPL * V4, (r, x) => add(u, r, Math.floor(x / V4), x % V4))}`);
       `        let mx${r} = max(m[${r}], ${maxOf((u) => `d${u}_${r}`)});
         let alpha${r} = select(1.0, exp2(m[${r}] - mx${r}), mx${r} > m[${r}]);
         if (mx${r} > m[${r}]) {
-${grid(CPL, V4, (i, j) => `          o[${qi(r, i, j)}] *= alpha${r};`)}
+${grid(CPL, V4, (i, j) => `          ${vs.scale(qi(r, i, j), `alpha${r}`)}`)}
         }
         m[${r}] = mx${r};
 ${lines(U, (u) => `        let p${u}_${r} = exp2(d${u}_${r} - mx${r});`)}
@@ -180,9 +249,9 @@ ${lines(U, (u) => `        let p${u}_${r} = exp2(d${u}_${r} - mx${r});`)}
   }
 ${
     byToken((u, r, i, j) =>
-      `        o[${qi(r, i, j)}] = fma(vf${u}_${i}[${j}], vec4<f32>(p${u}_${r}), o[${
-        qi(r, i, j)
-      }]);`
+      `        ${vs.acc(qi(r, i, j))} = fma(vf${u}_${i}[${j}], ${vs.weight(`p${u}_${r}`)}, ${
+        vs.acc(qi(r, i, j))
+      });`
     )
   }`;
   const softmax = `${
@@ -191,7 +260,14 @@ ${
 ${lines(U, (u) => `        let s${u}_${r} = select(NEG, d${u}_${r}, c${u}_${r});`)}
 ${lines(U, (u) => `        bad[${r}] |= select(0u, 1u, c${u}_${r} && poisoned(d${u}_${r}));`)}
         let mx${r} = max(m[${r}], ${maxOf((u) => `s${u}_${r}`)});
-        let alpha${r} = select(1.0, exp2(m[${r}] - mx${r}), mx${r} > m[${r}]);
+        let alpha${r} = select(1.0, exp2(m[${r}] - mx${r}), mx${r} > m[${r}]);${
+        half
+          ? `
+        if (mx${r} > m[${r}]) {
+${grid(CPL, V4, (i, j) => `          ${vs.scale(qi(r, i, j), `alpha${r}`)}`)}
+        }`
+          : ""
+      }
         m[${r}] = mx${r};
 ${
         lines(
@@ -200,16 +276,16 @@ ${
             `        let p${u}_${r} = select(0.0, exp2(s${u}_${r} - mx${r}), !(s${u}_${r} <= NEG));`,
         )
       }
-        l[${r}] = fma(l[${r}], alpha${r}, ${sum((u) => `p${u}_${r}`)});
-${grid(CPL, V4, (i, j) => `        o[${qi(r, i, j)}] = o[${qi(r, i, j)}] * alpha${r};`)}`)
+        l[${r}] = fma(l[${r}], alpha${r}, ${sum((u) => `p${u}_${r}`)});${
+        half ? "" : `
+${grid(CPL, V4, (i, j) => `        o[${qi(r, i, j)}] = o[${qi(r, i, j)}] * alpha${r};`)}`
+      }`)
   }
 ${
     byToken((u, r, i, j) =>
-      `        o[${
-        qi(r, i, j)
-      }] = fma(select(Z4, vf${u}_${i}[${j}], c${u}_${r}), vec4<f32>(p${u}_${r}), o[${
-        qi(r, i, j)
-      }]);`
+      `        ${vs.acc(qi(r, i, j))} = fma(select(${vs.zero}, vf${u}_${i}[${j}], c${u}_${r}), ${
+        vs.weight(`p${u}_${r}`)
+      }, ${vs.acc(qi(r, i, j))});`
     )
   }`;
   return { fast, softmax };

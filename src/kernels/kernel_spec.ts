@@ -65,13 +65,24 @@ export interface KernelSpec {
    */
   readonly queryStaged?: boolean;
   /**
-   * Packed f16 dot products of queries and keys (f16 KV only; the device needs `shader-f16`,
-   * which the kernel then enables): keys are used as stored, query rows rounded to f16, and each
-   * lane's partial score carried in f16 before the f32 sum over lanes. About half the
-   * instructions of the dot products, for scores with about f16's precision (relative errors of
-   * the output near 1e-3 instead of 1e-6). Ignores `queryShared`. Default false.
+   * Packed f16 arithmetic (f16, int8 and FP8 E4M3 KV; the device needs `shader-f16`, which the
+   * kernel then enables). Dot products: f16 keys are used as stored, int8 and E4M3 keys unpacked
+   * two bytes per operation into f16 halves, query rows rounded to f16, and each lane's partial
+   * score carried in f16 before the f32 sum over lanes. With int8 and E4M3 at per-tensor scales
+   * the weighted sum of V is packed too (see {@linkcode halfValues}): each row's weighted codes
+   * are added in f16 for `halfSteps` steps, then into the f32 output state. About half the
+   * instructions of the multiply-adds, for about f16's precision (relative errors of the output
+   * near 1e-3 instead of 1e-6). E5M2 (whose codes reach 57344, beyond what a sum of f16 terms
+   * holds) and f32/bf16 keep the f32 path. Ignores `queryShared`. Default false.
    */
   readonly halfMath?: boolean;
+  /**
+   * Steps whose weighted V codes a packed f16 weighted sum ({@linkcode halfValues}) adds in f16
+   * before it adds them into the f32 output state (fewer conversions for longer f16 sums).
+   * Default: the steps of 16 tokens (at least 1), so a sum holds at most 16 codes of at most 127
+   * (int8) or 1.75 (E4M3, unpacked over 2^8) times weights of at most 1.
+   */
+  readonly halfSteps?: number;
   /**
    * Steps whose tokens every row may see skip the masking arithmetic and rescale the running
    * state only when the maximum rises (default true; false runs every step masked).
@@ -261,7 +272,6 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
   };
 }
 
-/** Whether a spec's kernel takes the packed f16 dot products (`halfMath` on f16 KV). */
 /**
  * Whether a spec stages its query rows through workgroup memory (`queryStaged`): where the rows
  * live in registers, i.e. neither `queryShared` nor packed f16 dot products.
@@ -303,9 +313,50 @@ export function rowScatter(spec: KernelSpec): boolean {
     rp <= l.lanes && !flags.softCap && !flags.alibi;
 }
 
-/** Whether a spec's packed f16 dot products apply (f16 KV). */
+/**
+ * Whether a spec's packed f16 dot products apply (`halfMath` on f16, int8 or FP8 E4M3 KV).
+ *
+ * @example
+ * ```ts
+ * import { halfMath } from "./kernel_spec.ts";
+ * const spec = {
+ *   headDim: 128, kvDtype: "int8" as const, tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128,
+ *   halfMath: true,
+ * };
+ * console.log(halfMath(spec), halfMath({ ...spec, kvDtype: "fp8e5m2" })); // true false
+ * ```
+ */
 export function halfMath(spec: KernelSpec): boolean {
-  return spec.halfMath === true && spec.kvDtype === "f16";
+  return spec.halfMath === true &&
+    (spec.kvDtype === "f16" || KV_DTYPE_INFO[spec.kvDtype].wgslUnpackHalf !== undefined);
+}
+
+/**
+ * Whether a spec's weighted sum of V is packed f16 too: `halfMath` on int8 or FP8 E4M3 KV with
+ * per-tensor scales (a scale per token would have to join each weight, whose f16 products then
+ * lose the small weights' precision). f16 V keeps the f32 sum that its tuned kernels use.
+ *
+ * @example
+ * ```ts
+ * import { halfValues } from "./kernel_spec.ts";
+ * const spec = {
+ *   headDim: 128, kvDtype: "int8" as const, tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128,
+ *   halfMath: true,
+ * };
+ * console.log(halfValues(spec), halfValues({ ...spec, kvScales: "token" as const })); // true false
+ * ```
+ */
+export function halfValues(spec: KernelSpec): boolean {
+  return halfMath(spec) && spec.kvDtype !== "f16" && spec.kvScales !== "token";
+}
+
+/** Steps of a packed f16 weighted sum between its additions into the f32 state. */
+export function halfSteps(spec: KernelSpec): number {
+  const steps = spec.halfSteps ?? Math.max(1, Math.floor(16 / kernelLayout(spec).unroll));
+  if (!Number.isInteger(steps) || steps < 1) {
+    throw new RangeError(`halfSteps must be a positive integer: got ${spec.halfSteps}`);
+  }
+  return steps;
 }
 
 /** The pipeline cache key of a spec. */
@@ -330,13 +381,15 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.prefetch === "split" ? ":pfs" : spec.prefetch ? ":pf" : ""
   }${spec.queryShared && !halfMath(spec) ? ":qs" : ""}${queryStaged(spec) ? ":qst" : ""}${
     halfMath(spec) ? ":h16" : ""
-  }${spec.fastSteps === false ? ":masked" : ""}${spec.fmaDots ? ":fma" : ""}${
-    l.rowSets > 1 ? `:rs${l.rowSets}` : ""
-  }${spec.tokenRuns ? ":runs" : ""}${spec.vPerToken ? ":vpt" : ""}${
-    rowScatter(spec) ? ":rsc" : ""
-  }${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${variantKey(spec.variant)}${
-    spec.kvScales === "token" ? ":tokscale" : ""
-  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
+  }${halfValues(spec) ? `:hv${halfSteps(spec)}` : ""}${spec.fastSteps === false ? ":masked" : ""}${
+    spec.fmaDots ? ":fma" : ""
+  }${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${spec.tokenRuns ? ":runs" : ""}${
+    spec.vPerToken ? ":vpt" : ""
+  }${rowScatter(spec) ? ":rsc" : ""}${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
+    variantKey(spec.variant)
+  }${spec.kvScales === "token" ? ":tokscale" : ""}${
+    l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""
+  }`;
 }
 
 /**

@@ -41,3 +41,18 @@ export function kvChunkWGSL(kvDtype: KVDtype, headDim?: number): string {
   const word = KV_DTYPE_INFO[kvDtype].wgslWord;
   return kvLoadBytes(kvDtype, headDim) === 8 ? `vec2<${word}>` : `vec4<${word}>`;
 }
+
+/**
+ * WGSL of `unpack_kh(w)` (the packed f16 path's unpacking of 8-bit chunks into `vec4<f16>`s,
+ * bytes 0, 2, 1, 3 of each word), or "" where the dtype has none (see
+ * `KVDtypeInfo.wgslUnpackHalf`).
+ *
+ * @example
+ * ```ts
+ * import { kvLoadHalfWGSL } from "./kv_load.ts";
+ * console.log(kvLoadHalfWGSL("int8").includes("fn unpack_kh"), kvLoadHalfWGSL("f16")); // true
+ * ```
+ */
+export function kvLoadHalfWGSL(kvDtype: KVDtype, headDim?: number): string {
+  return KV_DTYPE_INFO[kvDtype].wgslUnpackHalf?.[kvLoadBytes(kvDtype, headDim)] ?? "";
+}
