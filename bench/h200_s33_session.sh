@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Issue 16, session 33, on the H200 in one call per mode (results under $OUT or
+# bench/results/h200_session20/MODE).
+#   half    packed f16 arithmetic over 8-bit KV (`kernel: { halfMath: true }`: int8 and E4M3 keys
+#           unpacked into f16 halves, V's weighted sums in f16 at per-tensor scales): the token
+#           loop with and without it, its arithmetic alone (K/V rows from cache), its f16 sums
+#           added into the f32 state every 1, 2, 4 (default) or 8 steps (bench/diag_floors.ts),
+#           then every GQA 8-bit case and its f16 twin with it, checked against float64 and
+#           timed back to back, then the kernel options tests through Deno's WebGPU.
+# Run: OUT=... bash .gpu/boot.sh bash bench/h200_s33_session.sh MODE
+set -u
+mode=${1:-half}
+out=${OUT:-bench/results/h200_session20/$mode}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "$0")/session_lib.sh"
+stamp "$mode"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
+
+if [ "$mode" = half ]; then
+  run_deno 200 half.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|half math|cached loads|half cached|half s1|half s2|half s8' \
+    --bench-cases='gqa32/8 128k int8|gqa32/8 128k e4m3|gqa32/8 128k' --out="$out/half.json"
+  run_deno 240 half_check.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --kernel='{"halfMath":true}' --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k' \
+    --skip='b16 16k int8 tok' --out="$out/half_check.json"
+  run_backend_tests webgpu 120 tests_webgpu.log tests/kernel_options_test.ts
+  stamp "done"
+fi
