@@ -35,7 +35,14 @@ import {
   QUERY_ROW_WGSL,
 } from "./kernel_params.ts";
 import { kvChunkWGSL, kvLoadHalfWGSL, kvLoadWGSL } from "./kv_load.ts";
-import { flushValuesWGSL, grid, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
+import {
+  grid,
+  halfValuesWGSL,
+  laneReduceWGSL,
+  lines,
+  POISONED_WGSL,
+  softmaxStepWGSL,
+} from "./decode_step.ts";
 import { stepLoadsWGSL } from "./decode_loads.ts";
 import { groupMergeBytes, groupMergeWorkgroupWGSL, pieceOutputWGSL } from "./decode_output.ts";
 import { queryRowsWGSL } from "./decode_query.ts";
@@ -132,9 +139,9 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
 
   const half = halfMath(spec); // packed f16 dot products: f16 K chunks as `KHalves`
   const halfBytes = half && spec.kvDtype !== "f16"; // 8-bit K unpacked by `unpack_kh`
-  // Packed f16 weighted sums of V (8-bit codes), added into the f32 state every `flushSteps`.
+  // Packed f16 weighted sums of V (8-bit codes), added into the f32 state every few steps.
   const halfV = halfValues(spec);
-  const flushSteps = halfV ? halfSteps(spec) : 0;
+  const sums = halfV ? halfValuesWGSL(RP * E4V, halfSteps(spec)) : undefined;
   const usedBytes = baseWorkgroupBytes(spec); // workgroup memory besides the group merge's
   const { loads, prefetchInit, afterDots, takeV, afterV } = stepLoadsWGSL({
     G,
@@ -234,12 +241,6 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     fmaDots: spec.fmaDots ?? false,
   });
   const dots = query.dots;
-  const poisonedFn = `
-// NaN or +inf, by bits (compilers may fold float NaN tests away).
-fn poisoned(x: f32) -> bool {
-  let b = bitcast<u32>(x);
-  return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
-}`;
   const io = ioWGSL(spec);
   const entries = G * RS * U * RP; // (token, row) scores per step
   const exchange = L.subgroups || lanes === 1 ? "" : `const XHALF: u32 = ${entries * (lanes + 1)}u;
@@ -258,7 +259,7 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
   }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
     spec.queryShared && !half ? " queryShared" : ""
   }${queryStaged(spec) ? " queryStaged" : ""}${half ? " halfMath" : ""}${
-    halfV ? ` halfValues=${flushSteps}` : ""
+    halfV ? ` halfValues=${halfSteps(spec)}` : ""
   }${vPerToken ? " vPerToken" : ""}${scatter ? " rowScatter" : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
@@ -314,7 +315,7 @@ ${kvLoadHalfWGSL(spec.kvDtype, loadDim)}`
   }
 ${kvAddressWGSL(spec)}
 ${io.functions}
-${poisonedFn}${
+${POISONED_WGSL}${
     needsHeadTable("decode", flags) || flags.softCap
       ? `\n${variantFunctionsWGSL("decode", flags)}`
       : ""
@@ -363,13 +364,7 @@ ${
       atomicStore(&bad_sh[lid], 0u);
     }
     var l = array<f32, ${RP}>();
-    var o = array<vec4<f32>, ${RP * E4V}>();${
-    halfV
-      ? `
-    // The weighted V codes of the last steps in f16 (bytes 0, 2, 1, 3 of each word).
-    var oh = array<vec4<f16>, ${RP * E4V}>();`
-      : ""
-  }
+    var o = array<vec4<f32>, ${RP * E4V}>();${sums ? `\n${sums.state}` : ""}
 ${lines(RP, (r) => `    m[${r}] = NEG;`)}${
     scatter
       ? `
@@ -393,15 +388,8 @@ ${fast}
 ${softmax}
       }`
       : softmax
-  }${afterV ? `\n${afterV}` : ""}${
-    halfV
-      ? flushSteps === 1 ? `\n${flushValuesWGSL(RP * E4V, "      ")}` : `
-      if (((s0 - tok_begin) / STEP) % ${flushSteps}u == ${flushSteps - 1}u) {
-${flushValuesWGSL(RP * E4V, "        ")}
-      }`
-      : ""
-  }
-    }${halfV ? `\n${flushValuesWGSL(RP * E4V, "    ")}` : ""}${scatter ? `\n${scatter.finish}` : ""}
+  }${afterV ? `\n${afterV}` : ""}${sums ? `\n${sums.afterStep}` : ""}
+    }${sums ? `\n${sums.afterLoop}` : ""}${scatter ? `\n${scatter.finish}` : ""}
 ${fastSteps ? lines(RP, (r) => `    bad[${r}] |= select(0u, 1u, poisoned(l[${r}]));`) : ""}
 
 ${

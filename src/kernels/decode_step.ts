@@ -80,16 +80,49 @@ export function valueSums(half: boolean): ValueSums {
     };
 }
 
-/**
- * Every slot's packed f16 sum `oh` added into the f32 state `o` and emptied (`slots` the output
- * vectors a thread holds): every `halfSteps` steps, and after a piece's last step.
- */
-export function flushValuesWGSL(slots: number, indent: string): string {
-  return lines(
-    slots,
-    (x) => `${indent}o[${x}] += vec4<f32>(oh[${x}]).xzyw; oh[${x}] = Z4H;`,
-  );
+/** The packed f16 weighted sums' pieces of the decode kernel (see {@linkcode valueSums}). */
+export interface HalfValuesWGSL {
+  /** Piece start: the f16 sums, empty. */
+  readonly state: string;
+  /** End of a step: every `steps`-th step, the sums added into the f32 state and emptied. */
+  readonly afterStep: string;
+  /** After the piece's last step: the sums added into the f32 state. */
+  readonly afterLoop: string;
 }
+
+/**
+ * The packed f16 weighted sums `oh` of a thread's `slots` output vectors: declared at a piece's
+ * start, added into the f32 state `o` (and emptied) every `steps` steps and after the last.
+ *
+ * @example
+ * ```ts
+ * import { halfValuesWGSL } from "./decode_step.ts";
+ * const h = halfValuesWGSL(16, 4);
+ * console.log(h.afterStep.includes("% 4u == 3u"), h.afterLoop.includes("o[15] +=")); // true true
+ * ```
+ */
+export function halfValuesWGSL(slots: number, steps: number): HalfValuesWGSL {
+  const flush = (indent: string) =>
+    lines(slots, (x) => `${indent}o[${x}] += vec4<f32>(oh[${x}]).xzyw; oh[${x}] = Z4H;`);
+  return {
+    state: `    // The weighted V codes of the last steps in f16 (bytes 0, 2, 1, 3 of each word).
+    var oh = array<vec4<f16>, ${slots}>();`,
+    afterStep: steps === 1
+      ? flush("      ")
+      : `      if (((s0 - tok_begin) / STEP) % ${steps}u == ${steps - 1}u) {
+${flush("        ")}
+      }`,
+    afterLoop: flush("    "),
+  };
+}
+
+/** WGSL of `poisoned(x)`: whether a score is NaN or +inf. */
+export const POISONED_WGSL = `
+// NaN or +inf, by bits (compilers may fold float NaN tests away).
+fn poisoned(x: f32) -> bool {
+  let b = bitcast<u32>(x);
+  return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
+}`;
 
 /** `n` lines of generated source. */
 export function lines(n: number, body: (i: number) => string): string {
