@@ -7,6 +7,10 @@
 #           added into the f32 state every 1, 2, 4 (default) or 8 steps (bench/diag_floors.ts),
 #           then every GQA 8-bit case and its f16 twin with it, checked against float64 and
 #           timed back to back, then the kernel options tests through Deno's WebGPU.
+#   half2   the same with its f16 sums added into the f32 state every step (the default since
+#           `half`, where that was fastest): the token loop with and without it and its arithmetic
+#           alone, then the GQA 8-bit cases and their f16 twins with the default kernels and with
+#           packed f16, each checked against float64 and timed back to back in the same run.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s33_session.sh MODE
 set -u
 mode=${1:-half}
@@ -24,5 +28,20 @@ if [ "$mode" = half ]; then
     --kernel='{"halfMath":true}' --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k' \
     --skip='b16 16k int8 tok' --out="$out/half_check.json"
   run_backend_tests webgpu 120 tests_webgpu.log tests/kernel_options_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = half2 ]; then
+  run_deno 160 half2.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|half math|cached loads|half cached' \
+    --bench-cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 128k e4m3|gqa32/8 512k int8' \
+    --out="$out/half2.json"
+  for run in plain half; do
+    kernel=()
+    [ "$run" = half ] && kernel=(--kernel='{"halfMath":true}')
+    run_deno 200 "rows_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      "${kernel[@]}" --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k' \
+      --out="$out/rows_$run.json"
+  done
   stamp "done"
 fi

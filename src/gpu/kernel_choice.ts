@@ -60,7 +60,7 @@ export interface KernelTuning {
   halfMath?: boolean;
   /**
    * Steps a packed f16 weighted sum of V adds in f16 before it joins the f32 output state
-   * (default: 16 tokens' worth; for measurements). See `KernelSpec.halfSteps`.
+   * (default 1; for measurements). See `KernelSpec.halfSteps`.
    */
   halfSteps?: number;
   /**

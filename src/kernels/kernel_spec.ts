@@ -78,9 +78,10 @@ export interface KernelSpec {
   readonly halfMath?: boolean;
   /**
    * Steps whose weighted V codes a packed f16 weighted sum ({@linkcode halfValues}) adds in f16
-   * before it adds them into the f32 output state (fewer conversions for longer f16 sums).
-   * Default: the steps of 16 tokens (at least 1), so a sum holds at most 16 codes of at most 127
-   * (int8) or 1.75 (E4M3, unpacked over 2^8) times weights of at most 1.
+   * before it adds them into the f32 output state (fewer conversions for longer f16 sums, more
+   * registers held across steps). Default 1: on the H200 one step was 2-12% faster than 2, 4 or
+   * 8 (session 33, bench/notes.md). A sum holds `unroll x halfSteps` codes of at most 127 (int8)
+   * or 1.75 (E4M3, unpacked over 2^8) times weights of at most 1.
    */
   readonly halfSteps?: number;
   /**
@@ -352,7 +353,7 @@ export function halfValues(spec: KernelSpec): boolean {
 
 /** Steps of a packed f16 weighted sum between its additions into the f32 state. */
 export function halfSteps(spec: KernelSpec): number {
-  const steps = spec.halfSteps ?? Math.max(1, Math.floor(16 / kernelLayout(spec).unroll));
+  const steps = spec.halfSteps ?? 1;
   if (!Number.isInteger(steps) || steps < 1) {
     throw new RangeError(`halfSteps must be a positive integer: got ${spec.halfSteps}`);
   }
