@@ -328,6 +328,9 @@ const allVariants: Variant[] = [
   { name: "half s2", options: { kernel: { halfMath: true, halfSteps: 2 } } },
   { name: "half s4", options: { kernel: { halfMath: true, halfSteps: 4 } } },
   { name: "half s8", options: { kernel: { halfMath: true, halfSteps: 8 } } },
+  // ... and int8 keys by packed integer dot products (`intDots`), with real and cached loads.
+  { name: "int dots", options: { kernel: { intDots: true } } },
+  { name: "int cached", rewrite: cachedLoads, options: { kernel: { intDots: true } } },
   // Session 28: the prefetch's loads used before the step's split, so NVIDIA's compiler cannot
   // sink them to the end of the loop body (K and V, or K only).
   { name: "pin", rewrite: pinPrefetch },

@@ -11,6 +11,9 @@
 #           `half`, where that was fastest): the token loop with and without it and its arithmetic
 #           alone, then the GQA 8-bit cases and their f16 twins with the default kernels and with
 #           packed f16, each checked against float64 and timed back to back in the same run.
+#   int     int8 keys by packed integer dot products (`kernel: { intDots: true }`): the token loop
+#           with and without them and their arithmetic alone, then the int8 rows with the default
+#           kernels and with them, checked against float64 and timed back to back.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s33_session.sh MODE
 set -u
 mode=${1:-half}
@@ -43,5 +46,20 @@ if [ "$mode" = half2 ]; then
       "${kernel[@]}" --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k' \
       --out="$out/rows_$run.json"
   done
+  stamp "done"
+fi
+
+if [ "$mode" = int ]; then
+  run_deno 150 int.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|int dots|cached loads|int cached' \
+    --bench-cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' \
+    --out="$out/int.json"
+  for run in plain int; do
+    kernel=()
+    [ "$run" = int ] && kernel=(--kernel='{"intDots":true}')
+    run_deno 150 "rows_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      "${kernel[@]}" --only='gqa32/8 128k|int8' --out="$out/rows_$run.json"
+  done
+  run_backend_tests webgpu 120 tests_webgpu.log tests/kernel_options_test.ts
   stamp "done"
 fi

@@ -7,7 +7,8 @@
  * over int8 K/V with per-token scales, against the float64 reference; and packed f16 arithmetic
  * (`halfMath`: dot products over f16, int8 and E4M3 keys, and the weighted sum of int8 and E4M3
  * values at per-tensor scales), which must change the result within its f16 tolerance where the
- * device has `shader-f16`, and leave the f32 kernel's bits where it has not.
+ * device has `shader-f16`, and leave the f32 kernel's bits where it has not; and int8 keys by
+ * packed integer dot products (`intDots`), against the reference.
  *
  * @module
  */
@@ -105,6 +106,25 @@ gpuTest(
     } finally {
       await half.dispose();
       await plain.dispose();
+    }
+  },
+);
+
+gpuTest(
+  "int8 keys by packed integer dot products match the reference",
+  async (b) => {
+    // Query rows in registers (the class of these shapes keeps them in workgroup memory).
+    const decoder = await b.open({ kernel: { intDots: true, queryShared: false } });
+    try {
+      for (const spec of [HALF_SHAPES[1], HALF_SHAPES[2]]) {
+        for (const strategy of STRATEGIES_UNDER_TEST) {
+          const input: DecodeInput = { ...makeInput({ ...spec, qAmplitude: 3 }), strategy };
+          const what = `int8 ${spec.kvScales ?? "tensor"} ${strategy}`;
+          assertMatchesReference(input, await decoder.decode(input), what);
+        }
+      }
+    } finally {
+      await decoder.dispose();
     }
   },
 );

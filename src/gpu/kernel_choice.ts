@@ -59,6 +59,12 @@ export interface KernelTuning {
    */
   halfMath?: boolean;
   /**
+   * int8 keys by packed integer dot products (default false): query rows as 16-bit fixed point
+   * (f32-grade scores), two `dot4I8Packed` per K word and row instead of its unpacking and four
+   * multiply-adds. See `KernelSpec.intDots`.
+   */
+  intDots?: boolean;
+  /**
    * Steps a packed f16 weighted sum of V adds in f16 before it joins the f32 output state
    * (default 1; for measurements). See `KernelSpec.halfSteps`.
    */
@@ -200,6 +206,7 @@ export function kernelSpec(
     ...((tuning.vPerToken ?? choice.vPerToken) ? { vPerToken: true } : {}),
     ...((tuning.queryStaged ?? choice.queryStaged) ? { queryStaged: true } : {}),
     ...((tuning.rowScatter ?? choice.rowScatter) ? { rowScatter: true } : {}),
+    ...(tuning.intDots && kvDtype === "int8" ? { intDots: true } : {}),
     ...(tuning.halfMath && caps.shaderF16 &&
         (kvDtype === "f16" || KV_DTYPE_INFO[kvDtype].wgslUnpackHalf !== undefined)
       ? {

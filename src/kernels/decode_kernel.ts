@@ -20,6 +20,7 @@ import {
   halfMath,
   halfSteps,
   halfValues,
+  intDots,
   kernelLayout,
   type KernelSpec,
   kvLoadDim,
@@ -236,6 +237,7 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     qScale,
     half,
     halfBytes,
+    intDots: intDots(spec),
     shared: spec.queryShared ?? false,
     staged: queryStaged(spec),
     fmaDots: spec.fmaDots ?? false,
@@ -259,8 +261,10 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
   }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
     spec.queryShared && !half ? " queryShared" : ""
   }${queryStaged(spec) ? " queryStaged" : ""}${half ? " halfMath" : ""}${
-    halfV ? ` halfValues=${halfSteps(spec)}` : ""
-  }${vPerToken ? " vPerToken" : ""}${scatter ? " rowScatter" : ""}
+    intDots(spec) ? " intDots" : ""
+  }${halfV ? ` halfValues=${halfSteps(spec)}` : ""}${vPerToken ? " vPerToken" : ""}${
+    scatter ? " rowScatter" : ""
+  }
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}

@@ -40,6 +40,13 @@ export interface QueryShape {
    * the query halves are held in that order too.
    */
   readonly halfBytes?: boolean;
+  /**
+   * int8 K by packed integer dot products (`intDots`; ignored with `half`, `shared` or
+   * `staged`): each lane's query chunks of a row as 16-bit fixed point at the lane's own scale,
+   * split into two signed bytes per element (high and low), four per `u32`; a score is two
+   * `dot4I8Packed` per K word, added as integers, then scaled once.
+   */
+  readonly intDots?: boolean;
   /** The block's rows in workgroup memory (`queryShared`; ignored with `half`). */
   readonly shared: boolean;
   /**
@@ -153,6 +160,7 @@ export function queryRowsWGSL(shape: QueryShape): QueryWGSL {
   // rounds of chunks (a padded lane's products then vanish, as with registers).
   const shared = shape.shared && !half;
   const staged = (shape.staged ?? false) && !shared && !half;
+  const ints = (shape.intDots ?? false) && !shared && !staged && !half;
   const E4 = CPL * V4; // vec4<f32> per lane per row of q
   const qi = (r: number, i: number, j: number) => r * E4 + i * V4 + j;
   const QS = CPL * lanes * V4; // vec4<f32> per row of q_sh
@@ -202,7 +210,41 @@ ${body(r, (v) => `select(Z4, ${v}, live)`)}
     }
     workgroupBarrier();`;
 
-  const load = half
+  // Fixed point: |q| up to the lane's largest element times 32639 = 127.5 x 256 - 1, so the
+  // high byte (q + 128) >> 8 stays within a signed byte and the low byte q - 256 x high in
+  // -128..127. A NaN or infinite element makes the scale, and so every score of the row, NaN.
+  const W4 = CPL * V4; // words (and vec4 of query elements) per lane and row
+  const intLoad =
+    `    // This lane's chunks of the block's query rows, pre-scaled into log2 units (missing rows 0),
+    // as 16-bit fixed point at the lane's own scale per row: high and low signed bytes.
+    var qhi = array<u32, ${RP * W4}>();
+    var qlo = array<u32, ${RP * W4}>();
+    var qsc = array<f32, ${RP}>();
+${
+      perRow((r, live) =>
+        `${grid(CPL, V4, (i, j) => `      let q${i}_${j} = ${live(loadQ(i, j))};`)}
+      var mx = 0.0;
+${
+          grid(CPL, V4, (i, j) =>
+            `      mx = max(mx, max(max(abs(q${i}_${j}.x), abs(q${i}_${j}.y)), max(abs(q${i}_${j}.z), abs(q${i}_${j}.w))));`)
+        }
+      let sc = mx * ${(1 / 32639).toExponential()};
+      let inv = 1.0 / sc;
+      qsc[${r}] = sc;
+${
+          grid(CPL, V4, (i, j) =>
+            `      {
+        let f = vec4<i32>(round(q${i}_${j} * inv));
+        let h = (f + vec4<i32>(128)) >> vec4<u32>(8u);
+        qhi[${r * W4 + i * V4 + j}] = pack4xI8(h);
+        qlo[${r * W4 + i * V4 + j}] = pack4xI8(f - (h << vec4<u32>(8u)));
+      }`)
+        }`
+      )
+    }`;
+  const load = ints
+    ? intLoad
+    : half
     ? `    // This lane's chunks of the block's query rows, pre-scaled into log2 units and rounded to
     // f16; missing rows 0.${
       bytes ? " Each vector in the order of the unpacked bytes (0, 2, 1, 3)." : ""
@@ -227,8 +269,14 @@ ${sharedLoad}`
 ${sharedLoad}
     var qv = array<vec4<f32>, ${RP * E4}>();
 ${
-      grid(RP, E4, (r, x) =>
-        `    qv[${qi(r, Math.floor(x / V4), x % V4)}] = ${qShared(r, Math.floor(x / V4), x % V4)};`)
+      grid(
+        RP,
+        E4,
+        (r, x) =>
+          `    qv[${qi(r, Math.floor(x / V4), x % V4)}] = ${
+            qShared(r, Math.floor(x / V4), x % V4)
+          };`,
+      )
     }`
     : `    // This lane's chunks of the block's query rows, pre-scaled into log2 units; missing rows 0.
     var qv = array<vec4<f32>, ${RP * E4}>();
@@ -246,7 +294,23 @@ ${
     });
   const unpackK = (u: number) =>
     lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`);
-  const dots = half
+  // int8 K by integer dot products: the high bytes' sum times 256 plus the low bytes' (at most
+  // 2^14 per element before the shift by 8, so up to 512 dims per lane stay within an i32;
+  // `intDots` allows no more).
+  const intDotsWGSL = grid(U, RP, (u, r) => {
+    const terms = (part: string) =>
+      Array.from({ length: W4 }, (_, x) => {
+        const i = Math.floor(x / V4), j = x % V4;
+        return [`k${u}_${i}[${j}]`, `${part}[${r * W4 + x}]`];
+      }).reduce(
+        (acc, [k, q]) => `dot4I8Packed(${k}, ${q})${acc ? ` + ${acc}` : ""}`,
+        "",
+      );
+    return `      var d${u}_${r} = f32(((${terms("qhi")}) << 8u) + (${terms("qlo")})) * qsc[${r}];`;
+  });
+  const dots = ints
+    ? intDotsWGSL
+    : half
     ? `${
       bytes
         ? `${

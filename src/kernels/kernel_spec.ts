@@ -77,6 +77,14 @@ export interface KernelSpec {
    */
   readonly halfMath?: boolean;
   /**
+   * int8 keys by packed integer dot products (`dot4I8Packed`, no shader feature): each lane's
+   * query chunks of a row as 16-bit fixed point at the lane's own scale (about 15 bits, so
+   * f32-grade scores), split into a high and a low signed byte per element; each K word then
+   * costs two integer dot products per row instead of its unpacking and four multiply-adds.
+   * Only where it applies (see {@linkcode intDots}); otherwise ignored. Default false.
+   */
+  readonly intDots?: boolean;
+  /**
    * Steps whose weighted V codes a packed f16 weighted sum ({@linkcode halfValues}) adds in f16
    * before it adds them into the f32 output state (fewer conversions for longer f16 sums, more
    * registers held across steps). Default 1: on the H200 one step was 2-12% faster than 2, 4 or
@@ -351,6 +359,29 @@ export function halfValues(spec: KernelSpec): boolean {
   return halfMath(spec) && spec.kvDtype !== "f16" && spec.kvScales !== "token";
 }
 
+/**
+ * Whether a spec's int8 keys take packed integer dot products (`intDots`): int8 KV, query rows
+ * in registers (not `queryShared`, `queryStaged` or `halfMath`), at most 512 dims per lane (so the
+ * integer sums stay within an i32).
+ *
+ * @example
+ * ```ts
+ * import { intDots } from "./kernel_spec.ts";
+ * const spec = {
+ *   headDim: 128, kvDtype: "int8" as const, tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128,
+ *   intDots: true,
+ * };
+ * console.log(intDots(spec), intDots({ ...spec, kvDtype: "f16" })); // true false
+ * ```
+ */
+export function intDots(spec: KernelSpec): boolean {
+  const l = kernelLayout(spec);
+  return spec.intDots === true && spec.kvDtype === "int8" && !spec.queryShared &&
+    !queryStaged(spec) && !halfMath(spec) &&
+    l.chunksPerLane * elementsPerLoad(spec.kvDtype, kvLoadDim(spec.headDim, spec.headDimV)) <=
+      512;
+}
+
 /** Steps of a packed f16 weighted sum between its additions into the f32 state. */
 export function halfSteps(spec: KernelSpec): number {
   const steps = spec.halfSteps ?? 1;
@@ -382,13 +413,13 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.prefetch === "split" ? ":pfs" : spec.prefetch ? ":pf" : ""
   }${spec.queryShared && !halfMath(spec) ? ":qs" : ""}${queryStaged(spec) ? ":qst" : ""}${
     halfMath(spec) ? ":h16" : ""
-  }${halfValues(spec) ? `:hv${halfSteps(spec)}` : ""}${spec.fastSteps === false ? ":masked" : ""}${
-    spec.fmaDots ? ":fma" : ""
-  }${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${spec.tokenRuns ? ":runs" : ""}${
-    spec.vPerToken ? ":vpt" : ""
-  }${rowScatter(spec) ? ":rsc" : ""}${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
-    variantKey(spec.variant)
-  }${spec.kvScales === "token" ? ":tokscale" : ""}${
+  }${halfValues(spec) ? `:hv${halfSteps(spec)}` : ""}${intDots(spec) ? ":i8dot" : ""}${
+    spec.fastSteps === false ? ":masked" : ""
+  }${spec.fmaDots ? ":fma" : ""}${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${
+    spec.tokenRuns ? ":runs" : ""
+  }${spec.vPerToken ? ":vpt" : ""}${rowScatter(spec) ? ":rsc" : ""}${
+    spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""
+  }${variantKey(spec.variant)}${spec.kvScales === "token" ? ":tokscale" : ""}${
     l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""
   }`;
 }
