@@ -11,6 +11,7 @@ import {
   elementsPerLoad,
   halfMath,
   halfValues,
+  intDots,
   kernelLayout,
   type KernelSpec,
   queryStaged,
@@ -37,6 +38,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   prefetch: fc.constantFrom<boolean | "split">(false, true, "split"),
   queryShared: fc.boolean(),
   halfMath: fc.boolean(),
+  intDots: fc.boolean(),
   fmaDots: fc.boolean(),
   fastSteps: fc.boolean(),
   paged: fc.boolean(),
@@ -68,6 +70,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     prefetch: r.prefetch,
     ...(r.queryShared ? { queryShared: true } : {}),
     ...(r.halfMath ? { halfMath: true } : {}),
+    ...(r.intDots ? { intDots: true } : {}),
     ...(r.fmaDots ? { fmaDots: true } : {}),
     ...(r.rowScatter ? { rowScatter: true } : {}),
     ...(r.vPerToken ? { vPerToken: true } : {}),
@@ -124,7 +127,7 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       const staged = spec.queryStaged === true && !shared && !half;
       assert.equal(queryStaged(spec), staged);
       assert.equal(/var<workgroup> q_sh/.test(wgsl), shared || staged);
-      assert.equal(/var qv = /.test(wgsl), !shared && !half);
+      assert.equal(/var qv = /.test(wgsl), !shared && !half && !intDots(spec));
       assert.equal(/qv\[\d+\] = q_sh\[/.test(wgsl), staged);
       assert.equal(/var qh = array<vec4<f16>/.test(wgsl), half);
       assert.equal(wgsl.startsWith("enable f16;"), half);
@@ -132,6 +135,9 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       // sum of V is packed too, its f16 sums added into the f32 state after the last step.
       assert.equal(/let kh0_0 = unpack_kh\(k0_0\);/.test(wgsl), half && spec.kvDtype !== "f16");
       assert.equal(/var oh = array<vec4<f16>/.test(wgsl), halfValues(spec));
+      // int8 keys by integer dot products: no unpacking of K, the rows as fixed-point bytes.
+      assert.equal(/dot4I8Packed\(k0_0\[\d+\], qhi\[/.test(wgsl), intDots(spec));
+      assert.equal(/unpack_kv\(k0_0\)/.test(wgsl), !half && !intDots(spec));
       assert.equal(halfValues(spec), half && spec.kvDtype !== "f16" && spec.kvScales !== "token");
       if (halfValues(spec)) {
         const afterLoop = wgsl.slice(wgsl.lastIndexOf("s0 += STEP"));
@@ -151,7 +157,9 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
         // The next K is requested after this step's dot products, the next V after its update.
         const body = wgsl.slice(wgsl.indexOf("for (var s0"));
         // K's first use: a vec4 dot product, a chain of multiply-adds, or packed f16 halves.
-        const firstUse = body.search(/dot\(kf0_0|fma\(kf0_0|\bk0_0\.(lo|hi)|unpack_kh\(k0_0/);
+        const firstUse = body.search(
+          /dot\(kf0_0|fma\(kf0_0|\bk0_0\.(lo|hi)|unpack_kh\(k0_0|dot4I8Packed\(k0_0/,
+        );
         assert.ok(firstUse >= 0 && body.indexOf("nk0_0 = k_cache") > firstUse);
         assert.ok(body.indexOf("nv0_0 = v_cache") > body.indexOf("let vf0_0"));
       }

@@ -303,7 +303,7 @@ ${
         const i = Math.floor(x / V4), j = x % V4;
         return [`k${u}_${i}[${j}]`, `${part}[${r * W4 + x}]`];
       }).reduce(
-        (acc, [k, q]) => `dot4I8Packed(${k}, ${q})${acc ? ` + ${acc}` : ""}`,
+        (acc, [k, q]) => `${acc ? `${acc} + ` : ""}dot4I8Packed(${k}, ${q})`,
         "",
       );
     return `      var d${u}_${r} = f32(((${terms("qhi")}) << 8u) + (${terms("qlo")})) * qsc[${r}];`;
