@@ -212,7 +212,8 @@ ${body(r, (v) => `select(Z4, ${v}, live)`)}
 
   // Fixed point: |q| up to the lane's largest element times 32639 = 127.5 x 256 - 1, so the
   // high byte (q + 128) >> 8 stays within a signed byte and the low byte q - 256 x high in
-  // -128..127. A NaN or infinite element makes the scale, and so every score of the row, NaN.
+  // -128..127. A NaN or infinite element (found by its bits: compilers may take max() past a
+  // NaN) makes the lane's scale, and so every score of the row, NaN, as its dot products would.
   const W4 = CPL * V4; // words (and vec4 of query elements) per lane and row
   const intLoad =
     `    // This lane's chunks of the block's query rows, pre-scaled into log2 units (missing rows 0),
@@ -224,11 +225,13 @@ ${
       perRow((r, live) =>
         `${grid(CPL, V4, (i, j) => `      let q${i}_${j} = ${live(loadQ(i, j))};`)}
       var mx = 0.0;
+      var odd = false;
 ${
           grid(CPL, V4, (i, j) =>
-            `      mx = max(mx, max(max(abs(q${i}_${j}.x), abs(q${i}_${j}.y)), max(abs(q${i}_${j}.z), abs(q${i}_${j}.w))));`)
+            `      mx = max(mx, max(max(abs(q${i}_${j}.x), abs(q${i}_${j}.y)), max(abs(q${i}_${j}.z), abs(q${i}_${j}.w))));
+      odd = odd || any((bitcast<vec4<u32>>(q${i}_${j}) & vec4<u32>(0x7fffffffu)) >= vec4<u32>(0x7f800000u));`)
         }
-      let sc = mx * ${(1 / 32639).toExponential()};
+      let sc = select(mx * ${(1 / 32639).toExponential()}, bitcast<f32>(nan_bits), odd);
       let inv = 1.0 / sc;
       qsc[${r}] = sc;
 ${
