@@ -14,6 +14,10 @@
 #   int     int8 keys by packed integer dot products (`kernel: { intDots: true }`): the token loop
 #           with and without them and their arithmetic alone, then the int8 rows with the default
 #           kernels and with them, checked against float64 and timed back to back.
+#   int2    int8 under packed f16 since integer dot products take its keys (V's weighted sums in
+#           f16), against the default (integer keys, f32 V), checked and timed back to back; the
+#           int8 rows through Dawn (its compiler's integer dot products) checked and timed; then
+#           the kernel options tests through Deno's WebGPU.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s33_session.sh MODE
 set -u
 mode=${1:-half}
@@ -61,5 +65,15 @@ if [ "$mode" = int ]; then
       "${kernel[@]}" --only='gqa32/8 128k|int8' --out="$out/rows_$run.json"
   done
   run_backend_tests webgpu 120 tests_webgpu.log tests/kernel_options_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = int2 ]; then
+  run_deno 120 int2.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|half math|half cached' \
+    --bench-cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' \
+    --out="$out/int2.json"
+  run_deno 150 rows_dawn.txt bench/gpu_bench.ts --backend=dawn --strategies=lean --check \
+    --only='int8|gqa32/8 128k' --skip='e4m3|e5m2' --out="$out/rows_dawn.json"
+  run_backend_tests webgpu 150 tests_webgpu.log tests/kernel_options_test.ts
   stamp "done"
 fi

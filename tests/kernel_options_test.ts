@@ -65,28 +65,50 @@ async function hasShaderF16(backend: string): Promise<boolean> {
 /** Output and LSE tolerance of packed f16 scores (query rows rounded to f16). */
 const HALF_TOLERANCE = 2e-3;
 
+/** A case of the packed f16 path: a shape, and whether `halfMath` changes its kernel. */
+interface HalfCase {
+  readonly spec: CaseSpec;
+  /** Query rows in registers (`queryShared: false`) in both decoders. */
+  readonly registers?: boolean;
+  /** The kernel has f16 arithmetic, so its bits differ from the f32 kernel's. */
+  readonly differs: boolean;
+}
+
 /**
- * The packed f16 path's shapes: f16 K (dot products), int8 at per-token scales (dot products; V
- * in f32), int8 and E4M3 at per-tensor scales (dot products and the weighted sum of V in f16).
+ * The packed f16 path's cases: f16 K (dot products); int8 at per-token scales, whose keys take
+ * the integer dot products either way and whose V stays f32 (so the f32 kernel's bits); int8 and
+ * E4M3 at per-tensor scales (keys and the weighted sum of V in f16; the class keeps its rows in
+ * workgroup memory, so int8 keys are f16 halves there); int8 with rows in registers (integer dot
+ * products for K, V in f16).
  */
-const HALF_SHAPES: readonly CaseSpec[] = [
-  shapes[0],
-  shapes[1],
-  { ...shapes[0], kvDtype: "int8", seed: 33 },
-  { ...shapes[0], kvDtype: "fp8e4m3", seed: 34 },
+const HALF_CASES: readonly HalfCase[] = [
+  { spec: shapes[0], differs: true },
+  { spec: shapes[1], differs: false },
+  { spec: { ...shapes[0], kvDtype: "int8", seed: 33 }, differs: true },
+  { spec: { ...shapes[0], kvDtype: "fp8e4m3", seed: 34 }, differs: true },
+  { spec: { ...shapes[0], kvDtype: "int8", seed: 35 }, registers: true, differs: true },
 ];
 
 gpuTest(
   "packed f16 arithmetic stays within f16 tolerance, and falls back to f32 bits without shader-f16",
   async (b) => {
     const f16 = await hasShaderF16(b.name);
-    const half = await b.open({ kernel: { halfMath: true } });
-    const plain = await b.open();
+    const rows = { queryShared: false };
+    const decoders = {
+      half: await b.open({ kernel: { halfMath: true } }),
+      plain: await b.open(),
+      halfRegisters: await b.open({ kernel: { halfMath: true, ...rows } }),
+      plainRegisters: await b.open({ kernel: rows }),
+    };
     try {
-      for (const spec of HALF_SHAPES) {
+      for (const { spec, registers, differs } of HALF_CASES) {
+        const half = registers ? decoders.halfRegisters : decoders.half;
+        const plain = registers ? decoders.plainRegisters : decoders.plain;
         for (const strategy of STRATEGIES_UNDER_TEST) {
           const input: DecodeInput = { ...makeInput({ ...spec, qAmplitude: 2 }), strategy };
-          const what = `${spec.kvDtype}${spec.kvScales ? ` ${spec.kvScales}` : ""} ${strategy}`;
+          const what = `${spec.kvDtype}${spec.kvScales ? ` ${spec.kvScales}` : ""}${
+            registers ? " registers" : ""
+          } ${strategy}`;
           const got = await half.decode(input);
           const f32 = await plain.decode(input);
           const ref = referenceAttention(input);
@@ -100,12 +122,16 @@ gpuTest(
             assert.ok(sameBits(got.lse.subarray(-8), f32.lse.subarray(-8)));
           }
           const same = sameBits(got.out, f32.out) && sameBits(got.lse, f32.lse);
-          assert.equal(same, !f16, `${what}: ${f16 ? "the f16 path must differ" : "f32 bits"}`);
+          const f16Path = f16 && differs;
+          assert.equal(
+            same,
+            !f16Path,
+            `${what}: ${f16Path ? "the f16 path must differ" : "f32 bits"}`,
+          );
         }
       }
     } finally {
-      await half.dispose();
-      await plain.dispose();
+      for (const decoder of Object.values(decoders)) await decoder.dispose();
     }
   },
 );
@@ -116,7 +142,7 @@ gpuTest(
     // Query rows in registers (the class of these shapes keeps them in workgroup memory).
     const decoder = await b.open({ kernel: { queryShared: false } });
     try {
-      for (const spec of [HALF_SHAPES[1], HALF_SHAPES[2]]) {
+      for (const { spec } of [HALF_CASES[1], HALF_CASES[2]]) {
         for (const strategy of STRATEGIES_UNDER_TEST) {
           const input: DecodeInput = { ...makeInput({ ...spec, qAmplitude: 3 }), strategy };
           const what = `int8 ${spec.kvScales ?? "tensor"} ${strategy}`;

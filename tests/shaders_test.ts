@@ -129,11 +129,14 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       assert.equal(/var<workgroup> q_sh/.test(wgsl), shared || staged);
       assert.equal(/var qv = /.test(wgsl), !shared && !half && !intDots(spec));
       assert.equal(/qv\[\d+\] = q_sh\[/.test(wgsl), staged);
-      assert.equal(/var qh = array<vec4<f16>/.test(wgsl), half);
+      assert.equal(/var qh = array<vec4<f16>/.test(wgsl), half && !intDots(spec));
       assert.equal(wgsl.startsWith("enable f16;"), half);
       // 8-bit keys under packed f16 are unpacked into halves; at per-tensor scales the weighted
       // sum of V is packed too, its f16 sums added into the f32 state after the last step.
-      assert.equal(/let kh0_0 = unpack_kh\(k0_0\);/.test(wgsl), half && spec.kvDtype !== "f16");
+      assert.equal(
+        /let kh0_0 = unpack_kh\(k0_0\);/.test(wgsl),
+        half && spec.kvDtype !== "f16" && !intDots(spec),
+      );
       assert.equal(/var oh = array<vec4<f16>/.test(wgsl), halfValues(spec));
       // int8 keys by integer dot products: no unpacking of K, the rows as fixed-point bytes.
       assert.equal(/dot4I8Packed\(k0_0\[\d+\], qhi\[/.test(wgsl), intDots(spec));

@@ -138,8 +138,11 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const kOff = (i: number) => (padK && i === CPL - 1 ? " + kpad" : ` + ${i * lanes}u`);
   const vOff = (i: number) => (padV && i === CPLV - 1 ? " + vpad" : ` + ${i * lanes}u`);
 
-  const half = halfMath(spec); // packed f16 dot products: f16 K chunks as `KHalves`
-  const halfBytes = half && spec.kvDtype !== "f16"; // 8-bit K unpacked by `unpack_kh`
+  const half = halfMath(spec); // packed f16 arithmetic (the kernel enables f16)
+  // int8 K by integer dot products (with `halfMath` too: they beat f16 halves there).
+  const ints = intDots(spec);
+  const halfK = half && !ints; // packed f16 dot products: f16 K chunks as `KHalves`
+  const halfBytes = halfK && spec.kvDtype !== "f16"; // 8-bit K unpacked by `unpack_kh`
   // Packed f16 weighted sums of V (8-bit codes), added into the f32 state every few steps.
   const halfV = halfValues(spec);
   const sums = halfV ? halfValuesWGSL(RP * E4V, halfSteps(spec)) : undefined;
@@ -235,9 +238,9 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     // Row scatter: slot r of the thread's query rows holds row r ^ rho.
     row: scatter ? scatterRowWGSL(lanes, RP, RS > 1 ? "rs0 + " : "").row : row,
     qScale,
-    half,
+    half: halfK,
     halfBytes,
-    intDots: intDots(spec),
+    intDots: ints,
     shared: spec.queryShared ?? false,
     staged: queryStaged(spec),
     fmaDots: spec.fmaDots ?? false,
@@ -274,7 +277,7 @@ ${
       BINDING.k,
       "k_cache",
       "storage, read",
-      `array<${half && !halfBytes ? "KHalves" : raw}>`,
+      `array<${halfK && !halfBytes ? "KHalves" : raw}>`,
     )
   }
 ${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${raw}>`)}

@@ -66,13 +66,15 @@ export interface KernelSpec {
   readonly queryStaged?: boolean;
   /**
    * Packed f16 arithmetic (f16, int8 and FP8 E4M3 KV; the device needs `shader-f16`, which the
-   * kernel then enables). Dot products: f16 keys are used as stored, int8 and E4M3 keys unpacked
-   * two bytes per operation into f16 halves, query rows rounded to f16, and each lane's partial
-   * score carried in f16 before the f32 sum over lanes. With int8 and E4M3 at per-tensor scales
-   * the weighted sum of V is packed too (see {@linkcode halfValues}): each row's weighted codes
-   * are added in f16 for `halfSteps` steps, then into the f32 output state. About half the
-   * instructions of the multiply-adds, for about f16's precision (relative errors of the output
-   * near 1e-3 instead of 1e-6). E5M2 (whose codes reach 57344, beyond what a sum of f16 terms
+   * kernel then enables). Dot products: f16 keys are used as stored, E4M3 keys (and int8 keys
+   * where integer dot products, {@linkcode intDots}, do not take them) unpacked into f16 halves,
+   * query rows rounded to f16, and each lane's partial score carried in f16 before the f32 sum
+   * over lanes. With int8 and E4M3 at per-tensor scales the weighted sum of V is packed too (see
+   * {@linkcode halfValues}): each row's weighted codes are added in f16 for `halfSteps` steps,
+   * then into the f32 output state. Fewer multiply-adds, at about f16's precision (relative
+   * errors of the output near 1e-3 instead of 1e-6); on Deno's WebGPU the bytes reach f16 through
+   * conversions (its compiler has no bitcast to f16), which take back most of the gain
+   * (bench/notes.md, session 33). E5M2 (whose codes reach 57344, beyond what a sum of f16 terms
    * holds) and f32/bf16 keep the f32 path. Ignores `queryShared`. Default false.
    */
   readonly halfMath?: boolean;
@@ -361,8 +363,9 @@ export function halfValues(spec: KernelSpec): boolean {
 
 /**
  * Whether a spec's int8 keys take packed integer dot products (`intDots`): int8 KV, query rows
- * in registers (not `queryShared`, `queryStaged` or `halfMath`), at most 512 dims per lane (so the
- * integer sums stay within an i32).
+ * in registers (not `queryShared` or `queryStaged`), at most 512 dims per lane (so the integer sums
+ * stay within an i32). They take precedence over `halfMath`'s f16 keys, which they beat; its f16
+ * weighted sums of V stay.
  *
  * @example
  * ```ts
@@ -377,7 +380,7 @@ export function halfValues(spec: KernelSpec): boolean {
 export function intDots(spec: KernelSpec): boolean {
   const l = kernelLayout(spec);
   return spec.intDots === true && spec.kvDtype === "int8" && !spec.queryShared &&
-    !queryStaged(spec) && !halfMath(spec) &&
+    !queryStaged(spec) &&
     l.chunksPerLane * elementsPerLoad(spec.kvDtype, kvLoadDim(spec.headDim, spec.headDimV)) <=
       512;
 }
