@@ -17,7 +17,7 @@
 #   int2    int8 under packed f16 since integer dot products take its keys (V's weighted sums in
 #           f16), against the default (integer keys, f32 V), checked and timed back to back; the
 #           int8 rows through Dawn (its compiler's integer dot products) checked and timed; then
-#           the kernel options tests through Deno's WebGPU.
+#           the kernel options, 8-bit and token-run tests through Deno's WebGPU.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s33_session.sh MODE
 set -u
 mode=${1:-half}
@@ -74,6 +74,7 @@ if [ "$mode" = int2 ]; then
     --out="$out/int2.json"
   run_deno 150 rows_dawn.txt bench/gpu_bench.ts --backend=dawn --strategies=lean --check \
     --only='int8|gqa32/8 128k' --skip='e4m3|e5m2' --out="$out/rows_dawn.json"
-  run_backend_tests webgpu 150 tests_webgpu.log tests/kernel_options_test.ts
+  run_backend_tests webgpu 200 tests_webgpu.log tests/kernel_options_test.ts \
+    tests/kv8_decode_test.ts tests/kv8_cache_test.ts tests/token_runs_test.ts
   stamp "done"
 fi

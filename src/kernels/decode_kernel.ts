@@ -315,7 +315,7 @@ ${exchange}${query.workgroup}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype, loadDim)}${
-    halfBytes
+    halfBytes || halfV
       ? `
 ${kvLoadHalfWGSL(spec.kvDtype, loadDim)}`
       : ""

@@ -210,10 +210,14 @@ ${body(r, (v) => `select(Z4, ${v}, live)`)}
     }
     workgroupBarrier();`;
 
-  // Fixed point: |q| up to the lane's largest element times 32639 = 127.5 x 256 - 1, so the
-  // high byte (q + 128) >> 8 stays within a signed byte and the low byte q - 256 x high in
-  // -128..127. A NaN or infinite element (found by its bits: compilers may take max() past a
-  // NaN) makes the lane's scale, and so every score of the row, NaN, as its dot products would.
+  // Fixed point at a power of two per lane and row: 2^(e - 14) for a largest element in
+  // [2^e, 2^(e+1)) up to 32639 x 2^(e - 14) (2^(e - 13) above), so |q| <= 32639 = 127.5 x 256 - 1
+  // (15 bits) and the high byte (q + 128) >> 8 stays within a signed byte, the low byte
+  // q - 256 x high in -128..127. A power of two makes the score's product by it
+  // exact, so a compiler that fuses it into the lanes' next add (as it may) changes no bit. Rows
+  // below 2^-112 count as 0. A NaN or infinite element (found by its bits: compilers may take
+  // max() past a NaN) makes the lane's scale, and so every score of the row, NaN, as its dot
+  // products would.
   const W4 = CPL * V4; // words (and vec4 of query elements) per lane and row
   const intLoad =
     `    // This lane's chunks of the block's query rows, pre-scaled into log2 units (missing rows 0),
@@ -231,8 +235,13 @@ ${
             `      mx = max(mx, max(max(abs(q${i}_${j}.x), abs(q${i}_${j}.y)), max(abs(q${i}_${j}.z), abs(q${i}_${j}.w))));
       odd = odd || any((bitcast<vec4<u32>>(q${i}_${j}) & vec4<u32>(0x7fffffffu)) >= vec4<u32>(0x7f800000u));`)
         }
-      let sc = select(mx * ${(1 / 32639).toExponential()}, bitcast<f32>(nan_bits), odd);
-      let inv = 1.0 / sc;
+      let mb = bitcast<u32>(mx);
+      let ef = mb & 0x7f800000u;
+      let sh = select(0x07000000u, 0x06800000u, (mb & 0x007fffffu) > ${
+          Math.floor((32639 / 16384 - 1) * 2 ** 23)
+        }u);
+      let sc = select(select(0.0, bitcast<f32>(ef - sh), ef > sh), bitcast<f32>(nan_bits), odd);
+      let inv = select(0.0, 1.0 / sc, sc > 0.0);
       qsc[${r}] = sc;
 ${
           grid(CPL, V4, (i, j) =>
