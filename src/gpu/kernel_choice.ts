@@ -60,7 +60,7 @@ export interface KernelTuning {
   halfMath?: boolean;
   /**
    * int8 keys by packed integer dot products (default true; false: the f32 dot products): query
-   * rows as 16-bit fixed point (f32-grade scores), two `dot4I8Packed` per K word and row instead
+   * rows as 15-bit fixed point (f32-grade scores), two `dot4I8Packed` per K word and row instead
    * of its unpacking and four multiply-adds: 6-12% faster on the H200's GQA int8 cases (session
    * 33). See `KernelSpec.intDots`.
    */

@@ -42,7 +42,7 @@ export interface QueryShape {
   readonly halfBytes?: boolean;
   /**
    * int8 K by packed integer dot products (`intDots`; ignored with `half`, `shared` or
-   * `staged`): each lane's query chunks of a row as 16-bit fixed point at the lane's own scale,
+   * `staged`): each lane's query chunks of a row as 15-bit fixed point at a power-of-two scale of its own,
    * split into two signed bytes per element (high and low), four per `u32`; a score is two
    * `dot4I8Packed` per K word, added as integers, then scaled once.
    */
@@ -221,7 +221,7 @@ ${body(r, (v) => `select(Z4, ${v}, live)`)}
   const W4 = CPL * V4; // words (and vec4 of query elements) per lane and row
   const intLoad =
     `    // This lane's chunks of the block's query rows, pre-scaled into log2 units (missing rows 0),
-    // as 16-bit fixed point at the lane's own scale per row: high and low signed bytes.
+    // as fixed point at the lane's own power-of-two scale per row: high and low signed bytes.
     var qhi = array<u32, ${RP * W4}>();
     var qlo = array<u32, ${RP * W4}>();
     var qsc = array<f32, ${RP}>();

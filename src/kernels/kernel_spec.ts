@@ -80,7 +80,7 @@ export interface KernelSpec {
   readonly halfMath?: boolean;
   /**
    * int8 keys by packed integer dot products (`dot4I8Packed`, no shader feature): each lane's
-   * query chunks of a row as 16-bit fixed point at the lane's own scale (about 15 bits, so
+   * query chunks of a row as fixed point at a power-of-two scale of its own (15 bits, so
    * f32-grade scores), split into a high and a low signed byte per element; each K word then
    * costs two integer dot products per row instead of its unpacking and four multiply-adds.
    * Only where it applies (see {@linkcode intDots}); otherwise ignored. Default false.
