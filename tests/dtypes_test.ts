@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
-import { elementsPerLoad, kvElementBytes } from "../src/kernels/kernel_spec.ts";
+import { elementsPerLoad, kvElementBytes } from "../src/kernels/kernel_layout.ts";
 import { kvLoadWGSL } from "../src/kernels/kv_load.ts";
 import { appendKernelWGSL } from "../src/kernels/append_kernel.ts";
 import { decodeKV, encodeKV, KV_DTYPES } from "../mod.ts";

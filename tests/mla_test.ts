@@ -12,7 +12,7 @@ import { executePlanOnCpu } from "../plan.ts";
 import { createAttentionEncoder, createPagedPlan, executePagedPlanOnCpu } from "../runner.ts";
 import { tileConfig } from "../src/plan/tiles.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
-import { kernelLayout } from "../src/kernels/kernel_spec.ts";
+import { kernelLayout } from "../src/kernels/kernel_layout.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
 import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
 import { backendTest } from "./backends.ts";

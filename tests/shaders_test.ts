@@ -8,15 +8,14 @@ import fc from "fast-check";
 import { decodeKernelWGSL, decodeWorkgroupBytes } from "../src/kernels/decode_kernel.ts";
 import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import {
-  elementsPerLoad,
   halfMath,
   halfValues,
   intDots,
-  kernelLayout,
   type KernelSpec,
   queryStaged,
   specKey,
 } from "../src/kernels/kernel_spec.ts";
+import { elementsPerLoad, kernelLayout } from "../src/kernels/kernel_layout.ts";
 import { KERNEL_TABLE, kernelChoice, kernelChoiceKey } from "../src/kernels/kernel_table.ts";
 import { kernelLayoutEntries } from "../src/kernels/abi.ts";
 import { kvLoadWGSL } from "../src/kernels/kv_load.ts";

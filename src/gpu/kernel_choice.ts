@@ -5,13 +5,13 @@
  * @module
  */
 
+import { type KernelSpec } from "../kernels/kernel_spec.ts";
 import {
   DEFAULT_MAX_LANES,
   elementsPerLoad,
   kernelLayout,
-  type KernelSpec,
   kvLoadDim,
-} from "../kernels/kernel_spec.ts";
+} from "../kernels/kernel_layout.ts";
 import { KERNEL_TABLE, kernelChoiceKey } from "../kernels/kernel_table.ts";
 import type { KernelCaps } from "./gpu_runtime.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";

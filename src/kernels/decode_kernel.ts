@@ -16,17 +16,15 @@
  */
 
 import {
-  elementsPerLoad,
   halfMath,
   halfSteps,
   halfValues,
   intDots,
-  kernelLayout,
   type KernelSpec,
-  kvLoadDim,
   queryStaged,
   rowScatter,
 } from "./kernel_spec.ts";
+import { elementsPerLoad, kernelLayout, kvLoadDim } from "./kernel_layout.ts";
 import { blockLimitsWGSL, scatterRowWGSL, scatterStepWGSL } from "./decode_scatter.ts";
 import {
   FLAT_WORKGROUP_WGSL,

@@ -10,7 +10,7 @@
 import type { KVDtype } from "../core/problem.ts";
 import type { Variant } from "../core/variant_options.ts";
 import { packRecord, PARAMS_RECORD, recordStructWGSL } from "./abi.ts";
-import { kvElementBytes, kvLoadBytes, kvLoadDim } from "./kernel_spec.ts";
+import { kvElementBytes, kvLoadBytes, kvLoadDim } from "./kernel_layout.ts";
 
 /** `u32`s of the uniform block both kernels read (see `PARAMS_WGSL`). */
 export const PARAMS_WORDS: number = PARAMS_RECORD.stride;

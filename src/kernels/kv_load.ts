@@ -10,7 +10,7 @@
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
-import { kvLoadBytes } from "./kernel_spec.ts";
+import { kvLoadBytes } from "./kernel_layout.ts";
 
 /**
  * WGSL of `unpack_kv(w)`: one raw chunk (a `vec4<f32>`, or a `vec4<u32>` / `vec2<u32>` of
