@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeKernelWGSL, decodeWorkgroupBytes } from "../src/kernels/decode_kernel.ts";
+import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
+import { decodeWorkgroupBytes } from "../src/kernels/decode_output.ts";
 import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import {
   halfMath,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type KernelSpec } from "../kernels/kernel_spec.ts";
+import type { KernelSpec } from "../kernels/kernel_spec.ts";
 import {
   DEFAULT_MAX_LANES,
   elementsPerLoad,

@@ -43,7 +43,7 @@ import {
   softmaxStepWGSL,
 } from "./decode_step.ts";
 import { stepLoadsWGSL } from "./decode_loads.ts";
-import { groupMergeBytes, groupMergeWorkgroupWGSL, pieceOutputWGSL } from "./decode_output.ts";
+import { baseWorkgroupBytes, groupMergeWorkgroupWGSL, pieceOutputWGSL } from "./decode_output.ts";
 import { queryRowsWGSL } from "./decode_query.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import {
@@ -65,28 +65,6 @@ export const NEG_SCORE = -1e30;
 export interface WGSLOptions {
   /** Emit `enable subgroups;` (Tint/Dawn needs it; Naga/Deno rejects it). */
   enableDirective?: boolean;
-}
-
-/** Bytes of workgroup memory the decode kernel declares besides its group merge's. */
-function baseWorkgroupBytes(spec: KernelSpec): number {
-  const l = kernelLayout(spec);
-  const acc = spec.rowsPerBlock * (spec.headDimV ?? spec.headDim) * 4;
-  const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
-  const entries = l.groups * l.rowSets * l.unroll * l.rowsPerThread;
-  const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
-  const query = (spec.queryShared && !halfMath(spec)) || queryStaged(spec)
-    ? spec.rowsPerBlock * l.chunksPerLane * l.lanes * (spec.headDim / l.chunks) * 4
-    : 0;
-  return acc + maxima + exchange + query;
-}
-
-/** Bytes of workgroup memory the decode kernel declares. */
-export function decodeWorkgroupBytes(spec: KernelSpec): number {
-  const base = baseWorkgroupBytes(spec);
-  const { groups, shuffleGroups } = kernelLayout(spec);
-  // Only every `shuffleGroups`-th group posts its rows (the others were added into it).
-  const posting = groups / shuffleGroups;
-  return base + groupMergeBytes(posting, spec.rowsPerBlock, spec.headDimV ?? spec.headDim, base);
 }
 
 /**

@@ -11,6 +11,8 @@
 import { grid, lines } from "./decode_step.ts";
 import { sinkFinalWGSL } from "./variant_wgsl.ts";
 import { directHalfWGSL } from "./io_wgsl.ts";
+import { kernelLayout } from "./kernel_layout.ts";
+import { halfMath, type KernelSpec, queryStaged } from "./kernel_spec.ts";
 
 /** The block's geometry and the output's options: what the generated statements index. */
 export interface PieceOutputShape {
@@ -366,4 +368,26 @@ ${
           select(l_sh[lid], bitcast<f32>(nan_bits), any_bad[lid] != 0u);
       }
     }`;
+}
+
+/** Bytes of workgroup memory the decode kernel declares besides its group merge's. */
+export function baseWorkgroupBytes(spec: KernelSpec): number {
+  const l = kernelLayout(spec);
+  const acc = spec.rowsPerBlock * (spec.headDimV ?? spec.headDim) * 4;
+  const maxima = l.groups * spec.rowsPerBlock * 4 + 2 * spec.rowsPerBlock * 4;
+  const entries = l.groups * l.rowSets * l.unroll * l.rowsPerThread;
+  const exchange = l.subgroups || l.lanes === 1 ? 0 : 2 * entries * (l.lanes + 2) * 4;
+  const query = (spec.queryShared && !halfMath(spec)) || queryStaged(spec)
+    ? spec.rowsPerBlock * l.chunksPerLane * l.lanes * (spec.headDim / l.chunks) * 4
+    : 0;
+  return acc + maxima + exchange + query;
+}
+
+/** Bytes of workgroup memory the decode kernel declares. */
+export function decodeWorkgroupBytes(spec: KernelSpec): number {
+  const base = baseWorkgroupBytes(spec);
+  const { groups, shuffleGroups } = kernelLayout(spec);
+  // Only every `shuffleGroups`-th group posts its rows (the others were added into it).
+  const posting = groups / shuffleGroups;
+  return base + groupMergeBytes(posting, spec.rowsPerBlock, spec.headDimV ?? spec.headDim, base);
 }

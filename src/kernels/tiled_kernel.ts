@@ -30,7 +30,7 @@
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { lines } from "./decode_step.ts";
-import { type KernelSpec } from "./kernel_spec.ts";
+import type { KernelSpec } from "./kernel_spec.ts";
 import { kvLoadDim } from "./kernel_layout.ts";
 import {
   FLAT_WORKGROUP_WGSL,
