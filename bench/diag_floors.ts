@@ -331,6 +331,7 @@ const allVariants: Variant[] = [
   // ... and int8 keys by packed integer dot products (`intDots`), with real and cached loads.
   { name: "int dots", options: { kernel: { intDots: true } } },
   { name: "int cached", rewrite: cachedLoads, options: { kernel: { intDots: true } } },
+  { name: "f32 dots", options: { kernel: { intDots: false } } },
   // Session 28: the prefetch's loads used before the step's split, so NVIDIA's compiler cannot
   // sink them to the end of the loop body (K and V, or K only).
   { name: "pin", rewrite: pinPrefetch },

@@ -18,6 +18,9 @@
 #           f16), against the default (integer keys, f32 V), checked and timed back to back; the
 #           int8 rows through Dawn (its compiler's integer dot products) checked and timed; then
 #           the kernel options, 8-bit and token-run tests through Deno's WebGPU.
+#   final   the shipped kernels: int8 keys by integer dot products with power-of-two scales against
+#           the f32 dot products (`f32 dots`), back to back; then every 8-bit case of the table and
+#           its f16 twin with the default kernels, checked against float64 and timed.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s33_session.sh MODE
 set -u
 mode=${1:-half}
@@ -76,5 +79,14 @@ if [ "$mode" = int2 ]; then
     --only='int8|gqa32/8 128k' --skip='e4m3|e5m2' --out="$out/rows_dawn.json"
   run_backend_tests webgpu 200 tests_webgpu.log tests/kernel_options_test.ts \
     tests/kv8_decode_test.ts tests/kv8_cache_test.ts tests/token_runs_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = final ]; then
+  run_deno 120 final_ab.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|f32 dots' \
+    --bench-cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' \
+    --out="$out/final_ab.json"
+  run_deno 240 rows.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k|b1 h32 128k' --out="$out/rows.json"
   stamp "done"
 fi

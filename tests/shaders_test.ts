@@ -141,7 +141,10 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       // int8 keys by integer dot products: no unpacking of K, the rows as fixed-point bytes.
       assert.equal(/dot4I8Packed\(k0_0\[\d+\], qhi\[/.test(wgsl), intDots(spec));
       assert.equal(/unpack_kv\(k0_0\)/.test(wgsl), !half && !intDots(spec));
-      assert.equal(halfValues(spec), half && spec.kvDtype !== "f16" && spec.kvScales !== "token");
+      assert.equal(
+        halfValues(spec),
+        half && spec.kvDtype !== "f16" && spec.kvScales !== "token" && !intDots(spec),
+      );
       if (halfValues(spec)) {
         const afterLoop = wgsl.slice(wgsl.lastIndexOf("s0 += STEP"));
         assert.match(

@@ -232,7 +232,10 @@ export function halfMath(spec: KernelSpec): boolean {
 /**
  * Whether a spec's weighted sum of V is packed f16 too: `halfMath` on int8 or FP8 E4M3 KV with
  * per-tensor scales (a scale per token would have to join each weight, whose f16 products then
- * lose the small weights' precision). f16 V keeps the f32 sum that its tuned kernels use.
+ * lose the small weights' precision), unless int8 keys take integer dot products
+ * ({@linkcode intDots}): beside those, f16 sums of V were 3.5-4.6% slower than f32's on the H200
+ * (session 33), so `halfMath` leaves such a kernel as it is. f16 V keeps the f32 sum that its
+ * tuned kernels use.
  *
  * @example
  * ```ts
@@ -242,17 +245,18 @@ export function halfMath(spec: KernelSpec): boolean {
  *   halfMath: true,
  * };
  * console.log(halfValues(spec), halfValues({ ...spec, kvScales: "token" as const })); // true false
+ * console.log(halfValues({ ...spec, intDots: true })); // false
  * ```
  */
 export function halfValues(spec: KernelSpec): boolean {
-  return halfMath(spec) && spec.kvDtype !== "f16" && spec.kvScales !== "token";
+  return halfMath(spec) && spec.kvDtype !== "f16" && spec.kvScales !== "token" && !intDots(spec);
 }
 
 /**
  * Whether a spec's int8 keys take packed integer dot products (`intDots`): int8 KV, query rows
  * in registers (not `queryShared` or `queryStaged`), at most 512 dims per lane (so the integer sums
- * stay within an i32). They take precedence over `halfMath`'s f16 keys, which they beat; its f16
- * weighted sums of V stay.
+ * stay within an i32). They take precedence over `halfMath`'s f16 keys and sums of V, which they
+ * beat.
  *
  * @example
  * ```ts
