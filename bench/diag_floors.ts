@@ -332,6 +332,10 @@ const allVariants: Variant[] = [
   { name: "int dots", options: { kernel: { intDots: true } } },
   { name: "int cached", rewrite: cachedLoads, options: { kernel: { intDots: true } } },
   { name: "f32 dots", options: { kernel: { intDots: false } } },
+  // ... and with the 32 registers per thread that integer keys free (query rows as bytes): twice
+  // the tokens per step, through 128-token tiles or two row sets, with or without prefetch.
+  { name: "RS2 U8 pf", options: { kernel: { rowSets: 2, unroll: 8, prefetch: true } } },
+  { name: "T128 split", options: { tileTokens: 128, kernel: { prefetch: "split" } } },
   // Session 28: the prefetch's loads used before the step's split, so NVIDIA's compiler cannot
   // sink them to the end of the loop body (K and V, or K only).
   { name: "pin", rewrite: pinPrefetch },

@@ -21,6 +21,9 @@
 #   final   the shipped kernels: int8 keys by integer dot products with power-of-two scales against
 #           the f32 dot products (`f32 dots`), back to back; then every 8-bit case of the table and
 #           its f16 twin with the default kernels, checked against float64 and timed.
+#   regs    int8 with integer keys at twice the tokens per step, in the registers those keys free:
+#           128-token tiles (unroll 8, whole or split prefetch), two row sets at unroll 8 (with
+#           and without prefetch), unroll 8 without prefetch, against the default, back to back.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s33_session.sh MODE
 set -u
 mode=${1:-half}
@@ -88,5 +91,13 @@ if [ "$mode" = final ]; then
     --out="$out/final_ab.json"
   run_deno 240 rows.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k|b1 h32 128k' --out="$out/rows.json"
+  stamp "done"
+fi
+
+if [ "$mode" = regs ]; then
+  run_deno 240 regs.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|T128|T128 split|RS2 U8|RS2 U8 pf|U8 nopf' \
+    --bench-cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' \
+    --out="$out/regs.json"
   stamp "done"
 fi
