@@ -23,6 +23,7 @@
  *        [--backend=webgpu|dawn] [--anchor=FILE] [--triton=FILE] [--out=FILE] [--paged]
  *        [--only=SUBSTRING[|SUBSTRING...]] [--skip=SUBSTRING[|...]] [--strategies=lean,split,single] [--runs=25]
  *        [--warmup-ms=400] [--stream-ms=2] [--kernel=JSON] [--table=FILE] [--check]
+ *        [--tile-tokens=N]
  *        [--grid=N] [--no-retime]
  *
  * `--table=FILE` overrides entries of `KERNEL_TABLE` (JSON of the same shape, e.g. picked from a
@@ -73,6 +74,8 @@ const streamMs = Number(args.get("stream-ms") ?? 2);
 const strategies = (args.get("strategies") ?? "lean,split,single").split(",") as Strategy[];
 /** `--grid=N`: the lean grid of every class, instead of the device's calibration. */
 const grid = args.get("grid") ? Number(args.get("grid")) : undefined;
+/** `--tile-tokens=N`: the decoders' tile size (default: the planner's, 64). */
+const tileTokens = args.has("tile-tokens") ? Number(args.get("tile-tokens")) : undefined;
 const kernel: KernelTuning | undefined = args.get("kernel")
   ? JSON.parse(args.get("kernel")!)
   : undefined;
@@ -207,7 +210,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
   const entry = table &&
     table[kernelChoiceKey(table, c.headDim, rowsPerBlockOf(c), c.kvDtype ?? "f16")];
   const tuning = entry ? { ...kernel, ...entry } : kernel;
-  const decoder = await createDecoder({ backend, device, kernel: tuning, grid });
+  const decoder = await createDecoder({ backend, device, kernel: tuning, grid, tileTokens });
   const rows: Row[] = [];
   try {
     const checked = args.has("check") ? await check(decoder, c) : undefined;
@@ -309,7 +312,7 @@ const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" }
 if (!adapter) throw new Error(`no ${backend} adapter`);
 const device = await requestDevice(adapter);
 const ceilings = await measureCeilings(device, warmupMs);
-const probe = await createDecoder({ backend, device, kernel, grid });
+const probe = await createDecoder({ backend, device, kernel, grid, tileTokens });
 const profile = probe.profile;
 await probe.dispose();
 console.log(

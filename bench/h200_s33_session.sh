@@ -24,6 +24,9 @@
 #   regs    int8 with integer keys at twice the tokens per step, in the registers those keys free:
 #           128-token tiles (unroll 8, whole or split prefetch), two row sets at unroll 8 (with
 #           and without prefetch), unroll 8 without prefetch, against the default, back to back.
+#   t128    the 8-bit rows with 128-token tiles (`--tile-tokens=128`: int8 at unroll 8 in the
+#           registers integer keys free, `regs` mode's fastest at 128k-512k), checked against
+#           float64 and timed back to back.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s33_session.sh MODE
 set -u
 mode=${1:-half}
@@ -99,5 +102,11 @@ if [ "$mode" = regs ]; then
     --variants='lean|T128|T128 split|RS2 U8|RS2 U8 pf|U8 nopf' \
     --bench-cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' \
     --out="$out/regs.json"
+  stamp "done"
+fi
+
+if [ "$mode" = t128 ]; then
+  run_deno 200 t128.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --tile-tokens=128 --only='int8|e4m3' --out="$out/t128.json"
   stamp "done"
 fi
