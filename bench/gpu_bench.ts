@@ -278,6 +278,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         streamMs,
         kvSets,
         kernel: tuning,
+        tileTokens,
       });
       if ("skipped" in p) {
         console.log(`${"".padEnd(22)}lean-paged skipped: ${p.skipped}`);

@@ -27,6 +27,8 @@
 #   t128    the 8-bit rows with 128-token tiles (`--tile-tokens=128`: int8 at unroll 8 in the
 #           registers integer keys free, `regs` mode's fastest at 128k-512k), checked against
 #           float64 and timed back to back.
+#   t128p   the int8 rows with 128-token tiles through the paged cache and the attention encoder
+#           as well as dense (`--paged`), checked and timed: whether paged keeps within 5% there.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s33_session.sh MODE
 set -u
 mode=${1:-half}
@@ -108,5 +110,11 @@ fi
 if [ "$mode" = t128 ]; then
   run_deno 200 t128.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --tile-tokens=128 --only='int8|e4m3' --out="$out/t128.json"
+  stamp "done"
+fi
+
+if [ "$mode" = t128p ]; then
+  run_deno 200 t128p.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --tile-tokens=128 --only='int8' --out="$out/t128p.json"
   stamp "done"
 fi

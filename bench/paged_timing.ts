@@ -31,6 +31,8 @@ export interface PagedTimingOptions {
   /** Copies of the cache rotated between runs (one cache layer each). */
   kvSets: number;
   kernel?: KernelTuning;
+  /** The encoder's tile size (default: the planner's). */
+  tileTokens?: number;
 }
 
 /** Times a case's lean decode through a paged cache and the attention encoder. */
@@ -58,6 +60,7 @@ export async function timePaged(
   const attention = await createAttentionEncoder(device, {
     grid: options.grid,
     kernel: options.kernel,
+    ...(options.tileTokens === undefined ? {} : { tileTokens: options.tileTokens }),
   });
   const buffers: GPUBuffer[] = [];
   try {
