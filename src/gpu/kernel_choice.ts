@@ -52,9 +52,10 @@ export interface KernelTuning {
   queryShared?: boolean;
   /**
    * Packed f16 arithmetic where the device has `shader-f16` and the KV is f16, int8 or FP8 E4M3
-   * (default false): dot products of queries and keys, and with int8 and E4M3 at per-tensor
-   * scales the weighted sum of V too, at about f16's precision (output relative errors near
-   * 1e-3) for fewer instructions per token; elsewhere the f32 path runs. See
+   * (default false): dot products of queries and keys, and with E4M3 (and int8 whose keys do not
+   * take `intDots`) at per-tensor scales the weighted sum of V too, at about f16's precision
+   * (output relative errors near 1e-3) for fewer instructions per token; int8 keys that take
+   * `intDots` keep them, and their V stays f32; elsewhere the f32 path runs. See
    * `KernelSpec.halfMath`.
    */
   halfMath?: boolean;

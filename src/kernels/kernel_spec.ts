@@ -70,8 +70,8 @@ export interface KernelSpec {
    * kernel then enables). Dot products: f16 keys are used as stored, E4M3 keys (and int8 keys
    * where integer dot products, {@linkcode intDots}, do not take them) unpacked into f16 halves,
    * query rows rounded to f16, and each lane's partial score carried in f16 before the f32 sum
-   * over lanes. With int8 and E4M3 at per-tensor scales the weighted sum of V is packed too (see
-   * {@linkcode halfValues}): each row's weighted codes are added in f16 for `halfSteps` steps,
+   * over lanes. With E4M3 (and int8 whose keys do not take integer dot products) at per-tensor
+   * scales the weighted sum of V is packed too (see {@linkcode halfValues}): each row's weighted codes are added in f16 for `halfSteps` steps,
    * then into the f32 output state. Fewer multiply-adds, at about f16's precision (relative
    * errors of the output near 1e-3 instead of 1e-6); on Deno's WebGPU the bytes reach f16 through
    * conversions (its compiler has no bitcast to f16), which take back most of the gain
