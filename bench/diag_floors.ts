@@ -328,6 +328,18 @@ const allVariants: Variant[] = [
   { name: "half s2", options: { kernel: { halfMath: true, halfSteps: 2 } } },
   { name: "half s4", options: { kernel: { halfMath: true, halfSteps: 4 } } },
   { name: "half s8", options: { kernel: { halfMath: true, halfSteps: 8 } } },
+  // Session 34: f16 V's weighted sums in packed f16 as well (its halves used as stored), added
+  // into the f32 state every step or every 2 steps, and their arithmetic alone.
+  { name: "half values", options: { kernel: { halfMath: true, halfValues: true } } },
+  {
+    name: "half values s2",
+    options: { kernel: { halfMath: true, halfValues: true, halfSteps: 2 } },
+  },
+  {
+    name: "half values cached",
+    rewrite: cachedLoads,
+    options: { kernel: { halfMath: true, halfValues: true } },
+  },
   // ... and int8 keys by packed integer dot products (`intDots`), with real and cached loads.
   { name: "int dots", options: { kernel: { intDots: true } } },
   { name: "int cached", rewrite: cachedLoads, options: { kernel: { intDots: true } } },

@@ -72,6 +72,11 @@ interface HalfCase {
   readonly registers?: boolean;
   /** The kernel has f16 arithmetic, so its bits differ from the f32 kernel's. */
   readonly differs: boolean;
+  /**
+   * f16 V's weighted sums in packed f16 too (`halfValues: true`), so the bits differ from those
+   * of `halfMath`'s f16 keys alone as well.
+   */
+  readonly values?: boolean;
 }
 
 /**
@@ -79,7 +84,8 @@ interface HalfCase {
  * the integer dot products either way and whose V stays f32 (so the f32 kernel's bits); int8 and
  * E4M3 at per-tensor scales (keys and the weighted sum of V in f16; the class keeps its rows in
  * workgroup memory, so int8 keys are f16 halves there); int8 with rows in registers, whose keys
- * take integer dot products, which leave V in f32 (so the f32 kernel's bits).
+ * take integer dot products, which leave V in f32 (so the f32 kernel's bits); f16 with its V's
+ * weighted sums in f16 as well (`halfValues: true`).
  */
 const HALF_CASES: readonly HalfCase[] = [
   { spec: shapes[0], differs: true },
@@ -87,6 +93,7 @@ const HALF_CASES: readonly HalfCase[] = [
   { spec: { ...shapes[0], kvDtype: "int8", seed: 33 }, differs: true },
   { spec: { ...shapes[0], kvDtype: "fp8e4m3", seed: 34 }, differs: true },
   { spec: { ...shapes[0], kvDtype: "int8", seed: 35 }, registers: true, differs: false },
+  { spec: { ...shapes[0], seed: 36 }, values: true, differs: true },
 ];
 
 gpuTest(
@@ -98,17 +105,22 @@ gpuTest(
       half: await b.open({ kernel: { halfMath: true } }),
       plain: await b.open(),
       halfRegisters: await b.open({ kernel: { halfMath: true, ...rows } }),
+      halfValues: await b.open({ kernel: { halfMath: true, halfValues: true } }),
       plainRegisters: await b.open({ kernel: rows }),
     };
     try {
-      for (const { spec, registers, differs } of HALF_CASES) {
-        const half = registers ? decoders.halfRegisters : decoders.half;
+      for (const { spec, registers, differs, values } of HALF_CASES) {
+        const half = values
+          ? decoders.halfValues
+          : registers
+          ? decoders.halfRegisters
+          : decoders.half;
         const plain = registers ? decoders.plainRegisters : decoders.plain;
         for (const strategy of STRATEGIES_UNDER_TEST) {
           const input: DecodeInput = { ...makeInput({ ...spec, qAmplitude: 2 }), strategy };
           const what = `${spec.kvDtype}${spec.kvScales ? ` ${spec.kvScales}` : ""}${
             registers ? " registers" : ""
-          } ${strategy}`;
+          }${values ? " values" : ""} ${strategy}`;
           const got = await half.decode(input);
           const f32 = await plain.decode(input);
           const ref = referenceAttention(input);
@@ -128,6 +140,11 @@ gpuTest(
             !f16Path,
             `${what}: ${f16Path ? "the f16 path must differ" : "f32 bits"}`,
           );
+          if (values) {
+            // The f16 sums of V change the bits of f16 keys alone.
+            const keysOnly = await decoders.half.decode(input);
+            assert.equal(sameBits(got.out, keysOnly.out), !f16, `${what}: against f16 keys alone`);
+          }
         }
       }
     } finally {

@@ -72,6 +72,12 @@ export interface KernelTuning {
    */
   halfSteps?: number;
   /**
+   * Packed f16 weighted sums of V under `halfMath` (default: on for int8 and E4M3 at per-tensor
+   * scales, off for f16 KV; true turns them on for f16 V, whose halves then enter the sums as
+   * stored). See `KernelSpec.halfValues`.
+   */
+  halfValues?: boolean;
+  /**
    * Steps that mask no token skip the masking arithmetic (default true; false masks every step,
    * as kernels before 0.2 did: for measurements).
    */
@@ -214,6 +220,7 @@ export function kernelSpec(
       ? {
         halfMath: true,
         ...(tuning.halfSteps === undefined ? {} : { halfSteps: tuning.halfSteps }),
+        ...(tuning.halfValues === undefined ? {} : { halfValues: tuning.halfValues }),
       }
       : {}),
   };

@@ -121,7 +121,10 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const halfBytes = halfK && spec.kvDtype !== "f16"; // 8-bit K unpacked by `unpack_kh`
   // Packed f16 weighted sums of V (8-bit codes), added into the f32 state every few steps.
   const halfV = halfValues(spec);
-  const sums = halfV ? halfValuesWGSL(RP * E4V, halfSteps(spec)) : undefined;
+  // f16 V's halves enter the sums as stored; 8-bit codes as `unpack_kh` orders them.
+  const halfV16 = halfV && spec.kvDtype === "f16";
+  const halfSwizzle = halfV16 ? "" : ".xzyw";
+  const sums = halfV ? halfValuesWGSL(RP * E4V, halfSteps(spec), halfSwizzle) : undefined;
   const usedBytes = baseWorkgroupBytes(spec); // workgroup memory besides the group merge's
   const { loads, prefetchInit, afterDots, takeV, afterV } = stepLoadsWGSL({
     G,
@@ -139,7 +142,9 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   });
   const fastSteps = spec.fastSteps ?? true;
   const unpackV = (u: number, i: number) =>
-    halfV
+    halfV16
+      ? `      let vf${u}_${i} = array<vec4<f16>, 2>(v${u}_${i}.lo, v${u}_${i}.hi);`
+      : halfV
       ? `      let vf${u}_${i} = unpack_kh(v${u}_${i});`
       : tokenScales
       ? `      var vf${u}_${i} = unpack_kv(v${u}_${i});
@@ -157,6 +162,7 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     visible: variantVisibleWGSL(flags),
     visibleEager: variantVisibleWGSL(flags, true),
     halfValues: halfV,
+    halfSwizzle,
   };
   // The softmax updates the output state: V's chunks, unpacked before it or (vPerToken) one
   // token at a time inside it.
@@ -256,7 +262,7 @@ ${
       `array<${halfK && !halfBytes ? "KHalves" : raw}>`,
     )
   }
-${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${raw}>`)}
+${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${halfV16 ? "KHalves" : raw}>`)}
 ${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
 ${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
 ${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}
@@ -291,7 +297,7 @@ ${exchange}${query.workgroup}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype, loadDim)}${
-    halfBytes || halfV
+    halfBytes || (halfV && !halfV16)
       ? `
 ${kvLoadHalfWGSL(spec.kvDtype, loadDim)}`
       : ""

@@ -60,7 +60,7 @@ export function scatterStepWGSL(
 ): ScatterWGSL {
   const { RP, U, CPL, V4, lanes, qi } = shape;
   const half = shape.halfValues ?? false;
-  const vs = valueSums(half);
+  const vs = valueSums(half, shape.halfSwizzle);
   // No short-circuits before the shuffles: WGSL's analysis (which Tint enforces) makes the
   // control flow after a `&&` on a lane's value non-uniform.
   const visible = shape.visibleEager ?? ((u: number, r: number) => `t${u} < lim[${r}]`);

@@ -37,6 +37,12 @@ export interface StepShape {
    * `o` before any rescale and every `halfSteps` steps (see {@linkcode valueSums}).
    */
   readonly halfValues?: boolean;
+  /**
+   * The swizzle that puts a packed f16 sum's elements back in the output's order: `.xzyw` for
+   * 8-bit codes (unpacked as bytes 0, 2, 1, 3 of each word, the default), `""` for f16 V, whose
+   * halves arrive in order.
+   */
+  readonly halfSwizzle?: string;
 }
 
 /** Where a step adds its weighted V: the f32 state `o`, or the packed f16 sums `oh`. */
@@ -64,13 +70,14 @@ export interface ValueSums {
  * console.log(valueSums(true).acc(3), valueSums(true).weight("p0")); // oh[3] vec4<f16>(f16(p0))
  * ```
  */
-export function valueSums(half: boolean): ValueSums {
+export function valueSums(half: boolean, swizzle = ".xzyw"): ValueSums {
   return half
     ? {
       acc: (x) => `oh[${x}]`,
       weight: (w) => `vec4<f16>(f16(${w}))`,
       zero: "Z4H",
-      scale: (x, a) => `o[${x}] = (o[${x}] + vec4<f32>(oh[${x}]).xzyw) * ${a}; oh[${x}] = Z4H;`,
+      scale: (x, a) =>
+        `o[${x}] = (o[${x}] + vec4<f32>(oh[${x}])${swizzle}) * ${a}; oh[${x}] = Z4H;`,
     }
     : {
       acc: (x) => `o[${x}]`,
@@ -101,11 +108,13 @@ export interface HalfValuesWGSL {
  * console.log(h.afterStep.includes("% 4u == 3u"), h.afterLoop.includes("o[15] +=")); // true true
  * ```
  */
-export function halfValuesWGSL(slots: number, steps: number): HalfValuesWGSL {
+export function halfValuesWGSL(slots: number, steps: number, swizzle = ".xzyw"): HalfValuesWGSL {
   const flush = (indent: string) =>
-    lines(slots, (x) => `${indent}o[${x}] += vec4<f32>(oh[${x}]).xzyw; oh[${x}] = Z4H;`);
+    lines(slots, (x) => `${indent}o[${x}] += vec4<f32>(oh[${x}])${swizzle}; oh[${x}] = Z4H;`);
   return {
-    state: `    // The weighted V codes of the last steps in f16 (bytes 0, 2, 1, 3 of each word).
+    state: `    // The weighted V of the last steps in f16${
+      swizzle === ".xzyw" ? " (bytes 0, 2, 1, 3 of each word)" : ""
+    }.
     var oh = array<vec4<f16>, ${slots}>();`,
     afterStep: steps === 1
       ? flush("      ")
@@ -181,7 +190,7 @@ export function softmaxStepWGSL(
   if (unpackToken) return softmaxByTokenWGSL(shape, unpackToken);
   const { RP, U, CPL, V4, qi } = shape;
   const half = shape.halfValues ?? false;
-  const vs = valueSums(half);
+  const vs = valueSums(half, shape.halfSwizzle);
   const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
   // Steps whose tokens every row of the block may see (all but the last step or two of a piece)
   // take the unmasked path: no selects, and the state is rescaled only when a score exceeds the
@@ -258,7 +267,7 @@ function softmaxByTokenWGSL(
 ): { fast: string; softmax: string } {
   const { RP, U, CPL, V4, qi } = shape;
   const half = shape.halfValues ?? false;
-  const vs = valueSums(half);
+  const vs = valueSums(half, shape.halfSwizzle);
   const visible = shape.visible ?? ((u: number, r: number) => `t${u} < lim[${r}]`);
   const sum = (f: (u: number) => string) => lines(U, f).split("\n").join(" + ");
   const maxOf = (f: (u: number) => string) =>

@@ -96,6 +96,13 @@ export interface KernelSpec {
    */
   readonly halfSteps?: number;
   /**
+   * Whether `halfMath`'s weighted sums of V are packed f16 ({@linkcode halfValues}). Default: on
+   * for int8 and E4M3 at per-tensor scales, off for f16 KV, whose halves then enter the sums as
+   * stored (no unpacking); a sum of `unroll x halfSteps` f16 values times weights of at most 1
+   * must stay within f16's range (|V| below 65504 / (`unroll` x `halfSteps`)).
+   */
+  readonly halfValues?: boolean;
+  /**
    * Steps whose tokens every row may see skip the masking arithmetic and rescale the running
    * state only when the maximum rises (default true; false runs every step masked).
    */
@@ -234,8 +241,8 @@ export function halfMath(spec: KernelSpec): boolean {
  * per-tensor scales (a scale per token would have to join each weight, whose f16 products then
  * lose the small weights' precision), unless int8 keys take integer dot products
  * ({@linkcode intDots}): beside those, f16 sums of V were 3.5-4.6% slower than f32's on the H200
- * (session 33), so `halfMath` leaves such a kernel as it is. f16 V keeps the f32 sum that its
- * tuned kernels use.
+ * (session 33), so `halfMath` leaves such a kernel as it is. f16 V takes them where the spec's
+ * `halfValues` asks (its halves used as stored); `halfValues: false` turns them off for 8-bit V.
  *
  * @example
  * ```ts
@@ -246,10 +253,12 @@ export function halfMath(spec: KernelSpec): boolean {
  * };
  * console.log(halfValues(spec), halfValues({ ...spec, kvScales: "token" as const })); // true false
  * console.log(halfValues({ ...spec, intDots: true })); // false
+ * console.log(halfValues({ ...spec, kvDtype: "f16" }), halfValues({ ...spec, kvDtype: "f16", halfValues: true })); // false true
  * ```
  */
 export function halfValues(spec: KernelSpec): boolean {
-  return halfMath(spec) && spec.kvDtype !== "f16" && spec.kvScales !== "token" && !intDots(spec);
+  if (!halfMath(spec) || spec.kvScales === "token" || intDots(spec)) return false;
+  return spec.kvDtype === "f16" ? spec.halfValues === true : spec.halfValues !== false;
 }
 
 /**

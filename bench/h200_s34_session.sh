@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Issues 13 and 16, session 34, on the H200 in one call per mode (results under $OUT or
+# bench/results/h200_session21/MODE).
+#   hv      f16 V's weighted sums in packed f16 (`kernel: { halfMath: true, halfValues: true }`:
+#           its halves used as stored, the sums added into the f32 state every step or every 2):
+#           the token loop against the default and `halfMath`'s f16 keys alone, and its
+#           arithmetic alone (K/V rows from cache), on the multi-row f16 cases
+#           (bench/diag_floors.ts); then the f16 rows of those cases with the default kernels and
+#           with packed f16 keys and values, each checked against float64 and timed back to back;
+#           then the int8 rows through the paged cache at the default 64-token tiles (integer keys),
+#           checked; then the kernel options tests through Deno's WebGPU.
+# Run: OUT=... bash .gpu/boot.sh bash bench/h200_s34_session.sh MODE
+set -u
+mode=${1:-hv}
+out=${OUT:-bench/results/h200_session21/$mode}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "$0")/session_lib.sh"
+stamp "$mode"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
+
+f16_rows='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|d64 32k|d256 32k|qLen4'
+
+if [ "$mode" = hv ]; then
+  run_deno 200 hv.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|half math|half values|half values s2|cached loads|half values cached' \
+    --bench-cases='gqa32/8 128k|gqa32/8 512k|b16 16k|qLen4 gqa 16k|d256 32k' \
+    --out="$out/hv.json"
+  for run in plain hv; do
+    kernel=()
+    [ "$run" = hv ] && kernel=(--kernel='{"halfMath":true,"halfValues":true}')
+    run_deno 150 "rows_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      "${kernel[@]}" --only="$f16_rows" --skip='int8|e4m3|e5m2' --out="$out/rows_$run.json"
+  done
+  run_deno 150 paged_int8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --paged --only='int8' --out="$out/paged_int8.json"
+  run_backend_tests webgpu 120 tests_webgpu.log tests/kernel_options_test.ts
+  stamp "done"
+fi
