@@ -340,6 +340,18 @@ const allVariants: Variant[] = [
     rewrite: cachedLoads,
     options: { kernel: { halfMath: true, halfValues: true } },
   },
+  // ... and f16 keys with their query rows in f16 (half the registers of f32 rows) at twice the
+  // tokens per step in 128-token tiles, as int8's integer keys allowed; plain f16 beside them.
+  { name: "half T128 U8", options: { tileTokens: 128, kernel: { halfMath: true, unroll: 8 } } },
+  {
+    name: "half T128 U8 split",
+    options: { tileTokens: 128, kernel: { halfMath: true, unroll: 8, prefetch: "split" } },
+  },
+  {
+    name: "half T128 U8 vpt",
+    options: { tileTokens: 128, kernel: { halfMath: true, unroll: 8, vPerToken: true } },
+  },
+  { name: "T128 U8", options: { tileTokens: 128, kernel: { unroll: 8 } } },
   // ... and int8 keys by packed integer dot products (`intDots`), with real and cached loads.
   { name: "int dots", options: { kernel: { intDots: true } } },
   { name: "int cached", rewrite: cachedLoads, options: { kernel: { intDots: true } } },

@@ -9,6 +9,11 @@
 #           with packed f16 keys and values, each checked against float64 and timed back to back;
 #           then the int8 rows through the paged cache at the default 64-token tiles (integer keys),
 #           checked; then the kernel options tests through Deno's WebGPU.
+#   t128    f16 keys as packed f16 (`halfMath`, query rows in f16: half the registers) at twice
+#           the tokens per step in 128-token tiles (unroll 8; whole or split prefetch, or V
+#           unpacked per token), against the default, `halfMath` alone and plain f16 at unroll 8,
+#           back to back (bench/diag_floors.ts); then the f16 rows with the fastest of them,
+#           checked against float64 and timed (`gpu_bench --tile-tokens=128`).
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s34_session.sh MODE
 set -u
 mode=${1:-hv}
@@ -34,5 +39,17 @@ if [ "$mode" = hv ]; then
   run_deno 150 paged_int8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
     --paged --only='int8' --out="$out/paged_int8.json"
   run_backend_tests webgpu 120 tests_webgpu.log tests/kernel_options_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = t128 ]; then
+  run_deno 240 t128.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|half math|half T128 U8|half T128 U8 split|half T128 U8 vpt|T128 U8' \
+    --bench-cases='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|qLen4 gqa 16k' \
+    --out="$out/t128.json"
+  run_deno 150 rows_t128.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+    --tile-tokens=128 --kernel='{"halfMath":true,"unroll":8}' \
+    --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|qLen4' --skip='int8|e4m3|e5m2' \
+    --out="$out/rows_t128.json"
   stamp "done"
 fi
