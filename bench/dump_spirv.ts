@@ -159,6 +159,9 @@ const KERNELS: Record<string, DumpKernel> = {
   // ... and with each lane adding and weighing one row's scores (`rowScatter`).
   "r4_d128_f16_rsc": f16Rows4({ rowScatter: true }),
   "r4_d128_int8_rsc": { rows: 4, headDim: 128, kvDtype: "int8", tuning: { rowScatter: true } },
+  // Session 34: packed f16 over f16 K (`halfMath`), and over its V too (`halfValues`).
+  "r4_d128_f16_h16": f16Rows4({ halfMath: true }),
+  "r4_d128_f16_hv": f16Rows4({ halfMath: true, halfValues: true }),
   // The merge kernels of the 4-row d128 and 1-row d128 classes.
   "merge_r4_d128": { rows: 4, headDim: 128, kvDtype: "f16", merge: true },
   "merge_r1_d128": { rows: 1, headDim: 128, kvDtype: "f16", merge: true },
@@ -185,7 +188,8 @@ function kernelWGSL(k: DumpKernel, enableDirective: boolean): string {
     headDim: k.headDim,
     kvDtype: k.kvDtype,
   }, { grid: 264, workgroupSize: k.workgroupSize, tileTokens: k.tileTokens });
-  const caps = { subgroups: true, subgroupMinSize: 32 };
+  // shader-f16 as the H200 grants it to Deno's WebGPU (only `halfMath` tunings use it).
+  const caps = { subgroups: true, subgroupMinSize: 32, shaderF16: true };
   const spec = k.paged
     ? kernelSpec({ ...plan, kv: pagedKV(16) }, caps, k.tuning ?? {}, true)
     : kernelSpec(plan, caps, k.tuning ?? {});

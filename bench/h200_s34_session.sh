@@ -14,6 +14,13 @@
 #           unpacked per token), against the default, `halfMath` alone and plain f16 at unroll 8,
 #           back to back (bench/diag_floors.ts); then the f16 rows with the fastest of them,
 #           checked against float64 and timed (`gpu_bench --tile-tokens=128`).
+#   sass    what NVIDIA's driver makes of the 4-row d128 kernels over f16 (the default, packed f16
+#           keys, packed f16 keys and values) and int8: registers and spills
+#           (bench/vk_pipeline_stats.c over the SPIR-V that `deno run -A --unstable-webgpu
+#           bench/dump_spirv.ts --out=.scratch/spv --only=...` dumped on lavapipe; the tool built
+#           into .scratch/ by `gcc -O2 -o .scratch/vk_pipeline_stats bench/vk_pipeline_stats.c
+#           -lvulkan`; carry .scratch), and the token loops' machine code
+#           (bench/sass_from_cache.py with the nvdisasm of the installed Triton).
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s34_session.sh MODE
 set -u
 mode=${1:-hv}
@@ -51,5 +58,19 @@ if [ "$mode" = t128 ]; then
     --tile-tokens=128 --kernel='{"halfMath":true,"unroll":8}' \
     --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|qLen4' --skip='int8|e4m3|e5m2' \
     --out="$out/rows_t128.json"
+  stamp "done"
+fi
+
+if [ "$mode" = sass ]; then
+  work=$(mktemp -d)
+  mkdir -p "$work/cache"
+  timeout 200 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*.spv \
+    >"$out/stats.txt" 2>&1
+  stamp "exit $? (stats.txt)"
+  nvdisasm=$(python3 -c 'import os, triton; print(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/nvdisasm"))')
+  stamp "nvdisasm $nvdisasm, zstd $(command -v zstd)"
+  python3 bench/sass_from_cache.py --nvdisasm="$nvdisasm" "$work"/cache/*.cache >"$out/loops.txt" 2>&1
+  stamp "exit $? (loops.txt)"
+  tar -czf "$out/sass.tgz" -C "$work" cache
   stamp "done"
 fi
