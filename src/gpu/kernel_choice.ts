@@ -74,7 +74,8 @@ export interface KernelTuning {
   /**
    * Packed f16 weighted sums of V under `halfMath` (default: on for int8 and E4M3 at per-tensor
    * scales, off for f16 KV; true turns them on for f16 V, whose halves then enter the sums as
-   * stored). See `KernelSpec.halfValues`.
+   * stored: 3.6-15% slower than the packed keys alone on the H200, session 34). See
+   * `KernelSpec.halfValues`.
    */
   halfValues?: boolean;
   /**
