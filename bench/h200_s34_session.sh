@@ -21,6 +21,12 @@
 #           into .scratch/ by `gcc -O2 -o .scratch/vk_pipeline_stats bench/vk_pipeline_stats.c
 #           -lvulkan`; carry .scratch), and the token loops' machine code
 #           (bench/sass_from_cache.py with the nvdisasm of the installed Triton).
+#   tokv    per-token V scales joined to each token's weights (a multiply per row and token)
+#           instead of each unpacked V element: the dense per-token-scale rows, this commit's
+#           kernels against the commit before's (its files in .scratch/base, from `git archive`;
+#           carry .scratch), back to back (bench/diag_floors.ts); then every 8-bit case with its
+#           paged twin (the paged cache keeps per-token scales), checked against float64, with
+#           both trees; then the 8-bit, kernel options and token-run tests through Deno's WebGPU.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s34_session.sh MODE
 set -u
 mode=${1:-hv}
@@ -72,5 +78,24 @@ if [ "$mode" = sass ]; then
   python3 bench/sass_from_cache.py --nvdisasm="$nvdisasm" "$work"/cache/*.cache >"$out/loops.txt" 2>&1
   stamp "exit $? (loops.txt)"
   tar -czf "$out/sass.tgz" -C "$work" cache
+  stamp "done"
+fi
+
+if [ "$mode" = tokv ]; then
+  tok='gqa32/8 32k e4m3 tok|gqa32/8 128k e4m3 tok|gqa32/8 512k e4m3 tok'
+  for tree in base new; do
+    dir=.
+    if [ "$tree" = base ]; then dir=.scratch/base; fi
+    (cd "$dir" && run_deno 120 "tok_$tree.txt" bench/diag_floors.ts --stream-ms=2 \
+      --variants='lean' --bench-cases="$tok" --out="$out/tok_$tree.json")
+  done
+  for tree in new base; do
+    dir=.
+    if [ "$tree" = base ]; then dir=.scratch/base; fi
+    (cd "$dir" && run_deno 200 "paged_$tree.txt" bench/gpu_bench.ts --backend=webgpu \
+      --strategies=lean --check --paged --only='int8|e4m3|e5m2' --out="$out/paged_$tree.json")
+  done
+  run_backend_tests webgpu 200 tests_webgpu.log tests/kv8_decode_test.ts tests/kv8_cache_test.ts \
+    tests/kernel_options_test.ts tests/token_runs_test.ts
   stamp "done"
 fi

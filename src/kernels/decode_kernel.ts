@@ -146,9 +146,6 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
       ? `      let vf${u}_${i} = array<vec4<f16>, 2>(v${u}_${i}.lo, v${u}_${i}.hi);`
       : halfV
       ? `      let vf${u}_${i} = unpack_kh(v${u}_${i});`
-      : tokenScales
-      ? `      var vf${u}_${i} = unpack_kv(v${u}_${i});
-${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
       : `      let vf${u}_${i} = unpack_kv(v${u}_${i});`;
   const shape = {
     RP,
@@ -163,6 +160,9 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
     visibleEager: variantVisibleWGSL(flags, true),
     halfValues: halfV,
     halfSwizzle,
+    // Per-token V scales join each token's weights (a multiply per row and token instead of
+    // one per element of its unpacked V).
+    ...(tokenScales ? { vScale: (u: number) => `sc${u}.y${fold}` } : {}),
   };
   // The softmax updates the output state: V's chunks, unpacked before it or (vPerToken) one
   // token at a time inside it.
@@ -176,7 +176,7 @@ ${lines(V4, (j) => `      vf${u}_${i}[${j}] *= sc${u}.y${fold};`)}`
   const reduce = scatter?.reduce ?? laneReduceWGSL(shape);
   // Per-token scales: K's scales each token's whole score, after the lanes' sums (a product
   // before them lets a compiler fuse each lane's own product into the add of its partner's, so
-  // the lanes of a pair hold different sums), V's its unpacked chunks.
+  // the lanes of a pair hold different sums), V's each token's weights (`vScale` above).
   const scaleScores = !tokenScales
     ? ""
     : `\n${

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { grid, lines, type StepShape, valueSums } from "./decode_step.ts";
+import { grid, lines, type StepShape, valueSums, valueWeight } from "./decode_step.ts";
 import { rowPositionWGSL, type VariantWGSL, windowStartWGSL } from "./variant_wgsl.ts";
 
 /** The row-scatter pieces `decodeKernelWGSL` splices together. */
@@ -155,7 +155,7 @@ ${lines(U, (u) => `        let po${u} = exp2(own${u} - mxo);`)}
 ${alphas}
 ${weights("po")}
 ${rescale}
-${weighted((_u, _k, vf) => vf, (u, k) => `w${u}_${k}`)}`;
+${weighted((_u, _k, vf) => vf, (u, k) => valueWeight(shape, `w${u}_${k}`, u))}`;
 
   // Masked: the own row's visibility picked by rho; a masked token's weight travels as -1 (a
   // NaN weight still passes the test, as the unscattered kernel's NaN products do). A visible
@@ -187,7 +187,12 @@ ${
     half
       ? rescale
       : grid(RP, CPL * V4, (k, x) => `        o[${qi(k, Math.floor(x / V4), x % V4)}] *= a${k};`)}
-${weighted((u, k, vf) => `select(${vs.zero}, ${vf}, ok${u}_${k})`, (u, k) => `wz${u}_${k}`)}`;
+${
+    weighted(
+      (u, k, vf) => `select(${vs.zero}, ${vf}, ok${u}_${k})`,
+      (u, k) => valueWeight(shape, `wz${u}_${k}`, u, `ok${u}_${k}`),
+    )
+  }`;
 
   // End of a piece: slot k holds row rho ^ k, and row r's state sits on the lanes owning it.
   const E = CPL * V4;

@@ -43,6 +43,23 @@ export interface StepShape {
    * halves arrive in order.
    */
   readonly halfSwizzle?: string;
+  /**
+   * Per-token V scales: WGSL of token `u`'s scale, which joins the token's weights (one multiply
+   * per row and token) instead of its unpacked V chunks (one per element); a masked token's
+   * weight is then selected to 0 after the product, so a garbage scale past the sequence cannot
+   * reach the sums.
+   */
+  readonly vScale?: (u: number) => string;
+}
+
+/**
+ * A token's weight of V as the step adds it: `w`, times token `u`'s V scale where the shape has
+ * per-token scales (see {@linkcode StepShape.vScale}), selected to 0 unless `keep` on masked steps.
+ */
+export function valueWeight(shape: StepShape, w: string, u: number, keep?: string): string {
+  if (!shape.vScale) return w;
+  const scaled = `${w} * ${shape.vScale(u)}`;
+  return keep ? `select(0.0, ${scaled}, ${keep})` : `(${scaled})`;
 }
 
 /** Where a step adds its weighted V: the f32 state `o`, or the packed f16 sums `oh`. */
@@ -217,7 +234,7 @@ ${
         `        ${vs.acc(qi(r, i, j))} = ${
           Array.from({ length: U }, (_, u) => u).reduce(
             (acc, u) =>
-              `fma(vf${u}_${i}[${j}], ${vs.weight(`p${u}`)}, ${acc})`,
+              `fma(vf${u}_${i}[${j}], ${vs.weight(valueWeight(shape, `p${u}`, u))}, ${acc})`,
             vs.acc(qi(r, i, j)),
           )
         };`)
@@ -245,7 +262,9 @@ ${
         `        ${vs.acc(qi(r, i, j))} = ${
           Array.from({ length: U }, (_, u) => u).reduce(
             (acc, u) =>
-              `fma(select(${vs.zero}, vf${u}_${i}[${j}], c${u}), ${vs.weight(`p${u}`)}, ${acc})`,
+              `fma(select(${vs.zero}, vf${u}_${i}[${j}], c${u}), ${
+                vs.weight(valueWeight(shape, `p${u}`, u, `c${u}`))
+              }, ${acc})`,
             half ? vs.acc(qi(r, i, j)) : `o[${qi(r, i, j)}] * alpha`,
           )
         };`)
@@ -291,9 +310,9 @@ ${lines(U, (u) => `        let p${u}_${r} = exp2(d${u}_${r} - mx${r});`)}
   }
 ${
     byToken((u, r, i, j) =>
-      `        ${vs.acc(qi(r, i, j))} = fma(vf${u}_${i}[${j}], ${vs.weight(`p${u}_${r}`)}, ${
-        vs.acc(qi(r, i, j))
-      });`
+      `        ${vs.acc(qi(r, i, j))} = fma(vf${u}_${i}[${j}], ${
+        vs.weight(valueWeight(shape, `p${u}_${r}`, u))
+      }, ${vs.acc(qi(r, i, j))});`
     )
   }`;
   const softmax = `${
@@ -326,7 +345,7 @@ ${grid(CPL, V4, (i, j) => `        o[${qi(r, i, j)}] = o[${qi(r, i, j)}] * alpha
 ${
     byToken((u, r, i, j) =>
       `        ${vs.acc(qi(r, i, j))} = fma(select(${vs.zero}, vf${u}_${i}[${j}], c${u}_${r}), ${
-        vs.weight(`p${u}_${r}`)
+        vs.weight(valueWeight(shape, `p${u}_${r}`, u, `c${u}_${r}`))
       }, ${vs.acc(qi(r, i, j))});`
     )
   }`;
