@@ -42,6 +42,8 @@ interface DumpKernel {
   paged?: boolean;
   /** The merge kernel of the spec instead of the decode kernel. */
   merge?: boolean;
+  /** 8-bit K/V with one scale per (token, KV head), as the paged cache keeps them. */
+  tokenScales?: boolean;
 }
 
 const qsSplit = { queryShared: true, prefetch: "split" as const };
@@ -162,6 +164,16 @@ const KERNELS: Record<string, DumpKernel> = {
   // Session 34: packed f16 over f16 K (`halfMath`), and over its V too (`halfValues`).
   "r4_d128_f16_h16": f16Rows4({ halfMath: true }),
   "r4_d128_f16_hv": f16Rows4({ halfMath: true, halfValues: true }),
+  // ... and the 8-bit kernels with per-token scales (E4M3's is 1.2x its per-tensor one's time).
+  "r4_d128_e4m3_tok": { rows: 4, headDim: 128, kvDtype: "fp8e4m3", tokenScales: true },
+  "r4_d128_e4m3_tok_vpt": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "fp8e4m3",
+    tokenScales: true,
+    tuning: { vPerToken: true },
+  },
+  "r4_d128_int8_tok": { rows: 4, headDim: 128, kvDtype: "int8", tokenScales: true },
   // The merge kernels of the 4-row d128 and 1-row d128 classes.
   "merge_r4_d128": { rows: 4, headDim: 128, kvDtype: "f16", merge: true },
   "merge_r1_d128": { rows: 1, headDim: 128, kvDtype: "f16", merge: true },
@@ -190,9 +202,12 @@ function kernelWGSL(k: DumpKernel, enableDirective: boolean): string {
   }, { grid: 264, workgroupSize: k.workgroupSize, tileTokens: k.tileTokens });
   // shader-f16 as the H200 grants it to Deno's WebGPU (only `halfMath` tunings use it).
   const caps = { subgroups: true, subgroupMinSize: 32, shaderF16: true };
-  const spec = k.paged
-    ? kernelSpec({ ...plan, kv: pagedKV(16) }, caps, k.tuning ?? {}, true)
-    : kernelSpec(plan, caps, k.tuning ?? {});
+  const spec = {
+    ...(k.paged
+      ? kernelSpec({ ...plan, kv: pagedKV(16) }, caps, k.tuning ?? {}, true)
+      : kernelSpec(plan, caps, k.tuning ?? {})),
+    ...(k.tokenScales ? { kvScales: "token" as const } : {}),
+  };
   const code = k.merge
     ? mergeKernelWGSL(spec, { enableDirective })
     : decodeKernelWGSL(spec, { enableDirective });

@@ -27,6 +27,12 @@
 #           carry .scratch), back to back (bench/diag_floors.ts); then every 8-bit case with its
 #           paged twin (the paged cache keeps per-token scales), checked against float64, with
 #           both trees; then the 8-bit, kernel options and token-run tests through Deno's WebGPU.
+#   tok8    what the driver makes of the 8-bit kernels with per-token scales (E4M3's takes 1.2x
+#           its per-tensor kernel's time, int8's 1.04x): registers, spills and the token loops'
+#           machine code (as `sass`, over the SPIR-V of dump_spirv.ts's `*_tok*` kernels; a zstd
+#           binary in .scratch/bin with its libraries in .scratch/lib, where the device has none),
+#           then the per-token-scale rows with and without V unpacked per token (`vpt`), back to
+#           back.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s34_session.sh MODE
 set -u
 mode=${1:-hv}
@@ -67,7 +73,11 @@ if [ "$mode" = t128 ]; then
   stamp "done"
 fi
 
-if [ "$mode" = sass ]; then
+if [ -x .scratch/bin/zstd ]; then
+  export PATH="$PWD/.scratch/bin:$PATH" LD_LIBRARY_PATH="$PWD/.scratch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+
+if [ "$mode" = sass ] || [ "$mode" = tok8 ]; then
   work=$(mktemp -d)
   mkdir -p "$work/cache"
   timeout 200 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*.spv \
@@ -97,5 +107,12 @@ if [ "$mode" = tokv ]; then
   done
   run_backend_tests webgpu 200 tests_webgpu.log tests/kv8_decode_test.ts tests/kv8_cache_test.ts \
     tests/kernel_options_test.ts tests/token_runs_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = tok8 ]; then
+  run_deno 200 tok8.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|vpt|cached loads' \
+    --bench-cases='gqa32/8 128k e4m3|gqa32/8 128k e4m3 tok|gqa32/8 512k e4m3 tok|gqa32/8 128k int8' \
+    --out="$out/tok8.json"
   stamp "done"
 fi
