@@ -33,6 +33,10 @@
 #           binary in .scratch/bin with its libraries in .scratch/lib, where the device has none),
 #           then the per-token-scale rows with and without V unpacked per token (`vpt`), back to
 #           back.
+#   pin8    int8 (integer keys, 237 registers) with the next step's loads used early (`pin`,
+#           `pin K`) and at unroll 2 with and without them (`U2`, `U2 pin`), back to back: whether
+#           the loads the compiler sinks to the loop's end overlap the step's arithmetic there, as
+#           in the E4M3 kernel (its loads at the loop's top; its time that of its arithmetic).
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s34_session.sh MODE
 set -u
 mode=${1:-hv}
@@ -114,5 +118,12 @@ if [ "$mode" = tok8 ]; then
   run_deno 200 tok8.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|vpt|cached loads' \
     --bench-cases='gqa32/8 128k e4m3|gqa32/8 128k e4m3 tok|gqa32/8 512k e4m3 tok|gqa32/8 128k int8' \
     --out="$out/tok8.json"
+  stamp "done"
+fi
+
+if [ "$mode" = pin8 ]; then
+  run_deno 200 pin8.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|pin|pin K|U2|U2 pin|cached loads' \
+    --bench-cases='gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' --out="$out/pin8.json"
   stamp "done"
 fi
