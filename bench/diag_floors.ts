@@ -352,6 +352,9 @@ const allVariants: Variant[] = [
     options: { tileTokens: 128, kernel: { halfMath: true, unroll: 8, vPerToken: true } },
   },
   { name: "T128 U8", options: { tileTokens: 128, kernel: { unroll: 8 } } },
+  // ... and the int8 kernels' next-step loads left where the compiler sinks them (the end of the
+  // loop body), against the default since session 34 (issued at its top: `earlyLoads`).
+  { name: "late loads", options: { kernel: { earlyLoads: false } } },
   // ... and int8 keys by packed integer dot products (`intDots`), with real and cached loads.
   { name: "int dots", options: { kernel: { intDots: true } } },
   { name: "int cached", rewrite: cachedLoads, options: { kernel: { intDots: true } } },

@@ -37,6 +37,10 @@
 #           `pin K`) and at unroll 2 with and without them (`U2`, `U2 pin`), back to back: whether
 #           the loads the compiler sinks to the loop's end overlap the step's arithmetic there, as
 #           in the E4M3 kernel (its loads at the loop's top; its time that of its arithmetic).
+#   early   the shipped int8 kernels with their next step's loads issued early (`earlyLoads`, the
+#           default since `pin8`) against them left late, back to back; then the GQA int8 rows and
+#           their f16 twins with their paged twins, checked against float64 (the README's 8-bit
+#           table); then the kernel options and 8-bit cache tests through Deno's WebGPU.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s34_session.sh MODE
 set -u
 mode=${1:-hv}
@@ -125,5 +129,15 @@ if [ "$mode" = pin8 ]; then
   run_deno 200 pin8.txt bench/diag_floors.ts --stream-ms=2 \
     --variants='lean|pin|pin K|U2|U2 pin|cached loads' \
     --bench-cases='gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' --out="$out/pin8.json"
+  stamp "done"
+fi
+
+if [ "$mode" = early ]; then
+  run_deno 150 early.txt bench/diag_floors.ts --stream-ms=2 --variants='lean|late loads' \
+    --bench-cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' \
+    --out="$out/early.json"
+  run_deno 240 rows.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k' --skip='e4m3|e5m2' --out="$out/rows.json"
+  run_backend_tests webgpu 150 tests_webgpu.log tests/kernel_options_test.ts tests/kv8_cache_test.ts
   stamp "done"
 fi

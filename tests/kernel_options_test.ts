@@ -228,6 +228,18 @@ gpuTest(
   { dawnOnSoftware: true },
 );
 
+// Early loads use a word of each of the next step's chunks in a test that never holds, so the
+// compiler issues their loads before the step's arithmetic: the same operations, the same bits.
+// (Whole prefetch, which early loads need: the f16 shape's class takes split prefetch.)
+gpuTest("the next step's loads issued early leave the kernel's bits", async (b) => {
+  const whole = (spec: CaseSpec): KernelTuning => ({
+    ...rowSetsFor(spec),
+    prefetch: true,
+    earlyLoads: false,
+  });
+  await sameBitsWith(b, whole, { earlyLoads: true });
+});
+
 // Staged query rows are read once per workgroup into workgroup memory and copied into each
 // thread's registers from there: the values of the registers' own loads, so the same bits. (The
 // table holds these shapes' rows in workgroup memory, which staging leaves alone: off here.)

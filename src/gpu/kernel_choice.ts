@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { KernelSpec } from "../kernels/kernel_spec.ts";
+import { earlyLoads, intDots, type KernelSpec } from "../kernels/kernel_spec.ts";
 import {
   DEFAULT_MAX_LANES,
   elementsPerLoad,
@@ -66,6 +66,12 @@ export interface KernelTuning {
    * 33). See `KernelSpec.intDots`.
    */
   intDots?: boolean;
+  /**
+   * The next step's K and V loads issued at the top of the token loop's body, where the step's
+   * dot products overlap them (default: on for int8 with integer keys on 4-row blocks, 6.6-8.6% faster on the H200 in session 34; off elsewhere, where f16 kernels spilled in
+   * session 28). The same bits. See `KernelSpec.earlyLoads`.
+   */
+  earlyLoads?: boolean;
   /**
    * Steps a packed f16 weighted sum of V adds in f16 before it joins the f32 output state
    * (default 1; for measurements). See `KernelSpec.halfSteps`.
@@ -237,10 +243,14 @@ export function kernelSpec(
       tuning.shuffleGroups ?? Infinity,
     )
     : 1;
+  // int8 keys by integer dot products leave the registers for the next step's words to be
+  // issued early (session 34); f16 kernels spill with them (session 28).
+  const early = tuning.earlyLoads ?? (intDots(spec) && spec.rowsPerBlock === 4);
   return {
     ...spec,
     ...(pageRuns ? { pageRuns: true } : {}),
     ...(perSubgroup > 1 ? { shuffleGroups: perSubgroup } : {}),
+    ...(early && earlyLoads({ ...spec, earlyLoads: true }) ? { earlyLoads: true } : {}),
   };
 }
 

@@ -16,6 +16,7 @@
  */
 
 import {
+  earlyLoads,
   halfMath,
   halfSteps,
   halfValues,
@@ -141,6 +142,17 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     prefetch: spec.prefetch ?? false,
   });
   const fastSteps = spec.fastSteps ?? true;
+  // Early loads: a word of each of the next step's chunks enters a test that never holds (no
+  // step starts at token 2^32 - 1), before the softmax update, so the compiler must issue their
+  // loads where the source has them (the top of the body) instead of at its end.
+  const early = !earlyLoads(spec) ? "" : `
+      early ^= ${
+    [
+      ...Array.from({ length: U * CPL }, (_, x) => `nk${Math.floor(x / CPL)}_${x % CPL}`),
+      ...Array.from({ length: U * CPLV }, (_, x) => `nv${Math.floor(x / CPLV)}_${x % CPLV}`),
+    ].map((n) => `bitcast<u32>(${n}.x)`).join(" ^ ")
+  };
+      if (early == 0x9e3779b9u && s0 == 0xffffffffu) { bad[0] = 1u; }`;
   const unpackV = (u: number, i: number) =>
     halfV16
       ? `      let vf${u}_${i} = array<vec4<f16>, 2>(v${u}_${i}.lo, v${u}_${i}.hi);`
@@ -247,9 +259,9 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     spec.queryShared && !half ? " queryShared" : ""
   }${queryStaged(spec) ? " queryStaged" : ""}${half ? " halfMath" : ""}${
     intDots(spec) ? " intDots" : ""
-  }${halfV ? ` halfValues=${halfSteps(spec)}` : ""}${vPerToken ? " vPerToken" : ""}${
-    scatter ? " rowScatter" : ""
-  }
+  }${earlyLoads(spec) ? " earlyLoads" : ""}${halfV ? ` halfValues=${halfSteps(spec)}` : ""}${
+    vPerToken ? " vPerToken" : ""
+  }${scatter ? " rowScatter" : ""}
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -360,7 +372,7 @@ ${lines(RP, (r) => `    m[${r}] = NEG;`)}${
 ${scatter.init}`
       : ""
   }
-${prefetchInit}
+${prefetchInit}${earlyLoads(spec) ? "\n    var early = 0u;" : ""}
 
     for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {
 ${loads}
@@ -368,7 +380,7 @@ ${dots}${afterDots ? `\n${afterDots}` : ""}
 ${reduce}${scaleScores}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
   }${logits ? `\n${logits}` : ""}${takeV ? `\n${takeV}` : ""}
-${vPerToken ? "" : lines(U, (u) => lines(CPLV, (i) => unpackV(u, i)))}
+${vPerToken ? "" : lines(U, (u) => lines(CPLV, (i) => unpackV(u, i)))}${early}
 ${
     fastSteps
       ? `      if (s0 + STEP <= lim_all${flags.window ? " && s0 >= lo_all" : ""}) {
