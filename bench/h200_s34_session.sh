@@ -41,6 +41,8 @@
 #           default since `pin8`) against them left late, back to back; then the GQA int8 rows and
 #           their f16 twins with their paged twins, checked against float64 (the README's 8-bit
 #           table); then the kernel options and 8-bit cache tests through Deno's WebGPU.
+#   early2  after `early`: no early loads with per-token scales (the paged int8 kernels were
+#           slower with them); the GQA int8 rows with their paged twins, checked, back to back.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s34_session.sh MODE
 set -u
 mode=${1:-hv}
@@ -139,5 +141,11 @@ if [ "$mode" = early ]; then
   run_deno 240 rows.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
     --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k' --skip='e4m3|e5m2' --out="$out/rows.json"
   run_backend_tests webgpu 150 tests_webgpu.log tests/kernel_options_test.ts tests/kv8_cache_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = early2 ]; then
+  run_deno 200 rows.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='int8' --out="$out/rows.json"
   stamp "done"
 fi

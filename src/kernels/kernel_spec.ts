@@ -144,7 +144,7 @@ export interface KernelSpec {
    * The next step's K and V words (whole prefetch) are used before the step's softmax update, in
    * a test that never holds, so NVIDIA's compiler issues their loads at the top of the loop body
    * instead of sinking them to its end: the step's dot products and unpacking then run while
-   * they are in flight (the same operations, so the same bits). Only where it applies (see
+   * they are in flight (the same operations, so the same bits). Not with per-token scales. Only where it applies (see
    * {@linkcode earlyLoads}); otherwise ignored. Default false; `kernelSpec` sets it for int8
    * with integer keys on 4-row blocks (6.6-8.6% faster on the H200, session 34).
    */
@@ -305,7 +305,9 @@ export function halfSteps(spec: KernelSpec): number {
 
 /**
  * Whether a spec's next-step loads are used early ({@linkcode KernelSpec.earlyLoads}): whole
- * prefetch, and K/V chunks read as words (not the `KHalves` of packed f16 keys or values).
+ * prefetch, K/V chunks read as words (not the `KHalves` of packed f16 keys or values), and no
+ * per-token scales (the paged int8 kernels, whose scales are per token, were 1-6% slower with
+ * them on the H200, session 34).
  *
  * @example
  * ```ts
@@ -318,7 +320,7 @@ export function halfSteps(spec: KernelSpec): number {
  * ```
  */
 export function earlyLoads(spec: KernelSpec): boolean {
-  return spec.earlyLoads === true && spec.prefetch === true &&
+  return spec.earlyLoads === true && spec.prefetch === true && spec.kvScales !== "token" &&
     !(halfMath(spec) && spec.kvDtype === "f16");
 }
 
