@@ -127,7 +127,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const halfSwizzle = halfV16 ? "" : ".xzyw";
   const sums = halfV ? halfValuesWGSL(RP * E4V, halfSteps(spec), halfSwizzle) : undefined;
   const usedBytes = baseWorkgroupBytes(spec); // workgroup memory besides the group merge's
-  const { loads, prefetchInit, afterDots, takeV, afterV } = stepLoadsWGSL({
+  const { loads, prefetchInit, afterDots, takeV, afterV, useEarly } = stepLoadsWGSL({
     G,
     U,
     CPL,
@@ -140,19 +140,9 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     kOff,
     vOff,
     prefetch: spec.prefetch ?? false,
+    early: earlyLoads(spec),
   });
   const fastSteps = spec.fastSteps ?? true;
-  // Early loads: a word of each of the next step's chunks enters a test that never holds (no
-  // step starts at token 2^32 - 1), before the softmax update, so the compiler must issue their
-  // loads where the source has them (the top of the body) instead of at its end.
-  const early = !earlyLoads(spec) ? "" : `
-      early ^= ${
-    [
-      ...Array.from({ length: U * CPL }, (_, x) => `nk${Math.floor(x / CPL)}_${x % CPL}`),
-      ...Array.from({ length: U * CPLV }, (_, x) => `nv${Math.floor(x / CPLV)}_${x % CPLV}`),
-    ].map((n) => `bitcast<u32>(${n}.x)`).join(" ^ ")
-  };
-      if (early == 0x9e3779b9u && s0 == 0xffffffffu) { bad[0] = 1u; }`;
   const unpackV = (u: number, i: number) =>
     halfV16
       ? `      let vf${u}_${i} = array<vec4<f16>, 2>(v${u}_${i}.lo, v${u}_${i}.hi);`
@@ -372,7 +362,7 @@ ${lines(RP, (r) => `    m[${r}] = NEG;`)}${
 ${scatter.init}`
       : ""
   }
-${prefetchInit}${earlyLoads(spec) ? "\n    var early = 0u;" : ""}
+${prefetchInit}
 
     for (var s0 = tok_begin; s0 < tok_end; s0 += STEP) {
 ${loads}
@@ -380,7 +370,12 @@ ${dots}${afterDots ? `\n${afterDots}` : ""}
 ${reduce}${scaleScores}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
   }${logits ? `\n${logits}` : ""}${takeV ? `\n${takeV}` : ""}
-${vPerToken ? "" : lines(U, (u) => lines(CPLV, (i) => unpackV(u, i)))}${early}
+${vPerToken ? "" : lines(U, (u) => lines(CPLV, (i) => unpackV(u, i)))}${
+    useEarly
+      ? `
+${useEarly}`
+      : ""
+  }
 ${
     fastSteps
       ? `      if (s0 + STEP <= lim_all${flags.window ? " && s0 >= lo_all" : ""}) {

@@ -49,6 +49,12 @@ export interface StepLoadShape {
    * this step has consumed its own (`"split"`: one tensor's load registers in flight, not two).
    */
   readonly prefetch: boolean | "split";
+  /**
+   * Whole prefetch: a word of each of the next step's chunks enters a test that never holds
+   * before the step's softmax update (`useEarly`), so the compiler issues their loads where the
+   * source has them (the top of the step) instead of sinking them to its end.
+   */
+  readonly early?: boolean;
 }
 
 /** The statements of a step's loads, in the places `decodeKernelWGSL` splices them. */
@@ -63,6 +69,8 @@ export interface StepLoads {
   readonly takeV: string;
   /** End of the step (split prefetch): the next step's V requests. */
   readonly afterV: string;
+  /** Before the step's softmax update (`early`): the next step's words used; empty otherwise. */
+  readonly useEarly: string;
 }
 
 /**
@@ -159,6 +167,7 @@ ${takeK}`,
       afterDots: `${issueK("(s0 + STEP)", "", "n")}${pagesAfter("(s0 + 2u * STEP)", "")}`,
       takeV,
       afterV: issueV("", "n"),
+      useEarly: "",
     };
   }
   const loads = prefetch
@@ -168,6 +177,26 @@ ${takeV}
 ${issue("(s0 + STEP)", "", "n")}${pagesAfter("(s0 + 2u * STEP)", "")}`
     : `${tokens}
 ${issue("s0", "let ", "")}`;
-  const prefetchInit = prefetch ? init : "";
-  return { loads, prefetchInit, afterDots: "", takeV: "", afterV: "" };
+  const early = prefetch === true && (shape.early ?? false);
+  const prefetchInit = !prefetch ? "" : early
+    ? `${init}
+    var early = 0u;`
+    : init;
+  return { loads, prefetchInit, afterDots: "", takeV: "", afterV: "", useEarly: useEarly(shape) };
+}
+
+/**
+ * Early loads' use of the next step's words: one word of each chunk xored into `early`, tested
+ * against a token no step starts at (s0 < tok_end <= 2^32 - 1), so nothing changes at run time
+ * but the compiler must have the words, hence their requests, before the softmax update.
+ */
+function useEarly(shape: StepLoadShape): string {
+  if (shape.prefetch !== true || !(shape.early ?? false)) return "";
+  const { U, CPL, CPLV } = shape;
+  const words = [
+    ...Array.from({ length: U * CPL }, (_, x) => `nk${Math.floor(x / CPL)}_${x % CPL}`),
+    ...Array.from({ length: U * CPLV }, (_, x) => `nv${Math.floor(x / CPLV)}_${x % CPLV}`),
+  ].map((n) => `bitcast<u32>(${n}.x)`);
+  return `      early ^= ${words.join(" ^ ")};
+      if (early == 0x9e3779b9u && s0 == 0xffffffffu) { bad[0] = 1u; }`;
 }
