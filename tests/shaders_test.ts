@@ -9,6 +9,7 @@ import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
 import { decodeWorkgroupBytes } from "../src/kernels/decode_output.ts";
 import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import {
+  earlyLoads,
   halfMath,
   halfValues,
   intDots,
@@ -39,6 +40,8 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   queryShared: fc.boolean(),
   halfMath: fc.boolean(),
   intDots: fc.boolean(),
+  halfValues: fc.option(fc.boolean(), { nil: undefined }),
+  earlyLoads: fc.boolean(),
   fmaDots: fc.boolean(),
   fastSteps: fc.boolean(),
   paged: fc.boolean(),
@@ -71,6 +74,8 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     ...(r.queryShared ? { queryShared: true } : {}),
     ...(r.halfMath ? { halfMath: true } : {}),
     ...(r.intDots ? { intDots: true } : {}),
+    ...(r.halfValues === undefined ? {} : { halfValues: r.halfValues }),
+    ...(r.earlyLoads ? { earlyLoads: true } : {}),
     ...(r.fmaDots ? { fmaDots: true } : {}),
     ...(r.rowScatter ? { rowScatter: true } : {}),
     ...(r.vPerToken ? { vPerToken: true } : {}),
@@ -141,17 +146,31 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       // int8 keys by integer dot products: no unpacking of K, the rows as fixed-point bytes.
       assert.equal(/dot4I8Packed\(k0_0\[\d+\], qhi\[/.test(wgsl), intDots(spec));
       assert.equal(/unpack_kv\(k0_0\)/.test(wgsl), !half && !intDots(spec));
+      // f16 V's sums are packed only where asked (its halves in order: no swizzle back).
       assert.equal(
         halfValues(spec),
-        half && spec.kvDtype !== "f16" && spec.kvScales !== "token" && !intDots(spec),
+        half && spec.kvScales !== "token" && !intDots(spec) &&
+          (spec.kvDtype === "f16" ? spec.halfValues === true : spec.halfValues !== false),
       );
       if (halfValues(spec)) {
         const afterLoop = wgsl.slice(wgsl.lastIndexOf("s0 += STEP"));
+        const swizzle = spec.kvDtype === "f16" ? "" : "\\.xzyw";
         assert.match(
           afterLoop,
-          /\n {4}\}\n {4}o\[0\] \+= vec4<f32>\(oh\[0\]\)\.xzyw; oh\[0\] = Z4H;/,
+          new RegExp(
+            `\\n {4}\\}\\n {4}o\\[0\\] \\+= vec4<f32>\\(oh\\[0\\]\\)${swizzle}; oh\\[0\\] = Z4H;`,
+          ),
         );
+        assert.equal(/v_cache: array<KHalves>/.test(wgsl), spec.kvDtype === "f16");
       }
+      // Early loads: the next step's words used before the softmax update, with whole prefetch,
+      // words (not f16 halves) and no per-token scales.
+      assert.equal(
+        earlyLoads(spec),
+        spec.earlyLoads === true && spec.prefetch === true && spec.kvScales !== "token" &&
+          !(half && spec.kvDtype === "f16"),
+      );
+      assert.equal(/ {6}early \^= bitcast<u32>\(nk0_0\.x\)/.test(wgsl), earlyLoads(spec));
       if (shared) {
         const reads = (wgsl.match(/let qq = q_sh\[/g) ?? []).length;
         assert.equal(
@@ -490,9 +509,31 @@ Deno.test("a device-wide lane count meets shorter rows with the most lanes divid
   assert.equal(kernelSpec(plan(64)).rowSets, kernelChoice(64, 4).rowSets);
 });
 
-Deno.test("the split prefetch, shared or staged query rows, packed f16, row scatter and V-per-token options change the key exactly when they change the kernel", () => {
+Deno.test("early loads are the default for int8 with integer keys on 4-row blocks only", () => {
+  const plan = (kvDtype: "int8" | "f16", rowsPerGroup: number) => ({
+    problem: { headDim: 128, kvDtype },
+    tiles: tileConfig({ headDim: 128, rowsPerGroup, kvDtype }),
+  });
+  const caps = { subgroups: true, subgroupMinSize: 32 };
+  const int8 = kernelSpec(plan("int8", 4), caps);
+  assert.equal(int8.earlyLoads, true);
+  assert.ok(earlyLoads(int8));
+  assert.match(decodeKernelWGSL(int8), /early \^= /);
+  // ... but not with per-token scales, where the paged int8 kernels were slower with them.
+  assert.equal(earlyLoads({ ...int8, kvScales: "token" }), false);
+  assert.doesNotMatch(decodeKernelWGSL({ ...int8, kvScales: "token" }), /early \^= /);
+  assert.equal(kernelSpec(plan("int8", 4), caps, { earlyLoads: false }).earlyLoads, undefined);
+  assert.equal(kernelSpec(plan("int8", 4), caps, { intDots: false }).earlyLoads, undefined);
+  assert.equal(kernelSpec(plan("int8", 1), caps).earlyLoads, undefined);
+  assert.equal(kernelSpec(plan("f16", 4), caps).earlyLoads, undefined);
+  assert.equal(kernelSpec(plan("f16", 4), caps, { earlyLoads: true }).earlyLoads, true);
+});
+
+Deno.test("the split prefetch, shared or staged query rows, packed f16, row scatter, V-per-token and early-load options change the key exactly when they change the kernel", () => {
   const toggles: ((s: KernelSpec) => KernelSpec)[] = [
     (s) => ({ ...s, halfMath: !s.halfMath }),
+    (s) => ({ ...s, halfValues: !(s.halfValues ?? s.kvDtype !== "f16") }),
+    (s) => ({ ...s, earlyLoads: !s.earlyLoads }),
     (s) => ({ ...s, queryShared: !s.queryShared }),
     (s) => ({ ...s, prefetch: s.prefetch === "split" ? true : "split" }),
     (s) => ({ ...s, rowScatter: !s.rowScatter }),
