@@ -55,8 +55,22 @@ export interface StepShape {
 /**
  * A token's weight of V as the step adds it: `w`, times token `u`'s V scale where the shape has
  * per-token scales (see {@linkcode StepShape.vScale}), selected to 0 unless `keep` on masked steps.
+ *
+ * @example
+ * ```ts
+ * import { valueWeight } from "./decode_step.ts";
+ * console.log(valueWeight({}, "p0", 0)); // p0
+ * const scaled = { vScale: (u: number) => `sc${u}.y` };
+ * console.log(valueWeight(scaled, "p1", 1)); // (p1 * sc1.y)
+ * console.log(valueWeight(scaled, "p1", 1, "c1")); // select(0.0, p1 * sc1.y, c1)
+ * ```
  */
-export function valueWeight(shape: StepShape, w: string, u: number, keep?: string): string {
+export function valueWeight(
+  shape: Pick<StepShape, "vScale">,
+  w: string,
+  u: number,
+  keep?: string,
+): string {
   if (!shape.vScale) return w;
   const scaled = `${w} * ${shape.vScale(u)}`;
   return keep ? `select(0.0, ${scaled}, ${keep})` : `(${scaled})`;
