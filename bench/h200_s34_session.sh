@@ -88,16 +88,7 @@ if [ -x .scratch/bin/zstd ]; then
 fi
 
 if [ "$mode" = sass ] || [ "$mode" = tok8 ]; then
-  work=$(mktemp -d)
-  mkdir -p "$work/cache"
-  timeout 200 .scratch/vk_pipeline_stats --cache="$work/cache" .scratch/spv/*.spv \
-    >"$out/stats.txt" 2>&1
-  stamp "exit $? (stats.txt)"
-  nvdisasm=$(python3 -c 'import os, triton; print(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/nvdisasm"))')
-  stamp "nvdisasm $nvdisasm, zstd $(command -v zstd)"
-  python3 bench/sass_from_cache.py --nvdisasm="$nvdisasm" "$work"/cache/*.cache >"$out/loops.txt" 2>&1
-  stamp "exit $? (loops.txt)"
-  tar -czf "$out/sass.tgz" -C "$work" cache
+  sass_of .scratch/spv/*.spv
   stamp "done"
 fi
 

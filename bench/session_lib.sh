@@ -43,11 +43,21 @@ sweep_and_pick() {
   table=""
   if [ -s "$out/table_$name.json" ]; then table="--table=$out/table_$name.json"; fi
 }
+# `sass_of SPV...`: the driver's statistics of each kernel into $out/stats.txt, its pipeline
+# caches into $out/sass.tgz and, where the installed Triton's nvdisasm and a zstd command are at
+# hand (session 34 ships zstd in .scratch/bin), the token loops' machine code into $out/loops.txt
+# (bench/sass_from_cache.py); `sass_tag` suffixes the three names.
 sass_of() {
-  local work
+  local work nvdisasm
   work=$(mktemp -d)
   mkdir -p "$work/cache"
   timeout 100 .scratch/vk_pipeline_stats --cache="$work/cache" "$@" >"$out/stats${sass_tag:-}.txt" 2>&1
   stamp "exit $? (stats${sass_tag:-}.txt)"
+  nvdisasm=$(python3 -c 'import os, triton; print(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/nvdisasm"))' 2>/dev/null)
+  if [ -x "$nvdisasm" ] && command -v zstd >/dev/null; then
+    python3 bench/sass_from_cache.py --nvdisasm="$nvdisasm" "$work"/cache/*.cache \
+      >"$out/loops${sass_tag:-}.txt" 2>&1
+    stamp "exit $? (loops${sass_tag:-}.txt)"
+  fi
   tar -czf "$out/sass${sass_tag:-}.tgz" -C "$work" cache
 }
