@@ -120,7 +120,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const ints = intDots(spec);
   const halfK = half && !ints; // packed f16 dot products: f16 K chunks as `KHalves`
   const halfBytes = halfK && spec.kvDtype !== "f16"; // 8-bit K unpacked by `unpack_kh`
-  // Packed f16 weighted sums of V (8-bit codes), added into the f32 state every few steps.
+  // Packed f16 weighted sums of V (8-bit codes; f16 V where asked), added into the f32 state.
   const halfV = halfValues(spec);
   // f16 V's halves enter the sums as stored; 8-bit codes as `unpack_kh` orders them.
   const halfV16 = halfV && spec.kvDtype === "f16";
