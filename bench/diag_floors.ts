@@ -355,6 +355,17 @@ const allVariants: Variant[] = [
   // ... and the int8 kernels' next-step loads left where the compiler sinks them (the end of the
   // loop body), against the default since session 34 (issued at its top: `earlyLoads`).
   { name: "late loads", options: { kernel: { earlyLoads: false } } },
+  // Session 35: early loads asked for where they are not the default (per-token scales: the
+  // next step's scale pairs used early too, or, as session 34's paged int8 had them, left late),
+  // and with the registers of 16 lanes per token or of 128-token tiles at unroll 8.
+  { name: "early", options: { kernel: { earlyLoads: true } } },
+  {
+    name: "early sc late",
+    rewrite: (code) => code.replaceAll(/ \^ bitcast<u32>\(nsc\d+\.x\)/g, ""),
+    options: { kernel: { earlyLoads: true } },
+  },
+  { name: "L16 late", options: { kernel: { lanes: 16, earlyLoads: false } } },
+  { name: "T128 U8 late", options: { tileTokens: 128, kernel: { unroll: 8, earlyLoads: false } } },
   // ... and int8 keys by packed integer dot products (`intDots`), with real and cached loads.
   { name: "int dots", options: { kernel: { intDots: true } } },
   { name: "int cached", rewrite: cachedLoads, options: { kernel: { intDots: true } } },

@@ -174,6 +174,31 @@ const KERNELS: Record<string, DumpKernel> = {
     tuning: { vPerToken: true },
   },
   "r4_d128_int8_tok": { rows: 4, headDim: 128, kvDtype: "int8", tokenScales: true },
+  // Session 35: the per-token-scale kernels with early loads (their scale pairs' too), and the
+  // paged int8 kernel with and without them.
+  "r4_d128_e4m3_tok_early": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "fp8e4m3",
+    tokenScales: true,
+    tuning: { earlyLoads: true },
+  },
+  "r4_d128_int8_tok_early": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "int8",
+    tokenScales: true,
+    tuning: { earlyLoads: true },
+  },
+  "r4_d128_int8_paged": { rows: 4, headDim: 128, kvDtype: "int8", tokenScales: true, paged: true },
+  "r4_d128_int8_paged_early": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "int8",
+    tokenScales: true,
+    paged: true,
+    tuning: { earlyLoads: true },
+  },
   // The merge kernels of the 4-row d128 and 1-row d128 classes.
   "merge_r4_d128": { rows: 4, headDim: 128, kvDtype: "f16", merge: true },
   "merge_r1_d128": { rows: 1, headDim: 128, kvDtype: "f16", merge: true },
@@ -202,12 +227,10 @@ function kernelWGSL(k: DumpKernel, enableDirective: boolean): string {
   }, { grid: 264, workgroupSize: k.workgroupSize, tileTokens: k.tileTokens });
   // shader-f16 as the H200 grants it to Deno's WebGPU (only `halfMath` tunings use it).
   const caps = { subgroups: true, subgroupMinSize: 32, shaderF16: true };
-  const spec = {
-    ...(k.paged
-      ? kernelSpec({ ...plan, kv: pagedKV(16) }, caps, k.tuning ?? {}, true)
-      : kernelSpec(plan, caps, k.tuning ?? {})),
-    ...(k.tokenScales ? { kvScales: "token" as const } : {}),
-  };
+  const scales = k.tokenScales ? "token" as const : undefined;
+  const spec = k.paged
+    ? kernelSpec({ ...plan, kv: pagedKV(16) }, caps, k.tuning ?? {}, true, scales)
+    : kernelSpec(plan, caps, k.tuning ?? {}, false, scales);
   const code = k.merge
     ? mergeKernelWGSL(spec, { enableDirective })
     : decodeKernelWGSL(spec, { enableDirective });

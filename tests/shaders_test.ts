@@ -163,14 +163,19 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
         );
         assert.equal(/v_cache: array<KHalves>/.test(wgsl), spec.kvDtype === "f16");
       }
-      // Early loads: the next step's words used before the softmax update, with whole prefetch,
-      // words (not f16 halves) and no per-token scales.
+      // Early loads: the next step's words used before the softmax update, with whole prefetch
+      // and words (not f16 halves); with per-token scales, the next step's scale pairs too.
       assert.equal(
         earlyLoads(spec),
-        spec.earlyLoads === true && spec.prefetch === true && spec.kvScales !== "token" &&
-          !(half && spec.kvDtype === "f16"),
+        spec.earlyLoads === true && spec.prefetch === true && !(half && spec.kvDtype === "f16"),
       );
       assert.equal(/ {6}early \^= bitcast<u32>\(nk0_0\.x\)/.test(wgsl), earlyLoads(spec));
+      assert.equal(
+        /early \^= [^;]*bitcast<u32>\(nsc0\.x\)/.test(wgsl),
+        earlyLoads(spec) && spec.kvScales === "token",
+      );
+      // ... and with pages, the page-table entries read ahead for the step after it.
+      assert.equal(/early \^= [^;]* \^ npg[0A]/.test(wgsl), earlyLoads(spec) && spec.paged);
       if (shared) {
         const reads = (wgsl.match(/let qq = q_sh\[/g) ?? []).length;
         assert.equal(
@@ -509,8 +514,8 @@ Deno.test("a device-wide lane count meets shorter rows with the most lanes divid
   assert.equal(kernelSpec(plan(64)).rowSets, kernelChoice(64, 4).rowSets);
 });
 
-Deno.test("early loads are the default for int8 with integer keys on 4-row blocks only", () => {
-  const plan = (kvDtype: "int8" | "f16", rowsPerGroup: number) => ({
+Deno.test("early loads are the default for 4-row int8 with integer keys and 4-row int8 and E4M3 with per-token scales", () => {
+  const plan = (kvDtype: "int8" | "f16" | "fp8e4m3", rowsPerGroup: number) => ({
     problem: { headDim: 128, kvDtype },
     tiles: tileConfig({ headDim: 128, rowsPerGroup, kvDtype }),
   });
@@ -519,12 +524,27 @@ Deno.test("early loads are the default for int8 with integer keys on 4-row block
   assert.equal(int8.earlyLoads, true);
   assert.ok(earlyLoads(int8));
   assert.match(decodeKernelWGSL(int8), /early \^= /);
-  // ... but not with per-token scales, where the paged int8 kernels were slower with them.
-  assert.equal(earlyLoads({ ...int8, kvScales: "token" }), false);
-  assert.doesNotMatch(decodeKernelWGSL({ ...int8, kvScales: "token" }), /early \^= /);
+  assert.equal(kernelSpec(plan("int8", 4), caps, {}, false, "tensor").earlyLoads, true);
+  // With per-token scales (dense, or paged as the cache keeps them), int8 and E4M3, the next
+  // step's scale pairs and page-table entries with them.
+  for (const kvDtype of ["int8", "fp8e4m3"] as const) {
+    for (const paged of [false, true]) {
+      const token = kernelSpec(plan(kvDtype, 4), caps, {}, paged, "token");
+      assert.equal(token.kvScales, "token");
+      assert.equal(token.earlyLoads, true, `${kvDtype} paged ${paged}`);
+      const wgsl = decodeKernelWGSL(token);
+      assert.match(wgsl, /early \^= [^;]*bitcast<u32>\(nsc0\.x\)/);
+      assert.equal(/early \^= [^;]* \^ npg0/.test(wgsl), paged);
+      const off = kernelSpec(plan(kvDtype, 4), caps, { earlyLoads: false }, paged, "token");
+      assert.doesNotMatch(decodeKernelWGSL(off), /early \^= /);
+    }
+  }
+  // Not for E4M3 with per-tensor scales (its loads sit at the loop's top already; slower).
+  assert.equal(kernelSpec(plan("fp8e4m3", 4), caps, {}, false, "tensor").earlyLoads, undefined);
   assert.equal(kernelSpec(plan("int8", 4), caps, { earlyLoads: false }).earlyLoads, undefined);
   assert.equal(kernelSpec(plan("int8", 4), caps, { intDots: false }).earlyLoads, undefined);
   assert.equal(kernelSpec(plan("int8", 1), caps).earlyLoads, undefined);
+  assert.equal(kernelSpec(plan("int8", 1), caps, {}, true, "token").earlyLoads, undefined);
   assert.equal(kernelSpec(plan("f16", 4), caps).earlyLoads, undefined);
   assert.equal(kernelSpec(plan("f16", 4), caps, { earlyLoads: true }).earlyLoads, true);
 });

@@ -68,8 +68,11 @@ export interface KernelTuning {
   intDots?: boolean;
   /**
    * The next step's K and V loads issued at the top of the token loop's body, where the step's
-   * dot products overlap them (default: on for int8 with integer keys on 4-row blocks, 6.6-8.6% faster on the H200 in session 34; off elsewhere, where f16 kernels spilled in
-   * session 28). The same bits. See `KernelSpec.earlyLoads`.
+   * dot products overlap them (default: on for 4-row int8 kernels with integer keys, 6.6-8.6%
+   * faster on the H200 in session 34, and for 4-row int8 and E4M3 kernels with per-token scales,
+   * dense or paged, whose scale pairs and page-table entries go early too, 1.5-3.3% faster in
+   * session 35; off elsewhere, where f16 kernels spilled in session 28 and per-tensor E4M3 was
+   * 4-6% slower). The same bits. See `KernelSpec.earlyLoads`.
    */
   earlyLoads?: boolean;
   /**
@@ -144,7 +147,9 @@ export function dispatchSize(count: number, maxPerDim: number): [number, number]
 
 /**
  * The kernel specialisation a plan needs on a device: lanes per token up to 16 and, with
- * subgroup shuffles, at most the adapter's smallest subgroup.
+ * subgroup shuffles, at most the adapter's smallest subgroup. `kvScales`: where 8-bit K/V
+ * scales come from (one per tensor, or one per token and KV head), for the choices that depend
+ * on it.
  */
 export function kernelSpec(
   plan: {
@@ -155,12 +160,14 @@ export function kernelSpec(
   caps: KernelCaps = { subgroups: false, subgroupMinSize: 0 },
   tuning: KernelTuning = {},
   paged = false,
+  kvScales?: "tensor" | "token",
 ): KernelSpec {
   const { headDim, kvDtype } = plan.problem;
   const headDimV = plan.problem.headDimV ?? headDim;
   const { tileTokens, rowsPerBlock, workgroupSize } = plan.tiles;
+  const scales = kvScales === undefined ? {} : { kvScales };
   if (rowsPerBlock >= 16 && matrixBlocksFit(headDim, headDimV, kvDtype)) {
-    return tiledSpec(plan, caps, paged);
+    return { ...tiledSpec(plan, caps, paged), ...scales };
   }
   const load = elementsPerLoad(kvDtype, kvLoadDim(headDim, headDimV));
   const chunks = headDim / load;
@@ -244,10 +251,15 @@ export function kernelSpec(
     )
     : 1;
   // int8 keys by integer dot products leave the registers for the next step's words to be
-  // issued early (session 34); f16 kernels spill with them (session 28).
-  const early = tuning.earlyLoads ?? (intDots(spec) && spec.rowsPerBlock === 4);
+  // issued early (session 34), and so do the 4-row 8-bit kernels with per-token scales, whose
+  // scale pairs and page-table entries go early with them (session 35); f16 kernels spill with
+  // them (session 28), and E4M3 with per-tensor scales, whose loads are at the top already, was
+  // slower.
+  const early = tuning.earlyLoads ?? (spec.rowsPerBlock === 4 &&
+    (kvScales === "token" ? kvDtype === "int8" || kvDtype === "fp8e4m3" : intDots(spec)));
   return {
     ...spec,
+    ...scales,
     ...(pageRuns ? { pageRuns: true } : {}),
     ...(perSubgroup > 1 ? { shuffleGroups: perSubgroup } : {}),
     ...(early && earlyLoads({ ...spec, earlyLoads: true }) ? { earlyLoads: true } : {}),

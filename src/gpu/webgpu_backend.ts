@@ -118,9 +118,14 @@ export class WebGPUBackend implements Backend {
    * from).
    */
   spec(plan: Plan, paged = false, input?: Pick<DecodeInput, "kScale" | "vScale">): KernelSpec {
-    const spec = kernelSpec(plan, this.#caps, this.#tuning, paged);
-    if (!input || !KV_DTYPE_INFO[plan.problem.kvDtype].scaled) return spec;
-    return { ...spec, kvScales: kvScaleMode(input) };
+    const scaled = input !== undefined && KV_DTYPE_INFO[plan.problem.kvDtype].scaled;
+    return kernelSpec(
+      plan,
+      this.#caps,
+      this.#tuning,
+      paged,
+      scaled ? kvScaleMode(input) : undefined,
+    );
   }
 
   /** The cached pipeline of a kernel spec, compiled on first use. */

@@ -193,10 +193,22 @@ ${issue("s0", "let ", "")}`;
 function useEarly(shape: StepLoadShape): string {
   if (shape.prefetch !== true || !(shape.early ?? false)) return "";
   const { U, CPL, CPLV } = shape;
+  // With per-token scales, the next step's scale pairs too, and with pages the page-table
+  // entries read for the step after it (left out, their loads stay at the loop's end, and the
+  // next step waits there for them all the same).
+  const pages = !(shape.paged ?? false)
+    ? []
+    : (shape.runs ?? false) && (shape.pageRuns ?? false)
+    ? ["npgA", "npgB"]
+    : Array.from({ length: U }, (_, u) => `npg${u}`);
   const words = [
-    ...Array.from({ length: U * CPL }, (_, x) => `nk${Math.floor(x / CPL)}_${x % CPL}`),
-    ...Array.from({ length: U * CPLV }, (_, x) => `nv${Math.floor(x / CPLV)}_${x % CPLV}`),
-  ].map((n) => `bitcast<u32>(${n}.x)`);
+    ...[
+      ...Array.from({ length: U * CPL }, (_, x) => `nk${Math.floor(x / CPL)}_${x % CPL}`),
+      ...Array.from({ length: U * CPLV }, (_, x) => `nv${Math.floor(x / CPLV)}_${x % CPLV}`),
+      ...(shape.tokenScales ? Array.from({ length: U }, (_, u) => `nsc${u}`) : []),
+    ].map((n) => `bitcast<u32>(${n}.x)`),
+    ...pages,
+  ];
   return `      early ^= ${words.join(" ^ ")};
       if (early == 0x9e3779b9u && s0 == 0xffffffffu) { bad[0] = 1u; }`;
 }

@@ -144,9 +144,11 @@ export interface KernelSpec {
    * The next step's K and V words (whole prefetch) are used before the step's softmax update, in
    * a test that never holds, so NVIDIA's compiler issues their loads at the top of the loop body
    * instead of sinking them to its end: the step's dot products and unpacking then run while
-   * they are in flight (the same operations, so the same bits). Not with per-token scales. Only where it applies (see
-   * {@linkcode earlyLoads}); otherwise ignored. Default false; `kernelSpec` sets it for int8
-   * with integer keys on 4-row blocks (6.6-8.6% faster on the H200, session 34).
+   * they are in flight (the same operations, so the same bits). With per-token scales the next
+   * step's scale pairs go with them, and in paged kernels the page-table entries read ahead.
+   * Only where it applies (see {@linkcode earlyLoads}); otherwise ignored. Default false;
+   * `kernelSpec` sets it for 4-row int8 kernels with integer keys (6.6-8.6% faster on the H200,
+   * session 34) and 4-row int8 and E4M3 kernels with per-token scales (session 35).
    */
   readonly earlyLoads?: boolean;
   /**
@@ -305,9 +307,9 @@ export function halfSteps(spec: KernelSpec): number {
 
 /**
  * Whether a spec's next-step loads are used early ({@linkcode KernelSpec.earlyLoads}): whole
- * prefetch, K/V chunks read as words (not the `KHalves` of packed f16 keys or values), and no
- * per-token scales (the paged int8 kernels, whose scales are per token, were 1-6% slower with
- * them on the H200, session 34).
+ * prefetch, and K/V chunks read as words (not the `KHalves` of packed f16 keys or values). With
+ * per-token scales the next step's scale pairs are used early too, and with pages the
+ * page-table entries read ahead.
  *
  * @example
  * ```ts
@@ -320,7 +322,7 @@ export function halfSteps(spec: KernelSpec): number {
  * ```
  */
 export function earlyLoads(spec: KernelSpec): boolean {
-  return spec.earlyLoads === true && spec.prefetch === true && spec.kvScales !== "token" &&
+  return spec.earlyLoads === true && spec.prefetch === true &&
     !(halfMath(spec) && spec.kvDtype === "f16");
 }
 

@@ -211,10 +211,15 @@ export class AttentionEncoder {
   /** The kernels for a plan's shape; looked up again only when the shape fields change. */
   #kernelsFor(plan: PagedPlan): Kernels {
     return this.#kernels = encoderKernels(plan, this.#kernels, this.#pipelines, {
-      ...kernelSpec(plan, this.#caps, this.#tuning, true),
-      ...this.#io,
       // Paged 8-bit K/V: scales per (row, KV head), beside the pages.
-      ...(KV_DTYPE_INFO[plan.problem.kvDtype].scaled ? { kvScales: "token" as const } : {}),
+      ...kernelSpec(
+        plan,
+        this.#caps,
+        this.#tuning,
+        true,
+        KV_DTYPE_INFO[plan.problem.kvDtype].scaled ? "token" : undefined,
+      ),
+      ...this.#io,
     });
   }
 

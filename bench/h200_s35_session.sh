@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Issues 13 and 16, session 35, on the H200 in one call per mode (results under $OUT or
+# bench/results/h200_session22/MODE).
+#   tok     early loads where they were not measured: the per-token-scale kernels (dense E4M3
+#           "tok"; every paged 8-bit kernel), the next step's scale pairs used early too
+#           (`early`) or left late as session 34's paged int8 had them (`early sc late`), back to
+#           back (bench/diag_floors.ts); int8's loop with 16 lanes per token (half the registers
+#           for its outputs) and at 128-token tiles and unroll 8, each with and without early
+#           loads; then the 8-bit rows with their paged twins, the default against
+#           `kernel: { earlyLoads: true }`, checked against float64; then the registers and
+#           token loops of the per-token-scale kernels with and without early loads (SPIR-V from
+#           `deno run -A --unstable-webgpu bench/dump_spirv.ts --out=.scratch/spv
+#           --only=...`, carry .scratch); then the kernel options and 8-bit tests through Deno's
+#           WebGPU.
+# Run: OUT=... bash .gpu/boot.sh bash bench/h200_s35_session.sh MODE
+set -u
+mode=${1:-tok}
+out=${OUT:-bench/results/h200_session22/$mode}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "$0")/session_lib.sh"
+stamp "$mode"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
+
+if [ -x .scratch/bin/zstd ]; then
+  export PATH="$PWD/.scratch/bin:$PATH" LD_LIBRARY_PATH="$PWD/.scratch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+
+if [ "$mode" = tok ]; then
+  run_deno 150 tok.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|early|early sc late|cached loads' \
+    --bench-cases='gqa32/8 32k e4m3 tok|gqa32/8 128k e4m3 tok|gqa32/8 512k e4m3 tok' \
+    --out="$out/tok.json"
+  run_deno 200 int8.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|L16|L16 late|T128 U8|T128 U8 late' \
+    --bench-cases='gqa32/8 32k int8|gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8' \
+    --out="$out/int8.json"
+  for run in plain early; do
+    kernel=()
+    [ "$run" = early ] && kernel=(--kernel='{"earlyLoads":true}')
+    run_deno 200 "paged_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --paged "${kernel[@]}" --only='int8|e4m3' --out="$out/paged_$run.json"
+  done
+  sass_of .scratch/spv/r4_d128_e4m3_tok*.spv .scratch/spv/r4_d128_int8*.spv
+  run_backend_tests webgpu 150 tests_webgpu.log tests/kernel_options_test.ts \
+    tests/kv8_decode_test.ts tests/kv8_cache_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = pages ]; then
+  # After `tok`: the paged kernels' page-table entries read ahead used early too (this tree)
+  # against early loads of K, V and scale pairs alone (.scratch/base: this tree with no page
+  # entries in the early test; carry .scratch), the 8-bit rows with their paged twins, checked,
+  # back to back; then the kernel options, 8-bit, token-run and paged tests through Deno's WebGPU.
+  for tree in new base; do
+    dir=.
+    if [ "$tree" = base ]; then dir=.scratch/base; fi
+    (cd "$dir" && run_deno 200 "paged_$tree.txt" bench/gpu_bench.ts --backend=webgpu \
+      --strategies=lean --check --paged --only='int8|e4m3' --out="$out/paged_$tree.json")
+  done
+  run_backend_tests webgpu 400 tests_webgpu.log tests/kernel_options_test.ts \
+    tests/kv8_decode_test.ts tests/kv8_cache_test.ts tests/token_runs_test.ts
+  stamp "done"
+fi
