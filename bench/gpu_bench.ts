@@ -17,10 +17,13 @@
  *
  * With `--anchor=FILE` (bench/anchors/torch_sdpa.py) and `--triton=FILE`
  * (bench/anchors/triton_decode.py) it prints lean's time over theirs. `--paged` also times lean
- * through a paged `KVCache` (pages of 16 tokens) and the attention encoder.
+ * through a paged `KVCache` (pages of 16 tokens) and the attention encoder; 8-bit cases with
+ * per-tensor scales through a cache created with them (`kvScales: "tensor"`), or with
+ * `--paged-token-scales` through the default cache, which keeps a scale per token.
  *
  * Usage: deno run -A --unstable-webgpu [--v8-flags=--expose-gc] bench/gpu_bench.ts
  *        [--backend=webgpu|dawn] [--anchor=FILE] [--triton=FILE] [--out=FILE] [--paged]
+ *        [--paged-token-scales]
  *        [--only=SUBSTRING[|SUBSTRING...]] [--skip=SUBSTRING[|...]] [--strategies=lean,split,single] [--runs=25]
  *        [--warmup-ms=400] [--stream-ms=2] [--kernel=JSON] [--table=FILE] [--check]
  *        [--tile-tokens=N]
@@ -279,6 +282,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         kvSets,
         kernel: tuning,
         tileTokens,
+        tokenScales: args.has("paged-token-scales"),
       });
       if ("skipped" in p) {
         console.log(`${"".padEnd(22)}lean-paged skipped: ${p.skipped}`);

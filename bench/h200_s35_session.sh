@@ -61,3 +61,20 @@ if [ "$mode" = pages ]; then
     tests/kv8_decode_test.ts tests/kv8_cache_test.ts tests/token_runs_test.ts
   stamp "done"
 fi
+
+if [ "$mode" = tensor ]; then
+  # Paged 8-bit caches created with per-tensor scales (`kvScales: "tensor"`: the per-tensor
+  # kernels, the layer's scale pair read from the scale table's first entry) against the dense
+  # per-tensor kernels, the 8-bit rows checked against float64 (dense) and timed back to back;
+  # the per-token-scale rows keep their per-token caches. Then the f16 GQA rows with their paged
+  # twins (the same run's f16 baseline for the 8-bit ratios); then the 8-bit cache tests
+  # through Deno's WebGPU.
+  run_deno 200 paged8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='int8|e4m3|e5m2' --out="$out/paged8.json"
+  run_deno 150 f16.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --paged \
+    --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k' --skip='int8|e4m3|e5m2' \
+    --out="$out/f16.json"
+  run_backend_tests webgpu 200 tests_webgpu.log tests/kv8_tensor_cache_test.ts \
+    tests/kv8_cache_test.ts tests/mla_cache_test.ts tests/paged_test.ts
+  stamp "done"
+fi

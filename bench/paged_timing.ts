@@ -33,6 +33,11 @@ export interface PagedTimingOptions {
   kernel?: KernelTuning;
   /** The encoder's tile size (default: the planner's). */
   tileTokens?: number;
+  /**
+   * 8-bit cases with per-tensor scales: keep them per token in the cache anyway (the cache's
+   * default, `kvScales: "token"`) instead of a cache created with the case's per-tensor scales.
+   */
+  tokenScales?: boolean;
 }
 
 /** Times a case's lean decode through a paged cache and the attention encoder. */
@@ -48,6 +53,10 @@ export async function timePaged(
   if (pages * PAGE_SIZE * rowBytes > limit) {
     return { skipped: `one layer's K (${pages * PAGE_SIZE * rowBytes} bytes) exceeds a binding` };
   }
+  // 8-bit cases with per-tensor scales: a cache created with them (its per-tensor kernels),
+  // unless per-token tables are asked for.
+  const tensor = typeof input.kScale === "number" && typeof input.vScale === "number" &&
+    !options.tokenScales;
   const cache = createKVCache({
     device,
     numLayers: options.kvSets,
@@ -56,6 +65,13 @@ export async function timePaged(
     kvDtype: c.kvDtype ?? "f16",
     pageSize: PAGE_SIZE,
     numPages: pages,
+    ...(tensor
+      ? {
+        kvScales: "tensor" as const,
+        kScale: input.kScale as number,
+        vScale: input.vScale as number,
+      }
+      : {}),
   });
   const attention = await createAttentionEncoder(device, {
     grid: options.grid,
@@ -81,7 +97,7 @@ export async function timePaged(
       const n = Math.min(k.length, b.k.size / size);
       device.queue.writeBuffer(b.k, 0, k.buffer as ArrayBuffer, k.byteOffset, size * n);
       device.queue.writeBuffer(b.v, 0, v.buffer as ArrayBuffer, v.byteOffset, size * n);
-      if (b.scales) {
+      if (b.scales && !tensor) {
         // 8-bit: every row's scales (the bench's per-tensor scales, or the first token's).
         const pair = [input.kScale, input.vScale].map((s) => typeof s === "number" ? s : s![0]);
         const table = new Float32Array(b.scales.size / 4);

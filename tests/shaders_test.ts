@@ -15,6 +15,7 @@ import {
   intDots,
   type KernelSpec,
   queryStaged,
+  scaleTable,
   specKey,
 } from "../src/kernels/kernel_spec.ts";
 import { elementsPerLoad, kernelLayout } from "../src/kernels/kernel_layout.ts";
@@ -49,7 +50,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
   hnd: fc.boolean(),
   qDtype: fc.constantFrom<"f32" | "f16" | undefined>(undefined, "f32", "f16"),
   outDtype: fc.constantFrom<"f32" | "f16" | undefined>(undefined, "f32", "f16"),
-  tokenScales: fc.boolean(),
+  scaleSource: fc.constantFrom("tensor" as const, "token" as const, "layer" as const),
   rowSets: fc.constantFrom(1, 2, 4),
   rowScatter: fc.boolean(),
   vPerToken: fc.boolean(),
@@ -85,9 +86,7 @@ const specArb: fc.Arbitrary<KernelSpec> = fc.record({
     ...(r.hnd ? { kvLayout: "HND" as const } : {}),
     ...(r.qDtype ? { qDtype: r.qDtype } : {}),
     ...(r.outDtype ? { outDtype: r.outDtype } : {}),
-    ...(KV_DTYPE_INFO[r.kvDtype].scaled
-      ? { kvScales: r.tokenScales ? "token" as const : "tensor" as const }
-      : {}),
+    ...(KV_DTYPE_INFO[r.kvDtype].scaled ? { kvScales: r.scaleSource } : {}),
   };
   // The row sets the layout resolves to (fewer where they do not divide the rows), so that
   // equal kernels have equal specs.
@@ -174,6 +173,15 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
         /early \^= [^;]*bitcast<u32>\(nsc0\.x\)/.test(wgsl),
         earlyLoads(spec) && spec.kvScales === "token",
       );
+      // Per-tensor 8-bit scales from the params, or (`"layer"`) the scale table's first entry.
+      const scaled = KV_DTYPE_INFO[spec.kvDtype].scaled;
+      const layerScales = scaled && spec.kvScales === "layer";
+      assert.equal(/kv_scales\[0\]\.x/.test(wgsl), layerScales);
+      assert.equal(
+        /params\.k_scale/.test(wgsl),
+        scaled && (spec.kvScales ?? "tensor") === "tensor",
+      );
+      assert.equal(/var<storage, read> kv_scales/.test(wgsl), scaleTable(spec));
       // ... and with pages, the page-table entries read ahead for the step after it.
       assert.equal(/early \^= [^;]* \^ npg[0A]/.test(wgsl), earlyLoads(spec) && spec.paged);
       if (shared) {
@@ -218,15 +226,15 @@ Deno.test("kernels need no shader-f16, use subgroups only when asked, bind at mo
         assert.equal(shuffles, l.subgroups && (l.lanes > 1 || !decode));
         assert.equal(/\benable subgroups;/.test(wgsl), enableDirective && l.subgroups);
         const storage = wgsl.match(/var<storage/g)?.length ?? 0;
-        // 8 (WebGPU's default limit), 9 for paged kernels with per-token 8-bit scales.
-        const most = l.paged && spec.kvScales === "token" ? 9 : 8;
+        // 8 (WebGPU's default limit), 9 for paged kernels with an 8-bit scale table.
+        const most = l.paged && scaleTable(spec) ? 9 : 8;
         assert.ok(storage >= 3 && storage <= most, `${storage} storage bindings`);
         // Every kernel binds by the ABI's one numbering (src/kernels/abi.ts): the decode kernel
         // exactly the bindings of the one explicit layout, in order; the merge kernel a subset.
         const bindings = [...wgsl.matchAll(/@binding\((\d+)\)/g)].map((m) => Number(m[1]));
         const layout = kernelLayoutEntries({
           paged: l.paged,
-          kvScales: spec.kvScales === "token",
+          kvScales: scaleTable(spec),
         }).map((e) => e.binding);
         if (decode) {
           assert.deepStrictEqual(bindings, layout, "bindings are the layout's");
@@ -266,7 +274,7 @@ Deno.test("the decode and merge kernels declare each binding with the one layout
       // By binding number (the per-token scale table is binding 10, also without pages).
       const layout = kernelLayoutEntries({
         paged: spec.paged ?? false,
-        kvScales: spec.kvScales === "token",
+        kvScales: scaleTable(spec),
       });
       const numbers = layout.map((e) => e.binding);
       const entries: string[] = [];

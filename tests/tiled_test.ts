@@ -94,6 +94,11 @@ Deno.test("the tiled kernel's choice, blocking, key and workgroup memory", () =>
   assert.ok(!wgsl.includes("kv_scales") && !wgsl.includes("heads["));
   const token = tiledKernelWGSL({ ...spec, kvDtype: "fp8e4m3", kvScales: "token" });
   assert.ok(token.includes("kv_scales[") && token.includes("* 256.0"), "E4M3's fold");
+  // A paged cache with per-tensor scales: the layer's pair from the table's first entry.
+  assert.notEqual(key, specKey("decode", { ...spec, kvScales: "layer" }));
+  const layer = tiledKernelWGSL({ ...spec, kvDtype: "fp8e4m3", kvScales: "layer" });
+  assert.ok(layer.includes("kv_scales[0].x") && layer.includes("kv_scales[0].y"), "layer scales");
+  assert.ok(!layer.includes("params.k_scale") && !layer.includes("kv_row(kv_start"));
   const variants = tiledKernelWGSL({
     ...spec,
     variant: { window: true, softCap: true, alibi: true, sinks: true },

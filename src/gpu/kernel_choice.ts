@@ -5,7 +5,12 @@
  * @module
  */
 
-import { earlyLoads, intDots, type KernelSpec } from "../kernels/kernel_spec.ts";
+import {
+  earlyLoads,
+  intDots,
+  type KernelSpec,
+  type KVScaleSource,
+} from "../kernels/kernel_spec.ts";
 import {
   DEFAULT_MAX_LANES,
   elementsPerLoad,
@@ -160,7 +165,7 @@ export function kernelSpec(
   caps: KernelCaps = { subgroups: false, subgroupMinSize: 0 },
   tuning: KernelTuning = {},
   paged = false,
-  kvScales?: "tensor" | "token",
+  kvScales?: KVScaleSource,
 ): KernelSpec {
   const { headDim, kvDtype } = plan.problem;
   const headDimV = plan.problem.headDimV ?? headDim;

@@ -16,7 +16,7 @@ import {
 } from "../kernels/abi.ts";
 import { appendKernelWGSL } from "../kernels/append_kernel.ts";
 import type { KVDtype } from "../core/problem.ts";
-import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
+import { type KernelSpec, scaleTable, specKey } from "../kernels/kernel_spec.ts";
 import { mergeKernelWGSL } from "../kernels/merge_kernel.ts";
 import { tiledKernelWGSL } from "../kernels/tiled_kernel.ts";
 import { needsHeadTable } from "../kernels/variant_wgsl.ts";
@@ -113,7 +113,7 @@ export class PipelineCache {
     // The variants' per-head table (ALiBi slopes, sinks) is bound when the decode kernel reads it.
     const heads = needsHeadTable("decode", spec.variant);
     // 8-bit K/V with per-token scales bind the scale table.
-    const kvScales = spec.kvScales === "token";
+    const kvScales = scaleTable(spec);
     const entries = kernelLayoutEntries({ paged, heads, kvScales });
     // Each of the three adds a storage buffer to the 7 of the plain kernels: a device at
     // WebGPU's default limit (8, e.g. a caller's device requested without limits) cannot bind

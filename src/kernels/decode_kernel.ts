@@ -24,6 +24,7 @@ import {
   type KernelSpec,
   queryStaged,
   rowScatter,
+  scaleTable,
 } from "./kernel_spec.ts";
 import { elementsPerLoad, kernelLayout, kvLoadDim } from "./kernel_layout.ts";
 import { blockLimitsWGSL, scatterRowWGSL, scatterStepWGSL } from "./decode_scatter.ts";
@@ -100,6 +101,14 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   // 8-bit KV: stored values times a scale, per tensor (params) or per token and KV head.
   const scaled = KV_DTYPE_INFO[spec.kvDtype].scaled;
   const tokenScales = scaled && spec.kvScales === "token";
+  // Per-tensor scales: from the params, or (one pair per layer of a paged cache, `"layer"`) from
+  // the first entry of the scale table.
+  const tensorScale = (c: "x" | "y") =>
+    spec.kvScales === "layer"
+      ? `kv_scales[0].${c}`
+      : c === "x"
+      ? "params.k_scale"
+      : "params.v_scale";
   // The power of two the unpacking leaves out (FP8 E4M3), put back with the scales.
   const unpackScale = KV_DTYPE_INFO[spec.kvDtype].unpackScale ?? 1;
   const fold = unpackScale === 1 ? "" : ` * ${unpackScale.toFixed(1)}`;
@@ -197,7 +206,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const pagedBinding = `${
     L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""
   }${
-    tokenScales
+    scaleTable(spec)
       ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`
       : ""
   }`;
@@ -208,7 +217,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const rowsState = variantRowsWGSL(flags, RP, row);
   // A per-tensor K scale joins the query's prescale.
   const qScale = scaled && !tokenScales
-    ? `(params.scale_log2 * params.k_scale${fold})`
+    ? `(params.scale_log2 * ${tensorScale("x")}${fold})`
     : "params.scale_log2";
   const query = queryRowsWGSL({
     RB,
@@ -405,7 +414,7 @@ ${
       row,
       oi,
       sinks: flags.sinks ?? false,
-      vScale: scaled && !tokenScales,
+      ...(scaled && !tokenScales ? { vScale: tensorScale("y") } : {}),
       scaleFold: fold,
       outHalf: io.outHalf,
     })

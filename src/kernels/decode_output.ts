@@ -49,8 +49,11 @@ export interface PieceOutputShape {
   readonly oi: (r: number, i: number, j: number) => number;
   /** Sinks join the final denominators. */
   readonly sinks: boolean;
-  /** A per-tensor V scale multiplies the output (8-bit KV with `kvScales: "tensor"`). */
-  readonly vScale: boolean;
+  /**
+   * WGSL of a per-tensor V scale that multiplies the output (8-bit KV with `kvScales` `"tensor"`
+   * or `"layer"`; absent: none).
+   */
+  readonly vScale?: string;
   /**
    * WGSL factor of the power of two the unpacking leaves out, appended to the V scale (e.g.
    * `" * 256.0"` for FP8 E4M3; default none).
@@ -251,7 +254,7 @@ ${posting(post(k))}
  *   RB: 1, RP: 1, RS: 1, DV: 64, W: 64, lanes: 8, G: 8, SG: 1, usedBytes: 512, CPLV: 1, V4: 2,
  *   padV: false,
  *   row: (r) => `${r}u`, oi: (r, i, j) => r * 2 + i * 2 + j,
- *   sinks: false, vScale: false, outHalf: false,
+ *   sinks: false, outHalf: false,
  * });
  * console.log(wgsl.includes("lse_out")); // true
  * ```
@@ -263,7 +266,7 @@ export function pieceOutputWGSL(shape: PieceOutputShape): string {
     ? { l: "fin_l", m: "fin_m", scaled: (v: string, r: string) => `${v} * fin_c[${r}]` }
     : { l: "l_sh", m: "mm", scaled: (v: string) => v };
   // A per-tensor V scale multiplies the finished output (or partial state: it is linear).
-  const vScaleMul = shape.vScale ? ` * (params.v_scale${shape.scaleFold ?? ""})` : "";
+  const vScaleMul = shape.vScale ? ` * (${shape.vScale}${shape.scaleFold ?? ""})` : "";
   const { SG } = shape;
   // Shuffle distances between the lanes of the groups a subgroup adds first (1, 2, .. SG / 2
   // groups apart), and the max each group posts: its own, or its subgroup's.

@@ -167,9 +167,12 @@ export interface KernelSpec {
   readonly pageRuns?: boolean;
   /**
    * 8-bit KV dtypes: where the scales come from, `"tensor"` (default: `kScale` / `vScale` of the
-   * params block) or `"token"` (the `kvScales` binding, one `vec2<f32>(k, v)` per row and KV head).
+   * params block), `"token"` (the `kvScales` binding, one `vec2<f32>(k, v)` per row and KV head)
+   * or `"layer"` (one pair for the whole tensor, the first of the `kvScales` binding: a paged
+   * cache created with per-tensor scales keeps its layer's pair in every row, and one plan's
+   * params serve all layers). See {@linkcode scaleTable}.
    */
-  readonly kvScales?: "tensor" | "token";
+  readonly kvScales?: KVScaleSource;
   /**
    * Token groups whose states are first added with subgroup shuffles at the end of a piece, before
    * the workgroup's merge of the groups (a power of two; needs `subgroups`, and that many groups'
@@ -305,6 +308,27 @@ export function halfSteps(spec: KernelSpec): number {
   return steps;
 }
 
+/** Where an 8-bit kernel's scales come from (see {@linkcode KernelSpec.kvScales}). */
+export type KVScaleSource = "tensor" | "token" | "layer";
+
+/**
+ * Whether a spec's kernel binds the `kvScales` table: 8-bit KV with per-token scales, or with
+ * one pair per layer read from the table's first entry.
+ *
+ * @example
+ * ```ts
+ * import { scaleTable } from "./kernel_spec.ts";
+ * const spec = {
+ *   headDim: 128, kvDtype: "int8" as const, tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128,
+ * };
+ * console.log(scaleTable(spec), scaleTable({ ...spec, kvScales: "layer" as const })); // false true
+ * ```
+ */
+export function scaleTable(spec: KernelSpec): boolean {
+  return KV_DTYPE_INFO[spec.kvDtype].scaled &&
+    (spec.kvScales === "token" || spec.kvScales === "layer");
+}
+
 /**
  * Whether a spec's next-step loads are used early ({@linkcode KernelSpec.earlyLoads}): whole
  * prefetch, and K/V chunks read as words (not the `KHalves` of packed f16 keys or values). With
@@ -336,7 +360,7 @@ export function specKey(kind: string, spec: KernelSpec): string {
     }${spec.paged ? ":paged" : ""}${spec.paged && spec.kvLayout === "HND" ? ":hnd" : ""}${
       spec.qDtype === "f16" ? ":qf16" : ""
     }${spec.outDtype === "f16" ? ":of16" : ""}${variantKey(spec.variant)}${
-      spec.kvScales === "token" ? ":tokscale" : ""
+      spec.kvScales === "token" ? ":tokscale" : spec.kvScales === "layer" ? ":layerscale" : ""
     }`;
   }
   const l = kernelLayout(spec);
@@ -355,6 +379,6 @@ export function specKey(kind: string, spec: KernelSpec): string {
   }${spec.vPerToken ? ":vpt" : ""}${earlyLoads(spec) ? ":early" : ""}${
     rowScatter(spec) ? ":rsc" : ""
   }${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${variantKey(spec.variant)}${
-    spec.kvScales === "token" ? ":tokscale" : ""
+    spec.kvScales === "token" ? ":tokscale" : spec.kvScales === "layer" ? ":layerscale" : ""
   }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }

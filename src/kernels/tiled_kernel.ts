@@ -30,7 +30,7 @@
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { lines } from "./decode_step.ts";
-import type { KernelSpec } from "./kernel_spec.ts";
+import { type KernelSpec, scaleTable } from "./kernel_spec.ts";
 import { kvLoadDim } from "./kernel_layout.ts";
 import {
   FLAT_WORKGROUP_WGSL,
@@ -82,10 +82,14 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
   const tokenScales = scaled && spec.kvScales === "token";
   const unpackScale = info.unpackScale ?? 1;
   const fold = unpackScale === 1 ? "" : ` * ${unpackScale.toFixed(1)}`;
+  // Per-tensor scales: from the params, or (`"layer"`) the scale table's first entry.
+  const layer = spec.kvScales === "layer";
   const qScale = scaled && !tokenScales
-    ? `(params.scale_log2 * params.k_scale${fold})`
+    ? `(params.scale_log2 * ${layer ? "kv_scales[0].x" : "params.k_scale"}${fold})`
     : "params.scale_log2";
-  const vScale = scaled && !tokenScales ? ` * (params.v_scale${fold})` : "";
+  const vScale = scaled && !tokenScales
+    ? ` * (${layer ? "kv_scales[0].y" : "params.v_scale"}${fold})`
+    : "";
   const splitV = DV !== D;
   const io = ioWGSL(spec);
   const qHalf = spec.qDtype === "f16";
@@ -147,7 +151,7 @@ ${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")
 ${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
     spec.paged ? `\n${bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")}` : ""
   }${
-    tokenScales
+    scaleTable(spec)
       ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`
       : ""
   }${headTable ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""}

@@ -34,6 +34,8 @@ import { slotFloats } from "../core/reducer.ts";
 import type { TileOptions } from "../plan/tiles.ts";
 import { tiledFitsDevice } from "../kernels/tiled_layout.ts";
 import { UploadRing } from "./upload_ring.ts";
+import { cacheById } from "./cache_registry.ts";
+import type { KVScaleSource } from "../kernels/kernel_spec.ts";
 import { kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
 import {
   bindProgram,
@@ -211,14 +213,9 @@ export class AttentionEncoder {
   /** The kernels for a plan's shape; looked up again only when the shape fields change. */
   #kernelsFor(plan: PagedPlan): Kernels {
     return this.#kernels = encoderKernels(plan, this.#kernels, this.#pipelines, {
-      // Paged 8-bit K/V: scales per (row, KV head), beside the pages.
-      ...kernelSpec(
-        plan,
-        this.#caps,
-        this.#tuning,
-        true,
-        KV_DTYPE_INFO[plan.problem.kvDtype].scaled ? "token" : undefined,
-      ),
+      // Paged 8-bit K/V: scales per (row, KV head) beside the pages, or (a cache created with
+      // per-tensor scales) the layer's pair, which every row of its table holds.
+      ...kernelSpec(plan, this.#caps, this.#tuning, true, scaleSource(plan)),
       ...this.#io,
     });
   }
@@ -388,4 +385,14 @@ export class AttentionEncoder {
     this.dispose();
     return Promise.resolve();
   }
+}
+
+/**
+ * Where a paged plan's 8-bit kernels read their scales: the per-token table, or the layer's pair
+ * (the table's first entry) for plans of a cache created with `kvScales: "tensor"`.
+ */
+function scaleSource(plan: PagedPlan): KVScaleSource | undefined {
+  if (!KV_DTYPE_INFO[plan.problem.kvDtype].scaled) return undefined;
+  const cache = plan.cacheId === undefined ? undefined : cacheById(plan.cacheId);
+  return cache?.kvScales === "tensor" ? "layer" : "token";
 }

@@ -100,7 +100,9 @@ export function encoderKernels(
   const signature =
     `${p.headDim}/${p.headDimV}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}:${
       plan.kv.layout ?? "NHD"
-    }${variantKey(spec.variant)}${spec.pageRuns ? ":pgr" : ""}`;
+    }${variantKey(spec.variant)}${spec.pageRuns ? ":pgr" : ""}${
+      spec.kvScales ? `:${spec.kvScales}` : ""
+    }`;
   if (have?.signature === signature) return have;
   return {
     signature,

@@ -37,7 +37,7 @@ import { AppendPath } from "./kv_append.ts";
 import { KVStorage } from "./kv_storage.ts";
 import { PageTables, type Sequence } from "./page_tables.ts";
 import { registerCache } from "./cache_registry.ts";
-import { checkCacheOptions, checkLayer } from "./kv_cache_checks.ts";
+import { checkCacheOptions, checkLayer, type LayerScales } from "./kv_cache_checks.ts";
 import {
   appendHostRows,
   type CacheRows,
@@ -94,6 +94,14 @@ export class KVCache implements PageTableSource {
   readonly rowElementsV: number;
   /** Bytes of one token row of V. */
   readonly rowBytesV: number;
+  /**
+   * 8-bit caches: `"token"` (a K and a V scale per row and KV head, given with each write) or
+   * `"tensor"` (one pair per layer, fixed at creation; see {@linkcode KVCache.layerScales}).
+   * `"token"` for other dtypes, which keep no scales.
+   */
+  readonly kvScales: "token" | "tensor";
+  /** Per-layer scales of a cache created with `kvScales: "tensor"`. */
+  #tensorScales: LayerScales | undefined;
   /** Sequences, their page tables and the page pool. */
   #tables: PageTables;
   /** The K and V rows of every layer, in host arrays or GPU buffers. */
@@ -121,12 +129,19 @@ export class KVCache implements PageTableSource {
     this.rowBytes = this.rowElements * KV_DTYPE_INFO[o.kvDtype].bytes;
     this.rowElementsV = this.numKVHeads * this.headDimV;
     this.rowBytesV = this.rowElementsV * KV_DTYPE_INFO[o.kvDtype].bytes;
+    this.kvScales = o.tensorScales ? "tensor" : "token";
+    this.#tensorScales = o.tensorScales;
     this.#tables = new PageTables(this.numPages, o.pageSize);
     this.id = registerCache(this);
     const device = o.device;
     this.device = device;
-    this.#store = new KVStorage(this, device);
-    this.#rows = { cache: this, tables: this.#tables, store: this.#store };
+    this.#store = new KVStorage(this, device, o.tensorScales);
+    this.#rows = {
+      cache: this,
+      tables: this.#tables,
+      store: this.#store,
+      ...(o.tensorScales ? { tensorScales: o.tensorScales } : {}),
+    };
     const lostRemedy = "create a new device and a new cache on it";
     if (device) this.#gpu = adoptGpuContext(device, { lostRemedy });
   }
@@ -302,6 +317,27 @@ export class KVCache implements PageTableSource {
   discardUpload(slots: AppendSlots): void {
     if (this.#disposed) return;
     this.#append?.discard(slots);
+  }
+
+  /**
+   * A layer's per-tensor K and V scales in a cache created with `kvScales: "tensor"` (undefined
+   * otherwise).
+   *
+   * @example
+   * ```ts
+   * import { createKVCache } from "@lean/attention/runner";
+   * const cache = createKVCache({
+   *   numLayers: 2, numKVHeads: 1, headDim: 8, numPages: 2, kvDtype: "fp8e4m3",
+   *   kvScales: "tensor", kScale: [0.5, 0.25], vScale: 2,
+   * });
+   * console.log(cache.layerScales(1)); // { kScale: 0.25, vScale: 2 }
+   * ```
+   */
+  layerScales(layer: number): { kScale: number; vScale: number } | undefined {
+    this.#check();
+    const l = this.#layer(layer);
+    const t = this.#tensorScales;
+    return t ? { kScale: t.k[l], vScale: t.v[l] } : undefined;
   }
 
   /**

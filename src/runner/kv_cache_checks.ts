@@ -30,6 +30,41 @@ export interface CheckedCacheOptions {
   readonly pageSize: number;
   readonly numPages: number;
   readonly device: GPUDevice | undefined;
+  /** 8-bit caches with `kvScales: "tensor"`: each layer's K and V scale. */
+  readonly tensorScales?: LayerScales;
+}
+
+/** One K and one V scale per layer (8-bit caches created with `kvScales: "tensor"`). */
+export interface LayerScales {
+  readonly k: Float64Array;
+  readonly v: Float64Array;
+}
+
+/** A layer's fixed per-tensor scales, which its writes must use. */
+export interface FixedScales {
+  readonly k: number;
+  readonly v: number;
+  readonly layer: number;
+}
+
+/** Checks a cache's per-tensor scale option: a number > 0 or one per layer (default 1). */
+function checkLayerScales(name: string, value: unknown, numLayers: number): Float64Array {
+  if (value === undefined) return new Float64Array(numLayers).fill(1);
+  const list = typeof value === "number" ? new Array(numLayers).fill(value) : value;
+  if (!Array.isArray(list)) {
+    throw new TypeError(
+      `${name} must be a number or an array with one scale per layer: got ${typeof value}`,
+    );
+  }
+  if (list.length !== numLayers) {
+    throw new RangeError(
+      `${name} must have one scale per layer (${numLayers}): got ${list.length} entries`,
+    );
+  }
+  return Float64Array.from(
+    list,
+    (s, l) => checkKVScale(typeof value === "number" ? name : `${name}[${l}]`, s, 1, 1) as number,
+  );
 }
 
 /** The row layout the row checks need (V rows may be of their own head dim, `headDimV`). */
@@ -85,7 +120,66 @@ export function checkCacheOptions(options: KVCacheOptions): CheckedCacheOptions 
   if (device !== undefined && typeof device?.createBuffer !== "function") {
     throw new TypeError(`device must be a GPUDevice: got ${typeof device}`);
   }
-  return { numLayers, numKVHeads, headDim, headDimV, kvDtype, pageSize, numPages, device };
+  const mode = options.kvScales ?? "token";
+  if (mode !== "token" && mode !== "tensor") {
+    throw new (typeof mode === "string" ? RangeError : TypeError)(
+      `kvScales must be "token" or "tensor": got ${
+        typeof mode === "string" ? JSON.stringify(mode) : typeof mode
+      }`,
+    );
+  }
+  const scaled = KV_DTYPE_INFO[kvDtype].scaled;
+  if (mode === "tensor" && !scaled) {
+    throw new RangeError(
+      `kvScales "tensor" applies to 8-bit caches only: got kvDtype "${kvDtype}"`,
+    );
+  }
+  for (const f of ["kScale", "vScale"] as const) {
+    if (options[f] !== undefined && mode !== "tensor") {
+      throw new RangeError(
+        `${f} applies to caches created with kvScales "tensor" (per-token scales come with each write): got ${
+          JSON.stringify(options[f])
+        }`,
+      );
+    }
+  }
+  const tensorScales = mode === "tensor"
+    ? {
+      k: checkLayerScales("kScale", options.kScale, numLayers),
+      v: checkLayerScales("vScale", options.vScale, numLayers),
+    }
+    : undefined;
+  return {
+    numLayers,
+    numKVHeads,
+    headDim,
+    headDimV,
+    kvDtype,
+    pageSize,
+    numPages,
+    device,
+    ...(tensorScales ? { tensorScales } : {}),
+  };
+}
+
+/**
+ * Checks a write's scale (`name`) against the layer's fixed per-tensor scale of a cache created
+ * with `kvScales: "tensor"`: absent, or the same number (as f32, which the cache stores).
+ */
+function checkFixedScale(name: string, scale: unknown, fixed: number, layer: number): number {
+  if (
+    scale !== undefined &&
+    !(typeof scale === "number" && Math.fround(scale) === Math.fround(fixed))
+  ) {
+    throw new RangeError(
+      `${name} must be left out or be layer ${layer}'s per-tensor scale (${fixed}) in a cache created with kvScales "tensor": got ${
+        typeof scale === "number" || typeof scale === "string"
+          ? JSON.stringify(scale)
+          : (scale as object)?.constructor?.name ?? typeof scale
+      }`,
+    );
+  }
+  return fixed;
 }
 
 /** Checks a layer index of a cache of `numLayers` layers. */
@@ -150,6 +244,7 @@ export function checkScaledRows(
   rows: { k: unknown; v: unknown; kScale?: unknown; vScale?: unknown },
   tokens: number,
   names: { k: string; v: string; kScale: string; vScale: string },
+  fixed?: FixedScales,
 ): { k: KVArray; v: KVArray; scales?: Float32Array } {
   const info = KV_DTYPE_INFO[cache.kvDtype];
   const k = checkRows(cache, names.k, rows.k, tokens);
@@ -166,7 +261,8 @@ export function checkScaledRows(
   }
   const entries = tokens * cache.numKVHeads;
   const format = cache.kvDtype as Kv8Format;
-  const scaleOf = (name: string, scale: unknown, data: KVArray, dim: number) => {
+  const scaleOf = (name: string, scale: unknown, data: KVArray, dim: number, f?: number) => {
+    if (fixed) return checkFixedScale(name, scale, f!, fixed.layer);
     if (scale !== "dynamic") return checkKVScale(name, scale ?? 1, entries, data.length);
     if (!(data instanceof Float32Array)) {
       throw new TypeError(
@@ -175,8 +271,8 @@ export function checkScaledRows(
     }
     return dynamicKv8Scales(data, format, dim);
   };
-  const kScale = scaleOf(names.kScale, rows.kScale, k, cache.headDim);
-  const vScale = scaleOf(names.vScale, rows.vScale, v, cache.headDimV);
+  const kScale = scaleOf(names.kScale, rows.kScale, k, cache.headDim, fixed?.k);
+  const vScale = scaleOf(names.vScale, rows.vScale, v, cache.headDimV, fixed?.v);
   return {
     k: k instanceof Float32Array ? encodeKv8(k, format, kScale, names.k) : k,
     v: v instanceof Float32Array ? encodeKv8(v, format, vScale, names.v) : v,
@@ -263,6 +359,7 @@ export function checkAppendScale(
   kvDtype: KVDtype,
   name: string,
   scale: unknown,
+  fixed?: { scale: number; layer: number },
 ): number | "dynamic" {
   if (!KV_DTYPE_INFO[kvDtype].scaled) {
     if (scale !== undefined) {
@@ -272,6 +369,7 @@ export function checkAppendScale(
     }
     return 1;
   }
+  if (fixed) return checkFixedScale(name, scale, fixed.scale, fixed.layer);
   if (scale === "dynamic") return scale;
   if (scale !== undefined && typeof scale !== "number") {
     throw new TypeError(

@@ -48,6 +48,21 @@ export interface KVCacheOptions {
   pageSize?: number;
   /** Pages in the pool (each layer stores this many). */
   numPages: number;
+  /**
+   * 8-bit caches: how scales are kept. `"token"` (default): one K and one V scale per row and KV
+   * head, given with each write. `"tensor"`: one K and one V scale per layer, fixed here
+   * (`kScale`, `vScale`), as FP8 KV caches with calibrated per-tensor scales keep them; writes
+   * quantise with the layer's scales (a write that names other scales is refused), and decodes
+   * take the per-tensor kernels, which read no scale per token.
+   */
+  kvScales?: "token" | "tensor";
+  /**
+   * With `kvScales: "tensor"`: K's scale (key = code x scale), a finite number > 0 for every
+   * layer, or an array with one per layer (default 1).
+   */
+  kScale?: number | readonly number[];
+  /** With `kvScales: "tensor"`: V's scale, like `kScale`. */
+  vScale?: number | readonly number[];
   /** GPU device to keep the pages on; absent: host memory. */
   device?: GPUDevice;
 }

@@ -18,8 +18,16 @@ import {
   checkAppendData,
   checkAppendScale,
   checkScaledRows,
+  type FixedScales,
+  type LayerScales,
   type RowLayout,
 } from "./kv_cache_checks.ts";
+
+/** A layer's fixed scales in a cache with per-tensor scales (none otherwise). */
+function fixedScales(c: CacheRows, layer: number): FixedScales | undefined {
+  const t = c.tensorScales;
+  return t ? { k: t.k[layer], v: t.v[layer], layer } : undefined;
+}
 
 /** Field names of `write`'s rows in error messages. */
 const ROW_NAMES = { k: "k", v: "v", kScale: "kScale", vScale: "vScale" } as const;
@@ -28,6 +36,8 @@ const ROW_NAMES = { k: "k", v: "v", kScale: "kScale", vScale: "vScale" } as cons
 export interface CacheRows {
   /** The cache's row shape (for the checks). */
   readonly cache: RowLayout;
+  /** 8-bit caches created with `kvScales: "tensor"`: each layer's scales, which writes use. */
+  readonly tensorScales?: LayerScales;
   /** Its sequences' page tables (the slots' rows). */
   readonly tables: PageTables;
   /** Its K and V rows. */
@@ -54,7 +64,13 @@ export function writeSlotRows(
 ): void {
   const rowIds = c.tables.slotRows(slots);
   const n = rowIds.length;
-  const { k, v, scales } = checkScaledRows(c.cache, rows ?? {}, n, ROW_NAMES);
+  const { k, v, scales } = checkScaledRows(
+    c.cache,
+    rows ?? {},
+    n,
+    ROW_NAMES,
+    fixedScales(c, layer),
+  );
   c.store.writeRows(rowIds, layer, k, v, scales);
 }
 
@@ -83,7 +99,7 @@ export function appendHostRows(
       v: `v[${l}]`,
       kScale: `kScale[${l}]`,
       vScale: `vScale[${l}]`,
-    })
+    }, fixedScales(c, l))
   );
   const slots = extend(tokens);
   const rowIds = c.tables.slotRows(slots);
@@ -125,8 +141,19 @@ export function encodeAppendRows(
     throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
   }
   const scaled = KV_DTYPE_INFO[c.cache.kvDtype].scaled;
-  const kScale = checkAppendScale(c.cache.kvDtype, "kScale", options.kScale);
-  const vScale = checkAppendScale(c.cache.kvDtype, "vScale", options.vScale);
+  const fixed = fixedScales(c, layer);
+  const kScale = checkAppendScale(
+    c.cache.kvDtype,
+    "kScale",
+    options.kScale,
+    fixed && { scale: fixed.k, layer },
+  );
+  const vScale = checkAppendScale(
+    c.cache.kvDtype,
+    "vScale",
+    options.vScale,
+    fixed && { scale: fixed.v, layer },
+  );
   if (tokens === 0) return;
   path().record(target, pass, {
     slots,

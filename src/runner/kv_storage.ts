@@ -49,6 +49,20 @@ function splitScales(
 
 const KV_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;
 
+/** A scale table of `bytes` holding layer `l`'s per-tensor K and V scale in every entry. */
+function scalePairs(
+  scales: { readonly k: Float64Array; readonly v: Float64Array },
+  l: number,
+  bytes: number,
+): Float32Array<ArrayBuffer> {
+  const table = new Float32Array(bytes / 4);
+  for (let i = 0; i < table.length; i += 2) {
+    table[i] = scales.k[l];
+    table[i + 1] = scales.v[l];
+  }
+  return table;
+}
+
 /**
  * K and V rows of every layer of one cache. 8-bit dtypes add a scale table per layer beside the
  * pages, addressed by the same rows: `[row][kvHead][2]` floats, K's scale then V's (the layout
@@ -75,7 +89,11 @@ export class KVStorage {
   readonly scaleRow: number;
 
   /** Allocates every layer's rows; RangeError when they do not fit a binding or host memory. */
-  constructor(shape: KVStorageShape, device: GPUDevice | undefined) {
+  constructor(
+    shape: KVStorageShape,
+    device: GPUDevice | undefined,
+    tensorScales?: { readonly k: Float64Array; readonly v: Float64Array },
+  ) {
     this.#shape = shape;
     this.#device = device;
     this.scaleRow = KV_DTYPE_INFO[shape.kvDtype].scaled ? 2 * shape.numKVHeads : 0;
@@ -101,7 +119,13 @@ export class KVStorage {
         this.gpuK.push(this.createBuffer(layerBytes, KV_USAGE, `kv cache k ${l}`));
         this.gpuV.push(this.createBuffer(layerBytesV, KV_USAGE, `kv cache v ${l}`));
         if (scaleBytes > 0) {
-          this.gpuScales.push(this.createBuffer(scaleBytes, KV_USAGE, `kv cache scales ${l}`));
+          const table = this.createBuffer(scaleBytes, KV_USAGE, `kv cache scales ${l}`);
+          this.gpuScales.push(table);
+          // Per-tensor scales: the layer's pair in every row from the start (the per-tensor
+          // kernels read the first; writes store the same pair).
+          if (tensorScales) {
+            device.queue.writeBuffer(table, 0, scalePairs(tensorScales, l, scaleBytes));
+          }
         }
       }
     } else {
@@ -111,7 +135,13 @@ export class KVStorage {
         for (let l = 0; l < shape.numLayers; l++) {
           this.hostK.push(new Ctor(rows * shape.rowElements));
           this.hostV.push(new Ctor(rows * shape.rowElementsV));
-          if (scaleBytes > 0) this.hostScales.push(new Float32Array(scaleBytes / 4).fill(1));
+          if (scaleBytes > 0) {
+            this.hostScales.push(
+              tensorScales
+                ? scalePairs(tensorScales, l, scaleBytes)
+                : new Float32Array(scaleBytes / 4).fill(1),
+            );
+          }
         }
       } catch (e) {
         this.hostK = [];
