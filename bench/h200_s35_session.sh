@@ -78,3 +78,21 @@ if [ "$mode" = tensor ]; then
     tests/kv8_cache_test.ts tests/mla_cache_test.ts tests/paged_test.ts
   stamp "done"
 fi
+
+if [ "$mode" = runs ]; then
+  # After `tensor`: what the per-tensor paged 8-bit kernels (5-10% over dense at 128k and 512k)
+  # wait on: one page-table read per token of a step (the default r4 d128) against two per group
+  # and step (`tokenRuns`, consecutive tokens per group: the dense kernels take that order too),
+  # and early loads for E4M3 (the default for int8), each run checked (dense) and timed with
+  # its paged twin, back to back.
+  cases='gqa32/8 128k int8|gqa32/8 512k int8|b16 16k int8|gqa32/8 128k e4m3|gqa32/8 512k e4m3'
+  for run in plain runs early runs_early; do
+    kernel=()
+    [ "$run" = runs ] && kernel=(--kernel='{"tokenRuns":true}')
+    [ "$run" = early ] && kernel=(--kernel='{"earlyLoads":true}')
+    [ "$run" = runs_early ] && kernel=(--kernel='{"tokenRuns":true,"earlyLoads":true}')
+    run_deno 120 "$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --paged "${kernel[@]}" --only="$cases" --skip='tok' --out="$out/$run.json"
+  done
+  stamp "done"
+fi

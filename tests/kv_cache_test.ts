@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { toBf16Bits } from "../mod.ts";
-import { createKVCache, type KVCache, PagePool } from "../runner.ts";
+import { createKVCache, type KVCache, PagePool, planForCache } from "../runner.ts";
 import { fcParams, randomFloats, seededRng } from "./helpers.ts";
 
 const ROW = 2 * 8; // numKVHeads x headDim
@@ -211,6 +211,11 @@ Deno.test("bad options and arguments throw TypeError or RangeError naming the fi
   const cache = createKVCache({ ...base, pageSize: 2 });
   const a = cache.addSequence();
   assert.throws(() => cache.extend([a, a], 1), /seqs must not repeat a sequence: got 0 twice/);
+  // A plan without its options (the grid) says so.
+  assert.throws(
+    () => planForCache(cache, { seqs: [a], numHeads: 1 }, undefined as never),
+    { name: "TypeError", message: "options must be an object with the plan's grid: got undefined" },
+  );
   assert.throws(
     () => cache.extend([a], -1),
     /counts must be an integer from 0 to 4294967295: got -1/,

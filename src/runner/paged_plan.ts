@@ -352,6 +352,13 @@ export function planForCache(
     pageOffsets,
     ...(cache.layout === "HND" ? { layout: "HND" as const } : {}),
   };
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `options must be an object with the plan's grid: got ${
+        options === null ? "null" : typeof options
+      }`,
+    );
+  }
   const { previous, ...planOptions } = options;
   // The scale is checked before the shape, so a step with several bad fields reports as before.
   const scale = checkScale(step.scale, cache.headDim);
