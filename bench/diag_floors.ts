@@ -359,6 +359,7 @@ const allVariants: Variant[] = [
   // next step's scale pairs used early too, or, as session 34's paged int8 had them, left late),
   // and with the registers of 16 lanes per token or of 128-token tiles at unroll 8.
   { name: "early", options: { kernel: { earlyLoads: true } } },
+  { name: "half early", options: { kernel: { halfMath: true, earlyLoads: true } } },
   {
     name: "early sc late",
     rewrite: (code) => code.replaceAll(/ \^ bitcast<u32>\(nsc\d+\.x\)/g, ""),

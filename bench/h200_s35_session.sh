@@ -96,3 +96,31 @@ if [ "$mode" = runs ]; then
   done
   stamp "done"
 fi
+
+if [ "$mode" = half ]; then
+  # f16 keys in packed f16 (`halfMath`, 224 registers against the default's 254) with the next
+  # step's loads issued early (one half of each part of its `KHalves` chunks used early), against
+  # the default and `halfMath` alone, back to back (bench/diag_floors.ts); then the early-loads
+  # bits test through Deno's WebGPU.
+  run_deno 200 half.txt bench/diag_floors.ts --stream-ms=2 \
+    --variants='lean|half math|half early' \
+    --bench-cases='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|qLen4 gqa 16k' \
+    --out="$out/half.json"
+  LEAN_TEST_BACKENDS=webgpu timeout 150 deno test -A --unstable-webgpu \
+    tests/kernel_options_test.ts --filter='issued early' >"$out/tests_webgpu.log" 2>&1
+  stamp "webgpu tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/tests_webgpu.log" | tail -1))"
+  stamp "done"
+fi
+
+if [ "$mode" = half2 ]; then
+  # After `half`: packed f16 keys with early loads by default (`kernel: { halfMath: true }`)
+  # against the default kernels, the f16 GQA rows checked against float64 and timed back to back.
+  for run in plain half; do
+    kernel=()
+    [ "$run" = half ] && kernel=(--kernel='{"halfMath":true}')
+    run_deno 150 "rows_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      "${kernel[@]}" --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k|qLen4' \
+      --skip='int8|e4m3|e5m2' --out="$out/rows_$run.json"
+  done
+  stamp "done"
+fi

@@ -164,11 +164,19 @@ Deno.test("decode kernel bakes its spec into constants and the workgroup size", 
       }
       // Early loads: the next step's words used before the softmax update, with whole prefetch
       // and words (not f16 halves); with per-token scales, the next step's scale pairs too.
+      assert.equal(earlyLoads(spec), spec.earlyLoads === true && spec.prefetch === true);
+      assert.equal(/ {6}early \^= /.test(wgsl), earlyLoads(spec));
+      // f16 K chunks of packed f16 math are `KHalves`: one half of each part, packed.
+      const halfKeys = /k_cache: array<KHalves>/.test(wgsl);
       assert.equal(
-        earlyLoads(spec),
-        spec.earlyLoads === true && spec.prefetch === true && !(half && spec.kvDtype === "f16"),
+        / {6}early \^= pack2x16float\(vec2<f32>\(f32\(nk0_0\.lo\.x\), f32\(nk0_0\.hi\.x\)\)\)/
+          .test(wgsl),
+        earlyLoads(spec) && halfKeys,
       );
-      assert.equal(/ {6}early \^= bitcast<u32>\(nk0_0\.x\)/.test(wgsl), earlyLoads(spec));
+      assert.equal(
+        / {6}early \^= bitcast<u32>\(nk0_0\.x\)/.test(wgsl),
+        earlyLoads(spec) && !halfKeys,
+      );
       assert.equal(
         /early \^= [^;]*bitcast<u32>\(nsc0\.x\)/.test(wgsl),
         earlyLoads(spec) && spec.kvScales === "token",
@@ -522,7 +530,7 @@ Deno.test("a device-wide lane count meets shorter rows with the most lanes divid
   assert.equal(kernelSpec(plan(64)).rowSets, kernelChoice(64, 4).rowSets);
 });
 
-Deno.test("early loads are the default for 4-row int8 with integer keys and 4-row int8 and E4M3 with per-token scales", () => {
+Deno.test("early loads are the default for 4-row int8 with integer keys, 4-row int8 and E4M3 with per-token scales, and packed f16 keys", () => {
   const plan = (kvDtype: "int8" | "f16" | "fp8e4m3", rowsPerGroup: number) => ({
     problem: { headDim: 128, kvDtype },
     tiles: tileConfig({ headDim: 128, rowsPerGroup, kvDtype }),
@@ -555,6 +563,15 @@ Deno.test("early loads are the default for 4-row int8 with integer keys and 4-ro
   assert.equal(kernelSpec(plan("int8", 1), caps, {}, true, "token").earlyLoads, undefined);
   assert.equal(kernelSpec(plan("f16", 4), caps).earlyLoads, undefined);
   assert.equal(kernelSpec(plan("f16", 4), caps, { earlyLoads: true }).earlyLoads, true);
+  // Packed f16 keys (where the device has shader-f16) on 4- and 8-row blocks.
+  const f16caps = { ...caps, shaderF16: true };
+  for (const rows of [4, 8]) {
+    const half = kernelSpec(plan("f16", rows), f16caps, { halfMath: true });
+    assert.equal(half.earlyLoads, true, `${rows} rows`);
+    assert.match(decodeKernelWGSL(half), /early \^= pack2x16float/);
+  }
+  assert.equal(kernelSpec(plan("f16", 1), f16caps, { halfMath: true }).earlyLoads, undefined);
+  assert.equal(kernelSpec(plan("f16", 4), caps, { halfMath: true }).earlyLoads, undefined);
 });
 
 Deno.test("the split prefetch, shared or staged query rows, packed f16, row scatter, V-per-token and early-load options change the key exactly when they change the kernel", () => {

@@ -7,6 +7,7 @@
 
 import {
   earlyLoads,
+  halfMath,
   intDots,
   type KernelSpec,
   type KVScaleSource,
@@ -260,8 +261,11 @@ export function kernelSpec(
   // scale pairs and page-table entries go early with them (session 35); f16 kernels spill with
   // them (session 28), and E4M3 with per-tensor scales, whose loads are at the top already, was
   // slower.
-  const early = tuning.earlyLoads ?? (spec.rowsPerBlock === 4 &&
-    (kvScales === "token" ? kvDtype === "int8" || kvDtype === "fp8e4m3" : intDots(spec)));
+  // Packed f16 keys (`halfMath` over f16 KV) hold their query rows in half the registers, and
+  // take early loads too (session 35, 4- and 8-row blocks).
+  const halfKeys = halfMath(spec) && kvDtype === "f16" && spec.rowsPerBlock >= 4;
+  const early = tuning.earlyLoads ?? (halfKeys || (spec.rowsPerBlock === 4 &&
+    (kvScales === "token" ? kvDtype === "int8" || kvDtype === "fp8e4m3" : intDots(spec))));
   return {
     ...spec,
     ...scales,

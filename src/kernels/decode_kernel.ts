@@ -150,6 +150,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     vOff,
     prefetch: spec.prefetch ?? false,
     early: earlyLoads(spec),
+    halfChunks: { k: halfK && !halfBytes, v: halfV16 },
   });
   const fastSteps = spec.fastSteps ?? true;
   const unpackV = (u: number, i: number) =>

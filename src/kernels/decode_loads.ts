@@ -55,6 +55,8 @@ export interface StepLoadShape {
    * source has them (the top of the step) instead of sinking them to its end.
    */
   readonly early?: boolean;
+  /** K or V chunks read as `KHalves` (f16 K or V of packed f16 math), not as words. */
+  readonly halfChunks?: { readonly k: boolean; readonly v: boolean };
 }
 
 /** The statements of a step's loads, in the places `decodeKernelWGSL` splices them. */
@@ -201,12 +203,19 @@ function useEarly(shape: StepLoadShape): string {
     : (shape.runs ?? false) && (shape.pageRuns ?? false)
     ? ["npgA", "npgB"]
     : Array.from({ length: U }, (_, u) => `npg${u}`);
+  // A word of a chunk; of `KHalves` (read as two halves), one f16 of each half, packed.
+  const word = (n: string, halves: boolean) =>
+    halves ? `pack2x16float(vec2<f32>(f32(${n}.lo.x), f32(${n}.hi.x)))` : `bitcast<u32>(${n}.x)`;
   const words = [
-    ...[
-      ...Array.from({ length: U * CPL }, (_, x) => `nk${Math.floor(x / CPL)}_${x % CPL}`),
-      ...Array.from({ length: U * CPLV }, (_, x) => `nv${Math.floor(x / CPLV)}_${x % CPLV}`),
-      ...(shape.tokenScales ? Array.from({ length: U }, (_, u) => `nsc${u}`) : []),
-    ].map((n) => `bitcast<u32>(${n}.x)`),
+    ...Array.from(
+      { length: U * CPL },
+      (_, x) => word(`nk${Math.floor(x / CPL)}_${x % CPL}`, shape.halfChunks?.k ?? false),
+    ),
+    ...Array.from(
+      { length: U * CPLV },
+      (_, x) => word(`nv${Math.floor(x / CPLV)}_${x % CPLV}`, shape.halfChunks?.v ?? false),
+    ),
+    ...(shape.tokenScales ? Array.from({ length: U }, (_, u) => word(`nsc${u}`, false)) : []),
     ...pages,
   ];
   return `      early ^= ${words.join(" ^ ")};

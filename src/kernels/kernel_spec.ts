@@ -330,10 +330,10 @@ export function scaleTable(spec: KernelSpec): boolean {
 }
 
 /**
- * Whether a spec's next-step loads are used early ({@linkcode KernelSpec.earlyLoads}): whole
- * prefetch, and K/V chunks read as words (not the `KHalves` of packed f16 keys or values). With
- * per-token scales the next step's scale pairs are used early too, and with pages the
- * page-table entries read ahead.
+ * Whether a spec's next-step loads are used early ({@linkcode KernelSpec.earlyLoads}): with
+ * whole prefetch. A word of each chunk (of f16 chunks read as `KHalves` by packed f16 math, one
+ * half of each of their two parts); with per-token scales the next step's scale pairs too, and
+ * with pages the page-table entries read ahead.
  *
  * @example
  * ```ts
@@ -346,8 +346,7 @@ export function scaleTable(spec: KernelSpec): boolean {
  * ```
  */
 export function earlyLoads(spec: KernelSpec): boolean {
-  return spec.earlyLoads === true && spec.prefetch === true &&
-    !(halfMath(spec) && spec.kvDtype === "f16");
+  return spec.earlyLoads === true && spec.prefetch === true;
 }
 
 /** The pipeline cache key of a spec. */
