@@ -12,7 +12,12 @@
 #           `deno run -A --unstable-webgpu bench/dump_spirv.ts --out=.scratch/spv
 #           --only=...`, carry .scratch); then the kernel options and 8-bit tests through Deno's
 #           WebGPU.
-# Run: OUT=... bash .gpu/boot.sh bash bench/h200_s35_session.sh MODE
+#   pages, tensor, runs, half, half2: see each mode's block below.
+# The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
+#   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s35_session.sh MODE;
+#   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
+# (carry .gpu; `tok` also .scratch, `pages` .scratch/base: this tree with no page-table entries in
+# the early test, made by copying the tree's files there; keep the carry under 64 MiB).
 set -u
 mode=${1:-tok}
 out=${OUT:-bench/results/h200_session22/$mode}
