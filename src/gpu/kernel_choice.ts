@@ -62,7 +62,7 @@ export interface KernelTuning {
    * take `intDots`) at per-tensor scales the weighted sum of V too, at about f16's precision
    * (output relative errors near 1e-3) for fewer instructions per token; int8 keys that take
    * `intDots` keep them, and their V stays f32; elsewhere the f32 path runs. Over f16 KV on 4-
-   * and 8-row blocks it takes early loads by default (`earlyLoads`): 1.1-2.7% faster than packed
+   * and 8-row blocks it takes early loads by default (`earlyLoads`): 0-2.7% faster than packed
    * keys alone on the H200's GQA cases, GQA 32/8 128k at 90.7% of its roofline (session 35). See
    * `KernelSpec.halfMath`.
    */
