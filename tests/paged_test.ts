@@ -661,10 +661,13 @@ for (const name of ["webgpu", "dawn"] as const) {
         `buffers ${warm!.buffersCreated} -> ${end.buffersCreated}`,
       );
       assert.equal(end.buffersLive - warm!.buffersLive, end.buffersCreated - warm!.buffersCreated);
-      // Dawn under Deno delivers a map's completion late (the README's "Dawn in Deno"), so a ring
-      // learns a window's regions are free one window later: 128 table regions for 25 steps on
-      // the H200 (session 32), one more doubling than through Deno's WebGPU.
-      const ringBound = name === "dawn" ? 128 : 64;
+      // A ring learns which regions are free from a probe's map, whose completion this loop sees
+      // only at its next await (every 25 steps). Where the map completes after the queue's
+      // onSubmittedWorkDone (Dawn under Deno, the README's "Dawn in Deno": 128 table regions for
+      // 25 steps on the H200, session 32; Deno's WebGPU on lavapipe in a CI run of session 35,
+      // whose poll loop can resolve the two a poll apart), the regions are freed one window
+      // later, one more doubling: bounded all the same (the check above: no growth per step).
+      const ringBound = 128;
       assert.ok(
         warm!.tableRegions <= ringBound,
         `${warm!.tableRegions} table regions for 25 steps`,
