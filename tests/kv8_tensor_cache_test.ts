@@ -107,6 +107,10 @@ Deno.test("per-tensor 8-bit caches: bad options and writes with other scales thr
     (e: Error) =>
       e instanceof RangeError && /vScale must be left out or be layer 0's/.test(e.message),
   );
+  assert.throws(
+    () => cache.write(slots, 0, { ...rows, kScale: "0.5" as never }),
+    (e: Error) => e instanceof TypeError && /kScale must be a number: got string/.test(e.message),
+  );
   // Still usable.
   cache.write(slots, 0, { ...rows, kScale: 0.5 });
   assert.equal(cache.length(seq), 1);

@@ -168,6 +168,12 @@ export function checkCacheOptions(options: KVCacheOptions): CheckedCacheOptions 
  */
 function checkFixedScale(name: string, scale: unknown, fixed: number, layer: number): number {
   if (
+    scale !== undefined && typeof scale !== "number" && scale !== "dynamic" &&
+    !(scale instanceof Float32Array)
+  ) {
+    throw new TypeError(`${name} must be a number: got ${typeof scale}`);
+  }
+  if (
     scale !== undefined &&
     !(typeof scale === "number" && Math.fround(scale) === Math.fround(fixed))
   ) {
