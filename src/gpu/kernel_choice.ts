@@ -77,10 +77,12 @@ export interface KernelTuning {
   /**
    * The next step's K and V loads issued at the top of the token loop's body, where the step's
    * dot products overlap them (default: on for 4-row int8 kernels with integer keys, 6.6-8.6%
-   * faster on the H200 in session 34, and for 4-row int8 and E4M3 kernels with per-token scales,
-   * dense or paged, whose scale pairs and page-table entries go early too, 1.5-3.3% faster in
-   * session 35; off elsewhere, where f16 kernels spilled in session 28 and per-tensor E4M3 was
-   * 4-6% slower). The same bits. See `KernelSpec.earlyLoads`.
+   * faster on the H200 in session 34; for 4-row int8 and E4M3 kernels with per-token scales,
+   * dense or paged, whose scale pairs and page-table entries go early too, 1.0-3.9% faster in
+   * session 35; and for packed f16 keys (`halfMath` over f16) on 4- and 8-row blocks, 0-2.7%
+   * faster than the packed keys alone in session 35; off elsewhere, where f16 kernels spilled
+   * in session 28 and per-tensor E4M3 was 4-6% slower). The same bits. See
+   * `KernelSpec.earlyLoads`.
    */
   earlyLoads?: boolean;
   /**

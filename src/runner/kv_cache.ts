@@ -37,7 +37,7 @@ import { AppendPath } from "./kv_append.ts";
 import { KVStorage } from "./kv_storage.ts";
 import { PageTables, type Sequence } from "./page_tables.ts";
 import { registerCache } from "./cache_registry.ts";
-import { checkCacheOptions, checkLayer, type LayerScales } from "./kv_cache_checks.ts";
+import { checkCacheOptions, checkLayer } from "./kv_cache_checks.ts";
 import {
   appendHostRows,
   type CacheRows,
@@ -100,8 +100,6 @@ export class KVCache implements PageTableSource {
    * `"token"` for other dtypes, which keep no scales.
    */
   readonly kvScales: "token" | "tensor";
-  /** Per-layer scales of a cache created with `kvScales: "tensor"`. */
-  #tensorScales: LayerScales | undefined;
   /** Sequences, their page tables and the page pool. */
   #tables: PageTables;
   /** The K and V rows of every layer, in host arrays or GPU buffers. */
@@ -130,7 +128,6 @@ export class KVCache implements PageTableSource {
     this.rowElementsV = this.numKVHeads * this.headDimV;
     this.rowBytesV = this.rowElementsV * KV_DTYPE_INFO[o.kvDtype].bytes;
     this.kvScales = o.tensorScales ? "tensor" : "token";
-    this.#tensorScales = o.tensorScales;
     this.#tables = new PageTables(this.numPages, o.pageSize);
     this.id = registerCache(this);
     const device = o.device;
@@ -336,7 +333,7 @@ export class KVCache implements PageTableSource {
   layerScales(layer: number): { kScale: number; vScale: number } | undefined {
     this.#check();
     const l = this.#layer(layer);
-    const t = this.#tensorScales;
+    const t = this.#rows.tensorScales;
     return t ? { kScale: t.k[l], vScale: t.v[l] } : undefined;
   }
 
