@@ -44,6 +44,8 @@ interface DumpKernel {
   merge?: boolean;
   /** 8-bit K/V with one scale per (token, KV head), as the paged cache keeps them. */
   tokenScales?: boolean;
+  /** 8-bit K/V of a paged cache with per-tensor scales (the layer's pair in the scale table). */
+  layerScales?: boolean;
 }
 
 const qsSplit = { queryShared: true, prefetch: "split" as const };
@@ -199,6 +201,61 @@ const KERNELS: Record<string, DumpKernel> = {
     paged: true,
     tuning: { earlyLoads: true },
   },
+  // Session 36: the paged 8-bit kernels (per-token and per-layer scales) with page slices (the
+  // default) and without (one page read and page arithmetic per token).
+  "r4_d128_int8_paged_slices": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "int8",
+    tokenScales: true,
+    paged: true,
+  },
+  "r4_d128_int8_paged_noslices": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "int8",
+    tokenScales: true,
+    paged: true,
+    tuning: { pageSlices: false },
+  },
+  "r4_d128_int8_layer_paged": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "int8",
+    layerScales: true,
+    paged: true,
+  },
+  "r4_d128_int8_layer_paged_noslices": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "int8",
+    layerScales: true,
+    paged: true,
+    tuning: { pageSlices: false },
+  },
+  "r4_d128_e4m3_layer_paged": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "fp8e4m3",
+    layerScales: true,
+    paged: true,
+  },
+  "r4_d128_e4m3_layer_paged_early": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "fp8e4m3",
+    layerScales: true,
+    paged: true,
+    tuning: { earlyLoads: true },
+  },
+  "r4_d128_e4m3_layer_paged_noslices": {
+    rows: 4,
+    headDim: 128,
+    kvDtype: "fp8e4m3",
+    layerScales: true,
+    paged: true,
+    tuning: { pageSlices: false },
+  },
   // The merge kernels of the 4-row d128 and 1-row d128 classes.
   "merge_r4_d128": { rows: 4, headDim: 128, kvDtype: "f16", merge: true },
   "merge_r1_d128": { rows: 1, headDim: 128, kvDtype: "f16", merge: true },
@@ -227,7 +284,7 @@ function kernelWGSL(k: DumpKernel, enableDirective: boolean): string {
   }, { grid: 264, workgroupSize: k.workgroupSize, tileTokens: k.tileTokens });
   // shader-f16 as the H200 grants it to Deno's WebGPU (only `halfMath` tunings use it).
   const caps = { subgroups: true, subgroupMinSize: 32, shaderF16: true };
-  const scales = k.tokenScales ? "token" as const : undefined;
+  const scales = k.tokenScales ? "token" as const : k.layerScales ? "layer" as const : undefined;
   const spec = k.paged
     ? kernelSpec({ ...plan, kv: pagedKV(16) }, caps, k.tuning ?? {}, true, scales)
     : kernelSpec(plan, caps, k.tuning ?? {}, false, scales);

@@ -10,7 +10,14 @@ import fc from "fast-check";
 import { createDecoder, type KernelTuning, STRATEGIES } from "../mod.ts";
 import { createAttentionEncoder, createIndptrPageTable } from "../runner.ts";
 import { backendTest, propertyParams } from "./backends.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32, STORAGE } from "./gpu_device.ts";
+import {
+  bytesBuffer,
+  gpuBuffer,
+  type GpuUnderTest,
+  openGpu,
+  readF32,
+  STORAGE,
+} from "./gpu_device.ts";
 import {
   guardKernelSet,
   type KernelFamily,
@@ -252,16 +259,6 @@ for (const name of ["webgpu", "dawn"] as const) {
       }
     },
   });
-}
-
-/** A storage buffer holding any array's bytes (padded to 4). */
-function bytesBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
-  const size = Math.max(16, Math.ceil(data.byteLength / 4) * 4);
-  const b = device.createBuffer({ size, usage: STORAGE });
-  const padded = new Uint8Array(size);
-  padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  device.queue.writeBuffer(b, 0, padded);
-  return b;
 }
 
 backendTest(

@@ -61,6 +61,16 @@ export function gpuBuffer(device: GPUDevice, data: Float32Array | number): GPUBu
   return b;
 }
 
+/** A storage buffer holding any array's bytes (padded to 4). */
+export function bytesBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
+  const size = Math.max(16, Math.ceil(data.byteLength / 4) * 4);
+  const b = device.createBuffer({ size, usage: STORAGE });
+  const padded = new Uint8Array(size);
+  padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  device.queue.writeBuffer(b, 0, padded);
+  return b;
+}
+
 /** Reads `floats` f32 values back from a buffer. */
 export async function readF32(
   device: GPUDevice,

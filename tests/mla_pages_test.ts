@@ -23,7 +23,7 @@ import {
 } from "../runner.ts";
 import { indptrOptions, scatterPages, shapeOf } from "./combinations.ts";
 import { assertMatchesReference, fcParams, makeInput, sameBits } from "./helpers.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32, STORAGE } from "./gpu_device.ts";
+import { bytesBuffer, gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
 import { assertInKernelSet, MLA_WIDE, softwareSkip } from "./kernel_set.ts";
 
 /** Query heads, KV heads, K's and V's head dims: MLA's real dims, then smaller GQA/MQA shapes. */
@@ -216,16 +216,6 @@ Deno.test("bad headDimV and K/V storage sized by the wrong row length throw nami
 // ---------------------------------------------------------------------------------------------
 // GPU: the kernel set's MLA-like wide family (f32, 4/1 heads, K rows of 272, V rows of 264, no
 // subgroups), from a runner's HND pages through the attention encoder.
-
-/** A storage buffer holding any array's bytes (padded to 4). */
-function bytesBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
-  const size = Math.max(16, Math.ceil(data.byteLength / 4) * 4);
-  const b = device.createBuffer({ size, usage: STORAGE });
-  const padded = new Uint8Array(size);
-  padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  device.queue.writeBuffer(b, 0, padded);
-  return b;
-}
 
 for (const name of ["webgpu", "dawn"] as const) {
   const gpu = await openGpu(name);

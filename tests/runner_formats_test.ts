@@ -19,7 +19,14 @@ import {
   planForCache,
 } from "../runner.ts";
 import { assertMatchesReference, fcParams, makeInput, sameBits, seededRng } from "./helpers.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32, STORAGE } from "./gpu_device.ts";
+import {
+  bytesBuffer,
+  gpuBuffer,
+  type GpuUnderTest,
+  openGpu,
+  readF32,
+  STORAGE,
+} from "./gpu_device.ts";
 import { softwareSkip } from "./kernel_set.ts";
 
 /** A runner's page pool holding a dense input's tokens, and its FlashInfer-style table. */
@@ -280,16 +287,6 @@ Deno.test("bad runner page tables throw TypeError or RangeError naming the field
 const H = 8;
 const KVH = 2;
 const D = 64;
-
-/** A storage buffer holding any array's bytes (padded to 4). */
-function bytesBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
-  const size = Math.max(16, Math.ceil(data.byteLength / 4) * 4);
-  const b = device.createBuffer({ size, usage: STORAGE });
-  const padded = new Uint8Array(size);
-  padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  device.queue.writeBuffer(b, 0, padded);
-  return b;
-}
 
 for (const name of ["webgpu", "dawn"] as const) {
   const gpu = await openGpu(name);

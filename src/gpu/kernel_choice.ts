@@ -80,8 +80,10 @@ export interface KernelTuning {
    * faster on the H200 in session 34; for 4-row int8 and E4M3 kernels with per-token scales,
    * dense or paged, whose scale pairs and page-table entries go early too, 1.0-3.9% faster in
    * session 35; and for packed f16 keys (`halfMath` over f16) on 4- and 8-row blocks, 0-2.7%
-   * faster than the packed keys alone in session 35; off elsewhere, where f16 kernels spilled
-   * in session 28 and per-tensor E4M3 was 4-6% slower). The same bits. See
+   * faster than the packed keys alone in session 35; for 4-row int8 and E4M3 paged kernels with
+   * page slices, whose loads the slices sink to the loop's end otherwise (per-tensor E4M3 12%
+   * slower, session 36); off elsewhere, where f16 kernels spilled in session 28 and dense
+   * per-tensor E4M3 was 4-6% slower). The same bits. See
    * `KernelSpec.earlyLoads`.
    */
   earlyLoads?: boolean;
@@ -118,6 +120,14 @@ export interface KernelTuning {
    * two page-table entries per group and step instead of one per token.
    */
   tokenRuns?: boolean;
+  /**
+   * Paged kernels read one page-table entry per slice of a step's tokens where pages and tiles
+   * hold whole slices, and address its rows from the page's (default: on for 8-bit K/V, 0.6-2.8%
+   * faster than a page read and page arithmetic per token on the H200's paged 8-bit rows, and
+   * off for f16, bf16 and f32, whose paged kernels are bound by their reads: f16 0-1.5% slower
+   * with them, session 36). See `KernelSpec.pageSlices`.
+   */
+  pageSlices?: boolean;
   /**
    * Each step unpacks V one token at a time in its softmax update (default: the kernel table's
    * choice; see `KernelSpec.vPerToken`): fewer V floats live at once, the same results.
@@ -253,6 +263,18 @@ export function kernelSpec(
   // Runs of tokens in pages that hold them: two page-table reads per group and step.
   const pageRuns = spec.tokenRuns === true && paged && prefetch !== false &&
     plan.kv?.kind === "paged" && plan.kv.pageSize >= layout.unroll;
+  // Page slices: where pages and tiles hold whole slices of the step's token groups (pieces
+  // begin at a tile), each slice's page entry and first row are the workgroup's, not a token's.
+  // On by default for 8-bit K/V, whose loops are bound by their arithmetic: paged int8 came
+  // within 0.8-4.5% of dense (5.7-7.9% with a page read per token), E4M3 with per-token scales
+  // within 1.1%, E5M2 MHA 0.5% under, on the H200 (session 36); f16's paged kernels, bound by
+  // their reads, were 0-1.5% slower with slices.
+  const slicesWanted = tuning.pageSlices ?? KV_DTYPE_INFO[kvDtype].scaled;
+  const pageSlices = slicesWanted && paged && prefetch !== false && !pageRuns &&
+      spec.tokenRuns !== true && headDimV === headDim && plan.kv?.kind === "paged" &&
+      plan.kv.pageSize % layout.groups === 0 && tileTokens % layout.groups === 0
+    ? plan.kv.pageSize / layout.groups
+    : 0;
   const perSubgroup = layout.subgroups
     ? Math.min(
       layout.groups,
@@ -268,12 +290,18 @@ export function kernelSpec(
   // Packed f16 keys (`halfMath` over f16 KV) hold their query rows in half the registers, and
   // take early loads too (session 35, 4- and 8-row blocks).
   const halfKeys = halfMath(spec) && kvDtype === "f16" && spec.rowsPerBlock >= 4;
+  // Page slices sink the per-tensor E4M3 kernel's loads to the end of its loop (12% slower,
+  // session 36); early loads bring them back (5.3-5.9% over dense from 128k, 7.0-9.0% with a
+  // page read per token).
   const early = tuning.earlyLoads ?? (halfKeys || (spec.rowsPerBlock === 4 &&
-    (kvScales === "token" ? kvDtype === "int8" || kvDtype === "fp8e4m3" : intDots(spec))));
+    (kvScales === "token" || pageSlices > 0
+      ? kvDtype === "int8" || kvDtype === "fp8e4m3"
+      : intDots(spec))));
   return {
     ...spec,
     ...scales,
     ...(pageRuns ? { pageRuns: true } : {}),
+    ...(pageSlices > 0 ? { pageSlices } : {}),
     ...(perSubgroup > 1 ? { shuffleGroups: perSubgroup } : {}),
     ...(early && earlyLoads({ ...spec, earlyLoads: true }) ? { earlyLoads: true } : {}),
   };

@@ -146,6 +146,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     paged: spec.paged ?? false,
     runs: spec.tokenRuns ?? false,
     pageRuns: spec.pageRuns ?? false,
+    pageSlices: spec.pageSlices ?? 0,
     kOff,
     vOff,
     prefetch: spec.prefetch ?? false,

@@ -40,6 +40,13 @@ export interface StepLoadShape {
    * token) instead of one page-table read per token.
    */
   readonly pageRuns?: boolean;
+  /**
+   * Paged with prefetch, without `runs`, pages and pieces holding whole slices of `G` tokens:
+   * the pages' slices (page size / `G`). The `G` tokens `u * G + g` of a step lie in one page,
+   * read a step ahead (`npg{u}`) for the slice, and each row's address is the page's plus the
+   * slice's place in it (none with one slice per page) plus the thread's fixed offset.
+   */
+  readonly pageSlices?: number;
   /** WGSL offset of a lane's K chunk `i` in the row (padded rounds use `kpad`). */
   readonly kOff: (i: number) => string;
   /** WGSL offset of a lane's V chunk `i` in the row (padded rounds use `vpad`). */
@@ -99,6 +106,25 @@ export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
   const pageAhead = (shape.paged ?? false) && prefetch !== false;
   const runs = shape.runs ?? false;
   const pageRuns = pageAhead && runs && (shape.pageRuns ?? false);
+  // Page slices: slice u of a step begins at token `at + u * G`, in page `(at + u * G) >>
+  // page_shift` (at + u * G is a multiple of G, so with one slice per page that is the step's
+  // first page plus u). A slice past the piece's last page reads that page again (rows past the
+  // piece's end are masked).
+  const S = pageAhead && !runs && !splitV ? shape.pageSlices ?? 0 : 0;
+  const slices = S > 0;
+  const slicePage = (at: string, u: number) =>
+    S === 1
+      ? `pages[min(kv_start + (${at} >> params.page_shift) + ${u}u, page_last)]`
+      : `pages[min(kv_start + ((${at} + ${u * G}u) >> params.page_shift), page_last)]`;
+  const sliceAddr = (page: string, at: string, u: number) =>
+    `kv_slice_addr(${page}, ${at} + ${u * G}u, slice_off)`;
+  // A row's place in the pages (for its per-token scales).
+  const sliceRow = (page: string, at: string, u: number) =>
+    S === 1
+      ? `((${page} << params.page_shift) + g)`
+      : `((${page} << params.page_shift) + ((${at} + ${
+        u * G
+      }u) & ((1u << params.page_shift) - 1u)) + g)`;
   // Loads: K and V chunks of U tokens (a token past the piece re-reads its last token; its
   // score is masked, so no load needs a branch). With prefetch, the next step's chunks are
   // requested before this step's arithmetic, so loads stay in flight through it.
@@ -115,9 +141,17 @@ export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
           tokenAt(at, 0)
         } >> params.page_shift));\n`
         : "";
-      const row = pageAhead ? `kv_row_at(${page}, ${t})` : `kv_row(kv_start, ${t})`;
+      const row = slices
+        ? sliceRow(page, at, u)
+        : pageAhead
+        ? `kv_row_at(${page}, ${t})`
+        : `kv_row(kv_start, ${t})`;
       const addr = (fn: string) =>
-        pageAhead ? `${fn}_at(${page}, ${t}, kv_head)` : `${fn}(kv_start, ${t}, kv_head)`;
+        slices
+          ? sliceAddr(page, at, u)
+          : pageAhead
+          ? `${fn}_at(${page}, ${t}, kv_head)`
+          : `${fn}(kv_start, ${t}, kv_head)`;
       return `${pick}${
         tokenScales ? `      ${decl}${prefix}sc${u} = kv_scales[${row} * n_kv + kv_head];\n` : ""
       }      let ${prefix}row${u} = ${addr("kv_addr")} + lane;${
@@ -135,7 +169,12 @@ ${
     !pageAhead ? "" : pageRuns
       ? `\n      ${decl}npgA = kv_page(kv_start, ${tokenAt(at, 0)});
       ${decl}npgB = kv_page(kv_start, ${tokenAt(at, U - 1)});`
-      : `\n${lines(U, (u) => `      ${decl}npg${u} = kv_page(kv_start, ${tokenAt(at, u)});`)}`;
+      : `\n${
+        lines(U, (u) =>
+          `      ${decl}npg${u} = ${
+            slices ? slicePage(at, u) : `kv_page(kv_start, ${tokenAt(at, u)})`
+          };`)
+      }`;
   // The V part, from the row addresses of the K part.
   const issueV = (decl: string, prefix: string) =>
     lines(
@@ -157,8 +196,14 @@ ${issueV(decl, prefix)}`;
     tokenScales ? `\n${lines(U, (u) => `      let sc${u} = nsc${u};`)}` : ""
   }`;
   const takeV = lines(U, (u) => lines(CPLV, (i) => `      let v${u}_${i} = nv${u}_${i};`));
+  // The piece's last page-table entry, and this thread's fixed offset in a page.
+  const sliceInit = slices
+    ? `      let page_last = kv_start + ((tok_end - 1u) >> params.page_shift);
+      let slice_off = kv_slice_offset(g, kv_head);
+`
+    : "";
   const init = pageAhead
-    ? `${pagesAfter("tok_begin", "var ").slice(1)}
+    ? `${sliceInit}${pagesAfter("tok_begin", "var ").slice(1)}
 ${issue("tok_begin", "var ", "n")}${pagesAfter("(tok_begin + STEP)", "")}`
     : issue("tok_begin", "var ", "n");
   if (prefetch === "split") {

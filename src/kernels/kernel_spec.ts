@@ -166,6 +166,17 @@ export interface KernelSpec {
    */
   readonly pageRuns?: boolean;
   /**
+   * Paged kernels with prefetch whose pages and tiles are whole multiples of the workgroup's
+   * token groups (pieces then begin at a multiple of them too): the pages' slices of `groups`
+   * tokens each (page size / groups). Each step's `groups` tokens `u * groups + g` lie in one
+   * page, so a step reads one page-table entry per slice, not per token, and a row's address is
+   * its page's plus the slice's place in the page (none with one slice per page) plus the
+   * thread's fixed offset. A slice past the piece's last page reads that page again; rows past
+   * the piece's end are masked like every token past it (`kernelSpec` sets it from the plan's
+   * page size).
+   */
+  readonly pageSlices?: number;
+  /**
    * 8-bit KV dtypes: where the scales come from, `"tensor"` (default: `kScale` / `vScale` of the
    * params block), `"token"` (the `kvScales` binding, one `vec2<f32>(k, v)` per row and KV head)
    * or `"layer"` (one pair for the whole tensor, the first of the `kvScales` binding: a paged
@@ -377,7 +388,9 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.tokenRuns ? ":runs" : ""
   }${spec.vPerToken ? ":vpt" : ""}${earlyLoads(spec) ? ":early" : ""}${
     rowScatter(spec) ? ":rsc" : ""
-  }${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${variantKey(spec.variant)}${
+  }${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
+    l.paged && spec.pageSlices ? `:pgs${spec.pageSlices}` : ""
+  }${variantKey(spec.variant)}${
     spec.kvScales === "token" ? ":tokscale" : spec.kvScales === "layer" ? ":layerscale" : ""
   }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }

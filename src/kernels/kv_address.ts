@@ -56,6 +56,26 @@ fn kv_addr_v(base: u32, t: u32, kv_head: u32) -> u32 {
     ? `(((page * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V) << params.page_shift) +
     ${inPage} * CHUNKS_V`
     : "(kv_row_at(page, t) * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V";
+  // Page slices (`pageSlices`): a step's G-token slice lies in one page, so a row's address is
+  // its page's, times the page's stride, plus the slice's place in the page (none with one slice
+  // per page) plus the thread's fixed offset (its group's row and its KV head).
+  const slices = (spec.pageSlices ?? 0) > 0 && !splitV
+    ? `
+fn kv_slice_offset(g: u32, kv_head: u32) -> u32 {
+  return ${
+      hnd
+        ? "((kv_head * CHUNKS) << params.page_shift) + g * CHUNKS"
+        : "kv_head * CHUNKS + g * params.kv_row"
+    };
+}
+fn kv_slice_addr(page: u32, s: u32, offset: u32) -> u32 {
+  return page * (params.kv_row << params.page_shift)${
+      spec.pageSlices === 1
+        ? ""
+        : ` + (s & ((1u << params.page_shift) - 1u)) * ${hnd ? "CHUNKS" : "params.kv_row"}`
+    } + offset;
+}`
+    : "";
   return `fn kv_page(base: u32, t: u32) -> u32 {
   return pages[base + (t >> params.page_shift)];
 }
@@ -70,7 +90,7 @@ fn kv_addr_at(page: u32, t: u32, kv_head: u32) -> u32 {
 }
 fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
   return kv_addr_at(kv_page(base, t), t, kv_head);
-}${
+}${slices}${
     splitV
       ? `
 // V rows of their own length (MLA): the same addressing with V's chunks per head.

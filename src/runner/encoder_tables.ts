@@ -101,8 +101,8 @@ export function encoderKernels(
     `${p.headDim}/${p.headDimV}:${p.kvDtype}:${t.tileTokens}:${t.rowsPerBlock}:${t.workgroupSize}:${
       plan.kv.layout ?? "NHD"
     }${variantKey(spec.variant)}${spec.pageRuns ? ":pgr" : ""}${
-      spec.kvScales ? `:${spec.kvScales}` : ""
-    }`;
+      spec.pageSlices ? `:pgs${spec.pageSlices}` : ""
+    }${spec.kvScales ? `:${spec.kvScales}` : ""}`;
   if (have?.signature === signature) return have;
   return {
     signature,
