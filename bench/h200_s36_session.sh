@@ -10,6 +10,7 @@
 #           from `deno run -A --unstable-webgpu bench/dump_spirv.ts --out=.scratch/spv36
 #           --only=...`, carry .scratch).
 #   e4m3    per-tensor E4M3 paged with page slices and early loads (see the block below).
+#   final   the 8-bit rows and their paged twins with the session's final defaults.
 #   tests   the paged GPU tests through Deno's WebGPU (page slices, paged caches and runner pages
 #           in every dtype, token runs, MLA pages), then the kernel options and combinations.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
@@ -57,6 +58,14 @@ if [ "$mode" = e4m3 ]; then
       --paged "${kernel[@]}" --only="$cases" --skip='tok' --out="$out/e4m3_$run.json"
   done
   if [ -d .scratch/spv36 ]; then sass_of .scratch/spv36/*.spv; fi
+  stamp "done"
+fi
+
+if [ "$mode" = final ]; then
+  # The defaults at the end of the session: the 8-bit rows with their paged twins (slices for
+  # 8-bit, early loads for per-tensor E4M3 with them), checked against float64, back to back.
+  run_deno 200 paged8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='int8|e4m3|e5m2' --out="$out/paged8.json"
   stamp "done"
 fi
 
