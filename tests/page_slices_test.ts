@@ -197,8 +197,12 @@ for (const name of ["webgpu", "dawn"] as const) {
       const kernel = { pageSlices: true };
       const sliced = await createAttentionEncoder(device, { grid: 8, kernel });
       const plain = await createAttentionEncoder(device, { grid: 8 });
+      // Split prefetch (the next step's K after this step's dot products) on hardware GPUs.
+      const splitTuning = { prefetch: "split" as const };
+      const split = await createAttentionEncoder(device, { grid: 8, kernel: splitTuning });
       const deviceCaps = kernelCaps(device, adapter.info);
-      // 8-bit pages (per-token scales, NaN in unused rows) on hardware GPUs.
+      // 8-bit pages (per-token scales, NaN in unused rows; int8 with split prefetch too) on
+      // hardware GPUs.
       const dtypes: KVDtype[] = exhaustive ? ["f16", "int8", "fp8e4m3"] : ["f16"];
       try {
         for (const kvDtype of dtypes) {
@@ -216,15 +220,17 @@ for (const name of ["webgpu", "dawn"] as const) {
           // Pages of G and 2G tokens take slices; pages of 2 do not (G is at least 4 here).
           const results: { out: Float32Array; lse: Float32Array }[] = [];
           for (const layout of ["NHD", "HND"] as const) {
-            for (const pageSize of [G, 2 * G, 2]) {
+            const runs = [G, 2 * G, 2].map((pageSize) => ({ pageSize, splitRun: false }));
+            if (kvDtype === "int8") runs.push({ pageSize: G, splitRun: true });
+            for (const { pageSize, splitRun } of runs) {
               const pages = scatterPages(input, pageSize, layout, 5);
-              const attention = kvDtype === "f16" ? sliced : plain;
+              const attention = splitRun ? split : kvDtype === "f16" ? sliced : plain;
               const plan = attention.plan(createIndptrPageTable(indptrOptions(input, pages)), {
                 seqs: SEQ_LENS.map((_, i) => i),
                 numHeads: H,
               });
               const source = kvDtype === "f16" ? undefined : "token" as const;
-              const tuning = kvDtype === "f16" ? kernel : {};
+              const tuning = splitRun ? splitTuning : kvDtype === "f16" ? kernel : {};
               const spec = kernelSpec(plan, deviceCaps, tuning, true, source);
               assert.equal(
                 spec.pageSlices,
@@ -254,7 +260,8 @@ for (const name of ["webgpu", "dawn"] as const) {
                 lse: await readF32(device, lse, rows),
               };
               for (const b of [k, v, q, out, lse, ...(scales ? [scales] : [])]) b.destroy();
-              assertMatchesReference(input, got, `${kvDtype} ${layout} pages of ${pageSize}`);
+              const what = `${kvDtype} ${layout} pages of ${pageSize}${splitRun ? ", split" : ""}`;
+              assertMatchesReference(input, got, what);
               results.push(got);
             }
           }
@@ -266,6 +273,7 @@ for (const name of ["webgpu", "dawn"] as const) {
       } finally {
         sliced.dispose();
         plain.dispose();
+        split.dispose();
       }
     },
   });
