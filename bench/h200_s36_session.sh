@@ -10,6 +10,7 @@
 #           from `deno run -A --unstable-webgpu bench/dump_spirv.ts --out=.scratch/spv36
 #           --only=...`, carry .scratch).
 #   e4m3    per-tensor E4M3 paged with page slices and early loads (see the block below).
+#   tests2  the page-slice tests (split prefetch added) through Deno's WebGPU and Dawn.
 #   final   the 8-bit rows and their paged twins with the session's final defaults.
 #   tests   the paged GPU tests through Deno's WebGPU (page slices, paged caches and runner pages
 #           in every dtype, token runs, MLA pages), then the kernel options and combinations.
@@ -66,6 +67,14 @@ if [ "$mode" = final ]; then
   # 8-bit, early loads for per-tensor E4M3 with them), checked against float64, back to back.
   run_deno 200 paged8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
     --only='int8|e4m3|e5m2' --out="$out/paged8.json"
+  stamp "done"
+fi
+
+if [ "$mode" = tests2 ]; then
+  # The page-slice tests again (split prefetch added) through Deno's WebGPU, then through Dawn
+  # with the per-tensor cache test.
+  run_backend_tests webgpu 150 tests_webgpu.log tests/page_slices_test.ts
+  run_backend_tests dawn 200 tests_dawn.log tests/page_slices_test.ts tests/kv8_tensor_cache_test.ts
   stamp "done"
 fi
 
