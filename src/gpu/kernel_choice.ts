@@ -266,7 +266,7 @@ export function kernelSpec(
   // Page slices: where pages and tiles hold whole slices of the step's token groups (pieces
   // begin at a tile), each slice's page entry and first row are the workgroup's, not a token's.
   // On by default for 8-bit K/V, whose loops are bound by their arithmetic: paged int8 came
-  // within 0.8-4.5% of dense (5.7-7.9% with a page read per token), E4M3 with per-token scales
+  // within 0.8-4.5% of dense (1.7-7.9% with a page read per token), E4M3 with per-token scales
   // within 1.1%, E5M2 MHA 0.5% under, on the H200 (session 36); f16's paged kernels, bound by
   // their reads, were 0-1.5% slower with slices.
   const slicesWanted = tuning.pageSlices ?? KV_DTYPE_INFO[kvDtype].scaled;
