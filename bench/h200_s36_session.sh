@@ -12,6 +12,7 @@
 #   e4m3    per-tensor E4M3 paged with page slices and early loads (see the block below).
 #   tests2  the page-slice tests (split prefetch added) through Deno's WebGPU and Dawn.
 #   final   the 8-bit rows and their paged twins with the session's final defaults.
+#   noearly the 8-bit rows and paged twins without early loads, and the kernels' machine code.
 #   tests   the paged GPU tests through Deno's WebGPU (page slices, paged caches and runner pages
 #           in every dtype, token runs, MLA pages), then the kernel options and combinations.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
@@ -75,6 +76,18 @@ if [ "$mode" = tests2 ]; then
   # with the per-tensor cache test.
   run_backend_tests webgpu 150 tests_webgpu.log tests/page_slices_test.ts
   run_backend_tests dawn 200 tests_dawn.log tests/page_slices_test.ts tests/kv8_tensor_cache_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = noearly ]; then
+  # After `final`: where the 4-row paged 8-bit kernels still lose 4-7% to dense with fewer than
+  # 1.2% more instructions: the 8-bit rows with their paged twins without early loads (dense
+  # too), checked and back to back; then the machine code of the dense and paged int8 and E4M3
+  # kernels, each loop's full instruction mix (.scratch/spv36, carry .scratch), the SASS files
+  # kept (sass.tgz).
+  run_deno 200 paged8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --kernel='{"earlyLoads":false}' --only='int8|e4m3|e5m2' --out="$out/paged8.json"
+  if [ -d .scratch/spv36 ]; then sass_of .scratch/spv36/*.spv; fi
   stamp "done"
 fi
 
