@@ -13,6 +13,7 @@
 #   tests2  the page-slice tests (split prefetch added) through Deno's WebGPU and Dawn.
 #   final   the 8-bit rows and their paged twins with the session's final defaults.
 #   noearly the 8-bit rows and paged twins without early loads, and the kernels' machine code.
+#   f16early the f16 GQA kernels at unroll 2 or 16 lanes, with and without early loads.
 #   tests   the paged GPU tests through Deno's WebGPU (page slices, paged caches and runner pages
 #           in every dtype, token runs, MLA pages), then the kernel options and combinations.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
@@ -88,6 +89,24 @@ if [ "$mode" = noearly ]; then
   run_deno 200 paged8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
     --kernel='{"earlyLoads":false}' --only='int8|e4m3|e5m2' --out="$out/paged8.json"
   if [ -d .scratch/spv36 ]; then sass_of .scratch/spv36/*.spv; fi
+  stamp "done"
+fi
+
+if [ "$mode" = f16early ]; then
+  # The f16 GQA kernels (4-row d128, 255 registers, loads sunk to the loop's end; early loads
+  # spilled at unroll 4 in session 28) with fewer registers for the data in flight, so early
+  # loads fit: unroll 2, or 16 lanes per token (half the query and output registers), each with
+  # and without early loads, against the default, checked and back to back.
+  cases='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b4 16k|b16 16k'
+  for run in plain u2 u2_early l16 l16_early; do
+    kernel=()
+    [ "$run" = u2 ] && kernel=(--kernel='{"unroll":2}')
+    [ "$run" = u2_early ] && kernel=(--kernel='{"unroll":2,"earlyLoads":true}')
+    [ "$run" = l16 ] && kernel=(--kernel='{"lanes":16}')
+    [ "$run" = l16_early ] && kernel=(--kernel='{"lanes":16,"earlyLoads":true}')
+    run_deno 100 "$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      "${kernel[@]}" --only="$cases" --skip='int8|e4m3|e5m2' --out="$out/$run.json"
+  done
   stamp "done"
 fi
 
