@@ -14,6 +14,7 @@
 #   final   the 8-bit rows and their paged twins with the session's final defaults.
 #   noearly the 8-bit rows and paged twins without early loads, and the kernels' machine code.
 #   f16early the f16 GQA kernels at unroll 2 or 16 lanes, with and without early loads.
+#   pages2  the paged 8-bit kernels with their page-table entries out of the early test.
 #   tests   the paged GPU tests through Deno's WebGPU (page slices, paged caches and runner pages
 #           in every dtype, token runs, MLA pages), then the kernel options and combinations.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
@@ -106,6 +107,18 @@ if [ "$mode" = f16early ]; then
     [ "$run" = l16_early ] && kernel=(--kernel='{"lanes":16,"earlyLoads":true}')
     run_deno 100 "$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
       "${kernel[@]}" --only="$cases" --skip='int8|e4m3|e5m2' --out="$out/$run.json"
+  done
+  stamp "done"
+fi
+
+if [ "$mode" = pages2 ]; then
+  # After `noearly`: the paged 8-bit kernels with the page-table entries left out of the early
+  # test (`kernel: { earlyPages: false }`) against the default, checked and back to back.
+  for run in base eplate; do
+    kernel=()
+    [ "$run" = eplate ] && kernel=(--kernel='{"earlyPages":false}')
+    run_deno 150 "paged8_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+      --check --paged "${kernel[@]}" --only='int8|e4m3' --out="$out/paged8_$run.json"
   done
   stamp "done"
 fi

@@ -88,6 +88,11 @@ export interface KernelTuning {
    */
   earlyLoads?: boolean;
   /**
+   * Paged kernels with early loads put the page-table entries read ahead in the early test too
+   * (default true; false leaves them at the loop's end: for measurements).
+   */
+  earlyPages?: boolean;
+  /**
    * Steps a packed f16 weighted sum of V adds in f16 before it joins the f32 output state
    * (default 1; for measurements). See `KernelSpec.halfSteps`.
    */
@@ -304,6 +309,7 @@ export function kernelSpec(
     ...(pageSlices > 0 ? { pageSlices } : {}),
     ...(perSubgroup > 1 ? { shuffleGroups: perSubgroup } : {}),
     ...(early && earlyLoads({ ...spec, earlyLoads: true }) ? { earlyLoads: true } : {}),
+    ...(tuning.earlyPages === false && paged ? { earlyPages: false } : {}),
   };
 }
 

@@ -151,6 +151,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     vOff,
     prefetch: spec.prefetch ?? false,
     early: earlyLoads(spec),
+    earlyPages: spec.earlyPages ?? true,
     halfChunks: { k: halfK && !halfBytes, v: halfV16 },
   });
   const fastSteps = spec.fastSteps ?? true;

@@ -62,6 +62,8 @@ export interface StepLoadShape {
    * source has them (the top of the step) instead of sinking them to its end.
    */
   readonly early?: boolean;
+  /** With `early`, the page-table entries read ahead go early too (default true). */
+  readonly earlyPages?: boolean;
   /** K or V chunks read as `KHalves` (f16 K or V of packed f16 math), not as words. */
   readonly halfChunks?: { readonly k: boolean; readonly v: boolean };
 }
@@ -243,7 +245,7 @@ function useEarly(shape: StepLoadShape): string {
   // With per-token scales, the next step's scale pairs too, and with pages the page-table
   // entries read for the step after it (left out, their loads stay at the loop's end, and the
   // next step waits there for them all the same).
-  const pages = !(shape.paged ?? false)
+  const pages = !(shape.paged ?? false) || shape.earlyPages === false
     ? []
     : (shape.runs ?? false) && (shape.pageRuns ?? false)
     ? ["npgA", "npgB"]

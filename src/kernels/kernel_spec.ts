@@ -152,6 +152,11 @@ export interface KernelSpec {
    */
   readonly earlyLoads?: boolean;
   /**
+   * Paged kernels with early loads: the page-table entries read ahead go early with the K and V
+   * words (default true; false leaves them out of the early test: for measurements).
+   */
+  readonly earlyPages?: boolean;
+  /**
    * Each lane group's partial scores are added so that each lane ends with one row's score (a
    * reduce-scatter over the lanes, then the row's softmax on its lanes only), and the rows'
    * weights reach the other lanes by shuffles: fewer shuffles, adds and exponentials per token
@@ -387,8 +392,8 @@ export function specKey(kind: string, spec: KernelSpec): string {
   }${spec.fmaDots ? ":fma" : ""}${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${
     spec.tokenRuns ? ":runs" : ""
   }${spec.vPerToken ? ":vpt" : ""}${earlyLoads(spec) ? ":early" : ""}${
-    rowScatter(spec) ? ":rsc" : ""
-  }${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
+    earlyLoads(spec) && spec.earlyPages === false ? ":eplate" : ""
+  }${rowScatter(spec) ? ":rsc" : ""}${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
     l.paged && spec.pageSlices ? `:pgs${spec.pageSlices}` : ""
   }${variantKey(spec.variant)}${
     spec.kvScales === "token" ? ":tokscale" : spec.kvScales === "layer" ? ":layerscale" : ""
