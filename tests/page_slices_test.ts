@@ -106,6 +106,37 @@ Deno.test("page slices: set where pages and tiles hold whole slices of the step'
     undefined,
   );
   assert.equal(kernelSpec(e4m3, caps).earlyLoads, undefined);
+  // Paged int8 at per-tensor scales leaves its page-table entries out of the early test; E4M3
+  // and per-token scales keep them in.
+  const int8 = createPlan(
+    { seqLens: [4096], numHeads: 32, numKVHeads: 8, headDim: 128, kvDtype: "int8" },
+    { grid: 8 },
+  );
+  const earlyTest = (code: string) => code.split("\n").find((l) => l.includes("early ^=")) ?? "";
+  for (
+    const [plan, source, late] of [[int8, "layer", true], [int8, "token", false], [
+      e4m3,
+      "layer",
+      false,
+    ]] as const
+  ) {
+    const spec = kernelSpec({ ...plan, kv: pagedKV(16) }, caps, {}, true, source);
+    const what = `${plan.problem.kvDtype} ${source}`;
+    assert.equal(spec.earlyLoads, true, what);
+    assert.equal(spec.earlyPages === false, late, what);
+    assert.equal(specKey("decode", spec).includes(":eplate"), late, what);
+    const test = earlyTest(decodeKernelWGSL(spec));
+    assert.ok(test.includes("nk0_0"), what);
+    assert.equal(test.includes("npg0"), !late, what);
+    const early = kernelSpec(
+      { ...plan, kv: pagedKV(16) },
+      caps,
+      { earlyPages: true },
+      true,
+      source,
+    );
+    assert.ok(earlyTest(decodeKernelWGSL(early)).includes("npg0"), what);
+  }
   // Token runs (the r4 d64 class's default) read their pages by runs instead.
   const d64 = createPlan(
     { seqLens: [4096], numHeads: 32, numKVHeads: 8, headDim: 64, kvDtype: "f16" },

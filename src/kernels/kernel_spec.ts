@@ -153,7 +153,9 @@ export interface KernelSpec {
   readonly earlyLoads?: boolean;
   /**
    * Paged kernels with early loads: the page-table entries read ahead go early with the K and V
-   * words (default true; false leaves them out of the early test: for measurements).
+   * words (default true; false leaves them out of the early test, and the compiler then issues
+   * their reads where it likes: `kernelSpec` sets it for int8 at per-tensor scales with page
+   * slices, session 36). The same bits.
    */
   readonly earlyPages?: boolean;
   /**
