@@ -306,7 +306,8 @@ export function kernelSpec(
       : intDots(spec))));
   // Paged int8 at per-tensor scales with slices: its page-table entries out of the early test
   // took it from 1.004-1.051x of dense to 0.990-1.001x (session 36); E4M3 was 0.1-2.1% slower.
-  const lateInt8Pages = pageSlices > 0 && kvDtype === "int8" && kvScales !== "token";
+  const earlyPages = tuning.earlyPages ?? !(pageSlices > 0 && kvDtype === "int8" &&
+    kvScales !== "token");
   return {
     ...spec,
     ...scales,
@@ -314,7 +315,7 @@ export function kernelSpec(
     ...(pageSlices > 0 ? { pageSlices } : {}),
     ...(perSubgroup > 1 ? { shuffleGroups: perSubgroup } : {}),
     ...(early && earlyLoads({ ...spec, earlyLoads: true }) ? { earlyLoads: true } : {}),
-    ...(!(tuning.earlyPages ?? !lateInt8Pages) && paged ? { earlyPages: false } : {}),
+    ...(!earlyPages && paged ? { earlyPages: false } : {}),
   };
 }
 
