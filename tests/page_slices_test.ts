@@ -27,25 +27,12 @@ import { kernelCaps } from "../src/gpu/gpu_runtime.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
 import { specKey } from "../src/kernels/kernel_spec.ts";
 import { kernelLayout } from "../src/kernels/kernel_layout.ts";
-import type { PagedKV } from "../src/plan/kv_addressing.ts";
 import { PIECE, PIECE_STRIDE } from "../src/plan/schedule.ts";
 import { indptrOptions, scatterPages } from "./combinations.ts";
+import { pagedKV } from "./paged_helpers.ts";
 import { bytesBuffer, gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
 import { softwareSkip } from "./kernel_set.ts";
 import { assertMatchesReference, fcParams, makeInput, sameBits } from "./helpers.ts";
-
-/** A paged addressing of `pageSize`-token pages (the spec reads only its kind and page size). */
-function pagedKV(pageSize: number, layout?: "HND"): PagedKV {
-  return {
-    kind: "paged",
-    pageSize,
-    pageShift: Math.log2(pageSize),
-    numPages: 1,
-    pages: new Uint32Array(1),
-    pageOffsets: new Uint32Array(2),
-    ...(layout ? { layout } : {}),
-  };
-}
 
 const caps = { subgroups: true, subgroupMinSize: 32 };
 

@@ -8,6 +8,7 @@
 
 import { type DecodeInput, encodeKV, type Strategy } from "../mod.ts";
 import type { AttentionEncoder, KVCache, PagedPlan } from "../runner.ts";
+import type { PagedKV } from "../src/plan/kv_addressing.ts";
 import { gpuBuffer, readF32 } from "./gpu_device.ts";
 import { randomFloats, seededRng } from "./helpers.ts";
 
@@ -72,5 +73,21 @@ export function denseInput(
     headDim: cache.headDim,
     kvDtype: "f16",
     strategy: shape.strategy,
+  };
+}
+
+/**
+ * A paged addressing of `pageSize`-token pages for `kernelSpec` (which reads only its kind, page
+ * size and layout): one page, no table.
+ */
+export function pagedKV(pageSize: number, layout?: "HND"): PagedKV {
+  return {
+    kind: "paged",
+    pageSize,
+    pageShift: Math.log2(pageSize),
+    numPages: 1,
+    pages: new Uint32Array(1),
+    pageOffsets: new Uint32Array(2),
+    ...(layout ? { layout } : {}),
   };
 }

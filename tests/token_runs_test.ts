@@ -18,9 +18,8 @@ import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
 import { specKey } from "../src/kernels/kernel_spec.ts";
 import { kernelLayout } from "../src/kernels/kernel_layout.ts";
-import type { PagedKV } from "../src/plan/kv_addressing.ts";
 import { type GpuUnderTest, openGpu } from "./gpu_device.ts";
-import { denseInput, encodeAndRead, grow } from "./paged_helpers.ts";
+import { denseInput, encodeAndRead, grow, pagedKV } from "./paged_helpers.ts";
 import { softwareSkip } from "./kernel_set.ts";
 import { assertMatchesReference, randomFloats, sameBits, seededRng } from "./helpers.ts";
 
@@ -28,18 +27,6 @@ const H = 8;
 const KVH = 2;
 const D = 64;
 const GRID = 8;
-
-/** A paged addressing of `pageSize`-token pages (the spec reads only its kind and page size). */
-function pagedKV(pageSize: number): PagedKV {
-  return {
-    kind: "paged",
-    pageSize,
-    pageShift: Math.log2(pageSize),
-    numPages: 1,
-    pages: new Uint32Array(1),
-    pageOffsets: new Uint32Array(2),
-  };
-}
 
 const plan = createPlan(
   { seqLens: [4096], numHeads: H, numKVHeads: KVH, headDim: D, kvDtype: "f16" },
