@@ -1,7 +1,8 @@
 /**
- * Shared by the paged-cache GPU tests (tests/paged_test.ts, tests/token_runs_test.ts): growing
- * cache sequences beside their dense copies, one attention pass of the encoder read back, and the
- * dense decode input of the same tokens.
+ * Shared by the paged-cache tests (tests/paged_test.ts, tests/token_runs_test.ts,
+ * tests/page_slices_test.ts): growing cache sequences beside their dense copies, one attention
+ * pass of the encoder read back, the dense decode input of the same tokens, and a page size's
+ * addressing for kernel specs.
  *
  * @module
  */
