@@ -15,7 +15,8 @@
  * and outputs: a decode kernel each, and one merge kernel for the f16 output. The kernel-option
  * tests (tests/kernel_options_test.ts) add tuned kernels of one GQA 8/2 d32 shape (split
  * prefetch with shared query rows over f16 and int8 K/V, packed f16 dot products) through
- * decoders of their own. On a hardware GPU,
+ * decoders of their own, and the NaN-step tests (tests/nan_steps_test.ts) FP8 E4M3 kernels of
+ * that shape with and without a NaN-code test per word. On a hardware GPU,
  * or with
  * `LEAN_TEST_EXHAUSTIVE=1` (`deno task test:gpu`), the tests draw from the whole shape space.
  *

@@ -52,6 +52,13 @@ export interface KVDtypeInfo {
    */
   readonly wgslUnpackHalf?: { readonly 16: string; readonly 8: string };
   /**
+   * WGSL of `unpack_kv_raw(w)`, `nan_bytes(w)` and `nan_kv(v, w)` for a 16-byte and an 8-byte
+   * chunk, where `unpack_kv` tests each word for NaN codes (FP8 E4M3): the decode kernel's
+   * `nanSteps` unpacks a step's chunks raw and tests them all at once (see
+   * `KernelSpec.nanSteps`); absent elsewhere.
+   */
+  readonly wgslNanSteps?: { readonly 16: string; readonly 8: string };
+  /**
    * WGSL of the append kernel's conversion of packed dtypes: `half_bits(x: f32) -> u32` (16-bit)
    * or `byte_bits(x: f32) -> u32` (8-bit, of an already scaled value), else "".
    */

@@ -36,15 +36,21 @@ const UNPACK_WORD: Record<Kv8Format, string> = {
   // exact too: bytes 0 and 2 by shifting the word left, 1 and 3 right, two per unpack (the masks
   // keep each half's own byte).
   // NaN codes (S.1111.111) only where a byte of w & 0x7f7f7f7f is 0x7f, which carries into
-  // its top bit: one test per word.
-  fp8e4m3: `fn unpack_word(w: u32) -> vec4<f32> {
+  // its top bit: one test per word (`nan_word` makes those elements NaN).
+  fp8e4m3: `fn unpack_word_raw(w: u32) -> vec4<f32> {
   let a = unpack2x16float(((w << 7u) & 0x3f803f80u) | ((w << 8u) & 0x80008000u));
   let b = unpack2x16float(((w >> 1u) & 0x3f803f80u) | (w & 0x80008000u));
-  var v = vec4<f32>(a.x, b.x, a.y, b.y);
+  return vec4<f32>(a.x, b.x, a.y, b.y);
+}
+fn nan_word(v: vec4<f32>, w: u32) -> vec4<f32> {
+  let mag = (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0x7fu);
+  let nan = vec4<u32>(0x7fc00000u);
+  return bitcast<vec4<f32>>(select(bitcast<vec4<u32>>(v), nan, mag == vec4<u32>(0x7fu)));
+}
+fn unpack_word(w: u32) -> vec4<f32> {
+  var v = unpack_word_raw(w);
   if ((((w & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u) != 0u) {
-    let mag = (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0x7fu);
-    let nan = vec4<u32>(0x7fc00000u);
-    v = bitcast<vec4<f32>>(select(bitcast<vec4<u32>>(v), nan, mag == vec4<u32>(0x7fu)));
+    v = nan_word(v, w);
   }
   return v;
 }`,
@@ -84,6 +90,28 @@ const UNPACK_WORD_HALF: Partial<Record<Kv8Format, string>> = {
   return vec4<f16>(vec2<f16>(unpack2x16float(a)), vec2<f16>(unpack2x16float(b)));
 }`,
 };
+
+/**
+ * FP8 E4M3's unpacking with one NaN test per step instead of one per word (`KernelSpec.nanSteps`):
+ * `unpack_kv_raw(w)` leaves NaN codes as finite values, `nan_bytes(w)` sets bit 7 of a byte where
+ * that byte of some word of the chunk is a NaN code (the low 7 bits plus 1 carry into it, no
+ * further), so the step ORs every chunk's and tests `& 0x80808080u` once, and `nan_kv(v, w)`
+ * makes the NaN codes' elements NaN (taken only where the test holds).
+ */
+function nanStepsWGSL(words: 2 | 4): string {
+  const ws = ["x", "y", "z", "w"].slice(0, words);
+  return `
+fn unpack_kv_raw(w: vec${words}<u32>) -> array<vec4<f32>, ${words}> {
+  return array<vec4<f32>, ${words}>(${ws.map((c) => `unpack_word_raw(w.${c})`).join(", ")});
+}
+fn nan_bytes(w: vec${words}<u32>) -> u32 {
+  let b = (w & vec${words}<u32>(0x7f7f7f7fu)) + vec${words}<u32>(0x01010101u);
+  return ${ws.map((c) => `b.${c}`).join(" | ")};
+}
+fn nan_kv(v: array<vec4<f32>, ${words}>, w: vec${words}<u32>) -> array<vec4<f32>, ${words}> {
+  return array<vec4<f32>, ${words}>(${ws.map((c, i) => `nan_word(v[${i}], w.${c})`).join(", ")});
+}`;
+}
 
 /** `unpack_kh` of a 16-byte load (four words) and of an 8-byte load (two words). */
 function unpackHalf(word: string): { 16: string; 8: string } {
@@ -180,6 +208,7 @@ function entry(format: Kv8Format): KVDtypeInfo {
     wgslUnpack8: `${UNPACK_WORD[format]}${UNPACK_HALF_WORDS}`,
     unpackScale: UNPACK_SCALE[format],
     ...(UNPACK_WORD_HALF[format] ? { wgslUnpackHalf: unpackHalf(UNPACK_WORD_HALF[format]!) } : {}),
+    ...(format === "fp8e4m3" ? { wgslNanSteps: { 16: nanStepsWGSL(4), 8: nanStepsWGSL(2) } } : {}),
     wgslPack: PACK_BYTE[format],
     encode: (values, scale) => encodeKv8(values, format, scale ?? 1),
     decode: (data, scale) => decodeKv8(data as Int8Array | Uint8Array, format, scale ?? 1),

@@ -8,6 +8,7 @@
 import {
   earlyLoads,
   halfMath,
+  halfValues,
   intDots,
   type KernelSpec,
   type KVScaleSource,
@@ -94,6 +95,11 @@ export interface KernelTuning {
    * without). The same bits. See `KernelSpec.earlyPages`.
    */
   earlyPages?: boolean;
+  /**
+   * FP8 E4M3 kernels test a step's K chunks for NaN codes at once, and its V chunks, instead of
+   * each word (default off). The same bits. See `KernelSpec.nanSteps`.
+   */
+  nanSteps?: boolean;
   /**
    * Steps a packed f16 weighted sum of V adds in f16 before it joins the f32 output state
    * (default 1; for measurements). See `KernelSpec.halfSteps`.
@@ -297,17 +303,29 @@ export function kernelSpec(
   // Packed f16 keys (`halfMath` over f16 KV) hold their query rows in half the registers, and
   // take early loads too (session 35, 4- and 8-row blocks).
   const halfKeys = halfMath(spec) && kvDtype === "f16" && spec.rowsPerBlock >= 4;
-  // Page slices sink the per-tensor E4M3 kernel's loads to the end of its loop (12% slower,
-  // session 36); early loads bring them back (5.3-5.9% over dense from 128k, 7.0-9.0% with a
-  // page read per token).
-  const early = tuning.earlyLoads ?? (halfKeys || (spec.rowsPerBlock === 4 &&
-    (kvScales === "token" || pageSlices > 0
-      ? kvDtype === "int8" || kvDtype === "fp8e4m3"
-      : intDots(spec))));
+  // FP8 E4M3 unpacked to f32 (keys without `halfMath`, or V without packed f16 sums): one NaN
+  // test per step instead of one per word, by default on 4-row blocks (2-4.5% faster at per-tensor
+  // scales, 5-10% with a scale per token, session 37) and 1-row paged ones (2%); 1-row dense ones
+  // were 6% slower (their loads sank to the loop's end).
+  const rows = spec.rowsPerBlock;
+  const e4m3 = kvDtype === "fp8e4m3";
+  const nanSteps = (tuning.nanSteps ?? (e4m3 && (rows === 4 || (rows === 1 && paged)))) &&
+    e4m3 && (!halfMath(spec) || (!halfValues(spec) && spec.vPerToken !== true));
+  // E4M3 keys tested per step (4- and 1-row blocks) take early loads only where page slices sink
+  // their loads otherwise: paged at per-tensor scales, the 4-row kernel's page-table entries
+  // left out of the test (0.87-0.92x of dense, against 1.04-1.07x), and 1-row paged ones; with
+  // a scale per token they were 8-10% slower with them, dense or paged (session 37).
+  const nanKeys = nanSteps && !halfMath(spec) && (rows === 4 || rows === 1);
+  // Before that, page slices sank the per-tensor E4M3 kernel's loads to the end of its loop (12%
+  // slower, session 36), and early loads brought them back.
+  const early = tuning.earlyLoads ??
+    (nanKeys ? pageSlices > 0 && (rows === 1 || kvScales !== "token") : halfKeys || (rows === 4 &&
+      (kvScales === "token" || pageSlices > 0 ? kvDtype === "int8" || e4m3 : intDots(spec))));
   // Paged int8 at per-tensor scales with slices: its page-table entries out of the early test
-  // took it from 1.004-1.051x of dense to 0.990-1.001x (session 36); E4M3 was 0.1-2.1% slower.
-  const earlyPages = tuning.earlyPages ?? !(pageSlices > 0 && kvDtype === "int8" &&
-    kvScales !== "token");
+  // took it from 1.004-1.051x of dense to 0.990-1.001x (session 36; E4M3 then was 0.1-2.1%
+  // slower), and so does 4-row E4M3 with its keys tested per step.
+  const earlyPages = tuning.earlyPages ?? !(pageSlices > 0 && kvScales !== "token" &&
+    (kvDtype === "int8" || (nanKeys && rows === 4)));
   return {
     ...spec,
     ...scales,
@@ -316,6 +334,7 @@ export function kernelSpec(
     ...(perSubgroup > 1 ? { shuffleGroups: perSubgroup } : {}),
     ...(early && earlyLoads({ ...spec, earlyLoads: true }) ? { earlyLoads: true } : {}),
     ...(!earlyPages && paged ? { earlyPages: false } : {}),
+    ...(nanSteps ? { nanSteps: true } : {}),
   };
 }
 

@@ -35,7 +35,14 @@ import {
   PIECE_LOOP_WGSL,
   QUERY_ROW_WGSL,
 } from "./kernel_params.ts";
-import { kvChunkWGSL, kvLoadHalfWGSL, kvLoadWGSL } from "./kv_load.ts";
+import {
+  chunkNames,
+  kvChunkWGSL,
+  kvLoadHalfWGSL,
+  kvLoadWGSL,
+  kvNanStepsWGSL,
+  nanTestWGSL,
+} from "./kv_load.ts";
 import {
   grid,
   halfValuesWGSL,
@@ -134,6 +141,11 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   // f16 V's halves enter the sums as stored; 8-bit codes as `unpack_kh` orders them.
   const halfV16 = halfV && spec.kvDtype === "f16";
   const halfSwizzle = halfV16 ? "" : ".xzyw";
+  // FP8 E4M3 chunks unpacked to f32 without a NaN test per word: one test per step for K's, one
+  // for V's (`nanSteps`).
+  const nanSteps = (spec.nanSteps ?? false) && kvNanStepsWGSL(spec.kvDtype, loadDim) !== "";
+  const vPerToken = spec.vPerToken ?? false;
+  const nanV = nanSteps && !halfV && !vPerToken;
   const sums = halfV ? halfValuesWGSL(RP * E4V, halfSteps(spec), halfSwizzle) : undefined;
   const usedBytes = baseWorkgroupBytes(spec); // workgroup memory besides the group merge's
   const { loads, prefetchInit, afterDots, takeV, afterV, useEarly } = stepLoadsWGSL({
@@ -160,6 +172,8 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
       ? `      let vf${u}_${i} = array<vec4<f16>, 2>(v${u}_${i}.lo, v${u}_${i}.hi);`
       : halfV
       ? `      let vf${u}_${i} = unpack_kh(v${u}_${i});`
+      : nanV
+      ? `      var vf${u}_${i} = unpack_kv_raw(v${u}_${i});`
       : `      let vf${u}_${i} = unpack_kv(v${u}_${i});`;
   const shape = {
     RP,
@@ -180,7 +194,6 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   };
   // The softmax updates the output state: V's chunks, unpacked before it or (vPerToken) one
   // token at a time inside it.
-  const vPerToken = spec.vPerToken ?? false;
   const unpackToken = (u: number) =>
     lines(CPLV, (i) => unpackV(u, i)).replaceAll(/^ {6}/gm, "        ");
   // Row scatter: each lane adds and weighs one row's scores (src/kernels/decode_scatter.ts).
@@ -240,6 +253,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     shared: spec.queryShared ?? false,
     staged: queryStaged(spec),
     fmaDots: spec.fmaDots ?? false,
+    nanSteps: nanSteps && !halfK,
   });
   const dots = query.dots;
   const io = ioWGSL(spec);
@@ -311,6 +325,8 @@ ${exchange}${query.workgroup}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvLoadWGSL(spec.kvDtype, loadDim)}${
+    nanSteps ? `\n${kvNanStepsWGSL(spec.kvDtype, loadDim)}` : ""
+  }${
     halfBytes || (halfV && !halfV16)
       ? `
 ${kvLoadHalfWGSL(spec.kvDtype, loadDim)}`
@@ -383,6 +399,8 @@ ${reduce}${scaleScores}${
     variant.logit ? `\n${grid(U, RP, (u, r) => `      ${variant.logit!(`d${u}_${r}`)}`)}` : ""
   }${logits ? `\n${logits}` : ""}${takeV ? `\n${takeV}` : ""}
 ${vPerToken ? "" : lines(U, (u) => lines(CPLV, (i) => unpackV(u, i)))}${
+    nanV ? `\n${nanTestWGSL(chunkNames("vf", "v", U, CPLV))}` : ""
+  }${
     useEarly
       ? `
 ${useEarly}`

@@ -7,6 +7,7 @@
  */
 
 import { grid, lines } from "./decode_step.ts";
+import { chunkNames, nanTestWGSL } from "./kv_load.ts";
 
 /** The block's geometry and the query rows' home: what the generated statements index. */
 export interface QueryShape {
@@ -60,6 +61,11 @@ export interface QueryShape {
    * by multiply-adds. Default false.
    */
   readonly fmaDots?: boolean;
+  /**
+   * K chunks unpacked by `unpack_kv_raw`, then one NaN-code test over the step's chunks
+   * (`nanSteps`; ignored with `half` or `intDots`). Default false.
+   */
+  readonly nanSteps?: boolean;
 }
 
 /** Multiply-adds nested in one expression at most: Tint's parser refuses deep nesting. */
@@ -304,8 +310,19 @@ ${
       const i = Math.floor(x / V4), j = x % V4;
       return [`kf${u}_${i}[${j}]`, `qv[${qi(r, i, j)}]`] as const;
     });
+  const nans = (shape.nanSteps ?? false) && !half && !ints;
   const unpackK = (u: number) =>
-    lines(CPL, (i) => `      let kf${u}_${i} = unpack_kv(k${u}_${i});`);
+    lines(
+      CPL,
+      (i) =>
+        nans
+          ? `      var kf${u}_${i} = unpack_kv_raw(k${u}_${i});`
+          : `      let kf${u}_${i} = unpack_kv(k${u}_${i});`,
+    );
+  // Every token's K chunks, then (nanSteps) the step's one NaN-code test.
+  const unpackAllK = `${lines(U, unpackK)}${
+    nans ? `\n${nanTestWGSL(chunkNames("kf", "k", U, CPL))}` : ""
+  }`;
   // int8 K by integer dot products: the high bytes' sum times 256 plus the low bytes' (at most
   // 2^14 per element before the shift by 8, so up to 512 dims per lane stay within an i32;
   // `intDots` allows no more).
@@ -350,7 +367,7 @@ ${
       )
     }`
     : shared
-    ? `${lines(U, unpackK)}
+    ? `${unpackAllK}
 ${grid(U, RP, (u, r) => `      var d${u}_${r} = 0.0;`)}
 ${
       grid(RP, CPL * V4, (r, x) => {
@@ -368,15 +385,16 @@ ${
       }`;
       })
     }`
-    : lines(U, (u) =>
-      `${unpackK(u)}
-${
-        lines(RP, (r) =>
-          shape.fmaDots
-            ? fmaChain(`d${u}_${r}`, keyQueryPairs(u, r))
-            : `      var d${u}_${r} = ${
-              keyQueryPairs(u, r).map(([k, q]) => `dot(${k}, ${q})`).join(" + ")
-            };`)
-      }`);
+    : `${nans ? `${unpackAllK}\n` : ""}${
+      lines(U, (u) =>
+        `${nans ? "" : `${unpackK(u)}\n`}${
+          lines(RP, (r) =>
+            shape.fmaDots
+              ? fmaChain(`d${u}_${r}`, keyQueryPairs(u, r))
+              : `      var d${u}_${r} = ${
+                keyQueryPairs(u, r).map(([k, q]) => `dot(${k}, ${q})`).join(" + ")
+              };`)
+        }`)
+    }`;
   return { workgroup, load, dots };
 }

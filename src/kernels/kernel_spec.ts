@@ -159,6 +159,13 @@ export interface KernelSpec {
    */
   readonly earlyPages?: boolean;
   /**
+   * FP8 E4M3 chunks unpacked to f32 (K without `halfMath`, V without `halfValues` or
+   * `vPerToken`) skip their per-word NaN-code tests: the step tests all its K chunks at once, and
+   * all its V chunks, and makes the NaN codes NaN in a branch taken only then (two branches per
+   * step instead of one per word; the same bits). Ignored for other dtypes.
+   */
+  readonly nanSteps?: boolean;
+  /**
    * Each lane group's partial scores are added so that each lane ends with one row's score (a
    * reduce-scatter over the lanes, then the row's softmax on its lanes only), and the rows'
    * weights reach the other lanes by shuffles: fewer shuffles, adds and exponentials per token
@@ -395,9 +402,9 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.tokenRuns ? ":runs" : ""
   }${spec.vPerToken ? ":vpt" : ""}${earlyLoads(spec) ? ":early" : ""}${
     earlyLoads(spec) && spec.earlyPages === false ? ":eplate" : ""
-  }${rowScatter(spec) ? ":rsc" : ""}${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
-    l.paged && spec.pageSlices ? `:pgs${spec.pageSlices}` : ""
-  }${variantKey(spec.variant)}${
+  }${spec.nanSteps ? ":nans" : ""}${rowScatter(spec) ? ":rsc" : ""}${
+    spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""
+  }${l.paged && spec.pageSlices ? `:pgs${spec.pageSlices}` : ""}${variantKey(spec.variant)}${
     spec.kvScales === "token" ? ":tokscale" : spec.kvScales === "layer" ? ":layerscale" : ""
   }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }

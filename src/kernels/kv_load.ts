@@ -56,3 +56,59 @@ export function kvChunkWGSL(kvDtype: KVDtype, headDim?: number): string {
 export function kvLoadHalfWGSL(kvDtype: KVDtype, headDim?: number): string {
   return KV_DTYPE_INFO[kvDtype].wgslUnpackHalf?.[kvLoadBytes(kvDtype, headDim)] ?? "";
 }
+
+/**
+ * WGSL of `unpack_kv_raw`, `nan_bytes` and `nan_kv` (a step's chunks unpacked without their
+ * NaN-code tests, then tested at once: `KernelSpec.nanSteps`), or "" where the dtype's unpacking
+ * has no such test (see `KVDtypeInfo.wgslNanSteps`).
+ *
+ * @example
+ * ```ts
+ * import { kvNanStepsWGSL } from "./kv_load.ts";
+ * console.log(kvNanStepsWGSL("fp8e4m3").includes("fn nan_bytes"), kvNanStepsWGSL("int8")); // true
+ * ```
+ */
+export function kvNanStepsWGSL(kvDtype: KVDtype, headDim?: number): string {
+  return KV_DTYPE_INFO[kvDtype].wgslNanSteps?.[kvLoadBytes(kvDtype, headDim)] ?? "";
+}
+
+/**
+ * The one NaN-code test of a step's chunks (`nanSteps`): `chunks` are the (unpacked, raw) names
+ * of each chunk, unpacked by `unpack_kv_raw` into `var`s; where a byte of any raw chunk is a NaN
+ * code, every chunk's NaN codes are made NaN, as `unpack_kv` makes them.
+ *
+ * @example
+ * ```ts
+ * import { nanTestWGSL } from "./kv_load.ts";
+ * const test = nanTestWGSL([["kf0_0", "k0_0"], ["kf1_0", "k1_0"]]);
+ * console.log(test.includes("nan_bytes(k0_0) | nan_bytes(k1_0)")); // true
+ * ```
+ */
+export function nanTestWGSL(chunks: readonly (readonly [string, string])[]): string {
+  const any = chunks.map(([, w]) => `nan_bytes(${w})`).join(" | ");
+  return `      if (((${any}) & 0x80808080u) != 0u) {
+${chunks.map(([v, w]) => `        ${v} = nan_kv(${v}, ${w});`).join("\n")}
+      }`;
+}
+
+/**
+ * The (unpacked, raw) names of a step's chunks, token by token: `${unpacked}${u}_${i}` and
+ * `${raw}${u}_${i}` for `tokens` tokens of `chunks` chunks each (see {@linkcode nanTestWGSL}).
+ *
+ * @example
+ * ```ts
+ * import { chunkNames } from "./kv_load.ts";
+ * console.log(chunkNames("vf", "v", 2, 1)); // [ [ "vf0_0", "v0_0" ], [ "vf1_0", "v1_0" ] ]
+ * ```
+ */
+export function chunkNames(
+  unpacked: string,
+  raw: string,
+  tokens: number,
+  chunks: number,
+): [string, string][] {
+  return Array.from({ length: tokens * chunks }, (_, x) => {
+    const at = `${Math.floor(x / chunks)}_${x % chunks}`;
+    return [`${unpacked}${at}`, `${raw}${at}`];
+  });
+}
