@@ -16,10 +16,18 @@
 #   dense   after `final`, where the paged E4M3 kernels beat dense ones by 8-16%: dense E4M3
 #           kernels with `nanSteps` and split prefetch, and the 1-row one with early loads at the
 #           default kernel's grid (502), against the defaults, checked and back to back.
+#   ahead   dense kernels addressing the next step's rows from the piece's first row read from
+#           the schedule a step ahead (`baseAhead`, as paged kernels read their pages): E4M3
+#           with early loads (and without), int8 and f16 GQA, checked and back to back.
 #   final   the session's defaults (one NaN test per step for 4-row E4M3 kernels and 1-row paged
 #           ones, with their early-load defaults): the 8-bit rows with their paged twins, checked
 #           and back to back; the paged E4M3 kernel's machine code (.scratch/spv37); then the
 #           8-bit tests through Deno's WebGPU, and the NaN-step tests through Dawn.
+#   final2  after `ahead`, the session's last defaults (the 4-row dense per-tensor E4M3 kernel with
+#           its base read ahead and early loads, the 1-row dense one with early loads): the E4M3
+#           rows with their paged twins, checked and back to back; the dense kernels' machine
+#           code (.scratch/spv37); the NaN-step and 8-bit decode tests through Deno's WebGPU and
+#           the NaN-step tests through Dawn.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s37_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -108,5 +116,34 @@ if [ "$mode" = dense ]; then
     run_deno 60 "mha_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
       --grid=502 "${kernel[@]}" --only='b1 h32 128k e4m3' --out="$out/mha_$run.json"
   done
+  stamp "done"
+fi
+
+if [ "$mode" = ahead ]; then
+  for run in early ahead_early ahead; do
+    case $run in
+      early) kernel=(--kernel='{"earlyLoads":true}') ;;
+      ahead_early) kernel=(--kernel='{"baseAhead":true,"earlyLoads":true}') ;;
+      ahead) kernel=(--kernel='{"baseAhead":true}') ;;
+    esac
+    run_deno 100 "e4m3_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      "${kernel[@]}" --only='e4m3' --out="$out/e4m3_$run.json"
+  done
+  for run in base ahead; do
+    kernel=()
+    [ "$run" = ahead ] && kernel=(--kernel='{"baseAhead":true}')
+    run_deno 100 "gqa_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      "${kernel[@]}" --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k|b16 16k' --skip='e4m3|e5m2' \
+      --out="$out/gqa_$run.json"
+  done
+  stamp "done"
+fi
+
+if [ "$mode" = final2 ]; then
+  run_deno 120 e4m3.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='e4m3' --out="$out/e4m3.json"
+  if [ -d .scratch/spv37 ]; then sass_of .scratch/spv37/*.spv; fi
+  run_backend_tests webgpu 120 tests_webgpu.log tests/nan_steps_test.ts tests/kv8_decode_test.ts
+  run_backend_tests dawn 60 tests_dawn.log tests/nan_steps_test.ts
   stamp "done"
 fi

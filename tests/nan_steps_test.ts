@@ -1,13 +1,15 @@
 /**
  * One NaN-code test per step for FP8 E4M3 (`KernelSpec.nanSteps`, session 37): the decode kernel
  * unpacks a step's E4M3 chunks without their per-word NaN tests, then tests all its K chunks at
- * once and all its V chunks, and makes the NaN codes NaN in a branch taken only then. Checked on
- * the host: where `kernelSpec` sets it (and the early-load defaults that go with it), its key
- * and its WGSL; on the GPU backends, over the kernel-option tests' GQA 8/2 d32 shape: random
- * E4M3 caches with NaN codes in K and V at live tokens, at per-tensor and per-token scales,
- * against the float64 reference (which rows are NaN, and the rest's values) and bit for bit
- * against the per-word test (`nanSteps: false`); and V rows holding every code, each output
- * element equal to the reference's.
+ * once and all its V chunks, and makes the NaN codes NaN in a branch taken only then; with it,
+ * the 4-row dense kernel at per-tensor scales reads its rows' base a step ahead (`baseAhead`) and
+ * takes early loads. Checked on the
+ * host: where `kernelSpec` sets them, their keys and WGSL; on the GPU backends, over the
+ * kernel-option tests' GQA 8/2 d32 shape (with whole prefetch) and its MHA twin: random E4M3 caches
+ * with NaN codes in K and V at live tokens, at per-tensor and per-token scales, against the
+ * float64 reference (which rows are NaN, and the rest's values) and bit for bit against the
+ * kernels without these options (`nanSteps: false`; the MHA kernel takes the per-step test by
+ * tuning); and V rows holding every code, each output element equal to the reference's.
  *
  * @module
  */
@@ -49,22 +51,27 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row paged ones test each step once
     );
     assert.equal(kernelSpec(plan, caps, { nanSteps: true }).nanSteps, undefined, kvDtype);
   }
-  // Early loads with it: paged at per-tensor scales only, the 4-row kernel's page-table entries
-  // out of the early test; none dense or with a scale per token.
-  const early = (spec: { earlyLoads?: boolean; earlyPages?: boolean }) => [
+  // Early loads with it at per-tensor scales only: paged, the 4-row kernel's page-table entries
+  // out of the early test; dense, the 4-row kernel with its rows' base read a step ahead.
+  type Loads = { earlyLoads?: boolean; earlyPages?: boolean; baseAhead?: boolean };
+  const early = (spec: Loads) => [
     spec.earlyLoads ?? false,
     spec.earlyPages ?? true,
+    spec.baseAhead ?? false,
   ];
-  assert.deepEqual(early(kernelSpec(gqa, caps)), [false, true]);
-  assert.deepEqual(early(kernelSpec(gqa, caps, {}, false, "token")), [false, true]);
-  assert.deepEqual(early(kernelSpec(paged(32), caps, {}, true, "layer")), [true, false]);
-  assert.deepEqual(early(kernelSpec(paged(32), caps, {}, true, "token")), [false, true]);
-  assert.deepEqual(early(kernelSpec(paged(8), caps, {}, true, "layer")), [true, true]);
-  // Without it, session 36's defaults: early loads for 4-row paged kernels with slices and for
-  // per-token scales.
+  assert.deepEqual(early(kernelSpec(gqa, caps)), [true, true, true]);
+  assert.deepEqual(early(kernelSpec(gqa, caps, {}, false, "token")), [false, true, false]);
+  assert.deepEqual(early(kernelSpec(paged(32), caps, {}, true, "layer")), [true, false, false]);
+  assert.deepEqual(early(kernelSpec(paged(32), caps, {}, true, "token")), [false, true, false]);
+  assert.deepEqual(early(kernelSpec(paged(8), caps, {}, true, "layer")), [true, true, false]);
+  assert.deepEqual(early(kernelSpec(mha, caps)), [false, true, false]);
+  // Without early loads no base ahead; without the per-step test, session 36's defaults: early
+  // loads for 4-row paged kernels with slices and for per-token scales.
+  assert.deepEqual(early(kernelSpec(gqa, caps, { earlyLoads: false })), [false, true, false]);
   const off = { nanSteps: false };
-  assert.deepEqual(early(kernelSpec(paged(32), caps, off, true, "layer")), [true, true]);
-  assert.deepEqual(early(kernelSpec(gqa, caps, off, false, "token")), [true, true]);
+  assert.deepEqual(early(kernelSpec(gqa, caps, off)), [false, true, false]);
+  assert.deepEqual(early(kernelSpec(paged(32), caps, off, true, "layer")), [true, true, false]);
+  assert.deepEqual(early(kernelSpec(gqa, caps, off, false, "token")), [true, true, false]);
 
   // The key, and the step's two tests in the WGSL instead of a test in every word's unpacking.
   const spec = kernelSpec(gqa, caps);
@@ -78,6 +85,14 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row paged ones test each step once
   assert.ok(wgsl.includes("var vf0_0 = unpack_kv_raw(v0_0);"));
   assert.ok(!wgsl.includes("= unpack_kv(k0_0)") && !wgsl.includes("= unpack_kv(v0_0)"));
   assert.ok(decodeKernelWGSL(plain).includes("let kf0_0 = unpack_kv(k0_0);"));
+  // The base read ahead: the next step's rows from `nkb`, read again for the step after.
+  assert.ok(specKey("decode", spec).includes(":bah"));
+  assert.ok(
+    wgsl.includes("nkb = sched[f + PIECE_KV_START + (((s0 + STEP) + STEP) >> 31u)];") ||
+      wgsl.includes("nkb = sched[f + PIECE_KV_START + ((s0 + 2u * STEP) >> 31u)];"),
+  );
+  assert.ok(wgsl.includes("let nrow0 = kv_addr(nkb, min((s0 + STEP) + 0u + g"));
+  assert.ok(!decodeKernelWGSL(plain).includes("nkb"));
 });
 
 /** Writes E4M3 NaN codes (0x7f, 0xff) into some live elements of K and V. */
@@ -89,26 +104,43 @@ function withNaNCodes(input: DecodeInput, at: { k: number[]; v: number[] }): Dec
   return { ...input, k, v };
 }
 
+/**
+ * The cases of the bits test: GQA 8/2 d32 (4-row blocks) with whole prefetch (the class takes
+ * split prefetch by default), so the per-tensor kernel reads its base ahead with early loads,
+ * against the per-word test; MHA 2/2 d32 (1 row, the per-step test by tuning) against the per-word
+ * test.
+ */
+const BITS_CASES = [
+  { kvScales: "tensor", numHeads: 8, tuning: { prefetch: true }, plain: { nanSteps: false } },
+  { kvScales: "token", numHeads: 8, tuning: { prefetch: true }, plain: { nanSteps: false } },
+  { kvScales: "tensor", numHeads: 2, tuning: { nanSteps: true }, plain: { nanSteps: false } },
+] as const;
+
 gpuTest(
   "nanSteps: E4M3 NaN codes tested once per step give the per-word test's bits",
   async (b) => {
-    const base = KERNEL_OPTION_SHAPES[0]; // GQA 8/2 d32: 4-row blocks
-    const stepped = await b.open();
-    const perWord = await b.open({ kernel: { nanSteps: false } });
-    try {
-      for (const kvScales of ["tensor", "token"] as const) {
-        const spec: CaseSpec = { ...base, kvDtype: "fp8e4m3", kvScales, seed: 71 };
-        // Elements of (token, KV head, dim): sequence 0 has tokens 0-149, sequence 1 150-189.
-        const el = (t: number, h: number, d: number) => (t * 2 + h) * 32 + d;
-        const input = withNaNCodes(makeInput(spec), {
-          k: [el(3, 0, 5), el(170, 1, 31)],
-          v: [el(100, 1, 0), el(149, 0, 17), el(189, 1, 8)],
-        });
-        const ref = referenceAttention(input);
+    for (const { kvScales, numHeads, tuning, plain } of BITS_CASES) {
+      const spec: CaseSpec = {
+        ...KERNEL_OPTION_SHAPES[0],
+        numHeads,
+        kvDtype: "fp8e4m3",
+        kvScales,
+        seed: 71,
+      };
+      // Elements of (token, KV head, dim): sequence 0 has tokens 0-149, sequence 1 150-189.
+      const el = (t: number, h: number, d: number) => (t * 2 + h) * 32 + d;
+      const input = withNaNCodes(makeInput(spec), {
+        k: [el(3, 0, 5), el(170, 1, 31)],
+        v: [el(100, 1, 0), el(149, 0, 17), el(189, 1, 8)],
+      });
+      const ref = referenceAttention(input);
+      const stepped = await b.open({ kernel: tuning });
+      const reference = await b.open({ kernel: { ...tuning, ...plain } });
+      try {
         for (const strategy of ["lean", "split"] as const) {
-          const what = `${kvScales} ${strategy}`;
+          const what = `${numHeads}/2 ${kvScales} ${strategy}`;
           const got = await stepped.decode({ ...input, strategy });
-          const want = await perWord.decode({ ...input, strategy });
+          const want = await reference.decode({ ...input, strategy });
           assert.ok(sameBits(got.out, want.out) && sameBits(got.lse, want.lse), `bits, ${what}`);
           let nans = 0;
           for (let i = 0; i < got.out.length; i++) {
@@ -121,10 +153,10 @@ gpuTest(
           const error = relativeL2Error(finite(got.out), finite(ref.out));
           assert.ok(error < 1e-5, `relative L2 error ${error}, ${what}`);
         }
+      } finally {
+        await stepped.dispose();
+        await reference.dispose();
       }
-    } finally {
-      await stepped.dispose();
-      await perWord.dispose();
     }
   },
 );

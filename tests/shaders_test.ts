@@ -530,7 +530,7 @@ Deno.test("a device-wide lane count meets shorter rows with the most lanes divid
   assert.equal(kernelSpec(plan(64)).rowSets, kernelChoice(64, 4).rowSets);
 });
 
-Deno.test("early loads are the default for 4-row int8 with integer keys, 4-row int8 and E4M3 with per-token scales, and packed f16 keys", () => {
+Deno.test("early loads are the default for 4-row int8 with integer keys, 4-row int8 with per-token scales, 4-row E4M3 at per-tensor scales, and packed f16 keys", () => {
   const plan = (kvDtype: "int8" | "f16" | "fp8e4m3", rowsPerGroup: number) => ({
     problem: { headDim: 128, kvDtype },
     tiles: tileConfig({ headDim: 128, rowsPerGroup, kvDtype }),
@@ -541,22 +541,37 @@ Deno.test("early loads are the default for 4-row int8 with integer keys, 4-row i
   assert.ok(earlyLoads(int8));
   assert.match(decodeKernelWGSL(int8), /early \^= /);
   assert.equal(kernelSpec(plan("int8", 4), caps, {}, false, "tensor").earlyLoads, true);
-  // With per-token scales (dense, or paged as the cache keeps them), int8 and E4M3, the next
-  // step's scale pairs and page-table entries with them.
+  // With per-token scales (dense, or paged as the cache keeps them), int8, and E4M3 with a NaN
+  // test per word (with one per step it is faster without them, tests/nan_steps_test.ts), the
+  // next step's scale pairs and page-table entries with them.
   for (const kvDtype of ["int8", "fp8e4m3"] as const) {
+    const tuning = kvDtype === "int8" ? {} : { nanSteps: false };
     for (const paged of [false, true]) {
-      const token = kernelSpec(plan(kvDtype, 4), caps, {}, paged, "token");
+      const token = kernelSpec(plan(kvDtype, 4), caps, tuning, paged, "token");
       assert.equal(token.kvScales, "token");
       assert.equal(token.earlyLoads, true, `${kvDtype} paged ${paged}`);
       const wgsl = decodeKernelWGSL(token);
       assert.match(wgsl, /early \^= [^;]*bitcast<u32>\(nsc0\.x\)/);
       assert.equal(/early \^= [^;]* \^ npg0/.test(wgsl), paged);
-      const off = kernelSpec(plan(kvDtype, 4), caps, { earlyLoads: false }, paged, "token");
+      const off = kernelSpec(
+        plan(kvDtype, 4),
+        caps,
+        { ...tuning, earlyLoads: false },
+        paged,
+        "token",
+      );
       assert.doesNotMatch(decodeKernelWGSL(off), /early \^= /);
     }
   }
-  // Not for E4M3 with per-tensor scales (its loads sit at the loop's top already; slower).
-  assert.equal(kernelSpec(plan("fp8e4m3", 4), caps, {}, false, "tensor").earlyLoads, undefined);
+  // E4M3 at per-tensor scales: with its NaN codes tested per step and its rows' base read ahead
+  // (dense) or slices (paged); not with a test per word (its loads at the loop's top already).
+  assert.equal(kernelSpec(plan("fp8e4m3", 4), caps, {}, false, "tensor").earlyLoads, true);
+  const perWord = { nanSteps: false };
+  assert.equal(
+    kernelSpec(plan("fp8e4m3", 4), caps, perWord, false, "tensor").earlyLoads,
+    undefined,
+  );
+  assert.equal(kernelSpec(plan("fp8e4m3", 4), caps, {}, false, "token").earlyLoads, undefined);
   assert.equal(kernelSpec(plan("int8", 4), caps, { earlyLoads: false }).earlyLoads, undefined);
   assert.equal(kernelSpec(plan("int8", 4), caps, { intDots: false }).earlyLoads, undefined);
   assert.equal(kernelSpec(plan("int8", 1), caps).earlyLoads, undefined);
@@ -584,6 +599,8 @@ Deno.test("the split prefetch, shared or staged query rows, packed f16, row scat
     (s) => ({ ...s, rowScatter: !s.rowScatter }),
     (s) => ({ ...s, vPerToken: !s.vPerToken }),
     (s) => ({ ...s, queryStaged: !s.queryStaged }),
+    (s) => ({ ...s, nanSteps: !s.nanSteps }),
+    (s) => ({ ...s, baseAhead: !s.baseAhead }),
   ];
   fc.assert(
     fc.property(specArb, fc.integer({ min: 0, max: toggles.length - 1 }), (a, t) => {

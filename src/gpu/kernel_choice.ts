@@ -101,6 +101,13 @@ export interface KernelTuning {
    */
   nanSteps?: boolean;
   /**
+   * Dense kernels with whole prefetch read the piece's first row again a step ahead and address
+   * the next step's rows from it (default: on for 4-row E4M3 kernels at per-tensor scales, with
+   * early loads: 11-13% faster on the H200, session 37; int8 was 3% slower, f16 no faster). The
+   * same bits. See `KernelSpec.baseAhead`.
+   */
+  baseAhead?: boolean;
+  /**
    * Steps a packed f16 weighted sum of V adds in f16 before it joins the f32 output state
    * (default 1; for measurements). See `KernelSpec.halfSteps`.
    */
@@ -311,15 +318,19 @@ export function kernelSpec(
   const e4m3 = kvDtype === "fp8e4m3";
   const nanSteps = (tuning.nanSteps ?? (e4m3 && (rows === 4 || (rows === 1 && paged)))) &&
     e4m3 && (!halfMath(spec) || (!halfValues(spec) && spec.vPerToken !== true));
-  // E4M3 keys tested per step (4- and 1-row blocks) take early loads only where page slices sink
-  // their loads otherwise: paged at per-tensor scales, the 4-row kernel's page-table entries
-  // left out of the test (0.87-0.92x of dense, against 1.04-1.07x), and 1-row paged ones; with
-  // a scale per token they were 8-10% slower with them, dense or paged (session 37).
+  // E4M3 keys tested per step (4- and 1-row blocks) take early loads at per-tensor scales: paged
+  // with slices, the 4-row kernel's page-table entries left out of the test, 1-row ones with
+  // them, and 4-row dense ones with their rows' base read a step ahead (`baseAhead`; without it
+  // they were 4% slower with early loads, with it 11-13% faster). With a scale per token they
+  // were 8-10% slower with early loads, dense or paged (session 37).
   const nanKeys = nanSteps && !halfMath(spec) && (rows === 4 || rows === 1);
-  // Before that, page slices sank the per-tensor E4M3 kernel's loads to the end of its loop (12%
-  // slower, session 36), and early loads brought them back.
+  const baseAhead = !paged && (tuning.baseAhead ??
+    (nanKeys && rows === 4 && kvScales !== "token" && tuning.earlyLoads !== false));
+  // (Before that, page slices sank the per-tensor E4M3 kernel's loads to the end of its loop, 12%
+  // slower, session 36, and early loads brought them back.) The 1-row dense E4M3 kernel keeps
+  // its per-word test and no early loads: 2% slower with them at its class's grid (session 37).
   const early = tuning.earlyLoads ??
-    (nanKeys ? pageSlices > 0 && (rows === 1 || kvScales !== "token") : halfKeys || (rows === 4 &&
+    (nanKeys ? kvScales !== "token" && (pageSlices > 0 || baseAhead) : halfKeys || (rows === 4 &&
       (kvScales === "token" || pageSlices > 0 ? kvDtype === "int8" || e4m3 : intDots(spec))));
   // Paged int8 at per-tensor scales with slices: its page-table entries out of the early test
   // took it from 1.004-1.051x of dense to 0.990-1.001x (session 36; E4M3 then was 0.1-2.1%
@@ -335,6 +346,7 @@ export function kernelSpec(
     ...(early && earlyLoads({ ...spec, earlyLoads: true }) ? { earlyLoads: true } : {}),
     ...(!earlyPages && paged ? { earlyPages: false } : {}),
     ...(nanSteps ? { nanSteps: true } : {}),
+    ...(baseAhead && early && earlyLoads({ ...spec, earlyLoads: true }) ? { baseAhead: true } : {}),
   };
 }
 

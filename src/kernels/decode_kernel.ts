@@ -164,6 +164,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     prefetch: spec.prefetch ?? false,
     early: earlyLoads(spec),
     earlyPages: spec.earlyPages ?? true,
+    baseAhead: spec.baseAhead ?? false,
     halfChunks: { k: halfK && !halfBytes, v: halfV16 },
   });
   const fastSteps = spec.fastSteps ?? true;

@@ -47,6 +47,11 @@ export interface StepLoadShape {
    * slice's place in it (none with one slice per page) plus the thread's fixed offset.
    */
   readonly pageSlices?: number;
+  /**
+   * Dense KV with whole prefetch: the next step's rows are addressed from the piece's first row
+   * read again from the schedule a step ahead (`nkb`), as paged kernels read their pages.
+   */
+  readonly baseAhead?: boolean;
   /** WGSL offset of a lane's K chunk `i` in the row (padded rounds use `kpad`). */
   readonly kOff: (i: number) => string;
   /** WGSL offset of a lane's V chunk `i` in the row (padded rounds use `vpad`). */
@@ -148,12 +153,13 @@ export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
         : pageAhead
         ? `kv_row_at(${page}, ${t})`
         : `kv_row(kv_start, ${t})`;
+      const base = ahead && prefix === "n" ? "nkb" : "kv_start";
       const addr = (fn: string) =>
         slices
           ? sliceAddr(page, at, u)
           : pageAhead
           ? `${fn}_at(${page}, ${t}, kv_head)`
-          : `${fn}(kv_start, ${t}, kv_head)`;
+          : `${fn}(${base}, ${t}, kv_head)`;
       return `${pick}${
         tokenScales ? `      ${decl}${prefix}sc${u} = kv_scales[${row} * n_kv + kv_head];\n` : ""
       }      let ${prefix}row${u} = ${addr("kv_addr")} + lane;${
@@ -166,9 +172,16 @@ ${
         )
       }`;
     });
+  // Dense with `baseAhead`: the piece's first row read again for the step after the one just
+  // requested (its index depends on the step, so the read stays in the loop).
+  const ahead = (shape.baseAhead ?? false) && !(shape.paged ?? false) && prefetch === true;
   // The pages of the step after the one just requested (paged with prefetch).
   const pagesAfter = (at: string, decl: string) =>
-    !pageAhead ? "" : pageRuns
+    ahead
+      ? `\n      ${decl}nkb = sched[f + PIECE_KV_START + (${at} >> 31u)];`
+      : !pageAhead
+      ? ""
+      : pageRuns
       ? `\n      ${decl}npgA = kv_page(kv_start, ${tokenAt(at, 0)});
       ${decl}npgB = kv_page(kv_start, ${tokenAt(at, U - 1)});`
       : `\n${
@@ -204,7 +217,10 @@ ${issueV(decl, prefix)}`;
       let slice_off = kv_slice_offset(g, kv_head);
 `
     : "";
-  const init = pageAhead
+  const init = ahead
+    ? `      var nkb = kv_start;
+${issue("tok_begin", "var ", "n")}${pagesAfter("(tok_begin + STEP)", "")}`
+    : pageAhead
     ? `${sliceInit}${pagesAfter("tok_begin", "var ").slice(1)}
 ${issue("tok_begin", "var ", "n")}${pagesAfter("(tok_begin + STEP)", "")}`
     : issue("tok_begin", "var ", "n");
