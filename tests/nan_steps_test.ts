@@ -18,7 +18,7 @@ import assert from "node:assert/strict";
 import { createPlan, type DecodeInput, encodeKV, referenceAttention } from "../mod.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
-import { specKey } from "../src/kernels/kernel_spec.ts";
+import { specKey } from "../src/kernels/spec_key.ts";
 import { pagedKV } from "./paged_helpers.ts";
 import { gpuTest } from "./backends.ts";
 import { KERNEL_OPTION_SHAPES } from "./kernel_set.ts";

@@ -25,7 +25,7 @@ import {
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { kernelCaps } from "../src/gpu/gpu_runtime.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
-import { specKey } from "../src/kernels/kernel_spec.ts";
+import { specKey } from "../src/kernels/spec_key.ts";
 import { kernelLayout } from "../src/kernels/kernel_layout.ts";
 import { PIECE, PIECE_STRIDE } from "../src/plan/schedule.ts";
 import { indptrOptions, scatterPages } from "./combinations.ts";

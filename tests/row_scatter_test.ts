@@ -12,7 +12,8 @@ import assert from "node:assert/strict";
 import { createPlan } from "../mod.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
-import { type KernelSpec, rowScatter, specKey } from "../src/kernels/kernel_spec.ts";
+import { type KernelSpec, rowScatter } from "../src/kernels/kernel_spec.ts";
+import { specKey } from "../src/kernels/spec_key.ts";
 
 const base: KernelSpec = {
   headDim: 128,

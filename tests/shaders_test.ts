@@ -16,8 +16,8 @@ import {
   type KernelSpec,
   queryStaged,
   scaleTable,
-  specKey,
 } from "../src/kernels/kernel_spec.ts";
+import { specKey } from "../src/kernels/spec_key.ts";
 import { elementsPerLoad, kernelLayout } from "../src/kernels/kernel_layout.ts";
 import { KERNEL_TABLE, kernelChoice, kernelChoiceKey } from "../src/kernels/kernel_table.ts";
 import { kernelLayoutEntries } from "../src/kernels/abi.ts";

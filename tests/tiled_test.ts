@@ -15,7 +15,7 @@ import { decodeKV, encodeKV, type KVDtype, referenceAttention, STRATEGIES } from
 import { matrixBlocksFit, tileConfig } from "../plan.ts";
 import { createAttentionEncoder, createIndptrPageTable } from "../runner.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
-import { specKey } from "../src/kernels/kernel_spec.ts";
+import { specKey } from "../src/kernels/spec_key.ts";
 import { tiledKernelWGSL } from "../src/kernels/tiled_kernel.ts";
 import {
   TILED_THREADS,

@@ -16,7 +16,7 @@ import { createDecoder, createPlan, type Strategy } from "../mod.ts";
 import { createAttentionEncoder, createKVCache } from "../runner.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
-import { specKey } from "../src/kernels/kernel_spec.ts";
+import { specKey } from "../src/kernels/spec_key.ts";
 import { kernelLayout } from "../src/kernels/kernel_layout.ts";
 import { type GpuUnderTest, openGpu } from "./gpu_device.ts";
 import { denseInput, encodeAndRead, grow, pagedKV } from "./paged_helpers.ts";

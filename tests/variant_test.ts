@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { CAUSAL, VARIANTS } from "../src/core/variant.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
-import { specKey } from "../src/kernels/kernel_spec.ts";
+import { specKey } from "../src/kernels/spec_key.ts";
 import { kernelParams } from "../src/kernels/kernel_params.ts";
 import { BINDING, kernelLayoutEntries, PARAMS_RECORD } from "../src/kernels/abi.ts";
 import {

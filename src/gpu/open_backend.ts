@@ -6,7 +6,8 @@
  * @module
  */
 
-import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
+import type { KernelSpec } from "../kernels/kernel_spec.ts";
+import { specKey } from "../kernels/spec_key.ts";
 import { kernelParams } from "../kernels/kernel_params.ts";
 import { gridClassKey } from "../kernels/kernel_table.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";

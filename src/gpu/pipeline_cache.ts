@@ -16,7 +16,8 @@ import {
 } from "../kernels/abi.ts";
 import { appendKernelWGSL } from "../kernels/append_kernel.ts";
 import type { KVDtype } from "../core/problem.ts";
-import { type KernelSpec, scaleTable, specKey } from "../kernels/kernel_spec.ts";
+import { type KernelSpec, scaleTable } from "../kernels/kernel_spec.ts";
+import { specKey } from "../kernels/spec_key.ts";
 import { mergeKernelWGSL } from "../kernels/merge_kernel.ts";
 import { tiledKernelWGSL } from "../kernels/tiled_kernel.ts";
 import { needsHeadTable } from "../kernels/variant_wgsl.ts";

@@ -111,6 +111,9 @@ export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
   // for the step after the one being requested), so the requests of K and V rows never wait for
   // a page-table read (an L2 round trip in front of every prefetch otherwise).
   const pageAhead = (shape.paged ?? false) && prefetch !== false;
+  // Dense with `baseAhead`: the piece's first row read again for the step after the one just
+  // requested (its index depends on the step, so the read stays in the loop), as the pages are.
+  const ahead = (shape.baseAhead ?? false) && !(shape.paged ?? false) && prefetch === true;
   const runs = shape.runs ?? false;
   const pageRuns = pageAhead && runs && (shape.pageRuns ?? false);
   // Page slices: slice u of a step begins at token `at + u * G`, in page `(at + u * G) >>
@@ -172,10 +175,7 @@ ${
         )
       }`;
     });
-  // Dense with `baseAhead`: the piece's first row read again for the step after the one just
-  // requested (its index depends on the step, so the read stays in the loop).
-  const ahead = (shape.baseAhead ?? false) && !(shape.paged ?? false) && prefetch === true;
-  // The pages of the step after the one just requested (paged with prefetch).
+  // The pages (or dense base) of the step after the one just requested (prefetch).
   const pagesAfter = (at: string, decl: string) =>
     ahead
       ? `\n      ${decl}nkb = sched[f + PIECE_KV_START + (${at} >> 31u)];`

@@ -8,7 +8,7 @@
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
 import { elementsPerLoad, kernelLayout, kvLoadDim } from "./kernel_layout.ts";
-import { type KernelVariantFlags, variantKey } from "./variant_wgsl.ts";
+import type { KernelVariantFlags } from "./variant_wgsl.ts";
 
 /** Compile-time parameters of the decode and merge kernels. */
 export interface KernelSpec {
@@ -381,41 +381,4 @@ export function scaleTable(spec: KernelSpec): boolean {
  */
 export function earlyLoads(spec: KernelSpec): boolean {
   return spec.earlyLoads === true && spec.prefetch === true;
-}
-
-/** The pipeline cache key of a spec. */
-export function specKey(kind: string, spec: KernelSpec): string {
-  const dv = (spec.headDimV ?? spec.headDim) === spec.headDim ? "" : `/${spec.headDimV}`;
-  if (spec.tiled) {
-    // The tiled kernel's own fields; its blocking follows from them (`tiledLayout`).
-    return `${kind}:d${spec.headDim}${dv}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:tiled${
-      spec.matrixChunk ?? 32
-    }${spec.paged ? ":paged" : ""}${spec.paged && spec.kvLayout === "HND" ? ":hnd" : ""}${
-      spec.qDtype === "f16" ? ":qf16" : ""
-    }${spec.outDtype === "f16" ? ":of16" : ""}${variantKey(spec.variant)}${
-      spec.kvScales === "token" ? ":tokscale" : spec.kvScales === "layer" ? ":layerscale" : ""
-    }`;
-  }
-  const l = kernelLayout(spec);
-  return `${kind}:d${spec.headDim}${dv}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:l${l.lanes}:u${l.unroll}${
-    l.subgroups ? ":sg" : ""
-  }${l.paged ? ":paged" : ""}${l.paged && spec.kvLayout === "HND" ? ":hnd" : ""}${
-    spec.qDtype === "f16" ? ":qf16" : ""
-  }${spec.outDtype === "f16" ? ":of16" : ""}${
-    spec.prefetch === "split" ? ":pfs" : spec.prefetch ? ":pf" : ""
-  }${spec.queryShared && !halfMath(spec) ? ":qs" : ""}${queryStaged(spec) ? ":qst" : ""}${
-    halfMath(spec) ? ":h16" : ""
-  }${halfValues(spec) ? `:hv${halfSteps(spec)}` : ""}${intDots(spec) ? ":i8dot" : ""}${
-    spec.fastSteps === false ? ":masked" : ""
-  }${spec.fmaDots ? ":fma" : ""}${l.rowSets > 1 ? `:rs${l.rowSets}` : ""}${
-    spec.tokenRuns ? ":runs" : ""
-  }${spec.vPerToken ? ":vpt" : ""}${earlyLoads(spec) ? ":early" : ""}${
-    earlyLoads(spec) && spec.earlyPages === false ? ":eplate" : ""
-  }${spec.nanSteps && KV_DTYPE_INFO[spec.kvDtype].wgslNanSteps ? ":nans" : ""}${
-    spec.baseAhead && !spec.paged && spec.prefetch === true ? ":bah" : ""
-  }${rowScatter(spec) ? ":rsc" : ""}${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
-    l.paged && spec.pageSlices ? `:pgs${spec.pageSlices}` : ""
-  }${variantKey(spec.variant)}${
-    spec.kvScales === "token" ? ":tokscale" : spec.kvScales === "layer" ? ":layerscale" : ""
-  }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }

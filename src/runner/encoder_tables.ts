@@ -7,7 +7,8 @@
  */
 
 import { variantKey } from "../kernels/variant_wgsl.ts";
-import { type KernelSpec, specKey } from "../kernels/kernel_spec.ts";
+import type { KernelSpec } from "../kernels/kernel_spec.ts";
+import { specKey } from "../kernels/spec_key.ts";
 import type { PipelineCache } from "../gpu/pipeline_cache.ts";
 import { PIECE_STRIDE, REDUCE_STRIDE } from "../plan/schedule.ts";
 import type { ProgramCapacity, ProgramLayout, ProgramRun } from "../gpu/attention_program.ts";
