@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Issues 13 and 16, session 38, on the H200 in one call per mode (results under $OUT or
+# bench/results/h200_session24/MODE).
+#   quads   paged per-tensor E4M3 (GQA 32/8, 16-token pages) reading a step's four page-table
+#           entries as one aligned 16-byte word (`kernel: { pageQuads: true }`), with the entries
+#           out of the early test (the default) and in it, against one read per entry, each
+#           checked against float64, with the dense kernel in the same run; then the 1-row dense
+#           E4M3 kernel (MHA b1 h32 128k) with the per-step NaN test, early loads and its rows'
+#           base read ahead, against its default; then the page-quad and page-slice tests through
+#           Deno's WebGPU.
+# The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
+#   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s38_session.sh MODE;
+#   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
+set -u
+mode=${1:-quads}
+out=${OUT:-bench/results/h200_session24/$mode}
+# shellcheck source=bench/session_lib.sh
+source "$(dirname "$0")/session_lib.sh"
+stamp "$mode"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
+
+if [ "$mode" = quads ]; then
+  for run in base quads quads_ep base2 quads2; do
+    case $run in
+      base*) kernel=() ;;
+      quads_ep) kernel=(--kernel='{"pageQuads":true,"earlyPages":true}') ;;
+      quads*) kernel=(--kernel='{"pageQuads":true}') ;;
+    esac
+    run_deno 90 "e4m3_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --paged "${kernel[@]}" --only='e4m3' --skip='tok|b1 h32' --out="$out/e4m3_$run.json"
+  done
+  for run in base nans_ahead ahead; do
+    case $run in
+      base) kernel=() ;;
+      nans_ahead) kernel=(--kernel='{"nanSteps":true,"baseAhead":true,"earlyLoads":true}') ;;
+      ahead) kernel=(--kernel='{"baseAhead":true,"earlyLoads":true}') ;;
+    esac
+    run_deno 60 "mha_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      "${kernel[@]}" --only='b1 h32 128k e4m3' --out="$out/mha_$run.json"
+  done
+  run_backend_tests webgpu 100 tests_webgpu.log tests/page_quads_test.ts tests/page_slices_test.ts
+  stamp "done"
+fi
