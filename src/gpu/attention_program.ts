@@ -5,7 +5,7 @@
  * ```text
  * [params of window 0] [params of window 1] ... (one aligned block each)
  * [sched: window 0's section] [window 1's section] ... [reduce records]   (sections aligned)
- * [page list]              (paged plans only; each sequence's from a multiple of 4 words, padded)
+ * [page list]                                                              (paged plans only)
  * [per-head table]                        (ALiBi slopes and sinks, when the kernels read them)
  * ```
  *
@@ -33,7 +33,6 @@ import { dispatchSize } from "./kernel_choice.ts";
 import type { PipelineCache } from "./pipeline_cache.ts";
 import { variantFlags } from "../core/variant_options.ts";
 import { headTable, headTableFloats, needsHeadTable } from "../kernels/variant_wgsl.ts";
-import { programPageOffsets, writeProgramPages } from "./program_pages.ts";
 
 /** One KV window's part of the tables. */
 export interface ProgramSection {
@@ -140,9 +139,7 @@ export function programLayout(
   const withReduce = sections.map((sec) => ({ ...sec, reduceBase: end - sec.offset / 4 }));
   const schedWords = Math.max(capacity.schedWords ?? 0, end + s.reduce.length, 4);
   const pagesOffset = schedOffset + Math.ceil((4 * schedWords) / align) * align;
-  const pageWords = kv.kind === "paged"
-    ? Math.max(capacity.pageWords ?? 0, programPageOffsets(kv)[kv.pageOffsets.length - 1], 4)
-    : 0;
+  const pageWords = kv.kind === "paged" ? Math.max(capacity.pageWords ?? 0, kv.pages.length, 4) : 0;
   const tablesEnd = kv.kind === "paged"
     ? pagesOffset + 4 * pageWords
     : schedOffset + 4 * schedWords;
@@ -170,9 +167,8 @@ function planHeadFloats(plan: Plan): number {
 /**
  * Writes a plan's tables into `staging` (the region's words from its start) at their layout's
  * offsets, and returns the words written. A paged kernel reads a piece's page-list offset from
- * its `kvStart` field: written here, in place of the dense row the schedule holds, as the offset
- * of the piece's sequence in the program's page list (each list aligned and padded to four
- * entries, see `program_pages.ts`).
+ * its `kvStart` field: written here from the plan's `kv.pageOffsets`, in place of the dense row
+ * the schedule holds.
  *
  * @example
  * ```ts
@@ -196,7 +192,6 @@ export function writeProgramTables(
 ): number {
   const { problem: p, schedule: s, kv } = plan;
   const paged = kv.kind === "paged";
-  const pageOffsets = paged ? programPageOffsets(kv) : undefined;
   const sched = layout.schedOffset / 4;
   for (const [i, w] of s.windows.entries()) {
     const sec = layout.sections[i];
@@ -221,9 +216,9 @@ export function writeProgramTables(
     const first = at + sec.pieceBase;
     const p1 = s.pieceOffsets[w.workgroupEnd];
     staging.set(s.pieces.subarray(p0 * PIECE_STRIDE, p1 * PIECE_STRIDE), first);
-    if (pageOffsets) {
+    if (paged) {
       for (let o = 0; o < (p1 - p0) * PIECE_STRIDE; o += PIECE_STRIDE) {
-        staging[first + o + PIECE.kvStart] = pageOffsets[staging[first + o + PIECE.seq]];
+        staging[first + o + PIECE.kvStart] = kv.pageOffsets[staging[first + o + PIECE.seq]];
       }
     }
   }
@@ -234,13 +229,9 @@ export function writeProgramTables(
     const heads = headTable(p.variant, p.numHeads);
     staging.set(new Uint32Array(heads.buffer, 0, heads.length), layout.headsOffset / 4);
   }
-  if (kv.kind === "paged" && pageOffsets) {
-    writeProgramPages(staging, layout.pagesOffset / 4, kv, pageOffsets);
-  }
+  if (paged) staging.set(kv.pages, layout.pagesOffset / 4);
   if (layout.headsBytes > 0) return layout.bytes / 4;
-  return pageOffsets
-    ? layout.pagesOffset / 4 + pageOffsets[pageOffsets.length - 1]
-    : reduceAt + s.reduce.length;
+  return paged ? layout.pagesOffset / 4 + kv.pages.length : reduceAt + s.reduce.length;
 }
 
 /** The kernels of a program: decode, merge (for plans with partial states), their layout. */

@@ -149,12 +149,6 @@ export interface KernelTuning {
    */
   pageSlices?: boolean;
   /**
-   * Paged kernels with one page slice per page and four or more slices per step read a step's
-   * page-table entries four at a time, as aligned 16-byte words with no clamp (default off). The
-   * same bits. See `KernelSpec.pageQuads`.
-   */
-  pageQuads?: boolean;
-  /**
    * Each step unpacks V one token at a time in its softmax update (default: the kernel table's
    * choice; see `KernelSpec.vPerToken`): fewer V floats live at once, the same results.
    */
@@ -348,7 +342,6 @@ export function kernelSpec(
     ...scales,
     ...(pageRuns ? { pageRuns: true } : {}),
     ...(pageSlices > 0 ? { pageSlices } : {}),
-    ...(pageSlices === 1 && tuning.pageQuads === true ? { pageQuads: true } : {}),
     ...(perSubgroup > 1 ? { shuffleGroups: perSubgroup } : {}),
     ...(early && earlyLoads({ ...spec, earlyLoads: true }) ? { earlyLoads: true } : {}),
     ...(!earlyPages && paged ? { earlyPages: false } : {}),

@@ -26,7 +26,7 @@ import {
   rowScatter,
   scaleTable,
 } from "./kernel_spec.ts";
-import { elementsPerLoad, kernelLayout, kvLoadDim, pageQuads } from "./kernel_layout.ts";
+import { elementsPerLoad, kernelLayout, kvLoadDim } from "./kernel_layout.ts";
 import { blockLimitsWGSL, scatterRowWGSL, scatterStepWGSL } from "./decode_scatter.ts";
 import {
   FLAT_WORKGROUP_WGSL,
@@ -64,7 +64,7 @@ import {
   variantVisibleWGSL,
 } from "./variant_wgsl.ts";
 import { ioWGSL } from "./io_wgsl.ts";
-import { kvAddressWGSL, pagesType } from "./kv_address.ts";
+import { kvAddressWGSL } from "./kv_address.ts";
 import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
 
 /** Sentinel for masked scores and empty states; finite so `exp2(NEG - NEG)` stays defined. */
@@ -159,7 +159,6 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     runs: spec.tokenRuns ?? false,
     pageRuns: spec.pageRuns ?? false,
     pageSlices: spec.pageSlices ?? 0,
-    pageQuads: pageQuads(spec),
     kOff,
     vOff,
     prefetch: spec.prefetch ?? false,
@@ -222,7 +221,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   );
 
   const pagedBinding = `${
-    L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", pagesType(spec)) : ""
+    L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""
   }${
     scaleTable(spec)
       ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`

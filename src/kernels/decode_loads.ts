@@ -48,12 +48,6 @@ export interface StepLoadShape {
    */
   readonly pageSlices?: number;
   /**
-   * With one page slice per page and `U` a multiple of 4: a step's page-table entries read as
-   * `vec4<u32>` words (`npq{q}`, the `pages` binding an `array<vec4<u32>>`), unclamped (see
-   * `KernelSpec.pageQuads`).
-   */
-  readonly pageQuads?: boolean;
-  /**
    * Dense KV with whole prefetch: the next step's rows are addressed from the piece's first row
    * read again from the schedule a step ahead (`nkb`), as paged kernels read their pages.
    */
@@ -128,10 +122,6 @@ export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
   // piece's end are masked).
   const S = pageAhead && !runs && !splitV ? shape.pageSlices ?? 0 : 0;
   const slices = S > 0;
-  // Page quads: the step's entries four at a time, one aligned 16-byte read each (every step
-  // begins at a quad of an aligned list padded with its last page, so no clamp is needed).
-  const quads = S === 1 && readsQuads(shape);
-  const pageVar = (u: number) => quads ? `npq${u >> 2}.${"xyzw"[u & 3]}` : `npg${u}`;
   const slicePage = (at: string, u: number) =>
     S === 1
       ? `pages[min(kv_start + (${at} >> params.page_shift) + ${u}u, page_last)]`
@@ -155,7 +145,7 @@ export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
       const t = tokenAt(at, u);
       // Row and address functions: through the page read ahead, or from the table now. With
       // page runs, a token is in its group's first page or else in its last.
-      const page = !pageRuns ? pageVar(u) : u === 0 ? "npgA" : `${prefix}pgr${u}`;
+      const page = !pageRuns ? `npg${u}` : u === 0 ? "npgA" : `${prefix}pgr${u}`;
       const pick = pageRuns && u > 0
         ? `      let ${prefix}pgr${u} = select(npgB, npgA, (${t} >> params.page_shift) == (${
           tokenAt(at, 0)
@@ -194,22 +184,11 @@ ${
       : pageRuns
       ? `\n      ${decl}npgA = kv_page(kv_start, ${tokenAt(at, 0)});
       ${decl}npgB = kv_page(kv_start, ${tokenAt(at, U - 1)});`
-      : quads
-      ? `\n${
-        lines(
-          U / 4,
-          (q) =>
-            `      ${decl}npq${q} = pages[((kv_start + (${at} >> params.page_shift)) >> 2u) + ${q}u];`,
-        )
-      }`
       : `\n${
-        lines(
-          U,
-          (u) =>
-            `      ${decl}npg${u} = ${
-              slices ? slicePage(at, u) : `kv_page(kv_start, ${tokenAt(at, u)})`
-            };`,
-        )
+        lines(U, (u) =>
+          `      ${decl}npg${u} = ${
+            slices ? slicePage(at, u) : `kv_page(kv_start, ${tokenAt(at, u)})`
+          };`)
       }`;
   // The V part, from the row addresses of the K part.
   const issueV = (decl: string, prefix: string) =>
@@ -234,9 +213,8 @@ ${issueV(decl, prefix)}`;
   const takeV = lines(U, (u) => lines(CPLV, (i) => `      let v${u}_${i} = nv${u}_${i};`));
   // The piece's last page-table entry, and this thread's fixed offset in a page.
   const sliceInit = slices
-    ? `${
-      quads ? "" : "      let page_last = kv_start + ((tok_end - 1u) >> params.page_shift);\n"
-    }      let slice_off = kv_slice_offset(g, kv_head);
+    ? `      let page_last = kv_start + ((tok_end - 1u) >> params.page_shift);
+      let slice_off = kv_slice_offset(g, kv_head);
 `
     : "";
   const init = ahead
@@ -272,11 +250,6 @@ ${issue("s0", "let ", "")}`;
   return { loads, prefetchInit, afterDots: "", takeV: "", afterV: "", useEarly: useEarly(shape) };
 }
 
-/** Page quads asked for where they apply: one slice per page, a multiple of 4 per step. */
-function readsQuads(shape: StepLoadShape): boolean {
-  return (shape.pageQuads ?? false) && shape.pageSlices === 1 && shape.U % 4 === 0;
-}
-
 /**
  * Early loads' use of the next step's words: one word of each chunk xored into `early`, tested
  * against a token no step starts at (s0 < tok_end <= 2^32 - 1), so nothing changes at run time
@@ -292,8 +265,6 @@ function useEarly(shape: StepLoadShape): string {
     ? []
     : (shape.runs ?? false) && (shape.pageRuns ?? false)
     ? ["npgA", "npgB"]
-    : readsQuads(shape) && !(shape.runs ?? false) && !shape.splitV
-    ? Array.from({ length: U / 4 }, (_, q) => `npq${q}.x`)
     : Array.from({ length: U }, (_, u) => `npg${u}`);
   // A word of a chunk; of `KHalves` (read as two halves), one f16 of each half, packed.
   const word = (n: string, halves: boolean) =>

@@ -124,30 +124,6 @@ export function kernelLayout(spec: KernelSpec): KernelLayout {
 }
 
 /**
- * Whether a spec reads its page-table entries four at a time (`KernelSpec.pageQuads`): paged
- * with prefetch and one page slice per page (pages of `groups` tokens), a step of a multiple of
- * four slices, and tiles of whole quads of slices, so every step of a piece begins at a quad of
- * its sequence's page list (the program pads each list to a multiple of four, aligned).
- *
- * @example
- * ```ts
- * import { pageQuads } from "./kernel_layout.ts";
- * const spec = {
- *   headDim: 128, kvDtype: "int8" as const, tileTokens: 64, rowsPerBlock: 4, workgroupSize: 128,
- *   unroll: 4, paged: true, prefetch: true, pageSlices: 1, pageQuads: true,
- * };
- * console.log(pageQuads(spec), pageQuads({ ...spec, unroll: 2 })); // true false
- * ```
- */
-export function pageQuads(spec: KernelSpec): boolean {
-  if (spec.pageQuads !== true || spec.paged !== true || spec.pageSlices !== 1) return false;
-  if ((spec.prefetch ?? false) === false || spec.tokenRuns === true) return false;
-  if ((spec.headDimV ?? spec.headDim) !== spec.headDim) return false;
-  const l = kernelLayout(spec);
-  return l.unroll % 4 === 0 && spec.tileTokens % (4 * l.groups) === 0;
-}
-
-/**
  * Bytes of one KV load of the decode kernel: 16, or 8 for 8-bit dtypes whose head rows are not
  * a multiple of 16 bytes (head dims 8, 24, 40, ...: a head's row then starts at any multiple of
  * 8 bytes, so the kernel reads `vec2<u32>` chunks).

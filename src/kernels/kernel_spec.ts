@@ -200,16 +200,6 @@ export interface KernelSpec {
    */
   readonly pageSlices?: number;
   /**
-   * Paged kernels with one page slice per page (`pageSlices` 1) and a step of a multiple of four
-   * slices: a step's page-table entries are read as aligned `vec4<u32>` words (the `pages`
-   * binding is then `array<vec4<u32>>`), one 16-byte read per four slices and no clamp to the
-   * piece's last page. The program lays each sequence's page list out from a multiple of four
-   * words, padded to one with its last page, so the entries past a sequence's end are its last
-   * page (rows past the piece's end are masked). See `pageQuads` in kernel_layout.ts for where
-   * it applies; ignored elsewhere. Default false.
-   */
-  readonly pageQuads?: boolean;
-  /**
    * 8-bit KV dtypes: where the scales come from, `"tensor"` (default: `kScale` / `vScale` of the
    * params block), `"token"` (the `kvScales` binding, one `vec2<f32>(k, v)` per row and KV head)
    * or `"layer"` (one pair for the whole tensor, the first of the `kvScales` binding: a paged

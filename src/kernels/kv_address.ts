@@ -8,7 +8,6 @@
  * @module
  */
 
-import { pageQuads } from "./kernel_layout.ts";
 import type { KernelSpec } from "./kernel_spec.ts";
 
 /**
@@ -77,13 +76,8 @@ fn kv_slice_addr(page: u32, s: u32, offset: u32) -> u32 {
     } + offset;
 }`
     : "";
-  // Page quads: the table is read as aligned vec4<u32> words (see `KernelSpec.pageQuads`).
-  const entry = pageQuads(spec)
-    ? `let i = base + (t >> params.page_shift);
-  return pages[i >> 2u][i & 3u];`
-    : "return pages[base + (t >> params.page_shift)];";
   return `fn kv_page(base: u32, t: u32) -> u32 {
-  ${entry}
+  return pages[base + (t >> params.page_shift)];
 }
 fn kv_row_at(page: u32, t: u32) -> u32 {
   return (page << params.page_shift) + ${inPage};
@@ -108,19 +102,4 @@ fn kv_addr_v(base: u32, t: u32, kv_head: u32) -> u32 {
 }`
       : ""
   }`;
-}
-
-/**
- * The WGSL element type of a paged kernel's `pages` binding: `u32` entries, or aligned quads of
- * them for kernels that read a step's entries four at a time (`KernelSpec.pageQuads`).
- *
- * @example
- * ```ts
- * import { pagesType } from "./kv_address.ts";
- * console.log(pagesType({ headDim: 64, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 4, workgroupSize: 64 }));
- * // array<u32>
- * ```
- */
-export function pagesType(spec: KernelSpec): string {
-  return pageQuads(spec) ? "array<vec4<u32>>" : "array<u32>";
 }

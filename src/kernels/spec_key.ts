@@ -7,7 +7,7 @@
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
-import { kernelLayout, pageQuads } from "./kernel_layout.ts";
+import { kernelLayout } from "./kernel_layout.ts";
 import {
   earlyLoads,
   halfMath,
@@ -63,7 +63,7 @@ export function specKey(kind: string, spec: KernelSpec): string {
     spec.baseAhead && !spec.paged && spec.prefetch === true ? ":bah" : ""
   }${rowScatter(spec) ? ":rsc" : ""}${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
     l.paged && spec.pageSlices ? `:pgs${spec.pageSlices}` : ""
-  }${pageQuads(spec) ? ":pgq" : ""}${variantKey(spec.variant)}${
+  }${variantKey(spec.variant)}${
     spec.kvScales === "token" ? ":tokscale" : spec.kvScales === "layer" ? ":layerscale" : ""
   }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }

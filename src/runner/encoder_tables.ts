@@ -15,7 +15,6 @@ import type { ProgramCapacity, ProgramLayout, ProgramRun } from "../gpu/attentio
 import type { PagedPlan } from "./paged_plan.ts";
 import type { RingRegion, UploadRing } from "./upload_ring.ts";
 import { BufferUsage } from "../gpu/gpu_runtime.ts";
-import { programPageOffsets } from "../gpu/program_pages.ts";
 
 /** A plan's tables as uploaded into a ring region: what its dispatches bind. */
 export interface Uploaded {
@@ -84,14 +83,7 @@ export function tableCapacity(
     maxWg + 1 + maxPieces * PIECE_STRIDE + maxReduce * REDUCE_STRIDE,
   );
   const cachePages = plan.cacheId === undefined ? 0 : kv.numPages;
-  // Each sequence's list is padded to a multiple of 4 entries (program_pages.ts).
-  const listWords = programPageOffsets(kv)[kv.pageOffsets.length - 1];
-  const pageWords = Math.max(
-    have.pageWords,
-    listWords,
-    cachePages + 3 * (kv.pageOffsets.length - 1) + 64,
-    16,
-  );
+  const pageWords = Math.max(have.pageWords, kv.pages.length, cachePages + 64, 16);
   return { schedWords, pageWords, maxPieces };
 }
 
