@@ -2,7 +2,7 @@
 # Issues 13 and 16, session 38, on the H200 in one call per mode (results under $OUT or
 # bench/results/h200_session24/MODE).
 #   quads   paged per-tensor E4M3 (GQA 32/8, 16-token pages) reading a step's four page-table
-#           entries as one aligned 16-byte word (`kernel: { pageQuads: true }`, commit 6c2b0e1;
+#           entries as one aligned 16-byte word (`kernel: { pageQuads: true }`, commit ff9c179;
 #           reverted after this run: within 0.7%), with the entries
 #           out of the early test (the default) and in it, against one read per entry, each
 #           checked against float64, with the dense kernel in the same run; then the 1-row dense
