@@ -9,6 +9,9 @@
 #           E4M3 kernel (MHA b1 h32 128k) with the per-step NaN test, early loads and its rows'
 #           base read ahead, against its default; then the page-quad and page-slice tests through
 #           Deno's WebGPU.
+#   mha     the 1-row dense E4M3 kernel (MHA b1 h32 128k) at fixed grids (264-528): its default,
+#           early loads with its rows' base read ahead (per-word NaN test, and per step), early
+#           loads alone, each checked against float64; the paged twin beside the default.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s38_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -40,5 +43,24 @@ if [ "$mode" = quads ]; then
       "${kernel[@]}" --only='b1 h32 128k e4m3' --out="$out/mha_$run.json"
   done
   run_backend_tests webgpu 100 tests_webgpu.log tests/page_quads_test.ts tests/page_slices_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = mha ]; then
+  for grid in 264 352 396 480 528; do
+    for run in base ahead nans_ahead nans_early; do
+      paged=()
+      case $run in
+        base) kernel=() paged=(--paged) ;;
+        ahead) kernel=(--kernel='{"baseAhead":true,"earlyLoads":true}') ;;
+        nans_ahead) kernel=(--kernel='{"nanSteps":true,"baseAhead":true,"earlyLoads":true}') ;;
+        nans_early) kernel=(--kernel='{"nanSteps":true,"earlyLoads":true}') ;;
+      esac
+      case "$run:$grid" in nans_*:264 | nans_*:396 | nans_*:528) continue ;; esac
+      run_deno 60 "mha_${run}_$grid.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+        --check --grid="$grid" "${paged[@]}" "${kernel[@]}" --only='b1 h32 128k e4m3' \
+        --out="$out/mha_${run}_$grid.json"
+    done
+  done
   stamp "done"
 fi
