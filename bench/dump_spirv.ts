@@ -302,6 +302,20 @@ const KERNELS: Record<string, DumpKernel> = {
   },
   "r1_d128_e4m3": { rows: 1, headDim: 128, kvDtype: "fp8e4m3" },
   "r1_d128_e4m3_nans": { rows: 1, headDim: 128, kvDtype: "fp8e4m3", tuning: { nanSteps: true } },
+  // The 1-row dense E4M3 kernel before session 38 (a NaN test per word, no early loads).
+  "r1_d128_e4m3_word": {
+    rows: 1,
+    headDim: 128,
+    kvDtype: "fp8e4m3",
+    tuning: { nanSteps: false },
+  },
+  "r1_d128_e4m3_layer_paged": {
+    rows: 1,
+    headDim: 128,
+    kvDtype: "fp8e4m3",
+    layerScales: true,
+    paged: true,
+  },
   // The merge kernels of the 4-row d128 and 1-row d128 classes.
   "merge_r4_d128": { rows: 4, headDim: 128, kvDtype: "f16", merge: true },
   "merge_r1_d128": { rows: 1, headDim: 128, kvDtype: "f16", merge: true },

@@ -12,6 +12,13 @@
 #   mha     the 1-row dense E4M3 kernel (MHA b1 h32 128k) at fixed grids (264-528): its default,
 #           early loads with its rows' base read ahead (per-word NaN test, and per step), early
 #           loads alone, each checked against float64; the paged twin beside the default.
+#   final   after `mha`, the session's defaults (the 1-row dense E4M3 kernel at per-tensor scales
+#           with the per-step test, its base read ahead and early loads): the E4M3 rows with
+#           their paged twins, checked and back to back; MHA E4M3 at fixed grids; the 1-row
+#           kernels' registers and loops (SPIR-V from `deno run -A --unstable-webgpu
+#           bench/dump_spirv.ts --out=.scratch/spv38 --only=...`, carry .scratch/spv38,
+#           .scratch/vk_pipeline_stats, .scratch/bin, .scratch/lib); the NaN-step and 8-bit
+#           decode tests through Deno's WebGPU and the NaN-step tests through Dawn.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s38_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -62,5 +69,18 @@ if [ "$mode" = mha ]; then
         --out="$out/mha_${run}_$grid.json"
     done
   done
+  stamp "done"
+fi
+
+if [ "$mode" = final ]; then
+  run_deno 150 e4m3.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='e4m3' --out="$out/e4m3.json"
+  for grid in 256 384 512; do
+    run_deno 60 "mha_$grid.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --paged --grid="$grid" --only='b1 h32 128k e4m3' --out="$out/mha_$grid.json"
+  done
+  if [ -d .scratch/spv38 ]; then sass_of .scratch/spv38/*.spv; fi
+  run_backend_tests webgpu 150 tests_webgpu.log tests/nan_steps_test.ts tests/kv8_decode_test.ts
+  run_backend_tests dawn 60 tests_dawn.log tests/nan_steps_test.ts
   stamp "done"
 fi

@@ -2,14 +2,14 @@
  * One NaN-code test per step for FP8 E4M3 (`KernelSpec.nanSteps`, session 37): the decode kernel
  * unpacks a step's E4M3 chunks without their per-word NaN tests, then tests all its K chunks at
  * once and all its V chunks, and makes the NaN codes NaN in a branch taken only then; with it,
- * the 4-row dense kernel at per-tensor scales reads its rows' base a step ahead (`baseAhead`) and
- * takes early loads. Checked on the
- * host: where `kernelSpec` sets them, their keys and WGSL; on the GPU backends, over the
+ * the dense kernels at per-tensor scales (4-row, and 1-row since session 38) read their rows' base
+ * a step ahead (`baseAhead`) and take early loads. Checked on the host: where `kernelSpec` sets
+ * them, their keys and WGSL; on the GPU backends, over the
  * kernel-option tests' GQA 8/2 d32 shape (with whole prefetch) and its MHA twin: random E4M3 caches
  * with NaN codes in K and V at live tokens, at per-tensor and per-token scales, against the
  * float64 reference (which rows are NaN, and the rest's values) and bit for bit against the
- * kernels without these options (`nanSteps: false`; the MHA kernel takes the per-step test by
- * tuning); and V rows holding every code, each output element equal to the reference's.
+ * kernels without these options (`nanSteps: false`); and V rows holding every code, each output
+ * element equal to the reference's.
  *
  * @module
  */
@@ -26,7 +26,7 @@ import { type CaseSpec, makeInput, relativeL2Error, sameBits } from "./helpers.t
 
 const caps = { subgroups: true, subgroupMinSize: 32 };
 
-Deno.test("nanSteps: E4M3 4-row kernels and 1-row paged ones test each step once", () => {
+Deno.test("nanSteps: E4M3 4-row kernels and 1-row ones test each step once", () => {
   const planOf = (numHeads: number) =>
     createPlan(
       { seqLens: [4096], numHeads, numKVHeads: 8, headDim: 128, kvDtype: "fp8e4m3" },
@@ -35,14 +35,17 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row paged ones test each step once
   const paged = (numHeads: number) => ({ ...planOf(numHeads), kv: pagedKV(16) });
   const gqa = planOf(32);
   const mha = planOf(8);
-  // Defaults: on for 4-row blocks dense or paged, for 1-row paged ones; off for 1-row dense.
+  // Defaults: on for 4-row blocks dense or paged, for 1-row paged ones and 1-row dense ones at
+  // per-tensor scales; off for 1-row dense ones with a scale per token.
   assert.equal(kernelSpec(gqa, caps).nanSteps, true);
   assert.equal(kernelSpec(gqa, caps, {}, false, "token").nanSteps, true);
   assert.equal(kernelSpec(paged(32), caps, {}, true, "layer").nanSteps, true);
   assert.equal(kernelSpec(paged(8), caps, {}, true, "layer").nanSteps, true);
-  assert.equal(kernelSpec(mha, caps).nanSteps, undefined);
+  assert.equal(kernelSpec(mha, caps).nanSteps, true);
+  assert.equal(kernelSpec(mha, caps, {}, false, "token").nanSteps, undefined);
   assert.equal(kernelSpec(gqa, caps, { nanSteps: false }).nanSteps, undefined);
-  assert.equal(kernelSpec(mha, caps, { nanSteps: true }).nanSteps, true);
+  assert.equal(kernelSpec(mha, caps, {}, false, "token").nanSteps, undefined);
+  assert.equal(kernelSpec(mha, caps, { nanSteps: true }, false, "token").nanSteps, true);
   // Only E4M3 has NaN codes to test (E5M2's are f16's own, int8 has none).
   for (const kvDtype of ["int8", "fp8e5m2", "f16"] as const) {
     const plan = createPlan(
@@ -52,7 +55,7 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row paged ones test each step once
     assert.equal(kernelSpec(plan, caps, { nanSteps: true }).nanSteps, undefined, kvDtype);
   }
   // Early loads with it at per-tensor scales only: paged, the 4-row kernel's page-table entries
-  // out of the early test; dense, the 4-row kernel with its rows' base read a step ahead.
+  // out of the early test; dense, with their rows' base read a step ahead.
   type Loads = { earlyLoads?: boolean; earlyPages?: boolean; baseAhead?: boolean };
   const early = (spec: Loads) => [
     spec.earlyLoads ?? false,
@@ -64,7 +67,8 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row paged ones test each step once
   assert.deepEqual(early(kernelSpec(paged(32), caps, {}, true, "layer")), [true, false, false]);
   assert.deepEqual(early(kernelSpec(paged(32), caps, {}, true, "token")), [false, true, false]);
   assert.deepEqual(early(kernelSpec(paged(8), caps, {}, true, "layer")), [true, true, false]);
-  assert.deepEqual(early(kernelSpec(mha, caps)), [false, true, false]);
+  assert.deepEqual(early(kernelSpec(mha, caps)), [true, true, true]);
+  assert.deepEqual(early(kernelSpec(mha, caps, {}, false, "token")), [false, true, false]);
   // Without early loads no base ahead; without the per-step test, session 36's defaults: early
   // loads for 4-row paged kernels with slices and for per-token scales.
   assert.deepEqual(early(kernelSpec(gqa, caps, { earlyLoads: false })), [false, true, false]);
@@ -107,13 +111,13 @@ function withNaNCodes(input: DecodeInput, at: { k: number[]; v: number[] }): Dec
 /**
  * The cases of the bits test: GQA 8/2 d32 (4-row blocks) with whole prefetch (the class takes
  * split prefetch by default), so the per-tensor kernel reads its base ahead with early loads,
- * against the per-word test; MHA 2/2 d32 (1 row, the per-step test by tuning) against the per-word
- * test.
+ * against the per-word test; MHA 2/2 d32 (1 row: by default at per-tensor scales the per-step
+ * test, its base read ahead and early loads) against the per-word test.
  */
 const BITS_CASES = [
   { kvScales: "tensor", numHeads: 8, tuning: { prefetch: true }, plain: { nanSteps: false } },
   { kvScales: "token", numHeads: 8, tuning: { prefetch: true }, plain: { nanSteps: false } },
-  { kvScales: "tensor", numHeads: 2, tuning: { nanSteps: true }, plain: { nanSteps: false } },
+  { kvScales: "tensor", numHeads: 2, tuning: {}, plain: { nanSteps: false } },
 ] as const;
 
 gpuTest(

@@ -97,14 +97,15 @@ export interface KernelTuning {
   earlyPages?: boolean;
   /**
    * FP8 E4M3 kernels test a step's K chunks for NaN codes at once, and its V chunks, instead of
-   * each word (default off). The same bits. See `KernelSpec.nanSteps`.
+   * each word (default: on for 4-row blocks, 1-row paged ones and 1-row dense ones at per-tensor
+   * scales). The same bits. See `KernelSpec.nanSteps`.
    */
   nanSteps?: boolean;
   /**
    * Dense kernels with whole prefetch read the piece's first row again a step ahead and address
-   * the next step's rows from it (default: on for 4-row E4M3 kernels at per-tensor scales, with
-   * early loads: 11-13% faster on the H200, session 37; int8 was 3% slower, f16 no faster). The
-   * same bits. See `KernelSpec.baseAhead`.
+   * the next step's rows from it (default: on for 4- and 1-row E4M3 kernels at per-tensor
+   * scales, with early loads: 11-13% and 15% faster on the H200, sessions 37 and 38; int8 was 3%
+   * slower, f16 no faster). The same bits. See `KernelSpec.baseAhead`.
    */
   baseAhead?: boolean;
   /**
@@ -312,23 +313,25 @@ export function kernelSpec(
   const halfKeys = halfMath(spec) && kvDtype === "f16" && spec.rowsPerBlock >= 4;
   // FP8 E4M3 unpacked to f32 (keys without `halfMath`, or V without packed f16 sums): one NaN
   // test per step instead of one per word, by default on 4-row blocks (2-4.5% faster at per-tensor
-  // scales, 5-10% with a scale per token, session 37) and 1-row paged ones (2%); 1-row dense ones
-  // were 6% slower (their loads sank to the loop's end).
+  // scales, 5-10% with a scale per token, session 37), 1-row paged ones (2%) and 1-row dense ones
+  // at per-tensor scales with their rows' base read ahead (below); alone, 1-row dense ones were
+  // 6% slower (their loads sank to the loop's end).
   const rows = spec.rowsPerBlock;
   const e4m3 = kvDtype === "fp8e4m3";
-  const nanSteps = (tuning.nanSteps ?? (e4m3 && (rows === 4 || (rows === 1 && paged)))) &&
+  const nanSteps = (tuning.nanSteps ??
+    (e4m3 && (rows === 4 || (rows === 1 && (paged || kvScales !== "token"))))) &&
     e4m3 && (!halfMath(spec) || (!halfValues(spec) && spec.vPerToken !== true));
   // E4M3 keys tested per step (4- and 1-row blocks) take early loads at per-tensor scales: paged
   // with slices, the 4-row kernel's page-table entries left out of the test, 1-row ones with
-  // them, and 4-row dense ones with their rows' base read a step ahead (`baseAhead`; without it
-  // they were 4% slower with early loads, with it 11-13% faster). With a scale per token they
-  // were 8-10% slower with early loads, dense or paged (session 37).
+  // them, and dense ones with their rows' base read a step ahead (`baseAhead`; 4-row ones were
+  // 4% slower with early loads without it, with it 11-13% faster, session 37; 1-row ones, MHA
+  // b1 h32 128k, 0.3790 -> 0.3233 ms at their class's grid, session 38). With a scale per token
+  // they were 8-10% slower with early loads, dense or paged (session 37).
   const nanKeys = nanSteps && !halfMath(spec) && (rows === 4 || rows === 1);
   const baseAhead = !paged && (tuning.baseAhead ??
-    (nanKeys && rows === 4 && kvScales !== "token" && tuning.earlyLoads !== false));
+    (nanKeys && kvScales !== "token" && tuning.earlyLoads !== false));
   // (Before that, page slices sank the per-tensor E4M3 kernel's loads to the end of its loop, 12%
-  // slower, session 36, and early loads brought them back.) The 1-row dense E4M3 kernel keeps
-  // its per-word test and no early loads: 2% slower with them at its class's grid (session 37).
+  // slower, session 36, and early loads brought them back.)
   const early = tuning.earlyLoads ??
     (nanKeys ? kvScales !== "token" && (pageSlices > 0 || baseAhead) : halfKeys || (rows === 4 &&
       (kvScales === "token" || pageSlices > 0 ? kvDtype === "int8" || e4m3 : intDots(spec))));
