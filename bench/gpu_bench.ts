@@ -273,7 +273,8 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
         rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
         kvDtype: "f16",
       }).rowsPerBlock;
-      const grid = gridFor(decoder.profile, rowsPerBlock, c.headDim);
+      // The dense decode above calibrated an 8-bit class's own grid (src/gpu/kv_class_grids.ts).
+      const grid = gridFor(decoder.profile, rowsPerBlock, c.headDim, c.kvDtype);
       const p = await timePaged(device, c, input, {
         grid,
         runs,

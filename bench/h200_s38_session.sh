@@ -19,6 +19,10 @@
 #           bench/dump_spirv.ts --out=.scratch/spv38 --only=...`, carry .scratch/spv38,
 #           .scratch/vk_pipeline_stats, .scratch/bin, .scratch/lib); the NaN-step and 8-bit
 #           decode tests through Deno's WebGPU and the NaN-step tests through Dawn.
+#   grids   after `final`, 8-bit kernel classes calibrated with their own kernels on first use
+#           (src/gpu/kv_class_grids.ts): the 8-bit rows with their paged twins at the grids the
+#           decoder now picks, checked and back to back; the class-grid, NaN-step and 8-bit
+#           decode tests through Deno's WebGPU.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s38_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -82,5 +86,13 @@ if [ "$mode" = final ]; then
   if [ -d .scratch/spv38 ]; then sass_of .scratch/spv38/*.spv; fi
   run_backend_tests webgpu 150 tests_webgpu.log tests/nan_steps_test.ts tests/kv8_decode_test.ts
   run_backend_tests dawn 60 tests_dawn.log tests/nan_steps_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = grids ]; then
+  run_deno 280 kv8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='int8|e4m3|e5m2' --out="$out/kv8.json"
+  run_backend_tests webgpu 150 tests_webgpu.log tests/kv_class_grids_test.ts \
+    tests/nan_steps_test.ts tests/kv8_decode_test.ts
   stamp "done"
 fi

@@ -38,7 +38,20 @@ import type {
   WarmupOptions,
 } from "./decoder_types.ts";
 
-class DecoderImpl implements Decoder {
+/**
+ * The decoder over a backend, as `createDecoder` makes it (exported for tests that drive it with
+ * a backend of their own).
+ *
+ * @example
+ * ```ts
+ * import { DecoderImpl } from "./decoder.ts";
+ * import { createCpuBackend } from "./cpu/cpu_backend.ts";
+ * const decoder = new DecoderImpl(createCpuBackend(4), {}, false);
+ * console.log(decoder.profile.grid); // 4
+ * await decoder.dispose();
+ * ```
+ */
+export class DecoderImpl implements Decoder {
   #backend: Backend;
   #tileOptions: TileOptions;
   #batchInvariant: boolean;
@@ -84,12 +97,25 @@ class DecoderImpl implements Decoder {
     return this.#planProblem(validateShape(shape), options.strategy);
   }
 
+  /**
+   * Lets the backend calibrate the lean grid of the problem's 8-bit kernel class before its
+   * first plan (see `Backend.calibrate`); tracked, so `dispose()` waits for it.
+   */
+  async #calibrate(problem: Problem): Promise<void> {
+    if (this.#backend.calibrate) await this.#track(this.#backend.calibrate(problem));
+  }
+
   /** Plans a validated shape (the decode paths validate their input once, then plan it). */
   #planProblem(problem: Problem, strategy: Strategy | undefined): Plan {
     const profile = this.#backend.profile;
     const tileOptions = { ...this.#tileOptions, matrixBlocks: profile.matrixBlocks ?? false };
     const grid = profile.gridByRows
-      ? gridFor(profile, tileConfig(problem, tileOptions).rowsPerBlock, problem.headDim)
+      ? gridFor(
+        profile,
+        tileConfig(problem, tileOptions).rowsPerBlock,
+        problem.headDim,
+        problem.kvDtype,
+      )
       : profile.grid;
     return planProblem(problem, {
       ...tileOptions,
@@ -102,7 +128,9 @@ class DecoderImpl implements Decoder {
 
   async decode(input: DecodeInput): Promise<DecodeOutput> {
     this.#live();
-    const plan = this.#planProblem(validateInput(input), input.strategy);
+    const problem = validateInput(input);
+    await this.#calibrate(problem);
+    const plan = this.#planProblem(problem, input.strategy);
     return await this.#track(this.#backend.run(plan, input, resolveScale(input)));
   }
 
@@ -134,6 +162,7 @@ class DecoderImpl implements Decoder {
     if (!Number.isFinite(streamMs) || streamMs < 0 || streamMs > 1000) {
       throw new RangeError(`streamMs must be from 0 to 1000: got ${streamMs}`);
     }
+    await this.#calibrate(problem);
     const plan = this.#planProblem(problem, input.strategy);
     const t = await this.#track(this.#backend.time(plan, input, resolveScale(input), {
       runs,
@@ -156,7 +185,6 @@ class DecoderImpl implements Decoder {
     };
   }
 
-  // deno-lint-ignore require-await -- async so that bad input rejects like decode() does
   async warmup(shape: DecodeShape, options: WarmupOptions = {}): Promise<void> {
     this.#live();
     const problem = validateShape(shape);
@@ -169,7 +197,9 @@ class DecoderImpl implements Decoder {
     if (!Array.isArray(strategies)) {
       throw new TypeError(`strategies must be an array: got ${typeof strategies}`);
     }
-    // Plan every strategy first: a bad one throws before anything compiles.
+    // Plan every strategy first: a bad one throws before anything compiles (or calibrates).
+    strategies.forEach((strategy) => this.#planProblem(problem, strategy));
+    await this.#calibrate(problem);
     const plans = strategies.map((strategy) => this.#planProblem(problem, strategy));
     // A decode input given as the shape brings its 8-bit scales: per-token scales compile
     // kernels of their own, which a shape alone would not warm.

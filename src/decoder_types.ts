@@ -210,7 +210,11 @@ export interface Decoder extends AsyncDisposable {
   readonly backend: BackendName;
   /** The device profile the planner uses. */
   readonly profile: DeviceProfile;
-  /** Plans a batch shape for this decoder's device without running it. */
+  /**
+   * Plans a batch shape for this decoder's device without running it. An 8-bit K/V class's lean
+   * grid is calibrated by the first `decode`, `warmup` or `timeKernels` of that class on a
+   * hardware GPU; plans made before then use its f16 class's grid.
+   */
   plan(shape: DecodeShape, options?: DecoderPlanOptions): Plan;
   /**
    * Times the kernels of one decode call: on GPUs the compute pass (decode and merge) measured by
@@ -225,7 +229,8 @@ export interface Decoder extends AsyncDisposable {
    * Compiles the kernels a batch shape needs, so that the first `decode` of that shape does not
    * wait for them (seconds on a software adapter). Reports each compile to `onProgress`. Nothing
    * to do on the CPU. 8-bit K/V with per-token scales compile kernels of their own: pass the
-   * decode input itself (or the shape with its `kScale` / `vScale`) to warm those.
+   * decode input itself (or the shape with its `kScale` / `vScale`) to warm those. An 8-bit
+   * class's lean grid is calibrated here first, where the device profile has none yet.
    */
   warmup(shape: DecodeShape, options?: WarmupOptions): Promise<void>;
   /**

@@ -1,32 +1,22 @@
 /**
  * Opening the WebGPU backend: the adapter (the runtime's, a given `GPU`, Dawn) or a caller's
  * device, the kernel capabilities, the pipeline cache and the device profile (the lean grid,
- * calibrated per rows-per-block class on hardware adapters).
+ * calibrated per kernel class on hardware adapters; 8-bit classes on first use).
  *
  * @module
  */
 
-import type { KernelSpec } from "../kernels/kernel_spec.ts";
-import { specKey } from "../kernels/spec_key.ts";
-import { kernelParams } from "../kernels/kernel_params.ts";
-import { gridClassKey } from "../kernels/kernel_table.ts";
 import type { Backend, DeviceProfile } from "../plan/backend.ts";
 import { BufferPool } from "./buffer_pool.ts";
-import type { PipelineCache } from "./pipeline_cache.ts";
 import { deviceProfile, tableProfile } from "./device_profile.ts";
-import { BufferUsage } from "./gpu_runtime.ts";
 import { openGpuContext } from "./gpu_context.ts";
 import { notify, type ProgressListener } from "../core/progress.ts";
-import { DIRECT, PIECE, PIECE_STRIDE } from "../plan/schedule.ts";
-import { BINDING, type BindingName, namedEntries } from "../kernels/abi.ts";
-import { tileConfig, type TileOptions } from "../plan/tiles.ts";
+import type { TileOptions } from "../plan/tiles.ts";
 import { tiledFitsDevice } from "../kernels/tiled_layout.ts";
 import { kernelSpec, type KernelTuning } from "./kernel_choice.ts";
 import { WebGPUBackend } from "./webgpu_backend.ts";
-
-const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
-const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
-const UNIFORM = BufferUsage.UNIFORM | BufferUsage.COPY_DST;
+import { calibrationProbe, HEAD_DIM_CLASSES, ROW_CLASSES } from "./calibration_probe.ts";
+import { kvClassCalibrator } from "./kv_class_grids.ts";
 
 /** Options for {@linkcode createWebGPUBackend}. */
 export interface WebGPUBackendOptions extends TileOptions {
@@ -51,97 +41,6 @@ export interface WebGPUBackendOptions extends TileOptions {
   kernel?: KernelTuning;
   /** Hears of each stage: adapter, device, calibration, kernel compiles, ready. */
   onProgress?: ProgressListener;
-}
-
-/** Rows-per-block classes the grid is calibrated for (see `gridFor`). */
-const ROW_CLASSES = [1, 2, 4, 8];
-/** Head dims of the kernel table's head-dim classes (up to 64, up to 128, beyond). */
-const HEAD_DIM_CLASSES = [128, 64, 256];
-
-/** Builds the calibration probe: `n` workgroups decoding identical pieces with the default spec. */
-function calibrationProbe(
-  device: GPUDevice,
-  pool: BufferPool,
-  pipelines: PipelineCache,
-  software: boolean,
-  tileOptions: TileOptions,
-  specOf: (plan: Parameters<typeof kernelSpec>[0]) => KernelSpec,
-  rows = 4,
-  headDim = 128,
-  headDimV = headDim,
-): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string; classKey: string } {
-  const tiles = tileConfig({ headDim, headDimV, rowsPerGroup: rows, kvDtype: "f16" }, tileOptions);
-  const spec = specOf({ problem: { headDim, headDimV, kvDtype: "f16" }, tiles });
-  // A tiled workgroup (64 rows of MLA) does about 40x a decode workgroup's arithmetic per token,
-  // and runs about one per multiprocessor: 512 tokens (about 0.9 ms on the H200) up to 1024
-  // workgroups. With 256 tokens Dawn's probe times stayed flat up to 1010 workgroups (its
-  // dispatch cost hid a workgroup's), and lean MLA on Dawn ran at half speed (session 25).
-  const tokens = software ? 64 : tiles.rowsPerBlock > 8 ? 512 : 1024;
-  const maxN = 8192;
-  const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
-  for (let w = 0; w <= maxN; w++) sched[w] = w;
-  // Every workgroup decodes the same piece: all tokens of sequence 0, head 0, row block 0.
-  for (let w = 0; w < maxN; w++) {
-    const f = maxN + 1 + w * PIECE_STRIDE;
-    sched[f + PIECE.tokenBegin] = 0;
-    sched[f + PIECE.tokenEnd] = tokens;
-    sched[f + PIECE.slot] = DIRECT;
-    sched[f + PIECE.kvStart] = 0;
-    sched[f + PIECE.seqLen] = tokens;
-    sched[f + PIECE.qStart] = 0;
-    sched[f + PIECE.qLen] = 1;
-  }
-  const words = kernelParams({
-    numHeads: rows,
-    qLen: 1,
-    groupSize: rows,
-    rowsPerGroup: rows,
-    numKVHeads: 1,
-    headDim,
-    headDimV,
-    kvDtype: "f16",
-    pieceBase: maxN + 1,
-    reduceBase: 0,
-    count: maxN,
-    scale: 0,
-  });
-  const halves = (dim: number) =>
-    new Uint32Array(tokens * dim / 2).map((_, i) => 0x3c003c00 ^ (i & 0x3ff));
-  const buffers: Partial<Record<BindingName, readonly [ArrayBufferView, number]>> = {
-    params: [words, UNIFORM],
-    sched: [sched, STORAGE_IN],
-    q: [new Float32Array(rows * headDim).fill(0.01), STORAGE_IN],
-    k: [halves(headDim), STORAGE_IN],
-    v: [halves(headDimV), STORAGE_IN],
-    out: [new Float32Array(rows * headDimV), STORAGE_OUT],
-    partials: [new Float32Array(16), STORAGE_OUT],
-    lse: [new Float32Array(Math.max(4, rows)), STORAGE_OUT],
-  };
-  const decode = pipelines.get("decode", spec);
-  const resources: Partial<Record<BindingName, GPUBufferBinding>> = {};
-  for (
-    const [name, [data, usage]] of Object.entries(buffers) as [
-      BindingName,
-      [ArrayBufferView, number],
-    ][]
-  ) {
-    const buffer = pool.get(`calibration ${BINDING[name]}`, data.byteLength, usage);
-    device.queue.writeBuffer(buffer, 0, data as unknown as ArrayBuffer);
-    resources[name] = { buffer };
-  }
-  const bindGroup = device.createBindGroup({
-    layout: pipelines.layout(spec).group,
-    entries: namedEntries(BINDING, resources),
-  });
-  return {
-    key: specKey("decode", spec),
-    classKey: gridClassKey(headDim, tiles.rowsPerBlock),
-    probe: (pass, n) => {
-      pass.setPipeline(decode);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(n);
-    },
-  };
 }
 
 /**
@@ -261,5 +160,22 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     message: `${options.flavor} backend ready on ${summary.description} (grid ${profile.grid}, ` +
       `${profile.source})`,
   });
-  return new WebGPUBackend(options.flavor, ctx, profile, options.poison ?? false, tuning);
+  // 8-bit classes calibrate on first use, with their own kernels (kv_class_grids.ts).
+  const calibrator = kvClassCalibrator({
+    device,
+    description: summary.description,
+    pipelines,
+    caps,
+    tuning,
+    tileOptions,
+    software: summary.software,
+  });
+  return new WebGPUBackend(
+    options.flavor,
+    ctx,
+    profile,
+    options.poison ?? false,
+    tuning,
+    calibrator,
+  );
 }

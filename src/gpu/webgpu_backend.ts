@@ -26,7 +26,8 @@ import type { KernelKind, PipelineCache } from "./pipeline_cache.ts";
 import { type AdapterSummary, BufferUsage, type KernelCaps, MAP_READ } from "./gpu_runtime.ts";
 import { timeWarm } from "./gpu_timing.ts";
 import type { Plan } from "../plan/plan.ts";
-import type { DecodeInput, DecodeOutput, KVArray } from "../core/problem.ts";
+import type { DecodeInput, DecodeOutput, KVArray, Problem } from "../core/problem.ts";
+import type { KVClassCalibrator } from "./kv_class_grids.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { kvScaleMode, kvScaleTable } from "../core/kv8.ts";
 import { slotFloats } from "../core/reducer.ts";
@@ -62,8 +63,10 @@ export interface BoundPlan {
 
 export class WebGPUBackend implements Backend {
   readonly name: BackendName;
-  readonly profile: DeviceProfile;
   readonly adapter: AdapterSummary;
+  #profile: DeviceProfile;
+  /** Calibrates an 8-bit class's grid (see kv_class_grids.ts); absent: none are. */
+  #calibrator?: KVClassCalibrator;
   #device: GPUDevice;
   #caps: KernelCaps;
   #tuning: KernelTuning;
@@ -85,6 +88,7 @@ export class WebGPUBackend implements Backend {
     profile: DeviceProfile,
     poison: boolean,
     tuning: KernelTuning,
+    calibrator?: KVClassCalibrator,
   ) {
     this.#caps = ctx.caps;
     this.#tuning = tuning;
@@ -95,9 +99,23 @@ export class WebGPUBackend implements Backend {
     this.#guard = ctx.guard;
     this.#ownsDevice = ctx.ownsDevice;
     this.adapter = ctx.adapter;
-    this.profile = profile;
+    this.#profile = profile;
+    this.#calibrator = calibrator;
     this.#poison = poison;
     this.#pool = ctx.pool;
+  }
+
+  /** The device profile: the class grids calibrated so far. */
+  get profile(): DeviceProfile {
+    return this.#profile;
+  }
+
+  async calibrate(problem: Problem): Promise<void> {
+    const found = await this.#calibrator?.(this.#profile, problem);
+    if (found === undefined) return;
+    // Into the profile as it is now: other classes may have joined while this one calibrated.
+    const byClass = { ...this.#profile.gridByClass, [found.key]: found.grid };
+    this.#profile = { ...this.#profile, gridByClass: byClass };
   }
 
   /** The device in use. */

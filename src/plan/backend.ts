@@ -5,7 +5,7 @@
  */
 
 import type { Plan } from "./plan.ts";
-import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
+import type { DecodeInput, DecodeOutput, KVDtype, Problem } from "../core/problem.ts";
 import { gridClassKey } from "../kernels/kernel_table.ts";
 
 /**
@@ -45,7 +45,8 @@ export interface DeviceProfile {
   /**
    * Lean grids calibrated per kernel class, keyed like the kernel table (`"r4 d64"`: rows per
    * block and head-dim class): the head dim changes a kernel's registers as much as its rows.
-   * Absent, or without the class: `gridByRows`.
+   * 8-bit classes (`"r1 d128 fp8e4m3"`) join on first use (see `Backend.calibrate`); without
+   * theirs, their class's grid. Absent, or without the class: `gridByRows`.
    */
   readonly gridByClass?: Readonly<Record<string, number>>;
   /**
@@ -66,18 +67,27 @@ export interface DeviceProfile {
 
 /**
  * The lean grid of a profile for kernels holding `rowsPerBlock` query rows (of `headDim`, when
- * given and its class calibrated: `gridByClass`): the grid of the smallest calibrated class at
- * least that large, else `profile.grid`.
+ * given and its class calibrated: `gridByClass`, the class of `kvDtype` first where it has its
+ * own): the grid of the smallest calibrated class at least that large, else `profile.grid`.
  *
  * @example
  * ```ts
  * import { gridFor } from "@lean/attention/plan";
  * const profile = { name: "gpu", grid: 1000, source: "calibrated" as const, gridByRows: { 1: 1000, 2: 800, 4: 400, 8: 250 } };
  * console.log(gridFor(profile, 3)); // 400
+ * const byClass = { ...profile, gridByClass: { "r1 d128": 502, "r1 d128 fp8e4m3": 264 } };
+ * console.log(gridFor(byClass, 1, 128, "fp8e4m3"), gridFor(byClass, 1, 128, "int8")); // 264 502
  * ```
  */
-export function gridFor(profile: DeviceProfile, rowsPerBlock: number, headDim?: number): number {
+export function gridFor(
+  profile: DeviceProfile,
+  rowsPerBlock: number,
+  headDim?: number,
+  kvDtype?: KVDtype,
+): number {
   if (headDim !== undefined && profile.gridByClass) {
+    const own = profile.gridByClass[gridClassKey(headDim, rowsPerBlock, kvDtype)];
+    if (own !== undefined) return own;
     const byClass = profile.gridByClass[gridClassKey(headDim, rowsPerBlock)];
     if (byClass !== undefined) return byClass;
   }
@@ -180,6 +190,12 @@ export interface Backend {
   readonly profile: DeviceProfile;
   /** Executes a plan on validated input. */
   run(plan: Plan, input: DecodeInput, scale: number): Promise<DecodeOutput>;
+  /**
+   * Calibrates the lean grid of a problem's kernel class for its KV dtype where the profile has
+   * none yet (8-bit K/V on hardware GPUs with a calibrated profile), so that plans made after it
+   * resolves are cut for it; absent or a no-op elsewhere.
+   */
+  calibrate?(problem: Problem): Promise<void>;
   /**
    * Compiles what a plan will need ahead of its first run (GPU backends; absent on the CPU).
    * 8-bit K/V: `scales` (the inputs' `kScale` / `vScale`) pick per-tensor or per-token kernels.

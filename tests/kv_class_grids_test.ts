@@ -1,0 +1,190 @@
+/**
+ * Lean grids of 8-bit kernel classes (session 38, src/gpu/kv_class_grids.ts): an 8-bit kernel
+ * may keep more registers than its class's f16 kernel, so its class is calibrated apart, with
+ * its own kernel, the first time a decode, warm-up or timing needs it. Checked on the host: the
+ * class keys and `gridFor`'s choice, which problems need a calibration, and that the decoder
+ * lets its backend calibrate before it plans (a CPU backend with a stub calibration); on the
+ * software adapter: a calibration of an E4M3 class, shared by concurrent calls.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { referenceAttention } from "../mod.ts";
+import type { Backend, DeviceProfile } from "../src/plan/backend.ts";
+import { gridFor } from "../src/plan/backend.ts";
+import { DecoderImpl } from "../src/decoder.ts";
+import { createCpuBackend } from "../src/cpu/cpu_backend.ts";
+import { gridClassKey } from "../src/kernels/kernel_table.ts";
+import { kvClassCalibrator, missingKVClass } from "../src/gpu/kv_class_grids.ts";
+import { validateShape } from "../src/core/problem.ts";
+import { openGpu } from "./gpu_device.ts";
+import { makeInput, relativeL2Error } from "./helpers.ts";
+
+const CALIBRATED: DeviceProfile = {
+  name: "gpu",
+  grid: 502,
+  source: "calibrated",
+  gridByRows: { 1: 502, 2: 502, 4: 264, 8: 264 },
+  gridByClass: { "r1 d128": 502, "r4 d128": 264, "r1 d64": 755, "tiled r64": 131 },
+};
+
+Deno.test("kv class grids: 8-bit classes are keyed apart and chosen first", () => {
+  assert.equal(gridClassKey(128, 1, "fp8e4m3"), "r1 d128 fp8e4m3");
+  assert.equal(gridClassKey(128, 4, "int8"), "r4 d128 int8");
+  for (const kvDtype of ["f16", "bf16", "f32"] as const) {
+    assert.equal(gridClassKey(128, 1, kvDtype), "r1 d128");
+  }
+  // The tiled kernel's classes have no dtype of their own.
+  assert.equal(gridClassKey(576, 64, "int8"), "tiled r64");
+  const profile = {
+    ...CALIBRATED,
+    gridByClass: { ...CALIBRATED.gridByClass, "r1 d128 int8": 256 },
+  };
+  assert.equal(gridFor(profile, 1, 128, "int8"), 256);
+  // Without a grid of its own, the class's; other dtypes never see it.
+  assert.equal(gridFor(profile, 1, 128, "fp8e4m3"), 502);
+  assert.equal(gridFor(profile, 1, 128, "f16"), 502);
+  assert.equal(gridFor(profile, 4, 128, "int8"), 264);
+});
+
+Deno.test("kv class grids: only a calibrated profile's missing 8-bit classes need one", () => {
+  const problem = (
+    headDim: number,
+    numHeads: number,
+    kvDtype: "int8" | "fp8e4m3" | "f16",
+    headDimV = headDim,
+  ) =>
+    validateShape({
+      seqLens: [100],
+      numHeads,
+      numKVHeads: 1,
+      headDim,
+      headDimV,
+      kvDtype,
+    });
+  assert.equal(missingKVClass(CALIBRATED, problem(128, 1, "fp8e4m3"), {}), "r1 d128 fp8e4m3");
+  assert.equal(missingKVClass(CALIBRATED, problem(128, 4, "int8"), {}), "r4 d128 int8");
+  assert.equal(missingKVClass(CALIBRATED, problem(64, 1, "int8"), {}), "r1 d64 int8");
+  // f16, a class already calibrated, MLA (V rows of their own length, the tiled kernel's
+  // blocks or not), a profile from the table or from the caller's grid: none.
+  assert.equal(missingKVClass(CALIBRATED, problem(128, 1, "f16"), {}), undefined);
+  const has = { ...CALIBRATED, gridByClass: { "r1 d128 fp8e4m3": 256 } };
+  assert.equal(missingKVClass(has, problem(128, 1, "fp8e4m3"), {}), undefined);
+  assert.equal(missingKVClass(CALIBRATED, problem(576, 16, "int8", 512), {}), undefined);
+  const tiled = { ...CALIBRATED, matrixBlocks: true };
+  assert.equal(missingKVClass(tiled, problem(576, 64, "int8", 512), {}), undefined);
+  // MQA at d576 (K and V rows alike) takes the decode kernel's 4-row blocks: a class of its own.
+  assert.equal(missingKVClass(tiled, problem(576, 64, "int8"), {}), "r4 d576 int8");
+  for (const source of ["table", "option", "builtin"] as const) {
+    const other = { ...CALIBRATED, source };
+    assert.equal(missingKVClass(other, problem(128, 1, "int8"), {}), undefined, source);
+  }
+  assert.equal(
+    missingKVClass({ name: "gpu", grid: 8, source: "calibrated" }, problem(128, 1, "int8"), {}),
+    undefined,
+  );
+});
+
+Deno.test("kv class grids: the decoder lets its backend calibrate before it plans", async () => {
+  // The CPU backend under a calibrated-looking profile whose int8 class calibrates to 3.
+  const cpu = createCpuBackend(16);
+  let profile: DeviceProfile = { ...CALIBRATED, gridByClass: { "r1 d64": 16 } };
+  const calls: string[] = [];
+  const backend: Backend = {
+    name: "cpu",
+    get profile() {
+      return profile;
+    },
+    run: (plan, input, scale) => cpu.run(plan, input, scale),
+    time: (plan, input, scale, options) => cpu.time(plan, input, scale, options),
+    stats: () => cpu.stats(),
+    dispose: () => cpu.dispose(),
+    async calibrate(problem) {
+      const key = missingKVClass(profile, problem, {});
+      calls.push(key ?? "none");
+      if (key === undefined) return;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      profile = { ...profile, gridByClass: { ...profile.gridByClass, [key]: 3 } };
+    },
+  };
+  const decoder = new DecoderImpl(backend, {}, false);
+  try {
+    const input = makeInput({
+      seqLens: [300, 40],
+      numHeads: 2,
+      numKVHeads: 2,
+      headDim: 64,
+      kvDtype: "int8",
+      seed: 5,
+    });
+    // A plan before any decode takes the class's grid; the decode calibrates, then plans.
+    assert.equal(decoder.plan(input).grid, 16);
+    const { out } = await decoder.decode(input);
+    assert.deepEqual(calls, ["r1 d64 int8"]);
+    assert.equal(decoder.plan(input).grid, 3);
+    const error = relativeL2Error(out, referenceAttention(input).out);
+    assert.ok(error < 1e-5, `relative L2 error ${error}`);
+    // Warm-ups and timings ask too (a no-op once the class has its grid), f16 finds none.
+    await decoder.warmup(input);
+    await decoder.timeKernels(input, { runs: 1, warmup: 0 });
+    await decoder.decode(
+      makeInput({
+        seqLens: [50],
+        numHeads: 1,
+        numKVHeads: 1,
+        headDim: 64,
+        kvDtype: "f16",
+        seed: 6,
+      }),
+    );
+    assert.deepEqual(calls, ["r1 d64 int8", "none", "none", "none"]);
+  } finally {
+    await decoder.dispose();
+  }
+});
+
+const gpu = await openGpu("webgpu");
+if (typeof gpu === "string") console.log(`skipping the kv class calibration test: ${gpu}`);
+Deno.test({
+  name: "kv class grids: an E4M3 class calibrates once with its own kernel [webgpu]",
+  ignore: typeof gpu === "string",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    if (typeof gpu === "string") return;
+    const { device } = gpu;
+    const { PipelineCache } = await import("../src/gpu/pipeline_cache.ts");
+    const { kernelCaps } = await import("../src/gpu/gpu_runtime.ts");
+    const keys: string[] = [];
+    const pipelines = new PipelineCache(device, {}, (key) => keys.push(key));
+    const calibrate = kvClassCalibrator({
+      device,
+      description: `${gpu.adapter.info.description} (kv class test)`,
+      pipelines,
+      caps: kernelCaps(device, gpu.adapter.info),
+      tuning: {},
+      tileOptions: {},
+      software: true,
+    });
+    const problem = validateShape({
+      seqLens: [100],
+      numHeads: 2,
+      numKVHeads: 2,
+      headDim: 32,
+      kvDtype: "fp8e4m3",
+    });
+    const profile = { ...CALIBRATED, gridByClass: { "r1 d64": 7 } };
+    const [a, b] = await Promise.all([calibrate(profile, problem), calibrate(profile, problem)]);
+    assert.ok(a !== undefined && b !== undefined);
+    assert.equal(a.key, "r1 d64 fp8e4m3");
+    assert.ok(Number.isInteger(a.grid) && a.grid >= 1 && a.grid <= 64, `grid ${a.grid}`);
+    assert.deepEqual(b, a);
+    // One decode kernel compiled for both calls: the class's E4M3 kernel at head dim 64.
+    assert.equal(pipelines.created, 1);
+    assert.ok(keys[0].includes(":fp8e4m3:") && keys[0].startsWith("decode:d64:"), keys[0]);
+    // A class that has its grid needs none.
+    const done = { ...profile, gridByClass: { ...profile.gridByClass, [a.key]: a.grid } };
+    assert.equal(await calibrate(done, problem), undefined);
+  },
+});
