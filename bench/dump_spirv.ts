@@ -301,6 +301,8 @@ const KERNELS: Record<string, DumpKernel> = {
     tuning: { nanSteps: true, earlyPages: false },
   },
   "r1_d128_e4m3": { rows: 1, headDim: 128, kvDtype: "fp8e4m3" },
+  "r1_d128_e5m2": { rows: 1, headDim: 128, kvDtype: "fp8e5m2" },
+  "r1_d128_int8": { rows: 1, headDim: 128, kvDtype: "int8" },
   "r1_d128_e4m3_nans": { rows: 1, headDim: 128, kvDtype: "fp8e4m3", tuning: { nanSteps: true } },
   // The 1-row dense E4M3 kernel before session 38 (a NaN test per word, no early loads).
   "r1_d128_e4m3_word": {

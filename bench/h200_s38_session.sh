@@ -23,6 +23,10 @@
 #           (src/gpu/kv_class_grids.ts): the 8-bit rows with their paged twins at the grids the
 #           decoder now picks, checked and back to back; the class-grid, NaN-step and 8-bit
 #           decode tests through Deno's WebGPU.
+#   sweep   after `grids`, where MHA E5M2 took its own class grid (352) and ran 9% slower than at
+#           the f16 class's (502): the calibration probe's time at every size for 1- and 4-row
+#           d128 classes of each dtype (bench/calibration_sweep.ts); MHA E5M2 at fixed grids; the
+#           1-row kernels' registers (.scratch/spv38, as `final`).
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s38_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -94,5 +98,15 @@ if [ "$mode" = grids ]; then
     --only='int8|e4m3|e5m2' --out="$out/kv8.json"
   run_backend_tests webgpu 150 tests_webgpu.log tests/kv_class_grids_test.ts \
     tests/nan_steps_test.ts tests/kv8_decode_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = sweep ]; then
+  run_deno 200 sweep.txt bench/calibration_sweep.ts --out="$out/sweep.json"
+  for grid in 352 396 448 502; do
+    run_deno 60 "e5m2_$grid.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --grid="$grid" --only='b1 h32 128k e5m2' --out="$out/e5m2_$grid.json"
+  done
+  if [ -d .scratch/spv38 ]; then sass_of .scratch/spv38/*.spv; fi
   stamp "done"
 fi

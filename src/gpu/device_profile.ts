@@ -62,6 +62,8 @@ export interface CalibrationOptions {
    * early sizes look slow, and with them one workgroup's time and every size's allowance.
    */
   readonly sweeps?: number;
+  /** Hears each probed size's time (milliseconds, the least over the sweeps): diagnostics. */
+  readonly onTimes?: (sizes: readonly number[], timesMs: readonly number[]) => void;
 }
 
 /**
@@ -96,6 +98,7 @@ export async function calibrateGrid(
   const times = sizes.map((_, i) =>
     Math.min(...Array.from({ length: sweeps }, (_, s) => all[1 + s * sizes.length + i]))
   );
+  options.onTimes?.(sizes, times);
   const base = Math.min(...times.slice(0, 4));
   if (!(base > 0)) return undefined;
   // The grid is the largest size still finishing in about one workgroup's time.
