@@ -1,8 +1,9 @@
 /**
  * Diagnostic of the lean grid's calibration (session 38): for kernel classes of several KV
  * dtypes, the probe's time at every probed grid size (the sweep `calibrateGrid` takes its grid
- * from), and the grid it picks, so a class whose calibrated grid runs decodes slower than its f16
- * class's grid can be looked at. Times are the least of two sweeps after a 300 ms warm-up.
+ * from), the grid its 1.5x rule picks and, for 8-bit classes after their f16 class, the grid by
+ * the wave's step (`sizeBeforeStep`, what 8-bit classes take since session 38). Times are the
+ * least of two sweeps after a 300 ms warm-up.
  *
  * Usage: deno run -A --unstable-webgpu bench/calibration_sweep.ts [--classes=r1:128:fp8e5m2,...]
  * [--max=1200] [--out=FILE.json]
@@ -13,7 +14,7 @@
 import type { KVDtype } from "../src/core/problem.ts";
 import { BufferPool } from "../src/gpu/buffer_pool.ts";
 import { calibrationProbe } from "../src/gpu/calibration_probe.ts";
-import { calibrateGrid } from "../src/gpu/device_profile.ts";
+import { calibrateGrid, sizeBeforeStep } from "../src/gpu/device_profile.ts";
 import { kernelCaps, requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { PipelineCache } from "../src/gpu/pipeline_cache.ts";
@@ -60,13 +61,21 @@ for (const { rows, headDim, kvDtype } of classes) {
     onTimes: (sizes, times) => (sweep = { sizes, times }),
   });
   pool.destroy();
-  console.log(`${classKey} (${key}): grid ${grid}`);
+  // 8-bit classes: the grid by the wave's step up to the f16 class's grid (kv_class_grids.ts).
+  const f16Grid = (report as { classKey: string; grid?: number }[])
+    .find((r) => r.classKey === classKey.split(" ").slice(0, 2).join(" "))?.grid;
+  const step = sweep && f16Grid !== undefined && classKey.split(" ").length > 2
+    ? sizeBeforeStep(sweep.sizes, sweep.times, f16Grid)
+    : undefined;
+  console.log(
+    `${classKey} (${key}): grid ${grid}${step === undefined ? "" : `, by the wave's step ${step}`}`,
+  );
   if (sweep) {
     const base = Math.min(...sweep.times.slice(0, 4));
     const line = sweep.sizes.map((n, i) => `${n}:${(sweep!.times[i] / base).toFixed(2)}`);
     console.log(`  time over one workgroup's: ${line.join(" ")}`);
   }
-  report.push({ classKey, key, grid, ...sweep });
+  report.push({ classKey, key, grid, ...(step === undefined ? {} : { step }), ...sweep });
 }
 const out = args.get("out");
 if (out) await Deno.writeTextFile(out, JSON.stringify(report, null, 1));

@@ -27,6 +27,10 @@
 #           the f16 class's (502): the calibration probe's time at every size for 1- and 4-row
 #           d128 classes of each dtype (bench/calibration_sweep.ts); MHA E5M2 at fixed grids; the
 #           1-row kernels' registers (.scratch/spv38, as `final`).
+#   grids2  after `sweep`, 8-bit classes taking the size before their probe's largest step up to
+#           the f16 class's grid: the calibration sweep again (with the grids by that rule), the
+#           8-bit rows with their paged twins, checked and back to back; the class-grid tests
+#           through Deno's WebGPU.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s38_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -108,5 +112,13 @@ if [ "$mode" = sweep ]; then
       --grid="$grid" --only='b1 h32 128k e5m2' --out="$out/e5m2_$grid.json"
   done
   if [ -d .scratch/spv38 ]; then sass_of .scratch/spv38/*.spv; fi
+  stamp "done"
+fi
+
+if [ "$mode" = grids2 ]; then
+  run_deno 200 sweep.txt bench/calibration_sweep.ts --out="$out/sweep.json"
+  run_deno 280 kv8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='int8|e4m3|e5m2' --out="$out/kv8.json"
+  run_backend_tests webgpu 100 tests_webgpu.log tests/kv_class_grids_test.ts
   stamp "done"
 fi

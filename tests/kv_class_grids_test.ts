@@ -17,6 +17,7 @@ import { DecoderImpl } from "../src/decoder.ts";
 import { createCpuBackend } from "../src/cpu/cpu_backend.ts";
 import { gridClassKey } from "../src/kernels/kernel_table.ts";
 import { kvClassCalibrator, missingKVClass } from "../src/gpu/kv_class_grids.ts";
+import { sizeBeforeStep } from "../src/gpu/device_profile.ts";
 import { validateShape } from "../src/core/problem.ts";
 import { openGpu } from "./gpu_device.ts";
 import { makeInput, relativeL2Error } from "./helpers.ts";
@@ -46,6 +47,115 @@ Deno.test("kv class grids: 8-bit classes are keyed apart and chosen first", () =
   assert.equal(gridFor(profile, 1, 128, "fp8e4m3"), 502);
   assert.equal(gridFor(profile, 1, 128, "f16"), 502);
   assert.equal(gridFor(profile, 4, 128, "int8"), 264);
+});
+
+Deno.test("kv class grids: the wave's step picks the H200's best grids of its probe sweeps", () => {
+  // The probe's time over one workgroup's at sizes 117-598 on the H200 (session 38,
+  // bench/results/h200_session24/sweep/sweep.txt): 132 multiprocessors; 1-row d128 E5M2 and
+  // int8 kernels fit four workgroups on each, E4M3 (236 registers) and the 4-row ones two.
+  const sizes = [
+    117,
+    124,
+    131,
+    139,
+    147,
+    249,
+    264,
+    280,
+    297,
+    375,
+    398,
+    422,
+    474,
+    502,
+    532,
+    564,
+    598,
+  ];
+  const sweeps = {
+    e5m2: [
+      1.05,
+      1.04,
+      1.06,
+      1.21,
+      1.2,
+      1.22,
+      1.25,
+      1.42,
+      1.42,
+      1.41,
+      1.58,
+      1.6,
+      1.6,
+      1.61,
+      2.07,
+      2.34,
+      2.39,
+    ],
+    int8: [
+      1.07,
+      1.07,
+      1.07,
+      1.26,
+      1.24,
+      1.25,
+      1.25,
+      1.34,
+      1.34,
+      1.39,
+      1.62,
+      1.66,
+      1.65,
+      1.63,
+      2.05,
+      2.28,
+      2.3,
+    ],
+    e4m3: [
+      1.03,
+      1.03,
+      1.03,
+      1.35,
+      1.35,
+      1.37,
+      1.36,
+      1.89,
+      1.89,
+      1.9,
+      2.31,
+      2.32,
+      2.32,
+      2.33,
+      2.8,
+      2.82,
+      2.82,
+    ],
+    r4int8: [
+      1.04,
+      1.03,
+      1.04,
+      1.28,
+      1.29,
+      1.29,
+      1.3,
+      1.87,
+      1.87,
+      1.91,
+      2.24,
+      2.25,
+      2.26,
+      2.27,
+      2.72,
+      2.76,
+      2.76,
+    ],
+  };
+  assert.equal(sizeBeforeStep(sizes, sweeps.e5m2, 502), 502);
+  assert.equal(sizeBeforeStep(sizes, sweeps.int8, 502), 502);
+  assert.equal(sizeBeforeStep(sizes, sweeps.e4m3, 502), 264);
+  assert.equal(sizeBeforeStep(sizes, sweeps.r4int8, 264), 264);
+  // Never beyond the f16 class's grid: the steps past it are not looked at.
+  assert.equal(sizeBeforeStep(sizes, sweeps.e5m2, 375), 131);
 });
 
 Deno.test("kv class grids: only a calibrated profile's missing 8-bit classes need one", () => {

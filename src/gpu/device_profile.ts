@@ -62,6 +62,13 @@ export interface CalibrationOptions {
    * early sizes look slow, and with them one workgroup's time and every size's allowance.
    */
   readonly sweeps?: number;
+  /**
+   * Pick the grid by a wave's step instead (8-bit classes, see `src/gpu/kv_class_grids.ts`): the
+   * size before the largest rise in time from one probed size to the next, among the sizes up to
+   * the first beyond this one (their f16 class's grid, which bounds theirs). Default: the
+   * `tolerance` rule.
+   */
+  readonly stepWithin?: number;
   /** Hears each probed size's time (milliseconds, the least over the sweeps): diagnostics. */
   readonly onTimes?: (sizes: readonly number[], timesMs: readonly number[]) => void;
 }
@@ -101,6 +108,7 @@ export async function calibrateGrid(
   options.onTimes?.(sizes, times);
   const base = Math.min(...times.slice(0, 4));
   if (!(base > 0)) return undefined;
+  if (options.stepWithin !== undefined) return sizeBeforeStep(sizes, times, options.stepWithin);
   // The grid is the largest size still finishing in about one workgroup's time.
   let grid = 1;
   for (let i = 0; i < sizes.length; i++) {
@@ -108,6 +116,40 @@ export async function calibrateGrid(
     else if (times[i] > base * 3) break;
   }
   return grid;
+}
+
+/**
+ * The size before the largest rise in time between neighbouring probed sizes, among the sizes up
+ * to the first beyond `within`. A probe's time rises at every multiple of the multiprocessors
+ * (workgroups sharing one), and most where a further workgroup no longer fits beside those
+ * resident (a new wave): the 1-row d128 kernels on the H200 rose by 1.14-1.31x at the steps
+ * before their residency and 1.26-1.38x at it (E4M3 two workgroups per multiprocessor, E5M2 and
+ * int8 four), where the `tolerance` rule's 1.5x stopped E5M2 and int8 at three (session 38).
+ *
+ * @example
+ * ```ts
+ * import { sizeBeforeStep } from "./device_profile.ts";
+ * const sizes = [124, 131, 139, 264, 280, 502, 532, 564];
+ * const times = [1.0, 1.0, 1.2, 1.25, 1.4, 1.6, 2.1, 2.3];
+ * console.log(sizeBeforeStep(sizes, times, 502)); // 502
+ * ```
+ */
+export function sizeBeforeStep(
+  sizes: readonly number[],
+  times: readonly number[],
+  within: number,
+): number {
+  let best = sizes[0];
+  let rise = 0;
+  for (let i = 1; i < sizes.length; i++) {
+    const r = times[i] / times[i - 1];
+    if (r > rise) {
+      rise = r;
+      best = sizes[i - 1];
+    }
+    if (sizes[i] > within) break;
+  }
+  return best;
 }
 
 /**

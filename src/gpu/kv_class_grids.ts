@@ -4,7 +4,10 @@
  * of the same class may keep more registers, so fewer of its workgroups run at once, and a grid
  * sized for the f16 kernel then runs in a second, partial wave. On the H200 the 1-row d128 E4M3
  * kernel (236 registers against f16's 128 or fewer) took 0.3228 ms at the f16 class's grid (480
- * to 502) and 0.2981 ms at 256, one wave of two workgroups per multiprocessor (session 38).
+ * to 502) and 0.2981 ms at 256, one wave of two workgroups per multiprocessor (session 38). The
+ * class's grid is the size before the largest step in its probe's time up to the f16 class's
+ * grid (`sizeBeforeStep`): a new wave, where the f16 rule's 1.5x of one workgroup's time would
+ * stop kernels of more arithmetic per byte early (E5M2 at 375 where it runs best at 502).
  * Calibrating every class for every dtype when the backend opens would triple its start; so an
  * 8-bit class is calibrated the first time a decode, warm-up or timing needs it, with its own
  * kernel, and its grid joins the profile's `gridByClass` under the class key with the dtype
@@ -16,7 +19,7 @@
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { Problem } from "../core/problem.ts";
 import { gridClassKey, kernelTableKey } from "../kernels/kernel_table.ts";
-import type { DeviceProfile } from "../plan/backend.ts";
+import { type DeviceProfile, gridFor } from "../plan/backend.ts";
 import { tileConfig, type TileOptions } from "../plan/tiles.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { calibrationProbe, HEAD_DIM_CLASSES } from "./calibration_probe.ts";
@@ -80,7 +83,11 @@ export type KVClassCalibrator = (
  */
 export function kvClassCalibrator(ctx: KVClassContext): KVClassCalibrator {
   const pending = new Map<string, Promise<number | undefined>>();
-  const calibrate = async (problem: Problem, rows: number): Promise<number | undefined> => {
+  const calibrate = async (
+    problem: Problem,
+    rows: number,
+    classGrid: number,
+  ): Promise<number | undefined> => {
     const { kvDtype } = problem;
     const headDim =
       HEAD_DIM_CLASSES.find((d) =>
@@ -100,10 +107,14 @@ export function kvClassCalibrator(ctx: KVClassContext): KVClassCalibrator {
         headDim,
         kvDtype,
       );
-      // The GPU may have idled (a low clock): warm it as the backend's first class does.
+      // The GPU may have idled (a low clock): warm it as the backend's first class does, sweep
+      // twice (the least of each size), and take the size before the wave's step up to the f16
+      // class's grid (see `sizeBeforeStep`).
       const software = ctx.software ?? false;
       const p = await deviceProfile(ctx.device, ctx.description, software, probe, key, {
         warmupMs: software ? 0 : 300,
+        sweeps: 2,
+        stepWithin: classGrid,
       });
       return p.source === "calibrated" ? p.grid : undefined;
     } catch {
@@ -118,7 +129,7 @@ export function kvClassCalibrator(ctx: KVClassContext): KVClassCalibrator {
     let grid = pending.get(key);
     if (grid === undefined) {
       const rows = Number(/^r(\d+) /.exec(key)?.[1]);
-      grid = calibrate(problem, rows);
+      grid = calibrate(problem, rows, gridFor(profile, rows, problem.headDim));
       pending.set(key, grid);
     }
     const value = await grid;
