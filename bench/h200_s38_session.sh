@@ -31,6 +31,9 @@
 #           the f16 class's grid: the calibration sweep again (with the grids by that rule), the
 #           8-bit rows with their paged twins, checked and back to back; the class-grid tests
 #           through Deno's WebGPU.
+#   unroll  after `grids2`: MHA E4M3 and E5M2 (1-row d128) at 2 and 3 tokens per group and step
+#           instead of 8-bit's 4 (fewer registers, more workgroups resident), each at its own
+#           calibrated class grid, checked, with the defaults in the same run.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s38_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -120,5 +123,18 @@ if [ "$mode" = grids2 ]; then
   run_deno 280 kv8.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
     --only='int8|e4m3|e5m2' --out="$out/kv8.json"
   run_backend_tests webgpu 100 tests_webgpu.log tests/kv_class_grids_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = unroll ]; then
+  for run in base u2 u3; do
+    kernel=()
+    case $run in
+      u2) kernel=(--kernel='{"unroll":2}') ;;
+      u3) kernel=(--kernel='{"unroll":3}') ;;
+    esac
+    run_deno 90 "mha_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --paged "${kernel[@]}" --only='b1 h32 128k e' --out="$out/mha_$run.json"
+  done
   stamp "done"
 fi
