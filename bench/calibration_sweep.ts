@@ -2,7 +2,7 @@
  * Diagnostic of the lean grid's calibration (session 38): for kernel classes of several KV
  * dtypes, the probe's time at every probed grid size (the sweep `calibrateGrid` takes its grid
  * from), the grid its 1.5x rule picks and, for 8-bit classes after their f16 class, the grid by
- * the wave's step (`sizeBeforeStep`, what 8-bit classes take since session 38). Times are the
+ * the wave's step (`gridFromSweep` with `stepWithin`, what 8-bit classes take since session 38). Times are the
  * least of two sweeps after a 300 ms warm-up.
  *
  * Usage: deno run -A --unstable-webgpu bench/calibration_sweep.ts [--classes=r1:128:fp8e5m2,...]
@@ -14,7 +14,7 @@
 import type { KVDtype } from "../src/core/problem.ts";
 import { BufferPool } from "../src/gpu/buffer_pool.ts";
 import { calibrationProbe } from "../src/gpu/calibration_probe.ts";
-import { calibrateGrid, sizeBeforeStep } from "../src/gpu/device_profile.ts";
+import { calibrateGrid, gridFromSweep } from "../src/gpu/device_profile.ts";
 import { kernelCaps, requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { PipelineCache } from "../src/gpu/pipeline_cache.ts";
@@ -65,7 +65,7 @@ for (const { rows, headDim, kvDtype } of classes) {
   const f16Grid = (report as { classKey: string; grid?: number }[])
     .find((r) => r.classKey === classKey.split(" ").slice(0, 2).join(" "))?.grid;
   const step = sweep && f16Grid !== undefined && classKey.split(" ").length > 2
-    ? sizeBeforeStep(sweep.sizes, sweep.times, f16Grid)
+    ? gridFromSweep(sweep.sizes, sweep.times, 1.5, f16Grid)
     : undefined;
   console.log(
     `${classKey} (${key}): grid ${grid}${step === undefined ? "" : `, by the wave's step ${step}`}`,

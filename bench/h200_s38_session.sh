@@ -34,6 +34,8 @@
 #   unroll  after `grids2`: MHA E4M3 and E5M2 (1-row d128) at 2 and 3 tokens per group and step
 #           instead of 8-bit's 4 (fewer registers, more workgroups resident), each at its own
 #           calibrated class grid, checked, with the defaults in the same run.
+#   unroll2 the same after E5M2 at 2 tokens per step calibrated to 128 by the step alone: the
+#           step's size never below the 1.5x rule's; then the calibration sweep.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s38_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -126,7 +128,7 @@ if [ "$mode" = grids2 ]; then
   stamp "done"
 fi
 
-if [ "$mode" = unroll ]; then
+if [ "$mode" = unroll ] || [ "$mode" = unroll2 ]; then
   for run in base u2 u3; do
     kernel=()
     case $run in
@@ -136,5 +138,8 @@ if [ "$mode" = unroll ]; then
     run_deno 90 "mha_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
       --paged "${kernel[@]}" --only='b1 h32 128k e' --out="$out/mha_$run.json"
   done
+  if [ "$mode" = unroll2 ]; then
+    run_deno 200 sweep.txt bench/calibration_sweep.ts --out="$out/sweep.json"
+  fi
   stamp "done"
 fi

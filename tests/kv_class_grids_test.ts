@@ -17,7 +17,7 @@ import { DecoderImpl } from "../src/decoder.ts";
 import { createCpuBackend } from "../src/cpu/cpu_backend.ts";
 import { gridClassKey } from "../src/kernels/kernel_table.ts";
 import { kvClassCalibrator, missingKVClass } from "../src/gpu/kv_class_grids.ts";
-import { sizeBeforeStep } from "../src/gpu/device_profile.ts";
+import { gridFromSweep, sizeBeforeStep } from "../src/gpu/device_profile.ts";
 import { validateShape } from "../src/core/problem.ts";
 import { openGpu } from "./gpu_device.ts";
 import { makeInput, relativeL2Error } from "./helpers.ts";
@@ -156,6 +156,39 @@ Deno.test("kv class grids: the wave's step picks the H200's best grids of its pr
   assert.equal(sizeBeforeStep(sizes, sweeps.r4int8, 264), 264);
   // Never beyond the f16 class's grid: the steps past it are not looked at.
   assert.equal(sizeBeforeStep(sizes, sweeps.e5m2, 375), 131);
+  // The calibration's grid: the step's size, never below the 1.5x rule's (which stops E5M2 and
+  // int8 at 375), never above the f16 class's grid.
+  assert.equal(gridFromSweep(sizes, sweeps.e5m2, 1.5), 375);
+  assert.equal(gridFromSweep(sizes, sweeps.e5m2, 1.5, 502), 502);
+  assert.equal(gridFromSweep(sizes, sweeps.int8, 1.5, 502), 502);
+  assert.equal(gridFromSweep(sizes, sweeps.e4m3, 1.5, 502), 264);
+  assert.equal(gridFromSweep(sizes, sweeps.r4int8, 1.5, 264), 264);
+  assert.equal(gridFromSweep(sizes, sweeps.e5m2, 1.5, 375), 375);
+  // A kernel that fits more workgroups than its f16 class's grid: its largest step up to that
+  // grid is where workgroups begin to share a multiprocessor (1-row E5M2 at 2 tokens per step
+  // took 131 by the step alone on the H200, session 38; this sweep is one shaped like it, not a
+  // measured one); the 1.5x rule's size keeps it at the f16 grid.
+  const light = [
+    1.0,
+    1.0,
+    1.0,
+    1.15,
+    1.15,
+    1.17,
+    1.18,
+    1.2,
+    1.21,
+    1.23,
+    1.26,
+    1.27,
+    1.29,
+    1.31,
+    1.4,
+    1.45,
+    1.48,
+  ];
+  assert.equal(sizeBeforeStep(sizes, light, 502), 131);
+  assert.equal(gridFromSweep(sizes, light, 1.5, 502), 502);
 });
 
 Deno.test("kv class grids: only a calibrated profile's missing 8-bit classes need one", () => {

@@ -63,10 +63,11 @@ export interface CalibrationOptions {
    */
   readonly sweeps?: number;
   /**
-   * Pick the grid by a wave's step instead (8-bit classes, see `src/gpu/kv_class_grids.ts`): the
-   * size before the largest rise in time from one probed size to the next, among the sizes up to
-   * the first beyond this one (their f16 class's grid, which bounds theirs). Default: the
-   * `tolerance` rule.
+   * Also look for a wave's step (8-bit classes, see `src/gpu/kv_class_grids.ts`): the size before
+   * the largest rise in time from one probed size to the next, among the sizes up to the first
+   * beyond this one (their f16 class's grid, which bounds theirs); the grid is the larger of that
+   * and the `tolerance` rule's (which never passes a wave: a second one takes at least twice one
+   * workgroup's time), at most this one. Default: the `tolerance` rule alone.
    */
   readonly stepWithin?: number;
   /** Hears each probed size's time (milliseconds, the least over the sweeps): diagnostics. */
@@ -106,16 +107,42 @@ export async function calibrateGrid(
     Math.min(...Array.from({ length: sweeps }, (_, s) => all[1 + s * sizes.length + i]))
   );
   options.onTimes?.(sizes, times);
+  return gridFromSweep(sizes, times, tolerance, options.stepWithin);
+}
+
+/**
+ * The grid of a calibration sweep (each probed size's time): the largest size finishing within
+ * `tolerance` times one workgroup's time (the least of the first four sizes'), or with
+ * `stepWithin` (see {@linkcode CalibrationOptions.stepWithin}) the larger of that and the size
+ * before the sweep's largest step up to it, at most `stepWithin`. Undefined without a positive
+ * time.
+ *
+ * @example
+ * ```ts
+ * import { gridFromSweep } from "./device_profile.ts";
+ * const sizes = [124, 131, 139, 264, 280, 375, 398, 502, 532];
+ * const times = [1.0, 1.0, 1.2, 1.25, 1.4, 1.41, 1.58, 1.6, 2.1];
+ * console.log(gridFromSweep(sizes, times, 1.5), gridFromSweep(sizes, times, 1.5, 502)); // 375 502
+ * ```
+ */
+export function gridFromSweep(
+  sizes: readonly number[],
+  times: readonly number[],
+  tolerance: number,
+  stepWithin?: number,
+): number | undefined {
   const base = Math.min(...times.slice(0, 4));
   if (!(base > 0)) return undefined;
-  if (options.stepWithin !== undefined) return sizeBeforeStep(sizes, times, options.stepWithin);
-  // The grid is the largest size still finishing in about one workgroup's time.
+  // The largest size still finishing in about one workgroup's time.
   let grid = 1;
   for (let i = 0; i < sizes.length; i++) {
     if (times[i] <= base * tolerance) grid = sizes[i];
     else if (times[i] > base * 3) break;
   }
-  return grid;
+  if (stepWithin === undefined) return grid;
+  // A step below the tolerance rule's size is workgroups sharing a multiprocessor, not a wave
+  // (1-row E5M2 at 2 tokens per step: its largest step up to 502 was at 139, session 38).
+  return Math.min(stepWithin, Math.max(grid, sizeBeforeStep(sizes, times, stepWithin)));
 }
 
 /**

@@ -6,8 +6,9 @@
  * kernel (236 registers against f16's 128 or fewer) took 0.3228 ms at the f16 class's grid (480
  * to 502) and 0.2981 ms at 256, one wave of two workgroups per multiprocessor (session 38). The
  * class's grid is the size before the largest step in its probe's time up to the f16 class's
- * grid (`sizeBeforeStep`): a new wave, where the f16 rule's 1.5x of one workgroup's time would
- * stop kernels of more arithmetic per byte early (E5M2 at 375 where it runs best at 502).
+ * grid (`sizeBeforeStep`: a new wave), where the f16 rule's 1.5x of one workgroup's time would
+ * stop kernels of more arithmetic per byte early (E5M2 at 375 where it runs best at 502), but
+ * never below that rule's size (`CalibrationOptions.stepWithin`).
  * Calibrating every class for every dtype when the backend opens would triple its start; so an
  * 8-bit class is calibrated the first time a decode, warm-up or timing needs it, with its own
  * kernel, and its grid joins the profile's `gridByClass` under the class key with the dtype
