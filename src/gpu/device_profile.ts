@@ -149,9 +149,10 @@ export function gridFromSweep(
  * The size before the largest rise in time between neighbouring probed sizes, among the sizes up
  * to the first beyond `within`. A probe's time rises at every multiple of the multiprocessors
  * (workgroups sharing one), and most where a further workgroup no longer fits beside those
- * resident (a new wave): the 1-row d128 kernels on the H200 rose by 1.14-1.31x at the steps
- * before their residency and 1.26-1.38x at it (E4M3 two workgroups per multiprocessor, E5M2 and
- * int8 four), where the `tolerance` rule's 1.5x stopped E5M2 and int8 at three (session 38).
+ * resident (a new wave): the 1- and 4-row d128 kernels on the H200 rose by at most 1.13-1.31x at
+ * the steps before their residency and 1.26-1.72x at it (1-row E4M3 two workgroups per
+ * multiprocessor, E5M2 and int8 four), where the `tolerance` rule's 1.5x stopped E5M2 and int8 at
+ * three (session 38).
  *
  * @example
  * ```ts

@@ -325,7 +325,7 @@ export function kernelSpec(
   // with slices, the 4-row kernel's page-table entries left out of the test, 1-row ones with
   // them, and dense ones with their rows' base read a step ahead (`baseAhead`; 4-row ones were
   // 4% slower with early loads without it, with it 11-13% faster, session 37; 1-row ones, MHA
-  // b1 h32 128k, 0.3790 -> 0.3233 ms at their class's grid, session 38). With a scale per token
+  // b1 h32 128k, 0.3788 -> 0.3233 ms at their class's grid, session 38). With a scale per token
   // they were 8-10% slower with early loads, dense or paged (session 37).
   const nanKeys = nanSteps && !halfMath(spec) && (rows === 4 || rows === 1);
   const baseAhead = !paged && (tuning.baseAhead ??
