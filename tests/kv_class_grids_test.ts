@@ -300,6 +300,7 @@ Deno.test({
     const { PipelineCache } = await import("../src/gpu/pipeline_cache.ts");
     const { kernelCaps } = await import("../src/gpu/gpu_runtime.ts");
     const keys: string[] = [];
+    const heard: string[] = [];
     const pipelines = new PipelineCache(device, {}, (key) => keys.push(key));
     const calibrate = kvClassCalibrator({
       device,
@@ -309,6 +310,7 @@ Deno.test({
       tuning: {},
       tileOptions: {},
       software: true,
+      onProgress: (p) => heard.push(`${p.stage}: ${p.message}`),
     });
     const problem = validateShape({
       seqLens: [100],
@@ -323,6 +325,7 @@ Deno.test({
     assert.equal(a.key, "r1 d64 fp8e4m3");
     assert.ok(Number.isInteger(a.grid) && a.grid >= 1 && a.grid <= 64, `grid ${a.grid}`);
     assert.deepEqual(b, a);
+    assert.deepEqual(heard, ["calibrate: calibrating the lean grid of the r1 d64 fp8e4m3 class"]);
     // One decode kernel compiled for both calls: the class's E4M3 kernel at head dim 64.
     assert.equal(pipelines.created, 1);
     assert.ok(keys[0].includes(":fp8e4m3:") && keys[0].startsWith("decode:d64:"), keys[0]);

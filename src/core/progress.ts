@@ -23,7 +23,8 @@ export type ProgressStage = "adapter" | "device" | "calibrate" | "compile" | "re
  * - `adapter`: requesting a WebGPU adapter;
  * - `device`: opening a device on the adapter found (`message` names it);
  * - `calibrate`: measuring the lean grid, one report per rows-per-block class (`done` of
- *   `total`); hardware adapters only, once per adapter and process;
+ *   `total`); hardware adapters only, once per adapter and process; an 8-bit K/V class on its
+ *   first call (one report, without `done` and `total`);
  * - `compile`: compiling a kernel specialisation (`kernel` is its spec key, `done` the number
  *   compiled before it); on creation, in `warmup()`, or in the first call of a new shape;
  * - `ready`: the backend is open (`message` gives the device and the grid).

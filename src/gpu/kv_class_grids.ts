@@ -19,6 +19,7 @@
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { Problem } from "../core/problem.ts";
+import { notify, type ProgressListener } from "../core/progress.ts";
 import { gridClassKey, kernelTableKey } from "../kernels/kernel_table.ts";
 import { type DeviceProfile, gridFor } from "../plan/backend.ts";
 import { tileConfig, type TileOptions } from "../plan/tiles.ts";
@@ -39,6 +40,8 @@ export interface KVClassContext {
   readonly tileOptions: TileOptions;
   /** A software adapter (tests): short probes, at most 64 workgroups. */
   readonly software?: boolean;
+  /** Hears each calibration (stage `calibrate`). */
+  readonly onProgress?: ProgressListener;
 }
 
 /**
@@ -129,6 +132,10 @@ export function kvClassCalibrator(ctx: KVClassContext): KVClassCalibrator {
     if (key === undefined) return undefined;
     let grid = pending.get(key);
     if (grid === undefined) {
+      notify(ctx.onProgress, {
+        stage: "calibrate",
+        message: `calibrating the lean grid of the ${key} class`,
+      });
       const rows = Number(/^r(\d+) /.exec(key)?.[1]);
       grid = calibrate(problem, rows, gridFor(profile, rows, problem.headDim));
       pending.set(key, grid);

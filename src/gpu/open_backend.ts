@@ -169,6 +169,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     tuning,
     tileOptions,
     software: summary.software,
+    onProgress,
   });
   return new WebGPUBackend(
     options.flavor,
