@@ -36,6 +36,10 @@
 #           calibrated class grid, checked, with the defaults in the same run.
 #   unroll2 the same after E5M2 at 2 tokens per step calibrated to 128 by the step alone: the
 #           step's size never below the 1.5x rule's; then the calibration sweep.
+#   ptune   paged per-tensor E4M3 (GQA 32/8 128k, where paged is 1.05x of dense) under tunings
+#           the kernel choice does not try by default (V per token, shared query rows, no row
+#           scatter, split prefetch, two shuffle groups, vec4 dot products, the per-word NaN
+#           test, token runs), dense beside it, each checked.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s38_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -141,5 +145,24 @@ if [ "$mode" = unroll ] || [ "$mode" = unroll2 ]; then
   if [ "$mode" = unroll2 ]; then
     run_deno 200 sweep.txt bench/calibration_sweep.ts --out="$out/sweep.json"
   fi
+  stamp "done"
+fi
+
+if [ "$mode" = ptune ]; then
+  for run in base vpt qs norsc pfs sgm2 vec4 word runs; do
+    case $run in
+      base) kernel=() ;;
+      vpt) kernel=(--kernel='{"vPerToken":true}') ;;
+      qs) kernel=(--kernel='{"queryShared":true}') ;;
+      norsc) kernel=(--kernel='{"rowScatter":false}') ;;
+      pfs) kernel=(--kernel='{"prefetch":"split"}') ;;
+      sgm2) kernel=(--kernel='{"shuffleGroups":2}') ;;
+      vec4) kernel=(--kernel='{"fmaDots":false}') ;;
+      word) kernel=(--kernel='{"nanSteps":false}') ;;
+      runs) kernel=(--kernel='{"tokenRuns":true}') ;;
+    esac
+    run_deno 45 "e4m3_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --paged "${kernel[@]}" --only='gqa32/8 128k e4m3' --skip='tok' --out="$out/e4m3_$run.json"
+  done
   stamp "done"
 fi
