@@ -197,10 +197,14 @@ export class DecoderImpl implements Decoder {
     if (!Array.isArray(strategies)) {
       throw new TypeError(`strategies must be an array: got ${typeof strategies}`);
     }
-    // Plan every strategy first: a bad one throws before anything compiles (or calibrates).
-    strategies.forEach((strategy) => this.#planProblem(problem, strategy));
+    // Plan every strategy first: a bad one throws before anything compiles (or calibrates); plan
+    // again where an 8-bit class's calibration gave it a grid of its own.
+    const profile = this.#backend.profile;
+    let plans = strategies.map((strategy) => this.#planProblem(problem, strategy));
     await this.#calibrate(problem);
-    const plans = strategies.map((strategy) => this.#planProblem(problem, strategy));
+    if (this.#backend.profile !== profile) {
+      plans = strategies.map((strategy) => this.#planProblem(problem, strategy));
+    }
     // A decode input given as the shape brings its 8-bit scales: per-token scales compile
     // kernels of their own, which a shape alone would not warm.
     const { kScale, vScale } = shape as Partial<DecodeInput>;

@@ -234,6 +234,7 @@ Deno.test("kv class grids: the decoder lets its backend calibrate before it plan
   const cpu = createCpuBackend(16);
   let profile: DeviceProfile = { ...CALIBRATED, gridByClass: { "r1 d64": 16 } };
   const calls: string[] = [];
+  const prepared: number[] = [];
   const backend: Backend = {
     name: "cpu",
     get profile() {
@@ -242,6 +243,7 @@ Deno.test("kv class grids: the decoder lets its backend calibrate before it plan
     run: (plan, input, scale) => cpu.run(plan, input, scale),
     time: (plan, input, scale, options) => cpu.time(plan, input, scale, options),
     stats: () => cpu.stats(),
+    prepare: (plan) => void prepared.push(plan.grid),
     dispose: () => cpu.dispose(),
     async calibrate(problem) {
       const key = missingKVClass(profile, problem, {});
@@ -282,6 +284,13 @@ Deno.test("kv class grids: the decoder lets its backend calibrate before it plan
       }),
     );
     assert.deepEqual(calls, ["r1 d64 int8", "none", "none", "none"]);
+    assert.deepEqual(prepared, [3, 3, 3]);
+    // A warm-up of a class not calibrated yet prepares its plans at the class's new grid.
+    const e4m3 = { ...input, kvDtype: "fp8e4m3" as const };
+    assert.equal(decoder.plan(e4m3).grid, 16);
+    await decoder.warmup(e4m3);
+    assert.deepEqual(calls.slice(4), ["r1 d64 fp8e4m3"]);
+    assert.deepEqual(prepared.slice(3), [3, 3, 3]);
   } finally {
     await decoder.dispose();
   }

@@ -3,16 +3,15 @@
  * per kernel class (rows per block, head dim) with its f16 kernel when it opens; an 8-bit kernel
  * of the same class may keep more registers, so fewer of its workgroups run at once, and a grid
  * sized for the f16 kernel then runs in a second, partial wave. On the H200 the 1-row d128 E4M3
- * kernel (236 registers against f16's 128 or fewer) took 0.3228 ms at the f16 class's grid (480
- * to 502) and 0.2981 ms at 256, one wave of two workgroups per multiprocessor (session 38). The
- * class's grid is the size before the largest step in its probe's time up to the f16 class's
- * grid (`sizeBeforeStep`: a new wave), where the f16 rule's 1.5x of one workgroup's time would
- * stop kernels of more arithmetic per byte early (E5M2 at 375 where it runs best at 502), but
- * never below that rule's size (`CalibrationOptions.stepWithin`).
+ * kernel (236 registers against f16's 96) took 0.3228 ms at the f16 class's grid (502, 480 after
+ * planning) and 0.2981 ms at 256, one wave of two workgroups per multiprocessor (session 38).
  * Calibrating every class for every dtype when the backend opens would triple its start; so an
  * 8-bit class is calibrated the first time a decode, warm-up or timing needs it, with its own
  * kernel, and its grid joins the profile's `gridByClass` under the class key with the dtype
- * (`"r1 d128 fp8e4m3"`).
+ * (`"r1 d128 fp8e4m3"`). Its grid is the size before the largest step in its probe's time up to
+ * the f16 class's grid (a new wave), never below the size where the probe takes 1.5x of one
+ * workgroup's time, the f16 classes' rule, which alone would stop kernels of more arithmetic per
+ * byte early (E5M2 at 375 where it runs best at 502; see `gridFromSweep` in device_profile.ts).
  *
  * @module
  */
@@ -61,6 +60,15 @@ export function missingKVClass(
   problem: Pick<Problem, "headDim" | "headDimV" | "kvDtype" | "rowsPerGroup">,
   tileOptions: TileOptions,
 ): string | undefined {
+  return missingClass(profile, problem, tileOptions)?.key;
+}
+
+/** {@linkcode missingKVClass}'s class: its key and rows per block. */
+function missingClass(
+  profile: DeviceProfile,
+  problem: Pick<Problem, "headDim" | "headDimV" | "kvDtype" | "rowsPerGroup">,
+  tileOptions: TileOptions,
+): { key: string; rows: number } | undefined {
   const { headDim, kvDtype } = problem;
   if (profile.source !== "calibrated" || profile.gridByClass === undefined) return undefined;
   if (KV_DTYPE_INFO[kvDtype].bytes !== 1 || problem.headDimV !== headDim) return undefined;
@@ -70,7 +78,7 @@ export function missingKVClass(
   }).rowsPerBlock;
   const key = gridClassKey(headDim, rows, kvDtype);
   if (key === gridClassKey(headDim, rows)) return undefined;
-  return profile.gridByClass[key] === undefined ? key : undefined;
+  return profile.gridByClass[key] === undefined ? { key, rows } : undefined;
 }
 
 /** Calibrates a problem's 8-bit class: its key and grid, or undefined (none needed or found). */
@@ -112,8 +120,7 @@ export function kvClassCalibrator(ctx: KVClassContext): KVClassCalibrator {
         kvDtype,
       );
       // The GPU may have idled (a low clock): warm it as the backend's first class does, sweep
-      // twice (the least of each size), and take the size before the wave's step up to the f16
-      // class's grid (see `sizeBeforeStep`).
+      // twice (the least of each size), and look for the wave's step up to the f16 class's grid.
       const software = ctx.software ?? false;
       const p = await deviceProfile(ctx.device, ctx.description, software, probe, key, {
         warmupMs: software ? 0 : 300,
@@ -128,15 +135,15 @@ export function kvClassCalibrator(ctx: KVClassContext): KVClassCalibrator {
     }
   };
   return async (profile, problem) => {
-    const key = missingKVClass(profile, problem, ctx.tileOptions);
-    if (key === undefined) return undefined;
+    const missing = missingClass(profile, problem, ctx.tileOptions);
+    if (missing === undefined) return undefined;
+    const { key, rows } = missing;
     let grid = pending.get(key);
     if (grid === undefined) {
       notify(ctx.onProgress, {
         stage: "calibrate",
         message: `calibrating the lean grid of the ${key} class`,
       });
-      const rows = Number(/^r(\d+) /.exec(key)?.[1]);
       grid = calibrate(problem, rows, gridFor(profile, rows, problem.headDim));
       pending.set(key, grid);
     }
