@@ -98,11 +98,20 @@ export class DecoderImpl implements Decoder {
   }
 
   /**
-   * Lets the backend calibrate the lean grid of the problem's 8-bit kernel class before its
-   * first plan (see `Backend.calibrate`); tracked, so `dispose()` waits for it.
+   * Runs `body` on `input` once the problem's kernel class has its lean grid (see
+   * `Backend.calibrate`): at once where the backend has nothing to calibrate, else after the
+   * calibration on a copy of the input's arrays taken now, since a call takes its inputs at call
+   * time; tracked as one call, so `dispose()` waits for the calibration and the body alike.
    */
-  async #calibrate(problem: Problem): Promise<void> {
-    if (this.#backend.calibrate) await this.#track(this.#backend.calibrate(problem));
+  #withGrid<T>(
+    problem: Problem,
+    input: DecodeInput,
+    body: (input: DecodeInput) => Promise<T>,
+  ): Promise<T> {
+    const calibrating = this.#backend.calibrate?.(problem);
+    if (calibrating === undefined) return body(input);
+    const held = copyArrays(input);
+    return this.#track(calibrating.then(() => body(held)));
   }
 
   /** Plans a validated shape (the decode paths validate their input once, then plan it). */
@@ -129,9 +138,10 @@ export class DecoderImpl implements Decoder {
   async decode(input: DecodeInput): Promise<DecodeOutput> {
     this.#live();
     const problem = validateInput(input);
-    await this.#calibrate(problem);
-    const plan = this.#planProblem(problem, input.strategy);
-    return await this.#track(this.#backend.run(plan, input, resolveScale(input)));
+    return await this.#withGrid(problem, input, (held) => {
+      const plan = this.#planProblem(problem, held.strategy);
+      return this.#track(this.#backend.run(plan, held, resolveScale(held)));
+    });
   }
 
   async timeKernels(input: DecodeInput, options: KernelTimingRequest = {}): Promise<KernelTiming> {
@@ -162,15 +172,16 @@ export class DecoderImpl implements Decoder {
     if (!Number.isFinite(streamMs) || streamMs < 0 || streamMs > 1000) {
       throw new RangeError(`streamMs must be from 0 to 1000: got ${streamMs}`);
     }
-    await this.#calibrate(problem);
-    const plan = this.#planProblem(problem, input.strategy);
-    const t = await this.#track(this.#backend.time(plan, input, resolveScale(input), {
-      runs,
-      warmup,
-      kvSets,
-      warmupMs,
-      streamMs,
-    }));
+    const t = await this.#withGrid(problem, input, (held) => {
+      const plan = this.#planProblem(problem, held.strategy);
+      return this.#track(this.#backend.time(plan, held, resolveScale(held), {
+        runs,
+        warmup,
+        kvSets,
+        warmupMs,
+        streamMs,
+      }));
+    });
     const { streamSamplesMs, runsPerStreamPass, ...alone } = t;
     return {
       ...alone,
@@ -201,7 +212,8 @@ export class DecoderImpl implements Decoder {
     // again where an 8-bit class's calibration gave it a grid of its own.
     const profile = this.#backend.profile;
     let plans = strategies.map((strategy) => this.#planProblem(problem, strategy));
-    await this.#calibrate(problem);
+    const calibrating = this.#backend.calibrate?.(problem);
+    if (calibrating !== undefined) await this.#track(calibrating);
     if (this.#backend.profile !== profile) {
       plans = strategies.map((strategy) => this.#planProblem(problem, strategy));
     }
@@ -221,6 +233,17 @@ export class DecoderImpl implements Decoder {
   [Symbol.asyncDispose](): Promise<void> {
     return this.dispose();
   }
+}
+
+/** A decode input with copies of its arrays (typed arrays and plain ones), the rest as it is. */
+function copyArrays(input: DecodeInput): DecodeInput {
+  const copy: Record<string, unknown> = { ...input };
+  for (const [key, value] of Object.entries(copy)) {
+    if (ArrayBuffer.isView(value) && "slice" in value) {
+      copy[key] = (value as unknown as { slice(): unknown }).slice();
+    } else if (Array.isArray(value)) copy[key] = value.slice();
+  }
+  return copy as unknown as DecodeInput;
 }
 
 async function openBackend(options: DecoderOptions): Promise<Backend> {

@@ -245,12 +245,13 @@ Deno.test("kv class grids: the decoder lets its backend calibrate before it plan
     stats: () => cpu.stats(),
     prepare: (plan) => void prepared.push(plan.grid),
     dispose: () => cpu.dispose(),
-    async calibrate(problem) {
+    calibrate(problem) {
       const key = missingKVClass(profile, problem, {});
       calls.push(key ?? "none");
-      if (key === undefined) return;
-      await new Promise((resolve) => setTimeout(resolve, 1));
-      profile = { ...profile, gridByClass: { ...profile.gridByClass, [key]: 3 } };
+      if (key === undefined) return undefined;
+      return new Promise((resolve) => setTimeout(resolve, 5)).then(() => {
+        profile = { ...profile, gridByClass: { ...profile.gridByClass, [key]: 3 } };
+      });
     },
   };
   const decoder = new DecoderImpl(backend, {}, false);
@@ -263,13 +264,23 @@ Deno.test("kv class grids: the decoder lets its backend calibrate before it plan
       kvDtype: "int8",
       seed: 5,
     });
-    // A plan before any decode takes the class's grid; the decode calibrates, then plans.
+    // A plan before any decode takes the class's grid; the decode calibrates, then plans. The
+    // call takes its input at call time: arrays changed while it calibrates change nothing.
     assert.equal(decoder.plan(input).grid, 16);
-    const { out } = await decoder.decode(input);
+    const want = referenceAttention(input).out;
+    const kept = { q: input.q.slice(), k: input.k.slice(), v: input.v.slice() };
+    const call = decoder.decode(input);
+    input.q.fill(0.25);
+    input.k.fill(-3);
+    input.v.fill(7);
+    const { out } = await call;
     assert.deepEqual(calls, ["r1 d64 int8"]);
     assert.equal(decoder.plan(input).grid, 3);
-    const error = relativeL2Error(out, referenceAttention(input).out);
+    const error = relativeL2Error(out, want);
     assert.ok(error < 1e-5, `relative L2 error ${error}`);
+    input.q.set(kept.q);
+    input.k.set(kept.k as Int8Array);
+    input.v.set(kept.v as Int8Array);
     // Warm-ups and timings ask too (a no-op once the class has its grid), f16 finds none.
     await decoder.warmup(input);
     await decoder.timeKernels(input, { runs: 1, warmup: 0 });
@@ -294,6 +305,21 @@ Deno.test("kv class grids: the decoder lets its backend calibrate before it plan
   } finally {
     await decoder.dispose();
   }
+  // dispose() waits for a call that is still calibrating, and for its run after it.
+  profile = { ...CALIBRATED, gridByClass: { "r1 d64": 16 } };
+  const second = new DecoderImpl(backend, {}, false);
+  const input = makeInput({
+    seqLens: [90],
+    numHeads: 1,
+    numKVHeads: 1,
+    headDim: 64,
+    kvDtype: "int8",
+    seed: 7,
+  });
+  const call = second.decode(input);
+  await second.dispose();
+  const error = relativeL2Error((await call).out, referenceAttention(input).out);
+  assert.ok(error < 1e-5, `relative L2 error ${error} after dispose`);
 });
 
 const gpu = await openGpu("webgpu");

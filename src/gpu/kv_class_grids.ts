@@ -81,17 +81,20 @@ function missingClass(
   return profile.gridByClass[key] === undefined ? { key, rows } : undefined;
 }
 
-/** Calibrates a problem's 8-bit class: its key and grid, or undefined (none needed or found). */
+/**
+ * Calibrates a problem's 8-bit class: `undefined` at once where none is needed, else its key and
+ * grid (`undefined` where the calibration fails).
+ */
 export type KVClassCalibrator = (
   profile: DeviceProfile,
   problem: Problem,
-) => Promise<{ readonly key: string; readonly grid: number } | undefined>;
+) => Promise<{ readonly key: string; readonly grid: number } | undefined> | undefined;
 
 /**
  * A calibrator of 8-bit classes for one backend: given a problem whose class has no grid yet
  * (see {@linkcode missingKVClass}), that class's key and grid, calibrated with the class's 8-bit
  * kernel (at its head-dim class's head dim, per-tensor scales); concurrent calls for one class
- * share one calibration. Undefined where none is needed or the calibration fails.
+ * share one calibration. Undefined at once where none is needed.
  */
 export function kvClassCalibrator(ctx: KVClassContext): KVClassCalibrator {
   const pending = new Map<string, Promise<number | undefined>>();
@@ -134,7 +137,7 @@ export function kvClassCalibrator(ctx: KVClassContext): KVClassCalibrator {
       pool.destroy();
     }
   };
-  return async (profile, problem) => {
+  return (profile, problem) => {
     const missing = missingClass(profile, problem, ctx.tileOptions);
     if (missing === undefined) return undefined;
     const { key, rows } = missing;
@@ -147,7 +150,6 @@ export function kvClassCalibrator(ctx: KVClassContext): KVClassCalibrator {
       grid = calibrate(problem, rows, gridFor(profile, rows, problem.headDim));
       pending.set(key, grid);
     }
-    const value = await grid;
-    return value === undefined ? undefined : { key, grid: value };
+    return grid.then((value) => value === undefined ? undefined : { key, grid: value });
   };
 }

@@ -110,12 +110,15 @@ export class WebGPUBackend implements Backend {
     return this.#profile;
   }
 
-  async calibrate(problem: Problem): Promise<void> {
-    const found = await this.#calibrator?.(this.#profile, problem);
-    if (found === undefined) return;
-    // Into the profile as it is now: other classes may have joined while this one calibrated.
-    const byClass = { ...this.#profile.gridByClass, [found.key]: found.grid };
-    this.#profile = { ...this.#profile, gridByClass: byClass };
+  calibrate(problem: Problem): Promise<void> | undefined {
+    const calibrating = this.#calibrator?.(this.#profile, problem);
+    if (calibrating === undefined) return undefined;
+    return calibrating.then((found) => {
+      if (found === undefined) return;
+      // Into the profile as it is now: other classes may have joined while this one calibrated.
+      const byClass = { ...this.#profile.gridByClass, [found.key]: found.grid };
+      this.#profile = { ...this.#profile, gridByClass: byClass };
+    });
   }
 
   /** The device in use. */

@@ -193,9 +193,10 @@ export interface Backend {
   /**
    * Calibrates the lean grid of a problem's kernel class for its KV dtype where the profile has
    * none yet (8-bit K/V on hardware GPUs with a calibrated profile), so that plans made after it
-   * resolves are cut for it; absent or a no-op elsewhere.
+   * resolves are cut for it. Returns `undefined` at once where there is nothing to calibrate, so
+   * that calls needing none stay synchronous up to their run; absent on the CPU.
    */
-  calibrate?(problem: Problem): Promise<void>;
+  calibrate?(problem: Problem): Promise<void> | undefined;
   /**
    * Compiles what a plan will need ahead of its first run (GPU backends; absent on the CPU).
    * 8-bit K/V: `scales` (the inputs' `kScale` / `vScale`) pick per-tensor or per-token kernels.
