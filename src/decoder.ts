@@ -5,6 +5,7 @@
  * @module
  */
 
+import { copyInputArrays } from "./core/input_copy.ts";
 import {
   type Backend,
   type BackendName,
@@ -110,7 +111,7 @@ export class DecoderImpl implements Decoder {
   ): Promise<T> {
     const calibrating = this.#backend.calibrate?.(problem);
     if (calibrating === undefined) return body(input);
-    const held = copyArrays(input);
+    const held = copyInputArrays(input);
     return this.#track(calibrating.then(() => body(held)));
   }
 
@@ -233,17 +234,6 @@ export class DecoderImpl implements Decoder {
   [Symbol.asyncDispose](): Promise<void> {
     return this.dispose();
   }
-}
-
-/** A decode input with copies of its arrays (typed arrays and plain ones), the rest as it is. */
-function copyArrays(input: DecodeInput): DecodeInput {
-  const copy: Record<string, unknown> = { ...input };
-  for (const [key, value] of Object.entries(copy)) {
-    if (ArrayBuffer.isView(value) && "slice" in value) {
-      copy[key] = (value as unknown as { slice(): unknown }).slice();
-    } else if (Array.isArray(value)) copy[key] = value.slice();
-  }
-  return copy as unknown as DecodeInput;
 }
 
 async function openBackend(options: DecoderOptions): Promise<Backend> {

@@ -28,6 +28,7 @@ import { timeWarm } from "./gpu_timing.ts";
 import type { Plan } from "../plan/plan.ts";
 import type { DecodeInput, DecodeOutput, KVArray, Problem } from "../core/problem.ts";
 import type { KVClassCalibrator } from "./kv_class_grids.ts";
+import { copyInputArrays } from "../core/input_copy.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { kvScaleMode, kvScaleTable } from "../core/kv8.ts";
 import { slotFloats } from "../core/reducer.ts";
@@ -274,14 +275,7 @@ export class WebGPUBackend implements Backend {
    */
   async #enter(input: DecodeInput): Promise<{ release: () => void; input: DecodeInput }> {
     this.#guard.check();
-    const copy: DecodeInput = {
-      ...input,
-      q: input.q.slice(),
-      k: input.k.slice(),
-      v: input.v.slice(),
-      ...(input.kScale instanceof Float32Array ? { kScale: input.kScale.slice() } : {}),
-      ...(input.vScale instanceof Float32Array ? { vScale: input.vScale.slice() } : {}),
-    };
+    const copy = copyInputArrays(input);
     return { release: await this.#gate.acquire(), input: copy };
   }
 
