@@ -48,6 +48,7 @@ import type { WGSLOptions } from "./decode_kernel.ts";
 import { TILED_THREADS, tiledLayout } from "./tiled_layout.ts";
 import { tiledStagesWGSL, vPieceWGSL } from "./tiled_stages.ts";
 import { tiledWeightedWGSL } from "./tiled_weighted.ts";
+import { tiledOutputWGSL } from "./tiled_output.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
@@ -70,7 +71,7 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
   const W = TILED_THREADS;
   const layout = tiledLayout(spec);
   const { RB, TS, DC, MA_T, MB_R, NCV, TG, U, NTX, KL, QL, smem4 } = layout;
-  const { scores: PS_OFF, exchange: RED_OFF, alpha: AL_OFF, final: FIN_OFF } = layout.offsets;
+  const { scores: PS_OFF, exchange: RED_OFF, alpha: AL_OFF } = layout.offsets;
   const info = KV_DTYPE_INFO[spec.kvDtype];
   const RB4 = RB / 4;
   const NP = W / RB; // softmax threads per row
@@ -329,97 +330,7 @@ ${weightedMasked}
       }
       workgroupBarrier();
     }
-${
-    TG > 1
-      ? `    // The token groups' outputs, added in group order into group 0's.
-    for (var g = 1u; g < ${TG}u; g++) {
-      if (tg == g) {
-${
-        lines(MB_R, (r) =>
-          `        smem[(rg * ${MB_R}u + ${r}u) * ${DV / 4}u + 2u * c] = ${o(r, 0)};
-        smem[(rg * ${MB_R}u + ${r}u) * ${DV / 4}u + 2u * c + 1u] = ${o(r, 1)};`)
-      }
-      }
-      workgroupBarrier();
-      if (tg == 0u) {
-${
-        lines(MB_R, (r) =>
-          `        ${o(r, 0)} += smem[(rg * ${MB_R}u + ${r}u) * ${DV / 4}u + 2u * c];
-        ${o(r, 1)} += smem[(rg * ${MB_R}u + ${r}u) * ${DV / 4}u + 2u * c + 1u];`)
-      }
-      }
-      workgroupBarrier();
-    }`
-      : ""
-  }
-    // Each row's final sum and output rescale (a direct piece's sink joins them here, once),
-    // and whether it saw a NaN or +inf score.
-    if (sp == 0u) {${
-    flags.sinks
-      ? `
-      let sk = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + sr, params.group_size * q_len - 1u), q_len) + 1u];
-      let fin_m = select(m_run, max(m_run, sk), slot == DIRECT);
-      let fin_c = exp2(m_run - fin_m);
-      let fin_l = select(l_run, l_run * fin_c + exp2(sk - fin_m), slot == DIRECT);`
-      : `
-      let fin_m = m_run;
-      let fin_c = 1.0;
-      let fin_l = l_run;`
-  }
-      let row_bad = bad != 0u || poisoned(l_run);
-      sm_set(${4 * FIN_OFF}u + sr, fin_l);
-      sm_set(${4 * FIN_OFF + RB}u + sr, fin_c);
-      sm_set(${4 * FIN_OFF + 2 * RB}u + sr, select(0.0, 1.0, row_bad));
-      if (sr < n_rows) {
-        if (slot == DIRECT) {
-          lse_out[query_row(q_start, q_len, kv_head, r0 + sr)] = select(
-            (fin_m + log2(fin_l)) * 0.6931471805599453,
-            bitcast<f32>(nan_bits),
-            row_bad,
-          );
-        } else {
-          partials[slot * SLOT + RP * DV + sr] = m_run;
-          partials[slot * SLOT + RP * DV + RP + sr] = select(l_run, bitcast<f32>(nan_bits), row_bad);
-        }
-      }
-    }
-    workgroupBarrier();
-    if (tg == 0u) {
-${
-    lines(MB_R, (r) =>
-      `      {
-        let r = rg * ${MB_R}u + ${r}u;
-        if (r < n_rows) {
-          let lo_half = ${o(r, 0)}${vScale};
-          let hi_half = ${o(r, 1)}${vScale};
-          if (slot == DIRECT) {
-            let nan = sm_get(${4 * FIN_OFF + 2 * RB}u + r) != 0.0;
-            let k = sm_get(${4 * FIN_OFF + RB}u + r) / sm_get(${4 * FIN_OFF}u + r);
-            let x0 = select(lo_half * k, vec4<f32>(bitcast<f32>(nan_bits)), nan);
-            let x1 = select(hi_half * k, vec4<f32>(bitcast<f32>(nan_bits)), nan);
-            let at = query_row(q_start, q_len, kv_head, r0 + r) * DV + 8u * c;
-${
-        io.outHalf
-          ? `            out[at / 2u] = half_bits(x0.x) | (half_bits(x0.y) << 16u);
-            out[at / 2u + 1u] = half_bits(x0.z) | (half_bits(x0.w) << 16u);
-            out[at / 2u + 2u] = half_bits(x1.x) | (half_bits(x1.y) << 16u);
-            out[at / 2u + 3u] = half_bits(x1.z) | (half_bits(x1.w) << 16u);`
-          : lines(
-            8,
-            (e) => `            out[at + ${e}u] = x${e >> 2}.${comps[e & 3]};`,
-          )
-      }
-          } else {
-            let at = slot * SLOT + r * DV + 8u * c;
-${
-        lines(8, (e) =>
-          `            partials[at + ${e}u] = ${e < 4 ? "lo_half" : "hi_half"}.${comps[e & 3]};`)
-      }
-          }
-        }
-      }`)
-  }
-    }
+${tiledOutputWGSL(spec, layout, vScale)}
     workgroupBarrier();
   }
 }

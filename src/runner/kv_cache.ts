@@ -32,20 +32,20 @@ import type {
   LayerRows,
   StoredRows,
 } from "./kv_cache_types.ts";
-import { isCommandEncoder } from "./checks.ts";
 import { AppendPath } from "./kv_append.ts";
-import { KVStorage } from "./kv_storage.ts";
 import { PageTables, type Sequence } from "./page_tables.ts";
 import { registerCache } from "./cache_registry.ts";
 import { checkCacheOptions, checkLayer } from "./kv_cache_checks.ts";
+import { appendHostRows, encodeAppendRows, writeSlotRows } from "./kv_cache_writes.ts";
 import {
-  appendHostRows,
-  type CacheRows,
-  encodeAppendRows,
-  writeSlotRows,
-} from "./kv_cache_writes.ts";
+  cacheMemory,
+  type CacheState,
+  cacheStats,
+  disposeCacheState,
+  extendSequences,
+  openCacheState,
+} from "./kv_cache_state.ts";
 import type { PageTableSource } from "./page_table_source.ts";
-import { adoptGpuContext, type GpuContext } from "../gpu/gpu_context.ts";
 import type { KVArray, KVDtype } from "../core/problem.ts";
 
 /**
@@ -100,17 +100,8 @@ export class KVCache implements PageTableSource {
    * `"token"` for other dtypes, which keep no scales.
    */
   readonly kvScales: "token" | "tensor";
-  /** Sequences, their page tables and the page pool. */
-  #tables: PageTables;
-  /** The K and V rows of every layer, in host arrays or GPU buffers. */
-  #store: KVStorage;
-  /** What the row writes use (see kv_cache_writes.ts). */
-  #rows: CacheRows;
-  /** The append kernel's pipeline, upload ring and bind groups, made on first use. */
-  #append: AppendPath | undefined;
-  /** The device's context (pipeline cache, device guard) for GPU caches. */
-  #gpu: GpuContext | undefined;
-  #disposed = false;
+  /** Page tables, storage, device context and append path (see kv_cache_state.ts). */
+  #state: CacheState;
 
   /** Prefer {@linkcode createKVCache}, which validates the options first. */
   constructor(options: KVCacheOptions) {
@@ -128,31 +119,22 @@ export class KVCache implements PageTableSource {
     this.rowElementsV = this.numKVHeads * this.headDimV;
     this.rowBytesV = this.rowElementsV * KV_DTYPE_INFO[o.kvDtype].bytes;
     this.kvScales = o.tensorScales ? "tensor" : "token";
-    this.#tables = new PageTables(this.numPages, o.pageSize);
+    const tables = new PageTables(this.numPages, o.pageSize);
     this.id = registerCache(this);
-    const device = o.device;
-    this.device = device;
-    this.#store = new KVStorage(this, device, o.tensorScales);
-    this.#rows = {
-      cache: this,
-      tables: this.#tables,
-      store: this.#store,
-      ...(o.tensorScales ? { tensorScales: o.tensorScales } : {}),
-    };
-    const lostRemedy = "create a new device and a new cache on it";
-    if (device) this.#gpu = adoptGpuContext(device, { lostRemedy });
+    this.device = o.device;
+    this.#state = openCacheState(this, tables, o);
   }
 
   /** Throws when disposed, and for calls that touch the GPU (`gpu`) when the device is lost. */
   #check(gpu = false): void {
-    if (this.#disposed) {
+    if (this.#state.disposed) {
       throw new Error("KVCache is disposed: create a new one with createKVCache()");
     }
-    if (gpu) this.#gpu?.guard.check();
+    if (gpu) this.#state.gpu?.guard.check();
   }
 
   #seq(id: unknown, name = "seq"): Sequence {
-    return this.#tables.get(id, name);
+    return this.#state.tables.get(id, name);
   }
 
   #layer(layer: unknown): number {
@@ -164,18 +146,18 @@ export class KVCache implements PageTableSource {
    * stale, and encoding it throws.
    */
   get version(): number {
-    return this.#tables.version;
+    return this.#state.tables.version;
   }
 
   /** Adds an empty sequence and returns its id. */
   addSequence(): number {
     this.#check();
-    return this.#tables.add();
+    return this.#state.tables.add();
   }
 
   /** Ids of the live sequences, in creation order. */
   sequences(): number[] {
-    return [...this.#tables.seqs.keys()];
+    return [...this.#state.tables.seqs.keys()];
   }
 
   /** Tokens in a sequence. */
@@ -203,7 +185,7 @@ export class KVCache implements PageTableSource {
 
   /** References held on a page: the sequences sharing it (0: free). */
   pageRefCount(page: number): number {
-    return this.#tables.pool.refCount(page);
+    return this.#state.tables.pool.refCount(page);
   }
 
   /**
@@ -212,18 +194,18 @@ export class KVCache implements PageTableSource {
    */
   fork(seq: number): number {
     this.#check();
-    return this.#tables.fork(this.#seq(seq));
+    return this.#state.tables.fork(this.#seq(seq));
   }
 
   /** Frees a sequence: its pages return to the pool unless another sequence still shares them. */
   free(seq: number): void {
     this.#check();
-    this.#tables.free(seq, this.#seq(seq));
+    this.#state.tables.free(seq, this.#seq(seq));
   }
 
   /** Pages an {@linkcode KVCache.extend} of these sequences would take (new and copied). */
   pagesNeeded(seqs: ArrayLike<number>, counts: number | ArrayLike<number>): number {
-    return this.#tables.plan(seqs, counts).need;
+    return this.#state.tables.plan(seqs, counts).need;
   }
 
   /**
@@ -239,22 +221,7 @@ export class KVCache implements PageTableSource {
     options: ExtendOptions = {},
   ): AppendSlots {
     this.#check(true);
-    const { need, list, n, cow, tokens } = this.#tables.plan(seqs, counts);
-    if (need > this.#tables.pool.free) {
-      throw new RangeError(
-        `Out of KV cache pages: extending ${list.length} sequence(s) by ${tokens} token(s) needs ${need} page(s), ${this.#tables.pool.free} free of ${this.numPages}`,
-      );
-    }
-    if (options.encoder !== undefined && !isCommandEncoder(options.encoder)) {
-      throw new TypeError(`encoder must be a GPUCommandEncoder: got ${typeof options.encoder}`);
-    }
-    let copies: GPUCommandEncoder | undefined;
-    const { rows, starts } = this.#tables.grow(list, n, cow, tokens, (old, page, count) => {
-      if (this.device) copies ??= options.encoder ?? this.device.createCommandEncoder();
-      this.#store.copyPage(copies, old, page, count);
-    });
-    if (copies && options.encoder === undefined) this.device!.queue.submit([copies.finish()]);
-    return this.#tables.issue(seqs, list, n, starts, rows);
+    return extendSequences(this.#state, seqs, counts, options);
   }
 
   /**
@@ -267,7 +234,7 @@ export class KVCache implements PageTableSource {
   write(slots: AppendSlots, layer: number, rows: LayerRows): void {
     this.#check(true);
     this.#layer(layer);
-    writeSlotRows(this.#rows, slots, layer, rows);
+    writeSlotRows(this.#state, slots, layer, rows);
   }
 
   /**
@@ -278,7 +245,7 @@ export class KVCache implements PageTableSource {
   append(seq: number, data: AppendData, options: ExtendOptions = {}): AppendSlots {
     this.#check(true);
     this.#seq(seq);
-    return appendHostRows(this.#rows, data, (tokens) => this.extend([seq], tokens, options));
+    return appendHostRows(this.#state, data, (tokens) => this.extend([seq], tokens, options));
   }
 
   /**
@@ -295,12 +262,13 @@ export class KVCache implements PageTableSource {
     options: EncodeAppendOptions,
   ): void {
     this.#check(true);
+    const s = this.#state;
     encodeAppendRows(
-      this.#rows,
+      s,
       target,
       options,
       () => this.#layer(options?.layer),
-      () => this.#append ??= new AppendPath(this.#gpu!, this.kvDtype, this.rowElements, this),
+      () => s.append ??= new AppendPath(s.gpu!, this.kvDtype, this.rowElements, this),
     );
   }
 
@@ -312,8 +280,8 @@ export class KVCache implements PageTableSource {
    * appends may still run.
    */
   discardUpload(slots: AppendSlots): void {
-    if (this.#disposed) return;
-    this.#append?.discard(slots);
+    if (this.#state.disposed) return;
+    this.#state.append?.discard(slots);
   }
 
   /**
@@ -333,7 +301,7 @@ export class KVCache implements PageTableSource {
   layerScales(layer: number): { kScale: number; vScale: number } | undefined {
     this.#check();
     const l = this.#layer(layer);
-    const t = this.#rows.tensorScales;
+    const t = this.#state.tensorScales;
     return t ? { kScale: t.k[l], vScale: t.v[l] } : undefined;
   }
 
@@ -347,7 +315,8 @@ export class KVCache implements PageTableSource {
     if (!this.device) {
       throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
     }
-    return this.#store.layer(layer, this.#store.gpuK, this.#store.gpuV, this.#store.gpuScales);
+    const s = this.#state.store;
+    return s.layer(layer, s.gpuK, s.gpuV, s.gpuScales);
   }
 
   /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, V's of `headDimV`). */
@@ -355,7 +324,7 @@ export class KVCache implements PageTableSource {
     this.#check();
     this.#layer(layer);
     if (this.device) throw new TypeError("layerData needs a host cache: this cache is on a GPU");
-    const s = this.#store;
+    const s = this.#state.store;
     return s.layer(layer, s.hostK, s.hostV, s.hostScales);
   }
 
@@ -368,36 +337,23 @@ export class KVCache implements PageTableSource {
     this.#check(true);
     this.#layer(layer);
     const s = this.#seq(seq);
-    return await this.#store.read(layer, s.pages, s.numPages, s.length, this.#gpu?.guard);
+    const { store, gpu } = this.#state;
+    return await store.read(layer, s.pages, s.numPages, s.length, gpu?.guard);
   }
 
   /** Memory use: pages used, free and shared, and bytes. */
   memory(): KVCacheMemory {
-    const scaleBytes = 4 * this.#store.scaleRow;
-    const rowBytes = this.rowBytes + this.rowBytesV + scaleBytes;
-    return this.#tables.memory(this.numLayers * this.pageSize * rowBytes);
+    return cacheMemory(this.#state);
   }
 
   /** GPU allocation counters: steady-state appends leave them unchanged. */
   stats(): KVCacheStats {
-    const append = this.#append?.stats();
-    return {
-      buffersCreated: this.#store.buffersCreated + (append?.buffersCreated ?? 0),
-      buffersLive: this.#store.buffersLive + (append?.buffersLive ?? 0),
-      pipelinesCreated: append?.pipelinesCreated ?? 0,
-      bindGroupsCreated: append?.bindGroupsCreated ?? 0,
-      bindGroupsLive: append?.bindGroupsLive ?? 0,
-      appendRegions: append?.appendRegions ?? 0,
-    };
+    return cacheStats(this.#state);
   }
 
   /** Destroys the cache's GPU buffers (the device stays the caller's); later calls throw. */
   dispose(): void {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    this.#store.destroy();
-    this.#append?.destroy();
-    this.#gpu?.pipelines.clear();
+    disposeCacheState(this.#state);
   }
 
   /** {@linkcode KVCache.dispose}, for `await using`. */
