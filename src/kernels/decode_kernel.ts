@@ -12,6 +12,10 @@
  * states are merged at the end of a piece with the softmax rescale, in group order, so results
  * never depend on timing.
  *
+ * This file resolves a spec's choices and writes the entry point; the module scope before it
+ * (header line, bindings, constants, workgroup memory, helper functions) is
+ * `decode_preamble.ts`'s.
+ *
  * @module
  */
 
@@ -24,51 +28,24 @@ import {
   type KernelSpec,
   queryStaged,
   rowScatter,
-  scaleTable,
 } from "./kernel_spec.ts";
 import { elementsPerLoad, kernelLayout, kvLoadDim } from "./kernel_layout.ts";
 import { blockLimitsWGSL, scatterRowWGSL, scatterStepWGSL } from "./decode_scatter.ts";
-import {
-  FLAT_WORKGROUP_WGSL,
-  kernelEntryWGSL,
-  PARAMS_WGSL,
-  PIECE_LOOP_WGSL,
-  QUERY_ROW_WGSL,
-} from "./kernel_params.ts";
-import {
-  chunkNames,
-  kvChunkWGSL,
-  kvLoadHalfWGSL,
-  kvLoadWGSL,
-  kvNanStepsWGSL,
-  nanTestWGSL,
-} from "./kv_load.ts";
-import {
-  grid,
-  halfValuesWGSL,
-  laneReduceWGSL,
-  lines,
-  POISONED_WGSL,
-  softmaxStepWGSL,
-} from "./decode_step.ts";
+import { kernelEntryWGSL, PIECE_LOOP_WGSL } from "./kernel_params.ts";
+import { chunkNames, kvNanStepsWGSL, nanTestWGSL } from "./kv_load.ts";
+import { grid, halfValuesWGSL, laneReduceWGSL, lines, softmaxStepWGSL } from "./decode_step.ts";
 import { stepLoadsWGSL } from "./decode_loads.ts";
-import { baseWorkgroupBytes, groupMergeWorkgroupWGSL, pieceOutputWGSL } from "./decode_output.ts";
+import { baseWorkgroupBytes, pieceOutputWGSL } from "./decode_output.ts";
 import { queryRowsWGSL } from "./decode_query.ts";
+import { decodePreambleWGSL } from "./decode_preamble.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import {
-  needsHeadTable,
   VARIANT_WGSL,
-  variantFunctionsWGSL,
   variantLogitsWGSL,
   variantRowsWGSL,
   variantVisibleWGSL,
 } from "./variant_wgsl.ts";
 import { ioWGSL } from "./io_wgsl.ts";
-import { kvAddressWGSL } from "./kv_address.ts";
-import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
-
-/** Sentinel for masked scores and empty states; finite so `exp2(NEG - NEG)` stays defined. */
-export const NEG_SCORE = -1e30;
 
 /** Options of the generated source that do not change the kernel (not part of the cache key). */
 export interface WGSLOptions {
@@ -89,11 +66,11 @@ export interface WGSLOptions {
  * ```
  */
 export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
-  const { headDim: D, tileTokens: T, rowsPerBlock: RB, workgroupSize: W } = spec;
+  const { headDim: D, rowsPerBlock: RB, workgroupSize: W } = spec;
   const L = kernelLayout(spec);
   const variant = VARIANT_WGSL.causal;
   const flags = spec.variant ?? {};
-  const { lanes, chunksPerLane: CPL, chunksPerLaneV: CPLV, groups: G, unroll: U, step } = L;
+  const { lanes, chunksPerLane: CPL, chunksPerLaneV: CPLV, groups: G, unroll: U } = L;
   // Rows this thread holds (all the block's rows unless row sets split them among lane groups).
   const RP = L.rowsPerThread;
   const RS = L.rowSets;
@@ -104,7 +81,6 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const loadDim = kvLoadDim(D, spec.headDimV);
   const V4 = elementsPerLoad(spec.kvDtype, loadDim) / 4; // vec4<f32> per chunk
   const E4V = CPLV * V4; // vec4<f32> per lane per row of o
-  const raw = kvChunkWGSL(spec.kvDtype, loadDim);
   // 8-bit KV: stored values times a scale, per tensor (params) or per token and KV head.
   const scaled = KV_DTYPE_INFO[spec.kvDtype].scaled;
   const tokenScales = scaled && spec.kvScales === "token";
@@ -220,16 +196,6 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     vPerToken ? unpackToken : undefined,
   );
 
-  const pagedBinding = `${
-    L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""
-  }${
-    scaleTable(spec)
-      ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`
-      : ""
-  }`;
-  const headsBinding = needsHeadTable("decode", flags)
-    ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}`
-    : "";
   const logits = variantLogitsWGSL(flags, U, RP);
   const rowsState = variantRowsWGSL(flags, RP, row);
   // A per-tensor K scale joins the query's prescale.
@@ -258,87 +224,18 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   });
   const dots = query.dots;
   const io = ioWGSL(spec);
-  const entries = G * RS * U * RP; // (token, row) scores per step
-  const exchange = L.subgroups || lanes === 1 ? "" : `const XHALF: u32 = ${entries * (lanes + 1)}u;
-const SHALF: u32 = ${entries}u;
-var<workgroup> xs: array<f32, ${2 * entries * (lanes + 1)}>;
-var<workgroup> ss: array<f32, ${2 * entries}>;`;
 
-  return `${half ? "enable f16;\n" : ""}${
-    options.enableDirective && L.subgroups ? "enable subgroups;\n" : ""
-  }// lean-attention decode kernel: D=${D}${
-    splitV ? ` DV=${DV}` : ""
-  } kv=${spec.kvDtype} T=${T} RP=${RB} W=${W} lanes=${lanes} unroll=${U}${
-    L.subgroups ? " subgroups" : ""
-  }${L.paged ? " paged" : ""}${L.paged && spec.kvLayout === "HND" ? " hnd" : ""}${
-    scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
-  }${RS > 1 ? ` rowSets=${RS}` : ""}${spec.prefetch === "split" ? " prefetch=split" : ""}${
-    spec.queryShared && !half ? " queryShared" : ""
-  }${queryStaged(spec) ? " queryStaged" : ""}${half ? " halfMath" : ""}${
-    intDots(spec) ? " intDots" : ""
-  }${earlyLoads(spec) ? " earlyLoads" : ""}${halfV ? ` halfValues=${halfSteps(spec)}` : ""}${
-    vPerToken ? " vPerToken" : ""
-  }${scatter ? " rowScatter" : ""}
-${PARAMS_WGSL}
-${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
-${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
-${bindingWGSL(BINDING.q, "q", "storage, read", io.qType)}
-${
-    bindingWGSL(
-      BINDING.k,
-      "k_cache",
-      "storage, read",
-      `array<${halfK && !halfBytes ? "KHalves" : raw}>`,
-    )
-  }
-${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${halfV16 ? "KHalves" : raw}>`)}
-${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
-${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
-${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}
-${pagedBinding}${headsBinding}
-${recordOffsetsWGSL(PIECE_RECORD)}
-
-const D: u32 = ${D}u;
-const D4: u32 = ${D / 4}u;
-const DV: u32 = ${DV}u;
-const T: u32 = ${T}u;
-const RP: u32 = ${RB}u;
-const CHUNKS: u32 = ${L.chunks}u;
-const CHUNKS_V: u32 = ${L.chunksV}u;
-const LANES: u32 = ${lanes}u;
-const GROUPS: u32 = ${G}u;
-const STEP: u32 = ${step}u;
-const SLOT: u32 = ${RB * (DV + 2)}u;
-const NEG: f32 = ${NEG_SCORE.toExponential()};
-const Z4: vec4<f32> = vec4<f32>(0.0);${halfV ? "\nconst Z4H: vec4<f16> = vec4<f16>(0.0h);" : ""}
-// A NaN built at run time: WGSL rejects NaN in constant expressions.
-var<private> nan_bits: u32 = 0x7fc00000u;
-const DIRECT: u32 = 0xffffffffu;
-
-// The groups' merged output, and each group's row maxima then the merged sums.
-var<workgroup> acc: array<vec4<f32>, ${RB * (DV / 4)}>;
-var<workgroup> m_sh: array<f32, ${G * RB}>;
-var<workgroup> l_sh: array<f32, ${RB}>;
-var<workgroup> bad_sh: array<atomic<u32>, ${RB}>;${
-    groupMergeWorkgroupWGSL(G / L.shuffleGroups, RB, DV, usedBytes)
-  }
-${exchange}${query.workgroup}
-${FLAT_WORKGROUP_WGSL}
-${QUERY_ROW_WGSL}
-${kvLoadWGSL(spec.kvDtype, loadDim)}${
-    nanSteps ? `\n${kvNanStepsWGSL(spec.kvDtype, loadDim)}` : ""
-  }${
-    halfBytes || (halfV && !halfV16)
-      ? `
-${kvLoadHalfWGSL(spec.kvDtype, loadDim)}`
-      : ""
-  }
-${kvAddressWGSL(spec)}
-${io.functions}
-${POISONED_WGSL}${
-    needsHeadTable("decode", flags) || flags.softCap
-      ? `\n${variantFunctionsWGSL("decode", flags)}`
-      : ""
+  return `${
+    decodePreambleWGSL(spec, {
+      layout: L,
+      enableDirective: options.enableDirective ?? false,
+      halfK,
+      halfBytes,
+      halfV16,
+      nanSteps,
+      tokenScales,
+      queryWorkgroup: query.workgroup,
+    })
   }
 
 ${kernelEntryWGSL(W)}

@@ -11,7 +11,8 @@
  */
 
 import { BINDING, bindingWGSL, recordOffsetsWGSL, REDUCE_RECORD } from "./abi.ts";
-import { NEG_SCORE, type WGSLOptions } from "./decode_kernel.ts";
+import type { WGSLOptions } from "./decode_kernel.ts";
+import { NEG_SCORE } from "./decode_preamble.ts";
 import { ioWGSL } from "./io_wgsl.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KernelSpec } from "./kernel_spec.ts";
