@@ -135,6 +135,9 @@ const KERNELS: Record<string, DumpKernel> = {
   // 8-bit rows at the unroll the kernel choice means them to have (twice f16's), which tiles of
   // 64 tokens cap at f16's (16 groups x 4 tokens); and twice that again.
   "r4_d128_int8_t128": { rows: 4, headDim: 128, kvDtype: "int8", tileTokens: 128 },
+  // Session 39: the per-tensor E4M3 kernel (per-step NaN test, base read ahead, early loads)
+  // at 128-token tiles, where its unroll is the table's 8.
+  "r4_d128_e4m3_t128": { rows: 4, headDim: 128, kvDtype: "fp8e4m3", tileTokens: 128 },
   "r4_d128_int8_u16": {
     rows: 4,
     headDim: 128,
