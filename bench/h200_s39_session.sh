@@ -8,6 +8,14 @@
 #           --unstable-webgpu bench/dump_spirv.ts --out=.scratch/spv39
 #           --only='r4_d128_int8|r4_d128_int8_t128|r4_d128_e4m3|r4_d128_e4m3_t128'`, carry
 #           .scratch/spv39, .scratch/vk_pipeline_stats, .scratch/bin, .scratch/lib).
+#   runs    paged per-tensor E4M3 (GQA 32/8 at 32k, 128k, 512k, pages of 16), where paged is 1.05x
+#           of dense: token runs (each group's four tokens of a step consecutive) with early
+#           loads, their page-table entries in the early test and not, with one page-table read
+#           per group and step (`alignedRuns`, new: no run crosses a page) and with two (as
+#           session 28's runs), the dense kernel with runs beside each, against the defaults;
+#           then d64 32k and d256 32k (f16, runs by default) paged with one read per group and
+#           step and with two; each checked against float64, back to back; then the token-run,
+#           page-slice and paged tests through Deno's WebGPU.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s39_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -27,5 +35,27 @@ if [ "$mode" = t128 ]; then
       "${tiles[@]}" --only='k int8|k e4m3' --skip='tok|b1 h32' --out="$out/kv8_$run.json"
   done
   if [ -d .scratch/spv39 ]; then sass_of .scratch/spv39/*.spv; fi
+  stamp "done"
+fi
+
+if [ "$mode" = runs ]; then
+  for run in base runs_early runs_early_ep runs_two; do
+    case $run in
+      base) kernel=() ;;
+      runs_early) kernel=(--kernel='{"tokenRuns":true,"earlyLoads":true,"earlyPages":false}') ;;
+      runs_early_ep) kernel=(--kernel='{"tokenRuns":true,"earlyLoads":true}') ;;
+      runs_two) kernel=(--kernel='{"tokenRuns":true,"earlyLoads":true,"earlyPages":false,"alignedRuns":false}') ;;
+    esac
+    run_deno 120 "e4m3_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --paged "${kernel[@]}" --only='k e4m3' --skip='tok|b1 h32' --out="$out/e4m3_$run.json"
+  done
+  for run in aligned two; do
+    kernel=()
+    case $run in two) kernel=(--kernel='{"alignedRuns":false}') ;; esac
+    run_deno 90 "f16_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --paged "${kernel[@]}" --only='d64 32k|d256 32k' --out="$out/f16_$run.json"
+  done
+  run_backend_tests webgpu 150 tests_webgpu.log tests/token_runs_test.ts \
+    tests/page_slices_test.ts tests/paged_test.ts
   stamp "done"
 fi

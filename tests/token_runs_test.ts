@@ -2,7 +2,8 @@
  * Token runs (`KernelTuning.tokenRuns`, session 28): each token group of the decode kernel takes
  * `unroll` consecutive tokens per step instead of tokens `groups` apart, and a paged kernel whose
  * pages hold a group's step reads two page-table entries per group and step (the pages of its
- * first and last token) instead of one per token. Checked on the host: the generated token order,
+ * first and last token) instead of one per token, or one where the pages and tiles are multiples
+ * of the unroll (session 39: no run crosses a page). Checked on the host: the generated token order,
  * when `kernelSpec` sets `pageRuns` and the spec keys; on the GPU backends: the dense kernel
  * against the float64 reference, and the paged kernel over pages of 16 tokens (which hold a run)
  * and of 2 (which do not, so each token reads its page) against the dense kernel bit for bit,
@@ -34,7 +35,7 @@ const plan = createPlan(
 );
 const caps = { subgroups: true, subgroupMinSize: 32 };
 
-Deno.test("token runs: groups take consecutive tokens, and pages holding a run are read twice per step", () => {
+Deno.test("token runs: groups take consecutive tokens, and pages holding a run are read once or twice per step", () => {
   const dense = kernelSpec(plan, caps, { tokenRuns: true });
   const U = kernelLayout(dense).unroll;
   assert.ok(U > 1, `unroll ${U}`);
@@ -54,7 +55,28 @@ Deno.test("token runs: groups take consecutive tokens, and pages holding a run a
     const wgsl = decodeKernelWGSL(paged);
     assert.equal(wgsl.includes("npgA = kv_page"), runs, `page size ${pageSize}`);
     assert.equal(wgsl.includes(`npg${U - 1} = kv_page`), !runs, `page size ${pageSize}`);
+    // Pages and tiles that are multiples of the unroll hold whole runs: one entry per step.
+    assert.equal(paged.alignedRuns === true, runs, `page size ${pageSize}`);
+    assert.equal(specKey("decode", paged).includes(":pgr1"), runs);
+    assert.ok(!wgsl.includes("npgB"), `page size ${pageSize}`);
+    if (runs) {
+      const two = kernelSpec({ ...plan, kv: pagedKV(pageSize) }, caps, {
+        tokenRuns: true,
+        alignedRuns: false,
+      }, true);
+      assert.equal(two.alignedRuns, undefined);
+      assert.ok(
+        specKey("decode", two).includes(":pgr") && !specKey("decode", two).includes(":pgr1"),
+      );
+      assert.ok(decodeKernelWGSL(two).includes("npgB = kv_page"), `page size ${pageSize}`);
+    }
   }
+  // An unroll that does not divide the pages: runs may cross a page, two entries per step.
+  const u3 = kernelSpec({ ...plan, kv: pagedKV(16) }, caps, { tokenRuns: true, unroll: 3 }, true);
+  assert.equal(kernelLayout(u3).unroll, 3);
+  assert.equal(u3.pageRuns, true);
+  assert.equal(u3.alignedRuns, undefined);
+  assert.ok(decodeKernelWGSL(u3).includes("npgB = kv_page"));
   // Without token runs, or without prefetch, every token reads its page.
   const plain = kernelSpec({ ...plan, kv: pagedKV(16) }, caps, { tokenRuns: false }, true);
   assert.equal(plain.pageRuns, undefined);

@@ -142,6 +142,13 @@ export interface KernelTuning {
    */
   tokenRuns?: boolean;
   /**
+   * Paged kernels with token runs read one page-table entry per group and step where the page
+   * size and the tiles are multiples of the step's tokens per group, so no run crosses a page
+   * (default true; false reads the pages of a run's first and last token, as before session 39:
+   * for measurements). The same bits. See `KernelSpec.alignedRuns`.
+   */
+  alignedRuns?: boolean;
+  /**
    * Paged kernels read one page-table entry per slice of a step's tokens where pages and tiles
    * hold whole slices, and address its rows from the page's (default: on for 8-bit K/V, 0.6-2.8%
    * faster than a page read and page arithmetic per token on the H200's paged 8-bit rows, and
@@ -284,6 +291,10 @@ export function kernelSpec(
   // Runs of tokens in pages that hold them: two page-table reads per group and step.
   const pageRuns = spec.tokenRuns === true && paged && prefetch !== false &&
     plan.kv?.kind === "paged" && plan.kv.pageSize >= layout.unroll;
+  // Runs begin at a multiple of the unroll (pieces begin at a tile): where pages are multiples
+  // of it too, a run never crosses a page, and one page-table entry per group and step serves.
+  const alignedRuns = pageRuns && tuning.alignedRuns !== false && plan.kv?.kind === "paged" &&
+    plan.kv.pageSize % layout.unroll === 0 && tileTokens % layout.unroll === 0;
   // Page slices: where pages and tiles hold whole slices of the step's token groups (pieces
   // begin at a tile), each slice's page entry and first row are the workgroup's, not a token's.
   // On by default for 8-bit K/V, whose loops are bound by their arithmetic: paged int8 came
@@ -344,6 +355,7 @@ export function kernelSpec(
     ...spec,
     ...scales,
     ...(pageRuns ? { pageRuns: true } : {}),
+    ...(alignedRuns ? { alignedRuns: true } : {}),
     ...(pageSlices > 0 ? { pageSlices } : {}),
     ...(perSubgroup > 1 ? { shuffleGroups: perSubgroup } : {}),
     ...(early && earlyLoads({ ...spec, earlyLoads: true }) ? { earlyLoads: true } : {}),

@@ -134,6 +134,7 @@ export function decodeKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     paged: spec.paged ?? false,
     runs: spec.tokenRuns ?? false,
     pageRuns: spec.pageRuns ?? false,
+    alignedRuns: spec.alignedRuns ?? false,
     pageSlices: spec.pageSlices ?? 0,
     kOff,
     vOff,

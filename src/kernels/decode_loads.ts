@@ -41,6 +41,11 @@ export interface StepLoadShape {
    */
   readonly pageRuns?: boolean;
   /**
+   * With `pageRuns`, runs that never cross a page (page size and runs' first tokens multiples
+   * of `U`): one page read a step ahead per group (`npgA`), the page of all its tokens.
+   */
+  readonly alignedRuns?: boolean;
+  /**
    * Paged with prefetch, without `runs`, pages and pieces holding whole slices of `G` tokens:
    * the pages' slices (page size / `G`). The `G` tokens `u * G + g` of a step lie in one page,
    * read a step ahead (`npg{u}`) for the slice, and each row's address is the page's plus the
@@ -116,6 +121,7 @@ export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
   const ahead = (shape.baseAhead ?? false) && !(shape.paged ?? false) && prefetch === true;
   const runs = shape.runs ?? false;
   const pageRuns = pageAhead && runs && (shape.pageRuns ?? false);
+  const aligned = pageRuns && (shape.alignedRuns ?? false);
   // Page slices: slice u of a step begins at token `at + u * G`, in page `(at + u * G) >>
   // page_shift` (at + u * G is a multiple of G, so with one slice per page that is the step's
   // first page plus u). A slice past the piece's last page reads that page again (rows past the
@@ -145,8 +151,8 @@ export function stepLoadsWGSL(shape: StepLoadShape): StepLoads {
       const t = tokenAt(at, u);
       // Row and address functions: through the page read ahead, or from the table now. With
       // page runs, a token is in its group's first page or else in its last.
-      const page = !pageRuns ? `npg${u}` : u === 0 ? "npgA" : `${prefix}pgr${u}`;
-      const pick = pageRuns && u > 0
+      const page = !pageRuns ? `npg${u}` : u === 0 || aligned ? "npgA" : `${prefix}pgr${u}`;
+      const pick = pageRuns && !aligned && u > 0
         ? `      let ${prefix}pgr${u} = select(npgB, npgA, (${t} >> params.page_shift) == (${
           tokenAt(at, 0)
         } >> params.page_shift));\n`
@@ -181,6 +187,8 @@ ${
       ? `\n      ${decl}nkb = sched[f + PIECE_KV_START + (${at} >> 31u)];`
       : !pageAhead
       ? ""
+      : aligned
+      ? `\n      ${decl}npgA = kv_page(kv_start, ${tokenAt(at, 0)});`
       : pageRuns
       ? `\n      ${decl}npgA = kv_page(kv_start, ${tokenAt(at, 0)});
       ${decl}npgB = kv_page(kv_start, ${tokenAt(at, U - 1)});`
@@ -264,7 +272,7 @@ function useEarly(shape: StepLoadShape): string {
   const pages = !(shape.paged ?? false) || shape.earlyPages === false
     ? []
     : (shape.runs ?? false) && (shape.pageRuns ?? false)
-    ? ["npgA", "npgB"]
+    ? (shape.alignedRuns ?? false) ? ["npgA"] : ["npgA", "npgB"]
     : Array.from({ length: U }, (_, u) => `npg${u}`);
   // A word of a chunk; of `KHalves` (read as two halves), one f16 of each half, packed.
   const word = (n: string, halves: boolean) =>

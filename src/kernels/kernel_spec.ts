@@ -189,6 +189,13 @@ export interface KernelSpec {
    */
   readonly pageRuns?: boolean;
   /**
+   * With `pageRuns`: the page size, the tiles and so every run's first token are multiples of
+   * `unroll`, so a group's run of a step lies in one page and the group reads one page-table
+   * entry per step instead of two (`kernelSpec` sets it from the plan's page size). The same
+   * addresses, so the same bits.
+   */
+  readonly alignedRuns?: boolean;
+  /**
    * Paged kernels with prefetch whose pages and tiles are whole multiples of the workgroup's
    * token groups (pieces then begin at a multiple of them too): the pages' slices of `groups`
    * tokens each (page size / groups). Each step's `groups` tokens `u * groups + g` lie in one

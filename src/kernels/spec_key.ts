@@ -61,9 +61,9 @@ export function specKey(kind: string, spec: KernelSpec): string {
     earlyLoads(spec) && spec.earlyPages === false ? ":eplate" : ""
   }${spec.nanSteps && KV_DTYPE_INFO[spec.kvDtype].wgslNanSteps ? ":nans" : ""}${
     spec.baseAhead && !spec.paged && spec.prefetch === true ? ":bah" : ""
-  }${rowScatter(spec) ? ":rsc" : ""}${spec.tokenRuns && l.paged && spec.pageRuns ? ":pgr" : ""}${
-    l.paged && spec.pageSlices ? `:pgs${spec.pageSlices}` : ""
-  }${variantKey(spec.variant)}${
+  }${rowScatter(spec) ? ":rsc" : ""}${
+    spec.tokenRuns && l.paged && spec.pageRuns ? (spec.alignedRuns ? ":pgr1" : ":pgr") : ""
+  }${l.paged && spec.pageSlices ? `:pgs${spec.pageSlices}` : ""}${variantKey(spec.variant)}${
     spec.kvScales === "token" ? ":tokscale" : spec.kvScales === "layer" ? ":layerscale" : ""
   }${l.shuffleGroups > 1 ? `:sgm${l.shuffleGroups}` : ""}`;
 }
