@@ -16,6 +16,12 @@
 #           then d64 32k and d256 32k (f16, runs by default) paged with one read per group and
 #           step and with two; each checked against float64, back to back; then the token-run,
 #           page-slice and paged tests through Deno's WebGPU.
+#   final   after `runs`, the session's defaults (4-row per-tensor E4M3 kernels with token runs,
+#           dense and paged, paged ones with early loads and one page-table read per group and
+#           step): the GQA E4M3 rows with their paged twins, checked, back to back; d64 32k and
+#           d256 32k (f16 runs) with theirs; the token-run, page-slice, NaN-step, per-tensor
+#           cache and paged tests through Deno's WebGPU (exhaustive on the H200), and the
+#           token-run tests through Dawn.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s39_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -57,5 +63,17 @@ if [ "$mode" = runs ]; then
   done
   run_backend_tests webgpu 150 tests_webgpu.log tests/token_runs_test.ts \
     tests/page_slices_test.ts tests/paged_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = final ]; then
+  run_deno 150 e4m3.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='k e4m3' --skip='b1 h32' --out="$out/e4m3.json"
+  run_deno 90 f16.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='d64 32k|d256 32k' --out="$out/f16.json"
+  run_backend_tests webgpu 200 tests_webgpu.log tests/token_runs_test.ts \
+    tests/page_slices_test.ts tests/nan_steps_test.ts tests/kv8_tensor_cache_test.ts \
+    tests/paged_test.ts
+  run_backend_tests dawn 90 tests_dawn.log tests/token_runs_test.ts
   stamp "done"
 fi

@@ -16,7 +16,10 @@
  * tests (tests/kernel_options_test.ts) add tuned kernels of one GQA 8/2 d32 shape (split
  * prefetch with shared query rows over f16 and int8 K/V, packed f16 dot products) through
  * decoders of their own, and the NaN-step tests (tests/nan_steps_test.ts) FP8 E4M3 kernels of
- * that shape with and without a NaN-code test per word. On a hardware GPU,
+ * that shape with and without a NaN-code test per word. The token-run tests
+ * (tests/token_runs_test.ts) add per-tensor FP8 E4M3 kernels of GQA 8/2 d64 with whole
+ * prefetch (runs of four tokens, early loads), dense and paged (pages of 16 and 1), through a
+ * decoder and an encoder of their own. On a hardware GPU,
  * or with
  * `LEAN_TEST_EXHAUSTIVE=1` (`deno task test:gpu`), the tests draw from the whole shape space.
  *

@@ -46,6 +46,11 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row ones test each step once", () 
   assert.equal(kernelSpec(gqa, caps, { nanSteps: false }).nanSteps, undefined);
   assert.equal(kernelSpec(mha, caps, {}, false, "token").nanSteps, undefined);
   assert.equal(kernelSpec(mha, caps, { nanSteps: true }, false, "token").nanSteps, true);
+  // 4-row ones at per-tensor scales take token runs (session 39), dense and paged alike.
+  assert.equal(kernelSpec(gqa, caps).tokenRuns, true);
+  assert.equal(kernelSpec(paged(32), caps, {}, true, "layer").tokenRuns, true);
+  assert.equal(kernelSpec(gqa, caps, {}, false, "token").tokenRuns, undefined);
+  assert.equal(kernelSpec(mha, caps).tokenRuns, undefined);
   // Only E4M3 has NaN codes to test (E5M2's are f16's own, int8 has none).
   for (const kvDtype of ["int8", "fp8e5m2", "f16"] as const) {
     const plan = createPlan(
@@ -95,7 +100,8 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row ones test each step once", () 
     wgsl.includes("nkb = sched[f + PIECE_KV_START + (((s0 + STEP) + STEP) >> 31u)];") ||
       wgsl.includes("nkb = sched[f + PIECE_KV_START + ((s0 + 2u * STEP) >> 31u)];"),
   );
-  assert.ok(wgsl.includes("let nrow0 = kv_addr(nkb, min((s0 + STEP) + 0u + g"));
+  // (4-row kernels at per-tensor scales take token runs: token u of group g is g * U + u.)
+  assert.ok(wgsl.includes("let nrow0 = kv_addr(nkb, min((s0 + STEP) + g * 4u + 0u"));
   assert.ok(!decodeKernelWGSL(plain).includes("nkb"));
 });
 

@@ -38,10 +38,16 @@ const caps = { subgroups: true, subgroupMinSize: 32 };
 
 Deno.test("page slices: set where pages and tiles hold whole slices of the step's groups", () => {
   // GQA 32/8 d128 (4 rows per block, 16 token groups of 8 lanes) and MHA d128 (1 row); f16
-  // takes slices when asked (bound by its reads, it is not faster with them), 8-bit by default.
+  // takes slices when asked (bound by its reads, it is not faster with them), 8-bit by default
+  // (4-row E4M3 at per-tensor scales takes token runs instead since session 39, and slices
+  // without them).
   const cases = [[32, "f16"], [32, "int8"], [32, "fp8e4m3"], [8, "f16"], [8, "fp8e5m2"]] as const;
   for (const [numHeads, kvDtype] of cases) {
-    const tuning = kvDtype === "f16" ? { pageSlices: true } : {};
+    const tuning = kvDtype === "f16"
+      ? { pageSlices: true }
+      : numHeads === 32 && kvDtype === "fp8e4m3"
+      ? { tokenRuns: false }
+      : {};
     const plan = createPlan(
       { seqLens: [4096], numHeads, numKVHeads: 8, headDim: 128, kvDtype },
       { grid: 8 },
@@ -82,16 +88,22 @@ Deno.test("page slices: set where pages and tiles hold whole slices of the step'
     assert.equal(kernelSpec(plan, caps, tuning).pageSlices, undefined);
     if (kvDtype === "f16") assert.equal(kernelSpec(paged16, caps, {}, true).pageSlices, undefined);
   }
-  // Slices sink the 4-row E4M3 kernel's loads to the end of its loop: it issues them early.
+  // Slices sink the 4-row E4M3 kernel's loads to the end of its loop: it issues them early, and
+  // so it does with token runs (its default at per-tensor scales), where pages hold whole runs.
   const e4m3 = createPlan(
     { seqLens: [4096], numHeads: 32, numKVHeads: 8, headDim: 128, kvDtype: "fp8e4m3" },
     { grid: 8 },
   );
-  assert.equal(kernelSpec({ ...e4m3, kv: pagedKV(16) }, caps, {}, true, "layer").earlyLoads, true);
-  assert.equal(
-    kernelSpec({ ...e4m3, kv: pagedKV(8) }, caps, {}, true, "layer").earlyLoads,
-    undefined,
-  );
+  const strides = { tokenRuns: false };
+  const e4m3At = (pageSize: number, tuning = {}) =>
+    kernelSpec({ ...e4m3, kv: pagedKV(pageSize) }, caps, tuning, true, "layer");
+  assert.equal(e4m3At(16, strides).earlyLoads, true);
+  assert.equal(e4m3At(8, strides).earlyLoads, undefined);
+  for (const pageSize of [4, 8, 16]) {
+    const spec = e4m3At(pageSize);
+    assert.equal(spec.tokenRuns && spec.alignedRuns && spec.earlyLoads, true, `${pageSize}`);
+  }
+  assert.equal(e4m3At(2).earlyLoads, undefined);
   // Dense, it takes them with its rows' base read ahead (tests/nan_steps_test.ts).
   assert.equal(kernelSpec(e4m3, caps).baseAhead, true);
   // Paged int8 and E4M3 (its NaN codes tested per step) at per-tensor scales leave their
@@ -110,12 +122,14 @@ Deno.test("page slices: set where pages and tiles hold whole slices of the step'
   ) {
     const spec = kernelSpec({ ...plan, kv: pagedKV(16) }, caps, {}, true, source);
     const what = `${plan.problem.kvDtype} ${source}`;
+    // E4M3's runs read one page per group and step (`npgA`), slices one per slice (`npg0`).
+    const page = spec.tokenRuns ? "npgA" : "npg0";
     assert.equal(spec.earlyLoads, true, what);
     assert.equal(spec.earlyPages === false, late, what);
     assert.equal(specKey("decode", spec).includes(":eplate"), late, what);
     const test = earlyTest(decodeKernelWGSL(spec));
     assert.ok(test.includes("nk0_0"), what);
-    assert.equal(test.includes("npg0"), !late, what);
+    assert.equal(test.includes(page), !late, what);
     const early = kernelSpec(
       { ...plan, kv: pagedKV(16) },
       caps,
@@ -123,7 +137,7 @@ Deno.test("page slices: set where pages and tiles hold whole slices of the step'
       true,
       source,
     );
-    assert.ok(earlyTest(decodeKernelWGSL(early)).includes("npg0"), what);
+    assert.ok(earlyTest(decodeKernelWGSL(early)).includes(page), what);
   }
   // Token runs (the r4 d64 class's default) read their pages by runs instead.
   const d64 = createPlan(

@@ -146,3 +146,120 @@ for (const name of ["webgpu", "dawn"] as const) {
     },
   });
 }
+
+/**
+ * FP8 E4M3 at per-tensor scales, GQA 8/2 d64: 4 rows per block in two row sets of 4 lanes, 16
+ * token groups, runs of 4 tokens (the r4 d64 class takes runs; r4 d128, the H200's cases, since
+ * session 39 at per-tensor E4M3). With whole prefetch (the d128 class's; d64's is split) the
+ * kernels are d128's: early loads, dense with its rows' base read ahead, paged with one
+ * page-table read per group and step where pages hold whole runs.
+ */
+const E4M3_SHAPE = { numHeads: 8, numKVHeads: 2, headDim: 64, kvDtype: "fp8e4m3" } as const;
+const E4M3_SCALES = { kScale: 0.05, vScale: 0.04 };
+const WHOLE_PREFETCH = { prefetch: true };
+
+Deno.test("token runs: 4-row E4M3 kernels at per-tensor scales take them, paged ones one page read per step", () => {
+  const plan = createPlan({ ...E4M3_SHAPE, seqLens: [4096] }, { grid: GRID });
+  const dense = kernelSpec(plan, caps, WHOLE_PREFETCH);
+  assert.equal(dense.tokenRuns, true);
+  assert.equal(dense.baseAhead && dense.earlyLoads, true);
+  assert.equal(kernelLayout(dense).unroll, 4);
+  for (const pageSize of [1, 2, 4, 16]) {
+    const paged = kernelSpec(
+      { ...plan, kv: pagedKV(pageSize) },
+      caps,
+      WHOLE_PREFETCH,
+      true,
+      "layer",
+    );
+    assert.equal(paged.tokenRuns, true, `pages of ${pageSize}`);
+    assert.equal(paged.alignedRuns === true, pageSize >= 4, `pages of ${pageSize}`);
+    assert.equal(paged.earlyLoads === true, pageSize >= 4, `pages of ${pageSize}`);
+  }
+  // At d128 a scale per token keeps tokens `groups` apart.
+  const d128 = createPlan({ ...E4M3_SHAPE, headDim: 128, seqLens: [4096] }, { grid: GRID });
+  assert.equal(kernelSpec(d128, caps).tokenRuns, true);
+  assert.equal(kernelSpec(d128, caps, {}, false, "token").tokenRuns, undefined);
+});
+
+for (const name of ["webgpu", "dawn"] as const) {
+  const gpu = await openGpu(name);
+  const ok = typeof gpu !== "string";
+  const title =
+    `token runs: per-tensor E4M3 paged (pages of 16 and 1) equals dense bit for bit and matches the reference [${name}]`;
+  const skip = ok ? softwareSkip(gpu, {}) : undefined;
+  if (skip) console.log(`ignoring "${title}" on this software adapter: ${skip}`);
+  Deno.test({
+    name: title,
+    ignore: !ok || skip !== undefined,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const { device } = gpu as GpuUnderTest;
+      const kernel = WHOLE_PREFETCH;
+      const decoder = await createDecoder({ backend: name, device, grid: GRID, kernel });
+      const attention = await createAttentionEncoder(device, { grid: GRID, kernel });
+      try {
+        for (const pageSize of [16, 1]) {
+          const cache = createKVCache({
+            device,
+            numLayers: 1,
+            numKVHeads: E4M3_SHAPE.numKVHeads,
+            headDim: E4M3_SHAPE.headDim,
+            pageSize,
+            numPages: 384 / pageSize,
+            kvDtype: "fp8e4m3",
+            kvScales: "tensor",
+            ...E4M3_SCALES,
+          });
+          try {
+            const unused = new Map<number, Float32Array[]>();
+            const a = cache.addSequence();
+            grow(cache, a, 150, unused, 4);
+            const b = cache.fork(a);
+            grow(cache, b, 9, unused, 5);
+            const c = cache.addSequence();
+            grow(cache, c, 37, unused, 6);
+            const seqs = [a, b, c];
+            // The dense input: the codes the cache stores, at its scales.
+            const rows = await Promise.all(seqs.map((s) => cache.read(0, s)));
+            const join = (parts: Uint8Array[]) => {
+              const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+              parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+              return all;
+            };
+            for (const strategy of ["lean", "split"] as Strategy[]) {
+              const plan = attention.plan(cache, {
+                seqs,
+                numHeads: E4M3_SHAPE.numHeads,
+                strategy,
+              });
+              const q = randomFloats(seededRng(8), seqs.length * E4M3_SHAPE.numHeads * 64);
+              const got = await encodeAndRead(device, attention, plan, 0, q, seqs.length * 8);
+              const input = {
+                ...E4M3_SHAPE,
+                ...E4M3_SCALES,
+                q,
+                k: join(rows.map((r) => r.k as Uint8Array)),
+                v: join(rows.map((r) => r.v as Uint8Array)),
+                seqLens: seqs.map((s) => cache.length(s)),
+                strategy,
+              };
+              const want = await decoder.decode(input);
+              const what = `pages of ${pageSize}, ${strategy}`;
+              assertMatchesReference(input, want, `dense ${what}`);
+              assertMatchesReference(input, got, `paged ${what}`);
+              assert.ok(sameBits(got.out, want.out), `out ${what}: paged != dense`);
+              assert.ok(sameBits(got.lse, want.lse), `lse ${what}: paged != dense`);
+            }
+          } finally {
+            cache.dispose();
+          }
+        }
+      } finally {
+        await decoder.dispose();
+        attention.dispose();
+      }
+    },
+  });
+}

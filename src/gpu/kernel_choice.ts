@@ -225,6 +225,13 @@ export function kernelSpec(
   const choice = KERNEL_TABLE[choiceKey];
   // An "8-bit" entry was picked for 8-bit rows: its unroll is taken as it stands.
   const eightBitEntry = choiceKey.endsWith(" 8-bit");
+  // 4-row FP8 E4M3 kernels at per-tensor scales on the f32 path take token runs, dense and
+  // paged alike (the same token order, so paged keeps dense's bits): paged, where pages hold
+  // whole runs, a group then reads one page-table entry per step, and the paged kernel came
+  // within 1.7-2.4% of the dense default at GQA 32/8 32k-512k on the H200 (from 5.1-5.4% with a
+  // page-table entry per slice), the dense one 0.2-1.2% slower than without runs (session 39).
+  const e4m3Runs = kvDtype === "fp8e4m3" && rowsPerBlock === 4 && kvScales !== "token" &&
+    !(tuning.halfMath && caps.shaderF16) && tuning.nanSteps !== false;
   let cap = Math.min(Math.max(DEFAULT_MAX_LANES, choice.lanes), workgroupSize, choice.lanes);
   if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
   let lanes = tuning.lanes ?? 1;
@@ -272,7 +279,7 @@ export function kernelSpec(
     ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
     ...rowChoices(tuning, choice),
     ...((tuning.queryShared ?? choice.queryShared) ? { queryShared: true } : {}),
-    ...((tuning.tokenRuns ?? choice.tokenRuns) ? { tokenRuns: true } : {}),
+    ...((tuning.tokenRuns ?? (choice.tokenRuns || e4m3Runs)) ? { tokenRuns: true } : {}),
     ...((tuning.vPerToken ?? choice.vPerToken) ? { vPerToken: true } : {}),
     ...((tuning.queryStaged ?? choice.queryStaged) ? { queryStaged: true } : {}),
     ...((tuning.rowScatter ?? choice.rowScatter) ? { rowScatter: true } : {}),
@@ -333,8 +340,8 @@ export function kernelSpec(
     (e4m3 && (rows === 4 || (rows === 1 && (paged || kvScales !== "token"))))) &&
     e4m3 && (!halfMath(spec) || (!halfValues(spec) && spec.vPerToken !== true));
   // E4M3 keys tested per step (4- and 1-row blocks) take early loads at per-tensor scales: paged
-  // with slices, the 4-row kernel's page-table entries left out of the test, 1-row ones with
-  // them, and dense ones with their rows' base read a step ahead (`baseAhead`; 4-row ones were
+  // with slices or token runs, the 4-row kernel's page-table entries left out of the test (with
+  // them, 4-row paged runs were 1.9-4.0% slower, session 39), 1-row ones with them, and dense ones with their rows' base read a step ahead (`baseAhead`; 4-row ones were
   // 4% slower with early loads without it, with it 11-13% faster, session 37; 1-row ones, MHA
   // b1 h32 128k, 0.3788 -> 0.3233 ms at their class's grid, session 38). With a scale per token
   // they were 8-10% slower with early loads, dense or paged (session 37).
@@ -344,12 +351,14 @@ export function kernelSpec(
   // (Before that, page slices sank the per-tensor E4M3 kernel's loads to the end of its loop, 12%
   // slower, session 36, and early loads brought them back.)
   const early = tuning.earlyLoads ??
-    (nanKeys ? kvScales !== "token" && (pageSlices > 0 || baseAhead) : halfKeys || (rows === 4 &&
-      (kvScales === "token" || pageSlices > 0 ? kvDtype === "int8" || e4m3 : intDots(spec))));
+    (nanKeys
+      ? kvScales !== "token" && (pageSlices > 0 || pageRuns || baseAhead)
+      : halfKeys || (rows === 4 &&
+        (kvScales === "token" || pageSlices > 0 ? kvDtype === "int8" || e4m3 : intDots(spec))));
   // Paged int8 at per-tensor scales with slices: its page-table entries out of the early test
   // took it from 1.004-1.051x of dense to 0.990-1.001x (session 36; E4M3 then was 0.1-2.1%
-  // slower), and so does 4-row E4M3 with its keys tested per step.
-  const earlyPages = tuning.earlyPages ?? !(pageSlices > 0 && kvScales !== "token" &&
+  // slower), and so does 4-row E4M3 with its keys tested per step, with slices or token runs.
+  const earlyPages = tuning.earlyPages ?? !((pageSlices > 0 || pageRuns) && kvScales !== "token" &&
     (kvDtype === "int8" || (nanKeys && rows === 4)));
   return {
     ...spec,
