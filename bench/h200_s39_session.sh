@@ -22,6 +22,8 @@
 #           d256 32k (f16 runs) with theirs; the token-run, page-slice, NaN-step, per-tensor
 #           cache and paged tests through Deno's WebGPU (exhaustive on the H200), and the
 #           token-run tests through Dawn.
+#   table   after `final`: every GQA 32/8, b16 16k and b1 h32 128k row (f16, int8, E4M3, E5M2)
+#           with its paged twin, checked, back to back: the 8-bit rows beside f16's in one run.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s39_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -75,5 +77,11 @@ if [ "$mode" = final ]; then
     tests/page_slices_test.ts tests/nan_steps_test.ts tests/kv8_tensor_cache_test.ts \
     tests/paged_test.ts
   run_backend_tests dawn 90 tests_dawn.log tests/token_runs_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = table ]; then
+  run_deno 400 rows.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='gqa32/8|b16 16k|b1 h32 128k' --out="$out/rows.json"
   stamp "done"
 fi
