@@ -180,6 +180,13 @@ Deno.test("token runs: 4-row E4M3 kernels at per-tensor scales take them, paged 
   const d128 = createPlan({ ...E4M3_SHAPE, headDim: 128, seqLens: [4096] }, { grid: GRID });
   assert.equal(kernelSpec(d128, caps).tokenRuns, true);
   assert.equal(kernelSpec(d128, caps, {}, false, "token").tokenRuns, undefined);
+  // MLA's wide rows (K 576, V 512) keep tokens `groups` apart too.
+  const mla = createPlan(
+    { ...E4M3_SHAPE, numHeads: 4, numKVHeads: 1, headDim: 576, headDimV: 512, seqLens: [4096] },
+    { grid: GRID },
+  );
+  assert.equal(mla.tiles.rowsPerBlock, 4);
+  assert.equal(kernelSpec(mla, caps).tokenRuns, undefined);
 });
 
 for (const name of ["webgpu", "dawn"] as const) {

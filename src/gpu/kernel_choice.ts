@@ -230,8 +230,10 @@ export function kernelSpec(
   // whole runs, a group then reads one page-table entry per step, and the paged kernel came
   // within 1.7-2.4% of the dense default at GQA 32/8 32k-512k on the H200 (from 5.1-5.4% with a
   // page-table entry per slice), the dense one 0.2-1.2% slower than without runs (session 39).
+  // (Not MLA's wide rows, which were not measured with runs.)
   const e4m3Runs = kvDtype === "fp8e4m3" && rowsPerBlock === 4 && kvScales !== "token" &&
-    !(tuning.halfMath && caps.shaderF16) && tuning.nanSteps !== false;
+    headDimV === headDim && !choice.padded && !(tuning.halfMath && caps.shaderF16) &&
+    tuning.nanSteps !== false;
   let cap = Math.min(Math.max(DEFAULT_MAX_LANES, choice.lanes), workgroupSize, choice.lanes);
   if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
   let lanes = tuning.lanes ?? 1;
