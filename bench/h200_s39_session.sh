@@ -24,6 +24,9 @@
 #           token-run tests through Dawn.
 #   table   after `final`: every GQA 32/8, b16 16k and b1 h32 128k row (f16, int8, E4M3, E5M2)
 #           with its paged twin, checked, back to back: the 8-bit rows beside f16's in one run.
+#   f16     GQA 32/8 f16 at 32k, 128k, 512k (128k at 88.8% of its roofline, the target 90%): lean at
+#           grids 248, 256 (32 equal pieces per KV head at 128k, where 264 cuts 62-63 tiles) and
+#           the calibrated 264, and with token runs, each checked, back to back, twice.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s39_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -83,5 +86,20 @@ fi
 if [ "$mode" = table ]; then
   run_deno 400 rows.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
     --only='gqa32/8|b16 16k|b1 h32 128k' --out="$out/rows.json"
+  stamp "done"
+fi
+
+if [ "$mode" = f16 ]; then
+  for run in base g256 g248 runs base2 g256b; do
+    opts=()
+    case $run in
+      g256*) opts=(--grid=256) ;;
+      g248) opts=(--grid=248) ;;
+      runs) opts=(--kernel='{"tokenRuns":true}') ;;
+    esac
+    run_deno 90 "gqa_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      "${opts[@]}" --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k' --skip='int8|e4m3' \
+      --out="$out/gqa_$run.json"
+  done
   stamp "done"
 fi
