@@ -297,7 +297,8 @@ export function kernelSpec(
   };
   // As many token groups as the smallest subgroup holds are added with shuffles first.
   const layout = kernelLayout(spec);
-  // Runs of tokens in pages that hold them: two page-table reads per group and step.
+  // Runs of tokens in pages that hold them: two page-table reads per group and step (one where
+  // no run crosses a page, below).
   const pageRuns = spec.tokenRuns === true && paged && prefetch !== false &&
     plan.kv?.kind === "paged" && plan.kv.pageSize >= layout.unroll;
   // Runs begin at a multiple of the unroll (pieces begin at a tile): where pages are multiples
@@ -343,7 +344,8 @@ export function kernelSpec(
     e4m3 && (!halfMath(spec) || (!halfValues(spec) && spec.vPerToken !== true));
   // E4M3 keys tested per step (4- and 1-row blocks) take early loads at per-tensor scales: paged
   // with slices or token runs, the 4-row kernel's page-table entries left out of the test (with
-  // them, 4-row paged runs were 1.9-4.0% slower, session 39), 1-row ones with them, and dense ones with their rows' base read a step ahead (`baseAhead`; 4-row ones were
+  // them, 4-row paged runs were 1.9-4.0% slower, session 39), 1-row ones with them, and dense
+  // ones with their rows' base read a step ahead (`baseAhead`; 4-row ones were
   // 4% slower with early loads without it, with it 11-13% faster, session 37; 1-row ones, MHA
   // b1 h32 128k, 0.3788 -> 0.3233 ms at their class's grid, session 38). With a scale per token
   // they were 8-10% slower with early loads, dense or paged (session 37).
