@@ -27,6 +27,10 @@
 #   f16     GQA 32/8 f16 at 32k, 128k, 512k (128k at 88.8% of its roofline, the target 90%): lean at
 #           grids 248, 256 (32 equal pieces per KV head at 128k, where 264 cuts 62-63 tiles) and
 #           the calibrated 264, and with token runs, each checked, back to back, twice.
+#   tok     after `final`: E4M3 with a scale per token (GQA 32/8 "tok" rows, paged through the
+#           cache's per-token tables) and int8 at per-tensor scales, with token runs (paged ones
+#           one page-table read per group and step), with and without early loads, against the
+#           defaults, each checked, back to back.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s39_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -100,6 +104,19 @@ if [ "$mode" = f16 ]; then
     run_deno 90 "gqa_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
       "${opts[@]}" --only='gqa32/8 32k|gqa32/8 128k|gqa32/8 512k' --skip='int8|e4m3' \
       --out="$out/gqa_$run.json"
+  done
+  stamp "done"
+fi
+
+if [ "$mode" = tok ]; then
+  for run in base runs runs_early; do
+    case $run in
+      base) kernel=() ;;
+      runs) kernel=(--kernel='{"tokenRuns":true}') ;;
+      runs_early) kernel=(--kernel='{"tokenRuns":true,"earlyLoads":true}') ;;
+    esac
+    run_deno 120 "kv8_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --paged "${kernel[@]}" --only='e4m3 tok|k int8' --skip='b1 h32' --out="$out/kv8_$run.json"
   done
   stamp "done"
 fi
