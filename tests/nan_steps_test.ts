@@ -46,10 +46,10 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row ones test each step once", () 
   assert.equal(kernelSpec(gqa, caps, { nanSteps: false }).nanSteps, undefined);
   assert.equal(kernelSpec(mha, caps, {}, false, "token").nanSteps, undefined);
   assert.equal(kernelSpec(mha, caps, { nanSteps: true }, false, "token").nanSteps, true);
-  // 4-row ones at per-tensor scales take token runs (session 39), dense and paged alike.
+  // 4-row ones take token runs (session 39), dense and paged alike.
   assert.equal(kernelSpec(gqa, caps).tokenRuns, true);
   assert.equal(kernelSpec(paged(32), caps, {}, true, "layer").tokenRuns, true);
-  assert.equal(kernelSpec(gqa, caps, {}, false, "token").tokenRuns, undefined);
+  assert.equal(kernelSpec(gqa, caps, {}, false, "token").tokenRuns, true);
   assert.equal(kernelSpec(mha, caps).tokenRuns, undefined);
   // Only E4M3 has NaN codes to test (E5M2's are f16's own, int8 has none).
   for (const kvDtype of ["int8", "fp8e5m2", "f16"] as const) {
@@ -59,8 +59,9 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row ones test each step once", () 
     );
     assert.equal(kernelSpec(plan, caps, { nanSteps: true }).nanSteps, undefined, kvDtype);
   }
-  // Early loads with it at per-tensor scales only: paged, the 4-row kernel's page-table entries
-  // out of the early test; dense, with their rows' base read a step ahead.
+  // Early loads with it at per-tensor scales: paged, the 4-row kernel's page-table entries out of
+  // the early test; dense, with their rows' base read a step ahead; with a scale per token,
+  // paged 4-row kernels (token runs) only.
   type Loads = { earlyLoads?: boolean; earlyPages?: boolean; baseAhead?: boolean };
   const early = (spec: Loads) => [
     spec.earlyLoads ?? false,
@@ -70,7 +71,8 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row ones test each step once", () 
   assert.deepEqual(early(kernelSpec(gqa, caps)), [true, true, true]);
   assert.deepEqual(early(kernelSpec(gqa, caps, {}, false, "token")), [false, true, false]);
   assert.deepEqual(early(kernelSpec(paged(32), caps, {}, true, "layer")), [true, false, false]);
-  assert.deepEqual(early(kernelSpec(paged(32), caps, {}, true, "token")), [false, true, false]);
+  // (Paged with a scale per token, runs take early loads, their page-table entries in the test.)
+  assert.deepEqual(early(kernelSpec(paged(32), caps, {}, true, "token")), [true, true, false]);
   assert.deepEqual(early(kernelSpec(paged(8), caps, {}, true, "layer")), [true, true, false]);
   assert.deepEqual(early(kernelSpec(mha, caps)), [true, true, true]);
   assert.deepEqual(early(kernelSpec(mha, caps, {}, false, "token")), [false, true, false]);

@@ -176,10 +176,14 @@ Deno.test("token runs: 4-row E4M3 kernels at per-tensor scales take them, paged 
     assert.equal(paged.alignedRuns === true, pageSize >= 4, `pages of ${pageSize}`);
     assert.equal(paged.earlyLoads === true, pageSize >= 4, `pages of ${pageSize}`);
   }
-  // At d128 a scale per token keeps tokens `groups` apart.
+  // At d128 too, with a scale per token too (paged: early loads, the entries in their test).
   const d128 = createPlan({ ...E4M3_SHAPE, headDim: 128, seqLens: [4096] }, { grid: GRID });
   assert.equal(kernelSpec(d128, caps).tokenRuns, true);
-  assert.equal(kernelSpec(d128, caps, {}, false, "token").tokenRuns, undefined);
+  const tok = kernelSpec(d128, caps, {}, false, "token");
+  assert.equal(tok.tokenRuns && !tok.earlyLoads, true);
+  const tokPaged = kernelSpec({ ...d128, kv: pagedKV(16) }, caps, {}, true, "token");
+  assert.equal(tokPaged.alignedRuns && tokPaged.earlyLoads, true);
+  assert.equal(tokPaged.earlyPages, undefined);
   // MLA's wide rows (K 576, V 512) keep tokens `groups` apart too.
   const mla = createPlan(
     { ...E4M3_SHAPE, numHeads: 4, numKVHeads: 1, headDim: 576, headDimV: 512, seqLens: [4096] },
@@ -193,7 +197,7 @@ for (const name of ["webgpu", "dawn"] as const) {
   const gpu = await openGpu(name);
   const ok = typeof gpu !== "string";
   const title =
-    `token runs: per-tensor E4M3 paged (pages of 16 and 1) equals dense bit for bit and matches the reference [${name}]`;
+    `token runs: E4M3 paged (per-tensor scales over pages of 16 and 1, per-token over 16) equals dense bit for bit and matches the reference [${name}]`;
   const skip = ok ? softwareSkip(gpu, {}) : undefined;
   if (skip) console.log(`ignoring "${title}" on this software adapter: ${skip}`);
   Deno.test({
@@ -207,7 +211,10 @@ for (const name of ["webgpu", "dawn"] as const) {
       const decoder = await createDecoder({ backend: name, device, grid: GRID, kernel });
       const attention = await createAttentionEncoder(device, { grid: GRID, kernel });
       try {
-        for (const pageSize of [16, 1]) {
+        // Per-tensor scales over pages of 16 and 1; a scale per token (the cache's default)
+        // over pages of 16.
+        const runs = [[16, true], [1, true], [16, false]] as const;
+        for (const [pageSize, tensor] of runs) {
           const cache = createKVCache({
             device,
             numLayers: 1,
@@ -216,8 +223,7 @@ for (const name of ["webgpu", "dawn"] as const) {
             pageSize,
             numPages: 384 / pageSize,
             kvDtype: "fp8e4m3",
-            kvScales: "tensor",
-            ...E4M3_SCALES,
+            ...(tensor ? { kvScales: "tensor" as const, ...E4M3_SCALES } : {}),
           });
           try {
             const unused = new Map<number, Float32Array[]>();
@@ -243,9 +249,14 @@ for (const name of ["webgpu", "dawn"] as const) {
               });
               const q = randomFloats(seededRng(8), seqs.length * E4M3_SHAPE.numHeads * 64);
               const got = await encodeAndRead(device, attention, plan, 0, q, seqs.length * 8);
+              const join32 = (parts: (Float32Array | undefined)[]) =>
+                new Float32Array(parts.flatMap((p) => [...p!]));
               const input = {
                 ...E4M3_SHAPE,
-                ...E4M3_SCALES,
+                ...(tensor ? E4M3_SCALES : {
+                  kScale: join32(rows.map((r) => r.kScale)),
+                  vScale: join32(rows.map((r) => r.vScale)),
+                }),
                 q,
                 k: join(rows.map((r) => r.k as Uint8Array)),
                 v: join(rows.map((r) => r.v as Uint8Array)),
@@ -253,7 +264,9 @@ for (const name of ["webgpu", "dawn"] as const) {
                 strategy,
               };
               const want = await decoder.decode(input);
-              const what = `pages of ${pageSize}, ${strategy}`;
+              const what = `${
+                tensor ? "per-tensor" : "per-token"
+              }, pages of ${pageSize}, ${strategy}`;
               assertMatchesReference(input, want, `dense ${what}`);
               assertMatchesReference(input, got, `paged ${what}`);
               assert.ok(sameBits(got.out, want.out), `out ${what}: paged != dense`);

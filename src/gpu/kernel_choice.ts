@@ -225,15 +225,15 @@ export function kernelSpec(
   const choice = KERNEL_TABLE[choiceKey];
   // An "8-bit" entry was picked for 8-bit rows: its unroll is taken as it stands.
   const eightBitEntry = choiceKey.endsWith(" 8-bit");
-  // 4-row FP8 E4M3 kernels at per-tensor scales on the f32 path take token runs, dense and
-  // paged alike (the same token order, so paged keeps dense's bits): paged, where pages hold
-  // whole runs, a group then reads one page-table entry per step, and the paged kernel came
-  // within 1.7-2.4% of the dense default at GQA 32/8 32k-512k on the H200 (from 5.1-5.4% with a
-  // page-table entry per slice), the dense one 0.2-1.2% slower than without runs (session 39).
-  // (Not MLA's wide rows, which were not measured with runs.)
-  const e4m3Runs = kvDtype === "fp8e4m3" && rowsPerBlock === 4 && kvScales !== "token" &&
-    headDimV === headDim && !choice.padded && !(tuning.halfMath && caps.shaderF16) &&
-    tuning.nanSteps !== false;
+  // 4-row FP8 E4M3 kernels on the f32 path take token runs, dense and paged alike (the same
+  // token order, so paged keeps dense's bits): paged, where pages hold whole runs, a group then
+  // reads one page-table entry per step, with early loads. At per-tensor scales the paged kernel
+  // came within 1.7-2.4% of the dense default at GQA 32/8 32k-512k on the H200 (from 5.1-5.4%
+  // with a page-table entry per slice), with a scale per token (the paged cache's default) 1.9-3.6%
+  // faster than with slices; the dense ones were 0.2-1.2% and 0.3-0.7% slower (session 39). (Not
+  // MLA's wide rows, which were not measured with runs.)
+  const e4m3Runs = kvDtype === "fp8e4m3" && rowsPerBlock === 4 && headDimV === headDim &&
+    !choice.padded && !(tuning.halfMath && caps.shaderF16) && tuning.nanSteps !== false;
   let cap = Math.min(Math.max(DEFAULT_MAX_LANES, choice.lanes), workgroupSize, choice.lanes);
   if (subgroups) cap = Math.min(cap, caps.subgroupMinSize);
   let lanes = tuning.lanes ?? 1;
@@ -356,7 +356,7 @@ export function kernelSpec(
   // slower, session 36, and early loads brought them back.)
   const early = tuning.earlyLoads ??
     (nanKeys
-      ? kvScales !== "token" && (pageSlices > 0 || pageRuns || baseAhead)
+      ? pageRuns || (kvScales !== "token" && (pageSlices > 0 || baseAhead))
       : halfKeys || (rows === 4 &&
         (kvScales === "token" || pageSlices > 0 ? kvDtype === "int8" || e4m3 : intDots(spec))));
   // Paged int8 at per-tensor scales with slices: its page-table entries out of the early test
