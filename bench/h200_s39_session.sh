@@ -31,6 +31,11 @@
 #           cache's per-token tables) and int8 at per-tensor scales, with token runs (paged ones
 #           one page-table read per group and step), with and without early loads, against the
 #           defaults, each checked, back to back.
+#   final2  after `tok`, the session's last defaults (4-row E4M3 kernels with token runs at either
+#           scale mode; paged with a scale per token with early loads): the GQA E4M3 rows (both
+#           scale modes) with their paged twins, checked, back to back, twice; the token-run,
+#           NaN-step, page-slice and per-tensor cache tests through Deno's WebGPU (exhaustive)
+#           and the token-run tests through Dawn.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s39_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -118,5 +123,16 @@ if [ "$mode" = tok ]; then
     run_deno 120 "kv8_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
       --paged "${kernel[@]}" --only='e4m3 tok|k int8' --skip='b1 h32' --out="$out/kv8_$run.json"
   done
+  stamp "done"
+fi
+
+if [ "$mode" = final2 ]; then
+  for run in a b; do
+    run_deno 150 "e4m3_$run.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --check \
+      --paged --only='k e4m3' --skip='b1 h32' --out="$out/e4m3_$run.json"
+  done
+  run_backend_tests webgpu 200 tests_webgpu.log tests/token_runs_test.ts \
+    tests/nan_steps_test.ts tests/page_slices_test.ts tests/kv8_tensor_cache_test.ts
+  run_backend_tests dawn 90 tests_dawn.log tests/token_runs_test.ts
   stamp "done"
 fi
