@@ -31,17 +31,10 @@
  *
  * `--table=FILE` overrides entries of `KERNEL_TABLE` (JSON of the same shape, e.g. picked from a
  * sweep by bench/pick_table.ts); `--check` first runs each case's kernel on a shortened input
- * against the float64 reference.
+ * against the float64 reference, and with `--paged` the paged kernel too (bench/bench_check.ts).
  */
 
-import {
-  type BackendName,
-  createDecoder,
-  type Decoder,
-  type KernelTuning,
-  referenceAttention,
-  type Strategy,
-} from "../mod.ts";
+import { type BackendName, createDecoder, type KernelTuning, type Strategy } from "../mod.ts";
 import { gridFor, tileConfig } from "../plan.ts";
 import {
   KERNEL_TABLE,
@@ -62,6 +55,7 @@ import {
   roofline,
 } from "./gpu_ceilings.ts";
 import { timePaged } from "./paged_timing.ts";
+import { checkDense, checkPaged } from "./bench_check.ts";
 import { formatRow, HEADER, methodLine, paperLine, type Row } from "./results_table.ts";
 
 const args = new Map(
@@ -187,26 +181,8 @@ function classOf(c: BenchCase): string {
   return kernelTableKey(c.headDim, rowsPerBlockOf(c));
 }
 
-/**
- * `--check`: the case's kernel on a shortened input of the same shape (at most 4 sequences of
- * at most 3,000 tokens) against the float64 reference. Returns the relative L2 error of `out`.
- */
-async function check(decoder: Decoder, c: BenchCase): Promise<number> {
-  const short = { ...c, seqLens: c.seqLens.slice(0, 4).map((n) => Math.min(n, 3000 + n % 7)) };
-  const input = makeBenchInput(short);
-  const got = await decoder.decode(input);
-  const ref = referenceAttention(input);
-  let num = 0, den = 0;
-  for (let i = 0; i < ref.out.length; i++) {
-    num += (got.out[i] - ref.out[i]) ** 2;
-    den += ref.out[i] ** 2;
-  }
-  const err = Math.sqrt(num / den);
-  // Packed f16 scores (`--kernel='{"halfMath":true}'`) have f16's precision.
-  const tolerance = kernel?.halfMath ? 2e-3 : 1e-4;
-  if (!(err < tolerance)) throw new Error(`${c.name}: output off the float64 reference by ${err}`);
-  return err;
-}
+/** `--check`'s tolerance: packed f16 scores (`--kernel='{"halfMath":true}'`) have f16's precision. */
+const checkTolerance = kernel?.halfMath ? 2e-3 : 1e-4;
 
 async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Promise<Row[]> {
   // The table's entry for the case (an 8-bit case takes its class's "8-bit" entry if any).
@@ -216,7 +192,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
   const decoder = await createDecoder({ backend, device, kernel: tuning, grid, tileTokens });
   const rows: Row[] = [];
   try {
-    const checked = args.has("check") ? await check(decoder, c) : undefined;
+    const checked = args.has("check") ? await checkDense(decoder, c, checkTolerance) : undefined;
     const input = makeBenchInput(c);
     const kvBytes = input.k.byteLength + input.v.byteLength;
     if (c.kvDtype !== "f16") console.log(`${c.name}: kvDtype ${c.kvDtype} ${c.kvScales ?? ""}`);
@@ -275,22 +251,29 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
       }).rowsPerBlock;
       // The dense decode above calibrated an 8-bit class's own grid (src/gpu/kv_class_grids.ts).
       const grid = gridFor(decoder.profile, rowsPerBlock, c.headDim, c.kvDtype);
-      const p = await timePaged(device, c, input, {
+      const pagedOptions = {
         grid,
+        kernel: tuning,
+        tileTokens,
+        tokenScales: args.has("paged-token-scales"),
+      };
+      const p = await timePaged(device, c, input, {
+        ...pagedOptions,
         runs,
         warmupMs,
         streamMs,
         kvSets,
-        kernel: tuning,
-        tileTokens,
-        tokenScales: args.has("paged-token-scales"),
       });
       if ("skipped" in p) {
         console.log(`${"".padEnd(22)}lean-paged skipped: ${p.skipped}`);
         rows.push({ name: c.name, strategy: "lean-paged", skipped: p.skipped });
       } else {
+        const pagedCheck = args.has("check")
+          ? await checkPaged(device, c, pagedOptions, checkTolerance)
+          : undefined;
         const row = describe(c, "lean-paged", p.timing.samplesMs, {
           ...streamFields(p.timing.streamSamplesMs, p.timing.runsPerStreamPass),
+          ...(pagedCheck === undefined ? {} : { checkRelL2: pagedCheck }),
           workgroups: p.workgroups,
           grid,
           pages: p.pages,

@@ -36,6 +36,10 @@
 #           scale modes) with their paged twins, checked, back to back, twice; the token-run,
 #           NaN-step, page-slice and per-tensor cache tests through Deno's WebGPU (exhaustive)
 #           and the token-run tests through Dawn.
+#   checked after `final2`, with the benchmark's paged check (bench/bench_check.ts: `--check` now
+#           runs the paged kernel on the shortened input against float64 too): the 8-bit rows
+#           (both scale modes), MHA E4M3 and E5M2, d64 32k and d256 32k, with their paged twins,
+#           back to back.
 # The device returns at most 8 files per call: run a mode into a folder and pack it, e.g.
 #   mkdir -p $OUT/r; OUT=$OUT/r/MODE bash .gpu/boot.sh bash bench/h200_s39_session.sh MODE;
 #   tar -czf $OUT/MODE.tgz -C $OUT/r MODE; rm -rf $OUT/r
@@ -134,5 +138,11 @@ if [ "$mode" = final2 ]; then
   run_backend_tests webgpu 200 tests_webgpu.log tests/token_runs_test.ts \
     tests/nan_steps_test.ts tests/page_slices_test.ts tests/kv8_tensor_cache_test.ts
   run_backend_tests dawn 90 tests_dawn.log tests/token_runs_test.ts
+  stamp "done"
+fi
+
+if [ "$mode" = checked ]; then
+  run_deno 400 rows.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
+    --only='k int8|k e4m3|b1 h32 128k e|d64 32k|d256 32k' --out="$out/rows.json"
   stamp "done"
 fi
