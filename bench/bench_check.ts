@@ -11,11 +11,10 @@
  */
 
 import { type DecodeInput, type Decoder, referenceAttention } from "../mod.ts";
-import { createAttentionEncoder, createKVCache } from "../runner.ts";
 import { BufferUsage, MAP_READ } from "../src/gpu/gpu_runtime.ts";
 import type { BenchCase } from "./bench_cases.ts";
 import { makeBenchInput } from "./bench_input.ts";
-import { PAGE_SIZE, type PagedTimingOptions } from "./paged_timing.ts";
+import { PAGE_SIZE, pagedCache, pagedEncoder, type PagedTimingOptions } from "./paged_timing.ts";
 
 /** The shortened input of a case: its first 4 sequences, each at most about 3,000 tokens. */
 export function shortInput(c: BenchCase): DecodeInput {
@@ -62,30 +61,10 @@ export async function checkPaged(
   const input = shortInput(c);
   const { seqLens, numKVHeads, headDim } = c;
   const short = input.seqLens as number[];
-  const tensor = typeof input.kScale === "number" && typeof input.vScale === "number" &&
-    !options.tokenScales;
   const scaled = input.kScale !== undefined;
-  const cache = createKVCache({
-    device,
-    numLayers: 1,
-    numKVHeads,
-    headDim,
-    kvDtype: c.kvDtype ?? "f16",
-    pageSize: PAGE_SIZE,
-    numPages: short.reduce((n, len) => n + Math.ceil(len / PAGE_SIZE), 0),
-    ...(tensor
-      ? {
-        kvScales: "tensor" as const,
-        kScale: input.kScale as number,
-        vScale: input.vScale as number,
-      }
-      : {}),
-  });
-  const attention = await createAttentionEncoder(device, {
-    grid: options.grid,
-    kernel: options.kernel,
-    ...(options.tileTokens === undefined ? {} : { tileTokens: options.tileTokens }),
-  });
+  const pages = short.reduce((n, len) => n + Math.ceil(len / PAGE_SIZE), 0);
+  const { cache, tensor } = pagedCache(device, c, input, options, 1, pages);
+  const attention = await pagedEncoder(device, options);
   const row = numKVHeads * headDim;
   const buffers: GPUBuffer[] = [];
   const make = (bytes: number, usage: number) => {

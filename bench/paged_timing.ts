@@ -7,7 +7,12 @@
  */
 
 import type { DecodeInput, KernelTuning } from "../mod.ts";
-import { createAttentionEncoder, createKVCache } from "../runner.ts";
+import {
+  type AttentionEncoder,
+  createAttentionEncoder,
+  createKVCache,
+  type KVCache,
+} from "../runner.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
 import { timeWarm, type WarmTiming } from "../src/gpu/gpu_timing.ts";
 import type { BenchCase } from "./bench_cases.ts";
@@ -40,6 +45,52 @@ export interface PagedTimingOptions {
   tokenScales?: boolean;
 }
 
+/**
+ * The paged mode's cache of a case (pages of {@linkcode PAGE_SIZE} tokens): 8-bit cases with
+ * per-tensor scales get a cache created with them (its per-tensor kernels) unless per-token
+ * tables are asked for (`tensor` says which).
+ */
+export function pagedCache(
+  device: GPUDevice,
+  c: BenchCase,
+  input: DecodeInput,
+  options: Pick<PagedTimingOptions, "tokenScales">,
+  numLayers: number,
+  numPages: number,
+): { cache: KVCache; tensor: boolean } {
+  const tensor = typeof input.kScale === "number" && typeof input.vScale === "number" &&
+    !options.tokenScales;
+  const cache = createKVCache({
+    device,
+    numLayers,
+    numKVHeads: c.numKVHeads,
+    headDim: c.headDim,
+    kvDtype: c.kvDtype ?? "f16",
+    pageSize: PAGE_SIZE,
+    numPages,
+    ...(tensor
+      ? {
+        kvScales: "tensor" as const,
+        kScale: input.kScale as number,
+        vScale: input.vScale as number,
+      }
+      : {}),
+  });
+  return { cache, tensor };
+}
+
+/** The paged mode's attention encoder: the mode's grid, kernel tuning and tile size. */
+export function pagedEncoder(
+  device: GPUDevice,
+  options: Pick<PagedTimingOptions, "grid" | "kernel" | "tileTokens">,
+): Promise<AttentionEncoder> {
+  return createAttentionEncoder(device, {
+    grid: options.grid,
+    kernel: options.kernel,
+    ...(options.tileTokens === undefined ? {} : { tileTokens: options.tileTokens }),
+  });
+}
+
 /** Times a case's lean decode through a paged cache and the attention encoder. */
 export async function timePaged(
   device: GPUDevice,
@@ -53,31 +104,8 @@ export async function timePaged(
   if (pages * PAGE_SIZE * rowBytes > limit) {
     return { skipped: `one layer's K (${pages * PAGE_SIZE * rowBytes} bytes) exceeds a binding` };
   }
-  // 8-bit cases with per-tensor scales: a cache created with them (its per-tensor kernels),
-  // unless per-token tables are asked for.
-  const tensor = typeof input.kScale === "number" && typeof input.vScale === "number" &&
-    !options.tokenScales;
-  const cache = createKVCache({
-    device,
-    numLayers: options.kvSets,
-    numKVHeads: c.numKVHeads,
-    headDim: c.headDim,
-    kvDtype: c.kvDtype ?? "f16",
-    pageSize: PAGE_SIZE,
-    numPages: pages,
-    ...(tensor
-      ? {
-        kvScales: "tensor" as const,
-        kScale: input.kScale as number,
-        vScale: input.vScale as number,
-      }
-      : {}),
-  });
-  const attention = await createAttentionEncoder(device, {
-    grid: options.grid,
-    kernel: options.kernel,
-    ...(options.tileTokens === undefined ? {} : { tileTokens: options.tileTokens }),
-  });
+  const { cache, tensor } = pagedCache(device, c, input, options, options.kvSets, pages);
+  const attention = await pagedEncoder(device, options);
   const buffers: GPUBuffer[] = [];
   try {
     const seqs = c.seqLens.map(() => cache.addSequence());
