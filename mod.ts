@@ -63,7 +63,7 @@ export type { KVWindow } from "./src/plan/windows.ts";
 export { createPlan, describePlan } from "./src/plan/plan.ts";
 export type { Plan, PlanOptions } from "./src/plan/plan.ts";
 export type { DenseKV, KVAddressing, PagedKV, PageLayout } from "./src/plan/kv_addressing.ts";
-export type { KernelTuning } from "./src/gpu/kernel_choice.ts";
+export type { KernelTuning } from "./src/gpu/kernel_tuning.ts";
 export type { Partition } from "./src/plan/partition.ts";
 export { KV_DTYPES, MAX_HEAD_DIM, MAX_Q_LEN, STRATEGIES } from "./src/core/problem.ts";
 export type {

@@ -74,4 +74,4 @@ export type { TileConfig, TileOptions } from "./src/plan/tiles.ts";
 export type { Partition } from "./src/plan/partition.ts";
 export type { Schedule } from "./src/plan/schedule.ts";
 export type { KVWindow } from "./src/plan/windows.ts";
-export type { KernelTuning } from "./src/gpu/kernel_choice.ts";
+export type { KernelTuning } from "./src/gpu/kernel_tuning.ts";

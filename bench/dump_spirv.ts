@@ -14,7 +14,8 @@
 
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
 import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
-import { kernelSpec, type KernelTuning } from "../src/gpu/kernel_choice.ts";
+import { kernelSpec } from "../src/gpu/kernel_choice.ts";
+import type { KernelTuning } from "../src/gpu/kernel_tuning.ts";
 import { createPlan } from "../src/plan/plan.ts";
 import type { KVDtype } from "../src/core/problem.ts";
 import type { PagedKV } from "../src/plan/kv_addressing.ts";

@@ -10,7 +10,7 @@ import type { Plan } from "./plan/plan.ts";
 import type { DecodeInput, DecodeOutput, DecodeShape, Strategy } from "./core/problem.ts";
 import type { ProgressListener } from "./core/progress.ts";
 import type { TileOptions } from "./plan/tiles.ts";
-import type { KernelTuning } from "./gpu/kernel_choice.ts";
+import type { KernelTuning } from "./gpu/kernel_tuning.ts";
 
 /**
  * Options for {@linkcode createDecoder}.

@@ -26,7 +26,8 @@ import { BufferPool } from "./buffer_pool.ts";
 import { calibrationProbe, HEAD_DIM_CLASSES } from "./calibration_probe.ts";
 import { deviceProfile } from "./device_profile.ts";
 import type { KernelCaps } from "./gpu_runtime.ts";
-import { kernelSpec, type KernelTuning } from "./kernel_choice.ts";
+import { kernelSpec } from "./kernel_choice.ts";
+import type { KernelTuning } from "./kernel_tuning.ts";
 import type { PipelineCache } from "./pipeline_cache.ts";
 
 /** What calibrating a class needs: the backend's device, pipelines, capabilities and tuning. */

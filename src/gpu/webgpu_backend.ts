@@ -32,7 +32,8 @@ import { copyInputArrays } from "../core/input_copy.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { kvScaleMode, kvScaleTable } from "../core/kv8.ts";
 import { slotFloats } from "../core/reducer.ts";
-import { kernelSpec, type KernelTuning } from "./kernel_choice.ts";
+import { kernelSpec } from "./kernel_choice.ts";
+import type { KernelTuning } from "./kernel_tuning.ts";
 import {
   bindProgram,
   programAlign,

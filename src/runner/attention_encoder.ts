@@ -36,7 +36,8 @@ import { tiledFitsDevice } from "../kernels/tiled_layout.ts";
 import { UploadRing } from "./upload_ring.ts";
 import { cacheById } from "./cache_registry.ts";
 import type { KVScaleSource } from "../kernels/kernel_spec.ts";
-import { kernelSpec, type KernelTuning } from "../gpu/kernel_choice.ts";
+import { kernelSpec } from "../gpu/kernel_choice.ts";
+import type { KernelTuning } from "../gpu/kernel_tuning.ts";
 import {
   bindProgram,
   programLayout,

@@ -8,7 +8,7 @@
 import type { PagedPlan } from "./paged_plan.ts";
 import type { Strategy } from "../core/problem.ts";
 import type { TileOptions } from "../plan/tiles.ts";
-import type { KernelTuning } from "../gpu/kernel_choice.ts";
+import type { KernelTuning } from "../gpu/kernel_tuning.ts";
 
 /**
  * Options of {@linkcode createAttentionEncoder}.

@@ -1,0 +1,166 @@
+/**
+ * The caller's kernel choices (`KernelTuning`): what a backend may be told to take or avoid for
+ * every plan, each defaulting to the kernel table's choice. Kept apart from the choice itself
+ * (`kernel_choice.ts`) because every decoder, encoder and benchmark option type names it.
+ *
+ * @module
+ */
+
+/**
+ * Kernel choices a backend makes for every plan (see `KernelSpec`).
+ *
+ * @example
+ * ```ts
+ * import type { DecoderOptions, KernelTuning } from "@lean/attention";
+ * const kernel: KernelTuning = { subgroups: false, lanes: 8, unroll: 2, prefetch: true };
+ * // Passed to createDecoder (GPU backends) or createAttentionEncoder.
+ * const options: DecoderOptions = { backend: "webgpu", kernel };
+ * console.log(options.kernel?.lanes); // 8
+ * ```
+ */
+export interface KernelTuning {
+  /** Use subgroup shuffles when the device offers them (default true). */
+  subgroups?: boolean;
+  /**
+   * Threads per token (default: the kernel table's choice for the block's rows and head dim, at
+   * most the smallest subgroup; see `KERNEL_TABLE` in `src/kernels/kernel_table.ts`). Rows whose
+   * 16-byte chunks it does not divide take the most lanes (a power of two) that divide them.
+   */
+  lanes?: number;
+  /** Tokens each lane group loads per step (default: the kernel table's choice). */
+  unroll?: number;
+  /**
+   * Request the next step's K and V before this step's arithmetic (default: the kernel table's
+   * choice; `"split"` requests each tensor once the step has used its own).
+   */
+  prefetch?: boolean | "split";
+  /** Query rows in workgroup memory (default: the kernel table's choice). */
+  queryShared?: boolean;
+  /**
+   * Packed f16 arithmetic where the device has `shader-f16` and the KV is f16, int8 or FP8 E4M3
+   * (default false): dot products of queries and keys, and with E4M3 (and int8 whose keys do not
+   * take `intDots`) at per-tensor scales the weighted sum of V too, at about f16's precision
+   * (output relative errors near 1e-3) for fewer instructions per token; int8 keys that take
+   * `intDots` keep them, and their V stays f32; elsewhere the f32 path runs. Over f16 KV on 4-
+   * and 8-row blocks it takes early loads by default (`earlyLoads`): 0-2.7% faster than packed
+   * keys alone on the H200's GQA cases, GQA 32/8 128k at 90.7% of its roofline (session 35). See
+   * `KernelSpec.halfMath`.
+   */
+  halfMath?: boolean;
+  /**
+   * int8 keys by packed integer dot products (default true; false: the f32 dot products): query
+   * rows as 15-bit fixed point (f32-grade scores), two `dot4I8Packed` per K word and row instead
+   * of its unpacking and four multiply-adds: 6-12% faster on the H200's GQA int8 cases (session
+   * 33). See `KernelSpec.intDots`.
+   */
+  intDots?: boolean;
+  /**
+   * The next step's K and V loads issued at the top of the token loop's body, where the step's
+   * dot products overlap them (default: on for 4-row int8 kernels with integer keys, 6.6-8.6%
+   * faster on the H200 in session 34; for 4-row int8 and E4M3 kernels with per-token scales,
+   * dense or paged, whose scale pairs and page-table entries go early too, 1.0-3.9% faster in
+   * session 35; and for packed f16 keys (`halfMath` over f16) on 4- and 8-row blocks, 0-2.7%
+   * faster than the packed keys alone in session 35; for 4-row int8 and E4M3 paged kernels with
+   * page slices, whose loads the slices sink to the loop's end otherwise (per-tensor E4M3 12%
+   * slower, session 36); off elsewhere, where f16 kernels spilled in session 28 and dense
+   * per-tensor E4M3 was 4-6% slower). The same bits. See
+   * `KernelSpec.earlyLoads`.
+   */
+  earlyLoads?: boolean;
+  /**
+   * Paged kernels with early loads put the page-table entries read ahead in the early test too
+   * (default: on, but off for int8 at per-tensor scales with page slices, which it took from
+   * 1.004-1.051x of dense to 0.990-1.001x on the H200, session 36; E4M3 was 0.1-2.1% slower
+   * without). The same bits. See `KernelSpec.earlyPages`.
+   */
+  earlyPages?: boolean;
+  /**
+   * FP8 E4M3 kernels test a step's K chunks for NaN codes at once, and its V chunks, instead of
+   * each word (default: on for 4-row blocks, 1-row paged ones and 1-row dense ones at per-tensor
+   * scales). The same bits. See `KernelSpec.nanSteps`.
+   */
+  nanSteps?: boolean;
+  /**
+   * Dense kernels with whole prefetch read the piece's first row again a step ahead and address
+   * the next step's rows from it (default: on for 4- and 1-row E4M3 kernels at per-tensor
+   * scales, with early loads: 11-13% and 15% faster on the H200, sessions 37 and 38; int8 was 3%
+   * slower, f16 no faster). The same bits. See `KernelSpec.baseAhead`.
+   */
+  baseAhead?: boolean;
+  /**
+   * Steps a packed f16 weighted sum of V adds in f16 before it joins the f32 output state
+   * (default 1; for measurements). See `KernelSpec.halfSteps`.
+   */
+  halfSteps?: number;
+  /**
+   * Packed f16 weighted sums of V under `halfMath` (default: on for int8 and E4M3 at per-tensor
+   * scales, off for f16 KV; true turns them on for f16 V, whose halves then enter the sums as
+   * stored: 3.6-15% slower than the packed keys alone on the H200, session 34). See
+   * `KernelSpec.halfValues`.
+   */
+  halfValues?: boolean;
+  /**
+   * Steps that mask no token skip the masking arithmetic (default true; false masks every step,
+   * as kernels before 0.2 did: for measurements).
+   */
+  fastSteps?: boolean;
+  /**
+   * Each score's dot product as a chain of scalar multiply-adds (default true: 16 operations per
+   * 16 dims; false sums `vec4` dot products, 19 per 16 dims: for measurements).
+   */
+  fmaDots?: boolean;
+  /**
+   * Lane groups that split a block's query rows, reading the same K and V (default: the kernel
+   * table's choice; see `KernelSpec.rowSets`).
+   */
+  rowSets?: number;
+  /**
+   * Each token group takes consecutive tokens per step (default: the kernel table's choice; see
+   * `KernelSpec.tokenRuns`): a paged cache whose pages hold a step's tokens of a group then reads
+   * two page-table entries per group and step instead of one per token.
+   */
+  tokenRuns?: boolean;
+  /**
+   * Paged kernels with token runs read one page-table entry per group and step where the page
+   * size and the tiles are multiples of the step's tokens per group, so no run crosses a page
+   * (default true; false reads the pages of a run's first and last token, as before session 39:
+   * for measurements). The same bits. See `KernelSpec.alignedRuns`.
+   */
+  alignedRuns?: boolean;
+  /**
+   * Paged kernels read one page-table entry per slice of a step's tokens where pages and tiles
+   * hold whole slices, and address its rows from the page's (default: on for 8-bit K/V, 0.6-2.8%
+   * faster than a page read and page arithmetic per token on the H200's paged 8-bit rows, and
+   * off for f16, bf16 and f32, whose paged kernels are bound by their reads: f16 0-1.5% slower
+   * with them, session 36). See `KernelSpec.pageSlices`.
+   */
+  pageSlices?: boolean;
+  /**
+   * Each step unpacks V one token at a time in its softmax update (default: the kernel table's
+   * choice; see `KernelSpec.vPerToken`): fewer V floats live at once, the same results.
+   */
+  vPerToken?: boolean;
+  /**
+   * Query rows read once per workgroup into workgroup memory and copied into each thread's
+   * registers from there (default: the kernel table's choice; see `KernelSpec.queryStaged`): the
+   * same results.
+   */
+  queryStaged?: boolean;
+  /**
+   * Each lane group's scores reduce-scattered, one row per lane, the rows' weights shuffled to
+   * the other lanes (default: the kernel table's choice; see `KernelSpec.rowScatter`).
+   */
+  rowScatter?: boolean;
+  /**
+   * Most token groups whose states are added with subgroup shuffles before the workgroup's merge
+   * of the groups (default: as many as the smallest subgroup holds; 1 turns it off; see
+   * `KernelSpec.shuffleGroups`).
+   */
+  shuffleGroups?: number;
+  /**
+   * MLA-sized row groups (16 or more rows over head dims above 256) take the tiled kernel where
+   * the device holds it (default true; false keeps the decode kernel's 4-row blocks there: for
+   * measurements). See `src/kernels/tiled_kernel.ts`.
+   */
+  tiled?: boolean;
+}
