@@ -21,7 +21,7 @@ import {
   type PagedPlan,
   planForCache,
 } from "../runner.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
+import { deviceTest, gpuBuffer, type GpuUnderTest, readF32 } from "./gpu_device.ts";
 import { fcParams, OUT_TOLERANCE, randomFloats, relativeL2Error, seededRng } from "./helpers.ts";
 
 /** One token: the tag written to it in each layer (undefined: reserved, not written). */
@@ -477,60 +477,53 @@ Deno.test("random cache operations keep every sequence's tokens and pages (model
   }
 });
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  if (typeof gpu === "string") console.log(`skipping the cache model on "${name}": ${gpu}`);
-  Deno.test({
-    name: `random cache operations with GPU appends and encoded attention (model) [${name}]`,
-    ignore: typeof gpu === "string",
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const g = gpu as GpuUnderTest;
-      const attention = await createAttentionEncoder(g.device, { grid: 8 });
-      const seen = {
-        wrote: 0,
-        staleWrites: 0,
-        outOfPages: 0,
-        executed: 0,
-        stalePlans: 0,
-        gpuWrote: 0,
-      };
-      try {
-        await fc.assert(
-          fc.asyncProperty(fc.array(opArb, { minLength: 12, maxLength: 24 }), async (ops) => {
-            // The paged tests' kernel shape: f16, head dim 64, 2 KV heads, 8 query heads.
-            const h = new Harness(
-              {
-                numHeads: 8,
-                numKVHeads: 2,
-                headDim: 64,
-                pageSize: 16,
-                numPages: 6,
-                kvDtype: "f16",
-              },
-              g,
-              attention,
-            );
-            try {
-              await h.setUp();
-              for (const op of ops) {
-                await h.apply(op);
-                await h.check();
-              }
-              tally(seen, h.outcomes);
-            } finally {
-              h.cache.dispose();
+await deviceTest(
+  "random cache operations with GPU appends and encoded attention (model)",
+  async (g) => {
+    const attention = await createAttentionEncoder(g.device, { grid: 8 });
+    const seen = {
+      wrote: 0,
+      staleWrites: 0,
+      outOfPages: 0,
+      executed: 0,
+      stalePlans: 0,
+      gpuWrote: 0,
+    };
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.array(opArb, { minLength: 12, maxLength: 24 }), async (ops) => {
+          // The paged tests' kernel shape: f16, head dim 64, 2 KV heads, 8 query heads.
+          const h = new Harness(
+            {
+              numHeads: 8,
+              numKVHeads: 2,
+              headDim: 64,
+              pageSize: 16,
+              numPages: 6,
+              kvDtype: "f16",
+            },
+            g,
+            attention,
+          );
+          try {
+            await h.setUp();
+            for (const op of ops) {
+              await h.apply(op);
+              await h.check();
             }
-          }),
-          { ...fcParams(8), endOnFailure: true },
-        );
-        assert.ok(seen.executed >= 4 && seen.gpuWrote >= 4, JSON.stringify(seen));
-      } finally {
-        attention.dispose();
-        await g.device.queue.onSubmittedWorkDone();
-        g.device.destroy();
-      }
-    },
-  });
-}
+            tally(seen, h.outcomes);
+          } finally {
+            h.cache.dispose();
+          }
+        }),
+        { ...fcParams(8), endOnFailure: true },
+      );
+      assert.ok(seen.executed >= 4 && seen.gpuWrote >= 4, JSON.stringify(seen));
+    } finally {
+      attention.dispose();
+      await g.device.queue.onSubmittedWorkDone();
+      g.device.destroy();
+    }
+  },
+  { dawnOnSoftware: true },
+);

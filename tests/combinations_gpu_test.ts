@@ -10,21 +10,13 @@ import fc from "fast-check";
 import { createDecoder, type KernelTuning, STRATEGIES } from "../mod.ts";
 import { createAttentionEncoder, createIndptrPageTable } from "../runner.ts";
 import { backendTest, propertyParams } from "./backends.ts";
-import {
-  bytesBuffer,
-  gpuBuffer,
-  type GpuUnderTest,
-  openGpu,
-  readF32,
-  STORAGE,
-} from "./gpu_device.ts";
+import { bytesBuffer, deviceTest, gpuBuffer, readF32, STORAGE } from "./gpu_device.ts";
 import {
   guardKernelSet,
   type KernelFamily,
   KV8_FAMILIES,
   MLA_WIDE,
   RAGGED_GQA,
-  softwareSkip,
   VARIANTS_GQA_Q2,
   VARIANTS_KV8,
 } from "./kernel_set.ts";
@@ -109,157 +101,140 @@ familyTest("MLA-wide rows with empty requests", MLA_WIDE, false, 3, { subgroups:
 // slopes, sinks) and the 8-bit scale table one more each. A device at WebGPU's default limit of
 // 8 (a runner's device requested without limits) must get a RangeError saying so, not a
 // pipeline that fails validation and leaves the outputs unwritten.
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  const ok = typeof gpu !== "string";
-  const skip = ok ? softwareSkip(gpu, {}) : undefined;
-  Deno.test({
-    name: `a default-limits device: variants and 8-bit paged need more storage buffers [${name}]`,
-    ignore: !ok || skip !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const adapter = await ((gpu as GpuUnderTest).keepAlive[0] as GPU).requestAdapter();
-      (gpu as GpuUnderTest).keepAlive.push(adapter);
-      const device = await adapter!.requestDevice(); // WebGPU's default limits
-      try {
-        assert.equal(device.limits.maxStorageBuffersPerShaderStage, 8);
-        // The runner's encoder: paged kernels with sinks (9), with int8 too (10).
-        const attention = await createAttentionEncoder(device, { grid: 7 });
-        for (const [kvDtype, need] of [["f32", 9], ["int8", 10]] as const) {
-          const input = {
-            ...makeInput({ ...VARIANTS_GQA_Q2, kvDtype, seqLens: [40, 0], seed: 1 }),
-            sinks: Float32Array.of(1, 2, 3, 4),
-          };
-          const pages = scatterPages(input, 16, "HND", 1);
-          const plan = attention.planPages(shapeOf(input), pages);
-          const buffer = (bytes: number) =>
-            device.createBuffer({ size: Math.max(256, bytes), usage: STORAGE });
-          const used = [buffer(pages.k.byteLength), buffer(pages.v.byteLength), buffer(4096)];
-          const [k, v, scratch] = used;
-          assert.throws(
-            () =>
-              attention.encode(device.createCommandEncoder(), {
-                plan,
-                k,
-                v,
-                ...(kvDtype === "int8" ? { kvScales: scratch } : {}),
-                q: scratch,
-                out: buffer(4096),
-              }),
-            (e: Error) =>
-              e instanceof RangeError &&
-              e.message.includes(
-                `paged attention with ALiBi slopes or sinks needs ${need} storage buffers per shader stage: the device allows 8`,
-              ),
-          );
-        }
-        attention.dispose();
-        // The decoder on that device: dense kernels with the per-head table and per-token
-        // 8-bit scales (9); the decoder stays usable (the variants' family, 8 buffers, after).
-        const decoder = await createDecoder({ backend: name, device, grid: 7, tileTokens: 64 });
-        try {
-          const kv8 = {
-            ...makeInput({ ...KV8_FAMILIES[0], kvScales: "token", seqLens: [50], seed: 2 }),
-            sinks: Float32Array.of(0, 1, 2, 3),
-          };
-          // Unguarded: its class is outside the set, but the call is refused before any compile.
-          await assert.rejects(
-            () => decoder.decode(kv8),
-            (e: Error) =>
-              e instanceof RangeError &&
-              /ALiBi slopes \/ sinks table, the 8-bit scale table needs 9 storage buffers per shader stage: the device allows 8/
-                .test(e.message),
-          );
-          assert.equal(decoder.stats().buffersLive, 0, "the failed call's buffers are released");
-          const input = {
-            ...makeInput({ ...VARIANTS_GQA_Q2, qLens: [2, 1], seqLens: [90, 0], seed: 3 }),
-            slidingWindow: 30,
-            logitsSoftCap: 10,
-            alibiSlopes: Float32Array.of(0.1, 0.2, 0.3, 0.4),
-            sinks: Float32Array.of(0, 1, 2, 3),
-          };
-          assertMatchesReference(
-            input,
-            await guardKernelSet(decoder, { tileTokens: 64 }).decode(input),
-            "after the refused call",
-          );
-        } finally {
-          await decoder.dispose();
-        }
-      } finally {
-        // Idle first: nothing of this device's work may still run when it goes.
-        await device.queue.onSubmittedWorkDone();
-        device.destroy();
+await deviceTest(
+  "a default-limits device: variants and 8-bit paged need more storage buffers",
+  async (g) => {
+    const adapter = await (g.keepAlive[0] as GPU).requestAdapter();
+    g.keepAlive.push(adapter);
+    const device = await adapter!.requestDevice(); // WebGPU's default limits
+    try {
+      assert.equal(device.limits.maxStorageBuffersPerShaderStage, 8);
+      // The runner's encoder: paged kernels with sinks (9), with int8 too (10).
+      const attention = await createAttentionEncoder(device, { grid: 7 });
+      for (const [kvDtype, need] of [["f32", 9], ["int8", 10]] as const) {
+        const input = {
+          ...makeInput({ ...VARIANTS_GQA_Q2, kvDtype, seqLens: [40, 0], seed: 1 }),
+          sinks: Float32Array.of(1, 2, 3, 4),
+        };
+        const pages = scatterPages(input, 16, "HND", 1);
+        const plan = attention.planPages(shapeOf(input), pages);
+        const buffer = (bytes: number) =>
+          device.createBuffer({ size: Math.max(256, bytes), usage: STORAGE });
+        const used = [buffer(pages.k.byteLength), buffer(pages.v.byteLength), buffer(4096)];
+        const [k, v, scratch] = used;
+        assert.throws(
+          () =>
+            attention.encode(device.createCommandEncoder(), {
+              plan,
+              k,
+              v,
+              ...(kvDtype === "int8" ? { kvScales: scratch } : {}),
+              q: scratch,
+              out: buffer(4096),
+            }),
+          (e: Error) =>
+            e instanceof RangeError &&
+            e.message.includes(
+              `paged attention with ALiBi slopes or sinks needs ${need} storage buffers per shader stage: the device allows 8`,
+            ),
+        );
       }
-    },
-  });
-}
+      attention.dispose();
+      // The decoder on that device: dense kernels with the per-head table and per-token
+      // 8-bit scales (9); the decoder stays usable (the variants' family, 8 buffers, after).
+      const decoder = await createDecoder({ backend: g.name, device, grid: 7, tileTokens: 64 });
+      try {
+        const kv8 = {
+          ...makeInput({ ...KV8_FAMILIES[0], kvScales: "token", seqLens: [50], seed: 2 }),
+          sinks: Float32Array.of(0, 1, 2, 3),
+        };
+        // Unguarded: its class is outside the set, but the call is refused before any compile.
+        await assert.rejects(
+          () => decoder.decode(kv8),
+          (e: Error) =>
+            e instanceof RangeError &&
+            /ALiBi slopes \/ sinks table, the 8-bit scale table needs 9 storage buffers per shader stage: the device allows 8/
+              .test(e.message),
+        );
+        assert.equal(decoder.stats().buffersLive, 0, "the failed call's buffers are released");
+        const input = {
+          ...makeInput({ ...VARIANTS_GQA_Q2, qLens: [2, 1], seqLens: [90, 0], seed: 3 }),
+          slidingWindow: 30,
+          logitsSoftCap: 10,
+          alibiSlopes: Float32Array.of(0.1, 0.2, 0.3, 0.4),
+          sinks: Float32Array.of(0, 1, 2, 3),
+        };
+        assertMatchesReference(
+          input,
+          await guardKernelSet(decoder, { tileTokens: 64 }).decode(input),
+          "after the refused call",
+        );
+      } finally {
+        await decoder.dispose();
+      }
+    } finally {
+      // Idle first: nothing of this device's work may still run when it goes.
+      await device.queue.onSubmittedWorkDone();
+      device.destroy();
+    }
+  },
+);
 
 // The runner's encoder over a runner page table with empty requests (no pages, lastPageLen 0):
 // the runner-format tests' paged class (f16 KV, 8/2 heads, d64, HND pages; tests/kernel_set.ts).
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  const ok = typeof gpu !== "string";
-  const skip = ok ? softwareSkip(gpu, {}) : undefined;
-  Deno.test({
-    name: `a runner page table with empty requests through the encoder, every strategy [${name}]`,
-    ignore: !ok || skip !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const { device } = gpu as GpuUnderTest;
-      const attention = await createAttentionEncoder(device, { grid: 8 });
-      const seqLens = [0, 150, 0, 9];
-      const input = makeInput({
-        seqLens,
-        numHeads: 8,
-        numKVHeads: 2,
-        headDim: 64,
-        kvDtype: "f16",
-        seed: 12,
-      });
-      const pages = scatterPages(input, 16, "HND", 12);
-      const indptr = [0];
-      for (const t of pages.pageTables) indptr.push(indptr[indptr.length - 1] + t.length);
-      const table = createIndptrPageTable({
-        indptr,
-        indices: pages.pageTables.flat(),
-        lastPageLen: seqLens.map((n) => (n === 0 ? 0 : ((n - 1) % 16) + 1)),
-        pageSize: 16,
-        numPages: pages.numPages,
-        numKVHeads: 2,
-        headDim: 64,
-        kvDtype: "f16",
-        layout: "HND",
-      });
-      const k = bytesBuffer(device, pages.k);
-      const v = bytesBuffer(device, pages.v);
-      const q = gpuBuffer(device, input.q);
-      const rows = seqLens.length * 8;
-      try {
-        for (const strategy of STRATEGIES) {
-          const out = gpuBuffer(device, new Float32Array(rows * 64).fill(NaN));
-          const lse = gpuBuffer(device, new Float32Array(rows).fill(NaN));
-          const plan = attention.plan(table, { seqs: table.seqs, numHeads: 8, strategy });
-          const enc = device.createCommandEncoder();
-          attention.encode(enc, { plan, k, v, q, out, lse });
-          device.queue.submit([enc.finish()]);
-          const got = {
-            out: await readF32(device, out, rows * 64),
-            lse: await readF32(device, lse, rows),
-          };
-          assertMatchesReference(input, got, strategy);
-          out.destroy();
-          lse.destroy();
-        }
-      } finally {
-        for (const b of [k, v, q]) b.destroy();
-        attention.dispose();
+await deviceTest(
+  "a runner page table with empty requests through the encoder, every strategy",
+  async ({ device }) => {
+    const attention = await createAttentionEncoder(device, { grid: 8 });
+    const seqLens = [0, 150, 0, 9];
+    const input = makeInput({
+      seqLens,
+      numHeads: 8,
+      numKVHeads: 2,
+      headDim: 64,
+      kvDtype: "f16",
+      seed: 12,
+    });
+    const pages = scatterPages(input, 16, "HND", 12);
+    const indptr = [0];
+    for (const t of pages.pageTables) indptr.push(indptr[indptr.length - 1] + t.length);
+    const table = createIndptrPageTable({
+      indptr,
+      indices: pages.pageTables.flat(),
+      lastPageLen: seqLens.map((n) => (n === 0 ? 0 : ((n - 1) % 16) + 1)),
+      pageSize: 16,
+      numPages: pages.numPages,
+      numKVHeads: 2,
+      headDim: 64,
+      kvDtype: "f16",
+      layout: "HND",
+    });
+    const k = bytesBuffer(device, pages.k);
+    const v = bytesBuffer(device, pages.v);
+    const q = gpuBuffer(device, input.q);
+    const rows = seqLens.length * 8;
+    try {
+      for (const strategy of STRATEGIES) {
+        const out = gpuBuffer(device, new Float32Array(rows * 64).fill(NaN));
+        const lse = gpuBuffer(device, new Float32Array(rows).fill(NaN));
+        const plan = attention.plan(table, { seqs: table.seqs, numHeads: 8, strategy });
+        const enc = device.createCommandEncoder();
+        attention.encode(enc, { plan, k, v, q, out, lse });
+        device.queue.submit([enc.finish()]);
+        const got = {
+          out: await readF32(device, out, rows * 64),
+          lse: await readF32(device, lse, rows),
+        };
+        assertMatchesReference(input, got, strategy);
+        out.destroy();
+        lse.destroy();
       }
-    },
-  });
-}
+    } finally {
+      for (const b of [k, v, q]) b.destroy();
+      attention.dispose();
+    }
+  },
+);
 
 backendTest(
   "warmup with an 8-bit input compiles the kernels of its scale mode (per-tensor or per-token)",

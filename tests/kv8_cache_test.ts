@@ -21,8 +21,7 @@ import {
   type KVCache,
   planForCache,
 } from "../runner.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
-import { softwareSkip } from "./kernel_set.ts";
+import { deviceTests, gpuBuffer, readF32 } from "./gpu_device.ts";
 import { assertMatchesReference, randomFloats, sameBits, seededRng } from "./helpers.ts";
 
 const KV8: readonly KVDtype[] = ["int8", "fp8e4m3", "fp8e5m2"];
@@ -319,28 +318,9 @@ Deno.test("8-bit caches: dynamic scales are dynamicKVScales' powers of two, per 
 // GPU: the append kernel's 8-bit conversion and paged attention over an 8-bit cache (d16, GQA
 // 4/2: the 8-bit family of tests/kernel_set.ts).
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  if (typeof gpu === "string") console.log(`skipping 8-bit cache GPU tests on "${name}": ${gpu}`);
-  // Dawn on a software adapter runs the append kernel only (its attention kernels compile for
-  // minutes there; they run on hardware GPUs).
-  const test = (
-    title: string,
-    fn: (g: GpuUnderTest) => Promise<void>,
-    options: { dawnOnSoftware?: boolean } = {},
-  ) => {
-    const skip = typeof gpu === "string"
-      ? "no device"
-      : softwareSkip({ name, exhaustive: gpu.exhaustive }, options);
-    Deno.test({
-      name: `${title} [${name}]`,
-      ignore: skip !== undefined,
-      sanitizeOps: false,
-      sanitizeResources: false,
-      fn: () => fn(gpu as GpuUnderTest),
-    });
-  };
-
+// Dawn on a software adapter runs the append kernel only (its attention kernels compile for
+// minutes there; they run on hardware GPUs).
+await deviceTests((test) => {
   test(
     "GPU appends of f32 rows store the host's 8-bit codes and the layer's scales",
     async ({ device }) => {
@@ -527,4 +507,4 @@ for (const name of ["webgpu", "dawn"] as const) {
       cache.dispose();
     }
   });
-}
+});

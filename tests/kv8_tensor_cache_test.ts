@@ -15,8 +15,7 @@ import {
   executePagedPlanOnCpu,
   planForCache,
 } from "../runner.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
-import { softwareSkip } from "./kernel_set.ts";
+import { deviceTest, gpuBuffer, readF32 } from "./gpu_device.ts";
 import { assertMatchesReference, randomFloats, sameBits, seededRng } from "./helpers.ts";
 
 const KV8: readonly KVDtype[] = ["int8", "fp8e4m3", "fp8e5m2"];
@@ -167,98 +166,88 @@ Deno.test("per-tensor 8-bit paged CPU decode equals the dense per-tensor decode,
 // GPU: the per-tensor paged kernels (the layer's pair read from the scale table's first entry)
 // and GPU appends with the layer's scales, on the 8-bit family's shape (d16, GQA 4/2), and on
 // hardware GPUs also at GQA 8/2 d128 in pages of 16 (the 4-row kernels with page slices).
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  const skip = typeof gpu === "string"
-    ? "no device"
-    : softwareSkip({ name, exhaustive: gpu.exhaustive }, {});
-  Deno.test({
-    name: `paged attention over per-tensor 8-bit caches matches the reference [${name}]`,
-    ignore: skip !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const { device, exhaustive } = gpu as GpuUnderTest;
-      const shapes = [
-        { shape: SHAPE, numHeads: 4 },
-        ...(exhaustive ? [{ shape: { ...SHAPE, headDim: 128, pageSize: 16 }, numHeads: 8 }] : []),
-      ];
-      for (const { shape, numHeads } of shapes) {
-        for (const kvDtype of ["int8", "fp8e4m3"] as const) {
-          const row = shape.numKVHeads * shape.headDim;
-          const what = `${kvDtype} d${shape.headDim}`;
-          // Codes up to about 100 (K) and 120 (V) at layer 1's scales.
-          const scales = { kvScales: "tensor" as const, kScale: [0.5, 0.04], vScale: 0.035 };
-          const cache = createKVCache({ ...shape, numPages: 32, device, kvDtype, ...scales });
-          const attention = await createAttentionEncoder(device, { grid: 6 });
-          const rng = seededRng(kvDtype === "int8" ? 31 : 32);
-          const buffers: GPUBuffer[] = [];
-          const buffer = (data: Float32Array) => {
-            const b = gpuBuffer(device, data);
-            buffers.push(b);
-            return b;
+await deviceTest(
+  "paged attention over per-tensor 8-bit caches matches the reference",
+  async ({ device, exhaustive }) => {
+    const shapes = [
+      { shape: SHAPE, numHeads: 4 },
+      ...(exhaustive ? [{ shape: { ...SHAPE, headDim: 128, pageSize: 16 }, numHeads: 8 }] : []),
+    ];
+    for (const { shape, numHeads } of shapes) {
+      for (const kvDtype of ["int8", "fp8e4m3"] as const) {
+        const row = shape.numKVHeads * shape.headDim;
+        const what = `${kvDtype} d${shape.headDim}`;
+        // Codes up to about 100 (K) and 120 (V) at layer 1's scales.
+        const scales = { kvScales: "tensor" as const, kScale: [0.5, 0.04], vScale: 0.035 };
+        const cache = createKVCache({ ...shape, numPages: 32, device, kvDtype, ...scales });
+        const attention = await createAttentionEncoder(device, { grid: 6 });
+        const rng = seededRng(kvDtype === "int8" ? 31 : 32);
+        const buffers: GPUBuffer[] = [];
+        const buffer = (data: Float32Array) => {
+          const b = gpuBuffer(device, data);
+          buffers.push(b);
+          return b;
+        };
+        try {
+          const seqs = [41, 9, 70].map(() => cache.addSequence());
+          const slots = cache.extend(seqs, [41, 9, 70]);
+          const layer = 1;
+          const src = buffer(randomFloats(rng, 120 * row, 4));
+          const enc = device.createCommandEncoder();
+          // The layer's scales: left out, or given as they are; any other is refused.
+          cache.encodeAppend(enc, { slots, layer, k: src, v: src, kScale: 0.04 });
+          assert.throws(
+            () => cache.encodeAppend(enc, { slots, layer, k: src, v: src, vScale: "dynamic" }),
+            (e: Error) =>
+              e instanceof RangeError &&
+              /vScale must be left out or be layer 1's/.test(e.message),
+          );
+          device.queue.submit([enc.finish()]);
+          const plan = attention.plan(cache, { seqs, numHeads, strategy: "lean" });
+          const q = randomFloats(rng, 3 * numHeads * shape.headDim, 0.5);
+          const out = buffer(new Float32Array(q.length).fill(NaN));
+          const lse = buffer(new Float32Array(3 * numHeads).fill(NaN));
+          const e2 = device.createCommandEncoder();
+          attention.encode(e2, { plan, layer, q: buffer(q), out, lse });
+          device.queue.submit([e2.finish()]);
+          const got = {
+            out: await readF32(device, out, q.length),
+            lse: await readF32(device, lse, 3 * numHeads),
           };
-          try {
-            const seqs = [41, 9, 70].map(() => cache.addSequence());
-            const slots = cache.extend(seqs, [41, 9, 70]);
-            const layer = 1;
-            const src = buffer(randomFloats(rng, 120 * row, 4));
-            const enc = device.createCommandEncoder();
-            // The layer's scales: left out, or given as they are; any other is refused.
-            cache.encodeAppend(enc, { slots, layer, k: src, v: src, kScale: 0.04 });
-            assert.throws(
-              () => cache.encodeAppend(enc, { slots, layer, k: src, v: src, vScale: "dynamic" }),
-              (e: Error) =>
-                e instanceof RangeError &&
-                /vScale must be left out or be layer 1's/.test(e.message),
+          const rows = await Promise.all(seqs.map((s) => cache.read(layer, s)));
+          const join = <T extends Int8Array | Uint8Array>(parts: T[]) => {
+            const all = new (parts[0].constructor as new (n: number) => T)(
+              parts.reduce((n, p) => n + p.length, 0),
             );
-            device.queue.submit([enc.finish()]);
-            const plan = attention.plan(cache, { seqs, numHeads, strategy: "lean" });
-            const q = randomFloats(rng, 3 * numHeads * shape.headDim, 0.5);
-            const out = buffer(new Float32Array(q.length).fill(NaN));
-            const lse = buffer(new Float32Array(3 * numHeads).fill(NaN));
-            const e2 = device.createCommandEncoder();
-            attention.encode(e2, { plan, layer, q: buffer(q), out, lse });
-            device.queue.submit([e2.finish()]);
-            const got = {
-              out: await readF32(device, out, q.length),
-              lse: await readF32(device, lse, 3 * numHeads),
-            };
-            const rows = await Promise.all(seqs.map((s) => cache.read(layer, s)));
-            const join = <T extends Int8Array | Uint8Array>(parts: T[]) => {
-              const all = new (parts[0].constructor as new (n: number) => T)(
-                parts.reduce((n, p) => n + p.length, 0),
-              );
-              let at = 0;
-              for (const p of parts) {
-                all.set(p as never, at);
-                at += p.length;
-              }
-              return all;
-            };
-            assertMatchesReference(
-              {
-                q,
-                k: join(rows.map((r) => r.k as Int8Array | Uint8Array)),
-                v: join(rows.map((r) => r.v as Int8Array | Uint8Array)),
-                kScale: 0.04,
-                vScale: 0.035,
-                seqLens: [41, 9, 70],
-                numHeads,
-                numKVHeads: shape.numKVHeads,
-                headDim: shape.headDim,
-                kvDtype,
-              },
-              got,
-              what,
-            );
-          } finally {
-            for (const b of buffers) b.destroy();
-            attention.dispose();
-            cache.dispose();
-          }
+            let at = 0;
+            for (const p of parts) {
+              all.set(p as never, at);
+              at += p.length;
+            }
+            return all;
+          };
+          assertMatchesReference(
+            {
+              q,
+              k: join(rows.map((r) => r.k as Int8Array | Uint8Array)),
+              v: join(rows.map((r) => r.v as Int8Array | Uint8Array)),
+              kScale: 0.04,
+              vScale: 0.035,
+              seqLens: [41, 9, 70],
+              numHeads,
+              numKVHeads: shape.numKVHeads,
+              headDim: shape.headDim,
+              kvDtype,
+            },
+            got,
+            what,
+          );
+        } finally {
+          for (const b of buffers) b.destroy();
+          attention.dispose();
+          cache.dispose();
         }
       }
-    },
-  });
-}
+    }
+  },
+);

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { decodeKV, type KVDtype } from "../mod.ts";
 import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import { randomInt, seededRng } from "./helpers.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
+import { deviceTest, gpuBuffer, type GpuUnderTest, readF32 } from "./gpu_device.ts";
 
 const FORMATS: readonly KVDtype[] = ["int8", "fp8e4m3", "fp8e5m2"];
 
@@ -66,30 +66,24 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
   return out;
 }
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  Deno.test({
-    name: `8-bit unpacking: every code at every byte position decodes as the host does [${name}]`,
-    ignore: typeof gpu === "string",
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const g = gpu as GpuUnderTest;
-      for (const format of FORMATS) {
-        const { codes, positions } = words(FORMATS.indexOf(format) + 1);
-        const data = format === "int8" ? new Int8Array(codes.buffer) : codes;
-        const unpackScale = KV_DTYPE_INFO[format].unpackScale ?? 1;
-        const want = decodeKV(data, format).map((x) => x / unpackScale);
-        const got = await unpackOnGpu(g, format, positions);
-        for (let i = 0; i < want.length; i++) {
-          const same = Number.isNaN(want[i]) ? Number.isNaN(got[i]) : Object.is(got[i], want[i]);
-          assert.ok(
-            same,
-            `${format}: code 0x${codes[i].toString(16)} at byte ${i % 4} decoded to ${got[i]}, ` +
-              `host ${want[i]}`,
-          );
-        }
+await deviceTest(
+  "8-bit unpacking: every code at every byte position decodes as the host does",
+  async (g) => {
+    for (const format of FORMATS) {
+      const { codes, positions } = words(FORMATS.indexOf(format) + 1);
+      const data = format === "int8" ? new Int8Array(codes.buffer) : codes;
+      const unpackScale = KV_DTYPE_INFO[format].unpackScale ?? 1;
+      const want = decodeKV(data, format).map((x) => x / unpackScale);
+      const got = await unpackOnGpu(g, format, positions);
+      for (let i = 0; i < want.length; i++) {
+        const same = Number.isNaN(want[i]) ? Number.isNaN(got[i]) : Object.is(got[i], want[i]);
+        assert.ok(
+          same,
+          `${format}: code 0x${codes[i].toString(16)} at byte ${i % 4} decoded to ${got[i]}, ` +
+            `host ${want[i]}`,
+        );
       }
-    },
-  });
-}
+    }
+  },
+  { dawnOnSoftware: true },
+);

@@ -19,7 +19,7 @@ import { gridClassKey } from "../src/kernels/kernel_table.ts";
 import { kvClassCalibrator, missingKVClass } from "../src/gpu/kv_class_grids.ts";
 import { gridFromSweep, sizeBeforeStep } from "../src/gpu/device_profile.ts";
 import { validateShape } from "../src/core/problem.ts";
-import { openGpu } from "./gpu_device.ts";
+import { deviceTest } from "./gpu_device.ts";
 import { makeInput, relativeL2Error } from "./helpers.ts";
 
 const CALIBRATED: DeviceProfile = {
@@ -322,15 +322,9 @@ Deno.test("kv class grids: the decoder lets its backend calibrate before it plan
   assert.ok(error < 1e-5, `relative L2 error ${error} after dispose`);
 });
 
-const gpu = await openGpu("webgpu");
-if (typeof gpu === "string") console.log(`skipping the kv class calibration test: ${gpu}`);
-Deno.test({
-  name: "kv class grids: an E4M3 class calibrates once with its own kernel [webgpu]",
-  ignore: typeof gpu === "string",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    if (typeof gpu === "string") return;
+await deviceTest(
+  "kv class grids: an E4M3 class calibrates once with its own kernel",
+  async (gpu) => {
     const { device } = gpu;
     const { PipelineCache } = await import("../src/gpu/pipeline_cache.ts");
     const { kernelCaps } = await import("../src/gpu/gpu_runtime.ts");
@@ -368,4 +362,5 @@ Deno.test({
     const done = { ...profile, gridByClass: { ...profile.gridByClass, [a.key]: a.grid } };
     assert.equal(await calibrate(done, problem), undefined);
   },
-});
+  { names: ["webgpu"] },
+);

@@ -29,7 +29,7 @@ import {
 } from "../runner.ts";
 import { assertMatchesReference, makeInput, randomFloats, seededRng } from "./helpers.ts";
 import { MLA_WIDE } from "./kernel_set.ts";
-import { gpuBuffer, openGpu, readF32 } from "./gpu_device.ts";
+import { deviceTests, gpuBuffer, readF32 } from "./gpu_device.ts";
 
 /** A batch's shape: sequence 1 shares sequence 0's first `prefix` tokens (a fork). */
 interface BatchSpec {
@@ -278,21 +278,10 @@ Deno.test("bad headDimV and V rows of the wrong length throw naming the field, a
   assert.equal(cache.layerData(1).k[slots.rows[0] * 128 + 127], 1);
 });
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  const test = typeof gpu === "string" ? undefined : gpu;
-  const gpuTest = (title: string, fn: (device: GPUDevice) => Promise<void>, dawn = false) =>
-    Deno.test({
-      name: `${title} [${name}]`,
-      ignore: !test || (name === "dawn" && !test.exhaustive && !dawn),
-      sanitizeOps: false,
-      sanitizeResources: false,
-      fn: () => fn(test!.device),
-    });
-
-  gpuTest(
+await deviceTests((test) => {
+  test(
     "the append kernel copies K and V rows of different lengths (f32, f16, int8; V shorter, longer)",
-    async (device) => {
+    async ({ device }) => {
       const H = 2;
       const cases = [["f32", 64, 32], ["f16", 64, 32], ["int8", 64, 32], ["f32", 32, 64]] as const;
       for (const [kvDtype, D, DV] of cases) {
@@ -388,12 +377,12 @@ for (const name of ["webgpu", "dawn"] as const) {
         cache.dispose();
       }
     },
-    true,
+    { dawnOnSoftware: true },
   );
 
-  gpuTest(
+  test(
     "a cache filled by the append kernel decodes MLA-like wide rows (K 272, V 264) through the attention encoder",
-    async (device) => {
+    async ({ device }) => {
       const { numHeads, numKVHeads, headDim } = MLA_WIDE;
       const headDimV = MLA_WIDE.headDimV!;
       const spec: BatchSpec = {
@@ -466,4 +455,4 @@ for (const name of ["webgpu", "dawn"] as const) {
       }
     },
   );
-}
+});

@@ -23,8 +23,8 @@ import {
 } from "../runner.ts";
 import { indptrOptions, scatterPages, shapeOf } from "./combinations.ts";
 import { assertMatchesReference, fcParams, makeInput, sameBits } from "./helpers.ts";
-import { bytesBuffer, gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
-import { assertInKernelSet, MLA_WIDE, softwareSkip } from "./kernel_set.ts";
+import { bytesBuffer, deviceTest, gpuBuffer, readF32 } from "./gpu_device.ts";
+import { assertInKernelSet, MLA_WIDE } from "./kernel_set.ts";
 
 /** Query heads, KV heads, K's and V's head dims: MLA's real dims, then smaller GQA/MQA shapes. */
 const MLA_SHAPES = [
@@ -217,83 +217,71 @@ Deno.test("bad headDimV and K/V storage sized by the wrong row length throw nami
 // GPU: the kernel set's MLA-like wide family (f32, 4/1 heads, K rows of 272, V rows of 264, no
 // subgroups), from a runner's HND pages through the attention encoder.
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  const ok = typeof gpu !== "string";
-  const skip = ok ? softwareSkip(gpu, {}) : undefined;
-  Deno.test({
-    name:
-      `a runner's HND pages of MLA-like wide rows (K 272, V 264) through the attention encoder [${name}]`,
-    ignore: !ok || skip !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const { device } = gpu as GpuUnderTest;
-      const { numHeads, headDim } = MLA_WIDE;
-      const headDimV = MLA_WIDE.headDimV!;
-      const kernel = { subgroups: false };
-      const input = makeInput({ ...MLA_WIDE, seqLens: [37, 0, 20], seed: 17 });
-      assertInKernelSet(shapeOf(input), { kernel });
-      const pages = scatterPages(input, 8, "HND", 17);
-      const table = createIndptrPageTable(indptrOptions(input, pages));
-      const attention = await createAttentionEncoder(device, { grid: 5, kernel });
-      const k = bytesBuffer(device, pages.k);
-      const v = bytesBuffer(device, pages.v);
-      const q = gpuBuffer(device, input.q);
-      const rows = input.seqLens.length * numHeads;
-      const out = gpuBuffer(device, new Float32Array(rows * headDimV));
-      const lse = gpuBuffer(device, new Float32Array(rows));
-      // V's buffer one V row short, and K's sized for V's rows: refused before recording.
-      const shortV = bytesBuffer(device, pages.v.subarray(headDimV));
-      try {
-        const plan = attention.plan(table, { seqs: table.seqs, numHeads });
-        assert.equal(plan.problem.headDimV, headDimV);
-        const vBytes = pages.v.byteLength;
-        const enc = device.createCommandEncoder();
-        for (
-          const [change, re] of [
-            [
-              { v: shortV },
-              new RegExp(
-                `^v must hold at least ${vBytes} bytes for this plan: got ${
-                  vBytes - 4 * headDimV
-                }$`,
-              ),
-            ],
-            [
-              { k: v },
-              new RegExp(
-                `^k must hold at least ${
-                  (vBytes / headDimV) * headDim
-                } bytes for this plan: got ${vBytes}$`,
-              ),
-            ],
-          ] as const
-        ) {
-          assert.throws(
-            () => attention.encode(enc, { plan, k, v, q, out, lse, ...change }),
-            (e: unknown) => e instanceof RangeError && re.test(e.message),
-          );
-        }
-        enc.finish(); // nothing was recorded
-        // The encoder stays usable: each strategy decodes, outputs poisoned first.
-        for (const strategy of ["lean", "split"] as const) {
-          device.queue.writeBuffer(out, 0, new Float32Array(rows * headDimV).fill(NaN));
-          device.queue.writeBuffer(lse, 0, new Float32Array(rows).fill(NaN));
-          const p = attention.plan(table, { seqs: table.seqs, numHeads, strategy });
-          const e = device.createCommandEncoder();
-          attention.encode(e, { plan: p, k, v, q, out, lse });
-          device.queue.submit([e.finish()]);
-          const got = {
-            out: await readF32(device, out, rows * headDimV),
-            lse: await readF32(device, lse, rows),
-          };
-          assertMatchesReference(input, got, `HND ${strategy}`);
-        }
-      } finally {
-        for (const b of [k, v, q, out, lse, shortV]) b.destroy();
-        attention.dispose();
+await deviceTest(
+  "a runner's HND pages of MLA-like wide rows (K 272, V 264) through the attention encoder",
+  async ({ device }) => {
+    const { numHeads, headDim } = MLA_WIDE;
+    const headDimV = MLA_WIDE.headDimV!;
+    const kernel = { subgroups: false };
+    const input = makeInput({ ...MLA_WIDE, seqLens: [37, 0, 20], seed: 17 });
+    assertInKernelSet(shapeOf(input), { kernel });
+    const pages = scatterPages(input, 8, "HND", 17);
+    const table = createIndptrPageTable(indptrOptions(input, pages));
+    const attention = await createAttentionEncoder(device, { grid: 5, kernel });
+    const k = bytesBuffer(device, pages.k);
+    const v = bytesBuffer(device, pages.v);
+    const q = gpuBuffer(device, input.q);
+    const rows = input.seqLens.length * numHeads;
+    const out = gpuBuffer(device, new Float32Array(rows * headDimV));
+    const lse = gpuBuffer(device, new Float32Array(rows));
+    // V's buffer one V row short, and K's sized for V's rows: refused before recording.
+    const shortV = bytesBuffer(device, pages.v.subarray(headDimV));
+    try {
+      const plan = attention.plan(table, { seqs: table.seqs, numHeads });
+      assert.equal(plan.problem.headDimV, headDimV);
+      const vBytes = pages.v.byteLength;
+      const enc = device.createCommandEncoder();
+      for (
+        const [change, re] of [
+          [
+            { v: shortV },
+            new RegExp(
+              `^v must hold at least ${vBytes} bytes for this plan: got ${vBytes - 4 * headDimV}$`,
+            ),
+          ],
+          [
+            { k: v },
+            new RegExp(
+              `^k must hold at least ${
+                (vBytes / headDimV) * headDim
+              } bytes for this plan: got ${vBytes}$`,
+            ),
+          ],
+        ] as const
+      ) {
+        assert.throws(
+          () => attention.encode(enc, { plan, k, v, q, out, lse, ...change }),
+          (e: unknown) => e instanceof RangeError && re.test(e.message),
+        );
       }
-    },
-  });
-}
+      enc.finish(); // nothing was recorded
+      // The encoder stays usable: each strategy decodes, outputs poisoned first.
+      for (const strategy of ["lean", "split"] as const) {
+        device.queue.writeBuffer(out, 0, new Float32Array(rows * headDimV).fill(NaN));
+        device.queue.writeBuffer(lse, 0, new Float32Array(rows).fill(NaN));
+        const p = attention.plan(table, { seqs: table.seqs, numHeads, strategy });
+        const e = device.createCommandEncoder();
+        attention.encode(e, { plan: p, k, v, q, out, lse });
+        device.queue.submit([e.finish()]);
+        const got = {
+          out: await readF32(device, out, rows * headDimV),
+          lse: await readF32(device, lse, rows),
+        };
+        assertMatchesReference(input, got, `HND ${strategy}`);
+      }
+    } finally {
+      for (const b of [k, v, q, out, lse, shortV]) b.destroy();
+      attention.dispose();
+    }
+  },
+);

@@ -18,7 +18,7 @@ import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
 import { backendTest } from "./backends.ts";
 import { assertMatchesReference, describeSpec, makeInput } from "./helpers.ts";
 import { MLA_WIDE } from "./kernel_set.ts";
-import { gpuBuffer, openGpu, readF32 } from "./gpu_device.ts";
+import { deviceTest, gpuBuffer, readF32 } from "./gpu_device.ts";
 
 Deno.test("MLA-shaped decode: 16 query heads over one latent KV head, K 576 and V 512", () => {
   // One sequence of the real dims, on the CPU, against the reference.
@@ -164,43 +164,35 @@ Deno.test("paged plans with V rows of their own head dim (explicit page tables, 
   );
 });
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  const test = typeof gpu === "string" ? undefined : gpu;
-  Deno.test({
-    name: `paged MLA-like wide rows through the attention encoder (caller's K/V buffers) [${name}]`,
-    ignore: !test || (name === "dawn" && !test.exhaustive),
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const { device } = test!;
-      // MLA_WIDE's class without subgroups, paged: one more compile on a software adapter.
-      const attention = await createAttentionEncoder(device, {
-        grid: 5,
-        kernel: { subgroups: false },
-      });
-      const c = pagedCase(MLA_WIDE.headDim, MLA_WIDE.headDimV!, MLA_WIDE.numHeads);
-      const buffers = [c.input.q, c.k, c.v].map((a) => gpuBuffer(device, a));
-      const rows = 4 * MLA_WIDE.numHeads;
-      const out = gpuBuffer(device, new Float32Array(rows * MLA_WIDE.headDimV!).fill(NaN));
-      const lse = gpuBuffer(device, new Float32Array(rows).fill(NaN));
-      try {
-        for (const strategy of STRATEGIES) {
-          const plan = attention.planPages(c.shape, c.tables, { strategy });
-          const enc = device.createCommandEncoder();
-          const [q, k, v] = buffers;
-          attention.encode(enc, { plan, q, k, v, out, lse });
-          device.queue.submit([enc.finish()]);
-          const got = {
-            out: await readF32(device, out, rows * MLA_WIDE.headDimV!),
-            lse: await readF32(device, lse, rows),
-          };
-          assertMatchesReference(c.input, got, `paged ${strategy}`);
-        }
-      } finally {
-        for (const b of [...buffers, out, lse]) b.destroy();
-        attention.dispose();
+await deviceTest(
+  "paged MLA-like wide rows through the attention encoder (caller's K/V buffers)",
+  async ({ device }) => {
+    // MLA_WIDE's class without subgroups, paged: one more compile on a software adapter.
+    const attention = await createAttentionEncoder(device, {
+      grid: 5,
+      kernel: { subgroups: false },
+    });
+    const c = pagedCase(MLA_WIDE.headDim, MLA_WIDE.headDimV!, MLA_WIDE.numHeads);
+    const buffers = [c.input.q, c.k, c.v].map((a) => gpuBuffer(device, a));
+    const rows = 4 * MLA_WIDE.numHeads;
+    const out = gpuBuffer(device, new Float32Array(rows * MLA_WIDE.headDimV!).fill(NaN));
+    const lse = gpuBuffer(device, new Float32Array(rows).fill(NaN));
+    try {
+      for (const strategy of STRATEGIES) {
+        const plan = attention.planPages(c.shape, c.tables, { strategy });
+        const enc = device.createCommandEncoder();
+        const [q, k, v] = buffers;
+        attention.encode(enc, { plan, q, k, v, out, lse });
+        device.queue.submit([enc.finish()]);
+        const got = {
+          out: await readF32(device, out, rows * MLA_WIDE.headDimV!),
+          lse: await readF32(device, lse, rows),
+        };
+        assertMatchesReference(c.input, got, `paged ${strategy}`);
       }
-    },
-  });
-}
+    } finally {
+      for (const b of [...buffers, out, lse]) b.destroy();
+      attention.dispose();
+    }
+  },
+);

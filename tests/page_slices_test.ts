@@ -30,8 +30,7 @@ import { kernelLayout } from "../src/kernels/kernel_layout.ts";
 import { PIECE, PIECE_STRIDE } from "../src/plan/schedule.ts";
 import { indptrOptions, scatterPages } from "./combinations.ts";
 import { pagedKV } from "./paged_helpers.ts";
-import { bytesBuffer, gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
-import { softwareSkip } from "./kernel_set.ts";
+import { bytesBuffer, deviceTest, gpuBuffer, readF32 } from "./gpu_device.ts";
 import { assertMatchesReference, fcParams, makeInput, sameBits } from "./helpers.ts";
 
 const caps = { subgroups: true, subgroupMinSize: 32 };
@@ -211,103 +210,90 @@ const H = 4;
 const D = 128;
 const SEQ_LENS = [300, 9, 129, 40];
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  if (typeof gpu === "string") console.log(`skipping page-slice GPU tests on "${name}": ${gpu}`);
-  const ok = typeof gpu !== "string";
-  const title =
-    `page slices: a runner's NaN-padded pages decode like the reference, the same bits with and without slices [${name}]`;
-  const skip = ok ? softwareSkip(gpu, {}) : undefined;
-  if (skip) console.log(`ignoring "${title}" on this software adapter: ${skip}`);
-  Deno.test({
-    name: title,
-    ignore: !ok || skip !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const { device, adapter, exhaustive } = gpu as GpuUnderTest;
-      // f16 through an encoder that asks for slices; 8-bit takes them by default.
-      const kernel = { pageSlices: true };
-      const sliced = await createAttentionEncoder(device, { grid: 8, kernel });
-      const plain = await createAttentionEncoder(device, { grid: 8 });
-      // Split prefetch (the next step's K after this step's dot products) on hardware GPUs.
-      const splitTuning = { prefetch: "split" as const };
-      const split = await createAttentionEncoder(device, { grid: 8, kernel: splitTuning });
-      const deviceCaps = kernelCaps(device, adapter.info);
-      // 8-bit pages (per-token scales, NaN in unused rows; int8 with split prefetch too) on
-      // hardware GPUs.
-      const dtypes: KVDtype[] = exhaustive ? ["f16", "int8", "fp8e4m3"] : ["f16"];
-      try {
-        for (const kvDtype of dtypes) {
-          const input = makeInput({
-            seqLens: SEQ_LENS,
-            numHeads: H,
-            numKVHeads: H,
-            headDim: D,
-            kvDtype,
-            ...(kvDtype === "f16" ? {} : { kvScales: "token" as const }),
-            seed: 3,
-          });
-          const probe = createPlan(input, { grid: 8 });
-          const G = kernelLayout(kernelSpec(probe, deviceCaps)).groups;
-          // Pages of G and 2G tokens take slices; pages of 2 do not (G is at least 4 here).
-          const results: { out: Float32Array; lse: Float32Array }[] = [];
-          for (const layout of ["NHD", "HND"] as const) {
-            const runs = [G, 2 * G, 2].map((pageSize) => ({ pageSize, splitRun: false }));
-            if (kvDtype === "int8") runs.push({ pageSize: G, splitRun: true });
-            for (const { pageSize, splitRun } of runs) {
-              const pages = scatterPages(input, pageSize, layout, 5);
-              const attention = splitRun ? split : kvDtype === "f16" ? sliced : plain;
-              const plan = attention.plan(createIndptrPageTable(indptrOptions(input, pages)), {
-                seqs: SEQ_LENS.map((_, i) => i),
-                numHeads: H,
-              });
-              const source = kvDtype === "f16" ? undefined : "token" as const;
-              const tuning = splitRun ? splitTuning : kvDtype === "f16" ? kernel : {};
-              const spec = kernelSpec(plan, deviceCaps, tuning, true, source);
-              assert.equal(
-                spec.pageSlices,
-                pageSize === 2 ? undefined : pageSize / G,
-                `${kvDtype} ${pageSize}`,
-              );
-              const k = bytesBuffer(device, pages.k);
-              const v = bytesBuffer(device, pages.v);
-              const scales = pages.scales ? gpuBuffer(device, pages.scales) : undefined;
-              const q = gpuBuffer(device, input.q);
-              const rows = SEQ_LENS.length * H;
-              const out = gpuBuffer(device, new Float32Array(input.q.length).fill(NaN));
-              const lse = gpuBuffer(device, new Float32Array(rows).fill(NaN));
-              const enc = device.createCommandEncoder();
-              attention.encode(enc, {
-                plan,
-                k,
-                v,
-                ...(scales ? { kvScales: scales } : {}),
-                q,
-                out,
-                lse,
-              });
-              device.queue.submit([enc.finish()]);
-              const got = {
-                out: await readF32(device, out, input.q.length),
-                lse: await readF32(device, lse, rows),
-              };
-              for (const b of [k, v, q, out, lse, ...(scales ? [scales] : [])]) b.destroy();
-              const what = `${kvDtype} ${layout} pages of ${pageSize}${splitRun ? ", split" : ""}`;
-              assertMatchesReference(input, got, what);
-              results.push(got);
-            }
-          }
-          for (const r of results.slice(1)) {
-            assert.ok(sameBits(r.out, results[0].out), `${kvDtype}: out differs between pages`);
-            assert.ok(sameBits(r.lse, results[0].lse), `${kvDtype}: lse differs between pages`);
+await deviceTest(
+  "page slices: a runner's NaN-padded pages decode like the reference, the same bits with and without slices",
+  async ({ device, adapter, exhaustive }) => {
+    // f16 through an encoder that asks for slices; 8-bit takes them by default.
+    const kernel = { pageSlices: true };
+    const sliced = await createAttentionEncoder(device, { grid: 8, kernel });
+    const plain = await createAttentionEncoder(device, { grid: 8 });
+    // Split prefetch (the next step's K after this step's dot products) on hardware GPUs.
+    const splitTuning = { prefetch: "split" as const };
+    const split = await createAttentionEncoder(device, { grid: 8, kernel: splitTuning });
+    const deviceCaps = kernelCaps(device, adapter.info);
+    // 8-bit pages (per-token scales, NaN in unused rows; int8 with split prefetch too) on
+    // hardware GPUs.
+    const dtypes: KVDtype[] = exhaustive ? ["f16", "int8", "fp8e4m3"] : ["f16"];
+    try {
+      for (const kvDtype of dtypes) {
+        const input = makeInput({
+          seqLens: SEQ_LENS,
+          numHeads: H,
+          numKVHeads: H,
+          headDim: D,
+          kvDtype,
+          ...(kvDtype === "f16" ? {} : { kvScales: "token" as const }),
+          seed: 3,
+        });
+        const probe = createPlan(input, { grid: 8 });
+        const G = kernelLayout(kernelSpec(probe, deviceCaps)).groups;
+        // Pages of G and 2G tokens take slices; pages of 2 do not (G is at least 4 here).
+        const results: { out: Float32Array; lse: Float32Array }[] = [];
+        for (const layout of ["NHD", "HND"] as const) {
+          const runs = [G, 2 * G, 2].map((pageSize) => ({ pageSize, splitRun: false }));
+          if (kvDtype === "int8") runs.push({ pageSize: G, splitRun: true });
+          for (const { pageSize, splitRun } of runs) {
+            const pages = scatterPages(input, pageSize, layout, 5);
+            const attention = splitRun ? split : kvDtype === "f16" ? sliced : plain;
+            const plan = attention.plan(createIndptrPageTable(indptrOptions(input, pages)), {
+              seqs: SEQ_LENS.map((_, i) => i),
+              numHeads: H,
+            });
+            const source = kvDtype === "f16" ? undefined : "token" as const;
+            const tuning = splitRun ? splitTuning : kvDtype === "f16" ? kernel : {};
+            const spec = kernelSpec(plan, deviceCaps, tuning, true, source);
+            assert.equal(
+              spec.pageSlices,
+              pageSize === 2 ? undefined : pageSize / G,
+              `${kvDtype} ${pageSize}`,
+            );
+            const k = bytesBuffer(device, pages.k);
+            const v = bytesBuffer(device, pages.v);
+            const scales = pages.scales ? gpuBuffer(device, pages.scales) : undefined;
+            const q = gpuBuffer(device, input.q);
+            const rows = SEQ_LENS.length * H;
+            const out = gpuBuffer(device, new Float32Array(input.q.length).fill(NaN));
+            const lse = gpuBuffer(device, new Float32Array(rows).fill(NaN));
+            const enc = device.createCommandEncoder();
+            attention.encode(enc, {
+              plan,
+              k,
+              v,
+              ...(scales ? { kvScales: scales } : {}),
+              q,
+              out,
+              lse,
+            });
+            device.queue.submit([enc.finish()]);
+            const got = {
+              out: await readF32(device, out, input.q.length),
+              lse: await readF32(device, lse, rows),
+            };
+            for (const b of [k, v, q, out, lse, ...(scales ? [scales] : [])]) b.destroy();
+            const what = `${kvDtype} ${layout} pages of ${pageSize}${splitRun ? ", split" : ""}`;
+            assertMatchesReference(input, got, what);
+            results.push(got);
           }
         }
-      } finally {
-        sliced.dispose();
-        plain.dispose();
-        split.dispose();
+        for (const r of results.slice(1)) {
+          assert.ok(sameBits(r.out, results[0].out), `${kvDtype}: out differs between pages`);
+          assert.ok(sameBits(r.lse, results[0].lse), `${kvDtype}: lse differs between pages`);
+        }
       }
-    },
-  });
-}
+    } finally {
+      sliced.dispose();
+      plain.dispose();
+      split.dispose();
+    }
+  },
+);

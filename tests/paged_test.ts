@@ -23,9 +23,8 @@ import {
   executePagedPlanOnCpu,
   planForCache,
 } from "../runner.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32 } from "./gpu_device.ts";
+import { deviceTests, gpuBuffer, readF32 } from "./gpu_device.ts";
 import { denseInput, encodeAndRead, grow } from "./paged_helpers.ts";
-import { type SoftwareOptions, softwareSkip } from "./kernel_set.ts";
 import {
   assertMatchesReference,
   assertNoPoison,
@@ -353,26 +352,7 @@ const KVH = 2;
 const D = 64;
 const GRID = 8;
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  if (typeof gpu === "string") console.log(`skipping paged GPU tests on "${name}": ${gpu}`);
-  const ok = typeof gpu !== "string";
-  const test = (
-    title: string,
-    fn: (g: GpuUnderTest) => Promise<void>,
-    options: SoftwareOptions = {},
-  ) => {
-    const skip = ok ? softwareSkip(gpu, options) : undefined;
-    if (skip) console.log(`ignoring "${title} [${name}]" on this software adapter: ${skip}`);
-    Deno.test({
-      name: `${title} [${name}]`,
-      ignore: !ok || skip !== undefined,
-      sanitizeOps: false,
-      sanitizeResources: false,
-      fn: () => fn(gpu as GpuUnderTest),
-    });
-  };
-
+await deviceTests((test) => {
   test(
     "GPU appends store the host's bits (f32 -> f16, bf16 conversion in WGSL)",
     async ({ device }) => {
@@ -419,7 +399,7 @@ for (const name of ["webgpu", "dawn"] as const) {
 
   test(
     "paged GPU attention equals the dense GPU kernel bit for bit, after forks",
-    async ({ device }) => {
+    async ({ device, name }) => {
       const cache = createKVCache({
         device,
         numLayers: 2,
@@ -775,19 +755,12 @@ for (const name of ["webgpu", "dawn"] as const) {
 
   // Release the device when this file's tests are done, not at exit: a Dawn device left running
   // while later files run was seen to crash the test process (SIGSEGV) on lavapipe.
-  Deno.test({
-    name: `the paged tests release their device [${name}]`,
-    ignore: !ok,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const g = gpu as GpuUnderTest;
-      await g.device.queue.onSubmittedWorkDone();
-      g.device.destroy();
-      await g.device.lost;
-    },
-  });
-}
+  test("the paged tests release their device", async ({ device }) => {
+    await device.queue.onSubmittedWorkDone();
+    device.destroy();
+    await device.lost;
+  }, { dawnOnSoftware: true });
+});
 
 async function createDecoderCpu(input: Parameters<typeof executePlanOnCpu>[1]) {
   const d = await createDecoder({ backend: "cpu" });

@@ -19,15 +19,7 @@ import {
   planForCache,
 } from "../runner.ts";
 import { assertMatchesReference, fcParams, makeInput, sameBits, seededRng } from "./helpers.ts";
-import {
-  bytesBuffer,
-  gpuBuffer,
-  type GpuUnderTest,
-  openGpu,
-  readF32,
-  STORAGE,
-} from "./gpu_device.ts";
-import { softwareSkip } from "./kernel_set.ts";
+import { bytesBuffer, deviceTests, gpuBuffer, readF32, STORAGE } from "./gpu_device.ts";
 
 /** A runner's page pool holding a dense input's tokens, and its FlashInfer-style table. */
 export function scatterIndptr(
@@ -288,22 +280,7 @@ const H = 8;
 const KVH = 2;
 const D = 64;
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  if (typeof gpu === "string") console.log(`skipping runner-format GPU tests on "${name}": ${gpu}`);
-  const ok = typeof gpu !== "string";
-  const test = (title: string, fn: (g: GpuUnderTest) => Promise<void>) => {
-    const skip = ok ? softwareSkip(gpu, {}) : undefined;
-    if (skip) console.log(`ignoring "${title} [${name}]" on this software adapter: ${skip}`);
-    Deno.test({
-      name: `${title} [${name}]`,
-      ignore: !ok || skip !== undefined,
-      sanitizeOps: false,
-      sanitizeResources: false,
-      fn: () => fn(gpu as GpuUnderTest),
-    });
-  };
-
+await deviceTests((test) => {
   test("a runner's HND pages decode on the GPU bit for bit like its NHD pages", async ({ device }) => {
     const attention = await createAttentionEncoder(device, { grid: 8 });
     try {
@@ -490,4 +467,4 @@ for (const name of ["webgpu", "dawn"] as const) {
       full.dispose();
     }
   });
-}
+});

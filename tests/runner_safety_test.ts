@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { DeviceLostError, encodeKV, referenceAttention } from "../mod.ts";
 import { createAttentionEncoder, createKVCache, type KVCache, planForCache } from "../runner.ts";
 import { collectGarbage } from "./gc.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32, secondDevice } from "./gpu_device.ts";
+import { type DeviceTestFn, deviceTests, gpuBuffer, readF32, secondDevice } from "./gpu_device.ts";
 import {
   assertNoPoison,
   OUT_TOLERANCE,
@@ -78,18 +78,9 @@ function expected(
   }).out;
 }
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  if (typeof gpu === "string") console.log(`skipping runner safety tests on "${name}": ${gpu}`);
-  const ok = typeof gpu !== "string";
-  const test = (title: string, fn: (g: GpuUnderTest) => Promise<void>) =>
-    Deno.test({
-      name: `${title} [${name}]`,
-      ignore: !ok,
-      sanitizeOps: false,
-      sanitizeResources: false,
-      fn: () => fn(gpu as GpuUnderTest),
-    });
+await deviceTests((register) => {
+  // Wherever the device opens, Dawn on a software adapter too.
+  const test = (title: string, fn: DeviceTestFn) => register(title, fn, { dawnOnSoftware: true });
 
   test("fresh q/out and K/V buffers every step are not retained by the encoder or the cache", async ({ device }) => {
     const cache = cacheOn(device);
@@ -364,16 +355,9 @@ for (const name of ["webgpu", "dawn"] as const) {
     assert.throws(() => escaped!.plan(), /AttentionEncoder is disposed/);
   });
 
-  Deno.test({
-    name: `the runner safety tests release their device [${name}]`,
-    ignore: !ok,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const g = gpu as GpuUnderTest;
-      await g.device.queue.onSubmittedWorkDone();
-      g.device.destroy();
-      await g.device.lost;
-    },
+  test("the runner safety tests release their device", async ({ device }) => {
+    await device.queue.onSubmittedWorkDone();
+    device.destroy();
+    await device.lost;
   });
-}
+});

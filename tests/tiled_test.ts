@@ -27,8 +27,8 @@ import { gridClassKey } from "../src/kernels/kernel_table.ts";
 import { backendTest } from "./backends.ts";
 import { indptrOptions, scatterPages, shapeOf } from "./combinations.ts";
 import { assertMatchesReference, describeSpec, makeInput } from "./helpers.ts";
-import { gpuBuffer, type GpuUnderTest, openGpu, readF32, STORAGE } from "./gpu_device.ts";
-import { assertInKernelSet, softwareSkip, TILED_MQA } from "./kernel_set.ts";
+import { deviceTest, gpuBuffer, readF32, STORAGE } from "./gpu_device.ts";
+import { assertInKernelSet, TILED_MQA } from "./kernel_set.ts";
 
 const MLA: { headDim: number; headDimV: number; kvDtype: KVDtype } = {
   headDim: 576,
@@ -193,71 +193,62 @@ backendTest(
   },
 );
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  const ok = typeof gpu !== "string";
-  const skip = ok ? softwareSkip(gpu, {}) : undefined;
-  Deno.test({
-    name: `the tiled kernel on a runner's HND pages, f16 queries and outputs [${name}]`,
-    ignore: !ok || skip !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const { device } = gpu as GpuUnderTest;
-      const { numHeads } = TILED_MQA;
-      const DV = TILED_MQA.headDimV!;
-      const input = makeInput({ ...TILED_MQA, seqLens: [90, 0, 211], qLen: 2, seed: 54 });
-      assertInKernelSet(shapeOf(input), {});
-      const qHalf = encodeKV(input.q, "f16") as Uint16Array<ArrayBuffer>;
-      const rounded = { ...input, q: decodeKV(qHalf, "f16") };
-      const pages = scatterPages(input, 16, "HND", 54);
-      const table = createIndptrPageTable(indptrOptions(input, pages));
-      const attention = await createAttentionEncoder(device, {
-        grid: 7,
-        qDtype: "f16",
-        outDtype: "f16",
-      });
-      const bytes = (data: ArrayBufferView) => {
-        const b = device.createBuffer({ size: Math.ceil(data.byteLength / 4) * 4, usage: STORAGE });
-        device.queue.writeBuffer(b, 0, data as Uint8Array<ArrayBuffer>);
-        return b;
-      };
-      const rows = 2 * input.seqLens.length * numHeads;
-      const k = bytes(pages.k), v = bytes(pages.v), q = bytes(qHalf);
-      const out = gpuBuffer(device, rows * DV * 2);
-      const lse = gpuBuffer(device, rows * 4);
-      try {
-        const want = referenceAttention(rounded);
-        for (const strategy of ["lean", "split"] as const) {
-          // Poison: every output half and LSE NaN until written.
-          device.queue.writeBuffer(out, 0, new Uint16Array(rows * DV).fill(0x7e00));
-          device.queue.writeBuffer(lse, 0, new Float32Array(rows).fill(NaN));
-          const step = { seqs: table.seqs, numHeads, qLens: [2, 2, 2], strategy };
-          const plan = attention.plan(table, step);
-          assert.equal(plan.tiles.rowsPerBlock, 16);
-          const enc = device.createCommandEncoder();
-          attention.encode(enc, { plan, k, v, q, out, lse });
-          device.queue.submit([enc.finish()]);
-          const got16 = new Uint16Array((await readF32(device, out, rows * DV / 2)).buffer);
-          const got = { out: decodeKV(got16, "f16"), lse: await readF32(device, lse, rows) };
-          const wantHalf = encodeKV(Float32Array.from(want.out), "f16") as Uint16Array;
-          for (let i = 0; i < rows * DV; i++) {
-            // The f16 of the f32 result: within one step of the f16 of the float64 one.
-            assert.ok(
-              Math.abs(got16[i] - wantHalf[i]) <= 1,
-              `${strategy} out[${i}]: ${got.out[i]} vs ${want.out[i]}`,
-            );
-          }
-          for (let i = 0; i < rows; i++) {
-            // An empty request's rows: -Infinity, as the reference.
-            const close = got.lse[i] === want.lse[i] || Math.abs(got.lse[i] - want.lse[i]) < 1e-4;
-            assert.ok(close, `${strategy} lse[${i}]: ${got.lse[i]} vs ${want.lse[i]}`);
-          }
+await deviceTest(
+  "the tiled kernel on a runner's HND pages, f16 queries and outputs",
+  async ({ device }) => {
+    const { numHeads } = TILED_MQA;
+    const DV = TILED_MQA.headDimV!;
+    const input = makeInput({ ...TILED_MQA, seqLens: [90, 0, 211], qLen: 2, seed: 54 });
+    assertInKernelSet(shapeOf(input), {});
+    const qHalf = encodeKV(input.q, "f16") as Uint16Array<ArrayBuffer>;
+    const rounded = { ...input, q: decodeKV(qHalf, "f16") };
+    const pages = scatterPages(input, 16, "HND", 54);
+    const table = createIndptrPageTable(indptrOptions(input, pages));
+    const attention = await createAttentionEncoder(device, {
+      grid: 7,
+      qDtype: "f16",
+      outDtype: "f16",
+    });
+    const bytes = (data: ArrayBufferView) => {
+      const b = device.createBuffer({ size: Math.ceil(data.byteLength / 4) * 4, usage: STORAGE });
+      device.queue.writeBuffer(b, 0, data as Uint8Array<ArrayBuffer>);
+      return b;
+    };
+    const rows = 2 * input.seqLens.length * numHeads;
+    const k = bytes(pages.k), v = bytes(pages.v), q = bytes(qHalf);
+    const out = gpuBuffer(device, rows * DV * 2);
+    const lse = gpuBuffer(device, rows * 4);
+    try {
+      const want = referenceAttention(rounded);
+      for (const strategy of ["lean", "split"] as const) {
+        // Poison: every output half and LSE NaN until written.
+        device.queue.writeBuffer(out, 0, new Uint16Array(rows * DV).fill(0x7e00));
+        device.queue.writeBuffer(lse, 0, new Float32Array(rows).fill(NaN));
+        const step = { seqs: table.seqs, numHeads, qLens: [2, 2, 2], strategy };
+        const plan = attention.plan(table, step);
+        assert.equal(plan.tiles.rowsPerBlock, 16);
+        const enc = device.createCommandEncoder();
+        attention.encode(enc, { plan, k, v, q, out, lse });
+        device.queue.submit([enc.finish()]);
+        const got16 = new Uint16Array((await readF32(device, out, rows * DV / 2)).buffer);
+        const got = { out: decodeKV(got16, "f16"), lse: await readF32(device, lse, rows) };
+        const wantHalf = encodeKV(Float32Array.from(want.out), "f16") as Uint16Array;
+        for (let i = 0; i < rows * DV; i++) {
+          // The f16 of the f32 result: within one step of the f16 of the float64 one.
+          assert.ok(
+            Math.abs(got16[i] - wantHalf[i]) <= 1,
+            `${strategy} out[${i}]: ${got.out[i]} vs ${want.out[i]}`,
+          );
         }
-      } finally {
-        for (const b of [k, v, q, out, lse]) b.destroy();
-        attention.dispose();
+        for (let i = 0; i < rows; i++) {
+          // An empty request's rows: -Infinity, as the reference.
+          const close = got.lse[i] === want.lse[i] || Math.abs(got.lse[i] - want.lse[i]) < 1e-4;
+          assert.ok(close, `${strategy} lse[${i}]: ${got.lse[i]} vs ${want.lse[i]}`);
+        }
       }
-    },
-  });
-}
+    } finally {
+      for (const b of [k, v, q, out, lse]) b.destroy();
+      attention.dispose();
+    }
+  },
+);

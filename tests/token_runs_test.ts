@@ -19,9 +19,8 @@ import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { decodeKernelWGSL } from "../src/kernels/decode_kernel.ts";
 import { specKey } from "../src/kernels/spec_key.ts";
 import { kernelLayout } from "../src/kernels/kernel_layout.ts";
-import { type GpuUnderTest, openGpu } from "./gpu_device.ts";
+import { deviceTest } from "./gpu_device.ts";
 import { denseInput, encodeAndRead, grow, pagedKV } from "./paged_helpers.ts";
-import { softwareSkip } from "./kernel_set.ts";
 import { assertMatchesReference, randomFloats, sameBits, seededRng } from "./helpers.ts";
 
 const H = 8;
@@ -87,65 +86,52 @@ Deno.test("token runs: groups take consecutive tokens, and pages holding a run a
   );
 });
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  if (typeof gpu === "string") console.log(`skipping token-run GPU tests on "${name}": ${gpu}`);
-  const ok = typeof gpu !== "string";
-  const title =
-    `token runs: dense matches the reference, paged (pages of 16 and 2) equals dense bit for bit [${name}]`;
-  const skip = ok ? softwareSkip(gpu, {}) : undefined;
-  if (skip) console.log(`ignoring "${title}" on this software adapter: ${skip}`);
-  Deno.test({
-    name: title,
-    ignore: !ok || skip !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const { device } = gpu as GpuUnderTest;
-      const kernel = { tokenRuns: true };
-      const decoder = await createDecoder({ backend: name, device, grid: GRID, kernel });
-      const attention = await createAttentionEncoder(device, { grid: GRID, kernel });
-      try {
-        for (const pageSize of [16, 2]) {
-          const cache = createKVCache({
-            device,
-            numLayers: 1,
-            numKVHeads: KVH,
-            headDim: D,
-            pageSize,
-            numPages: 512 / pageSize,
-            kvDtype: "f16",
-          });
-          const dense = new Map<number, Float32Array[]>();
-          const a = cache.addSequence();
-          grow(cache, a, 150, dense, 1);
-          const b = cache.fork(a);
-          dense.set(b, dense.get(a)!.slice());
-          grow(cache, b, 9, dense, 2);
-          const c = cache.addSequence();
-          grow(cache, c, 37, dense, 3);
-          const seqs = [a, b, c];
-          for (const strategy of ["lean", "split"] as Strategy[]) {
-            const plan = attention.plan(cache, { seqs, numHeads: H, strategy });
-            const q = randomFloats(seededRng(7), seqs.length * H * D);
-            const got = await encodeAndRead(device, attention, plan, 0, q, seqs.length * H);
-            const input = denseInput(cache, seqs, dense, 0, q, { numHeads: H, strategy });
-            const want = await decoder.decode(input);
-            const what = `pages of ${pageSize}, ${strategy}`;
-            assertMatchesReference(input, want, `dense ${what}`);
-            assertMatchesReference(input, got, `paged ${what}`);
-            assert.ok(sameBits(got.out, want.out), `out ${what}: paged != dense`);
-            assert.ok(sameBits(got.lse, want.lse), `lse ${what}: paged != dense`);
-          }
-          cache.dispose();
+await deviceTest(
+  "token runs: dense matches the reference, paged (pages of 16 and 2) equals dense bit for bit",
+  async ({ device, name }) => {
+    const kernel = { tokenRuns: true };
+    const decoder = await createDecoder({ backend: name, device, grid: GRID, kernel });
+    const attention = await createAttentionEncoder(device, { grid: GRID, kernel });
+    try {
+      for (const pageSize of [16, 2]) {
+        const cache = createKVCache({
+          device,
+          numLayers: 1,
+          numKVHeads: KVH,
+          headDim: D,
+          pageSize,
+          numPages: 512 / pageSize,
+          kvDtype: "f16",
+        });
+        const dense = new Map<number, Float32Array[]>();
+        const a = cache.addSequence();
+        grow(cache, a, 150, dense, 1);
+        const b = cache.fork(a);
+        dense.set(b, dense.get(a)!.slice());
+        grow(cache, b, 9, dense, 2);
+        const c = cache.addSequence();
+        grow(cache, c, 37, dense, 3);
+        const seqs = [a, b, c];
+        for (const strategy of ["lean", "split"] as Strategy[]) {
+          const plan = attention.plan(cache, { seqs, numHeads: H, strategy });
+          const q = randomFloats(seededRng(7), seqs.length * H * D);
+          const got = await encodeAndRead(device, attention, plan, 0, q, seqs.length * H);
+          const input = denseInput(cache, seqs, dense, 0, q, { numHeads: H, strategy });
+          const want = await decoder.decode(input);
+          const what = `pages of ${pageSize}, ${strategy}`;
+          assertMatchesReference(input, want, `dense ${what}`);
+          assertMatchesReference(input, got, `paged ${what}`);
+          assert.ok(sameBits(got.out, want.out), `out ${what}: paged != dense`);
+          assert.ok(sameBits(got.lse, want.lse), `lse ${what}: paged != dense`);
         }
-      } finally {
-        await decoder.dispose();
-        attention.dispose();
+        cache.dispose();
       }
-    },
-  });
-}
+    } finally {
+      await decoder.dispose();
+      attention.dispose();
+    }
+  },
+);
 
 /**
  * FP8 E4M3 at per-tensor scales, GQA 8/2 d64: 4 rows per block in two row sets of 4 lanes, 16
@@ -193,93 +179,81 @@ Deno.test("token runs: 4-row E4M3 kernels at per-tensor scales take them, paged 
   assert.equal(kernelSpec(mla, caps).tokenRuns, undefined);
 });
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  const ok = typeof gpu !== "string";
-  const title =
-    `token runs: E4M3 paged (per-tensor scales over pages of 16 and 1, per-token over 16) equals dense bit for bit and matches the reference [${name}]`;
-  const skip = ok ? softwareSkip(gpu, {}) : undefined;
-  if (skip) console.log(`ignoring "${title}" on this software adapter: ${skip}`);
-  Deno.test({
-    name: title,
-    ignore: !ok || skip !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const { device } = gpu as GpuUnderTest;
-      const kernel = WHOLE_PREFETCH;
-      const decoder = await createDecoder({ backend: name, device, grid: GRID, kernel });
-      const attention = await createAttentionEncoder(device, { grid: GRID, kernel });
-      try {
-        // Per-tensor scales over pages of 16 and 1; a scale per token (the cache's default)
-        // over pages of 16.
-        const runs = [[16, true], [1, true], [16, false]] as const;
-        for (const [pageSize, tensor] of runs) {
-          const cache = createKVCache({
-            device,
-            numLayers: 1,
-            numKVHeads: E4M3_SHAPE.numKVHeads,
-            headDim: E4M3_SHAPE.headDim,
-            pageSize,
-            numPages: 384 / pageSize,
-            kvDtype: "fp8e4m3",
-            ...(tensor ? { kvScales: "tensor" as const, ...E4M3_SCALES } : {}),
-          });
-          try {
-            const unused = new Map<number, Float32Array[]>();
-            const a = cache.addSequence();
-            grow(cache, a, 150, unused, 4);
-            const b = cache.fork(a);
-            grow(cache, b, 9, unused, 5);
-            const c = cache.addSequence();
-            grow(cache, c, 37, unused, 6);
-            const seqs = [a, b, c];
-            // The dense input: the codes the cache stores, at its scales.
-            const rows = await Promise.all(seqs.map((s) => cache.read(0, s)));
-            const join = (parts: Uint8Array[]) => {
-              const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-              parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
-              return all;
+await deviceTest(
+  "token runs: E4M3 paged (per-tensor scales over pages of 16 and 1, per-token over 16) equals dense bit for bit and matches the reference",
+  async ({ device, name }) => {
+    const kernel = WHOLE_PREFETCH;
+    const decoder = await createDecoder({ backend: name, device, grid: GRID, kernel });
+    const attention = await createAttentionEncoder(device, { grid: GRID, kernel });
+    try {
+      // Per-tensor scales over pages of 16 and 1; a scale per token (the cache's default)
+      // over pages of 16.
+      const runs = [[16, true], [1, true], [16, false]] as const;
+      for (const [pageSize, tensor] of runs) {
+        const cache = createKVCache({
+          device,
+          numLayers: 1,
+          numKVHeads: E4M3_SHAPE.numKVHeads,
+          headDim: E4M3_SHAPE.headDim,
+          pageSize,
+          numPages: 384 / pageSize,
+          kvDtype: "fp8e4m3",
+          ...(tensor ? { kvScales: "tensor" as const, ...E4M3_SCALES } : {}),
+        });
+        try {
+          const unused = new Map<number, Float32Array[]>();
+          const a = cache.addSequence();
+          grow(cache, a, 150, unused, 4);
+          const b = cache.fork(a);
+          grow(cache, b, 9, unused, 5);
+          const c = cache.addSequence();
+          grow(cache, c, 37, unused, 6);
+          const seqs = [a, b, c];
+          // The dense input: the codes the cache stores, at its scales.
+          const rows = await Promise.all(seqs.map((s) => cache.read(0, s)));
+          const join = (parts: Uint8Array[]) => {
+            const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+            parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+            return all;
+          };
+          for (const strategy of ["lean", "split"] as Strategy[]) {
+            const plan = attention.plan(cache, {
+              seqs,
+              numHeads: E4M3_SHAPE.numHeads,
+              strategy,
+            });
+            const q = randomFloats(seededRng(8), seqs.length * E4M3_SHAPE.numHeads * 64);
+            const got = await encodeAndRead(device, attention, plan, 0, q, seqs.length * 8);
+            const join32 = (parts: (Float32Array | undefined)[]) =>
+              new Float32Array(parts.flatMap((p) => [...p!]));
+            const input = {
+              ...E4M3_SHAPE,
+              ...(tensor ? E4M3_SCALES : {
+                kScale: join32(rows.map((r) => r.kScale)),
+                vScale: join32(rows.map((r) => r.vScale)),
+              }),
+              q,
+              k: join(rows.map((r) => r.k as Uint8Array)),
+              v: join(rows.map((r) => r.v as Uint8Array)),
+              seqLens: seqs.map((s) => cache.length(s)),
+              strategy,
             };
-            for (const strategy of ["lean", "split"] as Strategy[]) {
-              const plan = attention.plan(cache, {
-                seqs,
-                numHeads: E4M3_SHAPE.numHeads,
-                strategy,
-              });
-              const q = randomFloats(seededRng(8), seqs.length * E4M3_SHAPE.numHeads * 64);
-              const got = await encodeAndRead(device, attention, plan, 0, q, seqs.length * 8);
-              const join32 = (parts: (Float32Array | undefined)[]) =>
-                new Float32Array(parts.flatMap((p) => [...p!]));
-              const input = {
-                ...E4M3_SHAPE,
-                ...(tensor ? E4M3_SCALES : {
-                  kScale: join32(rows.map((r) => r.kScale)),
-                  vScale: join32(rows.map((r) => r.vScale)),
-                }),
-                q,
-                k: join(rows.map((r) => r.k as Uint8Array)),
-                v: join(rows.map((r) => r.v as Uint8Array)),
-                seqLens: seqs.map((s) => cache.length(s)),
-                strategy,
-              };
-              const want = await decoder.decode(input);
-              const what = `${
-                tensor ? "per-tensor" : "per-token"
-              }, pages of ${pageSize}, ${strategy}`;
-              assertMatchesReference(input, want, `dense ${what}`);
-              assertMatchesReference(input, got, `paged ${what}`);
-              assert.ok(sameBits(got.out, want.out), `out ${what}: paged != dense`);
-              assert.ok(sameBits(got.lse, want.lse), `lse ${what}: paged != dense`);
-            }
-          } finally {
-            cache.dispose();
+            const want = await decoder.decode(input);
+            const what = `${
+              tensor ? "per-tensor" : "per-token"
+            }, pages of ${pageSize}, ${strategy}`;
+            assertMatchesReference(input, want, `dense ${what}`);
+            assertMatchesReference(input, got, `paged ${what}`);
+            assert.ok(sameBits(got.out, want.out), `out ${what}: paged != dense`);
+            assert.ok(sameBits(got.lse, want.lse), `lse ${what}: paged != dense`);
           }
+        } finally {
+          cache.dispose();
         }
-      } finally {
-        await decoder.dispose();
-        attention.dispose();
       }
-    },
-  });
-}
+    } finally {
+      await decoder.dispose();
+      attention.dispose();
+    }
+  },
+);

@@ -24,9 +24,8 @@ import {
   planForCache,
 } from "../runner.ts";
 import { reusePlan } from "../src/plan/reuse.ts";
-import { gpuBuffer, openGpu, readF32 } from "./gpu_device.ts";
+import { deviceTest, gpuBuffer, readF32 } from "./gpu_device.ts";
 import { assertMatchesReference, fcParams, makeInput, randomFloats, seededRng } from "./helpers.ts";
-import { softwareSkip } from "./kernel_set.ts";
 
 Deno.test("a sliding window's plan covers each window exactly once and nothing before it", () => {
   fc.assert(
@@ -302,72 +301,59 @@ Deno.test("paged plans carry each layer's variant (CPU)", () => {
   cache.dispose();
 });
 
-for (const name of ["webgpu", "dawn"] as const) {
-  const gpu = await openGpu(name);
-  const title = "the attention encoder runs each layer's variant (alternating windowed layers)";
-  const skip = typeof gpu === "string"
-    ? gpu
-    : softwareSkip({ name, exhaustive: gpu.exhaustive }, {});
-  if (skip) console.log(`ignoring "${title} [${name}]": ${skip}`);
-  Deno.test({
-    name: `${title} [${name}]`,
-    ignore: skip !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      if (typeof gpu === "string") return;
-      const { device } = gpu;
-      // The variants' kernel family (tests/kernel_set.ts), paged: GQA 4/2, d16, qLen 2.
-      const cache = createKVCache({
-        device,
-        numLayers: 2,
-        numKVHeads: 2,
-        headDim: 16,
-        pageSize: 16,
-        numPages: 32,
-      });
-      const attention = await createAttentionEncoder(device, { grid: 5 });
-      try {
-        const a = cache.addSequence();
-        const b = cache.addSequence();
-        const da = fill(cache, a, 200, 1);
-        const db = fill(cache, b, 30, 2);
-        const numHeads = 4;
-        const q = randomFloats(seededRng(3), 2 * 2 * numHeads * 16);
-        const qb = gpuBuffer(device, q);
-        const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
-        const lse = gpuBuffer(device, new Float32Array(2 * 2 * numHeads).fill(NaN));
-        const variants = layerVariants(numHeads);
-        const plans = variants.map((v) =>
-          attention.plan(cache, { seqs: [a, b], numHeads, qLen: 2, ...v })
-        );
-        // Layers alternate between the two plans, as Gemma 2's and gpt-oss's do.
-        for (const layer of [0, 1, 0]) {
-          const enc = device.createCommandEncoder();
-          attention.encode(enc, { plan: plans[layer], layer, q: qb, out, lse });
-          device.queue.submit([enc.finish()]);
-          const got = {
-            out: await readF32(device, out, q.length),
-            lse: await readF32(device, lse, 2 * 2 * numHeads),
-          };
-          const input: DecodeInput = {
-            q,
-            k: new Float32Array([...da[layer], ...db[layer]]),
-            v: new Float32Array([...da[2 + layer], ...db[2 + layer]]),
-            seqLens: [200, 30],
-            numHeads,
-            numKVHeads: 2,
-            headDim: 16,
-            qLen: 2,
-            ...variants[layer],
-          };
-          assertMatchesReference(input, got, `layer ${layer}`);
-        }
-        for (const buf of [qb, out, lse]) buf.destroy();
-      } finally {
-        attention.dispose();
-        cache.dispose();
+await deviceTest(
+  "the attention encoder runs each layer's variant (alternating windowed layers)",
+  async ({ device }) => {
+    // The variants' kernel family (tests/kernel_set.ts), paged: GQA 4/2, d16, qLen 2.
+    const cache = createKVCache({
+      device,
+      numLayers: 2,
+      numKVHeads: 2,
+      headDim: 16,
+      pageSize: 16,
+      numPages: 32,
+    });
+    const attention = await createAttentionEncoder(device, { grid: 5 });
+    try {
+      const a = cache.addSequence();
+      const b = cache.addSequence();
+      const da = fill(cache, a, 200, 1);
+      const db = fill(cache, b, 30, 2);
+      const numHeads = 4;
+      const q = randomFloats(seededRng(3), 2 * 2 * numHeads * 16);
+      const qb = gpuBuffer(device, q);
+      const out = gpuBuffer(device, new Float32Array(q.length).fill(NaN));
+      const lse = gpuBuffer(device, new Float32Array(2 * 2 * numHeads).fill(NaN));
+      const variants = layerVariants(numHeads);
+      const plans = variants.map((v) =>
+        attention.plan(cache, { seqs: [a, b], numHeads, qLen: 2, ...v })
+      );
+      // Layers alternate between the two plans, as Gemma 2's and gpt-oss's do.
+      for (const layer of [0, 1, 0]) {
+        const enc = device.createCommandEncoder();
+        attention.encode(enc, { plan: plans[layer], layer, q: qb, out, lse });
+        device.queue.submit([enc.finish()]);
+        const got = {
+          out: await readF32(device, out, q.length),
+          lse: await readF32(device, lse, 2 * 2 * numHeads),
+        };
+        const input: DecodeInput = {
+          q,
+          k: new Float32Array([...da[layer], ...db[layer]]),
+          v: new Float32Array([...da[2 + layer], ...db[2 + layer]]),
+          seqLens: [200, 30],
+          numHeads,
+          numKVHeads: 2,
+          headDim: 16,
+          qLen: 2,
+          ...variants[layer],
+        };
+        assertMatchesReference(input, got, `layer ${layer}`);
       }
-    },
-  });
-}
+      for (const buf of [qb, out, lse]) buf.destroy();
+    } finally {
+      attention.dispose();
+      cache.dispose();
+    }
+  },
+);
