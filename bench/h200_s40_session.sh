@@ -10,8 +10,13 @@
 #          cannot hide the others' results). Without `LEAN_TEST_DAWN_GC=1`: with it (the first
 #          `dawn2` call) each decode's collection made tiled_test.ts take 29-47 s instead of 1-2 s
 #          there, past the per-file limit, on this tree and the one before the helper alike.
+#   gcab   tiled_test.ts through Dawn on this tree and on the tree before the helper (made here
+#          with `git archive 334541b mod.ts plan.ts runner.ts dawn.ts cli.ts deno.json deno.lock
+#          src tests examples web | tar -x -C .scratch/old334`, carried), with and without
+#          `LEAN_TEST_DAWN_GC=1`, and mla_test.ts without: whether `dawn2`'s timeouts were the
+#          helper's (results in `ab/`).
 set -u
-mode=${1:?usage: bash bench/h200_s40_session.sh suite|dawn [TEST_FILE...]}
+mode=${1:?usage: bash bench/h200_s40_session.sh suite|dawn|gcab [TEST_FILE...]}
 shift
 out=${OUT:-bench/results/h200_session26/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -27,6 +32,18 @@ case $mode in
     for f in "${files[@]}"; do
       run_backend_tests dawn "${DAWN_LIMIT:-80}" "$(basename "$f" .ts).txt" "$f"
     done
+    ;;
+  gcab)
+    ab() { # TAG DIR GC FILE
+      (cd "$2" && LEAN_TEST_BACKENDS=dawn LEAN_TEST_DAWN_GC=$3 timeout 60 \
+        deno test -A --unstable-webgpu "$4" >"$out/$1.txt" 2>&1)
+      stamp "$1 exit $? ($(grep -E '^(ok|FAILED) \|' "$out/$1.txt" | tail -1))"
+    }
+    ab new_nogc_tiled . 0 tests/tiled_test.ts
+    ab old_gc_tiled .scratch/old334 1 tests/tiled_test.ts
+    ab old_nogc_tiled .scratch/old334 0 tests/tiled_test.ts
+    ab new_gc_tiled . 1 tests/tiled_test.ts
+    ab new_nogc_mla . 0 tests/mla_test.ts
     ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
