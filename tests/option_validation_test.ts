@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { createDecoder, createPlan, type DecoderOptions, type PlanOptions } from "../mod.ts";
-import { ALL_BACKENDS } from "./backends.ts";
+import { ALL_BACKENDS } from "./backend_names.ts";
 import { assertMatchesReference } from "./helpers.ts";
 import { type ErrorClass, type Loose, matches, SHAPE, valid } from "./validation.ts";
 
