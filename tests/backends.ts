@@ -22,8 +22,8 @@ import {
   softwareSkip,
 } from "./kernel_set.ts";
 
-/** Every backend the suite knows about, in test order. */
-export const ALL_BACKENDS: readonly BackendName[] = ["cpu", "webgpu", "dawn"];
+import { ALL_BACKENDS } from "./backend_names.ts";
+export { ALL_BACKENDS };
 
 /** Options for a decoder under test (everything but the backend). */
 export type TestDecoderOptions = Omit<DecoderOptions, "backend">;

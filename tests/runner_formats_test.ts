@@ -1,8 +1,9 @@
 /**
  * Runner formats: plans from a runner's FlashInfer-style page table (`indptr`, `indices`,
- * `lastPageLen`) over its own K/V pages in NHD or HND layout, on the CPU (against the dense plan
- * bit for bit and the float64 reference) and through the GPU kernels; bad tables are rejected
- * naming the field and the value.
+ * `lastPageLen`) over its own K/V pages in NHD or HND layout (tests/combinations.ts's page pools),
+ * on the CPU (against the dense plan bit for bit and the float64 reference) and through the GPU
+ * kernels, there also with f16 queries and outputs in buffer ranges; bad tables and ranges are
+ * rejected naming the field and the value.
  */
 
 import assert from "node:assert/strict";
@@ -18,73 +19,9 @@ import {
   type PageLayout,
   planForCache,
 } from "../runner.ts";
-import { assertMatchesReference, fcParams, makeInput, sameBits, seededRng } from "./helpers.ts";
+import { assertMatchesReference, fcParams, makeInput, sameBits } from "./helpers.ts";
 import { bytesBuffer, deviceTests, gpuBuffer, readF32, STORAGE } from "./gpu_device.ts";
-
-/** A runner's page pool holding a dense input's tokens, and its FlashInfer-style table. */
-export function scatterIndptr(
-  input: ReturnType<typeof makeInput>,
-  pageSize: number,
-  layout: PageLayout,
-  seed: number,
-): {
-  k: Float32Array | Uint16Array;
-  v: Float32Array | Uint16Array;
-  table: IndptrPageTableOptions;
-} {
-  const H = input.numKVHeads;
-  const D = input.headDim;
-  const lens = Array.from(input.seqLens);
-  const numPages = lens.reduce((a, n) => a + Math.ceil(n / pageSize), 0) + 2;
-  const rng = seededRng(seed);
-  const order = Array.from({ length: numPages }, (_, i) => i);
-  for (let i = order.length - 1; i > 0; i--) {
-    const j = Math.floor(rng() * (i + 1));
-    [order[i], order[j]] = [order[j], order[i]];
-  }
-  const Ctor = input.k instanceof Float32Array ? Float32Array : Uint16Array;
-  const poison = Ctor === Float32Array ? NaN : 0x7e00;
-  const k = new Ctor(numPages * pageSize * H * D).fill(poison);
-  const v = new Ctor(numPages * pageSize * H * D).fill(poison);
-  const indptr = [0];
-  const indices: number[] = [];
-  const lastPageLen: number[] = [];
-  let next = 0;
-  let start = 0;
-  for (const len of lens) {
-    for (let t = 0; t < len; t++) {
-      if (t % pageSize === 0) indices.push(order[next++]);
-      const page = indices[indices.length - 1];
-      const inPage = t % pageSize;
-      for (let h = 0; h < H; h++) {
-        const src = ((start + t) * H + h) * D;
-        const dst = layout === "HND"
-          ? ((page * H + h) * pageSize + inPage) * D
-          : ((page * pageSize + inPage) * H + h) * D;
-        k.set(input.k.subarray(src, src + D) as never, dst);
-        v.set(input.v.subarray(src, src + D) as never, dst);
-      }
-    }
-    indptr.push(indices.length);
-    lastPageLen.push(len - (Math.ceil(len / pageSize) - 1) * pageSize);
-    start += len;
-  }
-  return {
-    k,
-    v,
-    table: {
-      indptr,
-      indices,
-      lastPageLen,
-      pageSize,
-      numPages,
-      numKVHeads: H,
-      headDim: D,
-      kvDtype: input.kvDtype,
-      layout,
-    },
-  };
-}
+import { indptrOptions, scatterPages } from "./combinations.ts";
 
 const SHAPES = [
   { numHeads: 8, numKVHeads: 2, headDim: 64 },
@@ -115,8 +52,8 @@ Deno.test("runner page tables (NHD, HND, page sizes 1-256) equal dense plans bit
           kvDtype: c.kvDtype,
           seed: c.seed,
         });
-        const { k, v, table } = scatterIndptr(input, 1 << c.pageShift, c.layout, c.seed);
-        const source = createIndptrPageTable(table);
+        const pages = scatterPages(input, 1 << c.pageShift, c.layout, c.seed);
+        const source = createIndptrPageTable(indptrOptions(input, pages));
         const options = { grid: 7, tileTokens: 16, strategy: c.strategy };
         const plan = planForCache(source, {
           seqs: source.seqs,
@@ -125,7 +62,7 @@ Deno.test("runner page tables (NHD, HND, page sizes 1-256) equal dense plans bit
         }, options);
         assert.equal(plan.kv.layout === "HND", c.layout === "HND");
         assert.equal(plan.cacheId, undefined, "a runner's table names no cache");
-        const paged = executePagedPlanOnCpu(plan, { q: input.q, k, v });
+        const paged = executePagedPlanOnCpu(plan, { q: input.q, k: pages.k, v: pages.v });
         const dense = executePlanOnCpu(
           createPlan(input, options),
           input,
@@ -143,10 +80,8 @@ Deno.test("runner page tables (NHD, HND, page sizes 1-256) equal dense plans bit
 
 Deno.test("explicit page tables take a layout too (createPagedPlan), checked", () => {
   const input = makeInput({ seqLens: [37, 5], numHeads: 4, numKVHeads: 2, headDim: 16, seed: 4 });
-  const { k, v, table } = scatterIndptr(input, 8, "HND", 4);
-  const indptr = table.indptr as number[];
-  const pageTables = [0, 1].map((s) => (table.indices as number[]).slice(indptr[s], indptr[s + 1]));
-  const tables = { pageSize: 8, numPages: table.numPages, pageTables, layout: "HND" as const };
+  const { k, v, numPages, pageTables } = scatterPages(input, 8, "HND", 4);
+  const tables = { pageSize: 8, numPages, pageTables, layout: "HND" as const };
   const plan = createPagedPlan(input, tables, { grid: 5 });
   assert.equal(plan.kv.layout, "HND");
   assertMatchesReference(input, executePagedPlanOnCpu(plan, { q: input.q, k, v }), "HND");
@@ -295,13 +230,13 @@ await deviceTests((test) => {
         });
         const results = [];
         for (const layout of ["NHD", "HND"] as const) {
-          const { k, v, table } = scatterIndptr(input, pageSize, layout, seed);
-          const plan = attention.plan(createIndptrPageTable(table), {
+          const pages = scatterPages(input, pageSize, layout, seed);
+          const plan = attention.plan(createIndptrPageTable(indptrOptions(input, pages)), {
             seqs: seqLens.map((_, i) => i),
             numHeads: H,
           });
-          const kb = bytesBuffer(device, k);
-          const vb = bytesBuffer(device, v);
+          const kb = bytesBuffer(device, pages.k);
+          const vb = bytesBuffer(device, pages.v);
           const qb = gpuBuffer(device, input.q);
           const out = gpuBuffer(device, new Float32Array(input.q.length).fill(NaN));
           const lse = gpuBuffer(device, new Float32Array(seqLens.length * H).fill(NaN));
@@ -339,8 +274,9 @@ await deviceTests((test) => {
         kvDtype: "f16",
         seed: 9,
       });
-      const { k, v, table } = scatterIndptr(input, 16, "HND", 9);
-      const source = createIndptrPageTable(table);
+      const pages = scatterPages(input, 16, "HND", 9);
+      const { k, v } = pages;
+      const source = createIndptrPageTable(indptrOptions(input, pages));
       // K and V in one buffer, V at an aligned offset.
       const kvBytes = k.byteLength;
       const vAt = Math.ceil(kvBytes / align) * align;

@@ -1,6 +1,9 @@
 /**
- * Generated WGSL, checked without a GPU: specialisation constants, bindings, 16-byte loads, no
- * `shader-f16`, workgroup memory within WebGPU's limits, and cache keys that tell specs apart.
+ * Generated WGSL for any spec the planner can produce, checked without a GPU (fast-check over
+ * kernel specs): specialisation constants, no `shader-f16` unless asked, bindings of the one
+ * layout with their buffer types, workgroup memory within WebGPU's limits, and cache keys that
+ * tell kernels apart. The WGSL of particular options: tests/shader_options_test.ts; the kernel
+ * table's and `kernelSpec`'s choices: tests/kernel_choice_test.ts.
  */
 
 import assert from "node:assert/strict";
@@ -19,14 +22,11 @@ import {
 } from "../src/kernels/kernel_spec.ts";
 import { specKey } from "../src/kernels/spec_key.ts";
 import { elementsPerLoad, kernelLayout } from "../src/kernels/kernel_layout.ts";
-import { KERNEL_TABLE, kernelChoice, kernelChoiceKey } from "../src/kernels/kernel_table.ts";
 import { kernelLayoutEntries } from "../src/kernels/abi.ts";
-import { kvLoadWGSL } from "../src/kernels/kv_load.ts";
 import { mergeKernelWGSL } from "../src/kernels/merge_kernel.ts";
 import { KV_DTYPES } from "../mod.ts";
 import { tileConfig } from "../plan.ts";
 import { fcParams } from "./helpers.ts";
-import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 
 /** Specs the planner can produce, with tile options the decoder accepts. */
 const specArb: fc.Arbitrary<KernelSpec> = fc.record({
@@ -302,32 +302,6 @@ Deno.test("the decode and merge kernels declare each binding with the one layout
   );
 });
 
-Deno.test("KV is read 16 bytes at a time and halves are unpacked from u32", () => {
-  assert.match(kvLoadWGSL("f32"), /fn unpack_kv\(w: vec4<f32>\)/);
-  for (const dtype of ["f16", "bf16"] as const) {
-    const wgsl = decodeKernelWGSL({
-      headDim: 128,
-      kvDtype: dtype,
-      tileTokens: 64,
-      rowsPerBlock: 4,
-      workgroupSize: 64,
-    });
-    assert.match(wgsl, /var<storage, read> k_cache: array<vec4<u32>>/);
-    assert.match(wgsl, /var<storage, read> v_cache: array<vec4<u32>>/);
-  }
-  assert.match(kvLoadWGSL("f16"), /unpack2x16float/);
-  assert.match(kvLoadWGSL("bf16"), /w << 16u/);
-  assert.match(kvLoadWGSL("bf16"), /w & 0xffff0000u/);
-  const f32 = decodeKernelWGSL({
-    headDim: 64,
-    kvDtype: "f32",
-    tileTokens: 64,
-    rowsPerBlock: 1,
-    workgroupSize: 64,
-  });
-  assert.match(f32, /var<storage, read> k_cache: array<vec4<f32>>/);
-});
-
 Deno.test("decode workgroup memory is what the kernel declares, and bounded", () => {
   fc.assert(
     fc.property(specArb, (spec) => {
@@ -359,113 +333,6 @@ Deno.test("spec keys differ exactly when specs differ", () => {
   );
 });
 
-Deno.test("fmaDots: each score is a chain of scalar multiply-adds", () => {
-  const base: KernelSpec = {
-    headDim: 128,
-    kvDtype: "f16",
-    tileTokens: 64,
-    rowsPerBlock: 4,
-    workgroupSize: 128,
-    lanes: 8,
-    unroll: 2,
-    subgroups: true,
-  };
-  const plain = decodeKernelWGSL(base);
-  const chained = decodeKernelWGSL({ ...base, fmaDots: true });
-  assert.match(plain, /var d0_0 = dot\(kf0_0\[0\], qv\[0\]\) \+ dot\(/);
-  const line = chained.split("\n").find((l) => l.includes("var d0_0 ="))!;
-  assert.doesNotMatch(line, /dot\(/);
-  // 128 dims over 8 lanes: 16 products per lane, one multiply and 15 multiply-adds.
-  assert.equal(line.match(/fma\(/g)?.length, 15);
-  assert.match(line, /kf0_0\[0\]\.x \* qv\[0\]\.x\)/);
-  assert.notEqual(specKey("decode", base), specKey("decode", { ...base, fmaDots: true }));
-  // A 136-dim row on one lane (8-bit KV in 8-byte chunks): 136 products in runs of 16 per
-  // statement, in order, since Dawn's parser refuses calls nested 136 deep (session 29).
-  const long = decodeKernelWGSL({
-    ...base,
-    headDim: 136,
-    kvDtype: "fp8e4m3",
-    lanes: 1,
-    unroll: 1,
-    fmaDots: true,
-  }).split("\n").filter((l) => /^\s*(var )?d0_0 = /.test(l));
-  assert.equal(long.length, 9);
-  assert.equal(long.join("").match(/fma\(/g)?.length, 135);
-  assert.match(long[1], /^\s*d0_0 = fma\(kf0_3\[1\]\.w, qv\[7\]\.w, .*, d0_0\)+;$/);
-  // Query rows in workgroup memory: each shared vector's products join the score by fma.
-  const shared = decodeKernelWGSL({ ...base, queryShared: true, fmaDots: true });
-  assert.doesNotMatch(shared, /dot\(kf/);
-  assert.match(
-    shared,
-    /d0_0 = fma\(kf0_0\[0\]\.w, qq\.w, fma\(kf0_0\[0\]\.z, qq\.z, fma\(kf0_0\[0\]\.y, qq\.y, fma\(kf0_0\[0\]\.x, qq\.x, d0_0\)\)\)\);/,
-  );
-});
-
-Deno.test("a lane count that is not a power of two is rejected; one that does not divide the row pads", () => {
-  const spec = {
-    headDim: 24,
-    kvDtype: "f16",
-    tileTokens: 32,
-    rowsPerBlock: 1,
-    workgroupSize: 64,
-  } as const;
-  assert.throws(() => decodeKernelWGSL({ ...spec, lanes: 3 }), RangeError);
-  // 3 chunks over 2 lanes: the second round holds one chunk; lane 1 re-reads it, query zero.
-  const wgsl = decodeKernelWGSL({ ...spec, lanes: 2 });
-  assert.ok(wgsl.includes("let kpad = min(lane + 2u, CHUNKS - 1u) - lane;"));
-  assert.ok(wgsl.includes("if (lane + 2u < CHUNKS_V) {"));
-});
-
-Deno.test("fast steps: an unmasked path beside the masked one unless fastSteps is false", () => {
-  const base: KernelSpec = {
-    headDim: 64,
-    kvDtype: "f16",
-    tileTokens: 64,
-    rowsPerBlock: 4,
-    workgroupSize: 64,
-    subgroups: true,
-  };
-  const fast = decodeKernelWGSL(base);
-  const masked = decodeKernelWGSL({ ...base, fastSteps: false });
-  assert.ok(fast.includes("if (s0 + STEP <= lim_all)"), "fast kernel tests whole steps");
-  assert.ok(fast.includes("poisoned(l[0])"), "fast kernel checks the sums once per piece");
-  assert.ok(!masked.includes("lim_all"), "masked kernel has one path");
-  // Both paths keep the masked path's per-score NaN tracking.
-  for (const wgsl of [fast, masked]) assert.ok(wgsl.includes("poisoned(d0_0)"));
-  assert.notEqual(specKey("decode", base), specKey("decode", { ...base, fastSteps: false }));
-});
-
-Deno.test("the kernel table has a choice for every class, lanes a power of two up to 16 (32 above d256)", () => {
-  for (const rows of [1, 2, 3, 4, 5, 8, 16]) {
-    for (const headDim of [8, 64, 80, 128, 200, 256, 264, 576]) {
-      const c = kernelChoice(headDim, rows);
-      assert.ok(c, `class of ${rows} rows, d${headDim}`);
-      const most = headDim > 256 ? 32 : 16;
-      assert.ok(c.lanes >= 1 && c.lanes <= most && (c.lanes & (c.lanes - 1)) === 0);
-      assert.equal(c.padded ?? false, headDim > 256, "only MLA's class pads lane rounds");
-      assert.ok(Number.isInteger(c.unroll) && c.unroll >= 1);
-    }
-  }
-  assert.equal(Object.keys(KERNEL_TABLE).length, 16);
-});
-
-Deno.test("8-bit KV takes its class's 8-bit table entry where a table has one, else the class's", () => {
-  const table = {
-    "r1 d128": { lanes: 8, unroll: 2 },
-    "r1 d128 8-bit": { lanes: 8, unroll: 4 },
-    "r4 d128": { lanes: 8, unroll: 4 },
-  };
-  for (const kvDtype of ["int8", "fp8e4m3", "fp8e5m2"] as const) {
-    assert.equal(kernelChoiceKey(table, 128, 1, kvDtype), "r1 d128 8-bit");
-    assert.equal(kernelChoiceKey(table, 128, 4, kvDtype), "r4 d128", "no 8-bit entry: the class's");
-  }
-  for (const kvDtype of ["f32", "f16", "bf16", undefined] as const) {
-    assert.equal(kernelChoiceKey(table, 128, 1, kvDtype), "r1 d128");
-  }
-  // The built-in table has no 8-bit entries yet: 8-bit kernels take their class's choice.
-  assert.equal(kernelChoice(128, 1, "fp8e5m2"), kernelChoice(128, 1));
-});
-
 Deno.test("runner formats: HND addressing, f16 queries and outputs are keyed and generated apart", () => {
   fc.assert(
     fc.property(specArb, (spec) => {
@@ -489,106 +356,6 @@ Deno.test("runner formats: HND addressing, f16 queries and outputs are keyed and
   );
 });
 
-Deno.test("row sets split a block's rows among lane groups that read the same K/V", () => {
-  const base: KernelSpec = {
-    headDim: 64,
-    kvDtype: "f16",
-    tileTokens: 64,
-    rowsPerBlock: 4,
-    workgroupSize: 128,
-    lanes: 8,
-    subgroups: true,
-  };
-  const one = kernelLayout(base);
-  const two = kernelLayout({ ...base, rowSets: 2 });
-  assert.equal(one.groups, 16);
-  assert.equal(one.rowsPerThread, 4);
-  assert.equal(two.groups, 8, "half the token groups: two lane groups per token");
-  assert.equal(two.rowsPerThread, 2);
-  // 6 rows: 4 row sets do not divide them, 2 do (3 rows each).
-  assert.equal(kernelLayout({ ...base, rowsPerBlock: 6, rowSets: 4 }).rowSets, 2);
-  assert.equal(kernelLayout({ ...base, rowsPerBlock: 1, rowSets: 2 }).rowSets, 1);
-  assert.throws(() => kernelLayout({ ...base, rowSets: 3 }), RangeError);
-  const wgsl = decodeKernelWGSL({ ...base, rowSets: 2 });
-  assert.ok(wgsl.includes("let rs0 = (lg % 2u) * 2u;"), "each row set starts at its own row");
-  assert.ok(wgsl.includes("var qv = array<vec4<f32>, 4>();"), "a thread holds 2 rows x 2 vec4");
-  assert.ok(!decodeKernelWGSL(base).includes("rs0"), "one row set: the kernel of before");
-  assert.ok(specKey("decode", { ...base, rowSets: 2 }).endsWith(":rs2"));
-  assert.equal(specKey("decode", { ...base, rowSets: 1 }), specKey("decode", base));
-});
-
-Deno.test("a device-wide lane count meets shorter rows with the most lanes dividing them", () => {
-  const plan = (headDim: number) => ({
-    problem: { headDim, kvDtype: "f16" as const },
-    tiles: tileConfig({ headDim, rowsPerGroup: 4, kvDtype: "f16" }),
-  });
-  assert.equal(kernelSpec(plan(128), undefined, { lanes: 16 }).lanes, 16);
-  assert.equal(kernelSpec(plan(64), undefined, { lanes: 16 }).lanes, 8);
-  assert.equal(kernelSpec(plan(24), undefined, { lanes: 16 }).lanes, 1);
-  // Row sets come from the tuning, else from the table.
-  assert.equal(kernelSpec(plan(64), undefined, { rowSets: 1 }).rowSets, undefined);
-  assert.equal(kernelSpec(plan(64)).rowSets, kernelChoice(64, 4).rowSets);
-});
-
-Deno.test("early loads are the default for 4-row int8 with integer keys, 4-row int8 with per-token scales, 4-row E4M3 at per-tensor scales, and packed f16 keys", () => {
-  const plan = (kvDtype: "int8" | "f16" | "fp8e4m3", rowsPerGroup: number) => ({
-    problem: { headDim: 128, kvDtype },
-    tiles: tileConfig({ headDim: 128, rowsPerGroup, kvDtype }),
-  });
-  const caps = { subgroups: true, subgroupMinSize: 32 };
-  const int8 = kernelSpec(plan("int8", 4), caps);
-  assert.equal(int8.earlyLoads, true);
-  assert.ok(earlyLoads(int8));
-  assert.match(decodeKernelWGSL(int8), /early \^= /);
-  assert.equal(kernelSpec(plan("int8", 4), caps, {}, false, "tensor").earlyLoads, true);
-  // With per-token scales (dense, or paged as the cache keeps them), int8, and E4M3 with a NaN
-  // test per word (with one per step it is faster without them, tests/nan_steps_test.ts), the
-  // next step's scale pairs and page-table entries with them.
-  for (const kvDtype of ["int8", "fp8e4m3"] as const) {
-    const tuning = kvDtype === "int8" ? {} : { nanSteps: false };
-    for (const paged of [false, true]) {
-      const token = kernelSpec(plan(kvDtype, 4), caps, tuning, paged, "token");
-      assert.equal(token.kvScales, "token");
-      assert.equal(token.earlyLoads, true, `${kvDtype} paged ${paged}`);
-      const wgsl = decodeKernelWGSL(token);
-      assert.match(wgsl, /early \^= [^;]*bitcast<u32>\(nsc0\.x\)/);
-      assert.equal(/early \^= [^;]* \^ npg0/.test(wgsl), paged);
-      const off = kernelSpec(
-        plan(kvDtype, 4),
-        caps,
-        { ...tuning, earlyLoads: false },
-        paged,
-        "token",
-      );
-      assert.doesNotMatch(decodeKernelWGSL(off), /early \^= /);
-    }
-  }
-  // E4M3 at per-tensor scales: with its NaN codes tested per step and its rows' base read ahead
-  // (dense) or slices (paged); not with a test per word (its loads at the loop's top already).
-  assert.equal(kernelSpec(plan("fp8e4m3", 4), caps, {}, false, "tensor").earlyLoads, true);
-  const perWord = { nanSteps: false };
-  assert.equal(
-    kernelSpec(plan("fp8e4m3", 4), caps, perWord, false, "tensor").earlyLoads,
-    undefined,
-  );
-  assert.equal(kernelSpec(plan("fp8e4m3", 4), caps, {}, false, "token").earlyLoads, undefined);
-  assert.equal(kernelSpec(plan("int8", 4), caps, { earlyLoads: false }).earlyLoads, undefined);
-  assert.equal(kernelSpec(plan("int8", 4), caps, { intDots: false }).earlyLoads, undefined);
-  assert.equal(kernelSpec(plan("int8", 1), caps).earlyLoads, undefined);
-  assert.equal(kernelSpec(plan("int8", 1), caps, {}, true, "token").earlyLoads, undefined);
-  assert.equal(kernelSpec(plan("f16", 4), caps).earlyLoads, undefined);
-  assert.equal(kernelSpec(plan("f16", 4), caps, { earlyLoads: true }).earlyLoads, true);
-  // Packed f16 keys (where the device has shader-f16) on 4- and 8-row blocks.
-  const f16caps = { ...caps, shaderF16: true };
-  for (const rows of [4, 8]) {
-    const half = kernelSpec(plan("f16", rows), f16caps, { halfMath: true });
-    assert.equal(half.earlyLoads, true, `${rows} rows`);
-    assert.match(decodeKernelWGSL(half), /early \^= pack2x16float/);
-  }
-  assert.equal(kernelSpec(plan("f16", 1), f16caps, { halfMath: true }).earlyLoads, undefined);
-  assert.equal(kernelSpec(plan("f16", 4), caps, { halfMath: true }).earlyLoads, undefined);
-});
-
 Deno.test("the split prefetch, shared or staged query rows, packed f16, row scatter, V-per-token and early-load options change the key exactly when they change the kernel", () => {
   const toggles: ((s: KernelSpec) => KernelSpec)[] = [
     (s) => ({ ...s, halfMath: !s.halfMath }),
@@ -610,32 +377,4 @@ Deno.test("the split prefetch, shared or staged query rows, packed f16, row scat
     }),
     fcParams(150),
   );
-});
-
-Deno.test("the groups of a subgroup add their states with shuffles first, as many as the smallest subgroup holds", () => {
-  const tiles = tileConfig({ headDim: 128, rowsPerGroup: 4, kvDtype: "f16" });
-  const problem = { headDim: 128, kvDtype: "f16" as const };
-  const at = (subgroupMinSize: number, tuning = {}) =>
-    kernelSpec({ problem, tiles }, { subgroups: true, subgroupMinSize }, tuning);
-  // 8 lanes: four groups in a 32-lane subgroup, two in 16, none in 8 (or without subgroups).
-  assert.equal(at(32).shuffleGroups, 4);
-  assert.equal(at(16).shuffleGroups, 2);
-  assert.equal(at(8).shuffleGroups, undefined);
-  assert.equal(kernelSpec({ problem, tiles }).shuffleGroups, undefined);
-  assert.equal(at(32, { shuffleGroups: 1 }).shuffleGroups, undefined, "tuning turns it off");
-  assert.equal(at(32, { shuffleGroups: 2 }).shuffleGroups, 2, "tuning caps it");
-  const four = at(32);
-  const wgsl = decodeKernelWGSL(four);
-  // Shuffles 8 and 16 lanes apart (one and two groups), for the maxima and the states.
-  assert.ok(wgsl.includes("mg[0] = max(mg[0], subgroupShuffleXor(mg[0], 16u));"));
-  assert.ok(wgsl.includes("o[15] += subgroupShuffleXor(o[15], 16u);"));
-  assert.ok(wgsl.includes("if (g % 4u == 0u) {"), "only every fourth group posts");
-  // A quarter of the groups post: all four rows in one round, each a chain of four additions.
-  assert.ok(wgsl.includes("for (var gg = 1u; gg < 4u; gg++) { s += red[gg * 128u + e]; }"));
-  assert.notEqual(specKey("decode", four), specKey("decode", at(32, { shuffleGroups: 1 })));
-  assert.ok(decodeWorkgroupBytes(four) <= 16384, "within WebGPU's default workgroup memory");
-  // Row sets: groups are lanes x row sets apart (16 threads), so a 32-lane subgroup holds two.
-  const rowSets = at(32, { rowSets: 2 });
-  assert.equal(rowSets.shuffleGroups, 2);
-  assert.ok(decodeKernelWGSL(rowSets).includes("subgroupShuffleXor(o[7], 16u)"));
 });
