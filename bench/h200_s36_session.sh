@@ -124,8 +124,8 @@ if [ "$mode" = pages2 ]; then
 fi
 
 if [ "$mode" = tests ]; then
-  run_backend_tests webgpu 280 tests_paged.log tests/page_slices_test.ts tests/paged_test.ts \
-    tests/kv8_cache_test.ts tests/kv8_tensor_cache_test.ts tests/runner_formats_test.ts \
+  run_backend_tests webgpu 280 tests_paged.log tests/page_slices_test.ts tests/paged_plans_test.ts tests/paged_gpu_test.ts \
+    tests/kv8_cache_test.ts tests/kv8_cache_gpu_test.ts tests/kv8_tensor_cache_test.ts tests/runner_formats_test.ts \
     tests/token_runs_test.ts tests/mla_pages_test.ts
   run_backend_tests webgpu 250 tests_kernels.log tests/kernel_options_test.ts \
     tests/combinations_gpu_test.ts

@@ -97,7 +97,7 @@ if [ "$mode" = final ]; then
     --only='int8|e4m3|e5m2' --out="$out/paged8.json"
   if [ -d .scratch/spv37 ]; then sass_of .scratch/spv37/*.spv; fi
   run_backend_tests webgpu 240 tests_webgpu.log tests/nan_steps_test.ts tests/kv8_decode_test.ts \
-    tests/kv8_tensor_cache_test.ts tests/page_slices_test.ts tests/kv8_cache_test.ts \
+    tests/kv8_tensor_cache_test.ts tests/page_slices_test.ts tests/kv8_cache_test.ts tests/kv8_cache_gpu_test.ts \
     tests/kernel_options_test.ts
   run_backend_tests dawn 100 tests_dawn.log tests/nan_steps_test.ts
   stamp "done"

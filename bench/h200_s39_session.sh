@@ -80,7 +80,7 @@ if [ "$mode" = runs ]; then
       --paged "${kernel[@]}" --only='d64 32k|d256 32k' --out="$out/f16_$run.json"
   done
   run_backend_tests webgpu 150 tests_webgpu.log tests/token_runs_test.ts \
-    tests/page_slices_test.ts tests/paged_test.ts
+    tests/page_slices_test.ts tests/paged_plans_test.ts tests/paged_gpu_test.ts
   stamp "done"
 fi
 
@@ -91,7 +91,7 @@ if [ "$mode" = final ]; then
     --only='d64 32k|d256 32k' --out="$out/f16.json"
   run_backend_tests webgpu 200 tests_webgpu.log tests/token_runs_test.ts \
     tests/page_slices_test.ts tests/nan_steps_test.ts tests/kv8_tensor_cache_test.ts \
-    tests/paged_test.ts
+    tests/paged_plans_test.ts tests/paged_gpu_test.ts
   run_backend_tests dawn 90 tests_dawn.log tests/token_runs_test.ts
   stamp "done"
 fi
