@@ -4,7 +4,9 @@
 #          shapes through Deno's WebGPU (the CPU tests beside it), after the device-test helper
 #          (tests/gpu_device.ts `deviceTests`) replaced each GPU test file's own loop over the
 #          runtimes. The whole folder takes longer than one call's 600 s there: the first call
-#          ran it up to tests/shaders_test.ts, the second the files from there on.
+#          ran it up to tests/shaders_test.ts, the second the files from there on; `split`, a
+#          third, the files that the split of the largest test files made or changed, and
+#          `split_dawn` their device tests through Dawn (`dawn` with those files).
 #   dawn   the device tests (the files given after the mode, else every file using the helper)
 #          through Dawn with exhaustive shapes, each file in its own process (a stalled Dawn run
 #          cannot hide the others' results). Without `LEAN_TEST_DAWN_GC=1`: with it (the first
