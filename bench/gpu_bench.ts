@@ -26,7 +26,7 @@
  *        [--paged-token-scales]
  *        [--only=SUBSTRING[|SUBSTRING...]] [--skip=SUBSTRING[|...]] [--strategies=lean,split,single] [--runs=25]
  *        [--warmup-ms=400] [--stream-ms=2] [--kernel=JSON] [--table=FILE] [--check]
- *        [--tile-tokens=N]
+ *        [--tile-tokens=N] [--cases=FILE]
  *        [--grid=N] [--no-retime]
  *
  * `--table=FILE` overrides entries of `KERNEL_TABLE` (JSON of the same shape, e.g. picked from a
@@ -348,7 +348,11 @@ async function save(): Promise<void> {
     ),
   );
 }
-for (const c of await loadCases()) {
+for (
+  const c of await loadCases(
+    args.get("cases") ? new URL(args.get("cases")!, `file://${Deno.cwd()}/`) : undefined,
+  )
+) {
   if (only && !only.some((part) => c.name.includes(part))) continue;
   if (skip && skip.some((part) => c.name.includes(part))) continue;
   try {
