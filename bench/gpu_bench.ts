@@ -32,6 +32,7 @@
  * `--table=FILE` overrides entries of `KERNEL_TABLE` (JSON of the same shape, e.g. picked from a
  * sweep by bench/pick_table.ts); `--check` first runs each case's kernel on a shortened input
  * against the float64 reference, and with `--paged` the paged kernel too (bench/bench_check.ts).
+ * `--cases=FILE` reads the cases from another file of cases.json's form (e.g. bench/cases_rows.json).
  */
 
 import { type BackendName, createDecoder, type KernelTuning, type Strategy } from "../mod.ts";
