@@ -5,8 +5,13 @@
 #           tiled kernel's matrix blocks (`LEAN_X_TILED_MIN=64`, an experiment's switch that lets
 #           head dims from 64 take them) at grids 132, 264, 528 and 1056, each checked against
 #           float64, back to back.
+#   rows16  the same cases with blocks of 16 rows (`LEAN_X_ROWS=16`, an experiment's switch for
+#           the planner's most rows per block, 8) in four row sets of 4 rows per thread
+#           (`--kernel='{"rowSets":4}'`), so each K and V chunk is read once for 16 rows instead of
+#           once per block of 8, at the calibrated grid and at 264 and 528, against the defaults,
+#           each checked against float64, back to back.
 set -u
-mode=${1:?usage: bash bench/h200_s41_session.sh tiled}
+mode=${1:?usage: bash bench/h200_s41_session.sh tiled|rows16}
 shift
 out=${OUT:-bench/results/h200_session27/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -23,6 +28,13 @@ case $mode in
     for g in 132 264 528 1056; do
       (export LEAN_X_TILED_MIN=64; rows "tiled_g$g.txt" --grid=$g)
     done
+    rows base2.txt
+    ;;
+  rows16)
+    rows base.txt
+    (export LEAN_X_ROWS=16; rows r16_cal.txt --kernel='{"rowSets":4}')
+    (export LEAN_X_ROWS=16; rows r16_g264.txt --kernel='{"rowSets":4}' --grid=264)
+    (export LEAN_X_ROWS=16; rows r16_g528.txt --kernel='{"rowSets":4}' --grid=528)
     rows base2.txt
     ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
