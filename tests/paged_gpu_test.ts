@@ -34,11 +34,10 @@ import {
   sameBits,
   seededRng,
 } from "./helpers.ts";
+import { F32_GQA } from "./kernel_set.ts";
 
-/** The GPU tests' one attention shape (one kernel specialisation per dtype and qLen). */
-const H = 8;
-const KVH = 2;
-const D = 64;
+/** The GPU tests' one attention shape, the kernel set's GQA 8/2 d64 (one specialisation per dtype and qLen). */
+const { numHeads: H, numKVHeads: KVH, headDim: D } = F32_GQA;
 const GRID = 8;
 
 /**

@@ -18,10 +18,10 @@ import {
   relativeL2Error,
   seededRng,
 } from "./helpers.ts";
+import { F32_GQA } from "./kernel_set.ts";
 
-const H = 8;
-const KVH = 2;
-const D = 64;
+/** The kernel set's GQA 8/2 d64 shape, over the runner's caches. */
+const { numHeads: H, numKVHeads: KVH, headDim: D } = F32_GQA;
 const GRID = 8;
 const ROW = KVH * D;
 
