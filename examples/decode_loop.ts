@@ -11,7 +11,10 @@
  * deno run examples/decode_loop.ts --help
  * ```
  *
- * The options are in {@linkcode DECODE_LOOP_USAGE}.
+ * The options are in {@linkcode DECODE_LOOP_USAGE}. The model's own dispatches (weights, norms,
+ * projections, RoPE, MLP, sampling) are in examples/toy_model.ts, so the step loop here shows what a
+ * runner does around them: extend the cache, plan once per step, then per layer append the new K/V
+ * rows and encode the attention.
  *
  * @module
  */
@@ -24,17 +27,17 @@ import {
   type KVCache,
 } from "../runner.ts";
 import { openDevice } from "./llm/device.ts";
+import { GENERATED } from "./model_kernels.ts";
 import {
-  argmaxWGSL,
-  embedWGSL,
-  GENERATED,
-  initWGSL,
-  matmulWGSL,
-  type ModelDims,
-  rmsnormWGSL,
-  ropeWGSL,
-  swigluWGSL,
-} from "./model_kernels.ts";
+  createToyModel,
+  LARGE_MODEL,
+  type ModelConfig,
+  readFloats,
+  SMALL_MODEL,
+  USAGE,
+} from "./toy_model.ts";
+
+export { LARGE_MODEL, type ModelConfig, SMALL_MODEL };
 
 /** What `--help` prints. */
 export const DECODE_LOOP_USAGE: string =
@@ -72,35 +75,6 @@ export function stepProgress(
     else if (done === total) write(`${bar}\n`);
   };
 }
-
-/** Model shape. */
-export interface ModelConfig {
-  dim: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  ffn: number;
-  vocab: number;
-}
-
-/** The CI shape: runs in seconds on a software adapter. */
-export const SMALL_MODEL: ModelConfig = {
-  dim: 64,
-  layers: 2,
-  heads: 4,
-  kvHeads: 2,
-  ffn: 128,
-  vocab: 256,
-};
-/** A ~1B-parameter shape (head dim 128, GQA 4:1) for GPUs. */
-export const LARGE_MODEL: ModelConfig = {
-  dim: 2048,
-  layers: 16,
-  heads: 16,
-  kvHeads: 4,
-  ffn: 5632,
-  vocab: 32000,
-};
 
 /** Options of {@linkcode runDecodeLoop}. */
 export interface DecodeLoopOptions {
@@ -153,135 +127,17 @@ export interface DecodeLoopResult {
   inspection?: Inspection;
 }
 
-const USAGE = {
-  MAP_READ: 1,
-  COPY_SRC: 4,
-  COPY_DST: 8,
-  UNIFORM: 0x40,
-  STORAGE: 0x80,
-  QUERY_RESOLVE: 0x200,
-};
-const STORAGE = USAGE.STORAGE | USAGE.COPY_DST | USAGE.COPY_SRC;
-
 /** Runs the decode loop; everything stays on `device` until the tokens are read at the end. */
 export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeLoopResult> {
   const { device, model: m, prompts, steps } = options;
   const B = prompts.length;
-  const headDim = m.dim / m.heads;
-  const d: ModelDims = { ...m, headDim, rows: B };
-  const qkvDim = (m.heads + 2 * m.kvHeads) * headDim;
   const maxPrompt = Math.max(...prompts.map((p) => p.length));
   const totalSteps = maxPrompt + steps - 1;
   const pageSize = options.pageSize ?? 16;
   const syncEvery = options.syncEvery ?? 1;
   const pagesPerSeq = Math.ceil((totalSteps + 1) / pageSize);
-  const buffers: GPUBuffer[] = [];
-  const buffer = (floats: number, usage = STORAGE) => {
-    const b = device.createBuffer({ size: Math.max(16, 4 * floats), usage });
-    buffers.push(b);
-    return b;
-  };
-  const pipeline = (code: string) =>
-    device.createComputePipeline({
-      layout: "auto",
-      compute: { module: device.createShaderModule({ code }), entryPoint: "main" },
-    });
-  const group = (p: GPUComputePipeline, list: GPUBuffer[]) =>
-    device.createBindGroup({
-      layout: p.getBindGroupLayout(0),
-      entries: list.map((b, binding) => ({ binding, resource: { buffer: b } })),
-    });
-
-  // Weights, generated on the GPU from the seed.
-  const seed = options.seed ?? 1;
-  const init = pipeline(initWGSL());
-  const initParams = buffer(4, USAGE.UNIFORM | USAGE.COPY_DST);
-  let tensor = 0;
-  const weight = (n: number, scale: number, offset = 0) => {
-    const b = buffer(n);
-    const p = new ArrayBuffer(16);
-    new Uint32Array(p).set([n, seed * 1000 + tensor++]);
-    new Float32Array(p).set([scale, offset], 2);
-    device.queue.writeBuffer(initParams, 0, p);
-    const enc = device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    pass.setPipeline(init);
-    pass.setBindGroup(0, group(init, [initParams, b]));
-    const groups = Math.ceil(n / 256);
-    const y = Math.ceil(groups / 65535);
-    pass.dispatchWorkgroups(Math.ceil(groups / y), y);
-    pass.end();
-    device.queue.submit([enc.finish()]);
-    return b;
-  };
-  const emb = weight(m.vocab * m.dim, 1);
-  const layers = Array.from({ length: m.layers }, () => ({
-    attnNorm: weight(m.dim, 0, 1),
-    wqkv: weight(m.dim * qkvDim, 1 / Math.sqrt(m.dim)),
-    wo: weight(m.heads * headDim * m.dim, 1 / Math.sqrt(m.dim)),
-    mlpNorm: weight(m.dim, 0, 1),
-    wgu: weight(m.dim * 2 * m.ffn, 1 / Math.sqrt(m.dim)),
-    wd: weight(m.ffn * m.dim, 1 / Math.sqrt(m.ffn)),
-  }));
-  const finalNorm = weight(m.dim, 0, 1);
-  const lmHead = weight(m.dim * m.vocab, 1 / Math.sqrt(m.dim));
-
-  // Activations (one row per sequence) and step inputs.
-  const x = buffer(B * m.dim);
-  const xn = buffer(B * m.dim);
-  const qkv = buffer(B * qkvDim);
-  const q = buffer(B * m.heads * headDim);
-  const k = buffer(B * m.kvHeads * headDim);
-  const v = buffer(B * m.kvHeads * headDim);
-  const attn = buffer(B * m.heads * headDim);
-  const gu = buffer(B * 2 * m.ffn);
-  const h = buffer(B * m.ffn);
-  const logits = buffer(B * m.vocab);
-  const forced = buffer(B);
-  const pos = buffer(B);
-  const next = buffer(B);
-  const history = buffer(totalSteps * B);
-  const stepParams = buffer(4, USAGE.UNIFORM | USAGE.COPY_DST);
-
-  const p = {
-    embed: pipeline(embedWGSL(d)),
-    norm: pipeline(rmsnormWGSL(d)),
-    qkv: pipeline(matmulWGSL(B, m.dim, qkvDim, false)),
-    rope: pipeline(ropeWGSL(d)),
-    wo: pipeline(matmulWGSL(B, m.heads * headDim, m.dim, true)),
-    gu: pipeline(matmulWGSL(B, m.dim, 2 * m.ffn, false)),
-    swiglu: pipeline(swigluWGSL(d)),
-    wd: pipeline(matmulWGSL(B, m.ffn, m.dim, true)),
-    lm: pipeline(matmulWGSL(B, m.dim, m.vocab, false)),
-    argmax: pipeline(argmaxWGSL(d)),
-  };
-  const g = {
-    embed: group(p.embed, [forced, next, emb, x]),
-    layers: layers.map((w) => ({
-      attnNorm: group(p.norm, [x, w.attnNorm, xn]),
-      qkv: group(p.qkv, [xn, w.wqkv, qkv]),
-      rope: group(p.rope, [qkv, pos, q, k, v]),
-      wo: group(p.wo, [attn, w.wo, x]),
-      mlpNorm: group(p.norm, [x, w.mlpNorm, xn]),
-      gu: group(p.gu, [xn, w.wgu, gu]),
-      swiglu: group(p.swiglu, [gu, h]),
-      wd: group(p.wd, [h, w.wd, x]),
-    })),
-    finalNorm: group(p.norm, [x, finalNorm, xn]),
-    lm: group(p.lm, [xn, lmHead, logits]),
-    argmax: group(p.argmax, [stepParams, logits, next, history]),
-  };
-  const run = (
-    pass: GPUComputePassEncoder,
-    pl: GPUComputePipeline,
-    bg: GPUBindGroup,
-    n: number,
-  ) => {
-    pass.setPipeline(pl);
-    pass.setBindGroup(0, bg);
-    pass.dispatchWorkgroups(n);
-  };
-  const wg = (n: number) => Math.ceil(n / 64);
+  const model = createToyModel(device, m, B, totalSteps, options.seed ?? 1);
+  const { headDim, q, k, v, attn } = model;
 
   // The library: a paged KV cache for every layer and the attention encoder.
   const cache: KVCache = createKVCache({
@@ -302,18 +158,17 @@ export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeL
     ? device.createQuerySet({ type: "timestamp", count: 2 * maxTimed })
     : undefined;
   const resolve = timestamps
-    ? buffer(4 * maxTimed, USAGE.QUERY_RESOLVE | USAGE.COPY_SRC)
+    ? model.buffer(4 * maxTimed, USAGE.QUERY_RESOLVE | USAGE.COPY_SRC)
     : undefined;
 
   const inspectAt = options.inspect;
-  const inspectQ = inspectAt ? buffer(B * m.heads * headDim) : undefined;
-  const inspectOut = inspectAt ? buffer(B * m.heads * headDim) : undefined;
+  const inspectQ = inspectAt ? model.buffer(B * m.heads * headDim) : undefined;
+  const inspectOut = inspectAt ? model.buffer(B * m.heads * headDim) : undefined;
   let inspection: Inspection | undefined;
 
   await device.queue.onSubmittedWorkDone();
   const forcedHost = new Uint32Array(B);
   const posHost = new Uint32Array(B);
-  const stepHost = new Uint32Array(4);
   const stepMs: number[] = [];
   const hostMs: number[] = [];
   // Throughput counts from the end of step 0 (which compiles the pipelines).
@@ -326,10 +181,7 @@ export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeL
       forcedHost[s] = step < prompts[s].length ? prompts[s][step] : GENERATED;
       posHost[s] = cache.length(seqs[s]);
     }
-    stepHost[0] = step;
-    device.queue.writeBuffer(forced, 0, forcedHost);
-    device.queue.writeBuffer(pos, 0, posHost);
-    device.queue.writeBuffer(stepParams, 0, stepHost);
+    model.setStep(step, forcedHost, posHost);
     const slots: AppendSlots = cache.extend(seqs, 1);
     const plan = attention.plan(cache, { seqs, numHeads: m.heads });
     const enc = device.createCommandEncoder();
@@ -345,12 +197,10 @@ export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeL
         }
         : {},
     );
-    run(pass, p.embed, g.embed, wg(B * m.dim));
+    model.encodeEmbed(pass);
     for (let l = 0; l < m.layers; l++) {
-      const lg = g.layers[l];
-      run(pass, p.norm, lg.attnNorm, B);
-      run(pass, p.qkv, lg.qkv, qkvDim);
-      run(pass, p.rope, lg.rope, wg((B * qkvDim) / 2));
+      model.encodeQKV(pass, l);
+      // The library's part of a layer: this step's K/V rows into the cache, then attention.
       cache.encodeAppend(pass, { slots, layer: l, k, v });
       attention.encode(pass, { plan, layer: l, q, out: attn });
       if (inspectAt?.step === step && inspectAt.layer === l) {
@@ -359,15 +209,9 @@ export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeL
         enc.copyBufferToBuffer(attn, 0, inspectOut!, 0, attn.size);
         pass = enc.beginComputePass();
       }
-      run(pass, p.wo, lg.wo, m.dim);
-      run(pass, p.norm, lg.mlpNorm, B);
-      run(pass, p.gu, lg.gu, 2 * m.ffn);
-      run(pass, p.swiglu, lg.swiglu, wg(B * m.ffn));
-      run(pass, p.wd, lg.wd, m.dim);
+      model.encodeMLP(pass, l);
     }
-    run(pass, p.norm, g.finalNorm, B);
-    run(pass, p.lm, g.lm, m.vocab);
-    run(pass, p.argmax, g.argmax, B);
+    model.encodeHead(pass);
     pass.end();
     device.queue.submit([enc.finish()]);
     hostMs.push(performance.now() - h0);
@@ -397,7 +241,7 @@ export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeL
   }
   const totalMs = performance.now() - t0;
 
-  const hist = new Uint32Array((await readFloats(device, history, totalSteps * B)).buffer);
+  const hist = await model.readHistory();
   const tokens = prompts.map((prompt, s) => {
     const out: number[] = [];
     for (let step = prompt.length - 1; out.length < steps; step++) out.push(hist[step * B + s]);
@@ -420,7 +264,7 @@ export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeL
   }
   attention.dispose();
   cache.dispose();
-  for (const b of buffers) b.destroy();
+  model.destroy();
   return {
     tokens,
     totalSteps,
@@ -431,25 +275,6 @@ export async function runDecodeLoop(options: DecodeLoopOptions): Promise<DecodeL
     tokensPerSecond: timedTokens / (totalMs / 1000),
     inspection,
   };
-}
-
-async function readFloats(
-  device: GPUDevice,
-  src: GPUBuffer,
-  floats: number,
-): Promise<Float32Array> {
-  const staging = device.createBuffer({
-    size: Math.max(16, 4 * floats),
-    usage: USAGE.MAP_READ | USAGE.COPY_DST,
-  });
-  const enc = device.createCommandEncoder();
-  enc.copyBufferToBuffer(src, 0, staging, 0, 4 * floats);
-  device.queue.submit([enc.finish()]);
-  await staging.mapAsync(USAGE.MAP_READ);
-  const out = new Float32Array(staging.getMappedRange().slice(0));
-  staging.unmap();
-  staging.destroy();
-  return out.subarray(0, floats);
 }
 
 /** Opens a device on Deno's WebGPU or on Dawn (the LLM runner's); `release` destroys it. */

@@ -9,6 +9,7 @@
 
 // Registers Dawn, so that the "dawn" backend is tested where it finds an adapter.
 import { loadDawn } from "../dawn.ts";
+import { collectWhileDawnIsOpen } from "./dawn_collector.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { type BackendName, createDecoder, type Decoder, type DecoderOptions } from "../mod.ts";
 import { collectGarbage } from "./gc.ts";
@@ -182,6 +183,7 @@ async function probe(name: BackendName): Promise<BackendStatus> {
     return { name, ok: false, reason };
   }
   const software = name !== "cpu" && isSoftwareAdapter(decoder.profile.name);
+  if (name === "dawn") collectWhileDawnIsOpen();
   const dawnGrid = name === "dawn" && !software && DAWN_GRID !== "calibrate"
     ? Number(DAWN_GRID ?? "") || decoder.profile.grid
     : undefined;

@@ -7,6 +7,7 @@
  */
 
 import { loadDawn } from "../dawn.ts";
+import { collectWhileDawnIsOpen } from "./dawn_collector.ts";
 import { requestDevice, summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 import { envVar, EXHAUSTIVE_ENV, type SoftwareOptions, softwareSkip } from "./kernel_set.ts";
 
@@ -39,6 +40,7 @@ export async function openGpu(name: GpuName): Promise<GpuUnderTest | string> {
     if (!adapter) return "no adapter";
     const exhaustive = EXHAUSTIVE_ENV || !summarizeAdapter(adapter.info).software;
     const device = await requestDevice(adapter);
+    if (name === "dawn") collectWhileDawnIsOpen();
     return { name, device, adapter, keepAlive: [gpu, adapter], exhaustive };
   } catch (e) {
     return e instanceof Error ? e.message : String(e);
