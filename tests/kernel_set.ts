@@ -333,10 +333,12 @@ export interface SoftwareOptions {
    */
   exhaustive?: boolean;
   /**
-   * Run on Dawn over a software adapter too. Dawn's shader compiler output takes lavapipe far
-   * longer to compile than Naga's, so only the tests that cover Dawn's own code paths (device
-   * setup, the subgroups directive, paged reads, appends, timing) opt in; the rest run on Dawn
-   * over hardware GPUs.
+   * Run on Dawn over a software adapter too. Dawn hands lavapipe SPIR-V of its own compiler, so
+   * Mesa's shader cache cannot reuse Deno's compiles and every kernel class would compile twice
+   * (10-30 s each there): only the tests that cover Dawn's own code paths (device setup, the
+   * subgroups directive, paged reads, appends, timing) opt in; the rest run on Dawn over
+   * hardware GPUs. (Session 41 found that what had made Dawn look slow to compile there was its
+   * waits for garbage collection: tests/dawn_collector.ts.)
    */
   dawnOnSoftware?: boolean;
 }
@@ -355,8 +357,8 @@ export function softwareSkip(
       "hardware GPUs and with deno task test:gpu";
   }
   if (backend.name === "dawn" && !options.dawnOnSoftware) {
-    return "Dawn's kernels compile slowly on a software adapter, so Dawn runs a smoke set here " +
-      "and everything on hardware GPUs (deno task test:gpu)";
+    return "on a software adapter Dawn would compile every kernel class a second time, so it " +
+      "runs a smoke set here and everything on hardware GPUs (deno task test:gpu)";
   }
   return undefined;
 }
