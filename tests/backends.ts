@@ -183,7 +183,7 @@ async function probe(name: BackendName): Promise<BackendStatus> {
     return { name, ok: false, reason };
   }
   const software = name !== "cpu" && isSoftwareAdapter(decoder.profile.name);
-  if (name === "dawn") collectWhileDawnIsOpen();
+  if (name === "dawn" && software) collectWhileDawnIsOpen();
   const dawnGrid = name === "dawn" && !software && DAWN_GRID !== "calibrate"
     ? Number(DAWN_GRID ?? "") || decoder.profile.grid
     : undefined;

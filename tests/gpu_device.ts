@@ -38,9 +38,10 @@ export async function openGpu(name: GpuName): Promise<GpuUnderTest | string> {
     if (!gpu) return "navigator.gpu is not available";
     const adapter = await gpu.requestAdapter();
     if (!adapter) return "no adapter";
-    const exhaustive = EXHAUSTIVE_ENV || !summarizeAdapter(adapter.info).software;
+    const software = summarizeAdapter(adapter.info).software;
+    const exhaustive = EXHAUSTIVE_ENV || !software;
     const device = await requestDevice(adapter);
-    if (name === "dawn") collectWhileDawnIsOpen();
+    if (name === "dawn" && software) collectWhileDawnIsOpen();
     return { name, device, adapter, keepAlive: [gpu, adapter], exhaustive };
   } catch (e) {
     return e instanceof Error ? e.message : String(e);
