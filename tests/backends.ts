@@ -102,15 +102,21 @@ function collectingAfterDecodes(decoder: Decoder): Decoder {
 const DAWN_SHARED = envVar("LEAN_TEST_DAWN_SHARED") === "1";
 
 /**
- * `LEAN_TEST_DAWN_GRID`: on a hardware adapter, Dawn decoders under test take a fixed lean grid
- * (a test's own `grid` wins) instead of calibrating one each: by default the grid the module's
- * probe decoder calibrated; `N` for grid N; `calibrate` to calibrate every decoder. Under
- * `deno test` on the H200 a Dawn decoder's calibration (its timestamp-query readbacks) could
- * stall the test process for good: its JavaScript thread spins, no timer fires (sessions 30-32).
- * With a fixed grid the kernel options test and four more GPU test files ran through Dawn there
- * (bench/notes.md, session 32).
+ * `LEAN_TEST_GRID`: on a hardware adapter, GPU decoders under test take a fixed lean grid (a
+ * test's own `grid` wins) instead of calibrating one each: by default the grid the module's probe
+ * decoder calibrated; `N` for grid N; `calibrate` to calibrate every decoder. Two reasons:
+ * - Many tests compare the bits of two decoders whose kernel options differ. Each such decoder
+ *   calibrates apart (its probe kernel differs), and calibrations that come out differently give
+ *   different splits, hence different bits: on the H200 under `deno test --parallel`, where the
+ *   other test modules load the same GPU, the packed f16 test failed that way (session 42).
+ * - Under `deno test` on the H200 a Dawn decoder's calibration (its timestamp-query readbacks)
+ *   could stall the test process for good: its JavaScript thread spins, no timer fires (sessions
+ *   30-32). With a fixed grid the kernel options test and four more GPU test files ran through
+ *   Dawn there (bench/notes.md, session 32).
+ * `LEAN_TEST_DAWN_GRID`, where set, overrides it for Dawn alone (the name sessions 32-41 used).
  */
-const DAWN_GRID = envVar("LEAN_TEST_DAWN_GRID");
+const GRID = envVar("LEAN_TEST_GRID");
+const DAWN_GRID = envVar("LEAN_TEST_DAWN_GRID") ?? GRID;
 
 let sharedDawn: Promise<GPUDevice> | undefined;
 
@@ -184,8 +190,9 @@ async function probe(name: BackendName): Promise<BackendStatus> {
   }
   const software = name !== "cpu" && isSoftwareAdapter(decoder.profile.name);
   if (name === "dawn" && software) collectWhileDawnIsOpen();
-  const dawnGrid = name === "dawn" && !software && DAWN_GRID !== "calibrate"
-    ? Number(DAWN_GRID ?? "") || decoder.profile.grid
+  const gridVar = name === "dawn" ? DAWN_GRID : GRID;
+  const fixedGrid = name !== "cpu" && !software && gridVar !== "calibrate"
+    ? Number(gridVar ?? "") || decoder.profile.grid
     : undefined;
   await decoder.dispose();
   const backend: BackendUnderTest = {
@@ -197,7 +204,7 @@ async function probe(name: BackendName): Promise<BackendStatus> {
       const decoder = await traced(`${name} open`, async () =>
         createDecoder({
           ...(name === "dawn" && DAWN_SHARED ? { device: await sharedDawnDevice() } : {}),
-          ...(dawnGrid ? { grid: dawnGrid } : {}),
+          ...(fixedGrid ? { grid: fixedGrid } : {}),
           ...options,
           ...(name === "cpu" ? {} : GPU_OPTIONS),
           backend: name,
