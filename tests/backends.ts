@@ -106,9 +106,11 @@ const DAWN_SHARED = envVar("LEAN_TEST_DAWN_SHARED") === "1";
  * test's own `grid` wins) instead of calibrating one each: by default the grid the module's probe
  * decoder calibrated; `N` for grid N; `calibrate` to calibrate every decoder. Two reasons:
  * - Many tests compare the bits of two decoders whose kernel options differ. Each such decoder
- *   calibrates apart (its probe kernel differs), and calibrations that come out differently give
- *   different splits, hence different bits: on the H200 under `deno test --parallel`, where the
- *   other test modules load the same GPU, the packed f16 test failed that way (session 42).
+ *   calibrates apart (its probe kernel differs), calibrations vary from run to run (the H200's
+ *   Dawn probe gave 502, 131, 1010, 264 and 131 in five runs, session 26), and different grids
+ *   split differently, hence give different bits. Under `deno test --parallel` on the H200, with
+ *   the other test modules loading the same GPU, the packed f16 test failed, most likely so (its
+ *   message was not printed: the run was cut first; session 42).
  * - Under `deno test` on the H200 a Dawn decoder's calibration (its timestamp-query readbacks)
  *   could stall the test process for good: its JavaScript thread spins, no timer fires (sessions
  *   30-32). With a fixed grid the kernel options test and four more GPU test files ran through
