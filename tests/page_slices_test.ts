@@ -179,16 +179,18 @@ Deno.test("page slices: every piece of a paged plan begins at a multiple of its 
         qLen: fc.integer({ min: 1, max: 4 }),
       }),
       (r) => {
+        // A sequence holds at least its qLen tokens (the pages are counted for those).
+        const lens = r.lens.map((n) => n > 0 ? Math.max(n, r.qLen) : 0);
         const cache = createKVCache({
           numLayers: 1,
           numKVHeads: 2,
           headDim: 8,
           pageSize: 1 << r.pageShift,
-          numPages: r.lens.reduce((a, n) => a + Math.ceil(n / (1 << r.pageShift)) + 1, 0),
+          numPages: lens.reduce((a, n) => a + Math.ceil(n / (1 << r.pageShift)) + 1, 0),
         });
-        const seqs = r.lens.map((n) => {
+        const seqs = lens.map((n) => {
           const s = cache.addSequence();
-          if (n > 0) cache.extend([s], Math.max(n, r.qLen));
+          if (n > 0) cache.extend([s], n);
           return s;
         });
         const plan = planForCache(
