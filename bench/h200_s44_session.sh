@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Session 44 on the H200: the whole test folder at this tree, every GPU shape
+# (`LEAN_TEST_EXHAUSTIVE=1`), with the harness's fixed grid of session 42 (tests/backends.ts), which
+# had run through Deno's WebGPU for only 250 s there. Results under $OUT or
+# bench/results/h200_session44/MODE, each output line stamped with its time:
+#   webgpu  Deno's WebGPU alone (the CPU tests beside it): the test files dealt into three parts,
+#           each part in its own process at the same time (separate processes, each with its own
+#           device, not `deno test --parallel`'s worker threads of one process, which hung in
+#           session 42), 560 s each.
+#   dawn    the GPU tests through Dawn, each file in its own process (a stalled Dawn run cannot
+#           hide the others' results), six at a time, 90 s each.
+set -u
+mode=${1:?usage: bash bench/h200_s44_session.sh webgpu|dawn}
+shift
+out=${OUT:-bench/results/h200_session44/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+export LEAN_TEST_EXHAUSTIVE=1
+# tests FILE LIMIT COMMAND...: COMMAND's output, each line stamped, into $out/FILE.
+tests() {
+  local file=$1 limit=$2 t0=$SECONDS
+  shift 2
+  timeout "$limit" "$@" 2>&1 |
+    while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done >"$out/$file"
+  stamp "$file: exit ${PIPESTATUS[0]} in $((SECONDS - t0)) s" \
+    "($(grep -E '(ok|FAILED) \|' "$out/$file" | tail -1))"
+}
+suite=(deno test -A --unstable-webgpu --v8-flags=--expose-gc)
+stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
+case $mode in
+  webgpu)
+    mapfile -t files < <(ls tests/*_test.ts)
+    export LEAN_TEST_BACKENDS=webgpu
+    for part in 0 1 2; do
+      mine=()
+      for i in "${!files[@]}"; do [ $((i % 3)) -ne "$part" ] || mine+=("${files[$i]}"); done
+      tests "part$part.txt" 560 "${suite[@]}" "${mine[@]}" &
+    done
+    wait
+    ;;
+  dawn)
+    mapfile -t files < <(grep -l -E "deviceTest|gpuTest|backendTest" tests/*_test.ts)
+    export LEAN_TEST_BACKENDS=dawn
+    for f in "${files[@]}"; do
+      while [ "$(jobs -rp | wc -l)" -ge 6 ]; do wait -n; done
+      tests "dawn_$(basename "$f" .ts).txt" 90 "${suite[@]}" "$f" &
+    done
+    wait
+    ;;
+  *)
+    echo "unknown mode $mode" >&2
+    exit 2
+    ;;
+esac
