@@ -7,8 +7,11 @@
 #           each part in its own process at the same time (separate processes, each with its own
 #           device, not `deno test --parallel`'s worker threads of one process, which hung in
 #           session 42), 560 s each.
-#   dawn    the GPU tests through Dawn, each file in its own process (a stalled Dawn run cannot
-#           hide the others' results), six at a time, 90 s each.
+#   dawn    the GPU tests through Dawn (the files given after the mode, else every GPU test file),
+#           each file in its own process (a stalled Dawn run cannot hide the others' results), six
+#           at a time, 90 s each, at a fixed grid (`LEAN_TEST_DAWN_GRID`, default 264), which since
+#           this session spares the module's probe decoder its calibration too: the first `dawn`
+#           call (the probe calibrating) stalled 11 of the 33 files, most before their first test.
 set -u
 mode=${1:?usage: bash bench/h200_s44_session.sh webgpu|dawn}
 shift
@@ -39,8 +42,9 @@ case $mode in
     wait
     ;;
   dawn)
-    mapfile -t files < <(grep -l -E "deviceTest|gpuTest|backendTest" tests/*_test.ts)
-    export LEAN_TEST_BACKENDS=dawn
+    files=("$@")
+    [ ${#files[@]} -gt 0 ] || mapfile -t files < <(grep -l -E "deviceTest|gpuTest|backendTest" tests/*_test.ts)
+    export LEAN_TEST_BACKENDS=dawn LEAN_TEST_DAWN_GRID=${LEAN_TEST_DAWN_GRID:-264}
     for f in "${files[@]}"; do
       while [ "$(jobs -rp | wc -l)" -ge 6 ]; do wait -n; done
       tests "dawn_$(basename "$f" .ts).txt" 90 "${suite[@]}" "$f" &

@@ -182,9 +182,12 @@ async function probe(name: BackendName): Promise<BackendStatus> {
     console.log(`skipping backend "${name}": ${reason}`);
     return { name, ok: false, reason };
   }
+  const gridVar = name === "dawn" ? DAWN_GRID : GRID;
+  // A grid given by number spares the probe its calibration too (a Dawn calibration could stall).
+  const givenGrid = name === "cpu" ? undefined : Number(gridVar ?? "") || undefined;
   let decoder: Decoder;
   try {
-    decoder = await createDecoder({ backend: name });
+    decoder = await createDecoder({ backend: name, ...(givenGrid ? { grid: givenGrid } : {}) });
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     console.log(`skipping backend "${name}": ${reason}`);
@@ -192,9 +195,8 @@ async function probe(name: BackendName): Promise<BackendStatus> {
   }
   const software = name !== "cpu" && isSoftwareAdapter(decoder.profile.name);
   if (name === "dawn" && software) collectWhileDawnIsOpen();
-  const gridVar = name === "dawn" ? DAWN_GRID : GRID;
   const fixedGrid = name !== "cpu" && !software && gridVar !== "calibrate"
-    ? Number(gridVar ?? "") || decoder.profile.grid
+    ? givenGrid ?? decoder.profile.grid
     : undefined;
   await decoder.dispose();
   const backend: BackendUnderTest = {
