@@ -7,6 +7,7 @@
 #           each part in its own process at the same time (separate processes, each with its own
 #           device, not `deno test --parallel`'s worker threads of one process, which hung in
 #           session 42), 560 s each.
+#   dawnstall  where tests/reliability_test.ts stalls through Dawn (below).
 #   dawn    the GPU tests through Dawn (the files given after the mode, else every GPU test file),
 #           each file in its own process (a stalled Dawn run cannot hide the others' results), six
 #           at a time, 90 s each, at a fixed grid (`LEAN_TEST_DAWN_GRID`, default 264), which since
@@ -49,6 +50,17 @@ case $mode in
       while [ "$(jobs -rp | wc -l)" -ge 6 ]; do wait -n; done
       tests "dawn_$(basename "$f" .ts).txt" 90 "${suite[@]}" "$f" &
     done
+    wait
+    ;;
+  dawnstall)
+    # Where tests/reliability_test.ts stalls through Dawn: its calls stamped (`LEAN_TEST_TRACE=1`),
+    # the whole file, the whole file collecting garbage after each decode, and the stalling
+    # test alone, each in its own process at the same time.
+    export LEAN_TEST_BACKENDS=dawn LEAN_TEST_DAWN_GRID=264 LEAN_TEST_TRACE=1
+    f=tests/reliability_test.ts
+    tests file.txt 75 "${suite[@]}" "$f" &
+    LEAN_TEST_DAWN_GC=1 tests file_gc.txt 75 "${suite[@]}" "$f" &
+    tests alone.txt 75 "${suite[@]}" --filter "timeKernels while decodes" "$f" &
     wait
     ;;
   *)
