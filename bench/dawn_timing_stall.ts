@@ -13,6 +13,7 @@
  * @module
  */
 
+import "../dawn.ts";
 import { createDecoder } from "../mod.ts";
 import { makeInput } from "../tests/helpers.ts";
 import { F32_GQA } from "../tests/kernel_set.ts";

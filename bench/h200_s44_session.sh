@@ -58,9 +58,14 @@ case $mode in
     # test alone, each in its own process at the same time (the first `dawnstall` call, with the
     # test's timing calls at the default 400 ms warm-up: all three stalled in its fourth call).
     # Then (the second call, the test at `warmupMs: 0`) the file again, and beside it
-    # bench/dawn_timing_stall.ts: timing calls alone in a plain script.
+    # bench/dawn_timing_stall.ts: timing calls alone in a plain script (`dawnstall script`: the
+    # script alone).
     export LEAN_TEST_BACKENDS=dawn LEAN_TEST_DAWN_GRID=264 LEAN_TEST_TRACE=1
     f=tests/reliability_test.ts
+    if [ "${1:-}" = script ]; then
+      LEAN_TEST_TRACE= tests script.txt 60 deno run -A --unstable-webgpu bench/dawn_timing_stall.ts
+      exit
+    fi
     tests file.txt 75 "${suite[@]}" "$f" &
     if [ "${1:-}" = first ]; then
       LEAN_TEST_DAWN_GC=1 tests file_gc.txt 75 "${suite[@]}" "$f" &
