@@ -7,14 +7,18 @@
 #           each part in its own process at the same time (separate processes, each with its own
 #           device, not `deno test --parallel`'s worker threads of one process, which hung in
 #           session 42), 560 s each.
-#   dawnstall  where tests/reliability_test.ts stalls through Dawn (below).
 #   dawn    the GPU tests through Dawn (the files given after the mode, else every GPU test file),
 #           each file in its own process (a stalled Dawn run cannot hide the others' results), six
 #           at a time, 90 s each, at a fixed grid (`LEAN_TEST_DAWN_GRID`, default 264), which since
 #           this session spares the module's probe decoder its calibration too: the first `dawn`
-#           call (the probe calibrating) stalled 11 of the 33 files, most before their first test.
+#           call (the probe calibrating; results in dawn/) stalled 11 of the 33 files, most before
+#           their first test; the second (dawn2/) stalled one, tests/reliability_test.ts.
+#   dawnstall [first|script]  where that file stalls through Dawn (below; the calls' folders:
+#           dawnstall_first/, dawnstall2/, dawnscript/). rel/ holds the file through Deno's WebGPU
+#           after its change (`LEAN_TEST_EXHAUSTIVE=1 LEAN_TEST_BACKENDS=webgpu deno test -A
+#           --unstable-webgpu --v8-flags=--expose-gc tests/reliability_test.ts`).
 set -u
-mode=${1:?usage: bash bench/h200_s44_session.sh webgpu|dawn}
+mode=${1:?usage: bash bench/h200_s44_session.sh webgpu|dawn|dawnstall [first|script]}
 shift
 out=${OUT:-bench/results/h200_session44/$mode}
 # shellcheck source=bench/session_lib.sh
