@@ -93,7 +93,10 @@ export interface KernelTimingRequest {
    * GPU backends: milliseconds of back-to-back runs right before the timed ones, in the same
    * submission (default 400; 0 to time from cold). An idle GPU runs at a low clock and raises it
    * only after a while under load: an H200 timed without this measured a 128k-token decode
-   * anywhere from 0.53 to 1.84 ms. The CPU backend ignores it.
+   * anywhere from 0.53 to 1.84 ms. A warm-up holds at most 250,000 runs (an H200 ran a
+   * 940-token decode in 8.8 us: 400 ms of it took about 75,000 runs and 2-6 s of wall time, most
+   * of it encoding the runs); with runs too short to fill the time in so many, it is shorter. The
+   * CPU backend ignores it.
    */
   warmupMs?: number;
   /**

@@ -13,6 +13,11 @@ export interface FakeTimedDeviceOptions {
   readonly passMs?: number;
   /** Milliseconds one dispatch of `workgroups` costs at GPU time `clockMs` (default 2). */
   readonly dispatchMs?: (workgroups: number, clockMs: number) => number;
+  /**
+   * Milliseconds the timestamps are rounded down to (default 0: exact), as browsers round them
+   * to 0.1 ms.
+   */
+  readonly resolutionMs?: number;
 }
 
 /**
@@ -29,6 +34,8 @@ export interface FakeTimedDeviceOptions {
 export function fakeTimedDevice(options: FakeTimedDeviceOptions = {}): GPUDevice {
   const passMs = options.passMs ?? 1;
   const dispatchMs = options.dispatchMs ?? (() => 2);
+  const resolutionNs = BigInt(Math.round((options.resolutionMs ?? 0) * 1e6));
+  const stamp = (ns: bigint) => resolutionNs > 0n ? ns - ns % resolutionNs : ns;
   let clockNs = 0n;
   const buffer = (size: number) => {
     const bytes = new ArrayBuffer(size);
@@ -63,11 +70,11 @@ export function fakeTimedDevice(options: FakeTimedDeviceOptions = {}): GPUDevice
             dispatches.push(n);
           },
           end: () => {
-            w.querySet.stamps[w.beginningOfPassWriteIndex] = clockNs;
+            w.querySet.stamps[w.beginningOfPassWriteIndex] = stamp(clockNs);
             const clockMs = Number(clockNs) / 1e6;
             const ms = dispatches.reduce((sum, n) => sum + dispatchMs(n, clockMs), passMs);
             clockNs += BigInt(Math.round(ms * 1e6));
-            w.querySet.stamps[w.endOfPassWriteIndex] = clockNs;
+            w.querySet.stamps[w.endOfPassWriteIndex] = stamp(clockNs);
           },
         };
       },

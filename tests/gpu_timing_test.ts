@@ -1,11 +1,12 @@
 /**
  * `timeWarm` against a fake device whose passes take a known time (a fixed cost per pass plus a
  * cost per recording): the warm-up, the timed passes and the back-to-back passes get the
- * recordings they should, in order, and each sample is the pass's time over its recordings.
+ * recordings they should, in order, and each sample is the pass's time over its recordings; under
+ * timestamps too coarse for one recording the warm-up stays bounded.
  */
 
 import assert from "node:assert/strict";
-import { timeWarm } from "../src/gpu/gpu_timing.ts";
+import { MAX_WARM_RECORDINGS, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { fakeTimedDevice } from "./fake_timed_device.ts";
 
 /** Milliseconds a fake pass costs: once per pass, and per recording (one dispatch each). */
@@ -74,4 +75,26 @@ Deno.test("timeWarm sizes back-to-back passes from the warm rate, not the cold p
   assert.deepEqual(t.streamSamplesMs, [9 / 4, 9 / 4, 9 / 4]);
   assert.deepEqual(t.samplesMs, [3, 3, 3]);
   assert.ok(t.warmMs >= 100, `warm ${t.warmMs} ms`);
+});
+
+Deno.test("timeWarm keeps its warm-up to a bounded number of recordings where timestamps are coarse", async () => {
+  // Recordings of 1 us under timestamps rounded to 0.1 ms (as browsers round them): the probe
+  // reads 0. Taken at face value it asked for 4.4 million recordings in one submission.
+  const device = fakeTimedDevice({ passMs: 0, dispatchMs: () => 0.001, resolutionMs: 0.1 });
+  let recorded = 0;
+  const t = await timeWarm(device, (pass) => pass.dispatchWorkgroups(1), {
+    runs: 2,
+    warmupMs: 400,
+    warmRecord: (pass) => {
+      recorded++;
+      pass.dispatchWorkgroups(1);
+    },
+  });
+  // The probe's 2 recordings, then at most the cap (rounded up to whole passes) per submission,
+  // in at most two submissions: the first sized from the floor of 2 us a recording (220,000),
+  // the second from the measured 1 us, capped, and kept although short of 400 ms.
+  assert.ok(recorded <= 2 + 2 * (MAX_WARM_RECORDINGS + 24), `${recorded} recordings`);
+  assert.ok(t.warmRecordings <= MAX_WARM_RECORDINGS + 24, `${t.warmRecordings} in the last`);
+  assert.ok(t.warmMs >= 200, `warm ${t.warmMs} ms`);
+  assert.deepEqual(t.samplesMs, [0, 0]);
 });

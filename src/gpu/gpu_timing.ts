@@ -107,13 +107,30 @@ const WARM_PASSES = 24;
 export const WARM_ATTEMPTS = 6;
 
 /**
+ * GPU milliseconds a recording is taken to cost at least when sizing a warm-up. No GPU runs a
+ * pass much faster (the H200 ran an empty pass of two dispatches in 3.6-4.1 us back to back), but
+ * a timestamp can read less: browsers round timestamps to 100 us, so a short probe reads 0, and
+ * a floor of 0.1 ns asked for 4.4 million recordings in 400 ms.
+ */
+const MIN_RECORDING_MS = 0.002;
+
+/**
+ * Recordings one warm-up submission holds at most: a warm-up of so many recordings that falls
+ * short of its time is kept as it is rather than submitted again larger. Each recording is encoded
+ * on the host (tens of microseconds in Deno): the H200 warmed a 940-token decode (8.8 us a run)
+ * for 400 ms with about 75,000, in 2-6 s of wall time.
+ */
+export const MAX_WARM_RECORDINGS = 250_000;
+
+/**
  * Times `runs` passes of `record` on a warm GPU: first a short probe (its time bounds the cost of
  * one recording), then, in one submission, recordings back to back for at least `warmupMs` of
  * GPU time (grouped into a few timestamped passes) followed by the timed passes. If the warm-up
  * turned out shorter than asked (the clock rose faster than the probe predicted), the
  * submission is repeated with the measured rate and a growing margin (a software adapter's
  * rate can keep rising from one submission to the next: three tries at 10% fell short about
- * once in a hundred runs on lavapipe), up to {@linkcode WARM_ATTEMPTS} times. `record(pass, i)` records timed pass `i`
+ * once in a hundred runs on lavapipe), up to {@linkcode WARM_ATTEMPTS} times, each of at most
+ * {@linkcode MAX_WARM_RECORDINGS} recordings. `record(pass, i)` records timed pass `i`
  * (untimed `warmup` passes first); warm recordings are counted separately and may share a pass.
  * With `streamMs`, back-to-back passes follow the timed ones in the same submission (see
  * {@linkcode WarmTimingOptions.streamMs}): a pass timed alone also pays for the GPU starting its
@@ -132,7 +149,7 @@ export async function timeWarm(
   const warmRecord = options.warmRecord ?? record;
   // The probe's time per recording is an upper bound: later recordings run at a higher clock.
   const probe = warmupMs > 0 || streamMs > 0 ? await timePasses(device, 2, warmRecord) : [];
-  let perRecording = Math.max(1e-4, Math.min(...probe));
+  let perRecording = Math.max(MIN_RECORDING_MS, Math.min(...probe));
   // Back-to-back passes start sized from the cold probe, which only bounds a warm recording's
   // time from above: once a submission has measured the warm rate, a pass that holds fewer
   // recordings than that rate fills is sized again and the submission repeated (a cold probe of
@@ -144,7 +161,8 @@ export async function timeWarm(
   let result: WarmTiming | undefined;
   for (let attempt = 0; attempt < WARM_ATTEMPTS; attempt++) {
     const margin = 1.1 * 1.5 ** attempt;
-    const recordings = warmupMs > 0 ? Math.ceil((margin * warmupMs) / perRecording) : 0;
+    const wanted = warmupMs > 0 ? Math.ceil((margin * warmupMs) / perRecording) : 0;
+    const recordings = Math.min(MAX_WARM_RECORDINGS, wanted);
     const passes = Math.min(WARM_PASSES, recordings);
     const perPass = passes > 0 ? Math.ceil(recordings / passes) : 0;
     const stream = perStream;
@@ -174,12 +192,12 @@ export async function timeWarm(
         }
         : {}),
     };
-    if (passes > 0) perRecording = Math.max(1e-4, warmMs / (passes * perPass));
+    if (passes > 0) perRecording = Math.max(MIN_RECORDING_MS, warmMs / (passes * perPass));
     // Sized again from the warm rate (the last warm pass's; without a warm-up, the timed
     // passes' fastest), it never shrinks: a repeat is only ever for passes that were too short.
     const warmRate = passes > 0 ? lastWarmMs : Math.min(...result.samplesMs);
     if (stream > 0) perStream = Math.max(stream, streamRecordings(streamMs, warmRate));
-    if (warmMs >= warmupMs && perStream === stream) break;
+    if ((warmMs >= warmupMs || recordings < wanted) && perStream === stream) break;
   }
   return result!;
 }
