@@ -18,29 +18,20 @@ shift
 out=${OUT:-bench/results/h200_session42/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
-# tests FILE LIMIT COMMAND...: COMMAND's output, each line stamped, into $out/FILE.
-tests() {
-  local file=$1 limit=$2 t0=$SECONDS
-  shift 2
-  timeout "$limit" "$@" 2>&1 |
-    while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done >"$out/$file"
-  stamp "$file: exit ${PIPESTATUS[0]} in $((SECONDS - t0)) s" \
-    "($(grep -E ' (ok|FAILED) \|' "$out/$file" | tail -1))"
-}
 parallel=(deno test -A --parallel --v8-flags=--expose-gc --doc)
 stamp "$(nproc) cores"
 case $mode in
   suite)
-    tests test.txt 300 "${parallel[@]}"
-    LEAN_TEST_EXHAUSTIVE=1 LEAN_TEST_BACKENDS=webgpu tests test_gpu_webgpu.txt 240 "${parallel[@]}"
+    stamped_tests test.txt 300 "${parallel[@]}"
+    LEAN_TEST_EXHAUSTIVE=1 LEAN_TEST_BACKENDS=webgpu stamped_tests test_gpu_webgpu.txt 240 "${parallel[@]}"
     ;;
   serial)
     export LEAN_TEST_BACKENDS=webgpu
-    tests serial.txt 250 deno task test
-    tests parallel.txt 250 "${parallel[@]}"
+    stamped_tests serial.txt 250 deno task test
+    stamped_tests parallel.txt 250 "${parallel[@]}"
     ;;
   webgpu | dawn)
-    LEAN_TEST_BACKENDS=$mode tests "test_$mode.txt" 500 "${parallel[@]}"
+    LEAN_TEST_BACKENDS=$mode stamped_tests "test_$mode.txt" 500 "${parallel[@]}"
     ;;
   *)
     echo "unknown mode $mode" >&2

@@ -24,15 +24,6 @@ out=${OUT:-bench/results/h200_session44/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
 export LEAN_TEST_EXHAUSTIVE=1
-# tests FILE LIMIT COMMAND...: COMMAND's output, each line stamped, into $out/FILE.
-tests() {
-  local file=$1 limit=$2 t0=$SECONDS
-  shift 2
-  timeout "$limit" "$@" 2>&1 |
-    while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done >"$out/$file"
-  stamp "$file: exit ${PIPESTATUS[0]} in $((SECONDS - t0)) s" \
-    "($(grep -E '(ok|FAILED) \|' "$out/$file" | tail -1))"
-}
 suite=(deno test -A --unstable-webgpu --v8-flags=--expose-gc)
 stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
 case $mode in
@@ -42,7 +33,7 @@ case $mode in
     for part in 0 1 2; do
       mine=()
       for i in "${!files[@]}"; do [ $((i % 3)) -ne "$part" ] || mine+=("${files[$i]}"); done
-      tests "part$part.txt" 560 "${suite[@]}" "${mine[@]}" &
+      stamped_tests "part$part.txt" 560 "${suite[@]}" "${mine[@]}" &
     done
     wait
     ;;
@@ -52,7 +43,7 @@ case $mode in
     export LEAN_TEST_BACKENDS=dawn LEAN_TEST_DAWN_GRID=${LEAN_TEST_DAWN_GRID:-264}
     for f in "${files[@]}"; do
       while [ "$(jobs -rp | wc -l)" -ge 6 ]; do wait -n; done
-      tests "dawn_$(basename "$f" .ts).txt" 90 "${suite[@]}" "$f" &
+      stamped_tests "dawn_$(basename "$f" .ts).txt" 90 "${suite[@]}" "$f" &
     done
     wait
     ;;
@@ -67,15 +58,15 @@ case $mode in
     export LEAN_TEST_BACKENDS=dawn LEAN_TEST_DAWN_GRID=264 LEAN_TEST_TRACE=1
     f=tests/reliability_test.ts
     if [ "${1:-}" = script ]; then
-      LEAN_TEST_TRACE= tests script.txt 60 deno run -A --unstable-webgpu bench/dawn_timing_stall.ts
+      LEAN_TEST_TRACE= stamped_tests script.txt 60 deno run -A --unstable-webgpu bench/dawn_timing_stall.ts
       exit
     fi
-    tests file.txt 75 "${suite[@]}" "$f" &
+    stamped_tests file.txt 75 "${suite[@]}" "$f" &
     if [ "${1:-}" = first ]; then
-      LEAN_TEST_DAWN_GC=1 tests file_gc.txt 75 "${suite[@]}" "$f" &
-      tests alone.txt 75 "${suite[@]}" --filter "timeKernels while decodes" "$f" &
+      LEAN_TEST_DAWN_GC=1 stamped_tests file_gc.txt 75 "${suite[@]}" "$f" &
+      stamped_tests alone.txt 75 "${suite[@]}" --filter "timeKernels while decodes" "$f" &
     else
-      LEAN_TEST_TRACE= tests script.txt 60 deno run -A --unstable-webgpu bench/dawn_timing_stall.ts &
+      LEAN_TEST_TRACE= stamped_tests script.txt 60 deno run -A --unstable-webgpu bench/dawn_timing_stall.ts &
     fi
     wait
     ;;

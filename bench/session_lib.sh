@@ -3,10 +3,11 @@
 # timestamped line into session.log), `run_deno LIMIT FILE ARGS...` (a Deno script under a
 # timeout, its output minus npm warnings into $out/FILE, its exit status stamped) and
 # `run_tests LIMIT FILE TESTS...` (GPU tests through Deno's WebGPU, and their CPU twins, under a
-# timeout into $out/FILE, the summary line stamped), `run_backend_tests` (below) and
-# `sweep_and_pick NAME LIMIT CONFIGS CASES` (a bench/tune.ts sweep of the configurations file over
-# the cases into $out/tune_NAME.json, the table picked from it by bench/pick_table.ts into
-# $out/table_NAME.json, and `table` set to its `--table=` flag, empty if nothing was picked).
+# timeout into $out/FILE, the summary line stamped), `run_backend_tests` and `stamped_tests`
+# (below) and `sweep_and_pick NAME LIMIT CONFIGS CASES` (a bench/tune.ts sweep of the
+# configurations file over the cases into $out/tune_NAME.json, the table picked from it by
+# bench/pick_table.ts into $out/table_NAME.json, and `table` set to its `--table=` flag, empty if
+# nothing was picked).
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 export NO_COLOR=1
@@ -34,6 +35,16 @@ run_backend_tests() {
   LEAN_TEST_BACKENDS=$backend timeout "$limit" deno test -A --unstable-webgpu "$@" \
     >"$out/$file" 2>&1
   stamp "$backend tests exit $? ($(grep -E '^(ok|FAILED) \|' "$out/$file" | tail -1))"
+}
+# `stamped_tests FILE LIMIT COMMAND...`: COMMAND's output under a timeout, each line stamped with
+# its time, into $out/FILE; its exit status, seconds and summary line stamped (sessions 42, 44).
+stamped_tests() {
+  local file=$1 limit=$2 t0=$SECONDS
+  shift 2
+  timeout "$limit" "$@" 2>&1 |
+    while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done >"$out/$file"
+  stamp "$file: exit ${PIPESTATUS[0]} in $((SECONDS - t0)) s" \
+    "($(grep -E '(ok|FAILED) \|' "$out/$file" | tail -1))"
 }
 sweep_and_pick() {
   local name=$1 limit=$2 configs=$3 cases=$4
