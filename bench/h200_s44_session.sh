@@ -16,7 +16,9 @@
 #   dawnstall [first|script]  where that file stalls through Dawn (below; the calls' folders:
 #           dawnstall_first/, dawnstall2/, dawnscript/). rel/ holds the file through Deno's WebGPU
 #           after its change (`LEAN_TEST_EXHAUSTIVE=1 LEAN_TEST_BACKENDS=webgpu deno test -A
-#           --unstable-webgpu --v8-flags=--expose-gc tests/reliability_test.ts`).
+#           --unstable-webgpu --v8-flags=--expose-gc tests/reliability_test.ts`); final/ the timing
+#           and reliability tests through both runtimes and bench/dawn_timing_stall.ts --calls=3
+#           after timeWarm's bound on warm-up recordings (the device call's command, by hand).
 set -u
 mode=${1:?usage: bash bench/h200_s44_session.sh webgpu|dawn|dawnstall [first|script]}
 shift
