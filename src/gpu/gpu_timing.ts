@@ -101,7 +101,7 @@ export interface WarmTiming {
 }
 
 /** Passes the warm-up is cut into (each timestamped, each several recordings). */
-const WARM_PASSES = 24;
+export const WARM_PASSES = 24;
 
 /** Submissions `timeWarm` makes at most to reach its warm-up time. */
 export const WARM_ATTEMPTS = 6;
