@@ -28,9 +28,16 @@ import { registerDawn } from "./src/gpu/gpu_runtime.ts";
 
 /**
  * Dawn instance toggles. Timestamps are otherwise quantised (to 65.5 us, seen on lavapipe), too
- * coarse for kernel timing. No `shader-f16` toggle is needed: KV halves are unpacked from `u32`.
+ * coarse for kernel timing. Dawn withholds `shader-f16` from NVIDIA's Vulkan drivers unless
+ * `vulkan_enable_f16_on_nvidia` is on (f16 conformance failures it has not looked into); the
+ * kernels need f16 only for the opt-in `kernel: { halfMath: true }` (KV halves are otherwise
+ * unpacked from `u32`), which through Dawn on an H200 then takes GQA 32/8 128k from 90.3% to
+ * 93.3% of its roofline (bench/notes.md, session 45).
  */
-const DAWN_OPTIONS: string[] = ["disable-dawn-features=timestamp_quantization"];
+const DAWN_OPTIONS: string[] = [
+  "disable-dawn-features=timestamp_quantization",
+  "enable-dawn-features=vulkan_enable_f16_on_nvidia",
+];
 
 let instance: Promise<GPU> | undefined;
 

@@ -47,7 +47,10 @@ async function describe(name: string, gpu: GPU | undefined): Promise<void> {
 await describe("deno webgpu", navigator.gpu);
 try {
   const { create } = await import("webgpu");
-  await describe("dawn", create(["enable-dawn-features=allow_unsafe_apis"]) as GPU);
+  await describe(
+    "dawn",
+    create(["enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia"]) as GPU,
+  );
 } catch (e) {
   console.log(`dawn: ${e}`);
 }
