@@ -11,7 +11,8 @@
 #          also with f16 keys (`intDots: false`); `halfMath` through Deno's WebGPU beside them. Every kernel checked against float64 (`--check`), grid 264.
 #   hmma   the f16 matrix-unit prototype (bench/proto_hmma.ts; arguments after the mode go to it):
 #          hmma/ as it is, hmma_unsafe/ with `--dawn-features=disable_robustness
-#          '--only=qLen4|mqa|mla b1'`.
+#          '--only=qLen4|mqa|mla b1'`; hmma2/ the unrolled kernels and scaled remainders
+#          (`hmma '--only=qLen4|gqa32/8 128k|mqa|mla b1'`).
 #   verify `halfMath` through Dawn over more cases, and the kernel option tests through both
 #          runtimes (below).
 set -u
