@@ -75,7 +75,8 @@ export interface KernelSpec {
    * then into the f32 output state. Fewer multiply-adds, at about f16's precision (relative
    * errors of the output near 1e-3 instead of 1e-6); on Deno's WebGPU the bytes reach f16 through
    * conversions (its compiler has no bitcast to f16), which take back most of the gain
-   * (bench/notes.md, session 33). E5M2 (whose codes reach 57344, beyond what a sum of f16 terms
+   * (bench/notes.md, session 33; through Dawn, whose compiler has the bitcast, the H200 ran no
+   * faster with it, session 45). E5M2 (whose codes reach 57344, beyond what a sum of f16 terms
    * holds) and f32/bf16 keep the f32 path. Ignores `queryShared`. Default false.
    */
   readonly halfMath?: boolean;
