@@ -13,8 +13,17 @@
  * small shapes, then each case timed (after 400 ms of warm passes; alone and back to back) beside
  * the library's lean decode of the benchmark case of the same shape on the same device.
  *
+ * State (session 45, H200, bench/notes.md): every variant is 1.5-5x slower than the library's f32
+ * kernels on the same Dawn device (qLen 4 GQA 16k 0.095 against 0.061 ms, MLA b1 32k 1.99 against
+ * 0.43); the f16 variants match their emulation (about 2e-4), the split ones do not (the weights'
+ * remainders computed in the kernel add nothing on the GPU).
+ *
+ * `--emulate`: the kernel's arithmetic on the CPU (pieces, tiles, f16 rounding of queries and
+ * weights, split or not) against float64, on the check shapes: what each variant's error should be.
+ *
  * Usage: deno run -A --unstable-webgpu --v8-flags=--expose-gc bench/proto_hmma.ts
- *        [--only=REGEX] [--out=FILE] [--print] [--no-twins] [--dawn-features=TOGGLES]
+ *        [--emulate] [--only=REGEX] [--out=FILE] [--print] [--no-twins]
+ *        [--dawn-features=TOGGLES]
  */
 
 import { create } from "webgpu";
@@ -189,9 +198,82 @@ const CASES: { name: string; twin: string; shape: Shape; splits: number[] }[] = 
   },
 ];
 
+/**
+ * The kernel's arithmetic on the CPU: its pieces and tiles of `T` tokens, queries and weights
+ * rounded to f16 (with `split`, plus their f16 remainders scaled by `LO_SCALE`), products and sums
+ * in float64 (the matrix units' exact products and f32 sums, less their f32 rounding).
+ */
+function emulate(s: Shape, splits: number, data: Data, T: number, split: boolean): Float32Array {
+  const k = new Float16Array(data.k.buffer), v = new Float16Array(data.v.buffer);
+  const h16 = Math.f16round, scale = Math.LOG2E / Math.sqrt(s.DK);
+  const parts = (x: number): [number, number] => {
+    const hi = h16(x);
+    return [hi, split ? h16((x - hi) * LO_SCALE) / LO_SCALE : 0];
+  };
+  const rbs = rowBlocks(s), stride = pieceFloats(s), chunk = Math.ceil(s.n / splits);
+  const out = new Float32Array(s.seqs * s.hkv * rbs * splits * stride);
+  for (let seq = 0; seq < s.seqs; seq++) {
+    for (let h = 0; h < s.hkv; h++) {
+      for (let r = 0; r < s.rows; r++) {
+        const qAt = ((seq * s.hkv + h) * s.rows + r) * s.DK;
+        const q = Array.from({ length: s.DK }, (_, d) => parts(data.q[qAt + d]));
+        for (let sp = 0; sp < splits; sp++) {
+          const t0 = Math.min(s.n, sp * chunk), t1 = Math.min(s.n, t0 + chunk);
+          const base = (((seq * s.hkv + h) * rbs + Math.floor(r / 16)) * splits + sp) * stride;
+          let m = -3e38, l = 0;
+          const o = new Float64Array(s.DV);
+          for (let t = t0; t < t1; t += T) {
+            const x: number[] = [];
+            for (let i = t; i < Math.min(t1, t + T); i++) {
+              const kAt = ((seq * s.n + i) * s.hkv + h) * s.DK;
+              let hi = 0, lo = 0;
+              for (let d = 0; d < s.DK; d++) {
+                hi += q[d][0] * k[kAt + d];
+                lo += q[d][1] * k[kAt + d];
+              }
+              x.push((hi + lo) * scale);
+            }
+            const mNew = Math.max(m, ...x), alpha = 2 ** (m - mNew);
+            m = mNew;
+            l *= alpha;
+            for (let d = 0; d < s.DV; d++) o[d] *= alpha;
+            x.forEach((xi, j) => {
+              const p = 2 ** (xi - mNew), [hi, lo] = parts(p);
+              l += p;
+              const vAt = ((seq * s.n + t + j) * s.hkv + h) * s.DV;
+              for (let d = 0; d < s.DV; d++) o[d] += (hi + lo) * v[vAt + d];
+            });
+          }
+          out.set(o, base + (r % 16) * s.DV);
+          out[base + 16 * s.DV + (r % 16)] = m;
+          out[base + 16 * s.DV + 16 + (r % 16)] = l;
+        }
+      }
+    }
+  }
+  return out;
+}
+
 const only = new RegExp(Deno.args.find((a) => a.startsWith("--only="))?.slice(7) ?? ".");
 const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
 const twins = !Deno.args.includes("--no-twins");
+
+if (Deno.args.includes("--emulate")) {
+  for (const { shape, splits } of CHECKS) {
+    for (const sp of splits) {
+      const data = makeData(shape, sp * 11 + shape.rows);
+      const want = reference(shape, data);
+      const errs = [false, true].map((split) =>
+        relativeL2(merge(emulate(shape, sp, data, 64, split), shape, sp), want).toExponential(2)
+      );
+      console.log(
+        `emulated ${JSON.stringify(shape)} splits ${sp}: relative L2 ${errs[0]} (f16), ` +
+          `${errs[1]} (split)`,
+      );
+    }
+  }
+  Deno.exit(0);
+}
 
 if (Deno.args.includes("--print")) {
   console.log(hmmaWGSL({ DK: 128, DV: 128, T: 32, split: true, unroll: true, syntax: "template" }));

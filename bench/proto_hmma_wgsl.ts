@@ -22,7 +22,8 @@
  * `split`: queries and weights also enter as their f16 remainders scaled by 2^12 (`x = hi +
  * 2^-12 lo`; scaled, the remainders stay clear of f16's subnormals), into result matrices of
  * their own, joined in f32 in workgroup memory: about 22-bit products, f32 grade, for twice the
- * products. Without it they carry f16 rounding (about 1e-4 relative on random data), as
+ * products (on the CPU: `bench/proto_hmma.ts --emulate`; on the H200 the weights' remainders
+ * computed here added nothing, session 45). Without it they carry f16 rounding (about 1e-4 relative on random data), as
  * FlashAttention's f16 kernels do. `unroll`: every load of a 16-token block (and the query
  * matrices, at head dims up to 128, once per piece) issued before its products, so they are in
  * flight together.
