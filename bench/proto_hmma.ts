@@ -26,13 +26,12 @@
  *        [--dawn-features=TOGGLES]
  */
 
-import { create } from "webgpu";
 import { createDecoder } from "../mod.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { loadCases } from "./bench_cases.ts";
 import { makeBenchInput, randomHalves } from "./bench_input.ts";
 import { mulberry32 } from "./random.ts";
-import { protoKernel, relativeL2, runOnce } from "./proto_lib.ts";
+import { compileErrors, dawnMatrixDevice, protoKernel, relativeL2, runOnce } from "./proto_lib.ts";
 import { type HmmaConfig, hmmaWGSL, LO_SCALE, PARAM_BYTES } from "./proto_hmma_wgsl.ts";
 
 /** One problem: `seqs` sequences of `n` tokens, `hkv` KV heads of `rows` query rows each. */
@@ -164,35 +163,30 @@ const CHECKS: { shape: Shape; splits: number[] }[] = [
   { shape: { seqs: 1, n: 70, hkv: 1, rows: 128, DK: 576, DV: 512 }, splits: [1] },
 ];
 
-/** The timed cases, each with the benchmark case the library decodes beside it. */
-const CASES: { name: string; twin: string; shape: Shape; splits: number[] }[] = [
+/** The timed cases, each named as the benchmark case the library decodes beside it. */
+const CASES: { name: string; shape: Shape; splits: number[] }[] = [
   {
     name: "qLen4 gqa 16k",
-    twin: "qLen4 gqa 16k",
     shape: { seqs: 1, n: 16384, hkv: 8, rows: 16, DK: 128, DV: 128 },
     splits: [33, 66],
   },
   {
     name: "gqa32/8 128k",
-    twin: "gqa32/8 128k",
     shape: { seqs: 1, n: 131072, hkv: 8, rows: 4, DK: 128, DV: 128 },
     splits: [33, 66],
   },
   {
     name: "mqa h128/1 b1 32k",
-    twin: "mqa h128/1 b1 32k",
     shape: { seqs: 1, n: 32768, hkv: 1, rows: 128, DK: 128, DV: 128 },
     splits: [33, 66],
   },
   {
     name: "mla b1 32k",
-    twin: "mla b1 32k",
     shape: { seqs: 1, n: 32768, hkv: 1, rows: 128, DK: 576, DV: 512 },
     splits: [17, 33],
   },
   {
     name: "mla b8 32k",
-    twin: "mla b8 32k",
     shape: { seqs: 8, n: 32768, hkv: 1, rows: 128, DK: 576, DV: 512 },
     splits: [4, 8],
   },
@@ -282,32 +276,13 @@ if (Deno.args.includes("--print")) {
 
 /** `--dawn-features=a,b`: more Dawn toggles turned on (e.g. `disable_robustness`). */
 const extra = Deno.args.find((a) => a.startsWith("--dawn-features="))?.slice(16);
-const gpu = create([
-  `enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia${extra ? `,${extra}` : ""}`,
-  "disable-dawn-features=timestamp_quantization",
-]) as GPU;
-const adapter = (await gpu.requestAdapter({ powerPreference: "high-performance" }))!;
-const info = adapter.info as unknown as Record<string, unknown>;
-console.log(`adapter: ${info.vendor} ${info.architecture} ${info.device} ${info.description}`);
-const wanted = [
-  "timestamp-query",
-  "subgroups",
-  "shader-f16",
-  "chromium-experimental-subgroup-matrix",
-] as GPUFeatureName[];
-const l = adapter.limits;
-const device = await adapter.requestDevice({
-  requiredFeatures: wanted.filter((f) => adapter.features.has(f)),
-  requiredLimits: {
-    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
-    maxBufferSize: l.maxBufferSize,
-    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
-    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
-    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
-  },
-});
-console.log(`device features: ${[...device.features].sort().join(", ")}`);
+const device = await dawnMatrixDevice(
+  [
+    `enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia${extra ? `,${extra}` : ""}`,
+    "disable-dawn-features=timestamp_quantization",
+  ],
+  ["timestamp-query", "subgroups", "shader-f16", "chromium-experimental-subgroup-matrix"],
+);
 
 type Variant = Omit<HmmaConfig, "DK" | "DV">;
 
@@ -356,18 +331,12 @@ try {
   // Which call syntax compiles (errors printed; the deprecated one warns).
   let syntax: HmmaConfig["syntax"] | undefined;
   for (const sx of ["template", "bool"] as const) {
-    const module = device.createShaderModule({
-      code: hmmaWGSL({ DK: 576, DV: 512, T: 64, split: true, unroll: true, syntax: sx }),
-    });
-    const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === "error");
-    console.log(
-      `syntax ${sx}: ${
-        errors.length
-          ? errors.map((e) => `${e.lineNum}:${e.linePos} ${e.message}`).join("\n  ")
-          : "compiles"
-      }`,
+    const errors = await compileErrors(
+      device,
+      hmmaWGSL({ DK: 576, DV: 512, T: 64, split: true, unroll: true, syntax: sx }),
     );
-    if (!errors.length) {
+    console.log(`syntax ${sx}: ${errors || "compiles"}`);
+    if (!errors) {
       syntax = sx;
       break;
     }
@@ -391,9 +360,9 @@ try {
   const cases = await loadCases();
   const rows = await loadCases(new URL("./cases_rows.json", import.meta.url)).catch(() => []);
   const results = [];
-  for (const { name, twin, shape: s, splits } of CASES.filter((c) => only.test(c.name))) {
+  for (const { name, shape: s, splits } of CASES.filter((c) => only.test(c.name))) {
     const cells: string[] = [];
-    const bench = [...cases, ...rows].find((c) => c.name === twin);
+    const bench = [...cases, ...rows].find((c) => c.name === name);
     if (twins && bench) {
       const decoder = await createDecoder({ backend: "webgpu", device });
       try {

@@ -26,12 +26,18 @@
  * (`--twins`: the library's lean decode of each case too, int8 and f16.)
  */
 
-import { create } from "webgpu";
 import type { DecodeInput } from "../mod.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
 import { installDispatchFilter } from "./diag_lib.ts";
 import { mulberry32 } from "./random.ts";
-import { protoKernel, relativeL2, runOnce, timeLeanTwins } from "./proto_lib.ts";
+import {
+  compileErrors,
+  dawnMatrixDevice,
+  protoKernel,
+  relativeL2,
+  runOnce,
+  timeLeanTwins,
+} from "./proto_lib.ts";
 import { type ImmaConfig, immaWGSL } from "./proto_imma_wgsl.ts";
 import {
   decodeInput,
@@ -106,36 +112,10 @@ if (Deno.args.includes("--emulate")) {
   Deno.exit(0);
 }
 
-const gpu = create([
-  "enable-dawn-features=allow_unsafe_apis",
-  "disable-dawn-features=timestamp_quantization",
-]) as GPU;
-const adapter = (await gpu.requestAdapter({ powerPreference: "high-performance" }))!;
-const info = adapter.info as unknown as Record<string, unknown>;
-console.log(`adapter: ${info.vendor} ${info.architecture} ${info.device} ${info.description}`);
-for (const c of (info.subgroupMatrixConfigs ?? []) as Record<string, unknown>[]) {
-  console.log(
-    `  subgroup matrix: ${
-      ["componentType", "resultComponentType", "M", "N", "K"].map((k) => `${k} ${c[k]}`).join(", ")
-    }`,
-  );
-}
-const wanted = [
-  "timestamp-query",
-  "subgroups",
-  "chromium-experimental-subgroup-matrix",
-] as GPUFeatureName[];
-const l = adapter.limits;
-const device = await adapter.requestDevice({
-  requiredFeatures: wanted.filter((f) => adapter.features.has(f)),
-  requiredLimits: {
-    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
-    maxBufferSize: l.maxBufferSize,
-    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
-  },
-});
-console.log(`device features: ${[...device.features].sort().join(", ")}`);
+const device = await dawnMatrixDevice(
+  ["enable-dawn-features=allow_unsafe_apis", "disable-dawn-features=timestamp_quantization"],
+  ["timestamp-query", "subgroups", "chromium-experimental-subgroup-matrix"],
+);
 
 type Variant = Omit<ImmaConfig, "D" | "G">;
 
@@ -193,18 +173,9 @@ try {
   // Which call syntaxes this Dawn takes (compile errors printed; the deprecated one warns).
   const syntaxes: ImmaConfig["syntax"][] = [];
   for (const sx of ["template4", "bool"] as const) {
-    const module = device.createShaderModule({
-      code: immaWGSL({ D: 128, G: 4, syntax: sx, tau: 3 }),
-    });
-    const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === "error");
-    console.log(
-      `syntax ${sx}: ${
-        errors.length
-          ? errors.map((e) => `${e.lineNum}:${e.linePos} ${e.message}`).join("\n  ")
-          : "compiles"
-      }`,
-    );
-    if (!errors.length) syntaxes.push(sx);
+    const errors = await compileErrors(device, immaWGSL({ D: 128, G: 4, syntax: sx, tau: 3 }));
+    console.log(`syntax ${sx}: ${errors || "compiles"}`);
+    if (!errors) syntaxes.push(sx);
   }
   if (!syntaxes.length) throw new Error("no call syntax compiles");
 

@@ -9,6 +9,7 @@
  */
 
 import { createDecoder, type DecodeInput } from "../mod.ts";
+import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import type { installDispatchFilter } from "./diag_lib.ts";
 
 /** A prototype kernel bound to its buffers: `record` dispatches it into a compute pass. */
@@ -149,4 +150,37 @@ export async function timeLeanTwins(
     await decoder.dispose();
   }
   return out;
+}
+
+/**
+ * Dawn's high-performance adapter (instance `toggles` as npm `webgpu` takes them) and a device as
+ * the library requests one (the adapter's limits, subgroups), with `features` too where the
+ * adapter lists them, for the subgroup-matrix prototypes (bench/proto_imma.ts,
+ * bench/proto_hmma.ts); the adapter, its subgroup-matrix configurations and the device's features
+ * printed. Dawn is imported here only when called.
+ */
+export async function dawnMatrixDevice(
+  toggles: string[],
+  features: string[],
+): Promise<GPUDevice> {
+  const { create } = await import("webgpu");
+  const gpu = create(toggles) as GPU;
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new Error("Dawn found no adapter");
+  const info = adapter.info as unknown as Record<string, unknown>;
+  console.log(`adapter: ${info.vendor} ${info.architecture} ${info.device} ${info.description}`);
+  for (const c of (info.subgroupMatrixConfigs ?? []) as Record<string, unknown>[]) {
+    const fields = ["componentType", "resultComponentType", "M", "N", "K"];
+    console.log(`  subgroup matrix: ${fields.map((k) => `${k} ${c[k]}`).join(", ")}`);
+  }
+  const device = await requestDevice(adapter, features);
+  console.log(`device features: ${[...device.features].sort().join(", ")}`);
+  return device;
+}
+
+/** A WGSL module's compile errors on `device`, one per line ("" when it compiles). */
+export async function compileErrors(device: GPUDevice, code: string): Promise<string> {
+  const module = device.createShaderModule({ code });
+  const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === "error");
+  return errors.map((e) => `${e.lineNum}:${e.linePos} ${e.message}`).join("\n  ");
 }

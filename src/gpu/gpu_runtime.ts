@@ -123,14 +123,19 @@ export function summarizeAdapter(info: GPUAdapterInfo | undefined): AdapterSumma
 const OPTIONAL_FEATURES = ["timestamp-query", "shader-f16"] as GPUFeatureName[];
 
 /**
- * Requests a device with the adapter's own limits (not the defaults) and useful features.
+ * Requests a device with the adapter's own limits (not the defaults) and useful features, and
+ * `extraFeatures` (e.g. a prototype's experimental ones) where the adapter lists them.
  * `subgroups` is asked for even when the adapter does not list it: Deno's WebGPU grants it on
  * GPUs whose Vulkan driver has subgroup operations without listing it; a refusal just means
  * the kernels reduce through workgroup memory.
  */
-export async function requestDevice(adapter: GPUAdapter): Promise<GPUDevice> {
+export async function requestDevice(
+  adapter: GPUAdapter,
+  extraFeatures: readonly string[] = [],
+): Promise<GPUDevice> {
   const l = adapter.limits;
-  const features = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
+  const features = [...OPTIONAL_FEATURES, ...extraFeatures as GPUFeatureName[]]
+    .filter((f) => adapter.features.has(f));
   const descriptor = (requiredFeatures: GPUFeatureName[]): GPUDeviceDescriptor => ({
     requiredFeatures,
     requiredLimits: {
