@@ -152,6 +152,8 @@ export async function timeLeanTwins(
   return out;
 }
 
+const dawnInstances: GPU[] = [];
+
 /**
  * Dawn's high-performance adapter (instance `toggles` as npm `webgpu` takes them) and a device as
  * the library requests one (the adapter's limits, subgroups), with `features` too where the
@@ -165,6 +167,9 @@ export async function dawnMatrixDevice(
 ): Promise<GPUDevice> {
   const { create } = await import("webgpu");
   const gpu = create(toggles) as GPU;
+  // Kept for the process's life: once the instance is collected, the next call into its device
+  // crashed the process (session 46, on the H200: a prototype's second kernel run).
+  dawnInstances.push(gpu);
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new Error("Dawn found no adapter");
   const info = adapter.info as unknown as Record<string, unknown>;
