@@ -59,6 +59,23 @@ export const LO_SCALE = 4096;
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const join = (n: number, f: (i: number) => string, sep = "\n") => range(n).map(f).join(sep);
 
+/**
+ * The start of both kernels' `main`: which piece a workgroup takes, its tokens, and which 128
+ * dims of V (`ndb` blocks of them per head).
+ */
+export function pieceWGSL(ndb: number): string {
+  return `  // Workgroup = (((seq * hkv + head) * row blocks + row block) * splits + split) * NDB + dims.
+  let piece = wid.x / ${ndb}u;
+  let dsub = wid.x % ${ndb}u;
+  let rblocks = (P.rows + 15u) / 16u;
+  let split = piece % P.splits;
+  let rb = (piece / P.splits) % rblocks;
+  let head = (piece / (P.splits * rblocks)) % P.hkv;
+  let seq = piece / (P.splits * rblocks * P.hkv);
+  let t_begin = min(P.n, split * P.chunk);
+  let t_end = min(P.n, t_begin + P.chunk);`;
+}
+
 export function hmmaWGSL(c: HmmaConfig): string {
   const { DK, DV, T, split } = c;
   if (DK % 16 || DV % 128 || T % 16 || T < 16) throw new RangeError(JSON.stringify(c));
@@ -176,16 +193,7 @@ var<workgroup> alpha_wg: array<f32, 16>;
 
 @compute @workgroup_size(32)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lane: u32) {
-  // Workgroup = (((seq * hkv + head) * row blocks + row block) * splits + split) * NDB + dims.
-  let piece = wid.x / ${NDB}u;
-  let dsub = wid.x % ${NDB}u;
-  let rblocks = (P.rows + 15u) / 16u;
-  let split = piece % P.splits;
-  let rb = (piece / P.splits) % rblocks;
-  let head = (piece / (P.splits * rblocks)) % P.hkv;
-  let seq = piece / (P.splits * rblocks * P.hkv);
-  let t_begin = min(P.n, split * P.chunk);
-  let t_end = min(P.n, t_begin + P.chunk);
+${pieceWGSL(NDB)}
   // The block's query rows: f16 [seq][kv head][row (padded to blocks of 16)][dim], their scaled
   // f16 remainders P.q_lo halves further on.
   let qb = ((seq * P.hkv + head) * rblocks + rb) * ${16 * DK}u;

@@ -50,6 +50,8 @@ export interface WideConfig {
   kLeft?: boolean;
 }
 
+import { pieceWGSL } from "./proto_hmma_wgsl.ts";
+
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const join = (n: number, f: (i: number) => string, sep = "\n") => range(n).map(f).join(sep);
 
@@ -194,16 +196,7 @@ var<workgroup> kv_wg: array<f16, ${T * KS}>;`
 
 @compute @workgroup_size(${THREADS})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  // Workgroup = (((seq * hkv + head) * row blocks + row block) * splits + split) * NDB + dims.
-  let piece = wid.x / ${NDB}u;
-  let dsub = wid.x % ${NDB}u;
-  let rblocks = (P.rows + 15u) / 16u;
-  let split = piece % P.splits;
-  let rb = (piece / P.splits) % rblocks;
-  let head = (piece / (P.splits * rblocks)) % P.hkv;
-  let seq = piece / (P.splits * rblocks * P.hkv);
-  let t_begin = min(P.n, split * P.chunk);
-  let t_end = min(P.n, t_begin + P.chunk);
+${pieceWGSL(NDB)}
   let sg = lid / 32u;${
     c.skip?.includes("scores") ? "\n  _ = kc[0]; // bound, though its part is left out" : ""
   }${c.skip?.includes("values") ? "\n  _ = vc[0];" : ""}
