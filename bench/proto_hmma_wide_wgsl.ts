@@ -20,6 +20,8 @@
  * @module
  */
 
+import { pieceWGSL } from "./proto_hmma_wgsl.ts";
+
 /** A wide configuration: head dims, tokens per tile, subgroups per workgroup. */
 export interface WideConfig {
   /** Head dim of K (a multiple of 16). */
@@ -49,8 +51,6 @@ export interface WideConfig {
    */
   kLeft?: boolean;
 }
-
-import { pieceWGSL } from "./proto_hmma_wgsl.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const join = (n: number, f: (i: number) => string, sep = "\n") => range(n).map(f).join(sep);
