@@ -10,8 +10,12 @@
 #   staged the wide kernel with K/V tiles staged through workgroup memory (see below).
 #   parts  the wide kernel with each part of its tile's work left out in turn (see below).
 #   kleft  scores with K as the left matrices (see below).
-#   probe  each kernel variant made and run once in its own process (`--probe`), to find which
-#          crashes (the first `wide` run ended in a segmentation fault after its compile check).
+#   probe  each kernel variant made and run in its own process (`--probe`), to find which
+#          crashed (the first `wide` runs ended in a segmentation fault at their second kernel
+#          run: the prototypes' Dawn instance, collected; bench/proto_lib.ts keeps it since).
+# `wide` ran into its 400 s limit before its last case (MLA b8 32k); results/wide_crash holds
+# the first crashed run, probe/ the first `probe` (one run per variant, also W 4 with prefetch
+# and W 8), probe2/ the second (three runs and one at two splits per variant).
 set -u
 mode=${1:?usage: bash bench/h200_s46_session.sh wide|probe|staged|parts|kleft}
 shift
@@ -61,8 +65,8 @@ case $mode in
       --only='qLen4|gqa32/8 128k|mqa' --no-twins --out="$out/hmma.json" "$@"
     ;;
   probe)
-    # Each variant's pipeline made and run once in its own process (`--probe`): session 45's
-    # kernel, then the wide one at 1, 2 and 4 subgroups, with and without prefetch.
+    # Each variant's pipeline made in its own process (`--probe`) and run three times, then at
+    # two splits: session 45's kernel, then the wide one at 1, 2 and 4 subgroups.
     i=0
     for v in '{"T":64,"split":false,"unroll":true,"syntax":"template"}' '{"T":16,"W":1}' \
       '{"T":64,"W":1}' '{"T":32,"W":2}' '{"T":64,"W":4}'; do

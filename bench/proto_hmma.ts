@@ -192,15 +192,10 @@ if (probe) {
 }
 
 try {
-  // Which call syntax compiles (errors printed; the deprecated one warns).
-  let syntax: HmmaConfig["syntax"] | undefined;
-  // (Not with `--wide`, whose kernels take the template syntax: on the H200 a wide kernel's first
-  // run crashed Dawn after this probe's compiles, and ran when made alone, session 46.)
-  for (const sx of wide ? ["template" as const] : ["template", "bool"] as const) {
-    if (wide) {
-      syntax = sx;
-      break;
-    }
+  // Which call syntax compiles (errors printed; the deprecated one warns). The wide kernels take
+  // the template syntax, so `--wide` skips the probe.
+  let syntax: HmmaConfig["syntax"] | undefined = wide ? "template" : undefined;
+  for (const sx of wide ? [] : ["template", "bool"] as const) {
     const errors = await compileErrors(
       device,
       hmmaWGSL({ DK: 576, DV: 512, T: 64, split: true, unroll: true, syntax: sx }),
