@@ -10,6 +10,7 @@
 #   staged the wide kernel with K/V tiles staged through workgroup memory (see below).
 #   parts  the wide kernel with each part of its tile's work left out in turn (see below).
 #   kleft  scores with K as the left matrices (see below).
+#   sass   the wide kernel's SPIR-V and the driver's compiled code (not run yet; see below).
 #   probe  each kernel variant made and run in its own process (`--probe`), to find which
 #          crashed (the first `wide` runs ended in a segmentation fault at their second kernel
 #          run: the prototypes' Dawn instance, collected; bench/proto_lib.ts keeps it since).
@@ -17,7 +18,7 @@
 # the first crashed run, probe/ the first `probe` (one run per variant, also W 4 with prefetch
 # and W 8), probe2/ the second (three runs and one at two splits per variant).
 set -u
-mode=${1:?usage: bash bench/h200_s46_session.sh wide|probe|staged|parts|kleft}
+mode=${1:?usage: bash bench/h200_s46_session.sh wide|probe|staged|parts|kleft|sass}
 shift
 out=${OUT:-bench/results/h200_session46/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -63,6 +64,18 @@ case $mode in
     v+='{"T":128,"W":4,"kLeft":true,"skip":["softmax","values","acc"],"tolerance":1e30}]'
     run_deno 100 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1 \
       --only='qLen4|gqa32/8 128k|mqa' --no-twins --out="$out/hmma.json" "$@"
+    ;;
+  sass)
+    # Not run yet (written after session 46's last device call): what Tint and NVIDIA's driver
+    # make of the wide kernel's matrix loads. Dawn prints Tint's SPIR-V with its `dump_shaders`
+    # toggle (spirv.txt; checked on lavapipe), and the driver's own shader cache, pointed at a
+    # fresh folder, keeps what it compiled (glcache.tgz, for bench/sass_from_cache.py or by hand).
+    work=$(mktemp -d)
+    __GL_SHADER_DISK_CACHE=1 __GL_SHADER_DISK_CACHE_PATH="$work" \
+      __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1 run_deno 60 spirv.txt bench/proto_hmma.ts \
+      --probe='{"T":128,"W":4}' --dawn-features=dump_shaders
+    tar -czf "$out/glcache.tgz" -C "$work" .
+    stamp "glcache: $(find "$work" -type f | wc -l) files"
     ;;
   probe)
     # Each variant's pipeline made in its own process (`--probe`) and run three times, then at
