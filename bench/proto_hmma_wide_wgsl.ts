@@ -20,7 +20,7 @@
  * @module
  */
 
-import { pieceWGSL } from "./proto_hmma_wgsl.ts";
+import { LO_SCALE, pieceWGSL } from "./proto_hmma_wgsl.ts";
 
 /** A wide configuration: head dims, tokens per tile, subgroups per workgroup. */
 export interface WideConfig {
@@ -50,6 +50,15 @@ export interface WideConfig {
    * the queries as right ones, S^T stored column-major. Head dims up to 128, not staged.
    */
   kLeft?: boolean;
+  /**
+   * Split precision (session 47): queries and weights also enter as their f16 remainders scaled
+   * by 2^12 (`x = hi + 2^-12 lo`), into result matrices of their own, joined in f32. The
+   * weights' high parts are taken from their bits (the low 13 mantissa bits masked off, so
+   * exact in f16) rather than by rounding to f16 and back: session 45's kernel computed the
+   * remainder as `p - f32(f16(p))`, and on the H200 that added nothing (folded away,
+   * presumably). Not with `staged`, `prefetch` or `kLeft`.
+   */
+  split?: boolean;
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -67,6 +76,11 @@ export function hmmaWideWGSL(c: WideConfig): string {
   const kLeft = c.kLeft ?? false;
   if (kLeft && (staged || c.prefetch || !keepQ)) throw new RangeError(JSON.stringify(c));
   if (staged && (DK > 128 || c.prefetch)) throw new RangeError(JSON.stringify(c));
+  const split = c.split ?? false;
+  if (split && (staged || kLeft || c.prefetch)) throw new RangeError(JSON.stringify(c));
+  // Result matrices per product: the high parts', and with `split` the remainders'.
+  const NP = split ? 2 : 1;
+  const LO = (1 / LO_SCALE).toString();
   const prefetch = (c.prefetch ?? false) && KB <= 8;
   const KS = 136; // staged rows' stride in halves
   const keep = (part: "scores" | "softmax" | "values" | "acc", text: string) =>
@@ -78,11 +92,11 @@ export function hmmaWideWGSL(c: WideConfig): string {
     `subgroupMatrixLoad<${type}, ${col ? "col_major" : "row_major"}>(${ptr}, ${off}, ${stride})`;
   const store = (ptr: string, off: string, m: string, stride: string) =>
     `subgroupMatrixStore<row_major>(${ptr}, ${off}, ${m}, ${stride})`;
-  const qLeft = (kk: number) =>
+  const qLeft = (kk: number, lo = false) =>
     kLeft
       ? load(R, "&qh", `qb + ${16 * kk}u`, true, `${DK}u`)
-      : load(L, "&qh", `qb + ${16 * kk}u`, false, `${DK}u`);
-  const q = (kk: number) => (keepQ ? `q${kk}` : qLeft(kk));
+      : load(L, "&qh", `${lo ? "P.q_lo + " : ""}qb + ${16 * kk}u`, false, `${DK}u`);
+  const q = (kk: number, lo = false) => (keepQ ? `q${lo ? "l" : ""}${kk}` : qLeft(kk, lo));
   // The K row of token block `jb` of the tile at `t`.
   const kRow = (t: string, jb: string) =>
     `((seq * P.n + ${t} + 16u * ${jb}) * P.hkv + head) * ${DK}u`;
@@ -125,18 +139,22 @@ ${join(KB, (kk) => `      let kr${kk} = ${kRight("kb", kk)};`)}`;
     const kr = (kk: number) => (prefetch && i === 0 ? `kn${kk}` : `kr${kk}`);
     return `    {
 ${loads}
-      var s = ${S}();
+      var s = ${S}();${split ? `\n      var sl = ${S}();` : ""}
 ${
       join(KB, (kk) =>
         `      s = subgroupMatrixMultiplyAccumulate(${
           kLeft ? `${kr(kk)}, ${q(kk)}` : `${q(kk)}, ${kr(kk)}`
-        }, s);`)
+        }, s);${
+          split
+            ? `\n      sl = subgroupMatrixMultiplyAccumulate(${q(kk, true)}, ${kr(kk)}, sl);`
+            : ""
+        }`)
     }
       ${
       kLeft
         ? `subgroupMatrixStore<col_major>(&s_wg, 16u * ${jb}, s, ${T}u)`
         : store("&s_wg", `16u * ${jb}`, "s", `${T}u`)
-    };
+    };${split ? `\n      ${store("&s_wg", `${16 * T}u + 16u * ${jb}`, "sl", `${T}u`)};` : ""}
     }`;
   };
   // Value blocks: this subgroup's 16-dim blocks sg + W i of the workgroup's 128, to o_wg.
@@ -155,14 +173,22 @@ ${
           )
         };`)
     }
-      var o = ${S}();
+      var o = ${S}();${split ? `\n      var ol = ${S}();` : ""}
 ${
       join(TB, (tb) =>
         `      o = subgroupMatrixMultiplyAccumulate(${
           load(L, "&p_wg", `${16 * tb}u`, false, `${T}u`)
-        }, vr${tb}, o);`)
+        }, vr${tb}, o);${
+          split
+            ? `\n      ol = subgroupMatrixMultiplyAccumulate(${
+              load(L, "&p_wg", `${16 * T + 16 * tb}u`, false, `${T}u`)
+            }, vr${tb}, ol);`
+            : ""
+        }`)
     }
-      ${store("&o_wg", `16u * ${db}`, "o", "128u")};
+      ${store("&o_wg", `16u * ${db}`, "o", "128u")};${
+      split ? `\n      ${store("&o_wg", `2048u + 16u * ${db}`, "ol", "128u")};` : ""
+    }
     }`;
   };
   const prefetchNext = prefetch
@@ -184,9 +210,9 @@ struct Params { n: u32, chunk: u32, hkv: u32, splits: u32, rows: u32, scale: f32
 @group(0) @binding(3) var<storage, read> vc: array<${staged ? "vec4u" : "f16"}>;
 @group(0) @binding(4) var<storage, read_write> outp: array<f32>;
 
-var<workgroup> s_wg: array<f32, ${16 * T}>;
-var<workgroup> p_wg: array<f16, ${16 * T}>;
-var<workgroup> o_wg: array<f32, 2048>;
+var<workgroup> s_wg: array<f32, ${16 * T * NP}>;
+var<workgroup> p_wg: array<f16, ${16 * T * NP}>;
+var<workgroup> o_wg: array<f32, ${2048 * NP}>;
 var<workgroup> alpha_wg: array<f32, 16>;${
     staged
       ? `
@@ -201,7 +227,9 @@ ${pieceWGSL(NDB)}
     c.skip?.includes("scores") ? "\n  _ = kc[0]; // bound, though its part is left out" : ""
   }${c.skip?.includes("values") ? "\n  _ = vc[0];" : ""}
   let qb = ((seq * P.hkv + head) * rblocks + rb) * ${16 * DK}u;
-${keepQ ? join(KB, (kk) => `  let q${kk} = ${qLeft(kk)};`) : ""}
+${keepQ ? join(KB, (kk) => `  let q${kk} = ${qLeft(kk)};`) : ""}${
+    keepQ && split ? `\n${join(KB, (kk) => `  let ql${kk} = ${qLeft(kk, true)};`)}` : ""
+  }
 ${
     prefetch
       ? `${join(KB, (kk) => `  var kn${kk} = ${R}();`)}
@@ -235,7 +263,12 @@ ${
     var mt = -3.0e38;
     for (var i = 0u; i < ${TPL}u; i++) {
       let ti = part * ${TPL}u + i;
-      x[i] = select(-3.0e38, s_wg[row * ${T}u + ti] * P.scale, t + ti < t_end);
+${
+        split
+          ? `      let at = row * ${T}u + ti;
+      x[i] = select(-3.0e38, (s_wg[at] + s_wg[${16 * T}u + at] * ${LO}) * P.scale, t + ti < t_end);`
+          : `      x[i] = select(-3.0e38, s_wg[row * ${T}u + ti] * P.scale, t + ti < t_end);`
+      }
       mt = max(mt, x[i]);
     }
 ${join(Math.log2(LPR), (b) => `    mt = max(mt, subgroupShuffleXor(mt, ${1 << b}u));`)}
@@ -246,7 +279,13 @@ ${join(Math.log2(LPR), (b) => `    mt = max(mt, subgroupShuffleXor(mt, ${1 << b}
     for (var i = 0u; i < ${TPL}u; i++) {
       let ti = part * ${TPL}u + i;
       let p = select(0.0, exp2(x[i] - m_new), t + ti < t_end);
-      p_wg[row * ${T}u + ti] = f16(p);
+${
+        split
+          ? `      let ph = bitcast<f32>(bitcast<u32>(p) & 0xffffe000u);
+      p_wg[row * ${T}u + ti] = f16(ph);
+      p_wg[${16 * T}u + row * ${T}u + ti] = f16((p - ph) * ${LO_SCALE}.0);`
+          : `      p_wg[row * ${T}u + ti] = f16(p);`
+      }
       ls += p;
     }
 ${join(Math.log2(LPR), (b) => `    ls += subgroupShuffleXor(ls, ${1 << b}u);`)}
@@ -264,7 +303,7 @@ ${
       "acc",
       `    for (var j = 0u; j < ${E}u; j++) {
       let e = lid + ${THREADS}u * j;
-      acc[j] = fma(acc[j], alpha_wg[e / 128u], o_wg[e]);
+      acc[j] = fma(acc[j], alpha_wg[e / 128u], o_wg[e]${split ? ` + o_wg[2048u + e] * ${LO}` : ""});
     }`,
     )
   }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Session 47 on the H200: the f16 matrix prototype at split precision, and the machine code of
+# its matrix loads. Results under $OUT or bench/results/h200_session47/MODE:
+#   split  the wide kernel (W 4, T 128) with queries and weights as f16 hi + 2^-12 lo pairs
+#          (`split`; the weights' high parts from their bits) against the plain f16 one: the
+#          checks against float64 (split: within 5e-6), then the many-row cases beside the
+#          library's lean decode on the same Dawn device (arguments after the mode go to
+#          bench/proto_hmma.ts).
+#   sass   what Tint and NVIDIA's driver make of the wide kernel (session 46's `sass`, not run
+#          then): Tint's SPIR-V printed through Dawn's `dump_shaders` toggle (spirv.txt), the
+#          driver's own shader cache pointed at a fresh folder (glcache.tgz), and Triton's
+#          nvdisasm copied beside them, to read the cache's machine code off the device.
+#   all    split, then sass.
+set -u
+mode=${1:?usage: bash bench/h200_s47_session.sh split|sass|all}
+shift
+out=${OUT:-bench/results/h200_session47/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+split_mode() {
+  local v='[{"T":128,"W":4,"tolerance":1e-3},{"T":128,"W":4,"split":true,"tolerance":5e-6}]'
+  run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1 \
+    --only='qLen4|gqa32/8 128k|mqa|mla b1' --out="$out/hmma.json" "$@"
+}
+sass_mode() {
+  local work nvdisasm
+  work=$(mktemp -d)
+  __GL_SHADER_DISK_CACHE=1 __GL_SHADER_DISK_CACHE_PATH="$work" \
+    __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1 run_deno 60 spirv.txt bench/proto_hmma.ts \
+    --probe='{"T":128,"W":4}' --dawn-features=dump_shaders
+  tar -czf "$out/glcache.tgz" -C "$work" .
+  stamp "glcache: $(find "$work" -type f | wc -l) files, $(du -sh "$work" | cut -f1)"
+  nvdisasm=$(python3 -c 'import os, triton; print(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/nvdisasm"))' 2>/dev/null)
+  if [ -x "$nvdisasm" ]; then
+    cp "$nvdisasm" "$out/nvdisasm"
+    stamp "nvdisasm: $("$nvdisasm" --version 2>&1 | tail -1)"
+  fi
+}
+case $mode in
+  split) split_mode "$@" ;;
+  sass) sass_mode ;;
+  all)
+    split_mode "$@"
+    sass_mode
+    ;;
+  *)
+    echo "unknown mode $mode" >&2
+    exit 2
+    ;;
+esac
