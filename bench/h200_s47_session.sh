@@ -11,8 +11,15 @@
 #          driver's own shader cache pointed at a fresh folder (glcache.tgz), and Triton's
 #          nvdisasm copied beside them, to read the cache's machine code off the device.
 #   all    split, then sass.
+#   pipe   K/V tiles staged through workgroup memory with the staging loads a stage ahead in
+#          registers (`pipelined`) against session 46's staged and unstaged kernels, at 1 and 2
+#          times the splits; then `sass` of the pipelined kernel (into sass_pipe/). Made after
+#          `all`'s machine code showed every matrix load from storage lowered to 2-byte loads
+#          (LDG.E.U16, 8 per lane per 16 x 16 matrix) and those from workgroup memory to LDSM.
+#   pipe2  the pipelined staging again with constant register indices, and staged as halves.
+#   pipe3  the pipelined staging at split precision.
 set -u
-mode=${1:?usage: bash bench/h200_s47_session.sh split|sass|all}
+mode=${1:?usage: bash bench/h200_s47_session.sh split|sass|all|pipe|pipe2|pipe3}
 shift
 out=${OUT:-bench/results/h200_session47/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -23,12 +30,13 @@ split_mode() {
   run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1 \
     --only='qLen4|gqa32/8 128k|mqa|mla b1' --out="$out/hmma.json" "$@"
 }
+# `sass_mode [VARIANT]`: the wide kernel's variant (default W 4, T 128).
 sass_mode() {
   local work nvdisasm
   work=$(mktemp -d)
   __GL_SHADER_DISK_CACHE=1 __GL_SHADER_DISK_CACHE_PATH="$work" \
     __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1 run_deno 60 spirv.txt bench/proto_hmma.ts \
-    --probe='{"T":128,"W":4}' --dawn-features=dump_shaders
+    --probe="${1:-{\"T\":128,\"W\":4\}}" --dawn-features=dump_shaders
   tar -czf "$out/glcache.tgz" -C "$work" .
   stamp "glcache: $(find "$work" -type f | wc -l) files, $(du -sh "$work" | cut -f1)"
   nvdisasm=$(python3 -c 'import os, triton; print(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/nvdisasm"))' 2>/dev/null)
@@ -43,6 +51,37 @@ case $mode in
   all)
     split_mode "$@"
     sass_mode
+    ;;
+  pipe)
+    v='[{"T":128,"W":4,"tolerance":1e-3},{"T":64,"W":4,"staged":true,"tolerance":1e-3},'
+    v+='{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3}]'
+    run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1,2 \
+      --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
+    out=$out/sass_pipe
+    mkdir -p "$out"
+    sass_mode '{"T":64,"W":4,"staged":true,"pipelined":true}'
+    ;;
+  pipe3)
+    # After pipe2: the pipelined staging (its best) at split precision, beside the plain one.
+    v='[{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3},'
+    v+='{"T":64,"W":4,"staged":true,"pipelined":true,"split":true,"tolerance":5e-6}]'
+    run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1 \
+      --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
+    ;;
+  pipe2)
+    # After pipe: the pipelined staging with every register index a constant (pipe's kernel
+    # kept its staging registers in local memory), and with K/V staged as halves; their code.
+    v='[{"T":128,"W":4,"tolerance":1e-3},{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3},'
+    v+='{"T":64,"W":4,"staged":true,"pipelined":true,"halves":true,"tolerance":1e-3}]'
+    run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1,2 \
+      --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
+    top=$out
+    out=$top/sass_pipe
+    mkdir -p "$out"
+    sass_mode '{"T":64,"W":4,"staged":true,"pipelined":true}'
+    out=$top/sass_halves
+    mkdir -p "$out"
+    sass_mode '{"T":64,"W":4,"staged":true,"pipelined":true,"halves":true}'
     ;;
   *)
     echo "unknown mode $mode" >&2

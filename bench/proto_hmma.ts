@@ -127,7 +127,9 @@ function variantName(v: Variant, workgroups: number): string {
   return "W" in v
     ? `wide W${v.W} T${v.T}${v.prefetch ? " prefetch" : ""}${v.staged ? " staged" : ""}${
       v.kLeft ? " K left" : ""
-    }${v.split ? " split" : ""}${v.skip ? ` without ${v.skip.join("+")}` : ""} ${workgroups} wgs`
+    }${v.split ? " split" : ""}${v.pipelined ? " pipelined" : ""}${
+      v.skip ? ` without ${v.skip.join("+")}` : ""
+    } ${workgroups} wgs`
     : `hmma T${v.T}${v.split ? " split" : ""}${v.unroll ? " unrolled" : ""} ${workgroups} wgs`;
 }
 

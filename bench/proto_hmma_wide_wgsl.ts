@@ -41,6 +41,17 @@ export interface WideConfig {
    */
   staged?: boolean;
   /**
+   * With `staged` (session 47): the staging loads issued a stage ahead into registers, so they
+   * fly during the products: the current tile's V during its scores and softmax, the next
+   * tile's K during everything. Session 46's staged kernel loaded, then stored, then computed.
+   */
+  pipelined?: boolean;
+  /**
+   * With `pipelined`: K and V bound as `array<f16>` and staged eight halves at a time (two
+   * `vec4<f16>` registers per 16 bytes) instead of as `vec4<u32>` words taken apart into halves.
+   */
+  halves?: boolean;
+  /**
    * Parts of the tile's work left out, to time the rest (results wrong): the score products,
    * the softmax, the value products, the sums' update.
    */
@@ -56,7 +67,7 @@ export interface WideConfig {
    * weights' high parts are taken from their bits (the low 13 mantissa bits masked off, so
    * exact in f16) rather than by rounding to f16 and back: session 45's kernel computed the
    * remainder as `p - f32(f16(p))`, and on the H200 that added nothing (folded away,
-   * presumably). Not with `staged`, `prefetch` or `kLeft`.
+   * presumably). Not with `prefetch` or `kLeft`.
    */
   split?: boolean;
 }
@@ -77,7 +88,9 @@ export function hmmaWideWGSL(c: WideConfig): string {
   if (kLeft && (staged || c.prefetch || !keepQ)) throw new RangeError(JSON.stringify(c));
   if (staged && (DK > 128 || c.prefetch)) throw new RangeError(JSON.stringify(c));
   const split = c.split ?? false;
-  if (split && (staged || kLeft || c.prefetch)) throw new RangeError(JSON.stringify(c));
+  if (split && (kLeft || c.prefetch)) throw new RangeError(JSON.stringify(c));
+  const pipelined = c.pipelined ?? false;
+  if (pipelined && !staged) throw new RangeError(JSON.stringify(c));
   // Result matrices per product: the high parts', and with `split` the remainders'.
   const NP = split ? 2 : 1;
   const LO = (1 / LO_SCALE).toString();
@@ -108,26 +121,90 @@ export function hmmaWideWGSL(c: WideConfig): string {
       : load(R, "&kc", `${kb} + ${16 * kk}u`, true, `P.hkv * ${DK}u`);
   // Staging: the tile's rows of `buf` (u32x4 chunks of 8 halves, `rowDims` per token and head;
   // `dims` of them from chunk `dim0`) into kv_wg, each thread's loads first, then its stores.
-  const stage = (buf: string, rowDims: number, dims: number, dim0: string) => {
+  const stageLoad = (
+    buf: string,
+    rowDims: number,
+    dims: number,
+    dim0: string,
+    w: string,
+    t: string,
+  ) => {
     const per = dims / 8, C = (T * per) / THREADS;
-    return `    {
-      var w: array<vec4u, ${C}>;
-      for (var c = 0u; c < ${C}u; c++) {
+    return `      for (var c = 0u; c < ${C}u; c++) {
         let id = lid + ${THREADS}u * c;
-        w[c] = ${buf}[((seq * P.n + t + id / ${per}u) * P.hkv + head) * ${
+        ${w}[c] = ${buf}[((seq * P.n + ${t} + id / ${per}u) * P.hkv + head) * ${
       rowDims / 8
     }u + ${dim0} + id % ${per}u];
-      }
-      for (var c = 0u; c < ${C}u; c++) {
+      }`;
+  };
+  const stageStore = (dims: number, w: string) => {
+    const per = dims / 8, C = (T * per) / THREADS;
+    return `      for (var c = 0u; c < ${C}u; c++) {
         let id = lid + ${THREADS}u * c;
         let at = (id / ${per}u) * ${KS}u + (id % ${per}u) * 8u;
         for (var e = 0u; e < 4u; e++) {
-          let h = bitcast<vec2<f16>>(w[c][e]);
+          let h = bitcast<vec2<f16>>(${w}[c][e]);
           kv_wg[at + 2u * e] = h.x;
           kv_wg[at + 2u * e + 1u] = h.y;
         }
-      }
+      }`;
+  };
+  const stage = (buf: string, rowDims: number, dims: number, dim0: string) =>
+    `    {
+      var w: array<vec4u, ${(T * dims) / 8 / THREADS}>;
+${stageLoad(buf, rowDims, dims, dim0, "w", "t")}
+${stageStore(dims, "w")}
     }`;
+  // Pipelined staging: a tile's K in registers kw0, kw1, ... and its V in vw0, ... (one 16-byte
+  // chunk each, or with `halves` two vec4<f16> each: kw0a, kw0b), every index a constant (session
+  // 47's first pipelined kernel indexed register arrays in loops: NVIDIA's compiler put them in
+  // local memory, STL.128 / LDL.128 in the token loop).
+  const halves = c.halves ?? false;
+  if (halves && !pipelined) throw new RangeError(JSON.stringify(c));
+  const regNames = (w: string, dims: number) =>
+    range((T * dims) / 8 / THREADS).flatMap((i) =>
+      halves ? [`${w}${i}a`, `${w}${i}b`] : [`${w}${i}`]
+    );
+  const regsDecl = (w: string, dims: number) =>
+    regNames(w, dims).map((r) => `  var ${r} = ${halves ? "vec4<f16>" : "vec4u"}();`).join("\n");
+  const pipeLoad = (
+    buf: string,
+    rowDims: number,
+    dims: number,
+    dim0: string,
+    w: string,
+    t: string,
+  ) => {
+    const per = dims / 8;
+    return join((T * per) / THREADS, (i) => {
+      const b = `((seq * P.n + ${t} + (lid + ${THREADS * i}u) / ${per}u) * P.hkv + head) * ${
+        rowDims / 8
+      }u + ${dim0} + (lid + ${THREADS * i}u) % ${per}u`;
+      return halves
+        ? `      {
+        let b = 8u * (${b});
+        ${w}${i}a = vec4<f16>(${buf}[b], ${buf}[b + 1u], ${buf}[b + 2u], ${buf}[b + 3u]);
+        ${w}${i}b = vec4<f16>(${buf}[b + 4u], ${buf}[b + 5u], ${buf}[b + 6u], ${buf}[b + 7u]);
+      }`
+        : `      ${w}${i} = ${buf}[${b}];`;
+    });
+  };
+  const pipeStore = (dims: number, w: string) => {
+    const per = dims / 8;
+    return join((T * per) / THREADS, (i) =>
+      `      {
+        let at = ((lid + ${THREADS * i}u) / ${per}u) * ${KS}u + ((lid + ${
+        THREADS * i
+      }u) % ${per}u) * 8u;
+${
+        halves
+          ? join(8, (e) => `        kv_wg[at + ${e}u] = ${w}${i}${e < 4 ? "a" : "b"}[${e % 4}];`)
+          : join(4, (e) =>
+            `        let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
+        kv_wg[at + ${2 * e}u] = h${e}.x;
+        kv_wg[at + ${2 * e + 1}u] = h${e}.y;`)
+      }
+      }`);
   };
   // Score blocks: this subgroup's blocks sg + W i of the tile, stored to s_wg.
   const scoreBlock = (i: number) => {
@@ -206,8 +283,8 @@ diagnostic(off, chromium.subgroup_matrix_uniformity);
 struct Params { n: u32, chunk: u32, hkv: u32, splits: u32, rows: u32, scale: f32, q_lo: u32, pad: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> qh: array<f16>;
-@group(0) @binding(2) var<storage, read> kc: array<${staged ? "vec4u" : "f16"}>;
-@group(0) @binding(3) var<storage, read> vc: array<${staged ? "vec4u" : "f16"}>;
+@group(0) @binding(2) var<storage, read> kc: array<${staged && !halves ? "vec4u" : "f16"}>;
+@group(0) @binding(3) var<storage, read> vc: array<${staged && !halves ? "vec4u" : "f16"}>;
 @group(0) @binding(4) var<storage, read_write> outp: array<f32>;
 
 var<workgroup> s_wg: array<f32, ${16 * T * NP}>;
@@ -239,7 +316,16 @@ ${join(KB, (kk) => `    kn${kk} = ${kRight("kb", kk)};`)}
   }`
       : ""
   }
-  // Softmax lanes: ${LPR} per row (row lid / ${LPR}, tokens (lid % ${LPR}) * ${TPL} ...), each
+${
+    pipelined
+      ? `${regsDecl("kw", DK)}
+${regsDecl("vw", 128)}
+  if (t_begin < t_end) {
+${pipeLoad("kc", DK, DK, "0u", "kw", "t_begin")}
+  }
+`
+      : ""
+  }  // Softmax lanes: ${LPR} per row (row lid / ${LPR}, tokens (lid % ${LPR}) * ${TPL} ...), each
   // keeping its row's running maximum and sum.
   let row = lid / ${LPR}u;
   let part = lid % ${LPR}u;
@@ -249,7 +335,15 @@ ${join(KB, (kk) => `    kn${kk} = ${kRight("kb", kk)};`)}
   var acc: array<f32, ${E}>;
   for (var t = t_begin; t < t_end; t += ${T}u) {
 ${
-    staged
+    pipelined
+      ? `${pipeStore(DK, "kw")}
+    workgroupBarrier();
+    // This tile's V and the next tile's K fly during the products.
+${pipeLoad("vc", DV, 128, "dsub * 16u", "vw", "t")}
+    if (t + ${T}u < t_end) {
+${pipeLoad("kc", DK, DK, "0u", "kw", `(t + ${T}u)`)}
+    }`
+      : staged
       ? `${stage("kc", DK, DK, "0u")}
     workgroupBarrier();`
       : ""
@@ -294,7 +388,7 @@ ${join(Math.log2(LPR), (b) => `    ls += subgroupShuffleXor(ls, ${1 << b}u);`)}
     )
   }
 ${prefetchNext}
-${staged ? stage("vc", DV, 128, "dsub * 16u") : ""}
+${pipelined ? pipeStore(128, "vw") : staged ? stage("vc", DV, 128, "dsub * 16u") : ""}
     workgroupBarrier();
 ${keep("values", join(DB, valueBlock))}
     workgroupBarrier();

@@ -13,7 +13,7 @@ For each cache file it writes FILE.sass and prints each loop of at least --min-l
 (a backward branch and its target): its length, its instruction mix and where in it the global
 loads (LDG) are, which shows where the compiler put the token loop's requests.
 
-Usage: sass_from_cache.py [--nvdisasm=PATH] [--min-loop=150] FILE.cache...
+Usage: sass_from_cache.py [--nvdisasm=PATH] [--min-loop=150] FILE.cache|FILE.bin...
 Needs the `zstd` command.
 """
 
@@ -28,13 +28,21 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def machine_code(cache: bytes) -> bytes:
-    """The SASS section of one pipeline's cache data."""
+    """The SASS section of one pipeline's cache data: the first zstd frame that holds an NVDA
+    container. A Vulkan pipeline cache (bench/vk_pipeline_stats.c --cache) has one frame; a .bin
+    file of the driver's own disk cache (`__GL_SHADER_DISK_CACHE_PATH`, session 47) has a small
+    ELF frame first. zstd stops at a frame's end and complains of what follows, so its status is
+    not checked: the container's magic is."""
     start = cache.find(ZSTD_MAGIC)
     if start < 0:
         raise ValueError("no zstd frame in the cache data")
-    raw = subprocess.run(["zstd", "-d", "-c"], input=cache[start:], capture_output=True, check=True).stdout
-    if not raw.startswith(b"NVDA"):
-        raise ValueError(f"the frame holds {raw[:8]!r}, not an NVDA container")
+    while True:
+        raw = subprocess.run(["zstd", "-d", "-c"], input=cache[start:], capture_output=True).stdout
+        if raw.startswith(b"NVDA"):
+            break
+        start = cache.find(ZSTD_MAGIC, start + 4)
+        if start < 0:
+            raise ValueError("no zstd frame holds an NVDA container")
     kind, size, offset = struct.unpack_from("<III", raw, 0x48)
     if kind != 1 or offset + 8 + size > len(raw):
         raise ValueError(f"unexpected section record: type {kind}, size {size}, offset {offset}")
@@ -69,7 +77,10 @@ def loops(ins: list[tuple[int, str]], min_len: int):
 
 
 def opcode(text: str) -> str:
-    return re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
+    """The mnemonic without its predicate; memory operations keep their suffixes (a 2-byte and a
+    16-byte load are different things: LDG.E.U16 against LDG.E.128)."""
+    op = re.sub(r"^@!?U?P\w+\s+", "", text).split()[0]
+    return op if re.match(r"(LD|ST)", op) else op.split(".")[0]
 
 
 def main() -> None:
@@ -92,13 +103,13 @@ def main() -> None:
             continue
         with open(f"{path}.sass", "w") as f:
             f.writelines(f"/*{a:04x}*/ {t};\n" for a, t in ins)
-        spills = sum(opcode(t) in ("STL", "LDL") for _, t in ins)
+        spills = sum(opcode(t).split(".")[0] in ("STL", "LDL") for _, t in ins)
         print(f"{name}: {len(ins)} instructions, {spills} local-memory accesses")
         for j, i in loops(ins, min_len):
             body = ins[j : i + 1]
             mix = collections.Counter(opcode(t) for _, t in body)
             top = ", ".join(f"{op} {n}" for op, n in mix.most_common(10))
-            loads = [k for k, (_, t) in enumerate(body) if opcode(t) == "LDG"]
+            loads = [k for k, (_, t) in enumerate(body) if opcode(t).startswith("LDG")]
             print(f"  loop {body[0][0]:#x}-{body[-1][0]:#x}: {len(body)} instructions ({top})")
             print(f"    LDG at {loads}")
 
