@@ -15,7 +15,8 @@
  * Layout, inputs and output as session 45's kernel: a workgroup takes a block of 16 query rows of
  * one (sequence, KV head), `chunk` tokens and 128 dims of V; f16 queries (rows padded to blocks of
  * 16) and f16 K/V with a tile of padding; the piece's unnormalised outputs, maxima (log2) and sums
- * are written for the host to merge. Queries and weights in f16 (no split remainders).
+ * are written for the host to merge. Queries and weights in f16, or with `split` (session 47)
+ * also as their scaled f16 remainders.
  *
  * @module
  */
