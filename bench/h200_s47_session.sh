@@ -18,8 +18,9 @@
 #          (LDG.E.U16, 8 per lane per 16 x 16 matrix) and those from workgroup memory to LDSM.
 #   pipe2  the pipelined staging again with constant register indices, and staged as halves.
 #   pipe3  the pipelined staging at split precision.
+#   qst    the pipelined staging with the query block in workgroup memory (fewer registers).
 set -u
-mode=${1:?usage: bash bench/h200_s47_session.sh split|sass|all|pipe|pipe2|pipe3}
+mode=${1:?usage: bash bench/h200_s47_session.sh split|sass|all|pipe|pipe2|pipe3|qst}
 shift
 out=${OUT:-bench/results/h200_session47/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -67,6 +68,19 @@ case $mode in
     v+='{"T":64,"W":4,"staged":true,"pipelined":true,"split":true,"tolerance":5e-6}]'
     run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1 \
       --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
+    ;;
+  qst)
+    # After pipe2's machine code (about 190 registers per thread: two workgroups per
+    # multiprocessor): the query block staged in workgroup memory instead of kept in
+    # registers, at 1 and 2 times the splits; then its code (sass_qst/).
+    v='[{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3},'
+    v+='{"T":64,"W":4,"staged":true,"pipelined":true,"qStaged":true,"tolerance":1e-3}]'
+    run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1,2 \
+      --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
+    out=$out/sass_qst
+    mkdir -p "$out"
+    sass_mode '{"T":64,"W":4,"staged":true,"pipelined":true,"qStaged":true}'
+    rm -f "$out/nvdisasm"
     ;;
   pipe2)
     # After pipe: the pipelined staging with every register index a constant (pipe's kernel

@@ -133,7 +133,7 @@ function variantName(v: Variant, workgroups: number): string {
   return "W" in v
     ? `wide W${v.W} T${v.T}${v.prefetch ? " prefetch" : ""}${v.staged ? " staged" : ""}${
       v.kLeft ? " K left" : ""
-    }${v.split ? " split" : ""}${v.pipelined ? " pipelined" : ""}${
+    }${v.split ? " split" : ""}${v.pipelined ? " pipelined" : ""}${v.qStaged ? " q staged" : ""}${
       v.skip ? ` without ${v.skip.join("+")}` : ""
     } ${workgroups} wgs`
     : `hmma T${v.T}${v.split ? " split" : ""}${v.unroll ? " unrolled" : ""} ${workgroups} wgs`;

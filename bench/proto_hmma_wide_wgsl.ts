@@ -53,6 +53,13 @@ export interface WideConfig {
    */
   halves?: boolean;
   /**
+   * The block's query rows staged in workgroup memory once per piece and their matrices loaded
+   * from there where used (`ldmatrix`; rows padded by 8 halves), instead of kept in registers: 32 registers fewer at
+   * d128, so more workgroups fit a multiprocessor (session 47: the pipelined kernel took about
+   * 190 registers per thread, two workgroups per multiprocessor). Not with `split` or `kLeft`.
+   */
+  qStaged?: boolean;
+  /**
    * Parts of the tile's work left out, to time the rest (results wrong): the score products,
    * the softmax, the value products, the sums' update.
    */
@@ -83,7 +90,9 @@ export function hmmaWideWGSL(c: WideConfig): string {
   ) throw new RangeError(JSON.stringify(c));
   const NDB = DV / 128, KB = DK / 16, TB = T / 16, SB = TB / W, DB = 8 / W;
   const LPR = 2 * W, TPL = T / LPR, THREADS = 32 * W, E = 2048 / THREADS;
-  const keepQ = KB <= 8;
+  const qStaged = c.qStaged ?? false;
+  if (qStaged && (c.split || c.kLeft)) throw new RangeError(JSON.stringify(c));
+  const keepQ = KB <= 8 && !qStaged;
   const staged = c.staged ?? false;
   const kLeft = c.kLeft ?? false;
   if (kLeft && (staged || c.prefetch || !keepQ)) throw new RangeError(JSON.stringify(c));
@@ -110,7 +119,12 @@ export function hmmaWideWGSL(c: WideConfig): string {
     kLeft
       ? load(R, "&qh", `qb + ${16 * kk}u`, true, `${DK}u`)
       : load(L, "&qh", `${lo ? "P.q_lo + " : ""}qb + ${16 * kk}u`, false, `${DK}u`);
-  const q = (kk: number, lo = false) => (keepQ ? `q${lo ? "l" : ""}${kk}` : qLeft(kk, lo));
+  const q = (kk: number, lo = false) =>
+    qStaged
+      ? load(L, "&q_wg", `${16 * kk}u`, false, `${DK + 8}u`)
+      : keepQ
+      ? `q${lo ? "l" : ""}${kk}`
+      : qLeft(kk, lo);
   // The K row of token block `jb` of the tile at `t`.
   const kRow = (t: string, jb: string) =>
     `((seq * P.n + ${t} + 16u * ${jb}) * P.hkv + head) * ${DK}u`;
@@ -292,6 +306,11 @@ var<workgroup> s_wg: array<f32, ${16 * T * NP}>;
 var<workgroup> p_wg: array<f16, ${16 * T * NP}>;
 var<workgroup> o_wg: array<f32, ${2048 * NP}>;
 var<workgroup> alpha_wg: array<f32, 16>;${
+    qStaged
+      ? `
+var<workgroup> q_wg: array<f16, ${16 * (DK + 8)}>; // rows padded by 8 halves`
+      : ""
+  }${
     staged
       ? `
 var<workgroup> kv_wg: array<f16, ${T * KS}>;`
@@ -306,8 +325,13 @@ ${pieceWGSL(NDB)}
   }${c.skip?.includes("values") ? "\n  _ = vc[0];" : ""}
   let qb = ((seq * P.hkv + head) * rblocks + rb) * ${16 * DK}u;
 ${keepQ ? join(KB, (kk) => `  let q${kk} = ${qLeft(kk)};`) : ""}${
-    keepQ && split ? `\n${join(KB, (kk) => `  let ql${kk} = ${qLeft(kk, true)};`)}` : ""
+    qStaged
+      ? `  for (var i = lid; i < ${16 * DK}u; i += ${THREADS}u) {
+    q_wg[(i / ${DK}u) * ${DK + 8}u + i % ${DK}u] = qh[qb + i];
   }
+  workgroupBarrier();`
+      : ""
+  }${keepQ && split ? `\n${join(KB, (kk) => `  let ql${kk} = ${qLeft(kk, true)};`)}` : ""}
 ${
     prefetch
       ? `${join(KB, (kk) => `  var kn${kk} = ${R}();`)}
