@@ -19,8 +19,10 @@
 #   pipe2  the pipelined staging again with constant register indices, and staged as halves.
 #   pipe3  the pipelined staging at split precision.
 #   qst    the pipelined staging with the query block in workgroup memory (fewer registers).
+#   rows   the row-parallel kernel: subgroups take different row blocks, share staged tiles.
+#   rows2  the row-parallel kernel at 16-token tiles (fewer registers), MQA h128/1 alone.
 set -u
-mode=${1:?usage: bash bench/h200_s47_session.sh split|sass|all|pipe|pipe2|pipe3|qst}
+mode=${1:?usage: bash bench/h200_s47_session.sh split|sass|all|pipe|pipe2|pipe3|qst|rows|rows2}
 shift
 out=${OUT:-bench/results/h200_session47/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -81,6 +83,27 @@ case $mode in
     mkdir -p "$out"
     sass_mode '{"T":64,"W":4,"staged":true,"pipelined":true,"qStaged":true}'
     rm -f "$out/nvdisasm"
+    ;;
+  rows)
+    # The row-parallel kernel (bench/proto_hmma_rows_wgsl.ts: subgroups take different blocks
+    # of 16 rows and share each staged tile) against the best wide one, at 1, 2 and 4 times
+    # the splits; then its code (sass_rows/).
+    v='[{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3},'
+    v+='{"T":32,"W":2,"rows":true,"tolerance":1e-3},{"T":32,"W":4,"rows":true,"tolerance":1e-3}]'
+    run_deno 400 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1,2,4 \
+      --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
+    out=$out/sass_rows
+    mkdir -p "$out"
+    sass_mode '{"T":32,"W":4,"rows":true}'
+    rm -f "$out/nvdisasm"
+    ;;
+  rows2)
+    # After rows (its W 4 T 32 kernel took 251 registers, one workgroup per multiprocessor):
+    # 16-token tiles (a quarter of the staging registers), MQA h128/1 alone.
+    v='[{"T":32,"W":4,"rows":true,"tolerance":1e-3},{"T":16,"W":4,"rows":true,"tolerance":1e-3},'
+    v+='{"T":16,"W":2,"rows":true,"tolerance":1e-3}]'
+    run_deno 200 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1,2,4 \
+      --only='mqa' --out="$out/hmma.json" "$@"
     ;;
   pipe2)
     # After pipe: the pipelined staging with every register index a constant (pipe's kernel

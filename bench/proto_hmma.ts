@@ -26,14 +26,16 @@
  * through workgroup memory by 16-byte loads a stage ahead (`staged`, `pipelined`), the kernel
  * takes 0.78-0.80x lean's time on qLen 4 GQA 16k (0.048 ms) and MQA h128/1 32k (0.068), at f16
  * grade; at split precision (`split`: queries and weights as hi + 2^-12 lo, the weights' high
- * parts from their bits) it is f32 grade (1.3e-7 to 4.2e-7) and takes 1.01x and 1.16x.
+ * parts from their bits) it is f32 grade (1.3e-7 to 4.2e-7) and takes 1.01x and 1.16x. The
+ * row-parallel kernel (a `rows` variant, bench/proto_hmma_rows_wgsl.ts: subgroups over blocks of
+ * rows sharing each staged tile) takes MQA h128/1 32k to 0.60x (0.052 ms).
  *
  * `--emulate`: the kernel's arithmetic on the CPU (pieces, tiles, f16 rounding of queries and
  * weights, split or not) against float64, on the check shapes: what each variant's error should be.
  *
  * `--wide`: the wide kernels instead, at 1, 2, 4 and 8 times each case's first split count
  * (`--split-factors=1,2` chooses), `--variants=JSON` choosing which (an array of
- * `WideConfig`s less the head dims, each with its `tolerance` against float64). `--probe=VARIANT`:
+ * `WideConfig`s or `RowsConfig`s less the head dims, each with its `tolerance` against float64). `--probe=VARIANT`:
  * one variant made and run on its first check shape, each step printed before it starts.
  *
  * Usage: deno run -A --unstable-webgpu --v8-flags=--expose-gc bench/proto_hmma.ts
@@ -63,6 +65,7 @@ import {
 } from "./proto_hmma_data.ts";
 import { type HmmaConfig, hmmaWGSL } from "./proto_hmma_wgsl.ts";
 import { hmmaWideWGSL, type WideConfig } from "./proto_hmma_wide_wgsl.ts";
+import { hmmaRowsWGSL, type RowsConfig } from "./proto_hmma_rows_wgsl.ts";
 
 const only = new RegExp(Deno.args.find((a) => a.startsWith("--only="))?.slice(7) ?? ".");
 const outFile = Deno.args.find((a) => a.startsWith("--out="))?.slice(6);
@@ -109,11 +112,19 @@ const device = await dawnMatrixDevice(
   ["timestamp-query", "subgroups", "shader-f16", "chromium-experimental-subgroup-matrix"],
 );
 
-/** Session 45's one-subgroup kernel, or (with `W`) session 46's wide one. */
-type Variant = Omit<HmmaConfig, "DK" | "DV"> | Omit<WideConfig, "DK" | "DV">;
+/**
+ * Session 45's one-subgroup kernel, (with `W`) session 46's wide one, or (with `rows`) session
+ * 47's row-parallel one.
+ */
+type Variant =
+  | Omit<HmmaConfig, "DK" | "DV">
+  | Omit<WideConfig, "DK" | "DV">
+  | Omit<RowsConfig, "DK" | "DV">;
 
 function kernelWGSL(s: Shape, v: Variant): string {
-  return "W" in v
+  return "rows" in v
+    ? hmmaRowsWGSL({ DK: s.DK, DV: s.DV, ...v })
+    : "W" in v
     ? hmmaWideWGSL({ DK: s.DK, DV: s.DV, ...v })
     : hmmaWGSL({ DK: s.DK, DV: s.DV, ...v });
 }
@@ -130,6 +141,7 @@ function fits(s: Shape, v: Variant): boolean {
 
 /** A variant's name in the results. */
 function variantName(v: Variant, workgroups: number): string {
+  if ("rows" in v) return `rows W${v.W} T${v.T} ${workgroups} wgs`;
   return "W" in v
     ? `wide W${v.W} T${v.T}${v.prefetch ? " prefetch" : ""}${v.staged ? " staged" : ""}${
       v.kLeft ? " K left" : ""
@@ -140,13 +152,15 @@ function variantName(v: Variant, workgroups: number): string {
 }
 
 function build(s: Shape, splits: number, data: Data, v: Variant) {
-  const workgroups = s.seqs * s.hkv * rowBlocks(s) * splits * (s.DV / 128);
+  // A row-parallel workgroup takes W row blocks; every kernel writes one record per row block.
+  const blocks = "rows" in v ? Math.ceil(rowBlocks(s) / v.W) : rowBlocks(s);
+  const workgroups = s.seqs * s.hkv * blocks * splits * (s.DV / 128);
   return protoKernel(
     device,
     kernelWGSL(s, v),
     params(s, splits),
     [halfQueries(s, data.q), data.k, data.v],
-    workgroups * pieceFloats(s) * 4,
+    s.seqs * s.hkv * rowBlocks(s) * splits * (s.DV / 128) * pieceFloats(s) * 4,
     workgroups,
   );
 }
