@@ -17,7 +17,9 @@
  * registers (every register index a constant), K and V in turn through one buffer; each
  * subgroup's scores and then its tile's products share one f32 region (16 x 128). f16 queries
  * and weights (f16 grade), outputs as the wide kernel's, for the host to merge. Head dims of K of
- * at most 128.
+ * at most 128. The staging statements are the wide kernel's (bench/proto_hmma_staging.ts) since
+ * after its H200 runs: the same chunks and addresses, written `(lid + 128u) / 16u` where the
+ * measured kernel had `8u + lid / 16u`.
  *
  * @module
  */
@@ -35,6 +37,8 @@ export interface RowsConfig {
   /** Marks the row-parallel kernel. */
   rows: true;
 }
+
+import { stagingWGSL } from "./proto_hmma_staging.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const join = (n: number, f: (i: number) => string, sep = "\n") => range(n).map(f).join(sep);
@@ -56,39 +60,9 @@ export function hmmaRowsWGSL(c: RowsConfig): string {
     `subgroupMatrixLoad<${type}, ${col ? "col_major" : "row_major"}>(${ptr}, ${off}, ${stride})`;
   const store = (ptr: string, off: string, m: string, stride: string) =>
     `subgroupMatrixStore<row_major>(${ptr}, ${off}, ${m}, ${stride})`;
-  // Staging: `n` chunks of 16 bytes per thread, `per` chunks per token, from `buf`'s rows of
-  // `rowDims` halves (from chunk `dim0`), tokens from `t`.
-  const stageLoad = (
-    buf: string,
-    w: string,
-    n: number,
-    per: number,
-    rowDims: number,
-    dim0: string,
-    t: string,
-  ) =>
-    join(
-      n,
-      (i) =>
-        `    ${w}${i} = ${buf}[((seq * P.n + ${t} + ${
-          i * THREADS / per
-        }u + lid / ${per}u) * P.hkv + head) * ${rowDims / 8}u + ${dim0} + lid % ${per}u];`,
-    );
-  const stageStore = (w: string, n: number, per: number) =>
-    join(n, (i) =>
-      `    {
-      let at = (${i * THREADS / per}u + lid / ${per}u) * ${KS}u + (lid % ${per}u) * 8u;
-${
-        join(4, (e) =>
-          `      let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
-      kv_wg[at + ${2 * e}u] = h${e}.x;
-      kv_wg[at + ${2 * e + 1}u] = h${e}.y;`)
-      }
-    }`);
+  const { regsDecl, pipeLoad, pipeStore } = stagingWGSL({ T, threads: THREADS, KS, halves: false });
   const loadKV = (t: string) =>
-    `${stageLoad("kc", "kw", CK, DK / 8, DK, "0u", t)}\n${
-      stageLoad("vc", "vw", CV, 16, DV, "dsub * 16u", t)
-    }`;
+    `${pipeLoad("kc", DK, DK, "0u", "kw", t)}\n${pipeLoad("vc", DV, 128, "dsub * 16u", "vw", t)}`;
   const so = "sg * 2048u"; // this subgroup's f32 region: its scores, then its tile's products
   const pw = `sg * ${16 * T}u`; // its weights
   return `enable f16;
@@ -128,8 +102,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let rbc = min(rb, rblocks - 1u);
   let qb = ((seq * P.hkv + head) * rblocks + rbc) * ${16 * DK}u;
 ${join(KB, (kk) => `  let q${kk} = ${load(L, "&qh", `qb + ${16 * kk}u`, false, `${DK}u`)};`)}
-${join(CK, (i) => `  var kw${i} = vec4u();`)}
-${join(CV, (i) => `  var vw${i} = vec4u();`)}
+${regsDecl("kw", DK)}
+${regsDecl("vw", 128)}
   if (t_begin < t_end) {
 ${loadKV("t_begin")}
   }
@@ -141,7 +115,7 @@ ${loadKV("t_begin")}
   // This lane's sums: element lane + 32 j of its subgroup's 16 x 128 block.
   var acc: array<f32, 64>;
   for (var t = t_begin; t < t_end; t += ${T}u) {
-${stageStore("kw", CK, DK / 8)}
+${pipeStore(DK, "kw")}
     workgroupBarrier();
 ${
     join(TB, (jb) =>
@@ -158,7 +132,7 @@ ${
     }`)
   }
     workgroupBarrier();
-${stageStore("vw", CV, 16)}
+${pipeStore(128, "vw")}
     // The next tile's K and V fly during the softmax and the products.
     if (t + ${T}u < t_end) {
 ${loadKV(`(t + ${T}u)`)}

@@ -22,6 +22,7 @@
  */
 
 import { LO_SCALE, pieceWGSL } from "./proto_hmma_wgsl.ts";
+import { stagingWGSL } from "./proto_hmma_staging.ts";
 
 /** A wide configuration: head dims, tokens per tile, subgroups per workgroup. */
 export interface WideConfig {
@@ -134,93 +135,9 @@ export function hmmaWideWGSL(c: WideConfig): string {
       : staged
       ? load(R, "&kv_wg", `${kb} + ${16 * kk}u`, true, `${KS}u`)
       : load(R, "&kc", `${kb} + ${16 * kk}u`, true, `P.hkv * ${DK}u`);
-  // Staging: the tile's rows of `buf` (u32x4 chunks of 8 halves, `rowDims` per token and head;
-  // `dims` of them from chunk `dim0`) into kv_wg, each thread's loads first, then its stores.
-  const stageLoad = (
-    buf: string,
-    rowDims: number,
-    dims: number,
-    dim0: string,
-    w: string,
-    t: string,
-  ) => {
-    const per = dims / 8, C = (T * per) / THREADS;
-    return `      for (var c = 0u; c < ${C}u; c++) {
-        let id = lid + ${THREADS}u * c;
-        ${w}[c] = ${buf}[((seq * P.n + ${t} + id / ${per}u) * P.hkv + head) * ${
-      rowDims / 8
-    }u + ${dim0} + id % ${per}u];
-      }`;
-  };
-  const stageStore = (dims: number, w: string) => {
-    const per = dims / 8, C = (T * per) / THREADS;
-    return `      for (var c = 0u; c < ${C}u; c++) {
-        let id = lid + ${THREADS}u * c;
-        let at = (id / ${per}u) * ${KS}u + (id % ${per}u) * 8u;
-        for (var e = 0u; e < 4u; e++) {
-          let h = bitcast<vec2<f16>>(${w}[c][e]);
-          kv_wg[at + 2u * e] = h.x;
-          kv_wg[at + 2u * e + 1u] = h.y;
-        }
-      }`;
-  };
-  const stage = (buf: string, rowDims: number, dims: number, dim0: string) =>
-    `    {
-      var w: array<vec4u, ${(T * dims) / 8 / THREADS}>;
-${stageLoad(buf, rowDims, dims, dim0, "w", "t")}
-${stageStore(dims, "w")}
-    }`;
-  // Pipelined staging: a tile's K in registers kw0, kw1, ... and its V in vw0, ... (one 16-byte
-  // chunk each, or with `halves` two vec4<f16> each: kw0a, kw0b), every index a constant (session
-  // 47's first pipelined kernel indexed register arrays in loops: NVIDIA's compiler put them in
-  // local memory, STL.128 / LDL.128 in the token loop).
   const halves = c.halves ?? false;
   if (halves && !pipelined) throw new RangeError(JSON.stringify(c));
-  const regNames = (w: string, dims: number) =>
-    range((T * dims) / 8 / THREADS).flatMap((i) =>
-      halves ? [`${w}${i}a`, `${w}${i}b`] : [`${w}${i}`]
-    );
-  const regsDecl = (w: string, dims: number) =>
-    regNames(w, dims).map((r) => `  var ${r} = ${halves ? "vec4<f16>" : "vec4u"}();`).join("\n");
-  const pipeLoad = (
-    buf: string,
-    rowDims: number,
-    dims: number,
-    dim0: string,
-    w: string,
-    t: string,
-  ) => {
-    const per = dims / 8;
-    return join((T * per) / THREADS, (i) => {
-      const b = `((seq * P.n + ${t} + (lid + ${THREADS * i}u) / ${per}u) * P.hkv + head) * ${
-        rowDims / 8
-      }u + ${dim0} + (lid + ${THREADS * i}u) % ${per}u`;
-      return halves
-        ? `      {
-        let b = 8u * (${b});
-        ${w}${i}a = vec4<f16>(${buf}[b], ${buf}[b + 1u], ${buf}[b + 2u], ${buf}[b + 3u]);
-        ${w}${i}b = vec4<f16>(${buf}[b + 4u], ${buf}[b + 5u], ${buf}[b + 6u], ${buf}[b + 7u]);
-      }`
-        : `      ${w}${i} = ${buf}[${b}];`;
-    });
-  };
-  const pipeStore = (dims: number, w: string) => {
-    const per = dims / 8;
-    return join((T * per) / THREADS, (i) =>
-      `      {
-        let at = ((lid + ${THREADS * i}u) / ${per}u) * ${KS}u + ((lid + ${
-        THREADS * i
-      }u) % ${per}u) * 8u;
-${
-        halves
-          ? join(8, (e) => `        kv_wg[at + ${e}u] = ${w}${i}${e < 4 ? "a" : "b"}[${e % 4}];`)
-          : join(4, (e) =>
-            `        let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
-        kv_wg[at + ${2 * e}u] = h${e}.x;
-        kv_wg[at + ${2 * e + 1}u] = h${e}.y;`)
-      }
-      }`);
-  };
+  const { stage, regsDecl, pipeLoad, pipeStore } = stagingWGSL({ T, threads: THREADS, KS, halves });
   // Score blocks: this subgroup's blocks sg + W i of the tile, stored to s_wg.
   const scoreBlock = (i: number) => {
     const jb = `(sg + ${W * i}u)`;
