@@ -28,10 +28,13 @@ out=${OUT:-bench/results/h200_session47/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
 stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
-split_mode() {
-  local v='[{"T":128,"W":4,"tolerance":1e-3},{"T":128,"W":4,"split":true,"tolerance":5e-6}]'
-  run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1 \
-    --only='qLen4|gqa32/8 128k|mqa|mla b1' --out="$out/hmma.json" "$@"
+# `wide_run LIMIT FACTORS CASES VARIANTS`: bench/proto_hmma.ts --wide over the variants (a JSON
+# array), at the split factors, on the cases matching CASES, into hmma.txt and hmma.json.
+wide_run() {
+  local limit=$1 factors=$2 cases=$3 variants=$4
+  shift 4
+  run_deno "$limit" hmma.txt bench/proto_hmma.ts --wide --variants="$variants" \
+    --split-factors="$factors" --only="$cases" --out="$out/hmma.json" "$@"
 }
 # `sass_mode [VARIANT]`: the wide kernel's variant (default W 4, T 128).
 sass_mode() {
@@ -48,77 +51,68 @@ sass_mode() {
     stamp "nvdisasm: $("$nvdisasm" --version 2>&1 | tail -1)"
   fi
 }
+# `sass_in DIR VARIANT`: sass_mode into $out/DIR, without the nvdisasm copy.
+sass_in() {
+  local top=$out
+  out=$top/$1
+  mkdir -p "$out"
+  sass_mode "$2"
+  rm -f "$out/nvdisasm"
+  out=$top
+}
+cases='qLen4|gqa32/8 128k|mqa'
+# The variants (bench/proto_hmma_wide_wgsl.ts, bench/proto_hmma_rows_wgsl.ts), each with its
+# tolerance against float64 (split precision must reach f32 grade).
+plain='{"T":128,"W":4,"tolerance":1e-3}'
+plain_split='{"T":128,"W":4,"split":true,"tolerance":5e-6}'
+staged='{"T":64,"W":4,"staged":true,"tolerance":1e-3}'
+pipelined='{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3}'
+halves='{"T":64,"W":4,"staged":true,"pipelined":true,"halves":true,"tolerance":1e-3}'
+pipelined_split='{"T":64,"W":4,"staged":true,"pipelined":true,"split":true,"tolerance":5e-6}'
+q_staged='{"T":64,"W":4,"staged":true,"pipelined":true,"qStaged":true,"tolerance":1e-3}'
+rows_w2_t32='{"T":32,"W":2,"rows":true,"tolerance":1e-3}'
+rows_w4_t32='{"T":32,"W":4,"rows":true,"tolerance":1e-3}'
+rows_w4_t16='{"T":16,"W":4,"rows":true,"tolerance":1e-3}'
+rows_w2_t16='{"T":16,"W":2,"rows":true,"tolerance":1e-3}'
 case $mode in
-  split) split_mode "$@" ;;
+  split) wide_run 300 1 "$cases|mla b1" "[$plain,$plain_split]" "$@" ;;
   sass) sass_mode ;;
   all)
-    split_mode "$@"
+    wide_run 300 1 "$cases|mla b1" "[$plain,$plain_split]" "$@"
     sass_mode
     ;;
   pipe)
-    v='[{"T":128,"W":4,"tolerance":1e-3},{"T":64,"W":4,"staged":true,"tolerance":1e-3},'
-    v+='{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3}]'
-    run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1,2 \
-      --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
-    out=$out/sass_pipe
-    mkdir -p "$out"
-    sass_mode '{"T":64,"W":4,"staged":true,"pipelined":true}'
-    ;;
-  pipe3)
-    # After pipe2: the pipelined staging (its best) at split precision, beside the plain one.
-    v='[{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3},'
-    v+='{"T":64,"W":4,"staged":true,"pipelined":true,"split":true,"tolerance":5e-6}]'
-    run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1 \
-      --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
-    ;;
-  qst)
-    # After pipe2's machine code (about 190 registers per thread: two workgroups per
-    # multiprocessor): the query block staged in workgroup memory instead of kept in
-    # registers, at 1 and 2 times the splits; then its code (sass_qst/).
-    v='[{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3},'
-    v+='{"T":64,"W":4,"staged":true,"pipelined":true,"qStaged":true,"tolerance":1e-3}]'
-    run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1,2 \
-      --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
-    out=$out/sass_qst
-    mkdir -p "$out"
-    sass_mode '{"T":64,"W":4,"staged":true,"pipelined":true,"qStaged":true}'
-    rm -f "$out/nvdisasm"
-    ;;
-  rows)
-    # The row-parallel kernel (bench/proto_hmma_rows_wgsl.ts: subgroups take different blocks
-    # of 16 rows and share each staged tile) against the best wide one, at 1, 2 and 4 times
-    # the splits; then its code (sass_rows/).
-    v='[{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3},'
-    v+='{"T":32,"W":2,"rows":true,"tolerance":1e-3},{"T":32,"W":4,"rows":true,"tolerance":1e-3}]'
-    run_deno 400 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1,2,4 \
-      --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
-    out=$out/sass_rows
-    mkdir -p "$out"
-    sass_mode '{"T":32,"W":4,"rows":true}'
-    rm -f "$out/nvdisasm"
-    ;;
-  rows2)
-    # After rows (its W 4 T 32 kernel took 251 registers, one workgroup per multiprocessor):
-    # 16-token tiles (a quarter of the staging registers), MQA h128/1 alone.
-    v='[{"T":32,"W":4,"rows":true,"tolerance":1e-3},{"T":16,"W":4,"rows":true,"tolerance":1e-3},'
-    v+='{"T":16,"W":2,"rows":true,"tolerance":1e-3}]'
-    run_deno 200 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1,2,4 \
-      --only='mqa' --out="$out/hmma.json" "$@"
+    wide_run 300 1,2 "$cases" "[$plain,$staged,$pipelined]" "$@"
+    sass_in sass_pipe '{"T":64,"W":4,"staged":true,"pipelined":true}'
     ;;
   pipe2)
     # After pipe: the pipelined staging with every register index a constant (pipe's kernel
     # kept its staging registers in local memory), and with K/V staged as halves; their code.
-    v='[{"T":128,"W":4,"tolerance":1e-3},{"T":64,"W":4,"staged":true,"pipelined":true,"tolerance":1e-3},'
-    v+='{"T":64,"W":4,"staged":true,"pipelined":true,"halves":true,"tolerance":1e-3}]'
-    run_deno 300 hmma.txt bench/proto_hmma.ts --wide --variants="$v" --split-factors=1,2 \
-      --only='qLen4|gqa32/8 128k|mqa' --out="$out/hmma.json" "$@"
-    top=$out
-    out=$top/sass_pipe
-    mkdir -p "$out"
-    sass_mode '{"T":64,"W":4,"staged":true,"pipelined":true}'
-    out=$top/sass_halves
-    mkdir -p "$out"
-    sass_mode '{"T":64,"W":4,"staged":true,"pipelined":true,"halves":true}'
+    wide_run 300 1,2 "$cases" "[$plain,$pipelined,$halves]" "$@"
+    sass_in sass_pipe '{"T":64,"W":4,"staged":true,"pipelined":true}'
+    sass_in sass_halves '{"T":64,"W":4,"staged":true,"pipelined":true,"halves":true}'
+    ;;
+  pipe3)
+    # After pipe2: the pipelined staging (its best) at split precision, beside the plain one.
+    wide_run 300 1 "$cases" "[$pipelined,$pipelined_split]" "$@"
+    ;;
+  qst)
+    # After pipe2's machine code (about 190 registers per thread: two workgroups per
+    # multiprocessor): the query block staged in workgroup memory instead of kept in
+    # registers, at 1 and 2 times the splits; then its code.
+    wide_run 300 1,2 "$cases" "[$pipelined,$q_staged]" "$@"
+    sass_in sass_qst '{"T":64,"W":4,"staged":true,"pipelined":true,"qStaged":true}'
+    ;;
+  rows)
+    # The row-parallel kernel (subgroups take different blocks of 16 rows and share each staged
+    # tile) against the best wide one, at 1, 2 and 4 times the splits; then its code.
+    wide_run 400 1,2,4 "$cases" "[$pipelined,$rows_w2_t32,$rows_w4_t32]" "$@"
+    sass_in sass_rows '{"T":32,"W":4,"rows":true}'
+    ;;
+  rows2)
+    # After rows (its W 4 T 32 kernel took 251 registers, one workgroup per multiprocessor):
+    # 16-token tiles (a quarter of the staging registers), MQA h128/1 alone.
+    wide_run 200 1,2,4 mqa "[$rows_w4_t32,$rows_w4_t16,$rows_w2_t16]" "$@"
     ;;
   *)
     echo "unknown mode $mode" >&2

@@ -39,6 +39,7 @@ export interface RowsConfig {
 }
 
 import { stagingWGSL } from "./proto_hmma_staging.ts";
+import { headerWGSL } from "./proto_hmma_wgsl.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const join = (n: number, f: (i: number) => string, sep = "\n") => range(n).map(f).join(sep);
@@ -65,17 +66,7 @@ export function hmmaRowsWGSL(c: RowsConfig): string {
     `${pipeLoad("kc", DK, DK, "0u", "kw", t)}\n${pipeLoad("vc", DV, 128, "dsub * 16u", "vw", t)}`;
   const so = "sg * 2048u"; // this subgroup's f32 region: its scores, then its tile's products
   const pw = `sg * ${16 * T}u`; // its weights
-  return `enable f16;
-enable subgroups;
-enable chromium_experimental_subgroup_matrix;
-diagnostic(off, chromium.subgroup_matrix_uniformity);
-
-struct Params { n: u32, chunk: u32, hkv: u32, splits: u32, rows: u32, scale: f32, q_lo: u32, pad: u32 }
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> qh: array<f16>;
-@group(0) @binding(2) var<storage, read> kc: array<vec4u>;
-@group(0) @binding(3) var<storage, read> vc: array<vec4u>;
-@group(0) @binding(4) var<storage, read_write> outp: array<f32>;
+  return `${headerWGSL("vec4u", false)}
 
 var<workgroup> so_wg: array<f32, ${2048 * W}>;
 var<workgroup> p_wg: array<f16, ${16 * T * W}>;

@@ -76,6 +76,26 @@ export function pieceWGSL(ndb: number): string {
   let t_end = min(P.n, t_begin + P.chunk);`;
 }
 
+/**
+ * The start of every matrix prototype's WGSL: its extensions (with `matrixUniformity` off, the
+ * rule that held session 45 to one subgroup per workgroup), the uniform block and the bindings,
+ * K and V as `kv` arrays (`f16`, or `vec4u` where they are staged by 16-byte loads).
+ */
+export function headerWGSL(kv: "f16" | "vec4u", matrixUniformity: boolean): string {
+  return `enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;${
+    matrixUniformity ? "" : "\ndiagnostic(off, chromium.subgroup_matrix_uniformity);"
+  }
+
+struct Params { n: u32, chunk: u32, hkv: u32, splits: u32, rows: u32, scale: f32, q_lo: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> qh: array<f16>;
+@group(0) @binding(2) var<storage, read> kc: array<${kv}>;
+@group(0) @binding(3) var<storage, read> vc: array<${kv}>;
+@group(0) @binding(4) var<storage, read_write> outp: array<f32>;`;
+}
+
 export function hmmaWGSL(c: HmmaConfig): string {
   const { DK, DV, T, split } = c;
   if (DK % 16 || DV % 128 || T % 16 || T < 16) throw new RangeError(JSON.stringify(c));
@@ -175,16 +195,7 @@ ${body}
 ${valueBlock("db")}
     }`;
   const lo = (x: string) => (split ? ` + ${x}` : "");
-  return `enable f16;
-enable subgroups;
-enable chromium_experimental_subgroup_matrix;
-
-struct Params { n: u32, chunk: u32, hkv: u32, splits: u32, rows: u32, scale: f32, q_lo: u32, pad: u32 }
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> qh: array<f16>;
-@group(0) @binding(2) var<storage, read> kc: array<f16>;
-@group(0) @binding(3) var<storage, read> vc: array<f16>;
-@group(0) @binding(4) var<storage, read_write> outp: array<f32>;
+  return `${headerWGSL("f16", true)}
 
 var<workgroup> s_wg: array<f32, ${16 * T * pieces.length}>;
 var<workgroup> p_wg: array<f16, ${16 * T * pieces.length}>;

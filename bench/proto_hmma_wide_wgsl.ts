@@ -21,7 +21,7 @@
  * @module
  */
 
-import { LO_SCALE, pieceWGSL } from "./proto_hmma_wgsl.ts";
+import { headerWGSL, LO_SCALE, pieceWGSL } from "./proto_hmma_wgsl.ts";
 import { stagingWGSL } from "./proto_hmma_staging.ts";
 
 /** A wide configuration: head dims, tokens per tile, subgroups per workgroup. */
@@ -207,17 +207,7 @@ ${
 ${join(KB, (kk) => `      kn${kk} = ${kRight("kb", kk)};`)}
     }`
     : "";
-  return `enable f16;
-enable subgroups;
-enable chromium_experimental_subgroup_matrix;
-diagnostic(off, chromium.subgroup_matrix_uniformity);
-
-struct Params { n: u32, chunk: u32, hkv: u32, splits: u32, rows: u32, scale: f32, q_lo: u32, pad: u32 }
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> qh: array<f16>;
-@group(0) @binding(2) var<storage, read> kc: array<${staged && !halves ? "vec4u" : "f16"}>;
-@group(0) @binding(3) var<storage, read> vc: array<${staged && !halves ? "vec4u" : "f16"}>;
-@group(0) @binding(4) var<storage, read_write> outp: array<f32>;
+  return `${headerWGSL(staged && !halves ? "vec4u" : "f16", false)}
 
 var<workgroup> s_wg: array<f32, ${16 * T * NP}>;
 var<workgroup> p_wg: array<f16, ${16 * T * NP}>;
