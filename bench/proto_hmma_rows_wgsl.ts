@@ -39,7 +39,7 @@ export interface RowsConfig {
 }
 
 import { stagingWGSL } from "./proto_hmma_staging.ts";
-import { headerWGSL } from "./proto_hmma_wgsl.ts";
+import { headerWGSL, MATRIX, matrixLoad, matrixStore } from "./proto_hmma_wgsl.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const join = (n: number, f: (i: number) => string, sep = "\n") => range(n).map(f).join(sep);
@@ -54,13 +54,8 @@ export function hmmaRowsWGSL(c: RowsConfig): string {
   ) throw new RangeError(JSON.stringify(c));
   if (THREADS % (DK / 8) || THREADS % 16) throw new RangeError(JSON.stringify(c));
   const KS = 136; // staged rows' stride in halves (128 dims + 8 against bank conflicts)
-  const L = "subgroup_matrix_left<f16, 16, 16>";
-  const R = "subgroup_matrix_right<f16, 16, 16>";
-  const S = "subgroup_matrix_result<f32, 16, 16>";
-  const load = (type: string, ptr: string, off: string, col: boolean, stride: string) =>
-    `subgroupMatrixLoad<${type}, ${col ? "col_major" : "row_major"}>(${ptr}, ${off}, ${stride})`;
-  const store = (ptr: string, off: string, m: string, stride: string) =>
-    `subgroupMatrixStore<row_major>(${ptr}, ${off}, ${m}, ${stride})`;
+  const { left: L, right: R, result: S } = MATRIX;
+  const load = matrixLoad, store = matrixStore;
   const { regsDecl, pipeLoad, pipeStore } = stagingWGSL({ T, threads: THREADS, KS, halves: false });
   const loadKV = (t: string) =>
     `${pipeLoad("kc", DK, DK, "0u", "kw", t)}\n${pipeLoad("vc", DV, 128, "dsub * 16u", "vw", t)}`;

@@ -21,7 +21,14 @@
  * @module
  */
 
-import { headerWGSL, LO_SCALE, pieceWGSL } from "./proto_hmma_wgsl.ts";
+import {
+  headerWGSL,
+  LO_SCALE,
+  MATRIX,
+  matrixLoad,
+  matrixStore,
+  pieceWGSL,
+} from "./proto_hmma_wgsl.ts";
 import { stagingWGSL } from "./proto_hmma_staging.ts";
 
 /** A wide configuration: head dims, tokens per tile, subgroups per workgroup. */
@@ -109,13 +116,8 @@ export function hmmaWideWGSL(c: WideConfig): string {
   const KS = 136; // staged rows' stride in halves
   const keep = (part: "scores" | "softmax" | "values" | "acc", text: string) =>
     c.skip?.includes(part) ? `    // (${part} left out)` : text;
-  const L = "subgroup_matrix_left<f16, 16, 16>";
-  const R = "subgroup_matrix_right<f16, 16, 16>";
-  const S = "subgroup_matrix_result<f32, 16, 16>";
-  const load = (type: string, ptr: string, off: string, col: boolean, stride: string) =>
-    `subgroupMatrixLoad<${type}, ${col ? "col_major" : "row_major"}>(${ptr}, ${off}, ${stride})`;
-  const store = (ptr: string, off: string, m: string, stride: string) =>
-    `subgroupMatrixStore<row_major>(${ptr}, ${off}, ${m}, ${stride})`;
+  const { left: L, right: R, result: S } = MATRIX;
+  const load = matrixLoad, store = matrixStore;
   const qLeft = (kk: number, lo = false) =>
     kLeft
       ? load(R, "&qh", `qb + ${16 * kk}u`, true, `${DK}u`)
