@@ -35,8 +35,9 @@
  *
  * `--wide`: the wide kernels instead, at 1, 2, 4 and 8 times each case's first split count
  * (`--split-factors=1,2` chooses), `--variants=JSON` choosing which (an array of
- * `WideConfig`s or `RowsConfig`s less the head dims, each with its `tolerance` against float64). `--probe=VARIANT`:
- * one variant made and run on its first check shape, each step printed before it starts.
+ * `WideConfig`s or `RowsConfig`s less the head dims, each with its `tolerance` against
+ * float64). `--probe=VARIANT`: one variant made and run on its first check shape, each step
+ * printed before it starts.
  *
  * Usage: deno run -A --unstable-webgpu --v8-flags=--expose-gc bench/proto_hmma.ts
  *        [--emulate] [--only=REGEX] [--out=FILE] [--print] [--no-twins] [--wide]

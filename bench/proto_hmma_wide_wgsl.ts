@@ -62,9 +62,10 @@ export interface WideConfig {
   halves?: boolean;
   /**
    * The block's query rows staged in workgroup memory once per piece and their matrices loaded
-   * from there where used (`ldmatrix`; rows padded by 8 halves), instead of kept in registers: 32 registers fewer at
-   * d128, so more workgroups fit a multiprocessor (session 47: the pipelined kernel took about
-   * 190 registers per thread, two workgroups per multiprocessor). Not with `split` or `kLeft`.
+   * from there where used (`ldmatrix`; rows padded by 8 halves), instead of kept in registers:
+   * 32 registers fewer at d128, so more workgroups fit a multiprocessor (session 47: the
+   * pipelined kernel took about 190 registers per thread, two workgroups per multiprocessor; with
+   * this, 131, and no faster). Not with `split` or `kLeft`.
    */
   qStaged?: boolean;
   /**
