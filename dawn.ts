@@ -32,11 +32,13 @@ import { registerDawn } from "./src/gpu/gpu_runtime.ts";
  * `vulkan_enable_f16_on_nvidia` is on (f16 conformance failures it has not looked into); the
  * kernels need f16 only for the opt-in `kernel: { halfMath: true }` (KV halves are otherwise
  * unpacked from `u32`), which through Dawn on an H200 then takes GQA 32/8 128k from 90.3% to
- * 93.3% of its roofline (bench/notes.md, session 45).
+ * 93.3% of its roofline (bench/notes.md, session 45). `allow_unsafe_apis` lets adapters offer
+ * experimental features: the matrix kernel of the opt-in `kernel: { matrixMath: true }` needs
+ * `chromium-experimental-subgroup-matrix` (the library asks for no other experimental feature).
  */
 const DAWN_OPTIONS: string[] = [
   "disable-dawn-features=timestamp_quantization",
-  "enable-dawn-features=vulkan_enable_f16_on_nvidia",
+  "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia",
 ];
 
 let instance: Promise<GPU> | undefined;

@@ -80,7 +80,7 @@ export {
   schedule,
 } from "./src/plan/schedule.ts";
 export type { Schedule } from "./src/plan/schedule.ts";
-export { matrixBlocksFit, tileConfig } from "./src/plan/tiles.ts";
+export { matrixBlocksFit, matrixUnitsFit, tileConfig } from "./src/plan/tiles.ts";
 export type { TileConfig, TileOptions } from "./src/plan/tiles.ts";
 export { INVARIANT_CHUNK_TILES, scheduleWindows, unitRuns } from "./src/plan/schedule_windows.ts";
 export { skippedTiles } from "./src/plan/sliding_window.ts";

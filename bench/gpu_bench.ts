@@ -182,8 +182,11 @@ function classOf(c: BenchCase): string {
   return kernelTableKey(c.headDim, rowsPerBlockOf(c));
 }
 
-/** `--check`'s tolerance: packed f16 scores (`--kernel='{"halfMath":true}'`) have f16's precision. */
-const checkTolerance = kernel?.halfMath ? 2e-3 : 1e-4;
+/**
+ * `--check`'s tolerance: packed f16 scores (`--kernel='{"halfMath":true}'`) and the matrix
+ * kernel's f16 operands (`matrixMath`) have f16's precision.
+ */
+const checkTolerance = kernel?.halfMath || kernel?.matrixMath ? 2e-3 : 1e-4;
 
 async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Promise<Row[]> {
   // The table's entry for the case (an 8-bit case takes its class's "8-bit" entry if any).
@@ -192,6 +195,9 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
   const tuning = entry ? { ...kernel, ...entry } : kernel;
   const decoder = await createDecoder({ backend, device, kernel: tuning, grid, tileTokens });
   const rows: Row[] = [];
+  if (kernel?.matrixMath) {
+    console.log(`${c.name}: matrix kernel ${decoder.profile.matrixUnits ?? false}`);
+  }
   try {
     const checked = args.has("check") ? await checkDense(decoder, c, checkTolerance) : undefined;
     const input = makeBenchInput(c);

@@ -76,26 +76,8 @@ export function pieceWGSL(ndb: number): string {
   let t_end = min(P.n, t_begin + P.chunk);`;
 }
 
-/** The matrix types of the wide and row-parallel kernels: f16 operands, f32 results, 16 x 16. */
-export const MATRIX = {
-  left: "subgroup_matrix_left<f16, 16, 16>",
-  right: "subgroup_matrix_right<f16, 16, 16>",
-  result: "subgroup_matrix_result<f32, 16, 16>",
-} as const;
-
-/** A subgroup-matrix load in the template syntax (`col`: column-major). */
-export const matrixLoad = (
-  type: string,
-  ptr: string,
-  off: string,
-  col: boolean,
-  stride: string,
-): string =>
-  `subgroupMatrixLoad<${type}, ${col ? "col_major" : "row_major"}>(${ptr}, ${off}, ${stride})`;
-
-/** A row-major subgroup-matrix store. */
-export const matrixStore = (ptr: string, off: string, m: string, stride: string): string =>
-  `subgroupMatrixStore<row_major>(${ptr}, ${off}, ${m}, ${stride})`;
+// The matrix types and their loads and stores: the library's (the matrix kernel's).
+export { MATRIX, matrixLoad, matrixStore } from "../src/kernels/matrix_ops.ts";
 
 /**
  * The start of every matrix prototype's WGSL: its extensions (with `matrixUniformity` off, the

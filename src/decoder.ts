@@ -118,7 +118,11 @@ export class DecoderImpl implements Decoder {
   /** Plans a validated shape (the decode paths validate their input once, then plan it). */
   #planProblem(problem: Problem, strategy: Strategy | undefined): Plan {
     const profile = this.#backend.profile;
-    const tileOptions = { ...this.#tileOptions, matrixBlocks: profile.matrixBlocks ?? false };
+    const tileOptions = {
+      ...this.#tileOptions,
+      matrixBlocks: profile.matrixBlocks ?? false,
+      matrixUnits: profile.matrixUnits ?? false,
+    };
     const grid = profile.gridByRows
       ? gridFor(
         profile,

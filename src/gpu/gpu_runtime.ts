@@ -67,6 +67,26 @@ export interface KernelCaps {
    * kernel stages 32 dims per step where its workgroup memory then fits, else 16.
    */
   readonly workgroupBytes?: number;
+  /**
+   * The device has Dawn's `chromium-experimental-subgroup-matrix` with f16 x f16 -> f32 16 x 16 x
+   * 16 matrices, `shader-f16` and `subgroups`, and subgroups of exactly 32 lanes (the matrix
+   * kernel's `KernelTuning.matrixMath`).
+   */
+  readonly subgroupMatrix?: boolean;
+}
+
+/** Dawn's experimental subgroup-matrix feature (`KernelCaps.subgroupMatrix`). */
+export const SUBGROUP_MATRIX_FEATURE = "chromium-experimental-subgroup-matrix";
+
+/** Whether an adapter's info lists f16 x f16 -> f32 subgroup matrices of 16 x 16 x 16. */
+function hasHalfMatrices(info: GPUAdapterInfo | undefined): boolean {
+  const configs =
+    (info as { subgroupMatrixConfigs?: Iterable<Record<string, unknown>> } | undefined)
+      ?.subgroupMatrixConfigs;
+  return [...(configs ?? [])].some((c) =>
+    c.componentType === "f16" && c.resultComponentType === "f32" && c.M === 16 && c.N === 16 &&
+    c.K === 16
+  );
 }
 
 /** Reads a device's kernel capabilities (the adapter info may come from the device). */
@@ -78,6 +98,10 @@ export function kernelCaps(device: GPUDevice, info: GPUAdapterInfo | undefined):
     subgroupMinSize: subgroups ? min : 0,
     shaderF16: device.features.has("shader-f16"),
     workgroupBytes: device.limits.maxComputeWorkgroupStorageSize,
+    subgroupMatrix: subgroups && min === 32 &&
+      Number((info as { subgroupMaxSize?: number } | undefined)?.subgroupMaxSize ?? 0) === 32 &&
+      device.features.has("shader-f16") &&
+      device.features.has(SUBGROUP_MATRIX_FEATURE as GPUFeatureName) && hasHalfMatrices(info),
   };
 }
 
@@ -120,7 +144,11 @@ export function summarizeAdapter(info: GPUAdapterInfo | undefined): AdapterSumma
 }
 
 /** Features the backend uses when the adapter has them. */
-const OPTIONAL_FEATURES = ["timestamp-query", "shader-f16"] as GPUFeatureName[];
+const OPTIONAL_FEATURES = [
+  "timestamp-query",
+  "shader-f16",
+  SUBGROUP_MATRIX_FEATURE,
+] as GPUFeatureName[];
 
 /**
  * Requests a device with the adapter's own limits (not the defaults) and useful features, and

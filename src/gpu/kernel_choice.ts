@@ -25,7 +25,8 @@ import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { Plan } from "../plan/plan.ts";
 import { variantFlags } from "../core/variant_options.ts";
 import { TILED_THREADS, tiledWorkgroupBytes } from "../kernels/tiled_layout.ts";
-import { matrixBlocksFit } from "../plan/tiles.ts";
+import { matrixBlocksFit, matrixUnitsFit } from "../plan/tiles.ts";
+import { matrixLayout, matrixThreads } from "../kernels/matrix_layout.ts";
 
 import type { KernelTuning } from "./kernel_tuning.ts";
 
@@ -59,6 +60,17 @@ export function kernelSpec(
   const scales = kvScales === undefined ? {} : { kvScales };
   if (rowsPerBlock >= 16 && matrixBlocksFit(headDim, headDimV, kvDtype)) {
     return { ...tiledSpec(plan, caps, paged), ...scales };
+  }
+  // Blocks of 16+ rows at head dims up to 128 come only from plans cut for the matrix kernel
+  // (`TileOptions.matrixUnits`, which the backends set where the device has it).
+  if (rowsPerBlock >= 16 && matrixUnitsFit(headDim, headDimV, kvDtype)) {
+    if (!matrixUnitsOn(caps)) {
+      throw new RangeError(
+        `kernel choice: blocks of ${rowsPerBlock} rows at head dim ${headDim} need the matrix ` +
+          `kernel, which this device lacks (KernelCaps.subgroupMatrix)`,
+      );
+    }
+    return matrixSpec(plan, paged);
   }
   const load = elementsPerLoad(kvDtype, kvLoadDim(headDim, headDimV));
   const chunks = headDim / load;
@@ -248,6 +260,50 @@ function tiledSpec(
   };
   const fits = tiledWorkgroupBytes(spec) <= (caps.workgroupBytes ?? 16384);
   return fits ? spec : { ...spec, matrixChunk: 16 };
+}
+
+/**
+ * Whether a device runs the matrix kernel at every block size: Dawn's f16 subgroup matrices
+ * (`KernelCaps.subgroupMatrix`) and the workgroup memory of its largest layout (64 rows, head
+ * dim 128: about 45 KiB).
+ *
+ * @example
+ * ```ts
+ * import { matrixUnitsOn } from "./kernel_choice.ts";
+ * const caps = { subgroups: true, subgroupMinSize: 32, subgroupMatrix: true, workgroupBytes: 49152 };
+ * console.log(matrixUnitsOn(caps), matrixUnitsOn({ ...caps, workgroupBytes: 32768 })); // true false
+ * ```
+ */
+export function matrixUnitsOn(caps: KernelCaps): boolean {
+  const largest = matrixLayout({
+    headDim: 128,
+    kvDtype: "f16",
+    tileTokens: 64,
+    rowsPerBlock: 64,
+    workgroupSize: matrixThreads(64),
+    tiled: true,
+    matrix: true,
+  });
+  return caps.subgroupMatrix === true && caps.subgroups &&
+    largest.bytes <= (caps.workgroupBytes ?? 16384);
+}
+
+/** The matrix kernel's spec for a plan of matrix-unit blocks (`TileOptions.matrixUnits`). */
+function matrixSpec(plan: Parameters<typeof kernelSpec>[0], paged: boolean): KernelSpec {
+  return {
+    headDim: plan.problem.headDim,
+    kvDtype: plan.problem.kvDtype,
+    tileTokens: plan.tiles.tileTokens,
+    rowsPerBlock: plan.tiles.rowsPerBlock,
+    workgroupSize: matrixThreads(plan.tiles.rowsPerBlock),
+    tiled: true,
+    matrix: true,
+    paged,
+    ...(paged && plan.kv?.kind === "paged" && plan.kv.layout === "HND"
+      ? { kvLayout: "HND" as const }
+      : {}),
+    ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
+  };
 }
 
 /** The kernel spec's variant field: the flags that are on, none for the plain variant. */

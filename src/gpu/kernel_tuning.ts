@@ -163,4 +163,15 @@ export interface KernelTuning {
    * measurements). See `src/kernels/tiled_kernel.ts`.
    */
   tiled?: boolean;
+  /**
+   * Blocks of 16 or more query rows over f16 K/V of head dims 16-128 (in steps of 16) take the
+   * matrix-unit kernel where the device offers Dawn's experimental subgroup matrices (f16 x f16
+   * -> f32, 16 x 16 x 16, subgroups of 32: NVIDIA's GPUs through `@lean/attention/dawn`),
+   * default false. Its products take f16 operands (queries and weights rounded to f16; sums in
+   * f32), so outputs carry f16-grade errors (relative near 1e-4 to 1e-3) for up to 1.7x faster
+   * decodes where many query rows share a KV head (MQA, GQA with several query tokens). Ignored
+   * where the device lacks the feature, and for other shapes. See
+   * `src/kernels/matrix_kernel.ts`.
+   */
+  matrixMath?: boolean;
 }

@@ -13,7 +13,7 @@ import { openGpuContext } from "./gpu_context.ts";
 import { notify, type ProgressListener } from "../core/progress.ts";
 import type { TileOptions } from "../plan/tiles.ts";
 import { tiledFitsDevice } from "../kernels/tiled_layout.ts";
-import { kernelSpec } from "./kernel_choice.ts";
+import { kernelSpec, matrixUnitsOn } from "./kernel_choice.ts";
 import type { KernelTuning } from "./kernel_tuning.ts";
 import { WebGPUBackend } from "./webgpu_backend.ts";
 import { calibrationProbe, HEAD_DIM_CLASSES, ROW_CLASSES } from "./calibration_probe.ts";
@@ -58,6 +58,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
   const { device, caps, pipelines } = ctx;
   const summary = ctx.adapter;
   const tuning = options.kernel ?? {};
+  const matrixUnits = tuning.matrixMath === true && matrixUnitsOn(caps);
   let profile: DeviceProfile;
   if (options.grid !== undefined) {
     profile = { name: summary.description, grid: options.grid, source: "option" };
@@ -80,6 +81,8 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       const tiled = tuning.tiled !== false &&
         tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize);
       if (tiled) classes.push({ headDim: 576, headDimV: 512, rows: 64 });
+      // The matrix kernel's smallest and largest blocks, where it runs.
+      if (matrixUnits) classes.push({ headDim: 128, rows: 16 }, { headDim: 128, rows: 64 });
       for (const [i, { headDim, rows, headDimV }] of classes.entries()) {
         notify(onProgress, {
           stage: "calibrate",
@@ -96,7 +99,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
             calibrationPool,
             pipelines,
             false,
-            { ...tileOptions, matrixBlocks: tiled },
+            { ...tileOptions, matrixBlocks: tiled, matrixUnits },
             (plan) => kernelSpec(plan, caps, tuning),
             rows,
             headDim,
@@ -155,6 +158,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
     software: summary.software,
     matrixBlocks: tuning.tiled !== false &&
       tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize),
+    ...(matrixUnits ? { matrixUnits } : {}),
   };
   notify(onProgress, {
     stage: "ready",

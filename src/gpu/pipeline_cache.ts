@@ -20,6 +20,7 @@ import { type KernelSpec, scaleTable } from "../kernels/kernel_spec.ts";
 import { specKey } from "../kernels/spec_key.ts";
 import { mergeKernelWGSL } from "../kernels/merge_kernel.ts";
 import { tiledKernelWGSL } from "../kernels/tiled_kernel.ts";
+import { matrixKernelWGSL } from "../kernels/matrix_kernel.ts";
 import { needsHeadTable } from "../kernels/variant_wgsl.ts";
 
 /** The kernels a plan can need. */
@@ -27,7 +28,11 @@ export type KernelKind = "decode" | "merge";
 
 const GENERATORS: Record<KernelKind, (spec: KernelSpec, options: WGSLOptions) => string> = {
   decode: (spec, options) =>
-    spec.tiled ? tiledKernelWGSL(spec, options) : decodeKernelWGSL(spec, options),
+    spec.matrix
+      ? matrixKernelWGSL(spec, options)
+      : spec.tiled
+      ? tiledKernelWGSL(spec, options)
+      : decodeKernelWGSL(spec, options),
   merge: mergeKernelWGSL,
 };
 

@@ -36,8 +36,8 @@ export function specKey(kind: string, spec: KernelSpec): string {
   const dv = (spec.headDimV ?? spec.headDim) === spec.headDim ? "" : `/${spec.headDimV}`;
   if (spec.tiled) {
     // The tiled kernel's own fields; its blocking follows from them (`tiledLayout`).
-    return `${kind}:d${spec.headDim}${dv}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:tiled${
-      spec.matrixChunk ?? 32
+    return `${kind}:d${spec.headDim}${dv}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:${
+      spec.matrix ? "matrix" : `tiled${spec.matrixChunk ?? 32}`
     }${spec.paged ? ":paged" : ""}${spec.paged && spec.kvLayout === "HND" ? ":hnd" : ""}${
       spec.qDtype === "f16" ? ":qf16" : ""
     }${spec.outDtype === "f16" ? ":of16" : ""}${variantKey(spec.variant)}${

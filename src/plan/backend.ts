@@ -63,6 +63,12 @@ export interface DeviceProfile {
    * head dims above 256 (`TileOptions.matrixBlocks`). Absent: false.
    */
   readonly matrixBlocks?: boolean;
+  /**
+   * GPU backends that run the matrix-unit kernel (`kernel: { matrixMath: true }` on a device with
+   * Dawn's f16 subgroup matrices): plans cut blocks of 16-64 query rows for f16 K/V of head dims
+   * up to 128 (`TileOptions.matrixUnits`). Absent: false.
+   */
+  readonly matrixUnits?: boolean;
 }
 
 /**

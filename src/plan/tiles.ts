@@ -58,6 +58,13 @@ export interface TileOptions {
    * backends set it; default false (blocks of at most 4 rows at such head dims).
    */
   matrixBlocks?: boolean;
+  /**
+   * Blocks of 16, 32 or 64 query rows over f16 K/V of head dims 16-128 for the GPU's matrix-unit
+   * kernel (`src/kernels/matrix_kernel.ts`), where a KV group has at least 16 rows (see
+   * {@linkcode matrixUnitsFit}). GPU backends set it where the caller asks for
+   * `kernel: { matrixMath: true }` and the device has the kernel's features; default false.
+   */
+  matrixUnits?: boolean;
 }
 
 /**
@@ -92,6 +99,21 @@ export function matrixBlocksFit(headDim: number, headDimV: number, _kvDtype: KVD
     (headDimV & (headDimV - 1)) === 0;
 }
 
+/**
+ * Whether head dims and a KV dtype suit the matrix-unit kernel's blocks (`TileOptions.matrixUnits`):
+ * f16 K and V of one head dim from 16 to 128 in steps of 16.
+ *
+ * @example
+ * ```ts
+ * import { matrixUnitsFit } from "@lean/attention/plan";
+ * console.log(matrixUnitsFit(128, 128, "f16"), matrixUnitsFit(128, 128, "bf16")); // true false
+ * ```
+ */
+export function matrixUnitsFit(headDim: number, headDimV: number, kvDtype: KVDtype): boolean {
+  return kvDtype === "f16" && headDim === headDimV && headDim % 16 === 0 && headDim >= 16 &&
+    headDim <= 128;
+}
+
 function powerOfTwo(name: string, value: number, lo: number, hi: number): number {
   if (typeof value !== "number") {
     throw new TypeError(`${name} must be a number: got ${typeof value}`);
@@ -120,9 +142,11 @@ export function tileConfig(
   const tileTokens = powerOfTwo("tileTokens", options.tileTokens ?? 64, 16, 256);
   const workgroupSize = powerOfTwo("workgroupSize", options.workgroupSize ?? 128, 16, 256);
   const dim = Math.max(problem.headDim, problem.headDimV ?? 0);
+  const headDimV = problem.headDimV ?? problem.headDim;
   if (
-    options.matrixBlocks && problem.rowsPerGroup >= 16 &&
-    matrixBlocksFit(problem.headDim, problem.headDimV ?? problem.headDim, problem.kvDtype)
+    problem.rowsPerGroup >= 16 &&
+    (options.matrixBlocks && matrixBlocksFit(problem.headDim, headDimV, problem.kvDtype) ||
+      options.matrixUnits && matrixUnitsFit(problem.headDim, headDimV, problem.kvDtype))
   ) {
     // Balanced blocks of at most 64 rows, each a power of two (16, 32 or 64: the kernel's
     // layouts); a block's rows past the group's are masked.

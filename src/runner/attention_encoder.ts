@@ -36,7 +36,7 @@ import { tiledFitsDevice } from "../kernels/tiled_layout.ts";
 import { UploadRing } from "./upload_ring.ts";
 import { cacheById } from "./cache_registry.ts";
 import type { KVScaleSource } from "../kernels/kernel_spec.ts";
-import { kernelSpec } from "../gpu/kernel_choice.ts";
+import { kernelSpec, matrixUnitsOn } from "../gpu/kernel_choice.ts";
 import type { KernelTuning } from "../gpu/kernel_tuning.ts";
 import {
   bindProgram,
@@ -143,6 +143,8 @@ export class AttentionEncoder {
       // MLA-sized row groups get the tiled kernel's blocks where the device holds it.
       matrixBlocks: options.kernel?.tiled !== false &&
         tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize),
+      // Row groups of 16 or more over f16 K/V take the matrix kernel where asked and offered.
+      matrixUnits: options.kernel?.matrixMath === true && matrixUnitsOn(ctx.caps),
     };
     this.#strategy = options.strategy;
     this.#batchInvariant = options.batchInvariant ?? false;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Session 48 on the H200: the matrix-unit kernel in the library (src/kernels/matrix_kernel.ts,
+# opt-in `kernel: { matrixMath: true }`, Dawn's f16 subgroup matrices). Results under $OUT or
+# bench/results/h200_session48/MODE:
+#   matrix  tests/matrix_kernel_test.ts through Dawn (every block size, variants, ragged batches,
+#           a runner's HND pages, against float64 within f16 tolerance), then lean through Dawn
+#           with and without `matrixMath` on the many-row cases (bench/cases_rows.json and the
+#           MQA rows of bench/cases.json), back to back after 400 ms of warm passes.
+set -u
+mode=${1:?usage: bash bench/h200_s48_session.sh matrix}
+shift
+out=${OUT:-bench/results/h200_session48/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+# `rows_bench NAME KERNEL`: lean through Dawn on the many-row cases with a kernel tuning (JSON).
+rows_bench() {
+  local name=$1 kernel=$2
+  run_deno 200 "bench_rows_$name.txt" bench/gpu_bench.ts --backend=dawn --strategies=lean \
+    --cases=bench/cases_rows.json --kernel="$kernel" --check --out="$out/bench_rows_$name.json"
+  run_deno 120 "bench_mqa_$name.txt" bench/gpu_bench.ts --backend=dawn --strategies=lean \
+    --only="mqa h128/1" --kernel="$kernel" --check --out="$out/bench_mqa_$name.json"
+}
+case $mode in
+matrix)
+  run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts
+  rows_bench matrix '{"matrixMath":true}'
+  rows_bench default '{}'
+  ;;
+*)
+  echo "unknown mode $mode" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,379 @@
+/**
+ * The matrix-unit decode kernel (opt-in `kernel: { matrixMath: true }`): blocks of 16, 32 or 64
+ * query rows of f16 K/V at head dims up to 128, whose two products per tile (scores `S = Q K^T`
+ * and the weighted sum `P V`) run on the GPU's matrix units through Dawn's experimental subgroup
+ * matrices (`chromium-experimental-subgroup-matrix`: f16 x f16 -> f32, 16 x 16 x 16). The
+ * operands are f16 (the queries and the weights rounded to it), the sums f32: f16-grade results,
+ * as FlashAttention's f16 kernels give (bench/notes.md, sessions 45-47, where its prototypes were
+ * measured on the H200).
+ *
+ * Each subgroup of 32 lanes owns 16 of the block's rows over the whole piece, as
+ * FlashAttention-2's warps do; its rows' softmax needs no other subgroup. Per tile of `T` tokens:
+ * 1. K's rows are staged as halves in workgroup memory (each thread's 16-byte loads were issued
+ *    a stage ahead, into registers with constant indices); each subgroup multiplies its query
+ *    block (f16 matrices kept in registers for the piece) by them and stores its scores.
+ * 2. V's rows replace K's in the staging buffer, and the next tile's loads are issued.
+ * 3. Softmax: two lanes per row, `T / 2` tokens each, the variant's logits, the causal limit and
+ *    the window as the tiled kernel's; each weight goes to workgroup memory as f32 (-1 where the
+ *    row does not see the token) and as f16 (the left operand of `P V`).
+ * 4. Tiles every row of the block sees whole: `P V` per 16 dims on the matrix units, stored, and
+ *    added into each lane's f32 sums after their rescale. Other tiles (a piece's causal or window
+ *    edges, a few per piece): each lane adds its outputs token by token with a select, so a
+ *    non-finite V never reaches a row that does not see it (on the matrix units a weight of 0
+ *    times such a V would be NaN).
+ *
+ * It reads the same uniform block, schedule, bindings and slots as the tiled kernel, so the plan,
+ * the merge and the runner's encoder are unchanged. Every barrier is in uniform control flow; no
+ * workgroup waits on another. Tint wants every subgroup-matrix call's arguments uniform across
+ * the workgroup; `chromium.subgroup_matrix_uniformity` lifts that, so each subgroup can take its
+ * own rows.
+ *
+ * @module
+ */
+
+import { lines } from "./decode_step.ts";
+import type { KernelSpec } from "./kernel_spec.ts";
+import {
+  FLAT_WORKGROUP_WGSL,
+  kernelEntryWGSL,
+  PARAMS_WGSL,
+  PIECE_LOOP_WGSL,
+  QUERY_ROW_WGSL,
+} from "./kernel_params.ts";
+import { kvAddressWGSL } from "./kv_address.ts";
+import { ioWGSL } from "./io_wgsl.ts";
+import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
+import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
+import type { WGSLOptions } from "./decode_kernel.ts";
+import { matrixLayout } from "./matrix_layout.ts";
+import { MATRIX, matrixLoad, matrixStore } from "./matrix_ops.ts";
+
+/**
+ * Generates the matrix kernel's WGSL for a spec (`tiled: true, matrix: true`).
+ *
+ * @example
+ * ```ts
+ * import { matrixKernelWGSL } from "./matrix_kernel.ts";
+ * const wgsl = matrixKernelWGSL({
+ *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 64, workgroupSize: 128,
+ *   tiled: true, matrix: true,
+ * });
+ * console.log(wgsl.includes("subgroupMatrixMultiplyAccumulate")); // true
+ * ```
+ */
+export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
+  const D = spec.headDim;
+  const { RB, NSG, THREADS, T, KS, CHUNKS, CK, QR, SO } = matrixLayout(spec);
+  const KB = D / 16, TB = T / 16, DB = D / 16;
+  const flags = spec.variant ?? {};
+  const io = ioWGSL(spec);
+  const headTable = needsHeadTable("decode", flags);
+  const { left: L, right: R, result: S } = MATRIX;
+  const kGuard = (T * CHUNKS) % THREADS !== 0;
+  const QV = (QR * D) / 4; // query vec4s per round
+  const PAIRS = D / 4; // output pairs per lane: elements 2 lane + 64 k, + 1
+  const logits = `${flags.softCap ? "\n        s = soft_cap(s);" : ""}${
+    flags.alibi ? "\n        s += slope * f32(bitcast<i32>(t - pq));" : ""
+  }`;
+  const visible = `t < lim${flags.window ? " && t >= lo" : ""}`;
+  const seesRead = `min(t, tok_end - 1u) <= pq${
+    flags.window ? " && min(t, tok_end - 1u) >= lo" : ""
+  }`;
+  const rowHead = `row_head(kv_head, min(r0 + br, params.group_size * q_len - 1u), q_len)`;
+
+  // A tile's K or V rows from token `t0` into registers `w0`, `w1`, ... (constant indices: a
+  // register array indexed in a loop went to local memory on the H200, session 47), and their
+  // stores into the staging buffer as halves.
+  const stageLoad = (buf: string, w: string, t0: string) =>
+    lines(CK, (i) => {
+      const load = `{
+        let idx = lid + ${i * THREADS}u;
+        let tok = min(${t0} + idx / ${CHUNKS}u, tok_end - 1u);
+        ${w}${i} = ${buf}[kv_addr(kv_start, tok, kv_head) + idx % ${CHUNKS}u];
+      }`;
+      return `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}${load}`;
+    });
+  const stageStore = (w: string) =>
+    lines(CK, (i) =>
+      `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}{
+        let idx = lid + ${i * THREADS}u;
+        let at = (idx / ${CHUNKS}u) * ${KS}u + (idx % ${CHUNKS}u) * 8u;
+${
+        lines(4, (e) =>
+          `        let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
+        kv_wg[at + ${2 * e}u] = h${e}.x;
+        kv_wg[at + ${2 * e + 1}u] = h${e}.y;`)
+      }
+      }`);
+  // The query rows of round `q` (rows `q QR` on), prescaled and rounded to f16, then each of that
+  // round's subgroups loads its 16 rows' matrices.
+  const queryRound = (q: number) =>
+    `    // Query rows ${q * QR} to ${(q + 1) * QR - 1}.
+    for (var idx = lid; idx < ${QV}u; idx += ${THREADS}u) {
+      let r = ${q * QR}u + idx / ${D / 4}u;
+      let x = select(vec4<f32>(0.0), load_q(query_row(q_start, q_len, kv_head, r0 + min(r, n_rows - 1u)) * ${
+      D / 4
+    }u + idx % ${D / 4}u), r < n_rows) * params.scale_log2;
+      let at = (idx / ${D / 4}u) * ${KS}u + (idx % ${D / 4}u) * 4u;
+      kv_wg[at] = f16(x.x);
+      kv_wg[at + 1u] = f16(x.y);
+      kv_wg[at + 2u] = f16(x.z);
+      kv_wg[at + 3u] = f16(x.w);
+    }
+    workgroupBarrier();
+    if (sg / ${QR / 16}u == ${q}u) {
+${
+      lines(KB, (kk) =>
+        `      q${kk} = ${
+          matrixLoad(L, "&kv_wg", `(sg % ${QR / 16}u) * ${16 * KS}u + ${16 * kk}u`, false, `${KS}u`)
+        };`)
+    }
+    }
+    workgroupBarrier();`;
+  // Lane's output pair k: elements e = 2 lane + 64 k and e + 1 of its subgroup's 16 x D block.
+  const pair = (k: number) =>
+    `let e${k} = 2u * lane + ${64 * k}u;\n        let pr${k} = e${k} / ${D}u;`;
+
+  return `enable f16;${options.enableDirective ? "\nenable subgroups;" : ""}
+enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+// lean-attention matrix decode kernel: D=${D} kv=f16 RB=${RB} T=${T} subgroups=${NSG}${
+    spec.paged ? " paged" : ""
+  }${spec.paged && spec.kvLayout === "HND" ? " hnd" : ""}
+${PARAMS_WGSL}
+${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
+${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
+${bindingWGSL(BINDING.q, "q", "storage, read", io.qType)}
+${bindingWGSL(BINDING.k, "k_cache", "storage, read", "array<vec4<u32>>")}
+${bindingWGSL(BINDING.v, "v_cache", "storage, read", "array<vec4<u32>>")}
+${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
+${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
+${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
+    spec.paged ? `\n${bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")}` : ""
+  }${headTable ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""}
+${recordOffsetsWGSL(PIECE_RECORD)}
+
+const CHUNKS: u32 = ${CHUNKS}u;
+const DV: u32 = ${D}u;
+const RP: u32 = ${RB}u;
+const SLOT: u32 = ${RB * (D + 2)}u;
+const NEG: f32 = -1e30;
+const DIRECT: u32 = 0xffffffffu;
+var<private> nan_bits: u32 = 0x7fc00000u;
+// The staged K, then V, rows of a tile (and the query rows at a piece's start), as halves.
+var<workgroup> kv_wg: array<f16, ${T * KS}>;
+// Each subgroup's scores, then weights (-1: unseen), then products P V.
+var<workgroup> so_wg: array<f32, ${NSG * SO}>;
+// Each subgroup's weights as f16, [row][token].
+var<workgroup> p_wg: array<f16, ${NSG * 16 * T}>;
+// Each row's rescale factor; at the end its final sum, output factor and NaN flag.
+var<workgroup> row_wg: array<f32, ${3 * RB}>;
+${FLAT_WORKGROUP_WGSL}
+${QUERY_ROW_WGSL}
+${kvAddressWGSL(spec)}
+${io.functions}${headTable || flags.softCap ? `\n${variantFunctionsWGSL("decode", flags)}` : ""}
+
+// NaN or +inf, by bits (compilers may fold float NaN tests away).
+fn poisoned(x: f32) -> bool {
+  let b = bitcast<u32>(x);
+  return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
+}
+
+${kernelEntryWGSL(THREADS)}
+  // Subgroup sg owns block rows sg * 16 ..; its softmax gives row br two lanes (part 0 and 1).
+  let sg = lid / 32u;
+  let lane = lid % 32u;
+  let br = sg * 16u + lane / 2u;
+  let part = lane % 2u;
+  let so = sg * ${SO}u;
+  let sr = (lane / 2u) * ${T}u;
+  let pw = sg * ${16 * T}u + sr;
+${PIECE_LOOP_WGSL}
+    let pq = seq_len - q_len + (r0 + br) % q_len;
+    let lim = min(pq + 1u, tok_end);
+    let pos0 = r0 % q_len;
+    let wraps = pos0 + n_rows > q_len;
+    let lim_all = seq_len - q_len + select(pos0, 0u, wraps) + 1u;${
+    flags.window
+      ? `\n    let lo = select(0u, pq + 1u - params.window, pq + 1u > params.window);
+    let pq_last = seq_len - q_len + select(pos0 + n_rows - 1u, q_len - 1u, wraps);
+    let lo_all = select(0u, pq_last + 1u - params.window, pq_last + 1u > params.window);`
+      : ""
+  }${flags.alibi ? `\n    let slope = heads[${HEAD_TABLE_STRIDE}u * ${rowHead}];` : ""}
+    var m_run = NEG;
+    var l_run = 0.0;
+    var bad = 0u;
+    var acc: array<f32, ${2 * PAIRS}>;
+${lines(KB, (kk) => `    var q${kk} = ${L}();`)}
+${lines(RB / QR, queryRound)}
+${lines(CK, (i) => `    var kw${i} = vec4<u32>();\n    var vw${i} = vec4<u32>();`)}
+    if (tok_begin < tok_end) {
+${stageLoad("k_cache", "kw", "tok_begin")}
+${stageLoad("v_cache", "vw", "tok_begin")}
+    }
+    for (var tile0 = tok_begin; tile0 < tok_end; tile0 += ${T}u) {
+${stageStore("kw")}
+      workgroupBarrier();
+${
+    lines(TB, (jb) =>
+      `      {
+        var s = ${S}();
+${
+        lines(KB, (kk) =>
+          `        s = subgroupMatrixMultiplyAccumulate(q${kk}, ${
+            matrixLoad(R, "&kv_wg", `${16 * jb * KS + 16 * kk}u`, true, `${KS}u`)
+          }, s);`)
+      }
+        ${matrixStore("&so_wg", `so + ${16 * jb}u`, "s", `${T}u`)};
+      }`)
+  }
+      workgroupBarrier();
+${stageStore("vw")}
+      // The next tile's K and V fly during the softmax and the products.
+      if (tile0 + ${T}u < tok_end) {
+${stageLoad("k_cache", "kw", `(tile0 + ${T}u)`)}
+${stageLoad("v_cache", "vw", `(tile0 + ${T}u)`)}
+      }
+      var mx = NEG;
+      for (var i = part * ${T / 2}u; i < (part + 1u) * ${T / 2}u; i++) {
+        let t = tile0 + i;
+        var s = so_wg[so + sr + i];${logits}
+        if (${visible}) {
+          bad |= select(0u, 1u, poisoned(s));
+          mx = max(mx, s);
+        }${logits ? "\n        so_wg[so + sr + i] = s;" : ""}
+      }
+      mx = max(mx, subgroupShuffleXor(mx, 1u));
+      let m_new = max(m_run, mx);
+      let alpha = exp2(m_run - m_new);
+      var sum = 0.0;
+      for (var i = part * ${T / 2}u; i < (part + 1u) * ${T / 2}u; i++) {
+        let t = tile0 + i;
+        // As the tiled kernel's: -1 where the row does not see the token, 0 past the piece.
+        let e = select(-1.0, select(0.0, exp2(so_wg[so + sr + i] - m_new), t < tok_end), ${seesRead});
+        so_wg[so + sr + i] = e;
+        p_wg[pw + i] = f16(max(e, 0.0));
+        sum += max(e, 0.0);
+      }
+      sum += subgroupShuffleXor(sum, 1u);
+      l_run = l_run * alpha + sum;
+      m_run = m_new;
+      if (part == 0u) {
+        row_wg[br] = alpha;
+      }
+      workgroupBarrier();
+      if (min(tile0 + ${T}u, tok_end) <= lim_all${flags.window ? " && tile0 >= lo_all" : ""}) {
+${
+    lines(DB, (db) =>
+      `        {
+          var o = ${S}();
+${
+        lines(TB, (tb) =>
+          `          o = subgroupMatrixMultiplyAccumulate(${
+            matrixLoad(L, "&p_wg", `sg * ${16 * T}u + ${16 * tb}u`, false, `${T}u`)
+          }, ${matrixLoad(R, "&kv_wg", `${16 * tb * KS + 16 * db}u`, false, `${KS}u`)}, o);`)
+      }
+          ${matrixStore("&so_wg", `so + ${16 * db}u`, "o", `${D}u`)};
+        }`)
+  }
+        workgroupBarrier();
+${
+    lines(PAIRS, (k) =>
+      `        {
+        ${pair(k)}
+        let a = row_wg[sg * 16u + pr${k}];
+        acc[${2 * k}] = fma(acc[${2 * k}], a, so_wg[so + e${k}]);
+        acc[${2 * k + 1}] = fma(acc[${2 * k + 1}], a, so_wg[so + e${k} + 1u]);
+        }`)
+  }
+      } else {
+        // Token by token: each (row, token) of weight -1 left out with a select.
+${
+    lines(PAIRS, (k) =>
+      `        {
+        ${pair(k)}
+        let a = row_wg[sg * 16u + pr${k}];
+        acc[${2 * k}] *= a;
+        acc[${2 * k + 1}] *= a;
+        }`)
+  }
+        for (var i = 0u; i < ${T}u; i++) {
+${
+    lines(PAIRS, (k) =>
+      `          {
+          ${pair(k)}
+          let p = so_wg[so + pr${k} * ${T}u + i];
+          let v = vec2<f32>(f32(kv_wg[i * ${KS}u + e${k} % ${D}u]), f32(kv_wg[i * ${KS}u + e${k} % ${D}u + 1u]));
+          let pv = select(vec2<f32>(0.0), p * v, p >= 0.0);
+          acc[${2 * k}] += pv.x;
+          acc[${2 * k + 1}] += pv.y;
+          }`)
+  }
+        }
+      }
+      workgroupBarrier();
+    }
+    // Each row's final sum and output factor (a direct piece's sink joins them here, once), and
+    // whether it saw a NaN or +inf score.
+    bad |= subgroupShuffleXor(bad, 1u);
+    if (part == 0u) {${
+    flags.sinks
+      ? `
+      let sk = heads[${HEAD_TABLE_STRIDE}u * ${rowHead} + 1u];
+      let fin_m = select(m_run, max(m_run, sk), slot == DIRECT);
+      let fin_c = exp2(m_run - fin_m);
+      let fin_l = select(l_run, l_run * fin_c + exp2(sk - fin_m), slot == DIRECT);`
+      : `
+      let fin_m = m_run;
+      let fin_c = 1.0;
+      let fin_l = l_run;`
+  }
+      let row_bad = bad != 0u || poisoned(l_run);
+      row_wg[br] = fin_l;
+      row_wg[${RB}u + br] = fin_c;
+      row_wg[${2 * RB}u + br] = select(0.0, 1.0, row_bad);
+      if (br < n_rows) {
+        if (slot == DIRECT) {
+          lse_out[query_row(q_start, q_len, kv_head, r0 + br)] = select(
+            (fin_m + log2(fin_l)) * 0.6931471805599453,
+            bitcast<f32>(nan_bits),
+            row_bad,
+          );
+        } else {
+          partials[slot * SLOT + RP * DV + br] = m_run;
+          partials[slot * SLOT + RP * DV + RP + br] = select(l_run, bitcast<f32>(nan_bits), row_bad);
+        }
+      }
+    }
+    workgroupBarrier();
+${
+    lines(PAIRS, (k) =>
+      `    {
+      ${pair(k)}
+      let b = sg * 16u + pr${k};
+      let d = e${k} % ${D}u;
+      if (b < n_rows) {
+        if (slot == DIRECT) {
+          let nan = row_wg[${2 * RB}u + b] != 0.0;
+          let f = row_wg[${RB}u + b] / row_wg[b];
+          let x = select(vec2<f32>(acc[${2 * k}], acc[${
+        2 * k + 1
+      }]) * f, vec2<f32>(bitcast<f32>(nan_bits)), nan);
+          let at = query_row(q_start, q_len, kv_head, r0 + b) * DV + d;
+${
+        io.outHalf
+          ? "          out[at / 2u] = half_bits(x.x) | (half_bits(x.y) << 16u);"
+          : "          out[at] = x.x;\n          out[at + 1u] = x.y;"
+      }
+        } else {
+          partials[slot * SLOT + b * DV + d] = acc[${2 * k}];
+          partials[slot * SLOT + b * DV + d + 1u] = acc[${2 * k + 1}];
+        }
+      }
+    }`)
+  }
+    workgroupBarrier();
+  }
+}
+`;
+}

@@ -1,0 +1,87 @@
+/**
+ * The matrix-unit decode kernel's blocking (`src/kernels/matrix_kernel.ts`): one subgroup of 32
+ * lanes per 16 query rows, the tokens per tile, the staging loads per thread, and the sizes of
+ * its workgroup memory, named once here for the kernel's WGSL and the host's checks.
+ *
+ * @module
+ */
+
+import type { KernelSpec } from "./kernel_spec.ts";
+
+/** Lanes of a subgroup the matrix kernel is written for (NVIDIA's: one 16-row block each). */
+export const MATRIX_SUBGROUP = 32;
+
+/** The blocking a matrix spec resolves to. */
+export interface MatrixLayout {
+  /** Query rows per block (16, 32 or 64). */
+  readonly RB: number;
+  /** Subgroups per workgroup, one per 16 rows. */
+  readonly NSG: number;
+  /** Threads per workgroup (`32 NSG`). */
+  readonly THREADS: number;
+  /** Tokens per tile (16 for a single subgroup, whose staging registers would not hold 32). */
+  readonly T: number;
+  /** Stride of the staged K, V and query rows, in halves (head dim + 8, against bank conflicts). */
+  readonly KS: number;
+  /** 16-byte chunks per K or V row of a head. */
+  readonly CHUNKS: number;
+  /** K (and V) staging loads per thread and tile. */
+  readonly CK: number;
+  /** Query rows staged per round (the staging buffer holds `T` rows). */
+  readonly QR: number;
+  /** f32s of each subgroup's region: its tile's scores, then its tile's products `P V`. */
+  readonly SO: number;
+  /** Bytes of workgroup memory. */
+  readonly bytes: number;
+}
+
+/**
+ * Resolves a matrix spec's blocking.
+ *
+ * @example
+ * ```ts
+ * import { matrixLayout } from "./matrix_layout.ts";
+ * const l = matrixLayout({
+ *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 64, workgroupSize: 128,
+ *   tiled: true, matrix: true,
+ * });
+ * console.log(l.NSG, l.T, l.CK, l.bytes); // 4 32 4 46336
+ * ```
+ */
+export function matrixLayout(spec: KernelSpec): MatrixLayout {
+  const RB = spec.rowsPerBlock;
+  const D = spec.headDim;
+  const NSG = RB / 16;
+  const THREADS = MATRIX_SUBGROUP * NSG;
+  if (
+    ![16, 32, 64].includes(RB) || spec.kvDtype !== "f16" || D % 16 !== 0 || D < 16 ||
+    D > 128 || (spec.headDimV ?? D) !== D || spec.workgroupSize !== THREADS
+  ) {
+    throw new RangeError(
+      `matrix kernel: no layout for ${RB} rows, head dims ${D}/${spec.headDimV ?? D}, ` +
+        `${spec.kvDtype}, ${spec.workgroupSize} threads`,
+    );
+  }
+  const T = NSG === 1 ? 16 : 32;
+  const KS = D + 8;
+  const CHUNKS = D / 8;
+  const SO = 16 * Math.max(T, D);
+  const bytes = T * KS * 2 + NSG * SO * 4 + NSG * 16 * T * 2 + 3 * RB * 4;
+  return {
+    RB,
+    NSG,
+    THREADS,
+    T,
+    KS,
+    CHUNKS,
+    CK: Math.ceil((T * CHUNKS) / THREADS),
+    QR: Math.min(RB, T),
+    SO,
+    bytes,
+  };
+}
+
+/** The workgroup size of a matrix kernel for a block of `rowsPerBlock` rows. */
+export function matrixThreads(rowsPerBlock: number): number {
+  return (MATRIX_SUBGROUP * rowsPerBlock) / 16;
+}

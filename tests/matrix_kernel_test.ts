@@ -1,0 +1,299 @@
+/**
+ * The matrix-unit decode kernel (src/kernels/matrix_kernel.ts, opt-in `kernel: { matrixMath:
+ * true }`). On the CPU: the plan's blocks, the device check, the kernel's choice, layout, key and
+ * WGSL. On the GPU backends: where the device offers Dawn's f16 subgroup matrices (an NVIDIA GPU
+ * through Dawn), every block size (16, 32 and 64 rows, masked rows past a group's), ragged query
+ * lengths, an empty request, every variant flag at once, paged K/V, and a non-finite V that some
+ * rows must not see, against the float64 reference within f16 tolerance and with bits different
+ * from the default kernels'; elsewhere (lavapipe, Deno's WebGPU) the option must leave the
+ * default kernels' bits.
+ */
+
+import assert from "node:assert/strict";
+import { loadDawn } from "../dawn.ts";
+import { type DecodeInput, referenceAttention, type Strategy } from "../mod.ts";
+import { createAttentionEncoder, createIndptrPageTable } from "../runner.ts";
+import { matrixUnitsFit, tileConfig } from "../plan.ts";
+import { kernelSpec, matrixUnitsOn } from "../src/gpu/kernel_choice.ts";
+import { kernelCaps, requestDevice } from "../src/gpu/gpu_runtime.ts";
+import { matrixLayout, matrixThreads } from "../src/kernels/matrix_layout.ts";
+import { matrixKernelWGSL } from "../src/kernels/matrix_kernel.ts";
+import { specKey } from "../src/kernels/spec_key.ts";
+import { type BackendUnderTest, gpuTest } from "./backends.ts";
+import { KERNEL_OPTION_SHAPES } from "./kernel_set.ts";
+import { indptrOptions, scatterPages } from "./combinations.ts";
+import { readF32, STORAGE } from "./gpu_device.ts";
+import { type CaseSpec, makeInput, maxAbsError, relativeL2Error, sameBits } from "./helpers.ts";
+
+const CAPS = {
+  subgroups: true,
+  subgroupMinSize: 32,
+  shaderF16: true,
+  subgroupMatrix: true,
+  workgroupBytes: 49152,
+};
+
+Deno.test("matrix units: blocks of 16-64 rows over f16 K/V of head dims 16-128", () => {
+  const blocks = (rowsPerGroup: number, headDim = 128, matrixUnits = true, kvDtype = "f16") => {
+    const t = tileConfig(
+      { headDim, rowsPerGroup, kvDtype: kvDtype as "f16" },
+      { matrixUnits },
+    );
+    return [t.rowsPerBlock, t.rowBlocks];
+  };
+  assert.deepEqual(blocks(16), [16, 1]);
+  assert.deepEqual(blocks(24), [32, 1]);
+  assert.deepEqual(blocks(64), [64, 1]);
+  assert.deepEqual(blocks(128), [64, 2]);
+  assert.deepEqual(blocks(16, 64), [16, 1]);
+  // Fewer rows, the option off, other head dims or dtypes: the decode kernel's blocks.
+  assert.deepEqual(blocks(8), [8, 1]);
+  assert.deepEqual(blocks(128, 128, false), [8, 16]);
+  assert.deepEqual(blocks(128, 256), [4, 32]);
+  assert.deepEqual(blocks(128, 128, true, "bf16"), [8, 16]);
+  assert.ok(matrixUnitsFit(16, 16, "f16") && matrixUnitsFit(96, 96, "f16"));
+  for (const [d, dv, dtype] of [[128, 64, "f16"], [136, 136, "f16"], [120, 120, "f16"]] as const) {
+    assert.ok(!matrixUnitsFit(d, dv, dtype), `${d}/${dv}`);
+  }
+  assert.ok(!matrixUnitsFit(128, 128, "int8") && !matrixUnitsFit(128, 128, "f32"));
+});
+
+Deno.test("the matrix kernel's device check, choice, layout, key and WGSL", () => {
+  assert.ok(matrixUnitsOn(CAPS));
+  assert.ok(!matrixUnitsOn({ ...CAPS, subgroupMatrix: false }));
+  assert.ok(!matrixUnitsOn({ ...CAPS, workgroupBytes: 32768 }), "45 KiB of workgroup memory");
+  const plan = (rowsPerGroup: number, headDim = 128) => ({
+    problem: { headDim, kvDtype: "f16" as const },
+    tiles: tileConfig({ headDim, rowsPerGroup, kvDtype: "f16" }, { matrixUnits: true }),
+  });
+  assert.throws(
+    () => kernelSpec(plan(64), { ...CAPS, subgroupMatrix: false }),
+    (e: unknown) => e instanceof RangeError && /matrix kernel/.test(e.message),
+  );
+  const keys = new Set<string>();
+  for (const [rows, t, ck] of [[16, 16, 8], [32, 32, 8], [64, 32, 4]]) {
+    const spec = kernelSpec(plan(rows), CAPS);
+    assert.equal(spec.matrix, true);
+    assert.equal(spec.workgroupSize, matrixThreads(rows));
+    const l = matrixLayout(spec);
+    assert.deepEqual([l.NSG, l.T, l.CK], [rows / 16, t, ck]);
+    assert.ok(l.bytes <= 49152, `${rows} rows: ${l.bytes} bytes`);
+    keys.add(specKey("decode", spec));
+    const wgsl = matrixKernelWGSL(spec, { enableDirective: true });
+    assert.ok(wgsl.startsWith("enable f16;\nenable subgroups;"));
+    assert.ok(wgsl.includes("diagnostic(off, chromium.subgroup_matrix_uniformity);"));
+    assert.ok(wgsl.includes(`@compute @workgroup_size(${2 * rows})`));
+    // Both products on the matrix units, and the masked tiles' select.
+    assert.equal(wgsl.match(/subgroupMatrixStore/g)?.length, l.T / 16 + 8);
+    assert.ok(wgsl.includes("select(vec2<f32>(0.0), p * v, p >= 0.0)"));
+  }
+  assert.equal(keys.size, 3);
+  assert.ok([...keys].every((k) => k.includes(":matrix")));
+  const paged = kernelSpec(
+    { ...plan(16), kv: { kind: "paged", layout: "HND" } } as never,
+    CAPS,
+    {},
+    true,
+  );
+  assert.ok(matrixKernelWGSL(paged).includes("fn kv_page("));
+  assert.ok(!matrixKernelWGSL(kernelSpec(plan(16, 64), CAPS)).includes("enable subgroups;"));
+  assert.throws(
+    () => matrixLayout({ ...kernelSpec(plan(16), CAPS), workgroupSize: 256 }),
+    RangeError,
+  );
+});
+
+Deno.test("kernelCaps: subgroup matrices need the feature, f16 configs, f16 and 32-lane subgroups", () => {
+  const features = new Set([
+    "subgroups",
+    "shader-f16",
+    "chromium-experimental-subgroup-matrix",
+  ]);
+  const device = (f: Set<string>) =>
+    ({ features: f, limits: { maxComputeWorkgroupStorageSize: 49152 } }) as unknown as GPUDevice;
+  const config = { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 };
+  const info = (over: Record<string, unknown> = {}) =>
+    ({
+      subgroupMinSize: 32,
+      subgroupMaxSize: 32,
+      subgroupMatrixConfigs: [config],
+      ...over,
+    }) as unknown as GPUAdapterInfo;
+  assert.equal(kernelCaps(device(features), info()).subgroupMatrix, true);
+  assert.equal(kernelCaps(device(features), info({ subgroupMinSize: 16 })).subgroupMatrix, false);
+  assert.equal(kernelCaps(device(features), info({ subgroupMaxSize: 64 })).subgroupMatrix, false);
+  assert.equal(
+    kernelCaps(device(features), info({ subgroupMatrixConfigs: [{ ...config, M: 8 }] }))
+      .subgroupMatrix,
+    false,
+  );
+  for (const missing of features) {
+    const fewer = new Set([...features].filter((f) => f !== missing));
+    assert.equal(kernelCaps(device(fewer), info()).subgroupMatrix, false, missing);
+  }
+});
+
+/** Whether a GPU backend's device runs the matrix kernel. */
+async function hasMatrixUnits(backend: string): Promise<boolean> {
+  const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) return false;
+  const device = await requestDevice(adapter);
+  try {
+    return matrixUnitsOn(kernelCaps(device, adapter.info));
+  } finally {
+    device.destroy();
+  }
+}
+
+/** Output and LSE tolerance of f16 operands (queries and weights rounded to f16). */
+const HALF_TOLERANCE = 2e-3;
+const STRATEGIES_UNDER_TEST: Strategy[] = ["lean", "split"];
+
+/** Shapes of 16 or more rows per KV head: each block size, masked rows, ragged query lengths. */
+const MATRIX_SHAPES: readonly CaseSpec[] = [
+  // MQA, 64 rows: one block of 64.
+  { seqLens: [700, 1500, 33], numHeads: 64, numKVHeads: 1, headDim: 128, kvDtype: "f16", seed: 41 },
+  // GQA 4 x qLen 4: 16 rows, causal edges in the last tile.
+  {
+    seqLens: [1000, 17, 0],
+    numHeads: 8,
+    numKVHeads: 2,
+    headDim: 128,
+    qLen: 4,
+    kvDtype: "f16",
+    seed: 42,
+  },
+  // 8 heads per KV head x qLen 3 (24 rows in a 32-row block), d64, ragged query lengths.
+  {
+    seqLens: [300, 64, 5],
+    qLens: [3, 2, 1],
+    numHeads: 16,
+    numKVHeads: 2,
+    headDim: 64,
+    kvDtype: "f16",
+    seed: 43,
+  },
+  // MQA h128/1 at d32: two blocks of 64.
+  { seqLens: [257], numHeads: 128, numKVHeads: 1, headDim: 32, kvDtype: "f16", seed: 44 },
+];
+
+/** The reference's errors of a result, with the empty rows' -Infinity LSE compared as 0. */
+function errors(input: DecodeInput, got: { out: Float32Array; lse: Float32Array }) {
+  const ref = referenceAttention(input);
+  const finite = (a: ArrayLike<number>) => Array.from(a, (x) => (x === -Infinity ? 0 : x));
+  return {
+    out: relativeL2Error(got.out, ref.out),
+    lse: maxAbsError(finite(got.lse), finite(ref.lse)),
+  };
+}
+
+async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
+  const matrix = await b.open({ kernel: { matrixMath: true } });
+  const plain = await b.open();
+  try {
+    assert.equal(matrix.profile.matrixUnits, true);
+    const H = 16;
+    const variants = {
+      slidingWindow: 40,
+      logitsSoftCap: 20,
+      alibiSlopes: Float32Array.from({ length: H }, (_, h) => 2 ** (-(h + 1) / 2)),
+      sinks: Float32Array.from({ length: H }, (_, h) => 0.5 - h / 8),
+    };
+    const cases: [string, DecodeInput][] = MATRIX_SHAPES.flatMap((spec, i) =>
+      STRATEGIES_UNDER_TEST.map((strategy): [string, DecodeInput] => [
+        `shape ${i} ${strategy}`,
+        { ...makeInput({ ...spec, qAmplitude: 2 }), strategy },
+      ])
+    );
+    cases.push(["every variant", { ...makeInput({ ...MATRIX_SHAPES[2], seed: 45 }), ...variants }]);
+    // A non-finite V in the last token: the rows of earlier query positions do not see it.
+    const poisoned = makeInput({ ...MATRIX_SHAPES[1], seqLens: [200], seed: 46 });
+    const v = poisoned.v as Uint16Array;
+    v.fill(0x7c00, v.length - 128 * 2, v.length); // +inf halves, both KV heads' last rows
+    cases.push(["non-finite V unseen", poisoned]);
+    for (const [what, input] of cases) {
+      const got = await matrix.decode(input);
+      const e = errors(input, got);
+      if (what === "non-finite V unseen") {
+        // Query position p sees the last token only at p = 3: rows of positions 0-2 stay finite.
+        for (let p = 0; p < 3; p++) {
+          const rows = got.out.subarray(p * 8 * 128, (p + 1) * 8 * 128);
+          assert.ok(rows.every(Number.isFinite), `${what}: position ${p} finite`);
+        }
+        continue;
+      }
+      assert.ok(e.out < HALF_TOLERANCE, `out ${what}: relative L2 error ${e.out}`);
+      assert.ok(e.lse < HALF_TOLERANCE, `lse ${what}: max abs error ${e.lse}`);
+      const f32 = await plain.decode(input);
+      assert.ok(!sameBits(got.out, f32.out), `${what}: the matrix kernel ran`);
+    }
+    await runnerPagesMatch(b.name);
+  } finally {
+    await matrix.dispose();
+    await plain.dispose();
+  }
+}
+
+/** A runner's HND pages (16 tokens each) through the attention encoder, outputs poisoned. */
+async function runnerPagesMatch(backend: string): Promise<void> {
+  const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  const device = await requestDevice(adapter!);
+  try {
+    const input = makeInput({ ...MATRIX_SHAPES[0], qAmplitude: 2, seed: 47 });
+    const { numHeads, headDim: D } = input;
+    const pages = scatterPages(input, 16, "HND", 48);
+    const table = createIndptrPageTable(indptrOptions(input, pages));
+    const attention = await createAttentionEncoder(device, {
+      grid: 40,
+      kernel: { matrixMath: true },
+    });
+    const rows = input.seqLens.length * numHeads;
+    const buffer = (data: ArrayBufferView) => {
+      const b = device.createBuffer({ size: Math.ceil(data.byteLength / 4) * 4, usage: STORAGE });
+      device.queue.writeBuffer(b, 0, data as Uint8Array<ArrayBuffer>);
+      return b;
+    };
+    const k = buffer(pages.k), v = buffer(pages.v), q = buffer(input.q);
+    const out = buffer(new Float32Array(rows * D).fill(NaN));
+    const lse = buffer(new Float32Array(rows).fill(NaN));
+    try {
+      const plan = attention.plan(table, { seqs: table.seqs, numHeads, strategy: "lean" });
+      assert.equal(plan.tiles.rowsPerBlock, 64, "the runner's plan takes matrix blocks");
+      const enc = device.createCommandEncoder();
+      attention.encode(enc, { plan, k, v, q, out, lse });
+      device.queue.submit([enc.finish()]);
+      const e = errors(input, {
+        out: await readF32(device, out, rows * D),
+        lse: await readF32(device, lse, rows),
+      });
+      assert.ok(e.out < HALF_TOLERANCE, `out paged: relative L2 error ${e.out}`);
+      assert.ok(e.lse < HALF_TOLERANCE, `lse paged: max abs error ${e.lse}`);
+    } finally {
+      for (const b of [k, v, q, out, lse]) b.destroy();
+      attention.dispose();
+    }
+  } finally {
+    device.destroy();
+  }
+}
+
+gpuTest(
+  "the matrix kernel matches the reference where the device has f16 subgroup matrices, and falls back to the default kernels' bits elsewhere",
+  async (b) => {
+    if (await hasMatrixUnits(b.name)) return await matrixMatchesReference(b);
+    const matrix = await b.open({ kernel: { matrixMath: true } });
+    const plain = await b.open();
+    try {
+      assert.equal(matrix.profile.matrixUnits ?? false, false);
+      const input = makeInput(KERNEL_OPTION_SHAPES[0]);
+      const got = await matrix.decode(input);
+      const f32 = await plain.decode(input);
+      assert.ok(sameBits(got.out, f32.out) && sameBits(got.lse, f32.lse));
+    } finally {
+      await matrix.dispose();
+      await plain.dispose();
+    }
+  },
+);
