@@ -6,8 +6,12 @@
 #           a runner's HND pages, against float64 within f16 tolerance), then lean through Dawn
 #           with and without `matrixMath` on the many-row cases (bench/cases_rows.json and the
 #           MQA rows of bench/cases.json), back to back after 400 ms of warm passes.
+#   matrix2 the same after the compile probe for a caller's device (whose adapterInfo lacked the
+#           matrix configurations in `matrix`, so the benchmark's decoders ran the default
+#           kernels), without the default kernels' rows (as in `matrix`), and the matrix kernel on
+#           the MQA and qLen 4 rows at fixed grids of 132, 264 and 528 workgroups.
 set -u
-mode=${1:?usage: bash bench/h200_s48_session.sh matrix}
+mode=${1:?usage: bash bench/h200_s48_session.sh matrix|matrix2}
 shift
 out=${OUT:-bench/results/h200_session48/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -26,6 +30,15 @@ matrix)
   run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts
   rows_bench matrix '{"matrixMath":true}'
   rows_bench default '{}'
+  ;;
+matrix2)
+  run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts
+  rows_bench matrix '{"matrixMath":true}'
+  for grid in 132 264 528; do
+    run_deno 120 "bench_grid$grid.txt" bench/gpu_bench.ts --backend=dawn --strategies=lean \
+      --only="mqa h128/1|qLen4 gqa 16k" --kernel='{"matrixMath":true}' --grid=$grid \
+      --out="$out/bench_grid$grid.json"
+  done
   ;;
 *)
   echo "unknown mode $mode" >&2

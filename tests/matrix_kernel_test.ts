@@ -15,7 +15,7 @@ import { type DecodeInput, referenceAttention, type Strategy } from "../mod.ts";
 import { createAttentionEncoder, createIndptrPageTable } from "../runner.ts";
 import { matrixUnitsFit, tileConfig } from "../plan.ts";
 import { kernelSpec, matrixUnitsOn } from "../src/gpu/kernel_choice.ts";
-import { kernelCaps, requestDevice } from "../src/gpu/gpu_runtime.ts";
+import { kernelCaps, probeSubgroupMatrix, requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { matrixLayout, matrixThreads } from "../src/kernels/matrix_layout.ts";
 import { matrixKernelWGSL } from "../src/kernels/matrix_kernel.ts";
 import { specKey } from "../src/kernels/spec_key.ts";
@@ -131,6 +131,34 @@ Deno.test("kernelCaps: subgroup matrices need the feature, f16 configs, f16 and 
     const fewer = new Set([...features].filter((f) => f !== missing));
     assert.equal(kernelCaps(device(fewer), info()).subgroupMatrix, false, missing);
   }
+});
+
+Deno.test("a device whose adapter info lists no matrix configurations is probed by a compile", async () => {
+  const features = new Set(["subgroups", "shader-f16", "chromium-experimental-subgroup-matrix"]);
+  let compiles = 0;
+  const device = (ok: boolean) =>
+    ({
+      features,
+      limits: { maxComputeWorkgroupStorageSize: 49152 },
+      pushErrorScope() {},
+      popErrorScope: () => Promise.resolve(null),
+      createShaderModule: (d: { code: string }) => d,
+      createComputePipelineAsync: (d: { compute: { module: { code: string } } }) => {
+        compiles++;
+        assert.ok(d.compute.module.code.includes("subgroup_matrix_left<f16, 16, 16>"));
+        return ok ? Promise.resolve({}) : Promise.reject(new Error("refused"));
+      },
+    }) as unknown as GPUDevice;
+  const info = { subgroupMinSize: 32, subgroupMaxSize: 32 } as unknown as GPUAdapterInfo;
+  const probed = async (ok: boolean, i = info) =>
+    (await probeSubgroupMatrix(device(ok), i, kernelCaps(device(ok), i))).subgroupMatrix;
+  assert.equal(await probed(true), true);
+  assert.equal(await probed(false), false);
+  assert.equal(compiles, 2);
+  // Listed configurations are taken as they stand; 16-lane subgroups are not probed.
+  assert.equal(await probed(true, { ...info, subgroupMatrixConfigs: [] } as never), false);
+  assert.equal(await probed(true, { ...info, subgroupMinSize: 16 } as never), false);
+  assert.equal(compiles, 2);
 });
 
 /** Whether a GPU backend's device runs the matrix kernel. */
@@ -260,7 +288,14 @@ async function runnerPagesMatch(backend: string): Promise<void> {
     const lse = buffer(new Float32Array(rows).fill(NaN));
     try {
       const plan = attention.plan(table, { seqs: table.seqs, numHeads, strategy: "lean" });
-      assert.equal(plan.tiles.rowsPerBlock, 64, "the runner's plan takes matrix blocks");
+      const info = (device.adapterInfo ?? {}) as unknown as Record<string, unknown>;
+      const fields = ["subgroupMinSize", "subgroupMaxSize", "subgroupMatrixConfigs"]
+        .map((f) => `${f} ${JSON.stringify(info[f])}`).join(", ");
+      assert.equal(
+        plan.tiles.rowsPerBlock,
+        64,
+        `the runner's plan takes matrix blocks (${fields})`,
+      );
       const enc = device.createCommandEncoder();
       attention.encode(enc, { plan, k, v, q, out, lse });
       device.queue.submit([enc.finish()]);

@@ -15,6 +15,7 @@ import {
   type AdapterSummary,
   type KernelCaps,
   kernelCaps,
+  probeSubgroupMatrix,
   registeredDawn,
   requestDevice,
   summarizeAdapter,
@@ -90,7 +91,8 @@ export async function openGpuContext(options: GpuContextOptions): Promise<GpuCon
     notify(onProgress, { stage: "device", message: `opening a device on ${found.description}` });
     device = await requestDevice(adapter);
   }
-  const caps = kernelCaps(device, info);
+  // A caller's device may come without the adapter's subgroup-matrix configurations.
+  const caps = await probeSubgroupMatrix(device, info, kernelCaps(device, info));
   // Tint (Dawn, browsers) wants `enable subgroups;`; Naga (Deno) rejects the directive.
   const enableDirective = caps.subgroups && await acceptsSubgroupsDirective(device);
   return contextOf(device, {

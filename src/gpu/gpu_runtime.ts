@@ -78,12 +78,17 @@ export interface KernelCaps {
 /** Dawn's experimental subgroup-matrix feature (`KernelCaps.subgroupMatrix`). */
 export const SUBGROUP_MATRIX_FEATURE = "chromium-experimental-subgroup-matrix";
 
-/** Whether an adapter's info lists f16 x f16 -> f32 subgroup matrices of 16 x 16 x 16. */
-function hasHalfMatrices(info: GPUAdapterInfo | undefined): boolean {
+/**
+ * Whether an adapter's info lists f16 x f16 -> f32 subgroup matrices of 16 x 16 x 16; undefined
+ * where it lists no configurations at all (Dawn's `GPUDevice.adapterInfo` leaves them out, seen on
+ * the H200 in session 48: a runner's own device then takes {@linkcode probeSubgroupMatrix}).
+ */
+function hasHalfMatrices(info: GPUAdapterInfo | undefined): boolean | undefined {
   const configs =
     (info as { subgroupMatrixConfigs?: Iterable<Record<string, unknown>> } | undefined)
       ?.subgroupMatrixConfigs;
-  return [...(configs ?? [])].some((c) =>
+  if (configs === undefined) return undefined;
+  return [...configs].some((c) =>
     c.componentType === "f16" && c.resultComponentType === "f32" && c.M === 16 && c.N === 16 &&
     c.K === 16
   );
@@ -98,11 +103,63 @@ export function kernelCaps(device: GPUDevice, info: GPUAdapterInfo | undefined):
     subgroupMinSize: subgroups ? min : 0,
     shaderF16: device.features.has("shader-f16"),
     workgroupBytes: device.limits.maxComputeWorkgroupStorageSize,
-    subgroupMatrix: subgroups && min === 32 &&
-      Number((info as { subgroupMaxSize?: number } | undefined)?.subgroupMaxSize ?? 0) === 32 &&
-      device.features.has("shader-f16") &&
-      device.features.has(SUBGROUP_MATRIX_FEATURE as GPUFeatureName) && hasHalfMatrices(info),
+    subgroupMatrix: matrixFeatures(device, info, subgroups) && hasHalfMatrices(info) === true,
   };
+}
+
+/** The matrix kernel's features and subgroups of exactly 32 lanes, configurations aside. */
+function matrixFeatures(
+  device: GPUDevice,
+  info: GPUAdapterInfo | undefined,
+  subgroups: boolean,
+): boolean {
+  const size = info as { subgroupMinSize?: number; subgroupMaxSize?: number } | undefined;
+  return subgroups && Number(size?.subgroupMinSize) === 32 &&
+    Number(size?.subgroupMaxSize) === 32 && device.features.has("shader-f16") &&
+    device.features.has(SUBGROUP_MATRIX_FEATURE as GPUFeatureName);
+}
+
+/** A shader of the matrix kernel's types and calls: f16 operands, f32 results, 16 x 16. */
+const MATRIX_PROBE_WGSL = `enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read_write> o: array<f32>;
+var<workgroup> a: array<f16, 256>;
+@compute @workgroup_size(32)
+fn main() {
+  let l = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&a, 0u, 16u);
+  let r = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&a, 0u, 16u);
+  let s = subgroupMatrixMultiplyAccumulate(l, r, subgroup_matrix_result<f32, 16, 16>());
+  subgroupMatrixStore<row_major>(&o, 0u, s, 16u);
+}`;
+
+/**
+ * The caps of a device whose adapter info lists no subgroup-matrix configurations, with
+ * `subgroupMatrix` found by compiling a shader of the matrix kernel's types where the device has
+ * the features (a refused configuration fails the pipeline). Other caps are returned as they are.
+ */
+export async function probeSubgroupMatrix(
+  device: GPUDevice,
+  info: GPUAdapterInfo | undefined,
+  caps: KernelCaps,
+): Promise<KernelCaps> {
+  if (caps.subgroupMatrix || hasHalfMatrices(info) !== undefined) return caps;
+  if (!matrixFeatures(device, info, caps.subgroups)) return caps;
+  device.pushErrorScope("validation");
+  let built = true;
+  try {
+    await device.createComputePipelineAsync({
+      layout: "auto",
+      compute: {
+        module: device.createShaderModule({ code: MATRIX_PROBE_WGSL }),
+        entryPoint: "main",
+      },
+    });
+  } catch {
+    built = false;
+  }
+  const error = await device.popErrorScope();
+  return { ...caps, subgroupMatrix: built && error === null };
 }
 
 /** Adapter facts the backend reports. */
