@@ -156,9 +156,11 @@ Deno.test("a device whose adapter info lists no matrix configurations is probed 
   assert.equal(await probed(false), false);
   assert.equal(compiles, 2);
   // Listed configurations are taken as they stand; 16-lane subgroups are not probed.
-  assert.equal(await probed(true, { ...info, subgroupMatrixConfigs: [] } as never), false);
+  const eights = [{ componentType: "f16", resultComponentType: "f32", M: 8, N: 8, K: 8 }];
+  assert.equal(await probed(true, { ...info, subgroupMatrixConfigs: eights } as never), false);
+  assert.equal(await probed(true, { ...info, subgroupMatrixConfigs: [] } as never), true);
   assert.equal(await probed(true, { ...info, subgroupMinSize: 16 } as never), false);
-  assert.equal(compiles, 2);
+  assert.equal(compiles, 3);
 });
 
 /** Whether a GPU backend's device runs the matrix kernel. */

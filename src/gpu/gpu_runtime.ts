@@ -80,15 +80,17 @@ export const SUBGROUP_MATRIX_FEATURE = "chromium-experimental-subgroup-matrix";
 
 /**
  * Whether an adapter's info lists f16 x f16 -> f32 subgroup matrices of 16 x 16 x 16; undefined
- * where it lists no configurations at all (Dawn's `GPUDevice.adapterInfo` leaves them out, seen on
- * the H200 in session 48: a runner's own device then takes {@linkcode probeSubgroupMatrix}).
+ * where it lists no configurations (Dawn's `GPUDevice.adapterInfo` gives an empty list, seen on
+ * the H200 in session 48, where the adapter's info lists them: a runner's own device then takes
+ * {@linkcode probeSubgroupMatrix}).
  */
 function hasHalfMatrices(info: GPUAdapterInfo | undefined): boolean | undefined {
   const configs =
     (info as { subgroupMatrixConfigs?: Iterable<Record<string, unknown>> } | undefined)
       ?.subgroupMatrixConfigs;
-  if (configs === undefined) return undefined;
-  return [...configs].some((c) =>
+  const listed = [...(configs ?? [])];
+  if (listed.length === 0) return undefined;
+  return listed.some((c) =>
     c.componentType === "f16" && c.resultComponentType === "f32" && c.M === 16 && c.N === 16 &&
     c.K === 16
   );
