@@ -10,8 +10,13 @@
 #           matrix configurations in `matrix`, so the benchmark's decoders ran the default
 #           kernels), without the default kernels' rows (as in `matrix`), and the matrix kernel on
 #           the MQA and qLen 4 rows at fixed grids of 132, 264 and 528 workgroups.
+#   matrix3 after `matrix2` found the kernel slower than the default ones: scores kept in
+#           registers through the softmax (f16 weights only), the query matrices loaded without
+#           a branch where one round stages every row, no barrier at the end of a plain tile;
+#           the tests, the many-row cases, then blocks of at most 32 rows (`matrixRows: 32`)
+#           and of 64 at fixed grids.
 set -u
-mode=${1:?usage: bash bench/h200_s48_session.sh matrix|matrix2}
+mode=${1:?usage: bash bench/h200_s48_session.sh matrix|matrix2|matrix3}
 shift
 out=${OUT:-bench/results/h200_session48/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -38,6 +43,20 @@ matrix2)
     run_deno 120 "bench_grid$grid.txt" bench/gpu_bench.ts --backend=dawn --strategies=lean \
       --only="mqa h128/1|qLen4 gqa 16k" --kernel='{"matrixMath":true}' --grid=$grid \
       --out="$out/bench_grid$grid.json"
+  done
+  ;;
+matrix3)
+  run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts
+  run_deno 200 bench_rows_matrix.txt bench/gpu_bench.ts --backend=dawn --strategies=lean \
+    --cases=bench/cases_rows.json --kernel='{"matrixMath":true}' --check \
+    --out="$out/bench_rows_matrix.json"
+  for rows in 32 64; do
+    for grid in 132 264; do
+      run_deno 120 "bench_r${rows}_g$grid.txt" bench/gpu_bench.ts --backend=dawn \
+        --strategies=lean --cases=bench/cases_rows.json --only="mqa h128/1|qLen8 gqa 16k" \
+        --kernel="{\"matrixMath\":true,\"matrixRows\":$rows}" --grid=$grid \
+        --out="$out/bench_r${rows}_g$grid.json"
+    done
   done
   ;;
 *)

@@ -296,9 +296,16 @@ export async function createDecoder(options: DecoderOptions = {}): Promise<Decod
   const tileOptions: TileOptions = {
     tileTokens: options.tileTokens,
     workgroupSize: options.workgroupSize,
+    ...(options.kernel?.matrixRows === undefined
+      ? {}
+      : { matrixUnitRows: options.kernel.matrixRows }),
   };
   // Reject bad tile and plan options now rather than on the first decode.
   tileConfig({ headDim: 8, rowsPerGroup: 1, kvDtype: "f32" }, tileOptions);
+  tileConfig({ headDim: 16, rowsPerGroup: 16, kvDtype: "f16" }, {
+    ...tileOptions,
+    matrixUnits: true,
+  });
   validateMaxBindingBytes(options.maxBindingBytes);
   if (options.onProgress !== undefined && typeof options.onProgress !== "function") {
     throw new TypeError(`onProgress must be a function: got ${typeof options.onProgress}`);

@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
-import { type DecodeInput, referenceAttention, type Strategy } from "../mod.ts";
+import { createDecoder, type DecodeInput, referenceAttention, type Strategy } from "../mod.ts";
 import { createAttentionEncoder, createIndptrPageTable } from "../runner.ts";
 import { matrixUnitsFit, tileConfig } from "../plan.ts";
 import { kernelSpec, matrixUnitsOn } from "../src/gpu/kernel_choice.ts";
@@ -334,3 +334,25 @@ gpuTest(
     }
   },
 );
+
+Deno.test("matrixRows caps the matrix kernel's blocks, and a bad value is a RangeError", async () => {
+  const rows = (matrixUnitRows: number) =>
+    tileConfig({ headDim: 128, rowsPerGroup: 128, kvDtype: "f16" }, {
+      matrixUnits: true,
+      matrixUnitRows,
+    });
+  assert.deepEqual([rows(32).rowsPerBlock, rows(32).rowBlocks], [32, 4]);
+  assert.deepEqual([rows(16).rowsPerBlock, rows(16).rowBlocks], [16, 8]);
+  for (const bad of [8, 48, 128]) {
+    assert.throws(
+      () => rows(bad),
+      (e: unknown) =>
+        e instanceof RangeError && e.message.includes(`matrixUnitRows`) &&
+        e.message.includes(`${bad}`),
+    );
+  }
+  await assert.rejects(
+    createDecoder({ backend: "cpu", kernel: { matrixRows: 24 } }),
+    (e: unknown) => e instanceof RangeError && e.message.includes("24"),
+  );
+});

@@ -174,4 +174,9 @@ export interface KernelTuning {
    * `src/kernels/matrix_kernel.ts`.
    */
   matrixMath?: boolean;
+  /**
+   * Most query rows of the matrix kernel's blocks: 16, 32 or 64 (default 64). A block of 16 rows
+   * takes one subgroup per workgroup, of 64 four, which share each staged tile of K and V.
+   */
+  matrixRows?: number;
 }

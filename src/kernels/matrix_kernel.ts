@@ -72,9 +72,11 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const kGuard = (T * CHUNKS) % THREADS !== 0;
   const QV = (QR * D) / 4; // query vec4s per round
   const PAIRS = D / 4; // output pairs per lane: elements 2 lane + 64 k, + 1
-  const logits = `${flags.softCap ? "\n        s = soft_cap(s);" : ""}${
-    flags.alibi ? "\n        s += slope * f32(bitcast<i32>(t - pq));" : ""
-  }`;
+  // The variant's logits of score `v`: soft-cap, then ALiBi (log2 units, as the tiled kernel's).
+  const logits = (v: string) =>
+    `${flags.softCap ? `\n        ${v} = soft_cap(${v});` : ""}${
+      flags.alibi ? `\n        ${v} += slope * f32(bitcast<i32>(t - pq));` : ""
+    }`;
   const visible = `t < lim${flags.window ? " && t >= lo" : ""}`;
   const seesRead = `min(t, tok_end - 1u) <= pq${
     flags.window ? " && min(t, tok_end - 1u) >= lo" : ""
@@ -121,7 +123,7 @@ ${
       kv_wg[at + 3u] = f16(x.w);
     }
     workgroupBarrier();
-    if (sg / ${QR / 16}u == ${q}u) {
+    ${QR === RB ? "{" : `if (sg / ${QR / 16}u == ${q}u) {`}
 ${
       lines(KB, (kk) =>
         `      q${kk} = ${
@@ -234,27 +236,36 @@ ${stageStore("vw")}
 ${stageLoad("k_cache", "kw", `(tile0 + ${T}u)`)}
 ${stageLoad("v_cache", "vw", `(tile0 + ${T}u)`)}
       }
+      // The lane's tokens i0 .. i0 + ${
+    T / 2 - 1
+  }, their scores kept in registers (constant indices).
+      let i0 = part * ${T / 2}u;
       var mx = NEG;
-      for (var i = part * ${T / 2}u; i < (part + 1u) * ${T / 2}u; i++) {
-        let t = tile0 + i;
-        var s = so_wg[so + sr + i];${logits}
-        if (${visible}) {
-          bad |= select(0u, 1u, poisoned(s));
-          mx = max(mx, s);
-        }${logits ? "\n        so_wg[so + sr + i] = s;" : ""}
-      }
+${lines(T / 2, (x) => `      var s${x} = so_wg[so + sr + i0 + ${x}u];`)}
+${
+    lines(T / 2, (x) =>
+      `      {
+        let t = tile0 + i0 + ${x}u;${logits(`s${x}`)}
+        let seen = ${visible};
+        bad |= select(0u, 1u, seen && poisoned(s${x}));
+        mx = select(mx, max(mx, s${x}), seen);
+      }`)
+  }
       mx = max(mx, subgroupShuffleXor(mx, 1u));
       let m_new = max(m_run, mx);
       let alpha = exp2(m_run - m_new);
       var sum = 0.0;
-      for (var i = part * ${T / 2}u; i < (part + 1u) * ${T / 2}u; i++) {
-        let t = tile0 + i;
-        // As the tiled kernel's: -1 where the row does not see the token, 0 past the piece.
-        let e = select(-1.0, select(0.0, exp2(so_wg[so + sr + i] - m_new), t < tok_end), ${seesRead});
-        so_wg[so + sr + i] = e;
-        p_wg[pw + i] = f16(max(e, 0.0));
+      // As the tiled kernel's: -1 where the row does not see the token (exact in f16), 0 past
+      // the piece.
+${
+    lines(T / 2, (x) =>
+      `      {
+        let t = tile0 + i0 + ${x}u;
+        let e = select(-1.0, select(0.0, exp2(s${x} - m_new), t < tok_end), ${seesRead});
+        p_wg[pw + i0 + ${x}u] = f16(e);
         sum += max(e, 0.0);
-      }
+      }`)
+  }
       sum += subgroupShuffleXor(sum, 1u);
       l_run = l_run * alpha + sum;
       m_run = m_new;
@@ -302,7 +313,7 @@ ${
     lines(PAIRS, (k) =>
       `          {
           ${pair(k)}
-          let p = so_wg[so + pr${k} * ${T}u + i];
+          let p = f32(p_wg[sg * ${16 * T}u + pr${k} * ${T}u + i]);
           let v = vec2<f32>(f32(kv_wg[i * ${KS}u + e${k} % ${D}u]), f32(kv_wg[i * ${KS}u + e${k} % ${D}u + 1u]));
           let pv = select(vec2<f32>(0.0), p * v, p >= 0.0);
           acc[${2 * k}] += pv.x;
@@ -310,8 +321,10 @@ ${
           }`)
   }
         }
+        // The next tile's K must wait for these reads of V (the plain path's products are
+        // behind the barrier after them).
+        workgroupBarrier();
       }
-      workgroupBarrier();
     }
     // Each row's final sum and output factor (a direct piece's sink joins them here, once), and
     // whether it saw a NaN or +inf score.

@@ -65,6 +65,8 @@ export interface TileOptions {
    * `kernel: { matrixMath: true }` and the device has the kernel's features; default false.
    */
   matrixUnits?: boolean;
+  /** Most query rows of a matrix-unit block (16, 32 or 64; default 64). */
+  matrixUnitRows?: number;
 }
 
 /**
@@ -143,14 +145,19 @@ export function tileConfig(
   const workgroupSize = powerOfTwo("workgroupSize", options.workgroupSize ?? 128, 16, 256);
   const dim = Math.max(problem.headDim, problem.headDimV ?? 0);
   const headDimV = problem.headDimV ?? problem.headDim;
+  const matrixUnits = options.matrixUnits === true &&
+    matrixUnitsFit(problem.headDim, headDimV, problem.kvDtype);
   if (
     problem.rowsPerGroup >= 16 &&
     (options.matrixBlocks && matrixBlocksFit(problem.headDim, headDimV, problem.kvDtype) ||
-      options.matrixUnits && matrixUnitsFit(problem.headDim, headDimV, problem.kvDtype))
+      matrixUnits)
   ) {
     // Balanced blocks of at most 64 rows, each a power of two (16, 32 or 64: the kernel's
     // layouts); a block's rows past the group's are masked.
-    const rowBlocks = Math.ceil(problem.rowsPerGroup / MATRIX_ROWS_PER_BLOCK);
+    const most = matrixUnits
+      ? powerOfTwo("matrixUnitRows", options.matrixUnitRows ?? MATRIX_ROWS_PER_BLOCK, 16, 64)
+      : MATRIX_ROWS_PER_BLOCK;
+    const rowBlocks = Math.ceil(problem.rowsPerGroup / most);
     let rowsPerBlock = 16;
     while (rowsPerBlock * rowBlocks < problem.rowsPerGroup) rowsPerBlock *= 2;
     return { tileTokens, rowsPerBlock, rowBlocks, workgroupSize };

@@ -145,6 +145,7 @@ export class AttentionEncoder {
         tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize),
       // Row groups of 16 or more over f16 K/V take the matrix kernel where asked and offered.
       matrixUnits: options.kernel?.matrixMath === true && matrixUnitsOn(ctx.caps),
+      matrixUnitRows: options.kernel?.matrixRows,
     };
     this.#strategy = options.strategy;
     this.#batchInvariant = options.batchInvariant ?? false;
