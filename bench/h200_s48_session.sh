@@ -12,9 +12,10 @@
 #           the MQA and qLen 4 rows at fixed grids of 132, 264 and 528 workgroups.
 #   matrix3 after `matrix2` found the kernel slower than the default ones: scores kept in
 #           registers through the softmax (f16 weights only), the query matrices loaded without
-#           a branch where one round stages every row, no barrier at the end of a plain tile;
-#           the tests, the many-row cases, then blocks of at most 32 rows (`matrixRows: 32`)
-#           and of 64 at fixed grids.
+#           a branch where one round stages every row, no barrier at the end of a plain tile,
+#           and four subgroups per workgroup at every block size (at 16 and 32 rows they share
+#           a block's tile: 64 and 32 tokens); the tests, the many-row cases, then blocks of at
+#           most 32 rows (`matrixRows: 32`) and of 64 at fixed grids, and qLen 4 at 264-1056.
 set -u
 mode=${1:?usage: bash bench/h200_s48_session.sh matrix|matrix2|matrix3}
 shift
@@ -57,6 +58,11 @@ matrix3)
         --kernel="{\"matrixMath\":true,\"matrixRows\":$rows}" --grid=$grid \
         --out="$out/bench_r${rows}_g$grid.json"
     done
+  done
+  for grid in 264 528 1056; do
+    run_deno 60 "bench_q4_g$grid.txt" bench/gpu_bench.ts --backend=dawn --strategies=lean \
+      --only="qLen4 gqa 16k" --kernel='{"matrixMath":true}' --grid=$grid \
+      --out="$out/bench_q4_g$grid.json"
   done
   ;;
 *)

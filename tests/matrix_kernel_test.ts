@@ -71,20 +71,21 @@ Deno.test("the matrix kernel's device check, choice, layout, key and WGSL", () =
     (e: unknown) => e instanceof RangeError && /matrix kernel/.test(e.message),
   );
   const keys = new Set<string>();
-  for (const [rows, t, ck] of [[16, 16, 8], [32, 32, 8], [64, 32, 4]]) {
+  for (const [rows, g, t, ck] of [[16, 4, 64, 8], [32, 2, 32, 4], [64, 1, 32, 4]]) {
     const spec = kernelSpec(plan(rows), CAPS);
     assert.equal(spec.matrix, true);
     assert.equal(spec.workgroupSize, matrixThreads(rows));
     const l = matrixLayout(spec);
-    assert.deepEqual([l.NSG, l.T, l.CK], [rows / 16, t, ck]);
+    assert.deepEqual([l.G, l.T, l.CK], [g, t, ck]);
     assert.ok(l.bytes <= 49152, `${rows} rows: ${l.bytes} bytes`);
     keys.add(specKey("decode", spec));
     const wgsl = matrixKernelWGSL(spec, { enableDirective: true });
     assert.ok(wgsl.startsWith("enable f16;\nenable subgroups;"));
     assert.ok(wgsl.includes("diagnostic(off, chromium.subgroup_matrix_uniformity);"));
-    assert.ok(wgsl.includes(`@compute @workgroup_size(${2 * rows})`));
-    // Both products on the matrix units, and the masked tiles' select.
-    assert.equal(wgsl.match(/subgroupMatrixStore/g)?.length, l.T / 16 + 8);
+    assert.ok(wgsl.includes("@compute @workgroup_size(128)"));
+    // Both products on the matrix units (every Gth block of each per subgroup), and the masked
+    // tiles' select.
+    assert.equal(wgsl.match(/subgroupMatrixStore/g)?.length, l.T / 16 / g + 8 / g);
     assert.ok(wgsl.includes("select(vec2<f32>(0.0), p * v, p >= 0.0)"));
   }
   assert.equal(keys.size, 3);
@@ -203,6 +204,16 @@ const MATRIX_SHAPES: readonly CaseSpec[] = [
     headDim: 64,
     kvDtype: "f16",
     seed: 43,
+  },
+  // GQA 4 x qLen 4 at d96 (16 rows; 6 dim blocks dealt over 4 subgroups).
+  {
+    seqLens: [130, 70],
+    numHeads: 16,
+    numKVHeads: 4,
+    headDim: 96,
+    qLen: 4,
+    kvDtype: "f16",
+    seed: 48,
   },
   // MQA h128/1 at d32: two blocks of 64.
   { seqLens: [257], numHeads: 128, numKVHeads: 1, headDim: 32, kvDtype: "f16", seed: 44 },

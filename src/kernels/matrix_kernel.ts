@@ -7,20 +7,23 @@
  * as FlashAttention's f16 kernels give (bench/notes.md, sessions 45-47, where its prototypes were
  * measured on the H200).
  *
- * Each subgroup of 32 lanes owns 16 of the block's rows over the whole piece, as
- * FlashAttention-2's warps do; its rows' softmax needs no other subgroup. Per tile of `T` tokens:
+ * A workgroup is four subgroups of 32 lanes. Each 16 rows of the block belong to `G` of them (4,
+ * 2 or 1 at 16, 32 or 64 rows: `src/kernels/matrix_layout.ts`), which share its scores and
+ * softmax; with 64 rows each subgroup owns its 16 rows over the whole piece, as FlashAttention-2's
+ * warps do. Per tile of `T` tokens:
  * 1. K's rows are staged as halves in workgroup memory (each thread's 16-byte loads were issued
- *    a stage ahead, into registers with constant indices); each subgroup multiplies its query
- *    block (f16 matrices kept in registers for the piece) by them and stores its scores.
+ *    a stage ahead, into registers with constant indices); each subgroup multiplies its rows'
+ *    query block (f16 matrices kept in registers for the piece) by every `G`th 16-token block of
+ *    them and stores the scores.
  * 2. V's rows replace K's in the staging buffer, and the next tile's loads are issued.
- * 3. Softmax: two lanes per row, `T / 2` tokens each, the variant's logits, the causal limit and
- *    the window as the tiled kernel's; each weight goes to workgroup memory as f32 (-1 where the
- *    row does not see the token) and as f16 (the left operand of `P V`).
- * 4. Tiles every row of the block sees whole: `P V` per 16 dims on the matrix units, stored, and
- *    added into each lane's f32 sums after their rescale. Other tiles (a piece's causal or window
- *    edges, a few per piece): each lane adds its outputs token by token with a select, so a
- *    non-finite V never reaches a row that does not see it (on the matrix units a weight of 0
- *    times such a V would be NaN).
+ * 3. Softmax: `2 G` lanes per row, the variant's logits, the causal limit and the window as the
+ *    tiled kernel's; each weight goes to workgroup memory as f16 (-1, exact in f16, where the row
+ *    does not see the token), the left operand of `P V`.
+ * 4. Tiles every row of the block sees whole: `P V` on the matrix units, each subgroup every
+ *    `G`th 16 dims, stored, and added into each thread's f32 sums after their rescale. Other
+ *    tiles (a piece's causal or window edges, a few per piece): each thread adds its outputs
+ *    token by token with a select, so a non-finite V never reaches a row that does not see it
+ *    (on the matrix units a weight of 0 times such a V would be NaN).
  *
  * It reads the same uniform block, schedule, bindings and slots as the tiled kernel, so the plan,
  * the merge and the runner's encoder are unchanged. Every barrier is in uniform control flow; no
@@ -63,15 +66,17 @@ import { MATRIX, matrixLoad, matrixStore } from "./matrix_ops.ts";
  */
 export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const D = spec.headDim;
-  const { RB, NSG, THREADS, T, KS, CHUNKS, CK, QR, SO } = matrixLayout(spec);
+  const { RB, NRB, G, THREADS, T, KS, CHUNKS, CK, QR, SO } = matrixLayout(spec);
   const KB = D / 16, TB = T / 16, DB = D / 16;
+  const LPR = 2 * G; // softmax lanes per row
+  const TPL = T / LPR; // tokens per softmax lane
   const flags = spec.variant ?? {};
   const io = ioWGSL(spec);
   const headTable = needsHeadTable("decode", flags);
   const { left: L, right: R, result: S } = MATRIX;
   const kGuard = (T * CHUNKS) % THREADS !== 0;
   const QV = (QR * D) / 4; // query vec4s per round
-  const PAIRS = D / 4; // output pairs per lane: elements 2 lane + 64 k, + 1
+  const PAIRS = D / (4 * G); // output pairs per thread: elements 2 lr + 64 G k, + 1
   // The variant's logits of score `v`: soft-cap, then ALiBi (log2 units, as the tiled kernel's).
   const logits = (v: string) =>
     `${flags.softCap ? `\n        ${v} = soft_cap(${v});` : ""}${
@@ -123,23 +128,36 @@ ${
       kv_wg[at + 3u] = f16(x.w);
     }
     workgroupBarrier();
-    ${QR === RB ? "{" : `if (sg / ${QR / 16}u == ${q}u) {`}
+    ${QR === RB ? "{" : `if (rb / ${QR / 16}u == ${q}u) {`}
 ${
       lines(KB, (kk) =>
         `      q${kk} = ${
-          matrixLoad(L, "&kv_wg", `(sg % ${QR / 16}u) * ${16 * KS}u + ${16 * kk}u`, false, `${KS}u`)
+          matrixLoad(L, "&kv_wg", `(rb % ${QR / 16}u) * ${16 * KS}u + ${16 * kk}u`, false, `${KS}u`)
         };`)
     }
     }
     workgroupBarrier();`;
-  // Lane's output pair k: elements e = 2 lane + 64 k and e + 1 of its subgroup's 16 x D block.
+  // Thread's output pair k: elements e = 2 lr + 64 G k and e + 1 of its row block's 16 x D.
   const pair = (k: number) =>
-    `let e${k} = 2u * lane + ${64 * k}u;\n        let pr${k} = e${k} / ${D}u;`;
+    `let e${k} = 2u * lr + ${64 * G * k}u;\n        let pr${k} = e${k} / ${D}u;`;
+  // Subgroup g's `n`-th block of `count` (every Gth; guarded where G does not divide them).
+  const dealt = (count: number, body: (b: string) => string) =>
+    lines(Math.ceil(count / G), (n) => {
+      const b = G === 1 ? `${n}u` : `(g + ${G * n}u)`;
+      const guard = count % G !== 0 && (n + 1) * G > count;
+      return guard ? `      if (${b} < ${count}u) {\n${body(b)}\n      }` : body(b);
+    });
+  // Reductions over a row's lanes (adjacent lanes of one subgroup).
+  const rowReduce = (v: string, op: (a: string, b: string) => string, indent = "      ") =>
+    lines(
+      Math.log2(LPR),
+      (i) => `${indent}${v} = ${op(v, `subgroupShuffleXor(${v}, ${1 << i}u)`)};`,
+    );
 
   return `enable f16;${options.enableDirective ? "\nenable subgroups;" : ""}
 enable chromium_experimental_subgroup_matrix;
 diagnostic(off, chromium.subgroup_matrix_uniformity);
-// lean-attention matrix decode kernel: D=${D} kv=f16 RB=${RB} T=${T} subgroups=${NSG}${
+// lean-attention matrix decode kernel: D=${D} kv=f16 RB=${RB} T=${T} G=${G}${
     spec.paged ? " paged" : ""
   }${spec.paged && spec.kvLayout === "HND" ? " hnd" : ""}
 ${PARAMS_WGSL}
@@ -164,10 +182,10 @@ const DIRECT: u32 = 0xffffffffu;
 var<private> nan_bits: u32 = 0x7fc00000u;
 // The staged K, then V, rows of a tile (and the query rows at a piece's start), as halves.
 var<workgroup> kv_wg: array<f16, ${T * KS}>;
-// Each subgroup's scores, then weights (-1: unseen), then products P V.
-var<workgroup> so_wg: array<f32, ${NSG * SO}>;
-// Each subgroup's weights as f16, [row][token].
-var<workgroup> p_wg: array<f16, ${NSG * 16 * T}>;
+// Each 16-row block's scores, then products P V.
+var<workgroup> so_wg: array<f32, ${NRB * SO}>;
+// Each 16-row block's weights as f16 (-1: unseen), [row][token].
+var<workgroup> p_wg: array<f16, ${NRB * 16 * T}>;
 // Each row's rescale factor; at the end its final sum, output factor and NaN flag.
 var<workgroup> row_wg: array<f32, ${3 * RB}>;
 ${FLAT_WORKGROUP_WGSL}
@@ -182,14 +200,18 @@ fn poisoned(x: f32) -> bool {
 }
 
 ${kernelEntryWGSL(THREADS)}
-  // Subgroup sg owns block rows sg * 16 ..; its softmax gives row br two lanes (part 0 and 1).
+  // Subgroup sg is subgroup g of row block rb (rows rb * 16 ..); lr is the thread's index in the
+  // block's ${32 * G} threads. Softmax: row br of the block takes ${LPR} lanes (parts).
   let sg = lid / 32u;
-  let lane = lid % 32u;
-  let br = sg * 16u + lane / 2u;
-  let part = lane % 2u;
-  let so = sg * ${SO}u;
-  let sr = (lane / 2u) * ${T}u;
-  let pw = sg * ${16 * T}u + sr;
+  let rb = sg / ${G}u;
+  let g = sg % ${G}u;
+  let lr = g * 32u + lid % 32u;
+  let br = rb * 16u + lr / ${LPR}u;
+  let part = lr % ${LPR}u;
+  let so = rb * ${SO}u;
+  let sr = (lr / ${LPR}u) * ${T}u;
+  let pb = rb * ${16 * T}u;
+  let pw = pb + sr;
 ${PIECE_LOOP_WGSL}
     let pq = seq_len - q_len + (r0 + br) % q_len;
     let lim = min(pq + 1u, tok_end);
@@ -217,16 +239,16 @@ ${stageLoad("v_cache", "vw", "tok_begin")}
 ${stageStore("kw")}
       workgroupBarrier();
 ${
-    lines(TB, (jb) =>
+    dealt(TB, (jb) =>
       `      {
         var s = ${S}();
 ${
         lines(KB, (kk) =>
           `        s = subgroupMatrixMultiplyAccumulate(q${kk}, ${
-            matrixLoad(R, "&kv_wg", `${16 * jb * KS + 16 * kk}u`, true, `${KS}u`)
+            matrixLoad(R, "&kv_wg", `16u * ${jb} * ${KS}u + ${16 * kk}u`, true, `${KS}u`)
           }, s);`)
       }
-        ${matrixStore("&so_wg", `so + ${16 * jb}u`, "s", `${T}u`)};
+        ${matrixStore("&so_wg", `so + 16u * ${jb}`, "s", `${T}u`)};
       }`)
   }
       workgroupBarrier();
@@ -236,14 +258,12 @@ ${stageStore("vw")}
 ${stageLoad("k_cache", "kw", `(tile0 + ${T}u)`)}
 ${stageLoad("v_cache", "vw", `(tile0 + ${T}u)`)}
       }
-      // The lane's tokens i0 .. i0 + ${
-    T / 2 - 1
-  }, their scores kept in registers (constant indices).
-      let i0 = part * ${T / 2}u;
+      // The lane's tokens i0 .. i0 + ${TPL - 1}, their scores kept in registers (constant indices).
+      let i0 = part * ${TPL}u;
       var mx = NEG;
-${lines(T / 2, (x) => `      var s${x} = so_wg[so + sr + i0 + ${x}u];`)}
+${lines(TPL, (x) => `      var s${x} = so_wg[so + sr + i0 + ${x}u];`)}
 ${
-    lines(T / 2, (x) =>
+    lines(TPL, (x) =>
       `      {
         let t = tile0 + i0 + ${x}u;${logits(`s${x}`)}
         let seen = ${visible};
@@ -251,14 +271,14 @@ ${
         mx = select(mx, max(mx, s${x}), seen);
       }`)
   }
-      mx = max(mx, subgroupShuffleXor(mx, 1u));
+${rowReduce("mx", (a, b) => `max(${a}, ${b})`)}
       let m_new = max(m_run, mx);
       let alpha = exp2(m_run - m_new);
       var sum = 0.0;
       // As the tiled kernel's: -1 where the row does not see the token (exact in f16), 0 past
       // the piece.
 ${
-    lines(T / 2, (x) =>
+    lines(TPL, (x) =>
       `      {
         let t = tile0 + i0 + ${x}u;
         let e = select(-1.0, select(0.0, exp2(s${x} - m_new), t < tok_end), ${seesRead});
@@ -266,7 +286,7 @@ ${
         sum += max(e, 0.0);
       }`)
   }
-      sum += subgroupShuffleXor(sum, 1u);
+${rowReduce("sum", (a, b) => `${a} + ${b}`)}
       l_run = l_run * alpha + sum;
       m_run = m_new;
       if (part == 0u) {
@@ -275,16 +295,16 @@ ${
       workgroupBarrier();
       if (min(tile0 + ${T}u, tok_end) <= lim_all${flags.window ? " && tile0 >= lo_all" : ""}) {
 ${
-    lines(DB, (db) =>
+    dealt(DB, (db) =>
       `        {
           var o = ${S}();
 ${
         lines(TB, (tb) =>
           `          o = subgroupMatrixMultiplyAccumulate(${
-            matrixLoad(L, "&p_wg", `sg * ${16 * T}u + ${16 * tb}u`, false, `${T}u`)
-          }, ${matrixLoad(R, "&kv_wg", `${16 * tb * KS + 16 * db}u`, false, `${KS}u`)}, o);`)
+            matrixLoad(L, "&p_wg", `pb + ${16 * tb}u`, false, `${T}u`)
+          }, ${matrixLoad(R, "&kv_wg", `${16 * tb * KS}u + 16u * ${db}`, false, `${KS}u`)}, o);`)
       }
-          ${matrixStore("&so_wg", `so + ${16 * db}u`, "o", `${D}u`)};
+          ${matrixStore("&so_wg", `so + 16u * ${db}`, "o", `${D}u`)};
         }`)
   }
         workgroupBarrier();
@@ -292,7 +312,7 @@ ${
     lines(PAIRS, (k) =>
       `        {
         ${pair(k)}
-        let a = row_wg[sg * 16u + pr${k}];
+        let a = row_wg[rb * 16u + pr${k}];
         acc[${2 * k}] = fma(acc[${2 * k}], a, so_wg[so + e${k}]);
         acc[${2 * k + 1}] = fma(acc[${2 * k + 1}], a, so_wg[so + e${k} + 1u]);
         }`)
@@ -303,7 +323,7 @@ ${
     lines(PAIRS, (k) =>
       `        {
         ${pair(k)}
-        let a = row_wg[sg * 16u + pr${k}];
+        let a = row_wg[rb * 16u + pr${k}];
         acc[${2 * k}] *= a;
         acc[${2 * k + 1}] *= a;
         }`)
@@ -313,7 +333,7 @@ ${
     lines(PAIRS, (k) =>
       `          {
           ${pair(k)}
-          let p = f32(p_wg[sg * ${16 * T}u + pr${k} * ${T}u + i]);
+          let p = f32(p_wg[pb + pr${k} * ${T}u + i]);
           let v = vec2<f32>(f32(kv_wg[i * ${KS}u + e${k} % ${D}u]), f32(kv_wg[i * ${KS}u + e${k} % ${D}u + 1u]));
           let pv = select(vec2<f32>(0.0), p * v, p >= 0.0);
           acc[${2 * k}] += pv.x;
@@ -327,8 +347,10 @@ ${
       }
     }
     // Each row's final sum and output factor (a direct piece's sink joins them here, once), and
-    // whether it saw a NaN or +inf score.
-    bad |= subgroupShuffleXor(bad, 1u);
+    // whether it saw a NaN or +inf score; written once every thread has read the rows' last
+    // rescale factors.
+    workgroupBarrier();
+${rowReduce("bad", (a, b) => `${a} | ${b}`, "    ")}
     if (part == 0u) {${
     flags.sinks
       ? `
@@ -363,7 +385,7 @@ ${
     lines(PAIRS, (k) =>
       `    {
       ${pair(k)}
-      let b = sg * 16u + pr${k};
+      let b = rb * 16u + pr${k};
       let d = e${k} % ${D}u;
       if (b < n_rows) {
         if (slot == DIRECT) {

@@ -8,18 +8,26 @@
 
 import type { KernelSpec } from "./kernel_spec.ts";
 
-/** Lanes of a subgroup the matrix kernel is written for (NVIDIA's: one 16-row block each). */
+/** Lanes of a subgroup the matrix kernel is written for (NVIDIA's). */
 export const MATRIX_SUBGROUP = 32;
+
+/** Threads of every matrix workgroup: four subgroups. */
+export const MATRIX_THREADS = 128;
 
 /** The blocking a matrix spec resolves to. */
 export interface MatrixLayout {
   /** Query rows per block (16, 32 or 64). */
   readonly RB: number;
-  /** Subgroups per workgroup, one per 16 rows. */
-  readonly NSG: number;
-  /** Threads per workgroup (`32 NSG`). */
+  /** Blocks of 16 rows (`RB / 16`), each the rows of `G` subgroups. */
+  readonly NRB: number;
+  /**
+   * Subgroups per 16-row block (4, 2, 1 at 16, 32, 64 rows): they share its tile, each scoring
+   * every `G`th 16-token block and taking every `G`th 16-dim block of `P V`.
+   */
+  readonly G: number;
+  /** Threads per workgroup (128: four subgroups). */
   readonly THREADS: number;
-  /** Tokens per tile (16 for a single subgroup, whose staging registers would not hold 32). */
+  /** Tokens per tile: 64 at 16 rows (one score block per subgroup), else 32. */
   readonly T: number;
   /** Stride of the staged K, V and query rows, in halves (head dim + 8, against bank conflicts). */
   readonly KS: number;
@@ -29,7 +37,7 @@ export interface MatrixLayout {
   readonly CK: number;
   /** Query rows staged per round (the staging buffer holds `T` rows). */
   readonly QR: number;
-  /** f32s of each subgroup's region: its tile's scores, then its tile's products `P V`. */
+  /** f32s of each 16-row block's region: its tile's scores, then its products `P V`. */
   readonly SO: number;
   /** Bytes of workgroup memory. */
   readonly bytes: number;
@@ -45,14 +53,15 @@ export interface MatrixLayout {
  *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 64, workgroupSize: 128,
  *   tiled: true, matrix: true,
  * });
- * console.log(l.NSG, l.T, l.CK, l.bytes); // 4 32 4 46336
+ * console.log(l.G, l.T, l.CK, l.bytes); // 1 32 4 46336
  * ```
  */
 export function matrixLayout(spec: KernelSpec): MatrixLayout {
   const RB = spec.rowsPerBlock;
   const D = spec.headDim;
-  const NSG = RB / 16;
-  const THREADS = MATRIX_SUBGROUP * NSG;
+  const NRB = RB / 16;
+  const G = 4 / NRB;
+  const THREADS = MATRIX_THREADS;
   if (
     ![16, 32, 64].includes(RB) || spec.kvDtype !== "f16" || D % 16 !== 0 || D < 16 ||
     D > 128 || (spec.headDimV ?? D) !== D || spec.workgroupSize !== THREADS
@@ -62,14 +71,15 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
         `${spec.kvDtype}, ${spec.workgroupSize} threads`,
     );
   }
-  const T = NSG === 1 ? 16 : 32;
+  const T = NRB === 1 ? 64 : 32;
   const KS = D + 8;
   const CHUNKS = D / 8;
   const SO = 16 * Math.max(T, D);
-  const bytes = T * KS * 2 + NSG * SO * 4 + NSG * 16 * T * 2 + 3 * RB * 4;
+  const bytes = T * KS * 2 + NRB * SO * 4 + NRB * 16 * T * 2 + 3 * RB * 4;
   return {
     RB,
-    NSG,
+    NRB,
+    G,
     THREADS,
     T,
     KS,
@@ -81,7 +91,7 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
   };
 }
 
-/** The workgroup size of a matrix kernel for a block of `rowsPerBlock` rows. */
-export function matrixThreads(rowsPerBlock: number): number {
-  return (MATRIX_SUBGROUP * rowsPerBlock) / 16;
+/** The workgroup size of a matrix kernel (for any block of rows). */
+export function matrixThreads(_rowsPerBlock: number): number {
+  return MATRIX_THREADS;
 }
