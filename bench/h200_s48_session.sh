@@ -15,7 +15,7 @@
 #           a branch where one round stages every row, no barrier at the end of a plain tile,
 #           and four subgroups per workgroup at every block size (at 16 and 32 rows they share
 #           a block's tile: 64 and 32 tokens); the tests, the many-row cases, then blocks of at
-#           most 32 rows (`matrixRows: 32`) and of 64 at fixed grids, and qLen 4 at 264-1056.
+#           most 32 rows (`matrixRows: 32`) at 132 workgroups, and qLen 4 at 528.
 set -u
 mode=${1:?usage: bash bench/h200_s48_session.sh matrix|matrix2|matrix3}
 shift
@@ -47,23 +47,15 @@ matrix2)
   done
   ;;
 matrix3)
-  run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts
+  run_backend_tests dawn 120 tests_dawn.txt tests/matrix_kernel_test.ts
   run_deno 200 bench_rows_matrix.txt bench/gpu_bench.ts --backend=dawn --strategies=lean \
     --cases=bench/cases_rows.json --kernel='{"matrixMath":true}' --check \
     --out="$out/bench_rows_matrix.json"
-  for rows in 32 64; do
-    for grid in 132 264; do
-      run_deno 120 "bench_r${rows}_g$grid.txt" bench/gpu_bench.ts --backend=dawn \
-        --strategies=lean --cases=bench/cases_rows.json --only="mqa h128/1|qLen8 gqa 16k" \
-        --kernel="{\"matrixMath\":true,\"matrixRows\":$rows}" --grid=$grid \
-        --out="$out/bench_r${rows}_g$grid.json"
-    done
-  done
-  for grid in 264 528 1056; do
-    run_deno 60 "bench_q4_g$grid.txt" bench/gpu_bench.ts --backend=dawn --strategies=lean \
-      --only="qLen4 gqa 16k" --kernel='{"matrixMath":true}' --grid=$grid \
-      --out="$out/bench_q4_g$grid.json"
-  done
+  run_deno 60 bench_r32_g132.txt bench/gpu_bench.ts --backend=dawn --strategies=lean \
+    --cases=bench/cases_rows.json --only="mqa h128/1|qLen8 gqa 16k" \
+    --kernel='{"matrixMath":true,"matrixRows":32}' --grid=132 --out="$out/bench_r32_g132.json"
+  run_deno 40 bench_q4_g528.txt bench/gpu_bench.ts --backend=dawn --strategies=lean \
+    --only="qLen4 gqa 16k" --kernel='{"matrixMath":true}' --grid=528 --out="$out/bench_q4_g528.json"
   ;;
 *)
   echo "unknown mode $mode" >&2
