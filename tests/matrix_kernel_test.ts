@@ -16,7 +16,7 @@ import { createAttentionEncoder, createIndptrPageTable } from "../runner.ts";
 import { matrixUnitsFit, tileConfig } from "../plan.ts";
 import { kernelSpec, matrixUnitsOn } from "../src/gpu/kernel_choice.ts";
 import { kernelCaps, probeSubgroupMatrix, requestDevice } from "../src/gpu/gpu_runtime.ts";
-import { matrixLayout, matrixThreads } from "../src/kernels/matrix_layout.ts";
+import { MATRIX_THREADS, matrixLayout } from "../src/kernels/matrix_layout.ts";
 import { matrixKernelWGSL } from "../src/kernels/matrix_kernel.ts";
 import { specKey } from "../src/kernels/spec_key.ts";
 import { type BackendUnderTest, gpuTest } from "./backends.ts";
@@ -74,7 +74,7 @@ Deno.test("the matrix kernel's device check, choice, layout, key and WGSL", () =
   for (const [rows, g, t, ck] of [[16, 4, 64, 8], [32, 2, 32, 4], [64, 1, 32, 4]]) {
     const spec = kernelSpec(plan(rows), CAPS);
     assert.equal(spec.matrix, true);
-    assert.equal(spec.workgroupSize, matrixThreads(rows));
+    assert.equal(spec.workgroupSize, MATRIX_THREADS);
     const l = matrixLayout(spec);
     assert.deepEqual([l.G, l.T, l.CK], [g, t, ck]);
     assert.ok(l.bytes <= 49152, `${rows} rows: ${l.bytes} bytes`);

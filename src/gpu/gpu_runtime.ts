@@ -139,6 +139,14 @@ fn main() {
  * The caps of a device whose adapter info lists no subgroup-matrix configurations, with
  * `subgroupMatrix` found by compiling a shader of the matrix kernel's types where the device has
  * the features (a refused configuration fails the pipeline). Other caps are returned as they are.
+ *
+ * @example
+ * ```ts ignore
+ * import { kernelCaps, probeSubgroupMatrix } from "./gpu_runtime.ts";
+ * const info = device.adapterInfo; // a runner's device: its matrix configurations may be missing
+ * const caps = await probeSubgroupMatrix(device, info, kernelCaps(device, info));
+ * console.log(caps.subgroupMatrix); // true on an NVIDIA GPU through Dawn
+ * ```
  */
 export async function probeSubgroupMatrix(
   device: GPUDevice,

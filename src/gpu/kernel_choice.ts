@@ -26,7 +26,7 @@ import type { Plan } from "../plan/plan.ts";
 import { variantFlags } from "../core/variant_options.ts";
 import { TILED_THREADS, tiledWorkgroupBytes } from "../kernels/tiled_layout.ts";
 import { matrixBlocksFit, matrixUnitsFit } from "../plan/tiles.ts";
-import { matrixLayout, matrixThreads } from "../kernels/matrix_layout.ts";
+import { MATRIX_THREADS, matrixLayout } from "../kernels/matrix_layout.ts";
 
 import type { KernelTuning } from "./kernel_tuning.ts";
 
@@ -280,7 +280,7 @@ export function matrixUnitsOn(caps: KernelCaps): boolean {
     kvDtype: "f16",
     tileTokens: 64,
     rowsPerBlock: 64,
-    workgroupSize: matrixThreads(64),
+    workgroupSize: MATRIX_THREADS,
     tiled: true,
     matrix: true,
   });
@@ -295,7 +295,7 @@ function matrixSpec(plan: Parameters<typeof kernelSpec>[0], paged: boolean): Ker
     kvDtype: plan.problem.kvDtype,
     tileTokens: plan.tiles.tileTokens,
     rowsPerBlock: plan.tiles.rowsPerBlock,
-    workgroupSize: matrixThreads(plan.tiles.rowsPerBlock),
+    workgroupSize: MATRIX_THREADS,
     tiled: true,
     matrix: true,
     paged,

@@ -1,17 +1,15 @@
 /**
- * The matrix-unit decode kernel's blocking (`src/kernels/matrix_kernel.ts`): one subgroup of 32
- * lanes per 16 query rows, the tokens per tile, the staging loads per thread, and the sizes of
- * its workgroup memory, named once here for the kernel's WGSL and the host's checks.
+ * The matrix-unit decode kernel's blocking (`src/kernels/matrix_kernel.ts`): how its four
+ * subgroups share the 16-row blocks of a block of rows, the tokens per tile, the staging loads per
+ * thread, and the sizes of its workgroup memory, named once here for the kernel's WGSL and the
+ * host's checks.
  *
  * @module
  */
 
 import type { KernelSpec } from "./kernel_spec.ts";
 
-/** Lanes of a subgroup the matrix kernel is written for (NVIDIA's). */
-export const MATRIX_SUBGROUP = 32;
-
-/** Threads of every matrix workgroup: four subgroups. */
+/** Threads of every matrix workgroup: four subgroups of 32 lanes (NVIDIA's, which it needs). */
 export const MATRIX_THREADS = 128;
 
 /** The blocking a matrix spec resolves to. */
@@ -89,9 +87,4 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
     SO,
     bytes,
   };
-}
-
-/** The workgroup size of a matrix kernel (for any block of rows). */
-export function matrixThreads(_rowsPerBlock: number): number {
-  return MATRIX_THREADS;
 }
