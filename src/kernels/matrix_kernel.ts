@@ -46,9 +46,10 @@ import {
 import { kvAddressWGSL } from "./kv_address.ts";
 import { ioWGSL } from "./io_wgsl.ts";
 import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
-import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
+import { needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 import type { WGSLOptions } from "./decode_kernel.ts";
 import { matrixLayout } from "./matrix_layout.ts";
+import { blockRowFinalWGSL, blockRowLimitsWGSL } from "./block_rows.ts";
 import { MATRIX, matrixLoad, matrixStore } from "./matrix_ops.ts";
 
 /**
@@ -86,7 +87,6 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const seesRead = `min(t, tok_end - 1u) <= pq${
     flags.window ? " && min(t, tok_end - 1u) >= lo" : ""
   }`;
-  const rowHead = `row_head(kv_head, min(r0 + br, params.group_size * q_len - 1u), q_len)`;
 
   // A tile's K or V rows from token `t0` into registers `w0`, `w1`, ... (constant indices: a
   // register array indexed in a loop went to local memory on the H200, session 47), and their
@@ -213,17 +213,7 @@ ${kernelEntryWGSL(THREADS)}
   let pb = rb * ${16 * T}u;
   let pw = pb + sr;
 ${PIECE_LOOP_WGSL}
-    let pq = seq_len - q_len + (r0 + br) % q_len;
-    let lim = min(pq + 1u, tok_end);
-    let pos0 = r0 % q_len;
-    let wraps = pos0 + n_rows > q_len;
-    let lim_all = seq_len - q_len + select(pos0, 0u, wraps) + 1u;${
-    flags.window
-      ? `\n    let lo = select(0u, pq + 1u - params.window, pq + 1u > params.window);
-    let pq_last = seq_len - q_len + select(pos0 + n_rows - 1u, q_len - 1u, wraps);
-    let lo_all = select(0u, pq_last + 1u - params.window, pq_last + 1u > params.window);`
-      : ""
-  }${flags.alibi ? `\n    let slope = heads[${HEAD_TABLE_STRIDE}u * ${rowHead}];` : ""}
+${blockRowLimitsWGSL(flags, "br")}
     var m_run = NEG;
     var l_run = 0.0;
     var bad = 0u;
@@ -352,33 +342,11 @@ ${
     workgroupBarrier();
 ${rowReduce("bad", (a, b) => `${a} | ${b}`, "    ")}
     if (part == 0u) {${
-    flags.sinks
-      ? `
-      let sk = heads[${HEAD_TABLE_STRIDE}u * ${rowHead} + 1u];
-      let fin_m = select(m_run, max(m_run, sk), slot == DIRECT);
-      let fin_c = exp2(m_run - fin_m);
-      let fin_l = select(l_run, l_run * fin_c + exp2(sk - fin_m), slot == DIRECT);`
-      : `
-      let fin_m = m_run;
-      let fin_c = 1.0;
-      let fin_l = l_run;`
+    blockRowFinalWGSL(flags, "br", (l, c, nan) =>
+      `      row_wg[br] = ${l};
+      row_wg[${RB}u + br] = ${c};
+      row_wg[${2 * RB}u + br] = ${nan};`)
   }
-      let row_bad = bad != 0u || poisoned(l_run);
-      row_wg[br] = fin_l;
-      row_wg[${RB}u + br] = fin_c;
-      row_wg[${2 * RB}u + br] = select(0.0, 1.0, row_bad);
-      if (br < n_rows) {
-        if (slot == DIRECT) {
-          lse_out[query_row(q_start, q_len, kv_head, r0 + br)] = select(
-            (fin_m + log2(fin_l)) * 0.6931471805599453,
-            bitcast<f32>(nan_bits),
-            row_bad,
-          );
-        } else {
-          partials[slot * SLOT + RP * DV + br] = m_run;
-          partials[slot * SLOT + RP * DV + RP + br] = select(l_run, bitcast<f32>(nan_bits), row_bad);
-        }
-      }
     }
     workgroupBarrier();
 ${

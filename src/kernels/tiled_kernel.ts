@@ -43,12 +43,13 @@ import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
 import { kvAddressWGSL } from "./kv_address.ts";
 import { ioWGSL } from "./io_wgsl.ts";
 import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
-import { HEAD_TABLE_STRIDE, needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
+import { needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 import type { WGSLOptions } from "./decode_kernel.ts";
 import { TILED_THREADS, tiledLayout } from "./tiled_layout.ts";
 import { tiledStagesWGSL, vPieceWGSL } from "./tiled_stages.ts";
 import { tiledWeightedWGSL } from "./tiled_weighted.ts";
 import { tiledOutputWGSL } from "./tiled_output.ts";
+import { blockRowLimitsWGSL } from "./block_rows.ts";
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
@@ -203,26 +204,7 @@ ${kernelEntryWGSL(W)}
     tokenScales ? "\n  let n_kv = params.num_heads / params.group_size;" : ""
   }
 ${PIECE_LOOP_WGSL}
-    // Row sr's tokens: causal within the last q_len tokens, inside the piece${
-    flags.window ? ", inside its window" : ""
-  }.
-    let pq = seq_len - q_len + (r0 + sr) % q_len;
-    let lim = min(pq + 1u, tok_end);
-    // Tokens every row of the block sees (and, windowed, from where): the block's rows hold the
-    // positions r0 % q_len onward, all of them once they wrap.
-    let pos0 = r0 % q_len;
-    let wraps = pos0 + n_rows > q_len;
-    let lim_all = seq_len - q_len + select(pos0, 0u, wraps) + 1u;${
-    flags.window
-      ? `\n    let lo = select(0u, pq + 1u - params.window, pq + 1u > params.window);
-    let pq_last = seq_len - q_len + select(pos0 + n_rows - 1u, q_len - 1u, wraps);
-    let lo_all = select(0u, pq_last + 1u - params.window, pq_last + 1u > params.window);`
-      : ""
-  }${
-    flags.alibi
-      ? `\n    let slope = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + sr, params.group_size * q_len - 1u), q_len)];`
-      : ""
-  }
+${blockRowLimitsWGSL(flags, "sr")}
     var m_run = NEG;
     var l_run = 0.0;
     var bad = 0u;

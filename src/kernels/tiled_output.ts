@@ -10,7 +10,7 @@
 import { lines } from "./decode_step.ts";
 import type { KernelSpec } from "./kernel_spec.ts";
 import { ioWGSL } from "./io_wgsl.ts";
-import { HEAD_TABLE_STRIDE } from "./variant_wgsl.ts";
+import { blockRowFinalWGSL } from "./block_rows.ts";
 import type { TiledLayout } from "./tiled_layout.ts";
 
 /**
@@ -64,33 +64,11 @@ ${
     // Each row's final sum and output rescale (a direct piece's sink joins them here, once),
     // and whether it saw a NaN or +inf score.
     if (sp == 0u) {${
-    flags.sinks
-      ? `
-      let sk = heads[${HEAD_TABLE_STRIDE}u * row_head(kv_head, min(r0 + sr, params.group_size * q_len - 1u), q_len) + 1u];
-      let fin_m = select(m_run, max(m_run, sk), slot == DIRECT);
-      let fin_c = exp2(m_run - fin_m);
-      let fin_l = select(l_run, l_run * fin_c + exp2(sk - fin_m), slot == DIRECT);`
-      : `
-      let fin_m = m_run;
-      let fin_c = 1.0;
-      let fin_l = l_run;`
+    blockRowFinalWGSL(flags, "sr", (l, c, nan) =>
+      `      sm_set(${4 * FIN_OFF}u + sr, ${l});
+      sm_set(${4 * FIN_OFF + RB}u + sr, ${c});
+      sm_set(${4 * FIN_OFF + 2 * RB}u + sr, ${nan});`)
   }
-      let row_bad = bad != 0u || poisoned(l_run);
-      sm_set(${4 * FIN_OFF}u + sr, fin_l);
-      sm_set(${4 * FIN_OFF + RB}u + sr, fin_c);
-      sm_set(${4 * FIN_OFF + 2 * RB}u + sr, select(0.0, 1.0, row_bad));
-      if (sr < n_rows) {
-        if (slot == DIRECT) {
-          lse_out[query_row(q_start, q_len, kv_head, r0 + sr)] = select(
-            (fin_m + log2(fin_l)) * 0.6931471805599453,
-            bitcast<f32>(nan_bits),
-            row_bad,
-          );
-        } else {
-          partials[slot * SLOT + RP * DV + sr] = m_run;
-          partials[slot * SLOT + RP * DV + RP + sr] = select(l_run, bitcast<f32>(nan_bits), row_bad);
-        }
-      }
     }
     workgroupBarrier();
     if (tg == 0u) {
