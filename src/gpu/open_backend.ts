@@ -84,6 +84,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       // The matrix kernel's smallest and largest blocks, where it runs.
       if (matrixUnits) classes.push({ headDim: 128, rows: 16 }, { headDim: 128, rows: 64 });
       for (const [i, { headDim, rows, headDimV }] of classes.entries()) {
+        const matrixClass = matrixUnits && headDim === 128 && rows >= 16;
         notify(onProgress, {
           stage: "calibrate",
           message: `calibrating the lean grid (${rows} row${rows > 1 ? "s" : ""} per block, ` +
@@ -129,7 +130,8 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
           key,
           tiledClass ? { warmupMs, maxSize: 1024, tolerance: 1.25, sweeps: 2 } : { warmupMs },
         );
-        if (headDim === 128) grids[rows] = p.grid;
+        // (The matrix classes' grids stay out of the per-rows grids of the decode kernel.)
+        if (headDim === 128 && !matrixClass) grids[rows] = p.grid;
         byClass[classKey] ??= p.grid;
         if (p.source !== "calibrated") source = p.source;
       }
