@@ -234,17 +234,13 @@ export function kernelSpec(
 }
 
 /**
- * The tiled kernel's spec for a plan of matrix blocks (`TileOptions.matrixBlocks`): 32 dims
- * staged per step where the device's workgroup memory holds them, else 16.
+ * The fields the tiled and matrix kernels' specs share for a plan of 16-64-row blocks: its dims,
+ * blocks, pages (and their layout) and variant flags, at the tiled kernel's 256 threads.
  */
-function tiledSpec(
-  plan: Parameters<typeof kernelSpec>[0],
-  caps: KernelCaps,
-  paged: boolean,
-): KernelSpec {
+function blockSpec(plan: Parameters<typeof kernelSpec>[0], paged: boolean): KernelSpec {
   const { headDim, kvDtype } = plan.problem;
   const headDimV = plan.problem.headDimV ?? headDim;
-  const spec: KernelSpec = {
+  return {
     headDim,
     ...(headDimV === headDim ? {} : { headDimV }),
     kvDtype,
@@ -258,6 +254,18 @@ function tiledSpec(
       : {}),
     ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
   };
+}
+
+/**
+ * The tiled kernel's spec for a plan of matrix blocks (`TileOptions.matrixBlocks`): 32 dims
+ * staged per step where the device's workgroup memory holds them, else 16.
+ */
+function tiledSpec(
+  plan: Parameters<typeof kernelSpec>[0],
+  caps: KernelCaps,
+  paged: boolean,
+): KernelSpec {
+  const spec = blockSpec(plan, paged);
   const fits = tiledWorkgroupBytes(spec) <= (caps.workgroupBytes ?? 16384);
   return fits ? spec : { ...spec, matrixChunk: 16 };
 }
@@ -275,35 +283,24 @@ function tiledSpec(
  * ```
  */
 export function matrixUnitsOn(caps: KernelCaps): boolean {
-  const largest = matrixLayout({
-    headDim: 128,
-    kvDtype: "f16",
-    tileTokens: 64,
-    rowsPerBlock: 64,
-    workgroupSize: MATRIX_THREADS,
-    tiled: true,
-    matrix: true,
-  });
   return caps.subgroupMatrix === true && caps.subgroups &&
-    largest.bytes <= (caps.workgroupBytes ?? 16384);
+    MATRIX_LARGEST_BYTES <= (caps.workgroupBytes ?? 16384);
 }
+
+/** Workgroup memory of the matrix kernel's largest layout (64 rows at head dim 128). */
+const MATRIX_LARGEST_BYTES = matrixLayout({
+  headDim: 128,
+  kvDtype: "f16",
+  tileTokens: 64,
+  rowsPerBlock: 64,
+  workgroupSize: MATRIX_THREADS,
+  tiled: true,
+  matrix: true,
+}).bytes;
 
 /** The matrix kernel's spec for a plan of matrix-unit blocks (`TileOptions.matrixUnits`). */
 function matrixSpec(plan: Parameters<typeof kernelSpec>[0], paged: boolean): KernelSpec {
-  return {
-    headDim: plan.problem.headDim,
-    kvDtype: plan.problem.kvDtype,
-    tileTokens: plan.tiles.tileTokens,
-    rowsPerBlock: plan.tiles.rowsPerBlock,
-    workgroupSize: MATRIX_THREADS,
-    tiled: true,
-    matrix: true,
-    paged,
-    ...(paged && plan.kv?.kind === "paged" && plan.kv.layout === "HND"
-      ? { kvLayout: "HND" as const }
-      : {}),
-    ...(plan.problem.variant === undefined ? {} : variantSpec(plan.problem.variant)),
-  };
+  return { ...blockSpec(plan, paged), workgroupSize: MATRIX_THREADS, matrix: true };
 }
 
 /** The kernel spec's variant field: the flags that are on, none for the plain variant. */
