@@ -81,8 +81,8 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       const tiled = tuning.tiled !== false &&
         tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize);
       if (tiled) classes.push({ headDim: 576, headDimV: 512, rows: 64 });
-      // The matrix kernel's smallest and largest blocks, where it runs.
-      if (matrixUnits) classes.push({ headDim: 128, rows: 16 }, { headDim: 128, rows: 64 });
+      // The matrix kernel's blocks, where it runs.
+      if (matrixUnits) classes.push(...[16, 32, 64].map((rows) => ({ headDim: 128, rows })));
       for (const [i, { headDim, rows, headDimV }] of classes.entries()) {
         const matrixClass = matrixUnits && headDim === 128 && rows >= 16;
         notify(onProgress, {

@@ -141,12 +141,19 @@ ${
   const pair = (k: number) =>
     `let e${k} = 2u * lr + ${64 * G * k}u;\n        let pr${k} = e${k} / ${D}u;`;
   // Subgroup g's `n`-th block of `count` (every Gth; guarded where G does not divide them).
-  const dealt = (count: number, body: (b: string) => string) =>
+  const dealt = (count: number, body: (b: string, n: number) => string) =>
     lines(Math.ceil(count / G), (n) => {
       const b = G === 1 ? `${n}u` : `(g + ${G * n}u)`;
       const guard = count % G !== 0 && (n + 1) * G > count;
-      return guard ? `      if (${b} < ${count}u) {\n${body(b)}\n      }` : body(b);
+      return guard ? `      if (${b} < ${count}u) {\n${body(b, n)}\n      }` : body(b, n);
     });
+  // The subgroup's sums of `P V` since the last flush (its dim blocks, on the matrix units) to
+  // its block's region of so_wg, and cleared.
+  const sumsOut = dealt(
+    DB,
+    (db, n) => `        ${matrixStore("&so_wg", `so + 16u * ${db}`, `o${n}`, `${D}u`)};`,
+  );
+  const sumsClear = dealt(DB, (_, n) => `        o${n} = ${S}();`);
   // Reductions over a row's lanes (adjacent lanes of one subgroup).
   const rowReduce = (v: string, op: (a: string, b: string) => string, indent = "      ") =>
     lines(
@@ -178,6 +185,7 @@ const DV: u32 = ${D}u;
 const RP: u32 = ${RB}u;
 const SLOT: u32 = ${RB * (D + 2)}u;
 const NEG: f32 = -1e30;
+const TAU: f32 = 8.0;
 const DIRECT: u32 = 0xffffffffu;
 var<private> nan_bits: u32 = 0x7fc00000u;
 // The staged K, then V, rows of a tile (and the query rows at a piece's start), as halves.
@@ -188,6 +196,10 @@ var<workgroup> so_wg: array<f32, ${NRB * SO}>;
 var<workgroup> p_wg: array<f16, ${NRB * 16 * T}>;
 // Each row's rescale factor; at the end its final sum, output factor and NaN flag.
 var<workgroup> row_wg: array<f32, ${3 * RB}>;
+// Word 0: set by a row whose sums need rescaling this tile. (Four words: every workgroup array
+// is a multiple of 16 bytes, so each stays 16-byte aligned, as the matrix loads and stores
+// need; a lone u32 here misplaced them on the H200 and every output was wrong, session 49.)
+var<workgroup> resc_wg: array<u32, 4>;
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvAddressWGSL(spec)}
@@ -218,6 +230,7 @@ ${blockRowLimitsWGSL(flags, "br")}
     var l_run = 0.0;
     var bad = 0u;
     var acc: array<f32, ${2 * PAIRS}>;
+${lines(Math.ceil(DB / G), (n) => `    var o${n} = ${S}();`)}
 ${lines(KB, (kk) => `    var q${kk} = ${L}();`)}
 ${lines(RB / QR, queryRound)}
 ${lines(CK, (i) => `    var kw${i} = vec4<u32>();\n    var vw${i} = vec4<u32>();`)}
@@ -226,6 +239,10 @@ ${stageLoad("k_cache", "kw", "tok_begin")}
 ${stageLoad("v_cache", "vw", "tok_begin")}
     }
     for (var tile0 = tok_begin; tile0 < tok_end; tile0 += ${T}u) {
+      // (Every thread read the last tile's flag before that tile's last barrier.)
+      if (lid == 0u) {
+        resc_wg[0] = 0u;
+      }
 ${stageStore("kw")}
       workgroupBarrier();
 ${
@@ -262,7 +279,10 @@ ${
       }`)
   }
 ${rowReduce("mx", (a, b) => `max(${a}, ${b})`)}
-      let m_new = max(m_run, mx);
+      // Lazy rescaling: a row keeps its reference maximum until a tile's exceeds it by TAU
+      // (log2 units), so the weights stay below 2^TAU (well inside f16) and the sums stay on
+      // the matrix units across tiles; only a rise beyond it rescales them (through so_wg).
+      let m_new = select(m_run, mx, mx > m_run + TAU);
       let alpha = exp2(m_run - m_new);
       var sum = 0.0;
       // As the tiled kernel's: -1 where the row does not see the token (exact in f16), 0 past
@@ -277,65 +297,66 @@ ${
       }`)
   }
 ${rowReduce("sum", (a, b) => `${a} + ${b}`)}
-      l_run = l_run * alpha + sum;
-      m_run = m_new;
       if (part == 0u) {
         row_wg[br] = alpha;
-      }
-      workgroupBarrier();
-      if (min(tile0 + ${T}u, tok_end) <= lim_all${flags.window ? " && tile0 >= lo_all" : ""}) {
-${
-    dealt(DB, (db) =>
-      `        {
-          var o = ${S}();
-${
-        lines(TB, (tb) =>
-          `          o = subgroupMatrixMultiplyAccumulate(${
-            matrixLoad(L, "&p_wg", `pb + ${16 * tb}u`, false, `${T}u`)
-          }, ${matrixLoad(R, "&kv_wg", `${16 * tb * KS}u + 16u * ${db}`, false, `${KS}u`)}, o);`)
-      }
-          ${matrixStore("&so_wg", `so + 16u * ${db}`, "o", `${D}u`)};
-        }`)
-  }
-        workgroupBarrier();
-${
-    lines(PAIRS, (k) =>
-      `        {
-        ${pair(k)}
-        let a = row_wg[rb * 16u + pr${k}];
-        acc[${2 * k}] = fma(acc[${2 * k}], a, so_wg[so + e${k}]);
-        acc[${2 * k + 1}] = fma(acc[${2 * k + 1}], a, so_wg[so + e${k} + 1u]);
-        }`)
-  }
-      } else {
-        // Token by token: each (row, token) of weight -1 left out with a select.
-${
-    lines(PAIRS, (k) =>
-      `        {
-        ${pair(k)}
-        let a = row_wg[rb * 16u + pr${k}];
-        acc[${2 * k}] *= a;
-        acc[${2 * k + 1}] *= a;
-        }`)
-  }
-        for (var i = 0u; i < ${T}u; i++) {
-${
-    lines(PAIRS, (k) =>
-      `          {
-          ${pair(k)}
-          let p = f32(p_wg[pb + pr${k} * ${T}u + i]);
-          let v = vec2<f32>(f32(kv_wg[i * ${KS}u + e${k} % ${D}u]), f32(kv_wg[i * ${KS}u + e${k} % ${D}u + 1u]));
-          let pv = select(vec2<f32>(0.0), p * v, p >= 0.0);
-          acc[${2 * k}] += pv.x;
-          acc[${2 * k + 1}] += pv.y;
-          }`)
-  }
+        // A row with sums so far whose reference rose (the first tile it sees has none).
+        if (m_new != m_run && m_run > NEG) {
+          resc_wg[0] = 1u;
         }
-        // The next tile's K must wait for these reads of V (the plain path's products are
-        // behind the barrier after them).
-        workgroupBarrier();
       }
+      l_run = l_run * alpha + sum;
+      m_run = m_new;
+      let rescale = workgroupUniformLoad(&resc_wg)[0] != 0u;
+      let plain = min(tile0 + ${T}u, tok_end) <= lim_all${
+    flags.window ? " && tile0 >= lo_all" : ""
+  };
+      if (rescale || !plain) {
+        // The sums since the last flush join each thread's f32 sums (acc, rescaled), and on a
+        // masked tile (a piece's causal or window edge) each (row, token) of weight -1 is left
+        // out with a select, token by token. (The next tile's scores overwrite so_wg only after
+        // the barrier that ends this tile.)
+${sumsOut}
+        workgroupBarrier();
+${
+    lines(PAIRS, (k) =>
+      `        {
+        ${pair(k)}
+        let a = row_wg[rb * 16u + pr${k}];
+        acc[${2 * k}] = (acc[${2 * k}] + so_wg[so + e${k}]) * a;
+        acc[${2 * k + 1}] = (acc[${2 * k + 1}] + so_wg[so + e${k} + 1u]) * a;
+        }`)
+  }
+${sumsClear}
+        if (!plain) {
+          for (var i = 0u; i < ${T}u; i++) {
+${
+    lines(PAIRS, (k) =>
+      `            {
+            ${pair(k)}
+            let p = f32(p_wg[pb + pr${k} * ${T}u + i]);
+            let v = vec2<f32>(f32(kv_wg[i * ${KS}u + e${k} % ${D}u]), f32(kv_wg[i * ${KS}u + e${k} % ${D}u + 1u]));
+            let pv = select(vec2<f32>(0.0), p * v, p >= 0.0);
+            acc[${2 * k}] += pv.x;
+            acc[${2 * k + 1}] += pv.y;
+            }`)
+  }
+          }
+        }
+      }
+      if (plain) {
+${
+    dealt(DB, (db, n) =>
+      lines(TB, (tb) =>
+        `        o${n} = subgroupMatrixMultiplyAccumulate(${
+          matrixLoad(L, "&p_wg", `pb + ${16 * tb}u`, false, `${T}u`)
+        }, ${matrixLoad(R, "&kv_wg", `${16 * tb * KS}u + 16u * ${db}`, false, `${KS}u`)}, o${n});`))
+  }
+      }
+      // The next tile's K must wait for this tile's reads of V.
+      workgroupBarrier();
     }
+    // The sums since the last flush to so_wg: each output is its thread's acc plus them.
+${sumsOut}
     // Each row's final sum and output factor (a direct piece's sink joins them here, once), and
     // whether it saw a NaN or +inf score; written once every thread has read the rows' last
     // rescale factors.
@@ -359,9 +380,9 @@ ${
         if (slot == DIRECT) {
           let nan = row_wg[${2 * RB}u + b] != 0.0;
           let f = row_wg[${RB}u + b] / row_wg[b];
-          let x = select(vec2<f32>(acc[${2 * k}], acc[${
+          let x = select(vec2<f32>(acc[${2 * k}] + so_wg[so + e${k}], acc[${
         2 * k + 1
-      }]) * f, vec2<f32>(bitcast<f32>(nan_bits)), nan);
+      }] + so_wg[so + e${k} + 1u]) * f, vec2<f32>(bitcast<f32>(nan_bits)), nan);
           let at = query_row(q_start, q_len, kv_head, r0 + b) * DV + d;
 ${
         io.outHalf
@@ -369,8 +390,8 @@ ${
           : "          out[at] = x.x;\n          out[at + 1u] = x.y;"
       }
         } else {
-          partials[slot * SLOT + b * DV + d] = acc[${2 * k}];
-          partials[slot * SLOT + b * DV + d + 1u] = acc[${2 * k + 1}];
+          partials[slot * SLOT + b * DV + d] = acc[${2 * k}] + so_wg[so + e${k}];
+          partials[slot * SLOT + b * DV + d + 1u] = acc[${2 * k + 1}] + so_wg[so + e${k} + 1u];
         }
       }
     }`)

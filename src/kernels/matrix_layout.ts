@@ -51,7 +51,7 @@ export interface MatrixLayout {
  *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 64, workgroupSize: 128,
  *   tiled: true, matrix: true,
  * });
- * console.log(l.G, l.T, l.CK, l.bytes); // 1 32 4 46336
+ * console.log(l.G, l.T, l.CK, l.bytes); // 1 32 4 46352
  * ```
  */
 export function matrixLayout(spec: KernelSpec): MatrixLayout {
@@ -73,7 +73,8 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
   const KS = D + 8;
   const CHUNKS = D / 8;
   const SO = 16 * Math.max(T, D);
-  const bytes = T * KS * 2 + NRB * SO * 4 + NRB * 16 * T * 2 + 3 * RB * 4;
+  // (Each array a multiple of 16 bytes: the matrix loads and stores need them 16-byte aligned.)
+  const bytes = T * KS * 2 + NRB * SO * 4 + NRB * 16 * T * 2 + 3 * RB * 4 + 16;
   return {
     RB,
     NRB,
