@@ -30,8 +30,12 @@
 #   final after `lazy3`'s test failure (the rising case's LSE, 0.0039 off at a size of 37: f16
 #         queries' relative error): the tests with that bound relative, the matrix kernel at
 #         session 48's grid (264 workgroups), and the default kernels, on the many-row cases.
+#   rot   the staging stores' word order rotated per lane group (conflict-free banks at head dims
+#         64 and 128; 1.4-1.6x slower, so not committed: `matrix` here ran that uncommitted
+#         kernel): the tests, the many-row cases checked, and the same cases with the kernel
+#         before the rotation (a copy of commit 4f4d913's tree in .scratch/prerot) in the same call.
 set -u
-mode=${1:?usage: bash bench/h200_s49_session.sh lazy|lazy2|probe|probe2|probe3|lazy3|final}
+mode=${1:?usage: bash bench/h200_s49_session.sh lazy|lazy2|probe|probe2|probe3|lazy3|final|rot}
 shift
 out=${OUT:-bench/results/h200_session49/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -88,6 +92,13 @@ final)
   run_backend_tests dawn 110 tests_dawn.txt tests/matrix_kernel_test.ts
   rows_bench 120 matrix_g264 '{"matrixMath":true}' --grid=264
   rows_bench 150 default '{}'
+  ;;
+rot)
+  run_backend_tests dawn 110 tests_dawn.txt tests/matrix_kernel_test.ts
+  rows_bench 160 matrix '{"matrixMath":true}' --check
+  if [ -d .scratch/prerot ]; then
+    (cd .scratch/prerot && rows_bench 130 matrix_prerot '{"matrixMath":true}')
+  fi
   ;;
 *)
   echo "unknown mode $mode" >&2
