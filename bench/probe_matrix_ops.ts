@@ -12,6 +12,7 @@
 import { loadDawn } from "../dawn.ts";
 import { requestDevice, SUBGROUP_MATRIX_FEATURE } from "../src/gpu/gpu_runtime.ts";
 import { MATRIX, matrixLoad, matrixStore } from "../src/kernels/matrix_ops.ts";
+import { bytesBuffer, dispatchSrcDst, gpuBuffer, readF32 } from "../tests/gpu_device.ts";
 
 const gpu = await loadDawn();
 const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
@@ -27,33 +28,13 @@ async function run(code: string, a: Uint16Array, outLen: number): Promise<Float3
   const mod = device.createShaderModule({ code: HEADER + code });
   const info = await mod.getCompilationInfo();
   for (const m of info.messages) if (m.type === "error") throw new Error(m.message);
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module: mod, entryPoint: "main" },
-  });
-  const inBuf = device.createBuffer({ size: a.byteLength, usage: GPUBufferUsage.STORAGE | 8 });
-  device.queue.writeBuffer(inBuf, 0, a as Uint16Array<ArrayBuffer>);
-  const outBuf = device.createBuffer({ size: outLen * 4, usage: GPUBufferUsage.STORAGE | 4 });
-  const read = device.createBuffer({ size: outLen * 4, usage: 1 | 8 });
-  const enc = device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(
-    0,
-    device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ binding: 0, resource: { buffer: inBuf } }, {
-        binding: 1,
-        resource: { buffer: outBuf },
-      }],
-    }),
-  );
-  pass.dispatchWorkgroups(1);
-  pass.end();
-  enc.copyBufferToBuffer(outBuf, 0, read, 0, outLen * 4);
-  device.queue.submit([enc.finish()]);
-  await read.mapAsync(1);
-  return new Float32Array(read.getMappedRange().slice(0));
+  const src = bytesBuffer(device, a);
+  const dst = gpuBuffer(device, outLen * 4);
+  dispatchSrcDst(device, mod, src, dst, 1);
+  const out = await readF32(device, dst, outLen);
+  src.destroy();
+  dst.destroy();
+  return out;
 }
 
 const f16 = (x: number) => {

@@ -159,6 +159,40 @@ export function gpuBuffer(device: GPUDevice, data: Float32Array | number): GPUBu
   return b;
 }
 
+/**
+ * Records and submits one dispatch of `workgroups` workgroups of the entry `main` of `shader` (a
+ * module or its WGSL), with `src` bound at binding 0 and `dst` at binding 1 of group 0.
+ */
+export function dispatchSrcDst(
+  device: GPUDevice,
+  shader: GPUShaderModule | string,
+  src: GPUBuffer,
+  dst: GPUBuffer,
+  workgroups: number,
+): void {
+  const module = typeof shader === "string" ? device.createShaderModule({ code: shader }) : shader;
+  const pipeline = device.createComputePipeline({
+    layout: "auto",
+    compute: { module, entryPoint: "main" },
+  });
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(
+    0,
+    device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: src } }, {
+        binding: 1,
+        resource: { buffer: dst },
+      }],
+    }),
+  );
+  pass.dispatchWorkgroups(workgroups);
+  pass.end();
+  device.queue.submit([enc.finish()]);
+}
+
 /** A storage buffer holding any array's bytes (padded to 4). */
 export function bytesBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
   const size = Math.max(16, Math.ceil(data.byteLength / 4) * 4);

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { decodeKV, type KVDtype } from "../mod.ts";
 import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import { randomInt, seededRng } from "./helpers.ts";
-import { deviceTest, gpuBuffer, type GpuUnderTest, readF32 } from "./gpu_device.ts";
+import { deviceTest, dispatchSrcDst, gpuBuffer, type GpuUnderTest, readF32 } from "./gpu_device.ts";
 
 const FORMATS: readonly KVDtype[] = ["int8", "fp8e4m3", "fp8e5m2"];
 
@@ -27,8 +27,11 @@ function words(seed: number): { codes: Uint8Array; positions: Uint32Array } {
 
 async function unpackOnGpu(gpu: GpuUnderTest, format: KVDtype, packed: Uint32Array) {
   const { device } = gpu;
-  const module = device.createShaderModule({
-    code: `${KV_DTYPE_INFO[format].wgslUnpack}
+  const src = gpuBuffer(device, new Float32Array(packed.buffer));
+  const dst = gpuBuffer(device, new Float32Array(4 * packed.length).fill(Number.NaN));
+  dispatchSrcDst(
+    device,
+    `${KV_DTYPE_INFO[format].wgslUnpack}
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<vec4<f32>>;
 @compute @workgroup_size(64)
@@ -37,29 +40,10 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     dst[id.x] = unpack_word(src[id.x]);
   }
 }`,
-  });
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module, entryPoint: "main" },
-  });
-  const src = gpuBuffer(device, new Float32Array(packed.buffer));
-  const dst = gpuBuffer(device, new Float32Array(4 * packed.length).fill(Number.NaN));
-  const enc = device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(
-    0,
-    device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ binding: 0, resource: { buffer: src } }, {
-        binding: 1,
-        resource: { buffer: dst },
-      }],
-    }),
+    src,
+    dst,
+    Math.ceil(packed.length / 64),
   );
-  pass.dispatchWorkgroups(Math.ceil(packed.length / 64));
-  pass.end();
-  device.queue.submit([enc.finish()]);
   const out = await readF32(device, dst, 4 * packed.length);
   src.destroy();
   dst.destroy();
