@@ -251,10 +251,14 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
       rows.push(row);
     }
     if (args.has("paged") && (c.headDimV ?? c.headDim) === c.headDim) {
+      // (The matrix kernel's blocks where the decoder runs it: its classes have their own grids.)
       const rowsPerBlock = tileConfig({
         headDim: c.headDim,
         rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
         kvDtype: "f16",
+      }, {
+        matrixUnits: decoder.profile.matrixUnits === true,
+        matrixUnitRows: tuning?.matrixRows,
       }).rowsPerBlock;
       // The dense decode above calibrated an 8-bit class's own grid (src/gpu/kv_class_grids.ts).
       const grid = gridFor(decoder.profile, rowsPerBlock, c.headDim, c.kvDtype);
