@@ -34,10 +34,8 @@
 #         64 and 128; 1.4-1.6x slower, so not committed: `matrix` here ran that uncommitted
 #         kernel): the tests, the many-row cases checked, and the same cases with the kernel
 #         before the rotation (a copy of commit 4f4d913's tree in .scratch/prerot) in the same call.
-#   paged the matrix kernel dense and through a paged KVCache (pages of 16) and the attention
-#         encoder at the dense plan's grid, both checked against float64, on four many-row cases.
 set -u
-mode=${1:?usage: bash bench/h200_s49_session.sh lazy|lazy2|probe|probe2|probe3|lazy3|final|rot|paged}
+mode=${1:?usage: bash bench/h200_s49_session.sh lazy|lazy2|probe|probe2|probe3|lazy3|final|rot}
 shift
 out=${OUT:-bench/results/h200_session49/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -101,10 +99,6 @@ rot)
   if [ -d .scratch/prerot ]; then
     (cd .scratch/prerot && rows_bench 130 matrix_prerot '{"matrixMath":true}')
   fi
-  ;;
-paged)
-  rows_bench 170 matrix_paged '{"matrixMath":true}' --paged --check \
-    --only="qLen4 gqa 16k|qLen8 gqa 16k|mqa h128/1"
   ;;
 *)
   echo "unknown mode $mode" >&2
