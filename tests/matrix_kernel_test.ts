@@ -19,7 +19,8 @@ import {
   type Strategy,
 } from "../mod.ts";
 import { createAttentionEncoder, createIndptrPageTable } from "../runner.ts";
-import { matrixUnitsFit, tileConfig } from "../plan.ts";
+import { gridFor, matrixUnitsFit, tileConfig } from "../plan.ts";
+import { gridClassKey } from "../src/kernels/kernel_table.ts";
 import { kernelSpec, matrixUnitsOn } from "../src/gpu/kernel_choice.ts";
 import { kernelCaps, probeSubgroupMatrix, requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { MATRIX_THREADS, matrixLayout } from "../src/kernels/matrix_layout.ts";
@@ -109,6 +110,24 @@ Deno.test("the matrix kernel's device check, choice, layout, key and WGSL", () =
   }
   assert.equal(keys.size, 3);
   assert.ok([...keys].every((k) => k.includes(":matrix")));
+  // Each block size has a grid class of its own (session 48's took the decode kernel's 8-row
+  // class, so its calibrated grids were dropped); a class not calibrated falls back to the
+  // largest per-rows grid.
+  assert.deepEqual(
+    [gridClassKey(128, 16), gridClassKey(128, 64), gridClassKey(64, 32), gridClassKey(128, 8)],
+    ["matrix r16 d128", "matrix r64 d128", "matrix r32 d64", "r8 d128"],
+  );
+  const profile = {
+    name: "gpu",
+    grid: 502,
+    source: "calibrated" as const,
+    gridByRows: { 1: 502, 8: 264 },
+    gridByClass: { "r8 d128": 264, "matrix r16 d128": 131, "matrix r64 d128": 128 },
+  };
+  assert.deepEqual(
+    [gridFor(profile, 16, 128), gridFor(profile, 64, 128), gridFor(profile, 32, 128)],
+    [131, 128, 264],
+  );
   const paged = kernelSpec(
     { ...plan(16), kv: { kind: "paged", layout: "HND" } } as never,
     CAPS,
