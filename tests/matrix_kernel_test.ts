@@ -98,14 +98,22 @@ Deno.test("the matrix kernel's device check, choice, layout, key and WGSL", () =
     assert.ok(wgsl.includes("workgroupUniformLoad(&resc_wg)"));
     // Every workgroup array a multiple of 16 bytes (the matrix loads and stores need 16-byte
     // alignment; a lone u32 among them broke every output on the H200), and their sum the
-    // layout's.
-    let bytes = 0;
-    for (const [, type, n] of wgsl.matchAll(/var<workgroup> \w+: array<(f16|f32|u32), (\d+)>/g)) {
-      const size = Number(n) * (type === "f16" ? 2 : 4);
-      assert.equal(size % 16, 0, `${rows} rows: an array of ${n} ${type}`);
-      bytes += size;
+    // layout's, at every head dim.
+    for (let d = 16; d <= 128; d += 16) {
+      const spec = kernelSpec(plan(rows, d), CAPS);
+      let bytes = 0;
+      const code = matrixKernelWGSL(spec);
+      for (const [, type, n] of code.matchAll(/var<workgroup> \w+: array<(f16|f32|u32), (\d+)>/g)) {
+        const size = Number(n) * (type === "f16" ? 2 : 4);
+        assert.equal(size % 16, 0, `${rows} rows, d${d}: an array of ${n} ${type}`);
+        bytes += size;
+      }
+      assert.ok(
+        !/var<workgroup> \w+: (?!array)/.test(code),
+        `${rows} rows, d${d}: a lone variable`,
+      );
+      assert.equal(bytes, matrixLayout(spec).bytes);
     }
-    assert.equal(bytes, l.bytes);
     assert.ok(wgsl.includes("select(vec2<f32>(0.0), p * v, p >= 0.0)"));
   }
   assert.equal(keys.size, 3);
