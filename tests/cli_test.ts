@@ -335,6 +335,35 @@ Deno.test("runCli bench --json on the CPU gives one row per context and strategy
   assert.ok(io.stderr.includes("[##############################] 4/4 100%  single 200"));
 });
 
+Deno.test("runCli bench takes --q-len and --matrix-math, and says what ran", async () => {
+  const io = captureIO();
+  const argv = [
+    "bench",
+    "--backend=cpu",
+    "--contexts=40",
+    "--heads=8",
+    "--kv-heads=2",
+    "--head-dim=16",
+    "--q-len=4",
+    "--matrix-math",
+    "--strategies=lean",
+    "--runs=1",
+  ];
+  assert.equal(await runCli(argv, io), 0, io.stderr);
+  // The CPU backend has no matrix units: the option is ignored, and the table says so.
+  assert.match(io.stdout, /2 heads, head dim 16, qLen 4, f16 KV; median/);
+  const json = captureIO();
+  assert.equal(await runCli([...argv, "--json"], json), 0, json.stderr);
+  const report = JSON.parse(json.stdout);
+  assert.deepEqual(report.shape, { batch: 1, numHeads: 8, numKVHeads: 2, headDim: 16, qLen: 4 });
+  assert.equal(report.matrixUnits, false);
+  for (const bad of ["--q-len=0", "--q-len=17"]) {
+    const err = captureIO();
+    assert.equal(await runCli(["bench", "--backend=cpu", bad], err), 2);
+    assert.match(err.stderr, /Flag --q-len must be an integer from 1 to 16/);
+  }
+});
+
 Deno.test("formatBenchTable shows back-to-back columns only for rows that have them", () => {
   const base = {
     version: "0.1.0",
@@ -342,7 +371,8 @@ Deno.test("formatBenchTable shows back-to-back columns only for rows that have t
     reason: "requested",
     device: "gpu",
     grid: 8,
-    shape: { batch: 1, numHeads: 4, numKVHeads: 2, headDim: 32 },
+    shape: { batch: 1, numHeads: 4, numKVHeads: 2, headDim: 32, qLen: 1 },
+    matrixUnits: false,
     runs: 3,
   };
   const rows = [

@@ -11,6 +11,7 @@ import type { BackendName } from "../plan/backend.ts";
 import { createDecoder } from "../decoder.ts";
 import type { Decoder } from "../decoder_types.ts";
 import type { ProgressListener } from "../core/progress.ts";
+import type { KernelTuning } from "../gpu/kernel_tuning.ts";
 import { type AdapterReport, probeAdapters } from "./adapters.ts";
 import { loadDawnEntry } from "./dawn_entry.ts";
 
@@ -30,6 +31,8 @@ export interface BackendChoiceOptions {
   grid?: number;
   /** Hears the decoder's progress (adapter, calibration, compiles), e.g. for a spinner. */
   onProgress?: ProgressListener;
+  /** Kernel options of the decoder (`createDecoder({ kernel })`). */
+  kernel?: KernelTuning;
 }
 
 /**
@@ -103,23 +106,26 @@ export interface BackendChoice {
  */
 export async function openBestDecoder(options: BackendChoiceOptions = {}): Promise<BackendChoice> {
   const backend = options.backend ?? "auto";
-  const { grid, onProgress } = options;
+  const { grid, onProgress, kernel } = options;
   if (backend !== "auto") {
     if (backend === "dawn") await loadDawnEntry();
-    return { decoder: await createDecoder({ backend, grid, onProgress }), reason: "requested" };
+    return {
+      decoder: await createDecoder({ backend, grid, onProgress, kernel }),
+      reason: "requested",
+    };
   }
   onProgress?.({ stage: "adapter", message: "looking for a hardware GPU adapter" });
   const reports = await probeAdapters({ dawn: globalThis.navigator?.gpu === undefined });
   const choice = autoChoice(reports);
   try {
     return {
-      decoder: await createDecoder({ backend: choice.backend, grid, onProgress }),
+      decoder: await createDecoder({ backend: choice.backend, grid, onProgress, kernel }),
       reason: `auto: ${choice.reason}`,
     };
   } catch (error) {
     const why = error instanceof Error ? error.message : String(error);
     return {
-      decoder: await createDecoder({ backend: "cpu", grid, onProgress }),
+      decoder: await createDecoder({ backend: "cpu", grid, onProgress, kernel }),
       reason: `auto: ${choice.backend} failed (${why}), using the CPU`,
     };
   }

@@ -48,6 +48,17 @@ export const BENCH_FLAGS = {
   heads: { kind: "integer", min: 1, max: 256, help: "query heads (default 32)" },
   "kv-heads": { kind: "integer", min: 1, max: 256, help: "KV heads (default 8)" },
   "head-dim": { kind: "integer", min: 8, max: 256, help: "head dimension (default 128)" },
+  "q-len": {
+    kind: "integer",
+    min: 1,
+    max: 16,
+    help: "query tokens per sequence, as in speculative verification (default 1)",
+  },
+  "matrix-math": {
+    kind: "boolean",
+    help: "the f16 matrix-unit kernel where the device has it (Dawn on NVIDIA: --backend=dawn), " +
+      "for 16+ query rows per KV head; f16-grade results (kernel: { matrixMath: true })",
+  },
   strategies: {
     kind: "string",
     placeholder: "LIST",
@@ -74,7 +85,7 @@ export const BENCH_FLAGS = {
  */
 export const BENCH_USAGE: string = formatUsage(
   "lean-attention bench",
-  "Times every strategy over a sweep of context lengths (f16 KV, qLen 1) with the backend's\n" +
+  "Times every strategy over a sweep of context lengths (f16 KV) with the backend's\n" +
     "kernel timer, and prints a table or JSON.",
   BENCH_FLAGS,
 );
@@ -114,7 +125,8 @@ export interface BenchRow {
  * import type { BenchReport } from "@lean/attention/cli";
  * const report: BenchReport = {
  *   version: "0.1.0", backend: "cpu", reason: "requested", device: "cpu", grid: 16,
- *   shape: { batch: 1, numHeads: 32, numKVHeads: 8, headDim: 128 }, runs: 3, rows: [],
+ *   shape: { batch: 1, numHeads: 32, numKVHeads: 8, headDim: 128, qLen: 1 },
+ *   matrixUnits: false, runs: 3, rows: [],
  * };
  * ```
  */
@@ -132,7 +144,12 @@ export interface BenchReport {
   /** Lean grid. */
   grid: number;
   /** Shape shared by all cases. */
-  shape: { batch: number; numHeads: number; numKVHeads: number; headDim: number };
+  shape: { batch: number; numHeads: number; numKVHeads: number; headDim: number; qLen: number };
+  /**
+   * Whether the matrix-unit kernel ran (asked for with `--matrix-math` and offered by the
+   * device; it takes KV groups of 16 or more query rows).
+   */
+  matrixUnits: boolean;
   /** Timed runs per case. */
   runs: number;
   /** One row per context and strategy. */
@@ -166,7 +183,8 @@ function parseStrategies(text: string | undefined): Strategy[] {
  * import { formatBenchTable } from "@lean/attention/cli";
  * const table = formatBenchTable({
  *   version: "0.1.0", backend: "cpu", reason: "requested", device: "cpu", grid: 16,
- *   shape: { batch: 1, numHeads: 32, numKVHeads: 8, headDim: 128 }, runs: 3,
+ *   shape: { batch: 1, numHeads: 32, numKVHeads: 8, headDim: 128, qLen: 1 },
+ *   matrixUnits: false, runs: 3,
  *   rows: [
  *     { context: 1024, strategy: "lean", workgroups: 16, medianMs: 2, kvGBps: 2, streamMs: 1.5 },
  *     { context: 1024, strategy: "single", workgroups: 8, medianMs: 4, kvGBps: 1, streamMs: 3.5 },
@@ -190,7 +208,9 @@ export function formatBenchTable(report: BenchReport): string {
     `backend ${report.backend} (${report.reason}); ${report.device}, grid ${report.grid}`,
     ...(report.note ? [`note: ${report.note}`] : []),
     `${report.shape.batch} x context, ${report.shape.numHeads}/${report.shape.numKVHeads} heads, ` +
-    `head dim ${report.shape.headDim}, f16 KV; median of ${report.runs} kernel timings${
+    `head dim ${report.shape.headDim}, qLen ${report.shape.qLen}, f16 KV${
+      report.matrixUnits ? ", matrix units" : ""
+    }; median of ${report.runs} kernel timings${
       stream ? ` (ms: each call alone; b2b ms: per call, calls back to back)` : ""
     }`,
     "",
@@ -242,6 +262,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
   const numKVHeads = flags["kv-heads"] ?? 8;
   const headDim = flags["head-dim"] ?? 128;
   const batch = flags.batch ?? 1;
+  const qLen = flags["q-len"] ?? 1;
   if (numHeads % numKVHeads !== 0) {
     throw new UsageError(
       `Flag --heads must be a multiple of --kv-heads (${numKVHeads}): got ${numHeads}`,
@@ -250,7 +271,12 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
   if (headDim % 8 !== 0) {
     throw new UsageError(`Flag --head-dim must be a multiple of 8: got ${headDim}`);
   }
-  const { decoder, reason, spinner } = await openWithSpinner(io, requested, flags.grid);
+  const { decoder, reason, spinner } = await openWithSpinner(
+    io,
+    requested,
+    flags.grid,
+    flags["matrix-math"] ? { matrixMath: true } : undefined,
+  );
   try {
     const onCpu = decoder.backend === "cpu";
     const contexts = flags.contexts ?? (onCpu ? [256, 1024, 4096] : [1024, 4096, 16384, 65536]);
@@ -259,7 +285,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
     // silent compile (the cases share them: same head dim, dtype and rows per block).
     for (const context of contexts) {
       const seqLens: number[] = Array(batch).fill(context);
-      await decoder.warmup({ seqLens, numHeads, numKVHeads, headDim, kvDtype: "f16" }, {
+      await decoder.warmup({ seqLens, numHeads, numKVHeads, headDim, qLen, kvDtype: "f16" }, {
         strategies,
       });
     }
@@ -272,6 +298,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
         numHeads,
         numKVHeads,
         headDim,
+        qLen,
         seed: context,
       });
       const kvBytes = 2 * batch * context * numKVHeads * headDim * 2;
@@ -302,7 +329,8 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
       ...(note ? { note } : {}),
       device: decoder.profile.name,
       grid: decoder.profile.grid,
-      shape: { batch, numHeads, numKVHeads, headDim },
+      shape: { batch, numHeads, numKVHeads, headDim, qLen },
+      matrixUnits: decoder.profile.matrixUnits === true,
       runs,
       rows,
     };

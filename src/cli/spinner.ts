@@ -13,6 +13,7 @@ import {
   openBestDecoder,
 } from "./backend_choice.ts";
 import type { CliIO } from "./io.ts";
+import type { KernelTuning } from "../gpu/kernel_tuning.ts";
 
 /** Spinner frames: plain ASCII, so every terminal draws them. */
 const FRAMES = ["|", "/", "-", "\\"];
@@ -102,6 +103,7 @@ export async function openWithSpinner(
   io: CliIO,
   requested: BackendChoiceOptions["backend"] & string,
   grid: number | undefined,
+  kernel?: KernelTuning,
 ): Promise<BackendChoice & { spinner: Spinner }> {
   const spinner = new Spinner({ io });
   try {
@@ -109,6 +111,7 @@ export async function openWithSpinner(
     const opened = await openBestDecoder({
       backend: requested,
       grid,
+      kernel,
       onProgress: (p) => spinner.update(p.message),
     });
     return { ...opened, spinner };
