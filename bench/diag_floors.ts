@@ -33,6 +33,7 @@ import {
   type DispatchSkip,
   fenceIssue,
   installDispatchFilter,
+  installShaderRewrite,
   INT8_BY_CONVERSION,
   INT8_BY_HALVES,
   INT8_NO_ADD,
@@ -56,21 +57,14 @@ const streamMs = flag("stream-ms") ? Number(flag("stream-ms")) : undefined;
 // The variants' hooks: a filter on the pass's dispatches and a rewrite of the decode kernel's WGSL.
 const filter = installDispatchFilter();
 let rewrite: ((code: string) => string) | undefined;
-const devProto = (globalThis as unknown as { GPUDevice: { prototype: Record<string, unknown> } })
-  .GPUDevice.prototype;
-const createModule = devProto.createShaderModule as (
-  this: unknown,
-  d: GPUShaderModuleDescriptor,
-) => GPUShaderModule;
 let rewriteMerge: ((code: string) => string) | undefined;
-devProto.createShaderModule = function (this: object, d: GPUShaderModuleDescriptor) {
-  const code = rewrite && d.code.startsWith("// lean-attention decode kernel")
-    ? rewrite(d.code)
-    : rewriteMerge && d.code.startsWith("// lean-attention merge kernel")
-    ? rewriteMerge(d.code)
-    : d.code;
-  return createModule.call(this, { ...d, code });
-};
+installShaderRewrite((code) =>
+  rewrite && code.startsWith("// lean-attention decode kernel")
+    ? rewrite(code)
+    : rewriteMerge && code.startsWith("// lean-attention merge kernel")
+    ? rewriteMerge(code)
+    : code
+);
 
 /** A rewrite that replaces `from` once, and fails (naming `what`) where the kernel lacks it. */
 const replacing = (what: string, from: string, to: string) => (code: string) => {

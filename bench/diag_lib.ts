@@ -45,6 +45,26 @@ export function installDispatchFilter(
   return filter;
 }
 
+/**
+ * Wraps `createShaderModule` of a device prototype (the runtime's `GPUDevice.prototype` by
+ * default; Dawn's from one of its devices) so that every module's WGSL passes through `rewrite`
+ * (which returns it unchanged where it does not apply).
+ */
+export function installShaderRewrite(
+  rewrite: (code: string) => string,
+  proto: Record<string, unknown> =
+    (globalThis as unknown as { GPUDevice: { prototype: Record<string, unknown> } })
+      .GPUDevice.prototype,
+): void {
+  const createModule = proto.createShaderModule as (
+    this: unknown,
+    d: GPUShaderModuleDescriptor,
+  ) => GPUShaderModule;
+  proto.createShaderModule = function (this: object, d: GPUShaderModuleDescriptor) {
+    return createModule.call(this, { ...d, code: rewrite(d.code) });
+  };
+}
+
 /** K/V copies the diagnostics rotate through: enough that small caches do not stay in L2. */
 export function kvSetsFor(kvBytes: number): number {
   return kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;

@@ -18,6 +18,7 @@ import { loadDawn } from "../dawn.ts";
 import { createDecoder, type DecodeInput, referenceAttention } from "../mod.ts";
 import { makeInput } from "../tests/helpers.ts";
 import { relativeL2Error } from "../tests/helpers.ts";
+import { installShaderRewrite } from "./diag_lib.ts";
 
 const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 
@@ -69,17 +70,13 @@ const VARIANTS: Record<string, ((code: string) => string) | undefined> = {
 const gpu = await loadDawn();
 const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
 const probe = await adapter!.requestDevice();
-const proto = Object.getPrototypeOf(probe) as Record<string, unknown>;
-probe.destroy();
-const createModule = proto.createShaderModule as (
-  this: unknown,
-  d: GPUShaderModuleDescriptor,
-) => GPUShaderModule;
 let rewrite: ((code: string) => string) | undefined;
-proto.createShaderModule = function (this: object, d: GPUShaderModuleDescriptor) {
-  const matrix = d.code.includes("// lean-attention matrix decode kernel");
-  return createModule.call(this, { ...d, code: matrix && rewrite ? rewrite(d.code) : d.code });
-};
+installShaderRewrite(
+  (code) =>
+    rewrite && code.includes("// lean-attention matrix decode kernel") ? rewrite(code) : code,
+  Object.getPrototypeOf(probe),
+);
+probe.destroy();
 
 const SHAPES = [
   { seqLens: [700, 1500, 33], numHeads: 64, numKVHeads: 1, headDim: 128, seed: 41 },
