@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Session 49 on the H200: the matrix-unit kernel (opt-in `kernel: { matrixMath: true }`, Dawn's
 # f16 subgroup matrices) with its sums of P V kept on the matrix units across tiles (rescaled
-# lazily, through workgroup memory, only when a row's maximum rises by more than 2^8), and its own
-# calibrated grids (session 48's keyed the matrix classes as the decode kernel's 8-row class, so
-# they ran at that class's grid). Results under $OUT or bench/results/h200_session49/MODE:
+# lazily, through workgroup memory, only when a row's maximum rises by more than 8 in log2
+# units), and its own calibrated grids (session 48's keyed the matrix classes as the decode
+# kernel's 8-row class, so they ran at that class's grid). Results under $OUT or bench/results/h200_session49/MODE:
 #   lazy  tests/matrix_kernel_test.ts through Dawn (against float64 within f16 tolerance, with a
 #         case whose maxima rise tile after tile), then lean through Dawn on the many-row cases
 #         (bench/cases_rows.json) with the kernel checked against float64; the same cases with

@@ -267,8 +267,8 @@ const MATRIX_SHAPES: readonly CaseSpec[] = [
 
 /**
  * GQA 4 x qLen 4 over 1000 tokens whose keys grow along the sequence (to 13x): each row's
- * largest score rises from tile to tile by far more than the kernel's lazy-rescaling margin
- * (2^8), so its sums are rescaled again and again, on plain tiles and on the causal edge.
+ * largest score rises from tile to tile by far more than the kernel's lazy-rescaling margin (8
+ * in log2 units), so its sums are rescaled again and again, on plain tiles and on the causal edge.
  */
 function risingScores(): DecodeInput {
   const base = makeInput({
