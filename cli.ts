@@ -49,9 +49,11 @@ export {
   type FlagSpecs,
   type FlagValue,
   formatUsage,
+  MATRIX_MATH_FLAG,
   type ParsedArgs,
   type ParsedFlags,
   parseFlags,
+  Q_LEN_FLAG,
   UsageError,
 } from "./src/cli/args.ts";
 export {

@@ -364,6 +364,28 @@ Deno.test("runCli bench takes --q-len and --matrix-math, and says what ran", asy
   }
 });
 
+Deno.test("runCli demo takes --q-len and --matrix-math, and says what ran", async () => {
+  const io = captureIO();
+  const argv = ["demo", "--backend=cpu", "--seq-lens=40,100", "--q-len=4", "--matrix-math"];
+  assert.equal(await runCli([...argv, "--runs=1", "--json"], io), 0, io.stderr);
+  const report = JSON.parse(io.stdout);
+  assert.equal(report.batch.qLen, 4);
+  // The CPU backend has no matrix units: the option is ignored, and the results stay f32 grade.
+  assert.equal(report.matrixUnits, false);
+  for (const row of report.rows) assert.ok(row.ok && row.relativeL2 < 1e-5, JSON.stringify(row));
+  const text = captureIO();
+  assert.equal(await runCli([...argv, "--runs=1"], text), 0, text.stderr);
+  assert.match(text.stdout, /head dim 128, qLen 4, KV f16/);
+  assert.ok(!text.stdout.includes("matrix units"));
+  // A batch whose sequences are shorter than qLen: the decoder's error, naming the field.
+  const short = captureIO();
+  assert.equal(
+    await runCli(["demo", "--backend=cpu", "--seq-lens=2", "--q-len=4", "--runs=1"], short),
+    1,
+  );
+  assert.match(short.stderr, /seqLens\[0\] must be 0 or an integer >= qLen \(4\): got 2/);
+});
+
 Deno.test("formatBenchTable shows back-to-back columns only for rows that have them", () => {
   const base = {
     version: "0.1.0",

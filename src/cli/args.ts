@@ -75,6 +75,42 @@ export type FlagSpec =
 export type FlagSpecs = Readonly<Record<string, FlagSpec>>;
 
 /**
+ * `--q-len`, shared by `demo` and `bench`: query tokens per sequence.
+ *
+ * @example
+ * ```ts
+ * import { parseFlags, Q_LEN_FLAG } from "@lean/attention/cli";
+ * console.log(parseFlags(["--q-len=4"], { "q-len": Q_LEN_FLAG }).flags["q-len"]); // 4
+ * ```
+ */
+export const Q_LEN_FLAG: {
+  readonly kind: "integer";
+  readonly min: 1;
+  readonly max: 16;
+  readonly help: string;
+} = {
+  kind: "integer",
+  min: 1,
+  max: 16,
+  help: "query tokens per sequence, as in speculative verification (default 1)",
+};
+
+/**
+ * `--matrix-math`, shared by `demo` and `bench`: `kernel: { matrixMath: true }`.
+ *
+ * @example
+ * ```ts
+ * import { MATRIX_MATH_FLAG, parseFlags } from "@lean/attention/cli";
+ * console.log(parseFlags(["--matrix-math"], { "matrix-math": MATRIX_MATH_FLAG }).flags["matrix-math"]); // true
+ * ```
+ */
+export const MATRIX_MATH_FLAG: { readonly kind: "boolean"; readonly help: string } = {
+  kind: "boolean",
+  help: "the f16 matrix-unit kernel where the device has it (Dawn on NVIDIA: --backend=dawn), " +
+    "for 16+ query rows per KV head; f16-grade results (kernel: { matrixMath: true })",
+};
+
+/**
  * The parsed value type of a flag spec.
  *
  * @example

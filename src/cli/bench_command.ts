@@ -9,7 +9,7 @@
 
 import type { BackendName } from "../plan/backend.ts";
 import { STRATEGIES, type Strategy } from "../core/problem.ts";
-import { formatUsage, parseFlags, UsageError } from "./args.ts";
+import { formatUsage, MATRIX_MATH_FLAG, parseFlags, Q_LEN_FLAG, UsageError } from "./args.ts";
 import { timingNote } from "./backend_choice.ts";
 import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
@@ -48,17 +48,8 @@ export const BENCH_FLAGS = {
   heads: { kind: "integer", min: 1, max: 256, help: "query heads (default 32)" },
   "kv-heads": { kind: "integer", min: 1, max: 256, help: "KV heads (default 8)" },
   "head-dim": { kind: "integer", min: 8, max: 256, help: "head dimension (default 128)" },
-  "q-len": {
-    kind: "integer",
-    min: 1,
-    max: 16,
-    help: "query tokens per sequence, as in speculative verification (default 1)",
-  },
-  "matrix-math": {
-    kind: "boolean",
-    help: "the f16 matrix-unit kernel where the device has it (Dawn on NVIDIA: --backend=dawn), " +
-      "for 16+ query rows per KV head; f16-grade results (kernel: { matrixMath: true })",
-  },
+  "q-len": Q_LEN_FLAG,
+  "matrix-math": MATRIX_MATH_FLAG,
   strategies: {
     kind: "string",
     placeholder: "LIST",

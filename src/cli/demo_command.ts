@@ -11,7 +11,7 @@ import { describePlan } from "../plan/plan.ts";
 import { type DecodeInput, STRATEGIES, type Strategy } from "../core/problem.ts";
 import { referenceAttention } from "../core/reference.ts";
 import { maxAbsError, relativeL2 } from "./accuracy.ts";
-import { formatUsage, parseFlags } from "./args.ts";
+import { formatUsage, MATRIX_MATH_FLAG, parseFlags, Q_LEN_FLAG } from "./args.ts";
 import { type BackendChoice, timingNote } from "./backend_choice.ts";
 import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
@@ -41,6 +41,8 @@ export const DEMO_FLAGS = {
     maxCount: 256,
     help: "context lengths of the batch (default 37,512,1000,4096,130,2048,777,3000)",
   },
+  "q-len": Q_LEN_FLAG,
+  "matrix-math": MATRIX_MATH_FLAG,
   grid: { kind: "integer", min: 1, max: 65536, help: "lean grid (default: the device's)" },
   json: { kind: "boolean", help: "print the results as JSON" },
 } as const;
@@ -160,9 +162,16 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
   const runs = flags.runs ?? 5;
   const requested = (flags.backend ?? "auto") as "auto" | "cpu" | "webgpu" | "dawn";
   // On a terminal a spinner says what the first seconds go into (adapter, calibration, kernels).
-  const { decoder, reason, spinner } = await openWithSpinner(io, requested, flags.grid);
+  const { decoder, reason, spinner } = await openWithSpinner(
+    io,
+    requested,
+    flags.grid,
+    flags["matrix-math"] ? { matrixMath: true } : undefined,
+  );
   try {
-    const input = demoBatch({ seqLens: flags["seq-lens"] });
+    const qLen = flags["q-len"] ?? 1;
+    const input = demoBatch({ seqLens: flags["seq-lens"], qLen });
+    const matrixUnits = decoder.profile.matrixUnits === true;
     const lens = Array.from(input.seqLens);
     const tokens = lens.reduce((a, b) => a + b, 0);
     const kvBytes = 2 * tokens * input.numKVHeads * input.headDim * 2;
@@ -195,9 +204,10 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
               numHeads: input.numHeads,
               numKVHeads: input.numKVHeads,
               headDim: input.headDim,
-              qLen: 1,
+              qLen,
               kvDtype: input.kvDtype,
             },
+            matrixUnits,
             runs,
             tolerance: DEMO_TOLERANCE,
             rows,
@@ -216,8 +226,11 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
       `profile  ${profile.name}; grid ${profile.grid} workgroups (${profile.source})`,
       `batch    ${lens.length} sequences of ${lens.join(", ")} tokens (${tokens} in all)`,
       `         ${input.numHeads} query heads / ${input.numKVHeads} KV heads (GQA ` +
-      `${input.numHeads / input.numKVHeads}), head dim ${input.headDim}, qLen 1, KV f16 ` +
+      `${input.numHeads / input.numKVHeads}), head dim ${input.headDim}, qLen ${qLen}, KV f16 ` +
       `(${(kvBytes / 2 ** 20).toFixed(1)} MiB of K and V)`,
+      ...(matrixUnits
+        ? ["kernel   the f16 matrix units (kernel: { matrixMath: true }): f16-grade results"]
+        : []),
       "",
       "plan (lean)",
       ...describePlan(lean).split("\n").map((l) => `  ${l}`),
