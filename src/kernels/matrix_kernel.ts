@@ -17,13 +17,18 @@
  *    them and stores the scores.
  * 2. V's rows replace K's in the staging buffer, and the next tile's loads are issued.
  * 3. Softmax: `2 G` lanes per row, the variant's logits, the causal limit and the window as the
- *    tiled kernel's; each weight goes to workgroup memory as f16 (-1, exact in f16, where the row
- *    does not see the token), the left operand of `P V`.
+ *    tiled kernel's, against each row's reference maximum, which moves only when a tile's maximum
+ *    exceeds it by more than 8 (log2 units; lazy rescaling, so weights stay at most 256); each
+ *    weight goes to workgroup memory as f16 (-1, exact in f16, where the row does not see the
+ *    token), the left operand of `P V`.
  * 4. Tiles every row of the block sees whole: `P V` on the matrix units, each subgroup every
- *    `G`th 16 dims, stored, and added into each thread's f32 sums after their rescale. Other
- *    tiles (a piece's causal or window edges, a few per piece): each thread adds its outputs
- *    token by token with a select, so a non-finite V never reaches a row that does not see it
- *    (on the matrix units a weight of 0 times such a V would be NaN).
+ *    `G`th 16 dims, accumulated in its result matrices from tile to tile. After a row's
+ *    reference moved, and on other tiles (a piece's causal or window edges, a few per piece),
+ *    those matrices are flushed into each thread's f32 sums with the rescale and cleared; on an
+ *    edge tile each thread then adds its outputs token by token with a select, so a non-finite V
+ *    never reaches a row that does not see it (on the matrix units a weight of 0 times such a V
+ *    would be NaN). Every workgroup array is a multiple of 16 bytes: the matrix loads and stores
+ *    need 16-byte alignment.
  *
  * It reads the same uniform block, schedule, bindings and slots as the tiled kernel, so the plan,
  * the merge and the runner's encoder are unchanged. Every barrier is in uniform control flow; no
@@ -196,9 +201,8 @@ var<workgroup> so_wg: array<f32, ${NRB * SO}>;
 var<workgroup> p_wg: array<f16, ${NRB * 16 * T}>;
 // Each row's rescale factor; at the end its final sum, output factor and NaN flag.
 var<workgroup> row_wg: array<f32, ${3 * RB}>;
-// Word 0: set by a row whose sums need rescaling this tile. (Four words: every workgroup array
-// is a multiple of 16 bytes, so each stays 16-byte aligned, as the matrix loads and stores
-// need; a lone u32 here misplaced them on the H200 and every output was wrong, session 49.)
+// Word 0: set by a row whose sums need rescaling this tile. (Four words, to keep every array
+// 16-byte aligned: a lone u32 here broke every output on the H200, session 49.)
 var<workgroup> resc_wg: array<u32, 4>;
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
@@ -279,9 +283,7 @@ ${
       }`)
   }
 ${rowReduce("mx", (a, b) => `max(${a}, ${b})`)}
-      // Lazy rescaling: a row keeps its reference maximum until a tile's exceeds it by TAU
-      // (log2 units), so the weights stay below 2^TAU (well inside f16) and the sums stay on
-      // the matrix units across tiles; only a rise beyond it rescales them (through so_wg).
+      // Lazy rescaling: the reference moves only on a rise beyond TAU (weights <= 2^TAU).
       let m_new = select(m_run, mx, mx > m_run + TAU);
       let alpha = exp2(m_run - m_new);
       var sum = 0.0;
@@ -311,10 +313,8 @@ ${rowReduce("sum", (a, b) => `${a} + ${b}`)}
     flags.window ? " && tile0 >= lo_all" : ""
   };
       if (rescale || !plain) {
-        // The sums since the last flush join each thread's f32 sums (acc, rescaled), and on a
-        // masked tile (a piece's causal or window edge) each (row, token) of weight -1 is left
-        // out with a select, token by token. (The next tile's scores overwrite so_wg only after
-        // the barrier that ends this tile.)
+        // Flush into the f32 sums (acc), rescaled; on a masked tile then token by token, each
+        // (row, token) of weight -1 left out. (so_wg is next written after this tile's end.)
 ${sumsOut}
         workgroupBarrier();
 ${
