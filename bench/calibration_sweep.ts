@@ -3,10 +3,13 @@
  * dtypes, the probe's time at every probed grid size (the sweep `calibrateGrid` takes its grid
  * from), the grid its 1.5x rule picks and, for 8-bit classes after their f16 class, the grid by
  * the wave's step (`gridFromSweep` with `stepWithin`, what 8-bit classes take since session 38). Times are the
- * least of two sweeps after a 300 ms warm-up.
+ * least of two sweeps after a 300 ms warm-up. Session 50: `--backend=dawn` and the matrix
+ * kernel's classes (`m16:128:f16`, `m32`, `m64`: blocks of that many rows on Dawn's subgroup
+ * matrices), with the grids of the tolerance rule at 1.25x (what they took until then) and at
+ * 1.6x (since).
  *
  * Usage: deno run -A --unstable-webgpu bench/calibration_sweep.ts [--classes=r1:128:fp8e5m2,...]
- * [--max=1200] [--out=FILE.json]
+ * [--max=1200] [--backend=webgpu|dawn] [--out=FILE.json]
  *
  * @module
  */
@@ -15,7 +18,8 @@ import type { KVDtype } from "../src/core/problem.ts";
 import { BufferPool } from "../src/gpu/buffer_pool.ts";
 import { calibrationProbe } from "../src/gpu/calibration_probe.ts";
 import { calibrateGrid, gridFromSweep } from "../src/gpu/device_profile.ts";
-import { kernelCaps, requestDevice } from "../src/gpu/gpu_runtime.ts";
+import { acceptsSubgroupsDirective, kernelCaps, requestDevice } from "../src/gpu/gpu_runtime.ts";
+import { loadDawn } from "../dawn.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { PipelineCache } from "../src/gpu/pipeline_cache.ts";
 
@@ -29,25 +33,29 @@ const classes = (args.get("classes") ??
   "r1:128:f16,r1:128:fp8e5m2,r1:128:fp8e4m3,r1:128:int8,r4:128:f16,r4:128:int8,r4:128:fp8e4m3")
   .split(",").map((c) => {
     const [r, d, dtype] = c.split(":");
-    return { rows: Number(r.slice(1)), headDim: Number(d), kvDtype: dtype as KVDtype };
+    const matrix = r.startsWith("m");
+    return { rows: Number(r.slice(1)), headDim: Number(d), kvDtype: dtype as KVDtype, matrix };
   });
 const maxSize = Number(args.get("max") ?? 1200);
 
-const adapter = await navigator.gpu.requestAdapter();
+const gpu = args.get("backend") === "dawn" ? await loadDawn() : navigator.gpu;
+const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
 if (!adapter) throw new Error("no WebGPU adapter");
 const device = await requestDevice(adapter);
 const caps = kernelCaps(device, adapter.info);
-const pipelines = new PipelineCache(device);
+const pipelines = new PipelineCache(device, {
+  enableDirective: await acceptsSubgroupsDirective(device),
+});
 const report: unknown[] = [];
-for (const { rows, headDim, kvDtype } of classes) {
+for (const { rows, headDim, kvDtype, matrix } of classes) {
   const pool = new BufferPool(device);
   const { probe, key, classKey } = calibrationProbe(
     device,
     pool,
     pipelines,
     false,
-    {},
-    (plan) => kernelSpec(plan, caps, {}),
+    matrix ? { matrixUnits: true } : {},
+    (plan) => kernelSpec(plan, caps, matrix ? { matrixMath: true } : {}),
     rows,
     headDim,
     headDim,
@@ -67,6 +75,13 @@ for (const { rows, headDim, kvDtype } of classes) {
   const step = sweep && f16Grid !== undefined && classKey.split(" ").length > 2
     ? gridFromSweep(sweep.sizes, sweep.times, 1.5, f16Grid)
     : undefined;
+  if (sweep && matrix) {
+    console.log(
+      `  matrix class: 1.25x rule ${gridFromSweep(sweep.sizes, sweep.times, 1.25)}, 1.6x rule ${
+        gridFromSweep(sweep.sizes, sweep.times, 1.6)
+      }`,
+    );
+  }
   console.log(
     `${classKey} (${key}): grid ${grid}${step === undefined ? "" : `, by the wave's step ${step}`}`,
   );

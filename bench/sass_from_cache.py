@@ -9,7 +9,7 @@ the kernel's SASS, which `nvdisasm -b SM90` disassembles (nvdisasm ships in Trit
 the data, not from any documentation: another driver may lay it out otherwise, and the script
 then says so.
 
-For each cache file it writes FILE.sass and prints each loop of at least --min-loop instructions
+For each kernel of each cache file it writes FILE.sass (FILE.N.sass where a file holds several) and prints each loop of at least --min-loop instructions
 (a backward branch and its target): its length, its instruction mix and where in it the global
 loads (LDG) are, which shows where the compiler put the token loop's requests.
 
@@ -27,26 +27,25 @@ import sys
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def machine_code(cache: bytes) -> bytes:
-    """The SASS section of one pipeline's cache data: the first zstd frame that holds an NVDA
-    container. A Vulkan pipeline cache (bench/vk_pipeline_stats.c --cache) has one frame; a .bin
-    file of the driver's own disk cache (`__GL_SHADER_DISK_CACHE_PATH`, session 47) has a small
-    ELF frame first. zstd stops at a frame's end and complains of what follows, so its status is
-    not checked: the container's magic is."""
+def machine_codes(cache: bytes):
+    """The SASS section of each kernel in one cache file: every zstd frame that holds an NVDA
+    container (a Vulkan pipeline cache, bench/vk_pipeline_stats.c --cache, has one; a .bin file of
+    the driver's own disk cache, `__GL_SHADER_DISK_CACHE_PATH` (session 47), has a small ELF frame
+    first and then one frame per pipeline the process built, session 50). zstd stops at a frame's
+    end and complains of what follows, so its status is not checked: the container's magic is."""
     start = cache.find(ZSTD_MAGIC)
-    if start < 0:
-        raise ValueError("no zstd frame in the cache data")
-    while True:
+    found = 0
+    while start >= 0:
         raw = subprocess.run(["zstd", "-d", "-c"], input=cache[start:], capture_output=True).stdout
         if raw.startswith(b"NVDA"):
-            break
+            kind, size, offset = struct.unpack_from("<III", raw, 0x48)
+            if kind != 1 or offset + 8 + size > len(raw):
+                raise ValueError(f"unexpected section record: type {kind}, size {size}, offset {offset}")
+            found += 1
+            yield raw[offset + 8 : offset + 8 + size]
         start = cache.find(ZSTD_MAGIC, start + 4)
-        if start < 0:
-            raise ValueError("no zstd frame holds an NVDA container")
-    kind, size, offset = struct.unpack_from("<III", raw, 0x48)
-    if kind != 1 or offset + 8 + size > len(raw):
-        raise ValueError(f"unexpected section record: type {kind}, size {size}, offset {offset}")
-    return raw[offset + 8 : offset + 8 + size]
+    if found == 0:
+        raise ValueError("no zstd frame holds an NVDA container")
 
 
 def disassemble(code: bytes, nvdisasm: str) -> list[tuple[int, str]]:
@@ -97,22 +96,27 @@ def main() -> None:
     for path in files:
         name = os.path.basename(path).removesuffix(".cache")
         try:
-            ins = disassemble(machine_code(open(path, "rb").read()), nvdisasm)
+            codes = list(machine_codes(open(path, "rb").read()))
         except (ValueError, subprocess.CalledProcessError) as e:
             print(f"{name}: {e}")
             continue
-        with open(f"{path}.sass", "w") as f:
-            f.writelines(f"/*{a:04x}*/ {t};\n" for a, t in ins)
-        spills = sum(opcode(t).split(".")[0] in ("STL", "LDL") for _, t in ins)
-        print(f"{name}: {len(ins)} instructions, {spills} local-memory accesses")
-        for j, i in loops(ins, min_len):
-            body = ins[j : i + 1]
-            mix = collections.Counter(opcode(t) for _, t in body)
-            top = ", ".join(f"{op} {n}" for op, n in mix.most_common(10))
-            loads = [k for k, (_, t) in enumerate(body) if opcode(t).startswith("LDG")]
-            print(f"  loop {body[0][0]:#x}-{body[-1][0]:#x}: {len(body)} instructions ({top})")
-            print(f"    LDG at {loads}")
-
+        for n, code in enumerate(codes):
+            ins = disassemble(code, nvdisasm)
+            tag = name if len(codes) == 1 else f"{name}#{n}"
+            with open(f"{path}{'' if len(codes) == 1 else f'.{n}'}.sass", "w") as f:
+                f.writelines(f"/*{a:04x}*/ {t};\n" for a, t in ins)
+            spills = sum(opcode(t).split(".")[0] in ("STL", "LDL") for _, t in ins)
+            regs = max((int(r) for _, t in ins for r in re.findall(r"\bR(\d+)\b", t)), default=-1) + 1
+            hmma = sum(opcode(t) == "HMMA" for _, t in ins)
+            print(f"{tag}: {len(ins)} instructions, registers up to R{regs - 1}, {hmma} HMMA, "
+                  f"{spills} local-memory accesses")
+            for j, i in loops(ins, min_len):
+                body = ins[j : i + 1]
+                mix = collections.Counter(opcode(t) for _, t in body)
+                top = ", ".join(f"{op} {n}" for op, n in mix.most_common(12))
+                loads = [k for k, (_, t) in enumerate(body) if opcode(t).startswith("LDG")]
+                print(f"  loop {body[0][0]:#x}-{body[-1][0]:#x}: {len(body)} instructions ({top})")
+                print(f"    LDG at {loads}")
 
 if __name__ == "__main__":
     main()

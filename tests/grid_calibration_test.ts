@@ -3,7 +3,8 @@
  * each wave taking 1 ms: it finds the largest probe size within one wave. A sweep that starts at
  * a low clock (every dispatch twice as slow for the first 30 ms) inflates the grid, and one slowed
  * in its middle shrinks it, unless every size is swept twice and takes its least time
- * (`sweeps: 2`, as the tiled class does).
+ * (`sweeps: 2`, as the tiled class does). At 1.6x (the matrix classes) it finds two per
+ * multiprocessor where they share one at 1.4x one's time.
  */
 
 import assert from "node:assert/strict";
@@ -57,4 +58,23 @@ Deno.test("calibrateGrid's second sweep undoes a slow stretch in the first", asy
     sweeps: 2,
   });
   assert.ok(oneWave(grid), `grid ${grid}`);
+});
+
+Deno.test("calibrateGrid at 1.6x takes two workgroups per multiprocessor that share it at 1.4x", async () => {
+  // Two workgroups share a multiprocessor at 1.4x one's time (the matrix kernel on the H200,
+  // session 50); a third waits for a slot. The 1.25x rule stops at one per multiprocessor.
+  const shared = fakeTimedDevice({
+    passMs: 0,
+    dispatchMs: (n) => {
+      const perMP = Math.ceil(n / RESIDENT);
+      return Math.ceil(perMP / 2) * (perMP === 1 ? 1 : 1.4);
+    },
+  });
+  const narrow = await calibrateGrid(shared, probe, { maxSize: 1024, tolerance: 1.25 });
+  assert.ok(oneWave(narrow), `grid ${narrow}`);
+  const grid = await calibrateGrid(shared, probe, { maxSize: 1024, tolerance: 1.6, sweeps: 2 });
+  assert.ok(grid !== undefined && grid <= 2 * RESIDENT && grid > (2 * RESIDENT) / 1.07, `${grid}`);
+  // Where a second workgroup only queues behind the first (a wave each), one wave's size.
+  const waves = await calibrateGrid(device(), probe, { maxSize: 1024, tolerance: 1.6, sweeps: 2 });
+  assert.ok(oneWave(waves), `grid ${waves}`);
 });

@@ -272,14 +272,14 @@ function tiledSpec(
 
 /**
  * Whether a device runs the matrix kernel at every block size: Dawn's f16 subgroup matrices
- * (`KernelCaps.subgroupMatrix`) and the workgroup memory of its largest layout (64 rows, head
- * dim 128: about 45 KiB).
+ * (`KernelCaps.subgroupMatrix`) and the workgroup memory of its largest layout (16 rows, head
+ * dim 128: about 23 KiB).
  *
  * @example
  * ```ts
  * import { matrixUnitsOn } from "./kernel_choice.ts";
  * const caps = { subgroups: true, subgroupMinSize: 32, subgroupMatrix: true, workgroupBytes: 49152 };
- * console.log(matrixUnitsOn(caps), matrixUnitsOn({ ...caps, workgroupBytes: 32768 })); // true false
+ * console.log(matrixUnitsOn(caps), matrixUnitsOn({ ...caps, workgroupBytes: 16384 })); // true false
  * ```
  */
 export function matrixUnitsOn(caps: KernelCaps): boolean {
@@ -287,16 +287,20 @@ export function matrixUnitsOn(caps: KernelCaps): boolean {
     MATRIX_LARGEST_BYTES <= (caps.workgroupBytes ?? 16384);
 }
 
-/** Workgroup memory of the matrix kernel's largest layout (64 rows at head dim 128). */
-const MATRIX_LARGEST_BYTES = matrixLayout({
-  headDim: 128,
-  kvDtype: "f16",
-  tileTokens: 64,
-  rowsPerBlock: 64,
-  workgroupSize: MATRIX_THREADS,
-  tiled: true,
-  matrix: true,
-}).bytes;
+/** Workgroup memory of the matrix kernel's largest layout (head dim 128; 16 rows since session 50). */
+const MATRIX_LARGEST_BYTES = Math.max(
+  ...[16, 32, 64].map((rowsPerBlock) =>
+    matrixLayout({
+      headDim: 128,
+      kvDtype: "f16",
+      tileTokens: 64,
+      rowsPerBlock,
+      workgroupSize: MATRIX_THREADS,
+      tiled: true,
+      matrix: true,
+    }).bytes
+  ),
+);
 
 /** The matrix kernel's spec for a plan of matrix-unit blocks (`TileOptions.matrixUnits`). */
 function matrixSpec(plan: Parameters<typeof kernelSpec>[0], paged: boolean): KernelSpec {

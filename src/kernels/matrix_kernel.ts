@@ -24,7 +24,9 @@
  * 4. Tiles every row of the block sees whole: `P V` on the matrix units, each subgroup every
  *    `G`th 16 dims, accumulated in its result matrices from tile to tile. After a row's
  *    reference moved, and on other tiles (a piece's causal or window edges, a few per piece),
- *    those matrices are flushed into each thread's f32 sums with the rescale and cleared; on an
+ *    those matrices are flushed into each thread's f32 sums with the rescale and cleared (through
+ *    the score region, `FW` dims per pass: a region of 16 x D floats per 16 rows would keep the
+ *    workgroup above the 27 KB at which two share a multiprocessor on NVIDIA's driver); on an
  *    edge tile each thread then adds its outputs token by token with a select, so a non-finite V
  *    never reaches a row that does not see it (on the matrix units a weight of 0 times such a V
  *    would be NaN). Every workgroup array is a multiple of 16 bytes: the matrix loads and stores
@@ -72,7 +74,7 @@ import { MATRIX, matrixLoad, matrixStore } from "./matrix_ops.ts";
  */
 export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const D = spec.headDim;
-  const { RB, NRB, G, THREADS, T, KS, CHUNKS, CK, QR, SO } = matrixLayout(spec);
+  const { RB, NRB, G, THREADS, T, KS, CHUNKS, CK, QR, SO, FW } = matrixLayout(spec);
   const KB = D / 16, TB = T / 16, DB = D / 16;
   const LPR = 2 * G; // softmax lanes per row
   const TPL = T / LPR; // tokens per softmax lane
@@ -82,7 +84,9 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const { left: L, right: R, result: S } = MATRIX;
   const kGuard = (T * CHUNKS) % THREADS !== 0;
   const QV = (QR * D) / 4; // query vec4s per round
-  const PAIRS = D / (4 * G); // output pairs per thread: elements 2 lr + 64 G k, + 1
+  const PAIRS = D / (4 * G); // output pairs per thread (below)
+  const PASSES = D / FW; // a flush's passes through so_wg, FW dims each
+  const PP = PAIRS / PASSES; // a thread's pairs per pass
   // The variant's logits of score `v`: soft-cap, then ALiBi (log2 units, as the tiled kernel's).
   const logits = (v: string) =>
     `${flags.softCap ? `\n        ${v} = soft_cap(${v});` : ""}${
@@ -142,9 +146,11 @@ ${
     }
     }
     workgroupBarrier();`;
-  // Thread's output pair k: elements e = 2 lr + 64 G k and e + 1 of its row block's 16 x D.
+  // Thread's output pair k, in pass c = k / PP of a flush: row pr, dims d and d + 1 of its row
+  // block's 16 x D (element f of that pass's 16 x FW).
   const pair = (k: number) =>
-    `let e${k} = 2u * lr + ${64 * G * k}u;\n        let pr${k} = e${k} / ${D}u;`;
+    `let f${k} = 2u * lr + ${64 * G * (k % PP)}u;\n        let pr${k} = f${k} / ${FW}u;\n        ` +
+    `let d${k} = ${Math.floor(k / PP) * FW}u + f${k} % ${FW}u;`;
   // Subgroup g's `n`-th block of `count` (every Gth; guarded where G does not divide them).
   const dealt = (count: number, body: (b: string, n: number) => string) =>
     lines(Math.ceil(count / G), (n) => {
@@ -152,12 +158,36 @@ ${
       const guard = count % G !== 0 && (n + 1) * G > count;
       return guard ? `      if (${b} < ${count}u) {\n${body(b, n)}\n      }` : body(b, n);
     });
-  // The subgroup's sums of `P V` since the last flush (its dim blocks, on the matrix units) to
-  // its block's region of so_wg, and cleared.
-  const sumsOut = dealt(
-    DB,
-    (db, n) => `        ${matrixStore("&so_wg", `so + 16u * ${db}`, `o${n}`, `${D}u`)};`,
-  );
+  // Pass c of a flush: the subgroup's sums of `P V` since the last flush (its dim blocks, on the
+  // matrix units) in dims c FW .. to its block's region of so_wg, then (after a barrier) each
+  // thread's pairs of them into its f32 sums, times `factor`.
+  const flushPass = (c: number, factor: (k: number) => string) => {
+    const lo = (c * FW) / 16, hi = ((c + 1) * FW) / 16;
+    const stores = lines(Math.ceil(DB / G), (n) => {
+      const store = (db: string) =>
+        `        ${matrixStore("&so_wg", `so + 16u * (${db} - ${lo}u)`, `o${n}`, `${FW}u`)};`;
+      // Block n of subgroup g is dim block g + G n, one of G n .. G n + G - 1.
+      const first = G * n, last = G * n + G - 1;
+      if (last < lo || first >= hi) return "";
+      const db = G === 1 ? `${n}u` : `(g + ${G * n}u)`;
+      if (first >= lo && last < hi) return store(db);
+      return `        if (${db} >= ${lo}u && ${db} < ${hi}u) {\n  ${store(db)}\n        }`;
+    }).split("\n").filter((l) => l.trim() !== "").join("\n");
+    return `${stores}
+        workgroupBarrier();
+${
+      lines(PP, (j) => {
+        const k = c * PP + j;
+        return `        {
+        ${pair(k)}
+        let a = ${factor(k)};
+        acc[${2 * k}] = (acc[${2 * k}] + so_wg[so + f${k}]) * a;
+        acc[${2 * k + 1}] = (acc[${2 * k + 1}] + so_wg[so + f${k} + 1u]) * a;
+        }`;
+      })
+    }${c + 1 < PASSES ? "\n        workgroupBarrier();" : ""}`;
+  };
+  const flush = (factor: (k: number) => string) => lines(PASSES, (c) => flushPass(c, factor));
   const sumsClear = dealt(DB, (_, n) => `        o${n} = ${S}();`);
   // Reductions over a row's lanes (adjacent lanes of one subgroup).
   const rowReduce = (v: string, op: (a: string, b: string) => string, indent = "      ") =>
@@ -315,17 +345,7 @@ ${rowReduce("sum", (a, b) => `${a} + ${b}`)}
       if (rescale || !plain) {
         // Flush into the f32 sums (acc), rescaled; on a masked tile then token by token, each
         // (row, token) of weight -1 left out. (so_wg is next written after this tile's end.)
-${sumsOut}
-        workgroupBarrier();
-${
-    lines(PAIRS, (k) =>
-      `        {
-        ${pair(k)}
-        let a = row_wg[rb * 16u + pr${k}];
-        acc[${2 * k}] = (acc[${2 * k}] + so_wg[so + e${k}]) * a;
-        acc[${2 * k + 1}] = (acc[${2 * k + 1}] + so_wg[so + e${k} + 1u]) * a;
-        }`)
-  }
+${flush((k) => `row_wg[rb * 16u + pr${k}]`)}
 ${sumsClear}
         if (!plain) {
           for (var i = 0u; i < ${T}u; i++) {
@@ -334,7 +354,7 @@ ${
       `            {
             ${pair(k)}
             let p = f32(p_wg[pb + pr${k} * ${T}u + i]);
-            let v = vec2<f32>(f32(kv_wg[i * ${KS}u + e${k} % ${D}u]), f32(kv_wg[i * ${KS}u + e${k} % ${D}u + 1u]));
+            let v = vec2<f32>(f32(kv_wg[i * ${KS}u + d${k}]), f32(kv_wg[i * ${KS}u + d${k} + 1u]));
             let pv = select(vec2<f32>(0.0), p * v, p >= 0.0);
             acc[${2 * k}] += pv.x;
             acc[${2 * k + 1}] += pv.y;
@@ -355,12 +375,11 @@ ${
       // The next tile's K must wait for this tile's reads of V.
       workgroupBarrier();
     }
-    // The sums since the last flush to so_wg: each output is its thread's acc plus them.
-${sumsOut}
+    // The sums since the last flush join the f32 sums (the loop's last barrier is behind every
+    // read of so_wg and of the rows' rescale factors).
+${flush(() => "1.0")}
     // Each row's final sum and output factor (a direct piece's sink joins them here, once), and
-    // whether it saw a NaN or +inf score; written once every thread has read the rows' last
-    // rescale factors.
-    workgroupBarrier();
+    // whether it saw a NaN or +inf score.
 ${rowReduce("bad", (a, b) => `${a} | ${b}`, "    ")}
     if (part == 0u) {${
     blockRowFinalWGSL(flags, "br", (l, c, nan) =>
@@ -375,14 +394,14 @@ ${
       `    {
       ${pair(k)}
       let b = rb * 16u + pr${k};
-      let d = e${k} % ${D}u;
+      let d = d${k};
       if (b < n_rows) {
         if (slot == DIRECT) {
           let nan = row_wg[${2 * RB}u + b] != 0.0;
           let f = row_wg[${RB}u + b] / row_wg[b];
-          let x = select(vec2<f32>(acc[${2 * k}] + so_wg[so + e${k}], acc[${
+          let x = select(vec2<f32>(acc[${2 * k}], acc[${
         2 * k + 1
-      }] + so_wg[so + e${k} + 1u]) * f, vec2<f32>(bitcast<f32>(nan_bits)), nan);
+      }]) * f, vec2<f32>(bitcast<f32>(nan_bits)), nan);
           let at = query_row(q_start, q_len, kv_head, r0 + b) * DV + d;
 ${
         io.outHalf
@@ -390,8 +409,8 @@ ${
           : "          out[at] = x.x;\n          out[at + 1u] = x.y;"
       }
         } else {
-          partials[slot * SLOT + b * DV + d] = acc[${2 * k}] + so_wg[so + e${k}];
-          partials[slot * SLOT + b * DV + d + 1u] = acc[${2 * k + 1}] + so_wg[so + e${k} + 1u];
+          partials[slot * SLOT + b * DV + d] = acc[${2 * k}];
+          partials[slot * SLOT + b * DV + d + 1u] = acc[${2 * k + 1}];
         }
       }
     }`)

@@ -35,8 +35,19 @@ export interface MatrixLayout {
   readonly CK: number;
   /** Query rows staged per round (the staging buffer holds `T` rows). */
   readonly QR: number;
-  /** f32s of each 16-row block's region: its tile's scores, then its products `P V`. */
+  /**
+   * f32s of each 16-row block's region: its tile's scores, and its products `P V` on their way
+   * to the threads' f32 sums, `FW` dims at a time.
+   */
   readonly SO: number;
+  /**
+   * Dims of `P V` per pass of a flush (the largest multiple of 16 dividing the head dim, at most
+   * `T`): a flush takes `headDim / FW` passes through the score region, so the region stays `16
+   * T` floats instead of `16 D`. Session 50 found NVIDIA's driver fitting at most about 56 KB of
+   * workgroup memory on a multiprocessor (bench/probe_occupancy.ts): two workgroups share one
+   * only below about 27 KB each.
+   */
+  readonly FW: number;
   /** Bytes of workgroup memory. */
   readonly bytes: number;
 }
@@ -51,7 +62,7 @@ export interface MatrixLayout {
  *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 64, workgroupSize: 128,
  *   tiled: true, matrix: true,
  * });
- * console.log(l.G, l.T, l.CK, l.bytes); // 1 32 4 46352
+ * console.log(l.G, l.T, l.CK, l.bytes); // 1 32 4 21776
  * ```
  */
 export function matrixLayout(spec: KernelSpec): MatrixLayout {
@@ -72,7 +83,9 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
   const T = NRB === 1 ? 64 : 32;
   const KS = D + 8;
   const CHUNKS = D / 8;
-  const SO = 16 * Math.max(T, D);
+  const SO = 16 * T;
+  let FW = Math.min(T, D);
+  while (D % FW !== 0) FW -= 16;
   // (Each array a multiple of 16 bytes: the matrix loads and stores need them 16-byte aligned.)
   const bytes = T * KS * 2 + NRB * SO * 4 + NRB * 16 * T * 2 + 3 * RB * 4 + 16;
   return {
@@ -86,6 +99,7 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
     CK: Math.ceil((T * CHUNKS) / THREADS),
     QR: Math.min(RB, T),
     SO,
+    FW,
     bytes,
   };
 }
