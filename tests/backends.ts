@@ -301,6 +301,12 @@ export function backendTest(
   }
 }
 
+/** Options of {@linkcode gpuTest}. */
+export interface GpuTestOptions extends SoftwareOptions {
+  /** Only these GPU backends (default: every one). */
+  backends?: readonly BackendName[];
+}
+
 /**
  * Registers one `Deno.test` per GPU backend (no CPU variant), named `"<name> [<backend>]"`, for
  * tests that open their own decoders. Backends that did not open, and tests a software adapter
@@ -310,10 +316,11 @@ export function backendTest(
 export function gpuTest(
   name: string,
   fn: (backend: BackendUnderTest) => Promise<void>,
-  options: SoftwareOptions = {},
+  options: GpuTestOptions = {},
 ): void {
   for (const status of known) {
     if (status.name === "cpu") continue;
+    if (options.backends && !options.backends.includes(status.name)) continue;
     const testName = `${name} [${status.name}]`;
     const skip = status.ok ? softwareSkip(status.backend, options) : undefined;
     if (skip) console.log(`ignoring "${testName}" on this software adapter: ${skip}`);

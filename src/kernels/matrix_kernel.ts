@@ -263,7 +263,9 @@ ${blockRowLimitsWGSL(flags, "br")}
     var m_run = NEG;
     var l_run = 0.0;
     var bad = 0u;
-    var acc: array<f32, ${2 * PAIRS}>;
+    // (Zeroed by its initializer: Dawn on lavapipe left a declaration without one holding the
+    // last piece's sums, found by tests/matrix_emulation.ts.)
+    var acc = array<f32, ${2 * PAIRS}>();
 ${lines(Math.ceil(DB / G), (n) => `    var o${n} = ${S}();`)}
 ${lines(KB, (kk) => `    var q${kk} = ${L}();`)}
 ${lines(RB / QR, queryRound)}

@@ -1,0 +1,115 @@
+/**
+ * The matrix-unit kernel (src/kernels/matrix_kernel.ts) where the device has no matrix units:
+ * Dawn on lavapipe (CI) with Dawn's subgroup matrices emulated in plain WGSL
+ * (tests/matrix_emulation.ts), against the float64 reference. Everything but the matrix units'
+ * own arithmetic runs as on the GPU: the staging, the softmax and its lazy rescaling (scores that
+ * rise tile after tile), flushes through the score region in two passes (head dim 96), masked
+ * tiles token by token (causal edges of qLen 4, windows), the variant hooks, ragged
+ * batches with an empty request, and workgroups whose pieces cross sequences (small grids). The
+ * emulation found a kernel bug (a piece's f32 sums declared without an initializer kept the last
+ * piece's on lavapipe). One layout only (16 rows: each kernel and its merge take a minute or two
+ * to compile there); hardware GPUs with matrix units take tests/matrix_kernel_test.ts instead,
+ * every block size.
+ */
+
+import assert from "node:assert/strict";
+import { loadDawn } from "../dawn.ts";
+import { type DecodeInput, encodeKV, referenceAttention } from "../mod.ts";
+import { requestDevice } from "../src/gpu/gpu_runtime.ts";
+import { gpuTest } from "./backends.ts";
+import { emulatedMatrixDevice } from "./matrix_emulation.ts";
+import {
+  assertNoPoison,
+  type CaseSpec,
+  makeInput,
+  maxAbsError,
+  relativeL2Error,
+} from "./helpers.ts";
+
+/** f16 operands' tolerance (queries and weights rounded to f16), as the hardware test's. */
+const HALF_TOLERANCE = 2e-3;
+
+/**
+ * 16 rows (GQA 4 x qLen 4) at head dim 96: causal edges, a ragged batch, an empty request; its six
+ * dim blocks over four subgroups, and flushes in two passes of 48 dims (some subgroups' blocks in
+ * one pass, some in the other).
+ */
+const ROWS16: CaseSpec = {
+  seqLens: [300, 77, 0],
+  numHeads: 8,
+  numKVHeads: 2,
+  headDim: 96,
+  qLen: 4,
+  kvDtype: "f16",
+  seed: 51,
+};
+/** ROWS16's first sequence with keys growing along it (to 13x): rescaled tile after tile. */
+function risingScores(): DecodeInput {
+  const base = makeInput({ ...ROWS16, seqLens: [300], kvDtype: "f32", qAmplitude: 2, seed: 53 });
+  const k = base.k as Float32Array;
+  const row = base.numKVHeads * base.headDim;
+  for (let t = 0; t < 300; t++) {
+    const f = 1 + 12 * (t / 300) ** 2;
+    for (let i = t * row; i < (t + 1) * row; i++) k[i] *= f;
+  }
+  return {
+    ...base,
+    k: encodeKV(k, "f16"),
+    v: encodeKV(base.v as Float32Array, "f16"),
+    kvDtype: "f16",
+  };
+}
+
+gpuTest(
+  "the matrix kernel with emulated subgroup matrices matches the reference",
+  async (b) => {
+    const adapter = await (await loadDawn()).requestAdapter();
+    const raw = await requestDevice(adapter!);
+    let emulated = 0;
+    const device = emulatedMatrixDevice(raw, adapter!.info, () => emulated++);
+    // One kernel for every case (each kernel and its merge take a minute or two to compile on
+    // lavapipe): the window, soft-cap and ALiBi hooks compiled in, narrow or wide by the values.
+    // (Not sinks: they change the merge kernel; the hardware test takes them.)
+    const H = 8;
+    const hooks = (input: DecodeInput, window: number, cap: number, slope: number) => ({
+      ...input,
+      slidingWindow: window,
+      logitsSoftCap: cap,
+      alibiSlopes: Float32Array.from({ length: H }, (_, h) => slope * 2 ** (-(h + 1) / 2)),
+    });
+    const ragged = (seed: number) => makeInput({ ...ROWS16, seed, qAmplitude: 2 });
+    const cases: [string, DecodeInput][] = [
+      // Wide: every tile but the causal edges whole, on the matrix units.
+      ["16 rows, lean", hooks({ ...ragged(51), strategy: "lean" }, 1e6, 1e4, 0)],
+      ["16 rows, split", hooks({ ...ragged(51), strategy: "split" }, 1e6, 1e4, 0)],
+      ["16 rows, scores rising", hooks(risingScores(), 1e6, 1e4, 0)],
+      // Narrow: window edges in every piece, capped logits, ALiBi.
+      ["every variant", hooks(ragged(54), 40, 20, 1)],
+    ];
+    // A small grid: workgroups take several pieces, across sequences, some of them partial.
+    const decoder = await b.open({ device, grid: 2, kernel: { matrixMath: true } });
+    try {
+      assert.equal(decoder.profile.matrixUnits, true, "the matrix kernel's device");
+      for (const [what, input] of cases) {
+        assert.ok(decoder.plan(input).tiles.rowsPerBlock >= 16, `${what}: matrix blocks`);
+        const got = await decoder.decode(input);
+        const ref = referenceAttention(input);
+        assertNoPoison(`${what}: out`, got.out, ref.out.length);
+        const finite = (a: ArrayLike<number>) => Array.from(a, (x) => (x === -Infinity ? 0 : x));
+        const out = relativeL2Error(got.out, ref.out);
+        const lse = maxAbsError(finite(got.lse), finite(ref.lse));
+        // f16 queries' error is relative: large scores move the LSE in proportion (5e-4 of it).
+        const lseSize = Math.max(1, ...finite(ref.lse).map(Math.abs));
+        assert.ok(out < HALF_TOLERANCE, `out ${what}: relative L2 error ${out}`);
+        assert.ok(lse < HALF_TOLERANCE * Math.max(1, lseSize / 4), `lse ${what}: ${lse}`);
+      }
+      // The one matrix kernel, emulated.
+      assert.equal(emulated, 1);
+    } finally {
+      await decoder.dispose();
+      raw.destroy();
+    }
+  },
+  // (Dawn's own WGSL compiler: Deno's WebGPU lacks the subgroups the kernel's softmax uses.)
+  { dawnOnSoftware: true, backends: ["dawn"] },
+);
