@@ -65,6 +65,29 @@ export function installShaderRewrite(
   };
 }
 
+/**
+ * Patches the device class of `gpu` (Dawn's, from one of its devices) so that every matrix
+ * kernel's WGSL passes through the rewrite last given to the returned setter (none: as it is).
+ * Devices opened afterwards, decoders' own included, compile through it (bench/diag_matrix.ts,
+ * bench/diag_matrix_time.ts).
+ */
+export async function matrixKernelRewriter(
+  gpu: GPU,
+): Promise<(rewrite: ((code: string) => string) | undefined) => void> {
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  const probe = await adapter!.requestDevice();
+  let current: ((code: string) => string) | undefined;
+  installShaderRewrite(
+    (code) =>
+      current && code.includes("// lean-attention matrix decode kernel") ? current(code) : code,
+    Object.getPrototypeOf(probe),
+  );
+  probe.destroy();
+  return (rewrite) => {
+    current = rewrite;
+  };
+}
+
 /** K/V copies the diagnostics rotate through: enough that small caches do not stay in L2. */
 export function kvSetsFor(kvBytes: number): number {
   return kvBytes < 100e6 ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;

@@ -18,7 +18,7 @@ import { loadDawn } from "../dawn.ts";
 import { createDecoder, type DecodeInput, referenceAttention } from "../mod.ts";
 import { makeInput } from "../tests/helpers.ts";
 import { relativeL2Error } from "../tests/helpers.ts";
-import { installShaderRewrite } from "./diag_lib.ts";
+import { matrixKernelRewriter } from "./diag_lib.ts";
 
 const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 
@@ -67,16 +67,7 @@ const VARIANTS: Record<string, ((code: string) => string) | undefined> = {
 };
 
 // Dawn's device class, patched so that matrix kernels are rewritten by the current variant.
-const gpu = await loadDawn();
-const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-const probe = await adapter!.requestDevice();
-let rewrite: ((code: string) => string) | undefined;
-installShaderRewrite(
-  (code) =>
-    rewrite && code.includes("// lean-attention matrix decode kernel") ? rewrite(code) : code,
-  Object.getPrototypeOf(probe),
-);
-probe.destroy();
+const setRewrite = await matrixKernelRewriter(await loadDawn());
 
 const SHAPES = [
   { seqLens: [700, 1500, 33], numHeads: 64, numKVHeads: 1, headDim: 128, seed: 41 },
@@ -88,7 +79,7 @@ for (const name of names) {
   if (!(name in VARIANTS)) throw new RangeError(`--variants: no variant ${name}`);
 }
 for (const name of names) {
-  rewrite = VARIANTS[name];
+  setRewrite(VARIANTS[name]);
   for (const grid of [undefined, 40]) {
     const decoder = await createDecoder({
       backend: "dawn",

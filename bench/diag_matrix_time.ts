@@ -22,7 +22,7 @@ import { createDecoder, type DecodeInput, referenceAttention } from "../mod.ts";
 import { makeInput, relativeL2Error } from "../tests/helpers.ts";
 import { loadCases } from "./bench_cases.ts";
 import { makeBenchInput } from "./bench_input.ts";
-import { installShaderRewrite, kvSetsFor } from "./diag_lib.ts";
+import { kvSetsFor, matrixKernelRewriter } from "./diag_lib.ts";
 import { MATRIX_TIME_VARIANTS as VARIANTS } from "./matrix_rewrites.ts";
 
 const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
@@ -30,16 +30,8 @@ const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))
 /** Variants whose results stay right (checked before they are timed). */
 const KEEPS_RESULTS = new Set(["as-is", "k-early"]);
 
-const gpu = await loadDawn();
-const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-const probe = await adapter!.requestDevice();
-let rewrite: ((code: string) => string) | undefined;
-installShaderRewrite(
-  (code) =>
-    rewrite && code.includes("// lean-attention matrix decode kernel") ? rewrite(code) : code,
-  Object.getPrototypeOf(probe),
-);
-probe.destroy();
+// Dawn's device class, patched so that matrix kernels are rewritten by the current variant.
+const setRewrite = await matrixKernelRewriter(await loadDawn());
 
 const SHAPES = [
   { seqLens: [700, 1500, 33], numHeads: 64, numKVHeads: 1, headDim: 128, seed: 41 },
@@ -56,7 +48,7 @@ const grid = Number(flag("grid") ?? 131);
 const matrixRows = flag("rows") ? Number(flag("rows")) : undefined;
 const cells: Record<string, unknown>[] = [];
 for (const name of names) {
-  rewrite = VARIANTS[name];
+  setRewrite(VARIANTS[name]);
   const decoder = await createDecoder({
     backend: "dawn",
     kernel: { matrixMath: true, ...(matrixRows ? { matrixRows } : {}) },

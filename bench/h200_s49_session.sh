@@ -41,13 +41,6 @@ out=${OUT:-bench/results/h200_session49/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
 stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
-# `rows_bench LIMIT NAME KERNEL ARGS...`: lean through Dawn on the many-row cases (JSON and text).
-rows_bench() {
-  local limit=$1 name=$2 kernel=$3
-  shift 3
-  run_deno "$limit" "bench_rows_$name.txt" bench/gpu_bench.ts --backend=dawn --strategies=lean \
-    --cases=bench/cases_rows.json --kernel="$kernel" --out="$out/bench_rows_$name.json" "$@"
-}
 case $mode in
 lazy)
   run_backend_tests dawn 110 tests_dawn.txt tests/matrix_kernel_test.ts

@@ -34,13 +34,6 @@ out=${OUT:-bench/results/h200_session50/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
 stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
-# `rows_bench LIMIT NAME KERNEL ARGS...`: lean through Dawn on the many-row cases (JSON and text).
-rows_bench() {
-  local limit=$1 name=$2 kernel=$3
-  shift 3
-  run_deno "$limit" "bench_rows_$name.txt" bench/gpu_bench.ts --backend=dawn --strategies=lean \
-    --cases=bench/cases_rows.json --kernel="$kernel" --out="$out/bench_rows_$name.json" "$@"
-}
 FOUR="qLen4 gqa 16k|qLen8 gqa 16k|qLen4 gqa64/8 32k|mqa h128/1 b8 32k"
 # `machine_code NAME ARGS...`: diag_matrix_time.ts ARGS with the driver's disk cache in a fresh
 # folder, tarred to $out/NAME.tgz, with nvdisasm copied once.

@@ -72,3 +72,11 @@ sass_of() {
   fi
   tar -czf "$out/sass${sass_tag:-}.tgz" -C "$work" cache
 }
+# `rows_bench LIMIT NAME KERNEL ARGS...`: lean through Dawn on the many-row cases (JSON and text;
+# sessions 49-50).
+rows_bench() {
+  local limit=$1 name=$2 kernel=$3
+  shift 3
+  run_deno "$limit" "bench_rows_$name.txt" bench/gpu_bench.ts --backend=dawn --strategies=lean \
+    --cases=bench/cases_rows.json --kernel="$kernel" --out="$out/bench_rows_$name.json" "$@"
+}

@@ -16,6 +16,27 @@ import {
   type Strategy,
 } from "../mod.ts";
 
+/**
+ * A one-sequence f16 input of `spec` whose keys grow along the sequence (to 13x at its end): each
+ * row's largest score rises from tile to tile far past the matrix kernel's lazy-rescaling margin
+ * (8 in log2 units), so its sums are rescaled again and again.
+ */
+export function risingKeysInput(spec: CaseSpec, tokens: number, seed: number): DecodeInput {
+  const base = makeInput({ ...spec, seqLens: [tokens], kvDtype: "f32", qAmplitude: 2, seed });
+  const k = base.k as Float32Array;
+  const row = base.numKVHeads * base.headDim;
+  for (let t = 0; t < tokens; t++) {
+    const f = 1 + 12 * (t / tokens) ** 2;
+    for (let i = t * row; i < (t + 1) * row; i++) k[i] *= f;
+  }
+  return {
+    ...base,
+    k: encodeKV(k, "f16"),
+    v: encodeKV(base.v as Float32Array, "f16"),
+    kvDtype: "f16",
+  };
+}
+
 /** Largest relative L2 error of `out` against the float64 reference. */
 export const OUT_TOLERANCE = 2e-5;
 /** Largest absolute error of `lse` against the float64 reference. */

@@ -14,7 +14,7 @@
 
 import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
-import { type DecodeInput, encodeKV, referenceAttention } from "../mod.ts";
+import { type DecodeInput, referenceAttention } from "../mod.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { gpuTest } from "./backends.ts";
 import { emulatedMatrixDevice } from "./matrix_emulation.ts";
@@ -24,6 +24,7 @@ import {
   makeInput,
   maxAbsError,
   relativeL2Error,
+  risingKeysInput,
 } from "./helpers.ts";
 
 /** f16 operands' tolerance (queries and weights rounded to f16), as the hardware test's. */
@@ -43,23 +44,6 @@ const ROWS16: CaseSpec = {
   kvDtype: "f16",
   seed: 51,
 };
-/** ROWS16's first sequence with keys growing along it (to 13x): rescaled tile after tile. */
-function risingScores(): DecodeInput {
-  const base = makeInput({ ...ROWS16, seqLens: [300], kvDtype: "f32", qAmplitude: 2, seed: 53 });
-  const k = base.k as Float32Array;
-  const row = base.numKVHeads * base.headDim;
-  for (let t = 0; t < 300; t++) {
-    const f = 1 + 12 * (t / 300) ** 2;
-    for (let i = t * row; i < (t + 1) * row; i++) k[i] *= f;
-  }
-  return {
-    ...base,
-    k: encodeKV(k, "f16"),
-    v: encodeKV(base.v as Float32Array, "f16"),
-    kvDtype: "f16",
-  };
-}
-
 gpuTest(
   "the matrix kernel with emulated subgroup matrices matches the reference",
   async (b) => {
@@ -82,7 +66,7 @@ gpuTest(
       // Wide: every tile but the causal edges whole, on the matrix units.
       ["16 rows, lean", hooks({ ...ragged(51), strategy: "lean" }, 1e6, 1e4, 0)],
       ["16 rows, split", hooks({ ...ragged(51), strategy: "split" }, 1e6, 1e4, 0)],
-      ["16 rows, scores rising", hooks(risingScores(), 1e6, 1e4, 0)],
+      ["16 rows, scores rising", hooks(risingKeysInput(ROWS16, 300, 53), 1e6, 1e4, 0)],
       // Narrow: window edges in every piece, capped logits, ALiBi.
       ["every variant", hooks(ragged(54), 40, 20, 1)],
     ];

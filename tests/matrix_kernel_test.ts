@@ -30,7 +30,14 @@ import { type BackendUnderTest, gpuTest } from "./backends.ts";
 import { KERNEL_OPTION_SHAPES } from "./kernel_set.ts";
 import { indptrOptions, scatterPages } from "./combinations.ts";
 import { readF32, STORAGE } from "./gpu_device.ts";
-import { type CaseSpec, makeInput, maxAbsError, relativeL2Error, sameBits } from "./helpers.ts";
+import {
+  type CaseSpec,
+  makeInput,
+  maxAbsError,
+  relativeL2Error,
+  risingKeysInput,
+  sameBits,
+} from "./helpers.ts";
 
 const CAPS = {
   subgroups: true,
@@ -266,33 +273,6 @@ const MATRIX_SHAPES: readonly CaseSpec[] = [
   { seqLens: [257], numHeads: 128, numKVHeads: 1, headDim: 32, kvDtype: "f16", seed: 44 },
 ];
 
-/**
- * GQA 4 x qLen 4 over 1000 tokens whose keys grow along the sequence (to 13x): each row's
- * largest score rises from tile to tile by far more than the kernel's lazy-rescaling margin (8
- * in log2 units), so its sums are rescaled again and again, on plain tiles and on the causal edge.
- */
-function risingScores(): DecodeInput {
-  const base = makeInput({
-    ...MATRIX_SHAPES[1],
-    seqLens: [1000],
-    kvDtype: "f32",
-    qAmplitude: 2,
-    seed: 49,
-  });
-  const k = base.k as Float32Array;
-  const row = base.numKVHeads * base.headDim;
-  for (let t = 0; t < 1000; t++) {
-    const f = 1 + 12 * (t / 1000) ** 2;
-    for (let i = t * row; i < (t + 1) * row; i++) k[i] *= f;
-  }
-  return {
-    ...base,
-    k: encodeKV(k, "f16"),
-    v: encodeKV(base.v as Float32Array, "f16"),
-    kvDtype: "f16",
-  };
-}
-
 /** The reference's errors of a result, with the empty rows' -Infinity LSE compared as 0. */
 function errors(input: DecodeInput, got: { out: Float32Array; lse: Float32Array }) {
   const ref = referenceAttention(input);
@@ -324,7 +304,11 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
       ])
     );
     cases.push(["every variant", { ...makeInput({ ...MATRIX_SHAPES[2], seed: 45 }), ...variants }]);
-    cases.push(["scores that rise along the sequence", risingScores()]);
+    // GQA 4 x qLen 4 over 1000 tokens, rescaled tile after tile, on plain tiles and the causal edge.
+    cases.push([
+      "scores that rise along the sequence",
+      risingKeysInput(MATRIX_SHAPES[1], 1000, 49),
+    ]);
     // A non-finite V in the last token: the rows of earlier query positions do not see it.
     const poisoned = makeInput({ ...MATRIX_SHAPES[1], seqLens: [200], seed: 46 });
     const v = poisoned.v as Uint16Array;
