@@ -11,13 +11,7 @@
 
 import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
-import {
-  createDecoder,
-  type DecodeInput,
-  encodeKV,
-  referenceAttention,
-  type Strategy,
-} from "../mod.ts";
+import { createDecoder, type DecodeInput, referenceAttention, type Strategy } from "../mod.ts";
 import { createAttentionEncoder, createIndptrPageTable } from "../runner.ts";
 import { gridFor, matrixUnitsFit, tileConfig } from "../plan.ts";
 import { gridClassKey } from "../src/kernels/kernel_table.ts";
