@@ -36,7 +36,9 @@ source bench/session_lib.sh
 stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
 FOUR="qLen4 gqa 16k|qLen8 gqa 16k|qLen4 gqa64/8 32k|mqa h128/1 b8 32k"
 # `machine_code NAME ARGS...`: diag_matrix_time.ts ARGS with the driver's disk cache in a fresh
-# folder, tarred to $out/NAME.tgz, with nvdisasm copied once.
+# folder, tarred to $out/NAME.tgz, and Triton's nvdisasm copied once beside the mode's folder
+# (bring it back by tarring that folder's parent; session 50 copied it to this machine once, to
+# read the caches with bench/sass_from_cache.py; neither is committed).
 machine_code() {
   local name=$1 work nvdisasm
   shift
