@@ -97,18 +97,21 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     flags.window ? " && min(t, tok_end - 1u) >= lo" : ""
   }`;
 
-  // A tile's K or V rows from token `t0` into registers `w0`, `w1`, ... (constant indices: a
-  // register array indexed in a loop went to local memory on the H200, session 47), and their
-  // stores into the staging buffer as halves.
-  const stageLoad = (buf: string, w: string, t0: string) =>
+  // A tile's K and V rows from token `t0` into registers `kw0`, `vw0`, `kw1`, ... (constant
+  // indices: a register array indexed in a loop went to local memory on the H200, session 47).
+  // K and V rows share their addresses (one page-table read per load when paged).
+  const stageLoad = (t0: string) =>
     lines(CK, (i) => {
       const load = `{
         let idx = lid + ${i * THREADS}u;
         let tok = min(${t0} + idx / ${CHUNKS}u, tok_end - 1u);
-        ${w}${i} = ${buf}[kv_addr(kv_start, tok, kv_head) + idx % ${CHUNKS}u];
+        let a = kv_addr(kv_start, tok, kv_head) + idx % ${CHUNKS}u;
+        kw${i} = k_cache[a];
+        vw${i} = v_cache[a];
       }`;
       return `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}${load}`;
     });
+  // Their stores into the staging buffer as halves.
   const stageStore = (w: string) =>
     lines(CK, (i) =>
       `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}{
@@ -271,8 +274,7 @@ ${lines(KB, (kk) => `    var q${kk} = ${L}();`)}
 ${lines(RB / QR, queryRound)}
 ${lines(CK, (i) => `    var kw${i} = vec4<u32>();\n    var vw${i} = vec4<u32>();`)}
     if (tok_begin < tok_end) {
-${stageLoad("k_cache", "kw", "tok_begin")}
-${stageLoad("v_cache", "vw", "tok_begin")}
+${stageLoad("tok_begin")}
     }
     for (var tile0 = tok_begin; tile0 < tok_end; tile0 += ${T}u) {
       // (Every thread read the last tile's flag before that tile's last barrier.)
@@ -298,8 +300,7 @@ ${
 ${stageStore("vw")}
       // The next tile's K and V fly during the softmax and the products.
       if (tile0 + ${T}u < tok_end) {
-${stageLoad("k_cache", "kw", `(tile0 + ${T}u)`)}
-${stageLoad("v_cache", "vw", `(tile0 + ${T}u)`)}
+${stageLoad(`(tile0 + ${T}u)`)}
       }
       // The lane's tokens i0 .. i0 + ${TPL - 1}, their scores kept in registers (constant indices).
       let i0 = part * ${TPL}u;

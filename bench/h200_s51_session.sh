@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Session 51 on the H200, through Dawn. Results under $OUT or bench/results/h200_session51/MODE:
+#   verify  the matrix kernel with session 50's explicit zero initializer of each piece's sums
+#           (which only ran on lavapipe) and its K and V loads sharing one address (one
+#           page-table read per load when paged, where two cases were 5-6% over dense): its
+#           tests through Dawn (the real matrix units, and the emulated matrices of CI), the
+#           many-row cases checked against float64 dense and paged, and the default kernels on
+#           them, in one call.
+set -u
+mode=${1:?usage: bash bench/h200_s51_session.sh verify}
+shift
+out=${OUT:-bench/results/h200_session51/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+case $mode in
+verify)
+  run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_emulated_test.ts
+  rows_bench 300 matrix '{"matrixMath":true}' --check --paged
+  rows_bench 150 default '{}'
+  ;;
+*)
+  echo "unknown mode $mode" >&2
+  exit 2
+  ;;
+esac
