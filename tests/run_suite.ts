@@ -1,0 +1,244 @@
+/**
+ * The README's test command, `deno task test`: the whole suite (every test module and every
+ * documentation example), ending with one summary line in `deno test`'s own format.
+ *
+ * - **Where the only GPU is a software adapter** (lavapipe: CI and development machines) or
+ *   there is none, most of the suite's time is one CPU core at a time compiling kernels with
+ *   LLVM, so test modules run in their own `deno test` processes, as many at once as the machine
+ *   has cores (`LEAN_TEST_JOBS=N` sets the number), the slowest known modules first. Everything
+ *   is type-checked once first (`deno test --doc --no-run`), then each process runs with
+ *   `--no-check`; the documentation examples run in one more process. Each module's output is
+ *   printed whole when it ends, so outputs never interleave. A process that dies by SIGABRT or
+ *   SIGSEGV after its own summary of 0 failures (a known crash in lavapipe's teardown at exit,
+ *   docs/testing.md) runs once more and that run counts; a second crash counts as a failure.
+ * - **On a hardware GPU, with `LEAN_TEST_JOBS=1`, or with arguments**, it is exactly `deno test
+ *   -A --v8-flags=--expose-gc --doc [arguments]`, one process: GPU tests calibrate and compare
+ *   grids on the one GPU, and test files in several threads of one process stopped making
+ *   progress on the H200 (docs/testing.md).
+ *
+ * Run: `deno task test` (or `deno run -A tests/run_suite.ts`).
+ *
+ * @module
+ */
+
+import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
+
+/** The flags every `deno test` of the suite takes. */
+const TEST_FLAGS = ["test", "-A", "--v8-flags=--expose-gc"];
+
+/**
+ * Test modules known to take the longest on lavapipe (docs/testing.md, "Where a fresh clone's
+ * test time goes"), started first so that no long module starts last.
+ */
+const SLOW_FIRST = [
+  "tests/kernel_options_test.ts",
+  "tests/decode_test.ts",
+  "tests/token_runs_test.ts",
+  "tests/matrix_emulated_test.ts",
+  "tests/combinations_gpu_test.ts",
+  "tests/tiled_test.ts",
+  "tests/reliability_test.ts",
+  "tests/paged_gpu_test.ts",
+];
+
+/** Folders `deno test` does not search (deno.json's `exclude`, and what no test lives in). */
+const SKIPPED_DIRS = new Set([
+  ".git",
+  ".gpu",
+  ".wt",
+  ".scratch",
+  "node_modules",
+  "dist",
+  "results",
+]);
+
+/**
+ * Whether a file name is a test module's, by `deno test`'s rule.
+ *
+ * @example
+ * ```ts
+ * import { isTestModule } from "./run_suite.ts";
+ * console.log(isTestModule("decode_test.ts"), isTestModule("helpers.ts")); // true false
+ * ```
+ */
+export function isTestModule(name: string): boolean {
+  return /(^|[._])test\.(ts|tsx|mts|js|mjs|jsx)$/.test(name);
+}
+
+/**
+ * Every test module under `dir` (folders `deno test` does not search left out), as sorted paths
+ * relative to it.
+ *
+ * @example
+ * ```ts
+ * import { testModules } from "./run_suite.ts";
+ * console.log(testModules("tests").includes("run_suite_test.ts")); // true
+ * ```
+ */
+export function testModules(dir: string, prefix = ""): string[] {
+  const found: string[] = [];
+  for (const entry of Deno.readDirSync(dir)) {
+    const path = `${prefix}${entry.name}`;
+    if (entry.isDirectory && !SKIPPED_DIRS.has(entry.name)) {
+      found.push(...testModules(`${dir}/${entry.name}`, `${path}/`));
+    } else if (entry.isFile && isTestModule(entry.name)) {
+      found.push(path);
+    }
+  }
+  return found.sort();
+}
+
+/** Processes to run at once: 1 on a hardware GPU, else the machine's cores. */
+async function jobCount(): Promise<number> {
+  const set = Deno.env.get("LEAN_TEST_JOBS");
+  if (set !== undefined) {
+    const n = Number(set);
+    if (!Number.isInteger(n) || n < 1) {
+      throw new RangeError(`LEAN_TEST_JOBS must be a whole number >= 1, got "${set}"`);
+    }
+    return n;
+  }
+  const adapter = await navigator.gpu?.requestAdapter().catch(() => null);
+  if (adapter && !summarizeAdapter(adapter.info).software) return 1;
+  return Math.max(1, navigator.hardwareConcurrency);
+}
+
+/** Counts from a `deno test` summary line. */
+export interface Summary {
+  ok: boolean;
+  passed: number;
+  failed: number;
+  ignored: number;
+}
+
+/**
+ * The counts of the last summary line of a `deno test` output, or undefined where it has none.
+ *
+ * @example
+ * ```ts
+ * import { parseSummary } from "./run_suite.ts";
+ * console.log(parseSummary("ok | 6 passed | 0 failed | 1 ignored (2s)")?.ignored); // 1
+ * ```
+ */
+export function parseSummary(output: string): Summary | undefined {
+  // (Colour codes, should the output have any: `deno test` colours only a terminal's.)
+  // deno-lint-ignore no-control-regex
+  const plain = output.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "");
+  const lines = plain.split("\n").filter((l) => /^(ok|FAILED) \| \d+ passed/.test(l));
+  const line = lines.at(-1);
+  if (line === undefined) return undefined;
+  const count = (what: string) => Number(line.match(new RegExp(`(\\d+) ${what}`))?.[1] ?? 0);
+  return {
+    ok: line.startsWith("ok"),
+    passed: count("passed"),
+    failed: count("failed"),
+    ignored: count("ignored"),
+  };
+}
+
+/** One `deno test` process's output (stdout and stderr as they came) and exit status. */
+async function runDeno(args: string[]): Promise<{ code: number; output: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const chunks: string[] = [];
+  const decoder = () => new TextDecoderStream();
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const text of stream.pipeThrough(decoder())) chunks.push(text);
+  };
+  const [status] = await Promise.all([
+    child.status,
+    collect(child.stdout),
+    collect(child.stderr),
+  ]);
+  return { code: status.code, output: chunks.join("") };
+}
+
+/** A test process that died by SIGABRT or SIGSEGV after a summary of 0 failures. */
+function crashedAtExit(code: number, summary: Summary | undefined): boolean {
+  return (code === 134 || code === 139) && summary?.ok === true;
+}
+
+/** Runs the suite in processes, `jobs` at once; returns the exit status. */
+async function runParallel(jobs: number): Promise<number> {
+  const start = performance.now();
+  const modules = testModules(".");
+  const order = [
+    ...SLOW_FIRST.filter((m) => modules.includes(m)),
+    ...modules.filter((m) => !SLOW_FIRST.includes(m)),
+  ];
+  console.log(
+    `lean-attention suite: ${modules.length} test modules and the documentation ` +
+      `examples, ${jobs} processes at once (type check first)`,
+  );
+  const check = await runDeno([...TEST_FLAGS, "--doc", "--no-run"]);
+  if (check.code !== 0) {
+    console.log(check.output);
+    console.log(`FAILED | 0 passed | 1 failed (type check of the suite)`);
+    return 1;
+  }
+  // The documentation examples of every file that is not a test module: `deno test --doc`
+  // over the folder with the test modules left out.
+  const docArgs = [
+    ...TEST_FLAGS,
+    "--doc",
+    "--no-check",
+    `--ignore=${modules.join(",")}`,
+    ".",
+  ];
+  const queue: { name: string; args: string[] }[] = [
+    ...order.map((m) => ({ name: m, args: [...TEST_FLAGS, "--doc", "--no-check", m] })),
+    { name: "documentation examples", args: docArgs },
+  ];
+  const total: Summary = { ok: true, passed: 0, failed: 0, ignored: 0 };
+  const failures: string[] = [];
+  const worker = async () => {
+    for (let job = queue.shift(); job !== undefined; job = queue.shift()) {
+      let run = await runDeno(job.args);
+      let summary = parseSummary(run.output);
+      if (crashedAtExit(run.code, summary)) {
+        console.log(
+          `${run.output}\n[suite] ${job.name}: crashed at exit (exit ${run.code}) ` +
+            `after its summary of 0 failures; running it once more, that run counts`,
+        );
+        run = await runDeno(job.args);
+        summary = parseSummary(run.output);
+      }
+      console.log(run.output);
+      total.passed += summary?.passed ?? 0;
+      total.failed += summary?.failed ?? 0;
+      total.ignored += summary?.ignored ?? 0;
+      if (run.code !== 0 || summary === undefined) {
+        // A failed test, or an exit with no summary or no failed test (an uncaught error, a
+        // crash): the module fails, counted once if no test of it did.
+        if ((summary?.failed ?? 0) === 0) total.failed += 1;
+        failures.push(`${job.name} (exit ${run.code})`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: jobs }, worker));
+  const seconds = Math.round((performance.now() - start) / 1000);
+  if (failures.length > 0) console.log(`[suite] failed: ${failures.join(", ")}`);
+  const ok = failures.length === 0;
+  console.log(
+    `${ok ? "ok" : "FAILED"} | ${total.passed} passed | ${total.failed} failed | ` +
+      `${total.ignored} ignored (${Math.floor(seconds / 60)}m${seconds % 60}s)`,
+  );
+  return ok ? 0 : 1;
+}
+
+if (import.meta.main) {
+  const jobs = Deno.args.length > 0 ? 1 : await jobCount();
+  if (jobs === 1) {
+    const status = await new Deno.Command(Deno.execPath(), {
+      args: [...TEST_FLAGS, "--doc", ...Deno.args],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn().status;
+    // (A process ended by a signal has code 128 plus its number, as a shell reports it.)
+    Deno.exit(status.code);
+  }
+  Deno.exit(await runParallel(jobs));
+}
