@@ -425,3 +425,32 @@ Deno.test("matrixRows caps the matrix kernel's blocks, and a bad value is a Rang
     (e: unknown) => e instanceof RangeError && e.message.includes("24"),
   );
 });
+
+Deno.test("bench's rewrites of the matrix kernel (diag_matrix_time.ts) find what they rewrite", async () => {
+  const { MATRIX_TIME_VARIANTS } = await import("../bench/matrix_rewrites.ts");
+  for (const rowsPerBlock of [16, 64]) {
+    const code = matrixKernelWGSL({
+      headDim: 128,
+      kvDtype: "f16",
+      tileTokens: 64,
+      rowsPerBlock,
+      workgroupSize: MATRIX_THREADS,
+      tiled: true,
+      matrix: true,
+    });
+    const count = (s: string, re: RegExp) => (s.match(re) ?? []).length;
+    for (const [name, rewrite] of Object.entries(MATRIX_TIME_VARIANTS)) {
+      if (rewrite === undefined) continue;
+      const out = rewrite(code);
+      assert.notEqual(out, code, name);
+      const reads = count(out, /[kv]_cache\[/g);
+      assert.equal(reads, name === "no-kv-reads" ? 0 : count(code, /[kv]_cache\[/g), name);
+    }
+    // k-early: the next tile's K loads come before the scores, its V loads stay after them.
+    const early = MATRIX_TIME_VARIANTS["k-early"]!(code);
+    const scores = early.indexOf("s = subgroupMatrixMultiplyAccumulate");
+    const next = early.slice(early.indexOf("for (var tile0"));
+    assert.ok(next.indexOf("kw0 = k_cache[a]") < next.indexOf("s = subgroupMatrix"));
+    assert.ok(early.lastIndexOf("vw0 = v_cache[a]") > scores);
+  }
+});
