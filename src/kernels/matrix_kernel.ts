@@ -12,7 +12,7 @@
  * softmax; with 64 rows each subgroup owns its 16 rows over the whole piece, as FlashAttention-2's
  * warps do. Per tile of `T` tokens:
  * 1. K's rows are staged as halves in workgroup memory (each thread's 16-byte loads were issued
- *    a stage ahead, into registers with constant indices); each subgroup multiplies its rows'
+ *    a stage ahead, into registers with constant indices: `src/kernels/matrix_stages.ts`); each subgroup multiplies its rows'
  *    query block (f16 matrices kept in registers for the piece) by every `G`th 16-token block of
  *    them and stores the scores.
  * 2. V's rows replace K's in the staging buffer, and the next tile's loads are issued.
@@ -58,6 +58,7 @@ import type { WGSLOptions } from "./decode_kernel.ts";
 import { matrixLayout } from "./matrix_layout.ts";
 import { blockRowFinalWGSL, blockRowLimitsWGSL } from "./block_rows.ts";
 import { MATRIX, matrixLoad, matrixStore } from "./matrix_ops.ts";
+import { matrixStagesWGSL } from "./matrix_stages.ts";
 
 /**
  * Generates the matrix kernel's WGSL for a spec (`tiled: true, matrix: true`).
@@ -82,8 +83,6 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const io = ioWGSL(spec);
   const headTable = needsHeadTable("decode", flags);
   const { left: L, right: R, result: S } = MATRIX;
-  const kGuard = (T * CHUNKS) % THREADS !== 0;
-  const QV = (QR * D) / 4; // query vec4s per round
   const PAIRS = D / (4 * G); // output pairs per thread (below)
   const PASSES = D / FW; // a flush's passes through so_wg, FW dims each
   const PP = PAIRS / PASSES; // a thread's pairs per pass
@@ -97,58 +96,7 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     flags.window ? " && min(t, tok_end - 1u) >= lo" : ""
   }`;
 
-  // A tile's K and V rows from token `t0` into registers `kw0`, `vw0`, `kw1`, ... (constant
-  // indices: a register array indexed in a loop went to local memory on the H200, session 47).
-  // K and V rows share their addresses (one page-table read per load when paged).
-  const stageLoad = (t0: string) =>
-    lines(CK, (i) => {
-      const load = `{
-        let idx = lid + ${i * THREADS}u;
-        let tok = min(${t0} + idx / ${CHUNKS}u, tok_end - 1u);
-        let a = kv_addr(kv_start, tok, kv_head) + idx % ${CHUNKS}u;
-        kw${i} = k_cache[a];
-        vw${i} = v_cache[a];
-      }`;
-      return `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}${load}`;
-    });
-  // Their stores into the staging buffer as halves.
-  const stageStore = (w: string) =>
-    lines(CK, (i) =>
-      `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}{
-        let idx = lid + ${i * THREADS}u;
-        let at = (idx / ${CHUNKS}u) * ${KS}u + (idx % ${CHUNKS}u) * 8u;
-${
-        lines(4, (e) =>
-          `        let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
-        kv_wg[at + ${2 * e}u] = h${e}.x;
-        kv_wg[at + ${2 * e + 1}u] = h${e}.y;`)
-      }
-      }`);
-  // The query rows of round `q` (rows `q QR` on), prescaled and rounded to f16, then each of that
-  // round's subgroups loads its 16 rows' matrices.
-  const queryRound = (q: number) =>
-    `    // Query rows ${q * QR} to ${(q + 1) * QR - 1}.
-    for (var idx = lid; idx < ${QV}u; idx += ${THREADS}u) {
-      let r = ${q * QR}u + idx / ${D / 4}u;
-      let x = select(vec4<f32>(0.0), load_q(query_row(q_start, q_len, kv_head, r0 + min(r, n_rows - 1u)) * ${
-      D / 4
-    }u + idx % ${D / 4}u), r < n_rows) * params.scale_log2;
-      let at = (idx / ${D / 4}u) * ${KS}u + (idx % ${D / 4}u) * 4u;
-      kv_wg[at] = f16(x.x);
-      kv_wg[at + 1u] = f16(x.y);
-      kv_wg[at + 2u] = f16(x.z);
-      kv_wg[at + 3u] = f16(x.w);
-    }
-    workgroupBarrier();
-    ${QR === RB ? "{" : `if (rb / ${QR / 16}u == ${q}u) {`}
-${
-      lines(KB, (kk) =>
-        `      q${kk} = ${
-          matrixLoad(L, "&kv_wg", `(rb % ${QR / 16}u) * ${16 * KS}u + ${16 * kk}u`, false, `${KS}u`)
-        };`)
-    }
-    }
-    workgroupBarrier();`;
+  const { stageLoad, stageStore, queryRound } = matrixStagesWGSL(spec);
   // Thread's output pair k, in pass c = k / PP of a flush: row pr, dims d and d + 1 of its row
   // block's 16 x D (element f of that pass's 16 x FW).
   const pair = (k: number) =>

@@ -1,0 +1,98 @@
+/**
+ * The matrix-unit kernel's staging (`src/kernels/matrix_kernel.ts`): a tile's K and V rows loaded
+ * into registers a stage ahead, their stores into workgroup memory as halves, and the query rows
+ * staged at a piece's start and loaded as each subgroup's f16 matrices.
+ *
+ * @module
+ */
+
+import { lines } from "./decode_step.ts";
+import type { KernelSpec } from "./kernel_spec.ts";
+import { matrixLayout } from "./matrix_layout.ts";
+import { MATRIX, matrixLoad } from "./matrix_ops.ts";
+
+/** The staging statements of a matrix spec. */
+export interface MatrixStages {
+  /** A tile's K and V rows from token `t0` into the registers `kw*` and `vw*`. */
+  stageLoad(t0: string): string;
+  /** The registers `${w}*` (K's or V's) into the staging buffer `kv_wg` as halves. */
+  stageStore(w: string): string;
+  /** The query rows of round `q`, staged, then loaded as the matrices `q*` of its subgroups. */
+  queryRound(q: number): string;
+}
+
+/**
+ * The matrix kernel's staging statements for a spec.
+ *
+ * @example
+ * ```ts
+ * import { matrixStagesWGSL } from "./matrix_stages.ts";
+ * const stages = matrixStagesWGSL({
+ *   headDim: 128, kvDtype: "f16", tileTokens: 64, rowsPerBlock: 64, workgroupSize: 128,
+ *   tiled: true, matrix: true,
+ * });
+ * console.log(stages.stageLoad("tok_begin").includes("vw3 = v_cache[a];")); // true
+ * ```
+ */
+export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
+  const D = spec.headDim;
+  const { RB, THREADS, T, KS, CHUNKS, CK, QR } = matrixLayout(spec);
+  const KB = D / 16;
+  const kGuard = (T * CHUNKS) % THREADS !== 0;
+  const QV = (QR * D) / 4; // query vec4s per round
+  const { left: L } = MATRIX;
+
+  // A tile's K and V rows from token `t0` into registers `kw0`, `vw0`, `kw1`, ... (constant
+  // indices: a register array indexed in a loop went to local memory on the H200, session 47).
+  // K and V rows share their addresses (one page-table read per load when paged).
+  const stageLoad = (t0: string) =>
+    lines(CK, (i) => {
+      const load = `{
+        let idx = lid + ${i * THREADS}u;
+        let tok = min(${t0} + idx / ${CHUNKS}u, tok_end - 1u);
+        let a = kv_addr(kv_start, tok, kv_head) + idx % ${CHUNKS}u;
+        kw${i} = k_cache[a];
+        vw${i} = v_cache[a];
+      }`;
+      return `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}${load}`;
+    });
+  // Their stores into the staging buffer as halves.
+  const stageStore = (w: string) =>
+    lines(CK, (i) =>
+      `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}{
+        let idx = lid + ${i * THREADS}u;
+        let at = (idx / ${CHUNKS}u) * ${KS}u + (idx % ${CHUNKS}u) * 8u;
+${
+        lines(4, (e) =>
+          `        let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
+        kv_wg[at + ${2 * e}u] = h${e}.x;
+        kv_wg[at + ${2 * e + 1}u] = h${e}.y;`)
+      }
+      }`);
+  // The query rows of round `q` (rows `q QR` on), prescaled and rounded to f16, then each of that
+  // round's subgroups loads its 16 rows' matrices.
+  const queryRound = (q: number) =>
+    `    // Query rows ${q * QR} to ${(q + 1) * QR - 1}.
+    for (var idx = lid; idx < ${QV}u; idx += ${THREADS}u) {
+      let r = ${q * QR}u + idx / ${D / 4}u;
+      let x = select(vec4<f32>(0.0), load_q(query_row(q_start, q_len, kv_head, r0 + min(r, n_rows - 1u)) * ${
+      D / 4
+    }u + idx % ${D / 4}u), r < n_rows) * params.scale_log2;
+      let at = (idx / ${D / 4}u) * ${KS}u + (idx % ${D / 4}u) * 4u;
+      kv_wg[at] = f16(x.x);
+      kv_wg[at + 1u] = f16(x.y);
+      kv_wg[at + 2u] = f16(x.z);
+      kv_wg[at + 3u] = f16(x.w);
+    }
+    workgroupBarrier();
+    ${QR === RB ? "{" : `if (rb / ${QR / 16}u == ${q}u) {`}
+${
+      lines(KB, (kk) =>
+        `      q${kk} = ${
+          matrixLoad(L, "&kv_wg", `(rb % ${QR / 16}u) * ${16 * KS}u + ${16 * kk}u`, false, `${KS}u`)
+        };`)
+    }
+    }
+    workgroupBarrier();`;
+  return { stageLoad, stageStore, queryRound };
+}
