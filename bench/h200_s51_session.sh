@@ -6,8 +6,12 @@
 #           tests through Dawn (the real matrix units, and the emulated matrices of CI), the
 #           many-row cases checked against float64 dense and paged, and the default kernels on
 #           them, in one call.
+#   kv8     the matrix kernel over 8-bit K/V (int8, FP8 E4M3 and E5M2 codes staged as their
+#           values in f16; per-tensor and per-token scales): its tests through Dawn, the many-row
+#           cases over 8-bit K/V (bench/cases_rows8.json) checked against float64 dense and paged,
+#           the default kernels on them, and the f16 cases again (the same call's baseline).
 set -u
-mode=${1:?usage: bash bench/h200_s51_session.sh verify}
+mode=${1:?usage: bash bench/h200_s51_session.sh verify|kv8}
 shift
 out=${OUT:-bench/results/h200_session51/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -18,6 +22,12 @@ verify)
   run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_emulated_test.ts
   rows_bench 300 matrix '{"matrixMath":true}' --check --paged
   rows_bench 150 default '{}'
+  ;;
+kv8)
+  run_backend_tests dawn 250 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_emulated_test.ts
+  rows_bench 200 matrix8 '{"matrixMath":true}' --check --paged --cases=bench/cases_rows8.json
+  rows_bench 150 default8 '{}' --cases=bench/cases_rows8.json
+  rows_bench 150 matrix '{"matrixMath":true}'
   ;;
 *)
   echo "unknown mode $mode" >&2

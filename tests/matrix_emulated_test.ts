@@ -8,8 +8,9 @@
  * batches with an empty request, and workgroups whose pieces cross sequences (small grids). The
  * emulation found a kernel bug (a piece's f32 sums declared without an initializer kept the last
  * piece's on lavapipe). One layout only (16 rows: each kernel and its merge take a minute or two
- * to compile there); hardware GPUs with matrix units take tests/matrix_kernel_test.ts instead,
- * every block size.
+ * to compile there), over f16 and over FP8 E4M3 codes with per-token scales (staged as their
+ * values); hardware GPUs with matrix units take tests/matrix_kernel_test.ts instead, every block
+ * size and 8-bit format.
  */
 
 import assert from "node:assert/strict";
@@ -69,6 +70,11 @@ gpuTest(
       ["16 rows, scores rising", hooks(risingKeysInput(ROWS16, 300, 53), 1e6, 1e4, 0)],
       // Narrow: window edges in every piece, capped logits, ALiBi.
       ["every variant", hooks(ragged(54), 40, 20, 1)],
+      // FP8 E4M3 codes with per-token scales, staged as their values (a second kernel).
+      [
+        "FP8 E4M3, per-token scales",
+        hooks(makeInput({ ...ROWS16, kvDtype: "fp8e4m3", kvScales: "token", seed: 55 }), 40, 20, 1),
+      ],
     ];
     // A small grid: workgroups take several pieces, across sequences, some of them partial.
     const decoder = await b.open({ device, grid: 2, kernel: { matrixMath: true } });
@@ -87,8 +93,8 @@ gpuTest(
         assert.ok(out < HALF_TOLERANCE, `out ${what}: relative L2 error ${out}`);
         assert.ok(lse < HALF_TOLERANCE * Math.max(1, lseSize / 4), `lse ${what}: ${lse}`);
       }
-      // The one matrix kernel, emulated.
-      assert.equal(emulated, 1);
+      // The two matrix kernels (f16, FP8 E4M3 with per-token scales), emulated.
+      assert.equal(emulated, 2);
     } finally {
       await decoder.dispose();
       raw.destroy();

@@ -63,7 +63,59 @@ Deno.test("matrix units: blocks of 16-64 rows over f16 K/V of head dims 16-128",
   for (const [d, dv, dtype] of [[128, 64, "f16"], [136, 136, "f16"], [120, 120, "f16"]] as const) {
     assert.ok(!matrixUnitsFit(d, dv, dtype), `${d}/${dv}`);
   }
-  assert.ok(!matrixUnitsFit(128, 128, "int8") && !matrixUnitsFit(128, 128, "f32"));
+  // 8-bit codes are staged as their values in f16; bf16 and f32 are not.
+  for (const dtype of ["int8", "fp8e4m3", "fp8e5m2"] as const) {
+    assert.ok(matrixUnitsFit(128, 128, dtype), dtype);
+    assert.deepEqual(blocks(16, 128, true, dtype), [16, 1], dtype);
+  }
+  assert.ok(!matrixUnitsFit(128, 128, "bf16") && !matrixUnitsFit(128, 128, "f32"));
+});
+
+Deno.test("the matrix kernel over 8-bit K/V: 16 codes per load, staged as scaled f16 values", () => {
+  const spec = (kvDtype: "int8" | "fp8e4m3" | "fp8e5m2", kvScales?: "token" | "layer") =>
+    kernelSpec(
+      {
+        problem: { headDim: 128, kvDtype },
+        tiles: tileConfig({ headDim: 128, rowsPerGroup: 64, kvDtype }, { matrixUnits: true }),
+      },
+      CAPS,
+      {},
+      false,
+      kvScales,
+    );
+  const f16 = matrixLayout(kernelSpec(
+    {
+      problem: { headDim: 128, kvDtype: "f16" },
+      tiles: tileConfig({ headDim: 128, rowsPerGroup: 64, kvDtype: "f16" }, { matrixUnits: true }),
+    },
+    CAPS,
+  ));
+  const keys = new Set<string>();
+  for (const [dtype, scales] of [["int8"], ["fp8e4m3", "token"], ["fp8e5m2", "layer"]] as const) {
+    const s = spec(dtype, scales);
+    assert.equal(s.matrix, true, dtype);
+    assert.equal(s.kvScales, scales, dtype);
+    const l = matrixLayout(s);
+    // Half the chunks of f16's per row and tile, the same workgroup memory.
+    assert.deepEqual([l.CHUNKS, l.CK, l.bytes], [f16.CHUNKS / 2, f16.CK / 2, f16.bytes], dtype);
+    const wgsl = matrixKernelWGSL(s);
+    keys.add(specKey("decode", s));
+    assert.ok(wgsl.includes(`kv=${dtype} `), dtype);
+    assert.ok(wgsl.includes("fn unpack_kv(w: vec4<u32>) -> array<vec4<f32>, 4>"), dtype);
+    // 16 halves stored per chunk, each the code's value times its scale.
+    assert.ok(wgsl.includes("kv_wg[at + 15u] = f16(u[3].w * m);"), dtype);
+    const table = wgsl.includes("var<storage, read> kv_scales");
+    assert.equal(table, scales !== undefined, `${dtype}: the scale table bound`);
+    if (scales === "token") {
+      assert.ok(wgsl.includes("sw0 = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head];"));
+      assert.ok(wgsl.includes("let m = sw0.x * 256.0;") && wgsl.includes("let m = sw0.y * 256.0;"));
+    } else {
+      const k = scales === "layer" ? "kv_scales[0].x" : "params.k_scale";
+      assert.ok(wgsl.includes(`let k_mul = ${k};`), `${dtype}: ${k}`);
+      assert.ok(wgsl.includes("let m = k_mul;") && wgsl.includes("let m = v_mul;"));
+    }
+  }
+  assert.equal(keys.size, 3);
 });
 
 Deno.test("the matrix kernel's device check, choice, layout, key and WGSL", () => {
@@ -308,10 +360,33 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
     const v = poisoned.v as Uint16Array;
     v.fill(0x7c00, v.length - 128 * 2, v.length); // +inf halves, both KV heads' last rows
     cases.push(["non-finite V unseen", poisoned]);
+    // 8-bit codes, staged as their values in f16: per-tensor and per-token scales.
+    const eightBit = [[0, "int8", "tensor"], [1, "fp8e4m3", "token"], [2, "fp8e5m2", "tensor"]];
+    for (const [i, kvDtype, kvScales] of eightBit as [number, "int8", "tensor"][]) {
+      const input = makeInput({
+        ...MATRIX_SHAPES[i],
+        kvDtype,
+        kvScales,
+        qAmplitude: 2,
+        seed: 60 + i,
+      });
+      cases.push([`shape ${i} ${kvDtype} ${kvScales}`, input]);
+    }
+    // E4M3's NaN code in the last token's V: as the f16 case, unseen by earlier positions.
+    const poisoned8 = makeInput({
+      ...MATRIX_SHAPES[1],
+      seqLens: [200],
+      kvDtype: "fp8e4m3",
+      kvScales: "token",
+      seed: 63,
+    });
+    const v8 = poisoned8.v as Uint8Array;
+    v8.fill(0x7f, v8.length - 128 * 2, v8.length);
+    cases.push(["non-finite V unseen (E4M3)", poisoned8]);
     for (const [what, input] of cases) {
       const got = await matrix.decode(input);
       const e = errors(input, got);
-      if (what === "non-finite V unseen") {
+      if (what.startsWith("non-finite V unseen")) {
         // Query position p sees the last token only at p = 3: rows of positions 0-2 stay finite.
         for (let p = 0; p < 3; p++) {
           const rows = got.out.subarray(p * 8 * 128, (p + 1) * 8 * 128);

@@ -70,7 +70,7 @@ export function kernelSpec(
           `kernel, which this device lacks (KernelCaps.subgroupMatrix)`,
       );
     }
-    return matrixSpec(plan, paged);
+    return { ...matrixSpec(plan, paged), ...scales };
   }
   const load = elementsPerLoad(kvDtype, kvLoadDim(headDim, headDimV));
   const chunks = headDim / load;

@@ -42,7 +42,9 @@
  */
 
 import { lines } from "./decode_step.ts";
-import type { KernelSpec } from "./kernel_spec.ts";
+import { type KernelSpec, scaleTable } from "./kernel_spec.ts";
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { kvLoadWGSL } from "./kv_load.ts";
 import {
   FLAT_WORKGROUP_WGSL,
   kernelEntryWGSL,
@@ -80,6 +82,10 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const LPR = 2 * G; // softmax lanes per row
   const TPL = T / LPR; // tokens per softmax lane
   const flags = spec.variant ?? {};
+  const info = KV_DTYPE_INFO[spec.kvDtype];
+  const tokenScales = info.scaled && spec.kvScales === "token";
+  const layer = info.scaled && spec.kvScales === "layer";
+  const fold = (info.unpackScale ?? 1) === 1 ? "" : ` * ${(info.unpackScale ?? 1).toFixed(1)}`;
   const io = ioWGSL(spec);
   const headTable = needsHeadTable("decode", flags);
   const { left: L, right: R, result: S } = MATRIX;
@@ -150,9 +156,11 @@ ${
   return `enable f16;${options.enableDirective ? "\nenable subgroups;" : ""}
 enable chromium_experimental_subgroup_matrix;
 diagnostic(off, chromium.subgroup_matrix_uniformity);
-// lean-attention matrix decode kernel: D=${D} kv=f16 RB=${RB} T=${T} G=${G}${
+// lean-attention matrix decode kernel: D=${D} kv=${spec.kvDtype} RB=${RB} T=${T} G=${G}${
     spec.paged ? " paged" : ""
-  }${spec.paged && spec.kvLayout === "HND" ? " hnd" : ""}
+  }${spec.paged && spec.kvLayout === "HND" ? " hnd" : ""}${
+    info.scaled ? ` scales=${spec.kvScales ?? "tensor"}` : ""
+  }
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
 ${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
@@ -163,6 +171,10 @@ ${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
 ${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
 ${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
     spec.paged ? `\n${bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")}` : ""
+  }${
+    scaleTable(spec)
+      ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`
+      : ""
   }${headTable ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""}
 ${recordOffsetsWGSL(PIECE_RECORD)}
 
@@ -187,7 +199,7 @@ var<workgroup> row_wg: array<f32, ${3 * RB}>;
 var<workgroup> resc_wg: array<u32, 4>;
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
-${kvAddressWGSL(spec)}
+${kvAddressWGSL(spec)}${info.scaled ? `\n${kvLoadWGSL(spec.kvDtype, D)}` : ""}
 ${io.functions}${headTable || flags.softCap ? `\n${variantFunctionsWGSL("decode", flags)}` : ""}
 
 // NaN or +inf, by bits (compilers may fold float NaN tests away).
@@ -208,7 +220,15 @@ ${kernelEntryWGSL(THREADS)}
   let so = rb * ${SO}u;
   let sr = (lr / ${LPR}u) * ${T}u;
   let pb = rb * ${16 * T}u;
-  let pw = pb + sr;
+  let pw = pb + sr;${
+    !info.scaled
+      ? ""
+      : tokenScales
+      ? "\n  let n_kv = params.num_heads / params.group_size;"
+      : `\n  // The 8-bit codes' scales (times the unpacking's factor), for the staged values.
+  let k_mul = ${layer ? "kv_scales[0].x" : "params.k_scale"}${fold};
+  let v_mul = ${layer ? "kv_scales[0].y" : "params.v_scale"}${fold};`
+  }
 ${PIECE_LOOP_WGSL}
 ${blockRowLimitsWGSL(flags, "br")}
     var m_run = NEG;
@@ -220,7 +240,12 @@ ${blockRowLimitsWGSL(flags, "br")}
 ${lines(Math.ceil(DB / G), (n) => `    var o${n} = ${S}();`)}
 ${lines(KB, (kk) => `    var q${kk} = ${L}();`)}
 ${lines(RB / QR, queryRound)}
-${lines(CK, (i) => `    var kw${i} = vec4<u32>();\n    var vw${i} = vec4<u32>();`)}
+${
+    lines(CK, (i) =>
+      `    var kw${i} = vec4<u32>();\n    var vw${i} = vec4<u32>();${
+        tokenScales ? `\n    var sw${i} = vec2<f32>();` : ""
+      }`)
+  }
     if (tok_begin < tok_end) {
 ${stageLoad("tok_begin")}
     }

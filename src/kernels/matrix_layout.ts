@@ -7,7 +7,15 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import type { KVDtype } from "../core/problem.ts";
 import type { KernelSpec } from "./kernel_spec.ts";
+
+/**
+ * K/V dtypes the matrix kernel stages: f16 as it is, the 8-bit formats as their values
+ * (code times scale) rounded to f16, as an f16 cache would hold them.
+ */
+export const MATRIX_KV_DTYPES: readonly KVDtype[] = ["f16", "int8", "fp8e4m3", "fp8e5m2"];
 
 /** Threads of every matrix workgroup: four subgroups of 32 lanes (NVIDIA's, which it needs). */
 export const MATRIX_THREADS = 128;
@@ -72,7 +80,8 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
   const G = 4 / NRB;
   const THREADS = MATRIX_THREADS;
   if (
-    ![16, 32, 64].includes(RB) || spec.kvDtype !== "f16" || D % 16 !== 0 || D < 16 ||
+    ![16, 32, 64].includes(RB) || !MATRIX_KV_DTYPES.includes(spec.kvDtype) || D % 16 !== 0 ||
+    D < 16 ||
     D > 128 || (spec.headDimV ?? D) !== D || spec.workgroupSize !== THREADS
   ) {
     throw new RangeError(
@@ -82,7 +91,7 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
   }
   const T = NRB === 1 ? 64 : 32;
   const KS = D + 8;
-  const CHUNKS = D / 8;
+  const CHUNKS = (D * KV_DTYPE_INFO[spec.kvDtype].bytes) / 16;
   const SO = 16 * T;
   let FW = Math.min(T, D);
   while (D % FW !== 0) FW -= 16;

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { lines } from "./decode_step.ts";
 import type { KernelSpec } from "./kernel_spec.ts";
 import { matrixLayout } from "./matrix_layout.ts";
@@ -15,8 +16,11 @@ import { MATRIX, matrixLoad } from "./matrix_ops.ts";
 export interface MatrixStages {
   /** A tile's K and V rows from token `t0` into the registers `kw*` and `vw*`. */
   stageLoad(t0: string): string;
-  /** The registers `${w}*` (K's or V's) into the staging buffer `kv_wg` as halves. */
-  stageStore(w: string): string;
+  /**
+   * The registers `kw*` or `vw*` into the staging buffer `kv_wg` as halves (8-bit codes as their
+   * values: with per-tensor scales the kernel's `k_mul` and `v_mul`, per-token ones `sw*`).
+   */
+  stageStore(w: "kw" | "vw"): string;
   /** The query rows of round `q`, staged, then loaded as the matrices `q*` of its subgroups. */
   queryRound(q: number): string;
 }
@@ -41,10 +45,16 @@ export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
   const kGuard = (T * CHUNKS) % THREADS !== 0;
   const QV = (QR * D) / 4; // query vec4s per round
   const { left: L } = MATRIX;
+  const info = KV_DTYPE_INFO[spec.kvDtype];
+  const eightBit = info.scaled;
+  const EPC = 16 / info.bytes; // elements per 16-byte chunk
+  const tokenScales = eightBit && spec.kvScales === "token";
+  const fold = (info.unpackScale ?? 1) === 1 ? "" : ` * ${(info.unpackScale ?? 1).toFixed(1)}`;
 
   // A tile's K and V rows from token `t0` into registers `kw0`, `vw0`, `kw1`, ... (constant
-  // indices: a register array indexed in a loop went to local memory on the H200, session 47).
-  // K and V rows share their addresses (one page-table read per load when paged).
+  // indices: a register array indexed in a loop went to local memory on the H200, session 47),
+  // and with per-token scales each row's pair of scales into `sw0`, ... K and V rows share their
+  // addresses (one page-table read per load when paged).
   const stageLoad = (t0: string) =>
     lines(CK, (i) => {
       const load = `{
@@ -52,19 +62,26 @@ export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
         let tok = min(${t0} + idx / ${CHUNKS}u, tok_end - 1u);
         let a = kv_addr(kv_start, tok, kv_head) + idx % ${CHUNKS}u;
         kw${i} = k_cache[a];
-        vw${i} = v_cache[a];
+        vw${i} = v_cache[a];${
+        tokenScales ? `\n        sw${i} = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head];` : ""
+      }
       }`;
       return `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}${load}`;
     });
-  // Their stores into the staging buffer as halves.
-  const stageStore = (w: string) =>
+  // Their stores into the staging buffer as halves: f16 words as they are, 8-bit codes as their
+  // values (code times scale, and the unpacking's factor: `unpackScale`), rounded to f16.
+  const stageStore = (w: "kw" | "vw") =>
     lines(CK, (i) =>
       `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}{
         let idx = lid + ${i * THREADS}u;
-        let at = (idx / ${CHUNKS}u) * ${KS}u + (idx % ${CHUNKS}u) * 8u;
+        let at = (idx / ${CHUNKS}u) * ${KS}u + (idx % ${CHUNKS}u) * ${EPC}u;
 ${
-        lines(4, (e) =>
-          `        let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
+        eightBit
+          ? `        let u = unpack_kv(${w}${i});
+        let m = ${tokenScales ? `sw${i}.${w === "kw" ? "x" : "y"}${fold}` : `${w[0]}_mul`};
+${lines(16, (e) => `        kv_wg[at + ${e}u] = f16(u[${e >> 2}].${"xyzw"[e & 3]} * m);`)}`
+          : lines(4, (e) =>
+            `        let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
         kv_wg[at + ${2 * e}u] = h${e}.x;
         kv_wg[at + ${2 * e + 1}u] = h${e}.y;`)
       }

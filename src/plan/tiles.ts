@@ -7,6 +7,7 @@
  */
 
 import type { KVDtype } from "../core/problem.ts";
+import { MATRIX_KV_DTYPES } from "../kernels/matrix_layout.ts";
 
 /**
  * Tile and workgroup geometry shared by the planner and the kernels.
@@ -59,7 +60,7 @@ export interface TileOptions {
    */
   matrixBlocks?: boolean;
   /**
-   * Blocks of 16, 32 or 64 query rows over f16 K/V of head dims 16-128 for the GPU's matrix-unit
+   * Blocks of 16, 32 or 64 query rows over f16 or 8-bit K/V of head dims 16-128 for the GPU's matrix-unit
    * kernel (`src/kernels/matrix_kernel.ts`), where a KV group has at least 16 rows (see
    * {@linkcode matrixUnitsFit}). GPU backends set it where the caller asks for
    * `kernel: { matrixMath: true }` and the device has the kernel's features; default false.
@@ -103,17 +104,18 @@ export function matrixBlocksFit(headDim: number, headDimV: number, _kvDtype: KVD
 
 /**
  * Whether head dims and a KV dtype suit the matrix-unit kernel's blocks (`TileOptions.matrixUnits`):
- * f16 K and V of one head dim from 16 to 128 in steps of 16.
+ * K and V of one head dim from 16 to 128 in steps of 16, in f16 or an 8-bit format (int8, FP8
+ * E4M3 or E5M2, staged as their values rounded to f16).
  *
  * @example
  * ```ts
  * import { matrixUnitsFit } from "@lean/attention/plan";
- * console.log(matrixUnitsFit(128, 128, "f16"), matrixUnitsFit(128, 128, "bf16")); // true false
+ * console.log(matrixUnitsFit(128, 128, "int8"), matrixUnitsFit(128, 128, "bf16")); // true false
  * ```
  */
 export function matrixUnitsFit(headDim: number, headDimV: number, kvDtype: KVDtype): boolean {
-  return kvDtype === "f16" && headDim === headDimV && headDim % 16 === 0 && headDim >= 16 &&
-    headDim <= 128;
+  return MATRIX_KV_DTYPES.includes(kvDtype) && headDim === headDimV && headDim % 16 === 0 &&
+    headDim >= 16 && headDim <= 128;
 }
 
 function powerOfTwo(name: string, value: number, lo: number, hi: number): number {
