@@ -10,8 +10,12 @@
 #           values in f16; per-tensor and per-token scales): its tests through Dawn, the many-row
 #           cases over 8-bit K/V (bench/cases_rows8.json) checked against float64 dense and paged,
 #           the default kernels on them, and the f16 cases again (the same call's baseline).
+#   recheck after `kv8` found paged E5M2 at 1.059x of dense (int8 of the same shape 1.030x): that
+#           shape's int8 and E5M2 cases dense and paged, twice; and how many test processes the
+#           suite runner (tests/run_suite.ts) starts here (1 on a hardware GPU), with its serial
+#           path on one test file.
 set -u
-mode=${1:?usage: bash bench/h200_s51_session.sh verify|kv8}
+mode=${1:?usage: bash bench/h200_s51_session.sh verify|kv8|recheck}
 shift
 out=${OUT:-bench/results/h200_session51/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -28,6 +32,16 @@ kv8)
   rows_bench 200 matrix8 '{"matrixMath":true}' --check --paged --cases=bench/cases_rows8.json
   rows_bench 150 default8 '{}' --cases=bench/cases_rows8.json
   rows_bench 150 matrix '{"matrixMath":true}'
+  ;;
+recheck)
+  for round in 1 2; do
+    rows_bench 150 "matrix8_r$round" '{"matrixMath":true}' --paged --cases=bench/cases_rows8.json \
+      --only="qLen4 gqa64/8 32k"
+  done
+  timeout 60 deno eval 'import { suiteJobs } from "./tests/run_suite.ts";
+console.log(`suite processes here: ${await suiteJobs()}`);' >"$out/suite_jobs.txt" 2>&1
+  stamp "$(cat "$out/suite_jobs.txt")"
+  stamped_tests suite_serial.txt 120 deno task test tests/run_suite_test.ts
   ;;
 *)
   echo "unknown mode $mode" >&2

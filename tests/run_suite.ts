@@ -88,8 +88,17 @@ export function testModules(dir: string, prefix = ""): string[] {
   return found.sort();
 }
 
-/** Processes to run at once: 1 on a hardware GPU, else the machine's cores. */
-async function jobCount(): Promise<number> {
+/**
+ * Test processes to run at once: `LEAN_TEST_JOBS`, else 1 where Deno's WebGPU finds a hardware
+ * adapter, else the machine's cores.
+ *
+ * @example
+ * ```ts
+ * import { suiteJobs } from "./run_suite.ts";
+ * console.log((await suiteJobs()) >= 1); // true
+ * ```
+ */
+export async function suiteJobs(): Promise<number> {
   const set = Deno.env.get("LEAN_TEST_JOBS");
   if (set !== undefined) {
     const n = Number(set);
@@ -230,7 +239,7 @@ async function runParallel(jobs: number): Promise<number> {
 }
 
 if (import.meta.main) {
-  const jobs = Deno.args.length > 0 ? 1 : await jobCount();
+  const jobs = Deno.args.length > 0 ? 1 : await suiteJobs();
   if (jobs === 1) {
     const status = await new Deno.Command(Deno.execPath(), {
       args: [...TEST_FLAGS, "--doc", ...Deno.args],
