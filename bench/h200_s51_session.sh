@@ -14,8 +14,12 @@
 #           shape's int8 and E5M2 cases dense and paged, twice; and how many test processes the
 #           suite runner (tests/run_suite.ts) starts here (1 on a hardware GPU), with its serial
 #           path on one test file.
+#   early   after `recheck` put the paged cost at a few microseconds a pass whatever the dtype: the
+#           first tile's K/V loads (with their page-table reads) issued before the query rows are
+#           staged instead of after; the many-row cases checked against float64, dense and paged,
+#           f16 and the 8-bit cases of `recheck`'s shape and MQA int8.
 set -u
-mode=${1:?usage: bash bench/h200_s51_session.sh verify|kv8|recheck}
+mode=${1:?usage: bash bench/h200_s51_session.sh verify|kv8|recheck|early}
 shift
 out=${OUT:-bench/results/h200_session51/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -42,6 +46,11 @@ recheck)
 console.log(`suite processes here: ${await suiteJobs()}`);' >"$out/suite_jobs.txt" 2>&1
   stamp "$(cat "$out/suite_jobs.txt")"
   stamped_tests suite_serial.txt 120 deno task test tests/run_suite_test.ts
+  ;;
+early)
+  rows_bench 200 matrix '{"matrixMath":true}' --check --paged
+  rows_bench 150 matrix8 '{"matrixMath":true}' --check --paged --cases=bench/cases_rows8.json \
+    --only="qLen4 gqa64/8 32k|mqa h128/1 b8 32k int8"
   ;;
 *)
   echo "unknown mode $mode" >&2
