@@ -1,6 +1,6 @@
 /**
  * The matrix-unit decode kernel (opt-in `kernel: { matrixMath: true }`): blocks of 16, 32 or 64
- * query rows of f16 K/V at head dims up to 128, whose two products per tile (scores `S = Q K^T`
+ * query rows of f16 or 8-bit K/V at head dims up to 128, whose two products per tile (scores `S = Q K^T`
  * and the weighted sum `P V`) run on the GPU's matrix units through Dawn's experimental subgroup
  * matrices (`chromium-experimental-subgroup-matrix`: f16 x f16 -> f32, 16 x 16 x 16). The
  * operands are f16 (the queries and the weights rounded to it), the sums f32: f16-grade results,
@@ -12,9 +12,10 @@
  * softmax; with 64 rows each subgroup owns its 16 rows over the whole piece, as FlashAttention-2's
  * warps do. Per tile of `T` tokens:
  * 1. K's rows are staged as halves in workgroup memory (each thread's 16-byte loads were issued
- *    a stage ahead, into registers with constant indices: `src/kernels/matrix_stages.ts`); each subgroup multiplies its rows'
- *    query block (f16 matrices kept in registers for the piece) by every `G`th 16-token block of
- *    them and stores the scores.
+ *    a stage ahead, into registers with constant indices: `src/kernels/matrix_stages.ts`; 8-bit
+ *    codes as their values in f16); each subgroup multiplies its rows' query block (f16
+ *    matrices kept in registers for the piece) by every `G`th 16-token block of them and stores
+ *    the scores.
  * 2. V's rows replace K's in the staging buffer, and the next tile's loads are issued.
  * 3. Softmax: `2 G` lanes per row, the variant's logits, the causal limit and the window as the
  *    tiled kernel's, against each row's reference maximum, which moves only when a tile's maximum
@@ -77,15 +78,12 @@ import { matrixStagesWGSL } from "./matrix_stages.ts";
  */
 export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const D = spec.headDim;
-  const { RB, NRB, G, THREADS, T, KS, CHUNKS, CK, QR, SO, FW } = matrixLayout(spec);
+  const { RB, NRB, G, THREADS, T, KS, CHUNKS, QR, SO, FW } = matrixLayout(spec);
   const KB = D / 16, TB = T / 16, DB = D / 16;
   const LPR = 2 * G; // softmax lanes per row
   const TPL = T / LPR; // tokens per softmax lane
   const flags = spec.variant ?? {};
-  const info = KV_DTYPE_INFO[spec.kvDtype];
-  const tokenScales = info.scaled && spec.kvScales === "token";
-  const layer = info.scaled && spec.kvScales === "layer";
-  const fold = (info.unpackScale ?? 1) === 1 ? "" : ` * ${(info.unpackScale ?? 1).toFixed(1)}`;
+  const scaled = KV_DTYPE_INFO[spec.kvDtype].scaled;
   const io = ioWGSL(spec);
   const headTable = needsHeadTable("decode", flags);
   const { left: L, right: R, result: S } = MATRIX;
@@ -102,7 +100,7 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     flags.window ? " && min(t, tok_end - 1u) >= lo" : ""
   }`;
 
-  const { stageLoad, stageStore, queryRound } = matrixStagesWGSL(spec);
+  const { scales, registers, stageLoad, stageStore, queryRound } = matrixStagesWGSL(spec);
   // Thread's output pair k, in pass c = k / PP of a flush: row pr, dims d and d + 1 of its row
   // block's 16 x D (element f of that pass's 16 x FW).
   const pair = (k: number) =>
@@ -159,7 +157,7 @@ diagnostic(off, chromium.subgroup_matrix_uniformity);
 // lean-attention matrix decode kernel: D=${D} kv=${spec.kvDtype} RB=${RB} T=${T} G=${G}${
     spec.paged ? " paged" : ""
   }${spec.paged && spec.kvLayout === "HND" ? " hnd" : ""}${
-    info.scaled ? ` scales=${spec.kvScales ?? "tensor"}` : ""
+    scaled ? ` scales=${spec.kvScales ?? "tensor"}` : ""
   }
 ${PARAMS_WGSL}
 ${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
@@ -199,7 +197,7 @@ var<workgroup> row_wg: array<f32, ${3 * RB}>;
 var<workgroup> resc_wg: array<u32, 4>;
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
-${kvAddressWGSL(spec)}${info.scaled ? `\n${kvLoadWGSL(spec.kvDtype, D)}` : ""}
+${kvAddressWGSL(spec)}${scaled ? `\n${kvLoadWGSL(spec.kvDtype, D)}` : ""}
 ${io.functions}${headTable || flags.softCap ? `\n${variantFunctionsWGSL("decode", flags)}` : ""}
 
 // NaN or +inf, by bits (compilers may fold float NaN tests away).
@@ -220,15 +218,7 @@ ${kernelEntryWGSL(THREADS)}
   let so = rb * ${SO}u;
   let sr = (lr / ${LPR}u) * ${T}u;
   let pb = rb * ${16 * T}u;
-  let pw = pb + sr;${
-    !info.scaled
-      ? ""
-      : tokenScales
-      ? "\n  let n_kv = params.num_heads / params.group_size;"
-      : `\n  // The 8-bit codes' scales (times the unpacking's factor), for the staged values.
-  let k_mul = ${layer ? "kv_scales[0].x" : "params.k_scale"}${fold};
-  let v_mul = ${layer ? "kv_scales[0].y" : "params.v_scale"}${fold};`
-  }
+  let pw = pb + sr;${scales}
 ${PIECE_LOOP_WGSL}
 ${blockRowLimitsWGSL(flags, "br")}
     var m_run = NEG;
@@ -240,12 +230,7 @@ ${blockRowLimitsWGSL(flags, "br")}
 ${lines(Math.ceil(DB / G), (n) => `    var o${n} = ${S}();`)}
 ${lines(KB, (kk) => `    var q${kk} = ${L}();`)}
 ${lines(RB / QR, queryRound)}
-${
-    lines(CK, (i) =>
-      `    var kw${i} = vec4<u32>();\n    var vw${i} = vec4<u32>();${
-        tokenScales ? `\n    var sw${i} = vec2<f32>();` : ""
-      }`)
-  }
+${registers}
     if (tok_begin < tok_end) {
 ${stageLoad("tok_begin")}
     }

@@ -14,6 +14,13 @@ import { MATRIX, matrixLoad } from "./matrix_ops.ts";
 
 /** The staging statements of a matrix spec. */
 export interface MatrixStages {
+  /**
+   * Lines of the kernel's preamble for 8-bit K/V: per-tensor (or per-layer) scales as `k_mul` and
+   * `v_mul`, or with per-token scales `n_kv` (KV heads, for the scale table's rows); else "".
+   */
+  scales: string;
+  /** The piece's staging registers `kw*`, `vw*` (and per-token scales `sw*`), declared. */
+  registers: string;
   /** A tile's K and V rows from token `t0` into the registers `kw*` and `vw*`. */
   stageLoad(t0: string): string;
   /**
@@ -49,7 +56,23 @@ export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
   const eightBit = info.scaled;
   const EPC = 16 / info.bytes; // elements per 16-byte chunk
   const tokenScales = eightBit && spec.kvScales === "token";
+  const layer = eightBit && spec.kvScales === "layer";
   const fold = (info.unpackScale ?? 1) === 1 ? "" : ` * ${(info.unpackScale ?? 1).toFixed(1)}`;
+
+  const scales = !eightBit
+    ? ""
+    : tokenScales
+    ? "\n  let n_kv = params.num_heads / params.group_size;"
+    : `\n  // The 8-bit codes' scales (times the unpacking's factor), for the staged values.
+  let k_mul = ${layer ? "kv_scales[0].x" : "params.k_scale"}${fold};
+  let v_mul = ${layer ? "kv_scales[0].y" : "params.v_scale"}${fold};`;
+  const registers = lines(
+    CK,
+    (i) =>
+      `    var kw${i} = vec4<u32>();\n    var vw${i} = vec4<u32>();${
+        tokenScales ? `\n    var sw${i} = vec2<f32>();` : ""
+      }`,
+  );
 
   // A tile's K and V rows from token `t0` into registers `kw0`, `vw0`, `kw1`, ... (constant
   // indices: a register array indexed in a loop went to local memory on the H200, session 47),
@@ -111,5 +134,5 @@ ${
     }
     }
     workgroupBarrier();`;
-  return { stageLoad, stageStore, queryRound };
+  return { scales, registers, stageLoad, stageStore, queryRound };
 }
