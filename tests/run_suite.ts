@@ -146,6 +146,28 @@ export function parseSummary(output: string): Summary | undefined {
   };
 }
 
+/** The test processes running now (ended with the runner on SIGINT or SIGTERM). */
+const running = new Set<Deno.ChildProcess>();
+
+/**
+ * Ends the running test processes with the runner when it is interrupted or terminated (a CI
+ * timeout signals the runner; its children would go on otherwise).
+ */
+function endChildrenOnSignals(): void {
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    Deno.addSignalListener(signal, () => {
+      for (const child of running) {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // (Already ended.)
+        }
+      }
+      Deno.exit(code);
+    });
+  }
+}
+
 /** One `deno test` process's output (stdout and stderr as they came) and exit status. */
 async function runDeno(args: string[]): Promise<{ code: number; output: string }> {
   const child = new Deno.Command(Deno.execPath(), {
@@ -153,6 +175,8 @@ async function runDeno(args: string[]): Promise<{ code: number; output: string }
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  running.add(child);
+  child.status.finally(() => running.delete(child));
   const chunks: string[] = [];
   const decoder = () => new TextDecoderStream();
   const collect = async (stream: ReadableStream<Uint8Array>) => {
@@ -250,5 +274,6 @@ if (import.meta.main) {
     // (A process ended by a signal has code 128 plus its number, as a shell reports it.)
     Deno.exit(status.code);
   }
+  endChildrenOnSignals();
   Deno.exit(await runParallel(jobs));
 }
