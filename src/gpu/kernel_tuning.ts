@@ -164,14 +164,14 @@ export interface KernelTuning {
    */
   tiled?: boolean;
   /**
-   * Blocks of 16 or more query rows over f16 K/V of head dims 16-128 (in steps of 16) take the
-   * matrix-unit kernel where the device offers Dawn's experimental subgroup matrices (f16 x f16
+   * Blocks of 16 or more query rows over f16 or 8-bit K/V (int8, FP8 E4M3 and E5M2, staged as
+   * their values in f16) of head dims 16-128 (in steps of 16) take the matrix-unit kernel where the device offers Dawn's experimental subgroup matrices (f16 x f16
    * -> f32, 16 x 16 x 16, subgroups of 32: NVIDIA's GPUs through `@lean/attention/dawn`),
    * default false. Its products take f16 operands (queries and weights rounded to f16; sums in
    * f32), so outputs carry f16-grade errors (within 2e-3 of float64) for faster decodes where
-   * many query rows share a KV head: on the H200 through Dawn 0.54x of the default kernels' time
-   * at MQA h128/1 b8 32k, 0.72-0.87x with 2-8 query tokens over GQA groups, 0.99x at qLen 4 GQA
-   * 16k (session 48). Ignored where the device lacks the feature, and for other shapes. See
+   * many query rows share a KV head: on the H200 through Dawn 0.26x of the default kernels' time
+   * at MQA h128/1 b8 32k, 0.40-0.57x with 2-8 query tokens over GQA groups, 0.70x at qLen 4 GQA
+   * 16k, and 0.13-0.63x over 8-bit K/V (session 51). Ignored where the device lacks the feature, and for other shapes. See
    * `src/kernels/matrix_kernel.ts`.
    */
   matrixMath?: boolean;

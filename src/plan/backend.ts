@@ -65,8 +65,8 @@ export interface DeviceProfile {
   readonly matrixBlocks?: boolean;
   /**
    * GPU backends that run the matrix-unit kernel (`kernel: { matrixMath: true }` on a device with
-   * Dawn's f16 subgroup matrices): plans cut blocks of 16-64 query rows for f16 K/V of head dims
-   * up to 128 (`TileOptions.matrixUnits`). Absent: false.
+   * Dawn's f16 subgroup matrices): plans cut blocks of 16-64 query rows for f16 or 8-bit K/V of head
+   * dims up to 128 (`TileOptions.matrixUnits`). Absent: false.
    */
   readonly matrixUnits?: boolean;
 }

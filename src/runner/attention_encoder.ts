@@ -143,7 +143,8 @@ export class AttentionEncoder {
       // MLA-sized row groups get the tiled kernel's blocks where the device holds it.
       matrixBlocks: options.kernel?.tiled !== false &&
         tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize),
-      // Row groups of 16 or more over f16 K/V take the matrix kernel where asked and offered.
+      // Row groups of 16 or more over f16 or 8-bit K/V take the matrix kernel where asked and
+      // offered.
       matrixUnits: options.kernel?.matrixMath === true && matrixUnitsOn(ctx.caps),
       matrixUnitRows: options.kernel?.matrixRows,
     };
