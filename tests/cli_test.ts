@@ -355,13 +355,41 @@ Deno.test("runCli bench takes --q-len and --matrix-math, and says what ran", asy
   const json = captureIO();
   assert.equal(await runCli([...argv, "--json"], json), 0, json.stderr);
   const report = JSON.parse(json.stdout);
-  assert.deepEqual(report.shape, { batch: 1, numHeads: 8, numKVHeads: 2, headDim: 16, qLen: 4 });
+  assert.deepEqual(report.shape, {
+    batch: 1,
+    numHeads: 8,
+    numKVHeads: 2,
+    headDim: 16,
+    qLen: 4,
+    kvDtype: "f16",
+  });
   assert.equal(report.matrixUnits, false);
   for (const bad of ["--q-len=0", "--q-len=17"]) {
     const err = captureIO();
     assert.equal(await runCli(["bench", "--backend=cpu", bad], err), 2);
     assert.match(err.stderr, /Flag --q-len must be an integer from 1 to 16/);
   }
+});
+
+Deno.test("runCli bench takes --kv-dtype: 8-bit K/V with one scale per tensor", async () => {
+  const argv = ["bench", "--backend=cpu", "--contexts=40", "--heads=4", "--kv-heads=2"];
+  const common = [...argv, "--head-dim=16", "--strategies=lean", "--runs=1"];
+  for (const dtype of ["int8", "fp8e4m3"]) {
+    const io = captureIO();
+    assert.equal(await runCli([...common, `--kv-dtype=${dtype}`], io), 0, io.stderr);
+    assert.match(io.stdout, new RegExp(`head dim 16, qLen 1, ${dtype} KV; median`));
+    const json = captureIO();
+    assert.equal(await runCli([...common, `--kv-dtype=${dtype}`, "--json"], json), 0);
+    const report = JSON.parse(json.stdout);
+    assert.equal(report.shape.kvDtype, dtype);
+    // GB/s counts the 8-bit bytes: half of f16's per token.
+    const row = report.rows[0];
+    assert.ok(Math.abs(row.kvGBps * row.medianMs * 1e6 - 2 * 40 * 2 * 16) < 1e-6 * 2560);
+  }
+  const err = captureIO();
+  assert.equal(await runCli([...argv, "--kv-dtype=int4"], err), 2);
+  assert.match(err.stderr, /--kv-dtype/);
+  assert.match(err.stderr, /int4/);
 });
 
 Deno.test("runCli demo takes --q-len and --matrix-math, and says what ran", async () => {

@@ -107,7 +107,8 @@ export const Q_LEN_FLAG: {
 export const MATRIX_MATH_FLAG: { readonly kind: "boolean"; readonly help: string } = {
   kind: "boolean",
   help: "the f16 matrix-unit kernel where the device has it (Dawn on NVIDIA: --backend=dawn), " +
-    "for 16+ query rows per KV head; f16-grade results (kernel: { matrixMath: true })",
+    "for 16+ query rows per KV head over f16 or 8-bit KV; f16-grade results " +
+    "(kernel: { matrixMath: true })",
 };
 
 /**

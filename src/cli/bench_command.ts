@@ -8,7 +8,8 @@
  */
 
 import type { BackendName } from "../plan/backend.ts";
-import { STRATEGIES, type Strategy } from "../core/problem.ts";
+import { type KVDtype, STRATEGIES, type Strategy } from "../core/problem.ts";
+import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { formatUsage, MATRIX_MATH_FLAG, parseFlags, Q_LEN_FLAG, UsageError } from "./args.ts";
 import { timingNote } from "./backend_choice.ts";
 import { demoBatch } from "./demo_batch.ts";
@@ -49,6 +50,11 @@ export const BENCH_FLAGS = {
   "kv-heads": { kind: "integer", min: 1, max: 256, help: "KV heads (default 8)" },
   "head-dim": { kind: "integer", min: 8, max: 256, help: "head dimension (default 128)" },
   "q-len": Q_LEN_FLAG,
+  "kv-dtype": {
+    kind: "choice",
+    choices: ["f16", "bf16", "f32", "int8", "fp8e4m3", "fp8e5m2"],
+    help: "K/V dtype (default f16; the 8-bit ones with one scale per tensor)",
+  },
   "matrix-math": MATRIX_MATH_FLAG,
   strategies: {
     kind: "string",
@@ -76,8 +82,8 @@ export const BENCH_FLAGS = {
  */
 export const BENCH_USAGE: string = formatUsage(
   "lean-attention bench",
-  "Times every strategy over a sweep of context lengths (f16 KV) with the backend's\n" +
-    "kernel timer, and prints a table or JSON.",
+  "Times every strategy over a sweep of context lengths (f16 KV unless --kv-dtype says otherwise)\n" +
+    "with the backend's kernel timer, and prints a table or JSON.",
   BENCH_FLAGS,
 );
 
@@ -134,8 +140,15 @@ export interface BenchReport {
   device: string;
   /** Lean grid. */
   grid: number;
-  /** Shape shared by all cases. */
-  shape: { batch: number; numHeads: number; numKVHeads: number; headDim: number; qLen: number };
+  /** Shape shared by all cases (`kvDtype` absent: f16). */
+  shape: {
+    batch: number;
+    numHeads: number;
+    numKVHeads: number;
+    headDim: number;
+    qLen: number;
+    kvDtype?: KVDtype;
+  };
   /**
    * Whether the matrix-unit kernel ran (asked for with `--matrix-math` and offered by the
    * device; it takes KV groups of 16 or more query rows).
@@ -199,9 +212,9 @@ export function formatBenchTable(report: BenchReport): string {
     `backend ${report.backend} (${report.reason}); ${report.device}, grid ${report.grid}`,
     ...(report.note ? [`note: ${report.note}`] : []),
     `${report.shape.batch} x context, ${report.shape.numHeads}/${report.shape.numKVHeads} heads, ` +
-    `head dim ${report.shape.headDim}, qLen ${report.shape.qLen}, f16 KV${
-      report.matrixUnits ? ", matrix units" : ""
-    }; median of ${report.runs} kernel timings${
+    `head dim ${report.shape.headDim}, qLen ${report.shape.qLen}, ${
+      report.shape.kvDtype ?? "f16"
+    } KV${report.matrixUnits ? ", matrix units" : ""}; median of ${report.runs} kernel timings${
       stream ? ` (ms: each call alone; b2b ms: per call, calls back to back)` : ""
     }`,
     "",
@@ -254,6 +267,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
   const headDim = flags["head-dim"] ?? 128;
   const batch = flags.batch ?? 1;
   const qLen = flags["q-len"] ?? 1;
+  const kvDtype = (flags["kv-dtype"] ?? "f16") as KVDtype;
   if (numHeads % numKVHeads !== 0) {
     throw new UsageError(
       `Flag --heads must be a multiple of --kv-heads (${numKVHeads}): got ${numHeads}`,
@@ -276,7 +290,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
     // silent compile (the cases share them: same head dim, dtype and rows per block).
     for (const context of contexts) {
       const seqLens: number[] = Array(batch).fill(context);
-      await decoder.warmup({ seqLens, numHeads, numKVHeads, headDim, qLen, kvDtype: "f16" }, {
+      await decoder.warmup({ seqLens, numHeads, numKVHeads, headDim, qLen, kvDtype }, {
         strategies,
       });
     }
@@ -290,9 +304,10 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
         numKVHeads,
         headDim,
         qLen,
+        kvDtype,
         seed: context,
       });
-      const kvBytes = 2 * batch * context * numKVHeads * headDim * 2;
+      const kvBytes = 2 * batch * context * numKVHeads * headDim * KV_DTYPE_INFO[kvDtype].bytes;
       for (const strategy of strategies) {
         // GPUs: calls back to back too (~2 ms per sample); the CPU has no pass to start.
         const timing = await decoder.timeKernels({ ...input, strategy }, {
@@ -320,7 +335,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
       ...(note ? { note } : {}),
       device: decoder.profile.name,
       grid: decoder.profile.grid,
-      shape: { batch, numHeads, numKVHeads, headDim, qLen },
+      shape: { batch, numHeads, numKVHeads, headDim, qLen, kvDtype },
       matrixUnits: decoder.profile.matrixUnits === true,
       runs,
       rows,

@@ -5,8 +5,8 @@
  * @module
  */
 
-import { encodeKV } from "../core/dtypes.ts";
-import type { DecodeInput } from "../core/problem.ts";
+import { dynamicKVScales, encodeKV, KV_DTYPE_INFO } from "../core/dtypes.ts";
+import type { DecodeInput, KVDtype } from "../core/problem.ts";
 import { gaussian, seededRandom } from "./random.ts";
 
 /**
@@ -41,19 +41,26 @@ export interface DemoBatchOptions {
   headDim?: number;
   /** Query tokens per sequence (default 1). */
   qLen?: number;
+  /**
+   * K/V dtype (default `"f16"`); the 8-bit ones with one scale per tensor, its largest value at
+   * the format's largest code.
+   */
+  kvDtype?: KVDtype;
   /** Seed of the data (default 0x1ea4). */
   seed?: number;
 }
 
 /**
  * Builds a decode batch with unit-variance q, k and v, so scores `q.k / sqrt(headDim)` are about
- * N(0, 1) as in a trained model's decode step. K and V are f16.
+ * N(0, 1) as in a trained model's decode step. K and V are f16 unless `kvDtype` says otherwise.
  *
  * @example
  * ```ts
  * import { demoBatch } from "@lean/attention/cli";
  * const input = demoBatch({ seqLens: [10, 20], numHeads: 4, numKVHeads: 2, headDim: 16 });
  * console.log(input.q.length, input.k.length, input.kvDtype); // 128 960 f16
+ * const int8 = demoBatch({ seqLens: [10], numHeads: 2, numKVHeads: 1, headDim: 16, kvDtype: "int8" });
+ * console.log(int8.k.constructor.name, typeof int8.kScale); // Int8Array number
  * ```
  */
 export function demoBatch(options: DemoBatchOptions = {}): DecodeInput {
@@ -67,15 +74,20 @@ export function demoBatch(options: DemoBatchOptions = {}): DecodeInput {
   const q = gaussian(seqLens.length * qLen * numHeads * headDim, 1, rand);
   const k = gaussian(tokens * numKVHeads * headDim, 1, rand);
   const v = gaussian(tokens * numKVHeads * headDim, 1, rand);
+  const kvDtype = options.kvDtype ?? "f16";
+  const base = { q, seqLens, numHeads, numKVHeads, headDim, qLen, kvDtype };
+  if (!KV_DTYPE_INFO[kvDtype].scaled) {
+    return { ...base, k: encodeKV(k, kvDtype), v: encodeKV(v, kvDtype) };
+  }
+  // One scale per tensor: the largest of the per-row scales.
+  const scale = (x: Float32Array) =>
+    dynamicKVScales(x, kvDtype, { headDim }).reduce((a, b) => Math.max(a, b), 0) || 1;
+  const kScale = scale(k), vScale = scale(v);
   return {
-    q,
-    k: encodeKV(k, "f16"),
-    v: encodeKV(v, "f16"),
-    seqLens,
-    numHeads,
-    numKVHeads,
-    headDim,
-    qLen,
-    kvDtype: "f16",
+    ...base,
+    k: encodeKV(k, kvDtype, { scale: kScale }),
+    v: encodeKV(v, kvDtype, { scale: vScale }),
+    kScale,
+    vScale,
   };
 }
