@@ -72,7 +72,7 @@ Deno.test("matrix units: blocks of 16-64 rows over f16 K/V of head dims 16-128",
 });
 
 Deno.test("the matrix kernel over 8-bit K/V: 16 codes per load, staged as scaled f16 values", () => {
-  const spec = (kvDtype: "int8" | "fp8e4m3" | "fp8e5m2", kvScales?: "token" | "layer") =>
+  const spec = (kvDtype: "f16" | "int8" | "fp8e4m3" | "fp8e5m2", kvScales?: "token" | "layer") =>
     kernelSpec(
       {
         problem: { headDim: 128, kvDtype },
@@ -83,13 +83,7 @@ Deno.test("the matrix kernel over 8-bit K/V: 16 codes per load, staged as scaled
       false,
       kvScales,
     );
-  const f16 = matrixLayout(kernelSpec(
-    {
-      problem: { headDim: 128, kvDtype: "f16" },
-      tiles: tileConfig({ headDim: 128, rowsPerGroup: 64, kvDtype: "f16" }, { matrixUnits: true }),
-    },
-    CAPS,
-  ));
+  const f16 = matrixLayout(spec("f16"));
   const keys = new Set<string>();
   for (const [dtype, scales] of [["int8"], ["fp8e4m3", "token"], ["fp8e5m2", "layer"]] as const) {
     const s = spec(dtype, scales);
