@@ -3,7 +3,8 @@
  * Dawn on lavapipe (CI) with Dawn's subgroup matrices emulated in plain WGSL
  * (tests/matrix_emulation.ts), against the float64 reference. Everything but the matrix units'
  * own arithmetic runs as on the GPU: the staging, the softmax and its lazy rescaling (scores that
- * rise tile after tile), flushes through the score region in two passes (head dim 96), masked
+ * rise tile after tile), each tile's scores in two parts of the dims and flushes through the score
+ * region in five passes (head dim 160, whose ten dim blocks four subgroups share unevenly), masked
  * tiles token by token (causal edges of qLen 4, windows), the variant hooks, ragged
  * batches with an empty request, and workgroups whose pieces cross sequences (small grids). The
  * emulation found a kernel bug (a piece's f32 sums declared without an initializer kept the last
@@ -32,15 +33,16 @@ import {
 const HALF_TOLERANCE = 2e-3;
 
 /**
- * 16 rows (GQA 4 x qLen 4) at head dim 96: causal edges, a ragged batch, an empty request; its six
- * dim blocks over four subgroups, and flushes in two passes of 48 dims (some subgroups' blocks in
- * one pass, some in the other).
+ * 16 rows (GQA 4 x qLen 4) at head dim 160: causal edges, a ragged batch, an empty request; 32-token
+ * tiles whose scores two subgroups take in two parts of the dims each (the layout of head dims
+ * above 128), its ten dim blocks over four subgroups, and flushes in five passes of 32 dims (a
+ * subgroup's blocks in some passes, not in others).
  */
 const ROWS16: CaseSpec = {
   seqLens: [300, 77, 0],
   numHeads: 8,
   numKVHeads: 2,
-  headDim: 96,
+  headDim: 160,
   qLen: 4,
   kvDtype: "f16",
   seed: 51,

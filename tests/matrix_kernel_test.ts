@@ -41,7 +41,7 @@ const CAPS = {
   workgroupBytes: 49152,
 };
 
-Deno.test("matrix units: blocks of 16-64 rows over f16 K/V of head dims 16-128", () => {
+Deno.test("matrix units: blocks of 16-64 rows over f16 K/V of head dims 16-128, 16 rows to 256", () => {
   const blocks = (rowsPerGroup: number, headDim = 128, matrixUnits = true, kvDtype = "f16") => {
     const t = tileConfig(
       { headDim, rowsPerGroup, kvDtype: kvDtype as "f16" },
@@ -54,13 +54,36 @@ Deno.test("matrix units: blocks of 16-64 rows over f16 K/V of head dims 16-128",
   assert.deepEqual(blocks(64), [64, 1]);
   assert.deepEqual(blocks(128), [64, 2]);
   assert.deepEqual(blocks(16, 64), [16, 1]);
+  // Above head dim 128, blocks of 16 rows (whatever the cap asks, up to it).
+  assert.deepEqual(blocks(128, 256), [16, 8]);
+  assert.deepEqual(blocks(24, 160), [16, 2]);
+  assert.deepEqual(
+    [64, 16].map((cap) =>
+      tileConfig({ headDim: 256, rowsPerGroup: 32, kvDtype: "f16" }, {
+        matrixUnits: true,
+        matrixUnitRows: cap,
+      }).rowsPerBlock
+    ),
+    [16, 16],
+  );
   // Fewer rows, the option off, other head dims or dtypes: the decode kernel's blocks.
   assert.deepEqual(blocks(8), [8, 1]);
   assert.deepEqual(blocks(128, 128, false), [8, 16]);
-  assert.deepEqual(blocks(128, 256), [4, 32]);
+  assert.deepEqual(blocks(128, 256, false), [4, 32]);
   assert.deepEqual(blocks(128, 128, true, "bf16"), [8, 16]);
+  assert.deepEqual(blocks(16, 288), [4, 4]);
   assert.ok(matrixUnitsFit(16, 16, "f16") && matrixUnitsFit(96, 96, "f16"));
-  for (const [d, dv, dtype] of [[128, 64, "f16"], [136, 136, "f16"], [120, 120, "f16"]] as const) {
+  assert.ok(matrixUnitsFit(160, 160, "f16") && matrixUnitsFit(256, 256, "fp8e4m3"));
+  for (
+    const [d, dv, dtype] of [
+      [128, 64, "f16"],
+      [136, 136, "f16"],
+      [120, 120, "f16"],
+      [144, 144, "f16"],
+      [288, 288, "f16"],
+      [256, 128, "f16"],
+    ] as const
+  ) {
     assert.ok(!matrixUnitsFit(d, dv, dtype), `${d}/${dv}`);
   }
   // 8-bit codes are staged as their values in f16; bf16 and f32 are not.
@@ -165,6 +188,43 @@ Deno.test("the matrix kernel's device check, choice, layout, key and WGSL", () =
     assert.ok(wgsl.includes("select(vec2<f32>(0.0), p * v, p >= 0.0)"));
   }
   assert.equal(keys.size, 3);
+  // Head dims above 128: 16 rows, 32-token tiles, each token block's scores in two parts of the
+  // dims (each subgroup keeps its part's query matrices) that the softmax adds; 2 workgroups per
+  // multiprocessor by workgroup memory (below about 27 KB).
+  for (const d of [160, 192, 224, 256]) {
+    const spec = kernelSpec(plan(16, d), CAPS);
+    const l = matrixLayout(spec);
+    assert.deepEqual([l.RB, l.G, l.KP, l.T, l.FW], [16, 4, 2, 32, 32], `d${d}`);
+    assert.ok(l.bytes <= 27 * 1024, `d${d}: ${l.bytes} bytes`);
+    const wgsl = matrixKernelWGSL(spec);
+    assert.ok(wgsl.includes("let kp = g / 2u;"), `d${d}`);
+    assert.ok(wgsl.includes(`var q${d / 32 - 1} = `) && !wgsl.includes(`var q${d / 32} = `));
+    assert.ok(
+      wgsl.includes("var s0 = so_wg[so + sr + i0 + 0u] + so_wg[so + 512u + sr + i0 + 0u];"),
+    );
+    assert.ok(
+      wgsl.includes(
+        "subgroupMatrixStore<row_major>(&so_wg, so + kp * 512u + 16u * (g % 2u), s, 32u)",
+      ),
+    );
+    // One score store per subgroup, and each flush's stores of its dim blocks: at d256 a
+    // subgroup's four blocks (g, g + 4, ...) each guarded in the two passes of 32 dims that may
+    // hold it, in the loop's flush and the final one.
+    if (d === 256) assert.equal(wgsl.match(/subgroupMatrixStore/g)?.length, 1 + 2 * 4 * 2);
+    let bytes = 0;
+    for (const [, type, n] of wgsl.matchAll(/var<workgroup> \w+: array<(f16|f32|u32), (\d+)>/g)) {
+      const size = Number(n) * (type === "f16" ? 2 : 4);
+      assert.equal(size % 16, 0, `d${d}: an array of ${n} ${type}`);
+      bytes += size;
+    }
+    assert.equal(bytes, l.bytes, `d${d}`);
+    keys.add(specKey("decode", spec));
+  }
+  assert.equal(keys.size, 7);
+  assert.throws(
+    () => matrixLayout({ ...kernelSpec(plan(16, 256), CAPS), rowsPerBlock: 32 }),
+    RangeError,
+  );
   assert.ok([...keys].every((k) => k.includes(":matrix")));
   // Each block size has a grid class of its own (session 48's took the decode kernel's 8-row
   // class, so its calibrated grids were dropped); a class not calibrated falls back to the
@@ -311,6 +371,27 @@ const MATRIX_SHAPES: readonly CaseSpec[] = [
   },
   // MQA h128/1 at d32: two blocks of 64.
   { seqLens: [257], numHeads: 128, numKVHeads: 1, headDim: 32, kvDtype: "f16", seed: 44 },
+  // GQA 8 x qLen 2 at d256 (16 rows, as Qwen3-Next's 16/2 heads with two tokens a step):
+  // 32-token tiles whose scores take two parts of the dims; causal edges, an empty request.
+  {
+    seqLens: [600, 45, 0],
+    numHeads: 16,
+    numKVHeads: 2,
+    headDim: 256,
+    qLen: 2,
+    kvDtype: "f16",
+    seed: 52,
+  },
+  // GQA 4 x qLen 4 at d160: 10 dim blocks over 4 subgroups, flushes in five passes.
+  {
+    seqLens: [140, 66],
+    numHeads: 8,
+    numKVHeads: 2,
+    headDim: 160,
+    qLen: 4,
+    kvDtype: "f16",
+    seed: 53,
+  },
 ];
 
 /** The reference's errors of a result, with the empty rows' -Infinity LSE compared as 0. */
@@ -349,13 +430,22 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
       "scores that rise along the sequence",
       risingKeysInput(MATRIX_SHAPES[1], 1000, 49),
     ]);
+    cases.push([
+      "scores that rise along the sequence, d256",
+      risingKeysInput(MATRIX_SHAPES[5], 600, 50),
+    ]);
     // A non-finite V in the last token: the rows of earlier query positions do not see it.
     const poisoned = makeInput({ ...MATRIX_SHAPES[1], seqLens: [200], seed: 46 });
     const v = poisoned.v as Uint16Array;
     v.fill(0x7c00, v.length - 128 * 2, v.length); // +inf halves, both KV heads' last rows
     cases.push(["non-finite V unseen", poisoned]);
     // 8-bit codes, staged as their values in f16: per-tensor and per-token scales.
-    const eightBit = [[0, "int8", "tensor"], [1, "fp8e4m3", "token"], [2, "fp8e5m2", "tensor"]];
+    const eightBit = [
+      [0, "int8", "tensor"],
+      [1, "fp8e4m3", "token"],
+      [2, "fp8e5m2", "tensor"],
+      [5, "fp8e4m3", "token"],
+    ];
     for (const [i, kvDtype, kvScales] of eightBit as [number, "int8", "tensor"][]) {
       const input = makeInput({
         ...MATRIX_SHAPES[i],
@@ -391,7 +481,7 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
       assert.ok(e.out < HALF_TOLERANCE, `out ${what}: relative L2 error ${e.out}`);
       // f16 queries carry a relative error, so large scores (the rising case's LSE reaches 37)
       // move the LSE in proportion: there the bound is 5e-4 of its size (f16's 2^-11).
-      const lseScale = what === "scores that rise along the sequence" ? e.lseSize / 4 : 1;
+      const lseScale = what.startsWith("scores that rise along the sequence") ? e.lseSize / 4 : 1;
       assert.ok(e.lse < HALF_TOLERANCE * lseScale, `lse ${what}: max abs error ${e.lse}`);
       const f32 = await plain.decode(input);
       assert.ok(!sameBits(got.out, f32.out), `${what}: the matrix kernel ran`);

@@ -26,7 +26,7 @@ import type { Plan } from "../plan/plan.ts";
 import { variantFlags } from "../core/variant_options.ts";
 import { TILED_THREADS, tiledWorkgroupBytes } from "../kernels/tiled_layout.ts";
 import { matrixBlocksFit, matrixUnitsFit } from "../plan/tiles.ts";
-import { MATRIX_THREADS, matrixLayout } from "../kernels/matrix_layout.ts";
+import { MATRIX_MAX_HEAD_DIM, MATRIX_THREADS, matrixLayout } from "../kernels/matrix_layout.ts";
 
 import type { KernelTuning } from "./kernel_tuning.ts";
 
@@ -61,7 +61,7 @@ export function kernelSpec(
   if (rowsPerBlock >= 16 && matrixBlocksFit(headDim, headDimV, kvDtype)) {
     return { ...tiledSpec(plan, caps, paged), ...scales };
   }
-  // Blocks of 16+ rows at head dims up to 128 come only from plans cut for the matrix kernel
+  // Blocks of 16+ rows at head dims up to 256 come only from plans cut for the matrix kernel
   // (`TileOptions.matrixUnits`, which the backends set where the device has it).
   if (rowsPerBlock >= 16 && matrixUnitsFit(headDim, headDimV, kvDtype)) {
     if (!matrixUnitsOn(caps)) {
@@ -287,11 +287,14 @@ export function matrixUnitsOn(caps: KernelCaps): boolean {
     MATRIX_LARGEST_BYTES <= (caps.workgroupBytes ?? 16384);
 }
 
-/** Workgroup memory of the matrix kernel's largest layout (head dim 128; 16 rows since session 50). */
+/**
+ * Workgroup memory of the matrix kernel's largest layout (head dim 128 at 16 rows since session
+ * 50; head dim 256 takes blocks of 16 rows alone).
+ */
 const MATRIX_LARGEST_BYTES = Math.max(
-  ...[16, 32, 64].map((rowsPerBlock) =>
+  ...[[128, 16], [128, 32], [128, 64], [MATRIX_MAX_HEAD_DIM, 16]].map(([headDim, rowsPerBlock]) =>
     matrixLayout({
-      headDim: 128,
+      headDim,
       kvDtype: "f16",
       tileTokens: 64,
       rowsPerBlock,

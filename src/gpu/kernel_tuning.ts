@@ -165,7 +165,7 @@ export interface KernelTuning {
   tiled?: boolean;
   /**
    * Blocks of 16 or more query rows over f16 or 8-bit K/V (int8, FP8 E4M3 and E5M2, staged as
-   * their values in f16) of head dims 16-128 (in steps of 16) take the matrix-unit kernel where the device offers Dawn's experimental subgroup matrices (f16 x f16
+   * their values in f16) of head dims 16-128 (in steps of 16; 160-256 in steps of 32, in blocks of 16 rows) take the matrix-unit kernel where the device offers Dawn's experimental subgroup matrices (f16 x f16
    * -> f32, 16 x 16 x 16, subgroups of 32: NVIDIA's GPUs through `@lean/attention/dawn`),
    * default false. Its products take f16 operands (queries and weights rounded to f16; sums in
    * f32), so outputs carry f16-grade errors (within 2e-3 of float64) for faster decodes where

@@ -13,6 +13,7 @@ import { openGpuContext } from "./gpu_context.ts";
 import { notify, type ProgressListener } from "../core/progress.ts";
 import type { TileOptions } from "../plan/tiles.ts";
 import { tiledFitsDevice } from "../kernels/tiled_layout.ts";
+import { MATRIX_MAX_HEAD_DIM } from "../kernels/matrix_layout.ts";
 import { kernelSpec, matrixUnitsOn } from "./kernel_choice.ts";
 import type { KernelTuning } from "./kernel_tuning.ts";
 import { WebGPUBackend } from "./webgpu_backend.ts";
@@ -81,10 +82,15 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       const tiled = tuning.tiled !== false &&
         tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize);
       if (tiled) classes.push({ headDim: 576, headDimV: 512, rows: 64 });
-      // The matrix kernel's blocks, where it runs.
-      if (matrixUnits) classes.push(...[16, 32, 64].map((rows) => ({ headDim: 128, rows })));
+      // The matrix kernel's blocks, where it runs (head dims above 128: blocks of 16 rows alone).
+      if (matrixUnits) {
+        classes.push(
+          ...[16, 32, 64].map((rows) => ({ headDim: 128, rows })),
+          { headDim: MATRIX_MAX_HEAD_DIM, rows: 16 },
+        );
+      }
       for (const [i, { headDim, rows, headDimV }] of classes.entries()) {
-        const matrixClass = matrixUnits && headDim === 128 && rows >= 16;
+        const matrixClass = matrixUnits && headDim <= MATRIX_MAX_HEAD_DIM && rows >= 16;
         notify(onProgress, {
           stage: "calibrate",
           message: `calibrating the lean grid (${rows} row${rows > 1 ? "s" : ""} per block, ` +

@@ -161,7 +161,7 @@ export function kernelTableKey(headDim: number, rowsPerBlock: number): string {
 /**
  * The class of a block shape for lean grids (`DeviceProfile.gridByClass`): the kernel table's
  * class, or for the tiled kernel's matrix blocks (more than 8 rows over head dims above 256)
- * `"tiled r<rows>"`, and for the matrix-unit kernel's (more than 8 rows at head dims up to 128)
+ * `"tiled r<rows>"`, and for the matrix-unit kernel's (more than 8 rows at head dims up to 256)
  * `"matrix r<rows> d<class>"`, since those run far fewer workgroups at once than any table class
  * (a table class's key would take the decode kernel's grid of 8-row blocks). With an
  * 8-bit `kvDtype`, a table class's key names the dtype too (`"r1 d128 fp8e4m3"`): its kernels

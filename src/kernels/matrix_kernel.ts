@@ -1,6 +1,7 @@
 /**
  * The matrix-unit decode kernel (opt-in `kernel: { matrixMath: true }`): blocks of 16, 32 or 64
- * query rows of f16 or 8-bit K/V at head dims up to 128, whose two products per tile (scores `S = Q K^T`
+ * query rows of f16 or 8-bit K/V at head dims up to 128 (blocks of 16 rows up to 256), whose two
+ * products per tile (scores `S = Q K^T`
  * and the weighted sum `P V`) run on the GPU's matrix units through Dawn's experimental subgroup
  * matrices (`chromium-experimental-subgroup-matrix`: f16 x f16 -> f32, 16 x 16 x 16). The
  * operands are f16 (the queries and the weights rounded to it), the sums f32: f16-grade results,
@@ -10,7 +11,9 @@
  * A workgroup is four subgroups of 32 lanes. Each 16 rows of the block belong to `G` of them (4,
  * 2 or 1 at 16, 32 or 64 rows: `src/kernels/matrix_layout.ts`), which share its scores and
  * softmax; with 64 rows each subgroup owns its 16 rows over the whole piece, as FlashAttention-2's
- * warps do. Per tile of `T` tokens:
+ * warps do. Above head dim 128 tiles have 32 tokens (64 tokens' staging loads would not fit the
+ * registers), so a tile's two 16-token blocks are scored by four subgroups, each over half the
+ * dims (and keeping only that half's query matrices), and the softmax adds the halves. Per tile of `T` tokens:
  * 1. K's rows are staged as halves in workgroup memory (each thread's 16-byte loads were issued
  *    a stage ahead, into registers with constant indices: `src/kernels/matrix_stages.ts`; 8-bit
  *    codes as their values in f16); each subgroup multiplies its rows' query block (f16
@@ -78,8 +81,9 @@ import { matrixStagesWGSL } from "./matrix_stages.ts";
  */
 export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const D = spec.headDim;
-  const { RB, NRB, G, THREADS, T, KS, CHUNKS, QR, SO, FW } = matrixLayout(spec);
-  const KB = D / 16, TB = T / 16, DB = D / 16;
+  const { RB, NRB, G, KP, THREADS, T, KS, CHUNKS, QR, SO, FW } = matrixLayout(spec);
+  // Query (and K) dim blocks per subgroup: all of them, or its part's (KP > 1).
+  const KB = D / 16 / KP, TB = T / 16, DB = D / 16;
   const LPR = 2 * G; // softmax lanes per row
   const TPL = T / LPR; // tokens per softmax lane
   const flags = spec.variant ?? {};
@@ -101,6 +105,27 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   }`;
 
   const { scales, registers, stageLoad, stageStore, queryRound } = matrixStagesWGSL(spec);
+  // Scores of 16-token block `jb` (over the subgroup's part `kp` of the dims where KP > 1: the
+  // part's sums go to the part's 16 x T of the block's region).
+  const scoreBlock = (jb: string) =>
+    `      {
+        var s = ${S}();
+${
+      lines(KB, (kk) =>
+        `        s = subgroupMatrixMultiplyAccumulate(q${kk}, ${
+          matrixLoad(
+            R,
+            "&kv_wg",
+            `16u * ${jb} * ${KS}u + ${KP === 1 ? "" : `kp * ${16 * KB}u + `}${16 * kk}u`,
+            true,
+            `${KS}u`,
+          )
+        }, s);`)
+    }
+        ${
+      matrixStore("&so_wg", `so + ${KP === 1 ? "" : `kp * ${16 * T}u + `}16u * ${jb}`, "s", `${T}u`)
+    };
+      }`;
   // Thread's output pair k, in pass c = k / PP of a flush: row pr, dims d and d + 1 of its row
   // block's 16 x D (element f of that pass's 16 x FW).
   const pair = (k: number) =>
@@ -218,7 +243,10 @@ ${kernelEntryWGSL(THREADS)}
   let so = rb * ${SO}u;
   let sr = (lr / ${LPR}u) * ${T}u;
   let pb = rb * ${16 * T}u;
-  let pw = pb + sr;${scales}
+  let pw = pb + sr;${
+    KP === 1 ? "" : `
+  let kp = g / ${TB}u; // the subgroup's part of the dims`
+  }${scales}
 ${PIECE_LOOP_WGSL}
 ${blockRowLimitsWGSL(flags, "br")}
     var m_run = NEG;
@@ -241,19 +269,7 @@ ${stageLoad("tok_begin")}
       }
 ${stageStore("kw")}
       workgroupBarrier();
-${
-    dealt(TB, (jb) =>
-      `      {
-        var s = ${S}();
-${
-        lines(KB, (kk) =>
-          `        s = subgroupMatrixMultiplyAccumulate(q${kk}, ${
-            matrixLoad(R, "&kv_wg", `16u * ${jb} * ${KS}u + ${16 * kk}u`, true, `${KS}u`)
-          }, s);`)
-      }
-        ${matrixStore("&so_wg", `so + 16u * ${jb}`, "s", `${T}u`)};
-      }`)
-  }
+${KP === 1 ? dealt(TB, scoreBlock) : scoreBlock(`(g % ${TB}u)`)}
       workgroupBarrier();
 ${stageStore("vw")}
       // The next tile's K and V fly during the softmax and the products.
@@ -263,7 +279,14 @@ ${stageLoad(`(tile0 + ${T}u)`)}
       // The lane's tokens i0 .. i0 + ${TPL - 1}, their scores kept in registers (constant indices).
       let i0 = part * ${TPL}u;
       var mx = NEG;
-${lines(TPL, (x) => `      var s${x} = so_wg[so + sr + i0 + ${x}u];`)}
+${
+    lines(TPL, (x) =>
+      `      var s${x} = ${
+        lines(KP, (h) =>
+          `so_wg[so + ${h === 0 ? "" : `${h * 16 * T}u + `}sr + i0 + ${x}u]`)
+          .split("\n").join(" + ")
+      };`)
+  }
 ${
     lines(TPL, (x) =>
       `      {

@@ -20,6 +20,31 @@ export const MATRIX_KV_DTYPES: readonly KVDtype[] = ["f16", "int8", "fp8e4m3", "
 /** Threads of every matrix workgroup: four subgroups of 32 lanes (NVIDIA's, which it needs). */
 export const MATRIX_THREADS = 128;
 
+/**
+ * The largest head dim of blocks of 32 and 64 rows. Above it (multiples of 32 up to
+ * {@linkcode MATRIX_MAX_HEAD_DIM}) blocks have 16 rows: a subgroup's query matrices, result
+ * matrices, f32 sums and staging loads would need more than its 255 registers at more rows.
+ */
+export const MATRIX_WIDE_DIM = 128;
+
+/** The largest head dim of the matrix kernel (K's and V's the same). */
+export const MATRIX_MAX_HEAD_DIM = 256;
+
+/**
+ * Whether the matrix kernel has a layout for a head dim (K's and V's equal) and KV dtype: a
+ * multiple of 16 up to {@linkcode MATRIX_WIDE_DIM}, or of 32 up to {@linkcode MATRIX_MAX_HEAD_DIM}.
+ *
+ * @example
+ * ```ts
+ * import { matrixHeadDimFits } from "./matrix_layout.ts";
+ * console.log(matrixHeadDimFits(256, "f16"), matrixHeadDimFits(144, "f16")); // true false
+ * ```
+ */
+export function matrixHeadDimFits(headDim: number, kvDtype: KVDtype): boolean {
+  return MATRIX_KV_DTYPES.includes(kvDtype) && headDim >= 16 &&
+    headDim % (headDim > MATRIX_WIDE_DIM ? 32 : 16) === 0 && headDim <= MATRIX_MAX_HEAD_DIM;
+}
+
 /** The blocking a matrix spec resolves to. */
 export interface MatrixLayout {
   /** Query rows per block (16, 32 or 64). */
@@ -28,12 +53,24 @@ export interface MatrixLayout {
   readonly NRB: number;
   /**
    * Subgroups per 16-row block (4, 2, 1 at 16, 32, 64 rows): they share its tile, each scoring
-   * every `G`th 16-token block and taking every `G`th 16-dim block of `P V`.
+   * every `G`th 16-token block (or, where a tile has fewer blocks than `G`, a part of one: `KP`)
+   * and taking every `G`th 16-dim block of `P V`.
    */
   readonly G: number;
+  /**
+   * Parts of the head dim that a 16-token block's scores are cut into (`G / (T / 16)` where a
+   * tile has fewer 16-token blocks than a row block has subgroups: 2 at head dims above 128, whose
+   * tiles have 32 tokens; else 1). Subgroup `g` scores block `g % (T / 16)` over part
+   * `g / (T / 16)` of the dims, so it keeps only that part's query matrices, and the softmax adds
+   * the parts' scores.
+   */
+  readonly KP: number;
   /** Threads per workgroup (128: four subgroups). */
   readonly THREADS: number;
-  /** Tokens per tile: 64 at 16 rows (one score block per subgroup), else 32. */
+  /**
+   * Tokens per tile: 64 at 16 rows (one score block per subgroup) up to head dim 128, else 32 (at
+   * 16 rows of a larger head dim, 64 tokens' staging loads would not fit the registers).
+   */
   readonly T: number;
   /** Stride of the staged K, V and query rows, in halves (head dim + 8, against bank conflicts). */
   readonly KS: number;
@@ -44,8 +81,8 @@ export interface MatrixLayout {
   /** Query rows staged per round (the staging buffer holds `T` rows). */
   readonly QR: number;
   /**
-   * f32s of each 16-row block's region: its tile's scores, and its products `P V` on their way
-   * to the threads' f32 sums, `FW` dims at a time.
+   * f32s of each 16-row block's region: its tile's scores (`KP` parts of 16 x `T`), and its
+   * products `P V` on their way to the threads' f32 sums, `FW` dims at a time.
    */
   readonly SO: number;
   /**
@@ -80,19 +117,20 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
   const G = 4 / NRB;
   const THREADS = MATRIX_THREADS;
   if (
-    ![16, 32, 64].includes(RB) || !MATRIX_KV_DTYPES.includes(spec.kvDtype) || D % 16 !== 0 ||
-    D < 16 ||
-    D > 128 || (spec.headDimV ?? D) !== D || spec.workgroupSize !== THREADS
+    ![16, 32, 64].includes(RB) || !matrixHeadDimFits(D, spec.kvDtype) ||
+    (D > MATRIX_WIDE_DIM && RB !== 16) || (spec.headDimV ?? D) !== D ||
+    spec.workgroupSize !== THREADS
   ) {
     throw new RangeError(
       `matrix kernel: no layout for ${RB} rows, head dims ${D}/${spec.headDimV ?? D}, ` +
         `${spec.kvDtype}, ${spec.workgroupSize} threads`,
     );
   }
-  const T = NRB === 1 ? 64 : 32;
+  const T = NRB === 1 && D <= MATRIX_WIDE_DIM ? 64 : 32;
+  const KP = Math.max(1, G / (T / 16));
   const KS = D + 8;
   const CHUNKS = (D * KV_DTYPE_INFO[spec.kvDtype].bytes) / 16;
-  const SO = 16 * T;
+  const SO = 16 * T * KP;
   let FW = Math.min(T, D);
   while (D % FW !== 0) FW -= 16;
   // (Each array a multiple of 16 bytes: the matrix loads and stores need them 16-byte aligned.)
@@ -101,6 +139,7 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
     RB,
     NRB,
     G,
+    KP,
     THREADS,
     T,
     KS,

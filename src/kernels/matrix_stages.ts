@@ -47,8 +47,8 @@ export interface MatrixStages {
  */
 export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
   const D = spec.headDim;
-  const { RB, THREADS, T, KS, CHUNKS, CK, QR } = matrixLayout(spec);
-  const KB = D / 16;
+  const { RB, KP, THREADS, T, KS, CHUNKS, CK, QR } = matrixLayout(spec);
+  const KB = D / 16 / KP; // query matrices per subgroup (those of its part `kp` where KP > 1)
   const kGuard = (T * CHUNKS) % THREADS !== 0;
   const QV = (QR * D) / 4; // query vec4s per round
   const { left: L } = MATRIX;
@@ -129,7 +129,15 @@ ${lines(16, (e) => `        kv_wg[at + ${e}u] = f16(u[${e >> 2}].${"xyzw"[e & 3]
 ${
       lines(KB, (kk) =>
         `      q${kk} = ${
-          matrixLoad(L, "&kv_wg", `(rb % ${QR / 16}u) * ${16 * KS}u + ${16 * kk}u`, false, `${KS}u`)
+          matrixLoad(
+            L,
+            "&kv_wg",
+            `(rb % ${QR / 16}u) * ${16 * KS}u + ${KP === 1 ? "" : `kp * ${16 * KB}u + `}${
+              16 * kk
+            }u`,
+            false,
+            `${KS}u`,
+          )
         };`)
     }
     }

@@ -7,7 +7,7 @@
  */
 
 import type { KVDtype } from "../core/problem.ts";
-import { MATRIX_KV_DTYPES } from "../kernels/matrix_layout.ts";
+import { MATRIX_WIDE_DIM, matrixHeadDimFits } from "../kernels/matrix_layout.ts";
 
 /**
  * Tile and workgroup geometry shared by the planner and the kernels.
@@ -60,7 +60,8 @@ export interface TileOptions {
    */
   matrixBlocks?: boolean;
   /**
-   * Blocks of 16, 32 or 64 query rows over f16 or 8-bit K/V of head dims 16-128 for the GPU's matrix-unit
+   * Blocks of 16, 32 or 64 query rows over f16 or 8-bit K/V of head dims 16-128 (of 16 rows at
+   * head dims 160-256) for the GPU's matrix-unit
    * kernel (`src/kernels/matrix_kernel.ts`), where a KV group has at least 16 rows (see
    * {@linkcode matrixUnitsFit}). GPU backends set it where the caller asks for
    * `kernel: { matrixMath: true }` and the device has the kernel's features; default false.
@@ -104,18 +105,18 @@ export function matrixBlocksFit(headDim: number, headDimV: number, _kvDtype: KVD
 
 /**
  * Whether head dims and a KV dtype suit the matrix-unit kernel's blocks (`TileOptions.matrixUnits`):
- * K and V of one head dim from 16 to 128 in steps of 16, in f16 or an 8-bit format (int8, FP8
- * E4M3 or E5M2, staged as their values rounded to f16).
+ * K and V of one head dim from 16 to 128 in steps of 16 or from 160 to 256 in steps of 32 (in
+ * blocks of 16 rows there), in f16 or an 8-bit format (int8, FP8 E4M3 or E5M2, staged as their
+ * values rounded to f16).
  *
  * @example
  * ```ts
  * import { matrixUnitsFit } from "@lean/attention/plan";
- * console.log(matrixUnitsFit(128, 128, "int8"), matrixUnitsFit(128, 128, "bf16")); // true false
+ * console.log(matrixUnitsFit(256, 256, "int8"), matrixUnitsFit(128, 128, "bf16")); // true false
  * ```
  */
 export function matrixUnitsFit(headDim: number, headDimV: number, kvDtype: KVDtype): boolean {
-  return MATRIX_KV_DTYPES.includes(kvDtype) && headDim === headDimV && headDim % 16 === 0 &&
-    headDim >= 16 && headDim <= 128;
+  return headDim === headDimV && matrixHeadDimFits(headDim, kvDtype);
 }
 
 function powerOfTwo(name: string, value: number, lo: number, hi: number): number {
@@ -156,9 +157,12 @@ export function tileConfig(
   ) {
     // Balanced blocks of at most 64 rows, each a power of two (16, 32 or 64: the kernel's
     // layouts); a block's rows past the group's are masked.
-    const most = matrixUnits
-      ? powerOfTwo("matrixUnitRows", options.matrixUnitRows ?? MATRIX_ROWS_PER_BLOCK, 16, 64)
-      : MATRIX_ROWS_PER_BLOCK;
+    // (Head dims above MATRIX_WIDE_DIM have blocks of 16 rows only: the kernel's registers.)
+    const most = !matrixUnits
+      ? MATRIX_ROWS_PER_BLOCK
+      : problem.headDim > MATRIX_WIDE_DIM
+      ? Math.min(16, powerOfTwo("matrixUnitRows", options.matrixUnitRows ?? 16, 16, 64))
+      : powerOfTwo("matrixUnitRows", options.matrixUnitRows ?? MATRIX_ROWS_PER_BLOCK, 16, 64);
     const rowBlocks = Math.ceil(problem.rowsPerGroup / most);
     let rowsPerBlock = 16;
     while (rowsPerBlock * rowBlocks < problem.rowsPerGroup) rowsPerBlock *= 2;

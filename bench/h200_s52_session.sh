@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Session 52 on the H200, through Dawn. Results under $OUT or bench/results/h200_session52/MODE:
+#   wide   the matrix kernel at head dims above 128 (up to 256: blocks of 16 rows, 32-token
+#          tiles, each tile's scores in two parts of the dims): its tests through Dawn (the real
+#          matrix units, and the emulated matrices of CI at head dim 160), the d256/d192 cases
+#          of bench/cases_rows256.json checked against float64 dense and paged, the default
+#          kernels on them, the d128 many-row cases again (unchanged WGSL: a drift check), and
+#          `cli bench --kv-dtype` (8-bit K/V from the command line) through Dawn.
+set -u
+mode=${1:?usage: bash bench/h200_s52_session.sh wide}
+shift
+out=${OUT:-bench/results/h200_session52/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+case $mode in
+wide)
+  run_backend_tests dawn 240 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_emulated_test.ts
+  rows_bench 150 matrix256 '{"matrixMath":true}' --check --paged --cases=bench/cases_rows256.json
+  rows_bench 120 default256 '{}' --cases=bench/cases_rows256.json
+  rows_bench 100 matrix '{"matrixMath":true}'
+  run_deno 60 cli_kv8.txt cli.ts bench --backend=dawn --q-len=4 --matrix-math --kv-dtype=fp8e4m3
+  run_deno 60 cli_kv8_default.txt cli.ts bench --backend=dawn --q-len=4 --kv-dtype=fp8e4m3
+  ;;
+*)
+  echo "unknown mode $mode" >&2
+  exit 2
+  ;;
+esac
