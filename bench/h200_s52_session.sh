@@ -5,9 +5,14 @@
 #          matrix units, and the emulated matrices of CI at head dim 160), the d256/d192 cases
 #          of bench/cases_rows256.json checked against float64 dense and paged, the default
 #          kernels on them, the d128 many-row cases again (unchanged WGSL: a drift check), and
-#          `cli bench --kv-dtype` (8-bit K/V from the command line) through Dawn.
+#          `cli bench --kv-dtype` (8-bit K/V from the command line) through Dawn (its 60 s limit
+#          was too short: see `recheck`).
+#   recheck after `wide` found paged/dense at 1.040-1.053x on the d256/d192 cases: the two d256
+#          shapes of 16 rows per block over 32 tokens twice more, dense and paged; the README's
+#          `cli bench --kv-dtype=fp8e4m3 --matrix-math` line with time to compile and calibrate,
+#          and the default kernels' lean on the same cases beside it.
 set -u
-mode=${1:?usage: bash bench/h200_s52_session.sh wide}
+mode=${1:?usage: bash bench/h200_s52_session.sh wide|recheck}
 shift
 out=${OUT:-bench/results/h200_session52/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -21,6 +26,15 @@ wide)
   rows_bench 100 matrix '{"matrixMath":true}'
   run_deno 60 cli_kv8.txt cli.ts bench --backend=dawn --q-len=4 --matrix-math --kv-dtype=fp8e4m3
   run_deno 60 cli_kv8_default.txt cli.ts bench --backend=dawn --q-len=4 --kv-dtype=fp8e4m3
+  ;;
+recheck)
+  for round in 1 2; do
+    rows_bench 100 "matrix256_r$round" '{"matrixMath":true}' --paged \
+      --cases=bench/cases_rows256.json --only="qLen2 gqa16/2|qLen4 gqa32/8 d256"
+  done
+  run_deno 240 cli_kv8.txt cli.ts bench --backend=dawn --q-len=4 --matrix-math --kv-dtype=fp8e4m3
+  run_deno 150 cli_kv8_default.txt cli.ts bench --backend=dawn --q-len=4 --kv-dtype=fp8e4m3 \
+    --strategies=lean
   ;;
 *)
   echo "unknown mode $mode" >&2
