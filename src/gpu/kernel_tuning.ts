@@ -164,14 +164,16 @@ export interface KernelTuning {
    */
   tiled?: boolean;
   /**
-   * Blocks of 16 or more query rows over f16 or 8-bit K/V (int8, FP8 E4M3 and E5M2, staged as
-   * their values in f16) of head dims 16-128 (in steps of 16; 160-256 in steps of 32, in blocks of 16 rows) take the matrix-unit kernel where the device offers Dawn's experimental subgroup matrices (f16 x f16
-   * -> f32, 16 x 16 x 16, subgroups of 32: NVIDIA's GPUs through `@lean/attention/dawn`),
-   * default false. Its products take f16 operands (queries and weights rounded to f16; sums in
-   * f32), so outputs carry f16-grade errors (within 2e-3 of float64) for faster decodes where
-   * many query rows share a KV head: on the H200 through Dawn 0.26x of the default kernels' time
-   * at MQA h128/1 b8 32k, 0.40-0.57x with 2-8 query tokens over GQA groups, 0.70x at qLen 4 GQA
-   * 16k, and 0.13-0.63x over 8-bit K/V (session 51). Ignored where the device lacks the feature, and for other shapes. See
+   * Blocks of 16 or more query rows over f16 or 8-bit K/V (int8, FP8 E4M3 and E5M2, staged as their
+   * values in f16) of head dims 16-128 (in steps of 16; 160-256 in steps of 32, in blocks of 16
+   * rows) take the matrix-unit kernel where the device offers Dawn's experimental subgroup matrices
+   * (f16 x f16 -> f32, 16 x 16 x 16, subgroups of 32: NVIDIA's GPUs through
+   * `@lean/attention/dawn`), default false. Its products take f16 operands (queries and weights
+   * rounded to f16; sums in f32), so outputs carry f16-grade errors (within 2e-3 of float64) for
+   * faster decodes where many query rows share a KV head: on the H200 through Dawn 0.26x of the
+   * default kernels' time at MQA h128/1 b8 32k, 0.40-0.57x with 2-8 query tokens over GQA groups,
+   * 0.70x at qLen 4 GQA 16k, 0.13-0.63x over 8-bit K/V (session 51), and 0.17-0.49x at head dims
+   * 192-256 (session 52). Ignored where the device lacks the feature, and for other shapes. See
    * `src/kernels/matrix_kernel.ts`.
    */
   matrixMath?: boolean;
@@ -179,6 +181,7 @@ export interface KernelTuning {
    * Most query rows of the matrix kernel's blocks: 16, 32 or 64 (default 64). Each block takes a
    * workgroup of four subgroups, whose staged tile of K and V its rows share; smaller blocks make
    * more workgroups (on the H200, 32 rows helped batch-1 MQA and qLen 8, and slowed MQA b8).
+   * Head dims above 128 take blocks of 16 rows whatever this asks.
    */
   matrixRows?: number;
 }
