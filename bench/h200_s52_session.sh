@@ -11,8 +11,13 @@
 #          shapes of 16 rows per block over 32 tokens twice more, dense and paged; the README's
 #          `cli bench --kv-dtype=fp8e4m3 --matrix-math` line with time to compile and calibrate,
 #          and the default kernels' lean on the same cases beside it.
+#   paged  after `recheck` put the paged cost at about 4.5 us a pass (up to 1.058x of dense): a
+#          tile's token addresses read from the page table once each, by the tile's first T
+#          threads, into workgroup memory, instead of by every staging load; the matrix tests
+#          through Dawn (a runner's HND pages among them), and every many-row case (f16 d128,
+#          8-bit, d192/d256) checked against float64 dense and paged.
 set -u
-mode=${1:?usage: bash bench/h200_s52_session.sh wide|recheck}
+mode=${1:?usage: bash bench/h200_s52_session.sh wide|recheck|paged}
 shift
 out=${OUT:-bench/results/h200_session52/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -35,6 +40,12 @@ recheck)
   run_deno 240 cli_kv8.txt cli.ts bench --backend=dawn --q-len=4 --matrix-math --kv-dtype=fp8e4m3
   run_deno 150 cli_kv8_default.txt cli.ts bench --backend=dawn --q-len=4 --kv-dtype=fp8e4m3 \
     --strategies=lean
+  ;;
+paged)
+  run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts
+  rows_bench 120 matrix '{"matrixMath":true}' --check --paged
+  rows_bench 120 matrix8 '{"matrixMath":true}' --check --paged --cases=bench/cases_rows8.json
+  rows_bench 120 matrix256 '{"matrixMath":true}' --check --paged --cases=bench/cases_rows256.json
   ;;
 *)
   echo "unknown mode $mode" >&2

@@ -250,7 +250,22 @@ Deno.test("the matrix kernel's device check, choice, layout, key and WGSL", () =
     {},
     true,
   );
-  assert.ok(matrixKernelWGSL(paged).includes("fn kv_page("));
+  // Paged: a tile's token addresses read from the page table once each (by its first 64
+  // threads, into workgroup memory: the first tile's before the query rounds, each next one's
+  // during the scores), and the staging loads reading them there.
+  const pagedWGSL = matrixKernelWGSL(paged);
+  assert.ok(pagedWGSL.includes("fn kv_page("));
+  assert.equal(pagedWGSL.split("tok_wg[lid] = kv_addr_at(page, tok, kv_head);").length - 1, 2);
+  assert.ok(pagedWGSL.includes("let a = tok_wg[idx / 16u] + idx % 16u;"));
+  assert.ok(!pagedWGSL.includes("kv_addr(kv_start"));
+  let pagedBytes = 0;
+  for (
+    const [, type, n] of pagedWGSL.matchAll(/var<workgroup> \w+: array<(f16|f32|u32), (\d+)>/g)
+  ) {
+    pagedBytes += Number(n) * (type === "f16" ? 2 : 4);
+  }
+  assert.equal(pagedBytes, matrixLayout(paged).bytes);
+  assert.equal(pagedBytes, matrixLayout(kernelSpec(plan(16), CAPS)).bytes + 64 * 4);
   assert.ok(!matrixKernelWGSL(kernelSpec(plan(16, 64), CAPS)).includes("enable subgroups;"));
   assert.throws(
     () => matrixLayout({ ...kernelSpec(plan(16), CAPS), workgroupSize: 256 }),

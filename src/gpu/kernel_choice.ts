@@ -289,13 +289,16 @@ export function matrixUnitsOn(caps: KernelCaps): boolean {
 
 /**
  * Workgroup memory of the matrix kernel's largest layout (head dim 128 at 16 rows since session
- * 50; head dim 256 takes blocks of 16 rows alone).
+ * 50; head dim 256 takes blocks of 16 rows alone), paged with per-token scales (its tiles' token
+ * addresses and rows).
  */
 const MATRIX_LARGEST_BYTES = Math.max(
   ...[[128, 16], [128, 32], [128, 64], [MATRIX_MAX_HEAD_DIM, 16]].map(([headDim, rowsPerBlock]) =>
     matrixLayout({
       headDim,
-      kvDtype: "f16",
+      kvDtype: "int8",
+      kvScales: "token",
+      paged: true,
       tileTokens: 64,
       rowsPerBlock,
       workgroupSize: MATRIX_THREADS,

@@ -104,7 +104,8 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     flags.window ? " && min(t, tok_end - 1u) >= lo" : ""
   }`;
 
-  const { scales, registers, stageLoad, stageStore, queryRound } = matrixStagesWGSL(spec);
+  const { scales, registers, pageTable, pageRows, stageLoad, stageStore, queryRound } =
+    matrixStagesWGSL(spec);
   // Scores of 16-token block `jb` (over the subgroup's part `kp` of the dims where KP > 1: the
   // part's sums go to the part's 16 x T of the block's region).
   const scoreBlock = (jb: string) =>
@@ -219,7 +220,7 @@ var<workgroup> p_wg: array<f16, ${NRB * 16 * T}>;
 var<workgroup> row_wg: array<f32, ${3 * RB}>;
 // Word 0: set by a row whose sums need rescaling this tile. (Four words, to keep every array
 // 16-byte aligned: a lone u32 here broke every output on the H200, session 49.)
-var<workgroup> resc_wg: array<u32, 4>;
+var<workgroup> resc_wg: array<u32, 4>;${pageTable ? `\n${pageTable}` : ""}
 ${FLAT_WORKGROUP_WGSL}
 ${QUERY_ROW_WGSL}
 ${kvAddressWGSL(spec)}${scaled ? `\n${kvLoadWGSL(spec.kvDtype, D)}` : ""}
@@ -256,7 +257,14 @@ ${blockRowLimitsWGSL(flags, "br")}
     // last piece's sums, found by tests/matrix_emulation.ts.)
     var acc = array<f32, ${2 * PAIRS}>();
 ${lines(Math.ceil(DB / G), (n) => `    var o${n} = ${S}();`)}
-${lines(KB, (kk) => `    var q${kk} = ${L}();`)}
+${lines(KB, (kk) => `    var q${kk} = ${L}();`)}${
+    spec.paged
+      ? `\n    // The first tile's addresses (the query rounds' barriers before their reads).
+    if (tok_begin < tok_end) {
+${pageRows("tok_begin")}
+    }`
+      : ""
+  }
 ${lines(RB / QR, queryRound)}
 ${registers}
     if (tok_begin < tok_end) {
@@ -269,7 +277,15 @@ ${stageLoad("tok_begin")}
       }
 ${stageStore("kw")}
       workgroupBarrier();
-${KP === 1 ? dealt(TB, scoreBlock) : scoreBlock(`(g % ${TB}u)`)}
+${KP === 1 ? dealt(TB, scoreBlock) : scoreBlock(`(g % ${TB}u)`)}${
+    spec.paged
+      ? `\n      // The next tile's addresses, for its loads below (the last ones read before the
+      // barrier above).
+      if (tile0 + ${T}u < tok_end) {
+${pageRows(`(tile0 + ${T}u)`)}
+      }`
+      : ""
+  }
       workgroupBarrier();
 ${stageStore("vw")}
       // The next tile's K and V fly during the softmax and the products.

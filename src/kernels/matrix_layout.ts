@@ -93,7 +93,7 @@ export interface MatrixLayout {
    * only below about 27 KB each.
    */
   readonly FW: number;
-  /** Bytes of workgroup memory. */
+  /** Bytes of workgroup memory (paged: a tile's token addresses too, `tok_wg`). */
   readonly bytes: number;
 }
 
@@ -134,7 +134,9 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
   let FW = Math.min(T, D);
   while (D % FW !== 0) FW -= 16;
   // (Each array a multiple of 16 bytes: the matrix loads and stores need them 16-byte aligned.)
-  const bytes = T * KS * 2 + NRB * SO * 4 + NRB * 16 * T * 2 + 3 * RB * 4 + 16;
+  // (Paged: a tile's token addresses, and with per-token scales their rows.)
+  const pageBytes = !spec.paged ? 0 : T * 4 * (spec.kvScales === "token" ? 2 : 1);
+  const bytes = T * KS * 2 + NRB * SO * 4 + NRB * 16 * T * 2 + 3 * RB * 4 + 16 + pageBytes;
   return {
     RB,
     NRB,

@@ -21,7 +21,21 @@ export interface MatrixStages {
   scales: string;
   /** The piece's staging registers `kw*`, `vw*` (and per-token scales `sw*`), declared. */
   registers: string;
-  /** A tile's K and V rows from token `t0` into the registers `kw*` and `vw*`. */
+  /**
+   * Paged specs: the workgroup array `tok_wg` of a tile's token addresses (and with per-token
+   * scales their rows); else "".
+   */
+  pageTable: string;
+  /**
+   * Paged specs: the addresses of the tile from token `t0` into `tok_wg` (its first `T` threads
+   * read the page table, one token each), for a later {@linkcode stageLoad} of that tile with a
+   * barrier between; else "".
+   */
+  pageRows(t0: string): string;
+  /**
+   * A tile's K and V rows from token `t0` into the registers `kw*` and `vw*` (paged: from the
+   * addresses that {@linkcode pageRows} put in `tok_wg`).
+   */
   stageLoad(t0: string): string;
   /**
    * The registers `kw*` or `vw*` into the staging buffer `kv_wg` as halves (8-bit codes as their
@@ -48,6 +62,7 @@ export interface MatrixStages {
 export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
   const D = spec.headDim;
   const { RB, KP, THREADS, T, KS, CHUNKS, CK, QR } = matrixLayout(spec);
+  const paged = spec.paged ?? false;
   const KB = D / 16 / KP; // query matrices per subgroup (those of its part `kp` where KP > 1)
   const kGuard = (T * CHUNKS) % THREADS !== 0;
   const QV = (QR * D) / 4; // query vec4s per round
@@ -74,20 +89,51 @@ export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
       }`,
   );
 
+  // Paged: a tile's token addresses are read once each, by its first T threads, into tok_wg (and
+  // with per-token scales the tokens' rows, for the scale table), instead of each staging load
+  // reading the page table and computing its address: those integer operations on every load cost
+  // a kernel bound by its instructions 3-6% (session 52).
+  const pageTable = paged
+    ? `// A tile's token addresses (chunk 0 of the KV head's row)${
+      tokenScales ? ", then their rows" : ""
+    }, read from the page table.
+var<workgroup> tok_wg: array<u32, ${tokenScales ? 2 * T : T}>;`
+    : "";
+  const pageRows = (t0: string) =>
+    paged
+      ? `      if (lid < ${T}u) {
+        let tok = min(${t0} + lid, tok_end - 1u);
+        let page = kv_page(kv_start, tok);
+        tok_wg[lid] = kv_addr_at(page, tok, kv_head);${
+        tokenScales ? `\n        tok_wg[${T}u + lid] = kv_row_at(page, tok);` : ""
+      }
+      }`
+      : "";
   // A tile's K and V rows from token `t0` into registers `kw0`, `vw0`, `kw1`, ... (constant
   // indices: a register array indexed in a loop went to local memory on the H200, session 47),
   // and with per-token scales each row's pair of scales into `sw0`, ... K and V rows share their
-  // addresses (one page-table read per load when paged).
+  // addresses.
   const stageLoad = (t0: string) =>
     lines(CK, (i) => {
-      const load = `{
+      const load = paged
+        ? `{
+        let idx = lid + ${i * THREADS}u;
+        let a = tok_wg[idx / ${CHUNKS}u] + idx % ${CHUNKS}u;
+        kw${i} = k_cache[a];
+        vw${i} = v_cache[a];${
+          tokenScales
+            ? `\n        sw${i} = kv_scales[tok_wg[${T}u + idx / ${CHUNKS}u] * n_kv + kv_head];`
+            : ""
+        }
+      }`
+        : `{
         let idx = lid + ${i * THREADS}u;
         let tok = min(${t0} + idx / ${CHUNKS}u, tok_end - 1u);
         let a = kv_addr(kv_start, tok, kv_head) + idx % ${CHUNKS}u;
         kw${i} = k_cache[a];
         vw${i} = v_cache[a];${
-        tokenScales ? `\n        sw${i} = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head];` : ""
-      }
+          tokenScales ? `\n        sw${i} = kv_scales[kv_row(kv_start, tok) * n_kv + kv_head];` : ""
+        }
       }`;
       return `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}${load}`;
     });
@@ -142,5 +188,5 @@ ${
     }
     }
     workgroupBarrier();`;
-  return { scales, registers, stageLoad, stageStore, queryRound };
+  return { scales, registers, pageTable, pageRows, stageLoad, stageStore, queryRound };
 }
