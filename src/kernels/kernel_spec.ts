@@ -235,8 +235,8 @@ export interface KernelSpec {
    * With `tiled`: the matrix-unit kernel (`src/kernels/matrix_kernel.ts`) instead of the tiled
    * one: both products of a tile on Dawn's subgroup matrices (f16 operands, f32 sums), f16 or
    * 8-bit K/V of head dims 16-128 in steps of 16 (160-256 in steps of 32 at 16 rows),
-   * `workgroupSize` 128 (four subgroups). Needs
-   * `shader-f16`, `subgroups` and `chromium-experimental-subgroup-matrix`. Default false.
+   * `workgroupSize` 128 (four subgroups). Needs `shader-f16`, `subgroups` and
+   * `chromium-experimental-subgroup-matrix`. Default false.
    */
   readonly matrix?: boolean;
 }

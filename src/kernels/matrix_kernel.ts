@@ -1,19 +1,20 @@
 /**
  * The matrix-unit decode kernel (opt-in `kernel: { matrixMath: true }`): blocks of 16, 32 or 64
  * query rows of f16 or 8-bit K/V at head dims up to 128 (blocks of 16 rows up to 256), whose two
- * products per tile (scores `S = Q K^T`
- * and the weighted sum `P V`) run on the GPU's matrix units through Dawn's experimental subgroup
- * matrices (`chromium-experimental-subgroup-matrix`: f16 x f16 -> f32, 16 x 16 x 16). The
- * operands are f16 (the queries and the weights rounded to it), the sums f32: f16-grade results,
- * as FlashAttention's f16 kernels give (bench/notes.md, sessions 45-47, where its prototypes were
- * measured on the H200).
+ * products per tile (scores `S = Q K^T` and the weighted sum `P V`) run on the GPU's matrix units
+ * through Dawn's experimental subgroup matrices (`chromium-experimental-subgroup-matrix`: f16 x f16
+ * -> f32, 16 x 16 x 16). The operands are f16 (the queries and the weights rounded to it), the sums
+ * f32: f16-grade results, as FlashAttention's f16 kernels give (bench/notes.md, sessions 45-47,
+ * where its prototypes were measured on the H200).
  *
  * A workgroup is four subgroups of 32 lanes. Each 16 rows of the block belong to `G` of them (4,
  * 2 or 1 at 16, 32 or 64 rows: `src/kernels/matrix_layout.ts`), which share its scores and
  * softmax; with 64 rows each subgroup owns its 16 rows over the whole piece, as FlashAttention-2's
  * warps do. Above head dim 128 tiles have 32 tokens (64 tokens' staging loads would not fit the
  * registers), so a tile's two 16-token blocks are scored by four subgroups, each over half the
- * dims (and keeping only that half's query matrices), and the softmax adds the halves. Per tile of `T` tokens:
+ * dims (and keeping only that half's query matrices), and the softmax adds the halves. Paged K/V:
+ * a tile's token addresses are read from the page table once each, into workgroup memory, where
+ * the staging loads find them. Per tile of `T` tokens:
  * 1. K's rows are staged as halves in workgroup memory (each thread's 16-byte loads were issued
  *    a stage ahead, into registers with constant indices: `src/kernels/matrix_stages.ts`; 8-bit
  *    codes as their values in f16); each subgroup multiplies its rows' query block (f16
