@@ -2,7 +2,8 @@
  * The matrix-unit decode kernel (src/kernels/matrix_kernel.ts, opt-in `kernel: { matrixMath:
  * true }`). On the CPU: the plan's blocks, the device check, the kernel's choice, layout, key and
  * WGSL. On the GPU backends: where the device offers Dawn's f16 subgroup matrices (an NVIDIA GPU
- * through Dawn), every block size (16, 32 and 64 rows, masked rows past a group's), ragged query
+ * through Dawn), every block size (16, 32 and 64 rows, masked rows past a group's), head dims 32
+ * to 256 (above 128: 32-token tiles whose scores take two parts of the dims), ragged query
  * lengths, an empty request, every variant flag at once, paged K/V, and a non-finite V that some
  * rows must not see, against the float64 reference within f16 tolerance and with bits different
  * from the default kernels'; elsewhere (lavapipe, Deno's WebGPU) the option must leave the
