@@ -9,17 +9,22 @@
  * batches with an empty request, and workgroups whose pieces cross sequences (small grids). The
  * emulation found a kernel bug (a piece's f32 sums declared without an initializer kept the last
  * piece's on lavapipe). One layout only (16 rows: each kernel and its merge take a minute or two
- * to compile there), over f16 and over FP8 E4M3 codes with per-token scales (staged as their
- * values); hardware GPUs with matrix units take tests/matrix_kernel_test.ts instead, every block
- * size and 8-bit format.
+ * to compile there): dense f16 through a decoder, and FP8 E4M3 codes with per-token scales
+ * (staged as their values) over a runner's NHD pages of 4 tokens through the attention encoder
+ * (each tile's token addresses and rows read from the page table into workgroup memory);
+ * hardware GPUs with matrix units take tests/matrix_kernel_test.ts instead, every block size and
+ * 8-bit format.
  */
 
 import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
 import { type DecodeInput, referenceAttention } from "../mod.ts";
+import { createAttentionEncoder } from "../runner.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { gpuTest } from "./backends.ts";
 import { emulatedMatrixDevice } from "./matrix_emulation.ts";
+import { scatterPages, shapeOf } from "./combinations.ts";
+import { readF32, STORAGE } from "./gpu_device.ts";
 import {
   assertNoPoison,
   type CaseSpec,
@@ -72,30 +77,78 @@ gpuTest(
       ["16 rows, scores rising", hooks(risingKeysInput(ROWS16, 300, 53), 1e6, 1e4, 0)],
       // Narrow: window edges in every piece, capped logits, ALiBi.
       ["every variant", hooks(ragged(54), 40, 20, 1)],
-      // FP8 E4M3 codes with per-token scales, staged as their values (a second kernel).
-      [
-        "FP8 E4M3, per-token scales",
-        hooks(makeInput({ ...ROWS16, kvDtype: "fp8e4m3", kvScales: "token", seed: 55 }), 40, 20, 1),
-      ],
     ];
+    // Each result against the reference: no poisoned output left, f16-grade errors.
+    const check = (
+      what: string,
+      input: DecodeInput,
+      got: { out: Float32Array; lse: Float32Array },
+    ) => {
+      const ref = referenceAttention(input);
+      assertNoPoison(`${what}: out`, got.out, ref.out.length);
+      const finite = (a: ArrayLike<number>) => Array.from(a, (x) => (x === -Infinity ? 0 : x));
+      const out = relativeL2Error(got.out, ref.out);
+      const lse = maxAbsError(finite(got.lse), finite(ref.lse));
+      // f16 queries' error is relative: large scores move the LSE in proportion (5e-4 of it).
+      const lseSize = Math.max(1, ...finite(ref.lse).map(Math.abs));
+      assert.ok(out < HALF_TOLERANCE, `out ${what}: relative L2 error ${out}`);
+      assert.ok(lse < HALF_TOLERANCE * Math.max(1, lseSize / 4), `lse ${what}: ${lse}`);
+    };
     // A small grid: workgroups take several pieces, across sequences, some of them partial.
     const decoder = await b.open({ device, grid: 2, kernel: { matrixMath: true } });
     try {
       assert.equal(decoder.profile.matrixUnits, true, "the matrix kernel's device");
       for (const [what, input] of cases) {
         assert.ok(decoder.plan(input).tiles.rowsPerBlock >= 16, `${what}: matrix blocks`);
-        const got = await decoder.decode(input);
-        const ref = referenceAttention(input);
-        assertNoPoison(`${what}: out`, got.out, ref.out.length);
-        const finite = (a: ArrayLike<number>) => Array.from(a, (x) => (x === -Infinity ? 0 : x));
-        const out = relativeL2Error(got.out, ref.out);
-        const lse = maxAbsError(finite(got.lse), finite(ref.lse));
-        // f16 queries' error is relative: large scores move the LSE in proportion (5e-4 of it).
-        const lseSize = Math.max(1, ...finite(ref.lse).map(Math.abs));
-        assert.ok(out < HALF_TOLERANCE, `out ${what}: relative L2 error ${out}`);
-        assert.ok(lse < HALF_TOLERANCE * Math.max(1, lseSize / 4), `lse ${what}: ${lse}`);
+        check(what, input, await decoder.decode(input));
       }
-      // The two matrix kernels (f16, FP8 E4M3 with per-token scales), emulated.
+      // FP8 E4M3 codes with per-token scales over a runner's NHD pages of 4 tokens, scattered
+      // (the second kernel: paged, its tiles' token addresses and rows in workgroup memory).
+      const input8 = hooks(
+        makeInput({ ...ROWS16, kvDtype: "fp8e4m3", kvScales: "token", seed: 55 }),
+        40,
+        20,
+        1,
+      );
+      const pages = scatterPages(input8, 4, "NHD", 56);
+      const attention = await createAttentionEncoder(device, {
+        grid: 2,
+        kernel: { matrixMath: true },
+      });
+      const buffer = (data: ArrayBufferView) => {
+        const at = device.createBuffer({
+          size: Math.ceil(data.byteLength / 4) * 4,
+          usage: STORAGE,
+        });
+        device.queue.writeBuffer(at, 0, data as Uint8Array<ArrayBuffer>);
+        return at;
+      };
+      const rows = input8.seqLens.length * input8.numHeads * 4;
+      const D = input8.headDim;
+      const used = [
+        buffer(pages.k),
+        buffer(pages.v),
+        buffer(pages.scales!),
+        buffer(input8.q),
+        buffer(new Float32Array(rows * D).fill(NaN)),
+        buffer(new Float32Array(rows).fill(NaN)),
+      ];
+      const [k, v, kvScales, q, out, lse] = used;
+      try {
+        const plan = attention.planPages(shapeOf(input8), pages);
+        assert.ok(plan.tiles.rowsPerBlock >= 16, "paged E4M3: matrix blocks");
+        const enc = device.createCommandEncoder();
+        attention.encode(enc, { plan, k, v, kvScales, q, out, lse });
+        device.queue.submit([enc.finish()]);
+        check("FP8 E4M3, per-token scales, NHD pages of 4", input8, {
+          out: await readF32(device, out, rows * D),
+          lse: await readF32(device, lse, rows),
+        });
+      } finally {
+        for (const at of used) at.destroy();
+        attention.dispose();
+      }
+      // The two matrix kernels (dense f16, paged FP8 E4M3 with per-token scales), emulated.
       assert.equal(emulated, 2);
     } finally {
       await decoder.dispose();
