@@ -10,7 +10,8 @@
  *   `--no-check`; the documentation examples run in one more process. Each module's output is
  *   printed whole when it ends, so outputs never interleave. A process that dies by SIGABRT or
  *   SIGSEGV after its own summary of 0 failures (a known crash in lavapipe's teardown at exit,
- *   docs/testing.md) runs once more and that run counts; a second crash counts as a failure.
+ *   docs/testing.md) runs again, at most three more times, and the last run counts: a crash
+ *   there counts as a failure.
  * - **On a hardware GPU, with `LEAN_TEST_JOBS=1`, or with arguments**, it is exactly `deno test
  *   -A --v8-flags=--expose-gc --doc [arguments]`, one process: GPU tests calibrate and compare
  *   grids on the one GPU, and test files in several threads of one process stopped making
@@ -169,7 +170,7 @@ function endChildrenOnSignals(): void {
 }
 
 /** One `deno test` process's output (stdout and stderr as they came) and exit status. */
-async function runDeno(args: string[]): Promise<{ code: number; output: string }> {
+async function runDeno(args: string[]): Promise<ProcessRun> {
   const child = new Deno.Command(Deno.execPath(), {
     args,
     stdout: "piped",
@@ -190,9 +191,56 @@ async function runDeno(args: string[]): Promise<{ code: number; output: string }
   return { code: status.code, output: chunks.join("") };
 }
 
+/**
+ * Reruns of a module whose process crashed at exit after a summary of 0 failures. Mesa's shader
+ * cache is warm by then, so a rerun takes seconds; session 53's fresh-clone run saw
+ * `tests/kernel_options_test.ts` crash so twice in a row (then 10 runs of it in a row, alone,
+ * without a crash), so one rerun was not enough. `.ci/run` reruns the serial suite as often.
+ */
+export const CRASH_RERUNS = 3;
+
+/** A test process's exit status and its whole output. */
+export interface ProcessRun {
+  /** Exit status (134: SIGABRT, 139: SIGSEGV). */
+  readonly code: number;
+  /** stdout and stderr together. */
+  readonly output: string;
+}
+
 /** A test process that died by SIGABRT or SIGSEGV after a summary of 0 failures. */
 function crashedAtExit(code: number, summary: Summary | undefined): boolean {
   return (code === 134 || code === 139) && summary?.ok === true;
+}
+
+/**
+ * Runs a module's process, and runs it again (at most {@linkcode CRASH_RERUNS} times) while it
+ * crashes at exit after a summary of 0 failures; the last run counts. `log` gets each crashed
+ * run's output with a note.
+ *
+ * @example
+ * ```ts
+ * import { runCountingCrashes } from "./run_suite.ts";
+ * const runs = [134, 0].map((code) => ({ code, output: "ok | 2 passed | 0 failed (1s)" }));
+ * const { run } = await runCountingCrashes("a_test.ts", async () => runs.shift()!, () => {});
+ * console.log(run.code); // 0
+ * ```
+ */
+export async function runCountingCrashes(
+  name: string,
+  runOnce: () => Promise<ProcessRun>,
+  log: (text: string) => void,
+): Promise<{ run: ProcessRun; summary: Summary | undefined }> {
+  let run = await runOnce();
+  let summary = parseSummary(run.output);
+  for (let rerun = 1; rerun <= CRASH_RERUNS && crashedAtExit(run.code, summary); rerun++) {
+    log(
+      `${run.output}\n[suite] ${name}: crashed at exit (exit ${run.code}) after its summary ` +
+        `of 0 failures; running it again (${rerun} of at most ${CRASH_RERUNS}), the last run counts`,
+    );
+    run = await runOnce();
+    summary = parseSummary(run.output);
+  }
+  return { run, summary };
 }
 
 /** Runs the suite in processes, `jobs` at once; returns the exit status. */
@@ -230,16 +278,11 @@ async function runParallel(jobs: number): Promise<number> {
   const failures: string[] = [];
   const worker = async () => {
     for (let job = queue.shift(); job !== undefined; job = queue.shift()) {
-      let run = await runDeno(job.args);
-      let summary = parseSummary(run.output);
-      if (crashedAtExit(run.code, summary)) {
-        console.log(
-          `${run.output}\n[suite] ${job.name}: crashed at exit (exit ${run.code}) ` +
-            `after its summary of 0 failures; running it once more, that run counts`,
-        );
-        run = await runDeno(job.args);
-        summary = parseSummary(run.output);
-      }
+      const { run, summary } = await runCountingCrashes(
+        job.name,
+        () => runDeno(job.args),
+        console.log,
+      );
       console.log(run.output);
       total.passed += summary?.passed ?? 0;
       total.failed += summary?.failed ?? 0;

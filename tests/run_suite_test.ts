@@ -4,7 +4,13 @@
  */
 
 import assert from "node:assert/strict";
-import { isTestModule, parseSummary, testModules } from "./run_suite.ts";
+import {
+  CRASH_RERUNS,
+  isTestModule,
+  parseSummary,
+  runCountingCrashes,
+  testModules,
+} from "./run_suite.ts";
 
 Deno.test("run_suite: test modules by deno test's naming rule, excluded folders left out", () => {
   for (const name of ["a_test.ts", "a.test.ts", "test.ts", "a_test.mjs", "b.test.jsx"]) {
@@ -50,4 +56,25 @@ Deno.test("run_suite: the last summary line's counts, with or without colours", 
   );
   assert.equal(parseSummary("error: Module not found"), undefined);
   assert.equal(parseSummary("ok | no summary here"), undefined);
+});
+
+Deno.test("run_suite: a crash at exit after 0 failures runs again, at most CRASH_RERUNS times", async () => {
+  const passed = "ok | 2 passed | 0 failed (1s)";
+  const outcome = async (codes: number[], output = passed) => {
+    const runs = codes.map((code) => ({ code, output }));
+    const logs: string[] = [];
+    const result = await runCountingCrashes("a_test.ts", async () => runs.shift()!, (t) => {
+      logs.push(t);
+    });
+    return { code: result.run.code, logs: logs.length, left: runs.length, ok: result.summary?.ok };
+  };
+  // Two crashes, then a clean run: that run counts.
+  assert.deepEqual(await outcome([134, 139, 0, 0]), { code: 0, logs: 2, left: 1, ok: true });
+  // Crashes every time: the last allowed run's crash counts.
+  const crashes = Array(CRASH_RERUNS + 2).fill(134);
+  assert.deepEqual(await outcome(crashes), { code: 134, logs: CRASH_RERUNS, left: 1, ok: true });
+  // A failed test, or another exit status, is never run again.
+  const failed = "FAILED | 1 passed | 1 failed (1s)";
+  assert.deepEqual(await outcome([134, 0], failed), { code: 134, logs: 0, left: 1, ok: false });
+  assert.deepEqual(await outcome([1, 0]), { code: 1, logs: 0, left: 1, ok: true });
 });
