@@ -233,7 +233,7 @@ function crashedAtExit(code: number, summary: Summary | undefined): boolean {
  * ```ts
  * import { runCountingCrashes } from "./run_suite.ts";
  * const runs = [134, 0].map((code) => ({ code, output: "ok | 2 passed | 0 failed (1s)" }));
- * const { run } = await runCountingCrashes("a_test.ts", async () => runs.shift()!, () => {});
+ * const { run } = await runCountingCrashes("a_test.ts", () => Promise.resolve(runs.shift()!), () => {});
  * console.log(run.code); // 0
  * ```
  */

@@ -63,9 +63,13 @@ Deno.test("run_suite: a crash at exit after 0 failures runs again, at most CRASH
   const outcome = async (codes: number[], output = passed) => {
     const runs = codes.map((code) => ({ code, output }));
     const logs: string[] = [];
-    const result = await runCountingCrashes("a_test.ts", async () => runs.shift()!, (t) => {
-      logs.push(t);
-    });
+    const result = await runCountingCrashes(
+      "a_test.ts",
+      () => Promise.resolve(runs.shift()!),
+      (t) => {
+        logs.push(t);
+      },
+    );
     return { code: result.run.code, logs: logs.length, left: runs.length, ok: result.summary?.ok };
   };
   // Two crashes, then a clean run: that run counts.
