@@ -8,7 +8,9 @@
 #          grid: session 44's `dawn` mode (the matrix-unit kernel's tests among them).
 #   lean   today's default kernels timed on every f16 and 8-bit case of bench/cases.json with
 #          their paged twins, each checked against float64 (session 30's `final` command, whose
-#          run the README's main table shows), against the stored anchors.
+#          run the README's main table shows), against the stored anchors; then the matrix-unit
+#          kernel's tests through Dawn (tests/matrix_kernel_test.ts, split from its CPU tests this
+#          session), in case `dawn` gets no device time.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s53_session.sh MODE
 set -u
 mode=${1:?usage: bash bench/h200_s53_session.sh suite|dawn|lean}
@@ -25,5 +27,7 @@ if [ "$mode" = lean ]; then
   # shellcheck disable=SC2086
   run_deno 420 lean.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --check --paged \
     $anchors --skip='mla|mqa' --out="$out/lean.json"
+  LEAN_TEST_EXHAUSTIVE=1 LEAN_TEST_DAWN_GRID=264 run_backend_tests dawn 110 matrix_dawn.txt \
+    --v8-flags=--expose-gc tests/matrix_kernel_test.ts
   stamp done
 fi
