@@ -28,19 +28,19 @@ import { summarizeAdapter } from "../src/gpu/gpu_runtime.ts";
 const TEST_FLAGS = ["test", "-A", "--v8-flags=--expose-gc"];
 
 /**
- * Test modules known to take the longest on lavapipe, longest first (session 51's fresh-clone
- * run: 379, 377, 206, 108, 90, 73, 73 and 59 s; docs/testing.md, "Where a fresh clone's test time
- * goes"), started first so that no long module starts last.
+ * Test modules known to take the longest on lavapipe, longest first (session 53's fresh-clone
+ * run with `GALLIVM_PERF=nopt`: 305, 156, 93, 60, 48, 47, 43 and 41 s; docs/testing.md, "Where a
+ * fresh clone's test time goes"), started first so that no long module starts last.
  */
 const SLOW_FIRST = [
-  "tests/matrix_emulated_test.ts",
   "tests/kernel_options_test.ts",
   "tests/decode_test.ts",
+  "tests/matrix_emulated_test.ts",
   "tests/token_runs_test.ts",
   "tests/paged_gpu_test.ts",
-  "tests/combinations_gpu_test.ts",
-  "tests/tiled_test.ts",
   "tests/reliability_test.ts",
+  "tests/tiled_test.ts",
+  "tests/combinations_gpu_test.ts",
 ];
 
 /** Folders `deno test` does not search (deno.json's `exclude`, and what no test lives in). */
