@@ -50,3 +50,15 @@ export const MATRIX_TIME_VARIANTS: Record<string, ((code: string) => string) | u
   "no-score-mma": everywhere(/\n *s = subgroupMatrixMultiplyAccumulate\([^\n]*;/, ""),
   "no-pv-mma": everywhere(/\n *o\d+ = subgroupMatrixMultiplyAccumulate\([^\n]*;/, ""),
 };
+
+/**
+ * Session 54's probe of the paged E5M2 miss: a matrix kernel that reads its layer's scale pair
+ * from the scale table (`kv_scales[0]`, paged caches of per-tensor scales) reads it from the
+ * params block instead, as the dense kernel does (`params.k_scale`, `params.v_scale`). The
+ * values are then the plan's, not the layer's: for timing only. Kernels without the pattern are
+ * left as they are.
+ */
+export function layerScalesFromParams(code: string): string {
+  return code.replace(/kv_scales\[0\]\.x/g, "params.k_scale")
+    .replace(/kv_scales\[0\]\.y/g, "params.v_scale");
+}

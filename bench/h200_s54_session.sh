@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Session 54 on the H200. Results under $OUT or bench/results/h200_session54/MODE:
+#   probe  (1) bench/probe_balance.ts through Deno's WebGPU: a stream split in equal shares per
+#          workgroup (lean's split) against shares plus chunks claimed at run time, at 128 MiB
+#          to 1 GiB, grids 264 and 528, with and without the 4-row kernel's arithmetic per word:
+#          how much a pass loses waiting for its slowest workgroup. (2) The paged E5M2 miss of
+#          the matrix kernel (qLen 4 over GQA 64/8 32k, 1.064x of dense in session 52): the
+#          paged kernel with its layer's scale pair read from the params block, as the dense
+#          kernel reads it (bench/diag_rewritten_bench.ts, timing only), against the kernel as
+#          it is, twice each, alternating, with int8 beside it.
+# Run: OUT=... bash .gpu/boot.sh bash bench/h200_s54_session.sh MODE
+set -u
+mode=${1:?usage: bash bench/h200_s54_session.sh probe}
+out=${OUT:-bench/results/h200_session54/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+stamp "$mode: $(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+case $mode in
+probe)
+  run_deno 200 balance.txt bench/probe_balance.ts --out="$out/balance.json"
+  for round in 1 2; do
+    rows_bench 100 "as_is_r$round" '{"matrixMath":true}' --paged \
+      --cases=bench/cases_rows8.json --only="qLen4 gqa64/8 32k"
+    run_deno 100 "bench_rows_layer_scales_r$round.txt" bench/diag_rewritten_bench.ts \
+      --rewrite=layer-scales --backend=dawn --strategies=lean --cases=bench/cases_rows8.json \
+      --kernel='{"matrixMath":true}' --paged --only="qLen4 gqa64/8 32k" \
+      --out="$out/bench_rows_layer_scales_r$round.json"
+  done
+  ;;
+*)
+  echo "unknown mode $mode" >&2
+  exit 2
+  ;;
+esac
+stamp done
