@@ -8,9 +8,11 @@
 #          paged kernel with its layer's scale pair read from the params block, as the dense
 #          kernel reads it (bench/diag_rewritten_bench.ts, timing only), against the kernel as
 #          it is, twice each, alternating, with int8 beside it.
+#   grids  lean at grids other than the calibrated one where those cut each head's tiles into
+#          equal runs (below).
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s54_session.sh MODE
 set -u
-mode=${1:?usage: bash bench/h200_s54_session.sh probe}
+mode=${1:?usage: bash bench/h200_s54_session.sh probe|grids}
 out=${OUT:-bench/results/h200_session54/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
@@ -25,6 +27,21 @@ probe)
       --rewrite=layer-scales --backend=dawn --strategies=lean --cases=bench/cases_rows8.json \
       --kernel='{"matrixMath":true}' --paged --only="qLen4 gqa64/8 32k" \
       --out="$out/bench_rows_layer_scales_r$round.json"
+  done
+  ;;
+grids)
+  # Whole-tile balance: MHA 16k/32k at grid 480 (the calibrated one-wave size: 15 runs of 17-18
+  # tiles per head at 16k) against 512 and 528 (16 runs of 16 tiles, if they still fit in one
+  # wave); GQA at 264 (62-63 tiles per run at 128k, 15-16 at 32k) against 256 (64 and 16 each).
+  for round in 1 2; do
+    for g in 480 512 528; do
+      run_deno 60 "mha_g${g}_r$round.txt" bench/gpu_bench.ts --strategies=lean --grid=$g \
+        --only="b1 h32 16k|b1 h32 32k" --skip="e4m3|e5m2"
+    done
+    for g in 264 256; do
+      run_deno 90 "gqa_g${g}_r$round.txt" bench/gpu_bench.ts --strategies=lean --grid=$g \
+        --only="gqa32/8 32k|gqa32/8 128k|b4 16k|d256 32k|d64 32k" --skip="int8|e4m3"
+    done
   done
   ;;
 *)
