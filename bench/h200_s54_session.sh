@@ -10,9 +10,11 @@
 #          it is, twice each, alternating, with int8 beside it.
 #   grids  lean at grids other than the calibrated one where those cut each head's tiles into
 #          equal runs (below).
+#   code   bench/probe_code_size.ts: passes of two dispatches (264 then 32 workgroups) with one
+#          running straight-line code of 512-16384 multiply-adds or the same as a loop.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s54_session.sh MODE
 set -u
-mode=${1:?usage: bash bench/h200_s54_session.sh probe|grids}
+mode=${1:?usage: bash bench/h200_s54_session.sh probe|grids|code}
 out=${OUT:-bench/results/h200_session54/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
@@ -43,6 +45,10 @@ grids)
         --only="gqa32/8 32k|gqa32/8 128k|b4 16k|d256 32k|d64 32k" --skip="int8|e4m3"
     done
   done
+  ;;
+code)
+  run_deno 300 code_size.txt bench/probe_code_size.ts --sizes=512,2048,8192,16384 \
+    --out="$out/code_size.json"
   ;;
 *)
   echo "unknown mode $mode" >&2
