@@ -13,6 +13,7 @@ import {
   APPEND_PARAMS_RECORD,
   appendLayoutEntries,
   BINDING,
+  kernelBindingsWGSL,
   kernelLayoutEntries,
   PARAMS_RECORD,
   PIECE_RECORD,
@@ -166,6 +167,36 @@ Deno.test("every kernel declares exactly the bindings of its explicit layout", (
     assert.equal(BINDING[e.name], e.binding);
   }
   for (const e of appendLayoutEntries(true)) assert.equal(APPEND_BINDING[e.name], e.binding);
+});
+
+Deno.test("the kernels' binding declarations come from their layout entries", () => {
+  const entries = kernelLayoutEntries({ paged: true, heads: true, kvScales: true });
+  const types = {
+    q: "array<f32>",
+    k: "array<vec4<u32>>",
+    v: "array<vec4<u32>>",
+    out: "array<u32>",
+  };
+  const all = kernelBindingsWGSL(entries, types);
+  assert.deepStrictEqual(declared(all), new Map(entries.map((e) => [e.binding, e.type])));
+  for (
+    const line of [
+      "@binding(0) var<uniform> params: Params;",
+      "@binding(2) var<storage, read> q: array<f32>;",
+      "@binding(3) var<storage, read> k_cache: array<vec4<u32>>;",
+      "@binding(5) var<storage, read_write> out: array<u32>;",
+      "@binding(7) var<storage, read_write> lse_out: array<f32>;",
+      "@binding(10) var<storage, read> kv_scales: array<vec2<f32>>;",
+    ]
+  ) assert.ok(all.includes(line), line);
+  // A binding of the kernel's own type without one is not declared (the merge kernel's q, K, V).
+  const merge = declared(kernelBindingsWGSL(entries, { out: "array<f32>" }));
+  assert.deepStrictEqual(
+    [...merge.keys()],
+    entries.map((e) => e.binding).filter((n) =>
+      !([BINDING.q, BINDING.k, BINDING.v] as number[]).includes(n)
+    ),
+  );
 });
 
 Deno.test("the kernels read every record field through its named offset", () => {

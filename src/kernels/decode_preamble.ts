@@ -30,7 +30,7 @@ import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 import { ioWGSL } from "./io_wgsl.ts";
 import { kvAddressWGSL } from "./kv_address.ts";
-import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
+import { kernelBindingsWGSL, kernelLayoutEntries, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
 
 /** Sentinel for masked scores and empty states; finite so `exp2(NEG - NEG)` stays defined. */
 export const NEG_SCORE = -1e30;
@@ -94,16 +94,19 @@ export function decodePreambleWGSL(spec: KernelSpec, choices: DecodePreambleChoi
   const halfV = halfValues(spec);
   const io = ioWGSL(spec);
 
-  const pagedBinding = `${
-    L.paged ? bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>") : ""
-  }${
-    scaleTable(spec)
-      ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`
-      : ""
-  }`;
-  const headsBinding = needsHeadTable("decode", flags)
-    ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}`
-    : "";
+  const bindings = kernelBindingsWGSL(
+    kernelLayoutEntries({
+      paged: L.paged,
+      heads: needsHeadTable("decode", flags),
+      kvScales: scaleTable(spec),
+    }),
+    {
+      q: io.qType,
+      k: `array<${halfK && !halfBytes ? "KHalves" : raw}>`,
+      v: `array<${halfV16 ? "KHalves" : raw}>`,
+      out: io.outType,
+    },
+  );
   const entries = G * RS * U * RP; // (token, row) scores per step
   const exchange = L.subgroups || lanes === 1 ? "" : `const XHALF: u32 = ${entries * (lanes + 1)}u;
 const SHALF: u32 = ${entries}u;
@@ -126,22 +129,7 @@ var<workgroup> ss: array<f32, ${2 * entries}>;`;
     spec.vPerToken ? " vPerToken" : ""
   }${rowScatter(spec) ? " rowScatter" : ""}
 ${PARAMS_WGSL}
-${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
-${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
-${bindingWGSL(BINDING.q, "q", "storage, read", io.qType)}
-${
-    bindingWGSL(
-      BINDING.k,
-      "k_cache",
-      "storage, read",
-      `array<${halfK && !halfBytes ? "KHalves" : raw}>`,
-    )
-  }
-${bindingWGSL(BINDING.v, "v_cache", "storage, read", `array<${halfV16 ? "KHalves" : raw}>`)}
-${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
-${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
-${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}
-${pagedBinding}${headsBinding}
+${bindings}
 ${recordOffsetsWGSL(PIECE_RECORD)}
 
 const D: u32 = ${D}u;

@@ -59,7 +59,7 @@ import {
 } from "./kernel_params.ts";
 import { kvAddressWGSL } from "./kv_address.ts";
 import { ioWGSL } from "./io_wgsl.ts";
-import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
+import { kernelBindingsWGSL, kernelLayoutEntries, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
 import { needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 import type { WGSLOptions } from "./decode_kernel.ts";
 import { matrixLayout } from "./matrix_layout.ts";
@@ -187,20 +187,16 @@ diagnostic(off, chromium.subgroup_matrix_uniformity);
     scaled ? ` scales=${spec.kvScales ?? "tensor"}` : ""
   }
 ${PARAMS_WGSL}
-${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
-${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
-${bindingWGSL(BINDING.q, "q", "storage, read", io.qType)}
-${bindingWGSL(BINDING.k, "k_cache", "storage, read", "array<vec4<u32>>")}
-${bindingWGSL(BINDING.v, "v_cache", "storage, read", "array<vec4<u32>>")}
-${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
-${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
-${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
-    spec.paged ? `\n${bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")}` : ""
-  }${
-    scaleTable(spec)
-      ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`
-      : ""
-  }${headTable ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""}
+${
+    kernelBindingsWGSL(
+      kernelLayoutEntries({
+        paged: spec.paged ?? false,
+        heads: headTable,
+        kvScales: scaleTable(spec),
+      }),
+      { q: io.qType, k: "array<vec4<u32>>", v: "array<vec4<u32>>", out: io.outType },
+    )
+  }
 ${recordOffsetsWGSL(PIECE_RECORD)}
 
 const CHUNKS: u32 = ${CHUNKS}u;

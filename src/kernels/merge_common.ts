@@ -10,7 +10,12 @@
  * @module
  */
 
-import { BINDING, bindingWGSL, recordOffsetsWGSL, REDUCE_RECORD } from "./abi.ts";
+import {
+  kernelBindingsWGSL,
+  kernelLayoutEntries,
+  recordOffsetsWGSL,
+  REDUCE_RECORD,
+} from "./abi.ts";
 import type { WGSLOptions } from "./decode_kernel.ts";
 import { NEG_SCORE } from "./decode_preamble.ts";
 import { ioWGSL } from "./io_wgsl.ts";
@@ -59,13 +64,7 @@ export function mergeHeaderWGSL(
     options.enableDirective && parts.subgroups ? "enable subgroups;\n" : ""
   }// lean-attention merge kernel: ${parts.title}
 ${PARAMS_WGSL}
-${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
-${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
-${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
-${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
-${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
-    heads ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""
-  }
+${kernelBindingsWGSL(kernelLayoutEntries({ paged: false, heads }), { out: io.outType })}
 ${recordOffsetsWGSL(REDUCE_RECORD)}
 
 const D: u32 = ${D}u;

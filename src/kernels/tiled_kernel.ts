@@ -42,7 +42,7 @@ import {
 import { kvChunkWGSL, kvLoadWGSL } from "./kv_load.ts";
 import { kvAddressWGSL } from "./kv_address.ts";
 import { ioWGSL } from "./io_wgsl.ts";
-import { BINDING, bindingWGSL, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
+import { kernelBindingsWGSL, kernelLayoutEntries, PIECE_RECORD, recordOffsetsWGSL } from "./abi.ts";
 import { needsHeadTable, variantFunctionsWGSL } from "./variant_wgsl.ts";
 import type { WGSLOptions } from "./decode_kernel.ts";
 import { TILED_THREADS, tiledLayout } from "./tiled_layout.ts";
@@ -97,6 +97,7 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
   const qHalf = spec.qDtype === "f16";
   const v = vPieceWGSL(spec);
   const loadDim = kvLoadDim(D, spec.headDimV);
+  const chunk = kvChunkWGSL(spec.kvDtype, loadDim);
   const headTable = needsHeadTable("decode", flags);
   const comps = ["x", "y", "z", "w"];
   const sc = (i: number, j: number) => `s${i}_${j}`;
@@ -129,34 +130,16 @@ export function tiledKernelWGSL(spec: KernelSpec, _options: WGSLOptions = {}): s
     scaled ? ` scales=${tokenScales ? "token" : "tensor"}` : ""
   }
 ${PARAMS_WGSL}
-${bindingWGSL(BINDING.params, "params", "uniform", "Params")}
-${bindingWGSL(BINDING.sched, "sched", "storage, read", "array<u32>")}
-${bindingWGSL(BINDING.q, "q", "storage, read", io.qType)}
 ${
-    bindingWGSL(
-      BINDING.k,
-      "k_cache",
-      "storage, read",
-      `array<${kvChunkWGSL(spec.kvDtype, loadDim)}>`,
+    kernelBindingsWGSL(
+      kernelLayoutEntries({
+        paged: spec.paged ?? false,
+        heads: headTable,
+        kvScales: scaleTable(spec),
+      }),
+      { q: io.qType, k: `array<${chunk}>`, v: `array<${chunk}>`, out: io.outType },
     )
   }
-${
-    bindingWGSL(
-      BINDING.v,
-      "v_cache",
-      "storage, read",
-      `array<${kvChunkWGSL(spec.kvDtype, loadDim)}>`,
-    )
-  }
-${bindingWGSL(BINDING.out, "out", "storage, read_write", io.outType)}
-${bindingWGSL(BINDING.partials, "partials", "storage, read_write", "array<f32>")}
-${bindingWGSL(BINDING.lse, "lse_out", "storage, read_write", "array<f32>")}${
-    spec.paged ? `\n${bindingWGSL(BINDING.pages, "pages", "storage, read", "array<u32>")}` : ""
-  }${
-    scaleTable(spec)
-      ? `\n${bindingWGSL(BINDING.kvScales, "kv_scales", "storage, read", "array<vec2<f32>>")}`
-      : ""
-  }${headTable ? `\n${bindingWGSL(BINDING.heads, "heads", "storage, read", "array<f32>")}` : ""}
 ${recordOffsetsWGSL(PIECE_RECORD)}
 
 const CHUNKS: u32 = ${(D * info.bytes) / 16}u;
@@ -209,7 +192,7 @@ ${blockRowLimitsWGSL(flags, "sr")}
     var l_run = 0.0;
     var bad = 0u;
 ${lines(MB_R, (r) => `    var ${o(r, 0)} = vec4<f32>(0.0);\n    var ${o(r, 1)} = vec4<f32>(0.0);`)}
-${lines(KL, (i) => `    var kn${i} = ${kvChunkWGSL(spec.kvDtype, loadDim)}();`)}
+${lines(KL, (i) => `    var kn${i} = ${chunk}();`)}
 ${lines(KL, (i) => `    var kb${i} = 0u;\n    var kb_next${i} = 0u;`)}${
     tokenScales ? `\n${lines(KL, (i) => `    var ks${i} = 1.0;\n    var ks_next${i} = 1.0;`)}` : ""
   }
