@@ -12,14 +12,23 @@
 #          equal runs (below).
 #   code   bench/probe_code_size.ts: passes of two dispatches (264 then 32 workgroups) with one
 #          running straight-line code of 512-16384 multiply-adds or the same as a loop.
+#   suite  the whole test folder through Deno's WebGPU with every GPU shape, then every GPU test
+#          file through Dawn (session 44's modes).
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s54_session.sh MODE
 set -u
-mode=${1:?usage: bash bench/h200_s54_session.sh probe|grids|code}
+mode=${1:?usage: bash bench/h200_s54_session.sh probe|grids|code|suite}
 out=${OUT:-bench/results/h200_session54/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
 stamp "$mode: $(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 case $mode in
+suite)
+  # After the kernels' @binding lines were generated from their layout entries (a blank line and
+  # the order of two bindings changed in the WGSL): the whole test folder through Deno's WebGPU,
+  # then every GPU test file through Dawn (session 44's modes, as in session 53).
+  OUT=$out/webgpu bash bench/h200_s44_session.sh webgpu
+  OUT=$out/dawn bash bench/h200_s44_session.sh dawn
+  ;;
 probe)
   run_deno 200 balance.txt bench/probe_balance.ts --out="$out/balance.json"
   for round in 1 2; do
