@@ -223,11 +223,11 @@ export function recordOffsetsWGSL(rec: AbiRecord<string>): string {
 
 export {
   APPEND_BINDING,
+  appendBindingsWGSL,
   appendLayoutEntries,
   BINDING,
   type BindingName,
   type BindingType,
-  bindingWGSL,
   createLayout,
   kernelBindingsWGSL,
   kernelLayoutEntries,

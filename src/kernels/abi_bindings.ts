@@ -97,9 +97,7 @@ export function kernelLayoutEntries(
  * WGSL variable names of the attention kernels' bindings, and the types of those whose type is
  * the same in every kernel (`q`, `k`, `v` and `out` depend on the kernel's dtypes).
  */
-const BINDING_VARS: Readonly<
-  Record<BindingName, { readonly name: string; readonly type?: string }>
-> = {
+const BINDING_VARS: Readonly<Record<BindingName, BindingVar>> = {
   params: { name: "params", type: "Params" },
   sched: { name: "sched", type: "array<u32>" },
   q: { name: "q" },
@@ -111,6 +109,18 @@ const BINDING_VARS: Readonly<
   pages: { name: "pages", type: "array<u32>" },
   heads: { name: "heads", type: "array<f32>" },
   kvScales: { name: "kv_scales", type: "array<vec2<f32>>" },
+};
+
+/** The append kernel's binding variables (`dstK`, `dstV`: their word type is the KV dtype's). */
+const APPEND_BINDING_VARS: Readonly<Record<keyof typeof APPEND_BINDING, BindingVar>> = {
+  params: { name: "params", type: "AppendParams" },
+  rows: { name: "rows", type: "array<u32>" },
+  srcK: { name: "src_k", type: "array<f32>" },
+  srcV: { name: "src_v", type: "array<f32>" },
+  dstK: { name: "dst_k" },
+  dstV: { name: "dst_v" },
+  layerScale: { name: "layer_scale", type: "vec4<f32>" },
+  dstScales: { name: "dst_scales", type: "array<vec2<f32>>" },
 };
 
 /** WGSL address space of each buffer binding type. */
@@ -138,10 +148,48 @@ export function kernelBindingsWGSL(
   entries: readonly LayoutEntry<BindingName>[],
   types: Partial<Record<"q" | "k" | "v" | "out", string>>,
 ): string {
+  return bindingsWGSL(entries, BINDING_VARS, types);
+}
+
+/**
+ * The `@binding` lines of the append kernel, from its layout entries
+ * ({@linkcode appendLayoutEntries}), its destination words typed `word`.
+ *
+ * @example
+ * ```ts
+ * import { appendBindingsWGSL, appendLayoutEntries } from "./abi.ts";
+ * const wgsl = appendBindingsWGSL(appendLayoutEntries(), "u32");
+ * console.log(wgsl.split("\n")[4]);
+ * // @group(0) @binding(4) var<storage, read_write> dst_k: array<u32>;
+ * ```
+ */
+export function appendBindingsWGSL(
+  entries: readonly LayoutEntry<keyof typeof APPEND_BINDING>[],
+  word: string,
+): string {
+  return bindingsWGSL(entries, APPEND_BINDING_VARS, {
+    dstK: `array<${word}>`,
+    dstV: `array<${word}>`,
+  });
+}
+
+/** A binding's WGSL variable: its name, and its type where every kernel gives it the same. */
+interface BindingVar {
+  readonly name: string;
+  readonly type?: string;
+}
+
+/** The `@binding` lines of layout entries, in their order; an entry without a type is left out. */
+function bindingsWGSL<N extends string>(
+  entries: readonly LayoutEntry<N>[],
+  vars: Readonly<Record<N, BindingVar>>,
+  types: Partial<Record<N, string>>,
+): string {
   return entries.flatMap((e) => {
-    const v = BINDING_VARS[e.name];
-    const type = v.type ?? types[e.name as "q" | "k" | "v" | "out"];
-    return type === undefined ? [] : [bindingWGSL(e.binding, v.name, ADDRESS_SPACE[e.type], type)];
+    const type = vars[e.name].type ?? types[e.name];
+    return type === undefined
+      ? []
+      : [bindingWGSL(e.binding, vars[e.name].name, ADDRESS_SPACE[e.type], type)];
   }).join("\n");
 }
 
@@ -174,17 +222,8 @@ export function appendLayoutEntries(scaled = false): LayoutEntry<keyof typeof AP
   ];
 }
 
-/**
- * The `@binding` line of a named binding.
- *
- * @example
- * ```ts
- * import { bindingWGSL } from "./abi.ts";
- * console.log(bindingWGSL(3, "k_cache", "storage, read", "array<vec4<u32>>"));
- * // @group(0) @binding(3) var<storage, read> k_cache: array<vec4<u32>>;
- * ```
- */
-export function bindingWGSL(binding: number, name: string, space: string, type: string): string {
+/** The `@binding` line of a binding: `@group(0) @binding(3) var<storage, read> k_cache: ...;`. */
+function bindingWGSL(binding: number, name: string, space: string, type: string): string {
   return `@group(0) @binding(${binding}) var<${space}> ${name}: ${type};`;
 }
 

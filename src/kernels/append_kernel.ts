@@ -12,7 +12,12 @@
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import type { KVDtype } from "../core/problem.ts";
 import { dynamicScaleWGSL, type Kv8Format } from "../core/kv8.ts";
-import { APPEND_BINDING as B, APPEND_PARAMS_RECORD, bindingWGSL, recordStructWGSL } from "./abi.ts";
+import {
+  APPEND_PARAMS_RECORD,
+  appendBindingsWGSL,
+  appendLayoutEntries,
+  recordStructWGSL,
+} from "./abi.ts";
 
 /** Threads per workgroup of the append kernel. */
 export const APPEND_WORKGROUP = 64;
@@ -82,19 +87,9 @@ ${copy("k").replace(/^/gm, "  ")}
   if (w < params.row_words_v) {
 ${copy("v").replace(/^/gm, "  ")}
   }`;
-  const scaleBindings = dtype.scaled
-    ? `
-${bindingWGSL(B.layerScale, "layer_scale", "uniform", "vec4<f32>")}
-${bindingWGSL(B.dstScales, "dst_scales", "storage, read_write", "array<vec2<f32>>")}`
-    : "";
   return `// lean-attention append kernel: ${kvDtype}
 ${recordStructWGSL(APPEND_PARAMS_RECORD)}
-${bindingWGSL(B.params, "params", "uniform", "AppendParams")}
-${bindingWGSL(B.rows, "rows", "storage, read", "array<u32>")}
-${bindingWGSL(B.srcK, "src_k", "storage, read", "array<f32>")}
-${bindingWGSL(B.srcV, "src_v", "storage, read", "array<f32>")}
-${bindingWGSL(B.dstK, "dst_k", "storage, read_write", `array<${word}>`)}
-${bindingWGSL(B.dstV, "dst_v", "storage, read_write", `array<${word}>`)}${scaleBindings}
+${appendBindingsWGSL(appendLayoutEntries(dtype.scaled), word)}
 ${dtype.wgslPack}
 ${dtype.scaled ? dynamicScaleWGSL(kvDtype as Kv8Format) : ""}
 
