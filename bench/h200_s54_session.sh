@@ -14,9 +14,11 @@
 #          running straight-line code of 512-16384 multiply-adds or the same as a loop.
 #   suite  the whole test folder through Deno's WebGPU with every GPU shape, then every GPU test
 #          file through Dawn (session 44's modes).
+#   paged  the matrix kernel's page reads a tile's products ahead: its tests through Dawn, and
+#          paged against dense on the E5M2 miss's shape and two f16 shapes.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s54_session.sh MODE
 set -u
-mode=${1:?usage: bash bench/h200_s54_session.sh probe|grids|code|suite}
+mode=${1:?usage: bash bench/h200_s54_session.sh probe|grids|code|suite|paged}
 out=${OUT:-bench/results/h200_session54/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
@@ -28,6 +30,16 @@ suite)
   # then every GPU test file through Dawn (session 44's modes, as in session 53).
   OUT=$out/webgpu bash bench/h200_s44_session.sh webgpu
   OUT=$out/dawn bash bench/h200_s44_session.sh dawn
+  ;;
+paged)
+  # The matrix kernel's next-tile page reads issued before the tile's score products (stored
+  # after them) instead of after: its tests through Dawn, then paged against dense, checked
+  # against float64, on the 8-bit shape of the E5M2 miss and two f16 shapes.
+  LEAN_TEST_EXHAUSTIVE=1 LEAN_TEST_DAWN_GRID=264 run_backend_tests dawn 90 matrix_dawn.txt \
+    --v8-flags=--expose-gc tests/matrix_kernel_test.ts
+  rows_bench 110 matrix8 '{"matrixMath":true}' --check --paged --cases=bench/cases_rows8.json \
+    --only="qLen4 gqa64/8 32k"
+  rows_bench 110 matrix '{"matrixMath":true}' --check --paged --only="qLen4 gqa 16k|qLen4 gqa64/8"
   ;;
 probe)
   run_deno 200 balance.txt bench/probe_balance.ts --out="$out/balance.json"

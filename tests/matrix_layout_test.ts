@@ -234,10 +234,22 @@ Deno.test("the matrix kernel's device check, choice, layout, key and WGSL", () =
   );
   // Paged: a tile's token addresses read from the page table once each (by its first 64
   // threads, into workgroup memory: the first tile's before the query rounds, each next one's
-  // during the scores), and the staging loads reading them there.
+  // read before the scores and stored after them), and the staging loads reading them there.
   const pagedWGSL = matrixKernelWGSL(paged);
   assert.ok(pagedWGSL.includes("fn kv_page("));
-  assert.equal(pagedWGSL.split("tok_wg[lid] = kv_addr_at(page, tok, kv_head);").length - 1, 2);
+  const count = (s: string) => pagedWGSL.split(s).length - 1;
+  assert.equal(count("pg_page = kv_page(kv_start, pg_tok);"), 2);
+  assert.equal(count("tok_wg[lid] = kv_addr_at(pg_page, pg_tok, kv_head);"), 2);
+  const loop = pagedWGSL.slice(pagedWGSL.indexOf("for (var tile0"));
+  const [read, scores, write] = [
+    "pg_page = kv_page(kv_start, pg_tok);",
+    "subgroupMatrixMultiplyAccumulate(",
+    "tok_wg[lid] = kv_addr_at(",
+  ].map((s) => loop.indexOf(s));
+  assert.ok(
+    0 <= read && read < scores && scores < write,
+    "the next tile's pages read before the scores",
+  );
   assert.ok(pagedWGSL.includes("let a = tok_wg[idx / 16u] + idx % 16u;"));
   assert.ok(!pagedWGSL.includes("kv_addr(kv_start"));
   let pagedBytes = 0;

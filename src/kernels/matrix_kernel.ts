@@ -105,8 +105,18 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     flags.window ? " && min(t, tok_end - 1u) >= lo" : ""
   }`;
 
-  const { scales, registers, pageTable, pageRows, stageLoad, stageStore, queryRound } =
-    matrixStagesWGSL(spec);
+  const {
+    scales,
+    registers,
+    pageTable,
+    pageRows,
+    pageRead,
+    pageWrite,
+    pageRegisters,
+    stageLoad,
+    stageStore,
+    queryRound,
+  } = matrixStagesWGSL(spec);
   // Scores of 16-token block `jb` (over the subgroup's part `kp` of the dims where KP > 1: the
   // part's sums go to the part's 16 x T of the block's region).
   const scoreBlock = (jb: string) =>
@@ -256,7 +266,8 @@ ${blockRowLimitsWGSL(flags, "br")}
 ${lines(Math.ceil(DB / G), (n) => `    var o${n} = ${S}();`)}
 ${lines(KB, (kk) => `    var q${kk} = ${L}();`)}${
     spec.paged
-      ? `\n    // The first tile's addresses (the query rounds' barriers before their reads).
+      ? `\n${pageRegisters}
+    // The first tile's addresses (the query rounds' barriers before their reads).
     if (tok_begin < tok_end) {
 ${pageRows("tok_begin")}
     }`
@@ -273,13 +284,20 @@ ${stageLoad("tok_begin")}
         resc_wg[0] = 0u;
       }
 ${stageStore("kw")}
-      workgroupBarrier();
+      workgroupBarrier();${
+    spec.paged
+      ? `\n      // The next tile's pages, read before the products so that they hide the read.
+      if (tile0 + ${T}u < tok_end) {
+${pageRead(`(tile0 + ${T}u)`)}
+      }`
+      : ""
+  }
 ${KP === 1 ? dealt(TB, scoreBlock) : scoreBlock(`(g % ${TB}u)`)}${
     spec.paged
       ? `\n      // The next tile's addresses, for its loads below (the last ones read before the
       // barrier above).
       if (tile0 + ${T}u < tok_end) {
-${pageRows(`(tile0 + ${T}u)`)}
+${pageWrite}
       }`
       : ""
   }

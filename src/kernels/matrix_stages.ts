@@ -29,9 +29,19 @@ export interface MatrixStages {
   /**
    * Paged specs: the addresses of the tile from token `t0` into `tok_wg` (its first `T` threads
    * read the page table, one token each), for a later {@linkcode stageLoad} of that tile with a
-   * barrier between; else "".
+   * barrier between; else "". {@linkcode pageRead} then {@linkcode pageWrite}.
    */
   pageRows(t0: string): string;
+  /**
+   * Paged specs: the first half of {@linkcode pageRows}: each of the first `T` threads reads its
+   * token's page of the tile from token `t0` into registers (`pg_tok`, `pg_page`), so that other
+   * work can hide the read's latency before {@linkcode pageWrite}; else "".
+   */
+  pageRead(t0: string): string;
+  /** Paged specs: the second half of {@linkcode pageRows}, the addresses into `tok_wg`; else "". */
+  pageWrite: string;
+  /** Paged specs: the registers of {@linkcode pageRead}, declared; else "". */
+  pageRegisters: string;
   /**
    * A tile's K and V rows from token `t0` into the registers `kw*` and `vw*` (paged: from the
    * addresses that {@linkcode pageRows} put in `tok_wg`).
@@ -99,16 +109,25 @@ export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
     }, read from the page table.
 var<workgroup> tok_wg: array<u32, ${tokenScales ? 2 * T : T}>;`
     : "";
-  const pageRows = (t0: string) =>
+  // The read of the page table and the store of the addresses are apart, so that a kernel can
+  // issue the read before a tile's products and store after them: a read issued just before the
+  // barrier that the stores must precede left its latency exposed once per tile.
+  const pageRead = (t0: string) =>
     paged
       ? `      if (lid < ${T}u) {
-        let tok = min(${t0} + lid, tok_end - 1u);
-        let page = kv_page(kv_start, tok);
-        tok_wg[lid] = kv_addr_at(page, tok, kv_head);${
-        tokenScales ? `\n        tok_wg[${T}u + lid] = kv_row_at(page, tok);` : ""
-      }
+        pg_tok = min(${t0} + lid, tok_end - 1u);
+        pg_page = kv_page(kv_start, pg_tok);
       }`
       : "";
+  const pageWrite = paged
+    ? `      if (lid < ${T}u) {
+        tok_wg[lid] = kv_addr_at(pg_page, pg_tok, kv_head);${
+      tokenScales ? `\n        tok_wg[${T}u + lid] = kv_row_at(pg_page, pg_tok);` : ""
+    }
+      }`
+    : "";
+  const pageRows = (t0: string) => paged ? `${pageRead(t0)}\n${pageWrite}` : "";
+  const pageRegisters = paged ? "    var pg_tok = 0u;\n    var pg_page = 0u;" : "";
   // A tile's K and V rows from token `t0` into registers `kw0`, `vw0`, `kw1`, ... (constant
   // indices: a register array indexed in a loop went to local memory on the H200, session 47),
   // and with per-token scales each row's pair of scales into `sw0`, ... K and V rows share their
@@ -188,5 +207,16 @@ ${
     }
     }
     workgroupBarrier();`;
-  return { scales, registers, pageTable, pageRows, stageLoad, stageStore, queryRound };
+  return {
+    scales,
+    registers,
+    pageTable,
+    pageRows,
+    pageRead,
+    pageWrite,
+    pageRegisters,
+    stageLoad,
+    stageStore,
+    queryRound,
+  };
 }
