@@ -16,9 +16,10 @@
 #          file through Dawn (session 44's modes).
 #   paged  the matrix kernel's page reads a tile's products ahead: its tests through Dawn, and
 #          paged against dense on the E5M2 miss's shape and two f16 shapes.
+#   paged2 one more round of paged's E5M2 shape, timing only.
 # Run: OUT=... bash .gpu/boot.sh bash bench/h200_s54_session.sh MODE
 set -u
-mode=${1:?usage: bash bench/h200_s54_session.sh probe|grids|code|suite|paged}
+mode=${1:?usage: bash bench/h200_s54_session.sh probe|grids|code|suite|paged|paged2}
 out=${OUT:-bench/results/h200_session54/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
@@ -40,6 +41,11 @@ paged)
   rows_bench 110 matrix8 '{"matrixMath":true}' --check --paged --cases=bench/cases_rows8.json \
     --only="qLen4 gqa64/8 32k"
   rows_bench 110 matrix '{"matrixMath":true}' --check --paged --only="qLen4 gqa 16k|qLen4 gqa64/8"
+  ;;
+paged2)
+  # One more round of the E5M2 shape after `paged` (timing only).
+  rows_bench 100 matrix8_r2 '{"matrixMath":true}' --paged --cases=bench/cases_rows8.json \
+    --only="qLen4 gqa64/8 32k e5m2"
   ;;
 probe)
   run_deno 200 balance.txt bench/probe_balance.ts --out="$out/balance.json"
