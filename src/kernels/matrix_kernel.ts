@@ -14,7 +14,8 @@
  * registers), so a tile's two 16-token blocks are scored by four subgroups, each over half the
  * dims (and keeping only that half's query matrices), and the softmax adds the halves. Paged K/V:
  * a tile's token addresses are read from the page table once each, into workgroup memory, where
- * the staging loads find them. Per tile of `T` tokens:
+ * the staging loads find them (the next tile's pages are read before a tile's score products and
+ * their addresses stored after them, so the products hide the reads). Per tile of `T` tokens:
  * 1. K's rows are staged as halves in workgroup memory (each thread's 16-byte loads were issued
  *    a stage ahead, into registers with constant indices: `src/kernels/matrix_stages.ts`; 8-bit
  *    codes as their values in f16); each subgroup multiplies its rows' query block (f16
