@@ -123,12 +123,14 @@ export class DecoderImpl implements Decoder {
       matrixBlocks: profile.matrixBlocks ?? false,
       matrixUnits: profile.matrixUnits ?? false,
     };
+    const tiles = tileConfig(problem, tileOptions);
     const grid = profile.gridByRows
       ? gridFor(
         profile,
-        tileConfig(problem, tileOptions).rowsPerBlock,
+        tiles.rowsPerBlock,
         problem.headDim,
         problem.kvDtype,
+        tiles.matrixUnits,
       )
       : profile.grid;
     return planProblem(problem, {

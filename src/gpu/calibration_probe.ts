@@ -117,7 +117,7 @@ export function calibrationProbe(
   });
   return {
     key: specKey("decode", spec),
-    classKey: gridClassKey(headDim, tiles.rowsPerBlock, kvDtype),
+    classKey: gridClassKey(headDim, tiles.rowsPerBlock, kvDtype, tiles.matrixUnits),
     probe: (pass, n) => {
       pass.setPipeline(decode);
       pass.setBindGroup(0, bindGroup);

@@ -58,12 +58,15 @@ export function kernelSpec(
   const headDimV = plan.problem.headDimV ?? headDim;
   const { tileTokens, rowsPerBlock, workgroupSize } = plan.tiles;
   const scales = kvScales === undefined ? {} : { kvScales };
-  if (rowsPerBlock >= 16 && matrixBlocksFit(headDim, headDimV, kvDtype)) {
+  // Blocks cut for the matrix kernel (`TileOptions.matrixUnits`, which the backends set where the
+  // device has it) say so: at MLA's head dims the tiled kernel's blocks have as many rows.
+  const matrix = rowsPerBlock >= 16 && matrixUnitsFit(headDim, headDimV, kvDtype) &&
+    (plan.tiles.matrixUnits === true || headDim <= MATRIX_MAX_HEAD_DIM);
+  if (!matrix && rowsPerBlock >= 16 && matrixBlocksFit(headDim, headDimV, kvDtype)) {
     return { ...tiledSpec(plan, caps, paged), ...scales };
   }
-  // Blocks of 16+ rows at head dims up to 256 come only from plans cut for the matrix kernel
-  // (`TileOptions.matrixUnits`, which the backends set where the device has it).
-  if (rowsPerBlock >= 16 && matrixUnitsFit(headDim, headDimV, kvDtype)) {
+  // Blocks of 16+ rows at head dims up to 256 come only from plans cut for the matrix kernel.
+  if (matrix) {
     if (!matrixUnitsOn(caps)) {
       throw new RangeError(
         `kernel choice: blocks of ${rowsPerBlock} rows at head dim ${headDim} need the matrix ` +

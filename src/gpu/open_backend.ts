@@ -78,19 +78,21 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       let source: DeviceProfile["source"] = "calibrated";
       const classes: { headDim: number; rows: number; headDimV?: number }[] = HEAD_DIM_CLASSES
         .flatMap((headDim) => ROW_CLASSES.map((rows) => ({ headDim, rows })));
-      // MLA's 64-row matrix blocks (the tiled kernel: one workgroup of 256 threads per block).
+      // MLA's 64-row matrix blocks (the tiled kernel: one workgroup of 256 threads per block),
+      // unless the matrix kernel takes MLA's blocks.
       const tiled = tuning.tiled !== false &&
         tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize);
-      if (tiled) classes.push({ headDim: 576, headDimV: 512, rows: 64 });
+      if (tiled && !matrixUnits) classes.push({ headDim: 576, headDimV: 512, rows: 64 });
       // The matrix kernel's blocks, where it runs (head dims above 128: blocks of 16 rows alone).
       if (matrixUnits) {
         classes.push(
           ...[16, 32, 64].map((rows) => ({ headDim: 128, rows })),
           { headDim: MATRIX_MAX_HEAD_DIM, rows: 16 },
+          { headDim: 576, headDimV: 512, rows: 16 },
         );
       }
       for (const [i, { headDim, rows, headDimV }] of classes.entries()) {
-        const matrixClass = matrixUnits && headDim <= MATRIX_MAX_HEAD_DIM && rows >= 16;
+        const matrixClass = matrixUnits && rows >= 16;
         notify(onProgress, {
           stage: "calibrate",
           message: `calibrating the lean grid (${rows} row${rows > 1 ? "s" : ""} per block, ` +

@@ -161,8 +161,9 @@ export function kernelTableKey(headDim: number, rowsPerBlock: number): string {
 /**
  * The class of a block shape for lean grids (`DeviceProfile.gridByClass`): the kernel table's
  * class, or for the tiled kernel's matrix blocks (more than 8 rows over head dims above 256)
- * `"tiled r<rows>"`, and for the matrix-unit kernel's (more than 8 rows at head dims up to 256)
- * `"matrix r<rows> d<class>"`, since those run far fewer workgroups at once than any table class
+ * `"tiled r<rows>"`, and for the matrix-unit kernel's (more than 8 rows at head dims up to 256, or
+ * blocks cut for it at MLA's: `matrixUnits`) `"matrix r<rows> d<class>"`, since those run far
+ * fewer workgroups at once than any table class
  * (a table class's key would take the decode kernel's grid of 8-row blocks). With an
  * 8-bit `kvDtype`, a table class's key names the dtype too (`"r1 d128 fp8e4m3"`): its kernels
  * keep registers of their own, so the class is calibrated apart.
@@ -171,13 +172,21 @@ export function kernelTableKey(headDim: number, rowsPerBlock: number): string {
  * ```ts
  * import { gridClassKey } from "./kernel_table.ts";
  * console.log(gridClassKey(576, 64), gridClassKey(576, 4), gridClassKey(128, 16)); // tiled r64 r4 d576 matrix r16 d128
+ * console.log(gridClassKey(576, 16, "f16", true)); // matrix r16 d576
  * console.log(gridClassKey(128, 1, "fp8e4m3"), gridClassKey(128, 1, "f16")); // r1 d128 fp8e4m3 r1 d128
  * ```
  */
-export function gridClassKey(headDim: number, rowsPerBlock: number, kvDtype?: KVDtype): string {
+export function gridClassKey(
+  headDim: number,
+  rowsPerBlock: number,
+  kvDtype?: KVDtype,
+  matrixUnits = false,
+): string {
   const key = kernelTableKey(headDim, rowsPerBlock);
   if (rowsPerBlock > 8) {
-    return headDim > 256 ? `tiled r${rowsPerBlock}` : `matrix r${rowsPerBlock} ${key.slice(3)}`;
+    return headDim > 256 && !matrixUnits
+      ? `tiled r${rowsPerBlock}`
+      : `matrix r${rowsPerBlock} ${key.slice(3)}`;
   }
   return kvDtype !== undefined && KV_DTYPE_INFO[kvDtype].bytes === 1 ? `${key} ${kvDtype}` : key;
 }

@@ -83,9 +83,11 @@ import { matrixStagesWGSL } from "./matrix_stages.ts";
  */
 export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const D = spec.headDim;
-  const { RB, NRB, G, KP, THREADS, T, KS, CHUNKS, QR, SO, FW } = matrixLayout(spec);
-  // Query (and K) dim blocks per subgroup: all of them, or its part's (KP > 1).
-  const KB = D / 16 / KP, TB = T / 16, DB = D / 16;
+  const { RB, NRB, G, KP, THREADS, DV, T, KS, CHUNKS, CHUNKS_V, QR, SO, FW, lateV } = matrixLayout(
+    spec,
+  );
+  // Query (and K) dim blocks per subgroup: all of them, or its part's (KP > 1); V's dim blocks.
+  const KB = D / 16 / KP, TB = T / 16, DB = DV / 16;
   const LPR = 2 * G; // softmax lanes per row
   const TPL = T / LPR; // tokens per softmax lane
   const flags = spec.variant ?? {};
@@ -93,8 +95,8 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const io = ioWGSL(spec);
   const headTable = needsHeadTable("decode", flags);
   const { left: L, right: R, result: S } = MATRIX;
-  const PAIRS = D / (4 * G); // output pairs per thread (below)
-  const PASSES = D / FW; // a flush's passes through so_wg, FW dims each
+  const PAIRS = DV / (4 * G); // output pairs per thread (below)
+  const PASSES = DV / FW; // a flush's passes through so_wg, FW dims each
   const PP = PAIRS / PASSES; // a thread's pairs per pass
   // The variant's logits of score `v`: soft-cap, then ALiBi (log2 units, as the tiled kernel's).
   const logits = (v: string) =>
@@ -140,7 +142,7 @@ ${
     };
       }`;
   // Thread's output pair k, in pass c = k / PP of a flush: row pr, dims d and d + 1 of its row
-  // block's 16 x D (element f of that pass's 16 x FW).
+  // block's 16 x DV (element f of that pass's 16 x FW).
   const pair = (k: number) =>
     `let f${k} = 2u * lr + ${64 * G * (k % PP)}u;\n        let pr${k} = f${k} / ${FW}u;\n        ` +
     `let d${k} = ${Math.floor(k / PP) * FW}u + f${k} % ${FW}u;`;
@@ -192,11 +194,11 @@ ${
   return `enable f16;${options.enableDirective ? "\nenable subgroups;" : ""}
 enable chromium_experimental_subgroup_matrix;
 diagnostic(off, chromium.subgroup_matrix_uniformity);
-// lean-attention matrix decode kernel: D=${D} kv=${spec.kvDtype} RB=${RB} T=${T} G=${G}${
-    spec.paged ? " paged" : ""
-  }${spec.paged && spec.kvLayout === "HND" ? " hnd" : ""}${
-    scaled ? ` scales=${spec.kvScales ?? "tensor"}` : ""
-  }
+// lean-attention matrix decode kernel: D=${D}${
+    DV === D ? "" : ` DV=${DV}`
+  } kv=${spec.kvDtype} RB=${RB} T=${T} G=${G}${spec.paged ? " paged" : ""}${
+    spec.paged && spec.kvLayout === "HND" ? " hnd" : ""
+  }${scaled ? ` scales=${spec.kvScales ?? "tensor"}` : ""}
 ${PARAMS_WGSL}
 ${
     kernelBindingsWGSL(
@@ -210,10 +212,10 @@ ${
   }
 ${recordOffsetsWGSL(PIECE_RECORD)}
 
-const CHUNKS: u32 = ${CHUNKS}u;
-const DV: u32 = ${D}u;
+const CHUNKS: u32 = ${CHUNKS}u;${DV === D ? "" : `\nconst CHUNKS_V: u32 = ${CHUNKS_V}u;`}
+const DV: u32 = ${DV}u;
 const RP: u32 = ${RB}u;
-const SLOT: u32 = ${RB * (D + 2)}u;
+const SLOT: u32 = ${RB * (DV + 2)}u;
 const NEG: f32 = -1e30;
 const TAU: f32 = 8.0;
 const DIRECT: u32 = 0xffffffffu;
@@ -277,14 +279,19 @@ ${pageRows("tok_begin")}
 ${lines(RB / QR, queryRound)}
 ${registers}
     if (tok_begin < tok_end) {
-${stageLoad("tok_begin")}
+${stageLoad("tok_begin", lateV ? "k" : "kv")}
     }
     for (var tile0 = tok_begin; tile0 < tok_end; tile0 += ${T}u) {
       // (Every thread read the last tile's flag before that tile's last barrier.)
       if (lid == 0u) {
         resc_wg[0] = 0u;
       }
-${stageStore("kw")}
+${stageStore("kw")}${
+    lateV
+      ? `\n      // This tile's V rows fly during the score products (MLA: a thread holds K's or V's).
+${stageLoad("tile0", "v")}`
+      : ""
+  }
       workgroupBarrier();${
     spec.paged
       ? `\n      // The next tile's pages, read before the products so that they hide the read.
@@ -304,9 +311,9 @@ ${pageWrite}
   }
       workgroupBarrier();
 ${stageStore("vw")}
-      // The next tile's K and V fly during the softmax and the products.
+      // The next tile's K${lateV ? "" : " and V"} fly during the softmax and the products.
       if (tile0 + ${T}u < tok_end) {
-${stageLoad(`(tile0 + ${T}u)`)}
+${stageLoad(`(tile0 + ${T}u)`, lateV ? "k" : "kv")}
       }
       // The lane's tokens i0 .. i0 + ${TPL - 1}, their scores kept in registers (constant indices).
       let i0 = part * ${TPL}u;

@@ -27,22 +27,39 @@ export const MATRIX_THREADS = 128;
  */
 export const MATRIX_WIDE_DIM = 128;
 
-/** The largest head dim of the matrix kernel (K's and V's the same). */
+/** The largest head dim of the matrix kernel where K's and V's are the same. */
 export const MATRIX_MAX_HEAD_DIM = 256;
 
 /**
- * Whether the matrix kernel has a layout for a head dim (K's and V's equal) and KV dtype: a
- * multiple of 16 up to {@linkcode MATRIX_WIDE_DIM}, or of 32 up to {@linkcode MATRIX_MAX_HEAD_DIM}.
+ * The largest K head dim of the matrix kernel's MLA layout (K rows above
+ * {@linkcode MATRIX_MAX_HEAD_DIM} dims: DeepSeek's 576, with V rows of 512): 16-token tiles, each
+ * scored by four subgroups over a quarter of K's dims each, and V's dims dealt over them.
+ */
+export const MATRIX_MLA_MAX_DIM = 576;
+
+/** The largest V head dim of the MLA layout (a subgroup's f32 sums and result matrices). */
+export const MATRIX_MLA_MAX_DIM_V = 512;
+
+/**
+ * Whether the matrix kernel has a layout for K and V head dims and a KV dtype: equal dims, a
+ * multiple of 16 up to {@linkcode MATRIX_WIDE_DIM} or of 32 up to {@linkcode MATRIX_MAX_HEAD_DIM};
+ * or (MLA) f16 K rows of a multiple of 64 above that up to {@linkcode MATRIX_MLA_MAX_DIM} with V
+ * rows of a multiple of 64 up to K's and {@linkcode MATRIX_MLA_MAX_DIM_V}.
  *
  * @example
  * ```ts
- * import { matrixHeadDimFits } from "./matrix_layout.ts";
- * console.log(matrixHeadDimFits(256, "f16"), matrixHeadDimFits(144, "f16")); // true false
+ * import { matrixHeadDimsFit } from "./matrix_layout.ts";
+ * console.log(matrixHeadDimsFit(256, 256, "f16"), matrixHeadDimsFit(144, 144, "f16")); // true false
+ * console.log(matrixHeadDimsFit(576, 512, "f16"), matrixHeadDimsFit(576, 512, "int8")); // true false
  * ```
  */
-export function matrixHeadDimFits(headDim: number, kvDtype: KVDtype): boolean {
-  return MATRIX_KV_DTYPES.includes(kvDtype) && headDim >= 16 &&
-    headDim % (headDim > MATRIX_WIDE_DIM ? 32 : 16) === 0 && headDim <= MATRIX_MAX_HEAD_DIM;
+export function matrixHeadDimsFit(headDim: number, headDimV: number, kvDtype: KVDtype): boolean {
+  if (headDim > MATRIX_MAX_HEAD_DIM) {
+    return kvDtype === "f16" && headDim % 64 === 0 && headDim <= MATRIX_MLA_MAX_DIM &&
+      headDimV >= 64 && headDimV % 64 === 0 && headDimV <= Math.min(headDim, MATRIX_MLA_MAX_DIM_V);
+  }
+  return headDimV === headDim && MATRIX_KV_DTYPES.includes(kvDtype) && headDim >= 16 &&
+    headDim % (headDim > MATRIX_WIDE_DIM ? 32 : 16) === 0;
 }
 
 /** The blocking a matrix spec resolves to. */
@@ -67,17 +84,35 @@ export interface MatrixLayout {
   readonly KP: number;
   /** Threads per workgroup (128: four subgroups). */
   readonly THREADS: number;
+  /** V's head dim (the output's): K's but in the MLA layout. */
+  readonly DV: number;
   /**
-   * Tokens per tile: 64 at 16 rows (one score block per subgroup) up to head dim 128, else 32 (at
-   * 16 rows of a larger head dim, 64 tokens' staging loads would not fit the registers).
+   * Tokens per tile: 64 at 16 rows (one score block per subgroup) up to head dim 128, 32 up to
+   * 256 (at 16 rows of a larger head dim, 64 tokens' staging loads would not fit the registers),
+   * 16 in the MLA layout (K rows above 256 dims: 16 x 584 halves of staging, two workgroups per
+   * multiprocessor).
    */
   readonly T: number;
-  /** Stride of the staged K, V and query rows, in halves (head dim + 8, against bank conflicts). */
+  /**
+   * Stride of the staged K, V and query rows, in halves (the longer row + 8, against bank
+   * conflicts).
+   */
   readonly KS: number;
-  /** 16-byte chunks per K or V row of a head. */
+  /** 16-byte chunks per K row of a head. */
   readonly CHUNKS: number;
-  /** K (and V) staging loads per thread and tile. */
+  /** 16-byte chunks per V row of a head (`CHUNKS` but in the MLA layout). */
+  readonly CHUNKS_V: number;
+  /** K staging loads per thread and tile. */
   readonly CK: number;
+  /** V staging loads per thread and tile. */
+  readonly CKV: number;
+  /**
+   * The MLA layout's order: a tile's V rows are loaded at its start, while its scores are
+   * multiplied, instead of a tile ahead with its K rows, so that a thread holds only one of
+   * them (72 or 64 registers less beside 36 of query matrices, 64 of result matrices and 64 of
+   * f32 sums).
+   */
+  readonly lateV: boolean;
   /** Query rows staged per round (the staging buffer holds `T` rows). */
   readonly QR: number;
   /**
@@ -86,9 +121,9 @@ export interface MatrixLayout {
    */
   readonly SO: number;
   /**
-   * Dims of `P V` per pass of a flush (the largest multiple of 16 dividing the head dim, at most
-   * `T`): a flush takes `headDim / FW` passes through the score region, so the region stays `16
-   * T` floats instead of `16 D`. Session 50 found NVIDIA's driver fitting at most about 56 KB of
+   * Dims of `P V` per pass of a flush (the largest multiple of 16 dividing V's head dim, at most
+   * `T`, or in the MLA layout the region's `T KP`): a flush takes `DV / FW` passes through the
+   * score region, so the region stays `16 T KP` floats instead of `16 DV`. Session 50 found NVIDIA's driver fitting at most about 56 KB of
    * workgroup memory on a multiprocessor (bench/probe_occupancy.ts): two workgroups share one
    * only below about 27 KB each.
    */
@@ -113,29 +148,33 @@ export interface MatrixLayout {
 export function matrixLayout(spec: KernelSpec): MatrixLayout {
   const RB = spec.rowsPerBlock;
   const D = spec.headDim;
+  const DV = spec.headDimV ?? D;
   const NRB = RB / 16;
   const G = 4 / NRB;
   const THREADS = MATRIX_THREADS;
   if (
-    ![16, 32, 64].includes(RB) || !matrixHeadDimFits(D, spec.kvDtype) ||
-    (D > MATRIX_WIDE_DIM && RB !== 16) || (spec.headDimV ?? D) !== D ||
-    spec.workgroupSize !== THREADS
+    ![16, 32, 64].includes(RB) || !matrixHeadDimsFit(D, DV, spec.kvDtype) ||
+    (D > MATRIX_WIDE_DIM && RB !== 16) || spec.workgroupSize !== THREADS
   ) {
     throw new RangeError(
       `matrix kernel: no layout for ${RB} rows, head dims ${D}/${spec.headDimV ?? D}, ` +
         `${spec.kvDtype}, ${spec.workgroupSize} threads`,
     );
   }
-  const T = NRB === 1 && D <= MATRIX_WIDE_DIM ? 64 : 32;
+  const mla = D > MATRIX_MAX_HEAD_DIM;
+  const T = mla ? 16 : NRB === 1 && D <= MATRIX_WIDE_DIM ? 64 : 32;
   const KP = Math.max(1, G / (T / 16));
-  const KS = D + 8;
-  const CHUNKS = (D * KV_DTYPE_INFO[spec.kvDtype].bytes) / 16;
+  const KS = Math.max(D, DV) + 8;
+  const bytes1 = KV_DTYPE_INFO[spec.kvDtype].bytes;
+  const CHUNKS = (D * bytes1) / 16;
+  const CHUNKS_V = (DV * bytes1) / 16;
   const SO = 16 * T * KP;
-  let FW = Math.min(T, D);
-  while (D % FW !== 0) FW -= 16;
+  let FW = Math.min(mla ? T * KP : T, DV);
+  while (DV % FW !== 0) FW -= 16;
   // (Each array a multiple of 16 bytes: the matrix loads and stores need them 16-byte aligned.)
   // (Paged: a tile's token addresses, and with per-token scales their rows.)
-  const pageBytes = !spec.paged ? 0 : T * 4 * (spec.kvScales === "token" ? 2 : 1);
+  // (MLA: K's and V's addresses, whose rows differ in length.)
+  const pageBytes = !spec.paged ? 0 : T * 4 * (spec.kvScales === "token" || mla ? 2 : 1);
   const bytes = T * KS * 2 + NRB * SO * 4 + NRB * 16 * T * 2 + 3 * RB * 4 + 16 + pageBytes;
   return {
     RB,
@@ -143,10 +182,14 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
     G,
     KP,
     THREADS,
+    DV,
     T,
     KS,
     CHUNKS,
+    CHUNKS_V,
     CK: Math.ceil((T * CHUNKS) / THREADS),
+    CKV: Math.ceil((T * CHUNKS_V) / THREADS),
+    lateV: mla,
     QR: Math.min(RB, T),
     SO,
     FW,

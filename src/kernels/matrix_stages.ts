@@ -44,9 +44,10 @@ export interface MatrixStages {
   pageRegisters: string;
   /**
    * A tile's K and V rows from token `t0` into the registers `kw*` and `vw*` (paged: from the
-   * addresses that {@linkcode pageRows} put in `tok_wg`).
+   * addresses that {@linkcode pageRows} put in `tok_wg`); with `rows` `"k"` or `"v"` (the MLA
+   * layout's `lateV`, whose K and V rows differ in length) only K's or V's.
    */
-  stageLoad(t0: string): string;
+  stageLoad(t0: string, rows?: "kv" | "k" | "v"): string;
   /**
    * The registers `kw*` or `vw*` into the staging buffer `kv_wg` as halves (8-bit codes as their
    * values: with per-tensor scales the kernel's `k_mul` and `v_mul`, per-token ones `sw*`).
@@ -71,10 +72,11 @@ export interface MatrixStages {
  */
 export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
   const D = spec.headDim;
-  const { RB, KP, THREADS, T, KS, CHUNKS, CK, QR } = matrixLayout(spec);
+  const { RB, KP, THREADS, T, KS, CHUNKS, CHUNKS_V, CK, CKV, QR, lateV } = matrixLayout(spec);
   const paged = spec.paged ?? false;
   const KB = D / 16 / KP; // query matrices per subgroup (those of its part `kp` where KP > 1)
   const kGuard = (T * CHUNKS) % THREADS !== 0;
+  const vGuard = (T * CHUNKS_V) % THREADS !== 0;
   const QV = (QR * D) / 4; // query vec4s per round
   const { left: L } = MATRIX;
   const info = KV_DTYPE_INFO[spec.kvDtype];
@@ -91,13 +93,23 @@ export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
     : `\n  // The 8-bit codes' scales (times the unpacking's factor), for the staged values.
   let k_mul = ${layer ? "kv_scales[0].x" : "params.k_scale"}${fold};
   let v_mul = ${layer ? "kv_scales[0].y" : "params.v_scale"}${fold};`;
-  const registers = lines(
-    CK,
-    (i) =>
-      `    var kw${i} = vec4<u32>();\n    var vw${i} = vec4<u32>();${
-        tokenScales ? `\n    var sw${i} = vec2<f32>();` : ""
-      }`,
-  );
+  const registers = lateV
+    ? lines(
+      Math.max(CK, CKV),
+      (i) =>
+        [
+          i < CK ? `    var kw${i} = vec4<u32>();` : "",
+          i < CKV ? `    var vw${i} = vec4<u32>();` : "",
+        ]
+          .filter((l) => l !== "").join("\n"),
+    )
+    : lines(
+      CK,
+      (i) =>
+        `    var kw${i} = vec4<u32>();\n    var vw${i} = vec4<u32>();${
+          tokenScales ? `\n    var sw${i} = vec2<f32>();` : ""
+        }`,
+    );
 
   // Paged: a tile's token addresses are read once each, by its first T threads, into tok_wg (and
   // with per-token scales the tokens' rows, for the scale table), instead of each staging load
@@ -105,9 +117,9 @@ export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
   // a kernel bound by its instructions 3-6% (session 52).
   const pageTable = paged
     ? `// A tile's token addresses (chunk 0 of the KV head's row)${
-      tokenScales ? ", then their rows" : ""
+      tokenScales ? ", then their rows" : lateV ? ", then their V rows' (MLA)" : ""
     }, read from the page table.
-var<workgroup> tok_wg: array<u32, ${tokenScales ? 2 * T : T}>;`
+var<workgroup> tok_wg: array<u32, ${tokenScales || lateV ? 2 * T : T}>;`
     : "";
   // The read of the page table and the store of the addresses are apart, so that a kernel can
   // issue the read before a tile's products and store after them: a read issued just before the
@@ -123,7 +135,7 @@ var<workgroup> tok_wg: array<u32, ${tokenScales ? 2 * T : T}>;`
     ? `      if (lid < ${T}u) {
         tok_wg[lid] = kv_addr_at(pg_page, pg_tok, kv_head);${
       tokenScales ? `\n        tok_wg[${T}u + lid] = kv_row_at(pg_page, pg_tok);` : ""
-    }
+    }${lateV ? `\n        tok_wg[${T}u + lid] = kv_addr_v_at(pg_page, pg_tok, kv_head);` : ""}
       }`
     : "";
   const pageRows = (t0: string) => paged ? `${pageRead(t0)}\n${pageWrite}` : "";
@@ -132,8 +144,23 @@ var<workgroup> tok_wg: array<u32, ${tokenScales ? 2 * T : T}>;`
   // indices: a register array indexed in a loop went to local memory on the H200, session 47),
   // and with per-token scales each row's pair of scales into `sw0`, ... K and V rows share their
   // addresses.
-  const stageLoad = (t0: string) =>
-    lines(CK, (i) => {
+  // The MLA layout's K or V rows alone (f16: no scales), each at its own row length.
+  const rowsLoad = (t0: string, w: "kw" | "vw") => {
+    const v = w === "vw";
+    const chunks = v ? CHUNKS_V : CHUNKS;
+    return lines(v ? CKV : CK, (i) => {
+      const addr = paged
+        ? `tok_wg[${v ? `${T}u + ` : ""}idx / ${chunks}u] + idx % ${chunks}u`
+        : `${v ? "kv_addr_v" : "kv_addr"}(kv_start, min(${t0} + idx / ${chunks}u, tok_end - 1u), ` +
+          `kv_head) + idx % ${chunks}u`;
+      return `      ${(v ? vGuard : kGuard) ? `if (lid + ${i * THREADS}u < ${T * chunks}u) ` : ""}{
+        let idx = lid + ${i * THREADS}u;
+        ${w}${i} = ${v ? "v" : "k"}_cache[${addr}];
+      }`;
+    });
+  };
+  const stageLoad = (t0: string, rows: "kv" | "k" | "v" = "kv") =>
+    rows !== "kv" ? rowsLoad(t0, rows === "k" ? "kw" : "vw") : lines(CK, (i) => {
       const load = paged
         ? `{
         let idx = lid + ${i * THREADS}u;
@@ -158,22 +185,33 @@ var<workgroup> tok_wg: array<u32, ${tokenScales ? 2 * T : T}>;`
     });
   // Their stores into the staging buffer as halves: f16 words as they are, 8-bit codes as their
   // values (code times scale, and the unpacking's factor: `unpackScale`), rounded to f16.
-  const stageStore = (w: "kw" | "vw") =>
-    lines(CK, (i) =>
-      `      ${kGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS}u) ` : ""}{
+  const stageStore = (w: "kw" | "vw") => {
+    const v = w === "vw" && lateV;
+    const chunks = v ? CHUNKS_V : CHUNKS;
+    return lines(
+      v ? CKV : CK,
+      (i) =>
+        `      ${(v ? vGuard : kGuard) ? `if (lid + ${i * THREADS}u < ${T * chunks}u) ` : ""}{
         let idx = lid + ${i * THREADS}u;
-        let at = (idx / ${CHUNKS}u) * ${KS}u + (idx % ${CHUNKS}u) * ${EPC}u;
+        let at = (idx / ${chunks}u) * ${KS}u + (idx % ${chunks}u) * ${EPC}u;
 ${
-        eightBit
-          ? `        let u = unpack_kv(${w}${i});
+          eightBit
+            ? `        let u = unpack_kv(${w}${i});
         let m = ${tokenScales ? `sw${i}.${w === "kw" ? "x" : "y"}${fold}` : `${w[0]}_mul`};
-${lines(16, (e) => `        kv_wg[at + ${e}u] = f16(u[${e >> 2}].${"xyzw"[e & 3]} * m);`)}`
-          : lines(4, (e) =>
-            `        let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
+${
+              lines(
+                16,
+                (e) => `        kv_wg[at + ${e}u] = f16(u[${e >> 2}].${"xyzw"[e & 3]} * m);`,
+              )
+            }`
+            : lines(4, (e) =>
+              `        let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
         kv_wg[at + ${2 * e}u] = h${e}.x;
         kv_wg[at + ${2 * e + 1}u] = h${e}.y;`)
-      }
-      }`);
+        }
+      }`,
+    );
+  };
   // The query rows of round `q` (rows `q QR` on), prescaled and rounded to f16, then each of that
   // round's subgroups loads its 16 rows' matrices.
   const queryRound = (q: number) =>

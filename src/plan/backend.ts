@@ -74,7 +74,8 @@ export interface DeviceProfile {
 /**
  * The lean grid of a profile for kernels holding `rowsPerBlock` query rows (of `headDim`, when
  * given and its class calibrated: `gridByClass`, the class of `kvDtype` first where it has its
- * own): the grid of the smallest calibrated class at least that large, else `profile.grid`.
+ * own; `matrixUnits`: blocks cut for the matrix-unit kernel, `TileConfig.matrixUnits`): the grid
+ * of the smallest calibrated class at least that large, else `profile.grid`.
  *
  * @example
  * ```ts
@@ -90,11 +91,13 @@ export function gridFor(
   rowsPerBlock: number,
   headDim?: number,
   kvDtype?: KVDtype,
+  matrixUnits = false,
 ): number {
   if (headDim !== undefined && profile.gridByClass) {
-    const own = profile.gridByClass[gridClassKey(headDim, rowsPerBlock, kvDtype)];
+    const own = profile.gridByClass[gridClassKey(headDim, rowsPerBlock, kvDtype, matrixUnits)];
     if (own !== undefined) return own;
-    const byClass = profile.gridByClass[gridClassKey(headDim, rowsPerBlock)];
+    const byClass =
+      profile.gridByClass[gridClassKey(headDim, rowsPerBlock, undefined, matrixUnits)];
     if (byClass !== undefined) return byClass;
   }
   const classes = profile.gridByRows;

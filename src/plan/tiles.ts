@@ -7,7 +7,7 @@
  */
 
 import type { KVDtype } from "../core/problem.ts";
-import { MATRIX_WIDE_DIM, matrixHeadDimFits } from "../kernels/matrix_layout.ts";
+import { MATRIX_WIDE_DIM, matrixHeadDimsFit } from "../kernels/matrix_layout.ts";
 
 /**
  * Tile and workgroup geometry shared by the planner and the kernels.
@@ -29,6 +29,11 @@ export interface TileConfig {
   readonly rowBlocks: number;
   /** Threads per workgroup of the decode kernel. */
   readonly workgroupSize: number;
+  /**
+   * Set where the blocks were cut for the GPU's matrix-unit kernel (`TileOptions.matrixUnits`),
+   * which MLA's head dims need told apart from the tiled kernel's blocks.
+   */
+  readonly matrixUnits?: true;
 }
 
 /**
@@ -107,16 +112,18 @@ export function matrixBlocksFit(headDim: number, headDimV: number, _kvDtype: KVD
  * Whether head dims and a KV dtype suit the matrix-unit kernel's blocks (`TileOptions.matrixUnits`):
  * K and V of one head dim from 16 to 128 in steps of 16 or from 160 to 256 in steps of 32 (in
  * blocks of 16 rows there), in f16 or an 8-bit format (int8, FP8 E4M3 or E5M2, staged as their
- * values rounded to f16).
+ * values rounded to f16); or MLA's f16 K rows above 256 dims up to 576 in steps of 64 with V rows
+ * of a multiple of 64 up to K's and 512 (blocks of 16 rows).
  *
  * @example
  * ```ts
  * import { matrixUnitsFit } from "@lean/attention/plan";
  * console.log(matrixUnitsFit(256, 256, "int8"), matrixUnitsFit(128, 128, "bf16")); // true false
+ * console.log(matrixUnitsFit(576, 512, "f16")); // true
  * ```
  */
 export function matrixUnitsFit(headDim: number, headDimV: number, kvDtype: KVDtype): boolean {
-  return headDim === headDimV && matrixHeadDimFits(headDim, kvDtype);
+  return matrixHeadDimsFit(headDim, headDimV, kvDtype);
 }
 
 function powerOfTwo(name: string, value: number, lo: number, hi: number): number {
@@ -166,7 +173,13 @@ export function tileConfig(
     const rowBlocks = Math.ceil(problem.rowsPerGroup / most);
     let rowsPerBlock = 16;
     while (rowsPerBlock * rowBlocks < problem.rowsPerGroup) rowsPerBlock *= 2;
-    return { tileTokens, rowsPerBlock, rowBlocks, workgroupSize };
+    return {
+      tileTokens,
+      rowsPerBlock,
+      rowBlocks,
+      workgroupSize,
+      ...(matrixUnits ? { matrixUnits: true as const } : {}),
+    };
   }
   const maxRows = Math.max(
     1,

@@ -1,0 +1,254 @@
+/**
+ * The matrix-unit kernel's MLA layout (src/kernels/matrix_layout.ts): K rows above 256 dims (MLA's
+ * 576) with V rows of their own length (512), in blocks of 16 rows and 16-token tiles whose
+ * scores four subgroups take over a quarter of K's dims each, V's rows loaded at their own tile's
+ * start. On the CPU: which plans take it (blocks cut for the matrix kernel, not the tiled
+ * kernel's), its layout and its WGSL's order. On Dawn over lavapipe with the subgroup matrices
+ * emulated (tests/matrix_emulation.ts): a smaller MLA shape (K 320, V 256: the same layout, fewer
+ * matrices to compile) against float64, dense through a decoder and over a runner's HND pages
+ * through the attention encoder. Hardware GPUs with matrix units take MLA's own 576/512 in
+ * tests/matrix_kernel_test.ts.
+ */
+
+import assert from "node:assert/strict";
+import { loadDawn } from "../dawn.ts";
+import { type DecodeInput, referenceAttention } from "../mod.ts";
+import { gridFor, tileConfig } from "../plan.ts";
+import { createAttentionEncoder } from "../runner.ts";
+import { kernelSpec } from "../src/gpu/kernel_choice.ts";
+import { requestDevice } from "../src/gpu/gpu_runtime.ts";
+import { gridClassKey } from "../src/kernels/kernel_table.ts";
+import { matrixLayout } from "../src/kernels/matrix_layout.ts";
+import { matrixKernelWGSL } from "../src/kernels/matrix_kernel.ts";
+import { gpuTest } from "./backends.ts";
+import { emulatedMatrixDevice } from "./matrix_emulation.ts";
+import { scatterPages, shapeOf } from "./combinations.ts";
+import { readF32, STORAGE } from "./gpu_device.ts";
+import {
+  assertNoPoison,
+  type CaseSpec,
+  makeInput,
+  maxAbsError,
+  relativeL2Error,
+  risingKeysInput,
+} from "./helpers.ts";
+
+const CAPS = {
+  subgroups: true,
+  subgroupMinSize: 32,
+  shaderF16: true,
+  subgroupMatrix: true,
+  workgroupBytes: 49152,
+};
+
+const mlaPlan = (rowsPerGroup: number, matrixUnits: boolean, headDim = 576, headDimV = 512) => ({
+  problem: { headDim, headDimV, kvDtype: "f16" as const },
+  tiles: tileConfig(
+    { headDim, headDimV, rowsPerGroup, kvDtype: "f16" },
+    { matrixBlocks: true, matrixUnits },
+  ),
+});
+
+Deno.test("MLA's head dims take the matrix kernel where blocks are cut for it, else the tiled", () => {
+  // 128 heads over one latent KV head: 8 blocks of 16 rows for the matrix kernel, 2 of 64 for
+  // the tiled kernel; 16 heads: 16-row blocks either way, told apart by the tiles' flag.
+  const matrix = mlaPlan(128, true);
+  assert.deepEqual([matrix.tiles.rowsPerBlock, matrix.tiles.rowBlocks], [16, 8]);
+  assert.equal(matrix.tiles.matrixUnits, true);
+  assert.equal(kernelSpec(matrix, CAPS).matrix, true);
+  const tiled = mlaPlan(128, false);
+  assert.deepEqual([tiled.tiles.rowsPerBlock, tiled.tiles.rowBlocks], [64, 2]);
+  assert.equal(kernelSpec(tiled, CAPS).matrix, undefined);
+  assert.equal(kernelSpec(tiled, CAPS).tiled, true);
+  const tiled16 = mlaPlan(16, false);
+  assert.equal(tiled16.tiles.rowsPerBlock, 16);
+  assert.equal(tiled16.tiles.matrixUnits, undefined);
+  assert.equal(kernelSpec(tiled16, CAPS).matrix, undefined);
+  assert.equal(kernelSpec(mlaPlan(16, true), CAPS).matrix, true);
+  // Shapes the layout has no place for keep the tiled kernel's blocks: bf16, K not a multiple
+  // of 64, V above 512 or above K.
+  for (
+    const [d, dv, dtype] of [
+      [576, 512, "bf16"],
+      [544, 512, "f16"],
+      [640, 512, "f16"],
+      [576, 576, "f16"],
+      [320, 384, "f16"],
+    ] as const
+  ) {
+    const t = tileConfig({ headDim: d, headDimV: dv, rowsPerGroup: 128, kvDtype: dtype }, {
+      matrixBlocks: true,
+      matrixUnits: true,
+    });
+    assert.equal(t.matrixUnits, undefined, `${d}/${dv} ${dtype}`);
+  }
+  // Its own grid class, apart from the tiled kernel's.
+  assert.equal(gridClassKey(576, 16, "f16", true), "matrix r16 d576");
+  assert.equal(gridClassKey(576, 16, "f16"), "tiled r16");
+  const profile = {
+    name: "gpu",
+    grid: 500,
+    source: "calibrated" as const,
+    gridByRows: { 1: 500, 8: 300 },
+    gridByClass: { "matrix r16 d576": 264, "tiled r16": 131 },
+  };
+  assert.equal(gridFor(profile, 16, 576, "f16", true), 264);
+  assert.equal(gridFor(profile, 16, 576, "f16"), 131);
+});
+
+Deno.test("the matrix kernel's MLA layout: 16-token tiles, four parts of K, V loaded late", () => {
+  const spec = kernelSpec(mlaPlan(128, true), CAPS);
+  const l = matrixLayout(spec);
+  assert.deepEqual(
+    [l.RB, l.G, l.KP, l.T, l.DV, l.KS, l.CHUNKS, l.CHUNKS_V, l.CK, l.CKV, l.FW, l.lateV],
+    [16, 4, 4, 16, 512, 584, 72, 64, 9, 8, 64, true],
+  );
+  // Two workgroups per multiprocessor on NVIDIA's driver (below about 27 KB each).
+  assert.ok(l.bytes <= 27 * 1024, `${l.bytes} bytes`);
+  for (const paged of [false, true]) {
+    const s = kernelSpec(mlaPlan(128, true), CAPS, {}, paged);
+    const wgsl = matrixKernelWGSL(s);
+    let bytes = 0;
+    for (const [, type, n] of wgsl.matchAll(/var<workgroup> \w+: array<(f16|f32|u32), (\d+)>/g)) {
+      const size = Number(n) * (type === "f16" ? 2 : 4);
+      assert.equal(size % 16, 0, `an array of ${n} ${type}`);
+      bytes += size;
+    }
+    assert.equal(bytes, matrixLayout(s).bytes);
+    // Nine query matrices per subgroup (its quarter of 576 dims), eight result matrices (its
+    // eighth of 512 dims in blocks of 16), 64 f32 sums, 9 staging loads of K and 8 of V.
+    assert.ok(wgsl.includes("var q8 = ") && !wgsl.includes("var q9 = "));
+    assert.ok(wgsl.includes("var o7 = ") && !wgsl.includes("var o8 = "));
+    assert.ok(wgsl.includes("var acc = array<f32, 64>();"));
+    assert.ok(wgsl.includes("var kw8 = ") && !wgsl.includes("var kw9 = "));
+    assert.ok(wgsl.includes("var vw7 = ") && !wgsl.includes("var vw8 = "));
+    assert.ok(
+      wgsl.includes("const DV: u32 = 512u;") && wgsl.includes("const CHUNKS_V: u32 = 64u;"),
+    );
+    assert.ok(wgsl.includes(`const SLOT: u32 = ${16 * 514}u;`));
+    assert.ok(wgsl.includes("let kp = g / 1u;"));
+    // Each tile: K's rows stored, then this tile's V rows requested before the barrier and the
+    // score products; V's rows stored after them, then the next tile's K rows requested.
+    const loop = wgsl.slice(wgsl.indexOf("for (var tile0"));
+    const at = (s: string) => {
+      const i = loop.indexOf(s);
+      assert.ok(i >= 0, s);
+      return i;
+    };
+    const vLoad = paged ? "vw0 = v_cache[tok_wg[16u + idx / 64u]" : "vw0 = v_cache[kv_addr_v(";
+    const kLoad = paged ? "kw0 = k_cache[tok_wg[idx / 72u]" : "kw0 = k_cache[kv_addr(";
+    assert.ok(at("kv_wg[at + 7u] = h3.y;") < at(vLoad));
+    assert.ok(at(vLoad) < at("workgroupBarrier();"));
+    assert.ok(at("workgroupBarrier();") < at("subgroupMatrixMultiplyAccumulate(q0"));
+    assert.ok(at("subgroupMatrixMultiplyAccumulate(q8") < at("bitcast<vec2<f16>>(vw0[0])"));
+    assert.ok(at("bitcast<vec2<f16>>(vw0[0])") < at(kLoad));
+    assert.equal(loop.split("vw0 = v_cache[").length, 2, "V's rows requested once a tile");
+    if (paged) {
+      // K's and V's addresses of a tile's tokens (their rows differ in length).
+      assert.ok(wgsl.includes("var<workgroup> tok_wg: array<u32, 32>;"));
+      assert.ok(wgsl.includes("tok_wg[16u + lid] = kv_addr_v_at(pg_page, pg_tok, kv_head);"));
+    }
+  }
+});
+
+/** f16 operands' tolerance (queries and weights rounded to f16), as the hardware test's. */
+const HALF_TOLERANCE = 2e-3;
+
+/**
+ * 16 rows (8 heads over one latent KV head x qLen 2) of K rows of 320 and V rows of 256: the MLA
+ * layout (16-token tiles, four parts of K's 20 dim blocks, V's 16 dim blocks four to a subgroup,
+ * flushes in four passes of 64 dims), causal edges, a ragged batch with an empty request.
+ */
+const MLA_SMALL: CaseSpec = {
+  seqLens: [150, 0, 37],
+  numHeads: 8,
+  numKVHeads: 1,
+  headDim: 320,
+  headDimV: 256,
+  qLen: 2,
+  kvDtype: "f16",
+  seed: 71,
+};
+gpuTest(
+  "the matrix kernel's MLA layout with emulated subgroup matrices matches the reference",
+  async (b) => {
+    const adapter = await (await loadDawn()).requestAdapter();
+    const raw = await requestDevice(adapter!);
+    let emulated = 0;
+    const device = emulatedMatrixDevice(raw, adapter!.info, () => emulated++);
+    const check = (
+      what: string,
+      input: DecodeInput,
+      got: { out: Float32Array; lse: Float32Array },
+    ) => {
+      const ref = referenceAttention(input);
+      assertNoPoison(`${what}: out`, got.out, ref.out.length);
+      const finite = (a: ArrayLike<number>) => Array.from(a, (x) => (x === -Infinity ? 0 : x));
+      const out = relativeL2Error(got.out, ref.out);
+      const lse = maxAbsError(finite(got.lse), finite(ref.lse));
+      const lseSize = Math.max(1, ...finite(ref.lse).map(Math.abs));
+      assert.ok(out < HALF_TOLERANCE, `out ${what}: relative L2 error ${out}`);
+      assert.ok(lse < HALF_TOLERANCE * Math.max(1, lseSize / 4), `lse ${what}: ${lse}`);
+    };
+    // A small grid: workgroups take several pieces, across sequences, some of them partial.
+    const decoder = await b.open({ device, grid: 2, kernel: { matrixMath: true } });
+    try {
+      const cases: [string, DecodeInput][] = [
+        ["lean", { ...makeInput({ ...MLA_SMALL, qAmplitude: 2 }), strategy: "lean" }],
+        ["split", { ...makeInput({ ...MLA_SMALL, seed: 72 }), strategy: "split" }],
+        ["scores rising", risingKeysInput(MLA_SMALL, 150, 73)],
+      ];
+      for (const [what, input] of cases) {
+        const plan = decoder.plan(input);
+        assert.ok(plan.tiles.matrixUnits === true && plan.tiles.rowsPerBlock === 16, what);
+        check(what, input, await decoder.decode(input));
+      }
+      // Over a runner's HND pages of 16 tokens, scattered (the paged kernel: K's and V's
+      // addresses of a tile's tokens in workgroup memory).
+      const input = makeInput({ ...MLA_SMALL, seed: 74 });
+      const pages = scatterPages(input, 16, "HND", 75);
+      const attention = await createAttentionEncoder(device, {
+        grid: 2,
+        kernel: { matrixMath: true },
+      });
+      const buffer = (data: ArrayBufferView) => {
+        const at = device.createBuffer({
+          size: Math.ceil(data.byteLength / 4) * 4,
+          usage: STORAGE,
+        });
+        device.queue.writeBuffer(at, 0, data as Uint8Array<ArrayBuffer>);
+        return at;
+      };
+      const rows = input.seqLens.length * input.numHeads * 2;
+      const used = [
+        buffer(pages.k),
+        buffer(pages.v),
+        buffer(input.q),
+        buffer(new Float32Array(rows * 256).fill(NaN)),
+        buffer(new Float32Array(rows).fill(NaN)),
+      ];
+      const [k, v, q, out, lse] = used;
+      try {
+        const plan = attention.planPages(shapeOf(input), pages);
+        assert.ok(plan.tiles.matrixUnits === true, "paged: matrix blocks");
+        const enc = device.createCommandEncoder();
+        attention.encode(enc, { plan, k, v, q, out, lse });
+        device.queue.submit([enc.finish()]);
+        check("HND pages of 16", input, {
+          out: await readF32(device, out, rows * 256),
+          lse: await readF32(device, lse, rows),
+        });
+      } finally {
+        for (const at of used) at.destroy();
+        attention.dispose();
+      }
+      // The two matrix kernels (dense, paged), emulated.
+      assert.equal(emulated, 2);
+    } finally {
+      await decoder.dispose();
+      raw.destroy();
+    }
+  },
+  // (Dawn's own WGSL compiler: Deno's WebGPU lacks the subgroups the kernel's softmax uses.)
+  { dawnOnSoftware: true, backends: ["dawn"] },
+);
