@@ -2,7 +2,8 @@
  * The matrix-unit decode kernel (src/kernels/matrix_kernel.ts, opt-in `kernel: { matrixMath:
  * true }`) on the GPU backends: where the device offers Dawn's f16 subgroup matrices (an NVIDIA
  * GPU through Dawn), every block size (16, 32 and 64 rows, masked rows past a group's), head dims
- * 32 to 256 (above 128: 32-token tiles whose scores take two parts of the dims), ragged query
+ * 32 to 256 (above 128: 32-token tiles whose scores take two parts of the dims), MLA's K rows of
+ * 576 with V rows of 512 (16-token tiles, four parts of K's dims, paged too), ragged query
  * lengths, an empty request, every variant flag at once, paged K/V, and a non-finite V that some
  * rows must not see, against the float64 reference within f16 tolerance and with bits different
  * from the default kernels'; elsewhere (lavapipe, Deno's WebGPU) the option must leave the
@@ -103,6 +104,28 @@ const MATRIX_SHAPES: readonly CaseSpec[] = [
     kvDtype: "f16",
     seed: 53,
   },
+  // MLA as DeepSeek-V2-Lite's 16 heads over one latent KV head (K 576, V 512): one 16-row block,
+  // 16-token tiles, an empty request and a sequence shorter than a tile.
+  {
+    seqLens: [900, 7, 0],
+    numHeads: 16,
+    numKVHeads: 1,
+    headDim: 576,
+    headDimV: 512,
+    kvDtype: "f16",
+    seed: 54,
+  },
+  // MLA with 128 heads (DeepSeek-V3's) and qLen 2: 16 blocks of 16 rows, causal edges.
+  {
+    seqLens: [333, 64],
+    numHeads: 128,
+    numKVHeads: 1,
+    headDim: 576,
+    headDimV: 512,
+    qLen: 2,
+    kvDtype: "f16",
+    seed: 55,
+  },
 ];
 
 /** The reference's errors of a result, with the empty rows' -Infinity LSE compared as 0. */
@@ -136,6 +159,10 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
       ])
     );
     cases.push(["every variant", { ...makeInput({ ...MATRIX_SHAPES[2], seed: 45 }), ...variants }]);
+    cases.push([
+      "every variant, MLA",
+      { ...makeInput({ ...MATRIX_SHAPES[7], seed: 56 }), ...variants },
+    ]);
     // GQA 4 x qLen 4 over 1000 tokens, rescaled tile after tile, on plain tiles and the causal edge.
     cases.push([
       "scores that rise along the sequence",
@@ -144,6 +171,10 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
     cases.push([
       "scores that rise along the sequence, d256",
       risingKeysInput(MATRIX_SHAPES[5], 600, 50),
+    ]);
+    cases.push([
+      "scores that rise along the sequence, MLA",
+      risingKeysInput(MATRIX_SHAPES[7], 900, 57),
     ]);
     // A non-finite V in the last token: the rows of earlier query positions do not see it.
     const poisoned = makeInput({ ...MATRIX_SHAPES[1], seqLens: [200], seed: 46 });
@@ -197,28 +228,37 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
       const f32 = await plain.decode(input);
       assert.ok(!sameBits(got.out, f32.out), `${what}: the matrix kernel ran`);
     }
-    await runnerPagesMatch(b.name);
+    await runnerPagesMatch(b.name, MATRIX_SHAPES[0], 64);
+    await runnerPagesMatch(b.name, MATRIX_SHAPES[8], 16);
   } finally {
     await matrix.dispose();
     await plain.dispose();
   }
 }
 
-/** A runner's HND pages (16 tokens each) through the attention encoder, outputs poisoned. */
-async function runnerPagesMatch(backend: string): Promise<void> {
+/**
+ * A runner's HND pages (16 tokens each) through the attention encoder, outputs poisoned: the
+ * plan's blocks of `rowsPerBlock` rows are cut for the matrix kernel.
+ */
+async function runnerPagesMatch(
+  backend: string,
+  spec: CaseSpec,
+  rowsPerBlock: number,
+): Promise<void> {
   const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   const device = await requestDevice(adapter!);
   try {
-    const input = makeInput({ ...MATRIX_SHAPES[0], qAmplitude: 2, seed: 47 });
-    const { numHeads, headDim: D } = input;
+    const input = makeInput({ ...spec, qAmplitude: 2, seed: 47 });
+    const { numHeads } = input;
+    const D = input.headDimV ?? input.headDim;
     const pages = scatterPages(input, 16, "HND", 48);
     const table = createIndptrPageTable(indptrOptions(input, pages));
     const attention = await createAttentionEncoder(device, {
       grid: 40,
       kernel: { matrixMath: true },
     });
-    const rows = input.seqLens.length * numHeads;
+    const rows = input.seqLens.length * numHeads * (input.qLen ?? 1);
     const buffer = (data: ArrayBufferView) => {
       const b = device.createBuffer({ size: Math.ceil(data.byteLength / 4) * 4, usage: STORAGE });
       device.queue.writeBuffer(b, 0, data as Uint8Array<ArrayBuffer>);
@@ -228,15 +268,21 @@ async function runnerPagesMatch(backend: string): Promise<void> {
     const out = buffer(new Float32Array(rows * D).fill(NaN));
     const lse = buffer(new Float32Array(rows).fill(NaN));
     try {
-      const plan = attention.plan(table, { seqs: table.seqs, numHeads, strategy: "lean" });
+      const plan = attention.plan(table, {
+        seqs: table.seqs,
+        numHeads,
+        qLen: input.qLen,
+        strategy: "lean",
+      });
       const info = (device.adapterInfo ?? {}) as unknown as Record<string, unknown>;
       const fields = ["subgroupMinSize", "subgroupMaxSize", "subgroupMatrixConfigs"]
         .map((f) => `${f} ${JSON.stringify(info[f])}`).join(", ");
       assert.equal(
         plan.tiles.rowsPerBlock,
-        64,
+        rowsPerBlock,
         `the runner's plan takes matrix blocks (${fields})`,
       );
+      assert.equal(plan.tiles.matrixUnits, true);
       const enc = device.createCommandEncoder();
       attention.encode(enc, { plan, k, v, q, out, lse });
       device.queue.submit([enc.finish()]);

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Session 55 on the H200, through Dawn. Results under $OUT or bench/results/h200_session55/MODE:
+#   mla    the matrix kernel's MLA layout (K rows of 576 with V rows of 512: blocks of 16 rows,
+#          16-token tiles scored by four subgroups over a quarter of K's dims each, V's rows
+#          loaded at their own tile's start): the matrix tests through Dawn (MLA 576/512 dense
+#          and over a runner's HND pages on the real matrix units, and CI's emulated matrices),
+#          the MLA cases of bench/cases.json checked against float64, dense and paged, then the
+#          default kernels (the tiled kernel) on them, and MQA h128/1 beside them.
+set -u
+mode=${1:?usage: bash bench/h200_s55_session.sh mla}
+shift
+out=${OUT:-bench/results/h200_session55/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+mla_cases=(--cases=bench/cases.json --only="mla b1 32k|mla b8 32k|mla h16|mla h32|mqa h128/1"
+  --skip=bf16)
+case $mode in
+mla)
+  run_backend_tests dawn 240 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts
+  rows_bench 150 mla '{"matrixMath":true}' --check --paged "${mla_cases[@]}"
+  rows_bench 120 mla_default '{}' "${mla_cases[@]}"
+  ;;
+*)
+  echo "unknown mode $mode" >&2
+  exit 2
+  ;;
+esac
