@@ -66,6 +66,7 @@ export async function checkPaged(
   const { cache, tensor } = pagedCache(device, c, input, options, 1, pages);
   const attention = await pagedEncoder(device, options);
   const row = numKVHeads * headDim;
+  const rowV = numKVHeads * (c.headDimV ?? headDim);
   const buffers: GPUBuffer[] = [];
   const make = (bytes: number, usage: number) => {
     const b = device.createBuffer({ size: bytes, usage });
@@ -82,21 +83,21 @@ export async function checkPaged(
         const n = Math.min(PAGE_SIZE, short[i] - at);
         if (n <= 0) continue;
         const from = starts[i] + at;
-        const rows = (a: DecodeInput["k"]) => a.slice(from * row, (from + n) * row);
+        const rows = (a: DecodeInput["k"], r = row) => a.slice(from * r, (from + n) * r);
         const scale = (s: DecodeInput["kScale"]) =>
           typeof s === "number" ? s : s!.slice(from * numKVHeads, (from + n) * numKVHeads);
         cache.append(seq, {
           k: [rows(input.k)],
-          v: [rows(input.v)],
+          v: [rows(input.v, rowV)],
           ...(scaled && !tensor
             ? { kScale: [scale(input.kScale)], vScale: [scale(input.vScale)] }
             : {}),
         });
       }
     }
-    const bytes = input.q.byteLength;
+    const bytes = input.q.byteLength / headDim * (c.headDimV ?? headDim);
     const storage = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;
-    const q = make(bytes, storage);
+    const q = make(input.q.byteLength, storage);
     device.queue.writeBuffer(q, 0, input.q as Float32Array<ArrayBuffer>);
     const out = make(bytes, storage);
     const read = make(bytes, BufferUsage.MAP_READ | BufferUsage.COPY_DST);

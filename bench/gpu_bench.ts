@@ -250,18 +250,27 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
       printRow(row, rows.length === 0);
       rows.push(row);
     }
-    if (args.has("paged") && (c.headDimV ?? c.headDim) === c.headDim) {
-      // (The matrix kernel's blocks where the decoder runs it: its classes have their own grids.)
-      const rowsPerBlock = tileConfig({
+    if (args.has("paged")) {
+      // (The matrix kernel's blocks where the decoder runs it: its classes have their own grids;
+      // MLA's the tiled kernel's otherwise.)
+      const tiles = tileConfig({
         headDim: c.headDim,
+        headDimV: c.headDimV,
         rowsPerGroup: (c.numHeads / c.numKVHeads) * c.qLen,
-        kvDtype: "f16",
+        kvDtype: c.kvDtype === "bf16" ? "bf16" : "f16",
       }, {
+        matrixBlocks: decoder.profile.matrixBlocks === true,
         matrixUnits: decoder.profile.matrixUnits === true,
         matrixUnitRows: tuning?.matrixRows,
-      }).rowsPerBlock;
+      });
       // The dense decode above calibrated an 8-bit class's own grid (src/gpu/kv_class_grids.ts).
-      const grid = gridFor(decoder.profile, rowsPerBlock, c.headDim, c.kvDtype);
+      const grid = gridFor(
+        decoder.profile,
+        tiles.rowsPerBlock,
+        c.headDim,
+        c.kvDtype,
+        tiles.matrixUnits,
+      );
       const pagedOptions = {
         grid,
         kernel: tuning,

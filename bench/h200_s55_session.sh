@@ -6,8 +6,12 @@
 #          and over a runner's HND pages on the real matrix units, and CI's emulated matrices),
 #          the MLA cases of bench/cases.json checked against float64, dense and paged, then the
 #          default kernels (the tiled kernel) on them, and MQA h128/1 beside them.
+#   mla2   after `mla` (2.5-4.3x faster than the tiled kernel): the MLA cases again with their
+#          paged twins (gpu_bench's paged mode now takes V rows of their own length), checked
+#          against float64, and PyTorch's MLA anchor (bench/anchors/torch_mla.py: memory-efficient
+#          SDPA and two batched products, the faster kept).
 set -u
-mode=${1:?usage: bash bench/h200_s55_session.sh mla}
+mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2}
 shift
 out=${OUT:-bench/results/h200_session55/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -20,6 +24,15 @@ mla)
   run_backend_tests dawn 240 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts
   rows_bench 150 mla '{"matrixMath":true}' --check --paged "${mla_cases[@]}"
   rows_bench 120 mla_default '{}' "${mla_cases[@]}"
+  ;;
+mla2)
+  rows_bench 200 mla '{"matrixMath":true}' --check --paged --cases=bench/cases.json \
+    --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
+  timeout 240 python3 bench/anchors/torch_mla.py bench/cases.json "$out/torch_mla.json" \
+    --only=mla >"$out/torch_mla.txt" 2>&1
+  stamp "torch_mla exit $?"
+  rows_bench 150 mla_default '{}' --paged --cases=bench/cases.json \
+    --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
   ;;
 *)
   echo "unknown mode $mode" >&2

@@ -65,6 +65,7 @@ export function pagedCache(
     numLayers,
     numKVHeads: c.numKVHeads,
     headDim: c.headDim,
+    ...(c.headDimV === undefined ? {} : { headDimV: c.headDimV }),
     kvDtype: c.kvDtype ?? "f16",
     pageSize: PAGE_SIZE,
     numPages,
@@ -122,9 +123,11 @@ export async function timePaged(
     const size = k.BYTES_PER_ELEMENT;
     for (let layer = 0; layer < options.kvSets; layer++) {
       const b = cache.layerBuffers(layer);
+      // (K's and V's rows differ in length in MLA.)
       const n = Math.min(k.length, b.k.size / size);
+      const nv = Math.min(v.length, b.v.size / size);
       device.queue.writeBuffer(b.k, 0, k.buffer as ArrayBuffer, k.byteOffset, size * n);
-      device.queue.writeBuffer(b.v, 0, v.buffer as ArrayBuffer, v.byteOffset, size * n);
+      device.queue.writeBuffer(b.v, 0, v.buffer as ArrayBuffer, v.byteOffset, size * nv);
       if (b.scales && !tensor) {
         // 8-bit: every row's scales (the bench's per-tensor scales, or the first token's).
         const pair = [input.kScale, input.vScale].map((s) => typeof s === "number" ? s : s![0]);
@@ -143,7 +146,7 @@ export async function timePaged(
     };
     const q = make(input.q.byteLength);
     device.queue.writeBuffer(q, 0, input.q as Float32Array<ArrayBuffer>);
-    const out = make(input.q.byteLength);
+    const out = make(input.q.byteLength / c.headDim * (c.headDimV ?? c.headDim));
     const plan = attention.plan(cache, { seqs, numHeads: c.numHeads, qLen: c.qLen });
     const timing = await timeWarm(
       device,
