@@ -10,8 +10,12 @@
 #          paged twins (gpu_bench's paged mode now takes V rows of their own length), checked
 #          against float64, and PyTorch's MLA anchor (bench/anchors/torch_mla.py: memory-efficient
 #          SDPA and two batched products, the faster kept).
+#   mla3   after `mla2` found paged 1.14-1.20x of dense (the tiled kernel's 1.03x): the MLA
+#          layout's pages read two tiles ahead (a tile writes the next tile's addresses from pages
+#          read a tile earlier, then reads the pages of the tile after it): the matrix tests
+#          through Dawn, then the MLA cases dense and paged, checked against float64, twice.
 set -u
-mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2}
+mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3}
 shift
 out=${OUT:-bench/results/h200_session55/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -32,6 +36,13 @@ mla2)
     --only=mla >"$out/torch_mla.txt" 2>&1
   stamp "torch_mla exit $?"
   rows_bench 150 mla_default '{}' --paged --cases=bench/cases.json \
+    --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
+  ;;
+mla3)
+  run_backend_tests dawn 240 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts
+  rows_bench 150 mla '{"matrixMath":true}' --check --paged --cases=bench/cases.json \
+    --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
+  rows_bench 120 mla_r2 '{"matrixMath":true}' --paged --cases=bench/cases.json \
     --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
   ;;
 *)

@@ -147,6 +147,15 @@ Deno.test("the matrix kernel's MLA layout: 16-token tiles, four parts of K, V lo
       // K's and V's addresses of a tile's tokens (their rows differ in length).
       assert.ok(wgsl.includes("var<workgroup> tok_wg: array<u32, 32>;"));
       assert.ok(wgsl.includes("tok_wg[16u + lid] = kv_addr_v_at(pg_page, pg_tok, kv_head);"));
+      // Pages two tiles ahead: after the first barrier a tile writes the next tile's addresses
+      // from the pages read a tile earlier, then reads the pages of the tile after that, all
+      // before its products (one read per tile, hidden by a whole tile).
+      const write = at("tok_wg[lid] = kv_addr_at(pg_page, pg_tok, kv_head);");
+      const read = at("pg_tok = min((tile0 + 32u) + lid, tok_end - 1u);");
+      assert.ok(at("workgroupBarrier();") < write && write < read);
+      assert.ok(read < at("subgroupMatrixMultiplyAccumulate(q0"));
+      assert.equal(loop.split("pg_page = kv_page(").length, 2, "one page read a tile");
+      assert.ok(wgsl.includes("pg_tok = min((tok_begin + 16u) + lid, tok_end - 1u);"));
     }
   }
 });

@@ -273,7 +273,16 @@ ${lines(KB, (kk) => `    var q${kk} = ${L}();`)}${
     // The first tile's addresses (the query rounds' barriers before their reads).
     if (tok_begin < tok_end) {
 ${pageRows("tok_begin")}
+    }${
+        lateV
+          ? `
+    // (MLA: the second tile's pages, into registers; each tile writes the next one's addresses
+    // and reads the pages of the one after.)
+    if (tok_begin + ${T}u < tok_end) {
+${pageRead(`(tok_begin + ${T}u)`)}
     }`
+          : ""
+      }`
       : ""
   }
 ${lines(RB / QR, queryRound)}
@@ -293,7 +302,17 @@ ${stageLoad("tile0", "v")}`
       : ""
   }
       workgroupBarrier();${
-    spec.paged
+    spec.paged && lateV
+      ? `\n      // MLA: the next tile's addresses from the pages read a tile ago (this tile's last
+      // reads of tok_wg came before the barrier above), then the pages of the tile after it: a
+      // 16-token tile's products are too short to hide a read of the page table.
+      if (tile0 + ${T}u < tok_end) {
+${pageWrite}
+      }
+      if (tile0 + ${2 * T}u < tok_end) {
+${pageRead(`(tile0 + ${2 * T}u)`)}
+      }`
+      : spec.paged
       ? `\n      // The next tile's pages, read before the products so that they hide the read.
       if (tile0 + ${T}u < tok_end) {
 ${pageRead(`(tile0 + ${T}u)`)}
@@ -301,7 +320,7 @@ ${pageRead(`(tile0 + ${T}u)`)}
       : ""
   }
 ${KP === 1 ? dealt(TB, scoreBlock) : scoreBlock(`(g % ${TB}u)`)}${
-    spec.paged
+    spec.paged && !lateV
       ? `\n      // The next tile's addresses, for its loads below (the last ones read before the
       // barrier above).
       if (tile0 + ${T}u < tok_end) {
