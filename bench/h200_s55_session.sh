@@ -14,8 +14,12 @@
 #          layout's pages read two tiles ahead (a tile writes the next tile's addresses from pages
 #          read a tile earlier, then reads the pages of the tile after it): the matrix tests
 #          through Dawn, then the MLA cases dense and paged, checked against float64, twice.
+#   sass   after `mla3` (pages two tiles ahead: paged still 1.13-1.19x of dense): the driver's
+#          machine code of the MLA layout's dense and paged kernels (its own shader disk cache
+#          pointed at a fresh folder while gpu_bench builds them, and Triton's nvdisasm copied
+#          beside it; read here by bench/sass_from_cache.py), to see whether paged spills.
 set -u
-mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3}
+mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3|sass}
 shift
 out=${OUT:-bench/results/h200_session55/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -44,6 +48,16 @@ mla3)
     --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
   rows_bench 120 mla_r2 '{"matrixMath":true}' --paged --cases=bench/cases.json \
     --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
+  ;;
+sass)
+  work=$(mktemp -d)
+  __GL_SHADER_DISK_CACHE=1 __GL_SHADER_DISK_CACHE_PATH="$work" \
+    __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1 rows_bench 120 mla '{"matrixMath":true}' --paged \
+    --cases=bench/cases.json --only="mla b1 32k" --skip=bf16 --runs=5
+  tar -czf "$out/glcache.tgz" -C "$work" .
+  stamp "glcache: $(find "$work" -type f | wc -l) files, $(du -sh "$work" | cut -f1)"
+  nvdisasm=$(python3 -c 'import os, triton; print(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/nvdisasm"))' 2>/dev/null)
+  if [ -x "$nvdisasm" ]; then cp "$nvdisasm" "$out/nvdisasm"; fi
   ;;
 *)
   echo "unknown mode $mode" >&2
