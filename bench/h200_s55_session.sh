@@ -18,8 +18,11 @@
 #          machine code of the MLA layout's dense and paged kernels (its own shader disk cache
 #          pointed at a fresh folder while gpu_bench builds them, and Triton's nvdisasm copied
 #          beside it; read here by bench/sass_from_cache.py), to see whether paged spills.
+#   mla4   the MLA layout's paged V addresses read into registers right after the next tile's K
+#          loads (not at the V loads, behind the tile's stores to workgroup memory): the MLA
+#          cases dense and paged checked against float64, then `sass` of this kernel.
 set -u
-mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3|sass}
+mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3|sass|mla4}
 shift
 out=${OUT:-bench/results/h200_session55/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -48,6 +51,11 @@ mla3)
     --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
   rows_bench 120 mla_r2 '{"matrixMath":true}' --paged --cases=bench/cases.json \
     --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
+  ;;
+mla4)
+  rows_bench 150 mla '{"matrixMath":true}' --check --paged --cases=bench/cases.json \
+    --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
+  bash "$0" sass
   ;;
 sass)
   work=$(mktemp -d)

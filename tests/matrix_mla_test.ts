@@ -135,7 +135,7 @@ Deno.test("the matrix kernel's MLA layout: 16-token tiles, four parts of K, V lo
       assert.ok(i >= 0, s);
       return i;
     };
-    const vLoad = paged ? "vw0 = v_cache[tok_wg[16u + idx / 64u]" : "vw0 = v_cache[kv_addr_v(";
+    const vLoad = paged ? "vw0 = v_cache[va0];" : "vw0 = v_cache[kv_addr_v(";
     const kLoad = paged ? "kw0 = k_cache[tok_wg[idx / 72u]" : "kw0 = k_cache[kv_addr(";
     assert.ok(at("kv_wg[at + 7u] = h3.y;") < at(vLoad));
     assert.ok(at(vLoad) < at("workgroupBarrier();"));
@@ -156,6 +156,9 @@ Deno.test("the matrix kernel's MLA layout: 16-token tiles, four parts of K, V lo
       assert.ok(read < at("subgroupMatrixMultiplyAccumulate(q0"));
       assert.equal(loop.split("pg_page = kv_page(").length, 2, "one page read a tile");
       assert.ok(wgsl.includes("pg_tok = min((tok_begin + 16u) + lid, tok_end - 1u);"));
+      // The next tile's V addresses into registers right after its K loads (after the second
+      // barrier, which its addresses' stores precede): its V loads read no workgroup memory.
+      assert.ok(at(kLoad) < at("va0 = tok_wg[16u + idx / 64u] + idx % 64u;"));
     }
   }
 });

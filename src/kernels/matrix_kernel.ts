@@ -116,6 +116,7 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     pageRead,
     pageWrite,
     pageRegisters,
+    vAddresses,
     stageLoad,
     stageStore,
     queryRound,
@@ -288,7 +289,7 @@ ${pageRead(`(tok_begin + ${T}u)`)}
 ${lines(RB / QR, queryRound)}
 ${registers}
     if (tok_begin < tok_end) {
-${stageLoad("tok_begin", lateV ? "k" : "kv")}
+${stageLoad("tok_begin", lateV ? "k" : "kv")}${vAddresses ? `\n${vAddresses}` : ""}
     }
     for (var tile0 = tok_begin; tile0 < tok_end; tile0 += ${T}u) {
       // (Every thread read the last tile's flag before that tile's last barrier.)
@@ -332,7 +333,12 @@ ${pageWrite}
 ${stageStore("vw")}
       // The next tile's K${lateV ? "" : " and V"} fly during the softmax and the products.
       if (tile0 + ${T}u < tok_end) {
-${stageLoad(`(tile0 + ${T}u)`, lateV ? "k" : "kv")}
+${stageLoad(`(tile0 + ${T}u)`, lateV ? "k" : "kv")}${
+    vAddresses
+      ? `\n      // (MLA, paged: the next tile's V addresses now, into registers, so that its V loads
+      // need no read of workgroup memory behind that tile's stores.)\n${vAddresses}`
+      : ""
+  }
       }
       // The lane's tokens i0 .. i0 + ${TPL - 1}, their scores kept in registers (constant indices).
       let i0 = part * ${TPL}u;
