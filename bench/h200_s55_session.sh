@@ -60,7 +60,7 @@ mla4)
 sass)
   work=$(mktemp -d)
   __GL_SHADER_DISK_CACHE=1 __GL_SHADER_DISK_CACHE_PATH="$work" \
-    __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1 rows_bench 120 mla '{"matrixMath":true}' --paged \
+    __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1 rows_bench 120 sass '{"matrixMath":true}' --paged \
     --cases=bench/cases.json --only="mla b1 32k" --skip=bf16 --runs=5
   tar -czf "$out/glcache.tgz" -C "$work" .
   stamp "glcache: $(find "$work" -type f | wc -l) files, $(du -sh "$work" | cut -f1)"
