@@ -21,8 +21,11 @@
 #   mla4   the MLA layout's paged V addresses read into registers right after the next tile's K
 #          loads (not at the V loads, behind the tile's stores to workgroup memory): the MLA
 #          cases dense and paged checked against float64, then `sass` of this kernel.
+#   mla5   after `mla4` (paged 1.07-1.10x of dense): the next tile's K addresses into registers
+#          too, both read before the tile's V stores: the MLA cases dense and paged checked
+#          against float64, then the matrix tests through Dawn.
 set -u
-mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3|sass|mla4}
+mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3|sass|mla4|mla5}
 shift
 out=${OUT:-bench/results/h200_session55/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -51,6 +54,11 @@ mla3)
     --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
   rows_bench 120 mla_r2 '{"matrixMath":true}' --paged --cases=bench/cases.json \
     --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
+  ;;
+mla5)
+  rows_bench 150 mla '{"matrixMath":true}' --check --paged --cases=bench/cases.json \
+    --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
+  run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts
   ;;
 mla4)
   rows_bench 150 mla '{"matrixMath":true}' --check --paged --cases=bench/cases.json \
