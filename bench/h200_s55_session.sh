@@ -24,8 +24,10 @@
 #   mla5   after `mla4` (paged 1.07-1.10x of dense): the next tile's K addresses into registers
 #          too, both read before the tile's V stores: the MLA cases dense and paged checked
 #          against float64, then the matrix tests through Dawn.
+#   tests  after `mla5` (1.12-1.16x: slower than `mla4`, so mla4's kernel was restored): the
+#          matrix tests through Dawn on it.
 set -u
-mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3|sass|mla4|mla5}
+mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3|sass|mla4|mla5|tests}
 shift
 out=${OUT:-bench/results/h200_session55/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -59,6 +61,9 @@ mla5)
   rows_bench 150 mla '{"matrixMath":true}' --check --paged --cases=bench/cases.json \
     --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip=bf16
   run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts
+  ;;
+tests)
+  run_backend_tests dawn 150 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts
   ;;
 mla4)
   rows_bench 150 mla '{"matrixMath":true}' --check --paged --cases=bench/cases.json \

@@ -116,7 +116,7 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     pageRead,
     pageWrite,
     pageRegisters,
-    addresses,
+    vAddresses,
     stageLoad,
     stageStore,
     queryRound,
@@ -288,8 +288,8 @@ ${pageRead(`(tok_begin + ${T}u)`)}
   }
 ${lines(RB / QR, queryRound)}
 ${registers}
-    if (tok_begin < tok_end) {${addresses ? `\n${addresses}` : ""}
-${stageLoad("tok_begin", lateV ? "k" : "kv")}
+    if (tok_begin < tok_end) {
+${stageLoad("tok_begin", lateV ? "k" : "kv")}${vAddresses ? `\n${vAddresses}` : ""}
     }
     for (var tile0 = tok_begin; tile0 < tok_end; tile0 += ${T}u) {
       // (Every thread read the last tile's flag before that tile's last barrier.)
@@ -329,19 +329,18 @@ ${pageWrite}
       }`
       : ""
   }
-      workgroupBarrier();${
-    addresses
-      ? `\n      // (MLA, paged: the next tile's K and V addresses into registers before this tile's V
-      // stores, so that its loads wait on no read of workgroup memory queued behind them.)
-      if (tile0 + ${T}u < tok_end) {
-${addresses}
-      }`
-      : ""
-  }
+      workgroupBarrier();
 ${stageStore("vw")}
       // The next tile's K${lateV ? "" : " and V"} fly during the softmax and the products.
       if (tile0 + ${T}u < tok_end) {
-${stageLoad(`(tile0 + ${T}u)`, lateV ? "k" : "kv")}
+${stageLoad(`(tile0 + ${T}u)`, lateV ? "k" : "kv")}${
+    vAddresses
+      ? `\n      // (MLA, paged: the next tile's V addresses now, into registers, so that its V loads
+      // need no read of workgroup memory behind that tile's stores: paged went from 1.13-1.19x
+      // of dense to 1.07-1.10x. K's addresses read so too, before this tile's V stores, made
+      // it 1.12-1.16x: session 55, bench/notes.md.)\n${vAddresses}`
+      : ""
+  }
       }
       // The lane's tokens i0 .. i0 + ${TPL - 1}, their scores kept in registers (constant indices).
       let i0 = part * ${TPL}u;

@@ -43,12 +43,11 @@ export interface MatrixStages {
   /** Paged specs: the registers of {@linkcode pageRead}, declared; else "". */
   pageRegisters: string;
   /**
-   * Paged specs of the MLA layout (`lateV`): each K and V staging load's address of a tile, from
-   * `tok_wg` into the registers `ka*` and `va*` that its {@linkcode stageLoad} of `"k"` or `"v"`
-   * reads (else ""), so that no load waits on a read of workgroup memory queued behind a tile's
-   * stores of staged halves (it had put paged MLA at 1.13-1.19x of dense, session 55).
+   * Paged specs of the MLA layout (`lateV`): each V staging load's address, from `tok_wg` into
+   * the registers `va*` that its {@linkcode stageLoad} of `"v"` reads (else ""), so that the load
+   * does not wait on a read of workgroup memory behind the tile's stores.
    */
-  addresses: string;
+  vAddresses: string;
   /**
    * A tile's K and V rows from token `t0` into the registers `kw*` and `vw*` (paged: from the
    * addresses that {@linkcode pageRows} put in `tok_wg`); with `rows` `"k"` or `"v"` (the MLA
@@ -107,7 +106,6 @@ export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
         [
           i < CK ? `    var kw${i} = vec4<u32>();` : "",
           i < CKV ? `    var vw${i} = vec4<u32>();` : "",
-          i < CK && paged ? `    var ka${i} = 0u;` : "",
           i < CKV && paged ? `    var va${i} = 0u;` : "",
         ]
           .filter((l) => l !== "").join("\n"),
@@ -158,8 +156,10 @@ var<workgroup> tok_wg: array<u32, ${tokenScales || lateV ? 2 * T : T}>;`
     const v = w === "vw";
     const chunks = v ? CHUNKS_V : CHUNKS;
     return lines(v ? CKV : CK, (i) => {
-      const addr = paged
-        ? `${v ? "va" : "ka"}${i}`
+      const addr = paged && v
+        ? `va${i}`
+        : paged
+        ? `tok_wg[idx / ${chunks}u] + idx % ${chunks}u`
         : `${v ? "kv_addr_v" : "kv_addr"}(kv_start, min(${t0} + idx / ${chunks}u, tok_end - 1u), ` +
           `kv_head) + idx % ${chunks}u`;
       return `      ${(v ? vGuard : kGuard) ? `if (lid + ${i * THREADS}u < ${T * chunks}u) ` : ""}{
@@ -168,18 +168,13 @@ var<workgroup> tok_wg: array<u32, ${tokenScales || lateV ? 2 * T : T}>;`
       }`;
     });
   };
-  const rowAddresses = (v: boolean) => {
-    const chunks = v ? CHUNKS_V : CHUNKS;
-    return lines(
-      v ? CKV : CK,
-      (i) =>
-        `      ${(v ? vGuard : kGuard) ? `if (lid + ${i * THREADS}u < ${T * chunks}u) ` : ""}{
+  const vAddresses = !(paged && lateV)
+    ? ""
+    : lines(CKV, (i) =>
+      `      ${vGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS_V}u) ` : ""}{
         let idx = lid + ${i * THREADS}u;
-        ${v ? "va" : "ka"}${i} = tok_wg[${v ? `${T}u + ` : ""}idx / ${chunks}u] + idx % ${chunks}u;
-      }`,
-    );
-  };
-  const addresses = !(paged && lateV) ? "" : `${rowAddresses(false)}\n${rowAddresses(true)}`;
+        va${i} = tok_wg[${T}u + idx / ${CHUNKS_V}u] + idx % ${CHUNKS_V}u;
+      }`);
   const stageLoad = (t0: string, rows: "kv" | "k" | "v" = "kv") =>
     rows !== "kv" ? rowsLoad(t0, rows === "k" ? "kw" : "vw") : lines(CK, (i) => {
       const load = paged
@@ -274,7 +269,7 @@ ${
     pageRead,
     pageWrite,
     pageRegisters,
-    addresses,
+    vAddresses,
     stageLoad,
     stageStore,
     queryRound,
