@@ -1,21 +1,28 @@
 /**
  * The matrix-unit decode kernel (opt-in `kernel: { matrixMath: true }`): blocks of 16, 32 or 64
- * query rows of f16 or 8-bit K/V at head dims up to 128 (blocks of 16 rows up to 256), whose two
- * products per tile (scores `S = Q K^T` and the weighted sum `P V`) run on the GPU's matrix units
- * through Dawn's experimental subgroup matrices (`chromium-experimental-subgroup-matrix`: f16 x f16
- * -> f32, 16 x 16 x 16). The operands are f16 (the queries and the weights rounded to it), the sums
- * f32: f16-grade results, as FlashAttention's f16 kernels give (bench/notes.md, sessions 45-47,
- * where its prototypes were measured on the H200).
+ * query rows of f16 or 8-bit K/V at head dims up to 128 (blocks of 16 rows up to 256, and over
+ * MLA's f16 K rows of up to 576 dims with V rows of their own, up to 512), whose two products per
+ * tile (scores `S = Q K^T` and the weighted sum `P V`) run on the GPU's matrix units through Dawn's
+ * experimental subgroup matrices (`chromium-experimental-subgroup-matrix`: f16 x f16 -> f32, 16 x
+ * 16 x 16). The operands are f16 (the queries and the weights rounded to it), the sums f32:
+ * f16-grade results, as FlashAttention's f16 kernels give (bench/notes.md, sessions 45-47, where
+ * its prototypes were measured on the H200).
  *
- * A workgroup is four subgroups of 32 lanes. Each 16 rows of the block belong to `G` of them (4,
- * 2 or 1 at 16, 32 or 64 rows: `src/kernels/matrix_layout.ts`), which share its scores and
- * softmax; with 64 rows each subgroup owns its 16 rows over the whole piece, as FlashAttention-2's
- * warps do. Above head dim 128 tiles have 32 tokens (64 tokens' staging loads would not fit the
- * registers), so a tile's two 16-token blocks are scored by four subgroups, each over half the
- * dims (and keeping only that half's query matrices), and the softmax adds the halves. Paged K/V:
- * a tile's token addresses are read from the page table once each, into workgroup memory, where
- * the staging loads find them (the next tile's pages are read before a tile's score products and
- * their addresses stored after them, so the products hide the reads). Per tile of `T` tokens:
+ * A workgroup is four subgroups of 32 lanes. Each 16 rows of the block belong to `G` of them (4, 2
+ * or 1 at 16, 32 or 64 rows: `src/kernels/matrix_layout.ts`), which share its scores and softmax;
+ * with 64 rows each subgroup owns its 16 rows over the whole piece, as FlashAttention-2's warps do.
+ * Above head dim 128 tiles have 32 tokens (64 tokens' staging loads would not fit the registers),
+ * so a tile's two 16-token blocks are scored by four subgroups, each over half the dims (and
+ * keeping only that half's query matrices), and the softmax adds the halves. MLA's layout (K rows
+ * above 256 dims) takes 16-token tiles (16 x 584 halves of staging), scored by the four subgroups
+ * over a quarter of K's dims each; a tile's V rows are requested at its start, during its score
+ * products, not a tile ahead with K's, so that a thread holds only one of them beside its query
+ * matrices, result matrices and f32 sums (even so the driver spills some of them on the H200,
+ * session 55); paged, its pages are read two tiles ahead and each tile's V addresses taken into
+ * registers before its V loads. Paged K/V: a tile's token addresses are read from the page table
+ * once each, into workgroup memory, where the staging loads find them (the next tile's pages are
+ * read before a tile's score products and their addresses stored after them, so the products hide
+ * the reads). Per tile of `T` tokens:
  * 1. K's rows are staged as halves in workgroup memory (each thread's 16-byte loads were issued
  *    a stage ahead, into registers with constant indices: `src/kernels/matrix_stages.ts`; 8-bit
  *    codes as their values in f16); each subgroup multiplies its rows' query block (f16
