@@ -74,6 +74,7 @@ import { matrixLayout } from "./matrix_layout.ts";
 import { blockRowFinalWGSL, blockRowLimitsWGSL } from "./block_rows.ts";
 import { MATRIX, matrixLoad, matrixStore } from "./matrix_ops.ts";
 import { matrixStagesWGSL } from "./matrix_stages.ts";
+import { dealtWGSL, matrixSumsWGSL } from "./matrix_sums.ts";
 
 /**
  * Generates the matrix kernel's WGSL for a spec (`tiled: true, matrix: true`).
@@ -90,11 +91,11 @@ import { matrixStagesWGSL } from "./matrix_stages.ts";
  */
 export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const D = spec.headDim;
-  const { RB, NRB, G, KP, THREADS, DV, T, KS, CHUNKS, CHUNKS_V, QR, SO, FW, lateV } = matrixLayout(
+  const { RB, NRB, G, KP, THREADS, DV, T, KS, CHUNKS, CHUNKS_V, QR, SO, lateV } = matrixLayout(
     spec,
   );
-  // Query (and K) dim blocks per subgroup: all of them, or its part's (KP > 1); V's dim blocks.
-  const KB = D / 16 / KP, TB = T / 16, DB = DV / 16;
+  // Query (and K) dim blocks per subgroup: all of them, or its part's (KP > 1).
+  const KB = D / 16 / KP, TB = T / 16;
   const LPR = 2 * G; // softmax lanes per row
   const TPL = T / LPR; // tokens per softmax lane
   const flags = spec.variant ?? {};
@@ -102,9 +103,7 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
   const io = ioWGSL(spec);
   const headTable = needsHeadTable("decode", flags);
   const { left: L, right: R, result: S } = MATRIX;
-  const PAIRS = DV / (4 * G); // output pairs per thread (below)
-  const PASSES = DV / FW; // a flush's passes through so_wg, FW dims each
-  const PP = PAIRS / PASSES; // a thread's pairs per pass
+  const PAIRS = DV / (4 * G); // output pairs per thread (src/kernels/matrix_sums.ts)
   // The variant's logits of score `v`: soft-cap, then ALiBi (log2 units, as the tiled kernel's).
   const logits = (v: string) =>
     `${flags.softCap ? `\n        ${v} = soft_cap(${v});` : ""}${
@@ -128,6 +127,7 @@ export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): s
     stageStore,
     queryRound,
   } = matrixStagesWGSL(spec);
+  const sums = matrixSumsWGSL(spec);
   // Scores of 16-token block `jb` (over the subgroup's part `kp` of the dims where KP > 1: the
   // part's sums go to the part's 16 x T of the block's region).
   const scoreBlock = (jb: string) =>
@@ -149,49 +149,6 @@ ${
       matrixStore("&so_wg", `so + ${KP === 1 ? "" : `kp * ${16 * T}u + `}16u * ${jb}`, "s", `${T}u`)
     };
       }`;
-  // Thread's output pair k, in pass c = k / PP of a flush: row pr, dims d and d + 1 of its row
-  // block's 16 x DV (element f of that pass's 16 x FW).
-  const pair = (k: number) =>
-    `let f${k} = 2u * lr + ${64 * G * (k % PP)}u;\n        let pr${k} = f${k} / ${FW}u;\n        ` +
-    `let d${k} = ${Math.floor(k / PP) * FW}u + f${k} % ${FW}u;`;
-  // Subgroup g's `n`-th block of `count` (every Gth; guarded where G does not divide them).
-  const dealt = (count: number, body: (b: string, n: number) => string) =>
-    lines(Math.ceil(count / G), (n) => {
-      const b = G === 1 ? `${n}u` : `(g + ${G * n}u)`;
-      const guard = count % G !== 0 && (n + 1) * G > count;
-      return guard ? `      if (${b} < ${count}u) {\n${body(b, n)}\n      }` : body(b, n);
-    });
-  // Pass c of a flush: the subgroup's sums of `P V` since the last flush (its dim blocks, on the
-  // matrix units) in dims c FW .. to its block's region of so_wg, then (after a barrier) each
-  // thread's pairs of them into its f32 sums, times `factor`.
-  const flushPass = (c: number, factor: (k: number) => string) => {
-    const lo = (c * FW) / 16, hi = ((c + 1) * FW) / 16;
-    const stores = lines(Math.ceil(DB / G), (n) => {
-      const store = (db: string) =>
-        `        ${matrixStore("&so_wg", `so + 16u * (${db} - ${lo}u)`, `o${n}`, `${FW}u`)};`;
-      // Block n of subgroup g is dim block g + G n, one of G n .. G n + G - 1.
-      const first = G * n, last = G * n + G - 1;
-      if (last < lo || first >= hi) return "";
-      const db = G === 1 ? `${n}u` : `(g + ${G * n}u)`;
-      if (first >= lo && last < hi) return store(db);
-      return `        if (${db} >= ${lo}u && ${db} < ${hi}u) {\n  ${store(db)}\n        }`;
-    }).split("\n").filter((l) => l.trim() !== "").join("\n");
-    return `${stores}
-        workgroupBarrier();
-${
-      lines(PP, (j) => {
-        const k = c * PP + j;
-        return `        {
-        ${pair(k)}
-        let a = ${factor(k)};
-        acc[${2 * k}] = (acc[${2 * k}] + so_wg[so + f${k}]) * a;
-        acc[${2 * k + 1}] = (acc[${2 * k + 1}] + so_wg[so + f${k} + 1u]) * a;
-        }`;
-      })
-    }${c + 1 < PASSES ? "\n        workgroupBarrier();" : ""}`;
-  };
-  const flush = (factor: (k: number) => string) => lines(PASSES, (c) => flushPass(c, factor));
-  const sumsClear = dealt(DB, (_, n) => `        o${n} = ${S}();`);
   // Reductions over a row's lanes (adjacent lanes of one subgroup).
   const rowReduce = (v: string, op: (a: string, b: string) => string, indent = "      ") =>
     lines(
@@ -274,7 +231,7 @@ ${blockRowLimitsWGSL(flags, "br")}
     // (Zeroed by its initializer: Dawn on lavapipe left a declaration without one holding the
     // last piece's sums, found by tests/matrix_emulation.ts.)
     var acc = array<f32, ${2 * PAIRS}>();
-${lines(Math.ceil(DB / G), (n) => `    var o${n} = ${S}();`)}
+${sums.declare}
 ${lines(KB, (kk) => `    var q${kk} = ${L}();`)}${
     spec.paged
       ? `\n${pageRegisters}
@@ -327,7 +284,7 @@ ${pageRead(`(tile0 + ${T}u)`)}
       }`
       : ""
   }
-${KP === 1 ? dealt(TB, scoreBlock) : scoreBlock(`(g % ${TB}u)`)}${
+${KP === 1 ? dealtWGSL(G, TB, scoreBlock) : scoreBlock(`(g % ${TB}u)`)}${
     spec.paged && !lateV
       ? `\n      // The next tile's addresses, for its loads below (the last ones read before the
       // barrier above).
@@ -402,39 +359,21 @@ ${rowReduce("sum", (a, b) => `${a} + ${b}`)}
       if (rescale || !plain) {
         // Flush into the f32 sums (acc), rescaled; on a masked tile then token by token, each
         // (row, token) of weight -1 left out. (so_wg is next written after this tile's end.)
-${flush((k) => `row_wg[rb * 16u + pr${k}]`)}
-${sumsClear}
+${sums.flush((k) => `row_wg[rb * 16u + pr${k}]`)}
+${sums.clear}
         if (!plain) {
-          for (var i = 0u; i < ${T}u; i++) {
-${
-    lines(PAIRS, (k) =>
-      `            {
-            ${pair(k)}
-            let p = f32(p_wg[pb + pr${k} * ${T}u + i]);
-            let v = vec2<f32>(f32(kv_wg[i * ${KS}u + d${k}]), f32(kv_wg[i * ${KS}u + d${k} + 1u]));
-            let pv = select(vec2<f32>(0.0), p * v, p >= 0.0);
-            acc[${2 * k}] += pv.x;
-            acc[${2 * k + 1}] += pv.y;
-            }`)
-  }
-          }
+${sums.maskedAdds}
         }
       }
       if (plain) {
-${
-    dealt(DB, (db, n) =>
-      lines(TB, (tb) =>
-        `        o${n} = subgroupMatrixMultiplyAccumulate(${
-          matrixLoad(L, "&p_wg", `pb + ${16 * tb}u`, false, `${T}u`)
-        }, ${matrixLoad(R, "&kv_wg", `${16 * tb * KS}u + 16u * ${db}`, false, `${KS}u`)}, o${n});`))
-  }
+${sums.products}
       }
       // The next tile's K must wait for this tile's reads of V.
       workgroupBarrier();
     }
     // The sums since the last flush join the f32 sums (the loop's last barrier is behind every
     // read of so_wg and of the rows' rescale factors).
-${flush(() => "1.0")}
+${sums.flush(() => "1.0")}
     // Each row's final sum and output factor (a direct piece's sink joins them here, once), and
     // whether it saw a NaN or +inf score.
 ${rowReduce("bad", (a, b) => `${a} | ${b}`, "    ")}
@@ -446,32 +385,7 @@ ${rowReduce("bad", (a, b) => `${a} | ${b}`, "    ")}
   }
     }
     workgroupBarrier();
-${
-    lines(PAIRS, (k) =>
-      `    {
-      ${pair(k)}
-      let b = rb * 16u + pr${k};
-      let d = d${k};
-      if (b < n_rows) {
-        if (slot == DIRECT) {
-          let nan = row_wg[${2 * RB}u + b] != 0.0;
-          let f = row_wg[${RB}u + b] / row_wg[b];
-          let x = select(vec2<f32>(acc[${2 * k}], acc[${
-        2 * k + 1
-      }]) * f, vec2<f32>(bitcast<f32>(nan_bits)), nan);
-          let at = query_row(q_start, q_len, kv_head, r0 + b) * DV + d;
-${
-        io.outHalf
-          ? "          out[at / 2u] = half_bits(x.x) | (half_bits(x.y) << 16u);"
-          : "          out[at] = x.x;\n          out[at + 1u] = x.y;"
-      }
-        } else {
-          partials[slot * SLOT + b * DV + d] = acc[${2 * k}];
-          partials[slot * SLOT + b * DV + d + 1u] = acc[${2 * k + 1}];
-        }
-      }
-    }`)
-  }
+${sums.writes}
     workgroupBarrier();
   }
 }
