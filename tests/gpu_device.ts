@@ -151,10 +151,10 @@ export async function secondDevice(g: GpuUnderTest): Promise<GPUDevice> {
 /** `STORAGE | COPY_DST | COPY_SRC`. */
 export const STORAGE = 0x80 | 0x8 | 0x4;
 
-/** A storage buffer holding `data`, or `data` bytes of zeros. */
-export function gpuBuffer(device: GPUDevice, data: Float32Array | number): GPUBuffer {
+/** A storage buffer holding `data` (a whole number of 4-byte words), or `data` bytes of zeros. */
+export function gpuBuffer(device: GPUDevice, data: ArrayBufferView | number): GPUBuffer {
   const bytes = typeof data === "number" ? data : data.byteLength;
-  const b = device.createBuffer({ size: Math.max(16, bytes), usage: STORAGE });
+  const b = device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage: STORAGE });
   if (typeof data !== "number") device.queue.writeBuffer(b, 0, data as unknown as ArrayBuffer);
   return b;
 }

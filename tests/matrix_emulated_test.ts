@@ -18,24 +18,15 @@
 
 import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
-import { type DecodeInput, referenceAttention } from "../mod.ts";
+import type { DecodeInput } from "../mod.ts";
 import { createAttentionEncoder } from "../runner.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { gpuTest } from "./backends.ts";
 import { emulatedMatrixDevice } from "./matrix_emulation.ts";
 import { scatterPages, shapeOf } from "./combinations.ts";
-import { readF32, STORAGE } from "./gpu_device.ts";
-import {
-  assertNoPoison,
-  type CaseSpec,
-  makeInput,
-  maxAbsError,
-  relativeL2Error,
-  risingKeysInput,
-} from "./helpers.ts";
-
-/** f16 operands' tolerance (queries and weights rounded to f16), as the hardware test's. */
-const HALF_TOLERANCE = 2e-3;
+import { gpuBuffer, readF32 } from "./gpu_device.ts";
+import { assertHalfGrade } from "./half_grade.ts";
+import { type CaseSpec, makeInput, risingKeysInput } from "./helpers.ts";
 
 /**
  * 16 rows (GQA 4 x qLen 4) at head dim 160: causal edges, a ragged batch, an empty request; 32-token
@@ -78,29 +69,13 @@ gpuTest(
       // Narrow: window edges in every piece, capped logits, ALiBi.
       ["every variant", hooks(ragged(54), 40, 20, 1)],
     ];
-    // Each result against the reference: no poisoned output left, f16-grade errors.
-    const check = (
-      what: string,
-      input: DecodeInput,
-      got: { out: Float32Array; lse: Float32Array },
-    ) => {
-      const ref = referenceAttention(input);
-      assertNoPoison(`${what}: out`, got.out, ref.out.length);
-      const finite = (a: ArrayLike<number>) => Array.from(a, (x) => (x === -Infinity ? 0 : x));
-      const out = relativeL2Error(got.out, ref.out);
-      const lse = maxAbsError(finite(got.lse), finite(ref.lse));
-      // f16 queries' error is relative: large scores move the LSE in proportion (5e-4 of it).
-      const lseSize = Math.max(1, ...finite(ref.lse).map(Math.abs));
-      assert.ok(out < HALF_TOLERANCE, `out ${what}: relative L2 error ${out}`);
-      assert.ok(lse < HALF_TOLERANCE * Math.max(1, lseSize / 4), `lse ${what}: ${lse}`);
-    };
     // A small grid: workgroups take several pieces, across sequences, some of them partial.
     const decoder = await b.open({ device, grid: 2, kernel: { matrixMath: true } });
     try {
       assert.equal(decoder.profile.matrixUnits, true, "the matrix kernel's device");
       for (const [what, input] of cases) {
         assert.ok(decoder.plan(input).tiles.rowsPerBlock >= 16, `${what}: matrix blocks`);
-        check(what, input, await decoder.decode(input));
+        assertHalfGrade(what, input, await decoder.decode(input));
       }
       // FP8 E4M3 codes with per-token scales over a runner's NHD pages of 4 tokens, scattered
       // (the second kernel: paged, its tiles' token addresses and rows in workgroup memory).
@@ -115,14 +90,7 @@ gpuTest(
         grid: 2,
         kernel: { matrixMath: true },
       });
-      const buffer = (data: ArrayBufferView) => {
-        const at = device.createBuffer({
-          size: Math.ceil(data.byteLength / 4) * 4,
-          usage: STORAGE,
-        });
-        device.queue.writeBuffer(at, 0, data as Uint8Array<ArrayBuffer>);
-        return at;
-      };
+      const buffer = (data: ArrayBufferView) => gpuBuffer(device, data);
       const rows = input8.seqLens.length * input8.numHeads * 4;
       const D = input8.headDim;
       const used = [
@@ -140,7 +108,7 @@ gpuTest(
         const enc = device.createCommandEncoder();
         attention.encode(enc, { plan, k, v, kvScales, q, out, lse });
         device.queue.submit([enc.finish()]);
-        check("FP8 E4M3, per-token scales, NHD pages of 4", input8, {
+        assertHalfGrade("FP8 E4M3, per-token scales, NHD pages of 4", input8, {
           out: await readF32(device, out, rows * D),
           lse: await readF32(device, lse, rows),
         });

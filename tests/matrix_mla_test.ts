@@ -12,7 +12,7 @@
 
 import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
-import { type DecodeInput, referenceAttention } from "../mod.ts";
+import type { DecodeInput } from "../mod.ts";
 import { gridFor, tileConfig } from "../plan.ts";
 import { createAttentionEncoder } from "../runner.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
@@ -23,15 +23,9 @@ import { matrixKernelWGSL } from "../src/kernels/matrix_kernel.ts";
 import { gpuTest } from "./backends.ts";
 import { emulatedMatrixDevice } from "./matrix_emulation.ts";
 import { scatterPages, shapeOf } from "./combinations.ts";
-import { readF32, STORAGE } from "./gpu_device.ts";
-import {
-  assertNoPoison,
-  type CaseSpec,
-  makeInput,
-  maxAbsError,
-  relativeL2Error,
-  risingKeysInput,
-} from "./helpers.ts";
+import { gpuBuffer, readF32 } from "./gpu_device.ts";
+import { assertHalfGrade } from "./half_grade.ts";
+import { type CaseSpec, makeInput, risingKeysInput } from "./helpers.ts";
 
 const CAPS = {
   subgroups: true,
@@ -163,9 +157,6 @@ Deno.test("the matrix kernel's MLA layout: 16-token tiles, four parts of K, V lo
   }
 });
 
-/** f16 operands' tolerance (queries and weights rounded to f16), as the hardware test's. */
-const HALF_TOLERANCE = 2e-3;
-
 /**
  * 16 rows (8 heads over one latent KV head x qLen 2) of K rows of 320 and V rows of 256: the MLA
  * layout (16-token tiles, four parts of K's 20 dim blocks, V's 16 dim blocks four to a subgroup,
@@ -188,20 +179,6 @@ gpuTest(
     const raw = await requestDevice(adapter!);
     let emulated = 0;
     const device = emulatedMatrixDevice(raw, adapter!.info, () => emulated++);
-    const check = (
-      what: string,
-      input: DecodeInput,
-      got: { out: Float32Array; lse: Float32Array },
-    ) => {
-      const ref = referenceAttention(input);
-      assertNoPoison(`${what}: out`, got.out, ref.out.length);
-      const finite = (a: ArrayLike<number>) => Array.from(a, (x) => (x === -Infinity ? 0 : x));
-      const out = relativeL2Error(got.out, ref.out);
-      const lse = maxAbsError(finite(got.lse), finite(ref.lse));
-      const lseSize = Math.max(1, ...finite(ref.lse).map(Math.abs));
-      assert.ok(out < HALF_TOLERANCE, `out ${what}: relative L2 error ${out}`);
-      assert.ok(lse < HALF_TOLERANCE * Math.max(1, lseSize / 4), `lse ${what}: ${lse}`);
-    };
     // A small grid: workgroups take several pieces, across sequences, some of them partial.
     const decoder = await b.open({ device, grid: 2, kernel: { matrixMath: true } });
     try {
@@ -213,7 +190,7 @@ gpuTest(
       for (const [what, input] of cases) {
         const plan = decoder.plan(input);
         assert.ok(plan.tiles.matrixUnits === true && plan.tiles.rowsPerBlock === 16, what);
-        check(what, input, await decoder.decode(input));
+        assertHalfGrade(what, input, await decoder.decode(input));
       }
       // Over a runner's HND pages of 16 tokens, scattered (the paged kernel: K's and V's
       // addresses of a tile's tokens in workgroup memory).
@@ -223,14 +200,7 @@ gpuTest(
         grid: 2,
         kernel: { matrixMath: true },
       });
-      const buffer = (data: ArrayBufferView) => {
-        const at = device.createBuffer({
-          size: Math.ceil(data.byteLength / 4) * 4,
-          usage: STORAGE,
-        });
-        device.queue.writeBuffer(at, 0, data as Uint8Array<ArrayBuffer>);
-        return at;
-      };
+      const buffer = (data: ArrayBufferView) => gpuBuffer(device, data);
       const rows = input.seqLens.length * input.numHeads * 2;
       const used = [
         buffer(pages.k),
@@ -246,7 +216,7 @@ gpuTest(
         const enc = device.createCommandEncoder();
         attention.encode(enc, { plan, k, v, q, out, lse });
         device.queue.submit([enc.finish()]);
-        check("HND pages of 16", input, {
+        assertHalfGrade("HND pages of 16", input, {
           out: await readF32(device, out, rows * 256),
           lse: await readF32(device, lse, rows),
         });

@@ -66,7 +66,8 @@ export interface DeviceProfile {
   /**
    * GPU backends that run the matrix-unit kernel (`kernel: { matrixMath: true }` on a device with
    * Dawn's f16 subgroup matrices): plans cut blocks of 16-64 query rows for f16 or 8-bit K/V of head
-   * dims up to 128, and of 16 rows up to 256 (`TileOptions.matrixUnits`). Absent: false.
+   * dims up to 128, and of 16 rows up to 256 and over MLA's 576/512 (`TileOptions.matrixUnits`).
+   * Absent: false.
    */
   readonly matrixUnits?: boolean;
 }

@@ -66,10 +66,11 @@ export interface TileOptions {
   matrixBlocks?: boolean;
   /**
    * Blocks of 16, 32 or 64 query rows over f16 or 8-bit K/V of head dims 16-128 (of 16 rows at
-   * head dims 160-256) for the GPU's matrix-unit
-   * kernel (`src/kernels/matrix_kernel.ts`), where a KV group has at least 16 rows (see
-   * {@linkcode matrixUnitsFit}). GPU backends set it where the caller asks for
-   * `kernel: { matrixMath: true }` and the device has the kernel's features; default false.
+   * head dims 160-256, and over MLA's f16 K rows of up to 576 dims with V rows of their own) for
+   * the GPU's matrix-unit kernel (`src/kernels/matrix_kernel.ts`), where a KV group has at least
+   * 16 rows (see {@linkcode matrixUnitsFit}); such a plan's tiles carry `matrixUnits: true`. GPU
+   * backends set it where the caller asks for `kernel: { matrixMath: true }` and the device has
+   * the kernel's features; default false.
    */
   matrixUnits?: boolean;
   /** Most query rows of a matrix-unit block (16, 32 or 64; default 64). */
