@@ -19,13 +19,11 @@
 import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
 import type { DecodeInput } from "../mod.ts";
-import { createAttentionEncoder } from "../runner.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { gpuTest } from "./backends.ts";
 import { emulatedMatrixDevice } from "./matrix_emulation.ts";
-import { scatterPages, shapeOf } from "./combinations.ts";
-import { gpuBuffer, readF32 } from "./gpu_device.ts";
-import { assertHalfGrade } from "./half_grade.ts";
+import { scatterPages } from "./combinations.ts";
+import { assertHalfGrade, assertPagesHalfGrade } from "./half_grade.ts";
 import { type CaseSpec, makeInput, risingKeysInput } from "./helpers.ts";
 
 /**
@@ -86,36 +84,13 @@ gpuTest(
         1,
       );
       const pages = scatterPages(input8, 4, "NHD", 56);
-      const attention = await createAttentionEncoder(device, {
-        grid: 2,
-        kernel: { matrixMath: true },
-      });
-      const buffer = (data: ArrayBufferView) => gpuBuffer(device, data);
-      const rows = input8.seqLens.length * input8.numHeads * 4;
-      const D = input8.headDim;
-      const used = [
-        buffer(pages.k),
-        buffer(pages.v),
-        buffer(pages.scales!),
-        buffer(input8.q),
-        buffer(new Float32Array(rows * D).fill(NaN)),
-        buffer(new Float32Array(rows).fill(NaN)),
-      ];
-      const [k, v, kvScales, q, out, lse] = used;
-      try {
-        const plan = attention.planPages(shapeOf(input8), pages);
-        assert.ok(plan.tiles.rowsPerBlock >= 16, "paged E4M3: matrix blocks");
-        const enc = device.createCommandEncoder();
-        attention.encode(enc, { plan, k, v, kvScales, q, out, lse });
-        device.queue.submit([enc.finish()]);
-        assertHalfGrade("FP8 E4M3, per-token scales, NHD pages of 4", input8, {
-          out: await readF32(device, out, rows * D),
-          lse: await readF32(device, lse, rows),
-        });
-      } finally {
-        for (const at of used) at.destroy();
-        attention.dispose();
-      }
+      await assertPagesHalfGrade(
+        device,
+        "FP8 E4M3, per-token scales, NHD pages of 4",
+        input8,
+        pages,
+        (tiles) => assert.ok(tiles.rowsPerBlock >= 16, "paged E4M3: matrix blocks"),
+      );
       // The two matrix kernels (dense f16, paged FP8 E4M3 with per-token scales), emulated.
       assert.equal(emulated, 2);
     } finally {

@@ -14,7 +14,6 @@ import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
 import type { DecodeInput } from "../mod.ts";
 import { gridFor, tileConfig } from "../plan.ts";
-import { createAttentionEncoder } from "../runner.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { gridClassKey } from "../src/kernels/kernel_table.ts";
@@ -22,9 +21,8 @@ import { matrixLayout } from "../src/kernels/matrix_layout.ts";
 import { matrixKernelWGSL } from "../src/kernels/matrix_kernel.ts";
 import { gpuTest } from "./backends.ts";
 import { emulatedMatrixDevice } from "./matrix_emulation.ts";
-import { scatterPages, shapeOf } from "./combinations.ts";
-import { gpuBuffer, readF32 } from "./gpu_device.ts";
-import { assertHalfGrade } from "./half_grade.ts";
+import { scatterPages } from "./combinations.ts";
+import { assertHalfGrade, assertPagesHalfGrade } from "./half_grade.ts";
 import { type CaseSpec, makeInput, risingKeysInput } from "./helpers.ts";
 
 const CAPS = {
@@ -196,34 +194,9 @@ gpuTest(
       // addresses of a tile's tokens in workgroup memory).
       const input = makeInput({ ...MLA_SMALL, seed: 74 });
       const pages = scatterPages(input, 16, "HND", 75);
-      const attention = await createAttentionEncoder(device, {
-        grid: 2,
-        kernel: { matrixMath: true },
+      await assertPagesHalfGrade(device, "HND pages of 16", input, pages, (tiles) => {
+        assert.ok(tiles.matrixUnits === true, "paged: matrix blocks");
       });
-      const buffer = (data: ArrayBufferView) => gpuBuffer(device, data);
-      const rows = input.seqLens.length * input.numHeads * 2;
-      const used = [
-        buffer(pages.k),
-        buffer(pages.v),
-        buffer(input.q),
-        buffer(new Float32Array(rows * 256).fill(NaN)),
-        buffer(new Float32Array(rows).fill(NaN)),
-      ];
-      const [k, v, q, out, lse] = used;
-      try {
-        const plan = attention.planPages(shapeOf(input), pages);
-        assert.ok(plan.tiles.matrixUnits === true, "paged: matrix blocks");
-        const enc = device.createCommandEncoder();
-        attention.encode(enc, { plan, k, v, q, out, lse });
-        device.queue.submit([enc.finish()]);
-        assertHalfGrade("HND pages of 16", input, {
-          out: await readF32(device, out, rows * 256),
-          lse: await readF32(device, lse, rows),
-        });
-      } finally {
-        for (const at of used) at.destroy();
-        attention.dispose();
-      }
       // The two matrix kernels (dense, paged), emulated.
       assert.equal(emulated, 2);
     } finally {
