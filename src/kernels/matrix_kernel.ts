@@ -17,8 +17,8 @@
  * above 256 dims) takes 16-token tiles (16 x 584 halves of staging), scored by the four subgroups
  * over a quarter of K's dims each; a tile's V rows are requested at its start, during its score
  * products, not a tile ahead with K's, so that a thread holds only one of them beside its query
- * matrices, result matrices and f32 sums (even so the driver spills some of them on the H200,
- * session 55); paged, its pages are read two tiles ahead and each tile's V addresses taken into
+ * matrices, result matrices and f32 sums (even so the driver keeps a quarter of the sums in local
+ * memory on the H200, session 55); paged, its pages are read two tiles ahead and each tile's V addresses taken into
  * registers before its V loads. Paged K/V: a tile's token addresses are read from the page table
  * once each, into workgroup memory, where the staging loads find them (the next tile's pages are
  * read before a tile's score products and their addresses stored after them, so the products hide
