@@ -18,11 +18,11 @@
  * over a quarter of K's dims each; a tile's V rows are requested at its start, during its score
  * products, not a tile ahead with K's, so that a thread holds only one of them beside its query
  * matrices, result matrices and f32 sums (even so the driver keeps a quarter of the sums in local
- * memory on the H200, session 55); paged, its pages are read two tiles ahead and each tile's V addresses taken into
- * registers before its V loads. Paged K/V: a tile's token addresses are read from the page table
- * once each, into workgroup memory, where the staging loads find them (the next tile's pages are
- * read before a tile's score products and their addresses stored after them, so the products hide
- * the reads). Per tile of `T` tokens:
+ * memory on the H200, session 55); paged, its pages are read two tiles ahead and each tile's V
+ * addresses taken into registers before its V loads. Paged K/V: a tile's token addresses are read
+ * from the page table once each, into workgroup memory, where the staging loads find them (the next
+ * tile's pages are read before a tile's score products and their addresses stored after them, so
+ * the products hide the reads). Per tile of `T` tokens:
  * 1. K's rows are staged as halves in workgroup memory (each thread's 16-byte loads were issued
  *    a stage ahead, into registers with constant indices: `src/kernels/matrix_stages.ts`; 8-bit
  *    codes as their values in f16); each subgroup multiplies its rows' query block (f16
