@@ -76,23 +76,25 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       const grids: Record<number, number> = {};
       const byClass: Record<string, number> = {};
       let source: DeviceProfile["source"] = "calibrated";
-      const classes: { headDim: number; rows: number; headDimV?: number }[] = HEAD_DIM_CLASSES
-        .flatMap((headDim) => ROW_CLASSES.map((rows) => ({ headDim, rows })));
-      // MLA's 64-row matrix blocks (the tiled kernel: one workgroup of 256 threads per block),
-      // unless the matrix kernel takes MLA's blocks.
+      // (`matrix`: a class of the matrix kernel's blocks.)
+      const classes: { headDim: number; rows: number; headDimV?: number; matrix?: boolean }[] =
+        HEAD_DIM_CLASSES.flatMap((headDim) => ROW_CLASSES.map((rows) => ({ headDim, rows })));
+      // MLA's 64-row matrix blocks (the tiled kernel: one workgroup of 256 threads per block).
+      // With the matrix kernel on, f16 MLA takes its blocks, but bf16 and 8-bit MLA keep the
+      // tiled kernel's, so its class is calibrated either way.
       const tiled = tuning.tiled !== false &&
         tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize);
-      if (tiled && !matrixUnits) classes.push({ headDim: 576, headDimV: 512, rows: 64 });
+      if (tiled) classes.push({ headDim: 576, headDimV: 512, rows: 64 });
       // The matrix kernel's blocks, where it runs (head dims above 128: blocks of 16 rows alone).
       if (matrixUnits) {
         classes.push(
-          ...[16, 32, 64].map((rows) => ({ headDim: 128, rows })),
-          { headDim: MATRIX_MAX_HEAD_DIM, rows: 16 },
-          { headDim: 576, headDimV: 512, rows: 16 },
+          ...[16, 32, 64].map((rows) => ({ headDim: 128, rows, matrix: true })),
+          { headDim: MATRIX_MAX_HEAD_DIM, rows: 16, matrix: true },
+          { headDim: 576, headDimV: 512, rows: 16, matrix: true },
         );
       }
-      for (const [i, { headDim, rows, headDimV }] of classes.entries()) {
-        const matrixClass = matrixUnits && rows >= 16;
+      for (const [i, { headDim, rows, headDimV, matrix }] of classes.entries()) {
+        const matrixClass = matrix === true;
         notify(onProgress, {
           stage: "calibrate",
           message: `calibrating the lean grid (${rows} row${rows > 1 ? "s" : ""} per block, ` +
@@ -108,7 +110,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
             calibrationPool,
             pipelines,
             false,
-            { ...tileOptions, matrixBlocks: tiled, matrixUnits },
+            { ...tileOptions, matrixBlocks: tiled, matrixUnits: matrixClass },
             (plan) => kernelSpec(plan, caps, tuning),
             rows,
             headDim,
