@@ -26,8 +26,12 @@
 #          against float64, then the matrix tests through Dawn.
 #   tests  after `mla5` (1.12-1.16x: slower than `mla4`, so mla4's kernel was restored): the
 #          matrix tests through Dawn on it.
+#   verify not run in session 55 (its device time was spent): the matrix tests through Dawn on the
+#          kept kernels, then the MLA cases with `matrixMath` on, bf16 among them (bf16 MLA keeps
+#          the tiled kernel: its grid should be the calibrated `tiled r64` class's, about 131),
+#          dense and paged, checked against float64.
 set -u
-mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3|sass|mla4|mla5|tests}
+mode=${1:?usage: bash bench/h200_s55_session.sh mla|mla2|mla3|sass|mla4|mla5|tests|verify}
 shift
 out=${OUT:-bench/results/h200_session55/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -64,6 +68,12 @@ mla5)
   ;;
 tests)
   run_backend_tests dawn 150 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts
+  ;;
+verify)
+  run_backend_tests dawn 200 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts \
+    tests/mla_test.ts tests/tiled_test.ts
+  rows_bench 200 mla '{"matrixMath":true}' --check --paged --cases=bench/cases.json \
+    --only="mla b1 32k|mla b8 32k|mla h16|mla h32"
   ;;
 mla4)
   rows_bench 150 mla '{"matrixMath":true}' --check --paged --cases=bench/cases.json \
