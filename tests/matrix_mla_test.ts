@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { loadDawn } from "../dawn.ts";
 import type { DecodeInput } from "../mod.ts";
-import { gridFor, tileConfig } from "../plan.ts";
+import { createPlan, executePlanOnCpu, gridFor, resolveScale, tileConfig } from "../plan.ts";
 import { kernelSpec } from "../src/gpu/kernel_choice.ts";
 import { requestDevice } from "../src/gpu/gpu_runtime.ts";
 import { gridClassKey } from "../src/kernels/kernel_table.ts";
@@ -21,9 +21,9 @@ import { matrixLayout } from "../src/kernels/matrix_layout.ts";
 import { matrixKernelWGSL } from "../src/kernels/matrix_kernel.ts";
 import { gpuTest } from "./backends.ts";
 import { emulatedMatrixDevice } from "./matrix_emulation.ts";
-import { scatterPages } from "./combinations.ts";
+import { scatterPages, shapeOf } from "./combinations.ts";
 import { assertHalfGrade, assertPagesHalfGrade } from "./half_grade.ts";
-import { type CaseSpec, makeInput, risingKeysInput } from "./helpers.ts";
+import { assertMatchesReference, type CaseSpec, makeInput, risingKeysInput } from "./helpers.ts";
 
 const CAPS = {
   subgroups: true,
@@ -152,6 +152,33 @@ Deno.test("the matrix kernel's MLA layout: 16-token tiles, four parts of K, V lo
       // barrier, which its addresses' stores precede): its V loads read no workgroup memory.
       assert.ok(at(kLoad) < at("va0 = tok_wg[16u + idx / 64u] + idx % 64u;"));
     }
+  }
+});
+
+Deno.test("plans cut for the MLA layout's 16-row blocks execute on the CPU as the reference", () => {
+  // 32 heads x qLen 2 over one latent KV head: four 16-row blocks, each its own segment, their
+  // pieces split and merged by the lean schedule over a small grid (the tiles and partial states
+  // the GPU kernel executes), with an empty request and a sequence shorter than a tile.
+  for (const strategy of ["lean", "split", "single"] as const) {
+    const input = makeInput({
+      seqLens: [300, 0, 9],
+      numHeads: 32,
+      numKVHeads: 1,
+      headDim: 576,
+      headDimV: 512,
+      qLen: 2,
+      kvDtype: "f16",
+      seed: 76,
+    });
+    const plan = createPlan(shapeOf(input), {
+      grid: 7,
+      strategy,
+      matrixBlocks: true,
+      matrixUnits: true,
+    });
+    assert.deepEqual([plan.tiles.rowsPerBlock, plan.tiles.rowBlocks], [16, 4]);
+    assert.equal(plan.tiles.matrixUnits, true);
+    assertMatchesReference(input, executePlanOnCpu(plan, input, resolveScale(input)), strategy);
   }
 });
 
