@@ -147,34 +147,42 @@ var<workgroup> tok_wg: array<u32, ${tokenScales || lateV ? 2 * T : T}>;`
     : "";
   const pageRows = (t0: string) => paged ? `${pageRead(t0)}\n${pageWrite}` : "";
   const pageRegisters = paged ? "    var pg_tok = 0u;\n    var pg_page = 0u;" : "";
-  // A tile's K and V rows from token `t0` into registers `kw0`, `vw0`, `kw1`, ... (constant
-  // indices: a register array indexed in a loop went to local memory on the H200, session 47),
-  // and with per-token scales each row's pair of scales into `sw0`, ... K and V rows share their
-  // addresses.
-  // The MLA layout's K or V rows alone (f16: no scales), each at its own row length.
+  // The MLA layout's K or V rows alone (f16: no scales), each at its own row length: statement
+  // `body` for each of a thread's staging loads of K's (`v` false) or V's rows (its guard where
+  // the tile's chunks do not fill every thread), and where a paged load's token address is in
+  // `tok_wg` (V's after K's).
+  const perLoad = (v: boolean, body: (i: number, chunks: number) => string) => {
+    const chunks = v ? CHUNKS_V : CHUNKS;
+    return lines(
+      v ? CKV : CK,
+      (i) =>
+        `      ${(v ? vGuard : kGuard) ? `if (lid + ${i * THREADS}u < ${T * chunks}u) ` : ""}{
+        let idx = lid + ${i * THREADS}u;
+        ${body(i, chunks)}
+      }`,
+    );
+  };
+  const tableAddress = (v: boolean, chunks: number) =>
+    `tok_wg[${v ? `${T}u + ` : ""}idx / ${chunks}u] + idx % ${chunks}u`;
   const rowsLoad = (t0: string, w: "kw" | "vw") => {
     const v = w === "vw";
-    const chunks = v ? CHUNKS_V : CHUNKS;
-    return lines(v ? CKV : CK, (i) => {
+    return perLoad(v, (i, chunks) => {
       const addr = paged && v
         ? `va${i}`
         : paged
-        ? `tok_wg[idx / ${chunks}u] + idx % ${chunks}u`
+        ? tableAddress(v, chunks)
         : `${v ? "kv_addr_v" : "kv_addr"}(kv_start, min(${t0} + idx / ${chunks}u, tok_end - 1u), ` +
           `kv_head) + idx % ${chunks}u`;
-      return `      ${(v ? vGuard : kGuard) ? `if (lid + ${i * THREADS}u < ${T * chunks}u) ` : ""}{
-        let idx = lid + ${i * THREADS}u;
-        ${w}${i} = ${v ? "v" : "k"}_cache[${addr}];
-      }`;
+      return `${w}${i} = ${v ? "v" : "k"}_cache[${addr}];`;
     });
   };
   const vAddresses = !(paged && lateV)
     ? ""
-    : lines(CKV, (i) =>
-      `      ${vGuard ? `if (lid + ${i * THREADS}u < ${T * CHUNKS_V}u) ` : ""}{
-        let idx = lid + ${i * THREADS}u;
-        va${i} = tok_wg[${T}u + idx / ${CHUNKS_V}u] + idx % ${CHUNKS_V}u;
-      }`);
+    : perLoad(true, (i, chunks) => `va${i} = ${tableAddress(true, chunks)};`);
+  // A tile's K and V rows from token `t0` into registers `kw0`, `vw0`, `kw1`, ... (constant
+  // indices: a register array indexed in a loop went to local memory on the H200, session 47),
+  // and with per-token scales each row's pair of scales into `sw0`, ... K and V rows share their
+  // addresses (but in the MLA layout, above).
   const stageLoad = (t0: string, rows: "kv" | "k" | "v" = "kv") =>
     rows !== "kv" ? rowsLoad(t0, rows === "k" ? "kw" : "vw") : lines(CK, (i) => {
       const load = paged
