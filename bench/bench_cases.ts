@@ -16,6 +16,11 @@ export interface BenchCase {
   headDim: number;
   /** V's head dim (MLA: 512 beside K's 576); default `headDim`. */
   headDimV?: number;
+  /**
+   * V is the first `headDimV` dims of each K row (MLA's latent cache, `DecodeShape.vFromK`): no V
+   * array, V read from K's rows.
+   */
+  vFromK?: boolean;
   qLen: number;
   /** KV dtype (default `"f16"`). */
   kvDtype: KVDtype;

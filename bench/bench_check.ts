@@ -88,7 +88,7 @@ export async function checkPaged(
           typeof s === "number" ? s : s!.slice(from * numKVHeads, (from + n) * numKVHeads);
         cache.append(seq, {
           k: [rows(input.k)],
-          v: [rows(input.v, rowV)],
+          ...(input.vFromK ? {} : { v: [rows(input.v!, rowV)] }),
           ...(scaled && !tensor
             ? { kScale: [scale(input.kScale)], vScale: [scale(input.vScale)] }
             : {}),

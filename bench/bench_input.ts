@@ -75,8 +75,8 @@ export function makeBenchInput(c: BenchCase): DecodeInput {
   return {
     q,
     k: randomHalves(kv, 1),
-    // (The same bit patterns read as bf16 are finite and nonzero too.)
-    v: randomHalves(tokens * c.numKVHeads * headDimV, 2),
+    // (The same bit patterns read as bf16 are finite and nonzero too.) MLA's latent: V is K's.
+    ...(c.vFromK ? { vFromK: true } : { v: randomHalves(tokens * c.numKVHeads * headDimV, 2) }),
     seqLens: c.seqLens,
     numHeads: c.numHeads,
     numKVHeads: c.numKVHeads,

@@ -106,7 +106,7 @@ export function* diagCases(cases: readonly BenchCase[], only?: string[]): Genera
   for (const c of cases) {
     if (only && !only.some((o) => c.name.includes(o))) continue;
     const input = makeBenchInput(c);
-    const kvBytes = input.k.byteLength + input.v.byteLength;
+    const kvBytes = input.k.byteLength + (input.v?.byteLength ?? 0);
     yield { c, input, kvBytes, kvSets: kvSetsFor(kvBytes) };
   }
 }

@@ -69,7 +69,7 @@ for (const name of names) {
       const t = await decoder.timeKernels({ ...input, strategy: "lean" }, {
         runs: 15,
         warmup: 0,
-        kvSets: kvSetsFor(input.k.byteLength + input.v.byteLength),
+        kvSets: kvSetsFor(input.k.byteLength + (input.v?.byteLength ?? 0)),
         warmupMs: 400,
         streamMs: 2,
       });

@@ -141,6 +141,7 @@ function describe(
     numKVHeads: c.numKVHeads,
     headDim: c.headDim,
     ...(c.headDimV === undefined ? {} : { headDimV: c.headDimV }),
+    ...(c.vFromK ? { vFromK: true } : {}),
     ...(c.kvDtype === undefined ? {} : { kvDtype: c.kvDtype }),
     qLen: c.qLen,
     strategy,
@@ -201,7 +202,7 @@ async function runCase(device: GPUDevice, c: BenchCase, ceilings: Ceilings): Pro
   try {
     const checked = args.has("check") ? await checkDense(decoder, c, checkTolerance) : undefined;
     const input = makeBenchInput(c);
-    const kvBytes = input.k.byteLength + input.v.byteLength;
+    const kvBytes = input.k.byteLength + (input.v?.byteLength ?? 0);
     if (c.kvDtype !== "f16") console.log(`${c.name}: kvDtype ${c.kvDtype} ${c.kvScales ?? ""}`);
     const kvSets = kvBytes < ROTATE_BELOW ? Math.min(8, Math.ceil(150e6 / kvBytes)) : 1;
     // The case's first strategy is timed again after the others, and its better timing (by the

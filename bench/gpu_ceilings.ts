@@ -146,19 +146,22 @@ export async function measureCeilings(device: GPUDevice, warmupMs: number): Prom
 
 /**
  * K and V bytes a case reads: its KV dtype's bytes per element over K's and V's head dims (MLA:
- * V rows of `headDimV`), plus 8 bytes per token and KV head of per-token 8-bit scales.
+ * V rows of `headDimV`, none of their own when read from K's rows), plus 8 bytes per token and KV head of per-token 8-bit scales.
  */
 export function caseKVBytes(c: {
   seqLens: number[];
   numKVHeads: number;
   headDim: number;
   headDimV?: number;
+  vFromK?: boolean;
   kvDtype?: KVDtype;
   kvScales?: "tensor" | "token";
 }): number {
   const tokens = c.seqLens.reduce((a, b) => a + b, 0);
   const bytes = KV_DTYPE_INFO[c.kvDtype ?? "f16"].bytes;
-  return tokens * c.numKVHeads * (c.headDim + (c.headDimV ?? c.headDim)) * bytes +
+  // V read from K's rows (MLA's latent) adds no bytes of its own.
+  const dimV = c.vFromK ? 0 : c.headDimV ?? c.headDim;
+  return tokens * c.numKVHeads * (c.headDim + dimV) * bytes +
     (c.kvScales === "token" ? 8 * tokens * c.numKVHeads : 0);
 }
 

@@ -66,6 +66,7 @@ export function pagedCache(
     numKVHeads: c.numKVHeads,
     headDim: c.headDim,
     ...(c.headDimV === undefined ? {} : { headDimV: c.headDimV }),
+    ...(c.vFromK ? { vFromK: true } : {}),
     kvDtype: c.kvDtype ?? "f16",
     pageSize: PAGE_SIZE,
     numPages,
@@ -119,15 +120,18 @@ export async function timePaged(
       for (let i = 0; i < left.length; i++) left[i] -= Math.min(PAGE_SIZE, left[i]);
     }
     const k = input.k as Uint16Array;
-    const v = input.v as Uint16Array;
+    const v = input.v as Uint16Array | undefined;
     const size = k.BYTES_PER_ELEMENT;
     for (let layer = 0; layer < options.kvSets; layer++) {
       const b = cache.layerBuffers(layer);
       // (K's and V's rows differ in length in MLA.)
       const n = Math.min(k.length, b.k.size / size);
-      const nv = Math.min(v.length, b.v.size / size);
       device.queue.writeBuffer(b.k, 0, k.buffer as ArrayBuffer, k.byteOffset, size * n);
-      device.queue.writeBuffer(b.v, 0, v.buffer as ArrayBuffer, v.byteOffset, size * nv);
+      // (A latent cache's V is K's rows: its `v` binding is K's buffer.)
+      if (v !== undefined) {
+        const nv = Math.min(v.length, b.v.size / size);
+        device.queue.writeBuffer(b.v, 0, v.buffer as ArrayBuffer, v.byteOffset, size * nv);
+      }
       if (b.scales && !tensor) {
         // 8-bit: every row's scales (the bench's per-tensor scales, or the first token's).
         const pair = [input.kScale, input.vScale].map((s) => typeof s === "number" ? s : s![0]);

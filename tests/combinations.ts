@@ -166,7 +166,17 @@ export function definition(input: DecodeInput): { out: Float64Array; lse: Float6
   const lens = Array.from(input.seqLens);
   const qLens = input.qLens ? Array.from(input.qLens) : lens.map(() => input.qLen ?? 1);
   const scale = input.scale ?? 1 / Math.sqrt(D);
-  const { k, v } = decodeInputKV(input, input.kvDtype ?? "f32");
+  // With vFromK, V's element (t, h, d) is K's: the same rows, read with K's stride.
+  const { k, v: given } = decodeInputKV(
+    {
+      ...input,
+      v: input.vFromK ? input.k : input.v!,
+      vScale: input.vFromK ? input.kScale : input.vScale,
+    },
+    input.kvDtype ?? "f32",
+  );
+  const v = input.vFromK ? k : given;
+  const VS = input.vFromK ? D : DV;
   const rows = qLens.reduce((a, b) => a + b, 0);
   const out = new Float64Array(rows * H * DV);
   const lse = new Float64Array(rows * H);
@@ -206,7 +216,7 @@ export function definition(input: DecodeInput): { out: Float64Array; lse: Float6
         for (let d = 0; d < DV; d++) {
           let acc = 0;
           tokens.forEach((t, i) => {
-            acc += Math.exp(logits[i] - max) * v[((start + t) * KH + kvh) * DV + d];
+            acc += Math.exp(logits[i] - max) * v[((start + t) * KH + kvh) * VS + d];
           });
           out[row * DV + d] = acc / sum;
         }
@@ -277,7 +287,7 @@ export function scatterPages(
             : ((page * pageSize + inPage) * H + h) * dim;
         const src = (start + t) * H + h;
         k.set(input.k.subarray(src * D, src * D + D) as never, at(D));
-        v.set(input.v.subarray(src * DV, src * DV + DV) as never, at(DV));
+        v.set(input.v!.subarray(src * DV, src * DV + DV) as never, at(DV));
         if (scales) {
           const row = (page * pageSize + inPage) * H + h;
           scales[2 * row] = scaleAt(input.kScale, src);
@@ -314,7 +324,7 @@ export function sequenceAlone(input: DecodeInput, i: number): { alone: DecodeInp
     ...input,
     q: input.q.slice(r0 * H * D, (r0 + qLens[i]) * H * D),
     k: input.k.slice(t0 * KH * D, t1 * KH * D),
-    v: input.v.slice(t0 * KH * DV, t1 * KH * DV),
+    v: input.v!.slice(t0 * KH * DV, t1 * KH * DV),
     kScale: slice(input.kScale, KH),
     vScale: slice(input.vScale, KH),
     seqLens: [lens[i]],

@@ -148,7 +148,7 @@ async function checkCausal(decoder: Decoder, spec: CaseSpec): Promise<void> {
     const base = await decoder.decode(input);
     // Copies: decodeKV returns f32 data itself.
     const k = decodeKV(input.k, kvDtype).slice();
-    const v = decodeKV(input.v, kvDtype).slice();
+    const v = decodeKV(input.v!, kvDtype).slice();
     let end = 0;
     for (const len of spec.seqLens) {
       end += len;

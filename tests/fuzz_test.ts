@@ -157,7 +157,7 @@ function corruptionArb(): fc.Arbitrary<Corruption> {
         (kind) => ({
           field,
           apply: (i: DecodeInput) => {
-            const a = i[field];
+            const a = i[field]!;
             const wrong = kind === "Float64Array"
               ? Float64Array.from(a)
               : kind === "Array"
@@ -179,7 +179,7 @@ function corruptionArb(): fc.Arbitrary<Corruption> {
       fc.integer({ min: -5, max: 5 }).filter((d) => d !== 0).map((d) => ({
         field,
         apply: (i: DecodeInput) => {
-          const a = i[field];
+          const a = i[field]!;
           const n = Math.max(0, a.length + d);
           const resized = new (a.constructor as Float32ArrayConstructor)(n);
           return { ...i, [field]: resized };

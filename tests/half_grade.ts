@@ -57,9 +57,10 @@ export async function assertPagesHalfGrade(
   });
   const rows = input.seqLens.length * input.numHeads * (input.qLen ?? 1);
   const DV = input.headDimV ?? input.headDim;
+  // (With `vFromK` the encoder takes `k` alone: V is read from its rows.)
   const used = [
     gpuBuffer(device, pages.k),
-    gpuBuffer(device, pages.v),
+    gpuBuffer(device, input.vFromK ? new Uint32Array(4) : pages.v),
     gpuBuffer(device, input.q),
     gpuBuffer(device, new Float32Array(rows * DV).fill(NaN)),
     gpuBuffer(device, new Float32Array(rows).fill(NaN)),
@@ -70,7 +71,15 @@ export async function assertPagesHalfGrade(
     const plan = attention.planPages(shapeOf(input), pages);
     checkPlan(plan.tiles);
     const enc = device.createCommandEncoder();
-    attention.encode(enc, { plan, k, v, q, out, lse, ...(kvScales ? { kvScales } : {}) });
+    attention.encode(enc, {
+      plan,
+      k,
+      ...(input.vFromK ? {} : { v }),
+      q,
+      out,
+      lse,
+      ...(kvScales ? { kvScales } : {}),
+    });
     device.queue.submit([enc.finish()]);
     assertHalfGrade(what, input, {
       out: await readF32(device, out, rows * DV),

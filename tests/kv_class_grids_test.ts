@@ -268,11 +268,11 @@ Deno.test("kv class grids: the decoder lets its backend calibrate before it plan
     // call takes its input at call time: arrays changed while it calibrates change nothing.
     assert.equal(decoder.plan(input).grid, 16);
     const want = referenceAttention(input).out;
-    const kept = { q: input.q.slice(), k: input.k.slice(), v: input.v.slice() };
+    const kept = { q: input.q.slice(), k: input.k.slice(), v: input.v!.slice() };
     const call = decoder.decode(input);
     input.q.fill(0.25);
     input.k.fill(-3);
-    input.v.fill(7);
+    input.v!.fill(7);
     const { out } = await call;
     assert.deepEqual(calls, ["r1 d64 int8"]);
     assert.equal(decoder.plan(input).grid, 3);
@@ -280,7 +280,7 @@ Deno.test("kv class grids: the decoder lets its backend calibrate before it plan
     assert.ok(error < 1e-5, `relative L2 error ${error}`);
     input.q.set(kept.q);
     input.k.set(kept.k as Int8Array);
-    input.v.set(kept.v as Int8Array);
+    input.v!.set(kept.v as Int8Array);
     // Warm-ups and timings ask too (a no-op once the class has its grid), f16 finds none.
     await decoder.warmup(input);
     await decoder.timeKernels(input, { runs: 1, warmup: 0 });

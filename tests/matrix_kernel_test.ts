@@ -3,7 +3,8 @@
  * true }`) on the GPU backends: where the device offers Dawn's f16 subgroup matrices (an NVIDIA
  * GPU through Dawn), every block size (16, 32 and 64 rows, masked rows past a group's), head dims
  * 32 to 256 (above 128: 32-token tiles whose scores take two parts of the dims), MLA's K rows of
- * 576 with V rows of 512 (16-token tiles, four parts of K's dims, paged too), ragged query
+ * 576 with V rows of 512 (16-token tiles, four parts of K's dims, paged too; and V read as the
+ * first 512 dims of K's rows, `vFromK`), ragged query
  * lengths, an empty request, every variant flag at once, paged K/V, and a non-finite V that some
  * rows must not see, against the float64 reference within f16 tolerance and with bits different
  * from the default kernels'; elsewhere (lavapipe, Deno's WebGPU) the option must leave the
@@ -159,6 +160,11 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
       ])
     );
     cases.push(["every variant", { ...makeInput({ ...MATRIX_SHAPES[2], seed: 45 }), ...variants }]);
+    // MLA's latent cache: V is the first 512 dims of each K row, read from K's binding.
+    for (const i of [7, 8]) {
+      const { v: _v, ...latent } = makeInput({ ...MATRIX_SHAPES[i], qAmplitude: 2, seed: 58 + i });
+      cases.push([`shape ${i} MLA latent (vFromK)`, { ...latent, vFromK: true }]);
+    }
     cases.push([
       "every variant, MLA",
       { ...makeInput({ ...MATRIX_SHAPES[7], seed: 56 }), ...variants },
@@ -230,6 +236,7 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
     }
     await runnerPagesMatch(b.name, MATRIX_SHAPES[0], 64);
     await runnerPagesMatch(b.name, MATRIX_SHAPES[8], 16);
+    await runnerPagesMatch(b.name, MATRIX_SHAPES[7], 16, true);
   } finally {
     await matrix.dispose();
     await plain.dispose();
@@ -238,22 +245,29 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
 
 /**
  * A runner's HND pages (16 tokens each) through the attention encoder, outputs poisoned: the
- * plan's blocks of `rowsPerBlock` rows are cut for the matrix kernel.
+ * plan's blocks of `rowsPerBlock` rows are cut for the matrix kernel. `latent`: V is read from
+ * K's pages (`vFromK`, MLA's latent cache), the encoder given `k` alone.
  */
 async function runnerPagesMatch(
   backend: string,
   spec: CaseSpec,
   rowsPerBlock: number,
+  latent = false,
 ): Promise<void> {
   const gpu = backend === "dawn" ? await loadDawn() : navigator.gpu;
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   const device = await requestDevice(adapter!);
   try {
-    const input = makeInput({ ...spec, qAmplitude: 2, seed: 47 });
-    const { numHeads } = input;
-    const D = input.headDimV ?? input.headDim;
-    const pages = scatterPages(input, 16, "HND", 48);
-    const table = createIndptrPageTable(indptrOptions(input, pages));
+    const made = makeInput({ ...spec, qAmplitude: 2, seed: 47 });
+    const { numHeads } = made;
+    const D = made.headDimV ?? made.headDim;
+    const pages = scatterPages(made, 16, "HND", 48);
+    const { v: _v, ...kOnly } = made;
+    const input: DecodeInput = latent ? { ...kOnly, vFromK: true } : made;
+    const table = createIndptrPageTable({
+      ...indptrOptions(made, pages),
+      ...(latent ? { vFromK: true } : {}),
+    });
     const attention = await createAttentionEncoder(device, {
       grid: 40,
       kernel: { matrixMath: true },
@@ -284,7 +298,7 @@ async function runnerPagesMatch(
       );
       assert.equal(plan.tiles.matrixUnits, true);
       const enc = device.createCommandEncoder();
-      attention.encode(enc, { plan, k, v, q, out, lse });
+      attention.encode(enc, { plan, k, ...(latent ? {} : { v }), q, out, lse });
       device.queue.submit([enc.finish()]);
       const e = errors(input, {
         out: await readF32(device, out, rows * D),

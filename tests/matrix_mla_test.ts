@@ -197,6 +197,12 @@ const MLA_SMALL: CaseSpec = {
   kvDtype: "f16",
   seed: 71,
 };
+/** An input read as MLA's latent cache: V the first `headDimV` dims of K's rows, no `v`. */
+function latent(input: DecodeInput): DecodeInput {
+  const { v: _v, ...rest } = input;
+  return { ...rest, vFromK: true };
+}
+
 gpuTest(
   "the matrix kernel's MLA layout with emulated subgroup matrices matches the reference",
   async (b) => {
@@ -211,6 +217,8 @@ gpuTest(
         ["lean", { ...makeInput({ ...MLA_SMALL, qAmplitude: 2 }), strategy: "lean" }],
         ["split", { ...makeInput({ ...MLA_SMALL, seed: 72 }), strategy: "split" }],
         ["scores rising", risingKeysInput(MLA_SMALL, 150, 73)],
+        // MLA's latent cache: V is the first 256 dims of each K row, read from K's staged rows.
+        ["V in K's rows (vFromK)", latent(makeInput({ ...MLA_SMALL, seed: 76 }))],
       ];
       for (const [what, input] of cases) {
         const plan = decoder.plan(input);
@@ -224,8 +232,10 @@ gpuTest(
       await assertPagesHalfGrade(device, "HND pages of 16", input, pages, (tiles) => {
         assert.ok(tiles.matrixUnits === true, "paged: matrix blocks");
       });
-      // The two matrix kernels (dense, paged), emulated.
-      assert.equal(emulated, 2);
+      // The same pages read as a latent cache: K's pages alone.
+      await assertPagesHalfGrade(device, "HND pages of 16, vFromK", latent(input), pages, () => {});
+      // The four matrix kernels (dense and paged, V of its own and V in K's rows), emulated.
+      assert.equal(emulated, 4);
     } finally {
       await decoder.dispose();
       raw.destroy();

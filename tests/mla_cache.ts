@@ -54,7 +54,7 @@ export function seqRows(
     a.subarray((start + from) * row, (start + to) * row) as T;
   return {
     k: part(input.k, h * input.headDim),
-    v: part(input.v, h * (input.headDimV ?? input.headDim)),
+    v: part(input.v!, h * (input.headDimV ?? input.headDim)),
     ...(input.kScale instanceof Float32Array
       ? { kScale: part(input.kScale, h), vScale: part(input.vScale as Float32Array, h) }
       : {}),

@@ -73,7 +73,7 @@ function poked(p: Poke, strategy: "lean" | "split" | "single"): DecodeInput {
     strategy,
     seed: 9,
   });
-  input[p.field][p.index] = p.value;
+  input[p.field]![p.index] = p.value;
   return input;
 }
 

@@ -89,7 +89,7 @@ async function checkBatchInvariance(
         seqLens: [...others, 1400],
         q: kv(pad.q, target.q) as Float32Array,
         k: kv(pad.k, target.k),
-        v: kv(pad.v, target.v),
+        v: kv(pad.v!, target.v!),
       };
       const got = await decode(batch);
       const out = got.out.subarray(pad.q.length, pad.q.length + rowFloats);
@@ -159,7 +159,7 @@ backendTest("many decode calls in flight give the same bits as one at a time", a
 
 /** A deep copy of an input's arrays (the reference of a call whose arrays change later). */
 function cloneInput(input: DecodeInput): DecodeInput {
-  return { ...input, q: input.q.slice(), k: input.k.slice(), v: input.v.slice() };
+  return { ...input, q: input.q.slice(), k: input.k.slice(), v: input.v!.slice() };
 }
 
 backendTest(

@@ -7,6 +7,8 @@ kept per case, both on the tensor cores:
     a head dim of its own), the one KV head broadcast to every query head (enable_gqa);
   - "matmul": the absorbed decode as two batched products, scores = q K^T (f16 in, f32 softmax),
     out = p V, the latent K/V read once per sequence for all heads.
+Cases with "vFromK" (MLA's latent cache) take V as a view of K's first headDimV dims, so only K
+is stored and read.
 Each form is checked against a float64 result on the case's first 1024 tokens.
 
 Writes JSON: {"device", "torch", "ms": {case: best ms back to back}, "aloneMs": {...},
@@ -57,11 +59,13 @@ def time_case(c):
         return None  # MLA (one latent KV head, qLen 1) in f16 only
     lens = expand(c["seqLens"])
     b, h, length = len(lens), c["numHeads"], max(lens)
-    kv_bytes = b * length * (d + dv) * 2
+    latent = c.get("vFromK", False)  # V is the first dv dims of each K row: a view of K
+    kv_bytes = b * length * (d + (0 if latent else dv)) * 2
     sets = kv_sets(kv_bytes)
     q = torch.randn(b, h, 1, d, device="cuda", dtype=torch.float16)
-    kvs = [(torch.randn(b, 1, length, d, device="cuda", dtype=torch.float16),
-            torch.randn(b, 1, length, dv, device="cuda", dtype=torch.float16)) for _ in range(sets)]
+    ks = [torch.randn(b, 1, length, d, device="cuda", dtype=torch.float16) for _ in range(sets)]
+    kvs = [(k, k[..., :dv] if latent else
+            torch.randn(b, 1, length, dv, device="cuda", dtype=torch.float16)) for k in ks]
     detail = {}
     for name, fn in forms(h, d, dv).items():
         try:
@@ -70,7 +74,7 @@ def time_case(c):
             detail[name] = {**r, "relL2": err}
         except Exception as e:  # noqa: BLE001 - report and go on
             print(f"{c['name']} {name}: {e}", file=sys.stderr)
-    del kvs
+    del kvs, ks
     torch.cuda.empty_cache()
     if not detail:
         return None

@@ -33,7 +33,7 @@ function checkArray(
 
 /**
  * Checks `q`, `k`, `v`, `kScale` / `vScale` and `scale` of an input against its problem `p`
- * (`validateShape` of the input).
+ * (`validateShape` of the input); with `vFromK`, that `v` and `vScale` are absent.
  *
  * @example
  * ```ts
@@ -51,6 +51,13 @@ function checkArray(
  * ```
  */
 export function checkInputData(input: DecodeInput, p: Problem): void {
+  if (p.vFromK && input.v !== undefined) {
+    throw new TypeError(
+      `v must be absent with vFromK (V is the first headDimV dims of k's rows): got ${
+        describe(input.v)
+      }`,
+    );
+  }
   const qElems = p.totalQueries * p.numHeads * p.headDim;
   checkArray("q", input.q, Float32Array, qElems, "");
   const kvElems = p.totalTokens * p.numKVHeads * p.headDim;
@@ -60,10 +67,19 @@ export function checkInputData(input: DecodeInput, p: Problem): void {
     ? ' (kvDtype "f32")'
     : ` of ${dtype.scaled ? "codes" : "bit patterns"} (kvDtype "${p.kvDtype}")`;
   checkArray("k", input.k, ctor, kvElems, note);
-  checkArray("v", input.v, ctor, p.totalTokens * p.numKVHeads * p.headDimV, note);
+  if (!p.vFromK) {
+    checkArray("v", input.v, ctor, p.totalTokens * p.numKVHeads * p.headDimV, note);
+  }
   for (const name of ["kScale", "vScale"] as const) {
     const value = input[name];
     if (value === undefined) continue;
+    if (p.vFromK && name === "vScale") {
+      throw new TypeError(
+        `vScale must be absent with vFromK (V is read from K's rows, with kScale): got ${
+          describe(value)
+        }`,
+      );
+    }
     if (!dtype.scaled) {
       throw new RangeError(
         `${name} applies to the 8-bit kvDtypes only: got ${

@@ -29,7 +29,7 @@ export function copyInputArrays(input: DecodeInput): DecodeInput {
     ...input,
     q: input.q.slice(),
     k: input.k.slice(),
-    v: input.v.slice(),
+    ...(input.v === undefined ? {} : { v: input.v.slice() }),
     ...(input.kScale instanceof Float32Array ? { kScale: input.kScale.slice() } : {}),
     ...(input.vScale instanceof Float32Array ? { vScale: input.vScale.slice() } : {}),
   };

@@ -116,6 +116,13 @@ export interface DecodeShape extends VariantOptions {
    * MLA decode (DeepSeek-V2/V3) has K rows of 576 and V rows of 512.
    */
   headDimV?: number;
+  /**
+   * V is the first `headDimV` dims of each K row, as MLA's latent cache holds it (DeepSeek-V2/V3:
+   * K rows of 576 dims, 512 latent then 64 rotary; V the 512 latent ones, which is how FlashMLA
+   * reads it): no `v` is given, the kernels read V from K's rows, and K's scales are V's (default
+   * false). `headDimV` must be at most `headDim`.
+   */
+  vFromK?: boolean;
   /** Query tokens per sequence, 1 to 16 (default 1). The new tokens are the last `qLen` of the context. */
   qLen?: number;
   /**
@@ -145,14 +152,17 @@ export interface DecodeInput extends DecodeShape {
   q: Float32Array;
   /** Keys, layout `[token][kvHead][dim]`, the sequences' tokens concatenated in order. */
   k: KVArray;
-  /** Values, layout `[token][kvHead][headDimV]`, same dtype as `k`. */
-  v: KVArray;
+  /**
+   * Values, layout `[token][kvHead][headDimV]`, same dtype as `k`; absent with `vFromK` (V is
+   * then the first `headDimV` dims of `k`'s rows).
+   */
+  v?: KVArray;
   /**
    * 8-bit kvDtypes: the scale of `k` (key = stored value x scale), a finite number > 0 for the
    * whole tensor (default 1) or a `Float32Array` with one per (token, KV head), `[token][kvHead]`.
    */
   kScale?: KVScale;
-  /** 8-bit kvDtypes: the scale of `v`, like `kScale`. */
+  /** 8-bit kvDtypes: the scale of `v`, like `kScale` (absent with `vFromK`: `kScale` is V's too). */
   vScale?: KVScale;
   /** Softmax scale (default `1 / sqrt(headDim)`). */
   scale?: number;
@@ -211,6 +221,8 @@ export interface Problem {
   readonly headDim: number;
   /** Head dimension of V and the output (`headDim` unless MLA-style). */
   readonly headDimV: number;
+  /** V is the first `headDimV` dims of each K row (MLA's latent cache); absent otherwise. */
+  readonly vFromK?: true;
   /** The largest query length of the batch (every sequence's when uniform). */
   readonly qLen: number;
   /** Query tokens of each sequence. */
@@ -287,6 +299,15 @@ export function validateShape(shape: DecodeShape): Problem {
   const headDimV = shape.headDimV === undefined
     ? headDim
     : headDimOf("headDimV", shape.headDimV, MAX_HEAD_DIM);
+  const vFromK = shape.vFromK ?? false;
+  if (typeof vFromK !== "boolean") {
+    throw new TypeError(`vFromK must be a boolean: got ${describe(vFromK)}`);
+  }
+  if (vFromK && headDimV > headDim) {
+    throw new RangeError(
+      `headDimV must be at most headDim (${headDim}) with vFromK (V is a prefix of K's rows): got ${headDimV}`,
+    );
+  }
   const qLen = shape.qLen === undefined ? undefined : positiveInt("qLen", shape.qLen);
   if (qLen !== undefined && qLen > MAX_Q_LEN) {
     throw new RangeError(`qLen must be an integer from 1 to ${MAX_Q_LEN}: got ${qLen}`);
@@ -333,6 +354,7 @@ export function validateShape(shape: DecodeShape): Problem {
     groupSize,
     headDim,
     headDimV,
+    ...(vFromK ? { vFromK: true as const } : {}),
     qLen: maxQLen,
     qLens,
     qStarts,

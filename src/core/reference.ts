@@ -7,6 +7,7 @@
 
 import { rowHooks } from "./variant.ts";
 import { decodeInputKV } from "./dtypes.ts";
+import { keysAndValues } from "./values_from_keys.ts";
 import { type DecodeInput, resolveScale, validateInput } from "./problem.ts";
 
 /**
@@ -45,7 +46,7 @@ export interface ReferenceOutput {
 export function referenceAttention(input: DecodeInput): ReferenceOutput {
   const p = validateInput(input);
   const scale = resolveScale(input);
-  const { k, v } = decodeInputKV(input, p.kvDtype);
+  const { k, v } = decodeInputKV(keysAndValues(input, p), p.kvDtype);
   const { headDim: D, headDimV: DV, numHeads: H, numKVHeads: KH, groupSize } = p;
   const out = new Float64Array(p.totalQueries * H * DV);
   const lse = new Float64Array(p.totalQueries * H);

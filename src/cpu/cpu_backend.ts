@@ -9,6 +9,7 @@
 import { rowHooks } from "../core/variant.ts";
 import { type Backend, type DeviceProfile, MAX_STREAM_RUNS } from "../plan/backend.ts";
 import { decodeInputKV } from "../core/dtypes.ts";
+import { keysAndValues } from "../core/values_from_keys.ts";
 import type { Plan } from "../plan/plan.ts";
 import { pagedElement, type PagedKV } from "../plan/kv_addressing.ts";
 import type { DecodeInput, DecodeOutput } from "../core/problem.ts";
@@ -60,7 +61,7 @@ function rowIndex(
  * ```
  */
 export function executePlanOnCpu(plan: Plan, input: DecodeInput, scale: number): DecodeOutput {
-  const { k, v } = decodeInputKV(input, plan.problem.kvDtype);
+  const { k, v } = decodeInputKV(keysAndValues(input, plan.problem), plan.problem.kvDtype);
   return runSchedule(plan, input.q, k, v, scale);
 }
 

@@ -45,7 +45,10 @@ export function dispatchSize(count: number, maxPerDim: number): [number, number]
  */
 export function kernelSpec(
   plan: {
-    problem: Pick<Plan["problem"], "headDim" | "kvDtype" | "variant"> & { headDimV?: number };
+    problem: Pick<Plan["problem"], "headDim" | "kvDtype" | "variant"> & {
+      headDimV?: number;
+      vFromK?: boolean;
+    };
     tiles: Plan["tiles"];
     kv?: Plan["kv"];
   },
@@ -112,7 +115,7 @@ export function kernelSpec(
   const prefetch = tuning.prefetch ?? choice.prefetch ?? true;
   const spec: KernelSpec = {
     headDim,
-    ...(headDimV === headDim ? {} : { headDimV }),
+    ...dimsV(plan.problem),
     kvDtype,
     tileTokens,
     rowsPerBlock,
@@ -237,15 +240,26 @@ export function kernelSpec(
 }
 
 /**
+ * A spec's V fields: `headDimV` where V's rows have their own length, and `vFromK` where they
+ * are the first dims of K's (with rows as long as K's, V is K and needs no flag).
+ */
+function dimsV(
+  problem: { headDim: number; headDimV?: number; vFromK?: boolean },
+): Pick<KernelSpec, "headDimV" | "vFromK"> {
+  const headDimV = problem.headDimV ?? problem.headDim;
+  if (headDimV === problem.headDim) return {};
+  return problem.vFromK ? { headDimV, vFromK: true } : { headDimV };
+}
+
+/**
  * The fields the tiled and matrix kernels' specs share for a plan of 16-64-row blocks: its dims,
  * blocks, pages (and their layout) and variant flags, at the tiled kernel's 256 threads.
  */
 function blockSpec(plan: Parameters<typeof kernelSpec>[0], paged: boolean): KernelSpec {
   const { headDim, kvDtype } = plan.problem;
-  const headDimV = plan.problem.headDimV ?? headDim;
   return {
     headDim,
-    ...(headDimV === headDim ? {} : { headDimV }),
+    ...dimsV(plan.problem),
     kvDtype,
     tileTokens: plan.tiles.tileTokens,
     rowsPerBlock: plan.tiles.rowsPerBlock,

@@ -45,6 +45,7 @@ import {
   writeProgramTables,
 } from "./attention_program.ts";
 import type { GpuContext } from "./gpu_context.ts";
+import { valueScaleOf } from "../core/values_from_keys.ts";
 
 const STORAGE_IN = BufferUsage.STORAGE | BufferUsage.COPY_DST;
 const STORAGE_OUT = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
@@ -198,7 +199,7 @@ export class WebGPUBackend implements Backend {
     const resultBytes = lseOffset + lseBytes;
     // 8-bit K/V with per-tensor scales: the scales go into the params blocks.
     const tensorScales = spec.kvScales === "tensor"
-      ? { kScale: input.kScale as number, vScale: input.vScale as number }
+      ? { kScale: input.kScale as number, vScale: valueScaleOf(input, p) as number }
       : undefined;
     const pool = this.#pool;
     const put = (role: string, data: ArrayBufferView, usage = STORAGE_IN) => {
@@ -219,12 +220,13 @@ export class WebGPUBackend implements Backend {
         return { buffer, offset: 0, size: Math.max(16, view.byteLength) };
       });
     const bK = putKV("k", input.k);
-    const bV = putKV("v", input.v, rowElemsV);
+    // V as a prefix of K's rows (`vFromK`, MLA's latent): the kernels read it from K's binding.
+    const bV = p.vFromK ? bK : putKV("v", input.v!, rowElemsV);
     // Per-token 8-bit scales: one (k, v) pair per row and KV head, windowed like K and V.
     const bScales = spec.kvScales === "token"
       ? putKV(
         "kv scales",
-        kvScaleTable(input.kScale, input.vScale, 0, p.totalTokens * p.numKVHeads),
+        kvScaleTable(input.kScale, valueScaleOf(input, p), 0, p.totalTokens * p.numKVHeads),
         2 * p.numKVHeads,
       )
       : undefined;

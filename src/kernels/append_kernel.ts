@@ -5,6 +5,8 @@
  * host's `toF16Bits` / `toBf16Bits` on every device. 8-bit caches get four codes per `u32` of
  * the values divided by the layer's per-tensor scale (the same integer rounding as the host's
  * `encodeKV`; the division is exact for power-of-two scales), and the scale in their scale table.
+ * A cache whose V is the first `headDimV` dims of K's rows (`vFromK`, MLA's latent cache) has V
+ * rows of 0 words: the V half copies nothing, and K's scale is stored as V's too.
  *
  * @module
  */
@@ -30,7 +32,9 @@ export const APPEND_PARAMS_WORDS: number = APPEND_PARAMS_RECORD.stride;
  * of a cache row, `src_row`: floats of a source row, the same of V's rows in `row_words_v` and
  * `src_row_v`), 1 `rows` (destination row of each token),
  * 2 and 3 the source K and V, 4 and 5 the layer's K and V; 8-bit caches add 6 the layer's
- * scales (uniform) and 7 its scale table.
+ * scales (uniform) and 7 its scale table. `row_words_v` 0 (a cache with `vFromK`, which binds
+ * K's source as V's and a placeholder as V's destination): no V is written, and the scale
+ * table's V column gets K's scale.
  *
  * @example
  * ```ts
@@ -60,7 +64,15 @@ export function appendKernelWGSL(kvDtype: KVDtype): string {
     // set: the largest finite magnitude of the thread's head row, as an integer max over the
     // f32 bits, then the power of two of pow2_scale); the first thread of each head row stores
     // its scale (K's in .x, V's in .y of the scale table's entry).
-    const [given, dynamic, col] = x === "k" ? ["x", "z", "x"] : ["y", "w", "y"];
+    const [given, dynamic] = x === "k" ? ["x", "z"] : ["y", "w"];
+    // K's scale goes in both columns where V has no row of its own (vFromK: V's codes are K's).
+    const store = x === "k"
+      ? `if (params.row_words_v == 0u) {
+      dst_scales[e] = vec2<f32>(s, s);
+    } else {
+      dst_scales[e].x = s;
+    }`
+      : "dst_scales[e].y = s;";
     const quad = [0, 1, 2, 3].map((i) => `(byte_bits(src_${x}[src + ${i}u] / s) << ${8 * i}u)`)
       .join(" | ");
     return `${at}
@@ -78,7 +90,8 @@ export function appendKernelWGSL(kvDtype: KVDtype): string {
   }
   dst_${x}[dst] = ${quad};
   if (w % hw == 0u) {
-    dst_scales[rows[t] * params.kv_heads + head].${col} = s;
+    let e = rows[t] * params.kv_heads + head;
+    ${store}
   }`;
   };
   const load = `  if (w < params.row_words) {

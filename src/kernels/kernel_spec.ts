@@ -15,6 +15,11 @@ export interface KernelSpec {
   readonly headDim: number;
   /** Head dimension of V and the output (default `headDim`; MLA's V rows are shorter). */
   readonly headDimV?: number;
+  /**
+   * V rows of their own head dim (`headDimV`) are the first dims of K's rows (MLA's latent
+   * cache): the V binding is K's, and `kv_addr_v` is `kv_addr`.
+   */
+  readonly vFromK?: boolean;
   readonly kvDtype: KVDtype;
   readonly tileTokens: number;
   readonly rowsPerBlock: number;

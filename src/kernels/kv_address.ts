@@ -28,6 +28,8 @@ import type { KernelSpec } from "./kernel_spec.ts";
 export function kvAddressWGSL(spec: KernelSpec): string {
   const paged = spec.paged ?? false;
   const splitV = (spec.headDimV ?? spec.headDim) !== spec.headDim;
+  // V as the first dims of K's rows (`vFromK`, MLA's latent): V's address is K's.
+  const fromK = splitV && spec.vFromK === true;
   if (!paged) {
     // V rows of their own length (MLA): the same addressing with V's chunks per head; a token
     // row of all heads holds `params.kv_row / CHUNKS` heads.
@@ -40,7 +42,11 @@ fn kv_addr(base: u32, t: u32, kv_head: u32) -> u32 {
       splitV
         ? `
 fn kv_addr_v(base: u32, t: u32, kv_head: u32) -> u32 {
-  return (kv_row(base, t) * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V;
+  return ${
+          fromK
+            ? "kv_addr(base, t, kv_head)"
+            : "(kv_row(base, t) * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V"
+        };
 }`
         : ""
     }`;
@@ -52,7 +58,9 @@ fn kv_addr_v(base: u32, t: u32, kv_head: u32) -> u32 {
   const addrAt = hnd
     ? `((page * params.kv_row + kv_head * CHUNKS) << params.page_shift) + ${inPage} * CHUNKS`
     : "kv_row_at(page, t) * params.kv_row + kv_head * CHUNKS";
-  const addrVAt = hnd
+  const addrVAt = fromK
+    ? "kv_addr_at(page, t, kv_head)"
+    : hnd
     ? `(((page * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V) << params.page_shift) +
     ${inPage} * CHUNKS_V`
     : "(kv_row_at(page, t) * (params.kv_row / CHUNKS) + kv_head) * CHUNKS_V";

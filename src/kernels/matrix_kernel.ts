@@ -91,9 +91,8 @@ import { dealtWGSL, matrixSumsWGSL } from "./matrix_sums.ts";
  */
 export function matrixKernelWGSL(spec: KernelSpec, options: WGSLOptions = {}): string {
   const D = spec.headDim;
-  const { RB, NRB, G, KP, THREADS, DV, T, KS, CHUNKS, CHUNKS_V, QR, SO, lateV } = matrixLayout(
-    spec,
-  );
+  const { RB, NRB, G, KP, THREADS, DV, T, KS, CHUNKS, CHUNKS_V, QR, SO, lateV, vInK } =
+    matrixLayout(spec);
   // Query (and K) dim blocks per subgroup: all of them, or its part's (KP > 1).
   const KB = D / 16 / KP, TB = T / 16;
   const LPR = 2 * G; // softmax lanes per row
@@ -261,7 +260,7 @@ ${stageLoad("tok_begin", lateV ? "k" : "kv")}${vAddresses ? `\n${vAddresses}` : 
         resc_wg[0] = 0u;
       }
 ${stageStore("kw")}${
-    lateV
+    lateV && !vInK
       ? `\n      // This tile's V rows fly during the score products (MLA: a thread holds K's or V's).
 ${stageLoad("tile0", "v")}`
       : ""
@@ -294,7 +293,11 @@ ${pageWrite}
       : ""
   }
       workgroupBarrier();
-${stageStore("vw")}
+${
+    vInK
+      ? "      // (V is the first dims of the K rows staged: no V of its own, MLA's latent.)"
+      : stageStore("vw")
+  }
       // The next tile's K${lateV ? "" : " and V"} fly during the softmax and the products.
       if (tile0 + ${T}u < tok_end) {
 ${stageLoad(`(tile0 + ${T}u)`, lateV ? "k" : "kv")}${

@@ -113,6 +113,12 @@ export interface MatrixLayout {
    * f32 sums).
    */
   readonly lateV: boolean;
+  /**
+   * The MLA layout with V read from K's rows (`vFromK`, MLA's latent cache): a tile's staged K
+   * rows hold its V rows (their first `DV` dims, at the same stride), so V is neither loaded nor
+   * staged: `P V` reads the K staging that the scores read.
+   */
+  readonly vInK: boolean;
   /** Query rows staged per round (the staging buffer holds `T` rows). */
   readonly QR: number;
   /**
@@ -174,7 +180,8 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
   // (Each array a multiple of 16 bytes: the matrix loads and stores need them 16-byte aligned.)
   // (Paged: a tile's token addresses, and with per-token scales their rows.)
   // (MLA: K's and V's addresses, whose rows differ in length.)
-  const pageBytes = !spec.paged ? 0 : T * 4 * (spec.kvScales === "token" || mla ? 2 : 1);
+  const vInK = mla && spec.vFromK === true;
+  const pageBytes = !spec.paged ? 0 : T * 4 * (spec.kvScales === "token" || (mla && !vInK) ? 2 : 1);
   const bytes = T * KS * 2 + NRB * SO * 4 + NRB * 16 * T * 2 + 3 * RB * 4 + 16 + pageBytes;
   return {
     RB,
@@ -190,6 +197,7 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
     CK: Math.ceil((T * CHUNKS) / THREADS),
     CKV: Math.ceil((T * CHUNKS_V) / THREADS),
     lateV: mla,
+    vInK,
     QR: Math.min(RB, T),
     SO,
     FW,

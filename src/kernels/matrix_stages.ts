@@ -78,7 +78,11 @@ export interface MatrixStages {
  */
 export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
   const D = spec.headDim;
-  const { RB, KP, THREADS, T, KS, CHUNKS, CHUNKS_V, CK, CKV, QR, lateV } = matrixLayout(spec);
+  const { RB, KP, THREADS, T, KS, CHUNKS, CHUNKS_V, CK, CKV, QR, lateV, vInK } = matrixLayout(
+    spec,
+  );
+  // V's own loads, in the MLA layout unless V is in K's staged rows.
+  const CV = vInK ? 0 : CKV;
   const paged = spec.paged ?? false;
   const KB = D / 16 / KP; // query matrices per subgroup (those of its part `kp` where KP > 1)
   const kGuard = (T * CHUNKS) % THREADS !== 0;
@@ -101,12 +105,12 @@ export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
   let v_mul = ${layer ? "kv_scales[0].y" : "params.v_scale"}${fold};`;
   const registers = lateV
     ? lines(
-      Math.max(CK, CKV),
+      Math.max(CK, CV),
       (i) =>
         [
           i < CK ? `    var kw${i} = vec4<u32>();` : "",
-          i < CKV ? `    var vw${i} = vec4<u32>();` : "",
-          i < CKV && paged ? `    var va${i} = 0u;` : "",
+          i < CV ? `    var vw${i} = vec4<u32>();` : "",
+          i < CV && paged ? `    var va${i} = 0u;` : "",
         ]
           .filter((l) => l !== "").join("\n"),
     )
@@ -124,9 +128,9 @@ export function matrixStagesWGSL(spec: KernelSpec): MatrixStages {
   // a kernel bound by its instructions 3-6% (session 52).
   const pageTable = paged
     ? `// A tile's token addresses (chunk 0 of the KV head's row)${
-      tokenScales ? ", then their rows" : lateV ? ", then their V rows' (MLA)" : ""
+      tokenScales ? ", then their rows" : lateV && !vInK ? ", then their V rows' (MLA)" : ""
     }, read from the page table.
-var<workgroup> tok_wg: array<u32, ${tokenScales || lateV ? 2 * T : T}>;`
+var<workgroup> tok_wg: array<u32, ${tokenScales || (lateV && !vInK) ? 2 * T : T}>;`
     : "";
   // The read of the page table and the store of the addresses are apart, so that a kernel can
   // issue the read before a tile's products and store after them: a read issued just before the
@@ -142,7 +146,11 @@ var<workgroup> tok_wg: array<u32, ${tokenScales || lateV ? 2 * T : T}>;`
     ? `      if (lid < ${T}u) {
         tok_wg[lid] = kv_addr_at(pg_page, pg_tok, kv_head);${
       tokenScales ? `\n        tok_wg[${T}u + lid] = kv_row_at(pg_page, pg_tok);` : ""
-    }${lateV ? `\n        tok_wg[${T}u + lid] = kv_addr_v_at(pg_page, pg_tok, kv_head);` : ""}
+    }${
+      lateV && !vInK
+        ? `\n        tok_wg[${T}u + lid] = kv_addr_v_at(pg_page, pg_tok, kv_head);`
+        : ""
+    }
       }`
     : "";
   const pageRows = (t0: string) => paged ? `${pageRead(t0)}\n${pageWrite}` : "";
@@ -176,7 +184,7 @@ var<workgroup> tok_wg: array<u32, ${tokenScales || lateV ? 2 * T : T}>;`
       return `${w}${i} = ${v ? "v" : "k"}_cache[${addr}];`;
     });
   };
-  const vAddresses = !(paged && lateV)
+  const vAddresses = !(paged && lateV) || vInK
     ? ""
     : perLoad(true, (i, chunks) => `va${i} = ${tableAddress(true, chunks)};`);
   // A tile's K and V rows from token `t0` into registers `kw0`, `vw0`, `kw1`, ... (constant

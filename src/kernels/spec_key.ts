@@ -33,7 +33,9 @@ import { variantKey } from "./variant_wgsl.ts";
  * ```
  */
 export function specKey(kind: string, spec: KernelSpec): string {
-  const dv = (spec.headDimV ?? spec.headDim) === spec.headDim ? "" : `/${spec.headDimV}`;
+  const dv = (spec.headDimV ?? spec.headDim) === spec.headDim
+    ? ""
+    : `/${spec.headDimV}${spec.vFromK ? "k" : ""}`;
   if (spec.tiled) {
     // The tiled kernel's own fields; its blocking follows from them (`tiledLayout`).
     return `${kind}:d${spec.headDim}${dv}:${spec.kvDtype}:t${spec.tileTokens}:r${spec.rowsPerBlock}:w${spec.workgroupSize}:${

@@ -49,7 +49,7 @@ export function reusePlan(
     old.numSeqs !== problem.numSeqs || old.numHeads !== problem.numHeads ||
     old.numKVHeads !== problem.numKVHeads || old.headDim !== problem.headDim ||
     old.qLen !== problem.qLen || old.kvDtype !== problem.kvDtype ||
-    old.headDimV !== problem.headDimV
+    old.headDimV !== problem.headDimV || old.vFromK !== problem.vFromK
   ) return undefined;
   for (let s = 0; s < problem.numSeqs; s++) {
     if (old.qLens[s] !== problem.qLens[s]) return undefined;

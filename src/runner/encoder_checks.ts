@@ -8,6 +8,7 @@
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { describe } from "../core/field_checks.ts";
 import { variantFlags } from "../core/variant_options.ts";
 import { kernelLayoutEntries } from "../kernels/abi.ts";
 import { needsHeadTable } from "../kernels/variant_wgsl.ts";
@@ -56,6 +57,17 @@ export function encodeStorage(
       );
     }
     ({ k, v, scales } = cache.layerBuffers(options.layer));
+  } else if (plan.problem.vFromK) {
+    // V is the first headDimV dims of K's rows (MLA's latent): the kernels read it from `k`.
+    if (v !== undefined) {
+      throw new TypeError(
+        `v must be absent for a plan with vFromK (V is read from k's pages): got ${describe(v)}`,
+      );
+    }
+    if (!isBuffer(bufferOf(k))) {
+      throw new TypeError("encode needs a layer (plans of a cache) or a k GPUBuffer (or binding)");
+    }
+    v = k;
   } else if (!isBuffer(bufferOf(k)) || !isBuffer(bufferOf(v))) {
     throw new TypeError(
       "encode needs a layer (plans of a cache) or k and v GPUBuffers (or GPUBufferBindings)",

@@ -75,7 +75,10 @@ export interface EncodeAttentionOptions {
    * fused QKV buffer): its `offset` a multiple of the device's `minStorageBufferOffsetAlignment`.
    */
   k?: GPUBuffer | GPUBufferBinding;
-  /** V storage, with `k` (its rows of `headDimV` dims per KV head, `headDim` unless MLA). */
+  /**
+   * V storage, with `k` (its rows of `headDimV` dims per KV head, `headDim` unless MLA); absent
+   * for plans with `vFromK`, whose V is the first `headDimV` dims of `k`'s rows.
+   */
   v?: GPUBuffer | GPUBufferBinding;
   /**
    * 8-bit K/V: the scale table read with `k` and `v` (plans from `planPages()`): `f32` pairs

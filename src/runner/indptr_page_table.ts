@@ -11,7 +11,7 @@
  * @module
  */
 
-import { headDimOf } from "../core/field_checks.ts";
+import { describe, headDimOf } from "../core/field_checks.ts";
 import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
 import type { PageLayout } from "../plan/kv_addressing.ts";
 import type { PageTableSource } from "./page_table_source.ts";
@@ -59,6 +59,12 @@ export interface IndptrPageTableOptions {
    * (HND).
    */
   headDimV?: number;
+  /**
+   * V is the first `headDimV` dims of each K row (MLA's latent cache, `DecodeShape.vFromK`): the
+   * runner keeps K pages only and encodes with `k` alone (default false). 8-bit pages' scale
+   * tables still hold a pair per row and KV head, V's entry read for V.
+   */
+  vFromK?: boolean;
   /** Element type of the pages (default `"f32"`). */
   kvDtype?: KVDtype;
   /** Element order of a page (default `"NHD"`). */
@@ -108,6 +114,8 @@ export class IndptrPageTable implements PageTableSource {
   readonly headDim: number;
   /** Elements per head of V (`headDim` unless the options gave another). */
   readonly headDimV: number;
+  /** V is read from K's rows (`headDimV` <= `headDim`); absent otherwise. */
+  readonly vFromK?: true;
   readonly kvDtype: KVDtype;
   readonly layout: PageLayout;
   /** Sequences in the table. */
@@ -148,6 +156,10 @@ export class IndptrPageTable implements PageTableSource {
     const headDimV = options.headDimV === undefined
       ? undefined
       : headDimOf("headDimV", options.headDimV, MAX_HEAD_DIM);
+    const vFromK = options.vFromK ?? false;
+    if (typeof vFromK !== "boolean") {
+      throw new TypeError(`vFromK must be a boolean: got ${describe(vFromK)}`);
+    }
     const indices = checkInts("indices", options.indices, 0, numPages - 1);
     const indptr = checkInts("indptr", options.indptr, 0, indices.length);
     if (indptr.length < 2) {
@@ -193,6 +205,7 @@ export class IndptrPageTable implements PageTableSource {
     this.numKVHeads = options.numKVHeads;
     this.headDim = options.headDim;
     this.headDimV = headDimV ?? options.headDim;
+    if (vFromK) this.vFromK = true;
     this.kvDtype = kvDtype;
     this.layout = layout;
     this.numSeqs = n;

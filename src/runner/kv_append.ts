@@ -1,7 +1,10 @@
 /**
  * The GPU path of `KVCache.encodeAppend`: the append kernel (from the device context's pipeline
  * cache, with the explicit layout of `src/kernels/abi.ts`), the upload ring holding each
- * `extend`'s params and rows, and the bind groups, cached weakly by the runner's buffers.
+ * `extend`'s params and rows, and the bind groups, cached weakly by the runner's buffers. A cache
+ * with `vFromK` (no V storage) appends K's rows only: V's rows get 0 words (the kernel's V half
+ * does nothing, and stores K's scale as V's), its source binding is K's, its destination a
+ * 16-byte placeholder.
  *
  * @module
  */
@@ -17,16 +20,19 @@ import { dispatchSize } from "../gpu/kernel_choice.ts";
 import type { AppendSlots } from "./kv_cache_types.ts";
 import { type RingRegion, UploadRing } from "./upload_ring.ts";
 
-/** One layer's append: the slots' rows, the runner's `f32` rows and the cache's buffers. */
+/**
+ * One layer's append: the slots' rows, the runner's `f32` rows and the cache's buffers (no `v`
+ * and no `dstV` for a cache with `vFromK`).
+ */
 export interface AppendJob {
   readonly slots: AppendSlots;
   /** The rows the slots reserved (checked by the cache). */
   readonly rowIds: Uint32Array;
   readonly layer: number;
   readonly k: GPUBuffer;
-  readonly v: GPUBuffer;
+  readonly v?: GPUBuffer;
   readonly dstK: GPUBuffer;
-  readonly dstV: GPUBuffer;
+  readonly dstV?: GPUBuffer;
   /** 8-bit caches: the layer's scale table, and the per-tensor scales to quantise with. */
   readonly dstScales?: GPUBuffer;
   readonly kScale?: number | "dynamic";
@@ -50,9 +56,15 @@ export class AppendPath {
   readonly #kvDtype: KVDtype;
   readonly #rowElements: number;
   readonly #rowWords: number;
-  /** V's row (MLA's differ from K's): floats of a source row, words of a cache row. */
+  /**
+   * V's row (MLA's differ from K's): floats of a source row, words of a cache row; 0 for a cache
+   * with `vFromK`, whose V half of the kernel then does nothing.
+   */
   readonly #rowElementsV: number;
   readonly #rowWordsV: number;
+  /** `vFromK`: the placeholder bound as V's destination (the kernel never writes it). */
+  #noValues: GPUBuffer | undefined;
+  #noValuesCreated = 0;
   /** 8-bit caches: KV heads of a row and layers (one scale slot per layer in each region). */
   readonly #kvHeads: number;
   readonly #scaleSlots: number;
@@ -66,14 +78,14 @@ export class AppendPath {
 
   /**
    * The append path of a cache on `ctx`'s device, for K rows of `rowElements` `kvDtype`s
-   * (`shape`: KV heads of a row and layers, for the scale tables of 8-bit caches, and V's row
-   * elements when they differ from K's).
+   * (`shape`: KV heads of a row and layers, for the scale tables of 8-bit caches, V's row
+   * elements when they differ from K's, and `vFromK` when V is K's rows' prefix).
    */
   constructor(
     ctx: GpuContext,
     kvDtype: KVDtype,
     rowElements: number,
-    shape: { numKVHeads: number; numLayers: number; rowElementsV?: number } = {
+    shape: { numKVHeads: number; numLayers: number; rowElementsV?: number; vFromK?: boolean } = {
       numKVHeads: 1,
       numLayers: 0,
     },
@@ -86,7 +98,7 @@ export class AppendPath {
     this.#rowElements = rowElements;
     // Destination words per row: packed dtypes hold two elements per word.
     this.#rowWords = (rowElements * KV_DTYPE_INFO[kvDtype].bytes) / 4;
-    this.#rowElementsV = shape.rowElementsV ?? rowElements;
+    this.#rowElementsV = shape.vFromK ? 0 : shape.rowElementsV ?? rowElements;
     this.#rowWordsV = (this.#rowElementsV * KV_DTYPE_INFO[kvDtype].bytes) / 4;
   }
 
@@ -100,7 +112,10 @@ export class AppendPath {
     job: AppendJob,
   ): void {
     const device = this.#device;
-    const { slots, rowIds, layer, k, v, dstK, dstV } = job;
+    const { slots, rowIds, layer, k, dstK } = job;
+    // vFromK: K's source stands in for V's (read only), a placeholder for V's destination.
+    const v = job.v ?? k;
+    const dstV = job.dstV ?? this.#placeholder();
     const tokens = rowIds.length;
     // The slots' params and rows go to a region of their own on first use (once for every
     // layer), so the appends of several extend() calls may share a command buffer.
@@ -187,6 +202,19 @@ export class AppendPath {
     if (!pass) p.end();
   }
 
+  /** The placeholder bound as V's destination of a cache with `vFromK`, made on first use. */
+  #placeholder(): GPUBuffer {
+    if (!this.#noValues) {
+      this.#noValues = this.#device.createBuffer({
+        size: 16,
+        usage: BufferUsage.STORAGE,
+        label: "lean-attention kv append no values",
+      });
+      this.#noValuesCreated++;
+    }
+    return this.#noValues;
+  }
+
   /** Gives back the upload region of slots whose command buffers will never be submitted. */
   discard(slots: AppendSlots): void {
     const up = this.#uploads.get(slots);
@@ -198,8 +226,8 @@ export class AppendPath {
   stats(): AppendStats {
     const ring = this.#ring;
     return {
-      buffersCreated: ring?.buffersCreated ?? 0,
-      buffersLive: ring?.buffersLive ?? 0,
+      buffersCreated: (ring?.buffersCreated ?? 0) + this.#noValuesCreated,
+      buffersLive: (ring?.buffersLive ?? 0) + (this.#noValues ? 1 : 0),
       pipelinesCreated: this.#ctx.pipelines.created + (ring?.pipelinesCreated ?? 0),
       bindGroupsCreated: this.#bindGroups.created,
       bindGroupsLive: this.#bindGroups.live,
@@ -210,6 +238,8 @@ export class AppendPath {
   /** Destroys the upload ring and forgets the bind groups. */
   destroy(): void {
     this.#ring?.destroy();
+    this.#noValues?.destroy();
+    this.#noValues = undefined;
     this.#bindGroups.clear();
   }
 }

@@ -3,7 +3,8 @@
  * every KV head of one layer (row layout `[kvHead][dim]`, the dense layout, f16/bf16 packed two
  * per `u32`, 8-bit codes four per `u32`); each layer has one K and one V buffer of `numPages`
  * pages (V rows of `headDimV` dims: MLA's differ from K's), and 8-bit caches a scale table beside
- * them (K's and V's scale per row and KV head).
+ * them (K's and V's scale per row and KV head). A cache created with `vFromK` (MLA's latent
+ * cache) stores no V: V is the first `headDimV` dims of each K row, and its scale K's.
  * Page numbers come from one {@linkcode PagePool} and mean the same rows in every layer, so one
  * page table per sequence serves all layers, and one plan per step serves all layers.
  *
@@ -49,7 +50,9 @@ import type { PageTableSource } from "./page_table_source.ts";
 import type { KVArray, KVDtype } from "../core/problem.ts";
 
 /**
- * A paged KV cache; create it with {@linkcode createKVCache}.
+ * A paged KV cache; create it with {@linkcode createKVCache}. `V` is the type of
+ * {@linkcode KVCache.layerData}'s `v`: `KVArray` for a cache with V storage, `undefined` for one
+ * created with `vFromK` (`createKVCache` picks it from the options where they say).
  *
  * @example
  * ```ts
@@ -65,7 +68,8 @@ import type { KVArray, KVDtype } from "../core/problem.ts";
  * console.log(cache.memory().pagesUsed); // 0
  * ```
  */
-export class KVCache implements PageTableSource {
+export class KVCache<V extends KVArray | undefined = KVArray | undefined>
+  implements PageTableSource {
   /** Layers, each with its own K and V pages. */
   readonly numLayers: number;
   /** KV heads per token row. */
@@ -74,6 +78,8 @@ export class KVCache implements PageTableSource {
   readonly headDim: number;
   /** Elements per head of V (`headDim` unless created with another, as MLA's). */
   readonly headDimV: number;
+  /** `true` with `vFromK` (else absent): V is each K row's first `headDimV` dims, not stored. */
+  declare readonly vFromK?: true;
   /** Element type of K and V. */
   readonly kvDtype: KVDtype;
   /** Tokens per page (a power of two). */
@@ -90,9 +96,9 @@ export class KVCache implements PageTableSource {
   readonly rowElements: number;
   /** Bytes of one token row of K. */
   readonly rowBytes: number;
-  /** V elements of one token row (all KV heads, `headDimV` dims each). */
+  /** V elements of one token row (all KV heads, `headDimV` dims each; not stored with `vFromK`). */
   readonly rowElementsV: number;
-  /** Bytes of one token row of V. */
+  /** Bytes of one token row of V (with `vFromK`: of V's rows read out of K's, not stored). */
   readonly rowBytesV: number;
   /**
    * 8-bit caches: `"token"` (a K and a V scale per row and KV head, given with each write) or
@@ -110,6 +116,7 @@ export class KVCache implements PageTableSource {
     this.numKVHeads = o.numKVHeads;
     this.headDim = o.headDim;
     this.headDimV = o.headDimV;
+    if (o.vFromK) this.vFromK = true;
     this.kvDtype = o.kvDtype;
     this.pageSize = o.pageSize;
     this.pageShift = Math.log2(o.pageSize);
@@ -307,7 +314,8 @@ export class KVCache implements PageTableSource {
 
   /**
    * A GPU cache's K and V buffers of one layer (bound whole by the decode kernel) and, for 8-bit
-   * dtypes, its scale table (`[row][kvHead][2]` f32: K's scale, V's scale).
+   * dtypes, its scale table (`[row][kvHead][2]` f32: K's scale, V's scale). With `vFromK`, `v` is
+   * the K buffer: the kernels read V from K's rows.
    */
   layerBuffers(layer: number): { k: GPUBuffer; v: GPUBuffer; scales?: GPUBuffer } {
     this.#check(true);
@@ -316,22 +324,29 @@ export class KVCache implements PageTableSource {
       throw new TypeError("layerBuffers needs a GPU cache: this cache is in host memory");
     }
     const s = this.#state.store;
-    return s.layer(layer, s.gpuK, s.gpuV, s.gpuScales);
+    const v = this.vFromK ? s.gpuK : s.gpuV;
+    return s.layer(layer, s.gpuK, v, s.gpuScales) as { k: GPUBuffer; v: GPUBuffer };
   }
 
-  /** A host cache's K and V storage of one layer (`[row][kvHead][dim]`, V's of `headDimV`). */
-  layerData(layer: number): { k: KVArray; v: KVArray; scales?: Float32Array } {
+  /**
+   * A host cache's K and V storage of one layer (`[row][kvHead][dim]`, V's of `headDimV`) and,
+   * for 8-bit dtypes, its scale table (`[row][kvHead][2]`: K's scale, V's scale), as
+   * `executePagedPlanOnCpu` takes them. With `vFromK`, `v` is `undefined` (the cache stores no
+   * V: it is the first `headDimV` dims of `k`'s rows).
+   */
+  layerData(layer: number): { k: KVArray; v: V; scales?: Float32Array } {
     this.#check();
     this.#layer(layer);
     if (this.device) throw new TypeError("layerData needs a host cache: this cache is on a GPU");
     const s = this.#state.store;
-    return s.layer(layer, s.hostK, s.hostV, s.hostScales);
+    return s.layer(layer, s.hostK, s.hostV, s.hostScales) as { k: KVArray; v: V };
   }
 
   /**
    * Reads a sequence's K and V of one layer back as dense arrays (`[token][kvHead][dim]`, the
-   * storage dtype: `Float32Array`, or `Uint16Array` bits). For tests and debugging: on a GPU
-   * cache it creates and destroys a readback buffer.
+   * storage dtype: `Float32Array`, or `Uint16Array` bits). With `vFromK`, V is the first
+   * `headDimV` dims of each K row, copied. For tests and debugging: on a GPU cache it creates and
+   * destroys a readback buffer.
    */
   async read(layer: number, seq: number): Promise<StoredRows> {
     this.#check(true);
@@ -376,6 +391,11 @@ export class KVCache implements PageTableSource {
  * console.log(cache.memory().bytesPerPage); // 2097152
  * ```
  */
+export function createKVCache(options: KVCacheOptions & { vFromK: true }): KVCache<undefined>;
+/** A cache without `vFromK`: `layerData(l).v` is its V storage. */
+export function createKVCache(options: KVCacheOptions & { vFromK?: false }): KVCache<KVArray>;
+/** A cache whose options may or may not say `vFromK`. */
+export function createKVCache(options: KVCacheOptions): KVCache;
 export function createKVCache(options: KVCacheOptions): KVCache {
   return new KVCache(options);
 }

@@ -1,7 +1,7 @@
 /**
- * The KV cache's argument checks: its options, the host rows of `write` and `append`, and the
- * runner's buffers of `encodeAppend`. Each throws `TypeError` for a wrong type and `RangeError`
- * for a wrong value, naming the field and the value, before the cache changes.
+ * The KV cache's argument checks: its options and the host rows of `write` and `append` (those of
+ * `encodeAppend` are in kv_append_checks.ts). Each throws `TypeError` for a wrong type and
+ * `RangeError` for a wrong value, naming the field and the value, before the cache changes.
  *
  * @module
  */
@@ -15,9 +15,9 @@ import {
   type Kv8Format,
   kvScaleTable,
 } from "../core/kv8.ts";
-import { BufferUsage } from "../gpu/gpu_runtime.ts";
-import { isBuffer, positiveInt } from "./checks.ts";
+import { positiveInt } from "./checks.ts";
 import type { AppendData, KVCacheOptions } from "./kv_cache_types.ts";
+import { checkNoValues, checkVFromK } from "./kv_values_from_keys.ts";
 
 /** A cache's options, checked and with their defaults. */
 export interface CheckedCacheOptions {
@@ -26,6 +26,8 @@ export interface CheckedCacheOptions {
   readonly headDim: number;
   /** V's head dim (`headDim` unless the options give another). */
   readonly headDimV: number;
+  /** V is the first `headDimV` dims of each K row (no V storage). */
+  readonly vFromK: boolean;
   readonly kvDtype: KVDtype;
   readonly pageSize: number;
   readonly numPages: number;
@@ -76,6 +78,8 @@ export interface RowLayout {
   readonly headDim: number;
   readonly headDimV: number;
   readonly numLayers: number;
+  /** V is the first `headDimV` dims of each K row: writes give no V. */
+  readonly vFromK?: boolean;
 }
 
 /** Checks a head dim option: a multiple of 8 from 8 to `MAX_HEAD_DIM`. */
@@ -100,6 +104,7 @@ export function checkCacheOptions(options: KVCacheOptions): CheckedCacheOptions 
   const headDimV = options.headDimV === undefined
     ? headDim
     : checkHeadDim("headDimV", options.headDimV);
+  const vFromK = checkVFromK(options.vFromK, headDim, headDimV);
   const kvDtype = options.kvDtype ?? "f32";
   if (typeof kvDtype !== "string") {
     throw new TypeError(`kvDtype must be a string: got ${typeof kvDtype}`);
@@ -143,17 +148,19 @@ export function checkCacheOptions(options: KVCacheOptions): CheckedCacheOptions 
       );
     }
   }
-  const tensorScales = mode === "tensor"
-    ? {
-      k: checkLayerScales("kScale", options.kScale, numLayers),
-      v: checkLayerScales("vScale", options.vScale, numLayers),
-    }
+  if (vFromK) checkNoValues({ vScale: options.vScale });
+  const kScales = mode === "tensor"
+    ? checkLayerScales("kScale", options.kScale, numLayers)
+    : undefined;
+  const tensorScales = kScales
+    ? { k: kScales, v: vFromK ? kScales : checkLayerScales("vScale", options.vScale, numLayers) }
     : undefined;
   return {
     numLayers,
     numKVHeads,
     headDim,
     headDimV,
+    vFromK,
     kvDtype,
     pageSize,
     numPages,
@@ -166,7 +173,12 @@ export function checkCacheOptions(options: KVCacheOptions): CheckedCacheOptions 
  * Checks a write's scale (`name`) against the layer's fixed per-tensor scale of a cache created
  * with `kvScales: "tensor"`: absent, or the same number (as f32, which the cache stores).
  */
-function checkFixedScale(name: string, scale: unknown, fixed: number, layer: number): number {
+export function checkFixedScale(
+  name: string,
+  scale: unknown,
+  fixed: number,
+  layer: number,
+): number {
   if (
     scale !== undefined && typeof scale !== "number" && scale !== "dynamic" &&
     !(scale instanceof Float32Array)
@@ -243,18 +255,21 @@ export function checkRows(
 /**
  * Checks one layer's rows of an 8-bit cache with their scales (`name` prefixes the fields, e.g.
  * `"k"` or `"k[1]"`), quantises `Float32Array` rows with their scale, and returns the codes and
- * the `[token][kvHead][2]` scale table the storage keeps. Other dtypes: rejects scales.
+ * the `[token][kvHead][2]` scale table the storage keeps. Other dtypes: rejects scales. A cache
+ * with `vFromK` takes no `v` and no `vScale` (`TypeError`), returns no `v`, and its scale table
+ * holds K's scale in V's column too.
  */
 export function checkScaledRows(
   cache: RowLayout,
-  rows: { k: unknown; v: unknown; kScale?: unknown; vScale?: unknown },
+  rows: { k: unknown; v?: unknown; kScale?: unknown; vScale?: unknown },
   tokens: number,
   names: { k: string; v: string; kScale: string; vScale: string },
   fixed?: FixedScales,
-): { k: KVArray; v: KVArray; scales?: Float32Array } {
+): { k: KVArray; v?: KVArray; scales?: Float32Array } {
   const info = KV_DTYPE_INFO[cache.kvDtype];
+  if (cache.vFromK) checkNoValues(rows, names);
   const k = checkRows(cache, names.k, rows.k, tokens);
-  const v = checkRows(cache, names.v, rows.v, tokens, "v");
+  const v = cache.vFromK ? undefined : checkRows(cache, names.v, rows.v, tokens, "v");
   if (!info.scaled) {
     for (const f of ["kScale", "vScale"] as const) {
       if (rows[f] !== undefined) {
@@ -278,26 +293,32 @@ export function checkScaledRows(
     return dynamicKv8Scales(data, format, dim);
   };
   const kScale = scaleOf(names.kScale, rows.kScale, k, cache.headDim, fixed?.k);
-  const vScale = scaleOf(names.vScale, rows.vScale, v, cache.headDimV, fixed?.v);
+  // vFromK: V's codes are K's, and so is its scale.
+  const vScale = v ? scaleOf(names.vScale, rows.vScale, v, cache.headDimV, fixed?.v) : kScale;
   return {
     k: k instanceof Float32Array ? encodeKv8(k, format, kScale, names.k) : k,
-    v: v instanceof Float32Array ? encodeKv8(v, format, vScale, names.v) : v,
+    ...(v ? { v: v instanceof Float32Array ? encodeKv8(v, format, vScale, names.v) : v } : {}),
     scales: kvScaleTable(kScale, vScale, 0, entries),
   };
 }
 
-/** Checks `append`'s per-layer arrays and returns them with their token count. */
+/**
+ * Checks `append`'s per-layer arrays and returns them with their token count (`v`: one entry per
+ * layer, all `undefined` for a cache with `vFromK`, which takes no `v` and no `vScale`).
+ */
 export function checkAppendData(
   cache: RowLayout,
   data: AppendData,
 ): {
   k: unknown[];
-  v: unknown[];
+  v: readonly unknown[];
   kScale?: readonly unknown[];
   vScale?: readonly unknown[];
   tokens: number;
 } {
-  const { k, v, kScale, vScale } = data ?? {};
+  const { k, kScale, vScale } = data ?? {};
+  if (cache.vFromK) checkNoValues(data ?? {});
+  const v = cache.vFromK ? new Array(cache.numLayers) : data?.v;
   for (const [name, s] of [["kScale", kScale], ["vScale", vScale]] as const) {
     if (s !== undefined && (!Array.isArray(s) || s.length !== cache.numLayers)) {
       throw new (Array.isArray(s) ? RangeError : TypeError)(
@@ -307,12 +328,15 @@ export function checkAppendData(
       );
     }
   }
+  const kv = cache.vFromK ? "k" : "k and v";
   if (!Array.isArray(k) || !Array.isArray(v)) {
-    throw new TypeError("k and v must be arrays with one array per layer");
+    throw new TypeError(`${kv} must be arrays with one array per layer`);
   }
   if (k.length !== cache.numLayers || v.length !== cache.numLayers) {
     throw new RangeError(
-      `k and v must hold one array per layer (${cache.numLayers}): got ${k.length} and ${v.length}`,
+      `${kv} must hold one array per layer (${cache.numLayers}): got ${k.length}${
+        cache.vFromK ? "" : ` and ${v.length}`
+      }`,
     );
   }
   const first = k[0]?.length;
@@ -323,64 +347,4 @@ export function checkAppendData(
     );
   }
   return { k, v, kScale, vScale, tokens };
-}
-
-/**
- * Checks `encodeAppend`'s source buffers: `GPUBuffer`s with STORAGE usage, holding `tokens` f32
- * rows, and not the cache's own storage (`owned`).
- */
-export function checkAppendBuffers(
-  cache: RowLayout,
-  buffers: { k: unknown; v: unknown },
-  tokens: number,
-  owned: (b: GPUBuffer) => boolean,
-): void {
-  const { k, v } = buffers;
-  if (!isBuffer(k)) throw new TypeError(`k must be a GPUBuffer: got ${typeof k}`);
-  if (!isBuffer(v)) throw new TypeError(`v must be a GPUBuffer: got ${typeof v}`);
-  for (const [name, b] of [["k", k], ["v", v]] as const) {
-    const row = name === "k" ? cache.rowElements : cache.rowElementsV;
-    const need = tokens * row * 4;
-    if (b.size < need) {
-      throw new RangeError(
-        `${name} must hold ${tokens} f32 rows of ${row} (${need} bytes): got ${b.size} bytes`,
-      );
-    }
-    if (typeof b.usage === "number" && (b.usage & BufferUsage.STORAGE) === 0) {
-      throw new TypeError(
-        `${name} must be a GPUBuffer with STORAGE usage: got usage 0x${b.usage.toString(16)}`,
-      );
-    }
-    if (owned(b)) {
-      throw new RangeError(`${name} must not be one of this cache's own K/V buffers`);
-    }
-  }
-}
-
-/**
- * Checks `encodeAppend`'s per-tensor scale of an 8-bit cache (default 1); other dtypes take
- * none.
- */
-export function checkAppendScale(
-  kvDtype: KVDtype,
-  name: string,
-  scale: unknown,
-  fixed?: { scale: number; layer: number },
-): number | "dynamic" {
-  if (!KV_DTYPE_INFO[kvDtype].scaled) {
-    if (scale !== undefined) {
-      throw new RangeError(
-        `${name} applies to 8-bit caches only: got a scale for kvDtype "${kvDtype}"`,
-      );
-    }
-    return 1;
-  }
-  if (fixed) return checkFixedScale(name, scale, fixed.scale, fixed.layer);
-  if (scale === "dynamic") return scale;
-  if (scale !== undefined && typeof scale !== "number") {
-    throw new TypeError(
-      `${name} must be a number or "dynamic" (write other per-token scales with write()): got ${typeof scale}`,
-    );
-  }
-  return checkKVScale(name, scale ?? 1, undefined, 1) as number;
 }

@@ -104,7 +104,7 @@ export function extendSequences(
 
 /**
  * `KVCache.memory`: pages used, free and shared, and bytes (a page holds `pageSize` rows of K,
- * V and, for 8-bit dtypes, scales, in every layer).
+ * V (none with `vFromK`) and, for 8-bit dtypes, scales, in every layer).
  *
  * @example
  * ```ts
@@ -115,7 +115,7 @@ export function extendSequences(
  */
 export function cacheMemory(s: CacheState): KVCacheMemory {
   const scaleBytes = 4 * s.store.scaleRow;
-  const rowBytes = s.cache.rowBytes + s.cache.rowBytesV + scaleBytes;
+  const rowBytes = s.cache.rowBytes + (s.cache.vFromK ? 0 : s.cache.rowBytesV) + scaleBytes;
   return s.tables.memory(s.cache.numLayers * s.cache.pageSize * rowBytes);
 }
 

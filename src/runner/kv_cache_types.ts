@@ -29,6 +29,18 @@ import type { KVScale } from "../core/kv8.ts";
  * });
  * console.log(cache.rowBytes, cache.rowBytesV, cache.memory().bytesPerPage); // 1152 1024 34816
  * ```
+ *
+ * @example MLA's latent cache: V is the first 512 dims of each 576-dim K row, stored once
+ * ```ts
+ * import { createKVCache } from "@lean/attention/runner";
+ * const cache = createKVCache({
+ *   numLayers: 1, numKVHeads: 1, headDim: 576, headDimV: 512, vFromK: true, kvDtype: "f16",
+ *   numPages: 4,
+ * });
+ * const seq = cache.addSequence();
+ * cache.append(seq, { k: [new Float32Array(576).fill(1)] }); // no v
+ * console.log(cache.memory().bytesPerPage, cache.layerData(0).v); // 18432 undefined
+ * ```
  */
 export interface KVCacheOptions {
   /** Model layers (each has its own K and V storage). */
@@ -63,6 +75,14 @@ export interface KVCacheOptions {
   kScale?: number | readonly number[];
   /** With `kvScales: "tensor"`: V's scale, like `kScale`. */
   vScale?: number | readonly number[];
+  /**
+   * V is the first `headDimV` dims of each K row (default false): no V is given, stored or
+   * copied; `append`, `write` and `encodeAppend` take K only (and, for 8-bit caches, K's scale,
+   * which is V's too), and the decode kernels read V from K's pages. MLA's latent cache
+   * (DeepSeek-V2/V3) holds one 576-dim row per token whose first 512 dims are V: a separate V
+   * would store 89% more. `headDimV` must be at most `headDim`.
+   */
+  vFromK?: boolean;
   /** GPU device to keep the pages on; absent: host memory. */
   device?: GPUDevice;
 }
@@ -119,9 +139,9 @@ export interface KVCacheMemory {
   readonly sequences: number;
   /** Tokens over all sequences (a shared prefix counted once per sequence). */
   readonly tokens: number;
-  /** Bytes of one page in every layer, K and V. */
+  /** Bytes of one page in every layer, K and V (K only with `vFromK`) and 8-bit scales. */
   readonly bytesPerPage: number;
-  /** Bytes of K and V storage allocated (all pages, all layers). */
+  /** Bytes of K and V storage allocated (all pages, all layers; no V with `vFromK`). */
   readonly bytesAllocated: number;
   /** Bytes of the pages in use. */
   readonly bytesUsed: number;
@@ -174,14 +194,17 @@ export interface AppendData {
    * f16/bf16, `Int8Array` / `Uint8Array` codes for the 8-bit dtypes).
    */
   k: ReadonlyArray<KVArray>;
-  /** Values, like `k` (rows of `headDimV` dims). */
-  v: ReadonlyArray<KVArray>;
+  /**
+   * Values, like `k` (rows of `headDimV` dims). Absent in a cache created with `vFromK` (V is
+   * the first `headDimV` dims of `k`'s rows); required otherwise.
+   */
+  v?: ReadonlyArray<KVArray>;
   /**
    * 8-bit caches: K's scale per layer (see {@linkcode LayerRows.kScale}); default 1 for every
    * layer.
    */
   kScale?: ReadonlyArray<KVScale | "dynamic">;
-  /** 8-bit caches: V's scale per layer, like `kScale`. */
+  /** 8-bit caches: V's scale per layer, like `kScale` (absent with `vFromK`: K's is V's). */
   vScale?: ReadonlyArray<KVScale | "dynamic">;
 }
 
@@ -206,8 +229,11 @@ export interface LayerRows {
    * `kScale`, for the 8-bit dtypes).
    */
   k: KVArray;
-  /** Values, like `k` (rows of `headDimV` dims). */
-  v: KVArray;
+  /**
+   * Values, like `k` (rows of `headDimV` dims). Absent in a cache created with `vFromK`;
+   * required otherwise.
+   */
+  v?: KVArray;
   /**
    * 8-bit caches: the scale of `k` (key = code x scale), a finite number > 0 for all rows
    * (default 1) or a `Float32Array` with one per (token, KV head). `Float32Array` keys are
@@ -217,7 +243,10 @@ export interface LayerRows {
    * (row, KV head) beside its pages.
    */
   kScale?: KVScale | "dynamic";
-  /** 8-bit caches: the scale of `v`, like `kScale`. */
+  /**
+   * 8-bit caches: the scale of `v`, like `kScale`. Absent with `vFromK`: the cache stores K's
+   * scale as V's.
+   */
   vScale?: KVScale | "dynamic";
 }
 
@@ -245,8 +274,11 @@ export interface EncodeAppendOptions {
   layer: number;
   /** `f32` keys of the new tokens, `[token][kvHead][dim]`, tokens in the slots' order. */
   k: GPUBuffer;
-  /** `f32` values, like `k` (rows of `headDimV` dims). */
-  v: GPUBuffer;
+  /**
+   * `f32` values, like `k` (rows of `headDimV` dims). Absent in a cache created with `vFromK`
+   * (the kernel writes K's rows only); required otherwise.
+   */
+  v?: GPUBuffer;
   /**
    * 8-bit caches: the per-tensor scale the kernel quantises `k` with (code = value / scale,
    * rounded to nearest even, saturating) and stores for every appended row and KV head; default
@@ -256,7 +288,10 @@ export interface EncodeAppendOptions {
    * {@linkcode KVCache.write}.
    */
   kScale?: number | "dynamic";
-  /** 8-bit caches: the scale of `v`, like `kScale`. */
+  /**
+   * 8-bit caches: the scale of `v`, like `kScale`. Absent with `vFromK`: the kernel stores K's
+   * scale as V's.
+   */
   vScale?: number | "dynamic";
 }
 
@@ -306,10 +341,13 @@ export interface KVCacheStats {
 export interface StoredRows {
   /** Keys, `[token][kvHead][dim]`. */
   k: KVArray;
-  /** Values, like `k` (rows of `headDimV` dims). */
+  /**
+   * Values, like `k` (rows of `headDimV` dims). With `vFromK`: the first `headDimV` dims of each
+   * of `k`'s rows, copied (the cache stores no V).
+   */
   v: KVArray;
   /** 8-bit caches: K's scale per (token, KV head). */
   kScale?: Float32Array;
-  /** 8-bit caches: V's scale per (token, KV head). */
+  /** 8-bit caches: V's scale per (token, KV head) (with `vFromK`, K's). */
   vScale?: Float32Array;
 }

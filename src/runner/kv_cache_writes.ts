@@ -13,10 +13,9 @@ import { isCommandEncoder, isComputePass } from "./checks.ts";
 import type { AppendPath } from "./kv_append.ts";
 import type { KVStorage } from "./kv_storage.ts";
 import type { PageTables } from "./page_tables.ts";
+import { checkAppendBuffers, checkAppendScale } from "./kv_append_checks.ts";
 import {
-  checkAppendBuffers,
   checkAppendData,
-  checkAppendScale,
   checkScaledRows,
   type FixedScales,
   type LayerScales,
@@ -113,7 +112,8 @@ export function appendHostRows(
  * `KVCache.encodeAppend` after the cache's checks (disposed, device lost): checks the device, the
  * layer (`checkLayer`), the slots, the
  * runner's buffers, the target and the scales, then records one layer's append with the append
- * path (`path`, made on first use); 0 tokens record nothing.
+ * path (`path`, made on first use); 0 tokens record nothing. A cache with `vFromK` takes no `v`
+ * and no `vScale` (`TypeError`): the kernel writes K's rows and, 8-bit, K's scale as V's too.
  *
  * @example
  * ```ts ignore
@@ -135,7 +135,7 @@ export function encodeAppendRows(
   const { slots, k, v } = options;
   const rowIds = c.tables.slotRows(slots);
   const tokens = rowIds.length;
-  checkAppendBuffers(c.cache, { k, v }, tokens, (b) => c.store.owns(b));
+  checkAppendBuffers(c.cache, { k, v, vScale: options.vScale }, tokens, (b) => c.store.owns(b));
   const pass = isComputePass(target) ? target : undefined;
   if (!pass && !isCommandEncoder(target)) {
     throw new TypeError("target must be a GPUCommandEncoder or a GPUComputePassEncoder");
@@ -148,7 +148,8 @@ export function encodeAppendRows(
     options.kScale,
     fixed && { scale: fixed.k, layer },
   );
-  const vScale = checkAppendScale(
+  // vFromK: no V (checked above); the kernel stores K's scale as V's.
+  const vScale = c.cache.vFromK ? kScale : checkAppendScale(
     c.cache.kvDtype,
     "vScale",
     options.vScale,
@@ -160,7 +161,7 @@ export function encodeAppendRows(
     rowIds,
     layer,
     k,
-    v,
+    v: c.cache.vFromK ? undefined : v,
     dstK: c.store.gpuK[layer],
     dstV: c.store.gpuV[layer],
     ...(scaled ? { dstScales: c.store.gpuScales[layer], kScale, vScale } : {}),

@@ -1,8 +1,9 @@
 /**
  * The storage of a paged KV cache: every layer's K and V rows, in host arrays or in GPU buffers
  * (one K and one V buffer per layer, page `n` being rows `n * pageSize ...` of each), with the
- * page copies of copy-on-write, row writes and readback. Which rows belong to which sequence is
- * the cache's business (its page tables); this only moves rows.
+ * page copies of copy-on-write, row writes and readback. With `vFromK` (MLA's latent cache) there
+ * is no V storage: V is the first `headDimV` dims of K's rows. Which rows belong to which sequence
+ * is the cache's business (its page tables); this only moves rows.
  *
  * @module
  */
@@ -12,6 +13,7 @@ import type { KVArray, KVDtype } from "../core/problem.ts";
 import type { StoredRows } from "./kv_cache_types.ts";
 import type { DeviceGuard } from "../gpu/device_guard.ts";
 import { BufferUsage, MAP_READ } from "../gpu/gpu_runtime.ts";
+import { prefixRows } from "../core/values_from_keys.ts";
 
 /** The cache geometry the storage needs. */
 export interface KVStorageShape {
@@ -28,6 +30,11 @@ export interface KVStorageShape {
   readonly rowBytesV: number;
   /** KV heads of a row (8-bit dtypes keep one K and one V scale per row and KV head). */
   readonly numKVHeads: number;
+  /** Head dims of K and V (V's rows are K's rows' prefix with `vFromK`). */
+  readonly headDim: number;
+  readonly headDimV: number;
+  /** V is the first `headDimV` dims of each K row: no V storage. */
+  readonly vFromK?: boolean;
 }
 
 /** Splits a `[token][kvHead][2]` scale table into K's and V's `[token][kvHead]` scales. */
@@ -66,15 +73,16 @@ function scalePairs(
 /**
  * K and V rows of every layer of one cache. 8-bit dtypes add a scale table per layer beside the
  * pages, addressed by the same rows: `[row][kvHead][2]` floats, K's scale then V's (the layout
- * the decode kernel's `kvScales` binding reads).
+ * the decode kernel's `kvScales` binding reads). With `vFromK` there is no V storage (`hostV`
+ * and `gpuV` stay empty) and V's scales are K's.
  */
 export class KVStorage {
-  /** Host storage per layer (host caches). */
+  /** Host storage per layer (host caches; no `hostV` with `vFromK`). */
   hostK: KVArray[] = [];
   hostV: KVArray[] = [];
   /** Host scale tables per layer (8-bit host caches). */
   hostScales: Float32Array[] = [];
-  /** GPU buffers per layer (GPU caches). */
+  /** GPU buffers per layer (GPU caches; no `gpuV` with `vFromK`). */
   readonly gpuK: GPUBuffer[] = [];
   readonly gpuV: GPUBuffer[] = [];
   /** GPU scale tables per layer (8-bit GPU caches). */
@@ -99,7 +107,7 @@ export class KVStorage {
     this.scaleRow = KV_DTYPE_INFO[shape.kvDtype].scaled ? 2 * shape.numKVHeads : 0;
     const scaleBytes = shape.numPages * shape.pageSize * this.scaleRow * 4;
     const layerBytes = shape.numPages * shape.pageSize * shape.rowBytes;
-    const layerBytesV = shape.numPages * shape.pageSize * shape.rowBytesV;
+    const layerBytesV = shape.vFromK ? 0 : shape.numPages * shape.pageSize * shape.rowBytesV;
     if (device) {
       const max = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
       // The longer of K's and V's rows decides (MLA's V rows may differ from K's).
@@ -117,7 +125,9 @@ export class KVStorage {
       }
       for (let l = 0; l < shape.numLayers; l++) {
         this.gpuK.push(this.createBuffer(layerBytes, KV_USAGE, `kv cache k ${l}`));
-        this.gpuV.push(this.createBuffer(layerBytesV, KV_USAGE, `kv cache v ${l}`));
+        if (!shape.vFromK) {
+          this.gpuV.push(this.createBuffer(layerBytesV, KV_USAGE, `kv cache v ${l}`));
+        }
         if (scaleBytes > 0) {
           const table = this.createBuffer(scaleBytes, KV_USAGE, `kv cache scales ${l}`);
           this.gpuScales.push(table);
@@ -134,7 +144,7 @@ export class KVStorage {
       try {
         for (let l = 0; l < shape.numLayers; l++) {
           this.hostK.push(new Ctor(rows * shape.rowElements));
-          this.hostV.push(new Ctor(rows * shape.rowElementsV));
+          if (!shape.vFromK) this.hostV.push(new Ctor(rows * shape.rowElementsV));
           if (scaleBytes > 0) {
             this.hostScales.push(
               tensorScales
@@ -168,8 +178,16 @@ export class KVStorage {
     return this.#live.size;
   }
 
-  /** One layer's K, V and (8-bit dtypes) scales, of the host arrays or GPU buffers given. */
-  layer<T, S>(layer: number, k: T[], v: T[], scales: S[]): { k: T; v: T; scales?: S } {
+  /**
+   * One layer's K, V and (8-bit dtypes) scales, of the host arrays or GPU buffers given (`v`
+   * undefined when `v` holds none: a host cache with `vFromK`).
+   */
+  layer<T, S>(
+    layer: number,
+    k: T[],
+    v: T[],
+    scales: S[],
+  ): { k: T; v: T | undefined; scales?: S } {
     const s = scales[layer];
     return { k: k[layer], v: v[layer], ...(s ? { scales: s } : {}) };
   }
@@ -207,14 +225,14 @@ export class KVStorage {
       a.copyWithin(to * P * row, from * P * row, (from * P + tokens) * row);
     for (let l = 0; l < this.#shape.numLayers; l++) {
       copy(this.hostK[l], this.#shape.rowElements);
-      copy(this.hostV[l], this.#shape.rowElementsV);
+      if (this.hostV[l]) copy(this.hostV[l], this.#shape.rowElementsV);
       this.hostScales[l]?.copyWithin(to * P * sr, from * P * sr, (from * P + tokens) * sr);
     }
   }
 
   #copyPageGpu(encoder: GPUCommandEncoder, from: number, to: number, tokens: number): void {
     // WebGPU copies never read and write one buffer: go through a scratch page (of the longer
-    // of K's and V's rows).
+    // of K's and V's rows). With vFromK, gpuV is empty: K's rows (and scales) only.
     const { pageSize, rowBytes: kRow, rowBytesV: vRow } = this.#shape;
     this.#scratch ??= this.createBuffer(
       pageSize * Math.max(kRow, vRow),
@@ -239,13 +257,14 @@ export class KVStorage {
   }
 
   /**
-   * Writes rows of one layer (`scales`: their `[token][kvHead][2]` scale table, 8-bit dtypes).
+   * Writes rows of one layer (`scales`: their `[token][kvHead][2]` scale table, 8-bit dtypes;
+   * `v` absent with `vFromK`, whose scale tables carry K's scale in V's column too).
    */
   writeRows(
     rowIds: Uint32Array,
     layer: number,
     k: KVArray,
-    v: KVArray,
+    v: KVArray | undefined,
     scales?: Float32Array,
   ): void {
     const row = this.#shape.rowElements;
@@ -259,13 +278,15 @@ export class KVStorage {
       const dst = rowIds[i] * row;
       const dstV = rowIds[i] * rowV;
       const kPart = k.subarray(i * row, j * row);
-      const vPart = v.subarray(i * rowV, j * rowV);
+      const vPart = v?.subarray(i * rowV, j * rowV);
       const sPart = scales?.subarray(i * sr, j * sr);
       if (this.#device) {
         const bytes = k.BYTES_PER_ELEMENT;
         const queue = this.#device.queue;
         queue.writeBuffer(this.gpuK[layer], dst * bytes, kPart as unknown as ArrayBuffer);
-        queue.writeBuffer(this.gpuV[layer], dstV * bytes, vPart as unknown as ArrayBuffer);
+        if (vPart) {
+          queue.writeBuffer(this.gpuV[layer], dstV * bytes, vPart as unknown as ArrayBuffer);
+        }
         if (sPart) {
           const at = rowIds[i] * sr * 4;
           this.#device.queue.writeBuffer(
@@ -276,7 +297,7 @@ export class KVStorage {
         }
       } else {
         (this.hostK[layer] as Uint8Array).set(kPart as Uint8Array, dst);
-        (this.hostV[layer] as Uint8Array).set(vPart as Uint8Array, dstV);
+        if (vPart) (this.hostV[layer] as Uint8Array).set(vPart as Uint8Array, dstV);
         if (sPart) this.hostScales[layer].set(sPart, rowIds[i] * sr);
       }
       i = j;
@@ -285,7 +306,7 @@ export class KVStorage {
 
   /**
    * Reads a sequence's K and V of one layer back as dense arrays, given its pages: on a GPU cache
-   * through a readback buffer it creates and destroys.
+   * through a readback buffer it creates and destroys. With `vFromK`, V is copied out of K's rows.
    */
   async read(
     layer: number,
@@ -294,38 +315,40 @@ export class KVStorage {
     length: number,
     guard: DeviceGuard | undefined,
   ): Promise<StoredRows> {
-    const row = this.#shape.rowElements;
-    const rowV = this.#shape.rowElementsV;
+    const { rowElements: row, rowElementsV: rowV, pageSize: P, vFromK } = this.#shape;
     const sr = this.scaleRow;
     const Ctor = KV_DTYPE_INFO[this.#shape.kvDtype].HostArray;
     const k = new Ctor(length * row);
-    const v = new Ctor(length * rowV);
+    const v = new Ctor(vFromK ? 0 : length * rowV);
     const scales = new Float32Array(length * sr);
-    const P = this.#shape.pageSize;
+    const rows = (
+      x: KVArray,
+    ) => (vFromK ? prefixRows(x, this.#shape.headDim, this.#shape.headDimV) : v);
     if (!this.#device) {
       for (let i = 0; i < numPages; i++) {
         const n = Math.min(P, length - i * P);
         const src = pages[i] * P;
+        const at = i * P;
         (k as Uint8Array).set(
           this.hostK[layer].subarray(src * row, (src + n) * row) as Uint8Array,
-          i * P * row,
+          at * row,
         );
-        (v as Uint8Array).set(
-          this.hostV[layer].subarray(src * rowV, (src + n) * rowV) as Uint8Array,
-          i * P * rowV,
-        );
-        if (sr > 0) {
-          scales.set(this.hostScales[layer].subarray(src * sr, (src + n) * sr), i * P * sr);
+        if (!vFromK) {
+          (v as Uint8Array).set(
+            this.hostV[layer].subarray(src * rowV, (src + n) * rowV) as Uint8Array,
+            at * rowV,
+          );
         }
+        if (sr > 0) scales.set(this.hostScales[layer].subarray(src * sr, (src + n) * sr), at * sr);
       }
-      return splitScales(k, v, sr > 0 ? scales : undefined);
+      return splitScales(k, rows(k), sr > 0 ? scales : undefined);
     }
     const pageBytes = P * this.#shape.rowBytes;
-    const pageBytesV = P * this.#shape.rowBytesV;
+    const pageBytesV = vFromK ? 0 : P * this.#shape.rowBytesV;
     const scalePage = P * sr * 4;
     // K's pages, then V's at `half` (16-byte aligned), then the scales at `half + vBytes`.
     const half = Math.max(16, Math.ceil((numPages * pageBytes) / 16) * 16);
-    const vBytes = Math.max(16, Math.ceil((numPages * pageBytesV) / 16) * 16);
+    const vBytes = vFromK ? 0 : Math.max(16, Math.ceil((numPages * pageBytesV) / 16) * 16);
     const staging = this.createBuffer(
       half + vBytes + numPages * scalePage,
       BufferUsage.MAP_READ | BufferUsage.COPY_DST,
@@ -333,29 +356,13 @@ export class KVStorage {
     );
     try {
       const enc = this.#device.createCommandEncoder();
+      const copy = (from: GPUBuffer, page: number, to: number, bytes: number) =>
+        enc.copyBufferToBuffer(from, page * bytes, staging, to, bytes);
       for (let i = 0; i < numPages; i++) {
-        enc.copyBufferToBuffer(
-          this.gpuK[layer],
-          pages[i] * pageBytes,
-          staging,
-          i * pageBytes,
-          pageBytes,
-        );
-        enc.copyBufferToBuffer(
-          this.gpuV[layer],
-          pages[i] * pageBytesV,
-          staging,
-          half + i * pageBytesV,
-          pageBytesV,
-        );
+        copy(this.gpuK[layer], pages[i], i * pageBytes, pageBytes);
+        if (!vFromK) copy(this.gpuV[layer], pages[i], half + i * pageBytesV, pageBytesV);
         if (sr > 0) {
-          enc.copyBufferToBuffer(
-            this.gpuScales[layer],
-            pages[i] * scalePage,
-            staging,
-            half + vBytes + i * scalePage,
-            scalePage,
-          );
+          copy(this.gpuScales[layer], pages[i], half + vBytes + i * scalePage, scalePage);
         }
       }
       this.#device.queue.submit([enc.finish()]);
@@ -370,7 +377,7 @@ export class KVStorage {
       this.#live.delete(staging);
       staging.destroy();
     }
-    return splitScales(k, v, sr > 0 ? scales : undefined);
+    return splitScales(k, rows(k), sr > 0 ? scales : undefined);
   }
 
   /** Destroys the GPU buffers and drops the host arrays. */

@@ -43,6 +43,8 @@ export interface PageTableSource {
   readonly headDim: number;
   /** Elements per head of V, when it differs from K's (MLA); default `headDim`. */
   readonly headDimV?: number;
+  /** V is the first `headDimV` dims of each K row (MLA's latent cache); absent otherwise. */
+  readonly vFromK?: boolean;
   /** Element type of K and V. */
   readonly kvDtype: KVDtype;
   /** How a page holds its rows (default `"NHD"`, `[page][token][kvHead][dim]`). */

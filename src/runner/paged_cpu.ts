@@ -7,6 +7,8 @@
  */
 
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
+import { describe } from "../core/field_checks.ts";
+import { prefixRows } from "../core/values_from_keys.ts";
 import { runSchedule } from "../cpu/cpu_backend.ts";
 import type { KVCache } from "./kv_cache.ts";
 import type { DecodeOutput, KVArray, KVDtype } from "../core/problem.ts";
@@ -38,8 +40,11 @@ export interface PagedCpuInput {
    * the 8-bit dtypes).
    */
   k: KVArray;
-  /** One layer's V storage, like `k` with rows of `headDimV` dims. */
-  v: KVArray;
+  /**
+   * One layer's V storage, like `k` with rows of `headDimV` dims; absent for plans with
+   * `vFromK` (V is then the first `headDimV` dims of `k`'s rows).
+   */
+  v?: KVArray;
   /**
    * 8-bit dtypes: the layer's scale table, `[row][kvHead][2]` (K's scale, V's scale), as
    * `cache.layerData(layer).scales` holds it.
@@ -76,6 +81,11 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
     throw new TypeError("plan must be a paged plan (createPagedPlan, planForCache)");
   }
   const { problem: p, kv } = plan;
+  if (p.vFromK && input?.v !== undefined) {
+    throw new TypeError(
+      `v must be absent for a plan with vFromK (V is read from k's rows): got ${describe(input.v)}`,
+    );
+  }
   if (plan.cacheId !== undefined) {
     const cache = cacheById(plan.cacheId);
     if (!cache) {
@@ -96,7 +106,7 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
   const dtype: KVDtype = p.kvDtype;
   const info = KV_DTYPE_INFO[dtype];
   const Ctor = info.HostArray;
-  for (const name of ["k", "v"] as const) {
+  for (const name of p.vFromK ? ["k"] as const : ["k", "v"] as const) {
     const a = input?.[name];
     const row = p.numKVHeads * (name === "k" ? p.headDim : p.headDimV);
     if (!(a instanceof Ctor)) {
@@ -134,7 +144,14 @@ export function executePagedPlanOnCpu(plan: PagedPlan, input: PagedCpuInput): De
     plan,
     input.q,
     decodePages(input.k, plan, p.headDim, input.scales, 0),
-    decodePages(input.v, plan, p.headDimV, input.scales, 1),
+    p.vFromK
+      // V's rows are K's first headDimV dims, with the scale table's V entries.
+      ? prefixRows(
+        decodePages(input.k, plan, p.headDim, input.scales, 1),
+        p.headDim,
+        p.headDimV,
+      ) as Float32Array
+      : decodePages(input.v!, plan, p.headDimV, input.scales, 1),
     plan.scale,
     kv,
   );

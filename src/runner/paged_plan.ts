@@ -335,6 +335,7 @@ export function planForCache(
     numKVHeads: cache.numKVHeads,
     headDim: cache.headDim,
     ...(cache.headDimV === undefined ? {} : { headDimV: cache.headDimV }),
+    ...(cache.vFromK ? { vFromK: true } : {}),
     ...(step.qLen === undefined && step.qLens !== undefined ? {} : { qLen }),
     ...(step.qLens === undefined ? {} : { qLens: step.qLens }),
     kvDtype: cache.kvDtype,

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Session 56 on the H200. Results under $OUT or bench/results/h200_session56/MODE:
+#   latent   MLA's latent cache (`vFromK`: V is the first 512 dims of each 576-dim K row, read
+#            from K's binding; in the matrix kernel's MLA layout from K's staged rows, with no V
+#            loads or stores): the tests of it through Dawn (the matrix kernel's MLA cases, dense
+#            and over a runner's HND pages, the emulated MLA layout, the tiled and per-row
+#            kernels, the library's cache), then the MLA cases of bench/cases.json with V of its
+#            own and read from K, matrix kernel (`matrixMath`), dense and paged, checked against
+#            float64.
+#   tiled    the same cases on the default kernels (the tiled kernel), dense and paged, checked;
+#            then PyTorch's MLA anchor on them (bench/anchors/torch_mla.py: V a view of K for the
+#            latent cases).
+set -u
+mode=${1:?usage: bash bench/h200_s56_session.sh latent|tiled}
+shift
+out=${OUT:-bench/results/h200_session56/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+mla=(--cases=bench/cases.json --only="mla b1 32k|mla b8 32k|mla h16|mla h32|mla latent" --skip=bf16)
+case $mode in
+latent)
+  run_backend_tests dawn 240 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts \
+    tests/v_from_k_test.ts tests/mla_latent_cache_test.ts
+  rows_bench 240 mla '{"matrixMath":true}' --check --paged "${mla[@]}"
+  ;;
+tiled)
+  rows_bench 200 mla_default '{}' --check --paged "${mla[@]}"
+  timeout 150 python3 bench/anchors/torch_mla.py bench/cases.json "$out/torch_mla.json" \
+    --only=mla >"$out/torch_mla.txt" 2>&1
+  stamp "torch_mla exit $?"
+  ;;
+esac
+stamp "done"
