@@ -10,8 +10,11 @@
 #   tiled    the same cases on the default kernels (the tiled kernel), dense and paged, checked;
 #            then PyTorch's MLA anchor on them (bench/anchors/torch_mla.py: V a view of K for the
 #            latent cases).
+#   suite    after `latent` and `tiled`: the whole test folder with every GPU shape through Deno's
+#            WebGPU, then every GPU test file through Dawn (session 44's modes, as in sessions 53
+#            and 54), on the code that added `vFromK`.
 set -u
-mode=${1:?usage: bash bench/h200_s56_session.sh latent|tiled}
+mode=${1:?usage: bash bench/h200_s56_session.sh latent|tiled|suite}
 shift
 out=${OUT:-bench/results/h200_session56/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -29,6 +32,10 @@ tiled)
   timeout 150 python3 bench/anchors/torch_mla.py bench/cases.json "$out/torch_mla.json" \
     --only=mla >"$out/torch_mla.txt" 2>&1
   stamp "torch_mla exit $?"
+  ;;
+suite)
+  OUT=$out/webgpu bash bench/h200_s44_session.sh webgpu
+  OUT=$out/dawn bash bench/h200_s44_session.sh dawn
   ;;
 esac
 stamp "done"
