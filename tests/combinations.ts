@@ -53,6 +53,35 @@ export function variantArb(
 }
 
 /** A case of the whole space: shape, data, variant and decoder options. */
+/** One request of a batch: its tokens (0: an empty request) and query tokens. */
+export interface Request {
+  len: number;
+  qLen: number;
+}
+
+/**
+ * A batch of 1 to `maxSeqs` requests: empty ones, short ones and ones of a few hundred tokens, each
+ * with up to `maxQLen` query tokens (the MLA-shaped property tests).
+ */
+export function requestsArb(maxQLen: number, maxSeqs: number): fc.Arbitrary<Request[]> {
+  return fc.array(
+    fc.record({
+      len: fc.oneof(
+        fc.constant(0),
+        fc.integer({ min: 1, max: 40 }),
+        fc.integer({ min: 1, max: 300 }),
+      ),
+      qLen: fc.integer({ min: 1, max: maxQLen }),
+    }),
+    { minLength: 1, maxLength: maxSeqs },
+  );
+}
+
+/** Each request's query length, at most its tokens (an empty request keeps its own). */
+export function requestQLens(seqs: readonly Request[]): number[] {
+  return seqs.map((s) => s.len === 0 ? s.qLen : Math.min(s.qLen, s.len));
+}
+
 export interface ComboCase {
   spec: CaseSpec;
   variant: VariantOptions;

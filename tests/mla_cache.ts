@@ -86,3 +86,13 @@ export async function assertStored(
     }
   }
 }
+
+/** The first `dimV` of each row of `dim` elements, copied (V's rows of K's for the `vFromK` tests, built here rather than by the library). */
+export function kRowsPrefix<T extends KVArray>(a: T, dim: number, dimV: number): T {
+  const rows = a.length / dim;
+  const out = new (a.constructor as new (n: number) => T)(rows * dimV);
+  for (let r = 0; r < rows; r++) {
+    for (let d = 0; d < dimV; d++) out[r * dimV + d] = a[r * dim + d];
+  }
+  return out;
+}

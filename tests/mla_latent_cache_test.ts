@@ -27,22 +27,13 @@ import {
 } from "../runner.ts";
 import { assertMatchesReference, randomFloats, relativeL2Error, seededRng } from "./helpers.ts";
 import { deviceTests, gpuBuffer, readF32 } from "./gpu_device.ts";
+import { kRowsPrefix as prefix } from "./mla_cache.ts";
 
 const D = 24;
 const DV = 16;
 const NUM_HEADS = 4;
 const NUM_LAYERS = 2;
 const PAGE = 4;
-
-/** The first `dimV` of each row of `dim` elements, copied (V's rows of K's, built here). */
-function prefix<T extends KVArray>(a: T, dim: number, dimV: number): T {
-  const rows = a.length / dim;
-  const out = new (a.constructor as new (n: number) => T)(rows * dimV);
-  for (let r = 0; r < rows; r++) {
-    for (let d = 0; d < dimV; d++) out[r * dimV + d] = a[r * dim + d];
-  }
-  return out;
-}
 
 /** An array's bits: f32 values as their u32 patterns (NaNs and -0 compare), others as they are. */
 const bits = (a: KVArray): number[] =>

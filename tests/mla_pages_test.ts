@@ -21,7 +21,7 @@ import {
   type PageLayout,
   planForCache,
 } from "../runner.ts";
-import { indptrOptions, scatterPages, shapeOf } from "./combinations.ts";
+import { indptrOptions, requestQLens, requestsArb, scatterPages, shapeOf } from "./combinations.ts";
 import { assertMatchesReference, fcParams, makeInput, sameBits } from "./helpers.ts";
 import { bytesBuffer, deviceTest, gpuBuffer, readF32 } from "./gpu_device.ts";
 import { assertInKernelSet, MLA_WIDE } from "./kernel_set.ts";
@@ -40,18 +40,8 @@ Deno.test("MLA head dims on a runner's page table (NHD, HND, pages 1-256, ragged
     fc.property(
       fc.record({
         shape: fc.constantFrom(...MLA_SHAPES),
-        seqs: fc.array(
-          fc.record({
-            // 0: an empty request (no pages, lastPageLen 0).
-            len: fc.oneof(
-              fc.constant(0),
-              fc.integer({ min: 1, max: 40 }),
-              fc.integer({ min: 1, max: 300 }),
-            ),
-            qLen: fc.integer({ min: 1, max: 4 }),
-          }),
-          { minLength: 1, maxLength: 4 },
-        ),
+        // 0 tokens: an empty request (no pages, lastPageLen 0).
+        seqs: requestsArb(4, 4),
         kvDtype: fc.constantFrom<KVDtype>("f32", "f16", "bf16", "int8", "fp8e4m3"),
         pageShift: fc.integer({ min: 0, max: 8 }),
         layout: fc.constantFrom<PageLayout>("NHD", "HND"),
@@ -60,7 +50,7 @@ Deno.test("MLA head dims on a runner's page table (NHD, HND, pages 1-256, ragged
         seed: fc.integer({ min: 1, max: 1 << 20 }),
       }),
       (c) => {
-        const qLens = c.seqs.map((s) => s.len === 0 ? s.qLen : Math.min(s.qLen, s.len));
+        const qLens = requestQLens(c.seqs);
         const input = makeInput({
           ...c.shape,
           seqLens: c.seqs.map((s) => s.len),

@@ -15,7 +15,6 @@ import {
   createDecoder,
   createPlan,
   type DecodeInput,
-  type KVArray,
   type KVDtype,
   referenceAttention,
   STRATEGIES,
@@ -28,7 +27,14 @@ import {
   type PageLayout,
   planForCache,
 } from "../runner.ts";
-import { definition, indptrOptions, scatterPages, shapeOf } from "./combinations.ts";
+import {
+  definition,
+  indptrOptions,
+  requestQLens,
+  requestsArb,
+  scatterPages,
+  shapeOf,
+} from "./combinations.ts";
 import { backendTest } from "./backends.ts";
 import {
   assertMatchesReference,
@@ -40,6 +46,7 @@ import {
 } from "./helpers.ts";
 import { bytesBuffer, deviceTest, gpuBuffer, readF32 } from "./gpu_device.ts";
 import { assertInKernelSet, MLA_WIDE, TILED_MQA } from "./kernel_set.ts";
+import { kRowsPrefix } from "./mla_cache.ts";
 
 /**
  * A `vFromK` input and its twin with V as its own array: each V row the first `headDimV` dims of
@@ -50,11 +57,7 @@ function latentPair(spec: CaseSpec): { input: DecodeInput; twin: DecodeInput } {
   const { v: _v, vScale: _vs, ...rest } = base;
   const D = base.headDim;
   const DV = base.headDimV ?? D;
-  const rows = base.k.length / D;
-  const v = new (base.k.constructor as new (n: number) => KVArray)(rows * DV);
-  for (let r = 0; r < rows; r++) {
-    for (let d = 0; d < DV; d++) v[r * DV + d] = base.k[r * D + d];
-  }
+  const v = kRowsPrefix(base.k, D, DV);
   const twin: DecodeInput = {
     ...rest,
     v,
@@ -76,17 +79,8 @@ Deno.test("vFromK: dense plans and a runner's pages equal the twin with V given,
     fc.property(
       fc.record({
         shape: fc.constantFrom(...SHAPES),
-        seqs: fc.array(
-          fc.record({
-            len: fc.oneof(
-              fc.constant(0),
-              fc.integer({ min: 1, max: 40 }),
-              fc.integer({ min: 1, max: 300 }),
-            ),
-            qLen: fc.integer({ min: 1, max: 3 }),
-          }),
-          { minLength: 1, maxLength: 3 },
-        ),
+        // 0 tokens: an empty request (no pages, lastPageLen 0).
+        seqs: requestsArb(3, 3),
         kvDtype: fc.constantFrom<KVDtype>("f32", "f16", "bf16", "int8", "fp8e4m3", "fp8e5m2"),
         kvScales: fc.constantFrom<"tensor" | "token">("tensor", "token"),
         pageShift: fc.integer({ min: 0, max: 8 }),
@@ -96,7 +90,7 @@ Deno.test("vFromK: dense plans and a runner's pages equal the twin with V given,
         seed: fc.integer({ min: 1, max: 1 << 20 }),
       }),
       (c) => {
-        const qLens = c.seqs.map((s) => s.len === 0 ? s.qLen : Math.min(s.qLen, s.len));
+        const qLens = requestQLens(c.seqs);
         const { input, twin } = latentPair({
           ...c.shape,
           seqLens: c.seqs.map((s) => s.len),
