@@ -128,7 +128,8 @@ def main():
         "verify": VERIFY,
     }
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(meta, f, indent=1)
+        json.dump(meta, f, indent=2)
+        f.write("\n")
     print(f"MLA layer: {len(PROMPTS)} sequences, scaling {layer.scaling:.6f}", flush=True)
 
 
