@@ -37,6 +37,23 @@ export function headDimOf(name: string, value: unknown, max: number): number {
   return dim;
 }
 
+/**
+ * Checks a `vFromK` field (default false): a boolean (`TypeError`), and with it `headDimV` at
+ * most `headDim` (`RangeError`: V is a prefix of K's rows). Shapes and caches share it.
+ */
+export function vFromKOf(value: unknown, headDim: number, headDimV: number): boolean {
+  const vFromK = value ?? false;
+  if (typeof vFromK !== "boolean") {
+    throw new TypeError(`vFromK must be a boolean: got ${describe(vFromK)}`);
+  }
+  if (vFromK && headDimV > headDim) {
+    throw new RangeError(
+      `headDimV must be at most headDim (${headDim}) with vFromK (V is a prefix of K's rows): got ${headDimV}`,
+    );
+  }
+  return vFromK;
+}
+
 /** Each sequence's query length: `qLens`, or `qLen` (default 1) for all; both must agree. */
 export function queryLengths(
   value: unknown,

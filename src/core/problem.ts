@@ -7,7 +7,7 @@
 
 import { validateVariant, type Variant, type VariantOptions } from "./variant_options.ts";
 import type { KVScale } from "./kv8.ts";
-import { describe, headDimOf, positiveInt, queryLengths } from "./field_checks.ts";
+import { describe, headDimOf, positiveInt, queryLengths, vFromKOf } from "./field_checks.ts";
 import { checkInputData } from "./input_checks.ts";
 
 /**
@@ -299,15 +299,7 @@ export function validateShape(shape: DecodeShape): Problem {
   const headDimV = shape.headDimV === undefined
     ? headDim
     : headDimOf("headDimV", shape.headDimV, MAX_HEAD_DIM);
-  const vFromK = shape.vFromK ?? false;
-  if (typeof vFromK !== "boolean") {
-    throw new TypeError(`vFromK must be a boolean: got ${describe(vFromK)}`);
-  }
-  if (vFromK && headDimV > headDim) {
-    throw new RangeError(
-      `headDimV must be at most headDim (${headDim}) with vFromK (V is a prefix of K's rows): got ${headDimV}`,
-    );
-  }
+  const vFromK = vFromKOf(shape.vFromK, headDim, headDimV);
   const qLen = shape.qLen === undefined ? undefined : positiveInt("qLen", shape.qLen);
   if (qLen !== undefined && qLen > MAX_Q_LEN) {
     throw new RangeError(`qLen must be an integer from 1 to ${MAX_Q_LEN}: got ${qLen}`);

@@ -17,7 +17,8 @@ import {
 } from "../core/kv8.ts";
 import { positiveInt } from "./checks.ts";
 import type { AppendData, KVCacheOptions } from "./kv_cache_types.ts";
-import { checkNoValues, checkVFromK } from "./kv_values_from_keys.ts";
+import { checkNoValues } from "./kv_values_from_keys.ts";
+import { vFromKOf } from "../core/field_checks.ts";
 
 /** A cache's options, checked and with their defaults. */
 export interface CheckedCacheOptions {
@@ -104,7 +105,7 @@ export function checkCacheOptions(options: KVCacheOptions): CheckedCacheOptions 
   const headDimV = options.headDimV === undefined
     ? headDim
     : checkHeadDim("headDimV", options.headDimV);
-  const vFromK = checkVFromK(options.vFromK, headDim, headDimV);
+  const vFromK = vFromKOf(options.vFromK, headDim, headDimV);
   const kvDtype = options.kvDtype ?? "f32";
   if (typeof kvDtype !== "string") {
     throw new TypeError(`kvDtype must be a string: got ${typeof kvDtype}`);

@@ -1,35 +1,12 @@
 /**
  * The KV cache's checks of `vFromK` (MLA's latent cache: V is the first `headDimV` dims of each
- * K row, and the cache stores no V): the option itself, and the V fields its writes must leave
- * out. Each throws before the cache changes.
+ * K row, and the cache stores no V): the V fields its writes must leave out (the option itself is
+ * `vFromKOf` of `src/core/field_checks.ts`). Each throws before the cache changes.
  *
  * @module
  */
 
 import { describe } from "../core/field_checks.ts";
-
-/**
- * Checks the `vFromK` option of a cache (default false): a boolean (`TypeError`), and with it
- * `headDimV` at most `headDim` (`RangeError`: V is a prefix of K's rows).
- *
- * @example
- * ```ts
- * import { checkVFromK } from "./kv_values_from_keys.ts";
- * console.log(checkVFromK(true, 576, 512), checkVFromK(undefined, 64, 64)); // true false
- * ```
- */
-export function checkVFromK(value: unknown, headDim: number, headDimV: number): boolean {
-  const vFromK = value ?? false;
-  if (typeof vFromK !== "boolean") {
-    throw new TypeError(`vFromK must be a boolean: got ${describe(vFromK)}`);
-  }
-  if (vFromK && headDimV > headDim) {
-    throw new RangeError(
-      `headDimV must be at most headDim (${headDim}) with vFromK (V is a prefix of K's rows): got ${headDimV}`,
-    );
-  }
-  return vFromK;
-}
 
 /**
  * Checks that a write to a cache created with `vFromK` gives no V (`v`) and no V scale
