@@ -45,7 +45,7 @@ import {
   sameBits,
 } from "./helpers.ts";
 import { bytesBuffer, deviceTest, gpuBuffer, readF32 } from "./gpu_device.ts";
-import { assertInKernelSet, MLA_WIDE, TILED_MQA } from "./kernel_set.ts";
+import { assertInKernelSet, MLA_WIDE, SMALL_GQA, TILED_MQA } from "./kernel_set.ts";
 import { kRowsPrefix } from "./mla_cache.ts";
 
 /**
@@ -231,6 +231,9 @@ for (
   const [family, kernel, what] of [
     [MLA_WIDE, { subgroups: false }, "the per-row kernel (K 272, V 264)"],
     [TILED_MQA, {}, "the tiled kernel (16-row blocks, K 288, V 64)"],
+    // V of K's length: V is K, its codes read with K's scales (per token: the table's V column).
+    [{ ...SMALL_GQA, kvDtype: "int8", kvScales: "token" }, {}, "int8 with a scale per token"],
+    [{ ...SMALL_GQA, kvDtype: "fp8e4m3" }, {}, "FP8 E4M3 with one scale"],
   ] as const
 ) {
   backendTest(
