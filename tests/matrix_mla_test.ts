@@ -217,8 +217,6 @@ gpuTest(
         ["lean", { ...makeInput({ ...MLA_SMALL, qAmplitude: 2 }), strategy: "lean" }],
         ["split", { ...makeInput({ ...MLA_SMALL, seed: 72 }), strategy: "split" }],
         ["scores rising", risingKeysInput(MLA_SMALL, 150, 73)],
-        // MLA's latent cache: V is the first 256 dims of each K row, read from K's staged rows.
-        ["V in K's rows (vFromK)", latent(makeInput({ ...MLA_SMALL, seed: 76 }))],
       ];
       for (const [what, input] of cases) {
         const plan = decoder.plan(input);
@@ -232,10 +230,12 @@ gpuTest(
       await assertPagesHalfGrade(device, "HND pages of 16", input, pages, (tiles) => {
         assert.ok(tiles.matrixUnits === true, "paged: matrix blocks");
       });
-      // The same pages read as a latent cache: K's pages alone.
+      // The same pages read as MLA's latent cache, K's pages alone: V is the first 256 dims of each
+      // K row, read from K's staged rows (no V loads or stores: the paged kernel has every change
+      // of the dense one, so CI compiles only it; the H200 runs both at MLA's dims).
       await assertPagesHalfGrade(device, "HND pages of 16, vFromK", latent(input), pages, () => {});
-      // The four matrix kernels (dense and paged, V of its own and V in K's rows), emulated.
-      assert.equal(emulated, 4);
+      // The three matrix kernels (dense and paged, and paged with V in K's rows), emulated.
+      assert.equal(emulated, 3);
     } finally {
       await decoder.dispose();
       raw.destroy();
