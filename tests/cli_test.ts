@@ -392,6 +392,40 @@ Deno.test("runCli bench takes --kv-dtype: 8-bit K/V with one scale per tensor", 
   assert.match(err.stderr, /int4/);
 });
 
+Deno.test("runCli bench takes MLA: --head-dim-v, and --v-from-k (V read from K's rows)", async () => {
+  const argv = ["bench", "--backend=cpu", "--contexts=40", "--heads=16", "--kv-heads=1"];
+  const common = [...argv, "--head-dim=72", "--head-dim-v=64", "--strategies=lean", "--runs=1"];
+  for (const latent of [false, true]) {
+    const flags = latent ? [...common, "--v-from-k"] : common;
+    const io = captureIO();
+    assert.equal(await runCli(flags, io), 0, io.stderr);
+    assert.match(io.stdout, new RegExp(`head dim 72/64${latent ? " \\(V from K\\)" : ""}, qLen 1`));
+    const json = captureIO();
+    assert.equal(await runCli([...flags, "--json"], json), 0, json.stderr);
+    const report = JSON.parse(json.stdout);
+    assert.equal(report.shape.headDimV, 64);
+    assert.equal(report.shape.vFromK, latent ? true : undefined);
+    // GB/s counts K's rows and, unless it is read from them, V's: f16, 40 tokens, one KV head.
+    const row = report.rows[0];
+    const bytes = 40 * (72 + (latent ? 0 : 64)) * 2;
+    assert.ok(Math.abs(row.kvGBps * row.medianMs * 1e6 - bytes) < 1e-6 * bytes);
+  }
+  for (
+    const [bad, re] of [
+      [
+        ["--head-dim-v=80", "--v-from-k"],
+        /Flag --head-dim-v must be at most --head-dim \(72\) with --v-from-k: got 80/,
+      ],
+      [["--head-dim-v=60"], /Flag --head-dim-v must be a multiple of 8: got 60/],
+      [["--head-dim-v=1024"], /--head-dim-v/],
+    ] as const
+  ) {
+    const err = captureIO();
+    assert.equal(await runCli([...argv, "--head-dim=72", ...bad], err), 2);
+    assert.match(err.stderr, re);
+  }
+});
+
 Deno.test("runCli demo takes --q-len and --matrix-math, and says what ran", async () => {
   const io = captureIO();
   const argv = ["demo", "--backend=cpu", "--seq-lens=40,100", "--q-len=4", "--matrix-math"];

@@ -8,7 +8,7 @@
  */
 
 import type { BackendName } from "../plan/backend.ts";
-import { type KVDtype, STRATEGIES, type Strategy } from "../core/problem.ts";
+import { type KVDtype, MAX_HEAD_DIM, STRATEGIES, type Strategy } from "../core/problem.ts";
 import { KV_DTYPE_INFO } from "../core/dtypes.ts";
 import { formatUsage, MATRIX_MATH_FLAG, parseFlags, Q_LEN_FLAG, UsageError } from "./args.ts";
 import { timingNote } from "./backend_choice.ts";
@@ -48,7 +48,22 @@ export const BENCH_FLAGS = {
   },
   heads: { kind: "integer", min: 1, max: 256, help: "query heads (default 32)" },
   "kv-heads": { kind: "integer", min: 1, max: 256, help: "KV heads (default 8)" },
-  "head-dim": { kind: "integer", min: 8, max: 256, help: "head dimension (default 128)" },
+  "head-dim": {
+    kind: "integer",
+    min: 8,
+    max: MAX_HEAD_DIM,
+    help: "head dimension of Q and K (default 128)",
+  },
+  "head-dim-v": {
+    kind: "integer",
+    min: 8,
+    max: MAX_HEAD_DIM,
+    help: "head dimension of V (default --head-dim; MLA: 512 beside 576)",
+  },
+  "v-from-k": {
+    kind: "boolean",
+    help: "V is the first --head-dim-v dims of each K row (MLA's latent cache)",
+  },
   "q-len": Q_LEN_FLAG,
   "kv-dtype": {
     kind: "choice",
@@ -146,6 +161,10 @@ export interface BenchReport {
     numHeads: number;
     numKVHeads: number;
     headDim: number;
+    /** V's head dim, where it differs from K's. */
+    headDimV?: number;
+    /** V read from K's rows (MLA's latent cache). */
+    vFromK?: boolean;
     qLen: number;
     kvDtype?: KVDtype;
   };
@@ -212,7 +231,9 @@ export function formatBenchTable(report: BenchReport): string {
     `backend ${report.backend} (${report.reason}); ${report.device}, grid ${report.grid}`,
     ...(report.note ? [`note: ${report.note}`] : []),
     `${report.shape.batch} x context, ${report.shape.numHeads}/${report.shape.numKVHeads} heads, ` +
-    `head dim ${report.shape.headDim}, qLen ${report.shape.qLen}, ${
+    `head dim ${report.shape.headDim}${
+      report.shape.headDimV === undefined ? "" : `/${report.shape.headDimV}`
+    }${report.shape.vFromK ? " (V from K)" : ""}, qLen ${report.shape.qLen}, ${
       report.shape.kvDtype ?? "f16"
     } KV${report.matrixUnits ? ", matrix units" : ""}; median of ${report.runs} kernel timings${
       stream ? ` (ms: each call alone; b2b ms: per call, calls back to back)` : ""
@@ -273,9 +294,21 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
       `Flag --heads must be a multiple of --kv-heads (${numKVHeads}): got ${numHeads}`,
     );
   }
-  if (headDim % 8 !== 0) {
-    throw new UsageError(`Flag --head-dim must be a multiple of 8: got ${headDim}`);
+  const headDimV = flags["head-dim-v"] ?? headDim;
+  const vFromK = flags["v-from-k"] ?? false;
+  for (const [flag, dim] of [["head-dim", headDim], ["head-dim-v", headDimV]] as const) {
+    if (dim % 8 !== 0) throw new UsageError(`Flag --${flag} must be a multiple of 8: got ${dim}`);
   }
+  if (vFromK && headDimV > headDim) {
+    throw new UsageError(
+      `Flag --head-dim-v must be at most --head-dim (${headDim}) with --v-from-k: got ${headDimV}`,
+    );
+  }
+  // V's fields, where they differ from the plain shape's.
+  const dimsV = {
+    ...(headDimV === headDim ? {} : { headDimV }),
+    ...(vFromK ? { vFromK } : {}),
+  };
   const { decoder, reason, spinner } = await openWithSpinner(
     io,
     requested,
@@ -290,7 +323,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
     // silent compile (the cases share them: same head dim, dtype and rows per block).
     for (const context of contexts) {
       const seqLens: number[] = Array(batch).fill(context);
-      await decoder.warmup({ seqLens, numHeads, numKVHeads, headDim, qLen, kvDtype }, {
+      await decoder.warmup({ seqLens, numHeads, numKVHeads, headDim, ...dimsV, qLen, kvDtype }, {
         strategies,
       });
     }
@@ -303,11 +336,14 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
         numHeads,
         numKVHeads,
         headDim,
+        ...dimsV,
         qLen,
         kvDtype,
         seed: context,
       });
-      const kvBytes = 2 * batch * context * numKVHeads * headDim * KV_DTYPE_INFO[kvDtype].bytes;
+      // K's rows, and V's unless it is read from them.
+      const kvBytes = batch * context * numKVHeads * (headDim + (vFromK ? 0 : headDimV)) *
+        KV_DTYPE_INFO[kvDtype].bytes;
       for (const strategy of strategies) {
         // GPUs: calls back to back too (~2 ms per sample); the CPU has no pass to start.
         const timing = await decoder.timeKernels({ ...input, strategy }, {
@@ -335,7 +371,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
       ...(note ? { note } : {}),
       device: decoder.profile.name,
       grid: decoder.profile.grid,
-      shape: { batch, numHeads, numKVHeads, headDim, qLen, kvDtype },
+      shape: { batch, numHeads, numKVHeads, headDim, ...dimsV, qLen, kvDtype },
       matrixUnits: decoder.profile.matrixUnits === true,
       runs,
       rows,

@@ -39,6 +39,10 @@ export interface DemoBatchOptions {
   numKVHeads?: number;
   /** Head dimension (default 128). */
   headDim?: number;
+  /** V's head dimension (default `headDim`; MLA: 512 beside K's 576). */
+  headDimV?: number;
+  /** V is the first `headDimV` dims of each K row (MLA's latent cache): no `v` (default false). */
+  vFromK?: boolean;
   /** Query tokens per sequence (default 1). */
   qLen?: number;
   /**
@@ -61,6 +65,8 @@ export interface DemoBatchOptions {
  * console.log(input.q.length, input.k.length, input.kvDtype); // 128 960 f16
  * const int8 = demoBatch({ seqLens: [10], numHeads: 2, numKVHeads: 1, headDim: 16, kvDtype: "int8" });
  * console.log(int8.k.constructor.name, typeof int8.kScale); // Int8Array number
+ * const mla = demoBatch({ seqLens: [10], numHeads: 16, numKVHeads: 1, headDim: 576, headDimV: 512, vFromK: true });
+ * console.log(mla.k.length, mla.v); // 5760 undefined
  * ```
  */
 export function demoBatch(options: DemoBatchOptions = {}): DecodeInput {
@@ -68,21 +74,35 @@ export function demoBatch(options: DemoBatchOptions = {}): DecodeInput {
   const numHeads = options.numHeads ?? 32;
   const numKVHeads = options.numKVHeads ?? 8;
   const headDim = options.headDim ?? 128;
+  const headDimV = options.headDimV ?? headDim;
+  const vFromK = options.vFromK ?? false;
   const qLen = options.qLen ?? 1;
   const tokens = seqLens.reduce((a, b) => a + b, 0);
   const rand = seededRandom(options.seed ?? 0x1ea4);
   const q = gaussian(seqLens.length * qLen * numHeads * headDim, 1, rand);
   const k = gaussian(tokens * numKVHeads * headDim, 1, rand);
-  const v = gaussian(tokens * numKVHeads * headDim, 1, rand);
+  const v = gaussian(vFromK ? 0 : tokens * numKVHeads * headDimV, 1, rand);
   const kvDtype = options.kvDtype ?? "f16";
-  const base = { q, seqLens, numHeads, numKVHeads, headDim, qLen, kvDtype };
+  const base = {
+    q,
+    seqLens,
+    numHeads,
+    numKVHeads,
+    headDim,
+    ...(headDimV === headDim ? {} : { headDimV }),
+    ...(vFromK ? { vFromK } : {}),
+    qLen,
+    kvDtype,
+  };
   if (!KV_DTYPE_INFO[kvDtype].scaled) {
-    return { ...base, k: encodeKV(k, kvDtype), v: encodeKV(v, kvDtype) };
+    return { ...base, k: encodeKV(k, kvDtype), ...(vFromK ? {} : { v: encodeKV(v, kvDtype) }) };
   }
   // One scale per tensor: the largest of the per-row scales.
   const scale = (x: Float32Array) =>
     dynamicKVScales(x, kvDtype, { headDim }).reduce((a, b) => Math.max(a, b), 0) || 1;
-  const kScale = scale(k), vScale = scale(v);
+  const kScale = scale(k);
+  if (vFromK) return { ...base, k: encodeKV(k, kvDtype, { scale: kScale }), kScale };
+  const vScale = scale(v);
   return {
     ...base,
     k: encodeKV(k, kvDtype, { scale: kScale }),
