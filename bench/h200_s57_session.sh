@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Session 57 on the H200. Results under $OUT or bench/results/h200_session57/MODE:
+#   wide     the matrix kernel's MLA layout at 32 rows per block (`matrixRows: 32`: eight
+#            subgroups, two 16-row blocks sharing each staged tile, 256 threads, one workgroup per
+#            multiprocessor) against its 16-row blocks (four subgroups, two workgroups per
+#            multiprocessor), on the MLA cases of bench/cases.json with V read from K's rows
+#            (`vFromK`) and with V of its own, dense and paged, checked against float64; then
+#            the Dawn tests of the matrix kernel (its 32-row MLA cases among them) and of the MLA
+#            layout.
+set -u
+mode=${1:?usage: bash bench/h200_s57_session.sh wide}
+shift
+out=${OUT:-bench/results/h200_session57/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+latent=(--cases=bench/cases.json --only="mla latent" --skip=bf16)
+own=(--cases=bench/cases.json --only="mla b1 32k|mla b8 32k|mla h16|mla h32" --skip="bf16|latent")
+case $mode in
+wide)
+  rows_bench 170 latent32 '{"matrixMath":true,"matrixRows":32}' --check --paged "${latent[@]}"
+  rows_bench 110 latent16 '{"matrixMath":true}' --check --paged "${latent[@]}"
+  rows_bench 110 own32 '{"matrixMath":true,"matrixRows":32}' --check "${own[@]}"
+  run_backend_tests dawn 170 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts
+  ;;
+esac
+stamp "done"
