@@ -6,7 +6,8 @@
 #            multiprocessor), on the MLA cases of bench/cases.json with V read from K's rows
 #            (`vFromK`) and with V of its own, dense and paged, checked against float64; then
 #            the Dawn tests of the matrix kernel (its 32-row MLA cases among them) and of the MLA
-#            layout.
+#            layout. The 32-row layout was slower on every case and was taken out after this
+#            run (bench/notes.md, session 57): check out commit d9bb64a to run it again.
 set -u
 mode=${1:?usage: bash bench/h200_s57_session.sh wide}
 shift

@@ -33,17 +33,11 @@ const CAPS = {
   workgroupBytes: 49152,
 };
 
-const mlaPlan = (
-  rowsPerGroup: number,
-  matrixUnits: boolean,
-  headDim = 576,
-  headDimV = 512,
-  matrixUnitRows?: number,
-) => ({
+const mlaPlan = (rowsPerGroup: number, matrixUnits: boolean, headDim = 576, headDimV = 512) => ({
   problem: { headDim, headDimV, kvDtype: "f16" as const },
   tiles: tileConfig(
     { headDim, headDimV, rowsPerGroup, kvDtype: "f16" },
-    { matrixBlocks: true, matrixUnits, matrixUnitRows },
+    { matrixBlocks: true, matrixUnits },
   ),
 });
 
@@ -161,62 +155,6 @@ Deno.test("the matrix kernel's MLA layout: 16-token tiles, four parts of K, V lo
   }
 });
 
-Deno.test("the MLA layout's 32-row blocks: eight subgroups, two 16-row blocks sharing a tile", () => {
-  // Asked for (`matrixRows`), blocks of 32 rows at most: 128 heads in 4 blocks, 16 heads in one
-  // of 16 (the default), 64 asked for is 32.
-  for (const [rows, asked, want] of [[128, 32, [32, 4]], [128, 64, [32, 4]], [16, 32, [16, 1]]]) {
-    const t = mlaPlan(rows as number, true, 576, 512, asked as number).tiles;
-    assert.deepEqual([t.rowsPerBlock, t.rowBlocks], want, `${rows} rows, ${asked} asked`);
-  }
-  assert.deepEqual(
-    [mlaPlan(128, true).tiles.rowsPerBlock, mlaPlan(128, false).tiles.rowsPerBlock],
-    [
-      16,
-      64,
-    ],
-  );
-  for (const [paged, vFromK] of [[false, false], [true, false], [false, true], [true, true]]) {
-    const spec = { ...kernelSpec(mlaPlan(128, true, 576, 512, 32), CAPS, {}, paged), vFromK };
-    assert.equal(spec.workgroupSize, 256);
-    const l = matrixLayout(spec);
-    // A thread keeps what it keeps at 16 rows (four subgroups per 16 rows), but fewer staging
-    // loads: the tile's 16 x 72 chunks of K over 256 threads.
-    assert.deepEqual(
-      [l.RB, l.NRB, l.G, l.KP, l.T, l.THREADS, l.CK, l.CKV, l.FW],
-      [32, 2, 4, 4, 16, 256, 5, 4, 64],
-    );
-    // One workgroup per multiprocessor on NVIDIA's driver, within its 56 KB.
-    assert.ok(l.bytes <= 29 * 1024, `${l.bytes} bytes`);
-    const wgsl = matrixKernelWGSL(spec);
-    assert.ok(wgsl.includes("@workgroup_size(256)"));
-    assert.ok(wgsl.includes("var q8 = ") && !wgsl.includes("var q9 = "));
-    assert.ok(wgsl.includes("var o7 = ") && !wgsl.includes("var o8 = "));
-    assert.ok(wgsl.includes("var acc = array<f32, 64>();"));
-    assert.ok(wgsl.includes("var kw4 = ") && !wgsl.includes("var kw5 = "));
-    // The fifth load covers 128 of the 256 threads' chunks (16 x 72 = 1152).
-    assert.ok(wgsl.includes("if (lid + 1024u < 1152u)"));
-    // Two row blocks' scores and weights; the two query rounds, each its row block's matrices.
-    assert.ok(wgsl.includes("var<workgroup> so_wg: array<f32, 2048>;"));
-    assert.ok(wgsl.includes("var<workgroup> p_wg: array<f16, 512>;"));
-    assert.ok(wgsl.includes("if (rb / 1u == 1u) {"));
-    assert.ok(wgsl.includes(`const SLOT: u32 = ${32 * 514}u;`));
-  }
-  // No 32-row layout outside MLA's head dims at 160-256 (the kernel's registers).
-  assert.throws(
-    () =>
-      matrixLayout({
-        headDim: 256,
-        kvDtype: "f16",
-        tileTokens: 64,
-        rowsPerBlock: 32,
-        workgroupSize: 128,
-        tiled: true,
-        matrix: true,
-      }),
-    RangeError,
-  );
-});
-
 Deno.test("plans cut for the MLA layout's 16-row blocks execute on the CPU as the reference", () => {
   // 32 heads x qLen 2 over one latent KV head: four 16-row blocks, each its own segment, their
   // pieces split and merged by the lean schedule over a small grid (the tiles and partial states
@@ -296,20 +234,8 @@ gpuTest(
       // K row, read from K's staged rows (no V loads or stores: the paged kernel has every change
       // of the dense one, so CI compiles only it; the H200 runs both at MLA's dims).
       await assertPagesHalfGrade(device, "HND pages of 16, vFromK", latent(input), pages, () => {});
-      // A 32-row block (16 heads x qLen 2, asked for with `matrixRows`): eight subgroups, two
-      // row blocks sharing each staged tile, V read from K's rows.
-      const wide = await b.open({ device, grid: 3, kernel: { matrixMath: true, matrixRows: 32 } });
-      try {
-        const input = latent(makeInput({ ...MLA_SMALL, numHeads: 16, seed: 76, qAmplitude: 2 }));
-        const plan = wide.plan(input);
-        assert.ok(plan.tiles.matrixUnits === true && plan.tiles.rowsPerBlock === 32);
-        assertHalfGrade("32-row blocks, vFromK", input, await wide.decode(input));
-      } finally {
-        await wide.dispose();
-      }
-      // The four matrix kernels (dense and paged, paged with V in K's rows, the 32-row dense
-      // one with V in K's rows), emulated.
-      assert.equal(emulated, 4);
+      // The three matrix kernels (dense and paged, and paged with V in K's rows), emulated.
+      assert.equal(emulated, 3);
     } finally {
       await decoder.dispose();
       raw.destroy();

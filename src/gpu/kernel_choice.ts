@@ -26,13 +26,7 @@ import type { Plan } from "../plan/plan.ts";
 import { variantFlags } from "../core/variant_options.ts";
 import { TILED_THREADS, tiledWorkgroupBytes } from "../kernels/tiled_layout.ts";
 import { matrixBlocksFit, matrixUnitsFit } from "../plan/tiles.ts";
-import {
-  MATRIX_MAX_HEAD_DIM,
-  MATRIX_MLA_MAX_DIM,
-  MATRIX_MLA_MAX_DIM_V,
-  matrixLayout,
-  matrixThreads,
-} from "../kernels/matrix_layout.ts";
+import { MATRIX_MAX_HEAD_DIM, MATRIX_THREADS, matrixLayout } from "../kernels/matrix_layout.ts";
 
 import type { KernelTuning } from "./kernel_tuning.ts";
 
@@ -311,23 +305,20 @@ export function matrixUnitsOn(caps: KernelCaps): boolean {
 }
 
 /**
- * Workgroup memory of the matrix kernel's largest layout (the MLA layout's 32-row blocks, paged
- * with V rows of their own: about 28 KiB; head dim 128 at 16 rows about 23 KiB), paged with
- * per-token scales where the layout takes 8-bit K/V (its tiles' token addresses and rows).
+ * Workgroup memory of the matrix kernel's largest layout (head dim 128 at 16 rows since session
+ * 50; head dim 256 takes blocks of 16 rows alone), paged with per-token scales (its tiles' token
+ * addresses and rows).
  */
 const MATRIX_LARGEST_BYTES = Math.max(
-  ...[[128, 16], [128, 32], [128, 64], [MATRIX_MAX_HEAD_DIM, 16], [MATRIX_MLA_MAX_DIM, 32]].map((
-    [headDim, rowsPerBlock],
-  ) =>
+  ...[[128, 16], [128, 32], [128, 64], [MATRIX_MAX_HEAD_DIM, 16]].map(([headDim, rowsPerBlock]) =>
     matrixLayout({
       headDim,
-      ...(headDim > MATRIX_MAX_HEAD_DIM
-        ? { headDimV: MATRIX_MLA_MAX_DIM_V, kvDtype: "f16" as const }
-        : { kvDtype: "int8" as const, kvScales: "token" as const }),
+      kvDtype: "int8",
+      kvScales: "token",
       paged: true,
       tileTokens: 64,
       rowsPerBlock,
-      workgroupSize: matrixThreads(headDim, rowsPerBlock),
+      workgroupSize: MATRIX_THREADS,
       tiled: true,
       matrix: true,
     }).bytes
@@ -336,11 +327,7 @@ const MATRIX_LARGEST_BYTES = Math.max(
 
 /** The matrix kernel's spec for a plan of matrix-unit blocks (`TileOptions.matrixUnits`). */
 function matrixSpec(plan: Parameters<typeof kernelSpec>[0], paged: boolean): KernelSpec {
-  return {
-    ...blockSpec(plan, paged),
-    workgroupSize: matrixThreads(plan.problem.headDim, plan.tiles.rowsPerBlock),
-    matrix: true,
-  };
+  return { ...blockSpec(plan, paged), workgroupSize: MATRIX_THREADS, matrix: true };
 }
 
 /** The kernel spec's variant field: the flags that are on, none for the plain variant. */

@@ -182,9 +182,7 @@ export interface KernelTuning {
    * Most query rows of the matrix kernel's blocks: 16, 32 or 64 (default 64). Each block takes a
    * workgroup of four subgroups, whose staged tile of K and V its rows share; smaller blocks make
    * more workgroups (on the H200, 32 rows helped batch-1 MQA and qLen 8, and slowed MQA b8).
-   * Head dims 160-256 take blocks of 16 rows whatever this asks; MLA's (K rows above 256 dims)
-   * 16 or 32 (default 16; 32 rows take a workgroup of eight subgroups, two 16-row blocks
-   * sharing each staged tile).
+   * Head dims above 128 take blocks of 16 rows whatever this asks.
    */
   matrixRows?: number;
 }

@@ -85,14 +85,12 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
       const tiled = tuning.tiled !== false &&
         tiledFitsDevice(device.limits.maxComputeWorkgroupStorageSize);
       if (tiled) classes.push({ headDim: 576, headDimV: 512, rows: 64 });
-      // The matrix kernel's blocks, where it runs (head dims 160-256: blocks of 16 rows alone;
-      // MLA's of 16 and 32 rows).
+      // The matrix kernel's blocks, where it runs (head dims above 128: blocks of 16 rows alone).
       if (matrixUnits) {
         classes.push(
           ...[16, 32, 64].map((rows) => ({ headDim: 128, rows, matrix: true })),
           { headDim: MATRIX_MAX_HEAD_DIM, rows: 16, matrix: true },
           { headDim: 576, headDimV: 512, rows: 16, matrix: true },
-          { headDim: 576, headDimV: 512, rows: 32, matrix: true },
         );
       }
       for (const [i, { headDim, rows, headDimV, matrix }] of classes.entries()) {
@@ -112,13 +110,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
             calibrationPool,
             pipelines,
             false,
-            // (A matrix class's rows are its block's, whatever `matrixRows` asks.)
-            {
-              ...tileOptions,
-              matrixBlocks: tiled,
-              matrixUnits: matrixClass,
-              ...(matrixClass ? { matrixUnitRows: rows } : {}),
-            },
+            { ...tileOptions, matrixBlocks: tiled, matrixUnits: matrixClass },
             (plan) => kernelSpec(plan, caps, tuning),
             rows,
             headDim,

@@ -17,32 +17,8 @@ import type { KernelSpec } from "./kernel_spec.ts";
  */
 export const MATRIX_KV_DTYPES: readonly KVDtype[] = ["f16", "int8", "fp8e4m3", "fp8e5m2"];
 
-/**
- * Threads of a matrix workgroup: four subgroups of 32 lanes (NVIDIA's, which it needs), but
- * eight for the MLA layout's blocks of 32 rows ({@linkcode matrixThreads}).
- */
+/** Threads of every matrix workgroup: four subgroups of 32 lanes (NVIDIA's, which it needs). */
 export const MATRIX_THREADS = 128;
-
-/**
- * The largest block of the MLA layout: 32 rows, two 16-row blocks of four subgroups each sharing
- * one staged tile (256 threads), so each staged K row serves twice the rows. A thread keeps what
- * it keeps at 16 rows; a block of 64 rows would need 512 threads of at most 128 registers.
- */
-export const MATRIX_MLA_MAX_ROWS = 32;
-
-/**
- * Threads of a matrix workgroup of `rowsPerBlock` rows at K head dim `headDim`: 128, but 256
- * for the MLA layout's 32-row blocks (four subgroups per 16 rows at every MLA block size).
- *
- * @example
- * ```ts
- * import { matrixThreads } from "./matrix_layout.ts";
- * console.log(matrixThreads(128, 64), matrixThreads(576, 16), matrixThreads(576, 32)); // 128 128 256
- * ```
- */
-export function matrixThreads(headDim: number, rowsPerBlock: number): number {
-  return headDim > MATRIX_MAX_HEAD_DIM ? 32 * 4 * (rowsPerBlock / 16) : MATRIX_THREADS;
-}
 
 /**
  * The largest head dim of blocks of 32 and 64 rows. Above it (multiples of 32 up to
@@ -93,8 +69,7 @@ export interface MatrixLayout {
   /** Blocks of 16 rows (`RB / 16`), each the rows of `G` subgroups. */
   readonly NRB: number;
   /**
-   * Subgroups per 16-row block (4, 2, 1 at 16, 32, 64 rows; 4 in the MLA layout at 16 and 32
-   * rows): they share its tile, each scoring
+   * Subgroups per 16-row block (4, 2, 1 at 16, 32, 64 rows): they share its tile, each scoring
    * every `G`th 16-token block (or, where a tile has fewer blocks than `G`, a part of one: `KP`)
    * and taking every `G`th 16-dim block of `P V`.
    */
@@ -107,7 +82,7 @@ export interface MatrixLayout {
    * the parts' scores.
    */
   readonly KP: number;
-  /** Threads per workgroup (128: four subgroups; 256 for the MLA layout's 32 rows). */
+  /** Threads per workgroup (128: four subgroups). */
   readonly THREADS: number;
   /** V's head dim (the output's): K's but in the MLA layout. */
   readonly DV: number;
@@ -181,20 +156,18 @@ export function matrixLayout(spec: KernelSpec): MatrixLayout {
   const D = spec.headDim;
   const DV = spec.headDimV ?? D;
   const NRB = RB / 16;
-  const mla = D > MATRIX_MAX_HEAD_DIM;
-  // (MLA: four subgroups per 16 rows, at 16 and 32 rows.)
-  const G = mla ? 4 : 4 / NRB;
-  const THREADS = matrixThreads(D, RB);
+  const G = 4 / NRB;
+  const THREADS = MATRIX_THREADS;
   if (
     ![16, 32, 64].includes(RB) || !matrixHeadDimsFit(D, DV, spec.kvDtype) ||
-    (D > MATRIX_WIDE_DIM && RB !== 16 && !(mla && RB <= MATRIX_MLA_MAX_ROWS)) ||
-    spec.workgroupSize !== THREADS
+    (D > MATRIX_WIDE_DIM && RB !== 16) || spec.workgroupSize !== THREADS
   ) {
     throw new RangeError(
       `matrix kernel: no layout for ${RB} rows, head dims ${D}/${spec.headDimV ?? D}, ` +
         `${spec.kvDtype}, ${spec.workgroupSize} threads`,
     );
   }
+  const mla = D > MATRIX_MAX_HEAD_DIM;
   const T = mla ? 16 : NRB === 1 && D <= MATRIX_WIDE_DIM ? 64 : 32;
   const KP = Math.max(1, G / (T / 16));
   const KS = Math.max(D, DV) + 8;

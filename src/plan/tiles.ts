@@ -7,12 +7,7 @@
  */
 
 import type { KVDtype } from "../core/problem.ts";
-import {
-  MATRIX_MAX_HEAD_DIM,
-  MATRIX_MLA_MAX_ROWS,
-  MATRIX_WIDE_DIM,
-  matrixHeadDimsFit,
-} from "../kernels/matrix_layout.ts";
+import { MATRIX_WIDE_DIM, matrixHeadDimsFit } from "../kernels/matrix_layout.ts";
 
 /**
  * Tile and workgroup geometry shared by the planner and the kernels.
@@ -78,10 +73,7 @@ export interface TileOptions {
    * the kernel's features; default false.
    */
   matrixUnits?: boolean;
-  /**
-   * Most query rows of a matrix-unit block (16, 32 or 64; default 64; head dims 160-256 take 16
-   * whatever it asks, MLA's at most 32, default 16).
-   */
+  /** Most query rows of a matrix-unit block (16, 32 or 64; default 64). */
   matrixUnitRows?: number;
 }
 
@@ -101,12 +93,6 @@ const WIDE_ROWS_PER_BLOCK = 4;
 
 /** Most query rows of a matrix block (see `TileOptions.matrixBlocks`). */
 const MATRIX_ROWS_PER_BLOCK = 64;
-
-/**
- * Rows of the matrix kernel's MLA blocks unless `matrixUnitRows` asks (16 or 32:
- * `MATRIX_MLA_MAX_ROWS`).
- */
-const MATRIX_MLA_ROWS = 16;
 
 /**
  * Whether head dims suit the tiled kernel's matrix blocks: K rows above 256 dims in steps of
@@ -179,15 +165,9 @@ export function tileConfig(
   ) {
     // Balanced blocks of at most 64 rows, each a power of two (16, 32 or 64: the kernel's
     // layouts); a block's rows past the group's are masked.
-    // (Head dims above MATRIX_WIDE_DIM have blocks of 16 rows only: the kernel's registers;
-    // MLA's of up to 32, two 16-row blocks of four subgroups sharing a staged tile.)
+    // (Head dims above MATRIX_WIDE_DIM have blocks of 16 rows only: the kernel's registers.)
     const most = !matrixUnits
       ? MATRIX_ROWS_PER_BLOCK
-      : problem.headDim > MATRIX_MAX_HEAD_DIM
-      ? Math.min(
-        MATRIX_MLA_MAX_ROWS,
-        powerOfTwo("matrixUnitRows", options.matrixUnitRows ?? MATRIX_MLA_ROWS, 16, 64),
-      )
       : problem.headDim > MATRIX_WIDE_DIM
       ? Math.min(16, powerOfTwo("matrixUnitRows", options.matrixUnitRows ?? 16, 16, 64))
       : powerOfTwo("matrixUnitRows", options.matrixUnitRows ?? MATRIX_ROWS_PER_BLOCK, 16, 64);
