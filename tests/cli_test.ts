@@ -5,8 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { createPlan, type Plan } from "../mod.ts";
-import { DIRECT, PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan.ts";
+import { createDecoder, createPlan, type Plan } from "../mod.ts";
+import { describePlan, DIRECT, PIECE, PIECE_STRIDE, REDUCE_STRIDE } from "../plan.ts";
 import {
   captureIO,
   formatBenchTable,
@@ -300,6 +300,38 @@ Deno.test("runCli plan writes the picture and prints the plan", async () => {
     assert.equal(svg, planSvg(plan));
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runCli plan takes MLA's head dims, and plans as the chosen backend would", async () => {
+  // With --grid: the library's plan of the shape (K rows of 576, V rows of 512).
+  const mla = ["--seq-lens=900,40", "--heads=16", "--kv-heads=1", "--head-dim=576"];
+  let io = captureIO();
+  assert.equal(await runCli(["plan", ...mla, "--head-dim-v=512", "--grid=6"], io), 0, io.stderr);
+  const shape = {
+    seqLens: [900, 40],
+    numHeads: 16,
+    numKVHeads: 1,
+    headDim: 576,
+    headDimV: 512,
+  };
+  const want = createPlan(shape, { grid: 6 });
+  assert.equal(io.stdout, `${describePlan(want)}\n  grid 6 from --grid\n`);
+  // V's head dim is part of the shape: above K's it is refused as the library refuses it.
+  io = captureIO();
+  assert.equal(await runCli(["plan", ...mla, "--head-dim-v=600", "--grid=6"], io), 2);
+  assert.ok(
+    io.stderr.startsWith('error: Flag --head-dim-v must be an integer from 8 to 576: got "600"'),
+  );
+  // Without --grid: the backend's own plan (its blocks and its grid), here the CPU's.
+  io = captureIO();
+  assert.equal(await runCli(["plan", ...mla, "--head-dim-v=512", "--backend=cpu"], io), 0);
+  const decoder = await createDecoder({ backend: "cpu" });
+  try {
+    const own = decoder.plan(shape);
+    assert.ok(io.stdout.startsWith(`${describePlan(own)}\n  grid ${own.grid} from cpu device`));
+  } finally {
+    await decoder.dispose();
   }
 });
 

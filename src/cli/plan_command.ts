@@ -9,7 +9,7 @@
 
 import type { BackendName } from "../plan/backend.ts";
 import { createPlan, describePlan, type Plan } from "../plan/plan.ts";
-import type { Strategy } from "../core/problem.ts";
+import { type DecodeShape, MAX_HEAD_DIM, type Strategy } from "../core/problem.ts";
 import { formatUsage, parseFlags, UsageError } from "./args.ts";
 import { openBestDecoder } from "./backend_choice.ts";
 import { DEMO_SEQ_LENS } from "./demo_batch.ts";
@@ -36,7 +36,18 @@ export const PLAN_FLAGS = {
   },
   heads: { kind: "integer", min: 1, max: 256, help: "query heads (default 32)" },
   "kv-heads": { kind: "integer", min: 1, max: 256, help: "KV heads (default 8)" },
-  "head-dim": { kind: "integer", min: 8, max: 256, help: "head dimension (default 128)" },
+  "head-dim": {
+    kind: "integer",
+    min: 8,
+    max: MAX_HEAD_DIM,
+    help: "head dimension of Q and K (default 128; MLA: 576)",
+  },
+  "head-dim-v": {
+    kind: "integer",
+    min: 8,
+    max: MAX_HEAD_DIM,
+    help: "head dimension of V (default --head-dim; MLA: 512)",
+  },
   "q-len": { kind: "integer", min: 1, max: 16, help: "query tokens per sequence (default 1)" },
   strategy: {
     kind: "choice",
@@ -94,16 +105,25 @@ export const PLAN_USAGE: string = formatUsage(
  * console.log(plan.strategy, plan.grid, plan.numSegments); // lean 24 4
  * ```
  */
-export function planFromFlags(
-  flags: {
-    "seq-lens"?: number[];
-    heads?: number;
-    "kv-heads"?: number;
-    "head-dim"?: number;
-    "q-len"?: number;
-    strategy?: string;
-  },
-  grid: number,
+export function planFromFlags(flags: PlanShapeFlags, grid: number): Plan {
+  return planOrUsage(flags, (shape, strategy) => createPlan(shape, { strategy, grid }));
+}
+
+/** The shape flags of `plan`. */
+export interface PlanShapeFlags {
+  "seq-lens"?: number[];
+  heads?: number;
+  "kv-heads"?: number;
+  "head-dim"?: number;
+  "head-dim-v"?: number;
+  "q-len"?: number;
+  strategy?: string;
+}
+
+/** The flags' shape planned by `planner`, its range and type errors turned into usage errors. */
+function planOrUsage(
+  flags: PlanShapeFlags,
+  planner: (shape: DecodeShape, strategy: Strategy) => Plan,
 ): Plan {
   if (flags.strategy === "all") {
     throw new UsageError(`Flag --strategy=all names several plans: plan them one by one`);
@@ -113,10 +133,11 @@ export function planFromFlags(
     numHeads: flags.heads ?? 32,
     numKVHeads: flags["kv-heads"] ?? 8,
     headDim: flags["head-dim"] ?? 128,
+    ...(flags["head-dim-v"] === undefined ? {} : { headDimV: flags["head-dim-v"] }),
     qLen: flags["q-len"] ?? 1,
   };
   try {
-    return createPlan(shape, { strategy: (flags.strategy ?? "lean") as Strategy, grid });
+    return planner(shape, (flags.strategy ?? "lean") as Strategy);
   } catch (error) {
     if (error instanceof RangeError || error instanceof TypeError) {
       throw new UsageError(`Flags describe an invalid batch: ${error.message}`);
@@ -154,9 +175,9 @@ export async function planCommand(argv: readonly string[], io: CliIO): Promise<n
     : [(flags.strategy ?? "lean") as Strategy];
   const planAll = (g: number) =>
     strategies.map((strategy) => planFromFlags({ ...flags, strategy }, g));
-  let grid = flags.grid;
+  let plans: Plan[];
   let gridSource = "--grid";
-  if (grid === undefined) {
+  if (flags.grid === undefined) {
     // Check the shape before opening a GPU.
     planAll(1);
     const backend = (flags.backend ?? "auto") as "auto" | BackendName;
@@ -167,15 +188,23 @@ export async function planCommand(argv: readonly string[], io: CliIO): Promise<n
         backend,
         onProgress: (p) => spinner.update(p.message),
       });
-      grid = decoder.profile.grid;
-      gridSource = `${decoder.backend} device ${decoder.profile.name}, ${decoder.profile.source}`;
-      await decoder.dispose();
+      try {
+        // The device's own plans: its blocks (a GPU's tiled or matrix blocks for many rows over
+        // long head dims) and its grid for their class.
+        plans = strategies.map((strategy) =>
+          planOrUsage({ ...flags, strategy }, (shape, s) => decoder.plan(shape, { strategy: s }))
+        );
+        gridSource = `${decoder.backend} device ${decoder.profile.name}, ${decoder.profile.source}`;
+      } finally {
+        await decoder.dispose();
+      }
     } finally {
       spinner.stop();
     }
+  } else {
+    plans = planAll(flags.grid);
   }
-  const plans = planAll(grid);
-  const lines = [...plans.map(describePlan), `  grid ${grid} from ${gridSource}`];
+  const lines = [...plans.map(describePlan), `  grid ${plans[0].grid} from ${gridSource}`];
   if (flags.out !== undefined) {
     const svg = plans.length === 1
       ? planSvg(plans[0], { width: flags.width })
