@@ -301,6 +301,9 @@ export async function createDecoder(options: DecoderOptions = {}): Promise<Decod
     ...(options.kernel?.matrixRows === undefined
       ? {}
       : { matrixUnitRows: options.kernel.matrixRows }),
+    ...(options.kernel?.matrixMinRows === undefined
+      ? {}
+      : { matrixUnitMinRows: options.kernel.matrixMinRows }),
   };
   // Reject bad tile and plan options now rather than on the first decode.
   tileConfig({ headDim: 8, rowsPerGroup: 1, kvDtype: "f32" }, tileOptions);

@@ -66,9 +66,16 @@ gpuTest(
       ["16 rows, scores rising", hooks(risingKeysInput(ROWS16, 300, 53), 1e6, 1e4, 0)],
       // Narrow: window edges in every piece, capped logits, ALiBi.
       ["every variant", hooks(ragged(54), 40, 20, 1)],
+      // GQA's 4 rows at qLen 1 (`matrixMinRows: 4`): one block of 16, rows 4-15 masked (the same
+      // kernel: a block's rows are a uniform).
+      ["4 rows in a block of 16", hooks(makeInput({ ...ROWS16, qLen: 1, seed: 57 }), 1e6, 1e4, 0)],
     ];
     // A small grid: workgroups take several pieces, across sequences, some of them partial.
-    const decoder = await b.open({ device, grid: 2, kernel: { matrixMath: true } });
+    const decoder = await b.open({
+      device,
+      grid: 2,
+      kernel: { matrixMath: true, matrixMinRows: 4 },
+    });
     try {
       assert.equal(decoder.profile.matrixUnits, true, "the matrix kernel's device");
       for (const [what, input] of cases) {

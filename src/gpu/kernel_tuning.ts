@@ -185,4 +185,10 @@ export interface KernelTuning {
    * Head dims above 128 take blocks of 16 rows whatever this asks.
    */
   matrixRows?: number;
+  /**
+   * Fewest query rows of a KV group that take the matrix kernel with `matrixMath` (1 to 16,
+   * default 16): a group of fewer rows takes one block of 16, its other rows masked (GQA's groups
+   * of 4-8 rows at qLen 1).
+   */
+  matrixMinRows?: number;
 }

@@ -75,6 +75,11 @@ export interface TileOptions {
   matrixUnits?: boolean;
   /** Most query rows of a matrix-unit block (16, 32 or 64; default 64). */
   matrixUnitRows?: number;
+  /**
+   * Fewest query rows of a KV group that take matrix-unit blocks with `matrixUnits` (1 to 16,
+   * default 16): a group of fewer rows than 16 takes one block of 16, its other rows masked.
+   */
+  matrixUnitMinRows?: number;
 }
 
 /**
@@ -127,6 +132,16 @@ export function matrixUnitsFit(headDim: number, headDimV: number, kvDtype: KVDty
   return matrixHeadDimsFit(headDim, headDimV, kvDtype);
 }
 
+function integerIn(name: string, value: number, lo: number, hi: number): number {
+  if (typeof value !== "number") {
+    throw new TypeError(`${name} must be a number: got ${typeof value}`);
+  }
+  if (!Number.isInteger(value) || value < lo || value > hi) {
+    throw new RangeError(`${name} must be an integer from ${lo} to ${hi}: got ${value}`);
+  }
+  return value;
+}
+
 function powerOfTwo(name: string, value: number, lo: number, hi: number): number {
   if (typeof value !== "number") {
     throw new TypeError(`${name} must be a number: got ${typeof value}`);
@@ -158,10 +173,13 @@ export function tileConfig(
   const headDimV = problem.headDimV ?? problem.headDim;
   const matrixUnits = options.matrixUnits === true &&
     matrixUnitsFit(problem.headDim, headDimV, problem.kvDtype);
+  const minUnitRows = options.matrixUnitMinRows === undefined
+    ? 16
+    : integerIn("matrixUnitMinRows", options.matrixUnitMinRows, 1, 16);
   if (
     problem.rowsPerGroup >= 16 &&
-    (options.matrixBlocks && matrixBlocksFit(problem.headDim, headDimV, problem.kvDtype) ||
-      matrixUnits)
+      options.matrixBlocks && matrixBlocksFit(problem.headDim, headDimV, problem.kvDtype) ||
+    matrixUnits && problem.rowsPerGroup >= minUnitRows
   ) {
     // Balanced blocks of at most 64 rows, each a power of two (16, 32 or 64: the kernel's
     // layouts); a block's rows past the group's are masked.

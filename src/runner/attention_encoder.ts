@@ -147,6 +147,7 @@ export class AttentionEncoder {
       // offered.
       matrixUnits: options.kernel?.matrixMath === true && matrixUnitsOn(ctx.caps),
       matrixUnitRows: options.kernel?.matrixRows,
+      matrixUnitMinRows: options.kernel?.matrixMinRows,
     };
     this.#strategy = options.strategy;
     this.#batchInvariant = options.batchInvariant ?? false;
