@@ -13,8 +13,12 @@
 #            matrix kernel taking groups of 4 or more rows in 16-row blocks (`matrixMath`,
 #            `matrixMinRows: 4`), dense, checked against float64; then PyTorch's flash SDPA and
 #            the Triton decode anchor on the same cases.
+#   r8       the Dawn tests of the matrix kernel (GQA's groups of 8 rows in one 16-row block by
+#            default, 4 where asked), then a sweep of the f32 kernels' 8-row class (r8 d128: lanes,
+#            unroll, row sets) through Deno's WebGPU on the 8- and 12-row cases of
+#            bench/cases_groups.json, at grid 264 (the class's calibrated grid), checked.
 set -u
-mode=${1:?usage: bash bench/h200_s57_session.sh wide|groups}
+mode=${1:?usage: bash bench/h200_s57_session.sh wide|groups|r8}
 shift
 out=${OUT:-bench/results/h200_session57/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -39,6 +43,23 @@ groups)
   timeout 80 python3 bench/anchors/triton_decode.py bench/cases_groups.json "$out/triton.json" \
     >"$out/triton.txt" 2>&1
   stamp "triton exit $?"
+  ;;
+r8)
+  run_backend_tests dawn 150 tests_dawn.txt tests/matrix_kernel_test.ts
+  configs=(
+    'table={}'
+    'L16U4rs1={"lanes":16,"unroll":4,"prefetch":true,"rowSets":1,"rowScatter":true}'
+    'L16U4rs2={"lanes":16,"unroll":4,"prefetch":true,"rowSets":2,"rowScatter":true}'
+    'L8U2rs2={"lanes":8,"unroll":2,"prefetch":true,"rowSets":2,"rowScatter":true}'
+    'L8U4rs4={"lanes":8,"unroll":4,"prefetch":true,"rowSets":4,"rowScatter":true}'
+    'L8U8rs2split={"lanes":8,"unroll":8,"prefetch":"split","rowSets":2,"tokenRuns":true,"rowScatter":true}'
+  )
+  for entry in "${configs[@]}"; do
+    name=${entry%%=*}
+    run_deno 75 "r8_$name.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --grid=264 \
+      --cases=bench/cases_groups.json --only="gqa64/8 32k|gqa64/8 128k|gqa96/8" --check \
+      --kernel="${entry#*=}" --out="$out/r8_$name.json"
+  done
   ;;
 esac
 stamp "done"

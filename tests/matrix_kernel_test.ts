@@ -237,6 +237,7 @@ async function matrixMatchesReference(b: BackendUnderTest): Promise<void> {
     await runnerPagesMatch(b.name, MATRIX_SHAPES[0], 64);
     await runnerPagesMatch(b.name, MATRIX_SHAPES[8], 16);
     await runnerPagesMatch(b.name, MATRIX_SHAPES[7], 16, true);
+    await fewRowsMatch(b);
   } finally {
     await matrix.dispose();
     await plain.dispose();
@@ -313,6 +314,51 @@ async function runnerPagesMatch(
   } finally {
     device.destroy();
   }
+}
+
+/** GQA's 8 rows at qLen 1 (a 64/8 group): one 16-row block, rows 8-15 masked. */
+const GQA8: CaseSpec = {
+  seqLens: [700, 33, 0, 260],
+  numHeads: 16,
+  numKVHeads: 2,
+  headDim: 128,
+  kvDtype: "f16",
+  seed: 94,
+};
+
+/**
+ * KV groups of fewer than 16 rows in one 16-row block (`matrixMinRows`, default 7 over f16):
+ * GQA's 8 rows by default, 4 rows where asked, every strategy, and over a runner's pages.
+ */
+async function fewRowsMatch(b: BackendUnderTest): Promise<void> {
+  const four = await b.open({ kernel: { matrixMath: true, matrixMinRows: 4 } });
+  const matrix = await b.open({ kernel: { matrixMath: true } });
+  try {
+    const cases: [string, DecodeInput, typeof matrix][] = [
+      ...STRATEGIES_UNDER_TEST.map((strategy): [string, DecodeInput, typeof matrix] => [
+        `8 rows ${strategy}`,
+        { ...makeInput({ ...GQA8, qAmplitude: 2 }), strategy },
+        matrix,
+      ]),
+      ["8 rows, scores rising", risingKeysInput(GQA8, 700, 95), matrix],
+      ["4 rows (matrixMinRows 4)", makeInput({ ...GQA8, numHeads: 8, seed: 96 }), four],
+    ];
+    for (const [what, input, decoder] of cases) {
+      const tiles = decoder.plan(input).tiles;
+      assert.ok(tiles.matrixUnits === true && tiles.rowsPerBlock === 16, what);
+      const e = errors(input, await decoder.decode(input));
+      assert.ok(e.out < HALF_TOLERANCE, `out ${what}: relative L2 error ${e.out}`);
+      const lseScale = what.includes("rising") ? e.lseSize / 4 : 1;
+      assert.ok(e.lse < HALF_TOLERANCE * lseScale, `lse ${what}: max abs error ${e.lse}`);
+    }
+    // 6 rows stay on the default kernels unless asked.
+    const six = makeInput({ ...GQA8, numHeads: 12, seed: 97 });
+    assert.equal(matrix.plan(six).tiles.matrixUnits, undefined);
+  } finally {
+    await four.dispose();
+    await matrix.dispose();
+  }
+  await runnerPagesMatch(b.name, GQA8, 16);
 }
 
 gpuTest(

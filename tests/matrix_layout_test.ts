@@ -48,8 +48,32 @@ Deno.test("matrix units: blocks of 16-64 rows over f16 K/V of head dims 16-128, 
     ),
     [16, 16],
   );
-  // Fewer rows, the option off, other head dims or dtypes: the decode kernel's blocks.
-  assert.deepEqual(blocks(8), [8, 1]);
+  // Groups of 7-15 rows over f16 K/V: one block of 16 (its other rows masked); fewer rows, or
+  // 8-bit K/V below 16 rows, unless `matrixUnitMinRows` asks.
+  assert.deepEqual(blocks(8), [16, 1]);
+  assert.deepEqual(blocks(7), [16, 1]);
+  assert.deepEqual(blocks(12, 256), [16, 1]);
+  assert.deepEqual(blocks(6), [6, 1]);
+  assert.deepEqual(blocks(4), [4, 1]);
+  assert.deepEqual(blocks(8, 128, true, "int8"), [8, 1]);
+  assert.deepEqual(blocks(16, 128, true, "int8"), [16, 1]);
+  const min = (rowsPerGroup: number, matrixUnitMinRows: number, kvDtype = "f16") =>
+    tileConfig({ headDim: 128, rowsPerGroup, kvDtype: kvDtype as "f16" }, {
+      matrixUnits: true,
+      matrixUnitMinRows,
+    }).rowsPerBlock;
+  assert.deepEqual([min(4, 4), min(3, 4), min(8, 16), min(1, 1), min(8, 8, "int8")], [
+    16,
+    3,
+    8,
+    16,
+    16,
+  ]);
+  for (const bad of [0, 17, 2.5]) {
+    assert.throws(() => min(8, bad), RangeError, `matrixUnitMinRows ${bad}`);
+  }
+  assert.throws(() => min(8, "8" as unknown as number), TypeError);
+  // The option off, other head dims or dtypes: the decode kernel's blocks.
   assert.deepEqual(blocks(128, 128, false), [8, 16]);
   assert.deepEqual(blocks(128, 256, false), [4, 32]);
   assert.deepEqual(blocks(128, 128, true, "bf16"), [8, 16]);
@@ -346,6 +370,11 @@ Deno.test("matrixRows caps the matrix kernel's blocks, and a bad value is a Rang
   await assert.rejects(
     createDecoder({ backend: "cpu", kernel: { matrixRows: 24 } }),
     (e: unknown) => e instanceof RangeError && e.message.includes("24"),
+  );
+  await assert.rejects(
+    createDecoder({ backend: "cpu", kernel: { matrixMinRows: 17 } }),
+    (e: unknown) =>
+      e instanceof RangeError && e.message.includes("MinRows") && e.message.includes("17"),
   );
 });
 

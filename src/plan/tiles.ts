@@ -76,8 +76,11 @@ export interface TileOptions {
   /** Most query rows of a matrix-unit block (16, 32 or 64; default 64). */
   matrixUnitRows?: number;
   /**
-   * Fewest query rows of a KV group that take matrix-unit blocks with `matrixUnits` (1 to 16,
-   * default 16): a group of fewer rows than 16 takes one block of 16, its other rows masked.
+   * Fewest query rows of a KV group that take matrix-unit blocks with `matrixUnits` (1 to 16;
+   * default 7 over f16 K/V, 16 over 8-bit): a group of fewer rows than 16 takes one block of 16,
+   * its other rows masked. (On the H200 the matrix kernel's time over f16 K/V does not change
+   * with a block's rows, where the f32 kernels' grows with them: it takes 1.17x of their time at
+   * 4 rows, the same at 5, 0.70-0.81x at 7 and 8, 0.52x at 12; session 57, bench/notes.md.)
    */
   matrixUnitMinRows?: number;
 }
@@ -95,6 +98,9 @@ const MAX_ROWS_PER_BLOCK = 8;
  */
 const WIDE_BLOCK_FLOATS = 2048;
 const WIDE_ROWS_PER_BLOCK = 4;
+
+/** Fewest rows of a KV group over f16 K/V that take matrix-unit blocks by default. */
+const MATRIX_MIN_ROWS_F16 = 7;
 
 /** Most query rows of a matrix block (see `TileOptions.matrixBlocks`). */
 const MATRIX_ROWS_PER_BLOCK = 64;
@@ -174,7 +180,7 @@ export function tileConfig(
   const matrixUnits = options.matrixUnits === true &&
     matrixUnitsFit(problem.headDim, headDimV, problem.kvDtype);
   const minUnitRows = options.matrixUnitMinRows === undefined
-    ? 16
+    ? (problem.kvDtype === "f16" ? MATRIX_MIN_ROWS_F16 : 16)
     : integerIn("matrixUnitMinRows", options.matrixUnitMinRows, 1, 16);
   if (
     problem.rowsPerGroup >= 16 &&
