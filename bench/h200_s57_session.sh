@@ -17,8 +17,12 @@
 #            default, 4 where asked), then a sweep of the f32 kernels' 8-row class (r8 d128: lanes,
 #            unroll, row sets) through Deno's WebGPU on the 8- and 12-row cases of
 #            bench/cases_groups.json, at grid 264 (the class's calibrated grid), checked.
+#   final    the 7-16-row cases of bench/cases_groups.json through Dawn: the matrix kernel by
+#            default under `matrixMath` (groups of 7 or more rows over f16), dense and paged, and the
+#            f32 kernels' paged twins, checked; packed f16 (`halfMath`) on the 8- and 12-row cases
+#            through Deno's WebGPU; the CLI's MLA bench command of the README.
 set -u
-mode=${1:?usage: bash bench/h200_s57_session.sh wide|groups|r8}
+mode=${1:?usage: bash bench/h200_s57_session.sh wide|groups|r8|final}
 shift
 out=${OUT:-bench/results/h200_session57/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -60,6 +64,16 @@ r8)
       --cases=bench/cases_groups.json --only="gqa64/8 32k|gqa64/8 128k|gqa96/8" --check \
       --kernel="${entry#*=}" --out="$out/r8_$name.json"
   done
+  ;;
+final)
+  many=(--cases=bench/cases_groups.json --only="gqa28/4|gqa64/8|gqa96/8|gqa64/4")
+  rows_bench 150 groups_matrix_paged '{"matrixMath":true}' --check --paged "${many[@]}"
+  rows_bench 120 groups_default_paged '{}' --check --paged "${many[@]}"
+  run_deno 60 half_webgpu.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean --grid=264 \
+    --cases=bench/cases_groups.json --only="gqa64/8 32k|gqa64/8 128k|gqa96/8" --check \
+    --kernel='{"halfMath":true}' --out="$out/half_webgpu.json"
+  run_deno 90 cli_mla.txt cli.ts bench --backend=dawn --matrix-math --batch=8 --heads=16 \
+    --kv-heads=1 --head-dim=576 --head-dim-v=512 --v-from-k --contexts=32768
   ;;
 esac
 stamp "done"
