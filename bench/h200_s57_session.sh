@@ -21,8 +21,11 @@
 #            default under `matrixMath` (groups of 7 or more rows over f16), dense and paged, and the
 #            f32 kernels' paged twins, checked; packed f16 (`halfMath`) on the 8- and 12-row cases
 #            through Deno's WebGPU; the CLI's MLA bench command of the README.
+#   kv8      the 7-12-row groups over 8-bit K/V (int8, FP8 E4M3 with a scale per tensor or per
+#            token) of bench/cases_groups.json through Dawn: the f32 kernels against the matrix
+#            kernel asked to take them (`matrixMinRows: 4`), dense, checked.
 set -u
-mode=${1:?usage: bash bench/h200_s57_session.sh wide|groups|r8|final}
+mode=${1:?usage: bash bench/h200_s57_session.sh wide|groups|r8|final|kv8}
 shift
 out=${OUT:-bench/results/h200_session57/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -74,6 +77,11 @@ final)
     --kernel='{"halfMath":true}' --out="$out/half_webgpu.json"
   run_deno 90 cli_mla.txt cli.ts bench --backend=dawn --matrix-math --batch=8 --heads=16 \
     --kv-heads=1 --head-dim=576 --head-dim-v=512 --v-from-k --contexts=32768
+  ;;
+kv8)
+  kv8=(--cases=bench/cases_groups.json --only="int8|e4m3")
+  rows_bench 120 kv8_matrix '{"matrixMath":true,"matrixMinRows":4}' --check "${kv8[@]}"
+  rows_bench 120 kv8_default '{}' --check "${kv8[@]}"
   ;;
 esac
 stamp "done"
