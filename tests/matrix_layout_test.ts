@@ -48,14 +48,15 @@ Deno.test("matrix units: blocks of 16-64 rows over f16 K/V of head dims 16-128, 
     ),
     [16, 16],
   );
-  // Groups of 7-15 rows over f16 K/V: one block of 16 (its other rows masked); fewer rows, or
-  // 8-bit K/V below 16 rows, unless `matrixUnitMinRows` asks.
+  // Groups of 7-15 rows: one block of 16 (its other rows masked); fewer rows unless
+  // `matrixUnitMinRows` asks.
   assert.deepEqual(blocks(8), [16, 1]);
   assert.deepEqual(blocks(7), [16, 1]);
   assert.deepEqual(blocks(12, 256), [16, 1]);
   assert.deepEqual(blocks(6), [6, 1]);
   assert.deepEqual(blocks(4), [4, 1]);
-  assert.deepEqual(blocks(8, 128, true, "int8"), [8, 1]);
+  assert.deepEqual(blocks(8, 128, true, "int8"), [16, 1]);
+  assert.deepEqual(blocks(6, 128, true, "fp8e4m3"), [6, 1]);
   assert.deepEqual(blocks(16, 128, true, "int8"), [16, 1]);
   const min = (rowsPerGroup: number, matrixUnitMinRows: number, kvDtype = "f16") =>
     tileConfig({ headDim: 128, rowsPerGroup, kvDtype: kvDtype as "f16" }, {

@@ -187,10 +187,11 @@ export interface KernelTuning {
   matrixRows?: number;
   /**
    * Fewest query rows of a KV group that take the matrix kernel with `matrixMath` (1 to 16;
-   * default 7 over f16 K/V, 16 over 8-bit): a group of fewer rows takes one block of 16, its
-   * other rows masked. On the H200 through Dawn, GQA at qLen 1 over f16 K/V: 0.70x of the
-   * default kernels' time at 7 rows (Qwen2.5 7B's 28/4), 0.81x at 8 (Llama 3 70B's 64/8), 0.52x
-   * at 12 (Mistral Large 2's 96/8), the same at 5 and 1.17x at 4 (session 57).
+   * default 7): a group of fewer rows takes one block of 16, its other rows masked. On the H200
+   * through Dawn, GQA at qLen 1 over f16 K/V: 0.70x of the default kernels' time at 7 rows
+   * (Qwen2.5 7B's 28/4), 0.81x at 8 (Llama 3 70B's 64/8), 0.52x at 12 (Mistral Large 2's 96/8),
+   * the same at 5 and 1.17x at 4; over int8 and FP8 E4M3 K/V 0.55-0.94x at 7-12 rows (session
+   * 57).
    */
   matrixMinRows?: number;
 }

@@ -77,10 +77,11 @@ export interface TileOptions {
   matrixUnitRows?: number;
   /**
    * Fewest query rows of a KV group that take matrix-unit blocks with `matrixUnits` (1 to 16;
-   * default 7 over f16 K/V, 16 over 8-bit): a group of fewer rows than 16 takes one block of 16,
-   * its other rows masked. (On the H200 the matrix kernel's time over f16 K/V does not change
-   * with a block's rows, where the f32 kernels' grows with them: it takes 1.17x of their time at
-   * 4 rows, the same at 5, 0.70-0.81x at 7 and 8, 0.52x at 12; session 57, bench/notes.md.)
+   * default 7): a group of fewer rows than 16 takes one block of 16, its other rows masked. (On
+   * the H200 the matrix kernel's time hardly changes with a block's rows, where the f32 kernels'
+   * grows with them: over f16 K/V it takes 1.17x of their time at 4 rows, the same at 5,
+   * 0.70-0.81x at 7 and 8, 0.52x at 12; over 8-bit K/V 0.55-0.94x at 7-12 rows; session 57,
+   * bench/notes.md.)
    */
   matrixUnitMinRows?: number;
 }
@@ -99,8 +100,8 @@ const MAX_ROWS_PER_BLOCK = 8;
 const WIDE_BLOCK_FLOATS = 2048;
 const WIDE_ROWS_PER_BLOCK = 4;
 
-/** Fewest rows of a KV group over f16 K/V that take matrix-unit blocks by default. */
-const MATRIX_MIN_ROWS_F16 = 7;
+/** Fewest rows of a KV group that take matrix-unit blocks by default. */
+const MATRIX_MIN_ROWS = 7;
 
 /** Most query rows of a matrix block (see `TileOptions.matrixBlocks`). */
 const MATRIX_ROWS_PER_BLOCK = 64;
@@ -180,7 +181,7 @@ export function tileConfig(
   const matrixUnits = options.matrixUnits === true &&
     matrixUnitsFit(problem.headDim, headDimV, problem.kvDtype);
   const minUnitRows = options.matrixUnitMinRows === undefined
-    ? (problem.kvDtype === "f16" ? MATRIX_MIN_ROWS_F16 : 16)
+    ? MATRIX_MIN_ROWS
     : integerIn("matrixUnitMinRows", options.matrixUnitMinRows, 1, 16);
   if (
     problem.rowsPerGroup >= 16 &&
