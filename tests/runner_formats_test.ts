@@ -131,7 +131,7 @@ Deno.test("bad runner page tables throw TypeError or RangeError naming the field
   };
   assert.equal(createIndptrPageTable(good).length(0), 6);
   const bad: Array<[Record<string, unknown>, typeof TypeError | typeof RangeError, RegExp]> = [
-    [{ pageSize: "4" }, TypeError, /pageSize must be a number: got string/],
+    [{ pageSize: "4" }, TypeError, /pageSize must be a number: got "4"/],
     [{ pageSize: 3 }, RangeError, /pageSize must be a power of two from 1 to 256: got 3/],
     [{ pageSize: 512 }, RangeError, /pageSize must be an integer from 1 to 256: got 512/],
     [{ pageSize: 0 }, RangeError, /pageSize must be an integer from 1 to 256: got 0/],

@@ -28,6 +28,17 @@ export function positiveInt(name: string, value: unknown): number {
   return value;
 }
 
+/** Checks an integer field from `min` to `max`. */
+export function integerIn(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== "number") {
+    throw new TypeError(`${name} must be a number: got ${describe(value)}`);
+  }
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(`${name} must be an integer from ${min} to ${max}: got ${value}`);
+  }
+  return value;
+}
+
 /** Checks a head dim field: a multiple of 8 from 8 to `max`. */
 export function headDimOf(name: string, value: unknown, max: number): number {
   const dim = positiveInt(name, value);

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { integerIn } from "../core/field_checks.ts";
 import type { KVDtype } from "../core/problem.ts";
 import { MATRIX_WIDE_DIM, matrixHeadDimsFit } from "../kernels/matrix_layout.ts";
 
@@ -137,16 +138,6 @@ export function matrixBlocksFit(headDim: number, headDimV: number, _kvDtype: KVD
  */
 export function matrixUnitsFit(headDim: number, headDimV: number, kvDtype: KVDtype): boolean {
   return matrixHeadDimsFit(headDim, headDimV, kvDtype);
-}
-
-function integerIn(name: string, value: number, lo: number, hi: number): number {
-  if (typeof value !== "number") {
-    throw new TypeError(`${name} must be a number: got ${typeof value}`);
-  }
-  if (!Number.isInteger(value) || value < lo || value > hi) {
-    throw new RangeError(`${name} must be an integer from ${lo} to ${hi}: got ${value}`);
-  }
-  return value;
 }
 
 function powerOfTwo(name: string, value: number, lo: number, hi: number): number {

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { describe, headDimOf } from "../core/field_checks.ts";
+import { describe, headDimOf, integerIn } from "../core/field_checks.ts";
 import { KV_DTYPES, type KVDtype, MAX_HEAD_DIM } from "../core/problem.ts";
 import type { PageLayout } from "../plan/kv_addressing.ts";
 import type { PageTableSource } from "./page_table_source.ts";
@@ -93,16 +93,6 @@ function checkInts(name: string, value: unknown, min: number, max: number): Arra
   return a;
 }
 
-function checkCount(name: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== "number") {
-    throw new TypeError(`${name} must be a number: got ${typeof value}`);
-  }
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new RangeError(`${name} must be an integer from ${min} to ${max}: got ${value}`);
-  }
-  return value;
-}
-
 /** A runner's page table, validated; create it with {@linkcode createIndptrPageTable}. */
 export class IndptrPageTable implements PageTableSource {
   /** A runner's table never changes under a plan: its plans are never stale. */
@@ -133,11 +123,11 @@ export class IndptrPageTable implements PageTableSource {
         `page table must be an object: got ${options === null ? "null" : typeof options}`,
       );
     }
-    const pageSize = checkCount("pageSize", options.pageSize, 1, MAX_INDPTR_PAGE_SIZE);
+    const pageSize = integerIn("pageSize", options.pageSize, 1, MAX_INDPTR_PAGE_SIZE);
     if ((pageSize & (pageSize - 1)) !== 0) {
       throw new RangeError(`pageSize must be a power of two from 1 to 256: got ${pageSize}`);
     }
-    const numPages = checkCount("numPages", options.numPages, 1, Math.floor(0xffffffff / pageSize));
+    const numPages = integerIn("numPages", options.numPages, 1, Math.floor(0xffffffff / pageSize));
     const kvDtype = options.kvDtype ?? "f32";
     if (typeof kvDtype !== "string") {
       throw new TypeError(`kvDtype must be a string: got ${typeof kvDtype}`);
