@@ -18,6 +18,7 @@
 import { decodeKV } from "../../mod.ts";
 import { type ModelConfig, parseModelConfig } from "./config.ts";
 import { expertWeights } from "./moe.ts";
+import { loadMlaLayers, type MlaLayerWeights } from "./mla_weights.ts";
 import {
   type FloatDtype,
   openSafetensors,
@@ -70,6 +71,8 @@ export interface ModelWeights {
   norm: Float32Array;
   /** The output projection; the same object as `embed` when the embeddings are tied. */
   lmHead: Matrix;
+  /** DeepSeek-V3: its layers (MLA, experts), where `layers` is empty. */
+  mlaLayers?: MlaLayerWeights[];
 }
 
 /** Floats of any stored dtype as f32. */
@@ -94,7 +97,7 @@ function stack(parts: Matrix[]): Matrix {
 }
 
 /** Reads every tensor by name across a folder's safetensors files. */
-class TensorSource {
+export class TensorSource {
   #files: SafetensorsFile[];
   #where = new Map<string, SafetensorsFile>();
 
@@ -157,7 +160,8 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
       : "lm_head.weight";
     const embed = await src.matrix(embedName, vocab, hidden);
     const layers: LayerWeights[] = [];
-    for (let l = 0; l < config.layers; l++) {
+    const mlaLayers = config.mla ? await loadMlaLayers(src, config) : undefined;
+    for (let l = 0; l < (mlaLayers ? 0 : config.layers); l++) {
       const p = `model.layers.${l}.`;
       if (src.has(`${p}mlp.gate_proj.bias`)) {
         throw new RangeError(`${p}mlp has biases (mlp_bias): not implemented by this runner`);
@@ -233,7 +237,7 @@ export async function loadCheckpoint(dir: string): Promise<ModelWeights> {
     const tied = config.tieEmbeddings || !src.has("lm_head.weight") ||
       embedName === "lm_head.weight";
     const lmHead = tied ? embed : await src.matrix("lm_head.weight", vocab, hidden);
-    return { config, embed, layers, norm: finalNorm, lmHead };
+    return { config, embed, layers, norm: finalNorm, lmHead, ...(mlaLayers ? { mlaLayers } : {}) };
   } finally {
     src.close();
   }

@@ -1,8 +1,9 @@
 /**
  * The model shape of a Hugging Face `config.json` of the Llama family (`LlamaForCausalLM`,
- * `Qwen2ForCausalLM`, `MistralForCausalLM`), of Gemma 2 (`Gemma2ForCausalLM`) and of gpt-oss
- * (`GptOssForCausalLM`), read the same way from configs written by transformers 4.x
- * (`rope_theta`, `rope_scaling`) and 5.x (`rope_parameters`).
+ * `Qwen2ForCausalLM`, `MistralForCausalLM`), of Gemma 2 (`Gemma2ForCausalLM`), of gpt-oss
+ * (`GptOssForCausalLM`) and of DeepSeek-V3 (`DeepseekV3ForCausalLM`, see `mla_config.ts`), read
+ * the same way from configs written by transformers 4.x (`rope_theta`, `rope_scaling`) and 5.x
+ * (`rope_parameters`).
  *
  * Sliding windows are applied per layer ({@linkcode ModelConfig.layerWindows}, the library's
  * `slidingWindow`): `layer_types` when the config has it, else Mistral's window on every layer,
@@ -25,8 +26,15 @@
  * @module
  */
 
+import {
+  type DeepseekMoeConfig,
+  type MlaConfig,
+  parseDeepseekMoe,
+  parseMla,
+} from "./mla_config.ts";
+
 /** Architectures the runner implements. */
-export type Arch = "llama" | "qwen2" | "mistral" | "gemma2" | "gptoss";
+export type Arch = "llama" | "qwen2" | "mistral" | "gemma2" | "gptoss" | "deepseekv3";
 
 /** RoPE frequency scaling (`rope_type`): none, linear, Llama 3's or YaRN. */
 export interface RopeConfig {
@@ -98,6 +106,13 @@ export interface ModelConfig {
   moe?: MoeConfig;
   /** gpt-oss: every layer has per-head attention sinks (`self_attn.sinks`). */
   sinks: boolean;
+  /**
+   * DeepSeek-V3: multi-head latent attention (`mla_config.ts`). The library's shape is then one
+   * KV head (`kvHeads` 1) of K rows of `headDim` = latent + RoPE dims, V their latent.
+   */
+  mla?: MlaConfig;
+  /** DeepSeek-V3: routed and shared experts after its first dense layers. */
+  deepseekMoe?: DeepseekMoeConfig;
 }
 
 const ARCHS: Record<string, Arch> = {
@@ -106,6 +121,7 @@ const ARCHS: Record<string, Arch> = {
   MistralForCausalLM: "mistral",
   Gemma2ForCausalLM: "gemma2",
   GptOssForCausalLM: "gptoss",
+  DeepseekV3ForCausalLM: "deepseekv3",
 };
 
 function int(json: Record<string, unknown>, key: string, fallback?: number): number {
@@ -203,6 +219,7 @@ export function parseModelConfig(json: Record<string, unknown>): ModelConfig {
       }`,
     );
   }
+  if (arch === "deepseekv3") return parseDeepseek(json);
   const hidden = int(json, "hidden_size");
   const heads = int(json, "num_attention_heads");
   const kvHeads = int(json, "num_key_value_heads", heads);
@@ -270,6 +287,44 @@ export function parseModelConfig(json: Record<string, unknown>): ModelConfig {
     gemma,
     ...(gptoss ? { moe: parseMoe(json) } : {}),
     sinks: gptoss,
+  };
+}
+
+/** A DeepSeek-V3 config: MLA, its experts, YaRN RoPE over the roped dims. */
+function parseDeepseek(json: Record<string, unknown>): ModelConfig {
+  const mla = parseMla(json);
+  const act = json.hidden_act ?? "silu";
+  if (act !== "silu") {
+    throw new RangeError(`config.json: the hidden_act must be "silu": got ${JSON.stringify(act)}`);
+  }
+  const layers = int(json, "num_hidden_layers");
+  const rope = parseRope(json, 10000);
+  // transformers (`yarn_apply_mscale`): qk_head_dim^-0.5, times YaRN's mscale at
+  // `mscale_all_dim` squared.
+  const params = (json.rope_parameters ?? json.rope_scaling ?? {}) as Record<string, unknown>;
+  const mscaleAll = Number(params.mscale_all_dim ?? 0);
+  const m = rope.type === "yarn" && mscaleAll ? yarnMscale(Number(params.factor), mscaleAll) : 1;
+  return {
+    arch: "deepseekv3",
+    hidden: int(json, "hidden_size"),
+    ffn: int(json, "intermediate_size"),
+    layers,
+    heads: int(json, "num_attention_heads"),
+    kvHeads: 1,
+    headDim: mla.kvLoraRank + mla.ropeDim,
+    vocab: int(json, "vocab_size"),
+    eps: num(json, "rms_norm_eps", 1e-6),
+    rope,
+    tieEmbeddings: json.tie_word_embeddings === true,
+    slidingWindow: 0,
+    layerWindows: new Array(layers).fill(0),
+    attnScale: (m * m) / Math.sqrt(mla.nopeDim + mla.ropeDim),
+    attnSoftCap: 0,
+    finalSoftCap: 0,
+    gemma: false,
+    sinks: false,
+    mla,
+    deepseekMoe: parseDeepseekMoe(json),
   };
 }
 

@@ -41,16 +41,18 @@ export interface RunnerOptions {
   pageSize?: number;
 }
 
-interface F32Matrix {
+/** A weight matrix widened to f32 once. */
+export interface F32Matrix {
   rows: number;
   cols: number;
   data: Float32Array;
 }
 
-const widen = (m: Matrix): F32Matrix => ({ rows: m.rows, cols: m.cols, data: toF32(m) });
+/** A checkpoint matrix widened to f32. */
+export const widen = (m: Matrix): F32Matrix => ({ rows: m.rows, cols: m.cols, data: toF32(m) });
 
 /** `y[r][o] = (acc ? y[r][o] : 0) + (x[r] . w[o] + bias[o])`. */
-function matmul(
+export function matmul(
   x: Float32Array,
   rows: number,
   w: F32Matrix,
@@ -71,7 +73,14 @@ function matmul(
   }
 }
 
-function rmsnorm(x: Float32Array, rows: number, w: Float32Array, eps: number, y: Float32Array) {
+/** RMSNorm of each of `rows` rows of `w.length` values, times `w`, into `y`. */
+export function rmsnorm(
+  x: Float32Array,
+  rows: number,
+  w: Float32Array,
+  eps: number,
+  y: Float32Array,
+): void {
   const n = w.length;
   for (let r = 0; r < rows; r++) {
     let ss = 0;
@@ -128,6 +137,47 @@ export function layerPlans(
   });
 }
 
+/**
+ * A step's sampling: each sequence's last row of `x` normed and projected to logits (Gemma 2's
+ * final soft-cap), then its greedy token into `next` and its `history`. Returns the logits.
+ */
+export function sampleGreedy(
+  c: ModelConfig,
+  step: ForwardStep,
+  x: Float32Array,
+  norm: Float32Array,
+  lmHead: F32Matrix,
+  next: Int32Array,
+  history: number[][],
+): Float32Array<ArrayBuffer> {
+  const { seqs, qLen } = step;
+  const hidden = c.hidden, n = seqs.length;
+  const last = new Float32Array(n * hidden);
+  for (let s = 0; s < n; s++) {
+    const r = s * qLen + qLen - 1;
+    last.set(x.subarray(r * hidden, (r + 1) * hidden), s * hidden);
+  }
+  const lastN = new Float32Array(n * hidden);
+  rmsnorm(last, n, norm, c.eps, lastN);
+  const logits = new Float32Array(n * c.vocab);
+  matmul(lastN, n, lmHead, logits);
+  const cap = c.finalSoftCap;
+  if (cap > 0) {
+    for (let i = 0; i < logits.length; i++) {
+      logits[i] = Math.fround(Math.tanh(Math.fround(logits[i] / cap))) * cap;
+    }
+  }
+  for (let s = 0; s < n; s++) {
+    let best = 0;
+    for (let t = 1; t < c.vocab; t++) {
+      if (logits[s * c.vocab + t] > logits[s * c.vocab + best]) best = t;
+    }
+    next[seqs[s]] = best;
+    history[seqs[s]][step.genIndex] = best;
+  }
+  return logits;
+}
+
 /** The model on the host. */
 export class CpuModel implements ModelRunner {
   readonly config: ModelConfig;
@@ -163,6 +213,9 @@ export class CpuModel implements ModelRunner {
 
   constructor(weights: ModelWeights, options: RunnerOptions) {
     const c = weights.config;
+    if (c.mla) {
+      throw new TypeError("CpuModel: DeepSeek-V3 (MLA) runs on CpuMlaModel (mla_model.ts)");
+    }
     this.config = c;
     const embed = widen(weights.embed);
     this.#w = {
@@ -294,30 +347,15 @@ export class CpuModel implements ModelRunner {
       if (w.postMlpNorm) addNormed(w.postMlpNorm);
     }
     if (!step.sample) return;
-    const n = seqs.length;
-    const last = new Float32Array(n * hidden);
-    for (let s = 0; s < n; s++) {
-      const r = s * qLen + qLen - 1;
-      last.set(x.subarray(r * hidden, (r + 1) * hidden), s * hidden);
-    }
-    const lastN = new Float32Array(n * hidden);
-    rmsnorm(last, n, this.#w.norm, c.eps, lastN);
-    this.#logits = new Float32Array(n * c.vocab);
-    matmul(lastN, n, this.#w.lmHead, this.#logits);
-    const cap = c.finalSoftCap;
-    if (cap > 0) {
-      for (let i = 0; i < this.#logits.length; i++) {
-        this.#logits[i] = Math.fround(Math.tanh(Math.fround(this.#logits[i] / cap))) * cap;
-      }
-    }
-    for (let s = 0; s < n; s++) {
-      let best = 0;
-      for (let t = 1; t < c.vocab; t++) {
-        if (this.#logits[s * c.vocab + t] > this.#logits[s * c.vocab + best]) best = t;
-      }
-      this.#next[seqs[s]] = best;
-      this.#history[seqs[s]][step.genIndex] = best;
-    }
+    this.#logits = sampleGreedy(
+      c,
+      step,
+      x,
+      this.#w.norm,
+      this.#w.lmHead,
+      this.#next,
+      this.#history,
+    );
   }
 
   readLogits(): Promise<Float32Array> {

@@ -2,7 +2,8 @@
  * Greedy generation from a Hugging Face checkpoint of the Llama family (`LlamaForCausalLM`,
  * `Qwen2ForCausalLM`, `MistralForCausalLM`), Gemma 2 (`Gemma2ForCausalLM`) or gpt-oss
  * (`GptOssForCausalLM`; f32, f16 or bf16 weights) with attention through
- * `@lean/attention`'s paged KV cache and attention encoder.
+ * `@lean/attention`'s paged KV cache and attention encoder; DeepSeek-V3 and Kimi K2
+ * (`DeepseekV3ForCausalLM`: MLA over a cache of latent rows, `vFromK`) on the CPU runner only.
  *
  * ```sh
  * deno run -A examples/llm/generate.ts --model DIR --prompt-ids "1,2,3;4,5,6,7" --max-new-tokens 32
@@ -26,6 +27,7 @@
 import { KV_DTYPES, type KVDtype } from "../../mod.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
 import { CpuModel } from "./cpu_model.ts";
+import { CpuMlaModel } from "./mla_model.ts";
 import { type GpuBackend, openDevice } from "./device.ts";
 import { generate, type GenerateResult, type ModelRunner } from "./generation.ts";
 import { createGpuModel } from "./gpu_model.ts";
@@ -115,9 +117,11 @@ export async function run(a: GenerateArgs, log: (line: string) => void): Promise
   log(
     `model: ${c.arch}, ${c.layers} layers, hidden ${c.hidden}, heads ${c.heads}/${c.kvHeads} x ${c.headDim}, ffn ${c.ffn}, vocab ${c.vocab}, weights ${weights.embed.dtype}, rope ${c.rope.type}${
       weights.lmHead === weights.embed ? ", tied embeddings" : ""
-    }${c.moe ? `, ${c.moe.experts} experts (top ${c.moe.topK}), sinks` : ""} (loaded in ${
-      (performance.now() - t0).toFixed(0)
-    } ms)`,
+    }${c.moe ? `, ${c.moe.experts} experts (top ${c.moe.topK}), sinks` : ""}${
+      c.mla
+        ? `, MLA (latent ${c.mla.kvLoraRank} + RoPE ${c.mla.ropeDim}), ${c.deepseekMoe?.experts} experts (top ${c.deepseekMoe?.topK})`
+        : ""
+    } (loaded in ${(performance.now() - t0).toFixed(0)} ms)`,
   );
   const maxTokens = Math.max(...a.prompts.map((p) => p.length)) + a.maxNewTokens;
   if (c.slidingWindow > 0) {
@@ -127,8 +131,13 @@ export async function run(a: GenerateArgs, log: (line: string) => void): Promise
   const options = { batch: a.prompts.length, maxTokens, kvDtype: a.kvDtype };
   let release = () => {};
   let runner: ModelRunner;
+  if (c.mla && a.backend !== "cpu") {
+    throw new RangeError(
+      `--backend=${a.backend}: DeepSeek-V3 (MLA) runs on the CPU runner only (--backend=cpu)`,
+    );
+  }
   if (a.backend === "cpu") {
-    runner = new CpuModel(weights, options);
+    runner = c.mla ? new CpuMlaModel(weights, options) : new CpuModel(weights, options);
   } else {
     const opened = await openDevice(a.backend);
     release = opened.release;

@@ -314,6 +314,9 @@ export async function createGpuModel(
   weights: ModelWeights,
   options: GpuRunnerOptions,
 ): Promise<GpuModel> {
+  if (weights.config.mla) {
+    throw new RangeError("createGpuModel: DeepSeek-V3 (MLA) runs on the CPU runner only");
+  }
   const attention = await createAttentionEncoder(device, { grid: options.grid });
   device.pushErrorScope("validation");
   const model = new GpuModel(device, weights, options, attention);

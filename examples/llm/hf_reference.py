@@ -17,7 +17,7 @@ Writes, per checkpoint folder OUT/NAME-f32 and OUT/NAME-bf16:
 Usage: python3 examples/llm/hf_reference.py OUT [NAME ...]
 (HF_SKIP_F32=1: only the bfloat16 checkpoints and references; HF_SKIP_BF16=1: only float32.)
 Names: tiny, llama32_1b, qwen25_05b, qwen25_7b_1l, mistral7b_2l, mistral7b_2l_w32, gemma2_2b_2l,
-gptoss_tiny, gptoss_fixture (default: all).
+gptoss_tiny, gptoss_fixture, deepseek_fixture (default: all).
 
 gpt-oss models (GptOssForCausalLM) also get random sinks and experts large enough that the
 SwiGLU clamp acts, and their hf_reference.json records what the runner assumes of transformers:
@@ -215,10 +215,60 @@ CONFIGS["gptoss_fixture"] = dict(
     layer_types=["sliding_attention", "full_attention"],
 )
 
+# The CI fixture of DeepSeek-V3 (tests/fixtures/llm_deepseek; Kimi K2 shares the architecture):
+# 3 layers (the first dense), 4 heads of MLA (LoRA queries of rank 32, a latent of 32 dims, 16
+# no-RoPE and 8 interleaved RoPE dims per query head, V heads of 16), 8 routed experts in 4
+# groups (2 groups, then 2 experts chosen; a corrected score for the choice, sigmoid weights
+# normed and scaled by 2.5), one shared expert, YaRN RoPE (factor 4 over 32 positions) with its
+# softmax scale. About 0.5 MB in float32 with its logits.
+CONFIGS["deepseek_fixture"] = {
+    "architectures": ["DeepseekV3ForCausalLM"],
+    "model_type": "deepseek_v3",
+    "hidden_size": 48,
+    "intermediate_size": 64,
+    "moe_intermediate_size": 16,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "n_shared_experts": 1,
+    "n_routed_experts": 8,
+    "routed_scaling_factor": 2.5,
+    "kv_lora_rank": 32,
+    "q_lora_rank": 32,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 16,
+    "v_head_dim": 16,
+    "n_group": 4,
+    "topk_group": 2,
+    "num_experts_per_tok": 2,
+    "first_k_dense_replace": 1,
+    "norm_topk_prob": True,
+    "vocab_size": 128,
+    "max_position_embeddings": 128,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "rope_scaling": {
+        "type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 32,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+    },
+    "rope_interleave": True,
+    "tie_word_embeddings": False,
+    "initializer_range": 0.1,
+}
+
 # Prompt lengths: chunks of 16 with remainders, one exact chunk.
-PROMPT_LENGTHS = {"tiny": [4, 11, 16, 29], "gptoss_fixture": [4, 11, 16, 29]}
+PROMPT_LENGTHS = {
+    "tiny": [4, 11, 16, 29],
+    "gptoss_fixture": [4, 11, 16, 29],
+    "deepseek_fixture": [4, 11, 16, 29],
+}
 DEFAULT_LENGTHS = [7, 16, 29, 61]
-NEW_TOKENS = {"tiny": 32, "gptoss_fixture": 32}
+NEW_TOKENS = {"tiny": 32, "gptoss_fixture": 32, "deepseek_fixture": 32}
 DEFAULT_NEW_TOKENS = 64
 
 
@@ -256,6 +306,11 @@ def make_model(name, folder):
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
         if spec["model_type"] == "gpt_oss":
             randomize_gpt_oss(model, spec, g)
+        if spec["model_type"] == "deepseek_v3":
+            # The routers' score corrections (zeros when made): they steer the choice only.
+            for bname, b in model.named_buffers():
+                if bname.endswith("e_score_correction_bias"):
+                    b.copy_(0.1 * torch.randn(b.shape, generator=g))
     return model.eval()
 
 
