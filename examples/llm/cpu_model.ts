@@ -14,81 +14,24 @@
  * @module
  */
 
-import type { KVDtype, VariantOptions } from "../../mod.ts";
+import type { VariantOptions } from "../../mod.ts";
 import { CPU_GRID } from "../../plan.ts";
-import {
-  createKVCache,
-  executePagedPlanOnCpu,
-  type KVCache,
-  type PagedPlan,
-  planForCache,
-} from "../../runner.ts";
-import { type Matrix, type ModelWeights, toF32 } from "./checkpoint.ts";
+import { executePagedPlanOnCpu, type PagedPlan, planForCache } from "../../runner.ts";
+import type { ModelWeights } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
-import type { ForwardStep, ModelRunner } from "./generation.ts";
+import type { ForwardStep } from "./generation.ts";
+import {
+  type F32Matrix,
+  HostRunner,
+  matmul,
+  rmsnorm,
+  type RunnerOptions,
+  widen,
+} from "./host_runner.ts";
 import { expertActivation, routeExperts } from "./moe.ts";
 import { ropeInvFreq, ropeTable } from "./rope.ts";
 
-/** Options of the runners' backends. */
-export interface RunnerOptions {
-  /** Sequences in the batch. */
-  batch: number;
-  /** Most tokens a sequence will hold (prompt + generated): sizes the cache and RoPE table. */
-  maxTokens: number;
-  /** KV cache dtype (default `"f32"`). */
-  kvDtype?: KVDtype;
-  /** Tokens per KV page (default 16). */
-  pageSize?: number;
-}
-
-/** A weight matrix widened to f32 once. */
-export interface F32Matrix {
-  rows: number;
-  cols: number;
-  data: Float32Array;
-}
-
-/** A checkpoint matrix widened to f32. */
-export const widen = (m: Matrix): F32Matrix => ({ rows: m.rows, cols: m.cols, data: toF32(m) });
-
-/** `y[r][o] = (acc ? y[r][o] : 0) + (x[r] . w[o] + bias[o])`. */
-export function matmul(
-  x: Float32Array,
-  rows: number,
-  w: F32Matrix,
-  y: Float32Array,
-  bias?: Float32Array,
-  acc = false,
-): void {
-  const { rows: out, cols: n, data } = w;
-  for (let r = 0; r < rows; r++) {
-    const xo = r * n;
-    for (let o = 0; o < out; o++) {
-      const wo = o * n;
-      let s = 0;
-      for (let i = 0; i < n; i++) s += x[xo + i] * data[wo + i];
-      s = Math.fround(s) + (bias ? bias[o] : 0);
-      y[r * out + o] = acc ? y[r * out + o] + Math.fround(s) : s;
-    }
-  }
-}
-
-/** RMSNorm of each of `rows` rows of `w.length` values, times `w`, into `y`. */
-export function rmsnorm(
-  x: Float32Array,
-  rows: number,
-  w: Float32Array,
-  eps: number,
-  y: Float32Array,
-): void {
-  const n = w.length;
-  for (let r = 0; r < rows; r++) {
-    let ss = 0;
-    for (let i = 0; i < n; i++) ss += x[r * n + i] * x[r * n + i];
-    const inv = 1 / Math.sqrt(Math.fround(ss / n) + Math.fround(eps));
-    for (let i = 0; i < n; i++) y[r * n + i] = Math.fround(x[r * n + i] * inv) * w[i];
-  }
-}
+export type { RunnerOptions } from "./host_runner.ts";
 
 /** PyTorch's `gelu(x, approximate="tanh")`. */
 function geluTanh(x: number): number {
@@ -137,117 +80,46 @@ export function layerPlans(
   });
 }
 
-/**
- * A step's sampling: each sequence's last row of `x` normed and projected to logits (Gemma 2's
- * final soft-cap), then its greedy token into `next` and its `history`. Returns the logits.
- */
-export function sampleGreedy(
-  c: ModelConfig,
-  step: ForwardStep,
-  x: Float32Array,
-  norm: Float32Array,
-  lmHead: F32Matrix,
-  next: Int32Array,
-  history: number[][],
-): Float32Array<ArrayBuffer> {
-  const { seqs, qLen } = step;
-  const hidden = c.hidden, n = seqs.length;
-  const last = new Float32Array(n * hidden);
-  for (let s = 0; s < n; s++) {
-    const r = s * qLen + qLen - 1;
-    last.set(x.subarray(r * hidden, (r + 1) * hidden), s * hidden);
-  }
-  const lastN = new Float32Array(n * hidden);
-  rmsnorm(last, n, norm, c.eps, lastN);
-  const logits = new Float32Array(n * c.vocab);
-  matmul(lastN, n, lmHead, logits);
-  const cap = c.finalSoftCap;
-  if (cap > 0) {
-    for (let i = 0; i < logits.length; i++) {
-      logits[i] = Math.fround(Math.tanh(Math.fround(logits[i] / cap))) * cap;
-    }
-  }
-  for (let s = 0; s < n; s++) {
-    let best = 0;
-    for (let t = 1; t < c.vocab; t++) {
-      if (logits[s * c.vocab + t] > logits[s * c.vocab + best]) best = t;
-    }
-    next[seqs[s]] = best;
-    history[seqs[s]][step.genIndex] = best;
-  }
-  return logits;
-}
-
 /** The model on the host. */
-export class CpuModel implements ModelRunner {
-  readonly config: ModelConfig;
-  /** The host KV cache (one sequence per batch entry). */
-  readonly cache: KVCache;
-  #w: {
-    embed: F32Matrix;
-    lmHead: F32Matrix;
-    norm: Float32Array;
-    layers: {
-      attnNorm: Float32Array;
-      qkv: F32Matrix;
-      qkvBias?: Float32Array;
-      o: F32Matrix;
-      oBias?: Float32Array;
-      mlpNorm: Float32Array;
-      postAttnNorm?: Float32Array;
-      postMlpNorm?: Float32Array;
-      gateUp: F32Matrix;
-      gateUpBias?: Float32Array;
-      down: F32Matrix;
-      sinks?: Float32Array;
-      router?: F32Matrix;
-      routerBias?: Float32Array;
-    }[];
-  };
-  #ids: number[];
+export class CpuModel extends HostRunner {
+  #layers: {
+    attnNorm: Float32Array;
+    qkv: F32Matrix;
+    qkvBias?: Float32Array;
+    o: F32Matrix;
+    oBias?: Float32Array;
+    mlpNorm: Float32Array;
+    postAttnNorm?: Float32Array;
+    postMlpNorm?: Float32Array;
+    gateUp: F32Matrix;
+    gateUpBias?: Float32Array;
+    down: F32Matrix;
+    sinks?: Float32Array;
+    router?: F32Matrix;
+    routerBias?: Float32Array;
+  }[];
   #cos: Float32Array;
   #sin: Float32Array;
-  #next: Int32Array;
-  #history: number[][];
-  #logits = new Float32Array(0);
 
   constructor(weights: ModelWeights, options: RunnerOptions) {
     const c = weights.config;
     if (c.mla) {
       throw new TypeError("CpuModel: DeepSeek-V3 (MLA) runs on CpuMlaModel (mla_model.ts)");
     }
-    this.config = c;
-    const embed = widen(weights.embed);
-    this.#w = {
-      embed,
-      lmHead: weights.lmHead === weights.embed ? embed : widen(weights.lmHead),
-      norm: weights.norm,
-      layers: weights.layers.map((l) => ({
-        ...l,
-        qkv: widen(l.qkv),
-        o: widen(l.o),
-        gateUp: widen(l.gateUp),
-        down: widen(l.down),
-        router: l.router ? widen(l.router) : undefined,
-      })),
-    };
-    const pageSize = options.pageSize ?? 16;
-    this.cache = createKVCache({
-      numLayers: c.layers,
-      numKVHeads: c.kvHeads,
-      headDim: c.headDim,
-      kvDtype: options.kvDtype ?? "f32",
-      pageSize,
-      numPages: options.batch * Math.ceil(options.maxTokens / pageSize),
-    });
-    this.#ids = Array.from({ length: options.batch }, () => this.cache.addSequence());
+    super(weights, options, { numKVHeads: c.kvHeads, headDim: c.headDim });
+    this.#layers = weights.layers.map((l) => ({
+      ...l,
+      qkv: widen(l.qkv),
+      o: widen(l.o),
+      gateUp: widen(l.gateUp),
+      down: widen(l.down),
+      router: l.router ? widen(l.router) : undefined,
+    }));
     ({ cos: this.#cos, sin: this.#sin } = ropeTable(
       ropeInvFreq(c.rope, c.headDim),
       options.maxTokens,
       c.rope.attentionScaling,
     ));
-    this.#next = new Int32Array(options.batch);
-    this.#history = Array.from({ length: options.batch }, () => []);
   }
 
   forward(step: ForwardStep): void {
@@ -256,23 +128,9 @@ export class CpuModel implements ModelRunner {
     const rows = seqs.length * qLen;
     const H = c.heads, KV = c.kvHeads, D = c.headDim, half = D / 2, hidden = c.hidden;
     const qkvDim = (H + 2 * KV) * D;
-    const ids = seqs.map((b) => this.#ids[b]);
-    const pos = new Int32Array(rows);
-    const x = new Float32Array(rows * hidden);
     // Gemma 2 scales embeddings by sqrt(hidden), rounded to f32 as transformers does.
-    const embedScale = c.gemma ? Math.fround(Math.sqrt(hidden)) : 1;
-    for (let s = 0; s < seqs.length; s++) {
-      const len = this.cache.length(ids[s]);
-      for (let p = 0; p < qLen; p++) {
-        const r = s * qLen + p;
-        const tok = step.tokens ? step.tokens[r] : this.#next[seqs[s]];
-        pos[r] = len + p;
-        x.set(this.#w.embed.data.subarray(tok * hidden, (tok + 1) * hidden), r * hidden);
-        if (c.gemma) { for (let i = 0; i < hidden; i++) x[r * hidden + i] *= embedScale; }
-      }
-    }
-    const slots = this.cache.extend(ids, qLen);
-    const layers = this.#w.layers;
+    const { ids, pos, x, slots } = this.embed(step, c.gemma ? Math.fround(Math.sqrt(hidden)) : 1);
+    const layers = this.#layers;
     const plans = layerPlans(
       c,
       layers.map((l) => l.sinks),
@@ -346,31 +204,6 @@ export class CpuModel implements ModelRunner {
       matmul(h, rows, w.down, tmp, undefined, !c.gemma);
       if (w.postMlpNorm) addNormed(w.postMlpNorm);
     }
-    if (!step.sample) return;
-    this.#logits = sampleGreedy(
-      c,
-      step,
-      x,
-      this.#w.norm,
-      this.#w.lmHead,
-      this.#next,
-      this.#history,
-    );
-  }
-
-  readLogits(): Promise<Float32Array> {
-    return Promise.resolve(this.#logits);
-  }
-
-  readTokens(generated: number): Promise<number[][]> {
-    return Promise.resolve(this.#history.map((h) => h.slice(0, generated)));
-  }
-
-  sync(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  dispose(): void {
-    this.cache.dispose();
+    if (step.sample) this.sample(step, x);
   }
 }

@@ -21,20 +21,19 @@
  */
 
 import { CPU_GRID } from "../../plan.ts";
-import { createKVCache, executePagedPlanOnCpu, type KVCache, planForCache } from "../../runner.ts";
+import { executePagedPlanOnCpu, planForCache } from "../../runner.ts";
 import type { Matrix, ModelWeights } from "./checkpoint.ts";
-import type { ModelConfig } from "./config.ts";
+import { attentionStep } from "./cpu_model.ts";
+import { routeToken } from "./deepseek_moe.ts";
+import type { ForwardStep } from "./generation.ts";
 import {
-  attentionStep,
   type F32Matrix,
+  HostRunner,
   matmul,
   rmsnorm,
   type RunnerOptions,
-  sampleGreedy,
   widen,
-} from "./cpu_model.ts";
-import { routeToken } from "./deepseek_moe.ts";
-import type { ForwardStep, ModelRunner } from "./generation.ts";
+} from "./host_runner.ts";
 import type { MlaConfig } from "./mla_config.ts";
 import type { MlaLayerWeights } from "./mla_weights.ts";
 import { ropeInvFreq, ropeTable } from "./rope.ts";
@@ -125,53 +124,31 @@ function swiglu(gu: Float32Array, rows: number, w: number, h: Float32Array): voi
   }
 }
 
-/** DeepSeek-V3 on the host. */
-export class CpuMlaModel implements ModelRunner {
-  readonly config: ModelConfig;
-  /** The host cache of latent rows (K pages only). */
-  readonly cache: KVCache;
+/** DeepSeek-V3 on the host; its cache holds one latent row per token and layer (K pages only). */
+export class CpuMlaModel extends HostRunner {
   #mla: MlaConfig;
   #layers: Layer[];
-  #embed: F32Matrix;
-  #lmHead: F32Matrix;
-  #norm: Float32Array;
-  #ids: number[];
   #cos: Float32Array;
   #sin: Float32Array;
-  #next: Int32Array;
-  #history: number[][];
-  #logits = new Float32Array(0);
 
   constructor(weights: ModelWeights, options: RunnerOptions) {
     const c = weights.config;
     if (!c.mla || !weights.mlaLayers) {
       throw new TypeError("CpuMlaModel: the checkpoint is not DeepSeek-V3's (no MLA layers)");
     }
-    this.config = c;
-    this.#mla = c.mla;
-    this.#layers = weights.mlaLayers.map(widenLayer);
-    this.#embed = widen(weights.embed);
-    this.#lmHead = weights.lmHead === weights.embed ? this.#embed : widen(weights.lmHead);
-    this.#norm = weights.norm;
-    const pageSize = options.pageSize ?? 16;
-    this.cache = createKVCache({
-      numLayers: c.layers,
+    super(weights, options, {
       numKVHeads: 1,
       headDim: c.headDim,
-      headDimV: this.#mla.kvLoraRank,
+      headDimV: c.mla.kvLoraRank,
       vFromK: true,
-      kvDtype: options.kvDtype ?? "f32",
-      pageSize,
-      numPages: options.batch * Math.ceil(options.maxTokens / pageSize),
     });
-    this.#ids = Array.from({ length: options.batch }, () => this.cache.addSequence());
+    this.#mla = c.mla;
+    this.#layers = weights.mlaLayers.map(widenLayer);
     ({ cos: this.#cos, sin: this.#sin } = ropeTable(
       ropeInvFreq(c.rope, this.#mla.ropeDim),
       options.maxTokens,
       c.rope.attentionScaling,
     ));
-    this.#next = new Int32Array(options.batch);
-    this.#history = Array.from({ length: options.batch }, () => []);
   }
 
   forward(step: ForwardStep): void {
@@ -180,19 +157,7 @@ export class CpuMlaModel implements ModelRunner {
     const rows = seqs.length * qLen, hidden = c.hidden, H = c.heads;
     const LAT = m.kvLoraRank, ROPE = m.ropeDim, NOPE = m.nopeDim, VD = m.vHeadDim;
     const QD = NOPE + ROPE, D = LAT + ROPE, half = ROPE / 2;
-    const ids = seqs.map((b) => this.#ids[b]);
-    const pos = new Int32Array(rows);
-    const x = new Float32Array(rows * hidden);
-    for (let s = 0; s < seqs.length; s++) {
-      const len = this.cache.length(ids[s]);
-      for (let p = 0; p < qLen; p++) {
-        const r = s * qLen + p;
-        const tok = step.tokens ? step.tokens[r] : this.#next[seqs[s]];
-        pos[r] = len + p;
-        x.set(this.#embed.data.subarray(tok * hidden, (tok + 1) * hidden), r * hidden);
-      }
-    }
-    const slots = this.cache.extend(ids, qLen);
+    const { ids, pos, x, slots } = this.embed(step);
     // One plan for every layer: one latent KV head, the query heads' absorbed rows.
     const plan = planForCache(this.cache, attentionStep(c, ids, qLen, 0), { grid: CPU_GRID });
     const xn = new Float32Array(rows * hidden);
@@ -249,8 +214,7 @@ export class CpuMlaModel implements ModelRunner {
       rmsnorm(x, rows, w.mlpNorm, c.eps, xn);
       this.#mlp(w, xn, rows, x);
     }
-    if (!step.sample) return;
-    this.#logits = sampleGreedy(c, step, x, this.#norm, this.#lmHead, this.#next, this.#history);
+    if (step.sample) this.sample(step, x);
   }
 
   /** The layer's MLP or experts of `xn`, added into `x`. */
@@ -290,21 +254,5 @@ export class CpuMlaModel implements ModelRunner {
     }
     const shared = ex.shared ? run(ex.shared, xn, rows) : new Float32Array(rows * hidden);
     for (let i = 0; i < x.length; i++) x[i] += Math.fround(routed[i] + shared[i]);
-  }
-
-  readLogits(): Promise<Float32Array> {
-    return Promise.resolve(this.#logits);
-  }
-
-  readTokens(generated: number): Promise<number[][]> {
-    return Promise.resolve(this.#history.map((h) => h.slice(0, generated)));
-  }
-
-  sync(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  dispose(): void {
-    this.cache.dispose();
   }
 }
