@@ -83,7 +83,13 @@ export { DEMO_SEQ_LENS, demoBatch, type DemoBatchOptions } from "./src/cli/demo_
 export { INFO_FLAGS, INFO_USAGE, type InfoAdapter, infoCommand } from "./src/cli/info_command.ts";
 export { type CapturedIO, captureIO, type CliIO, processIO } from "./src/cli/io.ts";
 export { CLI_USAGE, runCli } from "./src/cli/main.ts";
-export { PLAN_FLAGS, PLAN_USAGE, planCommand, planFromFlags } from "./src/cli/plan_command.ts";
+export {
+  PLAN_FLAGS,
+  PLAN_USAGE,
+  planCommand,
+  planFromFlags,
+  type PlanShapeFlags,
+} from "./src/cli/plan_command.ts";
 export {
   planComparisonSvg,
   planSvg,

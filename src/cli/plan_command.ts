@@ -109,14 +109,30 @@ export function planFromFlags(flags: PlanShapeFlags, grid: number): Plan {
   return planOrUsage(flags, (shape, strategy) => createPlan(shape, { strategy, grid }));
 }
 
-/** The shape flags of `plan`. */
+/**
+ * The shape flags of `plan`, as {@linkcode parseFlags} gives them.
+ *
+ * @example
+ * ```ts
+ * import { type PlanShapeFlags, planFromFlags } from "@lean/attention/cli";
+ * const flags: PlanShapeFlags = { heads: 16, "kv-heads": 1, "head-dim": 576, "head-dim-v": 512 };
+ * console.log(planFromFlags(flags, 8).problem.headDimV); // 512
+ * ```
+ */
 export interface PlanShapeFlags {
+  /** Context lengths (default: the demo batch). */
   "seq-lens"?: number[];
+  /** Query heads (default 32). */
   heads?: number;
+  /** KV heads (default 8). */
   "kv-heads"?: number;
+  /** Head dim of Q and K (default 128). */
   "head-dim"?: number;
+  /** Head dim of V (default `head-dim`). */
   "head-dim-v"?: number;
+  /** Query tokens per sequence (default 1). */
   "q-len"?: number;
+  /** Partition strategy (default lean; `all` is refused: several plans). */
   strategy?: string;
 }
 
