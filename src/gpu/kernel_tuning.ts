@@ -164,7 +164,8 @@ export interface KernelTuning {
    */
   tiled?: boolean;
   /**
-   * Blocks of 16 or more query rows over f16 or 8-bit K/V (int8, FP8 E4M3 and E5M2, staged as their
+   * KV groups of 7 or more query rows (`matrixMinRows`; fewer than 16 in one block of 16, the
+   * other rows masked) over f16 or 8-bit K/V (int8, FP8 E4M3 and E5M2, staged as their
    * values in f16) of head dims 16-128 (in steps of 16; 160-256 in steps of 32, in blocks of 16
    * rows), and MLA's f16 K rows above 256 dims (up to 576) with V rows of their own (up to 512, in
    * blocks of 16 rows) take the matrix-unit kernel where the device offers Dawn's experimental
@@ -174,7 +175,8 @@ export interface KernelTuning {
    * faster decodes where many query rows share a KV head: on the H200 through Dawn 0.26x of the
    * default kernels' time at MQA h128/1 b8 32k, 0.40-0.57x with 2-8 query tokens over GQA groups,
    * 0.70x at qLen 4 GQA 16k, 0.13-0.63x over 8-bit K/V (session 51), and 0.17-0.49x at head dims
-   * 192-256 (session 52), MLA 0.24-0.40x of the tiled kernel's (session 55). Ignored where the
+   * 192-256 (session 52), MLA 0.24-0.40x of the tiled kernel's (session 55), GQA's groups of 7-12
+   * rows at qLen 1 0.52-0.81x (session 57). Ignored where the
    * device lacks the feature, and for other shapes. See `src/kernels/matrix_kernel.ts`.
    */
   matrixMath?: boolean;
