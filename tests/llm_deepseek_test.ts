@@ -6,7 +6,8 @@
  * with LoRA queries and interleaved YaRN RoPE, 8 routed experts in 4 groups with score
  * corrections, a shared expert; four prompts of 4-29 tokens and 32 greedy tokens each. The
  * runner decodes attention through the library as one latent KV head (`vFromK`: V is each K
- * row's latent) with absorbed queries, in the paged plans a GPU encoder would run, on the CPU.
+ * row's latent) with absorbed queries, in the paged plans a GPU encoder would run, on the CPU. A
+ * second fixture (tests/fixtures/llm_deepseek_plain) takes the architecture's other branches.
  */
 
 import assert from "node:assert/strict";
@@ -91,6 +92,23 @@ Deno.test("HF DeepSeek-V3 checkpoint: the CPU runner gives transformers' tokens 
   await checkAgainstHf(runner, FIXTURE);
   // The GQA runner refuses the checkpoint, naming the MLA runner.
   assert.throws(() => new CpuModel(weights, { batch: 1, maxTokens: 8 }), /CpuMlaModel/);
+});
+
+Deno.test("HF DeepSeek-V3 checkpoint, its other branches: a full q_proj, RoPE in halves, no shared expert", async () => {
+  // tests/fixtures/llm_deepseek_plain (`hf_reference.py OUT deepseek_plain`): no query LoRA (as
+  // DeepSeek-V2-Lite's), rope_interleave false, plain RoPE, no shared expert, weights not
+  // normalised; 2 layers, three prompts of 5-23 tokens and 24 greedy tokens each.
+  const dir = new URL("./fixtures/llm_deepseek_plain", import.meta.url).pathname;
+  const weights = await loadCheckpoint(dir);
+  const c = weights.config;
+  assert.deepEqual(
+    [c.mla?.qLoraRank, c.mla?.ropeInterleave, c.deepseekMoe?.sharedWidth, c.rope.type],
+    [0, false, 0, "default"],
+  );
+  assert.ok(!weights.mlaLayers![0].qA && !weights.mlaLayers![1].experts?.shared);
+  const { ref } = await hfFixture(dir);
+  const maxTokens = Math.max(...ref.prompts.map((p) => p.length)) + ref.tokens[0].length;
+  await checkAgainstHf(new CpuMlaModel(weights, { batch: ref.prompts.length, maxTokens }), dir);
 });
 
 Deno.test("HF DeepSeek-V3 checkpoint: the check can fail (RoPE pairs taken as halves)", async () => {

@@ -17,7 +17,7 @@ Writes, per checkpoint folder OUT/NAME-f32 and OUT/NAME-bf16:
 Usage: python3 examples/llm/hf_reference.py OUT [NAME ...]
 (HF_SKIP_F32=1: only the bfloat16 checkpoints and references; HF_SKIP_BF16=1: only float32.)
 Names: tiny, llama32_1b, qwen25_05b, qwen25_7b_1l, mistral7b_2l, mistral7b_2l_w32, gemma2_2b_2l,
-gptoss_tiny, gptoss_fixture, deepseek_fixture (default: all).
+gptoss_tiny, gptoss_fixture, deepseek_fixture, deepseek_plain (default: all).
 
 gpt-oss models (GptOssForCausalLM) also get random sinks and experts large enough that the
 SwiGLU clamp acts, and their hf_reference.json records what the runner assumes of transformers:
@@ -261,14 +261,30 @@ CONFIGS["deepseek_fixture"] = {
     "initializer_range": 0.1,
 }
 
+# Its other branches (tests/fixtures/llm_deepseek_plain): a full q_proj (no query LoRA, as
+# DeepSeek-V2-Lite's), RoPE in halves (rope_interleave false), no shared expert, weights not
+# normalised, plain RoPE; 2 layers (the first dense). About 0.2 MB.
+CONFIGS["deepseek_plain"] = dict(
+    CONFIGS["deepseek_fixture"],
+    q_lora_rank=None,
+    rope_interleave=False,
+    n_shared_experts=0,
+    norm_topk_prob=False,
+    routed_scaling_factor=1.5,
+    num_hidden_layers=2,
+    vocab_size=64,
+    rope_scaling=None,
+)
+
 # Prompt lengths: chunks of 16 with remainders, one exact chunk.
 PROMPT_LENGTHS = {
     "tiny": [4, 11, 16, 29],
     "gptoss_fixture": [4, 11, 16, 29],
     "deepseek_fixture": [4, 11, 16, 29],
+    "deepseek_plain": [5, 16, 23],
 }
 DEFAULT_LENGTHS = [7, 16, 29, 61]
-NEW_TOKENS = {"tiny": 32, "gptoss_fixture": 32, "deepseek_fixture": 32}
+NEW_TOKENS = {"tiny": 32, "gptoss_fixture": 32, "deepseek_fixture": 32, "deepseek_plain": 24}
 DEFAULT_NEW_TOKENS = 64
 
 
