@@ -174,11 +174,10 @@ export function tileConfig(
   const minUnitRows = options.matrixUnitMinRows === undefined
     ? MATRIX_MIN_ROWS
     : integerIn("matrixUnitMinRows", options.matrixUnitMinRows, 1, 16);
-  if (
-    problem.rowsPerGroup >= 16 &&
-      options.matrixBlocks && matrixBlocksFit(problem.headDim, headDimV, problem.kvDtype) ||
-    matrixUnits && problem.rowsPerGroup >= minUnitRows
-  ) {
+  // The tiled kernel's blocks from 16 rows; the matrix kernel's from `minUnitRows`.
+  const tiledBlocks = problem.rowsPerGroup >= 16 && options.matrixBlocks === true &&
+    matrixBlocksFit(problem.headDim, headDimV, problem.kvDtype);
+  if (tiledBlocks || (matrixUnits && problem.rowsPerGroup >= minUnitRows)) {
     // Balanced blocks of at most 64 rows, each a power of two (16, 32 or 64: the kernel's
     // layouts); a block's rows past the group's are masked.
     // (Head dims above MATRIX_WIDE_DIM have blocks of 16 rows only: the kernel's registers.)
