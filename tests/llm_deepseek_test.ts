@@ -16,6 +16,8 @@ import { parseModelConfig } from "../examples/llm/config.ts";
 import { routeToken } from "../examples/llm/deepseek_moe.ts";
 import { CpuMlaModel } from "../examples/llm/mla_model.ts";
 import { CpuModel } from "../examples/llm/cpu_model.ts";
+import { run as generateRun } from "../examples/llm/generate.ts";
+import { createGpuModel } from "../examples/llm/gpu_model.ts";
 import { checkAgainstHf, hfFixture, run } from "./llm_hf_check.ts";
 import { relL2 } from "./llm_helpers.ts";
 
@@ -90,8 +92,29 @@ Deno.test("HF DeepSeek-V3 checkpoint: the CPU runner gives transformers' tokens 
   // The cache holds K pages only: one latent row of 40 floats per token and layer.
   assert.equal(runner.cache.layerData(0).v, undefined);
   await checkAgainstHf(runner, FIXTURE);
-  // The GQA runner refuses the checkpoint, naming the MLA runner.
+  // The GQA runner refuses the checkpoint, naming the MLA runner; the GPU runner and generate.ts
+  // on a GPU backend refuse it before touching a device, naming the CPU runner.
   assert.throws(() => new CpuModel(weights, { batch: 1, maxTokens: 8 }), /CpuMlaModel/);
+  await assert.rejects(
+    createGpuModel({} as GPUDevice, weights, { batch: 1, maxTokens: 8 }),
+    (e: unknown) => e instanceof RangeError && /CPU runner only/.test(e.message),
+  );
+  const args = {
+    model: FIXTURE,
+    prompts: [ref.prompts[1]],
+    maxNewTokens: 3,
+    json: false,
+    kvDtype: "f32" as const,
+    syncEvery: 0,
+  };
+  await assert.rejects(
+    generateRun({ ...args, backend: "webgpu" }, () => {}),
+    (e: unknown) =>
+      e instanceof RangeError && /--backend=webgpu: .*CPU runner only/.test(e.message),
+  );
+  // generate.ts on the CPU runs it: HF's first three tokens of the prompt.
+  const result = await generateRun({ ...args, backend: "cpu" }, () => {});
+  assert.deepEqual(result.tokens, [ref.tokens[1].slice(0, 3)]);
 });
 
 Deno.test("HF DeepSeek-V3 checkpoint, its other branches: a full q_proj, RoPE in halves, no shared expert", async () => {
