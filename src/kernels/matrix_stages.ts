@@ -155,10 +155,9 @@ var<workgroup> tok_wg: array<u32, ${tokenScales || (lateV && !vInK) ? 2 * T : T}
     : "";
   const pageRows = (t0: string) => paged ? `${pageRead(t0)}\n${pageWrite}` : "";
   const pageRegisters = paged ? "    var pg_tok = 0u;\n    var pg_page = 0u;" : "";
-  // The MLA layout's K or V rows alone (f16: no scales), each at its own row length: statement
-  // `body` for each of a thread's staging loads of K's (`v` false) or V's rows (its guard where
-  // the tile's chunks do not fill every thread), and where a paged load's token address is in
-  // `tok_wg` (V's after K's).
+  // Statement `body` for each of a thread's staging chunks of K's rows (`v` false) or of V's at
+  // their own row length (the MLA layout's, `v` true), with its guard where the tile's chunks do
+  // not fill every thread: the MLA layout's loads and every layout's stores.
   const perLoad = (v: boolean, body: (i: number, chunks: number) => string) => {
     const chunks = v ? CHUNKS_V : CHUNKS;
     return lines(
@@ -170,6 +169,7 @@ var<workgroup> tok_wg: array<u32, ${tokenScales || (lateV && !vInK) ? 2 * T : T}
       }`,
     );
   };
+  // Where a paged load's token address is in `tok_wg` (V's after K's).
   const tableAddress = (v: boolean, chunks: number) =>
     `tok_wg[${v ? `${T}u + ` : ""}idx / ${chunks}u] + idx % ${chunks}u`;
   const rowsLoad = (t0: string, w: "kw" | "vw") => {
@@ -217,15 +217,11 @@ var<workgroup> tok_wg: array<u32, ${tokenScales || (lateV && !vInK) ? 2 * T : T}
     });
   // Their stores into the staging buffer as halves: f16 words as they are, 8-bit codes as their
   // values (code times scale, and the unpacking's factor: `unpackScale`), rounded to f16.
-  const stageStore = (w: "kw" | "vw") => {
-    const v = w === "vw" && lateV;
-    const chunks = v ? CHUNKS_V : CHUNKS;
-    return lines(
-      v ? CKV : CK,
-      (i) =>
-        `      ${(v ? vGuard : kGuard) ? `if (lid + ${i * THREADS}u < ${T * chunks}u) ` : ""}{
-        let idx = lid + ${i * THREADS}u;
-        let at = (idx / ${chunks}u) * ${KS}u + (idx % ${chunks}u) * ${EPC}u;
+  const stageStore = (w: "kw" | "vw") =>
+    perLoad(
+      w === "vw" && lateV,
+      (i, chunks) =>
+        `let at = (idx / ${chunks}u) * ${KS}u + (idx % ${chunks}u) * ${EPC}u;
 ${
           eightBit
             ? `        let u = unpack_kv(${w}${i});
@@ -240,10 +236,8 @@ ${
               `        let h${e} = bitcast<vec2<f16>>(${w}${i}[${e}]);
         kv_wg[at + ${2 * e}u] = h${e}.x;
         kv_wg[at + ${2 * e + 1}u] = h${e}.y;`)
-        }
-      }`,
+        }`,
     );
-  };
   // The query rows of round `q` (rows `q QR` on), prescaled and rounded to f16, then each of that
   // round's subgroups loads its 16 rows' matrices.
   const queryRound = (q: number) =>
