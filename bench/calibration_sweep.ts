@@ -8,8 +8,15 @@
  * matrices), with the grids of the tolerance rule at 1.25x (what they took until then) and at
  * 1.6x (since).
  *
+ * Session 58: MLA's classes (`m16:576/512:f16`, head dims of K and V), each class swept
+ * `--repeat` times, after `--idle` ms without GPU work (a long compile lets the clock fall) and a
+ * warm-up of `--warmup` ms (the backend's classes after the first take 50), pieces of `--tokens`
+ * tokens where asked (the probe's default otherwise), to see how often and why a class's grid
+ * jumps (the MLA matrix class took 1010 workgroups once in session 57, 256-264 otherwise).
+ *
  * Usage: deno run -A --unstable-webgpu bench/calibration_sweep.ts [--classes=r1:128:fp8e5m2,...]
- * [--max=1200] [--backend=webgpu|dawn] [--out=FILE.json]
+ * [--max=1200] [--backend=webgpu|dawn] [--repeat=1] [--idle=0] [--warmup=300] [--tokens=N]
+ * [--out=FILE.json]
  *
  * @module
  */
@@ -34,9 +41,20 @@ const classes = (args.get("classes") ??
   .split(",").map((c) => {
     const [r, d, dtype] = c.split(":");
     const matrix = r.startsWith("m");
-    return { rows: Number(r.slice(1)), headDim: Number(d), kvDtype: dtype as KVDtype, matrix };
+    const [headDim, headDimV] = d.split("/").map(Number);
+    return {
+      rows: Number(r.slice(1)),
+      headDim,
+      headDimV: headDimV ?? headDim,
+      kvDtype: dtype as KVDtype,
+      matrix,
+    };
   });
 const maxSize = Number(args.get("max") ?? 1200);
+const repeat = Number(args.get("repeat") ?? 1);
+const idleMs = Number(args.get("idle") ?? 0);
+const warmupMs = Number(args.get("warmup") ?? 300);
+const tokens = args.has("tokens") ? Number(args.get("tokens")) : undefined;
 
 const gpu = args.get("backend") === "dawn" ? await loadDawn() : navigator.gpu;
 const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
@@ -47,7 +65,12 @@ const pipelines = new PipelineCache(device, {
   enableDirective: await acceptsSubgroupsDirective(device),
 });
 const report: unknown[] = [];
-for (const { rows, headDim, kvDtype, matrix } of classes) {
+for (
+  const { rows, headDim, headDimV, kvDtype, matrix } of classes.flatMap((c) =>
+    Array.from({ length: repeat }, () => c)
+  )
+) {
+  if (idleMs > 0) await new Promise((resolve) => setTimeout(resolve, idleMs));
   const pool = new BufferPool(device);
   const { probe, key, classKey } = calibrationProbe(
     device,
@@ -58,12 +81,13 @@ for (const { rows, headDim, kvDtype, matrix } of classes) {
     (plan) => kernelSpec(plan, caps, matrix ? { matrixMath: true } : {}),
     rows,
     headDim,
-    headDim,
+    headDimV,
     kvDtype,
+    tokens,
   );
   let sweep: { sizes: readonly number[]; times: readonly number[] } | undefined;
   const grid = await calibrateGrid(device, probe, {
-    warmupMs: 300,
+    warmupMs,
     sweeps: 2,
     maxSize,
     onTimes: (sizes, times) => (sweep = { sizes, times }),
@@ -88,7 +112,7 @@ for (const { rows, headDim, kvDtype, matrix } of classes) {
   if (sweep) {
     const base = Math.min(...sweep.times.slice(0, 4));
     const line = sweep.sizes.map((n, i) => `${n}:${(sweep!.times[i] / base).toFixed(2)}`);
-    console.log(`  time over one workgroup's: ${line.join(" ")}`);
+    console.log(`  one workgroup ${base.toFixed(4)} ms; time over it: ${line.join(" ")}`);
   }
   report.push({ classKey, key, grid, ...(step === undefined ? {} : { step }), ...sweep });
 }

@@ -34,7 +34,8 @@ export const HEAD_DIM_CLASSES = [128, 64, 256];
  * Builds the calibration probe of a kernel class: `n` workgroups decoding identical pieces with
  * the spec `specOf` gives the class (f16 K/V, or the 8-bit dtype whose class grid is wanted:
  * an 8-bit kernel may keep more registers than its class's f16 kernel, so fewer run at once).
- * Returns the probe, its spec key and the class key of `DeviceProfile.gridByClass`.
+ * Returns the probe, its spec key and the class key of `DeviceProfile.gridByClass`. Each piece
+ * holds `probeTokens` tokens (default: below) where a diagnostic asks.
  */
 export function calibrationProbe(
   device: GPUDevice,
@@ -47,6 +48,7 @@ export function calibrationProbe(
   headDim = 128,
   headDimV = headDim,
   kvDtype: KVDtype = "f16",
+  probeTokens?: number,
 ): { probe: (pass: GPUComputePassEncoder, n: number) => void; key: string; classKey: string } {
   const tiles = tileConfig({ headDim, headDimV, rowsPerGroup: rows, kvDtype }, tileOptions);
   const spec = specOf({ problem: { headDim, headDimV, kvDtype }, tiles });
@@ -54,7 +56,7 @@ export function calibrationProbe(
   // and runs about one per multiprocessor: 512 tokens (about 0.9 ms on the H200) up to 1024
   // workgroups. With 256 tokens Dawn's probe times stayed flat up to 1010 workgroups (its
   // dispatch cost hid a workgroup's), and lean MLA on Dawn ran at half speed (session 25).
-  const tokens = software ? 64 : tiles.rowsPerBlock > 8 ? 512 : 1024;
+  const tokens = probeTokens ?? (software ? 64 : tiles.rowsPerBlock > 8 ? 512 : 1024);
   const maxN = 8192;
   const sched = new Uint32Array(maxN + 1 + maxN * PIECE_STRIDE);
   for (let w = 0; w <= maxN; w++) sched[w] = w;

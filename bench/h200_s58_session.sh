@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Session 58 on the H200. Results under $OUT or bench/results/h200_session58/MODE:
+#   kv8r8    the f32 kernels' 8-row class over 8-bit K/V (int8, FP8 E4M3 with a scale per tensor
+#            or per token: the 7-12-row cases of bench/cases_groups.json) through Deno's WebGPU
+#            at grid 264, swept over unroll, row sets, E4M3's NaN test per step and token runs.
+#            Until now the class took f16's two row sets at twice f16's unroll (8: one token per
+#            group and step fills a 64-token tile), which f16's own sweep found 1.9x slower
+#            (session 57, `r8`). Then the calibration of the MLA matrix class through Dawn
+#            (bench/calibration_sweep.ts), repeated, after an idle GPU and not, with the probe's
+#            pieces of 512 tokens and of 2048: it took 1010 workgroups once in session 57.
+set -u
+mode=${1:?usage: bash bench/h200_s58_session.sh kv8r8}
+shift
+out=${OUT:-bench/results/h200_session58/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+case $mode in
+kv8r8)
+  configs=(
+    'table={}'
+    'U4={"unroll":4}'
+    'U4nan={"unroll":4,"nanSteps":true}'
+    'U4nanRuns={"unroll":4,"nanSteps":true,"tokenRuns":true}'
+    'U2={"unroll":2}'
+    'U4rs4={"unroll":4,"rowSets":4}'
+    'U8rs4={"unroll":8,"rowSets":4}'
+  )
+  for entry in "${configs[@]}"; do
+    name=${entry%%=*}
+    run_deno 75 "r8_$name.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --grid=264 \
+      --cases=bench/cases_groups.json --only="int8|e4m3" --check \
+      --kernel="${entry#*=}" --out="$out/r8_$name.json"
+  done
+  classes=--classes=m16:128:f16,m16:576/512:f16
+  run_deno 60 sweep_busy.txt bench/calibration_sweep.ts --backend=dawn --max=1100 "$classes" \
+    --repeat=4 --warmup=50 --out="$out/sweep_busy.json"
+  run_deno 60 sweep_idle.txt bench/calibration_sweep.ts --backend=dawn --max=1100 "$classes" \
+    --repeat=4 --warmup=50 --idle=1500 --out="$out/sweep_idle.json"
+  run_deno 60 sweep_idle_t2048.txt bench/calibration_sweep.ts --backend=dawn --max=1100 \
+    "$classes" --repeat=4 --warmup=50 --idle=1500 --tokens=2048 --out="$out/sweep_idle_t2048.json"
+  ;;
+*)
+  echo "unknown mode $mode" >&2
+  exit 2
+  ;;
+esac
+stamp "done"
