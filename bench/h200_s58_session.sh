@@ -8,8 +8,14 @@
 #            (session 57, `r8`). Then the calibration of the MLA matrix class through Dawn
 #            (bench/calibration_sweep.ts), repeated, after an idle GPU and not, with the probe's
 #            pieces of 512 tokens and of 2048: it took 1010 workgroups once in session 57.
+#   kv8      the 8-bit kernels' unroll by their registers (kernel_choice.ts `eightBitUnroll`) and
+#            E4M3's NaN test per step on blocks of 5-8 rows: the 8-bit cases of
+#            bench/cases_groups.json (5-12 rows at d128, 7 and 8 at d64) through Deno's WebGPU at
+#            grid 264, the new defaults against the old choice (d128: unroll 8, d64: 4, no NaN
+#            steps) and the f16 twins; the new defaults calibrated, dense and paged, checked; the
+#            MLA matrix class's calibration after an idle GPU with 300 ms of warm-up.
 set -u
-mode=${1:?usage: bash bench/h200_s58_session.sh kv8r8}
+mode=${1:?usage: bash bench/h200_s58_session.sh kv8r8|kv8}
 shift
 out=${OUT:-bench/results/h200_session58/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -39,6 +45,22 @@ kv8r8)
     --repeat=4 --warmup=50 --idle=1500 --out="$out/sweep_idle.json"
   run_deno 60 sweep_idle_t2048.txt bench/calibration_sweep.ts --backend=dawn --max=1100 \
     "$classes" --repeat=4 --warmup=50 --idle=1500 --tokens=2048 --out="$out/sweep_idle_t2048.json"
+  ;;
+kv8)
+  groups=(--backend=webgpu --strategies=lean --cases=bench/cases_groups.json)
+  run_deno 90 new_g264.txt bench/gpu_bench.ts "${groups[@]}" --grid=264 --only="int8|e4m3" \
+    --check --out="$out/new_g264.json"
+  run_deno 75 old_d128_g264.txt bench/gpu_bench.ts "${groups[@]}" --grid=264 --only="int8|e4m3" \
+    --skip=d64 --check --kernel='{"unroll":8,"nanSteps":false}' --out="$out/old_d128_g264.json"
+  run_deno 40 old_d64_g264.txt bench/gpu_bench.ts "${groups[@]}" --grid=264 --only=d64 --check \
+    --kernel='{"unroll":4,"nanSteps":false}' --out="$out/old_d64_g264.json"
+  run_deno 50 f16_g264.txt bench/gpu_bench.ts "${groups[@]}" --grid=264 \
+    --only="gqa28/4 32k|gqa40/8 32k|gqa64/8 32k|gqa64/8 128k|gqa96/8 32k" --skip="int8|e4m3|d64" \
+    --check --out="$out/f16_g264.json"
+  run_deno 150 new_paged.txt bench/gpu_bench.ts "${groups[@]}" --only="int8|e4m3" --check \
+    --paged --out="$out/new_paged.json"
+  run_deno 60 sweep_idle_w300.txt bench/calibration_sweep.ts --backend=dawn --max=1100 \
+    --classes=m16:576/512:f16 --repeat=4 --warmup=300 --idle=1500 --out="$out/sweep_idle_w300.json"
   ;;
 *)
   echo "unknown mode $mode" >&2

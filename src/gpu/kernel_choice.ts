@@ -125,12 +125,22 @@ export function kernelSpec(
     // tuning only) twice as many tokens per step keep as many bytes in flight.
     // 8-bit rows have half the chunks of the f16 rows the table was tuned on: twice the tokens
     // per step keep as many bytes in flight per lane (unless the class has its own 8-bit entry),
-    // where the tile holds such a step (kernelLayout caps it). 4-row d128 blocks in 64-token
-    // tiles keep f16's unroll: given 128-token tiles, the H200's driver spills their unroll 8
-    // (43-51% slower, session 29), so the default tiles stay.
-    unroll: tuning.unroll ??
+    // where the tile holds such a step (kernelLayout caps it) and the thread's registers hold
+    // it (`eightBitUnroll`). 4-row d128 blocks in 64-token tiles keep f16's unroll: given
+    // 128-token tiles, the H200's driver spills their unroll 8 (43-51% slower, session 29), so
+    // the default tiles stay.
+    unroll: tuning.unroll ?? Math.max(
+      1,
       (prefetch || choice.prefetch === false ? choice.unroll : 2 * choice.unroll) *
-        (KV_DTYPE_INFO[kvDtype].bytes === 1 && !eightBitEntry ? 2 : 1),
+        (KV_DTYPE_INFO[kvDtype].bytes === 1 && !eightBitEntry
+          ? choice.padded
+            ? 2
+            : eightBitUnroll(rowsPerBlock, rowChoices(tuning, choice).rowSets ?? 1, lanes, load, {
+              chunks,
+              chunksV,
+            })
+          : 1),
+    ),
     subgroups: subgroups && lanes > 1 && lanes <= caps.subgroupMinSize,
     paged,
     ...(paged && plan.kv?.kind === "paged" && plan.kv.layout === "HND"
@@ -194,14 +204,15 @@ export function kernelSpec(
   // take early loads too (session 35, 4- and 8-row blocks).
   const halfKeys = halfMath(spec) && kvDtype === "f16" && spec.rowsPerBlock >= 4;
   // FP8 E4M3 unpacked to f32 (keys without `halfMath`, or V without packed f16 sums): one NaN
-  // test per step instead of one per word, by default on 4-row blocks (2-4.5% faster at per-tensor
-  // scales, 5-10% with a scale per token, session 37), 1-row paged ones (2%) and 1-row dense ones
+  // test per step instead of one per word, by default on blocks of 4 rows or more (4 rows: 2-4.5%
+  // faster at per-tensor scales, 5-10% with a scale per token, session 37; 8 rows at unroll 4: 7-8%
+  // and 20%, session 58), 1-row paged ones (2%) and 1-row dense ones
   // at per-tensor scales with their rows' base read ahead (below); alone, 1-row dense ones were
   // 6% slower (their loads sank to the loop's end).
   const rows = spec.rowsPerBlock;
   const e4m3 = kvDtype === "fp8e4m3";
   const nanSteps = (tuning.nanSteps ??
-    (e4m3 && (rows === 4 || (rows === 1 && (paged || kvScales !== "token"))))) &&
+    (e4m3 && (rows >= 4 || (rows === 1 && (paged || kvScales !== "token"))))) &&
     e4m3 && (!halfMath(spec) || (!halfValues(spec) && spec.vPerToken !== true));
   // E4M3 keys tested per step (4- and 1-row blocks) take early loads at per-tensor scales: paged
   // with slices or token runs, the 4-row kernel's page-table entries left out of the test (with
@@ -337,6 +348,29 @@ function variantSpec(variant: Plan["problem"]["variant"]): Pick<KernelSpec, "var
 }
 
 /** The row-set choice of a spec: the tuning's, else the table's (omitted at 1). */
+/**
+ * The factor on f16's unroll of an 8-bit kernel without an 8-bit table entry, by the floats of
+ * query and output state each thread holds (its rows of the block, over its lanes' share of K's
+ * and V's rows): up to 96, 2 (as many bytes in flight per lane as f16's rows); at 128, 1 (8-row
+ * d128 blocks in two row sets: at unroll 8 the H200's driver spilled them, E4M3 1.55-1.61x and
+ * int8 1.10-1.16x the time of unroll 4, session 58); beyond, 0.5 (7-row d128 blocks, one row
+ * set since 7 rows do not split in two: 224 floats, int8 at unroll 2 0.86x the time of unroll
+ * 4, session 58). 6-row blocks (96 floats) were 10% faster at unroll 8 than at 4. (MLA's padded
+ * rows keep 2: not measured.)
+ */
+function eightBitUnroll(
+  rows: number,
+  rowSets: number,
+  lanes: number,
+  load: number,
+  { chunks, chunksV }: { chunks: number; chunksV: number },
+): number {
+  // As kernelLayout: row sets that do not divide the block's rows are halved.
+  while (rowSets > 1 && rows % rowSets !== 0) rowSets /= 2;
+  const state = (rows / rowSets) * (Math.ceil(chunks / lanes) + Math.ceil(chunksV / lanes)) * load;
+  return state <= 96 ? 2 : state <= 128 ? 1 : 0.5;
+}
+
 function rowChoices(tuning: KernelTuning, choice: { rowSets?: number }): { rowSets?: number } {
   const rowSets = tuning.rowSets ?? choice.rowSets ?? 1;
   return rowSets > 1 ? { rowSets } : {};
