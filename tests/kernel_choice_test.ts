@@ -58,6 +58,38 @@ Deno.test("a device-wide lane count meets shorter rows with the most lanes divid
   assert.equal(kernelSpec(plan(64)).rowSets, kernelChoice(64, 4).rowSets);
 });
 
+Deno.test("8-bit kernels take twice f16's unroll, but f16's own where a thread holds 97-128 floats of rows", () => {
+  const caps = { subgroups: true, subgroupMinSize: 32 };
+  const unroll = (kvDtype: "f16" | "int8" | "fp8e4m3", headDim: number, rows: number) =>
+    kernelSpec(
+      {
+        problem: { headDim, kvDtype },
+        tiles: tileConfig({ headDim, rowsPerGroup: rows, kvDtype }),
+      },
+      caps,
+    ).unroll ?? 0;
+  // 8 rows at d128: two row sets of 4 rows x 32 dims of K and V per lane = 128 floats.
+  for (const kvDtype of ["f16", "int8", "fp8e4m3"] as const) {
+    assert.equal(unroll(kvDtype, 128, 8), 4);
+  }
+  // 6 rows (96 floats), 7 (one row set: 224) and 5 (160) at d128, and the other classes: twice.
+  for (const rows of [5, 6, 7]) {
+    assert.equal(unroll("int8", 128, rows), 2 * unroll("f16", 128, rows));
+  }
+  for (const rows of [1, 2, 8]) {
+    assert.equal(unroll("fp8e4m3", 64, rows), 2 * unroll("f16", 64, rows));
+  }
+  assert.equal(unroll("int8", 128, 1), 2 * unroll("f16", 128, 1));
+  // (4 rows at d128, 128 floats, ran 4 before too: a 64-token tile holds 16 groups x 4 tokens.)
+  assert.equal(unroll("int8", 128, 4), 4);
+  // A tuning's unroll stands.
+  const plan = {
+    problem: { headDim: 128, kvDtype: "int8" as const },
+    tiles: tileConfig({ headDim: 128, rowsPerGroup: 8, kvDtype: "int8" }),
+  };
+  assert.equal(kernelSpec(plan, caps, { unroll: 8 }).unroll, 8);
+});
+
 Deno.test("early loads are the default for 4-row int8 with integer keys, 4-row int8 with per-token scales, 4-row E4M3 at per-tensor scales, and packed f16 keys", () => {
   const plan = (kvDtype: "int8" | "f16" | "fp8e4m3", rowsPerGroup: number) => ({
     problem: { headDim: 128, kvDtype },

@@ -35,6 +35,10 @@ Deno.test("nanSteps: E4M3 4-row kernels and 1-row ones test each step once", () 
   const paged = (numHeads: number) => ({ ...planOf(numHeads), kv: pagedKV(16) });
   const gqa = planOf(32);
   const mha = planOf(8);
+  // Blocks of 5-8 rows too (session 58): GQA 64/8 and 40/8.
+  assert.equal(kernelSpec(planOf(64), caps).nanSteps, true);
+  assert.equal(kernelSpec(planOf(40), caps, {}, false, "token").nanSteps, true);
+  assert.equal(kernelSpec(planOf(64), caps, { nanSteps: false }).nanSteps, undefined);
   // Defaults: on for 4-row blocks dense or paged, for 1-row paged ones and 1-row dense ones at
   // per-tensor scales; off for 1-row dense ones with a scale per token.
   assert.equal(kernelSpec(gqa, caps).nanSteps, true);
@@ -120,12 +124,15 @@ function withNaNCodes(input: DecodeInput, at: { k: number[]; v: number[] }): Dec
  * The cases of the bits test: GQA 8/2 d32 (4-row blocks) with whole prefetch (the class takes
  * split prefetch by default), so the per-tensor kernel reads its base ahead with early loads,
  * against the per-word test; MHA 2/2 d32 (1 row: by default at per-tensor scales the per-step
- * test, its base read ahead and early loads) against the per-word test.
+ * test, its base read ahead and early loads) and GQA 16/2 d32 (8 rows in two row sets) against
+ * the per-word test.
  */
 const BITS_CASES = [
   { kvScales: "tensor", numHeads: 8, tuning: { prefetch: true }, plain: { nanSteps: false } },
   { kvScales: "token", numHeads: 8, tuning: { prefetch: true }, plain: { nanSteps: false } },
   { kvScales: "tensor", numHeads: 2, tuning: {}, plain: { nanSteps: false } },
+  // 8-row blocks (GQA 16/2), by default since session 58.
+  { kvScales: "tensor", numHeads: 16, tuning: {}, plain: { nanSteps: false } },
 ] as const;
 
 gpuTest(

@@ -93,6 +93,8 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
           { headDim: 576, headDimV: 512, rows: 16, matrix: true },
         );
       }
+      // When the last probe ended (the GPU idles from there through the next class's compile).
+      let probedAt = performance.now();
       for (const [i, { headDim, rows, headDimV, matrix }] of classes.entries()) {
         const matrixClass = matrix === true;
         notify(onProgress, {
@@ -121,8 +123,15 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
           continue;
         }
         const { probe, key, classKey } = made;
-        // The first class warms the GPU (its clock idles low); the others follow right after.
-        const warmupMs = i === 0 ? 300 : 50;
+        // The first class warms the GPU (its clock idles low); the others follow right after,
+        // but a class of many rows warms as long as the GPU idled during its compile (up to 300
+        // ms): after 1.5 s idle and 50 ms of warm-up the MLA matrix class's one workgroup took
+        // 2.3-4.3x its busy time, and in one sweep of four its times fell midway as the clock
+        // rose (the grid it took was right, but a clock rising early in the sweep makes every
+        // size look cheap: that class took 1010 workgroups once, session 57); with 300 ms all
+        // four took the busy time (bench/calibration_sweep.ts, session 58).
+        const idleMs = performance.now() - probedAt;
+        const warmupMs = i === 0 ? 300 : rows > 8 ? Math.min(300, Math.max(50, idleMs)) : 50;
         // One tiled workgroup per multiprocessor or so: 1024 workgroups are probe enough. Its
         // arithmetic fills a multiprocessor, so a second one there can only share it: this
         // class counts a size as one wave only within 1.25x of one workgroup's time (1.5x for
@@ -149,6 +158,7 @@ export async function createWebGPUBackend(options: WebGPUBackendOptions): Promis
             ? { warmupMs, maxSize: 1024, tolerance: 1.25, sweeps: 2 }
             : { warmupMs },
         );
+        probedAt = performance.now();
         // (The matrix classes' grids stay out of the per-rows grids of the decode kernel.)
         if (headDim === 128 && !matrixClass) grids[rows] = p.grid;
         byClass[classKey] ??= p.grid;
