@@ -14,8 +14,13 @@
 #            grid 264, the new defaults against the old choice (d128: unroll 8, d64: 4, no NaN
 #            steps) and the f16 twins; the new defaults calibrated, dense and paged, checked; the
 #            MLA matrix class's calibration after an idle GPU with 300 ms of warm-up.
+#   final    the final defaults over every 8-bit case of bench/cases_groups.json through Deno's
+#            WebGPU, calibrated, dense and paged, checked; E5M2 at 8 rows, old unroll (8) against
+#            new (4) at grid 264; the f16 group cases' default f32 kernels calibrated, dense and
+#            paged; the GPU tests of 8-bit K/V, E4M3's NaN steps, page slices and the variants'
+#            combinations through Deno's WebGPU, exhaustive.
 set -u
-mode=${1:?usage: bash bench/h200_s58_session.sh kv8r8|kv8}
+mode=${1:?usage: bash bench/h200_s58_session.sh kv8r8|kv8|final}
 shift
 out=${OUT:-bench/results/h200_session58/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -61,6 +66,21 @@ kv8)
     --paged --out="$out/new_paged.json"
   run_deno 60 sweep_idle_w300.txt bench/calibration_sweep.ts --backend=dawn --max=1100 \
     --classes=m16:576/512:f16 --repeat=4 --warmup=300 --idle=1500 --out="$out/sweep_idle_w300.json"
+  ;;
+final)
+  groups=(--backend=webgpu --strategies=lean --cases=bench/cases_groups.json)
+  run_deno 170 kv8_paged.txt bench/gpu_bench.ts "${groups[@]}" --only="int8|e4m3|e5m2" --check \
+    --paged --out="$out/kv8_paged.json"
+  run_deno 40 e5m2_old_g264.txt bench/gpu_bench.ts "${groups[@]}" --grid=264 --only=e5m2 \
+    --check --kernel='{"unroll":8}' --out="$out/e5m2_old_g264.json"
+  run_deno 40 e5m2_new_g264.txt bench/gpu_bench.ts "${groups[@]}" --grid=264 --only=e5m2 \
+    --check --out="$out/e5m2_new_g264.json"
+  run_deno 120 f16_paged.txt bench/gpu_bench.ts "${groups[@]}" --skip="int8|e4m3|e5m2|d64" \
+    --check --paged --out="$out/f16_paged.json"
+  export LEAN_TEST_EXHAUSTIVE=1
+  run_backend_tests webgpu 200 tests_webgpu.txt tests/kv8_decode_test.ts \
+    tests/nan_steps_test.ts tests/page_slices_test.ts tests/combinations_gpu_test.ts \
+    tests/kernel_choice_test.ts
   ;;
 *)
   echo "unknown mode $mode" >&2
