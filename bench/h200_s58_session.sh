@@ -19,8 +19,12 @@
 #            new (4) at grid 264; the f16 group cases' default f32 kernels calibrated, dense and
 #            paged; the GPU tests of 8-bit K/V, E4M3's NaN steps, page slices and the variants'
 #            combinations through Deno's WebGPU, exhaustive.
+#   pad      blocks padded to their class's row sets (`padRows`, default on: 7 rows run as 8, 5 as
+#            6, 3 as 4 at d64 and d256) against the old blocks (`padRows: false`) through Deno's
+#            WebGPU, calibrated, on the 5-14-row cases of bench/cases_groups.json (f16, int8,
+#            E4M3) and its 3- and 6-row cases at d64 and d256, checked; the new blocks paged.
 set -u
-mode=${1:?usage: bash bench/h200_s58_session.sh kv8r8|kv8|final}
+mode=${1:?usage: bash bench/h200_s58_session.sh kv8r8|kv8|final|pad}
 shift
 out=${OUT:-bench/results/h200_session58/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -81,6 +85,14 @@ final)
   run_backend_tests webgpu 200 tests_webgpu.txt tests/kv8_decode_test.ts \
     tests/nan_steps_test.ts tests/page_slices_test.ts tests/combinations_gpu_test.ts \
     tests/kernel_choice_test.ts
+  ;;
+pad)
+  groups=(--backend=webgpu --strategies=lean --cases=bench/cases_groups.json)
+  pick=(--only="gqa28/4 32k|gqa40/8 32k|qLen2|gqa24/8|gqa48/8")
+  run_deno 150 pad_on.txt bench/gpu_bench.ts "${groups[@]}" "${pick[@]}" --check --paged \
+    --out="$out/pad_on.json"
+  run_deno 120 pad_off.txt bench/gpu_bench.ts "${groups[@]}" "${pick[@]}" --check \
+    --kernel='{"padRows":false}' --out="$out/pad_off.json"
   ;;
 *)
   echo "unknown mode $mode" >&2

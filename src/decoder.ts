@@ -304,6 +304,7 @@ export async function createDecoder(options: DecoderOptions = {}): Promise<Decod
     ...(options.kernel?.matrixMinRows === undefined
       ? {}
       : { matrixUnitMinRows: options.kernel.matrixMinRows }),
+    ...(options.kernel?.padRows === undefined ? {} : { padRows: options.kernel.padRows }),
   };
   // Reject bad tile and plan options now rather than on the first decode.
   tileConfig({ headDim: 8, rowsPerGroup: 1, kvDtype: "f32" }, tileOptions);

@@ -196,4 +196,10 @@ export interface KernelTuning {
    * 57).
    */
   matrixMinRows?: number;
+  /**
+   * Blocks of rows that their kernel class's row sets do not divide (5 or 7 rows at head dims
+   * 65-128, 3 at others) take as many more rows as make them divide, masked (default true; see
+   * `TileOptions.padRows`).
+   */
+  padRows?: boolean;
 }

@@ -148,6 +148,7 @@ export class AttentionEncoder {
       matrixUnits: options.kernel?.matrixMath === true && matrixUnitsOn(ctx.caps),
       matrixUnitRows: options.kernel?.matrixRows,
       matrixUnitMinRows: options.kernel?.matrixMinRows,
+      padRows: options.kernel?.padRows,
     };
     this.#strategy = options.strategy;
     this.#batchInvariant = options.batchInvariant ?? false;
