@@ -44,22 +44,24 @@ Deno.test("small groups use one block", () => {
   assert.deepStrictEqual([c.rowBlocks, c.rowsPerBlock], [3, 6]);
 });
 
-Deno.test("blocks a row short of their class's row sets take it, masked, unless padRows is false", () => {
+Deno.test("7-row blocks run as 8, the 8th masked, so two row sets split them, unless padRows is false", () => {
   const blocks = (headDim: number, rows: number, padRows?: boolean) => {
     const c = tileConfig({ headDim, rowsPerGroup: rows, kvDtype: "f16" }, { padRows });
     return [c.rowBlocks, c.rowsPerBlock];
   };
-  // d128's 8-row class splits a token's rows in two row sets: 7 rows run as 8, 5 as 6, 14 as 2x8.
+  // d128's 8-row class splits a token's rows in two row sets: 7 rows (7 per thread) run as 8,
+  // 13 and 14 as 2x8.
   assert.deepStrictEqual(blocks(128, 7), [1, 8]);
-  assert.deepStrictEqual(blocks(128, 5), [1, 6]);
+  assert.deepStrictEqual(blocks(96, 7), [1, 8]);
   assert.deepStrictEqual(blocks(128, 14), [2, 8]);
+  assert.deepStrictEqual(blocks(128, 13), [2, 8]);
   assert.deepStrictEqual(blocks(128, 7, false), [1, 7]);
-  // d64's and d256's 4-row classes (two row sets): 3 rows as 4; d64's 8-row class has one.
-  assert.deepStrictEqual(blocks(64, 3), [1, 4]);
-  assert.deepStrictEqual(blocks(256, 3), [1, 4]);
+  // 5 rows (5 per thread), 3 at d64 and d256, d64's 8-row class (one row set) keep theirs.
+  assert.deepStrictEqual(blocks(128, 5), [1, 5]);
+  assert.deepStrictEqual(blocks(64, 3), [1, 3]);
+  assert.deepStrictEqual(blocks(256, 3), [1, 3]);
   assert.deepStrictEqual(blocks(64, 7), [1, 7]);
-  // Classes of one row set, and blocks already split evenly, keep their rows.
-  for (const rows of [1, 2, 3, 4, 6, 8, 12]) {
+  for (const rows of [1, 2, 3, 4, 5, 6, 8, 9, 10, 12]) {
     assert.deepStrictEqual(blocks(128, rows), blocks(128, rows, false));
   }
   assert.throws(

@@ -197,9 +197,8 @@ export interface KernelTuning {
    */
   matrixMinRows?: number;
   /**
-   * Blocks of rows that their kernel class's row sets do not divide (5 or 7 rows at head dims
-   * 65-128, 3 at others) take as many more rows as make them divide, masked (default true; see
-   * `TileOptions.padRows`).
+   * Blocks of 7 rows at head dims 65-128 run as 8, the 8th masked, so the kernel's two row sets
+   * split them (default true; 0.73-0.81x the time on the H200, see `TileOptions.padRows`).
    */
   padRows?: boolean;
 }

@@ -87,11 +87,11 @@ export interface TileOptions {
    */
   matrixUnitMinRows?: number;
   /**
-   * A block of rows that its kernel class's row sets do not divide (5 or 7 rows at head dims
-   * 65-128, whose 8-row class splits each token's rows between two lane groups; 3 rows at head
-   * dims up to 64 or above 128) takes as many more rows as make them divide, masked (default
-   * true). Seven rows then run as eight: four per thread instead of seven, and twice the lanes
-   * per token (on the H200, Qwen2.5 7B's 28/4 at 32k tokens in ... of the time; session 58).
+   * A block of 7 rows at head dims 65-128, which its kernel class's two row sets (each token's
+   * rows split between two lane groups) do not divide, so that each thread would hold all 7,
+   * takes an 8th row, masked (default true): four rows per thread. On the H200 Qwen2.5 7B's
+   * 28/4 at 32k tokens took 0.73x the time over f16 K/V, 0.76x over int8, 0.81x over E4M3
+   * (session 58). Blocks of 5 or 3 rows keep theirs (padded they were slower).
    */
   padRows?: boolean;
 }
@@ -102,6 +102,14 @@ export interface TileOptions {
  */
 const MAX_BLOCK_FLOATS = 1024;
 const MAX_ROWS_PER_BLOCK = 8;
+/**
+ * Most rows a thread of the decode kernel holds before its block is padded to its class's row
+ * sets (`TileOptions.padRows`). On the H200 (session 58, Deno's WebGPU), 7-row d128 blocks (one
+ * row set, 7 rows per thread) run as 8 (two sets of 4) took 0.73-0.81x the time over f16, int8 and
+ * E4M3 (Qwen2.5 7B's 28/4), 0.78x for 14 rows; padding 5 rows to 6 (5 per thread to 3) took
+ * 1.16-1.48x, 10 to 12 1.29x, 3 to 4 at d64 and d256 1.03-1.04x, 6 to 8 at d256 1.26x.
+ */
+const PAD_ROWS_PER_THREAD = 6;
 /**
  * Head dims above 256 (MLA's 576) get 32 lanes per token (`KERNEL_TABLE`), so a lane holds a
  * 32nd of each row: blocks of up to 4 rows, their output (at most 2048 floats) in workgroup
@@ -218,11 +226,14 @@ export function tileConfig(
   const rowBlocks = Math.ceil(problem.rowsPerGroup / maxRows);
   let rowsPerBlock = Math.ceil(problem.rowsPerGroup / rowBlocks);
   if (options.padRows !== false) {
-    // The kernel halves row sets that do not divide a block's rows (kernelLayout): a block a
-    // row short of them takes that row, masked, rather than lose its row sets.
+    // The kernel halves row sets that do not divide a block's rows (kernelLayout): a block whose
+    // threads would then hold more than PAD_ROWS_PER_THREAD rows takes the rows that make its
+    // class's row sets divide it, masked.
     const sets = kernelChoice(problem.headDim, rowsPerBlock, problem.kvDtype).rowSets ?? 1;
+    let kept = sets;
+    while (kept > 1 && rowsPerBlock % kept !== 0) kept /= 2;
     const padded = Math.ceil(rowsPerBlock / sets) * sets;
-    if (padded <= maxRows) rowsPerBlock = padded;
+    if (rowsPerBlock / kept > PAD_ROWS_PER_THREAD && padded <= maxRows) rowsPerBlock = padded;
   }
   return { tileTokens, rowsPerBlock, rowBlocks, workgroupSize };
 }
