@@ -23,10 +23,14 @@
 #            6, 3 as 4 at d64 and d256) against the old blocks (`padRows: false`) through Deno's
 #            WebGPU, calibrated, on the 5-14-row cases of bench/cases_groups.json (f16, int8,
 #            E4M3) and its 3- and 6-row cases at d64 and d256, checked; the new blocks paged.
+#   suite    every test file with every GPU shape through Deno's WebGPU, three processes at once
+#            (session 44's `webgpu` mode): the plans of 7-row groups (now 8-row blocks), the 8-bit
+#            kernels' unroll and E4M3's NaN steps at 5-8 rows met by every GPU test.
 set -u
-mode=${1:?usage: bash bench/h200_s58_session.sh kv8r8|kv8|final|pad}
+mode=${1:?usage: bash bench/h200_s58_session.sh kv8r8|kv8|final|pad|suite}
 shift
 out=${OUT:-bench/results/h200_session58/$mode}
+if [ "$mode" = suite ]; then OUT=$out exec bash bench/h200_s44_session.sh webgpu; fi
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
 stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
