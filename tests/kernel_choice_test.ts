@@ -60,11 +60,16 @@ Deno.test("a device-wide lane count meets shorter rows with the most lanes divid
 
 Deno.test("8-bit kernels take twice f16's unroll, but f16's own where a thread holds 97-128 floats of rows", () => {
   const caps = { subgroups: true, subgroupMinSize: 32 };
-  const unroll = (kvDtype: "f16" | "int8" | "fp8e4m3", headDim: number, rows: number) =>
+  const unroll = (
+    kvDtype: "f16" | "int8" | "fp8e4m3",
+    headDim: number,
+    rows: number,
+    padRows?: boolean,
+  ) =>
     kernelSpec(
       {
         problem: { headDim, kvDtype },
-        tiles: tileConfig({ headDim, rowsPerGroup: rows, kvDtype }),
+        tiles: tileConfig({ headDim, rowsPerGroup: rows, kvDtype }, { padRows }),
       },
       caps,
     ).unroll ?? 0;
@@ -72,10 +77,13 @@ Deno.test("8-bit kernels take twice f16's unroll, but f16's own where a thread h
   for (const kvDtype of ["f16", "int8", "fp8e4m3"] as const) {
     assert.equal(unroll(kvDtype, 128, 8), 4);
   }
-  // 6 rows (96 floats), 7 (one row set: 224) and 5 (160) at d128, and the other classes: twice.
-  for (const rows of [5, 6, 7]) {
+  // 6 rows (96 floats), 7 kept as 7 (one row set: 224) and 5 (160) at d128, and the other
+  // classes: twice. (7 rows run as 8 by default: `padRows`.)
+  for (const rows of [5, 6]) {
     assert.equal(unroll("int8", 128, rows), 2 * unroll("f16", 128, rows));
   }
+  assert.equal(unroll("int8", 128, 7, false), 2 * unroll("f16", 128, 7, false));
+  assert.equal(unroll("int8", 128, 7), 4);
   for (const rows of [1, 2, 8]) {
     assert.equal(unroll("fp8e4m3", 64, rows), 2 * unroll("f16", 64, rows));
   }
