@@ -347,17 +347,16 @@ function variantSpec(variant: Plan["problem"]["variant"]): Pick<KernelSpec, "var
   return flags.window || flags.softCap || flags.alibi || flags.sinks ? { variant: flags } : {};
 }
 
-/** The row-set choice of a spec: the tuning's, else the table's (omitted at 1). */
 /**
  * The factor on f16's unroll of an 8-bit kernel without an 8-bit table entry, by the floats of
  * query and output state each thread holds (its rows of the block, over its lanes' share of K's
  * and V's rows): 1 at 97-128 floats (8-row d128 blocks in two row sets: at unroll 8 the H200's
- * driver spilled them, E4M3 1.7-2.0x and int8 1.10-1.16x the time of unroll 4, session 58; the
+ * driver spilled them, E4M3 1.55-1.65x and int8 1.10-1.16x the time of unroll 4, session 58; the
  * 4-row d128 blocks' tiles cap them at 4 anyway), else 2: as many bytes in flight per lane as f16's
  * rows. Session 58 also tried half f16's unroll beyond 128 floats: 7-row d128 blocks (224 floats,
  * one row set since 7 rows do not split) took 0.87x the time over int8, but 5-row ones 1.14x and
  * the 7- and 8-row d64 ones 1.10x and 1.15x, so they keep 2; 6-row blocks (96 floats) were 10%
- * faster at unroll 8 than at 4.
+ * faster at unroll 8 than at 4. (MLA's padded lane rounds keep 2: not measured.)
  */
 function eightBitUnroll(
   rows: number,
@@ -372,6 +371,7 @@ function eightBitUnroll(
   return state > 96 && state <= 128 ? 1 : 2;
 }
 
+/** The row-set choice of a spec: the tuning's, else the table's (omitted at 1). */
 function rowChoices(tuning: KernelTuning, choice: { rowSets?: number }): { rowSets?: number } {
   const rowSets = tuning.rowSets ?? choice.rowSets ?? 1;
   return rowSets > 1 ? { rowSets } : {};
