@@ -61,12 +61,8 @@ r8)
     'L8U4rs4={"lanes":8,"unroll":4,"prefetch":true,"rowSets":4,"rowScatter":true}'
     'L8U8rs2split={"lanes":8,"unroll":8,"prefetch":"split","rowSets":2,"tokenRuns":true,"rowScatter":true}'
   )
-  for entry in "${configs[@]}"; do
-    name=${entry%%=*}
-    run_deno 75 "r8_$name.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --grid=264 \
-      --cases=bench/cases_groups.json --only="gqa64/8 32k|gqa64/8 128k|gqa96/8" --check \
-      --kernel="${entry#*=}" --out="$out/r8_$name.json"
-  done
+  kernel_sweep 75 r8 configs --backend=webgpu --strategies=lean --grid=264 \
+    --cases=bench/cases_groups.json --only="gqa64/8 32k|gqa64/8 128k|gqa96/8" --check
   ;;
 final)
   many=(--cases=bench/cases_groups.json --only="gqa28/4|gqa64/8|gqa96/8|gqa64/4")

@@ -45,12 +45,8 @@ kv8r8)
     'U4rs4={"unroll":4,"rowSets":4}'
     'U8rs4={"unroll":8,"rowSets":4}'
   )
-  for entry in "${configs[@]}"; do
-    name=${entry%%=*}
-    run_deno 75 "r8_$name.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean --grid=264 \
-      --cases=bench/cases_groups.json --only="int8|e4m3" --check \
-      --kernel="${entry#*=}" --out="$out/r8_$name.json"
-  done
+  kernel_sweep 75 r8 configs --backend=webgpu --strategies=lean --grid=264 \
+    --cases=bench/cases_groups.json --only="int8|e4m3" --check
   classes=--classes=m16:128:f16,m16:576/512:f16
   run_deno 60 sweep_busy.txt bench/calibration_sweep.ts --backend=dawn --max=1100 "$classes" \
     --repeat=4 --warmup=50 --out="$out/sweep_busy.json"

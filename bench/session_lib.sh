@@ -72,6 +72,19 @@ sass_of() {
   fi
   tar -czf "$out/sass${sass_tag:-}.tgz" -C "$work" cache
 }
+# `kernel_sweep LIMIT PREFIX CONFIGS ARGS...`: bench/gpu_bench.ts with ARGS once per entry of the
+# array named CONFIGS (`NAME=KERNEL_JSON`), each under LIMIT into $out/PREFIX_NAME.txt and .json
+# (sessions 57-58).
+kernel_sweep() {
+  local limit=$1 prefix=$2 entry name
+  local -n sweep_configs=$3
+  shift 3
+  for entry in "${sweep_configs[@]}"; do
+    name=${entry%%=*}
+    run_deno "$limit" "${prefix}_$name.txt" bench/gpu_bench.ts "$@" --kernel="${entry#*=}" \
+      --out="$out/${prefix}_$name.json"
+  done
+}
 # `rows_bench LIMIT NAME KERNEL ARGS...`: lean through Dawn on the many-row cases (JSON and text;
 # sessions 49-50).
 rows_bench() {
