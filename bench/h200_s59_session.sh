@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Session 59 on the H200. Results under $OUT or bench/results/h200_session59/MODE:
+#   rows5    the f32 kernels' 5-row blocks (Qwen2.5 14B and 32B: GQA 40/8, d128) through Deno's
+#            WebGPU at grid 264: they take the 8-row class (8 lanes, unroll 4, two row sets), but
+#            two row sets do not divide 5 rows, so each thread holds all 5 rows: 160 floats of
+#            query and output state, where the 4- and 8-row blocks hold 128. Swept over lanes
+#            (16 lanes halve the state to 80 floats), unroll and packed f16 (`halfMath`), f16 and
+#            8-bit K/V, qLen 1 and 2 (10 rows: blocks of 8 and 2); then the pick calibrated,
+#            dense and paged, checked, with the 4- and 8-row f16 cases as anchors.
+set -u
+mode=${1:?usage: bash bench/h200_s59_session.sh rows5}
+shift
+out=${OUT:-bench/results/h200_session59/$mode}
+# shellcheck source=bench/session_lib.sh
+source bench/session_lib.sh
+stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+case $mode in
+rows5)
+  configs=(
+    'table={}'
+    'L16={"lanes":16}'
+    'L16U8={"lanes":16,"unroll":8}'
+    'L16U2={"lanes":16,"unroll":2}'
+    'U2={"unroll":2}'
+    'U8={"unroll":8}'
+    'half={"halfMath":true}'
+  )
+  kernel_sweep 60 r5 configs --backend=webgpu --strategies=lean --grid=264 \
+    --cases=bench/cases_groups.json --only="gqa40/8" --check
+  run_deno 90 anchors.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+    --cases=bench/cases_groups.json --only="gqa32/8|gqa64/8 32k|gqa64/8 128k" --skip="int8|e4m3|e5m2|d64" \
+    --check --paged --out="$out/anchors.json"
+  ;;
+*)
+  echo "unknown mode $mode" >&2
+  exit 2
+  ;;
+esac
+stamp "done"
