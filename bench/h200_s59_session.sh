@@ -7,10 +7,13 @@
 #            (16 lanes halve the state to 80 floats), unroll and packed f16 (`halfMath`), f16 and
 #            8-bit K/V, qLen 1 and 2 (10 rows: blocks of 8 and 2); then the pick calibrated,
 #            dense and paged, checked, with the 4- and 8-row f16 cases as anchors.
+#   suite    every test file with every GPU shape through Deno's WebGPU, three processes at once
+#            (session 44's `webgpu` mode): main as it stands, after session 58's host-test fix.
 set -u
-mode=${1:?usage: bash bench/h200_s59_session.sh rows5}
+mode=${1:?usage: bash bench/h200_s59_session.sh rows5|suite}
 shift
 out=${OUT:-bench/results/h200_session59/$mode}
+if [ "$mode" = suite ]; then OUT=$out exec bash bench/h200_s44_session.sh webgpu; fi
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
 stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
