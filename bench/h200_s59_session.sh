@@ -9,11 +9,15 @@
 #            dense and paged, checked, with the 4- and 8-row f16 cases as anchors.
 #   suite    every test file with every GPU shape through Deno's WebGPU, three processes at once
 #            (session 44's `webgpu` mode): main as it stands, after session 58's host-test fix.
+#   dawnsuite every GPU test file through Dawn, each in its own process, six at a time, at a fixed
+#            grid (session 44's `dawn` mode; last run in session 56, before sessions 57-58's
+#            kernel choices: matrixMinRows, padRows, the 8-bit unroll).
 set -u
-mode=${1:?usage: bash bench/h200_s59_session.sh rows5|suite}
+mode=${1:?usage: bash bench/h200_s59_session.sh rows5|suite|dawnsuite}
 shift
 out=${OUT:-bench/results/h200_session59/$mode}
 if [ "$mode" = suite ]; then OUT=$out exec bash bench/h200_s44_session.sh webgpu; fi
+if [ "$mode" = dawnsuite ]; then OUT=$out exec bash bench/h200_s44_session.sh dawn; fi
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
 stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
