@@ -7,13 +7,18 @@
 #            (16 lanes halve the state to 80 floats), unroll and packed f16 (`halfMath`), f16 and
 #            8-bit K/V, qLen 1 and 2 (10 rows: blocks of 8 and 2); then the pick calibrated,
 #            dense and paged, checked, with the 4- and 8-row f16 cases as anchors.
+#   models   the README's "Which kernels for which model" cases (bench/cases_models.json: GQA
+#            groups of 4-16 rows at qLen 1, and qLen 4 over GQA 32/8) in one call: the default
+#            kernels through Deno's WebGPU and through Dawn, the matrix kernel through Dawn
+#            (`matrixMinRows: 4`, so every case takes it), each calibrated and checked against
+#            float64, then the PyTorch and Triton anchors on the same cases.
 #   suite    every test file with every GPU shape through Deno's WebGPU, three processes at once
 #            (session 44's `webgpu` mode): main as it stands, after session 58's host-test fix.
 #   dawnsuite every GPU test file through Dawn, each in its own process, six at a time, at a fixed
 #            grid (session 44's `dawn` mode; last run in session 56, before sessions 57-58's
 #            kernel choices: matrixMinRows, padRows, the 8-bit unroll).
 set -u
-mode=${1:?usage: bash bench/h200_s59_session.sh rows5|suite|dawnsuite}
+mode=${1:?usage: bash bench/h200_s59_session.sh rows5|models|suite|dawnsuite}
 shift
 out=${OUT:-bench/results/h200_session59/$mode}
 if [ "$mode" = suite ]; then OUT=$out exec bash bench/h200_s44_session.sh webgpu; fi
@@ -37,6 +42,19 @@ rows5)
   run_deno 90 anchors.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
     --cases=bench/cases_groups.json --only="gqa32/8|gqa64/8 32k|gqa64/8 128k" --skip="int8|e4m3|e5m2|d64" \
     --check --paged --out="$out/anchors.json"
+  ;;
+models)
+  models=(--cases=bench/cases_models.json)
+  run_deno 150 models_webgpu.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+    "${models[@]}" --check --out="$out/models_webgpu.json"
+  rows_bench 150 models_dawn '{}' --check "${models[@]}"
+  rows_bench 150 models_matrix '{"matrixMath":true,"matrixMinRows":4}' --check "${models[@]}"
+  timeout 100 python3 bench/anchors/torch_sdpa.py bench/cases_models.json "$out/torch_sdpa.json" \
+    >"$out/torch_sdpa.txt" 2>&1
+  stamp "torch_sdpa exit $?"
+  timeout 100 python3 bench/anchors/triton_decode.py bench/cases_models.json "$out/triton.json" \
+    >"$out/triton.txt" 2>&1
+  stamp "triton exit $?"
   ;;
 *)
   echo "unknown mode $mode" >&2
