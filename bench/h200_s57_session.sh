@@ -44,12 +44,7 @@ groups)
   groups=(--cases=bench/cases_groups.json)
   rows_bench 200 groups_matrix '{"matrixMath":true,"matrixMinRows":4}' --check "${groups[@]}"
   rows_bench 170 groups_default '{}' --check "${groups[@]}"
-  timeout 80 python3 bench/anchors/torch_sdpa.py bench/cases_groups.json "$out/torch_sdpa.json" \
-    >"$out/torch_sdpa.txt" 2>&1
-  stamp "torch_sdpa exit $?"
-  timeout 80 python3 bench/anchors/triton_decode.py bench/cases_groups.json "$out/triton.json" \
-    >"$out/triton.txt" 2>&1
-  stamp "triton exit $?"
+  run_anchors 80 bench/cases_groups.json
   ;;
 r8)
   run_backend_tests dawn 150 tests_dawn.txt tests/matrix_kernel_test.ts

@@ -49,12 +49,7 @@ models)
     "${models[@]}" --check --out="$out/models_webgpu.json"
   rows_bench 150 models_dawn '{}' --check "${models[@]}"
   rows_bench 150 models_matrix '{"matrixMath":true,"matrixMinRows":4}' --check "${models[@]}"
-  timeout 100 python3 bench/anchors/torch_sdpa.py bench/cases_models.json "$out/torch_sdpa.json" \
-    >"$out/torch_sdpa.txt" 2>&1
-  stamp "torch_sdpa exit $?"
-  timeout 100 python3 bench/anchors/triton_decode.py bench/cases_models.json "$out/triton.json" \
-    >"$out/triton.txt" 2>&1
-  stamp "triton exit $?"
+  run_anchors 100 bench/cases_models.json
   ;;
 *)
   echo "unknown mode $mode" >&2

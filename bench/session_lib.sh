@@ -85,6 +85,17 @@ kernel_sweep() {
       --out="$out/${prefix}_$name.json"
   done
 }
+# `run_anchors LIMIT CASES`: the PyTorch SDPA and Triton decode anchors (bench/anchors/) on a
+# cases file, each under LIMIT, into $out/torch_sdpa.json and $out/triton.json (sessions 57, 59).
+run_anchors() {
+  local limit=$1 cases=$2
+  timeout "$limit" python3 bench/anchors/torch_sdpa.py "$cases" "$out/torch_sdpa.json" \
+    >"$out/torch_sdpa.txt" 2>&1
+  stamp "torch_sdpa exit $?"
+  timeout "$limit" python3 bench/anchors/triton_decode.py "$cases" "$out/triton.json" \
+    >"$out/triton.txt" 2>&1
+  stamp "triton exit $?"
+}
 # `rows_bench LIMIT NAME KERNEL ARGS...`: lean through Dawn on the many-row cases (JSON and text;
 # sessions 49-50).
 rows_bench() {
