@@ -30,7 +30,7 @@ mla=(--cases=bench/cases.json --only="mla b1 32k|mla b8 32k|mla h16|mla h32|mla 
 case $mode in
 latent)
   run_backend_tests dawn 240 tests_dawn.txt tests/matrix_kernel_test.ts tests/matrix_mla_test.ts \
-    tests/v_from_k_test.ts tests/mla_latent_cache_test.ts
+    tests/v_from_k_test.ts tests/mla_latent_cache_test.ts tests/mla_latent_cache_gpu_test.ts
   rows_bench 240 mla '{"matrixMath":true}' --check --paged "${mla[@]}"
   ;;
 tiled)
