@@ -10,6 +10,8 @@
  * Usage: deno run -A --unstable-webgpu bench/probe_coop_matrix.ts
  */
 
+import { dispatchSrcDst, gpuBuffer, readF32 } from "../tests/gpu_device.ts";
+
 const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
 if (!adapter) {
   console.log("no adapter");
@@ -60,51 +62,18 @@ fn main() {
 }`;
   device.pushErrorScope("validation");
   const module = device.createShaderModule({ code });
-  const info = await module.getCompilationInfo();
-  for (const m of info.messages) console.log(`  ${m.type}: ${m.message}`);
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module, entryPoint: "main" },
-  });
+  for (const m of (await module.getCompilationInfo()).messages) {
+    console.log(`  ${m.type}: ${m.message}`);
+  }
   const halves = new Float16Array(2 * n * n);
   halves.set(a, 0);
   halves.set(b, n * n);
-  const abBuf = device.createBuffer({
-    size: halves.byteLength,
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-  });
-  device.queue.writeBuffer(abBuf, 0, halves);
-  const cBuf = device.createBuffer({
-    size: n * n * 4,
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-  });
-  device.queue.writeBuffer(cBuf, 0, new Float32Array(n * n).fill(NaN));
-  const read = device.createBuffer({
-    size: n * n * 4,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  const enc = device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(
-    0,
-    device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ binding: 0, resource: { buffer: abBuf } }, {
-        binding: 1,
-        resource: { buffer: cBuf },
-      }],
-    }),
-  );
-  pass.dispatchWorkgroups(1);
-  pass.end();
-  enc.copyBufferToBuffer(cBuf, 0, read, 0, n * n * 4);
-  device.queue.submit([enc.finish()]);
+  const abBuf = gpuBuffer(device, halves);
+  const cBuf = gpuBuffer(device, new Float32Array(n * n).fill(NaN));
+  dispatchSrcDst(device, module, abBuf, cBuf, 1);
   const err = await device.popErrorScope();
   if (err) console.log(`  ${loadA}/${loadB}: validation error ${err.message}`);
-  await read.mapAsync(GPUMapMode.READ);
-  const got = new Float32Array(read.getMappedRange().slice(0));
-  read.unmap();
+  const got = await readF32(device, cBuf, n * n);
   // Which product does it match: A B, A^T B, A B^T, A^T B^T (host, row-major storage)?
   const at = (m: Float32Array, i: number, j: number, t: boolean) => t ? m[j * n + i] : m[i * n + j];
   const fits: string[] = [];
