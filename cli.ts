@@ -41,6 +41,7 @@ export { maxAbsError, relativeL2 } from "./src/cli/accuracy.ts";
 export {
   type AdapterDescription,
   type AdapterReport,
+  type KernelPaths,
   probeAdapters,
   REPORTED_LIMITS,
 } from "./src/cli/adapters.ts";

@@ -191,4 +191,35 @@ Deno.test("runCli info --json reports the CPU and what auto picks, Dawn only whe
   // With a hardware adapter auto picks it; with none or a software one, the CPU.
   assert.equal(info.auto.backend, a.available && !a.summary.software ? "webgpu" : "cpu");
   if (a.available) assert.ok(a.limits.maxStorageBufferBindingSize > 0 && a.profile.grid >= 1);
+  // The optional kernel paths of a device opened on the adapter: subgroups, shader-f16 and matrix
+  // units, with why not; Deno's WebGPU has no matrix units, and says where to find them.
+  if (a.available) {
+    const k = a.kernels;
+    assert.ok(k.deviceError === undefined, k.deviceError);
+    assert.ok(Number.isInteger(k.subgroups) && k.subgroups >= 0, `subgroups ${k.subgroups}`);
+    assert.equal(typeof k.shaderF16, "boolean");
+    assert.equal(k.matrixUnits, false);
+    assert.match(k.matrixReason, /chromium-experimental-subgroup-matrix.*--dawn/);
+  }
+});
+
+Deno.test("runCli info prints each adapter's kernel paths: subgroups, shader-f16, matrix units", async () => {
+  const io = captureIO();
+  assert.equal(await runCli(["info"], io), 0, io.stderr);
+  const info = captureIO();
+  await runCli(["info", "--json"], info);
+  const a = JSON.parse(info.stdout).adapters[0];
+  if (!a.available) {
+    assert.doesNotMatch(io.stdout, /kernels:/);
+    return;
+  }
+  const k = a.kernels;
+  assert.ok(
+    io.stdout.includes(
+      `  kernels: subgroups ${k.subgroups > 0 ? `of ${k.subgroups} lanes` : "no"}, ` +
+        `shader-f16 (halfMath) ${k.shaderF16 ? "yes" : "no"}\n` +
+        `  matrix units (matrixMath): no: ${k.matrixReason}\n  profile: lean grid`,
+    ),
+    io.stdout,
+  );
 });

@@ -1,6 +1,8 @@
 /**
  * `lean-attention info`: the runtime, the WebGPU adapters it can reach (runtime WebGPU and Dawn)
- * with their features and limits, the device profile each would get, and what `auto` picks.
+ * with their features and limits, the optional kernel paths a device of each gets (subgroups,
+ * `shader-f16`, matrix units: one device opened per adapter), the device profile each would get,
+ * and what `auto` picks.
  *
  * @module
  */
@@ -48,7 +50,8 @@ export const INFO_FLAGS = {
 export const INFO_USAGE: string = formatUsage(
   "lean-attention info",
   "Lists the WebGPU adapters this runtime can reach (its own navigator.gpu, and Dawn with\n" +
-    "--dawn), their features and limits, each one's device profile, and the backend auto picks.",
+    "--dawn), their features and limits, the optional kernel paths a device of each gets\n" +
+    "(subgroups, shader-f16, matrix units), each one's device profile, and the backend auto picks.",
   INFO_FLAGS,
 );
 
@@ -68,6 +71,22 @@ export interface InfoAdapter extends AdapterReport {
 
 /** What `info` says about Dawn without `--dawn`. */
 const DAWN_NOT_LOADED = "not loaded (opt-in: --dawn loads it)";
+
+/** The `kernels:` lines of an adapter: which optional kernel paths its device gets. */
+function kernelLines(a: InfoAdapter): string[] {
+  const k = a.kernels;
+  if (!k) return [];
+  if (k.deviceError !== undefined) return [`  kernels: no device (${k.deviceError})`];
+  return [
+    `  kernels: subgroups ${k.subgroups > 0 ? `of ${k.subgroups} lanes` : "no"}, ` +
+    `shader-f16 (halfMath) ${k.shaderF16 ? "yes" : "no"}`,
+    `  matrix units (matrixMath): ${
+      k.matrixUnits
+        ? "yes: with kernel: { matrixMath: true } KV groups of 7+ query rows run on them (f16 grade)"
+        : `no: ${k.matrixReason}`
+    }`,
+  ];
+}
 
 function runtimeName(): string {
   const g = globalThis as {
@@ -101,7 +120,7 @@ export async function infoCommand(argv: readonly string[], io: CliIO): Promise<n
   let reports;
   try {
     spinner.update(`looking for WebGPU adapters${flags.dawn ? " (and loading Dawn)" : ""}`);
-    reports = await probeAdapters({ dawn: flags.dawn === true });
+    reports = await probeAdapters({ dawn: flags.dawn === true, kernels: true });
     for (const r of reports) {
       if (!r.available || !r.summary) {
         adapters.push(r);
@@ -168,6 +187,7 @@ export async function infoCommand(argv: readonly string[], io: CliIO): Promise<n
       `  features: ${a.features?.join(", ") || "none"}`,
       "  limits:",
       ...Object.entries(a.limits ?? {}).map(([k, v]) => `    ${k.padEnd(34)} ${v}`),
+      ...kernelLines(a),
       `  profile: lean grid ${a.profile?.grid} workgroups (${a.profile?.source}` +
         `${flags.calibrate ? "" : "; --calibrate measures it"})`,
       "",
