@@ -26,6 +26,23 @@ export interface BenchCase {
   kvDtype: KVDtype;
   /** 8-bit dtypes: one scale per tensor (default) or per (token, KV head). */
   kvScales?: "tensor" | "token";
+  /** `DecodeShape.slidingWindow`: each query row attends its last W tokens only. */
+  slidingWindow?: number;
+  /** `DecodeShape.logitsSoftCap` (Gemma 2). */
+  logitsSoftCap?: number;
+  /** One attention-sink logit per query head (gpt-oss), drawn by `bench/bench_input.ts`. */
+  sinks?: boolean;
+}
+
+/**
+ * The tokens a case's kernels must read per sequence: all of them, or with a sliding window the
+ * window's last `W + qLen - 1` (the window of the last query row, and the rows before it).
+ */
+export function tokensRead(
+  c: { seqLens: number[]; slidingWindow?: number; qLen?: number },
+): number {
+  const span = c.slidingWindow === undefined ? Infinity : c.slidingWindow + (c.qLen ?? 1) - 1;
+  return c.seqLens.reduce((a, n) => a + Math.min(n, span), 0);
 }
 
 function lognormal(n: number, median: number, sigma: number, seed: number): number[] {

@@ -70,6 +70,7 @@ export function makeBenchInput(c: BenchCase): DecodeInput {
       headDim: c.headDim,
       qLen: c.qLen,
       kvDtype: dtype,
+      ...variantFields(c),
     };
   }
   return {
@@ -84,5 +85,15 @@ export function makeBenchInput(c: BenchCase): DecodeInput {
     qLen: c.qLen,
     ...(headDimV === c.headDim ? {} : { headDimV }),
     kvDtype: c.kvDtype ?? "f16",
+    ...variantFields(c),
+  };
+}
+
+/** A case's attention variants as decode fields (sinks: a fixed logit pattern per query head). */
+function variantFields(c: BenchCase): Partial<DecodeInput> {
+  return {
+    ...(c.slidingWindow === undefined ? {} : { slidingWindow: c.slidingWindow }),
+    ...(c.logitsSoftCap === undefined ? {} : { logitsSoftCap: c.logitsSoftCap }),
+    ...(c.sinks ? { sinks: Float32Array.from({ length: c.numHeads }, (_, h) => (h % 5) - 1) } : {}),
   };
 }

@@ -12,6 +12,7 @@ import { KV_DTYPE_INFO } from "../src/core/dtypes.ts";
 import type { KVDtype } from "../mod.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
 import { median, timeWarm } from "../src/gpu/gpu_timing.ts";
+import { tokensRead } from "./bench_cases.ts";
 
 /** The ceilings of one device. */
 export interface Ceilings {
@@ -146,7 +147,8 @@ export async function measureCeilings(device: GPUDevice, warmupMs: number): Prom
 
 /**
  * K and V bytes a case reads: its KV dtype's bytes per element over K's and V's head dims (MLA:
- * V rows of `headDimV`, none of their own when read from K's rows), plus 8 bytes per token and KV head of per-token 8-bit scales.
+ * V rows of `headDimV`, none of their own when read from K's rows), plus 8 bytes per token and KV head of per-token 8-bit scales;
+ * with a sliding window, the window's tokens only (`tokensRead`).
  */
 export function caseKVBytes(c: {
   seqLens: number[];
@@ -156,8 +158,10 @@ export function caseKVBytes(c: {
   vFromK?: boolean;
   kvDtype?: KVDtype;
   kvScales?: "tensor" | "token";
+  slidingWindow?: number;
+  qLen?: number;
 }): number {
-  const tokens = c.seqLens.reduce((a, b) => a + b, 0);
+  const tokens = tokensRead(c);
   const bytes = KV_DTYPE_INFO[c.kvDtype ?? "f16"].bytes;
   // V read from K's rows (MLA's latent) adds no bytes of its own.
   const dimV = c.vFromK ? 0 : c.headDimV ?? c.headDim;
@@ -174,9 +178,10 @@ export function decodeFlops(
     headDim: number;
     headDimV?: number;
     qLen: number;
+    slidingWindow?: number;
   },
 ): number {
-  const tokens = c.seqLens.reduce((a, b) => a + b, 0);
+  const tokens = tokensRead(c);
   const rowsPerKVHead = (c.numHeads / c.numKVHeads) * c.qLen;
   // q.k over K's dims, then p.v over V's.
   return 2 * tokens * c.numKVHeads * (c.headDim + (c.headDimV ?? c.headDim)) * rowsPerKVHead;

@@ -43,6 +43,18 @@ def expand(spec):
     return lognormal(int(n), float(median), float(sigma), int(seed))
 
 
+def anchor_lens(c):
+    """The sequence lengths an anchor reads for a case: with a sliding window only the tokens the
+    window keeps (its last W + qLen - 1), as a server hands its kernel a window's slice of the
+    cache. The anchors have no attention sinks or logit soft-cap: cases with them are timed
+    without (each costs a few operations per score, beside reading the score's K and V)."""
+    lens = expand(c["seqLens"])
+    window = c.get("slidingWindow")
+    if window:
+        lens = [min(n, window + c.get("qLen", 1) - 1) for n in lens]
+    return lens
+
+
 def kv_sets(kv_bytes):
     """Copies of K and V to rotate so that a cache smaller than L2 is not timed from L2."""
     return min(8, max(1, math.ceil(150e6 / kv_bytes))) if kv_bytes < 100e6 else 1

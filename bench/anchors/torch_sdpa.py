@@ -16,11 +16,11 @@ import sys
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from anchor_common import expand, kv_sets, time_warm
+from anchor_common import anchor_lens, kv_sets, time_warm
 
 
 def time_case(c):
-    lens = expand(c["seqLens"])
+    lens = anchor_lens(c)
     if c.get("headDimV", c["headDim"]) != c["headDim"] or c.get("kvDtype", "f16") != "f16":
         return None  # MLA and bf16 cases: not in this anchor
     b, h, kh, d, ql = len(lens), c["numHeads"], c["numKVHeads"], c["headDim"], c.get("qLen", 1)

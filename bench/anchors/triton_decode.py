@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from anchor_common import expand, kv_sets, time_warm
+from anchor_common import anchor_lens, kv_sets, time_warm
 
 LOG2E = 1.4426950408889634
 # "cpu" with TRITON_INTERPRET=1 runs the kernels in Triton's interpreter (a check without a GPU).
@@ -215,7 +215,7 @@ def reference(q, k, v, lens, q_len):
 
 
 def time_case(c, sms):
-    lens = expand(c["seqLens"])
+    lens = anchor_lens(c)
     if c.get("headDimV", c["headDim"]) != c["headDim"] or c.get("kvDtype", "f16") != "f16":
         return None  # MLA and bf16 cases: not in this anchor
     h, kh, d, ql = c["numHeads"], c["numKVHeads"], c["headDim"], c.get("qLen", 1)
