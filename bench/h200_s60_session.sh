@@ -8,8 +8,13 @@
 #            kernel through Dawn (`matrixMinRows: 4`), each calibrated and checked against
 #            float64, then the PyTorch and Triton anchors on the same cases (a window's tokens
 #            only, no sinks or soft-cap: bench/anchors/anchor_common.py).
+#   sweep    the kernel table's untuned classes that those models take, swept through Deno's
+#            WebGPU at their calibrated grids (and 264 where a choice holds twice the state): r8
+#            d64 (gpt-oss: 8 rows of 64 dims; the table's fallback, 8 lanes at unroll 2), r2 d128
+#            (Gemma 2 27B, Gemma 3: 2 rows of 128; fallback 16 lanes at unroll 2) and r2 d256
+#            (Gemma 2 9B; fallback 16 lanes at unroll 1), each config checked against float64.
 set -u
-mode=${1:?usage: bash bench/h200_s60_session.sh variants}
+mode=${1:?usage: bash bench/h200_s60_session.sh variants|sweep}
 shift
 out=${OUT:-bench/results/h200_session60/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -23,6 +28,42 @@ variants)
   rows_bench 150 variants_dawn '{}' --check "${cases[@]}"
   rows_bench 150 variants_matrix '{"matrixMath":true,"matrixMinRows":4}' --check "${cases[@]}"
   run_anchors 100 bench/cases_models_variants.json
+  ;;
+sweep)
+  cases=(--backend=webgpu --strategies=lean --cases=bench/cases_models_variants.json --check
+    --no-retime --skip="W128|W1024|W4096")
+  r8=(
+    'table={}'
+    'L8U4P={"lanes":8,"unroll":4,"prefetch":true,"rowScatter":true}'
+    'L8U4PS2={"lanes":8,"unroll":4,"prefetch":true,"rowSets":2,"rowScatter":true}'
+    'L8U8S2={"lanes":8,"unroll":8,"prefetch":"split","rowSets":2,"queryShared":true,"tokenRuns":true,"rowScatter":true}'
+    'L8U8PS2={"lanes":8,"unroll":8,"prefetch":true,"rowSets":2,"rowScatter":true}'
+    'L4U4PS2={"lanes":4,"unroll":4,"prefetch":true,"rowSets":2,"rowScatter":true}'
+    'L8U4S2={"lanes":8,"unroll":4,"rowSets":2,"rowScatter":true}'
+  )
+  kernel_sweep 45 r8d64 r8 "${cases[@]}" --only="gpt-oss" --grid=264
+  r2=(
+    'table={}'
+    'L8U4P={"lanes":8,"unroll":4,"prefetch":true,"rowScatter":true}'
+    'L16U4P={"lanes":16,"unroll":4,"prefetch":true}'
+    'L16U8P={"lanes":16,"unroll":8,"prefetch":"split"}'
+    'L8U8P={"lanes":8,"unroll":8,"prefetch":true}'
+    'L16U4PR={"lanes":16,"unroll":4,"prefetch":true,"rowScatter":true}'
+    'L8U4={"lanes":8,"unroll":4,"prefetch":true}'
+  )
+  kernel_sweep 60 r2d128 r2 "${cases[@]}" --only="gemma3" --grid=502
+  r2b=(
+    'L8U4P={"lanes":8,"unroll":4,"prefetch":true,"rowScatter":true}'
+    'L8U8P={"lanes":8,"unroll":8,"prefetch":true}'
+  )
+  kernel_sweep 60 r2d128g264 r2b "${cases[@]}" --only="gemma3" --grid=264
+  r2c=(
+    'table={}'
+    'L16U4P={"lanes":16,"unroll":4,"prefetch":true}'
+    'L16U8S={"lanes":16,"unroll":8,"prefetch":"split","rowScatter":true}'
+    'L32U2={"lanes":32,"unroll":2}'
+  )
+  kernel_sweep 45 r2d256 r2c "${cases[@]}" --only="gemma2" --grid=502
   ;;
 *)
   echo "unknown mode $mode" >&2
