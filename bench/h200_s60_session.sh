@@ -13,8 +13,11 @@
 #            d64 (gpt-oss: 8 rows of 64 dims; the table's fallback, 8 lanes at unroll 2), r2 d128
 #            (Gemma 2 27B, Gemma 3: 2 rows of 128; fallback 16 lanes at unroll 2) and r2 d256
 #            (Gemma 2 9B; fallback 16 lanes at unroll 1), each config checked against float64.
+#   sweep2   r8 d64 again around `sweep`'s best (4 lanes, two row sets): unroll, prefetch, token
+#            runs, query rows in workgroup memory, 2 lanes with four row sets; then the paged
+#            mode (pages of 16) of each class's two best, dense and paged in one run.
 set -u
-mode=${1:?usage: bash bench/h200_s60_session.sh variants|sweep}
+mode=${1:?usage: bash bench/h200_s60_session.sh variants|sweep|sweep2}
 shift
 out=${OUT:-bench/results/h200_session60/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -64,6 +67,30 @@ sweep)
     'L32U2={"lanes":32,"unroll":2}'
   )
   kernel_sweep 45 r2d256 r2c "${cases[@]}" --only="gemma2" --grid=502
+  ;;
+sweep2)
+  cases=(--backend=webgpu --strategies=lean --cases=bench/cases_models_variants.json --check
+    --no-retime --skip="W128|W1024|W4096")
+  r8=(
+    'L4U4PS2={"lanes":4,"unroll":4,"prefetch":true,"rowSets":2,"rowScatter":true}'
+    'L4U8PS2={"lanes":4,"unroll":8,"prefetch":true,"rowSets":2,"rowScatter":true}'
+    'L4U2PS2={"lanes":4,"unroll":2,"prefetch":true,"rowSets":2,"rowScatter":true}'
+    'L4U4SpS2T={"lanes":4,"unroll":4,"prefetch":"split","rowSets":2,"tokenRuns":true,"rowScatter":true}'
+    'L4U4PS2Q={"lanes":4,"unroll":4,"prefetch":true,"rowSets":2,"queryShared":true,"rowScatter":true}'
+    'L4U4PS2T={"lanes":4,"unroll":4,"prefetch":true,"rowSets":2,"tokenRuns":true,"rowScatter":true}'
+    'L2U4PS4={"lanes":2,"unroll":4,"prefetch":true,"rowSets":4,"rowScatter":true}'
+    'L8U8S2={"lanes":8,"unroll":8,"prefetch":"split","rowSets":2,"queryShared":true,"tokenRuns":true,"rowScatter":true}'
+  )
+  kernel_sweep 45 r8d64 r8 "${cases[@]}" --only="gpt-oss" --grid=264
+  paged8=(
+    'L4U4PS2={"lanes":4,"unroll":4,"prefetch":true,"rowSets":2,"rowScatter":true}'
+    'L4U4PS2T={"lanes":4,"unroll":4,"prefetch":true,"rowSets":2,"tokenRuns":true,"rowScatter":true}'
+  )
+  kernel_sweep 60 paged_r8d64 paged8 "${cases[@]}" --only="gpt-oss" --grid=264 --paged
+  paged2=('L16U4PR={"lanes":16,"unroll":4,"prefetch":true,"rowScatter":true}')
+  kernel_sweep 60 paged_r2d128 paged2 "${cases[@]}" --only="gemma3" --grid=502 --paged
+  paged2b=('L8U4P={"lanes":8,"unroll":4,"prefetch":true,"rowScatter":true}')
+  kernel_sweep 60 paged_r2d128g264 paged2b "${cases[@]}" --only="gemma3" --grid=264 --paged
   ;;
 *)
   echo "unknown mode $mode" >&2
