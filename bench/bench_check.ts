@@ -13,7 +13,7 @@
 import { type DecodeInput, type Decoder, referenceAttention } from "../mod.ts";
 import { BufferUsage, MAP_READ } from "../src/gpu/gpu_runtime.ts";
 import type { BenchCase } from "./bench_cases.ts";
-import { makeBenchInput } from "./bench_input.ts";
+import { makeBenchInput, variantFields } from "./bench_input.ts";
 import { PAGE_SIZE, pagedCache, pagedEncoder, type PagedTimingOptions } from "./paged_timing.ts";
 
 /** The shortened input of a case: its first 4 sequences, each at most about 3,000 tokens. */
@@ -101,7 +101,12 @@ export async function checkPaged(
     device.queue.writeBuffer(q, 0, input.q as Float32Array<ArrayBuffer>);
     const out = make(bytes, storage);
     const read = make(bytes, BufferUsage.MAP_READ | BufferUsage.COPY_DST);
-    const plan = attention.plan(cache, { seqs, numHeads: c.numHeads, qLen: c.qLen });
+    const plan = attention.plan(cache, {
+      seqs,
+      numHeads: c.numHeads,
+      qLen: c.qLen,
+      ...variantFields(c),
+    });
     const encoder = device.createCommandEncoder();
     attention.encode(encoder, { plan, layer: 0, q, out });
     encoder.copyBufferToBuffer(out, 0, read, 0, bytes);

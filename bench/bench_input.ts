@@ -89,8 +89,13 @@ export function makeBenchInput(c: BenchCase): DecodeInput {
   };
 }
 
-/** A case's attention variants as decode fields (sinks: a fixed logit pattern per query head). */
-function variantFields(c: BenchCase): Partial<DecodeInput> {
+/**
+ * A case's attention variants as decode fields and as a runner's plan options (sinks: a fixed
+ * logit pattern per query head).
+ */
+export function variantFields(
+  c: BenchCase,
+): { slidingWindow?: number; logitsSoftCap?: number; sinks?: Float32Array } {
   return {
     ...(c.slidingWindow === undefined ? {} : { slidingWindow: c.slidingWindow }),
     ...(c.logitsSoftCap === undefined ? {} : { logitsSoftCap: c.logitsSoftCap }),

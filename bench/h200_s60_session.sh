@@ -16,8 +16,11 @@
 #   sweep2   r8 d64 again around `sweep`'s best (4 lanes, two row sets): unroll, prefetch, token
 #            runs, query rows in workgroup memory, 2 lanes with four row sets; then the paged
 #            mode (pages of 16) of each class's two best, dense and paged in one run.
+#   final    the variants cases with the kernel table's new r8 d64 and r2 d128 entries: through
+#            Deno's WebGPU dense and paged (the paged check and timing now pass the case's
+#            variants to the runner's plan), and through Dawn, each calibrated and checked.
 set -u
-mode=${1:?usage: bash bench/h200_s60_session.sh variants|sweep|sweep2}
+mode=${1:?usage: bash bench/h200_s60_session.sh variants|sweep|sweep2|final}
 shift
 out=${OUT:-bench/results/h200_session60/$mode}
 # shellcheck source=bench/session_lib.sh
@@ -91,6 +94,12 @@ sweep2)
   kernel_sweep 60 paged_r2d128 paged2 "${cases[@]}" --only="gemma3" --grid=502 --paged
   paged2b=('L8U4P={"lanes":8,"unroll":4,"prefetch":true,"rowScatter":true}')
   kernel_sweep 60 paged_r2d128g264 paged2b "${cases[@]}" --only="gemma3" --grid=264 --paged
+  ;;
+final)
+  cases=(--cases=bench/cases_models_variants.json)
+  run_deno 200 final_webgpu.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+    "${cases[@]}" --check --paged --out="$out/final_webgpu.json"
+  rows_bench 150 final_dawn '{}' --check "${cases[@]}"
   ;;
 *)
   echo "unknown mode $mode" >&2

@@ -15,6 +15,7 @@ import {
 } from "../runner.ts";
 import { BufferUsage } from "../src/gpu/gpu_runtime.ts";
 import { timeWarm, type WarmTiming } from "../src/gpu/gpu_timing.ts";
+import { variantFields } from "./bench_input.ts";
 import type { BenchCase } from "./bench_cases.ts";
 
 /** Tokens per page. */
@@ -151,7 +152,12 @@ export async function timePaged(
     const q = make(input.q.byteLength);
     device.queue.writeBuffer(q, 0, input.q as Float32Array<ArrayBuffer>);
     const out = make(input.q.byteLength / c.headDim * (c.headDimV ?? c.headDim));
-    const plan = attention.plan(cache, { seqs, numHeads: c.numHeads, qLen: c.qLen });
+    const plan = attention.plan(cache, {
+      seqs,
+      numHeads: c.numHeads,
+      qLen: c.qLen,
+      ...variantFields(c),
+    });
     const timing = await timeWarm(
       device,
       (pass, i) => attention.encode(pass, { plan, layer: i % options.kvSets, q, out }),

@@ -54,7 +54,11 @@ export interface KernelChoice {
  * on the H200, the same bits), r4 d64 and r4 d256 (2 rows per thread) since session 30 (d64 32k
  * 8.4% faster, d256 32k 3.8%). r4 d256 keeps its query rows in registers since session 31 (row
  * scatter left room for them: d256 32k 2.6% faster back to back than with them in workgroup
- * memory, one run on the H200); the others
+ * memory, one run on the H200). r8 d64 (gpt-oss: 8 rows of 64 dims) and r2 d128 (Gemma 2 27B,
+ * Gemma 3: 2 rows of 128) since session 60's sweep through Deno's WebGPU on the H200
+ * (`bash bench/h200_s60_session.sh sweep|sweep2`): gpt-oss-shaped 32k / 128k 0.79x / 0.72x of
+ * the fallback's time (4 lanes, two row sets: each token's sums and softmax shared by half the
+ * lanes), Gemma 3-shaped 32k / 128k 0.90x / 0.89x (94.5% of the roofline at 128k). The others
  * keep the choice of the kernel before the table (the most lanes up to 16 that divide the row,
  * unroll 2 / chunks per lane).
  */
@@ -63,7 +67,7 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
   "r1 d128": { lanes: 8, unroll: 2 },
   "r1 d256": { lanes: 16, unroll: 1 },
   "r2 d64": { lanes: 8, unroll: 2 },
-  "r2 d128": { lanes: 16, unroll: 2 },
+  "r2 d128": { lanes: 16, unroll: 4, prefetch: true, rowScatter: true },
   "r2 d256": { lanes: 16, unroll: 1 },
   "r4 d64": {
     lanes: 8,
@@ -83,7 +87,7 @@ export const KERNEL_TABLE: Readonly<Record<string, KernelChoice>> = {
     tokenRuns: true,
     rowScatter: true,
   },
-  "r8 d64": { lanes: 8, unroll: 2 },
+  "r8 d64": { lanes: 4, unroll: 4, prefetch: true, rowSets: 2, rowScatter: true },
   "r8 d128": { lanes: 8, unroll: 4, prefetch: true, rowSets: 2, rowScatter: true },
   "r8 d256": { lanes: 16, unroll: 1 },
   // MLA (K 576, V 512, one latent KV head for 16-128 query heads): a whole 32-lane subgroup per
