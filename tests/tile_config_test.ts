@@ -56,11 +56,13 @@ Deno.test("7-row blocks run as 8, the 8th masked, so two row sets split them, un
   assert.deepStrictEqual(blocks(128, 14), [2, 8]);
   assert.deepStrictEqual(blocks(128, 13), [2, 8]);
   assert.deepStrictEqual(blocks(128, 7, false), [1, 7]);
-  // 5 rows (5 per thread), 3 at d64 and d256, d64's 8-row class (one row set) keep theirs.
+  // d64's 8-row class has two row sets too since session 60: 7 rows run as 8 there as well.
+  assert.deepStrictEqual(blocks(64, 7), [1, 8]);
+  assert.deepStrictEqual(blocks(64, 7, false), [1, 7]);
+  // 5 rows (5 per thread), 3 at d64 and d256 keep theirs.
   assert.deepStrictEqual(blocks(128, 5), [1, 5]);
   assert.deepStrictEqual(blocks(64, 3), [1, 3]);
   assert.deepStrictEqual(blocks(256, 3), [1, 3]);
-  assert.deepStrictEqual(blocks(64, 7), [1, 7]);
   for (const rows of [1, 2, 3, 4, 5, 6, 8, 9, 10, 12]) {
     assert.deepStrictEqual(blocks(128, rows), blocks(128, rows, false));
   }
