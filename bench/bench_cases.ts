@@ -31,7 +31,7 @@ export interface BenchCase {
   /** `DecodeShape.logitsSoftCap` (Gemma 2). */
   logitsSoftCap?: number;
   /** One attention-sink logit per query head (gpt-oss), drawn by `bench/bench_input.ts`. */
-  sinks?: boolean;
+  attentionSinks?: boolean;
 }
 
 /**

@@ -99,6 +99,8 @@ export function variantFields(
   return {
     ...(c.slidingWindow === undefined ? {} : { slidingWindow: c.slidingWindow }),
     ...(c.logitsSoftCap === undefined ? {} : { logitsSoftCap: c.logitsSoftCap }),
-    ...(c.sinks ? { sinks: Float32Array.from({ length: c.numHeads }, (_, h) => (h % 5) - 1) } : {}),
+    ...(c.attentionSinks
+      ? { sinks: Float32Array.from({ length: c.numHeads }, (_, h) => (h % 5) - 1) }
+      : {}),
   };
 }
