@@ -44,12 +44,7 @@ rows5)
     --check --paged --out="$out/anchors.json"
   ;;
 models)
-  models=(--cases=bench/cases_models.json)
-  run_deno 150 models_webgpu.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
-    "${models[@]}" --check --out="$out/models_webgpu.json"
-  rows_bench 150 models_dawn '{}' --check "${models[@]}"
-  rows_bench 150 models_matrix '{"matrixMath":true,"matrixMinRows":4}' --check "${models[@]}"
-  run_anchors 100 bench/cases_models.json
+  model_runs models bench/cases_models.json
   ;;
 *)
   echo "unknown mode $mode" >&2

@@ -26,18 +26,14 @@ out=${OUT:-bench/results/h200_session60/$mode}
 # shellcheck source=bench/session_lib.sh
 source bench/session_lib.sh
 stamp "$(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+# The sweeps' cases: the full layers of the variants file, each config checked, timed once.
+sweep_cases=(--backend=webgpu --strategies=lean --cases=bench/cases_models_variants.json --check
+  --no-retime --skip="W128|W1024|W4096")
 case $mode in
 variants)
-  cases=(--cases=bench/cases_models_variants.json)
-  run_deno 170 variants_webgpu.txt bench/gpu_bench.ts --backend=webgpu --strategies=lean \
-    "${cases[@]}" --check --out="$out/variants_webgpu.json"
-  rows_bench 150 variants_dawn '{}' --check "${cases[@]}"
-  rows_bench 150 variants_matrix '{"matrixMath":true,"matrixMinRows":4}' --check "${cases[@]}"
-  run_anchors 100 bench/cases_models_variants.json
+  model_runs variants bench/cases_models_variants.json
   ;;
 sweep)
-  cases=(--backend=webgpu --strategies=lean --cases=bench/cases_models_variants.json --check
-    --no-retime --skip="W128|W1024|W4096")
   r8=(
     'table={}'
     'L8U4P={"lanes":8,"unroll":4,"prefetch":true,"rowScatter":true}'
@@ -47,7 +43,7 @@ sweep)
     'L4U4PS2={"lanes":4,"unroll":4,"prefetch":true,"rowSets":2,"rowScatter":true}'
     'L8U4S2={"lanes":8,"unroll":4,"rowSets":2,"rowScatter":true}'
   )
-  kernel_sweep 45 r8d64 r8 "${cases[@]}" --only="gpt-oss" --grid=264
+  kernel_sweep 45 r8d64 r8 "${sweep_cases[@]}" --only="gpt-oss" --grid=264
   r2=(
     'table={}'
     'L8U4P={"lanes":8,"unroll":4,"prefetch":true,"rowScatter":true}'
@@ -57,23 +53,21 @@ sweep)
     'L16U4PR={"lanes":16,"unroll":4,"prefetch":true,"rowScatter":true}'
     'L8U4={"lanes":8,"unroll":4,"prefetch":true}'
   )
-  kernel_sweep 60 r2d128 r2 "${cases[@]}" --only="gemma3" --grid=502
+  kernel_sweep 60 r2d128 r2 "${sweep_cases[@]}" --only="gemma3" --grid=502
   r2b=(
     'L8U4P={"lanes":8,"unroll":4,"prefetch":true,"rowScatter":true}'
     'L8U8P={"lanes":8,"unroll":8,"prefetch":true}'
   )
-  kernel_sweep 60 r2d128g264 r2b "${cases[@]}" --only="gemma3" --grid=264
+  kernel_sweep 60 r2d128g264 r2b "${sweep_cases[@]}" --only="gemma3" --grid=264
   r2c=(
     'table={}'
     'L16U4P={"lanes":16,"unroll":4,"prefetch":true}'
     'L16U8S={"lanes":16,"unroll":8,"prefetch":"split","rowScatter":true}'
     'L32U2={"lanes":32,"unroll":2}'
   )
-  kernel_sweep 45 r2d256 r2c "${cases[@]}" --only="gemma2" --grid=502
+  kernel_sweep 45 r2d256 r2c "${sweep_cases[@]}" --only="gemma2" --grid=502
   ;;
 sweep2)
-  cases=(--backend=webgpu --strategies=lean --cases=bench/cases_models_variants.json --check
-    --no-retime --skip="W128|W1024|W4096")
   r8=(
     'L4U4PS2={"lanes":4,"unroll":4,"prefetch":true,"rowSets":2,"rowScatter":true}'
     'L4U8PS2={"lanes":4,"unroll":8,"prefetch":true,"rowSets":2,"rowScatter":true}'
@@ -84,16 +78,16 @@ sweep2)
     'L2U4PS4={"lanes":2,"unroll":4,"prefetch":true,"rowSets":4,"rowScatter":true}'
     'L8U8S2={"lanes":8,"unroll":8,"prefetch":"split","rowSets":2,"queryShared":true,"tokenRuns":true,"rowScatter":true}'
   )
-  kernel_sweep 45 r8d64 r8 "${cases[@]}" --only="gpt-oss" --grid=264
+  kernel_sweep 45 r8d64 r8 "${sweep_cases[@]}" --only="gpt-oss" --grid=264
   paged8=(
     'L4U4PS2={"lanes":4,"unroll":4,"prefetch":true,"rowSets":2,"rowScatter":true}'
     'L4U4PS2T={"lanes":4,"unroll":4,"prefetch":true,"rowSets":2,"tokenRuns":true,"rowScatter":true}'
   )
-  kernel_sweep 60 paged_r8d64 paged8 "${cases[@]}" --only="gpt-oss" --grid=264 --paged
+  kernel_sweep 60 paged_r8d64 paged8 "${sweep_cases[@]}" --only="gpt-oss" --grid=264 --paged
   paged2=('L16U4PR={"lanes":16,"unroll":4,"prefetch":true,"rowScatter":true}')
-  kernel_sweep 60 paged_r2d128 paged2 "${cases[@]}" --only="gemma3" --grid=502 --paged
+  kernel_sweep 60 paged_r2d128 paged2 "${sweep_cases[@]}" --only="gemma3" --grid=502 --paged
   paged2b=('L8U4P={"lanes":8,"unroll":4,"prefetch":true,"rowScatter":true}')
-  kernel_sweep 60 paged_r2d128g264 paged2b "${cases[@]}" --only="gemma3" --grid=264 --paged
+  kernel_sweep 60 paged_r2d128g264 paged2b "${sweep_cases[@]}" --only="gemma3" --grid=264 --paged
   ;;
 final)
   cases=(--cases=bench/cases_models_variants.json)

@@ -96,6 +96,18 @@ run_anchors() {
     >"$out/triton.txt" 2>&1
   stamp "triton exit $?"
 }
+# `model_runs NAME CASES`: the README's per-model table on a cases file (sessions 59 and 60): the
+# default kernels through Deno's WebGPU and through Dawn, the matrix kernel through Dawn
+# (`matrixMinRows: 4`, so every group of 4 rows or more takes it), each calibrated and checked
+# against float64, then the PyTorch and Triton anchors.
+model_runs() {
+  local name=$1 cases=$2
+  run_deno 200 "${name}_webgpu.txt" bench/gpu_bench.ts --backend=webgpu --strategies=lean \
+    --cases="$cases" --check --out="$out/${name}_webgpu.json"
+  rows_bench 150 "${name}_dawn" '{}' --check --cases="$cases"
+  rows_bench 150 "${name}_matrix" '{"matrixMath":true,"matrixMinRows":4}' --check --cases="$cases"
+  run_anchors 100 "$cases"
+}
 # `rows_bench LIMIT NAME KERNEL ARGS...`: lean through Dawn on the many-row cases (JSON and text;
 # sessions 49-50).
 rows_bench() {
