@@ -65,14 +65,8 @@ export {
   openBestDecoder,
   timingNote,
 } from "./src/cli/backend_choice.ts";
-export {
-  BENCH_FLAGS,
-  BENCH_USAGE,
-  benchCommand,
-  type BenchReport,
-  type BenchRow,
-  formatBenchTable,
-} from "./src/cli/bench_command.ts";
+export { BENCH_FLAGS, BENCH_USAGE, benchCommand } from "./src/cli/bench_command.ts";
+export { type BenchReport, type BenchRow, formatBenchTable } from "./src/cli/bench_report.ts";
 export {
   DEMO_FLAGS,
   DEMO_TOLERANCE,

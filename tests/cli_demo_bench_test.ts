@@ -129,6 +129,45 @@ Deno.test("runCli bench takes MLA: --head-dim-v, and --v-from-k (V read from K's
   }
 });
 
+Deno.test("runCli bench takes a model's attention variant: window, soft-cap, sinks, ALiBi", async () => {
+  const argv = ["bench", "--backend=cpu", "--contexts=40,200", "--heads=4", "--kv-heads=2"];
+  const common = [...argv, "--head-dim=16", "--strategies=lean", "--runs=1"];
+  const variant = ["--sliding-window=32", "--soft-cap=50", "--sinks", "--alibi"];
+  const io = captureIO();
+  assert.equal(await runCli([...common, ...variant], io), 0, io.stderr);
+  assert.match(io.stdout, /f16 KV, window 32, soft-cap 50, sinks, ALiBi; median/);
+  const json = captureIO();
+  assert.equal(await runCli([...common, ...variant, "--json"], json), 0, json.stderr);
+  const report = JSON.parse(json.stdout);
+  assert.equal(report.shape.slidingWindow, 32);
+  assert.equal(report.shape.logitsSoftCap, 50);
+  assert.equal(report.shape.sinks, true);
+  assert.equal(report.shape.alibi, true);
+  // GB/s counts the window's tokens only: 32 of 40 or 200, 2 KV heads, K and V of 16 f16 dims.
+  for (const row of report.rows) {
+    const bytes = Math.min(row.context, 32) * 2 * 32 * 2;
+    assert.ok(Math.abs(row.kvGBps * row.medianMs * 1e6 - bytes) < 1e-6 * bytes, `${row.context}`);
+  }
+  // The window reaches the planner: 200 tokens plan the tiles of the last 32 only (two 64-token
+  // tiles per KV head), half the workgroups of the plain context.
+  const plain = captureIO();
+  assert.equal(await runCli([...common, "--json"], plain), 0, plain.stderr);
+  const wgs = (r: { rows: { context: number; workgroups: number }[] }) =>
+    r.rows.find((x) => x.context === 200)!.workgroups;
+  assert.ok(wgs(report) < wgs(JSON.parse(plain.stdout)), `${wgs(report)}`);
+  for (
+    const [bad, re] of [
+      ["--sliding-window=0", /--sliding-window.*"0"/],
+      ["--soft-cap=-5", /--soft-cap.*"-5"/],
+      ["--soft-cap=2.5", /--soft-cap.*"2.5"/],
+    ] as const
+  ) {
+    const err = captureIO();
+    assert.equal(await runCli([...argv, bad], err), 2);
+    assert.match(err.stderr, re);
+  }
+});
+
 Deno.test("runCli demo takes --q-len and --matrix-math, and says what ran", async () => {
   const io = captureIO();
   const argv = ["demo", "--backend=cpu", "--seq-lens=40,100", "--q-len=4", "--matrix-math"];

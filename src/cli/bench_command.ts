@@ -17,6 +17,8 @@ import type { CliIO } from "./io.ts";
 import { ProgressBar } from "./progress_bar.ts";
 import { openWithSpinner } from "./spinner.ts";
 import { VERSION } from "../core/version.ts";
+import type { BenchReport, BenchRow } from "./bench_report.ts";
+import { formatBenchTable } from "./bench_report.ts";
 
 /**
  * Flags of `bench`.
@@ -71,6 +73,20 @@ export const BENCH_FLAGS = {
     help: "K/V dtype (default f16; the 8-bit ones with one scale per tensor)",
   },
   "matrix-math": MATRIX_MATH_FLAG,
+  "sliding-window": {
+    kind: "integer",
+    min: 1,
+    max: 1 << 22,
+    help: "each query row attends its last N tokens (Mistral, Gemma, gpt-oss's sliding layers)",
+  },
+  "soft-cap": {
+    kind: "integer",
+    min: 1,
+    max: 100000,
+    help: "logits soft-capped at N: N tanh(s / N) (Gemma 2: 50)",
+  },
+  sinks: { kind: "boolean", help: "an attention-sink logit per query head (gpt-oss)" },
+  alibi: { kind: "boolean", help: "ALiBi biases, the standard slopes 2^(-8 (h + 1) / heads)" },
   strategies: {
     kind: "string",
     placeholder: "LIST",
@@ -97,86 +113,36 @@ export const BENCH_FLAGS = {
  */
 export const BENCH_USAGE: string = formatUsage(
   "lean-attention bench",
-  "Times every strategy over a sweep of context lengths (f16 KV unless --kv-dtype says otherwise)\n" +
-    "with the backend's kernel timer, and prints a table or JSON.",
+  "Times every strategy over a sweep of context lengths (f16 KV unless --kv-dtype says otherwise;\n" +
+    "a model's attention variant with --sliding-window, --soft-cap, --sinks, --alibi) with the\n" +
+    "backend's kernel timer, and prints a table or JSON.",
   BENCH_FLAGS,
 );
 
 /**
- * One measured case of the sweep.
- *
- * @example
- * ```ts
- * import type { BenchRow } from "@lean/attention/cli";
- * const row: BenchRow = { context: 4096, strategy: "lean", workgroups: 132, medianMs: 0.05, kvGBps: 1342 };
- * ```
+ * The decode fields of the variant flags: the window and soft-cap as given, a sink logit of 0
+ * per query head (the kernels' work does not depend on its value), ALiBi's standard slopes.
  */
-export interface BenchRow {
-  /** Context length of every sequence. */
-  context: number;
-  /** The strategy. */
-  strategy: Strategy;
-  /** Workgroups of the decode dispatch. */
-  workgroups: number;
-  /** Median kernel time in milliseconds (each call timed alone). */
-  medianMs: number;
-  /** K and V bytes read per call over the median time, in GB/s. */
-  kvGBps: number;
-  /**
-   * GPU backends: median milliseconds per call with calls back to back (as a model's layers run;
-   * see `KernelTimingRequest.streamMs`).
-   */
-  streamMs?: number;
-}
-
-/**
- * The JSON `bench --json` prints.
- *
- * @example
- * ```ts
- * import type { BenchReport } from "@lean/attention/cli";
- * const report: BenchReport = {
- *   version: "0.1.0", backend: "cpu", reason: "requested", device: "cpu", grid: 16,
- *   shape: { batch: 1, numHeads: 32, numKVHeads: 8, headDim: 128, qLen: 1 },
- *   matrixUnits: false, runs: 3, rows: [],
- * };
- * ```
- */
-export interface BenchReport {
-  /** The package version that measured. */
-  version: string;
-  /** The backend that ran. */
-  backend: BackendName;
-  /** Why that backend. */
-  reason: string;
-  /** Present where the timings say nothing about GPUs (CPU backend, software adapter). */
-  note?: string;
-  /** Adapter or CPU description. */
-  device: string;
-  /** Lean grid. */
-  grid: number;
-  /** Shape shared by all cases (`kvDtype` absent: f16). */
-  shape: {
-    batch: number;
-    numHeads: number;
-    numKVHeads: number;
-    headDim: number;
-    /** V's head dim, where it differs from K's. */
-    headDimV?: number;
-    /** V read from K's rows (MLA's latent cache). */
-    vFromK?: boolean;
-    qLen: number;
-    kvDtype?: KVDtype;
+function variantFields(
+  flags: { "sliding-window"?: number; "soft-cap"?: number; sinks?: boolean; alibi?: boolean },
+  numHeads: number,
+): {
+  slidingWindow?: number;
+  logitsSoftCap?: number;
+  sinks?: Float32Array;
+  alibiSlopes?: Float32Array;
+} {
+  return {
+    ...(flags["sliding-window"] === undefined ? {} : { slidingWindow: flags["sliding-window"] }),
+    ...(flags["soft-cap"] === undefined ? {} : { logitsSoftCap: flags["soft-cap"] }),
+    ...(flags.sinks ? { sinks: new Float32Array(numHeads) } : {}),
+    ...(flags.alibi
+      ? {
+        alibiSlopes: Float32Array.from({ length: numHeads }, (_, h) =>
+          2 ** (-8 * (h + 1) / numHeads)),
+      }
+      : {}),
   };
-  /**
-   * Whether the matrix-unit kernel ran (asked for with `--matrix-math` and offered by the
-   * device; it takes KV groups of 16 or more query rows).
-   */
-  matrixUnits: boolean;
-  /** Timed runs per case. */
-  runs: number;
-  /** One row per context and strategy. */
-  rows: BenchRow[];
 }
 
 function parseStrategies(text: string | undefined): Strategy[] {
@@ -196,72 +162,6 @@ function parseStrategies(text: string | undefined): Strategy[] {
     );
   }
   return list as Strategy[];
-}
-
-/**
- * Formats a report as a text table with one line per context and the lean speedups.
- *
- * @example
- * ```ts
- * import { formatBenchTable } from "@lean/attention/cli";
- * const table = formatBenchTable({
- *   version: "0.1.0", backend: "cpu", reason: "requested", device: "cpu", grid: 16,
- *   shape: { batch: 1, numHeads: 32, numKVHeads: 8, headDim: 128, qLen: 1 },
- *   matrixUnits: false, runs: 3,
- *   rows: [
- *     { context: 1024, strategy: "lean", workgroups: 16, medianMs: 2, kvGBps: 2, streamMs: 1.5 },
- *     { context: 1024, strategy: "single", workgroups: 8, medianMs: 4, kvGBps: 1, streamMs: 3.5 },
- *   ],
- * });
- * console.log(table.includes("2.00x"), table.includes("lean b2b ms")); // true true
- * ```
- */
-export function formatBenchTable(report: BenchReport): string {
-  const strategies = [...new Set(report.rows.map((r) => r.strategy))];
-  const contexts = [...new Set(report.rows.map((r) => r.context))];
-  const stream = report.rows.some((r) => r.streamMs !== undefined);
-  const header = [
-    "context".padStart(8),
-    ...strategies.map((s) => `${s} ms`.padStart(11)),
-    ...(stream ? strategies.map((s) => `${s} b2b ms`.padStart(15)) : []),
-    ...strategies.map((s) => `${s} GB/s`.padStart(12)),
-    ...strategies.filter((s) => s !== "lean").map((s) => `lean/${s}`.padStart(12)),
-  ];
-  const lines = [
-    `backend ${report.backend} (${report.reason}); ${report.device}, grid ${report.grid}`,
-    ...(report.note ? [`note: ${report.note}`] : []),
-    `${report.shape.batch} x context, ${report.shape.numHeads}/${report.shape.numKVHeads} heads, ` +
-    `head dim ${report.shape.headDim}${
-      report.shape.headDimV === undefined ? "" : `/${report.shape.headDimV}`
-    }${report.shape.vFromK ? " (V from K)" : ""}, qLen ${report.shape.qLen}, ${
-      report.shape.kvDtype ?? "f16"
-    } KV${report.matrixUnits ? ", matrix units" : ""}; median of ${report.runs} kernel timings${
-      stream ? ` (ms: each call alone; b2b ms: per call, calls back to back)` : ""
-    }`,
-    "",
-    header.join(" "),
-    "-".repeat(header.join(" ").length),
-  ];
-  for (const context of contexts) {
-    const row = (s: Strategy) => report.rows.find((r) => r.context === context && r.strategy === s);
-    const lean = row("lean");
-    lines.push(
-      [
-        String(context).padStart(8),
-        ...strategies.map((s) => (row(s)?.medianMs.toFixed(3) ?? "-").padStart(11)),
-        ...(stream
-          ? strategies.map((s) => (row(s)?.streamMs?.toFixed(3) ?? "-").padStart(15))
-          : []),
-        ...strategies.map((s) => (row(s)?.kvGBps.toFixed(2) ?? "-").padStart(12)),
-        ...strategies.filter((s) => s !== "lean").map((s) => {
-          const other = row(s);
-          return (lean && other ? `${(other.medianMs / lean.medianMs).toFixed(2)}x` : "-")
-            .padStart(12);
-        }),
-      ].join(" "),
-    );
-  }
-  return lines.join("\n");
 }
 
 /**
@@ -304,11 +204,13 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
       `Flag --head-dim-v must be at most --head-dim (${headDim}) with --v-from-k: got ${headDimV}`,
     );
   }
-  // V's fields, where they differ from the plain shape's.
+  // V's fields, where they differ from the plain shape's, and the attention variant's.
   const dimsV = {
     ...(headDimV === headDim ? {} : { headDimV }),
     ...(vFromK ? { vFromK } : {}),
   };
+  const variant = variantFields(flags, numHeads);
+  const window = flags["sliding-window"];
   const { decoder, reason, spinner } = await openWithSpinner(
     io,
     requested,
@@ -323,26 +225,32 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
     // silent compile (the cases share them: same head dim, dtype and rows per block).
     for (const context of contexts) {
       const seqLens: number[] = Array(batch).fill(context);
-      await decoder.warmup({ seqLens, numHeads, numKVHeads, headDim, ...dimsV, qLen, kvDtype }, {
-        strategies,
-      });
+      await decoder.warmup(
+        { seqLens, numHeads, numKVHeads, headDim, ...dimsV, qLen, kvDtype, ...variant },
+        { strategies },
+      );
     }
     spinner.stop();
     const bar = new ProgressBar({ total: contexts.length * strategies.length, io });
     const rows: BenchRow[] = [];
     for (const context of contexts) {
-      const input = demoBatch({
-        seqLens: Array(batch).fill(context),
-        numHeads,
-        numKVHeads,
-        headDim,
-        ...dimsV,
-        qLen,
-        kvDtype,
-        seed: context,
-      });
-      // K's rows, and V's unless it is read from them.
-      const kvBytes = batch * context * numKVHeads * (headDim + (vFromK ? 0 : headDimV)) *
+      const input = {
+        ...demoBatch({
+          seqLens: Array(batch).fill(context),
+          numHeads,
+          numKVHeads,
+          headDim,
+          ...dimsV,
+          qLen,
+          kvDtype,
+          seed: context,
+        }),
+        ...variant,
+      };
+      // K's rows, and V's unless it is read from them; with a window, the window's tokens (the
+      // last query row's window and the rows before it), which are all the kernels read.
+      const tokens = window === undefined ? context : Math.min(context, window + qLen - 1);
+      const kvBytes = batch * tokens * numKVHeads * (headDim + (vFromK ? 0 : headDimV)) *
         KV_DTYPE_INFO[kvDtype].bytes;
       for (const strategy of strategies) {
         // GPUs: calls back to back too (~2 ms per sample); the CPU has no pass to start.
@@ -371,7 +279,19 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
       ...(note ? { note } : {}),
       device: decoder.profile.name,
       grid: decoder.profile.grid,
-      shape: { batch, numHeads, numKVHeads, headDim, ...dimsV, qLen, kvDtype },
+      shape: {
+        batch,
+        numHeads,
+        numKVHeads,
+        headDim,
+        ...dimsV,
+        qLen,
+        kvDtype,
+        ...(window === undefined ? {} : { slidingWindow: window }),
+        ...(flags["soft-cap"] === undefined ? {} : { logitsSoftCap: flags["soft-cap"] }),
+        ...(flags.sinks ? { sinks: true } : {}),
+        ...(flags.alibi ? { alibi: true } : {}),
+      },
       matrixUnits: decoder.profile.matrixUnits === true,
       runs,
       rows,
