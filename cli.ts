@@ -68,6 +68,14 @@ export {
 export { BENCH_FLAGS, BENCH_USAGE, benchCommand } from "./src/cli/bench_command.ts";
 export { type BenchReport, type BenchRow, formatBenchTable } from "./src/cli/bench_report.ts";
 export {
+  VARIANT_FLAGS,
+  variantFields,
+  type VariantFlagValues,
+  type VariantShape,
+  variantShape,
+  variantText,
+} from "./src/cli/variant_flags.ts";
+export {
   DEMO_FLAGS,
   DEMO_TOLERANCE,
   DEMO_USAGE,

@@ -190,6 +190,28 @@ Deno.test("runCli demo takes --q-len and --matrix-math, and says what ran", asyn
   assert.match(short.stderr, /seqLens\[0\] must be 0 or an integer >= qLen \(4\): got 2/);
 });
 
+Deno.test("runCli demo takes a model's attention variant and checks every strategy against float64", async () => {
+  const flags = ["demo", "--backend=cpu", "--runs=1", "--seq-lens=300,77", "--q-len=2"];
+  const variant = ["--sliding-window=100", "--soft-cap=30", "--sinks", "--alibi"];
+  const io = captureIO();
+  assert.equal(await runCli([...flags, ...variant, "--json"], io), 0, io.stderr);
+  const report = JSON.parse(io.stdout);
+  assert.deepEqual(
+    [
+      report.batch.slidingWindow,
+      report.batch.logitsSoftCap,
+      report.batch.sinks,
+      report.batch.alibi,
+    ],
+    [100, 30, true, true],
+  );
+  assert.equal(report.rows.length, 3);
+  for (const row of report.rows) assert.ok(row.ok && row.relativeL2 < 1e-6, JSON.stringify(row));
+  const text = captureIO();
+  assert.equal(await runCli([...flags, ...variant], text), 0, text.stderr);
+  assert.match(text.stdout, /of K and V\), window 100, soft-cap 30, sinks, ALiBi\n/);
+});
+
 Deno.test("formatBenchTable shows back-to-back columns only for rows that have them", () => {
   const base = {
     version: "0.1.0",

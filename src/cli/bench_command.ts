@@ -18,6 +18,7 @@ import { ProgressBar } from "./progress_bar.ts";
 import { openWithSpinner } from "./spinner.ts";
 import { VERSION } from "../core/version.ts";
 import type { BenchReport, BenchRow } from "./bench_report.ts";
+import { VARIANT_FLAGS, variantFields, variantShape } from "./variant_flags.ts";
 import { formatBenchTable } from "./bench_report.ts";
 
 /**
@@ -73,20 +74,7 @@ export const BENCH_FLAGS = {
     help: "K/V dtype (default f16; the 8-bit ones with one scale per tensor)",
   },
   "matrix-math": MATRIX_MATH_FLAG,
-  "sliding-window": {
-    kind: "integer",
-    min: 1,
-    max: 1 << 22,
-    help: "each query row attends its last N tokens (Mistral, Gemma, gpt-oss's sliding layers)",
-  },
-  "soft-cap": {
-    kind: "integer",
-    min: 1,
-    max: 100000,
-    help: "logits soft-capped at N: N tanh(s / N) (Gemma 2: 50)",
-  },
-  sinks: { kind: "boolean", help: "an attention-sink logit per query head (gpt-oss)" },
-  alibi: { kind: "boolean", help: "ALiBi biases, the standard slopes 2^(-8 (h + 1) / heads)" },
+  ...VARIANT_FLAGS,
   strategies: {
     kind: "string",
     placeholder: "LIST",
@@ -118,32 +106,6 @@ export const BENCH_USAGE: string = formatUsage(
     "backend's kernel timer, and prints a table or JSON.",
   BENCH_FLAGS,
 );
-
-/**
- * The decode fields of the variant flags: the window and soft-cap as given, a sink logit of 0
- * per query head (the kernels' work does not depend on its value), ALiBi's standard slopes.
- */
-function variantFields(
-  flags: { "sliding-window"?: number; "soft-cap"?: number; sinks?: boolean; alibi?: boolean },
-  numHeads: number,
-): {
-  slidingWindow?: number;
-  logitsSoftCap?: number;
-  sinks?: Float32Array;
-  alibiSlopes?: Float32Array;
-} {
-  return {
-    ...(flags["sliding-window"] === undefined ? {} : { slidingWindow: flags["sliding-window"] }),
-    ...(flags["soft-cap"] === undefined ? {} : { logitsSoftCap: flags["soft-cap"] }),
-    ...(flags.sinks ? { sinks: new Float32Array(numHeads) } : {}),
-    ...(flags.alibi
-      ? {
-        alibiSlopes: Float32Array.from({ length: numHeads }, (_, h) =>
-          2 ** (-8 * (h + 1) / numHeads)),
-      }
-      : {}),
-  };
-}
 
 function parseStrategies(text: string | undefined): Strategy[] {
   if (text === undefined) return [...STRATEGIES];
@@ -287,10 +249,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
         ...dimsV,
         qLen,
         kvDtype,
-        ...(window === undefined ? {} : { slidingWindow: window }),
-        ...(flags["soft-cap"] === undefined ? {} : { logitsSoftCap: flags["soft-cap"] }),
-        ...(flags.sinks ? { sinks: true } : {}),
-        ...(flags.alibi ? { alibi: true } : {}),
+        ...variantShape(flags),
       },
       matrixUnits: decoder.profile.matrixUnits === true,
       runs,

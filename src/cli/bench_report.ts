@@ -7,6 +7,7 @@
 
 import type { BackendName } from "../plan/backend.ts";
 import type { KVDtype, Strategy } from "../core/problem.ts";
+import { type VariantShape, variantText } from "./variant_flags.ts";
 
 /**
  * One measured case of the sweep.
@@ -73,13 +74,7 @@ export interface BenchReport {
     vFromK?: boolean;
     qLen: number;
     kvDtype?: KVDtype;
-    /** The attention variant's fields asked for (`--sliding-window`, `--soft-cap`). */
-    slidingWindow?: number;
-    logitsSoftCap?: number;
-    /** `--sinks` (a sink logit of 0 per query head) and `--alibi` (the standard slopes). */
-    sinks?: boolean;
-    alibi?: boolean;
-  };
+  } & VariantShape;
   /**
    * Whether the matrix-unit kernel ran (asked for with `--matrix-math` and offered by the
    * device; it takes KV groups of 16 or more query rows).
@@ -89,17 +84,6 @@ export interface BenchReport {
   runs: number;
   /** One row per context and strategy. */
   rows: BenchRow[];
-}
-
-/** The variant's words in the table's header line ("" for plain attention). */
-function variantText(shape: BenchReport["shape"]): string {
-  const parts = [
-    ...(shape.slidingWindow === undefined ? [] : [`window ${shape.slidingWindow}`]),
-    ...(shape.logitsSoftCap === undefined ? [] : [`soft-cap ${shape.logitsSoftCap}`]),
-    ...(shape.sinks ? ["sinks"] : []),
-    ...(shape.alibi ? ["ALiBi"] : []),
-  ];
-  return parts.length === 0 ? "" : `, ${parts.join(", ")}`;
 }
 
 /**

@@ -17,6 +17,7 @@ import { demoBatch } from "./demo_batch.ts";
 import type { CliIO } from "./io.ts";
 import { openWithSpinner } from "./spinner.ts";
 import { VERSION } from "../core/version.ts";
+import { VARIANT_FLAGS, variantFields, variantShape, variantText } from "./variant_flags.ts";
 
 /**
  * Flags of `demo`.
@@ -43,6 +44,7 @@ export const DEMO_FLAGS = {
   },
   "q-len": Q_LEN_FLAG,
   "matrix-math": MATRIX_MATH_FLAG,
+  ...VARIANT_FLAGS,
   grid: { kind: "integer", min: 1, max: 65536, help: "lean grid (default: the device's)" },
   json: { kind: "boolean", help: "print the results as JSON" },
 } as const;
@@ -58,8 +60,9 @@ export const DEMO_FLAGS = {
  */
 export const DEMO_USAGE: string = formatUsage(
   "lean-attention demo",
-  "Runs a ragged GQA decode batch (8 sequences unless --seq-lens) with every strategy on the best\n" +
-    "backend, times it and checks it against a float64 reference.",
+  "Runs a ragged GQA decode batch (8 sequences unless --seq-lens; a model's attention variant with\n" +
+    "--sliding-window, --soft-cap, --sinks, --alibi) with every strategy on the best backend, times\n" +
+    "it and checks it against a float64 reference.",
   DEMO_FLAGS,
 );
 
@@ -170,11 +173,17 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
   );
   try {
     const qLen = flags["q-len"] ?? 1;
-    const input = demoBatch({ seqLens: flags["seq-lens"], qLen });
+    const batch = demoBatch({ seqLens: flags["seq-lens"], qLen });
+    const input = { ...batch, ...variantFields(flags, batch.numHeads) };
     const matrixUnits = decoder.profile.matrixUnits === true;
     const lens = Array.from(input.seqLens);
     const tokens = lens.reduce((a, b) => a + b, 0);
-    const kvBytes = 2 * tokens * input.numKVHeads * input.headDim * 2;
+    // K and V bytes the kernels read: with a window, each sequence's window only.
+    const window = flags["sliding-window"];
+    const read = window === undefined
+      ? tokens
+      : lens.reduce((a, n) => a + Math.min(n, window + qLen - 1), 0);
+    const kvBytes = 2 * read * input.numKVHeads * input.headDim * 2;
     await decoder.warmup(input);
     spinner.update("float64 reference");
     const t0 = performance.now();
@@ -206,6 +215,7 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
               headDim: input.headDim,
               qLen,
               kvDtype: input.kvDtype,
+              ...variantShape(flags),
             },
             matrixUnits,
             runs,
@@ -227,7 +237,7 @@ export async function demoCommand(argv: readonly string[], io: CliIO): Promise<n
       `batch    ${lens.length} sequences of ${lens.join(", ")} tokens (${tokens} in all)`,
       `         ${input.numHeads} query heads / ${input.numKVHeads} KV heads (GQA ` +
       `${input.numHeads / input.numKVHeads}), head dim ${input.headDim}, qLen ${qLen}, KV f16 ` +
-      `(${(kvBytes / 2 ** 20).toFixed(1)} MiB of K and V)`,
+      `(${(kvBytes / 2 ** 20).toFixed(1)} MiB of K and V)${variantText(variantShape(flags))}`,
       ...(matrixUnits
         ? ["kernel   the f16 matrix units (kernel: { matrixMath: true }): f16-grade results"]
         : []),
