@@ -5,6 +5,7 @@
 
 import type { DecodeInput } from "../mod.ts";
 import type { BenchCase } from "./bench_cases.ts";
+import { variantFields as flagVariantFields } from "../src/cli/variant_flags.ts";
 
 /** Halves drawn one by one; longer arrays repeat this block (timing does not need more). */
 const BLOCK = (1 << 24) + 4099;
@@ -90,17 +91,15 @@ export function makeBenchInput(c: BenchCase): DecodeInput {
 }
 
 /**
- * A case's attention variants as decode fields and as a runner's plan options (sinks: a fixed
- * logit pattern per query head).
+ * A case's attention variants as decode fields and as a runner's plan options, as the CLI's
+ * variant flags make them (sinks: a fixed logit pattern per query head).
  */
 export function variantFields(
   c: BenchCase,
 ): { slidingWindow?: number; logitsSoftCap?: number; sinks?: Float32Array } {
-  return {
-    ...(c.slidingWindow === undefined ? {} : { slidingWindow: c.slidingWindow }),
-    ...(c.logitsSoftCap === undefined ? {} : { logitsSoftCap: c.logitsSoftCap }),
-    ...(c.attentionSinks
-      ? { sinks: Float32Array.from({ length: c.numHeads }, (_, h) => (h % 5) - 1) }
-      : {}),
-  };
+  return flagVariantFields({
+    "sliding-window": c.slidingWindow,
+    "soft-cap": c.logitsSoftCap,
+    sinks: c.attentionSinks,
+  }, c.numHeads);
 }
