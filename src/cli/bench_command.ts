@@ -173,6 +173,8 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
   };
   const variant = variantFields(flags, numHeads);
   const window = flags["sliding-window"];
+  // The shape every case shares (the report's too); the cases differ in their context only.
+  const shape = { numHeads, numKVHeads, headDim, ...dimsV, qLen, kvDtype };
   const { decoder, reason, spinner } = await openWithSpinner(
     io,
     requested,
@@ -187,26 +189,14 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
     // silent compile (the cases share them: same head dim, dtype and rows per block).
     for (const context of contexts) {
       const seqLens: number[] = Array(batch).fill(context);
-      await decoder.warmup(
-        { seqLens, numHeads, numKVHeads, headDim, ...dimsV, qLen, kvDtype, ...variant },
-        { strategies },
-      );
+      await decoder.warmup({ seqLens, ...shape, ...variant }, { strategies });
     }
     spinner.stop();
     const bar = new ProgressBar({ total: contexts.length * strategies.length, io });
     const rows: BenchRow[] = [];
     for (const context of contexts) {
       const input = {
-        ...demoBatch({
-          seqLens: Array(batch).fill(context),
-          numHeads,
-          numKVHeads,
-          headDim,
-          ...dimsV,
-          qLen,
-          kvDtype,
-          seed: context,
-        }),
+        ...demoBatch({ seqLens: Array(batch).fill(context), ...shape, seed: context }),
         ...variant,
       };
       // K's rows, and V's unless it is read from them; with a window, the window's tokens (the
@@ -241,16 +231,7 @@ export async function benchCommand(argv: readonly string[], io: CliIO): Promise<
       ...(note ? { note } : {}),
       device: decoder.profile.name,
       grid: decoder.profile.grid,
-      shape: {
-        batch,
-        numHeads,
-        numKVHeads,
-        headDim,
-        ...dimsV,
-        qLen,
-        kvDtype,
-        ...variantShape(flags),
-      },
+      shape: { batch, ...shape, ...variantShape(flags) },
       matrixUnits: decoder.profile.matrixUnits === true,
       runs,
       rows,
